@@ -1,0 +1,1 @@
+//! The cluster-agent library; its parts arrive with the agent issue.

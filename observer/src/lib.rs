@@ -1,0 +1,1 @@
+//! The observer library; its parts arrive with the observer issue.

@@ -1,0 +1,1 @@
+//! Fake peers and process harnesses for tests.
