@@ -1,0 +1,286 @@
+//! The agent configuration: what the observer renders for one cluster and sends in a
+//! `ConfigUpdate`, and what `cluster-agent` reads from a file in standalone mode.
+//!
+//! It is the set of validated pipelines selected for the cluster plus agent-wide
+//! external labels. Rendering is canonical (pipelines sorted by name, maps sorted, no
+//! insignificant whitespace), so the same desired state always has the same SHA-256 and
+//! the observer can skip a push when the agent's last-applied hash already matches.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::errors::{FieldErrors, ValidationErrors, field, index, key};
+use crate::names::check_prometheus_label_name;
+use crate::pipeline::{API_GROUP_VERSION, MetricPipeline, ValidatedPipeline, validate};
+
+/// The content type of a rendered agent configuration in `ConfigUpdate.content_type`.
+pub const AGENT_CONFIG_CONTENT_TYPE: &str =
+    "application/vnd.kaas-observer.agent-config.v1alpha1+json";
+/// `kind` of an agent configuration document.
+pub const AGENT_CONFIG_KIND: &str = "AgentConfig";
+
+/// Everything one agent runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Always `telemetry.kaas-observer.io/v1alpha1`.
+    pub api_version: String,
+    /// Always `AgentConfig`.
+    pub kind: String,
+    /// Labels added to every series the agent sends (as Prometheus' `external_labels`),
+    /// typically `cluster`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_labels: BTreeMap<String, String>,
+    /// The pipelines to run.
+    #[serde(default)]
+    pub pipelines: Vec<MetricPipeline>,
+}
+
+/// An agent configuration whose every pipeline passed validation.
+#[derive(Clone, Debug)]
+pub struct ValidatedAgentConfig {
+    /// External labels.
+    pub external_labels: BTreeMap<String, String>,
+    /// The validated pipelines, in the order given.
+    pub pipelines: Vec<ValidatedPipeline>,
+}
+
+/// A configuration in its wire form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderedConfig {
+    /// Canonical JSON.
+    pub body: Vec<u8>,
+    /// SHA-256 of `body`.
+    pub hash: [u8; 32],
+}
+
+impl RenderedConfig {
+    /// The hash in lower-case hex, for logs and the API.
+    pub fn hash_hex(&self) -> String {
+        hex::encode(self.hash)
+    }
+}
+
+/// SHA-256 of a configuration body, as carried in the control contract.
+pub fn config_hash(body: &[u8]) -> [u8; 32] {
+    Sha256::digest(body).into()
+}
+
+/// Why an agent configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    /// Not JSON or YAML of the right shape.
+    #[error("cannot parse the agent configuration: {0}")]
+    Parse(String),
+    /// Parsed, but invalid.
+    #[error("{0}")]
+    Invalid(#[from] ValidationErrors),
+}
+
+impl AgentConfig {
+    /// A configuration holding these pipelines. Taking validated pipelines means nothing
+    /// unchecked can be rendered and sent.
+    pub fn from_validated(
+        external_labels: BTreeMap<String, String>,
+        pipelines: &[ValidatedPipeline],
+    ) -> Self {
+        Self {
+            api_version: API_GROUP_VERSION.to_owned(),
+            kind: AGENT_CONFIG_KIND.to_owned(),
+            external_labels,
+            pipelines: pipelines.iter().map(|p| p.resource().clone()).collect(),
+        }
+    }
+
+    /// Reads a configuration from YAML or JSON (JSON is YAML) and validates it.
+    pub fn parse(text: &str) -> Result<ValidatedAgentConfig, AgentConfigError> {
+        let deserializer = serde_yaml::Deserializer::from_str(text);
+        let config: AgentConfig = serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| AgentConfigError::Parse(format!("{}: {}", e.path(), e.inner())))?;
+        Ok(config.validate()?)
+    }
+
+    /// Checks the envelope, the external labels, that pipeline names are unique, and
+    /// every pipeline; errors inside a pipeline are prefixed with `pipelines[i].`.
+    pub fn validate(&self) -> Result<ValidatedAgentConfig, ValidationErrors> {
+        let mut errors = FieldErrors::default();
+        if self.api_version != API_GROUP_VERSION {
+            errors.add(
+                "apiVersion",
+                format!("{:?} is not {API_GROUP_VERSION}", self.api_version),
+            );
+        }
+        if self.kind != AGENT_CONFIG_KIND {
+            errors.add(
+                "kind",
+                format!("{:?} is not {AGENT_CONFIG_KIND}", self.kind),
+            );
+        }
+        for name in self.external_labels.keys() {
+            if let Err(reason) = check_prometheus_label_name(name) {
+                errors.add(key("externalLabels", name), reason);
+            }
+        }
+        let mut names = BTreeSet::new();
+        let mut pipelines = Vec::new();
+        for (i, pipeline) in self.pipelines.iter().enumerate() {
+            let path = index("pipelines", i);
+            match validate(pipeline) {
+                Ok(valid) => {
+                    if !names.insert(valid.name().to_owned()) {
+                        errors.add(
+                            field(&path, "metadata.name"),
+                            format!("pipeline {:?} appears twice", valid.name()),
+                        );
+                    }
+                    pipelines.push(valid);
+                }
+                Err(invalid) => errors.extend(ValidationErrors(
+                    invalid
+                        .0
+                        .into_iter()
+                        .map(|mut e| {
+                            e.path = field(&path, &e.path);
+                            e
+                        })
+                        .collect(),
+                )),
+            }
+        }
+        errors.into_result()?;
+        Ok(ValidatedAgentConfig {
+            external_labels: self.external_labels.clone(),
+            pipelines,
+        })
+    }
+
+    /// The canonical wire form and its hash.
+    pub fn render(&self) -> RenderedConfig {
+        let mut canonical = self.clone();
+        canonical
+            .pipelines
+            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        // Serialising plain data with string keys cannot fail; fall back to an empty
+        // body (which every agent refuses) rather than panicking if it ever did.
+        let body = serde_json::to_vec(&canonical).unwrap_or_default();
+        let hash = config_hash(&body);
+        RenderedConfig { body, hash }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::parse_pipelines;
+
+    fn pipelines(text: &str) -> Vec<ValidatedPipeline> {
+        parse_pipelines(text)
+            .into_iter()
+            .map(|d| d.outcome.unwrap())
+            .collect()
+    }
+
+    const TWO: &str = r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {name: b}
+spec:
+  input: {prometheus: {enabled: true}}
+  output: {prometheusRemoteWrite: {url: "https://b.example/write"}}
+---
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {name: a}
+spec:
+  input: {runtime: {enabled: true}}
+  output: {otlp: {endpoint: "https://a.example:4317"}}
+"#;
+
+    #[test]
+    fn rendering_is_canonical_whatever_the_order() {
+        let mut list = pipelines(TWO);
+        let labels = BTreeMap::from([("cluster".to_owned(), "c1".to_owned())]);
+        let first = AgentConfig::from_validated(labels.clone(), &list).render();
+        list.reverse();
+        let second = AgentConfig::from_validated(labels, &list).render();
+        assert_eq!(first, second);
+        assert_eq!(first.hash, config_hash(&first.body));
+        assert_eq!(first.hash_hex().len(), 64);
+    }
+
+    #[test]
+    fn any_change_changes_the_hash() {
+        let list = pipelines(TWO);
+        let base = AgentConfig::from_validated(BTreeMap::new(), &list).render();
+        let labelled = AgentConfig::from_validated(
+            BTreeMap::from([("cluster".to_owned(), "c1".to_owned())]),
+            &list,
+        )
+        .render();
+        let fewer = AgentConfig::from_validated(BTreeMap::new(), &list[..1]).render();
+        assert_ne!(base.hash, labelled.hash);
+        assert_ne!(base.hash, fewer.hash);
+    }
+
+    #[test]
+    fn rendered_config_parses_back_to_the_same_pipelines() {
+        let list = pipelines(TWO);
+        let rendered = AgentConfig::from_validated(BTreeMap::new(), &list).render();
+        let text = String::from_utf8(rendered.body).unwrap();
+        let parsed = AgentConfig::parse(&text).unwrap();
+        let names: Vec<_> = parsed
+            .pipelines
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn duplicate_names_and_bad_pipelines_are_reported_with_their_index() {
+        let text = r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: AgentConfig
+externalLabels: {cluster-name: c1}
+pipelines:
+  - metadata: {name: a}
+    spec:
+      input: {prometheus: {enabled: true}}
+      output: {prometheusRemoteWrite: {url: "https://a.example/write"}}
+  - metadata: {name: a}
+    spec:
+      input: {prometheus: {enabled: true}}
+      output: {prometheusRemoteWrite: {url: "nope"}}
+  - metadata: {name: a}
+    spec:
+      input: {prometheus: {enabled: true}}
+      output: {prometheusRemoteWrite: {url: "https://a.example/write"}}
+"#;
+        let Err(AgentConfigError::Invalid(errors)) = AgentConfig::parse(text) else {
+            panic!("accepted");
+        };
+        assert_eq!(
+            errors.lines(),
+            [
+                r#"externalLabels["cluster-name"]: "cluster-name" is not a valid Prometheus label name: use letters, digits and '_', not starting with a digit"#,
+                r#"pipelines[1].spec.output.prometheusRemoteWrite.url: not an absolute http(s) URL: "nope""#,
+                r#"pipelines[2].metadata.name: pipeline "a" appears twice"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_path() {
+        let text =
+            "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipeline: []\n";
+        let Err(AgentConfigError::Parse(message)) = AgentConfig::parse(text) else {
+            panic!("accepted");
+        };
+        assert!(
+            message.starts_with("pipeline: unknown field `pipeline`"),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,463 @@
+//! Where a pipeline's samples come from: annotated workloads (`prometheus`), the
+//! Kubernetes runtime (`runtime`), Istio proxies (`istio`), pushed data (`otlp`,
+//! `remoteWrite`), and fixed targets (`static`); plus how often to scrape.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::errors::{FieldErrors, field, index, key};
+use crate::names::{check_dns1123_label, check_prometheus_label_name};
+use crate::units::{format_duration, parse_duration};
+
+/// How often targets are scraped when the pipeline does not say. Prometheus defaults to
+/// 1m; 30s is what the Kyma telemetry module and most managed agents use, and gives
+/// alerts a useful resolution at a modest cost.
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(30);
+/// The longest a scrape may take by default, as in Prometheus; capped at the interval.
+pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Namespaces excluded from workload inputs unless `system: true` or listed in
+/// `include`: Kubernetes' own and the agent's. Their metrics come through `runtime`.
+pub const SYSTEM_NAMESPACES: &[&str] = &[
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "kaas-observer-system",
+];
+
+/// The pipeline's inputs. At least one must be enabled.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Input {
+    /// How often to scrape pull targets, as a Prometheus duration. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_interval: Option<String>,
+    /// How long one scrape may take. Default `10s`, never more than the interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_timeout: Option<String>,
+    /// Pods and Services annotated with `prometheus.io/scrape: "true"` (and optionally
+    /// `prometheus.io/port`, `/path`, `/scheme`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusInput>,
+    /// Kubernetes runtime metrics: kubelet, cAdvisor (containers) and nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeInput>,
+    /// Metrics of Istio sidecar proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio: Option<WorkloadInput>,
+    /// OTLP metrics pushed by workloads to the agent's well-known in-cluster address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<WorkloadInput>,
+    /// Prometheus remote-write requests pushed by workloads to the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_write: Option<WorkloadInput>,
+    /// Fixed scrape targets, as Prometheus `static_configs`.
+    #[serde(rename = "static", default, skip_serializing_if = "Option::is_none")]
+    pub static_targets: Option<StaticInput>,
+}
+
+/// Annotated pods and services.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrometheusInput {
+    /// Whether this input is on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Which namespaces to take workloads from.
+    #[serde(default)]
+    pub namespaces: NamespaceSelector,
+}
+
+/// An input that is switched on and filtered by namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadInput {
+    /// Whether this input is on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Which namespaces to accept data from.
+    #[serde(default)]
+    pub namespaces: NamespaceSelector,
+}
+
+/// Kubernetes runtime metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimeInput {
+    /// Whether this input is on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Which namespaces' containers to report (node metrics are not namespaced).
+    #[serde(default)]
+    pub namespaces: NamespaceSelector,
+    /// Which runtime sources to scrape; all of them by default.
+    #[serde(default)]
+    pub resources: RuntimeResources,
+}
+
+/// The runtime sources; each is on unless set to `false`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimeResources {
+    /// The kubelet's own metrics (`/metrics` on each node's kubelet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet: Option<bool>,
+    /// Container metrics from the kubelet's cAdvisor endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cadvisor: Option<bool>,
+    /// Node metrics (CPU, memory, filesystem, network) from the kubelet's resource endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<bool>,
+}
+
+/// Namespace filter: `include` or `exclude`, not both. With neither, every namespace but
+/// the system namespaces is taken; `system: true` takes those too.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceSelector {
+    /// Only these namespaces (system namespaces included if listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Every namespace but these (and but the system namespaces, unless `system`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Also take the system namespaces (kube-system, kube-public, kube-node-lease and the
+    /// agent's own). Meaningless together with `include`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub system: bool,
+}
+
+/// Fixed targets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticInput {
+    /// Groups of targets sharing labels and scrape settings.
+    #[serde(default)]
+    pub targets: Vec<StaticTargetGroup>,
+}
+
+/// One group of fixed targets, like a Prometheus `static_configs` entry plus the scrape
+/// settings of its job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticTargetGroup {
+    /// Target addresses as `host:port`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Labels added to every series of these targets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// `http` (default) or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<Scheme>,
+    /// The HTTP path to scrape. Default `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_path: Option<String>,
+    /// Keep the target's own labels when they clash with the agent's, as Prometheus'
+    /// `honor_labels`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub honor_labels: bool,
+    /// Use the timestamps the target exposes (default `true`), as Prometheus'
+    /// `honor_timestamps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub honor_timestamps: Option<bool>,
+}
+
+/// A scrape scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+/// The default path scraped on a target, as in Prometheus.
+pub const DEFAULT_METRICS_PATH: &str = "/metrics";
+
+/// The checked scrape settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatedScrape {
+    /// How often to scrape.
+    pub interval: Duration,
+    /// How long one scrape may take.
+    pub timeout: Duration,
+}
+
+impl Input {
+    /// Whether any input is switched on.
+    pub fn any_enabled(&self) -> bool {
+        self.prometheus.as_ref().is_some_and(|i| i.enabled)
+            || self.runtime.as_ref().is_some_and(|i| i.enabled)
+            || self.istio.as_ref().is_some_and(|i| i.enabled)
+            || self.otlp.as_ref().is_some_and(|i| i.enabled)
+            || self.remote_write.as_ref().is_some_and(|i| i.enabled)
+            || self
+                .static_targets
+                .as_ref()
+                .is_some_and(|i| !i.targets.is_empty())
+    }
+
+    pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) -> ValidatedScrape {
+        if !self.any_enabled() {
+            errors.add(
+                path,
+                "no input is enabled: enable at least one of prometheus, runtime, istio, otlp, \
+                 remoteWrite, or list static targets",
+            );
+        }
+        let interval = positive_duration(
+            self.scrape_interval.as_deref(),
+            DEFAULT_SCRAPE_INTERVAL,
+            &field(path, "scrapeInterval"),
+            errors,
+        );
+        let timeout = positive_duration(
+            self.scrape_timeout.as_deref(),
+            DEFAULT_SCRAPE_TIMEOUT.min(interval),
+            &field(path, "scrapeTimeout"),
+            errors,
+        );
+        if timeout > interval && self.scrape_timeout.is_some() {
+            errors.add(
+                field(path, "scrapeTimeout"),
+                format!(
+                    "{} is longer than the scrape interval {}; a scrape must end before the next \
+                     one starts",
+                    format_duration(timeout),
+                    format_duration(interval)
+                ),
+            );
+        }
+        if let Some(input) = &self.prometheus {
+            input
+                .namespaces
+                .validate(&field(&field(path, "prometheus"), "namespaces"), errors);
+        }
+        if let Some(input) = &self.runtime {
+            input
+                .namespaces
+                .validate(&field(&field(path, "runtime"), "namespaces"), errors);
+            let resources = &input.resources;
+            if input.enabled
+                && [resources.kubelet, resources.cadvisor, resources.node]
+                    .iter()
+                    .all(|on| *on == Some(false))
+            {
+                errors.add(
+                    field(&field(path, "runtime"), "resources"),
+                    "every runtime resource is switched off; enable one or disable the runtime \
+                     input",
+                );
+            }
+        }
+        for (name, input) in [
+            ("istio", &self.istio),
+            ("otlp", &self.otlp),
+            ("remoteWrite", &self.remote_write),
+        ] {
+            if let Some(input) = input {
+                input
+                    .namespaces
+                    .validate(&field(&field(path, name), "namespaces"), errors);
+            }
+        }
+        if let Some(input) = &self.static_targets {
+            input.validate(&field(path, "static"), errors);
+        }
+        ValidatedScrape { interval, timeout }
+    }
+}
+
+fn positive_duration(
+    text: Option<&str>,
+    default: Duration,
+    path: &str,
+    errors: &mut FieldErrors,
+) -> Duration {
+    let Some(text) = text else {
+        return default;
+    };
+    match parse_duration(text) {
+        Ok(duration) if duration.is_zero() => {
+            errors.add(path, "must be longer than 0s");
+            default
+        }
+        Ok(duration) => duration,
+        Err(reason) => {
+            errors.add(path, reason);
+            default
+        }
+    }
+}
+
+impl NamespaceSelector {
+    /// Whether data from `namespace` passes this filter.
+    pub fn admits(&self, namespace: &str) -> bool {
+        if !self.include.is_empty() {
+            return self.include.iter().any(|n| n == namespace);
+        }
+        if self.exclude.iter().any(|n| n == namespace) {
+            return false;
+        }
+        self.system || !SYSTEM_NAMESPACES.contains(&namespace)
+    }
+
+    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+        if !self.include.is_empty() && !self.exclude.is_empty() {
+            errors.add(
+                path,
+                "set include or exclude, not both: include already leaves out every namespace it \
+                 does not list",
+            );
+        }
+        if !self.include.is_empty() && self.system {
+            errors.add(
+                field(path, "system"),
+                "has no effect together with include; list the system namespaces you want in \
+                 include",
+            );
+        }
+        for (list_name, list) in [("include", &self.include), ("exclude", &self.exclude)] {
+            let list_path = field(path, list_name);
+            let mut seen = BTreeSet::new();
+            for (i, namespace) in list.iter().enumerate() {
+                if let Err(reason) = check_dns1123_label(namespace) {
+                    errors.add(
+                        index(&list_path, i),
+                        format!("not a namespace name: {reason}"),
+                    );
+                } else if !seen.insert(namespace) {
+                    errors.add(
+                        index(&list_path, i),
+                        format!("namespace {namespace:?} is listed twice"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl StaticInput {
+    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+        let targets_path = field(path, "targets");
+        let mut seen = BTreeSet::new();
+        for (i, group) in self.targets.iter().enumerate() {
+            let group_path = index(&targets_path, i);
+            if group.addresses.is_empty() {
+                errors.add(
+                    field(&group_path, "addresses"),
+                    "list at least one host:port",
+                );
+            }
+            for (j, address) in group.addresses.iter().enumerate() {
+                let address_path = index(&field(&group_path, "addresses"), j);
+                if let Err(reason) = check_host_port(address) {
+                    errors.add(address_path, reason);
+                } else if !seen.insert((address, group.metrics_path.as_deref())) {
+                    errors.add(
+                        address_path,
+                        format!("target {address:?} is listed twice; it would be scraped twice"),
+                    );
+                }
+            }
+            for name in group.labels.keys() {
+                if let Err(reason) = check_prometheus_label_name(name) {
+                    errors.add(key(&field(&group_path, "labels"), name), reason);
+                }
+            }
+            if let Some(metrics_path) = &group.metrics_path
+                && !metrics_path.starts_with('/')
+            {
+                errors.add(
+                    field(&group_path, "metricsPath"),
+                    format!("{metrics_path:?} must start with '/'"),
+                );
+            }
+        }
+    }
+}
+
+/// `host:port` as Prometheus' `__address__`: no scheme, no path, a port from 1 to 65535;
+/// IPv6 hosts in brackets.
+pub fn check_host_port(address: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{address:?} is not a host:port address: {why}"));
+    if address.contains("://") {
+        return bad("leave out the scheme; set scheme on the target group instead");
+    }
+    if address.contains('/') {
+        return bad("leave out the path; set metricsPath on the target group instead");
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return bad("the port is missing");
+    };
+    if host.is_empty() {
+        return bad("the host is missing");
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return bad("write IPv6 hosts in brackets, e.g. [::1]:9100");
+    }
+    if host.chars().any(char::is_whitespace) {
+        return bad("the host contains whitespace");
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => bad("the port must be a number from 1 to 65535"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_namespaces_are_left_out_unless_asked_for() {
+        let default = NamespaceSelector::default();
+        assert!(default.admits("shop"));
+        assert!(!default.admits("kube-system"));
+        let system = NamespaceSelector {
+            system: true,
+            ..Default::default()
+        };
+        assert!(system.admits("kube-system"));
+        let include = NamespaceSelector {
+            include: vec!["kube-system".into()],
+            ..Default::default()
+        };
+        assert!(include.admits("kube-system"));
+        assert!(!include.admits("shop"));
+        let exclude = NamespaceSelector {
+            exclude: vec!["shop".into()],
+            ..Default::default()
+        };
+        assert!(!exclude.admits("shop"));
+        assert!(exclude.admits("billing"));
+        assert!(!exclude.admits("kube-public"));
+    }
+
+    #[test]
+    fn host_port_addresses() {
+        for good in [
+            "localhost:9100",
+            "10.0.0.1:80",
+            "[::1]:9090",
+            "node-1.example:443",
+        ] {
+            assert_eq!(check_host_port(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "localhost",
+            ":80",
+            "http://a:80",
+            "a:80/metrics",
+            "a:0",
+            "a:70000",
+            "::1:80",
+        ] {
+            assert!(check_host_port(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The `MetricPipeline` model shared by the observer, the cluster-agent and the CRD.
+//!
+//! A pipeline is read in three steps, each with its own type:
+//! 1. **parse** ([`document::parse_pipelines`], or serde directly): shape only, unknown
+//!    fields refused;
+//! 2. **validate** ([`validate`]): pure, complete, every error with its field path
+//!    ([`ValidationErrors`]);
+//! 3. **use** a [`ValidatedPipeline`], which holds compiled regexes, parsed URLs and
+//!    durations. Nothing unvalidated can be stored, rendered or applied.
+//!
+//! The sections of a pipeline each live in their own module with their validation:
+//! [`input`], [`processors`], [`output`], [`buffer`], [`selector`]; credentials are
+//! [`secret`] references; [`status`] holds the conditions the observer reports.
+//! [`agent_config`] is what an agent runs, [`crd`] renders the CRD.
+
+#![warn(missing_docs)]
+
+pub mod agent_config;
+pub mod buffer;
+pub mod crd;
+pub mod document;
+pub mod errors;
+pub mod input;
+pub mod names;
+pub mod output;
+pub mod pipeline;
+pub mod processors;
+pub mod secret;
+pub mod selector;
+pub mod status;
+pub mod units;
+
+pub use errors::{FieldError, ValidationErrors};
+pub use pipeline::{
+    API_GROUP, API_GROUP_VERSION, API_VERSION, KIND, MetricPipeline, MetricPipelineSpec,
+    ValidatedPipeline, validate,
+};

@@ -1,0 +1,594 @@
+//! Where a pipeline's samples go: exactly one of Prometheus remote-write or OTLP, each
+//! with headers, authentication (basic, bearer token, OAuth2 client credentials) and TLS
+//! (server verification and client certificates). Every credential is a
+//! [`ValueSource`], so it can live in a Kubernetes Secret.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::errors::{FieldErrors, field, index, key};
+use crate::secret::ValueSource;
+use crate::units::parse_duration;
+
+/// How long one send may take before it is abandoned and retried. Prometheus uses 30s
+/// for remote-write; long enough for a large batch over a slow link, short enough that a
+/// hung connection does not stall the pipeline for minutes.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Headers the agent sets itself; overriding them would break the protocol. The list is
+/// Prometheus' `reservedHeaders` for remote-write, which also holds for OTLP over HTTP.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "user-agent",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "www-authenticate",
+    "accept-encoding",
+    "x-prometheus-remote-write-version",
+    "x-prometheus-remote-read-version",
+    "te",
+    "grpc-timeout",
+];
+
+/// The one output of a pipeline. Set exactly one field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Output {
+    /// Prometheus remote-write (to Thanos receive, Mimir, Cortex, VictoriaMetrics,
+    /// Prometheus itself and most vendors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_remote_write: Option<RemoteWriteOutput>,
+    /// OpenTelemetry OTLP metrics export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpOutput>,
+}
+
+/// A Prometheus remote-write endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemoteWriteOutput {
+    /// The endpoint, e.g. `https://thanos-receive.example:19291/api/v1/receive`.
+    #[serde(default)]
+    pub url: String,
+    /// Remote-write protocol version: `1.0` (default) or `2.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<RemoteWriteVersion>,
+    /// Extra request headers, e.g. a tenant header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<Header>,
+    /// How the agent proves who it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<Authentication>,
+    /// TLS settings; only for `https` URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// How long one request may take, as a Prometheus duration. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// Remote-write protocol versions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RemoteWriteVersion {
+    /// `prometheus.WriteRequest`, snappy compressed; understood by every receiver.
+    #[default]
+    #[serde(rename = "1.0")]
+    V1,
+    /// `io.prometheus.write.v2.Request` with interned strings; opt-in.
+    #[serde(rename = "2.0")]
+    V2,
+}
+
+/// An OTLP metrics endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtlpOutput {
+    /// For `grpc`, `http(s)://host:port` with no path; for `http`, the base URL to which
+    /// `/v1/metrics` is appended unless the path already ends with it.
+    #[serde(default)]
+    pub endpoint: String,
+    /// `grpc` (default) or `http` (HTTP/protobuf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<OtlpProtocol>,
+    /// Extra request headers (gRPC metadata for `grpc`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<Header>,
+    /// How the agent proves who it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<Authentication>,
+    /// TLS settings; only for `https` endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// How long one export may take, as a Prometheus duration. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// OTLP transports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC.
+    #[default]
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies.
+    Http,
+}
+
+/// One request header; its value may come from a Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Header {
+    /// The header name.
+    #[serde(default)]
+    pub name: String,
+    /// Written before the value with a space, e.g. `Api-Token` for
+    /// `Authorization: Api-Token <secret>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<crate::secret::SecretString>,
+    /// Where to read the value from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<crate::secret::ValueFrom>,
+}
+
+/// Credentials; set at most one method.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Authentication {
+    /// HTTP basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<BasicAuth>,
+    /// A bearer token sent as `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<ValueSource>,
+    /// OAuth2 client credentials; the agent fetches and refreshes the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2>,
+}
+
+/// HTTP basic authentication.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuth {
+    /// The user name.
+    #[serde(default)]
+    pub user: ValueSource,
+    /// The password.
+    #[serde(default)]
+    pub password: ValueSource,
+}
+
+/// OAuth2 client-credentials grant (RFC 6749 §4.4).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OAuth2 {
+    /// The token endpoint.
+    #[serde(default)]
+    pub token_url: String,
+    /// The client id.
+    #[serde(default)]
+    pub client_id: ValueSource,
+    /// The client secret.
+    #[serde(default)]
+    pub client_secret: ValueSource,
+    /// Scopes to request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Extra form parameters for the token request, e.g. `audience`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoint_params: BTreeMap<String, String>,
+}
+
+/// TLS settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tls {
+    /// Skip verifying the server's certificate. Only for testing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+    /// CA certificates (PEM) to verify the server with, instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<ValueSource>,
+    /// Client certificate (PEM) for mutual TLS; needs `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<ValueSource>,
+    /// Client private key (PEM) for mutual TLS; needs `cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<ValueSource>,
+    /// The name to verify the server certificate against, when it differs from the
+    /// URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// A checked output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValidatedOutput {
+    /// Remote-write to `url`.
+    RemoteWrite {
+        /// The endpoint.
+        url: Url,
+        /// The protocol version.
+        version: RemoteWriteVersion,
+        /// Per-request timeout.
+        timeout: Duration,
+    },
+    /// OTLP export to `endpoint`.
+    Otlp {
+        /// The endpoint; for HTTP, the full URL including `/v1/metrics`.
+        endpoint: Url,
+        /// The transport.
+        protocol: OtlpProtocol,
+        /// Per-request timeout.
+        timeout: Duration,
+    },
+}
+
+impl Output {
+    pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) -> Option<ValidatedOutput> {
+        match (&self.prometheus_remote_write, &self.otlp) {
+            (Some(rw), None) => rw.validate(&field(path, "prometheusRemoteWrite"), errors),
+            (None, Some(otlp)) => otlp.validate(&field(path, "otlp"), errors),
+            (Some(rw), Some(otlp)) => {
+                // Report what is wrong inside both, so fixing one does not uncover more.
+                rw.validate(&field(path, "prometheusRemoteWrite"), errors);
+                otlp.validate(&field(path, "otlp"), errors);
+                errors.add(
+                    path,
+                    "set exactly one of prometheusRemoteWrite or otlp; a pipeline has one \
+                     output, create a second pipeline for a second backend",
+                );
+                None
+            }
+            (None, None) => {
+                errors.add(path, "set exactly one of prometheusRemoteWrite or otlp");
+                None
+            }
+        }
+    }
+}
+
+impl RemoteWriteOutput {
+    fn validate(&self, path: &str, errors: &mut FieldErrors) -> Option<ValidatedOutput> {
+        let url = check_http_url(&self.url, &field(path, "url"), errors);
+        let endpoint = Endpoint {
+            url: url.as_ref(),
+            headers: &self.headers,
+            authentication: self.authentication.as_ref(),
+            tls: self.tls.as_ref(),
+        };
+        endpoint.validate(path, errors);
+        let timeout = timeout(self.timeout.as_deref(), &field(path, "timeout"), errors);
+        Some(ValidatedOutput::RemoteWrite {
+            url: url?,
+            version: self.protocol_version.unwrap_or_default(),
+            timeout,
+        })
+    }
+}
+
+impl OtlpOutput {
+    fn validate(&self, path: &str, errors: &mut FieldErrors) -> Option<ValidatedOutput> {
+        let endpoint_path = field(path, "endpoint");
+        let protocol = self.protocol.unwrap_or_default();
+        let mut url = check_http_url(&self.endpoint, &endpoint_path, errors);
+        if let Some(parsed) = &mut url {
+            match protocol {
+                OtlpProtocol::Grpc if !matches!(parsed.path(), "" | "/") => {
+                    errors.add(
+                        &endpoint_path,
+                        format!(
+                            "an OTLP/gRPC endpoint has no path, found {:?}; use \
+                             scheme://host:port, or set protocol: http",
+                            parsed.path()
+                        ),
+                    );
+                }
+                OtlpProtocol::Http if !parsed.path().ends_with("/v1/metrics") => {
+                    let base = parsed.path().trim_end_matches('/').to_owned();
+                    parsed.set_path(&format!("{base}/v1/metrics"));
+                }
+                _ => {}
+            }
+        }
+        let endpoint = Endpoint {
+            url: url.as_ref(),
+            headers: &self.headers,
+            authentication: self.authentication.as_ref(),
+            tls: self.tls.as_ref(),
+        };
+        endpoint.validate(path, errors);
+        let timeout = timeout(self.timeout.as_deref(), &field(path, "timeout"), errors);
+        Some(ValidatedOutput::Otlp {
+            endpoint: url?,
+            protocol,
+            timeout,
+        })
+    }
+}
+
+fn timeout(text: Option<&str>, path: &str, errors: &mut FieldErrors) -> Duration {
+    match text.map(parse_duration) {
+        None => DEFAULT_SEND_TIMEOUT,
+        Some(Ok(duration)) if !duration.is_zero() => duration,
+        Some(Ok(_)) => {
+            errors.add(path, "must be longer than 0s");
+            DEFAULT_SEND_TIMEOUT
+        }
+        Some(Err(reason)) => {
+            errors.add(path, reason);
+            DEFAULT_SEND_TIMEOUT
+        }
+    }
+}
+
+/// Parses an absolute `http` or `https` URL without credentials in it.
+fn check_http_url(text: &str, path: &str, errors: &mut FieldErrors) -> Option<Url> {
+    if text.is_empty() {
+        errors.add(path, "required: an absolute http(s) URL");
+        return None;
+    }
+    let url = match Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
+        _ => {
+            errors.add(path, format!("not an absolute http(s) URL: {text:?}"));
+            return None;
+        }
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        // Do not echo the URL: it holds a credential.
+        errors.add(
+            path,
+            "credentials in the URL would be stored and shown in clear; use \
+             authentication.basic with a Secret instead",
+        );
+        return None;
+    }
+    Some(url)
+}
+
+/// The settings remote-write and OTLP share, checked in one place.
+struct Endpoint<'a> {
+    url: Option<&'a Url>,
+    headers: &'a [Header],
+    authentication: Option<&'a Authentication>,
+    tls: Option<&'a Tls>,
+}
+
+impl Endpoint<'_> {
+    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+        let headers_path = field(path, "headers");
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, header) in self.headers.iter().enumerate() {
+            let header_path = index(&headers_path, i);
+            header.validate(&header_path, errors);
+            let lower = header.name.to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
+                errors.add(
+                    field(&header_path, "name"),
+                    format!(
+                        "{:?} is a reserved header set by the agent; it must not be changed",
+                        header.name
+                    ),
+                );
+            }
+            if lower == "authorization" && self.authentication.is_some() {
+                errors.add(
+                    field(&header_path, "name"),
+                    "an Authorization header conflicts with authentication; use one of them",
+                );
+            }
+            if let Some(first) = seen.insert(lower, i) {
+                errors.add(
+                    field(&header_path, "name"),
+                    format!(
+                        "header {:?} is already set by headers[{first}]",
+                        header.name
+                    ),
+                );
+            }
+        }
+        if let Some(auth) = self.authentication {
+            auth.validate(&field(path, "authentication"), errors);
+        }
+        if let Some(tls) = self.tls {
+            let tls_path = field(path, "tls");
+            if self.url.is_some_and(|url| url.scheme() == "http") {
+                errors.add(
+                    &tls_path,
+                    "TLS settings need an https URL; the URL uses plain http",
+                );
+            }
+            tls.validate(&tls_path, errors);
+        }
+    }
+}
+
+impl Header {
+    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+        if self.name.is_empty() {
+            errors.add(field(path, "name"), "required");
+        } else if !self.name.bytes().all(is_token_byte) {
+            errors.add(
+                field(path, "name"),
+                format!(
+                    "{:?} is not a valid HTTP header name: use letters, digits and !#$%&'*+-.^_`|~",
+                    self.name
+                ),
+            );
+        }
+        if let Some(prefix) = &self.prefix
+            && (prefix.is_empty() || prefix.bytes().any(|b| b.is_ascii_control()))
+        {
+            errors.add(
+                field(path, "prefix"),
+                "must be non-empty printable text when set",
+            );
+        }
+        let source = ValueSource {
+            value: self.value.clone(),
+            value_from: self.value_from.clone(),
+        };
+        source.validate(path, errors);
+        if let Some(value) = source.inline_value()
+            && value.bytes().any(|b| b.is_ascii_control() && b != b'\t')
+        {
+            errors.add(
+                field(path, "value"),
+                "contains a control character (such as a line break), which HTTP headers cannot \
+                 carry",
+            );
+        }
+    }
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+impl Authentication {
+    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+        let set: Vec<&str> = [
+            ("basic", self.basic.is_some()),
+            ("bearerToken", self.bearer_token.is_some()),
+            ("oauth2", self.oauth2.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, is_set)| is_set.then_some(name))
+        .collect();
+        match set.len() {
+            0 => errors.add(path, "set one of basic, bearerToken or oauth2"),
+            1 => {}
+            _ => errors.add(
+                path,
+                format!(
+                    "set only one of basic, bearerToken or oauth2; found {}",
+                    set.join(" and ")
+                ),
+            ),
+        }
+        if let Some(basic) = &self.basic {
+            let basic_path = field(path, "basic");
+            basic.user.validate(&field(&basic_path, "user"), errors);
+            basic
+                .password
+                .validate(&field(&basic_path, "password"), errors);
+        }
+        if let Some(token) = &self.bearer_token {
+            token.validate(&field(path, "bearerToken"), errors);
+        }
+        if let Some(oauth2) = &self.oauth2 {
+            let oauth_path = field(path, "oauth2");
+            check_http_url(&oauth2.token_url, &field(&oauth_path, "tokenUrl"), errors);
+            oauth2
+                .client_id
+                .validate(&field(&oauth_path, "clientId"), errors);
+            oauth2
+                .client_secret
+                .validate(&field(&oauth_path, "clientSecret"), errors);
+            for (i, scope) in oauth2.scopes.iter().enumerate() {
+                if scope.is_empty() || scope.contains(char::is_whitespace) {
+                    errors.add(
+                        index(&field(&oauth_path, "scopes"), i),
+                        format!(
+                            "{scope:?} is not a scope: scopes are non-empty and have no spaces"
+                        ),
+                    );
+                }
+            }
+            for name in oauth2.endpoint_params.keys() {
+                if name.is_empty() {
+                    errors.add(
+                        key(&field(&oauth_path, "endpointParams"), name),
+                        "parameter names must not be empty",
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Tls {
+    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => errors.add(
+                field(path, "key"),
+                "a client certificate needs its private key: set key too",
+            ),
+            (None, Some(_)) => errors.add(
+                field(path, "cert"),
+                "a private key needs its client certificate: set cert too",
+            ),
+            _ => {}
+        }
+        for (name, source, kind) in [
+            ("ca", &self.ca, PemKind::Certificates),
+            ("cert", &self.cert, PemKind::Certificates),
+            ("key", &self.key, PemKind::PrivateKey),
+        ] {
+            let Some(source) = source else { continue };
+            let source_path = field(path, name);
+            source.validate(&source_path, errors);
+            if let Some(pem) = source.inline_value()
+                && !pem.is_empty()
+                && let Err(reason) = kind.check(pem)
+            {
+                errors.add(field(&source_path, "value"), reason);
+            }
+        }
+        if let Some(server_name) = &self.server_name
+            && rustls_pki_types::ServerName::try_from(server_name.as_str()).is_err()
+        {
+            errors.add(
+                field(path, "serverName"),
+                format!("{server_name:?} is not a DNS name or IP address"),
+            );
+        }
+    }
+}
+
+enum PemKind {
+    Certificates,
+    PrivateKey,
+}
+
+impl PemKind {
+    /// Checks inline PEM without any I/O. The reason never quotes the content.
+    fn check(&self, pem: &str) -> Result<(), String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        match self {
+            Self::Certificates => {
+                let certs: Result<Vec<_>, _> =
+                    CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+                match certs {
+                    Ok(certs) if !certs.is_empty() => Ok(()),
+                    _ => Err(
+                        "not a PEM certificate: expected one or more \"-----BEGIN CERTIFICATE-----\" blocks"
+                            .into(),
+                    ),
+                }
+            }
+            Self::PrivateKey => PrivateKeyDer::from_pem_slice(pem.as_bytes())
+                .map(|_| ())
+                .map_err(|_| {
+                    "not a PEM private key: expected a \"-----BEGIN PRIVATE KEY-----\" (PKCS#8), \
+                     RSA or EC private key block"
+                        .into()
+                }),
+        }
+    }
+}

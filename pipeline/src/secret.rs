@@ -1,0 +1,148 @@
+//! Values that may be secret: given inline (`value`) or by reference
+//! (`valueFrom.secretKeyRef`), resolved inside the workload cluster by the agent.
+//!
+//! Inline values are held in [`SecretString`], whose `Debug` prints `***`, so a secret
+//! cannot reach a log line through `{:?}` by accident. Validation messages quote
+//! references (Secret name and key) but never values.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::errors::{FieldErrors, field};
+use crate::names::{check_dns1123_label, check_dns1123_subdomain, check_secret_key};
+
+/// A string that must not be shown: `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must use it (a request header, a TLS
+    /// configuration). Never log or format the result.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A value given inline or taken from a Kubernetes Secret; exactly one of the two.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueSource {
+    /// The value itself. Convenient for tests; prefer `valueFrom` for anything secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<SecretString>,
+    /// Where to read the value from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<ValueFrom>,
+}
+
+/// A reference to the value's source.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueFrom {
+    /// A key in a Kubernetes Secret in the workload cluster. The agent re-reads it when
+    /// the Secret changes, so credentials rotate without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// Names one key of one Kubernetes Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[serde(default)]
+    pub name: String,
+    /// The Secret's namespace; pipelines are cluster-scoped, so it is required.
+    #[serde(default)]
+    pub namespace: String,
+    /// The key within the Secret's data.
+    #[serde(default)]
+    pub key: String,
+}
+
+impl ValueSource {
+    /// An inline value.
+    pub fn inline(value: impl Into<String>) -> Self {
+        Self {
+            value: Some(SecretString::new(value)),
+            value_from: None,
+        }
+    }
+
+    /// Whether the inline value is set and non-empty (used to judge PEM contents).
+    pub(crate) fn inline_value(&self) -> Option<&str> {
+        self.value.as_ref().map(SecretString::expose)
+    }
+
+    /// Checks that exactly one source is given and that a reference is well formed.
+    pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) {
+        match (&self.value, &self.value_from) {
+            (Some(_), Some(_)) => errors.add(path, "set either value or valueFrom, not both"),
+            (None, None) => errors.add(path, "set value or valueFrom.secretKeyRef"),
+            (Some(value), None) => {
+                if value.expose().is_empty() {
+                    errors.add(field(path, "value"), "must not be empty");
+                }
+            }
+            (None, Some(from)) => {
+                let from_path = field(path, "valueFrom");
+                match &from.secret_key_ref {
+                    None => errors.add(from_path, "set secretKeyRef"),
+                    Some(reference) => {
+                        reference.validate(&field(&from_path, "secretKeyRef"), errors)
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl SecretKeyRef {
+    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+        if let Err(reason) = check_dns1123_subdomain(&self.name) {
+            errors.add(field(path, "name"), reason);
+        }
+        if let Err(reason) = check_dns1123_label(&self.namespace) {
+            errors.add(field(path, "namespace"), reason);
+        }
+        if let Err(reason) = check_secret_key(&self.key) {
+            errors.add(field(path, "key"), reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_an_inline_secret() {
+        let source = ValueSource::inline("hunter2");
+        let shown = format!("{source:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
+    }
+
+    #[test]
+    fn serialization_keeps_the_value_for_the_agent() {
+        let source = ValueSource::inline("hunter2");
+        assert_eq!(
+            serde_json::to_string(&source).unwrap(),
+            r#"{"value":"hunter2"}"#
+        );
+    }
+}

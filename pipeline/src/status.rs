@@ -1,0 +1,78 @@
+//! Kubernetes-style status of a pipeline: conditions with type, status, reason,
+//! message and observedGeneration, as the Kyma telemetry module and Kubernetes itself
+//! report them. The observer writes it from agent reports; users only read it.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition type: the pipeline's configuration reached its clusters' agents and they
+/// applied it.
+pub const CONDITION_CONFIGURATION_APPLIED: &str = "ConfigurationApplied";
+/// Condition type: the agents of the selected clusters are connected.
+pub const CONDITION_AGENT_CONNECTED: &str = "AgentConnected";
+/// Condition type: data flows to the backend without loss.
+pub const CONDITION_FLOW_HEALTHY: &str = "FlowHealthy";
+
+/// Reasons used in conditions; each names one cause a user can act on.
+pub mod reasons {
+    /// The configuration was applied everywhere.
+    pub const APPLIED: &str = "Applied";
+    /// An agent refused the configuration; the message says why.
+    pub const CONFIG_REJECTED: &str = "ConfigRejected";
+    /// The backend could not be reached.
+    pub const BACKEND_UNREACHABLE: &str = "BackendUnreachable";
+    /// The buffer holds more than half of its limit.
+    pub const BUFFER_FILLING_UP: &str = "BufferFillingUp";
+    /// Samples were dropped.
+    pub const DATA_DROPPED: &str = "DataDropped";
+    /// A referenced Secret or key does not exist.
+    pub const SECRET_MISSING: &str = "SecretMissing";
+    /// Everything is fine.
+    pub const FLOW_HEALTHY: &str = "FlowHealthy";
+}
+
+/// What the observer knows about a pipeline.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricPipelineStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Current conditions, one per type.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// One aspect of the pipeline's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// The aspect, e.g. `ConfigurationApplied`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: ConditionStatus,
+    /// A CamelCase cause, e.g. `BackendUnreachable`.
+    pub reason: String,
+    /// Details for a human. Never contains a secret.
+    #[serde(default)]
+    pub message: String,
+    /// When `status` last changed, RFC 3339.
+    pub last_transition_time: String,
+    /// The generation of the spec this condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A condition's truth value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// Not known yet.
+    #[default]
+    Unknown,
+}

@@ -1,0 +1,60 @@
+//! The CRD under `deploy/crds/` must be exactly what the Rust types generate.
+//! Set `KAAS_UPDATE_GENERATED=1` to rewrite it instead of comparing.
+
+use std::fs;
+use std::path::Path;
+
+use kaas_pipeline::crd::{CRD_FILE_NAME, crd_yaml};
+
+#[test]
+fn committed_crd_matches_the_rust_types() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/crds")
+        .join(CRD_FILE_NAME);
+    let fresh = crd_yaml().unwrap();
+    if std::env::var_os("KAAS_UPDATE_GENERATED").is_some() {
+        fs::write(&path, &fresh).unwrap();
+        return;
+    }
+    let committed = fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "deploy/crds/{CRD_FILE_NAME} is out of date; run \
+         KAAS_UPDATE_GENERATED=1 cargo test -p kaas-pipeline --test crd_is_current"
+    );
+}
+
+#[test]
+fn crd_schema_is_structural_enough_for_the_api_server() {
+    let crd: serde_json::Value = serde_yaml::from_str(&crd_yaml().unwrap()).unwrap();
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert_eq!(version["served"], true);
+    assert_eq!(version["storage"], true);
+    assert_eq!(version["subresources"]["status"], serde_json::json!({}));
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    // Every object in the schema declares a type or is int-or-string; the API server
+    // refuses non-structural schemas.
+    fn walk(node: &serde_json::Value, path: &str) {
+        if let Some(object) = node.as_object() {
+            if object.contains_key("properties") {
+                assert_eq!(object.get("type"), Some(&"object".into()), "{path}");
+            }
+            for (key, child) in object {
+                walk(child, &format!("{path}.{key}"));
+            }
+        } else if let Some(items) = node.as_array() {
+            for item in items {
+                walk(item, path);
+            }
+        }
+    }
+    walk(spec, "spec");
+    let output = &spec["properties"]["output"]["properties"];
+    assert!(output["prometheusRemoteWrite"]["properties"]["url"].is_object());
+    assert!(output["otlp"]["properties"]["endpoint"].is_object());
+    assert_eq!(
+        spec["properties"]["buffer"]["properties"]["maxBytes"]["x-kubernetes-int-or-string"],
+        true
+    );
+}

@@ -1,0 +1,766 @@
+//! Every rejected input has a fixture in `testdata/bad/` paired here with the exact
+//! messages it must produce; every fixture in `testdata/good/` (and every example in
+//! the repository's `examples/`) must be accepted, and together they must cover every
+//! input and output kind.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kaas_pipeline::document::{Document, parse_pipelines};
+use kaas_pipeline::output::{OtlpProtocol, RemoteWriteVersion, ValidatedOutput};
+
+/// Fixture file name → every message it must produce, in order.
+const BAD: &[(&str, &[&str])] = &[
+    (
+        "api-version-missing.yaml",
+        &["apiVersion: required; set it to telemetry.kaas-observer.io/v1alpha1"],
+    ),
+    (
+        "api-version-wrong.yaml",
+        &[r#"apiVersion: "v1" is not telemetry.kaas-observer.io/v1alpha1"#],
+    ),
+    (
+        "auth-basic-password-missing.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.authentication.basic.password: set value or valueFrom.secretKeyRef",
+        ],
+    ),
+    (
+        "auth-empty.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.authentication: set one of basic, bearerToken or oauth2",
+        ],
+    ),
+    (
+        "auth-oauth2-token-url-invalid.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.authentication.oauth2.tokenUrl: not an absolute http(s) URL: "/oauth/token""#,
+            r#"spec.output.prometheusRemoteWrite.authentication.oauth2.scopes[0]: "metrics write" is not a scope: scopes are non-empty and have no spaces"#,
+        ],
+    ),
+    (
+        "auth-secret-ref-invalid.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom.secretKeyRef.name: "Backend_Creds" is not a valid DNS-1123 subdomain: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"#,
+            "spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom.secretKeyRef.namespace: must not be empty",
+            r#"spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom.secretKeyRef.key: "token/v1" is not a valid Secret key: use letters, digits, '-', '_' and '.'"#,
+        ],
+    ),
+    (
+        "auth-two-methods.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.authentication: set only one of basic, bearerToken or oauth2; found basic and bearerToken",
+        ],
+    ),
+    (
+        "auth-value-from-empty.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom: set secretKeyRef",
+        ],
+    ),
+    (
+        "buffer-max-age-too-short.yaml",
+        &[
+            "spec.buffer.maxAge: 30s is below the minimum of 1m; shorter would drop data during an ordinary backend restart",
+        ],
+    ),
+    (
+        "buffer-max-bytes-invalid.yaml",
+        &[
+            r#"spec.buffer.maxBytes: "1GB" is not a byte size: use an integer, optionally with a suffix Ki, Mi, Gi, Ti (or k, M, G, T), e.g. "512Mi""#,
+        ],
+    ),
+    (
+        "buffer-max-bytes-too-small.yaml",
+        &["spec.buffer.maxBytes: 65536 bytes is below the minimum of 1Mi (1048576 bytes)"],
+    ),
+    (
+        "buffer-when-full-unknown.yaml",
+        &["spec.buffer.whenFull: unknown variant `block`, expected `dropOldest` or `dropNewest`"],
+    ),
+    (
+        "input-namespace-duplicate.yaml",
+        &[r#"spec.input.remoteWrite.namespaces.include[1]: namespace "shop" is listed twice"#],
+    ),
+    (
+        "input-namespace-invalid.yaml",
+        &[
+            r#"spec.input.otlp.namespaces.exclude[0]: not a namespace name: "Shop_1" is not a valid DNS-1123 label: use lower-case letters, digits and '-', starting and ending with a letter or digit"#,
+        ],
+    ),
+    (
+        "input-namespaces-include-and-exclude.yaml",
+        &[
+            "spec.input.prometheus.namespaces: set include or exclude, not both: include already leaves out every namespace it does not list",
+        ],
+    ),
+    (
+        "input-namespaces-system-with-include.yaml",
+        &[
+            "spec.input.istio.namespaces.system: has no effect together with include; list the system namespaces you want in include",
+        ],
+    ),
+    (
+        "input-none-enabled.yaml",
+        &[
+            "spec.input: no input is enabled: enable at least one of prometheus, runtime, istio, otlp, remoteWrite, or list static targets",
+        ],
+    ),
+    (
+        "input-runtime-all-resources-off.yaml",
+        &[
+            "spec.input.runtime.resources: every runtime resource is switched off; enable one or disable the runtime input",
+        ],
+    ),
+    (
+        "input-scrape-interval-invalid.yaml",
+        &[
+            r#"spec.input.scrapeInterval: "30" is not a duration: use a number and a unit (ms, s, m, h, d, w, y), e.g. "30s" or "1h30m""#,
+        ],
+    ),
+    (
+        "input-scrape-interval-zero.yaml",
+        &["spec.input.scrapeInterval: must be longer than 0s"],
+    ),
+    (
+        "input-scrape-timeout-longer-than-interval.yaml",
+        &[
+            "spec.input.scrapeTimeout: 20s is longer than the scrape interval 15s; a scrape must end before the next one starts",
+        ],
+    ),
+    (
+        "input-static-address-duplicate.yaml",
+        &[
+            r#"spec.input.static.targets[1].addresses[0]: target "nginx:8080" is listed twice; it would be scraped twice"#,
+        ],
+    ),
+    (
+        "input-static-address-with-scheme.yaml",
+        &[
+            r#"spec.input.static.targets[0].addresses[0]: "http://nginx:8080" is not a host:port address: leave out the scheme; set scheme on the target group instead"#,
+        ],
+    ),
+    (
+        "input-static-address-without-port.yaml",
+        &[
+            r#"spec.input.static.targets[0].addresses[0]: "nginx" is not a host:port address: the port is missing"#,
+        ],
+    ),
+    (
+        "input-static-label-invalid.yaml",
+        &[
+            r#"spec.input.static.targets[0].labels["app.kubernetes.io/name"]: "app.kubernetes.io/name" is not a valid Prometheus label name: use letters, digits and '_', not starting with a digit"#,
+        ],
+    ),
+    (
+        "input-static-metrics-path-relative.yaml",
+        &[r#"spec.input.static.targets[0].metricsPath: "metrics" must start with '/'"#],
+    ),
+    (
+        "input-static-no-addresses.yaml",
+        &["spec.input.static.targets[0].addresses: list at least one host:port"],
+    ),
+    (
+        "input-static-scheme-unknown.yaml",
+        &["spec.input.static.targets[0].scheme: unknown variant `ftp`, expected `http` or `https`"],
+    ),
+    (
+        "kind-wrong.yaml",
+        &[r#"kind: "LogPipeline" is not MetricPipeline"#],
+    ),
+    (
+        "many-errors-at-once.yaml",
+        &[
+            r#"metadata.name: "Many-Errors" is not a valid DNS-1123 label: use lower-case letters, digits and '-', starting and ending with a letter or digit"#,
+            r#"spec.input.scrapeInterval: "1x" is not a duration: use a number and a unit (ms, s, m, h, d, w, y), e.g. "30s" or "1h30m""#,
+            "spec.processors.relabelConfigs[0].modulus: relabel configuration for hashmod requires non-zero modulus",
+            r#"spec.output.prometheusRemoteWrite.url: not an absolute http(s) URL: "not a url""#,
+            "spec.buffer.maxAge: 10s is below the minimum of 1m; shorter would drop data during an ordinary backend restart",
+        ],
+    ),
+    (
+        "metadata-label-invalid.yaml",
+        &[
+            r#"metadata.labels["team/"]: "team/" is not a valid label key: the name part must be 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"#,
+        ],
+    ),
+    (
+        "metadata-name-invalid.yaml",
+        &[
+            r#"metadata.name: "Team_A" is not a valid DNS-1123 label: use lower-case letters, digits and '-', starting and ending with a letter or digit"#,
+        ],
+    ),
+    ("metadata-name-missing.yaml", &["metadata.name: required"]),
+    (
+        "metadata-name-too-long.yaml",
+        &[
+            r#"metadata.name: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" is longer than 63 characters"#,
+        ],
+    ),
+    (
+        "metric-filter-empty-pattern.yaml",
+        &["spec.processors.metrics.keep[0]: must not be empty; it would match no metric"],
+    ),
+    (
+        "metric-filter-regex-invalid.yaml",
+        &["spec.processors.metrics.drop[0]: does not compile: unclosed group"],
+    ),
+    ("not-an-object.yaml", &["expected a MetricPipeline object"]),
+    (
+        "otlp-endpoint-missing.yaml",
+        &["spec.output.otlp.endpoint: required: an absolute http(s) URL"],
+    ),
+    (
+        "otlp-grpc-endpoint-with-path.yaml",
+        &[
+            r#"spec.output.otlp.endpoint: an OTLP/gRPC endpoint has no path, found "/v1/metrics"; use scheme://host:port, or set protocol: http"#,
+        ],
+    ),
+    (
+        "otlp-protocol-unknown.yaml",
+        &["spec.output.otlp.protocol: unknown variant `thrift`, expected `grpc` or `http`"],
+    ),
+    (
+        "output-both.yaml",
+        &[
+            "spec.output: set exactly one of prometheusRemoteWrite or otlp; a pipeline has one output, create a second pipeline for a second backend",
+        ],
+    ),
+    (
+        "output-missing.yaml",
+        &["spec.output: set exactly one of prometheusRemoteWrite or otlp"],
+    ),
+    (
+        "relabel-action-empty.yaml",
+        &["spec.processors.relabelConfigs[0].action: relabel action cannot be empty"],
+    ),
+    (
+        "relabel-action-unknown.yaml",
+        &[
+            r#"spec.processors.relabelConfigs[0].action: unknown relabel action "delete"; use one of replace, keep, drop, keepequal, dropequal, hashmod, labelmap, labeldrop, labelkeep, lowercase, uppercase"#,
+        ],
+    ),
+    (
+        "relabel-hashmod-templated-target.yaml",
+        &[
+            r#"spec.processors.relabelConfigs[0].targetLabel: "${1}" is invalid 'target_label' for hashmod action"#,
+        ],
+    ),
+    (
+        "relabel-hashmod-without-modulus.yaml",
+        &[
+            "spec.processors.relabelConfigs[0].modulus: relabel configuration for hashmod requires non-zero modulus",
+        ],
+    ),
+    (
+        "relabel-keepequal-with-regex.yaml",
+        &[
+            "spec.processors.relabelConfigs[0]: keepequal action requires only 'source_labels' and `target_label`, and no other fields",
+        ],
+    ),
+    (
+        "relabel-labeldrop-with-source-labels.yaml",
+        &[
+            "spec.processors.metricRelabelConfigs[0]: labeldrop action requires only 'regex', and no other fields",
+        ],
+    ),
+    (
+        "relabel-labelmap-replacement-invalid.yaml",
+        &[
+            r#"spec.processors.relabelConfigs[0].replacement: "label-$1" is invalid 'replacement' for labelmap action"#,
+        ],
+    ),
+    (
+        "relabel-lowercase-with-replacement.yaml",
+        &[
+            "spec.processors.relabelConfigs[0].replacement: 'replacement' can not be set for lowercase action",
+        ],
+    ),
+    (
+        "relabel-regex-invalid.yaml",
+        &["spec.processors.metricRelabelConfigs[0].regex: does not compile: unclosed group"],
+    ),
+    (
+        "relabel-replace-target-invalid.yaml",
+        &[
+            r#"spec.processors.relabelConfigs[0].targetLabel: "pod-name" is invalid 'target_label' for replace action"#,
+        ],
+    ),
+    (
+        "relabel-replace-without-target.yaml",
+        &[
+            "spec.processors.relabelConfigs[0].targetLabel: relabel configuration for replace action requires 'target_label' value",
+        ],
+    ),
+    (
+        "relabel-source-label-invalid.yaml",
+        &[
+            r#"spec.processors.relabelConfigs[0].sourceLabels[0]: "app.kubernetes.io/name" is not a valid Prometheus label name: use letters, digits and '_', not starting with a digit"#,
+        ],
+    ),
+    (
+        "relabel-unknown-field.yaml",
+        &[
+            "spec.processors.relabelConfigs[0].sourceLabel: unknown field `sourceLabel`, expected one of `sourceLabels`, `source_labels`, `separator`, `regex`, `modulus`, `targetLabel`, `target_label`, `replacement`, `action`",
+        ],
+    ),
+    (
+        "rw-authorization-header-with-authentication.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.headers[0].name: an Authorization header conflicts with authentication; use one of them",
+        ],
+    ),
+    (
+        "rw-header-duplicate.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.headers[1].name: header "x-scope-orgid" is already set by headers[0]"#,
+        ],
+    ),
+    (
+        "rw-header-name-invalid.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.headers[0].name: "X Tenant" is not a valid HTTP header name: use letters, digits and !#$%&'*+-.^_`|~"#,
+        ],
+    ),
+    (
+        "rw-header-reserved.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.headers[0].name: "Content-Encoding" is a reserved header set by the agent; it must not be changed"#,
+        ],
+    ),
+    (
+        "rw-header-value-and-value-from.yaml",
+        &["spec.output.prometheusRemoteWrite.headers[0]: set either value or valueFrom, not both"],
+    ),
+    (
+        "rw-header-value-with-newline.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.headers[0].value: contains a control character (such as a line break), which HTTP headers cannot carry",
+        ],
+    ),
+    (
+        "rw-header-without-value.yaml",
+        &["spec.output.prometheusRemoteWrite.headers[0]: set value or valueFrom.secretKeyRef"],
+    ),
+    (
+        "rw-protocol-version-unknown.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.protocolVersion: unknown variant `3.0`, expected `1.0` or `2.0`",
+        ],
+    ),
+    (
+        "rw-timeout-invalid.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.timeout: "30 seconds" is not a duration: use a number and a unit (ms, s, m, h, d, w, y), e.g. "30s" or "1h30m""#,
+        ],
+    ),
+    (
+        "rw-url-missing.yaml",
+        &["spec.output.prometheusRemoteWrite.url: required: an absolute http(s) URL"],
+    ),
+    (
+        "rw-url-not-absolute.yaml",
+        &[r#"spec.output.prometheusRemoteWrite.url: not an absolute http(s) URL: "not a url""#],
+    ),
+    (
+        "rw-url-unsupported-scheme.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.url: not an absolute http(s) URL: "ftp://receiver.example/write""#,
+        ],
+    ),
+    (
+        "rw-url-with-credentials.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.url: credentials in the URL would be stored and shown in clear; use authentication.basic with a Secret instead",
+        ],
+    ),
+    (
+        "selector-exists-with-values.yaml",
+        &["spec.clusterSelector.matchExpressions[0].values: operator Exists takes no values"],
+    ),
+    (
+        "selector-in-without-values.yaml",
+        &["spec.clusterSelector.matchExpressions[0].values: operator In needs at least one value"],
+    ),
+    (
+        "selector-label-invalid.yaml",
+        &[
+            r#"spec.clusterSelector.matchLabels["example.com/env/x"]: "example.com/env/x" is not a valid label key: the name part must be 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"#,
+            r#"spec.clusterSelector.matchLabels["tier"]: "-gold" is not a valid label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"#,
+        ],
+    ),
+    (
+        "selector-operator-unknown.yaml",
+        &[
+            r#"spec.clusterSelector.matchExpressions[0].operator: unknown operator "Equals"; use In, NotIn, Exists or DoesNotExist"#,
+        ],
+    ),
+    (
+        "tls-ca-not-pem.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.tls.ca.value: not a PEM certificate: expected one or more "-----BEGIN CERTIFICATE-----" blocks"#,
+        ],
+    ),
+    (
+        "tls-cert-without-key.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.tls.key: a client certificate needs its private key: set key too",
+        ],
+    ),
+    (
+        "tls-key-not-pem.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.tls.key.value: not a PEM private key: expected a "-----BEGIN PRIVATE KEY-----" (PKCS#8), RSA or EC private key block"#,
+        ],
+    ),
+    (
+        "tls-on-plain-http.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.tls: TLS settings need an https URL; the URL uses plain http",
+        ],
+    ),
+    (
+        "tls-server-name-invalid.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.tls.serverName: "receiver example" is not a DNS name or IP address"#,
+        ],
+    ),
+    (
+        "unknown-spec-field.yaml",
+        &[
+            "spec.outputs: unknown field `outputs`, expected one of `input`, `processors`, `output`, `buffer`, `clusterSelector`",
+        ],
+    ),
+    (
+        "unknown-top-level-field.yaml",
+        &["specs: unknown field; a MetricPipeline has apiVersion, kind, metadata, spec, status"],
+    ),
+    (
+        "wrong-type.yaml",
+        &["spec.input.scrapeInterval: invalid type: sequence, expected a string"],
+    ),
+    (
+        "yaml-syntax-error.yaml",
+        &[
+            "not valid YAML or JSON: did not find expected ',' or '}' at line 7 column 1, while parsing a flow mapping at line 6 column 10",
+        ],
+    ),
+];
+
+fn testdata(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(dir)
+}
+
+fn files_in(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .expect("fixture directory exists")
+        .map(|entry| {
+            let name = entry.expect("readable directory entry").file_name();
+            name.into_string().expect("UTF-8 file name")
+        })
+        .filter(|name| name.ends_with(".yaml") || name.ends_with(".json"))
+        .collect()
+}
+
+fn messages(documents: &[Document]) -> Vec<String> {
+    documents
+        .iter()
+        .flat_map(|d| match &d.outcome {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.lines(),
+        })
+        .collect()
+}
+
+#[test]
+fn there_are_at_least_forty_rejected_fixtures() {
+    assert!(BAD.len() >= 40, "only {} bad fixtures", BAD.len());
+}
+
+#[test]
+fn every_bad_fixture_is_paired_with_its_messages() {
+    let on_disk = files_in(&testdata("bad"));
+    let in_table: BTreeSet<String> = BAD.iter().map(|(name, _)| (*name).to_owned()).collect();
+    assert_eq!(
+        on_disk.difference(&in_table).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "fixtures without expected messages"
+    );
+    assert_eq!(
+        in_table.difference(&on_disk).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "expected messages without a fixture"
+    );
+}
+
+#[test]
+fn bad_fixtures_are_refused_with_their_messages() {
+    let mut failures = Vec::new();
+    for (name, expected) in BAD {
+        let text = fs::read_to_string(testdata("bad").join(name)).unwrap();
+        let documents = parse_pipelines(&text);
+        assert!(!documents.is_empty(), "{name}: no document found");
+        if documents.iter().any(|d| d.outcome.is_ok()) {
+            failures.push(format!("{name}: accepted"));
+            continue;
+        }
+        let got = messages(&documents);
+        if got != *expected {
+            failures.push(format!("{name}:\n  expected {expected:#?}\n  got {got:#?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_message_names_a_field_and_a_reason() {
+    for (name, expected) in BAD {
+        for message in *expected {
+            // Whole-document problems (syntax, not an object) have no field to name.
+            if matches!(*name, "yaml-syntax-error.yaml" | "not-an-object.yaml") {
+                continue;
+            }
+            let (path, reason) = message
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("{name}: {message:?} has no path"));
+            assert!(
+                !path.is_empty() && !path.contains(' '),
+                "{name}: path {path:?}"
+            );
+            assert!(reason.len() > 5, "{name}: reason {reason:?}");
+        }
+    }
+}
+
+fn good_documents() -> Vec<(String, Document)> {
+    let mut all = Vec::new();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines");
+    for dir in [testdata("good"), examples] {
+        for name in files_in(&dir) {
+            let text = fs::read_to_string(dir.join(&name)).expect("readable fixture");
+            let documents = parse_pipelines(&text);
+            assert!(!documents.is_empty(), "{name}: no document found");
+            all.extend(documents.into_iter().map(|d| (name.clone(), d)));
+        }
+    }
+    all
+}
+
+#[test]
+fn good_fixtures_and_examples_are_accepted() {
+    let refused: Vec<String> = good_documents()
+        .into_iter()
+        .filter_map(|(name, d)| {
+            d.outcome
+                .err()
+                .map(|e| format!("{name} ({}): {e}", d.location))
+        })
+        .collect();
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+}
+
+#[test]
+fn good_fixtures_cover_every_input_and_output_kind() {
+    let mut seen = BTreeSet::new();
+    for (_, document) in good_documents() {
+        let Ok(pipeline) = document.outcome else {
+            continue;
+        };
+        let spec = pipeline.spec();
+        let input = &spec.input;
+        let on = |enabled: bool, kind: &'static str, seen: &mut BTreeSet<&str>| {
+            if enabled {
+                seen.insert(kind);
+            }
+        };
+        on(
+            input.prometheus.as_ref().is_some_and(|i| i.enabled),
+            "input.prometheus",
+            &mut seen,
+        );
+        on(
+            input.runtime.as_ref().is_some_and(|i| i.enabled),
+            "input.runtime",
+            &mut seen,
+        );
+        on(
+            input.istio.as_ref().is_some_and(|i| i.enabled),
+            "input.istio",
+            &mut seen,
+        );
+        on(
+            input.otlp.as_ref().is_some_and(|i| i.enabled),
+            "input.otlp",
+            &mut seen,
+        );
+        on(
+            input.remote_write.as_ref().is_some_and(|i| i.enabled),
+            "input.remoteWrite",
+            &mut seen,
+        );
+        on(input.static_targets.is_some(), "input.static", &mut seen);
+        seen.insert(match &pipeline.output {
+            ValidatedOutput::RemoteWrite {
+                version: RemoteWriteVersion::V1,
+                ..
+            } => "output.remoteWrite.v1",
+            ValidatedOutput::RemoteWrite {
+                version: RemoteWriteVersion::V2,
+                ..
+            } => "output.remoteWrite.v2",
+            ValidatedOutput::Otlp {
+                protocol: OtlpProtocol::Grpc,
+                ..
+            } => "output.otlp.grpc",
+            ValidatedOutput::Otlp {
+                protocol: OtlpProtocol::Http,
+                ..
+            } => "output.otlp.http",
+        });
+        let output = &spec.output;
+        let endpoint = output
+            .prometheus_remote_write
+            .as_ref()
+            .map(|o| (&o.authentication, &o.tls, &o.headers))
+            .or(output
+                .otlp
+                .as_ref()
+                .map(|o| (&o.authentication, &o.tls, &o.headers)));
+        if let Some((auth, tls, headers)) = endpoint {
+            if let Some(auth) = auth {
+                on(auth.basic.is_some(), "auth.basic", &mut seen);
+                on(auth.bearer_token.is_some(), "auth.bearer", &mut seen);
+                on(auth.oauth2.is_some(), "auth.oauth2", &mut seen);
+            }
+            if let Some(tls) = tls {
+                on(tls.ca.is_some(), "tls.ca", &mut seen);
+                on(
+                    tls.cert.is_some() && tls.key.is_some(),
+                    "tls.mutual",
+                    &mut seen,
+                );
+            }
+            on(!headers.is_empty(), "headers", &mut seen);
+        }
+    }
+    let required = [
+        "input.prometheus",
+        "input.runtime",
+        "input.istio",
+        "input.otlp",
+        "input.remoteWrite",
+        "input.static",
+        "output.remoteWrite.v1",
+        "output.remoteWrite.v2",
+        "output.otlp.grpc",
+        "output.otlp.http",
+        "auth.basic",
+        "auth.bearer",
+        "auth.oauth2",
+        "tls.ca",
+        "tls.mutual",
+        "headers",
+    ];
+    let missing: Vec<_> = required.iter().filter(|k| !seen.contains(*k)).collect();
+    assert!(missing.is_empty(), "no good fixture covers {missing:?}");
+}
+
+#[test]
+fn every_relabel_action_appears_in_a_good_fixture() {
+    use kaas_pipeline::processors::RelabelAction as A;
+    let mut seen = BTreeSet::new();
+    for (_, document) in good_documents() {
+        let Ok(pipeline) = document.outcome else {
+            continue;
+        };
+        let processors = &pipeline.processors;
+        for rule in processors.relabel.iter().chain(&processors.metric_relabel) {
+            seen.insert(rule.action.name());
+        }
+    }
+    let all = [
+        A::Replace,
+        A::Keep,
+        A::Drop,
+        A::KeepEqual,
+        A::DropEqual,
+        A::HashMod,
+        A::LabelMap,
+        A::LabelDrop,
+        A::LabelKeep,
+        A::Lowercase,
+        A::Uppercase,
+    ];
+    let missing: Vec<_> = all
+        .iter()
+        .map(|a| a.name())
+        .filter(|n| !seen.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "actions without a good fixture: {missing:?}"
+    );
+}
+
+#[test]
+fn inline_secrets_never_reach_errors_or_debug_output() {
+    const SECRET: &str = "hunter2-s3cret";
+    let text = format!(
+        r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {{name: leaky}}
+spec:
+  input: {{prometheus: {{enabled: true}}}}
+  output:
+    prometheusRemoteWrite:
+      url: https://user:{SECRET}@receiver.example/write
+      headers:
+        - name: X-Token
+          value: "{SECRET}\r\n"
+      authentication:
+        basic:
+          user: {{value: "{SECRET}"}}
+          password: {{value: "{SECRET}"}}
+        bearerToken: {{value: "{SECRET}"}}
+      tls:
+        ca: {{value: "{SECRET}"}}
+        key: {{value: "{SECRET}"}}
+"#
+    );
+    let documents = parse_pipelines(&text);
+    let errors = messages(&documents);
+    assert!(
+        errors.len() >= 4,
+        "expected several errors, got {errors:#?}"
+    );
+    for line in &errors {
+        assert!(!line.contains(SECRET), "secret in error: {line}");
+    }
+
+    let good = format!(
+        r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {{name: tidy}}
+spec:
+  input: {{prometheus: {{enabled: true}}}}
+  output:
+    prometheusRemoteWrite:
+      url: https://receiver.example/write
+      headers: [{{name: X-Token, value: "{SECRET}"}}]
+      authentication:
+        basic:
+          user: {{value: agent}}
+          password: {{value: "{SECRET}"}}
+"#
+    );
+    let documents = parse_pipelines(&good);
+    let pipeline = documents[0].outcome.as_ref().expect("valid");
+    let debug = format!("{pipeline:?}");
+    assert!(!debug.contains(SECRET), "secret in Debug output");
+    assert!(debug.contains("***"));
+}
