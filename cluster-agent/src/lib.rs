@@ -1,1 +1,9 @@
-//! The cluster-agent library; its parts arrive with the agent issue.
+//! The cluster-agent: one per cluster, Prometheus-agent style.
+//!
+//! It will discover targets, scrape them, relabel and filter per pipeline, buffer each
+//! pipeline on disk and ship with remote-write and OTLP, configured from a file
+//! (standalone) or by the observer over the control stream (see
+//! `docs/architecture.md`). What exists so far is the command line and the offline
+//! configuration check in [`cli`].
+
+pub mod cli;
