@@ -1,1 +1,10 @@
-//! Fake peers and process harnesses for tests.
+//! Fake peers and process harnesses shared by the tests of every crate. Never a
+//! dependency of shipped code.
+//!
+//! - [`process`]: run a binary with a deadline and capture its output; keep a server
+//!   process alive for a test and kill it on drop; find free loopback ports.
+//! - [`fake_observer`]: an `AgentControl` server that speaks the real control contract
+//!   (hash-based config push, join tokens) and records everything an agent sends.
+
+pub mod fake_observer;
+pub mod process;
