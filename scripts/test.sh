@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine of this project's kind, installing what
+# the tests need first. Safe to run again: every install step checks before it acts.
+#
+#   scripts/test.sh            format check, lints, every test
+#   scripts/test.sh -E 'test(cli)'   extra arguments go to `cargo nextest run`
+#
+# .ci/run calls exactly this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests talk to (real peers, not mocks). Later parts of the product
+# add Prometheus, VictoriaMetrics, nginx and friends here.
+DEBIAN_PACKAGES=()
+
+ensure_debian_packages() {
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$package")
+  done
+  if ((${#missing[@]})); then
+    echo "==> installing Debian packages: ${missing[*]}"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+  fi
+}
+
+ensure_rust_tools() {
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    echo "==> installing rustfmt and clippy"
+    rustup component add rustfmt clippy
+  fi
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "==> installing cargo-nextest"
+    cargo install --locked cargo-nextest
+  fi
+}
+
+if ((${#DEBIAN_PACKAGES[@]})); then
+  ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
+fi
+ensure_rust_tools
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> tests"
+profile=default
+[[ "${CI:-}" == "true" ]] && profile=ci
+# nextest does not run doc tests; the project keeps its examples in tests/ instead.
+cargo nextest run --workspace --locked --profile "$profile" "$@"
