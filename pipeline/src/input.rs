@@ -40,7 +40,7 @@ pub struct Input {
     /// Pods and Services annotated with `prometheus.io/scrape: "true"` (and optionally
     /// `prometheus.io/port`, `/path`, `/scheme`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prometheus: Option<PrometheusInput>,
+    pub prometheus: Option<WorkloadInput>,
     /// Kubernetes runtime metrics: kubelet, cAdvisor (containers) and nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeInput>,
@@ -56,18 +56,6 @@ pub struct Input {
     /// Fixed scrape targets, as Prometheus `static_configs`.
     #[serde(rename = "static", default, skip_serializing_if = "Option::is_none")]
     pub static_targets: Option<StaticInput>,
-}
-
-/// Annotated pods and services.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PrometheusInput {
-    /// Whether this input is on.
-    #[serde(default)]
-    pub enabled: bool,
-    /// Which namespaces to take workloads from.
-    #[serde(default)]
-    pub namespaces: NamespaceSelector,
 }
 
 /// An input that is switched on and filtered by namespace.
@@ -232,11 +220,6 @@ impl Input {
                 ),
             );
         }
-        if let Some(input) = &self.prometheus {
-            input
-                .namespaces
-                .validate(&field(&field(path, "prometheus"), "namespaces"), errors);
-        }
         if let Some(input) = &self.runtime {
             input
                 .namespaces
@@ -255,6 +238,7 @@ impl Input {
             }
         }
         for (name, input) in [
+            ("prometheus", &self.prometheus),
             ("istio", &self.istio),
             ("otlp", &self.otlp),
             ("remoteWrite", &self.remote_write),

@@ -7,18 +7,20 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Prometheus' duration units, largest first, in milliseconds. A year is 365 days.
+const DURATION_UNITS: [(&str, u64); 7] = [
+    ("y", 365 * 24 * 3600 * 1000),
+    ("w", 7 * 24 * 3600 * 1000),
+    ("d", 24 * 3600 * 1000),
+    ("h", 3600 * 1000),
+    ("m", 60 * 1000),
+    ("s", 1000),
+    ("ms", 1),
+];
+
 /// Parses a Prometheus duration: units `y w d h m s ms`, each at most once, largest
 /// first, for example `1h30m` or `500ms`. A year is 365 days, as in Prometheus.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 24 * 3600 * 1000),
-        ("w", 7 * 24 * 3600 * 1000),
-        ("d", 24 * 3600 * 1000),
-        ("h", 3600 * 1000),
-        ("m", 60 * 1000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
     let invalid = || {
         format!(
             "{text:?} is not a duration: use a number and a unit (ms, s, m, h, d, w, y), e.g. \"30s\" or \"1h30m\""
@@ -41,7 +43,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
         rest = &rest[digits..];
         // "ms" must be tried before "m".
-        let unit = UNITS[next_unit..]
+        let unit = DURATION_UNITS[next_unit..]
             .iter()
             .enumerate()
             .filter(|(_, (name, _))| rest.starts_with(name))
@@ -65,15 +67,7 @@ pub fn format_duration(duration: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (name, factor) in [
-        ("y", 365 * 24 * 3600 * 1000),
-        ("w", 7 * 24 * 3600 * 1000),
-        ("d", 24 * 3600 * 1000),
-        ("h", 3600 * 1000),
-        ("m", 60 * 1000),
-        ("s", 1000),
-        ("ms", 1),
-    ] {
+    for (name, factor) in DURATION_UNITS {
         if ms >= factor {
             out.push_str(&format!("{}{name}", ms / factor));
             ms %= factor;
