@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests talk to (real peers, not mocks). Later parts of the product
-# add Prometheus, VictoriaMetrics, nginx and friends here.
-DEBIAN_PACKAGES=()
+# add VictoriaMetrics, nginx and friends here.
+DEBIAN_PACKAGES=(prometheus)
 
 ensure_debian_packages() {
   local missing=()

@@ -7,3 +7,6 @@
 //! configuration check in [`cli`].
 
 pub mod cli;
+pub mod labels;
+pub mod processing;
+pub mod scrape;

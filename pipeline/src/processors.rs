@@ -18,7 +18,7 @@ use regex::Regex;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::errors::{FieldErrors, field, index};
+use crate::errors::{FieldErrors, ValidationErrors, field, index};
 use crate::names::{check_prometheus_label_name, is_prometheus_label_name};
 
 /// Prometheus' default separator between source label values.
@@ -362,6 +362,15 @@ impl RelabelConfig {
             replacement: replacement.to_owned(),
         })
     }
+}
+
+/// Checks and compiles one rule on its own, e.g. for tests and tools; error paths are
+/// relative to the rule.
+pub fn compile_rule(config: &RelabelConfig) -> Result<RelabelRule, ValidationErrors> {
+    let mut errors = FieldErrors::default();
+    let rule = config.validate("", &mut errors);
+    errors.into_result()?;
+    rule.ok_or_else(|| ValidationErrors::single("", "invalid relabel rule"))
 }
 
 /// The checked processors.
