@@ -1,0 +1,571 @@
+//! Parsing what a target exposes: the Prometheus text format 0.0.4 and OpenMetrics
+//! 1.0, chosen by the response's content type as Prometheus chooses.
+//!
+//! The parser borrows from the response body: names, label names and the series key are
+//! slices of it, and a label value is copied only when it contains an escape. The body
+//! is checked for UTF-8 once, up front. Every problem is an error for the whole scrape
+//! with its line number and a reason: an agent must not guess at half a sample.
+//!
+//! Handled as Prometheus handles them: `# HELP`/`# TYPE` (and OpenMetrics `# UNIT`),
+//! escaped label values (`\\`, `\"`, `\n`), trailing commas in label sets, `NaN` and
+//! `±Inf`, optional timestamps (milliseconds in text, seconds in OpenMetrics),
+//! OpenMetrics exemplars (parsed and skipped) and the mandatory `# EOF`.
+
+use std::borrow::Cow;
+
+/// The Accept header Prometheus sends: OpenMetrics preferred, then text 0.0.4.
+pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// The longest line accepted. Real expositions stay far below; a longer line is a
+/// broken or hostile target, and refusing it bounds the work one line can cause.
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+
+/// Which format a body is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4` (and anything unrecognised, as Prometheus does).
+    PrometheusText,
+    /// `application/openmetrics-text`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// Picks the parser for a response's `Content-Type`.
+    pub fn from_content_type(content_type: Option<&str>) -> Self {
+        match content_type {
+            Some(ct) if ct.trim_start().starts_with("application/openmetrics-text") => {
+                Self::OpenMetrics
+            }
+            _ => Self::PrometheusText,
+        }
+    }
+}
+
+/// A metric family's type, from `# TYPE`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetricType {
+    /// A monotonic counter.
+    Counter,
+    /// A gauge.
+    Gauge,
+    /// A histogram (`_bucket`, `_sum`, `_count`).
+    Histogram,
+    /// An OpenMetrics gauge histogram.
+    GaugeHistogram,
+    /// A summary (quantiles, `_sum`, `_count`).
+    Summary,
+    /// An OpenMetrics info metric.
+    Info,
+    /// An OpenMetrics state set.
+    StateSet,
+    /// No or unknown type.
+    #[default]
+    Unknown,
+}
+
+impl MetricType {
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "counter" => Self::Counter,
+            "gauge" => Self::Gauge,
+            "histogram" => Self::Histogram,
+            "gaugehistogram" => Self::GaugeHistogram,
+            "summary" => Self::Summary,
+            "info" => Self::Info,
+            "stateset" => Self::StateSet,
+            "untyped" | "unknown" => Self::Unknown,
+            _ => return None,
+        })
+    }
+
+    /// The sample-name suffixes that belong to a family of this type.
+    fn suffixes(self) -> &'static [&'static str] {
+        match self {
+            Self::Counter => &["_total", "_created"],
+            Self::Histogram => &["_bucket", "_sum", "_count", "_created"],
+            Self::GaugeHistogram => &["_bucket", "_gsum", "_gcount"],
+            Self::Summary => &["_sum", "_count", "_created"],
+            Self::Info => &["_info"],
+            _ => &[],
+        }
+    }
+}
+
+/// One sample, borrowing from the body.
+#[derive(Debug, PartialEq)]
+pub struct Sample<'a> {
+    /// The series as written (`name{labels}`), unique per series within one scrape
+    /// when targets write their label sets consistently; used as the cache key.
+    pub series: &'a str,
+    /// The metric name.
+    pub name: &'a str,
+    /// Labels in the order written; values unescaped.
+    pub labels: Vec<(&'a str, Cow<'a, str>)>,
+    /// The value.
+    pub value: f64,
+    /// The exposed timestamp in milliseconds, if any.
+    pub timestamp_ms: Option<i64>,
+    /// The type of the family the sample belongs to.
+    pub metric_type: MetricType,
+}
+
+/// Why a body cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not UTF-8.
+    #[error("the body is not valid UTF-8 (first invalid byte at offset {offset})")]
+    InvalidUtf8 {
+        /// Byte offset of the first invalid byte.
+        offset: usize,
+    },
+    /// A line over [`MAX_LINE_BYTES`].
+    #[error("line {line} is longer than {MAX_LINE_BYTES} bytes")]
+    LineTooLong {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A malformed line.
+    #[error("line {line}: {reason}")]
+    Syntax {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// OpenMetrics without the closing `# EOF`.
+    #[error("OpenMetrics exposition does not end with # EOF (truncated body?)")]
+    MissingEof,
+}
+
+/// Parses `body` and hands every sample to `on_sample`. Returns the number of samples.
+pub fn parse(
+    body: &[u8],
+    format: Format,
+    mut on_sample: impl FnMut(Sample<'_>),
+) -> Result<usize, ParseError> {
+    let text = std::str::from_utf8(body).map_err(|e| ParseError::InvalidUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    let open_metrics = format == Format::OpenMetrics;
+    let mut family = ("", MetricType::Unknown);
+    let mut count = 0;
+    let mut saw_eof = false;
+    for (index, line) in text.split('\n').enumerate() {
+        let number = index + 1;
+        if line.len() > MAX_LINE_BYTES {
+            return Err(ParseError::LineTooLong { line: number });
+        }
+        let syntax = |reason: String| ParseError::Syntax {
+            line: number,
+            reason,
+        };
+        if saw_eof {
+            if line.is_empty() {
+                continue;
+            }
+            return Err(syntax("content after # EOF".into()));
+        }
+        let line = if open_metrics {
+            line
+        } else {
+            line.trim_matches([' ', '\t', '\r'])
+        };
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            if open_metrics && comment == " EOF" {
+                saw_eof = true;
+                continue;
+            }
+            if let Some((name, kind)) = parse_type_line(comment).map_err(syntax)? {
+                family = (name, kind);
+            }
+            continue;
+        }
+        let sample = parse_sample(line, open_metrics, family).map_err(syntax)?;
+        count += 1;
+        on_sample(sample);
+    }
+    if open_metrics && !saw_eof {
+        return Err(ParseError::MissingEof);
+    }
+    Ok(count)
+}
+
+/// Reads `# TYPE name type`; `Ok(None)` for other comments.
+fn parse_type_line(comment: &str) -> Result<Option<(&str, MetricType)>, String> {
+    let mut words = comment.split_ascii_whitespace();
+    if words.next() != Some("TYPE") {
+        return Ok(None);
+    }
+    let name = words.next().ok_or("# TYPE without a metric name")?;
+    if !is_metric_name(name) {
+        return Err(format!("invalid metric name {name:?} in # TYPE"));
+    }
+    let kind = words.next().ok_or("# TYPE without a type")?;
+    let kind = MetricType::parse(kind).ok_or_else(|| format!("unknown metric type {kind:?}"))?;
+    Ok(Some((name, kind)))
+}
+
+fn parse_sample<'a>(
+    line: &'a str,
+    open_metrics: bool,
+    family: (&str, MetricType),
+) -> Result<Sample<'a>, String> {
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(line.len());
+    let name = &line[..name_end];
+    if !is_metric_name(name) {
+        return Err(format!("invalid metric name at {:?}", excerpt(line)));
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(after_brace) = rest.strip_prefix('{') {
+        rest = parse_labels(after_brace, &mut labels)?;
+    }
+    let series = &line[..line.len() - rest.len()];
+    let rest = rest.trim_start_matches([' ', '\t']);
+    if rest.len() == line.len() - series.len() && !rest.is_empty() {
+        return Err(format!(
+            "expected a space before the value in {:?}",
+            excerpt(line)
+        ));
+    }
+    // Split off an OpenMetrics exemplar; it is not ingested.
+    let (values, _exemplar) = match rest.split_once(" # ") {
+        Some((values, exemplar)) if open_metrics => (values, Some(exemplar)),
+        _ => (rest, None),
+    };
+    let mut fields = values.split([' ', '\t']).filter(|f| !f.is_empty());
+    let value_text = fields
+        .next()
+        .ok_or_else(|| format!("missing value in {:?}", excerpt(line)))?;
+    let value = parse_float(value_text).ok_or_else(|| format!("invalid value {value_text:?}"))?;
+    let timestamp_ms = match fields.next() {
+        None => None,
+        Some(ts) if open_metrics => {
+            let seconds = parse_float(ts).ok_or_else(|| format!("invalid timestamp {ts:?}"))?;
+            if !seconds.is_finite() {
+                return Err(format!("invalid timestamp {ts:?}"));
+            }
+            Some((seconds * 1000.0) as i64)
+        }
+        Some(ts) => Some(
+            ts.parse::<i64>()
+                .map_err(|_| format!("invalid timestamp {ts:?}"))?,
+        ),
+    };
+    if let Some(extra) = fields.next() {
+        return Err(format!("unexpected {extra:?} after the timestamp"));
+    }
+    let metric_type = if belongs_to(name, family) {
+        family.1
+    } else {
+        MetricType::Unknown
+    };
+    Ok(Sample {
+        series,
+        name,
+        labels,
+        value,
+        timestamp_ms,
+        metric_type,
+    })
+}
+
+/// Parses `name="value",…}` and returns what follows the closing brace.
+fn parse_labels<'a>(
+    mut rest: &'a str,
+    labels: &mut Vec<(&'a str, Cow<'a, str>)>,
+) -> Result<&'a str, String> {
+    loop {
+        rest = rest.trim_start_matches([' ', '\t']);
+        if let Some(after) = rest.strip_prefix('}') {
+            return Ok(after);
+        }
+        let name_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .ok_or("unterminated label set")?;
+        let name = &rest[..name_end];
+        if name.is_empty() || name.as_bytes()[0].is_ascii_digit() {
+            return Err(format!("invalid label name at {:?}", excerpt(rest)));
+        }
+        rest = rest[name_end..].trim_start_matches([' ', '\t']);
+        rest = rest
+            .strip_prefix('=')
+            .ok_or_else(|| format!("expected '=' after label {name:?}"))?
+            .trim_start_matches([' ', '\t']);
+        rest = rest
+            .strip_prefix('"')
+            .ok_or_else(|| format!("expected '\"' to open the value of label {name:?}"))?;
+        let (value, after) =
+            parse_quoted(rest).ok_or_else(|| format!("unterminated value of label {name:?}"))?;
+        if labels.iter().any(|(n, _)| *n == name) {
+            return Err(format!("label {name:?} appears twice in one series"));
+        }
+        labels.push((name, value));
+        rest = after.trim_start_matches([' ', '\t']);
+        if let Some(after_comma) = rest.strip_prefix(',') {
+            rest = after_comma;
+        } else if !rest.starts_with('}') {
+            return Err(format!("expected ',' or '}}' after label {name:?}"));
+        }
+    }
+}
+
+/// Reads a quoted label value after its opening quote; returns the unescaped value and
+/// what follows the closing quote.
+fn parse_quoted(text: &str) -> Option<(Cow<'_, str>, &str)> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let mut owned: Option<String> = None;
+    let mut start = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let value = match owned {
+                    Some(mut s) => {
+                        s.push_str(&text[start..i]);
+                        Cow::Owned(s)
+                    }
+                    None => Cow::Borrowed(&text[..i]),
+                };
+                return Some((value, &text[i + 1..]));
+            }
+            b'\\' if i + 1 < bytes.len() => {
+                let s = owned.get_or_insert_with(String::new);
+                s.push_str(&text[start..i]);
+                match bytes[i + 1] {
+                    b'\\' => s.push('\\'),
+                    b'"' => s.push('"'),
+                    b'n' => s.push('\n'),
+                    // Prometheus keeps unknown escapes as written.
+                    other => {
+                        s.push('\\');
+                        s.push(char::from(other));
+                        if !other.is_ascii() {
+                            // Keep multi-byte characters intact: copy from the text.
+                            s.pop();
+                            let ch_len = text[i + 1..].chars().next().map_or(1, char::len_utf8);
+                            s.push_str(&text[i + 1..i + 1 + ch_len]);
+                            i += ch_len - 1;
+                        }
+                    }
+                }
+                i += 2;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Go's `strconv.ParseFloat` spellings that Prometheus accepts, through Rust's parser,
+/// which already takes `NaN`, `Inf`, `+Inf`, `-Inf` and `infinity` in any case.
+fn parse_float(text: &str) -> Option<f64> {
+    text.parse::<f64>().ok()
+}
+
+fn belongs_to(name: &str, (family, kind): (&str, MetricType)) -> bool {
+    if family.is_empty() {
+        return false;
+    }
+    if name == family {
+        return true;
+    }
+    name.strip_prefix(family)
+        .is_some_and(|suffix| kind.suffixes().contains(&suffix))
+}
+
+/// Whether `name` is a Prometheus metric name.
+pub fn is_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// The start of a line, for error messages.
+fn excerpt(line: &str) -> &str {
+    let mut end = line.len().min(60);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(body: &str, format: Format) -> Result<Vec<String>, ParseError> {
+        let mut out = Vec::new();
+        parse(body.as_bytes(), format, |s| {
+            let labels: Vec<String> = s.labels.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
+            out.push(format!(
+                "{} {} {:?} {:?} {:?}",
+                s.name,
+                labels.join(","),
+                s.value,
+                s.timestamp_ms,
+                s.metric_type
+            ));
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn text_format_with_types_escapes_and_special_values() {
+        let body = "# HELP http_requests_total Requests.\n\
+                    # TYPE http_requests_total counter\n\
+                    http_requests_total{method=\"post\",code=\"200\"} 1027 1395066363000\n\
+                    http_requests_total{method=\"post\",code=\"400\",} 3\n\
+                    \n\
+                    # A plain comment\n\
+                    msg{path=\"C:\\\\dir\",q=\"say \\\"hi\\\"\",nl=\"a\\nb\"} +Inf\n\
+                    nan_metric NaN\n\
+                    neg -Inf\n\
+                    sci 1.5e-3\n\
+                    # TYPE rpc_duration_seconds summary\n\
+                    rpc_duration_seconds{quantile=\"0.5\"} 4773\n\
+                    rpc_duration_seconds_sum 1.7560473e+07\n\
+                    rpc_duration_seconds_count 2693\n\
+                    # TYPE latency histogram\n\
+                    latency_bucket{le=\"0.1\"} 33444\n\
+                    latency_bucket{le=\"+Inf\"} 144320\n\
+                    latency_count 144320\n\
+                    empty_labels{} 1\n";
+        let got = collect(body, Format::PrometheusText).unwrap();
+        let expected = [
+            r#"http_requests_total method="post",code="200" 1027.0 Some(1395066363000) Counter"#,
+            r#"http_requests_total method="post",code="400" 3.0 None Counter"#,
+            r#"msg path="C:\\dir",q="say \"hi\"",nl="a\nb" inf None Unknown"#,
+            "nan_metric  NaN None Unknown",
+            "neg  -inf None Unknown",
+            "sci  0.0015 None Unknown",
+            r#"rpc_duration_seconds quantile="0.5" 4773.0 None Summary"#,
+            "rpc_duration_seconds_sum  17560473.0 None Summary",
+            "rpc_duration_seconds_count  2693.0 None Summary",
+            r#"latency_bucket le="0.1" 33444.0 None Histogram"#,
+            r#"latency_bucket le="+Inf" 144320.0 None Histogram"#,
+            "latency_count  144320.0 None Histogram",
+            "empty_labels  1.0 None Unknown",
+        ];
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn series_key_is_the_text_before_the_value() {
+        let mut keys = Vec::new();
+        parse(b"a{x=\"1\"} 1\nb 2 3\n", Format::PrometheusText, |s| {
+            keys.push(s.series.to_owned())
+        })
+        .unwrap();
+        assert_eq!(keys, ["a{x=\"1\"}", "b"]);
+    }
+
+    #[test]
+    fn openmetrics_with_seconds_exemplars_and_eof() {
+        let body = "# TYPE foo counter\n\
+                    # UNIT foo seconds\n\
+                    foo_total{a=\"b\"} 17.0 1520879607.789 # {trace_id=\"KOO5S4vxi0o\"} 0.67\n\
+                    foo_created 1520430000.123\n\
+                    # TYPE bar info\n\
+                    bar_info{version=\"1.2\"} 1\n\
+                    # EOF\n";
+        let got = collect(body, Format::OpenMetrics).unwrap();
+        assert_eq!(
+            got,
+            [
+                r#"foo_total a="b" 17.0 Some(1520879607789) Counter"#,
+                "foo_created  1520430000.123 None Counter",
+                r#"bar_info version="1.2" 1.0 None Info"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn openmetrics_needs_eof_and_nothing_after() {
+        assert_eq!(
+            collect("a 1\n", Format::OpenMetrics),
+            Err(ParseError::MissingEof)
+        );
+        assert!(matches!(
+            collect("a 1\n# EOF\nb 2\n", Format::OpenMetrics),
+            Err(ParseError::Syntax { line: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn content_negotiation() {
+        assert_eq!(
+            Format::from_content_type(Some(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            )),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::from_content_type(Some("text/plain; version=0.0.4")),
+            Format::PrometheusText
+        );
+        assert_eq!(Format::from_content_type(None), Format::PrometheusText);
+    }
+
+    #[test]
+    fn hostile_and_broken_input_fails_with_a_reason() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"ok 1\nbad\xff 1\n",
+                "the body is not valid UTF-8 (first invalid byte at offset 8)",
+            ),
+            (b"a{b=\"c} 1\n", "line 1: unterminated value of label \"b\""),
+            (
+                b"a{b=c} 1\n",
+                "line 1: expected '\"' to open the value of label \"b\"",
+            ),
+            (
+                b"a{b=\"1\",b=\"2\"} 1\n",
+                "line 1: label \"b\" appears twice in one series",
+            ),
+            (
+                b"a{1b=\"1\"} 1\n",
+                "line 1: invalid label name at \"1b=\\\"1\\\"} 1\"",
+            ),
+            (b"a one\n", "line 1: invalid value \"one\""),
+            (b"a 1 2 3\n", "line 1: unexpected \"3\" after the timestamp"),
+            (b"a 1 1.5\n", "line 1: invalid timestamp \"1.5\""),
+            (b"a\n", "line 1: missing value in \"a\""),
+            (b"9a 1\n", "line 1: invalid metric name at \"9a 1\""),
+            (
+                b"# TYPE a teapot\n",
+                "line 1: unknown metric type \"teapot\"",
+            ),
+            (
+                b"a{b=\"1\"}1\n",
+                "line 1: expected a space before the value in \"a{b=\\\"1\\\"}1\"",
+            ),
+        ];
+        for (body, expected) in cases {
+            let error = parse(body, Format::PrometheusText, |_| {}).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                *expected,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let huge = format!("a{{b=\"{}\"}} 1\n", "x".repeat(MAX_LINE_BYTES));
+        assert_eq!(
+            parse(huge.as_bytes(), Format::PrometheusText, |_| {}),
+            Err(ParseError::LineTooLong { line: 1 })
+        );
+    }
+
+    #[test]
+    fn unknown_escapes_and_unicode_are_kept() {
+        let got = collect("a{b=\"x\\ty\\ä\"} 1\n", Format::PrometheusText).unwrap();
+        assert_eq!(got, [r#"a b="x\\ty\\ä" 1.0 None Unknown"#]);
+    }
+}
