@@ -6,6 +6,7 @@
 //! `docs/architecture.md`). What exists so far is the command line and the offline
 //! configuration check in [`cli`].
 
+pub mod buffer;
 pub mod cli;
 pub mod labels;
 pub mod processing;

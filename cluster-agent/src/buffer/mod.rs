@@ -1,0 +1,594 @@
+//! The per-pipeline disk buffer: an append-only queue of records in segment files,
+//! bounded by bytes and age, that survives `kill -9` and restarts with at-least-once
+//! delivery. Each pipeline has its own directory, so a dead backend fills only its own
+//! buffer and never slows another pipeline.
+//!
+//! # On-disk format
+//!
+//! A buffer directory holds segment files `<id>.seg` (`id` a zero-padded, strictly
+//! increasing `u64`) and one `ack` file. A segment is a sequence of records:
+//!
+//! ```text
+//! +----------------+----------------+--------------------+-----------------+
+//! | length: u32 LE | crc32: u32 LE  | timestamp: i64 LE  | payload (length)|
+//! +----------------+----------------+--------------------+-----------------+
+//! ```
+//!
+//! `crc32` (IEEE) covers the timestamp and the payload. `timestamp` is the record's
+//! age reference in Unix milliseconds (its oldest sample). `ack` holds the position
+//! (segment id, byte offset) of the first record not yet acknowledged, followed by a
+//! CRC of those 16 bytes; it is replaced atomically (write, fsync, rename).
+//!
+//! # Invariants
+//!
+//! - Records are read in the order they were pushed; a position only moves forward.
+//! - Nothing unacknowledged is lost by a restart: delivery resumes at the persisted ack
+//!   position, which lies between the last explicit [`DiskBuffer::persist_ack`] and the
+//!   in-memory ack (the ack is also persisted before a delivered segment is deleted).
+//!   Acknowledged records may thus be delivered again: at-least-once, never
+//!   at-most-once.
+//! - `bytes()` never exceeds the configured maximum after a push returns: with
+//!   [`WhenFull::DropOldest`] whole oldest segments are deleted (their unacknowledged
+//!   records counted as dropped); with [`WhenFull::DropNewest`] the push is refused and
+//!   the record handed back.
+//! - Records older than the maximum age are skipped when read and counted as dropped.
+//!
+//! # Crashes and damage
+//!
+//! Writes go to the kernel with `write(2)` before `push` returns, so a killed process
+//! loses nothing it pushed (surviving power loss needs [`DiskBuffer::sync`]). On open,
+//! every segment is scanned: a record cut short at the end of the newest segment (a
+//! torn write) is truncated away; a record with a bad checksum or impossible length
+//! ends its segment there (the rest is counted as corrupt and never delivered, since
+//! lengths after it cannot be trusted); a missing segment is simply absent, and an ack
+//! pointing into it moves to the next segment that exists. Opening never fails because
+//! of damaged data, only because of I/O errors.
+
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kaas_pipeline::buffer::{ValidatedBuffer, WhenFull};
+
+pub use segment::HEADER_BYTES;
+use segment::{ScanEnd, encode_record, scan_segment};
+
+/// Largest segment file. Small enough that dropping the oldest segment frees a modest
+/// share of the buffer, large enough that file counts stay low.
+pub const MAX_SEGMENT_BYTES: u64 = 8 << 20;
+/// Largest record accepted, to bound memory when reading a damaged file.
+pub const MAX_RECORD_BYTES: u32 = 64 << 20;
+
+/// Where a record starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// Segment id.
+    pub segment: u64,
+    /// Byte offset within the segment.
+    pub offset: u64,
+}
+
+/// One buffered record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Age reference, Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// The encoded batch.
+    pub payload: Vec<u8>,
+}
+
+/// The buffer's limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most bytes on disk, headers included.
+    pub max_bytes: u64,
+    /// Oldest record delivered.
+    pub max_age: Duration,
+    /// What a push does when the buffer is full.
+    pub when_full: WhenFull,
+}
+
+impl From<&ValidatedBuffer> for Limits {
+    fn from(buffer: &ValidatedBuffer) -> Self {
+        Self {
+            max_bytes: buffer.max_bytes.get(),
+            max_age: buffer.max_age,
+            when_full: buffer.when_full,
+        }
+    }
+}
+
+/// Why the buffer cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    /// A file operation failed.
+    #[error("buffer {dir}: {operation}: {source}")]
+    Io {
+        /// The buffer directory.
+        dir: PathBuf,
+        /// What was being done.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A push refused because the buffer is full ([`WhenFull::DropNewest`]) or the record
+/// can never fit; the record is handed back.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("buffer full: record of {} bytes refused", .0.payload.len())]
+pub struct Refused(pub Record);
+
+/// What opening found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Records waiting for delivery.
+    pub records: u64,
+    /// Bytes cut from the end of the newest segment (a torn write).
+    pub torn_bytes: u64,
+    /// Bytes after a damaged record, never delivered.
+    pub corrupt_bytes: u64,
+}
+
+/// Counters since the buffer was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Records dropped because the buffer was full.
+    pub full: u64,
+    /// Records dropped because they were older than the maximum age.
+    pub expired: u64,
+}
+
+#[derive(Debug)]
+struct SegmentInfo {
+    id: u64,
+    /// Bytes of valid records.
+    len: u64,
+    /// Start offset and timestamp of each record; lets drops be counted and expired
+    /// segments found without reading files.
+    records: Vec<(u64, i64)>,
+}
+
+/// One pipeline's disk buffer. Not shared between threads by itself: the pipeline puts
+/// it behind a lock.
+#[derive(Debug)]
+pub struct DiskBuffer {
+    dir: PathBuf,
+    limits: Limits,
+    segments: VecDeque<SegmentInfo>,
+    writer: Option<File>,
+    /// Next record to read.
+    read: Position,
+    /// First record not acknowledged.
+    acked: Position,
+    /// `acked` as last written to disk.
+    persisted_ack: Position,
+    dropped: Dropped,
+    /// The segment last read from, kept open for sequential reads.
+    reader: Option<(u64, File)>,
+    /// When to start a new segment.
+    segment_bytes: u64,
+}
+
+fn io_error(dir: &Path, operation: &'static str) -> impl FnOnce(io::Error) -> BufferError {
+    let dir = dir.to_owned();
+    move |source| BufferError::Io {
+        dir,
+        operation,
+        source,
+    }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.seg"))
+}
+
+impl DiskBuffer {
+    /// Opens (or creates) the buffer in `dir`, recovering whatever a previous process
+    /// left there.
+    pub fn open(dir: impl Into<PathBuf>, limits: Limits) -> Result<(Self, Recovery), BufferError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io_error(&dir, "create directory"))?;
+        let mut ids: Vec<u64> = fs::read_dir(&dir)
+            .map_err(io_error(&dir, "list directory"))?
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".seg")?.parse().ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        let acked = read_ack(&dir).unwrap_or_default();
+        let mut recovery = Recovery::default();
+        let mut segments = VecDeque::new();
+        let newest = ids.last().copied();
+        for id in ids {
+            let path = segment_path(&dir, id);
+            let bytes = fs::read(&path).map_err(io_error(&dir, "read segment"))?;
+            let scan = scan_segment(&bytes);
+            match scan.end {
+                ScanEnd::Clean => {}
+                ScanEnd::Torn if Some(id) == newest => {
+                    recovery.torn_bytes += bytes.len() as u64 - scan.valid_len;
+                }
+                ScanEnd::Torn | ScanEnd::Corrupt => {
+                    recovery.corrupt_bytes += bytes.len() as u64 - scan.valid_len;
+                }
+            }
+            if scan.valid_len < bytes.len() as u64 {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_error(&dir, "open segment"))?;
+                file.set_len(scan.valid_len)
+                    .map_err(io_error(&dir, "truncate damaged segment"))?;
+            }
+            segments.push_back(SegmentInfo {
+                id,
+                len: scan.valid_len,
+                records: scan.records,
+            });
+        }
+        let mut buffer = Self {
+            dir,
+            limits,
+            segments,
+            writer: None,
+            read: acked,
+            acked,
+            persisted_ack: acked,
+            dropped: Dropped::default(),
+            reader: None,
+            segment_bytes: MAX_SEGMENT_BYTES.min((limits.max_bytes / 4).max(HEADER_BYTES + 1)),
+        };
+        buffer.normalize_positions();
+        // Segments wholly before the ack are delivered; remove them.
+        buffer.remove_acked_segments()?;
+        recovery.records = buffer.pending_records();
+        Ok((buffer, recovery))
+    }
+
+    /// Appends a record. When full, [`WhenFull::DropOldest`] deletes whole oldest
+    /// segments to make room; [`WhenFull::DropNewest`] refuses and returns the record.
+    pub fn push(&mut self, record: Record) -> Result<Result<(), Refused>, BufferError> {
+        let size = HEADER_BYTES + record.payload.len() as u64;
+        if record.payload.len() as u64 > u64::from(MAX_RECORD_BYTES) || size > self.limits.max_bytes
+        {
+            return Ok(Err(Refused(record)));
+        }
+        while self.bytes() + size > self.limits.max_bytes {
+            match self.limits.when_full {
+                WhenFull::DropNewest => return Ok(Err(Refused(record))),
+                WhenFull::DropOldest => {
+                    if !self.drop_oldest_segment()? {
+                        return Ok(Err(Refused(record)));
+                    }
+                }
+            }
+        }
+        let segment_full = self
+            .segments
+            .back()
+            .is_none_or(|s| s.len > 0 && s.len + size > self.segment_bytes);
+        if segment_full || self.writer.is_none() {
+            self.open_writer(segment_full)?;
+        }
+        let encoded = encode_record(record.timestamp_ms, &record.payload);
+        let writer = self.writer.as_mut().ok_or_else(|| BufferError::Io {
+            dir: self.dir.clone(),
+            operation: "append",
+            source: io::Error::other("no open segment"),
+        })?;
+        writer
+            .write_all(&encoded)
+            .map_err(io_error(&self.dir, "append record"))?;
+        let segment = self.segments.back_mut().ok_or_else(|| BufferError::Io {
+            dir: self.dir.clone(),
+            operation: "append",
+            source: io::Error::other("no segment"),
+        })?;
+        segment.records.push((segment.len, record.timestamp_ms));
+        segment.len += size;
+        self.normalize_positions();
+        Ok(Ok(()))
+    }
+
+    /// Reads the next unread record, skipping (and counting) records older than the
+    /// maximum age relative to `now_ms`. `None` when everything has been read.
+    pub fn read_next(&mut self, now_ms: i64) -> Result<Option<(Position, Record)>, BufferError> {
+        let max_age_ms = i64::try_from(self.limits.max_age.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            self.normalize_read();
+            let Some(segment) = self.segments.iter().find(|s| s.id == self.read.segment) else {
+                return Ok(None);
+            };
+            let Ok(index) = segment
+                .records
+                .binary_search_by_key(&self.read.offset, |(offset, _)| *offset)
+            else {
+                return Ok(None);
+            };
+            let (offset, timestamp_ms) = segment.records[index];
+            let next_offset = segment
+                .records
+                .get(index + 1)
+                .map_or(segment.len, |(o, _)| *o);
+            let position = self.read;
+            self.read = Position {
+                segment: segment.id,
+                offset: next_offset,
+            };
+            if now_ms.saturating_sub(timestamp_ms) > max_age_ms {
+                self.dropped.expired += 1;
+                continue;
+            }
+            let payload = self.read_payload(position.segment, offset, next_offset)?;
+            return Ok(Some((
+                position,
+                Record {
+                    timestamp_ms,
+                    payload,
+                },
+            )));
+        }
+    }
+
+    /// Marks every record before `next` as delivered (in memory; see
+    /// [`Self::persist_ack`]) and deletes segments that are wholly delivered.
+    pub fn ack(&mut self, next: Position) -> Result<(), BufferError> {
+        if next > self.acked {
+            self.acked = next;
+        }
+        self.normalize_positions();
+        self.remove_acked_segments()
+    }
+
+    /// Writes the ack position to disk so a restart does not deliver again what was
+    /// acknowledged. Cheap to call often: it writes only when the position moved.
+    pub fn persist_ack(&mut self) -> Result<(), BufferError> {
+        if self.acked == self.persisted_ack {
+            return Ok(());
+        }
+        write_ack(&self.dir, self.acked)?;
+        self.persisted_ack = self.acked;
+        Ok(())
+    }
+
+    /// Moves the read position back to the first unacknowledged record, so records read
+    /// but not delivered (a failed send) are read again.
+    pub fn rewind(&mut self) {
+        self.read = self.acked;
+    }
+
+    /// Flushes segment data to stable storage (survives power loss, not just a crash).
+    pub fn sync(&mut self) -> Result<(), BufferError> {
+        if let Some(writer) = &self.writer {
+            writer
+                .sync_data()
+                .map_err(io_error(&self.dir, "sync segment"))?;
+        }
+        Ok(())
+    }
+
+    /// Bytes on disk, headers included.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// Records not yet acknowledged.
+    pub fn pending_records(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| {
+                s.records
+                    .iter()
+                    .filter(|(offset, _)| {
+                        Position {
+                            segment: s.id,
+                            offset: *offset,
+                        } >= self.acked
+                    })
+                    .count() as u64
+            })
+            .sum()
+    }
+
+    /// Timestamp of the oldest record not yet acknowledged.
+    pub fn oldest_timestamp_ms(&self) -> Option<i64> {
+        self.segments.iter().find_map(|s| {
+            s.records
+                .iter()
+                .find(|(offset, _)| {
+                    Position {
+                        segment: s.id,
+                        offset: *offset,
+                    } >= self.acked
+                })
+                .map(|(_, ts)| *ts)
+        })
+    }
+
+    /// Records dropped since opening.
+    pub fn dropped(&self) -> &Dropped {
+        &self.dropped
+    }
+
+    fn open_writer(&mut self, new_segment: bool) -> Result<(), BufferError> {
+        let id = match self.segments.back() {
+            Some(last) if !new_segment => last.id,
+            Some(last) => last.id + 1,
+            // Never reuse the id of a segment the ack position already points past.
+            None if self.acked.offset > 0 => self.acked.segment + 1,
+            None => self.acked.segment.max(1),
+        };
+        let path = segment_path(&self.dir, id);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_error(&self.dir, "open segment for appending"))?;
+        if self.segments.back().is_none_or(|s| s.id != id) {
+            self.segments.push_back(SegmentInfo {
+                id,
+                len: 0,
+                records: Vec::new(),
+            });
+        }
+        self.writer = Some(file);
+        Ok(())
+    }
+
+    /// Deletes the oldest segment, counting its unacknowledged records as dropped.
+    /// Returns false when there is nothing that can be deleted.
+    fn drop_oldest_segment(&mut self) -> Result<bool, BufferError> {
+        let Some(oldest) = self.segments.front() else {
+            return Ok(false);
+        };
+        let id = oldest.id;
+        let unacked = oldest
+            .records
+            .iter()
+            .filter(|(offset, _)| {
+                Position {
+                    segment: id,
+                    offset: *offset,
+                } >= self.acked
+            })
+            .count() as u64;
+        self.dropped.full += unacked;
+        if self.segments.len() == 1 {
+            self.writer = None;
+        }
+        self.reader = None;
+        fs::remove_file(segment_path(&self.dir, id))
+            .map_err(io_error(&self.dir, "delete oldest segment"))?;
+        self.segments.pop_front();
+        let next = Position {
+            segment: id + 1,
+            offset: 0,
+        };
+        if self.acked < next {
+            self.acked = next;
+        }
+        if self.read < next {
+            self.read = next;
+        }
+        self.normalize_positions();
+        Ok(true)
+    }
+
+    /// Deletes segments every record of which is acknowledged, except the one being
+    /// written to.
+    fn remove_acked_segments(&mut self) -> Result<(), BufferError> {
+        let deletable = self.segments.len() > 1
+            && self
+                .segments
+                .front()
+                .is_some_and(|front| self.acked.segment > front.id);
+        if deletable {
+            // The ack must be on disk before the data it covers disappears, or a
+            // restart would look for it in a deleted segment.
+            self.persist_ack()?;
+        }
+        while self.segments.len() > 1 {
+            let Some(front) = self.segments.front() else {
+                break;
+            };
+            if self.acked.segment <= front.id {
+                break;
+            }
+            self.reader = None;
+            fs::remove_file(segment_path(&self.dir, front.id))
+                .map_err(io_error(&self.dir, "delete delivered segment"))?;
+            self.segments.pop_front();
+        }
+        Ok(())
+    }
+
+    /// A position at the end of a segment, or in a segment that no longer exists, means
+    /// the start of the next existing segment.
+    fn normalize_positions(&mut self) {
+        self.acked = self.normalize(self.acked);
+        self.read = self.normalize(self.read).max(self.acked);
+    }
+
+    fn normalize_read(&mut self) {
+        self.read = self.normalize(self.read);
+    }
+
+    fn normalize(&self, position: Position) -> Position {
+        let mut position = position;
+        for segment in &self.segments {
+            if segment.id < position.segment {
+                continue;
+            }
+            if segment.id > position.segment {
+                return Position {
+                    segment: segment.id,
+                    offset: 0,
+                };
+            }
+            if position.offset < segment.len
+                || self.segments.back().map(|s| s.id) == Some(segment.id)
+            {
+                return position;
+            }
+            // At the end of a finished segment: continue with the next one.
+            position = Position {
+                segment: segment.id + 1,
+                offset: 0,
+            };
+        }
+        position
+    }
+
+    fn read_payload(&mut self, segment: u64, start: u64, end: u64) -> Result<Vec<u8>, BufferError> {
+        use std::io::{Read, Seek, SeekFrom};
+        if self.reader.as_ref().is_none_or(|(id, _)| *id != segment) {
+            let file = File::open(segment_path(&self.dir, segment))
+                .map_err(io_error(&self.dir, "open segment"))?;
+            self.reader = Some((segment, file));
+        }
+        let Some((_, file)) = self.reader.as_mut() else {
+            return Ok(Vec::new());
+        };
+        file.seek(SeekFrom::Start(start + HEADER_BYTES))
+            .map_err(io_error(&self.dir, "seek"))?;
+        let mut payload = vec![0; usize::try_from(end - start - HEADER_BYTES).unwrap_or(0)];
+        file.read_exact(&mut payload)
+            .map_err(io_error(&self.dir, "read record"))?;
+        Ok(payload)
+    }
+}
+
+fn read_ack(dir: &Path) -> Option<Position> {
+    let bytes = fs::read(dir.join("ack")).ok()?;
+    let bytes: [u8; 20] = bytes.try_into().ok()?;
+    let (body, crc) = bytes.split_at(16);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return None;
+    }
+    let segment = u64::from_le_bytes(body[..8].try_into().ok()?);
+    let offset = u64::from_le_bytes(body[8..].try_into().ok()?);
+    Some(Position { segment, offset })
+}
+
+fn write_ack(dir: &Path, position: Position) -> Result<(), BufferError> {
+    let mut bytes = Vec::with_capacity(20);
+    bytes.extend_from_slice(&position.segment.to_le_bytes());
+    bytes.extend_from_slice(&position.offset.to_le_bytes());
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let temp = dir.join("ack.tmp");
+    let mut file = File::create(&temp).map_err(io_error(dir, "create ack"))?;
+    file.write_all(&bytes).map_err(io_error(dir, "write ack"))?;
+    file.sync_all().map_err(io_error(dir, "sync ack"))?;
+    fs::rename(&temp, dir.join("ack")).map_err(io_error(dir, "replace ack"))?;
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Record framing inside a segment file: encoding and the recovery scan.
+
+use super::MAX_RECORD_BYTES;
+
+/// Bytes before each payload: length (4), CRC-32 (4), timestamp (8).
+pub const HEADER_BYTES: u64 = 16;
+
+/// Frames one record.
+pub(super) fn encode_record(timestamp_ms: i64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_BYTES as usize + payload.len());
+    // Callers check the size against MAX_RECORD_BYTES first.
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let timestamp = timestamp_ms.to_le_bytes();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&timestamp);
+    crc.update(payload);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&timestamp);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// How a scan ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ScanEnd {
+    /// Every byte belonged to a valid record.
+    Clean,
+    /// The last record is cut short.
+    Torn,
+    /// A record has a bad checksum or an impossible length.
+    Corrupt,
+}
+
+/// What a scan found.
+#[derive(Debug)]
+pub(super) struct Scan {
+    /// Bytes of valid records from the start.
+    pub valid_len: u64,
+    /// Start offset and timestamp of each valid record.
+    pub records: Vec<(u64, i64)>,
+    pub end: ScanEnd,
+}
+
+/// Walks a segment's bytes and stops at the first record that is incomplete or damaged.
+pub(super) fn scan_segment(bytes: &[u8]) -> Scan {
+    let mut records = Vec::new();
+    let mut offset = 0usize;
+    let end = loop {
+        let rest = &bytes[offset..];
+        if rest.is_empty() {
+            break ScanEnd::Clean;
+        }
+        if rest.len() < HEADER_BYTES as usize {
+            break ScanEnd::Torn;
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        if len > MAX_RECORD_BYTES {
+            break ScanEnd::Corrupt;
+        }
+        let total = HEADER_BYTES as usize + len as usize;
+        if rest.len() < total {
+            break ScanEnd::Torn;
+        }
+        let stored_crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if crc32fast::hash(&rest[8..total]) != stored_crc {
+            break ScanEnd::Corrupt;
+        }
+        let mut timestamp = [0u8; 8];
+        timestamp.copy_from_slice(&rest[8..16]);
+        records.push((offset as u64, i64::from_le_bytes(timestamp)));
+        offset += total;
+    };
+    Scan {
+        valid_len: offset as u64,
+        records,
+        end,
+    }
+}
