@@ -49,7 +49,7 @@ pub struct ValueSource {
     pub value_from: Option<ValueFrom>,
 }
 
-/// A reference to the value's source.
+/// A reference to the value's source; exactly one of its fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ValueFrom {
@@ -57,6 +57,11 @@ pub struct ValueFrom {
     /// the Secret changes, so credentials rotate without a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeyRef>,
+    /// An absolute path on the agent's file system, re-read when the file changes. For
+    /// standalone agents (edge clusters, tests); the observer refuses it in pipelines it
+    /// distributes, since a tenant must not read the agent's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// Names one key of one Kubernetes Secret.
@@ -92,7 +97,7 @@ impl ValueSource {
     pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) {
         match (&self.value, &self.value_from) {
             (Some(_), Some(_)) => errors.add(path, "set either value or valueFrom, not both"),
-            (None, None) => errors.add(path, "set value or valueFrom.secretKeyRef"),
+            (None, None) => errors.add(path, "set value or valueFrom"),
             (Some(value), None) => {
                 if value.expose().is_empty() {
                     errors.add(field(path, "value"), "must not be empty");
@@ -100,10 +105,21 @@ impl ValueSource {
             }
             (None, Some(from)) => {
                 let from_path = field(path, "valueFrom");
-                match &from.secret_key_ref {
-                    None => errors.add(from_path, "set secretKeyRef"),
-                    Some(reference) => {
+                match (&from.secret_key_ref, &from.file) {
+                    (None, None) => errors.add(from_path, "set secretKeyRef or file"),
+                    (Some(_), Some(_)) => {
+                        errors.add(from_path, "set either secretKeyRef or file, not both")
+                    }
+                    (Some(reference), None) => {
                         reference.validate(&field(&from_path, "secretKeyRef"), errors)
+                    }
+                    (None, Some(file)) => {
+                        if !file.starts_with('/') {
+                            errors.add(
+                                field(&from_path, "file"),
+                                format!("{file:?} is not an absolute path"),
+                            );
+                        }
                     }
                 }
             }

@@ -13,6 +13,18 @@ use kaas_pipeline::output::{OtlpProtocol, RemoteWriteVersion, ValidatedOutput};
 /// Fixture file name → every message it must produce, in order.
 const BAD: &[(&str, &[&str])] = &[
     (
+        "auth-value-from-file-relative.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom.file: "secrets/token" is not an absolute path"#,
+        ],
+    ),
+    (
+        "auth-value-from-file-and-secret.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom: set either secretKeyRef or file, not both",
+        ],
+    ),
+    (
         "api-version-missing.yaml",
         &["apiVersion: required; set it to telemetry.kaas-observer.io/v1alpha1"],
     ),
@@ -23,7 +35,7 @@ const BAD: &[(&str, &[&str])] = &[
     (
         "auth-basic-password-missing.yaml",
         &[
-            "spec.output.prometheusRemoteWrite.authentication.basic.password: set value or valueFrom.secretKeyRef",
+            "spec.output.prometheusRemoteWrite.authentication.basic.password: set value or valueFrom",
         ],
     ),
     (
@@ -56,7 +68,7 @@ const BAD: &[(&str, &[&str])] = &[
     (
         "auth-value-from-empty.yaml",
         &[
-            "spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom: set secretKeyRef",
+            "spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom: set secretKeyRef or file",
         ],
     ),
     (
@@ -341,7 +353,7 @@ const BAD: &[(&str, &[&str])] = &[
     ),
     (
         "rw-header-without-value.yaml",
-        &["spec.output.prometheusRemoteWrite.headers[0]: set value or valueFrom.secretKeyRef"],
+        &["spec.output.prometheusRemoteWrite.headers[0]: set value or valueFrom"],
     ),
     (
         "rw-protocol-version-unknown.yaml",

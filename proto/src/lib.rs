@@ -1,4 +1,6 @@
-//! The control contract between the observer and each cluster-agent.
+//! Wire formats: the control contract between the observer and each cluster-agent
+//! ([`control`]), and the Prometheus remote-write messages the agent sends and the
+//! test receivers decode ([`remote_write`]).
 //!
 //! The messages and the `AgentControl` service are defined in
 //! `proto/kaas/control/v1/control.proto`, which documents every field. The Rust code in
@@ -19,6 +21,8 @@ pub mod control {
         include!("gen/kaas.control.v1.rs");
     }
 }
+
+pub mod remote_write;
 
 /// Path of the `.proto` file, relative to this crate's root, for tools that compile it.
 pub const PROTO_FILE: &str = "proto/kaas/control/v1/control.proto";
