@@ -6,8 +6,11 @@
 //! `docs/architecture.md`). What exists so far is the command line and the offline
 //! configuration check in [`cli`].
 
+pub mod batch;
 pub mod buffer;
 pub mod cli;
+pub mod exporters;
 pub mod labels;
+pub mod pipeline;
 pub mod processing;
 pub mod scrape;

@@ -9,13 +9,15 @@
 //! increasing `u64`) and one `ack` file. A segment is a sequence of records:
 //!
 //! ```text
-//! +----------------+----------------+--------------------+-----------------+
-//! | length: u32 LE | crc32: u32 LE  | timestamp: i64 LE  | payload (length)|
-//! +----------------+----------------+--------------------+-----------------+
+//! +---------------+---------------+-------------------+---------------+------------------+
+//! | length: u32LE | crc32: u32LE  | timestamp: i64LE  | items: u32LE  | payload (length) |
+//! +---------------+---------------+-------------------+---------------+------------------+
 //! ```
 //!
-//! `crc32` (IEEE) covers the timestamp and the payload. `timestamp` is the record's
-//! age reference in Unix milliseconds (its oldest sample). `ack` holds the position
+//! `crc32` (IEEE) covers the timestamp, the item count and the payload. `timestamp` is
+//! the record's age reference in Unix milliseconds (its oldest sample); `items` is how
+//! many samples the payload holds, so drops can be counted in samples without reading
+//! payloads. `ack` holds the position
 //! (segment id, byte offset) of the first record not yet acknowledged, followed by a
 //! CRC of those 16 bytes; it is replaced atomically (write, fsync, rename).
 //!
@@ -79,6 +81,8 @@ pub struct Position {
 pub struct Record {
     /// Age reference, Unix milliseconds.
     pub timestamp_ms: i64,
+    /// How many items (samples) the payload holds; counted when the record is dropped.
+    pub items: u32,
     /// The encoded batch.
     pub payload: Vec<u8>,
 }
@@ -137,12 +141,12 @@ pub struct Recovery {
     pub corrupt_bytes: u64,
 }
 
-/// Counters since the buffer was opened.
+/// Items (samples) dropped since the buffer was opened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Dropped {
-    /// Records dropped because the buffer was full.
+    /// Dropped because the buffer was full.
     pub full: u64,
-    /// Records dropped because they were older than the maximum age.
+    /// Dropped because they were older than the maximum age.
     pub expired: u64,
 }
 
@@ -151,9 +155,9 @@ struct SegmentInfo {
     id: u64,
     /// Bytes of valid records.
     len: u64,
-    /// Start offset and timestamp of each record; lets drops be counted and expired
-    /// segments found without reading files.
-    records: Vec<(u64, i64)>,
+    /// Start offset, timestamp and item count of each record; lets drops be counted
+    /// and expired records skipped without reading files.
+    records: Vec<(u64, i64, u32)>,
 }
 
 /// One pipeline's disk buffer. Not shared between threads by itself: the pipeline puts
@@ -279,7 +283,7 @@ impl DiskBuffer {
         if segment_full || self.writer.is_none() {
             self.open_writer(segment_full)?;
         }
-        let encoded = encode_record(record.timestamp_ms, &record.payload);
+        let encoded = encode_record(record.timestamp_ms, record.items, &record.payload);
         let writer = self.writer.as_mut().ok_or_else(|| BufferError::Io {
             dir: self.dir.clone(),
             operation: "append",
@@ -293,7 +297,9 @@ impl DiskBuffer {
             operation: "append",
             source: io::Error::other("no segment"),
         })?;
-        segment.records.push((segment.len, record.timestamp_ms));
+        segment
+            .records
+            .push((segment.len, record.timestamp_ms, record.items));
         segment.len += size;
         self.normalize_positions();
         Ok(Ok(()))
@@ -310,22 +316,22 @@ impl DiskBuffer {
             };
             let Ok(index) = segment
                 .records
-                .binary_search_by_key(&self.read.offset, |(offset, _)| *offset)
+                .binary_search_by_key(&self.read.offset, |(offset, _, _)| *offset)
             else {
                 return Ok(None);
             };
-            let (offset, timestamp_ms) = segment.records[index];
+            let (offset, timestamp_ms, items) = segment.records[index];
             let next_offset = segment
                 .records
                 .get(index + 1)
-                .map_or(segment.len, |(o, _)| *o);
+                .map_or(segment.len, |(o, _, _)| *o);
             let position = self.read;
             self.read = Position {
                 segment: segment.id,
                 offset: next_offset,
             };
             if now_ms.saturating_sub(timestamp_ms) > max_age_ms {
-                self.dropped.expired += 1;
+                self.dropped.expired += u64::from(items);
                 continue;
             }
             let payload = self.read_payload(position.segment, offset, next_offset)?;
@@ -333,6 +339,7 @@ impl DiskBuffer {
                 position,
                 Record {
                     timestamp_ms,
+                    items,
                     payload,
                 },
             )));
@@ -376,6 +383,11 @@ impl DiskBuffer {
         Ok(())
     }
 
+    /// Where the next read starts; acknowledging this acknowledges everything read.
+    pub fn read_position(&self) -> Position {
+        self.read
+    }
+
     /// Bytes on disk, headers included.
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.len).sum()
@@ -388,7 +400,7 @@ impl DiskBuffer {
             .map(|s| {
                 s.records
                     .iter()
-                    .filter(|(offset, _)| {
+                    .filter(|(offset, _, _)| {
                         Position {
                             segment: s.id,
                             offset: *offset,
@@ -404,19 +416,25 @@ impl DiskBuffer {
         self.segments.iter().find_map(|s| {
             s.records
                 .iter()
-                .find(|(offset, _)| {
+                .find(|(offset, _, _)| {
                     Position {
                         segment: s.id,
                         offset: *offset,
                     } >= self.acked
                 })
-                .map(|(_, ts)| *ts)
+                .map(|(_, ts, _)| *ts)
         })
     }
 
-    /// Records dropped since opening.
+    /// Items dropped since opening (or since the last [`Self::take_dropped`]).
     pub fn dropped(&self) -> &Dropped {
         &self.dropped
+    }
+
+    /// Returns the drop counters and resets them, for callers that keep their own
+    /// cumulative counters.
+    pub fn take_dropped(&mut self) -> Dropped {
+        std::mem::take(&mut self.dropped)
     }
 
     fn open_writer(&mut self, new_segment: bool) -> Result<(), BufferError> {
@@ -451,16 +469,17 @@ impl DiskBuffer {
             return Ok(false);
         };
         let id = oldest.id;
-        let unacked = oldest
+        let unacked: u64 = oldest
             .records
             .iter()
-            .filter(|(offset, _)| {
+            .filter(|(offset, _, _)| {
                 Position {
                     segment: id,
                     offset: *offset,
                 } >= self.acked
             })
-            .count() as u64;
+            .map(|(_, _, items)| u64::from(*items))
+            .sum();
         self.dropped.full += unacked;
         if self.segments.len() == 1 {
             self.writer = None;

@@ -2,21 +2,24 @@
 
 use super::MAX_RECORD_BYTES;
 
-/// Bytes before each payload: length (4), CRC-32 (4), timestamp (8).
-pub const HEADER_BYTES: u64 = 16;
+/// Bytes before each payload: length (4), CRC-32 (4), timestamp (8), items (4).
+pub const HEADER_BYTES: u64 = 20;
 
 /// Frames one record.
-pub(super) fn encode_record(timestamp_ms: i64, payload: &[u8]) -> Vec<u8> {
+pub(super) fn encode_record(timestamp_ms: i64, items: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_BYTES as usize + payload.len());
     // Callers check the size against MAX_RECORD_BYTES first.
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     let timestamp = timestamp_ms.to_le_bytes();
+    let items = items.to_le_bytes();
     let mut crc = crc32fast::Hasher::new();
     crc.update(&timestamp);
+    crc.update(&items);
     crc.update(payload);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&crc.finalize().to_le_bytes());
     out.extend_from_slice(&timestamp);
+    out.extend_from_slice(&items);
     out.extend_from_slice(payload);
     out
 }
@@ -37,8 +40,8 @@ pub(super) enum ScanEnd {
 pub(super) struct Scan {
     /// Bytes of valid records from the start.
     pub valid_len: u64,
-    /// Start offset and timestamp of each valid record.
-    pub records: Vec<(u64, i64)>,
+    /// Start offset, timestamp and item count of each valid record.
+    pub records: Vec<(u64, i64, u32)>,
     pub end: ScanEnd,
 }
 
@@ -68,7 +71,8 @@ pub(super) fn scan_segment(bytes: &[u8]) -> Scan {
         }
         let mut timestamp = [0u8; 8];
         timestamp.copy_from_slice(&rest[8..16]);
-        records.push((offset as u64, i64::from_le_bytes(timestamp)));
+        let items = u32::from_le_bytes([rest[16], rest[17], rest[18], rest[19]]);
+        records.push((offset as u64, i64::from_le_bytes(timestamp), items));
         offset += total;
     };
     Scan {

@@ -1,0 +1,428 @@
+//! Credentials for exporters: resolving secret values and producing the
+//! `Authorization` header (basic, bearer, or an OAuth2 client-credentials token).
+//!
+//! Secret values are resolved on every request, so a rotated Kubernetes Secret or file
+//! takes effect with the next request and no restart. Resolution failures keep the data
+//! in the buffer (they are retryable) and are reported as `SecretMissing`. Every header
+//! built from a secret is marked sensitive, and no error quotes a secret.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kaas_pipeline::output::{Authentication, Header, OAuth2};
+use kaas_pipeline::secret::{SecretString, ValueSource};
+use reqwest::header::{HeaderName, HeaderValue};
+
+/// Refresh an OAuth2 token this long before it expires.
+pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(30);
+/// How long a token without `expires_in` is used before fetching a new one.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Where `secretKeyRef` values come from: the Kubernetes Secrets of the cluster, or
+/// nothing in standalone mode.
+pub trait SecretStore: Send + Sync + fmt::Debug {
+    /// The value of `key` in Secret `namespace/name`, if it exists.
+    fn get(&self, namespace: &str, name: &str, key: &str) -> Option<SecretString>;
+}
+
+/// A store without Secrets, for agents that run outside Kubernetes.
+#[derive(Debug, Default)]
+pub struct NoSecrets;
+
+impl SecretStore for NoSecrets {
+    fn get(&self, _: &str, _: &str, _: &str) -> Option<SecretString> {
+        None
+    }
+}
+
+/// Why a credential could not be produced. Never quotes a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A referenced Secret or key does not exist.
+    #[error("Secret {namespace}/{name} has no key {key:?}")]
+    SecretMissing {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Key.
+        key: String,
+    },
+    /// A referenced file cannot be read.
+    #[error("cannot read secret file {path}: {reason}")]
+    File {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A resolved value cannot be sent in a header.
+    #[error("the value for header {0} contains characters a header cannot carry")]
+    InvalidHeaderValue(String),
+    /// The TLS settings (after resolving their secrets) are unusable.
+    #[error("TLS settings unusable: {0}")]
+    Tls(String),
+    /// The OAuth2 token endpoint failed.
+    #[error("OAuth2 token request to {url} failed: {reason}")]
+    OAuth2 {
+        /// The token URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl AuthError {
+    /// The status condition reason for this failure.
+    pub fn condition_reason(&self) -> &'static str {
+        match self {
+            Self::SecretMissing { .. } | Self::File { .. } => "SecretMissing",
+            Self::InvalidHeaderValue(_) | Self::OAuth2 { .. } | Self::Tls(_) => {
+                "AuthenticationFailed"
+            }
+        }
+    }
+}
+
+/// Resolves a value: inline, from a file, or from a Kubernetes Secret.
+pub fn resolve(source: &ValueSource, store: &dyn SecretStore) -> Result<SecretString, AuthError> {
+    if let Some(value) = &source.value {
+        return Ok(value.clone());
+    }
+    let from = source.value_from.as_ref();
+    if let Some(path) = from.and_then(|f| f.file.as_ref()) {
+        return std::fs::read_to_string(path)
+            .map(|text| SecretString::new(text.trim_end_matches(['\n', '\r'])))
+            .map_err(|e| AuthError::File {
+                path: path.clone(),
+                reason: e.kind().to_string(),
+            });
+    }
+    match from.and_then(|f| f.secret_key_ref.as_ref()) {
+        Some(r) => {
+            store
+                .get(&r.namespace, &r.name, &r.key)
+                .ok_or_else(|| AuthError::SecretMissing {
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                })
+        }
+        // Validation guarantees one source; an empty one resolves to nothing usable.
+        None => Err(AuthError::File {
+            path: String::new(),
+            reason: "no value source given".into(),
+        }),
+    }
+}
+
+fn sensitive_header(name: &str, value: &str) -> Result<HeaderValue, AuthError> {
+    let mut header =
+        HeaderValue::from_str(value).map_err(|_| AuthError::InvalidHeaderValue(name.to_owned()))?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// The configured extra headers, resolved now.
+pub fn resolve_headers(
+    headers: &[Header],
+    store: &dyn SecretStore,
+) -> Result<Vec<(HeaderName, HeaderValue)>, AuthError> {
+    headers
+        .iter()
+        .map(|header| {
+            let source = ValueSource {
+                value: header.value.clone(),
+                value_from: header.value_from.clone(),
+            };
+            let value = resolve(&source, store)?;
+            let text = match &header.prefix {
+                Some(prefix) => format!("{prefix} {}", value.expose()),
+                None => value.expose().to_owned(),
+            };
+            let name = HeaderName::from_bytes(header.name.as_bytes())
+                .map_err(|_| AuthError::InvalidHeaderValue(header.name.clone()))?;
+            Ok((name, sensitive_header(&header.name, &text)?))
+        })
+        .collect()
+}
+
+/// Produces the `Authorization` header for one exporter.
+pub struct Credentials {
+    method: Method,
+    store: Arc<dyn SecretStore>,
+}
+
+enum Method {
+    None,
+    Basic {
+        user: ValueSource,
+        password: ValueSource,
+    },
+    Bearer(ValueSource),
+    OAuth2(OAuth2Client),
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let method = match &self.method {
+            Method::None => "none",
+            Method::Basic { .. } => "basic",
+            Method::Bearer(_) => "bearer",
+            Method::OAuth2(_) => "oauth2",
+        };
+        f.debug_struct("Credentials")
+            .field("method", &method)
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Credentials for `authentication`; `http` is used for OAuth2 token requests.
+    pub fn new(
+        authentication: Option<&Authentication>,
+        http: reqwest::Client,
+        store: Arc<dyn SecretStore>,
+    ) -> Self {
+        let method = match authentication {
+            Some(Authentication {
+                basic: Some(basic), ..
+            }) => Method::Basic {
+                user: basic.user.clone(),
+                password: basic.password.clone(),
+            },
+            Some(Authentication {
+                bearer_token: Some(token),
+                ..
+            }) => Method::Bearer(token.clone()),
+            Some(Authentication {
+                oauth2: Some(config),
+                ..
+            }) => Method::OAuth2(OAuth2Client {
+                config: config.clone(),
+                http,
+                cached: tokio::sync::Mutex::new(None),
+            }),
+            _ => Method::None,
+        };
+        Self { method, store }
+    }
+
+    /// The `Authorization` header value for the next request, if any.
+    pub async fn authorization(&self) -> Result<Option<HeaderValue>, AuthError> {
+        let value = match &self.method {
+            Method::None => return Ok(None),
+            Method::Basic { user, password } => {
+                let user = resolve(user, self.store.as_ref())?;
+                let password = resolve(password, self.store.as_ref())?;
+                format!("Basic {}", basic_token(user.expose(), password.expose()))
+            }
+            Method::Bearer(token) => {
+                format!("Bearer {}", resolve(token, self.store.as_ref())?.expose())
+            }
+            Method::OAuth2(client) => {
+                format!(
+                    "Bearer {}",
+                    client.token(self.store.as_ref()).await?.expose()
+                )
+            }
+        };
+        sensitive_header("Authorization", &value).map(Some)
+    }
+}
+
+fn basic_token(user: &str, password: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+/// An OAuth2 client-credentials client with a cached token.
+struct OAuth2Client {
+    config: OAuth2,
+    http: reqwest::Client,
+    cached: tokio::sync::Mutex<Option<(SecretString, Instant)>>,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+impl OAuth2Client {
+    async fn token(&self, store: &dyn SecretStore) -> Result<SecretString, AuthError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((token, valid_until)) = cached.as_ref()
+            && Instant::now() < *valid_until
+        {
+            return Ok(token.clone());
+        }
+        let url = self.config.token_url.clone();
+        let fail = |reason: String| AuthError::OAuth2 {
+            url: url.clone(),
+            reason,
+        };
+        let client_id = resolve(&self.config.client_id, store)?;
+        let client_secret = resolve(&self.config.client_secret, store)?;
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials");
+            if !self.config.scopes.is_empty() {
+                form.append_pair("scope", &self.config.scopes.join(" "));
+            }
+            for (name, value) in &self.config.endpoint_params {
+                form.append_pair(name, value);
+            }
+            form.finish()
+        };
+        // RFC 6749 §2.3.1: client credentials in HTTP basic auth, form-encoded first.
+        let encode =
+            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let authorization = format!(
+            "Basic {}",
+            basic_token(&encode(client_id.expose()), &encode(client_secret.expose()))
+        );
+        let response = self
+            .http
+            .post(&self.config.token_url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(
+                reqwest::header::AUTHORIZATION,
+                sensitive_header("Authorization", &authorization)?,
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| fail(format!("request failed: {}", without_url(&e))))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| fail(format!("reading the response failed: {}", without_url(&e))))?;
+        if !status.is_success() {
+            return Err(fail(format!("HTTP {}", status.as_u16())));
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|_| fail("the response is not a token response".into()))?;
+        let lifetime = parsed
+            .expires_in
+            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        let token = SecretString::new(parsed.access_token);
+        *cached = Some((
+            token.clone(),
+            Instant::now() + lifetime.saturating_sub(TOKEN_REFRESH_MARGIN),
+        ));
+        Ok(token)
+    }
+}
+
+/// A reqwest error's text without its URL (which could carry query secrets).
+pub fn without_url(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    if let Some(url) = error.url() {
+        text = text.replace(url.as_str(), "<url>");
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use kaas_pipeline::secret::{SecretKeyRef, ValueFrom};
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct OneSecret;
+
+    impl SecretStore for OneSecret {
+        fn get(&self, namespace: &str, name: &str, key: &str) -> Option<SecretString> {
+            (namespace == "ns" && name == "creds" && key == "token")
+                .then(|| SecretString::new("from-k8s"))
+        }
+    }
+
+    fn reference(key: &str) -> ValueSource {
+        ValueSource {
+            value: None,
+            value_from: Some(ValueFrom {
+                secret_key_ref: Some(SecretKeyRef {
+                    name: "creds".into(),
+                    namespace: "ns".into(),
+                    key: key.into(),
+                }),
+                file: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn values_resolve_from_each_source_and_files_follow_rotation() {
+        assert_eq!(
+            resolve(&ValueSource::inline("x"), &NoSecrets)
+                .unwrap()
+                .expose(),
+            "x"
+        );
+        assert_eq!(
+            resolve(&reference("token"), &OneSecret).unwrap().expose(),
+            "from-k8s"
+        );
+        let missing = resolve(&reference("nope"), &OneSecret).unwrap_err();
+        assert_eq!(missing.to_string(), "Secret ns/creds has no key \"nope\"");
+        assert_eq!(missing.condition_reason(), "SecretMissing");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let source = ValueSource {
+            value: None,
+            value_from: Some(ValueFrom {
+                secret_key_ref: None,
+                file: Some(path.display().to_string()),
+            }),
+        };
+        std::fs::write(&path, "first\n").unwrap();
+        assert_eq!(resolve(&source, &NoSecrets).unwrap().expose(), "first");
+        std::fs::write(&path, "second\n").unwrap();
+        assert_eq!(resolve(&source, &NoSecrets).unwrap().expose(), "second");
+    }
+
+    #[tokio::test]
+    async fn basic_and_bearer_headers_are_sensitive() {
+        let basic = Authentication {
+            basic: Some(kaas_pipeline::output::BasicAuth {
+                user: ValueSource::inline("agent"),
+                password: ValueSource::inline("s3cret"),
+            }),
+            ..Default::default()
+        };
+        let client = || crate::exporters::tls::http_client(&Default::default()).unwrap();
+        let credentials = Credentials::new(Some(&basic), client(), Arc::new(NoSecrets));
+        let header = credentials.authorization().await.unwrap().unwrap();
+        assert!(header.is_sensitive());
+        assert_eq!(
+            header.to_str().unwrap(),
+            format!("Basic {}", basic_token("agent", "s3cret"))
+        );
+        assert!(!format!("{header:?}").contains("s3cret"));
+        assert!(!format!("{credentials:?}").contains("s3cret"));
+
+        let bearer = Authentication {
+            bearer_token: Some(reference("token")),
+            ..Default::default()
+        };
+        let credentials = Credentials::new(Some(&bearer), client(), Arc::new(OneSecret));
+        let header = credentials.authorization().await.unwrap().unwrap();
+        assert_eq!(header.to_str().unwrap(), "Bearer from-k8s");
+    }
+}

@@ -1,0 +1,95 @@
+//! A pipeline's counters. Cumulative since the agent started, as the control contract
+//! and Prometheus counters expect; read by health reports and `/metrics`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+/// Why samples were given up on; mirrors the contract's `DropReason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The buffer was full.
+    BufferFull,
+    /// Older than the buffer's maximum age.
+    MaxAgeExceeded,
+    /// The backend refused them for good.
+    RejectedByBackend,
+    /// A buffered record could not be decoded.
+    Corrupt,
+}
+
+/// The most recent error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastError {
+    /// When.
+    pub at: SystemTime,
+    /// A condition reason such as `BackendUnreachable`.
+    pub reason: String,
+    /// Details; never contains a secret.
+    pub message: String,
+}
+
+/// Counters of one pipeline.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Samples accepted into the buffer.
+    pub samples_in: AtomicU64,
+    /// Samples the backend acknowledged.
+    pub samples_sent: AtomicU64,
+    /// Send attempts that failed and will be retried, counted in samples.
+    pub samples_failed: AtomicU64,
+    dropped_buffer_full: AtomicU64,
+    dropped_max_age: AtomicU64,
+    dropped_rejected: AtomicU64,
+    dropped_corrupt: AtomicU64,
+    /// Requests sent, successful or not.
+    pub requests: AtomicU64,
+    last_error: Mutex<Option<LastError>>,
+}
+
+impl PipelineStats {
+    /// Counts dropped samples.
+    pub fn dropped(&self, reason: DropReason, samples: u64) {
+        let counter = match reason {
+            DropReason::BufferFull => &self.dropped_buffer_full,
+            DropReason::MaxAgeExceeded => &self.dropped_max_age,
+            DropReason::RejectedByBackend => &self.dropped_rejected,
+            DropReason::Corrupt => &self.dropped_corrupt,
+        };
+        counter.fetch_add(samples, Ordering::Relaxed);
+    }
+
+    /// Samples dropped for `reason` so far.
+    pub fn dropped_total(&self, reason: DropReason) -> u64 {
+        match reason {
+            DropReason::BufferFull => &self.dropped_buffer_full,
+            DropReason::MaxAgeExceeded => &self.dropped_max_age,
+            DropReason::RejectedByBackend => &self.dropped_rejected,
+            DropReason::Corrupt => &self.dropped_corrupt,
+        }
+        .load(Ordering::Relaxed)
+    }
+
+    /// Remembers an error.
+    pub fn error(&self, reason: &str, message: impl Into<String>) {
+        let error = LastError {
+            at: SystemTime::now(),
+            reason: reason.to_owned(),
+            message: message.into(),
+        };
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    /// The most recent error.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Adds to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
