@@ -126,7 +126,11 @@ impl Pipeline {
     }
 
     fn pending(&self) -> u64 {
-        self.inlet.buffer.lock().expect("buffer lock").pending_records()
+        self.inlet
+            .buffer
+            .lock()
+            .expect("buffer lock")
+            .pending_records()
     }
 
     /// Waits until everything pushed is acknowledged (delivered or dropped).

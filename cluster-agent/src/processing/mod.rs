@@ -1,4 +1,24 @@
-//! What happens to samples between collection and the buffer: Prometheus relabeling
-//! ([`relabel`]), applied per pipeline.
+//! What happens to samples between collection and the buffer, per pipeline: Prometheus
+//! metric relabeling ([`relabel`]), then the keep/drop filter by metric name.
 
 pub mod relabel;
+
+use kaas_pipeline::processors::ValidatedProcessors;
+
+use crate::labels::{Labels, METRIC_NAME};
+
+/// Runs a sample's labels through the pipeline's metric relabeling and name filter;
+/// `None` when the sample is dropped.
+pub fn process_sample(labels: &Labels, processors: &ValidatedProcessors) -> Option<Labels> {
+    let labels = relabel::process(labels, &processors.metric_relabel)?;
+    let name = labels.get(METRIC_NAME);
+    if !processors.keep_metrics.is_empty()
+        && !processors.keep_metrics.iter().any(|r| r.is_match(name))
+    {
+        return None;
+    }
+    if processors.drop_metrics.iter().any(|r| r.is_match(name)) {
+        return None;
+    }
+    Some(labels)
+}

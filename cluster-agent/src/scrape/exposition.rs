@@ -138,10 +138,10 @@ pub enum ParseError {
 }
 
 /// Parses `body` and hands every sample to `on_sample`. Returns the number of samples.
-pub fn parse(
-    body: &[u8],
+pub fn parse<'a>(
+    body: &'a [u8],
     format: Format,
-    mut on_sample: impl FnMut(Sample<'_>),
+    mut on_sample: impl FnMut(Sample<'a>),
 ) -> Result<usize, ParseError> {
     let text = std::str::from_utf8(body).map_err(|e| ParseError::InvalidUtf8 {
         offset: e.valid_up_to(),

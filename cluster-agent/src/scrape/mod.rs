@@ -1,5 +1,7 @@
 //! Scraping targets: each target's labels from what discovery found ([`target`]), and
-//! reading what the target exposes ([`exposition`]).
+//! reading what the target exposes ([`exposition`]), and the loop that scrapes each
+//! target ([`scraper`]).
 
 pub mod exposition;
+pub mod scraper;
 pub mod target;
