@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests talk to (real peers, not mocks). Later parts of the product
 # add VictoriaMetrics, nginx and friends here.
-DEBIAN_PACKAGES=(prometheus)
+DEBIAN_PACKAGES=(prometheus nginx-light)
 
 ensure_debian_packages() {
   local missing=()

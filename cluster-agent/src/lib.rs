@@ -6,6 +6,7 @@
 //! `docs/architecture.md`). What exists so far is the command line and the offline
 //! configuration check in [`cli`].
 
+pub mod agent;
 pub mod batch;
 pub mod buffer;
 pub mod cli;
@@ -14,3 +15,5 @@ pub mod labels;
 pub mod pipeline;
 pub mod processing;
 pub mod scrape;
+pub mod server;
+pub mod telemetry;

@@ -5,10 +5,12 @@
 //!   process alive for a test and kill it on drop; find free loopback ports.
 //! - [`http`]: a minimal loopback HTTP client for reading real peers' APIs.
 //! - [`remote_write_receiver`]: a recording remote-write receiver with scripted answers.
+//! - [`peers`]: real nginx and Prometheus processes on loopback.
 //! - [`fake_observer`]: an `AgentControl` server that speaks the real control contract
 //!   (hash-based config push, join tokens) and records everything an agent sends.
 
 pub mod fake_observer;
 pub mod http;
+pub mod peers;
 pub mod process;
 pub mod remote_write_receiver;

@@ -73,7 +73,12 @@ pub struct RemoteWriteReceiver {
 impl RemoteWriteReceiver {
     /// Starts on `127.0.0.1:0`; answers 204 unless scripted otherwise.
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(0).await
+    }
+
+    /// Starts on `127.0.0.1:port`, for a sender that was told the port in advance.
+    pub async fn start_on(port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local address");

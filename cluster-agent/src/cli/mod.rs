@@ -1,6 +1,7 @@
 //! The `cluster-agent` command line: flag definitions and dispatch.
 
 pub mod check_config;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -21,4 +22,7 @@ pub enum Command {
     ///
     /// Exits 0 when it is valid, 1 when it is invalid, 2 when it cannot be read.
     CheckConfig(check_config::CheckConfigArgs),
+    /// Run from a configuration file (standalone mode), reloading it on SIGHUP and when
+    /// it changes.
+    Run(run::RunArgs),
 }

@@ -4,5 +4,6 @@
 //! another pipeline.
 
 pub mod inlet;
+pub mod runtime;
 pub mod sender;
 pub mod stats;

@@ -1,0 +1,185 @@
+//! `cluster-agent run`: standalone mode. Reads an agent configuration file, runs its
+//! pipelines, and reloads on SIGHUP or when the file changes: the new file is validated
+//! first, and if it is invalid the agent keeps running the old configuration and logs
+//! every problem.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::Args;
+use kaas_pipeline::agent_config::{AgentConfig, AgentConfigError, ValidatedAgentConfig};
+use sha2::{Digest, Sha256};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::agent::{Agent, ApplyReport};
+use crate::exporters::auth::NoSecrets;
+use crate::labels::Labels;
+use crate::pipeline::runtime::AgentContext;
+use crate::telemetry::{ReloadState, registry};
+
+/// Where the agent serves its own endpoints by default; vmagent's port, which
+/// operators of agents already open.
+pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0:8429";
+/// How often the configuration file is checked for changes.
+pub const DEFAULT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Arguments of `cluster-agent run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The agent configuration file (YAML or JSON).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Where buffers and state are kept.
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_LISTEN_ADDRESS)]
+    pub listen_address: SocketAddr,
+    /// How often to check the configuration file for changes, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_RELOAD_CHECK_INTERVAL.as_millis() as u64)]
+    pub reload_check_ms: u64,
+}
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is invalid.
+    #[error("{path} is invalid:\n{errors}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem.
+        errors: String,
+    },
+    /// The listen address is taken.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+fn load(path: &Path) -> Result<(ValidatedAgentConfig, [u8; 32]), RunError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RunError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let hash = Sha256::digest(text.as_bytes()).into();
+    let config = AgentConfig::parse(&text).map_err(|error| RunError::Invalid {
+        path: path.to_owned(),
+        errors: match error {
+            AgentConfigError::Parse(reason) => format!("  {reason}"),
+            AgentConfigError::Invalid(errors) => errors
+                .lines()
+                .iter()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        },
+    })?;
+    Ok((config, hash))
+}
+
+fn log_report(report: &ApplyReport) {
+    tracing::info!(
+        started = ?report.started,
+        restarted = ?report.restarted,
+        unchanged = ?report.unchanged,
+        stopped = ?report.stopped,
+        "configuration applied"
+    );
+    for (pipeline, reason) in &report.failed {
+        tracing::error!(%pipeline, %reason, "pipeline could not start");
+    }
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let (config, mut hash) = load(&args.config)?;
+    let context = AgentContext {
+        data_dir: args.data_dir.clone(),
+        external_labels: Arc::new(Labels::default()),
+        secrets: Arc::new(NoSecrets),
+    };
+    let mut agent = Agent::new(context);
+    let reloads = Arc::new(ReloadState::default());
+    let registry = Arc::new(registry(agent.pipelines.clone(), reloads.clone()));
+    let listener = tokio::net::TcpListener::bind(args.listen_address)
+        .await
+        .map_err(|source| RunError::Listen {
+            address: args.listen_address,
+            source,
+        })?;
+    let app = crate::server::app(registry, reloads.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the HTTP server stopped");
+        }
+    });
+    tracing::info!(address = %args.listen_address, "serving /metrics, /healthz and /readyz");
+
+    log_report(&agent.apply(config).await);
+    reloads.applied.store(true, Ordering::Relaxed);
+    reloads.last_successful.store(true, Ordering::Relaxed);
+
+    let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    let mut check = tokio::time::interval(Duration::from_millis(args.reload_check_ms.max(100)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let forced = tokio::select! {
+            _ = hangup.recv() => true,
+            _ = check.tick() => false,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        };
+        if !forced && file_hash(&args.config).is_none_or(|h| h == hash) {
+            continue;
+        }
+        match load(&args.config) {
+            Ok((config, new_hash)) => {
+                hash = new_hash;
+                log_report(&agent.apply(config).await);
+                reloads.successes.fetch_add(1, Ordering::Relaxed);
+                reloads.last_successful.store(true, Ordering::Relaxed);
+            }
+            Err(error) => {
+                // Remember the broken file so it is reported once, not every check.
+                if let Some(new_hash) = file_hash(&args.config) {
+                    hash = new_hash;
+                }
+                tracing::error!(%error, "configuration refused; keeping the running configuration");
+                reloads.failures.fetch_add(1, Ordering::Relaxed);
+                reloads.last_successful.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    agent.shutdown().await;
+    Ok(())
+}
+
+fn file_hash(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| Sha256::digest(&bytes).into())
+}
