@@ -26,6 +26,14 @@ ensure_debian_packages() {
   fi
 }
 
+# PyPI packages the tests talk to: rotel, a real OTLP receiver.
+ensure_python_packages() {
+  if ! python3 -c "import rotel" >/dev/null 2>&1; then
+    echo "==> installing rotel (OTLP receiver) from PyPI"
+    python3 -m pip install --quiet rotel
+  fi
+}
+
 ensure_rust_tools() {
   if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     echo "==> installing rustfmt and clippy"
@@ -40,6 +48,7 @@ ensure_rust_tools() {
 if ((${#DEBIAN_PACKAGES[@]})); then
   ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
 fi
+ensure_python_packages
 ensure_rust_tools
 
 echo "==> cargo fmt --check"

@@ -1,6 +1,6 @@
 //! Wire formats: the control contract between the observer and each cluster-agent
-//! ([`control`]), and the Prometheus remote-write messages the agent sends and the
-//! test receivers decode ([`remote_write`]).
+//! ([`control`]), and the Prometheus remote-write ([`remote_write`]) and OTLP metrics
+//! ([`otlp`]) messages the agent sends and the test receivers decode.
 //!
 //! The messages and the `AgentControl` service are defined in
 //! `proto/kaas/control/v1/control.proto`, which documents every field. The Rust code in
@@ -22,6 +22,7 @@ pub mod control {
     }
 }
 
+pub mod otlp;
 pub mod remote_write;
 
 /// Path of the `.proto` file, relative to this crate's root, for tools that compile it.

@@ -1,6 +1,6 @@
 //! Real peers from Debian's packages, started on loopback for one test and stopped when
 //! dropped: nginx serving files (a scrape target) and Prometheus (a remote-write
-//! receiver, or an agent to compare with). A missing binary fails the test with the
+//! receiver, or an agent to compare with), and rotel (an OTLP receiver). A missing binary fails the test with the
 //! package to install; `scripts/test.sh` installs them.
 
 use std::path::{Path, PathBuf};
@@ -202,6 +202,77 @@ impl Prometheus {
     /// What Prometheus logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// rotel, an OTLP receiver (PyPI package `rotel`), logging every metric it receives.
+pub struct Rotel {
+    /// OTLP/gRPC port.
+    pub grpc_port: u16,
+    /// OTLP/HTTP port.
+    pub http_port: u16,
+    log: PathBuf,
+    _guard: ChildGuard,
+}
+
+impl Rotel {
+    /// Starts rotel with a detailed debug log of metrics and no onward export.
+    pub fn start(dir: &Path) -> Self {
+        let output = Command::new("python3")
+            .args(["-c", "import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
+            .output()
+            .expect("python3 runs");
+        let binary = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        assert!(
+            output.status.success() && Path::new(&binary).is_file(),
+            "rotel is not installed; scripts/test.sh installs it (pip install rotel)"
+        );
+        let (grpc_port, http_port) = (free_port(), free_port());
+        let log = dir.join("rotel.log");
+        let guard = ChildGuard::spawn(
+            "rotel",
+            Command::new(binary)
+                .args(["start", "--exporter", "blackhole", "--debug-log", "metrics"])
+                .args(["--debug-log-verbosity", "detailed"])
+                .arg(format!("--otlp-grpc-endpoint=127.0.0.1:{grpc_port}"))
+                .arg(format!("--otlp-http-endpoint=127.0.0.1:{http_port}"))
+                .stdout(std::fs::File::create(&log).expect("rotel log"))
+                .stderr(Stdio::null()),
+        );
+        wait_for_tcp(([127, 0, 0, 1], grpc_port).into(), START_DEADLINE);
+        wait_for_tcp(([127, 0, 0, 1], http_port).into(), START_DEADLINE);
+        Self {
+            grpc_port,
+            http_port,
+            log,
+            _guard: guard,
+        }
+    }
+
+    /// Everything rotel logged: each received resource, metric and data point.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains every one of `needles`, or panics after `deadline`.
+    pub fn wait_for_log(&self, needles: &[&str], deadline: Duration) -> String {
+        let until = Instant::now() + deadline;
+        loop {
+            let log = self.log();
+            if needles.iter().all(|n| log.contains(n)) {
+                return log;
+            }
+            assert!(
+                Instant::now() < until,
+                "rotel never logged {:?}; log so far:\n{}",
+                needles
+                    .iter()
+                    .filter(|n| !log.contains(*n))
+                    .collect::<Vec<_>>(),
+                &log[log.len().saturating_sub(4000)..]
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

@@ -85,6 +85,17 @@ impl AuthError {
     }
 }
 
+impl From<AuthError> for super::retry::SendError {
+    /// Credentials that cannot be produced now may be fixed (a Secret created, rotated):
+    /// keep the data and retry.
+    fn from(error: AuthError) -> Self {
+        Self::Retryable {
+            reason: error.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
 /// Resolves a value: inline, from a file, or from a Kubernetes Secret.
 pub fn resolve(source: &ValueSource, store: &dyn SecretStore) -> Result<SecretString, AuthError> {
     if let Some(value) = &source.value {
@@ -319,6 +330,24 @@ impl OAuth2Client {
         ));
         Ok(token)
     }
+}
+
+/// Resolves the secret references of TLS settings.
+pub fn tls_material(
+    tls: Option<&kaas_pipeline::output::Tls>,
+    store: &dyn SecretStore,
+) -> Result<super::tls::TlsMaterial, AuthError> {
+    let Some(tls) = tls else {
+        return Ok(super::tls::TlsMaterial::default());
+    };
+    let get = |source: &Option<ValueSource>| source.as_ref().map(|s| resolve(s, store)).transpose();
+    Ok(super::tls::TlsMaterial {
+        ca_pem: get(&tls.ca)?,
+        cert_pem: get(&tls.cert)?,
+        key_pem: get(&tls.key)?,
+        insecure_skip_verify: tls.insecure_skip_verify,
+        server_name: tls.server_name.clone(),
+    })
 }
 
 /// A reqwest error's text without its URL (which could carry query secrets).

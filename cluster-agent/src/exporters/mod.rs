@@ -4,6 +4,7 @@
 //! resolution ([`auth`]), and how failures are classified and retried ([`retry`]).
 
 pub mod auth;
+pub mod otlp;
 pub mod remote_write;
 pub mod retry;
 pub mod tls;
@@ -13,6 +14,8 @@ pub mod tls;
 pub enum Exporter {
     /// Prometheus remote-write.
     RemoteWrite(remote_write::RemoteWriteExporter),
+    /// OTLP over HTTP or gRPC.
+    Otlp(otlp::OtlpExporter),
 }
 
 impl Exporter {
@@ -20,6 +23,7 @@ impl Exporter {
     pub async fn send(&self, batch: &crate::batch::Batch) -> Result<(), retry::SendError> {
         match self {
             Self::RemoteWrite(exporter) => exporter.send(batch).await,
+            Self::Otlp(exporter) => exporter.send(batch).await,
         }
     }
 }

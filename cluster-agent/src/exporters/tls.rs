@@ -65,6 +65,57 @@ pub fn http_client(material: &TlsMaterial) -> Result<reqwest::Client, TlsError> 
         .map_err(|e| TlsError::Client(e.to_string()))
 }
 
+/// A client built from TLS material, rebuilt only when the material changes (rotated
+/// certificates are picked up without a handshake per request).
+#[derive(Debug)]
+pub struct ClientCache<T> {
+    cached: std::sync::Mutex<Option<([u8; 32], T)>>,
+}
+
+impl<T> Default for ClientCache<T> {
+    fn default() -> Self {
+        Self {
+            cached: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<T: Clone> ClientCache<T> {
+    /// The client for `material`, built with `build` if the material changed.
+    pub fn get(
+        &self,
+        material: &TlsMaterial,
+        build: impl FnOnce(&TlsMaterial) -> Result<T, TlsError>,
+    ) -> Result<T, TlsError> {
+        let fingerprint = material.fingerprint();
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((current, client)) = cached.as_ref()
+            && *current == fingerprint
+        {
+            return Ok(client.clone());
+        }
+        let client = build(material)?;
+        *cached = Some((fingerprint, client.clone()));
+        Ok(client)
+    }
+}
+
+impl TlsMaterial {
+    /// A hash of everything that shapes a TLS configuration.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for part in [&self.ca_pem, &self.cert_pem, &self.key_pem] {
+            let bytes = part.as_ref().map_or(&b""[..], |s| s.expose().as_bytes());
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        }
+        hash.update([u8::from(self.insecure_skip_verify)]);
+        hash.update(self.server_name.as_deref().unwrap_or("").as_bytes());
+        hash.finalize().into()
+    }
+}
+
 /// Makes ring the process-wide rustls provider, for libraries that build their own TLS
 /// configuration (the Kubernetes client). Called once by `main`; repeated calls are
 /// harmless.

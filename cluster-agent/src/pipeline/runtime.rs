@@ -23,6 +23,7 @@ use super::stats::PipelineStats;
 use crate::buffer::{BufferError, DiskBuffer, Limits};
 use crate::exporters::Exporter;
 use crate::exporters::auth::SecretStore;
+use crate::exporters::otlp::OtlpExporter;
 use crate::exporters::remote_write::RemoteWriteExporter;
 use crate::exporters::tls::{TlsError, TlsMaterial, http_client};
 use crate::labels::{ADDRESS, Labels};
@@ -113,13 +114,22 @@ impl RunningPipeline {
                     context.secrets.clone(),
                 )?)
             }
-            ValidatedOutput::Otlp { .. } => {
-                return Err(StartError::Unsupported(
-                    "the OTLP exporter is not available in this agent build yet".into(),
-                ));
+            ValidatedOutput::Otlp {
+                endpoint,
+                protocol,
+                timeout,
+            } => {
+                let output = pipeline.spec().output.otlp.clone().unwrap_or_default();
+                Exporter::Otlp(OtlpExporter::new(
+                    &output,
+                    endpoint.clone(),
+                    *protocol,
+                    *timeout,
+                    context.secrets.clone(),
+                )?)
             }
         };
-        let stats = Arc::new(PipelineStats::default());
+        let stats = Arc::new(PipelineStats::named(&name));
         let wake = Arc::new(Notify::new());
         let inlet = Inlet {
             buffer: buffer.clone(),

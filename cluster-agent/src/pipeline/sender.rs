@@ -89,7 +89,12 @@ enum RoundEnd {
     Done,
     /// Shutdown interrupted it: leave it unacknowledged.
     Interrupted,
+    /// A shard failed unexpectedly (a bug, not a backend error): send the round again.
+    Failed,
 }
+
+/// Wait before repeating a round whose shard failed unexpectedly.
+const FAILED_ROUND_PAUSE: Duration = Duration::from_secs(1);
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -122,6 +127,14 @@ impl Sender {
                 RoundEnd::Interrupted => {
                     self.lock_buffer().rewind();
                     break;
+                }
+                RoundEnd::Failed => {
+                    self.lock_buffer().rewind();
+                    tokio::select! {
+                        () = tokio::time::sleep(FAILED_ROUND_PAUSE) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
                 }
             }
             if last_persist.elapsed() >= ACK_PERSIST_INTERVAL {
@@ -281,8 +294,18 @@ impl Sender {
         }
         let mut end = RoundEnd::Done;
         while let Some(result) = tasks.join_next().await {
-            if !matches!(result, Ok(RoundEnd::Done)) {
-                end = RoundEnd::Interrupted;
+            match result {
+                Ok(RoundEnd::Done) => {}
+                Ok(RoundEnd::Interrupted) => end = RoundEnd::Interrupted,
+                Ok(RoundEnd::Failed) | Err(_) => {
+                    self.stats.error(
+                        "InternalError",
+                        "a send task failed unexpectedly; the data is kept and sent again",
+                    );
+                    if !matches!(end, RoundEnd::Interrupted) {
+                        end = RoundEnd::Failed;
+                    }
+                }
             }
         }
         end

@@ -29,9 +29,14 @@ pub struct LastError {
     pub message: String,
 }
 
+/// The same error is logged at most this often; every occurrence is still counted.
+pub const ERROR_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Counters of one pipeline.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
+    /// The pipeline's name, for log lines.
+    pub pipeline: String,
     /// Samples accepted into the buffer.
     pub samples_in: AtomicU64,
     /// Samples the backend acknowledged.
@@ -70,14 +75,34 @@ impl PipelineStats {
         .load(Ordering::Relaxed)
     }
 
-    /// Remembers an error.
+    /// Counters for the pipeline `name`.
+    pub fn named(name: &str) -> Self {
+        Self {
+            pipeline: name.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// Remembers an error and logs it, unless the same error was logged within
+    /// [`ERROR_LOG_INTERVAL`]. This is the one place pipeline errors are reported.
     pub fn error(&self, reason: &str, message: impl Into<String>) {
         let error = LastError {
             at: SystemTime::now(),
             reason: reason.to_owned(),
             message: message.into(),
         };
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        let repeat = last.as_ref().is_some_and(|previous| {
+            previous.reason == error.reason
+                && previous.message == error.message
+                && error.at.duration_since(previous.at).unwrap_or_default() < ERROR_LOG_INTERVAL
+        });
+        if repeat {
+            // Keep the first occurrence's time so the interval is measured from it.
+            return;
+        }
+        tracing::warn!(pipeline = %self.pipeline, reason = %error.reason, message = %error.message, "pipeline error");
+        *last = Some(error);
     }
 
     /// The most recent error.

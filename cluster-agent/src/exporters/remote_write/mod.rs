@@ -9,19 +9,20 @@
 
 pub mod encode;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use kaas_pipeline::output::{RemoteWriteOutput, RemoteWriteVersion, Tls};
+use kaas_pipeline::output::{RemoteWriteOutput, RemoteWriteVersion};
 use kaas_proto::remote_write::{v1, v2};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
-use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::USER_AGENT as AGENT;
-use super::auth::{AuthError, Credentials, SecretStore, resolve, resolve_headers, without_url};
+use super::auth::{
+    AuthError, Credentials, SecretStore, resolve_headers, tls_material, without_url,
+};
 use super::retry::{SendError, classify};
-use super::tls::{TlsError, TlsMaterial, http_client};
+use super::tls::{ClientCache, TlsError, TlsMaterial, http_client};
 use crate::batch::Batch;
 
 /// How much of an error response body is kept for the error message.
@@ -35,7 +36,7 @@ pub struct RemoteWriteExporter {
     timeout: Duration,
     output: RemoteWriteOutput,
     store: Arc<dyn SecretStore>,
-    client: Mutex<Option<([u8; 32], reqwest::Client)>>,
+    client: ClientCache<reqwest::Client>,
     credentials: Credentials,
 }
 
@@ -61,13 +62,13 @@ impl RemoteWriteExporter {
                 store.clone(),
             ),
             store,
-            client: Mutex::new(None),
+            client: ClientCache::default(),
         })
     }
 
     /// Sends one batch.
     pub async fn send(&self, batch: &Batch) -> Result<(), SendError> {
-        let client = self.client().map_err(retryable)?;
+        let client = self.client()?;
         let (body, content_type, version) = match self.version {
             RemoteWriteVersion::V1 => (
                 encode::encode_v1(batch),
@@ -90,12 +91,10 @@ impl RemoteWriteExporter {
                 version,
             )
             .header(USER_AGENT, HeaderValue::from_static(AGENT));
-        for (name, value) in
-            resolve_headers(&self.output.headers, self.store.as_ref()).map_err(retryable)?
-        {
+        for (name, value) in resolve_headers(&self.output.headers, self.store.as_ref())? {
             request = request.header(name, value);
         }
-        if let Some(authorization) = self.credentials.authorization().await.map_err(retryable)? {
+        if let Some(authorization) = self.credentials.authorization().await? {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
         }
         let response = request
@@ -122,54 +121,11 @@ impl RemoteWriteExporter {
         classify(status, retry_after.as_deref(), &excerpt, SystemTime::now())
     }
 
-    /// The HTTP client for the current TLS material, rebuilt when it changed.
+    /// The HTTP client for the current TLS material.
     fn client(&self) -> Result<reqwest::Client, AuthError> {
         let material = tls_material(self.output.tls.as_ref(), self.store.as_ref())?;
-        let fingerprint = fingerprint(&material);
-        let mut cached = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((current, client)) = cached.as_ref()
-            && *current == fingerprint
-        {
-            return Ok(client.clone());
-        }
-        let client = http_client(&material).map_err(|e| AuthError::Tls(e.to_string()))?;
-        *cached = Some((fingerprint, client.clone()));
-        Ok(client)
+        self.client
+            .get(&material, http_client)
+            .map_err(|e| AuthError::Tls(e.to_string()))
     }
-}
-
-fn retryable(error: AuthError) -> SendError {
-    SendError::Retryable {
-        reason: error.to_string(),
-        retry_after: None,
-    }
-}
-
-/// Resolves the TLS settings' secret references.
-pub fn tls_material(tls: Option<&Tls>, store: &dyn SecretStore) -> Result<TlsMaterial, AuthError> {
-    let Some(tls) = tls else {
-        return Ok(TlsMaterial::default());
-    };
-    let get = |source: &Option<kaas_pipeline::secret::ValueSource>| {
-        source.as_ref().map(|s| resolve(s, store)).transpose()
-    };
-    Ok(TlsMaterial {
-        ca_pem: get(&tls.ca)?,
-        cert_pem: get(&tls.cert)?,
-        key_pem: get(&tls.key)?,
-        insecure_skip_verify: tls.insecure_skip_verify,
-        server_name: tls.server_name.clone(),
-    })
-}
-
-fn fingerprint(material: &TlsMaterial) -> [u8; 32] {
-    let mut hash = Sha256::new();
-    for part in [&material.ca_pem, &material.cert_pem, &material.key_pem] {
-        let bytes = part.as_ref().map_or(&b""[..], |s| s.expose().as_bytes());
-        hash.update((bytes.len() as u64).to_le_bytes());
-        hash.update(bytes);
-    }
-    hash.update([u8::from(material.insecure_skip_verify)]);
-    hash.update(material.server_name.as_deref().unwrap_or("").as_bytes());
-    hash.finalize().into()
 }

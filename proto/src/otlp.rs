@@ -1,0 +1,298 @@
+//! OpenTelemetry OTLP metrics messages, written by hand as prost structs with the field
+//! numbers of `opentelemetry/proto` (common, resource, metrics and the metrics collector
+//! service, v1). Only what the agent sends is modelled; receivers skip unknown fields.
+//! Hand-written rather than taken from `opentelemetry-proto`, which would bring the
+//! whole OpenTelemetry SDK into the build.
+
+/// The gRPC method that receives metrics.
+pub const EXPORT_METRICS_PATH: &str =
+    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+/// `ExportMetricsServiceRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExportMetricsServiceRequest {
+    /// Metrics per resource.
+    #[prost(message, repeated, tag = "1")]
+    pub resource_metrics: Vec<ResourceMetrics>,
+}
+
+/// `ExportMetricsServiceResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExportMetricsServiceResponse {
+    /// Set when some data points were refused.
+    #[prost(message, optional, tag = "1")]
+    pub partial_success: Option<ExportMetricsPartialSuccess>,
+}
+
+/// `ExportMetricsPartialSuccess`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExportMetricsPartialSuccess {
+    /// Data points refused.
+    #[prost(int64, tag = "1")]
+    pub rejected_data_points: i64,
+    /// Why.
+    #[prost(string, tag = "2")]
+    pub error_message: String,
+}
+
+/// `ResourceMetrics`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResourceMetrics {
+    /// The resource.
+    #[prost(message, optional, tag = "1")]
+    pub resource: Option<Resource>,
+    /// Metrics per instrumentation scope.
+    #[prost(message, repeated, tag = "2")]
+    pub scope_metrics: Vec<ScopeMetrics>,
+}
+
+/// `Resource`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Resource {
+    /// Attributes.
+    #[prost(message, repeated, tag = "1")]
+    pub attributes: Vec<KeyValue>,
+}
+
+/// `ScopeMetrics`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ScopeMetrics {
+    /// The scope.
+    #[prost(message, optional, tag = "1")]
+    pub scope: Option<InstrumentationScope>,
+    /// Metrics.
+    #[prost(message, repeated, tag = "2")]
+    pub metrics: Vec<Metric>,
+}
+
+/// `InstrumentationScope`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InstrumentationScope {
+    /// Name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Version.
+    #[prost(string, tag = "2")]
+    pub version: String,
+}
+
+/// `KeyValue`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyValue {
+    /// Key.
+    #[prost(string, tag = "1")]
+    pub key: String,
+    /// Value.
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<AnyValue>,
+}
+
+/// `AnyValue`; the agent sends strings only.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AnyValue {
+    /// The value.
+    #[prost(oneof = "any_value::Value", tags = "1")]
+    pub value: Option<any_value::Value>,
+}
+
+/// Members of `AnyValue`.
+pub mod any_value {
+    /// The value.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Value {
+        /// A string.
+        #[prost(string, tag = "1")]
+        StringValue(String),
+    }
+}
+
+/// `Metric`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Metric {
+    /// Name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Description.
+    #[prost(string, tag = "2")]
+    pub description: String,
+    /// Unit.
+    #[prost(string, tag = "3")]
+    pub unit: String,
+    /// The data.
+    #[prost(oneof = "metric::Data", tags = "5, 7, 9, 11")]
+    pub data: Option<metric::Data>,
+}
+
+/// Members of `Metric`.
+pub mod metric {
+    /// The data.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Data {
+        /// A gauge.
+        #[prost(message, tag = "5")]
+        Gauge(super::Gauge),
+        /// A sum (counter).
+        #[prost(message, tag = "7")]
+        Sum(super::Sum),
+        /// A histogram.
+        #[prost(message, tag = "9")]
+        Histogram(super::Histogram),
+        /// A summary.
+        #[prost(message, tag = "11")]
+        Summary(super::Summary),
+    }
+}
+
+/// `AggregationTemporality`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum AggregationTemporality {
+    /// Not given.
+    Unspecified = 0,
+    /// Deltas.
+    Delta = 1,
+    /// Running totals, as Prometheus counters are.
+    Cumulative = 2,
+}
+
+/// `DataPointFlags.FLAG_NO_RECORDED_VALUE`: the series ended (a Prometheus staleness
+/// marker).
+pub const FLAG_NO_RECORDED_VALUE: u32 = 1;
+
+/// `Gauge`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Gauge {
+    /// Points.
+    #[prost(message, repeated, tag = "1")]
+    pub data_points: Vec<NumberDataPoint>,
+}
+
+/// `Sum`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Sum {
+    /// Points.
+    #[prost(message, repeated, tag = "1")]
+    pub data_points: Vec<NumberDataPoint>,
+    /// Temporality.
+    #[prost(enumeration = "AggregationTemporality", tag = "2")]
+    pub aggregation_temporality: i32,
+    /// Whether it only grows.
+    #[prost(bool, tag = "3")]
+    pub is_monotonic: bool,
+}
+
+/// `Histogram`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Histogram {
+    /// Points.
+    #[prost(message, repeated, tag = "1")]
+    pub data_points: Vec<HistogramDataPoint>,
+    /// Temporality.
+    #[prost(enumeration = "AggregationTemporality", tag = "2")]
+    pub aggregation_temporality: i32,
+}
+
+/// `Summary`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Summary {
+    /// Points.
+    #[prost(message, repeated, tag = "1")]
+    pub data_points: Vec<SummaryDataPoint>,
+}
+
+/// `NumberDataPoint`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NumberDataPoint {
+    /// Attributes.
+    #[prost(message, repeated, tag = "7")]
+    pub attributes: Vec<KeyValue>,
+    /// Start of the cumulative period; 0 when unknown.
+    #[prost(fixed64, tag = "2")]
+    pub start_time_unix_nano: u64,
+    /// When.
+    #[prost(fixed64, tag = "3")]
+    pub time_unix_nano: u64,
+    /// The value.
+    #[prost(oneof = "number_data_point::Value", tags = "4")]
+    pub value: Option<number_data_point::Value>,
+    /// Flags.
+    #[prost(uint32, tag = "8")]
+    pub flags: u32,
+}
+
+/// Members of `NumberDataPoint`.
+pub mod number_data_point {
+    /// The value.
+    #[derive(Clone, Copy, PartialEq, prost::Oneof)]
+    pub enum Value {
+        /// A double.
+        #[prost(double, tag = "4")]
+        AsDouble(f64),
+    }
+}
+
+/// `HistogramDataPoint`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HistogramDataPoint {
+    /// Attributes.
+    #[prost(message, repeated, tag = "9")]
+    pub attributes: Vec<KeyValue>,
+    /// Start of the cumulative period; 0 when unknown.
+    #[prost(fixed64, tag = "2")]
+    pub start_time_unix_nano: u64,
+    /// When.
+    #[prost(fixed64, tag = "3")]
+    pub time_unix_nano: u64,
+    /// Observations.
+    #[prost(fixed64, tag = "4")]
+    pub count: u64,
+    /// Sum of observations.
+    #[prost(double, optional, tag = "5")]
+    pub sum: Option<f64>,
+    /// Per-bucket counts (not cumulative), one more than the bounds.
+    #[prost(fixed64, repeated, tag = "6")]
+    pub bucket_counts: Vec<u64>,
+    /// Upper bounds, ascending, without +Inf.
+    #[prost(double, repeated, tag = "7")]
+    pub explicit_bounds: Vec<f64>,
+    /// Flags.
+    #[prost(uint32, tag = "10")]
+    pub flags: u32,
+}
+
+/// `SummaryDataPoint`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SummaryDataPoint {
+    /// Attributes.
+    #[prost(message, repeated, tag = "7")]
+    pub attributes: Vec<KeyValue>,
+    /// Start of the cumulative period; 0 when unknown.
+    #[prost(fixed64, tag = "2")]
+    pub start_time_unix_nano: u64,
+    /// When.
+    #[prost(fixed64, tag = "3")]
+    pub time_unix_nano: u64,
+    /// Observations.
+    #[prost(fixed64, tag = "4")]
+    pub count: u64,
+    /// Sum of observations.
+    #[prost(double, tag = "5")]
+    pub sum: f64,
+    /// Quantiles.
+    #[prost(message, repeated, tag = "6")]
+    pub quantile_values: Vec<ValueAtQuantile>,
+    /// Flags.
+    #[prost(uint32, tag = "8")]
+    pub flags: u32,
+}
+
+/// `SummaryDataPoint.ValueAtQuantile`.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct ValueAtQuantile {
+    /// The quantile.
+    #[prost(double, tag = "1")]
+    pub quantile: f64,
+    /// Its value.
+    #[prost(double, tag = "2")]
+    pub value: f64,
+}
