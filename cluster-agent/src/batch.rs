@@ -4,8 +4,10 @@
 //! speaks, so every exporter can be fed from it without loss; storing it compressed
 //! keeps disk traffic near what goes over the wire.
 
-use kaas_proto::remote_write::v1::{MetricMetadata, TimeSeries, WriteRequest};
+use kaas_proto::remote_write::v1::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
 use prost::Message;
+
+use crate::labels::{Labels, LabelsBuilder};
 
 /// A batch of series.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -28,6 +30,42 @@ pub enum BatchError {
 }
 
 impl Batch {
+    /// One sample per series; `external` labels are added to series that lack them, as
+    /// Prometheus adds `external_labels` when it sends.
+    pub fn from_samples(
+        samples: Vec<(Labels, i64, f64)>,
+        metadata: Vec<MetricMetadata>,
+        external: &Labels,
+    ) -> Self {
+        let series = samples
+            .into_iter()
+            .map(|(labels, timestamp, value)| {
+                let labels = if external.is_empty() {
+                    labels
+                } else {
+                    let mut builder = LabelsBuilder::new(&labels);
+                    for label in external.iter() {
+                        if labels.get(&label.name).is_empty() {
+                            builder.set(&label.name, &label.value);
+                        }
+                    }
+                    builder.labels()
+                };
+                TimeSeries {
+                    labels: labels
+                        .iter()
+                        .map(|l| Label {
+                            name: l.name.clone(),
+                            value: l.value.clone(),
+                        })
+                        .collect(),
+                    samples: vec![Sample { value, timestamp }],
+                }
+            })
+            .collect();
+        Self { series, metadata }
+    }
+
     /// Number of samples.
     pub fn samples(&self) -> usize {
         self.series.iter().map(|s| s.samples.len()).sum()
@@ -71,8 +109,6 @@ pub fn compress(bytes: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use kaas_proto::remote_write::v1::{Label, Sample};
-
     use super::*;
 
     #[test]

@@ -14,6 +14,7 @@ pub mod exporters;
 pub mod labels;
 pub mod pipeline;
 pub mod processing;
+pub mod push;
 pub mod scrape;
 pub mod server;
 pub mod telemetry;

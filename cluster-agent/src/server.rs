@@ -1,5 +1,6 @@
-//! The agent's own HTTP endpoints: `/metrics` (its telemetry), `/healthz` (the process
-//! serves), `/readyz` (a configuration has been applied).
+//! The agent's HTTP endpoints: `/metrics` (its telemetry), `/healthz` (the process
+//! serves), `/readyz` (a configuration has been applied), and the push receivers
+//! (`/api/v1/write`, `/v1/metrics`; see [`crate::push`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,47 +14,50 @@ use prometheus_client::registry::Registry;
 
 use crate::telemetry::ReloadState;
 
-/// The router, for tests (`oneshot`) and for [`serve`].
-pub fn app(registry: Arc<Registry>, reloads: Arc<ReloadState>) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move {
-                    let mut body = String::new();
-                    match prometheus_client::encoding::text::encode(&mut body, &registry) {
-                        Ok(()) => (
-                            StatusCode::OK,
-                            [(
-                                header::CONTENT_TYPE,
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            body,
-                        )
-                            .into_response(),
-                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+/// The router, for tests (`oneshot`) and for [`serve`]; `push` holds the push
+/// receivers' routes.
+pub fn app(registry: Arc<Registry>, reloads: Arc<ReloadState>, push: Router) -> Router {
+    push.merge(
+        Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let registry = registry.clone();
+                    async move {
+                        let mut body = String::new();
+                        match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                            Ok(()) => (
+                                StatusCode::OK,
+                                [(
+                                    header::CONTENT_TYPE,
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )],
+                                body,
+                            )
+                                .into_response(),
+                            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                        }
                     }
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = reloads.applied.load(Ordering::Relaxed);
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "no configuration applied yet",
-                        )
+                }),
+            )
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let ready = reloads.applied.load(Ordering::Relaxed);
+                    async move {
+                        if ready {
+                            (StatusCode::OK, "ready")
+                        } else {
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "no configuration applied yet",
+                            )
+                        }
                     }
-                }
-            }),
-        )
+                }),
+            ),
+    )
 }
 
 /// Serves `app` on `address` until the process ends.

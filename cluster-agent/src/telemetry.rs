@@ -13,6 +13,9 @@
 //! | `kaas_agent_pipeline_buffer_oldest_age_seconds` | pipeline |
 //! | `kaas_agent_pipeline_targets` | pipeline, state (up, down) |
 //! | `kaas_agent_target_scrape_errors_total` | pipeline, instance |
+//! | `kaas_agent_push_samples_received_total` | |
+//! | `kaas_agent_push_samples_unrouted_total` | |
+//! | `kaas_agent_push_malformed_requests_total` | |
 //! | `kaas_agent_config_reloads_total` | result (success, failure) |
 //! | `kaas_agent_config_last_reload_successful` | |
 
@@ -30,6 +33,7 @@ use tokio::sync::RwLock;
 
 use crate::pipeline::runtime::Pipelines;
 use crate::pipeline::stats::DropReason;
+use crate::push::PushStats;
 
 /// Outcomes of configuration reloads.
 #[derive(Debug, Default)]
@@ -49,12 +53,21 @@ pub struct ReloadState {
 pub struct AgentCollector {
     pipelines: Arc<RwLock<Pipelines>>,
     reloads: Arc<ReloadState>,
+    push: Arc<PushStats>,
 }
 
 /// A registry holding the agent's collector.
-pub fn registry(pipelines: Arc<RwLock<Pipelines>>, reloads: Arc<ReloadState>) -> Registry {
+pub fn registry(
+    pipelines: Arc<RwLock<Pipelines>>,
+    reloads: Arc<ReloadState>,
+    push: Arc<PushStats>,
+) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(AgentCollector { pipelines, reloads }));
+    registry.register_collector(Box::new(AgentCollector {
+        pipelines,
+        reloads,
+        push,
+    }));
     registry
 }
 
@@ -115,6 +128,26 @@ impl Collector for AgentCollector {
                 f64::from(u8::from(reloads.last_successful.load(Ordering::Relaxed))),
             )],
         )?;
+        for (name, help, value) in [
+            (
+                "kaas_agent_push_samples_received",
+                "Samples pushed to the agent.",
+                &self.push.received,
+            ),
+            (
+                "kaas_agent_push_samples_unrouted",
+                "Pushed samples no pipeline took.",
+                &self.push.unrouted,
+            ),
+            (
+                "kaas_agent_push_malformed_requests",
+                "Push requests refused as malformed.",
+                &self.push.malformed_requests,
+            ),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value.load(Ordering::Relaxed)).encode(metric)?;
+        }
         // A pipeline change in progress holds the lock; report pipelines next scrape.
         let Ok(pipelines) = self.pipelines.try_read() else {
             return Ok(());

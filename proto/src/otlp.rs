@@ -87,11 +87,11 @@ pub struct KeyValue {
     pub value: Option<AnyValue>,
 }
 
-/// `AnyValue`; the agent sends strings only.
+/// `AnyValue`: the agent sends strings; pushed data may carry any scalar.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AnyValue {
     /// The value.
-    #[prost(oneof = "any_value::Value", tags = "1")]
+    #[prost(oneof = "any_value::Value", tags = "1, 2, 3, 4")]
     pub value: Option<any_value::Value>,
 }
 
@@ -103,6 +103,15 @@ pub mod any_value {
         /// A string.
         #[prost(string, tag = "1")]
         StringValue(String),
+        /// A boolean.
+        #[prost(bool, tag = "2")]
+        BoolValue(bool),
+        /// An integer.
+        #[prost(int64, tag = "3")]
+        IntValue(i64),
+        /// A double.
+        #[prost(double, tag = "4")]
+        DoubleValue(f64),
     }
 }
 
@@ -213,7 +222,7 @@ pub struct NumberDataPoint {
     #[prost(fixed64, tag = "3")]
     pub time_unix_nano: u64,
     /// The value.
-    #[prost(oneof = "number_data_point::Value", tags = "4")]
+    #[prost(oneof = "number_data_point::Value", tags = "4, 6")]
     pub value: Option<number_data_point::Value>,
     /// Flags.
     #[prost(uint32, tag = "8")]
@@ -228,6 +237,9 @@ pub mod number_data_point {
         /// A double.
         #[prost(double, tag = "4")]
         AsDouble(f64),
+        /// An integer.
+        #[prost(sfixed64, tag = "6")]
+        AsInt(i64),
     }
 }
 

@@ -18,6 +18,7 @@ use crate::agent::{Agent, ApplyReport};
 use crate::exporters::auth::NoSecrets;
 use crate::labels::Labels;
 use crate::pipeline::runtime::AgentContext;
+use crate::push::PushStats;
 use crate::telemetry::{ReloadState, registry};
 
 /// Where the agent serves its own endpoints by default; vmagent's port, which
@@ -35,7 +36,7 @@ pub struct RunArgs {
     /// Where buffers and state are kept.
     #[arg(long, value_name = "DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    /// Address for /metrics, /healthz and /readyz.
+    /// Address for /metrics, /healthz, /readyz and the push receivers.
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_LISTEN_ADDRESS)]
     pub listen_address: SocketAddr,
     /// How often to check the configuration file for changes, in milliseconds.
@@ -121,20 +122,29 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     let mut agent = Agent::new(context);
     let reloads = Arc::new(ReloadState::default());
-    let registry = Arc::new(registry(agent.pipelines.clone(), reloads.clone()));
+    let push_stats = Arc::new(PushStats::default());
+    let registry = Arc::new(registry(
+        agent.pipelines.clone(),
+        reloads.clone(),
+        push_stats.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(args.listen_address)
         .await
         .map_err(|source| RunError::Listen {
             address: args.listen_address,
             source,
         })?;
-    let app = crate::server::app(registry, reloads.clone());
+    let push = crate::push::routes(agent.pipelines.clone(), push_stats);
+    let app = crate::server::app(registry, reloads.clone(), push);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the HTTP server stopped");
         }
     });
-    tracing::info!(address = %args.listen_address, "serving /metrics, /healthz and /readyz");
+    tracing::info!(
+        address = %args.listen_address,
+        "serving /metrics, /healthz, /readyz and the push receivers /api/v1/write and /v1/metrics"
+    );
 
     log_report(&agent.apply(config).await);
     reloads.applied.store(true, Ordering::Relaxed);

@@ -77,6 +77,10 @@ pub struct RunningPipeline {
     pub stats: Arc<PipelineStats>,
     /// The buffer, for size and age.
     pub buffer: Arc<Mutex<DiskBuffer>>,
+    /// Where samples enter the pipeline (scrapers and push receivers).
+    pub inlet: Inlet,
+    /// Labels added to series that lack them.
+    pub external_labels: Arc<Labels>,
     /// Targets and their health.
     pub targets: Vec<TargetState>,
     /// Targets that could not be built, with the reason.
@@ -153,6 +157,8 @@ impl RunningPipeline {
             pipeline,
             stats,
             buffer,
+            inlet,
+            external_labels: context.external_labels.clone(),
             targets,
             target_errors,
             stop_scrapers,

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kaas_pipeline::processors::ValidatedProcessors;
-use kaas_proto::remote_write::v1::{self, MetricMetadata, TimeSeries};
+use kaas_proto::remote_write::v1::{self, MetricMetadata};
 use tokio::sync::watch;
 use url::Url;
 
@@ -309,7 +309,16 @@ impl Scraper {
         metadata: &HashMap<String, MetricType>,
         now: i64,
     ) {
-        let batch = to_batch(series, metadata, &self.external_labels);
+        let metadata = metadata
+            .iter()
+            .map(|(family, kind)| MetricMetadata {
+                r#type: metric_type(*kind) as i32,
+                metric_family_name: family.clone(),
+                help: String::new(),
+                unit: String::new(),
+            })
+            .collect();
+        let batch = Batch::from_samples(series, metadata, &self.external_labels);
         if let Err(error) = self.inlet.push(&batch, now) {
             self.inlet.stats.error("BufferError", error.to_string());
         }
@@ -528,51 +537,6 @@ fn metric_type(kind: MetricType) -> v1::MetricType {
         MetricType::StateSet => v1::MetricType::Stateset,
         MetricType::Unknown => v1::MetricType::Unknown,
     }
-}
-
-/// Builds the batch; external labels are added to series that lack them, as Prometheus
-/// adds `external_labels` when it sends.
-fn to_batch(
-    series: Vec<(Labels, i64, f64)>,
-    metadata: &HashMap<String, MetricType>,
-    external: &Labels,
-) -> Batch {
-    let series = series
-        .into_iter()
-        .map(|(labels, timestamp, value)| {
-            let labels = if external.is_empty() {
-                labels
-            } else {
-                let mut builder = LabelsBuilder::new(&labels);
-                for label in external.iter() {
-                    if labels.get(&label.name).is_empty() {
-                        builder.set(&label.name, &label.value);
-                    }
-                }
-                builder.labels()
-            };
-            TimeSeries {
-                labels: labels
-                    .iter()
-                    .map(|l| v1::Label {
-                        name: l.name.clone(),
-                        value: l.value.clone(),
-                    })
-                    .collect(),
-                samples: vec![v1::Sample { value, timestamp }],
-            }
-        })
-        .collect();
-    let metadata = metadata
-        .iter()
-        .map(|(family, kind)| MetricMetadata {
-            r#type: metric_type(*kind) as i32,
-            metric_family_name: family.clone(),
-            help: String::new(),
-            unit: String::new(),
-        })
-        .collect();
-    Batch { series, metadata }
 }
 
 #[cfg(test)]
