@@ -19,13 +19,25 @@ pub enum Exporter {
 }
 
 impl Exporter {
-    /// Sends one batch.
-    pub async fn send(&self, batch: &crate::batch::Batch) -> Result<(), retry::SendError> {
+    /// Sends one request. Remote-write 1.0 sends the encoded body as it is; the other
+    /// protocols decode it first.
+    pub async fn send(
+        &self,
+        request: &crate::batch::EncodedRequest,
+    ) -> Result<(), retry::SendError> {
         match self {
-            Self::RemoteWrite(exporter) => exporter.send(batch).await,
-            Self::Otlp(exporter) => exporter.send(batch).await,
+            Self::RemoteWrite(exporter) => exporter.send_encoded(&request.body).await,
+            Self::Otlp(exporter) => exporter.send(&decode(&request.body)?).await,
         }
     }
+}
+
+/// Decodes an encoded request; one that does not decode can never be sent, so it is
+/// dropped (and counted) rather than retried.
+pub(crate) fn decode(body: &[u8]) -> Result<crate::batch::Batch, retry::SendError> {
+    crate::batch::Batch::from_request_bytes(body).map_err(|e| retry::SendError::Permanent {
+        reason: format!("a buffered batch is damaged: {e}"),
+    })
 }
 
 /// `User-Agent` of every request the agent sends.

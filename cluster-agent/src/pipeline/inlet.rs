@@ -21,6 +21,27 @@ pub struct Inlet {
 }
 
 impl Inlet {
+    /// Buffers an encoded, uncompressed remote-write `WriteRequest` of `samples`
+    /// samples (the scrapers' fast path).
+    pub fn push_encoded(
+        &self,
+        request: &[u8],
+        samples: usize,
+        oldest_ms: i64,
+    ) -> Result<(), BufferError> {
+        if samples == 0 {
+            return Ok(());
+        }
+        self.push_record(
+            Record {
+                timestamp_ms: oldest_ms,
+                items: u32::try_from(samples).unwrap_or(u32::MAX),
+                payload: crate::batch::compress(request),
+            },
+            samples,
+        )
+    }
+
     /// Buffers a batch. A full buffer drops (and counts) according to its policy; only
     /// I/O errors are returned.
     pub fn push(&self, batch: &Batch, now_ms: i64) -> Result<(), BufferError> {
@@ -33,6 +54,10 @@ impl Inlet {
             items: u32::try_from(samples).unwrap_or(u32::MAX),
             payload: batch.encode(),
         };
+        self.push_record(record, samples)
+    }
+
+    fn push_record(&self, record: Record, samples: usize) -> Result<(), BufferError> {
         let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
         let outcome = buffer.push(record)?;
         let dropped = buffer.take_dropped();

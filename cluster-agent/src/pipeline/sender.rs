@@ -1,10 +1,12 @@
 //! Drains a pipeline's buffer to its exporter.
 //!
 //! The sender works in rounds. A round reads buffered batches until it holds enough
-//! samples to fill every shard, splits the series by a hash of their labels into
-//! shards, and sends all shards concurrently, each shard's requests in order. Since a
-//! series always lands in the same shard and rounds follow one another, every series'
-//! samples reach the backend in order, while up to `shards` requests are in flight.
+//! samples to fill every shard, splits the series into shards by a hash of their labels
+//! without `__name__`, `le` and `quantile` (so all series of a histogram or summary
+//! point travel together, which OTLP needs), and sends all shards concurrently, each
+//! shard's requests in order. Since a series always lands in the same shard and rounds
+//! follow one another, every series' samples reach the backend in order, while up to
+//! `shards` requests are in flight. It works on encoded frames and never decodes them.
 //! Only when every request of a round has ended (delivered, or dropped for good) is the
 //! round acknowledged in the buffer; a crash before that sends the round again
 //! (at-least-once).
@@ -14,16 +16,14 @@
 //! count it. While a round retries, new data keeps flowing into the buffer, which is
 //! bounded on its own, so a dead backend costs disk, never memory or other pipelines.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kaas_proto::remote_write::v1::{MetricMetadata, TimeSeries};
 use tokio::sync::{Notify, watch};
 
 use super::stats::{DropReason, PipelineStats};
-use crate::batch::Batch;
+use crate::batch::EncodedRequest;
+use crate::batch::wire::{self, Frame, RequestWriter};
 use crate::buffer::{DiskBuffer, Position};
 use crate::exporters::Exporter;
 use crate::exporters::retry::{Backoff, SendError};
@@ -45,7 +45,9 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 pub struct SenderConfig {
     /// Concurrent requests per round.
     pub shards: usize,
-    /// Samples per request.
+    /// Samples per request: a request is closed at the first series-group boundary
+    /// after reaching this many, so it exceeds it by at most one group (a histogram's
+    /// or summary's series, or one buffered series' samples).
     pub max_samples_per_request: usize,
     /// Data older than this is dropped instead of retried.
     pub max_age: Duration,
@@ -74,13 +76,6 @@ pub struct Sender {
     pub stats: Arc<PipelineStats>,
     /// Notified when data is pushed.
     pub wake: Arc<Notify>,
-}
-
-/// One request's data.
-struct Request {
-    batch: Batch,
-    samples: u64,
-    oldest_ms: i64,
 }
 
 /// What became of a round.
@@ -155,13 +150,14 @@ impl Sender {
         }
     }
 
-    /// Reads the next round: the position after it and the requests per shard.
-    fn read_round(&self) -> Option<(Position, Vec<Vec<Request>>)> {
+    /// Reads the next round: the position after it and the requests per shard. Works
+    /// on encoded frames: series are sharded by a hash of their encoded labels and
+    /// requests are built by concatenating frames, without decoding anything.
+    fn read_round(&self) -> Option<(Position, Vec<Vec<EncodedRequest>>)> {
         let shards = self.config.shards.max(1);
-        let target = shards * self.config.max_samples_per_request;
-        let mut series: Vec<TimeSeries> = Vec::new();
-        let mut metadata: HashMap<String, MetricMetadata> = HashMap::new();
-        let mut samples = 0;
+        let target = (shards * self.config.max_samples_per_request) as u64;
+        let mut payloads: Vec<(Vec<u8>, i64)> = Vec::new();
+        let mut samples = 0u64;
         let mut end = None;
         let mut buffer = self.lock_buffer();
         while samples < target {
@@ -176,13 +172,10 @@ impl Sender {
                 break;
             };
             end = Some(position);
-            match Batch::decode(&record.payload) {
-                Ok(batch) => {
-                    samples += batch.samples();
-                    series.extend(batch.series);
-                    for m in batch.metadata {
-                        metadata.insert(m.metric_family_name.clone(), m);
-                    }
+            match snap::raw::Decoder::new().decompress_vec(&record.payload) {
+                Ok(raw) => {
+                    samples += u64::from(record.items);
+                    payloads.push((raw, record.timestamp_ms));
                 }
                 Err(error) => {
                     self.stats
@@ -196,83 +189,72 @@ impl Sender {
         // `end` is the start of the last record read; acknowledge past it.
         let after = end.map(|_| buffer.read_position())?;
         drop(buffer);
-        Some((after, self.split(series, &metadata, shards)))
+        Some((after, self.split(&payloads, shards)))
     }
 
-    /// Splits series into per-shard requests, keeping each series' samples in order.
-    fn split(
-        &self,
-        series: Vec<TimeSeries>,
-        metadata: &HashMap<String, MetricMetadata>,
-        shards: usize,
-    ) -> Vec<Vec<Request>> {
-        let mut per_shard: Vec<Vec<TimeSeries>> = vec![Vec::new(); shards];
-        for s in series {
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            s.labels.hash(&mut hasher);
-            let shard = (hasher.finish() % shards as u64) as usize;
-            per_shard[shard].push(s);
+    /// Shards the frames of the round's payloads into requests.
+    fn split(&self, payloads: &[(Vec<u8>, i64)], shards: usize) -> Vec<Vec<EncodedRequest>> {
+        let hasher = foldhash::fast::FixedState::with_seed(0);
+        let mut per_shard: Vec<Vec<ShardFrame<'_>>> = vec![Vec::new(); shards];
+        let mut metadata: Vec<&[u8]> = Vec::new();
+        for (raw, timestamp) in payloads {
+            let frames = match wire::frames(raw) {
+                Ok(frames) => frames,
+                Err(error) => {
+                    self.stats.error("BufferCorrupt", error.to_string());
+                    continue;
+                }
+            };
+            for frame in frames {
+                match frame {
+                    Frame::Series {
+                        body,
+                        labels,
+                        samples,
+                    } => {
+                        let group = wire::group_hash(labels, &hasher);
+                        per_shard[(group % shards as u64) as usize]
+                            .push((body, samples, *timestamp, group));
+                    }
+                    Frame::Metadata(body) => {
+                        if !metadata.contains(&body) {
+                            metadata.push(body);
+                        }
+                    }
+                }
+            }
         }
+        let limit = self.config.max_samples_per_request.max(1);
         per_shard
             .into_iter()
-            .map(|list| self.requests(list, metadata))
-            .collect()
-    }
-
-    fn requests(
-        &self,
-        series: Vec<TimeSeries>,
-        metadata: &HashMap<String, MetricMetadata>,
-    ) -> Vec<Request> {
-        let limit = self.config.max_samples_per_request.max(1);
-        let mut requests = Vec::new();
-        let mut current: Vec<TimeSeries> = Vec::new();
-        let mut count = 0;
-        let finish = |current: &mut Vec<TimeSeries>, requests: &mut Vec<Request>| {
-            if current.is_empty() {
-                return;
-            }
-            let batch = Batch {
-                series: std::mem::take(current),
-                metadata: Vec::new(),
-            };
-            let batch = with_metadata(batch, metadata);
-            requests.push(Request {
-                samples: batch.samples() as u64,
-                oldest_ms: batch.oldest_timestamp_ms().unwrap_or_else(now_ms),
-                batch,
-            });
-        };
-        for mut s in series {
-            while !s.samples.is_empty() {
-                let room = limit - count;
-                if s.samples.len() <= room {
-                    count += s.samples.len();
-                    current.push(s);
-                    break;
+            .map(|frames| {
+                let mut requests = Vec::new();
+                let mut writer = RequestWriter::default();
+                let mut oldest = i64::MAX;
+                let mut last_group = None;
+                for (body, samples, timestamp, group) in frames {
+                    // Cut only between groups, so a histogram or summary point's series
+                    // stay in one request.
+                    if writer.samples() >= limit && last_group != Some(group) {
+                        requests.push(finish(std::mem::take(&mut writer), &metadata, oldest));
+                        oldest = i64::MAX;
+                    }
+                    writer.series_frame(body, samples);
+                    oldest = oldest.min(timestamp);
+                    last_group = Some(group);
                 }
-                // Split a long series across requests, oldest samples first.
-                let rest = s.samples.split_off(room);
-                current.push(TimeSeries {
-                    labels: s.labels.clone(),
-                    samples: std::mem::replace(&mut s.samples, rest),
-                });
-                finish(&mut current, &mut requests);
-                count = 0;
-            }
-            if count >= limit {
-                finish(&mut current, &mut requests);
-                count = 0;
-            }
-        }
-        finish(&mut current, &mut requests);
-        requests
+                if writer.samples() > 0 {
+                    requests.push(finish(writer, &metadata, oldest));
+                }
+                requests
+            })
+            .collect()
     }
 
     /// Sends every shard's requests; shards run concurrently.
     async fn deliver(
         &self,
-        shards: Vec<Vec<Request>>,
+        shards: Vec<Vec<EncodedRequest>>,
         shutdown: &watch::Receiver<bool>,
     ) -> RoundEnd {
         let mut tasks = tokio::task::JoinSet::new();
@@ -312,40 +294,34 @@ impl Sender {
     }
 }
 
-fn with_metadata(mut batch: Batch, metadata: &HashMap<String, MetricMetadata>) -> Batch {
-    if metadata.is_empty() {
-        return batch;
+/// A series frame on its way into a request: body, samples, record timestamp, group.
+type ShardFrame<'a> = (&'a [u8], usize, i64, u64);
+
+/// Closes a request: metadata of the round's families, sample count and age.
+fn finish(mut writer: RequestWriter, metadata: &[&[u8]], oldest: i64) -> EncodedRequest {
+    for body in metadata {
+        writer.metadata_frame(body);
     }
-    let families: HashMap<&str, &MetricMetadata> =
-        metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut seen = std::collections::BTreeSet::new();
-    for series in &batch.series {
-        let name = series
-            .labels
-            .iter()
-            .find(|l| l.name == "__name__")
-            .map_or("", |l| l.value.as_str());
-        if let Some(m) = crate::exporters::remote_write::encode::family_of(name, &families)
-            && seen.insert(m.metric_family_name.clone())
-        {
-            batch.metadata.push(m.clone());
-        }
+    let samples = writer.samples() as u64;
+    EncodedRequest {
+        body: writer.into_bytes(),
+        samples,
+        oldest_ms: if oldest == i64::MAX { now_ms() } else { oldest },
     }
-    batch
 }
 
 async fn send_with_retry(
     exporter: &Exporter,
     stats: &PipelineStats,
     max_age: Duration,
-    request: Request,
+    request: EncodedRequest,
     shutdown: &mut watch::Receiver<bool>,
 ) -> RoundEnd {
     let mut backoff = Backoff::default();
     let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
     loop {
         PipelineStats::add(&stats.requests, 1);
-        match exporter.send(&request.batch).await {
+        match exporter.send(&request).await {
             Ok(()) => {
                 PipelineStats::add(&stats.samples_sent, request.samples);
                 return RoundEnd::Done;

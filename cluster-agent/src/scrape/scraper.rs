@@ -14,9 +14,20 @@
 //! - limits (`sample_limit`, label limits) fail the whole scrape, as do a non-200
 //!   status, a timeout, a body over the size limit, or a malformed exposition; the
 //!   reason is kept for health reports and `up` becomes 0.
+//!
+//! # The series cache
+//!
+//! Like Prometheus' scrape cache, each loop remembers every series its target exposed,
+//! keyed by the series text as written (`name{labels}`). The first time a series is
+//! seen, its labels are merged with the target's, relabeled, filtered, checked against
+//! the label limits, given the external labels and encoded for remote-write, once;
+//! every later scrape costs one hash lookup and appends the value to an encoded
+//! request. Each entry records the last scrape that contained it, which is all the
+//! staleness tracking needs, and entries gone for two scrapes are evicted. A changed
+//! configuration restarts the loop with an empty cache.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,7 +38,7 @@ use url::Url;
 
 use super::exposition::{self, ACCEPT_HEADER, Format, MetricType, ParseError};
 use super::target::{METRICS_PATH, SCHEME, public_labels};
-use crate::batch::Batch;
+use crate::batch::wire::{self, RequestWriter};
 use crate::exporters::USER_AGENT;
 use crate::labels::{ADDRESS, Labels, LabelsBuilder, METRIC_NAME};
 use crate::pipeline::inlet::Inlet;
@@ -153,14 +164,122 @@ pub struct Scraper {
     pub inlet: Inlet,
     /// Health, shared with reporters.
     pub health: Arc<Mutex<TargetHealth>>,
-    previous: HashSet<Labels>,
+    cache: SeriesCache,
+    /// Encoded labels of the five report series.
+    report: Vec<Box<[u8]>>,
+    /// Counts scrapes; the cache's notion of time.
+    generation: u64,
+    /// Bytes of the last request, to size the next one.
+    last_request_bytes: usize,
 }
 
-/// One processed scrape.
-struct Scraped {
-    series: Vec<(Labels, i64, f64)>,
-    metadata: HashMap<String, MetricType>,
-    scraped: usize,
+/// The names of the report series, in the order they are written.
+const REPORT_SERIES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
+/// One series a target exposed.
+struct CachedSeries {
+    key: Box<str>,
+    /// The final labels, encoded; `None` when the pipeline drops the series.
+    encoded: Option<Box<[u8]>>,
+    /// Hash of `encoded`, to drop series that relabeling made identical.
+    hash: u64,
+    /// The label limit the series breaks, if any.
+    limit_error: Option<Box<str>>,
+    /// The last generation whose (successful) scrape contained it.
+    last_success: u64,
+    /// The generation of the scrape reading it now; a second read is a duplicate.
+    pending: u64,
+}
+
+/// The series cache (see the module documentation).
+struct SeriesCache {
+    index: HashMap<Box<str>, usize, foldhash::fast::FixedState>,
+    entries: Vec<Option<CachedSeries>>,
+    free: Vec<usize>,
+    /// Entries read by the current scrape.
+    current: Vec<usize>,
+    /// Hashes of the encoded series written by the current scrape.
+    written: HashSet<u64, foldhash::fast::FixedState>,
+    families: HashMap<String, MetricType>,
+    /// `families` encoded as metadata frames; rebuilt when a family appears.
+    metadata: Vec<Vec<u8>>,
+    families_changed: bool,
+}
+
+impl Default for SeriesCache {
+    fn default() -> Self {
+        Self {
+            index: HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0)),
+            entries: Vec::new(),
+            free: Vec::new(),
+            current: Vec::new(),
+            written: HashSet::with_hasher(foldhash::fast::FixedState::with_seed(0)),
+            families: HashMap::new(),
+            metadata: Vec::new(),
+            families_changed: false,
+        }
+    }
+}
+
+impl SeriesCache {
+    fn insert(&mut self, entry: CachedSeries) -> usize {
+        let key = entry.key.clone();
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.entries[index] = Some(entry);
+                index
+            }
+            None => {
+                self.entries.push(Some(entry));
+                self.entries.len() - 1
+            }
+        };
+        self.index.insert(key, index);
+        index
+    }
+
+    /// Removes entries no successful scrape has contained for two generations.
+    fn evict(&mut self, generation: u64) {
+        if self.entries.len() < 2 * self.current.len() + 64 {
+            return;
+        }
+        for index in 0..self.entries.len() {
+            let stale = self.entries[index]
+                .as_ref()
+                .is_some_and(|e| e.last_success + 1 < generation && e.pending < generation);
+            if stale && let Some(entry) = self.entries[index].take() {
+                self.index.remove(&entry.key);
+                self.free.push(index);
+            }
+        }
+    }
+
+    fn metadata_frames(&mut self) -> &[Vec<u8>] {
+        use prost::Message;
+        if self.families_changed {
+            self.metadata = self
+                .families
+                .iter()
+                .map(|(family, kind)| {
+                    MetricMetadata {
+                        r#type: metric_type(*kind) as i32,
+                        metric_family_name: family.clone(),
+                        help: String::new(),
+                        unit: String::new(),
+                    }
+                    .encode_to_vec()
+                })
+                .collect();
+            self.families_changed = false;
+        }
+        &self.metadata
+    }
 }
 
 fn now_ms() -> i64 {
@@ -179,6 +298,13 @@ impl Scraper {
         external_labels: Arc<Labels>,
         inlet: Inlet,
     ) -> Self {
+        let report = REPORT_SERIES
+            .iter()
+            .map(|name| {
+                let labels = with_external(report_labels(&target, name), &external_labels);
+                wire::encode_labels(&labels).into_boxed_slice()
+            })
+            .collect();
         Self {
             target,
             config,
@@ -187,7 +313,12 @@ impl Scraper {
             external_labels,
             inlet,
             health: Arc::new(Mutex::new(TargetHealth::default())),
-            previous: HashSet::new(),
+            cache: SeriesCache::default(),
+            report,
+            // Entries start with `last_success` 0, meaning never; the first scrape is
+            // generation 2, so 0 is never mistaken for "the previous scrape".
+            generation: 1,
+            last_request_bytes: 4096,
         }
     }
 
@@ -233,46 +364,64 @@ impl Scraper {
         timestamp: i64,
         duration: Duration,
     ) {
+        self.generation += 1;
+        let generation = self.generation;
+        let mut writer = RequestWriter::with_capacity(self.last_request_bytes);
         let result = match fetched {
-            Ok((body, content_type)) => self.process(&body, content_type.as_deref(), timestamp),
+            Ok((body, content_type)) => self.read_body(
+                &body,
+                content_type.as_deref(),
+                timestamp,
+                generation,
+                &mut writer,
+            ),
             Err(error) => Err(error),
         };
-        let duration = duration.as_secs_f64();
-        let mut series: Vec<(Labels, i64, f64)> = Vec::new();
-        let mut metadata = HashMap::new();
+        let stale = f64::from_bits(STALE_NAN_BITS);
         let (up, scraped, post_relabel, added) = match result {
-            Ok(scraped) => {
-                let current: HashSet<Labels> = scraped.series.iter().map(|s| s.0.clone()).collect();
-                let added = current.difference(&self.previous).count();
-                for stale in self.previous.difference(&current) {
-                    series.push((stale.clone(), timestamp, f64::from_bits(STALE_NAN_BITS)));
+            Ok((scraped, post)) => {
+                let mut added = 0;
+                for &index in &self.cache.current {
+                    if let Some(entry) = self.cache.entries[index].as_mut() {
+                        if entry.last_success + 1 != generation {
+                            added += usize::from(entry.encoded.is_some());
+                        }
+                        entry.last_success = generation;
+                    }
                 }
-                let post = scraped.series.len();
-                let total = scraped.scraped;
-                series.extend(scraped.series);
-                metadata = scraped.metadata;
-                self.previous = current;
                 self.record_health(None);
-                (1.0, total, post, added)
+                (1.0, scraped, post, added)
             }
             Err(error) => {
-                for stale in std::mem::take(&mut self.previous) {
-                    series.push((stale, timestamp, f64::from_bits(STALE_NAN_BITS)));
-                }
+                // Nothing of a failed scrape is kept.
+                writer = RequestWriter::with_capacity(self.last_request_bytes);
                 self.record_health(Some(error.to_string()));
                 (0.0, 0, 0, 0)
             }
         };
-        for (name, value) in [
-            ("up", up),
-            ("scrape_duration_seconds", duration),
-            ("scrape_samples_scraped", scraped as f64),
-            ("scrape_samples_post_metric_relabeling", post_relabel as f64),
-            ("scrape_series_added", added as f64),
-        ] {
-            series.push((self.report_labels(name), timestamp, value));
+        // Series the previous successful scrape had and this one has not.
+        for entry in self.cache.entries.iter().flatten() {
+            if entry.last_success + 1 == generation
+                && let Some(encoded) = &entry.encoded
+            {
+                writer.sample(encoded, timestamp, stale);
+            }
         }
-        self.push(series, &metadata, timestamp);
+        let values = [
+            up,
+            duration.as_secs_f64(),
+            scraped as f64,
+            post_relabel as f64,
+            added as f64,
+        ];
+        for (labels, value) in self.report.iter().zip(values) {
+            writer.sample(labels, timestamp, value);
+        }
+        for frame in self.cache.metadata_frames() {
+            writer.metadata_frame(frame);
+        }
+        self.cache.evict(generation);
+        self.push(writer, timestamp);
     }
 
     fn record_health(&self, error: Option<String>) {
@@ -285,54 +434,32 @@ impl Scraper {
         health.last_error = error;
     }
 
-    fn mark_all_stale(&mut self, timestamp: i64) {
+    /// Marks every series of the last successful scrape, and the report series, stale.
+    pub fn mark_all_stale(&mut self, timestamp: i64) {
         let stale = f64::from_bits(STALE_NAN_BITS);
-        let mut series: Vec<(Labels, i64, f64)> = std::mem::take(&mut self.previous)
-            .into_iter()
-            .map(|labels| (labels, timestamp, stale))
-            .collect();
-        for name in [
-            "up",
-            "scrape_duration_seconds",
-            "scrape_samples_scraped",
-            "scrape_samples_post_metric_relabeling",
-            "scrape_series_added",
-        ] {
-            series.push((self.report_labels(name), timestamp, stale));
+        let mut writer = RequestWriter::default();
+        for entry in self.cache.entries.iter().flatten() {
+            if entry.last_success == self.generation
+                && let Some(encoded) = &entry.encoded
+            {
+                writer.sample(encoded, timestamp, stale);
+            }
         }
-        self.push(series, &HashMap::new(), timestamp);
+        for labels in &self.report {
+            writer.sample(labels, timestamp, stale);
+        }
+        self.cache = SeriesCache::default();
+        self.push(writer, timestamp);
     }
 
-    fn push(
-        &self,
-        series: Vec<(Labels, i64, f64)>,
-        metadata: &HashMap<String, MetricType>,
-        now: i64,
-    ) {
-        let metadata = metadata
-            .iter()
-            .map(|(family, kind)| MetricMetadata {
-                r#type: metric_type(*kind) as i32,
-                metric_family_name: family.clone(),
-                help: String::new(),
-                unit: String::new(),
-            })
-            .collect();
-        let batch = Batch::from_samples(series, metadata, &self.external_labels);
-        if let Err(error) = self.inlet.push(&batch, now) {
+    fn push(&mut self, writer: RequestWriter, now: i64) {
+        let samples = writer.samples();
+        let oldest = writer.oldest_ms().unwrap_or(now);
+        let body = writer.into_bytes();
+        self.last_request_bytes = body.len() + body.len() / 8;
+        if let Err(error) = self.inlet.push_encoded(&body, samples, oldest) {
             self.inlet.stats.error("BufferError", error.to_string());
         }
-    }
-
-    /// `{__name__=name}` plus the target labels, as Prometheus labels report series.
-    fn report_labels(&self, name: &str) -> Labels {
-        let base = Labels::from_pairs([(METRIC_NAME, name)]);
-        let mut builder = LabelsBuilder::new(&base);
-        for label in self.target.public.iter() {
-            builder.set(&format!("exported_{}", label.name), base.get(&label.name));
-            builder.set(&label.name, &label.value);
-        }
-        builder.labels()
     }
 
     async fn fetch(&self) -> Result<(Vec<u8>, Option<String>), ScrapeError> {
@@ -372,79 +499,147 @@ impl Scraper {
         Ok((body, content_type))
     }
 
-    /// Parses and labels a body; applies the pipeline's processors and the limits.
-    fn process(
-        &self,
+    /// Reads a body through the series cache into `writer`; returns the samples
+    /// scraped and written.
+    fn read_body(
+        &mut self,
         body: &[u8],
         content_type: Option<&str>,
         timestamp: i64,
-    ) -> Result<Scraped, ScrapeError> {
+        generation: u64,
+        writer: &mut RequestWriter,
+    ) -> Result<(usize, usize), ScrapeError> {
         let format = Format::from_content_type(content_type);
-        let mut seen_raw: HashSet<&str> = HashSet::new();
-        let mut duplicate = None;
-        let mut series = Vec::new();
-        let mut seen_final: HashSet<Labels> = HashSet::new();
-        let mut metadata = HashMap::new();
-        let mut label_error = None;
+        let cache = &mut self.cache;
+        cache.current.clear();
+        cache.written.clear();
+        let (target, config) = (&self.target, &self.config);
+        let (processors, external) = (&self.processors, &self.external_labels);
+        let hasher = foldhash::fast::FixedState::with_seed(0);
+        let mut error = None;
+        let mut written = 0;
         let scraped = exposition::parse(body, format, |sample| {
-            if duplicate.is_some() || label_error.is_some() {
+            if error.is_some() {
                 return;
             }
-            // The series key borrows from `body`, which outlives this closure.
-            if !seen_raw.insert(sample.series) {
-                duplicate = Some(sample.series.to_owned());
-                return;
-            }
-            if sample.metric_type != MetricType::Unknown {
-                let family = family_name(sample.name, sample.metric_type);
-                metadata
-                    .entry(family.to_owned())
-                    .or_insert(sample.metric_type);
-            }
-            let exposed = Labels::from_pairs(
-                std::iter::once((METRIC_NAME, sample.name.to_owned()))
-                    .chain(sample.labels.iter().map(|(n, v)| (*n, v.to_string()))),
-            );
-            let merged = self.merge_target_labels(&exposed);
-            let Some(labels) = process_sample(&merged, &self.processors) else {
+            let index = match cache.index.get(sample.series) {
+                Some(index) => *index,
+                None => {
+                    if sample.metric_type != MetricType::Unknown {
+                        let family = family_name(sample.name, sample.metric_type);
+                        if !cache.families.contains_key(family) {
+                            cache.families.insert(family.to_owned(), sample.metric_type);
+                            cache.families_changed = true;
+                        }
+                    }
+                    let entry = new_entry(&sample, target, config, processors, external, &hasher);
+                    cache.insert(entry)
+                }
+            };
+            let Some(entry) = cache.entries[index].as_mut() else {
                 return;
             };
-            if let Err(reason) = self.check_label_limits(&labels) {
-                label_error = Some(reason);
+            if entry.pending == generation {
+                error = Some(ScrapeError::Duplicate(entry.key.to_string()));
                 return;
             }
-            // Duplicates after relabeling are dropped, as Prometheus drops them.
-            if !seen_final.insert(labels.clone()) {
+            entry.pending = generation;
+            cache.current.push(index);
+            if let Some(limit) = &entry.limit_error {
+                error = Some(ScrapeError::LabelLimit(limit.to_string()));
+                return;
+            }
+            let Some(encoded) = &entry.encoded else {
+                return;
+            };
+            // Series that relabeling made identical: the first one wins, as in Prometheus.
+            if !cache.written.insert(entry.hash) {
                 return;
             }
             let ts = match sample.timestamp_ms {
-                Some(ts) if self.config.honor_timestamps => ts,
+                Some(ts) if config.honor_timestamps => ts,
                 _ => timestamp,
             };
-            series.push((labels, ts, sample.value));
+            writer.sample(encoded, ts, sample.value);
+            written += 1;
         })?;
-        if let Some(series) = duplicate {
-            return Err(ScrapeError::Duplicate(series));
+        if let Some(error) = error {
+            return Err(error);
         }
-        if let Some(reason) = label_error {
-            return Err(ScrapeError::LabelLimit(reason));
+        let limit = config.sample_limit;
+        if limit > 0 && written > limit as usize {
+            return Err(ScrapeError::SampleLimit(written, limit));
         }
-        let limit = self.config.sample_limit;
-        if limit > 0 && series.len() > limit as usize {
-            return Err(ScrapeError::SampleLimit(series.len(), limit));
-        }
-        Ok(Scraped {
-            series,
-            metadata,
-            scraped,
-        })
+        Ok((scraped, written))
     }
+}
 
-    /// Prometheus' `mutateSampleLabels` without the relabeling step.
-    fn merge_target_labels(&self, exposed: &Labels) -> Labels {
+/// Builds the cache entry of a series seen for the first time.
+fn new_entry(
+    sample: &exposition::Sample<'_>,
+    target: &Target,
+    config: &ScrapeConfig,
+    processors: &ValidatedProcessors,
+    external: &Labels,
+    hasher: &foldhash::fast::FixedState,
+) -> CachedSeries {
+    let exposed = Labels::from_pairs(
+        std::iter::once((METRIC_NAME, sample.name.to_owned()))
+            .chain(sample.labels.iter().map(|(n, v)| (*n, v.to_string()))),
+    );
+    let merged = merge_target_labels(&exposed, target, config.honor_labels);
+    let mut entry = CachedSeries {
+        key: sample.series.into(),
+        encoded: None,
+        hash: 0,
+        limit_error: None,
+        last_success: 0,
+        pending: 0,
+    };
+    let Some(labels) = process_sample(&merged, processors) else {
+        return entry;
+    };
+    if let Err(reason) = check_label_limits(&labels, config) {
+        entry.limit_error = Some(reason.into());
+        return entry;
+    }
+    let encoded = wire::encode_labels(&with_external(labels, external));
+    entry.hash = hasher.hash_one(&encoded);
+    entry.encoded = Some(encoded.into_boxed_slice());
+    entry
+}
+
+/// Adds external labels a series lacks.
+fn with_external(labels: Labels, external: &Labels) -> Labels {
+    if external.is_empty() {
+        return labels;
+    }
+    let mut builder = LabelsBuilder::new(&labels);
+    for label in external.iter() {
+        if labels.get(&label.name).is_empty() {
+            builder.set(&label.name, &label.value);
+        }
+    }
+    builder.labels()
+}
+
+/// `{__name__=name}` plus the target labels, as Prometheus labels report series.
+fn report_labels(target: &Target, name: &str) -> Labels {
+    let base = Labels::from_pairs([(METRIC_NAME, name)]);
+    let mut builder = LabelsBuilder::new(&base);
+    for label in target.public.iter() {
+        builder.set(&format!("exported_{}", label.name), base.get(&label.name));
+        builder.set(&label.name, &label.value);
+    }
+    builder.labels()
+}
+
+/// Prometheus' `mutateSampleLabels` without the relabeling step.
+fn merge_target_labels(exposed: &Labels, target: &Target, honor_labels: bool) -> Labels {
+    {
         let mut builder = LabelsBuilder::new(exposed);
-        if self.config.honor_labels {
-            for label in self.target.public.iter() {
+        if honor_labels {
+            for label in target.public.iter() {
                 if exposed.get(&label.name).is_empty() {
                     builder.set(&label.name, &label.value);
                 }
@@ -452,7 +647,7 @@ impl Scraper {
             return builder.labels();
         }
         let mut conflicts = Vec::new();
-        for label in self.target.public.iter() {
+        for label in target.public.iter() {
             let existing = exposed.get(&label.name);
             if !existing.is_empty() {
                 conflicts.push((label.name.clone(), existing.to_owned()));
@@ -472,10 +667,11 @@ impl Scraper {
         }
         builder.labels()
     }
+}
 
-    fn check_label_limits(&self, labels: &Labels) -> Result<(), String> {
+fn check_label_limits(labels: &Labels, config: &ScrapeConfig) -> Result<(), String> {
+    {
         let name = labels.get(METRIC_NAME);
-        let config = &self.config;
         if config.label_limit > 0 && labels.len() > config.label_limit as usize {
             return Err(format!(
                 "label_limit exceeded (metric: {name:.50}, number of labels: {}, limit: {})",

@@ -68,18 +68,27 @@ impl RemoteWriteExporter {
 
     /// Sends one batch.
     pub async fn send(&self, batch: &Batch) -> Result<(), SendError> {
+        match self.version {
+            RemoteWriteVersion::V1 => self.post(encode::encode_v1(batch)).await,
+            RemoteWriteVersion::V2 => self.post(encode::encode_v2(batch)).await,
+        }
+    }
+
+    /// Sends an encoded 1.0 `WriteRequest`: compressed and posted as it is for 1.0,
+    /// converted for 2.0.
+    pub async fn send_encoded(&self, request: &[u8]) -> Result<(), SendError> {
+        match self.version {
+            RemoteWriteVersion::V1 => self.post(crate::batch::compress(request)).await,
+            RemoteWriteVersion::V2 => self.post(encode::encode_v2(&super::decode(request)?)).await,
+        }
+    }
+
+    /// Posts a compressed body of this exporter's version.
+    async fn post(&self, body: Vec<u8>) -> Result<(), SendError> {
         let client = self.client()?;
-        let (body, content_type, version) = match self.version {
-            RemoteWriteVersion::V1 => (
-                encode::encode_v1(batch),
-                v1::CONTENT_TYPE,
-                v1::VERSION_HEADER_VALUE,
-            ),
-            RemoteWriteVersion::V2 => (
-                encode::encode_v2(batch),
-                v2::CONTENT_TYPE,
-                v2::VERSION_HEADER_VALUE,
-            ),
+        let (content_type, version) = match self.version {
+            RemoteWriteVersion::V1 => (v1::CONTENT_TYPE, v1::VERSION_HEADER_VALUE),
+            RemoteWriteVersion::V2 => (v2::CONTENT_TYPE, v2::VERSION_HEADER_VALUE),
         };
         let mut request = client
             .post(self.url.clone())

@@ -1,0 +1,56 @@
+//! `agent-bench`: runs the side-by-side benchmark and prints the report.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use kaas_bench::{Agent, Workload, report, run};
+
+/// Benchmarks cluster-agent against the Prometheus agent and vmagent on one workload.
+/// Defaults are the design's anchor workload: 40 targets x 2,500 series every 5 s.
+#[derive(Debug, Parser)]
+#[command(name = "agent-bench", version, about)]
+struct Args {
+    /// Number of targets.
+    #[arg(long, default_value_t = 40)]
+    targets: usize,
+    /// Series per target.
+    #[arg(long, default_value_t = 2500)]
+    series: usize,
+    /// Scrape interval in seconds.
+    #[arg(long, default_value_t = 5)]
+    interval_seconds: u64,
+    /// Warm-up before measuring, in seconds.
+    #[arg(long, default_value_t = 15)]
+    warmup_seconds: u64,
+    /// Measured window in seconds.
+    #[arg(long, default_value_t = 60)]
+    duration_seconds: u64,
+    /// The cluster-agent binary (build it with --release).
+    #[arg(long, default_value = "target/release/cluster-agent")]
+    cluster_agent: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.cluster_agent.is_file(),
+        "{} not found; run cargo build --release -p kaas-cluster-agent first",
+        args.cluster_agent.display()
+    );
+    let workload = Workload {
+        targets: args.targets,
+        series_per_target: args.series,
+        interval: Duration::from_secs(args.interval_seconds),
+        warmup: Duration::from_secs(args.warmup_seconds),
+        duration: Duration::from_secs(args.duration_seconds),
+    };
+    let agents = [
+        Agent::PrometheusAgent,
+        Agent::VmAgent,
+        Agent::ClusterAgent(args.cluster_agent),
+    ];
+    let results = run(&workload, &agents);
+    print!("{}", report(&workload, &results));
+    Ok(())
+}
