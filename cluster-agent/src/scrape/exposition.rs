@@ -91,7 +91,9 @@ impl MetricType {
     }
 }
 
-/// One sample, borrowing from the body.
+/// One sample, borrowing from the body. Its labels are parsed only when asked for
+/// ([`Sample::labels`]): a scraper that already knows the series (by its text) never
+/// needs them.
 #[derive(Debug, PartialEq)]
 pub struct Sample<'a> {
     /// The series as written (`name{labels}`), unique per series within one scrape
@@ -99,8 +101,8 @@ pub struct Sample<'a> {
     pub series: &'a str,
     /// The metric name.
     pub name: &'a str,
-    /// Labels in the order written; values unescaped.
-    pub labels: Vec<(&'a str, Cow<'a, str>)>,
+    /// The text between the braces, empty when there are none.
+    pub label_text: &'a str,
     /// The value.
     pub value: f64,
     /// The exposed timestamp in milliseconds, if any.
@@ -137,11 +139,29 @@ pub enum ParseError {
     MissingEof,
 }
 
-/// Parses `body` and hands every sample to `on_sample`. Returns the number of samples.
+impl<'a> Sample<'a> {
+    /// The labels in the order written, values unescaped; `Err` with the reason when
+    /// the label set is malformed.
+    pub fn labels(&self) -> Result<Vec<(&'a str, Cow<'a, str>)>, String> {
+        let mut labels = Vec::new();
+        if !self.label_text.is_empty() || self.series.ends_with('}') {
+            // `label_text` excludes the closing brace; parse_labels expects it.
+            let with_brace = &self.series[self.name.len() + 1..];
+            let rest = parse_labels(with_brace, &mut labels)?;
+            if !rest.is_empty() {
+                return Err(format!("unexpected {rest:?} after the label set"));
+            }
+        }
+        Ok(labels)
+    }
+}
+
+/// Parses `body` and hands every sample to `on_sample`, which may refuse a sample with
+/// a reason (reported with its line number). Returns the number of samples.
 pub fn parse<'a>(
     body: &'a [u8],
     format: Format,
-    mut on_sample: impl FnMut(Sample<'a>),
+    mut on_sample: impl FnMut(Sample<'a>) -> Result<(), String>,
 ) -> Result<usize, ParseError> {
     let text = std::str::from_utf8(body).map_err(|e| ParseError::InvalidUtf8 {
         offset: e.valid_up_to(),
@@ -185,7 +205,7 @@ pub fn parse<'a>(
         }
         let sample = parse_sample(line, open_metrics, family).map_err(syntax)?;
         count += 1;
-        on_sample(sample);
+        on_sample(sample).map_err(syntax)?;
     }
     if open_metrics && !saw_eof {
         return Err(ParseError::MissingEof);
@@ -221,9 +241,15 @@ fn parse_sample<'a>(
         return Err(format!("invalid metric name at {:?}", excerpt(line)));
     }
     let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
+    let mut label_text = "";
     if let Some(after_brace) = rest.strip_prefix('{') {
-        rest = parse_labels(after_brace, &mut labels)?;
+        let Some(end) = label_set_end(after_brace) else {
+            // The full parser names what is wrong more precisely than the scan can.
+            parse_labels(after_brace, &mut Vec::new())?;
+            return Err("unterminated label set".into());
+        };
+        label_text = &after_brace[..end];
+        rest = &after_brace[end + 1..];
     }
     let series = &line[..line.len() - rest.len()];
     let rest = rest.trim_start_matches([' ', '\t']);
@@ -268,11 +294,29 @@ fn parse_sample<'a>(
     Ok(Sample {
         series,
         name,
-        labels,
+        label_text,
         value,
         timestamp_ms,
         metric_type,
     })
+}
+
+/// Where the label set that starts after `{` ends (the index of its `}`), honouring
+/// quoted values and escapes; a fast scan, the labels themselves are parsed on demand.
+fn label_set_end(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if in_quotes => i += 1,
+            b'"' => in_quotes = !in_quotes,
+            b'}' if !in_quotes => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Parses `name="value",…}` and returns what follows the closing brace.
@@ -403,7 +447,11 @@ mod tests {
     fn collect(body: &str, format: Format) -> Result<Vec<String>, ParseError> {
         let mut out = Vec::new();
         parse(body.as_bytes(), format, |s| {
-            let labels: Vec<String> = s.labels.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
+            let labels: Vec<String> = s
+                .labels()?
+                .iter()
+                .map(|(n, v)| format!("{n}={v:?}"))
+                .collect();
             out.push(format!(
                 "{} {} {:?} {:?} {:?}",
                 s.name,
@@ -412,6 +460,7 @@ mod tests {
                 s.timestamp_ms,
                 s.metric_type
             ));
+            Ok(())
         })?;
         Ok(out)
     }
@@ -460,7 +509,8 @@ mod tests {
     fn series_key_is_the_text_before_the_value() {
         let mut keys = Vec::new();
         parse(b"a{x=\"1\"} 1\nb 2 3\n", Format::PrometheusText, |s| {
-            keys.push(s.series.to_owned())
+            keys.push(s.series.to_owned());
+            Ok(())
         })
         .unwrap();
         assert_eq!(keys, ["a{x=\"1\"}", "b"]);
@@ -531,7 +581,7 @@ mod tests {
             ),
             (
                 b"a{1b=\"1\"} 1\n",
-                "line 1: invalid label name at \"1b=\\\"1\\\"} 1\"",
+                "line 1: invalid label name at \"1b=\\\"1\\\"}\"",
             ),
             (b"a one\n", "line 1: invalid value \"one\""),
             (b"a 1 2 3\n", "line 1: unexpected \"3\" after the timestamp"),
@@ -548,7 +598,8 @@ mod tests {
             ),
         ];
         for (body, expected) in cases {
-            let error = parse(body, Format::PrometheusText, |_| {}).unwrap_err();
+            let error =
+                parse(body, Format::PrometheusText, |s| s.labels().map(|_| ())).unwrap_err();
             assert_eq!(
                 error.to_string(),
                 *expected,
@@ -558,7 +609,7 @@ mod tests {
         }
         let huge = format!("a{{b=\"{}\"}} 1\n", "x".repeat(MAX_LINE_BYTES));
         assert_eq!(
-            parse(huge.as_bytes(), Format::PrometheusText, |_| {}),
+            parse(huge.as_bytes(), Format::PrometheusText, |_| Ok(())),
             Err(ParseError::LineTooLong { line: 1 })
         );
     }

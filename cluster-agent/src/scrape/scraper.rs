@@ -520,7 +520,7 @@ impl Scraper {
         let mut written = 0;
         let scraped = exposition::parse(body, format, |sample| {
             if error.is_some() {
-                return;
+                return Ok(());
             }
             let index = match cache.index.get(sample.series) {
                 Some(index) => *index,
@@ -532,29 +532,32 @@ impl Scraper {
                             cache.families_changed = true;
                         }
                     }
-                    let entry = new_entry(&sample, target, config, processors, external, &hasher);
+                    let labels = sample.labels()?;
+                    let entry = new_entry(
+                        &sample, &labels, target, config, processors, external, &hasher,
+                    );
                     cache.insert(entry)
                 }
             };
             let Some(entry) = cache.entries[index].as_mut() else {
-                return;
+                return Ok(());
             };
             if entry.pending == generation {
                 error = Some(ScrapeError::Duplicate(entry.key.to_string()));
-                return;
+                return Ok(());
             }
             entry.pending = generation;
             cache.current.push(index);
             if let Some(limit) = &entry.limit_error {
                 error = Some(ScrapeError::LabelLimit(limit.to_string()));
-                return;
+                return Ok(());
             }
             let Some(encoded) = &entry.encoded else {
-                return;
+                return Ok(());
             };
             // Series that relabeling made identical: the first one wins, as in Prometheus.
             if !cache.written.insert(entry.hash) {
-                return;
+                return Ok(());
             }
             let ts = match sample.timestamp_ms {
                 Some(ts) if config.honor_timestamps => ts,
@@ -562,6 +565,7 @@ impl Scraper {
             };
             writer.sample(encoded, ts, sample.value);
             written += 1;
+            Ok(())
         })?;
         if let Some(error) = error {
             return Err(error);
@@ -577,6 +581,7 @@ impl Scraper {
 /// Builds the cache entry of a series seen for the first time.
 fn new_entry(
     sample: &exposition::Sample<'_>,
+    labels: &[(&str, std::borrow::Cow<'_, str>)],
     target: &Target,
     config: &ScrapeConfig,
     processors: &ValidatedProcessors,
@@ -585,7 +590,7 @@ fn new_entry(
 ) -> CachedSeries {
     let exposed = Labels::from_pairs(
         std::iter::once((METRIC_NAME, sample.name.to_owned()))
-            .chain(sample.labels.iter().map(|(n, v)| (*n, v.to_string()))),
+            .chain(labels.iter().map(|(n, v)| (*n, v.to_string()))),
     );
     let merged = merge_target_labels(&exposed, target, config.honor_labels);
     let mut entry = CachedSeries {
