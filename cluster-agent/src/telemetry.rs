@@ -190,7 +190,7 @@ impl Collector for AgentCollector {
                 age.push((label(), oldest));
             }
             let (mut up, mut down) = (0u32, 0u32);
-            for target in &pipeline.targets {
+            for target in &pipeline.target_states() {
                 let health = target
                     .health
                     .lock()

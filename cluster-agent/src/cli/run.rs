@@ -39,9 +39,49 @@ pub struct RunArgs {
     /// Address for /metrics, /healthz, /readyz and the push receivers.
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_LISTEN_ADDRESS)]
     pub listen_address: SocketAddr,
+    /// Kubernetes discovery: `auto` uses the in-cluster service account or $KUBECONFIG
+    /// when present, `off` never contacts an API server.
+    #[arg(long, value_enum, default_value_t = KubernetesMode::Auto)]
+    pub kubernetes: KubernetesMode,
     /// How often to check the configuration file for changes, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_RELOAD_CHECK_INTERVAL.as_millis() as u64)]
     pub reload_check_ms: u64,
+}
+
+/// Whether the agent talks to a Kubernetes API server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubernetesMode {
+    /// When running in a cluster or given a kubeconfig.
+    Auto,
+    /// Never.
+    Off,
+}
+
+/// The cluster's pods, when the agent runs in a cluster (or has a kubeconfig).
+async fn kubernetes_pods(
+    mode: KubernetesMode,
+) -> Option<(
+    tokio::sync::watch::Receiver<crate::discovery::kubernetes::watch::PodSnapshot>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let configured = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some();
+    if mode == KubernetesMode::Off || !configured {
+        tracing::info!(
+            "Kubernetes discovery is off: no in-cluster service account and no KUBECONFIG"
+        );
+        return None;
+    }
+    match kube::Client::try_default().await {
+        Ok(client) => {
+            tracing::info!("watching the cluster's pods for the prometheus input");
+            Some(crate::discovery::kubernetes::watch::watch_pods(client))
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot reach the Kubernetes API; the prometheus input finds no pods");
+            None
+        }
+    }
 }
 
 /// Why the agent cannot start.
@@ -115,10 +155,12 @@ fn log_report(report: &ApplyReport) {
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (config, mut hash) = load(&args.config)?;
+    let kubernetes = kubernetes_pods(args.kubernetes).await;
     let context = AgentContext {
         data_dir: args.data_dir.clone(),
         external_labels: Arc::new(Labels::default()),
         secrets: Arc::new(NoSecrets),
+        pods: kubernetes.as_ref().map(|(pods, _)| pods.clone()),
     };
     let mut agent = Agent::new(context);
     let reloads = Arc::new(ReloadState::default());

@@ -7,3 +7,4 @@ pub mod inlet;
 pub mod runtime;
 pub mod sender;
 pub mod stats;
+pub mod targets;

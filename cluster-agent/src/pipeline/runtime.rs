@@ -1,5 +1,7 @@
 //! Starting and stopping one pipeline: its buffer (under `<data dir>/buffers/<name>`),
-//! exporter and sender, and one scrape loop per target.
+//! exporter and sender, and its targets ([`super::targets`]): the static ones, and for
+//! the `prometheus` input the annotated pods of the namespaces it admits, followed as
+//! pods come and go.
 //!
 //! Stopping is orderly: scrape loops stop first and write their staleness markers,
 //! then the sender gets a short grace period to deliver what is buffered, then it
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::input::{DEFAULT_METRICS_PATH, Scheme};
 use kaas_pipeline::output::ValidatedOutput;
@@ -20,23 +23,24 @@ use tokio::task::JoinHandle;
 use super::inlet::Inlet;
 use super::sender::{Sender, SenderConfig};
 use super::stats::PipelineStats;
+use super::targets::{DesiredTarget, TargetSet, TargetState};
 use crate::buffer::{BufferError, DiskBuffer, Limits};
+use crate::discovery::kubernetes::watch::PodSnapshot;
+use crate::discovery::kubernetes::{annotations, pods};
 use crate::exporters::Exporter;
 use crate::exporters::auth::SecretStore;
 use crate::exporters::otlp::OtlpExporter;
 use crate::exporters::remote_write::RemoteWriteExporter;
 use crate::exporters::tls::{TlsError, TlsMaterial, http_client};
 use crate::labels::{ADDRESS, Labels};
-use crate::scrape::scraper::{
-    DEFAULT_BODY_SIZE_LIMIT, ScrapeConfig, Scraper, Target, TargetHealth,
-};
+use crate::scrape::scraper::{DEFAULT_BODY_SIZE_LIMIT, ScrapeConfig, Target};
 use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, populate};
 
 /// How long a stopping pipeline may keep sending what it has buffered.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What every pipeline of an agent shares.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AgentContext {
     /// The agent's data directory.
     pub data_dir: PathBuf,
@@ -44,6 +48,8 @@ pub struct AgentContext {
     pub external_labels: Arc<Labels>,
     /// Where `secretKeyRef` values come from.
     pub secrets: Arc<dyn SecretStore>,
+    /// The cluster's pods, when the agent can reach the Kubernetes API.
+    pub pods: Option<watch::Receiver<PodSnapshot>>,
 }
 
 /// Why a pipeline cannot start.
@@ -60,15 +66,6 @@ pub enum StartError {
     Unsupported(String),
 }
 
-/// A target's state, for health reports.
-#[derive(Clone, Debug)]
-pub struct TargetState {
-    /// The target's public labels.
-    pub labels: Labels,
-    /// Its health.
-    pub health: Arc<Mutex<TargetHealth>>,
-}
-
 /// A pipeline that is running.
 pub struct RunningPipeline {
     /// The pipeline as validated.
@@ -81,13 +78,12 @@ pub struct RunningPipeline {
     pub inlet: Inlet,
     /// Labels added to series that lack them.
     pub external_labels: Arc<Labels>,
-    /// Targets and their health.
-    pub targets: Vec<TargetState>,
+    /// The scrape loops.
+    pub targets: Arc<Mutex<TargetSet>>,
     /// Targets that could not be built, with the reason.
     pub target_errors: Vec<String>,
-    stop_scrapers: watch::Sender<bool>,
+    discovery: Option<JoinHandle<()>>,
     stop_sender: watch::Sender<bool>,
-    scrapers: Vec<JoinHandle<()>>,
     sender: JoinHandle<()>,
 }
 
@@ -150,9 +146,31 @@ impl RunningPipeline {
         let (stop_sender, sender_rx) = watch::channel(false);
         let sender = tokio::spawn(sender.run(sender_rx));
 
-        let (stop_scrapers, scrapers_rx) = watch::channel(false);
-        let (scrapers, targets, target_errors) =
-            start_static_targets(&pipeline, context, &inlet, &scrapers_rx)?;
+        let client = http_client(&TlsMaterial::default())?;
+        let targets = Arc::new(Mutex::new(TargetSet::new(
+            client,
+            Arc::new(pipeline.processors.clone()),
+            context.external_labels.clone(),
+            inlet.clone(),
+        )));
+        let (static_targets, target_errors) = static_targets(&pipeline);
+        lock(&targets).sync(static_targets.clone());
+        let discovery = match (&pipeline.spec().input.prometheus, &context.pods) {
+            (Some(input), Some(pods)) if input.enabled => Some(tokio::spawn(discover_pods(
+                pipeline.clone(),
+                static_targets,
+                pods.clone(),
+                targets.clone(),
+            ))),
+            (Some(input), None) if input.enabled => {
+                stats.error(
+                    "KubernetesUnavailable",
+                    "the prometheus input needs access to the Kubernetes API, which this agent does not have",
+                );
+                None
+            }
+            _ => None,
+        };
         Ok(Self {
             pipeline,
             stats,
@@ -161,19 +179,32 @@ impl RunningPipeline {
             external_labels: context.external_labels.clone(),
             targets,
             target_errors,
-            stop_scrapers,
+            discovery,
             stop_sender,
-            scrapers,
             sender,
         })
     }
 
+    /// The targets and their health.
+    pub fn target_states(&self) -> Vec<TargetState> {
+        lock(&self.targets).states()
+    }
+
     /// Stops the pipeline (see the module documentation).
     pub async fn stop(self) {
-        self.stop_scrapers.send_replace(true);
-        for scraper in self.scrapers {
-            let _ = scraper.await;
+        if let Some(discovery) = &self.discovery {
+            discovery.abort();
         }
+        let mut targets = std::mem::replace(
+            &mut *lock(&self.targets),
+            TargetSet::new(
+                http_client(&TlsMaterial::default()).unwrap_or_default(),
+                Arc::new(Default::default()),
+                self.external_labels.clone(),
+                self.inlet.clone(),
+            ),
+        );
+        targets.stop_all().await;
         // Let the sender deliver what the scrapers just buffered, then stop it.
         let stats = self.stats.clone();
         let buffer = self.buffer.clone();
@@ -200,7 +231,7 @@ impl std::fmt::Debug for RunningPipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunningPipeline")
             .field("name", &self.pipeline.name())
-            .field("targets", &self.targets.len())
+            .field("targets", &self.target_states().len())
             .finish_non_exhaustive()
     }
 }
@@ -210,50 +241,67 @@ pub fn buffer_dir(data_dir: &Path, pipeline: &str) -> PathBuf {
     data_dir.join("buffers").join(pipeline)
 }
 
-type Started = (Vec<JoinHandle<()>>, Vec<TargetState>, Vec<String>);
+fn lock(targets: &Mutex<TargetSet>) -> std::sync::MutexGuard<'_, TargetSet> {
+    targets.lock().unwrap_or_else(|e| e.into_inner())
+}
 
-fn start_static_targets(
+/// How the pipeline's targets are scraped.
+fn scrape_config(
     pipeline: &ValidatedPipeline,
-    context: &AgentContext,
-    inlet: &Inlet,
-    stop: &watch::Receiver<bool>,
-) -> Result<Started, StartError> {
-    let spec = pipeline.spec();
-    let mut handles = Vec::new();
-    let mut states = Vec::new();
+    honor_labels: bool,
+    honor_timestamps: bool,
+) -> ScrapeConfig {
+    let limits = pipeline
+        .spec()
+        .processors
+        .limits
+        .clone()
+        .unwrap_or_default();
+    ScrapeConfig {
+        interval: pipeline.scrape.interval,
+        timeout: pipeline.scrape.timeout,
+        honor_labels,
+        honor_timestamps,
+        body_size_limit: DEFAULT_BODY_SIZE_LIMIT,
+        sample_limit: limits.sample_limit.unwrap_or(0),
+        label_limit: limits.label_limit.unwrap_or(0),
+        label_name_length_limit: limits.label_name_length_limit.unwrap_or(0),
+        label_value_length_limit: limits.label_value_length_limit.unwrap_or(0),
+    }
+}
+
+fn defaults(pipeline: &ValidatedPipeline, metrics_path: &str, scheme: &str) -> ScrapeDefaults {
+    ScrapeDefaults {
+        job: pipeline.name().to_owned(),
+        interval: pipeline.scrape.interval,
+        timeout: pipeline.scrape.timeout,
+        metrics_path: metrics_path.to_owned(),
+        scheme: scheme.to_owned(),
+    }
+}
+
+/// The static targets, and the reasons for those that cannot be built.
+fn static_targets(pipeline: &ValidatedPipeline) -> (Vec<DesiredTarget>, Vec<String>) {
+    let mut desired = Vec::new();
     let mut errors = Vec::new();
-    let Some(input) = &spec.input.static_targets else {
-        return Ok((handles, states, errors));
+    let Some(input) = &pipeline.spec().input.static_targets else {
+        return (desired, errors);
     };
-    let client = http_client(&TlsMaterial::default())?;
-    let processors = Arc::new(pipeline.processors.clone());
-    let limits = spec.processors.limits.clone().unwrap_or_default();
     for group in &input.targets {
         let scheme = match group.scheme.unwrap_or(Scheme::Http) {
             Scheme::Http => "http",
             Scheme::Https => "https",
         };
-        let defaults = ScrapeDefaults {
-            job: pipeline.name().to_owned(),
-            interval: pipeline.scrape.interval,
-            timeout: pipeline.scrape.timeout,
-            metrics_path: group
-                .metrics_path
-                .clone()
-                .unwrap_or_else(|| DEFAULT_METRICS_PATH.to_owned()),
-            scheme: scheme.to_owned(),
-        };
-        let config = ScrapeConfig {
-            interval: pipeline.scrape.interval,
-            timeout: pipeline.scrape.timeout,
-            honor_labels: group.honor_labels,
-            honor_timestamps: group.honor_timestamps.unwrap_or(true),
-            body_size_limit: DEFAULT_BODY_SIZE_LIMIT,
-            sample_limit: limits.sample_limit.unwrap_or(0),
-            label_limit: limits.label_limit.unwrap_or(0),
-            label_name_length_limit: limits.label_name_length_limit.unwrap_or(0),
-            label_value_length_limit: limits.label_value_length_limit.unwrap_or(0),
-        };
+        let path = group
+            .metrics_path
+            .as_deref()
+            .unwrap_or(DEFAULT_METRICS_PATH);
+        let defaults = defaults(pipeline, path, scheme);
+        let config = scrape_config(
+            pipeline,
+            group.honor_labels,
+            group.honor_timestamps.unwrap_or(true),
+        );
         for address in &group.addresses {
             let discovered = Labels::from_pairs(
                 group
@@ -263,40 +311,80 @@ fn start_static_targets(
                     .chain([
                         (ADDRESS.to_owned(), address.clone()),
                         (SCHEME.to_owned(), scheme.to_owned()),
-                        (METRICS_PATH.to_owned(), defaults.metrics_path.clone()),
+                        (METRICS_PATH.to_owned(), path.to_owned()),
                     ]),
             );
-            let labels = match populate(&discovered, &defaults, &pipeline.processors.relabel) {
-                Ok(Some(labels)) => labels,
-                Ok(None) => continue,
-                Err(error) => {
-                    errors.push(format!("target {address}: {error}"));
-                    continue;
-                }
-            };
-            let target = match Target::new(labels) {
-                Ok(target) => target,
-                Err(error) => {
-                    errors.push(format!("target {address}: {error}"));
-                    continue;
-                }
-            };
-            let scraper = Scraper::new(
-                target.clone(),
-                config.clone(),
-                client.clone(),
-                processors.clone(),
-                context.external_labels.clone(),
-                inlet.clone(),
-            );
-            states.push(TargetState {
-                labels: target.public.clone(),
-                health: scraper.health.clone(),
-            });
-            handles.push(tokio::spawn(scraper.run(stop.clone())));
+            match populate(&discovered, &defaults, &pipeline.processors.relabel)
+                .map(|l| l.map(Target::new))
+            {
+                Ok(Some(Ok(target))) => desired.push(DesiredTarget {
+                    target,
+                    config: config.clone(),
+                }),
+                Ok(None) => {}
+                Ok(Some(Err(error))) => errors.push(format!("target {address}: {error}")),
+                Err(error) => errors.push(format!("target {address}: {error}")),
+            }
         }
     }
-    Ok((handles, states, errors))
+    (desired, errors)
+}
+
+/// Targets from annotated pods in the namespaces the `prometheus` input admits: the
+/// annotation rules first, then the pipeline's own target relabeling.
+pub fn pod_targets(pipeline: &ValidatedPipeline, pods: &[Arc<Pod>]) -> Vec<DesiredTarget> {
+    let Some(input) = &pipeline.spec().input.prometheus else {
+        return Vec::new();
+    };
+    let mut rules = annotations::rules();
+    rules.extend(pipeline.processors.relabel.iter().cloned());
+    let defaults = defaults(pipeline, DEFAULT_METRICS_PATH, "http");
+    let config = scrape_config(pipeline, false, true);
+    let mut desired = Vec::new();
+    for pod in pods {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        if !input.namespaces.admits(namespace) {
+            continue;
+        }
+        for discovered in pods::pod_targets(pod) {
+            if let Ok(Some(labels)) = populate(&discovered, &defaults, &rules)
+                && let Ok(target) = Target::new(labels)
+            {
+                desired.push(DesiredTarget {
+                    target,
+                    config: config.clone(),
+                });
+            }
+        }
+    }
+    desired
+}
+
+/// Follows pod snapshots and keeps the pipeline's targets in step: static targets plus
+/// those of the current pods.
+async fn discover_pods(
+    pipeline: ValidatedPipeline,
+    static_targets: Vec<DesiredTarget>,
+    mut pods: watch::Receiver<PodSnapshot>,
+    targets: Arc<Mutex<TargetSet>>,
+) {
+    loop {
+        let snapshot = pods.borrow_and_update().clone();
+        let mut desired = static_targets.clone();
+        desired.extend(pod_targets(&pipeline, &snapshot));
+        let report = lock(&targets).sync(desired);
+        if report.started + report.stopped > 0 {
+            tracing::info!(
+                pipeline = %pipeline.name(),
+                started = report.started,
+                stopped = report.stopped,
+                "scrape targets changed"
+            );
+        }
+        if pods.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Pipelines by name.

@@ -1,0 +1,140 @@
+//! The scrape targets of one pipeline: a loop per target, started when the target
+//! appears in discovery and stopped, with staleness markers for its series, when it
+//! disappears. Targets are identified by their complete label set, so a target whose
+//! labels change is a new target, as in Prometheus.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kaas_pipeline::processors::ValidatedProcessors;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::inlet::Inlet;
+use crate::labels::Labels;
+use crate::scrape::scraper::{ScrapeConfig, Scraper, Target, TargetHealth};
+
+/// A target as discovery wants it.
+#[derive(Clone, Debug)]
+pub struct DesiredTarget {
+    /// The target.
+    pub target: Target,
+    /// How to scrape it.
+    pub config: ScrapeConfig,
+}
+
+/// A target's state, for health reports.
+#[derive(Clone, Debug)]
+pub struct TargetState {
+    /// The target's public labels.
+    pub labels: Labels,
+    /// Its health.
+    pub health: Arc<Mutex<TargetHealth>>,
+}
+
+struct RunningTarget {
+    state: TargetState,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// What one sync changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Loops started.
+    pub started: usize,
+    /// Loops stopped.
+    pub stopped: usize,
+}
+
+/// The running scrape loops of one pipeline.
+pub struct TargetSet {
+    client: reqwest::Client,
+    processors: Arc<ValidatedProcessors>,
+    external_labels: Arc<Labels>,
+    inlet: Inlet,
+    running: HashMap<Labels, RunningTarget>,
+    stopping: Vec<JoinHandle<()>>,
+}
+
+impl TargetSet {
+    /// An empty set whose loops share `client` and feed `inlet`.
+    pub fn new(
+        client: reqwest::Client,
+        processors: Arc<ValidatedProcessors>,
+        external_labels: Arc<Labels>,
+        inlet: Inlet,
+    ) -> Self {
+        Self {
+            client,
+            processors,
+            external_labels,
+            inlet,
+            running: HashMap::new(),
+            stopping: Vec::new(),
+        }
+    }
+
+    /// Makes the running loops match `desired`. Must be called inside a Tokio runtime.
+    pub fn sync(&mut self, desired: Vec<DesiredTarget>) -> SyncReport {
+        let mut report = SyncReport::default();
+        let mut wanted: HashMap<Labels, DesiredTarget> = HashMap::new();
+        for target in desired {
+            wanted.entry(target.target.labels.clone()).or_insert(target);
+        }
+        let gone: Vec<Labels> = self
+            .running
+            .keys()
+            .filter(|labels| !wanted.contains_key(*labels))
+            .cloned()
+            .collect();
+        for labels in gone {
+            if let Some(target) = self.running.remove(&labels) {
+                target.stop.send_replace(true);
+                self.stopping.push(target.task);
+                report.stopped += 1;
+            }
+        }
+        self.stopping.retain(|task| !task.is_finished());
+        for (labels, desired) in wanted {
+            if self.running.contains_key(&labels) {
+                continue;
+            }
+            let scraper = Scraper::new(
+                desired.target.clone(),
+                desired.config,
+                self.client.clone(),
+                self.processors.clone(),
+                self.external_labels.clone(),
+                self.inlet.clone(),
+            );
+            let state = TargetState {
+                labels: desired.target.public.clone(),
+                health: scraper.health.clone(),
+            };
+            let (stop, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(scraper.run(stop_rx));
+            self.running
+                .insert(labels, RunningTarget { state, stop, task });
+            report.started += 1;
+        }
+        report
+    }
+
+    /// The targets and their health.
+    pub fn states(&self) -> Vec<TargetState> {
+        self.running.values().map(|t| t.state.clone()).collect()
+    }
+
+    /// Stops every loop and waits until each has written its staleness markers.
+    pub async fn stop_all(&mut self) {
+        let mut tasks = std::mem::take(&mut self.stopping);
+        for (_, target) in self.running.drain() {
+            target.stop.send_replace(true);
+            tasks.push(target.task);
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
