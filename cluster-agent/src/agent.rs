@@ -48,6 +48,15 @@ impl Agent {
         }
     }
 
+    /// Uses `secrets` for pipelines started from now on (running pipelines keep the
+    /// store they started with, which still serves their namespaces).
+    pub fn set_secret_store(
+        &mut self,
+        secrets: std::sync::Arc<dyn crate::exporters::auth::SecretStore>,
+    ) {
+        self.base.secrets = secrets;
+    }
+
     /// Makes the running pipelines match `config`.
     pub async fn apply(&mut self, config: ValidatedAgentConfig) -> ApplyReport {
         let external_labels = Arc::new(Labels::from_pairs(config.external_labels.clone()));

@@ -237,6 +237,44 @@ pub enum ValidatedOutput {
 }
 
 impl Output {
+    /// Every Kubernetes Secret key the output refers to (headers, credentials, TLS), so
+    /// an agent knows which namespaces' Secrets to watch and the observer which ones to
+    /// check.
+    pub fn secret_refs(&self) -> Vec<&crate::secret::SecretKeyRef> {
+        let (headers, authentication, tls) = match (&self.prometheus_remote_write, &self.otlp) {
+            (Some(rw), _) => (&rw.headers, &rw.authentication, &rw.tls),
+            (None, Some(otlp)) => (&otlp.headers, &otlp.authentication, &otlp.tls),
+            (None, None) => return Vec::new(),
+        };
+        let mut sources: Vec<Option<&crate::secret::ValueFrom>> =
+            headers.iter().map(|h| h.value_from.as_ref()).collect();
+        if let Some(auth) = authentication {
+            if let Some(basic) = &auth.basic {
+                sources.push(basic.user.value_from.as_ref());
+                sources.push(basic.password.value_from.as_ref());
+            }
+            sources.push(
+                auth.bearer_token
+                    .as_ref()
+                    .and_then(|t| t.value_from.as_ref()),
+            );
+            if let Some(oauth2) = &auth.oauth2 {
+                sources.push(oauth2.client_id.value_from.as_ref());
+                sources.push(oauth2.client_secret.value_from.as_ref());
+            }
+        }
+        if let Some(tls) = tls {
+            for source in [&tls.ca, &tls.cert, &tls.key].into_iter().flatten() {
+                sources.push(source.value_from.as_ref());
+            }
+        }
+        sources
+            .into_iter()
+            .flatten()
+            .filter_map(|from| from.secret_key_ref.as_ref())
+            .collect()
+    }
+
     pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) -> Option<ValidatedOutput> {
         match (&self.prometheus_remote_write, &self.otlp) {
             (Some(rw), None) => rw.validate(&field(path, "prometheusRemoteWrite"), errors),
@@ -590,5 +628,36 @@ impl PemKind {
                         .into()
                 }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_refs_lists_every_referenced_key() {
+        let output: Output = serde_yaml::from_str(
+            r#"
+prometheusRemoteWrite:
+  url: https://x.example/write
+  headers:
+    - {name: X-Tenant, value: plain}
+    - {name: X-Key, valueFrom: {secretKeyRef: {name: h, namespace: a, key: k}}}
+  authentication:
+    basic:
+      user: {value: agent}
+      password: {valueFrom: {secretKeyRef: {name: p, namespace: b, key: k}}}
+  tls:
+    ca: {valueFrom: {secretKeyRef: {name: ca, namespace: c, key: ca.crt}}}
+"#,
+        )
+        .unwrap();
+        let refs: Vec<(&str, &str)> = output
+            .secret_refs()
+            .iter()
+            .map(|r| (r.namespace.as_str(), r.name.as_str()))
+            .collect();
+        assert_eq!(refs, [("a", "h"), ("b", "p"), ("c", "ca")]);
     }
 }

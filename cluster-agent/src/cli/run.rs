@@ -57,13 +57,9 @@ pub enum KubernetesMode {
     Off,
 }
 
-/// The cluster's pods, when the agent runs in a cluster (or has a kubeconfig).
-async fn kubernetes_pods(
-    mode: KubernetesMode,
-) -> Option<(
-    tokio::sync::watch::Receiver<crate::discovery::kubernetes::watch::PodSnapshot>,
-    tokio::task::JoinHandle<()>,
-)> {
+/// A client for the cluster's API, when the agent runs in a cluster (or has a
+/// kubeconfig).
+async fn kubernetes_client(mode: KubernetesMode) -> Option<kube::Client> {
     let configured = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
         || std::env::var_os("KUBECONFIG").is_some();
     if mode == KubernetesMode::Off || !configured {
@@ -74,8 +70,8 @@ async fn kubernetes_pods(
     }
     match kube::Client::try_default().await {
         Ok(client) => {
-            tracing::info!("watching the cluster's pods for the prometheus input");
-            Some(crate::discovery::kubernetes::watch::watch_pods(client))
+            tracing::info!("using the Kubernetes API for pod discovery and secretKeyRef values");
+            Some(client)
         }
         Err(error) => {
             tracing::error!(%error, "cannot reach the Kubernetes API; the prometheus input finds no pods");
@@ -139,6 +135,16 @@ fn load(path: &Path) -> Result<(ValidatedAgentConfig, [u8; 32]), RunError> {
     Ok((config, hash))
 }
 
+/// The namespaces whose Secrets the configuration's pipelines reference.
+fn secret_namespaces(config: &ValidatedAgentConfig) -> std::collections::BTreeSet<String> {
+    config
+        .pipelines
+        .iter()
+        .flat_map(|p| p.spec().output.secret_refs())
+        .map(|r| r.namespace.clone())
+        .collect()
+}
+
 fn log_report(report: &ApplyReport) {
     tracing::info!(
         started = ?report.started,
@@ -155,14 +161,32 @@ fn log_report(report: &ApplyReport) {
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (config, mut hash) = load(&args.config)?;
-    let kubernetes = kubernetes_pods(args.kubernetes).await;
+    let kubernetes = kubernetes_client(args.kubernetes).await;
+    let pods = kubernetes
+        .clone()
+        .map(crate::discovery::kubernetes::watch::watch_pods);
     let context = AgentContext {
         data_dir: args.data_dir.clone(),
         external_labels: Arc::new(Labels::default()),
         secrets: Arc::new(NoSecrets),
-        pods: kubernetes.as_ref().map(|(pods, _)| pods.clone()),
+        pods: pods.as_ref().map(|(pods, _)| pods.clone()),
     };
     let mut agent = Agent::new(context);
+    let mut watched_secret_namespaces = std::collections::BTreeSet::new();
+    let mut use_secrets_of = |agent: &mut Agent, config: &ValidatedAgentConfig| {
+        let namespaces = secret_namespaces(config);
+        if let Some(client) = &kubernetes
+            && namespaces != watched_secret_namespaces
+        {
+            agent.set_secret_store(Arc::new(
+                crate::discovery::kubernetes::secrets::KubernetesSecrets::watch(
+                    client,
+                    namespaces.clone(),
+                ),
+            ));
+            watched_secret_namespaces = namespaces;
+        }
+    };
     let reloads = Arc::new(ReloadState::default());
     let push_stats = Arc::new(PushStats::default());
     let registry = Arc::new(registry(
@@ -188,6 +212,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         "serving /metrics, /healthz, /readyz and the push receivers /api/v1/write and /v1/metrics"
     );
 
+    use_secrets_of(&mut agent, &config);
     log_report(&agent.apply(config).await);
     reloads.applied.store(true, Ordering::Relaxed);
     reloads.last_successful.store(true, Ordering::Relaxed);
@@ -210,6 +235,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         match load(&args.config) {
             Ok((config, new_hash)) => {
                 hash = new_hash;
+                use_secrets_of(&mut agent, &config);
                 log_report(&agent.apply(config).await);
                 reloads.successes.fetch_add(1, Ordering::Relaxed);
                 reloads.last_successful.store(true, Ordering::Relaxed);

@@ -2,10 +2,12 @@
 //! unit-tested), [`annotations`] expresses the `prometheus.io/*` annotation conventions
 //! as relabel rules, and [`watch`] keeps a reflector of the cluster's pods through
 //! kube-runtime's watcher (tested against kube's mock client) and publishes the
-//! current pods whenever they change.
+//! current pods whenever they change; [`secrets`] resolves `secretKeyRef` values from
+//! the referenced namespaces' Secrets and follows their rotation.
 
 pub mod annotations;
 pub mod pods;
+pub mod secrets;
 pub mod watch;
 
 /// Prefix of every Kubernetes meta label, as Prometheus names them.
