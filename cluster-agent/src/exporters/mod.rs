@@ -1,9 +1,11 @@
 //! Sending batches to backends. Each pipeline has its own exporter with its own HTTP
 //! client and connection pool, so a slow or dead backend holds up only its own
-//! pipeline. The parts every exporter shares: TLS ([`tls`]), credentials and secret
-//! resolution ([`auth`]), and how failures are classified and retried ([`retry`]).
+//! pipeline. The parts every exporter shares: the endpoint with its headers, credentials
+//! and client ([`http`]), TLS ([`tls`]), secret resolution ([`auth`]), and how failures
+//! are classified and retried ([`retry`]).
 
 pub mod auth;
+pub mod http;
 pub mod otlp;
 pub mod remote_write;
 pub mod retry;

@@ -9,7 +9,7 @@
 pub mod convert;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use kaas_pipeline::output::{OtlpOutput, OtlpProtocol};
 use kaas_proto::otlp::{
@@ -19,53 +19,46 @@ use prost::Message;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataKey, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use url::Url;
 
 use super::USER_AGENT as AGENT;
-use super::auth::{
-    AuthError, Credentials, SecretStore, resolve_headers, tls_material, without_url,
-};
-use super::retry::{SendError, classify};
-use super::tls::{ClientCache, TlsError, TlsMaterial, client_config, http_client};
+use super::auth::{AuthError, SecretStore};
+use super::http::Endpoint;
+use super::retry::SendError;
+use super::tls::{ClientCache, TlsError, TlsMaterial, client_config};
 use crate::batch::Batch;
 
 /// Sends batches to one OTLP endpoint.
 #[derive(Debug)]
 pub struct OtlpExporter {
-    endpoint: Url,
+    url: Url,
     protocol: OtlpProtocol,
     timeout: Duration,
-    output: OtlpOutput,
-    store: Arc<dyn SecretStore>,
-    credentials: Credentials,
-    http: ClientCache<reqwest::Client>,
+    endpoint: Endpoint,
     grpc: ClientCache<Channel>,
 }
 
 impl OtlpExporter {
-    /// An exporter for a validated output (`endpoint` already ends in `/v1/metrics`
-    /// for HTTP).
+    /// An exporter for a validated output (`url` already ends in `/v1/metrics` for
+    /// HTTP).
     pub fn new(
         output: &OtlpOutput,
-        endpoint: Url,
+        url: Url,
         protocol: OtlpProtocol,
         timeout: Duration,
         store: Arc<dyn SecretStore>,
     ) -> Result<Self, TlsError> {
-        let token_client = http_client(&TlsMaterial::default())?;
         Ok(Self {
-            endpoint,
+            url,
             protocol,
             timeout,
-            output: output.clone(),
-            credentials: Credentials::new(
+            endpoint: Endpoint::new(
+                &output.headers,
                 output.authentication.as_ref(),
-                token_client,
-                store.clone(),
-            ),
-            store,
-            http: ClientCache::default(),
+                output.tls.as_ref(),
+                store,
+            )?,
             grpc: ClientCache::default(),
         })
     }
@@ -80,55 +73,26 @@ impl OtlpExporter {
     }
 
     async fn send_http(&self, request: ExportMetricsServiceRequest) -> Result<(), SendError> {
-        let material = tls_material(self.output.tls.as_ref(), self.store.as_ref())?;
-        let client = self
-            .http
-            .get(&material, http_client)
-            .map_err(|e| AuthError::Tls(e.to_string()))?;
-        let mut builder = client
-            .post(self.endpoint.clone())
-            .timeout(self.timeout)
-            .header(CONTENT_TYPE, "application/x-protobuf")
-            .header(USER_AGENT, HeaderValue::from_static(AGENT));
-        for (name, value) in resolve_headers(&self.output.headers, self.store.as_ref())? {
-            builder = builder.header(name, value);
-        }
-        if let Some(authorization) = self.credentials.authorization().await? {
-            builder = builder.header(reqwest::header::AUTHORIZATION, authorization);
-        }
-        let response = builder
-            .body(request.encode_to_vec())
-            .send()
-            .await
-            .map_err(|e| SendError::Retryable {
-                reason: format!("sending to the backend failed: {}", without_url(&e)),
-                retry_after: None,
-            })?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.bytes().await.unwrap_or_default();
-        let excerpt = if (200..300).contains(&status) {
-            String::new()
-        } else {
-            String::from_utf8_lossy(&body[..body.len().min(256)])
-                .trim()
-                .to_owned()
-        };
-        classify(status, retry_after.as_deref(), &excerpt, SystemTime::now())?;
+        let headers = [
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-protobuf"),
+            ),
+            (USER_AGENT, HeaderValue::from_static(AGENT)),
+        ];
+        let body = self
+            .endpoint
+            .post(&self.url, self.timeout, &headers, request.encode_to_vec())
+            .await?;
         partial_success(&ExportMetricsServiceResponse::decode(body.as_ref()).unwrap_or_default())
     }
 
     async fn send_grpc(&self, request: ExportMetricsServiceRequest) -> Result<(), SendError> {
-        let material = tls_material(self.output.tls.as_ref(), self.store.as_ref())?;
-        let endpoint = self.endpoint.clone();
-        let timeout = self.timeout;
+        let material = self.endpoint.tls_material()?;
+        let (url, timeout) = (self.url.clone(), self.timeout);
         let channel = self
             .grpc
-            .get(&material, |m| grpc_channel(&endpoint, m, timeout))
+            .get(&material, |m| grpc_channel(&url, m, timeout))
             .map_err(|e| AuthError::Tls(e.to_string()))?;
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.map_err(|e| SendError::Retryable {
@@ -137,11 +101,8 @@ impl OtlpExporter {
         })?;
         let mut call = tonic::Request::new(request);
         call.set_timeout(self.timeout);
-        for (name, value) in resolve_headers(&self.output.headers, self.store.as_ref())? {
+        for (name, value) in self.endpoint.request_headers().await? {
             insert_metadata(&mut call, name.as_str(), value.as_bytes())?;
-        }
-        if let Some(authorization) = self.credentials.authorization().await? {
-            insert_metadata(&mut call, "authorization", authorization.as_bytes())?;
         }
         let codec = tonic_prost::ProstCodec::<
             ExportMetricsServiceRequest,
@@ -184,12 +145,13 @@ fn grpc_channel(
         .https_or_http()
         .enable_http2()
         .build();
-    let endpoint = Endpoint::from_shared(endpoint.as_str().trim_end_matches('/').to_owned())
-        .map_err(|e| TlsError::Client(e.to_string()))?
-        .user_agent(AGENT)
-        .map_err(|e| TlsError::Client(e.to_string()))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(endpoint.as_str().trim_end_matches('/').to_owned())
+            .map_err(|e| TlsError::Client(e.to_string()))?
+            .user_agent(AGENT)
+            .map_err(|e| TlsError::Client(e.to_string()))?
+            .connect_timeout(timeout)
+            .timeout(timeout);
     Ok(endpoint.connect_with_connector_lazy(connector))
 }
 

@@ -10,7 +10,7 @@
 pub mod encode;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use kaas_pipeline::output::{RemoteWriteOutput, RemoteWriteVersion};
 use kaas_proto::remote_write::{v1, v2};
@@ -18,15 +18,11 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, U
 use url::Url;
 
 use super::USER_AGENT as AGENT;
-use super::auth::{
-    AuthError, Credentials, SecretStore, resolve_headers, tls_material, without_url,
-};
-use super::retry::{SendError, classify};
-use super::tls::{ClientCache, TlsError, TlsMaterial, http_client};
+use super::auth::SecretStore;
+use super::http::Endpoint;
+use super::retry::SendError;
+use super::tls::TlsError;
 use crate::batch::Batch;
-
-/// How much of an error response body is kept for the error message.
-const ERROR_BODY_EXCERPT: usize = 256;
 
 /// Sends batches to one remote-write endpoint.
 #[derive(Debug)]
@@ -34,10 +30,7 @@ pub struct RemoteWriteExporter {
     url: Url,
     version: RemoteWriteVersion,
     timeout: Duration,
-    output: RemoteWriteOutput,
-    store: Arc<dyn SecretStore>,
-    client: ClientCache<reqwest::Client>,
-    credentials: Credentials,
+    endpoint: Endpoint,
 }
 
 impl RemoteWriteExporter {
@@ -49,20 +42,16 @@ impl RemoteWriteExporter {
         timeout: Duration,
         store: Arc<dyn SecretStore>,
     ) -> Result<Self, TlsError> {
-        // OAuth2 token requests use a plain client with the system roots.
-        let token_client = http_client(&TlsMaterial::default())?;
         Ok(Self {
             url,
             version,
             timeout,
-            output: output.clone(),
-            credentials: Credentials::new(
+            endpoint: Endpoint::new(
+                &output.headers,
                 output.authentication.as_ref(),
-                token_client,
-                store.clone(),
-            ),
-            store,
-            client: ClientCache::default(),
+                output.tls.as_ref(),
+                store,
+            )?,
         })
     }
 
@@ -85,56 +74,22 @@ impl RemoteWriteExporter {
 
     /// Posts a compressed body of this exporter's version.
     async fn post(&self, body: Vec<u8>) -> Result<(), SendError> {
-        let client = self.client()?;
         let (content_type, version) = match self.version {
             RemoteWriteVersion::V1 => (v1::CONTENT_TYPE, v1::VERSION_HEADER_VALUE),
             RemoteWriteVersion::V2 => (v2::CONTENT_TYPE, v2::VERSION_HEADER_VALUE),
         };
-        let mut request = client
-            .post(self.url.clone())
-            .timeout(self.timeout)
-            .header(CONTENT_ENCODING, "snappy")
-            .header(CONTENT_TYPE, content_type)
-            .header(
+        let headers = [
+            (CONTENT_ENCODING, HeaderValue::from_static("snappy")),
+            (CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
                 HeaderName::from_static("x-prometheus-remote-write-version"),
-                version,
-            )
-            .header(USER_AGENT, HeaderValue::from_static(AGENT));
-        for (name, value) in resolve_headers(&self.output.headers, self.store.as_ref())? {
-            request = request.header(name, value);
-        }
-        if let Some(authorization) = self.credentials.authorization().await? {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization);
-        }
-        let response = request
-            .body(body)
-            .send()
+                HeaderValue::from_static(version),
+            ),
+            (USER_AGENT, HeaderValue::from_static(AGENT)),
+        ];
+        self.endpoint
+            .post(&self.url, self.timeout, &headers, body)
             .await
-            .map_err(|e| SendError::Retryable {
-                reason: format!("sending to the backend failed: {}", without_url(&e)),
-                retry_after: None,
-            })?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let excerpt = if response.status().is_success() {
-            String::new()
-        } else {
-            let body = response.bytes().await.unwrap_or_default();
-            let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_EXCERPT)]);
-            text.trim().to_owned()
-        };
-        classify(status, retry_after.as_deref(), &excerpt, SystemTime::now())
-    }
-
-    /// The HTTP client for the current TLS material.
-    fn client(&self) -> Result<reqwest::Client, AuthError> {
-        let material = tls_material(self.output.tls.as_ref(), self.store.as_ref())?;
-        self.client
-            .get(&material, http_client)
-            .map_err(|e| AuthError::Tls(e.to_string()))
+            .map(|_| ())
     }
 }

@@ -1,0 +1,111 @@
+//! What every exporter's endpoint shares: the configured headers and credentials,
+//! resolved for each request, the TLS material, and an HTTP client rebuilt only when
+//! that material changes; plus one POST that classifies the answer for retries.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kaas_pipeline::output::{Authentication, Header, Tls};
+use reqwest::header::{HeaderName, HeaderValue};
+use url::Url;
+
+use super::auth::{
+    AuthError, Credentials, SecretStore, resolve_headers, tls_material, without_url,
+};
+use super::retry::{SendError, classify};
+use super::tls::{ClientCache, TlsError, TlsMaterial, http_client};
+
+/// How much of an error response body is kept for the error message.
+const ERROR_BODY_EXCERPT: usize = 256;
+
+/// One backend endpoint's settings and clients.
+#[derive(Debug)]
+pub struct Endpoint {
+    headers: Vec<Header>,
+    tls: Option<Tls>,
+    store: Arc<dyn SecretStore>,
+    credentials: Credentials,
+    http: ClientCache<reqwest::Client>,
+}
+
+impl Endpoint {
+    /// An endpoint with these settings.
+    pub fn new(
+        headers: &[Header],
+        authentication: Option<&Authentication>,
+        tls: Option<&Tls>,
+        store: Arc<dyn SecretStore>,
+    ) -> Result<Self, TlsError> {
+        // OAuth2 token requests use a plain client with the system roots.
+        let token_client = http_client(&TlsMaterial::default())?;
+        Ok(Self {
+            headers: headers.to_vec(),
+            tls: tls.cloned(),
+            credentials: Credentials::new(authentication, token_client, store.clone()),
+            store,
+            http: ClientCache::default(),
+        })
+    }
+
+    /// The TLS settings with their secrets resolved now.
+    pub fn tls_material(&self) -> Result<TlsMaterial, AuthError> {
+        tls_material(self.tls.as_ref(), self.store.as_ref())
+    }
+
+    /// The configured headers and `Authorization`, resolved now.
+    pub async fn request_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, AuthError> {
+        let mut headers = resolve_headers(&self.headers, self.store.as_ref())?;
+        if let Some(authorization) = self.credentials.authorization().await? {
+            headers.push((reqwest::header::AUTHORIZATION, authorization));
+        }
+        Ok(headers)
+    }
+
+    /// POSTs `body` with the protocol's headers plus the endpoint's; the answer's body
+    /// on success, a classified error otherwise.
+    pub async fn post(
+        &self,
+        url: &Url,
+        timeout: Duration,
+        protocol_headers: &[(HeaderName, HeaderValue)],
+        body: Vec<u8>,
+    ) -> Result<bytes::Bytes, SendError> {
+        let material = self.tls_material()?;
+        let client = self
+            .http
+            .get(&material, http_client)
+            .map_err(|e| AuthError::Tls(e.to_string()))?;
+        let mut request = client.post(url.clone()).timeout(timeout);
+        for (name, value) in protocol_headers
+            .iter()
+            .cloned()
+            .chain(self.request_headers().await?)
+        {
+            request = request.header(name, value);
+        }
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| SendError::Retryable {
+                reason: format!("sending to the backend failed: {}", without_url(&e)),
+                retry_after: None,
+            })?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await.unwrap_or_default();
+        let excerpt = if (200..300).contains(&status) {
+            String::new()
+        } else {
+            String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_EXCERPT)])
+                .trim()
+                .to_owned()
+        };
+        classify(status, retry_after.as_deref(), &excerpt, SystemTime::now())?;
+        Ok(body)
+    }
+}
