@@ -9,6 +9,7 @@
 //! | `kaas_agent_pipeline_samples_failed_total` | pipeline |
 //! | `kaas_agent_pipeline_samples_dropped_total` | pipeline, reason |
 //! | `kaas_agent_pipeline_requests_total` | pipeline |
+//! | `kaas_agent_pipeline_send_duration_seconds` (histogram) | pipeline |
 //! | `kaas_agent_pipeline_buffer_bytes` | pipeline |
 //! | `kaas_agent_pipeline_buffer_oldest_age_seconds` | pipeline |
 //! | `kaas_agent_pipeline_targets` | pipeline, state (up, down) |
@@ -248,6 +249,22 @@ impl Collector for AgentCollector {
             "Requests sent to the backend.",
             &requests,
         )?;
+        {
+            let mut metric = encoder.encode_descriptor(
+                "kaas_agent_pipeline_send_duration_seconds",
+                "How long requests to the backend take.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (name, pipeline) in pipelines.iter() {
+                let labels = vec![("pipeline", name.clone())];
+                pipeline
+                    .stats
+                    .send_latency
+                    .0
+                    .encode(metric.encode_family(&labels)?)?;
+            }
+        }
         gauge(
             &mut encoder,
             "kaas_agent_pipeline_buffer_bytes",

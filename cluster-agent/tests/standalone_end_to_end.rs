@@ -168,6 +168,10 @@ fn scraped_samples_reach_prometheus_and_reloads_are_safe() {
     );
     let sent = "kaas_agent_pipeline_samples_sent_total{pipeline=\"e2e\"}";
     agent.wait_metric(sent, 1.0);
+    agent.wait_metric(
+        "kaas_agent_pipeline_send_duration_seconds_count{pipeline=\"e2e\"}",
+        1.0,
+    );
     let up_targets = "kaas_agent_pipeline_targets{pipeline=\"e2e\",state=\"up\"}";
     assert_eq!(agent.metric(up_targets), Some(1.0));
 

@@ -321,7 +321,13 @@ async fn send_with_retry(
     let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
     loop {
         PipelineStats::add(&stats.requests, 1);
-        match exporter.send(&request).await {
+        let started = Instant::now();
+        let result = exporter.send(&request).await;
+        stats
+            .send_latency
+            .0
+            .observe(started.elapsed().as_secs_f64());
+        match result {
             Ok(()) => {
                 PipelineStats::add(&stats.samples_sent, request.samples);
                 return RoundEnd::Done;

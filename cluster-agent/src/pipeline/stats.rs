@@ -32,6 +32,19 @@ pub struct LastError {
 /// The same error is logged at most this often; every occurrence is still counted.
 pub const ERROR_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long requests to the backend take, in seconds: 5 ms to about 10 s in doubling
+/// buckets, which separates a local receiver, a remote one, and one that is struggling.
+#[derive(Debug)]
+pub struct SendLatency(pub prometheus_client::metrics::histogram::Histogram);
+
+impl Default for SendLatency {
+    fn default() -> Self {
+        Self(prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 12),
+        ))
+    }
+}
+
 /// Counters of one pipeline.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
@@ -49,6 +62,8 @@ pub struct PipelineStats {
     dropped_corrupt: AtomicU64,
     /// Requests sent, successful or not.
     pub requests: AtomicU64,
+    /// Duration of each request, successful or not.
+    pub send_latency: SendLatency,
     last_error: Mutex<Option<LastError>>,
 }
 

@@ -1,0 +1,245 @@
+//! Scraping real sockets that misbehave: gzip-compressed answers are decoded; a target
+//! that never answers, one that streams forever, and one that sends garbage each fail
+//! their scrape with a clear reason (up=0) within the timeout, and the loop goes on.
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kaas_cluster_agent::batch::Batch;
+use kaas_cluster_agent::buffer::{DiskBuffer, Limits};
+use kaas_cluster_agent::labels::{ADDRESS, Labels};
+use kaas_cluster_agent::pipeline::inlet::Inlet;
+use kaas_cluster_agent::pipeline::stats::PipelineStats;
+use kaas_cluster_agent::scrape::scraper::{DEFAULT_BODY_SIZE_LIMIT, ScrapeConfig, Scraper, Target};
+use kaas_cluster_agent::scrape::target::{METRICS_PATH, SCHEME};
+use kaas_pipeline::buffer::WhenFull;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+struct Fixture {
+    scraper: Scraper,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(port: u16, timeout: Duration, body_size_limit: u64) -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let limits = Limits {
+        max_bytes: 16 << 20,
+        max_age: Duration::from_secs(3600),
+        when_full: WhenFull::DropOldest,
+    };
+    let (buffer, _) = DiskBuffer::open(dir.path(), limits).expect("buffer");
+    let inlet = Inlet {
+        buffer: Arc::new(Mutex::new(buffer)),
+        stats: Arc::new(PipelineStats::default()),
+        wake: Arc::new(tokio::sync::Notify::new()),
+    };
+    let target = Target::new(Labels::from_pairs([
+        (ADDRESS, format!("127.0.0.1:{port}")),
+        (SCHEME, "http".into()),
+        (METRICS_PATH, "/metrics".into()),
+        ("job", "hostile".into()),
+    ]))
+    .expect("target");
+    let config = ScrapeConfig {
+        interval: Duration::from_secs(10),
+        timeout,
+        honor_labels: false,
+        honor_timestamps: true,
+        body_size_limit,
+        sample_limit: 0,
+        label_limit: 0,
+        label_name_length_limit: 0,
+        label_value_length_limit: 0,
+    };
+    let client =
+        kaas_cluster_agent::exporters::tls::http_client(&Default::default()).expect("client");
+    let scraper = Scraper::new(
+        target,
+        config,
+        client,
+        Arc::new(Default::default()),
+        Arc::new(Labels::default()),
+        inlet,
+    );
+    Fixture { scraper, _dir: dir }
+}
+
+impl Fixture {
+    /// Names and values of what one scrape buffered.
+    async fn scrape(&mut self) -> Vec<(String, f64)> {
+        self.scraper.scrape_once().await;
+        let mut buffer = self.scraper.inlet.buffer.lock().expect("buffer lock");
+        let mut out = Vec::new();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64;
+        while let Some((_, record)) = buffer.read_next(now).expect("read") {
+            for series in Batch::decode(&record.payload).expect("batch").series {
+                let name = series
+                    .labels
+                    .iter()
+                    .find(|l| l.name == "__name__")
+                    .expect("name")
+                    .value
+                    .clone();
+                out.extend(series.samples.iter().map(|s| (name.clone(), s.value)));
+            }
+        }
+        let position = buffer.read_position();
+        buffer.ack(position).expect("ack");
+        out
+    }
+
+    fn error(&self) -> String {
+        self.scraper
+            .health
+            .lock()
+            .expect("health")
+            .last_error
+            .clone()
+            .unwrap_or_default()
+    }
+}
+
+fn value(samples: &[(String, f64)], name: &str) -> Option<f64> {
+    samples.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+}
+
+/// Serves one canned answer per connection, after reading the request head.
+async fn serve(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 4096];
+                let n = socket.read(&mut head).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&head[..n]).to_string();
+                let _ = socket.write_all(&answer(&request)).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn gzip_answers_are_decoded() {
+    let port = serve(|request| {
+        assert!(request.to_ascii_lowercase().contains("accept-encoding: gzip"), "{request}");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(b"compressed_metric 42\n").expect("gzip");
+        let body = encoder.finish().expect("gzip");
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend(body);
+        answer
+    })
+    .await;
+    let mut f = fixture(port, Duration::from_secs(5), DEFAULT_BODY_SIZE_LIMIT);
+    let samples = f.scrape().await;
+    assert_eq!(
+        value(&samples, "compressed_metric"),
+        Some(42.0),
+        "{}",
+        f.error()
+    );
+    assert_eq!(value(&samples, "up"), Some(1.0));
+}
+
+#[tokio::test]
+async fn a_target_that_never_answers_times_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // accept, then say nothing
+        }
+    });
+    let mut f = fixture(port, Duration::from_millis(500), DEFAULT_BODY_SIZE_LIMIT);
+    let started = std::time::Instant::now();
+    let samples = f.scrape().await;
+    assert_eq!(value(&samples, "up"), Some(0.0));
+    assert!(f.error().starts_with("request failed"), "{}", f.error());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the timeout bounds the scrape"
+    );
+}
+
+#[tokio::test]
+async fn an_endless_body_is_cut_at_the_size_limit() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = socket.read(&mut head).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .await;
+                let line =
+                    b"endless_metric{i=\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"} 1\n";
+                let chunk = [format!("{:x}\r\n", line.len()).as_bytes(), line, b"\r\n"].concat();
+                // Bounded, but far beyond the limit: 64k lines of ~60 bytes.
+                for _ in 0..65_536 {
+                    if socket.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut f = fixture(port, Duration::from_secs(10), 64 * 1024);
+    let samples = f.scrape().await;
+    assert_eq!(value(&samples, "up"), Some(0.0));
+    assert_eq!(f.error(), "body size limit of 65536 bytes exceeded");
+    assert_eq!(
+        value(&samples, "endless_metric"),
+        None,
+        "nothing of a failed scrape is kept"
+    );
+}
+
+#[tokio::test]
+async fn garbage_and_errors_fail_the_scrape_and_the_next_one_recovers() {
+    let calls = Arc::new(Mutex::new(0));
+    let counter = calls.clone();
+    let port = serve(move |_| {
+        let mut calls = counter.lock().expect("lock");
+        *calls += 1;
+        let (status, body): (&str, &[u8]) = match *calls {
+            1 => ("500 Internal Server Error", b"boom"),
+            2 => ("200 OK", b"\xff\xfe not utf-8\n"),
+            _ => ("200 OK", b"healthy 1\n"),
+        };
+        [
+            format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+            body,
+        ]
+        .concat()
+    })
+    .await;
+    let mut f = fixture(port, Duration::from_secs(5), DEFAULT_BODY_SIZE_LIMIT);
+    assert_eq!(value(&f.scrape().await, "up"), Some(0.0));
+    assert_eq!(f.error(), "server returned HTTP status 500");
+    assert_eq!(value(&f.scrape().await, "up"), Some(0.0));
+    assert!(f.error().contains("not valid UTF-8"), "{}", f.error());
+    let samples = f.scrape().await;
+    assert_eq!(value(&samples, "up"), Some(1.0));
+    assert_eq!(value(&samples, "healthy"), Some(1.0));
+}
