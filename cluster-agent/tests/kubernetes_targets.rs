@@ -57,6 +57,8 @@ async fn annotated_pods_are_scraped_and_forgotten_when_they_go() {
         external_labels: Arc::new(Labels::default()),
         secrets: Arc::new(NoSecrets),
         pods: Some(pods_rx),
+        nodes: None,
+        service_account_dir: dir.path().join("serviceaccount"),
     });
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: workloads}}\n    spec:\n      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, prometheus: {{enabled: true, namespaces: {{include: [shop]}}}}}}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",
@@ -140,4 +142,137 @@ impl TapCreate for std::path::PathBuf {
         std::fs::create_dir_all(&self).expect("create directory");
         self
     }
+}
+
+/// nginx standing in for a kubelet: HTTPS with a self-signed certificate, answering
+/// only requests that carry the agent's service-account token.
+fn fake_kubelet(
+    dir: &std::path::Path,
+    token: &str,
+) -> (u16, kaas_test_support::process::ChildGuard) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["node-1".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    std::fs::write(dir.join("kubelet.pem"), cert.pem()).expect("write fake kubelet file");
+    std::fs::write(dir.join("kubelet.key"), key.serialize_pem()).expect("write fake kubelet file");
+    std::fs::write(
+        dir.join("kubelet.txt"),
+        "# TYPE kubelet_running_pods gauge\nkubelet_running_pods 12\n",
+    )
+    .expect("write fake kubelet file");
+    std::fs::write(
+        dir.join("cadvisor.txt"),
+        "container_cpu_usage_seconds_total{namespace=\"shop\",pod=\"web-1\",container=\"app\"} 3.5\n\
+         container_cpu_usage_seconds_total{namespace=\"kube-system\",pod=\"coredns\",container=\"dns\"} 9\n\
+         machine_cpu_cores 4\n",
+    )
+    .expect("write fake kubelet file");
+    std::fs::write(dir.join("resource.txt"), "node_cpu_usage_seconds_total 1\n")
+        .expect("write fake kubelet file");
+    let port = kaas_test_support::process::free_port();
+    let d = dir.display();
+    let location = |path: &str, file: &str| {
+        format!(
+            "location = {path} {{ if ($http_authorization != \"Bearer {token}\") {{ return 401; }} default_type \"text/plain; version=0.0.4\"; alias {d}/{file}; }}\n"
+        )
+    };
+    let config = format!(
+        "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/kubelet.pem;\n    ssl_certificate_key {d}/kubelet.key;\n{}{}{}  }}\n}}\n",
+        location("/metrics", "kubelet.txt"),
+        location("/metrics/cadvisor", "cadvisor.txt"),
+        location("/metrics/resource", "resource.txt")
+    );
+    std::fs::write(dir.join("nginx.conf"), config).expect("write fake kubelet file");
+    let guard = kaas_test_support::process::ChildGuard::spawn(
+        "nginx",
+        std::process::Command::new(kaas_test_support::peers::binary("nginx", "nginx-light"))
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    kaas_test_support::process::wait_for_tcp(([127, 0, 0, 1], port).into(), DEADLINE);
+    (port, guard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_input_scrapes_kubelets_with_the_service_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet_dir = dir.path().join("kubelet").tap_create();
+    let (kubelet_port, _kubelet) = fake_kubelet(&kubelet_dir, "kubelet-token");
+    let service_account = dir.path().join("serviceaccount").tap_create();
+    std::fs::write(service_account.join("token"), "kubelet-token\n").unwrap();
+    let receiver = RemoteWriteReceiver::start().await;
+
+    let (nodes, nodes_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let mut agent = Agent::new(AgentContext {
+        data_dir: dir.path().join("data"),
+        external_labels: Arc::new(Labels::default()),
+        secrets: Arc::new(NoSecrets),
+        pods: None,
+        nodes: Some(nodes_rx),
+        service_account_dir: service_account,
+    });
+    let config = format!(
+        "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: runtime}}\n    spec:\n      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, runtime: {{enabled: true, resources: {{node: false}}}}}}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",
+        receiver.url()
+    );
+    agent
+        .apply(AgentConfig::parse(&config).expect("valid config"))
+        .await;
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "node-1"},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}}
+        }
+    }))
+    .unwrap();
+    nodes.send_replace(Arc::new(vec![Arc::new(node)]));
+
+    let until = Instant::now() + DEADLINE;
+    while series_with(&receiver, "kubelet_running_pods").is_empty()
+        || series_with(&receiver, "container_cpu_usage_seconds_total").is_empty()
+    {
+        assert!(Instant::now() < until, "the kubelet was never scraped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let label = |series: &[(String, String)], name: &str| {
+        series
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let kubelet = &series_with(&receiver, "kubelet_running_pods")[0].0;
+    assert_eq!(label(kubelet, "job"), "kubelet");
+    assert_eq!(label(kubelet, "metrics_path"), "/metrics");
+    assert_eq!(label(kubelet, "node"), "node-1");
+    assert_eq!(
+        label(kubelet, "instance"),
+        format!("127.0.0.1:{kubelet_port}")
+    );
+    // Container metrics of system namespaces are left out; node-level ones pass.
+    let containers = series_with(&receiver, "container_cpu_usage_seconds_total");
+    let namespaces: Vec<String> = containers
+        .iter()
+        .map(|(l, _)| label(l, "namespace"))
+        .collect();
+    assert_eq!(namespaces, ["shop"]);
+    assert_eq!(label(&containers[0].0, "metrics_path"), "/metrics/cadvisor");
+    assert!(!series_with(&receiver, "machine_cpu_cores").is_empty());
+    // resources.node is off: /metrics/resource is not scraped.
+    assert!(series_with(&receiver, "node_cpu_usage_seconds_total").is_empty());
+    let ups = series_with(&receiver, "up");
+    assert_eq!(ups.len(), 2, "kubelet and cadvisor targets only");
+    assert!(
+        ups.iter()
+            .all(|(_, samples)| samples.iter().all(|(_, v)| *v == 1.0)),
+        "the token was accepted"
+    );
+    agent.shutdown().await;
 }

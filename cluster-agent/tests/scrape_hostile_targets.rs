@@ -52,6 +52,7 @@ fn fixture(port: u16, timeout: Duration, body_size_limit: u64) -> Fixture {
         label_limit: 0,
         label_name_length_limit: 0,
         label_value_length_limit: 0,
+        bearer_token_file: None,
     };
     let client =
         kaas_cluster_agent::exporters::tls::http_client(&Default::default()).expect("client");

@@ -165,11 +165,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let pods = kubernetes
         .clone()
         .map(crate::discovery::kubernetes::watch::watch_pods);
+    let nodes = kubernetes
+        .clone()
+        .map(crate::discovery::kubernetes::watch::watch_nodes);
     let context = AgentContext {
         data_dir: args.data_dir.clone(),
         external_labels: Arc::new(Labels::default()),
         secrets: Arc::new(NoSecrets),
         pods: pods.as_ref().map(|(pods, _)| pods.clone()),
+        nodes: nodes.as_ref().map(|(nodes, _)| nodes.clone()),
+        service_account_dir: crate::pipeline::runtime::SERVICE_ACCOUNT_DIR.into(),
     };
     let mut agent = Agent::new(context);
     let mut watched_secret_namespaces = std::collections::BTreeSet::new();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::input::{DEFAULT_METRICS_PATH, Scheme};
 use kaas_pipeline::output::ValidatedOutput;
@@ -25,8 +25,8 @@ use super::sender::{Sender, SenderConfig};
 use super::stats::PipelineStats;
 use super::targets::{DesiredTarget, TargetSet, TargetState};
 use crate::buffer::{BufferError, DiskBuffer, Limits};
-use crate::discovery::kubernetes::watch::PodSnapshot;
-use crate::discovery::kubernetes::{annotations, pods};
+use crate::discovery::kubernetes::watch::{NodeSnapshot, PodSnapshot};
+use crate::discovery::kubernetes::{annotations, nodes, pods};
 use crate::exporters::Exporter;
 use crate::exporters::auth::SecretStore;
 use crate::exporters::otlp::OtlpExporter;
@@ -50,6 +50,10 @@ pub struct AgentContext {
     pub secrets: Arc<dyn SecretStore>,
     /// The cluster's pods, when the agent can reach the Kubernetes API.
     pub pods: Option<watch::Receiver<PodSnapshot>>,
+    /// The cluster's nodes, when the agent can reach the Kubernetes API.
+    pub nodes: Option<watch::Receiver<NodeSnapshot>>,
+    /// Where the service-account token (and CA) are mounted, for kubelet scrapes.
+    pub service_account_dir: PathBuf,
 }
 
 /// Why a pipeline cannot start.
@@ -155,22 +159,32 @@ impl RunningPipeline {
         )));
         let (static_targets, target_errors) = static_targets(&pipeline);
         lock(&targets).sync(static_targets.clone());
-        let discovery = match (&pipeline.spec().input.prometheus, &context.pods) {
-            (Some(input), Some(pods)) if input.enabled => Some(tokio::spawn(discover_pods(
+        let input = &pipeline.spec().input;
+        let wants_pods = input.prometheus.as_ref().is_some_and(|i| i.enabled);
+        let wants_nodes = input.runtime.as_ref().is_some_and(|i| i.enabled);
+        let cluster = ClusterView {
+            pods: context.pods.clone().filter(|_| wants_pods),
+            nodes: context.nodes.clone().filter(|_| wants_nodes),
+            kubelet: if wants_nodes {
+                KubeletAccess::new(&context.service_account_dir).ok()
+            } else {
+                None
+            },
+        };
+        if (wants_pods && cluster.pods.is_none()) || (wants_nodes && cluster.nodes.is_none()) {
+            stats.error(
+                "KubernetesUnavailable",
+                "the prometheus and runtime inputs need access to the Kubernetes API, which this agent does not have",
+            );
+        }
+        let discovery = (cluster.pods.is_some() || cluster.nodes.is_some()).then(|| {
+            tokio::spawn(discover(
                 pipeline.clone(),
                 static_targets,
-                pods.clone(),
+                cluster,
                 targets.clone(),
-            ))),
-            (Some(input), None) if input.enabled => {
-                stats.error(
-                    "KubernetesUnavailable",
-                    "the prometheus input needs access to the Kubernetes API, which this agent does not have",
-                );
-                None
-            }
-            _ => None,
-        };
+            ))
+        });
         Ok(Self {
             pipeline,
             stats,
@@ -267,6 +281,7 @@ fn scrape_config(
         label_limit: limits.label_limit.unwrap_or(0),
         label_name_length_limit: limits.label_name_length_limit.unwrap_or(0),
         label_value_length_limit: limits.label_value_length_limit.unwrap_or(0),
+        bearer_token_file: None,
     }
 }
 
@@ -320,6 +335,8 @@ fn static_targets(pipeline: &ValidatedPipeline) -> (Vec<DesiredTarget>, Vec<Stri
                 Ok(Some(Ok(target))) => desired.push(DesiredTarget {
                     target,
                     config: config.clone(),
+                    client: None,
+                    processors: None,
                 }),
                 Ok(None) => {}
                 Ok(Some(Err(error))) => errors.push(format!("target {address}: {error}")),
@@ -353,6 +370,8 @@ pub fn pod_targets(pipeline: &ValidatedPipeline, pods: &[Arc<Pod>]) -> Vec<Desir
                 desired.push(DesiredTarget {
                     target,
                     config: config.clone(),
+                    client: None,
+                    processors: None,
                 });
             }
         }
@@ -360,18 +379,168 @@ pub fn pod_targets(pipeline: &ValidatedPipeline, pods: &[Arc<Pod>]) -> Vec<Desir
     desired
 }
 
-/// Follows pod snapshots and keeps the pipeline's targets in step: static targets plus
-/// those of the current pods.
-async fn discover_pods(
+/// The job of runtime targets, as the kubernetes-mixin dashboards and alerts expect.
+pub const KUBELET_JOB: &str = "kubelet";
+/// Where a pod's service-account token and CA are mounted.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// How to reach kubelets: over HTTPS with the agent's service-account token. Kubelet
+/// serving certificates are usually self-signed by the node, so they are not verified
+/// (as kube-prometheus does); the token is what the kubelet checks.
+#[derive(Clone, Debug)]
+pub struct KubeletAccess {
+    /// A client that accepts the kubelet's certificate.
+    pub client: reqwest::Client,
+    /// The token file, read for every scrape.
+    pub token_file: std::path::PathBuf,
+}
+
+impl KubeletAccess {
+    /// Access with the service account mounted at `dir`.
+    pub fn new(dir: &std::path::Path) -> Result<Self, TlsError> {
+        let material = TlsMaterial {
+            insecure_skip_verify: true,
+            ..TlsMaterial::default()
+        };
+        Ok(Self {
+            client: http_client(&material)?,
+            token_file: dir.join("token"),
+        })
+    }
+}
+
+/// Metric relabel rules that apply a namespace filter to series carrying a `namespace`
+/// label (container metrics); series without one (node metrics) pass.
+fn namespace_rules(
+    selector: &kaas_pipeline::input::NamespaceSelector,
+) -> Vec<kaas_pipeline::processors::RelabelRule> {
+    use kaas_pipeline::processors::{RelabelConfig, compile_rule};
+    let mut configs = Vec::new();
+    if selector.include.is_empty() {
+        let mut excluded: Vec<&str> = selector.exclude.iter().map(String::as_str).collect();
+        if !selector.system {
+            excluded.extend(kaas_pipeline::input::SYSTEM_NAMESPACES);
+        }
+        if !excluded.is_empty() {
+            configs.push(RelabelConfig {
+                action: Some("drop".into()),
+                source_labels: Some(vec!["namespace".into()]),
+                regex: Some(excluded.join("|")),
+                ..Default::default()
+            });
+        }
+    } else {
+        configs.push(RelabelConfig {
+            source_labels: Some(vec!["namespace".into()]),
+            regex: Some(selector.include.join("|")),
+            target_label: Some("__tmp_namespace_included".into()),
+            replacement: Some("yes".into()),
+            ..Default::default()
+        });
+        configs.push(RelabelConfig {
+            action: Some("drop".into()),
+            source_labels: Some(vec!["namespace".into(), "__tmp_namespace_included".into()]),
+            regex: Some(".+;".into()),
+            ..Default::default()
+        });
+        configs.push(RelabelConfig {
+            action: Some("labeldrop".into()),
+            regex: Some("__tmp_namespace_included".into()),
+            ..Default::default()
+        });
+    }
+    // Namespace names are DNS labels, so these patterns always compile.
+    configs
+        .iter()
+        .filter_map(|c| compile_rule(c).ok())
+        .collect()
+}
+
+/// Runtime targets of the current nodes: the kubelet's own metrics, cAdvisor's
+/// container metrics and the node's resource metrics, as the input's `resources` ask.
+pub fn runtime_targets(
+    pipeline: &ValidatedPipeline,
+    nodes: &[Arc<Node>],
+    access: &KubeletAccess,
+) -> Vec<DesiredTarget> {
+    let Some(input) = pipeline.spec().input.runtime.as_ref().filter(|i| i.enabled) else {
+        return Vec::new();
+    };
+    let resources = &input.resources;
+    let paths: Vec<&str> = [
+        (resources.kubelet, "/metrics"),
+        (resources.cadvisor, "/metrics/cadvisor"),
+        (resources.node, "/metrics/resource"),
+    ]
+    .into_iter()
+    .filter(|(on, _)| on.unwrap_or(true))
+    .map(|(_, path)| path)
+    .collect();
+    let mut processors = pipeline.processors.clone();
+    let mut metric_relabel = namespace_rules(&input.namespaces);
+    metric_relabel.extend(processors.metric_relabel);
+    processors.metric_relabel = metric_relabel;
+    let processors = Arc::new(processors);
+    let mut config = scrape_config(pipeline, false, true);
+    config.bearer_token_file = Some(access.token_file.clone());
+    let mut desired = Vec::new();
+    for node in nodes {
+        let Some(discovered) = nodes::node_target(node) else {
+            continue;
+        };
+        for path in &paths {
+            let mut defaults = defaults(pipeline, path, "https");
+            defaults.job = KUBELET_JOB.to_owned();
+            let mut builder = crate::labels::LabelsBuilder::new(&discovered);
+            builder.set(METRICS_PATH, path);
+            builder.set(SCHEME, "https");
+            builder.set("metrics_path", path);
+            builder.set("node", discovered.get("__meta_kubernetes_node_name"));
+            let with_path = builder.labels();
+            if let Ok(Some(labels)) = populate(&with_path, &defaults, &pipeline.processors.relabel)
+                && let Ok(target) = Target::new(labels)
+            {
+                desired.push(DesiredTarget {
+                    target,
+                    config: config.clone(),
+                    client: Some(access.client.clone()),
+                    processors: Some(processors.clone()),
+                });
+            }
+        }
+    }
+    desired
+}
+
+/// What the cluster looks like now, for a pipeline's discovery.
+#[derive(Clone)]
+pub struct ClusterView {
+    /// Pod snapshots, when the agent watches pods.
+    pub pods: Option<watch::Receiver<PodSnapshot>>,
+    /// Node snapshots, when the agent watches nodes.
+    pub nodes: Option<watch::Receiver<NodeSnapshot>>,
+    /// How to reach kubelets.
+    pub kubelet: Option<KubeletAccess>,
+}
+
+/// Follows pod and node snapshots and keeps the pipeline's targets in step: static
+/// targets plus those of the current pods and nodes.
+async fn discover(
     pipeline: ValidatedPipeline,
     static_targets: Vec<DesiredTarget>,
-    mut pods: watch::Receiver<PodSnapshot>,
+    mut cluster: ClusterView,
     targets: Arc<Mutex<TargetSet>>,
 ) {
     loop {
-        let snapshot = pods.borrow_and_update().clone();
         let mut desired = static_targets.clone();
-        desired.extend(pod_targets(&pipeline, &snapshot));
+        if let Some(pods) = cluster.pods.as_mut() {
+            let snapshot = pods.borrow_and_update().clone();
+            desired.extend(pod_targets(&pipeline, &snapshot));
+        }
+        if let (Some(nodes), Some(access)) = (cluster.nodes.as_mut(), cluster.kubelet.as_ref()) {
+            let snapshot = nodes.borrow_and_update().clone();
+            desired.extend(runtime_targets(&pipeline, &snapshot, access));
+        }
         let report = lock(&targets).sync(desired);
         if report.started + report.stopped > 0 {
             tracing::info!(
@@ -381,7 +550,23 @@ async fn discover_pods(
                 "scrape targets changed"
             );
         }
-        if pods.changed().await.is_err() {
+        let pods_changed = async {
+            match cluster.pods.as_mut() {
+                Some(pods) => pods.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let nodes_changed = async {
+            match cluster.nodes.as_mut() {
+                Some(nodes) => nodes.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let alive = tokio::select! {
+            alive = pods_changed => alive,
+            alive = nodes_changed => alive,
+        };
+        if !alive {
             return;
         }
     }
@@ -389,3 +574,44 @@ async fn discover_pods(
 
 /// Pipelines by name.
 pub type Pipelines = BTreeMap<String, RunningPipeline>;
+
+#[cfg(test)]
+mod tests {
+    use kaas_pipeline::input::NamespaceSelector;
+
+    use super::*;
+    use crate::processing::relabel::process;
+
+    fn kept(selector: &NamespaceSelector, namespace: &str) -> bool {
+        let labels = Labels::from_pairs([("__name__", "x"), ("namespace", namespace)]);
+        let result = process(&labels, &namespace_rules(selector));
+        if let Some(labels) = &result {
+            assert_eq!(
+                labels.get("__tmp_namespace_included"),
+                "",
+                "helper label removed"
+            );
+        }
+        result.is_some()
+    }
+
+    #[test]
+    fn namespace_rules_filter_only_series_with_a_namespace() {
+        let default = NamespaceSelector::default();
+        assert!(kept(&default, "shop"));
+        assert!(!kept(&default, "kube-system"));
+        assert!(kept(&default, ""), "node-level series have no namespace");
+        let include = NamespaceSelector {
+            include: vec!["shop".into(), "kube-system".into()],
+            ..Default::default()
+        };
+        assert!(kept(&include, "shop") && kept(&include, "kube-system") && kept(&include, ""));
+        assert!(!kept(&include, "billing"));
+        let exclude = NamespaceSelector {
+            exclude: vec!["billing".into()],
+            system: true,
+            ..Default::default()
+        };
+        assert!(kept(&exclude, "kube-system") && !kept(&exclude, "billing"));
+    }
+}

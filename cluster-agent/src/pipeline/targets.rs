@@ -21,6 +21,10 @@ pub struct DesiredTarget {
     pub target: Target,
     /// How to scrape it.
     pub config: ScrapeConfig,
+    /// A client of its own (e.g. the kubelet's TLS settings); the pipeline's otherwise.
+    pub client: Option<reqwest::Client>,
+    /// Processors of its own (e.g. with a namespace filter); the pipeline's otherwise.
+    pub processors: Option<Arc<ValidatedProcessors>>,
 }
 
 /// A target's state, for health reports.
@@ -103,8 +107,10 @@ impl TargetSet {
             let scraper = Scraper::new(
                 desired.target.clone(),
                 desired.config,
-                self.client.clone(),
-                self.processors.clone(),
+                desired.client.unwrap_or_else(|| self.client.clone()),
+                desired
+                    .processors
+                    .unwrap_or_else(|| self.processors.clone()),
                 self.external_labels.clone(),
                 self.inlet.clone(),
             );

@@ -68,6 +68,9 @@ pub struct ScrapeConfig {
     pub sample_limit: u32,
     /// Most labels per series.
     pub label_limit: u32,
+    /// A file holding a bearer token, read for every scrape so rotated (projected)
+    /// service-account tokens are picked up.
+    pub bearer_token_file: Option<std::path::PathBuf>,
     /// Longest label name.
     pub label_name_length_limit: u32,
     /// Longest label value.
@@ -473,6 +476,27 @@ impl Scraper {
                 "X-Prometheus-Scrape-Timeout-Seconds",
                 format!("{}", self.config.timeout.as_secs_f64()),
             );
+        let request = match &self.config.bearer_token_file {
+            Some(path) => {
+                let token = std::fs::read_to_string(path).map_err(|e| {
+                    ScrapeError::Request(format!(
+                        "cannot read the bearer token file {}: {}",
+                        path.display(),
+                        e.kind()
+                    ))
+                })?;
+                let mut value =
+                    reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                        .map_err(|_| {
+                            ScrapeError::Request(
+                                "the bearer token file holds an invalid token".into(),
+                            )
+                        })?;
+                value.set_sensitive(true);
+                request.header(reqwest::header::AUTHORIZATION, value)
+            }
+            None => request,
+        };
         let mut response = request
             .send()
             .await

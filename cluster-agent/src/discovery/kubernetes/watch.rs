@@ -1,6 +1,7 @@
-//! A reflector of the cluster's pods: kube-runtime's `watcher` (list, then watch, with
-//! backoff and re-list after errors) feeding a `reflector` store, whose contents are
-//! published as a snapshot at most once per [`PUBLISH_INTERVAL`] after a change.
+//! Reflectors of the cluster's pods and nodes: kube-runtime's `watcher` (list, then
+//! watch, with backoff and re-list after errors) feeding a `reflector` store, whose
+//! contents are published as a snapshot at most once per [`PUBLISH_INTERVAL`] after a
+//! change.
 //!
 //! Deletions come from the reflector's state, not from single watch events: after a
 //! lost connection the watcher re-lists, and the store then holds exactly the pods that
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -21,25 +22,50 @@ use tokio::task::JoinHandle;
 /// second, and recomputing targets for each event would waste CPU for no benefit.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The objects of one kind known at one moment.
+pub type Snapshot<K> = Arc<Vec<Arc<K>>>;
 /// The pods known at one moment.
-pub type PodSnapshot = Arc<Vec<Arc<Pod>>>;
+pub type PodSnapshot = Snapshot<Pod>;
+/// The nodes known at one moment.
+pub type NodeSnapshot = Snapshot<Node>;
 
 /// Watches every pod of the cluster; the receiver sees each published snapshot.
 pub fn watch_pods(client: Client) -> (channel::Receiver<PodSnapshot>, JoinHandle<()>) {
-    let (reader, writer) = reflector::store::<Pod>();
+    watch_all(Api::all(client))
+}
+
+/// Watches every node of the cluster; the receiver sees each published snapshot.
+pub fn watch_nodes(client: Client) -> (channel::Receiver<NodeSnapshot>, JoinHandle<()>) {
+    watch_all(Api::all(client))
+}
+
+fn watch_all<K>(api: Api<K>) -> (channel::Receiver<Snapshot<K>>, JoinHandle<()>)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store::<K>();
     let (sender, receiver) = channel::channel(Arc::new(Vec::new()));
-    let api: Api<Pod> = Api::all(client);
     let stream =
         reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     let task = tokio::spawn(run(stream, reader, sender));
     (receiver, task)
 }
 
-async fn run(
-    stream: impl futures_util::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>,
-    reader: Store<Pod>,
-    sender: channel::Sender<PodSnapshot>,
-) {
+async fn run<K>(
+    stream: impl futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    reader: Store<K>,
+    sender: channel::Sender<Snapshot<K>>,
+) where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let mut stream = std::pin::pin!(stream);
     let mut ticks = tokio::time::interval(PUBLISH_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -54,7 +80,7 @@ async fn run(
                     changed = true;
                 }
                 Some(Ok(_)) => changed = true,
-                Some(Err(error)) => tracing::warn!(%error, "watching pods failed; retrying with backoff"),
+                Some(Err(error)) => tracing::warn!(%error, kind = %K::kind(&Default::default()), "watching failed; retrying with backoff"),
                 None => break,
             },
             _ = ticks.tick() => {

@@ -30,6 +30,7 @@ fn config() -> ScrapeConfig {
         label_limit: 0,
         label_name_length_limit: 0,
         label_value_length_limit: 0,
+        bearer_token_file: None,
     }
 }
 
