@@ -276,3 +276,60 @@ async fn the_runtime_input_scrapes_kubelets_with_the_service_account() {
     );
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_sidecars_are_scraped_without_annotations() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("nginx").tap_create());
+    std::fs::create_dir_all(nginx.root.join("stats")).expect("stats dir");
+    nginx.serve(
+        "stats/prometheus",
+        "istio_requests_total{response_code=\"200\"} 5\n",
+    );
+    let receiver = RemoteWriteReceiver::start().await;
+    let (pods, pods_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let mut agent = Agent::new(AgentContext {
+        data_dir: dir.path().join("data"),
+        external_labels: Arc::new(Labels::default()),
+        secrets: Arc::new(NoSecrets),
+        pods: Some(pods_rx),
+        nodes: None,
+        service_account_dir: dir.path().join("serviceaccount"),
+    });
+    let config = format!(
+        "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: mesh}}\n    spec:\n      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, istio: {{enabled: true}}}}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",
+        receiver.url()
+    );
+    agent
+        .apply(AgentConfig::parse(&config).expect("valid config"))
+        .await;
+    let meshed: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-1", "namespace": "shop"},
+        "spec": {"containers": [
+            {"name": "app", "ports": [{"containerPort": 8080}]},
+            {"name": "istio-proxy", "ports": [{"containerPort": nginx.port, "name": "http-envoy-prom"}]}
+        ]},
+        "status": {"podIP": "127.0.0.1", "phase": "Running"}
+    }))
+    .expect("pod JSON");
+    pods.send_replace(Arc::new(vec![Arc::new(meshed)]));
+    let until = Instant::now() + DEADLINE;
+    while series_with(&receiver, "istio_requests_total").is_empty() {
+        assert!(Instant::now() < until, "the sidecar was never scraped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let labels: std::collections::BTreeMap<_, _> = series_with(&receiver, "istio_requests_total")
+        [0]
+    .0
+    .iter()
+    .cloned()
+    .collect();
+    assert_eq!(labels.get("namespace").map(String::as_str), Some("shop"));
+    assert_eq!(labels.get("pod").map(String::as_str), Some("web-1"));
+    assert_eq!(
+        agent.pipelines.read().await["mesh"].target_states().len(),
+        1,
+        "only the sidecar's port, not the app's"
+    );
+    agent.shutdown().await;
+}

@@ -26,7 +26,7 @@ use super::stats::PipelineStats;
 use super::targets::{DesiredTarget, TargetSet, TargetState};
 use crate::buffer::{BufferError, DiskBuffer, Limits};
 use crate::discovery::kubernetes::watch::{NodeSnapshot, PodSnapshot};
-use crate::discovery::kubernetes::{annotations, nodes, pods};
+use crate::discovery::kubernetes::{annotations, istio, nodes, pods};
 use crate::exporters::Exporter;
 use crate::exporters::auth::SecretStore;
 use crate::exporters::otlp::OtlpExporter;
@@ -160,7 +160,8 @@ impl RunningPipeline {
         let (static_targets, target_errors) = static_targets(&pipeline);
         lock(&targets).sync(static_targets.clone());
         let input = &pipeline.spec().input;
-        let wants_pods = input.prometheus.as_ref().is_some_and(|i| i.enabled);
+        let wants_pods = input.prometheus.as_ref().is_some_and(|i| i.enabled)
+            || input.istio.as_ref().is_some_and(|i| i.enabled);
         let wants_nodes = input.runtime.as_ref().is_some_and(|i| i.enabled);
         let cluster = ClusterView {
             pods: context.pods.clone().filter(|_| wants_pods),
@@ -174,7 +175,7 @@ impl RunningPipeline {
         if (wants_pods && cluster.pods.is_none()) || (wants_nodes && cluster.nodes.is_none()) {
             stats.error(
                 "KubernetesUnavailable",
-                "the prometheus and runtime inputs need access to the Kubernetes API, which this agent does not have",
+                "the prometheus, istio and runtime inputs need access to the Kubernetes API, which this agent does not have",
             );
         }
         let discovery = (cluster.pods.is_some() || cluster.nodes.is_some()).then(|| {
@@ -347,13 +348,32 @@ fn static_targets(pipeline: &ValidatedPipeline) -> (Vec<DesiredTarget>, Vec<Stri
     (desired, errors)
 }
 
-/// Targets from annotated pods in the namespaces the `prometheus` input admits: the
-/// annotation rules first, then the pipeline's own target relabeling.
+/// Targets from pods: annotated pods for the `prometheus` input (annotation rules) and
+/// sidecars for the `istio` input (Istio rules), each in the namespaces its input
+/// admits, then through the pipeline's own target relabeling.
 pub fn pod_targets(pipeline: &ValidatedPipeline, pods: &[Arc<Pod>]) -> Vec<DesiredTarget> {
-    let Some(input) = &pipeline.spec().input.prometheus else {
-        return Vec::new();
-    };
-    let mut rules = annotations::rules();
+    let input = &pipeline.spec().input;
+    let mut desired = Vec::new();
+    if let Some(prometheus) = input.prometheus.as_ref().filter(|i| i.enabled) {
+        desired.extend(pod_targets_with(
+            pipeline,
+            pods,
+            prometheus,
+            annotations::rules(),
+        ));
+    }
+    if let Some(istio) = input.istio.as_ref().filter(|i| i.enabled) {
+        desired.extend(pod_targets_with(pipeline, pods, istio, istio::rules()));
+    }
+    desired
+}
+
+fn pod_targets_with(
+    pipeline: &ValidatedPipeline,
+    pods: &[Arc<Pod>],
+    input: &kaas_pipeline::input::WorkloadInput,
+    mut rules: Vec<kaas_pipeline::processors::RelabelRule>,
+) -> Vec<DesiredTarget> {
     rules.extend(pipeline.processors.relabel.iter().cloned());
     let defaults = defaults(pipeline, DEFAULT_METRICS_PATH, "http");
     let config = scrape_config(pipeline, false, true);
