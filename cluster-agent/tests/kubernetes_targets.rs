@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kaas_cluster_agent::agent::Agent;
 use kaas_cluster_agent::exporters::auth::NoSecrets;
 use kaas_cluster_agent::labels::Labels;
-use kaas_cluster_agent::pipeline::runtime::AgentContext;
+use kaas_cluster_agent::pipeline::runtime::{AgentContext, ClusterView};
 use kaas_pipeline::agent_config::AgentConfig;
 use kaas_test_support::peers::Nginx;
 use kaas_test_support::remote_write_receiver::{RemoteWriteReceiver, Samples, SeriesLabels};
@@ -56,8 +56,10 @@ async fn annotated_pods_are_scraped_and_forgotten_when_they_go() {
         data_dir: dir.path().join("data"),
         external_labels: Arc::new(Labels::default()),
         secrets: Arc::new(NoSecrets),
-        pods: Some(pods_rx),
-        nodes: None,
+        cluster: ClusterView {
+            pods: Some(pods_rx),
+            ..ClusterView::default()
+        },
         service_account_dir: dir.path().join("serviceaccount"),
     });
     let config = format!(
@@ -213,8 +215,10 @@ async fn the_runtime_input_scrapes_kubelets_with_the_service_account() {
         data_dir: dir.path().join("data"),
         external_labels: Arc::new(Labels::default()),
         secrets: Arc::new(NoSecrets),
-        pods: None,
-        nodes: Some(nodes_rx),
+        cluster: ClusterView {
+            nodes: Some(nodes_rx),
+            ..ClusterView::default()
+        },
         service_account_dir: service_account,
     });
     let config = format!(
@@ -292,8 +296,10 @@ async fn istio_sidecars_are_scraped_without_annotations() {
         data_dir: dir.path().join("data"),
         external_labels: Arc::new(Labels::default()),
         secrets: Arc::new(NoSecrets),
-        pods: Some(pods_rx),
-        nodes: None,
+        cluster: ClusterView {
+            pods: Some(pods_rx),
+            ..ClusterView::default()
+        },
         service_account_dir: dir.path().join("serviceaccount"),
     });
     let config = format!(
@@ -330,6 +336,75 @@ async fn istio_sidecars_are_scraped_without_annotations() {
         agent.pipelines.read().await["mesh"].target_states().len(),
         1,
         "only the sidecar's port, not the app's"
+    );
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotated_services_are_scraped_through_their_endpoints() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("nginx").tap_create());
+    nginx.serve("metrics", "service_requests_total 11\n");
+    let receiver = RemoteWriteReceiver::start().await;
+    let (services, services_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let (slices, slices_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let mut agent = Agent::new(AgentContext {
+        data_dir: dir.path().join("data"),
+        external_labels: Arc::new(Labels::default()),
+        secrets: Arc::new(NoSecrets),
+        cluster: ClusterView {
+            services: Some(services_rx),
+            endpoint_slices: Some(slices_rx),
+            ..ClusterView::default()
+        },
+        service_account_dir: dir.path().join("serviceaccount"),
+    });
+    let config = format!(
+        "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: services}}\n    spec:\n      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, prometheus: {{enabled: true}}}}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",
+        receiver.url()
+    );
+    agent
+        .apply(AgentConfig::parse(&config).expect("valid config"))
+        .await;
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "shop",
+                     "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": nginx.port.to_string()}}
+    }))
+    .expect("service JSON");
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-x1", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "name": "web-1"}}],
+        "ports": [{"name": "http", "port": 1}, {"name": "metrics", "port": nginx.port}]
+    }))
+    .expect("slice JSON");
+    services.send_replace(Arc::new(vec![Arc::new(service)]));
+    slices.send_replace(Arc::new(vec![Arc::new(slice)]));
+    let until = Instant::now() + DEADLINE;
+    while series_with(&receiver, "service_requests_total").is_empty() {
+        assert!(
+            Instant::now() < until,
+            "the annotated service was never scraped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let labels: std::collections::BTreeMap<_, _> = series_with(&receiver, "service_requests_total")
+        [0]
+    .0
+    .iter()
+    .cloned()
+    .collect();
+    for (name, value) in [("namespace", "shop"), ("service", "web"), ("pod", "web-1")] {
+        assert_eq!(labels.get(name).map(String::as_str), Some(value), "{name}");
+    }
+    assert_eq!(
+        agent.pipelines.read().await["services"]
+            .target_states()
+            .len(),
+        1,
+        "only the annotated port"
     );
     agent.shutdown().await;
 }

@@ -17,7 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::agent::{Agent, ApplyReport};
 use crate::exporters::auth::NoSecrets;
 use crate::labels::Labels;
-use crate::pipeline::runtime::AgentContext;
+use crate::pipeline::runtime::{AgentContext, ClusterView};
 use crate::push::PushStats;
 use crate::telemetry::{ReloadState, registry};
 
@@ -168,12 +168,22 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let nodes = kubernetes
         .clone()
         .map(crate::discovery::kubernetes::watch::watch_nodes);
+    let services = kubernetes
+        .clone()
+        .map(crate::discovery::kubernetes::watch::watch_services);
+    let endpoint_slices = kubernetes
+        .clone()
+        .map(crate::discovery::kubernetes::watch::watch_endpoint_slices);
     let context = AgentContext {
         data_dir: args.data_dir.clone(),
         external_labels: Arc::new(Labels::default()),
         secrets: Arc::new(NoSecrets),
-        pods: pods.as_ref().map(|(pods, _)| pods.clone()),
-        nodes: nodes.as_ref().map(|(nodes, _)| nodes.clone()),
+        cluster: ClusterView {
+            pods: pods.as_ref().map(|(r, _)| r.clone()),
+            nodes: nodes.as_ref().map(|(r, _)| r.clone()),
+            services: services.as_ref().map(|(r, _)| r.clone()),
+            endpoint_slices: endpoint_slices.as_ref().map(|(r, _)| r.clone()),
+        },
         service_account_dir: crate::pipeline::runtime::SERVICE_ACCOUNT_DIR.into(),
     };
     let mut agent = Agent::new(context);

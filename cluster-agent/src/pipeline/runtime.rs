@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::input::{DEFAULT_METRICS_PATH, Scheme};
 use kaas_pipeline::output::ValidatedOutput;
@@ -25,8 +26,8 @@ use super::sender::{Sender, SenderConfig};
 use super::stats::PipelineStats;
 use super::targets::{DesiredTarget, TargetSet, TargetState};
 use crate::buffer::{BufferError, DiskBuffer, Limits};
-use crate::discovery::kubernetes::watch::{NodeSnapshot, PodSnapshot};
-use crate::discovery::kubernetes::{annotations, istio, nodes, pods};
+use crate::discovery::kubernetes::watch::{NodeSnapshot, PodSnapshot, Snapshot};
+use crate::discovery::kubernetes::{annotations, endpointslices, istio, nodes, pods};
 use crate::exporters::Exporter;
 use crate::exporters::auth::SecretStore;
 use crate::exporters::otlp::OtlpExporter;
@@ -48,10 +49,8 @@ pub struct AgentContext {
     pub external_labels: Arc<Labels>,
     /// Where `secretKeyRef` values come from.
     pub secrets: Arc<dyn SecretStore>,
-    /// The cluster's pods, when the agent can reach the Kubernetes API.
-    pub pods: Option<watch::Receiver<PodSnapshot>>,
-    /// The cluster's nodes, when the agent can reach the Kubernetes API.
-    pub nodes: Option<watch::Receiver<NodeSnapshot>>,
+    /// What the agent sees of the cluster; empty without access to the Kubernetes API.
+    pub cluster: ClusterView,
     /// Where the service-account token (and CA) are mounted, for kubelet scrapes.
     pub service_account_dir: PathBuf,
 }
@@ -163,14 +162,21 @@ impl RunningPipeline {
         let wants_pods = input.prometheus.as_ref().is_some_and(|i| i.enabled)
             || input.istio.as_ref().is_some_and(|i| i.enabled);
         let wants_nodes = input.runtime.as_ref().is_some_and(|i| i.enabled);
+        let wants_services = input.prometheus.as_ref().is_some_and(|i| i.enabled);
         let cluster = ClusterView {
-            pods: context.pods.clone().filter(|_| wants_pods),
-            nodes: context.nodes.clone().filter(|_| wants_nodes),
-            kubelet: if wants_nodes {
-                KubeletAccess::new(&context.service_account_dir).ok()
-            } else {
-                None
-            },
+            pods: context.cluster.pods.clone().filter(|_| wants_pods),
+            nodes: context.cluster.nodes.clone().filter(|_| wants_nodes),
+            services: context.cluster.services.clone().filter(|_| wants_services),
+            endpoint_slices: context
+                .cluster
+                .endpoint_slices
+                .clone()
+                .filter(|_| wants_services),
+        };
+        let kubelet = if wants_nodes {
+            KubeletAccess::new(&context.service_account_dir).ok()
+        } else {
+            None
         };
         if (wants_pods && cluster.pods.is_none()) || (wants_nodes && cluster.nodes.is_none()) {
             stats.error(
@@ -178,11 +184,15 @@ impl RunningPipeline {
                 "the prometheus, istio and runtime inputs need access to the Kubernetes API, which this agent does not have",
             );
         }
-        let discovery = (cluster.pods.is_some() || cluster.nodes.is_some()).then(|| {
+        let watches_anything = cluster.pods.is_some()
+            || cluster.nodes.is_some()
+            || (cluster.services.is_some() && cluster.endpoint_slices.is_some());
+        let discovery = watches_anything.then(|| {
             tokio::spawn(discover(
                 pipeline.clone(),
                 static_targets,
                 cluster,
+                kubelet,
                 targets.clone(),
             ))
         });
@@ -532,15 +542,85 @@ pub fn runtime_targets(
     desired
 }
 
-/// What the cluster looks like now, for a pipeline's discovery.
-#[derive(Clone)]
+/// What the cluster looks like now: one snapshot receiver per watched kind, each
+/// `None` when the agent does not watch it.
+#[derive(Clone, Default)]
 pub struct ClusterView {
-    /// Pod snapshots, when the agent watches pods.
+    /// Pods.
     pub pods: Option<watch::Receiver<PodSnapshot>>,
-    /// Node snapshots, when the agent watches nodes.
+    /// Nodes.
     pub nodes: Option<watch::Receiver<NodeSnapshot>>,
-    /// How to reach kubelets.
-    pub kubelet: Option<KubeletAccess>,
+    /// Services.
+    pub services: Option<watch::Receiver<Snapshot<Service>>>,
+    /// EndpointSlices.
+    pub endpoint_slices: Option<watch::Receiver<Snapshot<EndpointSlice>>>,
+}
+
+/// Targets of annotated Services' endpoints in the namespaces the `prometheus` input
+/// admits: the Service annotation rules, then the pipeline's own target relabeling.
+pub fn service_targets(
+    pipeline: &ValidatedPipeline,
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+) -> Vec<DesiredTarget> {
+    let Some(input) = pipeline
+        .spec()
+        .input
+        .prometheus
+        .as_ref()
+        .filter(|i| i.enabled)
+    else {
+        return Vec::new();
+    };
+    let mut rules = endpointslices::rules();
+    rules.extend(pipeline.processors.relabel.iter().cloned());
+    let defaults = defaults(pipeline, DEFAULT_METRICS_PATH, "http");
+    let config = scrape_config(pipeline, false, true);
+    let mut desired = Vec::new();
+    for slice in slices {
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
+        if !input.namespaces.admits(namespace) {
+            continue;
+        }
+        let service_name = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(endpointslices::SERVICE_NAME_LABEL));
+        let service = services.iter().find(|s| {
+            s.metadata.namespace.as_deref() == Some(namespace)
+                && s.metadata.name.as_ref() == service_name
+        });
+        for discovered in endpointslices::endpointslice_targets(slice, service.map(AsRef::as_ref)) {
+            if let Ok(Some(labels)) = populate(&discovered, &defaults, &rules)
+                && let Ok(target) = Target::new(labels)
+            {
+                desired.push(DesiredTarget {
+                    target,
+                    config: config.clone(),
+                    client: None,
+                    processors: None,
+                });
+            }
+        }
+    }
+    desired
+}
+
+/// Waits until any watched kind changes; `false` when all publishers are gone.
+async fn cluster_changed(cluster: &mut ClusterView) -> bool {
+    async fn changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> bool {
+        match receiver.as_mut() {
+            Some(receiver) => receiver.changed().await.is_ok(),
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        alive = changed(&mut cluster.pods) => alive,
+        alive = changed(&mut cluster.nodes) => alive,
+        alive = changed(&mut cluster.services) => alive,
+        alive = changed(&mut cluster.endpoint_slices) => alive,
+    }
 }
 
 /// Follows pod and node snapshots and keeps the pipeline's targets in step: static
@@ -549,6 +629,7 @@ async fn discover(
     pipeline: ValidatedPipeline,
     static_targets: Vec<DesiredTarget>,
     mut cluster: ClusterView,
+    kubelet: Option<KubeletAccess>,
     targets: Arc<Mutex<TargetSet>>,
 ) {
     loop {
@@ -557,9 +638,18 @@ async fn discover(
             let snapshot = pods.borrow_and_update().clone();
             desired.extend(pod_targets(&pipeline, &snapshot));
         }
-        if let (Some(nodes), Some(access)) = (cluster.nodes.as_mut(), cluster.kubelet.as_ref()) {
+        if let (Some(nodes), Some(access)) = (cluster.nodes.as_mut(), kubelet.as_ref()) {
             let snapshot = nodes.borrow_and_update().clone();
             desired.extend(runtime_targets(&pipeline, &snapshot, access));
+        }
+        if let (Some(services), Some(slices)) =
+            (cluster.services.as_mut(), cluster.endpoint_slices.as_mut())
+        {
+            let (services, slices) = (
+                services.borrow_and_update().clone(),
+                slices.borrow_and_update().clone(),
+            );
+            desired.extend(service_targets(&pipeline, &services, &slices));
         }
         let report = lock(&targets).sync(desired);
         if report.started + report.stopped > 0 {
@@ -570,22 +660,7 @@ async fn discover(
                 "scrape targets changed"
             );
         }
-        let pods_changed = async {
-            match cluster.pods.as_mut() {
-                Some(pods) => pods.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        let nodes_changed = async {
-            match cluster.nodes.as_mut() {
-                Some(nodes) => nodes.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        let alive = tokio::select! {
-            alive = pods_changed => alive,
-            alive = nodes_changed => alive,
-        };
+        let alive = cluster_changed(&mut cluster).await;
         if !alive {
             return;
         }

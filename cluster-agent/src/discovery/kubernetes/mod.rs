@@ -6,6 +6,7 @@
 //! the referenced namespaces' Secrets and follows their rotation.
 
 pub mod annotations;
+pub mod endpointslices;
 pub mod istio;
 pub mod nodes;
 pub mod pods;

@@ -34,6 +34,26 @@ pub fn watch_pods(client: Client) -> (channel::Receiver<PodSnapshot>, JoinHandle
     watch_all(Api::all(client))
 }
 
+/// Watches every Service of the cluster.
+pub fn watch_services(
+    client: Client,
+) -> (
+    channel::Receiver<Snapshot<k8s_openapi::api::core::v1::Service>>,
+    JoinHandle<()>,
+) {
+    watch_all(Api::all(client))
+}
+
+/// Watches every EndpointSlice of the cluster.
+pub fn watch_endpoint_slices(
+    client: Client,
+) -> (
+    channel::Receiver<Snapshot<k8s_openapi::api::discovery::v1::EndpointSlice>>,
+    JoinHandle<()>,
+) {
+    watch_all(Api::all(client))
+}
+
 /// Watches every node of the cluster; the receiver sees each published snapshot.
 pub fn watch_nodes(client: Client) -> (channel::Receiver<NodeSnapshot>, JoinHandle<()>) {
     watch_all(Api::all(client))
