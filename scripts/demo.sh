@@ -96,7 +96,7 @@ pipelines:
 AGENT
 "$agent" check-config --config "$work/agent.yaml"
 RUST_LOG=warn "$agent" run --config "$work/agent.yaml" --data-dir "$work/data" \
-  --listen-address "127.0.0.1:$agent_port" --kubernetes off & pids+=($!)
+  --listen-address "127.0.0.1:$agent_port" --otlp-grpc-listen-address 127.0.0.1:0 --kubernetes off & pids+=($!)
 
 query() {
   curl -fsS --get "http://127.0.0.1:$prometheus_port/api/v1/query" --data-urlencode "query=$1"

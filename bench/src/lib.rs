@@ -351,6 +351,8 @@ fn start_agent(
                     .arg(dir.join("cluster-agent-data"))
                     .arg("--listen-address")
                     .arg(&listen)
+                    .arg("--otlp-grpc-listen-address")
+                    .arg("127.0.0.1:0")
                     .env("RUST_LOG", "warn")
                     .stdout(Stdio::null())
                     .stderr(Stdio::null()),

@@ -219,6 +219,8 @@ async fn scraped_and_relabeled_series_equal_the_prometheus_agent() {
             .arg(dir.path().join("agent-data"))
             .arg("--listen-address")
             .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--otlp-grpc-listen-address")
+            .arg("127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );

@@ -89,6 +89,8 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
             .arg(dir.path().join("data"))
             .arg("--listen-address")
             .arg(format!("127.0.0.1:{agent_port}"))
+            .arg("--otlp-grpc-listen-address")
+            .arg("127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
@@ -193,4 +195,93 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
     assert!(!names(&otlp_pipeline).contains(&"pushed_total".to_owned()));
     assert!(!names(&remote_write_pipeline).contains(&"cart_items".to_owned()));
     assert!(has(&otlp_pipeline, "cart_items", ("job", "cart")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_pushed_over_grpc_reaches_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = RemoteWriteReceiver::start().await;
+    let grpc_port = free_port();
+    let config = [
+        "apiVersion: telemetry.kaas-observer.io/v1alpha1".to_owned(),
+        "kind: AgentConfig".to_owned(),
+        "pipelines:".to_owned(),
+        "  - metadata: {name: takes-otlp}".to_owned(),
+        "    spec:".to_owned(),
+        "      input: {otlp: {enabled: true}}".to_owned(),
+        format!(
+            "      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}",
+            receiver.url()
+        ),
+    ]
+    .join("\n");
+    let config_path = dir.path().join("agent.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let _agent = ChildGuard::spawn(
+        "cluster-agent",
+        Command::new(AGENT)
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--listen-address")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--otlp-grpc-listen-address")
+            .arg(format!("127.0.0.1:{grpc_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    kaas_test_support::process::wait_for_tcp(([127, 0, 0, 1], grpc_port).into(), DEADLINE);
+
+    // cluster-agent's own OTLP/gRPC exporter is the client.
+    let output: kaas_pipeline::output::OtlpOutput =
+        serde_yaml::from_str(&format!("endpoint: http://127.0.0.1:{grpc_port}")).unwrap();
+    let exporter = kaas_cluster_agent::exporters::otlp::OtlpExporter::new(
+        &output,
+        output.endpoint.parse().unwrap(),
+        kaas_pipeline::output::OtlpProtocol::Grpc,
+        Duration::from_secs(5),
+        std::sync::Arc::new(kaas_cluster_agent::exporters::auth::NoSecrets),
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let label = |name: &str, value: &str| kaas_proto::remote_write::v1::Label {
+        name: name.into(),
+        value: value.into(),
+    };
+    let batch = kaas_cluster_agent::batch::Batch {
+        series: vec![kaas_proto::remote_write::v1::TimeSeries {
+            labels: vec![
+                label("__name__", "grpc_pushed"),
+                label("job", "sender"),
+                label("zone", "a"),
+            ],
+            samples: vec![kaas_proto::remote_write::v1::Sample {
+                value: 5.0,
+                timestamp: now,
+            }],
+        }],
+        metadata: vec![],
+    };
+    exporter
+        .send(&batch)
+        .await
+        .expect("the agent accepts OTLP over gRPC");
+    let until = Instant::now() + DEADLINE;
+    while !has(&receiver, "grpc_pushed", ("zone", "a")) {
+        assert!(
+            Instant::now() < until,
+            "pushed data missing: {:?}",
+            names(&receiver)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        has(&receiver, "grpc_pushed", ("job", "sender")),
+        "service.name round-trips to job"
+    );
 }

@@ -72,6 +72,8 @@ fn start_agent(config: &Path, data_dir: &Path, log: &Path) -> Agent {
             .arg(data_dir)
             .arg("--listen-address")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--otlp-grpc-listen-address")
+            .arg("127.0.0.1:0")
             .arg("--reload-check-ms")
             .arg("200")
             .stdout(Stdio::null())

@@ -24,6 +24,8 @@ use crate::telemetry::{ReloadState, registry};
 /// Where the agent serves its own endpoints by default; vmagent's port, which
 /// operators of agents already open.
 pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0:8429";
+/// Where OTLP/gRPC pushes are accepted by default: OTLP's conventional gRPC port.
+pub const DEFAULT_OTLP_GRPC_ADDRESS: &str = "0.0.0.0:4317";
 /// How often the configuration file is checked for changes.
 pub const DEFAULT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -39,6 +41,9 @@ pub struct RunArgs {
     /// Address for /metrics, /healthz, /readyz and the push receivers.
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_LISTEN_ADDRESS)]
     pub listen_address: SocketAddr,
+    /// Address for OTLP/gRPC pushes (OTLP's conventional port).
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_OTLP_GRPC_ADDRESS)]
+    pub otlp_grpc_listen_address: SocketAddr,
     /// Kubernetes discovery: `auto` uses the in-cluster service account or $KUBECONFIG
     /// when present, `off` never contacts an API server.
     #[arg(long, value_enum, default_value_t = KubernetesMode::Auto)]
@@ -215,6 +220,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             address: args.listen_address,
             source,
         })?;
+    let grpc_listener = tokio::net::TcpListener::bind(args.otlp_grpc_listen_address)
+        .await
+        .map_err(|source| RunError::Listen {
+            address: args.otlp_grpc_listen_address,
+            source,
+        })?;
+    let grpc = crate::push::otlp_grpc::OtlpGrpc::new(agent.pipelines.clone(), push_stats.clone());
+    tokio::spawn(async move {
+        if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc).await {
+            tracing::error!(%error, "the OTLP/gRPC receiver stopped");
+        }
+    });
     let push = crate::push::routes(agent.pipelines.clone(), push_stats);
     let app = crate::server::app(registry, reloads.clone(), push);
     tokio::spawn(async move {

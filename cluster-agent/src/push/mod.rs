@@ -1,7 +1,7 @@
 //! Push input: workloads send metrics to the agent instead of being scraped. The agent
 //! accepts Prometheus remote-write 1.0 on `POST /api/v1/write` and OTLP over
-//! HTTP/protobuf on `POST /v1/metrics`, on its HTTP port (the well-known in-cluster
-//! address is the agent's Service).
+//! HTTP/protobuf on `POST /v1/metrics`, on its HTTP port, and OTLP over gRPC on its own
+//! port ([`otlp_grpc`]); the well-known in-cluster address is the agent's Service.
 //!
 //! Pushed series go to every pipeline whose `input.remoteWrite` (or `input.otlp`) is
 //! enabled, each applying its own namespace filter (on the `namespace` label, which OTLP
@@ -10,6 +10,7 @@
 //! buffered, so the pushing workload never waits for a backend.
 
 pub mod otlp;
+pub mod otlp_grpc;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
