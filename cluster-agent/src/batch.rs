@@ -265,6 +265,15 @@ pub mod wire {
             }
         }
 
+        /// An empty request writing into `buffer` (cleared), to reuse its allocation.
+        pub fn from_buffer(mut buffer: Vec<u8>) -> Self {
+            buffer.clear();
+            Self {
+                buf: buffer,
+                ..Self::default()
+            }
+        }
+
         /// Appends one series with one sample; `labels` from [`encode_labels`].
         pub fn sample(&mut self, labels: &[u8], timestamp_ms: i64, value: f64) {
             // Sample: value (1 + 8 bytes) and timestamp (1 + varint).

@@ -172,8 +172,20 @@ pub struct Scraper {
     report: Vec<Box<[u8]>>,
     /// Counts scrapes; the cache's notion of time.
     generation: u64,
-    /// Bytes of the last request, to size the next one.
-    last_request_bytes: usize,
+    /// The response body buffer, kept across scrapes: bodies are large, and a fresh
+    /// buffer each time costs an allocation, copies as it grows, and page faults.
+    body: Vec<u8>,
+    /// The request buffer, kept across scrapes for the same reason.
+    request: Vec<u8>,
+}
+
+/// A copy of a scrape error (the owned-body `ingest` borrows its input).
+fn clone_error(error: &ScrapeError) -> ScrapeError {
+    match error {
+        ScrapeError::Status(status) => ScrapeError::Status(*status),
+        ScrapeError::BodyTooLarge(limit) => ScrapeError::BodyTooLarge(*limit),
+        other => ScrapeError::Request(other.to_string()),
+    }
 }
 
 /// The names of the report series, in the order they are written.
@@ -185,9 +197,8 @@ const REPORT_SERIES: [&str; 5] = [
     "scrape_series_added",
 ];
 
-/// One series a target exposed.
+/// One series a target exposed (its text is the key in the cache's index).
 struct CachedSeries {
-    key: Box<str>,
     /// The final labels, encoded; `None` when the pipeline drops the series.
     encoded: Option<Box<[u8]>>,
     /// Hash of `encoded`, to drop series that relabeling made identical.
@@ -231,8 +242,7 @@ impl Default for SeriesCache {
 }
 
 impl SeriesCache {
-    fn insert(&mut self, entry: CachedSeries) -> usize {
-        let key = entry.key.clone();
+    fn insert(&mut self, key: &str, entry: CachedSeries) -> usize {
         let index = match self.free.pop() {
             Some(index) => {
                 self.entries[index] = Some(entry);
@@ -243,7 +253,7 @@ impl SeriesCache {
                 self.entries.len() - 1
             }
         };
-        self.index.insert(key, index);
+        self.index.insert(key.into(), index);
         index
     }
 
@@ -252,15 +262,17 @@ impl SeriesCache {
         if self.entries.len() < 2 * self.current.len() + 64 {
             return;
         }
-        for index in 0..self.entries.len() {
-            let stale = self.entries[index]
+        let (entries, free) = (&mut self.entries, &mut self.free);
+        self.index.retain(|_, index| {
+            let stale = entries[*index]
                 .as_ref()
                 .is_some_and(|e| e.last_success + 1 < generation && e.pending < generation);
-            if stale && let Some(entry) = self.entries[index].take() {
-                self.index.remove(&entry.key);
-                self.free.push(index);
+            if stale {
+                entries[*index] = None;
+                free.push(*index);
             }
-        }
+            !stale
+        });
     }
 
     fn metadata_frames(&mut self) -> &[Vec<u8>] {
@@ -321,7 +333,8 @@ impl Scraper {
             // Entries start with `last_success` 0, meaning never; the first scrape is
             // generation 2, so 0 is never mistaken for "the previous scrape".
             generation: 1,
-            last_request_bytes: 4096,
+            body: Vec::new(),
+            request: Vec::new(),
         }
     }
 
@@ -355,8 +368,16 @@ impl Scraper {
     pub async fn scrape_once(&mut self) {
         let timestamp = now_ms();
         let started = Instant::now();
-        let fetched = self.fetch().await;
-        self.ingest(fetched, timestamp, started.elapsed());
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        let fetched = self.fetch(&mut body).await;
+        let elapsed = started.elapsed();
+        self.ingest_slice(
+            fetched.map(|content_type| (&body[..], content_type)),
+            timestamp,
+            elapsed,
+        );
+        self.body = body;
     }
 
     /// Processes what a fetch returned (a body and its content type, or the failure)
@@ -367,12 +388,25 @@ impl Scraper {
         timestamp: i64,
         duration: Duration,
     ) {
+        let fetched = fetched
+            .as_ref()
+            .map(|(body, content_type)| (&body[..], content_type.clone()))
+            .map_err(clone_error);
+        self.ingest_slice(fetched, timestamp, duration);
+    }
+
+    fn ingest_slice(
+        &mut self,
+        fetched: Result<(&[u8], Option<String>), ScrapeError>,
+        timestamp: i64,
+        duration: Duration,
+    ) {
         self.generation += 1;
         let generation = self.generation;
-        let mut writer = RequestWriter::with_capacity(self.last_request_bytes);
+        let mut writer = RequestWriter::from_buffer(std::mem::take(&mut self.request));
         let result = match fetched {
             Ok((body, content_type)) => self.read_body(
-                &body,
+                body,
                 content_type.as_deref(),
                 timestamp,
                 generation,
@@ -397,7 +431,7 @@ impl Scraper {
             }
             Err(error) => {
                 // Nothing of a failed scrape is kept.
-                writer = RequestWriter::with_capacity(self.last_request_bytes);
+                writer = RequestWriter::from_buffer(writer.into_bytes());
                 self.record_health(Some(error.to_string()));
                 (0.0, 0, 0, 0)
             }
@@ -459,13 +493,14 @@ impl Scraper {
         let samples = writer.samples();
         let oldest = writer.oldest_ms().unwrap_or(now);
         let body = writer.into_bytes();
-        self.last_request_bytes = body.len() + body.len() / 8;
         if let Err(error) = self.inlet.push_encoded(&body, samples, oldest) {
             self.inlet.stats.error("BufferError", error.to_string());
         }
+        self.request = body;
     }
 
-    async fn fetch(&self) -> Result<(Vec<u8>, Option<String>), ScrapeError> {
+    /// Fetches the target into `body`; returns the content type.
+    async fn fetch(&self, body: &mut Vec<u8>) -> Result<Option<String>, ScrapeError> {
         let request = self
             .client
             .get(self.target.url.clone())
@@ -509,7 +544,9 @@ impl Scraper {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut body = Vec::new();
+        if let Some(length) = response.content_length() {
+            body.reserve((length as usize).min(self.config.body_size_limit as usize));
+        }
         while let Some(chunk) = response
             .chunk()
             .await
@@ -520,7 +557,7 @@ impl Scraper {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((body, content_type))
+        Ok(content_type)
     }
 
     /// Reads a body through the series cache into `writer`; returns the samples
@@ -560,14 +597,14 @@ impl Scraper {
                     let entry = new_entry(
                         &sample, &labels, target, config, processors, external, &hasher,
                     );
-                    cache.insert(entry)
+                    cache.insert(sample.series, entry)
                 }
             };
             let Some(entry) = cache.entries[index].as_mut() else {
                 return Ok(());
             };
             if entry.pending == generation {
-                error = Some(ScrapeError::Duplicate(entry.key.to_string()));
+                error = Some(ScrapeError::Duplicate(sample.series.to_owned()));
                 return Ok(());
             }
             entry.pending = generation;
@@ -618,7 +655,6 @@ fn new_entry(
     );
     let merged = merge_target_labels(&exposed, target, config.honor_labels);
     let mut entry = CachedSeries {
-        key: sample.series.into(),
         encoded: None,
         hash: 0,
         limit_error: None,
