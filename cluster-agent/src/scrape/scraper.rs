@@ -172,11 +172,10 @@ pub struct Scraper {
     report: Vec<Box<[u8]>>,
     /// Counts scrapes; the cache's notion of time.
     generation: u64,
-    /// The response body buffer, kept across scrapes: bodies are large, and a fresh
-    /// buffer each time costs an allocation, copies as it grows, and page faults.
-    body: Vec<u8>,
-    /// The request buffer, kept across scrapes for the same reason.
-    request: Vec<u8>,
+    /// Bytes of the last request, to size the next one. (Buffers are not kept between
+    /// scrapes: with one loop per target that would hold a body and a request per
+    /// target for good, which measured as more memory for no CPU gained.)
+    last_request_bytes: usize,
 }
 
 /// A copy of a scrape error (the owned-body `ingest` borrows its input).
@@ -333,8 +332,7 @@ impl Scraper {
             // Entries start with `last_success` 0, meaning never; the first scrape is
             // generation 2, so 0 is never mistaken for "the previous scrape".
             generation: 1,
-            body: Vec::new(),
-            request: Vec::new(),
+            last_request_bytes: 4096,
         }
     }
 
@@ -368,8 +366,7 @@ impl Scraper {
     pub async fn scrape_once(&mut self) {
         let timestamp = now_ms();
         let started = Instant::now();
-        let mut body = std::mem::take(&mut self.body);
-        body.clear();
+        let mut body = Vec::new();
         let fetched = self.fetch(&mut body).await;
         let elapsed = started.elapsed();
         self.ingest_slice(
@@ -377,7 +374,6 @@ impl Scraper {
             timestamp,
             elapsed,
         );
-        self.body = body;
     }
 
     /// Processes what a fetch returned (a body and its content type, or the failure)
@@ -403,7 +399,7 @@ impl Scraper {
     ) {
         self.generation += 1;
         let generation = self.generation;
-        let mut writer = RequestWriter::from_buffer(std::mem::take(&mut self.request));
+        let mut writer = RequestWriter::with_capacity(self.last_request_bytes);
         let result = match fetched {
             Ok((body, content_type)) => self.read_body(
                 body,
@@ -493,10 +489,10 @@ impl Scraper {
         let samples = writer.samples();
         let oldest = writer.oldest_ms().unwrap_or(now);
         let body = writer.into_bytes();
+        self.last_request_bytes = body.len() + body.len() / 8;
         if let Err(error) = self.inlet.push_encoded(&body, samples, oldest) {
             self.inlet.stats.error("BufferError", error.to_string());
         }
-        self.request = body;
     }
 
     /// Fetches the target into `body`; returns the content type.
