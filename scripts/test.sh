@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests talk to (real peers, not mocks). Later parts of the product
-# add VictoriaMetrics, nginx and friends here.
-DEBIAN_PACKAGES=(prometheus nginx-light)
+# Debian packages the tests talk to (real peers, not mocks): Prometheus (receiver, agent
+# mode and promtool), VictoriaMetrics (receiver), nginx (scrape targets, TLS server).
+DEBIAN_PACKAGES=(prometheus victoria-metrics nginx-light)
 
 ensure_debian_packages() {
   local missing=()
@@ -26,11 +26,16 @@ ensure_debian_packages() {
   fi
 }
 
-# PyPI packages the tests talk to: rotel, a real OTLP receiver.
+# PyPI packages the tests use: rotel, a real OTLP receiver; schemathesis, which checks
+# the observer's API against its OpenAPI document.
 ensure_python_packages() {
   if ! python3 -c "import rotel" >/dev/null 2>&1; then
     echo "==> installing rotel (OTLP receiver) from PyPI"
     python3 -m pip install --quiet rotel
+  fi
+  if ! command -v schemathesis >/dev/null 2>&1; then
+    echo "==> installing schemathesis from PyPI"
+    python3 -m pip install --quiet schemathesis
   fi
 }
 

@@ -165,6 +165,7 @@ impl Collector for AgentCollector {
         let mut age = Vec::new();
         let mut targets = Vec::new();
         let mut scrape_errors = Vec::new();
+        let mut errors = Vec::new();
         for (name, pipeline) in pipelines.iter() {
             let label = || vec![("pipeline", name.clone())];
             let stats = &pipeline.stats;
@@ -172,6 +173,9 @@ impl Collector for AgentCollector {
             sent.push((label(), stats.samples_sent.load(Ordering::Relaxed)));
             failed.push((label(), stats.samples_failed.load(Ordering::Relaxed)));
             requests.push((label(), stats.requests.load(Ordering::Relaxed)));
+            for (reason, n) in stats.errors_by_reason() {
+                errors.push((vec![("pipeline", name.clone()), ("reason", reason)], n));
+            }
             for (reason, kind) in [
                 ("buffer_full", DropReason::BufferFull),
                 ("max_age_exceeded", DropReason::MaxAgeExceeded),
@@ -242,6 +246,12 @@ impl Collector for AgentCollector {
             "kaas_agent_pipeline_samples_dropped",
             "Samples given up on, by reason.",
             &dropped,
+        )?;
+        counter(
+            &mut encoder,
+            "kaas_agent_pipeline_errors",
+            "Collection and delivery errors, by condition reason (e.g. BackendUnreachable, SecretMissing).",
+            &errors,
         )?;
         counter(
             &mut encoder,

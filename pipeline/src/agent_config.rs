@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::document::ENVELOPE_FIELDS;
 use crate::errors::{FieldErrors, ValidationErrors, field, index, key};
 use crate::names::check_prometheus_label_name;
 use crate::pipeline::{API_GROUP_VERSION, MetricPipeline, ValidatedPipeline, validate};
@@ -96,8 +97,32 @@ impl AgentConfig {
 
     /// Reads a configuration from YAML or JSON (JSON is YAML) and validates it.
     pub fn parse(text: &str) -> Result<ValidatedAgentConfig, AgentConfigError> {
-        let deserializer = serde_yaml::Deserializer::from_str(text);
-        let config: AgentConfig = serde_path_to_error::deserialize(deserializer)
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| AgentConfigError::Parse(e.to_string()))?;
+        // The pipeline resource type accepts unknown top-level fields (it is a
+        // Kubernetes object); a misplaced `buffer:` beside `spec:` must not be ignored.
+        let mut errors = FieldErrors::default();
+        if let Some(pipelines) = value.get("pipelines").and_then(|p| p.as_sequence()) {
+            for (i, pipeline) in pipelines.iter().enumerate() {
+                let Some(map) = pipeline.as_mapping() else {
+                    continue;
+                };
+                for name in map.keys() {
+                    let name = name.as_str().unwrap_or("<non-string key>");
+                    if !ENVELOPE_FIELDS.contains(&name) {
+                        errors.add(
+                            field(&index("pipelines", i), name),
+                            format!(
+                                "unknown field; a MetricPipeline has {}",
+                                ENVELOPE_FIELDS.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        errors.into_result()?;
+        let config: AgentConfig = serde_path_to_error::deserialize(value)
             .map_err(|e| AgentConfigError::Parse(format!("{}: {}", e.path(), e.inner())))?;
         Ok(config.validate()?)
     }
@@ -281,6 +306,29 @@ pipelines:
         assert!(
             message.starts_with("pipeline: unknown field `pipeline`"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_field_misplaced_beside_spec_is_refused_not_ignored() {
+        let text = r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: AgentConfig
+pipelines:
+  - metadata: {name: a}
+    spec:
+      input: {prometheus: {enabled: true}}
+      output: {prometheusRemoteWrite: {url: "https://a.example/write"}}
+    buffer: {maxBytes: 1Mi}
+"#;
+        let Err(AgentConfigError::Invalid(errors)) = AgentConfig::parse(text) else {
+            panic!("accepted");
+        };
+        assert_eq!(
+            errors.lines(),
+            [
+                "pipelines[0].buffer: unknown field; a MetricPipeline has apiVersion, kind, metadata, spec, status"
+            ]
         );
     }
 }

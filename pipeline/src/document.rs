@@ -8,8 +8,8 @@ use serde_yaml::Value;
 use crate::errors::{FieldError, ValidationErrors};
 use crate::pipeline::{API_GROUP_VERSION, KIND, MetricPipeline, ValidatedPipeline, validate};
 
-/// Top-level fields a `MetricPipeline` document may have.
-const ENVELOPE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
+/// The top-level fields of a `MetricPipeline` object.
+pub(crate) const ENVELOPE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
 
 /// The outcome for one resource found in a file.
 #[derive(Debug)]

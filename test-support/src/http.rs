@@ -10,6 +10,24 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
 /// `GET http://host:port/path`; returns the status code and body, or an error text.
 pub fn get(url: &str) -> Result<(u16, String), String> {
+    request("GET", url, &[("Accept", "*/*")], &[])
+}
+
+/// `POST http://host:port/path` with `headers` and a binary body; returns the status
+/// code and body, or an error text.
+pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(u16, String), String> {
+    let length = body.len().to_string();
+    let mut all = vec![("Content-Length", length.as_str())];
+    all.extend_from_slice(headers);
+    request("POST", url, &all, body)
+}
+
+fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("not an http URL: {url}"))?;
@@ -20,11 +38,15 @@ pub fn get(url: &str) -> Result<(u16, String), String> {
     stream
         .set_read_timeout(Some(REQUEST_DEADLINE))
         .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: */*\r\n\r\n"
-    )
-    .map_err(|e| format!("send: {e}"))?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .map_err(|e| format!("send: {e}"))?;
     let mut response = Vec::new();
     stream
         .read_to_end(&mut response)

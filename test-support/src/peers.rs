@@ -286,3 +286,95 @@ fn url_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// VictoriaMetrics (Debian's `victoria-metrics`), a remote-write receiver that can be
+/// stopped and started again on the same port and data, to play a backend outage.
+pub struct VictoriaMetrics {
+    /// The port it listens on (kept across restarts).
+    pub port: u16,
+    dir: PathBuf,
+    guard: Option<ChildGuard>,
+}
+
+impl VictoriaMetrics {
+    /// Starts on a free loopback port with its data under `dir`.
+    pub fn start(dir: &Path) -> Self {
+        let mut vm = Self {
+            port: free_port(),
+            dir: dir.to_owned(),
+            guard: None,
+        };
+        vm.resume();
+        vm
+    }
+
+    /// Stops the process gracefully (SIGTERM, so it persists what it acknowledged: a
+    /// backend that loses acknowledged data is not what the tests examine); the port
+    /// then refuses connections.
+    pub fn stop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            guard.terminate(START_DEADLINE);
+        }
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub fn resume(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("victoria-metrics.log"))
+            .expect("victoria-metrics log");
+        self.guard = Some(ChildGuard::spawn(
+            "victoria-metrics",
+            Command::new(binary("victoria-metrics", "victoria-metrics"))
+                .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+                .arg(format!(
+                    "-storageDataPath={}",
+                    self.dir.join("data").display()
+                ))
+                // Make just-written samples visible to queries at once.
+                .arg("-search.latencyOffset=0s")
+                .arg("-search.disableCache")
+                .stdout(Stdio::null())
+                .stderr(log),
+        ));
+        wait_for_tcp(([127, 0, 0, 1], self.port).into(), START_DEADLINE);
+    }
+
+    /// Its remote-write URL.
+    pub fn write_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+    }
+
+    /// Every stored sample of the series matching `selector`, as (labels JSON, timestamps),
+    /// read through `/api/v1/export` (raw samples, no query-time lookback or dedup).
+    pub fn export(&self, selector: &str) -> Vec<(serde_json::Value, Vec<i64>)> {
+        let url = format!(
+            "http://127.0.0.1:{}/api/v1/export?match[]={}",
+            self.port,
+            url_encode(selector)
+        );
+        let (status, body) =
+            crate::http::get(&url).unwrap_or_else(|e| panic!("export {selector}: {e}"));
+        assert_eq!(status, 200, "export {selector}: {body}");
+        body.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                let json: serde_json::Value = serde_json::from_str(line).expect("export line");
+                let timestamps = json["timestamps"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(serde_json::Value::as_i64).collect())
+                    .unwrap_or_default();
+                (json["metric"].clone(), timestamps)
+            })
+            .collect()
+    }
+
+    /// Tells it to make everything received so far searchable.
+    pub fn flush(&self) {
+        let _ = crate::http::get(&format!(
+            "http://127.0.0.1:{}/internal/force_flush",
+            self.port
+        ));
+    }
+}

@@ -97,6 +97,24 @@ impl ChildGuard {
         self.child.id()
     }
 
+    /// Asks the process to stop (SIGTERM) and waits up to `deadline` for it to exit;
+    /// kills it after that.
+    pub fn terminate(&mut self, deadline: Duration) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = Instant::now() + deadline;
+        while Instant::now() < until {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Panics if the process has already exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("wait on child") {

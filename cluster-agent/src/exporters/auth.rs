@@ -92,6 +92,7 @@ impl From<AuthError> for super::retry::SendError {
         Self::Retryable {
             reason: error.to_string(),
             retry_after: None,
+            condition: error.condition_reason(),
         }
     }
 }

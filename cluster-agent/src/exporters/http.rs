@@ -90,6 +90,7 @@ impl Endpoint {
             .map_err(|e| SendError::Retryable {
                 reason: format!("sending to the backend failed: {}", without_url(&e)),
                 retry_after: None,
+                condition: super::retry::BACKEND_UNREACHABLE,
             })?;
         let status = response.status().as_u16();
         let retry_after = response

@@ -14,6 +14,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// a misconfigured header cannot park a pipeline for hours.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
+/// The condition reason of a retryable failure of the network or the backend.
+pub const BACKEND_UNREACHABLE: &str = "BackendUnreachable";
+
 /// Why a send failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -24,6 +27,9 @@ pub enum SendError {
         reason: String,
         /// What the backend asked for with `Retry-After`.
         retry_after: Option<Duration>,
+        /// The status condition reason: [`BACKEND_UNREACHABLE`] for the network and
+        /// the backend, `SecretMissing` and friends for credentials.
+        condition: &'static str,
     },
     /// The backend refused the batch for good.
     #[error("{reason}")]
@@ -37,7 +43,7 @@ impl SendError {
     /// A short machine-readable reason for status conditions.
     pub fn condition_reason(&self) -> &'static str {
         match self {
-            Self::Retryable { .. } => "BackendUnreachable",
+            Self::Retryable { condition, .. } => condition,
             Self::Permanent { .. } => "DataDropped",
         }
     }
@@ -55,6 +61,7 @@ pub fn classify(
         429 | 500..=599 => Err(SendError::Retryable {
             reason: format!("server returned HTTP {status}: {body_excerpt}"),
             retry_after: retry_after.and_then(|value| parse_retry_after(value, now)),
+            condition: BACKEND_UNREACHABLE,
         }),
         _ => Err(SendError::Permanent {
             reason: format!("server returned HTTP {status}: {body_excerpt}"),

@@ -65,6 +65,9 @@ pub struct PipelineStats {
     /// Duration of each request, successful or not.
     pub send_latency: SendLatency,
     last_error: Mutex<Option<LastError>>,
+    /// Every error occurrence, by reason (a small fixed set of condition reasons, so
+    /// the label stays bounded).
+    errors: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl PipelineStats {
@@ -106,6 +109,12 @@ impl PipelineStats {
             reason: reason.to_owned(),
             message: message.into(),
         };
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(error.reason.clone())
+            .or_default() += 1;
         let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
         let repeat = last.as_ref().is_some_and(|previous| {
             previous.reason == error.reason
@@ -118,6 +127,16 @@ impl PipelineStats {
         }
         tracing::warn!(pipeline = %self.pipeline, reason = %error.reason, message = %error.message, "pipeline error");
         *last = Some(error);
+    }
+
+    /// How often each reason occurred so far.
+    pub fn errors_by_reason(&self) -> Vec<(String, u64)> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(reason, n)| (reason.clone(), *n))
+            .collect()
     }
 
     /// The most recent error.

@@ -98,6 +98,7 @@ impl OtlpExporter {
         grpc.ready().await.map_err(|e| SendError::Retryable {
             reason: format!("the gRPC channel is not ready: {e}"),
             retry_after: None,
+            condition: crate::exporters::retry::BACKEND_UNREACHABLE,
         })?;
         let mut call = tonic::Request::new(request);
         call.set_timeout(self.timeout);
@@ -185,6 +186,7 @@ fn grpc_error(status: &tonic::Status) -> SendError {
         | Code::DataLoss => SendError::Retryable {
             reason,
             retry_after: None,
+            condition: crate::exporters::retry::BACKEND_UNREACHABLE,
         },
         _ => SendError::Permanent { reason },
     }
