@@ -162,6 +162,7 @@ impl Collector for AgentCollector {
         let mut dropped = Vec::new();
         let mut requests = Vec::new();
         let mut bytes = Vec::new();
+        let mut max_bytes = Vec::new();
         let mut age = Vec::new();
         let mut targets = Vec::new();
         let mut scrape_errors = Vec::new();
@@ -187,6 +188,7 @@ impl Collector for AgentCollector {
                     stats.dropped_total(kind),
                 ));
             }
+            max_bytes.push((label(), pipeline.pipeline.buffer.max_bytes.get() as f64));
             if let Ok(buffer) = pipeline.buffer.try_lock() {
                 bytes.push((label(), buffer.bytes() as f64));
                 let oldest = buffer
@@ -209,7 +211,7 @@ impl Collector for AgentCollector {
                 scrape_errors.push((
                     vec![
                         ("pipeline", name.clone()),
-                        ("instance", target.labels.get("instance").to_owned()),
+                        ("target", target.labels.get("instance").to_owned()),
                     ],
                     health.scrape_errors,
                 ));
@@ -280,6 +282,12 @@ impl Collector for AgentCollector {
             "kaas_agent_pipeline_buffer_bytes",
             "Bytes in the pipeline's disk buffer.",
             &bytes,
+        )?;
+        gauge(
+            &mut encoder,
+            "kaas_agent_pipeline_buffer_max_bytes",
+            "The byte bound of the pipeline's disk buffer (spec.buffer.maxBytes).",
+            &max_bytes,
         )?;
         gauge(
             &mut encoder,
