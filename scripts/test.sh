@@ -35,7 +35,7 @@ ensure_python_packages() {
   fi
   if ! command -v schemathesis >/dev/null 2>&1; then
     echo "==> installing schemathesis from PyPI"
-    python3 -m pip install --quiet schemathesis
+    python3 -m pip install --quiet 'schemathesis==4.32.5'
   fi
 }
 

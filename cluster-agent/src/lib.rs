@@ -10,6 +10,7 @@ pub mod agent;
 pub mod batch;
 pub mod buffer;
 pub mod cli;
+pub mod control;
 pub mod discovery;
 pub mod exporters;
 pub mod labels;

@@ -1,8 +1,15 @@
 //! The observer: the central control plane of kaas-observer.
 //!
-//! It will onboard clusters, store tenants and pipelines, push each cluster's rendered
-//! pipelines to its agent over the control stream, and track health and lifecycle (see
-//! `docs/architecture.md`). What exists so far is the command line and the offline
-//! pipeline validator in [`cli`].
+//! It onboards clusters, stores tenants and pipelines ([`store`]), serves the REST API
+//! ([`api`]) and the agents' control stream ([`control`]) with per-cluster mTLS
+//! identities ([`identity`]), and pushes each cluster's rendered pipelines to its agent
+//! (see `docs/architecture.md`).
 
+pub mod api;
 pub mod cli;
+pub mod control;
+pub mod identity;
+pub mod lifecycle;
+pub mod secrets;
+pub mod serve;
+pub mod store;

@@ -4,14 +4,40 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use kaas_observer::cli::{Cli, Command, PipelineCommand, validate};
+use kaas_observer::cli::{Cli, Command, PipelineCommand, run_api, validate};
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let status = match cli.command {
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(io::stderr)
+                .init();
+            // One crypto provider for every TLS user in the process (ring, as everywhere).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(kaas_observer::serve::run(args))?;
+            0
+        }
         Command::Pipeline(PipelineCommand::Validate(args)) => {
             let mut out = io::stdout().lock();
             let status = validate::run(&args, &mut io::stdin().lock(), &mut out)?;
+            out.flush()?;
+            status
+        }
+        command => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut out = io::stdout().lock();
+            let mut err = io::stderr().lock();
+            let status = runtime.block_on(run_api(&cli.connection, command, &mut out, &mut err))?;
             out.flush()?;
             status
         }

@@ -237,6 +237,80 @@ pub enum ValidatedOutput {
 }
 
 impl Output {
+    /// Every inline secret value of the output (header values and the `value` of each
+    /// credential and TLS source), with its field path relative to the output, e.g.
+    /// `prometheusRemoteWrite.authentication.basic.password.value` or
+    /// `otlp.headers[1].value`. The paths use the same notation as validation errors,
+    /// so prefixed with `spec.output.` they name the field in a pipeline document.
+    ///
+    /// The observer uses it to seal values before storing them, to open them again, and
+    /// to mask them as `***` in API responses.
+    pub fn inline_secrets_mut(&mut self) -> Vec<(String, &mut crate::secret::SecretString)> {
+        let mut found = Vec::new();
+        for (base, endpoint) in [
+            (
+                "prometheusRemoteWrite",
+                self.prometheus_remote_write
+                    .as_mut()
+                    .map(|rw| (&mut rw.headers, &mut rw.authentication, &mut rw.tls)),
+            ),
+            (
+                "otlp",
+                self.otlp
+                    .as_mut()
+                    .map(|otlp| (&mut otlp.headers, &mut otlp.authentication, &mut otlp.tls)),
+            ),
+        ] {
+            let Some((headers, authentication, tls)) = endpoint else {
+                continue;
+            };
+            let headers_path = field(base, "headers");
+            for (i, header) in headers.iter_mut().enumerate() {
+                if let Some(value) = header.value.as_mut() {
+                    found.push((field(&index(&headers_path, i), "value"), value));
+                }
+            }
+            let mut sources: Vec<(String, &mut ValueSource)> = Vec::new();
+            if let Some(auth) = authentication.as_mut() {
+                let auth_path = field(base, "authentication");
+                if let Some(basic) = auth.basic.as_mut() {
+                    let basic_path = field(&auth_path, "basic");
+                    sources.push((field(&basic_path, "user"), &mut basic.user));
+                    sources.push((field(&basic_path, "password"), &mut basic.password));
+                }
+                if let Some(token) = auth.bearer_token.as_mut() {
+                    sources.push((field(&auth_path, "bearerToken"), token));
+                }
+                if let Some(oauth2) = auth.oauth2.as_mut() {
+                    let oauth_path = field(&auth_path, "oauth2");
+                    sources.push((field(&oauth_path, "clientId"), &mut oauth2.client_id));
+                    sources.push((
+                        field(&oauth_path, "clientSecret"),
+                        &mut oauth2.client_secret,
+                    ));
+                }
+            }
+            if let Some(tls) = tls.as_mut() {
+                let tls_path = field(base, "tls");
+                for (name, source) in [
+                    ("ca", &mut tls.ca),
+                    ("cert", &mut tls.cert),
+                    ("key", &mut tls.key),
+                ] {
+                    if let Some(source) = source.as_mut() {
+                        sources.push((field(&tls_path, name), source));
+                    }
+                }
+            }
+            for (path, source) in sources {
+                if let Some(value) = source.value.as_mut() {
+                    found.push((field(&path, "value"), value));
+                }
+            }
+        }
+        found
+    }
+
     /// Every Kubernetes Secret key the output refers to (headers, credentials, TLS), so
     /// an agent knows which namespaces' Secrets to watch and the observer which ones to
     /// check.
@@ -634,6 +708,98 @@ impl PemKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_secrets_mut_visits_every_inline_value_with_its_path() {
+        let mut output: Output = serde_yaml::from_str(
+            r#"
+otlp:
+  endpoint: https://x.example:4317
+  headers:
+    - {name: X-Tenant, value: plain}
+    - {name: X-Key, valueFrom: {secretKeyRef: {name: h, namespace: a, key: k}}}
+    - {name: X-Other, value: other}
+  authentication:
+    oauth2:
+      tokenUrl: https://auth.example/token
+      clientId: {value: agent}
+      clientSecret: {value: s3cret}
+  tls:
+    ca: {valueFrom: {secretKeyRef: {name: ca, namespace: c, key: ca.crt}}}
+    cert: {value: CERT}
+    key: {value: KEY}
+"#,
+        )
+        .unwrap();
+        let paths: Vec<(String, String)> = output
+            .inline_secrets_mut()
+            .into_iter()
+            .map(|(path, value)| (path, value.expose().to_owned()))
+            .collect();
+        let expected = [
+            ("otlp.headers[0].value", "plain"),
+            ("otlp.headers[2].value", "other"),
+            ("otlp.authentication.oauth2.clientId.value", "agent"),
+            ("otlp.authentication.oauth2.clientSecret.value", "s3cret"),
+            ("otlp.tls.cert.value", "CERT"),
+            ("otlp.tls.key.value", "KEY"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(p, v)| ((*p).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(paths, expected);
+
+        for (_, value) in output.inline_secrets_mut() {
+            *value = crate::secret::SecretString::new("***");
+        }
+        let otlp = output.otlp.as_ref().unwrap();
+        assert_eq!(otlp.headers[0].value.as_ref().unwrap().expose(), "***");
+        assert!(
+            otlp.headers[1].value.is_none(),
+            "a reference stays a reference"
+        );
+        let tls = otlp.tls.as_ref().unwrap();
+        assert_eq!(
+            tls.key.as_ref().unwrap().value.as_ref().unwrap().expose(),
+            "***"
+        );
+        assert!(tls.ca.as_ref().unwrap().value.is_none());
+    }
+
+    #[test]
+    fn inline_secrets_mut_covers_basic_and_bearer_for_remote_write() {
+        let mut basic: Output = serde_yaml::from_str(
+            "prometheusRemoteWrite: {url: https://x.example/w, authentication: {basic: {user: {value: u}, password: {value: p}}}}",
+        )
+        .unwrap();
+        let paths: Vec<String> = basic
+            .inline_secrets_mut()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "prometheusRemoteWrite.authentication.basic.user.value",
+                "prometheusRemoteWrite.authentication.basic.password.value"
+            ]
+        );
+        let mut bearer: Output = serde_yaml::from_str(
+            "prometheusRemoteWrite: {url: https://x.example/w, authentication: {bearerToken: {value: t}}}",
+        )
+        .unwrap();
+        let paths: Vec<String> = bearer
+            .inline_secrets_mut()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(
+            paths,
+            ["prometheusRemoteWrite.authentication.bearerToken.value"]
+        );
+        assert!(Output::default().inline_secrets_mut().is_empty());
+    }
 
     #[test]
     fn secret_refs_lists_every_referenced_key() {

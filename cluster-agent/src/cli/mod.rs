@@ -22,7 +22,7 @@ pub enum Command {
     ///
     /// Exits 0 when it is valid, 1 when it is invalid, 2 when it cannot be read.
     CheckConfig(check_config::CheckConfigArgs),
-    /// Run from a configuration file (standalone mode), reloading it on SIGHUP and when
-    /// it changes.
+    /// Run from a configuration file (standalone mode, reloading it on SIGHUP and when
+    /// it changes) or from the observer (`--observer`, after joining with a token).
     Run(run::RunArgs),
 }

@@ -1,7 +1,15 @@
-//! `cluster-agent run`: standalone mode. Reads an agent configuration file, runs its
-//! pipelines, and reloads on SIGHUP or when the file changes: the new file is validated
-//! first, and if it is invalid the agent keeps running the old configuration and logs
-//! every problem.
+//! `cluster-agent run`: starts the agent's servers and pipelines in one of two modes.
+//!
+//! - **Standalone** (`--config FILE`): reads an agent configuration file, runs its
+//!   pipelines, and reloads on SIGHUP or when the file changes: the new file is validated
+//!   first, and if it is invalid the agent keeps running the old configuration and logs
+//!   every problem.
+//! - **Observer-connected** (`--observer URL`): joins the observer with a token, then
+//!   takes its configuration from the control stream (see [`crate::control`]).
+//!
+//! Both modes share the setup ([`ConfiguredAgent::start`]: Kubernetes watches, the HTTP
+//! and OTLP/gRPC servers, metrics) and the apply path ([`ConfiguredAgent::apply`], which
+//! goes through [`Agent::apply`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::agent::{Agent, ApplyReport};
+use crate::control::{DEFAULT_HEALTH_REPORT_INTERVAL, DEFAULT_HEALTH_WINDOW};
 use crate::exporters::auth::NoSecrets;
 use crate::labels::Labels;
 use crate::pipeline::runtime::{AgentContext, ClusterView};
@@ -31,10 +40,29 @@ pub const DEFAULT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Arguments of `cluster-agent run`.
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("configuration source")
+        .required(true)
+        .args(["config", "observer"])
+))]
 pub struct RunArgs {
-    /// The agent configuration file (YAML or JSON).
+    /// The agent configuration file (YAML or JSON): standalone mode. Exactly one of
+    /// --config and --observer is required.
     #[arg(short, long, value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    /// The observer's control endpoint, e.g. https://observer.example:8443: take the
+    /// configuration from the observer instead of a file.
+    #[arg(long, value_name = "URL")]
+    pub observer: Option<String>,
+    /// CA certificate (PEM) to trust for the observer when joining; afterwards the CA
+    /// bundle the observer returned is kept with the agent's identity.
+    #[arg(long, value_name = "FILE", requires = "observer")]
+    pub observer_ca_file: Option<PathBuf>,
+    /// File holding the single-use join token printed by `observer cluster add`. The
+    /// environment variable KAAS_JOIN_TOKEN is used when this is not given. Only needed
+    /// until the agent has joined: its identity is kept in the data directory.
+    #[arg(long, value_name = "FILE", requires = "observer")]
+    pub join_token_file: Option<PathBuf>,
     /// Where buffers and state are kept.
     #[arg(long, value_name = "DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -51,7 +79,19 @@ pub struct RunArgs {
     /// How often to check the configuration file for changes, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_RELOAD_CHECK_INTERVAL.as_millis() as u64)]
     pub reload_check_ms: u64,
+    /// How long a configuration from the observer must run before it is reported
+    /// APPLIED and kept as last-known-good, in milliseconds (shortened by tests).
+    #[arg(long, value_name = "MS", hide = true, default_value_t = DEFAULT_HEALTH_WINDOW.as_millis() as u64)]
+    pub config_health_window_ms: u64,
+    /// How often health is reported to the observer, in milliseconds (shortened by
+    /// tests).
+    #[arg(long, value_name = "MS", hide = true, default_value_t = DEFAULT_HEALTH_REPORT_INTERVAL.as_millis() as u64)]
+    pub health_report_interval_ms: u64,
 }
+
+/// The environment variable holding the join token when --join-token-file is not given.
+/// An environment variable rather than a flag, so the token never shows in `ps`.
+pub const JOIN_TOKEN_ENV: &str = "KAAS_JOIN_TOKEN";
 
 /// Whether the agent talks to a Kubernetes API server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -117,6 +157,9 @@ pub enum RunError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// Observer-connected mode cannot start.
+    #[error(transparent)]
+    Observer(#[from] crate::control::ControlError),
 }
 
 fn load(path: &Path) -> Result<(ValidatedAgentConfig, [u8; 32]), RunError> {
@@ -163,96 +206,189 @@ fn log_report(report: &ApplyReport) {
     }
 }
 
-/// Runs until SIGTERM or SIGINT.
-pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    let (config, mut hash) = load(&args.config)?;
-    let kubernetes = kubernetes_client(args.kubernetes).await;
-    let pods = kubernetes
-        .clone()
-        .map(crate::discovery::kubernetes::watch::watch_pods);
-    let nodes = kubernetes
-        .clone()
-        .map(crate::discovery::kubernetes::watch::watch_nodes);
-    let services = kubernetes
-        .clone()
-        .map(crate::discovery::kubernetes::watch::watch_services);
-    let endpoint_slices = kubernetes
-        .clone()
-        .map(crate::discovery::kubernetes::watch::watch_endpoint_slices);
-    let context = AgentContext {
-        data_dir: args.data_dir.clone(),
-        external_labels: Arc::new(Labels::default()),
-        secrets: Arc::new(NoSecrets),
-        cluster: ClusterView {
-            pods: pods.as_ref().map(|(r, _)| r.clone()),
-            nodes: nodes.as_ref().map(|(r, _)| r.clone()),
-            services: services.as_ref().map(|(r, _)| r.clone()),
-            endpoint_slices: endpoint_slices.as_ref().map(|(r, _)| r.clone()),
-        },
-        service_account_dir: crate::pipeline::runtime::SERVICE_ACCOUNT_DIR.into(),
-    };
-    let mut agent = Agent::new(context);
-    let mut watched_secret_namespaces = std::collections::BTreeSet::new();
-    let mut use_secrets_of = |agent: &mut Agent, config: &ValidatedAgentConfig| {
-        let namespaces = secret_namespaces(config);
-        if let Some(client) = &kubernetes
-            && namespaces != watched_secret_namespaces
+/// The running agent with everything both modes share: the Kubernetes watches, the
+/// HTTP and OTLP/gRPC servers and the agent's metrics. Configurations reach its
+/// pipelines only through [`ConfiguredAgent::apply`].
+pub struct ConfiguredAgent {
+    agent: Agent,
+    kubernetes: Option<kube::Client>,
+    watched_secret_namespaces: std::collections::BTreeSet<String>,
+    /// Reload outcomes, shown in `/metrics` and `/readyz`.
+    pub reloads: Arc<ReloadState>,
+}
+
+impl ConfiguredAgent {
+    /// Connects to Kubernetes (when available), binds the listeners and starts the
+    /// servers; no pipeline runs yet.
+    pub async fn start(args: &RunArgs) -> Result<Self, RunError> {
+        let kubernetes = kubernetes_client(args.kubernetes).await;
+        let pods = kubernetes
+            .clone()
+            .map(crate::discovery::kubernetes::watch::watch_pods);
+        let nodes = kubernetes
+            .clone()
+            .map(crate::discovery::kubernetes::watch::watch_nodes);
+        let services = kubernetes
+            .clone()
+            .map(crate::discovery::kubernetes::watch::watch_services);
+        let endpoint_slices = kubernetes
+            .clone()
+            .map(crate::discovery::kubernetes::watch::watch_endpoint_slices);
+        let context = AgentContext {
+            data_dir: args.data_dir.clone(),
+            external_labels: Arc::new(Labels::default()),
+            secrets: Arc::new(NoSecrets),
+            cluster: ClusterView {
+                pods: pods.as_ref().map(|(r, _)| r.clone()),
+                nodes: nodes.as_ref().map(|(r, _)| r.clone()),
+                services: services.as_ref().map(|(r, _)| r.clone()),
+                endpoint_slices: endpoint_slices.as_ref().map(|(r, _)| r.clone()),
+            },
+            service_account_dir: crate::pipeline::runtime::SERVICE_ACCOUNT_DIR.into(),
+        };
+        let agent = Agent::new(context);
+        let reloads = Arc::new(ReloadState::default());
+        let push_stats = Arc::new(PushStats::default());
+        let registry = Arc::new(registry(
+            agent.pipelines.clone(),
+            reloads.clone(),
+            push_stats.clone(),
+        ));
+        let listener = tokio::net::TcpListener::bind(args.listen_address)
+            .await
+            .map_err(|source| RunError::Listen {
+                address: args.listen_address,
+                source,
+            })?;
+        let grpc_listener = tokio::net::TcpListener::bind(args.otlp_grpc_listen_address)
+            .await
+            .map_err(|source| RunError::Listen {
+                address: args.otlp_grpc_listen_address,
+                source,
+            })?;
+        let grpc =
+            crate::push::otlp_grpc::OtlpGrpc::new(agent.pipelines.clone(), push_stats.clone());
+        tokio::spawn(async move {
+            if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc).await {
+                tracing::error!(%error, "the OTLP/gRPC receiver stopped");
+            }
+        });
+        let push = crate::push::routes(agent.pipelines.clone(), push_stats);
+        let app = crate::server::app(registry, reloads.clone(), push);
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "the HTTP server stopped");
+            }
+        });
+        tracing::info!(
+            address = %args.listen_address,
+            "serving /metrics, /healthz, /readyz and the push receivers /api/v1/write and /v1/metrics"
+        );
+        Ok(Self {
+            agent,
+            kubernetes,
+            watched_secret_namespaces: std::collections::BTreeSet::new(),
+            reloads,
+        })
+    }
+
+    /// Whether the agent can reach the Kubernetes API (for discovery and Secrets).
+    pub fn has_kubernetes(&self) -> bool {
+        self.kubernetes.is_some()
+    }
+
+    /// The running pipelines, for health reports.
+    pub fn pipelines(&self) -> Arc<tokio::sync::RwLock<crate::pipeline::runtime::Pipelines>> {
+        self.agent.pipelines.clone()
+    }
+
+    /// Makes the running pipelines match `config` through [`Agent::apply`], watching
+    /// the Secrets its pipelines reference first; logs what changed and marks the agent
+    /// ready.
+    pub async fn apply(&mut self, config: ValidatedAgentConfig) -> ApplyReport {
+        let namespaces = secret_namespaces(&config);
+        if let Some(client) = &self.kubernetes
+            && namespaces != self.watched_secret_namespaces
         {
-            agent.set_secret_store(Arc::new(
+            self.agent.set_secret_store(Arc::new(
                 crate::discovery::kubernetes::secrets::KubernetesSecrets::watch(
                     client,
                     namespaces.clone(),
                 ),
             ));
-            watched_secret_namespaces = namespaces;
+            self.watched_secret_namespaces = namespaces;
         }
-    };
-    let reloads = Arc::new(ReloadState::default());
-    let push_stats = Arc::new(PushStats::default());
-    let registry = Arc::new(registry(
-        agent.pipelines.clone(),
-        reloads.clone(),
-        push_stats.clone(),
-    ));
-    let listener = tokio::net::TcpListener::bind(args.listen_address)
-        .await
-        .map_err(|source| RunError::Listen {
-            address: args.listen_address,
-            source,
-        })?;
-    let grpc_listener = tokio::net::TcpListener::bind(args.otlp_grpc_listen_address)
-        .await
-        .map_err(|source| RunError::Listen {
-            address: args.otlp_grpc_listen_address,
-            source,
-        })?;
-    let grpc = crate::push::otlp_grpc::OtlpGrpc::new(agent.pipelines.clone(), push_stats.clone());
-    tokio::spawn(async move {
-        if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc).await {
-            tracing::error!(%error, "the OTLP/gRPC receiver stopped");
-        }
-    });
-    let push = crate::push::routes(agent.pipelines.clone(), push_stats);
-    let app = crate::server::app(registry, reloads.clone(), push);
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "the HTTP server stopped");
-        }
-    });
-    tracing::info!(
-        address = %args.listen_address,
-        "serving /metrics, /healthz, /readyz and the push receivers /api/v1/write and /v1/metrics"
-    );
+        let report = self.agent.apply(config).await;
+        log_report(&report);
+        self.reloads.applied.store(true, Ordering::Relaxed);
+        report
+    }
 
-    use_secrets_of(&mut agent, &config);
-    log_report(&agent.apply(config).await);
-    reloads.applied.store(true, Ordering::Relaxed);
+    /// Stops every pipeline.
+    pub async fn shutdown(&mut self) {
+        self.agent.shutdown().await;
+    }
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    match &args.config {
+        Some(path) => {
+            // Read the file before binding anything, so a broken file fails fast.
+            let initial = load(path)?;
+            let path = path.clone();
+            let mut agent = ConfiguredAgent::start(&args).await?;
+            let result = run_standalone(&mut agent, &path, initial, args.reload_check_ms).await;
+            tracing::info!("shutting down");
+            agent.shutdown().await;
+            result
+        }
+        None => {
+            // Clap requires --observer when --config is absent; an empty URL would be
+            // refused with a clear message anyway.
+            let settings = crate::control::ObserverSettings {
+                url: args.observer.clone().unwrap_or_default(),
+                ca_file: args.observer_ca_file.clone(),
+                join_token_file: args.join_token_file.clone(),
+                join_token_env: std::env::var(JOIN_TOKEN_ENV).ok(),
+                data_dir: args.data_dir.clone(),
+                health_window: Duration::from_millis(args.config_health_window_ms),
+                health_interval: Duration::from_millis(args.health_report_interval_ms.max(100)),
+                ..crate::control::ObserverSettings::default()
+            };
+            // Checks the flags and the identity on disk before anything is started.
+            let mut connection = crate::control::ObserverConnection::new(settings)?;
+            let mut agent = ConfiguredAgent::start(&args).await?;
+            let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+            let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+            tokio::select! {
+                () = connection.run(&mut agent) => {}
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            tracing::info!("shutting down");
+            agent.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+/// Standalone mode: applies the file and follows its changes until SIGTERM or SIGINT.
+async fn run_standalone(
+    agent: &mut ConfiguredAgent,
+    path: &Path,
+    initial: (ValidatedAgentConfig, [u8; 32]),
+    reload_check_ms: u64,
+) -> Result<(), RunError> {
+    let (config, mut hash) = initial;
+    agent.apply(config).await;
+    let reloads = agent.reloads.clone();
     reloads.last_successful.store(true, Ordering::Relaxed);
 
     let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
-    let mut check = tokio::time::interval(Duration::from_millis(args.reload_check_ms.max(100)));
+    let mut check = tokio::time::interval(Duration::from_millis(reload_check_ms.max(100)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let forced = tokio::select! {
@@ -261,20 +397,19 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         };
-        if !forced && file_hash(&args.config).is_none_or(|h| h == hash) {
+        if !forced && file_hash(path).is_none_or(|h| h == hash) {
             continue;
         }
-        match load(&args.config) {
+        match load(path) {
             Ok((config, new_hash)) => {
                 hash = new_hash;
-                use_secrets_of(&mut agent, &config);
-                log_report(&agent.apply(config).await);
+                agent.apply(config).await;
                 reloads.successes.fetch_add(1, Ordering::Relaxed);
                 reloads.last_successful.store(true, Ordering::Relaxed);
             }
             Err(error) => {
                 // Remember the broken file so it is reported once, not every check.
-                if let Some(new_hash) = file_hash(&args.config) {
+                if let Some(new_hash) = file_hash(path) {
                     hash = new_hash;
                 }
                 tracing::error!(%error, "configuration refused; keeping the running configuration");
@@ -283,8 +418,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
         }
     }
-    tracing::info!("shutting down");
-    agent.shutdown().await;
     Ok(())
 }
 

@@ -1,0 +1,88 @@
+//! `AgentHealth` reports built from the running pipelines' counters, buffers and
+//! targets: the same numbers `/metrics` shows (see [`crate::telemetry`]), so the
+//! observer's conditions and the agent's own dashboards never disagree.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kaas_proto::control::v1::{
+    AgentHealth, DropReason as WireDropReason, DroppedSamples, PipelineError, PipelineHealth,
+};
+use std::sync::atomic::Ordering;
+
+use crate::pipeline::runtime::{Pipelines, RunningPipeline};
+use crate::pipeline::stats::DropReason;
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A snapshot of every running pipeline, taken at `now`.
+pub fn snapshot(pipelines: &Pipelines, now: SystemTime) -> AgentHealth {
+    let now_ms = unix_ms(now);
+    AgentHealth {
+        timestamp_unix_ms: now_ms,
+        pipelines: pipelines
+            .iter()
+            .map(|(name, pipeline)| pipeline_health(name, pipeline, now_ms))
+            .collect(),
+    }
+}
+
+fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> PipelineHealth {
+    let stats = &pipeline.stats;
+    let samples_dropped = [
+        (DropReason::BufferFull, WireDropReason::BufferFull),
+        (DropReason::MaxAgeExceeded, WireDropReason::MaxAgeExceeded),
+        (
+            DropReason::RejectedByBackend,
+            WireDropReason::RejectedByBackend,
+        ),
+        // The contract has no reason for undecodable buffer records; they are still
+        // lost data, so they are reported rather than hidden.
+        (DropReason::Corrupt, WireDropReason::Unspecified),
+    ]
+    .into_iter()
+    .map(|(reason, wire)| DroppedSamples {
+        reason: wire as i32,
+        count: stats.dropped_total(reason),
+    })
+    .filter(|dropped| dropped.count > 0)
+    .collect();
+    // A buffer busy with a write is reported as empty for one round rather than
+    // stalling the report.
+    let (buffer_bytes, buffer_oldest_age_seconds) = match pipeline.buffer.try_lock() {
+        Ok(buffer) => (
+            buffer.bytes(),
+            buffer
+                .oldest_timestamp_ms()
+                .map_or(0.0, |ts| now_ms.saturating_sub(ts).max(0) as f64 / 1000.0),
+        ),
+        Err(_) => (0, 0.0),
+    };
+    let (mut targets_up, mut targets_down) = (0u32, 0u32);
+    for target in pipeline.target_states() {
+        let health = target.health.lock().unwrap_or_else(|e| e.into_inner());
+        if health.up {
+            targets_up += 1;
+        } else if health.last_scrape.is_some() {
+            targets_down += 1;
+        }
+    }
+    PipelineHealth {
+        pipeline: name.to_owned(),
+        samples_sent: stats.samples_sent.load(Ordering::Relaxed),
+        samples_failed: stats.samples_failed.load(Ordering::Relaxed),
+        samples_dropped,
+        buffer_bytes,
+        buffer_oldest_age_seconds,
+        last_error: stats.last_error().map(|error| PipelineError {
+            timestamp_unix_ms: unix_ms(error.at),
+            reason: error.reason,
+            message: error.message,
+        }),
+        targets_up,
+        targets_down,
+    }
+}

@@ -1,0 +1,766 @@
+//! The agent's side of the control contract: joining, the mTLS `Connect` stream, and
+//! turning each `ConfigUpdate` into running pipelines or a precise refusal (see the
+//! module documentation of [`crate::control`] for the protocol and its reasons).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use kaas_pipeline::agent_config::{
+    AGENT_CONFIG_CONTENT_TYPE, AgentConfig, AgentConfigError, ValidatedAgentConfig, config_hash,
+};
+use kaas_proto::control::v1::agent_control_client::AgentControlClient;
+use kaas_proto::control::v1::{
+    AgentHello, AgentMessage, Capability, CommandType, ConfigError, ConfigState, ConfigStatus,
+    ConfigUpdate, Heartbeat, JoinRequest, agent_message, observer_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use super::identity::{AgentIdentity, generate_key_and_request};
+use super::lkg::LastKnownGood;
+use super::{
+    CONNECT_TIMEOUT, ControlError, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, ObserverSettings,
+    RECONNECT_BACKOFF_BASE, RECONNECT_BACKOFF_CAP,
+};
+use crate::cli::run::ConfiguredAgent;
+
+/// How long a `Join` call may take before it is retried.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Messages queued for the observer before sending waits; a handful is plenty, as the
+/// agent sends at most a few messages per configuration and per health interval.
+const OUTBOX_CAPACITY: usize = 16;
+
+/// Reconnect delays with exponential growth and full jitter: each delay is drawn
+/// uniformly from `[0, min(cap, base × 2^failures))`.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    /// Delays growing from `base` up to `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Self {
+            base,
+            cap,
+            failures: 0,
+        }
+    }
+
+    /// The upper bound of the next delay.
+    pub fn ceiling(&self) -> Duration {
+        let factor = 1u32.checked_shl(self.failures.min(31)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+
+    /// The next delay; each call counts one more failure.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        self.failures = self.failures.saturating_add(1);
+        let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(fastrand::u64(0..=ceiling_ms))
+    }
+
+    /// Starts over after a success.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// How a session ended without an error.
+enum SessionEnd {
+    /// The observer asked for a new join (`REJOIN`), with its reason.
+    Rejoin(String),
+}
+
+/// The messages going to the observer on one stream, numbered from 1.
+struct Outbox {
+    tx: mpsc::Sender<AgentMessage>,
+    next_sequence: u64,
+    last_sent: Instant,
+}
+
+impl Outbox {
+    async fn send(&mut self, body: agent_message::Body) -> Result<(), ControlError> {
+        let message = AgentMessage {
+            sequence_num: self.next_sequence,
+            body: Some(body),
+        };
+        self.tx
+            .send(message)
+            .await
+            .map_err(|_| ControlError::StreamClosed)?;
+        self.next_sequence += 1;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+}
+
+/// The configuration the agent falls back to: the last one that passed the health
+/// window, with its validated form ready to apply.
+struct Fallback {
+    saved: LastKnownGood,
+    config: ValidatedAgentConfig,
+}
+
+/// The agent's connection to the observer: identity, last-known-good configuration and
+/// the reconnect loop.
+pub struct ObserverConnection {
+    settings: ObserverSettings,
+    identity: Option<AgentIdentity>,
+    last_known_good: Option<Fallback>,
+    last_status: Option<ConfigStatus>,
+    backoff: Backoff,
+}
+
+impl ObserverConnection {
+    /// Checks the settings and loads the identity from the data directory. Fails when
+    /// the agent could never connect: a URL that is not https, or no identity and no
+    /// token or CA to join with.
+    pub fn new(settings: ObserverSettings) -> Result<Self, ControlError> {
+        let bad_url = |reason: &str| ControlError::BadUrl {
+            url: settings.url.clone(),
+            reason: reason.to_owned(),
+        };
+        let url = url::Url::parse(&settings.url).map_err(|e| bad_url(&e.to_string()))?;
+        if url.scheme() != "https" {
+            return Err(bad_url(
+                "the control stream needs TLS, because the agent's certificate is its identity",
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad_url("no host"));
+        }
+        let identity = AgentIdentity::load(&settings.data_dir)?;
+        match &identity {
+            Some(identity) => tracing::info!(
+                cluster = %identity.cluster_id,
+                "using the identity in the data directory; no join token needed"
+            ),
+            None => {
+                if settings.join_token_file.is_none() && settings.join_token_env.is_none() {
+                    return Err(ControlError::NoJoinToken);
+                }
+                if settings.ca_file.is_none() {
+                    return Err(ControlError::NoCaFile);
+                }
+            }
+        }
+        Ok(Self {
+            settings,
+            identity,
+            last_known_good: None,
+            last_status: None,
+            backoff: Backoff::new(RECONNECT_BACKOFF_BASE, RECONNECT_BACKOFF_CAP),
+        })
+    }
+
+    /// Applies the last-known-good configuration, then joins if needed and keeps the
+    /// control stream open, reconnecting after any failure. Never returns; the caller
+    /// drops it to stop.
+    pub async fn run(&mut self, agent: &mut ConfiguredAgent) {
+        self.apply_last_known_good(agent).await;
+        loop {
+            let identity = match &self.identity {
+                Some(identity) => identity.clone(),
+                None => match self.join().await {
+                    Ok(identity) => {
+                        self.identity = Some(identity.clone());
+                        identity
+                    }
+                    Err(error) => {
+                        let delay = self.backoff.next_delay();
+                        let error = super::error_chain(&error);
+                        tracing::error!(%error, retry_in = ?delay, "cannot join the observer");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                },
+            };
+            match self.session(agent, &identity).await {
+                Ok(SessionEnd::Rejoin(reason)) => {
+                    tracing::error!(
+                        cluster = %identity.cluster_id,
+                        %reason,
+                        "the observer asked this agent to join again: its identity is discarded and a new join token is needed (--join-token-file or KAAS_JOIN_TOKEN); the last-known-good configuration keeps running meanwhile"
+                    );
+                    if let Err(error) = AgentIdentity::discard(&self.settings.data_dir) {
+                        tracing::error!(%error, "cannot remove the old identity");
+                    }
+                    self.identity = None;
+                }
+                Err(ControlError::Status { code, message })
+                    if matches!(
+                        code,
+                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                    ) =>
+                {
+                    tracing::error!(
+                        cluster = %identity.cluster_id,
+                        ?code,
+                        %message,
+                        "the observer refused this agent's certificate (the cluster was deleted, or it joined again with another agent); the last-known-good configuration keeps running"
+                    );
+                }
+                Err(error) => {
+                    let error = super::error_chain(&error);
+                    tracing::warn!(%error, "the control stream failed");
+                }
+            }
+            let delay = self.backoff.next_delay();
+            tracing::info!(retry_in = ?delay, "reconnecting to the observer");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// The hash of the configuration the agent runs, empty when it has none.
+    fn running_hash(&self) -> Vec<u8> {
+        self.last_known_good
+            .as_ref()
+            .map(|fallback| fallback.saved.hash.to_vec())
+            .unwrap_or_default()
+    }
+
+    async fn apply_last_known_good(&mut self, agent: &mut ConfiguredAgent) {
+        let saved = match LastKnownGood::load(&self.settings.data_dir) {
+            Ok(Some(saved)) => saved,
+            Ok(None) => {
+                tracing::info!("no last-known-good configuration yet; waiting for the observer");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot use the last-known-good configuration; waiting for the observer");
+                return;
+            }
+        };
+        let parsed = std::str::from_utf8(&saved.body)
+            .map_err(|e| e.to_string())
+            .and_then(|text| AgentConfig::parse(text).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(config) => {
+                tracing::info!(
+                    hash = %hex::encode(saved.hash),
+                    "applying the last-known-good configuration before contacting the observer"
+                );
+                agent.apply(config.clone()).await;
+                agent.reloads.last_successful.store(true, Ordering::Relaxed);
+                self.last_known_good = Some(Fallback { saved, config });
+            }
+            Err(error) => tracing::error!(
+                %error,
+                "the last-known-good configuration is no longer valid for this agent version; waiting for the observer"
+            ),
+        }
+    }
+
+    fn join_token(&self) -> Result<String, ControlError> {
+        if let Some(path) = &self.settings.join_token_file {
+            // Read at every attempt, so an operator can drop a fresh token in place.
+            let token = std::fs::read_to_string(path).map_err(|source| ControlError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok(token.trim().to_owned());
+        }
+        self.settings
+            .join_token_env
+            .as_ref()
+            .map(|token| token.trim().to_owned())
+            .ok_or(ControlError::NoJoinToken)
+    }
+
+    fn join_ca(&self) -> Result<String, ControlError> {
+        let path = self
+            .settings
+            .ca_file
+            .as_ref()
+            .ok_or(ControlError::NoCaFile)?;
+        std::fs::read_to_string(path).map_err(|source| ControlError::Read {
+            path: path.clone(),
+            source,
+        })
+    }
+
+    async fn channel(
+        &self,
+        ca_pem: &str,
+        identity: Option<&AgentIdentity>,
+    ) -> Result<Channel, ControlError> {
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+        if let Some(identity) = identity {
+            tls = tls.identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
+        }
+        let endpoint = Endpoint::from_shared(self.settings.url.clone())?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .tls_config(tls)?;
+        Ok(endpoint.connect().await?)
+    }
+
+    /// Redeems the join token for an identity and saves it.
+    async fn join(&self) -> Result<AgentIdentity, ControlError> {
+        let token = self.join_token()?;
+        let ca_pem = self.join_ca()?;
+        let generated = generate_key_and_request()?;
+        let channel = self.channel(&ca_pem, None).await?;
+        let request = JoinRequest {
+            join_token: token,
+            csr_pem: generated.csr_pem.clone(),
+            agent_instance_id: self.settings.instance_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let mut client = AgentControlClient::new(channel);
+        let response = match tokio::time::timeout(JOIN_TIMEOUT, client.join(request)).await {
+            Err(_) => {
+                return Err(ControlError::Status {
+                    code: tonic::Code::DeadlineExceeded,
+                    message: format!("no answer to Join within {JOIN_TIMEOUT:?}"),
+                });
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::PermissionDenied => {
+                return Err(ControlError::JoinRefused(status.message().to_owned()));
+            }
+            Ok(result) => result?.into_inner(),
+        };
+        let identity = AgentIdentity {
+            cluster_id: response.cluster_id,
+            key_pem: generated.key_pem,
+            cert_pem: response.certificate_pem,
+            ca_pem: response.ca_bundle_pem,
+        };
+        identity.save(&self.settings.data_dir)?;
+        tracing::info!(
+            cluster = %identity.cluster_id,
+            not_after_unix_seconds = response.not_after_unix_seconds,
+            "joined the observer; the identity is saved in the data directory"
+        );
+        Ok(identity)
+    }
+
+    fn hello(&self, identity: &AgentIdentity, agent: &ConfiguredAgent) -> AgentHello {
+        let mut capabilities = vec![
+            Capability::AcceptsRemoteConfig,
+            Capability::ReportsConfigStatus,
+            Capability::ReportsHealth,
+            Capability::RemoteWriteV2,
+            Capability::OtlpGrpc,
+            Capability::OtlpHttp,
+            Capability::DiskBuffer,
+        ];
+        if agent.has_kubernetes() {
+            capabilities.push(Capability::KubernetesDiscovery);
+        }
+        AgentHello {
+            cluster_id: identity.cluster_id.clone(),
+            agent_instance_id: self.settings.instance_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            capabilities: capabilities.into_iter().map(|c| c as i32).collect(),
+            attributes: [(
+                "kubernetes.available".to_owned(),
+                agent.has_kubernetes().to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            last_applied_config_hash: self.running_hash(),
+        }
+    }
+
+    async fn send_health(
+        &self,
+        agent: &ConfiguredAgent,
+        outbox: &mut Outbox,
+    ) -> Result<(), ControlError> {
+        let pipelines = agent.pipelines();
+        let report = super::health::snapshot(&*pipelines.read().await, SystemTime::now());
+        outbox.send(agent_message::Body::Health(report)).await
+    }
+
+    /// One stream, from connecting to its end.
+    async fn session(
+        &mut self,
+        agent: &mut ConfiguredAgent,
+        identity: &AgentIdentity,
+    ) -> Result<SessionEnd, ControlError> {
+        let channel = self.channel(&identity.ca_pem, Some(identity)).await?;
+        let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let mut outbox = Outbox {
+            tx,
+            next_sequence: 1,
+            last_sent: Instant::now(),
+        };
+        outbox
+            .send(agent_message::Body::Hello(self.hello(identity, agent)))
+            .await?;
+        let mut inbound = AgentControlClient::new(channel)
+            .connect(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        self.backoff.reset();
+        tracing::info!(cluster = %identity.cluster_id, "connected to the observer");
+        let health_interval = self.settings.health_interval;
+        let heartbeat_interval = self.settings.heartbeat_interval;
+        let start = tokio::time::Instant::now();
+        let mut health = tokio::time::interval_at(start + health_interval, health_interval);
+        let mut heartbeat =
+            tokio::time::interval_at(start + heartbeat_interval, heartbeat_interval);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = inbound.message() => {
+                    let Some(message) = message? else {
+                        return Err(ControlError::StreamClosed);
+                    };
+                    match message.body {
+                        Some(observer_message::Body::ConfigUpdate(update)) => {
+                            self.handle_update(agent, update, &mut outbox).await?;
+                        }
+                        Some(observer_message::Body::Command(command)) => {
+                            match CommandType::try_from(command.r#type) {
+                                Ok(CommandType::ResendFullState) => {
+                                    tracing::info!(reason = %command.reason, "the observer asked for the full state");
+                                    outbox.send(agent_message::Body::Hello(self.hello(identity, agent))).await?;
+                                    if let Some(status) = self.last_status.clone() {
+                                        outbox.send(agent_message::Body::ConfigStatus(status)).await?;
+                                    }
+                                    self.send_health(agent, &mut outbox).await?;
+                                }
+                                Ok(CommandType::Rejoin) => return Ok(SessionEnd::Rejoin(command.reason)),
+                                // Unknown commands are ignored, as the contract asks.
+                                _ => tracing::debug!(command = command.r#type, "ignoring an unknown command"),
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                _ = health.tick() => self.send_health(agent, &mut outbox).await?,
+                _ = heartbeat.tick() => {
+                    if outbox.last_sent.elapsed() >= heartbeat_interval {
+                        let timestamp_unix_ms = super::health::unix_ms(SystemTime::now());
+                        outbox.send(agent_message::Body::Heartbeat(Heartbeat { timestamp_unix_ms })).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_status(
+        &mut self,
+        outbox: &mut Outbox,
+        hash: &[u8],
+        state: ConfigState,
+        errors: Vec<ConfigError>,
+    ) -> Result<(), ControlError> {
+        let status = ConfigStatus {
+            config_hash: hash.to_vec(),
+            state: state as i32,
+            errors,
+            running_config_hash: self.running_hash(),
+        };
+        self.last_status = Some(status.clone());
+        outbox.send(agent_message::Body::ConfigStatus(status)).await
+    }
+
+    async fn refuse(
+        &mut self,
+        agent: &ConfiguredAgent,
+        outbox: &mut Outbox,
+        hash: &[u8],
+        errors: Vec<ConfigError>,
+    ) -> Result<(), ControlError> {
+        for error in &errors {
+            tracing::error!(
+                hash = %hex::encode(hash),
+                pipeline = %error.pipeline,
+                field = %error.field_path,
+                message = %error.message,
+                "configuration from the observer refused; keeping the last-known-good configuration"
+            );
+        }
+        agent.reloads.failures.fetch_add(1, Ordering::Relaxed);
+        agent
+            .reloads
+            .last_successful
+            .store(false, Ordering::Relaxed);
+        self.send_status(outbox, hash, ConfigState::Failed, errors)
+            .await
+    }
+
+    /// Validates, applies and reports one configuration (see the module documentation
+    /// of [`crate::control`]).
+    async fn handle_update(
+        &mut self,
+        agent: &mut ConfiguredAgent,
+        update: ConfigUpdate,
+        outbox: &mut Outbox,
+    ) -> Result<(), ControlError> {
+        let hash = update.config_hash;
+        if update.content_type != AGENT_CONFIG_CONTENT_TYPE {
+            let message = format!(
+                "content type {:?} is not supported; this agent reads {AGENT_CONFIG_CONTENT_TYPE}",
+                update.content_type
+            );
+            return self
+                .refuse(agent, outbox, &hash, vec![whole_config_error(message)])
+                .await;
+        }
+        if config_hash(&update.body).as_slice() != hash.as_slice() {
+            let message = "the body does not match config_hash".to_owned();
+            return self
+                .refuse(agent, outbox, &hash, vec![whole_config_error(message)])
+                .await;
+        }
+        if hash == self.running_hash() {
+            // Already running it (e.g. a repeated offer): nothing to apply.
+            return self
+                .send_status(outbox, &hash, ConfigState::Applied, vec![])
+                .await;
+        }
+        let parsed = match std::str::from_utf8(&update.body) {
+            Ok(text) => AgentConfig::parse(text),
+            Err(_) => Err(AgentConfigError::Parse("the body is not UTF-8".to_owned())),
+        };
+        let config = match parsed {
+            Ok(config) => config,
+            Err(error) => {
+                let errors = config_errors(&update.body, &error);
+                return self.refuse(agent, outbox, &hash, errors).await;
+            }
+        };
+        self.send_status(outbox, &hash, ConfigState::Applying, vec![])
+            .await?;
+        let report = agent.apply(config.clone()).await;
+        if !report.failed.is_empty() {
+            let errors = report
+                .failed
+                .iter()
+                .map(|(pipeline, reason)| ConfigError {
+                    pipeline: pipeline.clone(),
+                    field_path: String::new(),
+                    message: format!("the pipeline could not start: {reason}"),
+                })
+                .collect();
+            // Back to what ran before; with no last-known-good that is nothing.
+            let fallback = self
+                .last_known_good
+                .as_ref()
+                .map(|fallback| fallback.config.clone())
+                .unwrap_or_else(|| ValidatedAgentConfig {
+                    external_labels: BTreeMap::new(),
+                    pipelines: Vec::new(),
+                });
+            agent.apply(fallback).await;
+            return self.refuse(agent, outbox, &hash, errors).await;
+        }
+        tokio::time::sleep(self.settings.health_window).await;
+        let saved = LastKnownGood::new(update.body);
+        if let Err(error) = saved.save(&self.settings.data_dir) {
+            // It runs; only a restart would fall back to the older configuration.
+            tracing::error!(%error, "cannot save the last-known-good configuration");
+        }
+        self.last_known_good = Some(Fallback { saved, config });
+        agent.reloads.successes.fetch_add(1, Ordering::Relaxed);
+        agent.reloads.last_successful.store(true, Ordering::Relaxed);
+        tracing::info!(hash = %hex::encode(&hash), "configuration from the observer applied");
+        self.send_status(outbox, &hash, ConfigState::Applied, vec![])
+            .await
+    }
+}
+
+fn whole_config_error(message: String) -> ConfigError {
+    ConfigError {
+        pipeline: String::new(),
+        field_path: String::new(),
+        message,
+    }
+}
+
+/// Every problem in a refused configuration, each attributed to its pipeline (by the
+/// `pipelines[i]` prefix of its path) with the path inside that pipeline.
+pub fn config_errors(body: &[u8], error: &AgentConfigError) -> Vec<ConfigError> {
+    let document: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let names: Vec<String> = document["pipelines"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|p| {
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let located: Vec<(String, String)> = match error {
+        AgentConfigError::Parse(text) => {
+            // serde_path_to_error's "path: message"; "." is its path for the root.
+            match text.split_once(": ") {
+                Some((path, message)) if !path.contains(' ') => {
+                    // The inner error may repeat the path.
+                    let message = message
+                        .strip_prefix(path)
+                        .and_then(|m| m.strip_prefix(": "))
+                        .unwrap_or(message);
+                    let path = if path == "." { "" } else { path };
+                    vec![(path.to_owned(), message.to_owned())]
+                }
+                _ => vec![(String::new(), text.clone())],
+            }
+        }
+        AgentConfigError::Invalid(errors) => errors
+            .errors()
+            .iter()
+            .map(|e| (e.path.clone(), e.reason.clone()))
+            .collect(),
+    };
+    located
+        .into_iter()
+        .map(|(path, message)| {
+            let (pipeline, field_path) = split_pipeline_path(&path, &names);
+            ConfigError {
+                pipeline,
+                field_path,
+                message,
+            }
+        })
+        .collect()
+}
+
+/// `pipelines[3].spec.x` -> (name of pipeline 3, `spec.x`); other paths stay whole.
+fn split_pipeline_path(path: &str, names: &[String]) -> (String, String) {
+    let Some(rest) = path.strip_prefix("pipelines[") else {
+        return (String::new(), path.to_owned());
+    };
+    let Some((index, rest)) = rest.split_once(']') else {
+        return (String::new(), path.to_owned());
+    };
+    let Some(name) = index
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| names.get(i))
+        .filter(|name| !name.is_empty())
+    else {
+        return (String::new(), path.to_owned());
+    };
+    (
+        name.clone(),
+        rest.strip_prefix('.').unwrap_or(rest).to_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_windows_double_up_to_the_cap_and_reset() {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut ceilings = Vec::new();
+        for _ in 0..9 {
+            let ceiling = backoff.ceiling();
+            let delay = backoff.next_delay();
+            assert!(delay <= ceiling, "{delay:?} > {ceiling:?}");
+            ceilings.push(ceiling.as_secs());
+        }
+        assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        for _ in 0..100 {
+            backoff.next_delay();
+        }
+        assert_eq!(backoff.ceiling(), Duration::from_secs(60));
+        backoff.reset();
+        assert_eq!(backoff.ceiling(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn backoff_delays_are_spread_over_the_whole_window() {
+        // Full jitter: 10,000 agents at the cap land all over [0, 60 s], not in a burst.
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        for _ in 0..10 {
+            backoff.next_delay();
+        }
+        let delays: Vec<u64> = (0..10_000)
+            .map(|_| backoff.clone().next_delay().as_millis() as u64)
+            .collect();
+        let mean = delays.iter().sum::<u64>() / delays.len() as u64;
+        assert!((25_000..35_000).contains(&mean), "mean {mean} ms");
+        let mut buckets = [0usize; 6];
+        for delay in delays {
+            buckets[(delay / 10_001) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&n| n > 1_000), "{buckets:?}");
+    }
+
+    fn body(text: &str) -> Vec<u8> {
+        let value: serde_json::Value = serde_yaml::from_str(text).unwrap();
+        serde_json::to_vec(&value).unwrap()
+    }
+
+    #[test]
+    fn validation_errors_carry_their_pipeline_and_path_inside_it() {
+        let config = body(
+            r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: AgentConfig
+pipelines:
+  - metadata: {name: good}
+    spec:
+      input: {prometheus: {enabled: true}}
+      output: {prometheusRemoteWrite: {url: "https://a.example/write"}}
+  - metadata: {name: broken}
+    spec:
+      input: {prometheus: {enabled: true}}
+      output: {prometheusRemoteWrite: {url: "nope"}}
+"#,
+        );
+        let error = AgentConfig::parse(std::str::from_utf8(&config).unwrap()).unwrap_err();
+        let errors = config_errors(&config, &error);
+        assert_eq!(
+            errors,
+            [ConfigError {
+                pipeline: "broken".to_owned(),
+                field_path: "spec.output.prometheusRemoteWrite.url".to_owned(),
+                message: r#"not an absolute http(s) URL: "nope""#.to_owned(),
+            }]
+        );
+    }
+
+    #[test]
+    fn parse_errors_and_envelope_errors_concern_the_whole_configuration() {
+        let config = body("apiVersion: v0\nkind: AgentConfig\n");
+        let error = AgentConfig::parse(std::str::from_utf8(&config).unwrap()).unwrap_err();
+        let errors = config_errors(&config, &error);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].pipeline, "");
+        assert_eq!(errors[0].field_path, "apiVersion");
+
+        let config = body(
+            "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {name: a}\n    spek: {}\n",
+        );
+        let error = AgentConfig::parse(std::str::from_utf8(&config).unwrap()).unwrap_err();
+        let errors = config_errors(&config, &error);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].pipeline, "a", "{errors:?}");
+        assert!(
+            !errors[0].field_path.starts_with("pipelines["),
+            "the path is relative to the pipeline: {errors:?}"
+        );
+        assert!(!errors[0].message.is_empty(), "{errors:?}");
+
+        let errors = config_errors(
+            b"\xff",
+            &AgentConfigError::Parse("the body is not UTF-8".to_owned()),
+        );
+        assert_eq!(
+            errors,
+            [whole_config_error("the body is not UTF-8".to_owned())]
+        );
+    }
+}

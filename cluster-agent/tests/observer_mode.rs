@@ -1,0 +1,391 @@
+//! `cluster-agent run --observer` end to end: the real agent binary against the real
+//! observer control service (a real `Store` on SQLite, the real cluster CA, TLS on a
+//! loopback port), shipping to the recording remote-write receiver from a scrape target
+//! served in-process.
+//!
+//! The observer runs on a runtime of its own so the test can stop it the way a crash
+//! would: every task and socket gone at once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kaas_observer::control::{ControlService, ControlSettings, serve, server_tls_config};
+use kaas_observer::identity::ClusterCa;
+use kaas_observer::secrets::SecretBox;
+use kaas_observer::store::{Actor, NewCluster, Store};
+use kaas_pipeline::status::{CONDITION_CONFIGURATION_APPLIED, Condition, ConditionStatus, reasons};
+use kaas_test_support::http;
+use kaas_test_support::process::{ChildGuard, free_port};
+use kaas_test_support::remote_write_receiver::RemoteWriteReceiver;
+use tokio::runtime::Runtime;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_cluster-agent");
+/// Generous for a loaded 2-core machine.
+const DEADLINE: Duration = Duration::from_secs(30);
+const TENANT: &str = "shop";
+const CLUSTER: &str = "edge-1";
+
+/// The observer's control service on its own runtime.
+struct Observer {
+    runtime: Option<Runtime>,
+    store: Store,
+    url: String,
+}
+
+impl Observer {
+    fn start(dir: &Path) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (store, url) = runtime.block_on(async {
+            let store = Store::open_sqlite(
+                &dir.join("observer.db"),
+                SecretBox::generate().expect("secrets key"),
+            )
+            .await
+            .expect("open the store");
+            let ca = Arc::new(ClusterCa::load_or_create(dir).expect("cluster CA"));
+            let tls = server_tls_config(&ca, &["127.0.0.1".to_owned()]).expect("server TLS");
+            let service = ControlService::new(
+                store.clone(),
+                ca,
+                ControlSettings {
+                    status_debounce: Duration::from_millis(50),
+                    ..ControlSettings::default()
+                },
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
+            let url = format!("https://{}", listener.local_addr().expect("local address"));
+            tokio::spawn(async move {
+                serve(listener, service, tls)
+                    .await
+                    .expect("serve AgentControl")
+            });
+            (store, url)
+        });
+        Self {
+            runtime: Some(runtime),
+            store,
+            url,
+        }
+    }
+
+    fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
+        self.runtime
+            .as_ref()
+            .expect("the observer was stopped")
+            .block_on(future)
+    }
+
+    /// Stops the observer as a crash would.
+    fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    fn apply(&self, text: &str) {
+        let pipeline = kaas_pipeline::document::parse_pipelines(text)
+            .into_iter()
+            .next()
+            .expect("pipeline fixture")
+            .outcome
+            .expect("pipeline fixture");
+        self.block_on(self.store.apply_pipeline(TENANT, pipeline, &Actor::admin()))
+            .expect("apply the pipeline");
+    }
+
+    fn condition(&self, pipeline: &str, type_: &str) -> Option<Condition> {
+        let stored = self
+            .block_on(self.store.get_pipeline(TENANT, pipeline))
+            .expect("read the pipeline")?;
+        stored
+            .status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+    }
+
+    fn wait_condition(
+        &self,
+        pipeline: &str,
+        type_: &str,
+        predicate: impl Fn(&Condition) -> bool,
+        log: &Path,
+    ) -> Condition {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if let Some(condition) = self.condition(pipeline, type_)
+                && predicate(&condition)
+            {
+                return condition;
+            }
+            assert!(
+                Instant::now() < until,
+                "{type_} of {pipeline} is {:?}; agent log:\n{}",
+                self.condition(pipeline, type_),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The recording receiver and a scrape target, on the test's own runtime.
+struct Peers {
+    /// Keeps the receiver and the target running.
+    _runtime: Runtime,
+    receiver: RemoteWriteReceiver,
+    target: String,
+}
+
+impl Peers {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (receiver, target) = runtime.block_on(async {
+            let receiver = RemoteWriteReceiver::start().await;
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(|| async {
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        "# TYPE observer_mode_fixture gauge\nobserver_mode_fixture 42\n",
+                    )
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
+            let target = listener.local_addr().expect("local address").to_string();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            (receiver, target)
+        });
+        Self {
+            _runtime: runtime,
+            receiver,
+            target,
+        }
+    }
+
+    /// Samples of the fixture series that carry the cluster's external label.
+    fn fixture_samples(&self) -> usize {
+        self.receiver
+            .accepted()
+            .iter()
+            .filter(|(labels, _)| {
+                labels
+                    .iter()
+                    .any(|(n, v)| n == "__name__" && v == "observer_mode_fixture")
+                    && labels.iter().any(|(n, v)| n == "cluster" && v == CLUSTER)
+            })
+            .map(|(_, samples)| samples.len())
+            .sum()
+    }
+
+    /// Waits until `more` fixture samples arrived beyond what is there now.
+    fn wait_for_more(&self, more: usize, what: &str, log: &Path) {
+        let start = self.fixture_samples();
+        let until = Instant::now() + DEADLINE;
+        while self.fixture_samples() < start + more {
+            assert!(
+                Instant::now() < until,
+                "{what}: only {} new samples; agent log:\n{}",
+                self.fixture_samples() - start,
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn pipeline(name: &str, target: &str, url: &str) -> String {
+    format!(
+        r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {{name: {name}}}
+spec:
+  input:
+    scrapeInterval: 1s
+    scrapeTimeout: 1s
+    static:
+      targets:
+        - addresses: ["{target}"]
+  output:
+    prometheusRemoteWrite:
+      url: {url}
+"#
+    )
+}
+
+struct Files {
+    data: PathBuf,
+    ca: PathBuf,
+    token: PathBuf,
+}
+
+fn start_agent(observer_url: &str, files: &Files, log: &Path) -> (ChildGuard, u16) {
+    let port = free_port();
+    let guard = ChildGuard::spawn(
+        "cluster-agent",
+        Command::new(AGENT)
+            .arg("run")
+            .arg("--observer")
+            .arg(observer_url)
+            .arg("--observer-ca-file")
+            .arg(&files.ca)
+            .arg("--join-token-file")
+            .arg(&files.token)
+            .arg("--data-dir")
+            .arg(&files.data)
+            .arg("--listen-address")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--otlp-grpc-listen-address")
+            .arg("127.0.0.1:0")
+            .arg("--kubernetes")
+            .arg("off")
+            .arg("--config-health-window-ms")
+            .arg("300")
+            .arg("--health-report-interval-ms")
+            .arg("500")
+            .env("RUST_LOG", "info")
+            .env_remove("KAAS_JOIN_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("agent log")),
+    );
+    (guard, port)
+}
+
+fn wait_ready(port: u16, log: &Path) {
+    let until = Instant::now() + DEADLINE;
+    while http::get(&format!("http://127.0.0.1:{port}/readyz"))
+        .map(|(status, _)| status)
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            Instant::now() < until,
+            "agent not ready:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_agent_joins_ships_what_the_observer_sends_and_survives_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = Peers::start();
+    let mut observer = Observer::start(&dir.path().join("observer"));
+    let token = observer.block_on(async {
+        observer
+            .store
+            .create_tenant(TENANT, &Actor::admin())
+            .await
+            .unwrap();
+        let new = NewCluster {
+            name: CLUSTER.to_owned(),
+            tenant: TENANT.to_owned(),
+            labels: BTreeMap::new(),
+            api_endpoint: None,
+        };
+        observer
+            .store
+            .create_cluster(new, Duration::from_secs(3600), &Actor::admin())
+            .await
+            .unwrap()
+            .1
+    });
+    let files = Files {
+        data: dir.path().join("agent-data"),
+        ca: dir.path().join("observer-ca.crt"),
+        token: dir.path().join("join-token"),
+    };
+    std::fs::copy(dir.path().join("observer").join("ca.crt"), &files.ca).unwrap();
+    std::fs::write(&files.token, format!("{token}\n")).unwrap();
+    observer.apply(&pipeline("edge", &peers.target, &peers.receiver.url()));
+
+    // Join, receive the pipeline, ship with the cluster label.
+    let log = dir.path().join("agent-1.log");
+    let (agent, port) = start_agent(&observer.url, &files, &log);
+    wait_ready(port, &log);
+    peers.wait_for_more(3, "after joining", &log);
+    let applied = observer.wait_condition(
+        "edge",
+        CONDITION_CONFIGURATION_APPLIED,
+        |c| c.status == ConditionStatus::True,
+        &log,
+    );
+    assert_eq!(applied.reason, reasons::APPLIED);
+    assert!(files.data.join("identity").join("tls.key").exists());
+    let last_known_good = std::fs::read(files.data.join("last-known-good.config")).unwrap();
+    let cluster = observer
+        .block_on(observer.store.get_cluster(CLUSTER))
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&last_known_good)
+            .contains(cluster.applied_config_hash.as_deref().unwrap()),
+        "the last-known-good file holds the applied configuration"
+    );
+    assert!(cluster.agent_version.is_some());
+
+    // A configuration the agent cannot run is answered FAILED, and the old pipeline
+    // keeps shipping: a file where the new pipeline's buffer directory must go makes
+    // its start fail.
+    std::fs::create_dir_all(files.data.join("buffers")).unwrap();
+    std::fs::write(files.data.join("buffers").join("broken"), b"in the way").unwrap();
+    observer.apply(&pipeline("broken", &peers.target, &peers.receiver.url()));
+    let rejected = observer.wait_condition(
+        "broken",
+        CONDITION_CONFIGURATION_APPLIED,
+        |c| c.status == ConditionStatus::False,
+        &log,
+    );
+    assert_eq!(rejected.reason, reasons::CONFIG_REJECTED);
+    assert!(
+        rejected.message.contains("broken") && rejected.message.contains("could not start"),
+        "{}",
+        rejected.message
+    );
+    peers.wait_for_more(3, "after the refused configuration", &log);
+    assert_eq!(
+        std::fs::read(files.data.join("last-known-good.config")).unwrap(),
+        last_known_good,
+        "a refused configuration never becomes last-known-good"
+    );
+
+    // The observer goes away: data keeps flowing.
+    observer.stop();
+    peers.wait_for_more(3, "with the observer stopped", &log);
+
+    // The agent restarts while the observer is still down: it runs its
+    // last-known-good configuration from disk.
+    drop(agent);
+    let log = dir.path().join("agent-2.log");
+    let (_agent, port) = start_agent(&observer.url, &files, &log);
+    wait_ready(port, &log);
+    peers.wait_for_more(3, "after a restart with the observer down", &log);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("applying the last-known-good configuration"),
+        "{text}"
+    );
+}

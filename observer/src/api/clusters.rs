@@ -1,0 +1,209 @@
+//! `/api/v1/clusters`: onboard a cluster (answering with its join token and the agent's
+//! install manifests), list and read clusters with their agents' reports, mint a new join
+//! token, and delete (tombstone) a cluster.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use kaas_pipeline::names::{check_dns1123_label, check_label_key, check_label_value};
+
+use super::auth::Caller;
+use super::manifest::{ManifestInput, agent_manifest};
+use super::model::{
+    ClusterList, ClusterView, CreateClusterRequest, CreatedCluster, FieldProblem, JoinToken,
+};
+use super::tokens::TenantQuery;
+use super::{ApiError, ApiState, check, json_body, now_ms};
+use crate::store::{Cluster, ClusterState, NewCluster, Principal};
+
+/// `POST /api/v1/clusters`.
+pub async fn create(
+    caller: Caller,
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CreatedCluster>), ApiError> {
+    let request: CreateClusterRequest = json_body(&headers, body)?;
+    let mut problems = Vec::new();
+    let mut problem = |path: String, message: String| problems.push(FieldProblem { path, message });
+    if let Err(reason) = check_dns1123_label(&request.name) {
+        problem("name".to_owned(), reason);
+    }
+    for (key, value) in &request.labels {
+        let path = format!("labels[{key:?}]");
+        if let Err(reason) = check_label_key(key) {
+            problem(path.clone(), reason);
+        }
+        if let Err(reason) = check_label_value(value) {
+            problem(path, reason);
+        }
+    }
+    if let Some(endpoint) = &request.api_endpoint {
+        match url::Url::parse(endpoint) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+            _ => problem(
+                "apiEndpoint".to_owned(),
+                format!("not an absolute http(s) URL: {endpoint:?}"),
+            ),
+        }
+    }
+    let tenant = match (&caller.principal, request.tenant) {
+        (Principal::Admin, Some(tenant)) => tenant,
+        (Principal::Admin, None) => {
+            problem(
+                "tenant".to_owned(),
+                "required with an admin token: the tenant that owns the cluster".to_owned(),
+            );
+            String::new()
+        }
+        (Principal::Tenant(own), None) => own.clone(),
+        (Principal::Tenant(own), Some(asked)) if asked == *own => asked,
+        (Principal::Tenant(_), Some(_)) => {
+            return Err(ApiError::Forbidden(
+                "a tenant token can only create clusters for its own tenant".to_owned(),
+            ));
+        }
+    };
+    check("the cluster is invalid", problems)?;
+    if state.store.get_tenant(&tenant).await?.is_none() {
+        return Err(ApiError::NotFound(format!("tenant {tenant:?} not found")));
+    }
+    let expires_at_ms = expiry(&state);
+    let new = NewCluster {
+        name: request.name,
+        tenant,
+        labels: request.labels,
+        api_endpoint: request.api_endpoint,
+    };
+    let (cluster, join_token) = state
+        .store
+        .create_cluster(new, state.join_token_ttl, &caller.actor())
+        .await?;
+    let manifest = manifest(&state, &cluster.name, &join_token)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedCluster {
+            cluster: ClusterView::from_cluster(cluster),
+            join_token,
+            join_token_expires_at_ms: expires_at_ms,
+            manifest,
+        }),
+    ))
+}
+
+/// `GET /api/v1/clusters`, with each agent's connection and health.
+pub async fn list(
+    caller: Caller,
+    State(state): State<ApiState>,
+    query: Result<Query<TenantQuery>, QueryRejection>,
+) -> Result<Json<ClusterList>, ApiError> {
+    let Query(query) = query?;
+    let scope = caller.list_scope(query.tenant)?;
+    let clusters = state.store.list_clusters(scope.as_deref()).await?;
+    let mut items = Vec::with_capacity(clusters.len());
+    for cluster in clusters {
+        let mut view = ClusterView::from_cluster(cluster);
+        if let Some(report) = state.store.cluster_report(&view.name).await? {
+            view.connected = report.connected;
+            view.health = report.health;
+        }
+        items.push(view);
+    }
+    Ok(Json(ClusterList { items }))
+}
+
+/// `GET /api/v1/clusters/{name}`, with the latest configuration report and health.
+pub async fn get(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<ClusterView>, ApiError> {
+    let Path(name) = name?;
+    let cluster = visible_cluster(&caller, &state, &name).await?;
+    let mut view = ClusterView::from_cluster(cluster);
+    if let Some(report) = state.store.cluster_report(&name).await? {
+        view.connected = report.connected;
+        view.health = report.health;
+        view.config = report.config.map(Into::into);
+    }
+    Ok(Json(view))
+}
+
+/// `POST /api/v1/clusters/{name}/join-token`: a new single-use join token, e.g. when
+/// the first one expired or the agent's identity was lost.
+pub async fn mint_join_token(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<(StatusCode, Json<JoinToken>), ApiError> {
+    let Path(name) = name?;
+    let cluster = visible_cluster(&caller, &state, &name).await?;
+    if matches!(
+        cluster.state,
+        ClusterState::Deleted | ClusterState::Deleting
+    ) {
+        return Err(ApiError::Conflict(format!(
+            "cluster {name:?} is {}; create it again instead",
+            cluster.state
+        )));
+    }
+    let expires_at_ms = expiry(&state);
+    let join_token = state
+        .store
+        .mint_join_token(&name, state.join_token_ttl, &caller.actor())
+        .await?;
+    let manifest = manifest(&state, &name, &join_token)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(JoinToken {
+            cluster: name,
+            join_token,
+            join_token_expires_at_ms: expires_at_ms,
+            manifest,
+        }),
+    ))
+}
+
+/// `DELETE /api/v1/clusters/{name}`: tombstones the cluster; its certificate stops being
+/// accepted.
+pub async fn delete(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(name) = name?;
+    visible_cluster(&caller, &state, &name).await?;
+    state.store.delete_cluster(&name, &caller.actor()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The cluster, or 404 when it does not exist or belongs to another tenant.
+async fn visible_cluster(
+    caller: &Caller,
+    state: &ApiState,
+    name: &str,
+) -> Result<Cluster, ApiError> {
+    match state.store.get_cluster(name).await? {
+        Some(cluster) if caller.may_see(&cluster.tenant) => Ok(cluster),
+        _ => Err(ApiError::NotFound(format!("cluster {name:?} not found"))),
+    }
+}
+
+/// When a join token minted now expires. Taken just before the store mints it, so the
+/// answer never promises more time than the token has.
+fn expiry(state: &ApiState) -> i64 {
+    let ttl_ms = i64::try_from(state.join_token_ttl.as_millis()).unwrap_or(i64::MAX);
+    now_ms().saturating_add(ttl_ms)
+}
+
+fn manifest(state: &ApiState, cluster: &str, join_token: &str) -> Result<String, ApiError> {
+    agent_manifest(&ManifestInput {
+        cluster,
+        control_endpoint: &state.control_endpoint,
+        ca_pem: &state.ca_pem,
+        join_token,
+    })
+    .map_err(ApiError::internal)
+}

@@ -1,0 +1,205 @@
+//! The REST API: tenants, tokens, clusters, pipelines and status, served by axum.
+//!
+//! [`app`] builds the whole router from an [`ApiState`]; `observer serve` mounts it and
+//! tests drive it with `tower::ServiceExt::oneshot`. Every route except `/healthz`,
+//! `/readyz` and `/openapi.json` needs a bearer token ([`auth`]). Every answer is JSON;
+//! every failure is an [`ApiError`] (`{"error", "fields"}`); every mutation is audited by
+//! the store with the caller as actor. Inline secret values of pipelines are shown as
+//! `***` in every answer ([`redact`]). `/openapi.json` describes all of it ([`openapi`]).
+
+pub mod auth;
+pub mod clusters;
+pub mod error;
+pub mod manifest;
+pub mod model;
+pub mod openapi;
+pub mod pipelines;
+pub mod redact;
+pub mod status;
+pub mod tenants;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::de::DeserializeOwned;
+
+pub use error::ApiError;
+use model::FieldProblem;
+
+use crate::store::Store;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The database.
+    pub store: Store,
+    /// How long a new join token stays valid.
+    pub join_token_ttl: Duration,
+    /// The observer's gRPC endpoint as agents reach it, e.g. `https://observer:8443`;
+    /// written into install manifests.
+    pub control_endpoint: String,
+    /// The observer's CA certificate (PEM), written into install manifests.
+    pub ca_pem: String,
+}
+
+/// The whole REST API.
+pub fn app(state: ApiState) -> Router {
+    let document = Arc::new(openapi::document());
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = Arc::clone(&document);
+                async move { Json(document.as_ref().clone()) }
+            }),
+        )
+        .route("/api/v1/status", get(status::get))
+        .route("/api/v1/tenants", post(tenants::create).get(tenants::list))
+        .route(
+            "/api/v1/tenants/{name}",
+            get(tenants::get).delete(tenants::delete),
+        )
+        .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
+        .route(
+            "/api/v1/clusters",
+            post(clusters::create).get(clusters::list),
+        )
+        .route(
+            "/api/v1/clusters/{name}",
+            get(clusters::get).delete(clusters::delete),
+        )
+        .route(
+            "/api/v1/clusters/{name}/join-token",
+            post(clusters::mint_join_token),
+        )
+        .route(
+            "/api/v1/pipelines",
+            post(pipelines::create).get(pipelines::list),
+        )
+        .route(
+            "/api/v1/pipelines/{name}",
+            axum::routing::put(pipelines::put)
+                .get(pipelines::get)
+                .delete(pipelines::delete),
+        )
+        .route("/api/v1/pipelines/{name}/status", get(pipelines::status))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the database answers.
+async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    Ok("ready\n")
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".to_owned())
+}
+
+async fn method_not_allowed() -> Response {
+    let body = model::ErrorBody {
+        error: "method not allowed on this route".to_owned(),
+        fields: Vec::new(),
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How a request body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFormat {
+    /// `application/json` (also assumed when no content type is given).
+    Json,
+    /// `application/yaml` and its aliases.
+    Yaml,
+}
+
+/// The body format from `Content-Type`; 415 for anything else.
+pub(crate) fn body_format(headers: &HeaderMap, yaml_allowed: bool) -> Result<BodyFormat, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(BodyFormat::Json);
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(BodyFormat::Json),
+        e if e.starts_with("application/") && e.ends_with("+json") => Ok(BodyFormat::Json),
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" if yaml_allowed => {
+            Ok(BodyFormat::Yaml)
+        }
+        _ => Err(ApiError::UnsupportedMediaType(if yaml_allowed {
+            "send application/json or application/yaml".to_owned()
+        } else {
+            "send application/json".to_owned()
+        })),
+    }
+}
+
+/// Reads a JSON request body into `T`: 415 for another content type, 400 for malformed
+/// JSON, 422 naming the field for a well-formed body of the wrong shape.
+pub(crate) fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    body_format(headers, false)?;
+    let body = body?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::Invalid {
+            message: "the request is invalid".to_owned(),
+            fields: vec![FieldProblem {
+                path: if path == "." { String::new() } else { path },
+                message: e.into_inner().to_string(),
+            }],
+        }
+    })
+}
+
+/// A 422 when `problems` is not empty.
+pub(crate) fn check(message: &str, problems: Vec<FieldProblem>) -> Result<(), ApiError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid {
+            message: message.to_owned(),
+            fields: problems,
+        })
+    }
+}

@@ -1,0 +1,369 @@
+//! `GET /openapi.json`: an OpenAPI 3.0 description of every route, parameter, request
+//! body and answer.
+//!
+//! The paths are written out here by hand; the schemas come from the wire types in
+//! [`model`](super::model) and from [`MetricPipeline`] through `schemars` with its
+//! OpenAPI 3.0 settings, so they are exactly what the handlers read and write.
+//! `tests/schemathesis.rs` fuzzes the running API against this document.
+
+use kaas_pipeline::{API_GROUP_VERSION, KIND, MetricPipeline};
+use schemars::JsonSchema;
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use serde_json::{Map, Value, json};
+
+use super::model::{
+    AppliedPipeline, ClusterList, ClusterView, CreateClusterRequest, CreateTenantRequest,
+    CreateTokenRequest, CreatedCluster, CreatedToken, ErrorBody, JoinToken, PipelineList,
+    PipelineStatusView, PipelineView, StatusView, TenantList, TenantView, TokenList,
+};
+
+/// The document's `info.version`: the observer's version.
+const API_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Media types a pipeline may be sent in.
+const YAML: &str = "application/yaml";
+const JSON: &str = "application/json";
+
+/// Schemas of the wire types, collected while the paths are written.
+struct Schemas(SchemaGenerator);
+
+impl Schemas {
+    fn of<T: JsonSchema>(&mut self) -> Value {
+        self.0.subschema_for::<T>().to_value()
+    }
+}
+
+/// Error answers an operation can give, besides the ones every authenticated operation
+/// can give (400, 401, 403, 500).
+#[derive(Clone, Copy)]
+struct Errors {
+    not_found: bool,
+    conflict: bool,
+    body: bool,
+}
+
+const READ: Errors = Errors {
+    not_found: false,
+    conflict: false,
+    body: false,
+};
+const READ_ONE: Errors = Errors {
+    not_found: true,
+    conflict: false,
+    body: false,
+};
+const DELETE: Errors = Errors {
+    not_found: true,
+    conflict: true,
+    body: false,
+};
+const WRITE: Errors = Errors {
+    not_found: true,
+    conflict: true,
+    body: true,
+};
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut s = Schemas(SchemaSettings::openapi3().into_generator());
+    let error = s.of::<ErrorBody>();
+    let error_response = |description: &str| json!({ "description": description, "content": { JSON: { "schema": error.clone() } } });
+    let ok = |description: &str, schema: Value| json!({ "description": description, "content": { JSON: { "schema": schema } } });
+    let operation = |id: &str,
+                     tag: &str,
+                     summary: &str,
+                     parameters: Vec<Value>,
+                     body: Option<Value>,
+                     mut responses: Map<String, Value>,
+                     errors: Errors| {
+        responses.insert(
+            "400".into(),
+            error_response("The request cannot be read: malformed JSON, a bad query parameter."),
+        );
+        responses.insert(
+            "401".into(),
+            error_response("No bearer token, or one the observer does not know."),
+        );
+        responses.insert(
+            "403".into(),
+            error_response("The token may not do this, e.g. a tenant token naming another tenant."),
+        );
+        responses.insert(
+            "500".into(),
+            error_response("Internal error; the cause is in the observer's log."),
+        );
+        if errors.not_found {
+            responses.insert(
+                "404".into(),
+                error_response("No such object, or it belongs to another tenant."),
+            );
+        }
+        if errors.conflict {
+            responses.insert(
+                "409".into(),
+                error_response("The object exists already, or its state forbids the change."),
+            );
+        }
+        if errors.body {
+            responses.insert("413".into(), error_response("The body is too large."));
+            responses.insert(
+                "415".into(),
+                error_response("The body is in a format this operation does not read."),
+            );
+            responses.insert(
+                "422".into(),
+                error_response(
+                    "The body is invalid; `fields` lists every problem with its field path.",
+                ),
+            );
+        }
+        let mut op = json!({
+            "operationId": id,
+            "tags": [tag],
+            "summary": summary,
+            "parameters": parameters,
+            "responses": responses,
+        });
+        if let Some(body) = body {
+            op["requestBody"] = body;
+        }
+        op
+    };
+    let json_body =
+        |schema: Value| json!({ "required": true, "content": { JSON: { "schema": schema } } });
+    let responses = |entries: Vec<(&str, Value)>| -> Map<String, Value> {
+        entries
+            .into_iter()
+            .map(|(code, v)| (code.to_owned(), v))
+            .collect()
+    };
+    let no_content = || json!({ "description": "Done; no body." });
+
+    let name = path_param("name", "The object's name.");
+    let token_id = path_param("id", "The token's id.");
+    let tenant_filter = query_param(
+        "tenant",
+        "Only this tenant's objects (admin tokens; a tenant token may name only its own tenant).",
+        json!({ "type": "string" }),
+    );
+    let tenant_target = query_param(
+        "tenant",
+        "The tenant; required with an admin token, a tenant token acts in its own tenant.",
+        json!({ "type": "string" }),
+    );
+    let dry_run = query_param(
+        "dryRun",
+        "Validate and answer what would happen, without storing.",
+        json!({ "type": "boolean", "default": false }),
+    );
+
+    let pipeline = s.of::<MetricPipeline>();
+    let pipeline_body = json!({
+        "required": true,
+        "description": "A MetricPipeline document; `***` as an inline secret value keeps the stored value.",
+        "content": { JSON: { "schema": pipeline }, YAML: { "schema": pipeline } },
+    });
+    let applied = s.of::<AppliedPipeline>();
+    let apply_responses = || {
+        responses(vec![
+            (
+                "200",
+                ok(
+                    "Updated, unchanged, or (with dryRun) what would happen.",
+                    applied.clone(),
+                ),
+            ),
+            ("201", ok("Created.", applied.clone())),
+        ])
+    };
+
+    let text = |description: &str| json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } });
+    let paths = json!({
+        "/healthz": { "get": {
+            "operationId": "healthz", "tags": ["health"], "summary": "Liveness: the process answers.",
+            "security": [], "responses": { "200": text("Alive.") },
+        }},
+        "/readyz": { "get": {
+            "operationId": "readyz", "tags": ["health"], "summary": "Readiness: the database answers.",
+            "security": [], "responses": { "200": text("Ready."), "503": error_response("The database does not answer.") },
+        }},
+        "/openapi.json": { "get": {
+            "operationId": "openapi", "tags": ["health"], "summary": "This document.",
+            "security": [], "responses": { "200": ok("The OpenAPI document.", json!({ "type": "object" })) },
+        }},
+        "/api/v1/status": { "get": operation("getStatus", "status", "Counts of tenants, clusters by state, pipelines and connected agents the caller may see.",
+            vec![], None, responses(vec![("200", ok("The overview.", s.of::<StatusView>()))]), READ) },
+        "/api/v1/tenants": {
+            "post": operation("createTenant", "tenants", "Create a tenant (admin).", vec![],
+                Some(json_body(s.of::<CreateTenantRequest>())),
+                responses(vec![("201", ok("Created.", s.of::<TenantView>()))]), WRITE),
+            "get": operation("listTenants", "tenants", "List tenants (admin).", vec![], None,
+                responses(vec![("200", ok("Every tenant.", s.of::<TenantList>()))]), READ),
+        },
+        "/api/v1/tenants/{name}": {
+            "get": operation("getTenant", "tenants", "Read a tenant (admin).", vec![name.clone()], None,
+                responses(vec![("200", ok("The tenant.", s.of::<TenantView>()))]), READ_ONE),
+            "delete": operation("deleteTenant", "tenants", "Delete a tenant that has no clusters or pipelines left (admin).",
+                vec![name.clone()], None, responses(vec![("204", no_content())]), DELETE),
+        },
+        "/api/v1/tokens": {
+            "post": operation("createToken", "tokens", "Create an API token; the answer shows it once.", vec![],
+                Some(json_body(s.of::<CreateTokenRequest>())),
+                responses(vec![("201", ok("Created; `token` is shown only here.", s.of::<CreatedToken>()))]), WRITE),
+            "get": operation("listTokens", "tokens", "List API tokens (without their secrets).", vec![tenant_filter.clone()], None,
+                responses(vec![("200", ok("The tokens.", s.of::<TokenList>()))]), READ),
+        },
+        "/api/v1/tokens/{id}": {
+            "delete": operation("revokeToken", "tokens", "Revoke an API token.", vec![token_id], None,
+                responses(vec![("204", no_content())]), DELETE),
+        },
+        "/api/v1/clusters": {
+            "post": operation("createCluster", "clusters", "Onboard a cluster: answers with its join token and the agent's install manifests.", vec![],
+                Some(json_body(s.of::<CreateClusterRequest>())),
+                responses(vec![("201", ok("Created.", s.of::<CreatedCluster>()))]), WRITE),
+            "get": operation("listClusters", "clusters", "List clusters with state, connection and health.", vec![tenant_filter.clone()], None,
+                responses(vec![("200", ok("The clusters.", s.of::<ClusterList>()))]), READ),
+        },
+        "/api/v1/clusters/{name}": {
+            "get": operation("getCluster", "clusters", "Read a cluster with its latest configuration report and health.", vec![name.clone()], None,
+                responses(vec![("200", ok("The cluster.", s.of::<ClusterView>()))]), READ_ONE),
+            "delete": operation("deleteCluster", "clusters", "Delete a cluster (tombstone); its agent's certificate stops being accepted.",
+                vec![name.clone()], None, responses(vec![("204", no_content())]), DELETE),
+        },
+        "/api/v1/clusters/{name}/join-token": {
+            "post": operation("mintJoinToken", "clusters", "Mint a new single-use join token for a cluster.", vec![name.clone()], None,
+                responses(vec![("201", ok("The join token and install manifests.", s.of::<JoinToken>()))]), DELETE),
+        },
+        "/api/v1/pipelines": {
+            "post": operation("applyPipeline", "pipelines", "Create or update the pipeline named in the body.",
+                vec![tenant_target.clone(), dry_run.clone()], Some(pipeline_body.clone()), apply_responses(), WRITE),
+            "get": operation("listPipelines", "pipelines", "List pipelines; inline secrets read `***`.", vec![tenant_filter], None,
+                responses(vec![("200", ok("The pipelines.", s.of::<PipelineList>()))]), READ),
+        },
+        "/api/v1/pipelines/{name}": {
+            "put": operation("putPipeline", "pipelines", "Create or update a pipeline.",
+                vec![name.clone(), tenant_target.clone(), dry_run], Some(pipeline_body), apply_responses(), WRITE),
+            "get": operation("getPipeline", "pipelines", "Read a pipeline; inline secrets read `***`.",
+                vec![name.clone(), tenant_target.clone()], None,
+                responses(vec![("200", ok("The pipeline.", s.of::<PipelineView>()))]), READ_ONE),
+            "delete": operation("deletePipeline", "pipelines", "Delete a pipeline; agents stop running it.",
+                vec![name.clone(), tenant_target.clone()], None, responses(vec![("204", no_content())]), DELETE),
+        },
+        "/api/v1/pipelines/{name}/status": {
+            "get": operation("getPipelineStatus", "pipelines", "Read a pipeline's conditions.",
+                vec![name, tenant_target], None,
+                responses(vec![("200", ok("The status.", s.of::<PipelineStatusView>()))]), READ_ONE),
+        },
+    });
+    let mut schemas = s.0.take_definitions(true);
+    if let Some(pipeline) = schemas.get_mut("MetricPipeline") {
+        add_envelope(pipeline);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "kaas-observer",
+            "version": API_VERSION,
+            "description": "The observer's REST API: tenants, API tokens, clusters and MetricPipelines. \
+                Every operation except the health endpoints needs `Authorization: Bearer <token>`. \
+                Timestamps are Unix milliseconds.",
+        },
+        "security": [{ "bearerAuth": [] }],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": { "bearerAuth": { "type": "http", "scheme": "bearer" } },
+        },
+    })
+}
+
+/// The derived `MetricPipeline` schema describes `spec` and `status` only (the CRD
+/// supplies the rest); the API reads and writes the whole document, so add the
+/// Kubernetes envelope as the handlers check it.
+fn add_envelope(schema: &mut Value) {
+    let label_map = json!({ "type": "object", "additionalProperties": { "type": "string" } });
+    if let Some(properties) = schema["properties"].as_object_mut() {
+        properties.insert(
+            "apiVersion".into(),
+            json!({ "type": "string", "enum": [API_GROUP_VERSION] }),
+        );
+        properties.insert("kind".into(), json!({ "type": "string", "enum": [KIND] }));
+        properties.insert(
+            "metadata".into(),
+            json!({
+                "type": "object",
+                "description": "Kubernetes object metadata. The observer keeps name, labels and \
+                    annotations; other fields are accepted and dropped. In a PUT, name may be \
+                    left out (the URL names the pipeline).",
+                "properties": {
+                    "name": { "type": "string", "description": "A DNS-1123 label." },
+                    "labels": label_map,
+                    "annotations": label_map,
+                    "generation": {
+                        "type": "integer", "format": "int64",
+                        "description": "Set in answers; ignored in requests.",
+                    },
+                },
+            }),
+        );
+    }
+    schema["required"] = json!(["apiVersion", "kind", "spec"]);
+    schema["additionalProperties"] = json!(false);
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({
+        "name": name, "in": "path", "required": true, "description": description,
+        "schema": { "type": "string", "minLength": 1 },
+    })
+}
+
+fn query_param(name: &str, description: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `$ref` points at a schema that exists.
+    #[test]
+    fn every_reference_resolves() {
+        let document = document();
+        let mut refs = Vec::new();
+        collect_refs(&document, &mut refs);
+        assert!(refs.len() > 10);
+        for reference in refs {
+            let pointer = reference.trim_start_matches('#');
+            assert!(document.pointer(pointer).is_some(), "dangling {reference}");
+        }
+    }
+
+    fn collect_refs(value: &Value, refs: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("$ref", Value::String(r)) => refs.push(r.clone()),
+                        _ => collect_refs(value, refs),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| collect_refs(v, refs)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_pipeline_schema_is_there() {
+        let document = document();
+        let schemas = &document["components"]["schemas"];
+        assert!(schemas["MetricPipeline"].is_object(), "{schemas:#}");
+        let envelope = &schemas["MetricPipeline"]["properties"];
+        assert_eq!(envelope["kind"]["enum"][0], "MetricPipeline");
+        assert!(envelope["metadata"]["properties"]["name"].is_object());
+        assert!(envelope["spec"]["$ref"].is_string());
+        assert!(schemas["ErrorBody"].is_object());
+        assert!(!document.to_string().contains("$defs"));
+    }
+}

@@ -1,0 +1,371 @@
+//! `/api/v1/pipelines`: create-or-update (`PUT /{name}`, `POST`), read, list, delete
+//! and read the status of `MetricPipeline`s.
+//!
+//! A body is JSON, or YAML with `Content-Type: application/yaml`. It goes through the
+//! same parse and [`kaas_pipeline::validate`] as everywhere else and is refused with 422
+//! listing every field error. Before validation, each inline secret written as `***` is
+//! replaced by the value stored for the same field, so a document read from the API can
+//! be edited and applied again. `?dryRun=true` answers what would happen without storing.
+//! The tenant is the caller's own; an admin names it with `?tenant=`. Answers never hold
+//! an inline secret value.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use kaas_pipeline::document::parse_value;
+use kaas_pipeline::status::MetricPipelineStatus;
+use kaas_pipeline::{MetricPipeline, ValidatedPipeline};
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+use super::auth::Caller;
+use super::model::{
+    AppliedPipeline, ApplyResult, FieldProblem, PipelineList, PipelineStatusView, PipelineView,
+};
+use super::redact::{redact, restore_redacted};
+use super::{ApiError, ApiState, BodyFormat, body_format, now_ms};
+use crate::store::StoredPipeline;
+
+/// Query parameters of pipeline requests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineQuery {
+    /// The tenant (admin tokens only; a tenant token may name only its own).
+    pub tenant: Option<String>,
+    /// Validate and answer without storing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `PUT /api/v1/pipelines/{name}`: create or update the named pipeline.
+pub async fn put(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<PipelineQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<AppliedPipeline>), ApiError> {
+    let Path(name) = name?;
+    let Query(query) = query?;
+    apply(caller, state, Some(name), query, headers, body).await
+}
+
+/// `POST /api/v1/pipelines`: create or update the pipeline named in the body.
+pub async fn create(
+    caller: Caller,
+    State(state): State<ApiState>,
+    query: Result<Query<PipelineQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<AppliedPipeline>), ApiError> {
+    let Query(query) = query?;
+    apply(caller, state, None, query, headers, body).await
+}
+
+async fn apply(
+    caller: Caller,
+    state: ApiState,
+    url_name: Option<String>,
+    query: PipelineQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<AppliedPipeline>), ApiError> {
+    let tenant = caller.target_tenant(query.tenant, "?tenant=")?;
+    let format = body_format(&headers, true)?;
+    let mut value = read_body(format, &body?)?;
+    let mut problems = Vec::new();
+    if let (Some(url_name), Value::Mapping(map)) = (&url_name, &mut value) {
+        match body_name(map) {
+            None => set_name(map, url_name),
+            Some(name) if name == *url_name => {}
+            Some(name) => problems.push(FieldProblem {
+                path: "metadata.name".to_owned(),
+                message: format!("{name:?} does not match the name in the URL, {url_name:?}"),
+            }),
+        }
+    }
+    // Fill in `***` from the stored pipeline and drop what the server owns (status,
+    // generation) before validating, so validation sees what will be stored.
+    let mut previous = None;
+    if let Ok(mut typed) = serde_yaml::from_value::<MetricPipeline>(value.clone())
+        && let Value::Mapping(map) = &mut value
+    {
+        if let Some(name) = typed.metadata.name.clone() {
+            previous = state.store.get_pipeline(&tenant, &name).await?;
+        }
+        problems.extend(restore_redacted(
+            &mut typed,
+            previous.as_ref().map(|p| p.pipeline.resource()),
+        ));
+        let spec = serde_yaml::to_value(&typed.spec).map_err(ApiError::internal)?;
+        map.insert("spec".into(), spec);
+        map.remove("status");
+        if let Some(Value::Mapping(metadata)) = map.get_mut("metadata") {
+            for owned in [
+                "generation",
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "managedFields",
+            ] {
+                metadata.remove(owned);
+            }
+        }
+    }
+    let validated = match parse_value("body".to_owned(), value).outcome {
+        Ok(validated) if problems.is_empty() => validated,
+        Ok(_) => return Err(invalid(problems)),
+        Err(errors) => {
+            let mut fields: Vec<FieldProblem> = errors
+                .0
+                .into_iter()
+                .map(|e| FieldProblem {
+                    path: e.path,
+                    message: e.reason,
+                })
+                .collect();
+            fields.extend(problems);
+            return Err(invalid(fields));
+        }
+    };
+    if query.dry_run {
+        if state.store.get_tenant(&tenant).await?.is_none() {
+            return Err(ApiError::NotFound(format!("tenant {tenant:?} not found")));
+        }
+        let answer = preview(&tenant, &validated, previous.as_ref());
+        return Ok((StatusCode::OK, Json(answer)));
+    }
+    let (stored, created) = state
+        .store
+        .apply_pipeline(&tenant, validated, &caller.actor())
+        .await?;
+    // The store writes nothing for an identical pipeline, so an unchanged update time
+    // means unchanged.
+    let result = match &previous {
+        _ if created => ApplyResult::Created,
+        Some(p) if p.updated_at_ms == stored.updated_at_ms && p.generation == stored.generation => {
+            ApplyResult::Unchanged
+        }
+        _ => ApplyResult::Configured,
+    };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(AppliedPipeline {
+            result,
+            dry_run: false,
+            pipeline: view(&stored),
+        }),
+    ))
+}
+
+/// What applying `validated` would do, for `?dryRun=true`.
+fn preview(
+    tenant: &str,
+    validated: &ValidatedPipeline,
+    previous: Option<&StoredPipeline>,
+) -> AppliedPipeline {
+    let now = now_ms();
+    let (result, pipeline) = match previous {
+        None => (
+            ApplyResult::Created,
+            view_of(tenant, validated.resource(), 1, now, now, None),
+        ),
+        Some(p) => {
+            let old = p.pipeline.resource();
+            let new = validated.resource();
+            let spec_changed = old.spec != new.spec;
+            let changed = spec_changed
+                || old.metadata.labels != new.metadata.labels
+                || old.metadata.annotations != new.metadata.annotations;
+            let (result, updated) = if changed {
+                (ApplyResult::Configured, now)
+            } else {
+                (ApplyResult::Unchanged, p.updated_at_ms)
+            };
+            let generation = p.generation + i64::from(spec_changed);
+            let view = view_of(
+                tenant,
+                new,
+                generation,
+                p.created_at_ms,
+                updated,
+                Some(p.status.clone()),
+            );
+            (result, view)
+        }
+    };
+    AppliedPipeline {
+        result,
+        dry_run: true,
+        pipeline,
+    }
+}
+
+fn invalid(fields: Vec<FieldProblem>) -> ApiError {
+    ApiError::Invalid {
+        message: "the pipeline is invalid".to_owned(),
+        fields,
+    }
+}
+
+/// The body as a YAML value (JSON is read as JSON first, for precise syntax errors).
+fn read_body(format: BodyFormat, body: &[u8]) -> Result<Value, ApiError> {
+    match format {
+        BodyFormat::Json => {
+            let json: serde_json::Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+            serde_yaml::to_value(json).map_err(ApiError::internal)
+        }
+        BodyFormat::Yaml => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::BadRequest("the body is not UTF-8".to_owned()))?;
+            serde_yaml::from_str(text).map_err(|e| {
+                ApiError::BadRequest(format!("the body is not one valid YAML document: {e}"))
+            })
+        }
+    }
+}
+
+fn body_name(map: &Mapping) -> Option<String> {
+    map.get("metadata")?
+        .get("name")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn set_name(map: &mut Mapping, name: &str) {
+    match map.get_mut("metadata") {
+        Some(Value::Mapping(metadata)) => {
+            metadata.insert("name".into(), name.into());
+        }
+        Some(_) => {} // not an object: validation reports it
+        None => {
+            let mut metadata = Mapping::new();
+            metadata.insert("name".into(), name.into());
+            map.insert("metadata".into(), Value::Mapping(metadata));
+        }
+    }
+}
+
+/// The answer for a stored pipeline, secrets redacted.
+pub fn view(stored: &StoredPipeline) -> PipelineView {
+    PipelineView {
+        tenant: stored.tenant.clone(),
+        name: stored.name().to_owned(),
+        generation: stored.generation,
+        created_at_ms: stored.created_at_ms,
+        updated_at_ms: stored.updated_at_ms,
+        resource: stored.masked_resource(),
+    }
+}
+
+fn view_of(
+    tenant: &str,
+    resource: &MetricPipeline,
+    generation: i64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    status: Option<MetricPipelineStatus>,
+) -> PipelineView {
+    let mut resource = resource.clone();
+    redact(&mut resource);
+    // What the store keeps of the metadata (see `StoredPipeline::masked_resource`).
+    let given = std::mem::take(&mut resource.metadata);
+    resource.metadata.name = given.name;
+    resource.metadata.labels = given.labels.filter(|l| !l.is_empty());
+    resource.metadata.annotations = given.annotations.filter(|a| !a.is_empty());
+    resource.metadata.generation = Some(generation);
+    resource.status = Some(status.unwrap_or_default());
+    PipelineView {
+        tenant: tenant.to_owned(),
+        name: resource.metadata.name.clone().unwrap_or_default(),
+        generation,
+        created_at_ms,
+        updated_at_ms,
+        resource,
+    }
+}
+
+/// `GET /api/v1/pipelines`.
+pub async fn list(
+    caller: Caller,
+    State(state): State<ApiState>,
+    query: Result<Query<PipelineQuery>, QueryRejection>,
+) -> Result<Json<PipelineList>, ApiError> {
+    let Query(query) = query?;
+    let scope = caller.list_scope(query.tenant)?;
+    let items = state
+        .store
+        .list_pipelines(scope.as_deref())
+        .await?
+        .iter()
+        .map(view)
+        .collect();
+    Ok(Json(PipelineList { items }))
+}
+
+/// `GET /api/v1/pipelines/{name}`.
+pub async fn get(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<PipelineQuery>, QueryRejection>,
+) -> Result<Json<PipelineView>, ApiError> {
+    let stored = find(&caller, &state, name, query).await?;
+    Ok(Json(view(&stored)))
+}
+
+/// `GET /api/v1/pipelines/{name}/status`.
+pub async fn status(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<PipelineQuery>, QueryRejection>,
+) -> Result<Json<PipelineStatusView>, ApiError> {
+    let stored = find(&caller, &state, name, query).await?;
+    Ok(Json(PipelineStatusView {
+        tenant: stored.tenant.clone(),
+        name: stored.pipeline.name().to_owned(),
+        generation: stored.generation,
+        status: stored.status,
+    }))
+}
+
+/// `DELETE /api/v1/pipelines/{name}`.
+pub async fn delete(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<PipelineQuery>, QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let stored = find(&caller, &state, name, query).await?;
+    state
+        .store
+        .delete_pipeline(&stored.tenant, stored.pipeline.name(), &caller.actor())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn find(
+    caller: &Caller,
+    state: &ApiState,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<PipelineQuery>, QueryRejection>,
+) -> Result<StoredPipeline, ApiError> {
+    let Path(name) = name?;
+    let Query(query) = query?;
+    let tenant = caller.target_tenant(query.tenant, "?tenant=")?;
+    state
+        .store
+        .get_pipeline(&tenant, &name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("pipeline {name:?} not found")))
+}

@@ -1,0 +1,362 @@
+//! `observer cluster add|list|get|delete|join-token`.
+//!
+//! `add` prints the join token and writes the agent's install manifests to standard
+//! output (or `--manifest-file`). When the manifests go to standard output, the other
+//! lines go to standard error, so `observer cluster add c1 > agent.yaml` works.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+
+use super::client::ApiClient;
+use super::print::{age, labels, structured, table};
+use super::{CommandError, EXIT_OK, Format, OutputArgs};
+use crate::api::model::{
+    ClusterList, ClusterView, CreateClusterRequest, CreatedCluster, JoinToken,
+};
+
+/// `observer cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Onboard a cluster: prints its join token and the agent's install manifests.
+    Add(AddArgs),
+    /// List clusters with their state.
+    List(ListArgs),
+    /// Show one cluster with its agent's last reports.
+    Get(NameArgs),
+    /// Delete a cluster; its agent's certificate stops being accepted.
+    Delete(NameArgs),
+    /// Mint a new join token (and manifests) for a cluster whose token expired.
+    JoinToken(JoinTokenArgs),
+}
+
+/// `observer cluster add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The cluster's name (a DNS-1123 label, unique across tenants).
+    pub name: String,
+    /// The owning tenant; required with an admin token.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// A label pipelines can select on, `key=value`; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// The cluster's Kubernetes API endpoint, for information.
+    #[arg(long, value_name = "URL")]
+    pub api_endpoint: Option<String>,
+    /// Write the install manifests here instead of to standard output.
+    #[arg(long, value_name = "FILE")]
+    pub manifest_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `observer cluster list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this tenant's clusters (admin).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// A command on one cluster.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The cluster's name.
+    pub name: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `observer cluster join-token`.
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// The cluster's name.
+    pub name: String,
+    /// Write the install manifests here instead of to standard output.
+    #[arg(long, value_name = "FILE")]
+    pub manifest_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+/// Runs a cluster command.
+pub async fn run(
+    client: &ApiClient,
+    command: ClusterCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, CommandError> {
+    match command {
+        ClusterCommand::Add(args) => add(client, args, out, err).await,
+        ClusterCommand::List(args) => {
+            let query: Vec<(&str, String)> =
+                args.tenant.map(|t| ("tenant", t)).into_iter().collect();
+            let list: ClusterList = client
+                .call(Method::GET, &["api", "v1", "clusters"], &query, None)
+                .await?;
+            if !structured(out, args.output.output, &list)? {
+                let now = crate::api::now_ms();
+                let rows: Vec<Vec<String>> = list
+                    .items
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.name.clone(),
+                            c.tenant.clone(),
+                            state(c),
+                            yes_no(c.connected),
+                            c.last_seen_ms.map_or("never".to_owned(), |ms| age(ms, now)),
+                            age(c.created_at_ms, now),
+                            labels(&c.labels),
+                        ]
+                    })
+                    .collect();
+                table(
+                    out,
+                    &[
+                        "NAME",
+                        "TENANT",
+                        "STATE",
+                        "CONNECTED",
+                        "LAST SEEN",
+                        "AGE",
+                        "LABELS",
+                    ],
+                    &rows,
+                )?;
+            }
+            Ok(EXIT_OK)
+        }
+        ClusterCommand::Get(args) => {
+            let cluster: ClusterView = client
+                .call(
+                    Method::GET,
+                    &["api", "v1", "clusters", &args.name],
+                    &[],
+                    None,
+                )
+                .await?;
+            if !structured(out, args.output.output, &cluster)? {
+                print_cluster(&cluster, out)?;
+            }
+            Ok(EXIT_OK)
+        }
+        ClusterCommand::Delete(args) => {
+            client
+                .call_empty(Method::DELETE, &["api", "v1", "clusters", &args.name], &[])
+                .await?;
+            writeln!(out, "cluster {} deleted", args.name)?;
+            Ok(EXIT_OK)
+        }
+        ClusterCommand::JoinToken(args) => {
+            let answer: JoinToken = client
+                .call(
+                    Method::POST,
+                    &["api", "v1", "clusters", &args.name, "join-token"],
+                    &[],
+                    None,
+                )
+                .await?;
+            deliver(
+                args.output.output,
+                &answer,
+                &answer.cluster,
+                &answer.join_token,
+                answer.join_token_expires_at_ms,
+                &answer.manifest,
+                args.manifest_file.as_ref(),
+                out,
+                err,
+            )
+        }
+    }
+}
+
+async fn add(
+    client: &ApiClient,
+    args: AddArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, CommandError> {
+    let request = CreateClusterRequest {
+        name: args.name,
+        tenant: args.tenant,
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        api_endpoint: args.api_endpoint,
+    };
+    let created: CreatedCluster = client
+        .call(
+            Method::POST,
+            &["api", "v1", "clusters"],
+            &[],
+            Some(&request),
+        )
+        .await?;
+    deliver(
+        args.output.output,
+        &created,
+        &created.cluster.name,
+        &created.join_token,
+        created.join_token_expires_at_ms,
+        &created.manifest,
+        args.manifest_file.as_ref(),
+        out,
+        err,
+    )
+}
+
+/// Prints a join token and writes the manifests where they were asked for.
+#[allow(clippy::too_many_arguments)]
+fn deliver<T: serde::Serialize>(
+    format: Format,
+    answer: &T,
+    cluster: &str,
+    join_token: &str,
+    expires_at_ms: i64,
+    manifest: &str,
+    manifest_file: Option<&PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, CommandError> {
+    if let Some(path) = manifest_file {
+        std::fs::write(path, manifest)
+            .map_err(|e| CommandError::Usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if structured(out, format, answer)? {
+        return Ok(EXIT_OK);
+    }
+    let expires_in = (expires_at_ms - crate::api::now_ms()).max(0) / 1000;
+    let token_lines = |w: &mut dyn Write| -> std::io::Result<()> {
+        writeln!(
+            w,
+            "cluster {cluster}: join token (single use, valid for {}):",
+            human_seconds(expires_in)
+        )?;
+        writeln!(w, "{join_token}")
+    };
+    match manifest_file {
+        Some(path) => {
+            token_lines(out)?;
+            writeln!(
+                out,
+                "agent manifests written to {0}; install them with kubectl apply -f {0}",
+                path.display()
+            )?;
+        }
+        None => {
+            token_lines(err)?;
+            writeln!(
+                err,
+                "agent manifests follow on standard output; install them with kubectl apply -f -"
+            )?;
+            out.write_all(manifest.as_bytes())?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `23h59m`, `1h`, `5m`, `40s`; rounded to the nearest minute above a minute, since
+/// the expiry was computed a moment before the token was minted.
+fn human_seconds(seconds: i64) -> String {
+    if seconds < 60 {
+        return format!("{seconds}s");
+    }
+    let minutes = (seconds + 30) / 60;
+    match (minutes / 60, minutes % 60) {
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h{m}m"),
+    }
+}
+
+fn state(cluster: &ClusterView) -> String {
+    serde_json::to_value(cluster.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.to_owned()
+}
+
+fn print_cluster(cluster: &ClusterView, out: &mut dyn Write) -> std::io::Result<()> {
+    let now = crate::api::now_ms();
+    writeln!(out, "Name:          {}", cluster.name)?;
+    writeln!(out, "Tenant:        {}", cluster.tenant)?;
+    writeln!(out, "State:         {}", state(cluster))?;
+    writeln!(out, "Connected:     {}", yes_no(cluster.connected))?;
+    writeln!(out, "Labels:        {}", labels(&cluster.labels))?;
+    if let Some(endpoint) = &cluster.api_endpoint {
+        writeln!(out, "API endpoint:  {endpoint}")?;
+    }
+    writeln!(
+        out,
+        "Created:       {} ago",
+        age(cluster.created_at_ms, now)
+    )?;
+    if let Some(ms) = cluster.last_seen_ms {
+        writeln!(out, "Last seen:     {} ago", age(ms, now))?;
+    }
+    if let Some(version) = &cluster.agent_version {
+        writeln!(out, "Agent version: {version}")?;
+    }
+    if let Some(hash) = &cluster.applied_config_hash {
+        writeln!(out, "Applied config: {hash}")?;
+    }
+    if let Some(report) = &cluster.config {
+        writeln!(
+            out,
+            "Config report: {} {} ({} ago)",
+            report.state,
+            report.config_hash,
+            age(report.at_ms, now)
+        )?;
+        for error in &report.errors {
+            writeln!(
+                out,
+                "  {}: {}: {}",
+                error.pipeline, error.field_path, error.message
+            )?;
+        }
+    }
+    if let Some(health) = &cluster.health {
+        writeln!(out, "Health:        {health}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_lifetimes_read_naturally() {
+        assert_eq!(human_seconds(3599), "1h");
+        assert_eq!(human_seconds(86_399), "24h");
+        assert_eq!(human_seconds(5400), "1h30m");
+        assert_eq!(human_seconds(299), "5m");
+        assert_eq!(human_seconds(40), "40s");
+    }
+
+    #[test]
+    fn labels_need_a_key() {
+        assert_eq!(parse_label("env=prod"), Ok(("env".into(), "prod".into())));
+        assert_eq!(parse_label("empty="), Ok(("empty".into(), String::new())));
+        assert!(parse_label("=x").is_err());
+        assert!(parse_label("novalue").is_err());
+    }
+}

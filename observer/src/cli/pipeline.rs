@@ -1,0 +1,397 @@
+//! `observer pipeline apply|get|list|delete`: pipelines through the REST API.
+//!
+//! `apply` validates every document locally first, with the same code the observer runs,
+//! and sends nothing when any is invalid. A document holding `***` placeholders (as `get
+//! -o yaml` prints inline secrets) is left to the observer to judge, since only it knows
+//! the stored values they stand for.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use kaas_pipeline::MetricPipeline;
+use kaas_pipeline::document::parse_value;
+use kaas_pipeline::status::ConditionStatus;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::client::{ApiClient, ClientError};
+use super::print::{age, field_problems, structured, table};
+use super::{CommandError, EXIT_FAILED, EXIT_OK, Format, OutputArgs};
+use crate::api::model::{AppliedPipeline, FieldProblem, PipelineList, PipelineView};
+use crate::api::redact::REDACTED;
+
+/// `observer pipeline apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A file of pipelines (YAML or JSON, several documents); `-` reads standard input.
+    /// Repeatable.
+    #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The tenant (admin tokens; a tenant token applies to its own).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Ask the observer what would happen without storing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// A command on one pipeline.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The pipeline's name.
+    pub name: String,
+    /// The tenant (admin tokens; a tenant token uses its own).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `observer pipeline list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this tenant's pipelines (admin).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// One resource found in the files.
+struct Found {
+    place: String,
+    name: Option<String>,
+    value: Value,
+    problems: Vec<FieldProblem>,
+}
+
+/// `pipeline apply`.
+pub async fn apply(
+    client: &ApiClient,
+    args: &ApplyArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, CommandError> {
+    let mut found = Vec::new();
+    for path in &args.files {
+        let shown = path.display().to_string();
+        let text = if shown == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map(|_| text)
+        } else {
+            std::fs::read_to_string(path)
+        };
+        let text = text.map_err(|e| CommandError::Usage(format!("cannot read {shown}: {e}")))?;
+        let before = found.len();
+        read_documents(&shown, &text, &mut found);
+        if found.len() == before {
+            return Err(CommandError::Usage(format!("{shown}: no pipeline found")));
+        }
+    }
+    let invalid: Vec<&Found> = found.iter().filter(|f| !f.problems.is_empty()).collect();
+    if !invalid.is_empty() {
+        for f in &invalid {
+            print_problems(f, &f.problems, err)?;
+        }
+        writeln!(
+            err,
+            "{} of {} pipelines invalid; nothing was applied",
+            invalid.len(),
+            found.len()
+        )?;
+        return Ok(EXIT_FAILED);
+    }
+    let mut status = EXIT_OK;
+    let mut results = Vec::new();
+    for f in &found {
+        let Some(name) = &f.name else {
+            print_problems(f, &[problem("metadata.name", "required")], err)?;
+            status = EXIT_FAILED;
+            continue;
+        };
+        let mut query = Vec::new();
+        if let Some(tenant) = &args.tenant {
+            query.push(("tenant", tenant.clone()));
+        }
+        if args.dry_run {
+            query.push(("dryRun", "true".to_owned()));
+        }
+        let body = serde_json::to_value(&f.value)?;
+        let answer: Result<AppliedPipeline, _> = client
+            .call(
+                Method::PUT,
+                &["api", "v1", "pipelines", name],
+                &query,
+                Some(&body),
+            )
+            .await;
+        match answer {
+            Ok(applied) => {
+                if args.output.output == Format::Table {
+                    let dry = if applied.dry_run { " (dry run)" } else { "" };
+                    writeln!(out, "pipeline {name} {}{dry}", applied.result.as_str())?;
+                }
+                results.push(applied);
+            }
+            Err(ClientError::Api {
+                status: 422,
+                message,
+                fields,
+            }) => {
+                writeln!(err, "{}: {}: {message}", f.place, name)?;
+                field_problems(&fields, err)?;
+                status = EXIT_FAILED;
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    structured(out, args.output.output, &results)?;
+    Ok(status)
+}
+
+fn problem(path: &str, message: &str) -> FieldProblem {
+    FieldProblem {
+        path: path.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+fn print_problems(
+    f: &Found,
+    problems: &[FieldProblem],
+    err: &mut dyn Write,
+) -> std::io::Result<()> {
+    let name = f
+        .name
+        .as_deref()
+        .map(|n| format!(" pipeline {n:?}"))
+        .unwrap_or_default();
+    let count = problems.len();
+    let noun = if count == 1 { "error" } else { "errors" };
+    writeln!(err, "{}{name}: {count} {noun}", f.place)?;
+    field_problems(problems, err)
+}
+
+/// Splits `text` into resources the way `pipeline validate` does (documents, JSON
+/// arrays, Kubernetes Lists) and validates each.
+fn read_documents(file: &str, text: &str, found: &mut Vec<Found>) {
+    for (i, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let location = format!("{file}: document {}", i + 1);
+        let value = match Value::deserialize(deserializer) {
+            Ok(value) => value,
+            Err(error) => {
+                found.push(Found {
+                    place: location,
+                    name: None,
+                    value: Value::Null,
+                    problems: vec![problem("", &format!("not valid YAML or JSON: {error}"))],
+                });
+                return;
+            }
+        };
+        let items = match value {
+            Value::Null => continue,
+            Value::Sequence(items) => items,
+            Value::Mapping(ref map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
+                map.get("items")
+                    .and_then(Value::as_sequence)
+                    .cloned()
+                    .unwrap_or_default()
+            }
+            value => {
+                found.push(check(location, value));
+                continue;
+            }
+        };
+        for (j, item) in items.into_iter().enumerate() {
+            found.push(check(format!("{location}, item {}", j + 1), item));
+        }
+    }
+}
+
+fn check(place: String, value: Value) -> Found {
+    let document = parse_value(place.clone(), value.clone());
+    let problems = match document.outcome {
+        Ok(_) => Vec::new(),
+        // Placeholders stand for stored secrets: only the observer can judge.
+        Err(_) if holds_placeholder(&value) => Vec::new(),
+        Err(errors) => errors
+            .0
+            .into_iter()
+            .map(|e| FieldProblem {
+                path: e.path,
+                message: e.reason,
+            })
+            .collect(),
+    };
+    Found {
+        place,
+        name: document.name,
+        value,
+        problems,
+    }
+}
+
+fn holds_placeholder(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text == REDACTED,
+        Value::Sequence(items) => items.iter().any(holds_placeholder),
+        Value::Mapping(map) => map.values().any(holds_placeholder),
+        Value::Tagged(tagged) => holds_placeholder(&tagged.value),
+        _ => false,
+    }
+}
+
+fn query(tenant: &Option<String>) -> Vec<(&'static str, String)> {
+    tenant.iter().map(|t| ("tenant", t.clone())).collect()
+}
+
+/// `pipeline get`.
+pub async fn get(
+    client: &ApiClient,
+    args: &GetArgs,
+    out: &mut dyn Write,
+) -> Result<u8, CommandError> {
+    let view: PipelineView = client
+        .call(
+            Method::GET,
+            &["api", "v1", "pipelines", &args.name],
+            &query(&args.tenant),
+            None,
+        )
+        .await?;
+    if structured(out, args.output.output, &view.resource)? {
+        return Ok(EXIT_OK);
+    }
+    let now = crate::api::now_ms();
+    writeln!(out, "Name:        {}", view.name)?;
+    writeln!(out, "Tenant:      {}", view.tenant)?;
+    writeln!(out, "Generation:  {}", view.generation)?;
+    writeln!(out, "Output:      {}", output_of(&view.resource))?;
+    writeln!(out, "Created:     {} ago", age(view.created_at_ms, now))?;
+    writeln!(out, "Updated:     {} ago", age(view.updated_at_ms, now))?;
+    let conditions = view
+        .resource
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    if conditions.is_empty() {
+        writeln!(out, "Conditions:  <none>")?;
+    } else {
+        writeln!(out, "Conditions:")?;
+        let rows: Vec<Vec<String>> = conditions
+            .iter()
+            .map(|c| {
+                vec![
+                    c.type_.clone(),
+                    status_word(c.status).to_owned(),
+                    c.reason.clone(),
+                    c.message.clone(),
+                ]
+            })
+            .collect();
+        let mut text = Vec::new();
+        table(&mut text, &["TYPE", "STATUS", "REASON", "MESSAGE"], &rows)?;
+        for line in String::from_utf8_lossy(&text).lines() {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `pipeline list`.
+pub async fn list(
+    client: &ApiClient,
+    args: &ListArgs,
+    out: &mut dyn Write,
+) -> Result<u8, CommandError> {
+    let list: PipelineList = client
+        .call(
+            Method::GET,
+            &["api", "v1", "pipelines"],
+            &query(&args.tenant),
+            None,
+        )
+        .await?;
+    if args.output.output != Format::Table {
+        // A Kubernetes List of the resources: `pipeline apply -f` takes it back as is.
+        let resources = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": list.items.iter().map(|v| &v.resource).collect::<Vec<_>>(),
+        });
+        structured(out, args.output.output, &resources)?;
+        return Ok(EXIT_OK);
+    }
+    let now = crate::api::now_ms();
+    let rows: Vec<Vec<String>> = list
+        .items
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.tenant.clone(),
+                v.generation.to_string(),
+                condition(
+                    &v.resource,
+                    kaas_pipeline::status::CONDITION_CONFIGURATION_APPLIED,
+                ),
+                output_of(&v.resource),
+                age(v.created_at_ms, now),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["NAME", "TENANT", "GENERATION", "APPLIED", "OUTPUT", "AGE"],
+        &rows,
+    )?;
+    Ok(EXIT_OK)
+}
+
+/// `pipeline delete`.
+pub async fn delete(
+    client: &ApiClient,
+    args: &GetArgs,
+    out: &mut dyn Write,
+) -> Result<u8, CommandError> {
+    client
+        .call_empty(
+            Method::DELETE,
+            &["api", "v1", "pipelines", &args.name],
+            &query(&args.tenant),
+        )
+        .await?;
+    writeln!(out, "pipeline {} deleted", args.name)?;
+    Ok(EXIT_OK)
+}
+
+fn status_word(status: ConditionStatus) -> &'static str {
+    match status {
+        ConditionStatus::True => "True",
+        ConditionStatus::False => "False",
+        ConditionStatus::Unknown => "Unknown",
+    }
+}
+
+fn condition(resource: &MetricPipeline, kind: &str) -> String {
+    resource
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == kind))
+        .map_or("Unknown".to_owned(), |c| status_word(c.status).to_owned())
+}
+
+fn output_of(resource: &MetricPipeline) -> String {
+    let output = &resource.spec.output;
+    match (&output.prometheus_remote_write, &output.otlp) {
+        (Some(rw), _) => format!("remote-write {}", rw.url),
+        (None, Some(otlp)) => format!("otlp {}", otlp.endpoint),
+        (None, None) => "<none>".to_owned(),
+    }
+}

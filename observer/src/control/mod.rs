@@ -1,0 +1,138 @@
+//! The agent control service: `Join` and the `Connect` stream, configuration push and status.
+//!
+//! # Join
+//!
+//! An agent without an identity calls `Join` with its single-use join token and a CSR.
+//! The CSR is checked first (so a malformed request does not use the token up), then
+//! the token is redeemed atomically in the store (two agents racing with one token:
+//! one wins). Unknown, expired and used tokens, and tokens of deleted clusters, are
+//! refused with `PERMISSION_DENIED` and a message naming the reason, never the token.
+//! The CA signs the CSR as the cluster ([`crate::identity`]) and the store records the
+//! certificate's serial: from then on only that certificate is accepted for the
+//! cluster, so joining again revokes the previous certificate.
+//!
+//! # The stream
+//!
+//! `Connect` requires a client certificate verified against the cluster CA (the TLS
+//! layer makes client certificates optional only because `Join` has none). The
+//! cluster comes from the certificate's SAN URI, never from the message. The first
+//! message must be an `AgentHello` (`FAILED_PRECONDITION` otherwise) naming the same
+//! cluster (`PERMISSION_DENIED` otherwise); the cluster must exist, not be deleted, and
+//! the certificate's serial must be the one recorded (`PERMISSION_DENIED` otherwise).
+//! The observer then records the agent as seen and connected (every later message
+//! counts as a sign of life, written at most every 20 s), and the stream runs until
+//! either side ends it; at the end the cluster is marked disconnected unless
+//! another stream of the same cluster is open on this replica.
+//!
+//! Every agent message carries a sequence number growing by one. A message whose
+//! number skips ahead is ignored and answered with `RESEND_FULL_STATE`; the agent then
+//! sends its hello, latest `ConfigStatus` and health again. Repeated numbers are
+//! dropped as duplicates.
+//!
+//! # When a `ConfigUpdate` is sent
+//!
+//! The desired configuration of a cluster is rendered from the store:
+//! `AgentConfig::from_validated({"cluster": <name>}, pipelines_for_cluster)`, canonical
+//! JSON with its SHA-256. It is sent when its hash differs both from what the agent
+//! runs (the hello's `last_applied_config_hash`, then every APPLIED status; after
+//! FAILED, the `running_config_hash`) and from what was last sent on this stream (so
+//! a refused configuration is not offered again until something changes). An agent
+//! that reconnects with the current hash costs one render and no push; its APPLIED
+//! state is recorded so the pipeline status stays right.
+//!
+//! # How changes reach the streams in under a second
+//!
+//! Every store write publishes a [`Change`](crate::store::Change) after its commit.
+//! One dispatcher task per service subscribes to the feed and routes each change to
+//! the streams it concerns, through a per-stream `Notify`: a pipeline or tenant change
+//! wakes every stream of that tenant, a cluster change (labels, state, certificate)
+//! wakes that cluster's streams. A woken stream re-renders and pushes if the hash
+//! differs. Nothing polls, so the delay is the commit plus one render: milliseconds.
+//! If the dispatcher falls behind the feed (the broadcast channel reports lag), it
+//! wakes every stream and recomputes every status, which is always correct.
+//!
+//! # High availability
+//!
+//! With PostgreSQL, the store's change feed also carries other replicas' changes
+//! (LISTEN/NOTIFY), so a pipeline applied through replica A reaches an agent connected
+//! to replica B the same way, with one notification's delay. Each replica serves the
+//! streams connected to it; nothing is shared in memory.
+//!
+//! # Status
+//!
+//! Reports (config status, health, connect and disconnect) are stored as they arrive
+//! and announced as `Change::ClusterReport`. A status task ([`status`]) collects the
+//! tenants concerned for a short debounce interval, then recomputes each pipeline's
+//! conditions from the stored reports of the clusters it selects and writes those that
+//! changed. The computation is a pure function of stored data, so replicas that both
+//! compute it agree (and a write of an identical status is a no-op).
+
+pub mod service;
+pub mod status;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+pub use service::{ControlMetrics, ControlService, ControlSettings};
+
+use crate::identity::{ClusterCa, IdentityError};
+
+/// How long a client may take to finish the TLS handshake; a client that stalls is
+/// dropped instead of holding a connection slot.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on idle connections: a vanished agent (host died, network cut) is
+/// noticed within interval + timeout, and its cluster marked disconnected.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a keepalive ping may go unanswered.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The gRPC server's TLS settings: a fresh server certificate for `hostnames` signed by
+/// the cluster CA, and client certificates verified against the same CA when presented
+/// (optional at this layer because `Join` has none; `Connect` insists on one).
+pub fn server_tls_config(
+    ca: &ClusterCa,
+    hostnames: &[String],
+) -> Result<ServerTlsConfig, IdentityError> {
+    let (cert_pem, key_pem) = ca.server_certificate(hostnames)?;
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert_pem, key_pem))
+        .client_ca_root(Certificate::from_pem(ca.ca_pem()))
+        .client_auth_optional(true)
+        .timeout(TLS_HANDSHAKE_TIMEOUT))
+}
+
+/// Serves `AgentControl` on `listener` with `tls` until the process ends.
+pub async fn serve(
+    listener: TcpListener,
+    service: ControlService,
+    tls: ServerTlsConfig,
+) -> Result<(), tonic::transport::Error> {
+    serve_with_shutdown(listener, service, tls, std::future::pending()).await
+}
+
+/// Serves `AgentControl` until `shutdown` completes (then stops accepting and lets open
+/// calls finish).
+pub async fn serve_with_shutdown(
+    listener: TcpListener,
+    service: ControlService,
+    tls: ServerTlsConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let streams = service.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Open streams never end by themselves; end them so the server can stop.
+        streams.close_streams();
+    };
+    Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

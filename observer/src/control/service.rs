@@ -1,0 +1,916 @@
+//! `AgentControl` implemented on the real [`Store`]: `Join`, the `Connect` streams, the
+//! dispatcher that routes store changes to streams, and the status task (see the module
+//! documentation of [`crate::control`] for the protocol).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kaas_pipeline::ValidatedPipeline;
+use kaas_pipeline::agent_config::{AGENT_CONFIG_CONTENT_TYPE, AgentConfig, RenderedConfig};
+use kaas_proto::control::v1::agent_control_server::{AgentControl, AgentControlServer};
+use kaas_proto::control::v1::{
+    AgentHello, AgentMessage, Capability, Command, CommandType, ConfigState, ConfigStatus,
+    ConfigUpdate, JoinRequest, JoinResponse, ObserverMessage, agent_message, observer_message,
+};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::status::{ClusterObservation, HealthRecord, pipeline_status};
+use crate::identity::{
+    ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY, cluster_from_certificate,
+    serial_hex_from_certificate,
+};
+use crate::store::{
+    CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Change, Cluster,
+    ClusterState, ConfigErrorRecord, ConfigReport, RedeemError, Store, StoreError, now_ms,
+};
+
+/// How long an agent may take to send its hello after opening the stream.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the status task collects reports before recomputing: a burst of reports
+/// (an APPLIED from each of 50 clusters) becomes one recomputation per tenant, while a
+/// user still sees the status change within a second.
+pub const STATUS_DEBOUNCE: Duration = Duration::from_millis(250);
+/// Messages queued for one agent; the observer sends rarely (configurations and
+/// commands), so a small queue suffices and bounds memory per stream.
+const OUTBOX_CAPACITY: usize = 16;
+/// How often an agent's messages update its `last_seen`: far below the silence
+/// threshold (minutes), while 10,000 agents reporting every 30 s cause one write per
+/// agent per interval instead of one per message.
+pub const SEEN_RECORD_INTERVAL: Duration = Duration::from_secs(20);
+
+/// Tunables of the control service.
+#[derive(Clone, Debug)]
+pub struct ControlSettings {
+    /// How long agent certificates issued by `Join` are valid.
+    pub agent_certificate_validity: Duration,
+    /// See [`HELLO_TIMEOUT`].
+    pub hello_timeout: Duration,
+    /// See [`STATUS_DEBOUNCE`].
+    pub status_debounce: Duration,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            agent_certificate_validity: DEFAULT_AGENT_CERTIFICATE_VALIDITY,
+            hello_timeout: HELLO_TIMEOUT,
+            status_debounce: STATUS_DEBOUNCE,
+        }
+    }
+}
+
+/// `result` label of `kaas_observer_config_pushes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushResult {
+    /// `success`: the agent answered with APPLIED or FAILED; `failure`: the stream
+    /// ended (or could not take the message) before an answer.
+    pub result: &'static str,
+}
+
+/// The control service's metrics (names documented in `docs/metrics.md`).
+#[derive(Debug, Default)]
+pub struct ControlMetrics {
+    /// Agent control streams open on this replica.
+    pub agent_streams: Gauge,
+    /// Configurations sent down agent streams, by result.
+    pub config_pushes: Family<PushResult, Counter>,
+}
+
+impl ControlMetrics {
+    /// Registers the metrics in `registry` (counters get their `_total` suffix there).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kaas_observer_agent_streams",
+            "Agent control streams open on this replica.",
+            self.agent_streams.clone(),
+        );
+        registry.register(
+            "kaas_observer_config_pushes",
+            "Configurations sent down agent streams; result is success (the agent answered) or failure (the stream ended first).",
+            self.config_pushes.clone(),
+        );
+    }
+
+    fn push(&self, result: &'static str) {
+        self.config_pushes
+            .get_or_create(&PushResult { result })
+            .inc();
+    }
+}
+
+/// The open streams of this replica, by cluster, each with the `Notify` that wakes it.
+#[derive(Default)]
+struct StreamRegistry {
+    by_cluster: HashMap<String, Vec<StreamEntry>>,
+}
+
+struct StreamEntry {
+    id: u64,
+    tenant: String,
+    wake: Arc<Notify>,
+}
+
+impl StreamRegistry {
+    fn wake_cluster(&self, cluster: &str) {
+        for entry in self.by_cluster.get(cluster).into_iter().flatten() {
+            entry.wake.notify_one();
+        }
+    }
+
+    fn wake_tenant(&self, tenant: &str) {
+        for entry in self.by_cluster.values().flatten() {
+            if entry.tenant == tenant {
+                entry.wake.notify_one();
+            }
+        }
+    }
+
+    fn wake_all(&self) {
+        for entry in self.by_cluster.values().flatten() {
+            entry.wake.notify_one();
+        }
+    }
+
+    /// Removes a stream; true if it was the last of its cluster.
+    fn remove(&mut self, cluster: &str, id: u64) -> bool {
+        let Some(entries) = self.by_cluster.get_mut(cluster) else {
+            return true;
+        };
+        entries.retain(|entry| entry.id != id);
+        if entries.is_empty() {
+            self.by_cluster.remove(cluster);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+type SharedRegistry = Arc<Mutex<StreamRegistry>>;
+
+fn lock(registry: &SharedRegistry) -> std::sync::MutexGuard<'_, StreamRegistry> {
+    registry.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the status task should recompute.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum StatusWork {
+    /// Every pipeline of a tenant.
+    Tenant(String),
+    /// Every pipeline of the cluster's tenant.
+    Cluster(String),
+    /// Everything (after the change feed lagged).
+    All,
+}
+
+/// The `AgentControl` service. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    ca: Arc<ClusterCa>,
+    settings: ControlSettings,
+    metrics: Arc<ControlMetrics>,
+    streams: SharedRegistry,
+    next_stream_id: AtomicU64,
+    closing: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl ControlService {
+    /// The service, with its change dispatcher and status task running. Must be called
+    /// inside a Tokio runtime; the tasks stop when the last clone is dropped.
+    pub fn new(store: Store, ca: Arc<ClusterCa>, settings: ControlSettings) -> Self {
+        let streams = SharedRegistry::default();
+        let (status_tx, status_rx) = mpsc::unbounded_channel();
+        let dispatcher = tokio::spawn(dispatch_changes(
+            store.subscribe(),
+            streams.clone(),
+            status_tx.clone(),
+        ));
+        let statuses = tokio::spawn(update_statuses(
+            store.clone(),
+            status_rx,
+            settings.status_debounce,
+        ));
+        // Pipelines changed while no replica ran get their status on start.
+        let _ = status_tx.send(StatusWork::All);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                ca,
+                settings,
+                metrics: Arc::new(ControlMetrics::default()),
+                streams,
+                next_stream_id: AtomicU64::new(1),
+                closing: watch::channel(false).0,
+                tasks: vec![dispatcher, statuses],
+            }),
+        }
+    }
+
+    /// The service's metrics, to register in the observer's registry.
+    pub fn metrics(&self) -> Arc<ControlMetrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// The tonic service.
+    pub fn into_server(self) -> AgentControlServer<Self> {
+        AgentControlServer::new(self)
+    }
+
+    /// Ends every open stream with `UNAVAILABLE`, so agents reconnect (to another
+    /// replica, during a rolling update) instead of holding a shutdown open.
+    pub fn close_streams(&self) {
+        self.inner.closing.send_replace(true);
+    }
+}
+
+/// A store failure as the agent sees it: generic, retryable; the cause goes to the log.
+fn unavailable(error: StoreError) -> Status {
+    tracing::error!(%error, "store error in the control service");
+    Status::unavailable("the observer cannot reach its database; retry later")
+}
+
+/// The rendered configuration for `cluster` running `pipelines` (already selected).
+pub fn render_for_cluster(cluster: &Cluster, pipelines: &[ValidatedPipeline]) -> RenderedConfig {
+    let labels = BTreeMap::from([("cluster".to_owned(), cluster.name.clone())]);
+    AgentConfig::from_validated(labels, pipelines).render()
+}
+
+/// The identity a verified client certificate carries.
+struct PeerIdentity {
+    cluster: String,
+    serial_hex: String,
+}
+
+fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
+    let certificates = request.peer_certs().ok_or_else(|| {
+        Status::unauthenticated("Connect needs the client certificate issued by Join")
+    })?;
+    let leaf = certificates.first().ok_or_else(|| {
+        Status::unauthenticated("Connect needs the client certificate issued by Join")
+    })?;
+    let cluster = cluster_from_certificate(leaf)
+        .ok_or_else(|| Status::unauthenticated("the client certificate does not name a cluster"))?;
+    let serial_hex = serial_hex_from_certificate(leaf)
+        .ok_or_else(|| Status::unauthenticated("the client certificate cannot be read"))?;
+    Ok(PeerIdentity {
+        cluster,
+        serial_hex,
+    })
+}
+
+type ObserverStream = Pin<Box<dyn Stream<Item = Result<ObserverMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentControl for ControlService {
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let request = request.into_inner();
+        let inner = &self.inner;
+        // Check the request before the token is used up by a request that cannot succeed.
+        crate::identity::check_csr(&request.csr_pem)
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let cluster = match inner
+            .store
+            .redeem_join_token(&request.join_token, now_ms())
+            .await
+            .map_err(unavailable)?
+        {
+            Ok(cluster) => cluster,
+            Err(reason) => {
+                tracing::warn!(%reason, instance = %request.agent_instance_id, "join refused");
+                return Err(Status::permission_denied(match reason {
+                    RedeemError::Unknown => "unknown join token",
+                    RedeemError::Expired => "the join token has expired; mint a new one",
+                    RedeemError::AlreadyUsed => {
+                        "the join token was already used; join tokens are single use, mint a new one"
+                    }
+                    RedeemError::ClusterGone => "the join token's cluster was deleted",
+                }));
+            }
+        };
+        let signed = inner
+            .ca
+            .sign_agent_csr(
+                &cluster.name,
+                &request.csr_pem,
+                inner.settings.agent_certificate_validity,
+            )
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        inner
+            .store
+            .set_cluster_certificate(&cluster.name, &signed.serial_hex, signed.not_after_ms)
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(
+            cluster = %cluster.name,
+            serial = %signed.serial_hex,
+            instance = %request.agent_instance_id,
+            version = %request.agent_version,
+            "agent joined"
+        );
+        Ok(Response::new(JoinResponse {
+            cluster_id: cluster.name,
+            certificate_pem: signed.pem,
+            ca_bundle_pem: inner.ca.ca_pem().to_owned(),
+            not_after_unix_seconds: signed.not_after_ms / 1000,
+        }))
+    }
+
+    type ConnectStream = ObserverStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let peer = peer_identity(&request)?;
+        let inner = &self.inner;
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(inner.settings.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no AgentHello in time"))??
+            .ok_or_else(|| Status::failed_precondition("the stream ended before the hello"))?;
+        let Some(agent_message::Body::Hello(hello)) = first.body else {
+            return Err(Status::failed_precondition(
+                "the first message must be an AgentHello",
+            ));
+        };
+        if hello.cluster_id != peer.cluster {
+            tracing::warn!(certificate = %peer.cluster, hello = %hello.cluster_id, "hello names another cluster");
+            return Err(Status::permission_denied(format!(
+                "the client certificate belongs to cluster {:?}, not {:?}",
+                peer.cluster, hello.cluster_id
+            )));
+        }
+        let cluster = inner
+            .store
+            .get_cluster(&peer.cluster)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                Status::permission_denied(format!("cluster {:?} is not registered", peer.cluster))
+            })?;
+        if cluster.state == ClusterState::Deleted {
+            return Err(Status::permission_denied(format!(
+                "cluster {:?} was deleted",
+                cluster.name
+            )));
+        }
+        if cluster.certificate_serial.as_deref() != Some(peer.serial_hex.as_str()) {
+            tracing::warn!(cluster = %cluster.name, serial = %peer.serial_hex, "revoked certificate refused");
+            return Err(Status::permission_denied(
+                "this certificate was revoked: the cluster joined again with a newer one",
+            ));
+        }
+        let now = now_ms();
+        inner
+            .store
+            .record_agent_seen(
+                &cluster.name,
+                &hello.agent_instance_id,
+                &hello.agent_version,
+                now,
+            )
+            .await
+            .map_err(unavailable)?;
+        inner
+            .store
+            .set_connected(&cluster.name, true)
+            .await
+            .map_err(unavailable)?;
+        let previous_health = inner
+            .store
+            .cluster_report(&cluster.name)
+            .await
+            .map_err(unavailable)?
+            .and_then(|report| report.health)
+            .and_then(|json| serde_json::from_value::<HealthRecord>(json).ok());
+
+        let id = inner.next_stream_id.fetch_add(1, Ordering::Relaxed);
+        let wake = Arc::new(Notify::new());
+        lock(&inner.streams)
+            .by_cluster
+            .entry(cluster.name.clone())
+            .or_default()
+            .push(StreamEntry {
+                id,
+                tenant: cluster.tenant.clone(),
+                wake: wake.clone(),
+            });
+        inner.metrics.agent_streams.inc();
+        tracing::info!(
+            cluster = %cluster.name,
+            instance = %hello.agent_instance_id,
+            version = %hello.agent_version,
+            hash = %hex::encode(&hello.last_applied_config_hash),
+            "agent connected"
+        );
+        let (out, out_rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let stream = AgentStream {
+            store: inner.store.clone(),
+            metrics: inner.metrics.clone(),
+            streams: inner.streams.clone(),
+            id,
+            cluster: cluster.name.clone(),
+            instance_id: hello.agent_instance_id.clone(),
+            version: hello.agent_version.clone(),
+            accepts_remote_config: accepts_remote_config(&hello),
+            agent_hash: hello.last_applied_config_hash.clone(),
+            last_sent: None,
+            awaiting_answer: None,
+            next_sequence: first.sequence_num.saturating_add(1),
+            previous_health,
+            seen_recorded: Instant::now(),
+            out,
+        };
+        let closing = inner.closing.subscribe();
+        tokio::spawn(stream.run(inbound, wake, closing, cluster));
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+fn accepts_remote_config(hello: &AgentHello) -> bool {
+    hello
+        .capabilities
+        .contains(&(Capability::AcceptsRemoteConfig as i32))
+}
+
+/// Why a stream task stops.
+enum StreamEnd {
+    /// The agent closed the stream or the connection broke.
+    Gone,
+    /// The observer ends it with this status.
+    Refused(Status),
+}
+
+/// One agent's stream, owned by its task.
+struct AgentStream {
+    store: Store,
+    metrics: Arc<ControlMetrics>,
+    streams: SharedRegistry,
+    id: u64,
+    cluster: String,
+    instance_id: String,
+    version: String,
+    accepts_remote_config: bool,
+    /// What the agent runs: the hello's hash, then the latest APPLIED (or, after FAILED,
+    /// the running hash).
+    agent_hash: Vec<u8>,
+    /// The last configuration sent on this stream.
+    last_sent: Option<Vec<u8>>,
+    /// A sent configuration the agent has not answered yet.
+    awaiting_answer: Option<Vec<u8>>,
+    next_sequence: u64,
+    previous_health: Option<HealthRecord>,
+    /// When the agent was last recorded as seen.
+    seen_recorded: Instant,
+    out: mpsc::Sender<Result<ObserverMessage, Status>>,
+}
+
+impl AgentStream {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<AgentMessage>,
+        wake: Arc<Notify>,
+        mut closing: watch::Receiver<bool>,
+        cluster: Cluster,
+    ) {
+        let end = match self.start(cluster).await {
+            Err(end) => end,
+            Ok(()) => loop {
+                let step = tokio::select! {
+                    () = wake.notified() => self.sync().await,
+                    message = inbound.message() => match message {
+                        Ok(Some(message)) => self.receive(message).await,
+                        Ok(None) => Err(StreamEnd::Gone),
+                        Err(status) => {
+                            tracing::debug!(cluster = %self.cluster, %status, "agent stream broke");
+                            Err(StreamEnd::Gone)
+                        }
+                    },
+                    () = self.out.closed() => Err(StreamEnd::Gone),
+                    _ = closing.changed() => Err(StreamEnd::Refused(
+                        Status::unavailable("the observer is shutting down; reconnect"),
+                    )),
+                };
+                if let Err(end) = step {
+                    break end;
+                }
+            },
+        };
+        if let StreamEnd::Refused(status) = end {
+            let _ = self.out.send(Err(status)).await;
+        }
+        self.finish().await;
+    }
+
+    /// Sends the first configuration if the agent needs one, or records that it runs
+    /// the current one.
+    async fn start(&mut self, cluster: Cluster) -> Result<(), StreamEnd> {
+        let rendered = self.render(&cluster).await?;
+        if rendered.hash.as_slice() == self.agent_hash.as_slice() {
+            let hash = rendered.hash_hex();
+            if cluster.applied_config_hash.as_deref() != Some(hash.as_str()) {
+                let report = ConfigReport {
+                    config_hash: hash.clone(),
+                    state: CONFIG_STATE_APPLIED.to_owned(),
+                    errors: Vec::new(),
+                    running_config_hash: hash,
+                    at_ms: now_ms(),
+                };
+                self.log_store_error(self.store.record_config_report(&self.cluster, report).await);
+            }
+            return Ok(());
+        }
+        self.offer(rendered).await
+    }
+
+    /// Re-renders after a change and offers the result if the agent needs it.
+    async fn sync(&mut self) -> Result<(), StreamEnd> {
+        let cluster = self
+            .store
+            .get_cluster(&self.cluster)
+            .await
+            .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
+        let cluster = match cluster {
+            Some(cluster) if cluster.state != ClusterState::Deleted => cluster,
+            _ => {
+                return Err(StreamEnd::Refused(Status::permission_denied(format!(
+                    "cluster {:?} was deleted",
+                    self.cluster
+                ))));
+            }
+        };
+        let rendered = self.render(&cluster).await?;
+        if rendered.hash.as_slice() == self.agent_hash.as_slice()
+            || self.last_sent.as_deref() == Some(rendered.hash.as_slice())
+        {
+            return Ok(());
+        }
+        self.offer(rendered).await
+    }
+
+    async fn render(&self, cluster: &Cluster) -> Result<RenderedConfig, StreamEnd> {
+        let pipelines = self
+            .store
+            .pipelines_for_cluster(cluster)
+            .await
+            .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
+        Ok(render_for_cluster(cluster, &pipelines))
+    }
+
+    async fn offer(&mut self, rendered: RenderedConfig) -> Result<(), StreamEnd> {
+        if !self.accepts_remote_config {
+            tracing::warn!(cluster = %self.cluster, "the agent does not accept remote configuration; nothing sent");
+            return Ok(());
+        }
+        let hash = rendered.hash.to_vec();
+        tracing::info!(cluster = %self.cluster, hash = %rendered.hash_hex(), "sending configuration");
+        let message = ObserverMessage {
+            body: Some(observer_message::Body::ConfigUpdate(ConfigUpdate {
+                body: rendered.body,
+                content_type: AGENT_CONFIG_CONTENT_TYPE.to_owned(),
+                config_hash: hash.clone(),
+            })),
+        };
+        if self.out.send(Ok(message)).await.is_err() {
+            self.metrics.push("failure");
+            return Err(StreamEnd::Gone);
+        }
+        self.last_sent = Some(hash.clone());
+        self.awaiting_answer = Some(hash);
+        Ok(())
+    }
+
+    async fn command(&self, kind: CommandType, reason: String) -> Result<(), StreamEnd> {
+        let message = ObserverMessage {
+            body: Some(observer_message::Body::Command(Command {
+                r#type: kind as i32,
+                reason,
+            })),
+        };
+        self.out
+            .send(Ok(message))
+            .await
+            .map_err(|_| StreamEnd::Gone)
+    }
+
+    async fn receive(&mut self, message: AgentMessage) -> Result<(), StreamEnd> {
+        let sequence = message.sequence_num;
+        if sequence < self.next_sequence {
+            tracing::debug!(cluster = %self.cluster, sequence, "duplicate message ignored");
+            return Ok(());
+        }
+        if sequence > self.next_sequence {
+            let reason = format!("expected message {}, got {sequence}", self.next_sequence);
+            tracing::warn!(cluster = %self.cluster, %reason, "messages were lost; asking for the full state");
+            self.next_sequence = sequence.saturating_add(1);
+            return self.command(CommandType::ResendFullState, reason).await;
+        }
+        self.next_sequence = sequence.saturating_add(1);
+        self.touch().await;
+        match message.body {
+            Some(agent_message::Body::Hello(hello)) => self.hello(hello).await,
+            Some(agent_message::Body::ConfigStatus(status)) => {
+                self.config_status(status).await;
+                Ok(())
+            }
+            Some(agent_message::Body::Health(health)) => {
+                let record = HealthRecord::from_report(
+                    &self.instance_id,
+                    &health,
+                    self.previous_health.as_ref(),
+                );
+                match serde_json::to_value(&record) {
+                    Ok(json) => {
+                        let result = self
+                            .store
+                            .record_health(&self.cluster, json, health.timestamp_unix_ms)
+                            .await;
+                        self.log_store_error(result);
+                    }
+                    Err(error) => tracing::error!(%error, "cannot encode a health record"),
+                }
+                self.previous_health = Some(record);
+                Ok(())
+            }
+            // Every message is a sign of life (see `touch`); a heartbeat is nothing more.
+            Some(agent_message::Body::Heartbeat(_)) => Ok(()),
+            // A message type this observer does not know: ignored, as the contract asks.
+            None => Ok(()),
+        }
+    }
+
+    async fn seen(&mut self) {
+        let result = self
+            .store
+            .record_agent_seen(&self.cluster, &self.instance_id, &self.version, now_ms())
+            .await;
+        self.log_store_error(result);
+        self.seen_recorded = Instant::now();
+    }
+
+    /// Records that the agent is alive, at most once per [`SEEN_RECORD_INTERVAL`].
+    async fn touch(&mut self) {
+        if self.seen_recorded.elapsed() >= SEEN_RECORD_INTERVAL {
+            self.seen().await;
+        }
+    }
+
+    /// A repeated hello (after RESEND_FULL_STATE): the agent's state may have moved.
+    async fn hello(&mut self, hello: AgentHello) -> Result<(), StreamEnd> {
+        if hello.cluster_id != self.cluster {
+            return Err(StreamEnd::Refused(Status::permission_denied(format!(
+                "the client certificate belongs to cluster {:?}, not {:?}",
+                self.cluster, hello.cluster_id
+            ))));
+        }
+        self.instance_id = hello.agent_instance_id.clone();
+        self.version = hello.agent_version.clone();
+        self.accepts_remote_config = accepts_remote_config(&hello);
+        self.agent_hash = hello.last_applied_config_hash;
+        // Offer again whatever the agent does not run.
+        self.last_sent = None;
+        self.seen().await;
+        self.sync().await
+    }
+
+    async fn config_status(&mut self, status: ConfigStatus) {
+        let state = match ConfigState::try_from(status.state) {
+            Ok(ConfigState::Applying) => CONFIG_STATE_APPLYING,
+            Ok(ConfigState::Applied) => CONFIG_STATE_APPLIED,
+            Ok(ConfigState::Failed) => CONFIG_STATE_FAILED,
+            _ => {
+                tracing::debug!(cluster = %self.cluster, state = status.state, "config status with an unknown state ignored");
+                return;
+            }
+        };
+        if state == CONFIG_STATE_APPLIED {
+            self.agent_hash = status.config_hash.clone();
+        } else if state == CONFIG_STATE_FAILED {
+            self.agent_hash = status.running_config_hash.clone();
+        }
+        if state != CONFIG_STATE_APPLYING
+            && self.awaiting_answer.as_deref() == Some(status.config_hash.as_slice())
+        {
+            self.awaiting_answer = None;
+            self.metrics.push("success");
+        }
+        if state == CONFIG_STATE_FAILED {
+            tracing::warn!(
+                cluster = %self.cluster,
+                hash = %hex::encode(&status.config_hash),
+                errors = status.errors.len(),
+                "the agent refused the configuration"
+            );
+        }
+        let report = ConfigReport {
+            config_hash: hex::encode(&status.config_hash),
+            state: state.to_owned(),
+            errors: status
+                .errors
+                .into_iter()
+                .map(|error| ConfigErrorRecord {
+                    pipeline: error.pipeline,
+                    field_path: error.field_path,
+                    message: error.message,
+                })
+                .collect(),
+            running_config_hash: hex::encode(&status.running_config_hash),
+            at_ms: now_ms(),
+        };
+        let result = self.store.record_config_report(&self.cluster, report).await;
+        self.log_store_error(result);
+    }
+
+    fn log_store_error(&self, result: Result<(), StoreError>) {
+        // A report that cannot be stored is lost, not fatal: the next one replaces it.
+        if let Err(error) = result {
+            tracing::warn!(cluster = %self.cluster, %error, "cannot store an agent report");
+        }
+    }
+
+    async fn finish(self) {
+        if self.awaiting_answer.is_some() {
+            self.metrics.push("failure");
+        }
+        self.metrics.agent_streams.dec();
+        let last = lock(&self.streams).remove(&self.cluster, self.id);
+        if last {
+            let result = self.store.set_connected(&self.cluster, false).await;
+            self.log_store_error(result);
+        }
+        tracing::info!(cluster = %self.cluster, "agent disconnected");
+    }
+}
+
+/// Routes store changes to the streams they concern and to the status task.
+async fn dispatch_changes(
+    mut changes: broadcast::Receiver<Change>,
+    streams: SharedRegistry,
+    status: mpsc::UnboundedSender<StatusWork>,
+) {
+    loop {
+        let work = match changes.recv().await {
+            Ok(Change::Tenant(tenant)) | Ok(Change::Pipeline { tenant, .. }) => {
+                lock(&streams).wake_tenant(&tenant);
+                StatusWork::Tenant(tenant)
+            }
+            Ok(Change::Cluster { tenant, name }) => {
+                lock(&streams).wake_cluster(&name);
+                StatusWork::Tenant(tenant)
+            }
+            Ok(Change::ClusterReport(cluster)) => StatusWork::Cluster(cluster),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "the change feed overflowed; re-checking every stream and status"
+                );
+                lock(&streams).wake_all();
+                StatusWork::All
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if status.send(work).is_err() {
+            return;
+        }
+    }
+}
+
+/// Recomputes pipeline statuses for the tenants that had changes, debounced.
+async fn update_statuses(
+    store: Store,
+    mut work: mpsc::UnboundedReceiver<StatusWork>,
+    debounce: Duration,
+) {
+    while let Some(first) = work.recv().await {
+        tokio::time::sleep(debounce).await;
+        let mut batch = BTreeSet::from([first]);
+        while let Ok(more) = work.try_recv() {
+            batch.insert(more);
+        }
+        let tenants = match tenants_for(&store, batch).await {
+            Ok(tenants) => tenants,
+            Err(error) => {
+                tracing::warn!(%error, "cannot recompute pipeline statuses");
+                continue;
+            }
+        };
+        for tenant in tenants {
+            if let Err(error) = update_tenant_statuses(&store, &tenant).await {
+                tracing::warn!(%tenant, %error, "cannot recompute pipeline statuses");
+            }
+        }
+    }
+}
+
+async fn tenants_for(
+    store: &Store,
+    batch: BTreeSet<StatusWork>,
+) -> Result<BTreeSet<String>, StoreError> {
+    if batch.contains(&StatusWork::All) {
+        return Ok(store
+            .list_tenants()
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect());
+    }
+    let mut tenants = BTreeSet::new();
+    for work in batch {
+        match work {
+            StatusWork::Tenant(tenant) => {
+                tenants.insert(tenant);
+            }
+            StatusWork::Cluster(cluster) => {
+                if let Some(cluster) = store.get_cluster(&cluster).await? {
+                    tenants.insert(cluster.tenant);
+                }
+            }
+            StatusWork::All => {}
+        }
+    }
+    Ok(tenants)
+}
+
+/// Recomputes the status of every pipeline of `tenant` and writes those that changed.
+pub async fn update_tenant_statuses(store: &Store, tenant: &str) -> Result<(), StoreError> {
+    let pipelines = store.list_pipelines(Some(tenant)).await?;
+    if pipelines.is_empty() {
+        return Ok(());
+    }
+    let mut observed = Vec::new();
+    for cluster in store.list_clusters(Some(tenant)).await? {
+        if cluster.state == ClusterState::Deleted {
+            continue;
+        }
+        let selected: Vec<ValidatedPipeline> = pipelines
+            .iter()
+            .filter(|p| p.pipeline.spec().cluster_selector.matches(&cluster.labels))
+            .map(|p| p.pipeline.clone())
+            .collect();
+        let desired_hash = render_for_cluster(&cluster, &selected).hash_hex();
+        let report = store.cluster_report(&cluster.name).await?;
+        let observation = ClusterObservation {
+            cluster: cluster.name.clone(),
+            connected: report.as_ref().is_some_and(|r| r.connected),
+            desired_hash,
+            config: report.as_ref().and_then(|r| r.config.clone()),
+            health: report
+                .and_then(|r| r.health)
+                .and_then(|json| serde_json::from_value(json).ok()),
+        };
+        observed.push((cluster, observation));
+    }
+    let now = now_ms();
+    for stored in pipelines {
+        let selected: Vec<ClusterObservation> = observed
+            .iter()
+            .filter(|(cluster, _)| {
+                stored
+                    .pipeline
+                    .spec()
+                    .cluster_selector
+                    .matches(&cluster.labels)
+            })
+            .map(|(_, observation)| observation.clone())
+            .collect();
+        let status = pipeline_status(
+            &stored.pipeline,
+            stored.generation,
+            &selected,
+            &stored.status,
+            now,
+        );
+        if status != stored.status {
+            store
+                .set_pipeline_status(tenant, stored.name(), status)
+                .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,824 @@
+//! Agent reports turned into each pipeline's Kubernetes-style status: the conditions
+//! `ConfigurationApplied`, `AgentConnected` and `FlowHealthy`, each with a reason a user
+//! can act on and the generation it was computed from.
+//!
+//! [`pipeline_status`] is a pure function of what the store holds about the clusters a
+//! pipeline selects ([`ClusterObservation`]), so every replica computes the same status
+//! from the same data, and it is tested without a database. Health reports are stored
+//! as [`HealthRecord`] JSON, which carries the drop counts since the previous report so
+//! that "data was dropped recently" can be judged from one stored record.
+
+use std::collections::BTreeMap;
+
+use kaas_pipeline::ValidatedPipeline;
+use kaas_pipeline::status::{
+    CONDITION_AGENT_CONNECTED, CONDITION_CONFIGURATION_APPLIED, CONDITION_FLOW_HEALTHY, Condition,
+    ConditionStatus, MetricPipelineStatus, reasons,
+};
+use kaas_proto::control::v1::{AgentHealth, DropReason};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{CONFIG_STATE_APPLIED, CONFIG_STATE_FAILED, ConfigReport};
+
+/// Reason: no cluster matches the pipeline's `clusterSelector`.
+pub const REASON_NO_CLUSTERS: &str = "NoClusters";
+/// Reason: no selected cluster has a connected agent.
+pub const REASON_NO_AGENT_CONNECTED: &str = "NoAgentConnected";
+/// Reason: some agents have not reported the current configuration yet.
+pub const REASON_PENDING: &str = "Pending";
+/// Reason: every selected cluster's agent is connected.
+pub const REASON_CONNECTED: &str = "Connected";
+/// Reason: some selected cluster's agent is not connected.
+pub const REASON_AGENT_DISCONNECTED: &str = "AgentDisconnected";
+/// Reason: no connected agent has reported health for the pipeline yet.
+pub const REASON_NO_HEALTH_REPORTS: &str = "NoHealthReports";
+
+/// A pipeline error counts for `FlowHealthy` if it happened this long before the
+/// health report. The agent refreshes the time of a persisting error at least every
+/// 30 s (its log interval), so two minutes tolerates a late report without keeping a
+/// condition False long after the problem is gone.
+pub const RECENT_ERROR_WINDOW_MS: i64 = 2 * 60 * 1000;
+/// At most this many problems are listed in a condition message; the rest are counted.
+const MAX_LISTED: usize = 10;
+
+/// What the store knows about one cluster a pipeline selects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterObservation {
+    /// The cluster.
+    pub cluster: String,
+    /// Whether its agent has a stream open.
+    pub connected: bool,
+    /// Hash (hex) of the configuration the observer wants it to run now.
+    pub desired_hash: String,
+    /// Its latest configuration report.
+    pub config: Option<ConfigReport>,
+    /// Its latest health report.
+    pub health: Option<HealthRecord>,
+}
+
+/// An agent's health report as stored (`Store::record_health`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthRecord {
+    /// The agent process that sent it.
+    pub agent_instance_id: String,
+    /// When the agent took the snapshot, Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// One entry per running pipeline.
+    pub pipelines: Vec<PipelineHealthRecord>,
+}
+
+/// One pipeline in a [`HealthRecord`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineHealthRecord {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Samples the backend acknowledged (cumulative).
+    pub samples_sent: u64,
+    /// Samples in failed attempts that will be retried (cumulative).
+    pub samples_failed: u64,
+    /// Samples given up on, by reason (`bufferFull`, `maxAgeExceeded`,
+    /// `rejectedByBackend`, `limitExceeded`, `other`), cumulative.
+    #[serde(default)]
+    pub samples_dropped: BTreeMap<String, u64>,
+    /// Samples dropped since the previous report of the same agent process (all of
+    /// them for its first report).
+    #[serde(default)]
+    pub dropped_since_last_report: u64,
+    /// Bytes in the disk buffer.
+    pub buffer_bytes: u64,
+    /// Age of the oldest buffered sample, seconds.
+    pub buffer_oldest_age_seconds: f64,
+    /// The most recent error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorRecord>,
+    /// Targets whose last scrape succeeded.
+    pub targets_up: u32,
+    /// Targets whose last scrape failed.
+    pub targets_down: u32,
+}
+
+/// A pipeline error with its time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorRecord {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// A CamelCase reason such as `BackendUnreachable`.
+    pub reason: String,
+    /// Details; never a secret.
+    pub message: String,
+}
+
+fn drop_reason_key(reason: i32) -> &'static str {
+    match DropReason::try_from(reason) {
+        Ok(DropReason::BufferFull) => "bufferFull",
+        Ok(DropReason::MaxAgeExceeded) => "maxAgeExceeded",
+        Ok(DropReason::RejectedByBackend) => "rejectedByBackend",
+        Ok(DropReason::LimitExceeded) => "limitExceeded",
+        _ => "other",
+    }
+}
+
+impl HealthRecord {
+    /// The record for `report` from agent `instance`; `previous` is the last record
+    /// stored for the cluster, used for the drop counts since then when it came from
+    /// the same process (counters restart with the process).
+    pub fn from_report(
+        instance: &str,
+        report: &AgentHealth,
+        previous: Option<&HealthRecord>,
+    ) -> Self {
+        let previous = previous.filter(|p| p.agent_instance_id == instance);
+        let pipelines = report
+            .pipelines
+            .iter()
+            .map(|p| {
+                let mut samples_dropped = BTreeMap::new();
+                for dropped in &p.samples_dropped {
+                    *samples_dropped
+                        .entry(drop_reason_key(dropped.reason).to_owned())
+                        .or_insert(0) += dropped.count;
+                }
+                let total: u64 = samples_dropped.values().sum();
+                let before: u64 = previous
+                    .and_then(|r| r.pipelines.iter().find(|q| q.pipeline == p.pipeline))
+                    .map_or(0, |q| q.samples_dropped.values().sum());
+                PipelineHealthRecord {
+                    pipeline: p.pipeline.clone(),
+                    samples_sent: p.samples_sent,
+                    samples_failed: p.samples_failed,
+                    samples_dropped,
+                    // A pipeline restarted by a configuration change starts counting
+                    // again; a smaller total then means everything counted is new.
+                    dropped_since_last_report: if total >= before {
+                        total - before
+                    } else {
+                        total
+                    },
+                    buffer_bytes: p.buffer_bytes,
+                    buffer_oldest_age_seconds: p.buffer_oldest_age_seconds,
+                    last_error: p.last_error.as_ref().map(|e| ErrorRecord {
+                        at_ms: e.timestamp_unix_ms,
+                        reason: e.reason.clone(),
+                        message: e.message.clone(),
+                    }),
+                    targets_up: p.targets_up,
+                    targets_down: p.targets_down,
+                }
+            })
+            .collect();
+        Self {
+            agent_instance_id: instance.to_owned(),
+            timestamp_ms: report.timestamp_unix_ms,
+            pipelines,
+        }
+    }
+}
+
+/// The status of `pipeline` at `generation`, from the clusters it selects (tombstoned
+/// clusters left out). Conditions keep their `lastTransitionTime` from `previous` while
+/// their status stays the same.
+pub fn pipeline_status(
+    pipeline: &ValidatedPipeline,
+    generation: i64,
+    clusters: &[ClusterObservation],
+    previous: &MetricPipelineStatus,
+    now_ms: i64,
+) -> MetricPipelineStatus {
+    let conditions = [
+        configuration_applied(clusters),
+        agent_connected(clusters),
+        flow_healthy(pipeline, clusters),
+    ]
+    .into_iter()
+    .map(|(type_, status, reason, message)| {
+        let last_transition_time = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| rfc3339(now_ms), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message,
+            last_transition_time,
+            observed_generation: Some(generation),
+        }
+    })
+    .collect();
+    MetricPipelineStatus {
+        observed_generation: Some(generation),
+        conditions,
+    }
+}
+
+type Computed = (&'static str, ConditionStatus, &'static str, String);
+
+fn configuration_applied(clusters: &[ClusterObservation]) -> Computed {
+    let condition = CONDITION_CONFIGURATION_APPLIED;
+    if clusters.is_empty() {
+        return no_clusters(condition);
+    }
+    let connected: Vec<&ClusterObservation> = clusters.iter().filter(|c| c.connected).collect();
+    if connected.is_empty() {
+        return (
+            condition,
+            ConditionStatus::Unknown,
+            REASON_NO_AGENT_CONNECTED,
+            format!(
+                "none of the {} selected clusters has a connected agent",
+                clusters.len()
+            ),
+        );
+    }
+    let mut rejections = Vec::new();
+    let mut pending = Vec::new();
+    for cluster in &connected {
+        let current = cluster
+            .config
+            .as_ref()
+            .filter(|report| report.config_hash == cluster.desired_hash);
+        match current.map(|report| report.state.as_str()) {
+            Some(CONFIG_STATE_APPLIED) => {}
+            Some(CONFIG_STATE_FAILED) => {
+                let report = current.map(|r| r.errors.as_slice()).unwrap_or_default();
+                if report.is_empty() {
+                    rejections.push(format!(
+                        "cluster {}: the agent refused the configuration",
+                        cluster.cluster
+                    ));
+                }
+                for error in report {
+                    let location = [error.pipeline.as_str(), error.field_path.as_str()]
+                        .into_iter()
+                        .filter(|part| !part.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    rejections.push(if location.is_empty() {
+                        format!("cluster {}: {}", cluster.cluster, error.message)
+                    } else {
+                        format!("cluster {}: {location}: {}", cluster.cluster, error.message)
+                    });
+                }
+            }
+            _ => pending.push(cluster.cluster.clone()),
+        }
+    }
+    if !rejections.is_empty() {
+        return (
+            condition,
+            ConditionStatus::False,
+            reasons::CONFIG_REJECTED,
+            listed(&rejections, "; "),
+        );
+    }
+    if !pending.is_empty() {
+        return (
+            condition,
+            ConditionStatus::Unknown,
+            REASON_PENDING,
+            format!(
+                "waiting for the agents of {} to apply the configuration",
+                listed(&pending, ", ")
+            ),
+        );
+    }
+    (
+        condition,
+        ConditionStatus::True,
+        reasons::APPLIED,
+        format!(
+            "applied by the agents of all {} connected clusters",
+            connected.len()
+        ),
+    )
+}
+
+fn agent_connected(clusters: &[ClusterObservation]) -> Computed {
+    let condition = CONDITION_AGENT_CONNECTED;
+    if clusters.is_empty() {
+        return no_clusters(condition);
+    }
+    let disconnected: Vec<String> = clusters
+        .iter()
+        .filter(|c| !c.connected)
+        .map(|c| c.cluster.clone())
+        .collect();
+    if disconnected.is_empty() {
+        (
+            condition,
+            ConditionStatus::True,
+            REASON_CONNECTED,
+            format!(
+                "the agents of all {} selected clusters are connected",
+                clusters.len()
+            ),
+        )
+    } else {
+        (
+            condition,
+            ConditionStatus::False,
+            REASON_AGENT_DISCONNECTED,
+            format!("no agent connected for {}", listed(&disconnected, ", ")),
+        )
+    }
+}
+
+/// Problems in the order they are reported: a missing Secret and an unreachable
+/// backend stop all delivery; other errors, drops and a filling buffer follow.
+fn problem_rank(reason: &str) -> u8 {
+    match reason {
+        reasons::SECRET_MISSING => 0,
+        reasons::BACKEND_UNREACHABLE => 1,
+        reasons::DATA_DROPPED => 3,
+        reasons::BUFFER_FILLING_UP => 4,
+        _ => 2,
+    }
+}
+
+fn flow_healthy(pipeline: &ValidatedPipeline, clusters: &[ClusterObservation]) -> Computed {
+    let condition = CONDITION_FLOW_HEALTHY;
+    if clusters.is_empty() {
+        return no_clusters(condition);
+    }
+    let max_bytes = pipeline.buffer.max_bytes.get();
+    let mut reported = 0;
+    // (rank, reason, message) per problem found.
+    let mut problems: Vec<(u8, String, String)> = Vec::new();
+    for cluster in clusters.iter().filter(|c| c.connected) {
+        let Some(health) = &cluster.health else {
+            continue;
+        };
+        let Some(entry) = health
+            .pipelines
+            .iter()
+            .find(|p| p.pipeline == pipeline.name())
+        else {
+            continue;
+        };
+        reported += 1;
+        let name = &cluster.cluster;
+        if let Some(error) = &entry.last_error
+            && error.at_ms >= health.timestamp_ms - RECENT_ERROR_WINDOW_MS
+        {
+            let reason = if error.reason.is_empty() {
+                "Error".to_owned()
+            } else {
+                error.reason.clone()
+            };
+            problems.push((
+                problem_rank(&reason),
+                reason,
+                format!("cluster {name}: {}", error.message),
+            ));
+        }
+        if entry.dropped_since_last_report > 0 {
+            problems.push((
+                problem_rank(reasons::DATA_DROPPED),
+                reasons::DATA_DROPPED.to_owned(),
+                format!(
+                    "cluster {name}: {} samples dropped since the previous report",
+                    entry.dropped_since_last_report
+                ),
+            ));
+        }
+        if entry.buffer_bytes.saturating_mul(2) > max_bytes {
+            problems.push((
+                problem_rank(reasons::BUFFER_FILLING_UP),
+                reasons::BUFFER_FILLING_UP.to_owned(),
+                format!(
+                    "cluster {name}: the buffer holds {} of its {max_bytes} bytes",
+                    entry.buffer_bytes
+                ),
+            ));
+        }
+    }
+    if reported == 0 {
+        return (
+            condition,
+            ConditionStatus::Unknown,
+            REASON_NO_HEALTH_REPORTS,
+            "no connected agent has reported on this pipeline yet".to_owned(),
+        );
+    }
+    problems.sort_by_key(|problem| problem.0);
+    let Some((_, worst, _)) = problems.first().cloned() else {
+        return (
+            condition,
+            ConditionStatus::True,
+            reasons::FLOW_HEALTHY,
+            format!("data flows from all {reported} reporting clusters"),
+        );
+    };
+    let messages: Vec<String> = problems
+        .into_iter()
+        .map(|(_, reason, message)| format!("{reason}: {message}"))
+        .collect();
+    (
+        condition,
+        ConditionStatus::False,
+        known_reason(&worst),
+        listed(&messages, "; "),
+    )
+}
+
+/// The condition reason for an agent's error reason: one of the documented constants
+/// when it is one, otherwise the generic `FlowInterrupted` (the agent's own reason is
+/// still in the message), so the reason stays a bounded, documented set.
+fn known_reason(reason: &str) -> &'static str {
+    [
+        reasons::SECRET_MISSING,
+        reasons::BACKEND_UNREACHABLE,
+        reasons::DATA_DROPPED,
+        reasons::BUFFER_FILLING_UP,
+    ]
+    .into_iter()
+    .find(|known| *known == reason)
+    .unwrap_or(REASON_FLOW_INTERRUPTED)
+}
+
+/// Reason: the agent reported an error not covered by a more specific reason.
+pub const REASON_FLOW_INTERRUPTED: &str = "FlowInterrupted";
+
+fn no_clusters(condition: &'static str) -> Computed {
+    (
+        condition,
+        ConditionStatus::Unknown,
+        REASON_NO_CLUSTERS,
+        "no cluster of the tenant matches the pipeline's clusterSelector".to_owned(),
+    )
+}
+
+fn listed(items: &[String], separator: &str) -> String {
+    let mut text = items
+        .iter()
+        .take(MAX_LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(separator);
+    if items.len() > MAX_LISTED {
+        text.push_str(&format!(" (and {} more)", items.len() - MAX_LISTED));
+    }
+    text
+}
+
+/// `ms` since the Unix epoch as RFC 3339 in UTC with second precision, as Kubernetes
+/// writes condition times.
+pub fn rfc3339(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use kaas_proto::control::v1::{DroppedSamples, PipelineError, PipelineHealth};
+
+    use super::*;
+    use crate::store::{CONFIG_STATE_APPLYING, ConfigErrorRecord};
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn pipeline(max_bytes: &str) -> ValidatedPipeline {
+        let text = format!(
+            r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {{name: shop}}
+spec:
+  input: {{prometheus: {{enabled: true}}}}
+  output: {{prometheusRemoteWrite: {{url: "https://a.example/write"}}}}
+  buffer: {{maxBytes: {max_bytes}}}
+"#
+        );
+        kaas_pipeline::document::parse_pipelines(&text)
+            .into_iter()
+            .next()
+            .unwrap()
+            .outcome
+            .unwrap()
+    }
+
+    fn report(hash: &str, state: &str, errors: Vec<ConfigErrorRecord>) -> Option<ConfigReport> {
+        Some(ConfigReport {
+            config_hash: hash.to_owned(),
+            state: state.to_owned(),
+            errors,
+            running_config_hash: String::new(),
+            at_ms: NOW,
+        })
+    }
+
+    fn cluster(name: &str, connected: bool, config: Option<ConfigReport>) -> ClusterObservation {
+        ClusterObservation {
+            cluster: name.to_owned(),
+            connected,
+            desired_hash: "h2".to_owned(),
+            config,
+            health: None,
+        }
+    }
+
+    fn condition<'a>(status: &'a MetricPipelineStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    fn healthy_entry() -> PipelineHealthRecord {
+        PipelineHealthRecord {
+            pipeline: "shop".to_owned(),
+            samples_sent: 100,
+            ..PipelineHealthRecord::default()
+        }
+    }
+
+    fn with_health(
+        mut cluster: ClusterObservation,
+        entry: PipelineHealthRecord,
+    ) -> ClusterObservation {
+        cluster.health = Some(HealthRecord {
+            agent_instance_id: "i".to_owned(),
+            timestamp_ms: NOW,
+            pipelines: vec![entry],
+        });
+        cluster
+    }
+
+    #[test]
+    fn applied_everywhere_is_true_with_the_generation() {
+        let clusters = [
+            cluster("c1", true, report("h2", CONFIG_STATE_APPLIED, vec![])),
+            cluster("c2", true, report("h2", CONFIG_STATE_APPLIED, vec![])),
+            // Disconnected clusters do not hold the condition back.
+            cluster("c3", false, None),
+        ];
+        let status = pipeline_status(&pipeline("1Gi"), 4, &clusters, &Default::default(), NOW);
+        assert_eq!(status.observed_generation, Some(4));
+        let applied = condition(&status, CONDITION_CONFIGURATION_APPLIED);
+        assert_eq!(applied.status, ConditionStatus::True);
+        assert_eq!(applied.reason, reasons::APPLIED);
+        assert_eq!(applied.observed_generation, Some(4));
+        assert_eq!(applied.last_transition_time, "2023-11-14T22:13:20Z");
+        let connected = condition(&status, CONDITION_AGENT_CONNECTED);
+        assert_eq!(connected.status, ConditionStatus::False);
+        assert_eq!(connected.reason, REASON_AGENT_DISCONNECTED);
+        assert!(connected.message.contains("c3"), "{}", connected.message);
+    }
+
+    #[test]
+    fn a_rejection_lists_every_error_with_its_cluster_and_path() {
+        let errors = vec![
+            ConfigErrorRecord {
+                pipeline: "shop".to_owned(),
+                field_path: "spec.output.prometheusRemoteWrite.url".to_owned(),
+                message: "not an absolute http(s) URL".to_owned(),
+            },
+            ConfigErrorRecord {
+                pipeline: "other".to_owned(),
+                field_path: String::new(),
+                message: "the pipeline could not start".to_owned(),
+            },
+        ];
+        let clusters = [
+            cluster("c1", true, report("h2", CONFIG_STATE_FAILED, errors)),
+            cluster("c2", true, report("h2", CONFIG_STATE_APPLIED, vec![])),
+        ];
+        let status = pipeline_status(&pipeline("1Gi"), 1, &clusters, &Default::default(), NOW);
+        let applied = condition(&status, CONDITION_CONFIGURATION_APPLIED);
+        assert_eq!(applied.status, ConditionStatus::False);
+        assert_eq!(applied.reason, reasons::CONFIG_REJECTED);
+        assert_eq!(
+            applied.message,
+            "cluster c1: shop spec.output.prometheusRemoteWrite.url: not an absolute http(s) URL; cluster c1: other: the pipeline could not start"
+        );
+    }
+
+    #[test]
+    fn reports_about_an_older_configuration_are_pending() {
+        let clusters = [
+            cluster("c1", true, report("h1", CONFIG_STATE_APPLIED, vec![])),
+            cluster("c2", true, report("h2", CONFIG_STATE_APPLYING, vec![])),
+            cluster("c3", true, None),
+            // A refusal of an older configuration no longer counts.
+            cluster("c4", true, report("h1", CONFIG_STATE_FAILED, vec![])),
+        ];
+        let status = pipeline_status(&pipeline("1Gi"), 2, &clusters, &Default::default(), NOW);
+        let applied = condition(&status, CONDITION_CONFIGURATION_APPLIED);
+        assert_eq!(applied.status, ConditionStatus::Unknown);
+        assert_eq!(applied.reason, REASON_PENDING);
+        assert!(
+            applied.message.contains("c1, c2, c3, c4"),
+            "{}",
+            applied.message
+        );
+    }
+
+    #[test]
+    fn no_clusters_or_no_agents_is_unknown() {
+        let status = pipeline_status(&pipeline("1Gi"), 1, &[], &Default::default(), NOW);
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.status == ConditionStatus::Unknown && c.reason == REASON_NO_CLUSTERS)
+        );
+        let clusters = [cluster("c1", false, None)];
+        let status = pipeline_status(&pipeline("1Gi"), 1, &clusters, &Default::default(), NOW);
+        let applied = condition(&status, CONDITION_CONFIGURATION_APPLIED);
+        assert_eq!(applied.reason, REASON_NO_AGENT_CONNECTED);
+        let flow = condition(&status, CONDITION_FLOW_HEALTHY);
+        assert_eq!(flow.reason, REASON_NO_HEALTH_REPORTS);
+    }
+
+    #[test]
+    fn flow_problems_map_to_their_reasons() {
+        let applied = || report("h2", CONFIG_STATE_APPLIED, vec![]);
+        let error = |reason: &str, at_ms: i64| ErrorRecord {
+            at_ms,
+            reason: reason.to_owned(),
+            message: format!("{reason} happened"),
+        };
+        let cases = [
+            (
+                healthy_entry(),
+                ConditionStatus::True,
+                reasons::FLOW_HEALTHY,
+            ),
+            (
+                PipelineHealthRecord {
+                    last_error: Some(error(reasons::BACKEND_UNREACHABLE, NOW - 1000)),
+                    ..healthy_entry()
+                },
+                ConditionStatus::False,
+                reasons::BACKEND_UNREACHABLE,
+            ),
+            (
+                // An old error is history, not a problem.
+                PipelineHealthRecord {
+                    last_error: Some(error(
+                        reasons::BACKEND_UNREACHABLE,
+                        NOW - RECENT_ERROR_WINDOW_MS - 1,
+                    )),
+                    ..healthy_entry()
+                },
+                ConditionStatus::True,
+                reasons::FLOW_HEALTHY,
+            ),
+            (
+                PipelineHealthRecord {
+                    last_error: Some(error(reasons::SECRET_MISSING, NOW)),
+                    dropped_since_last_report: 5,
+                    ..healthy_entry()
+                },
+                ConditionStatus::False,
+                reasons::SECRET_MISSING,
+            ),
+            (
+                PipelineHealthRecord {
+                    dropped_since_last_report: 5,
+                    buffer_bytes: 900 << 20,
+                    ..healthy_entry()
+                },
+                ConditionStatus::False,
+                reasons::DATA_DROPPED,
+            ),
+            (
+                PipelineHealthRecord {
+                    buffer_bytes: 513 << 20,
+                    ..healthy_entry()
+                },
+                ConditionStatus::False,
+                reasons::BUFFER_FILLING_UP,
+            ),
+            (
+                PipelineHealthRecord {
+                    buffer_bytes: 512 << 20,
+                    ..healthy_entry()
+                },
+                ConditionStatus::True,
+                reasons::FLOW_HEALTHY,
+            ),
+            (
+                PipelineHealthRecord {
+                    last_error: Some(error("BufferError", NOW)),
+                    ..healthy_entry()
+                },
+                ConditionStatus::False,
+                REASON_FLOW_INTERRUPTED,
+            ),
+        ];
+        for (entry, status, reason) in cases {
+            let clusters = [with_health(cluster("c1", true, applied()), entry.clone())];
+            let computed =
+                pipeline_status(&pipeline("1Gi"), 1, &clusters, &Default::default(), NOW);
+            let flow = condition(&computed, CONDITION_FLOW_HEALTHY);
+            assert_eq!(
+                (flow.status, flow.reason.as_str()),
+                (status, reason),
+                "{entry:?}: {}",
+                flow.message
+            );
+            if status == ConditionStatus::False {
+                assert!(flow.message.contains("cluster c1"), "{}", flow.message);
+            }
+        }
+    }
+
+    #[test]
+    fn transition_times_move_only_when_the_status_changes() {
+        let pending = [cluster("c1", true, None)];
+        let first = pipeline_status(&pipeline("1Gi"), 1, &pending, &Default::default(), NOW);
+        let later = NOW + 60_000;
+        let same = pipeline_status(&pipeline("1Gi"), 1, &pending, &first, later);
+        assert_eq!(first, same);
+        let applied = [cluster(
+            "c1",
+            true,
+            report("h2", CONFIG_STATE_APPLIED, vec![]),
+        )];
+        let changed = pipeline_status(&pipeline("1Gi"), 1, &applied, &first, later);
+        let condition_of = |s: &MetricPipelineStatus| {
+            condition(s, CONDITION_CONFIGURATION_APPLIED)
+                .last_transition_time
+                .clone()
+        };
+        assert_eq!(condition_of(&changed), rfc3339(later));
+        assert_eq!(
+            condition(&changed, CONDITION_AGENT_CONNECTED).last_transition_time,
+            rfc3339(NOW)
+        );
+    }
+
+    #[test]
+    fn health_records_count_drops_since_the_previous_report_of_the_same_process() {
+        let report = |dropped: u64, at: i64| AgentHealth {
+            timestamp_unix_ms: at,
+            pipelines: vec![PipelineHealth {
+                pipeline: "shop".to_owned(),
+                samples_sent: 10,
+                samples_dropped: vec![
+                    DroppedSamples {
+                        reason: DropReason::BufferFull as i32,
+                        count: dropped,
+                    },
+                    DroppedSamples {
+                        reason: 99,
+                        count: 1,
+                    },
+                ],
+                last_error: Some(PipelineError {
+                    timestamp_unix_ms: at,
+                    reason: "BackendUnreachable".to_owned(),
+                    message: "connection refused".to_owned(),
+                }),
+                ..PipelineHealth::default()
+            }],
+        };
+        let first = HealthRecord::from_report("i1", &report(4, NOW), None);
+        assert_eq!(first.pipelines[0].dropped_since_last_report, 5);
+        assert_eq!(
+            first.pipelines[0].samples_dropped,
+            BTreeMap::from([("bufferFull".to_owned(), 4), ("other".to_owned(), 1)])
+        );
+        let second = HealthRecord::from_report("i1", &report(4, NOW + 1), Some(&first));
+        assert_eq!(second.pipelines[0].dropped_since_last_report, 0);
+        let third = HealthRecord::from_report("i1", &report(10, NOW + 2), Some(&second));
+        assert_eq!(third.pipelines[0].dropped_since_last_report, 6);
+        // A new process starts its counters at zero: everything it counted is new.
+        let restarted = HealthRecord::from_report("i2", &report(2, NOW + 3), Some(&third));
+        assert_eq!(restarted.pipelines[0].dropped_since_last_report, 3);
+        let json = serde_json::to_value(&third).unwrap();
+        assert_eq!(
+            json["pipelines"][0]["lastError"]["reason"],
+            "BackendUnreachable"
+        );
+        let back: HealthRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, third);
+    }
+
+    #[test]
+    fn rfc3339_formats_utc_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_999), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(4_102_444_799_000), "2099-12-31T23:59:59Z");
+    }
+}

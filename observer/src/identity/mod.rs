@@ -1,0 +1,576 @@
+//! The observer's certificate authority: agent identities are client certificates it signs.
+//!
+//! # Design
+//!
+//! One self-signed CA (ECDSA P-256, valid for [`CA_VALIDITY`]) lives in the observer's
+//! data directory as `ca.crt` and `ca.key` (PKCS#8 PEM, mode 0600). It is created on the
+//! first start and loaded afterwards; every HA replica must share the same files (mount
+//! the same Secret), because an agent trusts exactly this CA for the server certificate
+//! and the server trusts exactly this CA for client certificates.
+//!
+//! It signs two kinds of certificates:
+//!
+//! - the gRPC **server certificate** ([`ClusterCa::server_certificate`]), issued fresh
+//!   with a new key at every start for the configured host names and IP addresses, so
+//!   nothing but the CA needs to be persisted;
+//! - one **client certificate per cluster** ([`ClusterCa::sign_agent_csr`]), issued when
+//!   an agent redeems its join token. The agent generates the key and sends only a
+//!   PKCS#10 request. The request's subject and extensions are ignored: the observer
+//!   writes `CN=<cluster>`, the SAN URI `kaas-observer://cluster/<cluster>`
+//!   ([`CLUSTER_URI_PREFIX`]) and the client-auth extended key usage itself, so an agent
+//!   cannot ask for another cluster's identity or for a server certificate.
+//!
+//! # Identity and revocation
+//!
+//! The SAN URI is the identity: [`cluster_from_certificate`] reads it from the peer
+//! certificate the TLS layer has already verified against the CA. Every certificate gets
+//! a random 127-bit serial ([`SignedAgentCertificate::serial_hex`]); the store keeps the
+//! serial of the last certificate issued to each cluster, and the control service refuses
+//! any other serial. Re-joining a cluster therefore revokes its previous certificate, and
+//! deleting a cluster revokes its only one, without a CRL.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// File name of the CA certificate in the data directory.
+pub const CA_CERT_FILE: &str = "ca.crt";
+/// File name of the CA private key in the data directory.
+pub const CA_KEY_FILE: &str = "ca.key";
+/// Prefix of the SAN URI that names the cluster in an agent certificate.
+pub const CLUSTER_URI_PREFIX: &str = "kaas-observer://cluster/";
+
+/// How long the CA is valid: ten years, far beyond any agent certificate, so rotating
+/// the CA is a rare planned operation rather than a recurring outage.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long an agent certificate is valid by default: one year, long enough that a
+/// fleet never needs a token per cluster per month, short enough that a leaked key
+/// does not stay useful forever (revocation by serial stops it sooner).
+pub const DEFAULT_AGENT_CERTIFICATE_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long the gRPC server certificate is valid; it is reissued at every start, so a
+/// year only matters for an observer that never restarts.
+pub const SERVER_CERTIFICATE_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Certificates start being valid this long before they are issued, so an agent or
+/// replica whose clock is a little behind still accepts them.
+pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
+/// Length of random certificate serials in bytes (the top bit is cleared so the DER
+/// integer stays positive and its encoding equals these bytes).
+const SERIAL_LEN: usize = 16;
+/// Common name of the CA certificate.
+const CA_COMMON_NAME: &str = "kaas-observer cluster CA";
+
+/// Why an identity operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A CA file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Only one of `ca.crt` and `ca.key` exists.
+    #[error(
+        "{present} exists but {missing} does not; restore the missing file or remove both to create a new CA (every agent must then join again)"
+    )]
+    HalfACa {
+        /// The file that exists.
+        present: PathBuf,
+        /// The file that is missing.
+        missing: PathBuf,
+    },
+    /// The stored CA could not be parsed.
+    #[error("the CA in {dir} is unusable: {reason}")]
+    BadCa {
+        /// The data directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The certificate signing request is not a valid, correctly signed PKCS#10 request.
+    #[error("the certificate signing request is invalid: {0}")]
+    BadCsr(String),
+    /// A cluster name or host name cannot be put into a certificate.
+    #[error("{0:?} cannot be used in a certificate")]
+    BadName(String),
+    /// Generating or signing failed.
+    #[error("cannot issue the certificate: {0}")]
+    Signing(#[source] rcgen::Error),
+    /// The system random number generator failed.
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+/// A certificate issued to an agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedAgentCertificate {
+    /// The certificate, PEM encoded.
+    pub pem: String,
+    /// Its serial number as lower-case hex, as the store records it.
+    pub serial_hex: String,
+    /// When it expires, in Unix milliseconds (whole seconds, as X.509 encodes them).
+    pub not_after_ms: i64,
+}
+
+/// The CA that signs the server certificate and every agent's client certificate.
+pub struct ClusterCa {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for ClusterCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("ClusterCa").finish_non_exhaustive()
+    }
+}
+
+impl ClusterCa {
+    /// Loads `ca.crt` and `ca.key` from `dir`, or creates them (and `dir`) when neither
+    /// exists.
+    pub fn load_or_create(dir: &Path) -> Result<Self, IdentityError> {
+        let cert_path = dir.join(CA_CERT_FILE);
+        let key_path = dir.join(CA_KEY_FILE);
+        match (cert_path.exists(), key_path.exists()) {
+            (true, true) => Self::load(dir, &cert_path, &key_path),
+            (false, false) => Self::create(dir, &cert_path, &key_path),
+            (true, false) => Err(IdentityError::HalfACa {
+                present: cert_path,
+                missing: key_path,
+            }),
+            (false, true) => Err(IdentityError::HalfACa {
+                present: key_path,
+                missing: cert_path,
+            }),
+        }
+    }
+
+    fn load(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<Self, IdentityError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let cert_pem = read(cert_path)?;
+        let key_pem = read(key_path)?;
+        let bad = |reason: String| IdentityError::BadCa {
+            dir: dir.to_owned(),
+            reason,
+        };
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| bad(format!("{CA_KEY_FILE}: {e}")))?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
+            .map_err(|e| bad(format!("{CA_CERT_FILE}: {e}")))?;
+        Ok(Self { cert_pem, issuer })
+    }
+
+    fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<Self, IdentityError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| IdentityError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let key = KeyPair::generate().map_err(IdentityError::Signing)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, CA_COMMON_NAME);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.serial_number = Some(random_serial()?.0);
+        set_validity(&mut params, CA_VALIDITY);
+        let cert = params.self_signed(&key).map_err(IdentityError::Signing)?;
+        let cert_pem = cert.pem();
+        // The key first, with its mode set before any byte is written, so a crash
+        // between the two writes leaves a key without a certificate (refused loudly at
+        // the next start) rather than a readable key.
+        write_private(key_path, &key.serialize_pem()).map_err(io(key_path))?;
+        std::fs::write(cert_path, &cert_pem).map_err(io(cert_path))?;
+        tracing::info!(dir = %dir.display(), "created a new cluster CA");
+        Ok(Self {
+            cert_pem,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The CA certificate, PEM encoded: the bundle agents trust and the server uses to
+    /// verify client certificates.
+    pub fn ca_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// A fresh server certificate and key (both PEM) for `hostnames`; each entry that
+    /// parses as an IP address becomes an IP SAN, every other a DNS SAN.
+    pub fn server_certificate(
+        &self,
+        hostnames: &[String],
+    ) -> Result<(String, String), IdentityError> {
+        let key = KeyPair::generate().map_err(IdentityError::Signing)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            hostnames.first().map_or("kaas-observer", String::as_str),
+        );
+        for name in hostnames {
+            let san = match name.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    name.clone()
+                        .try_into()
+                        .map_err(|_| IdentityError::BadName(name.clone()))?,
+                ),
+            };
+            params.subject_alt_names.push(san);
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.serial_number = Some(random_serial()?.0);
+        set_validity(&mut params, SERVER_CERTIFICATE_VALIDITY);
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(IdentityError::Signing)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Signs an agent's CSR as the identity of `cluster`, valid for `validity`. The
+    /// request's subject and extensions are ignored; only its public key is used, after
+    /// its signature proves the agent holds the private key.
+    pub fn sign_agent_csr(
+        &self,
+        cluster: &str,
+        csr_pem: &str,
+        validity_period: Duration,
+    ) -> Result<SignedAgentCertificate, IdentityError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| IdentityError::BadCsr(e.to_string()))?;
+        let uri = format!("{CLUSTER_URI_PREFIX}{cluster}");
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cluster);
+        params.subject_alt_names = vec![SanType::URI(
+            uri.try_into()
+                .map_err(|_| IdentityError::BadName(cluster.to_owned()))?,
+        )];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let (serial, serial_hex) = random_serial()?;
+        params.serial_number = Some(serial);
+        let not_after_ms = set_validity(&mut params, validity_period);
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(IdentityError::Signing)?;
+        Ok(SignedAgentCertificate {
+            pem: cert.pem(),
+            serial_hex,
+            not_after_ms,
+        })
+    }
+}
+
+/// Checks that `csr_pem` is a PKCS#10 request this CA can sign (parsable, signature
+/// valid), without signing it: `Join` calls this before it uses the token up.
+pub fn check_csr(csr_pem: &str) -> Result<(), IdentityError> {
+    CertificateSigningRequestParams::from_pem(csr_pem)
+        .map(drop)
+        .map_err(|e| IdentityError::BadCsr(e.to_string()))
+}
+
+/// The cluster named by an agent certificate's `kaas-observer://cluster/<name>` SAN URI,
+/// or `None` when the certificate cannot be parsed or carries no such URI. The caller
+/// must only pass certificates the TLS layer verified against the CA.
+pub fn cluster_from_certificate(der: &[u8]) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        GeneralName::URI(uri) => uri
+            .strip_prefix(CLUSTER_URI_PREFIX)
+            .filter(|cluster| !cluster.is_empty() && !cluster.contains('/'))
+            .map(str::to_owned),
+        _ => None,
+    })
+}
+
+/// A certificate's serial number as lower-case hex (the form the store records), or
+/// `None` when it cannot be parsed.
+pub fn serial_hex_from_certificate(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(hex::encode(cert.raw_serial()))
+}
+
+/// A random positive serial and its hex form.
+fn random_serial() -> Result<(SerialNumber, String), IdentityError> {
+    let mut bytes = [0u8; SERIAL_LEN];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| IdentityError::Random)?;
+    // Positive, and never a leading zero byte that DER would strip.
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    Ok((SerialNumber::from_slice(&bytes), hex::encode(bytes)))
+}
+
+/// Sets a certificate's validity to start now (less [`CLOCK_SKEW_ALLOWANCE`]) and last
+/// `period`; returns the end in Unix milliseconds.
+fn set_validity(params: &mut CertificateParams, period: Duration) -> i64 {
+    let now_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    params.not_before =
+        epoch + Duration::from_secs(now_s.saturating_sub(CLOCK_SKEW_ALLOWANCE.as_secs()));
+    let not_after_s = now_s.saturating_add(period.as_secs());
+    params.not_after = epoch + Duration::from_secs(not_after_s);
+    i64::try_from(not_after_s.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// Writes `contents` to a new file readable only by its owner.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use x509_parser::extensions::GeneralName;
+
+    use super::*;
+
+    /// A key and CSR made the way the agent makes them.
+    fn agent_csr(common_name: &str, sans: Vec<String>) -> String {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        use base64::Engine;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        use base64::Engine;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+    }
+
+    fn verifies_against(cert_pem: &str, ca: &ClusterCa) -> bool {
+        let cert_der = der(cert_pem);
+        let ca_der = der(ca.ca_pem());
+        let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        cert.verify_signature(Some(ca_cert.public_key())).is_ok()
+    }
+
+    #[test]
+    fn the_ca_is_created_once_with_a_private_key_file_and_then_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = ClusterCa::load_or_create(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let loaded = ClusterCa::load_or_create(dir.path()).unwrap();
+        assert_eq!(created.ca_pem(), loaded.ca_pem());
+        // What the loaded CA signs verifies against the certificate the first one made.
+        let signed = loaded
+            .sign_agent_csr("c1", &agent_csr("agent", vec![]), Duration::from_secs(60))
+            .unwrap();
+        assert!(verifies_against(&signed.pem, &created));
+        let ca_der = der(created.ca_pem());
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert!(ca.is_ca());
+        let lifetime = ca.validity().not_after.timestamp() - ca.validity().not_before.timestamp();
+        assert!(lifetime >= CA_VALIDITY.as_secs() as i64, "{lifetime}");
+    }
+
+    #[test]
+    fn half_a_ca_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        ClusterCa::load_or_create(dir.path()).unwrap();
+        std::fs::remove_file(dir.path().join(CA_CERT_FILE)).unwrap();
+        let error = ClusterCa::load_or_create(dir.path()).unwrap_err();
+        assert!(matches!(error, IdentityError::HalfACa { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_signed_csr_names_the_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::load_or_create(dir.path()).unwrap();
+        let validity = Duration::from_secs(3600);
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let signed = ca
+            .sign_agent_csr("edge-1", &agent_csr("cluster-agent", vec![]), validity)
+            .unwrap();
+        let cert_der = der(&signed.pem);
+        assert_eq!(
+            cluster_from_certificate(&cert_der).as_deref(),
+            Some("edge-1")
+        );
+        assert_eq!(
+            serial_hex_from_certificate(&cert_der).as_deref(),
+            Some(signed.serial_hex.as_str())
+        );
+        assert_eq!(signed.serial_hex.len(), SERIAL_LEN * 2);
+        let expected_ms = (before + validity).as_millis() as i64;
+        assert!((signed.not_after_ms - expected_ms).abs() <= 2000);
+        assert!(verifies_against(&signed.pem, &ca));
+
+        let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
+        let cn: Vec<_> = cert
+            .subject()
+            .iter_common_name()
+            .map(|cn| cn.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(cn, ["edge-1"]);
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        assert_eq!(
+            cert.validity().not_after.timestamp() * 1000,
+            signed.not_after_ms
+        );
+    }
+
+    #[test]
+    fn every_certificate_gets_its_own_serial() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::load_or_create(dir.path()).unwrap();
+        let csr = agent_csr("a", vec![]);
+        let first = ca
+            .sign_agent_csr("c1", &csr, Duration::from_secs(60))
+            .unwrap();
+        let second = ca
+            .sign_agent_csr("c1", &csr, Duration::from_secs(60))
+            .unwrap();
+        assert_ne!(first.serial_hex, second.serial_hex);
+    }
+
+    #[test]
+    fn a_csr_asking_for_another_identity_still_gets_its_cluster_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::load_or_create(dir.path()).unwrap();
+        let csr = agent_csr(
+            "other-cluster",
+            vec!["kaas-observer.example".to_owned(), "127.0.0.1".to_owned()],
+        );
+        let signed = ca
+            .sign_agent_csr("edge-1", &csr, Duration::from_secs(60))
+            .unwrap();
+        let cert_der = der(&signed.pem);
+        assert_eq!(
+            cluster_from_certificate(&cert_der).as_deref(),
+            Some("edge-1")
+        );
+        let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
+        let names = &cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names;
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(cert.subject().to_string().contains("edge-1"));
+        assert!(!cert.subject().to_string().contains("other-cluster"));
+    }
+
+    #[test]
+    fn garbage_and_tampered_csrs_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::load_or_create(dir.path()).unwrap();
+        for garbage in [
+            "",
+            "not a csr",
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        ] {
+            let error = ca
+                .sign_agent_csr("c1", garbage, Duration::from_secs(60))
+                .unwrap_err();
+            assert!(
+                matches!(error, IdentityError::BadCsr(_)),
+                "{garbage:?}: {error}"
+            );
+        }
+        // A CA certificate is PEM but not a CSR.
+        let error = ca
+            .sign_agent_csr("c1", ca.ca_pem(), Duration::from_secs(60))
+            .unwrap_err();
+        assert!(matches!(error, IdentityError::BadCsr(_)), "{error}");
+        // A valid CSR whose last signature byte is flipped proves nothing.
+        let mut csr_der = der(&agent_csr("a", vec![]));
+        if let Some(last) = csr_der.last_mut() {
+            *last ^= 0xff;
+        }
+        let tampered = pem("CERTIFICATE REQUEST", &csr_der);
+        let error = ca
+            .sign_agent_csr("c1", &tampered, Duration::from_secs(60))
+            .unwrap_err();
+        assert!(matches!(error, IdentityError::BadCsr(_)), "{error}");
+    }
+
+    #[test]
+    fn server_certificates_carry_dns_and_ip_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::load_or_create(dir.path()).unwrap();
+        let (cert_pem, key_pem) = ca
+            .server_certificate(&["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+        assert!(key_pem.contains("PRIVATE KEY"));
+        assert!(verifies_against(&cert_pem, &ca));
+        let cert_der = der(&cert_pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
+        let names = &cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names;
+        assert!(
+            names.contains(&GeneralName::DNSName("localhost")),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&GeneralName::IPAddress(&[127, 0, 0, 1])),
+            "{names:?}"
+        );
+        assert_eq!(cluster_from_certificate(&cert_der), None);
+    }
+
+    #[test]
+    fn certificates_without_the_cluster_uri_name_no_cluster() {
+        assert_eq!(cluster_from_certificate(b"garbage"), None);
+        assert_eq!(serial_hex_from_certificate(b"garbage"), None);
+    }
+}

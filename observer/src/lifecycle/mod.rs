@@ -1,0 +1,296 @@
+//! Cluster lifecycle: telling a cluster whose monitoring broke (silent) from one a
+//! customer deleted on purpose (deleted), and exporting the states as metrics so rules
+//! in Thanos can alert on the first and stay quiet for the second. This replaces the
+//! seed's "kaas-metric-importer" shell loop.
+//!
+//! # States and how each is entered
+//! - `provisioning`: the cluster is registered (API, CLI or an onboarding source); no
+//!   agent has connected yet.
+//! - `active`: entered when the cluster's agent is heard from (join, stream hello,
+//!   heartbeat, report): [`Store::record_agent_seen`] moves provisioning and silent
+//!   clusters here.
+//! - `silent`: entered by this module when an active cluster's agent has not been heard
+//!   from for longer than `--silent-after`, while the cluster still exists.
+//! - `deleting` / `deleted`: entered only by an explicit deletion (API, CLI, or an
+//!   onboarding source that saw the cluster go); `deleted` is a tombstone that keeps
+//!   the name and refuses its certificates.
+//!
+//! # Why no lost event can mark a cluster deleted or alive
+//! Silence is level-triggered: every tick re-reads every cluster's `last_seen` from the
+//! database and compares it with the clock, so a missed heartbeat, a dropped stream or
+//! an observer restart can delay a transition by one tick but never skip or invent
+//! one. Liveness comes only from the agent itself (authenticated by its client
+//! certificate), never from the absence of a deletion. Deletion comes only from an
+//! explicit act or from an onboarding source's relist-and-diff, never from silence: a
+//! silent cluster stays silent, and alerts, until someone deletes it. With several
+//! replicas each runs the same idempotent tick against the shared database.
+//!
+//! # Metrics
+//! The tick also refreshes a snapshot from which `/metrics` serves
+//! `kaas_cluster_info{cluster,tenant,state}`, `kaas_cluster_last_seen_timestamp_seconds`,
+//! `kaas_cluster_created_timestamp_seconds`, `kaas_cluster_deleted_timestamp_seconds`
+//! and `kaas_cluster_agent_certificate_expiry_timestamp_seconds` (see
+//! `docs/metrics.md`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+
+use crate::store::{Actor, Cluster, ClusterState, Store, now_ms};
+
+/// How often clusters are re-examined: well below any sensible `--silent-after`, so a
+/// silent cluster is noticed within a small fraction of the threshold.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(10);
+/// The default silence threshold (see `observer serve --silent-after`).
+pub const DEFAULT_SILENT_AFTER: Duration = Duration::from_secs(300);
+
+/// Tunables.
+#[derive(Clone, Debug)]
+pub struct LifecycleSettings {
+    /// How long an agent may be unheard before its cluster is silent.
+    pub silent_after: Duration,
+    /// How often clusters are examined.
+    pub tick: Duration,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        Self {
+            silent_after: DEFAULT_SILENT_AFTER,
+            tick: DEFAULT_TICK,
+        }
+    }
+}
+
+/// The state `cluster` should move to at `now_ms`, if any. Pure: the whole policy.
+pub fn next_state(cluster: &Cluster, now_ms: i64, silent_after: Duration) -> Option<ClusterState> {
+    let silent_after_ms = i64::try_from(silent_after.as_millis()).unwrap_or(i64::MAX);
+    match cluster.state {
+        ClusterState::Active => {
+            let last_seen = cluster.last_seen_ms.unwrap_or(cluster.created_at_ms);
+            (now_ms.saturating_sub(last_seen) > silent_after_ms).then_some(ClusterState::Silent)
+        }
+        // Provisioning waits for its first agent; silent waits for the agent to return
+        // (the store moves it back on contact) or for a deletion; deleting and deleted
+        // are decided by whoever deletes.
+        ClusterState::Provisioning
+        | ClusterState::Silent
+        | ClusterState::Deleting
+        | ClusterState::Deleted => None,
+    }
+}
+
+/// The running lifecycle task and its metrics snapshot.
+pub struct ClusterLifecycle {
+    snapshot: Arc<Mutex<Vec<Cluster>>>,
+    task: JoinHandle<()>,
+}
+
+impl ClusterLifecycle {
+    /// Starts ticking. Must be called inside a Tokio runtime.
+    pub fn start(store: Store, settings: LifecycleSettings) -> Self {
+        let snapshot = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(run(store, settings, snapshot.clone()));
+        Self { snapshot, task }
+    }
+
+    /// Registers the cluster metrics in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(ClusterMetrics {
+            snapshot: self.snapshot.clone(),
+        }));
+    }
+
+    /// Stops ticking.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for ClusterLifecycle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One pass: moves clusters whose state is due to change and returns them all as they
+/// are afterwards.
+pub async fn tick(
+    store: &Store,
+    settings: &LifecycleSettings,
+) -> Result<Vec<Cluster>, crate::store::StoreError> {
+    let now = now_ms();
+    let mut clusters = store.list_clusters(None).await?;
+    for cluster in &mut clusters {
+        if let Some(state) = next_state(cluster, now, settings.silent_after) {
+            tracing::warn!(
+                cluster = %cluster.name,
+                tenant = %cluster.tenant,
+                from = %cluster.state,
+                to = %state,
+                "cluster state changed"
+            );
+            store
+                .set_cluster_state(&cluster.name, state, now, &Actor::system())
+                .await?;
+            cluster.state = state;
+        }
+    }
+    Ok(clusters)
+}
+
+async fn run(store: Store, settings: LifecycleSettings, snapshot: Arc<Mutex<Vec<Cluster>>>) {
+    let mut interval = tokio::time::interval(settings.tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match tick(&store, &settings).await {
+            Ok(clusters) => *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = clusters,
+            Err(error) => tracing::error!(%error, "cluster lifecycle pass failed; retrying"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ClusterMetrics {
+    snapshot: Arc<Mutex<Vec<Cluster>>>,
+}
+
+fn seconds(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+impl Collector for ClusterMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let clusters = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let labels = |c: &Cluster| {
+            vec![
+                ("cluster".to_owned(), c.name.clone()),
+                ("tenant".to_owned(), c.tenant.clone()),
+            ]
+        };
+        {
+            let mut family = encoder.encode_descriptor(
+                "kaas_cluster_info",
+                "1 for each cluster, labelled with its lifecycle state.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for cluster in &clusters {
+                let mut l = labels(cluster);
+                l.push(("state".to_owned(), cluster.state.as_str().to_owned()));
+                ConstGauge::new(1i64).encode(family.encode_family(&l)?)?;
+            }
+        }
+        type Field = fn(&Cluster) -> Option<i64>;
+        let timestamps: [(&str, &str, Field); 4] = [
+            (
+                "kaas_cluster_last_seen_timestamp_seconds",
+                "When the cluster's agent was last heard from.",
+                |c| c.last_seen_ms,
+            ),
+            (
+                "kaas_cluster_created_timestamp_seconds",
+                "When the cluster was registered.",
+                |c| Some(c.created_at_ms),
+            ),
+            (
+                "kaas_cluster_deleted_timestamp_seconds",
+                "When the cluster was deleted (tombstones only).",
+                |c| c.deleted_at_ms,
+            ),
+            (
+                "kaas_cluster_agent_certificate_expiry_timestamp_seconds",
+                "When the agent's client certificate expires.",
+                |c| c.certificate_not_after_ms,
+            ),
+        ];
+        for (name, help, field) in timestamps {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for cluster in &clusters {
+                if let Some(ms) = field(cluster) {
+                    ConstGauge::new(seconds(ms)).encode(family.encode_family(&labels(cluster))?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(state: ClusterState, last_seen_ms: Option<i64>) -> Cluster {
+        Cluster {
+            name: "c1".into(),
+            tenant: "shop".into(),
+            labels: Default::default(),
+            api_endpoint: None,
+            state,
+            agent_version: None,
+            agent_instance_id: None,
+            last_seen_ms,
+            certificate_serial: None,
+            certificate_not_after_ms: None,
+            applied_config_hash: None,
+            created_at_ms: 1_000,
+            deleted_at_ms: None,
+        }
+    }
+
+    const MINUTE: i64 = 60_000;
+
+    #[test]
+    fn an_active_cluster_goes_silent_only_after_the_threshold() {
+        let five_minutes = Duration::from_secs(300);
+        let seen = 10 * MINUTE;
+        let active = cluster(ClusterState::Active, Some(seen));
+        assert_eq!(next_state(&active, seen + 5 * MINUTE, five_minutes), None);
+        assert_eq!(
+            next_state(&active, seen + 5 * MINUTE + 1, five_minutes),
+            Some(ClusterState::Silent)
+        );
+    }
+
+    #[test]
+    fn only_an_agent_or_a_deletion_moves_the_other_states() {
+        let long_ago = Some(0);
+        let much_later = 1_000 * MINUTE;
+        for state in [
+            ClusterState::Provisioning,
+            ClusterState::Silent,
+            ClusterState::Deleting,
+            ClusterState::Deleted,
+        ] {
+            assert_eq!(
+                next_state(
+                    &cluster(state, long_ago),
+                    much_later,
+                    Duration::from_secs(1)
+                ),
+                None,
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_active_cluster_never_heard_from_counts_from_its_creation() {
+        let active = cluster(ClusterState::Active, None);
+        assert_eq!(
+            next_state(&active, 1_000 + 2 * MINUTE, Duration::from_secs(60)),
+            Some(ClusterState::Silent)
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! `observer serve`: the central service. Wires the store, the REST API, the agent
+//! control service with its certificate authority, the cluster lifecycle and the
+//! observer's own metrics, and runs until SIGTERM or SIGINT.
+//!
+//! With no flags it just works: everything lives under `--data-dir` (the SQLite
+//! database, the CA, the secrets key, and a bootstrap admin token written to
+//! `admin.token` when none is given). For HA, point several replicas at one PostgreSQL
+//! with `--database-url` and give them the same CA (`--ca-dir`) and secrets key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use clap::Args;
+use prometheus_client::registry::Registry;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::api::{ApiState, app};
+use crate::control::service::{ControlService, ControlSettings};
+use crate::control::{serve_with_shutdown, server_tls_config};
+use crate::identity::ClusterCa;
+use crate::lifecycle::{ClusterLifecycle, LifecycleSettings};
+use crate::secrets::SecretBox;
+use crate::store::Store;
+
+/// Where the REST API, `/metrics` and health endpoints listen by default.
+pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0:8080";
+/// Where agents' control streams are served by default (TLS).
+pub const DEFAULT_GRPC_LISTEN_ADDRESS: &str = "0.0.0.0:8443";
+/// How long a join token stays valid: long enough for a cluster to come up and install
+/// its agent, short enough that a leaked token soon stops working.
+pub const DEFAULT_JOIN_TOKEN_TTL: &str = "24h";
+/// How long an agent may be unheard before its cluster counts as silent: several
+/// missed heartbeats, so a reconnect or an observer restart does not flap the state.
+pub const DEFAULT_SILENT_AFTER: &str = "5m";
+/// The name of the bootstrap admin token file written into the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Arguments of `observer serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the SQLite database, the CA, the secrets key and the bootstrap admin token
+    /// are kept.
+    #[arg(long, value_name = "DIR", default_value = "observer-data")]
+    pub data_dir: PathBuf,
+    /// The database: `sqlite:///path/observer.db?mode=rwc` or `postgres://…`. Default:
+    /// SQLite in the data directory.
+    #[arg(long, env = "KAAS_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Address of the REST API, `/metrics`, `/healthz`, `/readyz`, `/openapi.json`.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_LISTEN_ADDRESS)]
+    pub listen_address: SocketAddr,
+    /// Address of the agents' control service (gRPC over TLS).
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_GRPC_LISTEN_ADDRESS)]
+    pub grpc_listen_address: SocketAddr,
+    /// Names (DNS or IP) agents use to reach the control service; they go into its
+    /// server certificate. Repeatable.
+    #[arg(long = "grpc-hostname", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+    pub grpc_hostnames: Vec<String>,
+    /// The control service's URL as agents reach it, written into install manifests.
+    /// Default: https://<first --grpc-hostname>:<grpc port>.
+    #[arg(long, value_name = "URL")]
+    pub control_endpoint: Option<String>,
+    /// Where the CA certificate and key are (created if absent). Replicas must share
+    /// them. Default: the data directory.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// The key that encrypts secrets at rest (32 bytes, raw or base64). Default:
+    /// `secrets.key` in the data directory, created if absent.
+    #[arg(long, value_name = "FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// The same key as base64, instead of a file.
+    #[arg(
+        long,
+        env = "KAAS_SECRETS_KEY",
+        hide_env_values = true,
+        value_name = "BASE64"
+    )]
+    pub secrets_key: Option<String>,
+    /// A file holding the bootstrap admin bearer token. Default: `admin.token` in the
+    /// data directory, created with a random token if absent.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The bootstrap admin token itself, instead of a file.
+    #[arg(
+        long,
+        env = "KAAS_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<String>,
+    /// How long join tokens stay valid (Prometheus duration).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_JOIN_TOKEN_TTL)]
+    pub join_token_ttl: String,
+    /// How long an agent may be unheard before its cluster is silent.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_SILENT_AFTER)]
+    pub silent_after: String,
+}
+
+/// Why the observer cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A flag's value is wrong.
+    #[error("--{flag}: {reason}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file or directory cannot be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The secrets key cannot be used.
+    #[error("secrets key: {0}")]
+    Secrets(#[from] crate::secrets::SecretError),
+    /// The database cannot be opened or migrated.
+    #[error("database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The CA cannot be loaded or created.
+    #[error("certificate authority: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
+    /// A listener cannot be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server stopped with an error.
+    #[error("{0}")]
+    Server(String),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
+    move |source| ServeError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn duration_flag(flag: &'static str, text: &str) -> Result<Duration, ServeError> {
+    kaas_pipeline::units::parse_duration(text).map_err(|reason| ServeError::Flag { flag, reason })
+}
+
+fn secret_box(args: &ServeArgs) -> Result<SecretBox, ServeError> {
+    Ok(match (&args.secrets_key, &args.secrets_key_file) {
+        (Some(key), _) => SecretBox::from_env_base64(key)?,
+        (None, Some(file)) => SecretBox::from_key_file(file)?,
+        (None, None) => SecretBox::load_or_create(&args.data_dir.join("secrets.key"))?,
+    })
+}
+
+/// The bootstrap admin token: given, read from a file, or created in the data
+/// directory (mode 0600) so a fresh install can be used at once. Never logged.
+fn admin_token(args: &ServeArgs) -> Result<String, ServeError> {
+    if let Some(token) = &args.admin_token {
+        return Ok(token.trim().to_owned());
+    }
+    let path = args
+        .admin_token_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join(ADMIN_TOKEN_FILE));
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        Ok(_) | Err(_) if args.admin_token_file.is_some() => Err(ServeError::Flag {
+            flag: "admin-token-file",
+            reason: format!("{} is missing or empty", path.display()),
+        }),
+        _ => {
+            let token = random_token()?;
+            write_private(&path, &token)?;
+            tracing::info!(file = %path.display(), "created the bootstrap admin token");
+            Ok(token)
+        }
+    }
+}
+
+fn random_token() -> Result<String, ServeError> {
+    use base64::Engine as _;
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| ServeError::Server("no random numbers from the system".into()))?;
+    Ok(format!(
+        "kot_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), ServeError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error(path))?;
+    file.write_all(contents.as_bytes()).map_err(io_error(path))
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still ends on SIGKILL; run on.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}
+
+/// Runs the observer until SIGTERM or SIGINT.
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&args.data_dir).map_err(io_error(&args.data_dir))?;
+    let join_token_ttl = duration_flag("join-token-ttl", &args.join_token_ttl)?;
+    let silent_after = duration_flag("silent-after", &args.silent_after)?;
+    let secrets = secret_box(&args)?;
+    let store = match &args.database_url {
+        Some(url) => Store::connect(url, secrets).await?,
+        None => Store::open_sqlite(&args.data_dir.join("observer.db"), secrets).await?,
+    };
+    store.ensure_admin_token(&admin_token(&args)?).await?;
+    let ca_dir = args.ca_dir.clone().unwrap_or_else(|| args.data_dir.clone());
+    let ca = Arc::new(ClusterCa::load_or_create(&ca_dir)?);
+
+    let control = ControlService::new(store.clone(), ca.clone(), ControlSettings::default());
+    let lifecycle = ClusterLifecycle::start(
+        store.clone(),
+        LifecycleSettings {
+            silent_after,
+            ..LifecycleSettings::default()
+        },
+    );
+    let mut registry = Registry::default();
+    control.metrics().register(&mut registry);
+    lifecycle.register(&mut registry);
+    let registry = Arc::new(registry);
+
+    let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen_address)
+        .await
+        .map_err(|source| ServeError::Listen {
+            address: args.grpc_listen_address,
+            source,
+        })?;
+    let grpc_port = grpc_listener
+        .local_addr()
+        .map_or(args.grpc_listen_address.port(), |a| a.port());
+    let control_endpoint = args.control_endpoint.clone().unwrap_or_else(|| {
+        let host = args
+            .grpc_hostnames
+            .first()
+            .map_or("localhost", String::as_str);
+        format!("https://{host}:{grpc_port}")
+    });
+    let tls = server_tls_config(&ca, &args.grpc_hostnames)?;
+    let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tokio::spawn(serve_with_shutdown(
+        grpc_listener,
+        control.clone(),
+        tls,
+        async move {
+            let _ = grpc_stopped.await;
+        },
+    ));
+
+    let api = app(ApiState {
+        store: store.clone(),
+        join_token_ttl,
+        control_endpoint: control_endpoint.clone(),
+        ca_pem: ca.ca_pem().to_owned(),
+    });
+    let router: Router = api.route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move { metrics(&registry) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen_address)
+        .await
+        .map_err(|source| ServeError::Listen {
+            address: args.listen_address,
+            source,
+        })?;
+    tracing::info!(
+        api = %args.listen_address,
+        control = %args.grpc_listen_address,
+        %control_endpoint,
+        database = if args.database_url.is_some() { "external" } else { "sqlite" },
+        "observer serving"
+    );
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    tracing::info!("shutting down");
+    let _ = stop_grpc.send(());
+    lifecycle.stop();
+    if let Ok(Err(error)) = grpc.await {
+        tracing::error!(%error, "the control service stopped with an error");
+    }
+    served.map_err(|e| ServeError::Server(e.to_string()))
+}
+
+fn metrics(registry: &Registry) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, registry) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode metrics");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! One sea-orm entity per table. The tables themselves are created by
+//! [`super::migrations`]; these types only read and write rows. JSON columns hold
+//! `serde_json::Value` and are decoded into domain types in [`super`].
+
+pub mod api_tokens;
+pub mod audit_log;
+pub mod cluster_reports;
+pub mod clusters;
+pub mod join_tokens;
+pub mod pipelines;
+pub mod tenants;

@@ -1,0 +1,2151 @@
+//! The observer's database: tenants, API tokens, clusters, join tokens, pipelines, agent reports and the audit trail (sea-orm; SQLite embedded, PostgreSQL for HA).
+//!
+//! # Tables
+//! Created by the first migration in [`migrations`]; one entity per table in `entities/`.
+//! All timestamps are `i64` Unix milliseconds.
+//!
+//! | table             | key              | holds |
+//! |-------------------|------------------|-------|
+//! | `tenants`         | `name`           | creation time |
+//! | `api_tokens`      | `id`, unique `token_hash` | SHA-256 of the bearer token; `tenant` NULL = administrator; `revoked_at_ms` |
+//! | `clusters`        | `name` (global)  | tenant, labels (JSON), state, agent version and instance, last seen, connected, certificate serial and expiry, applied config hash, tombstone time |
+//! | `join_tokens`     | `token_hash`     | cluster, expiry, `used_at_ms` (set once) |
+//! | `pipelines`       | (`tenant`, `name`) | the `MetricPipeline` document as JSON with inline secret values sealed, `generation`, status JSON |
+//! | `cluster_reports` | `cluster`        | the agent's last config report and health report (JSON) |
+//! | `audit_log`       | increasing `id`  | at, actor, action, kind, tenant, name; never a value |
+//!
+//! Rows of a tenant (tokens, tombstoned clusters) and of a cluster (join tokens,
+//! reports) are removed with it by `ON DELETE CASCADE` foreign keys, and explicitly as
+//! well, so SQLite databases opened without foreign keys behave the same.
+//!
+//! # Hashed and encrypted
+//! * API tokens (`kot_<base64url of 32 random bytes>`) and join tokens (`kjt_…`) are
+//!   returned once and stored only as lower-case hex SHA-256. A leaked database gives
+//!   no usable token. The bootstrap admin token from `--admin-token-file` is stored the
+//!   same way under the fixed id [`BOOTSTRAP_ADMIN_TOKEN_ID`].
+//! * Every inline secret value in a pipeline (`ValueSource.value`, header values) is
+//!   sealed with [`SecretBox`] (AES-256-GCM, `enc:v1:…`) before the document is written;
+//!   the plaintext never reaches the database, the audit trail, the change feed or an
+//!   error. Reading a pipeline opens them again: [`StoredPipeline::pipeline`] holds
+//!   plaintext, because the renderer must send it to the agent. API responses use
+//!   [`StoredPipeline::masked_resource`], which shows [`MASKED_SECRET`] instead.
+//! * An update whose inline value is exactly `***` keeps the stored value of that same
+//!   field path (so get → edit → apply round-trips); if nothing is stored there the
+//!   apply fails with [`StoreError::Conflict`] naming the field.
+//!
+//! # Generations
+//! `apply_pipeline` stores the document with metadata reduced to name, labels and
+//! annotations. `generation` starts at 1 and grows by one only when the spec differs
+//! from the stored one (compared after restoring `***` values, in plaintext, since two
+//! seals of one value never look alike). Metadata-only changes are written without a new
+//! generation; an identical apply writes nothing at all.
+//!
+//! # Single-use join tokens
+//! Redemption is one conditional statement,
+//! `UPDATE join_tokens SET used_at_ms = now WHERE token_hash = ? AND used_at_ms IS NULL
+//! AND expires_at_ms > now`, and the redeemer wins only if it affected exactly one row.
+//! The database serializes the two writers (a row lock on PostgreSQL, the single
+//! writer on SQLite), so of two concurrent redeemers exactly one sees one row affected;
+//! the other then reads the row to say why it lost ([`RedeemError::AlreadyUsed`],
+//! [`RedeemError::Expired`], [`RedeemError::Unknown`]). A token of a deleted
+//! (tombstoned) cluster is refused with [`RedeemError::ClusterGone`]. Deleting a cluster
+//! keeps its row as a tombstone (state `deleted`), so the name cannot be reused by
+//! accident and its certificates stay refused.
+//!
+//! # Change feed
+//! Every mutation that changes something commits, then publishes [`Change`]s on an
+//! in-process `tokio::sync::broadcast` channel ([`Store::subscribe`]). Changes only say
+//! *what* changed; subscribers read the current state. A subscriber that lags
+//! (`RecvError::Lagged`) has missed changes and must resync everything.
+//! * **SQLite** is single-process: the broadcast channel is the whole feed.
+//! * **PostgreSQL**: each mutation also runs `SELECT pg_notify('kaas_observer_changes',
+//!   '{"origin":…,"change":…}')` inside its transaction, so the notification goes out
+//!   exactly when the data is visible. Each `Store` listens on that channel with a
+//!   dedicated `PgListener` connection and republishes other replicas' changes on its
+//!   local feed, skipping its own by the random `origin` id. If the listener connection
+//!   drops it reconnects with exponential backoff; notifications sent meanwhile are lost,
+//!   so after a reconnect it republishes a change for every cluster and pipeline.
+//!
+//! Writes that change nothing publish nothing (an identical apply, an unchanged status
+//! or state). Heartbeat-like writes publish only what subscribers act on:
+//! `record_agent_seen` publishes when state, version or instance changes, not for every
+//! `last_seen`. API token changes publish nothing: [`Change`] has no variant for them and
+//! no subscriber acts on them (authentication reads the table on every request).
+//!
+//! # Audit trail
+//! Changes made by an actor (tenants, API tokens, clusters and their state, join tokens,
+//! certificates, pipelines) add an `audit_log` row in the same transaction. Observations
+//! reported by agents (health, config reports, connection, pipeline status) are not
+//! audited: they are not decisions, and they would drown the trail.
+//!
+//! # Concurrency and crashes
+//! Every mutation is one transaction: a crash leaves either all or nothing. SQLite uses
+//! a single connection in WAL mode, which serializes writers inside the process (the
+//! embedded default runs one observer). On PostgreSQL, replicas that start together
+//! serialize their migrations on an advisory lock.
+
+mod entities;
+mod errors;
+pub mod migrations;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use kaas_pipeline::secret::SecretString;
+use kaas_pipeline::status::MetricPipelineStatus;
+use kaas_pipeline::{MetricPipeline, ValidatedPipeline};
+use ring::rand::{SecureRandom, SystemRandom};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sqlx;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::secrets::{SecretBox, SecretError};
+use entities::{api_tokens, audit_log, cluster_reports, clusters, join_tokens, pipelines, tenants};
+pub use errors::{RedeemError, StoreError};
+use migrations::Migrator;
+
+/// How many changes the in-process feed holds for a slow subscriber before it lags. A
+/// burst larger than this (a resync after a PostgreSQL reconnect of a big installation)
+/// makes subscribers resync fully, which is correct, only slower.
+const CHANGE_FEED_CAPACITY: usize = 1024;
+
+/// The PostgreSQL NOTIFY channel every replica listens on.
+pub const NOTIFY_CHANNEL: &str = "kaas_observer_changes";
+
+/// First wait before reconnecting a dropped PostgreSQL listener; short, because a
+/// failover or a restarted PgBouncer is usually back within a second.
+const LISTENER_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between listener reconnects; keeps a down database from being hammered
+/// while still noticing its return within seconds.
+const LISTENER_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long [`Store::connect`] waits for the change listener to subscribe before it
+/// returns anyway (the listener keeps retrying): LISTEN on a reachable server takes
+/// milliseconds.
+const LISTENER_STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections per replica to PostgreSQL: one is held by the change listener, the rest
+/// serve API requests and agent reports. Ten is sqlx's default and far below
+/// PostgreSQL's default `max_connections` of 100, leaving room for several replicas.
+const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+
+/// How long SQLite waits for a lock held by another process (for example a backup or
+/// the `sqlite3` shell) before failing a statement.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Advisory lock key that serializes migrations of replicas starting together
+/// (arbitrary, fixed: ASCII "kaasobsv").
+const MIGRATION_LOCK_KEY: i64 = 0x6b61_6173_6f62_7376;
+
+/// What API responses show instead of an inline secret value, and what an update may
+/// send to keep the stored value.
+pub const MASKED_SECRET: &str = "***";
+
+/// Prefix of API bearer tokens, so leaked tokens are recognisable by secret scanners.
+pub const API_TOKEN_PREFIX: &str = "kot_";
+/// Prefix of join tokens.
+pub const JOIN_TOKEN_PREFIX: &str = "kjt_";
+/// Random bytes in a token: 256 bits, beyond guessing.
+const TOKEN_RANDOM_BYTES: usize = 32;
+/// Random bytes in an API token's public id.
+const TOKEN_ID_RANDOM_BYTES: usize = 8;
+/// Id of the bootstrap administrator token set by [`Store::ensure_admin_token`].
+pub const BOOTSTRAP_ADMIN_TOKEN_ID: &str = "bootstrap-admin";
+
+/// `ConfigReport::state` of a configuration the agent runs.
+pub const CONFIG_STATE_APPLIED: &str = "APPLIED";
+/// `ConfigReport::state` while the agent applies a configuration.
+pub const CONFIG_STATE_APPLYING: &str = "APPLYING";
+/// `ConfigReport::state` of a configuration the agent refused.
+pub const CONFIG_STATE_FAILED: &str = "FAILED";
+
+/// Who is calling the API.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Principal {
+    /// May do everything.
+    Admin,
+    /// May act within this tenant only.
+    Tenant(String),
+}
+
+/// Who made a change, for the audit trail: `admin`, `tenant:shop`, `agent:c1`, `system`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Actor(pub String);
+
+impl Actor {
+    /// An administrator.
+    pub fn admin() -> Self {
+        Self("admin".into())
+    }
+
+    /// A tenant's token.
+    pub fn tenant(name: &str) -> Self {
+        Self(format!("tenant:{name}"))
+    }
+
+    /// A cluster's agent.
+    pub fn agent(cluster: &str) -> Self {
+        Self(format!("agent:{cluster}"))
+    }
+
+    /// The observer itself (lifecycle, bootstrap).
+    pub fn system() -> Self {
+        Self("system".into())
+    }
+}
+
+impl From<&Principal> for Actor {
+    fn from(principal: &Principal) -> Self {
+        match principal {
+            Principal::Admin => Self::admin(),
+            Principal::Tenant(name) => Self::tenant(name),
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    /// DNS-1123 label.
+    pub name: String,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// An API token as listed; the plaintext is only returned by
+/// [`Store::create_api_token`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiTokenInfo {
+    /// Public id, used to revoke.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// The tenant it acts for; `None` for administrators.
+    pub tenant: Option<String>,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// A cluster's lifecycle state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterState {
+    /// Registered; its agent has not connected yet.
+    Provisioning,
+    /// The agent reports in.
+    Active,
+    /// The agent has not been heard from for longer than `--silent-after`.
+    Silent,
+    /// Being removed.
+    Deleting,
+    /// Tombstone: the name stays taken and its certificates are refused.
+    Deleted,
+}
+
+impl ClusterState {
+    /// The lower-case name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Active => "active",
+            Self::Silent => "silent",
+            Self::Deleting => "deleting",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for ClusterState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ClusterState {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "provisioning" => Self::Provisioning,
+            "active" => Self::Active,
+            "silent" => Self::Silent,
+            "deleting" => Self::Deleting,
+            "deleted" => Self::Deleted,
+            other => return Err(format!("unknown cluster state {other:?}")),
+        })
+    }
+}
+
+/// A registered cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    /// Global DNS-1123 label; the cluster's identity.
+    pub name: String,
+    /// The owning tenant.
+    pub tenant: String,
+    /// Labels matched by pipelines' cluster selectors.
+    pub labels: BTreeMap<String, String>,
+    /// The Kubernetes API endpoint, informational.
+    pub api_endpoint: Option<String>,
+    /// Lifecycle state.
+    pub state: ClusterState,
+    /// Version the agent last reported.
+    pub agent_version: Option<String>,
+    /// Instance id of the agent process last seen.
+    pub agent_instance_id: Option<String>,
+    /// When the agent was last heard from.
+    pub last_seen_ms: Option<i64>,
+    /// Hex serial of the last issued client certificate.
+    pub certificate_serial: Option<String>,
+    /// Its expiry.
+    pub certificate_not_after_ms: Option<i64>,
+    /// Hash (hex) of the configuration the agent last reported as applied.
+    pub applied_config_hash: Option<String>,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    /// When the cluster was deleted (tombstoned).
+    pub deleted_at_ms: Option<i64>,
+}
+
+/// What registering a cluster needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewCluster {
+    /// Global DNS-1123 label.
+    pub name: String,
+    /// The owning tenant; must exist.
+    pub tenant: String,
+    /// Initial labels.
+    pub labels: BTreeMap<String, String>,
+    /// The Kubernetes API endpoint, informational.
+    pub api_endpoint: Option<String>,
+}
+
+/// A pipeline as stored. `pipeline` holds secrets in plaintext: render it for an agent,
+/// but answer API requests with [`StoredPipeline::masked_resource`].
+#[derive(Clone, Debug)]
+pub struct StoredPipeline {
+    /// The owning tenant.
+    pub tenant: String,
+    /// The validated pipeline, inline secrets in plaintext.
+    pub pipeline: ValidatedPipeline,
+    /// Starts at 1, +1 for every spec change.
+    pub generation: i64,
+    /// The status the observer computed from agent reports.
+    pub status: MetricPipelineStatus,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Unix milliseconds of the last spec or metadata change.
+    pub updated_at_ms: i64,
+}
+
+impl StoredPipeline {
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        self.pipeline.name()
+    }
+
+    /// The resource as the API shows it: inline secret values replaced by `***`,
+    /// `metadata.generation` and `status` filled in.
+    pub fn masked_resource(&self) -> MetricPipeline {
+        let mut resource = self.pipeline.resource().clone();
+        mask_secrets(&mut resource);
+        resource.metadata.generation = Some(self.generation);
+        resource.status = Some(self.status.clone());
+        resource
+    }
+}
+
+/// Replaces every inline secret value of `resource` with [`MASKED_SECRET`].
+pub fn mask_secrets(resource: &mut MetricPipeline) {
+    for (_, value) in resource.spec.output.inline_secrets_mut() {
+        *value = SecretString::new(MASKED_SECRET);
+    }
+}
+
+/// An agent's report about a configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigReport {
+    /// Hash (hex) of the configuration the report is about.
+    pub config_hash: String,
+    /// `APPLYING`, `APPLIED` or `FAILED` ([`CONFIG_STATE_APPLIED`], ...).
+    pub state: String,
+    /// Why it failed, per pipeline and field.
+    #[serde(default)]
+    pub errors: Vec<ConfigErrorRecord>,
+    /// Hash (hex) of the configuration the agent runs now (the last good one after a
+    /// failure).
+    pub running_config_hash: String,
+    /// When the agent made the report, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// One reason an agent refused a configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigErrorRecord {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Field path inside it.
+    pub field_path: String,
+    /// What is wrong; never a secret.
+    pub message: String,
+}
+
+/// What is known about a cluster's agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReport {
+    /// The cluster.
+    pub cluster: String,
+    /// The last configuration report.
+    pub config: Option<ConfigReport>,
+    /// The last health report, as the agent sent it.
+    pub health: Option<serde_json::Value>,
+    /// Whether an agent stream is open to some replica.
+    pub connected: bool,
+}
+
+/// Something changed; read the current state to see what. Published after commit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Change {
+    /// A tenant was created or deleted.
+    Tenant(String),
+    /// A cluster's registration, labels, state, certificate or agent changed.
+    Cluster {
+        /// The cluster's tenant.
+        tenant: String,
+        /// The cluster.
+        name: String,
+    },
+    /// A pipeline was created, changed (spec, metadata or status) or deleted.
+    Pipeline {
+        /// The pipeline's tenant.
+        tenant: String,
+        /// The pipeline.
+        name: String,
+    },
+    /// A cluster's agent reported (config, health) or (dis)connected.
+    ClusterReport(String),
+}
+
+/// One entry of the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// Who.
+    pub actor: String,
+    /// What was done: `create`, `update`, `delete`, `apply`, `revoke`, ...
+    pub action: String,
+    /// To which kind of object: `tenant`, `api-token`, `cluster`, `join-token`, `pipeline`.
+    pub kind: String,
+    /// The object's name (an API token's id).
+    pub name: String,
+    /// The tenant concerned, if any.
+    pub tenant: Option<String>,
+}
+
+/// The payload of a PostgreSQL notification.
+#[derive(Serialize, Deserialize)]
+struct Notification {
+    origin: String,
+    change: Change,
+}
+
+/// The store. Cheap to clone; all clones share one connection pool and change feed.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    secrets: SecretBox,
+    changes: broadcast::Sender<Change>,
+    /// Random id of this store instance, carried in notifications to skip our own.
+    origin: String,
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.db.get_database_backend())
+            .field("origin", &self.inner.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-kind names used in errors and the audit trail.
+mod kinds {
+    pub const TENANT: &str = "tenant";
+    pub const API_TOKEN: &str = "api-token";
+    pub const CLUSTER: &str = "cluster";
+    pub const JOIN_TOKEN: &str = "join-token";
+    pub const PIPELINE: &str = "pipeline";
+}
+
+impl Store {
+    /// Connects to `sqlite:PATH` / `sqlite://PATH` (created if missing) or
+    /// `postgres://…` / `postgresql://…`, and applies pending migrations.
+    pub async fn connect(url: &str, secrets: SecretBox) -> Result<Store, StoreError> {
+        if url.starts_with("sqlite:") {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Database(DbErr::Custom(e.to_string())))?;
+            return Self::open_sqlite_with(options, secrets).await;
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            // Never echo the URL: it may hold a password.
+            let scheme = url.split(':').next().unwrap_or_default();
+            return Err(StoreError::Database(DbErr::Custom(format!(
+                "unsupported database URL scheme {scheme:?}: use sqlite: or postgres://"
+            ))));
+        }
+        let mut options = ConnectOptions::new(url);
+        options
+            .max_connections(POSTGRES_MAX_CONNECTIONS)
+            .sqlx_logging(false);
+        let db = Database::connect(options).await?;
+        let transaction = db.begin().await?;
+        transaction
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1)",
+                [MIGRATION_LOCK_KEY.into()],
+            ))
+            .await?;
+        Migrator::up(&transaction, None).await?;
+        transaction.commit().await?;
+        let (store, listening) = Self::build(db, secrets, true);
+        // Return only once the listener is subscribed, so every change committed after
+        // `connect` returns reaches this replica's feed.
+        if let Some(listening) = listening
+            && tokio::time::timeout(LISTENER_STARTUP_TIMEOUT, listening)
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                timeout = ?LISTENER_STARTUP_TIMEOUT,
+                "the PostgreSQL change listener is not subscribed yet; it keeps retrying"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Opens (creating if needed) the SQLite database at `path` and applies pending
+    /// migrations.
+    pub async fn open_sqlite(path: &Path, secrets: SecretBox) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Database(DbErr::Custom(format!(
+                    "cannot create {}: {e}",
+                    parent.display()
+                )))
+            })?;
+        }
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+        Self::open_sqlite_with(options, secrets).await
+    }
+
+    async fn open_sqlite_with(
+        options: sqlx::sqlite::SqliteConnectOptions,
+        secrets: SecretBox,
+    ) -> Result<Store, StoreError> {
+        use sqlx::ConnectOptions as _;
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .disable_statement_logging();
+        // One connection: SQLite has one writer anyway, and a single connection makes
+        // every transaction strictly serial, so read-then-write never hits SQLITE_BUSY.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Database(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))
+            })?;
+        let db = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
+        Migrator::up(&db, None).await?;
+        Ok(Self::build(db, secrets, false).0)
+    }
+
+    /// The store, and with `listen` a receiver that fires once the PostgreSQL listener
+    /// is subscribed.
+    fn build(
+        db: DatabaseConnection,
+        secrets: SecretBox,
+        listen: bool,
+    ) -> (Store, Option<oneshot::Receiver<()>>) {
+        let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
+        let origin = random_hex(16).unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+        let (listener, listening) = if listen {
+            let (ready, listening) = oneshot::channel();
+            let task = tokio::spawn(listen_for_changes(
+                db.clone(),
+                changes.clone(),
+                origin.clone(),
+                ready,
+            ));
+            (Some(task), Some(listening))
+        } else {
+            (None, None)
+        };
+        let store = Store {
+            inner: Arc::new(Inner {
+                db,
+                secrets,
+                changes,
+                origin,
+                listener,
+            }),
+        };
+        (store, listening)
+    }
+
+    fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    /// Checks that the database answers, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.db().ping().await?)
+    }
+
+    /// The change feed: this replica's changes and, on PostgreSQL, other replicas'.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.inner.changes.subscribe()
+    }
+
+    async fn begin(&self) -> Result<DatabaseTransaction, StoreError> {
+        Ok(self.db().begin().await?)
+    }
+
+    /// Notifies other replicas (PostgreSQL, inside the transaction), commits, then
+    /// publishes locally.
+    async fn commit(
+        &self,
+        transaction: DatabaseTransaction,
+        changes: Vec<Change>,
+    ) -> Result<(), StoreError> {
+        if transaction.get_database_backend() == DbBackend::Postgres {
+            for change in &changes {
+                let payload = serde_json::to_string(&Notification {
+                    origin: self.inner.origin.clone(),
+                    change: change.clone(),
+                })
+                .map_err(|e| StoreError::Corrupt(format!("cannot encode a change: {e}")))?;
+                transaction
+                    .execute_raw(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        "SELECT pg_notify($1, $2)",
+                        [NOTIFY_CHANNEL.into(), payload.into()],
+                    ))
+                    .await?;
+            }
+        }
+        transaction.commit().await?;
+        for change in changes {
+            // No subscriber is fine: nobody is waiting for changes.
+            let _ = self.inner.changes.send(change);
+        }
+        Ok(())
+    }
+
+    // ---- tenants ----
+
+    /// Creates a tenant.
+    pub async fn create_tenant(&self, name: &str, actor: &Actor) -> Result<Tenant, StoreError> {
+        let transaction = self.begin().await?;
+        if tenants::Entity::find_by_id(name)
+            .one(&transaction)
+            .await?
+            .is_some()
+        {
+            return Err(already_exists(kinds::TENANT, name));
+        }
+        let now = now_ms();
+        let row = tenants::ActiveModel {
+            name: Set(name.to_owned()),
+            created_at_ms: Set(now),
+        };
+        tenants::Entity::insert(row)
+            .exec_without_returning(&transaction)
+            .await
+            .map_err(|e| insert_error(e, kinds::TENANT, name))?;
+        audit(
+            &transaction,
+            actor,
+            "create",
+            kinds::TENANT,
+            Some(name),
+            name,
+        )
+        .await?;
+        self.commit(transaction, vec![Change::Tenant(name.to_owned())])
+            .await?;
+        Ok(Tenant {
+            name: name.to_owned(),
+            created_at_ms: now,
+        })
+    }
+
+    /// One tenant.
+    pub async fn get_tenant(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
+        Ok(tenants::Entity::find_by_id(name)
+            .one(self.db())
+            .await?
+            .map(tenant_from_row))
+    }
+
+    /// Every tenant, by name.
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        Ok(tenants::Entity::find()
+            .order_by_asc(tenants::Column::Name)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(tenant_from_row)
+            .collect())
+    }
+
+    /// Deletes a tenant with its API tokens and cluster tombstones. Refused
+    /// ([`StoreError::Conflict`]) while it has clusters that are not deleted, or
+    /// pipelines.
+    pub async fn delete_tenant(&self, name: &str, actor: &Actor) -> Result<(), StoreError> {
+        let transaction = self.begin().await?;
+        if tenants::Entity::find_by_id(name)
+            .one(&transaction)
+            .await?
+            .is_none()
+        {
+            return Err(not_found(kinds::TENANT, name));
+        }
+        let live_clusters = clusters::Entity::find()
+            .filter(clusters::Column::Tenant.eq(name))
+            .filter(clusters::Column::State.ne(ClusterState::Deleted.as_str()))
+            .count(&transaction)
+            .await?;
+        let pipelines = pipelines::Entity::find()
+            .filter(pipelines::Column::Tenant.eq(name))
+            .count(&transaction)
+            .await?;
+        if live_clusters > 0 || pipelines > 0 {
+            return Err(StoreError::Conflict(format!(
+                "tenant {name:?} still has {live_clusters} cluster(s) and {pipelines} \
+                 pipeline(s); delete them first"
+            )));
+        }
+        let tenant_clusters = Query::select()
+            .column(clusters::Column::Name)
+            .from(clusters::Entity)
+            .and_where(clusters::Column::Tenant.eq(name))
+            .to_owned();
+        join_tokens::Entity::delete_many()
+            .filter(join_tokens::Column::Cluster.in_subquery(tenant_clusters.clone()))
+            .exec(&transaction)
+            .await?;
+        cluster_reports::Entity::delete_many()
+            .filter(cluster_reports::Column::Cluster.in_subquery(tenant_clusters))
+            .exec(&transaction)
+            .await?;
+        clusters::Entity::delete_many()
+            .filter(clusters::Column::Tenant.eq(name))
+            .exec(&transaction)
+            .await?;
+        api_tokens::Entity::delete_many()
+            .filter(api_tokens::Column::Tenant.eq(name))
+            .exec(&transaction)
+            .await?;
+        tenants::Entity::delete_by_id(name)
+            .exec(&transaction)
+            .await?;
+        audit(
+            &transaction,
+            actor,
+            "delete",
+            kinds::TENANT,
+            Some(name),
+            name,
+        )
+        .await?;
+        self.commit(transaction, vec![Change::Tenant(name.to_owned())])
+            .await
+    }
+
+    // ---- API tokens ----
+
+    /// Creates an API token for a tenant (or an administrator token for `None`).
+    /// Returns its description and the plaintext, which is not stored and cannot be
+    /// shown again.
+    pub async fn create_api_token(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<(ApiTokenInfo, String), StoreError> {
+        let plaintext = random_token(API_TOKEN_PREFIX)?;
+        let id = random_hex(TOKEN_ID_RANDOM_BYTES)?;
+        let transaction = self.begin().await?;
+        if let Some(tenant) = tenant
+            && tenants::Entity::find_by_id(tenant)
+                .one(&transaction)
+                .await?
+                .is_none()
+        {
+            return Err(not_found(kinds::TENANT, tenant));
+        }
+        let now = now_ms();
+        let row = api_tokens::ActiveModel {
+            id: Set(id.clone()),
+            name: Set(name.to_owned()),
+            token_hash: Set(token_hash(&plaintext)),
+            tenant: Set(tenant.map(str::to_owned)),
+            created_at_ms: Set(now),
+            revoked_at_ms: Set(None),
+        };
+        api_tokens::Entity::insert(row)
+            .exec_without_returning(&transaction)
+            .await
+            .map_err(|e| insert_error(e, kinds::API_TOKEN, &id))?;
+        audit(&transaction, actor, "create", kinds::API_TOKEN, tenant, &id).await?;
+        self.commit(transaction, Vec::new()).await?;
+        let info = ApiTokenInfo {
+            id,
+            name: name.to_owned(),
+            tenant: tenant.map(str::to_owned),
+            created_at_ms: now,
+        };
+        Ok((info, plaintext))
+    }
+
+    /// Makes `plaintext` the bootstrap administrator token (id
+    /// [`BOOTSTRAP_ADMIN_TOKEN_ID`]), replacing a previous bootstrap token and lifting a
+    /// revocation. Idempotent.
+    pub async fn ensure_admin_token(&self, plaintext: &str) -> Result<(), StoreError> {
+        let hash = token_hash(plaintext);
+        let transaction = self.begin().await?;
+        let existing = api_tokens::Entity::find_by_id(BOOTSTRAP_ADMIN_TOKEN_ID)
+            .one(&transaction)
+            .await?;
+        match existing {
+            Some(row) if row.token_hash == hash && row.revoked_at_ms.is_none() => return Ok(()),
+            Some(row) => {
+                let mut row = row.into_active_model();
+                row.token_hash = Set(hash);
+                row.tenant = Set(None);
+                row.revoked_at_ms = Set(None);
+                row.update(&transaction)
+                    .await
+                    .map_err(bootstrap_token_error)?;
+            }
+            None => {
+                let row = api_tokens::ActiveModel {
+                    id: Set(BOOTSTRAP_ADMIN_TOKEN_ID.to_owned()),
+                    name: Set(BOOTSTRAP_ADMIN_TOKEN_ID.to_owned()),
+                    token_hash: Set(hash),
+                    tenant: Set(None),
+                    created_at_ms: Set(now_ms()),
+                    revoked_at_ms: Set(None),
+                };
+                api_tokens::Entity::insert(row)
+                    .exec_without_returning(&transaction)
+                    .await
+                    .map_err(bootstrap_token_error)?;
+            }
+        }
+        audit(
+            &transaction,
+            &Actor::system(),
+            "ensure",
+            kinds::API_TOKEN,
+            None,
+            BOOTSTRAP_ADMIN_TOKEN_ID,
+        )
+        .await?;
+        self.commit(transaction, Vec::new()).await
+    }
+
+    /// Who a bearer token belongs to; `None` for unknown or revoked tokens.
+    pub async fn authenticate(&self, plaintext: &str) -> Result<Option<Principal>, StoreError> {
+        if plaintext.is_empty() {
+            return Ok(None);
+        }
+        let row = api_tokens::Entity::find()
+            .filter(api_tokens::Column::TokenHash.eq(token_hash(plaintext)))
+            .filter(api_tokens::Column::RevokedAtMs.is_null())
+            .one(self.db())
+            .await?;
+        Ok(row.map(|row| match row.tenant {
+            None => Principal::Admin,
+            Some(tenant) => Principal::Tenant(tenant),
+        }))
+    }
+
+    /// Tokens that are not revoked: of one tenant, or all of them for `None`.
+    pub async fn list_api_tokens(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<ApiTokenInfo>, StoreError> {
+        let mut query = api_tokens::Entity::find()
+            .filter(api_tokens::Column::RevokedAtMs.is_null())
+            .order_by_asc(api_tokens::Column::CreatedAtMs)
+            .order_by_asc(api_tokens::Column::Id);
+        if let Some(tenant) = tenant {
+            query = query.filter(api_tokens::Column::Tenant.eq(tenant));
+        }
+        Ok(query
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(token_info_from_row)
+            .collect())
+    }
+
+    /// One token that is not revoked, by id (to check who may revoke it).
+    pub async fn get_api_token(&self, id: &str) -> Result<Option<ApiTokenInfo>, StoreError> {
+        Ok(api_tokens::Entity::find_by_id(id)
+            .filter(api_tokens::Column::RevokedAtMs.is_null())
+            .one(self.db())
+            .await?
+            .map(token_info_from_row))
+    }
+
+    /// Revokes a token; it authenticates nobody from now on. Revoking twice is fine.
+    pub async fn revoke_api_token(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        let transaction = self.begin().await?;
+        let row = api_tokens::Entity::find_by_id(id)
+            .one(&transaction)
+            .await?
+            .ok_or_else(|| not_found(kinds::API_TOKEN, id))?;
+        if row.revoked_at_ms.is_some() {
+            return Ok(());
+        }
+        let tenant = row.tenant.clone();
+        let mut row = row.into_active_model();
+        row.revoked_at_ms = Set(Some(now_ms()));
+        row.update(&transaction).await?;
+        audit(
+            &transaction,
+            actor,
+            "revoke",
+            kinds::API_TOKEN,
+            tenant.as_deref(),
+            id,
+        )
+        .await?;
+        self.commit(transaction, Vec::new()).await
+    }
+
+    // ---- clusters and join tokens ----
+
+    /// Registers a cluster in state `provisioning` and mints its first join token.
+    /// Returns the cluster and the token's plaintext.
+    pub async fn create_cluster(
+        &self,
+        new: NewCluster,
+        join_token_ttl: Duration,
+        actor: &Actor,
+    ) -> Result<(Cluster, String), StoreError> {
+        let transaction = self.begin().await?;
+        if tenants::Entity::find_by_id(&new.tenant)
+            .one(&transaction)
+            .await?
+            .is_none()
+        {
+            return Err(not_found(kinds::TENANT, &new.tenant));
+        }
+        if clusters::Entity::find_by_id(&new.name)
+            .one(&transaction)
+            .await?
+            .is_some()
+        {
+            return Err(already_exists(kinds::CLUSTER, &new.name));
+        }
+        let now = now_ms();
+        let row = clusters::ActiveModel {
+            name: Set(new.name.clone()),
+            tenant: Set(new.tenant.clone()),
+            labels: Set(labels_to_json(&new.labels)),
+            state: Set(ClusterState::Provisioning.as_str().to_owned()),
+            api_endpoint: Set(new.api_endpoint.clone()),
+            agent_version: Set(None),
+            agent_instance_id: Set(None),
+            last_seen_ms: Set(None),
+            connected: Set(false),
+            certificate_serial: Set(None),
+            certificate_not_after_ms: Set(None),
+            applied_config_hash: Set(None),
+            created_at_ms: Set(now),
+            deleted_at_ms: Set(None),
+            state_changed_at_ms: Set(now),
+        };
+        clusters::Entity::insert(row)
+            .exec_without_returning(&transaction)
+            .await
+            .map_err(|e| insert_error(e, kinds::CLUSTER, &new.name))?;
+        audit(
+            &transaction,
+            actor,
+            "create",
+            kinds::CLUSTER,
+            Some(&new.tenant),
+            &new.name,
+        )
+        .await?;
+        let token = insert_join_token(&transaction, &new.name, join_token_ttl, now).await?;
+        audit(
+            &transaction,
+            actor,
+            "mint",
+            kinds::JOIN_TOKEN,
+            Some(&new.tenant),
+            &new.name,
+        )
+        .await?;
+        let cluster = Cluster {
+            name: new.name.clone(),
+            tenant: new.tenant.clone(),
+            labels: new.labels,
+            api_endpoint: new.api_endpoint,
+            state: ClusterState::Provisioning,
+            agent_version: None,
+            agent_instance_id: None,
+            last_seen_ms: None,
+            certificate_serial: None,
+            certificate_not_after_ms: None,
+            applied_config_hash: None,
+            created_at_ms: now,
+            deleted_at_ms: None,
+        };
+        self.commit(
+            transaction,
+            vec![Change::Cluster {
+                tenant: new.tenant,
+                name: new.name,
+            }],
+        )
+        .await?;
+        Ok((cluster, token))
+    }
+
+    /// A new single-use join token for an existing cluster (for example to re-join
+    /// after losing the agent's certificate). Earlier unused tokens stay valid until
+    /// they expire.
+    pub async fn mint_join_token(
+        &self,
+        cluster: &str,
+        ttl: Duration,
+        actor: &Actor,
+    ) -> Result<String, StoreError> {
+        let transaction = self.begin().await?;
+        let row = find_cluster(&transaction, cluster).await?;
+        if row.state == ClusterState::Deleted.as_str() {
+            return Err(StoreError::Conflict(format!(
+                "cluster {cluster:?} is deleted; register a new cluster instead"
+            )));
+        }
+        let token = insert_join_token(&transaction, cluster, ttl, now_ms()).await?;
+        audit(
+            &transaction,
+            actor,
+            "mint",
+            kinds::JOIN_TOKEN,
+            Some(&row.tenant),
+            cluster,
+        )
+        .await?;
+        self.commit(
+            transaction,
+            vec![Change::Cluster {
+                tenant: row.tenant,
+                name: cluster.to_owned(),
+            }],
+        )
+        .await?;
+        Ok(token)
+    }
+
+    /// Redeems a join token exactly once (see the module documentation for how this is
+    /// atomic). The outer error is the database; the inner one says why the token was
+    /// refused.
+    pub async fn redeem_join_token(
+        &self,
+        plaintext: &str,
+        now_ms: i64,
+    ) -> Result<Result<Cluster, RedeemError>, StoreError> {
+        let hash = token_hash(plaintext);
+        let transaction = self.begin().await?;
+        let won = join_tokens::Entity::update_many()
+            .col_expr(join_tokens::Column::UsedAtMs, Expr::value(now_ms))
+            .filter(join_tokens::Column::TokenHash.eq(&hash))
+            .filter(join_tokens::Column::UsedAtMs.is_null())
+            .filter(join_tokens::Column::ExpiresAtMs.gt(now_ms))
+            .exec(&transaction)
+            .await?
+            .rows_affected
+            == 1;
+        let Some(token) = join_tokens::Entity::find_by_id(&hash)
+            .one(&transaction)
+            .await?
+        else {
+            return Ok(Err(RedeemError::Unknown));
+        };
+        let row = find_cluster(&transaction, &token.cluster).await?;
+        let cluster = cluster_from_row(row)?;
+        if cluster.state == ClusterState::Deleted {
+            // Roll back: a refused redemption must not use the token up.
+            return Ok(Err(RedeemError::ClusterGone));
+        }
+        if !won {
+            return Ok(Err(if token.used_at_ms.is_some() {
+                RedeemError::AlreadyUsed
+            } else {
+                RedeemError::Expired
+            }));
+        }
+        audit(
+            &transaction,
+            &Actor::agent(&cluster.name),
+            "redeem",
+            kinds::JOIN_TOKEN,
+            Some(&cluster.tenant),
+            &cluster.name,
+        )
+        .await?;
+        self.commit(
+            transaction,
+            vec![Change::Cluster {
+                tenant: cluster.tenant.clone(),
+                name: cluster.name.clone(),
+            }],
+        )
+        .await?;
+        Ok(Ok(cluster))
+    }
+
+    /// One cluster, including tombstones.
+    pub async fn get_cluster(&self, name: &str) -> Result<Option<Cluster>, StoreError> {
+        clusters::Entity::find_by_id(name)
+            .one(self.db())
+            .await?
+            .map(cluster_from_row)
+            .transpose()
+    }
+
+    /// Clusters of one tenant, or all for `None`, by name; tombstones included (state
+    /// `deleted`).
+    pub async fn list_clusters(&self, tenant: Option<&str>) -> Result<Vec<Cluster>, StoreError> {
+        let mut query = clusters::Entity::find().order_by_asc(clusters::Column::Name);
+        if let Some(tenant) = tenant {
+            query = query.filter(clusters::Column::Tenant.eq(tenant));
+        }
+        query
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(cluster_from_row)
+            .collect()
+    }
+
+    /// Replaces a cluster's labels.
+    pub async fn update_cluster_labels(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        actor: &Actor,
+    ) -> Result<Cluster, StoreError> {
+        let transaction = self.begin().await?;
+        let row = find_cluster(&transaction, name).await?;
+        let mut cluster = cluster_from_row(row.clone())?;
+        if cluster.state == ClusterState::Deleted {
+            return Err(StoreError::Conflict(format!("cluster {name:?} is deleted")));
+        }
+        if cluster.labels == labels {
+            return Ok(cluster);
+        }
+        let mut row = row.into_active_model();
+        row.labels = Set(labels_to_json(&labels));
+        row.update(&transaction).await?;
+        audit(
+            &transaction,
+            actor,
+            "update-labels",
+            kinds::CLUSTER,
+            Some(&cluster.tenant),
+            name,
+        )
+        .await?;
+        cluster.labels = labels;
+        self.commit(transaction, vec![cluster_change(&cluster)])
+            .await?;
+        Ok(cluster)
+    }
+
+    /// Moves a cluster to `state` (no-op if it is there already). `Deleted` also sets
+    /// the tombstone time.
+    pub async fn set_cluster_state(
+        &self,
+        name: &str,
+        state: ClusterState,
+        at_ms: i64,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin().await?;
+        let row = find_cluster(&transaction, name).await?;
+        if row.state == state.as_str() {
+            return Ok(());
+        }
+        let tenant = row.tenant.clone();
+        let mut row = row.into_active_model();
+        row.state = Set(state.as_str().to_owned());
+        row.state_changed_at_ms = Set(at_ms);
+        if state == ClusterState::Deleted {
+            row.deleted_at_ms = Set(Some(at_ms));
+            row.connected = Set(false);
+        }
+        row.update(&transaction).await?;
+        audit(
+            &transaction,
+            actor,
+            &format!("set-state:{state}"),
+            kinds::CLUSTER,
+            Some(&tenant),
+            name,
+        )
+        .await?;
+        self.commit(
+            transaction,
+            vec![Change::Cluster {
+                tenant,
+                name: name.to_owned(),
+            }],
+        )
+        .await
+    }
+
+    /// Deletes a cluster, leaving a tombstone: state `deleted`, `deleted_at_ms` set,
+    /// join tokens and certificates refused from now on. Deleting a tombstone is a
+    /// no-op.
+    pub async fn delete_cluster(&self, name: &str, actor: &Actor) -> Result<(), StoreError> {
+        let transaction = self.begin().await?;
+        let row = find_cluster(&transaction, name).await?;
+        if row.state == ClusterState::Deleted.as_str() {
+            return Ok(());
+        }
+        let tenant = row.tenant.clone();
+        let now = now_ms();
+        let mut row = row.into_active_model();
+        row.state = Set(ClusterState::Deleted.as_str().to_owned());
+        row.state_changed_at_ms = Set(now);
+        row.deleted_at_ms = Set(Some(now));
+        row.connected = Set(false);
+        row.update(&transaction).await?;
+        audit(
+            &transaction,
+            actor,
+            "delete",
+            kinds::CLUSTER,
+            Some(&tenant),
+            name,
+        )
+        .await?;
+        self.commit(
+            transaction,
+            vec![Change::Cluster {
+                tenant,
+                name: name.to_owned(),
+            }],
+        )
+        .await
+    }
+
+    /// Records the client certificate just issued to the cluster's agent.
+    pub async fn set_cluster_certificate(
+        &self,
+        name: &str,
+        serial_hex: &str,
+        not_after_ms: i64,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin().await?;
+        let row = find_cluster(&transaction, name).await?;
+        if row.state == ClusterState::Deleted.as_str() {
+            return Err(StoreError::Conflict(format!("cluster {name:?} is deleted")));
+        }
+        let tenant = row.tenant.clone();
+        let mut row = row.into_active_model();
+        row.certificate_serial = Set(Some(serial_hex.to_owned()));
+        row.certificate_not_after_ms = Set(Some(not_after_ms));
+        row.update(&transaction).await?;
+        audit(
+            &transaction,
+            &Actor::system(),
+            "issue-certificate",
+            kinds::CLUSTER,
+            Some(&tenant),
+            name,
+        )
+        .await?;
+        self.commit(
+            transaction,
+            vec![Change::Cluster {
+                tenant,
+                name: name.to_owned(),
+            }],
+        )
+        .await
+    }
+
+    /// Notes that the cluster's agent was heard from; `provisioning` and `silent`
+    /// become `active`.
+    pub async fn record_agent_seen(
+        &self,
+        name: &str,
+        instance_id: &str,
+        version: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin().await?;
+        let row = find_cluster(&transaction, name).await?;
+        let tenant = row.tenant.clone();
+        let old_state: ClusterState = parse_state(&row.state)?;
+        let new_state = match old_state {
+            ClusterState::Provisioning | ClusterState::Silent => ClusterState::Active,
+            other => other,
+        };
+        let agent_changed = row.agent_instance_id.as_deref() != Some(instance_id)
+            || row.agent_version.as_deref() != Some(version);
+        let last_seen = row.last_seen_ms.map_or(at_ms, |seen| seen.max(at_ms));
+        let mut row = row.into_active_model();
+        row.agent_instance_id = Set(Some(instance_id.to_owned()));
+        row.agent_version = Set(Some(version.to_owned()));
+        row.last_seen_ms = Set(Some(last_seen));
+        if new_state != old_state {
+            row.state = Set(new_state.as_str().to_owned());
+            row.state_changed_at_ms = Set(at_ms);
+        }
+        row.update(&transaction).await?;
+        if new_state != old_state {
+            audit(
+                &transaction,
+                &Actor::agent(name),
+                &format!("set-state:{new_state}"),
+                kinds::CLUSTER,
+                Some(&tenant),
+                name,
+            )
+            .await?;
+        }
+        let changes = if new_state != old_state || agent_changed {
+            vec![Change::Cluster {
+                tenant,
+                name: name.to_owned(),
+            }]
+        } else {
+            Vec::new()
+        };
+        self.commit(transaction, changes).await
+    }
+
+    /// Stores the agent's latest configuration report; `APPLIED` also sets the
+    /// cluster's `applied_config_hash`.
+    pub async fn record_config_report(
+        &self,
+        cluster: &str,
+        report: ConfigReport,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin().await?;
+        let row = find_cluster(&transaction, cluster).await?;
+        let tenant = row.tenant.clone();
+        let mut changes = vec![Change::ClusterReport(cluster.to_owned())];
+        if report.state == CONFIG_STATE_APPLIED
+            && row.applied_config_hash.as_deref() != Some(report.config_hash.as_str())
+        {
+            let mut row = row.into_active_model();
+            row.applied_config_hash = Set(Some(report.config_hash.clone()));
+            row.update(&transaction).await?;
+            changes.push(Change::Cluster {
+                tenant,
+                name: cluster.to_owned(),
+            });
+        }
+        let json = serde_json::to_value(&report)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode a config report: {e}")))?;
+        let report_row = cluster_reports::ActiveModel {
+            cluster: Set(cluster.to_owned()),
+            config_report: Set(Some(json)),
+            updated_at_ms: Set(now_ms()),
+            ..Default::default()
+        };
+        cluster_reports::Entity::insert(report_row)
+            .on_conflict(
+                OnConflict::column(cluster_reports::Column::Cluster)
+                    .update_columns([
+                        cluster_reports::Column::ConfigReport,
+                        cluster_reports::Column::UpdatedAtMs,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&transaction)
+            .await?;
+        self.commit(transaction, changes).await
+    }
+
+    /// Stores the agent's latest health report.
+    pub async fn record_health(
+        &self,
+        cluster: &str,
+        health: serde_json::Value,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin().await?;
+        find_cluster(&transaction, cluster).await?;
+        let report_row = cluster_reports::ActiveModel {
+            cluster: Set(cluster.to_owned()),
+            health: Set(Some(health)),
+            health_at_ms: Set(Some(at_ms)),
+            updated_at_ms: Set(now_ms()),
+            ..Default::default()
+        };
+        cluster_reports::Entity::insert(report_row)
+            .on_conflict(
+                OnConflict::column(cluster_reports::Column::Cluster)
+                    .update_columns([
+                        cluster_reports::Column::Health,
+                        cluster_reports::Column::HealthAtMs,
+                        cluster_reports::Column::UpdatedAtMs,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&transaction)
+            .await?;
+        self.commit(transaction, vec![Change::ClusterReport(cluster.to_owned())])
+            .await
+    }
+
+    /// Notes whether an agent stream is open for the cluster.
+    pub async fn set_connected(&self, cluster: &str, connected: bool) -> Result<(), StoreError> {
+        let transaction = self.begin().await?;
+        let row = find_cluster(&transaction, cluster).await?;
+        if row.connected == connected {
+            return Ok(());
+        }
+        let mut row = row.into_active_model();
+        row.connected = Set(connected);
+        row.update(&transaction).await?;
+        self.commit(transaction, vec![Change::ClusterReport(cluster.to_owned())])
+            .await
+    }
+
+    /// The latest reports of a cluster; `None` if the cluster does not exist.
+    pub async fn cluster_report(&self, cluster: &str) -> Result<Option<ClusterReport>, StoreError> {
+        let Some(row) = clusters::Entity::find_by_id(cluster).one(self.db()).await? else {
+            return Ok(None);
+        };
+        let report = cluster_reports::Entity::find_by_id(cluster)
+            .one(self.db())
+            .await?;
+        let (config, health) = match report {
+            None => (None, None),
+            Some(report) => {
+                let config = report
+                    .config_report
+                    .map(|json| {
+                        serde_json::from_value::<ConfigReport>(json).map_err(|e| {
+                            StoreError::Corrupt(format!(
+                                "config report of cluster {cluster:?}: {e}"
+                            ))
+                        })
+                    })
+                    .transpose()?;
+                (config, report.health)
+            }
+        };
+        Ok(Some(ClusterReport {
+            cluster: cluster.to_owned(),
+            config,
+            health,
+            connected: row.connected,
+        }))
+    }
+
+    // ---- pipelines ----
+
+    /// Replaces every `***` inline value of `resource` with the value stored for the
+    /// same field of the tenant's pipeline of that name. The API calls this before
+    /// validating an update (validation would refuse `***` as PEM, for example);
+    /// [`Store::apply_pipeline`] does it again, so calling it is optional otherwise.
+    /// [`StoreError::Conflict`] names a field sent as `***` that has no stored value.
+    pub async fn restore_masked_secrets(
+        &self,
+        tenant: &str,
+        resource: &mut MetricPipeline,
+    ) -> Result<(), StoreError> {
+        let name = resource.metadata.name.clone().unwrap_or_default();
+        let stored = pipelines::Entity::find_by_id((tenant.to_owned(), name))
+            .one(self.db())
+            .await?
+            .map(|row| self.open_document(&row))
+            .transpose()?;
+        restore_masked(resource, stored.as_ref())
+    }
+
+    /// Creates or updates a pipeline of `tenant`. Inline secret values are sealed
+    /// before they are written; `***` keeps the stored value of that field. The
+    /// generation grows only when the spec changed. Returns the stored pipeline and
+    /// whether it was created.
+    pub async fn apply_pipeline(
+        &self,
+        tenant: &str,
+        pipeline: ValidatedPipeline,
+        actor: &Actor,
+    ) -> Result<(StoredPipeline, bool), StoreError> {
+        let name = pipeline.name().to_owned();
+        let mut resource = normalize(pipeline.into_resource());
+        let transaction = self.begin().await?;
+        if tenants::Entity::find_by_id(tenant)
+            .one(&transaction)
+            .await?
+            .is_none()
+        {
+            return Err(not_found(kinds::TENANT, tenant));
+        }
+        let existing = pipelines::Entity::find_by_id((tenant.to_owned(), name.clone()))
+            .one(&transaction)
+            .await?;
+        let stored = existing
+            .as_ref()
+            .map(|row| self.open_document(row))
+            .transpose()?;
+        restore_masked(&mut resource, stored.as_ref())?;
+        let validated = kaas_pipeline::validate(&resource).map_err(|errors| {
+            StoreError::Conflict(format!(
+                "pipeline {name:?} is invalid with the stored secret values: {errors}"
+            ))
+        })?;
+        let now = now_ms();
+        let change = Change::Pipeline {
+            tenant: tenant.to_owned(),
+            name: name.clone(),
+        };
+        let (result, created) = match (existing, stored) {
+            (Some(row), Some(stored)) => {
+                let spec_changed = stored.spec != resource.spec;
+                if !spec_changed && stored.metadata == resource.metadata {
+                    return Ok((self.stored_pipeline(row, validated)?, false));
+                }
+                let generation = row.generation + i64::from(spec_changed);
+                let mut active = row.into_active_model();
+                active.spec = Set(self.seal_document(&resource)?);
+                active.generation = Set(generation);
+                active.updated_at_ms = Set(now);
+                let row = active.update(&transaction).await?;
+                audit(
+                    &transaction,
+                    actor,
+                    "update",
+                    kinds::PIPELINE,
+                    Some(tenant),
+                    &name,
+                )
+                .await?;
+                (self.stored_pipeline(row, validated)?, false)
+            }
+            _ => {
+                let status = serde_json::to_value(MetricPipelineStatus::default())
+                    .map_err(|e| StoreError::Corrupt(format!("cannot encode a status: {e}")))?;
+                let row = pipelines::Model {
+                    tenant: tenant.to_owned(),
+                    name: name.clone(),
+                    spec: self.seal_document(&resource)?,
+                    generation: 1,
+                    status,
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                };
+                pipelines::Entity::insert(row.clone().into_active_model())
+                    .exec_without_returning(&transaction)
+                    .await
+                    .map_err(|e| insert_error(e, kinds::PIPELINE, &format!("{tenant}/{name}")))?;
+                audit(
+                    &transaction,
+                    actor,
+                    "create",
+                    kinds::PIPELINE,
+                    Some(tenant),
+                    &name,
+                )
+                .await?;
+                (self.stored_pipeline(row, validated)?, true)
+            }
+        };
+        self.commit(transaction, vec![change]).await?;
+        Ok((result, created))
+    }
+
+    /// One pipeline, secrets in plaintext.
+    pub async fn get_pipeline(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<StoredPipeline>, StoreError> {
+        pipelines::Entity::find_by_id((tenant.to_owned(), name.to_owned()))
+            .one(self.db())
+            .await?
+            .map(|row| self.load_pipeline(row))
+            .transpose()
+    }
+
+    /// Pipelines of one tenant, or all for `None`, by tenant and name.
+    pub async fn list_pipelines(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<StoredPipeline>, StoreError> {
+        let mut query = pipelines::Entity::find()
+            .order_by_asc(pipelines::Column::Tenant)
+            .order_by_asc(pipelines::Column::Name);
+        if let Some(tenant) = tenant {
+            query = query.filter(pipelines::Column::Tenant.eq(tenant));
+        }
+        query
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|row| self.load_pipeline(row))
+            .collect()
+    }
+
+    /// Deletes a pipeline.
+    pub async fn delete_pipeline(
+        &self,
+        tenant: &str,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin().await?;
+        let deleted = pipelines::Entity::delete_by_id((tenant.to_owned(), name.to_owned()))
+            .exec(&transaction)
+            .await?
+            .rows_affected;
+        if deleted == 0 {
+            return Err(not_found(kinds::PIPELINE, &format!("{tenant}/{name}")));
+        }
+        audit(
+            &transaction,
+            actor,
+            "delete",
+            kinds::PIPELINE,
+            Some(tenant),
+            name,
+        )
+        .await?;
+        self.commit(
+            transaction,
+            vec![Change::Pipeline {
+                tenant: tenant.to_owned(),
+                name: name.to_owned(),
+            }],
+        )
+        .await
+    }
+
+    /// Stores a pipeline's status (no-op if unchanged).
+    pub async fn set_pipeline_status(
+        &self,
+        tenant: &str,
+        name: &str,
+        status: MetricPipelineStatus,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_value(&status)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode a status: {e}")))?;
+        let transaction = self.begin().await?;
+        let row = pipelines::Entity::find_by_id((tenant.to_owned(), name.to_owned()))
+            .one(&transaction)
+            .await?
+            .ok_or_else(|| not_found(kinds::PIPELINE, &format!("{tenant}/{name}")))?;
+        if row.status == json {
+            return Ok(());
+        }
+        let mut row = row.into_active_model();
+        row.status = Set(json);
+        row.update(&transaction).await?;
+        self.commit(
+            transaction,
+            vec![Change::Pipeline {
+                tenant: tenant.to_owned(),
+                name: name.to_owned(),
+            }],
+        )
+        .await
+    }
+
+    /// The pipelines a cluster runs: its tenant's pipelines whose cluster selector
+    /// matches its labels, by name, secrets in plaintext.
+    pub async fn pipelines_for_cluster(
+        &self,
+        cluster: &Cluster,
+    ) -> Result<Vec<ValidatedPipeline>, StoreError> {
+        Ok(self
+            .list_pipelines(Some(&cluster.tenant))
+            .await?
+            .into_iter()
+            .map(|stored| stored.pipeline)
+            .filter(|pipeline| pipeline.spec().cluster_selector.matches(&cluster.labels))
+            .collect())
+    }
+
+    // ---- audit ----
+
+    /// The newest `limit` audit entries, newest first.
+    pub async fn audit_entries(&self, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(audit_log::Entity::find()
+            .order_by_desc(audit_log::Column::Id)
+            .limit(limit)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|row| AuditEntry {
+                at_ms: row.at_ms,
+                actor: row.actor,
+                action: row.action,
+                kind: row.kind,
+                name: row.name,
+                tenant: row.tenant,
+            })
+            .collect())
+    }
+
+    // ---- pipeline documents ----
+
+    /// The document as stored: every inline secret value sealed.
+    fn seal_document(&self, resource: &MetricPipeline) -> Result<serde_json::Value, StoreError> {
+        let mut sealed = resource.clone();
+        for (_, value) in sealed.spec.output.inline_secrets_mut() {
+            *value = SecretString::new(self.inner.secrets.seal(value.expose())?);
+        }
+        serde_json::to_value(&sealed)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode a pipeline: {e}")))
+    }
+
+    /// The stored document with its secrets opened.
+    fn open_document(&self, row: &pipelines::Model) -> Result<MetricPipeline, StoreError> {
+        let mut resource: MetricPipeline =
+            serde_json::from_value(row.spec.clone()).map_err(|e| {
+                StoreError::Corrupt(format!("pipeline {}/{}: {e}", row.tenant, row.name))
+            })?;
+        for (path, value) in resource.spec.output.inline_secrets_mut() {
+            let plaintext = self
+                .inner
+                .secrets
+                .open(value.expose())
+                .map_err(|e| match e {
+                    SecretError::Format => StoreError::Corrupt(format!(
+                        "pipeline {}/{}: spec.output.{path} is not sealed",
+                        row.tenant, row.name
+                    )),
+                    other => StoreError::Secrets(other),
+                })?;
+            *value = SecretString::new(plaintext);
+        }
+        Ok(resource)
+    }
+
+    fn load_pipeline(&self, row: pipelines::Model) -> Result<StoredPipeline, StoreError> {
+        let resource = self.open_document(&row)?;
+        let validated = kaas_pipeline::validate(&resource).map_err(|errors| {
+            StoreError::Corrupt(format!(
+                "stored pipeline {}/{} no longer validates: {errors}",
+                row.tenant, row.name
+            ))
+        })?;
+        self.stored_pipeline(row, validated)
+    }
+
+    fn stored_pipeline(
+        &self,
+        row: pipelines::Model,
+        pipeline: ValidatedPipeline,
+    ) -> Result<StoredPipeline, StoreError> {
+        let status = serde_json::from_value(row.status).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "status of pipeline {}/{}: {e}",
+                row.tenant, row.name
+            ))
+        })?;
+        Ok(StoredPipeline {
+            tenant: row.tenant,
+            pipeline,
+            generation: row.generation,
+            status,
+            created_at_ms: row.created_at_ms,
+            updated_at_ms: row.updated_at_ms,
+        })
+    }
+}
+
+/// Keeps what identifies and describes a pipeline (name, labels, annotations) and its
+/// spec; drops server-set metadata and status.
+fn normalize(mut resource: MetricPipeline) -> MetricPipeline {
+    let mut given = std::mem::take(&mut resource.metadata);
+    resource.metadata.name = given.name.take();
+    resource.metadata.labels = given.labels.take().filter(|labels| !labels.is_empty());
+    resource.metadata.annotations = given
+        .annotations
+        .take()
+        .filter(|annotations| !annotations.is_empty());
+    resource.status = None;
+    resource
+}
+
+/// Replaces `***` values by the stored value of the same field path.
+fn restore_masked(
+    resource: &mut MetricPipeline,
+    stored: Option<&MetricPipeline>,
+) -> Result<(), StoreError> {
+    let mut stored_values: BTreeMap<String, String> = match stored {
+        None => BTreeMap::new(),
+        Some(stored) => {
+            let mut stored = stored.clone();
+            stored
+                .spec
+                .output
+                .inline_secrets_mut()
+                .into_iter()
+                .map(|(path, value)| (path, value.expose().to_owned()))
+                .collect()
+        }
+    };
+    let mut missing = BTreeSet::new();
+    for (path, value) in resource.spec.output.inline_secrets_mut() {
+        if value.expose() != MASKED_SECRET {
+            continue;
+        }
+        match stored_values.remove(&path) {
+            Some(stored) if stored != MASKED_SECRET => *value = SecretString::new(stored),
+            _ => {
+                missing.insert(format!("spec.output.{path}"));
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "{} {} \"***\", which keeps a stored secret, but no value is stored for {}; \
+             send the real value",
+            missing.iter().cloned().collect::<Vec<_>>().join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
+            if missing.len() == 1 { "it" } else { "them" },
+        )))
+    }
+}
+
+async fn audit(
+    transaction: &DatabaseTransaction,
+    actor: &Actor,
+    action: &str,
+    kind: &str,
+    tenant: Option<&str>,
+    name: &str,
+) -> Result<(), StoreError> {
+    let row = audit_log::ActiveModel {
+        at_ms: Set(now_ms()),
+        actor: Set(actor.0.clone()),
+        action: Set(action.to_owned()),
+        kind: Set(kind.to_owned()),
+        tenant: Set(tenant.map(str::to_owned)),
+        name: Set(name.to_owned()),
+        ..Default::default()
+    };
+    audit_log::Entity::insert(row)
+        .exec_without_returning(transaction)
+        .await?;
+    Ok(())
+}
+
+async fn find_cluster(
+    transaction: &DatabaseTransaction,
+    name: &str,
+) -> Result<clusters::Model, StoreError> {
+    clusters::Entity::find_by_id(name)
+        .one(transaction)
+        .await?
+        .ok_or_else(|| not_found(kinds::CLUSTER, name))
+}
+
+async fn insert_join_token(
+    transaction: &DatabaseTransaction,
+    cluster: &str,
+    ttl: Duration,
+    now: i64,
+) -> Result<String, StoreError> {
+    let plaintext = random_token(JOIN_TOKEN_PREFIX)?;
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let row = join_tokens::ActiveModel {
+        token_hash: Set(token_hash(&plaintext)),
+        cluster: Set(cluster.to_owned()),
+        created_at_ms: Set(now),
+        expires_at_ms: Set(now.saturating_add(ttl_ms)),
+        used_at_ms: Set(None),
+    };
+    join_tokens::Entity::insert(row)
+        .exec_without_returning(transaction)
+        .await?;
+    Ok(plaintext)
+}
+
+/// Receives other replicas' notifications and republishes them locally, reconnecting
+/// with backoff; after a reconnect, republishes every cluster and pipeline because
+/// notifications sent in the gap are lost.
+async fn listen_for_changes(
+    db: DatabaseConnection,
+    changes: broadcast::Sender<Change>,
+    origin: String,
+    ready: oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let pool = db.get_postgres_connection_pool().clone();
+    let mut backoff = LISTENER_BACKOFF_MIN;
+    let mut connected_before = false;
+    loop {
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.listen(NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match listener {
+            Ok(mut listener) => {
+                if connected_before {
+                    tracing::info!("change listener reconnected to PostgreSQL; resyncing");
+                    if let Err(error) = republish_everything(&db, &changes).await {
+                        tracing::warn!(%error, "cannot list clusters and pipelines for a resync");
+                    }
+                }
+                connected_before = true;
+                backoff = LISTENER_BACKOFF_MIN;
+                if let Some(ready) = ready.take() {
+                    // `connect` may have stopped waiting; that is fine.
+                    let _ = ready.send(());
+                }
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(notification)) => {
+                            match serde_json::from_str::<Notification>(notification.payload()) {
+                                Ok(message) if message.origin == origin => {}
+                                Ok(message) => {
+                                    let _ = changes.send(message.change);
+                                }
+                                Err(error) => {
+                                    tracing::warn!(%error, "ignoring a malformed change notification");
+                                }
+                            }
+                        }
+                        Ok(None) => {
+                            tracing::warn!("change listener lost its PostgreSQL connection");
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "change listener failed");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "cannot listen for changes on PostgreSQL");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LISTENER_BACKOFF_MAX);
+    }
+}
+
+async fn republish_everything(
+    db: &DatabaseConnection,
+    changes: &broadcast::Sender<Change>,
+) -> Result<(), DbErr> {
+    let clusters: Vec<(String, String)> = clusters::Entity::find()
+        .select_only()
+        .column(clusters::Column::Tenant)
+        .column(clusters::Column::Name)
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (tenant, name) in clusters {
+        let _ = changes.send(Change::Cluster { tenant, name });
+    }
+    let pipelines: Vec<(String, String)> = pipelines::Entity::find()
+        .select_only()
+        .column(pipelines::Column::Tenant)
+        .column(pipelines::Column::Name)
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (tenant, name) in pipelines {
+        let _ = changes.send(Change::Pipeline { tenant, name });
+    }
+    Ok(())
+}
+
+fn tenant_from_row(row: tenants::Model) -> Tenant {
+    Tenant {
+        name: row.name,
+        created_at_ms: row.created_at_ms,
+    }
+}
+
+fn token_info_from_row(row: api_tokens::Model) -> ApiTokenInfo {
+    ApiTokenInfo {
+        id: row.id,
+        name: row.name,
+        tenant: row.tenant,
+        created_at_ms: row.created_at_ms,
+    }
+}
+
+fn parse_state(text: &str) -> Result<ClusterState, StoreError> {
+    text.parse().map_err(StoreError::Corrupt)
+}
+
+fn cluster_from_row(row: clusters::Model) -> Result<Cluster, StoreError> {
+    let labels = serde_json::from_value(row.labels)
+        .map_err(|e| StoreError::Corrupt(format!("labels of cluster {:?}: {e}", row.name)))?;
+    Ok(Cluster {
+        state: parse_state(&row.state)?,
+        name: row.name,
+        tenant: row.tenant,
+        labels,
+        api_endpoint: row.api_endpoint,
+        agent_version: row.agent_version,
+        agent_instance_id: row.agent_instance_id,
+        last_seen_ms: row.last_seen_ms,
+        certificate_serial: row.certificate_serial,
+        certificate_not_after_ms: row.certificate_not_after_ms,
+        applied_config_hash: row.applied_config_hash,
+        created_at_ms: row.created_at_ms,
+        deleted_at_ms: row.deleted_at_ms,
+    })
+}
+
+fn cluster_change(cluster: &Cluster) -> Change {
+    Change::Cluster {
+        tenant: cluster.tenant.clone(),
+        name: cluster.name.clone(),
+    }
+}
+
+fn labels_to_json(labels: &BTreeMap<String, String>) -> serde_json::Value {
+    serde_json::Value::Object(
+        labels
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+fn not_found(kind: &'static str, name: &str) -> StoreError {
+    StoreError::NotFound {
+        kind,
+        name: name.to_owned(),
+    }
+}
+
+fn already_exists(kind: &'static str, name: &str) -> StoreError {
+    StoreError::AlreadyExists {
+        kind,
+        name: name.to_owned(),
+    }
+}
+
+/// A concurrent insert of the same key (another replica) reads as "already exists".
+fn insert_error(error: DbErr, kind: &'static str, name: &str) -> StoreError {
+    if StoreError::is_unique_violation(&error) {
+        already_exists(kind, name)
+    } else {
+        StoreError::Database(error)
+    }
+}
+
+fn bootstrap_token_error(error: DbErr) -> StoreError {
+    if StoreError::is_unique_violation(&error) {
+        StoreError::Conflict(
+            "the bootstrap admin token is already in use as another API token; choose another"
+                .into(),
+        )
+    } else {
+        StoreError::Database(error)
+    }
+}
+
+/// Lower-case hex SHA-256: how tokens are stored and looked up.
+fn token_hash(plaintext: &str) -> String {
+    hex::encode(Sha256::digest(plaintext.as_bytes()))
+}
+
+fn random_bytes(count: usize) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = vec![0u8; count];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StoreError::Secrets(SecretError::Random))?;
+    Ok(bytes)
+}
+
+fn random_hex(count: usize) -> Result<String, StoreError> {
+    Ok(hex::encode(random_bytes(count)?))
+}
+
+/// `<prefix><base64url of 32 random bytes>`.
+fn random_token(prefix: &str) -> Result<String, StoreError> {
+    Ok(format!(
+        "{prefix}{}",
+        URL_SAFE_NO_PAD.encode(random_bytes(TOKEN_RANDOM_BYTES)?)
+    ))
+}
+
+/// The current time in Unix milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}

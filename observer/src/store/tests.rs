@@ -1,0 +1,1603 @@
+//! Store tests, run against SQLite and PostgreSQL.
+//!
+//! Each scenario is an `async fn(&TestDb)` written once; [`store_tests!`] turns it into
+//! `store::tests::sqlite::<scenario>` (a temporary file) and
+//! `store::tests::postgres::<scenario>` (a fresh database `kaas_store_<random>` on the
+//! server at `KAAS_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`,
+//! dropped afterwards even if the test fails). An unreachable PostgreSQL fails the
+//! PostgreSQL tests, unless `KAAS_SKIP_POSTGRES=1`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kaas_pipeline::status::{Condition, ConditionStatus, MetricPipelineStatus};
+use kaas_pipeline::{MetricPipeline, ValidatedPipeline};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, EntityTrait, Statement};
+use tokio::sync::broadcast;
+
+use super::*;
+use crate::secrets::SecretBox;
+
+/// The PostgreSQL server tests use unless `KAAS_TEST_POSTGRES_URL` says otherwise.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// How long a change may take to reach another replica (the issue's HA requirement).
+const CROSS_REPLICA_DEADLINE: Duration = Duration::from_secs(2);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Where a test's database lives.
+struct TestDb {
+    url: String,
+    secrets: SecretBox,
+    backend: DbBackend,
+    _sqlite_dir: Option<tempfile::TempDir>,
+    _postgres: Option<PostgresDatabase>,
+}
+
+impl TestDb {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("observer.db");
+        Self {
+            url: format!("sqlite://{}", path.display()),
+            secrets: SecretBox::generate().unwrap(),
+            backend: DbBackend::Sqlite,
+            _sqlite_dir: Some(dir),
+            _postgres: None,
+        }
+    }
+
+    /// `None` when `KAAS_SKIP_POSTGRES=1`; panics with the reason when the server
+    /// cannot be reached.
+    async fn postgres() -> Option<Self> {
+        if std::env::var("KAAS_SKIP_POSTGRES").as_deref() == Ok("1") {
+            eprintln!("KAAS_SKIP_POSTGRES=1: skipping a PostgreSQL store test");
+            return None;
+        }
+        let admin_url = std::env::var("KAAS_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let name = format!("kaas_store_{}", random_hex(8).unwrap());
+        let admin = admin_connection(&admin_url).await;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
+        let (base, _) = admin_url.rsplit_once('/').unwrap();
+        Some(Self {
+            url: format!("{base}/{name}"),
+            secrets: SecretBox::generate().unwrap(),
+            backend: DbBackend::Postgres,
+            _sqlite_dir: None,
+            _postgres: Some(PostgresDatabase { admin_url, name }),
+        })
+    }
+
+    /// A new store on this database (a second replica when called twice).
+    async fn store(&self) -> Store {
+        Store::connect(&self.url, self.secrets.clone())
+            .await
+            .unwrap_or_else(|e| panic!("cannot open the store at {}: {e}", self.url))
+    }
+
+    /// Every row of every table, as text, plus on SQLite the raw database files: what
+    /// someone with a copy of the database would see.
+    async fn raw_contents(&self, store: &Store) -> String {
+        let mut dump = String::new();
+        let db = store.db();
+        dump += &format!("{:?}\n", tenants::Entity::find().all(db).await.unwrap());
+        dump += &format!("{:?}\n", api_tokens::Entity::find().all(db).await.unwrap());
+        dump += &format!("{:?}\n", clusters::Entity::find().all(db).await.unwrap());
+        dump += &format!("{:?}\n", join_tokens::Entity::find().all(db).await.unwrap());
+        dump += &format!("{:?}\n", pipelines::Entity::find().all(db).await.unwrap());
+        dump += &format!(
+            "{:?}\n",
+            cluster_reports::Entity::find().all(db).await.unwrap()
+        );
+        dump += &format!("{:?}\n", audit_log::Entity::find().all(db).await.unwrap());
+        match self.backend {
+            DbBackend::Postgres => {
+                for table in [
+                    "tenants",
+                    "api_tokens",
+                    "clusters",
+                    "join_tokens",
+                    "pipelines",
+                    "cluster_reports",
+                    "audit_log",
+                ] {
+                    let rows = db
+                        .query_all_raw(Statement::from_string(
+                            DbBackend::Postgres,
+                            format!("SELECT row_to_json(t)::text AS row FROM {table} t"),
+                        ))
+                        .await
+                        .unwrap();
+                    for row in rows {
+                        dump += &row.try_get::<String>("", "row").unwrap();
+                        dump.push('\n');
+                    }
+                }
+            }
+            _ => {
+                let path = self.url.trim_start_matches("sqlite://");
+                let main = std::fs::read(path).unwrap();
+                assert!(!main.is_empty(), "{path} is empty");
+                dump += &String::from_utf8_lossy(&main);
+                // Recent writes live in the write-ahead log until a checkpoint.
+                if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
+                    dump += &String::from_utf8_lossy(&wal);
+                }
+            }
+        }
+        dump
+    }
+}
+
+/// Drops the test's PostgreSQL database when the test ends, passed or failed.
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop cannot await, and the test's runtime may be shutting down: use a
+        // thread with its own runtime.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let admin = admin_connection(&admin_url).await;
+                admin.execute_unprepared(&sql).await
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("cannot drop the test database {}: {error}", self.name);
+        }
+    }
+}
+
+async fn admin_connection(url: &str) -> DatabaseConnection {
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    Database::connect(options).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {url}: {e}\nThe store tests need it (CI runs it on \
+             127.0.0.1:5432, trust auth, database `test`); set KAAS_TEST_POSTGRES_URL to use \
+             another server, or KAAS_SKIP_POSTGRES=1 to skip these tests."
+        )
+    })
+}
+
+/// Runs each scenario on SQLite and on PostgreSQL.
+macro_rules! store_tests {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let db = super::TestDb::sqlite().await;
+                    super::$scenario(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let Some(db) = super::TestDb::postgres().await else { return };
+                    super::$scenario(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+store_tests!(
+    tenants_are_created_listed_and_deleted,
+    api_tokens_are_hashed_authenticated_and_revoked,
+    bootstrap_admin_token_is_ensured_and_rotated,
+    cluster_creation_returns_a_join_token_that_redeems_once,
+    expired_and_unknown_join_tokens_are_refused,
+    concurrent_redeemers_of_one_token_have_one_winner,
+    tombstoned_cluster_refuses_redemption,
+    pipeline_generation_grows_only_when_the_spec_changes,
+    masked_secret_keeps_the_stored_value,
+    inline_secrets_are_never_stored_in_plaintext,
+    pipelines_for_cluster_honour_tenant_and_selector,
+    agent_reports_update_the_cluster,
+    audit_trail_records_mutations_without_secrets,
+    change_feed_delivers_changes,
+    reopening_runs_migrations_once,
+);
+
+/// Scenarios that need two replicas on one database: PostgreSQL only.
+mod postgres_replicas {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn change_through_one_replica_reaches_the_other() {
+        let Some(db) = super::TestDb::postgres().await else {
+            return;
+        };
+        super::change_through_one_replica_reaches_the_other(&db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listener_reconnects_after_losing_its_connection() {
+        let Some(db) = super::TestDb::postgres().await else {
+            return;
+        };
+        super::listener_reconnects_after_losing_its_connection(&db).await;
+    }
+}
+
+// ---- fixtures ----
+
+fn admin() -> Actor {
+    Actor::admin()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn new_cluster(name: &str, tenant: &str, pairs: &[(&str, &str)]) -> NewCluster {
+    NewCluster {
+        name: name.to_owned(),
+        tenant: tenant.to_owned(),
+        labels: labels(pairs),
+        api_endpoint: Some(format!("https://{name}.example:6443")),
+    }
+}
+
+fn parse_pipeline(yaml: &str) -> MetricPipeline {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn validated(resource: &MetricPipeline) -> ValidatedPipeline {
+    kaas_pipeline::validate(resource).unwrap()
+}
+
+/// A remote-write pipeline with basic authentication and an inline header value.
+fn pipeline_with_secrets(name: &str, password: &str, header: &str) -> MetricPipeline {
+    parse_pipeline(&format!(
+        r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata:
+  name: {name}
+spec:
+  input:
+    runtime:
+      enabled: true
+  output:
+    prometheusRemoteWrite:
+      url: https://thanos.example/api/v1/receive
+      headers:
+        - name: X-Scope-OrgID
+          value: "{header}"
+      authentication:
+        basic:
+          user: {{value: agent}}
+          password: {{value: "{password}"}}
+"#
+    ))
+}
+
+/// A pipeline without secrets selecting clusters with `env=<env>` (all for `None`).
+fn pipeline_selecting(name: &str, env: Option<&str>) -> ValidatedPipeline {
+    let selector = env
+        .map(|env| format!("  clusterSelector:\n    matchLabels:\n      env: {env}\n"))
+        .unwrap_or_default();
+    validated(&parse_pipeline(&format!(
+        r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata:
+  name: {name}
+spec:
+  input:
+    runtime:
+      enabled: true
+  output:
+    otlp:
+      endpoint: http://collector.example:4317
+{selector}"#
+    )))
+}
+
+fn password_of(stored: &StoredPipeline) -> String {
+    let output = &stored.pipeline.spec().output;
+    let basic = output
+        .prometheus_remote_write
+        .as_ref()
+        .unwrap()
+        .authentication
+        .as_ref()
+        .unwrap()
+        .basic
+        .as_ref()
+        .unwrap();
+    basic.password.value.as_ref().unwrap().expose().to_owned()
+}
+
+async fn next_change(feed: &mut broadcast::Receiver<Change>) -> Change {
+    tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        .await
+        .expect("no change arrived within 5s")
+        .unwrap()
+}
+
+/// Waits until `expected` arrives on `feed`, skipping other changes.
+async fn wait_for(feed: &mut broadcast::Receiver<Change>, expected: &Change, within: Duration) {
+    tokio::time::timeout(within, async {
+        loop {
+            match feed.recv().await {
+                Ok(change) if &change == expected => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("the change feed closed"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{expected:?} did not arrive within {within:?}"));
+}
+
+// ---- scenarios ----
+
+async fn tenants_are_created_listed_and_deleted(db: &TestDb) {
+    let store = db.store().await;
+    let shop = store.create_tenant("shop", &admin()).await.unwrap();
+    assert_eq!(shop.name, "shop");
+    store.create_tenant("bank", &admin()).await.unwrap();
+    assert!(matches!(
+        store.create_tenant("shop", &admin()).await,
+        Err(StoreError::AlreadyExists { kind: "tenant", .. })
+    ));
+    let names: Vec<String> = store
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["bank", "shop"]);
+    assert_eq!(store.get_tenant("shop").await.unwrap(), Some(shop));
+    assert_eq!(store.get_tenant("nobody").await.unwrap(), None);
+
+    // A live cluster blocks deletion; its tombstone does not.
+    store
+        .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
+        .await
+        .unwrap();
+    let error = store.delete_tenant("shop", &admin()).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Conflict(message) if message.contains("1 cluster")),
+        "{error}"
+    );
+    store.delete_cluster("c1", &admin()).await.unwrap();
+
+    // A pipeline blocks deletion.
+    store
+        .apply_pipeline("shop", pipeline_selecting("p1", None), &admin())
+        .await
+        .unwrap();
+    let error = store.delete_tenant("shop", &admin()).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Conflict(message) if message.contains("1 pipeline")),
+        "{error}"
+    );
+    store.delete_pipeline("shop", "p1", &admin()).await.unwrap();
+
+    let (_, token) = store
+        .create_api_token(Some("shop"), "ci", &admin())
+        .await
+        .unwrap();
+    store.delete_tenant("shop", &admin()).await.unwrap();
+    assert_eq!(store.get_tenant("shop").await.unwrap(), None);
+    assert_eq!(
+        store.get_cluster("c1").await.unwrap(),
+        None,
+        "tombstone removed"
+    );
+    assert_eq!(
+        store.authenticate(&token).await.unwrap(),
+        None,
+        "token removed"
+    );
+    assert!(matches!(
+        store.delete_tenant("shop", &admin()).await,
+        Err(StoreError::NotFound { kind: "tenant", .. })
+    ));
+    // The name is free again.
+    store.create_tenant("shop", &admin()).await.unwrap();
+}
+
+async fn api_tokens_are_hashed_authenticated_and_revoked(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    let (admin_info, admin_token) = store.create_api_token(None, "ops", &admin()).await.unwrap();
+    let (shop_info, shop_token) = store
+        .create_api_token(Some("shop"), "ci", &admin())
+        .await
+        .unwrap();
+    assert!(admin_token.starts_with(API_TOKEN_PREFIX), "{admin_token}");
+    assert!(shop_token.len() > 40, "{shop_token}");
+    assert_ne!(admin_token, shop_token);
+    assert_eq!(admin_info.tenant, None);
+    assert_eq!(shop_info.tenant.as_deref(), Some("shop"));
+    assert!(matches!(
+        store.create_api_token(Some("nobody"), "x", &admin()).await,
+        Err(StoreError::NotFound { kind: "tenant", .. })
+    ));
+
+    assert_eq!(
+        store.authenticate(&admin_token).await.unwrap(),
+        Some(Principal::Admin)
+    );
+    assert_eq!(
+        store.authenticate(&shop_token).await.unwrap(),
+        Some(Principal::Tenant("shop".into()))
+    );
+    assert_eq!(store.authenticate("kot_wrong").await.unwrap(), None);
+    assert_eq!(store.authenticate("").await.unwrap(), None);
+
+    // Only hashes are stored.
+    let rows = api_tokens::Entity::find().all(store.db()).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(row.token_hash.len(), 64);
+        assert!(row.token_hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+    let raw = db.raw_contents(&store).await;
+    for token in [&admin_token, &shop_token] {
+        let random_part = token.trim_start_matches(API_TOKEN_PREFIX);
+        assert!(!raw.contains(random_part), "a plaintext token is stored");
+    }
+    assert!(raw.contains(&token_hash(&shop_token)));
+
+    assert_eq!(store.list_api_tokens(None).await.unwrap().len(), 2);
+    assert_eq!(
+        store.list_api_tokens(Some("shop")).await.unwrap(),
+        std::slice::from_ref(&shop_info)
+    );
+    assert_eq!(
+        store.get_api_token(&shop_info.id).await.unwrap(),
+        Some(shop_info.clone())
+    );
+
+    store
+        .revoke_api_token(&shop_info.id, &Actor::tenant("shop"))
+        .await
+        .unwrap();
+    assert_eq!(store.authenticate(&shop_token).await.unwrap(), None);
+    assert!(
+        store
+            .list_api_tokens(Some("shop"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.get_api_token(&shop_info.id).await.unwrap(), None);
+    store
+        .revoke_api_token(&shop_info.id, &admin())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.revoke_api_token("no-such-id", &admin()).await,
+        Err(StoreError::NotFound {
+            kind: "api-token",
+            ..
+        })
+    ));
+    assert_eq!(
+        store.authenticate(&admin_token).await.unwrap(),
+        Some(Principal::Admin)
+    );
+}
+
+async fn bootstrap_admin_token_is_ensured_and_rotated(db: &TestDb) {
+    let store = db.store().await;
+    store.ensure_admin_token("first-secret").await.unwrap();
+    store.ensure_admin_token("first-secret").await.unwrap();
+    assert_eq!(
+        store.authenticate("first-secret").await.unwrap(),
+        Some(Principal::Admin)
+    );
+    let bootstrap_audits = |entries: Vec<AuditEntry>| {
+        entries
+            .into_iter()
+            .filter(|e| e.name == BOOTSTRAP_ADMIN_TOKEN_ID)
+            .count()
+    };
+    assert_eq!(bootstrap_audits(store.audit_entries(100).await.unwrap()), 1);
+
+    store
+        .revoke_api_token(BOOTSTRAP_ADMIN_TOKEN_ID, &admin())
+        .await
+        .unwrap();
+    assert_eq!(store.authenticate("first-secret").await.unwrap(), None);
+    store.ensure_admin_token("first-secret").await.unwrap();
+    assert_eq!(
+        store.authenticate("first-secret").await.unwrap(),
+        Some(Principal::Admin),
+        "ensuring lifts a revocation"
+    );
+
+    store.ensure_admin_token("second-secret").await.unwrap();
+    assert_eq!(store.authenticate("first-secret").await.unwrap(), None);
+    assert_eq!(
+        store.authenticate("second-secret").await.unwrap(),
+        Some(Principal::Admin)
+    );
+    assert_eq!(store.list_api_tokens(None).await.unwrap().len(), 1);
+    assert!(!db.raw_contents(&store).await.contains("second-secret"));
+}
+
+async fn cluster_creation_returns_a_join_token_that_redeems_once(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    assert!(matches!(
+        store
+            .create_cluster(new_cluster("c1", "nobody", &[]), HOUR, &admin())
+            .await,
+        Err(StoreError::NotFound { kind: "tenant", .. })
+    ));
+    let (cluster, token) = store
+        .create_cluster(
+            new_cluster("c1", "shop", &[("env", "prod")]),
+            HOUR,
+            &admin(),
+        )
+        .await
+        .unwrap();
+    assert!(token.starts_with(JOIN_TOKEN_PREFIX), "{token}");
+    assert_eq!(cluster.state, ClusterState::Provisioning);
+    assert_eq!(cluster.labels, labels(&[("env", "prod")]));
+    assert_eq!(
+        store.get_cluster("c1").await.unwrap(),
+        Some(cluster.clone())
+    );
+    assert!(matches!(
+        store
+            .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
+            .await,
+        Err(StoreError::AlreadyExists {
+            kind: "cluster",
+            ..
+        })
+    ));
+
+    let raw = db.raw_contents(&store).await;
+    assert!(!raw.contains(token.trim_start_matches(JOIN_TOKEN_PREFIX)));
+
+    let now = now_ms();
+    assert_eq!(
+        store.redeem_join_token(&token, now).await.unwrap(),
+        Ok(cluster.clone())
+    );
+    assert_eq!(
+        store.redeem_join_token(&token, now + 1).await.unwrap(),
+        Err(RedeemError::AlreadyUsed)
+    );
+
+    // A second token for the same cluster works independently.
+    let again = store.mint_join_token("c1", HOUR, &admin()).await.unwrap();
+    assert_ne!(again, token);
+    assert!(store.redeem_join_token(&again, now).await.unwrap().is_ok());
+    assert!(matches!(
+        store.mint_join_token("nope", HOUR, &admin()).await,
+        Err(StoreError::NotFound {
+            kind: "cluster",
+            ..
+        })
+    ));
+
+    store
+        .set_cluster_certificate("c1", "0a1b2c", now + 1000)
+        .await
+        .unwrap();
+    let cluster = store.get_cluster("c1").await.unwrap().unwrap();
+    assert_eq!(cluster.certificate_serial.as_deref(), Some("0a1b2c"));
+    assert_eq!(cluster.certificate_not_after_ms, Some(now + 1000));
+
+    let updated = store
+        .update_cluster_labels("c1", labels(&[("env", "dev")]), &admin())
+        .await
+        .unwrap();
+    assert_eq!(updated.labels, labels(&[("env", "dev")]));
+    assert_eq!(store.list_clusters(Some("shop")).await.unwrap(), [updated]);
+    assert!(store.list_clusters(Some("bank")).await.unwrap().is_empty());
+    assert_eq!(store.list_clusters(None).await.unwrap().len(), 1);
+}
+
+async fn expired_and_unknown_join_tokens_are_refused(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    let (_, token) = store
+        .create_cluster(
+            new_cluster("c1", "shop", &[]),
+            Duration::from_secs(60),
+            &admin(),
+        )
+        .await
+        .unwrap();
+    let later = now_ms() + 61_000;
+    assert_eq!(
+        store.redeem_join_token(&token, later).await.unwrap(),
+        Err(RedeemError::Expired)
+    );
+    assert_eq!(
+        store
+            .redeem_join_token("kjt_not-a-token", now_ms())
+            .await
+            .unwrap(),
+        Err(RedeemError::Unknown)
+    );
+    // Refusals do not use the token up.
+    let rows = join_tokens::Entity::find().all(store.db()).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].used_at_ms, None);
+    assert!(
+        store
+            .redeem_join_token(&token, now_ms())
+            .await
+            .unwrap()
+            .is_ok()
+    );
+}
+
+async fn concurrent_redeemers_of_one_token_have_one_winner(db: &TestDb) {
+    let first = db.store().await;
+    let second = db.store().await;
+    first.create_tenant("shop", &admin()).await.unwrap();
+    for round in 0..5 {
+        let name = format!("c{round}");
+        let (_, token) = first
+            .create_cluster(new_cluster(&name, "shop", &[]), HOUR, &admin())
+            .await
+            .unwrap();
+        let now = now_ms();
+        let redeemers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                let token = token.clone();
+                tokio::spawn(async move { store.redeem_join_token(&token, now).await })
+            })
+            .collect();
+        let mut wins = 0;
+        for redeemer in redeemers {
+            match redeemer.await.unwrap().unwrap() {
+                Ok(cluster) => {
+                    assert_eq!(cluster.name, name);
+                    wins += 1;
+                }
+                Err(reason) => assert_eq!(reason, RedeemError::AlreadyUsed),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}: {wins} redeemers won");
+    }
+}
+
+async fn tombstoned_cluster_refuses_redemption(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    let (_, token) = store
+        .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
+        .await
+        .unwrap();
+    store.set_connected("c1", true).await.unwrap();
+    store.delete_cluster("c1", &admin()).await.unwrap();
+    store.delete_cluster("c1", &admin()).await.unwrap();
+
+    let tombstone = store.get_cluster("c1").await.unwrap().unwrap();
+    assert_eq!(tombstone.state, ClusterState::Deleted);
+    assert!(tombstone.deleted_at_ms.is_some());
+    assert!(!store.cluster_report("c1").await.unwrap().unwrap().connected);
+
+    assert_eq!(
+        store.redeem_join_token(&token, now_ms()).await.unwrap(),
+        Err(RedeemError::ClusterGone)
+    );
+    assert!(matches!(
+        store.mint_join_token("c1", HOUR, &admin()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.set_cluster_certificate("c1", "ff", now_ms()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .update_cluster_labels("c1", labels(&[("a", "b")]), &admin())
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
+            .await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        store.delete_cluster("nope", &admin()).await,
+        Err(StoreError::NotFound {
+            kind: "cluster",
+            ..
+        })
+    ));
+}
+
+async fn pipeline_generation_grows_only_when_the_spec_changes(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    assert!(matches!(
+        store
+            .apply_pipeline("nobody", pipeline_selecting("p1", None), &admin())
+            .await,
+        Err(StoreError::NotFound { kind: "tenant", .. })
+    ));
+
+    let (stored, created) = store
+        .apply_pipeline("shop", pipeline_selecting("p1", None), &admin())
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(stored.generation, 1);
+    assert_eq!(stored.name(), "p1");
+    assert_eq!(stored.tenant, "shop");
+
+    let (same, created) = store
+        .apply_pipeline("shop", pipeline_selecting("p1", None), &admin())
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(same.generation, 1);
+    assert_eq!(same.updated_at_ms, stored.updated_at_ms, "nothing written");
+
+    let (changed, _) = store
+        .apply_pipeline("shop", pipeline_selecting("p1", Some("prod")), &admin())
+        .await
+        .unwrap();
+    assert_eq!(changed.generation, 2);
+
+    // Metadata only: written, same generation.
+    let mut labelled = changed.pipeline.resource().clone();
+    labelled.metadata.labels = Some(labels(&[("team", "a")]));
+    let (labelled, _) = store
+        .apply_pipeline("shop", validated(&labelled), &admin())
+        .await
+        .unwrap();
+    assert_eq!(labelled.generation, 2);
+    assert_eq!(
+        labelled.pipeline.resource().metadata.labels,
+        Some(labels(&[("team", "a")]))
+    );
+
+    // Server-set metadata and status in the input are not stored.
+    let mut noisy = labelled.pipeline.resource().clone();
+    noisy.metadata.resource_version = Some("42".into());
+    noisy.metadata.generation = Some(7);
+    noisy.status = Some(MetricPipelineStatus {
+        observed_generation: Some(9),
+        conditions: Vec::new(),
+    });
+    let (quiet, _) = store
+        .apply_pipeline("shop", validated(&noisy), &admin())
+        .await
+        .unwrap();
+    assert_eq!(quiet.generation, 2);
+    assert_eq!(quiet.pipeline.resource().metadata.resource_version, None);
+    assert_eq!(quiet.pipeline.resource().status, None);
+
+    let fetched = store.get_pipeline("shop", "p1").await.unwrap().unwrap();
+    assert_eq!(fetched.generation, 2);
+    assert_eq!(
+        fetched.pipeline.spec(),
+        pipeline_selecting("p1", Some("prod")).spec()
+    );
+    assert!(store.get_pipeline("shop", "p2").await.unwrap().is_none());
+
+    let status = MetricPipelineStatus {
+        observed_generation: Some(2),
+        conditions: vec![Condition {
+            type_: kaas_pipeline::status::CONDITION_CONFIGURATION_APPLIED.into(),
+            status: ConditionStatus::True,
+            reason: kaas_pipeline::status::reasons::APPLIED.into(),
+            message: String::new(),
+            last_transition_time: "2025-01-01T00:00:00Z".into(),
+            observed_generation: Some(2),
+        }],
+    };
+    store
+        .set_pipeline_status("shop", "p1", status.clone())
+        .await
+        .unwrap();
+    let fetched = store.get_pipeline("shop", "p1").await.unwrap().unwrap();
+    assert_eq!(fetched.status, status);
+    assert_eq!(fetched.generation, 2, "status does not bump the generation");
+    assert_eq!(fetched.masked_resource().metadata.generation, Some(2));
+    assert!(matches!(
+        store
+            .set_pipeline_status("shop", "p2", MetricPipelineStatus::default())
+            .await,
+        Err(StoreError::NotFound {
+            kind: "pipeline",
+            ..
+        })
+    ));
+
+    store
+        .apply_pipeline("shop", pipeline_selecting("p0", None), &admin())
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list_pipelines(Some("shop"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.name().to_owned())
+        .collect();
+    assert_eq!(names, ["p0", "p1"]);
+    assert_eq!(store.list_pipelines(None).await.unwrap().len(), 2);
+
+    store.delete_pipeline("shop", "p1", &admin()).await.unwrap();
+    assert!(store.get_pipeline("shop", "p1").await.unwrap().is_none());
+    assert!(matches!(
+        store.delete_pipeline("shop", "p1", &admin()).await,
+        Err(StoreError::NotFound {
+            kind: "pipeline",
+            ..
+        })
+    ));
+    let (recreated, created) = store
+        .apply_pipeline("shop", pipeline_selecting("p1", None), &admin())
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(recreated.generation, 1);
+}
+
+async fn masked_secret_keeps_the_stored_value(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+
+    // "***" for a field without a stored value is refused, naming the field.
+    let error = store
+        .apply_pipeline(
+            "shop",
+            validated(&pipeline_with_secrets("p1", MASKED_SECRET, "tenant-a")),
+            &admin(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Conflict(message)
+            if message.contains("spec.output.prometheusRemoteWrite.authentication.basic.password.value")),
+        "{error}"
+    );
+
+    let (stored, _) = store
+        .apply_pipeline(
+            "shop",
+            validated(&pipeline_with_secrets("p1", "hunter2", "tenant-a")),
+            &admin(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(password_of(&stored), "hunter2");
+
+    // The API shows "***"; sending that back keeps the value and the generation.
+    let masked = stored.masked_resource();
+    let shown = serde_json::to_string(&masked).unwrap();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(!shown.contains("tenant-a"), "{shown}");
+    let (kept, _) = store
+        .apply_pipeline("shop", validated(&masked), &admin())
+        .await
+        .unwrap();
+    assert_eq!(password_of(&kept), "hunter2");
+    assert_eq!(kept.generation, 1);
+
+    // Changing one field while the other stays masked.
+    let mut edited = masked.clone();
+    edited
+        .spec
+        .output
+        .prometheus_remote_write
+        .as_mut()
+        .unwrap()
+        .headers[0]
+        .value = Some(SecretString::new("tenant-b"));
+    let (edited, _) = store
+        .apply_pipeline("shop", validated(&edited), &admin())
+        .await
+        .unwrap();
+    assert_eq!(edited.generation, 2);
+    assert_eq!(password_of(&edited), "hunter2");
+    let header = edited
+        .pipeline
+        .spec()
+        .output
+        .prometheus_remote_write
+        .as_ref()
+        .unwrap()
+        .headers[0]
+        .value
+        .as_ref()
+        .unwrap()
+        .expose()
+        .to_owned();
+    assert_eq!(header, "tenant-b");
+
+    // A new real value replaces the stored one.
+    let (rotated, _) = store
+        .apply_pipeline(
+            "shop",
+            validated(&pipeline_with_secrets("p1", "correct-horse", "tenant-b")),
+            &admin(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(password_of(&rotated), "correct-horse");
+    assert_eq!(rotated.generation, 3);
+
+    // The API may restore before validating.
+    let mut restored = rotated.masked_resource();
+    store
+        .restore_masked_secrets("shop", &mut restored)
+        .await
+        .unwrap();
+    assert!(
+        serde_json::to_string(&restored.spec)
+            .unwrap()
+            .contains("correct-horse")
+    );
+    let mut fresh = pipeline_with_secrets("p9", MASKED_SECRET, "x");
+    assert!(matches!(
+        store.restore_masked_secrets("shop", &mut fresh).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn inline_secrets_are_never_stored_in_plaintext(db: &TestDb) {
+    const PASSWORD: &str = "pw-8e1f0c2d-never-in-the-database";
+    const HEADER: &str = "hdr-54b1a9-never-in-the-database";
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    store
+        .apply_pipeline(
+            "shop",
+            validated(&pipeline_with_secrets("p1", PASSWORD, HEADER)),
+            &admin(),
+        )
+        .await
+        .unwrap();
+    // Update it too, so old row versions exist (WAL on SQLite, dead tuples on PostgreSQL).
+    store
+        .apply_pipeline(
+            "shop",
+            validated(&pipeline_with_secrets(
+                "p1",
+                PASSWORD,
+                &format!("{HEADER}-2"),
+            )),
+            &admin(),
+        )
+        .await
+        .unwrap();
+    let raw = db.raw_contents(&store).await;
+    assert!(
+        !raw.contains(PASSWORD),
+        "the password is stored in plaintext"
+    );
+    assert!(
+        !raw.contains(HEADER),
+        "the header value is stored in plaintext"
+    );
+    assert!(raw.contains(crate::secrets::SEALED_PREFIX));
+    assert!(raw.contains("thanos.example"), "the dump is incomplete");
+
+    let row = pipelines::Entity::find()
+        .one(store.db())
+        .await
+        .unwrap()
+        .unwrap();
+    let sealed =
+        row.spec["spec"]["output"]["prometheusRemoteWrite"]["authentication"]["basic"]["password"]
+            ["value"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    assert!(SecretBox::is_sealed(&sealed), "{sealed}");
+    assert_eq!(db.secrets.open(&sealed).unwrap(), PASSWORD);
+
+    // Another key cannot read the pipeline.
+    let wrong_key = Store::connect(&db.url, SecretBox::generate().unwrap())
+        .await
+        .unwrap();
+    let error = wrong_key.get_pipeline("shop", "p1").await.unwrap_err();
+    assert!(matches!(error, StoreError::Secrets(_)), "{error}");
+    assert!(!error.to_string().contains(PASSWORD));
+}
+
+async fn pipelines_for_cluster_honour_tenant_and_selector(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    store.create_tenant("bank", &admin()).await.unwrap();
+    for (name, env) in [
+        ("all", None),
+        ("prod-only", Some("prod")),
+        ("dev-only", Some("dev")),
+    ] {
+        store
+            .apply_pipeline("shop", pipeline_selecting(name, env), &admin())
+            .await
+            .unwrap();
+    }
+    store
+        .apply_pipeline("bank", pipeline_selecting("bank-all", None), &admin())
+        .await
+        .unwrap();
+    let (cluster, _) = store
+        .create_cluster(
+            new_cluster("c1", "shop", &[("env", "prod")]),
+            HOUR,
+            &admin(),
+        )
+        .await
+        .unwrap();
+    let names = |pipelines: Vec<ValidatedPipeline>| -> Vec<String> {
+        pipelines.iter().map(|p| p.name().to_owned()).collect()
+    };
+    assert_eq!(
+        names(store.pipelines_for_cluster(&cluster).await.unwrap()),
+        ["all", "prod-only"]
+    );
+    let cluster = store
+        .update_cluster_labels("c1", labels(&[("env", "dev")]), &admin())
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.pipelines_for_cluster(&cluster).await.unwrap()),
+        ["all", "dev-only"]
+    );
+    let (bank_cluster, _) = store
+        .create_cluster(
+            new_cluster("b1", "bank", &[("env", "prod")]),
+            HOUR,
+            &admin(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.pipelines_for_cluster(&bank_cluster).await.unwrap()),
+        ["bank-all"]
+    );
+}
+
+async fn agent_reports_update_the_cluster(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    store
+        .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
+        .await
+        .unwrap();
+    let empty = store.cluster_report("c1").await.unwrap().unwrap();
+    assert_eq!(empty.config, None);
+    assert_eq!(empty.health, None);
+    assert!(!empty.connected);
+    assert_eq!(store.cluster_report("nope").await.unwrap(), None);
+
+    store
+        .record_agent_seen("c1", "instance-1", "0.1.0", 1_000)
+        .await
+        .unwrap();
+    let cluster = store.get_cluster("c1").await.unwrap().unwrap();
+    assert_eq!(cluster.state, ClusterState::Active);
+    assert_eq!(cluster.agent_instance_id.as_deref(), Some("instance-1"));
+    assert_eq!(cluster.agent_version.as_deref(), Some("0.1.0"));
+    assert_eq!(cluster.last_seen_ms, Some(1_000));
+
+    store
+        .set_cluster_state("c1", ClusterState::Silent, 2_000, &Actor::system())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_cluster("c1").await.unwrap().unwrap().state,
+        ClusterState::Silent
+    );
+    store
+        .record_agent_seen("c1", "instance-2", "0.1.1", 3_000)
+        .await
+        .unwrap();
+    let cluster = store.get_cluster("c1").await.unwrap().unwrap();
+    assert_eq!(cluster.state, ClusterState::Active);
+    assert_eq!(cluster.last_seen_ms, Some(3_000));
+    // A late, older heartbeat does not move last_seen back.
+    store
+        .record_agent_seen("c1", "instance-2", "0.1.1", 2_500)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_cluster("c1").await.unwrap().unwrap().last_seen_ms,
+        Some(3_000)
+    );
+
+    let report = |state: &str, hash: &str| ConfigReport {
+        config_hash: hash.into(),
+        state: state.into(),
+        errors: Vec::new(),
+        running_config_hash: hash.into(),
+        at_ms: 4_000,
+    };
+    store
+        .record_config_report("c1", report(CONFIG_STATE_APPLYING, "aa"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_cluster("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .applied_config_hash,
+        None
+    );
+    store
+        .record_config_report("c1", report(CONFIG_STATE_APPLIED, "aa"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_cluster("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .applied_config_hash
+            .as_deref(),
+        Some("aa")
+    );
+    let mut failed = report(CONFIG_STATE_FAILED, "bb");
+    failed.running_config_hash = "aa".into();
+    failed.errors = vec![ConfigErrorRecord {
+        pipeline: "p1".into(),
+        field_path: "spec.output".into(),
+        message: "refused".into(),
+    }];
+    store
+        .record_config_report("c1", failed.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_cluster("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .applied_config_hash
+            .as_deref(),
+        Some("aa"),
+        "a failed configuration is not applied"
+    );
+
+    let health = serde_json::json!({"pipelines": {"p1": {"bufferBytes": 12}}});
+    store
+        .record_health("c1", health.clone(), 5_000)
+        .await
+        .unwrap();
+    store.set_connected("c1", true).await.unwrap();
+    let report = store.cluster_report("c1").await.unwrap().unwrap();
+    assert_eq!(report.cluster, "c1");
+    assert_eq!(report.config, Some(failed.clone()));
+    assert_eq!(report.health, Some(health));
+    assert!(report.connected);
+
+    // A config report after health keeps the health.
+    store
+        .record_config_report("c1", report_applied("cc"))
+        .await
+        .unwrap();
+    let report = store.cluster_report("c1").await.unwrap().unwrap();
+    assert!(report.health.is_some());
+    assert_eq!(report.config.unwrap().config_hash, "cc");
+
+    store.set_connected("c1", false).await.unwrap();
+    assert!(!store.cluster_report("c1").await.unwrap().unwrap().connected);
+    assert!(matches!(
+        store.record_health("nope", serde_json::json!({}), 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.record_agent_seen("nope", "i", "v", 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+fn report_applied(hash: &str) -> ConfigReport {
+    ConfigReport {
+        config_hash: hash.into(),
+        state: CONFIG_STATE_APPLIED.into(),
+        errors: Vec::new(),
+        running_config_hash: hash.into(),
+        at_ms: 6_000,
+    }
+}
+
+async fn audit_trail_records_mutations_without_secrets(db: &TestDb) {
+    const PASSWORD: &str = "audit-pw-3c9d";
+    let store = db.store().await;
+    let shop_admin = Actor::tenant("shop");
+    store.create_tenant("shop", &admin()).await.unwrap();
+    let (token, _) = store
+        .create_api_token(Some("shop"), "ci", &admin())
+        .await
+        .unwrap();
+    store
+        .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
+        .await
+        .unwrap();
+    let join = store.mint_join_token("c1", HOUR, &admin()).await.unwrap();
+    store
+        .redeem_join_token(&join, now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    store.set_cluster_certificate("c1", "01", 1).await.unwrap();
+    store
+        .update_cluster_labels("c1", labels(&[("env", "prod")]), &admin())
+        .await
+        .unwrap();
+    store
+        .record_agent_seen("c1", "i1", "0.1.0", now_ms())
+        .await
+        .unwrap();
+    store
+        .apply_pipeline(
+            "shop",
+            validated(&pipeline_with_secrets("p1", PASSWORD, "h")),
+            &shop_admin,
+        )
+        .await
+        .unwrap();
+    store
+        .apply_pipeline(
+            "shop",
+            validated(&pipeline_with_secrets("p1", PASSWORD, "h2")),
+            &shop_admin,
+        )
+        .await
+        .unwrap();
+    store
+        .delete_pipeline("shop", "p1", &shop_admin)
+        .await
+        .unwrap();
+    store
+        .revoke_api_token(&token.id, &shop_admin)
+        .await
+        .unwrap();
+    store
+        .set_cluster_state("c1", ClusterState::Silent, now_ms(), &Actor::system())
+        .await
+        .unwrap();
+    store.delete_cluster("c1", &admin()).await.unwrap();
+    store.delete_tenant("shop", &admin()).await.unwrap();
+
+    let entries = store.audit_entries(100).await.unwrap();
+    let summary: Vec<(String, String, String, String)> = entries
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e.actor.clone(),
+                e.action.clone(),
+                e.kind.clone(),
+                e.name.clone(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("admin", "create", "tenant", "shop"),
+        ("admin", "create", "api-token", token.id.as_str()),
+        ("admin", "create", "cluster", "c1"),
+        ("admin", "mint", "join-token", "c1"),
+        ("admin", "mint", "join-token", "c1"),
+        ("agent:c1", "redeem", "join-token", "c1"),
+        ("system", "issue-certificate", "cluster", "c1"),
+        ("admin", "update-labels", "cluster", "c1"),
+        ("agent:c1", "set-state:active", "cluster", "c1"),
+        ("tenant:shop", "create", "pipeline", "p1"),
+        ("tenant:shop", "update", "pipeline", "p1"),
+        ("tenant:shop", "delete", "pipeline", "p1"),
+        ("tenant:shop", "revoke", "api-token", token.id.as_str()),
+        ("system", "set-state:silent", "cluster", "c1"),
+        ("admin", "delete", "cluster", "c1"),
+        ("admin", "delete", "tenant", "shop"),
+    ];
+    let expected: Vec<(String, String, String, String)> = expected
+        .iter()
+        .map(|(a, b, c, d)| ((*a).into(), (*b).into(), (*c).into(), (*d).into()))
+        .collect();
+    assert_eq!(summary, expected);
+    assert!(entries.iter().all(|e| e.tenant.as_deref() == Some("shop")));
+    assert!(
+        entries.windows(2).all(|w| w[0].at_ms >= w[1].at_ms),
+        "newest first"
+    );
+    assert_eq!(store.audit_entries(3).await.unwrap().len(), 3);
+    let shown = format!("{entries:?}");
+    assert!(!shown.contains(PASSWORD), "{shown}");
+}
+
+async fn change_feed_delivers_changes(db: &TestDb) {
+    let store = db.store().await;
+    let mut feed = store.subscribe();
+    store.create_tenant("shop", &admin()).await.unwrap();
+    assert_eq!(next_change(&mut feed).await, Change::Tenant("shop".into()));
+
+    store
+        .apply_pipeline("shop", pipeline_selecting("p1", None), &admin())
+        .await
+        .unwrap();
+    let p1 = Change::Pipeline {
+        tenant: "shop".into(),
+        name: "p1".into(),
+    };
+    assert_eq!(next_change(&mut feed).await, p1);
+    // An identical apply changes nothing and publishes nothing.
+    store
+        .apply_pipeline("shop", pipeline_selecting("p1", None), &admin())
+        .await
+        .unwrap();
+    store
+        .apply_pipeline("shop", pipeline_selecting("p1", Some("prod")), &admin())
+        .await
+        .unwrap();
+    assert_eq!(next_change(&mut feed).await, p1);
+
+    store
+        .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
+        .await
+        .unwrap();
+    let c1 = Change::Cluster {
+        tenant: "shop".into(),
+        name: "c1".into(),
+    };
+    assert_eq!(next_change(&mut feed).await, c1);
+    store
+        .record_health("c1", serde_json::json!({"ok": true}), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_change(&mut feed).await,
+        Change::ClusterReport("c1".into())
+    );
+    store.delete_pipeline("shop", "p1", &admin()).await.unwrap();
+    assert_eq!(next_change(&mut feed).await, p1);
+    assert!(matches!(
+        feed.try_recv(),
+        Err(broadcast::error::TryRecvError::Empty)
+    ));
+}
+
+async fn reopening_runs_migrations_once(db: &TestDb) {
+    let first = db.store().await;
+    first.create_tenant("shop", &admin()).await.unwrap();
+    drop(first);
+    let second = db.store().await;
+    assert_eq!(second.list_tenants().await.unwrap().len(), 1);
+    let applied = Migrator::get_applied_migrations(second.db()).await.unwrap();
+    assert_eq!(applied.len(), Migrator::migrations().len());
+}
+
+// ---- PostgreSQL replicas ----
+
+async fn change_through_one_replica_reaches_the_other(db: &TestDb) {
+    let one = db.store().await;
+    let other = db.store().await;
+    let mut one_feed = one.subscribe();
+    let mut other_feed = other.subscribe();
+
+    one.create_tenant("shop", &admin()).await.unwrap();
+    wait_for(
+        &mut other_feed,
+        &Change::Tenant("shop".into()),
+        CROSS_REPLICA_DEADLINE,
+    )
+    .await;
+
+    let started = std::time::Instant::now();
+    one.apply_pipeline("shop", pipeline_selecting("p1", None), &admin())
+        .await
+        .unwrap();
+    let p1 = Change::Pipeline {
+        tenant: "shop".into(),
+        name: "p1".into(),
+    };
+    wait_for(&mut other_feed, &p1, CROSS_REPLICA_DEADLINE).await;
+    assert!(started.elapsed() < CROSS_REPLICA_DEADLINE);
+    assert_eq!(
+        other
+            .get_pipeline("shop", "p1")
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        1,
+        "the change is visible when it arrives"
+    );
+
+    // And back the other way.
+    other
+        .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
+        .await
+        .unwrap();
+    wait_for(
+        &mut one_feed,
+        &Change::Cluster {
+            tenant: "shop".into(),
+            name: "c1".into(),
+        },
+        CROSS_REPLICA_DEADLINE,
+    )
+    .await;
+
+    // A replica sees its own changes once, not again through PostgreSQL.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut own = Vec::new();
+    while let Ok(change) = one_feed.try_recv() {
+        own.push(change);
+    }
+    assert!(own.is_empty(), "duplicates: {own:?}");
+}
+
+async fn listener_reconnects_after_losing_its_connection(db: &TestDb) {
+    let one = db.store().await;
+    let other = db.store().await;
+    let mut other_feed = other.subscribe();
+    one.create_tenant("shop", &admin()).await.unwrap();
+    wait_for(
+        &mut other_feed,
+        &Change::Tenant("shop".into()),
+        CROSS_REPLICA_DEADLINE,
+    )
+    .await;
+
+    // Kill every listening connection on this database (both replicas').
+    let killed = one
+        .db()
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
+                .to_owned(),
+        ))
+        .await
+        .unwrap();
+    assert!(!killed.is_empty(), "no listener connection found");
+
+    one.apply_pipeline("shop", pipeline_selecting("p1", None), &admin())
+        .await
+        .unwrap();
+    // Either the notification itself (if the listener was back in time) or the
+    // resync after the reconnect brings the change.
+    wait_for(
+        &mut other_feed,
+        &Change::Pipeline {
+            tenant: "shop".into(),
+            name: "p1".into(),
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // And live notifications flow again.
+    one.apply_pipeline("shop", pipeline_selecting("p2", None), &admin())
+        .await
+        .unwrap();
+    wait_for(
+        &mut other_feed,
+        &Change::Pipeline {
+            tenant: "shop".into(),
+            name: "p2".into(),
+        },
+        CROSS_REPLICA_DEADLINE,
+    )
+    .await;
+}
+
+// ---- backend-independent ----
+
+#[tokio::test]
+async fn sqlite_open_creates_the_database_in_a_new_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("observer.db");
+    let secrets = SecretBox::generate().unwrap();
+    let store = Store::open_sqlite(&path, secrets.clone()).await.unwrap();
+    store.create_tenant("shop", &admin()).await.unwrap();
+    store.ping().await.unwrap();
+    drop(store);
+    assert!(path.exists());
+    let reopened = Store::open_sqlite(&path, secrets).await.unwrap();
+    assert_eq!(reopened.list_tenants().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unsupported_database_urls_are_refused_without_echoing_them() {
+    let error = Store::connect(
+        "mysql://user:hunter2@db.example/observer",
+        SecretBox::generate().unwrap(),
+    )
+    .await
+    .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("\"mysql\""), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn cluster_states_round_trip_through_their_names() {
+    for state in [
+        ClusterState::Provisioning,
+        ClusterState::Active,
+        ClusterState::Silent,
+        ClusterState::Deleting,
+        ClusterState::Deleted,
+    ] {
+        assert_eq!(state.to_string().parse::<ClusterState>(), Ok(state));
+        assert_eq!(
+            serde_json::to_string(&state).unwrap(),
+            format!("\"{state}\"")
+        );
+    }
+    assert!("gone".parse::<ClusterState>().is_err());
+}
+
+#[test]
+fn store_changes_survive_the_notification_payload() {
+    for change in [
+        Change::Tenant("shop".into()),
+        Change::Cluster {
+            tenant: "shop".into(),
+            name: "c1".into(),
+        },
+        Change::Pipeline {
+            tenant: "shop".into(),
+            name: "p1".into(),
+        },
+        Change::ClusterReport("c1".into()),
+    ] {
+        let payload = serde_json::to_string(&Notification {
+            origin: "o".into(),
+            change: change.clone(),
+        })
+        .unwrap();
+        let back: Notification = serde_json::from_str(&payload).unwrap();
+        assert_eq!(back.change, change);
+    }
+}
+
+#[test]
+fn store_masks_every_inline_secret() {
+    let mut resource = pipeline_with_secrets("p1", "hunter2", "tenant-a");
+    mask_secrets(&mut resource);
+    let shown = serde_json::to_string(&resource).unwrap();
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("tenant-a"),
+        "{shown}"
+    );
+    assert_eq!(shown.matches(MASKED_SECRET).count(), 3, "{shown}");
+}

@@ -1,0 +1,452 @@
+//! The `observer` binary against the REST API served in-process on 127.0.0.1:0: cluster,
+//! pipeline, tenant, token and status commands, output formats, and the errors a user
+//! sees when the observer is unreachable, the token is refused or a file is invalid.
+
+mod api_harness;
+
+mod cli {
+    use std::net::SocketAddr;
+
+    use kaas_test_support::process::{CommandOutput, run};
+    use serde::Deserialize;
+
+    use super::api_harness::{ADMIN, CONTROL_ENDPOINT, Harness, repo_file};
+
+    const OBSERVER: &str = env!("CARGO_BIN_EXE_observer");
+
+    const TWO_PIPELINES: &str = "\
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {name: metrics}
+spec:
+  input: {prometheus: {enabled: true}}
+  output:
+    prometheusRemoteWrite:
+      url: https://receiver.example/write
+      authentication: {basic: {user: {value: alice}, password: {value: SECRET-password}}}
+---
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {name: traces-free}
+spec:
+  input: {prometheus: {enabled: true}}
+  output: {otlp: {endpoint: \"https://otlp.example:4317\"}}
+";
+
+    /// Runs the binary with `--server` and `--token` (when given) in front of `args`.
+    async fn observer(address: SocketAddr, token: Option<&str>, args: &[&str]) -> CommandOutput {
+        observer_at(&format!("http://{address}"), token, args, "").await
+    }
+
+    async fn observer_at(
+        server: &str,
+        token: Option<&str>,
+        args: &[&str],
+        stdin: &str,
+    ) -> CommandOutput {
+        let mut all: Vec<String> = vec!["--server".into(), server.into()];
+        if let Some(token) = token {
+            all.extend(["--token".into(), token.into()]);
+        }
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let stdin = stdin.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = all.iter().map(String::as_str).collect();
+            run(OBSERVER, &args, &stdin)
+        })
+        .await
+        .expect("command thread")
+    }
+
+    fn ok(out: &CommandOutput) {
+        assert_eq!(
+            out.code(),
+            0,
+            "stdout:\n{}\nstderr:\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+
+    async fn setup() -> (Harness, SocketAddr) {
+        let h = Harness::new().await;
+        let address = h.serve().await;
+        let out = observer(address, Some(ADMIN), &["tenant", "create", "shop"]).await;
+        ok(&out);
+        assert_eq!(out.stdout, "tenant shop created\n");
+        (h, address)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cluster_add_list_get_and_delete() {
+        let (h, address) = setup().await;
+        let manifest_file = h.dir.path().join("agent.yaml");
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &[
+                "cluster",
+                "add",
+                "prod-1",
+                "--tenant",
+                "shop",
+                "--label",
+                "env=prod",
+                "--label",
+                "region=eu",
+                "--api-endpoint",
+                "https://k8s.example:6443",
+                "--manifest-file",
+                manifest_file.to_str().unwrap(),
+            ],
+        )
+        .await;
+        ok(&out);
+        assert!(out.stdout.contains("join token"), "{}", out.stdout);
+        let manifest = std::fs::read_to_string(&manifest_file).unwrap();
+        assert!(manifest.contains(CONTROL_ENDPOINT), "{manifest}");
+        let token_line = out.stdout.lines().nth(1).unwrap();
+        assert!(
+            manifest.contains(token_line),
+            "the printed join token is in the manifest"
+        );
+
+        // Without --manifest-file the manifests are standard output, ready for kubectl.
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["cluster", "add", "dev-1", "--tenant", "shop"],
+        )
+        .await;
+        ok(&out);
+        let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&out.stdout)
+            .map(|d| serde_yaml::Value::deserialize(d).expect("YAML manifests on stdout"))
+            .collect();
+        assert!(documents.iter().any(|d| d["kind"] == "Deployment"));
+        assert!(out.stderr.contains("join token"), "{}", out.stderr);
+
+        let out = observer(address, Some(ADMIN), &["cluster", "list"]).await;
+        ok(&out);
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{}", out.stdout);
+        assert!(
+            lines.iter().any(|l| l.starts_with("prod-1")
+                && l.contains("provisioning")
+                && l.contains("env=prod,region=eu")),
+            "{}",
+            out.stdout
+        );
+
+        let out = observer(address, Some(ADMIN), &["cluster", "list", "-o", "json"]).await;
+        ok(&out);
+        let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        assert_eq!(json["items"].as_array().unwrap().len(), 2);
+
+        let out = observer(address, Some(ADMIN), &["cluster", "get", "prod-1"]).await;
+        ok(&out);
+        assert!(out.stdout.contains("Tenant:        shop"), "{}", out.stdout);
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["cluster", "get", "prod-1", "-o", "yaml"],
+        )
+        .await;
+        ok(&out);
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&out.stdout).expect("YAML");
+        assert_eq!(
+            yaml["apiEndpoint"].as_str(),
+            Some("https://k8s.example:6443")
+        );
+
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["cluster", "join-token", "prod-1", "-o", "json"],
+        )
+        .await;
+        ok(&out);
+        let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        assert!(json["joinToken"].as_str().is_some());
+
+        let out = observer(address, Some(ADMIN), &["cluster", "delete", "prod-1"]).await;
+        ok(&out);
+        assert_eq!(out.stdout, "cluster prod-1 deleted\n");
+        let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+        assert_eq!(cluster.state.to_string(), "deleted");
+
+        let out = observer(address, Some(ADMIN), &["cluster", "get", "nope"]).await;
+        assert_eq!(out.code(), 1);
+        assert!(out.stderr.contains("not found"), "{}", out.stderr);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipeline_apply_get_list_and_delete() {
+        let (h, address) = setup().await;
+        let file = h.dir.path().join("pipelines.yaml");
+        std::fs::write(&file, TWO_PIPELINES).unwrap();
+        let file = file.to_str().unwrap();
+        let apply = ["pipeline", "apply", "-f", file, "--tenant", "shop"];
+
+        let out = observer(address, Some(ADMIN), &apply).await;
+        ok(&out);
+        assert_eq!(
+            out.stdout,
+            "pipeline metrics created\npipeline traces-free created\n"
+        );
+        let out = observer(address, Some(ADMIN), &apply).await;
+        ok(&out);
+        assert_eq!(
+            out.stdout,
+            "pipeline metrics unchanged\npipeline traces-free unchanged\n"
+        );
+        std::fs::write(
+            file,
+            TWO_PIPELINES.replace("receiver.example", "other.example"),
+        )
+        .unwrap();
+        let mut dry = apply.to_vec();
+        dry.push("--dry-run");
+        let out = observer(address, Some(ADMIN), &dry).await;
+        ok(&out);
+        assert_eq!(
+            out.stdout,
+            "pipeline metrics configured (dry run)\npipeline traces-free unchanged (dry run)\n"
+        );
+        let out = observer(address, Some(ADMIN), &apply).await;
+        ok(&out);
+        assert_eq!(
+            out.stdout,
+            "pipeline metrics configured\npipeline traces-free unchanged\n"
+        );
+
+        let out = observer(address, Some(ADMIN), &["pipeline", "list"]).await;
+        ok(&out);
+        assert!(out.stdout.starts_with("NAME"), "{}", out.stdout);
+        assert!(
+            out.stdout.contains("metrics")
+                && out
+                    .stdout
+                    .contains("remote-write https://other.example/write"),
+            "{}",
+            out.stdout
+        );
+        let out = observer(address, Some(ADMIN), &["pipeline", "list", "-o", "json"]).await;
+        ok(&out);
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        assert_eq!(list["kind"], "List");
+        assert_eq!(list["items"].as_array().unwrap().len(), 2);
+        assert!(!out.stdout.contains("SECRET-password"), "{}", out.stdout);
+
+        // get -o yaml prints a document that applies back unchanged, secrets kept.
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &[
+                "pipeline", "get", "metrics", "--tenant", "shop", "-o", "yaml",
+            ],
+        )
+        .await;
+        ok(&out);
+        assert!(!out.stdout.contains("SECRET-password"), "{}", out.stdout);
+        let document: serde_yaml::Value = serde_yaml::from_str(&out.stdout).expect("YAML");
+        assert_eq!(document["metadata"]["generation"].as_i64(), Some(2));
+        let server = format!("http://{address}");
+        let out = observer_at(
+            &server,
+            Some(ADMIN),
+            &["pipeline", "apply", "-f", "-", "--tenant", "shop"],
+            &out.stdout,
+        )
+        .await;
+        ok(&out);
+        assert_eq!(out.stdout, "pipeline metrics unchanged\n");
+        let stored = h
+            .store
+            .get_pipeline("shop", "metrics")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            serde_json::to_string(stored.pipeline.resource())
+                .unwrap()
+                .contains("SECRET-password")
+        );
+
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["pipeline", "get", "metrics", "--tenant", "shop"],
+        )
+        .await;
+        ok(&out);
+        assert!(out.stdout.contains("Generation:  2"), "{}", out.stdout);
+
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["pipeline", "delete", "metrics", "--tenant", "shop"],
+        )
+        .await;
+        ok(&out);
+        assert_eq!(out.stdout, "pipeline metrics deleted\n");
+        assert!(
+            h.store
+                .get_pipeline("shop", "metrics")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["pipeline", "get", "metrics", "--tenant", "shop"],
+        )
+        .await;
+        assert_eq!(out.code(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_tenants_and_status() {
+        let (_h, address) = setup().await;
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &[
+                "token", "create", "--name", "ci", "--tenant", "shop", "-o", "json",
+            ],
+        )
+        .await;
+        ok(&out);
+        let created: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        let token = created["token"].as_str().unwrap().to_owned();
+
+        // The tenant token works and sees its own tenant only.
+        let out = observer(address, Some(&token), &["cluster", "add", "c1"]).await;
+        ok(&out);
+        let out = observer(address, Some(&token), &["status"]).await;
+        ok(&out);
+        assert!(
+            out.stdout.contains("clusters") && out.stdout.contains("provisioning"),
+            "{}",
+            out.stdout
+        );
+        let out = observer(address, Some(&token), &["status", "-o", "json"]).await;
+        ok(&out);
+        let status: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        assert_eq!(status["clusters"]["provisioning"], 1);
+        let out = observer(address, Some(&token), &["tenant", "list"]).await;
+        assert_eq!(out.code(), 1);
+        assert!(out.stderr.contains("admin"), "{}", out.stderr);
+
+        let out = observer(address, Some(ADMIN), &["tenant", "list"]).await;
+        ok(&out);
+        assert!(
+            out.stdout.lines().any(|l| l.starts_with("shop")),
+            "{}",
+            out.stdout
+        );
+        let out = observer(address, Some(ADMIN), &["token", "list", "-o", "yaml"]).await;
+        ok(&out);
+        assert!(!out.stdout.contains(&token));
+        let out = observer(address, Some(ADMIN), &["tenant", "create", "spare"]).await;
+        ok(&out);
+        let out = observer(address, Some(ADMIN), &["tenant", "delete", "spare"]).await;
+        ok(&out);
+        assert_eq!(out.stdout, "tenant spare deleted\n");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_observer_is_named_in_the_error() {
+        // Port 9 (discard) on loopback: nothing listens there in the test environment.
+        let out = observer_at("http://127.0.0.1:9", Some(ADMIN), &["cluster", "list"], "").await;
+        assert_eq!(out.code(), 1, "{}", out.stdout);
+        assert!(
+            out.stderr
+                .contains("cannot reach the observer at http://127.0.0.1:9"),
+            "{}",
+            out.stderr
+        );
+        let out = observer_at("not a url", Some(ADMIN), &["status"], "").await;
+        assert_eq!(out.code(), 1);
+        assert!(out.stderr.contains("--server"), "{}", out.stderr);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_or_missing_token_is_explained() {
+        let (_h, address) = setup().await;
+        let out = observer(address, Some("wrong"), &["cluster", "list"]).await;
+        assert_eq!(out.code(), 1);
+        assert!(
+            out.stderr.contains("the token was refused"),
+            "{}",
+            out.stderr
+        );
+        let out = observer(address, None, &["cluster", "list"]).await;
+        assert_eq!(out.code(), 1);
+        assert!(out.stderr.contains("needs a token"), "{}", out.stderr);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_invalid_file_is_refused_locally_with_field_paths() {
+        let (h, address) = setup().await;
+        let file = h.dir.path().join("mixed.yaml");
+        let bad = repo_file("pipeline/testdata/bad/many-errors-at-once.yaml");
+        std::fs::write(&file, format!("{TWO_PIPELINES}---\n{bad}")).unwrap();
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &[
+                "pipeline",
+                "apply",
+                "-f",
+                file.to_str().unwrap(),
+                "--tenant",
+                "shop",
+            ],
+        )
+        .await;
+        assert_eq!(out.code(), 1, "{}{}", out.stdout, out.stderr);
+        for path in [
+            "metadata.name:",
+            "spec.input.scrapeInterval:",
+            "spec.processors.relabelConfigs[0].modulus:",
+            "spec.output.prometheusRemoteWrite.url: not an absolute http(s) URL",
+            "spec.buffer.maxAge:",
+        ] {
+            assert!(
+                out.stderr.contains(path),
+                "{path} missing from\n{}",
+                out.stderr
+            );
+        }
+        assert!(out.stderr.contains("nothing was applied"), "{}", out.stderr);
+        assert!(
+            h.store.list_pipelines(None).await.unwrap().is_empty(),
+            "nothing sent"
+        );
+
+        // Errors only the observer can see (a *** without a stored value) come back with
+        // their paths too.
+        let placeholder = TWO_PIPELINES.replace("SECRET-password", "\"***\"");
+        let server = format!("http://{address}");
+        let out = observer_at(
+            &server,
+            Some(ADMIN),
+            &["pipeline", "apply", "-f", "-", "--tenant", "shop"],
+            &placeholder,
+        )
+        .await;
+        assert_eq!(out.code(), 1, "{}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr
+                .contains("spec.output.prometheusRemoteWrite.authentication.basic.password.value"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stdout.contains("pipeline traces-free created"),
+            "{}",
+            out.stdout
+        );
+    }
+}
