@@ -1,35 +1,59 @@
 #!/usr/bin/env bash
-# Runs kaas-observer's main job locally and shows the result.
+# Runs kaas-observer's main job locally and shows the result:
 #
-# Today that is the agent's data path end to end: nginx serves a workload's metrics,
-# cluster-agent scrapes them, relabels, buffers on disk and remote-writes to a real
-# Prometheus, and the delivered series are printed from Prometheus' API. Then the
-# offline checks the observer will run: the example pipelines are validated and a broken
-# one is refused with every error. The observer (SQLite) joins this demo with its issue.
+#   - an observer with its embedded SQLite (REST API, agent control service, CA);
+#   - a real receiver standing in for Thanos receive (Prometheus, remote-write receiver);
+#   - two local "clusters": two cluster-agents, onboarded with join tokens minted by
+#     `observer cluster add`, each scraping a node exporter and a shop workload (nginx);
+#   - a tenant pipeline applied with the CLI, selecting both clusters;
+#   - then a report: clusters and their states, the pipeline and its conditions, samples
+#     delivered per cluster, the query URL and two example queries.
 #
-# Installs what it needs (nginx-light, prometheus) on first use; safe to run again.
+# It stays up until Ctrl-C (and cleans up); with --once it exits 0 after the report.
+# Installs what it needs on first use and is safe to run again.
+#
+#   scripts/demo.sh            build in release mode, run, stay up
+#   scripts/demo.sh --once     the same, exit after the report (the test suite runs this)
+#
+# KAAS_DEMO_BIN_DIR=target/debug uses already built binaries instead of building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+once=false
+for arg in "$@"; do
+  case "$arg" in
+    --once) once=true ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
 need=()
-for package in nginx-light prometheus; do
+for package in nginx-light prometheus prometheus-node-exporter curl; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || need+=("$package")
 done
 if ((${#need[@]})); then
-  echo "==> installing ${need[*]}"
+  step "installing ${need[*]}"
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
 fi
 
-echo "==> building observer and cluster-agent"
-cargo build --locked --quiet --bin observer --bin cluster-agent
-observer=target/debug/observer
-agent=target/debug/cluster-agent
+if [[ -n "${KAAS_DEMO_BIN_DIR:-}" ]]; then
+  bin=$KAAS_DEMO_BIN_DIR
+else
+  step "building observer and cluster-agent (release; the first build takes a few minutes)"
+  cargo build --locked --release --bin observer --bin cluster-agent
+  bin=target/release
+fi
+observer="$bin/observer"
+agent="$bin/cluster-agent"
 
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  # Stop in reverse order: the agent before the backend it ships to.
+  # Agents first, then the observer, then the peers.
   for ((i=${#pids[@]}-1; i>=0; i--)); do
     kill "${pids[$i]}" 2>/dev/null || true
     wait "${pids[$i]}" 2>/dev/null || true
@@ -37,11 +61,23 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-nginx_port=$(free_port); prometheus_port=$(free_port); agent_port=$(free_port)
+wait_http() {  # URL WHAT
+  for _ in $(seq 1 120); do
+    curl -fsS "$1" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  echo "demo failed: $2 did not come up; logs are in $work" >&2
+  tail -n 20 "$work"/*.log >&2 || true
+  exit 1
+}
 
-echo "==> a workload (nginx on 127.0.0.1:$nginx_port) exposing metrics"
+nginx_port=$(free_port); exporter_port=$(free_port); prometheus_port=$(free_port)
+api_port=$(free_port); grpc_port=$(free_port)
+
+step "a workload (nginx on 127.0.0.1:$nginx_port) and a node exporter (127.0.0.1:$exporter_port)"
 mkdir -p "$work/www" "$work/nginx"
 cat > "$work/www/metrics" <<'METRICS'
 # TYPE shop_orders_total counter
@@ -49,7 +85,6 @@ shop_orders_total{status="paid"} 1027
 shop_orders_total{status="failed"} 3
 # TYPE shop_queue_depth gauge
 shop_queue_depth 7
-go_gc_duration_seconds 0.001
 METRICS
 cat > "$work/nginx/nginx.conf" <<NGINX
 daemon off; master_process off; pid $work/nginx/nginx.pid; error_log $work/nginx/error.log;
@@ -58,80 +93,127 @@ events {} http { access_log off; client_body_temp_path $work/nginx; proxy_temp_p
   server { listen 127.0.0.1:$nginx_port; root $work/www; location / { default_type "text/plain; version=0.0.4"; } } }
 NGINX
 /usr/sbin/nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pids+=($!)
+prometheus-node-exporter --web.listen-address="127.0.0.1:$exporter_port" \
+  --collector.disable-defaults --collector.cpu --collector.meminfo --collector.loadavg \
+  --collector.filesystem --collector.netdev >"$work/node-exporter.log" 2>&1 & pids+=($!)
 
-echo "==> a backend (Prometheus on 127.0.0.1:$prometheus_port, remote-write receiver)"
+step "the central receiver (Prometheus on 127.0.0.1:$prometheus_port, standing in for Thanos receive)"
 echo "global: {}" > "$work/prometheus.yml"
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
   --web.enable-remote-write-receiver --web.listen-address="127.0.0.1:$prometheus_port" \
   >"$work/prometheus.log" 2>&1 & pids+=($!)
+wait_http "http://127.0.0.1:$prometheus_port/-/ready" Prometheus
 
-for _ in $(seq 1 60); do
-  curl -fsS "http://127.0.0.1:$prometheus_port/-/ready" >/dev/null 2>&1 && break
-  sleep 0.5
+step "the observer (SQLite in $work/observer; API on :$api_port, agent control on :$grpc_port)"
+RUST_LOG=warn,kaas_observer=info "$observer" serve --data-dir "$work/observer" \
+  --listen-address "127.0.0.1:$api_port" --grpc-listen-address "127.0.0.1:$grpc_port" \
+  >"$work/observer.log" 2>&1 & pids+=($!)
+wait_http "http://127.0.0.1:$api_port/readyz" "the observer"
+export KAAS_OBSERVER_URL="http://127.0.0.1:$api_port"
+KAAS_OBSERVER_TOKEN=$(cat "$work/observer/admin.token")
+export KAAS_OBSERVER_TOKEN
+
+step "onboarding two clusters with join tokens"
+"$observer" tenant create shop
+for cluster in edge-1 edge-2; do
+  "$observer" cluster add "$cluster" --tenant shop --label env=demo -o json >"$work/$cluster.json"
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["joinToken"])' "$work/$cluster.json" >"$work/$cluster.token"
+  echo "cluster $cluster registered; its agent joins with a single-use token"
+  RUST_LOG=warn,kaas_cluster_agent::control=info "$agent" run \
+    --observer "https://127.0.0.1:$grpc_port" --observer-ca-file "$work/observer/ca.crt" \
+    --join-token-file "$work/$cluster.token" --data-dir "$work/$cluster" \
+    --listen-address "127.0.0.1:$(free_port)" --otlp-grpc-listen-address 127.0.0.1:0 --kubernetes off \
+    --health-report-interval-ms 2000 \
+    >"$work/agent-$cluster.log" 2>&1 & pids+=($!)
 done
 
-echo "==> cluster-agent: scrape every 2s, drop go_* metrics, add cluster=demo, ship"
-cat > "$work/agent.yaml" <<AGENT
+step "applying the tenant's pipeline (scrape the workload and the node exporter every 2s, drop go_*)"
+cat > "$work/pipeline.yaml" <<PIPELINE
 apiVersion: telemetry.kaas-observer.io/v1alpha1
-kind: AgentConfig
-externalLabels:
-  cluster: demo
-pipelines:
-  - metadata:
-      name: shop
-    spec:
-      input:
-        scrapeInterval: 2s
-        scrapeTimeout: 2s
-        static:
-          targets:
-            - addresses: ["127.0.0.1:$nginx_port"]
-              labels: {team: shop}
-      processors:
-        metrics:
-          drop: ["go_.*"]
-      output:
-        prometheusRemoteWrite:
-          url: http://127.0.0.1:$prometheus_port/api/v1/write
-AGENT
-"$agent" check-config --config "$work/agent.yaml"
-RUST_LOG=warn "$agent" run --config "$work/agent.yaml" --data-dir "$work/data" \
-  --listen-address "127.0.0.1:$agent_port" --otlp-grpc-listen-address 127.0.0.1:0 --kubernetes off & pids+=($!)
+kind: MetricPipeline
+metadata:
+  name: shop-metrics
+spec:
+  input:
+    scrapeInterval: 2s
+    scrapeTimeout: 2s
+    static:
+      targets:
+        - addresses: ["127.0.0.1:$nginx_port"]
+          labels: {job: shop}
+        - addresses: ["127.0.0.1:$exporter_port"]
+          labels: {job: node}
+  processors:
+    metrics:
+      drop: ["go_.*", "promhttp_.*"]
+  output:
+    prometheusRemoteWrite:
+      url: http://127.0.0.1:$prometheus_port/api/v1/write
+  clusterSelector:
+    matchLabels: {env: demo}
+PIPELINE
+"$observer" pipeline apply --tenant shop -f "$work/pipeline.yaml"
 
 query() {
   curl -fsS --get "http://127.0.0.1:$prometheus_port/api/v1/query" --data-urlencode "query=$1"
 }
-echo "==> waiting for the samples to arrive in Prometheus"
-for _ in $(seq 1 60); do
-  if query 'shop_orders_total' 2>/dev/null | grep -q '"result":\[{'; then break; fi
+clusters_delivering() {
+  query 'count by (cluster) (up{job="shop"})' 2>/dev/null \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null || echo 0
+}
+step "waiting for data from both clusters to arrive"
+for i in $(seq 1 120); do
+  n=$(clusters_delivering)
+  printf '\r  clusters delivering: %s of 2 (%ss)' "$n" "$i"
+  [[ "$n" == 2 ]] && break
   sleep 1
 done
 echo
-echo "Series in Prometheus, as delivered by cluster-agent:"
-query '{job="shop"}' | python3 -c '
-import json, sys
-for r in json.load(sys.stdin)["data"]["result"]:
-    m = r["metric"]; name = m.pop("__name__")
-    labels = ",".join(f"{k}=\"{v}\"" for k, v in sorted(m.items()))
-    value = r["value"][1]
-    print(f"  {name}{{{labels}}} {value}")'
-echo
-echo "Agent self-metrics:"
-curl -fsS "http://127.0.0.1:$agent_port/metrics" | grep -E '^kaas_agent_pipeline_(samples_sent|samples_in)_total' | sed 's/^/  /'
-
-echo
-echo "==> observer pipeline validate: the example pipelines"
-"$observer" pipeline validate $(printf -- '-f %s ' examples/pipelines/*.yaml)
-echo
-echo "==> observer pipeline validate: a broken pipeline is refused with every error"
-set +e
-"$observer" pipeline validate -f pipeline/testdata/bad/many-errors-at-once.yaml
-status=$?
-set -e
-[[ $status -eq 1 ]] || { echo "expected exit status 1, got $status" >&2; exit 1; }
-if ! query 'shop_orders_total' | grep -q '"result":\[{'; then
-  echo "demo failed: no samples reached Prometheus" >&2
+if [[ "$(clusters_delivering)" != 2 ]]; then
+  echo "demo failed: data from both clusters did not arrive; logs are in $work" >&2
+  tail -n 20 "$work"/*.log >&2 || true
   exit 1
 fi
+# Let the agents report APPLIED (after their health window) and their first health
+# reports arrive, so the pipeline's conditions settle.
+for _ in $(seq 1 30); do
+  "$observer" pipeline get shop-metrics --tenant shop -o json \
+    | python3 -c 'import json,sys; c={x["type"]: x["status"] for x in json.load(sys.stdin)["status"]["conditions"]}; sys.exit(0 if c.get("ConfigurationApplied")=="True" and c.get("FlowHealthy")=="True" else 1)' \
+    && break
+  sleep 1
+done
+
+step "report"
+echo "Clusters:"
+"$observer" cluster list | sed 's/^/  /'
 echo
-echo "demo finished: metrics scraped, processed and delivered; broken pipeline refused"
+echo "Pipeline shop-metrics:"
+"$observer" pipeline get shop-metrics --tenant shop | sed 's/^/  /'
+echo
+echo "Delivered to the central receiver, per cluster:"
+per_cluster() {  # QUERY UNIT
+  query "$1" | python3 -c '
+import json, sys
+unit = sys.argv[1]
+for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"].get("cluster", "")):
+    cluster = r["metric"].get("cluster", "?")
+    value = float(r["value"][1])
+    print(f"  cluster={cluster}: {value:.0f} {unit}")' "$2"
+}
+per_cluster 'count by (cluster) ({job=~"shop|node"})' "series"
+per_cluster 'sum by (cluster) (sum_over_time(scrape_samples_post_metric_relabeling[5m]))' "samples since the start"
+echo
+echo "Query them at http://127.0.0.1:$prometheus_port/graph, for example:"
+echo "  sum by (cluster) (rate(node_cpu_seconds_total{mode!=\"idle\"}[1m]))"
+echo "  sum by (cluster, status) (shop_orders_total)"
+echo
+echo "Observer: API $KAAS_OBSERVER_URL (admin token in $work/observer/admin.token), metrics at $KAAS_OBSERVER_URL/metrics"
+
+if $once; then
+  echo
+  echo "demo finished: two clusters onboarded, the pipeline applied, data from both delivered"
+  exit 0
+fi
+echo
+echo "Running; press Ctrl-C to stop and clean up."
+while true; do sleep 3600; done

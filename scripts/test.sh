@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests talk to (real peers, not mocks): Prometheus (receiver, agent
-# mode and promtool), VictoriaMetrics (receiver), nginx (scrape targets, TLS server).
-DEBIAN_PACKAGES=(prometheus victoria-metrics nginx-light)
+# mode and promtool), VictoriaMetrics (receiver), nginx (scrape targets, TLS server), the
+# node exporter and curl (the quick-start demo, which the suite runs).
+DEBIAN_PACKAGES=(prometheus victoria-metrics nginx-light prometheus-node-exporter curl)
 
 ensure_debian_packages() {
   local missing=()

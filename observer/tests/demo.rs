@@ -1,0 +1,49 @@
+//! README command one, `scripts/demo.sh --once`, runs in the test suite: an observer
+//! with SQLite, two agents onboarded with join tokens, a pipeline applied with the CLI,
+//! and a report showing data from both clusters at a real receiver.
+//!
+//! Uses the binaries `cargo nextest run --workspace` built (target/<profile>/), so the
+//! suite builds once; needs what scripts/test.sh installs.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn the_quick_start_demo_onboards_two_clusters_and_reports_their_data() {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    assert!(
+        bin_dir.join("cluster-agent").is_file() && bin_dir.join("observer").is_file(),
+        "build the workspace first (scripts/test.sh does)"
+    );
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = Command::new("bash")
+        .arg(repo.join("scripts/demo.sh"))
+        .arg("--once")
+        .env("KAAS_DEMO_BIN_DIR", bin_dir)
+        .output()
+        .expect("run scripts/demo.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "demo failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    for expected in [
+        "edge-1  shop    active  yes",
+        "edge-2  shop    active  yes",
+        "ConfigurationApplied  True",
+        "cluster=edge-1:",
+        "cluster=edge-2:",
+        "demo finished",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "the report shows {expected:?}:\n{stdout}\n{stderr}"
+        );
+    }
+}
