@@ -11,8 +11,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests talk to (real peers, not mocks): Prometheus (receiver, agent
 # mode and promtool), VictoriaMetrics (receiver), nginx (scrape targets, TLS server), the
-# node exporter and curl (the quick-start demo, which the suite runs).
-DEBIAN_PACKAGES=(prometheus victoria-metrics nginx-light prometheus-node-exporter curl)
+# blackbox exporter (probes are compared with it), Alertmanager (amtool checks generated
+# routes), the node exporter and curl (the quick-start demo, which the suite runs).
+DEBIAN_PACKAGES=(prometheus victoria-metrics nginx-light prometheus-blackbox-exporter
+  prometheus-alertmanager prometheus-node-exporter curl)
 
 ensure_debian_packages() {
   local missing=()
@@ -33,6 +35,10 @@ ensure_python_packages() {
   if ! python3 -c "import rotel" >/dev/null 2>&1; then
     echo "==> installing rotel (OTLP receiver) from PyPI"
     python3 -m pip install --quiet rotel
+  fi
+  if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    echo "==> installing kubernetes-validate (offline manifest validation) from PyPI"
+    python3 -m pip install --quiet 'kubernetes-validate==1.37.0'
   fi
   if ! command -v schemathesis >/dev/null 2>&1; then
     echo "==> installing schemathesis from PyPI"
@@ -55,6 +61,7 @@ if ((${#DEBIAN_PACKAGES[@]})); then
   ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
 fi
 ensure_python_packages
+command -v kubectl >/dev/null 2>&1 || ensure_debian_packages kubernetes-client  # `kubectl kustomize` for deploy_manifests
 ensure_rust_tools
 
 echo "==> cargo fmt --check"

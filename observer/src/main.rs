@@ -22,7 +22,7 @@ fn main() -> anyhow::Result<ExitCode> {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(kaas_observer::serve::run(args))?;
+                .block_on(kaas_observer::serve::run(*args))?;
             0
         }
         Command::Pipeline(PipelineCommand::Validate(args)) => {

@@ -22,7 +22,13 @@ use crate::api::{ApiState, app};
 use crate::control::service::{ControlService, ControlSettings};
 use crate::control::{serve_with_shutdown, server_tls_config};
 use crate::identity::ClusterCa;
+use crate::integrations::Integrations;
 use crate::lifecycle::{ClusterLifecycle, LifecycleSettings};
+use crate::onboarding::OnboardingMetrics;
+use crate::onboarding::capi::{CapiSettings, ClusterApiSource};
+use crate::onboarding::inventory::{InventorySettings, InventorySource};
+use crate::probes::targets::DEFAULT_TARGET_REFRESH;
+use crate::probes::{Prober, ProberSettings, follow_store};
 use crate::secrets::SecretBox;
 use crate::store::Store;
 
@@ -98,6 +104,44 @@ pub struct ServeArgs {
     /// How long an agent may be unheard before its cluster is silent.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_SILENT_AFTER)]
     pub silent_after: String,
+    /// Onboard clusters from a KaaS inventory: a URL answering a JSON list of clusters
+    /// (name, tenant, labels, apiEndpoint), polled; clusters that disappear from it are
+    /// deleted, not silent.
+    #[arg(long, value_name = "URL")]
+    pub inventory_url: Option<url::Url>,
+    /// Time between inventory polls.
+    #[arg(long, value_name = "DURATION", default_value = "1m")]
+    pub inventory_interval: String,
+    /// Successful polls a cluster must be missing from before it is tombstoned.
+    #[arg(long, value_name = "POLLS", default_value_t = crate::onboarding::inventory::DEFAULT_DELETE_AFTER_MISSING_POLLS)]
+    pub inventory_delete_after_polls: std::num::NonZeroU32,
+    /// Accept an empty inventory as "no clusters" (refused by default: an empty answer
+    /// from a broken inventory must not delete every cluster).
+    #[arg(long)]
+    pub inventory_allow_empty: bool,
+    /// A file holding the bearer token for the inventory.
+    #[arg(long, value_name = "FILE")]
+    pub inventory_token_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust for an https inventory.
+    #[arg(long, value_name = "FILE")]
+    pub inventory_ca_file: Option<PathBuf>,
+    /// Onboard Cluster API clusters of the management cluster: bare `--cluster-api`
+    /// uses the kubeconfig or in-cluster account; `--cluster-api=PATH` a kubeconfig.
+    #[arg(long, value_name = "KUBECONFIG", num_args = 0..=1, require_equals = true, default_missing_value = "auto")]
+    pub cluster_api: Option<crate::onboarding::capi::ManagementCluster>,
+    /// How often each black-box probe target (cluster API endpoints, configured
+    /// endpoints) is probed.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub probe_interval: String,
+    /// How long one probe may take.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub probe_timeout: String,
+    /// How many probes may run at once.
+    #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_MAX_CONCURRENCY)]
+    pub probe_max_concurrency: usize,
+    /// The central stack: Thanos receive, Grafana, Alertmanager.
+    #[command(flatten)]
+    pub integrations: crate::integrations::IntegrationFlags,
 }
 
 /// Why the observer cannot start.
@@ -138,6 +182,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// An integration flag is wrong.
+    #[error("{0}")]
+    Integrations(#[from] crate::integrations::IntegrationsError),
     /// A server stopped with an error.
     #[error("{0}")]
     Server(String),
@@ -212,6 +259,35 @@ fn write_private(path: &Path, contents: &str) -> Result<(), ServeError> {
     file.write_all(contents.as_bytes()).map_err(io_error(path))
 }
 
+/// Starts polling the KaaS inventory at `url`.
+fn start_inventory(
+    args: &ServeArgs,
+    url: &url::Url,
+    store: &Store,
+    silent_after: Duration,
+    metrics: &Arc<OnboardingMetrics>,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    let mut settings = InventorySettings::new(url.clone());
+    settings.interval = duration_flag("inventory-interval", &args.inventory_interval)?;
+    settings.delete_after_missing_polls = args.inventory_delete_after_polls;
+    settings.allow_empty = args.inventory_allow_empty;
+    settings.silent_after = silent_after;
+    if let Some(path) = &args.inventory_token_file {
+        let token = std::fs::read_to_string(path).map_err(io_error(path))?;
+        settings.bearer_token = Some(kaas_pipeline::secret::SecretString::new(token.trim()));
+    }
+    if let Some(path) = &args.inventory_ca_file {
+        settings.ca_pem = Some(std::fs::read_to_string(path).map_err(io_error(path))?);
+    }
+    let source = InventorySource::new(store.clone(), settings, metrics.clone()).map_err(|e| {
+        ServeError::Flag {
+            flag: "inventory-url",
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(source.start())
+}
+
 async fn shutdown_signal() {
     let (Ok(mut terminate), Ok(mut interrupt)) = (
         signal(SignalKind::terminate()),
@@ -240,7 +316,6 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let ca_dir = args.ca_dir.clone().unwrap_or_else(|| args.data_dir.clone());
     let ca = Arc::new(ClusterCa::load_or_create(&ca_dir)?);
 
-    let control = ControlService::new(store.clone(), ca.clone(), ControlSettings::default());
     let lifecycle = ClusterLifecycle::start(
         store.clone(),
         LifecycleSettings {
@@ -248,10 +323,40 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
             ..LifecycleSettings::default()
         },
     );
+    let integrations = Integrations::start(&args.integrations, &store, &lifecycle)?;
+    let control = ControlService::new(
+        store.clone(),
+        ca.clone(),
+        ControlSettings {
+            central_pipeline: integrations.central_pipeline().cloned().map(Arc::new),
+            ..ControlSettings::default()
+        },
+    );
     let mut registry = Registry::default();
     control.metrics().register(&mut registry);
     lifecycle.register(&mut registry);
+    integrations.register(&mut registry);
+    let prober = Prober::start(ProberSettings {
+        interval: duration_flag("probe-interval", &args.probe_interval)?,
+        timeout: duration_flag("probe-timeout", &args.probe_timeout)?,
+        max_concurrency: args.probe_max_concurrency,
+        ..ProberSettings::default()
+    });
+    prober.register(&mut registry);
+    let probe_feed = follow_store(store.clone(), prober.clone(), DEFAULT_TARGET_REFRESH);
+    let onboarding = Arc::new(OnboardingMetrics::default());
+    onboarding.register(&mut registry);
     let registry = Arc::new(registry);
+    let inventory = match &args.inventory_url {
+        Some(url) => Some(start_inventory(
+            &args,
+            url,
+            &store,
+            silent_after,
+            &onboarding,
+        )?),
+        None => None,
+    };
 
     let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen_address)
         .await
@@ -269,6 +374,27 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
             .map_or("localhost", String::as_str);
         format!("https://{host}:{grpc_port}")
     });
+    let cluster_api = match &args.cluster_api {
+        Some(management) => {
+            let client = management.client().await.map_err(|e| ServeError::Flag {
+                flag: "cluster-api",
+                reason: e.to_string(),
+            })?;
+            let mut settings = CapiSettings::new(
+                control_endpoint.clone(),
+                ca.ca_pem().to_owned(),
+                join_token_ttl,
+            );
+            settings.silent_after = silent_after;
+            Some(ClusterApiSource::start(
+                client,
+                store.clone(),
+                settings,
+                onboarding.clone(),
+            ))
+        }
+        None => None,
+    };
     let tls = server_tls_config(&ca, &args.grpc_hostnames)?;
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let grpc = tokio::spawn(serve_with_shutdown(
@@ -312,6 +438,15 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     tracing::info!("shutting down");
     let _ = stop_grpc.send(());
     lifecycle.stop();
+    integrations.stop();
+    probe_feed.abort();
+    prober.stop();
+    if let Some(inventory) = inventory {
+        inventory.abort();
+    }
+    if let Some(cluster_api) = &cluster_api {
+        cluster_api.stop();
+    }
     if let Ok(Err(error)) = grpc.await {
         tracing::error!(%error, "the control service stopped with an error");
     }

@@ -506,7 +506,7 @@ mod api {
             .record_health("c1", json!({ "pipelines": { "p": "ok" } }), 2)
             .await
             .unwrap();
-        h.store.set_connected("c1", true).await.unwrap();
+        h.store.set_connected("c1", "test-replica/1").await.unwrap();
 
         let list = h
             .call(Method::GET, "/api/v1/clusters", Some(&shop), None)
@@ -850,6 +850,36 @@ mod api {
         );
     }
 
+    #[tokio::test]
+    async fn names_reserved_for_the_observers_own_pipelines_are_refused() {
+        let h = Harness::new().await;
+        let shop = h.tenant_with_token("shop").await;
+        let answer = h
+            .call(
+                Method::PUT,
+                "/api/v1/pipelines/kaas-central",
+                Some(&shop),
+                Some(pipeline("kaas-central", URL_A)),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            answer.text
+        );
+        let body = answer.json();
+        assert_eq!(body["fields"][0]["path"], "metadata.name");
+        assert!(
+            body["fields"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("reserved"),
+            "{body}"
+        );
+        assert!(h.store.list_pipelines(None).await.unwrap().is_empty());
+    }
+
     /// Every answer that shows a pipeline, and the overview, are searched for the
     /// secret values written.
     #[tokio::test]
@@ -1052,7 +1082,7 @@ mod api {
             )
             .await;
         }
-        h.store.set_connected("s1", true).await.unwrap();
+        h.store.set_connected("s1", "test-replica/1").await.unwrap();
         h.call(Method::DELETE, "/api/v1/clusters/s2", Some(&shop), None)
             .await;
         h.call(

@@ -178,7 +178,7 @@ spec:
             .pipelines_for_cluster(&cluster)
             .await
             .expect("read the pipelines");
-        let rendered = render_for_cluster(&cluster, &pipelines);
+        let rendered = render_for_cluster(&cluster, &pipelines, None);
         (rendered.body, rendered.hash)
     }
 

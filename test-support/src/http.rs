@@ -13,6 +13,14 @@ pub fn get(url: &str) -> Result<(u16, String), String> {
     request("GET", url, &[("Accept", "*/*")], &[])
 }
 
+/// `GET http://host:port/path` with `headers` (e.g. `Authorization`); returns the
+/// status code and body, or an error text.
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
+    let mut all = vec![("Accept", "*/*")];
+    all.extend_from_slice(headers);
+    request("GET", url, &all, &[])
+}
+
 /// `POST http://host:port/path` with `headers` and a binary body; returns the status
 /// code and body, or an error text.
 pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(u16, String), String> {

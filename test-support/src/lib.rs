@@ -9,6 +9,7 @@
 //! - [`fake_observer`]: an `AgentControl` server that speaks the real control contract
 //!   (hash-based config push, join tokens) and records everything an agent sends.
 
+pub mod fake_inventory;
 pub mod fake_observer;
 pub mod http;
 pub mod peers;

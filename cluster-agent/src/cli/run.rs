@@ -4,8 +4,9 @@
 //!   pipelines, and reloads on SIGHUP or when the file changes: the new file is validated
 //!   first, and if it is invalid the agent keeps running the old configuration and logs
 //!   every problem.
-//! - **Observer-connected** (`--observer URL`): joins the observer with a token, then
-//!   takes its configuration from the control stream (see [`crate::control`]).
+//! - **Observer-connected** (`--observer URL`, repeatable for several replicas): joins
+//!   the observer with a token, then takes its configuration from the control stream
+//!   (see [`crate::control`]).
 //!
 //! Both modes share the setup ([`ConfiguredAgent::start`]: Kubernetes watches, the HTTP
 //! and OTLP/gRPC servers, metrics) and the apply path ([`ConfiguredAgent::apply`], which
@@ -51,9 +52,17 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The observer's control endpoint, e.g. https://observer.example:8443: take the
-    /// configuration from the observer instead of a file.
-    #[arg(long, value_name = "URL")]
-    pub observer: Option<String>,
+    /// configuration from the observer instead of a file. Repeat it (or separate URLs
+    /// with commas) to name several observer replicas: each reconnect tries them in
+    /// turn, see --observer-order.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    pub observer: Vec<String>,
+    /// In which order the --observer endpoints are tried on each reconnect: `random`
+    /// spreads the fleet over the replicas; `listed` prefers the first one given (e.g.
+    /// the replica in the agent's own region). Either way the endpoint that failed last
+    /// is tried last.
+    #[arg(long, value_enum, value_name = "ORDER", default_value_t = crate::control::EndpointOrder::Random)]
+    pub observer_order: crate::control::EndpointOrder,
     /// CA certificate (PEM) to trust for the observer when joining; afterwards the CA
     /// bundle the observer returned is kept with the agent's identity.
     #[arg(long, value_name = "FILE", requires = "observer")]
@@ -344,10 +353,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             result
         }
         None => {
-            // Clap requires --observer when --config is absent; an empty URL would be
+            // Clap requires --observer when --config is absent; an empty list would be
             // refused with a clear message anyway.
             let settings = crate::control::ObserverSettings {
-                url: args.observer.clone().unwrap_or_default(),
+                urls: args.observer.clone(),
+                endpoint_order: args.observer_order,
                 ca_file: args.observer_ca_file.clone(),
                 join_token_file: args.join_token_file.clone(),
                 join_token_env: std::env::var(JOIN_TOKEN_ENV).ok(),
@@ -425,4 +435,52 @@ fn file_hash(path: &Path) -> Option<[u8; 32]> {
     std::fs::read(path)
         .ok()
         .map(|bytes| Sha256::digest(&bytes).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::control::EndpointOrder;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        Command::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
+            .map(|command| command.run)
+    }
+
+    #[test]
+    fn observer_endpoints_are_repeated_or_comma_separated() {
+        let repeated = parse(&[
+            "--observer",
+            "https://a:8443",
+            "--observer",
+            "https://b:8443",
+        ])
+        .unwrap();
+        let separated = parse(&["--observer", "https://a:8443,https://b:8443"]).unwrap();
+        for args in [&repeated, &separated] {
+            assert_eq!(args.observer, ["https://a:8443", "https://b:8443"]);
+            assert_eq!(args.observer_order, EndpointOrder::Random);
+        }
+        let listed =
+            parse(&["--observer", "https://a:8443", "--observer-order", "listed"]).unwrap();
+        assert_eq!(listed.observer_order, EndpointOrder::Listed);
+    }
+
+    #[test]
+    fn standalone_mode_needs_no_observer_flags() {
+        let args = parse(&["--config", "agent.yaml"]).unwrap();
+        assert!(args.observer.is_empty());
+        assert!(
+            parse(&[]).is_err(),
+            "one of --config and --observer is required"
+        );
+    }
 }

@@ -59,7 +59,21 @@
 //! hundred hellos per second at most. Each reconnect is cheap on both sides: a hello
 //! whose hash matches costs the observer one render and no push. Health reports are
 //! timed from each stream's own start, so they do not line up across the fleet either.
+//!
+//! # Several observer replicas
+//!
+//! `--observer` may name several endpoints (repeated, or comma-separated): replicas of
+//! one observer sharing a database. Each reconnect is a round over them
+//! ([`endpoints`]): a fresh random order per round by default, so the fleet spreads
+//! over the replicas, with the endpoint that failed last tried last. An endpoint that
+//! cannot be reached, or answers `UNAVAILABLE`, is skipped for the next one at once;
+//! the jittered backoff above is waited only between rounds (and after a stream that
+//! ran ends, so a replica's death spreads its agents' reconnects over a second).
+//! `Join` goes to whichever replica answers. Refusals are not retried elsewhere within
+//! the round: the replicas share one database, so a refused token or a revoked
+//! certificate would be refused by every one of them.
 
+pub mod endpoints;
 pub mod health;
 pub mod identity;
 pub mod lkg;
@@ -68,6 +82,7 @@ pub mod stream;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use endpoints::EndpointOrder;
 pub use stream::ObserverConnection;
 
 /// How long a new configuration must run before it is reported APPLIED and becomes
@@ -99,8 +114,10 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How the agent reaches and identifies itself to the observer.
 #[derive(Clone, Debug)]
 pub struct ObserverSettings {
-    /// The observer's control endpoint, `https://host:port`.
-    pub url: String,
+    /// The observer's control endpoints, `https://host:port` each: one per replica.
+    pub urls: Vec<String>,
+    /// In which order the endpoints are tried.
+    pub endpoint_order: EndpointOrder,
     /// CA certificate to trust when joining.
     pub ca_file: Option<PathBuf>,
     /// File holding the join token.
@@ -123,7 +140,8 @@ pub struct ObserverSettings {
 impl Default for ObserverSettings {
     fn default() -> Self {
         Self {
-            url: String::new(),
+            urls: Vec::new(),
+            endpoint_order: EndpointOrder::Random,
             ca_file: None,
             join_token_file: None,
             join_token_env: None,

@@ -12,12 +12,14 @@ use kaas_pipeline::agent_config::{
 use kaas_proto::control::v1::agent_control_client::AgentControlClient;
 use kaas_proto::control::v1::{
     AgentHello, AgentMessage, Capability, CommandType, ConfigError, ConfigState, ConfigStatus,
-    ConfigUpdate, Heartbeat, JoinRequest, agent_message, observer_message,
+    ConfigUpdate, Heartbeat, JoinRequest, ObserverMessage, agent_message, observer_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use super::endpoints::Endpoints;
 use super::identity::{AgentIdentity, generate_key_and_request};
 use super::lkg::LastKnownGood;
 use super::{
@@ -111,6 +113,7 @@ struct Fallback {
 /// the reconnect loop.
 pub struct ObserverConnection {
     settings: ObserverSettings,
+    endpoints: Endpoints,
     identity: Option<AgentIdentity>,
     last_known_good: Option<Fallback>,
     last_status: Option<ConfigStatus>,
@@ -119,21 +122,17 @@ pub struct ObserverConnection {
 
 impl ObserverConnection {
     /// Checks the settings and loads the identity from the data directory. Fails when
-    /// the agent could never connect: a URL that is not https, or no identity and no
-    /// token or CA to join with.
+    /// the agent could never connect: no endpoint, an endpoint that is not https, or no
+    /// identity and no token or CA to join with.
     pub fn new(settings: ObserverSettings) -> Result<Self, ControlError> {
-        let bad_url = |reason: &str| ControlError::BadUrl {
-            url: settings.url.clone(),
-            reason: reason.to_owned(),
-        };
-        let url = url::Url::parse(&settings.url).map_err(|e| bad_url(&e.to_string()))?;
-        if url.scheme() != "https" {
-            return Err(bad_url(
-                "the control stream needs TLS, because the agent's certificate is its identity",
-            ));
+        if settings.urls.is_empty() {
+            return Err(ControlError::BadUrl {
+                url: String::new(),
+                reason: "no observer endpoint given".to_owned(),
+            });
         }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(bad_url("no host"));
+        for url in &settings.urls {
+            check_url(url)?;
         }
         let identity = AgentIdentity::load(&settings.data_dir)?;
         match &identity {
@@ -151,6 +150,7 @@ impl ObserverConnection {
             }
         }
         Ok(Self {
+            endpoints: Endpoints::new(settings.urls.clone(), settings.endpoint_order),
             settings,
             identity,
             last_known_good: None,
@@ -165,25 +165,61 @@ impl ObserverConnection {
     pub async fn run(&mut self, agent: &mut ConfiguredAgent) {
         self.apply_last_known_good(agent).await;
         loop {
+            self.round(agent).await;
+            let delay = self.backoff.next_delay();
+            tracing::info!(retry_in = ?delay, "reconnecting to the observer");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One round over the endpoints (see [`super::endpoints`]): joins if needed and
+    /// runs a stream through the first replica that takes it; returns when that stream
+    /// ends, when a refusal makes trying further replicas pointless, or when every
+    /// endpoint failed.
+    async fn round(&mut self, agent: &mut ConfiguredAgent) {
+        for url in self.endpoints.round() {
             let identity = match &self.identity {
                 Some(identity) => identity.clone(),
-                None => match self.join().await {
+                None => match self.join(&url).await {
                     Ok(identity) => {
                         self.identity = Some(identity.clone());
                         identity
                     }
                     Err(error) => {
-                        let delay = self.backoff.next_delay();
+                        let reachable = matches!(
+                            error,
+                            ControlError::Transport(_) | ControlError::Status { .. }
+                        );
                         let error = super::error_chain(&error);
-                        tracing::error!(%error, retry_in = ?delay, "cannot join the observer");
-                        tokio::time::sleep(delay).await;
+                        tracing::error!(observer = %url, %error, "cannot join the observer");
+                        if !reachable {
+                            // A refused token (every replica reads the same token
+                            // table) or a local problem (token file, CA file, key):
+                            // another replica would not help.
+                            return;
+                        }
+                        self.endpoints.failed(&url);
                         continue;
                     }
                 },
             };
-            match self.session(agent, &identity).await {
+            let (outbox, inbound) = match self.open(agent, &identity, &url).await {
+                Ok(opened) => opened,
+                Err(ControlError::Status { code, message }) if is_refusal(code) => {
+                    log_refused_certificate(&url, &identity, code, &message);
+                    return;
+                }
+                Err(error) => {
+                    let error = super::error_chain(&error);
+                    tracing::warn!(observer = %url, %error, "cannot open the control stream; trying the next observer endpoint");
+                    self.endpoints.failed(&url);
+                    continue;
+                }
+            };
+            match self.session(agent, &identity, outbox, inbound).await {
                 Ok(SessionEnd::Rejoin(reason)) => {
                     tracing::error!(
+                        observer = %url,
                         cluster = %identity.cluster_id,
                         %reason,
                         "the observer asked this agent to join again: its identity is discarded and a new join token is needed (--join-token-file or KAAS_JOIN_TOKEN); the last-known-good configuration keeps running meanwhile"
@@ -193,27 +229,19 @@ impl ObserverConnection {
                     }
                     self.identity = None;
                 }
-                Err(ControlError::Status { code, message })
-                    if matches!(
-                        code,
-                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
-                    ) =>
-                {
-                    tracing::error!(
-                        cluster = %identity.cluster_id,
-                        ?code,
-                        %message,
-                        "the observer refused this agent's certificate (the cluster was deleted, or it joined again with another agent); the last-known-good configuration keeps running"
-                    );
+                Err(ControlError::Status { code, message }) if is_refusal(code) => {
+                    log_refused_certificate(&url, &identity, code, &message);
                 }
                 Err(error) => {
                     let error = super::error_chain(&error);
-                    tracing::warn!(%error, "the control stream failed");
+                    tracing::warn!(observer = %url, %error, "the control stream failed");
                 }
             }
-            let delay = self.backoff.next_delay();
-            tracing::info!(retry_in = ?delay, "reconnecting to the observer");
-            tokio::time::sleep(delay).await;
+            // The stream ended: this replica goes last in the next round, which starts
+            // after the (reset, so short) jittered backoff, so that the agents of a
+            // replica that died do not all arrive at another one in the same instant.
+            self.endpoints.failed(&url);
+            return;
         }
     }
 
@@ -287,6 +315,7 @@ impl ObserverConnection {
 
     async fn channel(
         &self,
+        url: &str,
         ca_pem: &str,
         identity: Option<&AgentIdentity>,
     ) -> Result<Channel, ControlError> {
@@ -294,7 +323,7 @@ impl ObserverConnection {
         if let Some(identity) = identity {
             tls = tls.identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
         }
-        let endpoint = Endpoint::from_shared(self.settings.url.clone())?
+        let endpoint = Endpoint::from_shared(url.to_owned())?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -304,12 +333,12 @@ impl ObserverConnection {
         Ok(endpoint.connect().await?)
     }
 
-    /// Redeems the join token for an identity and saves it.
-    async fn join(&self) -> Result<AgentIdentity, ControlError> {
+    /// Redeems the join token at `url` for an identity and saves it.
+    async fn join(&self, url: &str) -> Result<AgentIdentity, ControlError> {
         let token = self.join_token()?;
         let ca_pem = self.join_ca()?;
         let generated = generate_key_and_request()?;
-        let channel = self.channel(&ca_pem, None).await?;
+        let channel = self.channel(url, &ca_pem, None).await?;
         let request = JoinRequest {
             join_token: token,
             csr_pem: generated.csr_pem.clone(),
@@ -337,6 +366,7 @@ impl ObserverConnection {
         };
         identity.save(&self.settings.data_dir)?;
         tracing::info!(
+            observer = %url,
             cluster = %identity.cluster_id,
             not_after_unix_seconds = response.not_after_unix_seconds,
             "joined the observer; the identity is saved in the data directory"
@@ -383,12 +413,15 @@ impl ObserverConnection {
     }
 
     /// One stream, from connecting to its end.
-    async fn session(
+    /// Opens a stream at `url`: connects, sends the hello and waits for the observer
+    /// to accept it (the observer answers `Connect` only after checking the hello).
+    async fn open(
         &mut self,
-        agent: &mut ConfiguredAgent,
+        agent: &ConfiguredAgent,
         identity: &AgentIdentity,
-    ) -> Result<SessionEnd, ControlError> {
-        let channel = self.channel(&identity.ca_pem, Some(identity)).await?;
+        url: &str,
+    ) -> Result<(Outbox, Streaming<ObserverMessage>), ControlError> {
+        let channel = self.channel(url, &identity.ca_pem, Some(identity)).await?;
         let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let mut outbox = Outbox {
             tx,
@@ -398,12 +431,23 @@ impl ObserverConnection {
         outbox
             .send(agent_message::Body::Hello(self.hello(identity, agent)))
             .await?;
-        let mut inbound = AgentControlClient::new(channel)
+        let inbound = AgentControlClient::new(channel)
             .connect(ReceiverStream::new(rx))
             .await?
             .into_inner();
         self.backoff.reset();
-        tracing::info!(cluster = %identity.cluster_id, "connected to the observer");
+        tracing::info!(observer = %url, cluster = %identity.cluster_id, "connected to the observer");
+        Ok((outbox, inbound))
+    }
+
+    /// Serves an open stream until it ends.
+    async fn session(
+        &mut self,
+        agent: &mut ConfiguredAgent,
+        identity: &AgentIdentity,
+        mut outbox: Outbox,
+        mut inbound: Streaming<ObserverMessage>,
+    ) -> Result<SessionEnd, ControlError> {
         let health_interval = self.settings.health_interval;
         let heartbeat_interval = self.settings.heartbeat_interval;
         let start = tokio::time::Instant::now();
@@ -572,6 +616,43 @@ impl ObserverConnection {
         self.send_status(outbox, &hash, ConfigState::Applied, vec![])
             .await
     }
+}
+
+/// Whether `code` refuses the agent itself (its certificate), as opposed to a replica
+/// being unable to serve it right now.
+fn is_refusal(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+    )
+}
+
+fn log_refused_certificate(url: &str, identity: &AgentIdentity, code: tonic::Code, message: &str) {
+    tracing::error!(
+        observer = %url,
+        cluster = %identity.cluster_id,
+        ?code,
+        %message,
+        "the observer refused this agent's certificate (the cluster was deleted, or it joined again with another agent); the last-known-good configuration keeps running"
+    );
+}
+
+/// Checks one `--observer` endpoint: an https URL with a host.
+fn check_url(text: &str) -> Result<(), ControlError> {
+    let bad_url = |reason: &str| ControlError::BadUrl {
+        url: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = url::Url::parse(text).map_err(|e| bad_url(&e.to_string()))?;
+    if url.scheme() != "https" {
+        return Err(bad_url(
+            "the control stream needs TLS, because the agent's certificate is its identity",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad_url("no host"));
+    }
+    Ok(())
 }
 
 fn whole_config_error(message: String) -> ConfigError {

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod model;
 pub mod openapi;
 pub mod pipelines;
+pub mod probes;
 pub mod redact;
 pub mod status;
 pub mod tenants;
@@ -95,6 +96,13 @@ pub fn app(state: ApiState) -> Router {
                 .delete(pipelines::delete),
         )
         .route("/api/v1/pipelines/{name}/status", get(pipelines::status))
+        .route("/api/v1/probes", post(probes::create).get(probes::list))
+        .route(
+            "/api/v1/probes/{name}",
+            axum::routing::put(probes::put)
+                .get(probes::get)
+                .delete(probes::delete),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

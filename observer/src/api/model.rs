@@ -208,7 +208,7 @@ pub struct ClusterView {
     pub api_endpoint: Option<String>,
     /// Lifecycle state.
     pub state: ClusterStateView,
-    /// Whether its agent holds a control stream to this observer right now.
+    /// Whether its agent holds a control stream to an observer replica right now.
     pub connected: bool,
     /// The agent's version, once it joined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,7 +250,7 @@ impl ClusterView {
             labels: cluster.labels,
             api_endpoint: cluster.api_endpoint,
             state: cluster.state.into(),
-            connected: false,
+            connected: cluster.connected,
             agent_version: cluster.agent_version,
             agent_instance_id: cluster.agent_instance_id,
             last_seen_ms: cluster.last_seen_ms,

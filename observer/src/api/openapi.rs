@@ -16,6 +16,7 @@ use super::model::{
     CreateTokenRequest, CreatedCluster, CreatedToken, ErrorBody, JoinToken, PipelineList,
     PipelineStatusView, PipelineView, StatusView, TenantList, TenantView, TokenList,
 };
+use super::probes::{ProbeEndpointList, ProbeEndpointRequest, ProbeEndpointView};
 
 /// The document's `info.version`: the observer's version.
 const API_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -178,6 +179,9 @@ pub fn document() -> Value {
     };
 
     let text = |description: &str| json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } });
+    // The probe routes' parameters (the pipeline routes below move the originals).
+    let (probe_name, probe_tenant_filter, probe_tenant_target) =
+        (name.clone(), tenant_filter.clone(), tenant_target.clone());
     let paths = json!({
         "/healthz": { "get": {
             "operationId": "healthz", "tags": ["health"], "summary": "Liveness: the process answers.",
@@ -253,6 +257,23 @@ pub fn document() -> Value {
             "get": operation("getPipelineStatus", "pipelines", "Read a pipeline's conditions.",
                 vec![name, tenant_target], None,
                 responses(vec![("200", ok("The status.", s.of::<PipelineStatusView>()))]), READ_ONE),
+        },
+        "/api/v1/probes": {
+            "post": operation("applyProbeEndpoint", "probes", "Create or replace the probe endpoint named in the body.",
+                vec![probe_tenant_target.clone()], Some(json_body(s.of::<ProbeEndpointRequest>())),
+                responses(vec![("200", ok("Replaced or unchanged.", s.of::<ProbeEndpointView>())), ("201", ok("Created.", s.of::<ProbeEndpointView>()))]), WRITE),
+            "get": operation("listProbeEndpoints", "probes", "List probe endpoints.", vec![probe_tenant_filter], None,
+                responses(vec![("200", ok("The probe endpoints.", s.of::<ProbeEndpointList>()))]), READ),
+        },
+        "/api/v1/probes/{name}": {
+            "put": operation("putProbeEndpoint", "probes", "Create or replace a probe endpoint.",
+                vec![probe_name.clone(), probe_tenant_target.clone()], Some(json_body(s.of::<ProbeEndpointRequest>())),
+                responses(vec![("200", ok("Replaced or unchanged.", s.of::<ProbeEndpointView>())), ("201", ok("Created.", s.of::<ProbeEndpointView>()))]), WRITE),
+            "get": operation("getProbeEndpoint", "probes", "Read a probe endpoint.",
+                vec![probe_name.clone(), probe_tenant_target.clone()], None,
+                responses(vec![("200", ok("The probe endpoint.", s.of::<ProbeEndpointView>()))]), READ_ONE),
+            "delete": operation("deleteProbeEndpoint", "probes", "Delete a probe endpoint; its probes stop.",
+                vec![probe_name.clone(), probe_tenant_target.clone()], None, responses(vec![("204", no_content())]), DELETE),
         },
     });
     let mut schemas = s.0.take_definitions(true);

@@ -87,6 +87,18 @@ async fn apply(
             }),
         }
     }
+    if let Value::Mapping(map) = &value
+        && let Some(name) = body_name(map).or_else(|| url_name.clone())
+        && crate::integrations::central::is_reserved_pipeline_name(&name)
+    {
+        problems.push(FieldProblem {
+            path: "metadata.name".to_owned(),
+            message: format!(
+                "{name:?} starts with {:?}, which is reserved for the observer's own pipelines",
+                crate::integrations::central::RESERVED_PIPELINE_PREFIX
+            ),
+        });
+    }
     // Fill in `***` from the stored pipeline and drop what the server owns (status,
     // generation) before validating, so validation sees what will be stored.
     let mut previous = None;

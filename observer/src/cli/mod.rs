@@ -73,7 +73,7 @@ impl ConnectionArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the observer service (REST API, agent control service, lifecycle).
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Work with metric pipelines.
     #[command(subcommand)]
     Pipeline(PipelineCommand),

@@ -21,8 +21,12 @@
 //! the certificate's serial must be the one recorded (`PERMISSION_DENIED` otherwise).
 //! The observer then records the agent as seen and connected (every later message
 //! counts as a sign of life, written at most every 20 s), and the stream runs until
-//! either side ends it; at the end the cluster is marked disconnected unless
-//! another stream of the same cluster is open on this replica.
+//! either side ends it. The streams of one cluster on one replica share a connection
+//! id (`<replica id>/<number>`), recorded with `connected`; when the last of them ends
+//! the replica releases that id, which clears `connected` only if no other replica's
+//! connection has replaced it since. So an agent that moved to replica B stays
+//! connected when replica A notices late that the old stream broke (see "Connected" in
+//! [`crate::store`]).
 //!
 //! Every agent message carries a sequence number growing by one. A message whose
 //! number skips ahead is ignored and answered with `RESEND_FULL_STATE`; the agent then

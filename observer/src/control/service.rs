@@ -2,6 +2,7 @@
 //! dispatcher that routes store changes to streams, and the status task (see the module
 //! documentation of [`crate::control`] for the protocol).
 
+use crate::integrations::central::{CentralPipelineSettings, central_pipeline};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +60,9 @@ pub struct ControlSettings {
     pub hello_timeout: Duration,
     /// See [`STATUS_DEBOUNCE`].
     pub status_debounce: Duration,
+    /// The provider's central pipeline (to Thanos receive), added to every cluster's
+    /// configuration; `None` when the observer runs without one.
+    pub central_pipeline: Option<Arc<CentralPipelineSettings>>,
 }
 
 impl Default for ControlSettings {
@@ -67,6 +71,7 @@ impl Default for ControlSettings {
             agent_certificate_validity: DEFAULT_AGENT_CERTIFICATE_VALIDITY,
             hello_timeout: HELLO_TIMEOUT,
             status_debounce: STATUS_DEBOUNCE,
+            central_pipeline: None,
         }
     }
 }
@@ -113,7 +118,16 @@ impl ControlMetrics {
 /// The open streams of this replica, by cluster, each with the `Notify` that wakes it.
 #[derive(Default)]
 struct StreamRegistry {
-    by_cluster: HashMap<String, Vec<StreamEntry>>,
+    by_cluster: HashMap<String, ClusterStreams>,
+}
+
+/// This replica's open streams of one cluster. They share one connection id, chosen
+/// when the first of them opened and released in the store when the last one ends, so
+/// that overlapping streams of one agent on this replica (a reconnect before the old
+/// stream was noticed gone) count as one connection.
+struct ClusterStreams {
+    connection_id: String,
+    streams: Vec<StreamEntry>,
 }
 
 struct StreamEntry {
@@ -123,14 +137,23 @@ struct StreamEntry {
 }
 
 impl StreamRegistry {
+    fn entries(&self) -> impl Iterator<Item = &StreamEntry> {
+        self.by_cluster.values().flat_map(|c| &c.streams)
+    }
+
     fn wake_cluster(&self, cluster: &str) {
-        for entry in self.by_cluster.get(cluster).into_iter().flatten() {
+        for entry in self
+            .by_cluster
+            .get(cluster)
+            .into_iter()
+            .flat_map(|c| &c.streams)
+        {
             entry.wake.notify_one();
         }
     }
 
     fn wake_tenant(&self, tenant: &str) {
-        for entry in self.by_cluster.values().flatten() {
+        for entry in self.entries() {
             if entry.tenant == tenant {
                 entry.wake.notify_one();
             }
@@ -138,22 +161,36 @@ impl StreamRegistry {
     }
 
     fn wake_all(&self) {
-        for entry in self.by_cluster.values().flatten() {
+        for entry in self.entries() {
             entry.wake.notify_one();
         }
     }
 
-    /// Removes a stream; true if it was the last of its cluster.
-    fn remove(&mut self, cluster: &str, id: u64) -> bool {
-        let Some(entries) = self.by_cluster.get_mut(cluster) else {
-            return true;
-        };
-        entries.retain(|entry| entry.id != id);
-        if entries.is_empty() {
-            self.by_cluster.remove(cluster);
-            true
+    /// Adds a stream; returns the connection id of the cluster's streams on this
+    /// replica (`<replica>/<id>` when it is the first).
+    fn add(&mut self, cluster: &str, replica: &str, entry: StreamEntry) -> String {
+        let streams = self
+            .by_cluster
+            .entry(cluster.to_owned())
+            .or_insert_with(|| ClusterStreams {
+                connection_id: format!("{replica}/{}", entry.id),
+                streams: Vec::new(),
+            });
+        streams.streams.push(entry);
+        streams.connection_id.clone()
+    }
+
+    /// Removes a stream; returns the connection id to release if it was the last of
+    /// its cluster on this replica.
+    fn remove(&mut self, cluster: &str, id: u64) -> Option<String> {
+        let streams = self.by_cluster.get_mut(cluster)?;
+        streams.streams.retain(|entry| entry.id != id);
+        if streams.streams.is_empty() {
+            self.by_cluster
+                .remove(cluster)
+                .map(|streams| streams.connection_id)
         } else {
-            false
+            None
         }
     }
 }
@@ -188,6 +225,8 @@ struct Inner {
     metrics: Arc<ControlMetrics>,
     streams: SharedRegistry,
     next_stream_id: AtomicU64,
+    /// Random id of this service instance, the first half of its connection ids.
+    replica_id: String,
     closing: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -215,6 +254,7 @@ impl ControlService {
             store.clone(),
             status_rx,
             settings.status_debounce,
+            settings.central_pipeline.clone(),
         ));
         // Pipelines changed while no replica ran get their status on start.
         let _ = status_tx.send(StatusWork::All);
@@ -226,6 +266,7 @@ impl ControlService {
                 metrics: Arc::new(ControlMetrics::default()),
                 streams,
                 next_stream_id: AtomicU64::new(1),
+                replica_id: format!("{:016x}", fastrand::u64(..)),
                 closing: watch::channel(false).0,
                 tasks: vec![dispatcher, statuses],
             }),
@@ -256,9 +297,25 @@ fn unavailable(error: StoreError) -> Status {
 }
 
 /// The rendered configuration for `cluster` running `pipelines` (already selected).
-pub fn render_for_cluster(cluster: &Cluster, pipelines: &[ValidatedPipeline]) -> RenderedConfig {
+/// With `central`, the provider's central pipeline is added (it cannot collide with a
+/// tenant pipeline: the `kaas-` prefix is reserved).
+pub fn render_for_cluster(
+    cluster: &Cluster,
+    pipelines: &[ValidatedPipeline],
+    central: Option<&CentralPipelineSettings>,
+) -> RenderedConfig {
     let labels = BTreeMap::from([("cluster".to_owned(), cluster.name.clone())]);
-    AgentConfig::from_validated(labels, pipelines).render()
+    let Some(settings) = central else {
+        return AgentConfig::from_validated(labels, pipelines).render();
+    };
+    let mut all = pipelines.to_vec();
+    match central_pipeline(settings, cluster) {
+        Ok(pipeline) => all.push(pipeline),
+        Err(error) => {
+            tracing::error!(cluster = %cluster.name, %error, "the central pipeline is invalid for this cluster; left out");
+        }
+    }
+    AgentConfig::from_validated(labels, &all).render()
 }
 
 /// The identity a verified client certificate carries.
@@ -397,11 +454,6 @@ impl AgentControl for ControlService {
             )
             .await
             .map_err(unavailable)?;
-        inner
-            .store
-            .set_connected(&cluster.name, true)
-            .await
-            .map_err(unavailable)?;
         let previous_health = inner
             .store
             .cluster_report(&cluster.name)
@@ -410,17 +462,29 @@ impl AgentControl for ControlService {
             .and_then(|report| report.health)
             .and_then(|json| serde_json::from_value::<HealthRecord>(json).ok());
 
+        // Registered before it is recorded as connected, so that an older stream of the
+        // cluster ending meanwhile sees this one and does not release the connection.
         let id = inner.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
-        lock(&inner.streams)
-            .by_cluster
-            .entry(cluster.name.clone())
-            .or_default()
-            .push(StreamEntry {
+        let connection_id = lock(&inner.streams).add(
+            &cluster.name,
+            &inner.replica_id,
+            StreamEntry {
                 id,
                 tenant: cluster.tenant.clone(),
                 wake: wake.clone(),
-            });
+            },
+        );
+        if let Err(error) = inner
+            .store
+            .set_connected(&cluster.name, &connection_id)
+            .await
+        {
+            // Nothing was recorded under this stream; another stream of the cluster on
+            // this replica (if any) keeps the connection.
+            lock(&inner.streams).remove(&cluster.name, id);
+            return Err(unavailable(error));
+        }
         inner.metrics.agent_streams.inc();
         tracing::info!(
             cluster = %cluster.name,
@@ -432,6 +496,7 @@ impl AgentControl for ControlService {
         let (out, out_rx) = mpsc::channel(OUTBOX_CAPACITY);
         let stream = AgentStream {
             store: inner.store.clone(),
+            central: inner.settings.central_pipeline.clone(),
             metrics: inner.metrics.clone(),
             streams: inner.streams.clone(),
             id,
@@ -470,6 +535,7 @@ enum StreamEnd {
 /// One agent's stream, owned by its task.
 struct AgentStream {
     store: Store,
+    central: Option<Arc<CentralPipelineSettings>>,
     metrics: Arc<ControlMetrics>,
     streams: SharedRegistry,
     id: u64,
@@ -580,7 +646,11 @@ impl AgentStream {
             .pipelines_for_cluster(cluster)
             .await
             .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
-        Ok(render_for_cluster(cluster, &pipelines))
+        Ok(render_for_cluster(
+            cluster,
+            &pipelines,
+            self.central.as_deref(),
+        ))
     }
 
     async fn offer(&mut self, rendered: RenderedConfig) -> Result<(), StreamEnd> {
@@ -760,9 +830,19 @@ impl AgentStream {
         }
         self.metrics.agent_streams.dec();
         let last = lock(&self.streams).remove(&self.cluster, self.id);
-        if last {
-            let result = self.store.set_connected(&self.cluster, false).await;
-            self.log_store_error(result);
+        if let Some(connection) = last {
+            match self
+                .store
+                .release_connection(&self.cluster, &connection)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => tracing::debug!(
+                    cluster = %self.cluster,
+                    "the agent is connected through another replica now; the connection stays recorded"
+                ),
+                Err(error) => self.log_store_error(Err(error)),
+            }
         }
         tracing::info!(cluster = %self.cluster, "agent disconnected");
     }
@@ -806,6 +886,7 @@ async fn update_statuses(
     store: Store,
     mut work: mpsc::UnboundedReceiver<StatusWork>,
     debounce: Duration,
+    central: Option<Arc<CentralPipelineSettings>>,
 ) {
     while let Some(first) = work.recv().await {
         tokio::time::sleep(debounce).await;
@@ -821,7 +902,7 @@ async fn update_statuses(
             }
         };
         for tenant in tenants {
-            if let Err(error) = update_tenant_statuses(&store, &tenant).await {
+            if let Err(error) = update_tenant_statuses(&store, &tenant, central.as_deref()).await {
                 tracing::warn!(%tenant, %error, "cannot recompute pipeline statuses");
             }
         }
@@ -858,7 +939,11 @@ async fn tenants_for(
 }
 
 /// Recomputes the status of every pipeline of `tenant` and writes those that changed.
-pub async fn update_tenant_statuses(store: &Store, tenant: &str) -> Result<(), StoreError> {
+pub async fn update_tenant_statuses(
+    store: &Store,
+    tenant: &str,
+    central: Option<&CentralPipelineSettings>,
+) -> Result<(), StoreError> {
     let pipelines = store.list_pipelines(Some(tenant)).await?;
     if pipelines.is_empty() {
         return Ok(());
@@ -873,7 +958,7 @@ pub async fn update_tenant_statuses(store: &Store, tenant: &str) -> Result<(), S
             .filter(|p| p.pipeline.spec().cluster_selector.matches(&cluster.labels))
             .map(|p| p.pipeline.clone())
             .collect();
-        let desired_hash = render_for_cluster(&cluster, &selected).hash_hex();
+        let desired_hash = render_for_cluster(&cluster, &selected, central).hash_hex();
         let report = store.cluster_report(&cluster.name).await?;
         let observation = ClusterObservation {
             cluster: cluster.name.clone(),
@@ -913,4 +998,37 @@ pub async fn update_tenant_statuses(store: &Store, tenant: &str) -> Result<(), S
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: u64) -> StreamEntry {
+        StreamEntry {
+            id,
+            tenant: "shop".into(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    #[test]
+    fn overlapping_streams_of_a_cluster_share_one_connection_released_by_the_last() {
+        let mut registry = StreamRegistry::default();
+        // The agent reconnects before its old stream is noticed gone: both streams
+        // carry the connection id of the first.
+        let old = registry.add("c1", "r", entry(1));
+        let new = registry.add("c1", "r", entry(2));
+        assert_eq!(old, "r/1");
+        assert_eq!(new, old);
+        assert_eq!(registry.add("c2", "r", entry(3)), "r/3");
+        // The old stream ends: the connection stays, the new stream holds it.
+        assert_eq!(registry.remove("c1", 1), None);
+        // The last stream ends: its connection is released.
+        assert_eq!(registry.remove("c1", 2), Some("r/1".to_owned()));
+        assert_eq!(registry.remove("c1", 2), None, "released once");
+        // A later stream starts a new connection, which an old release cannot clear.
+        assert_eq!(registry.add("c1", "r", entry(4)), "r/4");
+        assert_eq!(registry.remove("c2", 3), Some("r/3".to_owned()));
+    }
 }

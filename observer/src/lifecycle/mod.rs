@@ -26,11 +26,17 @@
 //! replicas each runs the same idempotent tick against the shared database.
 //!
 //! # Metrics
-//! The tick also refreshes a snapshot from which `/metrics` serves
-//! `kaas_cluster_info{cluster,tenant,state}`, `kaas_cluster_last_seen_timestamp_seconds`,
-//! `kaas_cluster_created_timestamp_seconds`, `kaas_cluster_deleted_timestamp_seconds`
-//! and `kaas_cluster_agent_certificate_expiry_timestamp_seconds` (see
-//! `docs/metrics.md`).
+//! The tick also refreshes a snapshot ([`FleetSnapshot`]: every cluster, and every
+//! pipeline's generation and status, two queries per tick whatever the fleet's size)
+//! from which `/metrics` serves `kaas_cluster_info{cluster,tenant,state}`,
+//! `kaas_cluster_agent_connected{cluster,tenant}`,
+//! `kaas_cluster_last_seen_timestamp_seconds`, `kaas_cluster_created_timestamp_seconds`,
+//! `kaas_cluster_deleted_timestamp_seconds`,
+//! `kaas_cluster_agent_certificate_expiry_timestamp_seconds`,
+//! `kaas_pipeline_info{tenant,pipeline,generation}` and
+//! `kaas_pipeline_condition{tenant,pipeline,type,status,reason}` (see
+//! `docs/metrics.md`). The series describe shared state, so every replica serves the
+//! same values (up to one tick apart).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,7 +48,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
-use crate::store::{Actor, Cluster, ClusterState, Store, now_ms};
+use kaas_pipeline::status::ConditionStatus;
+
+use crate::store::{Actor, Cluster, ClusterState, PipelineSummary, Store, now_ms};
 
 /// How often clusters are re-examined: well below any sensible `--silent-after`, so a
 /// silent cluster is noticed within a small fraction of the threshold.
@@ -86,25 +94,40 @@ pub fn next_state(cluster: &Cluster, now_ms: i64, silent_after: Duration) -> Opt
     }
 }
 
+/// What `/metrics` shows about the fleet, as of the last tick.
+#[derive(Clone, Debug, Default)]
+pub struct FleetSnapshot {
+    /// Every cluster, tombstones included.
+    pub clusters: Vec<Cluster>,
+    /// Every pipeline's generation and status.
+    pub pipelines: Vec<PipelineSummary>,
+}
+
 /// The running lifecycle task and its metrics snapshot.
 pub struct ClusterLifecycle {
-    snapshot: Arc<Mutex<Vec<Cluster>>>,
+    snapshot: Arc<Mutex<FleetSnapshot>>,
     task: JoinHandle<()>,
 }
 
 impl ClusterLifecycle {
     /// Starts ticking. Must be called inside a Tokio runtime.
     pub fn start(store: Store, settings: LifecycleSettings) -> Self {
-        let snapshot = Arc::new(Mutex::new(Vec::new()));
+        let snapshot = Arc::new(Mutex::new(FleetSnapshot::default()));
         let task = tokio::spawn(run(store, settings, snapshot.clone()));
         Self { snapshot, task }
     }
 
     /// Registers the cluster metrics in `registry`.
     pub fn register(&self, registry: &mut Registry) {
-        registry.register_collector(Box::new(ClusterMetrics {
+        registry.register_collector(Box::new(FleetMetrics {
             snapshot: self.snapshot.clone(),
         }));
+    }
+
+    /// Reads the latest snapshot, for other users of the same series (the remote writer).
+    pub fn snapshot_reader(&self) -> impl Fn() -> FleetSnapshot + Send + Sync + 'static {
+        let snapshot = self.snapshot.clone();
+        move || snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Stops ticking.
@@ -145,30 +168,57 @@ pub async fn tick(
     Ok(clusters)
 }
 
-async fn run(store: Store, settings: LifecycleSettings, snapshot: Arc<Mutex<Vec<Cluster>>>) {
+/// One tick and the pipelines' summaries: the new snapshot.
+async fn refresh(
+    store: &Store,
+    settings: &LifecycleSettings,
+) -> Result<FleetSnapshot, crate::store::StoreError> {
+    let clusters = tick(store, settings).await?;
+    let pipelines = store.pipeline_summaries().await?;
+    Ok(FleetSnapshot {
+        clusters,
+        pipelines,
+    })
+}
+
+async fn run(store: Store, settings: LifecycleSettings, snapshot: Arc<Mutex<FleetSnapshot>>) {
     let mut interval = tokio::time::interval(settings.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        match tick(&store, &settings).await {
-            Ok(clusters) => *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = clusters,
+        match refresh(&store, &settings).await {
+            Ok(fresh) => *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = fresh,
+            // The previous snapshot stays: slightly stale series beat vanished ones.
             Err(error) => tracing::error!(%error, "cluster lifecycle pass failed; retrying"),
         }
     }
 }
 
+/// The `/metrics` collector over the [`FleetSnapshot`].
 #[derive(Debug)]
-struct ClusterMetrics {
-    snapshot: Arc<Mutex<Vec<Cluster>>>,
+struct FleetMetrics {
+    snapshot: Arc<Mutex<FleetSnapshot>>,
+}
+
+/// `status` label of `kaas_pipeline_condition`, as Kubernetes spells it.
+fn condition_status(status: ConditionStatus) -> &'static str {
+    match status {
+        ConditionStatus::True => "True",
+        ConditionStatus::False => "False",
+        ConditionStatus::Unknown => "Unknown",
+    }
 }
 
 fn seconds(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
-impl Collector for ClusterMetrics {
+impl Collector for FleetMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let clusters = self
+        let FleetSnapshot {
+            clusters,
+            pipelines,
+        } = self
             .snapshot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -190,6 +240,18 @@ impl Collector for ClusterMetrics {
                 let mut l = labels(cluster);
                 l.push(("state".to_owned(), cluster.state.as_str().to_owned()));
                 ConstGauge::new(1i64).encode(family.encode_family(&l)?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "kaas_cluster_agent_connected",
+                "1 while the cluster's agent holds a control stream to any observer replica, else 0.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for cluster in &clusters {
+                ConstGauge::new(i64::from(cluster.connected))
+                    .encode(family.encode_family(&labels(cluster))?)?;
             }
         }
         type Field = fn(&Cluster) -> Option<i64>;
@@ -223,6 +285,42 @@ impl Collector for ClusterMetrics {
                 }
             }
         }
+        {
+            let mut family = encoder.encode_descriptor(
+                "kaas_pipeline_info",
+                "Always 1, one series per pipeline; generation is its spec generation.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for pipeline in &pipelines {
+                let l = [
+                    ("tenant", pipeline.tenant.clone()),
+                    ("pipeline", pipeline.name.clone()),
+                    ("generation", pipeline.generation.to_string()),
+                ];
+                ConstGauge::new(1i64).encode(family.encode_family(&l)?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "kaas_pipeline_condition",
+                "1 for each current condition of a pipeline, by type, status and reason.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for pipeline in &pipelines {
+                for condition in &pipeline.status.conditions {
+                    let l = [
+                        ("tenant", pipeline.tenant.clone()),
+                        ("pipeline", pipeline.name.clone()),
+                        ("type", condition.type_.clone()),
+                        ("status", condition_status(condition.status).to_owned()),
+                        ("reason", condition.reason.clone()),
+                    ];
+                    ConstGauge::new(1i64).encode(family.encode_family(&l)?)?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -244,6 +342,7 @@ mod tests {
             certificate_serial: None,
             certificate_not_after_ms: None,
             applied_config_hash: None,
+            connected: false,
             created_at_ms: 1_000,
             deleted_at_ms: None,
         }
@@ -283,6 +382,55 @@ mod tests {
                 "{state}"
             );
         }
+    }
+
+    #[test]
+    fn metrics_show_connection_pipeline_generation_and_conditions() {
+        use kaas_pipeline::status::{Condition, MetricPipelineStatus};
+
+        let mut connected = cluster(ClusterState::Active, Some(5_000));
+        connected.connected = true;
+        let mut gone = cluster(ClusterState::Deleted, None);
+        gone.name = "c2".into();
+        let condition = |type_: &str, status, reason: &str| Condition {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message: "never a label".into(),
+            last_transition_time: "2025-01-01T00:00:00Z".into(),
+            observed_generation: Some(3),
+        };
+        let snapshot = FleetSnapshot {
+            clusters: vec![connected, gone],
+            pipelines: vec![PipelineSummary {
+                tenant: "shop".into(),
+                name: "fleet".into(),
+                generation: 3,
+                status: MetricPipelineStatus {
+                    observed_generation: Some(3),
+                    conditions: vec![
+                        condition("ConfigurationApplied", ConditionStatus::True, "Applied"),
+                        condition("FlowHealthy", ConditionStatus::False, "BackendUnreachable"),
+                    ],
+                },
+            }],
+        };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(FleetMetrics {
+            snapshot: Arc::new(Mutex::new(snapshot)),
+        }));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"kaas_cluster_agent_connected{cluster="c1",tenant="shop"} 1"#,
+            r#"kaas_cluster_agent_connected{cluster="c2",tenant="shop"} 0"#,
+            r#"kaas_pipeline_info{tenant="shop",pipeline="fleet",generation="3"} 1"#,
+            r#"kaas_pipeline_condition{tenant="shop",pipeline="fleet",type="ConfigurationApplied",status="True",reason="Applied"} 1"#,
+            r#"kaas_pipeline_condition{tenant="shop",pipeline="fleet",type="FlowHealthy",status="False",reason="BackendUnreachable"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains("never a label"), "{text}");
     }
 
     #[test]

@@ -16,7 +16,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables)]
+        vec![
+            Box::new(CreateTables),
+            Box::new(AddClusterConnectionId),
+            Box::new(super::migrations_probes::CreateProbeEndpoints),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -69,6 +73,8 @@ enum Clusters {
     CreatedAtMs,
     DeletedAtMs,
     StateChangedAtMs,
+    /// Added by [`AddClusterConnectionId`].
+    ConnectionId,
 }
 
 #[derive(DeriveIden)]
@@ -354,5 +360,41 @@ impl MigrationTrait for CreateTables {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The second migration: `clusters.connection_id`, which control stream set
+/// `connected` (see "Connected" in the store's module documentation), so that a
+/// replica's late disconnect cannot clear the flag another replica's stream set.
+struct AddClusterConnectionId;
+
+impl MigrationName for AddClusterConnectionId {
+    fn name(&self) -> &str {
+        "m20250102_000001_add_cluster_connection_id"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddClusterConnectionId {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Clusters::Table)
+                    .add_column(optional_text(Clusters::ConnectionId))
+                    .take(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Clusters::Table)
+                    .drop_column(Clusters::ConnectionId)
+                    .take(),
+            )
+            .await
     }
 }

@@ -72,6 +72,20 @@
 //! `last_seen`. API token changes publish nothing: [`Change`] has no variant for them and
 //! no subscriber acts on them (authentication reads the table on every request).
 //!
+//! # Connected
+//! `clusters.connected` says whether an agent stream of the cluster is open on some
+//! replica, and `clusters.connection_id` which connection set it
+//! (`<replica id>/<number>`, chosen by the control service). [`Store::set_connected`]
+//! records a newly opened connection unconditionally: the newest wins, because an
+//! agent that moved to another replica is on the new one. [`Store::release_connection`]
+//! clears the flag with one conditional statement,
+//! `UPDATE clusters SET connected = false, connection_id = NULL WHERE name = ? AND
+//! connection_id = ?`, so a replica that notices late that the agent left (its stream
+//! broke after the agent had already connected to another replica) changes nothing.
+//! A replica that dies without releasing (SIGKILL, a lost host) leaves the flag set
+//! until the agent connects anywhere, which overwrites it; an agent that never returns
+//! is caught by `last_seen` (state `silent`), not by this flag.
+//!
 //! # Audit trail
 //! Changes made by an actor (tenants, API tokens, clusters and their state, join tokens,
 //! certificates, pipelines) add an `audit_log` row in the same transaction. Observations
@@ -86,7 +100,11 @@
 
 mod entities;
 mod errors;
+pub mod leases;
 pub mod migrations;
+mod migrations_probes;
+mod onboarding;
+pub mod probe_endpoints;
 #[cfg(test)]
 mod tests;
 
@@ -326,6 +344,8 @@ pub struct Cluster {
     pub certificate_not_after_ms: Option<i64>,
     /// Hash (hex) of the configuration the agent last reported as applied.
     pub applied_config_hash: Option<String>,
+    /// Whether an agent stream of the cluster is open on some replica.
+    pub connected: bool,
     /// Unix milliseconds.
     pub created_at_ms: i64,
     /// When the cluster was deleted (tombstoned).
@@ -379,6 +399,19 @@ impl StoredPipeline {
         resource.status = Some(self.status.clone());
         resource
     }
+}
+
+/// A pipeline without its document: see [`Store::pipeline_summaries`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineSummary {
+    /// The owning tenant.
+    pub tenant: String,
+    /// The pipeline's name.
+    pub name: String,
+    /// Its spec generation.
+    pub generation: i64,
+    /// Its status as last computed.
+    pub status: MetricPipelineStatus,
 }
 
 /// Replaces every inline secret value of `resource` with [`MASKED_SECRET`].
@@ -1017,6 +1050,7 @@ impl Store {
             created_at_ms: Set(now),
             deleted_at_ms: Set(None),
             state_changed_at_ms: Set(now),
+            connection_id: Set(None),
         };
         clusters::Entity::insert(row)
             .exec_without_returning(&transaction)
@@ -1053,6 +1087,7 @@ impl Store {
             certificate_serial: None,
             certificate_not_after_ms: None,
             applied_config_hash: None,
+            connected: false,
             created_at_ms: now,
             deleted_at_ms: None,
         };
@@ -1241,6 +1276,7 @@ impl Store {
         if state == ClusterState::Deleted {
             row.deleted_at_ms = Set(Some(at_ms));
             row.connected = Set(false);
+            row.connection_id = Set(None);
         }
         row.update(&transaction).await?;
         audit(
@@ -1278,6 +1314,7 @@ impl Store {
         row.state_changed_at_ms = Set(now);
         row.deleted_at_ms = Set(Some(now));
         row.connected = Set(false);
+        row.connection_id = Set(None);
         row.update(&transaction).await?;
         audit(
             &transaction,
@@ -1461,18 +1498,56 @@ impl Store {
             .await
     }
 
-    /// Notes whether an agent stream is open for the cluster.
-    pub async fn set_connected(&self, cluster: &str, connected: bool) -> Result<(), StoreError> {
+    /// Notes that `connection` (a replica's connection of the cluster's agent) is open:
+    /// the cluster is connected, and only `connection` may release it (see "Connected"
+    /// in the module documentation).
+    pub async fn set_connected(&self, cluster: &str, connection: &str) -> Result<(), StoreError> {
         let transaction = self.begin().await?;
         let row = find_cluster(&transaction, cluster).await?;
-        if row.connected == connected {
+        if row.connected && row.connection_id.as_deref() == Some(connection) {
             return Ok(());
         }
+        let was_connected = row.connected;
         let mut row = row.into_active_model();
-        row.connected = Set(connected);
+        row.connected = Set(true);
+        row.connection_id = Set(Some(connection.to_owned()));
         row.update(&transaction).await?;
+        // Another connection taking over changes nothing subscribers act on.
+        let changes = if was_connected {
+            Vec::new()
+        } else {
+            vec![Change::ClusterReport(cluster.to_owned())]
+        };
+        self.commit(transaction, changes).await
+    }
+
+    /// Notes that `connection` ended: the cluster is disconnected if `connection` is
+    /// the one that set the flag; otherwise (another replica's connection took over)
+    /// nothing changes. Returns whether the flag was cleared.
+    pub async fn release_connection(
+        &self,
+        cluster: &str,
+        connection: &str,
+    ) -> Result<bool, StoreError> {
+        let transaction = self.begin().await?;
+        let released = clusters::Entity::update_many()
+            .col_expr(clusters::Column::Connected, Expr::value(false))
+            .col_expr(
+                clusters::Column::ConnectionId,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(clusters::Column::Name.eq(cluster))
+            .filter(clusters::Column::ConnectionId.eq(connection))
+            .exec(&transaction)
+            .await?
+            .rows_affected
+            == 1;
+        if !released {
+            return Ok(false);
+        }
         self.commit(transaction, vec![Change::ClusterReport(cluster.to_owned())])
-            .await
+            .await?;
+        Ok(true)
     }
 
     /// The latest reports of a cluster; `None` if the cluster does not exist.
@@ -1650,6 +1725,35 @@ impl Store {
             .await?
             .into_iter()
             .map(|row| self.load_pipeline(row))
+            .collect()
+    }
+
+    /// Every pipeline's tenant, name, generation and status, by tenant and name: what
+    /// the fleet metrics show, in one query that neither reads nor opens the documents.
+    pub async fn pipeline_summaries(&self) -> Result<Vec<PipelineSummary>, StoreError> {
+        let rows: Vec<(String, String, i64, serde_json::Value)> = pipelines::Entity::find()
+            .select_only()
+            .column(pipelines::Column::Tenant)
+            .column(pipelines::Column::Name)
+            .column(pipelines::Column::Generation)
+            .column(pipelines::Column::Status)
+            .order_by_asc(pipelines::Column::Tenant)
+            .order_by_asc(pipelines::Column::Name)
+            .into_tuple()
+            .all(self.db())
+            .await?;
+        rows.into_iter()
+            .map(|(tenant, name, generation, status)| {
+                let status = serde_json::from_value(status).map_err(|e| {
+                    StoreError::Corrupt(format!("status of pipeline {tenant}/{name}: {e}"))
+                })?;
+                Ok(PipelineSummary {
+                    tenant,
+                    name,
+                    generation,
+                    status,
+                })
+            })
             .collect()
     }
 
@@ -2061,6 +2165,7 @@ fn cluster_from_row(row: clusters::Model) -> Result<Cluster, StoreError> {
         certificate_serial: row.certificate_serial,
         certificate_not_after_ms: row.certificate_not_after_ms,
         applied_config_hash: row.applied_config_hash,
+        connected: row.connected,
         created_at_ms: row.created_at_ms,
         deleted_at_ms: row.deleted_at_ms,
     })

@@ -213,6 +213,7 @@ store_tests!(
     inline_secrets_are_never_stored_in_plaintext,
     pipelines_for_cluster_honour_tenant_and_selector,
     agent_reports_update_the_cluster,
+    a_late_disconnect_does_not_clear_another_replicas_connection,
     audit_trail_records_mutations_without_secrets,
     change_feed_delivers_changes,
     reopening_runs_migrations_once,
@@ -699,7 +700,7 @@ async fn tombstoned_cluster_refuses_redemption(db: &TestDb) {
         .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
         .await
         .unwrap();
-    store.set_connected("c1", true).await.unwrap();
+    store.set_connected("c1", "replica-a/1").await.unwrap();
     store.delete_cluster("c1", &admin()).await.unwrap();
     store.delete_cluster("c1", &admin()).await.unwrap();
 
@@ -853,6 +854,23 @@ async fn pipeline_generation_grows_only_when_the_spec_changes(db: &TestDb) {
         .collect();
     assert_eq!(names, ["p0", "p1"]);
     assert_eq!(store.list_pipelines(None).await.unwrap().len(), 2);
+    assert_eq!(
+        store.pipeline_summaries().await.unwrap(),
+        [
+            PipelineSummary {
+                tenant: "shop".into(),
+                name: "p0".into(),
+                generation: 1,
+                status: MetricPipelineStatus::default(),
+            },
+            PipelineSummary {
+                tenant: "shop".into(),
+                name: "p1".into(),
+                generation: 2,
+                status,
+            },
+        ]
+    );
 
     store.delete_pipeline("shop", "p1", &admin()).await.unwrap();
     assert!(store.get_pipeline("shop", "p1").await.unwrap().is_none());
@@ -1199,7 +1217,7 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         .record_health("c1", health.clone(), 5_000)
         .await
         .unwrap();
-    store.set_connected("c1", true).await.unwrap();
+    store.set_connected("c1", "replica-a/1").await.unwrap();
     let report = store.cluster_report("c1").await.unwrap().unwrap();
     assert_eq!(report.cluster, "c1");
     assert_eq!(report.config, Some(failed.clone()));
@@ -1215,7 +1233,7 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
     assert!(report.health.is_some());
     assert_eq!(report.config.unwrap().config_hash, "cc");
 
-    store.set_connected("c1", false).await.unwrap();
+    assert!(store.release_connection("c1", "replica-a/1").await.unwrap());
     assert!(!store.cluster_report("c1").await.unwrap().unwrap().connected);
     assert!(matches!(
         store.record_health("nope", serde_json::json!({}), 1).await,
@@ -1225,6 +1243,71 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         store.record_agent_seen("nope", "i", "v", 1).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+/// An agent moves from replica A to replica B; A notices that its stream broke only
+/// after B recorded the new one. A's release must not mark the cluster disconnected.
+async fn a_late_disconnect_does_not_clear_another_replicas_connection(db: &TestDb) {
+    let replica_a = db.store().await;
+    // SQLite serves one observer process; two pools on one file would fight over its
+    // lock, so there the "replicas" share a store (the connection ids still differ).
+    let replica_b = match db.backend {
+        DbBackend::Postgres => db.store().await,
+        _ => replica_a.clone(),
+    };
+    replica_a.create_tenant("shop", &admin()).await.unwrap();
+    replica_a
+        .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
+        .await
+        .unwrap();
+    let connected = |store: Store| async move {
+        let cluster = store.get_cluster("c1").await.unwrap().unwrap();
+        let report = store.cluster_report("c1").await.unwrap().unwrap();
+        assert_eq!(cluster.connected, report.connected);
+        let listed = store.list_clusters(Some("shop")).await.unwrap();
+        assert_eq!(listed[0].connected, cluster.connected);
+        cluster.connected
+    };
+    assert!(!connected(replica_a.clone()).await);
+
+    // In order: A connects, B takes over, A's late release changes nothing.
+    replica_a.set_connected("c1", "a/1").await.unwrap();
+    assert!(connected(replica_b.clone()).await);
+    replica_b.set_connected("c1", "b/7").await.unwrap();
+    assert!(!replica_a.release_connection("c1", "a/1").await.unwrap());
+    assert!(connected(replica_a.clone()).await, "A's late release won");
+    // Releasing twice, or an id never recorded, is harmless.
+    assert!(!replica_a.release_connection("c1", "a/1").await.unwrap());
+    assert!(!replica_a.release_connection("c1", "a/99").await.unwrap());
+    assert!(connected(replica_b.clone()).await);
+    // The connection that set the flag clears it.
+    assert!(replica_b.release_connection("c1", "b/7").await.unwrap());
+    assert!(!connected(replica_a.clone()).await);
+
+    // Racing: B's connect and A's release run concurrently, many times; whichever
+    // commits first, the agent ends up connected through B.
+    for round in 0..20 {
+        let a = format!("a/{round}");
+        let b = format!("b/{round}");
+        replica_a.set_connected("c1", &a).await.unwrap();
+        let (connect, release) = tokio::join!(
+            replica_b.set_connected("c1", &b),
+            replica_a.release_connection("c1", &a),
+        );
+        connect.unwrap();
+        release.unwrap();
+        assert!(
+            connected(replica_a.clone()).await,
+            "round {round}: A's release cleared B's connection"
+        );
+        assert!(replica_b.release_connection("c1", &b).await.unwrap());
+    }
+
+    // Deleting the cluster disconnects it whoever holds the connection.
+    replica_b.set_connected("c1", "b/8").await.unwrap();
+    replica_a.delete_cluster("c1", &admin()).await.unwrap();
+    assert!(!connected(replica_b.clone()).await);
+    assert!(!replica_b.release_connection("c1", "b/8").await.unwrap());
 }
 
 fn report_applied(hash: &str) -> ConfigReport {

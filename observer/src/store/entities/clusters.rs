@@ -39,6 +39,9 @@ pub struct Model {
     pub deleted_at_ms: Option<i64>,
     /// When `state` last changed, Unix milliseconds.
     pub state_changed_at_ms: i64,
+    /// Which control stream set `connected` (`<replica id>/<connection number>`);
+    /// only that one may clear it. NULL while disconnected.
+    pub connection_id: Option<String>,
 }
 
 /// No relations are navigated through sea-orm; foreign keys live in the migration.

@@ -8,4 +8,5 @@ pub mod cluster_reports;
 pub mod clusters;
 pub mod join_tokens;
 pub mod pipelines;
+pub mod probe_endpoints;
 pub mod tenants;

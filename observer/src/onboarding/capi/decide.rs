@@ -1,0 +1,499 @@
+//! What the Cluster API source does about one `Cluster` object, and which registered
+//! clusters a relist shows to be gone: pure functions of the object and the store's
+//! record, so every case is a plain unit test.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+
+use super::super::{
+    Source, managed_by, registration_problems, state_before_deletion, with_source_label,
+};
+use crate::store::{Cluster, ClusterState};
+
+/// The Cluster API group.
+pub const CAPI_GROUP: &str = "cluster.x-k8s.io";
+/// The served version read. `v1beta1` is served by every Cluster API release in use
+/// (v1.0 onwards, still alongside `v1beta2`), and has the fields read here.
+pub const CAPI_VERSION: &str = "v1beta1";
+/// `status.phase` of a cluster whose control plane is up and whose kubeconfig Secret
+/// exists.
+pub const PHASE_PROVISIONED: &str = "Provisioned";
+/// The observer's finalizer on `Cluster` objects it registered: the object cannot
+/// disappear before the observer has tombstoned its cluster.
+pub const FINALIZER: &str = "kaas-observer.io/cluster";
+/// A `Cluster` label naming its tenant; without it, the namespace is the tenant (one
+/// namespace per customer is the usual Cluster API multi-tenancy layout).
+pub const TENANT_LABEL: &str = "kaas-observer.io/tenant";
+/// The stored cluster's label recording the namespace of its `Cluster` object: with
+/// [`super::super::SOURCE_LABEL`] it says which object a registration belongs to (two
+/// namespaces may hold `Cluster`s of the same name; cluster names are global).
+pub const NAMESPACE_LABEL: &str = "kaas-observer.io/cluster-api-namespace";
+/// Set on a `Cluster` once the agent's manifests were applied to it. Delete the
+/// annotation to have the agent installed again (with a new join token) while the
+/// cluster has not joined yet.
+pub const AGENT_INSTALLED_ANNOTATION: &str = "kaas-observer.io/agent-installed";
+
+/// The `ApiResource` of Cluster API's `Cluster` (no CRD types crate: a
+/// [`DynamicObject`] carries it).
+pub fn cluster_api_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(CAPI_GROUP, CAPI_VERSION, "Cluster"),
+        "clusters",
+    )
+}
+
+/// What the source reads from a `Cluster` object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapiCluster {
+    /// `metadata.name`: the cluster's name in the observer.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// [`TENANT_LABEL`], else the namespace.
+    pub tenant: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `status.phase`.
+    pub phase: Option<String>,
+    /// Whether `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// `metadata.finalizers`.
+    pub finalizers: Vec<String>,
+    /// `https://<spec.controlPlaneEndpoint.host>:<port>`, once known.
+    pub api_endpoint: Option<String>,
+    /// Whether [`AGENT_INSTALLED_ANNOTATION`] is set.
+    pub agent_installed: bool,
+    /// `metadata.resourceVersion`, sent with finalizer changes so that they apply only
+    /// to the version read.
+    pub resource_version: Option<String>,
+}
+
+impl CapiCluster {
+    /// Reads an object; `Err` names what is missing.
+    pub fn from_object(object: &DynamicObject) -> Result<Self, String> {
+        let meta = &object.metadata;
+        let name = meta.name.clone().ok_or("metadata.name")?;
+        let namespace = meta.namespace.clone().ok_or("metadata.namespace")?;
+        let labels = meta.labels.clone().unwrap_or_default();
+        let tenant = labels
+            .get(TENANT_LABEL)
+            .cloned()
+            .unwrap_or_else(|| namespace.clone());
+        let endpoint = &object.data["spec"]["controlPlaneEndpoint"];
+        let api_endpoint = match (endpoint["host"].as_str(), endpoint["port"].as_u64()) {
+            (Some(host), Some(port)) if !host.is_empty() && port > 0 => {
+                Some(if host.contains(':') {
+                    format!("https://[{host}]:{port}")
+                } else {
+                    format!("https://{host}:{port}")
+                })
+            }
+            _ => None,
+        };
+        Ok(Self {
+            tenant,
+            phase: object.data["status"]["phase"].as_str().map(str::to_owned),
+            deleting: meta.deletion_timestamp.is_some(),
+            finalizers: meta.finalizers.clone().unwrap_or_default(),
+            api_endpoint,
+            agent_installed: meta
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(AGENT_INSTALLED_ANNOTATION)),
+            resource_version: meta.resource_version.clone(),
+            name,
+            namespace,
+            labels,
+        })
+    }
+
+    /// Whether Cluster API says it is provisioned.
+    pub fn is_provisioned(&self) -> bool {
+        self.phase.as_deref() == Some(PHASE_PROVISIONED)
+    }
+
+    /// Whether the observer's finalizer is set.
+    pub fn has_finalizer(&self) -> bool {
+        self.finalizers.iter().any(|f| f == FINALIZER)
+    }
+
+    /// Whether no other controller's finalizer is left: Cluster API is done deleting
+    /// the cluster's infrastructure, and only the observer holds the object.
+    pub fn others_done(&self) -> bool {
+        self.finalizers.iter().all(|f| f == FINALIZER)
+    }
+
+    /// The labels to store: the object's labels, the source label and the namespace.
+    pub fn stored_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = with_source_label(self.labels.clone(), Source::ClusterApi);
+        labels.insert(NAMESPACE_LABEL.to_owned(), self.namespace.clone());
+        labels
+    }
+}
+
+/// Whether `stored` was registered from the `Cluster` object in `namespace`.
+pub fn registered_from(stored: &Cluster, namespace: &str) -> bool {
+    managed_by(stored, Source::ClusterApi)
+        && stored.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(namespace)
+}
+
+/// One thing to do about a `Cluster`, in the order [`decide`] lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Add [`FINALIZER`] to the object.
+    AddFinalizer,
+    /// Register the cluster (tenant created if missing) and keep its join token.
+    Register,
+    /// Replace the stored labels and API endpoint with the object's.
+    UpdateRegistration,
+    /// Move the stored cluster from `deleting` back to this state.
+    Restore(ClusterState),
+    /// Apply the agent's manifests through the kubeconfig Secret, then annotate.
+    InstallAgent,
+    /// Move the stored cluster to `deleting`.
+    MarkDeleting,
+    /// Tombstone the stored cluster.
+    Tombstone,
+    /// Remove [`FINALIZER`] from the object.
+    RemoveFinalizer,
+    /// Leave it, for this reason.
+    Skip(String),
+}
+
+/// What to do about `cluster`, given the store's record of that name. Pure.
+///
+/// - Being deleted: a registered cluster goes to `deleting` at once, and is tombstoned
+///   when no other finalizer is left (Cluster API has removed the infrastructure); then
+///   the finalizer goes. Nothing is uninstalled: the workload cluster is going away.
+/// - Not provisioned and not registered: nothing yet.
+/// - Provisioned (or registered earlier): finalizer first, so no later deletion can be
+///   missed; then register or bring labels and endpoint up to date (a `deleting`
+///   record returns to its earlier state); then install the agent while it has not
+///   been installed and the cluster has not joined.
+/// - A name held by a cluster this object did not register, or by a tombstone, is
+///   skipped (and a leftover finalizer removed).
+pub fn decide(
+    cluster: &CapiCluster,
+    stored: Option<&Cluster>,
+    now_ms: i64,
+    silent_after: Duration,
+) -> Vec<Step> {
+    let ours = stored.filter(|s| registered_from(s, &cluster.namespace));
+    let mut steps = Vec::new();
+    if cluster.deleting {
+        if let Some(record) = ours.filter(|s| s.state != ClusterState::Deleted) {
+            if record.state != ClusterState::Deleting {
+                steps.push(Step::MarkDeleting);
+            }
+            if cluster.others_done() {
+                steps.push(Step::Tombstone);
+            }
+        }
+        if cluster.has_finalizer() && cluster.others_done() {
+            steps.push(Step::RemoveFinalizer);
+        }
+        return steps;
+    }
+    let record = match (stored, ours) {
+        (Some(_), None) => {
+            steps.push(Step::Skip(
+                "the name belongs to a cluster registered by the API, another source or a \
+                 Cluster in another namespace"
+                    .to_owned(),
+            ));
+            if cluster.has_finalizer() {
+                steps.push(Step::RemoveFinalizer);
+            }
+            return steps;
+        }
+        (_, Some(record)) if record.state == ClusterState::Deleted => {
+            steps.push(Step::Skip(
+                "its cluster was deleted in the observer (tombstone); the name cannot be \
+                 registered again"
+                    .to_owned(),
+            ));
+            if cluster.has_finalizer() {
+                steps.push(Step::RemoveFinalizer);
+            }
+            return steps;
+        }
+        (_, record) => record,
+    };
+    if record.is_none() && !cluster.is_provisioned() {
+        return steps;
+    }
+    let labels = cluster.stored_labels();
+    let problems = registration_problems(
+        &cluster.name,
+        &cluster.tenant,
+        &labels,
+        cluster.api_endpoint.as_deref(),
+    );
+    if !cluster.has_finalizer() && (record.is_some() || problems.is_empty()) {
+        steps.push(Step::AddFinalizer);
+    }
+    let state = match record {
+        None if !problems.is_empty() => {
+            steps.push(Step::Skip(format!(
+                "cannot be registered: {}",
+                problems.join("; ")
+            )));
+            return steps;
+        }
+        None => {
+            steps.push(Step::Register);
+            ClusterState::Provisioning
+        }
+        Some(record) => {
+            let mut state = record.state;
+            if state == ClusterState::Deleting {
+                state = state_before_deletion(record, now_ms, silent_after);
+                steps.push(Step::Restore(state));
+            }
+            if !problems.is_empty() {
+                steps.push(Step::Skip(format!(
+                    "labels or endpoint not updated: {}",
+                    problems.join("; ")
+                )));
+            } else if record.labels != labels || record.api_endpoint != cluster.api_endpoint {
+                steps.push(Step::UpdateRegistration);
+            }
+            state
+        }
+    };
+    if cluster.is_provisioned() && !cluster.agent_installed && state == ClusterState::Provisioning {
+        steps.push(Step::InstallAgent);
+    }
+    steps
+}
+
+/// The live clusters registered from `Cluster` objects that a complete list taken at
+/// `listed_at_ms` no longer holds. `present` holds the listed objects' (namespace,
+/// name). Clusters registered after the list was taken are left alone: their object may
+/// simply be younger than the list.
+pub fn gone_clusters<'a>(
+    stored: &'a [Cluster],
+    present: &BTreeSet<(String, String)>,
+    listed_at_ms: i64,
+) -> Vec<&'a Cluster> {
+    stored
+        .iter()
+        .filter(|c| managed_by(c, Source::ClusterApi) && c.state != ClusterState::Deleted)
+        .filter(|c| c.created_at_ms < listed_at_ms)
+        .filter(|c| {
+            let namespace = c.labels.get(NAMESPACE_LABEL).cloned().unwrap_or_default();
+            !present.contains(&(namespace, c.name.clone()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const FIVE_MINUTES: Duration = Duration::from_secs(300);
+
+    fn object(value: serde_json::Value) -> CapiCluster {
+        CapiCluster::from_object(&serde_json::from_value(value).unwrap()).unwrap()
+    }
+
+    fn capi(phase: &str) -> CapiCluster {
+        object(json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Cluster",
+            "metadata": {"name": "prod-1", "namespace": "shop", "resourceVersion": "7",
+                         "labels": {"env": "prod"}},
+            "spec": {"controlPlaneEndpoint": {"host": "10.0.0.1", "port": 6443}},
+            "status": {"phase": phase}
+        }))
+    }
+
+    fn record(cluster: &CapiCluster, state: ClusterState) -> Cluster {
+        Cluster {
+            name: cluster.name.clone(),
+            tenant: cluster.tenant.clone(),
+            labels: cluster.stored_labels(),
+            api_endpoint: cluster.api_endpoint.clone(),
+            state,
+            agent_version: None,
+            agent_instance_id: None,
+            last_seen_ms: None,
+            certificate_serial: None,
+            certificate_not_after_ms: None,
+            applied_config_hash: None,
+            connected: false,
+            created_at_ms: 0,
+            deleted_at_ms: None,
+        }
+    }
+
+    fn steps(cluster: &CapiCluster, stored: Option<&Cluster>) -> Vec<Step> {
+        decide(cluster, stored, 0, FIVE_MINUTES)
+    }
+
+    #[test]
+    fn an_object_is_read_with_tenant_endpoint_and_labels() {
+        let cluster = capi(PHASE_PROVISIONED);
+        assert_eq!(cluster.tenant, "shop", "the namespace by default");
+        assert_eq!(
+            cluster.api_endpoint.as_deref(),
+            Some("https://10.0.0.1:6443")
+        );
+        assert!(cluster.is_provisioned());
+        let labels = cluster.stored_labels();
+        assert_eq!(labels["env"], "prod");
+        assert_eq!(labels["kaas-observer.io/source"], "cluster-api");
+        assert_eq!(labels[NAMESPACE_LABEL], "shop");
+        let labelled = object(json!({
+            "metadata": {"name": "a", "namespace": "capi-system",
+                         "labels": {TENANT_LABEL: "bank"}, "finalizers": [FINALIZER],
+                         "annotations": {AGENT_INSTALLED_ANNOTATION: "x"},
+                         "deletionTimestamp": "2025-01-01T00:00:00Z"},
+            "spec": {"controlPlaneEndpoint": {"host": "fd00::1", "port": 443}}
+        }));
+        assert_eq!(labelled.tenant, "bank");
+        assert_eq!(
+            labelled.api_endpoint.as_deref(),
+            Some("https://[fd00::1]:443")
+        );
+        assert!(labelled.deleting && labelled.has_finalizer() && labelled.agent_installed);
+        assert!(
+            CapiCluster::from_object(
+                &serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_provisioned_cluster_gets_a_finalizer_a_registration_and_an_agent() {
+        assert_eq!(
+            steps(&capi(PHASE_PROVISIONED), None),
+            [Step::AddFinalizer, Step::Register, Step::InstallAgent]
+        );
+    }
+
+    #[test]
+    fn a_cluster_that_is_not_provisioned_yet_is_left_alone() {
+        for phase in ["Pending", "Provisioning", "Failed"] {
+            assert!(steps(&capi(phase), None).is_empty(), "{phase}");
+        }
+    }
+
+    #[test]
+    fn a_registered_cluster_is_only_updated_and_installed_once() {
+        let mut cluster = capi(PHASE_PROVISIONED);
+        cluster.finalizers = vec![FINALIZER.to_owned()];
+        let mut stored = record(&cluster, ClusterState::Provisioning);
+        assert_eq!(
+            steps(&cluster, Some(&stored)),
+            [Step::InstallAgent],
+            "not installed yet"
+        );
+        cluster.agent_installed = true;
+        assert!(steps(&cluster, Some(&stored)).is_empty());
+        cluster.labels.insert("env".into(), "staging".into());
+        assert_eq!(steps(&cluster, Some(&stored)), [Step::UpdateRegistration]);
+        cluster.agent_installed = false;
+        stored.state = ClusterState::Active;
+        assert!(
+            !steps(&cluster, Some(&stored)).contains(&Step::InstallAgent),
+            "an agent that joined is not installed again"
+        );
+    }
+
+    #[test]
+    fn deletion_marks_deleting_and_tombstones_when_only_our_finalizer_is_left() {
+        let mut cluster = capi(PHASE_PROVISIONED);
+        cluster.deleting = true;
+        cluster.finalizers = vec!["cluster.cluster.x-k8s.io".to_owned(), FINALIZER.to_owned()];
+        let stored = record(&cluster, ClusterState::Active);
+        assert_eq!(steps(&cluster, Some(&stored)), [Step::MarkDeleting]);
+        let deleting = record(&cluster, ClusterState::Deleting);
+        assert!(steps(&cluster, Some(&deleting)).is_empty());
+        cluster.finalizers = vec![FINALIZER.to_owned()];
+        assert_eq!(
+            steps(&cluster, Some(&deleting)),
+            [Step::Tombstone, Step::RemoveFinalizer]
+        );
+        assert_eq!(
+            steps(&cluster, Some(&stored)),
+            [Step::MarkDeleting, Step::Tombstone, Step::RemoveFinalizer]
+        );
+        let deleted = record(&cluster, ClusterState::Deleted);
+        assert_eq!(steps(&cluster, Some(&deleted)), [Step::RemoveFinalizer]);
+    }
+
+    #[test]
+    fn names_of_others_are_skipped_and_our_finalizer_released() {
+        let mut cluster = capi(PHASE_PROVISIONED);
+        let mut foreign = record(&cluster, ClusterState::Active);
+        foreign.labels.clear();
+        assert!(matches!(
+            &steps(&cluster, Some(&foreign))[..],
+            [Step::Skip(_)]
+        ));
+        let mut other_namespace = record(&cluster, ClusterState::Active);
+        other_namespace
+            .labels
+            .insert(NAMESPACE_LABEL.into(), "elsewhere".into());
+        assert!(matches!(
+            &steps(&cluster, Some(&other_namespace))[..],
+            [Step::Skip(_)]
+        ));
+        cluster.finalizers = vec![FINALIZER.to_owned()];
+        let tombstone = record(&cluster, ClusterState::Deleted);
+        assert!(matches!(
+            &steps(&cluster, Some(&tombstone))[..],
+            [Step::Skip(_), Step::RemoveFinalizer]
+        ));
+    }
+
+    #[test]
+    fn a_deleting_record_of_a_live_object_is_restored() {
+        let mut cluster = capi(PHASE_PROVISIONED);
+        cluster.finalizers = vec![FINALIZER.to_owned()];
+        cluster.agent_installed = true;
+        let stored = record(&cluster, ClusterState::Deleting);
+        assert_eq!(
+            steps(&cluster, Some(&stored)),
+            [Step::Restore(ClusterState::Provisioning)]
+        );
+    }
+
+    #[test]
+    fn an_invalid_cluster_is_skipped_without_a_finalizer() {
+        let mut cluster = capi(PHASE_PROVISIONED);
+        cluster.tenant = "Not_A_Tenant".into();
+        assert!(
+            matches!(&steps(&cluster, None)[..], [Step::Skip(reason)] if reason.contains("tenant"))
+        );
+    }
+
+    #[test]
+    fn a_relist_finds_registered_clusters_whose_object_is_gone() {
+        let cluster = capi(PHASE_PROVISIONED);
+        let mut kept = record(&cluster, ClusterState::Active);
+        kept.name = "kept".into();
+        let mut gone = record(&cluster, ClusterState::Active);
+        gone.name = "gone".into();
+        let mut young = record(&cluster, ClusterState::Provisioning);
+        young.name = "young".into();
+        young.created_at_ms = 2_000;
+        let mut tombstone = record(&cluster, ClusterState::Deleted);
+        tombstone.name = "old".into();
+        let mut manual = record(&cluster, ClusterState::Active);
+        manual.name = "manual".into();
+        manual.labels.clear();
+        let stored = [kept, gone, young, tombstone, manual];
+        let present = BTreeSet::from([("shop".to_owned(), "kept".to_owned())]);
+        let names: Vec<&str> = gone_clusters(&stored, &present, 1_000)
+            .into_iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["gone"]);
+    }
+}

@@ -1,0 +1,695 @@
+//! The Cluster API source against kube's mock client, scenario by scenario: a verifier
+//! plays the management cluster's (and the workload cluster's) API server, asserting
+//! each request (method, path, query, body fields) in order and answering it; every
+//! wait for a request gives up after a second. The store is a real one on a temporary
+//! SQLite file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, Request, Response, StatusCode};
+use base64::Engine;
+use futures_util::FutureExt;
+use kube::Client;
+use kube::client::Body;
+use kube::core::DynamicObject;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tower_test::mock::{self, Handle, SendResponse};
+
+use super::decide::{AGENT_INSTALLED_ANNOTATION, CapiCluster, FINALIZER, NAMESPACE_LABEL};
+use super::install::WorkloadConnector;
+use super::*;
+use crate::onboarding::SOURCE_LABEL;
+use crate::secrets::SecretBox;
+use crate::store::{Actor, ClusterState, NewCluster};
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+const CONTROL_ENDPOINT: &str = "https://observer.example:8443";
+const CLUSTER_PATH: &str = "/apis/cluster.x-k8s.io/v1beta1/namespaces/shop/clusters/prod-1";
+/// How long a scenario may wait for the code under test; a hang guard, never a
+/// measurement.
+const DEADLINE: Duration = Duration::from_secs(1);
+
+const KUBECONFIG: &str = r#"
+apiVersion: v1
+kind: Config
+clusters:
+- name: prod-1
+  cluster:
+    server: https://10.0.0.1:6443
+    certificate-authority-data: bm90IGEgcmVhbCBDQQ==
+contexts:
+- name: prod-1-admin@prod-1
+  context: {cluster: prod-1, user: prod-1-admin}
+current-context: prod-1-admin@prod-1
+users:
+- name: prod-1-admin
+  user:
+    client-certificate-data: bm90IGEgcmVhbCBjZXJ0
+    client-key-data: bm90IGEgcmVhbCBrZXk=
+"#;
+
+struct Harness {
+    store: Store,
+    context: Arc<Context>,
+    management: ApiHandle,
+    workload: ApiHandle,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(
+        &dir.path().join("observer.db"),
+        SecretBox::generate().unwrap(),
+    )
+    .await
+    .unwrap();
+    let (management_service, management) = mock::pair::<Request<Body>, Response<Body>>();
+    let (workload_service, workload) = mock::pair::<Request<Body>, Response<Body>>();
+    let context = Arc::new(Context::new(
+        Client::new(management_service, "default"),
+        store.clone(),
+        CapiSettings::new(
+            CONTROL_ENDPOINT.to_owned(),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_owned(),
+            Duration::from_secs(3600),
+        ),
+        WorkloadConnector::Fixed(Client::new(workload_service, "default")),
+        Arc::new(OnboardingMetrics::default()),
+    ));
+    Harness {
+        store,
+        context,
+        management,
+        workload,
+        _dir: dir,
+    }
+}
+
+/// A `Cluster` object `prod-1` in namespace `shop`.
+fn cluster_object(phase: &str, finalizers: &[&str], deleting: bool, installed: bool) -> Value {
+    let mut object = json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta1",
+        "kind": "Cluster",
+        "metadata": {
+            "name": "prod-1", "namespace": "shop", "resourceVersion": "7", "uid": "u-1",
+            "labels": {"env": "prod", "cluster.x-k8s.io/cluster-name": "prod-1"},
+            "finalizers": finalizers,
+        },
+        "spec": {"controlPlaneEndpoint": {"host": "10.0.0.1", "port": 6443}},
+        "status": {"phase": phase}
+    });
+    if deleting {
+        object["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
+    }
+    if installed {
+        object["metadata"]["annotations"] = json!({AGENT_INSTALLED_ANNOTATION: CONTROL_ENDPOINT});
+    }
+    object
+}
+
+fn dynamic(value: &Value) -> Arc<DynamicObject> {
+    Arc::new(serde_json::from_value(value.clone()).unwrap())
+}
+
+/// Registers `prod-1` as the Cluster API source would have.
+async fn register(store: &Store, object: &Value, state: ClusterState) {
+    let cluster = CapiCluster::from_object(&dynamic(object)).unwrap();
+    store.create_tenant("shop", &Actor::admin()).await.unwrap();
+    store
+        .create_cluster(
+            NewCluster {
+                name: cluster.name.clone(),
+                tenant: cluster.tenant.clone(),
+                labels: cluster.stored_labels(),
+                api_endpoint: cluster.api_endpoint.clone(),
+            },
+            Duration::from_secs(3600),
+            &Source::ClusterApi.actor(),
+        )
+        .await
+        .unwrap();
+    if state != ClusterState::Provisioning {
+        store
+            .set_cluster_state("prod-1", state, now_ms(), &Actor::system())
+            .await
+            .unwrap();
+    }
+}
+
+/// The next request, within [`DEADLINE`].
+async fn next(handle: &mut ApiHandle) -> (Request<Body>, SendResponse<Response<Body>>) {
+    tokio::time::timeout(DEADLINE, handle.next_request())
+        .await
+        .expect("the request arrives in time")
+        .expect("a request")
+}
+
+/// The next request, checked for method and path; returns its query, content type,
+/// body (JSON, `Null` if empty) and the responder.
+async fn expect(
+    handle: &mut ApiHandle,
+    method: Method,
+    path: &str,
+) -> (String, String, Value, SendResponse<Response<Body>>) {
+    let (request, send) = next(handle).await;
+    assert_eq!(request.method(), method, "{}", request.uri());
+    assert_eq!(request.uri().path(), path);
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (query, content_type, body, send)
+}
+
+fn respond(send: SendResponse<Response<Body>>, status: StatusCode, body: &Value) {
+    let mut response = Response::new(Body::from(serde_json::to_vec(body).unwrap()));
+    *response.status_mut() = status;
+    send.send_response(response);
+}
+
+fn not_found(kind: &str, name: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": format!("{kind} \"{name}\" not found"), "reason": "NotFound", "code": 404})
+}
+
+fn kubeconfig_secret(kubeconfig: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "prod-1-kubeconfig", "namespace": "shop"},
+        "data": {"value": base64::engine::general_purpose::STANDARD.encode(kubeconfig)}
+    })
+}
+
+/// Whether a request is waiting on `handle` right now (no waiting involved).
+fn pending_request(handle: &mut ApiHandle) -> bool {
+    handle.next_request().now_or_never().flatten().is_some()
+}
+
+async fn run_reconcile(h: &Harness, object: &Value) -> Result<Action, CapiError> {
+    tokio::time::timeout(DEADLINE * 5, reconcile(dynamic(object), h.context.clone()))
+        .await
+        .expect("reconcile finishes (an unanswered request would hang it)")
+}
+
+/// The management cluster's side of onboarding `prod-1`: finalizer, kubeconfig Secret,
+/// then (after the workload side) the annotation.
+async fn verify_onboarding(
+    mut management: ApiHandle,
+    mut workload: ApiHandle,
+    with_finalizer: bool,
+) -> String {
+    if with_finalizer {
+        let (_, content_type, body, send) =
+            expect(&mut management, Method::PATCH, CLUSTER_PATH).await;
+        assert_eq!(content_type, "application/merge-patch+json");
+        assert_eq!(body["metadata"]["finalizers"], json!([FINALIZER]));
+        assert_eq!(
+            body["metadata"]["resourceVersion"], "7",
+            "only the version read is changed"
+        );
+        let mut updated = cluster_object("Provisioned", &[FINALIZER], false, false);
+        updated["metadata"]["resourceVersion"] = json!("8");
+        respond(send, StatusCode::OK, &updated);
+    }
+    let (_, _, _, send) = expect(
+        &mut management,
+        Method::GET,
+        "/api/v1/namespaces/shop/secrets/prod-1-kubeconfig",
+    )
+    .await;
+    respond(send, StatusCode::OK, &kubeconfig_secret(KUBECONFIG));
+
+    let expected = [
+        "/api/v1/namespaces/kaas-observer",
+        "/api/v1/namespaces/kaas-observer/serviceaccounts/cluster-agent",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/cluster-agent",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/cluster-agent",
+        "/api/v1/namespaces/kaas-observer/secrets/cluster-agent",
+        "/apis/apps/v1/namespaces/kaas-observer/deployments/cluster-agent",
+    ];
+    let mut token = String::new();
+    for path in expected {
+        let (query, content_type, body, send) = expect(&mut workload, Method::PATCH, path).await;
+        assert_eq!(content_type, "application/apply-patch+yaml", "{path}");
+        assert!(
+            query.contains("fieldManager=kaas-observer"),
+            "{path}: {query}"
+        );
+        assert!(query.contains("force=true"), "{path}: {query}");
+        assert_eq!(
+            body["metadata"]["labels"]["telemetry.kaas-observer.io/cluster"], "prod-1",
+            "{path}"
+        );
+        if body["kind"] == "Secret" {
+            token = body["stringData"]["join-token"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+        if body["kind"] == "Deployment" {
+            let args = &body["spec"]["template"]["spec"]["containers"][0]["args"];
+            assert_eq!(args[2], CONTROL_ENDPOINT);
+        }
+        respond(send, StatusCode::OK, &body);
+    }
+
+    let (_, content_type, body, send) = expect(&mut management, Method::PATCH, CLUSTER_PATH).await;
+    assert_eq!(content_type, "application/merge-patch+json");
+    assert_eq!(
+        body["metadata"]["annotations"][AGENT_INSTALLED_ANNOTATION],
+        CONTROL_ENDPOINT
+    );
+    respond(
+        send,
+        StatusCode::OK,
+        &cluster_object("Provisioned", &[FINALIZER], false, true),
+    );
+    token
+}
+
+#[tokio::test]
+async fn a_provisioned_cluster_gets_a_finalizer_a_registration_and_its_agent() {
+    let mut h = harness().await;
+    let object = cluster_object("Provisioned", &[], false, false);
+    let management = std::mem::replace(&mut h.management, mock::pair().1);
+    let workload = std::mem::replace(&mut h.workload, mock::pair().1);
+    let verifier: JoinHandle<String> = tokio::spawn(verify_onboarding(management, workload, true));
+
+    let action = run_reconcile(&h, &object).await.unwrap();
+    assert_eq!(action, Action::requeue(RESYNC_INTERVAL));
+    let token = tokio::time::timeout(DEADLINE, verifier)
+        .await
+        .expect("the verifier finishes")
+        .unwrap();
+
+    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    assert_eq!(cluster.tenant, "shop", "the namespace is the tenant");
+    assert_eq!(cluster.state, ClusterState::Provisioning);
+    assert_eq!(
+        cluster.api_endpoint.as_deref(),
+        Some("https://10.0.0.1:6443")
+    );
+    assert_eq!(cluster.labels["env"], "prod");
+    assert_eq!(cluster.labels[SOURCE_LABEL], "cluster-api");
+    assert_eq!(cluster.labels[NAMESPACE_LABEL], "shop");
+    assert!(
+        h.store.get_tenant("shop").await.unwrap().is_some(),
+        "the tenant was created"
+    );
+    let joined = h
+        .store
+        .redeem_join_token(&token, now_ms())
+        .await
+        .unwrap()
+        .expect("the installed join token is valid");
+    assert_eq!(joined.name, "prod-1");
+    let metrics = &h.context.metrics;
+    assert_eq!(
+        metrics.cluster_changes(Source::ClusterApi, ClusterAction::Registered),
+        1
+    );
+    assert_eq!(
+        metrics.cluster_changes(Source::ClusterApi, ClusterAction::AgentInstalled),
+        1
+    );
+    let audit = h.store.audit_entries(10).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "create"
+        && e.kind == "cluster"
+        && e.actor == "onboarding:cluster-api"));
+}
+
+#[tokio::test]
+async fn a_cluster_that_is_not_provisioned_yet_is_not_registered() {
+    let mut h = harness().await;
+    for phase in ["Pending", "Provisioning"] {
+        run_reconcile(&h, &cluster_object(phase, &[], false, false))
+            .await
+            .unwrap();
+    }
+    assert!(!pending_request(&mut h.management), "no request at all");
+    assert!(h.store.list_clusters(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_cluster_goes_to_deleting_then_deleted_and_the_finalizer_is_removed() {
+    let mut h = harness().await;
+    let object = cluster_object("Deleting", &[FINALIZER], true, true);
+    register(&h.store, &object, ClusterState::Active).await;
+    let mut management = std::mem::replace(&mut h.management, mock::pair().1);
+    let verifier = tokio::spawn(async move {
+        let (_, content_type, body, send) =
+            expect(&mut management, Method::PATCH, CLUSTER_PATH).await;
+        assert_eq!(content_type, "application/merge-patch+json");
+        assert_eq!(body["metadata"]["finalizers"], json!([]));
+        assert_eq!(body["metadata"]["resourceVersion"], "7");
+        respond(
+            send,
+            StatusCode::OK,
+            &cluster_object("Deleting", &[], true, true),
+        );
+    });
+
+    run_reconcile(&h, &object).await.unwrap();
+    tokio::time::timeout(DEADLINE, verifier)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    assert_eq!(cluster.state, ClusterState::Deleted);
+    assert!(cluster.deleted_at_ms.is_some());
+    let actions: Vec<String> = h
+        .store
+        .audit_entries(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .filter(|e| e.actor == "onboarding:cluster-api" && e.kind == "cluster")
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions[1..],
+        ["set-state:deleting", "delete"],
+        "deleting first, then the tombstone: {actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deletion_waits_for_cluster_api_before_the_tombstone() {
+    let mut h = harness().await;
+    let object = cluster_object(
+        "Deleting",
+        &["cluster.cluster.x-k8s.io", FINALIZER],
+        true,
+        true,
+    );
+    register(&h.store, &object, ClusterState::Active).await;
+
+    run_reconcile(&h, &object).await.unwrap();
+
+    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    assert_eq!(cluster.state, ClusterState::Deleting);
+    assert!(
+        !pending_request(&mut h.management),
+        "the finalizer stays while Cluster API still deletes"
+    );
+}
+
+#[tokio::test]
+async fn the_relist_tombstones_a_cluster_whose_object_went_while_the_observer_was_down() {
+    let mut h = harness().await;
+    let gone = cluster_object("Provisioned", &[FINALIZER], false, true);
+    register(&h.store, &gone, ClusterState::Active).await;
+    let mut kept = cluster_object("Provisioned", &[FINALIZER], false, true);
+    kept["metadata"]["name"] = json!("prod-2");
+    let kept_cluster = CapiCluster::from_object(&dynamic(&kept)).unwrap();
+    for (name, labels) in [
+        ("prod-2", kept_cluster.stored_labels()),
+        ("manual", Default::default()),
+    ] {
+        h.store
+            .create_cluster(
+                NewCluster {
+                    name: name.into(),
+                    tenant: "shop".into(),
+                    labels,
+                    api_endpoint: None,
+                },
+                Duration::from_secs(60),
+                &Actor::admin(),
+            )
+            .await
+            .unwrap();
+    }
+    // Registered strictly before the list is taken (millisecond clock).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut management = std::mem::replace(&mut h.management, mock::pair().1);
+    let verifier = tokio::spawn(async move {
+        let (query, _, _, send) = expect(
+            &mut management,
+            Method::GET,
+            "/apis/cluster.x-k8s.io/v1beta1/clusters",
+        )
+        .await;
+        assert!(!query.contains("watch"), "a complete list: {query}");
+        let list = json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "ClusterList",
+            "metadata": {"resourceVersion": "100"}, "items": [kept]
+        });
+        respond(send, StatusCode::OK, &list);
+    });
+
+    let tombstoned = tokio::time::timeout(DEADLINE * 5, relist(&h.context))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(DEADLINE, verifier)
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(tombstoned, ["prod-1"]);
+    let state = |name: &'static str| {
+        let store = h.store.clone();
+        async move { store.get_cluster(name).await.unwrap().unwrap().state }
+    };
+    assert_eq!(state("prod-1").await, ClusterState::Deleted);
+    assert_eq!(state("prod-2").await, ClusterState::Provisioning);
+    assert_eq!(
+        state("manual").await,
+        ClusterState::Provisioning,
+        "clusters not registered from Cluster API are never touched"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_relist_changes_nothing() {
+    let mut h = harness().await;
+    let object = cluster_object("Provisioned", &[FINALIZER], false, true);
+    register(&h.store, &object, ClusterState::Active).await;
+    let mut management = std::mem::replace(&mut h.management, mock::pair().1);
+    let verifier = tokio::spawn(async move {
+        let (_, _, _, send) = expect(
+            &mut management,
+            Method::GET,
+            "/apis/cluster.x-k8s.io/v1beta1/clusters",
+        )
+        .await;
+        respond(
+            send,
+            StatusCode::FORBIDDEN,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "Forbidden", "code": 403, "message": "forbidden"}),
+        );
+    });
+    let result = tokio::time::timeout(DEADLINE * 5, relist(&h.context))
+        .await
+        .unwrap();
+    tokio::time::timeout(DEADLINE, verifier)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(result, Err(CapiError::Kube(_))), "{result:?}");
+    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    assert_eq!(cluster.state, ClusterState::Active);
+}
+
+#[tokio::test]
+async fn a_kubeconfig_that_runs_a_command_is_refused_and_nothing_is_applied() {
+    let mut h = harness().await;
+    let object = cluster_object("Provisioned", &[FINALIZER], false, false);
+    register(&h.store, &object, ClusterState::Provisioning).await;
+    let mut management = std::mem::replace(&mut h.management, mock::pair().1);
+    let verifier = tokio::spawn(async move {
+        let (_, _, _, send) = expect(
+            &mut management,
+            Method::GET,
+            "/api/v1/namespaces/shop/secrets/prod-1-kubeconfig",
+        )
+        .await;
+        let exec = KUBECONFIG.replace(
+            "    client-key-data: bm90IGEgcmVhbCBrZXk=",
+            "    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, id]}",
+        );
+        respond(send, StatusCode::OK, &kubeconfig_secret(&exec));
+    });
+
+    let error = run_reconcile(&h, &object).await.unwrap_err();
+    tokio::time::timeout(DEADLINE, verifier)
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(
+        matches!(
+            &error,
+            CapiError::Install {
+                source: InstallError::Kubeconfig { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("exec"), "{error}");
+    assert!(!pending_request(&mut h.workload), "nothing applied");
+    assert_eq!(
+        h.context
+            .metrics
+            .cluster_changes(Source::ClusterApi, ClusterAction::AgentInstallFailed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_missing_kubeconfig_secret_is_retried_with_a_fresh_token() {
+    let mut h = harness().await;
+    let object = cluster_object("Provisioned", &[FINALIZER], false, false);
+    register(&h.store, &object, ClusterState::Provisioning).await;
+    let mut management = std::mem::replace(&mut h.management, mock::pair().1);
+    let verifier = tokio::spawn(async move {
+        let (_, _, _, send) = expect(
+            &mut management,
+            Method::GET,
+            "/api/v1/namespaces/shop/secrets/prod-1-kubeconfig",
+        )
+        .await;
+        respond(
+            send,
+            StatusCode::NOT_FOUND,
+            &not_found("secrets", "prod-1-kubeconfig"),
+        );
+        management
+    });
+    let error = run_reconcile(&h, &object).await.unwrap_err();
+    let management = tokio::time::timeout(DEADLINE, verifier)
+        .await
+        .unwrap()
+        .unwrap();
+    let action = error_policy(dynamic(&object), &error, h.context.clone());
+    assert_eq!(action, Action::requeue(ERROR_REQUEUE));
+    assert_eq!(
+        h.context
+            .metrics
+            .syncs(Source::ClusterApi, Some(SyncFailure::Kubernetes)),
+        1
+    );
+
+    // The retry: the Secret exists now; the agent is installed with a newly minted token.
+    let workload = std::mem::replace(&mut h.workload, mock::pair().1);
+    let verifier = tokio::spawn(verify_onboarding(management, workload, false));
+    run_reconcile(&h, &object).await.unwrap();
+    let token = tokio::time::timeout(DEADLINE, verifier)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        h.store
+            .redeem_join_token(&token, now_ms())
+            .await
+            .unwrap()
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_name_registered_through_the_api_is_left_alone_and_reported_once() {
+    let mut h = harness().await;
+    h.store
+        .create_tenant("shop", &Actor::admin())
+        .await
+        .unwrap();
+    h.store
+        .create_cluster(
+            NewCluster {
+                name: "prod-1".into(),
+                tenant: "shop".into(),
+                labels: Default::default(),
+                api_endpoint: None,
+            },
+            Duration::from_secs(60),
+            &Actor::admin(),
+        )
+        .await
+        .unwrap();
+    let object = cluster_object("Provisioned", &[], false, false);
+    run_reconcile(&h, &object).await.unwrap();
+    run_reconcile(&h, &object).await.unwrap();
+    assert!(
+        !pending_request(&mut h.management),
+        "no finalizer, no Secret read"
+    );
+    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    assert!(cluster.labels.is_empty(), "untouched");
+    assert_eq!(
+        h.context
+            .metrics
+            .cluster_changes(Source::ClusterApi, ClusterAction::Skipped),
+        1
+    );
+}
+
+/// The controller wiring: the source lists `Cluster`s in all namespaces, watches from
+/// the list's version, reconciles what it lists (here: applies a label change), and
+/// relists on its own.
+#[tokio::test]
+async fn the_running_source_lists_watches_reconciles_and_relists() {
+    let mut h = harness().await;
+    let mut object = cluster_object("Provisioned", &[FINALIZER], false, true);
+    register(&h.store, &object, ClusterState::Active).await;
+    object["metadata"]["labels"]["env"] = json!("staging");
+    let source = ClusterApiSource::start_with(h.context.clone());
+
+    let mut lists = 0;
+    let mut watches = 0;
+    let mut held = Vec::new();
+    while lists < 2 || watches < 1 {
+        let (request, send) = tokio::time::timeout(DEADLINE * 5, h.management.next_request())
+            .await
+            .expect("the source keeps asking")
+            .expect("a request");
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(
+            request.uri().path(),
+            "/apis/cluster.x-k8s.io/v1beta1/clusters"
+        );
+        let query = request.uri().query().unwrap_or_default();
+        if query.contains("watch=true") {
+            assert!(query.contains("resourceVersion=100"), "{query}");
+            watches += 1;
+            held.push(send);
+        } else {
+            lists += 1;
+            let list = json!({
+                "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "ClusterList",
+                "metadata": {"resourceVersion": "100"}, "items": [object]
+            });
+            respond(send, StatusCode::OK, &list);
+        }
+    }
+    let until = std::time::Instant::now() + DEADLINE * 5;
+    loop {
+        let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+        if cluster.labels["env"] == "staging" {
+            assert_eq!(cluster.state, ClusterState::Active, "the relist kept it");
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "never reconciled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    source.stop();
+}

@@ -1,0 +1,1182 @@
+//! The KaaS inventory source: for providers without Cluster API, the observer polls an
+//! HTTP endpoint that lists the provider's clusters, registers the new ones, keeps
+//! labels and API endpoints in sync, and notices the ones that disappear.
+//!
+//! # Design note
+//!
+//! **The answer.** `GET <url>` must answer 200 with a JSON array of clusters, or an
+//! object whose `clusters` field is that array:
+//!
+//! ```json
+//! [{"name": "prod-1", "tenant": "shop", "labels": {"env": "prod"},
+//!   "apiEndpoint": "https://prod-1.k8s.example:6443"}]
+//! ```
+//!
+//! `labels` and `apiEndpoint` (also `api_endpoint`) are optional; other fields are
+//! ignored, because the inventory is the provider's API, not ours. Each entry is checked
+//! like `POST /api/v1/clusters` ([`super::registration_problems`]). An invalid entry is
+//! skipped and reported, but its name still counts as listed, so a typo in one label
+//! never deletes a cluster; a name listed twice counts as listed and is not applied.
+//!
+//! **Relist and diff.** Every poll is a full list, so there are no events to lose: each
+//! successful poll is compared with the clusters the store holds *from this source*
+//! (label [`super::SOURCE_LABEL`]` = inventory`; see [the onboarding module](super)
+//! for ownership and tenants):
+//! - listed, not stored: registered (tenant created if missing), state `provisioning`;
+//! - listed, stored: labels (plus the source label) and API endpoint replaced if they
+//!   differ; a `deleting` cluster returns to [`super::state_before_deletion`];
+//! - stored, not listed: `deleting` at once, and `deleted` (tombstone) once it has been
+//!   missing from [`InventorySettings::delete_after_missing_polls`] successful polls in a
+//!   row ([`DEFAULT_DELETE_AFTER_MISSING_POLLS`]).
+//!
+//! **What changes nothing.** A poll that fails (connection error, timeout, a status
+//! other than 200, a body that is not a cluster list or is larger than
+//! [`MAX_INVENTORY_BYTES`]) is logged and counted and changes nothing, missing counts
+//! included. An empty list while this source manages live clusters is refused the same
+//! way unless [`InventorySettings::allow_empty`] is set: an inventory that answers `[]`
+//! because its own database is down or a filter is wrong would otherwise start deleting
+//! every cluster; a provider that really can have zero clusters turns the check off.
+//!
+//! **One replica** polls: the holder of the store lease [`LEASE_NAME`], checked before
+//! every poll; a standby takes over within one interval of the holder's death, and
+//! starts its missing counts afresh.
+//!
+//! **Restarts.** Missing counts live in memory. After a restart a missing cluster
+//! already `deleting` starts counting again, which only delays its tombstone; the state
+//! a reappearing cluster returns to is derived from the store, so it is right after a
+//! restart too.
+//!
+//! **Join tokens.** The inventory cannot reach the workload clusters, so the token
+//! minted at registration is dropped; the operator runs `observer cluster join-token
+//! NAME` for a fresh one and the agent's manifests (see [`super`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kaas_pipeline::secret::SecretString;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use super::{
+    ClusterAction, OnboardingMetrics, Source, SyncFailure, ensure_tenant, managed_by,
+    registration_problems, state_before_deletion, with_source_label,
+};
+use crate::lifecycle::DEFAULT_SILENT_AFTER;
+use crate::store::leases::Lease;
+use crate::store::{Cluster, ClusterState, NewCluster, Store, StoreError, now_ms};
+
+/// The store lease whose holder polls the inventory: one replica is enough, and two
+/// would count every change twice. Always granted on SQLite.
+pub const LEASE_NAME: &str = "onboarding-inventory";
+/// How often the inventory is polled: a new cluster is registered within a minute,
+/// well inside the creation grace the silent-cluster alert gives a new cluster, and an
+/// inventory sees one request a minute per observer.
+pub const DEFAULT_INVENTORY_INTERVAL: Duration = Duration::from_secs(60);
+/// Successful polls a cluster must be missing from before it is tombstoned. One
+/// flapping inventory response (a replica with a stale cache, a partial page) must not
+/// delete a cluster: `deleting` is reversible and silences nothing wrongly for long,
+/// `deleted` is final (the name stays taken and the agent's certificate is refused).
+/// Three polls at the default interval means gone for over two minutes.
+pub const DEFAULT_DELETE_AFTER_MISSING_POLLS: NonZeroU32 = NonZeroU32::new(3).expect("3 > 0");
+/// Longest a poll may take: below the default interval, so polls do not pile up
+/// behind a hanging inventory.
+pub const INVENTORY_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting to the inventory may take.
+pub const INVENTORY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer read: about 100,000 clusters of a few hundred bytes each. A larger
+/// answer is refused instead of exhausting the observer's memory.
+pub const MAX_INVENTORY_BYTES: usize = 32 * 1024 * 1024;
+/// The join token minted at registration is dropped (see the module note), so its
+/// lifetime hardly matters; keep it short.
+pub const REGISTRATION_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// How the inventory is polled and its answers applied.
+#[derive(Clone, Debug)]
+pub struct InventorySettings {
+    /// The inventory endpoint (`http` or `https`).
+    pub url: Url,
+    /// Time between polls.
+    pub interval: Duration,
+    /// Successful polls a cluster must be missing from before it is tombstoned.
+    pub delete_after_missing_polls: NonZeroU32,
+    /// Accept an empty list as "no clusters" (see the module note).
+    pub allow_empty: bool,
+    /// Sent as `Authorization: Bearer …`.
+    pub bearer_token: Option<SecretString>,
+    /// Extra CA certificates (PEM) to trust for an `https` inventory.
+    pub ca_pem: Option<String>,
+    /// The `--silent-after` of the lifecycle, to restore a reappearing cluster's state.
+    pub silent_after: Duration,
+}
+
+impl InventorySettings {
+    /// The defaults, polling `url`.
+    pub fn new(url: Url) -> Self {
+        Self {
+            url,
+            interval: DEFAULT_INVENTORY_INTERVAL,
+            delete_after_missing_polls: DEFAULT_DELETE_AFTER_MISSING_POLLS,
+            allow_empty: false,
+            bearer_token: None,
+            ca_pem: None,
+            silent_after: DEFAULT_SILENT_AFTER,
+        }
+    }
+}
+
+/// Why the inventory source cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The URL is not `http` or `https`.
+    #[error("inventory URL {0:?}: expected http:// or https:// with a host")]
+    BadUrl(String),
+    /// The CA bundle cannot be read.
+    #[error("inventory CA certificates: {0}")]
+    Ca(String),
+    /// The HTTP client cannot be built.
+    #[error("cannot build the inventory HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// Why a poll changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// No answer (connection refused, timeout, TLS).
+    #[error("GET {url}: {reason}")]
+    Unreachable {
+        /// The inventory URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// An answer other than 200.
+    #[error("GET {url}: HTTP {status}")]
+    BadStatus {
+        /// The inventory URL.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+    /// The body is not a cluster list.
+    #[error("the inventory's answer is not a cluster list: {0}")]
+    InvalidResponse(String),
+    /// An empty list while the source manages clusters, refused.
+    #[error(
+        "the inventory lists no clusters while {managed} cluster(s) registered from it \
+         exist; refused as a probable inventory fault (allow empty lists to accept it)"
+    )]
+    EmptyRefused {
+        /// Live clusters registered from the inventory.
+        managed: usize,
+    },
+    /// The store failed (reading clusters, or while applying; the steps before the
+    /// failure were applied).
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl PollError {
+    /// The `result` it is counted under.
+    pub fn failure(&self) -> SyncFailure {
+        match self {
+            Self::Unreachable { .. } => SyncFailure::Unreachable,
+            Self::BadStatus { .. } => SyncFailure::BadStatus,
+            Self::InvalidResponse(_) => SyncFailure::InvalidResponse,
+            Self::EmptyRefused { .. } => SyncFailure::EmptyRefused,
+            Self::Store(_) => SyncFailure::Store,
+        }
+    }
+}
+
+/// One cluster as the inventory lists it, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InventoryCluster {
+    /// Global DNS-1123 label.
+    pub name: String,
+    /// The owning tenant.
+    pub tenant: String,
+    /// Labels, without the source label.
+    pub labels: BTreeMap<String, String>,
+    /// The Kubernetes API endpoint.
+    pub api_endpoint: Option<String>,
+}
+
+/// An entry that cannot be applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidEntry {
+    /// Its name, if it has a readable one: that name counts as listed.
+    pub name: Option<String>,
+    /// What is wrong, with the entry's position and field paths.
+    pub problem: String,
+}
+
+/// A parsed inventory answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Valid entries by name.
+    pub clusters: BTreeMap<String, InventoryCluster>,
+    /// Entries that cannot be applied.
+    pub invalid: Vec<InvalidEntry>,
+}
+
+impl Inventory {
+    /// Every name the inventory lists, valid or not.
+    pub fn listed_names(&self) -> BTreeSet<&str> {
+        self.clusters
+            .keys()
+            .map(String::as_str)
+            .chain(self.invalid.iter().filter_map(|e| e.name.as_deref()))
+            .collect()
+    }
+
+    /// Whether the answer listed nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.clusters.is_empty() && self.invalid.is_empty()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InventoryEntry {
+    name: String,
+    tenant: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default, alias = "api_endpoint")]
+    api_endpoint: Option<String>,
+}
+
+/// Parses and checks an inventory answer. `Err` only if the body as a whole is not a
+/// cluster list; bad entries are returned in [`Inventory::invalid`].
+pub fn parse_inventory(body: &[u8]) -> Result<Inventory, String> {
+    let document: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let items = match document {
+        Value::Array(items) => items,
+        Value::Object(mut object) => match object.remove("clusters") {
+            Some(Value::Array(items)) => items,
+            _ => return Err(shape_error()),
+        },
+        _ => return Err(shape_error()),
+    };
+    let mut inventory = Inventory::default();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let raw_name = item.get("name").and_then(Value::as_str).map(str::to_owned);
+        let position = match &raw_name {
+            Some(name) => format!("clusters[{index}] ({name:?})"),
+            None => format!("clusters[{index}]"),
+        };
+        if let Some(name) = &raw_name {
+            *seen.entry(name.clone()).or_default() += 1;
+        }
+        let entry = match serde_json::from_value::<InventoryEntry>(item) {
+            Ok(entry) => entry,
+            Err(error) => {
+                inventory.invalid.push(InvalidEntry {
+                    name: raw_name,
+                    problem: format!("{position}: {error}"),
+                });
+                continue;
+            }
+        };
+        let problems = registration_problems(
+            &entry.name,
+            &entry.tenant,
+            &entry.labels,
+            entry.api_endpoint.as_deref(),
+        );
+        if !problems.is_empty() {
+            inventory.invalid.push(InvalidEntry {
+                name: Some(entry.name),
+                problem: format!("{position}: {}", problems.join("; ")),
+            });
+            continue;
+        }
+        inventory.clusters.insert(
+            entry.name.clone(),
+            InventoryCluster {
+                name: entry.name,
+                tenant: entry.tenant,
+                labels: entry.labels,
+                api_endpoint: entry.api_endpoint,
+            },
+        );
+    }
+    for (name, count) in seen.into_iter().filter(|(_, count)| *count > 1) {
+        inventory.clusters.remove(&name);
+        inventory.invalid.push(InvalidEntry {
+            problem: format!("{name:?} is listed {count} times; none of its entries is applied"),
+            name: Some(name),
+        });
+    }
+    Ok(inventory)
+}
+
+fn shape_error() -> String {
+    "expected a JSON array of clusters, or an object with a \"clusters\" array".to_owned()
+}
+
+/// One thing a poll does to the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Register a new cluster.
+    Register(InventoryCluster),
+    /// Replace labels (source label included) and API endpoint.
+    Update {
+        /// The cluster.
+        name: String,
+        /// Its tenant.
+        tenant: String,
+        /// The labels to store.
+        labels: BTreeMap<String, String>,
+        /// The endpoint to store.
+        api_endpoint: Option<String>,
+    },
+    /// Move a `deleting` cluster back: it is listed again.
+    Restore {
+        /// The cluster.
+        name: String,
+        /// Its tenant.
+        tenant: String,
+        /// The state it returns to.
+        to: ClusterState,
+    },
+    /// Move a cluster to `deleting`: missing from this many polls in a row.
+    MarkDeleting {
+        /// The cluster.
+        name: String,
+        /// Its tenant.
+        tenant: String,
+        /// Polls it has been missing from.
+        missing_polls: u32,
+    },
+    /// Tombstone a cluster (through `deleting` if it is not there yet).
+    Tombstone {
+        /// The cluster.
+        name: String,
+        /// Its tenant.
+        tenant: String,
+        /// Polls it has been missing from.
+        missing_polls: u32,
+        /// Whether it still has to pass through `deleting`.
+        via_deleting: bool,
+    },
+    /// Leave a listed name alone, for `reason`.
+    Skip {
+        /// The listed name (or the entry's position if it has no readable name).
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a poll will do, and the missing counts after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollPlan {
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// Consecutive successful polls each managed live cluster has been missing from.
+    pub missing: BTreeMap<String, u32>,
+}
+
+/// The rules [`plan`] follows.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanRules {
+    /// See [`InventorySettings::delete_after_missing_polls`].
+    pub delete_after_missing_polls: NonZeroU32,
+    /// See [`InventorySettings::allow_empty`].
+    pub allow_empty: bool,
+    /// See [`InventorySettings::silent_after`].
+    pub silent_after: Duration,
+}
+
+/// Compares a successful answer with the stored clusters. Pure: the whole policy of the
+/// module note. `missing_before` are the counts after the previous successful poll.
+pub fn plan(
+    inventory: &Inventory,
+    stored: &[Cluster],
+    missing_before: &BTreeMap<String, u32>,
+    rules: PlanRules,
+    now_ms: i64,
+) -> Result<PollPlan, PollError> {
+    let by_name: BTreeMap<&str, &Cluster> = stored.iter().map(|c| (c.name.as_str(), c)).collect();
+    let managed_live: Vec<&Cluster> = stored
+        .iter()
+        .filter(|c| managed_by(c, Source::Inventory) && c.state != ClusterState::Deleted)
+        .collect();
+    if inventory.is_empty() && !rules.allow_empty && !managed_live.is_empty() {
+        return Err(PollError::EmptyRefused {
+            managed: managed_live.len(),
+        });
+    }
+    let mut result = PollPlan::default();
+    for listed in inventory.clusters.values() {
+        let Some(stored) = by_name.get(listed.name.as_str()) else {
+            result.steps.push(Step::Register(listed.clone()));
+            continue;
+        };
+        if !managed_by(stored, Source::Inventory) {
+            result.steps.push(Step::Skip {
+                name: listed.name.clone(),
+                reason: "a cluster of that name was registered by the API or another source; \
+                         the inventory does not manage it"
+                    .to_owned(),
+            });
+            continue;
+        }
+        if stored.state == ClusterState::Deleted {
+            result.steps.push(Step::Skip {
+                name: listed.name.clone(),
+                reason: "the name belongs to a deleted cluster (tombstone) and cannot be \
+                         registered again"
+                    .to_owned(),
+            });
+            continue;
+        }
+        if stored.tenant != listed.tenant {
+            result.steps.push(Step::Skip {
+                name: listed.name.clone(),
+                reason: format!(
+                    "the inventory lists it for tenant {:?}, but it belongs to tenant {:?}; \
+                     a cluster cannot change tenants",
+                    listed.tenant, stored.tenant
+                ),
+            });
+            continue;
+        }
+        if stored.state == ClusterState::Deleting {
+            result.steps.push(Step::Restore {
+                name: stored.name.clone(),
+                tenant: stored.tenant.clone(),
+                to: state_before_deletion(stored, now_ms, rules.silent_after),
+            });
+        }
+        let labels = with_source_label(listed.labels.clone(), Source::Inventory);
+        if labels != stored.labels || listed.api_endpoint != stored.api_endpoint {
+            result.steps.push(Step::Update {
+                name: stored.name.clone(),
+                tenant: stored.tenant.clone(),
+                labels,
+                api_endpoint: listed.api_endpoint.clone(),
+            });
+        }
+    }
+    for invalid in &inventory.invalid {
+        let name = invalid.name.clone();
+        if let Some(stored) = name.as_deref().and_then(|n| by_name.get(n))
+            && managed_by(stored, Source::Inventory)
+            && stored.state == ClusterState::Deleting
+        {
+            result.steps.push(Step::Restore {
+                name: stored.name.clone(),
+                tenant: stored.tenant.clone(),
+                to: state_before_deletion(stored, now_ms, rules.silent_after),
+            });
+        }
+        result.steps.push(Step::Skip {
+            name: name.unwrap_or_default(),
+            reason: format!("invalid inventory entry: {}", invalid.problem),
+        });
+    }
+    let listed = inventory.listed_names();
+    for stored in managed_live {
+        if listed.contains(stored.name.as_str()) {
+            continue;
+        }
+        let missing_polls = missing_before
+            .get(&stored.name)
+            .copied()
+            .unwrap_or(0)
+            .saturating_add(1);
+        result.missing.insert(stored.name.clone(), missing_polls);
+        if missing_polls >= rules.delete_after_missing_polls.get() {
+            result.steps.push(Step::Tombstone {
+                name: stored.name.clone(),
+                tenant: stored.tenant.clone(),
+                missing_polls,
+                via_deleting: stored.state != ClusterState::Deleting,
+            });
+        } else if stored.state != ClusterState::Deleting {
+            result.steps.push(Step::MarkDeleting {
+                name: stored.name.clone(),
+                tenant: stored.tenant.clone(),
+                missing_polls,
+            });
+        }
+    }
+    Ok(result)
+}
+
+/// What a successful poll changed, by cluster name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollReport {
+    /// Newly registered clusters.
+    pub registered: Vec<String>,
+    /// Clusters whose labels or endpoint were replaced.
+    pub updated: Vec<String>,
+    /// Clusters back from `deleting`.
+    pub restored: Vec<String>,
+    /// Clusters moved to `deleting`.
+    pub deleting: Vec<String>,
+    /// Clusters tombstoned.
+    pub deleted: Vec<String>,
+    /// Listed names left alone, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// The inventory poller. Drive it with [`InventorySource::poll_once`] (tests) or
+/// [`InventorySource::start`] (the observer).
+pub struct InventorySource {
+    store: Store,
+    settings: InventorySettings,
+    http: reqwest::Client,
+    metrics: Arc<OnboardingMetrics>,
+    /// Missing counts after the last successful poll.
+    missing: BTreeMap<String, u32>,
+    /// Skips already logged and counted, by name, so a standing problem is reported
+    /// once, not every poll.
+    reported_skips: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for InventorySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InventorySource")
+            .field("url", &self.settings.url.as_str())
+            .field("missing", &self.missing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InventorySource {
+    /// A poller for `settings.url`; checks the URL and builds the HTTP client.
+    pub fn new(
+        store: Store,
+        settings: InventorySettings,
+        metrics: Arc<OnboardingMetrics>,
+    ) -> Result<Self, InventoryError> {
+        if !matches!(settings.url.scheme(), "http" | "https") || !settings.url.has_host() {
+            return Err(InventoryError::BadUrl(settings.url.to_string()));
+        }
+        // Err means a provider is installed already, which is what we want.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .timeout(INVENTORY_REQUEST_TIMEOUT)
+            .connect_timeout(INVENTORY_CONNECT_TIMEOUT)
+            .user_agent(concat!("kaas-observer/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &settings.ca_pem {
+            for certificate in reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| InventoryError::Ca(e.to_string()))?
+            {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().map_err(InventoryError::Client)?;
+        Ok(Self {
+            store,
+            settings,
+            http,
+            metrics,
+            missing: BTreeMap::new(),
+            reported_skips: BTreeMap::new(),
+        })
+    }
+
+    /// Polls every [`InventorySettings::interval`], the first time at once, while this
+    /// replica holds the store lease [`LEASE_NAME`], until the task is aborted.
+    pub fn start(mut self) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(self.settings.interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut lease: Option<Lease> = None;
+            loop {
+                ticks.tick().await;
+                if let Some(held) = &mut lease
+                    && !held.is_held().await
+                {
+                    tracing::warn!(lease = LEASE_NAME, "lost the inventory lease");
+                    lease = None;
+                }
+                if lease.is_none() {
+                    match self.store.try_lease(LEASE_NAME).await {
+                        Ok(Some(taken)) => {
+                            tracing::info!(lease = LEASE_NAME, "this replica polls the inventory");
+                            // Another replica's missing counts are unknown: start over.
+                            self.missing.clear();
+                            lease = Some(taken);
+                        }
+                        Ok(None) => {
+                            tracing::debug!(
+                                lease = LEASE_NAME,
+                                "another replica polls the inventory"
+                            );
+                            continue;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, lease = LEASE_NAME, "cannot take the inventory lease");
+                            continue;
+                        }
+                    }
+                }
+                // Logged and counted inside.
+                let _ = self.poll_once().await;
+            }
+        })
+    }
+
+    /// One poll: fetch, parse, compare, apply. Every outcome is logged and counted.
+    pub async fn poll_once(&mut self) -> Result<PollReport, PollError> {
+        let result = self.poll().await;
+        match &result {
+            Ok(_) => self.metrics.sync_succeeded(Source::Inventory),
+            Err(error) => self
+                .metrics
+                .sync_failed(Source::Inventory, error.failure(), error),
+        }
+        result
+    }
+
+    async fn poll(&mut self) -> Result<PollReport, PollError> {
+        let body = self.fetch().await?;
+        let inventory = parse_inventory(&body).map_err(PollError::InvalidResponse)?;
+        let stored = self.store.list_clusters(None).await?;
+        let rules = PlanRules {
+            delete_after_missing_polls: self.settings.delete_after_missing_polls,
+            allow_empty: self.settings.allow_empty,
+            silent_after: self.settings.silent_after,
+        };
+        let plan = plan(&inventory, &stored, &self.missing, rules, now_ms())?;
+        self.missing = plan.missing;
+        let mut report = PollReport::default();
+        let mut failed = None;
+        let mut skipped_now = BTreeMap::new();
+        for step in plan.steps {
+            if let Step::Skip { name, reason } = &step {
+                skipped_now.insert(name.clone(), reason.clone());
+            }
+            if let Err(error) = self.apply(step, &mut report).await {
+                failed.get_or_insert(error);
+            }
+        }
+        self.reported_skips = skipped_now;
+        match failed {
+            Some(error) => Err(PollError::Store(error)),
+            None => Ok(report),
+        }
+    }
+
+    async fn fetch(&self) -> Result<Vec<u8>, PollError> {
+        let url = self.settings.url.to_string();
+        let unreachable = |e: reqwest::Error| PollError::Unreachable {
+            url: url.clone(),
+            reason: error_chain(&e),
+        };
+        let mut request = self
+            .http
+            .get(self.settings.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(token) = &self.settings.bearer_token {
+            request = request.bearer_auth(token.expose());
+        }
+        let mut response = request.send().await.map_err(unreachable)?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(PollError::BadStatus {
+                url: url.clone(),
+                status: response.status().as_u16(),
+            });
+        }
+        let too_large = || {
+            PollError::InvalidResponse(format!("larger than {MAX_INVENTORY_BYTES} bytes; refused"))
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_INVENTORY_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            if body.len() + chunk.len() > MAX_INVENTORY_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    async fn apply(&mut self, step: Step, report: &mut PollReport) -> Result<(), StoreError> {
+        let source = Source::Inventory;
+        let actor = source.actor();
+        let now = now_ms();
+        match step {
+            Step::Register(cluster) => {
+                if let Err(reason) = self.register(&cluster).await? {
+                    self.report_skip(&cluster.name, &cluster.tenant, reason.clone());
+                    report.skipped.push((cluster.name, reason));
+                    return Ok(());
+                }
+                self.metrics.cluster_changed(
+                    source,
+                    ClusterAction::Registered,
+                    &cluster.name,
+                    &cluster.tenant,
+                    &format!(
+                        "registered a cluster listed by the inventory; install its agent with the \
+                         manifests from `observer cluster join-token {}`",
+                        cluster.name
+                    ),
+                );
+                report.registered.push(cluster.name);
+            }
+            Step::Update {
+                name,
+                tenant,
+                labels,
+                api_endpoint,
+            } => {
+                self.store
+                    .update_cluster_registration(&name, labels, api_endpoint, &actor)
+                    .await?;
+                self.metrics.cluster_changed(
+                    source,
+                    ClusterAction::Updated,
+                    &name,
+                    &tenant,
+                    "applied the inventory's labels and API endpoint",
+                );
+                report.updated.push(name);
+            }
+            Step::Restore { name, tenant, to } => {
+                self.store.set_cluster_state(&name, to, now, &actor).await?;
+                self.metrics.cluster_changed(
+                    source,
+                    ClusterAction::Restored,
+                    &name,
+                    &tenant,
+                    &format!("the inventory lists the cluster again; back to {to}"),
+                );
+                report.restored.push(name);
+            }
+            Step::MarkDeleting {
+                name,
+                tenant,
+                missing_polls,
+            } => {
+                self.mark_deleting(&name, &tenant, missing_polls).await?;
+                report.deleting.push(name);
+            }
+            Step::Tombstone {
+                name,
+                tenant,
+                missing_polls,
+                via_deleting,
+            } => {
+                if via_deleting {
+                    self.mark_deleting(&name, &tenant, missing_polls).await?;
+                    report.deleting.push(name.clone());
+                }
+                self.store.delete_cluster(&name, &actor).await?;
+                self.metrics.cluster_changed(
+                    source,
+                    ClusterAction::Deleted,
+                    &name,
+                    &tenant,
+                    &format!(
+                        "missing from the inventory for {missing_polls} successful polls in a row; \
+                         tombstoned"
+                    ),
+                );
+                report.deleted.push(name);
+            }
+            Step::Skip { name, reason } => {
+                self.report_skip(&name, "", reason.clone());
+                report.skipped.push((name, reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a listed cluster; `Ok(Err(reason))` if it cannot be (a race with the
+    /// API or another replica took the name).
+    async fn register(&self, cluster: &InventoryCluster) -> Result<Result<(), String>, StoreError> {
+        ensure_tenant(&self.store, &cluster.tenant, Source::Inventory).await?;
+        let new = NewCluster {
+            name: cluster.name.clone(),
+            tenant: cluster.tenant.clone(),
+            labels: with_source_label(cluster.labels.clone(), Source::Inventory),
+            api_endpoint: cluster.api_endpoint.clone(),
+        };
+        match self
+            .store
+            .create_cluster(new, REGISTRATION_TOKEN_TTL, &Source::Inventory.actor())
+            .await
+        {
+            // The token is dropped: see the module note.
+            Ok(_) => Ok(Ok(())),
+            Err(StoreError::AlreadyExists { .. }) => Ok(Err(
+                "registered concurrently by someone else; compared again next poll".to_owned(),
+            )),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn mark_deleting(
+        &self,
+        name: &str,
+        tenant: &str,
+        missing_polls: u32,
+    ) -> Result<(), StoreError> {
+        self.store
+            .set_cluster_state(
+                name,
+                ClusterState::Deleting,
+                now_ms(),
+                &Source::Inventory.actor(),
+            )
+            .await?;
+        self.metrics.cluster_changed(
+            Source::Inventory,
+            ClusterAction::Deleting,
+            name,
+            tenant,
+            &format!(
+                "missing from the inventory ({missing_polls} of {} polls before it is deleted)",
+                self.settings.delete_after_missing_polls
+            ),
+        );
+        Ok(())
+    }
+
+    /// Logs and counts a skip the first time it is seen (and again if its reason
+    /// changes), so a standing problem does not flood the log every poll.
+    fn report_skip(&self, name: &str, tenant: &str, reason: String) {
+        if self.reported_skips.get(name) == Some(&reason) {
+            return;
+        }
+        self.metrics.cluster_changed(
+            Source::Inventory,
+            ClusterAction::Skipped,
+            name,
+            tenant,
+            &reason,
+        );
+    }
+}
+
+/// An error and its causes, `: `-separated (reqwest's own message hides the cause).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE_MS: i64 = 60_000;
+
+    fn rules(delete_after: u32) -> PlanRules {
+        PlanRules {
+            delete_after_missing_polls: NonZeroU32::new(delete_after).unwrap(),
+            allow_empty: false,
+            silent_after: Duration::from_secs(300),
+        }
+    }
+
+    fn stored(name: &str, state: ClusterState, source: Option<Source>) -> Cluster {
+        let mut labels = BTreeMap::from([("env".to_owned(), "prod".to_owned())]);
+        if let Some(source) = source {
+            labels = with_source_label(labels, source);
+        }
+        Cluster {
+            name: name.into(),
+            tenant: "shop".into(),
+            labels,
+            api_endpoint: Some(format!("https://{name}:6443")),
+            state,
+            agent_version: None,
+            agent_instance_id: None,
+            last_seen_ms: None,
+            certificate_serial: None,
+            certificate_not_after_ms: None,
+            applied_config_hash: None,
+            connected: false,
+            created_at_ms: 0,
+            deleted_at_ms: None,
+        }
+    }
+
+    fn listed(names: &[&str]) -> Inventory {
+        let items: Vec<Value> = names
+            .iter()
+            .map(|name| {
+                serde_json::json!({"name": name, "tenant": "shop", "labels": {"env": "prod"},
+                                   "apiEndpoint": format!("https://{name}:6443")})
+            })
+            .collect();
+        parse_inventory(&serde_json::to_vec(&items).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn both_answer_shapes_parse_and_unknown_fields_are_ignored() {
+        let array = br#"[{"name": "a", "tenant": "shop", "region": "eu", "api_endpoint": "https://a:6443"}]"#;
+        let wrapped = br#"{"clusters": [{"name": "a", "tenant": "shop", "apiEndpoint": "https://a:6443"}], "next": null}"#;
+        let a = parse_inventory(array).unwrap();
+        assert_eq!(a, parse_inventory(wrapped).unwrap());
+        assert_eq!(
+            a.clusters["a"].api_endpoint.as_deref(),
+            Some("https://a:6443")
+        );
+        assert!(a.clusters["a"].labels.is_empty());
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_cluster_list_is_an_error() {
+        for body in [
+            &b"<html>502</html>"[..],
+            b"{\"items\": []}",
+            b"42",
+            b"null",
+            b"",
+        ] {
+            assert!(parse_inventory(body).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_entries_are_kept_apart_and_their_names_still_count_as_listed() {
+        let body = br#"[
+            {"name": "good", "tenant": "shop"},
+            {"name": "bad-label", "tenant": "shop", "labels": {"env": "not valid!"}},
+            {"name": "no-tenant"},
+            {"tenant": "shop"},
+            {"name": "twice", "tenant": "shop"},
+            {"name": "twice", "tenant": "shop"}
+        ]"#;
+        let inventory = parse_inventory(body).unwrap();
+        assert_eq!(inventory.clusters.keys().collect::<Vec<_>>(), ["good"]);
+        let listed: Vec<&str> = inventory.listed_names().into_iter().collect();
+        assert_eq!(listed, ["bad-label", "good", "no-tenant", "twice"]);
+        let problems: Vec<&str> = inventory
+            .invalid
+            .iter()
+            .map(|e| e.problem.as_str())
+            .collect();
+        assert!(
+            problems[0].starts_with("clusters[1] (\"bad-label\"): labels[\"env\"]"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("missing field `tenant`"),
+            "{problems:?}"
+        );
+        assert!(problems[2].starts_with("clusters[3]:"), "{problems:?}");
+        assert!(problems[3].contains("listed 2 times"), "{problems:?}");
+    }
+
+    #[test]
+    fn new_clusters_are_registered_and_changes_applied_with_the_source_label() {
+        let mut changed = stored("b", ClusterState::Active, Some(Source::Inventory));
+        changed.labels.insert("env".into(), "staging".into());
+        let unchanged = stored("c", ClusterState::Active, Some(Source::Inventory));
+        let result = plan(
+            &listed(&["a", "b", "c"]),
+            &[changed, unchanged],
+            &BTreeMap::new(),
+            rules(3),
+            0,
+        )
+        .unwrap();
+        assert_eq!(result.steps.len(), 2, "{:?}", result.steps);
+        assert!(matches!(&result.steps[0], Step::Register(c) if c.name == "a"));
+        let Step::Update { name, labels, .. } = &result.steps[1] else {
+            panic!("{:?}", result.steps[1]);
+        };
+        assert_eq!(name, "b");
+        assert_eq!(labels["env"], "prod");
+        assert_eq!(labels[super::super::SOURCE_LABEL], "inventory");
+        assert!(result.missing.is_empty());
+    }
+
+    #[test]
+    fn a_missing_cluster_is_deleting_at_once_and_deleted_after_the_grace_polls() {
+        let mut clusters = vec![
+            stored("keep", ClusterState::Active, Some(Source::Inventory)),
+            stored("gone", ClusterState::Active, Some(Source::Inventory)),
+        ];
+        let inventory = listed(&["keep"]);
+        let first = plan(&inventory, &clusters, &BTreeMap::new(), rules(3), 0).unwrap();
+        assert_eq!(
+            first.steps,
+            [Step::MarkDeleting {
+                name: "gone".into(),
+                tenant: "shop".into(),
+                missing_polls: 1
+            }]
+        );
+        clusters[1].state = ClusterState::Deleting;
+        let second = plan(&inventory, &clusters, &first.missing, rules(3), 0).unwrap();
+        assert!(second.steps.is_empty(), "{:?}", second.steps);
+        assert_eq!(second.missing["gone"], 2);
+        let third = plan(&inventory, &clusters, &second.missing, rules(3), 0).unwrap();
+        assert_eq!(
+            third.steps,
+            [Step::Tombstone {
+                name: "gone".into(),
+                tenant: "shop".into(),
+                missing_polls: 3,
+                via_deleting: false
+            }]
+        );
+    }
+
+    #[test]
+    fn with_a_grace_of_one_poll_a_missing_cluster_is_tombstoned_through_deleting() {
+        let clusters = [stored(
+            "gone",
+            ClusterState::Active,
+            Some(Source::Inventory),
+        )];
+        let result = plan(
+            &listed(&["other"]),
+            &clusters,
+            &BTreeMap::new(),
+            rules(1),
+            0,
+        )
+        .unwrap();
+        assert!(result.steps.contains(&Step::Tombstone {
+            name: "gone".into(),
+            tenant: "shop".into(),
+            missing_polls: 1,
+            via_deleting: true
+        }));
+    }
+
+    #[test]
+    fn a_reappearing_cluster_is_restored_and_its_count_forgotten() {
+        let mut back = stored("back", ClusterState::Deleting, Some(Source::Inventory));
+        back.last_seen_ms = Some(100 * MINUTE_MS);
+        let missing = BTreeMap::from([("back".to_owned(), 2)]);
+        let result = plan(
+            &listed(&["back"]),
+            &[back],
+            &missing,
+            rules(3),
+            101 * MINUTE_MS,
+        )
+        .unwrap();
+        assert_eq!(
+            result.steps,
+            [Step::Restore {
+                name: "back".into(),
+                tenant: "shop".into(),
+                to: ClusterState::Active
+            }]
+        );
+        assert!(result.missing.is_empty());
+    }
+
+    #[test]
+    fn clusters_of_others_and_tombstones_are_never_touched() {
+        let clusters = [
+            stored("api-made", ClusterState::Active, None),
+            stored("capi-made", ClusterState::Active, Some(Source::ClusterApi)),
+            stored("old", ClusterState::Deleted, Some(Source::Inventory)),
+        ];
+        // Listed: each is skipped. Not listed: none is marked.
+        let result = plan(
+            &listed(&["api-made", "capi-made", "old"]),
+            &clusters,
+            &BTreeMap::new(),
+            rules(1),
+            0,
+        )
+        .unwrap();
+        assert_eq!(result.steps.len(), 3);
+        assert!(
+            result
+                .steps
+                .iter()
+                .all(|step| matches!(step, Step::Skip { .. }))
+        );
+        let result = plan(&listed(&["x"]), &clusters, &BTreeMap::new(), rules(1), 0).unwrap();
+        assert_eq!(
+            result.steps.len(),
+            1,
+            "only x is registered: {:?}",
+            result.steps
+        );
+    }
+
+    #[test]
+    fn an_empty_list_is_refused_while_clusters_are_managed_unless_allowed() {
+        let clusters = [stored("a", ClusterState::Active, Some(Source::Inventory))];
+        let empty = Inventory::default();
+        assert!(matches!(
+            plan(&empty, &clusters, &BTreeMap::new(), rules(3), 0),
+            Err(PollError::EmptyRefused { managed: 1 })
+        ));
+        let allowed = PlanRules {
+            allow_empty: true,
+            ..rules(3)
+        };
+        let result = plan(&empty, &clusters, &BTreeMap::new(), allowed, 0).unwrap();
+        assert_eq!(result.missing["a"], 1);
+        // Nothing managed: an empty list is just an empty list.
+        let unmanaged = [stored("a", ClusterState::Active, None)];
+        assert!(
+            plan(&empty, &unmanaged, &BTreeMap::new(), rules(3), 0)
+                .unwrap()
+                .steps
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_invalid_entry_protects_its_cluster_from_deletion() {
+        let clusters = [stored(
+            "typo",
+            ClusterState::Deleting,
+            Some(Source::Inventory),
+        )];
+        let inventory = parse_inventory(
+            br#"[{"name": "typo", "tenant": "shop", "labels": {"x": "bad value!"}}]"#,
+        )
+        .unwrap();
+        let result = plan(&inventory, &clusters, &BTreeMap::new(), rules(1), 0).unwrap();
+        assert!(result.missing.is_empty());
+        assert!(matches!(
+            &result.steps[0],
+            Step::Restore {
+                to: ClusterState::Provisioning,
+                ..
+            }
+        ));
+        assert!(
+            matches!(&result.steps[1], Step::Skip { reason, .. } if reason.contains("invalid inventory entry"))
+        );
+    }
+
+    #[test]
+    fn a_tenant_change_is_refused_but_keeps_the_cluster() {
+        let clusters = [stored("a", ClusterState::Active, Some(Source::Inventory))];
+        let inventory =
+            parse_inventory(br#"[{"name": "a", "tenant": "other", "labels": {"env": "prod"}}]"#)
+                .unwrap();
+        let result = plan(&inventory, &clusters, &BTreeMap::new(), rules(1), 0).unwrap();
+        assert!(
+            matches!(&result.steps[..], [Step::Skip { reason, .. }] if reason.contains("cannot change tenants"))
+        );
+        assert!(result.missing.is_empty());
+    }
+}

@@ -1,0 +1,237 @@
+//! Onboarding sources: Cluster API clusters in the management cluster ([`capi`]), and a
+//! KaaS inventory polled over HTTP ([`inventory`]). Both turn "a cluster exists" into a
+//! registered cluster in the store, and "it is gone" into `deleting`, then `deleted`.
+//!
+//! # Design note
+//!
+//! **Who owns a cluster.** A source manages only clusters it registered itself. It
+//! records that in the cluster's labels: [`SOURCE_LABEL`]` = inventory | cluster-api`
+//! (a label rather than a column: it is visible in `observer cluster list`, selectable
+//! by pipelines, and needs no migration). Clusters registered through the API or CLI
+//! carry no such label and are never touched by a source; a name a source lists that
+//! belongs to someone else is skipped and reported. The source's label overrides a
+//! label of the same key coming from the inventory or the `Cluster` object. An operator
+//! who removes the label takes the cluster away from its source.
+//!
+//! **Tenants are created on first sight.** A source's cluster names a tenant (the
+//! inventory's `tenant`, the `Cluster`'s namespace or `kaas-observer.io/tenant` label).
+//! If that tenant does not exist yet it is created (audited as the source), because the
+//! point of a source is that a new customer's first cluster is watched from its first
+//! minute, without waiting for an operator. The tenant name is validated like the API's
+//! (DNS-1123 label); an invalid one skips the cluster and is reported.
+//!
+//! **Deletion is never inferred from a failure.** Only a *successful* answer that no
+//! longer lists a cluster (or a `Cluster` with a `deletionTimestamp`, or a successful
+//! Cluster API relist without it) moves it, first to `deleting`, then to `deleted` (the
+//! tombstone, after the source's grace: several polls for the inventory, the end of the
+//! Cluster API deletion for [`capi`]). A failed, broken or suspiciously empty answer
+//! changes nothing and is logged and counted. A cluster listed again while `deleting`
+//! returns to the state it would have without the deletion
+//! ([`state_before_deletion`]); a tombstone never comes back (its name stays taken, as
+//! for API deletions).
+//!
+//! **Join tokens.** Registering mints a single-use join token (the store always does).
+//! The Cluster API source uses it at once to install the agent through the cluster's
+//! kubeconfig Secret. The inventory source cannot reach the workload cluster, so it does
+//! not keep the token (tokens are stored hashed and shown once): the operator, or the
+//! provider's automation, gets a fresh token and the install manifests with
+//! `observer cluster join-token NAME` (`POST /api/v1/clusters/{name}/join-token`); the
+//! registration is logged with that hint.
+//!
+//! **Several replicas.** Each source runs on one replica at a time, the holder of its
+//! store lease ([`inventory::LEASE_NAME`], [`capi::LEASE_NAME`]; a PostgreSQL advisory
+//! lock, always granted on SQLite). Every store write a source makes is idempotent (an
+//! existing name is re-read, a state already reached is a no-op), so the short overlap
+//! after a lost lease is harmless.
+//!
+//! Events are logged and counted in one place, [`OnboardingMetrics`].
+
+pub mod capi;
+mod events;
+pub mod inventory;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kaas_pipeline::names::{check_dns1123_label, check_label_key, check_label_value};
+
+pub use events::{ClusterAction, OnboardingMetrics, Source, SyncFailure};
+
+use crate::lifecycle;
+use crate::store::{Cluster, ClusterState, Store, StoreError};
+
+/// The label that records which source registered a cluster (its value is
+/// [`Source::as_str`]).
+pub const SOURCE_LABEL: &str = "kaas-observer.io/source";
+
+/// Whether `cluster` was registered by `source`.
+pub fn managed_by(cluster: &Cluster, source: Source) -> bool {
+    cluster.labels.get(SOURCE_LABEL).map(String::as_str) == Some(source.as_str())
+}
+
+/// The labels a source stores for a cluster: the source's own labels with
+/// [`SOURCE_LABEL`] set (overriding a label of that key).
+pub fn with_source_label(
+    mut labels: BTreeMap<String, String>,
+    source: Source,
+) -> BTreeMap<String, String> {
+    labels.insert(SOURCE_LABEL.to_owned(), source.as_str().to_owned());
+    labels
+}
+
+/// The state a `deleting` cluster returns to when its source lists it again: what the
+/// lifecycle would say had it never been deleting. `provisioning` if no agent was ever
+/// heard, else `active`, or `silent` if the agent has been quiet for longer than
+/// `silent_after`. Derived from the stored `last_seen`, so it is the same after an
+/// observer restart.
+pub fn state_before_deletion(
+    cluster: &Cluster,
+    now_ms: i64,
+    silent_after: Duration,
+) -> ClusterState {
+    if cluster.last_seen_ms.is_none() {
+        return ClusterState::Provisioning;
+    }
+    let mut active = cluster.clone();
+    active.state = ClusterState::Active;
+    lifecycle::next_state(&active, now_ms, silent_after).unwrap_or(ClusterState::Active)
+}
+
+/// Everything wrong with a cluster a source describes, each with its field path
+/// (`name`, `tenant`, `labels["key"]`, `apiEndpoint`); empty if it can be registered.
+/// The same rules as `POST /api/v1/clusters`.
+pub fn registration_problems(
+    name: &str,
+    tenant: &str,
+    labels: &BTreeMap<String, String>,
+    api_endpoint: Option<&str>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(reason) = check_dns1123_label(name) {
+        problems.push(format!("name: {reason}"));
+    }
+    if let Err(reason) = check_dns1123_label(tenant) {
+        problems.push(format!("tenant: {reason}"));
+    }
+    for (key, value) in labels {
+        if let Err(reason) = check_label_key(key) {
+            problems.push(format!("labels[{key:?}]: {reason}"));
+        }
+        if let Err(reason) = check_label_value(value) {
+            problems.push(format!("labels[{key:?}]: {reason}"));
+        }
+    }
+    if let Some(endpoint) = api_endpoint {
+        match url::Url::parse(endpoint) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+            _ => problems.push(format!(
+                "apiEndpoint: not an absolute http(s) URL: {endpoint:?}"
+            )),
+        }
+    }
+    problems
+}
+
+/// Makes sure `tenant` exists, creating it on behalf of `source` (see "Tenants are
+/// created on first sight" above). Returns whether it was created. A concurrent
+/// creation (another replica) counts as existing.
+pub async fn ensure_tenant(
+    store: &Store,
+    tenant: &str,
+    source: Source,
+) -> Result<bool, StoreError> {
+    if store.get_tenant(tenant).await?.is_some() {
+        return Ok(false);
+    }
+    match store.create_tenant(tenant, &source.actor()).await {
+        Ok(_) => {
+            tracing::info!(%source, %tenant, "created the tenant of a newly onboarded cluster");
+            Ok(true)
+        }
+        Err(StoreError::AlreadyExists { .. }) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(state: ClusterState, last_seen_ms: Option<i64>) -> Cluster {
+        Cluster {
+            name: "c1".into(),
+            tenant: "shop".into(),
+            labels: BTreeMap::new(),
+            api_endpoint: None,
+            state,
+            agent_version: None,
+            agent_instance_id: None,
+            last_seen_ms,
+            certificate_serial: None,
+            certificate_not_after_ms: None,
+            applied_config_hash: None,
+            connected: false,
+            created_at_ms: 0,
+            deleted_at_ms: None,
+        }
+    }
+
+    const MINUTE_MS: i64 = 60_000;
+    const FIVE_MINUTES: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn a_cluster_leaving_deleting_gets_the_state_the_lifecycle_would_give_it() {
+        let never_joined = cluster(ClusterState::Deleting, None);
+        assert_eq!(
+            state_before_deletion(&never_joined, 100 * MINUTE_MS, FIVE_MINUTES),
+            ClusterState::Provisioning
+        );
+        let heard_recently = cluster(ClusterState::Deleting, Some(99 * MINUTE_MS));
+        assert_eq!(
+            state_before_deletion(&heard_recently, 100 * MINUTE_MS, FIVE_MINUTES),
+            ClusterState::Active
+        );
+        let quiet = cluster(ClusterState::Deleting, Some(10 * MINUTE_MS));
+        assert_eq!(
+            state_before_deletion(&quiet, 100 * MINUTE_MS, FIVE_MINUTES),
+            ClusterState::Silent
+        );
+    }
+
+    #[test]
+    fn the_source_label_marks_ownership_and_overrides_a_listed_label() {
+        let listed = BTreeMap::from([
+            ("env".to_owned(), "prod".to_owned()),
+            (SOURCE_LABEL.to_owned(), "someone-else".to_owned()),
+        ]);
+        let mut stored = cluster(ClusterState::Active, None);
+        stored.labels = with_source_label(listed, Source::Inventory);
+        assert_eq!(stored.labels[SOURCE_LABEL], "inventory");
+        assert_eq!(stored.labels["env"], "prod");
+        assert!(managed_by(&stored, Source::Inventory));
+        assert!(!managed_by(&stored, Source::ClusterApi));
+        assert!(!managed_by(
+            &cluster(ClusterState::Active, None),
+            Source::Inventory
+        ));
+    }
+
+    #[test]
+    fn registration_problems_name_every_field() {
+        let labels = BTreeMap::from([("bad key!".to_owned(), "ok".to_owned())]);
+        let problems = registration_problems("Bad_Name", "", &labels, Some("not a url"));
+        let fields: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            fields,
+            ["name", "tenant", "labels[\"bad key!\"]", "apiEndpoint"],
+            "{problems:?}"
+        );
+        assert!(
+            registration_problems("prod-1", "shop", &BTreeMap::new(), Some("https://k8s:6443"))
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! Where targets come from: every live cluster's Kubernetes API endpoint, and the
+//! endpoints tenants stored through the API (`/api/v1/probes`); [`follow_store`] keeps a
+//! [`Prober`] current with both.
+//!
+//! A cluster's API server is probed while the cluster is provisioning, active or silent
+//! (a silent cluster whose API still answers tells an operator the agent, not the
+//! cluster, is broken); deleting and deleted clusters are not probed, nor are stored
+//! endpoints that name them. The API server presents a certificate of the cluster's own
+//! CA, which the observer does not hold, so both probes skip verification: they measure
+//! availability and certificate expiry, not identity. `401` and `403` count as up: an
+//! API server that refuses an anonymous request is running.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use super::Prober;
+use super::config::{HttpMethod, HttpProbe, ProbeModule, ProbeTarget, TlsProbe, TlsSettings};
+use crate::store::{Change, Cluster, ClusterState, Store, StoreError};
+
+/// Name of the probe of a cluster's API server health endpoint.
+pub const CLUSTER_API_PROBE: &str = "kubernetes-api";
+/// Name of the TLS probe of a cluster's API server.
+pub const CLUSTER_API_CERTIFICATE_PROBE: &str = "kubernetes-api-certificate";
+/// The health endpoint probed: `livez` says whether the API server process is alive,
+/// without the readiness checks of its dependencies (etcd) that `readyz` adds.
+const CLUSTER_API_HEALTH_PATH: &str = "livez";
+/// Statuses of the health endpoint that mean "up": 200, and the refusals of an API
+/// server that does not allow anonymous health checks.
+const CLUSTER_API_UP_STATUSES: [u16; 3] = [200, 401, 403];
+/// How often [`follow_store`] re-reads the targets besides reacting to cluster changes:
+/// stored probe endpoints have no change notification, so an edit takes effect within
+/// this time (and within half a probe interval on average).
+pub const DEFAULT_TARGET_REFRESH: Duration = Duration::from_secs(15);
+
+/// The probes of every provisioning, active or silent cluster that has an API endpoint:
+/// `GET <endpoint>/livez` (200, 401 or 403 is up) and, for https, a TLS handshake for
+/// the certificate's expiry. Endpoints that are not URLs (a bare `host:port` is read as
+/// https) are skipped.
+pub fn targets_from_clusters(clusters: &[Cluster]) -> Vec<ProbeTarget> {
+    let mut targets = Vec::new();
+    for cluster in clusters {
+        if !is_probed(cluster.state) {
+            continue;
+        }
+        let Some(endpoint) = cluster.api_endpoint.as_deref() else {
+            continue;
+        };
+        let Some(url) = api_url(endpoint) else {
+            tracing::debug!(
+                cluster = %cluster.name,
+                "the cluster's API endpoint is not a URL; not probed"
+            );
+            continue;
+        };
+        let https = url.scheme() == "https";
+        let insecure = TlsSettings {
+            insecure_skip_verify: true,
+            ..TlsSettings::default()
+        };
+        targets.push(ProbeTarget {
+            name: CLUSTER_API_PROBE.to_owned(),
+            tenant: cluster.tenant.clone(),
+            cluster: Some(cluster.name.clone()),
+            module: ProbeModule::Http(HttpProbe {
+                url: health_url(&url),
+                method: HttpMethod::Get,
+                expected_status: CLUSTER_API_UP_STATUSES.to_vec(),
+                tls: https.then(|| insecure.clone()),
+            }),
+        });
+        if https && let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
+            targets.push(ProbeTarget {
+                name: CLUSTER_API_CERTIFICATE_PROBE.to_owned(),
+                tenant: cluster.tenant.clone(),
+                cluster: Some(cluster.name.clone()),
+                module: ProbeModule::Tls(TlsProbe {
+                    address: format!("{host}:{port}"),
+                    server_name: None,
+                    ca: None,
+                    insecure_skip_verify: true,
+                }),
+            });
+        }
+    }
+    targets
+}
+
+fn is_probed(state: ClusterState) -> bool {
+    matches!(
+        state,
+        ClusterState::Provisioning | ClusterState::Active | ClusterState::Silent
+    )
+}
+
+/// The endpoint as an http(s) URL; a bare `host:port` is taken as https.
+fn api_url(endpoint: &str) -> Option<Url> {
+    let endpoint = endpoint.trim();
+    let text = if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("https://{endpoint}")
+    };
+    Url::parse(&text).ok().filter(|url| {
+        matches!(url.scheme(), "http" | "https")
+            && url.has_host()
+            && url.username().is_empty()
+            && url.password().is_none()
+    })
+}
+
+/// `<endpoint>/livez`, keeping a path prefix (API servers behind a proxy).
+fn health_url(url: &Url) -> String {
+    let mut url = url.clone();
+    let path = format!(
+        "{}/{CLUSTER_API_HEALTH_PATH}",
+        url.path().trim_end_matches('/')
+    );
+    url.set_path(&path);
+    url.set_query(None);
+    url.set_fragment(None);
+    url.to_string()
+}
+
+/// Everything to probe now: the clusters' API endpoints, then every stored endpoint
+/// whose cluster (if it names one) is live.
+pub async fn desired_targets(store: &Store) -> Result<Vec<ProbeTarget>, StoreError> {
+    let clusters = store.list_clusters(None).await?;
+    let mut targets = targets_from_clusters(&clusters);
+    let live: HashSet<&str> = clusters
+        .iter()
+        .filter(|c| is_probed(c.state))
+        .map(|c| c.name.as_str())
+        .collect();
+    for endpoint in store.list_probe_endpoints(None).await? {
+        let target = endpoint.target;
+        if target
+            .cluster
+            .as_deref()
+            .is_none_or(|cluster| live.contains(cluster))
+        {
+            targets.push(target);
+        }
+    }
+    Ok(targets)
+}
+
+/// Keeps `prober`'s targets equal to [`desired_targets`]: at once, on every cluster
+/// or tenant change on the store's feed (and after a lag), and every `refresh`. Runs
+/// until the task is aborted. A failed read is logged and retried at the next trigger;
+/// the prober keeps its previous targets meanwhile.
+pub fn follow_store(store: Store, prober: Prober, refresh: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut changes = Some(store.subscribe());
+        let mut ticks = tokio::time::interval(refresh);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.reset(); // the first read happens below, not at the first tick
+        loop {
+            match desired_targets(&store).await {
+                Ok(targets) => prober.set_targets(targets),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the probe targets; keeping the current ones");
+                }
+            }
+            loop {
+                let change = async {
+                    match changes.as_mut() {
+                        Some(feed) => feed.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let event = tokio::select! {
+                    _ = ticks.tick() => None,
+                    change = change => Some(change),
+                };
+                match event {
+                    None
+                    | Some(Ok(Change::Cluster { .. } | Change::Tenant(_)))
+                    | Some(Err(RecvError::Lagged(_))) => break,
+                    // The store is gone; the refresh ticks go on.
+                    Some(Err(RecvError::Closed)) => changes = None,
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn cluster(name: &str, state: ClusterState, endpoint: Option<&str>) -> Cluster {
+        Cluster {
+            name: name.into(),
+            tenant: "shop".into(),
+            labels: BTreeMap::new(),
+            api_endpoint: endpoint.map(str::to_owned),
+            state,
+            agent_version: None,
+            agent_instance_id: None,
+            last_seen_ms: None,
+            certificate_serial: None,
+            certificate_not_after_ms: None,
+            applied_config_hash: None,
+            connected: false,
+            created_at_ms: 0,
+            deleted_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn live_clusters_get_an_http_and_a_tls_probe() {
+        let targets = targets_from_clusters(&[
+            cluster("c1", ClusterState::Active, Some("https://10.0.0.1:6443")),
+            cluster("c2", ClusterState::Silent, Some("api.c2.example:6443")),
+            cluster(
+                "c3",
+                ClusterState::Provisioning,
+                Some("https://proxy.example/k8s/c3/"),
+            ),
+            cluster("gone", ClusterState::Deleted, Some("https://10.0.0.9:6443")),
+            cluster(
+                "going",
+                ClusterState::Deleting,
+                Some("https://10.0.0.8:6443"),
+            ),
+            cluster("none", ClusterState::Active, None),
+            cluster(
+                "bad",
+                ClusterState::Active,
+                Some("https://user:pw@10.0.0.7"),
+            ),
+            cluster("plain", ClusterState::Active, Some("http://10.0.0.6:8080")),
+        ]);
+        let summary: Vec<(String, String, String)> = targets
+            .iter()
+            .map(|t| {
+                (
+                    t.cluster.clone().unwrap(),
+                    t.module.kind().to_owned(),
+                    t.module.target_label().to_owned(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("c1", "http", "https://10.0.0.1:6443/livez"),
+            ("c1", "tls", "10.0.0.1:6443"),
+            ("c2", "http", "https://api.c2.example:6443/livez"),
+            ("c2", "tls", "api.c2.example:6443"),
+            ("c3", "http", "https://proxy.example/k8s/c3/livez"),
+            ("c3", "tls", "proxy.example:443"),
+            ("plain", "http", "http://10.0.0.6:8080/livez"),
+        ]
+        .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+        assert_eq!(summary, expected);
+        for target in targets {
+            assert_eq!(target.tenant, "shop");
+            target
+                .clone()
+                .validate()
+                .expect("cluster targets are valid");
+            if let ProbeModule::Http(http) = &target.module {
+                assert_eq!(http.expected_status, [200, 401, 403]);
+                let insecure = http.tls.as_ref().is_none_or(|t| t.insecure_skip_verify);
+                assert!(insecure);
+            }
+        }
+    }
+}

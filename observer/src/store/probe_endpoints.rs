@@ -1,0 +1,203 @@
+//! Probe endpoints: what each tenant asked the observer to probe besides its clusters'
+//! API servers (table `probe_endpoints`, created by [`super::migrations_probes`]).
+//!
+//! A row holds one validated [`ProbeTarget`] without its tenant (the key's) and cluster
+//! (a column): the module as JSON. Rows are unique per (tenant, name), go with their
+//! tenant (`ON DELETE CASCADE`), and are audited as kind `probe-endpoint`. A tenant has
+//! at most [`MAX_PROBE_ENDPOINTS_PER_TENANT`]. Changes publish nothing on the change
+//! feed ([`Change`](super::Change) has no variant for them); the prober re-reads the
+//! endpoints periodically (`probes::follow_store`).
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
+    QueryOrder, Set,
+};
+
+use super::entities::probe_endpoints::{self, Column, Entity};
+use super::entities::{clusters, tenants};
+use super::{Actor, ClusterState, Store, StoreError, audit, insert_error, not_found, now_ms};
+use crate::probes::{ProbeModule, ProbeTarget, ValidatedProbeTarget};
+
+/// How many endpoints one tenant may have: each is probed every interval by the
+/// observer and becomes five series, so the number is bounded per tenant, well above
+/// what a tenant's services need.
+pub const MAX_PROBE_ENDPOINTS_PER_TENANT: u64 = 200;
+
+/// The audit trail's kind for probe endpoints.
+const KIND: &str = "probe-endpoint";
+
+/// A stored probe endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredProbeEndpoint {
+    /// The target, tenant and cluster included.
+    pub target: ProbeTarget,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Unix milliseconds of the last change.
+    pub updated_at_ms: i64,
+}
+
+impl Store {
+    /// Creates or replaces the endpoint `target.name` of `target.tenant`. The tenant
+    /// must exist, and a named cluster must be one of the tenant's that is not deleted
+    /// ([`StoreError::NotFound`] otherwise); a new endpoint beyond the tenant's limit is
+    /// a [`StoreError::Conflict`]. An identical apply writes nothing. Returns the stored
+    /// endpoint and whether it was created.
+    pub async fn apply_probe_endpoint(
+        &self,
+        target: ValidatedProbeTarget,
+        actor: &Actor,
+    ) -> Result<(StoredProbeEndpoint, bool), StoreError> {
+        let target = target.into_target();
+        let tenant = target.tenant.clone();
+        let name = target.name.clone();
+        let spec = serde_json::to_value(&target.module)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode a probe module: {e}")))?;
+        let transaction = self.begin().await?;
+        if tenants::Entity::find_by_id(tenant.as_str())
+            .one(&transaction)
+            .await?
+            .is_none()
+        {
+            return Err(not_found(super::kinds::TENANT, &tenant));
+        }
+        if let Some(cluster) = &target.cluster {
+            let live = clusters::Entity::find_by_id(cluster.as_str())
+                .one(&transaction)
+                .await?
+                .is_some_and(|row| {
+                    row.tenant == tenant
+                        && row.state != ClusterState::Deleted.as_str()
+                        && row.state != ClusterState::Deleting.as_str()
+                });
+            if !live {
+                return Err(not_found(super::kinds::CLUSTER, cluster));
+            }
+        }
+        let existing = Entity::find_by_id((tenant.clone(), name.clone()))
+            .one(&transaction)
+            .await?;
+        let now = now_ms();
+        let (row, created) = match existing {
+            Some(row) if row.cluster == target.cluster && row.spec == spec => {
+                return Ok((stored(row)?, false));
+            }
+            Some(row) => {
+                let mut active = row.into_active_model();
+                active.cluster = Set(target.cluster.clone());
+                active.module = Set(target.module.kind().to_owned());
+                active.spec = Set(spec);
+                active.updated_at_ms = Set(now);
+                let row = active.update(&transaction).await?;
+                audit(&transaction, actor, "update", KIND, Some(&tenant), &name).await?;
+                (row, false)
+            }
+            None => {
+                let count = Entity::find()
+                    .filter(Column::Tenant.eq(tenant.as_str()))
+                    .count(&transaction)
+                    .await?;
+                if count >= MAX_PROBE_ENDPOINTS_PER_TENANT {
+                    return Err(StoreError::Conflict(format!(
+                        "tenant {tenant:?} has {count} probe endpoints, the most allowed; \
+                         delete one first"
+                    )));
+                }
+                let row = probe_endpoints::Model {
+                    tenant: tenant.clone(),
+                    name: name.clone(),
+                    cluster: target.cluster.clone(),
+                    module: target.module.kind().to_owned(),
+                    spec,
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                };
+                Entity::insert(row.clone().into_active_model())
+                    .exec_without_returning(&transaction)
+                    .await
+                    .map_err(|e| insert_error(e, KIND, &format!("{tenant}/{name}")))?;
+                audit(&transaction, actor, "create", KIND, Some(&tenant), &name).await?;
+                (row, true)
+            }
+        };
+        self.commit(transaction, Vec::new()).await?;
+        Ok((stored(row)?, created))
+    }
+
+    /// One endpoint of a tenant.
+    pub async fn get_probe_endpoint(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<StoredProbeEndpoint>, StoreError> {
+        Entity::find_by_id((tenant.to_owned(), name.to_owned()))
+            .one(self.db())
+            .await?
+            .map(stored)
+            .transpose()
+    }
+
+    /// The endpoints of one tenant, or of all for `None`, by tenant and name.
+    pub async fn list_probe_endpoints(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<StoredProbeEndpoint>, StoreError> {
+        let mut query = Entity::find()
+            .order_by_asc(Column::Tenant)
+            .order_by_asc(Column::Name);
+        if let Some(tenant) = tenant {
+            query = query.filter(Column::Tenant.eq(tenant));
+        }
+        query
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(stored)
+            .collect()
+    }
+
+    /// Deletes an endpoint; its probes stop at the prober's next refresh.
+    pub async fn delete_probe_endpoint(
+        &self,
+        tenant: &str,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin().await?;
+        let deleted = Entity::delete_by_id((tenant.to_owned(), name.to_owned()))
+            .exec(&transaction)
+            .await?
+            .rows_affected;
+        if deleted == 0 {
+            return Err(not_found(KIND, &format!("{tenant}/{name}")));
+        }
+        audit(&transaction, actor, "delete", KIND, Some(tenant), name).await?;
+        self.commit(transaction, Vec::new()).await
+    }
+}
+
+/// A row as a validated target; a row that no longer validates is corrupt.
+fn stored(row: probe_endpoints::Model) -> Result<StoredProbeEndpoint, StoreError> {
+    let corrupt = |reason: String| {
+        StoreError::Corrupt(format!(
+            "probe endpoint {}/{}: {reason}",
+            row.tenant, row.name
+        ))
+    };
+    let module: ProbeModule =
+        serde_json::from_value(row.spec.clone()).map_err(|e| corrupt(e.to_string()))?;
+    let target = ProbeTarget {
+        name: row.name.clone(),
+        tenant: row.tenant.clone(),
+        cluster: row.cluster.clone(),
+        module,
+    }
+    .validate()
+    .map_err(|e| corrupt(e.to_string()))?
+    .into_target();
+    Ok(StoredProbeEndpoint {
+        target,
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: row.updated_at_ms,
+    })
+}

@@ -1,0 +1,940 @@
+//! The integrations with the central stack against real stores and real peers:
+//!
+//! * the integration files (Thanos hashring, Grafana provisioning, Alertmanager routes)
+//!   written from a real store on SQLite, checked by format (JSON, YAML, Debian's
+//!   `amtool check-config` and `amtool config routes test`), and following tenants and
+//!   clusters as they come and go;
+//! * the fleet series remote-written to a real Prometheus receiver with the right
+//!   labels, and a state change marking the old series stale;
+//! * the protocol and tenant headers, and results by status, against the recording
+//!   receiver;
+//! * the central pipeline run by a real `cluster-agent`: its own `up{job="kaas-agent"}`
+//!   arrives with `cluster` and `tenant`;
+//! * the writer lease on PostgreSQL, and of two replicas only one writing
+//!   (`KAAS_SKIP_POSTGRES=1` skips these).
+//!
+//! Needs `prometheus` and `prometheus-alertmanager` (amtool), which scripts/test.sh
+//! installs, and the `cluster-agent` binary, which it builds with the workspace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kaas_observer::integrations::files::{self, paths};
+use kaas_observer::integrations::remote_write::{
+    RemoteWriteSettings, RemoteWriter, Series, fleet_series, fleet_source,
+};
+use kaas_observer::integrations::{FilesSettings, GrafanaSettings, HashringSettings};
+use kaas_observer::lifecycle::{ClusterLifecycle, LifecycleSettings};
+use kaas_observer::secrets::SecretBox;
+use kaas_observer::store::{Actor, NewCluster, Store, now_ms};
+use kaas_test_support::peers::{Prometheus, binary};
+use kaas_test_support::remote_write_receiver::{Answer, RemoteWriteReceiver};
+use prometheus_client::registry::Registry;
+use url::Url;
+
+/// How long generated files or written series may take to follow a change; generous,
+/// the actual time is a few hundred milliseconds.
+const FOLLOW_DEADLINE: Duration = Duration::from_secs(15);
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn sqlite_store(dir: &Path) -> Store {
+    let secrets = SecretBox::generate().expect("a secrets key");
+    Store::open_sqlite(&dir.join("observer.db"), secrets)
+        .await
+        .expect("a SQLite store")
+}
+
+async fn add_cluster(store: &Store, name: &str, tenant: &str) {
+    store
+        .create_cluster(
+            NewCluster {
+                name: name.into(),
+                tenant: tenant.into(),
+                labels: BTreeMap::new(),
+                api_endpoint: None,
+            },
+            HOUR,
+            &Actor::admin(),
+        )
+        .await
+        .expect("a new cluster");
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after the deadline.
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + FOLLOW_DEADLINE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < until,
+            "{what} did not happen within {FOLLOW_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---- integration files ----
+
+fn files_settings(dir: &Path) -> FilesSettings {
+    FilesSettings {
+        dir: dir.to_owned(),
+        hashring: Some(HashringSettings {
+            name: "kaas".into(),
+            endpoints: vec!["thanos-receive-0.thanos:10901".into()],
+            provider_tenant: "kaas-provider".into(),
+        }),
+        grafana: Some(GrafanaSettings {
+            query_url: Url::parse("http://thanos-query.monitoring:9090").expect("a URL"),
+            mount_path: PathBuf::from("/etc/kaas-observer/integrations"),
+        }),
+        alertmanager: true,
+        // Long enough that only changes, not the resync, can explain what a test sees.
+        resync: HOUR,
+        debounce: Duration::from_millis(50),
+    }
+}
+
+fn read(dir: &Path, relative: &str) -> String {
+    std::fs::read_to_string(dir.join(relative)).unwrap_or_default()
+}
+
+fn hashring_tenants(dir: &Path) -> Option<Vec<String>> {
+    let json: serde_json::Value = serde_json::from_str(&read(dir, paths::HASHRING)).ok()?;
+    serde_json::from_value(json[0]["tenants"].clone()).ok()
+}
+
+fn yaml(dir: &Path, relative: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(&read(dir, relative))
+        .unwrap_or_else(|e| panic!("{relative} is not YAML: {e}"))
+}
+
+/// A whole Alertmanager configuration around the generated routing tree: a receiver
+/// for the operators and one per tenant (the names the routes must use), and the
+/// inhibition rules docs/alerts.md recommends.
+fn alertmanager_config(routes_yaml: &str, tenants: &[&str]) -> String {
+    let routes: serde_yaml::Value = serde_yaml::from_str(routes_yaml).expect("routes.yaml is YAML");
+    let mut receivers = vec![serde_json::json!({
+        "name": "kaas-operators",
+        "webhook_configs": [{"url": "http://127.0.0.1:9/operators"}],
+    })];
+    for tenant in tenants {
+        receivers.push(serde_json::json!({
+            "name": format!("tenant-{tenant}"),
+            "webhook_configs": [{"url": format!("http://127.0.0.1:9/{tenant}")}],
+        }));
+    }
+    let config = serde_json::json!({
+        "global": {"resolve_timeout": "5m"},
+        "route": serde_json::to_value(&routes["route"]).expect("the route as JSON"),
+        "receivers": receivers,
+        "inhibit_rules": [
+            {"source_matchers": ["alertname=\"KaasClusterSilent\""],
+             "target_matchers": ["alertname!=\"KaasClusterSilent\""],
+             "equal": ["cluster"]},
+            {"source_matchers": ["severity=\"critical\""],
+             "target_matchers": ["severity=\"warning\""],
+             "equal": ["alertname", "cluster", "target", "pipeline"]},
+        ],
+    });
+    serde_yaml::to_string(&config).expect("the configuration as YAML")
+}
+
+/// Runs amtool: whether it succeeded, its standard output, and its standard error.
+fn amtool(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(binary("amtool", "prometheus-alertmanager"))
+        .args(args)
+        .output()
+        .expect("run amtool");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The receivers Alertmanager picks for an alert with `labels`.
+fn routed_receivers(config: &Path, labels: &[&str]) -> BTreeSet<String> {
+    let config_flag = format!("--config.file={}", config.display());
+    let mut args = vec!["config", "routes", "test", config_flag.as_str()];
+    args.extend_from_slice(labels);
+    let (ok, output, errors) = amtool(&args);
+    assert!(ok, "amtool config routes test {labels:?}: {output}{errors}");
+    output
+        .trim()
+        .split(',')
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn integration_files_are_valid_and_follow_tenants_and_clusters() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("integrations");
+    let store = sqlite_store(data.path()).await;
+    for tenant in ["shop", "bank", "idle"] {
+        store.create_tenant(tenant, &Actor::admin()).await.unwrap();
+    }
+    add_cluster(&store, "shop-1", "shop").await;
+    add_cluster(&store, "shop-2", "shop").await;
+    add_cluster(&store, "bank-1", "bank").await;
+
+    let _writer = files::IntegrationWriter::start(store.clone(), files_settings(&dir)).unwrap();
+
+    // Thanos: every tenant with a cluster, plus the provider's; "idle" has none.
+    let tenants = eventually("hashring.json", || hashring_tenants(&dir)).await;
+    assert_eq!(tenants, vec!["bank", "kaas-provider", "shop"]);
+    let hashring: serde_json::Value = serde_json::from_str(&read(&dir, paths::HASHRING)).unwrap();
+    assert_eq!(hashring[0]["hashring"], "kaas");
+    assert_eq!(hashring[0]["tenant_matcher_type"], "exact");
+    assert_eq!(
+        hashring[0]["endpoints"],
+        serde_json::json!(["thanos-receive-0.thanos:10901"])
+    );
+
+    // Grafana: the datasource, the providers (project + one per tenant) and their
+    // directories.
+    let datasources = yaml(&dir, paths::GRAFANA_DATASOURCES);
+    assert_eq!(datasources["apiVersion"], 1);
+    let datasource = &datasources["datasources"][0];
+    assert_eq!(datasource["uid"], "kaas-thanos");
+    assert_eq!(datasource["type"], "prometheus");
+    assert_eq!(datasource["url"], "http://thanos-query.monitoring:9090/");
+    let providers = yaml(&dir, paths::GRAFANA_DASHBOARD_PROVIDERS);
+    assert_eq!(providers["apiVersion"], 1);
+    let providers = providers["providers"].as_sequence().unwrap();
+    let folders: BTreeSet<String> = providers
+        .iter()
+        .map(|p| p["folder"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(folders, set(&["bank", "idle", "kaas-observer", "shop"]));
+    for provider in providers {
+        assert_eq!(provider["type"], "file");
+        let path = provider["options"]["path"].as_str().unwrap();
+        let local = path
+            .strip_prefix("/etc/kaas-observer/integrations/")
+            .unwrap_or_else(|| panic!("{path} is not below the mount path"));
+        let entries: Vec<_> = std::fs::read_dir(dir.join(local))
+            .unwrap_or_else(|e| panic!("{local}: {e}"))
+            .collect();
+        assert!(!entries.is_empty(), "{local} is empty");
+    }
+    let project: Vec<String> = std::fs::read_dir(dir.join(paths::GRAFANA_PROJECT_DASHBOARDS))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(project.len(), 5, "{project:?}");
+    for name in &project {
+        let dashboard: serde_json::Value = serde_json::from_str(&read(
+            &dir,
+            &format!("{}/{name}", paths::GRAFANA_PROJECT_DASHBOARDS),
+        ))
+        .unwrap();
+        assert!(dashboard["uid"].as_str().unwrap().starts_with("kaas-"));
+    }
+    let shop_overview: serde_json::Value = serde_json::from_str(&read(
+        &dir,
+        &format!(
+            "{}/shop/fleet-overview.json",
+            paths::GRAFANA_TENANT_DASHBOARDS
+        ),
+    ))
+    .unwrap();
+    assert_eq!(shop_overview["uid"], "kaas-fleet-shop");
+
+    // Alertmanager: a full configuration around the routes passes amtool, and alerts
+    // are routed as designed.
+    let routes = read(&dir, paths::ALERTMANAGER_ROUTES);
+    let config_path = out.path().join("alertmanager.yml");
+    std::fs::write(
+        &config_path,
+        alertmanager_config(&routes, &["bank", "idle", "shop"]),
+    )
+    .unwrap();
+    let (ok, output, errors) = amtool(&["check-config", config_path.to_str().unwrap()]);
+    assert!(ok, "amtool check-config:\n{output}{errors}\n{routes}");
+    assert_eq!(
+        routed_receivers(
+            &config_path,
+            &[
+                "alertname=KubePodCrashLooping",
+                "tenant=shop",
+                "cluster=shop-1"
+            ]
+        ),
+        set(&["tenant-shop"])
+    );
+    assert_eq!(
+        routed_receivers(
+            &config_path,
+            &[
+                "alertname=KaasClusterSilent",
+                "tenant=bank",
+                "cluster=bank-1"
+            ]
+        ),
+        set(&["kaas-operators", "tenant-bank"])
+    );
+    assert_eq!(
+        routed_receivers(&config_path, &["alertname=KaasObserverDown"]),
+        set(&["kaas-operators"])
+    );
+
+    // A change rewrites only what changed: note the datasource file's modification.
+    let datasource_modified = std::fs::metadata(dir.join(paths::GRAFANA_DATASOURCES))
+        .unwrap()
+        .modified()
+        .unwrap();
+
+    // A new tenant with a cluster appears; the bank's cluster is deleted and the bank
+    // goes; the idle tenant gets a cluster.
+    store.create_tenant("cafe", &Actor::admin()).await.unwrap();
+    add_cluster(&store, "cafe-1", "cafe").await;
+    add_cluster(&store, "idle-1", "idle").await;
+    store
+        .delete_cluster("bank-1", &Actor::admin())
+        .await
+        .unwrap();
+    store.delete_tenant("bank", &Actor::admin()).await.unwrap();
+
+    let want: Vec<String> = ["cafe", "idle", "kaas-provider", "shop"]
+        .map(str::to_owned)
+        .to_vec();
+    eventually("the hashring to follow", || {
+        (hashring_tenants(&dir).as_ref() == Some(&want)).then_some(())
+    })
+    .await;
+    eventually("the bank's dashboards to go", || {
+        (!dir
+            .join(paths::GRAFANA_TENANT_DASHBOARDS)
+            .join("bank")
+            .exists())
+        .then_some(())
+    })
+    .await;
+    assert!(
+        dir.join(paths::GRAFANA_TENANT_DASHBOARDS)
+            .join("cafe/fleet-overview.json")
+            .is_file()
+    );
+    let routes = eventually("the routes to follow", || {
+        let routes = read(&dir, paths::ALERTMANAGER_ROUTES);
+        (routes.contains("tenant-cafe") && !routes.contains("tenant-bank")).then_some(routes)
+    })
+    .await;
+    std::fs::write(
+        &config_path,
+        alertmanager_config(&routes, &["cafe", "idle", "shop"]),
+    )
+    .unwrap();
+    let (ok, output, errors) = amtool(&["check-config", config_path.to_str().unwrap()]);
+    assert!(
+        ok,
+        "amtool check-config after the change:\n{output}{errors}"
+    );
+    let providers = yaml(&dir, paths::GRAFANA_DASHBOARD_PROVIDERS);
+    let folders: BTreeSet<String> = providers["providers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["folder"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(folders, set(&["cafe", "idle", "kaas-observer", "shop"]));
+    assert_eq!(
+        std::fs::metadata(dir.join(paths::GRAFANA_DATASOURCES))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        datasource_modified,
+        "an unchanged file was rewritten"
+    );
+    let leftovers: Vec<String> = walk(&dir)
+        .into_iter()
+        .filter(|p| p.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}
+
+// ---- remote-write ----
+
+fn fast_lifecycle(store: &Store) -> ClusterLifecycle {
+    ClusterLifecycle::start(
+        store.clone(),
+        LifecycleSettings {
+            tick: Duration::from_millis(100),
+            ..LifecycleSettings::default()
+        },
+    )
+}
+
+fn write_settings(url: &str) -> RemoteWriteSettings {
+    let mut settings = RemoteWriteSettings::new(Url::parse(url).expect("a URL"));
+    settings.interval = Duration::from_millis(200);
+    settings
+}
+
+/// The metric families in `registry`'s text exposition: (name, labels) → value.
+fn exposition(registry: &Registry) -> BTreeMap<String, f64> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("an exposition");
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("a series and a value");
+            (series.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+fn state_of(result: &[serde_json::Value]) -> Vec<String> {
+    let mut states: Vec<String> = result
+        .iter()
+        .map(|r| r["metric"]["state"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    states.sort();
+    states
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_series_reach_prometheus_and_a_state_change_marks_the_old_one_stale() {
+    let data = tempfile::tempdir().unwrap();
+    let peer = tempfile::tempdir().unwrap();
+    let prometheus = Prometheus::receiver(peer.path());
+    let store = sqlite_store(data.path()).await;
+    store.create_tenant("shop", &Actor::admin()).await.unwrap();
+    add_cluster(&store, "edge-1", "shop").await;
+
+    let lifecycle = fast_lifecycle(&store);
+    let writer = RemoteWriter::start(
+        store.clone(),
+        write_settings(&prometheus.write_url()),
+        vec![fleet_source(lifecycle.snapshot_reader())],
+    )
+    .unwrap();
+
+    let result = tokio::task::block_in_place(|| {
+        prometheus.wait_for(
+            r#"kaas_cluster_info{cluster="edge-1",state="provisioning"}"#,
+            FOLLOW_DEADLINE,
+        )
+    });
+    let labels = result[0]["metric"].as_object().unwrap();
+    let names: BTreeSet<&str> = labels.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["__name__", "cluster", "state", "tenant"]),
+        "{labels:?}"
+    );
+    assert_eq!(labels["tenant"], "shop");
+    let created = tokio::task::block_in_place(|| {
+        prometheus.wait_for(
+            r#"kaas_cluster_created_timestamp_seconds{cluster="edge-1"}"#,
+            FOLLOW_DEADLINE,
+        )
+    });
+    let created: f64 = created[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(
+        (created - now_ms() as f64 / 1000.0).abs() < 600.0,
+        "{created}"
+    );
+
+    // The agent shows up: provisioning gives way to active at once, not after the
+    // 5 minute lookback.
+    store
+        .record_agent_seen("edge-1", "instance-1", "test", now_ms())
+        .await
+        .unwrap();
+    let query = r#"kaas_cluster_info{cluster="edge-1"}"#;
+    let mut last = Vec::new();
+    let until = Instant::now() + FOLLOW_DEADLINE;
+    while Instant::now() < until {
+        last = state_of(&tokio::task::block_in_place(|| prometheus.query(query)));
+        if last == ["active"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(last, ["active"], "{}", prometheus.log());
+
+    let mut registry = Registry::default();
+    writer.register(&mut registry);
+    let metrics = exposition(&registry);
+    assert!(
+        metrics[r#"kaas_observer_remote_write_samples_total{result="success"}"#] > 0.0,
+        "{metrics:?}"
+    );
+    assert!(metrics["kaas_observer_remote_write_last_success_timestamp_seconds"] > 0.0);
+    assert!(
+        !metrics.contains_key(r#"kaas_observer_remote_write_samples_total{result="dropped"}"#),
+        "{metrics:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_written_series_are_the_ones_the_lifecycle_serves() {
+    let data = tempfile::tempdir().unwrap();
+    let store = sqlite_store(data.path()).await;
+    store.create_tenant("shop", &Actor::admin()).await.unwrap();
+    add_cluster(&store, "edge-1", "shop").await;
+    add_cluster(&store, "edge-2", "shop").await;
+    store
+        .record_agent_seen("edge-1", "instance-1", "test", now_ms())
+        .await
+        .unwrap();
+    store
+        .delete_cluster("edge-2", &Actor::admin())
+        .await
+        .unwrap();
+    let lifecycle = fast_lifecycle(&store);
+    let read = lifecycle.snapshot_reader();
+    eventually("the first lifecycle tick", || {
+        (read().clusters.len() == 2).then_some(())
+    })
+    .await;
+
+    let mut registry = Registry::default();
+    lifecycle.register(&mut registry);
+    let served: BTreeSet<String> = exposition(&registry).into_keys().collect();
+    let written: BTreeSet<String> = fleet_series(&read()).iter().map(exposition_key).collect();
+    assert_eq!(written, served);
+}
+
+/// A series as the text exposition names it: `name{a="x",b="y"}` in the collector's
+/// label order (cluster, tenant, then the rest), which is the order `fleet_series`
+/// does not keep, so compare as sets of labels instead.
+fn exposition_key(series: &Series) -> String {
+    let name = series
+        .labels
+        .iter()
+        .find(|(n, _)| n == "__name__")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let order = |n: &str| match n {
+        "cluster" => 0,
+        "tenant" => 1,
+        "state" => 2,
+        "pipeline" => 3,
+        "generation" => 4,
+        "type" => 5,
+        "status" => 6,
+        "reason" => 7,
+        _ => 8,
+    };
+    let mut labels: Vec<&(String, String)> = series
+        .labels
+        .iter()
+        .filter(|(n, _)| n != "__name__")
+        .collect();
+    labels.sort_by_key(|(n, _)| order(n));
+    let inner: Vec<String> = labels.iter().map(|(n, v)| format!("{n}=\"{v}\"")).collect();
+    if inner.is_empty() {
+        name
+    } else {
+        format!("{name}{{{}}}", inner.join(","))
+    }
+}
+
+#[tokio::test]
+async fn requests_carry_the_protocol_and_tenant_headers_and_results_are_counted() {
+    let data = tempfile::tempdir().unwrap();
+    let store = sqlite_store(data.path()).await;
+    store.create_tenant("shop", &Actor::admin()).await.unwrap();
+    add_cluster(&store, "edge-1", "shop").await;
+    let receiver = RemoteWriteReceiver::start().await;
+    receiver.script([Answer::status(400), Answer::status(503)]);
+    let lifecycle = fast_lifecycle(&store);
+    let read = lifecycle.snapshot_reader();
+    eventually("the first lifecycle tick", || {
+        (!read().clusters.is_empty()).then_some(())
+    })
+    .await;
+    let mut settings = write_settings(&receiver.url());
+    settings.tenant = "the-provider".into();
+    let writer = RemoteWriter::start(store.clone(), settings, vec![fleet_source(read)]).unwrap();
+
+    receiver.wait_for_samples(1, FOLLOW_DEADLINE).await;
+    let received = receiver.received();
+    assert!(received.len() >= 3, "{received:?}");
+    for request in &received {
+        assert_eq!(request.headers["content-encoding"], "snappy");
+        assert_eq!(
+            request.headers["x-prometheus-remote-write-version"],
+            "0.1.0"
+        );
+        assert_eq!(request.headers["content-type"], "application/x-protobuf");
+        assert_eq!(request.headers["thanos-tenant"], "the-provider");
+        assert!(!request.v2);
+    }
+    assert_eq!(received[0].status, 400);
+    assert_eq!(received[1].status, 503);
+    let accepted = receiver.accepted();
+    assert!(
+        accepted.keys().any(|labels| labels.contains(&(
+            "__name__".to_owned(),
+            "kaas_cluster_info".to_owned()
+        ))),
+        "{accepted:?}"
+    );
+
+    let mut registry = Registry::default();
+    writer.register(&mut registry);
+    // The answer reaches the receiver's log before the writer counts it.
+    let metrics = eventually("the success to be counted", || {
+        let metrics = exposition(&registry);
+        (metrics["kaas_observer_remote_write_last_success_timestamp_seconds"] > 0.0)
+            .then_some(metrics)
+    })
+    .await;
+    for result in ["success", "failure", "dropped"] {
+        let key = format!(r#"kaas_observer_remote_write_samples_total{{result="{result}"}}"#);
+        assert!(
+            metrics.get(&key).is_some_and(|v| *v > 0.0),
+            "{key}: {metrics:?}"
+        );
+    }
+}
+
+// ---- started from the serve flags ----
+
+#[tokio::test]
+async fn the_serve_flags_start_what_they_name() {
+    use clap::Parser;
+    use kaas_observer::integrations::{IntegrationFlags, Integrations};
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        integrations: IntegrationFlags,
+    }
+
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let store = sqlite_store(data.path()).await;
+    store.create_tenant("shop", &Actor::admin()).await.unwrap();
+    add_cluster(&store, "edge-1", "shop").await;
+    let receiver = RemoteWriteReceiver::start().await;
+    let dir = out.path().join("integrations");
+    let serve = Serve::try_parse_from([
+        "serve",
+        "--thanos-receive-url",
+        "https://thanos-receive.example:19291/api/v1/receive",
+        "--central-remote-write-url",
+        &receiver.url(),
+        "--central-remote-write-interval",
+        "1s",
+        "--integrations-dir",
+        dir.to_str().unwrap(),
+        "--thanos-receive-endpoint",
+        "receive-0:10901",
+    ])
+    .unwrap();
+    let lifecycle = fast_lifecycle(&store);
+    let integrations = Integrations::start(&serve.integrations, &store, &lifecycle).unwrap();
+
+    let central = integrations.central_pipeline().unwrap();
+    assert_eq!(central.tenant_header, "THANOS-TENANT");
+    receiver.wait_for_samples(1, FOLLOW_DEADLINE).await;
+    assert_eq!(
+        receiver.received()[0].headers["thanos-tenant"],
+        "kaas-provider"
+    );
+    let tenants = eventually("hashring.json", || hashring_tenants(&dir)).await;
+    assert_eq!(tenants, vec!["kaas-provider", "shop"]);
+    assert!(dir.join(paths::ALERTMANAGER_ROUTES).is_file());
+    assert!(!dir.join(paths::GRAFANA_DATASOURCES).exists());
+    let mut registry = Registry::default();
+    integrations.register(&mut registry);
+    let metrics = exposition(&registry);
+    assert!(
+        metrics.contains_key("kaas_observer_remote_write_last_success_timestamp_seconds"),
+        "{metrics:?}"
+    );
+    integrations.stop();
+}
+
+// ---- the central pipeline in a real agent ----
+
+/// The `cluster-agent` binary beside this test's binary (target/<profile>/), which
+/// scripts/test.sh builds with the workspace.
+fn cluster_agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join("cluster-agent");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p kaas-cluster-agent` (scripts/test.sh builds the workspace)",
+        binary.display()
+    );
+    binary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_running_the_central_pipeline_delivers_its_own_up_with_cluster_and_tenant() {
+    use kaas_observer::integrations::{CentralPipelineSettings, CentralScrape, central_pipeline};
+    use kaas_pipeline::agent_config::AgentConfig;
+    use kaas_test_support::process::{ChildGuard, free_port};
+
+    let dir = tempfile::tempdir().unwrap();
+    let prometheus_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(&prometheus_dir).unwrap();
+    let prometheus = Prometheus::receiver(&prometheus_dir);
+    let agent_port = free_port();
+    let mut settings = CentralPipelineSettings::new(prometheus.write_url());
+    // No Kubernetes here: only the agent's own metrics.
+    settings.scrape = CentralScrape {
+        prometheus_annotations: false,
+        runtime: false,
+        interval: Some("1s".into()),
+    };
+    settings.agent_metrics_address = format!("127.0.0.1:{agent_port}");
+    settings.check().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let store = sqlite_store(data.path()).await;
+    store.create_tenant("shop", &Actor::admin()).await.unwrap();
+    add_cluster(&store, "edge-1", "shop").await;
+    let cluster = store.get_cluster("edge-1").await.unwrap().unwrap();
+    let central = central_pipeline(&settings, &cluster).unwrap();
+    // What the control service renders: the cluster's pipelines plus `cluster`.
+    let rendered = AgentConfig::from_validated(
+        BTreeMap::from([("cluster".to_owned(), cluster.name.clone())]),
+        &[central],
+    )
+    .render();
+    let config = dir.path().join("agent.json");
+    std::fs::write(&config, &rendered.body).unwrap();
+
+    let log = dir.path().join("agent.log");
+    let _agent = ChildGuard::spawn(
+        "cluster-agent",
+        Command::new(cluster_agent_binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("agent-data"))
+            .arg("--listen-address")
+            .arg(format!("127.0.0.1:{agent_port}"))
+            .arg("--otlp-grpc-listen-address")
+            .arg("127.0.0.1:0")
+            .arg("--kubernetes")
+            .arg("off")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+
+    let up = tokio::task::block_in_place(|| {
+        let until = Instant::now() + FOLLOW_DEADLINE;
+        loop {
+            let result = prometheus.query(r#"up{job="kaas-agent"} == 1"#);
+            if !result.is_empty() || Instant::now() >= until {
+                break result;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    assert!(
+        !up.is_empty(),
+        "no up{{job=\"kaas-agent\"}} == 1 arrived; agent log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let labels = &up[0]["metric"];
+    assert_eq!(labels["cluster"], "edge-1", "{labels}");
+    assert_eq!(labels["tenant"], "shop", "{labels}");
+    assert_eq!(
+        labels["instance"],
+        format!("127.0.0.1:{agent_port}"),
+        "{labels}"
+    );
+    // The agent's own series come the same way (KaasAgentConfigReloadFailed uses one).
+    let reload = tokio::task::block_in_place(|| {
+        prometheus.wait_for(
+            r#"kaas_agent_config_last_reload_successful{job="kaas-agent",cluster="edge-1",tenant="shop"}"#,
+            FOLLOW_DEADLINE,
+        )
+    });
+    assert_eq!(reload.len(), 1, "{reload:?}");
+}
+
+// ---- the writer lease on PostgreSQL ----
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A fresh database on the test PostgreSQL server, dropped by [`TestDatabase::drop_now`].
+struct TestDatabase {
+    admin: sea_orm::DatabaseConnection,
+    name: String,
+    url: String,
+    secrets: SecretBox,
+}
+
+impl TestDatabase {
+    /// `None` when `KAAS_SKIP_POSTGRES=1`.
+    async fn create(tag: &str) -> Option<Self> {
+        use sea_orm::{ConnectionTrait, Database};
+        if std::env::var("KAAS_SKIP_POSTGRES").as_deref() == Ok("1") {
+            eprintln!("KAAS_SKIP_POSTGRES=1: skipping a PostgreSQL test");
+            return None;
+        }
+        let admin_url =
+            std::env::var("KAAS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+        let name = format!("kaas_{tag}_{}", std::process::id());
+        let admin = Database::connect(&admin_url)
+            .await
+            .expect("the test PostgreSQL answers");
+        let _ = admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("a test database");
+        let (base, _) = admin_url.rsplit_once('/').expect("a database URL");
+        Some(Self {
+            admin,
+            url: format!("{base}/{name}"),
+            name,
+            secrets: SecretBox::generate().expect("a secrets key"),
+        })
+    }
+
+    /// A store on the database: another replica each time.
+    async fn store(&self) -> Store {
+        Store::connect(&self.url, self.secrets.clone())
+            .await
+            .expect("a PostgreSQL store")
+    }
+
+    async fn drop_now(self) {
+        use sea_orm::ConnectionTrait;
+        let _ = self
+            .admin
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn one_replica_holds_the_lease_until_it_lets_go() {
+    let Some(database) = TestDatabase::create("leases").await else {
+        return;
+    };
+    {
+        let one = database.store().await;
+        let two = database.store().await;
+
+        let mut held = one.try_lease(LEASE).await.unwrap().unwrap();
+        assert!(held.is_held().await);
+        assert!(two.try_lease(LEASE).await.unwrap().is_none());
+        // Another lease name is independent.
+        assert!(two.try_lease("another").await.unwrap().is_some());
+        // Asking again from the holder's store is refused too: the lock belongs to the
+        // lease's own session, not to the store.
+        assert!(one.try_lease(LEASE).await.unwrap().is_none());
+
+        held.release().await;
+        let taken = take_eventually(&two).await;
+        assert_eq!(taken.name(), LEASE);
+
+        // A holder that goes away without releasing (dropped, as a dead replica's
+        // connection) frees the lease too.
+        drop(taken);
+        take_eventually(&one).await;
+    }
+    database.drop_now().await;
+}
+
+#[tokio::test]
+async fn of_two_replicas_one_writes_and_the_other_takes_over_when_it_stops() {
+    let Some(database) = TestDatabase::create("writers").await else {
+        return;
+    };
+    {
+        let one = database.store().await;
+        let two = database.store().await;
+        one.create_tenant("shop", &Actor::admin()).await.unwrap();
+        add_cluster(&one, "edge-1", "shop").await;
+        let receivers = [
+            RemoteWriteReceiver::start().await,
+            RemoteWriteReceiver::start().await,
+        ];
+        let fleet = || {
+            vec![std::sync::Arc::new(|| {
+                vec![Series::new(
+                    "kaas_cluster_info",
+                    [("cluster", "edge-1".to_owned())],
+                    1.0,
+                )]
+            }) as kaas_observer::integrations::SeriesSource]
+        };
+        let mut writers = vec![
+            Some(
+                RemoteWriter::start(one.clone(), write_settings(&receivers[0].url()), fleet())
+                    .unwrap(),
+            ),
+            Some(
+                RemoteWriter::start(two.clone(), write_settings(&receivers[1].url()), fleet())
+                    .unwrap(),
+            ),
+        ];
+        let requests = |i: usize| receivers[i].received().len();
+        let writing = eventually("one replica to write", || {
+            (0..2).find(|i| requests(*i) >= 3)
+        })
+        .await;
+        let idle = 1 - writing;
+        assert_eq!(requests(idle), 0, "both replicas wrote");
+
+        // The writing replica stops (its lease goes with it); the other takes over.
+        writers[writing] = None;
+        eventually("the other replica to take over", || {
+            (requests(idle) >= 1).then_some(())
+        })
+        .await;
+        drop(writers);
+    }
+    database.drop_now().await;
+}
+
+const LEASE: &str = "fleet-remote-write";
+
+/// Tries to take [`LEASE`] until it is free (the server ends a dropped session
+/// asynchronously).
+async fn take_eventually(store: &Store) -> kaas_observer::store::leases::Lease {
+    let until = Instant::now() + FOLLOW_DEADLINE;
+    loop {
+        if let Some(lease) = store.try_lease(LEASE).await.expect("the database answers") {
+            return lease;
+        }
+        assert!(Instant::now() < until, "the lease stayed taken");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,412 @@
+//! The KaaS inventory source over real HTTP against a fake inventory
+//! (`kaas_test_support::fake_inventory`), with a real store on a temporary SQLite file.
+//! Polls are driven one by one with `poll_once`, so no assertion depends on timing.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kaas_observer::onboarding::inventory::{
+    DEFAULT_DELETE_AFTER_MISSING_POLLS, InventorySettings, InventorySource, PollError,
+};
+use kaas_observer::onboarding::{
+    ClusterAction, OnboardingMetrics, SOURCE_LABEL, Source, SyncFailure,
+};
+use kaas_observer::secrets::SecretBox;
+use kaas_observer::store::{Actor, Cluster, ClusterState, NewCluster, Store, now_ms};
+use kaas_pipeline::secret::SecretString;
+use kaas_test_support::fake_inventory::{FakeInventory, InventoryAnswer, cluster};
+use serde_json::json;
+
+struct Setup {
+    store: Store,
+    inventory: FakeInventory,
+    source: InventorySource,
+    metrics: Arc<OnboardingMetrics>,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(customize: impl FnOnce(&mut InventorySettings)) -> Setup {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open_sqlite(
+        &dir.path().join("observer.db"),
+        SecretBox::generate().expect("secrets key"),
+    )
+    .await
+    .expect("open the store");
+    let inventory = FakeInventory::start().await;
+    let mut settings = InventorySettings::new(inventory.url().parse().expect("the fake's URL"));
+    customize(&mut settings);
+    let metrics = Arc::new(OnboardingMetrics::default());
+    let source =
+        InventorySource::new(store.clone(), settings, metrics.clone()).expect("the source");
+    Setup {
+        store,
+        inventory,
+        source,
+        metrics,
+        _dir: dir,
+    }
+}
+
+async fn get(store: &Store, name: &str) -> Cluster {
+    store
+        .get_cluster(name)
+        .await
+        .expect("the store answers")
+        .unwrap_or_else(|| panic!("cluster {name} is registered"))
+}
+
+fn prod_1() -> serde_json::Value {
+    cluster(
+        "prod-1",
+        "shop",
+        &[("env", "prod")],
+        "https://prod-1.k8s.example:6443",
+    )
+}
+
+fn dev_1() -> serde_json::Value {
+    cluster(
+        "dev-1",
+        "bank",
+        &[("env", "dev")],
+        "https://dev-1.k8s.example:6443",
+    )
+}
+
+#[tokio::test]
+async fn listed_clusters_are_registered_with_tenant_labels_and_endpoint() {
+    let mut s = setup(|_| {}).await;
+    s.store
+        .create_tenant("bank", &Actor::admin())
+        .await
+        .unwrap();
+    s.inventory.set_clusters(vec![prod_1(), dev_1()]);
+
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.registered, ["dev-1", "prod-1"]);
+
+    let prod = get(&s.store, "prod-1").await;
+    assert_eq!(prod.tenant, "shop");
+    assert_eq!(prod.state, ClusterState::Provisioning);
+    assert_eq!(prod.labels["env"], "prod");
+    assert_eq!(prod.labels[SOURCE_LABEL], "inventory");
+    assert_eq!(
+        prod.api_endpoint.as_deref(),
+        Some("https://prod-1.k8s.example:6443")
+    );
+    assert!(
+        s.store.get_tenant("shop").await.unwrap().is_some(),
+        "a missing tenant is created"
+    );
+    // How the operator gets the agent installed: a fresh token (what
+    // `observer cluster join-token prod-1` asks for) joins the cluster.
+    let token = s
+        .store
+        .mint_join_token("prod-1", Duration::from_secs(60), &Actor::admin())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.store
+            .redeem_join_token(&token, now_ms())
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "prod-1"
+    );
+
+    let again = s.source.poll_once().await.unwrap();
+    assert_eq!(
+        again,
+        Default::default(),
+        "an unchanged list changes nothing"
+    );
+    assert_eq!(
+        s.metrics
+            .cluster_changes(Source::Inventory, ClusterAction::Registered),
+        2
+    );
+    assert_eq!(s.metrics.syncs(Source::Inventory, None), 2);
+}
+
+#[tokio::test]
+async fn label_and_endpoint_changes_are_applied() {
+    let mut s = setup(|_| {}).await;
+    s.inventory.set_clusters(vec![prod_1()]);
+    s.source.poll_once().await.unwrap();
+
+    s.inventory.set_clusters(vec![cluster(
+        "prod-1",
+        "shop",
+        &[("env", "prod"), ("region", "eu-1")],
+        "https://prod-1-new.k8s.example:6443",
+    )]);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.updated, ["prod-1"]);
+    let prod = get(&s.store, "prod-1").await;
+    assert_eq!(prod.labels["region"], "eu-1");
+    assert_eq!(
+        prod.labels[SOURCE_LABEL], "inventory",
+        "the source label stays"
+    );
+    assert_eq!(
+        prod.api_endpoint.as_deref(),
+        Some("https://prod-1-new.k8s.example:6443")
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_missing_from_the_inventory_is_deleting_then_deleted_after_the_grace_polls() {
+    let mut s = setup(|_| {}).await;
+    s.inventory.set_clusters(vec![prod_1(), dev_1()]);
+    s.source.poll_once().await.unwrap();
+
+    s.inventory.set_clusters(vec![dev_1()]);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.deleting, ["prod-1"]);
+    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleting);
+    for _ in 2..DEFAULT_DELETE_AFTER_MISSING_POLLS.get() {
+        let report = s.source.poll_once().await.unwrap();
+        assert!(report.deleted.is_empty(), "still within the grace polls");
+        assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleting);
+    }
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.deleted, ["prod-1"]);
+    let prod = get(&s.store, "prod-1").await;
+    assert_eq!(prod.state, ClusterState::Deleted);
+    assert!(prod.deleted_at_ms.is_some());
+    assert_eq!(
+        get(&s.store, "dev-1").await.state,
+        ClusterState::Provisioning
+    );
+
+    // The tombstone keeps the name: listed again, it is reported, not re-registered.
+    s.inventory.set_clusters(vec![prod_1(), dev_1()]);
+    let report = s.source.poll_once().await.unwrap();
+    assert!(report.registered.is_empty());
+    assert_eq!(report.skipped.len(), 1);
+    assert!(report.skipped[0].1.contains("tombstone"), "{report:?}");
+    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleted);
+}
+
+#[tokio::test]
+async fn a_cluster_back_before_its_deletion_returns_to_its_previous_state() {
+    let mut s = setup(|_| {}).await;
+    s.inventory.set_clusters(vec![prod_1(), dev_1()]);
+    s.source.poll_once().await.unwrap();
+    // prod-1's agent has joined; dev-1's never did.
+    s.store
+        .record_agent_seen("prod-1", "agent-1", "0.1.0", now_ms())
+        .await
+        .unwrap();
+    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Active);
+
+    // Both gone for two polls (another cluster is listed: an empty list would be
+    // refused).
+    let other = || cluster("other", "shop", &[], "https://other.k8s.example:6443");
+    s.inventory.set_clusters(vec![other()]);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.deleting, ["dev-1", "prod-1"]);
+    s.source.poll_once().await.unwrap();
+
+    s.inventory.set_clusters(vec![prod_1(), dev_1(), other()]);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.restored, ["dev-1", "prod-1"]);
+    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Active);
+    assert_eq!(
+        get(&s.store, "dev-1").await.state,
+        ClusterState::Provisioning
+    );
+
+    // The missing count started over: two more absences (four in all) leave prod-1
+    // `deleting`, not `deleted`.
+    s.inventory.set_clusters(vec![dev_1(), other()]);
+    s.source.poll_once().await.unwrap();
+    s.source.poll_once().await.unwrap();
+    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleting);
+    s.inventory.set_clusters(vec![prod_1(), dev_1(), other()]);
+    s.source.poll_once().await.unwrap();
+    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Active);
+    assert_eq!(
+        s.metrics
+            .cluster_changes(Source::Inventory, ClusterAction::Deleted),
+        0
+    );
+}
+
+#[tokio::test]
+async fn broken_answers_change_nothing() {
+    let mut s = setup(|settings| {
+        settings.delete_after_missing_polls = NonZeroU32::new(2).unwrap();
+    })
+    .await;
+    s.inventory.set_clusters(vec![prod_1(), dev_1()]);
+    s.source.poll_once().await.unwrap();
+    s.inventory.set_clusters(vec![dev_1()]);
+    s.source.poll_once().await.unwrap();
+    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleting);
+    let before = s.store.list_clusters(None).await.unwrap();
+
+    let broken: Vec<(InventoryAnswer, SyncFailure)> = vec![
+        (InventoryAnswer::Status(500), SyncFailure::BadStatus),
+        (InventoryAnswer::Status(404), SyncFailure::BadStatus),
+        (
+            InventoryAnswer::Garbage("<html>502</html>".into()),
+            SyncFailure::InvalidResponse,
+        ),
+        (
+            InventoryAnswer::Json(json!({"items": []})),
+            SyncFailure::InvalidResponse,
+        ),
+        (InventoryAnswer::Json(json!([])), SyncFailure::EmptyRefused),
+        (
+            InventoryAnswer::Json(json!({"clusters": []})),
+            SyncFailure::EmptyRefused,
+        ),
+    ];
+    for (answer, failure) in broken {
+        s.inventory.answer(answer.clone());
+        let error = s.source.poll_once().await.unwrap_err();
+        assert_eq!(error.failure(), failure, "{answer:?}: {error}");
+        assert_eq!(
+            s.store.list_clusters(None).await.unwrap(),
+            before,
+            "{answer:?} changed the store"
+        );
+        assert!(s.metrics.syncs(Source::Inventory, Some(failure)) > 0);
+    }
+    assert_eq!(
+        s.metrics
+            .syncs(Source::Inventory, Some(SyncFailure::BadStatus)),
+        2
+    );
+
+    // An unreachable inventory (nothing listens on port 1).
+    let mut unreachable = InventorySource::new(
+        s.store.clone(),
+        InventorySettings::new("http://127.0.0.1:1/clusters".parse().unwrap()),
+        s.metrics.clone(),
+    )
+    .unwrap();
+    let error = unreachable.poll_once().await.unwrap_err();
+    assert!(matches!(error, PollError::Unreachable { .. }), "{error}");
+    assert_eq!(s.store.list_clusters(None).await.unwrap(), before);
+
+    // Failed polls did not count as missing polls: prod-1 is tombstoned only by the
+    // next successful poll that still misses it (the second of two).
+    s.inventory.set_clusters(vec![dev_1()]);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.deleted, ["prod-1"]);
+}
+
+#[tokio::test]
+async fn an_empty_list_is_accepted_when_allowed() {
+    let mut s = setup(|settings| settings.allow_empty = true).await;
+    s.inventory.set_clusters(vec![prod_1()]);
+    s.source.poll_once().await.unwrap();
+    s.inventory.set_clusters(vec![]);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.deleting, ["prod-1"]);
+}
+
+#[tokio::test]
+async fn clusters_registered_through_the_api_are_never_touched() {
+    let mut s = setup(|settings| {
+        settings.delete_after_missing_polls = NonZeroU32::new(1).unwrap();
+    })
+    .await;
+    s.store
+        .create_tenant("shop", &Actor::admin())
+        .await
+        .unwrap();
+    s.store
+        .create_cluster(
+            NewCluster {
+                name: "manual".into(),
+                tenant: "shop".into(),
+                labels: [("env".to_owned(), "lab".to_owned())].into(),
+                api_endpoint: None,
+            },
+            Duration::from_secs(60),
+            &Actor::admin(),
+        )
+        .await
+        .unwrap();
+    s.inventory.set_clusters(vec![prod_1()]);
+    s.source.poll_once().await.unwrap();
+    let manual = get(&s.store, "manual").await;
+    assert_eq!(
+        manual.state,
+        ClusterState::Provisioning,
+        "not listed, not deleted"
+    );
+
+    s.inventory.set_clusters(vec![
+        prod_1(),
+        cluster("manual", "shop", &[("env", "prod")], "https://m:6443"),
+    ]);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert_eq!(get(&s.store, "manual").await, manual, "listed, not changed");
+}
+
+#[tokio::test]
+async fn invalid_entries_are_reported_and_never_delete_their_cluster() {
+    let mut s = setup(|settings| {
+        settings.delete_after_missing_polls = NonZeroU32::new(1).unwrap();
+    })
+    .await;
+    s.inventory.set_clusters(vec![prod_1(), dev_1()]);
+    s.source.poll_once().await.unwrap();
+    s.inventory.set_clusters(vec![
+        cluster(
+            "prod-1",
+            "shop",
+            &[("env", "not a label value!")],
+            "https://p:6443",
+        ),
+        json!({"name": "Bad_Name", "tenant": "shop"}),
+        dev_1(),
+    ]);
+    let report = s.source.poll_once().await.unwrap();
+    assert!(
+        report.deleting.is_empty() && report.deleted.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(report.skipped.len(), 2, "{report:?}");
+    let prod = get(&s.store, "prod-1").await;
+    assert_eq!(prod.state, ClusterState::Provisioning);
+    assert_eq!(
+        prod.labels["env"], "prod",
+        "the invalid labels are not applied"
+    );
+    assert!(s.store.get_cluster("Bad_Name").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_bearer_token_is_sent_and_the_source_polls_on_its_own() {
+    let s = setup(|settings| {
+        settings.bearer_token = Some(SecretString::new("inventory-secret"));
+        settings.interval = Duration::from_millis(50);
+    })
+    .await;
+    s.inventory.set_clusters(vec![prod_1()]);
+    let task = s.source.start();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while s.inventory.requests() < 2 || s.store.get_cluster("prod-1").await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the source never polled twice"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    assert!(
+        s.inventory
+            .authorizations()
+            .iter()
+            .all(|a| a.as_deref() == Some("Bearer inventory-secret"))
+    );
+}
