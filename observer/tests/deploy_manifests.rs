@@ -1,0 +1,1196 @@
+//! The deployment artefacts, checked offline: `deploy/`, `kind-tests/`, the agent
+//! install manifests the API renders, the Dockerfiles.
+//!
+//! - Every kustomization builds with `kubectl kustomize` (kustomize v4 or later).
+//! - Every Kubernetes object of a built-in kind, in the plain manifests and in the
+//!   output of every kustomization, passes `kubernetes-validate --strict` against
+//!   [`KUBERNETES_VERSION`]'s schemas (unknown fields are errors, and so is a kind it
+//!   has no schema for).
+//! - Every `MetricPipeline` (deploy/, kind-tests/, examples/pipelines/) passes the
+//!   CRD's `openAPIV3Schema` (checked here as the API server would with strict field
+//!   validation: types, nullability, enums, required fields, unknown fields) and the
+//!   pipeline validation the observer runs; every `AgentConfig` file parses and
+//!   validates as the agent would.
+//! - The workloads follow the house rules: non-root, read-only root filesystem, no
+//!   privilege escalation, no capabilities; the project's own images run as uid 65532
+//!   at the workspace version; their arguments are real flags of the binaries (except
+//!   the ones listed in [`PENDING_OBSERVER_FLAGS`]), none repeated.
+//! - RBAC is least privilege: no wildcards; the agent's rules are exactly what it reads;
+//!   the namespaced agent variant has no cluster-wide Secret access; the observer reads
+//!   Secrets only with `get`.
+//! - Alertmanager's assembler (`deploy/integrations/alertmanager/files/assemble.sh`)
+//!   turns the observer's generated routes into a configuration `amtool` accepts.
+//! - `kind-tests/run.sh` either says in one line that it skips (no Docker engine or no
+//!   kind, as on the CI machine) or passes.
+//!
+//! `kubernetes-validate` (PyPI), `kubectl` and `amtool` (Debian's
+//! `prometheus-alertmanager`) are installed by `scripts/test.sh`; when one is missing
+//! the test fails and says so, unless `KAAS_SKIP_MANIFEST_VALIDATION=1`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+/// The Kubernetes version whose schemas the manifests must pass: the oldest one the
+/// manifests promise to work on (kind's and the managed offerings' current range).
+const KUBERNETES_VERSION: &str = "1.31";
+
+/// Set to `1` to skip the checks that need external tools.
+const SKIP_ENV: &str = "KAAS_SKIP_MANIFEST_VALIDATION";
+
+/// `observer serve` flags the manifests use before the binary has them: the onboarding
+/// and integrations work that adds them is landing. Remove a flag from this list once
+/// `observer serve --help` shows it (the test then checks it like any other).
+const PENDING_OBSERVER_FLAGS: &[&str] = &[];
+
+/// `observer serve` flags that may be given more than once.
+const REPEATABLE_FLAGS: &[&str] = &["--grpc-hostname", "--thanos-receive-endpoint"];
+
+/// `cluster-agent run` flags (`cluster-agent run --help`), used when the agent binary
+/// is not built beside this test (its own help is used when it is).
+const AGENT_RUN_FLAGS: &[&str] = &[
+    "--config",
+    "--observer",
+    "--observer-order",
+    "--observer-ca-file",
+    "--join-token-file",
+    "--data-dir",
+    "--listen-address",
+    "--otlp-grpc-listen-address",
+    "--kubernetes",
+    "--reload-check-ms",
+];
+
+/// Rules the agent install manifests rendered by the API (`observer/src/api/manifest.rs`)
+/// do not meet yet; each must still be broken there (fixing it fails this test until
+/// the entry is removed, so the list cannot go stale).
+const API_MANIFEST_GAPS: &[&str] = &[
+    "capabilities are not dropped (drop: [ALL])",
+    "no seccompProfile RuntimeDefault",
+];
+
+/// Where the API's rendered manifest comes from, in failure messages.
+const API_MANIFEST_SOURCE: &str = "the API's agent install manifest";
+
+/// The uid of the project's images (distroless "nonroot").
+const IMAGE_UID: i64 = 65532;
+
+/// What the cluster-agent may read, as `(apiGroup, resource)` with get/list/watch.
+const AGENT_DISCOVERY_RESOURCES: &[(&str, &str)] = &[
+    ("", "pods"),
+    ("", "services"),
+    ("", "nodes"),
+    ("", "nodes/metrics"),
+    ("", "nodes/proxy"),
+    ("discovery.k8s.io", "endpointslices"),
+];
+
+/// The line `kind-tests/run.sh` prints when it cannot run here.
+const KIND_SKIP_PREFIX: &str = "kind-tests skipped: ";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(repo())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn skip_requested(test: &str) -> bool {
+    let skip = std::env::var(SKIP_ENV).is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("{test}: skipped because {SKIP_ENV}=1");
+    }
+    skip
+}
+
+/// The tool's path, or a failure that says how to get it.
+fn require_tool(name: &str, how: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} is not installed: {how} (scripts/test.sh installs it), or set {SKIP_ENV}=1 \
+             to skip the manifest checks"
+        )
+    })
+}
+
+fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+// ---- finding the artefacts ----
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            walk(&path, files);
+        } else {
+            files.push(path);
+        }
+    }
+}
+
+fn files_under(dirs: &[&str]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in dirs {
+        walk(&repo().join(dir), &mut files);
+    }
+    files
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+fn in_dir_named(path: &Path, names: &[&str]) -> bool {
+    path.components()
+        .any(|c| names.iter().any(|name| c.as_os_str() == *name))
+}
+
+/// Plain manifests: YAML files that are not kustomizations, not patches (partial
+/// objects, checked through the builds that apply them) and not `files/` (inputs of
+/// generators and other programs' formats, checked on their own).
+fn plain_manifests() -> Vec<PathBuf> {
+    files_under(&["deploy", "kind-tests"])
+        .into_iter()
+        .filter(|path| is_yaml(path))
+        .filter(|path| path.file_name().is_some_and(|n| n != "kustomization.yaml"))
+        .filter(|path| !in_dir_named(path, &["patches", "files"]))
+        .collect()
+}
+
+/// Directories holding a `kustomization.yaml`, and whether it is a Component (which
+/// cannot be built on its own).
+fn kustomizations() -> Vec<(PathBuf, bool)> {
+    files_under(&["deploy", "kind-tests"])
+        .into_iter()
+        .filter(|path| path.file_name().is_some_and(|n| n == "kustomization.yaml"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("read kustomization");
+            let document: serde_yaml::Value =
+                serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", relative(&path)));
+            let component = document["kind"].as_str() == Some("Component");
+            (
+                path.parent().expect("kustomization's directory").to_owned(),
+                component,
+            )
+        })
+        .collect()
+}
+
+fn documents(text: &str, source: &str) -> Vec<Json> {
+    serde_yaml::Deserializer::from_str(text)
+        .filter_map(|document| {
+            let value = serde_yaml::Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("{source}: not YAML: {e}"));
+            (!value.is_null()).then(|| {
+                serde_json::to_value(value)
+                    .unwrap_or_else(|e| panic!("{source}: not a JSON-like document: {e}"))
+            })
+        })
+        .collect()
+}
+
+fn kubectl_kustomize(kubectl: &Path, dir: &Path) -> String {
+    let output = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {} failed:\n{}",
+        relative(dir),
+        output_text(&output)
+    );
+    String::from_utf8(output.stdout).expect("kustomize output is UTF-8")
+}
+
+/// kubectl's embedded kustomize must understand components and `patches:` (v4+).
+fn check_kustomize_version(kubectl: &Path) {
+    let output = Command::new(kubectl)
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .expect("run kubectl version");
+    let version: Json = serde_json::from_slice(&output.stdout).unwrap_or(Json::Null);
+    let kustomize = version["kustomizeVersion"].as_str().unwrap_or("unknown");
+    let major = kustomize
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(
+        major >= 4,
+        "kubectl's kustomize is {kustomize}; deploy/ needs kustomize v4 or later (kubectl 1.21+, \
+         components and `patches:`). Debian bookworm's kubernetes-client (1.20) is too old: \
+         install a newer kubectl"
+    );
+}
+
+/// Every object the deployment consists of, each with where it came from.
+struct Objects {
+    /// (source, object)
+    all: Vec<(String, Json)>,
+    /// Each source's text as read or built.
+    texts: BTreeMap<String, String>,
+}
+
+impl Objects {
+    fn collect(kubectl: &Path) -> Self {
+        let mut all = Vec::new();
+        let mut texts = BTreeMap::new();
+        for path in plain_manifests() {
+            let text = std::fs::read_to_string(&path).expect("read manifest");
+            let source = relative(&path);
+            all.extend(
+                documents(&text, &source)
+                    .into_iter()
+                    .map(|d| (source.clone(), d)),
+            );
+            texts.insert(source, text);
+        }
+        for (dir, component) in kustomizations() {
+            if component {
+                continue;
+            }
+            let source = format!("kubectl kustomize {}", relative(&dir));
+            let text = kubectl_kustomize(kubectl, &dir);
+            all.extend(
+                documents(&text, &source)
+                    .into_iter()
+                    .map(|d| (source.clone(), d)),
+            );
+            texts.insert(source, text);
+        }
+        let rendered = kaas_observer::api::manifest::agent_manifest(
+            &kaas_observer::api::manifest::ManifestInput {
+                cluster: "edge-1",
+                control_endpoint: "https://observer.example:8443",
+                ca_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+                join_token: "kjt_example",
+            },
+        )
+        .expect("render the agent manifest");
+        let source = API_MANIFEST_SOURCE.to_owned();
+        all.extend(
+            documents(&rendered, &source)
+                .into_iter()
+                .map(|d| (source.clone(), d)),
+        );
+        texts.insert(source, rendered);
+        Self { all, texts }
+    }
+
+    fn built_in(&self) -> impl Iterator<Item = &(String, Json)> {
+        self.all.iter().filter(|(_, o)| !is_custom_resource(o))
+    }
+
+    fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a (String, Json)> + 'a {
+        self.all.iter().filter(move |(_, o)| o["kind"] == kind)
+    }
+}
+
+fn is_custom_resource(object: &Json) -> bool {
+    object["apiVersion"]
+        .as_str()
+        .is_some_and(|v| v.starts_with(&format!("{}/", kaas_pipeline::API_GROUP)))
+}
+
+fn object_name(object: &Json) -> String {
+    format!(
+        "{}/{}",
+        object["kind"].as_str().unwrap_or("?"),
+        object["metadata"]["name"].as_str().unwrap_or("?")
+    )
+}
+
+// ---- built-in kinds: kubernetes-validate ----
+
+#[test]
+fn every_kustomization_builds_and_every_object_passes_kubernetes_validate() {
+    if skip_requested("kubernetes-validate") {
+        return;
+    }
+    let kubectl = require_tool("kubectl", "install kubectl (Debian: kubernetes-client)");
+    let validator = require_tool("kubernetes-validate", "pip install kubernetes-validate");
+    check_kustomize_version(&kubectl);
+    let objects = Objects::collect(&kubectl);
+    let built: BTreeSet<&str> = objects
+        .all
+        .iter()
+        .filter_map(|(s, _)| s.strip_prefix("kubectl kustomize "))
+        .collect();
+    for expected in [
+        "deploy/observer/base",
+        "deploy/agent/base",
+        "deploy/agent/namespaced",
+        "deploy/overlays/dev",
+        "deploy/overlays/ha",
+        "deploy/integrations",
+    ] {
+        assert!(built.contains(expected), "{expected} was built: {built:?}");
+    }
+
+    // The original text of each source (not re-serialized: YAML 1.1 readers such as
+    // the API server's take `0440` as octal), one file per source so a failure names
+    // it. Custom resources are checked against their CRD instead, so a source must not
+    // mix them with built-in kinds.
+    let work = tempfile::tempdir().expect("temporary directory");
+    let mut files = Vec::new();
+    let mut sources: Vec<&str> = objects.all.iter().map(|(s, _)| s.as_str()).collect();
+    sources.dedup();
+    for (i, source) in sources.iter().enumerate() {
+        let kinds: Vec<bool> = objects
+            .all
+            .iter()
+            .filter(|(s, _)| s == source)
+            .map(|(_, o)| is_custom_resource(o))
+            .collect();
+        if kinds.iter().all(|custom| *custom) {
+            continue;
+        }
+        assert!(
+            kinds.iter().all(|custom| !custom),
+            "{source} mixes custom resources with built-in kinds; keep them in separate files"
+        );
+        let name: String = source
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let path = work.path().join(format!("{i:02}-{name}.yaml"));
+        std::fs::write(&path, &objects.texts[*source]).expect("write");
+        files.push(path);
+    }
+    let output = Command::new(&validator)
+        .args(["--kubernetes-version", KUBERNETES_VERSION, "--strict"])
+        .args(&files)
+        .output()
+        .expect("run kubernetes-validate");
+    let text = output_text(&output);
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with("INFO"))
+        .collect();
+    assert!(
+        output.status.success() && problems.is_empty(),
+        "kubernetes-validate {KUBERNETES_VERSION} --strict found problems (files are named after \
+         their source):\n{}",
+        problems.join("\n")
+    );
+    let passed = text.lines().filter(|l| l.starts_with("INFO")).count();
+    assert_eq!(
+        passed,
+        objects.built_in().count(),
+        "every object was validated:\n{text}"
+    );
+}
+
+// ---- custom resources: the CRD's schema and the pipeline validation ----
+
+/// Checks `value` against a structural schema the way the API server does with strict
+/// field validation: the keywords the generated CRD uses (type, nullable, properties,
+/// additionalProperties, required, items, enum, minimum, format int32/int64,
+/// x-kubernetes-int-or-string, x-kubernetes-preserve-unknown-fields).
+fn check_schema(schema: &Json, value: &Json, path: &str, errors: &mut Vec<String>) {
+    let at = if path.is_empty() { "<root>" } else { path };
+    if value.is_null() {
+        if schema["nullable"] != true {
+            errors.push(format!("{at}: null is not allowed"));
+        }
+        return;
+    }
+    if schema["x-kubernetes-int-or-string"] == true {
+        if !(value.is_i64() || value.is_u64() || value.is_string()) {
+            errors.push(format!("{at}: must be an integer or a string"));
+        }
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    match schema["type"].as_str() {
+        Some("object") => {
+            let Some(map) = value.as_object() else {
+                errors.push(format!("{at}: must be an object"));
+                return;
+            };
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let required = required.as_str().unwrap_or_default();
+                if !map.contains_key(required) {
+                    errors.push(format!("{at}: {required} is required"));
+                }
+            }
+            let properties = schema["properties"].as_object();
+            for (key, child) in map {
+                let child_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                if let Some(property) = properties.and_then(|p| p.get(key)) {
+                    check_schema(property, child, &child_path, errors);
+                } else if schema["additionalProperties"].is_object() {
+                    check_schema(&schema["additionalProperties"], child, &child_path, errors);
+                } else if schema["additionalProperties"] != true
+                    && schema["x-kubernetes-preserve-unknown-fields"] != true
+                {
+                    errors.push(format!("{child_path}: unknown field"));
+                }
+            }
+        }
+        Some("array") => match value.as_array() {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    check_schema(&schema["items"], item, &format!("{path}[{i}]"), errors);
+                }
+            }
+            None => errors.push(format!("{at}: must be an array")),
+        },
+        Some("string") if !value.is_string() => errors.push(format!("{at}: must be a string")),
+        Some("boolean") if !value.is_boolean() => errors.push(format!("{at}: must be a boolean")),
+        Some("integer") => {
+            if !(value.is_i64() || value.is_u64()) {
+                errors.push(format!("{at}: must be an integer"));
+            } else if let Some(n) = value.as_i64() {
+                if schema["minimum"].as_i64().is_some_and(|min| n < min) {
+                    errors.push(format!(
+                        "{at}: {n} is below the minimum {}",
+                        schema["minimum"]
+                    ));
+                }
+                if schema["format"] == "int32" && i32::try_from(n).is_err() {
+                    errors.push(format!("{at}: {n} does not fit int32"));
+                }
+            }
+        }
+        Some("number") if !value.is_number() => errors.push(format!("{at}: must be a number")),
+        _ => {}
+    }
+}
+
+/// The CRD, its group/version/kind and the version's schema.
+struct Crd {
+    api_version: String,
+    kind: String,
+    namespaced: bool,
+    schema: Json,
+}
+
+fn metric_pipeline_crd() -> Crd {
+    let path = repo().join("deploy/crds/metricpipelines.telemetry.kaas-observer.io.yaml");
+    let text = std::fs::read_to_string(&path).expect("read the CRD");
+    let crd: Json = serde_yaml::from_str(&text).expect("the CRD is YAML");
+    let version = crd["spec"]["versions"]
+        .as_array()
+        .and_then(|versions| {
+            versions
+                .iter()
+                .find(|v| v["served"] == true && v["storage"] == true)
+        })
+        .expect("the CRD has a served storage version");
+    Crd {
+        api_version: format!(
+            "{}/{}",
+            crd["spec"]["group"].as_str().unwrap_or_default(),
+            version["name"].as_str().unwrap_or_default()
+        ),
+        kind: crd["spec"]["names"]["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        namespaced: crd["spec"]["scope"] == "Namespaced",
+        schema: version["schema"]["openAPIV3Schema"].clone(),
+    }
+}
+
+/// Errors of one custom resource against the CRD: the envelope the API server checks
+/// itself (apiVersion, kind, metadata.name, scope), then the schema for the rest.
+fn check_custom_resource(crd: &Crd, object: &Json) -> Vec<String> {
+    let mut errors = Vec::new();
+    if object["apiVersion"] != crd.api_version.as_str() {
+        errors.push(format!(
+            "apiVersion: {} is not served (the CRD serves {})",
+            object["apiVersion"], crd.api_version
+        ));
+    }
+    if object["kind"] != crd.kind.as_str() {
+        errors.push(format!("kind: {} is not {}", object["kind"], crd.kind));
+    }
+    let metadata = &object["metadata"];
+    if !metadata["name"].is_string() {
+        errors.push("metadata.name: required".to_owned());
+    }
+    if !crd.namespaced && !metadata["namespace"].is_null() {
+        errors.push("metadata.namespace: the resource is cluster-scoped".to_owned());
+    }
+    let mut body = object.clone();
+    if let Some(map) = body.as_object_mut() {
+        for envelope in ["apiVersion", "kind", "metadata"] {
+            map.remove(envelope);
+        }
+    }
+    check_schema(&crd.schema, &body, "", &mut errors);
+    errors
+}
+
+/// Every MetricPipeline document in the repository's deployment and example files.
+fn metric_pipeline_documents() -> Vec<(String, Json)> {
+    let mut found = Vec::new();
+    let mut files = files_under(&["deploy", "kind-tests", "examples/pipelines"]);
+    files.retain(|path| is_yaml(path) && !path.starts_with(repo().join("deploy/crds")));
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("read");
+        let source = relative(&path);
+        for document in documents(&text, &source) {
+            if document["kind"] == "MetricPipeline" {
+                found.push((source.clone(), document));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn schema_check_refuses_what_the_api_server_would() {
+    let crd = metric_pipeline_crd();
+    let good: Json = serde_json::json!({
+        "apiVersion": crd.api_version,
+        "kind": "MetricPipeline",
+        "metadata": {"name": "p"},
+        "spec": {
+            "input": {"prometheus": {"enabled": true}},
+            "output": {"prometheusRemoteWrite": {"url": "http://r:9090/api/v1/write"}},
+            "buffer": {"maxBytes": "1Gi"},
+        },
+    });
+    assert_eq!(check_custom_resource(&crd, &good), Vec::<String>::new());
+
+    let mut bad = good.clone();
+    bad["metadata"]["namespace"] = "shop".into();
+    bad["spec"]["output"]["prometheusRemoteWrite"]["urll"] = "x".into();
+    bad["spec"]["input"]["prometheus"]["enabled"] = "yes".into();
+    bad["spec"]["buffer"]["whenFull"] = "dropAll".into();
+    bad["spec"]["buffer"]["maxBytes"] = serde_json::json!([1]);
+    let errors = check_custom_resource(&crd, &bad);
+    for expected in [
+        "metadata.namespace: the resource is cluster-scoped",
+        "spec.output.prometheusRemoteWrite.urll: unknown field",
+        "spec.input.prometheus.enabled: must be a boolean",
+        "spec.buffer.whenFull: \"dropAll\" is not one of",
+        "spec.buffer.maxBytes: must be an integer or a string",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "{expected:?} in {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn metric_pipelines_pass_the_crd_schema_and_the_pipeline_validation() {
+    let crd = metric_pipeline_crd();
+    let pipelines = metric_pipeline_documents();
+    let sources: BTreeSet<&str> = pipelines.iter().map(|(s, _)| s.as_str()).collect();
+    assert!(
+        sources.iter().any(|s| s.starts_with("kind-tests/"))
+            && sources.iter().any(|s| s.starts_with("examples/pipelines/")),
+        "pipelines were found in kind-tests/ and examples/pipelines/: {sources:?}"
+    );
+    let mut failures = Vec::new();
+    for (source, object) in &pipelines {
+        let name = object_name(object);
+        for error in check_custom_resource(&crd, object) {
+            failures.push(format!("{source}: {name}: CRD schema: {error}"));
+        }
+        let value: serde_yaml::Value = serde_json::from_value(object.clone()).expect("YAML value");
+        let document = kaas_pipeline::document::parse_value(source.clone(), value);
+        if let Err(errors) = document.outcome {
+            failures.push(format!("{source}: {name}: pipeline validation: {errors}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn agent_configuration_files_validate_as_the_agent_would() {
+    let mut checked = 0;
+    for path in files_under(&["deploy", "kind-tests"]) {
+        if !is_yaml(&path) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let is_agent_config = documents(&text, &relative(&path))
+            .first()
+            .is_some_and(|d| d["kind"] == "AgentConfig");
+        if !is_agent_config {
+            continue;
+        }
+        if let Err(error) = kaas_pipeline::agent_config::AgentConfig::parse(&text) {
+            panic!("{}: {error}", relative(&path));
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 1,
+        "the management agent's configuration was checked"
+    );
+}
+
+// ---- house rules for workloads ----
+
+/// `(source, object, pod spec)` for every workload.
+fn pod_specs(objects: &Objects) -> Vec<(String, String, Json)> {
+    objects
+        .built_in()
+        .filter_map(|(source, object)| {
+            let spec = match object["kind"].as_str()? {
+                "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => {
+                    object["spec"]["template"]["spec"].clone()
+                }
+                "Pod" => object["spec"].clone(),
+                _ => return None,
+            };
+            Some((source.clone(), object_name(object), spec))
+        })
+        .collect()
+}
+
+fn containers(pod: &Json) -> Vec<&Json> {
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|key| pod[*key].as_array().into_iter().flatten())
+        .collect()
+}
+
+/// `--flag` names in a container's args (the part before `=`).
+fn flags(container: &Json) -> Vec<String> {
+    container["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Json::as_str)
+        .filter(|arg| arg.starts_with("--"))
+        .map(|arg| arg.split('=').next().unwrap_or(arg).to_owned())
+        .collect()
+}
+
+/// The flags a `--help` output documents: the `--name` that opens an option line.
+fn help_flags(program: &Path, args: &[&str]) -> BTreeSet<String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {} {args:?}: {e}", program.display()));
+    assert!(output.status.success(), "{}", output_text(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim_start();
+            // `-c, --config <FILE>` or `--data-dir <DIR>`
+            let line = line
+                .strip_prefix('-')
+                .filter(|rest| rest.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+                .and_then(|rest| rest.split_once(", "))
+                .map_or(line, |(_, long)| long);
+            let name: String = line
+                .strip_prefix("--")?
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            (!name.is_empty()).then(|| format!("--{name}"))
+        })
+        .collect()
+}
+
+fn observer_serve_flags() -> BTreeSet<String> {
+    help_flags(
+        Path::new(env!("CARGO_BIN_EXE_observer")),
+        &["serve", "--help"],
+    )
+}
+
+/// The agent's flags: from its binary when it is built beside this test (the workspace
+/// build, as in CI), else from [`AGENT_RUN_FLAGS`].
+fn agent_run_flags() -> BTreeSet<String> {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("cluster-agent")))
+        .filter(|path| path.is_file());
+    match binary {
+        Some(binary) => help_flags(&binary, &["run", "--help"]),
+        None => AGENT_RUN_FLAGS.iter().map(|f| (*f).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn workloads_run_unprivileged_and_our_images_get_real_flags() {
+    if skip_requested("workload rules") {
+        return;
+    }
+    let kubectl = require_tool("kubectl", "install kubectl (Debian: kubernetes-client)");
+    check_kustomize_version(&kubectl);
+    let objects = Objects::collect(&kubectl);
+    let observer_flags = observer_serve_flags();
+    let agent_flags = agent_run_flags();
+    let version = env!("CARGO_PKG_VERSION");
+    let mut failures = Vec::new();
+    let mut ours = 0;
+    for (source, name, pod) in pod_specs(&objects) {
+        let pod_security = &pod["securityContext"];
+        for container in containers(&pod) {
+            let cname = container["name"].as_str().unwrap_or("?");
+            let at = format!("{source}: {name}: container {cname}");
+            let security = &container["securityContext"];
+            let run_as_non_root = security["runAsNonRoot"]
+                .as_bool()
+                .or(pod_security["runAsNonRoot"].as_bool());
+            if run_as_non_root != Some(true) {
+                failures.push(format!("{at}: runAsNonRoot is not true"));
+            }
+            if security["allowPrivilegeEscalation"] != false {
+                failures.push(format!("{at}: allowPrivilegeEscalation is not false"));
+            }
+            if security["readOnlyRootFilesystem"] != true {
+                failures.push(format!("{at}: readOnlyRootFilesystem is not true"));
+            }
+            if security["capabilities"]["drop"] != serde_json::json!(["ALL"]) {
+                failures.push(format!("{at}: capabilities are not dropped (drop: [ALL])"));
+            }
+            let seccomp = security["seccompProfile"]["type"]
+                .as_str()
+                .or(pod_security["seccompProfile"]["type"].as_str());
+            if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
+                failures.push(format!("{at}: no seccompProfile RuntimeDefault"));
+            }
+            let image = container["image"].as_str().unwrap_or_default();
+            let Some((repository, tag)) = image
+                .strip_prefix("kaas-observer/")
+                .and_then(|rest| rest.split_once(':'))
+            else {
+                continue;
+            };
+            ours += 1;
+            if tag != version {
+                failures.push(format!("{at}: image {image} is not at version {version}"));
+            }
+            let uid = security["runAsUser"]
+                .as_i64()
+                .or(pod_security["runAsUser"].as_i64());
+            if uid != Some(IMAGE_UID) {
+                failures.push(format!(
+                    "{at}: runAsUser is {uid:?}, the image's user is {IMAGE_UID}"
+                ));
+            }
+            let used = flags(container);
+            let (known, subcommand, pending): (&BTreeSet<String>, &str, &[&str]) = match repository
+            {
+                "observer" => (&observer_flags, "serve", PENDING_OBSERVER_FLAGS),
+                "cluster-agent" => (&agent_flags, "run", &[]),
+                other => {
+                    failures.push(format!("{at}: unknown image kaas-observer/{other}"));
+                    continue;
+                }
+            };
+            let args: Vec<&str> = container["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Json::as_str)
+                .collect();
+            if args.first() != Some(&subcommand) {
+                failures.push(format!(
+                    "{at}: args start with {:?}, not {subcommand}",
+                    args.first()
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            for flag in &used {
+                if !known.contains(flag) && !pending.contains(&flag.as_str()) {
+                    failures.push(format!(
+                        "{at}: {flag} is not a flag of `{repository} {subcommand}`"
+                    ));
+                }
+                if !seen.insert(flag) && !REPEATABLE_FLAGS.contains(&flag.as_str()) {
+                    failures.push(format!(
+                        "{at}: {flag} is given twice (the binary refuses that)"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        ours >= 4,
+        "the observer and agent workloads were found ({ours})"
+    );
+    for gap in API_MANIFEST_GAPS {
+        let before = failures.len();
+        failures.retain(|f| !(f.starts_with(API_MANIFEST_SOURCE) && f.ends_with(gap)));
+        assert!(
+            failures.len() < before,
+            "{API_MANIFEST_SOURCE} meets {gap:?} now: remove it from API_MANIFEST_GAPS"
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn pending_observer_flags_are_not_real_flags_yet() {
+    // Once `observer serve` has a pending flag, it belongs with the checked ones.
+    let real = observer_serve_flags();
+    let landed: Vec<&&str> = PENDING_OBSERVER_FLAGS
+        .iter()
+        .filter(|flag| real.contains(**flag))
+        .collect();
+    assert!(
+        landed.is_empty(),
+        "`observer serve` now has {landed:?}: remove them from PENDING_OBSERVER_FLAGS in this file \
+         so the manifests' use of them is checked"
+    );
+}
+
+// ---- RBAC ----
+
+/// `(apiGroup, resource) -> verbs` granted by a role's rules.
+fn grants(role: &Json) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let mut grants: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        let strings = |key: &str| -> Vec<String> {
+            rule[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Json::as_str)
+                .map(str::to_owned)
+                .collect()
+        };
+        for group in strings("apiGroups") {
+            for resource in strings("resources") {
+                grants
+                    .entry((group.clone(), resource))
+                    .or_default()
+                    .extend(strings("verbs"));
+            }
+        }
+    }
+    grants
+}
+
+fn read_only() -> BTreeSet<String> {
+    ["get", "list", "watch"].map(str::to_owned).into()
+}
+
+#[test]
+fn rbac_grants_only_what_each_program_reads() {
+    if skip_requested("RBAC") {
+        return;
+    }
+    let kubectl = require_tool("kubectl", "install kubectl (Debian: kubernetes-client)");
+    check_kustomize_version(&kubectl);
+    let objects = Objects::collect(&kubectl);
+    let mut failures = Vec::new();
+    for kind in ["ClusterRole", "Role"] {
+        for (source, role) in objects.of_kind(kind) {
+            for rule in role["rules"].as_array().into_iter().flatten() {
+                let text = rule.to_string();
+                if text.contains("\"*\"") {
+                    failures.push(format!(
+                        "{source}: {}: a wildcard in {text}",
+                        object_name(role)
+                    ));
+                }
+            }
+        }
+    }
+    let role = |source_prefix: &str, name: &str| -> Option<Json> {
+        objects
+            .of_kind("ClusterRole")
+            .find(|(s, r)| s.starts_with(source_prefix) && r["metadata"]["name"] == name)
+            .map(|(_, r)| r.clone())
+    };
+
+    // The agent: discovery, read-only, exactly.
+    let expected: BTreeMap<(String, String), BTreeSet<String>> = AGENT_DISCOVERY_RESOURCES
+        .iter()
+        .map(|(g, r)| (((*g).to_owned(), (*r).to_owned()), read_only()))
+        .collect();
+    let agent = role("kubectl kustomize deploy/agent/base", "cluster-agent")
+        .expect("deploy/agent/base has the ClusterRole cluster-agent");
+    assert_eq!(grants(&agent), expected, "the agent's discovery rules");
+    let secrets = role(
+        "kubectl kustomize deploy/agent/base",
+        "cluster-agent-secrets",
+    )
+    .expect("deploy/agent/base has the ClusterRole cluster-agent-secrets");
+    assert_eq!(
+        grants(&secrets),
+        BTreeMap::from([(("".to_owned(), "secrets".to_owned()), read_only())]),
+        "the cluster-wide variant reads Secrets, nothing more"
+    );
+
+    // The namespaced variant: Secrets only through Roles.
+    for (source, cluster_role) in objects.of_kind("ClusterRole") {
+        if source == "kubectl kustomize deploy/agent/namespaced"
+            && grants(cluster_role).keys().any(|(_, r)| r == "secrets")
+        {
+            failures.push(format!(
+                "{source}: {} grants Secrets cluster-wide",
+                object_name(cluster_role)
+            ));
+        }
+    }
+    let namespaced_roles: Vec<&Json> = objects
+        .of_kind("Role")
+        .filter(|(s, _)| s == "kubectl kustomize deploy/agent/namespaced")
+        .map(|(_, r)| r)
+        .collect();
+    assert!(
+        !namespaced_roles.is_empty(),
+        "the namespaced variant has Roles"
+    );
+    for role in namespaced_roles {
+        assert_eq!(
+            grants(role),
+            BTreeMap::from([(("".to_owned(), "secrets".to_owned()), read_only())])
+        );
+    }
+
+    // The observer: Cluster API clusters, and Secrets by name only.
+    for overlay in ["deploy/overlays/dev", "deploy/overlays/ha"] {
+        let observer = role(
+            &format!("kubectl kustomize {overlay}"),
+            "kaas-observer-cluster-api",
+        )
+        .unwrap_or_else(|| panic!("{overlay} has the ClusterRole kaas-observer-cluster-api"));
+        assert_eq!(
+            grants(&observer),
+            BTreeMap::from([
+                (
+                    ("cluster.x-k8s.io".to_owned(), "clusters".to_owned()),
+                    ["get", "list", "watch", "patch"].map(str::to_owned).into()
+                ),
+                (
+                    ("".to_owned(), "secrets".to_owned()),
+                    ["get".to_owned()].into()
+                ),
+            ]),
+            "{overlay}: the observer's Cluster API rules"
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_agent_base_matches_the_manifests_the_api_renders() {
+    if skip_requested("agent manifests") {
+        return;
+    }
+    let kubectl = require_tool("kubectl", "install kubectl (Debian: kubernetes-client)");
+    check_kustomize_version(&kubectl);
+    let objects = Objects::collect(&kubectl);
+    let from = |source: &str, kind: &str| -> Json {
+        objects
+            .all
+            .iter()
+            .find(|(s, o)| s == source && o["kind"] == kind)
+            .map(|(_, o)| o.clone())
+            .unwrap_or_else(|| panic!("{source} has a {kind}"))
+    };
+    let api = API_MANIFEST_SOURCE;
+    let base = "kubectl kustomize deploy/agent/base";
+    for kind in ["Namespace", "ServiceAccount", "Deployment"] {
+        let (a, b) = (from(api, kind), from(base, kind));
+        assert_eq!(
+            (&a["metadata"]["name"], &a["metadata"]["namespace"]),
+            (&b["metadata"]["name"], &b["metadata"]["namespace"]),
+            "{kind}: deploy/agent/base and the API's manifest name the same object"
+        );
+    }
+    let container =
+        |deployment: &Json| deployment["spec"]["template"]["spec"]["containers"][0].clone();
+    let (api_container, base_container) = (
+        container(&from(api, "Deployment")),
+        container(&from(base, "Deployment")),
+    );
+    assert_eq!(api_container["image"], base_container["image"]);
+    let api_flags: BTreeSet<String> = flags(&api_container).into_iter().collect();
+    let base_flags: BTreeSet<String> = flags(&base_container).into_iter().collect();
+    assert!(
+        api_flags.is_subset(&base_flags),
+        "deploy/agent/base passes every flag the API's manifest does: {api_flags:?} vs {base_flags:?}"
+    );
+    let secret_name = |deployment: &Json| {
+        deployment["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|v| v["secret"]["secretName"].as_str().map(str::to_owned))
+    };
+    assert_eq!(
+        secret_name(&from(api, "Deployment")),
+        secret_name(&from(base, "Deployment")),
+        "the join Secret has the same name"
+    );
+}
+
+// ---- Alertmanager's assembler ----
+
+#[test]
+fn alertmanager_assembler_merges_the_generated_routes_into_a_valid_configuration() {
+    if skip_requested("alertmanager assembler") {
+        return;
+    }
+    require_tool("amtool", "apt-get install prometheus-alertmanager");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let routes = dir.path().join("routes.yaml");
+    let config = dir.path().join("alertmanager.yml");
+    let files = repo().join("deploy/integrations/alertmanager/files");
+    let assemble = |routes_text: Option<&str>| -> Output {
+        match routes_text {
+            Some(text) => std::fs::write(&routes, text).expect("write routes"),
+            None => {
+                let _ = std::fs::remove_file(&routes);
+            }
+        }
+        Command::new("sh")
+            .arg(files.join("assemble.sh"))
+            .arg("once")
+            .env("ALERTMANAGER_BASE_FILE", files.join("base.yml"))
+            .env("ALERTMANAGER_ROUTES_FILE", &routes)
+            .env("ALERTMANAGER_CONFIG_FILE", &config)
+            .output()
+            .expect("run assemble.sh")
+    };
+
+    // Before the observer wrote its routes: everything goes to the operators.
+    let output = assemble(None);
+    assert!(output.status.success(), "{}", output_text(&output));
+    let text = std::fs::read_to_string(&config).expect("assembled");
+    assert!(text.contains("receiver: kaas-operators"), "{text}");
+
+    // The routes the observer generates, with tenants base.yml does not know.
+    let generated =
+        kaas_observer::integrations::files::render_alertmanager_routes(&["bank", "shop"])
+            .expect("render routes");
+    let output = assemble(Some(&generated));
+    assert!(output.status.success(), "{}", output_text(&output));
+    let text = std::fs::read_to_string(&config).expect("assembled");
+    for receiver in [
+        "- name: tenant-bank",
+        "- name: tenant-shop",
+        "- name: kaas-operators",
+    ] {
+        assert!(text.contains(receiver), "{receiver} in:\n{text}");
+    }
+    let check = Command::new("amtool")
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("run amtool");
+    assert!(check.status.success(), "{}", output_text(&check));
+
+    // A broken input keeps the last good configuration.
+    let output = assemble(Some("route:\n  receiver: nobody-defined-this\n"));
+    assert!(!output.status.success(), "an invalid result is refused");
+    assert_eq!(std::fs::read_to_string(&config).expect("kept"), text);
+}
+
+// ---- images ----
+
+#[test]
+fn each_binary_has_a_multi_stage_non_root_dockerfile() {
+    for (dockerfile, package, binary) in [
+        ("observer/Dockerfile", "kaas-observer", "observer"),
+        (
+            "cluster-agent/Dockerfile",
+            "kaas-cluster-agent",
+            "cluster-agent",
+        ),
+    ] {
+        let text = std::fs::read_to_string(repo().join(dockerfile)).expect("read Dockerfile");
+        let stages = text.lines().filter(|l| l.starts_with("FROM ")).count();
+        assert!(
+            stages >= 2,
+            "{dockerfile} builds in one stage and ships another"
+        );
+        assert!(
+            text.contains(&format!(
+                "cargo build --release --locked -p {package} --bin {binary}"
+            )),
+            "{dockerfile} builds {binary} from {package}"
+        );
+        let last_user = text.lines().rev().find(|l| l.starts_with("USER "));
+        assert_eq!(
+            last_user,
+            Some(format!("USER {IMAGE_UID}:{IMAGE_UID}").as_str()),
+            "{dockerfile} runs as the manifests' uid"
+        );
+        assert!(
+            text.contains(&format!("kaas-observer/{binary}:")),
+            "{dockerfile} says which tag the manifests expect"
+        );
+    }
+    let dockerignore =
+        std::fs::read_to_string(repo().join(".dockerignore")).expect(".dockerignore");
+    assert!(
+        dockerignore.lines().any(|l| l.trim() == "target/"),
+        "target/ stays out of the build context"
+    );
+}
+
+// ---- the kind suite ----
+
+#[test]
+fn kind_suite_skips_in_one_line_or_passes() {
+    let output = Command::new("bash")
+        .arg(repo().join("kind-tests/run.sh"))
+        .output()
+        .expect("run kind-tests/run.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    if lines.len() == 1 && lines[0].starts_with(KIND_SKIP_PREFIX) {
+        assert!(
+            output.status.success(),
+            "a skip exits 0: {}",
+            output_text(&output)
+        );
+        eprintln!("{}", lines[0]);
+        return;
+    }
+    assert!(
+        output.status.success(),
+        "kind-tests/run.sh failed:\n{}",
+        output_text(&output)
+    );
+    assert!(
+        stdout.contains("kind-tests passed"),
+        "the suite reports its result:\n{stdout}"
+    );
+}
