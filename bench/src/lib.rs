@@ -14,6 +14,10 @@
 //!
 //! Results are printed with ratios against each peer. Timings are reported, never
 //! asserted: the smoke test checks only that every agent delivered.
+//!
+//! The observer's fan-out benchmark (`fanout-bench`) lives in [`fanout`].
+
+pub mod fanout;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
