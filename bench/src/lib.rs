@@ -292,14 +292,14 @@ impl Receiver {
     }
 }
 
-/// CPU seconds (user + system) of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
+/// CPU seconds (user + system) of a process so far; 0 if unknown.
+pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    // After the command name: state is field 3, utime 14 and stime 15 (1-based).
+    // After the command name: utime and stime are the 12th and 13th fields.
     let ticks: f64 = [11, 12]
         .iter()
         .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
@@ -316,8 +316,8 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// Peak resident memory (`VmHWM`) in bytes.
-fn peak_rss(pid: u32) -> u64 {
+/// Peak resident memory (`VmHWM`) of a process in bytes; 0 if unknown.
+pub fn peak_rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use kaas_bench::{cpu_seconds, peak_rss};
 use kaas_observer::probes::{
     HttpMethod, HttpProbe, ProbeModule, ProbeTarget, Prober, ProberSettings, TlsSettings,
 };
@@ -518,44 +519,4 @@ fn escape(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// CPU seconds (user + system) of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the command name: utime and stime are the 12th and 13th fields.
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
-        .sum();
-    ticks / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// Peak resident memory (`VmHWM`) in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| {
-            let kb = line
-                .strip_prefix("VmHWM:")?
-                .trim()
-                .strip_suffix("kB")?
-                .trim();
-            kb.parse::<u64>().ok()
-        })
-        .map_or(0, |kb| kb * 1024)
 }

@@ -56,21 +56,7 @@ impl Memory {
     }
 }
 
-/// CPU seconds (user + system) a process has used so far; 0 if unknown.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the command name, utime and stime are the 12th and 13th fields.
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
-        .sum();
-    // In USER_HZ, which is 100 on x86 and ARM Linux.
-    ticks / 100.0
-}
+pub use crate::cpu_seconds;
 
 /// The figures read from the observer's `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
