@@ -1,10 +1,17 @@
-//! The agent's install manifests for one cluster: a Namespace, a ServiceAccount with
-//! read-only RBAC, a Secret holding the join token and the observer's CA, and a
-//! Deployment running `cluster-agent run` in observer mode.
+//! The agent's install manifests for one cluster: exactly the objects of
+//! `deploy/agent/base` (Namespace, ServiceAccount, read-only RBAC, the data volume's
+//! PersistentVolumeClaim, the push Service and the Deployment), compiled into the
+//! binary, plus the Secret holding the join token and the observer's CA. The
+//! Deployment's `--observer` argument is set to the observer's control endpoint and
+//! every object is labelled with the cluster's name.
 //!
-//! Each document is built as a value and serialized by `serde_yaml`, so a CA bundle or a
-//! token can never break the YAML quoting.
+//! One source for `observer cluster add`, the Cluster API installer and `kubectl apply
+//! -k deploy/agent/base`, so the three cannot drift: whatever deploy/ fixes (security
+//! context, persistent identity, least-privilege RBAC, probes) the API's manifests have
+//! too. Each document is handled as a value and serialized by `serde_yaml`, so a CA
+//! bundle or a token can never break the YAML quoting.
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Namespace the agent runs in.
@@ -14,13 +21,60 @@ pub const AGENT_NAME: &str = "cluster-agent";
 /// The agent image; the observer and the agent are released together, so the tag is
 /// the observer's own version.
 pub const AGENT_IMAGE: &str = concat!("kaas-observer/cluster-agent:", env!("CARGO_PKG_VERSION"));
-/// The agent's user and group id: the conventional unprivileged "nonroot" id of
-/// distroless images, set explicitly so `runAsNonRoot` holds whatever the image says.
-const AGENT_UID: u32 = 65532;
-/// Where the Secret is mounted in the agent container.
-const SECRET_MOUNT: &str = "/etc/kaas-agent";
-/// The agent's data directory (disk buffers, last-known-good configuration).
-const DATA_DIR: &str = "/var/lib/kaas-agent";
+/// The label that names the cluster on every object, so an operator can list what
+/// the observer installed with one selector.
+pub const CLUSTER_LABEL: &str = "telemetry.kaas-observer.io/cluster";
+/// The `--observer` argument's prefix in deploy/'s Deployment, which is replaced with
+/// the observer's real endpoint.
+const OBSERVER_ARG: &str = "--observer=";
+
+/// `deploy/agent/base`'s files in the order they are applied (namespace first, the
+/// Deployment last so everything it mounts exists when its pod starts); the Secret is
+/// inserted before the Deployment.
+const BASE_FILES: [(&str, &str); 6] = [
+    (
+        "namespace.yaml",
+        include_str!("../../../deploy/agent/base/namespace.yaml"),
+    ),
+    (
+        "serviceaccount.yaml",
+        include_str!("../../../deploy/agent/base/serviceaccount.yaml"),
+    ),
+    (
+        "rbac.yaml",
+        include_str!("../../../deploy/agent/base/rbac.yaml"),
+    ),
+    (
+        "pvc.yaml",
+        include_str!("../../../deploy/agent/base/pvc.yaml"),
+    ),
+    (
+        "service.yaml",
+        include_str!("../../../deploy/agent/base/service.yaml"),
+    ),
+    (
+        "deployment.yaml",
+        include_str!("../../../deploy/agent/base/deployment.yaml"),
+    ),
+];
+
+/// Why the manifests could not be rendered: only a deploy/ file that does not have the
+/// shape this module relies on (a test renders them, so it fails in CI, not in use).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// A deploy/ file is not YAML, or a document could not be serialized.
+    #[error("deploy/agent/base/{file}: {source}")]
+    Yaml {
+        /// The file.
+        file: &'static str,
+        /// What the parser or serializer said.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// The Deployment does not have the expected container or `--observer` argument.
+    #[error("deploy/agent/base/deployment.yaml: {0}")]
+    Shape(&'static str),
+}
 
 /// What goes into the manifests.
 #[derive(Debug, Clone, Copy)]
@@ -35,123 +89,112 @@ pub struct ManifestInput<'a> {
     pub join_token: &'a str,
 }
 
-/// The manifests as one multi-document YAML text.
-pub fn agent_manifest(input: &ManifestInput<'_>) -> Result<String, serde_yaml::Error> {
-    let labels = json!({
-        "app.kubernetes.io/name": AGENT_NAME,
-        "app.kubernetes.io/part-of": "kaas-observer",
-        "telemetry.kaas-observer.io/cluster": input.cluster,
-    });
-    let metadata = |name: &str, namespaced: bool| {
-        let mut meta = json!({ "name": name, "labels": labels });
-        if namespaced {
-            meta["namespace"] = json!(AGENT_NAMESPACE);
+/// The manifests as values, in apply order.
+pub fn agent_documents(input: &ManifestInput<'_>) -> Result<Vec<Value>, ManifestError> {
+    let mut documents = Vec::new();
+    for (file, text) in BASE_FILES {
+        for document in serde_yaml::Deserializer::from_str(text) {
+            let mut value = Value::deserialize(document)
+                .map_err(|source| ManifestError::Yaml { file, source })?;
+            if value.is_null() {
+                continue;
+            }
+            label_with_cluster(&mut value, input.cluster);
+            if value["kind"] == "Deployment" {
+                documents.push(join_secret(input));
+                point_at_observer(&mut value, input)?;
+            }
+            documents.push(value);
         }
-        meta
-    };
-    let documents: Vec<Value> = vec![
-        json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": metadata(AGENT_NAMESPACE, false) }),
-        json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(AGENT_NAME, true) }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": metadata(AGENT_NAME, false),
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["pods", "services", "endpoints", "nodes", "nodes/metrics",
-                                  "nodes/proxy", "namespaces", "secrets"],
-                    "verbs": ["get", "list", "watch"],
-                },
-                {
-                    "apiGroups": ["discovery.k8s.io"],
-                    "resources": ["endpointslices"],
-                    "verbs": ["get", "list", "watch"],
-                },
-                { "nonResourceURLs": ["/metrics", "/metrics/cadvisor"], "verbs": ["get"] },
-            ],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": metadata(AGENT_NAME, false),
-            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": AGENT_NAME },
-            "subjects": [{ "kind": "ServiceAccount", "name": AGENT_NAME, "namespace": AGENT_NAMESPACE }],
-        }),
-        json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": metadata(AGENT_NAME, true),
-            "type": "Opaque",
-            "stringData": { "join-token": input.join_token, "ca.crt": input.ca_pem },
-        }),
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": metadata(AGENT_NAME, true),
-            "spec": {
-                "replicas": 1,
-                "strategy": { "type": "Recreate" },
-                "selector": { "matchLabels": { "app.kubernetes.io/name": AGENT_NAME } },
-                "template": {
-                    "metadata": { "labels": labels },
-                    "spec": {
-                        "serviceAccountName": AGENT_NAME,
-                        "containers": [{
-                            "name": AGENT_NAME,
-                            "image": AGENT_IMAGE,
-                            "args": [
-                                "run",
-                                "--observer", input.control_endpoint,
-                                "--observer-ca-file", format!("{SECRET_MOUNT}/ca.crt"),
-                                "--join-token-file", format!("{SECRET_MOUNT}/join-token"),
-                                "--data-dir", DATA_DIR,
-                            ],
-                            "volumeMounts": [
-                                { "name": "join", "mountPath": SECRET_MOUNT, "readOnly": true },
-                                { "name": "data", "mountPath": DATA_DIR },
-                            ],
-                            "securityContext": {
-                                "runAsNonRoot": true,
-                                "runAsUser": AGENT_UID,
-                                "runAsGroup": AGENT_UID,
-                                "readOnlyRootFilesystem": true,
-                                "allowPrivilegeEscalation": false,
-                            },
-                        }],
-                        "volumes": [
-                            { "name": "join", "secret": { "secretName": AGENT_NAME } },
-                            { "name": "data", "emptyDir": {} },
-                        ],
-                    },
-                },
-            },
-        }),
-    ];
+    }
+    Ok(documents)
+}
+
+/// The manifests as one multi-document YAML text.
+pub fn agent_manifest(input: &ManifestInput<'_>) -> Result<String, ManifestError> {
     let mut text = String::new();
-    for document in &documents {
+    for document in agent_documents(input)? {
         text.push_str("---\n");
-        text.push_str(&serde_yaml::to_string(document)?);
+        text.push_str(
+            &serde_yaml::to_string(&document).map_err(|source| ManifestError::Yaml {
+                file: "(rendered)",
+                source,
+            })?,
+        );
     }
     Ok(text)
 }
 
+/// Adds the cluster label to an object and, for the Deployment, to its pods.
+fn label_with_cluster(object: &mut Value, cluster: &str) {
+    object["metadata"]["labels"][CLUSTER_LABEL] = json!(cluster);
+    if object["kind"] == "Deployment" {
+        object["spec"]["template"]["metadata"]["labels"][CLUSTER_LABEL] = json!(cluster);
+    }
+}
+
+/// The Secret the Deployment mounts: the join token and the CA the agent trusts.
+fn join_secret(input: &ManifestInput<'_>) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": AGENT_NAME,
+            "namespace": AGENT_NAMESPACE,
+            "labels": {
+                "app.kubernetes.io/name": AGENT_NAME,
+                "app.kubernetes.io/part-of": "kaas-observer",
+                CLUSTER_LABEL: input.cluster,
+            },
+        },
+        "type": "Opaque",
+        "stringData": { "join-token": input.join_token, "ca.crt": input.ca_pem },
+    })
+}
+
+/// Sets the agent container's image to this release's and its `--observer` argument to
+/// the observer's control endpoint.
+fn point_at_observer(
+    deployment: &mut Value,
+    input: &ManifestInput<'_>,
+) -> Result<(), ManifestError> {
+    let container = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .and_then(|containers| {
+            containers
+                .iter_mut()
+                .find(|container| container["name"] == AGENT_NAME)
+        })
+        .ok_or(ManifestError::Shape("no container named cluster-agent"))?;
+    container["image"] = json!(AGENT_IMAGE);
+    let argument = container["args"]
+        .as_array_mut()
+        .and_then(|args| {
+            args.iter_mut()
+                .find(|arg| arg.as_str().is_some_and(|a| a.starts_with(OBSERVER_ARG)))
+        })
+        .ok_or(ManifestError::Shape("no --observer= argument"))?;
+    *argument = json!(format!("{OBSERVER_ARG}{}", input.control_endpoint));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use serde::Deserialize;
-
     use super::*;
 
-    #[test]
-    fn the_manifest_parses_and_wires_the_agent_to_the_observer() {
-        let ca = "-----BEGIN CERTIFICATE-----\nMIIB: \"quoted\" # not a comment\n-----END CERTIFICATE-----\n";
-        let text = agent_manifest(&ManifestInput {
+    fn input<'a>(ca: &'a str) -> ManifestInput<'a> {
+        ManifestInput {
             cluster: "prod-1",
             control_endpoint: "https://observer.example:8443",
             ca_pem: ca,
             join_token: "jt-123",
-        })
-        .unwrap();
+        }
+    }
+
+    #[test]
+    fn the_manifest_is_deploys_base_wired_to_the_observer() {
+        let ca = "-----BEGIN CERTIFICATE-----\nMIIB: \"quoted\" # not a comment\n-----END CERTIFICATE-----\n";
+        let text = agent_manifest(&input(ca)).unwrap();
         let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
             .map(|d| serde_yaml::Value::deserialize(d).unwrap())
             .collect();
@@ -166,24 +209,78 @@ mod tests {
                 "ServiceAccount",
                 "ClusterRole",
                 "ClusterRoleBinding",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "PersistentVolumeClaim",
+                "Service",
                 "Secret",
                 "Deployment"
             ]
         );
-        let secret = &documents[4];
+        for document in &documents {
+            assert_eq!(
+                document["metadata"]["labels"][CLUSTER_LABEL].as_str(),
+                Some("prod-1"),
+                "{:?} is labelled with its cluster",
+                document["kind"]
+            );
+        }
+        let secret = &documents[8];
         assert_eq!(secret["stringData"]["join-token"].as_str(), Some("jt-123"));
         assert_eq!(secret["stringData"]["ca.crt"].as_str(), Some(ca));
-        let args: Vec<&str> = documents[5]["spec"]["template"]["spec"]["containers"][0]["args"]
+        let pod = &documents[9]["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert_eq!(container["image"].as_str(), Some(AGENT_IMAGE));
+        let args: Vec<&str> = container["args"]
             .as_sequence()
             .unwrap()
             .iter()
             .map(|a| a.as_str().unwrap())
             .collect();
         assert_eq!(
-            &args[..3],
-            ["run", "--observer", "https://observer.example:8443"]
+            args.iter()
+                .filter(|a| a.starts_with(OBSERVER_ARG))
+                .collect::<Vec<_>>(),
+            [&"--observer=https://observer.example:8443"]
         );
-        assert!(args.contains(&"--join-token-file"));
-        assert!(args.contains(&"--observer-ca-file"));
+        assert!(args.contains(&"--join-token-file=/etc/kaas-agent/join-token"));
+        // The identity and the buffers survive a reschedule: the data volume is the claim.
+        let data = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"].as_str() == Some("data"))
+            .unwrap();
+        assert_eq!(
+            data["persistentVolumeClaim"]["claimName"].as_str(),
+            documents[6]["metadata"]["name"].as_str()
+        );
+    }
+
+    #[test]
+    fn the_values_survive_characters_that_mean_something_in_yaml() {
+        let hostile = ManifestInput {
+            cluster: "a: b # c",
+            control_endpoint: "https://o.example:8443/'x'",
+            ca_pem: "---\n- [ ]\n",
+            join_token: "\"{}\"",
+        };
+        let text = agent_manifest(&hostile).unwrap();
+        let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .collect();
+        assert_eq!(documents.len(), 10);
+        assert_eq!(
+            documents[8]["stringData"]["ca.crt"].as_str(),
+            Some(hostile.ca_pem)
+        );
+        assert_eq!(
+            documents[8]["stringData"]["join-token"].as_str(),
+            Some(hostile.join_token)
+        );
+        assert_eq!(
+            documents[0]["metadata"]["labels"][CLUSTER_LABEL].as_str(),
+            Some(hostile.cluster)
+        );
     }
 }

@@ -17,10 +17,9 @@ use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client, Config};
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::manifest::{ManifestInput, agent_manifest};
+use crate::api::manifest::{self, ManifestInput};
 
 /// The field manager of everything the observer applies.
 pub const FIELD_MANAGER: &str = "kaas-observer";
@@ -196,21 +195,22 @@ pub async fn read_kubeconfig(
 /// The agent's manifests for `input`, one JSON value per object, in apply order
 /// (namespace first). Rendered by the same function as `observer cluster add`.
 pub fn agent_documents(input: &ManifestInput<'_>) -> Result<Vec<Value>, InstallError> {
-    let text = agent_manifest(input).map_err(|e| InstallError::Render(e.to_string()))?;
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|document| {
-            Value::deserialize(document).map_err(|e| InstallError::Render(e.to_string()))
-        })
-        .filter(|document| !matches!(document, Ok(Value::Null)))
-        .collect()
+    manifest::agent_documents(input).map_err(|e| InstallError::Render(e.to_string()))
 }
 
 /// The kinds the agent's manifests hold: apiVersion, kind, plural, namespaced. No
 /// discovery round trip is needed for a fixed set; a test checks every manifest
 /// document is covered.
-const AGENT_KINDS: [(&str, &str, &str, bool); 6] = [
+const AGENT_KINDS: [(&str, &str, &str, bool); 8] = [
     ("v1", "Namespace", "namespaces", false),
     ("v1", "ServiceAccount", "serviceaccounts", true),
+    (
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        true,
+    ),
+    ("v1", "Service", "services", true),
     (
         "rbac.authorization.k8s.io/v1",
         "ClusterRole",
@@ -350,7 +350,15 @@ users:
             join_token: "kjt_test",
         })
         .unwrap();
-        assert_eq!(documents.len(), AGENT_KINDS.len());
+        let kinds: std::collections::BTreeSet<&str> = documents
+            .iter()
+            .map(|d| d["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds.len(),
+            AGENT_KINDS.len(),
+            "every kind is used: {kinds:?}"
+        );
         let targets: Vec<String> = documents
             .iter()
             .map(|document| {
@@ -371,6 +379,10 @@ users:
                 "v1/serviceaccounts kaas-observer/cluster-agent",
                 "rbac.authorization.k8s.io/v1/clusterroles /cluster-agent",
                 "rbac.authorization.k8s.io/v1/clusterrolebindings /cluster-agent",
+                "rbac.authorization.k8s.io/v1/clusterroles /cluster-agent-secrets",
+                "rbac.authorization.k8s.io/v1/clusterrolebindings /cluster-agent-secrets",
+                "v1/persistentvolumeclaims kaas-observer/cluster-agent-data",
+                "v1/services kaas-observer/cluster-agent",
                 "v1/secrets kaas-observer/cluster-agent",
                 "apps/v1/deployments kaas-observer/cluster-agent",
             ]

@@ -238,6 +238,10 @@ async fn verify_onboarding(
         "/api/v1/namespaces/kaas-observer/serviceaccounts/cluster-agent",
         "/apis/rbac.authorization.k8s.io/v1/clusterroles/cluster-agent",
         "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/cluster-agent",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/cluster-agent-secrets",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/cluster-agent-secrets",
+        "/api/v1/namespaces/kaas-observer/persistentvolumeclaims/cluster-agent-data",
+        "/api/v1/namespaces/kaas-observer/services/cluster-agent",
         "/api/v1/namespaces/kaas-observer/secrets/cluster-agent",
         "/apis/apps/v1/namespaces/kaas-observer/deployments/cluster-agent",
     ];
@@ -262,7 +266,7 @@ async fn verify_onboarding(
         }
         if body["kind"] == "Deployment" {
             let args = &body["spec"]["template"]["spec"]["containers"][0]["args"];
-            assert_eq!(args[2], CONTROL_ENDPOINT);
+            assert_eq!(args[1], format!("--observer={CONTROL_ENDPOINT}"));
         }
         respond(send, StatusCode::OK, &body);
     }
