@@ -37,9 +37,16 @@ fn main() -> anyhow::Result<ExitCode> {
                 .build()?;
             let mut out = io::stdout().lock();
             let mut err = io::stderr().lock();
-            let status = runtime.block_on(run_api(&cli.connection, command, &mut out, &mut err))?;
-            out.flush()?;
-            status
+            let result = runtime
+                .block_on(run_api(&cli.connection, command, &mut out, &mut err))
+                .and_then(|status| out.flush().map(|()| status));
+            match result {
+                Ok(status) => status,
+                // The reader went away (`observer cluster list | head`): nothing is
+                // wrong and there is no one left to tell, as with any Unix tool.
+                Err(error) if error.kind() == io::ErrorKind::BrokenPipe => 0,
+                Err(error) => return Err(error.into()),
+            }
         }
     };
     Ok(ExitCode::from(status))

@@ -356,6 +356,32 @@ spec:
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_that_goes_away_is_not_an_error() {
+        // `observer tenant list | head -0`: the pipe is closed before the answer arrives.
+        let (_h, address) = setup().await;
+        let output = tokio::task::spawn_blocking(move || {
+            let mut child = std::process::Command::new(OBSERVER)
+                .args(["--server", &format!("http://{address}"), "--token", ADMIN])
+                .args(["tenant", "list", "-o", "json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start the observer CLI");
+            drop(child.stdout.take());
+            child.wait_with_output().expect("the CLI exits")
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unreachable_observer_is_named_in_the_error() {
         // Port 9 (discard) on loopback: nothing listens there in the test environment.
         let out = observer_at("http://127.0.0.1:9", Some(ADMIN), &["cluster", "list"], "").await;

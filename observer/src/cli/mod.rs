@@ -212,8 +212,10 @@ pub enum CommandError {
 }
 
 impl From<serde_json::Error> for CommandError {
+    /// A failed write stays the I/O error it was (serde_json gives it back), so the
+    /// binary can tell a closed pipe from a real failure.
     fn from(error: serde_json::Error) -> Self {
-        Self::Io(std::io::Error::other(error))
+        Self::Io(error.into())
     }
 }
 
