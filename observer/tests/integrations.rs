@@ -951,8 +951,10 @@ async fn take_eventually(store: &Store) -> kaas_observer::store::leases::Lease {
 /// A loopback HTTP server answering every request with 200; stops with the runtime.
 async fn http_ok_server() -> u16 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let port = listener.local_addr().expect("its address").port();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -992,11 +994,15 @@ spec:
 /// The hash of the configuration the observer wants `cluster` to run (no central
 /// pipeline), as its agent would report it.
 async fn desired_hash(store: &Store, cluster: &str) -> String {
-    let cluster = store.get_cluster(cluster).await.unwrap().unwrap();
+    let cluster = store
+        .get_cluster(cluster)
+        .await
+        .expect("the store answers")
+        .expect("the cluster exists");
     let selected: Vec<kaas_pipeline::ValidatedPipeline> = store
         .list_pipelines(Some(&cluster.tenant))
         .await
-        .unwrap()
+        .expect("the store answers")
         .into_iter()
         .filter(|p| p.pipeline.spec().cluster_selector.matches(&cluster.labels))
         .map(|p| p.pipeline)
