@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use kaas_observer::integrations::config_state::ConfigStateSettings;
 use kaas_observer::integrations::files::{self, paths};
 use kaas_observer::integrations::remote_write::{
     RemoteWriteSettings, RemoteWriter, Series, WriterSources, fleet_series, fleet_source,
@@ -1114,7 +1115,14 @@ async fn probe_series_and_per_cluster_config_states_reach_prometheus() {
             }),
         ),
     ]);
-    let states = ConfigStates::start(store.clone(), None, HOUR);
+    let states = ConfigStates::start(
+        store.clone(),
+        None,
+        ConfigStateSettings {
+            refresh: HOUR,
+            min_gap: Duration::from_millis(200),
+        },
+    );
     let writer = RemoteWriter::start(
         store.clone(),
         write_settings(&prometheus.write_url()),

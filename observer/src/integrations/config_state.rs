@@ -16,7 +16,8 @@
 //!   contents, so every replica computes the same series.
 //! * **When.** [`ConfigStates`] recomputes after changes that can alter a state
 //!   (pipelines, clusters, agents' reports, tenants, or a lag of the change feed),
-//!   at most once per [`MIN_RECOMPUTE_GAP`], and every [`DEFAULT_REFRESH`] regardless.
+//!   at most once per [`DEFAULT_MIN_RECOMPUTE_GAP`], and every [`DEFAULT_REFRESH`]
+//!   regardless.
 //!   A recompute reads every cluster, pipeline and configuration report (three queries)
 //!   and renders each cluster's configuration to learn its hash: the same work the
 //!   control service does per woken stream, here once per gap for the whole fleet.
@@ -53,12 +54,32 @@ pub const APPLYING: &str = "applying";
 pub const APPLIED: &str = "applied";
 /// State: the agent refused it (and runs its last good configuration).
 pub const FAILED: &str = "failed";
-/// The shortest time between two recomputes: agents report all the time in a big
-/// fleet, and a state two seconds old is fresh for a series written every 15 s.
-pub const MIN_RECOMPUTE_GAP: Duration = Duration::from_secs(2);
+/// The shortest time between two recomputes by default: agents report all the time in
+/// a big fleet (health reports arrive on the same feed as configuration reports), and
+/// each recompute reads and renders every cluster's configuration; a state ten seconds
+/// old is still fresh for a series written every 15 s.
+pub const DEFAULT_MIN_RECOMPUTE_GAP: Duration = Duration::from_secs(10);
 /// Recompute at least this often, even without a change on the feed: a safety net
 /// for a notification lost between replicas, cheap at once a minute.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(60);
+
+/// Tunables of [`ConfigStates`].
+#[derive(Clone, Copy, Debug)]
+pub struct ConfigStateSettings {
+    /// Recompute at least this often ([`DEFAULT_REFRESH`]).
+    pub refresh: Duration,
+    /// At most one recompute per this time ([`DEFAULT_MIN_RECOMPUTE_GAP`]).
+    pub min_gap: Duration,
+}
+
+impl Default for ConfigStateSettings {
+    fn default() -> Self {
+        Self {
+            refresh: DEFAULT_REFRESH,
+            min_gap: DEFAULT_MIN_RECOMPUTE_GAP,
+        }
+    }
+}
 
 /// One pipeline on one cluster.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -174,10 +195,10 @@ impl ConfigStates {
     pub fn start(
         store: Store,
         central: Option<CentralPipelineSettings>,
-        refresh: Duration,
+        settings: ConfigStateSettings,
     ) -> Self {
         let states = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(run(store, central, refresh, states.clone()));
+        let task = tokio::spawn(run(store, central, settings, states.clone()));
         Self { states, task }
     }
 
@@ -233,11 +254,11 @@ async fn compute(
 async fn run(
     store: Store,
     central: Option<CentralPipelineSettings>,
-    refresh: Duration,
+    settings: ConfigStateSettings,
     states: Arc<Mutex<Vec<ClusterConfigState>>>,
 ) {
     let mut changes = store.subscribe();
-    let mut ticks = tokio::time::interval(refresh);
+    let mut ticks = tokio::time::interval(settings.refresh);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.reset();
     loop {
@@ -260,7 +281,7 @@ async fn run(
             }
         };
         if changed {
-            tokio::time::sleep(MIN_RECOMPUTE_GAP).await;
+            tokio::time::sleep(settings.min_gap).await;
             // Everything that arrived meanwhile is covered by the next computation.
             changes = changes.resubscribe();
             ticks.reset();

@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use url::Url;
 
 use super::central::{CentralPipelineSettings, CentralScrape, DEFAULT_TENANT_HEADER};
-use super::config_state::{self, ConfigStates};
+use super::config_state::ConfigStates;
 use super::files::{
     DEFAULT_HASHRING, FilesError, FilesSettings, GrafanaSettings, HashringSettings,
     IntegrationWriter,
@@ -234,11 +234,7 @@ impl Integrations {
         let central = flags.central_pipeline()?;
         let remote_write = flags.remote_write()?;
         let files = flags.files()?;
-        let config_states = ConfigStates::start(
-            store.clone(),
-            central.clone(),
-            config_state::DEFAULT_REFRESH,
-        );
+        let config_states = ConfigStates::start(store.clone(), central.clone(), Default::default());
         let remote_writer = remote_write
             .map(|settings| {
                 RemoteWriter::start(
