@@ -23,12 +23,14 @@ use crate::control::service::{ControlService, ControlSettings};
 use crate::control::{serve_with_shutdown, server_tls_config};
 use crate::identity::ClusterCa;
 use crate::integrations::Integrations;
+use crate::integrations::probe_source;
 use crate::lifecycle::{ClusterLifecycle, LifecycleSettings};
 use crate::onboarding::OnboardingMetrics;
 use crate::onboarding::capi::{CapiSettings, ClusterApiSource};
 use crate::onboarding::inventory::{InventorySettings, InventorySource};
-use crate::probes::targets::DEFAULT_TARGET_REFRESH;
-use crate::probes::{Prober, ProberSettings, follow_store};
+use crate::probes::{
+    FollowSettings, MembershipSettings, Prober, ProberSettings, ReplicaMembership, follow_store,
+};
 use crate::secrets::SecretBox;
 use crate::store::Store;
 
@@ -44,6 +46,12 @@ pub const DEFAULT_JOIN_TOKEN_TTL: &str = "24h";
 pub const DEFAULT_SILENT_AFTER: &str = "5m";
 /// The name of the bootstrap admin token file written into the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// The longest `--replica-id`: a Kubernetes pod name (253) fits, and ids stay short
+/// enough for log lines and the `replicas` table.
+pub const MAX_REPLICA_ID_LEN: usize = 253;
+/// Random hex digits appended to the host name in the default replica id, so two
+/// observers on one host (tests, a restart overlapping its predecessor) differ.
+const REPLICA_ID_SUFFIX_BYTES: usize = 3;
 
 /// Arguments of `observer serve`.
 #[derive(Debug, Args)]
@@ -139,6 +147,11 @@ pub struct ServeArgs {
     /// How many probes may run at once.
     #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_MAX_CONCURRENCY)]
     pub probe_max_concurrency: usize,
+    /// This replica's id among the observer replicas sharing a database (they split the
+    /// probe targets between them). Default: the pod name from `POD_NAME` when set
+    /// (the deploy/ manifests set it), else the host name plus a random suffix.
+    #[arg(long, env = "POD_NAME", value_name = "ID")]
+    pub replica_id: Option<String>,
     /// The central stack: Thanos receive, Grafana, Alertmanager.
     #[command(flatten)]
     pub integrations: crate::integrations::IntegrationFlags,
@@ -199,6 +212,38 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
 
 fn duration_flag(flag: &'static str, text: &str) -> Result<Duration, ServeError> {
     kaas_pipeline::units::parse_duration(text).map_err(|reason| ServeError::Flag { flag, reason })
+}
+
+/// `--replica-id` checked, or the default: `<host name>-<random hex>`.
+fn replica_id(args: &ServeArgs) -> Result<String, ServeError> {
+    let Some(id) = &args.replica_id else {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| crate::probes::DEFAULT_REPLICA_ID.to_owned());
+        let suffix: String = (0..REPLICA_ID_SUFFIX_BYTES)
+            .map(|_| format!("{:02x}", fastrand::u8(..)))
+            .collect();
+        return Ok(format!("{host}-{suffix}"));
+    };
+    let reason = if id.is_empty() {
+        Some("must not be empty".to_owned())
+    } else if id.len() > MAX_REPLICA_ID_LEN {
+        Some(format!("at most {MAX_REPLICA_ID_LEN} characters"))
+    } else if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some(format!("{id:?} contains whitespace or control characters"))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ServeError::Flag {
+            flag: "replica-id",
+            reason,
+        }),
+        None => Ok(id.clone()),
+    }
 }
 
 fn secret_box(args: &ServeArgs) -> Result<SecretBox, ServeError> {
@@ -306,6 +351,7 @@ async fn shutdown_signal() {
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     std::fs::create_dir_all(&args.data_dir).map_err(io_error(&args.data_dir))?;
     let join_token_ttl = duration_flag("join-token-ttl", &args.join_token_ttl)?;
+    let replica_id = replica_id(&args)?;
     let silent_after = duration_flag("silent-after", &args.silent_after)?;
     let secrets = secret_box(&args)?;
     let store = match &args.database_url {
@@ -323,7 +369,25 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
             ..LifecycleSettings::default()
         },
     );
-    let integrations = Integrations::start(&args.integrations, &store, &lifecycle)?;
+    let prober = Prober::start(ProberSettings {
+        interval: duration_flag("probe-interval", &args.probe_interval)?,
+        timeout: duration_flag("probe-timeout", &args.probe_timeout)?,
+        max_concurrency: args.probe_max_concurrency,
+        replica_id: replica_id.clone(),
+    });
+    // Membership first: the prober learns the other replicas before it gets targets.
+    let membership = ReplicaMembership::start(
+        store.clone(),
+        prober.clone(),
+        MembershipSettings::new(replica_id.clone()),
+    )
+    .await;
+    let integrations = Integrations::start(
+        &args.integrations,
+        &store,
+        &lifecycle,
+        vec![probe_source(prober.clone())],
+    )?;
     let control = ControlService::new(
         store.clone(),
         ca.clone(),
@@ -336,14 +400,8 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     control.metrics().register(&mut registry);
     lifecycle.register(&mut registry);
     integrations.register(&mut registry);
-    let prober = Prober::start(ProberSettings {
-        interval: duration_flag("probe-interval", &args.probe_interval)?,
-        timeout: duration_flag("probe-timeout", &args.probe_timeout)?,
-        max_concurrency: args.probe_max_concurrency,
-        ..ProberSettings::default()
-    });
     prober.register(&mut registry);
-    let probe_feed = follow_store(store.clone(), prober.clone(), DEFAULT_TARGET_REFRESH);
+    let probe_feed = follow_store(store.clone(), prober.clone(), FollowSettings::default());
     let onboarding = Arc::new(OnboardingMetrics::default());
     onboarding.register(&mut registry);
     let registry = Arc::new(registry);
@@ -429,6 +487,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         api = %args.listen_address,
         control = %args.grpc_listen_address,
         %control_endpoint,
+        replica = %replica_id,
         database = if args.database_url.is_some() { "external" } else { "sqlite" },
         "observer serving"
     );
@@ -441,6 +500,8 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     integrations.stop();
     probe_feed.abort();
     prober.stop();
+    // The other replicas take over this one's probe targets at their next heartbeat.
+    membership.leave().await;
     if let Some(inventory) = inventory {
         inventory.abort();
     }

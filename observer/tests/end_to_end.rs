@@ -19,6 +19,15 @@
 //! keep shipping until it returns and they reconnect; on PostgreSQL it is killed
 //! (SIGKILL), c1 moves to B, and A is restarted. Either way no scrape is lost.
 //!
+//! A third scenario runs black-box probes on two PostgreSQL replicas: probe endpoints
+//! configured through the API and clusters' API endpoints, all on a loopback HTTP
+//! server. The replicas heartbeat into the `replicas` table and split the targets: the
+//! union of both replicas' `probe_success` series on `/metrics` is every target and
+//! none is on both; Prometheus, receiving both replicas' remote-write, has each target
+//! once. Then one replica is killed (SIGKILL, its heartbeat row stays): the survivor
+//! probes every target within a bounded time (three heartbeats of liveness window, one
+//! heartbeat, one probe interval; the time taken is printed).
+//!
 //! Finally no secret leaks: the pipeline carries an inline bearer token (a random
 //! string; Prometheus ignores it), and that string must appear in no API response or
 //! CLI output the test received, no observer or agent log, and not in the database
@@ -28,7 +37,9 @@
 //! `cargo nextest run --workspace` builds (scripts/test.sh).
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -249,6 +260,39 @@ impl Observer {
         self.record(&body);
         assert_eq!(code, 200, "{body}");
         body
+    }
+
+    /// `POST <path>` of the REST API with `token` and a JSON body, which must succeed.
+    fn api_post(&self, token: &str, path: &str, body: &serde_json::Value) {
+        let auth = format!("Bearer {token}");
+        let (code, text) = http::post(
+            &format!("http://127.0.0.1:{}{path}", self.api_port),
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("POST {path} on replica {}: {e}", self.name));
+        self.record(&text);
+        assert!(
+            (200..300).contains(&code),
+            "POST {path} on replica {}: {code} {text}",
+            self.name
+        );
+    }
+
+    /// The `target` of every `probe_success` series on this replica's `/metrics`.
+    fn probed_targets(&self) -> Vec<String> {
+        self.metrics()
+            .lines()
+            .filter(|line| line.starts_with("probe_success{"))
+            .filter_map(|line| {
+                let start = line.find("target=\"")? + "target=\"".len();
+                let end = start + line[start..].find('"')?;
+                Some(line[start..end].to_owned())
+            })
+            .collect()
     }
 
     /// Agent streams open on this replica, from its `/metrics`.
@@ -989,4 +1033,182 @@ fn scenario(deployment: &Deployment<'_>) {
             leak.unwrap_or_default()
         );
     }
+}
+
+// ---- black-box probes across replicas ----
+
+/// How long the surviving replica may take to own a killed replica's probe targets:
+/// the liveness window (3 × 5 s heartbeats), one more heartbeat, one probe interval,
+/// and slack for a loaded machine.
+const PROBE_TAKEOVER_DEADLINE: Duration = Duration::from_secs(60);
+/// Probe endpoints configured through the API in the probe scenario.
+const PROBE_ENDPOINTS: usize = 10;
+/// Clusters whose API endpoint is probed (`/livez`) in the probe scenario.
+const PROBED_CLUSTERS: usize = 4;
+
+/// A loopback HTTP server answering every request with 200, on a thread of its own.
+fn http_ok_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = listener.local_addr().expect("an address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn two_replicas_split_the_probe_targets_and_the_survivor_takes_all_after_a_kill() {
+    let Some(database) = TestDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let transcript = Transcript::default();
+    let prometheus_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(&prometheus_dir).expect("a Prometheus directory");
+    let prometheus = Prometheus::receiver(&prometheus_dir);
+    let web = http_ok_server();
+
+    let first_dir = dir.path().join("observer-a");
+    let common = |replica: &str| {
+        [
+            "--database-url",
+            &database.url,
+            "--central-remote-write-url",
+            &prometheus.write_url(),
+            "--central-remote-write-interval",
+            "1s",
+            "--replica-id",
+            replica,
+            "--probe-interval",
+            "1s",
+            "--probe-timeout",
+            "900ms",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let a = Observer::start("A", &first_dir, common("observer-a"), &transcript);
+    let mut shared = common("observer-b");
+    for (flag, path) in [
+        ("--ca-dir", first_dir.clone()),
+        ("--secrets-key-file", first_dir.join("secrets.key")),
+        ("--admin-token-file", first_dir.join("admin.token")),
+    ] {
+        shared.push(flag.to_owned());
+        shared.push(path.display().to_string());
+    }
+    let mut b = Observer::start("B", &dir.path().join("observer-b"), shared, &transcript);
+    let admin = a.admin_token();
+
+    // Targets, configured through both replicas' APIs.
+    a.api_post(
+        &admin,
+        "/api/v1/tenants",
+        &serde_json::json!({ "name": TENANT }),
+    );
+    let mut expected = BTreeSet::new();
+    for i in 0..PROBE_ENDPOINTS {
+        let url = format!("http://127.0.0.1:{web}/endpoint-{i}");
+        let through = if i % 2 == 0 { &a } else { &b };
+        through.api_post(
+            &admin,
+            &format!("/api/v1/probes?tenant={TENANT}"),
+            &serde_json::json!({ "name": format!("endpoint-{i}"), "module": { "http": { "url": url } } }),
+        );
+        expected.insert(url);
+    }
+    for i in 0..PROBED_CLUSTERS {
+        let endpoint = format!("http://127.0.0.1:{web}/cluster-{i}");
+        a.api_post(
+            &admin,
+            "/api/v1/clusters",
+            &serde_json::json!({ "name": format!("edge-{i}"), "tenant": TENANT, "apiEndpoint": endpoint }),
+        );
+        expected.insert(format!("{endpoint}/livez"));
+    }
+
+    // Split: every target on exactly one replica.
+    let until = Instant::now() + DEADLINE;
+    let (on_a, on_b) = loop {
+        let on_a = a.probed_targets();
+        let on_b = b.probed_targets();
+        let union: BTreeSet<String> = on_a.iter().chain(&on_b).cloned().collect();
+        if union == expected && on_a.len() + on_b.len() == expected.len() {
+            break (on_a, on_b);
+        }
+        assert!(
+            Instant::now() < until,
+            "the targets are not split: A {on_a:?}, B {on_b:?}, expected {expected:?}\nA:\n{}\nB:\n{}",
+            plain(&a.log()),
+            plain(&b.log())
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let on_a: BTreeSet<String> = on_a.into_iter().collect();
+    assert!(on_a.is_disjoint(&on_b.iter().cloned().collect()));
+    assert!(
+        !on_a.is_empty() && !on_b.is_empty(),
+        "both replicas probe: A {on_a:?}, B {on_b:?}"
+    );
+    assert!(
+        a.log().contains("observer-b") && b.log().contains("observer-a"),
+        "each replica logged the other joining"
+    );
+
+    // Prometheus receives each target's series once, from whichever replica owns it.
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let result = prometheus.query(r#"probe_success{tenant="shop"} == 1"#);
+        let targets: Vec<String> = result
+            .iter()
+            .map(|r| {
+                r["metric"]["target"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        let unique: BTreeSet<String> = targets.iter().cloned().collect();
+        if unique == expected {
+            assert_eq!(targets.len(), expected.len(), "one series per target");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "Prometheus has {targets:?}, expected {expected:?}\n{}",
+            prometheus.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // B dies without a word; A takes every target.
+    let killed = Instant::now();
+    b.kill();
+    let until = killed + PROBE_TAKEOVER_DEADLINE;
+    loop {
+        let on_a: BTreeSet<String> = a.probed_targets().into_iter().collect();
+        if on_a == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "A probes {on_a:?} of {expected:?} {PROBE_TAKEOVER_DEADLINE:?} after B was killed\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "the survivor probed every target {:.1}s after the other replica was killed",
+        killed.elapsed().as_secs_f64()
+    );
 }

@@ -10,8 +10,10 @@
 //!   receiver;
 //! * the central pipeline run by a real `cluster-agent`: its own `up{job="kaas-agent"}`
 //!   arrives with `cluster` and `tenant`;
-//! * the writer lease on PostgreSQL, and of two replicas only one writing
-//!   (`KAAS_SKIP_POSTGRES=1` skips these).
+//! * the probe series and the pipelines' per-cluster configuration states
+//!   remote-written to a real Prometheus receiver (and the states on `/metrics`);
+//! * the writer lease on PostgreSQL, of two replicas only one writing the fleet series
+//!   while each writes its own probe series (`KAAS_SKIP_POSTGRES=1` skips these).
 //!
 //! Needs `prometheus` and `prometheus-alertmanager` (amtool), which scripts/test.sh
 //! installs, and the `cluster-agent` binary, which it builds with the workspace.
@@ -21,14 +23,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use kaas_observer::integrations::config_state::ConfigStateSettings;
 use kaas_observer::integrations::files::{self, paths};
 use kaas_observer::integrations::remote_write::{
-    RemoteWriteSettings, RemoteWriter, Series, fleet_series, fleet_source,
+    RemoteWriteSettings, RemoteWriter, Series, WriterSources, fleet_series, fleet_source,
+    probe_source,
 };
-use kaas_observer::integrations::{FilesSettings, GrafanaSettings, HashringSettings};
+use kaas_observer::integrations::{ConfigStates, FilesSettings, GrafanaSettings, HashringSettings};
 use kaas_observer::lifecycle::{ClusterLifecycle, LifecycleSettings};
+use kaas_observer::probes::{
+    HttpMethod, HttpProbe, ProbeModule, ProbeTarget, Prober, ProberSettings, TcpProbe,
+};
 use kaas_observer::secrets::SecretBox;
-use kaas_observer::store::{Actor, NewCluster, Store, now_ms};
+use kaas_observer::store::{Actor, ConfigReport, NewCluster, Store, now_ms};
 use kaas_test_support::peers::{Prometheus, binary};
 use kaas_test_support::remote_write_receiver::{Answer, RemoteWriteReceiver};
 use prometheus_client::registry::Registry;
@@ -651,7 +658,8 @@ async fn the_serve_flags_start_what_they_name() {
     ])
     .unwrap();
     let lifecycle = fast_lifecycle(&store);
-    let integrations = Integrations::start(&serve.integrations, &store, &lifecycle).unwrap();
+    let integrations =
+        Integrations::start(&serve.integrations, &store, &lifecycle, Vec::new()).unwrap();
 
     let central = integrations.central_pipeline().unwrap();
     assert_eq!(central.tenant_header, "THANOS-TENANT");
@@ -937,4 +945,348 @@ async fn take_eventually(store: &Store) -> kaas_observer::store::leases::Lease {
         assert!(Instant::now() < until, "the lease stayed taken");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+// ---- probe series and per-cluster configuration states ----
+
+/// A loopback HTTP server answering every request with 200; stops with the runtime.
+async fn http_ok_server() -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 2048];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+fn validated_pipeline(name: &str, selector: &str) -> kaas_pipeline::ValidatedPipeline {
+    let text = format!(
+        r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {{name: {name}}}
+spec:
+  input: {{prometheus: {{enabled: true}}}}
+  output: {{prometheusRemoteWrite: {{url: "https://backend.example/write"}}}}
+  clusterSelector: {{matchLabels: {selector}}}
+"#
+    );
+    kaas_pipeline::document::parse_pipelines(&text)
+        .into_iter()
+        .next()
+        .expect("a pipeline fixture")
+        .outcome
+        .expect("a valid pipeline fixture")
+}
+
+/// The hash of the configuration the observer wants `cluster` to run (no central
+/// pipeline), as its agent would report it.
+async fn desired_hash(store: &Store, cluster: &str) -> String {
+    let cluster = store
+        .get_cluster(cluster)
+        .await
+        .expect("the store answers")
+        .expect("the cluster exists");
+    let selected: Vec<kaas_pipeline::ValidatedPipeline> = store
+        .list_pipelines(Some(&cluster.tenant))
+        .await
+        .expect("the store answers")
+        .into_iter()
+        .filter(|p| p.pipeline.spec().cluster_selector.matches(&cluster.labels))
+        .map(|p| p.pipeline)
+        .collect();
+    kaas_observer::control::service::render_for_cluster(&cluster, &selected, None).hash_hex()
+}
+
+fn config_report(hash: &str, state: &str) -> ConfigReport {
+    ConfigReport {
+        config_hash: hash.to_owned(),
+        state: state.to_owned(),
+        errors: Vec::new(),
+        running_config_hash: hash.to_owned(),
+        at_ms: now_ms(),
+    }
+}
+
+/// `(label, value)` of each result of a Prometheus query, for one label.
+fn label_values(result: &[serde_json::Value], label: &str) -> BTreeSet<String> {
+    result
+        .iter()
+        .map(|r| r["metric"][label].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_series_and_per_cluster_config_states_reach_prometheus() {
+    let data = tempfile::tempdir().unwrap();
+    let peer = tempfile::tempdir().unwrap();
+    let prometheus = Prometheus::receiver(peer.path());
+    let store = sqlite_store(data.path()).await;
+    store.create_tenant("shop", &Actor::admin()).await.unwrap();
+    for (name, env) in [
+        ("edge-1", "prod"),
+        ("edge-2", "prod"),
+        ("edge-3", "prod"),
+        ("dev-1", "dev"),
+    ] {
+        store
+            .create_cluster(
+                NewCluster {
+                    name: name.into(),
+                    tenant: "shop".into(),
+                    labels: BTreeMap::from([("env".to_owned(), env.to_owned())]),
+                    api_endpoint: None,
+                },
+                HOUR,
+                &Actor::admin(),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .apply_pipeline(
+            "shop",
+            validated_pipeline("to-vendor", "{env: prod}"),
+            &Actor::admin(),
+        )
+        .await
+        .unwrap();
+    // edge-1 runs the wanted configuration, edge-2 refused it, edge-3 reported only
+    // about an older one; dev-1 is not selected.
+    let edge_1 = desired_hash(&store, "edge-1").await;
+    store
+        .record_config_report("edge-1", config_report(&edge_1, "APPLIED"))
+        .await
+        .unwrap();
+    let edge_2 = desired_hash(&store, "edge-2").await;
+    store
+        .record_config_report("edge-2", config_report(&edge_2, "FAILED"))
+        .await
+        .unwrap();
+    store
+        .record_config_report("edge-3", config_report("0ld", "APPLIED"))
+        .await
+        .unwrap();
+
+    let port = http_ok_server().await;
+    let ok_url = format!("http://127.0.0.1:{port}/ok");
+    let closed = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    };
+    let prober = Prober::start(ProberSettings {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(900),
+        ..ProberSettings::default()
+    });
+    let target = |name: &str, module: ProbeModule| ProbeTarget {
+        name: name.into(),
+        tenant: "shop".into(),
+        cluster: Some("edge-1".into()),
+        module,
+    };
+    prober.set_targets(vec![
+        target(
+            "web",
+            ProbeModule::Http(HttpProbe {
+                url: ok_url.clone(),
+                method: HttpMethod::Get,
+                expected_status: Vec::new(),
+                tls: None,
+            }),
+        ),
+        target(
+            "closed",
+            ProbeModule::Tcp(TcpProbe {
+                address: format!("127.0.0.1:{closed}"),
+            }),
+        ),
+    ]);
+    let states = ConfigStates::start(
+        store.clone(),
+        None,
+        ConfigStateSettings {
+            refresh: HOUR,
+            min_gap: Duration::from_millis(200),
+        },
+    );
+    let writer = RemoteWriter::start(
+        store.clone(),
+        write_settings(&prometheus.write_url()),
+        WriterSources {
+            shared: vec![states.source()],
+            per_replica: vec![probe_source(prober.clone())],
+        },
+    )
+    .unwrap();
+
+    // The probe series, with the labels of /metrics and no job or instance.
+    let up = tokio::task::block_in_place(|| {
+        prometheus.wait_for(
+            &format!(r#"probe_success{{target="{ok_url}"}} == 1"#),
+            FOLLOW_DEADLINE,
+        )
+    });
+    let names: BTreeSet<&str> = up[0]["metric"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["__name__", "cluster", "module", "target", "tenant"])
+    );
+    tokio::task::block_in_place(|| {
+        prometheus.wait_for(
+            r#"probe_success{module="tcp",cluster="edge-1"} == 0"#,
+            FOLLOW_DEADLINE,
+        );
+        prometheus.wait_for(
+            &format!(r#"probe_http_status_code{{target="{ok_url}"}} == 200"#),
+            FOLLOW_DEADLINE,
+        );
+    });
+
+    // The states, one per selected cluster.
+    let state_of = |cluster: &str| {
+        let result = tokio::task::block_in_place(|| {
+            prometheus.wait_for(
+                &format!(r#"kaas_pipeline_cluster_config_state{{cluster="{cluster}",pipeline="to-vendor",tenant="shop"}} == 1"#),
+                FOLLOW_DEADLINE,
+            )
+        });
+        label_values(&result, "state")
+    };
+    assert_eq!(state_of("edge-1"), BTreeSet::from(["applied".to_owned()]));
+    assert_eq!(state_of("edge-2"), BTreeSet::from(["failed".to_owned()]));
+    assert_eq!(state_of("edge-3"), BTreeSet::from(["pending".to_owned()]));
+    let all =
+        tokio::task::block_in_place(|| prometheus.query("kaas_pipeline_cluster_config_state"));
+    assert_eq!(
+        label_values(&all, "cluster"),
+        BTreeSet::from([
+            "edge-1".to_owned(),
+            "edge-2".to_owned(),
+            "edge-3".to_owned()
+        ]),
+        "dev-1 is not selected"
+    );
+
+    // edge-3's agent applies the wanted configuration: the state follows, and the old
+    // series is marked stale at once.
+    let edge_3 = desired_hash(&store, "edge-3").await;
+    store
+        .record_config_report("edge-3", config_report(&edge_3, "APPLIED"))
+        .await
+        .unwrap();
+    let until = Instant::now() + FOLLOW_DEADLINE;
+    loop {
+        let result = tokio::task::block_in_place(|| {
+            prometheus.query(r#"kaas_pipeline_cluster_config_state{cluster="edge-3"}"#)
+        });
+        if label_values(&result, "state") == BTreeSet::from(["applied".to_owned()]) {
+            break;
+        }
+        assert!(Instant::now() < until, "edge-3 stays {result:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // /metrics serves the same states.
+    let mut registry = Registry::default();
+    states.register(&mut registry);
+    let served = exposition(&registry);
+    assert_eq!(
+        served.get(r#"kaas_pipeline_cluster_config_state{tenant="shop",pipeline="to-vendor",cluster="edge-2",state="failed"}"#),
+        Some(&1.0),
+        "{served:?}"
+    );
+    assert_eq!(served.len(), 3, "{served:?}");
+
+    // A removed probe target's series go stale in the receiver, not after 5 minutes.
+    prober.set_targets(Vec::new());
+    let until = Instant::now() + FOLLOW_DEADLINE;
+    while !tokio::task::block_in_place(|| prometheus.query("probe_success")).is_empty() {
+        assert!(Instant::now() < until, "the probe series stay");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(writer);
+    prober.stop();
+}
+
+#[tokio::test]
+async fn every_replica_writes_its_own_series_and_only_the_lease_holder_the_fleet() {
+    let Some(database) = TestDatabase::create("own_series").await else {
+        return;
+    };
+    {
+        let stores = [database.store().await, database.store().await];
+        let receivers = [
+            RemoteWriteReceiver::start().await,
+            RemoteWriteReceiver::start().await,
+        ];
+        let source = |name: &'static str, replica: usize| {
+            std::sync::Arc::new(move || {
+                vec![Series::new(name, [("replica", replica.to_string())], 1.0)]
+            }) as kaas_observer::integrations::SeriesSource
+        };
+        let writers: Vec<RemoteWriter> = (0..2)
+            .map(|i| {
+                RemoteWriter::start(
+                    stores[i].clone(),
+                    write_settings(&receivers[i].url()),
+                    WriterSources {
+                        shared: vec![source("kaas_cluster_info", i)],
+                        per_replica: vec![source("probe_success", i)],
+                    },
+                )
+                .unwrap()
+            })
+            .collect();
+        let names = |i: usize| -> BTreeSet<String> {
+            receivers[i]
+                .accepted()
+                .keys()
+                .filter_map(|labels| {
+                    labels
+                        .iter()
+                        .find(|(n, _)| n == "__name__")
+                        .map(|(_, v)| v.clone())
+                })
+                .collect()
+        };
+        let leader = eventually("one replica to write the fleet series", || {
+            (0..2).find(|i| names(*i).contains("kaas_cluster_info"))
+        })
+        .await;
+        let other = 1 - leader;
+        eventually("the other replica to write its own series", || {
+            names(other).contains("probe_success").then_some(())
+        })
+        .await;
+        eventually("three rounds of the other replica", || {
+            (receivers[other].received().len() >= 3).then_some(())
+        })
+        .await;
+        assert_eq!(
+            names(other),
+            BTreeSet::from(["probe_success".to_owned()]),
+            "only the lease holder writes the fleet series"
+        );
+        drop(writers);
+    }
+    database.drop_now().await;
 }

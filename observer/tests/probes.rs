@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use kaas_observer::probes::{
-    DnsProbe, DnsQueryType, HttpMethod, HttpProbe, ProbeModule, ProbeOutcome, ProbeTarget, Prober,
-    ProberSettings, TcpProbe, TlsProbe, TlsSettings, desired_targets, follow_store, probe_once,
+    DnsProbe, DnsQueryType, FollowSettings, HttpMethod, HttpProbe, ProbeModule, ProbeOutcome,
+    ProbeTarget, Prober, ProberSettings, TcpProbe, TlsProbe, TlsSettings, desired_targets,
+    follow_store, probe_once,
 };
 use kaas_observer::store::{Actor, NewCluster, Store};
 use kaas_test_support::peers::binary;
@@ -1051,7 +1052,16 @@ async fn following_the_store_probes_live_clusters_and_stored_endpoints() {
         timeout: Duration::from_millis(900),
         ..ProberSettings::default()
     });
-    let feed = follow_store(h.store.clone(), prober.clone(), Duration::from_millis(200));
+    // No periodic refresh within the test: every pick-up below comes from the change
+    // feed (debounced by 200 ms).
+    let feed = follow_store(
+        h.store.clone(),
+        prober.clone(),
+        FollowSettings {
+            refresh: Duration::from_secs(3600),
+            debounce: Duration::from_millis(200),
+        },
+    );
 
     // The cluster's API server: /livez answers 401, which counts as up; the TLS probe
     // skips verification (the observer does not hold the cluster's CA) and reports
@@ -1066,7 +1076,7 @@ async fn following_the_store_probes_live_clusters_and_stored_endpoints() {
     })
     .await;
 
-    // A stored endpoint is picked up at the next refresh.
+    // A stored endpoint is picked up from its change, without a refresh.
     let ok = format!("http://127.0.0.1:{}/ok", web.http);
     let stored = target("web", http(ok.clone(), &[], None));
     h.store
@@ -1086,5 +1096,81 @@ async fn following_the_store_probes_live_clusters_and_stored_endpoints() {
         .unwrap();
     wait_for_results(&prober, "nothing left", |r| r.is_empty()).await;
     feed.abort();
+    prober.stop();
+}
+
+#[tokio::test]
+async fn the_follower_reads_once_per_burst_of_changes_and_ignores_agent_reports() {
+    let h = Harness::new().await;
+    h.store
+        .create_tenant("shop", &Actor::admin())
+        .await
+        .unwrap();
+    let cluster = |i: u32| NewCluster {
+        name: format!("edge-{i}"),
+        tenant: "shop".into(),
+        labels: BTreeMap::new(),
+        api_endpoint: Some(format!("https://192.0.2.{}:6443", i % 250 + 1)),
+    };
+    h.store
+        .create_cluster(cluster(0), Duration::from_secs(60), &Actor::admin())
+        .await
+        .unwrap();
+    // An hour's interval: nothing is actually probed during the test.
+    let prober = Prober::start(ProberSettings {
+        interval: Duration::from_secs(3600),
+        ..ProberSettings::default()
+    });
+    let debounce = Duration::from_millis(300);
+    let follower = follow_store(
+        h.store.clone(),
+        prober.clone(),
+        FollowSettings {
+            refresh: Duration::from_secs(3600),
+            debounce,
+        },
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    while prober.stats().owned_targets != 2 {
+        assert!(Instant::now() < until, "the first read");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(follower.reads(), 1);
+
+    // Agents' reports and (dis)connections cannot move targets: no re-read.
+    for i in 0..50 {
+        h.store
+            .record_health("edge-0", json!({ "pipelines": [] }), i)
+            .await
+            .unwrap();
+        h.store
+            .set_connected("edge-0", &format!("r/{i}"))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(debounce * 4).await;
+    assert_eq!(follower.reads(), 1, "reports made the follower re-read");
+
+    // 100 clusters created back to back: one re-read once the burst is over (a few
+    // if the machine stalls between two creations for longer than the debounce), not
+    // one per cluster.
+    for i in 1..=100 {
+        h.store
+            .create_cluster(cluster(i), Duration::from_secs(60), &Actor::admin())
+            .await
+            .unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    while prober.stats().owned_targets != 202 {
+        assert!(
+            Instant::now() < until,
+            "the burst's targets: {:?}",
+            prober.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reads = follower.reads();
+    assert!((2..=6).contains(&reads), "{reads} reads for one burst");
+    follower.abort();
     prober.stop();
 }

@@ -865,6 +865,8 @@ async fn dispatch_changes(
                 StatusWork::Tenant(tenant)
             }
             Ok(Change::ClusterReport(cluster)) => StatusWork::Cluster(cluster),
+            // Probe endpoints concern neither agents nor pipeline statuses.
+            Ok(Change::ProbeEndpoint { .. }) => continue,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(
                     missed,

@@ -18,12 +18,14 @@ use prometheus_client::registry::Registry;
 use url::Url;
 
 use super::central::{CentralPipelineSettings, CentralScrape, DEFAULT_TENANT_HEADER};
+use super::config_state::ConfigStates;
 use super::files::{
     DEFAULT_HASHRING, FilesError, FilesSettings, GrafanaSettings, HashringSettings,
     IntegrationWriter,
 };
 use super::remote_write::{
-    DEFAULT_PROVIDER_TENANT, RemoteWriteError, RemoteWriteSettings, RemoteWriter, fleet_source,
+    DEFAULT_PROVIDER_TENANT, RemoteWriteError, RemoteWriteSettings, RemoteWriter, SeriesSource,
+    WriterSources, fleet_source,
 };
 use crate::lifecycle::ClusterLifecycle;
 use crate::store::Store;
@@ -211,28 +213,40 @@ impl IntegrationFlags {
 /// The running integrations.
 pub struct Integrations {
     central: Option<CentralPipelineSettings>,
+    config_states: ConfigStates,
     remote_writer: Option<RemoteWriter>,
     files: Option<IntegrationWriter>,
 }
 
 impl Integrations {
     /// Checks every flag, then starts what the flags ask for: the fleet remote-write
-    /// (reading `lifecycle`'s snapshot) and the file writer (following `store`). Must
-    /// be called inside a Tokio runtime.
+    /// (reading `lifecycle`'s snapshot and the pipelines' per-cluster configuration
+    /// states, written by the lease holder, plus `per_replica`, this replica's own
+    /// series such as its probe series, written by every replica) and the file writer
+    /// (following `store`). The configuration states always run (they are served on
+    /// `/metrics`). Must be called inside a Tokio runtime.
     pub fn start(
         flags: &IntegrationFlags,
         store: &Store,
         lifecycle: &ClusterLifecycle,
+        per_replica: Vec<SeriesSource>,
     ) -> Result<Self, IntegrationsError> {
         let central = flags.central_pipeline()?;
         let remote_write = flags.remote_write()?;
         let files = flags.files()?;
+        let config_states = ConfigStates::start(store.clone(), central.clone(), Default::default());
         let remote_writer = remote_write
             .map(|settings| {
                 RemoteWriter::start(
                     store.clone(),
                     settings,
-                    vec![fleet_source(lifecycle.snapshot_reader())],
+                    WriterSources {
+                        shared: vec![
+                            fleet_source(lifecycle.snapshot_reader()),
+                            config_states.source(),
+                        ],
+                        per_replica,
+                    },
                 )
             })
             .transpose()?;
@@ -247,6 +261,7 @@ impl Integrations {
         );
         Ok(Self {
             central,
+            config_states,
             remote_writer,
             files,
         })
@@ -257,15 +272,18 @@ impl Integrations {
         self.central.as_ref()
     }
 
-    /// Registers the remote-write metrics (when it runs).
+    /// Registers the configuration states and the remote-write metrics (when it runs).
     pub fn register(&self, registry: &mut Registry) {
+        self.config_states.register(registry);
         if let Some(writer) = &self.remote_writer {
             writer.register(registry);
         }
     }
 
-    /// Stops the remote-write (releasing its lease) and the file writer.
+    /// Stops the configuration states, the remote-write (releasing its lease) and the
+    /// file writer.
     pub fn stop(&self) {
+        self.config_states.stop();
         if let Some(writer) = &self.remote_writer {
             writer.stop();
         }

@@ -1,9 +1,10 @@
 //! Integrations with the central stack: the default central pipeline every cluster runs
 //! ([`central`]), the files that configure Thanos receive (tenants and hashring),
 //! Grafana (datasource, dashboard providers, tenant folders) and Alertmanager (routes)
-//! ([`files`]), and remote-writing the observer's own fleet series to the central
-//! receiver ([`remote_write`]); [`flags`] holds their `observer serve` flags and the
-//! one call that starts them.
+//! ([`files`]), the pipelines' per-cluster configuration states ([`config_state`]), and
+//! remote-writing the observer's own fleet and probe series to the central receiver
+//! ([`remote_write`]); [`flags`] holds their `observer serve` flags and the one call
+//! that starts them.
 //!
 //! How they fit together: an agent's default pipeline writes its cluster's metrics to
 //! Thanos receive with the cluster's tenant in the tenant header; the hashring file
@@ -13,6 +14,7 @@
 //! Alertmanager routes use to reach the provider's operators and each tenant.
 
 pub mod central;
+pub mod config_state;
 pub mod files;
 pub mod flags;
 pub mod remote_write;
@@ -21,8 +23,10 @@ pub use central::{
     CENTRAL_PIPELINE_NAME, CentralPipelineSettings, CentralScrape, DEFAULT_TENANT_HEADER,
     central_pipeline, is_reserved_pipeline_name,
 };
+pub use config_state::ConfigStates;
 pub use files::{FilesSettings, GrafanaSettings, HashringSettings, IntegrationWriter};
 pub use flags::{IntegrationFlags, Integrations, IntegrationsError};
 pub use remote_write::{
-    DEFAULT_PROVIDER_TENANT, RemoteWriteSettings, RemoteWriter, SeriesSource, fleet_source,
+    DEFAULT_PROVIDER_TENANT, RemoteWriteSettings, RemoteWriter, SeriesSource, WriterSources,
+    fleet_source, probe_source,
 };

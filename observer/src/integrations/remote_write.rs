@@ -1,14 +1,24 @@
 //! Remote-writes the fleet series (`kaas_cluster_*`, `kaas_pipeline_*`, and whatever
-//! else is given as a [`SeriesSource`]) to the central receiver, so rules evaluated in
-//! Thanos see the observer's view of every cluster.
+//! else is given as a [`SeriesSource`]) and each replica's own probe series (`probe_*`)
+//! to the central receiver, so rules evaluated in Thanos see the observer's view of
+//! every cluster and endpoint.
 //!
 //! # Design
-//! * **One writer.** Every replica runs a [`RemoteWriter`], but only the one holding the
-//!   store lease [`LEASE_NAME`] writes (a PostgreSQL advisory lock; always granted on
-//!   SQLite, see `store/leases.rs`). The series carry no `job` or `instance`, so
-//!   whichever replica writes, each cluster has exactly one series per metric. Each
-//!   round first checks the lease is still held; a replica that lost it stops writing
-//!   and tries to take it again in the next round.
+//! * **Two kinds of source.** *Shared* sources describe state every replica sees alike
+//!   (the fleet series from the database); *per-replica* sources hold what only this
+//!   replica has (the probe series of the targets it owns, see `probes/mod.rs`).
+//! * **One writer of the shared series.** Every replica runs a [`RemoteWriter`], but only
+//!   the one holding the store lease [`LEASE_NAME`] writes the shared series (a
+//!   PostgreSQL advisory lock; always granted on SQLite, see `store/leases.rs`). The
+//!   series carry no `job` or `instance`, so whichever replica writes, each cluster has
+//!   exactly one series per metric. Each round first checks the lease is still held; a
+//!   replica that lost it stops writing them and tries to take the lease again in the
+//!   next round.
+//! * **Every replica writes its own per-replica series, without a lease.** Each probe
+//!   target is owned by exactly one replica, so the replicas' probe series are disjoint
+//!   and their writes never collide. They carry no `job` or `instance` either, so a
+//!   target that moves to another replica (one stopped or died) keeps its series.
+//!   Both kinds go in one request per round when this replica holds the lease.
 //! * **Rounds.** Every `interval` (default [`DEFAULT_INTERVAL`]) the writer reads the
 //!   sources (for the fleet: the lifecycle's last snapshot, [`fleet_series`]) and sends
 //!   every series with one sample at the current time, in one Prometheus remote-write
@@ -19,9 +29,15 @@
 //!   fresh in an empty fleet.
 //! * **Staleness.** A series sent by the last delivered round and missing from this one
 //!   (a cluster that changed state: `kaas_cluster_info{state="active"}` gives way to
-//!   `{state="silent"}`; a pipeline's new generation; a removed tombstone) gets a
-//!   Prometheus staleness marker ([`STALE_NAN`]) in this round, so queries stop
-//!   returning it at once instead of after the 5 minute lookback.
+//!   `{state="silent"}`; a pipeline's new generation; a removed tombstone; a removed
+//!   probe target) gets a Prometheus staleness marker ([`STALE_NAN`]) in this round, so
+//!   queries stop returning it at once instead of after the 5 minute lookback. Shared
+//!   and per-replica series keep separate records of what was delivered, so losing the
+//!   lease never marks the shared series stale (the new holder writes them). A probe
+//!   target that moves away from this replica is marked stale too; its new owner's
+//!   first sample, a probe interval later at most, revives it. In the rare case that
+//!   marker carries a later timestamp than the new owner's first sample, the receiver
+//!   refuses that one sample as out of order and the owner's next round is accepted.
 //! * **Results** (`kaas_observer_remote_write_samples_total{result}`): a 2xx is
 //!   `success`; 5xx, 429 and network errors are `failure`: nothing is resent as such,
 //!   but the next round sends current values again and repeats the staleness markers
@@ -49,6 +65,7 @@ use url::Url;
 
 use super::central::DEFAULT_TENANT_HEADER;
 use crate::lifecycle::FleetSnapshot;
+use crate::probes::Prober;
 use crate::store::leases::Lease;
 use crate::store::{Store, now_ms};
 
@@ -103,6 +120,23 @@ pub type SeriesSource = Arc<dyn Fn() -> Vec<Series> + Send + Sync>;
 /// (`ClusterLifecycle::snapshot_reader`).
 pub fn fleet_source(read: impl Fn() -> FleetSnapshot + Send + Sync + 'static) -> SeriesSource {
     Arc::new(move || fleet_series(&read()))
+}
+
+/// This replica's probe series as a per-replica source (`probe_*`, labels as on
+/// `/metrics`).
+pub fn probe_source(prober: Prober) -> SeriesSource {
+    Arc::new(move || {
+        prober
+            .series()
+            .into_iter()
+            .map(|series| {
+                let labels = series
+                    .labels()
+                    .map(|(name, value)| (name, value.to_owned()));
+                Series::new(series.name, labels, series.value)
+            })
+            .collect()
+    })
 }
 
 fn seconds(ms: i64) -> f64 {
@@ -315,7 +349,7 @@ impl RemoteWriteMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "kaas_observer_remote_write_samples",
-            "Fleet samples remote-written to the central receiver, by result (success, failure: written again next round, dropped: refused by the receiver).",
+            "Fleet and probe samples remote-written to the central receiver, by result (success, failure: written again next round, dropped: refused by the receiver).",
             self.samples.clone(),
         );
         registry.register(
@@ -342,15 +376,15 @@ impl RemoteWriteMetrics {
         let result = match outcome {
             Outcome::Delivered => {
                 self.last_success.set(seconds(at_ms));
-                tracing::debug!(samples, "fleet series written");
+                tracing::debug!(samples, "series written");
                 "success"
             }
             Outcome::Failed(reason) => {
-                tracing::warn!(samples, %reason, "remote-writing the fleet series failed; writing again next round");
+                tracing::warn!(samples, %reason, "remote-writing the fleet and probe series failed; writing again next round");
                 "failure"
             }
             Outcome::Refused(status, body) => {
-                tracing::error!(samples, status, %body, "the receiver refused the fleet series; dropped");
+                tracing::error!(samples, status, %body, "the receiver refused the fleet and probe series; dropped");
                 "dropped"
             }
         };
@@ -453,6 +487,25 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// What a [`RemoteWriter`] writes.
+#[derive(Clone, Default)]
+pub struct WriterSources {
+    /// Series every replica sees alike, written only by the lease holder.
+    pub shared: Vec<SeriesSource>,
+    /// Series only this replica has (its probe series), written by every replica.
+    pub per_replica: Vec<SeriesSource>,
+}
+
+impl From<Vec<SeriesSource>> for WriterSources {
+    /// Shared sources only.
+    fn from(shared: Vec<SeriesSource>) -> Self {
+        Self {
+            shared,
+            per_replica: Vec::new(),
+        }
+    }
+}
+
 /// The running writer.
 pub struct RemoteWriter {
     metrics: Arc<RemoteWriteMetrics>,
@@ -460,13 +513,15 @@ pub struct RemoteWriter {
 }
 
 impl RemoteWriter {
-    /// Checks the settings and starts writing every `settings.interval` while this
-    /// replica holds the lease. Must be called inside a Tokio runtime.
+    /// Checks the settings and starts writing every `settings.interval`: the shared
+    /// sources while this replica holds the lease, the per-replica ones always (a
+    /// `Vec` of sources converts to shared ones). Must be called inside a Tokio runtime.
     pub fn start(
         store: Store,
         settings: RemoteWriteSettings,
-        sources: Vec<SeriesSource>,
+        sources: impl Into<WriterSources>,
     ) -> Result<Self, RemoteWriteError> {
+        let sources = sources.into();
         let interval = settings.interval;
         if interval.is_zero() {
             return Err(RemoteWriteError::Interval);
@@ -499,54 +554,94 @@ impl Drop for RemoteWriter {
     }
 }
 
+/// The series of one kind of source and what of them the receiver last accepted.
+struct Channel {
+    sources: Vec<SeriesSource>,
+    /// The series of the last delivered round, for staleness markers.
+    delivered: BTreeSet<SeriesLabels>,
+}
+
+impl Channel {
+    fn new(sources: Vec<SeriesSource>) -> Self {
+        Self {
+            sources,
+            delivered: BTreeSet::new(),
+        }
+    }
+
+    fn plan(&self) -> Round {
+        let series = self.sources.iter().flat_map(|source| source()).collect();
+        Round::plan(series, &self.delivered)
+    }
+}
+
+/// Takes, keeps or loses the lease for this round; `true` while it is held.
+async fn hold_lease(store: &Store, lease: &mut Option<Lease>, shared: &mut Channel) -> bool {
+    if let Some(held) = lease
+        && !held.is_held().await
+    {
+        tracing::warn!(lease = LEASE_NAME, "lost the remote-write lease");
+        *lease = None;
+    }
+    if lease.is_some() {
+        return true;
+    }
+    match store.try_lease(LEASE_NAME).await {
+        Ok(Some(taken)) => {
+            tracing::info!(lease = LEASE_NAME, "this replica writes the fleet series");
+            // What an earlier holder sent is unknown: no markers for it.
+            shared.delivered.clear();
+            *lease = Some(taken);
+            true
+        }
+        Ok(None) => {
+            tracing::debug!(
+                lease = LEASE_NAME,
+                "another replica writes the fleet series"
+            );
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%error, lease = LEASE_NAME, "cannot take the remote-write lease");
+            false
+        }
+    }
+}
+
 async fn run(
     store: Store,
     sender: Sender,
     interval: Duration,
-    sources: Vec<SeriesSource>,
+    sources: WriterSources,
     metrics: Arc<RemoteWriteMetrics>,
 ) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lease: Option<Lease> = None;
-    // The series of the last delivered round, for staleness markers.
-    let mut delivered: BTreeSet<SeriesLabels> = BTreeSet::new();
+    let mut shared = Channel::new(sources.shared);
+    let mut per_replica = Channel::new(sources.per_replica);
     loop {
         ticks.tick().await;
-        if let Some(held) = &mut lease
-            && !held.is_held().await
-        {
-            tracing::warn!(lease = LEASE_NAME, "lost the remote-write lease");
-            lease = None;
+        let leader = hold_lease(&store, &mut lease, &mut shared).await;
+        if !leader && per_replica.sources.is_empty() {
+            continue;
         }
-        if lease.is_none() {
-            match store.try_lease(LEASE_NAME).await {
-                Ok(Some(taken)) => {
-                    tracing::info!(lease = LEASE_NAME, "this replica writes the fleet series");
-                    // What an earlier holder sent is unknown: no markers for it.
-                    delivered.clear();
-                    lease = Some(taken);
-                }
-                Ok(None) => {
-                    tracing::debug!(
-                        lease = LEASE_NAME,
-                        "another replica writes the fleet series"
-                    );
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, lease = LEASE_NAME, "cannot take the remote-write lease");
-                    continue;
-                }
-            }
-        }
-        let series = sources.iter().flat_map(|source| source()).collect();
-        let round = Round::plan(series, &delivered);
+        let mine = per_replica.plan();
+        let fleet = leader.then(|| shared.plan());
         let at_ms = now_ms();
-        let outcome = sender.send(&round.request(at_ms)).await;
-        metrics.record(&outcome, round.samples(), at_ms);
+        let mut request = mine.request(at_ms);
+        let mut samples = mine.samples();
+        if let Some(fleet) = &fleet {
+            request.timeseries.extend(fleet.request(at_ms).timeseries);
+            samples += fleet.samples();
+        }
+        let outcome = sender.send(&request).await;
+        metrics.record(&outcome, samples, at_ms);
         if !matches!(outcome, Outcome::Failed(_)) {
-            delivered = round.current.into_keys().collect();
+            per_replica.delivered = mine.current.into_keys().collect();
+            if let Some(fleet) = fleet {
+                shared.delivered = fleet.current.into_keys().collect();
+            }
         }
     }
 }

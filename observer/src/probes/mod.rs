@@ -9,7 +9,8 @@
 //!   [`targets_from_clusters`] turns each provisioning, active or silent cluster with an
 //!   API endpoint into two targets (`GET <endpoint>/livez` and a TLS handshake);
 //!   [`desired_targets`] adds the tenants' stored endpoints; [`follow_store`] keeps the
-//!   prober's list current. A target is identified by its series labels
+//!   prober's list current from the store's change feed (debounced) and a periodic
+//!   re-read. A target is identified by its series labels
 //!   ([`SeriesKey`]); of two targets with one key only the first is probed.
 //! * **Modules and what each measures**: `http` ([`http`]): one request on a fresh
 //!   connection; success if the status is expected (any 2xx by default); status code,
@@ -34,15 +35,17 @@
 //!   replica probes only what it owns and exports only those series, so the fleet's
 //!   series are the union of the replicas' with no duplicates. The list of live replicas
 //!   is given with [`Prober::set_replicas`]; a prober that was given none counts only
-//!   itself and probes everything. With PostgreSQL the list is meant to come from the
-//!   store: each replica heartbeats a row (`replicas(id, seen_at_ms)`) every few seconds
-//!   and passes the ids seen within the last three heartbeats. Replicas that briefly
-//!   disagree about the list probe a moved target twice or skip it for one interval,
-//!   both harmless. [`Prober::set_enabled`] switches a replica's probing off and on
-//!   as a whole (for example: probe only while holding a lease).
+//!   itself and probes everything. `observer serve` feeds it from [`membership`]: each
+//!   replica heartbeats a row (`replicas(id, seen_at_ms)`) every few seconds and passes
+//!   the ids seen within the last three heartbeats; a replica that stops deletes its
+//!   row, one that dies ages out, and the survivors take its targets. Replicas that
+//!   briefly disagree about the list probe a moved target twice or skip it for one
+//!   interval, both harmless. [`Prober::set_enabled`] switches a replica's probing off
+//!   and on as a whole.
 //! * **Export**: [`Prober::register`] adds the series to a registry (`/metrics`);
-//!   [`Prober::series`] gives the same series as values for a remote writer. Each
-//!   replica holds only its own targets' series.
+//!   [`Prober::series`] gives the same series as values for the remote writer
+//!   (`integrations::remote_write`), which every replica runs for its own probe series
+//!   without a lease: the replicas' sets are disjoint, so their writes never collide.
 //! * **Concurrency model**: one Tokio task per owned target loops sleep → permit →
 //!   probe → record. [`Prober::set_targets`] and [`Prober::set_replicas`] diff the
 //!   owned set against the running tasks: unchanged targets keep running undisturbed,
@@ -55,6 +58,7 @@
 pub mod config;
 pub mod dns;
 pub mod http;
+pub mod membership;
 pub mod metrics;
 pub mod schedule;
 pub mod targets;
@@ -79,8 +83,12 @@ pub use config::{
     DnsProbe, DnsQueryType, HttpMethod, HttpProbe, ProbeModule, ProbeTarget, SeriesKey, TcpProbe,
     TlsProbe, TlsSettings, ValidatedProbeTarget,
 };
+pub use membership::{MembershipSettings, ReplicaMembership};
 pub use metrics::{ProbeSample, ProbeSeries};
-pub use targets::{desired_targets, follow_store, targets_from_clusters};
+pub use targets::{
+    FollowSettings, TargetFollower, desired_targets, follow_store, moves_targets,
+    targets_from_clusters,
+};
 
 use metrics::{ProbeMetrics, ProbeResults};
 

@@ -1,6 +1,7 @@
 //! Where targets come from: every live cluster's Kubernetes API endpoint, and the
 //! endpoints tenants stored through the API (`/api/v1/probes`); [`follow_store`] keeps a
-//! [`Prober`] current with both.
+//! [`Prober`] current with both, reacting to the store's change feed (debounced: a
+//! burst of changes costs one re-read) and re-reading periodically as a safety net.
 //!
 //! A cluster's API server is probed while the cluster is provisioning, active or silent
 //! (a silent cluster whose API still answers tells an operator the agent, not the
@@ -11,9 +12,11 @@
 //! API server that refuses an anonymous request is running.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinHandle;
 use url::Url;
 
@@ -31,9 +34,9 @@ const CLUSTER_API_HEALTH_PATH: &str = "livez";
 /// Statuses of the health endpoint that mean "up": 200, and the refusals of an API
 /// server that does not allow anonymous health checks.
 const CLUSTER_API_UP_STATUSES: [u16; 3] = [200, 401, 403];
-/// How often [`follow_store`] re-reads the targets besides reacting to cluster changes:
-/// stored probe endpoints have no change notification, so an edit takes effect within
-/// this time (and within half a probe interval on average).
+/// How often [`follow_store`] re-reads the targets besides reacting to changes: a
+/// safety net for a change notification lost between replicas (a PostgreSQL listener
+/// reconnect republishes clusters, not probe endpoints), cheap at one read per 15 s.
 pub const DEFAULT_TARGET_REFRESH: Duration = Duration::from_secs(15);
 
 /// The probes of every provisioning, active or silent cluster that has an API endpoint:
@@ -148,45 +151,139 @@ pub async fn desired_targets(store: &Store) -> Result<Vec<ProbeTarget>, StoreErr
     Ok(targets)
 }
 
-/// Keeps `prober`'s targets equal to [`desired_targets`]: at once, on every cluster
-/// or tenant change on the store's feed (and after a lag), and every `refresh`. Runs
-/// until the task is aborted. A failed read is logged and retried at the next trigger;
-/// the prober keeps its previous targets meanwhile.
-pub fn follow_store(store: Store, prober: Prober, refresh: Duration) -> JoinHandle<()> {
-    tokio::spawn(async move {
+/// How long [`follow_store`] waits after a relevant change before re-reading the
+/// targets, absorbing the changes that follow: creating 10,000 clusters then costs a
+/// handful of re-reads instead of 10,000 (each reads every cluster), and a single API
+/// change is probed one second later, still far inside a probe interval.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// Tunables of [`follow_store`].
+#[derive(Clone, Copy, Debug)]
+pub struct FollowSettings {
+    /// Time between re-reads without any change ([`DEFAULT_TARGET_REFRESH`]).
+    pub refresh: Duration,
+    /// Quiet time after a change before re-reading ([`DEFAULT_DEBOUNCE`]).
+    pub debounce: Duration,
+}
+
+impl Default for FollowSettings {
+    fn default() -> Self {
+        Self {
+            refresh: DEFAULT_TARGET_REFRESH,
+            debounce: DEFAULT_DEBOUNCE,
+        }
+    }
+}
+
+/// Whether `change` can move probe targets: a cluster (its API endpoint or state), a
+/// tenant (its endpoints go with it) or a probe endpoint. Pipelines and agents'
+/// reports (`ClusterReport`, the bulk of the feed with many agents) cannot.
+pub fn moves_targets(change: &Change) -> bool {
+    match change {
+        Change::Cluster { .. } | Change::Tenant(_) | Change::ProbeEndpoint { .. } => true,
+        Change::Pipeline { .. } | Change::ClusterReport(_) => false,
+    }
+}
+
+/// The running [`follow_store`] task.
+#[derive(Debug)]
+pub struct TargetFollower {
+    task: JoinHandle<()>,
+    reads: Arc<AtomicU64>,
+}
+
+impl TargetFollower {
+    /// How many times the targets were read from the store so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Stops following.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for TargetFollower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What ended a wait on the feed.
+enum Wake {
+    /// A change that can move targets, or a lag (changes were missed).
+    Relevant,
+    /// The periodic refresh.
+    Tick,
+}
+
+/// Keeps `prober`'s targets equal to [`desired_targets`]: at once, then after every
+/// burst of changes that can move targets ([`moves_targets`], or a lag), once the feed
+/// has been quiet for `settings.debounce` (the burst's changes are drained meanwhile),
+/// and every `settings.refresh` regardless. A failed read is logged and retried at the
+/// next trigger; the prober keeps its previous targets meanwhile. Runs until aborted
+/// or dropped.
+pub fn follow_store(store: Store, prober: Prober, settings: FollowSettings) -> TargetFollower {
+    let reads = Arc::new(AtomicU64::new(0));
+    let counter = reads.clone();
+    let task = tokio::spawn(async move {
         let mut changes = Some(store.subscribe());
-        let mut ticks = tokio::time::interval(refresh);
+        let mut ticks = tokio::time::interval(settings.refresh);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.reset(); // the first read happens below, not at the first tick
         loop {
+            counter.fetch_add(1, Ordering::Relaxed);
             match desired_targets(&store).await {
                 Ok(targets) => prober.set_targets(targets),
                 Err(error) => {
                     tracing::warn!(%error, "cannot read the probe targets; keeping the current ones");
                 }
             }
-            loop {
-                let change = async {
-                    match changes.as_mut() {
-                        Some(feed) => feed.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let event = tokio::select! {
-                    _ = ticks.tick() => None,
-                    change = change => Some(change),
-                };
-                match event {
-                    None
-                    | Some(Ok(Change::Cluster { .. } | Change::Tenant(_)))
-                    | Some(Err(RecvError::Lagged(_))) => break,
-                    // The store is gone; the refresh ticks go on.
-                    Some(Err(RecvError::Closed)) => changes = None,
-                    Some(Ok(_)) => {}
+            let wake = loop {
+                let change = next_change(&mut changes);
+                tokio::select! {
+                    _ = ticks.tick() => break Wake::Tick,
+                    relevant = change => if relevant { break Wake::Relevant },
                 }
+            };
+            if matches!(wake, Wake::Relevant) {
+                // Drain the burst: wait until nothing relevant arrived for `debounce`.
+                loop {
+                    let quiet = tokio::time::sleep(settings.debounce);
+                    tokio::pin!(quiet);
+                    let more = loop {
+                        tokio::select! {
+                            _ = &mut quiet => break false,
+                            relevant = next_change(&mut changes) => if relevant { break true },
+                        }
+                    };
+                    if !more {
+                        break;
+                    }
+                }
+                ticks.reset();
             }
         }
-    })
+    });
+    TargetFollower { task, reads }
+}
+
+/// Waits for the next change: `true` if it can move targets (or changes were missed),
+/// `false` otherwise. Once the feed is closed (the store is gone) it never returns, and
+/// only the refresh ticks go on.
+async fn next_change(changes: &mut Option<broadcast::Receiver<Change>>) -> bool {
+    let Some(feed) = changes.as_mut() else {
+        return std::future::pending().await;
+    };
+    match feed.recv().await {
+        Ok(change) => moves_targets(&change),
+        Err(RecvError::Lagged(_)) => true,
+        Err(RecvError::Closed) => {
+            *changes = None;
+            false
+        }
+    }
 }
 
 #[cfg(test)]

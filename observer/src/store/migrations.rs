@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateTables),
             Box::new(AddClusterConnectionId),
             Box::new(super::migrations_probes::CreateProbeEndpoints),
+            Box::new(super::migrations_replicas::CreateReplicas),
         ]
     }
 

@@ -98,13 +98,16 @@
 //! embedded default runs one observer). On PostgreSQL, replicas that start together
 //! serialize their migrations on an advisory lock.
 
+mod config_states;
 mod entities;
 mod errors;
 pub mod leases;
 pub mod migrations;
 mod migrations_probes;
+mod migrations_replicas;
 mod onboarding;
 pub mod probe_endpoints;
+pub mod replicas;
 #[cfg(test)]
 mod tests;
 
@@ -486,6 +489,13 @@ pub enum Change {
     },
     /// A cluster's agent reported (config, health) or (dis)connected.
     ClusterReport(String),
+    /// A tenant's probe endpoint was created, changed or deleted.
+    ProbeEndpoint {
+        /// The endpoint's tenant.
+        tenant: String,
+        /// The endpoint.
+        name: String,
+    },
 }
 
 /// One entry of the audit trail.

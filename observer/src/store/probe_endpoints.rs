@@ -4,9 +4,10 @@
 //! A row holds one validated [`ProbeTarget`] without its tenant (the key's) and cluster
 //! (a column): the module as JSON. Rows are unique per (tenant, name), go with their
 //! tenant (`ON DELETE CASCADE`), and are audited as kind `probe-endpoint`. A tenant has
-//! at most [`MAX_PROBE_ENDPOINTS_PER_TENANT`]. Changes publish nothing on the change
-//! feed ([`Change`](super::Change) has no variant for them); the prober re-reads the
-//! endpoints periodically (`probes::follow_store`).
+//! at most [`MAX_PROBE_ENDPOINTS_PER_TENANT`]. A create, change or delete publishes
+//! [`Change::ProbeEndpoint`] (an identical apply publishes nothing), so the prober
+//! (`probes::follow_store`) picks it up at once, on every replica; deleting a tenant
+//! removes its endpoints with [`Change::Tenant`].
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
@@ -15,7 +16,9 @@ use sea_orm::{
 
 use super::entities::probe_endpoints::{self, Column, Entity};
 use super::entities::{clusters, tenants};
-use super::{Actor, ClusterState, Store, StoreError, audit, insert_error, not_found, now_ms};
+use super::{
+    Actor, Change, ClusterState, Store, StoreError, audit, insert_error, not_found, now_ms,
+};
 use crate::probes::{ProbeModule, ProbeTarget, ValidatedProbeTarget};
 
 /// How many endpoints one tenant may have: each is probed every interval by the
@@ -120,7 +123,8 @@ impl Store {
                 (row, true)
             }
         };
-        self.commit(transaction, Vec::new()).await?;
+        self.commit(transaction, vec![change(&tenant, &name)])
+            .await?;
         Ok((stored(row)?, created))
     }
 
@@ -156,7 +160,7 @@ impl Store {
             .collect()
     }
 
-    /// Deletes an endpoint; its probes stop at the prober's next refresh.
+    /// Deletes an endpoint; its probes stop once the prober sees the change.
     pub async fn delete_probe_endpoint(
         &self,
         tenant: &str,
@@ -172,7 +176,14 @@ impl Store {
             return Err(not_found(KIND, &format!("{tenant}/{name}")));
         }
         audit(&transaction, actor, "delete", KIND, Some(tenant), name).await?;
-        self.commit(transaction, Vec::new()).await
+        self.commit(transaction, vec![change(tenant, name)]).await
+    }
+}
+
+fn change(tenant: &str, name: &str) -> Change {
+    Change::ProbeEndpoint {
+        tenant: tenant.to_owned(),
+        name: name.to_owned(),
     }
 }
 

@@ -219,6 +219,10 @@ store_tests!(
     reopening_runs_migrations_once,
 );
 
+/// The probes' parts of the store (replica heartbeats, probe endpoint changes).
+#[path = "tests_probes.rs"]
+mod probes;
+
 /// Scenarios that need two replicas on one database: PostgreSQL only.
 mod postgres_replicas {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,4 +9,5 @@ pub mod clusters;
 pub mod join_tokens;
 pub mod pipelines;
 pub mod probe_endpoints;
+pub mod replicas;
 pub mod tenants;
