@@ -85,7 +85,20 @@ fn openmetrics_to_metrics(text: &str, start: u64, now: u64) -> Result<Vec<Metric
     Ok(families
         .into_iter()
         .flat_map(|family| convert(family, start, now))
+        // A family without series (e.g. a labelled metric nothing has touched yet)
+        // has nothing to send.
+        .filter(has_points)
         .collect())
+}
+
+fn has_points(metric: &Metric) -> bool {
+    match &metric.data {
+        Some(metric::Data::Gauge(g)) => !g.data_points.is_empty(),
+        Some(metric::Data::Sum(s)) => !s.data_points.is_empty(),
+        Some(metric::Data::Histogram(h)) => !h.data_points.is_empty(),
+        Some(metric::Data::Summary(s)) => !s.data_points.is_empty(),
+        None => false,
+    }
 }
 
 fn parse(text: &str) -> Result<Vec<Family>, ConvertError> {
@@ -571,7 +584,8 @@ mod tests {
             h_bucket{path=\"b\",le=\"1.0\"} 0\nh_bucket{path=\"b\",le=\"+Inf\"} 1\n\
             h_sum{path=\"b\"} 9.0\nh_count{path=\"b\"} 1\nh_created{path=\"b\"} 1.0\n\
             # TYPE s summary\ns{quantile=\"0.5\"} 0.2\ns_sum 3.0\ns_count 7\n\
-            # TYPE u unknown\nu 1 # {trace_id=\"x\"} 1.0\n# EOF\n";
+            # TYPE u unknown\nu 1 # {trace_id=\"x\"} 1.0\n\
+            # HELP empty Nothing yet.\n# TYPE empty counter\n# EOF\n";
         let metrics = openmetrics_to_metrics(text, 1, 2).unwrap();
         let metric::Data::Histogram(h) = find(&metrics, "h") else {
             panic!()
@@ -591,6 +605,10 @@ mod tests {
             panic!()
         };
         assert_eq!(double(&u.data_points[0]), 1.0, "exemplar ignored");
+        assert!(
+            !metrics.iter().any(|m| m.name.starts_with("empty")),
+            "families without series are left out"
+        );
     }
 
     #[test]

@@ -43,6 +43,7 @@ impl Store {
     /// ([`StoreError::NotFound`] otherwise); a new endpoint beyond the tenant's limit is
     /// a [`StoreError::Conflict`]. An identical apply writes nothing. Returns the stored
     /// endpoint and whether it was created.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn apply_probe_endpoint(
         &self,
         target: ValidatedProbeTarget,
@@ -125,6 +126,7 @@ impl Store {
     }
 
     /// One endpoint of a tenant.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn get_probe_endpoint(
         &self,
         tenant: &str,
@@ -138,6 +140,7 @@ impl Store {
     }
 
     /// The endpoints of one tenant, or of all for `None`, by tenant and name.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn list_probe_endpoints(
         &self,
         tenant: Option<&str>,
@@ -157,6 +160,7 @@ impl Store {
     }
 
     /// Deletes an endpoint; its probes stop at the prober's next refresh.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn delete_probe_endpoint(
         &self,
         tenant: &str,
