@@ -128,3 +128,194 @@ fn a_dead_otlp_endpoint_does_not_disturb_the_agent() {
         log()
     );
 }
+
+/// Kubernetes API calls need no instrumentation of ours: kube-client opens an
+/// `otel.kind = "client"` span per request, which the span layer exports, named after
+/// the verb, failed when the API server answers an error.
+#[test]
+fn kubernetes_api_requests_become_client_spans() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kaas_proto::otlp::{SpanKind, StatusCode};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sender, mut queue) = tokio::sync::mpsc::channel(64);
+    let layer = kaas_self_telemetry::SpanLayer::new(sender, Default::default());
+    let subscriber = tracing_subscriber::registry().with(layer.filtered());
+    let _default = tracing::subscriber::set_default(subscriber);
+    runtime.block_on(async {
+        // A fake API server: an empty pod list, and 404 for everything else.
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/pods",
+                axum::routing::get(|| async {
+                    (
+                        [("content-type", "application/json")],
+                        r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[]}"#,
+                    )
+                }),
+            )
+            .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "{}") });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = kube::Config::new(url.parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let pods: kube::Api<Pod> = kube::Api::all(client.clone());
+        pods.list(&Default::default()).await.unwrap();
+        let missing: kube::Api<Pod> = kube::Api::namespaced(client, "default");
+        assert!(missing.get("nope").await.is_err());
+    });
+    let mut spans = Vec::new();
+    while let Ok(span) = queue.try_recv() {
+        spans.push(span);
+    }
+    let names: Vec<_> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["list", "get"], "{spans:?}");
+    assert!(spans.iter().all(|s| s.kind == SpanKind::Client as i32));
+    assert_eq!(spans[0].status, None);
+    assert_eq!(
+        spans[1].status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+}
+
+/// A CA with a server certificate for `localhost` and a client certificate; PEM files
+/// in `dir`: (ca, server cert, server key, client cert, client key).
+fn pki(dir: &Path) -> [std::path::PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "otlp test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "kaas-cluster-agent");
+    let client = client_params.signed_by(&client_key, &issuer).unwrap();
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server.pem()),
+        ("server.key", server_key.serialize_pem()),
+        ("client.pem", client.pem()),
+        ("client.key", client_key.serialize_pem()),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    })
+}
+
+/// nginx terminating mutual TLS in front of rotel's OTLP/HTTP port, logging the client
+/// certificate's verification and a header per request.
+fn mtls_proxy(dir: &Path, pki: &[std::path::PathBuf; 5], upstream: u16) -> (ChildGuard, u16) {
+    let [ca, cert, key, ..] = pki.each_ref().map(|p| p.display().to_string());
+    let port = free_port();
+    let d = dir.display();
+    let config = format!(
+        "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{}}\nhttp {{\n  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+         log_format otlp '$request $status $ssl_client_verify tenant=$http_x_scope_orgid';\n\
+         server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
+         ssl_client_certificate {ca};\n    ssl_verify_client on;\n    access_log {d}/access.log otlp;\n\
+         location / {{ proxy_pass http://127.0.0.1:{upstream}; }}\n  }}\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), config).unwrap();
+    let guard = ChildGuard::spawn(
+        "nginx",
+        Command::new(kaas_test_support::peers::binary("nginx", "nginx-light"))
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    kaas_test_support::process::wait_for_tcp(([127, 0, 0, 1], port).into(), DEADLINE);
+    (guard, port)
+}
+
+#[test]
+fn mutual_tls_and_headers_reach_the_receiver_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let [rotel_dir, nginx_dir, agent_dir] =
+        ["rotel", "nginx", "agent"].map(|name| dir.path().join(name));
+    for d in [&rotel_dir, &nginx_dir, &agent_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let rotel = Rotel::start_logging(&rotel_dir, &["metrics", "traces"]);
+    let pki = pki(&nginx_dir);
+    let (_nginx, port) = mtls_proxy(&nginx_dir, &pki, rotel.http_port);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let receiver = runtime.block_on(RemoteWriteReceiver::start());
+    let address = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: AgentConfig
+pipelines:
+  - metadata: {{name: own}}
+    spec:
+      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, static: {{targets: [{{addresses: [\"{address}\"]}}]}}}}
+      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}
+",
+        receiver.url()
+    );
+    std::fs::write(agent_dir.join("agent.yaml"), config).unwrap();
+    let secret = "tenant-secret-42";
+    let _agent = ChildGuard::spawn(
+        "cluster-agent",
+        Command::new(AGENT)
+            .arg("run")
+            .arg("--config")
+            .arg(agent_dir.join("agent.yaml"))
+            .arg("--data-dir")
+            .arg(agent_dir.join("data"))
+            .arg("--listen-address")
+            .arg(&address)
+            .arg("--otlp-grpc-listen-address")
+            .arg("127.0.0.1:0")
+            .arg("--otlp-endpoint")
+            .arg(format!("https://localhost:{port}"))
+            .args(["--otlp-protocol", "http", "--otlp-push-interval", "1s"])
+            .arg("--otlp-ca-file")
+            .arg(&pki[0])
+            .arg("--otlp-client-cert")
+            .arg(&pki[3])
+            .arg("--otlp-client-key")
+            .arg(&pki[4])
+            .env("KAAS_OTLP_HEADERS", format!("X-Scope-OrgID={secret}"))
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(agent_dir.join("agent.log")).unwrap()),
+    );
+    rotel.wait_for_log(
+        &[
+            "service.name: Str(kaas-cluster-agent)",
+            "Name: kaas_agent_pipeline_samples_sent_total",
+            "Name           : export",
+        ],
+        DEADLINE,
+    );
+    let access = std::fs::read_to_string(nginx_dir.join("access.log")).unwrap();
+    for path in ["/v1/metrics", "/v1/traces"] {
+        let expected = format!("POST {path} HTTP/1.1 200 SUCCESS tenant={secret}");
+        assert!(access.contains(&expected), "{expected} not in:\n{access}");
+    }
+    let log = std::fs::read_to_string(agent_dir.join("agent.log")).unwrap();
+    assert!(!log.contains(secret), "a header value was logged:\n{log}");
+}
