@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<ExitCode> {
             telemetry.init_logging();
             kaas_cluster_agent::exporters::tls::install_default_provider();
             let runtime = tokio::runtime::Runtime::new()?;
-            match runtime.block_on(run::run(args, telemetry)) {
+            match runtime.block_on(run::run(*args, telemetry)) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(error) => {
                     eprintln!("cluster-agent: {error}");

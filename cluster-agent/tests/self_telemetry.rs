@@ -47,7 +47,12 @@ pipelines:
             .arg(&address)
             .arg("--otlp-grpc-listen-address")
             .arg("127.0.0.1:0")
-            .args(["--otlp-endpoint", otlp_endpoint, "--otlp-push-interval", "1s"])
+            .args([
+                "--otlp-endpoint",
+                otlp_endpoint,
+                "--otlp-push-interval",
+                "1s",
+            ])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("agent.log")).expect("log")),
@@ -188,25 +193,31 @@ fn kubernetes_api_requests_become_client_spans() {
 /// in `dir`: (ca, server cert, server key, client cert, client key).
 fn pki(dir: &Path) -> [std::path::PathBuf; 5] {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let ca_key = KeyPair::generate().expect("test PKI and nginx set-up");
+    let mut ca_params =
+        CertificateParams::new(Vec::<String>::new()).expect("test PKI and nginx set-up");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "otlp test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca = ca_params
+        .self_signed(&ca_key)
+        .expect("test PKI and nginx set-up");
     let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
+    let server_key = KeyPair::generate().expect("test PKI and nginx set-up");
     let server = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
+        .expect("test PKI and nginx set-up")
         .signed_by(&server_key, &issuer)
-        .unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        .expect("test PKI and nginx set-up");
+    let client_key = KeyPair::generate().expect("test PKI and nginx set-up");
+    let mut client_params =
+        CertificateParams::new(Vec::<String>::new()).expect("test PKI and nginx set-up");
     client_params
         .distinguished_name
         .push(DnType::CommonName, "kaas-cluster-agent");
-    let client = client_params.signed_by(&client_key, &issuer).unwrap();
+    let client = client_params
+        .signed_by(&client_key, &issuer)
+        .expect("test PKI and nginx set-up");
     let files = [
         ("ca.pem", ca.pem()),
         ("server.pem", server.pem()),
@@ -216,7 +227,7 @@ fn pki(dir: &Path) -> [std::path::PathBuf; 5] {
     ];
     files.map(|(name, pem)| {
         let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
+        std::fs::write(&path, pem).expect("test PKI and nginx set-up");
         path
     })
 }
@@ -235,7 +246,7 @@ fn mtls_proxy(dir: &Path, pki: &[std::path::PathBuf; 5], upstream: u16) -> (Chil
          ssl_client_certificate {ca};\n    ssl_verify_client on;\n    access_log {d}/access.log otlp;\n\
          location / {{ proxy_pass http://127.0.0.1:{upstream}; }}\n  }}\n}}\n"
     );
-    std::fs::write(dir.join("nginx.conf"), config).unwrap();
+    std::fs::write(dir.join("nginx.conf"), config).expect("test PKI and nginx set-up");
     let guard = ChildGuard::spawn(
         "nginx",
         Command::new(kaas_test_support::peers::binary("nginx", "nginx-light"))

@@ -96,7 +96,13 @@ impl Observer {
         all.extend_from_slice(args);
         all.extend_from_slice(&["-o", "json"]);
         let output = run(OBSERVER, &all, "");
-        assert_eq!(output.code(), 0, "{args:?}: {}{}", output.stdout, output.stderr);
+        assert_eq!(
+            output.code(),
+            0,
+            "{args:?}: {}{}",
+            output.stdout,
+            output.stderr
+        );
         serde_json::from_str(&output.stdout).unwrap_or(serde_json::Value::Null)
     }
 
@@ -145,7 +151,9 @@ fn logged_spans(log: &str) -> Vec<LoggedSpan> {
             });
             continue;
         }
-        let Some(span) = current.as_mut() else { continue };
+        let Some(span) = current.as_mut() else {
+            continue;
+        };
         let Some((field, value)) = line.split_once(':') else {
             continue;
         };
@@ -167,7 +175,9 @@ fn logged_spans(log: &str) -> Vec<LoggedSpan> {
 }
 
 fn find<'a>(spans: &'a [LoggedSpan], service: &str, name: &str) -> Option<&'a LoggedSpan> {
-    spans.iter().find(|s| s.service == service && s.name == name)
+    spans
+        .iter()
+        .find(|s| s.service == service && s.name == name)
 }
 
 fn pipeline(target: &str, receiver: &str) -> String {
@@ -284,7 +294,10 @@ fn observer_and_agent_push_their_metrics_and_spans_to_rotel() {
         ],
         DEADLINE,
     );
-    assert!(log.contains("IsMonotonic: true"), "counters are monotonic sums");
+    assert!(
+        log.contains("IsMonotonic: true"),
+        "counters are monotonic sums"
+    );
 
     // Spans: the join on both sides, the database call inside the observer's join, and
     // the agent's remote-write sends.
@@ -363,7 +376,9 @@ fn a_dead_otlp_endpoint_does_not_disturb_the_observer() {
         || format!("{}\n{}", observer.metrics(), observer.log()),
     );
     assert!(
-        observer.log().contains("cannot export own telemetry over OTLP"),
+        observer
+            .log()
+            .contains("cannot export own telemetry over OTLP"),
         "{}",
         observer.log()
     );

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kaas_proto::otlp::{
     AnyValue, ExportMetricsServiceRequest, ExportTraceServiceRequest, InstrumentationScope,
-    KeyValue, Resource as OtlpResource, ResourceMetrics, ResourceSpans, ScopeMetrics,
-    ScopeSpans, Span as OtlpSpan, any_value,
+    KeyValue, Resource as OtlpResource, ResourceMetrics, ResourceSpans, ScopeMetrics, ScopeSpans,
+    Span as OtlpSpan, any_value,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -287,7 +287,9 @@ impl FailureLog {
         }
     }
 
-    fn failed(&mut self, error: &transport::ExportError) {
+    /// Counts nothing (the caller does); warns unless it warned within the interval.
+    /// Returns whether it warned.
+    fn failed(&mut self, error: &transport::ExportError) -> bool {
         self.failing = true;
         let due = self
             .last_warning
@@ -296,13 +298,79 @@ impl FailureLog {
             self.last_warning = Some(Instant::now());
             tracing::warn!(signal = self.signal.as_str(), %error, "cannot export own telemetry over OTLP");
         }
+        due
     }
 
+    /// Logs the recovery once; the next failure warns at once.
     fn succeeded(&mut self) {
         if std::mem::take(&mut self.failing) {
             self.last_warning = None;
-            tracing::info!(signal = self.signal.as_str(), "exporting own telemetry over OTLP again");
+            tracing::info!(
+                signal = self.signal.as_str(),
+                "exporting own telemetry over OTLP again"
+            );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_warn_once_per_interval_and_again_after_a_recovery() {
+        let mut log = FailureLog::new(Signal::Traces, Duration::from_secs(3600));
+        let error = transport::ExportError("connection refused".into());
+        assert!(log.failed(&error));
+        assert!(
+            !log.failed(&error),
+            "within the interval: no second warning"
+        );
+        assert!(!log.failed(&error));
+        log.succeeded();
+        assert!(log.failed(&error), "a new outage warns at once");
+        let mut quick = FailureLog::new(Signal::Metrics, Duration::ZERO);
+        assert!(quick.failed(&error) && quick.failed(&error));
+    }
+
+    #[test]
+    fn the_resource_names_the_service_and_takes_later_attributes() {
+        let telemetry = SelfTelemetry::disabled(Service {
+            name: "kaas-test",
+            version: "1.0",
+        });
+        let resource = telemetry.resource();
+        resource.set("k8s.cluster.name", "c1");
+        resource.set("k8s.cluster.name", "c2");
+        let attributes: Vec<_> = telemetry
+            .resource
+            .to_otlp()
+            .attributes
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(
+            attributes,
+            [
+                "service.name",
+                "service.version",
+                "service.instance.id",
+                "k8s.cluster.name"
+            ]
+        );
+        let value = telemetry.resource.to_otlp().attributes[3].value.clone();
+        assert_eq!(
+            value.and_then(|v| v.value),
+            Some(any_value::Value::StringValue("c2".into()))
+        );
+        let mut registry = Registry::default();
+        telemetry.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            !text.contains("kaas_self_telemetry"),
+            "no exporter metrics without an endpoint"
+        );
     }
 }
 

@@ -15,8 +15,7 @@
 
 use kaas_proto::otlp::{
     AggregationTemporality, Gauge, Histogram, HistogramDataPoint, KeyValue, Metric,
-    NumberDataPoint, Sum, Summary, SummaryDataPoint, ValueAtQuantile, metric,
-    number_data_point,
+    NumberDataPoint, Sum, Summary, SummaryDataPoint, ValueAtQuantile, metric, number_data_point,
 };
 use prometheus_client::registry::Registry;
 
@@ -253,10 +252,7 @@ fn ucum(unit: &str) -> String {
 }
 
 fn attributes(labels: &[(String, String)]) -> Vec<KeyValue> {
-    labels
-        .iter()
-        .map(|(k, v)| string_attribute(k, v))
-        .collect()
+    labels.iter().map(|(k, v)| string_attribute(k, v)).collect()
 }
 
 fn number(labels: &[(String, String)], value: f64, start: u64, now: u64) -> NumberDataPoint {
@@ -299,7 +295,11 @@ fn convert(family: Family, start: u64, now: u64) -> Vec<Metric> {
             )]
         }
         Kind::Gauge | Kind::Info => {
-            let suffix = if family.kind == Kind::Info { "_info" } else { "" };
+            let suffix = if family.kind == Kind::Info {
+                "_info"
+            } else {
+                ""
+            };
             let points = with_suffix(suffix)
                 .into_iter()
                 .map(|s| number(&s.labels, s.value, 0, now))
@@ -336,9 +336,7 @@ fn convert(family: Family, start: u64, now: u64) -> Vec<Metric> {
             }
             by_name
                 .into_iter()
-                .map(|(name, data_points)| {
-                    metric(name, metric::Data::Gauge(Gauge { data_points }))
-                })
+                .map(|(name, data_points)| metric(name, metric::Data::Gauge(Gauge { data_points })))
                 .collect()
         }
     }
@@ -380,12 +378,8 @@ fn histogram_points(samples: &[Sample], start: u64, now: u64) -> Vec<HistogramDa
                 .filter_map(|s| Some((parse_value(label(s, "le")?)?, s.value)))
                 .collect();
             buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let value_of = |suffix: &str| {
-                members
-                    .iter()
-                    .find(|s| s.suffix == suffix)
-                    .map(|s| s.value)
-            };
+            let value_of =
+                |suffix: &str| members.iter().find(|s| s.suffix == suffix).map(|s| s.value);
             let mut previous = 0.0;
             let mut bucket_counts = Vec::with_capacity(buckets.len());
             for (_, cumulative) in &buckets {
@@ -456,10 +450,12 @@ mod tests {
     fn attrs(point: &[KeyValue]) -> Vec<(String, String)> {
         point
             .iter()
-            .map(|kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::StringValue(s)) => (kv.key.clone(), s.clone()),
-                other => panic!("not a string: {other:?}"),
-            })
+            .map(
+                |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(Value::StringValue(s)) => (kv.key.clone(), s.clone()),
+                    other => panic!("not a string: {other:?}"),
+                },
+            )
             .collect()
     }
 

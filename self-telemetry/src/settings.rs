@@ -343,7 +343,10 @@ mod tests {
                 flags("collector:4317"),
                 "--otlp-endpoint: scheme \"collector\" is not supported",
             ),
-            (flags("not a url"), "--otlp-endpoint: \"not a url\" is not a URL"),
+            (
+                flags("not a url"),
+                "--otlp-endpoint: \"not a url\" is not a URL",
+            ),
             (
                 flags("http://user:secret@collector:4317"),
                 "--otlp-endpoint: credentials in the URL are refused",
@@ -431,7 +434,10 @@ mod tests {
     #[test]
     fn header_values_never_show_in_debug_or_errors() {
         let given = OtlpFlags {
-            otlp_headers: vec!["Authorization=Bearer s3cr3t".into(), "x-bad=\u{7f}s3cr3t".into()],
+            otlp_headers: vec![
+                "Authorization=Bearer s3cr3t".into(),
+                "x-bad=\u{7f}s3cr3t".into(),
+            ],
             ..flags("http://collector:4317")
         };
         assert!(!format!("{given:?}").contains("s3cr3t"));

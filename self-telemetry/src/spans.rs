@@ -300,14 +300,11 @@ mod tests {
 
     use super::*;
 
-    fn collect(
-        capacity: usize,
-        body: impl FnOnce(),
-    ) -> (Vec<OtlpSpan>, u64) {
+    fn collect(capacity: usize, body: impl FnOnce()) -> (Vec<OtlpSpan>, u64) {
         let (sender, mut receiver) = mpsc::channel(capacity);
         let dropped = Counter::default();
-        let subscriber = tracing_subscriber::registry()
-            .with(SpanLayer::new(sender, dropped.clone()).filtered());
+        let subscriber =
+            tracing_subscriber::registry().with(SpanLayer::new(sender, dropped.clone()).filtered());
         tracing::subscriber::with_default(subscriber, body);
         let mut spans = Vec::new();
         while let Ok(span) = receiver.try_recv() {
@@ -363,7 +360,10 @@ mod tests {
         assert_eq!(root.trace_id.len(), 16);
         assert_eq!(root.span_id.len(), 8);
         assert_eq!(child.trace_id, root.trace_id);
-        assert_eq!(child.parent_span_id, root.span_id, "skips the unmarked span");
+        assert_eq!(
+            child.parent_span_id, root.span_id,
+            "skips the unmarked span"
+        );
         assert_eq!(other.trace_id, root.trace_id, "opened inside the root");
         assert_ne!(child.span_id, root.span_id);
         assert_eq!(
@@ -410,7 +410,8 @@ mod tests {
             );
             span.record("otel.status_code", "ERROR");
             drop(span);
-            let span = tracing::info_span!("late", otel.kind = "client", rows = tracing::field::Empty);
+            let span =
+                tracing::info_span!("late", otel.kind = "client", rows = tracing::field::Empty);
             span.record("rows", 3_i64);
             drop(span);
         });

@@ -131,11 +131,9 @@ impl OtlpClient {
                 metrics: settings.metrics_url(),
                 traces: settings.traces_url(),
             },
-            OtlpProtocol::Grpc => Transport::Grpc(grpc_channel(
-                &settings.endpoint,
-                tls,
-                settings.timeout,
-            )?),
+            OtlpProtocol::Grpc => {
+                Transport::Grpc(grpc_channel(&settings.endpoint, tls, settings.timeout)?)
+            }
         };
         Ok(Self {
             transport,
@@ -154,7 +152,10 @@ impl OtlpClient {
     }
 
     /// Sends spans.
-    pub async fn export_traces(&self, request: ExportTraceServiceRequest) -> Result<(), ExportError> {
+    pub async fn export_traces(
+        &self,
+        request: ExportTraceServiceRequest,
+    ) -> Result<(), ExportError> {
         self.export::<_, ExportTraceServiceResponse>(Signal::Traces, request)
             .await
     }
@@ -333,7 +334,11 @@ fn tls_config(settings: &OtlpSettings) -> Result<ClientConfig, BuildError> {
 }
 
 /// A lazily connecting gRPC channel doing TLS with `tls` for https endpoints.
-fn grpc_channel(endpoint: &Url, tls: ClientConfig, timeout: Duration) -> Result<Channel, BuildError> {
+fn grpc_channel(
+    endpoint: &Url,
+    tls: ClientConfig,
+    timeout: Duration,
+) -> Result<Channel, BuildError> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

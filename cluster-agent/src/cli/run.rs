@@ -19,8 +19,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Args;
-use kaas_self_telemetry::SelfTelemetry;
 use kaas_pipeline::agent_config::{AgentConfig, AgentConfigError, ValidatedAgentConfig};
+use kaas_self_telemetry::SelfTelemetry;
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 
