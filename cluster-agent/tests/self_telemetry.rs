@@ -14,6 +14,7 @@ use kaas_test_support::http;
 use kaas_test_support::peers::Rotel;
 use kaas_test_support::process::{ChildGuard, free_port};
 use kaas_test_support::remote_write_receiver::RemoteWriteReceiver;
+use kaas_test_support::tls::{MtlsNginx, TestPki};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_cluster-agent");
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -189,78 +190,6 @@ fn kubernetes_api_requests_become_client_spans() {
     );
 }
 
-/// A CA with a server certificate for `localhost` and a client certificate; PEM files
-/// in `dir`: (ca, server cert, server key, client cert, client key).
-fn pki(dir: &Path) -> [std::path::PathBuf; 5] {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("test PKI and nginx set-up");
-    let mut ca_params =
-        CertificateParams::new(Vec::<String>::new()).expect("test PKI and nginx set-up");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "otlp test CA");
-    let ca = ca_params
-        .self_signed(&ca_key)
-        .expect("test PKI and nginx set-up");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().expect("test PKI and nginx set-up");
-    let server = CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("test PKI and nginx set-up")
-        .signed_by(&server_key, &issuer)
-        .expect("test PKI and nginx set-up");
-    let client_key = KeyPair::generate().expect("test PKI and nginx set-up");
-    let mut client_params =
-        CertificateParams::new(Vec::<String>::new()).expect("test PKI and nginx set-up");
-    client_params
-        .distinguished_name
-        .push(DnType::CommonName, "kaas-cluster-agent");
-    let client = client_params
-        .signed_by(&client_key, &issuer)
-        .expect("test PKI and nginx set-up");
-    let files = [
-        ("ca.pem", ca.pem()),
-        ("server.pem", server.pem()),
-        ("server.key", server_key.serialize_pem()),
-        ("client.pem", client.pem()),
-        ("client.key", client_key.serialize_pem()),
-    ];
-    files.map(|(name, pem)| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).expect("test PKI and nginx set-up");
-        path
-    })
-}
-
-/// nginx terminating mutual TLS in front of rotel's OTLP/HTTP port, logging the client
-/// certificate's verification and a header per request.
-fn mtls_proxy(dir: &Path, pki: &[std::path::PathBuf; 5], upstream: u16) -> (ChildGuard, u16) {
-    let [ca, cert, key, ..] = pki.each_ref().map(|p| p.display().to_string());
-    let port = free_port();
-    let d = dir.display();
-    let config = format!(
-        "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-         events {{}}\nhttp {{\n  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-         log_format otlp '$request $status $ssl_client_verify tenant=$http_x_scope_orgid';\n\
-         server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
-         ssl_client_certificate {ca};\n    ssl_verify_client on;\n    access_log {d}/access.log otlp;\n\
-         location / {{ proxy_pass http://127.0.0.1:{upstream}; }}\n  }}\n}}\n"
-    );
-    std::fs::write(dir.join("nginx.conf"), config).expect("test PKI and nginx set-up");
-    let guard = ChildGuard::spawn(
-        "nginx",
-        Command::new(kaas_test_support::peers::binary("nginx", "nginx-light"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    kaas_test_support::process::wait_for_tcp(([127, 0, 0, 1], port).into(), DEADLINE);
-    (guard, port)
-}
-
 #[test]
 fn mutual_tls_and_headers_reach_the_receiver_over_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,8 +199,14 @@ fn mutual_tls_and_headers_reach_the_receiver_over_http() {
         std::fs::create_dir_all(d).unwrap();
     }
     let rotel = Rotel::start_logging(&rotel_dir, &["metrics", "traces"]);
-    let pki = pki(&nginx_dir);
-    let (_nginx, port) = mtls_proxy(&nginx_dir, &pki, rotel.http_port);
+    let pki = TestPki::generate(&["localhost"]);
+    let nginx = MtlsNginx::start(
+        &nginx_dir,
+        &pki,
+        "$request $status $ssl_client_verify tenant=$http_x_scope_orgid",
+        &format!("proxy_pass http://127.0.0.1:{};", rotel.http_port),
+    );
+    let files = pki.write(&agent_dir);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let receiver = runtime.block_on(RemoteWriteReceiver::start());
     let address = format!("127.0.0.1:{}", free_port());
@@ -301,14 +236,14 @@ pipelines:
             .arg("--otlp-grpc-listen-address")
             .arg("127.0.0.1:0")
             .arg("--otlp-endpoint")
-            .arg(format!("https://localhost:{port}"))
+            .arg(format!("https://localhost:{}", nginx.port))
             .args(["--otlp-protocol", "http", "--otlp-push-interval", "1s"])
             .arg("--otlp-ca-file")
-            .arg(&pki[0])
+            .arg(&files.ca)
             .arg("--otlp-client-cert")
-            .arg(&pki[3])
+            .arg(&files.client_cert)
             .arg("--otlp-client-key")
-            .arg(&pki[4])
+            .arg(&files.client_key)
             .env("KAAS_OTLP_HEADERS", format!("X-Scope-OrgID={secret}"))
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
@@ -322,7 +257,7 @@ pipelines:
         ],
         DEADLINE,
     );
-    let access = std::fs::read_to_string(nginx_dir.join("access.log")).unwrap();
+    let access = nginx.log();
     for path in ["/v1/metrics", "/v1/traces"] {
         let expected = format!("POST {path} HTTP/1.1 200 SUCCESS tenant={secret}");
         assert!(access.contains(&expected), "{expected} not in:\n{access}");
