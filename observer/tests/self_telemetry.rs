@@ -387,3 +387,73 @@ fn a_dead_otlp_endpoint_does_not_disturb_the_observer() {
         Ok(200)
     );
 }
+
+/// Every probe is one client span with its module, target and cluster; a failed probe
+/// (nothing listening) is a failed span.
+#[test]
+fn each_probe_is_one_client_span_failed_when_the_probe_fails() {
+    use kaas_observer::probes::config::ProbeTarget;
+    use kaas_proto::otlp::any_value::Value;
+    use kaas_proto::otlp::{SpanKind, StatusCode};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let (sender, mut queue) = tokio::sync::mpsc::channel(16);
+    let layer = kaas_self_telemetry::SpanLayer::new(sender, Default::default());
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(layer.filtered()));
+    let listening = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let open = listening.local_addr().expect("address").to_string();
+    let closed = format!("127.0.0.1:{}", free_port());
+    let target = |address: &str| -> ProbeTarget {
+        serde_json::from_value(serde_json::json!({
+            "name": "api", "tenant": "shop", "cluster": "c1",
+            "module": {"tcp": {"address": address}},
+        }))
+        .expect("probe target")
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for address in [&open, &closed] {
+            kaas_observer::probes::probe_once(target(address), Duration::from_secs(5))
+                .await
+                .expect("probe runs");
+        }
+    });
+    let mut spans = Vec::new();
+    while let Ok(span) = queue.try_recv() {
+        spans.push(span);
+    }
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    let attribute = |span: &kaas_proto::otlp::Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.clone()?.value)
+    };
+    for (span, address) in spans.iter().zip([&open, &closed]) {
+        assert_eq!(span.name, "probe");
+        assert_eq!(span.kind, SpanKind::Client as i32);
+        assert_eq!(
+            attribute(span, "probe.module"),
+            Some(Value::StringValue("tcp".into()))
+        );
+        assert_eq!(
+            attribute(span, "probe.target"),
+            Some(Value::StringValue(address.clone()))
+        );
+        assert_eq!(
+            attribute(span, "cluster"),
+            Some(Value::StringValue("c1".into()))
+        );
+    }
+    assert_eq!(spans[0].status, None, "the open port answered");
+    assert_eq!(
+        spans[1].status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32),
+        "{:?}",
+        spans[1]
+    );
+}
