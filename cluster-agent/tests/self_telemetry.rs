@@ -265,3 +265,51 @@ pipelines:
     let log = std::fs::read_to_string(agent_dir.join("agent.log")).unwrap();
     assert!(!log.contains(secret), "a header value was logged:\n{log}");
 }
+
+#[test]
+fn bad_otlp_flags_stop_the_agent_before_it_starts_with_the_flag_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let base = [
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    for (flags, expected) in [
+        (
+            &["--otlp-endpoint", "collector:4317"][..],
+            "--otlp-endpoint: scheme \"collector\" is not supported",
+        ),
+        (
+            &[
+                "--otlp-endpoint",
+                "http://c:4317",
+                "--otlp-header",
+                "Authorization",
+            ][..],
+            "--otlp-header[0]: expected NAME=VALUE",
+        ),
+        (
+            &["--otlp-client-key", "k.pem"][..],
+            "--otlp-client-key: needs --otlp-endpoint",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().chain(flags).copied().collect();
+        let output = kaas_test_support::process::run(AGENT, &args, "");
+        assert_eq!(output.code(), 2, "{flags:?}: {}", output.stderr);
+        assert!(
+            output.stderr.contains(expected),
+            "{flags:?}: expected {expected:?} in {}",
+            output.stderr
+        );
+        assert!(!data.exists(), "nothing started for {flags:?}");
+    }
+}

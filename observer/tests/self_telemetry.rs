@@ -457,3 +457,34 @@ fn each_probe_is_one_client_span_failed_when_the_probe_fails() {
         spans[1]
     );
 }
+
+#[test]
+fn bad_otlp_flags_stop_the_observer_before_it_starts_with_the_flag_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let output = run(
+        OBSERVER,
+        &[
+            "serve",
+            "--data-dir",
+            data.to_str().expect("UTF-8 path"),
+            "--otlp-endpoint",
+            "https://collector:4317",
+            "--otlp-client-cert",
+            "client.pem",
+            "--otlp-header",
+            "X-Token=s3cr3t-value",
+        ],
+        "",
+    );
+    assert_ne!(output.code(), 0);
+    assert!(
+        output
+            .stderr
+            .contains("--otlp-client-cert: needs --otlp-client-key"),
+        "{}",
+        output.stderr
+    );
+    assert!(!output.stderr.contains("s3cr3t-value"), "{}", output.stderr);
+    assert!(!data.exists(), "nothing started");
+}
