@@ -1,11 +1,12 @@
-//! The `cluster-agent` binary: parses the command line, starts logging, and hands over
-//! to the library.
+//! The `cluster-agent` binary: parses the command line, starts logging (and, with
+//! `--otlp-endpoint`, self-telemetry), and hands over to the library.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
 use kaas_cluster_agent::cli::{Cli, Command, check_config, run};
+use kaas_self_telemetry::SelfTelemetry;
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
@@ -17,16 +18,17 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(status))
         }
         Command::Run(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(io::stderr)
-                .init();
+            let mut telemetry = match SelfTelemetry::new(&args.otlp, run::SERVICE) {
+                Ok(telemetry) => telemetry,
+                Err(error) => {
+                    eprintln!("cluster-agent: {error}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            telemetry.init_logging();
             kaas_cluster_agent::exporters::tls::install_default_provider();
             let runtime = tokio::runtime::Runtime::new()?;
-            match runtime.block_on(run::run(args)) {
+            match runtime.block_on(run::run(*args, telemetry)) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(error) => {
                     eprintln!("cluster-agent: {error}");

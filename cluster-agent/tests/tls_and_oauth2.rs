@@ -4,7 +4,6 @@
 //!
 //! Needs `nginx` (`scripts/test.sh` installs it). Certificates are made per test run.
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,97 +14,18 @@ use kaas_cluster_agent::exporters::remote_write::RemoteWriteExporter;
 use kaas_cluster_agent::exporters::retry::SendError;
 use kaas_pipeline::output::{RemoteWriteOutput, RemoteWriteVersion};
 use kaas_proto::remote_write::v1::{Label, Sample, TimeSeries};
-use kaas_test_support::peers::binary;
-use kaas_test_support::process::{ChildGuard, free_port, wait_for_tcp};
 use kaas_test_support::remote_write_receiver::RemoteWriteReceiver;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use kaas_test_support::tls::{MtlsNginx, TestPki};
 
-struct Pki {
-    ca: String,
-    server_cert: String,
-    server_key: String,
-    client_cert: String,
-    client_key: String,
-}
-
-/// A CA, a server certificate for `receiver.internal` only, and a client certificate.
-fn pki() -> Pki {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "kaas test CA");
-    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().expect("server key");
-    let server = CertificateParams::new(vec!["receiver.internal".to_owned()])
-        .expect("server params")
-        .signed_by(&server_key, &issuer)
-        .expect("server certificate");
-    let client_key = KeyPair::generate().expect("client key");
-    let mut client_params = CertificateParams::new(Vec::<String>::new()).expect("client params");
-    client_params
-        .distinguished_name
-        .push(DnType::CommonName, "cluster-agent");
-    let client = client_params
-        .signed_by(&client_key, &issuer)
-        .expect("client certificate");
-    Pki {
-        ca: ca.pem(),
-        server_cert: server.pem(),
-        server_key: server_key.serialize_pem(),
-        client_cert: client.pem(),
-        client_key: client_key.serialize_pem(),
-    }
-}
-
-/// nginx terminating TLS, requiring a client certificate from the test CA, answering
-/// 204 to every request and logging whether the client certificate verified.
-struct TlsServer {
-    port: u16,
-    log: std::path::PathBuf,
-    _guard: ChildGuard,
-}
-
-fn tls_server(dir: &std::path::Path, pki: &Pki) -> TlsServer {
-    let write = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write PEM");
-        path.display().to_string()
-    };
-    let (cert, key, ca) = (
-        write("server.pem", &pki.server_cert),
-        write("server.key", &pki.server_key),
-        write("ca.pem", &pki.ca),
-    );
-    let port = free_port();
-    let d = dir.display();
-    let config = format!(
-        "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-         events {{}}\nhttp {{\n  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-         log_format tls '$request $status $ssl_client_verify $ssl_client_s_dn';\n\
-         server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
-         ssl_client_certificate {ca};\n    ssl_verify_client on;\n    access_log {d}/access.log tls;\n\
-         location / {{ return 204; }}\n  }}\n}}\n"
-    );
-    std::fs::write(dir.join("nginx.conf"), config).expect("nginx config");
-    let guard = ChildGuard::spawn(
-        "nginx",
-        Command::new(binary("nginx", "nginx-light"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(10));
-    TlsServer {
-        port,
-        log: dir.join("access.log"),
-        _guard: guard,
-    }
+/// nginx terminating mutual TLS with the test CA, answering 204 to every request and
+/// logging whether the client certificate verified.
+fn tls_server(dir: &std::path::Path, pki: &TestPki) -> MtlsNginx {
+    MtlsNginx::start(
+        dir,
+        pki,
+        "$request $status $ssl_client_verify $ssl_client_s_dn",
+        "return 204;",
+    )
 }
 
 fn batch() -> Batch {
@@ -145,7 +65,7 @@ fn pem(text: &str) -> String {
 #[tokio::test]
 async fn mutual_tls_with_a_private_ca_and_a_server_name() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = pki();
+    let pki = TestPki::generate(&["receiver.internal"]);
     let server = tls_server(dir.path(), &pki);
     let url = format!("https://127.0.0.1:{}/api/v1/write", server.port);
 
@@ -161,7 +81,7 @@ async fn mutual_tls_with_a_private_ca_and_a_server_name() {
     let expected = "POST /api/v1/write HTTP/1.1 204 SUCCESS CN=cluster-agent";
     let until = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+        let log = std::fs::read_to_string(&server.access_log).unwrap_or_default();
         if log.contains(expected) {
             break;
         }

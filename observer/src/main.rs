@@ -1,28 +1,25 @@
-//! The `observer` binary: parses the command line and hands over to the library.
+//! The `observer` binary: parses the command line, starts logging (and, with
+//! `--otlp-endpoint`, self-telemetry), and hands over to the library.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
 use kaas_observer::cli::{Cli, Command, PipelineCommand, run_api, validate};
+use kaas_self_telemetry::SelfTelemetry;
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let status = match cli.command {
         Command::Serve(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(io::stderr)
-                .init();
+            let mut telemetry = SelfTelemetry::new(&args.otlp, kaas_observer::serve::SERVICE)?;
+            telemetry.init_logging();
             // One crypto provider for every TLS user in the process (ring, as everywhere).
             let _ = rustls::crypto::ring::default_provider().install_default();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(kaas_observer::serve::run(*args))?;
+                .block_on(kaas_observer::serve::run(*args, telemetry))?;
             0
         }
         Command::Pipeline(PipelineCommand::Validate(args)) => {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use clap::Args;
+use kaas_self_telemetry::SelfTelemetry;
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -44,6 +45,11 @@ pub const DEFAULT_JOIN_TOKEN_TTL: &str = "24h";
 /// How long an agent may be unheard before its cluster counts as silent: several
 /// missed heartbeats, so a reconnect or an observer restart does not flap the state.
 pub const DEFAULT_SILENT_AFTER: &str = "5m";
+/// The observer as its own telemetry names it (`service.name`).
+pub const SERVICE: kaas_self_telemetry::Service = kaas_self_telemetry::Service {
+    name: "kaas-observer",
+    version: env!("CARGO_PKG_VERSION"),
+};
 /// The name of the bootstrap admin token file written into the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// The longest `--replica-id`: a Kubernetes pod name (253) fits, and ids stay short
@@ -155,6 +161,9 @@ pub struct ServeArgs {
     /// The central stack: Thanos receive, Grafana, Alertmanager.
     #[command(flatten)]
     pub integrations: crate::integrations::IntegrationFlags,
+    /// The observer's own metrics and spans over OTLP.
+    #[command(flatten)]
+    pub otlp: kaas_self_telemetry::OtlpFlags,
 }
 
 /// Why the observer cannot start.
@@ -198,6 +207,9 @@ pub enum ServeError {
     /// An integration flag is wrong.
     #[error("{0}")]
     Integrations(#[from] crate::integrations::IntegrationsError),
+    /// The OTLP exporter of the observer's own telemetry cannot be built.
+    #[error("{0}")]
+    SelfTelemetry(#[from] kaas_self_telemetry::BuildError),
     /// A server stopped with an error.
     #[error("{0}")]
     Server(String),
@@ -347,8 +359,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs the observer until SIGTERM or SIGINT.
-pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+/// Runs the observer until SIGTERM or SIGINT. `telemetry` is what `main` set logging
+/// up with; its exporter starts here, once the registry is complete.
+pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), ServeError> {
     std::fs::create_dir_all(&args.data_dir).map_err(io_error(&args.data_dir))?;
     let join_token_ttl = duration_flag("join-token-ttl", &args.join_token_ttl)?;
     let replica_id = replica_id(&args)?;
@@ -404,7 +417,9 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let probe_feed = follow_store(store.clone(), prober.clone(), FollowSettings::default());
     let onboarding = Arc::new(OnboardingMetrics::default());
     onboarding.register(&mut registry);
+    telemetry.register(&mut registry);
     let registry = Arc::new(registry);
+    telemetry.start(registry.clone())?;
     let inventory = match &args.inventory_url {
         Some(url) => Some(start_inventory(
             &args,

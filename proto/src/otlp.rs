@@ -1,6 +1,6 @@
-//! OpenTelemetry OTLP metrics messages, written by hand as prost structs with the field
-//! numbers of `opentelemetry/proto` (common, resource, metrics and the metrics collector
-//! service, v1). Only what the agent sends is modelled; receivers skip unknown fields.
+//! OpenTelemetry OTLP metrics and trace messages, written by hand as prost structs with the field
+//! numbers of `opentelemetry/proto` (common, resource, metrics, trace and their collector
+//! services, v1). Only what the project sends is modelled; receivers skip unknown fields.
 //! Hand-written rather than taken from `opentelemetry-proto`, which would bring the
 //! whole OpenTelemetry SDK into the build.
 
@@ -307,4 +307,140 @@ pub struct ValueAtQuantile {
     /// Its value.
     #[prost(double, tag = "2")]
     pub value: f64,
+}
+
+// ---- traces (opentelemetry/proto/trace/v1 and collector/trace/v1) ----
+
+/// The gRPC method that receives spans.
+pub const EXPORT_TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// `ExportTraceServiceRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExportTraceServiceRequest {
+    /// Spans per resource.
+    #[prost(message, repeated, tag = "1")]
+    pub resource_spans: Vec<ResourceSpans>,
+}
+
+/// `ExportTraceServiceResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExportTraceServiceResponse {
+    /// Set when some spans were refused.
+    #[prost(message, optional, tag = "1")]
+    pub partial_success: Option<ExportTracePartialSuccess>,
+}
+
+/// `ExportTracePartialSuccess`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExportTracePartialSuccess {
+    /// Spans refused.
+    #[prost(int64, tag = "1")]
+    pub rejected_spans: i64,
+    /// Why.
+    #[prost(string, tag = "2")]
+    pub error_message: String,
+}
+
+/// `ResourceSpans`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResourceSpans {
+    /// The resource.
+    #[prost(message, optional, tag = "1")]
+    pub resource: Option<Resource>,
+    /// Spans per instrumentation scope.
+    #[prost(message, repeated, tag = "2")]
+    pub scope_spans: Vec<ScopeSpans>,
+}
+
+/// `ScopeSpans`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ScopeSpans {
+    /// The scope.
+    #[prost(message, optional, tag = "1")]
+    pub scope: Option<InstrumentationScope>,
+    /// Spans.
+    #[prost(message, repeated, tag = "2")]
+    pub spans: Vec<Span>,
+}
+
+/// `Span`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Span {
+    /// 16 bytes.
+    #[prost(bytes = "vec", tag = "1")]
+    pub trace_id: Vec<u8>,
+    /// 8 bytes.
+    #[prost(bytes = "vec", tag = "2")]
+    pub span_id: Vec<u8>,
+    /// W3C trace state.
+    #[prost(string, tag = "3")]
+    pub trace_state: String,
+    /// 8 bytes; empty for a root span.
+    #[prost(bytes = "vec", tag = "4")]
+    pub parent_span_id: Vec<u8>,
+    /// W3C trace flags and the parent-is-remote bits.
+    #[prost(fixed32, tag = "16")]
+    pub flags: u32,
+    /// Name.
+    #[prost(string, tag = "5")]
+    pub name: String,
+    /// Kind.
+    #[prost(enumeration = "SpanKind", tag = "6")]
+    pub kind: i32,
+    /// Start.
+    #[prost(fixed64, tag = "7")]
+    pub start_time_unix_nano: u64,
+    /// End.
+    #[prost(fixed64, tag = "8")]
+    pub end_time_unix_nano: u64,
+    /// Attributes.
+    #[prost(message, repeated, tag = "9")]
+    pub attributes: Vec<KeyValue>,
+    /// Attributes left out.
+    #[prost(uint32, tag = "10")]
+    pub dropped_attributes_count: u32,
+    /// Outcome.
+    #[prost(message, optional, tag = "15")]
+    pub status: Option<Status>,
+}
+
+/// `Span.SpanKind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum SpanKind {
+    /// Not given.
+    Unspecified = 0,
+    /// Work inside the process.
+    Internal = 1,
+    /// Handling a request from outside.
+    Server = 2,
+    /// A request to something outside.
+    Client = 3,
+    /// Sending a message.
+    Producer = 4,
+    /// Receiving a message.
+    Consumer = 5,
+}
+
+/// `Status`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Status {
+    /// Why, for an error.
+    #[prost(string, tag = "2")]
+    pub message: String,
+    /// The code.
+    #[prost(enumeration = "StatusCode", tag = "3")]
+    pub code: i32,
+}
+
+/// `Status.StatusCode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum StatusCode {
+    /// Not set: the default outcome.
+    Unset = 0,
+    /// Explicitly successful.
+    Ok = 1,
+    /// Failed.
+    Error = 2,
 }

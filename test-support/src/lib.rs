@@ -6,6 +6,7 @@
 //! - [`http`]: a minimal loopback HTTP client for reading real peers' APIs.
 //! - [`remote_write_receiver`]: a recording remote-write receiver with scripted answers.
 //! - [`peers`]: real nginx and Prometheus processes on loopback.
+//! - [`tls`]: certificates made per run and nginx terminating mutual TLS with them.
 //! - [`fake_observer`]: an `AgentControl` server that speaks the real control contract
 //!   (hash-based config push, join tokens) and records everything an agent sends.
 
@@ -15,3 +16,4 @@ pub mod http;
 pub mod peers;
 pub mod process;
 pub mod remote_write_receiver;
+pub mod tls;

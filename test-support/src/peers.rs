@@ -218,6 +218,12 @@ pub struct Rotel {
 impl Rotel {
     /// Starts rotel with a detailed debug log of metrics and no onward export.
     pub fn start(dir: &Path) -> Self {
+        Self::start_logging(dir, &["metrics"])
+    }
+
+    /// Starts rotel with a detailed debug log of the given signals (`metrics`,
+    /// `traces`, `logs`) and no onward export.
+    pub fn start_logging(dir: &Path, signals: &[&str]) -> Self {
         let output = Command::new("python3")
             .args(["-c", "import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
             .output()
@@ -232,7 +238,8 @@ impl Rotel {
         let guard = ChildGuard::spawn(
             "rotel",
             Command::new(binary)
-                .args(["start", "--exporter", "blackhole", "--debug-log", "metrics"])
+                .args(["start", "--exporter", "blackhole"])
+                .args(signals.iter().flat_map(|s| ["--debug-log", s]))
                 .args(["--debug-log-verbosity", "detailed"])
                 .arg(format!("--otlp-grpc-endpoint=127.0.0.1:{grpc_port}"))
                 .arg(format!("--otlp-http-endpoint=127.0.0.1:{http_port}"))

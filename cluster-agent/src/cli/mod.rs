@@ -24,5 +24,5 @@ pub enum Command {
     CheckConfig(check_config::CheckConfigArgs),
     /// Run from a configuration file (standalone mode, reloading it on SIGHUP and when
     /// it changes) or from the observer (`--observer`, after joining with a token).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use clap::Args;
 use kaas_pipeline::agent_config::{AgentConfig, AgentConfigError, ValidatedAgentConfig};
+use kaas_self_telemetry::SelfTelemetry;
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -96,7 +97,19 @@ pub struct RunArgs {
     /// tests).
     #[arg(long, value_name = "MS", hide = true, default_value_t = DEFAULT_HEALTH_REPORT_INTERVAL.as_millis() as u64)]
     pub health_report_interval_ms: u64,
+    /// The agent's own metrics and spans over OTLP.
+    #[command(flatten)]
+    pub otlp: kaas_self_telemetry::OtlpFlags,
 }
+
+/// The agent as its own telemetry names it (`service.name`).
+pub const SERVICE: kaas_self_telemetry::Service = kaas_self_telemetry::Service {
+    name: "kaas-cluster-agent",
+    version: env!("CARGO_PKG_VERSION"),
+};
+/// The resource attribute naming the agent's cluster in its own telemetry, taken from
+/// the `cluster` external label (OpenTelemetry's semantic convention).
+pub const CLUSTER_RESOURCE_ATTRIBUTE: &str = "k8s.cluster.name";
 
 /// The environment variable holding the join token when --join-token-file is not given.
 /// An environment variable rather than a flag, so the token never shows in `ps`.
@@ -169,6 +182,9 @@ pub enum RunError {
     /// Observer-connected mode cannot start.
     #[error(transparent)]
     Observer(#[from] crate::control::ControlError),
+    /// The OTLP exporter of the agent's own telemetry cannot be built.
+    #[error("{0}")]
+    SelfTelemetry(#[from] kaas_self_telemetry::BuildError),
 }
 
 fn load(path: &Path) -> Result<(ValidatedAgentConfig, [u8; 32]), RunError> {
@@ -224,12 +240,14 @@ pub struct ConfiguredAgent {
     watched_secret_namespaces: std::collections::BTreeSet<String>,
     /// Reload outcomes, shown in `/metrics` and `/readyz`.
     pub reloads: Arc<ReloadState>,
+    /// The resource of the agent's own telemetry (gains the cluster's name).
+    telemetry_resource: kaas_self_telemetry::Resource,
 }
 
 impl ConfiguredAgent {
     /// Connects to Kubernetes (when available), binds the listeners and starts the
-    /// servers; no pipeline runs yet.
-    pub async fn start(args: &RunArgs) -> Result<Self, RunError> {
+    /// servers and the self-telemetry exporter; no pipeline runs yet.
+    pub async fn start(args: &RunArgs, telemetry: &mut SelfTelemetry) -> Result<Self, RunError> {
         let kubernetes = kubernetes_client(args.kubernetes).await;
         let pods = kubernetes
             .clone()
@@ -258,11 +276,10 @@ impl ConfiguredAgent {
         let agent = Agent::new(context);
         let reloads = Arc::new(ReloadState::default());
         let push_stats = Arc::new(PushStats::default());
-        let registry = Arc::new(registry(
-            agent.pipelines.clone(),
-            reloads.clone(),
-            push_stats.clone(),
-        ));
+        let mut registry = registry(agent.pipelines.clone(), reloads.clone(), push_stats.clone());
+        telemetry.register(&mut registry);
+        let registry = Arc::new(registry);
+        telemetry.start(registry.clone())?;
         let listener = tokio::net::TcpListener::bind(args.listen_address)
             .await
             .map_err(|source| RunError::Listen {
@@ -298,6 +315,7 @@ impl ConfiguredAgent {
             kubernetes,
             watched_secret_namespaces: std::collections::BTreeSet::new(),
             reloads,
+            telemetry_resource: telemetry.resource(),
         })
     }
 
@@ -315,6 +333,10 @@ impl ConfiguredAgent {
     /// the Secrets its pipelines reference first; logs what changed and marks the agent
     /// ready.
     pub async fn apply(&mut self, config: ValidatedAgentConfig) -> ApplyReport {
+        if let Some(cluster) = config.external_labels.get("cluster") {
+            self.telemetry_resource
+                .set(CLUSTER_RESOURCE_ATTRIBUTE, cluster);
+        }
         let namespaces = secret_namespaces(&config);
         if let Some(client) = &self.kubernetes
             && namespaces != self.watched_secret_namespaces
@@ -339,14 +361,15 @@ impl ConfiguredAgent {
     }
 }
 
-/// Runs until SIGTERM or SIGINT.
-pub async fn run(args: RunArgs) -> Result<(), RunError> {
+/// Runs until SIGTERM or SIGINT. `telemetry` is what `main` set logging up with; its
+/// exporter starts once the agent's registry exists.
+pub async fn run(args: RunArgs, mut telemetry: SelfTelemetry) -> Result<(), RunError> {
     match &args.config {
         Some(path) => {
             // Read the file before binding anything, so a broken file fails fast.
             let initial = load(path)?;
             let path = path.clone();
-            let mut agent = ConfiguredAgent::start(&args).await?;
+            let mut agent = ConfiguredAgent::start(&args, &mut telemetry).await?;
             let result = run_standalone(&mut agent, &path, initial, args.reload_check_ms).await;
             tracing::info!("shutting down");
             agent.shutdown().await;
@@ -368,7 +391,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             };
             // Checks the flags and the identity on disk before anything is started.
             let mut connection = crate::control::ObserverConnection::new(settings)?;
-            let mut agent = ConfiguredAgent::start(&args).await?;
+            let mut agent = ConfiguredAgent::start(&args, &mut telemetry).await?;
             let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
             let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
             tokio::select! {

@@ -334,6 +334,7 @@ impl ObserverConnection {
     }
 
     /// Redeems the join token at `url` for an identity and saves it.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client", observer = %url))]
     async fn join(&self, url: &str) -> Result<AgentIdentity, ControlError> {
         let token = self.join_token()?;
         let ca_pem = self.join_ca()?;

@@ -63,6 +63,7 @@ impl Endpoint {
 
     /// POSTs `body` with the protocol's headers plus the endpoint's; the answer's body
     /// on success, a classified error otherwise.
+    #[tracing::instrument(name = "export", level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client", server.address = url.host_str().unwrap_or_default()))]
     pub async fn post(
         &self,
         url: &Url,

@@ -345,6 +345,7 @@ type ObserverStream = Pin<Box<dyn Stream<Item = Result<ObserverMessage, Status>>
 
 #[tonic::async_trait]
 impl AgentControl for ControlService {
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "server"))]
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let request = request.into_inner();
         let inner = &self.inner;

@@ -438,6 +438,7 @@ impl Sender {
         Ok(Self { http, settings })
     }
 
+    #[tracing::instrument(name = "remote_write", level = "debug", skip_all, fields(otel.kind = "client", series = request.timeseries.len()))]
     async fn send(&self, request: &v1::WriteRequest) -> Outcome {
         let body = match snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()) {
             Ok(body) => body,

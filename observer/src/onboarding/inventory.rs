@@ -668,6 +668,7 @@ impl InventorySource {
         }
     }
 
+    #[tracing::instrument(name = "inventory_fetch", level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     async fn fetch(&self) -> Result<Vec<u8>, PollError> {
         let url = self.settings.url.to_string();
         let unreachable = |e: reqwest::Error| PollError::Unreachable {

@@ -272,6 +272,7 @@ impl PreparedProbe {
         })
     }
 
+    #[tracing::instrument(name = "probe", level = "debug", skip_all, fields(otel.kind = "client", probe.module = self.key.module, probe.target = %self.key.target, cluster = %self.key.cluster))]
     async fn run(&self, timeout: Duration) -> ProbeOutcome {
         let started = Instant::now();
         let mut outcome = ProbeOutcome::new();
@@ -290,6 +291,9 @@ impl PreparedProbe {
             Err(_) => Some(ProbeFailure::Timeout(timeout)),
         };
         outcome.duration = started.elapsed();
+        if let Some(failure) = &outcome.failure {
+            tracing::debug!(error = %failure, "probe failed");
+        }
         outcome
     }
 }

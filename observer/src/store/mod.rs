@@ -567,6 +567,7 @@ mod kinds {
 impl Store {
     /// Connects to `sqlite:PATH` / `sqlite://PATH` (created if missing) or
     /// `postgres://…` / `postgresql://…`, and applies pending migrations.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn connect(url: &str, secrets: SecretBox) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
             let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
@@ -613,6 +614,7 @@ impl Store {
 
     /// Opens (creating if needed) the SQLite database at `path` and applies pending
     /// migrations.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn open_sqlite(path: &Path, secrets: SecretBox) -> Result<Store, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -689,6 +691,7 @@ impl Store {
     }
 
     /// Checks that the database answers, for `/readyz`.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn ping(&self) -> Result<(), StoreError> {
         Ok(self.db().ping().await?)
     }
@@ -736,6 +739,7 @@ impl Store {
     // ---- tenants ----
 
     /// Creates a tenant.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn create_tenant(&self, name: &str, actor: &Actor) -> Result<Tenant, StoreError> {
         let transaction = self.begin().await?;
         if tenants::Entity::find_by_id(name)
@@ -772,6 +776,7 @@ impl Store {
     }
 
     /// One tenant.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn get_tenant(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
         Ok(tenants::Entity::find_by_id(name)
             .one(self.db())
@@ -780,6 +785,7 @@ impl Store {
     }
 
     /// Every tenant, by name.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         Ok(tenants::Entity::find()
             .order_by_asc(tenants::Column::Name)
@@ -793,6 +799,7 @@ impl Store {
     /// Deletes a tenant with its API tokens and cluster tombstones. Refused
     /// ([`StoreError::Conflict`]) while it has clusters that are not deleted, or
     /// pipelines.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn delete_tenant(&self, name: &str, actor: &Actor) -> Result<(), StoreError> {
         let transaction = self.begin().await?;
         if tenants::Entity::find_by_id(name)
@@ -859,6 +866,7 @@ impl Store {
     /// Creates an API token for a tenant (or an administrator token for `None`).
     /// Returns its description and the plaintext, which is not stored and cannot be
     /// shown again.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn create_api_token(
         &self,
         tenant: Option<&str>,
@@ -903,6 +911,7 @@ impl Store {
     /// Makes `plaintext` the bootstrap administrator token (id
     /// [`BOOTSTRAP_ADMIN_TOKEN_ID`]), replacing a previous bootstrap token and lifting a
     /// revocation. Idempotent.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn ensure_admin_token(&self, plaintext: &str) -> Result<(), StoreError> {
         let hash = token_hash(plaintext);
         let transaction = self.begin().await?;
@@ -948,6 +957,7 @@ impl Store {
     }
 
     /// Who a bearer token belongs to; `None` for unknown or revoked tokens.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn authenticate(&self, plaintext: &str) -> Result<Option<Principal>, StoreError> {
         if plaintext.is_empty() {
             return Ok(None);
@@ -964,6 +974,7 @@ impl Store {
     }
 
     /// Tokens that are not revoked: of one tenant, or all of them for `None`.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn list_api_tokens(
         &self,
         tenant: Option<&str>,
@@ -984,6 +995,7 @@ impl Store {
     }
 
     /// One token that is not revoked, by id (to check who may revoke it).
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn get_api_token(&self, id: &str) -> Result<Option<ApiTokenInfo>, StoreError> {
         Ok(api_tokens::Entity::find_by_id(id)
             .filter(api_tokens::Column::RevokedAtMs.is_null())
@@ -993,6 +1005,7 @@ impl Store {
     }
 
     /// Revokes a token; it authenticates nobody from now on. Revoking twice is fine.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn revoke_api_token(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
         let transaction = self.begin().await?;
         let row = api_tokens::Entity::find_by_id(id)
@@ -1022,6 +1035,7 @@ impl Store {
 
     /// Registers a cluster in state `provisioning` and mints its first join token.
     /// Returns the cluster and the token's plaintext.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn create_cluster(
         &self,
         new: NewCluster,
@@ -1115,6 +1129,7 @@ impl Store {
     /// A new single-use join token for an existing cluster (for example to re-join
     /// after losing the agent's certificate). Earlier unused tokens stay valid until
     /// they expire.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn mint_join_token(
         &self,
         cluster: &str,
@@ -1152,6 +1167,7 @@ impl Store {
     /// Redeems a join token exactly once (see the module documentation for how this is
     /// atomic). The outer error is the database; the inner one says why the token was
     /// refused.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn redeem_join_token(
         &self,
         plaintext: &str,
@@ -1208,6 +1224,7 @@ impl Store {
     }
 
     /// One cluster, including tombstones.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn get_cluster(&self, name: &str) -> Result<Option<Cluster>, StoreError> {
         clusters::Entity::find_by_id(name)
             .one(self.db())
@@ -1218,6 +1235,7 @@ impl Store {
 
     /// Clusters of one tenant, or all for `None`, by name; tombstones included (state
     /// `deleted`).
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn list_clusters(&self, tenant: Option<&str>) -> Result<Vec<Cluster>, StoreError> {
         let mut query = clusters::Entity::find().order_by_asc(clusters::Column::Name);
         if let Some(tenant) = tenant {
@@ -1232,6 +1250,7 @@ impl Store {
     }
 
     /// Replaces a cluster's labels.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn update_cluster_labels(
         &self,
         name: &str,
@@ -1267,6 +1286,7 @@ impl Store {
 
     /// Moves a cluster to `state` (no-op if it is there already). `Deleted` also sets
     /// the tombstone time.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn set_cluster_state(
         &self,
         name: &str,
@@ -1311,6 +1331,7 @@ impl Store {
     /// Deletes a cluster, leaving a tombstone: state `deleted`, `deleted_at_ms` set,
     /// join tokens and certificates refused from now on. Deleting a tombstone is a
     /// no-op.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn delete_cluster(&self, name: &str, actor: &Actor) -> Result<(), StoreError> {
         let transaction = self.begin().await?;
         let row = find_cluster(&transaction, name).await?;
@@ -1346,6 +1367,7 @@ impl Store {
     }
 
     /// Records the client certificate just issued to the cluster's agent.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn set_cluster_certificate(
         &self,
         name: &str,
@@ -1383,6 +1405,7 @@ impl Store {
 
     /// Notes that the cluster's agent was heard from; `provisioning` and `silent`
     /// become `active`.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn record_agent_seen(
         &self,
         name: &str,
@@ -1434,6 +1457,7 @@ impl Store {
 
     /// Stores the agent's latest configuration report; `APPLIED` also sets the
     /// cluster's `applied_config_hash`.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn record_config_report(
         &self,
         cluster: &str,
@@ -1477,6 +1501,7 @@ impl Store {
     }
 
     /// Stores the agent's latest health report.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn record_health(
         &self,
         cluster: &str,
@@ -1511,6 +1536,7 @@ impl Store {
     /// Notes that `connection` (a replica's connection of the cluster's agent) is open:
     /// the cluster is connected, and only `connection` may release it (see "Connected"
     /// in the module documentation).
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn set_connected(&self, cluster: &str, connection: &str) -> Result<(), StoreError> {
         let transaction = self.begin().await?;
         let row = find_cluster(&transaction, cluster).await?;
@@ -1534,6 +1560,7 @@ impl Store {
     /// Notes that `connection` ended: the cluster is disconnected if `connection` is
     /// the one that set the flag; otherwise (another replica's connection took over)
     /// nothing changes. Returns whether the flag was cleared.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn release_connection(
         &self,
         cluster: &str,
@@ -1561,6 +1588,7 @@ impl Store {
     }
 
     /// The latest reports of a cluster; `None` if the cluster does not exist.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn cluster_report(&self, cluster: &str) -> Result<Option<ClusterReport>, StoreError> {
         let Some(row) = clusters::Entity::find_by_id(cluster).one(self.db()).await? else {
             return Ok(None);
@@ -1599,6 +1627,7 @@ impl Store {
     /// validating an update (validation would refuse `***` as PEM, for example);
     /// [`Store::apply_pipeline`] does it again, so calling it is optional otherwise.
     /// [`StoreError::Conflict`] names a field sent as `***` that has no stored value.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn restore_masked_secrets(
         &self,
         tenant: &str,
@@ -1617,6 +1646,7 @@ impl Store {
     /// before they are written; `***` keeps the stored value of that field. The
     /// generation grows only when the spec changed. Returns the stored pipeline and
     /// whether it was created.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn apply_pipeline(
         &self,
         tenant: &str,
@@ -1707,6 +1737,7 @@ impl Store {
     }
 
     /// One pipeline, secrets in plaintext.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn get_pipeline(
         &self,
         tenant: &str,
@@ -1720,6 +1751,7 @@ impl Store {
     }
 
     /// Pipelines of one tenant, or all for `None`, by tenant and name.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn list_pipelines(
         &self,
         tenant: Option<&str>,
@@ -1740,6 +1772,7 @@ impl Store {
 
     /// Every pipeline's tenant, name, generation and status, by tenant and name: what
     /// the fleet metrics show, in one query that neither reads nor opens the documents.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn pipeline_summaries(&self) -> Result<Vec<PipelineSummary>, StoreError> {
         let rows: Vec<(String, String, i64, serde_json::Value)> = pipelines::Entity::find()
             .select_only()
@@ -1768,6 +1801,7 @@ impl Store {
     }
 
     /// Deletes a pipeline.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn delete_pipeline(
         &self,
         tenant: &str,
@@ -1802,6 +1836,7 @@ impl Store {
     }
 
     /// Stores a pipeline's status (no-op if unchanged).
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn set_pipeline_status(
         &self,
         tenant: &str,
@@ -1833,6 +1868,7 @@ impl Store {
 
     /// The pipelines a cluster runs: its tenant's pipelines whose cluster selector
     /// matches its labels, by name, secrets in plaintext.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn pipelines_for_cluster(
         &self,
         cluster: &Cluster,
@@ -1849,6 +1885,7 @@ impl Store {
     // ---- audit ----
 
     /// The newest `limit` audit entries, newest first.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn audit_entries(&self, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(audit_log::Entity::find()
             .order_by_desc(audit_log::Column::Id)

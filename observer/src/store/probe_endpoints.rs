@@ -46,6 +46,7 @@ impl Store {
     /// ([`StoreError::NotFound`] otherwise); a new endpoint beyond the tenant's limit is
     /// a [`StoreError::Conflict`]. An identical apply writes nothing. Returns the stored
     /// endpoint and whether it was created.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn apply_probe_endpoint(
         &self,
         target: ValidatedProbeTarget,
@@ -129,6 +130,7 @@ impl Store {
     }
 
     /// One endpoint of a tenant.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn get_probe_endpoint(
         &self,
         tenant: &str,
@@ -142,6 +144,7 @@ impl Store {
     }
 
     /// The endpoints of one tenant, or of all for `None`, by tenant and name.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn list_probe_endpoints(
         &self,
         tenant: Option<&str>,
@@ -161,6 +164,7 @@ impl Store {
     }
 
     /// Deletes an endpoint; its probes stop once the prober sees the change.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn delete_probe_endpoint(
         &self,
         tenant: &str,

@@ -87,6 +87,7 @@ impl OtlpExporter {
         partial_success(&ExportMetricsServiceResponse::decode(body.as_ref()).unwrap_or_default())
     }
 
+    #[tracing::instrument(name = "export", level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client", rpc.system = "grpc"))]
     async fn send_grpc(&self, request: ExportMetricsServiceRequest) -> Result<(), SendError> {
         let material = self.endpoint.tls_material()?;
         let (url, timeout) = (self.url.clone(), self.timeout);

@@ -1,0 +1,355 @@
+//! One OTLP client for both signals, over gRPC (tonic on a hyper-rustls connector) or
+//! HTTP/protobuf (reqwest), with rustls and the ring provider on both, the configured
+//! CA bundle or the system roots, and an optional client certificate.
+//!
+//! No retries: metrics are cumulative, so the next push carries everything a failed one
+//! had, and a span batch that fails is dropped and counted (self-telemetry must not
+//! grow memory while its receiver is down). Errors never quote header values.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kaas_proto::otlp::{
+    EXPORT_METRICS_PATH, EXPORT_TRACES_PATH, ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::metadata::{MetadataKey, MetadataValue};
+use tonic::transport::Channel;
+use url::Url;
+
+use crate::settings::{OtlpProtocol, OtlpSettings};
+
+/// What the two signals are called in metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Signal {
+    /// The process's metrics.
+    Metrics,
+    /// Its spans.
+    Traces,
+}
+
+impl Signal {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Metrics => "metrics",
+            Signal::Traces => "traces",
+        }
+    }
+}
+
+/// Why the client cannot be built (bad files; reported at start-up).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A file cannot be read.
+    #[error("--{flag}: cannot read {path}: {source}")]
+    Read {
+        /// The flag naming the file.
+        flag: &'static str,
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM.
+    #[error("--{flag}: {path} holds no valid PEM {what}")]
+    Pem {
+        /// The flag naming the file.
+        flag: &'static str,
+        /// The file.
+        path: String,
+        /// certificate or private key.
+        what: &'static str,
+    },
+    /// rustls refused the material.
+    #[error("TLS configuration refused: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The client could not be built.
+    #[error("cannot build the OTLP client: {0}")]
+    Client(String),
+}
+
+/// Why one export failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ExportError(pub String);
+
+/// Sends OTLP requests to the configured receiver.
+#[derive(Clone, Debug)]
+pub struct OtlpClient {
+    transport: Transport,
+    headers: Arc<[(HeaderName, HeaderValue)]>,
+    timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+enum Transport {
+    Http {
+        client: reqwest::Client,
+        metrics: Url,
+        traces: Url,
+    },
+    Grpc(Channel),
+}
+
+/// The part of both export responses that matters: refused items.
+trait PartialSuccess {
+    fn rejected(&self) -> Option<(i64, &str)>;
+}
+
+impl PartialSuccess for ExportMetricsServiceResponse {
+    fn rejected(&self) -> Option<(i64, &str)> {
+        let p = self.partial_success.as_ref()?;
+        (p.rejected_data_points > 0).then_some((p.rejected_data_points, &p.error_message))
+    }
+}
+
+impl PartialSuccess for ExportTraceServiceResponse {
+    fn rejected(&self) -> Option<(i64, &str)> {
+        let p = self.partial_success.as_ref()?;
+        (p.rejected_spans > 0).then_some((p.rejected_spans, &p.error_message))
+    }
+}
+
+impl OtlpClient {
+    /// Reads the TLS files and builds the client; connects lazily.
+    pub fn new(settings: &OtlpSettings) -> Result<Self, BuildError> {
+        let tls = tls_config(settings)?;
+        let transport = match settings.protocol {
+            OtlpProtocol::Http => Transport::Http {
+                client: reqwest::Client::builder()
+                    .use_preconfigured_tls(tls)
+                    .build()
+                    .map_err(|e| BuildError::Client(e.to_string()))?,
+                metrics: settings.metrics_url(),
+                traces: settings.traces_url(),
+            },
+            OtlpProtocol::Grpc => {
+                Transport::Grpc(grpc_channel(&settings.endpoint, tls, settings.timeout)?)
+            }
+        };
+        Ok(Self {
+            transport,
+            headers: settings.headers.clone().into(),
+            timeout: settings.timeout,
+        })
+    }
+
+    /// Sends metrics.
+    pub async fn export_metrics(
+        &self,
+        request: ExportMetricsServiceRequest,
+    ) -> Result<(), ExportError> {
+        self.export::<_, ExportMetricsServiceResponse>(Signal::Metrics, request)
+            .await
+    }
+
+    /// Sends spans.
+    pub async fn export_traces(
+        &self,
+        request: ExportTraceServiceRequest,
+    ) -> Result<(), ExportError> {
+        self.export::<_, ExportTraceServiceResponse>(Signal::Traces, request)
+            .await
+    }
+
+    async fn export<Req, Resp>(&self, signal: Signal, request: Req) -> Result<(), ExportError>
+    where
+        Req: Message + Send + Sync + 'static,
+        Resp: Message + Default + PartialSuccess + Send + Sync + 'static,
+    {
+        let response: Resp = match &self.transport {
+            Transport::Http {
+                client,
+                metrics,
+                traces,
+            } => {
+                let url = match signal {
+                    Signal::Metrics => metrics,
+                    Signal::Traces => traces,
+                };
+                self.post(client, url, request.encode_to_vec()).await?
+            }
+            Transport::Grpc(channel) => self.unary(channel.clone(), signal, request).await?,
+        };
+        match response.rejected() {
+            Some((count, message)) => Err(ExportError(format!(
+                "the receiver rejected {count} items: {message}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    async fn post<Resp: Message + Default>(
+        &self,
+        client: &reqwest::Client,
+        url: &Url,
+        body: Vec<u8>,
+    ) -> Result<Resp, ExportError> {
+        let mut request = client
+            .post(url.clone())
+            .timeout(self.timeout)
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .header(USER_AGENT, crate::USER_AGENT);
+        for (name, value) in self.headers.iter() {
+            request = request.header(name, value);
+        }
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ExportError(format!("cannot reach {url}: {}", error_chain(&e))))?;
+        let status = response.status();
+        let body = response.bytes().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(ExportError(format!("{url} answered {status}")));
+        }
+        // An empty or undecodable body is a plain success.
+        Ok(Resp::decode(body.as_ref()).unwrap_or_default())
+    }
+
+    async fn unary<Req, Resp>(
+        &self,
+        channel: Channel,
+        signal: Signal,
+        request: Req,
+    ) -> Result<Resp, ExportError>
+    where
+        Req: Message + Send + Sync + 'static,
+        Resp: Message + Default + Send + Sync + 'static,
+    {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| ExportError(format!("the gRPC channel is not ready: {e}")))?;
+        let mut call = tonic::Request::new(request);
+        call.set_timeout(self.timeout);
+        for (name, value) in self.headers.iter() {
+            // Header names were validated; gRPC metadata keys are their lowercase form.
+            if let (Ok(key), Ok(value)) = (
+                MetadataKey::from_bytes(name.as_str().as_bytes()),
+                MetadataValue::try_from(value.as_bytes()),
+            ) {
+                call.metadata_mut().insert(key, value);
+            }
+        }
+        let path = match signal {
+            Signal::Metrics => EXPORT_METRICS_PATH,
+            Signal::Traces => EXPORT_TRACES_PATH,
+        };
+        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+        grpc.unary(call, PathAndQuery::from_static(path), codec)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| {
+                ExportError(format!(
+                    "gRPC status {:?}: {}",
+                    status.code(),
+                    status.message()
+                ))
+            })
+    }
+}
+
+/// The error and its causes on one line (reqwest hides the interesting part in
+/// `source()`).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn read(flag: &'static str, path: &std::path::Path) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(path).map_err(|source| BuildError::Read {
+        flag,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn certificates(
+    flag: &'static str,
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, BuildError> {
+    let pem = read(flag, path)?;
+    match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        _ => Err(BuildError::Pem {
+            flag,
+            path: path.display().to_string(),
+            what: "certificate",
+        }),
+    }
+}
+
+/// rustls with ring, the configured CA or the system roots, and the client identity.
+fn tls_config(settings: &OtlpSettings) -> Result<ClientConfig, BuildError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    match &settings.ca_file {
+        Some(path) => {
+            for cert in certificates("otlp-ca-file", path)? {
+                roots.add(cert)?;
+            }
+        }
+        None if settings.endpoint.scheme() == "https" => {
+            // Unreadable system certificates leave the store smaller; the handshake
+            // error then names the untrusted receiver.
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+        None => {}
+    }
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match &settings.client_identity {
+        Some((cert, key)) => {
+            let chain = certificates("otlp-client-cert", cert)?;
+            let key_pem = read("otlp-client-key", key)?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| BuildError::Pem {
+                flag: "otlp-client-key",
+                path: key.display().to_string(),
+                what: "private key",
+            })?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    if settings.protocol == OtlpProtocol::Http {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+    Ok(config)
+}
+
+/// A lazily connecting gRPC channel doing TLS with `tls` for https endpoints.
+fn grpc_channel(
+    endpoint: &Url,
+    tls: ClientConfig,
+    timeout: Duration,
+) -> Result<Channel, BuildError> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http2()
+        .build();
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(endpoint.as_str().trim_end_matches('/').to_owned())
+            .map_err(|e| BuildError::Client(e.to_string()))?
+            .user_agent(crate::USER_AGENT)
+            .map_err(|e| BuildError::Client(e.to_string()))?
+            .connect_timeout(timeout)
+            .timeout(timeout);
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
