@@ -11,6 +11,7 @@ use super::{ConfigReport, Store, StoreError};
 
 impl Store {
     /// The last configuration report of every cluster that sent one, by cluster.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn config_reports(&self) -> Result<BTreeMap<String, ConfigReport>, StoreError> {
         let rows: Vec<(String, Option<serde_json::Value>)> = Entity::find()
             .select_only()

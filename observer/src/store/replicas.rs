@@ -31,6 +31,7 @@ use super::{Store, StoreError};
 impl Store {
     /// The database's current time, Unix milliseconds: the clock every replica's
     /// heartbeats are compared on.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn database_time_ms(&self) -> Result<i64, StoreError> {
         let backend = self.db().get_database_backend();
         let sql = match backend {
@@ -49,6 +50,7 @@ impl Store {
     }
 
     /// Records that replica `id` is alive at `at_ms` (creating its row if needed).
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn heartbeat_replica(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
         let row = replicas::ActiveModel {
             id: Set(id.to_owned()),
@@ -66,6 +68,7 @@ impl Store {
     }
 
     /// The ids of the replicas heard from at or after `since_ms`, sorted.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn live_replicas(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
         Ok(Entity::find()
             .select_only()
@@ -78,12 +81,14 @@ impl Store {
     }
 
     /// Deletes replica `id`'s row (a graceful stop); nothing if there is none.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn remove_replica(&self, id: &str) -> Result<(), StoreError> {
         Entity::delete_by_id(id.to_owned()).exec(self.db()).await?;
         Ok(())
     }
 
     /// Deletes the rows of replicas not heard from since `before_ms`; returns how many.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn prune_replicas(&self, before_ms: i64) -> Result<u64, StoreError> {
         Ok(Entity::delete_many()
             .filter(Column::SeenAtMs.lt(before_ms))
