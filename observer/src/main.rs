@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<ExitCode> {
             let mut telemetry = SelfTelemetry::new(&args.otlp, kaas_observer::serve::SERVICE)?;
             telemetry.init_logging();
             // One crypto provider for every TLS user in the process (ring, as everywhere).
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            kaas_tls::install_default_provider();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?

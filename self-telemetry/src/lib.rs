@@ -49,6 +49,25 @@ pub use settings::{OtlpFlags, OtlpProtocol, OtlpSettings, SettingsError};
 pub use spans::SpanLayer;
 pub use transport::{BuildError, OtlpClient, Signal};
 
+/// `error` and its sources on one line, joined with ": ", for log lines and status
+/// messages: reqwest's and tonic's errors say only "error sending request" or
+/// "transport error" themselves and keep the cause (connection refused, certificate
+/// unknown) in their sources. A cause whose text the line already ends with is not
+/// repeated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Sent as `User-Agent` with every export.
 pub const USER_AGENT: &str = concat!("kaas-self-telemetry/", env!("CARGO_PKG_VERSION"));
 /// Finished spans waiting for export, at most: OpenTelemetry's default batch span

@@ -13,6 +13,7 @@ use kaas_proto::otlp::{
     EXPORT_METRICS_PATH, EXPORT_TRACES_PATH, ExportMetricsServiceRequest,
     ExportMetricsServiceResponse, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use kaas_tls::{ClientTls, Trust};
 use prost::Message;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use rustls::pki_types::pem::PemObject;
@@ -201,11 +202,10 @@ impl OtlpClient {
         for (name, value) in self.headers.iter() {
             request = request.header(name, value);
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| ExportError(format!("cannot reach {url}: {}", error_chain(&e))))?;
+        let response =
+            request.body(body).send().await.map_err(|e| {
+                ExportError(format!("cannot reach {url}: {}", crate::error_chain(&e)))
+            })?;
         let status = response.status();
         let body = response.bytes().await.unwrap_or_default();
         if !status.is_success() {
@@ -258,19 +258,6 @@ impl OtlpClient {
     }
 }
 
-/// The error and its causes on one line (reqwest hides the interesting part in
-/// `source()`).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn read(flag: &'static str, path: &std::path::Path) -> Result<Vec<u8>, BuildError> {
     std::fs::read(path).map_err(|source| BuildError::Read {
         flag,
@@ -296,25 +283,17 @@ fn certificates(
 
 /// rustls with ring, the configured CA or the system roots, and the client identity.
 fn tls_config(settings: &OtlpSettings) -> Result<ClientConfig, BuildError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    match &settings.ca_file {
+    let trust = match &settings.ca_file {
         Some(path) => {
+            let mut roots = RootCertStore::empty();
             for cert in certificates("otlp-ca-file", path)? {
                 roots.add(cert)?;
             }
+            Trust::Roots(Arc::new(roots))
         }
-        None if settings.endpoint.scheme() == "https" => {
-            // Unreadable system certificates leave the store smaller; the handshake
-            // error then names the untrusted receiver.
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-        None => {}
-    }
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let mut config = match &settings.client_identity {
+        None => Trust::System,
+    };
+    let identity = match &settings.client_identity {
         Some((cert, key)) => {
             let chain = certificates("otlp-client-cert", cert)?;
             let key_pem = read("otlp-client-key", key)?;
@@ -323,14 +302,21 @@ fn tls_config(settings: &OtlpSettings) -> Result<ClientConfig, BuildError> {
                 path: key.display().to_string(),
                 what: "private key",
             })?;
-            builder.with_client_auth_cert(chain, key)?
+            Some((chain, key))
         }
-        None => builder.with_no_client_auth(),
+        None => None,
     };
-    if settings.protocol == OtlpProtocol::Http {
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    }
-    Ok(config)
+    let alpn = match settings.protocol {
+        OtlpProtocol::Http => kaas_tls::http_alpn(),
+        OtlpProtocol::Grpc => Vec::new(),
+    };
+    kaas_tls::client_config(ClientTls {
+        trust,
+        identity,
+        alpn,
+        ..ClientTls::default()
+    })
+    .map_err(|e| BuildError::Client(e.to_string()))
 }
 
 /// A lazily connecting gRPC channel doing TLS with `tls` for https endpoints.

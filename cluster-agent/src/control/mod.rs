@@ -219,20 +219,3 @@ impl From<tonic::Status> for ControlError {
         }
     }
 }
-
-/// `error` and its sources, joined with ": ", for log lines: tonic's transport errors
-/// only say "transport error" themselves and keep the cause (connection refused,
-/// certificate unknown) in their sources.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}

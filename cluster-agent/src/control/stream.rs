@@ -190,7 +190,7 @@ impl ObserverConnection {
                             error,
                             ControlError::Transport(_) | ControlError::Status { .. }
                         );
-                        let error = super::error_chain(&error);
+                        let error = kaas_self_telemetry::error_chain(&error);
                         tracing::error!(observer = %url, %error, "cannot join the observer");
                         if !reachable {
                             // A refused token (every replica reads the same token
@@ -210,7 +210,7 @@ impl ObserverConnection {
                     return;
                 }
                 Err(error) => {
-                    let error = super::error_chain(&error);
+                    let error = kaas_self_telemetry::error_chain(&error);
                     tracing::warn!(observer = %url, %error, "cannot open the control stream; trying the next observer endpoint");
                     self.endpoints.failed(&url);
                     continue;
@@ -233,7 +233,7 @@ impl ObserverConnection {
                     log_refused_certificate(&url, &identity, code, &message);
                 }
                 Err(error) => {
-                    let error = super::error_chain(&error);
+                    let error = kaas_self_telemetry::error_chain(&error);
                     tracing::warn!(observer = %url, %error, "the control stream failed");
                 }
             }

@@ -97,29 +97,17 @@ impl ApiError {
     }
 }
 
-/// The error and its sources, one after the other, for the log.
-fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let (error, fields) = match self {
             Self::Invalid { message, fields } => (message, fields),
             Self::Internal(cause) => {
-                tracing::error!(error = %cause_chain(cause.as_ref()), "request failed");
+                tracing::error!(error = %kaas_self_telemetry::error_chain(cause.as_ref()), "request failed");
                 (INTERNAL_ERROR_MESSAGE.to_owned(), Vec::new())
             }
             Self::Unavailable(cause) => {
-                tracing::warn!(error = %cause_chain(cause.as_ref()), "not ready");
+                tracing::warn!(error = %kaas_self_telemetry::error_chain(cause.as_ref()), "not ready");
                 ("service unavailable".to_owned(), Vec::new())
             }
             other => (other.to_string(), Vec::new()),

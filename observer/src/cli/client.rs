@@ -112,8 +112,7 @@ impl ApiClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        // Err means a provider is installed already, which is what we want.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        kaas_tls::install_default_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -132,7 +131,7 @@ impl ApiClient {
         }
         let http = builder.build().map_err(|e| ClientError::Unreachable {
             url: server.to_owned(),
-            reason: chain(&e),
+            reason: kaas_self_telemetry::error_chain(&e),
         })?;
         Ok(Self {
             base,
@@ -204,7 +203,7 @@ impl ApiClient {
         }
         let unreachable = |e: reqwest::Error| ClientError::Unreachable {
             url: self.server().to_owned(),
-            reason: chain(&e),
+            reason: kaas_self_telemetry::error_chain(&e),
         };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
@@ -248,20 +247,4 @@ impl<T: Serialize> ErasedSerialize for T {
     fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::to_value(self)
     }
-}
-
-/// An error and its causes, e.g. `error sending request: client error (Connect):
-/// tcp connect error: Connection refused (os error 111)`.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

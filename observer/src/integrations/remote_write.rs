@@ -420,8 +420,7 @@ impl Sender {
                 reason: format!("tenant {:?}: {e}", settings.tenant),
             }
         })?;
-        // Err means a provider is installed already, which is what we want.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        kaas_tls::install_default_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(settings.timeout)
             .user_agent(concat!("kaas-observer/", env!("CARGO_PKG_VERSION")));
@@ -459,7 +458,7 @@ impl Sender {
             .await;
         let response = match response {
             Ok(response) => response,
-            Err(error) => return Outcome::Failed(error_chain(&error)),
+            Err(error) => return Outcome::Failed(kaas_self_telemetry::error_chain(&error)),
         };
         let status = response.status();
         if status.is_success() {
@@ -475,17 +474,6 @@ impl Sender {
             Outcome::Refused(status.as_u16(), text)
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// What a [`RemoteWriter`] writes.

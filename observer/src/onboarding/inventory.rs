@@ -561,8 +561,7 @@ impl InventorySource {
         if !matches!(settings.url.scheme(), "http" | "https") || !settings.url.has_host() {
             return Err(InventoryError::BadUrl(settings.url.to_string()));
         }
-        // Err means a provider is installed already, which is what we want.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        kaas_tls::install_default_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(INVENTORY_REQUEST_TIMEOUT)
             .connect_timeout(INVENTORY_CONNECT_TIMEOUT)
@@ -673,7 +672,7 @@ impl InventorySource {
         let url = self.settings.url.to_string();
         let unreachable = |e: reqwest::Error| PollError::Unreachable {
             url: url.clone(),
-            reason: error_chain(&e),
+            reason: kaas_self_telemetry::error_chain(&e),
         };
         let mut request = self
             .http
@@ -865,18 +864,6 @@ impl InventorySource {
             &reason,
         );
     }
-}
-
-/// An error and its causes, `: `-separated (reqwest's own message hides the cause).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

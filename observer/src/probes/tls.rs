@@ -9,13 +9,11 @@
 //! the certificate the server serves now (a resumed session would not show a renewal)
 //! and costs what a first connection costs.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use kaas_tls::{ClientTls, Trust};
+use rustls::ClientConfig;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -44,8 +42,7 @@ impl TlsClient {
         let name = settings.server_name.as_deref().unwrap_or(host);
         let server_name = ServerName::try_from(name.to_owned())
             .map_err(|_| format!("{name:?} is not a DNS name or IP address"))?;
-        let mut config = client_config(settings)?;
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let mut config = client_config(settings, alpn)?;
         config.resumption = rustls::client::Resumption::disabled();
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
@@ -82,101 +79,18 @@ pub fn earliest_expiry(chain: &[CertificateDer<'_>]) -> Option<i64> {
         .min()
 }
 
-/// The process's crypto provider: ring.
-fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
-}
-
-/// The system's trust anchors, read once: reading and parsing the bundle costs far more
-/// than a handshake.
-fn system_roots() -> Arc<RootCertStore> {
-    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let mut roots = RootCertStore::empty();
-            // Unreadable system certificates leave the store smaller; the handshake
-            // error then names the untrusted server.
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            Arc::new(roots)
-        })
-        .clone()
-}
-
-fn client_config(settings: &TlsSettings) -> Result<ClientConfig, String> {
-    let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS configuration refused: {e}"))?;
-    let builder = if settings.insecure_skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
-    } else {
-        let roots = match &settings.ca {
-            Some(pem) => Arc::new(parse_ca(pem)?),
-            None => system_roots(),
-        };
-        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
-            .build()
-            .map_err(|e| format!("cannot build the certificate verifier: {e}"))?;
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
+fn client_config(settings: &TlsSettings, alpn: &[&[u8]]) -> Result<ClientConfig, String> {
+    let trust = match (&settings.ca, settings.insecure_skip_verify) {
+        (_, true) => Trust::AnyServer,
+        (Some(pem), false) => Trust::Roots(Arc::new(parse_ca(pem)?)),
+        (None, false) => Trust::System,
     };
-    Ok(builder.with_no_client_auth())
-}
-
-/// Accepts any server certificate (`insecureSkipVerify`), still checking that the
-/// server holds the certificate's key.
-#[derive(Debug)]
-struct AcceptAnyServer(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    kaas_tls::client_config(ClientTls {
+        trust,
+        alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+        ..ClientTls::default()
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// A `tls` probe ready to run.
