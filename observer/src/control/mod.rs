@@ -71,8 +71,10 @@
 //! changed. The computation is a pure function of stored data, so replicas that both
 //! compute it agree (and a write of an identical status is a no-op).
 
+pub mod pipelines;
 pub mod service;
 pub mod status;
+pub mod status_task;
 
 use std::future::Future;
 use std::time::Duration;

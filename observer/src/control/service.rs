@@ -3,9 +3,9 @@
 //! documentation of [`crate::control`] for the protocol).
 
 use crate::integrations::central::{CentralPipelineSettings, central_pipeline};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,9 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status::{ClusterObservation, HealthRecord, pipeline_status};
+use super::pipelines::TenantPipelines;
+use super::status::HealthRecord;
+use super::status_task::{StatusTask, StatusWork};
 use crate::identity::{
     ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY, cluster_from_certificate,
     serial_hex_from_certificate,
@@ -134,6 +136,9 @@ struct StreamEntry {
     id: u64,
     tenant: String,
     wake: Arc<Notify>,
+    /// Set with a wake when the cluster's registration changed, so the stream reads
+    /// it again; a pipeline change wakes it without (the cluster is unchanged).
+    cluster_changed: Arc<AtomicBool>,
 }
 
 impl StreamRegistry {
@@ -148,6 +153,7 @@ impl StreamRegistry {
             .into_iter()
             .flat_map(|c| &c.streams)
         {
+            entry.cluster_changed.store(true, Ordering::Release);
             entry.wake.notify_one();
         }
     }
@@ -162,6 +168,7 @@ impl StreamRegistry {
 
     fn wake_all(&self) {
         for entry in self.entries() {
+            entry.cluster_changed.store(true, Ordering::Release);
             entry.wake.notify_one();
         }
     }
@@ -201,17 +208,6 @@ fn lock(registry: &SharedRegistry) -> std::sync::MutexGuard<'_, StreamRegistry> 
     registry.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What the status task should recompute.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum StatusWork {
-    /// Every pipeline of a tenant.
-    Tenant(String),
-    /// Every pipeline of the cluster's tenant.
-    Cluster(String),
-    /// Everything (after the change feed lagged).
-    All,
-}
-
 /// The `AgentControl` service. Cheap to clone.
 #[derive(Clone)]
 pub struct ControlService {
@@ -224,6 +220,7 @@ struct Inner {
     settings: ControlSettings,
     metrics: Arc<ControlMetrics>,
     streams: SharedRegistry,
+    pipelines: Arc<TenantPipelines>,
     next_stream_id: AtomicU64,
     /// Random id of this service instance, the first half of its connection ids.
     replica_id: String,
@@ -244,18 +241,22 @@ impl ControlService {
     /// inside a Tokio runtime; the tasks stop when the last clone is dropped.
     pub fn new(store: Store, ca: Arc<ClusterCa>, settings: ControlSettings) -> Self {
         let streams = SharedRegistry::default();
+        let pipelines = Arc::new(TenantPipelines::default());
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let dispatcher = tokio::spawn(dispatch_changes(
             store.subscribe(),
             streams.clone(),
+            pipelines.clone(),
             status_tx.clone(),
         ));
-        let statuses = tokio::spawn(update_statuses(
-            store.clone(),
-            status_rx,
-            settings.status_debounce,
-            settings.central_pipeline.clone(),
-        ));
+        let statuses = tokio::spawn(
+            StatusTask::new(
+                store.clone(),
+                pipelines.clone(),
+                settings.central_pipeline.clone(),
+            )
+            .run(status_rx, settings.status_debounce),
+        );
         // Pipelines changed while no replica ran get their status on start.
         let _ = status_tx.send(StatusWork::All);
         Self {
@@ -265,6 +266,7 @@ impl ControlService {
                 settings,
                 metrics: Arc::new(ControlMetrics::default()),
                 streams,
+                pipelines,
                 next_stream_id: AtomicU64::new(1),
                 replica_id: format!("{:016x}", fastrand::u64(..)),
                 closing: watch::channel(false).0,
@@ -443,29 +445,11 @@ impl AgentControl for ControlService {
                 "this certificate was revoked: the cluster joined again with a newer one",
             ));
         }
-        let now = now_ms();
-        inner
-            .store
-            .record_agent_seen(
-                &cluster.name,
-                &hello.agent_instance_id,
-                &hello.agent_version,
-                now,
-            )
-            .await
-            .map_err(unavailable)?;
-        let previous_health = inner
-            .store
-            .cluster_report(&cluster.name)
-            .await
-            .map_err(unavailable)?
-            .and_then(|report| report.health)
-            .and_then(|json| serde_json::from_value::<HealthRecord>(json).ok());
-
         // Registered before it is recorded as connected, so that an older stream of the
         // cluster ending meanwhile sees this one and does not release the connection.
         let id = inner.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
+        let cluster_changed = Arc::new(AtomicBool::new(false));
         let connection_id = lock(&inner.streams).add(
             &cluster.name,
             &inner.replica_id,
@@ -473,11 +457,19 @@ impl AgentControl for ControlService {
                 id,
                 tenant: cluster.tenant.clone(),
                 wake: wake.clone(),
+                cluster_changed: cluster_changed.clone(),
             },
         );
+        // Seen and connected in one write.
         if let Err(error) = inner
             .store
-            .set_connected(&cluster.name, &connection_id)
+            .record_agent_connected(
+                &cluster.name,
+                &hello.agent_instance_id,
+                &hello.agent_version,
+                now_ms(),
+                &connection_id,
+            )
             .await
         {
             // Nothing was recorded under this stream; another stream of the cluster on
@@ -496,6 +488,9 @@ impl AgentControl for ControlService {
         let (out, out_rx) = mpsc::channel(OUTBOX_CAPACITY);
         let stream = AgentStream {
             store: inner.store.clone(),
+            pipelines: inner.pipelines.clone(),
+            cluster_changed,
+            registration: cluster.clone(),
             central: inner.settings.central_pipeline.clone(),
             metrics: inner.metrics.clone(),
             streams: inner.streams.clone(),
@@ -508,12 +503,12 @@ impl AgentControl for ControlService {
             last_sent: None,
             awaiting_answer: None,
             next_sequence: first.sequence_num.saturating_add(1),
-            previous_health,
+            previous_health: None,
             seen_recorded: Instant::now(),
             out,
         };
         let closing = inner.closing.subscribe();
-        tokio::spawn(stream.run(inbound, wake, closing, cluster));
+        tokio::spawn(stream.run(inbound, wake, closing));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 }
@@ -535,6 +530,11 @@ enum StreamEnd {
 /// One agent's stream, owned by its task.
 struct AgentStream {
     store: Store,
+    pipelines: Arc<TenantPipelines>,
+    /// See [`StreamEntry::cluster_changed`].
+    cluster_changed: Arc<AtomicBool>,
+    /// The cluster as last read: its labels select the pipelines.
+    registration: Cluster,
     central: Option<Arc<CentralPipelineSettings>>,
     metrics: Arc<ControlMetrics>,
     streams: SharedRegistry,
@@ -551,7 +551,9 @@ struct AgentStream {
     /// A sent configuration the agent has not answered yet.
     awaiting_answer: Option<Vec<u8>>,
     next_sequence: u64,
-    previous_health: Option<HealthRecord>,
+    /// The health last stored for the cluster: read at the first health report (`None`
+    /// until then), so a connect costs no read for it.
+    previous_health: Option<Option<HealthRecord>>,
     /// When the agent was last recorded as seen.
     seen_recorded: Instant,
     out: mpsc::Sender<Result<ObserverMessage, Status>>,
@@ -563,9 +565,8 @@ impl AgentStream {
         mut inbound: Streaming<AgentMessage>,
         wake: Arc<Notify>,
         mut closing: watch::Receiver<bool>,
-        cluster: Cluster,
     ) {
-        let end = match self.start(cluster).await {
+        let end = match self.start().await {
             Err(end) => end,
             Ok(()) => loop {
                 let step = tokio::select! {
@@ -596,11 +597,11 @@ impl AgentStream {
 
     /// Sends the first configuration if the agent needs one, or records that it runs
     /// the current one.
-    async fn start(&mut self, cluster: Cluster) -> Result<(), StreamEnd> {
-        let rendered = self.render(&cluster).await?;
+    async fn start(&mut self) -> Result<(), StreamEnd> {
+        let rendered = self.render().await?;
         if rendered.hash.as_slice() == self.agent_hash.as_slice() {
             let hash = rendered.hash_hex();
-            if cluster.applied_config_hash.as_deref() != Some(hash.as_str()) {
+            if self.registration.applied_config_hash.as_deref() != Some(hash.as_str()) {
                 let report = ConfigReport {
                     config_hash: hash.clone(),
                     state: CONFIG_STATE_APPLIED.to_owned(),
@@ -615,23 +616,27 @@ impl AgentStream {
         self.offer(rendered).await
     }
 
-    /// Re-renders after a change and offers the result if the agent needs it.
+    /// Re-renders after a change and offers the result if the agent needs it. Reads
+    /// the cluster again only when it changed; the pipelines come from the shared
+    /// per-tenant cache.
     async fn sync(&mut self) -> Result<(), StreamEnd> {
-        let cluster = self
-            .store
-            .get_cluster(&self.cluster)
-            .await
-            .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
-        let cluster = match cluster {
-            Some(cluster) if cluster.state != ClusterState::Deleted => cluster,
-            _ => {
-                return Err(StreamEnd::Refused(Status::permission_denied(format!(
-                    "cluster {:?} was deleted",
-                    self.cluster
-                ))));
-            }
-        };
-        let rendered = self.render(&cluster).await?;
+        if self.cluster_changed.swap(false, Ordering::AcqRel) {
+            let cluster = self
+                .store
+                .get_cluster(&self.cluster)
+                .await
+                .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
+            self.registration = match cluster {
+                Some(cluster) if cluster.state != ClusterState::Deleted => cluster,
+                _ => {
+                    return Err(StreamEnd::Refused(Status::permission_denied(format!(
+                        "cluster {:?} was deleted",
+                        self.cluster
+                    ))));
+                }
+            };
+        }
+        let rendered = self.render().await?;
         if rendered.hash.as_slice() == self.agent_hash.as_slice()
             || self.last_sent.as_deref() == Some(rendered.hash.as_slice())
         {
@@ -640,12 +645,17 @@ impl AgentStream {
         self.offer(rendered).await
     }
 
-    async fn render(&self, cluster: &Cluster) -> Result<RenderedConfig, StreamEnd> {
-        let pipelines = self
-            .store
-            .pipelines_for_cluster(cluster)
+    async fn render(&self) -> Result<RenderedConfig, StreamEnd> {
+        let cluster = &self.registration;
+        let pipelines: Vec<ValidatedPipeline> = self
+            .pipelines
+            .get(&self.store, &cluster.tenant)
             .await
-            .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
+            .map_err(|error| StreamEnd::Refused(unavailable(error)))?
+            .iter()
+            .filter(|stored| stored.pipeline.spec().cluster_selector.matches(&cluster.labels))
+            .map(|stored| stored.pipeline.clone())
+            .collect();
         Ok(render_for_cluster(
             cluster,
             &pipelines,
@@ -710,10 +720,13 @@ impl AgentStream {
                 Ok(())
             }
             Some(agent_message::Body::Health(health)) => {
+                if self.previous_health.is_none() {
+                    self.previous_health = Some(self.stored_health().await);
+                }
                 let record = HealthRecord::from_report(
                     &self.instance_id,
                     &health,
-                    self.previous_health.as_ref(),
+                    self.previous_health.as_ref().and_then(Option::as_ref),
                 );
                 match serde_json::to_value(&record) {
                     Ok(json) => {
@@ -725,13 +738,26 @@ impl AgentStream {
                     }
                     Err(error) => tracing::error!(%error, "cannot encode a health record"),
                 }
-                self.previous_health = Some(record);
+                self.previous_health = Some(Some(record));
                 Ok(())
             }
             // Every message is a sign of life (see `touch`); a heartbeat is nothing more.
             Some(agent_message::Body::Heartbeat(_)) => Ok(()),
             // A message type this observer does not know: ignored, as the contract asks.
             None => Ok(()),
+        }
+    }
+
+    /// The health record stored for the cluster (by this or an earlier connection).
+    async fn stored_health(&self) -> Option<HealthRecord> {
+        match self.store.cluster_report(&self.cluster).await {
+            Ok(report) => report
+                .and_then(|report| report.health)
+                .and_then(|json| serde_json::from_value(json).ok()),
+            Err(error) => {
+                self.log_store_error(Err(error));
+                None
+            }
         }
     }
 
@@ -848,28 +874,35 @@ impl AgentStream {
     }
 }
 
-/// Routes store changes to the streams they concern and to the status task.
+/// Routes store changes to the streams they concern, the pipeline cache and the status
+/// task. Observations (reports, pipeline statuses) wake no stream.
 async fn dispatch_changes(
     mut changes: broadcast::Receiver<Change>,
     streams: SharedRegistry,
+    pipelines: Arc<TenantPipelines>,
     status: mpsc::UnboundedSender<StatusWork>,
 ) {
     loop {
         let work = match changes.recv().await {
             Ok(Change::Tenant(tenant)) | Ok(Change::Pipeline { tenant, .. }) => {
+                // Invalidated before the streams wake, so they read the change.
+                pipelines.invalidate(&tenant);
                 lock(&streams).wake_tenant(&tenant);
                 StatusWork::Tenant(tenant)
             }
-            Ok(Change::Cluster { tenant, name }) => {
+            Ok(Change::Cluster { name, .. }) => {
                 lock(&streams).wake_cluster(&name);
-                StatusWork::Tenant(tenant)
+                StatusWork::Cluster(name)
             }
             Ok(Change::ClusterReport(cluster)) => StatusWork::Cluster(cluster),
+            // Written by the status task itself (or another replica's): nothing to do.
+            Ok(Change::PipelineStatus { .. }) => continue,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(
                     missed,
                     "the change feed overflowed; re-checking every stream and status"
                 );
+                pipelines.clear();
                 lock(&streams).wake_all();
                 StatusWork::All
             }
@@ -881,125 +914,6 @@ async fn dispatch_changes(
     }
 }
 
-/// Recomputes pipeline statuses for the tenants that had changes, debounced.
-async fn update_statuses(
-    store: Store,
-    mut work: mpsc::UnboundedReceiver<StatusWork>,
-    debounce: Duration,
-    central: Option<Arc<CentralPipelineSettings>>,
-) {
-    while let Some(first) = work.recv().await {
-        tokio::time::sleep(debounce).await;
-        let mut batch = BTreeSet::from([first]);
-        while let Ok(more) = work.try_recv() {
-            batch.insert(more);
-        }
-        let tenants = match tenants_for(&store, batch).await {
-            Ok(tenants) => tenants,
-            Err(error) => {
-                tracing::warn!(%error, "cannot recompute pipeline statuses");
-                continue;
-            }
-        };
-        for tenant in tenants {
-            if let Err(error) = update_tenant_statuses(&store, &tenant, central.as_deref()).await {
-                tracing::warn!(%tenant, %error, "cannot recompute pipeline statuses");
-            }
-        }
-    }
-}
-
-async fn tenants_for(
-    store: &Store,
-    batch: BTreeSet<StatusWork>,
-) -> Result<BTreeSet<String>, StoreError> {
-    if batch.contains(&StatusWork::All) {
-        return Ok(store
-            .list_tenants()
-            .await?
-            .into_iter()
-            .map(|t| t.name)
-            .collect());
-    }
-    let mut tenants = BTreeSet::new();
-    for work in batch {
-        match work {
-            StatusWork::Tenant(tenant) => {
-                tenants.insert(tenant);
-            }
-            StatusWork::Cluster(cluster) => {
-                if let Some(cluster) = store.get_cluster(&cluster).await? {
-                    tenants.insert(cluster.tenant);
-                }
-            }
-            StatusWork::All => {}
-        }
-    }
-    Ok(tenants)
-}
-
-/// Recomputes the status of every pipeline of `tenant` and writes those that changed.
-pub async fn update_tenant_statuses(
-    store: &Store,
-    tenant: &str,
-    central: Option<&CentralPipelineSettings>,
-) -> Result<(), StoreError> {
-    let pipelines = store.list_pipelines(Some(tenant)).await?;
-    if pipelines.is_empty() {
-        return Ok(());
-    }
-    let mut observed = Vec::new();
-    for cluster in store.list_clusters(Some(tenant)).await? {
-        if cluster.state == ClusterState::Deleted {
-            continue;
-        }
-        let selected: Vec<ValidatedPipeline> = pipelines
-            .iter()
-            .filter(|p| p.pipeline.spec().cluster_selector.matches(&cluster.labels))
-            .map(|p| p.pipeline.clone())
-            .collect();
-        let desired_hash = render_for_cluster(&cluster, &selected, central).hash_hex();
-        let report = store.cluster_report(&cluster.name).await?;
-        let observation = ClusterObservation {
-            cluster: cluster.name.clone(),
-            connected: report.as_ref().is_some_and(|r| r.connected),
-            desired_hash,
-            config: report.as_ref().and_then(|r| r.config.clone()),
-            health: report
-                .and_then(|r| r.health)
-                .and_then(|json| serde_json::from_value(json).ok()),
-        };
-        observed.push((cluster, observation));
-    }
-    let now = now_ms();
-    for stored in pipelines {
-        let selected: Vec<ClusterObservation> = observed
-            .iter()
-            .filter(|(cluster, _)| {
-                stored
-                    .pipeline
-                    .spec()
-                    .cluster_selector
-                    .matches(&cluster.labels)
-            })
-            .map(|(_, observation)| observation.clone())
-            .collect();
-        let status = pipeline_status(
-            &stored.pipeline,
-            stored.generation,
-            &selected,
-            &stored.status,
-            now,
-        );
-        if status != stored.status {
-            store
-                .set_pipeline_status(tenant, stored.name(), status)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1009,6 +923,7 @@ mod tests {
             id,
             tenant: "shop".into(),
             wake: Arc::new(Notify::new()),
+            cluster_changed: Arc::new(AtomicBool::new(false)),
         }
     }
 

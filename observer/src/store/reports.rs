@@ -1,0 +1,385 @@
+//! Agent reports written in groups: one task per store commits every report that
+//! waits for the writer in one transaction (group commit).
+//!
+//! # Why
+//! Each agent stream reports on its own (a connect, then APPLYING and APPLIED for every
+//! configuration, health every 30 s). A transaction per report costs a BEGIN and a
+//! COMMIT beside its statements, each a round trip to SQLite's single writer thread;
+//! 10,000 agents answering one pipeline change, or reconnecting after a restart, queue
+//! 20,000 such transactions behind each other.
+//!
+//! # How
+//! [`Store::record_config_report`](super::Store::record_config_report),
+//! [`record_health`](super::Store::record_health),
+//! [`record_agent_seen`](super::Store::record_agent_seen) and
+//! [`record_agent_connected`](super::Store::record_agent_connected) queue a
+//! [`ReportWrite`] and wait for its result. The writer takes everything queued (up to
+//! [`MAX_REPORT_BATCH`]) and writes it in one transaction:
+//! * agent seen / connected: per report, as the single write would (read the row,
+//!   update it, audit a state change), in arrival order;
+//! * config reports: only the last report of each cluster is stored (an `APPLYING`
+//!   followed by its `APPLIED` in the same batch becomes one row write), in one
+//!   multi-row upsert; each cluster's applied hash is set from its last `APPLIED`, by a
+//!   conditional update that changes nothing when the hash is already stored;
+//! * health: the last report of each cluster, in one multi-row upsert.
+//!
+//! The result is what writing the reports one by one in arrival order gives; the
+//! callers are answered only after the commit, and the changes are published after it
+//! as for every write. If the batch fails (a cluster was removed meanwhile, so a
+//! foreign key refuses its report; a database error), it is rolled back and every
+//! report is written again on its own, so one bad report fails alone with its own error.
+
+use std::collections::{BTreeMap, HashSet};
+
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    ExprTrait as _, IntoActiveModel, QueryFilter, Set, TransactionTrait,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::entities::{cluster_reports, clusters};
+use super::{
+    CONFIG_STATE_APPLIED, Change, ConfigReport, StoreError, commit_changes, find_cluster,
+    note_agent_seen, now_ms,
+};
+
+/// Most reports written in one transaction: large enough that a burst from 10,000
+/// agents takes a few dozen commits, small enough that one transaction stays short
+/// (the first report of a batch waits for all of it) and a multi-row upsert binds far
+/// fewer than SQLite's 32,766 variables.
+pub const MAX_REPORT_BATCH: usize = 512;
+
+/// Reports waiting for the writer. Each stream waits for its own report, so this holds
+/// at most one report per stream; when full, reporters wait (back-pressure).
+const REPORT_QUEUE_CAPACITY: usize = 4096;
+
+/// One report to write.
+#[derive(Debug)]
+pub enum ReportWrite {
+    /// The agent was heard from; with `connection`, its stream opened.
+    Seen {
+        cluster: String,
+        instance_id: String,
+        version: String,
+        at_ms: i64,
+        connection: Option<String>,
+    },
+    /// A configuration report.
+    Config {
+        cluster: String,
+        report: ConfigReport,
+    },
+    /// A health report.
+    Health {
+        cluster: String,
+        health: serde_json::Value,
+        at_ms: i64,
+    },
+}
+
+impl ReportWrite {
+    fn cluster(&self) -> &str {
+        match self {
+            Self::Seen { cluster, .. } | Self::Config { cluster, .. } | Self::Health { cluster, .. } => {
+                cluster
+            }
+        }
+    }
+}
+
+struct Queued {
+    write: ReportWrite,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The reporters' end of the queue.
+#[derive(Clone)]
+pub struct ReportQueue {
+    queue: mpsc::Sender<Queued>,
+}
+
+impl ReportQueue {
+    /// Queues `write` and waits until it is committed (or failed).
+    pub async fn write(&self, write: ReportWrite) -> Result<(), StoreError> {
+        let (done, result) = oneshot::channel();
+        self.queue
+            .send(Queued { write, done })
+            .await
+            .map_err(|_| writer_gone())?;
+        result.await.map_err(|_| writer_gone())?
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Database(sea_orm::DbErr::Custom(
+        "the report writer has stopped".to_owned(),
+    ))
+}
+
+/// What the writer needs of the store: its write connection and change feed.
+pub struct ReportWriter {
+    pub db: DatabaseConnection,
+    pub origin: String,
+    pub changes: broadcast::Sender<Change>,
+}
+
+impl ReportWriter {
+    /// Starts the writer task; it ends when every [`ReportQueue`] is dropped.
+    pub fn spawn(self) -> (ReportQueue, tokio::task::JoinHandle<()>) {
+        let (queue, queued) = mpsc::channel(REPORT_QUEUE_CAPACITY);
+        let task = tokio::spawn(self.run(queued));
+        (ReportQueue { queue }, task)
+    }
+
+    async fn run(self, mut queued: mpsc::Receiver<Queued>) {
+        let mut batch = Vec::with_capacity(MAX_REPORT_BATCH);
+        while queued.recv_many(&mut batch, MAX_REPORT_BATCH).await > 0 {
+            self.write_batch(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    async fn write_batch(&self, batch: Vec<Queued>) {
+        if batch.len() > 1 {
+            let writes: Vec<&ReportWrite> = batch.iter().map(|q| &q.write).collect();
+            match self.write_together(&writes).await {
+                Ok(()) => {
+                    for queued in batch {
+                        let _ = queued.done.send(Ok(()));
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, reports = batch.len(), "a batch of agent reports failed; writing them one by one");
+                }
+            }
+        }
+        for queued in batch {
+            let result = self.write_one(&queued.write).await;
+            // The reporter may have stopped waiting (its stream ended); fine.
+            let _ = queued.done.send(result);
+        }
+    }
+
+    async fn commit(
+        &self,
+        transaction: DatabaseTransaction,
+        changes: Vec<Change>,
+    ) -> Result<(), StoreError> {
+        commit_changes(transaction, changes, &self.origin, &self.changes).await
+    }
+
+    /// One report in its own transaction.
+    async fn write_one(&self, write: &ReportWrite) -> Result<(), StoreError> {
+        let transaction = self.db.begin().await?;
+        let changes = match write {
+            ReportWrite::Seen {
+                cluster,
+                instance_id,
+                version,
+                at_ms,
+                connection,
+            } => {
+                write_seen(
+                    &transaction,
+                    cluster,
+                    instance_id,
+                    version,
+                    *at_ms,
+                    connection.as_deref(),
+                )
+                .await?
+            }
+            ReportWrite::Config { cluster, report } => {
+                let row = find_cluster(&transaction, cluster).await?;
+                if report.state == CONFIG_STATE_APPLIED
+                    && row.applied_config_hash.as_deref() != Some(report.config_hash.as_str())
+                {
+                    let mut row = row.into_active_model();
+                    row.applied_config_hash = Set(Some(report.config_hash.clone()));
+                    row.update(&transaction).await?;
+                }
+                upsert_config_reports(&transaction, &[(cluster.as_str(), report)]).await?;
+                vec![Change::ClusterReport(cluster.clone())]
+            }
+            ReportWrite::Health {
+                cluster,
+                health,
+                at_ms,
+            } => {
+                find_cluster(&transaction, cluster).await?;
+                upsert_health(&transaction, &[(cluster.as_str(), health, *at_ms)]).await?;
+                vec![Change::ClusterReport(cluster.clone())]
+            }
+        };
+        self.commit(transaction, changes).await
+    }
+
+    /// Every report of a batch in one transaction (see the module documentation).
+    async fn write_together(&self, writes: &[&ReportWrite]) -> Result<(), StoreError> {
+        let transaction = self.db.begin().await?;
+        let mut changes = Vec::new();
+        let mut seen_changes = HashSet::new();
+        let mut publish = |change: Change, changes: &mut Vec<Change>| {
+            if seen_changes.insert(change.clone()) {
+                changes.push(change);
+            }
+        };
+        // The last config report, last APPLIED hash and last health of each cluster.
+        let mut configs: BTreeMap<&str, &ConfigReport> = BTreeMap::new();
+        let mut applied: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut healths: BTreeMap<&str, (&serde_json::Value, i64)> = BTreeMap::new();
+        for write in writes {
+            match write {
+                ReportWrite::Seen {
+                    cluster,
+                    instance_id,
+                    version,
+                    at_ms,
+                    connection,
+                } => {
+                    let written = write_seen(
+                        &transaction,
+                        cluster,
+                        instance_id,
+                        version,
+                        *at_ms,
+                        connection.as_deref(),
+                    )
+                    .await?;
+                    for change in written {
+                        publish(change, &mut changes);
+                    }
+                }
+                ReportWrite::Config { cluster, report } => {
+                    configs.insert(cluster, report);
+                    if report.state == CONFIG_STATE_APPLIED {
+                        applied.insert(cluster, &report.config_hash);
+                    }
+                }
+                ReportWrite::Health {
+                    cluster,
+                    health,
+                    at_ms,
+                } => {
+                    healths.insert(cluster, (health, *at_ms));
+                }
+            }
+        }
+        for (cluster, hash) in &applied {
+            clusters::Entity::update_many()
+                .col_expr(clusters::Column::AppliedConfigHash, Expr::value(*hash))
+                .filter(clusters::Column::Name.eq(*cluster))
+                .filter(
+                    clusters::Column::AppliedConfigHash
+                        .is_null()
+                        .or(clusters::Column::AppliedConfigHash.ne(*hash)),
+                )
+                .exec(&transaction)
+                .await?;
+        }
+        let configs: Vec<(&str, &ConfigReport)> = configs.into_iter().collect();
+        upsert_config_reports(&transaction, &configs).await?;
+        let healths: Vec<(&str, &serde_json::Value, i64)> = healths
+            .into_iter()
+            .map(|(cluster, (health, at_ms))| (cluster, health, at_ms))
+            .collect();
+        upsert_health(&transaction, &healths).await?;
+        for write in writes {
+            if !matches!(write, ReportWrite::Seen { .. }) {
+                publish(Change::ClusterReport(write.cluster().to_owned()), &mut changes);
+            }
+        }
+        self.commit(transaction, changes).await
+    }
+}
+
+/// The agent of `name` was heard from (and with `connection`, its stream opened).
+async fn write_seen(
+    transaction: &DatabaseTransaction,
+    name: &str,
+    instance_id: &str,
+    version: &str,
+    at_ms: i64,
+    connection: Option<&str>,
+) -> Result<Vec<Change>, StoreError> {
+    let row = find_cluster(transaction, name).await?;
+    let mut active = row.clone().into_active_model();
+    let seen = note_agent_seen(&row, &mut active, instance_id, version, at_ms)?;
+    if let Some(connection) = connection {
+        active.connected = Set(true);
+        active.connection_id = Set(Some(connection.to_owned()));
+    }
+    active.update(transaction).await?;
+    let mut changes = seen.record(transaction, &row).await?;
+    let report = Change::ClusterReport(name.to_owned());
+    if connection.is_some() && !row.connected && !changes.contains(&report) {
+        changes.push(report);
+    }
+    Ok(changes)
+}
+
+/// Stores each cluster's config report (one per cluster), in one statement.
+async fn upsert_config_reports(
+    transaction: &DatabaseTransaction,
+    reports: &[(&str, &ConfigReport)],
+) -> Result<(), StoreError> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut rows = Vec::with_capacity(reports.len());
+    for (cluster, report) in reports {
+        let json = serde_json::to_value(report)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode a config report: {e}")))?;
+        rows.push(cluster_reports::ActiveModel {
+            cluster: Set((*cluster).to_owned()),
+            config_report: Set(Some(json)),
+            updated_at_ms: Set(now),
+            ..Default::default()
+        });
+    }
+    cluster_reports::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(cluster_reports::Column::Cluster)
+                .update_columns([
+                    cluster_reports::Column::ConfigReport,
+                    cluster_reports::Column::UpdatedAtMs,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(transaction)
+        .await?;
+    Ok(())
+}
+
+/// Stores each cluster's health report (one per cluster), in one statement.
+async fn upsert_health(
+    transaction: &DatabaseTransaction,
+    reports: &[(&str, &serde_json::Value, i64)],
+) -> Result<(), StoreError> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let rows = reports.iter().map(|(cluster, health, at_ms)| cluster_reports::ActiveModel {
+        cluster: Set((*cluster).to_owned()),
+        health: Set(Some((*health).clone())),
+        health_at_ms: Set(Some(*at_ms)),
+        updated_at_ms: Set(now),
+        ..Default::default()
+    });
+    cluster_reports::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(cluster_reports::Column::Cluster)
+                .update_columns([
+                    cluster_reports::Column::Health,
+                    cluster_reports::Column::HealthAtMs,
+                    cluster_reports::Column::UpdatedAtMs,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(transaction)
+        .await?;
+    Ok(())
+}
