@@ -927,6 +927,78 @@ mod tests {
         }
     }
 
+    /// Whether `wake` was notified (a stored permit counts).
+    async fn woken(wake: &Notify) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), wake.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn observations_wake_no_stream_and_status_writes_cause_no_work() {
+        let streams = SharedRegistry::default();
+        let mine = entry(1);
+        let (wake, cluster_changed) = (mine.wake.clone(), mine.cluster_changed.clone());
+        lock(&streams).add("c1", "r", mine);
+        let pipelines = Arc::new(TenantPipelines::default());
+        let (feed, changes) = broadcast::channel(16);
+        let (status, mut work) = mpsc::unbounded_channel();
+        let dispatcher = tokio::spawn(dispatch_changes(
+            changes,
+            streams.clone(),
+            pipelines,
+            status,
+        ));
+        // The dispatcher handles changes in order: once the work of a change arrives,
+        // every earlier change has been routed too.
+        async fn next_work(work: &mut mpsc::UnboundedReceiver<StatusWork>) -> StatusWork {
+            tokio::time::timeout(Duration::from_secs(5), work.recv())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+
+        // The stream's own APPLIED (and any report): status work, no wake.
+        feed.send(Change::ClusterReport("c1".into())).unwrap();
+        assert_eq!(next_work(&mut work).await, StatusWork::Cluster("c1".into()));
+        assert!(!woken(&wake).await, "a report woke the stream");
+        // A status write: neither a wake nor another recomputation (the next work is
+        // the next change's).
+        feed.send(Change::PipelineStatus {
+            tenant: "shop".into(),
+            name: "p1".into(),
+        })
+        .unwrap();
+        // Another tenant's pipeline: not this stream.
+        feed.send(Change::Pipeline {
+            tenant: "bank".into(),
+            name: "p1".into(),
+        })
+        .unwrap();
+        assert_eq!(next_work(&mut work).await, StatusWork::Tenant("bank".into()));
+        assert!(!woken(&wake).await, "a status write or another tenant woke the stream");
+
+        // A pipeline change wakes the tenant's streams without re-reading clusters.
+        feed.send(Change::Pipeline {
+            tenant: "shop".into(),
+            name: "p1".into(),
+        })
+        .unwrap();
+        assert_eq!(next_work(&mut work).await, StatusWork::Tenant("shop".into()));
+        assert!(woken(&wake).await);
+        assert!(!cluster_changed.load(Ordering::Acquire));
+        // A change of the cluster itself: woken, and told to read the cluster again.
+        feed.send(Change::Cluster {
+            tenant: "shop".into(),
+            name: "c1".into(),
+        })
+        .unwrap();
+        assert_eq!(next_work(&mut work).await, StatusWork::Cluster("c1".into()));
+        assert!(woken(&wake).await);
+        assert!(cluster_changed.load(Ordering::Acquire));
+        dispatcher.abort();
+    }
+
     #[test]
     fn overlapping_streams_of_a_cluster_share_one_connection_released_by_the_last() {
         let mut registry = StreamRegistry::default();
