@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt as _};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -221,6 +221,8 @@ struct Inner {
     metrics: Arc<ControlMetrics>,
     streams: SharedRegistry,
     pipelines: Arc<TenantPipelines>,
+    /// Cluster changes the dispatcher has routed so far; see `connect`.
+    clusters_routed: Arc<AtomicU64>,
     next_stream_id: AtomicU64,
     /// Random id of this service instance, the first half of its connection ids.
     replica_id: String,
@@ -242,11 +244,15 @@ impl ControlService {
     pub fn new(store: Store, ca: Arc<ClusterCa>, settings: ControlSettings) -> Self {
         let streams = SharedRegistry::default();
         let pipelines = Arc::new(TenantPipelines::default());
+        let clusters_routed = Arc::new(AtomicU64::new(0));
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let dispatcher = tokio::spawn(dispatch_changes(
             store.subscribe(),
-            streams.clone(),
-            pipelines.clone(),
+            Routes {
+                streams: streams.clone(),
+                pipelines: pipelines.clone(),
+                clusters_routed: clusters_routed.clone(),
+            },
             status_tx.clone(),
         ));
         let statuses = tokio::spawn(
@@ -267,6 +273,7 @@ impl ControlService {
                 metrics: Arc::new(ControlMetrics::default()),
                 streams,
                 pipelines,
+                clusters_routed,
                 next_stream_id: AtomicU64::new(1),
                 replica_id: format!("{:016x}", fastrand::u64(..)),
                 closing: watch::channel(false).0,
@@ -425,6 +432,10 @@ impl AgentControl for ControlService {
                 peer.cluster, hello.cluster_id
             )));
         }
+        // A change of the cluster routed between this read and the stream's registration
+        // below would reach no stream: if any cluster change was routed meanwhile, the
+        // stream reads its cluster again at its first wake.
+        let routed_before = inner.clusters_routed.load(Ordering::Acquire);
         let cluster = inner
             .store
             .get_cluster(&peer.cluster)
@@ -460,6 +471,9 @@ impl AgentControl for ControlService {
                 cluster_changed: cluster_changed.clone(),
             },
         );
+        if inner.clusters_routed.load(Ordering::Acquire) != routed_before {
+            cluster_changed.store(true, Ordering::Release);
+        }
         // Seen and connected in one write.
         if let Err(error) = inner
             .store
@@ -509,7 +523,9 @@ impl AgentControl for ControlService {
         };
         let closing = inner.closing.subscribe();
         tokio::spawn(stream.run(inbound, wake, closing));
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(out_rx).map(|message: Outgoing| *message),
+        )))
     }
 }
 
@@ -556,8 +572,13 @@ struct AgentStream {
     previous_health: Option<Option<HealthRecord>>,
     /// When the agent was last recorded as seen.
     seen_recorded: Instant,
-    out: mpsc::Sender<Result<ObserverMessage, Status>>,
+    out: mpsc::Sender<Outgoing>,
 }
+
+/// A message for the agent, or the status that ends its stream. Boxed: the outbox
+/// allocates its slots up front (a block of 32), and a `Status` is ~180 bytes, so
+/// unboxed slots would cost ~6 KiB per stream for a queue that is nearly always empty.
+type Outgoing = Box<Result<ObserverMessage, Status>>;
 
 impl AgentStream {
     async fn run(
@@ -566,13 +587,16 @@ impl AgentStream {
         wake: Arc<Notify>,
         mut closing: watch::Receiver<bool>,
     ) {
-        let end = match self.start().await {
+        // The task lives as long as the agent is connected, mostly waiting: the work
+        // (store reads and writes, whose futures are several KiB) is boxed so it takes
+        // memory only while it runs, not in every idle task.
+        let end = match Box::pin(self.start()).await {
             Err(end) => end,
             Ok(()) => loop {
                 let step = tokio::select! {
-                    () = wake.notified() => self.sync().await,
+                    () = wake.notified() => Box::pin(self.sync()).await,
                     message = inbound.message() => match message {
-                        Ok(Some(message)) => self.receive(message).await,
+                        Ok(Some(message)) => Box::pin(self.receive(message)).await,
                         Ok(None) => Err(StreamEnd::Gone),
                         Err(status) => {
                             tracing::debug!(cluster = %self.cluster, %status, "agent stream broke");
@@ -590,9 +614,9 @@ impl AgentStream {
             },
         };
         if let StreamEnd::Refused(status) = end {
-            let _ = self.out.send(Err(status)).await;
+            let _ = self.out.send(Box::new(Err(status))).await;
         }
-        self.finish().await;
+        Box::pin(self.finish()).await;
     }
 
     /// Sends the first configuration if the agent needs one, or records that it runs
@@ -677,7 +701,7 @@ impl AgentStream {
                 config_hash: hash.clone(),
             })),
         };
-        if self.out.send(Ok(message)).await.is_err() {
+        if self.out.send(Box::new(Ok(message))).await.is_err() {
             self.metrics.push("failure");
             return Err(StreamEnd::Gone);
         }
@@ -694,7 +718,7 @@ impl AgentStream {
             })),
         };
         self.out
-            .send(Ok(message))
+            .send(Box::new(Ok(message)))
             .await
             .map_err(|_| StreamEnd::Gone)
     }
@@ -874,14 +898,25 @@ impl AgentStream {
     }
 }
 
+/// Where the dispatcher routes changes.
+struct Routes {
+    streams: SharedRegistry,
+    pipelines: Arc<TenantPipelines>,
+    clusters_routed: Arc<AtomicU64>,
+}
+
 /// Routes store changes to the streams they concern, the pipeline cache and the status
 /// task. Observations (reports, pipeline statuses) wake no stream.
 async fn dispatch_changes(
     mut changes: broadcast::Receiver<Change>,
-    streams: SharedRegistry,
-    pipelines: Arc<TenantPipelines>,
+    routes: Routes,
     status: mpsc::UnboundedSender<StatusWork>,
 ) {
+    let Routes {
+        streams,
+        pipelines,
+        clusters_routed,
+    } = routes;
     loop {
         let work = match changes.recv().await {
             Ok(Change::Tenant(tenant)) | Ok(Change::Pipeline { tenant, .. }) => {
@@ -891,6 +926,9 @@ async fn dispatch_changes(
                 StatusWork::Tenant(tenant)
             }
             Ok(Change::Cluster { name, .. }) => {
+                // Counted before the wake: a stream registering concurrently either is
+                // woken or sees the count move (the registry lock orders the two).
+                clusters_routed.fetch_add(1, Ordering::AcqRel);
                 lock(&streams).wake_cluster(&name);
                 StatusWork::Cluster(name)
             }
@@ -903,6 +941,7 @@ async fn dispatch_changes(
                     "the change feed overflowed; re-checking every stream and status"
                 );
                 pipelines.clear();
+                clusters_routed.fetch_add(1, Ordering::AcqRel);
                 lock(&streams).wake_all();
                 StatusWork::All
             }
@@ -945,8 +984,11 @@ mod tests {
         let (status, mut work) = mpsc::unbounded_channel();
         let dispatcher = tokio::spawn(dispatch_changes(
             changes,
-            streams.clone(),
-            pipelines,
+            Routes {
+                streams: streams.clone(),
+                pipelines,
+                clusters_routed: Arc::new(AtomicU64::new(0)),
+            },
             status,
         ));
         // The dispatcher handles changes in order: once the work of a change arrives,

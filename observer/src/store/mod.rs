@@ -69,7 +69,11 @@
 //! Writes that change nothing publish nothing (an identical apply, an unchanged status
 //! or state). Heartbeat-like writes publish only what subscribers act on:
 //! `record_agent_seen` publishes when state, version or instance changes, not for every
-//! `last_seen`. API token changes publish nothing: [`Change`] has no variant for them and
+//! `last_seen`. Desired state and observations are told apart: `Tenant`, `Cluster`
+//! (registration, labels, state, certificate) and `Pipeline` (spec, metadata) wake agent
+//! streams; `ClusterReport` (config reports including the applied hash, health,
+//! connection, agent version) and `PipelineStatus` do not, so an agent's own report or
+//! the status computed from it never sends the observer back to its streams. API token changes publish nothing: [`Change`] has no variant for them and
 //! no subscriber acts on them (authentication reads the table on every request).
 //!
 //! # Connected
@@ -94,9 +98,16 @@
 //!
 //! # Concurrency and crashes
 //! Every mutation is one transaction: a crash leaves either all or nothing. SQLite uses
-//! a single connection in WAL mode, which serializes writers inside the process (the
-//! embedded default runs one observer). On PostgreSQL, replicas that start together
-//! serialize their migrations on an advisory lock.
+//! a single writing connection in WAL mode with `synchronous=NORMAL`, which serializes
+//! writers inside the process (the embedded default runs one observer), and a pool of
+//! read-only connections for reads outside transactions: WAL readers do not wait for
+//! the writer, and a read sees every commit that finished before it started. On
+//! PostgreSQL one pool serves both, and replicas that start together serialize their
+//! migrations on an advisory lock.
+//!
+//! Agent reports (seen, connected, config, health) are written by one task per store
+//! that commits everything waiting in one transaction ([`reports`]); each caller still
+//! gets its own result after the commit.
 
 mod entities;
 mod errors;
