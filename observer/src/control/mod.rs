@@ -78,6 +78,7 @@
 //! a pure function of stored data, so replicas that both compute it agree (and a write
 //! of an identical status is a no-op).
 
+pub mod codec;
 pub mod pipelines;
 pub mod service;
 pub mod status;
@@ -145,7 +146,7 @@ pub async fn serve_with_shutdown(
         .tls_config(tls)?
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(service.into_server())
+        .add_service(codec::CompactAgentControl::new(service))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

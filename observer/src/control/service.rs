@@ -36,7 +36,8 @@ use crate::identity::{
 };
 use crate::store::{
     CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Change, Cluster,
-    ClusterState, ConfigErrorRecord, ConfigReport, RedeemError, Store, StoreError, now_ms,
+    ClusterState, ConfigErrorRecord, ConfigReport, RedeemError, ReportWrite, Store, StoreError,
+    now_ms,
 };
 
 /// How long an agent may take to send its hello after opening the stream.
@@ -633,7 +634,11 @@ impl AgentStream {
                     running_config_hash: hash,
                     at_ms: now_ms(),
                 };
-                self.log_store_error(self.store.record_config_report(&self.cluster, report).await);
+                self.submit(ReportWrite::Config {
+                    cluster: self.cluster.clone(),
+                    report,
+                })
+                .await;
             }
             return Ok(());
         }
@@ -754,11 +759,12 @@ impl AgentStream {
                 );
                 match serde_json::to_value(&record) {
                     Ok(json) => {
-                        let result = self
-                            .store
-                            .record_health(&self.cluster, json, health.timestamp_unix_ms)
-                            .await;
-                        self.log_store_error(result);
+                        self.submit(ReportWrite::Health {
+                            cluster: self.cluster.clone(),
+                            health: json,
+                            at_ms: health.timestamp_unix_ms,
+                        })
+                        .await;
                     }
                     Err(error) => tracing::error!(%error, "cannot encode a health record"),
                 }
@@ -786,11 +792,14 @@ impl AgentStream {
     }
 
     async fn seen(&mut self) {
-        let result = self
-            .store
-            .record_agent_seen(&self.cluster, &self.instance_id, &self.version, now_ms())
-            .await;
-        self.log_store_error(result);
+        self.submit(ReportWrite::Seen {
+            cluster: self.cluster.clone(),
+            instance_id: self.instance_id.clone(),
+            version: self.version.clone(),
+            at_ms: now_ms(),
+            connection: None,
+        })
+        .await;
         self.seen_recorded = Instant::now();
     }
 
@@ -863,7 +872,18 @@ impl AgentStream {
             running_config_hash: hex::encode(&status.running_config_hash),
             at_ms: now_ms(),
         };
-        let result = self.store.record_config_report(&self.cluster, report).await;
+        self.submit(ReportWrite::Config {
+            cluster: self.cluster.clone(),
+            report,
+        })
+        .await;
+    }
+
+    /// Queues a report for the store without waiting for its write: the stream goes on
+    /// reading (an `APPLIED` right behind the `APPLYING`), and its reports are still
+    /// written in order (see [`crate::store::reports`]).
+    async fn submit(&self, report: ReportWrite) {
+        let result = self.store.submit_report(report).await;
         self.log_store_error(result);
     }
 

@@ -150,7 +150,8 @@ use crate::secrets::{SecretBox, SecretError};
 use entities::{api_tokens, audit_log, cluster_reports, clusters, join_tokens, pipelines, tenants};
 pub use errors::{RedeemError, StoreError};
 use migrations::Migrator;
-use reports::{ReportQueue, ReportWrite, ReportWriter};
+use reports::{ReportQueue, ReportWriter};
+pub use reports::ReportWrite;
 
 /// How many changes the in-process feed holds for a slow subscriber before it lags. A
 /// burst larger than this (a resync after a PostgreSQL reconnect of a big installation)
@@ -565,6 +566,9 @@ struct Inner {
     /// Reads outside transactions: SQLite's read-only pool, or the same pool as `db`
     /// (PostgreSQL, in-memory SQLite).
     reader: DatabaseConnection,
+    /// What `/readyz` asks: on SQLite a read-only connection of its own, so readiness
+    /// does not queue behind the reads of a reconnect storm; otherwise `reader`.
+    pinger: DatabaseConnection,
     secrets: SecretBox,
     changes: broadcast::Sender<Change>,
     /// Random id of this store instance, carried in notifications to skip our own.
@@ -635,7 +639,7 @@ impl Store {
             .await?;
         Migrator::up(&transaction, None).await?;
         transaction.commit().await?;
-        let (store, listening) = Self::build(db.clone(), db, secrets, true);
+        let (store, listening) = Self::build(db.clone(), db.clone(), db, secrets, true);
         // Return only once the listener is subscribed, so every change committed after
         // `connect` returns reaches this replica's feed.
         if let Some(listening) = listening
@@ -692,13 +696,17 @@ impl Store {
         let db = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
         Migrator::up(&db, None).await?;
         // Readers open after the migrations, so they find the file in WAL mode.
-        let reader = if read_pool {
-            let pool = sqlite_pool(SQLITE_READ_CONNECTIONS, base.read_only(true)).await?;
-            sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool)
+        let (reader, pinger) = if read_pool {
+            let readers = sqlite_pool(SQLITE_READ_CONNECTIONS, base.clone().read_only(true)).await?;
+            let pinger = sqlite_pool(1, base.read_only(true)).await?;
+            (
+                sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(readers),
+                sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pinger),
+            )
         } else {
-            db.clone()
+            (db.clone(), db.clone())
         };
-        Ok(Self::build(db, reader, secrets, false).0)
+        Ok(Self::build(db, reader, pinger, secrets, false).0)
     }
 
     /// The store, and with `listen` a receiver that fires once the PostgreSQL listener
@@ -706,6 +714,7 @@ impl Store {
     fn build(
         db: DatabaseConnection,
         reader: DatabaseConnection,
+        pinger: DatabaseConnection,
         secrets: SecretBox,
         listen: bool,
     ) -> (Store, Option<oneshot::Receiver<()>>) {
@@ -733,6 +742,7 @@ impl Store {
             inner: Arc::new(Inner {
                 db,
                 reader,
+                pinger,
                 secrets,
                 changes,
                 origin,
@@ -755,10 +765,10 @@ impl Store {
     }
 
     /// Checks that the database answers, for `/readyz`. On SQLite it asks a reading
-    /// connection, so a busy writer (a burst of agent reports) does not make the
-    /// observer look unready.
+    /// connection of its own, so neither a busy writer (a burst of agent reports) nor
+    /// busy readers (a reconnect storm) make the observer look unready.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        Ok(self.reader().ping().await?)
+        Ok(self.inner.pinger.ping().await?)
     }
 
     /// The change feed: this replica's changes and, on PostgreSQL, other replicas'.
@@ -1487,6 +1497,14 @@ impl Store {
                 report,
             })
             .await
+    }
+
+    /// Queues an agent report and returns once it is queued, without waiting for the
+    /// write: what an agent stream does, so that reading its next message (an
+    /// `APPLIED` right after the `APPLYING`) does not wait for a commit. Reports are
+    /// written in the order submitted; a failed one is logged.
+    pub async fn submit_report(&self, report: ReportWrite) -> Result<(), StoreError> {
+        self.inner.reports.submit(report).await
     }
 
     /// Stores the agent's latest health report. Written with other agent reports

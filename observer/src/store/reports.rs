@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
     ExprTrait as _, IntoActiveModel, QueryFilter, Set, TransactionTrait,
@@ -57,23 +57,35 @@ const REPORT_QUEUE_CAPACITY: usize = 4096;
 /// One report to write.
 #[derive(Debug)]
 pub enum ReportWrite {
-    /// The agent was heard from; with `connection`, its stream opened.
+    /// The agent was heard from ([`Store::record_agent_seen`](super::Store::record_agent_seen));
+    /// with `connection`, its stream opened
+    /// ([`Store::record_agent_connected`](super::Store::record_agent_connected)).
     Seen {
+        /// The cluster.
         cluster: String,
+        /// The agent process.
         instance_id: String,
+        /// The agent's version.
         version: String,
+        /// When, Unix milliseconds.
         at_ms: i64,
+        /// The connection that opened, if this is a connect.
         connection: Option<String>,
     },
-    /// A configuration report.
+    /// A configuration report ([`Store::record_config_report`](super::Store::record_config_report)).
     Config {
+        /// The cluster.
         cluster: String,
+        /// The report.
         report: ConfigReport,
     },
-    /// A health report.
+    /// A health report ([`Store::record_health`](super::Store::record_health)).
     Health {
+        /// The cluster.
         cluster: String,
+        /// The report as stored.
         health: serde_json::Value,
+        /// When the agent made it, Unix milliseconds.
         at_ms: i64,
     },
 }
@@ -90,7 +102,24 @@ impl ReportWrite {
 
 struct Queued {
     write: ReportWrite,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    /// Who waits for the result; `None` for a report submitted without waiting, whose
+    /// failure the writer logs.
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+impl Queued {
+    fn finish(self, result: Result<(), StoreError>) {
+        match (self.done, result) {
+            // The reporter may have stopped waiting (its stream ended); fine.
+            (Some(done), result) => {
+                let _ = done.send(result);
+            }
+            (None, Ok(())) => {}
+            (None, Err(error)) => {
+                tracing::warn!(cluster = %self.write.cluster(), %error, "cannot store an agent report");
+            }
+        }
+    }
 }
 
 /// The reporters' end of the queue.
@@ -104,10 +133,23 @@ impl ReportQueue {
     pub async fn write(&self, write: ReportWrite) -> Result<(), StoreError> {
         let (done, result) = oneshot::channel();
         self.queue
-            .send(Queued { write, done })
+            .send(Queued {
+                write,
+                done: Some(done),
+            })
             .await
             .map_err(|_| writer_gone())?;
         result.await.map_err(|_| writer_gone())?
+    }
+
+    /// Queues `write` and returns once it is queued (waiting only while the queue is
+    /// full). Reports of one reporter are still written in the order submitted; a
+    /// failure is logged by the writer.
+    pub async fn submit(&self, write: ReportWrite) -> Result<(), StoreError> {
+        self.queue
+            .send(Queued { write, done: None })
+            .await
+            .map_err(|_| writer_gone())
     }
 }
 
@@ -145,7 +187,7 @@ impl ReportWriter {
             match self.write_together(&writes).await {
                 Ok(()) => {
                     for queued in batch {
-                        let _ = queued.done.send(Ok(()));
+                        queued.finish(Ok(()));
                     }
                     return;
                 }
@@ -156,8 +198,7 @@ impl ReportWriter {
         }
         for queued in batch {
             let result = self.write_one(&queued.write).await;
-            // The reporter may have stopped waiting (its stream ended); fine.
-            let _ = queued.done.send(result);
+            queued.finish(result);
         }
     }
 
@@ -266,15 +307,17 @@ impl ReportWriter {
                 }
             }
         }
-        for (cluster, hash) in &applied {
+        // Every applied hash of the batch in one statement:
+        // `SET applied_config_hash = CASE name WHEN … THEN … END WHERE name IN (…)`.
+        if !applied.is_empty() {
+            let mut hashes = CaseStatement::new();
+            for (cluster, hash) in &applied {
+                hashes = hashes.case(Expr::col(clusters::Column::Name).eq(*cluster), *hash);
+            }
+            let hashes = hashes.finally(Expr::col(clusters::Column::AppliedConfigHash));
             clusters::Entity::update_many()
-                .col_expr(clusters::Column::AppliedConfigHash, Expr::value(*hash))
-                .filter(clusters::Column::Name.eq(*cluster))
-                .filter(
-                    clusters::Column::AppliedConfigHash
-                        .is_null()
-                        .or(clusters::Column::AppliedConfigHash.ne(*hash)),
-                )
+                .col_expr(clusters::Column::AppliedConfigHash, hashes.into())
+                .filter(clusters::Column::Name.is_in(applied.keys().copied()))
                 .exec(&transaction)
                 .await?;
         }
