@@ -29,7 +29,7 @@
 //! foreign key refuses its report; a database error), it is rolled back and every
 //! report is written again on its own, so one bad report fails alone with its own error.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
 use sea_orm::{
@@ -40,8 +40,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::entities::{cluster_reports, clusters};
 use super::{
-    CONFIG_STATE_APPLIED, Change, ConfigReport, StoreError, commit_changes, find_cluster,
-    note_agent_seen, now_ms,
+    Actor, CONFIG_STATE_APPLIED, Change, ClusterState, ConfigReport, StoreError, audit,
+    commit_changes, find_cluster, now_ms, parse_state,
 };
 
 /// Most reports written in one transaction: large enough that a burst from 10,000
@@ -270,28 +270,12 @@ impl ReportWriter {
         let mut configs: BTreeMap<&str, &ConfigReport> = BTreeMap::new();
         let mut applied: BTreeMap<&str, &str> = BTreeMap::new();
         let mut healths: BTreeMap<&str, (&serde_json::Value, i64)> = BTreeMap::new();
+        for change in write_seen_together(&transaction, writes).await? {
+            publish(change, &mut changes);
+        }
         for write in writes {
             match write {
-                ReportWrite::Seen {
-                    cluster,
-                    instance_id,
-                    version,
-                    at_ms,
-                    connection,
-                } => {
-                    let written = write_seen(
-                        &transaction,
-                        cluster,
-                        instance_id,
-                        version,
-                        *at_ms,
-                        connection.as_deref(),
-                    )
-                    .await?;
-                    for change in written {
-                        publish(change, &mut changes);
-                    }
-                }
+                ReportWrite::Seen { .. } => {}
                 ReportWrite::Config { cluster, report } => {
                     configs.insert(cluster, report);
                     if report.state == CONFIG_STATE_APPLIED {
@@ -347,19 +331,177 @@ async fn write_seen(
     connection: Option<&str>,
 ) -> Result<Vec<Change>, StoreError> {
     let row = find_cluster(transaction, name).await?;
-    let mut active = row.clone().into_active_model();
-    let seen = note_agent_seen(&row, &mut active, instance_id, version, at_ms)?;
-    if let Some(connection) = connection {
-        active.connected = Set(true);
-        active.connection_id = Set(Some(connection.to_owned()));
+    let mut seen = SeenRow::new(row);
+    seen.apply(instance_id, version, at_ms, connection)?;
+    seen.write(transaction).await
+}
+
+/// Every `Seen` report of a batch: the rows read in one query, the reports applied to
+/// them in order, then one statement for all rows whose only change is `last_seen`
+/// (the common heartbeat) and one update per other row.
+async fn write_seen_together(
+    transaction: &DatabaseTransaction,
+    writes: &[&ReportWrite],
+) -> Result<Vec<Change>, StoreError> {
+    let names: BTreeSet<&str> = writes
+        .iter()
+        .filter(|write| matches!(write, ReportWrite::Seen { .. }))
+        .map(|write| write.cluster())
+        .collect();
+    if names.is_empty() {
+        return Ok(Vec::new());
     }
-    active.update(transaction).await?;
-    let mut changes = seen.record(transaction, &row).await?;
-    let report = Change::ClusterReport(name.to_owned());
-    if connection.is_some() && !row.connected && !changes.contains(&report) {
-        changes.push(report);
+    let mut rows: BTreeMap<String, SeenRow> = BTreeMap::new();
+    for chunk in names.iter().copied().collect::<Vec<_>>().chunks(super::NAMES_PER_QUERY) {
+        for row in clusters::Entity::find()
+            .filter(clusters::Column::Name.is_in(chunk.iter().copied()))
+            .all(transaction)
+            .await?
+        {
+            rows.insert(row.name.clone(), SeenRow::new(row));
+        }
+    }
+    for write in writes {
+        if let ReportWrite::Seen {
+            cluster,
+            instance_id,
+            version,
+            at_ms,
+            connection,
+        } = write
+        {
+            rows.get_mut(cluster)
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "cluster",
+                    name: cluster.clone(),
+                })?
+                .apply(instance_id, version, *at_ms, connection.as_deref())?;
+        }
+    }
+    let mut changes = Vec::new();
+    let mut last_seen_only = Vec::new();
+    for (_, row) in rows {
+        if row.only_last_seen_changed() {
+            last_seen_only.push((row.original.name, row.current.last_seen_ms));
+        } else {
+            changes.extend(row.write(transaction).await?);
+        }
+    }
+    if !last_seen_only.is_empty() {
+        let mut seen = CaseStatement::new();
+        for (name, at) in &last_seen_only {
+            seen = seen.case(Expr::col(clusters::Column::Name).eq(name.as_str()), *at);
+        }
+        let seen = seen.finally(Expr::col(clusters::Column::LastSeenMs));
+        clusters::Entity::update_many()
+            .col_expr(clusters::Column::LastSeenMs, seen.into())
+            .filter(
+                clusters::Column::Name.is_in(last_seen_only.iter().map(|(name, _)| name.as_str())),
+            )
+            .exec(transaction)
+            .await?;
     }
     Ok(changes)
+}
+
+/// A cluster row with `Seen` reports applied to it in memory.
+struct SeenRow {
+    original: clusters::Model,
+    current: clusters::Model,
+    new_states: Vec<ClusterState>,
+    agent_changed: bool,
+    connected_now: bool,
+}
+
+impl SeenRow {
+    fn new(row: clusters::Model) -> Self {
+        Self {
+            current: row.clone(),
+            original: row,
+            new_states: Vec::new(),
+            agent_changed: false,
+            connected_now: false,
+        }
+    }
+
+    /// What hearing from the agent changes: instance and version, `last_seen` (never
+    /// backwards), `provisioning` or `silent` becoming `active`, and with `connection`
+    /// the connection.
+    fn apply(
+        &mut self,
+        instance_id: &str,
+        version: &str,
+        at_ms: i64,
+        connection: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let row = &mut self.current;
+        let old_state = parse_state(&row.state)?;
+        if matches!(old_state, ClusterState::Provisioning | ClusterState::Silent) {
+            row.state = ClusterState::Active.as_str().to_owned();
+            row.state_changed_at_ms = at_ms;
+            self.new_states.push(ClusterState::Active);
+        }
+        if row.agent_instance_id.as_deref() != Some(instance_id)
+            || row.agent_version.as_deref() != Some(version)
+        {
+            self.agent_changed = true;
+            row.agent_instance_id = Some(instance_id.to_owned());
+            row.agent_version = Some(version.to_owned());
+        }
+        row.last_seen_ms = Some(row.last_seen_ms.map_or(at_ms, |seen| Ord::max(seen, at_ms)));
+        if let Some(connection) = connection {
+            if !row.connected {
+                self.connected_now = true;
+            }
+            row.connected = true;
+            row.connection_id = Some(connection.to_owned());
+        }
+        Ok(())
+    }
+
+    fn only_last_seen_changed(&self) -> bool {
+        let mut current = self.current.clone();
+        current.last_seen_ms = self.original.last_seen_ms;
+        current == self.original
+    }
+
+    /// Writes the row, audits state changes, and says what to publish: a state change
+    /// is a `Cluster` change (probe targets and integrations follow states), a new
+    /// agent or a connection only an observation.
+    async fn write(self, transaction: &DatabaseTransaction) -> Result<Vec<Change>, StoreError> {
+        let row = self.current;
+        let mut active = self.original.into_active_model();
+        active.agent_instance_id = Set(row.agent_instance_id.clone());
+        active.agent_version = Set(row.agent_version.clone());
+        active.last_seen_ms = Set(row.last_seen_ms);
+        active.state = Set(row.state.clone());
+        active.state_changed_at_ms = Set(row.state_changed_at_ms);
+        active.connected = Set(row.connected);
+        active.connection_id = Set(row.connection_id.clone());
+        active.update(transaction).await?;
+        let mut changes = Vec::new();
+        for state in &self.new_states {
+            audit(
+                transaction,
+                &Actor::agent(&row.name),
+                &format!("set-state:{state}"),
+                "cluster",
+                Some(&row.tenant),
+                &row.name,
+            )
+            .await?;
+        }
+        if !self.new_states.is_empty() {
+            changes.push(Change::Cluster {
+                tenant: row.tenant.clone(),
+                name: row.name.clone(),
+            });
+        }
+        if self.agent_changed || self.connected_now {
+            changes.push(Change::ClusterReport(row.name.clone()));
+        }
+        Ok(changes)
+    }
 }
 
 /// Stores each cluster's config report (one per cluster), in one statement.
@@ -425,4 +567,154 @@ async fn upsert_health(
         .exec_without_returning(transaction)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::secrets::SecretBox;
+    use crate::store::{Actor, NewCluster, Store};
+
+    fn report(state: &str, hash: &str) -> ConfigReport {
+        ConfigReport {
+            config_hash: hash.into(),
+            state: state.into(),
+            errors: Vec::new(),
+            running_config_hash: hash.into(),
+            at_ms: 1,
+        }
+    }
+
+    /// The batch path itself (not the one-by-one fallback) writes every kind of
+    /// report: the fallback would hide a batch that always fails.
+    #[tokio::test]
+    async fn a_batch_of_every_kind_of_report_is_written_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("o.db"), SecretBox::generate().unwrap())
+            .await
+            .unwrap();
+        store.create_tenant("shop", &Actor::admin()).await.unwrap();
+        for name in ["c1", "c2", "c3"] {
+            let new = NewCluster {
+                name: name.into(),
+                tenant: "shop".into(),
+                labels: BTreeMap::new(),
+                api_endpoint: None,
+            };
+            store
+                .create_cluster(new, Duration::from_secs(60), &Actor::admin())
+                .await
+                .unwrap();
+        }
+        let writer = ReportWriter {
+            db: store.inner.db.clone(),
+            origin: "test".into(),
+            changes: store.inner.changes.clone(),
+        };
+        let seen = |cluster: &str, connection: Option<&str>| ReportWrite::Seen {
+            cluster: cluster.into(),
+            instance_id: "i1".into(),
+            version: "0.1.0".into(),
+            at_ms: 5,
+            connection: connection.map(str::to_owned),
+        };
+        let config = |cluster: &str, state: &str, hash: &str| ReportWrite::Config {
+            cluster: cluster.into(),
+            report: report(state, hash),
+        };
+        let writes = [
+            seen("c1", Some("r/1")),
+            seen("c2", None),
+            config("c1", CONFIG_STATE_APPLIED, "aa"),
+            config("c1", crate::store::CONFIG_STATE_APPLYING, "bb"),
+            config("c2", crate::store::CONFIG_STATE_APPLYING, "aa"),
+            config("c2", CONFIG_STATE_APPLIED, "aa"),
+            config("c3", CONFIG_STATE_APPLIED, "cc"),
+            ReportWrite::Health {
+                cluster: "c3".into(),
+                health: serde_json::json!({"n": 1}),
+                at_ms: 7,
+            },
+            ReportWrite::Health {
+                cluster: "c3".into(),
+                health: serde_json::json!({"n": 2}),
+                at_ms: 8,
+            },
+        ];
+        let mut feed = store.subscribe();
+        writer
+            .write_together(&writes.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let rows = store
+            .list_clusters_with_reports(None, None, None)
+            .await
+            .unwrap();
+        let summary: Vec<_> = rows
+            .iter()
+            .map(|(cluster, report)| {
+                (
+                    cluster.name.as_str(),
+                    cluster.connected,
+                    cluster.last_seen_ms,
+                    cluster.applied_config_hash.as_deref(),
+                    report.config.as_ref().map(|c| (c.state.as_str(), c.config_hash.as_str())),
+                    report.health.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("c1", true, Some(5), Some("aa"), Some(("APPLYING", "bb")), None),
+                ("c2", false, Some(5), Some("aa"), Some(("APPLIED", "aa")), None),
+                (
+                    "c3",
+                    false,
+                    None,
+                    Some("cc"),
+                    Some(("APPLIED", "cc")),
+                    Some(serde_json::json!({"n": 2}))
+                ),
+            ]
+        );
+        let mut changes = Vec::new();
+        while let Ok(change) = feed.try_recv() {
+            changes.push(change);
+        }
+        for name in ["c1", "c2", "c3"] {
+            assert!(changes.contains(&Change::ClusterReport(name.into())), "{changes:?}");
+        }
+        // Heartbeats that only move `last_seen` share one statement; never backwards.
+        let beat = |cluster: &str, at_ms: i64| ReportWrite::Seen {
+            cluster: cluster.into(),
+            instance_id: "i1".into(),
+            version: "0.1.0".into(),
+            at_ms,
+            connection: None,
+        };
+        let beats = [beat("c2", 9), beat("c1", 3)];
+        writer
+            .write_together(&beats.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let seen_at = |name: &'static str| {
+            let store = store.clone();
+            async move { store.get_cluster(name).await.unwrap().unwrap().last_seen_ms }
+        };
+        assert_eq!((seen_at("c1").await, seen_at("c2").await), (Some(5), Some(9)));
+        assert!(store.get_cluster("c1").await.unwrap().unwrap().connected);
+        // A report of a cluster that does not exist fails the batch as a whole (and
+        // the writer then writes each report on its own).
+        let bad = [config("c1", CONFIG_STATE_APPLIED, "dd"), config("nope", CONFIG_STATE_APPLIED, "dd")];
+        assert!(writer.write_together(&bad.iter().collect::<Vec<_>>()).await.is_err());
+        assert_eq!(
+            store.get_cluster("c1").await.unwrap().unwrap().applied_config_hash.as_deref(),
+            Some("aa"),
+            "rolled back"
+        );
+    }
 }
