@@ -72,16 +72,23 @@ mod api {
         assert_eq!(all["items"][1]["health"], json!({ "pipelines": [] }));
 
         // Pages of two: `continue` leads to the rest, and the last page has none.
-        let first = get("/api/v1/clusters?limit=2".into(), shop.clone()).await.json();
-        assert_eq!(names(&first), ["a1", "a2"]);
-        let token = first["continue"].as_str().unwrap().to_owned();
-        let rest = get(format!("/api/v1/clusters?limit=2&continue={token}"), shop.clone())
+        let first = get("/api/v1/clusters?limit=2".into(), shop.clone())
             .await
             .json();
+        assert_eq!(names(&first), ["a1", "a2"]);
+        let token = first["continue"].as_str().unwrap().to_owned();
+        let rest = get(
+            format!("/api/v1/clusters?limit=2&continue={token}"),
+            shop.clone(),
+        )
+        .await
+        .json();
         assert_eq!(names(&rest), ["a3"]);
         assert!(rest.get("continue").is_none(), "{rest}");
         // A page that ends exactly at the last cluster says so.
-        let exact = get("/api/v1/clusters?limit=3".into(), shop.clone()).await.json();
+        let exact = get("/api/v1/clusters?limit=3".into(), shop.clone())
+            .await
+            .json();
         assert_eq!(names(&exact), ["a1", "a2", "a3"]);
         assert!(exact.get("continue").is_none(), "{exact}");
         // The admin pages through every tenant.
@@ -90,9 +97,12 @@ mod api {
             .json();
         assert_eq!(names(&admin), ["a1", "a2", "a3"]);
         let token = admin["continue"].as_str().unwrap().to_owned();
-        let admin = get(format!("/api/v1/clusters?limit=3&continue={token}"), ADMIN.to_owned())
-            .await
-            .json();
+        let admin = get(
+            format!("/api/v1/clusters?limit=3&continue={token}"),
+            ADMIN.to_owned(),
+        )
+        .await
+        .json();
         assert_eq!(names(&admin), ["b1"]);
 
         for uri in [
@@ -102,7 +112,12 @@ mod api {
             "/api/v1/clusters?continue=%25%25",
         ] {
             let answer = get(uri.into(), shop.clone()).await;
-            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{uri}: {}", answer.text);
+            assert_eq!(
+                answer.status,
+                StatusCode::BAD_REQUEST,
+                "{uri}: {}",
+                answer.text
+            );
             let message = answer.json()["error"].as_str().unwrap().to_owned();
             assert!(
                 message.contains("limit") || message.contains("continue"),

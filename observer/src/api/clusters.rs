@@ -3,14 +3,14 @@
 //! token, and delete (tombstone) a cluster.
 
 use axum::Json;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kaas_pipeline::names::{check_dns1123_label, check_label_key, check_label_value};
+use serde::Deserialize;
 
 use super::auth::Caller;
 use super::manifest::{ManifestInput, agent_manifest};
@@ -173,8 +173,7 @@ fn encode_continue(name: &str) -> String {
 fn decode_continue(token: &str) -> Result<String, ApiError> {
     let invalid = || {
         ApiError::BadRequest(
-            "continue: not a token from a previous page of this list; start without it"
-                .to_owned(),
+            "continue: not a token from a previous page of this list; start without it".to_owned(),
         )
     };
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;

@@ -11,12 +11,12 @@ use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
+use super::clusters::MAX_CLUSTER_PAGE;
 use super::model::{
     AppliedPipeline, ClusterList, ClusterView, CreateClusterRequest, CreateTenantRequest,
     CreateTokenRequest, CreatedCluster, CreatedToken, ErrorBody, JoinToken, PipelineList,
     PipelineStatusView, PipelineView, StatusView, TenantList, TenantView, TokenList,
 };
-use super::clusters::MAX_CLUSTER_PAGE;
 use super::probes::{ProbeEndpointList, ProbeEndpointRequest, ProbeEndpointView};
 
 /// The document's `info.version`: the observer's version.

@@ -12,7 +12,9 @@ use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::task::{Context, Poll};
 
-use kaas_proto::control::v1::agent_control_server::{AgentControl, AgentControlServer, SERVICE_NAME};
+use kaas_proto::control::v1::agent_control_server::{
+    AgentControl, AgentControlServer, SERVICE_NAME,
+};
 use kaas_proto::control::v1::{AgentMessage, ObserverMessage};
 use tonic::codec::{BufferSettings, Codec};
 use tonic::codegen::{Body, BoxFuture, StdError, http};

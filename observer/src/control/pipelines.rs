@@ -42,11 +42,7 @@ pub struct TenantPipelines {
 impl TenantPipelines {
     /// The tenant's pipelines: from the cache, or read once for every concurrent caller.
     pub async fn get(&self, store: &Store, tenant: &str) -> Result<Pipelines, StoreError> {
-        let cell = self
-            .lock()
-            .entry(tenant.to_owned())
-            .or_default()
-            .clone();
+        let cell = self.lock().entry(tenant.to_owned()).or_default().clone();
         cell.get_or_try_init(|| async {
             Ok::<_, StoreError>(Pipelines::from(store.list_pipelines(Some(tenant)).await?))
         })
@@ -114,7 +110,10 @@ mod tests {
         // change it publishes).
         assert_eq!(names(&cache.get(&store, "shop").await.unwrap()), ["p1"]);
         cache.invalidate("shop");
-        assert_eq!(names(&cache.get(&store, "shop").await.unwrap()), ["p1", "p2"]);
+        assert_eq!(
+            names(&cache.get(&store, "shop").await.unwrap()),
+            ["p1", "p2"]
+        );
 
         store
             .delete_pipeline("shop", "p1", &Actor::admin())

@@ -23,8 +23,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::{Stream, StreamExt as _};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::pipelines::TenantPipelines;
@@ -682,7 +682,13 @@ impl AgentStream {
             .await
             .map_err(|error| StreamEnd::Refused(unavailable(error)))?
             .iter()
-            .filter(|stored| stored.pipeline.spec().cluster_selector.matches(&cluster.labels))
+            .filter(|stored| {
+                stored
+                    .pipeline
+                    .spec()
+                    .cluster_selector
+                    .matches(&cluster.labels)
+            })
             .map(|stored| stored.pipeline.clone())
             .collect();
         Ok(render_for_cluster(
@@ -1037,8 +1043,14 @@ mod tests {
             name: "p1".into(),
         })
         .unwrap();
-        assert_eq!(next_work(&mut work).await, StatusWork::Tenant("bank".into()));
-        assert!(!woken(&wake).await, "a status write or another tenant woke the stream");
+        assert_eq!(
+            next_work(&mut work).await,
+            StatusWork::Tenant("bank".into())
+        );
+        assert!(
+            !woken(&wake).await,
+            "a status write or another tenant woke the stream"
+        );
 
         // A pipeline change wakes the tenant's streams without re-reading clusters.
         feed.send(Change::Pipeline {
@@ -1046,7 +1058,10 @@ mod tests {
             name: "p1".into(),
         })
         .unwrap();
-        assert_eq!(next_work(&mut work).await, StatusWork::Tenant("shop".into()));
+        assert_eq!(
+            next_work(&mut work).await,
+            StatusWork::Tenant("shop".into())
+        );
         assert!(woken(&wake).await);
         assert!(!cluster_changed.load(Ordering::Acquire));
         // A change of the cluster itself: woken, and told to read the cluster again.

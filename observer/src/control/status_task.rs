@@ -162,8 +162,13 @@ impl StatusTask {
                 clusters.insert(observed.1.cluster.clone(), observed);
             }
         }
-        self.tenants
-            .insert(tenant.to_owned(), TenantView { pipelines, clusters });
+        self.tenants.insert(
+            tenant.to_owned(),
+            TenantView {
+                pipelines,
+                clusters,
+            },
+        );
         Ok(())
     }
 

@@ -150,8 +150,8 @@ use crate::secrets::{SecretBox, SecretError};
 use entities::{api_tokens, audit_log, cluster_reports, clusters, join_tokens, pipelines, tenants};
 pub use errors::{RedeemError, StoreError};
 use migrations::Migrator;
-use reports::{ReportQueue, ReportWriter};
 pub use reports::ReportWrite;
+use reports::{ReportQueue, ReportWriter};
 
 /// How many changes the in-process feed holds for a slow subscriber before it lags. A
 /// burst larger than this (a resync after a PostgreSQL reconnect of a big installation)
@@ -697,7 +697,8 @@ impl Store {
         Migrator::up(&db, None).await?;
         // Readers open after the migrations, so they find the file in WAL mode.
         let (reader, pinger) = if read_pool {
-            let readers = sqlite_pool(SQLITE_READ_CONNECTIONS, base.clone().read_only(true)).await?;
+            let readers =
+                sqlite_pool(SQLITE_READ_CONNECTIONS, base.clone().read_only(true)).await?;
             let pinger = sqlite_pool(1, base.read_only(true)).await?;
             (
                 sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(readers),
@@ -787,7 +788,13 @@ impl Store {
         transaction: DatabaseTransaction,
         changes: Vec<Change>,
     ) -> Result<(), StoreError> {
-        commit_changes(transaction, changes, &self.inner.origin, &self.inner.changes).await
+        commit_changes(
+            transaction,
+            changes,
+            &self.inner.origin,
+            &self.inner.changes,
+        )
+        .await
     }
 
     // ---- tenants ----

@@ -93,9 +93,9 @@ pub enum ReportWrite {
 impl ReportWrite {
     fn cluster(&self) -> &str {
         match self {
-            Self::Seen { cluster, .. } | Self::Config { cluster, .. } | Self::Health { cluster, .. } => {
-                cluster
-            }
+            Self::Seen { cluster, .. }
+            | Self::Config { cluster, .. }
+            | Self::Health { cluster, .. } => cluster,
         }
     }
 }
@@ -314,7 +314,10 @@ impl ReportWriter {
         upsert_health(&transaction, &healths).await?;
         for write in writes {
             if !matches!(write, ReportWrite::Seen { .. }) {
-                publish(Change::ClusterReport(write.cluster().to_owned()), &mut changes);
+                publish(
+                    Change::ClusterReport(write.cluster().to_owned()),
+                    &mut changes,
+                );
             }
         }
         self.commit(transaction, changes).await
@@ -352,7 +355,12 @@ async fn write_seen_together(
         return Ok(Vec::new());
     }
     let mut rows: BTreeMap<String, SeenRow> = BTreeMap::new();
-    for chunk in names.iter().copied().collect::<Vec<_>>().chunks(super::NAMES_PER_QUERY) {
+    for chunk in names
+        .iter()
+        .copied()
+        .collect::<Vec<_>>()
+        .chunks(super::NAMES_PER_QUERY)
+    {
         for row in clusters::Entity::find()
             .filter(clusters::Column::Name.is_in(chunk.iter().copied()))
             .all(transaction)
@@ -547,13 +555,15 @@ async fn upsert_health(
         return Ok(());
     }
     let now = now_ms();
-    let rows = reports.iter().map(|(cluster, health, at_ms)| cluster_reports::ActiveModel {
-        cluster: Set((*cluster).to_owned()),
-        health: Set(Some((*health).clone())),
-        health_at_ms: Set(Some(*at_ms)),
-        updated_at_ms: Set(now),
-        ..Default::default()
-    });
+    let rows = reports
+        .iter()
+        .map(|(cluster, health, at_ms)| cluster_reports::ActiveModel {
+            cluster: Set((*cluster).to_owned()),
+            health: Set(Some((*health).clone())),
+            health_at_ms: Set(Some(*at_ms)),
+            updated_at_ms: Set(now),
+            ..Default::default()
+        });
     cluster_reports::Entity::insert_many(rows)
         .on_conflict(
             OnConflict::column(cluster_reports::Column::Cluster)
@@ -661,7 +671,10 @@ mod tests {
                     cluster.connected,
                     cluster.last_seen_ms,
                     cluster.applied_config_hash.as_deref(),
-                    report.config.as_ref().map(|c| (c.state.as_str(), c.config_hash.as_str())),
+                    report
+                        .config
+                        .as_ref()
+                        .map(|c| (c.state.as_str(), c.config_hash.as_str())),
                     report.health.clone(),
                 )
             })
@@ -669,8 +682,22 @@ mod tests {
         assert_eq!(
             summary,
             [
-                ("c1", true, Some(5), Some("aa"), Some(("APPLYING", "bb")), None),
-                ("c2", false, Some(5), Some("aa"), Some(("APPLIED", "aa")), None),
+                (
+                    "c1",
+                    true,
+                    Some(5),
+                    Some("aa"),
+                    Some(("APPLYING", "bb")),
+                    None
+                ),
+                (
+                    "c2",
+                    false,
+                    Some(5),
+                    Some("aa"),
+                    Some(("APPLIED", "aa")),
+                    None
+                ),
                 (
                     "c3",
                     false,
@@ -686,7 +713,10 @@ mod tests {
             changes.push(change);
         }
         for name in ["c1", "c2", "c3"] {
-            assert!(changes.contains(&Change::ClusterReport(name.into())), "{changes:?}");
+            assert!(
+                changes.contains(&Change::ClusterReport(name.into())),
+                "{changes:?}"
+            );
         }
         // Heartbeats that only move `last_seen` share one statement; never backwards.
         let beat = |cluster: &str, at_ms: i64| ReportWrite::Seen {
@@ -705,14 +735,31 @@ mod tests {
             let store = store.clone();
             async move { store.get_cluster(name).await.unwrap().unwrap().last_seen_ms }
         };
-        assert_eq!((seen_at("c1").await, seen_at("c2").await), (Some(5), Some(9)));
+        assert_eq!(
+            (seen_at("c1").await, seen_at("c2").await),
+            (Some(5), Some(9))
+        );
         assert!(store.get_cluster("c1").await.unwrap().unwrap().connected);
         // A report of a cluster that does not exist fails the batch as a whole (and
         // the writer then writes each report on its own).
-        let bad = [config("c1", CONFIG_STATE_APPLIED, "dd"), config("nope", CONFIG_STATE_APPLIED, "dd")];
-        assert!(writer.write_together(&bad.iter().collect::<Vec<_>>()).await.is_err());
+        let bad = [
+            config("c1", CONFIG_STATE_APPLIED, "dd"),
+            config("nope", CONFIG_STATE_APPLIED, "dd"),
+        ];
+        assert!(
+            writer
+                .write_together(&bad.iter().collect::<Vec<_>>())
+                .await
+                .is_err()
+        );
         assert_eq!(
-            store.get_cluster("c1").await.unwrap().unwrap().applied_config_hash.as_deref(),
+            store
+                .get_cluster("c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .applied_config_hash
+                .as_deref(),
             Some("aa"),
             "rolled back"
         );

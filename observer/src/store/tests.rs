@@ -1594,7 +1594,11 @@ async fn observations_are_published_as_reports_not_desired_state(db: &TestDb) {
         .set_pipeline_status("shop", "p1", status)
         .await
         .unwrap();
-    assert_eq!(drain_feed(&mut feed), [], "an unchanged status publishes nothing");
+    assert_eq!(
+        drain_feed(&mut feed),
+        [],
+        "an unchanged status publishes nothing"
+    );
 }
 
 /// Many streams report at once, as after a pipeline change: the writer batches them,
@@ -1688,7 +1692,12 @@ async fn a_bad_report_in_a_batch_fails_alone(db: &TestDb) {
         });
         let health = ["c1", "nope"].map(|name| {
             let store = store.clone();
-            async move { (name, store.record_health(name, serde_json::json!({}), 1).await) }
+            async move {
+                (
+                    name,
+                    store.record_health(name, serde_json::json!({}), 1).await,
+                )
+            }
         });
         let (reports, health) = futures_util::future::join(
             futures_util::future::join_all(reports),
@@ -1764,7 +1773,12 @@ async fn clusters_are_listed_with_their_reports_in_pages(db: &TestDb) {
     let store = db.store().await;
     store.create_tenant("shop", &admin()).await.unwrap();
     store.create_tenant("bank", &admin()).await.unwrap();
-    for (name, tenant) in [("a1", "shop"), ("a2", "bank"), ("a3", "shop"), ("a4", "shop")] {
+    for (name, tenant) in [
+        ("a1", "shop"),
+        ("a2", "bank"),
+        ("a3", "shop"),
+        ("a4", "shop"),
+    ] {
         store
             .create_cluster(new_cluster(name, tenant, &[]), HOUR, &admin())
             .await
