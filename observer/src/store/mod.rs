@@ -682,9 +682,9 @@ impl Store {
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(true)
             .disable_statement_logging();
-        // `synchronous=NORMAL` in WAL mode syncs at checkpoints, not at every commit: a
-        // power loss may lose the last commits but never corrupts the database, and
-        // every agent report is sent again by the agent after a reconnect.
+        // `synchronous=NORMAL` in WAL mode syncs at checkpoints, not at every commit: an
+        // observer crash loses nothing, a power loss may lose the last commits (never
+        // corrupts the database); agents send their state again after a reconnect.
         let writer_options = base
             .clone()
             .create_if_missing(true)
