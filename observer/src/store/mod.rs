@@ -1454,15 +1454,7 @@ impl Store {
         version: &str,
         at_ms: i64,
     ) -> Result<(), StoreError> {
-        self.inner
-            .reports
-            .write(ReportWrite::Seen {
-                cluster: name.to_owned(),
-                instance_id: instance_id.to_owned(),
-                version: version.to_owned(),
-                at_ms,
-                connection: None,
-            })
+        self.agent_heard(name, instance_id, version, at_ms, None)
             .await
     }
 
@@ -1476,6 +1468,18 @@ impl Store {
         at_ms: i64,
         connection: &str,
     ) -> Result<(), StoreError> {
+        self.agent_heard(name, instance_id, version, at_ms, Some(connection))
+            .await
+    }
+
+    async fn agent_heard(
+        &self,
+        name: &str,
+        instance_id: &str,
+        version: &str,
+        at_ms: i64,
+        connection: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.inner
             .reports
             .write(ReportWrite::Seen {
@@ -1483,7 +1487,7 @@ impl Store {
                 instance_id: instance_id.to_owned(),
                 version: version.to_owned(),
                 at_ms,
-                connection: Some(connection.to_owned()),
+                connection: connection.map(str::to_owned),
             })
             .await
     }

@@ -517,9 +517,6 @@ async fn upsert_config_reports(
     transaction: &DatabaseTransaction,
     reports: &[(&str, &ConfigReport)],
 ) -> Result<(), StoreError> {
-    if reports.is_empty() {
-        return Ok(());
-    }
     let now = now_ms();
     let mut rows = Vec::with_capacity(reports.len());
     for (cluster, report) in reports {
@@ -532,18 +529,15 @@ async fn upsert_config_reports(
             ..Default::default()
         });
     }
-    cluster_reports::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::column(cluster_reports::Column::Cluster)
-                .update_columns([
-                    cluster_reports::Column::ConfigReport,
-                    cluster_reports::Column::UpdatedAtMs,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(transaction)
-        .await?;
-    Ok(())
+    upsert_reports(
+        transaction,
+        rows,
+        [
+            cluster_reports::Column::ConfigReport,
+            cluster_reports::Column::UpdatedAtMs,
+        ],
+    )
+    .await
 }
 
 /// Stores each cluster's health report (one per cluster), in one statement.
@@ -551,9 +545,6 @@ async fn upsert_health(
     transaction: &DatabaseTransaction,
     reports: &[(&str, &serde_json::Value, i64)],
 ) -> Result<(), StoreError> {
-    if reports.is_empty() {
-        return Ok(());
-    }
     let now = now_ms();
     let rows = reports
         .iter()
@@ -563,15 +554,34 @@ async fn upsert_health(
             health_at_ms: Set(Some(*at_ms)),
             updated_at_ms: Set(now),
             ..Default::default()
-        });
+        })
+        .collect();
+    upsert_reports(
+        transaction,
+        rows,
+        [
+            cluster_reports::Column::Health,
+            cluster_reports::Column::HealthAtMs,
+            cluster_reports::Column::UpdatedAtMs,
+        ],
+    )
+    .await
+}
+
+/// Inserts `rows` (at most one per cluster), or for a cluster that has its row already,
+/// replaces `columns` in it.
+async fn upsert_reports(
+    transaction: &DatabaseTransaction,
+    rows: Vec<cluster_reports::ActiveModel>,
+    columns: impl IntoIterator<Item = cluster_reports::Column>,
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     cluster_reports::Entity::insert_many(rows)
         .on_conflict(
             OnConflict::column(cluster_reports::Column::Cluster)
-                .update_columns([
-                    cluster_reports::Column::Health,
-                    cluster_reports::Column::HealthAtMs,
-                    cluster_reports::Column::UpdatedAtMs,
-                ])
+                .update_columns(columns)
                 .to_owned(),
         )
         .exec_without_returning(transaction)
