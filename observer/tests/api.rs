@@ -31,6 +31,102 @@ mod api {
     }
 
     #[tokio::test]
+    async fn clusters_are_listed_in_pages_with_their_reports() {
+        let h = Harness::new().await;
+        let shop = h.tenant_with_token("shop").await;
+        let bank = h.tenant_with_token("bank").await;
+        for (name, token) in [("a1", &shop), ("b1", &bank), ("a2", &shop), ("a3", &shop)] {
+            let created = h
+                .call(
+                    Method::POST,
+                    "/api/v1/clusters",
+                    Some(token),
+                    Some(json!({ "name": name })),
+                )
+                .await;
+            assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        }
+        h.store.set_connected("a2", "r/1").await.unwrap();
+        h.store
+            .record_health("a2", json!({ "pipelines": [] }), 1)
+            .await
+            .unwrap();
+        let names = |list: &Value| -> Vec<String> {
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let get = |uri: String, token: String| {
+            let h = &h;
+            async move { h.call(Method::GET, &uri, Some(&token), None).await }
+        };
+
+        // Without a limit: everything the caller may see, no `continue`.
+        let all = get("/api/v1/clusters".into(), shop.clone()).await.json();
+        assert_eq!(names(&all), ["a1", "a2", "a3"]);
+        assert!(all.get("continue").is_none(), "{all}");
+        assert_eq!(all["items"][1]["connected"], true);
+        assert_eq!(all["items"][1]["health"], json!({ "pipelines": [] }));
+
+        // Pages of two: `continue` leads to the rest, and the last page has none.
+        let first = get("/api/v1/clusters?limit=2".into(), shop.clone())
+            .await
+            .json();
+        assert_eq!(names(&first), ["a1", "a2"]);
+        let token = first["continue"].as_str().unwrap().to_owned();
+        let rest = get(
+            format!("/api/v1/clusters?limit=2&continue={token}"),
+            shop.clone(),
+        )
+        .await
+        .json();
+        assert_eq!(names(&rest), ["a3"]);
+        assert!(rest.get("continue").is_none(), "{rest}");
+        // A page that ends exactly at the last cluster says so.
+        let exact = get("/api/v1/clusters?limit=3".into(), shop.clone())
+            .await
+            .json();
+        assert_eq!(names(&exact), ["a1", "a2", "a3"]);
+        assert!(exact.get("continue").is_none(), "{exact}");
+        // The admin pages through every tenant.
+        let admin = get("/api/v1/clusters?limit=3".into(), ADMIN.to_owned())
+            .await
+            .json();
+        assert_eq!(names(&admin), ["a1", "a2", "a3"]);
+        let token = admin["continue"].as_str().unwrap().to_owned();
+        let admin = get(
+            format!("/api/v1/clusters?limit=3&continue={token}"),
+            ADMIN.to_owned(),
+        )
+        .await
+        .json();
+        assert_eq!(names(&admin), ["b1"]);
+
+        for uri in [
+            "/api/v1/clusters?limit=0",
+            "/api/v1/clusters?limit=1001",
+            "/api/v1/clusters?limit=many",
+            "/api/v1/clusters?continue=%25%25",
+        ] {
+            let answer = get(uri.into(), shop.clone()).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::BAD_REQUEST,
+                "{uri}: {}",
+                answer.text
+            );
+            let message = answer.json()["error"].as_str().unwrap().to_owned();
+            assert!(
+                message.contains("limit") || message.contains("continue"),
+                "{uri}: {message}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_bad_token_is_refused_with_401() {
         let h = Harness::new().await;
         for uri in ["/api/v1/clusters", "/api/v1/pipelines", "/api/v1/status"] {

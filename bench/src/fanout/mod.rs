@@ -22,9 +22,9 @@
 //!    `kaas_observer_config_pushes_total{result="success"}` polled every
 //!    [`METRICS_POLL_INTERVAL`]); and when the observer has stored the cluster's new
 //!    applied hash (**acknowledged**: its database read through [`Store`] on a second
-//!    SQLite connection every [`STORE_POLL_INTERVAL`], because `GET /api/v1/clusters`
-//!    costs a query per cluster and polling it would load the very connection being
-//!    measured). Also when the pipeline's `ConfigurationApplied` condition turns True,
+//!    SQLite connection every [`STORE_POLL_INTERVAL`], because the JSON of
+//!    `GET /api/v1/clusters` for every cluster, polled that often, would load the very
+//!    observer being measured). Also when the pipeline's `ConfigurationApplied` condition turns True,
 //!    and how long one `GET /api/v1/clusters` takes once everything settled.
 //! 3. **Reconnect storm**: the observer is killed with SIGKILL and started again at
 //!    once on the same ports and data. Every agent reconnects with the real agent's
@@ -337,8 +337,8 @@ async fn converge(
     report: &mut FanoutReport,
 ) -> Result<(), FanoutError> {
     let n = settings.agents;
-    // A second connection to the observer's database, for reading only: one query per
-    // poll, where the API's cluster list costs a query per cluster.
+    // Our own connections to the observer's database, for reading only: one query per
+    // poll, without loading the observer with the API's JSON for every cluster.
     let store = Store::open_sqlite(
         &observer.database_path(),
         SecretBox::generate().map_err(|e| FanoutError::Setup(e.to_string()))?,

@@ -7,14 +7,16 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kaas_pipeline::names::{check_dns1123_label, check_label_key, check_label_value};
+use serde::Deserialize;
 
 use super::auth::Caller;
 use super::manifest::{ManifestInput, agent_manifest};
 use super::model::{
     ClusterList, ClusterView, CreateClusterRequest, CreatedCluster, FieldProblem, JoinToken,
 };
-use super::tokens::TenantQuery;
 use super::{ApiError, ApiState, check, json_body, now_ms};
 use crate::store::{Cluster, ClusterState, NewCluster, Principal};
 
@@ -93,25 +95,91 @@ pub async fn create(
     ))
 }
 
-/// `GET /api/v1/clusters`, with each agent's connection and health.
+/// Most clusters one `GET /api/v1/clusters` page may hold: a page of this size is read
+/// in one query and answered in well under a second.
+pub const MAX_CLUSTER_PAGE: u64 = 1000;
+
+/// Query of `GET /api/v1/clusters`.
+#[derive(Debug, Deserialize)]
+pub struct ClusterListQuery {
+    /// Restrict to this tenant.
+    pub tenant: Option<String>,
+    /// At most this many clusters (1 to [`MAX_CLUSTER_PAGE`]); every cluster without it.
+    pub limit: Option<u64>,
+    /// Where the previous page ended (its `continue`).
+    #[serde(rename = "continue")]
+    pub continue_token: Option<String>,
+}
+
+/// `GET /api/v1/clusters`, with each agent's connection and health, in one query.
+/// `?limit=` pages through them by name, Kubernetes style: an answer with more to come
+/// carries `continue`, which the next request passes back as `?continue=`.
 pub async fn list(
     caller: Caller,
     State(state): State<ApiState>,
-    query: Result<Query<TenantQuery>, QueryRejection>,
+    query: Result<Query<ClusterListQuery>, QueryRejection>,
 ) -> Result<Json<ClusterList>, ApiError> {
     let Query(query) = query?;
     let scope = caller.list_scope(query.tenant)?;
-    let clusters = state.store.list_clusters(scope.as_deref()).await?;
-    let mut items = Vec::with_capacity(clusters.len());
-    for cluster in clusters {
-        let mut view = ClusterView::from_cluster(cluster);
-        if let Some(report) = state.store.cluster_report(&view.name).await? {
+    if let Some(limit) = query.limit
+        && !(1..=MAX_CLUSTER_PAGE).contains(&limit)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "limit: must be between 1 and {MAX_CLUSTER_PAGE}, got {limit}"
+        )));
+    }
+    let after = query
+        .continue_token
+        .as_deref()
+        .map(decode_continue)
+        .transpose()?;
+    // One more than asked tells whether another page follows.
+    let rows = state
+        .store
+        .list_clusters_with_reports(
+            scope.as_deref(),
+            after.as_deref(),
+            query.limit.map(|limit| limit + 1),
+        )
+        .await?;
+    let mut items: Vec<ClusterView> = rows
+        .into_iter()
+        .map(|(cluster, report)| {
+            let mut view = ClusterView::from_cluster(cluster);
             view.connected = report.connected;
             view.health = report.health;
+            view
+        })
+        .collect();
+    let continue_token = match query.limit {
+        Some(limit) if items.len() as u64 > limit => {
+            items.truncate(limit as usize);
+            items.last().map(|last| encode_continue(&last.name))
         }
-        items.push(view);
-    }
-    Ok(Json(ClusterList { items }))
+        _ => None,
+    };
+    Ok(Json(ClusterList {
+        items,
+        continue_token,
+    }))
+}
+
+/// The `continue` token after a page ending with `name`: opaque to clients.
+fn encode_continue(name: &str) -> String {
+    URL_SAFE_NO_PAD.encode(name)
+}
+
+/// The cluster name a `continue` token stands for.
+fn decode_continue(token: &str) -> Result<String, ApiError> {
+    let invalid = || {
+        ApiError::BadRequest(
+            "continue: not a token from a previous page of this list; start without it".to_owned(),
+        )
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let name = String::from_utf8(bytes).map_err(|_| invalid())?;
+    check_dns1123_label(&name).map_err(|_| invalid())?;
+    Ok(name)
 }
 
 /// `GET /api/v1/clusters/{name}`, with the latest configuration report and health.

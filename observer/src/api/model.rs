@@ -318,8 +318,11 @@ impl From<ConfigReport> for ConfigReportView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterList {
-    /// The clusters the caller may see.
+    /// The clusters the caller may see, by name (one page of them with `limit`).
     pub items: Vec<ClusterView>,
+    /// Present when more clusters follow: pass it as `continue` to get the next page.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
 }
 
 /// `POST /api/v1/clusters` answer: the cluster and how to install its agent.

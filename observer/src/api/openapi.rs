@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
+use super::clusters::MAX_CLUSTER_PAGE;
 use super::model::{
     AppliedPipeline, ClusterList, ClusterView, CreateClusterRequest, CreateTenantRequest,
     CreateTokenRequest, CreatedCluster, CreatedToken, ErrorBody, JoinToken, PipelineList,
@@ -147,6 +148,16 @@ pub fn document() -> Value {
         "Only this tenant's objects (admin tokens; a tenant token may name only its own tenant).",
         json!({ "type": "string" }),
     );
+    let page_limit = query_param(
+        "limit",
+        "At most this many clusters in the answer; all of them without it.",
+        json!({ "type": "integer", "minimum": 1, "maximum": MAX_CLUSTER_PAGE }),
+    );
+    let page_continue = query_param(
+        "continue",
+        "The `continue` of the previous page: the answer starts after it.",
+        json!({ "type": "string" }),
+    );
     let tenant_target = query_param(
         "tenant",
         "The tenant; required with an admin token, a tenant token acts in its own tenant.",
@@ -225,7 +236,8 @@ pub fn document() -> Value {
             "post": operation("createCluster", "clusters", "Onboard a cluster: answers with its join token and the agent's install manifests.", vec![],
                 Some(json_body(s.of::<CreateClusterRequest>())),
                 responses(vec![("201", ok("Created.", s.of::<CreatedCluster>()))]), WRITE),
-            "get": operation("listClusters", "clusters", "List clusters with state, connection and health.", vec![tenant_filter.clone()], None,
+            "get": operation("listClusters", "clusters", "List clusters with state, connection and health, by name. With `limit`, one page at a time: an answer with more to come carries `continue`; pass it back as `continue` for the next page.",
+                vec![tenant_filter.clone(), page_limit, page_continue], None,
                 responses(vec![("200", ok("The clusters.", s.of::<ClusterList>()))]), READ),
         },
         "/api/v1/clusters/{name}": {

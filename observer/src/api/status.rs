@@ -33,9 +33,7 @@ pub async fn get(
             ClusterState::Deleting => &mut clusters.deleting,
             ClusterState::Deleted => &mut clusters.deleted,
         } += 1;
-        if let Some(report) = state.store.cluster_report(&cluster.name).await?
-            && report.connected
-        {
+        if cluster.connected {
             connected_agents += 1;
         }
     }

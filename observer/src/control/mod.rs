@@ -49,11 +49,15 @@
 //! Every store write publishes a [`Change`](crate::store::Change) after its commit.
 //! One dispatcher task per service subscribes to the feed and routes each change to
 //! the streams it concerns, through a per-stream `Notify`: a pipeline or tenant change
-//! wakes every stream of that tenant, a cluster change (labels, state, certificate)
-//! wakes that cluster's streams. A woken stream re-renders and pushes if the hash
-//! differs. Nothing polls, so the delay is the commit plus one render: milliseconds.
-//! If the dispatcher falls behind the feed (the broadcast channel reports lag), it
-//! wakes every stream and recomputes every status, which is always correct.
+//! invalidates the tenant's cached pipelines ([`pipelines`]) and wakes every stream of
+//! that tenant; a cluster change (labels, state, certificate) wakes that cluster's
+//! streams and marks their cluster as changed. Observations (`ClusterReport`,
+//! `PipelineStatus`) wake no stream. A woken stream reads its cluster again only if it
+//! changed, takes the tenant's pipelines from the cache (the first stream of the tenant
+//! reads them, the others share that read), renders, and pushes if the hash differs.
+//! Nothing polls, so the delay is the commit plus one render: milliseconds. If the
+//! dispatcher falls behind the feed (the broadcast channel reports lag), it clears the
+//! cache, wakes every stream and recomputes every status, which is always correct.
 //!
 //! # High availability
 //!
@@ -65,14 +69,20 @@
 //! # Status
 //!
 //! Reports (config status, health, connect and disconnect) are stored as they arrive
-//! and announced as `Change::ClusterReport`. A status task ([`status`]) collects the
-//! tenants concerned for a short debounce interval, then recomputes each pipeline's
-//! conditions from the stored reports of the clusters it selects and writes those that
-//! changed. The computation is a pure function of stored data, so replicas that both
-//! compute it agree (and a write of an identical status is a no-op).
+//! (committed in groups, see [`crate::store::reports`]) and announced as
+//! `Change::ClusterReport`. The status task ([`status_task`]) collects the clusters and
+//! tenants concerned for a short debounce interval, updates what it holds about them
+//! (the clusters named in a few queries, a tenant whose pipelines changed in one joined
+//! query), then recomputes each pipeline's conditions ([`status`]) and writes those that
+//! changed, as `Change::PipelineStatus`, which causes no further work. The computation is
+//! a pure function of stored data, so replicas that both compute it agree (and a write
+//! of an identical status is a no-op).
 
+pub mod codec;
+pub mod pipelines;
 pub mod service;
 pub mod status;
+pub mod status_task;
 
 use std::future::Future;
 use std::time::Duration;
@@ -136,7 +146,7 @@ pub async fn serve_with_shutdown(
         .tls_config(tls)?
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(service.into_server())
+        .add_service(codec::CompactAgentControl::new(service))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

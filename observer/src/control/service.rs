@@ -3,9 +3,9 @@
 //! documentation of [`crate::control`] for the protocol).
 
 use crate::integrations::central::{CentralPipelineSettings, central_pipeline};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,18 +23,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status::{ClusterObservation, HealthRecord, pipeline_status};
+use super::pipelines::TenantPipelines;
+use super::status::HealthRecord;
+use super::status_task::{StatusTask, StatusWork};
 use crate::identity::{
     ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY, cluster_from_certificate,
     serial_hex_from_certificate,
 };
 use crate::store::{
     CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Change, Cluster,
-    ClusterState, ConfigErrorRecord, ConfigReport, RedeemError, Store, StoreError, now_ms,
+    ClusterState, ConfigErrorRecord, ConfigReport, RedeemError, ReportWrite, Store, StoreError,
+    now_ms,
 };
 
 /// How long an agent may take to send its hello after opening the stream.
@@ -134,6 +137,9 @@ struct StreamEntry {
     id: u64,
     tenant: String,
     wake: Arc<Notify>,
+    /// Set with a wake when the cluster's registration changed, so the stream reads
+    /// it again; a pipeline change wakes it without (the cluster is unchanged).
+    cluster_changed: Arc<AtomicBool>,
 }
 
 impl StreamRegistry {
@@ -148,6 +154,7 @@ impl StreamRegistry {
             .into_iter()
             .flat_map(|c| &c.streams)
         {
+            entry.cluster_changed.store(true, Ordering::Release);
             entry.wake.notify_one();
         }
     }
@@ -162,6 +169,7 @@ impl StreamRegistry {
 
     fn wake_all(&self) {
         for entry in self.entries() {
+            entry.cluster_changed.store(true, Ordering::Release);
             entry.wake.notify_one();
         }
     }
@@ -201,17 +209,6 @@ fn lock(registry: &SharedRegistry) -> std::sync::MutexGuard<'_, StreamRegistry> 
     registry.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What the status task should recompute.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum StatusWork {
-    /// Every pipeline of a tenant.
-    Tenant(String),
-    /// Every pipeline of the cluster's tenant.
-    Cluster(String),
-    /// Everything (after the change feed lagged).
-    All,
-}
-
 /// The `AgentControl` service. Cheap to clone.
 #[derive(Clone)]
 pub struct ControlService {
@@ -224,6 +221,9 @@ struct Inner {
     settings: ControlSettings,
     metrics: Arc<ControlMetrics>,
     streams: SharedRegistry,
+    pipelines: Arc<TenantPipelines>,
+    /// Cluster changes the dispatcher has routed so far; see `connect`.
+    clusters_routed: Arc<AtomicU64>,
     next_stream_id: AtomicU64,
     /// Random id of this service instance, the first half of its connection ids.
     replica_id: String,
@@ -244,18 +244,26 @@ impl ControlService {
     /// inside a Tokio runtime; the tasks stop when the last clone is dropped.
     pub fn new(store: Store, ca: Arc<ClusterCa>, settings: ControlSettings) -> Self {
         let streams = SharedRegistry::default();
+        let pipelines = Arc::new(TenantPipelines::default());
+        let clusters_routed = Arc::new(AtomicU64::new(0));
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let dispatcher = tokio::spawn(dispatch_changes(
             store.subscribe(),
-            streams.clone(),
+            Routes {
+                streams: streams.clone(),
+                pipelines: pipelines.clone(),
+                clusters_routed: clusters_routed.clone(),
+            },
             status_tx.clone(),
         ));
-        let statuses = tokio::spawn(update_statuses(
-            store.clone(),
-            status_rx,
-            settings.status_debounce,
-            settings.central_pipeline.clone(),
-        ));
+        let statuses = tokio::spawn(
+            StatusTask::new(
+                store.clone(),
+                pipelines.clone(),
+                settings.central_pipeline.clone(),
+            )
+            .run(status_rx, settings.status_debounce),
+        );
         // Pipelines changed while no replica ran get their status on start.
         let _ = status_tx.send(StatusWork::All);
         Self {
@@ -265,6 +273,8 @@ impl ControlService {
                 settings,
                 metrics: Arc::new(ControlMetrics::default()),
                 streams,
+                pipelines,
+                clusters_routed,
                 next_stream_id: AtomicU64::new(1),
                 replica_id: format!("{:016x}", fastrand::u64(..)),
                 closing: watch::channel(false).0,
@@ -424,6 +434,10 @@ impl AgentControl for ControlService {
                 peer.cluster, hello.cluster_id
             )));
         }
+        // A change of the cluster routed between this read and the stream's registration
+        // below would reach no stream: if any cluster change was routed meanwhile, the
+        // stream reads its cluster again at its first wake.
+        let routed_before = inner.clusters_routed.load(Ordering::Acquire);
         let cluster = inner
             .store
             .get_cluster(&peer.cluster)
@@ -444,29 +458,11 @@ impl AgentControl for ControlService {
                 "this certificate was revoked: the cluster joined again with a newer one",
             ));
         }
-        let now = now_ms();
-        inner
-            .store
-            .record_agent_seen(
-                &cluster.name,
-                &hello.agent_instance_id,
-                &hello.agent_version,
-                now,
-            )
-            .await
-            .map_err(unavailable)?;
-        let previous_health = inner
-            .store
-            .cluster_report(&cluster.name)
-            .await
-            .map_err(unavailable)?
-            .and_then(|report| report.health)
-            .and_then(|json| serde_json::from_value::<HealthRecord>(json).ok());
-
         // Registered before it is recorded as connected, so that an older stream of the
         // cluster ending meanwhile sees this one and does not release the connection.
         let id = inner.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
+        let cluster_changed = Arc::new(AtomicBool::new(false));
         let connection_id = lock(&inner.streams).add(
             &cluster.name,
             &inner.replica_id,
@@ -474,11 +470,22 @@ impl AgentControl for ControlService {
                 id,
                 tenant: cluster.tenant.clone(),
                 wake: wake.clone(),
+                cluster_changed: cluster_changed.clone(),
             },
         );
+        if inner.clusters_routed.load(Ordering::Acquire) != routed_before {
+            cluster_changed.store(true, Ordering::Release);
+        }
+        // Seen and connected in one write.
         if let Err(error) = inner
             .store
-            .set_connected(&cluster.name, &connection_id)
+            .record_agent_connected(
+                &cluster.name,
+                &hello.agent_instance_id,
+                &hello.agent_version,
+                now_ms(),
+                &connection_id,
+            )
             .await
         {
             // Nothing was recorded under this stream; another stream of the cluster on
@@ -497,6 +504,9 @@ impl AgentControl for ControlService {
         let (out, out_rx) = mpsc::channel(OUTBOX_CAPACITY);
         let stream = AgentStream {
             store: inner.store.clone(),
+            pipelines: inner.pipelines.clone(),
+            cluster_changed,
+            registration: cluster.clone(),
             central: inner.settings.central_pipeline.clone(),
             metrics: inner.metrics.clone(),
             streams: inner.streams.clone(),
@@ -509,13 +519,15 @@ impl AgentControl for ControlService {
             last_sent: None,
             awaiting_answer: None,
             next_sequence: first.sequence_num.saturating_add(1),
-            previous_health,
+            previous_health: None,
             seen_recorded: Instant::now(),
             out,
         };
         let closing = inner.closing.subscribe();
-        tokio::spawn(stream.run(inbound, wake, closing, cluster));
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+        tokio::spawn(stream.run(inbound, wake, closing));
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(out_rx).map(|message: Outgoing| *message),
+        )))
     }
 }
 
@@ -536,6 +548,11 @@ enum StreamEnd {
 /// One agent's stream, owned by its task.
 struct AgentStream {
     store: Store,
+    pipelines: Arc<TenantPipelines>,
+    /// See [`StreamEntry::cluster_changed`].
+    cluster_changed: Arc<AtomicBool>,
+    /// The cluster as last read: its labels select the pipelines.
+    registration: Cluster,
     central: Option<Arc<CentralPipelineSettings>>,
     metrics: Arc<ControlMetrics>,
     streams: SharedRegistry,
@@ -552,11 +569,18 @@ struct AgentStream {
     /// A sent configuration the agent has not answered yet.
     awaiting_answer: Option<Vec<u8>>,
     next_sequence: u64,
-    previous_health: Option<HealthRecord>,
+    /// The health last stored for the cluster: read at the first health report (`None`
+    /// until then), so a connect costs no read for it.
+    previous_health: Option<Option<HealthRecord>>,
     /// When the agent was last recorded as seen.
     seen_recorded: Instant,
-    out: mpsc::Sender<Result<ObserverMessage, Status>>,
+    out: mpsc::Sender<Outgoing>,
 }
+
+/// A message for the agent, or the status that ends its stream. Boxed: the outbox
+/// allocates its slots up front (a block of 32), and a `Status` is ~180 bytes, so
+/// unboxed slots would cost ~6 KiB per stream for a queue that is nearly always empty.
+type Outgoing = Box<Result<ObserverMessage, Status>>;
 
 impl AgentStream {
     async fn run(
@@ -564,15 +588,17 @@ impl AgentStream {
         mut inbound: Streaming<AgentMessage>,
         wake: Arc<Notify>,
         mut closing: watch::Receiver<bool>,
-        cluster: Cluster,
     ) {
-        let end = match self.start(cluster).await {
+        // The task lives as long as the agent is connected, mostly waiting: the work
+        // (store reads and writes, whose futures are several KiB) is boxed so it takes
+        // memory only while it runs, not in every idle task.
+        let end = match Box::pin(self.start()).await {
             Err(end) => end,
             Ok(()) => loop {
                 let step = tokio::select! {
-                    () = wake.notified() => self.sync().await,
+                    () = wake.notified() => Box::pin(self.sync()).await,
                     message = inbound.message() => match message {
-                        Ok(Some(message)) => self.receive(message).await,
+                        Ok(Some(message)) => Box::pin(self.receive(message)).await,
                         Ok(None) => Err(StreamEnd::Gone),
                         Err(status) => {
                             tracing::debug!(cluster = %self.cluster, %status, "agent stream broke");
@@ -590,18 +616,18 @@ impl AgentStream {
             },
         };
         if let StreamEnd::Refused(status) = end {
-            let _ = self.out.send(Err(status)).await;
+            let _ = self.out.send(Box::new(Err(status))).await;
         }
-        self.finish().await;
+        Box::pin(self.finish()).await;
     }
 
     /// Sends the first configuration if the agent needs one, or records that it runs
     /// the current one.
-    async fn start(&mut self, cluster: Cluster) -> Result<(), StreamEnd> {
-        let rendered = self.render(&cluster).await?;
+    async fn start(&mut self) -> Result<(), StreamEnd> {
+        let rendered = self.render().await?;
         if rendered.hash.as_slice() == self.agent_hash.as_slice() {
             let hash = rendered.hash_hex();
-            if cluster.applied_config_hash.as_deref() != Some(hash.as_str()) {
+            if self.registration.applied_config_hash.as_deref() != Some(hash.as_str()) {
                 let report = ConfigReport {
                     config_hash: hash.clone(),
                     state: CONFIG_STATE_APPLIED.to_owned(),
@@ -609,30 +635,38 @@ impl AgentStream {
                     running_config_hash: hash,
                     at_ms: now_ms(),
                 };
-                self.log_store_error(self.store.record_config_report(&self.cluster, report).await);
+                self.submit(ReportWrite::Config {
+                    cluster: self.cluster.clone(),
+                    report,
+                })
+                .await;
             }
             return Ok(());
         }
         self.offer(rendered).await
     }
 
-    /// Re-renders after a change and offers the result if the agent needs it.
+    /// Re-renders after a change and offers the result if the agent needs it. Reads
+    /// the cluster again only when it changed; the pipelines come from the shared
+    /// per-tenant cache.
     async fn sync(&mut self) -> Result<(), StreamEnd> {
-        let cluster = self
-            .store
-            .get_cluster(&self.cluster)
-            .await
-            .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
-        let cluster = match cluster {
-            Some(cluster) if cluster.state != ClusterState::Deleted => cluster,
-            _ => {
-                return Err(StreamEnd::Refused(Status::permission_denied(format!(
-                    "cluster {:?} was deleted",
-                    self.cluster
-                ))));
-            }
-        };
-        let rendered = self.render(&cluster).await?;
+        if self.cluster_changed.swap(false, Ordering::AcqRel) {
+            let cluster = self
+                .store
+                .get_cluster(&self.cluster)
+                .await
+                .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
+            self.registration = match cluster {
+                Some(cluster) if cluster.state != ClusterState::Deleted => cluster,
+                _ => {
+                    return Err(StreamEnd::Refused(Status::permission_denied(format!(
+                        "cluster {:?} was deleted",
+                        self.cluster
+                    ))));
+                }
+            };
+        }
+        let rendered = self.render().await?;
         if rendered.hash.as_slice() == self.agent_hash.as_slice()
             || self.last_sent.as_deref() == Some(rendered.hash.as_slice())
         {
@@ -641,12 +675,23 @@ impl AgentStream {
         self.offer(rendered).await
     }
 
-    async fn render(&self, cluster: &Cluster) -> Result<RenderedConfig, StreamEnd> {
-        let pipelines = self
-            .store
-            .pipelines_for_cluster(cluster)
+    async fn render(&self) -> Result<RenderedConfig, StreamEnd> {
+        let cluster = &self.registration;
+        let pipelines: Vec<ValidatedPipeline> = self
+            .pipelines
+            .get(&self.store, &cluster.tenant)
             .await
-            .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
+            .map_err(|error| StreamEnd::Refused(unavailable(error)))?
+            .iter()
+            .filter(|stored| {
+                stored
+                    .pipeline
+                    .spec()
+                    .cluster_selector
+                    .matches(&cluster.labels)
+            })
+            .map(|stored| stored.pipeline.clone())
+            .collect();
         Ok(render_for_cluster(
             cluster,
             &pipelines,
@@ -668,7 +713,7 @@ impl AgentStream {
                 config_hash: hash.clone(),
             })),
         };
-        if self.out.send(Ok(message)).await.is_err() {
+        if self.out.send(Box::new(Ok(message))).await.is_err() {
             self.metrics.push("failure");
             return Err(StreamEnd::Gone);
         }
@@ -685,7 +730,7 @@ impl AgentStream {
             })),
         };
         self.out
-            .send(Ok(message))
+            .send(Box::new(Ok(message)))
             .await
             .map_err(|_| StreamEnd::Gone)
     }
@@ -711,22 +756,26 @@ impl AgentStream {
                 Ok(())
             }
             Some(agent_message::Body::Health(health)) => {
+                if self.previous_health.is_none() {
+                    self.previous_health = Some(self.stored_health().await);
+                }
                 let record = HealthRecord::from_report(
                     &self.instance_id,
                     &health,
-                    self.previous_health.as_ref(),
+                    self.previous_health.as_ref().and_then(Option::as_ref),
                 );
                 match serde_json::to_value(&record) {
                     Ok(json) => {
-                        let result = self
-                            .store
-                            .record_health(&self.cluster, json, health.timestamp_unix_ms)
-                            .await;
-                        self.log_store_error(result);
+                        self.submit(ReportWrite::Health {
+                            cluster: self.cluster.clone(),
+                            health: json,
+                            at_ms: health.timestamp_unix_ms,
+                        })
+                        .await;
                     }
                     Err(error) => tracing::error!(%error, "cannot encode a health record"),
                 }
-                self.previous_health = Some(record);
+                self.previous_health = Some(Some(record));
                 Ok(())
             }
             // Every message is a sign of life (see `touch`); a heartbeat is nothing more.
@@ -736,12 +785,28 @@ impl AgentStream {
         }
     }
 
+    /// The health record stored for the cluster (by this or an earlier connection).
+    async fn stored_health(&self) -> Option<HealthRecord> {
+        match self.store.cluster_report(&self.cluster).await {
+            Ok(report) => report
+                .and_then(|report| report.health)
+                .and_then(|json| serde_json::from_value(json).ok()),
+            Err(error) => {
+                self.log_store_error(Err(error));
+                None
+            }
+        }
+    }
+
     async fn seen(&mut self) {
-        let result = self
-            .store
-            .record_agent_seen(&self.cluster, &self.instance_id, &self.version, now_ms())
-            .await;
-        self.log_store_error(result);
+        self.submit(ReportWrite::Seen {
+            cluster: self.cluster.clone(),
+            instance_id: self.instance_id.clone(),
+            version: self.version.clone(),
+            at_ms: now_ms(),
+            connection: None,
+        })
+        .await;
         self.seen_recorded = Instant::now();
     }
 
@@ -814,7 +879,18 @@ impl AgentStream {
             running_config_hash: hex::encode(&status.running_config_hash),
             at_ms: now_ms(),
         };
-        let result = self.store.record_config_report(&self.cluster, report).await;
+        self.submit(ReportWrite::Config {
+            cluster: self.cluster.clone(),
+            report,
+        })
+        .await;
+    }
+
+    /// Queues a report for the store without waiting for its write: the stream goes on
+    /// reading (an `APPLIED` right behind the `APPLYING`), and its reports are still
+    /// written in order (see [`crate::store::reports`]).
+    async fn submit(&self, report: ReportWrite) {
+        let result = self.store.submit_report(report).await;
         self.log_store_error(result);
     }
 
@@ -849,30 +925,52 @@ impl AgentStream {
     }
 }
 
-/// Routes store changes to the streams they concern and to the status task.
+/// Where the dispatcher routes changes.
+struct Routes {
+    streams: SharedRegistry,
+    pipelines: Arc<TenantPipelines>,
+    clusters_routed: Arc<AtomicU64>,
+}
+
+/// Routes store changes to the streams they concern, the pipeline cache and the status
+/// task. Observations (reports, pipeline statuses) wake no stream.
 async fn dispatch_changes(
     mut changes: broadcast::Receiver<Change>,
-    streams: SharedRegistry,
+    routes: Routes,
     status: mpsc::UnboundedSender<StatusWork>,
 ) {
+    let Routes {
+        streams,
+        pipelines,
+        clusters_routed,
+    } = routes;
     loop {
         let work = match changes.recv().await {
             Ok(Change::Tenant(tenant)) | Ok(Change::Pipeline { tenant, .. }) => {
+                // Invalidated before the streams wake, so they read the change.
+                pipelines.invalidate(&tenant);
                 lock(&streams).wake_tenant(&tenant);
                 StatusWork::Tenant(tenant)
             }
-            Ok(Change::Cluster { tenant, name }) => {
+            Ok(Change::Cluster { name, .. }) => {
+                // Counted before the wake: a stream registering concurrently either is
+                // woken or sees the count move (the registry lock orders the two).
+                clusters_routed.fetch_add(1, Ordering::AcqRel);
                 lock(&streams).wake_cluster(&name);
-                StatusWork::Tenant(tenant)
+                StatusWork::Cluster(name)
             }
             Ok(Change::ClusterReport(cluster)) => StatusWork::Cluster(cluster),
             // Probe endpoints concern neither agents nor pipeline statuses.
             Ok(Change::ProbeEndpoint { .. }) => continue,
+            // Written by the status task itself (or another replica's): nothing to do.
+            Ok(Change::PipelineStatus { .. }) => continue,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(
                     missed,
                     "the change feed overflowed; re-checking every stream and status"
                 );
+                pipelines.clear();
+                clusters_routed.fetch_add(1, Ordering::AcqRel);
                 lock(&streams).wake_all();
                 StatusWork::All
             }
@@ -884,125 +982,6 @@ async fn dispatch_changes(
     }
 }
 
-/// Recomputes pipeline statuses for the tenants that had changes, debounced.
-async fn update_statuses(
-    store: Store,
-    mut work: mpsc::UnboundedReceiver<StatusWork>,
-    debounce: Duration,
-    central: Option<Arc<CentralPipelineSettings>>,
-) {
-    while let Some(first) = work.recv().await {
-        tokio::time::sleep(debounce).await;
-        let mut batch = BTreeSet::from([first]);
-        while let Ok(more) = work.try_recv() {
-            batch.insert(more);
-        }
-        let tenants = match tenants_for(&store, batch).await {
-            Ok(tenants) => tenants,
-            Err(error) => {
-                tracing::warn!(%error, "cannot recompute pipeline statuses");
-                continue;
-            }
-        };
-        for tenant in tenants {
-            if let Err(error) = update_tenant_statuses(&store, &tenant, central.as_deref()).await {
-                tracing::warn!(%tenant, %error, "cannot recompute pipeline statuses");
-            }
-        }
-    }
-}
-
-async fn tenants_for(
-    store: &Store,
-    batch: BTreeSet<StatusWork>,
-) -> Result<BTreeSet<String>, StoreError> {
-    if batch.contains(&StatusWork::All) {
-        return Ok(store
-            .list_tenants()
-            .await?
-            .into_iter()
-            .map(|t| t.name)
-            .collect());
-    }
-    let mut tenants = BTreeSet::new();
-    for work in batch {
-        match work {
-            StatusWork::Tenant(tenant) => {
-                tenants.insert(tenant);
-            }
-            StatusWork::Cluster(cluster) => {
-                if let Some(cluster) = store.get_cluster(&cluster).await? {
-                    tenants.insert(cluster.tenant);
-                }
-            }
-            StatusWork::All => {}
-        }
-    }
-    Ok(tenants)
-}
-
-/// Recomputes the status of every pipeline of `tenant` and writes those that changed.
-pub async fn update_tenant_statuses(
-    store: &Store,
-    tenant: &str,
-    central: Option<&CentralPipelineSettings>,
-) -> Result<(), StoreError> {
-    let pipelines = store.list_pipelines(Some(tenant)).await?;
-    if pipelines.is_empty() {
-        return Ok(());
-    }
-    let mut observed = Vec::new();
-    for cluster in store.list_clusters(Some(tenant)).await? {
-        if cluster.state == ClusterState::Deleted {
-            continue;
-        }
-        let selected: Vec<ValidatedPipeline> = pipelines
-            .iter()
-            .filter(|p| p.pipeline.spec().cluster_selector.matches(&cluster.labels))
-            .map(|p| p.pipeline.clone())
-            .collect();
-        let desired_hash = render_for_cluster(&cluster, &selected, central).hash_hex();
-        let report = store.cluster_report(&cluster.name).await?;
-        let observation = ClusterObservation {
-            cluster: cluster.name.clone(),
-            connected: report.as_ref().is_some_and(|r| r.connected),
-            desired_hash,
-            config: report.as_ref().and_then(|r| r.config.clone()),
-            health: report
-                .and_then(|r| r.health)
-                .and_then(|json| serde_json::from_value(json).ok()),
-        };
-        observed.push((cluster, observation));
-    }
-    let now = now_ms();
-    for stored in pipelines {
-        let selected: Vec<ClusterObservation> = observed
-            .iter()
-            .filter(|(cluster, _)| {
-                stored
-                    .pipeline
-                    .spec()
-                    .cluster_selector
-                    .matches(&cluster.labels)
-            })
-            .map(|(_, observation)| observation.clone())
-            .collect();
-        let status = pipeline_status(
-            &stored.pipeline,
-            stored.generation,
-            &selected,
-            &stored.status,
-            now,
-        );
-        if status != stored.status {
-            store
-                .set_pipeline_status(tenant, stored.name(), status)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1012,7 +991,92 @@ mod tests {
             id,
             tenant: "shop".into(),
             wake: Arc::new(Notify::new()),
+            cluster_changed: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether `wake` was notified (a stored permit counts).
+    async fn woken(wake: &Notify) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), wake.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn observations_wake_no_stream_and_status_writes_cause_no_work() {
+        let streams = SharedRegistry::default();
+        let mine = entry(1);
+        let (wake, cluster_changed) = (mine.wake.clone(), mine.cluster_changed.clone());
+        lock(&streams).add("c1", "r", mine);
+        let pipelines = Arc::new(TenantPipelines::default());
+        let (feed, changes) = broadcast::channel(16);
+        let (status, mut work) = mpsc::unbounded_channel();
+        let dispatcher = tokio::spawn(dispatch_changes(
+            changes,
+            Routes {
+                streams: streams.clone(),
+                pipelines,
+                clusters_routed: Arc::new(AtomicU64::new(0)),
+            },
+            status,
+        ));
+        // The dispatcher handles changes in order: once the work of a change arrives,
+        // every earlier change has been routed too.
+        async fn next_work(work: &mut mpsc::UnboundedReceiver<StatusWork>) -> StatusWork {
+            tokio::time::timeout(Duration::from_secs(5), work.recv())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+
+        // The stream's own APPLIED (and any report): status work, no wake.
+        feed.send(Change::ClusterReport("c1".into())).unwrap();
+        assert_eq!(next_work(&mut work).await, StatusWork::Cluster("c1".into()));
+        assert!(!woken(&wake).await, "a report woke the stream");
+        // A status write: neither a wake nor another recomputation (the next work is
+        // the next change's).
+        feed.send(Change::PipelineStatus {
+            tenant: "shop".into(),
+            name: "p1".into(),
+        })
+        .unwrap();
+        // Another tenant's pipeline: not this stream.
+        feed.send(Change::Pipeline {
+            tenant: "bank".into(),
+            name: "p1".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            next_work(&mut work).await,
+            StatusWork::Tenant("bank".into())
+        );
+        assert!(
+            !woken(&wake).await,
+            "a status write or another tenant woke the stream"
+        );
+
+        // A pipeline change wakes the tenant's streams without re-reading clusters.
+        feed.send(Change::Pipeline {
+            tenant: "shop".into(),
+            name: "p1".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            next_work(&mut work).await,
+            StatusWork::Tenant("shop".into())
+        );
+        assert!(woken(&wake).await);
+        assert!(!cluster_changed.load(Ordering::Acquire));
+        // A change of the cluster itself: woken, and told to read the cluster again.
+        feed.send(Change::Cluster {
+            tenant: "shop".into(),
+            name: "c1".into(),
+        })
+        .unwrap();
+        assert_eq!(next_work(&mut work).await, StatusWork::Cluster("c1".into()));
+        assert!(woken(&wake).await);
+        assert!(cluster_changed.load(Ordering::Acquire));
+        dispatcher.abort();
     }
 
     #[test]

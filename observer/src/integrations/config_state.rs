@@ -179,7 +179,7 @@ fn alters_states(change: &Change) -> bool {
         | Change::Cluster { .. }
         | Change::ClusterReport(_)
         | Change::Tenant(_) => true,
-        Change::ProbeEndpoint { .. } => false,
+        Change::ProbeEndpoint { .. } | Change::PipelineStatus { .. } => false,
     }
 }
 

@@ -181,7 +181,7 @@ impl Default for FollowSettings {
 pub fn moves_targets(change: &Change) -> bool {
     match change {
         Change::Cluster { .. } | Change::Tenant(_) | Change::ProbeEndpoint { .. } => true,
-        Change::Pipeline { .. } | Change::ClusterReport(_) => false,
+        Change::Pipeline { .. } | Change::PipelineStatus { .. } | Change::ClusterReport(_) => false,
     }
 }
 

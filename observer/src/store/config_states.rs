@@ -18,7 +18,7 @@ impl Store {
             .column(Column::Cluster)
             .column(Column::ConfigReport)
             .into_tuple()
-            .all(self.db())
+            .all(self.reader())
             .await?;
         let mut reports = BTreeMap::new();
         for (cluster, json) in rows {

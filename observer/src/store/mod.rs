@@ -69,7 +69,11 @@
 //! Writes that change nothing publish nothing (an identical apply, an unchanged status
 //! or state). Heartbeat-like writes publish only what subscribers act on:
 //! `record_agent_seen` publishes when state, version or instance changes, not for every
-//! `last_seen`. API token changes publish nothing: [`Change`] has no variant for them and
+//! `last_seen`. Desired state and observations are told apart: `Tenant`, `Cluster`
+//! (registration, labels, state, certificate) and `Pipeline` (spec, metadata) wake agent
+//! streams; `ClusterReport` (config reports including the applied hash, health,
+//! connection, agent version) and `PipelineStatus` do not, so an agent's own report or
+//! the status computed from it never sends the observer back to its streams. API token changes publish nothing: [`Change`] has no variant for them and
 //! no subscriber acts on them (authentication reads the table on every request).
 //!
 //! # Connected
@@ -94,9 +98,16 @@
 //!
 //! # Concurrency and crashes
 //! Every mutation is one transaction: a crash leaves either all or nothing. SQLite uses
-//! a single connection in WAL mode, which serializes writers inside the process (the
-//! embedded default runs one observer). On PostgreSQL, replicas that start together
-//! serialize their migrations on an advisory lock.
+//! a single writing connection in WAL mode with `synchronous=NORMAL`, which serializes
+//! writers inside the process (the embedded default runs one observer), and a pool of
+//! read-only connections for reads outside transactions: WAL readers do not wait for
+//! the writer, and a read sees every commit that finished before it started. On
+//! PostgreSQL one pool serves both, and replicas that start together serialize their
+//! migrations on an advisory lock.
+//!
+//! Agent reports (seen, connected, config, health) are written by one task per store
+//! that commits everything waiting in one transaction ([`reports`]); each caller still
+//! gets its own result after the commit.
 
 mod config_states;
 mod entities;
@@ -108,6 +119,7 @@ mod migrations_replicas;
 mod onboarding;
 pub mod probe_endpoints;
 pub mod replicas;
+pub mod reports;
 #[cfg(test)]
 mod tests;
 
@@ -124,7 +136,7 @@ use kaas_pipeline::secret::SecretString;
 use kaas_pipeline::status::MetricPipelineStatus;
 use kaas_pipeline::{MetricPipeline, ValidatedPipeline};
 use ring::rand::{SecureRandom, SystemRandom};
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::sqlx;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
@@ -141,11 +153,17 @@ use crate::secrets::{SecretBox, SecretError};
 use entities::{api_tokens, audit_log, cluster_reports, clusters, join_tokens, pipelines, tenants};
 pub use errors::{RedeemError, StoreError};
 use migrations::Migrator;
+pub use reports::ReportWrite;
+use reports::{ReportQueue, ReportWriter};
 
 /// How many changes the in-process feed holds for a slow subscriber before it lags. A
 /// burst larger than this (a resync after a PostgreSQL reconnect of a big installation)
 /// makes subscribers resync fully, which is correct, only slower.
 const CHANGE_FEED_CAPACITY: usize = 1024;
+
+/// Names bound in one `IN (…)` list: far below SQLite's limit of 32,766 variables and
+/// PostgreSQL's 65,535, and small enough to keep one statement quick.
+const NAMES_PER_QUERY: usize = 500;
 
 /// The PostgreSQL NOTIFY channel every replica listens on.
 pub const NOTIFY_CHANNEL: &str = "kaas_observer_changes";
@@ -169,6 +187,17 @@ const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 /// How long SQLite waits for a lock held by another process (for example a backup or
 /// the `sqlite3` shell) before failing a statement.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Read-only SQLite connections beside the single writer. In WAL mode readers never
+/// wait for the writer, so API reads, renders, the status task and `/readyz` do not
+/// queue behind agent reports. Four: each has its own SQLite thread, and more than the
+/// machine's cores buys nothing on the embedded default's small installations.
+const SQLITE_READ_CONNECTIONS: u32 = 4;
+
+/// How long a task may wait for a pooled connection before sqlx mentions it, and at
+/// which level: under a reconnect storm thousands of agent reports wait in line by
+/// design (they are batched), so a wait is routine and logged at debug, not warn.
+const SLOW_ACQUIRE_THRESHOLD: Duration = Duration::from_secs(2);
 
 /// Advisory lock key that serializes migrations of replicas starting together
 /// (arbitrary, fixed: ASCII "kaasobsv").
@@ -480,14 +509,26 @@ pub enum Change {
         /// The cluster.
         name: String,
     },
-    /// A pipeline was created, changed (spec, metadata or status) or deleted.
+    /// A pipeline was created, changed (spec or metadata) or deleted: desired state
+    /// that agent streams render.
     Pipeline {
         /// The pipeline's tenant.
         tenant: String,
         /// The pipeline.
         name: String,
     },
-    /// A cluster's agent reported (config, health) or (dis)connected.
+    /// A pipeline's status (computed from agent reports) changed. Nothing an agent runs
+    /// depends on it, so it wakes no agent stream.
+    PipelineStatus {
+        /// The pipeline's tenant.
+        tenant: String,
+        /// The pipeline.
+        name: String,
+    },
+    /// An observation about a cluster's agent changed: a config report (including the
+    /// applied hash), health, (dis)connection, or the agent's version or instance.
+    /// Observations are not desired state: they wake no agent stream and do not change
+    /// probe targets.
     ClusterReport(String),
     /// A tenant's probe endpoint was created, changed or deleted.
     ProbeEndpoint {
@@ -530,12 +571,22 @@ pub struct Store {
 }
 
 struct Inner {
+    /// Every write, and reads inside transactions. On SQLite its single connection.
     db: DatabaseConnection,
+    /// Reads outside transactions: SQLite's read-only pool, or the same pool as `db`
+    /// (PostgreSQL, in-memory SQLite).
+    reader: DatabaseConnection,
+    /// What `/readyz` asks: on SQLite a read-only connection of its own, so readiness
+    /// does not queue behind the reads of a reconnect storm; otherwise `reader`.
+    pinger: DatabaseConnection,
     secrets: SecretBox,
     changes: broadcast::Sender<Change>,
     /// Random id of this store instance, carried in notifications to skip our own.
     origin: String,
     listener: Option<JoinHandle<()>>,
+    /// Agent reports go through here to the report writer (group commit).
+    reports: ReportQueue,
+    report_writer: JoinHandle<()>,
 }
 
 impl Drop for Inner {
@@ -543,6 +594,7 @@ impl Drop for Inner {
         if let Some(listener) = &self.listener {
             listener.abort();
         }
+        self.report_writer.abort();
     }
 }
 
@@ -572,7 +624,9 @@ impl Store {
         if url.starts_with("sqlite:") {
             let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Database(DbErr::Custom(e.to_string())))?;
-            return Self::open_sqlite_with(options, secrets).await;
+            // An in-memory database exists only on its own connection.
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            return Self::open_sqlite_with(options, secrets, !in_memory).await;
         }
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             // Never echo the URL: it may hold a password.
@@ -596,7 +650,7 @@ impl Store {
             .await?;
         Migrator::up(&transaction, None).await?;
         transaction.commit().await?;
-        let (store, listening) = Self::build(db, secrets, true);
+        let (store, listening) = Self::build(db.clone(), db.clone(), db, secrets, true);
         // Return only once the listener is subscribed, so every change committed after
         // `connect` returns reaches this replica's feed.
         if let Some(listening) = listening
@@ -625,38 +679,55 @@ impl Store {
             })?;
         }
         let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-        Self::open_sqlite_with(options, secrets).await
+        Self::open_sqlite_with(options, secrets, true).await
     }
 
+    /// One writer connection and, with `read_pool`, [`SQLITE_READ_CONNECTIONS`]
+    /// read-only ones on the same file.
     async fn open_sqlite_with(
         options: sqlx::sqlite::SqliteConnectOptions,
         secrets: SecretBox,
+        read_pool: bool,
     ) -> Result<Store, StoreError> {
         use sqlx::ConnectOptions as _;
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        let base = options
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(true)
             .disable_statement_logging();
-        // One connection: SQLite has one writer anyway, and a single connection makes
-        // every transaction strictly serial, so read-then-write never hits SQLITE_BUSY.
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(|e| {
-                StoreError::Database(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))
-            })?;
+        // `synchronous=NORMAL` in WAL mode syncs at checkpoints, not at every commit: an
+        // observer crash loses nothing, a power loss may lose the last commits (never
+        // corrupts the database); agents send their state again after a reconnect.
+        let writer_options = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+        // One writer: SQLite has one writer anyway, and a single connection makes every
+        // transaction strictly serial, so read-then-write never hits SQLITE_BUSY.
+        let pool = sqlite_pool(1, writer_options).await?;
         let db = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
         Migrator::up(&db, None).await?;
-        Ok(Self::build(db, secrets, false).0)
+        // Readers open after the migrations, so they find the file in WAL mode.
+        let (reader, pinger) = if read_pool {
+            let readers =
+                sqlite_pool(SQLITE_READ_CONNECTIONS, base.clone().read_only(true)).await?;
+            let pinger = sqlite_pool(1, base.read_only(true)).await?;
+            (
+                sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(readers),
+                sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pinger),
+            )
+        } else {
+            (db.clone(), db.clone())
+        };
+        Ok(Self::build(db, reader, pinger, secrets, false).0)
     }
 
     /// The store, and with `listen` a receiver that fires once the PostgreSQL listener
     /// is subscribed.
     fn build(
         db: DatabaseConnection,
+        reader: DatabaseConnection,
+        pinger: DatabaseConnection,
         secrets: SecretBox,
         listen: bool,
     ) -> (Store, Option<oneshot::Receiver<()>>) {
@@ -674,13 +745,23 @@ impl Store {
         } else {
             (None, None)
         };
+        let (reports, report_writer) = ReportWriter {
+            db: db.clone(),
+            origin: origin.clone(),
+            changes: changes.clone(),
+        }
+        .spawn();
         let store = Store {
             inner: Arc::new(Inner {
                 db,
+                reader,
+                pinger,
                 secrets,
                 changes,
                 origin,
                 listener,
+                reports,
+                report_writer,
             }),
         };
         (store, listening)
@@ -690,10 +771,18 @@ impl Store {
         &self.inner.db
     }
 
-    /// Checks that the database answers, for `/readyz`.
+    /// Where reads outside a transaction go (see [`Inner::reader`]). A read sees every
+    /// write committed before it started.
+    fn reader(&self) -> &DatabaseConnection {
+        &self.inner.reader
+    }
+
+    /// Checks that the database answers, for `/readyz`. On SQLite it asks a reading
+    /// connection of its own, so neither a busy writer (a burst of agent reports) nor
+    /// busy readers (a reconnect storm) make the observer look unready.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn ping(&self) -> Result<(), StoreError> {
-        Ok(self.db().ping().await?)
+        Ok(self.inner.pinger.ping().await?)
     }
 
     /// The change feed: this replica's changes and, on PostgreSQL, other replicas'.
@@ -712,28 +801,13 @@ impl Store {
         transaction: DatabaseTransaction,
         changes: Vec<Change>,
     ) -> Result<(), StoreError> {
-        if transaction.get_database_backend() == DbBackend::Postgres {
-            for change in &changes {
-                let payload = serde_json::to_string(&Notification {
-                    origin: self.inner.origin.clone(),
-                    change: change.clone(),
-                })
-                .map_err(|e| StoreError::Corrupt(format!("cannot encode a change: {e}")))?;
-                transaction
-                    .execute_raw(Statement::from_sql_and_values(
-                        DbBackend::Postgres,
-                        "SELECT pg_notify($1, $2)",
-                        [NOTIFY_CHANNEL.into(), payload.into()],
-                    ))
-                    .await?;
-            }
-        }
-        transaction.commit().await?;
-        for change in changes {
-            // No subscriber is fine: nobody is waiting for changes.
-            let _ = self.inner.changes.send(change);
-        }
-        Ok(())
+        commit_changes(
+            transaction,
+            changes,
+            &self.inner.origin,
+            &self.inner.changes,
+        )
+        .await
     }
 
     // ---- tenants ----
@@ -779,7 +853,7 @@ impl Store {
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn get_tenant(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
         Ok(tenants::Entity::find_by_id(name)
-            .one(self.db())
+            .one(self.reader())
             .await?
             .map(tenant_from_row))
     }
@@ -789,7 +863,7 @@ impl Store {
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         Ok(tenants::Entity::find()
             .order_by_asc(tenants::Column::Name)
-            .all(self.db())
+            .all(self.reader())
             .await?
             .into_iter()
             .map(tenant_from_row)
@@ -965,7 +1039,7 @@ impl Store {
         let row = api_tokens::Entity::find()
             .filter(api_tokens::Column::TokenHash.eq(token_hash(plaintext)))
             .filter(api_tokens::Column::RevokedAtMs.is_null())
-            .one(self.db())
+            .one(self.reader())
             .await?;
         Ok(row.map(|row| match row.tenant {
             None => Principal::Admin,
@@ -987,7 +1061,7 @@ impl Store {
             query = query.filter(api_tokens::Column::Tenant.eq(tenant));
         }
         Ok(query
-            .all(self.db())
+            .all(self.reader())
             .await?
             .into_iter()
             .map(token_info_from_row)
@@ -999,7 +1073,7 @@ impl Store {
     pub async fn get_api_token(&self, id: &str) -> Result<Option<ApiTokenInfo>, StoreError> {
         Ok(api_tokens::Entity::find_by_id(id)
             .filter(api_tokens::Column::RevokedAtMs.is_null())
-            .one(self.db())
+            .one(self.reader())
             .await?
             .map(token_info_from_row))
     }
@@ -1227,7 +1301,7 @@ impl Store {
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn get_cluster(&self, name: &str) -> Result<Option<Cluster>, StoreError> {
         clusters::Entity::find_by_id(name)
-            .one(self.db())
+            .one(self.reader())
             .await?
             .map(cluster_from_row)
             .transpose()
@@ -1242,7 +1316,7 @@ impl Store {
             query = query.filter(clusters::Column::Tenant.eq(tenant));
         }
         query
-            .all(self.db())
+            .all(self.reader())
             .await?
             .into_iter()
             .map(cluster_from_row)
@@ -1404,7 +1478,7 @@ impl Store {
     }
 
     /// Notes that the cluster's agent was heard from; `provisioning` and `silent`
-    /// become `active`.
+    /// become `active`. Written with other agent reports ([`reports`]).
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn record_agent_seen(
         &self,
@@ -1413,94 +1487,73 @@ impl Store {
         version: &str,
         at_ms: i64,
     ) -> Result<(), StoreError> {
-        let transaction = self.begin().await?;
-        let row = find_cluster(&transaction, name).await?;
-        let tenant = row.tenant.clone();
-        let old_state: ClusterState = parse_state(&row.state)?;
-        let new_state = match old_state {
-            ClusterState::Provisioning | ClusterState::Silent => ClusterState::Active,
-            other => other,
-        };
-        let agent_changed = row.agent_instance_id.as_deref() != Some(instance_id)
-            || row.agent_version.as_deref() != Some(version);
-        let last_seen = row.last_seen_ms.map_or(at_ms, |seen| seen.max(at_ms));
-        let mut row = row.into_active_model();
-        row.agent_instance_id = Set(Some(instance_id.to_owned()));
-        row.agent_version = Set(Some(version.to_owned()));
-        row.last_seen_ms = Set(Some(last_seen));
-        if new_state != old_state {
-            row.state = Set(new_state.as_str().to_owned());
-            row.state_changed_at_ms = Set(at_ms);
-        }
-        row.update(&transaction).await?;
-        if new_state != old_state {
-            audit(
-                &transaction,
-                &Actor::agent(name),
-                &format!("set-state:{new_state}"),
-                kinds::CLUSTER,
-                Some(&tenant),
-                name,
-            )
-            .await?;
-        }
-        let changes = if new_state != old_state || agent_changed {
-            vec![Change::Cluster {
-                tenant,
-                name: name.to_owned(),
-            }]
-        } else {
-            Vec::new()
-        };
-        self.commit(transaction, changes).await
+        self.agent_heard(name, instance_id, version, at_ms, None)
+            .await
+    }
+
+    /// An agent stream opened: [`Store::record_agent_seen`] and
+    /// [`Store::set_connected`] in one write, with other agent reports ([`reports`]).
+    pub async fn record_agent_connected(
+        &self,
+        name: &str,
+        instance_id: &str,
+        version: &str,
+        at_ms: i64,
+        connection: &str,
+    ) -> Result<(), StoreError> {
+        self.agent_heard(name, instance_id, version, at_ms, Some(connection))
+            .await
+    }
+
+    async fn agent_heard(
+        &self,
+        name: &str,
+        instance_id: &str,
+        version: &str,
+        at_ms: i64,
+        connection: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .reports
+            .write(ReportWrite::Seen {
+                cluster: name.to_owned(),
+                instance_id: instance_id.to_owned(),
+                version: version.to_owned(),
+                at_ms,
+                connection: connection.map(str::to_owned),
+            })
+            .await
     }
 
     /// Stores the agent's latest configuration report; `APPLIED` also sets the
-    /// cluster's `applied_config_hash`.
+    /// cluster's `applied_config_hash`. Both are observations, announced as
+    /// `ClusterReport` only, so they neither wake the reporting stream nor move probe
+    /// targets. Written with other agent reports ([`reports`]).
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn record_config_report(
         &self,
         cluster: &str,
         report: ConfigReport,
     ) -> Result<(), StoreError> {
-        let transaction = self.begin().await?;
-        let row = find_cluster(&transaction, cluster).await?;
-        let tenant = row.tenant.clone();
-        let mut changes = vec![Change::ClusterReport(cluster.to_owned())];
-        if report.state == CONFIG_STATE_APPLIED
-            && row.applied_config_hash.as_deref() != Some(report.config_hash.as_str())
-        {
-            let mut row = row.into_active_model();
-            row.applied_config_hash = Set(Some(report.config_hash.clone()));
-            row.update(&transaction).await?;
-            changes.push(Change::Cluster {
-                tenant,
-                name: cluster.to_owned(),
-            });
-        }
-        let json = serde_json::to_value(&report)
-            .map_err(|e| StoreError::Corrupt(format!("cannot encode a config report: {e}")))?;
-        let report_row = cluster_reports::ActiveModel {
-            cluster: Set(cluster.to_owned()),
-            config_report: Set(Some(json)),
-            updated_at_ms: Set(now_ms()),
-            ..Default::default()
-        };
-        cluster_reports::Entity::insert(report_row)
-            .on_conflict(
-                OnConflict::column(cluster_reports::Column::Cluster)
-                    .update_columns([
-                        cluster_reports::Column::ConfigReport,
-                        cluster_reports::Column::UpdatedAtMs,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&transaction)
-            .await?;
-        self.commit(transaction, changes).await
+        self.inner
+            .reports
+            .write(ReportWrite::Config {
+                cluster: cluster.to_owned(),
+                report,
+            })
+            .await
     }
 
-    /// Stores the agent's latest health report.
+    /// Queues an agent report and returns once it is queued, without waiting for the
+    /// write: what an agent stream does, so that reading its next message (an
+    /// `APPLIED` right after the `APPLYING`) does not wait for a commit. Reports are
+    /// written in the order submitted; a failed one is logged.
+    pub async fn submit_report(&self, report: ReportWrite) -> Result<(), StoreError> {
+        self.inner.reports.submit(report).await
+    }
+
+    /// Stores the agent's latest health report. Written with other agent reports
+    /// ([`reports`]).
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn record_health(
         &self,
@@ -1508,28 +1561,13 @@ impl Store {
         health: serde_json::Value,
         at_ms: i64,
     ) -> Result<(), StoreError> {
-        let transaction = self.begin().await?;
-        find_cluster(&transaction, cluster).await?;
-        let report_row = cluster_reports::ActiveModel {
-            cluster: Set(cluster.to_owned()),
-            health: Set(Some(health)),
-            health_at_ms: Set(Some(at_ms)),
-            updated_at_ms: Set(now_ms()),
-            ..Default::default()
-        };
-        cluster_reports::Entity::insert(report_row)
-            .on_conflict(
-                OnConflict::column(cluster_reports::Column::Cluster)
-                    .update_columns([
-                        cluster_reports::Column::Health,
-                        cluster_reports::Column::HealthAtMs,
-                        cluster_reports::Column::UpdatedAtMs,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&transaction)
-            .await?;
-        self.commit(transaction, vec![Change::ClusterReport(cluster.to_owned())])
+        self.inner
+            .reports
+            .write(ReportWrite::Health {
+                cluster: cluster.to_owned(),
+                health,
+                at_ms,
+            })
             .await
     }
 
@@ -1590,34 +1628,58 @@ impl Store {
     /// The latest reports of a cluster; `None` if the cluster does not exist.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn cluster_report(&self, cluster: &str) -> Result<Option<ClusterReport>, StoreError> {
-        let Some(row) = clusters::Entity::find_by_id(cluster).one(self.db()).await? else {
-            return Ok(None);
-        };
-        let report = cluster_reports::Entity::find_by_id(cluster)
-            .one(self.db())
+        let row = with_reports(clusters::Entity::find_by_id(cluster))
+            .one(self.reader())
             .await?;
-        let (config, health) = match report {
-            None => (None, None),
-            Some(report) => {
-                let config = report
-                    .config_report
-                    .map(|json| {
-                        serde_json::from_value::<ConfigReport>(json).map_err(|e| {
-                            StoreError::Corrupt(format!(
-                                "config report of cluster {cluster:?}: {e}"
-                            ))
-                        })
-                    })
-                    .transpose()?;
-                (config, report.health)
+        row.map(|(row, report)| Ok(cluster_with_report(row, report)?.1))
+            .transpose()
+    }
+
+    /// Clusters of one tenant, or all for `None`, each with its latest reports, in one
+    /// query: by name, only names after `after` when given, at most `limit`. Tombstones
+    /// included.
+    pub async fn list_clusters_with_reports(
+        &self,
+        tenant: Option<&str>,
+        after: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<Vec<(Cluster, ClusterReport)>, StoreError> {
+        let mut query = clusters::Entity::find().order_by_asc(clusters::Column::Name);
+        if let Some(tenant) = tenant {
+            query = query.filter(clusters::Column::Tenant.eq(tenant));
+        }
+        if let Some(after) = after {
+            query = query.filter(clusters::Column::Name.gt(after));
+        }
+        with_reports(query)
+            .limit(limit)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(|(row, report)| cluster_with_report(row, report))
+            .collect()
+    }
+
+    /// The named clusters that exist, each with its latest reports, by name: a few
+    /// queries however many names (the status task's incremental update).
+    pub async fn clusters_with_reports(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(Cluster, ClusterReport)>, StoreError> {
+        let mut found = Vec::with_capacity(names.len());
+        for chunk in names.chunks(NAMES_PER_QUERY) {
+            let rows = with_reports(
+                clusters::Entity::find()
+                    .filter(clusters::Column::Name.is_in(chunk.iter().map(String::as_str))),
+            )
+            .all(self.reader())
+            .await?;
+            for (row, report) in rows {
+                found.push(cluster_with_report(row, report)?);
             }
-        };
-        Ok(Some(ClusterReport {
-            cluster: cluster.to_owned(),
-            config,
-            health,
-            connected: row.connected,
-        }))
+        }
+        found.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(found)
     }
 
     // ---- pipelines ----
@@ -1635,7 +1697,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let name = resource.metadata.name.clone().unwrap_or_default();
         let stored = pipelines::Entity::find_by_id((tenant.to_owned(), name))
-            .one(self.db())
+            .one(self.reader())
             .await?
             .map(|row| self.open_document(&row))
             .transpose()?;
@@ -1744,7 +1806,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<StoredPipeline>, StoreError> {
         pipelines::Entity::find_by_id((tenant.to_owned(), name.to_owned()))
-            .one(self.db())
+            .one(self.reader())
             .await?
             .map(|row| self.load_pipeline(row))
             .transpose()
@@ -1763,7 +1825,7 @@ impl Store {
             query = query.filter(pipelines::Column::Tenant.eq(tenant));
         }
         query
-            .all(self.db())
+            .all(self.reader())
             .await?
             .into_iter()
             .map(|row| self.load_pipeline(row))
@@ -1774,7 +1836,23 @@ impl Store {
     /// the fleet metrics show, in one query that neither reads nor opens the documents.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn pipeline_summaries(&self) -> Result<Vec<PipelineSummary>, StoreError> {
-        let rows: Vec<(String, String, i64, serde_json::Value)> = pipelines::Entity::find()
+        self.summaries(None).await
+    }
+
+    /// [`Store::pipeline_summaries`] of one tenant.
+    pub async fn pipeline_summaries_of(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<PipelineSummary>, StoreError> {
+        self.summaries(Some(tenant)).await
+    }
+
+    async fn summaries(&self, tenant: Option<&str>) -> Result<Vec<PipelineSummary>, StoreError> {
+        let mut query = pipelines::Entity::find();
+        if let Some(tenant) = tenant {
+            query = query.filter(pipelines::Column::Tenant.eq(tenant));
+        }
+        let rows: Vec<(String, String, i64, serde_json::Value)> = query
             .select_only()
             .column(pipelines::Column::Tenant)
             .column(pipelines::Column::Name)
@@ -1783,7 +1861,7 @@ impl Store {
             .order_by_asc(pipelines::Column::Tenant)
             .order_by_asc(pipelines::Column::Name)
             .into_tuple()
-            .all(self.db())
+            .all(self.reader())
             .await?;
         rows.into_iter()
             .map(|(tenant, name, generation, status)| {
@@ -1858,7 +1936,7 @@ impl Store {
         row.update(&transaction).await?;
         self.commit(
             transaction,
-            vec![Change::Pipeline {
+            vec![Change::PipelineStatus {
                 tenant: tenant.to_owned(),
                 name: name.to_owned(),
             }],
@@ -1890,7 +1968,7 @@ impl Store {
         Ok(audit_log::Entity::find()
             .order_by_desc(audit_log::Column::Id)
             .limit(limit)
-            .all(self.db())
+            .all(self.reader())
             .await?
             .into_iter()
             .map(|row| AuditEntry {
@@ -2027,6 +2105,50 @@ fn restore_masked(
             if missing.len() == 1 { "it" } else { "them" },
         )))
     }
+}
+
+/// See [`Store::commit`]; also used by the report writer.
+async fn commit_changes(
+    transaction: DatabaseTransaction,
+    changes: Vec<Change>,
+    origin: &str,
+    feed: &broadcast::Sender<Change>,
+) -> Result<(), StoreError> {
+    if transaction.get_database_backend() == DbBackend::Postgres {
+        for change in &changes {
+            let payload = serde_json::to_string(&Notification {
+                origin: origin.to_owned(),
+                change: change.clone(),
+            })
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode a change: {e}")))?;
+            transaction
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_notify($1, $2)",
+                    [NOTIFY_CHANNEL.into(), payload.into()],
+                ))
+                .await?;
+        }
+    }
+    transaction.commit().await?;
+    for change in changes {
+        // No subscriber is fine: nobody is waiting for changes.
+        let _ = feed.send(change);
+    }
+    Ok(())
+}
+
+async fn sqlite_pool(
+    connections: u32,
+    options: sqlx::sqlite::SqliteConnectOptions,
+) -> Result<sqlx::SqlitePool, StoreError> {
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(connections)
+        .acquire_slow_threshold(SLOW_ACQUIRE_THRESHOLD)
+        .acquire_slow_level(log::LevelFilter::Debug)
+        .connect_with(options)
+        .await
+        .map_err(|e| StoreError::Database(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()))))
 }
 
 async fn audit(
@@ -2216,6 +2338,52 @@ fn cluster_from_row(row: clusters::Model) -> Result<Cluster, StoreError> {
         created_at_ms: row.created_at_ms,
         deleted_at_ms: row.deleted_at_ms,
     })
+}
+
+/// `query` with each cluster's `cluster_reports` row (if any) beside it: one left join.
+fn with_reports(
+    query: sea_orm::Select<clusters::Entity>,
+) -> sea_orm::SelectTwo<clusters::Entity, cluster_reports::Entity> {
+    query
+        .join(
+            sea_orm::JoinType::LeftJoin,
+            clusters::Entity::belongs_to(cluster_reports::Entity)
+                .from(clusters::Column::Name)
+                .to(cluster_reports::Column::Cluster)
+                .into(),
+        )
+        .select_also(cluster_reports::Entity)
+}
+
+fn cluster_with_report(
+    row: clusters::Model,
+    report: Option<cluster_reports::Model>,
+) -> Result<(Cluster, ClusterReport), StoreError> {
+    let cluster = cluster_from_row(row)?;
+    let (config, health) = match report {
+        None => (None, None),
+        Some(report) => {
+            let config = report
+                .config_report
+                .map(|json| {
+                    serde_json::from_value::<ConfigReport>(json).map_err(|e| {
+                        StoreError::Corrupt(format!(
+                            "config report of cluster {:?}: {e}",
+                            cluster.name
+                        ))
+                    })
+                })
+                .transpose()?;
+            (config, report.health)
+        }
+    };
+    let report = ClusterReport {
+        cluster: cluster.name.clone(),
+        config,
+        health,
+        connected: cluster.connected,
+    };
+    Ok((cluster, report))
 }
 
 fn cluster_change(cluster: &Cluster) -> Change {

@@ -137,7 +137,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<StoredProbeEndpoint>, StoreError> {
         Entity::find_by_id((tenant.to_owned(), name.to_owned()))
-            .one(self.db())
+            .one(self.reader())
             .await?
             .map(stored)
             .transpose()
@@ -156,7 +156,7 @@ impl Store {
             query = query.filter(Column::Tenant.eq(tenant));
         }
         query
-            .all(self.db())
+            .all(self.reader())
             .await?
             .into_iter()
             .map(stored)

@@ -76,7 +76,7 @@ impl Store {
             .filter(Column::SeenAtMs.gte(since_ms))
             .order_by_asc(Column::Id)
             .into_tuple()
-            .all(self.db())
+            .all(self.reader())
             .await?)
     }
 

@@ -217,6 +217,11 @@ store_tests!(
     audit_trail_records_mutations_without_secrets,
     change_feed_delivers_changes,
     reopening_runs_migrations_once,
+    observations_are_published_as_reports_not_desired_state,
+    concurrent_reports_end_as_if_written_one_by_one,
+    a_bad_report_in_a_batch_fails_alone,
+    reads_see_every_committed_write,
+    clusters_are_listed_with_their_reports_in_pages,
 );
 
 /// The probes' parts of the store (replica heartbeats, probe endpoint changes).
@@ -1490,6 +1495,363 @@ async fn reopening_runs_migrations_once(db: &TestDb) {
     assert_eq!(applied.len(), Migrator::migrations().len());
 }
 
+/// Everything waiting on `feed` now, after the writes that caused it returned.
+fn drain_feed(feed: &mut broadcast::Receiver<Change>) -> Vec<Change> {
+    let mut changes = Vec::new();
+    while let Ok(change) = feed.try_recv() {
+        changes.push(change);
+    }
+    changes
+}
+
+fn config_report(state: &str, hash: &str) -> ConfigReport {
+    ConfigReport {
+        config_hash: hash.into(),
+        state: state.into(),
+        errors: Vec::new(),
+        running_config_hash: hash.into(),
+        at_ms: 1,
+    }
+}
+
+async fn observations_are_published_as_reports_not_desired_state(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    store
+        .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
+        .await
+        .unwrap();
+    store
+        .apply_pipeline("shop", pipeline_selecting("p1", None), &admin())
+        .await
+        .unwrap();
+    let mut feed = store.subscribe();
+    let c1_report = Change::ClusterReport("c1".into());
+    let c1 = Change::Cluster {
+        tenant: "shop".into(),
+        name: "c1".into(),
+    };
+
+    // The first connection makes the cluster active (desired state: probe targets
+    // follow states) and connects it (an observation).
+    store
+        .record_agent_connected("c1", "i1", "0.1.0", 1_000, "r/1")
+        .await
+        .unwrap();
+    assert_eq!(drain_feed(&mut feed), [c1.clone(), c1_report.clone()]);
+    let cluster = store.get_cluster("c1").await.unwrap().unwrap();
+    assert_eq!(
+        (cluster.state, cluster.connected, cluster.last_seen_ms),
+        (ClusterState::Active, true, Some(1_000))
+    );
+    assert_eq!(
+        store.audit_entries(1).await.unwrap()[0].action,
+        "set-state:active"
+    );
+    // The same agent on the same connection again: nothing to announce.
+    store
+        .record_agent_connected("c1", "i1", "0.1.0", 2_000, "r/1")
+        .await
+        .unwrap();
+    assert_eq!(drain_feed(&mut feed), []);
+    // A new agent version is an observation.
+    store
+        .record_agent_seen("c1", "i1", "0.2.0", 3_000)
+        .await
+        .unwrap();
+    assert_eq!(drain_feed(&mut feed), std::slice::from_ref(&c1_report));
+
+    // The applied hash is an observation too: no `Cluster` change.
+    store
+        .record_config_report("c1", config_report(CONFIG_STATE_APPLIED, "aa"))
+        .await
+        .unwrap();
+    assert_eq!(drain_feed(&mut feed), std::slice::from_ref(&c1_report));
+    assert_eq!(
+        store
+            .get_cluster("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .applied_config_hash
+            .as_deref(),
+        Some("aa")
+    );
+
+    // A status write is not a pipeline change.
+    let status = MetricPipelineStatus {
+        observed_generation: Some(1),
+        conditions: Vec::new(),
+    };
+    store
+        .set_pipeline_status("shop", "p1", status.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        drain_feed(&mut feed),
+        [Change::PipelineStatus {
+            tenant: "shop".into(),
+            name: "p1".into()
+        }]
+    );
+    store
+        .set_pipeline_status("shop", "p1", status)
+        .await
+        .unwrap();
+    assert_eq!(
+        drain_feed(&mut feed),
+        [],
+        "an unchanged status publishes nothing"
+    );
+}
+
+/// Many streams report at once, as after a pipeline change: the writer batches them,
+/// and what is stored is what writing them in order gives.
+async fn concurrent_reports_end_as_if_written_one_by_one(db: &TestDb) {
+    const CLUSTERS: usize = 40;
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    for i in 0..CLUSTERS {
+        store
+            .create_cluster(new_cluster(&format!("c{i}"), "shop", &[]), HOUR, &admin())
+            .await
+            .unwrap();
+    }
+    let mut feed = store.subscribe();
+    // Each cluster's agent: connect, APPLYING, APPLIED, health, then APPLYING of a
+    // newer configuration; all agents at once.
+    let agents = (0..CLUSTERS).map(|i| {
+        let store = store.clone();
+        async move {
+            let name = format!("c{i}");
+            store
+                .record_agent_connected(&name, "i1", "0.1.0", 10, &format!("r/{i}"))
+                .await?;
+            store
+                .record_config_report(&name, config_report(CONFIG_STATE_APPLYING, "aa"))
+                .await?;
+            store
+                .record_config_report(&name, config_report(CONFIG_STATE_APPLIED, "aa"))
+                .await?;
+            store
+                .record_health(&name, serde_json::json!({ "n": i }), 20)
+                .await?;
+            store
+                .record_config_report(&name, config_report(CONFIG_STATE_APPLYING, "bb"))
+                .await
+        }
+    });
+    for result in futures_util::future::join_all(agents).await {
+        result.unwrap();
+    }
+    // Several agents' reports in one transaction, APPLYING and APPLIED of one
+    // agent in another: whatever the batches were, the end state is the same.
+    let rows = store
+        .list_clusters_with_reports(Some("shop"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), CLUSTERS);
+    for (cluster, report) in rows {
+        let i: usize = cluster.name[1..].parse().unwrap();
+        assert_eq!(cluster.state, ClusterState::Active, "{}", cluster.name);
+        assert!(cluster.connected);
+        assert_eq!(cluster.applied_config_hash.as_deref(), Some("aa"));
+        let config = report.config.unwrap();
+        assert_eq!(
+            (config.state.as_str(), config.config_hash.as_str()),
+            (CONFIG_STATE_APPLYING, "bb")
+        );
+        assert_eq!(report.health, Some(serde_json::json!({ "n": i })));
+    }
+    // Every cluster announced: its state change and its reports.
+    let changes = drain_feed(&mut feed);
+    for i in 0..CLUSTERS {
+        let name = format!("c{i}");
+        assert!(changes.contains(&Change::ClusterReport(name.clone())));
+        assert!(changes.contains(&Change::Cluster {
+            tenant: "shop".into(),
+            name,
+        }));
+    }
+}
+
+/// A report about a cluster that does not exist, among good ones: it fails with its
+/// own error, the others are stored.
+async fn a_bad_report_in_a_batch_fails_alone(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    for name in ["c1", "c2", "c3"] {
+        store
+            .create_cluster(new_cluster(name, "shop", &[]), HOUR, &admin())
+            .await
+            .unwrap();
+    }
+    // Enough rounds that some surely share a batch with the bad one.
+    for round in 0..20 {
+        let hash = format!("h{round}");
+        let reports = ["c1", "nope", "c2", "c3"].map(|name| {
+            let store = store.clone();
+            let report = config_report(CONFIG_STATE_APPLIED, &hash);
+            async move { (name, store.record_config_report(name, report).await) }
+        });
+        let health = ["c1", "nope"].map(|name| {
+            let store = store.clone();
+            async move {
+                (
+                    name,
+                    store.record_health(name, serde_json::json!({}), 1).await,
+                )
+            }
+        });
+        let (reports, health) = futures_util::future::join(
+            futures_util::future::join_all(reports),
+            futures_util::future::join_all(health),
+        )
+        .await;
+        for (name, result) in reports.into_iter().chain(health) {
+            if name == "nope" {
+                assert!(
+                    matches!(result, Err(StoreError::NotFound { .. })),
+                    "{result:?}"
+                );
+            } else {
+                result.unwrap();
+            }
+        }
+        for name in ["c1", "c2", "c3"] {
+            let cluster = store.get_cluster(name).await.unwrap().unwrap();
+            assert_eq!(cluster.applied_config_hash.as_deref(), Some(hash.as_str()));
+        }
+    }
+    assert_eq!(store.get_cluster("nope").await.unwrap(), None);
+}
+
+/// Reads (on SQLite: the read-only connections) see every write that returned before
+/// them.
+async fn reads_see_every_committed_write(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    for round in 0..50_i64 {
+        let name = format!("c{round}");
+        store
+            .create_cluster(new_cluster(&name, "shop", &[]), HOUR, &admin())
+            .await
+            .unwrap();
+        assert!(store.get_cluster(&name).await.unwrap().is_some());
+        store
+            .record_config_report(&name, config_report(CONFIG_STATE_APPLIED, "aa"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .cluster_report(&name)
+                .await
+                .unwrap()
+                .unwrap()
+                .config
+                .map(|c| c.config_hash),
+            Some("aa".to_owned())
+        );
+        store
+            .apply_pipeline(
+                "shop",
+                pipeline_selecting("p1", Some(&format!("e{round}"))),
+                &admin(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .get_pipeline("shop", "p1")
+                .await
+                .unwrap()
+                .unwrap()
+                .generation,
+            round + 1
+        );
+    }
+    store.ping().await.unwrap();
+}
+
+async fn clusters_are_listed_with_their_reports_in_pages(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    store.create_tenant("bank", &admin()).await.unwrap();
+    for (name, tenant) in [
+        ("a1", "shop"),
+        ("a2", "bank"),
+        ("a3", "shop"),
+        ("a4", "shop"),
+    ] {
+        store
+            .create_cluster(new_cluster(name, tenant, &[]), HOUR, &admin())
+            .await
+            .unwrap();
+    }
+    store
+        .record_config_report("a3", config_report(CONFIG_STATE_APPLIED, "cc"))
+        .await
+        .unwrap();
+    store
+        .record_health("a3", serde_json::json!({"ok": true}), 1)
+        .await
+        .unwrap();
+    store.set_connected("a4", "r/1").await.unwrap();
+    let names = |rows: &[(Cluster, ClusterReport)]| {
+        rows.iter()
+            .map(|(cluster, report)| {
+                assert_eq!(cluster.name, report.cluster);
+                cluster.name.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let all = store
+        .list_clusters_with_reports(None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(names(&all), ["a1", "a2", "a3", "a4"]);
+    let shop = store
+        .list_clusters_with_reports(Some("shop"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(names(&shop), ["a1", "a3", "a4"]);
+    // The joined rows carry the same as reading each cluster's report.
+    for (cluster, report) in &shop {
+        assert_eq!(
+            Some(report),
+            store.cluster_report(&cluster.name).await.unwrap().as_ref()
+        );
+        assert_eq!(
+            Some(cluster),
+            store.get_cluster(&cluster.name).await.unwrap().as_ref()
+        );
+    }
+    assert_eq!(
+        shop[1].1.config.as_ref().map(|c| c.config_hash.as_str()),
+        Some("cc")
+    );
+    assert!(shop[2].1.connected && shop[2].0.connected);
+
+    let first = store
+        .list_clusters_with_reports(Some("shop"), None, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(names(&first), ["a1", "a3"]);
+    let rest = store
+        .list_clusters_with_reports(Some("shop"), Some("a3"), Some(2))
+        .await
+        .unwrap();
+    assert_eq!(names(&rest), ["a4"]);
+
+    let picked = store
+        .clusters_with_reports(&["a4".into(), "nope".into(), "a2".into()])
+        .await
+        .unwrap();
+    assert_eq!(names(&picked), ["a2", "a4"]);
+    assert!(store.clusters_with_reports(&[]).await.unwrap().is_empty());
+}
+
 // ---- PostgreSQL replicas ----
 
 async fn change_through_one_replica_reaches_the_other(db: &TestDb) {
@@ -1662,6 +2024,10 @@ fn store_changes_survive_the_notification_payload() {
             name: "c1".into(),
         },
         Change::Pipeline {
+            tenant: "shop".into(),
+            name: "p1".into(),
+        },
+        Change::PipelineStatus {
             tenant: "shop".into(),
             name: "p1".into(),
         },
