@@ -104,12 +104,14 @@ impl Batch {
     }
 }
 
-/// A request as the sender hands it to an exporter: an uncompressed, encoded
-/// remote-write 1.0 `WriteRequest`, which each exporter sends as it is or converts.
+/// A request as the sender hands it to an exporter: an encoded remote-write 1.0
+/// `WriteRequest`, which each exporter sends as it is or converts.
 #[derive(Clone, Debug)]
 pub struct EncodedRequest {
-    /// The encoded `WriteRequest`.
+    /// The encoded `WriteRequest`, snappy-compressed when `snappy` is set.
     pub body: Vec<u8>,
+    /// Whether `body` is snappy-compressed (a buffered record sent as it is).
+    pub snappy: bool,
     /// Samples in it.
     pub samples: u64,
     /// Its oldest sample, Unix milliseconds.
@@ -125,8 +127,20 @@ impl EncodedRequest {
         };
         Self {
             body: request.encode_to_vec(),
+            snappy: false,
             samples: batch.samples() as u64,
             oldest_ms: batch.oldest_timestamp_ms().unwrap_or(now_ms),
+        }
+    }
+
+    /// The uncompressed `WriteRequest`, decompressing if needed.
+    pub fn raw(&self) -> Result<std::borrow::Cow<'_, [u8]>, BatchError> {
+        if self.snappy {
+            Ok(std::borrow::Cow::Owned(
+                snap::raw::Decoder::new().decompress_vec(&self.body)?,
+            ))
+        } else {
+            Ok(std::borrow::Cow::Borrowed(&self.body))
         }
     }
 }

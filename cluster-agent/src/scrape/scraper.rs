@@ -345,6 +345,14 @@ impl Scraper {
         Duration::from_millis(hasher.finish() % interval_ms)
     }
 
+    /// The buffer stream of this target's records: a hash of its labels, so a
+    /// restarted loop of the same target continues the same stream.
+    fn stream(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.target.labels.hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// Scrapes every interval until `stop` turns true; then marks its series stale.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let start = tokio::time::Instant::now() + self.offset();
@@ -490,7 +498,9 @@ impl Scraper {
         let oldest = writer.oldest_ms().unwrap_or(now);
         let body = writer.into_bytes();
         self.last_request_bytes = body.len() + body.len() / 8;
-        if let Err(error) = self.inlet.push_encoded(&body, samples, oldest) {
+        // Every series of this request is the target's own, so it is one stream.
+        let stream = Some(self.stream());
+        if let Err(error) = self.inlet.push_encoded(&body, samples, oldest, stream) {
             self.inlet.stats.error("BufferError", error.to_string());
         }
     }
