@@ -34,6 +34,8 @@
 //!   records counted as dropped); with [`WhenFull::DropNewest`] the push is refused and
 //!   the record handed back.
 //! - Records older than the maximum age are skipped when read and counted as dropped.
+//! - A record may belong to a [`Stream`]; that is kept in memory only, not in the format
+//!   above, so records found on disk at open belong to none.
 //!
 //! # Crashes and damage
 //!
@@ -157,6 +159,9 @@ pub struct Dropped {
     pub expired: u64,
 }
 
+/// Start offset, timestamp, item count and stream of a record.
+type RecordIndex = (u64, i64, u32, Option<Stream>);
+
 #[derive(Debug)]
 struct SegmentInfo {
     id: u64,
@@ -164,7 +169,7 @@ struct SegmentInfo {
     len: u64,
     /// Start offset, timestamp, item count and stream of each record; lets drops be
     /// counted and expired records skipped without reading files.
-    records: Vec<(u64, i64, u32, Option<Stream>)>,
+    records: Vec<RecordIndex>,
 }
 
 /// One pipeline's disk buffer. Not shared between threads by itself: the pipeline puts
@@ -359,7 +364,7 @@ impl DiskBuffer {
 
     /// Moves the read position past records older than the maximum age (counting
     /// them); returns the index entry of the record there and where that record ends.
-    fn skip_expired(&mut self, now_ms: i64) -> Option<((u64, i64, u32, Option<Stream>), u64)> {
+    fn skip_expired(&mut self, now_ms: i64) -> Option<(RecordIndex, u64)> {
         let max_age_ms = i64::try_from(self.limits.max_age.as_millis()).unwrap_or(i64::MAX);
         loop {
             self.normalize_read();
