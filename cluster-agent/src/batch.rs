@@ -375,20 +375,9 @@ pub mod wire {
 
         /// Appends one series with one sample; `labels` from [`encode_labels`].
         pub fn sample(&mut self, labels: &[u8], timestamp_ms: i64, value: f64) {
-            // Sample: value (1 + 8 bytes) and timestamp (1 + varint).
-            let sample_len = 9 + 1 + varint_len(timestamp_ms as u64);
-            let body_len = labels.len() + 1 + varint_len(sample_len as u64) + sample_len;
-            self.buf.push(TIMESERIES_TAG);
-            put_varint(&mut self.buf, body_len as u64);
+            let sample_len = self.series_start(labels.len(), timestamp_ms);
             self.buf.extend_from_slice(labels);
-            self.buf.push(FIELD_2_BYTES);
-            put_varint(&mut self.buf, sample_len as u64);
-            self.buf.push(SAMPLE_VALUE_TAG);
-            self.buf.extend_from_slice(&value.to_le_bytes());
-            self.buf.push(SAMPLE_TIMESTAMP_TAG);
-            put_varint(&mut self.buf, timestamp_ms as u64);
-            self.samples += 1;
-            self.oldest_ms = Some(self.oldest_ms.map_or(timestamp_ms, |o| o.min(timestamp_ms)));
+            self.series_end(sample_len, timestamp_ms, value);
         }
 
         /// Appends one series with one sample; labels from [`encode_template`] with the
@@ -401,10 +390,7 @@ pub mod wire {
             timestamp_ms: i64,
             value: f64,
         ) {
-            let sample_len = 9 + 1 + varint_len(timestamp_ms as u64);
-            let body_len = labels_len + 1 + varint_len(sample_len as u64) + sample_len;
-            self.buf.push(TIMESERIES_TAG);
-            put_varint(&mut self.buf, body_len as u64);
+            let sample_len = self.series_start(labels_len, timestamp_ms);
             let mut pos = 0;
             while pos < template.len() {
                 let Some(len) = get_varint(template, &mut pos) else {
@@ -421,6 +407,22 @@ pub mod wire {
                     self.buf.extend_from_slice(field);
                 }
             }
+            self.series_end(sample_len, timestamp_ms, value);
+        }
+
+        /// Starts a `TimeSeries` whose labels take `labels_len` bytes; returns the
+        /// length of its one sample.
+        fn series_start(&mut self, labels_len: usize, timestamp_ms: i64) -> usize {
+            // Sample: value (1 + 8 bytes) and timestamp (1 + varint).
+            let sample_len = 9 + 1 + varint_len(timestamp_ms as u64);
+            let body_len = labels_len + 1 + varint_len(sample_len as u64) + sample_len;
+            self.buf.push(TIMESERIES_TAG);
+            put_varint(&mut self.buf, body_len as u64);
+            sample_len
+        }
+
+        /// Ends a `TimeSeries` started by [`Self::series_start`] with its sample.
+        fn series_end(&mut self, sample_len: usize, timestamp_ms: i64, value: f64) {
             self.buf.push(FIELD_2_BYTES);
             put_varint(&mut self.buf, sample_len as u64);
             self.buf.push(SAMPLE_VALUE_TAG);
