@@ -29,12 +29,20 @@ struct Args {
     /// The cluster-agent binary (build it with --release).
     #[arg(long, default_value = "target/release/cluster-agent")]
     cluster_agent: PathBuf,
+    /// Which agents to run, in this order (comparing two builds of cluster-agent on a
+    /// busy machine: run `cluster-agent` alone, back to back).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "prometheus-agent,vmagent,cluster-agent"
+    )]
+    agents: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
-        args.cluster_agent.is_file(),
+        !args.agents.iter().any(|a| a == "cluster-agent") || args.cluster_agent.is_file(),
         "{} not found; run cargo build --release -p kaas-cluster-agent first",
         args.cluster_agent.display()
     );
@@ -45,11 +53,18 @@ fn main() -> anyhow::Result<()> {
         warmup: Duration::from_secs(args.warmup_seconds),
         duration: Duration::from_secs(args.duration_seconds),
     };
-    let agents = [
-        Agent::PrometheusAgent,
-        Agent::VmAgent,
-        Agent::ClusterAgent(args.cluster_agent),
-    ];
+    let agents = args
+        .agents
+        .iter()
+        .map(|name| match name.as_str() {
+            "prometheus-agent" => Ok(Agent::PrometheusAgent),
+            "vmagent" => Ok(Agent::VmAgent),
+            "cluster-agent" => Ok(Agent::ClusterAgent(args.cluster_agent.clone())),
+            other => Err(anyhow::anyhow!(
+                "unknown agent {other:?}; known: prometheus-agent, vmagent, cluster-agent"
+            )),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let results = run(&workload, &agents);
     print!("{}", report(&workload, &results));
     Ok(())

@@ -104,12 +104,14 @@ impl Batch {
     }
 }
 
-/// A request as the sender hands it to an exporter: an uncompressed, encoded
-/// remote-write 1.0 `WriteRequest`, which each exporter sends as it is or converts.
+/// A request as the sender hands it to an exporter: an encoded remote-write 1.0
+/// `WriteRequest`, which each exporter sends as it is or converts.
 #[derive(Clone, Debug)]
 pub struct EncodedRequest {
-    /// The encoded `WriteRequest`.
+    /// The encoded `WriteRequest`, snappy-compressed when `snappy` is set.
     pub body: Vec<u8>,
+    /// Whether `body` is snappy-compressed (a buffered record sent as it is).
+    pub snappy: bool,
     /// Samples in it.
     pub samples: u64,
     /// Its oldest sample, Unix milliseconds.
@@ -125,8 +127,20 @@ impl EncodedRequest {
         };
         Self {
             body: request.encode_to_vec(),
+            snappy: false,
             samples: batch.samples() as u64,
             oldest_ms: batch.oldest_timestamp_ms().unwrap_or(now_ms),
+        }
+    }
+
+    /// The uncompressed `WriteRequest`, decompressing if needed.
+    pub fn raw(&self) -> Result<std::borrow::Cow<'_, [u8]>, BatchError> {
+        if self.snappy {
+            Ok(std::borrow::Cow::Owned(
+                snap::raw::Decoder::new().decompress_vec(&self.body)?,
+            ))
+        } else {
+            Ok(std::borrow::Cow::Borrowed(&self.body))
         }
     }
 }
@@ -248,6 +262,91 @@ pub mod wire {
         out
     }
 
+    /// Marks the end of a template run without a shared label after it.
+    const NO_SHARED: u8 = u8::MAX;
+
+    /// Label fields shared by many series (a target's labels, the external labels),
+    /// each encoded once as a `TimeSeries.labels` field, for [`encode_template`].
+    #[derive(Clone, Debug, Default)]
+    pub struct SharedLabels {
+        fields: Vec<(String, String, Box<[u8]>)>,
+    }
+
+    impl SharedLabels {
+        /// Up to 255 labels to share; later ones are written as literals.
+        pub fn new<'a>(labels: impl IntoIterator<Item = &'a crate::labels::Label>) -> Self {
+            let mut fields: Vec<(String, String, Box<[u8]>)> = Vec::new();
+            for label in labels {
+                if fields.len() == usize::from(NO_SHARED)
+                    || fields
+                        .iter()
+                        .any(|(n, v, _)| *n == label.name && *v == label.value)
+                {
+                    continue;
+                }
+                let mut field = Vec::new();
+                put_label_field(&mut field, &label.name, &label.value);
+                fields.push((label.name.clone(), label.value.clone(), field.into()));
+            }
+            Self { fields }
+        }
+
+        fn find(&self, name: &str, value: &str) -> Option<u8> {
+            self.fields
+                .iter()
+                .position(|(n, v, _)| n == name && v == value)
+                .and_then(|i| u8::try_from(i).ok())
+        }
+    }
+
+    fn put_label_field(buf: &mut Vec<u8>, name: &str, value: &str) {
+        // A Label message: name (field 1), value (field 2).
+        let len = 1
+            + varint_len(name.len() as u64)
+            + name.len()
+            + 1
+            + varint_len(value.len() as u64)
+            + value.len();
+        buf.push(FIELD_1_BYTES);
+        put_varint(buf, len as u64);
+        put_bytes_field(buf, FIELD_1_BYTES, name.as_bytes());
+        put_bytes_field(buf, FIELD_2_BYTES, value.as_bytes());
+    }
+
+    /// A series' labels as a template: the label fields of [`encode_labels`] with each
+    /// label found in `shared` replaced by a one-byte reference to it. A series of a
+    /// target then stores only its own labels; the target's are stored once.
+    ///
+    /// Format: runs of `literal length (varint), literal label fields, shared index
+    /// (one byte; 255 for none)`. Returns the template and the length of the labels it
+    /// expands to.
+    pub fn encode_template(labels: &Labels, shared: &SharedLabels) -> (Vec<u8>, usize) {
+        let mut out = Vec::new();
+        let mut literal = Vec::new();
+        let mut expanded = 0;
+        for l in labels.iter() {
+            match shared.find(&l.name, &l.value) {
+                Some(index) => {
+                    put_bytes_run(&mut out, &literal, index);
+                    expanded += literal.len() + shared.fields[usize::from(index)].2.len();
+                    literal.clear();
+                }
+                None => put_label_field(&mut literal, &l.name, &l.value),
+            }
+        }
+        if !literal.is_empty() || out.is_empty() {
+            put_bytes_run(&mut out, &literal, NO_SHARED);
+            expanded += literal.len();
+        }
+        (out, expanded)
+    }
+
+    fn put_bytes_run(out: &mut Vec<u8>, literal: &[u8], shared: u8) {
+        put_varint(out, literal.len() as u64);
+        out.extend_from_slice(literal);
+        out.push(shared);
+    }
+
     /// Builds an encoded `WriteRequest`.
     #[derive(Debug, Default)]
     pub struct RequestWriter {
@@ -276,12 +375,54 @@ pub mod wire {
 
         /// Appends one series with one sample; `labels` from [`encode_labels`].
         pub fn sample(&mut self, labels: &[u8], timestamp_ms: i64, value: f64) {
+            let sample_len = self.series_start(labels.len(), timestamp_ms);
+            self.buf.extend_from_slice(labels);
+            self.series_end(sample_len, timestamp_ms, value);
+        }
+
+        /// Appends one series with one sample; labels from [`encode_template`] with the
+        /// same `shared` labels, `labels_len` the length it returned.
+        pub fn sample_from_template(
+            &mut self,
+            template: &[u8],
+            labels_len: usize,
+            shared: &SharedLabels,
+            timestamp_ms: i64,
+            value: f64,
+        ) {
+            let sample_len = self.series_start(labels_len, timestamp_ms);
+            let mut pos = 0;
+            while pos < template.len() {
+                let Some(len) = get_varint(template, &mut pos) else {
+                    break;
+                };
+                let end = (pos + len as usize).min(template.len());
+                self.buf.extend_from_slice(&template[pos..end]);
+                pos = end;
+                let Some(&index) = template.get(pos) else {
+                    break;
+                };
+                pos += 1;
+                if let Some((_, _, field)) = shared.fields.get(usize::from(index)) {
+                    self.buf.extend_from_slice(field);
+                }
+            }
+            self.series_end(sample_len, timestamp_ms, value);
+        }
+
+        /// Starts a `TimeSeries` whose labels take `labels_len` bytes; returns the
+        /// length of its one sample.
+        fn series_start(&mut self, labels_len: usize, timestamp_ms: i64) -> usize {
             // Sample: value (1 + 8 bytes) and timestamp (1 + varint).
             let sample_len = 9 + 1 + varint_len(timestamp_ms as u64);
-            let body_len = labels.len() + 1 + varint_len(sample_len as u64) + sample_len;
+            let body_len = labels_len + 1 + varint_len(sample_len as u64) + sample_len;
             self.buf.push(TIMESERIES_TAG);
             put_varint(&mut self.buf, body_len as u64);
-            self.buf.extend_from_slice(labels);
+            sample_len
+        }
+
+        /// Ends a `TimeSeries` started by [`Self::series_start`] with its sample.
+        fn series_end(&mut self, sample_len: usize, timestamp_ms: i64, value: f64) {
             self.buf.push(FIELD_2_BYTES);
             put_varint(&mut self.buf, sample_len as u64);
             self.buf.push(SAMPLE_VALUE_TAG);
@@ -519,6 +660,42 @@ pub mod wire {
             let prost_bytes = decoded.encode_to_vec();
             assert_eq!(super::frames(&prost_bytes).unwrap().len(), 3);
             assert!(super::frames(&[0x0a, 0x05, 0x01]).is_err());
+        }
+
+        #[test]
+        fn templates_expand_to_the_plain_encoding() {
+            let target = Labels::from_pairs([("instance", "a:80"), ("job", "api"), ("zone", "z")]);
+            let shared = SharedLabels::new(target.iter());
+            let cases = [
+                Labels::from_pairs([
+                    ("__name__", "x"),
+                    ("code", "200"),
+                    ("instance", "a:80"),
+                    ("job", "api"),
+                    ("path", "/"),
+                    ("zone", "z"),
+                ]),
+                // A relabeled value is not the shared one: a literal.
+                Labels::from_pairs([("__name__", "x"), ("instance", "b:80"), ("job", "api")]),
+                Labels::from_pairs([("job", "api"), ("zone", "z")]),
+                Labels::from_pairs([("__name__", "only_literals")]),
+                Labels::default(),
+                Labels::from_pairs([
+                    ("__name__", "long"),
+                    ("v", "x".repeat(300).as_str()),
+                    ("zone", "z"),
+                ]),
+            ];
+            for labels in cases {
+                let plain = encode_labels(&labels);
+                let (template, len) = encode_template(&labels, &shared);
+                assert_eq!(len, plain.len(), "{labels:?}");
+                let mut a = RequestWriter::default();
+                a.sample(&plain, 7, 1.5);
+                let mut b = RequestWriter::default();
+                b.sample_from_template(&template, len, &shared, 7, 1.5);
+                assert_eq!(a.into_bytes(), b.into_bytes(), "{labels:?}");
+            }
         }
     }
 }

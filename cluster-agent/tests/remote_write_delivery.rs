@@ -255,23 +255,41 @@ async fn a_refused_batch_is_dropped_and_counted_and_delivery_goes_on() {
     pipeline.stop().await;
 }
 
-#[tokio::test]
-async fn every_series_arrives_in_order_across_shards_and_rounds() {
+/// A receiver that fails some requests (so shards retry at different times) and a
+/// pipeline with four shards sending to it.
+async fn flaky_receiver_pipeline(mut config: SenderConfig) -> (RemoteWriteReceiver, Pipeline) {
     let receiver = RemoteWriteReceiver::start().await;
-    // Some failures make shards retry at different times.
     receiver.script([
         Answer::status(503),
         Answer::status(200),
         Answer::status(503),
     ]);
-    let mut config = config();
     config.shards = 4;
-    config.max_samples_per_request = 37;
     let pipeline = start(
         output(&format!("url: {}", receiver.url())),
         RemoteWriteVersion::V1,
         config,
     );
+    (receiver, pipeline)
+}
+
+/// Every accepted series has `samples` samples, in timestamp order.
+fn assert_each_series_in_order(receiver: &RemoteWriteReceiver, samples: usize) {
+    for (labels, got) in &receiver.accepted() {
+        let timestamps: Vec<i64> = got.iter().map(|(t, _)| *t).collect();
+        assert!(
+            timestamps.windows(2).all(|w| w[0] < w[1]),
+            "{labels:?} out of order: {timestamps:?}"
+        );
+        assert_eq!(timestamps.len(), samples, "{labels:?}");
+    }
+}
+
+#[tokio::test]
+async fn every_series_arrives_in_order_across_shards_and_rounds() {
+    let mut config = config();
+    config.max_samples_per_request = 37;
+    let (receiver, pipeline) = flaky_receiver_pipeline(config).await;
     let start_ms = now_ms() - 600_000;
     for round in 0..6 {
         pipeline.push(&batch(40, 5, start_ms + round * 5000));
@@ -279,14 +297,7 @@ async fn every_series_arrives_in_order_across_shards_and_rounds() {
     receiver.wait_for_samples(40 * 5 * 6, DEADLINE).await;
     let accepted = receiver.accepted();
     assert_eq!(accepted.len(), 40);
-    for (labels, samples) in &accepted {
-        let timestamps: Vec<i64> = samples.iter().map(|(t, _)| *t).collect();
-        assert!(
-            timestamps.windows(2).all(|w| w[0] < w[1]),
-            "{labels:?} out of order: {timestamps:?}"
-        );
-        assert_eq!(timestamps.len(), 30);
-    }
+    assert_each_series_in_order(&receiver, 30);
     // Requests close at a group boundary after 37 samples; here a group is one
     // series' 5 buffered samples, so no request holds more than 37 + 4.
     let largest = receiver
@@ -296,6 +307,71 @@ async fn every_series_arrives_in_order_across_shards_and_rounds() {
         .max()
         .unwrap_or(0);
     assert!(largest <= 41, "a request held {largest} samples");
+    pipeline.drained().await;
+    pipeline.stop().await;
+}
+
+/// A scraper-like record: every series of `stream` (`test_metric{stream, series}`) with
+/// one sample at `at_ms`, encoded as the scrapers encode it.
+fn stream_record(stream: u64, series: usize, at_ms: i64) -> Vec<u8> {
+    use kaas_cluster_agent::batch::wire::{RequestWriter, encode_labels};
+    use kaas_cluster_agent::labels::Labels;
+    let mut writer = RequestWriter::default();
+    for i in 0..series {
+        let labels = Labels::from_pairs([
+            ("__name__", "test_metric_total".to_owned()),
+            ("stream", stream.to_string()),
+            ("series", i.to_string()),
+        ]);
+        writer.sample(&encode_labels(&labels), at_ms, i as f64);
+    }
+    writer.into_bytes()
+}
+
+#[tokio::test]
+async fn stream_records_are_sent_whole_in_order_and_never_mixed_with_split_rounds() {
+    let mut config = config();
+    config.max_samples_per_request = 7;
+    config.max_whole_record_samples = 30;
+    let (receiver, pipeline) = flaky_receiver_pipeline(config).await;
+    let start_ms = now_ms() - 600_000;
+    // Six scrapes of five targets, with pushed (split) batches in between; stream 9's
+    // records are too large to go whole.
+    for scrape in 0..6 {
+        let at = start_ms + scrape * 5000;
+        for stream in 0..5u64 {
+            let series = if stream == 4 { 40 } else { 20 };
+            let record = stream_record(stream, series, at);
+            pipeline
+                .inlet
+                .push_encoded(
+                    &record,
+                    series,
+                    at,
+                    Some(if stream == 4 { 9 } else { stream }),
+                )
+                .expect("push");
+        }
+        pipeline.push(&batch(3, 1, at));
+    }
+    let expected = 6 * (4 * 20 + 40 + 3);
+    receiver.wait_for_samples(expected, DEADLINE).await;
+    assert_eq!(receiver.accepted().len(), 4 * 20 + 40 + 3);
+    assert_each_series_in_order(&receiver, 6);
+    // Small stream records arrive as they were pushed: one request of 20 samples
+    // each; everything else was split into requests of about 7.
+    let sizes: Vec<usize> = receiver
+        .received()
+        .iter()
+        .filter(|r| r.status < 300)
+        .map(|r| r.series.iter().map(|s| s.1.len()).sum::<usize>())
+        .collect();
+    assert_eq!(
+        sizes.iter().filter(|n| **n == 20).count(),
+        6 * 4,
+        "{sizes:?}"
+    );
+    assert!(sizes.iter().all(|n| *n == 20 || *n <= 7 + 2), "{sizes:?}");
     pipeline.drained().await;
     pipeline.stop().await;
 }

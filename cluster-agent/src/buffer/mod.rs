@@ -34,6 +34,8 @@
 //!   records counted as dropped); with [`WhenFull::DropNewest`] the push is refused and
 //!   the record handed back.
 //! - Records older than the maximum age are skipped when read and counted as dropped.
+//! - A record may belong to a [`Stream`]; that is kept in memory only, not in the format
+//!   above, so records found on disk at open belong to none.
 //!
 //! # Crashes and damage
 //!
@@ -66,6 +68,13 @@ use segment::{ScanEnd, encode_record, scan_segment};
 pub const MAX_SEGMENT_BYTES: u64 = 8 << 20;
 /// Largest record accepted, to bound memory when reading a damaged file.
 pub const MAX_RECORD_BYTES: u32 = 64 << 20;
+
+/// Which producer a record came from, as the producer names it (a scrape loop uses a
+/// hash of its target). A stream's records hold only that producer's series, so a
+/// reader may send them whole, one stream after another, and still keep every series'
+/// samples in order. Kept in memory only: records found on disk when the buffer is
+/// opened have none, and readers treat them as mixed.
+pub type Stream = u64;
 
 /// Where a record starts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -150,14 +159,17 @@ pub struct Dropped {
     pub expired: u64,
 }
 
+/// Start offset, timestamp, item count and stream of a record.
+type RecordIndex = (u64, i64, u32, Option<Stream>);
+
 #[derive(Debug)]
 struct SegmentInfo {
     id: u64,
     /// Bytes of valid records.
     len: u64,
-    /// Start offset, timestamp and item count of each record; lets drops be counted
-    /// and expired records skipped without reading files.
-    records: Vec<(u64, i64, u32)>,
+    /// Start offset, timestamp, item count and stream of each record; lets drops be
+    /// counted and expired records skipped without reading files.
+    records: Vec<RecordIndex>,
 }
 
 /// One pipeline's disk buffer. Not shared between threads by itself: the pipeline puts
@@ -236,7 +248,11 @@ impl DiskBuffer {
             segments.push_back(SegmentInfo {
                 id,
                 len: scan.valid_len,
-                records: scan.records,
+                records: scan
+                    .records
+                    .into_iter()
+                    .map(|(offset, timestamp, items)| (offset, timestamp, items, None))
+                    .collect(),
             });
         }
         let mut buffer = Self {
@@ -261,6 +277,16 @@ impl DiskBuffer {
     /// Appends a record. When full, [`WhenFull::DropOldest`] deletes whole oldest
     /// segments to make room; [`WhenFull::DropNewest`] refuses and returns the record.
     pub fn push(&mut self, record: Record) -> Result<Result<(), Refused>, BufferError> {
+        self.push_in_stream(record, None)
+    }
+
+    /// Appends a record that belongs to `stream` (see [`Stream`]); otherwise as
+    /// [`Self::push`].
+    pub fn push_in_stream(
+        &mut self,
+        record: Record,
+        stream: Option<Stream>,
+    ) -> Result<Result<(), Refused>, BufferError> {
         let size = HEADER_BYTES + record.payload.len() as u64;
         if record.payload.len() as u64 > u64::from(MAX_RECORD_BYTES) || size > self.limits.max_bytes
         {
@@ -299,50 +325,68 @@ impl DiskBuffer {
         })?;
         segment
             .records
-            .push((segment.len, record.timestamp_ms, record.items));
+            .push((segment.len, record.timestamp_ms, record.items, stream));
         segment.len += size;
         self.normalize_positions();
         Ok(Ok(()))
     }
 
+    /// What the next [`Self::read_next`] with the same `now_ms` returns, without
+    /// reading it: the record's item count and stream. Expired records before it are
+    /// skipped and counted, as [`Self::read_next`] would.
+    pub fn peek_next(&mut self, now_ms: i64) -> Option<(u32, Option<Stream>)> {
+        self.skip_expired(now_ms)
+            .map(|((_, _, items, stream), _)| (items, stream))
+    }
+
     /// Reads the next unread record, skipping (and counting) records older than the
     /// maximum age relative to `now_ms`. `None` when everything has been read.
     pub fn read_next(&mut self, now_ms: i64) -> Result<Option<(Position, Record)>, BufferError> {
+        let Some(((offset, timestamp_ms, items, _), next_offset)) = self.skip_expired(now_ms)
+        else {
+            return Ok(None);
+        };
+        let position = self.read;
+        self.read = Position {
+            segment: position.segment,
+            offset: next_offset,
+        };
+        let payload = self.read_payload(position.segment, offset, next_offset)?;
+        Ok(Some((
+            position,
+            Record {
+                timestamp_ms,
+                items,
+                payload,
+            },
+        )))
+    }
+
+    /// Moves the read position past records older than the maximum age (counting
+    /// them); returns the index entry of the record there and where that record ends.
+    fn skip_expired(&mut self, now_ms: i64) -> Option<(RecordIndex, u64)> {
         let max_age_ms = i64::try_from(self.limits.max_age.as_millis()).unwrap_or(i64::MAX);
         loop {
             self.normalize_read();
-            let Some(segment) = self.segments.iter().find(|s| s.id == self.read.segment) else {
-                return Ok(None);
-            };
-            let Ok(index) = segment
+            let segment = self.segments.iter().find(|s| s.id == self.read.segment)?;
+            let index = segment
                 .records
-                .binary_search_by_key(&self.read.offset, |(offset, _, _)| *offset)
-            else {
-                return Ok(None);
-            };
-            let (offset, timestamp_ms, items) = segment.records[index];
+                .binary_search_by_key(&self.read.offset, |(offset, _, _, _)| *offset)
+                .ok()?;
+            let entry = segment.records[index];
             let next_offset = segment
                 .records
                 .get(index + 1)
-                .map_or(segment.len, |(o, _, _)| *o);
-            let position = self.read;
+                .map_or(segment.len, |(o, _, _, _)| *o);
+            let segment_id = segment.id;
+            if now_ms.saturating_sub(entry.1) <= max_age_ms {
+                return Some((entry, next_offset));
+            }
+            self.dropped.expired += u64::from(entry.2);
             self.read = Position {
-                segment: segment.id,
+                segment: segment_id,
                 offset: next_offset,
             };
-            if now_ms.saturating_sub(timestamp_ms) > max_age_ms {
-                self.dropped.expired += u64::from(items);
-                continue;
-            }
-            let payload = self.read_payload(position.segment, offset, next_offset)?;
-            return Ok(Some((
-                position,
-                Record {
-                    timestamp_ms,
-                    items,
-                    payload,
-                },
-            )));
         }
     }
 
@@ -400,7 +444,7 @@ impl DiskBuffer {
             .map(|s| {
                 s.records
                     .iter()
-                    .filter(|(offset, _, _)| {
+                    .filter(|(offset, _, _, _)| {
                         Position {
                             segment: s.id,
                             offset: *offset,
@@ -416,13 +460,13 @@ impl DiskBuffer {
         self.segments.iter().find_map(|s| {
             s.records
                 .iter()
-                .find(|(offset, _, _)| {
+                .find(|(offset, _, _, _)| {
                     Position {
                         segment: s.id,
                         offset: *offset,
                     } >= self.acked
                 })
-                .map(|(_, ts, _)| *ts)
+                .map(|(_, ts, _, _)| *ts)
         })
     }
 
@@ -472,13 +516,13 @@ impl DiskBuffer {
         let unacked: u64 = oldest
             .records
             .iter()
-            .filter(|(offset, _, _)| {
+            .filter(|(offset, _, _, _)| {
                 Position {
                     segment: id,
                     offset: *offset,
                 } >= self.acked
             })
-            .map(|(_, _, items)| u64::from(*items))
+            .map(|(_, _, items, _)| u64::from(*items))
             .sum();
         self.dropped.full += unacked;
         if self.segments.len() == 1 {

@@ -190,6 +190,41 @@ fn acknowledged_records_are_not_delivered_again_after_a_restart() {
 }
 
 #[test]
+fn streams_are_kept_in_memory_and_peeking_skips_expired_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = limits(1 << 20, WhenFull::DropOldest);
+    let (mut buffer, _) = open(dir.path(), limits);
+    let mut expired = record(0, 10);
+    expired.timestamp_ms = NOW - 2 * 3600 * 1000;
+    buffer.push_in_stream(expired, Some(7)).unwrap().unwrap();
+    buffer
+        .push_in_stream(record(1, 10), Some(7))
+        .unwrap()
+        .unwrap();
+    buffer.push(record(2, 10)).unwrap().unwrap();
+    assert_eq!(buffer.peek_next(NOW), Some((1, Some(7))));
+    assert_eq!(
+        buffer.take_dropped().expired,
+        1,
+        "the expired record is counted"
+    );
+    assert_eq!(
+        buffer.peek_next(NOW),
+        Some((1, Some(7))),
+        "peeking reads nothing"
+    );
+    assert_eq!(buffer.read_next(NOW).unwrap().unwrap().1, record(1, 10));
+    assert_eq!(buffer.peek_next(NOW), Some((1, None)));
+    drop(buffer);
+
+    // After a restart the records are there, their streams are not.
+    let (mut buffer, _) = open(dir.path(), limits);
+    assert_eq!(buffer.peek_next(NOW), Some((1, None)));
+    assert_eq!(drain(&mut buffer), [record(1, 10), record(2, 10)]);
+    assert_eq!(buffer.peek_next(NOW), None);
+}
+
+#[test]
 fn torn_write_at_the_end_is_cut_and_earlier_records_survive() {
     let dir = tempfile::tempdir().unwrap();
     let limits = limits(1 << 20, WhenFull::DropOldest);

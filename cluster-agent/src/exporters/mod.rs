@@ -21,17 +21,27 @@ pub enum Exporter {
 }
 
 impl Exporter {
-    /// Sends one request. Remote-write 1.0 sends the encoded body as it is; the other
-    /// protocols decode it first.
+    /// Sends one request. Remote-write 1.0 sends the encoded body as it is (compressed
+    /// bodies without touching them); the other protocols decode it first.
     pub async fn send(
         &self,
         request: &crate::batch::EncodedRequest,
     ) -> Result<(), retry::SendError> {
         match self {
-            Self::RemoteWrite(exporter) => exporter.send_encoded(&request.body).await,
-            Self::Otlp(exporter) => exporter.send(&decode(&request.body)?).await,
+            Self::RemoteWrite(exporter) => exporter.send_request(request).await,
+            Self::Otlp(exporter) => exporter.send(&decode(&raw(request)?)?).await,
         }
     }
+}
+
+/// The uncompressed body of a request; one that does not decompress can never be
+/// sent, so it is dropped (and counted) rather than retried.
+pub(crate) fn raw(
+    request: &crate::batch::EncodedRequest,
+) -> Result<std::borrow::Cow<'_, [u8]>, retry::SendError> {
+    request.raw().map_err(|e| retry::SendError::Permanent {
+        reason: format!("a buffered batch is damaged: {e}"),
+    })
 }
 
 /// Decodes an encoded request; one that does not decode can never be sent, so it is

@@ -7,7 +7,7 @@ use tokio::sync::Notify;
 
 use super::stats::{DropReason, PipelineStats};
 use crate::batch::Batch;
-use crate::buffer::{BufferError, DiskBuffer, Record};
+use crate::buffer::{BufferError, DiskBuffer, Record, Stream};
 
 /// The entry of one pipeline.
 #[derive(Clone, Debug)]
@@ -22,12 +22,14 @@ pub struct Inlet {
 
 impl Inlet {
     /// Buffers an encoded, uncompressed remote-write `WriteRequest` of `samples`
-    /// samples (the scrapers' fast path).
+    /// samples (the scrapers' fast path), as a record of `stream` when it holds only
+    /// that producer's series (see [`Stream`]).
     pub fn push_encoded(
         &self,
         request: &[u8],
         samples: usize,
         oldest_ms: i64,
+        stream: Option<Stream>,
     ) -> Result<(), BufferError> {
         if samples == 0 {
             return Ok(());
@@ -39,6 +41,7 @@ impl Inlet {
                 payload: crate::batch::compress(request),
             },
             samples,
+            stream,
         )
     }
 
@@ -54,12 +57,17 @@ impl Inlet {
             items: u32::try_from(samples).unwrap_or(u32::MAX),
             payload: batch.encode(),
         };
-        self.push_record(record, samples)
+        self.push_record(record, samples, None)
     }
 
-    fn push_record(&self, record: Record, samples: usize) -> Result<(), BufferError> {
+    fn push_record(
+        &self,
+        record: Record,
+        samples: usize,
+        stream: Option<Stream>,
+    ) -> Result<(), BufferError> {
         let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        let outcome = buffer.push(record)?;
+        let outcome = buffer.push_in_stream(record, stream)?;
         let dropped = buffer.take_dropped();
         drop(buffer);
         PipelineStats::add(&self.stats.samples_in, samples as u64);

@@ -1,15 +1,28 @@
 //! Drains a pipeline's buffer to its exporter.
 //!
 //! The sender works in rounds. A round reads buffered batches until it holds enough
-//! samples to fill every shard, splits the series into shards by a hash of their labels
-//! without `__name__`, `le` and `quantile` (so all series of a histogram or summary
-//! point travel together, which OTLP needs), and sends all shards concurrently, each
-//! shard's requests in order. Since a series always lands in the same shard and rounds
-//! follow one another, every series' samples reach the backend in order, while up to
-//! `shards` requests are in flight. It works on encoded frames and never decodes them.
-//! Only when every request of a round has ended (delivered, or dropped for good) is the
-//! round acknowledged in the buffer; a crash before that sends the round again
-//! (at-least-once).
+//! samples to fill every shard and sends all shards concurrently, each shard's requests
+//! in order. Since a series always lands in the same shard and rounds follow one
+//! another, every series' samples reach the backend in order, while up to `shards`
+//! requests are in flight. Only when every request of a round has ended (delivered, or
+//! dropped for good) is the round acknowledged in the buffer; a crash before that sends
+//! the round again (at-least-once).
+//!
+//! A round is one of two kinds, never both:
+//! - **whole records**: records of a [`Stream`](crate::buffer::Stream) (one scrape of one target, holding
+//!   only that target's series) of at most [`DEFAULT_MAX_WHOLE_RECORD_SAMPLES`]
+//!   samples are sent as they are buffered, already compressed, one request each,
+//!   sharded by stream. This is the scrapers' path: each sample is encoded and
+//!   compressed once, on its way into the buffer.
+//! - **split**: other records (pushed data, records found on disk at start, very large
+//!   scrapes) are decompressed and their series split into shards by a hash of their
+//!   labels without `__name__`, `le` and `quantile` (so all series of a histogram or
+//!   summary point travel together, which OTLP needs), then concatenated into requests
+//!   of about `max_samples_per_request` samples. It works on encoded frames and never
+//!   decodes them.
+//!
+//! A round ends where the kind of the next record changes, so the two orders never
+//! interleave.
 //!
 //! Failures are retried with backoff (see [`crate::exporters::retry`]) until the data
 //! is older than the buffer's maximum age; permanent refusals drop the request and
@@ -34,6 +47,11 @@ use crate::exporters::retry::{Backoff, SendError};
 pub const DEFAULT_SHARDS: usize = 4;
 /// Samples per request; Prometheus' `max_samples_per_send` default.
 pub const DEFAULT_MAX_SAMPLES_PER_REQUEST: usize = 2000;
+/// Largest stream record sent whole, as one request. One scrape of a large target;
+/// at about 170 bytes per encoded sample that is about 3.5 MB before compression, far
+/// below receivers' default limits (VictoriaMetrics 32 MB, Mimir 100 MB), and twice
+/// vmagent's 10,000 rows per block. Larger records are split.
+pub const DEFAULT_MAX_WHOLE_RECORD_SAMPLES: usize = 20_000;
 /// How often the ack position is written to disk while data flows. At most this much
 /// delivered data is sent again after a crash; each write costs an fsync, which at once a
 /// second showed up in profiles.
@@ -50,6 +68,9 @@ pub struct SenderConfig {
     /// after reaching this many, so it exceeds it by at most one group (a histogram's
     /// or summary's series, or one buffered series' samples).
     pub max_samples_per_request: usize,
+    /// Stream records of at most this many samples are sent whole (see the module
+    /// documentation).
+    pub max_whole_record_samples: usize,
     /// Data older than this is dropped instead of retried.
     pub max_age: Duration,
 }
@@ -60,6 +81,7 @@ impl SenderConfig {
         Self {
             shards: DEFAULT_SHARDS,
             max_samples_per_request: DEFAULT_MAX_SAMPLES_PER_REQUEST,
+            max_whole_record_samples: DEFAULT_MAX_WHOLE_RECORD_SAMPLES,
             max_age,
         }
     }
@@ -151,18 +173,30 @@ impl Sender {
         }
     }
 
-    /// Reads the next round: the position after it and the requests per shard. Works
-    /// on encoded frames: series are sharded by a hash of their encoded labels and
-    /// requests are built by concatenating frames, without decoding anything.
+    /// Reads the next round (see the module documentation): the position after it and
+    /// the requests per shard.
     fn read_round(&self) -> Option<(Position, Vec<Vec<EncodedRequest>>)> {
         let shards = self.config.shards.max(1);
-        let target = (shards * self.config.max_samples_per_request) as u64;
+        let split_target = (shards * self.config.max_samples_per_request) as u64;
+        let whole_target = (shards * self.config.max_whole_record_samples) as u64;
+        let mut whole: Vec<Vec<EncodedRequest>> = vec![Vec::new(); shards];
         let mut payloads: Vec<(Vec<u8>, i64)> = Vec::new();
+        let mut kind: Option<bool> = None;
         let mut samples = 0u64;
         let mut end = None;
         let mut buffer = self.lock_buffer();
-        while samples < target {
-            let next = match buffer.read_next(now_ms()) {
+        loop {
+            let now = now_ms();
+            let Some((items, stream)) = buffer.peek_next(now) else {
+                break;
+            };
+            let stream = stream.filter(|_| items as usize <= self.config.max_whole_record_samples);
+            let is_whole = stream.is_some();
+            if kind.is_some_and(|k| k != is_whole) {
+                break;
+            }
+            kind = Some(is_whole);
+            let next = match buffer.read_next(now) {
                 Ok(next) => next,
                 Err(error) => {
                     self.stats.error("BufferError", error.to_string());
@@ -173,16 +207,30 @@ impl Sender {
                 break;
             };
             end = Some(position);
-            match snap::raw::Decoder::new().decompress_vec(&record.payload) {
-                Ok(raw) => {
-                    samples += u64::from(record.items);
-                    payloads.push((raw, record.timestamp_ms));
+            samples += u64::from(record.items);
+            if let Some(stream) = stream {
+                whole[(stream % shards as u64) as usize].push(EncodedRequest {
+                    body: record.payload,
+                    snappy: true,
+                    samples: u64::from(record.items),
+                    oldest_ms: record.timestamp_ms,
+                });
+                if samples >= whole_target {
+                    break;
                 }
+                continue;
+            }
+            match snap::raw::Decoder::new().decompress_vec(&record.payload) {
+                Ok(raw) => payloads.push((raw, record.timestamp_ms)),
                 Err(error) => {
+                    samples -= u64::from(record.items);
                     self.stats
                         .dropped(DropReason::Corrupt, u64::from(record.items));
                     self.stats.error("BufferCorrupt", error.to_string());
                 }
+            }
+            if samples >= split_target {
+                break;
             }
         }
         let expired = buffer.take_dropped().expired;
@@ -190,6 +238,9 @@ impl Sender {
         // `end` is the start of the last record read; acknowledge past it.
         let after = end.map(|_| buffer.read_position())?;
         drop(buffer);
+        if kind == Some(true) {
+            return Some((after, whole));
+        }
         Some((after, self.split(&payloads, shards)))
     }
 
@@ -306,6 +357,7 @@ fn finish(mut writer: RequestWriter, metadata: &[&[u8]], oldest: i64) -> Encoded
     let samples = writer.samples() as u64;
     EncodedRequest {
         body: writer.into_bytes(),
+        snappy: false,
         samples,
         oldest_ms: if oldest == i64::MAX { now_ms() } else { oldest },
     }

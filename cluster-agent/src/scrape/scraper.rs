@@ -18,16 +18,28 @@
 //! # The series cache
 //!
 //! Like Prometheus' scrape cache, each loop remembers every series its target exposed,
-//! keyed by the series text as written (`name{labels}`). The first time a series is
-//! seen, its labels are merged with the target's, relabeled, filtered, checked against
-//! the label limits, given the external labels and encoded for remote-write, once;
-//! every later scrape costs one hash lookup and appends the value to an encoded
-//! request. Each entry records the last scrape that contained it, which is all the
-//! staleness tracking needs, and entries gone for two scrapes are evicted. A changed
+//! by the series text as written (`name{labels}`). The first time a series is seen,
+//! its labels are merged with the target's, relabeled, filtered, checked against the
+//! label limits, given the external labels and encoded for remote-write, once; every
+//! later scrape costs one hash lookup and appends the value to an encoded request.
+//! Each entry records the last scrape that contained it, which is all the staleness
+//! tracking needs, and entries gone for two scrapes are evicted. A changed
 //! configuration restarts the loop with an empty cache.
+//!
+//! The cache is most of the agent's memory, so an entry is small:
+//! - the text is not kept. The index maps a 64-bit hash of the text to the entry, and
+//!   the entry holds a second, independent 64-bit hash of it (both keyed with random
+//!   seeds per cache) that every lookup compares; a text whose first hash is already
+//!   taken by another text goes to a small overflow map keyed by the text itself. Two
+//!   texts are only confused if both hashes collide, about 2^-64 per pair of a
+//!   target's series with seeds an exposition cannot know;
+//! - the labels are stored as a template over the target's own labels and the external
+//!   labels ([`wire::encode_template`]), which every series of the target shares and
+//!   which are encoded once per target.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,7 +50,7 @@ use url::Url;
 
 use super::exposition::{self, ACCEPT_HEADER, Format, MetricType, ParseError};
 use super::target::{METRICS_PATH, SCHEME, public_labels};
-use crate::batch::wire::{self, RequestWriter};
+use crate::batch::wire::{self, RequestWriter, SharedLabels};
 use crate::exporters::USER_AGENT;
 use crate::labels::{ADDRESS, Labels, LabelsBuilder, METRIC_NAME};
 use crate::pipeline::inlet::Inlet;
@@ -168,13 +180,16 @@ pub struct Scraper {
     /// Health, shared with reporters.
     pub health: Arc<Mutex<TargetHealth>>,
     cache: SeriesCache,
+    /// The target's labels and the external labels, encoded once for the cache's
+    /// label templates.
+    shared: SharedLabels,
     /// Encoded labels of the five report series.
     report: Vec<Box<[u8]>>,
     /// Counts scrapes; the cache's notion of time.
-    generation: u64,
-    /// Bytes of the last request, to size the next one. (Buffers are not kept between
-    /// scrapes: with one loop per target that would hold a body and a request per
-    /// target for good, which measured as more memory for no CPU gained.)
+    generation: u32,
+    /// Bytes of the last request, to size the next one. (The request buffer itself is
+    /// kept per thread, not per target: one per target would hold a request per target
+    /// for good.)
     last_request_bytes: usize,
 }
 
@@ -196,82 +211,139 @@ const REPORT_SERIES: [&str; 5] = [
     "scrape_series_added",
 ];
 
-/// One series a target exposed (its text is the key in the cache's index).
+/// One series a target exposed (see "The series cache" in the module documentation).
 struct CachedSeries {
-    /// The final labels, encoded; `None` when the pipeline drops the series.
-    encoded: Option<Box<[u8]>>,
-    /// Hash of `encoded`, to drop series that relabeling made identical.
-    hash: u64,
-    /// The label limit the series breaks, if any.
-    limit_error: Option<Box<str>>,
+    /// The second hash of the series text, compared on every lookup.
+    fingerprint: u64,
+    /// Hash of the final labels, to drop series that relabeling made identical;
+    /// [`LIMIT_ERROR`] when `template` is `None` because of a label limit.
+    labels_hash: u64,
+    /// The final labels: `encode_template` output after the varint length of the labels
+    /// it expands to; `None` when the pipeline drops the series or it breaks a limit.
+    template: Option<Box<[u8]>>,
     /// The last generation whose (successful) scrape contained it.
-    last_success: u64,
+    last_success: u32,
     /// The generation of the scrape reading it now; a second read is a duplicate.
-    pending: u64,
+    pending: u32,
+}
+
+/// `labels_hash` of a series without labels because it breaks a label limit (its
+/// reason is in [`SeriesCache::limit_errors`]).
+const LIMIT_ERROR: u64 = 1;
+
+/// A hasher for keys that are already hashes.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 /// The series cache (see the module documentation).
+#[derive(Default)]
 struct SeriesCache {
-    index: HashMap<Box<str>, usize, foldhash::fast::FixedState>,
+    /// First hash of the series text to entry.
+    index: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
+    /// Texts whose first hash another text had already taken.
+    overflow: HashMap<Box<str>, u32>,
+    /// Seeds the first hash.
+    key_hasher: foldhash::fast::RandomState,
+    /// Seeds the fingerprint.
+    fingerprint_hasher: foldhash::fast::RandomState,
     entries: Vec<Option<CachedSeries>>,
-    free: Vec<usize>,
+    free: Vec<u32>,
+    /// Why series break a label limit, by entry.
+    limit_errors: HashMap<u32, Box<str>>,
     /// Entries read by the current scrape.
-    current: Vec<usize>,
-    /// Hashes of the encoded series written by the current scrape.
-    written: HashSet<u64, foldhash::fast::FixedState>,
+    current: usize,
     families: HashMap<String, MetricType>,
     /// `families` encoded as metadata frames; rebuilt when a family appears.
     metadata: Vec<Vec<u8>>,
     families_changed: bool,
 }
 
-impl Default for SeriesCache {
-    fn default() -> Self {
-        Self {
-            index: HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0)),
-            entries: Vec::new(),
-            free: Vec::new(),
-            current: Vec::new(),
-            written: HashSet::with_hasher(foldhash::fast::FixedState::with_seed(0)),
-            families: HashMap::new(),
-            metadata: Vec::new(),
-            families_changed: false,
-        }
-    }
+thread_local! {
+    /// Hashes of the series written by the scrape being read on this thread. Scratch
+    /// space reused by every scrape on the thread instead of a set per target.
+    static WRITTEN: RefCell<HashSet<u64, foldhash::fast::FixedState>> =
+        const { RefCell::new(HashSet::with_hasher(foldhash::fast::FixedState::with_seed(0))) };
 }
 
 impl SeriesCache {
-    fn insert(&mut self, key: &str, entry: CachedSeries) -> usize {
+    /// The entry of a series text and its two hashes.
+    fn find(&self, key: u64, fingerprint: u64, text: &str) -> Option<u32> {
+        if let Some(&index) = self.index.get(&key)
+            && self.entries[index as usize]
+                .as_ref()
+                .is_some_and(|e| e.fingerprint == fingerprint)
+        {
+            return Some(index);
+        }
+        if self.overflow.is_empty() {
+            return None;
+        }
+        self.overflow.get(text).copied()
+    }
+
+    fn insert(&mut self, key: u64, text: &str, entry: CachedSeries) -> u32 {
         let index = match self.free.pop() {
             Some(index) => {
-                self.entries[index] = Some(entry);
+                self.entries[index as usize] = Some(entry);
                 index
             }
             None => {
                 self.entries.push(Some(entry));
-                self.entries.len() - 1
+                u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        self.index.insert(key.into(), index);
+        match self.index.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.overflow.insert(text.into(), index);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
+        }
         index
     }
 
-    /// Removes entries no successful scrape has contained for two generations.
-    fn evict(&mut self, generation: u64) {
-        if self.entries.len() < 2 * self.current.len() + 64 {
+    /// Removes entries no successful scrape has contained for two generations, and
+    /// gives back memory the first scrapes' growth left unused.
+    fn evict(&mut self, generation: u32) {
+        let slack = self.entries.len() / 8 + 64;
+        if self.entries.capacity() > self.entries.len() + slack {
+            self.entries.shrink_to(self.entries.len() + slack / 2);
+        }
+        if self.entries.len() < 2 * self.current + 64 {
             return;
         }
-        let (entries, free) = (&mut self.entries, &mut self.free);
-        self.index.retain(|_, index| {
-            let stale = entries[*index]
+        let (entries, free, limit_errors) =
+            (&mut self.entries, &mut self.free, &mut self.limit_errors);
+        let mut retain = |index: &mut u32| {
+            let stale = entries[*index as usize]
                 .as_ref()
                 .is_some_and(|e| e.last_success + 1 < generation && e.pending < generation);
             if stale {
-                entries[*index] = None;
+                entries[*index as usize] = None;
+                limit_errors.remove(index);
                 free.push(*index);
             }
             !stale
-        });
+        };
+        self.index.retain(|_, index| retain(index));
+        self.overflow.retain(|_, index| retain(index));
     }
 
     fn metadata_frames(&mut self) -> &[Vec<u8>] {
@@ -294,6 +366,27 @@ impl SeriesCache {
         }
         &self.metadata
     }
+}
+
+/// Appends a cached series' sample.
+fn write_sample(
+    writer: &mut RequestWriter,
+    template: &[u8],
+    shared: &SharedLabels,
+    timestamp: i64,
+    value: f64,
+) {
+    let mut pos = 0;
+    let Some(labels_len) = wire::get_varint(template, &mut pos) else {
+        return;
+    };
+    writer.sample_from_template(
+        &template[pos..],
+        labels_len as usize,
+        shared,
+        timestamp,
+        value,
+    );
 }
 
 fn now_ms() -> i64 {
@@ -319,6 +412,7 @@ impl Scraper {
                 wire::encode_labels(&labels).into_boxed_slice()
             })
             .collect();
+        let shared = SharedLabels::new(target.public.iter().chain(external_labels.iter()));
         Self {
             target,
             config,
@@ -328,6 +422,7 @@ impl Scraper {
             inlet,
             health: Arc::new(Mutex::new(TargetHealth::default())),
             cache: SeriesCache::default(),
+            shared,
             report,
             // Entries start with `last_success` 0, meaning never; the first scrape is
             // generation 2, so 0 is never mistaken for "the previous scrape".
@@ -343,6 +438,14 @@ impl Scraper {
         self.target.labels.hash(&mut hasher);
         let interval_ms = self.config.interval.as_millis().max(1) as u64;
         Duration::from_millis(hasher.finish() % interval_ms)
+    }
+
+    /// The buffer stream of this target's records: a hash of its labels, so a
+    /// restarted loop of the same target continues the same stream.
+    fn stream(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.target.labels.hash(&mut hasher);
+        hasher.finish()
     }
 
     /// Scrapes every interval until `stop` turns true; then marks its series stale.
@@ -399,7 +502,10 @@ impl Scraper {
     ) {
         self.generation += 1;
         let generation = self.generation;
-        let mut writer = RequestWriter::with_capacity(self.last_request_bytes);
+        let mut buffer = REQUEST.take();
+        buffer.clear();
+        buffer.reserve(self.last_request_bytes);
+        let mut writer = RequestWriter::from_buffer(buffer);
         let result = match fetched {
             Ok((body, content_type)) => self.read_body(
                 body,
@@ -411,33 +517,32 @@ impl Scraper {
             Err(error) => Err(error),
         };
         let stale = f64::from_bits(STALE_NAN_BITS);
-        let (up, scraped, post_relabel, added) = match result {
+        let succeeded = result.is_ok();
+        let (up, scraped, post_relabel) = match result {
             Ok((scraped, post)) => {
-                let mut added = 0;
-                for &index in &self.cache.current {
-                    if let Some(entry) = self.cache.entries[index].as_mut() {
-                        if entry.last_success + 1 != generation {
-                            added += usize::from(entry.encoded.is_some());
-                        }
-                        entry.last_success = generation;
-                    }
-                }
                 self.record_health(None);
-                (1.0, scraped, post, added)
+                (1.0, scraped, post)
             }
             Err(error) => {
                 // Nothing of a failed scrape is kept.
                 writer = RequestWriter::from_buffer(writer.into_bytes());
                 self.record_health(Some(error.to_string()));
-                (0.0, 0, 0, 0)
+                (0.0, 0, 0)
             }
         };
-        // Series the previous successful scrape had and this one has not.
-        for entry in self.cache.entries.iter().flatten() {
-            if entry.last_success + 1 == generation
-                && let Some(encoded) = &entry.encoded
-            {
-                writer.sample(encoded, timestamp, stale);
+        // One pass: series of this scrape become current (and count as added when the
+        // previous scrape did not have them); series the previous successful scrape had
+        // and this one has not get a staleness marker.
+        let mut added = 0;
+        for entry in self.cache.entries.iter_mut().flatten() {
+            let previous = entry.last_success + 1 == generation;
+            if succeeded && entry.pending == generation {
+                if !previous {
+                    added += usize::from(entry.template.is_some());
+                }
+                entry.last_success = generation;
+            } else if previous && let Some(template) = &entry.template {
+                write_sample(&mut writer, template, &self.shared, timestamp, stale);
             }
         }
         let values = [
@@ -473,9 +578,9 @@ impl Scraper {
         let mut writer = RequestWriter::default();
         for entry in self.cache.entries.iter().flatten() {
             if entry.last_success == self.generation
-                && let Some(encoded) = &entry.encoded
+                && let Some(template) = &entry.template
             {
-                writer.sample(encoded, timestamp, stale);
+                write_sample(&mut writer, template, &self.shared, timestamp, stale);
             }
         }
         for labels in &self.report {
@@ -490,9 +595,12 @@ impl Scraper {
         let oldest = writer.oldest_ms().unwrap_or(now);
         let body = writer.into_bytes();
         self.last_request_bytes = body.len() + body.len() / 8;
-        if let Err(error) = self.inlet.push_encoded(&body, samples, oldest) {
+        // Every series of this request is the target's own, so it is one stream.
+        let stream = Some(self.stream());
+        if let Err(error) = self.inlet.push_encoded(&body, samples, oldest, stream) {
             self.inlet.stats.error("BufferError", error.to_string());
         }
+        keep_request_buffer(body);
     }
 
     /// Fetches the target into `body`; returns the content type.
@@ -563,24 +671,44 @@ impl Scraper {
         body: &[u8],
         content_type: Option<&str>,
         timestamp: i64,
-        generation: u64,
+        generation: u32,
         writer: &mut RequestWriter,
+    ) -> Result<(usize, usize), ScrapeError> {
+        WRITTEN.with_borrow_mut(|written| {
+            written.clear();
+            let result =
+                self.read_body_with(body, content_type, timestamp, generation, writer, written);
+            // Keep the scratch set from holding on to a huge target's worth.
+            written.shrink_to(MAX_KEPT_WRITTEN);
+            result
+        })
+    }
+
+    fn read_body_with(
+        &mut self,
+        body: &[u8],
+        content_type: Option<&str>,
+        timestamp: i64,
+        generation: u32,
+        writer: &mut RequestWriter,
+        written: &mut HashSet<u64, foldhash::fast::FixedState>,
     ) -> Result<(usize, usize), ScrapeError> {
         let format = Format::from_content_type(content_type);
         let cache = &mut self.cache;
-        cache.current.clear();
-        cache.written.clear();
-        let (target, config) = (&self.target, &self.config);
+        cache.current = 0;
+        let (target, config, shared) = (&self.target, &self.config, &self.shared);
         let (processors, external) = (&self.processors, &self.external_labels);
         let hasher = foldhash::fast::FixedState::with_seed(0);
         let mut error = None;
-        let mut written = 0;
+        let mut count = 0;
         let scraped = exposition::parse(body, format, |sample| {
             if error.is_some() {
                 return Ok(());
             }
-            let index = match cache.index.get(sample.series) {
-                Some(index) => *index,
+            let key = cache.key_hasher.hash_one(sample.series);
+            let fingerprint = cache.fingerprint_hasher.hash_one(sample.series);
+            let index = match cache.find(key, fingerprint, sample.series) {
+                Some(index) => index,
                 None => {
                     if sample.metric_type != MetricType::Unknown {
                         let family = family_name(sample.name, sample.metric_type);
@@ -590,13 +718,27 @@ impl Scraper {
                         }
                     }
                     let labels = sample.labels()?;
-                    let entry = new_entry(
-                        &sample, &labels, target, config, processors, external, &hasher,
+                    let (entry, limit_error) = new_entry(
+                        &sample,
+                        &labels,
+                        fingerprint,
+                        NewEntry {
+                            target,
+                            config,
+                            processors,
+                            external,
+                            shared,
+                            hasher: &hasher,
+                        },
                     );
-                    cache.insert(sample.series, entry)
+                    let index = cache.insert(key, sample.series, entry);
+                    if let Some(reason) = limit_error {
+                        cache.limit_errors.insert(index, reason.into());
+                    }
+                    index
                 }
             };
-            let Some(entry) = cache.entries[index].as_mut() else {
+            let Some(entry) = cache.entries[index as usize].as_mut() else {
                 return Ok(());
             };
             if entry.pending == generation {
@@ -604,70 +746,101 @@ impl Scraper {
                 return Ok(());
             }
             entry.pending = generation;
-            cache.current.push(index);
-            if let Some(limit) = &entry.limit_error {
-                error = Some(ScrapeError::LabelLimit(limit.to_string()));
-                return Ok(());
-            }
-            let Some(encoded) = &entry.encoded else {
+            cache.current += 1;
+            let Some(template) = &entry.template else {
+                if entry.labels_hash == LIMIT_ERROR {
+                    let reason = cache.limit_errors.get(&index).map_or("", |r| &**r);
+                    error = Some(ScrapeError::LabelLimit(reason.to_owned()));
+                }
                 return Ok(());
             };
             // Series that relabeling made identical: the first one wins, as in Prometheus.
-            if !cache.written.insert(entry.hash) {
+            if !written.insert(entry.labels_hash) {
                 return Ok(());
             }
             let ts = match sample.timestamp_ms {
                 Some(ts) if config.honor_timestamps => ts,
                 _ => timestamp,
             };
-            writer.sample(encoded, ts, sample.value);
-            written += 1;
+            write_sample(writer, template, shared, ts, sample.value);
+            count += 1;
             Ok(())
         })?;
         if let Some(error) = error {
             return Err(error);
         }
         let limit = config.sample_limit;
-        if limit > 0 && written > limit as usize {
-            return Err(ScrapeError::SampleLimit(written, limit));
+        if limit > 0 && count > limit as usize {
+            return Err(ScrapeError::SampleLimit(count, limit));
         }
-        Ok((scraped, written))
+        Ok((scraped, count))
     }
 }
 
-/// Builds the cache entry of a series seen for the first time.
+/// Largest request buffer kept per thread between scrapes (a few large targets'
+/// worth); larger ones are freed after use.
+const MAX_KEPT_REQUEST_BYTES: usize = 8 << 20;
+
+thread_local! {
+    /// The request buffer of the last scrape read on this thread, reused by the next.
+    static REQUEST: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Gives a request buffer back to [`REQUEST`] for the next scrape on this thread.
+fn keep_request_buffer(buffer: Vec<u8>) {
+    if buffer.capacity() <= MAX_KEPT_REQUEST_BYTES {
+        REQUEST.set(buffer);
+    }
+}
+
+/// Most entries the per-thread scratch set keeps between scrapes.
+const MAX_KEPT_WRITTEN: usize = 16_384;
+
+/// What building a cache entry needs besides the sample.
+struct NewEntry<'a> {
+    target: &'a Target,
+    config: &'a ScrapeConfig,
+    processors: &'a ValidatedProcessors,
+    external: &'a Labels,
+    shared: &'a SharedLabels,
+    hasher: &'a foldhash::fast::FixedState,
+}
+
+/// Builds the cache entry of a series seen for the first time, and the label limit
+/// it breaks, if any.
 fn new_entry(
     sample: &exposition::Sample<'_>,
     labels: &[(&str, std::borrow::Cow<'_, str>)],
-    target: &Target,
-    config: &ScrapeConfig,
-    processors: &ValidatedProcessors,
-    external: &Labels,
-    hasher: &foldhash::fast::FixedState,
-) -> CachedSeries {
+    fingerprint: u64,
+    with: NewEntry<'_>,
+) -> (CachedSeries, Option<String>) {
     let exposed = Labels::from_pairs(
         std::iter::once((METRIC_NAME, sample.name.to_owned()))
             .chain(labels.iter().map(|(n, v)| (*n, v.to_string()))),
     );
-    let merged = merge_target_labels(&exposed, target, config.honor_labels);
+    let merged = merge_target_labels(&exposed, with.target, with.config.honor_labels);
     let mut entry = CachedSeries {
-        encoded: None,
-        hash: 0,
-        limit_error: None,
+        fingerprint,
+        labels_hash: 0,
+        template: None,
         last_success: 0,
         pending: 0,
     };
-    let Some(labels) = process_sample(&merged, processors) else {
-        return entry;
+    let Some(labels) = process_sample(&merged, with.processors) else {
+        return (entry, None);
     };
-    if let Err(reason) = check_label_limits(&labels, config) {
-        entry.limit_error = Some(reason.into());
-        return entry;
+    if let Err(reason) = check_label_limits(&labels, with.config) {
+        entry.labels_hash = LIMIT_ERROR;
+        return (entry, Some(reason));
     }
-    let encoded = wire::encode_labels(&with_external(labels, external));
-    entry.hash = hasher.hash_one(&encoded);
-    entry.encoded = Some(encoded.into_boxed_slice());
-    entry
+    let labels = with_external(labels, with.external);
+    entry.labels_hash = with.hasher.hash_one(wire::encode_labels(&labels));
+    let (template, expanded_len) = wire::encode_template(&labels, with.shared);
+    let mut stored = Vec::with_capacity(template.len() + 3);
+    wire::put_varint(&mut stored, expanded_len as u64);
+    stored.extend_from_slice(&template);
+    entry.template = Some(stored.into_boxed_slice());
+    (entry, None)
 }
 
 /// Adds external labels a series lacks.

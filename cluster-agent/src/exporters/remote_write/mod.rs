@@ -72,6 +72,18 @@ impl RemoteWriteExporter {
         }
     }
 
+    /// Sends a request from the sender: a 1.0 body already compressed is posted as it
+    /// is.
+    pub async fn send_request(
+        &self,
+        request: &crate::batch::EncodedRequest,
+    ) -> Result<(), SendError> {
+        match (self.version, request.snappy) {
+            (RemoteWriteVersion::V1, true) => self.post(request.body.clone()).await,
+            _ => self.send_encoded(&super::raw(request)?).await,
+        }
+    }
+
     /// Posts a compressed body of this exporter's version.
     async fn post(&self, body: Vec<u8>) -> Result<(), SendError> {
         let (content_type, version) = match self.version {

@@ -314,3 +314,39 @@ fn targets_build_their_url_from_labels() {
     );
     assert_eq!(format!("{:?}", target.public), r#"{job="x"}"#);
 }
+
+#[test]
+fn series_whose_first_hashes_collide_are_told_apart() {
+    let entry = |fingerprint| CachedSeries {
+        fingerprint,
+        labels_hash: 0,
+        template: None,
+        last_success: 0,
+        pending: 0,
+    };
+    let mut cache = SeriesCache::default();
+    let a = cache.insert(5, "a{x=\"1\"}", entry(1));
+    let b = cache.insert(5, "b", entry(2));
+    assert_ne!(a, b);
+    assert_eq!(cache.find(5, 1, "a{x=\"1\"}"), Some(a));
+    assert_eq!(
+        cache.find(5, 2, "b"),
+        Some(b),
+        "found through the overflow map"
+    );
+    assert_eq!(
+        cache.find(5, 3, "c"),
+        None,
+        "same first hash, another fingerprint"
+    );
+    assert_eq!(cache.find(6, 1, "d"), None);
+    // Both are evicted once stale, from the index and the overflow map alike.
+    cache.current = 0;
+    for _ in 0..64 {
+        cache.entries.push(None);
+    }
+    cache.evict(10);
+    assert_eq!(cache.find(5, 1, "a{x=\"1\"}"), None);
+    assert_eq!(cache.find(5, 2, "b"), None);
+    assert!(cache.overflow.is_empty());
+}
