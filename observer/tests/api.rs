@@ -61,7 +61,7 @@ mod api {
         };
         let get = |uri: String, token: String| {
             let h = &h;
-            async move { h.call(Method::GET, &uri, Some(&token), None).await }
+            async move { h.get(&uri, &token).await }
         };
 
         // Without a limit: everything the caller may see, no `continue`.
@@ -130,7 +130,7 @@ mod api {
     async fn a_bad_token_is_refused_with_401() {
         let h = Harness::new().await;
         for uri in ["/api/v1/clusters", "/api/v1/pipelines", "/api/v1/status"] {
-            let answer = h.call(Method::GET, uri, Some("not-a-token"), None).await;
+            let answer = h.get(uri, "not-a-token").await;
             assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{uri}");
         }
         let answer = h.raw(Method::GET, "/api/v1/tenants", None, None).await;
@@ -181,15 +181,9 @@ mod api {
         assert_eq!(put.status, StatusCode::CREATED, "{}", put.text);
 
         // Lists hold only the caller's own objects.
-        let clusters = h
-            .call(Method::GET, "/api/v1/clusters", Some(&shop), None)
-            .await
-            .json();
+        let clusters = h.get("/api/v1/clusters", &shop).await.json();
         assert_eq!(clusters["items"], json!([]));
-        let pipelines = h
-            .call(Method::GET, "/api/v1/pipelines", Some(&shop), None)
-            .await
-            .json();
+        let pipelines = h.get("/api/v1/pipelines", &shop).await.json();
         assert_eq!(pipelines["items"], json!([]));
         // Another tenant's objects answer 404, as if they did not exist.
         for (method, uri) in [
@@ -252,38 +246,19 @@ mod api {
         let cluster = h.store.get_cluster("bank-prod").await.unwrap().unwrap();
         assert_eq!(cluster.state.to_string(), "provisioning");
         // Admin-only routes are refused to tenants.
-        let answer = h
-            .call(Method::GET, "/api/v1/tenants", Some(&shop), None)
-            .await;
+        let answer = h.get("/api/v1/tenants", &shop).await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN);
 
         // The admin sees everything.
-        let clusters = h
-            .call(Method::GET, "/api/v1/clusters", Some(ADMIN), None)
-            .await
-            .json();
+        let clusters = h.get("/api/v1/clusters", ADMIN).await.json();
         assert_eq!(clusters["items"][0]["name"], "bank-prod");
-        let one = h
-            .call(Method::GET, "/api/v1/clusters/bank-prod", Some(ADMIN), None)
-            .await;
+        let one = h.get("/api/v1/clusters/bank-prod", ADMIN).await;
         assert_eq!(one.status, StatusCode::OK);
-        let one = h
-            .call(
-                Method::GET,
-                "/api/v1/pipelines/payments?tenant=bank",
-                Some(ADMIN),
-                None,
-            )
-            .await;
+        let one = h.get("/api/v1/pipelines/payments?tenant=bank", ADMIN).await;
         assert_eq!(one.status, StatusCode::OK, "{}", one.text);
-        let all = h
-            .call(Method::GET, "/api/v1/pipelines", Some(ADMIN), None)
-            .await
-            .json();
+        let all = h.get("/api/v1/pipelines", ADMIN).await.json();
         assert_eq!(all["items"].as_array().unwrap().len(), 1);
-        let answer = h
-            .call(Method::GET, "/api/v1/pipelines/payments", Some(ADMIN), None)
-            .await;
+        let answer = h.get("/api/v1/pipelines/payments", ADMIN).await;
         assert_eq!(
             answer.status,
             StatusCode::BAD_REQUEST,
@@ -347,18 +322,11 @@ mod api {
             .await;
         assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
 
-        let list = h
-            .call(Method::GET, "/api/v1/tenants", Some(ADMIN), None)
-            .await
-            .json();
+        let list = h.get("/api/v1/tenants", ADMIN).await.json();
         assert_eq!(list["items"][0]["name"], "shop");
-        let one = h
-            .call(Method::GET, "/api/v1/tenants/shop", Some(ADMIN), None)
-            .await;
+        let one = h.get("/api/v1/tenants/shop", ADMIN).await;
         assert_eq!(one.status, StatusCode::OK);
-        let missing = h
-            .call(Method::GET, "/api/v1/tenants/none", Some(ADMIN), None)
-            .await;
+        let missing = h.get("/api/v1/tenants/none", ADMIN).await;
         assert_eq!(missing.status, StatusCode::NOT_FOUND);
 
         // A tenant with a cluster cannot be deleted.
@@ -387,9 +355,7 @@ mod api {
             .call(Method::DELETE, "/api/v1/tenants/empty", Some(ADMIN), None)
             .await;
         assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-        let gone = h
-            .call(Method::GET, "/api/v1/tenants/empty", Some(ADMIN), None)
-            .await;
+        let gone = h.get("/api/v1/tenants/empty", ADMIN).await;
         assert_eq!(gone.status, StatusCode::NOT_FOUND);
         let audit = h.store.audit_entries(100).await.unwrap();
         assert!(
@@ -416,9 +382,7 @@ mod api {
         let created = created.json();
         assert_eq!(created["tenant"], "shop");
         let plaintext = created["token"].as_str().unwrap();
-        let status = h
-            .call(Method::GET, "/api/v1/status", Some(plaintext), None)
-            .await;
+        let status = h.get("/api/v1/status", plaintext).await;
         assert_eq!(status.status, StatusCode::OK);
 
         let other = h
@@ -430,9 +394,7 @@ mod api {
             )
             .await;
         assert_eq!(other.status, StatusCode::FORBIDDEN);
-        let list = h
-            .call(Method::GET, "/api/v1/tokens", Some(&shop), None)
-            .await;
+        let list = h.get("/api/v1/tokens", &shop).await;
         assert!(
             !list.text.contains(plaintext),
             "plaintext listed: {}",
@@ -440,10 +402,7 @@ mod api {
         );
         let items = list.json()["items"].as_array().unwrap().clone();
         assert!(items.iter().all(|t| t["tenant"] == "shop"), "{items:?}");
-        let all = h
-            .call(Method::GET, "/api/v1/tokens", Some(ADMIN), None)
-            .await
-            .json();
+        let all = h.get("/api/v1/tokens", ADMIN).await.json();
         let bank_token = all["items"]
             .as_array()
             .unwrap()
@@ -473,9 +432,7 @@ mod api {
             )
             .await;
         assert_eq!(revoked.status, StatusCode::NO_CONTENT);
-        let status = h
-            .call(Method::GET, "/api/v1/status", Some(plaintext), None)
-            .await;
+        let status = h.get("/api/v1/status", plaintext).await;
         assert_eq!(status.status, StatusCode::UNAUTHORIZED);
     }
 
@@ -604,18 +561,12 @@ mod api {
             .unwrap();
         h.store.set_connected("c1", "test-replica/1").await.unwrap();
 
-        let list = h
-            .call(Method::GET, "/api/v1/clusters", Some(&shop), None)
-            .await
-            .json();
+        let list = h.get("/api/v1/clusters", &shop).await.json();
         let item = &list["items"][0];
         assert_eq!(item["state"], "provisioning");
         assert_eq!(item["connected"], true);
         assert_eq!(item["health"]["pipelines"]["p"], "ok");
-        let one = h
-            .call(Method::GET, "/api/v1/clusters/c1", Some(&shop), None)
-            .await
-            .json();
+        let one = h.get("/api/v1/clusters/c1", &shop).await.json();
         assert_eq!(one["config"]["state"], "FAILED");
         assert_eq!(one["config"]["errors"][0]["fieldPath"], "spec.output");
 
@@ -641,10 +592,7 @@ mod api {
             .call(Method::DELETE, "/api/v1/clusters/c1", Some(&shop), None)
             .await;
         assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-        let tombstone = h
-            .call(Method::GET, "/api/v1/clusters/c1", Some(&shop), None)
-            .await
-            .json();
+        let tombstone = h.get("/api/v1/clusters/c1", &shop).await.json();
         assert_eq!(tombstone["state"], "deleted");
         let again = h
             .call(
@@ -655,9 +603,7 @@ mod api {
             )
             .await;
         assert_eq!(again.status, StatusCode::CONFLICT);
-        let missing = h
-            .call(Method::GET, "/api/v1/clusters/nope", Some(&shop), None)
-            .await;
+        let missing = h.get("/api/v1/clusters/nope", &shop).await;
         assert_eq!(missing.status, StatusCode::NOT_FOUND);
     }
 
@@ -762,16 +708,13 @@ mod api {
             .await;
         assert_eq!(xml.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-        let one = h.call(Method::GET, uri, Some(&shop), None).await.json();
+        let one = h.get(uri, &shop).await.json();
         assert_eq!(
             one["resource"]["spec"]["output"]["prometheusRemoteWrite"]["url"],
             URL_B
         );
         assert_eq!(one["generation"], 2);
-        let list = h
-            .call(Method::GET, "/api/v1/pipelines", Some(&shop), None)
-            .await
-            .json();
+        let list = h.get("/api/v1/pipelines", &shop).await.json();
         let names: Vec<&str> = list["items"]
             .as_array()
             .unwrap()
@@ -779,20 +722,13 @@ mod api {
             .map(|p| p["name"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["from-yaml", "metrics", "other", "third"]);
-        let status = h
-            .call(
-                Method::GET,
-                "/api/v1/pipelines/metrics/status",
-                Some(&shop),
-                None,
-            )
-            .await;
+        let status = h.get("/api/v1/pipelines/metrics/status", &shop).await;
         assert_eq!(status.status, StatusCode::OK, "{}", status.text);
         assert_eq!(status.json()["generation"], 2);
 
         let deleted = h.call(Method::DELETE, uri, Some(&shop), None).await;
         assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-        let gone = h.call(Method::GET, uri, Some(&shop), None).await;
+        let gone = h.get(uri, &shop).await;
         assert_eq!(gone.status, StatusCode::NOT_FOUND);
         let audit = h.store.audit_entries(100).await.unwrap();
         assert!(
@@ -837,9 +773,7 @@ mod api {
                 .unwrap()
                 .is_none()
         );
-        let get = h
-            .call(Method::GET, "/api/v1/pipelines/metrics", Some(&shop), None)
-            .await;
+        let get = h.get("/api/v1/pipelines/metrics", &shop).await;
         assert_eq!(get.status, StatusCode::NOT_FOUND);
 
         h.call(
@@ -1022,13 +956,9 @@ mod api {
             "/api/v1/pipelines/secret/status",
             "/api/v1/status",
         ] {
-            bodies.push(h.call(Method::GET, uri, Some(&shop), None).await.text);
+            bodies.push(h.get(uri, &shop).await.text);
         }
-        bodies.push(
-            h.call(Method::GET, "/api/v1/pipelines", Some(ADMIN), None)
-                .await
-                .text,
-        );
+        bodies.push(h.get("/api/v1/pipelines", ADMIN).await.text);
         let invalid = h
             .call(
                 Method::PUT,
@@ -1048,10 +978,7 @@ mod api {
             assert!(!body.contains("PRIVATE KEY"), "a key leaked: {body}");
             assert!(!body.contains("MIIBfzCC"), "a certificate leaked: {body}");
         }
-        let shown = h
-            .call(Method::GET, "/api/v1/pipelines/secret", Some(&shop), None)
-            .await
-            .json();
+        let shown = h.get("/api/v1/pipelines/secret", &shop).await.json();
         let rw = &shown["resource"]["spec"]["output"]["prometheusRemoteWrite"];
         assert_eq!(rw["headers"][0]["value"], "***");
         assert_eq!(rw["authentication"]["basic"]["password"]["value"], "***");
@@ -1070,10 +997,7 @@ mod api {
             )
             .await;
         assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
-        let shown = h
-            .call(Method::GET, "/api/v1/pipelines/secret", Some(&shop), None)
-            .await
-            .json();
+        let shown = h.get("/api/v1/pipelines/secret", &shop).await.json();
 
         // Applying what GET showed changes nothing.
         let mut resource = shown["resource"].clone();
@@ -1188,10 +1112,7 @@ mod api {
             Some(pipeline("p", URL_A)),
         )
         .await;
-        let mine = h
-            .call(Method::GET, "/api/v1/status", Some(&shop), None)
-            .await
-            .json();
+        let mine = h.get("/api/v1/status", &shop).await.json();
         assert_eq!(
             mine,
             json!({
@@ -1201,10 +1122,7 @@ mod api {
                 "connectedAgents": 1,
             })
         );
-        let all = h
-            .call(Method::GET, "/api/v1/status", Some(ADMIN), None)
-            .await
-            .json();
+        let all = h.get("/api/v1/status", ADMIN).await.json();
         assert_eq!(all["tenants"], 2);
         assert_eq!(all["clusters"]["total"], 3);
     }
@@ -1222,9 +1140,7 @@ mod api {
         .unwrap();
         use sea_orm::ConnectionTrait;
         db.execute_unprepared("DROP TABLE clusters").await.unwrap();
-        let answer = h
-            .call(Method::GET, "/api/v1/clusters", Some(&shop), None)
-            .await;
+        let answer = h.get("/api/v1/clusters", &shop).await;
         assert_eq!(
             answer.status,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -1242,9 +1158,7 @@ mod api {
     #[tokio::test]
     async fn unknown_routes_and_methods_answer_json_errors() {
         let h = Harness::new().await;
-        let answer = h
-            .call(Method::GET, "/api/v1/nothing", Some(ADMIN), None)
-            .await;
+        let answer = h.get("/api/v1/nothing", ADMIN).await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND);
         assert!(answer.json()["error"].is_string());
         let answer = h

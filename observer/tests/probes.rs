@@ -765,30 +765,17 @@ async fn probe_endpoints_through_the_api_are_isolated_per_tenant_and_feed_the_pr
     );
 
     // Tenant isolation: the other tenant sees nothing of shop's.
-    let theirs = h
-        .call(Method::GET, "/api/v1/probes", Some(&other), None)
-        .await;
+    let theirs = h.get("/api/v1/probes", &other).await;
     assert_eq!(theirs.json()["items"], json!([]));
-    let peek = h
-        .call(Method::GET, "/api/v1/probes/web", Some(&other), None)
-        .await;
+    let peek = h.get("/api/v1/probes/web", &other).await;
     assert_eq!(peek.status, StatusCode::NOT_FOUND);
     let steal = h
         .call(Method::DELETE, "/api/v1/probes/web", Some(&other), None)
         .await;
     assert_eq!(steal.status, StatusCode::NOT_FOUND);
-    let forbidden = h
-        .call(
-            Method::GET,
-            "/api/v1/probes?tenant=shop",
-            Some(&other),
-            None,
-        )
-        .await;
+    let forbidden = h.get("/api/v1/probes?tenant=shop", &other).await;
     assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
-    let mine = h
-        .call(Method::GET, "/api/v1/probes", Some(&shop), None)
-        .await;
+    let mine = h.get("/api/v1/probes", &shop).await;
     let names: Vec<String> = mine.json()["items"]
         .as_array()
         .unwrap()
@@ -796,18 +783,9 @@ async fn probe_endpoints_through_the_api_are_isolated_per_tenant_and_feed_the_pr
         .map(|i| i["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, ["dns", "web"]);
-    let all = h
-        .call(Method::GET, "/api/v1/probes", Some(ADMIN), None)
-        .await;
+    let all = h.get("/api/v1/probes", ADMIN).await;
     assert_eq!(all.json()["items"].as_array().unwrap().len(), 2);
-    let admin_get = h
-        .call(
-            Method::GET,
-            "/api/v1/probes/web?tenant=shop",
-            Some(ADMIN),
-            None,
-        )
-        .await;
+    let admin_get = h.get("/api/v1/probes/web?tenant=shop", ADMIN).await;
     assert_eq!(admin_get.status, StatusCode::OK, "{}", admin_get.text);
 
     // The prober's view: the cluster's two API probes and both endpoints.
@@ -856,9 +834,7 @@ async fn probe_endpoints_through_the_api_are_isolated_per_tenant_and_feed_the_pr
         .call(Method::DELETE, "/api/v1/probes/web", Some(&shop), None)
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    let gone = h
-        .call(Method::GET, "/api/v1/probes/web", Some(&shop), None)
-        .await;
+    let gone = h.get("/api/v1/probes/web", &shop).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     let audit = h.store.audit_entries(100).await.unwrap();
     let probe_actions: Vec<(String, String)> = audit

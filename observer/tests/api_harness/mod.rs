@@ -62,6 +62,11 @@ impl Harness {
         self.raw(method, uri, token, body).await
     }
 
+    /// `GET uri` with a bearer token.
+    pub async fn get(&self, uri: &str, token: &str) -> Answer {
+        self.call(Method::GET, uri, Some(token), None).await
+    }
+
     /// Sends a request with a body of the given content type.
     pub async fn raw(
         &self,
