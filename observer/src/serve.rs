@@ -19,6 +19,7 @@ use kaas_self_telemetry::SelfTelemetry;
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::api::metrics::ApiMetrics;
 use crate::api::{ApiState, app};
 use crate::control::service::{ControlService, ControlSettings};
 use crate::control::{serve_with_shutdown, server_tls_config};
@@ -410,6 +411,9 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         },
     );
     let mut registry = Registry::default();
+    let api_metrics = ApiMetrics::default();
+    api_metrics.register(&mut registry);
+    crate::api::metrics::register_build_info(&mut registry);
     control.metrics().register(&mut registry);
     lifecycle.register(&mut registry);
     integrations.register(&mut registry);
@@ -485,7 +489,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         control_endpoint: control_endpoint.clone(),
         ca_pem: ca.ca_pem().to_owned(),
     });
-    let router: Router = api.route(
+    let router: Router = api_metrics.layer(api).route(
         "/metrics",
         get(move || {
             let registry = registry.clone();

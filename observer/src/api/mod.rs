@@ -11,6 +11,7 @@ pub mod auth;
 pub mod clusters;
 pub mod error;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod pipelines;
