@@ -21,7 +21,7 @@ use kaas_observer::probes::{
     follow_store, probe_once,
 };
 use kaas_observer::store::{Actor, NewCluster, Store};
-use kaas_test_support::peers::binary;
+use kaas_test_support::peers::{binary, run_nginx};
 use kaas_test_support::process::{ChildGuard, free_port, wait_for_tcp};
 use prometheus_client::registry::Registry;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -85,32 +85,19 @@ fn web(dir: &Path, pki: &Pki) -> Web {
         write("server.key", &pki.key),
     );
     let (http, https) = (free_port(), free_port());
-    let d = dir.display();
     let locations = "location = /ok { return 200 \"ok\\n\"; }\n\
          location = /missing { return 404; }\n\
          location = /broken { return 500; }\n\
          location = /unauthorized { return 401; }\n\
          location = /livez { return 401; }\n";
-    let config = format!(
-        "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-         events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-         server {{ listen 127.0.0.1:{http}; {locations} }}\n\
-         server {{ listen 127.0.0.1:{https} ssl; ssl_certificate {chain}; ssl_certificate_key {key}; {locations} }}\n}}\n"
+    let guard = run_nginx(
+        dir,
+        &format!(
+            "  server {{ listen 127.0.0.1:{http}; {locations} }}\n\
+             server {{ listen 127.0.0.1:{https} ssl; ssl_certificate {chain}; ssl_certificate_key {key}; {locations} }}"
+        ),
+        &[http, https],
     );
-    std::fs::write(dir.join("nginx.conf"), config).expect("nginx config");
-    let guard = ChildGuard::spawn(
-        "nginx",
-        Command::new(binary("nginx", "nginx-light"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    for port in [http, https] {
-        wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(10));
-    }
     Web {
         http,
         https,

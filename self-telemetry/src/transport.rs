@@ -16,8 +16,7 @@ use kaas_proto::otlp::{
 use kaas_tls::{ClientTls, Trust};
 use prost::Message;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataKey, MetadataValue};
@@ -270,15 +269,11 @@ fn certificates(
     flag: &'static str,
     path: &std::path::Path,
 ) -> Result<Vec<CertificateDer<'static>>, BuildError> {
-    let pem = read(flag, path)?;
-    match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
-        Ok(certs) if !certs.is_empty() => Ok(certs),
-        _ => Err(BuildError::Pem {
-            flag,
-            path: path.display().to_string(),
-            what: "certificate",
-        }),
-    }
+    kaas_tls::certificates(&read(flag, path)?, flag).map_err(|_| BuildError::Pem {
+        flag,
+        path: path.display().to_string(),
+        what: "certificate",
+    })
 }
 
 /// rustls with ring, the configured CA or the system roots, and the client identity.
@@ -297,10 +292,12 @@ fn tls_config(settings: &OtlpSettings) -> Result<ClientConfig, BuildError> {
         Some((cert, key)) => {
             let chain = certificates("otlp-client-cert", cert)?;
             let key_pem = read("otlp-client-key", key)?;
-            let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| BuildError::Pem {
-                flag: "otlp-client-key",
-                path: key.display().to_string(),
-                what: "private key",
+            let key = kaas_tls::private_key(&key_pem, "otlp-client-key").map_err(|_| {
+                BuildError::Pem {
+                    flag: "otlp-client-key",
+                    path: key.display().to_string(),
+                    what: "private key",
+                }
             })?;
             Some((chain, key))
         }

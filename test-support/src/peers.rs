@@ -27,6 +27,43 @@ pub fn binary(name: &str, package: &str) -> PathBuf {
         })
 }
 
+/// Connections one nginx worker accepts at once: enough for the probe benchmark's
+/// 1,000 endpoints probed 20 at a time, with room for keep-alive connections.
+const NGINX_WORKER_CONNECTIONS: u32 = 4096;
+
+/// Runs nginx in `dir` (config, pid file, logs and temporary files there) with
+/// `http_body` inside its `http { … }` block (`server { … }` blocks, `log_format`…;
+/// access logging is off unless a server turns it on), and waits until every one of
+/// `ports` listens. One foreground process: `daemon off; master_process off`.
+pub fn run_nginx(dir: &Path, http_body: &str, ports: &[u16]) -> ChildGuard {
+    let d = dir.display();
+    let config = dir.join("nginx.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log warn;\n\
+             events {{ worker_connections {NGINX_WORKER_CONNECTIONS}; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+             {http_body}\n}}\n"
+        ),
+    )
+    .expect("nginx config");
+    let guard = ChildGuard::spawn(
+        "nginx",
+        Command::new(binary("nginx", "nginx-light"))
+            .arg("-c")
+            .arg(&config)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    for port in ports {
+        wait_for_tcp(([127, 0, 0, 1], *port).into(), START_DEADLINE);
+    }
+    guard
+}
+
 /// nginx serving the files of a directory under `/`.
 pub struct Nginx {
     /// The port it listens on.
@@ -43,32 +80,15 @@ impl Nginx {
         let root = dir.join("root");
         std::fs::create_dir_all(&root).expect("nginx root");
         let port = free_port();
-        let config = dir.join("nginx.conf");
-        let d = dir.display();
-        std::fs::write(
-            &config,
-            format!(
-                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-                 error_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
-                 http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n\
-                   fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n\
-                   server {{\n    listen 127.0.0.1:{port};\n    root {};\n\
-                     location / {{ default_type \"text/plain; version=0.0.4\"; }}\n  }}\n}}\n",
+        let guard = run_nginx(
+            dir,
+            &format!(
+                "  server {{\n    listen 127.0.0.1:{port};\n    root {};\n\
+                     location / {{ default_type \"text/plain; version=0.0.4\"; }}\n  }}",
                 root.display()
             ),
-        )
-        .expect("nginx config");
-        let guard = ChildGuard::spawn(
-            "nginx",
-            Command::new(binary("nginx", "nginx-light"))
-                .arg("-c")
-                .arg(&config)
-                .arg("-p")
-                .arg(dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
+            &[port],
         );
-        wait_for_tcp(([127, 0, 0, 1], port).into(), START_DEADLINE);
         Self {
             port,
             root,

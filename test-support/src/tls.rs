@@ -4,13 +4,11 @@
 //! request in a format the test chooses.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
-use crate::peers::binary;
-use crate::process::{ChildGuard, free_port, wait_for_tcp};
+use crate::peers::run_nginx;
+use crate::process::{ChildGuard, free_port};
 
 /// PEM texts of a test PKI.
 pub struct TestPki {
@@ -118,26 +116,16 @@ impl MtlsNginx {
             files.server_key.display(),
             files.ca.display(),
         );
-        let config = format!(
-            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{}}\nhttp {{\n  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-             log_format test '{log_format}';\n\
-             server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
-             ssl_client_certificate {ca};\n    ssl_verify_client on;\n    access_log {d}/access.log test;\n\
-             location / {{ {location} }}\n  }}\n}}\n"
+        let guard = run_nginx(
+            dir,
+            &format!(
+                "  log_format test '{log_format}';\n\
+                 server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
+                 ssl_client_certificate {ca};\n    ssl_verify_client on;\n    access_log {d}/access.log test;\n\
+                 location / {{ {location} }}\n  }}"
+            ),
+            &[port],
         );
-        std::fs::write(dir.join("nginx.conf"), config).expect("nginx config");
-        let guard = ChildGuard::spawn(
-            "nginx",
-            Command::new(binary("nginx", "nginx-light"))
-                .arg("-c")
-                .arg(dir.join("nginx.conf"))
-                .arg("-p")
-                .arg(dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(10));
         Self {
             port,
             access_log: dir.join("access.log"),

@@ -31,7 +31,7 @@ use kaas_bench::{cpu_seconds, peak_rss};
 use kaas_observer::probes::{
     HttpMethod, HttpProbe, ProbeModule, ProbeTarget, Prober, ProberSettings, TlsSettings,
 };
-use kaas_test_support::peers::binary;
+use kaas_test_support::peers::{binary, run_nginx};
 use kaas_test_support::process::{ChildGuard, free_port, wait_for_tcp};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -199,7 +199,6 @@ fn nginx(
     std::fs::write(&key_path, key)?;
     let http = [free_port(), free_port()];
     let https = [free_port(), free_port()];
-    let d = dir.display();
     let location = "location ~ ^/e[0-9]+$ { return 200 \"ok\\n\"; }";
     let mut servers = String::new();
     for port in http {
@@ -214,24 +213,8 @@ fn nginx(
             key_path.display()
         ));
     }
-    let config = format!(
-        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-         events {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n{servers}}}\n"
-    );
-    std::fs::write(dir.join("nginx.conf"), config)?;
-    let guard = ChildGuard::spawn(
-        "nginx",
-        Command::new(binary("nginx", "nginx-light"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    for port in http.iter().chain(&https) {
-        wait_for_tcp(([127, 0, 0, 1], *port).into(), Duration::from_secs(10));
-    }
+    let ports: Vec<u16> = http.iter().chain(&https).copied().collect();
+    let guard = run_nginx(dir, &servers, &ports);
     let urls = (0..endpoints)
         .map(|i| {
             let secure = match scheme {
