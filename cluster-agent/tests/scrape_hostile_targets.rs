@@ -43,16 +43,8 @@ fn fixture(port: u16, timeout: Duration, body_size_limit: u64) -> Fixture {
     ]))
     .expect("target");
     let config = ScrapeConfig {
-        interval: Duration::from_secs(10),
-        timeout,
-        honor_labels: false,
-        honor_timestamps: true,
         body_size_limit,
-        sample_limit: 0,
-        label_limit: 0,
-        label_name_length_limit: 0,
-        label_value_length_limit: 0,
-        bearer_token_file: None,
+        ..ScrapeConfig::new(Duration::from_secs(10), timeout)
     };
     let client =
         kaas_cluster_agent::exporters::tls::http_client(&Default::default()).expect("client");

@@ -61,7 +61,7 @@ use std::time::Duration;
 use kaas_pipeline::buffer::{ValidatedBuffer, WhenFull};
 
 pub use segment::HEADER_BYTES;
-use segment::{ScanEnd, encode_record, scan_segment};
+use segment::{ScanEnd, frame_in_place, scan_segment};
 
 /// Largest segment file. Small enough that dropping the oldest segment frees a modest
 /// share of the buffer, large enough that file counts stay low.
@@ -287,17 +287,39 @@ impl DiskBuffer {
         record: Record,
         stream: Option<Stream>,
     ) -> Result<Result<(), Refused>, BufferError> {
-        let size = HEADER_BYTES + record.payload.len() as u64;
-        if record.payload.len() as u64 > u64::from(MAX_RECORD_BYTES) || size > self.limits.max_bytes
-        {
-            return Ok(Err(Refused(record)));
+        let mut framed = vec![0; HEADER_BYTES as usize];
+        framed.extend_from_slice(&record.payload);
+        if self.push_framed(&mut framed, record.timestamp_ms, record.items, stream)? {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(Refused(record)))
+        }
+    }
+
+    /// Appends a record the caller assembled in its own buffer: [`HEADER_BYTES`] of room
+    /// (overwritten here) followed by the payload, so a producer can compress straight
+    /// into the bytes that are written. `Ok(false)` when refused, as [`Self::push`]
+    /// refuses (the caller keeps its bytes).
+    pub fn push_framed(
+        &mut self,
+        framed: &mut [u8],
+        timestamp_ms: i64,
+        items: u32,
+        stream: Option<Stream>,
+    ) -> Result<bool, BufferError> {
+        let size = framed.len() as u64;
+        if size < HEADER_BYTES {
+            return Ok(false);
+        }
+        if size - HEADER_BYTES > u64::from(MAX_RECORD_BYTES) || size > self.limits.max_bytes {
+            return Ok(false);
         }
         while self.bytes() + size > self.limits.max_bytes {
             match self.limits.when_full {
-                WhenFull::DropNewest => return Ok(Err(Refused(record))),
+                WhenFull::DropNewest => return Ok(false),
                 WhenFull::DropOldest => {
                     if !self.drop_oldest_segment()? {
-                        return Ok(Err(Refused(record)));
+                        return Ok(false);
                     }
                 }
             }
@@ -309,14 +331,14 @@ impl DiskBuffer {
         if segment_full || self.writer.is_none() {
             self.open_writer(segment_full)?;
         }
-        let encoded = encode_record(record.timestamp_ms, record.items, &record.payload);
+        frame_in_place(framed, timestamp_ms, items);
         let writer = self.writer.as_mut().ok_or_else(|| BufferError::Io {
             dir: self.dir.clone(),
             operation: "append",
             source: io::Error::other("no open segment"),
         })?;
         writer
-            .write_all(&encoded)
+            .write_all(framed)
             .map_err(io_error(&self.dir, "append record"))?;
         let segment = self.segments.back_mut().ok_or_else(|| BufferError::Io {
             dir: self.dir.clone(),
@@ -325,10 +347,10 @@ impl DiskBuffer {
         })?;
         segment
             .records
-            .push((segment.len, record.timestamp_ms, record.items, stream));
+            .push((segment.len, timestamp_ms, items, stream));
         segment.len += size;
         self.normalize_positions();
-        Ok(Ok(()))
+        Ok(true)
     }
 
     /// What the next [`Self::read_next`] with the same `now_ms` returns, without

@@ -5,9 +5,10 @@ use super::MAX_RECORD_BYTES;
 /// Bytes before each payload: length (4), CRC-32 (4), timestamp (8), items (4).
 pub const HEADER_BYTES: u64 = 20;
 
-/// Frames one record.
-pub(super) fn encode_record(timestamp_ms: i64, items: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_BYTES as usize + payload.len());
+/// Writes the header of a record into the first [`HEADER_BYTES`] of `framed`, whose
+/// rest is the payload.
+pub(super) fn frame_in_place(framed: &mut [u8], timestamp_ms: i64, items: u32) {
+    let (header, payload) = framed.split_at_mut(HEADER_BYTES as usize);
     // Callers check the size against MAX_RECORD_BYTES first.
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     let timestamp = timestamp_ms.to_le_bytes();
@@ -16,12 +17,10 @@ pub(super) fn encode_record(timestamp_ms: i64, items: u32, payload: &[u8]) -> Ve
     crc.update(&timestamp);
     crc.update(&items);
     crc.update(payload);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(&timestamp);
-    out.extend_from_slice(&items);
-    out.extend_from_slice(payload);
-    out
+    header[..4].copy_from_slice(&len.to_le_bytes());
+    header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+    header[8..16].copy_from_slice(&timestamp);
+    header[16..].copy_from_slice(&items);
 }
 
 /// How a scan ended.

@@ -89,6 +89,26 @@ pub struct ScrapeConfig {
     pub label_value_length_limit: u32,
 }
 
+impl ScrapeConfig {
+    /// Prometheus' defaults for a scrape every `interval` within `timeout`:
+    /// `honor_timestamps` on, `honor_labels` off, the default body size limit, no
+    /// sample or label limits, no bearer token.
+    pub fn new(interval: Duration, timeout: Duration) -> Self {
+        Self {
+            interval,
+            timeout,
+            honor_labels: false,
+            honor_timestamps: true,
+            body_size_limit: DEFAULT_BODY_SIZE_LIMIT,
+            sample_limit: 0,
+            label_limit: 0,
+            bearer_token_file: None,
+            label_name_length_limit: 0,
+            label_value_length_limit: 0,
+        }
+    }
+}
+
 /// A target ready to scrape.
 #[derive(Clone, Debug)]
 pub struct Target {

@@ -20,18 +20,7 @@ struct Fixture {
 }
 
 fn config() -> ScrapeConfig {
-    ScrapeConfig {
-        interval: Duration::from_secs(15),
-        timeout: Duration::from_secs(10),
-        honor_labels: false,
-        honor_timestamps: true,
-        body_size_limit: DEFAULT_BODY_SIZE_LIMIT,
-        sample_limit: 0,
-        label_limit: 0,
-        label_name_length_limit: 0,
-        label_value_length_limit: 0,
-        bearer_token_file: None,
-    }
+    ScrapeConfig::new(Duration::from_secs(15), Duration::from_secs(10))
 }
 
 fn fixture(config: ScrapeConfig, metric_relabel: &str) -> Fixture {
