@@ -47,7 +47,7 @@ fn fixture(port: u16, timeout: Duration, body_size_limit: u64) -> Fixture {
         ..ScrapeConfig::new(Duration::from_secs(10), timeout)
     };
     let client =
-        kaas_cluster_agent::exporters::tls::http_client(&Default::default()).expect("client");
+        kaas_cluster_agent::scrape::client::ScrapeClient::new(&Default::default()).expect("client");
     let scraper = Scraper::new(
         target,
         config,
@@ -235,4 +235,36 @@ async fn garbage_and_errors_fail_the_scrape_and_the_next_one_recovers() {
     let samples = f.scrape().await;
     assert_eq!(value(&samples, "up"), Some(1.0));
     assert_eq!(value(&samples, "healthy"), Some(1.0));
+}
+
+#[tokio::test]
+async fn redirects_are_followed_up_to_a_limit() {
+    let port = serve(|request| {
+        let answer = if request.starts_with("GET /metrics ") {
+            "HTTP/1.1 302 Found\r\nLocation: /moved\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+        } else if request.starts_with("GET /moved ") {
+            let body = "moved_metric 7\n";
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        } else {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+        };
+        answer.into_bytes()
+    })
+    .await;
+    let mut f = fixture(port, Duration::from_secs(5), DEFAULT_BODY_SIZE_LIMIT);
+    let samples = f.scrape().await;
+    assert_eq!(value(&samples, "moved_metric"), Some(7.0), "{}", f.error());
+
+    // A target that redirects to itself forever fails its scrape, it does not hang.
+    let port = serve(|_| {
+        b"HTTP/1.1 301 Moved Permanently\r\nLocation: /metrics\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+    })
+    .await;
+    let mut f = fixture(port, Duration::from_secs(5), DEFAULT_BODY_SIZE_LIMIT);
+    let samples = f.scrape().await;
+    assert_eq!(value(&samples, "up"), Some(0.0));
+    assert_eq!(f.error(), "request failed: stopped after 10 redirects");
 }

@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
     ]))
     .map_err(anyhow::Error::msg)?;
     let config = ScrapeConfig::new(Duration::from_secs(5), Duration::from_secs(5));
-    let client = kaas_cluster_agent::exporters::tls::http_client(&Default::default())?;
+    let client = kaas_cluster_agent::scrape::client::ScrapeClient::new(&Default::default())?;
     let mut scraper = Scraper::new(
         target,
         config,

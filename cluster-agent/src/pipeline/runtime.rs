@@ -32,8 +32,9 @@ use crate::exporters::Exporter;
 use crate::exporters::auth::SecretStore;
 use crate::exporters::otlp::OtlpExporter;
 use crate::exporters::remote_write::RemoteWriteExporter;
-use crate::exporters::tls::{TlsError, TlsMaterial, http_client};
+use crate::exporters::tls::{TlsError, TlsMaterial};
 use crate::labels::{ADDRESS, Labels};
+use crate::scrape::client::ScrapeClient;
 use crate::scrape::scraper::{DEFAULT_BODY_SIZE_LIMIT, ScrapeConfig, Target};
 use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, populate};
 
@@ -149,7 +150,7 @@ impl RunningPipeline {
         let (stop_sender, sender_rx) = watch::channel(false);
         let sender = tokio::spawn(sender.run(sender_rx));
 
-        let client = http_client(&TlsMaterial::default())?;
+        let client = ScrapeClient::new(&TlsMaterial::default())?;
         let targets = Arc::new(Mutex::new(TargetSet::new(
             client,
             Arc::new(pipeline.processors.clone()),
@@ -220,15 +221,7 @@ impl RunningPipeline {
         if let Some(discovery) = &self.discovery {
             discovery.abort();
         }
-        let mut targets = std::mem::replace(
-            &mut *lock(&self.targets),
-            TargetSet::new(
-                http_client(&TlsMaterial::default()).unwrap_or_default(),
-                Arc::new(Default::default()),
-                self.external_labels.clone(),
-                self.inlet.clone(),
-            ),
-        );
+        let mut targets = lock(&self.targets).take();
         targets.stop_all().await;
         // Let the sender deliver what the scrapers just buffered, then stop it.
         let stats = self.stats.clone();
@@ -420,7 +413,7 @@ pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceacc
 #[derive(Clone, Debug)]
 pub struct KubeletAccess {
     /// A client that accepts the kubelet's certificate.
-    pub client: reqwest::Client,
+    pub client: ScrapeClient,
     /// The token file, read for every scrape.
     pub token_file: std::path::PathBuf,
 }
@@ -433,7 +426,7 @@ impl KubeletAccess {
             ..TlsMaterial::default()
         };
         Ok(Self {
-            client: http_client(&material)?,
+            client: ScrapeClient::new(&material)?,
             token_file: dir.join("token"),
         })
     }

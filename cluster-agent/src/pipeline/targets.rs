@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::inlet::Inlet;
 use crate::labels::Labels;
+use crate::scrape::client::ScrapeClient;
 use crate::scrape::scraper::{ScrapeConfig, Scraper, Target, TargetHealth};
 
 /// A target as discovery wants it.
@@ -22,7 +23,7 @@ pub struct DesiredTarget {
     /// How to scrape it.
     pub config: ScrapeConfig,
     /// A client of its own (e.g. the kubelet's TLS settings); the pipeline's otherwise.
-    pub client: Option<reqwest::Client>,
+    pub client: Option<ScrapeClient>,
     /// Processors of its own (e.g. with a namespace filter); the pipeline's otherwise.
     pub processors: Option<Arc<ValidatedProcessors>>,
 }
@@ -53,7 +54,7 @@ pub struct SyncReport {
 
 /// The running scrape loops of one pipeline.
 pub struct TargetSet {
-    client: reqwest::Client,
+    client: ScrapeClient,
     processors: Arc<ValidatedProcessors>,
     external_labels: Arc<Labels>,
     inlet: Inlet,
@@ -64,7 +65,7 @@ pub struct TargetSet {
 impl TargetSet {
     /// An empty set whose loops share `client` and feed `inlet`.
     pub fn new(
-        client: reqwest::Client,
+        client: ScrapeClient,
         processors: Arc<ValidatedProcessors>,
         external_labels: Arc<Labels>,
         inlet: Inlet,
@@ -77,6 +78,18 @@ impl TargetSet {
             running: HashMap::new(),
             stopping: Vec::new(),
         }
+    }
+
+    /// Takes the loops out (to stop them without holding a lock), leaving an empty set
+    /// that shares the client.
+    pub fn take(&mut self) -> Self {
+        let empty = Self::new(
+            self.client.clone(),
+            Arc::default(),
+            self.external_labels.clone(),
+            self.inlet.clone(),
+        );
+        std::mem::replace(self, empty)
     }
 
     /// Makes the running loops match `desired`. Must be called inside a Tokio runtime.

@@ -64,8 +64,11 @@ impl ScrapeClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        let mut tls = client_config(material)?;
+        // The connector offers the protocols it speaks (HTTP/1.1) itself.
+        tls.alpn_protocols.clear();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(client_config(material)?)
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -122,7 +125,9 @@ impl ScrapeClient {
                         status.as_u16()
                     ))
                 })?;
-            if next.host_str() != url.host_str() || next.port_or_known_default() != url.port_or_known_default() {
+            if next.host_str() != url.host_str()
+                || next.port_or_known_default() != url.port_or_known_default()
+            {
                 headers.remove(header::AUTHORIZATION);
             }
             url = next;

@@ -2,6 +2,7 @@
 //! reading what the target exposes ([`exposition`]), and the loop that scrapes each
 //! target ([`scraper`]).
 
+pub mod client;
 pub mod exposition;
 pub mod scraper;
 pub mod target;

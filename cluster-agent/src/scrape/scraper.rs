@@ -48,6 +48,7 @@ use kaas_proto::remote_write::v1::{self, MetricMetadata};
 use tokio::sync::watch;
 use url::Url;
 
+use super::client::{FetchError, ScrapeClient};
 use super::exposition::{self, ACCEPT_HEADER, Format, MetricType, ParseError};
 use super::target::{METRICS_PATH, SCHEME, public_labels};
 use crate::batch::wire::{self, RequestWriter, SharedLabels};
@@ -190,7 +191,7 @@ pub struct Scraper {
     /// Settings.
     pub config: ScrapeConfig,
     /// HTTP client (shared by the pipeline's targets).
-    pub client: reqwest::Client,
+    pub client: ScrapeClient,
     /// The pipeline's processors.
     pub processors: Arc<ValidatedProcessors>,
     /// Agent-wide labels added to series that lack them.
@@ -420,7 +421,7 @@ impl Scraper {
     pub fn new(
         target: Target,
         config: ScrapeConfig,
-        client: reqwest::Client,
+        client: ScrapeClient,
         processors: Arc<ValidatedProcessors>,
         external_labels: Arc<Labels>,
         inlet: Inlet,
@@ -625,63 +626,42 @@ impl Scraper {
 
     /// Fetches the target into `body`; returns the content type.
     async fn fetch(&self, body: &mut Vec<u8>) -> Result<Option<String>, ScrapeError> {
-        let request = self
-            .client
-            .get(self.target.url.clone())
-            .timeout(self.config.timeout)
-            .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
-            .header(reqwest::header::USER_AGENT, USER_AGENT)
-            .header(
-                "X-Prometheus-Scrape-Timeout-Seconds",
-                format!("{}", self.config.timeout.as_secs_f64()),
-            );
-        let request = match &self.config.bearer_token_file {
-            Some(path) => {
-                let token = std::fs::read_to_string(path).map_err(|e| {
-                    ScrapeError::Request(format!(
-                        "cannot read the bearer token file {}: {}",
-                        path.display(),
-                        e.kind()
-                    ))
+        use reqwest::header::{self, HeaderMap, HeaderValue};
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT_HEADER));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        if let Ok(value) = HeaderValue::from_str(&self.config.timeout.as_secs_f64().to_string()) {
+            headers.insert("X-Prometheus-Scrape-Timeout-Seconds", value);
+        }
+        if let Some(path) = &self.config.bearer_token_file {
+            let token = std::fs::read_to_string(path).map_err(|e| {
+                ScrapeError::Request(format!(
+                    "cannot read the bearer token file {}: {}",
+                    path.display(),
+                    e.kind()
+                ))
+            })?;
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| {
+                    ScrapeError::Request("the bearer token file holds an invalid token".into())
                 })?;
-                let mut value =
-                    reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-                        .map_err(|_| {
-                            ScrapeError::Request(
-                                "the bearer token file holds an invalid token".into(),
-                            )
-                        })?;
-                value.set_sensitive(true);
-                request.header(reqwest::header::AUTHORIZATION, value)
-            }
-            None => request,
-        };
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| ScrapeError::Request(crate::exporters::auth::without_url(&e)))?;
-        if response.status().as_u16() != 200 {
-            return Err(ScrapeError::Status(response.status().as_u16()));
+            value.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, value);
         }
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if let Some(length) = response.content_length() {
-            body.reserve((length as usize).min(self.config.body_size_limit as usize));
+        let fetched =
+            self.client
+                .fetch(&self.target.url, headers, self.config.body_size_limit, body);
+        match tokio::time::timeout(self.config.timeout, fetched).await {
+            Ok(result) => result.map_err(|error| match error {
+                FetchError::Request(reason) => ScrapeError::Request(reason),
+                FetchError::Status(status) => ScrapeError::Status(status),
+                FetchError::BodyTooLarge(limit) => ScrapeError::BodyTooLarge(limit),
+            }),
+            Err(_) => Err(ScrapeError::Request(format!(
+                "timeout after {:?}",
+                self.config.timeout
+            ))),
         }
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| ScrapeError::Request(crate::exporters::auth::without_url(&e)))?
-        {
-            if (body.len() + chunk.len()) as u64 > self.config.body_size_limit {
-                return Err(ScrapeError::BodyTooLarge(self.config.body_size_limit));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(content_type)
     }
 
     /// Reads a body through the series cache into `writer`; returns the samples

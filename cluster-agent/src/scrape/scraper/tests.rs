@@ -49,7 +49,7 @@ fn fixture(config: ScrapeConfig, metric_relabel: &str) -> Fixture {
         ("instance", "web:8080"),
     ]))
     .unwrap();
-    let client = crate::exporters::tls::http_client(&Default::default()).unwrap();
+    let client = crate::scrape::client::ScrapeClient::new(&Default::default()).unwrap();
     let scraper = Scraper::new(
         target,
         config,
