@@ -35,7 +35,9 @@
 //!   target's series with seeds an exposition cannot know;
 //! - the labels are stored as a template over the target's own labels and the external
 //!   labels ([`wire::encode_template`]), which every series of the target shares and
-//!   which are encoded once per target.
+//!   which are encoded once per target; the templates of a target's series lie back to
+//!   back in one buffer (compacted when evicted series make up half of it), so an entry
+//!   is 32 bytes plus its template, with no allocation of its own.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -239,13 +241,33 @@ struct CachedSeries {
     /// Hash of the final labels, to drop series that relabeling made identical;
     /// [`LIMIT_ERROR`] when `template` is `None` because of a label limit.
     labels_hash: u64,
-    /// The final labels: `encode_template` output after the varint length of the labels
-    /// it expands to; `None` when the pipeline drops the series or it breaks a limit.
-    template: Option<Box<[u8]>>,
+    /// The final labels, at `template_start` in [`SeriesCache::templates`]:
+    /// `encode_template` output after the varint length of the labels it expands to.
+    /// `template_len` is 0 when the pipeline drops the series or it breaks a limit.
+    template_start: u32,
+    /// See `template_start`.
+    template_len: u32,
     /// The last generation whose (successful) scrape contained it.
     last_success: u32,
     /// The generation of the scrape reading it now; a second read is a duplicate.
+    /// [`VACANT`] for a slot whose series was evicted.
     pending: u32,
+}
+
+/// `pending` of an evicted entry's slot (kept for reuse, see [`SeriesCache::free`]).
+const VACANT: u32 = u32::MAX;
+
+impl CachedSeries {
+    /// Whether the series is written (neither dropped by the pipeline nor over a limit).
+    fn has_template(&self) -> bool {
+        self.template_len > 0
+    }
+
+    /// The template's bytes in `templates`.
+    fn template<'a>(&self, templates: &'a [u8]) -> &'a [u8] {
+        let start = self.template_start as usize;
+        &templates[start..start + self.template_len as usize]
+    }
 }
 
 /// `labels_hash` of a series without labels because it breaks a label limit (its
@@ -283,8 +305,15 @@ struct SeriesCache {
     key_hasher: foldhash::fast::RandomState,
     /// Seeds the fingerprint.
     fingerprint_hasher: foldhash::fast::RandomState,
-    entries: Vec<Option<CachedSeries>>,
+    /// Entries by slot; evicted ones are [`VACANT`] until reused.
+    entries: Vec<CachedSeries>,
+    /// Vacant slots.
     free: Vec<u32>,
+    /// Every entry's template, back to back: one allocation per target instead of one
+    /// per series (whose allocator header and rounding cost about 20 bytes each).
+    templates: Vec<u8>,
+    /// Bytes of `templates` that belong to evicted entries; reclaimed by compaction.
+    garbage: usize,
     /// Why series break a label limit, by entry.
     limit_errors: HashMap<u32, Box<str>>,
     /// Entries read by the current scrape.
@@ -306,9 +335,7 @@ impl SeriesCache {
     /// The entry of a series text and its two hashes.
     fn find(&self, key: u64, fingerprint: u64, text: &str) -> Option<u32> {
         if let Some(&index) = self.index.get(&key)
-            && self.entries[index as usize]
-                .as_ref()
-                .is_some_and(|e| e.fingerprint == fingerprint)
+            && self.entries[index as usize].fingerprint == fingerprint
         {
             return Some(index);
         }
@@ -321,11 +348,11 @@ impl SeriesCache {
     fn insert(&mut self, key: u64, text: &str, entry: CachedSeries) -> u32 {
         let index = match self.free.pop() {
             Some(index) => {
-                self.entries[index as usize] = Some(entry);
+                self.entries[index as usize] = entry;
                 index
             }
             None => {
-                self.entries.push(Some(entry));
+                self.entries.push(entry);
                 u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX)
             }
         };
@@ -347,24 +374,49 @@ impl SeriesCache {
         if self.entries.capacity() > self.entries.len() + slack {
             self.entries.shrink_to(self.entries.len() + slack / 2);
         }
-        if self.entries.len() < 2 * self.current + 64 {
-            return;
+        let template_slack = self.templates.len() / 8 + 1024;
+        if self.templates.capacity() > self.templates.len() + template_slack {
+            self.templates
+                .shrink_to(self.templates.len() + template_slack / 2);
         }
-        let (entries, free, limit_errors) =
-            (&mut self.entries, &mut self.free, &mut self.limit_errors);
-        let mut retain = |index: &mut u32| {
-            let stale = entries[*index as usize]
-                .as_ref()
-                .is_some_and(|e| e.last_success + 1 < generation && e.pending < generation);
-            if stale {
-                entries[*index as usize] = None;
-                limit_errors.remove(index);
-                free.push(*index);
-            }
-            !stale
-        };
-        self.index.retain(|_, index| retain(index));
-        self.overflow.retain(|_, index| retain(index));
+        if self.entries.len() >= 2 * self.current + 64 {
+            let (entries, free, limit_errors, garbage) = (
+                &mut self.entries,
+                &mut self.free,
+                &mut self.limit_errors,
+                &mut self.garbage,
+            );
+            let mut retain = |index: &mut u32| {
+                let entry = &mut entries[*index as usize];
+                let stale = entry.last_success + 1 < generation && entry.pending < generation;
+                if stale {
+                    *garbage += entry.template_len as usize;
+                    entry.template_len = 0;
+                    entry.pending = VACANT;
+                    entry.last_success = 0;
+                    limit_errors.remove(index);
+                    free.push(*index);
+                }
+                !stale
+            };
+            self.index.retain(|_, index| retain(index));
+            self.overflow.retain(|_, index| retain(index));
+        }
+        if self.garbage > self.templates.len() / 2 {
+            self.compact_templates();
+        }
+    }
+
+    /// Copies the live entries' templates into a new arena without the evicted ones.
+    fn compact_templates(&mut self) {
+        let mut templates = Vec::with_capacity(self.templates.len() - self.garbage);
+        for entry in self.entries.iter_mut().filter(|e| e.has_template()) {
+            let start = templates.len();
+            templates.extend_from_slice(entry.template(&self.templates));
+            entry.template_start = u32::try_from(start).unwrap_or(u32::MAX);
+        }
+        self.templates = templates;
+        self.garbage = 0;
     }
 
     fn metadata_frames(&mut self) -> &[Vec<u8>] {
@@ -555,14 +607,16 @@ impl Scraper {
         // previous scrape did not have them); series the previous successful scrape had
         // and this one has not get a staleness marker.
         let mut added = 0;
-        for entry in self.cache.entries.iter_mut().flatten() {
+        let templates = &self.cache.templates;
+        for entry in &mut self.cache.entries {
             let previous = entry.last_success + 1 == generation;
             if succeeded && entry.pending == generation {
                 if !previous {
-                    added += usize::from(entry.template.is_some());
+                    added += usize::from(entry.has_template());
                 }
                 entry.last_success = generation;
-            } else if previous && let Some(template) = &entry.template {
+            } else if previous && entry.has_template() {
+                let template = entry.template(templates);
                 write_sample(&mut writer, template, &self.shared, timestamp, stale);
             }
         }
@@ -597,10 +651,9 @@ impl Scraper {
     pub fn mark_all_stale(&mut self, timestamp: i64) {
         let stale = f64::from_bits(STALE_NAN_BITS);
         let mut writer = RequestWriter::default();
-        for entry in self.cache.entries.iter().flatten() {
-            if entry.last_success == self.generation
-                && let Some(template) = &entry.template
-            {
+        for entry in &self.cache.entries {
+            if entry.last_success == self.generation && entry.has_template() {
+                let template = entry.template(&self.cache.templates);
                 write_sample(&mut writer, template, &self.shared, timestamp, stale);
             }
         }
@@ -722,6 +775,7 @@ impl Scraper {
                         &sample,
                         &labels,
                         fingerprint,
+                        &mut cache.templates,
                         NewEntry {
                             target,
                             config,
@@ -738,22 +792,20 @@ impl Scraper {
                     index
                 }
             };
-            let Some(entry) = cache.entries[index as usize].as_mut() else {
-                return Ok(());
-            };
+            let entry = &mut cache.entries[index as usize];
             if entry.pending == generation {
                 error = Some(ScrapeError::Duplicate(sample.series.to_owned()));
                 return Ok(());
             }
             entry.pending = generation;
             cache.current += 1;
-            let Some(template) = &entry.template else {
+            if !entry.has_template() {
                 if entry.labels_hash == LIMIT_ERROR {
                     let reason = cache.limit_errors.get(&index).map_or("", |r| &**r);
                     error = Some(ScrapeError::LabelLimit(reason.to_owned()));
                 }
                 return Ok(());
-            };
+            }
             // Series that relabeling made identical: the first one wins, as in Prometheus.
             if !written.insert(entry.labels_hash) {
                 return Ok(());
@@ -762,7 +814,13 @@ impl Scraper {
                 Some(ts) if config.honor_timestamps => ts,
                 _ => timestamp,
             };
-            write_sample(writer, template, shared, ts, sample.value);
+            write_sample(
+                writer,
+                entry.template(&cache.templates),
+                shared,
+                ts,
+                sample.value,
+            );
             count += 1;
             Ok(())
         })?;
@@ -806,12 +864,13 @@ struct NewEntry<'a> {
     hasher: &'a foldhash::fast::FixedState,
 }
 
-/// Builds the cache entry of a series seen for the first time, and the label limit
-/// it breaks, if any.
+/// Builds the cache entry of a series seen for the first time, its template appended
+/// to `templates`, and the label limit it breaks, if any.
 fn new_entry(
     sample: &exposition::Sample<'_>,
     labels: &[(&str, std::borrow::Cow<'_, str>)],
     fingerprint: u64,
+    templates: &mut Vec<u8>,
     with: NewEntry<'_>,
 ) -> (CachedSeries, Option<String>) {
     let exposed = Labels::from_pairs(
@@ -822,7 +881,8 @@ fn new_entry(
     let mut entry = CachedSeries {
         fingerprint,
         labels_hash: 0,
-        template: None,
+        template_start: 0,
+        template_len: 0,
         last_success: 0,
         pending: 0,
     };
@@ -836,10 +896,11 @@ fn new_entry(
     let labels = with_external(labels, with.external);
     entry.labels_hash = with.hasher.hash_one(wire::encode_labels(&labels));
     let (template, expanded_len) = wire::encode_template(&labels, with.shared);
-    let mut stored = Vec::with_capacity(template.len() + 3);
-    wire::put_varint(&mut stored, expanded_len as u64);
-    stored.extend_from_slice(&template);
-    entry.template = Some(stored.into_boxed_slice());
+    let start = templates.len();
+    wire::put_varint(templates, expanded_len as u64);
+    templates.extend_from_slice(&template);
+    entry.template_start = u32::try_from(start).unwrap_or(u32::MAX);
+    entry.template_len = u32::try_from(templates.len() - start).unwrap_or(0);
     (entry, None)
 }
 

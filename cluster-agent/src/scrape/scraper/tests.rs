@@ -309,7 +309,8 @@ fn series_whose_first_hashes_collide_are_told_apart() {
     let entry = |fingerprint| CachedSeries {
         fingerprint,
         labels_hash: 0,
-        template: None,
+        template_start: 0,
+        template_len: 0,
         last_success: 0,
         pending: 0,
     };
@@ -332,10 +333,58 @@ fn series_whose_first_hashes_collide_are_told_apart() {
     // Both are evicted once stale, from the index and the overflow map alike.
     cache.current = 0;
     for _ in 0..64 {
-        cache.entries.push(None);
+        cache.entries.push(CachedSeries {
+            pending: VACANT,
+            ..entry(0)
+        });
     }
     cache.evict(10);
     assert_eq!(cache.find(5, 1, "a{x=\"1\"}"), None);
     assert_eq!(cache.find(5, 2, "b"), None);
     assert!(cache.overflow.is_empty());
+}
+
+#[test]
+fn series_that_stay_keep_their_labels_when_the_templates_are_compacted() {
+    let mut f = fixture(config(), "[]");
+    let many: String = (0..200)
+        .map(|i| format!("gone{{i=\"{i}\"}} 1\nkept{{i=\"{i}\"}} {i}\n"))
+        .collect();
+    let kept: String = (0..200)
+        .filter(|i| i % 20 == 0)
+        .map(|i| format!("kept{{i=\"{i}\"}} {i}\n"))
+        .collect();
+    f.scrape(&many, T0);
+    f.take();
+    let before = f.scraper.cache.templates.len();
+    // Evicted after two scrapes without them; then most of the buffer is garbage.
+    for n in 1..=3 {
+        f.scrape(&kept, T0 + n * 15_000);
+        f.take();
+    }
+    assert!(
+        f.scraper.cache.templates.len() < before / 4,
+        "compacted: {} of {before} bytes left",
+        f.scraper.cache.templates.len()
+    );
+    f.scrape(&kept, T0 + 60_000);
+    let lines: Vec<String> = f
+        .take()
+        .into_iter()
+        .filter(|l| l.starts_with("kept"))
+        .collect();
+    let expected: Vec<String> = {
+        let mut lines: Vec<String> = (0..200)
+            .filter(|i| i % 20 == 0)
+            .map(|i| {
+                format!(
+                    r#"kept{{cluster="c1",i="{i}",instance="web:8080",job="nginx"}} {i} @{}"#,
+                    T0 + 60_000
+                )
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(lines, expected);
 }
