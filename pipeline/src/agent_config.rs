@@ -182,6 +182,9 @@ impl AgentConfig {
     }
 
     /// The canonical wire form and its hash.
+    ///
+    /// Rendering the same pipelines for many clusters that differ only in their
+    /// external labels is cheaper through [`AgentConfig::template`].
     pub fn render(&self) -> RenderedConfig {
         let mut canonical = self.clone();
         canonical
@@ -192,6 +195,81 @@ impl AgentConfig {
         let body = serde_json::to_vec(&canonical).unwrap_or_default();
         let hash = config_hash(&body);
         RenderedConfig { body, hash }
+    }
+}
+
+/// The canonical rendering of a set of pipelines, prepared once to be rendered for many
+/// clusters with their own external labels ([`ConfigTemplate::render`]).
+///
+/// An observer sends every cluster of a tenant the same pipelines with the cluster's
+/// name as an external label: the pipelines are copied and serialised once here, and
+/// each cluster's configuration costs only its labels, a copy of bytes and its hash.
+/// The result is byte for byte what [`AgentConfig::render`] gives.
+#[derive(Clone, Debug)]
+pub struct ConfigTemplate {
+    form: TemplateForm,
+}
+
+#[derive(Clone, Debug)]
+enum TemplateForm {
+    /// The canonical body without external labels, split where they go: `head` is the
+    /// envelope up to the pipelines (`{"apiVersion":…,"kind":…,`), the rest of `body`
+    /// the pipelines and the closing brace.
+    Split { body: Vec<u8>, head: usize },
+    /// The envelope did not serialise as expected (a change of [`AgentConfig`]'s
+    /// fields): every render serialises the whole configuration, still correctly.
+    Whole(AgentConfig),
+}
+
+impl AgentConfig {
+    /// See [`ConfigTemplate`].
+    pub fn template(pipelines: &[ValidatedPipeline]) -> ConfigTemplate {
+        let mut canonical = Self::from_validated(BTreeMap::new(), pipelines);
+        canonical
+            .pipelines
+            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let head = serde_json::to_string(&canonical.api_version)
+            .and_then(|api| Ok((api, serde_json::to_string(&canonical.kind)?)))
+            .map(|(api, kind)| format!("{{\"apiVersion\":{api},\"kind\":{kind},"));
+        let form = match (head, serde_json::to_vec(&canonical)) {
+            (Ok(head), Ok(body)) if body.starts_with(head.as_bytes()) => TemplateForm::Split {
+                body,
+                head: head.len(),
+            },
+            _ => TemplateForm::Whole(canonical),
+        };
+        ConfigTemplate { form }
+    }
+}
+
+impl ConfigTemplate {
+    /// The configuration of these pipelines with `external_labels`, as
+    /// [`AgentConfig::render`] renders it.
+    pub fn render(&self, external_labels: &BTreeMap<String, String>) -> RenderedConfig {
+        match &self.form {
+            TemplateForm::Split { body, .. } if external_labels.is_empty() => RenderedConfig {
+                body: body.clone(),
+                hash: config_hash(body),
+            },
+            TemplateForm::Split { body, head } => {
+                // A map of strings always serialises; see `AgentConfig::render`.
+                let labels = serde_json::to_vec(external_labels).unwrap_or_default();
+                let (envelope, pipelines) = body.split_at(*head);
+                let mut out = Vec::with_capacity(body.len() + labels.len() + 20);
+                out.extend_from_slice(envelope);
+                out.extend_from_slice(b"\"externalLabels\":");
+                out.extend_from_slice(&labels);
+                out.push(b',');
+                out.extend_from_slice(pipelines);
+                let hash = config_hash(&out);
+                RenderedConfig { body: out, hash }
+            }
+            TemplateForm::Whole(config) => AgentConfig {
+                external_labels: external_labels.clone(),
+                ..config.clone()
+            }
+            .render(),
+        }
     }
 }
 
@@ -233,6 +311,35 @@ spec:
         assert_eq!(first, second);
         assert_eq!(first.hash, config_hash(&first.body));
         assert_eq!(first.hash_hex().len(), 64);
+    }
+
+    #[test]
+    fn a_template_renders_what_render_renders() {
+        let list = pipelines(TWO);
+        let label_sets = [
+            BTreeMap::new(),
+            BTreeMap::from([("cluster".to_owned(), "c-0001".to_owned())]),
+            BTreeMap::from([
+                ("cluster".to_owned(), "quote\" back\\ ünï \u{1}".to_owned()),
+                ("a_first".to_owned(), String::new()),
+                ("z_last".to_owned(), "z".to_owned()),
+            ]),
+        ];
+        for selected in [&list[..], &list[..1], &list[1..], &[]] {
+            let template = AgentConfig::template(selected);
+            assert!(
+                matches!(template.form, TemplateForm::Split { .. }),
+                "the fast path was not taken"
+            );
+            for labels in &label_sets {
+                assert_eq!(
+                    template.render(labels),
+                    AgentConfig::from_validated(labels.clone(), selected).render(),
+                    "{labels:?} with {} pipelines",
+                    selected.len()
+                );
+            }
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //!    arrived (**pushed**; the simulated agent answers APPLIED at once); when the
 //!    observer counted the APPLIED answers (**answered**, from
 //!    `kaas_observer_config_pushes_total{result="success"}` polled every
-//!    [`METRICS_POLL_INTERVAL`]); and when the observer has stored the cluster's new
+//!    [`metrics_poll_interval`]); and when the observer has stored the cluster's new
 //!    applied hash (**acknowledged**: its database read through [`Store`] on a second
 //!    SQLite connection every [`STORE_POLL_INTERVAL`], because the JSON of
 //!    `GET /api/v1/clusters` for every cluster, polled that often, would load the very
@@ -61,9 +61,25 @@ pub const TENANT: &str = "fanout";
 pub const PIPELINE: &str = "fanout";
 /// The label every simulated cluster carries and the pipeline selects.
 const FLEET_LABEL: (&str, &str) = ("fleet", "fanout-bench");
-/// How often `/metrics` is read while waiting: fine enough for second-scale targets,
-/// rare enough (one small request) not to load the observer.
-pub const METRICS_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How often `/metrics` is read per agent (see [`metrics_poll_interval`]).
+const METRICS_POLL_PER_AGENT: Duration = Duration::from_micros(100);
+/// The shortest interval between two reads of `/metrics`.
+const METRICS_POLL_MIN: Duration = Duration::from_millis(50);
+/// How often the harness checks its own agents while waiting (no request to the
+/// observer).
+const FLEET_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often `/metrics` is read while waiting for `agents` agents: 50 ms for up to 500
+/// agents, then 100 µs per agent (1 s at 10,000). The observer's `/metrics` carries six
+/// series per cluster (5 MB and about 70 ms of the observer's CPU at 10,000 clusters
+/// before it was made cheaper), so a fixed 50 ms interval had the bench itself take a
+/// large part of the CPU of the observer it measures; scaling the interval with the
+/// fleet keeps that share small and about the same at every size.
+pub fn metrics_poll_interval(agents: usize) -> Duration {
+    METRICS_POLL_PER_AGENT
+        .saturating_mul(u32::try_from(agents).unwrap_or(u32::MAX))
+        .max(METRICS_POLL_MIN)
+}
 /// How often the observer's database is read for acknowledged configurations: one
 /// query over the tenant's clusters, from a second connection (SQLite WAL readers do
 /// not block the observer's writer).
@@ -94,6 +110,8 @@ pub struct FanoutSettings {
     pub storm_deadline: Duration,
     /// See [`QUIET_BEFORE_MEASURING`].
     pub quiet: Duration,
+    /// How often `/metrics` is read while waiting; see [`metrics_poll_interval`].
+    pub metrics_poll: Duration,
     /// Where the observer keeps its data (and its log, `observer.log`), kept after the
     /// run; a temporary directory, removed afterwards, when `None`.
     pub data_dir: Option<PathBuf>,
@@ -113,6 +131,7 @@ impl FanoutSettings {
             converge_deadline: Duration::from_secs(120),
             storm_deadline: Duration::from_secs(180),
             quiet: QUIET_BEFORE_MEASURING,
+            metrics_poll: metrics_poll_interval(agents),
             data_dir: None,
         }
     }
@@ -207,6 +226,7 @@ pub async fn run(settings: &FanoutSettings) -> Result<FanoutReport, FanoutError>
         .map_err(|e| FanoutError::Setup(format!("{}: {e}", data_dir.display())))?;
     let mut observer = ObserverProcess::start(&settings.observer, &data_dir).await?;
     let mut report = FanoutReport::new(settings.agents);
+    report.metrics_poll = settings.metrics_poll;
 
     // Clusters, through the API.
     observer.api().create_tenant(TENANT).await?;
@@ -270,15 +290,19 @@ async fn measure_fleet(
     let n = settings.agents;
     // Every agent connected and on its first (pipeline-less) configuration.
     let until = started + settings.setup_deadline;
+    let mut metrics = ObserverMetrics::default();
+    let mut metrics_read: Option<Instant> = None;
     loop {
-        let metrics = observer.metrics().await.unwrap_or_default();
         let records = fleet.records();
         let configured = records.iter().filter(|r| !r.updates.is_empty()).count();
-        if fleet.connected() == n
-            && metrics.agent_streams == n as u64
-            && configured == n
-            && metrics.pushes_answered >= n as u64
-        {
+        let fleet_done = fleet.connected() == n && configured == n;
+        // The observer's side is read once the agents' side is complete (and now and
+        // then for the deadline's message), not at every check.
+        if fleet_done || metrics_read.is_none_or(|at| at.elapsed() >= settings.metrics_poll) {
+            metrics = observer.metrics().await.unwrap_or_default();
+            metrics_read = Some(Instant::now());
+        }
+        if fleet_done && metrics.agent_streams == n as u64 && metrics.pushes_answered >= n as u64 {
             break;
         }
         if Instant::now() > until {
@@ -294,7 +318,7 @@ async fn measure_fleet(
                 ),
             });
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(FLEET_POLL_INTERVAL).await;
     }
     report.connected_after = started.elapsed();
     report.setup_cpu_seconds = observer.cpu_seconds() - cpu_before;
@@ -370,7 +394,7 @@ async fn converge(
             if Instant::now() > until {
                 break;
             }
-            tokio::time::sleep(METRICS_POLL_INTERVAL).await;
+            tokio::time::sleep(settings.metrics_poll).await;
         }
         samples
     };
@@ -494,17 +518,24 @@ async fn storm(
     report.storm.ready_after = killed.elapsed();
     let until = killed + settings.storm_deadline;
     let mut most = 0;
+    let mut metrics_read: Option<Instant> = None;
     loop {
-        let metrics = observer.metrics().await.unwrap_or_default();
-        most = most.max(metrics.agent_streams);
-        if metrics.agent_streams == n as u64 && fleet.connected() == n {
-            report.storm.settled_after = Some(killed.elapsed());
-            break;
+        // As in the setup: the observer is asked at every check only once every agent
+        // holds a stream again.
+        let fleet_done = fleet.connected() == n;
+        if fleet_done || metrics_read.is_none_or(|at| at.elapsed() >= settings.metrics_poll) {
+            let metrics = observer.metrics().await.unwrap_or_default();
+            metrics_read = Some(Instant::now());
+            most = most.max(metrics.agent_streams);
+            if fleet_done && metrics.agent_streams == n as u64 {
+                report.storm.settled_after = Some(killed.elapsed());
+                break;
+            }
         }
         if Instant::now() > until {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(FLEET_POLL_INTERVAL).await;
     }
     report.storm.most_streams = most;
     report.storm.cpu_seconds = observer.cpu_seconds();
@@ -518,4 +549,20 @@ async fn storm(
     report.storm.memory = observer.memory();
     report.storm.pushes_answered = observer.metrics().await.unwrap_or_default().pushes_answered;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_read_less_often_for_a_larger_fleet() {
+        assert_eq!(metrics_poll_interval(10), Duration::from_millis(50));
+        assert_eq!(metrics_poll_interval(1_000), Duration::from_millis(100));
+        assert_eq!(metrics_poll_interval(10_000), Duration::from_secs(1));
+        assert_eq!(
+            metrics_poll_interval(usize::MAX),
+            METRICS_POLL_PER_AGENT * u32::MAX
+        );
+    }
 }

@@ -96,6 +96,8 @@ pub struct FanoutReport {
     pub storm: Storm,
     /// Failed attempts by phase and kind.
     pub failures: BTreeMap<(Phase, FailureKind), u64>,
+    /// How often the observer's `/metrics` was read while waiting.
+    pub metrics_poll: Duration,
 }
 
 /// The nearest-rank quantile `q` (0 < q ≤ 1) of `values`.
@@ -172,8 +174,9 @@ impl FanoutReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "fan-out: {n} simulated agents (mTLS, one connection each) against one observer (SQLite), {} CPUs",
-            self.cpus
+            "fan-out: {n} simulated agents (mTLS, one connection each) against one observer (SQLite), {} CPUs; /metrics read every {} ms",
+            self.cpus,
+            self.metrics_poll.as_millis()
         );
         let _ = writeln!(
             out,

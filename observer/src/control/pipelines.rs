@@ -1,10 +1,20 @@
-//! Each tenant's pipelines as last read from the store, shared by every agent stream of
-//! the tenant and by the status task.
+//! Each tenant's pipelines as last read from the store, with the configurations
+//! rendered from them, shared by every agent stream of the tenant and by the status
+//! task.
 //!
 //! A pipeline change wakes every stream of its tenant at once; without this cache each
 //! of them would read and decrypt the tenant's pipelines, N reads of the same rows for
 //! N clusters. With it the first stream to ask reads them and the others wait for that
 //! one read ([`OnceCell`]).
+//!
+//! # Rendering
+//! Clusters whose labels select the same pipelines get the same configuration but for
+//! their `cluster` external label. [`TenantConfigs::render`] keeps one
+//! [`ConfigTemplate`] per distinct selection (the pipelines copied and serialised once),
+//! so a stream, and the status task computing the cluster's desired hash, pay only for
+//! the label and the SHA-256 of the body, not for copying and serialising the pipelines
+//! again for every cluster. The templates live as long as the pipelines they were
+//! rendered from: the same invalidation drops both.
 //!
 //! # Staying current
 //! The dispatcher calls [`TenantPipelines::invalidate`] for every `Change::Pipeline` or
@@ -24,12 +34,71 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use kaas_pipeline::agent_config::{ConfigTemplate, RenderedConfig};
 use tokio::sync::OnceCell;
 
-use crate::store::{Store, StoreError, StoredPipeline};
+use super::service::{config_template, external_labels};
+use crate::integrations::central::CentralPipelineSettings;
+use crate::store::{Cluster, Store, StoreError, StoredPipeline};
 
-/// One tenant's pipelines, by name.
-pub type Pipelines = Arc<[StoredPipeline]>;
+/// One tenant's pipelines as read once, and the configurations rendered from them.
+pub struct TenantConfigs {
+    pipelines: Vec<StoredPipeline>,
+    central: Option<Arc<CentralPipelineSettings>>,
+    /// By the indexes (into `pipelines`) of the pipelines a cluster's labels select.
+    templates: Mutex<HashMap<Vec<usize>, Arc<ConfigTemplate>>>,
+}
+
+impl TenantConfigs {
+    /// The tenant's pipelines, by name.
+    pub fn pipelines(&self) -> &[StoredPipeline] {
+        &self.pipelines
+    }
+
+    /// The configuration `cluster` (of this tenant) runs: the pipelines its labels
+    /// select, the central pipeline if the observer has one, and its `cluster` label.
+    /// The same as [`render_for_cluster`](super::service::render_for_cluster) with the
+    /// selected pipelines.
+    pub fn render(&self, cluster: &Cluster) -> RenderedConfig {
+        let selected: Vec<usize> = self
+            .pipelines
+            .iter()
+            .enumerate()
+            .filter(|(_, stored)| {
+                stored
+                    .pipeline
+                    .spec()
+                    .cluster_selector
+                    .matches(&cluster.labels)
+            })
+            .map(|(index, _)| index)
+            .collect();
+        let known = self.lock().get(&selected).cloned();
+        let template = known.unwrap_or_else(|| {
+            let pipelines: Vec<_> = selected
+                .iter()
+                .filter_map(|&index| self.pipelines.get(index))
+                .map(|stored| stored.pipeline.clone())
+                .collect();
+            // Rendered outside the lock; two streams racing for a new selection both
+            // render it, and the first one stored is kept.
+            let template = Arc::new(config_template(
+                cluster,
+                &pipelines,
+                self.central.as_deref(),
+            ));
+            self.lock().entry(selected).or_insert(template).clone()
+        });
+        template.render(&external_labels(cluster))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<usize>, Arc<ConfigTemplate>>> {
+        self.templates.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One tenant's pipelines and their configurations.
+pub type Pipelines = Arc<TenantConfigs>;
 
 type Cell = Arc<OnceCell<Pipelines>>;
 
@@ -37,14 +106,28 @@ type Cell = Arc<OnceCell<Pipelines>>;
 #[derive(Default)]
 pub struct TenantPipelines {
     tenants: Mutex<HashMap<String, Cell>>,
+    /// The provider's central pipeline, added to every configuration rendered.
+    central: Option<Arc<CentralPipelineSettings>>,
 }
 
 impl TenantPipelines {
+    /// An empty cache whose configurations include the `central` pipeline if any.
+    pub fn new(central: Option<Arc<CentralPipelineSettings>>) -> Self {
+        Self {
+            tenants: Mutex::default(),
+            central,
+        }
+    }
+
     /// The tenant's pipelines: from the cache, or read once for every concurrent caller.
     pub async fn get(&self, store: &Store, tenant: &str) -> Result<Pipelines, StoreError> {
         let cell = self.lock().entry(tenant.to_owned()).or_default().clone();
         cell.get_or_try_init(|| async {
-            Ok::<_, StoreError>(Pipelines::from(store.list_pipelines(Some(tenant)).await?))
+            Ok::<_, StoreError>(Arc::new(TenantConfigs {
+                pipelines: store.list_pipelines(Some(tenant)).await?,
+                central: self.central.clone(),
+                templates: Mutex::default(),
+            }))
         })
         .await
         .cloned()
@@ -68,33 +151,55 @@ impl TenantPipelines {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::time::Duration;
 
+    use kaas_pipeline::agent_config::AgentConfig;
+
     use super::*;
+    use crate::integrations::central::central_pipeline;
     use crate::secrets::SecretBox;
-    use crate::store::Actor;
+    use crate::store::{Actor, NewCluster};
 
     fn pipeline(name: &str) -> kaas_pipeline::ValidatedPipeline {
+        selecting(name, None)
+    }
+
+    /// A pipeline, selecting the clusters labelled `env: <env>` if `env` is given.
+    fn selecting(name: &str, env: Option<&str>) -> kaas_pipeline::ValidatedPipeline {
+        let selector = env.map_or_else(String::new, |env| {
+            format!("  clusterSelector:\n    matchLabels:\n      env: {env}\n")
+        });
         let yaml = format!(
             "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: MetricPipeline\n\
              metadata:\n  name: {name}\nspec:\n  input:\n    runtime:\n      enabled: true\n  \
-             output:\n    otlp:\n      endpoint: http://collector.example:4317\n"
+             output:\n    otlp:\n      endpoint: http://collector.example:4317\n{selector}"
         );
         let resource: kaas_pipeline::MetricPipeline = serde_yaml::from_str(&yaml).unwrap();
         kaas_pipeline::validate(&resource).unwrap()
     }
 
-    fn names(pipelines: &Pipelines) -> Vec<&str> {
-        pipelines.iter().map(StoredPipeline::name).collect()
-    }
-
-    #[tokio::test]
-    async fn serves_the_cached_read_until_invalidated() {
+    /// A store holding the tenant `shop`.
+    async fn shop_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("o.db"), SecretBox::generate().unwrap())
             .await
             .unwrap();
         store.create_tenant("shop", &Actor::admin()).await.unwrap();
+        (dir, store)
+    }
+
+    fn names(pipelines: &Pipelines) -> Vec<&str> {
+        pipelines
+            .pipelines()
+            .iter()
+            .map(StoredPipeline::name)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn serves_the_cached_read_until_invalidated() {
+        let (_dir, store) = shop_store().await;
         store
             .apply_pipeline("shop", pipeline("p1"), &Actor::admin())
             .await
@@ -121,7 +226,7 @@ mod tests {
             .unwrap();
         cache.clear();
         assert_eq!(names(&cache.get(&store, "shop").await.unwrap()), ["p2"]);
-        assert!(cache.get(&store, "nobody").await.unwrap().is_empty());
+        assert!(names(&cache.get(&store, "nobody").await.unwrap()).is_empty());
         // Concurrent callers share one read and get the same pipelines.
         cache.invalidate("shop");
         let (a, b) = tokio::time::timeout(
@@ -131,5 +236,69 @@ mod tests {
         .await
         .unwrap();
         assert!(Arc::ptr_eq(&a.unwrap(), &b.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn renders_each_cluster_what_rendering_from_scratch_renders() {
+        let (_dir, store) = shop_store().await;
+        let all = [
+            selecting("prod-a", Some("prod")),
+            selecting("prod-b", Some("prod")),
+            selecting("dev", Some("dev")),
+        ];
+        for pipeline in &all {
+            store
+                .apply_pipeline("shop", pipeline.clone(), &Actor::admin())
+                .await
+                .unwrap();
+        }
+        // Two clusters per selection (sharing its template), and one selecting none.
+        let mut clusters = Vec::new();
+        for (name, env) in [
+            ("p1", "prod"),
+            ("d1", "dev"),
+            ("p2", "prod"),
+            ("d2", "dev"),
+            ("x1", "test"),
+        ] {
+            let new = NewCluster {
+                name: name.to_owned(),
+                tenant: "shop".to_owned(),
+                labels: BTreeMap::from([("env".to_owned(), env.to_owned())]),
+                api_endpoint: None,
+            };
+            let (cluster, _token) = store
+                .create_cluster(new, Duration::from_secs(60), &Actor::admin())
+                .await
+                .unwrap();
+            clusters.push(cluster);
+        }
+        let central = Arc::new(CentralPipelineSettings::new(
+            "https://thanos-receive.example:19291/api/v1/receive",
+        ));
+        for settings in [None, Some(central)] {
+            let cache = TenantPipelines::new(settings.clone());
+            let configs = cache.get(&store, "shop").await.unwrap();
+            for cluster in &clusters {
+                // What rendering the cluster's own configuration from scratch gives.
+                let mut selected: Vec<_> = all
+                    .iter()
+                    .filter(|p| p.spec().cluster_selector.matches(&cluster.labels))
+                    .cloned()
+                    .collect();
+                if let Some(settings) = &settings {
+                    selected.push(central_pipeline(settings, cluster).unwrap());
+                }
+                let labels = BTreeMap::from([("cluster".to_owned(), cluster.name.clone())]);
+                assert_eq!(
+                    configs.render(cluster),
+                    AgentConfig::from_validated(labels, &selected).render(),
+                    "{} with central {}",
+                    cluster.name,
+                    settings.is_some()
+                );
+            }
+            assert_eq!(configs.lock().len(), 3, "one template per selection");
+        }
     }
 }

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kaas_pipeline::ValidatedPipeline;
-use kaas_pipeline::agent_config::{AGENT_CONFIG_CONTENT_TYPE, AgentConfig, RenderedConfig};
+use kaas_pipeline::agent_config::{
+    AGENT_CONFIG_CONTENT_TYPE, AgentConfig, ConfigTemplate, RenderedConfig,
+};
 use kaas_proto::control::v1::agent_control_server::{AgentControl, AgentControlServer};
 use kaas_proto::control::v1::{
     AgentHello, AgentMessage, Capability, Command, CommandType, ConfigState, ConfigStatus,
@@ -244,7 +246,7 @@ impl ControlService {
     /// inside a Tokio runtime; the tasks stop when the last clone is dropped.
     pub fn new(store: Store, ca: Arc<ClusterCa>, settings: ControlSettings) -> Self {
         let streams = SharedRegistry::default();
-        let pipelines = Arc::new(TenantPipelines::default());
+        let pipelines = Arc::new(TenantPipelines::new(settings.central_pipeline.clone()));
         let clusters_routed = Arc::new(AtomicU64::new(0));
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let dispatcher = tokio::spawn(dispatch_changes(
@@ -257,12 +259,8 @@ impl ControlService {
             status_tx.clone(),
         ));
         let statuses = tokio::spawn(
-            StatusTask::new(
-                store.clone(),
-                pipelines.clone(),
-                settings.central_pipeline.clone(),
-            )
-            .run(status_rx, settings.status_debounce),
+            StatusTask::new(store.clone(), pipelines.clone())
+                .run(status_rx, settings.status_debounce),
         );
         // Pipelines changed while no replica ran get their status on start.
         let _ = status_tx.send(StatusWork::All);
@@ -308,15 +306,26 @@ fn unavailable(error: StoreError) -> Status {
 
 /// The rendered configuration for `cluster` running `pipelines` (already selected).
 /// With `central`, the provider's central pipeline is added (it cannot collide with a
-/// tenant pipeline: the `kaas-` prefix is reserved).
+/// tenant pipeline: the `kaas-` prefix is reserved). Streams and the status task render
+/// through [`TenantConfigs::render`](super::pipelines::TenantConfigs::render), which
+/// gives the same configuration from a template shared by the tenant's clusters.
 pub fn render_for_cluster(
     cluster: &Cluster,
     pipelines: &[ValidatedPipeline],
     central: Option<&CentralPipelineSettings>,
 ) -> RenderedConfig {
-    let labels = BTreeMap::from([("cluster".to_owned(), cluster.name.clone())]);
+    config_template(cluster, pipelines, central).render(&external_labels(cluster))
+}
+
+/// The template of the configuration of `cluster`'s tenant running `pipelines`, plus
+/// the central pipeline with `central`; [`external_labels`] complete it for a cluster.
+pub(super) fn config_template(
+    cluster: &Cluster,
+    pipelines: &[ValidatedPipeline],
+    central: Option<&CentralPipelineSettings>,
+) -> ConfigTemplate {
     let Some(settings) = central else {
-        return AgentConfig::from_validated(labels, pipelines).render();
+        return AgentConfig::template(pipelines);
     };
     let mut all = pipelines.to_vec();
     match central_pipeline(settings, cluster) {
@@ -325,7 +334,12 @@ pub fn render_for_cluster(
             tracing::error!(cluster = %cluster.name, %error, "the central pipeline is invalid for this cluster; left out");
         }
     }
-    AgentConfig::from_validated(labels, &all).render()
+    AgentConfig::template(&all)
+}
+
+/// The external labels of `cluster`'s configuration: its name as `cluster`.
+pub(super) fn external_labels(cluster: &Cluster) -> BTreeMap<String, String> {
+    BTreeMap::from([("cluster".to_owned(), cluster.name.clone())])
 }
 
 /// The identity a verified client certificate carries.
@@ -507,7 +521,6 @@ impl AgentControl for ControlService {
             pipelines: inner.pipelines.clone(),
             cluster_changed,
             registration: cluster.clone(),
-            central: inner.settings.central_pipeline.clone(),
             metrics: inner.metrics.clone(),
             streams: inner.streams.clone(),
             id,
@@ -553,7 +566,6 @@ struct AgentStream {
     cluster_changed: Arc<AtomicBool>,
     /// The cluster as last read: its labels select the pipelines.
     registration: Cluster,
-    central: Option<Arc<CentralPipelineSettings>>,
     metrics: Arc<ControlMetrics>,
     streams: SharedRegistry,
     id: u64,
@@ -676,27 +688,12 @@ impl AgentStream {
     }
 
     async fn render(&self) -> Result<RenderedConfig, StreamEnd> {
-        let cluster = &self.registration;
-        let pipelines: Vec<ValidatedPipeline> = self
+        let configs = self
             .pipelines
-            .get(&self.store, &cluster.tenant)
+            .get(&self.store, &self.registration.tenant)
             .await
-            .map_err(|error| StreamEnd::Refused(unavailable(error)))?
-            .iter()
-            .filter(|stored| {
-                stored
-                    .pipeline
-                    .spec()
-                    .cluster_selector
-                    .matches(&cluster.labels)
-            })
-            .map(|stored| stored.pipeline.clone())
-            .collect();
-        Ok(render_for_cluster(
-            cluster,
-            &pipelines,
-            self.central.as_deref(),
-        ))
+            .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
+        Ok(configs.render(&self.registration))
     }
 
     async fn offer(&mut self, rendered: RenderedConfig) -> Result<(), StreamEnd> {

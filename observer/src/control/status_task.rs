@@ -17,7 +17,8 @@
 //!   status, read fresh in one query so another replica's writes are respected.
 //!
 //! A tenant without pipelines keeps no observations. The desired hash of a cluster is
-//! rendered when its observation is read, not at every recomputation. Pipeline status
+//! rendered when its observation is read, not at every recomputation, from the
+//! template its streams render from too ([`TenantConfigs`](super::pipelines::TenantConfigs)). Pipeline status
 //! writes publish `Change::PipelineStatus`, which the dispatcher does not turn into
 //! work, so a status write never causes another recomputation.
 
@@ -25,13 +26,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kaas_pipeline::ValidatedPipeline;
 use tokio::sync::mpsc;
 
 use super::pipelines::{Pipelines, TenantPipelines};
-use super::service::render_for_cluster;
 use super::status::{ClusterObservation, HealthRecord, pipeline_status};
-use crate::integrations::central::CentralPipelineSettings;
 use crate::store::{Cluster, ClusterReport, ClusterState, Store, StoreError, now_ms};
 
 /// What the status task should recompute.
@@ -56,21 +54,15 @@ struct TenantView {
 pub struct StatusTask {
     store: Store,
     pipelines: Arc<TenantPipelines>,
-    central: Option<Arc<CentralPipelineSettings>>,
     tenants: HashMap<String, TenantView>,
 }
 
 impl StatusTask {
     /// A task with nothing read yet.
-    pub fn new(
-        store: Store,
-        pipelines: Arc<TenantPipelines>,
-        central: Option<Arc<CentralPipelineSettings>>,
-    ) -> Self {
+    pub fn new(store: Store, pipelines: Arc<TenantPipelines>) -> Self {
         Self {
             store,
             pipelines,
-            central,
             tenants: HashMap::new(),
         }
     }
@@ -124,13 +116,13 @@ impl StatusTask {
                 reload.insert(tenant);
                 continue;
             };
-            if view.pipelines.is_empty() {
+            if view.pipelines.pipelines().is_empty() {
                 continue;
             }
             if cluster.state == ClusterState::Deleted {
                 view.clusters.remove(&cluster.name);
             } else {
-                let observed = observe(&view.pipelines, cluster, report, self.central.as_deref());
+                let observed = observe(&view.pipelines, cluster, report);
                 view.clusters.insert(observed.1.cluster.clone(), observed);
             }
             touched.insert(tenant);
@@ -149,7 +141,7 @@ impl StatusTask {
     async fn reload(&mut self, tenant: &str) -> Result<(), StoreError> {
         let pipelines = self.pipelines.get(&self.store, tenant).await?;
         let mut clusters = BTreeMap::new();
-        if !pipelines.is_empty() {
+        if !pipelines.pipelines().is_empty() {
             for (cluster, report) in self
                 .store
                 .list_clusters_with_reports(Some(tenant), None, None)
@@ -158,7 +150,7 @@ impl StatusTask {
                 if cluster.state == ClusterState::Deleted {
                     continue;
                 }
-                let observed = observe(&pipelines, cluster, report, self.central.as_deref());
+                let observed = observe(&pipelines, cluster, report);
                 clusters.insert(observed.1.cluster.clone(), observed);
             }
         }
@@ -177,7 +169,7 @@ impl StatusTask {
         let Some(view) = self.tenants.get(tenant) else {
             return Ok(());
         };
-        if view.pipelines.is_empty() {
+        if view.pipelines.pipelines().is_empty() {
             return Ok(());
         }
         let stored: HashMap<String, _> = self
@@ -188,7 +180,7 @@ impl StatusTask {
             .map(|summary| (summary.name.clone(), summary))
             .collect();
         let now = now_ms();
-        for pipeline in view.pipelines.iter() {
+        for pipeline in view.pipelines.pipelines() {
             // Deleted since it was read: its delete has queued a reload.
             let Some(current) = stored.get(pipeline.name()) else {
                 continue;
@@ -227,14 +219,8 @@ fn observe(
     pipelines: &Pipelines,
     cluster: Cluster,
     report: ClusterReport,
-    central: Option<&CentralPipelineSettings>,
 ) -> (BTreeMap<String, String>, ClusterObservation) {
-    let selected: Vec<ValidatedPipeline> = pipelines
-        .iter()
-        .filter(|p| p.pipeline.spec().cluster_selector.matches(&cluster.labels))
-        .map(|p| p.pipeline.clone())
-        .collect();
-    let desired_hash = render_for_cluster(&cluster, &selected, central).hash_hex();
+    let desired_hash = pipelines.render(&cluster).hash_hex();
     let observation = ClusterObservation {
         cluster: cluster.name,
         connected: report.connected,

@@ -103,16 +103,21 @@ pub struct FleetSnapshot {
     pub pipelines: Vec<PipelineSummary>,
 }
 
+/// The latest [`FleetSnapshot`], replaced whole at every tick: a `/metrics` request
+/// takes a reference to it instead of copying every cluster (10,000 clusters are
+/// 150,000 allocations to copy, on every scrape).
+type SharedSnapshot = Arc<Mutex<Arc<FleetSnapshot>>>;
+
 /// The running lifecycle task and its metrics snapshot.
 pub struct ClusterLifecycle {
-    snapshot: Arc<Mutex<FleetSnapshot>>,
+    snapshot: SharedSnapshot,
     task: JoinHandle<()>,
 }
 
 impl ClusterLifecycle {
     /// Starts ticking. Must be called inside a Tokio runtime.
     pub fn start(store: Store, settings: LifecycleSettings) -> Self {
-        let snapshot = Arc::new(Mutex::new(FleetSnapshot::default()));
+        let snapshot = SharedSnapshot::default();
         let task = tokio::spawn(run(store, settings, snapshot.clone()));
         Self { snapshot, task }
     }
@@ -127,7 +132,7 @@ impl ClusterLifecycle {
     /// Reads the latest snapshot, for other users of the same series (the remote writer).
     pub fn snapshot_reader(&self) -> impl Fn() -> FleetSnapshot + Send + Sync + 'static {
         let snapshot = self.snapshot.clone();
-        move || snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        move || FleetSnapshot::clone(&snapshot.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Stops ticking.
@@ -181,13 +186,13 @@ async fn refresh(
     })
 }
 
-async fn run(store: Store, settings: LifecycleSettings, snapshot: Arc<Mutex<FleetSnapshot>>) {
+async fn run(store: Store, settings: LifecycleSettings, snapshot: SharedSnapshot) {
     let mut interval = tokio::time::interval(settings.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
         match refresh(&store, &settings).await {
-            Ok(fresh) => *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = fresh,
+            Ok(fresh) => *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh),
             // The previous snapshot stays: slightly stale series beat vanished ones.
             Err(error) => tracing::error!(%error, "cluster lifecycle pass failed; retrying"),
         }
@@ -197,7 +202,7 @@ async fn run(store: Store, settings: LifecycleSettings, snapshot: Arc<Mutex<Flee
 /// The `/metrics` collector over the [`FleetSnapshot`].
 #[derive(Debug)]
 struct FleetMetrics {
-    snapshot: Arc<Mutex<FleetSnapshot>>,
+    snapshot: SharedSnapshot,
 }
 
 /// `status` label of `kaas_pipeline_condition`, as Kubernetes spells it.
@@ -215,20 +220,20 @@ fn seconds(ms: i64) -> f64 {
 
 impl Collector for FleetMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let FleetSnapshot {
-            clusters,
-            pipelines,
-        } = self
+        let snapshot = self
             .snapshot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let labels = |c: &Cluster| {
-            vec![
-                ("cluster".to_owned(), c.name.clone()),
-                ("tenant".to_owned(), c.tenant.clone()),
-            ]
-        };
+        let FleetSnapshot {
+            clusters,
+            pipelines,
+        } = snapshot.as_ref();
+        // Borrowed labels: a series costs no allocation (60,000 series at 10,000
+        // clusters).
+        fn labels(c: &Cluster) -> [(&'static str, &str); 2] {
+            [("cluster", c.name.as_str()), ("tenant", c.tenant.as_str())]
+        }
         {
             let mut family = encoder.encode_descriptor(
                 "kaas_cluster_info",
@@ -236,9 +241,9 @@ impl Collector for FleetMetrics {
                 None,
                 MetricType::Gauge,
             )?;
-            for cluster in &clusters {
-                let mut l = labels(cluster);
-                l.push(("state".to_owned(), cluster.state.as_str().to_owned()));
+            for cluster in clusters {
+                let [name, tenant] = labels(cluster);
+                let l = [name, tenant, ("state", cluster.state.as_str())];
                 ConstGauge::new(1i64).encode(family.encode_family(&l)?)?;
             }
         }
@@ -249,7 +254,7 @@ impl Collector for FleetMetrics {
                 None,
                 MetricType::Gauge,
             )?;
-            for cluster in &clusters {
+            for cluster in clusters {
                 ConstGauge::new(i64::from(cluster.connected))
                     .encode(family.encode_family(&labels(cluster))?)?;
             }
@@ -279,7 +284,7 @@ impl Collector for FleetMetrics {
         ];
         for (name, help, field) in timestamps {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for cluster in &clusters {
+            for cluster in clusters {
                 if let Some(ms) = field(cluster) {
                     ConstGauge::new(seconds(ms)).encode(family.encode_family(&labels(cluster))?)?;
                 }
@@ -292,7 +297,7 @@ impl Collector for FleetMetrics {
                 None,
                 MetricType::Gauge,
             )?;
-            for pipeline in &pipelines {
+            for pipeline in pipelines {
                 let l = [
                     ("tenant", pipeline.tenant.clone()),
                     ("pipeline", pipeline.name.clone()),
@@ -308,7 +313,7 @@ impl Collector for FleetMetrics {
                 None,
                 MetricType::Gauge,
             )?;
-            for pipeline in &pipelines {
+            for pipeline in pipelines {
                 for condition in &pipeline.status.conditions {
                     let l = [
                         ("tenant", pipeline.tenant.clone()),
@@ -417,7 +422,7 @@ mod tests {
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(FleetMetrics {
-            snapshot: Arc::new(Mutex::new(snapshot)),
+            snapshot: Arc::new(Mutex::new(Arc::new(snapshot))),
         }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
