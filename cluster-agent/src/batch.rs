@@ -265,37 +265,94 @@ pub mod wire {
     /// Marks the end of a template run without a shared label after it.
     const NO_SHARED: u8 = u8::MAX;
 
-    /// Label fields shared by many series (a target's labels, the external labels),
-    /// each encoded once as a `TimeSeries.labels` field, for [`encode_template`].
+    /// Most label fields a dictionary holds: indexes are one byte, and [`NO_SHARED`]
+    /// is taken. Also what bounds a dictionary's memory (a few KiB) however many
+    /// distinct labels a target exposes.
+    pub const MAX_SHARED_LABELS: usize = NO_SHARED as usize;
+
+    /// A per-target dictionary of label fields, each encoded once as a
+    /// `TimeSeries.labels` field, that [`encode_template`] refers to by a one-byte
+    /// index. It starts with the target's and the external labels and takes every
+    /// further distinct label it is given until it holds [`MAX_SHARED_LABELS`]; later
+    /// labels are written as literals. On a typical exposition (metric names, `code`,
+    /// `method`, `le`, … repeat across series) a series' own labels then cost about two
+    /// bytes each instead of their text. Fields are never removed: a dictionary lives as
+    /// long as its target's series cache.
     #[derive(Clone, Debug, Default)]
     pub struct SharedLabels {
-        fields: Vec<(String, String, Box<[u8]>)>,
+        /// The encoded fields, back to back.
+        bytes: Vec<u8>,
+        /// Where each field ends in `bytes`.
+        ends: Vec<u32>,
+        /// Field indexes by the hash of the field's bytes, to intern in constant time
+        /// (a million-series first scrape interns tens of millions of labels).
+        index: hashbrown::HashTable<u8>,
+    }
+
+    /// The field at `index` of a dictionary's `bytes` and `ends`.
+    fn field_of<'a>(bytes: &'a [u8], ends: &[u32], index: u8) -> Option<&'a [u8]> {
+        let index = usize::from(index);
+        let end = *ends.get(index)? as usize;
+        let start = index.checked_sub(1).map_or(0, |i| ends[i] as usize);
+        bytes.get(start..end)
+    }
+
+    /// Hashes dictionary fields (not attacker-sensitive: a collision costs one more
+    /// comparison, and a dictionary holds at most 255 fields).
+    fn field_hash(field: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::with_seed(0).hash_one(field)
     }
 
     impl SharedLabels {
-        /// Up to 255 labels to share; later ones are written as literals.
+        /// A dictionary starting with `labels` (up to [`MAX_SHARED_LABELS`]).
         pub fn new<'a>(labels: impl IntoIterator<Item = &'a crate::labels::Label>) -> Self {
-            let mut fields: Vec<(String, String, Box<[u8]>)> = Vec::new();
+            let mut shared = Self::default();
             for label in labels {
-                if fields.len() == usize::from(NO_SHARED)
-                    || fields
-                        .iter()
-                        .any(|(n, v, _)| *n == label.name && *v == label.value)
-                {
-                    continue;
-                }
-                let mut field = Vec::new();
-                put_label_field(&mut field, &label.name, &label.value);
-                fields.push((label.name.clone(), label.value.clone(), field.into()));
+                shared.intern(&label.name, &label.value);
             }
-            Self { fields }
+            shared
         }
 
-        fn find(&self, name: &str, value: &str) -> Option<u8> {
-            self.fields
-                .iter()
-                .position(|(n, v, _)| n == name && v == value)
-                .and_then(|i| u8::try_from(i).ok())
+        /// The encoded field at `index`.
+        fn field(&self, index: u8) -> Option<&[u8]> {
+            field_of(&self.bytes, &self.ends, index)
+        }
+
+        /// The index of a label's field, added when it is new and there is room.
+        fn intern(&mut self, name: &str, value: &str) -> Option<u8> {
+            let mut field = Vec::with_capacity(name.len() + value.len() + 6);
+            put_label_field(&mut field, name, value);
+            let hash = field_hash(&field);
+            let (bytes, ends) = (&self.bytes, &self.ends);
+            if let Some(&found) = self
+                .index
+                .find(hash, |&i| field_of(bytes, ends, i) == Some(&field[..]))
+            {
+                return Some(found);
+            }
+            if self.ends.len() >= MAX_SHARED_LABELS {
+                return None;
+            }
+            let index = u8::try_from(self.ends.len()).ok()?;
+            self.bytes.extend_from_slice(&field);
+            self.ends
+                .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+            let (bytes, ends) = (&self.bytes, &self.ends);
+            self.index.insert_unique(hash, index, |&i| {
+                field_of(bytes, ends, i).map_or(0, field_hash)
+            });
+            Some(index)
+        }
+
+        /// How many fields it holds.
+        pub fn len(&self) -> usize {
+            self.ends.len()
+        }
+
+        /// Whether it holds none.
+        pub fn is_empty(&self) -> bool {
+            self.ends.is_empty()
         }
     }
 
@@ -314,21 +371,22 @@ pub mod wire {
     }
 
     /// A series' labels as a template: the label fields of [`encode_labels`] with each
-    /// label found in `shared` replaced by a one-byte reference to it. A series of a
-    /// target then stores only its own labels; the target's are stored once.
+    /// label found in (or added to) `shared` replaced by a one-byte reference to it.
+    /// A series then stores little more than the references; the fields are stored
+    /// once per target.
     ///
     /// Format: runs of `literal length (varint), literal label fields, shared index
     /// (one byte; 255 for none)`. Returns the template and the length of the labels it
     /// expands to.
-    pub fn encode_template(labels: &Labels, shared: &SharedLabels) -> (Vec<u8>, usize) {
+    pub fn encode_template(labels: &Labels, shared: &mut SharedLabels) -> (Vec<u8>, usize) {
         let mut out = Vec::new();
         let mut literal = Vec::new();
         let mut expanded = 0;
         for l in labels.iter() {
-            match shared.find(&l.name, &l.value) {
+            match shared.intern(&l.name, &l.value) {
                 Some(index) => {
                     put_bytes_run(&mut out, &literal, index);
-                    expanded += literal.len() + shared.fields[usize::from(index)].2.len();
+                    expanded += literal.len() + shared.field(index).map_or(0, <[u8]>::len);
                     literal.clear();
                 }
                 None => put_label_field(&mut literal, &l.name, &l.value),
@@ -403,7 +461,7 @@ pub mod wire {
                     break;
                 };
                 pos += 1;
-                if let Some((_, _, field)) = shared.fields.get(usize::from(index)) {
+                if let Some(field) = shared.field(index) {
                     self.buf.extend_from_slice(field);
                 }
             }
@@ -665,7 +723,7 @@ pub mod wire {
         #[test]
         fn templates_expand_to_the_plain_encoding() {
             let target = Labels::from_pairs([("instance", "a:80"), ("job", "api"), ("zone", "z")]);
-            let shared = SharedLabels::new(target.iter());
+            let mut shared = SharedLabels::new(target.iter());
             let cases = [
                 Labels::from_pairs([
                     ("__name__", "x"),
@@ -688,7 +746,7 @@ pub mod wire {
             ];
             for labels in cases {
                 let plain = encode_labels(&labels);
-                let (template, len) = encode_template(&labels, &shared);
+                let (template, len) = encode_template(&labels, &mut shared);
                 assert_eq!(len, plain.len(), "{labels:?}");
                 let mut a = RequestWriter::default();
                 a.sample(&plain, 7, 1.5);
@@ -696,6 +754,42 @@ pub mod wire {
                 b.sample_from_template(&template, len, &shared, 7, 1.5);
                 assert_eq!(a.into_bytes(), b.into_bytes(), "{labels:?}");
             }
+        }
+
+        #[test]
+        fn the_dictionary_shares_repeated_labels_and_stops_at_its_bound() {
+            let mut shared = SharedLabels::new(
+                Labels::from_pairs([("job", "api"), ("job", "api")]).iter(),
+            );
+            assert_eq!(shared.len(), 1, "a repeated label is stored once");
+            let series = |i: usize| {
+                Labels::from_pairs([
+                    ("__name__", "requests_total".to_owned()),
+                    ("id", format!("{i}")),
+                    ("job", "api".to_owned()),
+                ])
+            };
+            let (first, _) = encode_template(&series(0), &mut shared);
+            let (second, _) = encode_template(&series(1), &mut shared);
+            // Three references each (two bytes a run): the name and `job` are shared.
+            assert_eq!((first.len(), second.len()), (6, 6));
+            assert_eq!(shared.len(), 4);
+            // Past the bound, new labels are literals, and everything still expands to
+            // the plain encoding.
+            for i in 2..400 {
+                let labels = series(i);
+                let (template, len) = encode_template(&labels, &mut shared);
+                let plain = encode_labels(&labels);
+                assert_eq!(len, plain.len());
+                let mut a = RequestWriter::default();
+                a.sample(&plain, 7, 1.5);
+                let mut b = RequestWriter::default();
+                b.sample_from_template(&template, len, &shared, 7, 1.5);
+                assert_eq!(a.into_bytes(), b.into_bytes(), "{labels:?}");
+            }
+            assert_eq!(shared.len(), MAX_SHARED_LABELS);
+            let (late, _) = encode_template(&series(399), &mut shared);
+            assert!(late.len() > 6, "a label past the bound is a literal");
         }
     }
 }

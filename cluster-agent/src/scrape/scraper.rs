@@ -27,21 +27,21 @@
 //! configuration restarts the loop with an empty cache.
 //!
 //! The cache is most of the agent's memory, so an entry is small:
-//! - the text is not kept. The index maps a 64-bit hash of the text to the entry, and
-//!   the entry holds a second, independent 64-bit hash of it (both keyed with random
-//!   seeds per cache) that every lookup compares; a text whose first hash is already
-//!   taken by another text goes to a small overflow map keyed by the text itself. Two
-//!   texts are only confused if both hashes collide, about 2^-64 per pair of a
-//!   target's series with seeds an exposition cannot know;
-//! - the labels are stored as a template over the target's own labels and the external
-//!   labels ([`wire::encode_template`]), which every series of the target shares and
-//!   which are encoded once per target; the templates of a target's series lie back to
+//! - the text is not kept. The entry holds two independent 64-bit hashes of it (keyed
+//!   with random seeds per cache), and the index, a hash table of 4-byte entry numbers,
+//!   finds it by the first and compares both. Texts whose first hashes collide simply
+//!   share a probe sequence; two texts are only confused if both hashes collide, about
+//!   2^-64 per pair of a target's series with seeds an exposition cannot know;
+//! - the labels are stored as a template over a per-target dictionary of label fields
+//!   ([`wire::SharedLabels`]: the target's own and the external labels, then the first
+//!   distinct labels its series bring, up to 255), each encoded once per target, so a
+//!   label found there costs two bytes in a series' template; the templates of a target's series lie back to
 //!   back in one buffer (compacted when evicted series make up half of it), so an entry
 //!   is 32 bytes plus its template, with no allocation of its own.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -236,6 +236,8 @@ const REPORT_SERIES: [&str; 5] = [
 
 /// One series a target exposed (see "The series cache" in the module documentation).
 struct CachedSeries {
+    /// The first hash of the series text, by which the index finds the entry.
+    key: u64,
     /// The second hash of the series text, compared on every lookup.
     fingerprint: u64,
     /// Hash of the final labels, to drop series that relabeling made identical;
@@ -274,33 +276,12 @@ impl CachedSeries {
 /// reason is in [`SeriesCache::limit_errors`]).
 const LIMIT_ERROR: u64 = 1;
 
-/// A hasher for keys that are already hashes.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-}
-
 /// The series cache (see the module documentation).
 #[derive(Default)]
 struct SeriesCache {
-    /// First hash of the series text to entry.
-    index: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
-    /// Texts whose first hash another text had already taken.
-    overflow: HashMap<Box<str>, u32>,
+    /// Entry numbers, hashed by their entries' `key`: 4 bytes a slot, where a map from
+    /// key to entry number took 16.
+    index: hashbrown::HashTable<u32>,
     /// Seeds the first hash.
     key_hasher: foldhash::fast::RandomState,
     /// Seeds the fingerprint.
@@ -332,20 +313,19 @@ thread_local! {
 }
 
 impl SeriesCache {
-    /// The entry of a series text and its two hashes.
-    fn find(&self, key: u64, fingerprint: u64, text: &str) -> Option<u32> {
-        if let Some(&index) = self.index.get(&key)
-            && self.entries[index as usize].fingerprint == fingerprint
-        {
-            return Some(index);
-        }
-        if self.overflow.is_empty() {
-            return None;
-        }
-        self.overflow.get(text).copied()
+    /// The entry of a series text by its two hashes.
+    fn find(&self, key: u64, fingerprint: u64) -> Option<u32> {
+        let entries = &self.entries;
+        self.index
+            .find(key, |&index| {
+                let entry = &entries[index as usize];
+                entry.key == key && entry.fingerprint == fingerprint
+            })
+            .copied()
     }
 
-    fn insert(&mut self, key: u64, text: &str, entry: CachedSeries) -> u32 {
+    fn insert(&mut self, entry: CachedSeries) -> u32 {
+        let key = entry.key;
         let index = match self.free.pop() {
             Some(index) => {
                 self.entries[index as usize] = entry;
@@ -356,14 +336,9 @@ impl SeriesCache {
                 u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        match self.index.entry(key) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.overflow.insert(text.into(), index);
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(index);
-            }
-        }
+        let entries = &self.entries;
+        self.index
+            .insert_unique(key, index, |&i| entries[i as usize].key);
         index
     }
 
@@ -399,8 +374,7 @@ impl SeriesCache {
                 }
                 !stale
             };
-            self.index.retain(|_, index| retain(index));
-            self.overflow.retain(|_, index| retain(index));
+            self.index.retain(|index| retain(index));
         }
         if self.garbage > self.templates.len() / 2 {
             self.compact_templates();
@@ -749,7 +723,7 @@ impl Scraper {
         let format = Format::from_content_type(content_type);
         let cache = &mut self.cache;
         cache.current = 0;
-        let (target, config, shared) = (&self.target, &self.config, &self.shared);
+        let (target, config, shared) = (&self.target, &self.config, &mut self.shared);
         let (processors, external) = (&self.processors, &self.external_labels);
         let hasher = foldhash::fast::FixedState::with_seed(0);
         let mut error = None;
@@ -760,7 +734,7 @@ impl Scraper {
             }
             let key = cache.key_hasher.hash_one(sample.series);
             let fingerprint = cache.fingerprint_hasher.hash_one(sample.series);
-            let index = match cache.find(key, fingerprint, sample.series) {
+            let index = match cache.find(key, fingerprint) {
                 Some(index) => index,
                 None => {
                     if sample.metric_type != MetricType::Unknown {
@@ -774,18 +748,18 @@ impl Scraper {
                     let (entry, limit_error) = new_entry(
                         &sample,
                         &labels,
-                        fingerprint,
+                        (key, fingerprint),
                         &mut cache.templates,
                         NewEntry {
                             target,
                             config,
                             processors,
                             external,
-                            shared,
+                            shared: &mut *shared,
                             hasher: &hasher,
                         },
                     );
-                    let index = cache.insert(key, sample.series, entry);
+                    let index = cache.insert(entry);
                     if let Some(reason) = limit_error {
                         cache.limit_errors.insert(index, reason.into());
                     }
@@ -817,7 +791,7 @@ impl Scraper {
             write_sample(
                 writer,
                 entry.template(&cache.templates),
-                shared,
+                &*shared,
                 ts,
                 sample.value,
             );
@@ -860,7 +834,7 @@ struct NewEntry<'a> {
     config: &'a ScrapeConfig,
     processors: &'a ValidatedProcessors,
     external: &'a Labels,
-    shared: &'a SharedLabels,
+    shared: &'a mut SharedLabels,
     hasher: &'a foldhash::fast::FixedState,
 }
 
@@ -869,7 +843,7 @@ struct NewEntry<'a> {
 fn new_entry(
     sample: &exposition::Sample<'_>,
     labels: &[(&str, std::borrow::Cow<'_, str>)],
-    fingerprint: u64,
+    (key, fingerprint): (u64, u64),
     templates: &mut Vec<u8>,
     with: NewEntry<'_>,
 ) -> (CachedSeries, Option<String>) {
@@ -879,6 +853,7 @@ fn new_entry(
     );
     let merged = merge_target_labels(&exposed, with.target, with.config.honor_labels);
     let mut entry = CachedSeries {
+        key,
         fingerprint,
         labels_hash: 0,
         template_start: 0,

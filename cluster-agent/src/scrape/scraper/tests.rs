@@ -306,7 +306,8 @@ fn targets_build_their_url_from_labels() {
 
 #[test]
 fn series_whose_first_hashes_collide_are_told_apart() {
-    let entry = |fingerprint| CachedSeries {
+    let entry = |key, fingerprint| CachedSeries {
+        key,
         fingerprint,
         labels_hash: 0,
         template_start: 0,
@@ -315,33 +316,32 @@ fn series_whose_first_hashes_collide_are_told_apart() {
         pending: 0,
     };
     let mut cache = SeriesCache::default();
-    let a = cache.insert(5, "a{x=\"1\"}", entry(1));
-    let b = cache.insert(5, "b", entry(2));
+    let a = cache.insert(entry(5, 1));
+    let b = cache.insert(entry(5, 2));
     assert_ne!(a, b);
-    assert_eq!(cache.find(5, 1, "a{x=\"1\"}"), Some(a));
+    assert_eq!(cache.find(5, 1), Some(a));
+    assert_eq!(cache.find(5, 2), Some(b), "same first hash, told apart");
     assert_eq!(
-        cache.find(5, 2, "b"),
-        Some(b),
-        "found through the overflow map"
-    );
-    assert_eq!(
-        cache.find(5, 3, "c"),
+        cache.find(5, 3),
         None,
         "same first hash, another fingerprint"
     );
-    assert_eq!(cache.find(6, 1, "d"), None);
-    // Both are evicted once stale, from the index and the overflow map alike.
+    assert_eq!(cache.find(6, 1), None);
+    // Both are evicted once stale, and their slots reused.
     cache.current = 0;
     for _ in 0..64 {
         cache.entries.push(CachedSeries {
             pending: VACANT,
-            ..entry(0)
+            ..entry(0, 0)
         });
     }
     cache.evict(10);
-    assert_eq!(cache.find(5, 1, "a{x=\"1\"}"), None);
-    assert_eq!(cache.find(5, 2, "b"), None);
-    assert!(cache.overflow.is_empty());
+    assert_eq!(cache.find(5, 1), None);
+    assert_eq!(cache.find(5, 2), None);
+    assert!(cache.index.is_empty());
+    let c = cache.insert(entry(7, 7));
+    assert!(c == a || c == b, "a freed slot is reused");
+    assert_eq!(cache.find(7, 7), Some(c));
 }
 
 #[test]
