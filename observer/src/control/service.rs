@@ -956,7 +956,7 @@ async fn dispatch_changes(
                 lock(&streams).wake_cluster(&name);
                 StatusWork::Cluster(name)
             }
-            Ok(Change::ClusterReport(cluster)) => StatusWork::Cluster(cluster),
+            Ok(Change::ClusterReport(cluster)) => StatusWork::Report(cluster),
             // Probe endpoints concern neither agents nor pipeline statuses.
             Ok(Change::ProbeEndpoint { .. }) => continue,
             // Written by the status task itself (or another replica's): nothing to do.
@@ -1028,7 +1028,7 @@ mod tests {
 
         // The stream's own APPLIED (and any report): status work, no wake.
         feed.send(Change::ClusterReport("c1".into())).unwrap();
-        assert_eq!(next_work(&mut work).await, StatusWork::Cluster("c1".into()));
+        assert_eq!(next_work(&mut work).await, StatusWork::Report("c1".into()));
         assert!(!woken(&wake).await, "a report woke the stream");
         // A status write: neither a wake nor another recomputation (the next work is
         // the next change's).

@@ -8,6 +8,7 @@
 //! as [`HealthRecord`] JSON, which carries the drop counts since the previous report so
 //! that "data was dropped recently" can be judged from one stored record.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use kaas_pipeline::ValidatedPipeline;
@@ -180,13 +181,16 @@ impl HealthRecord {
 /// The status of `pipeline` at `generation`, from the clusters it selects (tombstoned
 /// clusters left out). Conditions keep their `lastTransitionTime` from `previous` while
 /// their status stays the same.
-pub fn pipeline_status(
+pub fn pipeline_status<C: Borrow<ClusterObservation>>(
     pipeline: &ValidatedPipeline,
     generation: i64,
-    clusters: &[ClusterObservation],
+    clusters: &[C],
     previous: &MetricPipelineStatus,
     now_ms: i64,
 ) -> MetricPipelineStatus {
+    // Borrowed, so the caller need not copy the observations of every cluster.
+    let clusters: Vec<&ClusterObservation> = clusters.iter().map(Borrow::borrow).collect();
+    let clusters = clusters.as_slice();
     let conditions = [
         configuration_applied(clusters),
         agent_connected(clusters),
@@ -217,12 +221,13 @@ pub fn pipeline_status(
 
 type Computed = (&'static str, ConditionStatus, &'static str, String);
 
-fn configuration_applied(clusters: &[ClusterObservation]) -> Computed {
+fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
     let condition = CONDITION_CONFIGURATION_APPLIED;
     if clusters.is_empty() {
         return no_clusters(condition);
     }
-    let connected: Vec<&ClusterObservation> = clusters.iter().filter(|c| c.connected).collect();
+    let connected: Vec<&ClusterObservation> =
+        clusters.iter().copied().filter(|c| c.connected).collect();
     if connected.is_empty() {
         return (
             condition,
@@ -297,7 +302,7 @@ fn configuration_applied(clusters: &[ClusterObservation]) -> Computed {
     )
 }
 
-fn agent_connected(clusters: &[ClusterObservation]) -> Computed {
+fn agent_connected(clusters: &[&ClusterObservation]) -> Computed {
     let condition = CONDITION_AGENT_CONNECTED;
     if clusters.is_empty() {
         return no_clusters(condition);
@@ -339,7 +344,7 @@ fn problem_rank(reason: &str) -> u8 {
     }
 }
 
-fn flow_healthy(pipeline: &ValidatedPipeline, clusters: &[ClusterObservation]) -> Computed {
+fn flow_healthy(pipeline: &ValidatedPipeline, clusters: &[&ClusterObservation]) -> Computed {
     let condition = CONDITION_FLOW_HEALTHY;
     if clusters.is_empty() {
         return no_clusters(condition);
@@ -633,7 +638,13 @@ spec:
 
     #[test]
     fn no_clusters_or_no_agents_is_unknown() {
-        let status = pipeline_status(&pipeline("1Gi"), 1, &[], &Default::default(), NOW);
+        let status = pipeline_status(
+            &pipeline("1Gi"),
+            1,
+            &[] as &[ClusterObservation],
+            &Default::default(),
+            NOW,
+        );
         assert!(
             status
                 .conditions

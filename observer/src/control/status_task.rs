@@ -3,12 +3,19 @@
 //! updates it incrementally as reports arrive.
 //!
 //! # Work
-//! The dispatcher sends [`StatusWork`] for every change: `Cluster(name)` for a report or
-//! a cluster's registration, `Tenant(name)` for a pipeline or tenant change, `All` when
-//! the change feed lagged (and once at start). The task collects work for a short
+//! The dispatcher sends [`StatusWork`] for every change: `Report(name)` for an agent's
+//! report (configuration, health, (dis)connection), `Cluster(name)` for a cluster's
+//! registration, labels or state, `Tenant(name)` for a pipeline or tenant change, `All`
+//! when the change feed lagged (and once at start). The task collects work for a short
 //! debounce, then:
-//! * reads the named clusters with their reports in a few queries (`IN` lists), and
-//!   replaces their observations in tenants it already holds;
+//! * for reports, reads only the reported columns of the named clusters (connection,
+//!   configuration and health reports, with tenant and state; [`Store::reports_of`]) and
+//!   updates the observations it holds in place: a report changes neither the labels
+//!   nor the desired hash, so the cluster is neither read whole nor rendered again (at
+//!   10,000 agents answering a pipeline change, re-reading every reporting cluster was
+//!   the task's main cost). A cluster it does not hold yet is read whole;
+//! * reads the clusters named by `Cluster` work with their reports in a few queries
+//!   (`IN` lists), and replaces their observations in tenants it already holds;
 //! * reads a tenant afresh (its pipelines from the shared cache, its clusters with their
 //!   reports in one joined query) when its pipelines changed, when it is not held yet,
 //!   or after `All`;
@@ -39,6 +46,9 @@ pub enum StatusWork {
     Tenant(String),
     /// The cluster's observation, then every pipeline of its tenant.
     Cluster(String),
+    /// The cluster's reports only (its registration is unchanged), then every pipeline
+    /// of its tenant.
+    Report(String),
     /// Everything, re-reading every tenant.
     All,
 }
@@ -94,6 +104,7 @@ impl StatusTask {
     pub async fn update(&mut self, batch: BTreeSet<StatusWork>) -> Result<(), StoreError> {
         let mut reload: BTreeSet<String> = BTreeSet::new();
         let mut names = Vec::new();
+        let mut reported = Vec::new();
         for work in batch {
             match work {
                 StatusWork::All => {
@@ -104,21 +115,38 @@ impl StatusTask {
                     reload.insert(tenant);
                 }
                 StatusWork::Cluster(name) => names.push(name),
+                StatusWork::Report(name) => reported.push(name),
             }
         }
         let mut touched = BTreeSet::new();
-        for (cluster, report) in self.store.clusters_with_reports(&names).await? {
-            let tenant = cluster.tenant.clone();
-            if reload.contains(&tenant) {
-                continue;
-            }
-            let Some(view) = self.tenants.get_mut(&tenant) else {
-                reload.insert(tenant);
+        // Clusters read whole below need no report read.
+        let whole: BTreeSet<&String> = names.iter().collect();
+        reported.retain(|name| !whole.contains(name));
+        let mut unknown = Vec::new();
+        for reported in self.store.reports_of(&reported).await? {
+            let tenant = reported.tenant;
+            let Some(view) = held_view(&mut self.tenants, &mut reload, &tenant) else {
                 continue;
             };
-            if view.pipelines.pipelines().is_empty() {
+            let report = reported.report;
+            if reported.state == ClusterState::Deleted {
+                view.clusters.remove(&report.cluster);
+            } else if let Some((_, observation)) = view.clusters.get_mut(&report.cluster) {
+                observation.connected = report.connected;
+                observation.config = report.config;
+                observation.health = health_record(report.health);
+            } else {
+                unknown.push(report.cluster);
                 continue;
             }
+            touched.insert(tenant);
+        }
+        names.extend(unknown);
+        for (cluster, report) in self.store.clusters_with_reports(&names).await? {
+            let tenant = cluster.tenant.clone();
+            let Some(view) = held_view(&mut self.tenants, &mut reload, &tenant) else {
+                continue;
+            };
             if cluster.state == ClusterState::Deleted {
                 view.clusters.remove(&cluster.name);
             } else {
@@ -186,11 +214,11 @@ impl StatusTask {
                 continue;
             };
             let selector = &pipeline.pipeline.spec().cluster_selector;
-            let selected: Vec<ClusterObservation> = view
+            let selected: Vec<&ClusterObservation> = view
                 .clusters
                 .values()
                 .filter(|(labels, _)| selector.matches(labels))
-                .map(|(_, observation)| observation.clone())
+                .map(|(_, observation)| observation)
                 .collect();
             let status = pipeline_status(
                 &pipeline.pipeline,
@@ -214,6 +242,23 @@ impl StatusTask {
     }
 }
 
+/// The view of `tenant` to update in place: `None` if the tenant is to be read afresh
+/// anyway (then queued for that if it is not held) or has no pipelines to compute.
+fn held_view<'a>(
+    tenants: &'a mut HashMap<String, TenantView>,
+    reload: &mut BTreeSet<String>,
+    tenant: &str,
+) -> Option<&'a mut TenantView> {
+    if reload.contains(tenant) {
+        return None;
+    }
+    let Some(view) = tenants.get_mut(tenant) else {
+        reload.insert(tenant.to_owned());
+        return None;
+    };
+    (!view.pipelines.pipelines().is_empty()).then_some(view)
+}
+
 /// The observation of `cluster` for a tenant running `pipelines`, with its labels.
 fn observe(
     pipelines: &Pipelines,
@@ -226,9 +271,13 @@ fn observe(
         connected: report.connected,
         desired_hash,
         config: report.config,
-        health: report
-            .health
-            .and_then(|json| serde_json::from_value::<HealthRecord>(json).ok()),
+        health: health_record(report.health),
     };
     (cluster.labels, observation)
+}
+
+/// A stored health report as read by [`pipeline_status`]; one that does not parse
+/// counts as none.
+fn health_record(json: Option<serde_json::Value>) -> Option<HealthRecord> {
+    json.and_then(|json| serde_json::from_value::<HealthRecord>(json).ok())
 }

@@ -497,6 +497,18 @@ pub struct ClusterReport {
     pub connected: bool,
 }
 
+/// A cluster's latest reports with what the status task needs to place them
+/// ([`Store::reports_of`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportedCluster {
+    /// The cluster's tenant.
+    pub tenant: String,
+    /// The cluster's lifecycle state.
+    pub state: ClusterState,
+    /// The reports, and whether an agent stream is open.
+    pub report: ClusterReport,
+}
+
 /// Something changed; read the current state to see what. Published after commit.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Change {
@@ -1682,6 +1694,59 @@ impl Store {
         Ok(found)
     }
 
+    /// The latest reports of the named clusters that exist, with each one's tenant and
+    /// state, by name: only the columns a pipeline status depends on that a report can
+    /// change (not the registration, labels or certificate), a few queries however many
+    /// names. The status task reads this after `Change::ClusterReport`; a report
+    /// changes neither labels nor the desired configuration.
+    pub async fn reports_of(&self, names: &[String]) -> Result<Vec<ReportedCluster>, StoreError> {
+        type Row = (
+            String,
+            String,
+            String,
+            bool,
+            Option<serde_json::Value>,
+            Option<serde_json::Value>,
+        );
+        let mut found = Vec::with_capacity(names.len());
+        for chunk in names.chunks(NAMES_PER_QUERY) {
+            let rows: Vec<Row> = clusters::Entity::find()
+                .select_only()
+                .column(clusters::Column::Name)
+                .column(clusters::Column::Tenant)
+                .column(clusters::Column::State)
+                .column(clusters::Column::Connected)
+                .column(cluster_reports::Column::ConfigReport)
+                .column(cluster_reports::Column::Health)
+                .join(sea_orm::JoinType::LeftJoin, reports_relation())
+                .filter(clusters::Column::Name.is_in(chunk.iter().map(String::as_str)))
+                .into_tuple()
+                .all(self.reader())
+                .await?;
+            for (name, tenant, state, connected, config, health) in rows {
+                let config = config
+                    .map(|json| {
+                        serde_json::from_value::<ConfigReport>(json).map_err(|e| {
+                            StoreError::Corrupt(format!("config report of cluster {name:?}: {e}"))
+                        })
+                    })
+                    .transpose()?;
+                found.push(ReportedCluster {
+                    tenant,
+                    state: parse_state(&state)?,
+                    report: ClusterReport {
+                        cluster: name,
+                        config,
+                        health,
+                        connected,
+                    },
+                });
+            }
+        }
+        found.sort_by(|a, b| a.report.cluster.cmp(&b.report.cluster));
+        Ok(found)
+    }
+
     // ---- pipelines ----
 
     /// Replaces every `***` inline value of `resource` with the value stored for the
@@ -2345,14 +2410,16 @@ fn with_reports(
     query: sea_orm::Select<clusters::Entity>,
 ) -> sea_orm::SelectTwo<clusters::Entity, cluster_reports::Entity> {
     query
-        .join(
-            sea_orm::JoinType::LeftJoin,
-            clusters::Entity::belongs_to(cluster_reports::Entity)
-                .from(clusters::Column::Name)
-                .to(cluster_reports::Column::Cluster)
-                .into(),
-        )
+        .join(sea_orm::JoinType::LeftJoin, reports_relation())
         .select_also(cluster_reports::Entity)
+}
+
+/// `clusters` to their `cluster_reports` row, if any.
+fn reports_relation() -> sea_orm::RelationDef {
+    clusters::Entity::belongs_to(cluster_reports::Entity)
+        .from(clusters::Column::Name)
+        .to(cluster_reports::Column::Cluster)
+        .into()
 }
 
 fn cluster_with_report(

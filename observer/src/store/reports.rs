@@ -19,8 +19,9 @@
 //!   update it, audit a state change), in arrival order;
 //! * config reports: only the last report of each cluster is stored (an `APPLYING`
 //!   followed by its `APPLIED` in the same batch becomes one row write), in one
-//!   multi-row upsert; each cluster's applied hash is set from its last `APPLIED`, by a
-//!   conditional update that changes nothing when the hash is already stored;
+//!   multi-row upsert; each cluster's applied hash is set from its last `APPLIED`, all
+//!   in one `UPDATE … FROM (VALUES …)` that leaves a row alone when its hash is already
+//!   stored;
 //! * health: the last report of each cluster, in one multi-row upsert.
 //!
 //! The result is what writing the reports one by one in arrival order gives; the
@@ -31,10 +32,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    ExprTrait as _, IntoActiveModel, QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, EntityTrait, IntoActiveModel, QueryFilter, Set, Statement, TransactionTrait,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -49,6 +50,10 @@ use super::{
 /// (the first report of a batch waits for all of it) and a multi-row upsert binds far
 /// fewer than SQLite's 32,766 variables.
 pub const MAX_REPORT_BATCH: usize = 512;
+
+/// Clusters per `UPDATE … FROM (VALUES …)` statement: a whole batch, two bound values
+/// each, far below SQLite's 32,766 variables and PostgreSQL's 65,535.
+const SET_VALUES_PER_STATEMENT: usize = MAX_REPORT_BATCH;
 
 /// Reports waiting for the writer. Each stream waits for its own report, so this holds
 /// at most one report per stream; when full, reporters wait (back-pressure).
@@ -292,20 +297,15 @@ impl ReportWriter {
                 }
             }
         }
-        // Every applied hash of the batch in one statement:
-        // `SET applied_config_hash = CASE name WHEN … THEN … END WHERE name IN (…)`.
-        if !applied.is_empty() {
-            let mut hashes = CaseStatement::new();
-            for (cluster, hash) in &applied {
-                hashes = hashes.case(Expr::col(clusters::Column::Name).eq(*cluster), *hash);
-            }
-            let hashes = hashes.finally(Expr::col(clusters::Column::AppliedConfigHash));
-            clusters::Entity::update_many()
-                .col_expr(clusters::Column::AppliedConfigHash, hashes.into())
-                .filter(clusters::Column::Name.is_in(applied.keys().copied()))
-                .exec(&transaction)
-                .await?;
-        }
+        set_cluster_column(
+            &transaction,
+            "applied_config_hash",
+            applied
+                .into_iter()
+                .map(|(cluster, hash)| (cluster, sea_orm::Value::from(hash)))
+                .collect(),
+        )
+        .await?;
         let configs: Vec<(&str, &ConfigReport)> = configs.into_iter().collect();
         upsert_config_reports(&transaction, &configs).await?;
         let healths: Vec<(&str, &serde_json::Value, i64)> = healths
@@ -396,21 +396,62 @@ async fn write_seen_together(
             changes.extend(row.write(transaction).await?);
         }
     }
-    if !last_seen_only.is_empty() {
-        let mut seen = CaseStatement::new();
-        for (name, at) in &last_seen_only {
-            seen = seen.case(Expr::col(clusters::Column::Name).eq(name.as_str()), *at);
+    set_cluster_column(
+        transaction,
+        "last_seen_ms",
+        last_seen_only
+            .iter()
+            .map(|(name, at)| (name.as_str(), sea_orm::Value::from(*at)))
+            .collect(),
+    )
+    .await?;
+    Ok(changes)
+}
+
+/// Sets `column` (a column of `clusters`, named by the caller, never by input) of each
+/// named cluster to its value, in one statement per [`SET_VALUES_PER_STATEMENT`]
+/// clusters:
+/// `WITH v(name, value) AS (VALUES (…), …) UPDATE clusters SET column = v.value FROM v
+/// WHERE clusters.name = v.name AND clusters.column IS DISTINCT FROM v.value`.
+/// This replaced `SET column = CASE name WHEN … THEN … END WHERE name IN (…)`, which
+/// compares each matched row with every name of the batch (quadratic in the batch) and
+/// rewrites rows whose value is stored already; here each row is found by its key and
+/// left alone when nothing changes. `UPDATE … FROM` needs SQLite 3.33 (sqlx bundles a
+/// newer one) or PostgreSQL.
+async fn set_cluster_column(
+    transaction: &DatabaseTransaction,
+    column: &'static str,
+    values: Vec<(&str, sea_orm::Value)>,
+) -> Result<(), StoreError> {
+    let backend = transaction.get_database_backend();
+    let (distinct, placeholder): (&str, fn(usize) -> String) = match backend {
+        DbBackend::Postgres => ("IS DISTINCT FROM", |n| format!("${n}")),
+        _ => ("IS NOT", |_| "?".to_owned()),
+    };
+    for chunk in values.chunks(SET_VALUES_PER_STATEMENT) {
+        let mut sql = String::from("WITH v(name, value) AS (VALUES ");
+        let mut bound = Vec::with_capacity(chunk.len() * 2);
+        for (i, (name, value)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "({}, {})",
+                placeholder(2 * i + 1),
+                placeholder(2 * i + 2)
+            ));
+            bound.push(sea_orm::Value::from(*name));
+            bound.push(value.clone());
         }
-        let seen = seen.finally(Expr::col(clusters::Column::LastSeenMs));
-        clusters::Entity::update_many()
-            .col_expr(clusters::Column::LastSeenMs, seen.into())
-            .filter(
-                clusters::Column::Name.is_in(last_seen_only.iter().map(|(name, _)| name.as_str())),
-            )
-            .exec(transaction)
+        sql.push_str(&format!(
+            ") UPDATE clusters SET {column} = v.value FROM v \
+             WHERE clusters.name = v.name AND clusters.{column} {distinct} v.value"
+        ));
+        transaction
+            .execute_raw(Statement::from_sql_and_values(backend, sql, bound))
             .await?;
     }
-    Ok(changes)
+    Ok(())
 }
 
 /// A cluster row with `Seen` reports applied to it in memory.

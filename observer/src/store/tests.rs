@@ -222,6 +222,7 @@ store_tests!(
     a_bad_report_in_a_batch_fails_alone,
     reads_see_every_committed_write,
     clusters_are_listed_with_their_reports_in_pages,
+    reports_of_reads_reports_with_tenant_and_state,
 );
 
 /// The probes' parts of the store (replica heartbeats, probe endpoint changes).
@@ -2053,4 +2054,65 @@ fn store_masks_every_inline_secret() {
         "{shown}"
     );
     assert_eq!(shown.matches(MASKED_SECRET).count(), 3, "{shown}");
+}
+
+/// What the status task reads after a report: each named cluster that exists, with its
+/// tenant, state, connection and reports; by name, whichever tenant.
+async fn reports_of_reads_reports_with_tenant_and_state(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    store.create_tenant("bank", &admin()).await.unwrap();
+    for (name, tenant) in [("c1", "shop"), ("c2", "bank"), ("c3", "shop")] {
+        store
+            .create_cluster(new_cluster(name, tenant, &[]), HOUR, &admin())
+            .await
+            .unwrap();
+    }
+    store
+        .record_agent_connected("c2", "i2", "0.1.0", 1_000, "r/1")
+        .await
+        .unwrap();
+    let report = ConfigReport {
+        config_hash: "aa".into(),
+        state: CONFIG_STATE_APPLIED.into(),
+        errors: Vec::new(),
+        running_config_hash: "aa".into(),
+        at_ms: 2_000,
+    };
+    store
+        .record_config_report("c2", report.clone())
+        .await
+        .unwrap();
+    store
+        .record_health("c2", serde_json::json!({"n": 1}), 3_000)
+        .await
+        .unwrap();
+    let names = ["c2", "nope", "c1"].map(String::from);
+    let read = store.reports_of(&names).await.unwrap();
+    assert_eq!(
+        read,
+        [
+            ReportedCluster {
+                tenant: "shop".into(),
+                state: ClusterState::Provisioning,
+                report: ClusterReport {
+                    cluster: "c1".into(),
+                    config: None,
+                    health: None,
+                    connected: false,
+                },
+            },
+            ReportedCluster {
+                tenant: "bank".into(),
+                state: ClusterState::Active,
+                report: ClusterReport {
+                    cluster: "c2".into(),
+                    config: Some(report),
+                    health: Some(serde_json::json!({"n": 1})),
+                    connected: true,
+                },
+            },
+        ]
+    );
+    assert_eq!(store.reports_of(&[]).await.unwrap(), []);
 }
