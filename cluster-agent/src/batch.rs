@@ -758,9 +758,8 @@ pub mod wire {
 
         #[test]
         fn the_dictionary_shares_repeated_labels_and_stops_at_its_bound() {
-            let mut shared = SharedLabels::new(
-                Labels::from_pairs([("job", "api"), ("job", "api")]).iter(),
-            );
+            let mut shared =
+                SharedLabels::new(Labels::from_pairs([("job", "api"), ("job", "api")]).iter());
             assert_eq!(shared.len(), 1, "a repeated label is stored once");
             let series = |i: usize| {
                 Labels::from_pairs([
