@@ -43,7 +43,7 @@ fi
 if [[ -n "${KAAS_DEMO_BIN_DIR:-}" ]]; then
   bin=$KAAS_DEMO_BIN_DIR
 else
-  step "building observer and cluster-agent (release, fat LTO: the first build takes 15-20 minutes on 2 cores)"
+  step "building observer and cluster-agent (release, fat LTO: the first build takes about 9 minutes on 2 cores)"
   cargo build --locked --release --bin observer --bin cluster-agent
   bin=target/release
 fi
