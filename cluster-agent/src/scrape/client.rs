@@ -27,6 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use url::Url;
 
+use super::scraper::ScrapeError;
 use crate::exporters::tls::{TlsError, TlsMaterial, client_config};
 
 /// Bytes read from a target's socket at a time, and so about what an idle keep-alive
@@ -37,20 +38,6 @@ pub const MAX_REDIRECTS: usize = 10;
 /// How long an idle connection to a target is kept: longer than the usual scrape
 /// intervals (up to a minute), so a target keeps its connection between scrapes.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Why a fetch failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    /// The request could not be sent or its answer not read.
-    #[error("{0}")]
-    Request(String),
-    /// The answer's status is not 200.
-    #[error("server returned HTTP status {0}")]
-    Status(u16),
-    /// The (decoded) body is larger than allowed.
-    #[error("body size limit of {0} bytes exceeded")]
-    BodyTooLarge(u64),
-}
 
 /// A scrape client; cheap to clone, clones share connections.
 #[derive(Clone, Debug)]
@@ -87,7 +74,7 @@ impl ScrapeClient {
         mut headers: HeaderMap,
         limit: u64,
         body: &mut Vec<u8>,
-    ) -> Result<Option<String>, FetchError> {
+    ) -> Result<Option<String>, ScrapeError> {
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
         let mut url = url.clone();
         let mut redirects = 0;
@@ -95,7 +82,7 @@ impl ScrapeClient {
             let uri: http::Uri = url
                 .as_str()
                 .parse()
-                .map_err(|_| FetchError::Request("the scrape URL is not a valid URI".into()))?;
+                .map_err(|_| ScrapeError::Request("the scrape URL is not a valid URI".into()))?;
             let mut request = http::Request::new(Empty::new());
             *request.uri_mut() = uri;
             *request.headers_mut() = headers.clone();
@@ -103,14 +90,14 @@ impl ScrapeClient {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| FetchError::Request(kaas_self_telemetry::error_chain(&e)))?;
+                .map_err(|e| ScrapeError::Request(kaas_self_telemetry::error_chain(&e)))?;
             let status = response.status();
             if !status.is_redirection() || status == http::StatusCode::NOT_MODIFIED {
                 break response;
             }
             redirects += 1;
             if redirects > MAX_REDIRECTS {
-                return Err(FetchError::Request(format!(
+                return Err(ScrapeError::Request(format!(
                     "stopped after {MAX_REDIRECTS} redirects"
                 )));
             }
@@ -120,7 +107,7 @@ impl ScrapeClient {
                 .and_then(|location| location.to_str().ok())
                 .and_then(|location| url.join(location).ok())
                 .ok_or_else(|| {
-                    FetchError::Request(format!(
+                    ScrapeError::Request(format!(
                         "redirect (HTTP status {}) without a usable Location",
                         status.as_u16()
                     ))
@@ -133,7 +120,7 @@ impl ScrapeClient {
             url = next;
         };
         if response.status() != http::StatusCode::OK {
-            return Err(FetchError::Status(response.status().as_u16()));
+            return Err(ScrapeError::Status(response.status().as_u16()));
         }
         let content_type = response
             .headers()
@@ -157,10 +144,10 @@ impl ScrapeClient {
         }
         while let Some(frame) = incoming.frame().await {
             let frame =
-                frame.map_err(|e| FetchError::Request(kaas_self_telemetry::error_chain(&e)))?;
+                frame.map_err(|e| ScrapeError::Request(kaas_self_telemetry::error_chain(&e)))?;
             if let Ok(chunk) = frame.into_data() {
                 if (read_into.len() + chunk.len()) as u64 > limit {
-                    return Err(FetchError::BodyTooLarge(limit));
+                    return Err(ScrapeError::BodyTooLarge(limit));
                 }
                 read_into.extend_from_slice(&chunk);
             }
@@ -169,9 +156,9 @@ impl ScrapeClient {
             let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit + 1);
             decoder
                 .read_to_end(body)
-                .map_err(|e| FetchError::Request(format!("cannot decode the gzip body: {e}")))?;
+                .map_err(|e| ScrapeError::Request(format!("cannot decode the gzip body: {e}")))?;
             if body.len() as u64 > limit {
-                return Err(FetchError::BodyTooLarge(limit));
+                return Err(ScrapeError::BodyTooLarge(limit));
             }
         }
         Ok(content_type)

@@ -50,7 +50,7 @@ use kaas_proto::remote_write::v1::{self, MetricMetadata};
 use tokio::sync::watch;
 use url::Url;
 
-use super::client::{FetchError, ScrapeClient};
+use super::client::ScrapeClient;
 use super::exposition::{self, ACCEPT_HEADER, Format, MetricType, ParseError};
 use super::target::{METRICS_PATH, SCHEME, public_labels};
 use crate::batch::wire::{self, RequestWriter, SharedLabels};
@@ -203,8 +203,8 @@ pub struct Scraper {
     /// Health, shared with reporters.
     pub health: Arc<Mutex<TargetHealth>>,
     cache: SeriesCache,
-    /// The target's labels and the external labels, encoded once for the cache's
-    /// label templates.
+    /// The dictionary the cache's label templates refer to: the target's and the
+    /// external labels, then the first distinct labels its series bring.
     shared: SharedLabels,
     /// Encoded labels of the five report series.
     report: Vec<Box<[u8]>>,
@@ -679,11 +679,7 @@ impl Scraper {
             self.client
                 .fetch(&self.target.url, headers, self.config.body_size_limit, body);
         match tokio::time::timeout(self.config.timeout, fetched).await {
-            Ok(result) => result.map_err(|error| match error {
-                FetchError::Request(reason) => ScrapeError::Request(reason),
-                FetchError::Status(status) => ScrapeError::Status(status),
-                FetchError::BodyTooLarge(limit) => ScrapeError::BodyTooLarge(limit),
-            }),
+            Ok(result) => result,
             Err(_) => Err(ScrapeError::Request(format!(
                 "timeout after {:?}",
                 self.config.timeout
