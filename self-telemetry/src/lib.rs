@@ -218,12 +218,15 @@ impl SelfTelemetry {
 
     /// Installs the process's tracing subscriber: human-readable logs on stderr,
     /// filtered by `RUST_LOG` (default `info`), plus the span layer when OTLP is on.
+    /// Colours only on a terminal: under systemd, in a container or in a file, escape
+    /// codes would end up in every log line.
     /// The span layer has its own filter, so the log level never hides spans.
     pub fn init_logging(&mut self) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         let logs = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(filter);
         tracing_subscriber::registry()
             .with(logs)

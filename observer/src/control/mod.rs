@@ -78,6 +78,7 @@
 //! a pure function of stored data, so replicas that both compute it agree (and a write
 //! of an identical status is a no-op).
 
+pub mod accept;
 pub mod codec;
 pub mod pipelines;
 pub mod service;
@@ -85,18 +86,21 @@ pub mod status;
 pub mod status_task;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
+pub use accept::HandshakeLimits;
 pub use service::{ControlMetrics, ControlService, ControlSettings};
 
 use crate::identity::{ClusterCa, IdentityError};
 
-/// How long a client may take to finish the TLS handshake; a client that stalls is
-/// dropped instead of holding a connection slot.
+/// How long a client may take to finish the TLS handshake once it started (see
+/// [`accept`]); a client that stalls is dropped instead of holding a handshake slot.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 pings on idle connections: a vanished agent (host died, network cut) is
 /// noticed within interval + timeout, and its cluster marked disconnected.
@@ -104,36 +108,57 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a keepalive ping may go unanswered.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// ALPN protocol of gRPC.
+const ALPN_H2: &[u8] = b"h2";
+
 /// The gRPC server's TLS settings: a fresh server certificate for `hostnames` signed by
 /// the cluster CA, and client certificates verified against the same CA when presented
 /// (optional at this layer because `Join` has none; `Connect` insists on one).
+///
+/// No TLS 1.3 session tickets are sent: an agent holds one connection for as long as
+/// it can, and after an observer restart, when all of them reconnect, an in-memory
+/// session cache would be empty anyway; tickets would only cost every handshake two
+/// more messages and cache entries.
 pub fn server_tls_config(
     ca: &ClusterCa,
     hostnames: &[String],
-) -> Result<ServerTlsConfig, IdentityError> {
+) -> Result<Arc<ServerConfig>, IdentityError> {
     let (cert_pem, key_pem) = ca.server_certificate(hostnames)?;
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert_pem, key_pem))
-        .client_ca_root(Certificate::from_pem(ca.ca_pem()))
-        .client_auth_optional(true)
-        .timeout(TLS_HANDSHAKE_TIMEOUT))
+    let provider = kaas_tls::provider();
+    let roots = kaas_tls::roots(ca.ca_pem().as_bytes(), "the cluster CA")?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(kaas_tls::TlsError::from)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(kaas_tls::TlsError::from)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            kaas_tls::certificates(cert_pem.as_bytes(), "the server certificate")?,
+            kaas_tls::private_key(key_pem.as_bytes(), "the server key")?,
+        )
+        .map_err(kaas_tls::TlsError::from)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
 }
 
 /// Serves `AgentControl` on `listener` with `tls` until the process ends.
 pub async fn serve(
     listener: TcpListener,
     service: ControlService,
-    tls: ServerTlsConfig,
+    tls: Arc<ServerConfig>,
 ) -> Result<(), tonic::transport::Error> {
     serve_with_shutdown(listener, service, tls, std::future::pending()).await
 }
 
 /// Serves `AgentControl` until `shutdown` completes (then stops accepting and lets open
-/// calls finish).
+/// calls finish). TLS is terminated by [`accept`], with [`HandshakeLimits::default`].
 pub async fn serve_with_shutdown(
     listener: TcpListener,
     service: ControlService,
-    tls: ServerTlsConfig,
+    tls: Arc<ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let streams = service.clone();
@@ -142,11 +167,16 @@ pub async fn serve_with_shutdown(
         // Open streams never end by themselves; end them so the server can stop.
         streams.close_streams();
     };
+    let incoming = accept::tls_incoming(
+        listener,
+        tls,
+        HandshakeLimits::default(),
+        service.metrics().handshakes.clone(),
+    );
     Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(codec::CompactAgentControl::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

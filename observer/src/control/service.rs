@@ -96,6 +96,8 @@ pub struct ControlMetrics {
     pub agent_streams: Gauge,
     /// Configurations sent down agent streams, by result.
     pub config_pushes: Family<PushResult, Counter>,
+    /// The control port's TLS handshakes ([`super::accept`]).
+    pub handshakes: super::accept::HandshakeMetrics,
 }
 
 impl ControlMetrics {
@@ -111,6 +113,7 @@ impl ControlMetrics {
             "Configurations sent down agent streams; result is success (the agent answered) or failure (the stream ended first).",
             self.config_pushes.clone(),
         );
+        self.handshakes.register(registry);
     }
 
     fn push(&self, result: &'static str) {

@@ -107,6 +107,9 @@ pub enum IdentityError {
     /// The system random number generator failed.
     #[error("the system random number generator failed")]
     Random,
+    /// The issued certificate and key, or the CA, were refused as TLS settings.
+    #[error("cannot build the TLS settings: {0}")]
+    Tls(#[from] kaas_tls::TlsError),
 }
 
 /// A certificate issued to an agent.

@@ -1,0 +1,222 @@
+//! The control port's TLS front ([`kaas_observer::control::accept`]) on a real loopback
+//! listener: handshakes wait for a slot in arrival order instead of all starting at
+//! once, a stalled client holds its slot only until the handshake timeout, and the
+//! finished connection carries the client certificate the control service reads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kaas_observer::control::accept::{HandshakeLimits, HandshakeMetrics, HandshakeResult};
+use kaas_observer::control::{accept, server_tls_config};
+use kaas_observer::identity::{ClusterCa, cluster_from_certificate};
+use kaas_tls::{ClientTls, Trust};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_stream::StreamExt as _;
+
+/// Generous for a loaded 2-core machine: only an upper bound for things that happen in
+/// milliseconds, never a measured duration.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+struct Front {
+    address: std::net::SocketAddr,
+    ca: Arc<ClusterCa>,
+    metrics: HandshakeMetrics,
+    incoming: std::pin::Pin<
+        Box<
+            dyn tokio_stream::Stream<
+                    Item = std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>,
+                > + Send,
+        >,
+    >,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(limits: HandshakeLimits) -> Front {
+    kaas_tls::install_default_provider();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let ca = Arc::new(ClusterCa::load_or_create(dir.path()).expect("cluster CA"));
+    let config = server_tls_config(&ca, &["localhost".to_owned()]).expect("server TLS");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let metrics = HandshakeMetrics::default();
+    let incoming = Box::pin(accept::tls_incoming(
+        listener,
+        config,
+        limits,
+        metrics.clone(),
+    ));
+    Front {
+        address,
+        ca,
+        metrics,
+        incoming,
+        _dir: dir,
+    }
+}
+
+impl Front {
+    /// A TLS client of cluster `cluster`, with a certificate signed by the CA.
+    fn connector(&self, cluster: &str) -> TlsConnector {
+        let key = KeyPair::generate().expect("agent key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kaas-cluster-agent");
+        let csr = params
+            .serialize_request(&key)
+            .expect("CSR")
+            .pem()
+            .expect("CSR PEM");
+        let signed = self
+            .ca
+            .sign_agent_csr(cluster, &csr, Duration::from_secs(3600))
+            .expect("sign");
+        let config = kaas_tls::client_config(ClientTls {
+            trust: Trust::Roots(Arc::new(
+                kaas_tls::roots(self.ca.ca_pem().as_bytes(), "CA").expect("roots"),
+            )),
+            verify_name: None,
+            identity: Some((
+                kaas_tls::certificates(signed.pem.as_bytes(), "cert").expect("cert"),
+                kaas_tls::private_key(key.serialize_pem().as_bytes(), "key").expect("key"),
+            )),
+            alpn: vec![b"h2".to_vec()],
+        })
+        .expect("client TLS");
+        TlsConnector::from(Arc::new(config))
+    }
+
+    fn count(&self, result: &'static str) -> u64 {
+        self.metrics
+            .handshakes
+            .get_or_create(&HandshakeResult { result })
+            .get()
+    }
+
+    /// Waits until `condition` holds, failing the test after [`DEADLINE`].
+    async fn until(&self, what: &str, condition: impl Fn(&Self) -> bool) {
+        let start = Instant::now();
+        while !condition(self) {
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Connects and completes a handshake as `cluster`.
+async fn handshake(
+    connector: TlsConnector,
+    address: std::net::SocketAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(address).await?;
+    connector
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+}
+
+#[tokio::test]
+async fn a_handshake_waits_for_a_slot_and_the_connection_names_its_cluster() {
+    let mut front = start(HandshakeLimits {
+        in_flight: 1,
+        timeout: Duration::from_secs(60),
+    })
+    .await;
+    // A client that connects and says nothing takes the only slot.
+    let stalled = TcpStream::connect(front.address).await.expect("connect");
+    front
+        .until("the stalled connection to hold the slot", |f| {
+            f.metrics.waiting.get() == 0
+        })
+        .await;
+    let client = tokio::spawn(handshake(front.connector("shop-eu1"), front.address));
+    front
+        .until("the second connection to wait for a slot", |f| {
+            f.metrics.waiting.get() == 1
+        })
+        .await;
+    // While the slot is taken nothing is handed over and the client is still waiting.
+    let early = tokio::time::timeout(Duration::from_millis(300), front.incoming.next()).await;
+    assert!(
+        early.is_err(),
+        "a connection was handed over while the only slot was taken"
+    );
+    assert!(!client.is_finished(), "the waiting handshake finished");
+
+    // The stalled client leaves: its handshake fails at once and frees the slot.
+    drop(stalled);
+    let server_side = tokio::time::timeout(DEADLINE, front.incoming.next())
+        .await
+        .expect("the waiting connection is handed over")
+        .expect("stream open")
+        .expect("handshake");
+    client
+        .await
+        .expect("client task")
+        .expect("the client's handshake succeeds");
+    assert_eq!(front.count("failure"), 1);
+    assert_eq!(front.count("success"), 1);
+    assert_eq!(front.metrics.waiting.get(), 0);
+
+    let (_, session) = server_side.get_ref();
+    let leaf = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("the client certificate reaches the server");
+    assert_eq!(cluster_from_certificate(leaf).as_deref(), Some("shop-eu1"));
+    assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]));
+}
+
+#[tokio::test]
+async fn a_stalled_client_holds_its_slot_only_until_the_timeout() {
+    let mut front = start(HandshakeLimits {
+        in_flight: 1,
+        timeout: Duration::from_millis(200),
+    })
+    .await;
+    let _stalled = TcpStream::connect(front.address).await.expect("connect");
+    let client = tokio::spawn(handshake(front.connector("shop-eu2"), front.address));
+    let server_side = tokio::time::timeout(DEADLINE, front.incoming.next())
+        .await
+        .expect("the second connection gets the slot after the timeout")
+        .expect("stream open");
+    assert!(server_side.is_ok(), "the second handshake succeeds");
+    client
+        .await
+        .expect("client task")
+        .expect("client handshake");
+    assert_eq!(front.count("timeout"), 1, "the stalled client timed out");
+    assert_eq!(front.count("success"), 1);
+}
+
+#[tokio::test]
+async fn a_client_that_is_not_speaking_tls_is_counted_and_costs_nothing_else() {
+    let mut front = start(HandshakeLimits::default()).await;
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut plain = TcpStream::connect(front.address).await.expect("connect");
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+    }
+    front
+        .until("the plaintext client to be refused", |f| {
+            f.count("failure") == 1
+        })
+        .await;
+    // The front keeps serving.
+    let client = tokio::spawn(handshake(front.connector("shop-eu3"), front.address));
+    tokio::time::timeout(DEADLINE, front.incoming.next())
+        .await
+        .expect("handed over")
+        .expect("stream open")
+        .expect("handshake");
+    client
+        .await
+        .expect("client task")
+        .expect("client handshake");
+}
