@@ -20,7 +20,7 @@ use kaas_proto::control::v1::{
     AgentHello, AgentMessage, Capability, CommandType, ConfigError, ConfigState, ConfigStatus,
     ConfigUpdate, Heartbeat, JoinRequest, ObserverMessage, agent_message, observer_message,
 };
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use kaas_test_support::tls::agent_key_and_csr;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::mpsc;
@@ -107,17 +107,7 @@ impl Observer {
     }
 
     async fn join(&self, token: &str) -> Result<Joined, tonic::Status> {
-        let key = KeyPair::generate().expect("agent key");
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kaas-cluster-agent");
-        let csr_pem = params
-            .serialize_request(&key)
-            .expect("agent CSR")
-            .pem()
-            .expect("agent CSR");
+        let (key_pem, csr_pem) = agent_key_and_csr();
         let response = AgentControlClient::new(self.channel(None).await)
             .join(JoinRequest {
                 join_token: token.to_owned(),
@@ -130,7 +120,7 @@ impl Observer {
         Ok(Joined {
             cluster_id: response.cluster_id,
             cert_pem: response.certificate_pem,
-            key_pem: key.serialize_pem(),
+            key_pem,
             ca_bundle_pem: response.ca_bundle_pem,
             not_after_unix_seconds: response.not_after_unix_seconds,
         })

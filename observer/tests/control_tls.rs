@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use kaas_observer::control::accept::{HandshakeLimits, HandshakeMetrics, HandshakeResult};
 use kaas_observer::control::{accept, server_tls_config};
 use kaas_observer::identity::{ClusterCa, cluster_from_certificate};
+use kaas_test_support::tls::agent_key_and_csr;
 use kaas_tls::{ClientTls, Trust};
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -60,17 +60,7 @@ async fn start(limits: HandshakeLimits) -> Front {
 impl Front {
     /// A TLS client of cluster `cluster`, with a certificate signed by the CA.
     fn connector(&self, cluster: &str) -> TlsConnector {
-        let key = KeyPair::generate().expect("agent key");
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kaas-cluster-agent");
-        let csr = params
-            .serialize_request(&key)
-            .expect("CSR")
-            .pem()
-            .expect("CSR PEM");
+        let (key_pem, csr) = agent_key_and_csr();
         let signed = self
             .ca
             .sign_agent_csr(cluster, &csr, Duration::from_secs(3600))
@@ -82,7 +72,7 @@ impl Front {
             verify_name: None,
             identity: Some((
                 kaas_tls::certificates(signed.pem.as_bytes(), "cert").expect("cert"),
-                kaas_tls::private_key(key.serialize_pem().as_bytes(), "key").expect("key"),
+                kaas_tls::private_key(key_pem.as_bytes(), "key").expect("key"),
             )),
             alpn: vec![b"h2".to_vec()],
         })

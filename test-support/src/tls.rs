@@ -138,3 +138,20 @@ impl MtlsNginx {
         std::fs::read_to_string(&self.access_log).unwrap_or_default()
     }
 }
+
+/// A fresh ECDSA P-256 key (PEM) and a certificate signing request for it (PEM), as an
+/// agent sends with `Join`; the observer writes the cluster identity itself, so the
+/// request's subject is only a readable placeholder.
+pub fn agent_key_and_csr() -> (String, String) {
+    let key = KeyPair::generate().expect("agent key");
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kaas-cluster-agent");
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|request| request.pem())
+        .expect("agent CSR");
+    (key.serialize_pem(), csr)
+}
