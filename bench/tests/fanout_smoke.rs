@@ -57,4 +57,12 @@ async fn every_agent_converges_and_reconnects_after_a_restart() {
         report.failures
     );
     assert!(report.connected.rss_bytes > 0 && report.idle.rss_bytes > 0);
+    // Every agent that came back finished a handshake with the restarted observer's
+    // TLS front, and none waited in vain.
+    let handshakes = report.storm.handshakes;
+    assert!(
+        handshakes.handshakes_succeeded >= AGENTS as u64,
+        "{handshakes:?}"
+    );
+    assert_eq!(handshakes.handshakes_timed_out, 0, "{handshakes:?}");
 }

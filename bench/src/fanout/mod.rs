@@ -518,6 +518,7 @@ async fn storm(
     report.storm.ready_after = killed.elapsed();
     let until = killed + settings.storm_deadline;
     let mut most = 0;
+    let mut most_waiting = 0;
     let mut metrics_read: Option<Instant> = None;
     loop {
         // As in the setup: the observer is asked at every check only once every agent
@@ -527,6 +528,7 @@ async fn storm(
             let metrics = observer.metrics().await.unwrap_or_default();
             metrics_read = Some(Instant::now());
             most = most.max(metrics.agent_streams);
+            most_waiting = most_waiting.max(metrics.handshakes_waiting);
             if fleet_done && metrics.agent_streams == n as u64 {
                 report.storm.settled_after = Some(killed.elapsed());
                 break;
@@ -547,7 +549,12 @@ async fn storm(
         .collect();
     tokio::time::sleep(settings.quiet).await;
     report.storm.memory = observer.memory();
-    report.storm.pushes_answered = observer.metrics().await.unwrap_or_default().pushes_answered;
+    let after = observer.metrics().await.unwrap_or_default();
+    report.storm.pushes_answered = after.pushes_answered;
+    report.storm.handshakes = ObserverMetrics {
+        handshakes_waiting: most_waiting,
+        ..after
+    };
     Ok(())
 }
 

@@ -65,6 +65,14 @@ pub struct ObserverMetrics {
     pub agent_streams: u64,
     /// `kaas_observer_config_pushes_total{result="success"}`.
     pub pushes_answered: u64,
+    /// `kaas_observer_tls_handshakes_total{result="success"}`.
+    pub handshakes_succeeded: u64,
+    /// `kaas_observer_tls_handshakes_total{result="failure"}`.
+    pub handshakes_failed: u64,
+    /// `kaas_observer_tls_handshakes_total{result="timeout"}`.
+    pub handshakes_timed_out: u64,
+    /// `kaas_observer_tls_handshakes_waiting`.
+    pub handshakes_waiting: u64,
 }
 
 impl ObserverMetrics {
@@ -78,6 +86,10 @@ impl ObserverMetrics {
         Self {
             agent_streams: value("kaas_observer_agent_streams "),
             pushes_answered: value("kaas_observer_config_pushes_total{result=\"success\"} "),
+            handshakes_succeeded: value("kaas_observer_tls_handshakes_total{result=\"success\"} "),
+            handshakes_failed: value("kaas_observer_tls_handshakes_total{result=\"failure\"} "),
+            handshakes_timed_out: value("kaas_observer_tls_handshakes_total{result=\"timeout\"} "),
+            handshakes_waiting: value("kaas_observer_tls_handshakes_waiting "),
         }
     }
 }
@@ -392,12 +404,19 @@ mod tests {
                     # TYPE kaas_observer_config_pushes counter\n\
                     kaas_observer_config_pushes_total{result=\"failure\"} 3\n\
                     kaas_observer_config_pushes_total{result=\"success\"} 40\n\
+                    kaas_observer_tls_handshakes_total{result=\"success\"} 41\n\
+                    kaas_observer_tls_handshakes_total{result=\"timeout\"} 2\n\
+                    kaas_observer_tls_handshakes_waiting 7\n\
                     # EOF\n";
         assert_eq!(
             ObserverMetrics::parse(text),
             ObserverMetrics {
                 agent_streams: 42,
-                pushes_answered: 40
+                pushes_answered: 40,
+                handshakes_succeeded: 41,
+                handshakes_failed: 0,
+                handshakes_timed_out: 2,
+                handshakes_waiting: 7,
             }
         );
         assert_eq!(ObserverMetrics::parse(""), ObserverMetrics::default());

@@ -69,6 +69,9 @@ pub struct Storm {
     pub memory: Memory,
     /// APPLIED answers the restarted observer counted (0: nobody needed a push).
     pub pushes_answered: u64,
+    /// The restarted observer's TLS handshake counters once settled, with the most
+    /// connections seen waiting for a handshake slot while polling.
+    pub handshakes: super::ObserverMetrics,
 }
 
 /// Everything one run measured.
@@ -259,6 +262,15 @@ impl FanoutReport {
             mib(s.memory.rss_bytes),
             mib(s.memory.peak_bytes),
             s.pushes_answered
+        );
+        let h = &s.handshakes;
+        let _ = writeln!(
+            out,
+            "  TLS handshakes after restart: {} succeeded, {} failed, {} timed out; at most {} waiting for a slot when polled",
+            h.handshakes_succeeded,
+            h.handshakes_failed,
+            h.handshakes_timed_out,
+            h.handshakes_waiting
         );
         row(
             &mut out,
