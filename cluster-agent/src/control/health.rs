@@ -9,8 +9,9 @@ use kaas_proto::control::v1::{
 };
 use std::sync::atomic::Ordering;
 
+use crate::buffer::budget::BUFFER_BUDGET_EXCEEDED;
 use crate::pipeline::runtime::{Pipelines, RunningPipeline};
-use crate::pipeline::stats::DropReason;
+use crate::pipeline::stats::{DropReason, ERROR_LOG_INTERVAL};
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms(at: SystemTime) -> i64 {
@@ -42,6 +43,7 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
         // The contract has no reason for undecodable buffer records; they are still
         // lost data, so they are reported rather than hidden.
         (DropReason::Corrupt, WireDropReason::Unspecified),
+        (DropReason::BufferWriteFailed, WireDropReason::Unspecified),
     ]
     .into_iter()
     .map(|(reason, wire)| DroppedSamples {
@@ -77,12 +79,32 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
         samples_dropped,
         buffer_bytes,
         buffer_oldest_age_seconds,
-        last_error: stats.last_error().map(|error| PipelineError {
-            timestamp_unix_ms: unix_ms(error.at),
-            reason: error.reason,
-            message: error.message,
-        }),
+        last_error: last_error(pipeline, now_ms),
         targets_up,
         targets_down,
+    }
+}
+
+/// The error a report carries: the most recent one, unless none happened within
+/// [`ERROR_LOG_INTERVAL`] and the pipeline runs with a buffer reduced by the budget;
+/// that standing condition is then reported as of now, so the observer keeps showing
+/// it for as long as it holds rather than only just after the pipeline started.
+fn last_error(pipeline: &RunningPipeline, now_ms: i64) -> Option<PipelineError> {
+    let recent = pipeline.stats.last_error().map(|error| PipelineError {
+        timestamp_unix_ms: unix_ms(error.at),
+        reason: error.reason,
+        message: error.message,
+    });
+    let Some(reduced) = &pipeline.buffer_grant.reduced else {
+        return recent;
+    };
+    let window_ms = i64::try_from(ERROR_LOG_INTERVAL.as_millis()).unwrap_or(i64::MAX);
+    match recent {
+        Some(error) if now_ms.saturating_sub(error.timestamp_unix_ms) < window_ms => Some(error),
+        _ => Some(PipelineError {
+            timestamp_unix_ms: now_ms,
+            reason: BUFFER_BUDGET_EXCEEDED.to_owned(),
+            message: reduced.clone(),
+        }),
     }
 }
