@@ -95,7 +95,16 @@ fn last_error(pipeline: &RunningPipeline, now_ms: i64) -> Option<PipelineError> 
         reason: error.reason,
         message: error.message,
     });
-    let Some(reduced) = &pipeline.buffer_grant.reduced else {
+    reported_error(recent, pipeline.buffer_grant.reduced.as_deref(), now_ms)
+}
+
+/// [`last_error`] for the most `recent` error and the reason the buffer is `reduced`.
+fn reported_error(
+    recent: Option<PipelineError>,
+    reduced: Option<&str>,
+    now_ms: i64,
+) -> Option<PipelineError> {
+    let Some(reduced) = reduced else {
         return recent;
     };
     let window_ms = i64::try_from(ERROR_LOG_INTERVAL.as_millis()).unwrap_or(i64::MAX);
@@ -104,7 +113,50 @@ fn last_error(pipeline: &RunningPipeline, now_ms: i64) -> Option<PipelineError> 
         _ => Some(PipelineError {
             timestamp_unix_ms: now_ms,
             reason: BUFFER_BUDGET_EXCEEDED.to_owned(),
-            message: reduced.clone(),
+            message: reduced.to_owned(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn error(reason: &str, at: i64) -> PipelineError {
+        PipelineError {
+            timestamp_unix_ms: at,
+            reason: reason.to_owned(),
+            message: String::new(),
+        }
+    }
+
+    /// Issue 13, Disk budget: a buffer reduced by the budget is a standing condition.
+    /// Reports carry it whenever no other error is recent, so the observer's condition
+    /// does not clear itself a while after the pipeline started.
+    #[test]
+    fn a_reduced_buffer_is_reported_while_no_other_error_is_recent() {
+        let reduced = Some("limited by the budget");
+        let window = i64::try_from(ERROR_LOG_INTERVAL.as_millis()).unwrap();
+        let standing = reported_error(None, reduced, NOW).unwrap();
+        assert_eq!(
+            (standing.reason.as_str(), standing.timestamp_unix_ms),
+            (BUFFER_BUDGET_EXCEEDED, NOW)
+        );
+        assert_eq!(standing.message, "limited by the budget");
+        let fresh = error("BackendUnreachable", NOW - 1000);
+        assert_eq!(
+            reported_error(Some(fresh.clone()), reduced, NOW),
+            Some(fresh.clone())
+        );
+        let old = error("BackendUnreachable", NOW - window);
+        let again = reported_error(Some(old.clone()), reduced, NOW).unwrap();
+        assert_eq!(
+            (again.reason.as_str(), again.timestamp_unix_ms),
+            (BUFFER_BUDGET_EXCEEDED, NOW)
+        );
+        assert_eq!(reported_error(Some(old.clone()), None, NOW), Some(old));
+        assert_eq!(reported_error(None, None, NOW), None);
     }
 }
