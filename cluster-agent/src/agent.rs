@@ -6,12 +6,17 @@
 //! untouched (no scrape gap, no reconnect), a changed one is stopped and started with
 //! the new settings on the same buffer directory (nothing buffered is lost), a removed
 //! one is stopped (its buffer directory stays, for an operator or a later re-add).
+//!
+//! Every apply also shares the agent's buffer budget between the pipelines
+//! ([`crate::buffer::budget`]); a pipeline whose share changes is restarted with its new
+//! bound, like a changed one.
 
 use std::sync::Arc;
 
 use kaas_pipeline::agent_config::ValidatedAgentConfig;
 use tokio::sync::RwLock;
 
+use crate::buffer::budget::{BufferGrant, DEFAULT_BUFFER_BUDGET, allocate};
 use crate::labels::Labels;
 use crate::pipeline::runtime::{AgentContext, Pipelines, RunningPipeline};
 
@@ -34,6 +39,8 @@ pub struct ApplyReport {
 pub struct Agent {
     base: AgentContext,
     external_labels: Arc<Labels>,
+    /// Bytes all pipelines' buffers may use together.
+    buffer_budget: u64,
     /// The running pipelines, readable by reporters.
     pub pipelines: Arc<RwLock<Pipelines>>,
 }
@@ -44,8 +51,15 @@ impl Agent {
         Self {
             external_labels: base.external_labels.clone(),
             base,
+            buffer_budget: DEFAULT_BUFFER_BUDGET,
             pipelines: Arc::new(RwLock::new(Pipelines::new())),
         }
+    }
+
+    /// Shares `bytes` between the buffers of the pipelines applied from now on (the
+    /// default is [`DEFAULT_BUFFER_BUDGET`]).
+    pub fn set_buffer_budget(&mut self, bytes: u64) {
+        self.buffer_budget = bytes;
     }
 
     /// Uses `secrets` for pipelines started from now on (running pipelines keep the
@@ -84,12 +98,24 @@ impl Agent {
                 report.stopped.push(name);
             }
         }
+        let mut grants = allocate(
+            self.buffer_budget,
+            config
+                .pipelines
+                .iter()
+                .map(|p| (p.name(), p.buffer.max_bytes.get())),
+        );
         for pipeline in config.pipelines {
             let name = pipeline.name().to_owned();
+            let grant = grants.remove(&name).unwrap_or(BufferGrant {
+                max_bytes: pipeline.buffer.max_bytes.get(),
+                reduced: None,
+            });
             let previous = running.remove(&name);
             let restart = match &previous {
                 Some(current)
                     if !labels_changed
+                        && current.buffer_grant == grant
                         && current.pipeline.resource().spec == pipeline.resource().spec =>
                 {
                     if let Some(current) = previous {
@@ -104,7 +130,7 @@ impl Agent {
             if let Some(current) = previous {
                 current.stop().await;
             }
-            match RunningPipeline::start(pipeline, &context) {
+            match RunningPipeline::start(pipeline, &context, grant) {
                 Ok(started) => {
                     running.insert(name.clone(), started);
                     if restart {

@@ -11,6 +11,8 @@
 //! | `kaas_agent_pipeline_requests_total` | pipeline |
 //! | `kaas_agent_pipeline_send_duration_seconds` (histogram) | pipeline |
 //! | `kaas_agent_pipeline_buffer_bytes` | pipeline |
+//! | `kaas_agent_pipeline_buffer_max_bytes` | pipeline |
+//! | `kaas_agent_buffer_budget_bytes` | |
 //! | `kaas_agent_pipeline_buffer_oldest_age_seconds` | pipeline |
 //! | `kaas_agent_pipeline_targets` | pipeline, state (up, down) |
 //! | `kaas_agent_target_scrape_errors_total` | pipeline, instance |
@@ -55,19 +57,23 @@ pub struct AgentCollector {
     pipelines: Arc<RwLock<Pipelines>>,
     reloads: Arc<ReloadState>,
     push: Arc<PushStats>,
+    buffer_budget: u64,
 }
 
-/// A registry holding the agent's collector.
+/// A registry holding the agent's collector; `buffer_budget` is what all pipelines'
+/// buffers may use together.
 pub fn registry(
     pipelines: Arc<RwLock<Pipelines>>,
     reloads: Arc<ReloadState>,
     push: Arc<PushStats>,
+    buffer_budget: u64,
 ) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(AgentCollector {
         pipelines,
         reloads,
         push,
+        buffer_budget,
     }));
     registry
 }
@@ -119,6 +125,12 @@ impl Collector for AgentCollector {
                     reloads.failures.load(Ordering::Relaxed),
                 ),
             ],
+        )?;
+        gauge(
+            &mut encoder,
+            "kaas_agent_buffer_budget_bytes",
+            "Bytes the buffers of all pipelines may use together (--buffer-budget).",
+            &[(vec![], self.buffer_budget as f64)],
         )?;
         gauge(
             &mut encoder,
@@ -182,13 +194,14 @@ impl Collector for AgentCollector {
                 ("max_age_exceeded", DropReason::MaxAgeExceeded),
                 ("rejected_by_backend", DropReason::RejectedByBackend),
                 ("corrupt", DropReason::Corrupt),
+                ("buffer_write_failed", DropReason::BufferWriteFailed),
             ] {
                 dropped.push((
                     vec![("pipeline", name.clone()), ("reason", reason.to_owned())],
                     stats.dropped_total(kind),
                 ));
             }
-            max_bytes.push((label(), pipeline.pipeline.buffer.max_bytes.get() as f64));
+            max_bytes.push((label(), pipeline.buffer_grant.max_bytes as f64));
             if let Ok(buffer) = pipeline.buffer.try_lock() {
                 bytes.push((label(), buffer.bytes() as f64));
                 let oldest = buffer
@@ -286,7 +299,7 @@ impl Collector for AgentCollector {
         gauge(
             &mut encoder,
             "kaas_agent_pipeline_buffer_max_bytes",
-            "The byte bound of the pipeline's disk buffer (spec.buffer.maxBytes).",
+            "The byte bound of the pipeline's disk buffer: spec.buffer.maxBytes, or less when the agent's buffer budget is shared.",
             &max_bytes,
         )?;
         gauge(

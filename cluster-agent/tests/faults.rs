@@ -38,24 +38,48 @@ struct Agent {
 
 impl Agent {
     fn start(dir: &Path, config: &str) -> Self {
+        Self::start_with(dir, config, &[], None)
+    }
+
+    /// Starts the agent with `extra` flags; with `volume_size`, its data directory is a
+    /// tmpfs of that size (e.g. `1m`), mounted in a user and mount namespace of its own:
+    /// a real file system that fills up.
+    fn start_with(dir: &Path, config: &str, extra: &[&str], volume_size: Option<&str>) -> Self {
         let config_path = dir.join("agent.yaml");
         std::fs::write(&config_path, config).expect("agent config");
         let port = free_port();
         let log = dir.join("agent.log");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("data directory");
+        let mut command = match volume_size {
+            None => Command::new(AGENT),
+            Some(size) => {
+                let mut command = Command::new("unshare");
+                command
+                    .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+                    .arg(format!(
+                        "mount -t tmpfs -o size={size} kaas-agent-data \"$0\" && exec \"$@\""
+                    ))
+                    .arg(&data)
+                    .arg(AGENT);
+                command
+            }
+        };
         let guard = ChildGuard::spawn(
             "cluster-agent",
-            Command::new(AGENT)
+            command
                 .arg("run")
                 .arg("--config")
                 .arg(&config_path)
                 .arg("--data-dir")
-                .arg(dir.join("data"))
+                .arg(&data)
                 .arg("--listen-address")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--otlp-grpc-listen-address")
                 .arg("127.0.0.1:0")
                 .arg("--kubernetes")
                 .arg("off")
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).expect("agent log")),
         );
@@ -193,6 +217,29 @@ fn series(name: &str, count: usize) -> Vec<Vec<(&str, String)>> {
         .collect()
 }
 
+/// `count` series of `name` with a label of 64 pseudo-random hex digits each, which
+/// compress poorly: about 100 bytes per sample in the buffer.
+fn padded_series(name: &str, count: usize) -> Vec<Vec<(&'static str, String)>> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..count)
+        .map(|n| {
+            let pad: String = (0..4)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    format!("{state:016x}")
+                })
+                .collect();
+            vec![
+                ("__name__", name.to_owned()),
+                ("n", n.to_string()),
+                ("pad", pad),
+            ]
+        })
+        .collect()
+}
+
 #[test]
 fn an_outage_of_one_backend_delays_no_other_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,24 +363,7 @@ fn a_full_buffer_drops_the_oldest_counts_it_and_keeps_its_bound() {
     // 2,000 series with incompressible padding, 40 rounds: several MiB for a 1 MiB buffer.
     const SERIES: usize = 2000;
     const ROUNDS: usize = 40;
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let workload: Vec<Vec<(&str, String)>> = (0..SERIES)
-        .map(|n| {
-            let pad: String = (0..4)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    format!("{state:016x}")
-                })
-                .collect();
-            vec![
-                ("__name__", "fill_series".to_owned()),
-                ("n", n.to_string()),
-                ("pad", pad),
-            ]
-        })
-        .collect();
+    let workload = padded_series("fill_series", SERIES);
     let start = now_ms();
     for round in 0..ROUNDS {
         agent.push(&workload, round as f64, start + round as i64);
@@ -483,5 +513,232 @@ fn an_unreadable_secret_is_a_clear_error_and_delivery_starts_when_it_appears() {
     assert!(
         !agent.log().contains(token),
         "the secret itself is never logged"
+    );
+}
+
+/// Issue 13, finding 10 (buffer faults), on a real file system that fills up: the
+/// agent's data directory is a 1 MiB tmpfs and its backend is down, so the buffer's
+/// writes fail part way through records (`ENOSPC`). Each refused batch is counted
+/// (`buffer_write_failed`) and reported (`BufferWriteFailed`); once the backend is back,
+/// every batch that was stored arrives, delivering frees the volume, and every batch
+/// pushed after that arrives too: nothing is corrupt, nothing written after the
+/// recovery is lost. On 552c13e the partial record stayed in the segment file, the one
+/// segment was never deleted, the volume stayed full, and nothing pushed after the
+/// recovery was ever delivered.
+#[test]
+fn a_full_data_volume_refuses_batches_and_loses_nothing_written_after_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["vm", "agent"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let mut backend = VictoriaMetrics::start(&dir.path().join("vm"));
+    backend.stop();
+    let agent = Agent::start_with(
+        &dir.path().join("agent"),
+        &agent_config(&[pipeline(
+            "on-full-disk",
+            &backend.write_url(),
+            "      buffer: {maxBytes: 64Mi}\n",
+        )]),
+        &[],
+        Some("1m"),
+    );
+    const SERIES: usize = 300;
+    const ROUNDS_WHILE_DOWN: usize = 60;
+    const ROUNDS_AFTER_RECOVERY: usize = 10;
+    let workload = padded_series("full_volume_series", SERIES);
+    let start = now_ms();
+    // About 30 KB per round: the volume is full long before the last round.
+    for round in 0..ROUNDS_WHILE_DOWN {
+        agent.push(&workload, round as f64, start + round as i64);
+    }
+    let series = |name: &str, reason: &str| {
+        format!("kaas_agent_pipeline_{name}{{pipeline=\"on-full-disk\",reason=\"{reason}\"}}")
+    };
+    agent.wait_metric(&series("errors_total", "BufferWriteFailed"), 1.0);
+    let refused = agent
+        .metric(&series("samples_dropped_total", "buffer_write_failed"))
+        .expect("samples refused by the full volume are counted");
+    assert!(refused > 0.0 && refused % SERIES as f64 == 0.0, "{refused}");
+    let refused_rounds = (refused as usize) / SERIES;
+    assert!(
+        refused_rounds < ROUNDS_WHILE_DOWN,
+        "some rounds were stored"
+    );
+    eprintln!("{refused_rounds} of {ROUNDS_WHILE_DOWN} rounds refused by the full volume");
+    assert!(
+        agent.log().contains("BufferWriteFailed"),
+        "the failure is logged:\n{}",
+        agent.log()
+    );
+
+    // The backend returns: everything stored is delivered, which frees the volume.
+    backend.resume();
+    let stored_rounds = ROUNDS_WHILE_DOWN - refused_rounds;
+    let rounds_at_backend = |backend: &VictoriaMetrics| {
+        backend.flush();
+        let exported = backend.export("full_volume_series");
+        let mut per_series: Vec<Vec<i64>> = exported.into_iter().map(|(_, ts)| ts).collect();
+        for timestamps in &mut per_series {
+            timestamps.sort_unstable();
+            timestamps.dedup();
+        }
+        per_series
+    };
+    let until = Instant::now() + DEADLINE;
+    while rounds_at_backend(&backend)
+        .iter()
+        .map(Vec::len)
+        .sum::<usize>()
+        < stored_rounds * SERIES
+    {
+        assert!(
+            Instant::now() < until,
+            "the stored rounds never all arrived:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Pushed after the recovery: every one arrives.
+    let after = start + ROUNDS_WHILE_DOWN as i64;
+    for round in 0..ROUNDS_AFTER_RECOVERY {
+        agent.push(&workload, round as f64, after + round as i64);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let per_series = rounds_at_backend(&backend);
+        let complete = per_series.len() == SERIES
+            && per_series
+                .iter()
+                .all(|ts| ts.len() == stored_rounds + ROUNDS_AFTER_RECOVERY);
+        if complete {
+            for timestamps in &per_series {
+                let recovered: Vec<i64> = timestamps
+                    .iter()
+                    .copied()
+                    .filter(|ts| *ts >= after)
+                    .collect();
+                assert_eq!(recovered.len(), ROUNDS_AFTER_RECOVERY);
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "after the recovery the backend has {:?} samples per series, not {}:\n{}",
+            per_series
+                .iter()
+                .map(Vec::len)
+                .collect::<std::collections::BTreeSet<_>>(),
+            stored_rounds + ROUNDS_AFTER_RECOVERY,
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for reason in ["corrupt", "rejected_by_backend"] {
+        assert_eq!(
+            agent.metric(&series("samples_dropped_total", reason)),
+            Some(0.0),
+            "nothing {reason}"
+        );
+    }
+    assert_eq!(
+        agent.metric(&series("samples_dropped_total", "buffer_write_failed")),
+        Some(refused),
+        "nothing refused after the recovery"
+    );
+}
+
+/// Issue 13, Disk budget: two pipelines ask for 64 MiB of buffer each on an agent whose
+/// data volume is a real 8 MiB file system and whose `--buffer-budget` is 6 MiB. The
+/// agent gives each 3 MiB and says why (`BufferBudgetExceeded`, naming the budget).
+/// One backend is dead: its buffer stays within its share and drops its oldest data,
+/// the volume never fills, and the other pipeline delivers every round. On 552c13e
+/// there was no budget: the dead backend's buffer grew until the volume was full, and
+/// from then on the healthy pipeline's batches could not be written either.
+#[test]
+fn a_dead_backend_fills_only_its_share_of_the_volume_and_the_other_pipeline_keeps_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["prometheus", "agent"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let backend = Prometheus::receiver(&dir.path().join("prometheus"));
+    let dead = format!("http://127.0.0.1:{}/api/v1/write", free_port());
+    let buffer = "      buffer: {maxBytes: 64Mi}\n";
+    let agent = Agent::start_with(
+        &dir.path().join("agent"),
+        &agent_config(&[
+            pipeline("to-dead", &dead, buffer),
+            pipeline("to-live", &backend.write_url(), buffer),
+        ]),
+        &["--buffer-budget", "6Mi"],
+        Some("8m"),
+    );
+    let metric = |name: &str, pipeline: &str, reason: Option<&str>| {
+        let reason = reason.map_or(String::new(), |r| format!(",reason=\"{r}\""));
+        agent.metric(&format!(
+            "kaas_agent_pipeline_{name}{{pipeline=\"{pipeline}\"{reason}}}"
+        ))
+    };
+    for pipeline in ["to-dead", "to-live"] {
+        assert_eq!(
+            metric("buffer_max_bytes", pipeline, None),
+            Some(f64::from(3 << 20)),
+            "{pipeline} gets half of the budget"
+        );
+        assert!(
+            metric("errors_total", pipeline, Some("BufferBudgetExceeded")).unwrap_or(0.0) >= 1.0,
+            "{pipeline} says its buffer was reduced"
+        );
+    }
+    assert_eq!(
+        agent.metric("kaas_agent_buffer_budget_bytes"),
+        Some(f64::from(6 << 20))
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("BufferBudgetExceeded") && log.contains("buffer budget of 6291456 bytes"),
+        "{log}"
+    );
+
+    // About 30 KB per round, 400 rounds: 12 MB for the dead backend alone, more than the
+    // whole volume.
+    const SERIES: usize = 300;
+    const ROUNDS: usize = 400;
+    let workload = padded_series("budget_series", SERIES);
+    let start = now_ms();
+    for round in 0..ROUNDS {
+        agent.push(&workload, round as f64, start + round as i64);
+    }
+    wait_value(
+        &backend,
+        "sum(count_over_time(budget_series{via=\"to-live\"}[1h]))",
+        (SERIES * ROUNDS) as f64,
+        DEADLINE,
+    );
+    let dead_bytes = metric("buffer_bytes", "to-dead", None).expect("buffer bytes");
+    assert!(
+        dead_bytes <= f64::from(3 << 20),
+        "the dead backend's buffer keeps its share: {dead_bytes} bytes"
+    );
+    assert!(
+        metric("samples_dropped_total", "to-dead", Some("buffer_full")).unwrap_or(0.0) > 0.0,
+        "the dead backend's oldest data was dropped"
+    );
+    for pipeline in ["to-dead", "to-live"] {
+        assert_eq!(
+            metric(
+                "samples_dropped_total",
+                pipeline,
+                Some("buffer_write_failed")
+            ),
+            Some(0.0),
+            "the volume never filled up:\n{}",
+            agent.log()
+        );
+    }
+    assert_eq!(
+        metric("samples_dropped_total", "to-live", Some("buffer_full")),
+        Some(0.0)
     );
 }

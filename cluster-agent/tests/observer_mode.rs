@@ -242,6 +242,15 @@ struct Files {
 }
 
 fn start_agent(observer_url: &str, files: &Files, log: &Path) -> (ChildGuard, u16) {
+    start_agent_with(observer_url, files, log, &[])
+}
+
+fn start_agent_with(
+    observer_url: &str,
+    files: &Files,
+    log: &Path,
+    extra: &[&str],
+) -> (ChildGuard, u16) {
     let port = free_port();
     let guard = ChildGuard::spawn(
         "cluster-agent",
@@ -265,6 +274,7 @@ fn start_agent(observer_url: &str, files: &Files, log: &Path) -> (ChildGuard, u1
             .arg("300")
             .arg("--health-report-interval-ms")
             .arg("500")
+            .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("KAAS_JOIN_TOKEN")
             .stdout(Stdio::null())
@@ -387,5 +397,77 @@ fn the_agent_joins_ships_what_the_observer_sends_and_survives_without_it() {
     assert!(
         text.contains("applying the last-known-good configuration"),
         "{text}"
+    );
+}
+
+/// Issue 13, Disk budget: pipelines that reach an agent asking for more buffer than
+/// its `--buffer-budget` (stored without the API's check, as an older observer or a
+/// budget set higher on the observer than on the agent would let them through) run
+/// with smaller buffers, and the pipeline's `FlowHealthy` condition says so, naming the
+/// budget. On 552c13e the agent had no budget and reported nothing.
+#[test]
+fn pipelines_over_the_agents_buffer_budget_report_a_condition_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = Peers::start();
+    let observer = Observer::start(&dir.path().join("observer"));
+    let token = observer.block_on(async {
+        observer
+            .store
+            .create_tenant(TENANT, &Actor::admin())
+            .await
+            .unwrap();
+        let new = NewCluster {
+            name: CLUSTER.to_owned(),
+            tenant: TENANT.to_owned(),
+            labels: BTreeMap::new(),
+            api_endpoint: None,
+        };
+        observer
+            .store
+            .create_cluster(new, Duration::from_secs(3600), &Actor::admin())
+            .await
+            .unwrap()
+            .1
+    });
+    let files = Files {
+        data: dir.path().join("agent-data"),
+        ca: dir.path().join("observer-ca.crt"),
+        token: dir.path().join("join-token"),
+    };
+    std::fs::copy(dir.path().join("observer").join("ca.crt"), &files.ca).unwrap();
+    std::fs::write(&files.token, format!("{token}\n")).unwrap();
+    for name in ["big-a", "big-b"] {
+        let text = pipeline(name, &peers.target, &peers.receiver.url())
+            + "  buffer:\n    maxBytes: 64Mi\n";
+        observer.apply(&text);
+    }
+    let log = dir.path().join("agent.log");
+    let (_agent, port) =
+        start_agent_with(&observer.url, &files, &log, &["--buffer-budget", "32Mi"]);
+    wait_ready(port, &log);
+    for name in ["big-a", "big-b"] {
+        let flow = observer.wait_condition(
+            name,
+            kaas_pipeline::status::CONDITION_FLOW_HEALTHY,
+            |c| c.reason == reasons::BUFFER_BUDGET_EXCEEDED,
+            &log,
+        );
+        assert_eq!(flow.status, ConditionStatus::False);
+        assert!(
+            flow.message.contains(CLUSTER)
+                && flow.message.contains("16777216 of the 67108864 bytes")
+                && flow.message.contains("buffer budget of 33554432 bytes"),
+            "{}",
+            flow.message
+        );
+    }
+    // The buffers are smaller; the data still flows.
+    peers.wait_for_more(3, "with reduced buffers", &log);
+    let metrics = http::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .unwrap()
+        .1;
+    assert!(
+        metrics.contains("kaas_agent_pipeline_buffer_max_bytes{pipeline=\"big-a\"} 16777216"),
+        "{metrics}"
     );
 }

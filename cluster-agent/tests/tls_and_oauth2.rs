@@ -1,8 +1,10 @@
 //! Credentials against real servers: TLS and mutual TLS against nginx (which verifies
 //! the agent's client certificate), server-name override and insecureSkipVerify; and
-//! OAuth2 client credentials against a token endpoint, with the token cached.
+//! OAuth2 client credentials against a token endpoint, with the token cached, and a
+//! token endpoint answering hostile lifetimes while samples still reach Prometheus.
 //!
-//! Needs `nginx` (`scripts/test.sh` installs it). Certificates are made per test run.
+//! Needs `nginx` and `prometheus` (`scripts/test.sh` installs them). Certificates are
+//! made per test run.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use kaas_cluster_agent::exporters::remote_write::RemoteWriteExporter;
 use kaas_cluster_agent::exporters::retry::SendError;
 use kaas_pipeline::output::{RemoteWriteOutput, RemoteWriteVersion};
 use kaas_proto::remote_write::v1::{Label, Sample, TimeSeries};
+use kaas_test_support::peers::Prometheus;
 use kaas_test_support::remote_write_receiver::RemoteWriteReceiver;
 use kaas_test_support::tls::{MtlsNginx, TestPki};
 
@@ -188,4 +191,118 @@ async fn oauth2_client_credentials_fetch_and_cache_a_token() {
             Some("Bearer token-1")
         );
     }
+}
+
+/// Issue 13, finding 10 (OAuth2 lifetimes clamped): a token server on loopback answers
+/// `expires_in` as `2^64-1`, `1e300`, 0, a negative number and text. Every exporter
+/// still gets its token, sends its samples to a real Prometheus, and asks for a token
+/// once for two requests (the lifetime is clamped to `MIN_TOKEN_LIFETIME`..
+/// `MAX_TOKEN_LIFETIME`, the default when it is not a number). On 552c13e `2^64-1`
+/// panicked computing the cache deadline (0 samples sent, every round), negative and
+/// text answers failed every token request, and 0 asked for a token before every
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_oauth2_lifetimes_are_clamped_and_samples_still_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let prometheus = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || Prometheus::receiver(&dir)
+    })
+    .await
+    .unwrap();
+    let cases = [
+        ("huge", "18446744073709551615"),
+        ("exponent", "1e300"),
+        ("zero", "0"),
+        ("negative", "-3600"),
+        ("text", r#""whenever""#),
+    ];
+    let requests: Arc<Mutex<std::collections::BTreeMap<String, usize>>> = Arc::default();
+    let counted = requests.clone();
+    let app = axum::Router::new().route(
+        "/token/{case}",
+        axum::routing::post(
+            move |axum::extract::Path(case): axum::extract::Path<String>| {
+                let counted = counted.clone();
+                async move {
+                    *counted.lock().unwrap().entry(case.clone()).or_default() += 1;
+                    let expires_in = cases
+                        .iter()
+                        .find(|(name, _)| *name == case)
+                        .map_or("60", |(_, value)| value);
+                    (
+                        [("content-type", "application/json")],
+                        format!(
+                            r#"{{"access_token": "token-{case}", "token_type": "Bearer", "expires_in": {expires_in}}}"#
+                        ),
+                    )
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_server = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for (case, _) in cases {
+        let exporter = exporter(&format!(
+            "url: {}\nauthentication:\n  oauth2:\n    tokenUrl: {token_server}/{case}\n    clientId: {{value: agent}}\n    clientSecret: {{value: s3cret}}\n",
+            prometheus.write_url()
+        ));
+        for n in 0..2 {
+            let mut batch = batch();
+            batch.series[0].labels = vec![
+                Label {
+                    name: "__name__".into(),
+                    value: "oauth2_lifetime_case".into(),
+                },
+                Label {
+                    name: "case".into(),
+                    value: case.into(),
+                },
+            ];
+            batch.series[0].samples[0] = Sample {
+                value: f64::from(n),
+                timestamp: now_ms + i64::from(n),
+            };
+            exporter
+                .send(&batch)
+                .await
+                .unwrap_or_else(|e| panic!("{case}: send {n} failed: {e:?}"));
+        }
+        assert_eq!(
+            requests.lock().unwrap().get(case),
+            Some(&1),
+            "{case}: one token for both requests"
+        );
+    }
+    let counts = tokio::task::spawn_blocking(move || {
+        prometheus.wait_for(
+            "count_over_time(oauth2_lifetime_case[1h]) == 2",
+            Duration::from_secs(30),
+        );
+        prometheus.query("count_over_time(oauth2_lifetime_case[1h])")
+    })
+    .await
+    .unwrap();
+    let mut arrived: Vec<(String, String)> = counts
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["case"].as_str().unwrap_or_default().to_owned(),
+                r["value"][1].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    arrived.sort();
+    let mut expected: Vec<(String, String)> = cases
+        .iter()
+        .map(|(case, _)| ((*case).to_owned(), "2".to_owned()))
+        .collect();
+    expected.sort();
+    assert_eq!(arrived, expected, "both samples of every case arrived");
 }

@@ -154,6 +154,14 @@ pub struct ServeArgs {
     /// How many probes may run at once.
     #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_MAX_CONCURRENCY)]
     pub probe_max_concurrency: usize,
+    /// The default buffer budget of a cluster: bytes the buffers of all pipelines on its
+    /// agent may use together (the central pipeline's share included), as a Kubernetes
+    /// quantity. Applying a pipeline that would ask for more on a cluster it selects is
+    /// refused. An admin sets other budgets per cluster
+    /// (`PUT /api/v1/clusters/{name}/buffer-budget`); give each agent the same value
+    /// with its `--buffer-budget`. The default suits the agent's default (4Gi volume).
+    #[arg(long, value_name = "BYTES", default_value = "3Gi", value_parser = crate::api::budgets::parse_budget)]
+    pub cluster_buffer_budget: u64,
     /// This replica's id among the observer replicas sharing a database (they split the
     /// probe targets between them). Default: the pod name from `POD_NAME` when set
     /// (the deploy/ manifests set it), else the host name plus a random suffix.
@@ -488,6 +496,13 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         join_token_ttl,
         control_endpoint: control_endpoint.clone(),
         ca_pem: ca.ca_pem().to_owned(),
+        buffer_budgets: crate::api::budgets::BufferBudgets {
+            default_bytes: args.cluster_buffer_budget,
+            central_bytes: integrations.central_pipeline().map_or(
+                0,
+                crate::integrations::central::CentralPipelineSettings::buffer_max_bytes,
+            ),
+        },
     });
     let router: Router = api_metrics.layer(api).route(
         "/metrics",

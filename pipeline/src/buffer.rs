@@ -17,6 +17,13 @@ pub const DEFAULT_BUFFER_MAX_BYTES: u64 = 1 << 30;
 /// The smallest buffer accepted: below one 1 MiB segment the buffer could not hold a
 /// single large batch.
 pub const MIN_BUFFER_BYTES: u64 = 1 << 20;
+/// Disk the buffers of all pipelines on one agent may use together, unless the
+/// provider sets another budget (the agent's `--buffer-budget`, the observer's
+/// per-cluster setting). The shipped agent volume (`deploy/agent/base/pvc.yaml`) is
+/// 4 GiB; 3 GiB leaves a quarter of it for the agent's identity, its last-known-good
+/// configuration, ack files and the file system's overhead, and holds the central
+/// pipeline's default 1 GiB plus two tenant pipelines at the default `maxBytes`.
+pub const DEFAULT_BUFFER_BUDGET: u64 = 3 << 30;
 /// How old buffered data may get by default. 6 h rides out a backend outage over a
 /// night shift's response time; Kyma drops after 5 minutes, Prometheus' WAL keeps about
 /// 2 hours, and most receivers refuse samples older than a few hours anyway.

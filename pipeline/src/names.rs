@@ -12,6 +12,9 @@ pub const DNS1123_LABEL_MAX_LEN: usize = 63;
 pub const DNS1123_SUBDOMAIN_MAX_LEN: usize = 253;
 /// Longest Kubernetes label value.
 pub const LABEL_VALUE_MAX_LEN: usize = 63;
+/// Pipeline names starting with this are the observer's own (its central pipeline);
+/// tenants may not use them, and an agent serves their buffers first.
+pub const RESERVED_PIPELINE_PREFIX: &str = "kaas-";
 
 #[allow(clippy::unwrap_used)] // constant patterns, covered by tests
 fn regex(pattern: &str) -> Regex {

@@ -27,6 +27,11 @@ pub mod reasons {
     pub const DATA_DROPPED: &str = "DataDropped";
     /// A referenced Secret or key does not exist.
     pub const SECRET_MISSING: &str = "SecretMissing";
+    /// The agent's disk buffer could not store data: its volume is full or failing.
+    pub const BUFFER_WRITE_FAILED: &str = "BufferWriteFailed";
+    /// The pipelines on a cluster ask for more buffer than its budget: this one runs
+    /// with a smaller buffer than its `maxBytes`.
+    pub const BUFFER_BUDGET_EXCEEDED: &str = "BufferBudgetExceeded";
     /// Everything is fine.
     pub const FLOW_HEALTHY: &str = "FlowHealthy";
 }

@@ -47,10 +47,31 @@
 //! lengths after it cannot be trusted); a missing segment is simply absent, and an ack
 //! pointing into it moves to the next segment that exists. Opening never fails because
 //! of damaged data, only because of I/O errors.
+//!
+//! # Write and read failures
+//!
+//! A full disk (`ENOSPC`), a file-size limit (`EFBIG`) or an I/O error can fail an
+//! append after part of the record reached the file. The index never runs ahead of the
+//! file: it gains a record only after the whole record was written. After a failed
+//! append the file is cut back to its last whole record, the segment takes no more
+//! appends (the next push starts a new segment, so a segment whose cut failed is never
+//! appended to, and a delivered segment can be deleted to free space), and the push is
+//! refused with the record handed back ([`PushError::Failed`]). Pushes after the
+//! failure are stored and delivered as usual once there is room again. Segments that
+//! are delivered are deleted even when the ack position cannot be persisted (a full
+//! disk has no room for it either): a restart then resumes at the next segment that
+//! exists, delivering again at most what remains.
+//!
+//! Every read is checked: the record's header must match the index and its checksum its
+//! bytes. A record damaged after it was written (or unreadable) is skipped, counted in
+//! [`Dropped::corrupt`] and reported ([`BufferError::Corrupt`]); reading goes on with
+//! the next record.
 
+pub mod budget;
 mod segment;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -61,7 +82,8 @@ use std::time::Duration;
 use kaas_pipeline::buffer::{ValidatedBuffer, WhenFull};
 
 pub use segment::HEADER_BYTES;
-use segment::{ScanEnd, frame_in_place, scan_segment};
+use segment::{ScanEnd, check_record, frame_in_place, scan_segment};
+use writer::{SegmentOpener, SegmentWriter};
 
 /// Largest segment file. Small enough that dropping the oldest segment frees a modest
 /// share of the buffer, large enough that file counts stay low.
@@ -131,13 +153,43 @@ pub enum BufferError {
         #[source]
         source: io::Error,
     },
+    /// A record read back does not match what was written (damaged on disk since, or
+    /// unreadable); it was skipped and its items counted in [`Dropped::corrupt`].
+    #[error(
+        "buffer {dir}: the record at segment {segment}, offset {offset} is damaged ({reason}); its {items} samples are dropped"
+    )]
+    Corrupt {
+        /// The buffer directory.
+        dir: PathBuf,
+        /// The segment id.
+        segment: u64,
+        /// The record's offset in the segment.
+        offset: u64,
+        /// How many items it held.
+        items: u32,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
-/// A push refused because the buffer is full ([`WhenFull::DropNewest`]) or the record
-/// can never fit; the record is handed back.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("buffer full: record of {} bytes refused", .0.payload.len())]
-pub struct Refused(pub Record);
+/// A push that was not stored; either way the record is handed back, so the caller
+/// decides what becomes of it and nothing is lost silently.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The buffer is full ([`WhenFull::DropNewest`]) or the record can never fit.
+    #[error("buffer full: record of {} bytes refused", .0.payload.len())]
+    Full(Record),
+    /// Writing failed (a full disk, an I/O error); the buffer took back whatever part
+    /// of the record reached the file and stays usable.
+    #[error("{source}; record of {} bytes not stored", .record.payload.len())]
+    Failed {
+        /// The record, as given.
+        record: Record,
+        /// Why writing failed.
+        #[source]
+        source: BufferError,
+    },
+}
 
 /// What opening found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -157,6 +209,8 @@ pub struct Dropped {
     pub full: u64,
     /// Dropped because they were older than the maximum age.
     pub expired: u64,
+    /// Dropped because their record was damaged when read back.
+    pub corrupt: u64,
 }
 
 /// Start offset, timestamp, item count and stream of a record.
@@ -179,7 +233,11 @@ pub struct DiskBuffer {
     dir: PathBuf,
     limits: Limits,
     segments: VecDeque<SegmentInfo>,
-    writer: Option<File>,
+    writer: Option<Box<dyn SegmentWriter>>,
+    /// Opens segment files for appending.
+    opener: SegmentOpener,
+    /// The newest segment takes no more appends (an append to it failed).
+    sealed: bool,
     /// Next record to read.
     read: Position,
     /// First record not acknowledged.
@@ -260,6 +318,8 @@ impl DiskBuffer {
             limits,
             segments,
             writer: None,
+            opener: SegmentOpener::default(),
+            sealed: false,
             read: acked,
             acked,
             persisted_ack: acked,
@@ -276,7 +336,8 @@ impl DiskBuffer {
 
     /// Appends a record. When full, [`WhenFull::DropOldest`] deletes whole oldest
     /// segments to make room; [`WhenFull::DropNewest`] refuses and returns the record.
-    pub fn push(&mut self, record: Record) -> Result<Result<(), Refused>, BufferError> {
+    /// A failed write returns the record too (see the module documentation).
+    pub fn push(&mut self, record: Record) -> Result<(), PushError> {
         self.push_in_stream(record, None)
     }
 
@@ -286,20 +347,21 @@ impl DiskBuffer {
         &mut self,
         record: Record,
         stream: Option<Stream>,
-    ) -> Result<Result<(), Refused>, BufferError> {
+    ) -> Result<(), PushError> {
         let mut framed = vec![0; HEADER_BYTES as usize];
         framed.extend_from_slice(&record.payload);
-        if self.push_framed(&mut framed, record.timestamp_ms, record.items, stream)? {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(Refused(record)))
+        match self.push_framed(&mut framed, record.timestamp_ms, record.items, stream) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(PushError::Full(record)),
+            Err(source) => Err(PushError::Failed { record, source }),
         }
     }
 
     /// Appends a record the caller assembled in its own buffer: [`HEADER_BYTES`] of room
     /// (overwritten here) followed by the payload, so a producer can compress straight
     /// into the bytes that are written. `Ok(false)` when refused, as [`Self::push`]
-    /// refuses (the caller keeps its bytes).
+    /// refuses; an error when writing failed (the buffer took back what reached the
+    /// file). Either way the caller keeps its bytes.
     pub fn push_framed(
         &mut self,
         framed: &mut [u8],
@@ -314,7 +376,7 @@ impl DiskBuffer {
         if size - HEADER_BYTES > u64::from(MAX_RECORD_BYTES) || size > self.limits.max_bytes {
             return Ok(false);
         }
-        while self.bytes() + size > self.limits.max_bytes {
+        while self.bytes().saturating_add(size) > self.limits.max_bytes {
             match self.limits.when_full {
                 WhenFull::DropNewest => return Ok(false),
                 WhenFull::DropOldest => {
@@ -324,22 +386,28 @@ impl DiskBuffer {
                 }
             }
         }
-        let segment_full = self
-            .segments
-            .back()
-            .is_none_or(|s| s.len > 0 && s.len + size > self.segment_bytes);
+        let segment_full = self.sealed
+            || self
+                .segments
+                .back()
+                .is_none_or(|s| s.len > 0 && s.len + size > self.segment_bytes);
         if segment_full || self.writer.is_none() {
             self.open_writer(segment_full)?;
         }
         frame_in_place(framed, timestamp_ms, items);
-        let writer = self.writer.as_mut().ok_or_else(|| BufferError::Io {
-            dir: self.dir.clone(),
-            operation: "append",
-            source: io::Error::other("no open segment"),
-        })?;
-        writer
-            .write_all(framed)
-            .map_err(io_error(&self.dir, "append record"))?;
+        let written = match self.writer.as_mut() {
+            Some(writer) => writer.write_all(framed),
+            None => Err(io::Error::other("no open segment")),
+        };
+        if let Err(source) = written {
+            self.take_back_failed_append();
+            return Err(BufferError::Io {
+                dir: self.dir.clone(),
+                operation: "append record",
+                source,
+            });
+        }
+        // Only a record that is wholly in the file enters the index.
         let segment = self.segments.back_mut().ok_or_else(|| BufferError::Io {
             dir: self.dir.clone(),
             operation: "append",
@@ -353,6 +421,22 @@ impl DiskBuffer {
         Ok(true)
     }
 
+    /// After a failed append: cuts the file back to its last whole record and closes it.
+    /// A segment that holds records, or whose cut failed, takes no more appends; an
+    /// empty one that was cut cleanly is reused, so a disk that stays full does not
+    /// leave a trail of empty segments.
+    fn take_back_failed_append(&mut self) {
+        let Some(segment) = self.segments.back() else {
+            self.writer = None;
+            return;
+        };
+        let cut = self
+            .writer
+            .take()
+            .is_some_and(|writer| writer.set_len(segment.len).is_ok());
+        self.sealed = segment.len > 0 || !cut;
+    }
+
     /// What the next [`Self::read_next`] with the same `now_ms` returns, without
     /// reading it: the record's item count and stream. Expired records before it are
     /// skipped and counted, as [`Self::read_next`] would.
@@ -362,7 +446,9 @@ impl DiskBuffer {
     }
 
     /// Reads the next unread record, skipping (and counting) records older than the
-    /// maximum age relative to `now_ms`. `None` when everything has been read.
+    /// maximum age relative to `now_ms`. `None` when everything has been read. A record
+    /// that fails its check is skipped, counted in [`Dropped::corrupt`] and returned as
+    /// [`BufferError::Corrupt`]; the next call reads on after it.
     pub fn read_next(&mut self, now_ms: i64) -> Result<Option<(Position, Record)>, BufferError> {
         let Some(((offset, timestamp_ms, items, _), next_offset)) = self.skip_expired(now_ms)
         else {
@@ -373,15 +459,27 @@ impl DiskBuffer {
             segment: position.segment,
             offset: next_offset,
         };
-        let payload = self.read_payload(position.segment, offset, next_offset)?;
-        Ok(Some((
-            position,
-            Record {
-                timestamp_ms,
-                items,
-                payload,
-            },
-        )))
+        match self.read_payload(position.segment, offset, next_offset, timestamp_ms, items) {
+            Ok(payload) => Ok(Some((
+                position,
+                Record {
+                    timestamp_ms,
+                    items,
+                    payload,
+                },
+            ))),
+            Err(reason) => {
+                self.reader = None;
+                self.dropped.corrupt = self.dropped.corrupt.saturating_add(u64::from(items));
+                Err(BufferError::Corrupt {
+                    dir: self.dir.clone(),
+                    segment: position.segment,
+                    offset,
+                    items,
+                    reason,
+                })
+            }
+        }
     }
 
     /// Moves the read position past records older than the maximum age (counting
@@ -404,7 +502,7 @@ impl DiskBuffer {
             if now_ms.saturating_sub(entry.1) <= max_age_ms {
                 return Some((entry, next_offset));
             }
-            self.dropped.expired += u64::from(entry.2);
+            self.dropped.expired = self.dropped.expired.saturating_add(u64::from(entry.2));
             self.read = Position {
                 segment: segment_id,
                 offset: next_offset,
@@ -512,9 +610,8 @@ impl DiskBuffer {
             None => self.acked.segment.max(1),
         };
         let path = segment_path(&self.dir, id);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
+        let file = self
+            .opener
             .open(&path)
             .map_err(io_error(&self.dir, "open segment for appending"))?;
         if self.segments.back().is_none_or(|s| s.id != id) {
@@ -525,6 +622,7 @@ impl DiskBuffer {
             });
         }
         self.writer = Some(file);
+        self.sealed = false;
         Ok(())
     }
 
@@ -546,7 +644,7 @@ impl DiskBuffer {
             })
             .map(|(_, _, items, _)| u64::from(*items))
             .sum();
-        self.dropped.full += unacked;
+        self.dropped.full = self.dropped.full.saturating_add(unacked);
         if self.segments.len() == 1 {
             self.writer = None;
         }
@@ -576,11 +674,15 @@ impl DiskBuffer {
                 .segments
                 .front()
                 .is_some_and(|front| self.acked.segment > front.id);
-        if deletable {
-            // The ack must be on disk before the data it covers disappears, or a
-            // restart would look for it in a deleted segment.
-            self.persist_ack()?;
-        }
+        // The ack goes to disk first, so a restart does not deliver again what it
+        // covers. If that fails (a full disk has no room for it either) the segments
+        // are deleted all the same, to free the space: a restart then finds the older
+        // persisted position's segment gone and resumes at the next one that exists.
+        let persisted = if deletable {
+            self.persist_ack()
+        } else {
+            Ok(())
+        };
         while self.segments.len() > 1 {
             let Some(front) = self.segments.front() else {
                 break;
@@ -593,7 +695,7 @@ impl DiskBuffer {
                 .map_err(io_error(&self.dir, "delete delivered segment"))?;
             self.segments.pop_front();
         }
-        Ok(())
+        persisted
     }
 
     /// A position at the end of a segment, or in a segment that no longer exists, means
@@ -633,22 +735,35 @@ impl DiskBuffer {
         position
     }
 
-    fn read_payload(&mut self, segment: u64, start: u64, end: u64) -> Result<Vec<u8>, BufferError> {
+    /// The payload of the record at `start..end` of `segment`, checked against the index
+    /// (length, timestamp, items) and its checksum; why not, when it fails.
+    fn read_payload(
+        &mut self,
+        segment: u64,
+        start: u64,
+        end: u64,
+        timestamp_ms: i64,
+        items: u32,
+    ) -> Result<Vec<u8>, String> {
         use std::io::{Read, Seek, SeekFrom};
         if self.reader.as_ref().is_none_or(|(id, _)| *id != segment) {
             let file = File::open(segment_path(&self.dir, segment))
-                .map_err(io_error(&self.dir, "open segment"))?;
+                .map_err(|e| format!("cannot open the segment: {e}"))?;
             self.reader = Some((segment, file));
         }
         let Some((_, file)) = self.reader.as_mut() else {
-            return Ok(Vec::new());
+            return Err("no open segment".to_owned());
         };
-        file.seek(SeekFrom::Start(start + HEADER_BYTES))
-            .map_err(io_error(&self.dir, "seek"))?;
-        let mut payload = vec![0; usize::try_from(end - start - HEADER_BYTES).unwrap_or(0)];
-        file.read_exact(&mut payload)
-            .map_err(io_error(&self.dir, "read record"))?;
-        Ok(payload)
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| format!("cannot seek: {e}"))?;
+        let len = usize::try_from(end.saturating_sub(start))
+            .map_err(|_| "the record is too large".to_owned())?;
+        let mut framed = vec![0; len];
+        file.read_exact(&mut framed)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        check_record(&framed, timestamp_ms, items)?;
+        framed.drain(..HEADER_BYTES as usize);
+        Ok(framed)
     }
 }
 

@@ -23,6 +23,29 @@ pub(super) fn frame_in_place(framed: &mut [u8], timestamp_ms: i64, items: u32) {
     header[16..].copy_from_slice(&items);
 }
 
+/// Checks a record read back (`framed`: header and payload) against what the index
+/// says of it and against its checksum; why it does not match, if it does not.
+pub(super) fn check_record(framed: &[u8], timestamp_ms: i64, items: u32) -> Result<(), String> {
+    let Some((header, payload)) = framed.split_at_checked(HEADER_BYTES as usize) else {
+        return Err("shorter than a record header".to_owned());
+    };
+    let field = |range: std::ops::Range<usize>| header.get(range).unwrap_or_default();
+    if field(0..4)
+        != u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes()
+    {
+        return Err("the length does not match the index".to_owned());
+    }
+    if field(8..16) != timestamp_ms.to_le_bytes() || field(16..20) != items.to_le_bytes() {
+        return Err("the header does not match the index".to_owned());
+    }
+    if field(4..8) != crc32fast::hash(&framed[8..]).to_le_bytes() {
+        return Err("bad checksum".to_owned());
+    }
+    Ok(())
+}
+
 /// How a scan ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum ScanEnd {

@@ -76,6 +76,12 @@ pub struct RunArgs {
     /// Where buffers and state are kept.
     #[arg(long, value_name = "DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// Bytes the buffers of all pipelines may use together on the data directory's
+    /// volume, e.g. `3Gi` (Kubernetes quantity). Set it below the volume's size; the
+    /// observer's own pipelines are served first, the others share the rest. Default:
+    /// 3Gi, for the 4Gi volume of the install manifests.
+    #[arg(long, value_name = "BYTES", default_value = "3Gi", value_parser = parse_buffer_budget)]
+    pub buffer_budget: u64,
     /// Address for /metrics, /healthz, /readyz and the push receivers.
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_LISTEN_ADDRESS)]
     pub listen_address: SocketAddr,
@@ -100,6 +106,18 @@ pub struct RunArgs {
     /// The agent's own metrics and spans over OTLP.
     #[command(flatten)]
     pub otlp: kaas_self_telemetry::OtlpFlags,
+}
+
+/// Reads `--buffer-budget`: a Kubernetes quantity of at least one minimal buffer.
+fn parse_buffer_budget(text: &str) -> Result<u64, String> {
+    let bytes = kaas_pipeline::units::parse_byte_quantity(text)?;
+    let min = crate::buffer::budget::MIN_BUFFER_BYTES;
+    if bytes < min {
+        return Err(format!(
+            "{bytes} bytes is below the minimum of 1Mi ({min} bytes)"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The agent as its own telemetry names it (`service.name`).
@@ -273,10 +291,16 @@ impl ConfiguredAgent {
             },
             service_account_dir: crate::pipeline::runtime::SERVICE_ACCOUNT_DIR.into(),
         };
-        let agent = Agent::new(context);
+        let mut agent = Agent::new(context);
+        agent.set_buffer_budget(args.buffer_budget);
         let reloads = Arc::new(ReloadState::default());
         let push_stats = Arc::new(PushStats::default());
-        let mut registry = registry(agent.pipelines.clone(), reloads.clone(), push_stats.clone());
+        let mut registry = registry(
+            agent.pipelines.clone(),
+            reloads.clone(),
+            push_stats.clone(),
+            args.buffer_budget,
+        );
         telemetry.register(&mut registry);
         let registry = Arc::new(registry);
         telemetry.start(registry.clone())?;
@@ -495,6 +519,21 @@ mod tests {
         let listed =
             parse(&["--observer", "https://a:8443", "--observer-order", "listed"]).unwrap();
         assert_eq!(listed.observer_order, EndpointOrder::Listed);
+    }
+
+    /// Issue 13, Disk budget: the budget is a flag with a named default, given as a
+    /// quantity and refused below one minimal buffer.
+    #[test]
+    fn the_buffer_budget_is_a_quantity_with_a_default() {
+        let default = parse(&["--config", "agent.yaml"]).unwrap();
+        assert_eq!(
+            default.buffer_budget,
+            crate::buffer::budget::DEFAULT_BUFFER_BUDGET
+        );
+        let set = parse(&["--config", "a.yaml", "--buffer-budget", "512Mi"]).unwrap();
+        assert_eq!(set.buffer_budget, 512 << 20);
+        let error = parse(&["--config", "a.yaml", "--buffer-budget", "1Ki"]).unwrap_err();
+        assert!(error.to_string().contains("below the minimum"), "{error}");
     }
 
     #[test]

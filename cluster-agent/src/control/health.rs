@@ -9,8 +9,9 @@ use kaas_proto::control::v1::{
 };
 use std::sync::atomic::Ordering;
 
+use crate::buffer::budget::BUFFER_BUDGET_EXCEEDED;
 use crate::pipeline::runtime::{Pipelines, RunningPipeline};
-use crate::pipeline::stats::DropReason;
+use crate::pipeline::stats::{DropReason, ERROR_LOG_INTERVAL};
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms(at: SystemTime) -> i64 {
@@ -42,6 +43,7 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
         // The contract has no reason for undecodable buffer records; they are still
         // lost data, so they are reported rather than hidden.
         (DropReason::Corrupt, WireDropReason::Unspecified),
+        (DropReason::BufferWriteFailed, WireDropReason::Unspecified),
     ]
     .into_iter()
     .map(|(reason, wire)| DroppedSamples {
@@ -77,12 +79,84 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
         samples_dropped,
         buffer_bytes,
         buffer_oldest_age_seconds,
-        last_error: stats.last_error().map(|error| PipelineError {
-            timestamp_unix_ms: unix_ms(error.at),
-            reason: error.reason,
-            message: error.message,
-        }),
+        last_error: last_error(pipeline, now_ms),
         targets_up,
         targets_down,
+    }
+}
+
+/// The error a report carries: the most recent one, unless none happened within
+/// [`ERROR_LOG_INTERVAL`] and the pipeline runs with a buffer reduced by the budget;
+/// that standing condition is then reported as of now, so the observer keeps showing
+/// it for as long as it holds rather than only just after the pipeline started.
+fn last_error(pipeline: &RunningPipeline, now_ms: i64) -> Option<PipelineError> {
+    let recent = pipeline.stats.last_error().map(|error| PipelineError {
+        timestamp_unix_ms: unix_ms(error.at),
+        reason: error.reason,
+        message: error.message,
+    });
+    reported_error(recent, pipeline.buffer_grant.reduced.as_deref(), now_ms)
+}
+
+/// [`last_error`] for the most `recent` error and the reason the buffer is `reduced`.
+fn reported_error(
+    recent: Option<PipelineError>,
+    reduced: Option<&str>,
+    now_ms: i64,
+) -> Option<PipelineError> {
+    let Some(reduced) = reduced else {
+        return recent;
+    };
+    let window_ms = i64::try_from(ERROR_LOG_INTERVAL.as_millis()).unwrap_or(i64::MAX);
+    match recent {
+        Some(error) if now_ms.saturating_sub(error.timestamp_unix_ms) < window_ms => Some(error),
+        _ => Some(PipelineError {
+            timestamp_unix_ms: now_ms,
+            reason: BUFFER_BUDGET_EXCEEDED.to_owned(),
+            message: reduced.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn error(reason: &str, at: i64) -> PipelineError {
+        PipelineError {
+            timestamp_unix_ms: at,
+            reason: reason.to_owned(),
+            message: String::new(),
+        }
+    }
+
+    /// Issue 13, Disk budget: a buffer reduced by the budget is a standing condition.
+    /// Reports carry it whenever no other error is recent, so the observer's condition
+    /// does not clear itself a while after the pipeline started.
+    #[test]
+    fn a_reduced_buffer_is_reported_while_no_other_error_is_recent() {
+        let reduced = Some("limited by the budget");
+        let window = i64::try_from(ERROR_LOG_INTERVAL.as_millis()).unwrap();
+        let standing = reported_error(None, reduced, NOW).unwrap();
+        assert_eq!(
+            (standing.reason.as_str(), standing.timestamp_unix_ms),
+            (BUFFER_BUDGET_EXCEEDED, NOW)
+        );
+        assert_eq!(standing.message, "limited by the budget");
+        let fresh = error("BackendUnreachable", NOW - 1000);
+        assert_eq!(
+            reported_error(Some(fresh.clone()), reduced, NOW),
+            Some(fresh.clone())
+        );
+        let old = error("BackendUnreachable", NOW - window);
+        let again = reported_error(Some(old.clone()), reduced, NOW).unwrap();
+        assert_eq!(
+            (again.reason.as_str(), again.timestamp_unix_ms),
+            (BUFFER_BUDGET_EXCEEDED, NOW)
+        );
+        assert_eq!(reported_error(Some(old.clone()), None, NOW), Some(old));
+        assert_eq!(reported_error(None, None, NOW), None);
     }
 }

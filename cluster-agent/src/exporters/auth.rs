@@ -16,8 +16,16 @@ use reqwest::header::{HeaderName, HeaderValue};
 
 /// Refresh an OAuth2 token this long before it expires.
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(30);
-/// How long a token without `expires_in` is used before fetching a new one.
+/// How long a token without a usable `expires_in` is used before fetching a new one.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// The longest lifetime believed. A token server answering more (up to `2^64-1`
+/// seconds) is asked again after a day, so a revoked client or a rotated secret takes
+/// effect within a day, and no deadline computed from the answer can overflow.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// The shortest time a token is used. A token server answering 0, a negative or a tiny
+/// lifetime would otherwise be asked before every request; this bounds it to one token
+/// request per pipeline every 10 seconds.
+pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(10);
 
 /// Where `secretKeyRef` values come from: the Kubernetes Secrets of the cluster, or
 /// nothing in standalone mode.
@@ -259,8 +267,37 @@ struct OAuth2Client {
 #[derive(serde::Deserialize)]
 struct TokenResponse {
     access_token: String,
+    /// Read as any JSON value: servers send numbers, numeric strings, and worse.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
+}
+
+/// How long to believe a token whose response said `expires_in`: its number of seconds
+/// (a JSON number or a numeric string) within [`MIN_TOKEN_LIFETIME`] and
+/// [`MAX_TOKEN_LIFETIME`]; [`DEFAULT_TOKEN_LIFETIME`] when absent or not a number.
+fn token_lifetime(expires_in: Option<&serde_json::Value>) -> Duration {
+    let seconds = match expires_in {
+        Some(serde_json::Value::Number(number)) => number.as_f64(),
+        Some(serde_json::Value::String(text)) => text.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    let Some(seconds) = seconds.filter(|s| !s.is_nan()) else {
+        return DEFAULT_TOKEN_LIFETIME;
+    };
+    let (min, max) = (
+        MIN_TOKEN_LIFETIME.as_secs_f64(),
+        MAX_TOKEN_LIFETIME.as_secs_f64(),
+    );
+    // Clamped before the conversion, so infinities and 1e300 are simply the maximum.
+    Duration::from_secs_f64(seconds.clamp(min, max))
+}
+
+/// How long a token of `lifetime` is cached: until [`TOKEN_REFRESH_MARGIN`] before it
+/// expires, but at least [`MIN_TOKEN_LIFETIME`].
+fn cache_time(lifetime: Duration) -> Duration {
+    lifetime
+        .saturating_sub(TOKEN_REFRESH_MARGIN)
+        .max(MIN_TOKEN_LIFETIME)
 }
 
 impl OAuth2Client {
@@ -321,14 +358,12 @@ impl OAuth2Client {
         }
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|_| fail("the response is not a token response".into()))?;
-        let lifetime = parsed
-            .expires_in
-            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        let now = Instant::now();
+        let keep = cache_time(token_lifetime(parsed.expires_in.as_ref()));
         let token = SecretString::new(parsed.access_token);
-        *cached = Some((
-            token.clone(),
-            Instant::now() + lifetime.saturating_sub(TOKEN_REFRESH_MARGIN),
-        ));
+        // `keep` is at most a day, so this cannot overflow; if it did, the token would
+        // simply not be cached.
+        *cached = now.checked_add(keep).map(|until| (token.clone(), until));
         Ok(token)
     }
 }
@@ -394,6 +429,45 @@ mod tests {
                 file: None,
             }),
         }
+    }
+
+    /// Issue 13, finding 10 (OAuth2 lifetimes clamped): whatever `expires_in` a token
+    /// server answers, the lifetime lies between the named bounds and the cache
+    /// deadline is computed without overflow. On 552c13e `2^64-1` panicked on
+    /// `Instant + Duration`, negative and string values failed the token request, and
+    /// 0 fetched a token for every request.
+    #[test]
+    fn token_lifetimes_are_clamped_to_the_named_bounds() {
+        use serde_json::json;
+        let cases = [
+            (Some(json!(3600)), Duration::from_secs(3600)),
+            (Some(json!(u64::MAX)), MAX_TOKEN_LIFETIME),
+            (Some(json!(1e300)), MAX_TOKEN_LIFETIME),
+            (Some(json!("18446744073709551615")), MAX_TOKEN_LIFETIME),
+            (Some(json!(0)), MIN_TOKEN_LIFETIME),
+            (Some(json!(-1)), MIN_TOKEN_LIFETIME),
+            (Some(json!(i64::MIN)), MIN_TOKEN_LIFETIME),
+            (Some(json!(" 120 ")), Duration::from_secs(120)),
+            (Some(json!(90.5)), Duration::from_secs_f64(90.5)),
+            (Some(json!("soon")), DEFAULT_TOKEN_LIFETIME),
+            (Some(json!({"seconds": 5})), DEFAULT_TOKEN_LIFETIME),
+            (Some(json!(null)), DEFAULT_TOKEN_LIFETIME),
+            (None, DEFAULT_TOKEN_LIFETIME),
+        ];
+        for (expires_in, expected) in cases {
+            let lifetime = token_lifetime(expires_in.as_ref());
+            assert_eq!(lifetime, expected, "{expires_in:?}");
+            let keep = cache_time(lifetime);
+            assert!(
+                (MIN_TOKEN_LIFETIME..=MAX_TOKEN_LIFETIME).contains(&keep),
+                "{expires_in:?}: {keep:?}"
+            );
+            assert!(Instant::now().checked_add(keep).is_some());
+        }
+        assert_eq!(
+            cache_time(Duration::from_secs(3600)),
+            Duration::from_secs(3600) - TOKEN_REFRESH_MARGIN
+        );
     }
 
     #[test]

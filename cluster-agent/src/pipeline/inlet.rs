@@ -1,5 +1,10 @@
 //! Where processed samples enter a pipeline: each batch becomes one buffer record, the
 //! sender is woken, and whatever the buffer drops is counted.
+//!
+//! A batch the buffer cannot store (full with `dropNewest`, or a failed write on a full
+//! or failing disk) is counted as dropped by reason and reported as the pipeline's
+//! error (`BufferFull`, [`BUFFER_WRITE_FAILED`]); a failed write is also returned to
+//! the caller, which still holds the batch (it was only borrowed).
 
 use std::sync::{Arc, Mutex};
 
@@ -7,7 +12,13 @@ use tokio::sync::Notify;
 
 use super::stats::{DropReason, PipelineStats};
 use crate::batch::Batch;
-use crate::buffer::{BufferError, DiskBuffer, Dropped, HEADER_BYTES, Record, Stream};
+use crate::buffer::{BufferError, DiskBuffer, Dropped, HEADER_BYTES, PushError, Record, Stream};
+
+/// The pipeline error reason for a batch the buffer could not write (a full disk, an
+/// I/O error); the observer shows it as the pipeline's `FlowHealthy` reason.
+pub use kaas_pipeline::status::reasons::BUFFER_WRITE_FAILED;
+/// The pipeline error reason for a buffered record that was damaged when read back.
+pub const BUFFER_CORRUPT: &str = "BufferCorrupt";
 
 /// The entry of one pipeline.
 #[derive(Clone, Debug)]
@@ -23,7 +34,8 @@ pub struct Inlet {
 impl Inlet {
     /// Buffers an encoded, uncompressed remote-write `WriteRequest` of `samples`
     /// samples (the scrapers' fast path), as a record of `stream` when it holds only
-    /// that producer's series (see [`Stream`]).
+    /// that producer's series (see [`Stream`]). A failed write is counted, reported
+    /// and returned (see the module documentation).
     pub fn push_encoded(
         &self,
         request: &[u8],
@@ -43,16 +55,25 @@ impl Inlet {
                 return Ok(());
             };
             let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-            let stored = buffer.push_framed(framed, oldest_ms, items, stream)?;
+            let stored = buffer.push_framed(framed, oldest_ms, items, stream);
             let dropped = buffer.take_dropped();
             drop(buffer);
-            self.account(samples, stored, dropped);
-            Ok(())
+            match stored {
+                Ok(stored) => {
+                    self.account(samples, stored, dropped);
+                    Ok(())
+                }
+                Err(error) => {
+                    self.account(0, true, dropped);
+                    self.write_failed(samples, &error);
+                    Err(error)
+                }
+            }
         })
     }
 
-    /// Buffers a batch. A full buffer drops (and counts) according to its policy; only
-    /// I/O errors are returned.
+    /// Buffers a batch. A full buffer drops (and counts) according to its policy; a
+    /// failed write is counted, reported and returned.
     pub fn push(&self, batch: &Batch, now_ms: i64) -> Result<(), BufferError> {
         let samples = batch.samples();
         if samples == 0 {
@@ -73,11 +94,26 @@ impl Inlet {
         stream: Option<Stream>,
     ) -> Result<(), BufferError> {
         let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        let outcome = buffer.push_in_stream(record, stream)?;
+        let outcome = buffer.push_in_stream(record, stream);
         let dropped = buffer.take_dropped();
         drop(buffer);
-        self.account(samples, outcome.is_ok(), dropped);
+        match outcome {
+            Ok(()) => self.account(samples, true, dropped),
+            Err(PushError::Full(_)) => self.account(samples, false, dropped),
+            Err(PushError::Failed { source, .. }) => {
+                self.account(0, true, dropped);
+                self.write_failed(samples, &source);
+                return Err(source);
+            }
+        }
         Ok(())
+    }
+
+    /// Counts a batch the buffer could not write and reports why.
+    fn write_failed(&self, samples: usize, error: &BufferError) {
+        self.stats
+            .dropped(DropReason::BufferWriteFailed, samples as u64);
+        self.stats.error(BUFFER_WRITE_FAILED, error.to_string());
     }
 
     /// Counts a push and what the buffer dropped for it, and wakes the sender.
@@ -86,6 +122,7 @@ impl Inlet {
         self.stats.dropped(DropReason::BufferFull, dropped.full);
         self.stats
             .dropped(DropReason::MaxAgeExceeded, dropped.expired);
+        self.stats.dropped(DropReason::Corrupt, dropped.corrupt);
         if !stored {
             self.stats.dropped(DropReason::BufferFull, samples as u64);
             self.stats

@@ -25,6 +25,7 @@ use super::inlet::Inlet;
 use super::sender::{Sender, SenderConfig};
 use super::stats::PipelineStats;
 use super::targets::{DesiredTarget, TargetSet, TargetState};
+use crate::buffer::budget::{BUFFER_BUDGET_EXCEEDED, BufferGrant};
 use crate::buffer::{BufferError, DiskBuffer, Limits};
 use crate::discovery::kubernetes::watch::{NodeSnapshot, PodSnapshot, Snapshot};
 use crate::discovery::kubernetes::{annotations, endpointslices, istio, nodes, pods};
@@ -78,6 +79,8 @@ pub struct RunningPipeline {
     pub stats: Arc<PipelineStats>,
     /// The buffer, for size and age.
     pub buffer: Arc<Mutex<DiskBuffer>>,
+    /// The bound the buffer runs with: the pipeline's share of the agent's budget.
+    pub buffer_grant: BufferGrant,
     /// Where samples enter the pipeline (scrapers and push receivers).
     pub inlet: Inlet,
     /// Labels added to series that lack them.
@@ -92,10 +95,18 @@ pub struct RunningPipeline {
 }
 
 impl RunningPipeline {
-    /// Starts a pipeline. Must be called inside a Tokio runtime.
-    pub fn start(pipeline: ValidatedPipeline, context: &AgentContext) -> Result<Self, StartError> {
+    /// Starts a pipeline whose buffer holds at most what `grant` says. Must be called
+    /// inside a Tokio runtime.
+    pub fn start(
+        pipeline: ValidatedPipeline,
+        context: &AgentContext,
+        grant: BufferGrant,
+    ) -> Result<Self, StartError> {
         let name = pipeline.name().to_owned();
-        let limits = Limits::from(&pipeline.buffer);
+        let limits = Limits {
+            max_bytes: grant.max_bytes,
+            ..Limits::from(&pipeline.buffer)
+        };
         let (buffer, _recovery) = DiskBuffer::open(buffer_dir(&context.data_dir, &name), limits)?;
         let buffer = Arc::new(Mutex::new(buffer));
         let exporter = match &pipeline.output {
@@ -134,6 +145,9 @@ impl RunningPipeline {
             }
         };
         let stats = Arc::new(PipelineStats::named(&name));
+        if let Some(reason) = &grant.reduced {
+            stats.error(BUFFER_BUDGET_EXCEEDED, reason.clone());
+        }
         let wake = Arc::new(Notify::new());
         let inlet = Inlet {
             buffer: buffer.clone(),
@@ -201,6 +215,7 @@ impl RunningPipeline {
             pipeline,
             stats,
             buffer,
+            buffer_grant: grant,
             inlet,
             external_labels: context.external_labels.clone(),
             targets,

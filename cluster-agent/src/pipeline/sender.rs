@@ -34,6 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, watch};
 
+use super::inlet::BUFFER_CORRUPT;
 use super::stats::{DropReason, PipelineStats};
 use crate::batch::EncodedRequest;
 use crate::batch::wire::{self, Frame, RequestWriter};
@@ -205,8 +206,9 @@ impl Sender {
             let next = match buffer.read_next(now) {
                 Ok(next) => next,
                 Err(error) => {
-                    self.stats.error("BufferError", error.to_string());
-                    break;
+                    // The damaged record was skipped (and counted): read on after it.
+                    self.stats.error(BUFFER_CORRUPT, error.to_string());
+                    continue;
                 }
             };
             let Some((position, record)) = next else {
@@ -232,15 +234,17 @@ impl Sender {
                     samples -= u64::from(record.items);
                     self.stats
                         .dropped(DropReason::Corrupt, u64::from(record.items));
-                    self.stats.error("BufferCorrupt", error.to_string());
+                    self.stats.error(BUFFER_CORRUPT, error.to_string());
                 }
             }
             if samples >= split_target {
                 break;
             }
         }
-        let expired = buffer.take_dropped().expired;
-        self.stats.dropped(DropReason::MaxAgeExceeded, expired);
+        let dropped = buffer.take_dropped();
+        self.stats
+            .dropped(DropReason::MaxAgeExceeded, dropped.expired);
+        self.stats.dropped(DropReason::Corrupt, dropped.corrupt);
         // `end` is the start of the last record read; acknowledge past it.
         let after = end.map(|_| buffer.read_position())?;
         drop(buffer);
@@ -259,7 +263,7 @@ impl Sender {
             let frames = match wire::frames(raw) {
                 Ok(frames) => frames,
                 Err(error) => {
-                    self.stats.error("BufferCorrupt", error.to_string());
+                    self.stats.error(BUFFER_CORRUPT, error.to_string());
                     continue;
                 }
             };

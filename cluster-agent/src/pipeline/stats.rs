@@ -16,6 +16,8 @@ pub enum DropReason {
     RejectedByBackend,
     /// A buffered record could not be decoded.
     Corrupt,
+    /// The buffer could not write them (a full or failing disk).
+    BufferWriteFailed,
 }
 
 /// The most recent error.
@@ -60,6 +62,7 @@ pub struct PipelineStats {
     dropped_max_age: AtomicU64,
     dropped_rejected: AtomicU64,
     dropped_corrupt: AtomicU64,
+    dropped_write_failed: AtomicU64,
     /// Requests sent, successful or not.
     pub requests: AtomicU64,
     /// Duration of each request, successful or not.
@@ -78,8 +81,9 @@ impl PipelineStats {
             DropReason::MaxAgeExceeded => &self.dropped_max_age,
             DropReason::RejectedByBackend => &self.dropped_rejected,
             DropReason::Corrupt => &self.dropped_corrupt,
+            DropReason::BufferWriteFailed => &self.dropped_write_failed,
         };
-        counter.fetch_add(samples, Ordering::Relaxed);
+        Self::add(counter, samples);
     }
 
     /// Samples dropped for `reason` so far.
@@ -89,6 +93,7 @@ impl PipelineStats {
             DropReason::MaxAgeExceeded => &self.dropped_max_age,
             DropReason::RejectedByBackend => &self.dropped_rejected,
             DropReason::Corrupt => &self.dropped_corrupt,
+            DropReason::BufferWriteFailed => &self.dropped_write_failed,
         }
         .load(Ordering::Relaxed)
     }
@@ -109,12 +114,11 @@ impl PipelineStats {
             reason: reason.to_owned(),
             message: message.into(),
         };
-        *self
-            .errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(error.reason.clone())
-            .or_default() += 1;
+        {
+            let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+            let count = errors.entry(error.reason.clone()).or_default();
+            *count = count.saturating_add(1);
+        }
         let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
         let repeat = last.as_ref().is_some_and(|previous| {
             previous.reason == error.reason
@@ -147,8 +151,12 @@ impl PipelineStats {
             .clone()
     }
 
-    /// Adds to a counter.
+    /// Adds to a counter, saturating: amounts can come from pushed data or a backend's
+    /// answer, and a counter that wrapped to a small value would read as a reset.
     pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+        // The closure always returns `Some`, so this never fails.
+        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |value| {
+            Some(value.saturating_add(n))
+        });
     }
 }

@@ -182,9 +182,8 @@ async fn route(
             continue;
         }
         let batch = Batch::from_samples(kept, metadata.clone(), &pipeline.external_labels);
-        if let Err(error) = pipeline.inlet.push(&batch, now_ms()) {
-            pipeline.stats.error("BufferError", error.to_string());
-        }
+        // A failed write is counted and reported by the inlet.
+        let _ = pipeline.inlet.push(&batch, now_ms());
     }
     let unrouted = routed_anywhere.iter().filter(|r| !**r).count() as u64;
     state.stats.unrouted.fetch_add(unrouted, Ordering::Relaxed);

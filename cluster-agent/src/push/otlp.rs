@@ -98,7 +98,8 @@ pub fn to_samples(
                             };
                             let mut cumulative = 0u64;
                             for (i, count) in point.bucket_counts.iter().enumerate() {
-                                cumulative += count;
+                                // The pusher chooses the counts: saturate, never wrap.
+                                cumulative = cumulative.saturating_add(*count);
                                 let le = point
                                     .explicit_bounds
                                     .get(i)
@@ -348,6 +349,47 @@ mod tests {
                 .iter()
                 .any(|m| m.name == "latency" && matches!(m.data, Some(metric::Data::Histogram(_))))
         );
+    }
+
+    /// Issue 13, finding 10 (counters saturate): bucket counts are the pusher's to
+    /// choose; buckets summing past `u64::MAX` give a saturated cumulative count. On
+    /// 552c13e the sum overflowed: a panic of the request in debug builds, a bucket
+    /// that wrapped below its predecessors in release builds.
+    #[test]
+    fn histogram_bucket_counts_saturate() {
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: None,
+                scope_metrics: vec![ScopeMetrics {
+                    scope: None,
+                    metrics: vec![Metric {
+                        name: "huge".into(),
+                        description: String::new(),
+                        unit: String::new(),
+                        data: Some(metric::Data::Histogram(Histogram {
+                            aggregation_temporality: 2,
+                            data_points: vec![HistogramDataPoint {
+                                attributes: vec![],
+                                start_time_unix_nano: 0,
+                                time_unix_nano: 5_000_000,
+                                count: u64::MAX,
+                                sum: None,
+                                bucket_counts: vec![u64::MAX, u64::MAX, 3],
+                                explicit_bounds: vec![0.1, 1.0],
+                                flags: 0,
+                            }],
+                        })),
+                    }],
+                }],
+            }],
+        };
+        let (samples, _) = to_samples(&request);
+        let buckets: Vec<f64> = samples
+            .iter()
+            .filter(|(labels, _, _)| labels.get(METRIC_NAME) == "huge_bucket")
+            .map(|(_, _, value)| *value)
+            .collect();
+        assert_eq!(buckets, [u64::MAX as f64; 3]);
     }
 
     #[test]

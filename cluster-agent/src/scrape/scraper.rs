@@ -645,9 +645,9 @@ impl Scraper {
         self.last_request_bytes = body.len() + body.len() / 8;
         // Every series of this request is the target's own, so it is one stream.
         let stream = Some(self.stream());
-        if let Err(error) = self.inlet.push_encoded(&body, samples, oldest, stream) {
-            self.inlet.stats.error("BufferError", error.to_string());
-        }
+        // A failed write is counted and reported by the inlet; the next scrape is the
+        // retry.
+        let _ = self.inlet.push_encoded(&body, samples, oldest, stream);
         keep_request_buffer(body);
     }
 

@@ -72,6 +72,7 @@ pub async fn create(
     if state.store.get_tenant(&tenant).await?.is_none() {
         return Err(ApiError::NotFound(format!("tenant {tenant:?} not found")));
     }
+    super::budgets::check_new_cluster(&state, &tenant, &request.name, &request.labels).await?;
     let expires_at_ms = expiry(&state);
     let new = NewCluster {
         name: request.name,

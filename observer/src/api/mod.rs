@@ -8,6 +8,7 @@
 //! `***` in every answer ([`redact`]). `/openapi.json` describes all of it ([`openapi`]).
 
 pub mod auth;
+pub mod budgets;
 pub mod clusters;
 pub mod error;
 pub mod manifest;
@@ -51,6 +52,8 @@ pub struct ApiState {
     pub control_endpoint: String,
     /// The observer's CA certificate (PEM), written into install manifests.
     pub ca_pem: String,
+    /// The clusters' default buffer budget and the central pipeline's share of it.
+    pub buffer_budgets: budgets::BufferBudgets,
 }
 
 /// The whole REST API.
@@ -85,6 +88,10 @@ pub fn app(state: ApiState) -> Router {
         .route(
             "/api/v1/clusters/{name}/join-token",
             post(clusters::mint_join_token),
+        )
+        .route(
+            "/api/v1/clusters/{name}/buffer-budget",
+            get(budgets::get).put(budgets::put).delete(budgets::delete),
         )
         .route(
             "/api/v1/pipelines",

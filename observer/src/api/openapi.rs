@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
+use super::budgets::{BufferBudgetView, SetBufferBudget};
 use super::clusters::MAX_CLUSTER_PAGE;
 use super::model::{
     AppliedPipeline, ClusterList, ClusterView, CreateClusterRequest, CreateTenantRequest,
@@ -249,6 +250,17 @@ pub fn document() -> Value {
         "/api/v1/clusters/{name}/join-token": {
             "post": operation("mintJoinToken", "clusters", "Mint a new single-use join token for a cluster.", vec![name.clone()], None,
                 responses(vec![("201", ok("The join token and install manifests.", s.of::<JoinToken>()))]), DELETE),
+        },
+        "/api/v1/clusters/{name}/buffer-budget": {
+            "get": operation("getClusterBufferBudget", "clusters", "Read a cluster's buffer budget: bytes the buffers of all pipelines on its agent may use together, and what is asked of it.",
+                vec![name.clone()], None,
+                responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), READ_ONE),
+            "put": operation("setClusterBufferBudget", "clusters", "Set a cluster's buffer budget (admin).",
+                vec![name.clone()], Some(json_body(s.of::<SetBufferBudget>())),
+                responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), WRITE),
+            "delete": operation("resetClusterBufferBudget", "clusters", "Return a cluster's buffer budget to the observer's default (admin).",
+                vec![name.clone()], None,
+                responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), READ_ONE),
         },
         "/api/v1/pipelines": {
             "post": operation("applyPipeline", "pipelines", "Create or update the pipeline named in the body.",

@@ -143,6 +143,7 @@ async fn apply(
             return Err(invalid(fields));
         }
     };
+    super::budgets::check_pipeline(&state, &tenant, &validated).await?;
     if query.dry_run {
         if state.store.get_tenant(&tenant).await?.is_none() {
             return Err(ApiError::NotFound(format!("tenant {tenant:?} not found")));

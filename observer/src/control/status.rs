@@ -137,15 +137,21 @@ impl HealthRecord {
             .iter()
             .map(|p| {
                 let mut samples_dropped = BTreeMap::new();
+                // The counts are the agent's to choose: added saturating, so a report
+                // of huge values cannot overflow.
                 for dropped in &p.samples_dropped {
-                    *samples_dropped
+                    let count = samples_dropped
                         .entry(drop_reason_key(dropped.reason).to_owned())
-                        .or_insert(0) += dropped.count;
+                        .or_insert(0u64);
+                    *count = count.saturating_add(dropped.count);
                 }
-                let total: u64 = samples_dropped.values().sum();
-                let before: u64 = previous
+                let sum = |counts: &BTreeMap<String, u64>| {
+                    counts.values().fold(0u64, |sum, n| sum.saturating_add(*n))
+                };
+                let total = sum(&samples_dropped);
+                let before = previous
                     .and_then(|r| r.pipelines.iter().find(|q| q.pipeline == p.pipeline))
-                    .map_or(0, |q| q.samples_dropped.values().sum());
+                    .map_or(0, |q| sum(&q.samples_dropped));
                 PipelineHealthRecord {
                     pipeline: p.pipeline.clone(),
                     samples_sent: p.samples_sent,
@@ -332,14 +338,15 @@ fn agent_connected(clusters: &[&ClusterObservation]) -> Computed {
     }
 }
 
-/// Problems in the order they are reported: a missing Secret and an unreachable
-/// backend stop all delivery; other errors, drops and a filling buffer follow.
+/// Problems in the order they are reported: a missing Secret, an unreachable backend
+/// and a buffer that cannot write stop all delivery; other errors, drops, a filling
+/// buffer and one reduced by the cluster's budget follow.
 fn problem_rank(reason: &str) -> u8 {
     match reason {
         reasons::SECRET_MISSING => 0,
-        reasons::BACKEND_UNREACHABLE => 1,
+        reasons::BACKEND_UNREACHABLE | reasons::BUFFER_WRITE_FAILED => 1,
         reasons::DATA_DROPPED => 3,
-        reasons::BUFFER_FILLING_UP => 4,
+        reasons::BUFFER_FILLING_UP | reasons::BUFFER_BUDGET_EXCEEDED => 4,
         _ => 2,
     }
 }
@@ -367,7 +374,7 @@ fn flow_healthy(pipeline: &ValidatedPipeline, clusters: &[&ClusterObservation]) 
         reported += 1;
         let name = &cluster.cluster;
         if let Some(error) = &entry.last_error
-            && error.at_ms >= health.timestamp_ms - RECENT_ERROR_WINDOW_MS
+            && error.at_ms >= health.timestamp_ms.saturating_sub(RECENT_ERROR_WINDOW_MS)
         {
             let reason = if error.reason.is_empty() {
                 "Error".to_owned()
@@ -439,6 +446,8 @@ fn known_reason(reason: &str) -> &'static str {
         reasons::BACKEND_UNREACHABLE,
         reasons::DATA_DROPPED,
         reasons::BUFFER_FILLING_UP,
+        reasons::BUFFER_WRITE_FAILED,
+        reasons::BUFFER_BUDGET_EXCEEDED,
     ]
     .into_iter()
     .find(|known| *known == reason)
@@ -735,6 +744,19 @@ spec:
                 ConditionStatus::False,
                 REASON_FLOW_INTERRUPTED,
             ),
+            // Issue 13, finding 10 (buffer faults): a buffer that cannot write (a full
+            // data volume) is named as such, ahead of the drops it causes; on 552c13e it
+            // showed as the generic FlowInterrupted.
+            (
+                PipelineHealthRecord {
+                    last_error: Some(error(reasons::BUFFER_WRITE_FAILED, NOW)),
+                    dropped_since_last_report: 5,
+                    buffer_bytes: 900 << 20,
+                    ..healthy_entry()
+                },
+                ConditionStatus::False,
+                reasons::BUFFER_WRITE_FAILED,
+            ),
         ];
         for (entry, status, reason) in cases {
             let clusters = [with_health(cluster("c1", true, applied()), entry.clone())];
@@ -823,6 +845,47 @@ spec:
         );
         let back: HealthRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back, third);
+    }
+
+    /// Issue 13, finding 10 (counters saturate): an agent's report is the agent's to
+    /// choose; drop counts at the top of `u64` and a timestamp at the bottom of `i64`
+    /// give a saturated count and a status, where 552c13e overflowed (a panic in debug
+    /// builds, a wrapped count in release builds).
+    #[test]
+    fn reports_with_extreme_counts_and_times_saturate() {
+        let hostile = AgentHealth {
+            timestamp_unix_ms: i64::MIN,
+            pipelines: vec![PipelineHealth {
+                pipeline: "shop".to_owned(),
+                samples_dropped: [DropReason::BufferFull, DropReason::MaxAgeExceeded]
+                    .into_iter()
+                    .map(|reason| DroppedSamples {
+                        reason: reason as i32,
+                        count: u64::MAX,
+                    })
+                    .chain([DroppedSamples {
+                        reason: 99,
+                        count: u64::MAX,
+                    }])
+                    .collect(),
+                last_error: Some(PipelineError {
+                    timestamp_unix_ms: i64::MIN,
+                    reason: "BackendUnreachable".to_owned(),
+                    message: "down".to_owned(),
+                }),
+                ..PipelineHealth::default()
+            }],
+        };
+        let first = HealthRecord::from_report("i1", &hostile, None);
+        assert_eq!(first.pipelines[0].dropped_since_last_report, u64::MAX);
+        let again = HealthRecord::from_report("i1", &hostile, Some(&first));
+        assert_eq!(again.pipelines[0].dropped_since_last_report, 0);
+        let mut observed = cluster("c1", true, report("h2", CONFIG_STATE_APPLIED, vec![]));
+        observed.health = Some(again);
+        let clusters = [observed];
+        let computed = pipeline_status(&pipeline("1Gi"), 1, &clusters, &Default::default(), NOW);
+        let flow = condition(&computed, CONDITION_FLOW_HEALTHY);
+        assert_eq!(flow.status, ConditionStatus::False);
     }
 
     #[test]

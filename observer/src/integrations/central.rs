@@ -32,8 +32,9 @@ use crate::store::Cluster;
 
 /// The central pipeline's name, the same on every cluster.
 pub const CENTRAL_PIPELINE_NAME: &str = "kaas-central";
-/// Pipeline names starting with this are the observer's own; tenants may not use them.
-pub const RESERVED_PIPELINE_PREFIX: &str = "kaas-";
+/// Pipeline names starting with this are the observer's own; tenants may not use them
+/// (agents also serve these pipelines' buffers first).
+pub use kaas_pipeline::names::RESERVED_PIPELINE_PREFIX;
 /// The header Thanos receive reads the tenant from (its `--receive.tenant-header`
 /// default).
 pub const DEFAULT_TENANT_HEADER: &str = "THANOS-TENANT";
@@ -116,6 +117,15 @@ impl CentralPipelineSettings {
     /// agent is configured.
     pub fn check(&self) -> Result<(), ValidationErrors> {
         kaas_pipeline::validate(&self.resource("example-tenant")).map(drop)
+    }
+
+    /// What the pipeline's buffer may hold on every cluster (its `maxBytes`), which
+    /// the observer reserves in each cluster's buffer budget.
+    pub fn buffer_max_bytes(&self) -> u64 {
+        kaas_pipeline::validate(&self.resource("example-tenant")).map_or(
+            kaas_pipeline::buffer::DEFAULT_BUFFER_MAX_BYTES,
+            |pipeline| pipeline.buffer.max_bytes.get(),
+        )
     }
 
     /// The pipeline resource with `tenant` in the tenant header.

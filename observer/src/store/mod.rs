@@ -109,11 +109,13 @@
 //! that commits everything waiting in one transaction ([`reports`]); each caller still
 //! gets its own result after the commit.
 
+pub mod budgets;
 mod config_states;
 mod entities;
 mod errors;
 pub mod leases;
 pub mod migrations;
+mod migrations_budgets;
 mod migrations_probes;
 mod migrations_replicas;
 mod onboarding;

@@ -46,6 +46,7 @@ impl Harness {
             join_token_ttl: Duration::from_secs(3600),
             control_endpoint: CONTROL_ENDPOINT.to_owned(),
             ca_pem: CA_PEM.to_owned(),
+            buffer_budgets: Default::default(),
         });
         Self { store, app, dir }
     }

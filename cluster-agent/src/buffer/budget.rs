@@ -1,0 +1,197 @@
+//! One disk budget for the buffers of every pipeline an agent runs, so that together
+//! they cannot fill its data volume, and one tenant's backend outage cannot take the
+//! disk the other pipelines need.
+//!
+//! # The rule
+//!
+//! Each pipeline asks for `spec.buffer.maxBytes`. The observer's own pipelines (names
+//! starting with [`RESERVED_PIPELINE_PREFIX`], the central pipeline) are served first:
+//! they get what they ask, or, if they alone ask for more than the budget, a share of
+//! it in proportion to what they ask. The other pipelines share what is left: what they
+//! ask when it fits, otherwise each gets the same fraction of its ask (rounded down),
+//! never less than [`MIN_BUFFER_BYTES`]. Pipelines are never refused for the budget:
+//! they run with a smaller buffer and report [`BUFFER_BUDGET_EXCEEDED`], naming the
+//! budget, so a configuration the observer let through (an older observer, a per-cluster
+//! budget set higher than this agent's) degrades the buffers, not the data flow. The
+//! floor means that more than `budget / MIN_BUFFER_BYTES` pipelines exceed the budget
+//! by at most their floors.
+//!
+//! The allocation is a pure function of the budget and the pipelines' names and asks:
+//! the same configuration always gives the same bounds.
+
+use std::collections::BTreeMap;
+
+/// The budget when `--buffer-budget` is not given (the reasoning is beside it).
+pub use kaas_pipeline::buffer::DEFAULT_BUFFER_BUDGET;
+pub use kaas_pipeline::buffer::MIN_BUFFER_BYTES;
+pub use kaas_pipeline::names::RESERVED_PIPELINE_PREFIX;
+pub use kaas_pipeline::status::reasons::BUFFER_BUDGET_EXCEEDED;
+
+/// A pipeline's name and the `maxBytes` it asks for.
+type Ask<'a> = (&'a str, u64);
+
+/// What one pipeline's buffer may hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BufferGrant {
+    /// The bound the buffer runs with.
+    pub max_bytes: u64,
+    /// Why it is below the pipeline's `maxBytes`, naming the budget; `None` when the
+    /// pipeline got what it asked.
+    pub reduced: Option<String>,
+}
+
+/// The bound of each pipeline's buffer, by name, for pipelines asking `(name, maxBytes)`
+/// on an agent whose buffers may use `budget` bytes together (see the module
+/// documentation for the rule).
+pub fn allocate<'a>(
+    budget: u64,
+    pipelines: impl IntoIterator<Item = Ask<'a>>,
+) -> BTreeMap<String, BufferGrant> {
+    let (reserved, tenants): (Vec<Ask<'a>>, Vec<Ask<'a>>) = pipelines
+        .into_iter()
+        .partition(|(name, _)| name.starts_with(RESERVED_PIPELINE_PREFIX));
+    let mut grants = BTreeMap::new();
+    let reserved_granted = share(budget, &reserved, budget, 0, &mut grants);
+    let left = budget.saturating_sub(reserved_granted);
+    share(left, &tenants, budget, reserved_granted, &mut grants);
+    grants
+}
+
+/// Gives `pipelines` what they ask if it fits in `room`, else the same fraction of their
+/// ask each (at least [`MIN_BUFFER_BYTES`]); records the grants and returns their sum.
+fn share(
+    room: u64,
+    pipelines: &[Ask<'_>],
+    budget: u64,
+    reserved: u64,
+    grants: &mut BTreeMap<String, BufferGrant>,
+) -> u64 {
+    let asked: u128 = pipelines.iter().map(|(_, ask)| u128::from(*ask)).sum();
+    let mut granted = 0u64;
+    for (name, ask) in pipelines {
+        let grant = if asked <= u128::from(room) {
+            BufferGrant {
+                max_bytes: *ask,
+                reduced: None,
+            }
+        } else {
+            let scaled = u128::from(*ask) * u128::from(room) / asked.max(1);
+            let max_bytes = u64::try_from(scaled)
+                .unwrap_or(u64::MAX)
+                .max(MIN_BUFFER_BYTES)
+                .min(*ask);
+            BufferGrant {
+                max_bytes,
+                reduced: Some(format!(
+                    "the buffer is limited to {max_bytes} of the {ask} bytes its maxBytes asks: \
+                     the pipelines on this agent ask for more than its buffer budget of {budget} \
+                     bytes (--buffer-budget), of which {reserved} are reserved for the \
+                     observer's own pipelines; lower maxBytes, or ask the provider for a larger \
+                     budget"
+                )),
+            }
+        };
+        granted = granted.saturating_add(grant.max_bytes);
+        grants.insert((*name).to_owned(), grant);
+    }
+    granted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GI: u64 = 1 << 30;
+    const MI: u64 = 1 << 20;
+
+    fn bounds(grants: &BTreeMap<String, BufferGrant>) -> Vec<(&str, u64, bool)> {
+        grants
+            .iter()
+            .map(|(name, g)| (name.as_str(), g.max_bytes, g.reduced.is_some()))
+            .collect()
+    }
+
+    #[test]
+    fn pipelines_that_fit_get_what_they_ask() {
+        let grants = allocate(3 * GI, [("kaas-central", GI), ("a", GI), ("b", GI)]);
+        assert_eq!(
+            bounds(&grants),
+            [
+                ("a", GI, false),
+                ("b", GI, false),
+                ("kaas-central", GI, false)
+            ]
+        );
+    }
+
+    /// Issue 13, Disk budget: pipelines asking more than the budget together are scaled
+    /// down after the central pipeline's share is reserved, and each says why, naming
+    /// the budget. On 552c13e every pipeline kept its own `maxBytes` whatever the
+    /// volume held.
+    #[test]
+    fn the_central_share_is_reserved_first_and_the_rest_is_shared_in_proportion() {
+        let grants = allocate(
+            3 * GI,
+            [
+                ("kaas-central", GI),
+                ("a", 3 * GI),
+                ("b", GI),
+                ("c", 64 * MI),
+            ],
+        );
+        // 2 GiB left for 4 GiB + 64 MiB asked: each gets 2/(4+1/16) of its ask.
+        let asked = 4 * GI + 64 * MI;
+        let scaled = |ask: u64| (u128::from(ask) * u128::from(2 * GI) / u128::from(asked)) as u64;
+        assert_eq!(
+            bounds(&grants),
+            [
+                ("a", scaled(3 * GI), true),
+                ("b", scaled(GI), true),
+                ("c", scaled(64 * MI), true),
+                ("kaas-central", GI, false)
+            ]
+        );
+        let total: u64 = grants.values().map(|g| g.max_bytes).sum();
+        assert!(total <= 3 * GI, "{total}");
+        let reason = grants["a"].reduced.as_deref().unwrap();
+        assert!(
+            reason.contains("budget of 3221225472 bytes")
+                && reason.contains("1073741824 are reserved"),
+            "{reason}"
+        );
+        assert_eq!(
+            grants,
+            allocate(
+                3 * GI,
+                [
+                    ("c", 64 * MI),
+                    ("b", GI),
+                    ("a", 3 * GI),
+                    ("kaas-central", GI)
+                ]
+            )
+        );
+    }
+
+    #[test]
+    fn shares_never_drop_below_the_minimum_and_never_exceed_the_ask() {
+        // The central pipeline alone takes the budget: the others keep the minimum.
+        let grants = allocate(GI, [("kaas-central", 2 * GI), ("a", GI), ("b", 2 * MI)]);
+        assert_eq!(
+            bounds(&grants),
+            [
+                ("a", MIN_BUFFER_BYTES, true),
+                ("b", MIN_BUFFER_BYTES, true),
+                ("kaas-central", GI, true)
+            ]
+        );
+        // Extreme asks cannot overflow.
+        let grants = allocate(u64::MAX, [("a", u64::MAX), ("b", u64::MAX)]);
+        assert!(
+            grants.values().all(|g| g.max_bytes >= u64::MAX / 2 - 1),
+            "{grants:?}"
+        );
+        let grants = allocate(0, [("a", u64::MAX)]);
+        assert_eq!(grants["a"].max_bytes, MIN_BUFFER_BYTES);
+    }
+}

@@ -1,0 +1,315 @@
+//! Cluster buffer budgets: how many bytes the buffers of all pipelines on a cluster's
+//! agent may use together (`/api/v1/clusters/{name}/buffer-budget`), and the check
+//! that keeps the pipelines a cluster runs within it.
+//!
+//! The budget is the provider's: only admins set it; a tenant reads its clusters'
+//! budgets and what its pipelines take of them. Every cluster has one: the value set
+//! for it, or [`BufferBudgets::default_bytes`] (`observer serve
+//! --cluster-buffer-budget`). The provider's central pipeline is counted first
+//! ([`BufferBudgets::central_bytes`]).
+//!
+//! Applying a pipeline (and onboarding a cluster) is refused with 422 naming the
+//! cluster when a selected cluster's pipelines would then ask for more buffer
+//! (`spec.buffer.maxBytes`) than its budget, unless the change does not raise that sum
+//! (so a tenant can always shrink its way back under a lowered budget). The agent
+//! enforces the same budget again (its `--buffer-budget`), so a race between two
+//! applies or an agent configured differently ends in smaller buffers with a
+//! `BufferBudgetExceeded` condition, never a full volume.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use kaas_pipeline::ValidatedPipeline;
+use kaas_pipeline::buffer::{DEFAULT_BUFFER_BUDGET, MIN_BUFFER_BYTES};
+use kaas_pipeline::units::parse_byte_quantity;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Caller;
+use super::model::FieldProblem;
+use super::{ApiError, ApiState, json_body};
+use crate::store::{Cluster, ClusterState, StoredPipeline};
+
+/// The budgets the API checks against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferBudgets {
+    /// The budget of a cluster the provider set none for.
+    pub default_bytes: u64,
+    /// What the provider's central pipeline takes of every cluster's budget (0 without
+    /// one).
+    pub central_bytes: u64,
+}
+
+impl Default for BufferBudgets {
+    fn default() -> Self {
+        Self {
+            default_bytes: DEFAULT_BUFFER_BUDGET,
+            central_bytes: 0,
+        }
+    }
+}
+
+/// A cluster's budget and what is asked of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BufferBudgetView {
+    /// The cluster.
+    pub cluster: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Bytes the buffers of all pipelines on the cluster's agent may use together.
+    pub max_bytes: u64,
+    /// Whether that is the observer's default rather than a value set for the cluster.
+    pub default: bool,
+    /// What the provider's central pipeline takes of it.
+    pub reserved_bytes: u64,
+    /// What the tenant's pipelines selecting the cluster ask for together.
+    pub pipeline_bytes: u64,
+}
+
+/// `PUT /api/v1/clusters/{name}/buffer-budget`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetBufferBudget {
+    /// The budget as a Kubernetes quantity (`8Gi`) or a number of bytes; at least `1Mi`.
+    pub max_bytes: serde_json::Value,
+}
+
+/// `GET /api/v1/clusters/{name}/buffer-budget`: anyone who may see the cluster.
+pub async fn get(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<BufferBudgetView>, ApiError> {
+    let cluster = visible_cluster(&caller, &state, name).await?;
+    Ok(Json(view(&state, &cluster).await?))
+}
+
+/// `PUT /api/v1/clusters/{name}/buffer-budget` (admin): sets the cluster's budget.
+pub async fn put(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<BufferBudgetView>, ApiError> {
+    caller.require_admin()?;
+    let request: SetBufferBudget = json_body(&headers, body)?;
+    let bytes = budget_bytes(&request.max_bytes)
+        .map_err(|reason| ApiError::invalid_field("the budget is invalid", "maxBytes", reason))?;
+    let cluster = visible_cluster(&caller, &state, name).await?;
+    state
+        .store
+        .set_cluster_buffer_budget(&cluster.tenant, &cluster.name, Some(bytes), &caller.actor())
+        .await?;
+    Ok(Json(view(&state, &cluster).await?))
+}
+
+/// `DELETE /api/v1/clusters/{name}/buffer-budget` (admin): back to the default.
+pub async fn delete(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<BufferBudgetView>, ApiError> {
+    caller.require_admin()?;
+    let cluster = visible_cluster(&caller, &state, name).await?;
+    state
+        .store
+        .set_cluster_buffer_budget(&cluster.tenant, &cluster.name, None, &caller.actor())
+        .await?;
+    Ok(Json(view(&state, &cluster).await?))
+}
+
+/// A budget from a quantity string or a number of bytes.
+fn budget_bytes(value: &serde_json::Value) -> Result<u64, String> {
+    match value {
+        serde_json::Value::String(text) => parse_budget(text),
+        serde_json::Value::Number(number) => number
+            .as_u64()
+            .ok_or_else(|| format!("{number} is not a whole number of bytes"))
+            .and_then(checked_budget),
+        other => Err(format!("expected a quantity such as \"8Gi\", not {other}")),
+    }
+}
+
+/// A budget written as a Kubernetes quantity (`8Gi`), as `--cluster-buffer-budget`
+/// and the API take it: at least one minimal buffer.
+pub fn parse_budget(text: &str) -> Result<u64, String> {
+    parse_byte_quantity(text).and_then(checked_budget)
+}
+
+fn checked_budget(bytes: u64) -> Result<u64, String> {
+    if bytes < MIN_BUFFER_BYTES {
+        return Err(format!(
+            "{bytes} bytes is below the minimum of 1Mi ({MIN_BUFFER_BYTES} bytes)"
+        ));
+    }
+    if i64::try_from(bytes).is_err() {
+        return Err(format!("{bytes} bytes is too large"));
+    }
+    Ok(bytes)
+}
+
+async fn visible_cluster(
+    caller: &Caller,
+    state: &ApiState,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Cluster, ApiError> {
+    let Path(name) = name?;
+    state
+        .store
+        .get_cluster(&name)
+        .await?
+        .filter(|c| caller.may_see(&c.tenant) && c.state != ClusterState::Deleted)
+        .ok_or_else(|| ApiError::NotFound(format!("cluster {name:?} not found")))
+}
+
+async fn view(state: &ApiState, cluster: &Cluster) -> Result<BufferBudgetView, ApiError> {
+    let set = state
+        .store
+        .cluster_buffer_budgets(&cluster.tenant)
+        .await?
+        .get(&cluster.name)
+        .copied();
+    let pipelines = state.store.list_pipelines(Some(&cluster.tenant)).await?;
+    Ok(BufferBudgetView {
+        cluster: cluster.name.clone(),
+        tenant: cluster.tenant.clone(),
+        max_bytes: set.unwrap_or(state.buffer_budgets.default_bytes),
+        default: set.is_none(),
+        reserved_bytes: state.buffer_budgets.central_bytes,
+        pipeline_bytes: asked(&pipelines, &cluster.labels, None),
+    })
+}
+
+/// What the stored `pipelines` selecting a cluster with `labels` ask for together,
+/// leaving out the one named `except`.
+fn asked(
+    pipelines: &[StoredPipeline],
+    labels: &BTreeMap<String, String>,
+    except: Option<&str>,
+) -> u64 {
+    pipelines
+        .iter()
+        .filter(|p| Some(p.pipeline.name()) != except)
+        .filter(|p| p.pipeline.spec().cluster_selector.matches(labels))
+        .fold(0u64, |sum, p| {
+            sum.saturating_add(p.pipeline.buffer.max_bytes.get())
+        })
+}
+
+/// Refuses (422, naming each cluster) a pipeline whose apply would take a cluster it
+/// selects over its budget (see the module documentation).
+pub(super) async fn check_pipeline(
+    state: &ApiState,
+    tenant: &str,
+    pipeline: &ValidatedPipeline,
+) -> Result<(), ApiError> {
+    let selector = &pipeline.spec().cluster_selector;
+    let clusters: Vec<Cluster> = state
+        .store
+        .list_clusters(Some(tenant))
+        .await?
+        .into_iter()
+        .filter(|c| !matches!(c.state, ClusterState::Deleted | ClusterState::Deleting))
+        .filter(|c| selector.matches(&c.labels))
+        .collect();
+    if clusters.is_empty() {
+        return Ok(());
+    }
+    let pipelines = state.store.list_pipelines(Some(tenant)).await?;
+    let previous = pipelines
+        .iter()
+        .find(|p| p.pipeline.name() == pipeline.name());
+    let budgets = state.store.cluster_buffer_budgets(tenant).await?;
+    let ask = pipeline.buffer.max_bytes.get();
+    let problems: Vec<(String, FieldProblem)> = clusters
+        .iter()
+        .filter_map(|cluster| {
+            let others = asked(&pipelines, &cluster.labels, Some(pipeline.name()));
+            let before = previous
+                .filter(|p| p.pipeline.spec().cluster_selector.matches(&cluster.labels))
+                .map_or(0, |p| p.pipeline.buffer.max_bytes.get());
+            over_budget(
+                state.buffer_budgets,
+                &budgets,
+                &cluster.name,
+                others.saturating_add(before),
+                others.saturating_add(ask),
+            )
+            .map(|message| {
+                let path = "spec.buffer.maxBytes".to_owned();
+                (cluster.name.clone(), FieldProblem { path, message })
+            })
+        })
+        .collect();
+    refuse_if_any("the pipeline would exceed the buffer budget of", problems)
+}
+
+/// Refuses (422) a new cluster whose labels would select pipelines asking for more
+/// buffer than its budget.
+pub(super) async fn check_new_cluster(
+    state: &ApiState,
+    tenant: &str,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    let pipelines = state.store.list_pipelines(Some(tenant)).await?;
+    let total = asked(&pipelines, labels, None);
+    let budgets = state.store.cluster_buffer_budgets(tenant).await?;
+    let problems = over_budget(state.buffer_budgets, &budgets, name, 0, total)
+        .map(|message| {
+            let path = "labels".to_owned();
+            (name.to_owned(), FieldProblem { path, message })
+        })
+        .into_iter()
+        .collect();
+    refuse_if_any("the pipelines would exceed the buffer budget of", problems)
+}
+
+/// Why cluster `name` would be over its budget with its tenant pipelines asking
+/// `after` (they asked `before` until now); `None` when it is not, or the change does
+/// not raise what they ask.
+fn over_budget(
+    settings: BufferBudgets,
+    budgets: &BTreeMap<String, u64>,
+    name: &str,
+    before: u64,
+    after: u64,
+) -> Option<String> {
+    let budget = budgets.get(name).copied().unwrap_or(settings.default_bytes);
+    let total = after.saturating_add(settings.central_bytes);
+    (total > budget && after > before).then(|| {
+        format!(
+            "cluster {name:?}: its pipelines would ask for {after} bytes of buffer, plus \
+             {} reserved for the provider's central pipeline, over the cluster's buffer \
+             budget of {budget} bytes; lower maxBytes, or ask the provider for a larger \
+             budget",
+            settings.central_bytes
+        )
+    })
+}
+
+/// A 422 saying `message` and the clusters `problems` (one per cluster) name.
+fn refuse_if_any(message: &str, problems: Vec<(String, FieldProblem)>) -> Result<(), ApiError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let clusters: Vec<String> = problems
+        .iter()
+        .map(|(name, _)| format!("{name:?}"))
+        .collect();
+    let noun = if clusters.len() == 1 {
+        "cluster"
+    } else {
+        "clusters"
+    };
+    Err(ApiError::Invalid {
+        message: format!("{message} {noun} {}", clusters.join(", ")),
+        fields: problems.into_iter().map(|(_, problem)| problem).collect(),
+    })
+}

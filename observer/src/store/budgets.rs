@@ -1,0 +1,96 @@
+//! Cluster buffer budgets: how many bytes the buffers of all pipelines on a cluster's
+//! agent may use together, where the provider set it (table `cluster_buffer_budgets`,
+//! created by [`super::migrations_budgets`]); other clusters have the observer's
+//! default (`observer serve --cluster-buffer-budget`). Only admins set them
+//! (`PUT /api/v1/clusters/{name}/buffer-budget`); changes are audited as kind
+//! `cluster-buffer-budget`. The API checks pipelines against them when they are applied.
+
+use std::collections::BTreeMap;
+
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
+
+use super::entities::cluster_buffer_budgets::{self, Column, Entity};
+use super::{Actor, ClusterState, Store, StoreError, audit, find_cluster, not_found, now_ms};
+
+/// The audit trail's kind for buffer budgets.
+const KIND: &str = "cluster-buffer-budget";
+
+impl Store {
+    /// The budgets set for the clusters of `tenant`, by cluster name.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn cluster_buffer_budgets(
+        &self,
+        tenant: &str,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        Entity::find()
+            .filter(Column::Tenant.eq(tenant))
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(|row| {
+                let bytes = u64::try_from(row.max_bytes).map_err(|_| {
+                    StoreError::Corrupt(format!(
+                        "buffer budget of cluster {}/{}: {} bytes",
+                        row.tenant, row.cluster, row.max_bytes
+                    ))
+                })?;
+                Ok((row.cluster, bytes))
+            })
+            .collect()
+    }
+
+    /// Sets the budget of `cluster` (a cluster of `tenant` that is not deleted) to
+    /// `max_bytes`, or back to the default with `None`.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn set_cluster_buffer_budget(
+        &self,
+        tenant: &str,
+        cluster: &str,
+        max_bytes: Option<u64>,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin().await?;
+        let live = find_cluster(&transaction, cluster).await.is_ok_and(|row| {
+            row.tenant == tenant
+                && row.state != ClusterState::Deleted.as_str()
+                && row.state != ClusterState::Deleting.as_str()
+        });
+        if !live {
+            return Err(not_found(super::kinds::CLUSTER, cluster));
+        }
+        let key = (tenant.to_owned(), cluster.to_owned());
+        let existing = Entity::find_by_id(key.clone()).one(&transaction).await?;
+        match (max_bytes, existing) {
+            (None, None) => return Ok(()),
+            (None, Some(_)) => {
+                Entity::delete_by_id(key).exec(&transaction).await?;
+                audit(&transaction, actor, "delete", KIND, Some(tenant), cluster).await?;
+            }
+            (Some(bytes), existing) => {
+                let max_bytes = i64::try_from(bytes).map_err(|_| {
+                    StoreError::Conflict(format!("a budget of {bytes} bytes is too large"))
+                })?;
+                let row = cluster_buffer_budgets::Model {
+                    tenant: tenant.to_owned(),
+                    cluster: cluster.to_owned(),
+                    max_bytes,
+                    updated_at_ms: now_ms(),
+                };
+                let action = if existing.is_some() {
+                    let mut active = row.clone().into_active_model();
+                    active.max_bytes = Set(row.max_bytes);
+                    active.updated_at_ms = Set(row.updated_at_ms);
+                    active.update(&transaction).await?;
+                    "update"
+                } else {
+                    Entity::insert(row.into_active_model())
+                        .exec_without_returning(&transaction)
+                        .await?;
+                    "create"
+                };
+                audit(&transaction, actor, action, KIND, Some(tenant), cluster).await?;
+            }
+        }
+        self.commit(transaction, Vec::new()).await
+    }
+}
