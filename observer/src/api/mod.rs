@@ -37,6 +37,7 @@ use serde::de::DeserializeOwned;
 pub use error::ApiError;
 use model::FieldProblem;
 
+use crate::egress::EgressPolicy;
 use crate::store::Store;
 
 /// What the handlers share.
@@ -51,6 +52,8 @@ pub struct ApiState {
     pub control_endpoint: String,
     /// The observer's CA certificate (PEM), written into install manifests.
     pub ca_pem: String,
+    /// Which addresses and probe methods tenants may name ([`crate::egress`]).
+    pub egress: EgressPolicy,
 }
 
 /// The whole REST API.

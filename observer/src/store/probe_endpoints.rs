@@ -19,7 +19,7 @@ use super::entities::{clusters, tenants};
 use super::{
     Actor, Change, ClusterState, Store, StoreError, audit, insert_error, not_found, now_ms,
 };
-use crate::probes::{ProbeModule, ProbeTarget, ValidatedProbeTarget};
+use crate::probes::{ProbeModule, ProbeOrigin, ProbeTarget, ValidatedProbeTarget};
 
 /// How many endpoints one tenant may have: each is probed every interval by the
 /// observer and becomes five series, so the number is bounded per tenant, well above
@@ -205,6 +205,7 @@ fn stored(row: probe_endpoints::Model) -> Result<StoredProbeEndpoint, StoreError
         name: row.name.clone(),
         tenant: row.tenant.clone(),
         cluster: row.cluster.clone(),
+        origin: ProbeOrigin::Tenant,
         module,
     }
     .validate()
