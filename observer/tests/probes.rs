@@ -1371,3 +1371,147 @@ async fn allowed_ranges_are_probed_and_other_methods_need_the_provider() {
     assert!(sent.success(), "{:?}", sent.failure);
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// A loopback HTTP server that answers 200 at once and records, per path, when each
+/// request arrived (Unix milliseconds).
+async fn recording_server() -> (SocketAddr, Arc<std::sync::Mutex<Vec<(String, u64)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = arrivals.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 2048];
+                let Ok(read) = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await else {
+                    return;
+                };
+                let at = unix_ms();
+                let request = String::from_utf8_lossy(&buffer[..read]);
+                let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
+                log.lock().expect("log").push((path, at));
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+            });
+        }
+    });
+    (address, arrivals)
+}
+
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    u64::try_from(since.as_millis()).expect("milliseconds fit")
+}
+
+/// Issue 13, finding 5: one tenant ("hog") has 1,000 probes to a port that accepts
+/// connections into its backlog and never answers (bound, listening, never
+/// accepting), so every one of them holds its slot until the timeout, half an interval.
+/// Another tenant's probe and the provider's cluster API probe (of the hog's own
+/// cluster) must each arrive in every one of their slots within that slot's interval:
+/// normally they arrive milliseconds after the slot, so only starvation can explain a
+/// miss. With the shipped slot numbers and one first-come queue for everyone (552c13e)
+/// the hog needs five times the slots there are, its queue grows every interval, and
+/// the other probes wait behind it for many intervals.
+#[test]
+fn a_tenant_with_a_thousand_hanging_probes_delays_no_other_probe_by_an_interval() {
+    const INTERVAL: Duration = Duration::from_secs(5);
+    const SLOTS_CHECKED: u64 = 3;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let hanging_port = hanging.local_addr().expect("address").port();
+        let (server, arrivals) = recording_server().await;
+        let prober = Prober::start(ProberSettings {
+            interval: INTERVAL,
+            timeout: INTERVAL / 2,
+            egress: loopback_allowed(),
+            ..ProberSettings::default()
+        });
+        let mut targets: Vec<ProbeTarget> = (0..1000)
+            .map(|i| ProbeTarget {
+                name: format!("h{i}"),
+                tenant: "hog".to_owned(),
+                cluster: None,
+                origin: ProbeOrigin::Tenant,
+                module: http(format!("http://127.0.0.1:{hanging_port}/h{i}"), &[], None),
+            })
+            .collect();
+        let other = ProbeTarget {
+            name: "web".to_owned(),
+            tenant: "shop".to_owned(),
+            cluster: None,
+            origin: ProbeOrigin::Tenant,
+            module: http(format!("http://{server}/shop"), &[], None),
+        };
+        let provider = ProbeTarget {
+            name: "kubernetes-api".to_owned(),
+            tenant: "hog".to_owned(),
+            cluster: Some("hog-1".to_owned()),
+            origin: ProbeOrigin::Provider,
+            module: http(format!("http://{server}/livez"), &[], None),
+        };
+        let watched = [
+            ("/shop", other.series_key()),
+            ("/livez", provider.series_key()),
+        ];
+        targets.push(other);
+        targets.push(provider);
+        let started = unix_ms();
+        prober.set_targets(targets);
+
+        // One interval for the hog's probes to fill their slots, then SLOTS_CHECKED
+        // slots of each watched probe, each given its whole interval.
+        let interval_ms = u64::try_from(INTERVAL.as_millis()).expect("ms");
+        let mut deadlines = Vec::new();
+        for (path, key) in &watched {
+            let offset = kaas_observer::probes::schedule::offset_ms(key, INTERVAL);
+            let warm = started + interval_ms;
+            let mut first = warm - warm % interval_ms + offset;
+            if first < warm {
+                first += interval_ms;
+            }
+            let slots: Vec<u64> = (0..SLOTS_CHECKED)
+                .map(|k| first + k * interval_ms)
+                .collect();
+            deadlines.push((*path, slots));
+        }
+        let end = deadlines
+            .iter()
+            .flat_map(|(_, slots)| slots.iter().map(|s| s + interval_ms))
+            .max()
+            .expect("slots");
+        tokio::time::sleep(Duration::from_millis(end.saturating_sub(unix_ms()) + 100)).await;
+        let hog_started = prober.stats().probes;
+        prober.stop();
+        drop(hanging);
+
+        let arrivals = arrivals.lock().expect("log").clone();
+        for (path, slots) in deadlines {
+            let times: Vec<u64> = arrivals
+                .iter()
+                .filter(|(p, _)| p == path)
+                .map(|(_, at)| *at)
+                .collect();
+            for slot in slots {
+                let lateness = times
+                    .iter()
+                    .filter(|at| (slot..slot + interval_ms).contains(*at))
+                    .map(|at| at - slot)
+                    .next();
+                assert!(
+                    lateness.is_some(),
+                    "{path}: no probe within the interval after its slot at {slot} \
+                     (arrivals {times:?}; {hog_started} probes finished in all)"
+                );
+            }
+        }
+    });
+}
