@@ -16,6 +16,7 @@ pub mod model;
 pub mod openapi;
 pub mod pipelines;
 pub mod probes;
+pub mod quotas;
 pub mod redact;
 pub mod status;
 pub mod tenants;
@@ -74,6 +75,10 @@ pub fn app(state: ApiState) -> Router {
         .route(
             "/api/v1/tenants/{name}",
             get(tenants::get).delete(tenants::delete),
+        )
+        .route(
+            "/api/v1/tenants/{name}/quotas",
+            get(quotas::get).put(quotas::put),
         )
         .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/api/v1/tokens/{id}", delete(tokens::revoke))

@@ -807,7 +807,7 @@ impl InventorySource {
     }
 
     /// Registers a listed cluster; `Ok(Err(reason))` if it cannot be (a race with the
-    /// API or another replica took the name).
+    /// API or another replica took the name, or the tenant is at its cluster quota).
     async fn register(&self, cluster: &InventoryCluster) -> Result<Result<(), String>, StoreError> {
         ensure_tenant(&self.store, &cluster.tenant, Source::Inventory).await?;
         let new = NewCluster {
@@ -826,6 +826,8 @@ impl InventorySource {
             Err(StoreError::AlreadyExists { .. }) => Ok(Err(
                 "registered concurrently by someone else; compared again next poll".to_owned(),
             )),
+            // Reported like any skip, and tried again next poll (the quota may be raised).
+            Err(error @ StoreError::QuotaExceeded { .. }) => Ok(Err(error.to_string())),
             Err(error) => Err(error),
         }
     }

@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddClusterConnectionId),
             Box::new(super::migrations_probes::CreateProbeEndpoints),
             Box::new(super::migrations_replicas::CreateReplicas),
+            Box::new(super::migrations_quotas::CreateTenantQuotas),
         ]
     }
 
