@@ -10,7 +10,7 @@ pub struct CreateTenantQuotas;
 
 impl MigrationName for CreateTenantQuotas {
     fn name(&self) -> &str {
-        "m20261201_000001_create_tenant_quotas"
+        "m20261206_000001_create_tenant_quotas"
     }
 }
 
