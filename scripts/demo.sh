@@ -105,8 +105,11 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb"
 wait_http "http://127.0.0.1:$prometheus_port/-/ready" Prometheus
 
 step "the observer (SQLite in $work/observer; API on :$api_port, agent control on :$grpc_port)"
+# Everything here is on loopback, which the observer refuses to contact for tenants
+# (probes, API endpoints) unless allowed; a real install allows its cluster networks.
 RUST_LOG=warn,kaas_observer=info "$observer" serve --data-dir "$work/observer" \
   --listen-address "127.0.0.1:$api_port" --grpc-listen-address "127.0.0.1:$grpc_port" \
+  --egress-allow-cidr 127.0.0.0/8 \
   >"$work/observer.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$api_port/readyz" "the observer"
 export KAAS_OBSERVER_URL="http://127.0.0.1:$api_port"

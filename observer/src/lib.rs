@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod control;
+pub mod egress;
 pub mod identity;
 pub mod integrations;
 pub mod lifecycle;

@@ -23,6 +23,7 @@ use crate::api::metrics::ApiMetrics;
 use crate::api::{ApiState, app};
 use crate::control::service::{ControlService, ControlSettings};
 use crate::control::{serve_with_shutdown, server_tls_config};
+use crate::egress::EgressPolicy;
 use crate::identity::ClusterCa;
 use crate::integrations::Integrations;
 use crate::integrations::probe_source;
@@ -151,7 +152,7 @@ pub struct ServeArgs {
     /// How long one probe may take.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub probe_timeout: String,
-    /// How many probes may run at once.
+    /// How many tenant probes may run at once.
     #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_MAX_CONCURRENCY)]
     pub probe_max_concurrency: usize,
     /// The default buffer budget of a cluster: bytes the buffers of all pipelines on its
@@ -162,6 +163,25 @@ pub struct ServeArgs {
     /// with its `--buffer-budget`. The default suits the agent's default (4Gi volume).
     #[arg(long, value_name = "BYTES", default_value = "3Gi", value_parser = crate::api::budgets::parse_budget)]
     pub cluster_buffer_budget: u64,
+    /// How many of those one tenant's probes may hold; when slots are short they go to
+    /// the tenants in turn.
+    #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_MAX_CONCURRENCY_PER_TENANT)]
+    pub probe_max_concurrency_per_tenant: usize,
+    /// Probe slots reserved for the probes of clusters' API servers (no tenant probe
+    /// takes them).
+    #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_PROVIDER_SLOTS)]
+    pub probe_provider_slots: usize,
+    /// An address range (CIDR, or one address) the observer may contact for tenants
+    /// although it is loopback, private, link-local or otherwise special: tenants'
+    /// probes, clusters' API endpoints and their probes, the workload API servers the
+    /// Cluster API source installs agents through. Clusters' API endpoints are usually
+    /// private, so list the cluster networks here. Repeatable.
+    #[arg(long = "egress-allow-cidr", value_name = "CIDR")]
+    pub egress_allow_cidrs: Vec<crate::egress::Cidr>,
+    /// An HTTP method tenants' probes may send besides GET and HEAD (POST, OPTIONS).
+    /// Repeatable.
+    #[arg(long = "probe-allow-method", value_name = "METHOD")]
+    pub probe_allow_methods: Vec<crate::probes::HttpMethod>,
     /// This replica's id among the observer replicas sharing a database (they split the
     /// probe targets between them). Default: the pod name from `POD_NAME` when set
     /// (the deploy/ manifests set it), else the host name plus a random suffix.
@@ -325,6 +345,27 @@ fn write_private(path: &Path, contents: &str) -> Result<(), ServeError> {
     file.write_all(contents.as_bytes()).map_err(io_error(path))
 }
 
+/// The egress policy of `--egress-allow-cidr` and `--probe-allow-method`; logged, since
+/// every allowed range is a decision to let tenants reach it.
+fn egress_policy(args: &ServeArgs) -> EgressPolicy {
+    let policy = EgressPolicy::new(
+        args.egress_allow_cidrs.clone(),
+        args.probe_allow_methods
+            .iter()
+            .map(|m| m.as_str().to_owned())
+            .collect(),
+    );
+    let allowed: Vec<String> = policy.allowed().iter().map(ToString::to_string).collect();
+    if allowed.is_empty() {
+        tracing::info!(
+            "egress policy: special-purpose address ranges are refused for tenants (allow ranges with --egress-allow-cidr)"
+        );
+    } else {
+        tracing::info!(allowed = %allowed.join(","), "egress policy: these ranges are allowed for tenants");
+    }
+    policy
+}
+
 /// Starts polling the KaaS inventory at `url`.
 fn start_inventory(
     args: &ServeArgs,
@@ -332,8 +373,10 @@ fn start_inventory(
     store: &Store,
     silent_after: Duration,
     metrics: &Arc<OnboardingMetrics>,
+    egress: &EgressPolicy,
 ) -> Result<tokio::task::JoinHandle<()>, ServeError> {
     let mut settings = InventorySettings::new(url.clone());
+    settings.egress = egress.clone();
     settings.interval = duration_flag("inventory-interval", &args.inventory_interval)?;
     settings.delete_after_missing_polls = args.inventory_delete_after_polls;
     settings.allow_empty = args.inventory_allow_empty;
@@ -391,11 +434,15 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
             ..LifecycleSettings::default()
         },
     );
+    let egress = egress_policy(&args);
     let prober = Prober::start(ProberSettings {
         interval: duration_flag("probe-interval", &args.probe_interval)?,
         timeout: duration_flag("probe-timeout", &args.probe_timeout)?,
         max_concurrency: args.probe_max_concurrency,
+        max_concurrency_per_tenant: args.probe_max_concurrency_per_tenant,
+        provider_slots: args.probe_provider_slots,
         replica_id: replica_id.clone(),
+        egress: egress.clone(),
     });
     // Membership first: the prober learns the other replicas before it gets targets.
     let membership = ReplicaMembership::start(
@@ -426,6 +473,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
     lifecycle.register(&mut registry);
     integrations.register(&mut registry);
     prober.register(&mut registry);
+    egress.register(&mut registry);
     let probe_feed = follow_store(store.clone(), prober.clone(), FollowSettings::default());
     let onboarding = Arc::new(OnboardingMetrics::default());
     onboarding.register(&mut registry);
@@ -439,6 +487,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
             &store,
             silent_after,
             &onboarding,
+            &egress,
         )?),
         None => None,
     };
@@ -471,6 +520,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
                 join_token_ttl,
             );
             settings.silent_after = silent_after;
+            settings.egress = egress.clone();
             Some(ClusterApiSource::start(
                 client,
                 store.clone(),
@@ -503,6 +553,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
                 crate::integrations::central::CentralPipelineSettings::buffer_max_bytes,
             ),
         },
+        egress: egress.clone(),
     });
     let router: Router = api_metrics.layer(api).route(
         "/metrics",

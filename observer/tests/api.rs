@@ -1237,4 +1237,211 @@ mod api {
             .unwrap();
         assert_eq!(listed["items"][0]["name"], "shop");
     }
+
+    /// Issue 13, finding 8 (quotas): a tenant's probe endpoints, clusters and
+    /// pipelines are bounded, with named defaults (200 probe endpoints); an admin (and
+    /// only an admin) raises a quota through the API, and the 1,001st probe endpoint
+    /// over a raised quota of 1,000 answers 409 naming the quota. On 552c13e there is
+    /// no quota route (404), no cluster or pipeline bound, and the probe bound is a
+    /// fixed 200 that cannot be raised.
+    #[tokio::test]
+    async fn quotas_bound_what_a_tenant_creates_and_only_admins_raise_them() {
+        let h = Harness::new().await;
+        let shop = h.tenant_with_token("shop").await;
+        let bank = h.tenant_with_token("bank").await;
+        let quotas = h.get("/api/v1/tenants/shop/quotas", &shop).await;
+        assert_eq!(quotas.status, StatusCode::OK, "{}", quotas.text);
+        assert_eq!(
+            quotas.json()["quotas"],
+            json!([
+                {"name": "clusters", "limit": 1000, "used": 0, "default": 1000, "overridden": false},
+                {"name": "pipelines/MetricPipeline", "limit": 50, "used": 0, "default": 50, "overridden": false},
+                {"name": "probes", "limit": 200, "used": 0, "default": 200, "overridden": false},
+            ])
+        );
+        let theirs = h.get("/api/v1/tenants/shop/quotas", &bank).await;
+        assert_eq!(theirs.status, StatusCode::NOT_FOUND, "{}", theirs.text);
+        let raise = json!({"limits": {"probes": 1000}});
+        let by_tenant = h
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/shop/quotas",
+                Some(&shop),
+                Some(raise.clone()),
+            )
+            .await;
+        assert_eq!(
+            by_tenant.status,
+            StatusCode::FORBIDDEN,
+            "{}",
+            by_tenant.text
+        );
+
+        let probe = |i: usize| json!({"name": format!("p{i}"), "module": {"tcp": {"address": format!("p{i}.shop.example:443")}}});
+        let create = |i: usize| {
+            let h = &h;
+            let shop = shop.clone();
+            async move {
+                h.call(Method::POST, "/api/v1/probes", Some(&shop), Some(probe(i)))
+                    .await
+            }
+        };
+        for i in 0..200 {
+            let created = create(i).await;
+            assert_eq!(created.status, StatusCode::CREATED, "{i}: {}", created.text);
+        }
+        let over = create(200).await;
+        assert_eq!(over.status, StatusCode::CONFLICT, "{}", over.text);
+        assert_eq!(
+            over.json()["error"],
+            "tenant \"shop\" is at its quota \"probes\" of 200 probe endpoints: delete one \
+             first, or ask the provider to raise the quota"
+        );
+
+        let raised = h
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/shop/quotas",
+                Some(ADMIN),
+                Some(raise),
+            )
+            .await;
+        assert_eq!(raised.status, StatusCode::OK, "{}", raised.text);
+        assert_eq!(
+            raised.json()["quotas"][2],
+            json!({"name": "probes", "limit": 1000, "used": 200, "default": 200, "overridden": true})
+        );
+        for i in 200..1000 {
+            let created = create(i).await;
+            assert_eq!(created.status, StatusCode::CREATED, "{i}: {}", created.text);
+        }
+        let over = create(1000).await;
+        assert_eq!(
+            over.status,
+            StatusCode::CONFLICT,
+            "the 1,001st: {}",
+            over.text
+        );
+        assert!(
+            over.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("quota \"probes\" of 1000"),
+            "{}",
+            over.text
+        );
+        // Replacing an existing endpoint is not a creation.
+        let replaced = h
+            .call(
+                Method::PUT,
+                "/api/v1/probes/p0",
+                Some(&shop),
+                Some(probe(0)),
+            )
+            .await;
+        assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.text);
+
+        // Clusters and pipelines, lowered to show the bound.
+        let lowered = h
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/shop/quotas",
+                Some(ADMIN),
+                Some(json!({"limits": {"clusters": 1, "pipelines/MetricPipeline": 1, "probes": 1000}})),
+            )
+            .await;
+        assert_eq!(lowered.status, StatusCode::OK, "{}", lowered.text);
+        let cluster = |name: &str| json!({"name": name});
+        let first = h
+            .call(
+                Method::POST,
+                "/api/v1/clusters",
+                Some(&shop),
+                Some(cluster("c1")),
+            )
+            .await;
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+        let second = h
+            .call(
+                Method::POST,
+                "/api/v1/clusters",
+                Some(&shop),
+                Some(cluster("c2")),
+            )
+            .await;
+        assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.text);
+        assert!(
+            second.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("quota \"clusters\" of 1"),
+            "{}",
+            second.text
+        );
+        let bank_cluster = h
+            .call(
+                Method::POST,
+                "/api/v1/clusters",
+                Some(&bank),
+                Some(cluster("c2")),
+            )
+            .await;
+        assert_eq!(
+            bank_cluster.status,
+            StatusCode::CREATED,
+            "another tenant's quota is its own"
+        );
+        let one = h
+            .call(
+                Method::PUT,
+                "/api/v1/pipelines/one",
+                Some(&shop),
+                Some(pipeline("one", URL_A)),
+            )
+            .await;
+        assert_eq!(one.status, StatusCode::CREATED, "{}", one.text);
+        let two = h
+            .call(
+                Method::PUT,
+                "/api/v1/pipelines/two",
+                Some(&shop),
+                Some(pipeline("two", URL_A)),
+            )
+            .await;
+        assert_eq!(two.status, StatusCode::CONFLICT, "{}", two.text);
+        assert!(
+            two.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("quota \"pipelines/MetricPipeline\""),
+            "{}",
+            two.text
+        );
+
+        // Bad quota requests name the field.
+        let bad = h
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/shop/quotas",
+                Some(ADMIN),
+                Some(json!({"limits": {"nope": 1, "clusters": 1_000_000_000u64}})),
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+        let fields = bad.json()["fields"].clone();
+        let paths: Vec<&str> = fields
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            paths,
+            ["limits[\"clusters\"]", "limits[\"nope\"]"],
+            "{}",
+            bad.text
+        );
+        let ghost = h.get("/api/v1/tenants/ghost/quotas", ADMIN).await;
+        assert_eq!(ghost.status, StatusCode::NOT_FOUND);
+    }
 }

@@ -355,6 +355,66 @@ spec:
         assert_eq!(out.stdout, "tenant spare deleted\n");
     }
 
+    /// `observer tenant quota`: shows a tenant's quotas; an admin sets and resets them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tenant_quotas_are_shown_set_and_reset() {
+        let (_h, address) = setup().await;
+        let out = observer(address, Some(ADMIN), &["tenant", "quota", "shop"]).await;
+        ok(&out);
+        let lines: Vec<Vec<&str>> = out
+            .stdout
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines[0],
+            ["QUOTA", "USED", "LIMIT", "DEFAULT", "OVERRIDDEN"]
+        );
+        assert_eq!(lines[1], ["clusters", "0", "1000", "1000", "no"]);
+        assert_eq!(lines[3], ["probes", "0", "200", "200", "no"]);
+        let args = [
+            "tenant",
+            "quota",
+            "shop",
+            "--set",
+            "clusters=3",
+            "--set",
+            "probes=500",
+            "-o",
+            "json",
+        ];
+        let out = observer(address, Some(ADMIN), &args).await;
+        ok(&out);
+        let view: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        assert_eq!(view["quotas"][0]["limit"], 3);
+        assert_eq!(view["quotas"][2]["limit"], 500);
+        // Resetting one keeps the other.
+        let args = [
+            "tenant", "quota", "shop", "--reset", "clusters", "-o", "json",
+        ];
+        let out = observer(address, Some(ADMIN), &args).await;
+        ok(&out);
+        let view: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        assert_eq!(view["quotas"][0]["overridden"], false);
+        assert_eq!(view["quotas"][2]["limit"], 500);
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["tenant", "quota", "shop", "--set", "nope=1"],
+        )
+        .await;
+        assert_ne!(out.code(), 0);
+        assert!(out.stderr.contains("limits[\"nope\"]"), "{}", out.stderr);
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["tenant", "quota", "shop", "--set", "clusters"],
+        )
+        .await;
+        assert_ne!(out.code(), 0);
+        assert!(out.stderr.contains("is not QUOTA=LIMIT"), "{}", out.stderr);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reader_that_goes_away_is_not_an_error() {
         // `observer tenant list | head -0`: the pipe is closed before the answer arrives.

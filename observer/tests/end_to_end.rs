@@ -148,6 +148,10 @@ impl Observer {
                 .arg(format!("127.0.0.1:{}", self.api_port))
                 .arg("--grpc-listen-address")
                 .arg(format!("127.0.0.1:{}", self.grpc_port))
+                // Every peer of these tests listens on loopback, which the shipped
+                // egress policy refuses for tenants' probes and API endpoints.
+                .arg("--egress-allow-cidr")
+                .arg("127.0.0.0/8")
                 .args(&self.extra_args)
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use kaas_observer::egress::EgressPolicy;
 use kaas_observer::integrations::config_state::ConfigStateSettings;
 use kaas_observer::integrations::files::{self, paths};
 use kaas_observer::integrations::remote_write::{
@@ -32,7 +33,7 @@ use kaas_observer::integrations::remote_write::{
 use kaas_observer::integrations::{ConfigStates, FilesSettings, GrafanaSettings, HashringSettings};
 use kaas_observer::lifecycle::{ClusterLifecycle, LifecycleSettings};
 use kaas_observer::probes::{
-    HttpMethod, HttpProbe, ProbeModule, ProbeTarget, Prober, ProberSettings, TcpProbe,
+    HttpMethod, HttpProbe, ProbeModule, ProbeOrigin, ProbeTarget, Prober, ProberSettings, TcpProbe,
 };
 use kaas_observer::secrets::SecretBox;
 use kaas_observer::store::{Actor, ConfigReport, NewCluster, Store, now_ms};
@@ -1090,12 +1091,14 @@ async fn probe_series_and_per_cluster_config_states_reach_prometheus() {
     let prober = Prober::start(ProberSettings {
         interval: Duration::from_secs(1),
         timeout: Duration::from_millis(900),
+        egress: EgressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()], Vec::new()),
         ..ProberSettings::default()
     });
     let target = |name: &str, module: ProbeModule| ProbeTarget {
         name: name.into(),
         tenant: "shop".into(),
         cluster: Some("edge-1".into()),
+        origin: ProbeOrigin::Tenant,
         module,
     };
     prober.set_targets(vec![

@@ -14,9 +14,11 @@ const OBSERVER: &str = env!("CARGO_BIN_EXE_observer");
 
 /// Catalogue metrics a fresh observer with default flags does not serve yet: onboarding
 /// and the fleet remote writer are off by default, and pushes are counted per outcome
-/// once one happened; self-telemetry's counters exist only with `--otlp-endpoint`.
+/// once one happened (egress refusals too); self-telemetry's counters exist only with
+/// `--otlp-endpoint`.
 const SERVED_ONLY_ONCE_USED: &[&str] = &[
     "kaas_observer_config_pushes_total",
+    "kaas_observer_egress_refusals_total",
     "kaas_observer_tls_handshakes_total",
     "kaas_observer_onboarding_syncs_total",
     "kaas_observer_onboarding_cluster_changes_total",

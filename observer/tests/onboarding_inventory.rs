@@ -410,3 +410,55 @@ async fn the_bearer_token_is_sent_and_the_source_polls_on_its_own() {
             .all(|a| a.as_deref() == Some("Bearer inventory-secret"))
     );
 }
+
+/// Issue 13, finding 5: an inventory entry whose API endpoint is an address the
+/// observer's egress policy refuses is skipped with the range named (registered on
+/// 552c13e, and then probed); the provider's allow list opens its cluster network.
+#[tokio::test]
+async fn endpoints_the_egress_policy_refuses_are_not_registered() {
+    let mut s = setup(|_| {}).await;
+    s.inventory.set_clusters(vec![
+        cluster("metadata", "shop", &[], "https://169.254.169.254:6443"),
+        cluster("local", "shop", &[], "https://127.0.0.1:6443"),
+        prod_1(),
+    ]);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.registered, ["prod-1"]);
+    let skipped: Vec<(&str, &str)> = report
+        .skipped
+        .iter()
+        .map(|(name, reason)| (name.as_str(), reason.as_str()))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    for (name, range) in [
+        (
+            "metadata",
+            "169.254.169.254/32 (cloud instance metadata service)",
+        ),
+        ("local", "127.0.0.0/8 (loopback)"),
+    ] {
+        assert!(
+            skipped.iter().any(|(n, reason)| *n == name
+                && reason.contains("apiEndpoint: ")
+                && reason.contains(range)),
+            "{name}: {skipped:?}"
+        );
+        assert!(s.store.get_cluster(name).await.unwrap().is_none(), "{name}");
+    }
+
+    let mut allowed = setup(|settings| {
+        settings.egress = kaas_observer::egress::EgressPolicy::new(
+            vec!["127.0.0.0/8".parse().unwrap()],
+            Vec::new(),
+        );
+    })
+    .await;
+    allowed.inventory.set_clusters(vec![cluster(
+        "local",
+        "shop",
+        &[],
+        "https://127.0.0.1:6443",
+    )]);
+    let report = allowed.source.poll_once().await.unwrap();
+    assert_eq!(report.registered, ["local"]);
+}

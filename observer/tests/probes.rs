@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use kaas_observer::probes::{
-    DnsProbe, DnsQueryType, FollowSettings, HttpMethod, HttpProbe, ProbeModule, ProbeOutcome,
-    ProbeTarget, Prober, ProberSettings, TcpProbe, TlsProbe, TlsSettings, desired_targets,
-    follow_store, probe_once,
+    DnsProbe, DnsQueryType, FollowSettings, HttpMethod, HttpProbe, ProbeModule, ProbeOrigin,
+    ProbeOutcome, ProbeTarget, Prober, ProberSettings, TcpProbe, TlsProbe, TlsSettings,
+    desired_targets, follow_store, probe_once,
 };
 use kaas_observer::store::{Actor, NewCluster, Store};
 use kaas_test_support::peers::{binary, run_nginx};
@@ -28,7 +28,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::json;
 use tokio::net::UdpSocket;
 
-use api_harness::{ADMIN, Harness};
+use api_harness::{ADMIN, Harness, loopback_allowed};
 
 /// Per-probe timeout in these tests: generous, loopback answers in milliseconds.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -110,6 +110,7 @@ fn target(name: &str, module: ProbeModule) -> ProbeTarget {
         name: name.to_owned(),
         tenant: "shop".to_owned(),
         cluster: Some("edge-1".to_owned()),
+        origin: ProbeOrigin::Tenant,
         module,
     }
 }
@@ -132,7 +133,7 @@ fn trusting(pki: &Pki) -> TlsSettings {
 }
 
 async fn probe(module: ProbeModule) -> ProbeOutcome {
-    probe_once(target("t", module), TIMEOUT)
+    probe_once(target("t", module), &loopback_allowed(), TIMEOUT)
         .await
         .expect("valid target")
 }
@@ -364,6 +365,7 @@ async fn dns_probes_against_a_loopback_server() {
                 DnsQueryType::A,
             ),
         ),
+        &loopback_allowed(),
         Duration::from_millis(300),
     )
     .await
@@ -391,6 +393,7 @@ async fn the_prober_exports_blackbox_series_for_its_targets() {
     let prober = Prober::start(ProberSettings {
         interval: Duration::from_secs(1),
         timeout: Duration::from_millis(900),
+        egress: loopback_allowed(),
         ..ProberSettings::default()
     });
     let mut registry = Registry::default();
@@ -666,7 +669,7 @@ async fn probe_endpoints_through_the_api_are_isolated_per_tenant_and_feed_the_pr
             Method::POST,
             "/api/v1/clusters",
             Some(&shop),
-            Some(json!({"name": "edge-1", "apiEndpoint": "https://10.0.0.1:6443"})),
+            Some(json!({"name": "edge-1", "apiEndpoint": "https://api.edge-1.example:6443"})),
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
@@ -700,7 +703,7 @@ async fn probe_endpoints_through_the_api_are_isolated_per_tenant_and_feed_the_pr
             Method::POST,
             "/api/v1/probes",
             Some(&shop),
-            Some(json!({"name": "dns", "module": {"dns": {"server": "10.0.0.53", "queryName": "shop.example"}}})),
+            Some(json!({"name": "dns", "module": {"dns": {"server": "ns.shop.example", "queryName": "shop.example"}}})),
         )
         .await;
     assert_eq!(post.status, StatusCode::CREATED, "{}", post.text);
@@ -793,12 +796,12 @@ async fn probe_endpoints_through_the_api_are_isolated_per_tenant_and_feed_the_pr
             (
                 "kubernetes-api".to_owned(),
                 "http",
-                "https://10.0.0.1:6443/livez".to_owned()
+                "https://api.edge-1.example:6443/livez".to_owned()
             ),
             (
                 "kubernetes-api-certificate".to_owned(),
                 "tls",
-                "10.0.0.1:6443".to_owned()
+                "api.edge-1.example:6443".to_owned()
             ),
             ("dns".to_owned(), "dns", "shop.example".to_owned()),
             (
@@ -937,6 +940,7 @@ fn probes_in_flight_are_bounded_by_max_concurrency() {
             interval: Duration::from_millis(500),
             timeout: Duration::from_millis(400),
             max_concurrency: 3,
+            egress: loopback_allowed(),
             ..ProberSettings::default()
         });
         let targets = (0..20)
@@ -1013,6 +1017,7 @@ async fn following_the_store_probes_live_clusters_and_stored_endpoints() {
     let prober = Prober::start(ProberSettings {
         interval: Duration::from_secs(1),
         timeout: Duration::from_millis(900),
+        egress: loopback_allowed(),
         ..ProberSettings::default()
     });
     // No periodic refresh within the test: every pick-up below comes from the change
@@ -1082,6 +1087,7 @@ async fn the_follower_reads_once_per_burst_of_changes_and_ignores_agent_reports(
     // An hour's interval: nothing is actually probed during the test.
     let prober = Prober::start(ProberSettings {
         interval: Duration::from_secs(3600),
+        egress: loopback_allowed(),
         ..ProberSettings::default()
     });
     let debounce = Duration::from_millis(300);
@@ -1136,4 +1142,376 @@ async fn the_follower_reads_once_per_burst_of_changes_and_ignores_agent_reports(
     assert!((2..=6).contains(&reads), "{reads} reads for one burst");
     follower.abort();
     prober.stop();
+}
+
+/// A loopback listener that counts the connections it accepts (and answers 200).
+async fn counting_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 1024];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await;
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+            });
+        }
+    });
+    (address, accepted)
+}
+
+/// Issue 13, finding 5: with the shipped egress policy (no allowed CIDR), loopback and
+/// metadata addresses are refused at the API (422 naming the field and the range;
+/// 201 on 552c13e), and a name that resolves to loopback (`localhost`) passes the API
+/// but is refused at probe time after resolution, for every module: the probe fails
+/// with reason `refused`, the listener never sees a connection, and the refusals are
+/// counted. On 552c13e the probes connected.
+#[tokio::test]
+async fn the_shipped_egress_policy_refuses_loopback_at_the_api_and_after_dns() {
+    let policy = kaas_observer::egress::EgressPolicy::default();
+    let h = Harness::with_egress(policy.clone()).await;
+    let shop = h.tenant_with_token("shop").await;
+    let (address, accepted) = counting_server().await;
+    let port = address.port();
+    let refused = |body: serde_json::Value, uri: &'static str| {
+        let h = &h;
+        let shop = shop.clone();
+        async move {
+            let answer = h.call(Method::POST, uri, Some(&shop), Some(body)).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{}",
+                answer.text
+            );
+            answer.json()["fields"][0].clone()
+        }
+    };
+    let metadata = refused(
+        json!({"name": "edge-1", "apiEndpoint": "http://169.254.169.254/latest/meta-data/"}),
+        "/api/v1/clusters",
+    )
+    .await;
+    assert_eq!(metadata["path"], "apiEndpoint");
+    assert!(
+        metadata["message"].as_str().unwrap().starts_with(
+            "169.254.169.254 is in 169.254.169.254/32 (cloud instance metadata service)"
+        ),
+        "{metadata}"
+    );
+    let loopback = refused(
+        json!({"name": "edge-2", "apiEndpoint": format!("https://127.0.0.1:{port}")}),
+        "/api/v1/clusters",
+    )
+    .await;
+    assert!(
+        loopback["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.0/8 (loopback)"),
+        "{loopback}"
+    );
+    for (module, path) in [
+        (
+            json!({"http": {"url": format!("http://127.0.0.1:{port}/")}}),
+            "module.http.url",
+        ),
+        (
+            json!({"tcp": {"address": format!("[::1]:{port}")}}),
+            "module.tcp.address",
+        ),
+        (
+            json!({"tls": {"address": format!("[::ffff:127.0.0.1]:{port}")}}),
+            "module.tls.address",
+        ),
+        (
+            json!({"dns": {"server": format!("127.0.0.1:{port}"), "queryName": "a.example"}}),
+            "module.dns.server",
+        ),
+        (
+            json!({"http": {"url": "https://shop.example/", "method": "POST"}}),
+            "module.http.method",
+        ),
+    ] {
+        let field = refused(json!({"name": "p", "module": module}), "/api/v1/probes").await;
+        assert_eq!(field["path"], path, "{field}");
+    }
+    // A name cannot be judged at the API; it is checked when resolved.
+    let by_name = format!("http://localhost:{port}/");
+    let created = h
+        .call(
+            Method::POST,
+            "/api/v1/probes",
+            Some(&shop),
+            Some(json!({"name": "by-name", "module": {"http": {"url": by_name}}})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+
+    let modules = [
+        http(by_name.clone(), &[], None),
+        ProbeModule::Tcp(TcpProbe {
+            address: format!("localhost:{port}"),
+        }),
+        ProbeModule::Tls(TlsProbe {
+            address: format!("localhost:{port}"),
+            server_name: None,
+            ca: None,
+            insecure_skip_verify: true,
+        }),
+        dns(format!("localhost:{port}"), "a.example", DnsQueryType::A),
+    ];
+    for module in modules {
+        let kind = module.kind();
+        let outcome = probe_once(target("t", module), &policy, TIMEOUT)
+            .await
+            .unwrap();
+        let failure = outcome.failure.expect(kind);
+        assert_eq!(failure.reason(), "refused", "{kind}: {failure}");
+        assert!(
+            failure
+                .to_string()
+                .contains("localhost resolves only to refused addresses"),
+            "{kind}: {failure}"
+        );
+    }
+    // The prober itself, on the stored endpoint: refused every interval, never sent.
+    let prober = Prober::start(ProberSettings {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(900),
+        egress: policy.clone(),
+        ..ProberSettings::default()
+    });
+    prober.set_targets(desired_targets(&h.store).await.unwrap());
+    wait_for_results(&prober, "the refused probe", |results| {
+        results.values().any(|sample| !sample.success)
+    })
+    .await;
+    prober.stop();
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached the listener"
+    );
+    let mut registry = Registry::default();
+    policy.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let counted = samples(&text);
+    for (context, range) in [
+        ("api", "metadata"),
+        ("api", "loopback"),
+        ("api", "method"),
+        ("probe", "loopback"),
+    ] {
+        let key = format!(
+            "kaas_observer_egress_refusals_total{{context=\"{context}\",range=\"{range}\"}}"
+        );
+        assert!(
+            counted.get(&key).is_some_and(|v| *v >= 1.0),
+            "{key}\n{text}"
+        );
+    }
+}
+
+/// Issue 13, finding 5: with the provider's allow list, a name is connected to at the
+/// address that passed the check (`localhost`'s `::1` is dropped, `127.0.0.1` used),
+/// and a stored tenant probe with a method beyond GET and HEAD fails with reason
+/// `refused` instead of being sent; allowing the method sends it.
+#[tokio::test]
+async fn allowed_ranges_are_probed_and_other_methods_need_the_provider() {
+    let (address, accepted) = counting_server().await;
+    let url = format!("http://localhost:{}/", address.port());
+    let loopback = loopback_allowed();
+    let ok = probe_once(
+        target("t", http(url.clone(), &[], None)),
+        &loopback,
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert!(ok.success(), "{:?}", ok.failure);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let post = ProbeModule::Http(HttpProbe {
+        url: url.clone(),
+        method: HttpMethod::Post,
+        expected_status: Vec::new(),
+        tls: None,
+    });
+    let refused = probe_once(target("t", post.clone()), &loopback, TIMEOUT)
+        .await
+        .unwrap();
+    let failure = refused.failure.expect("refused");
+    assert_eq!(failure.reason(), "refused", "{failure}");
+    assert!(
+        failure.to_string().contains("POST is not allowed"),
+        "{failure}"
+    );
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the POST was never sent"
+    );
+    let allowing_post = kaas_observer::egress::EgressPolicy::new(
+        vec!["127.0.0.0/8".parse().unwrap()],
+        vec!["POST".to_owned()],
+    );
+    let sent = probe_once(target("t", post), &allowing_post, TIMEOUT)
+        .await
+        .unwrap();
+    assert!(sent.success(), "{:?}", sent.failure);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A loopback HTTP server that answers 200 at once and records, per path, when each
+/// request arrived (Unix milliseconds).
+async fn recording_server() -> (SocketAddr, Arc<std::sync::Mutex<Vec<(String, u64)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = arrivals.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 2048];
+                let Ok(read) = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await else {
+                    return;
+                };
+                let at = unix_ms();
+                let request = String::from_utf8_lossy(&buffer[..read]);
+                let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
+                log.lock().expect("log").push((path, at));
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+            });
+        }
+    });
+    (address, arrivals)
+}
+
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    u64::try_from(since.as_millis()).expect("milliseconds fit")
+}
+
+/// Issue 13, finding 5: one tenant ("hog") has 1,000 probes to a port that accepts
+/// connections into its backlog and never answers (bound, listening, never
+/// accepting), so every one of them holds its slot until the timeout, half an interval.
+/// Another tenant's probe and the provider's cluster API probe (of the hog's own
+/// cluster) must each arrive in every one of their slots within that slot's interval:
+/// normally they arrive milliseconds after the slot, so only starvation can explain a
+/// miss. With the shipped slot numbers and one first-come queue for everyone (552c13e)
+/// the hog needs five times the slots there are, its queue grows every interval, and
+/// the other probes wait behind it for many intervals.
+#[test]
+fn a_tenant_with_a_thousand_hanging_probes_delays_no_other_probe_by_an_interval() {
+    const INTERVAL: Duration = Duration::from_secs(5);
+    const SLOTS_CHECKED: u64 = 3;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let hanging_port = hanging.local_addr().expect("address").port();
+        let (server, arrivals) = recording_server().await;
+        let prober = Prober::start(ProberSettings {
+            interval: INTERVAL,
+            timeout: INTERVAL / 2,
+            egress: loopback_allowed(),
+            ..ProberSettings::default()
+        });
+        let mut targets: Vec<ProbeTarget> = (0..1000)
+            .map(|i| ProbeTarget {
+                name: format!("h{i}"),
+                tenant: "hog".to_owned(),
+                cluster: None,
+                origin: ProbeOrigin::Tenant,
+                module: http(format!("http://127.0.0.1:{hanging_port}/h{i}"), &[], None),
+            })
+            .collect();
+        let other = ProbeTarget {
+            name: "web".to_owned(),
+            tenant: "shop".to_owned(),
+            cluster: None,
+            origin: ProbeOrigin::Tenant,
+            module: http(format!("http://{server}/shop"), &[], None),
+        };
+        let provider = ProbeTarget {
+            name: "kubernetes-api".to_owned(),
+            tenant: "hog".to_owned(),
+            cluster: Some("hog-1".to_owned()),
+            origin: ProbeOrigin::Provider,
+            module: http(format!("http://{server}/livez"), &[], None),
+        };
+        let watched = [
+            ("/shop", other.series_key()),
+            ("/livez", provider.series_key()),
+        ];
+        targets.push(other);
+        targets.push(provider);
+        let started = unix_ms();
+        prober.set_targets(targets);
+
+        // One interval for the hog's probes to fill their slots, then SLOTS_CHECKED
+        // slots of each watched probe, each given its whole interval.
+        let interval_ms = u64::try_from(INTERVAL.as_millis()).expect("ms");
+        let mut deadlines = Vec::new();
+        for (path, key) in &watched {
+            let offset = kaas_observer::probes::schedule::offset_ms(key, INTERVAL);
+            let warm = started + interval_ms;
+            let mut first = warm - warm % interval_ms + offset;
+            if first < warm {
+                first += interval_ms;
+            }
+            let slots: Vec<u64> = (0..SLOTS_CHECKED)
+                .map(|k| first + k * interval_ms)
+                .collect();
+            deadlines.push((*path, slots));
+        }
+        let end = deadlines
+            .iter()
+            .flat_map(|(_, slots)| slots.iter().map(|s| s + interval_ms))
+            .max()
+            .expect("slots");
+        tokio::time::sleep(Duration::from_millis(end.saturating_sub(unix_ms()) + 100)).await;
+        let hog_started = prober.stats().probes;
+        prober.stop();
+        drop(hanging);
+
+        let arrivals = arrivals.lock().expect("log").clone();
+        for (path, slots) in deadlines {
+            let times: Vec<u64> = arrivals
+                .iter()
+                .filter(|(p, _)| p == path)
+                .map(|(_, at)| *at)
+                .collect();
+            for slot in slots {
+                let lateness = times
+                    .iter()
+                    .filter(|at| (slot..slot + interval_ms).contains(*at))
+                    .map(|at| at - slot)
+                    .next();
+                assert!(
+                    lateness.is_some(),
+                    "{path}: no probe within the interval after its slot at {slot} \
+                     (arrivals {times:?}; {hog_started} probes finished in all)"
+                );
+            }
+        }
+    });
 }

@@ -417,7 +417,11 @@ fn each_probe_is_one_client_span_failed_when_the_probe_fails() {
         .expect("runtime");
     runtime.block_on(async {
         for address in [&open, &closed] {
-            kaas_observer::probes::probe_once(target(address), Duration::from_secs(5))
+            let loopback = kaas_observer::egress::EgressPolicy::new(
+                vec!["127.0.0.0/8".parse().expect("CIDR")],
+                Vec::new(),
+            );
+            kaas_observer::probes::probe_once(target(address), &loopback, Duration::from_secs(5))
                 .await
                 .expect("probe runs");
         }

@@ -28,8 +28,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use kaas_bench::{cpu_seconds, peak_rss};
+use kaas_observer::egress::EgressPolicy;
 use kaas_observer::probes::{
-    HttpMethod, HttpProbe, ProbeModule, ProbeTarget, Prober, ProberSettings, TlsSettings,
+    HttpMethod, HttpProbe, ProbeModule, ProbeOrigin, ProbeTarget, Prober, ProberSettings,
+    TlsSettings,
 };
 use kaas_test_support::peers::{binary, run_nginx};
 use kaas_test_support::process::{ChildGuard, free_port, wait_for_tcp};
@@ -132,6 +134,13 @@ fn prober_child(spec: &Path) -> anyhow::Result<()> {
             interval: Duration::from_millis(spec.interval_ms),
             timeout: Duration::from_secs(5),
             max_concurrency: spec.concurrency,
+            // One tenant owns every target here: no share to keep for others.
+            max_concurrency_per_tenant: spec.concurrency,
+            // The targets listen on loopback.
+            egress: EgressPolicy::new(
+                vec!["127.0.0.0/8".parse().map_err(anyhow::Error::msg)?],
+                Vec::new(),
+            ),
             ..ProberSettings::default()
         });
         prober.set_targets(targets(&spec.urls, &spec.ca_pem));
@@ -151,6 +160,7 @@ fn targets(urls: &[String], ca_pem: &str) -> Vec<ProbeTarget> {
             name: format!("e{i}"),
             tenant: "bench".to_owned(),
             cluster: None,
+            origin: ProbeOrigin::Tenant,
             module: ProbeModule::Http(HttpProbe {
                 url: url.clone(),
                 method: HttpMethod::Get,

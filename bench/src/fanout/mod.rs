@@ -230,6 +230,11 @@ pub async fn run(settings: &FanoutSettings) -> Result<FanoutReport, FanoutError>
 
     // Clusters, through the API.
     observer.api().create_tenant(TENANT).await?;
+    // One tenant owns the whole simulated fleet: raise its cluster quota to the fleet.
+    observer
+        .api()
+        .set_cluster_quota(TENANT, settings.agents)
+        .await?;
     let started = Instant::now();
     let clusters = create_clusters(&observer, settings).await?;
     report.clusters_created = started.elapsed();

@@ -10,6 +10,7 @@ use kaas_observer::api::model::{
     AppliedPipeline, ClusterList, CreateClusterRequest, CreateTenantRequest, CreatedCluster,
     PipelineStatusView, TenantView,
 };
+use kaas_observer::api::quotas::{SetQuotasRequest, TenantQuotasView};
 use kaas_observer::cli::client::ApiClient;
 use kaas_observer::serve::ADMIN_TOKEN_FILE;
 use kaas_test_support::process::free_port;
@@ -109,6 +110,27 @@ impl ObserverApi {
         };
         self.client
             .call::<TenantView>(Method::POST, &["api", "v1", "tenants"], &[], Some(&body))
+            .await?;
+        Ok(())
+    }
+
+    /// `PUT /api/v1/tenants/{tenant}/quotas` with the cluster quota at `clusters`, as an
+    /// admin raises it for a large customer.
+    pub async fn set_cluster_quota(
+        &self,
+        tenant: &str,
+        clusters: usize,
+    ) -> Result<(), FanoutError> {
+        let body = SetQuotasRequest {
+            limits: [("clusters".to_owned(), clusters as u64)].into(),
+        };
+        self.client
+            .call::<TenantQuotasView>(
+                Method::PUT,
+                &["api", "v1", "tenants", tenant, "quotas"],
+                &[],
+                Some(&body),
+            )
             .await?;
         Ok(())
     }

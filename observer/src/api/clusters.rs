@@ -18,6 +18,7 @@ use super::model::{
     ClusterList, ClusterView, CreateClusterRequest, CreatedCluster, FieldProblem, JoinToken,
 };
 use super::{ApiError, ApiState, check, json_body, now_ms};
+use crate::egress::EgressContext;
 use crate::store::{Cluster, ClusterState, NewCluster, Principal};
 
 /// `POST /api/v1/clusters`.
@@ -44,7 +45,13 @@ pub async fn create(
     }
     if let Some(endpoint) = &request.api_endpoint {
         match url::Url::parse(endpoint) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+                // The observer probes it: a literal address must be one it may contact.
+                if let Err(refusal) = state.egress.check_url(endpoint) {
+                    state.egress.count_refusal(EgressContext::Api, &refusal);
+                    problem("apiEndpoint".to_owned(), refusal.to_string());
+                }
+            }
             _ => problem(
                 "apiEndpoint".to_owned(),
                 format!("not an absolute http(s) URL: {endpoint:?}"),

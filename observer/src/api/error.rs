@@ -128,6 +128,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => Self::NotFound(error.to_string()),
             StoreError::AlreadyExists { .. } => Self::Conflict(error.to_string()),
             StoreError::Conflict(reason) => Self::Conflict(reason),
+            StoreError::QuotaExceeded { .. } => Self::Conflict(error.to_string()),
             other => Self::internal(other),
         }
     }

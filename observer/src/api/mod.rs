@@ -17,6 +17,7 @@ pub mod model;
 pub mod openapi;
 pub mod pipelines;
 pub mod probes;
+pub mod quotas;
 pub mod redact;
 pub mod status;
 pub mod tenants;
@@ -38,6 +39,7 @@ use serde::de::DeserializeOwned;
 pub use error::ApiError;
 use model::FieldProblem;
 
+use crate::egress::EgressPolicy;
 use crate::store::Store;
 
 /// What the handlers share.
@@ -54,6 +56,8 @@ pub struct ApiState {
     pub ca_pem: String,
     /// The clusters' default buffer budget and the central pipeline's share of it.
     pub buffer_budgets: budgets::BufferBudgets,
+    /// Which addresses and probe methods tenants may name ([`crate::egress`]).
+    pub egress: EgressPolicy,
 }
 
 /// The whole REST API.
@@ -74,6 +78,10 @@ pub fn app(state: ApiState) -> Router {
         .route(
             "/api/v1/tenants/{name}",
             get(tenants::get).delete(tenants::delete),
+        )
+        .route(
+            "/api/v1/tenants/{name}/quotas",
+            get(quotas::get).put(quotas::put),
         )
         .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/api/v1/tokens/{id}", delete(tokens::revoke))

@@ -19,6 +19,7 @@ use super::model::{
     PipelineStatusView, PipelineView, StatusView, TenantList, TenantView, TokenList,
 };
 use super::probes::{ProbeEndpointList, ProbeEndpointRequest, ProbeEndpointView};
+use super::quotas::{SetQuotasRequest, TenantQuotasView};
 
 /// The document's `info.version`: the observer's version.
 const API_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -104,7 +105,7 @@ pub fn document() -> Value {
         if errors.conflict {
             responses.insert(
                 "409".into(),
-                error_response("The object exists already, or its state forbids the change."),
+                error_response("The object exists already, its state forbids the change, or creating it would take the tenant over a quota (the message names it)."),
             );
         }
         if errors.body {
@@ -221,6 +222,14 @@ pub fn document() -> Value {
                 responses(vec![("200", ok("The tenant.", s.of::<TenantView>()))]), READ_ONE),
             "delete": operation("deleteTenant", "tenants", "Delete a tenant that has no clusters or pipelines left (admin).",
                 vec![name.clone()], None, responses(vec![("204", no_content())]), DELETE),
+        },
+        "/api/v1/tenants/{name}/quotas": {
+            "get": operation("getTenantQuotas", "tenants", "Read a tenant's quotas: limit, use and default of each (admin, or the tenant itself).",
+                vec![name.clone()], None,
+                responses(vec![("200", ok("The quotas.", s.of::<TenantQuotasView>()))]), READ_ONE),
+            "put": operation("setTenantQuotas", "tenants", "Replace a tenant's quota overrides; a quota left out returns to its default (admin).",
+                vec![name.clone()], Some(json_body(s.of::<SetQuotasRequest>())),
+                responses(vec![("200", ok("The quotas now.", s.of::<TenantQuotasView>()))]), WRITE),
         },
         "/api/v1/tokens": {
             "post": operation("createToken", "tokens", "Create an API token; the answer shows it once.", vec![],

@@ -5,7 +5,11 @@
 //! removes. A body is a [`ProbeEndpointRequest`]; it is checked with
 //! [`ProbeTarget::validate`] and refused with 422 listing every field error
 //! (`module.http.url: …`). A named `cluster` must be one of the tenant's live clusters
-//! (422 otherwise, the same answer for another tenant's cluster as for none). The tenant
+//! (422 otherwise, the same answer for another tenant's cluster as for none). A literal
+//! address the observer's egress policy refuses (loopback, link-local, private, ... unless
+//! the provider allows it), and an HTTP method other than GET and HEAD the provider did
+//! not allow, are refused the same way, naming the field and the range; a name is
+//! checked each time it is resolved, at probe time. The tenant
 //! is the caller's own; an admin names it with `?tenant=`. The results appear as the
 //! `probe_*` series (`docs/metrics.md`), not here: the replica that answers a request
 //! is not necessarily the one probing.
@@ -22,7 +26,8 @@ use super::auth::Caller;
 use super::model::FieldProblem;
 use super::tokens::TenantQuery;
 use super::{ApiError, ApiState, json_body};
-use crate::probes::{ProbeModule, ProbeTarget};
+use crate::egress::EgressContext;
+use crate::probes::{ProbeModule, ProbeOrigin, ProbeTarget};
 use crate::store::ClusterState;
 use crate::store::probe_endpoints::StoredProbeEndpoint;
 
@@ -140,8 +145,19 @@ async fn apply(
         name,
         tenant: tenant.clone(),
         cluster: request.cluster,
+        origin: ProbeOrigin::Tenant,
         module: request.module,
     };
+    for (field, refusal) in target.egress_problems(&state.egress) {
+        match &refusal {
+            Some(refusal) => state.egress.count_refusal(EgressContext::Api, refusal),
+            None => state.egress.count_method_refusal(EgressContext::Api),
+        }
+        problems.push(FieldProblem {
+            path: field.path,
+            message: field.reason,
+        });
+    }
     if let Some(cluster) = &target.cluster
         && !cluster.is_empty()
     {

@@ -65,6 +65,7 @@ use super::{
     ClusterAction, OnboardingMetrics, Source, SyncFailure, ensure_tenant, managed_by,
     registration_problems, state_before_deletion, with_source_label,
 };
+use crate::egress::EgressPolicy;
 use crate::lifecycle::DEFAULT_SILENT_AFTER;
 use crate::store::leases::Lease;
 use crate::store::{Cluster, ClusterState, NewCluster, Store, StoreError, now_ms};
@@ -111,6 +112,8 @@ pub struct InventorySettings {
     pub ca_pem: Option<String>,
     /// The `--silent-after` of the lifecycle, to restore a reappearing cluster's state.
     pub silent_after: Duration,
+    /// Which API endpoints may be registered (`--egress-allow-cidr`).
+    pub egress: EgressPolicy,
 }
 
 impl InventorySettings {
@@ -124,6 +127,7 @@ impl InventorySettings {
             bearer_token: None,
             ca_pem: None,
             silent_after: DEFAULT_SILENT_AFTER,
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -250,9 +254,10 @@ struct InventoryEntry {
     api_endpoint: Option<String>,
 }
 
-/// Parses and checks an inventory answer. `Err` only if the body as a whole is not a
-/// cluster list; bad entries are returned in [`Inventory::invalid`].
-pub fn parse_inventory(body: &[u8]) -> Result<Inventory, String> {
+/// Parses and checks an inventory answer (API endpoints against `egress`). `Err` only
+/// if the body as a whole is not a cluster list; bad entries are returned in
+/// [`Inventory::invalid`].
+pub fn parse_inventory(body: &[u8], egress: &EgressPolicy) -> Result<Inventory, String> {
     let document: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     let items = match document {
         Value::Array(items) => items,
@@ -288,6 +293,7 @@ pub fn parse_inventory(body: &[u8]) -> Result<Inventory, String> {
             &entry.tenant,
             &entry.labels,
             entry.api_endpoint.as_deref(),
+            egress,
         );
         if !problems.is_empty() {
             inventory.invalid.push(InvalidEntry {
@@ -640,7 +646,8 @@ impl InventorySource {
 
     async fn poll(&mut self) -> Result<PollReport, PollError> {
         let body = self.fetch().await?;
-        let inventory = parse_inventory(&body).map_err(PollError::InvalidResponse)?;
+        let inventory =
+            parse_inventory(&body, &self.settings.egress).map_err(PollError::InvalidResponse)?;
         let stored = self.store.list_clusters(None).await?;
         let rules = PlanRules {
             delete_after_missing_polls: self.settings.delete_after_missing_polls,
@@ -800,7 +807,7 @@ impl InventorySource {
     }
 
     /// Registers a listed cluster; `Ok(Err(reason))` if it cannot be (a race with the
-    /// API or another replica took the name).
+    /// API or another replica took the name, or the tenant is at its cluster quota).
     async fn register(&self, cluster: &InventoryCluster) -> Result<Result<(), String>, StoreError> {
         ensure_tenant(&self.store, &cluster.tenant, Source::Inventory).await?;
         let new = NewCluster {
@@ -819,6 +826,8 @@ impl InventorySource {
             Err(StoreError::AlreadyExists { .. }) => Ok(Err(
                 "registered concurrently by someone else; compared again next poll".to_owned(),
             )),
+            // Reported like any skip, and tried again next poll (the quota may be raised).
+            Err(error @ StoreError::QuotaExceeded { .. }) => Ok(Err(error.to_string())),
             Err(error) => Err(error),
         }
     }
@@ -911,15 +920,22 @@ mod tests {
                                    "apiEndpoint": format!("https://{name}:6443")})
             })
             .collect();
-        parse_inventory(&serde_json::to_vec(&items).unwrap()).unwrap()
+        parse_inventory(
+            &serde_json::to_vec(&items).unwrap(),
+            &EgressPolicy::default(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn both_answer_shapes_parse_and_unknown_fields_are_ignored() {
         let array = br#"[{"name": "a", "tenant": "shop", "region": "eu", "api_endpoint": "https://a:6443"}]"#;
         let wrapped = br#"{"clusters": [{"name": "a", "tenant": "shop", "apiEndpoint": "https://a:6443"}], "next": null}"#;
-        let a = parse_inventory(array).unwrap();
-        assert_eq!(a, parse_inventory(wrapped).unwrap());
+        let a = parse_inventory(array, &EgressPolicy::default()).unwrap();
+        assert_eq!(
+            a,
+            parse_inventory(wrapped, &EgressPolicy::default()).unwrap()
+        );
         assert_eq!(
             a.clusters["a"].api_endpoint.as_deref(),
             Some("https://a:6443")
@@ -936,7 +952,10 @@ mod tests {
             b"null",
             b"",
         ] {
-            assert!(parse_inventory(body).is_err(), "{body:?}");
+            assert!(
+                parse_inventory(body, &EgressPolicy::default()).is_err(),
+                "{body:?}"
+            );
         }
     }
 
@@ -950,7 +969,7 @@ mod tests {
             {"name": "twice", "tenant": "shop"},
             {"name": "twice", "tenant": "shop"}
         ]"#;
-        let inventory = parse_inventory(body).unwrap();
+        let inventory = parse_inventory(body, &EgressPolicy::default()).unwrap();
         assert_eq!(inventory.clusters.keys().collect::<Vec<_>>(), ["good"]);
         let listed: Vec<&str> = inventory.listed_names().into_iter().collect();
         assert_eq!(listed, ["bad-label", "good", "no-tenant", "twice"]);
@@ -1139,6 +1158,7 @@ mod tests {
         )];
         let inventory = parse_inventory(
             br#"[{"name": "typo", "tenant": "shop", "labels": {"x": "bad value!"}}]"#,
+            &EgressPolicy::default(),
         )
         .unwrap();
         let result = plan(&inventory, &clusters, &BTreeMap::new(), rules(1), 0).unwrap();
@@ -1158,9 +1178,11 @@ mod tests {
     #[test]
     fn a_tenant_change_is_refused_but_keeps_the_cluster() {
         let clusters = [stored("a", ClusterState::Active, Some(Source::Inventory))];
-        let inventory =
-            parse_inventory(br#"[{"name": "a", "tenant": "other", "labels": {"env": "prod"}}]"#)
-                .unwrap();
+        let inventory = parse_inventory(
+            br#"[{"name": "a", "tenant": "other", "labels": {"env": "prod"}}]"#,
+            &EgressPolicy::default(),
+        )
+        .unwrap();
         let result = plan(&inventory, &clusters, &BTreeMap::new(), rules(1), 0).unwrap();
         assert!(
             matches!(&result.steps[..], [Step::Skip { reason, .. }] if reason.contains("cannot change tenants"))

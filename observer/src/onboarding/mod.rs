@@ -57,6 +57,7 @@ use kaas_pipeline::names::{check_dns1123_label, check_label_key, check_label_val
 
 pub use events::{ClusterAction, OnboardingMetrics, Source, SyncFailure};
 
+use crate::egress::EgressPolicy;
 use crate::lifecycle;
 use crate::store::{Cluster, ClusterState, Store, StoreError};
 
@@ -99,12 +100,15 @@ pub fn state_before_deletion(
 
 /// Everything wrong with a cluster a source describes, each with its field path
 /// (`name`, `tenant`, `labels["key"]`, `apiEndpoint`); empty if it can be registered.
-/// The same rules as `POST /api/v1/clusters`.
+/// The same rules as `POST /api/v1/clusters`, the egress policy included: an endpoint
+/// that is a literal address the observer may not contact is refused (a name is
+/// checked whenever it is resolved, at probe time).
 pub fn registration_problems(
     name: &str,
     tenant: &str,
     labels: &BTreeMap<String, String>,
     api_endpoint: Option<&str>,
+    egress: &EgressPolicy,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     if let Err(reason) = check_dns1123_label(name) {
@@ -123,7 +127,11 @@ pub fn registration_problems(
     }
     if let Some(endpoint) = api_endpoint {
         match url::Url::parse(endpoint) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+                if let Err(refusal) = egress.check_url(endpoint) {
+                    problems.push(format!("apiEndpoint: {refusal}"));
+                }
+            }
             _ => problems.push(format!(
                 "apiEndpoint: not an absolute http(s) URL: {endpoint:?}"
             )),
@@ -219,7 +227,8 @@ mod tests {
     #[test]
     fn registration_problems_name_every_field() {
         let labels = BTreeMap::from([("bad key!".to_owned(), "ok".to_owned())]);
-        let problems = registration_problems("Bad_Name", "", &labels, Some("not a url"));
+        let policy = EgressPolicy::default();
+        let problems = registration_problems("Bad_Name", "", &labels, Some("not a url"), &policy);
         let fields: Vec<&str> = problems
             .iter()
             .map(|p| p.split(':').next().unwrap_or_default())
@@ -230,8 +239,41 @@ mod tests {
             "{problems:?}"
         );
         assert!(
-            registration_problems("prod-1", "shop", &BTreeMap::new(), Some("https://k8s:6443"))
-                .is_empty()
+            registration_problems(
+                "prod-1",
+                "shop",
+                &BTreeMap::new(),
+                Some("https://k8s:6443"),
+                &policy
+            )
+            .is_empty()
         );
+    }
+
+    /// Issue 13, finding 5: a source's endpoint in a refused range is not registered
+    /// unless the provider allows the range (the usual setup for cluster networks).
+    #[test]
+    fn registration_refuses_endpoints_the_egress_policy_refuses() {
+        let none = BTreeMap::new();
+        let default = EgressPolicy::default();
+        let problems = registration_problems(
+            "prod-1",
+            "shop",
+            &none,
+            Some("https://169.254.169.254:6443"),
+            &default,
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("apiEndpoint: 169.254.169.254 is in 169.254.169.254/32"),
+            "{problems:?}"
+        );
+        let private = Some("https://10.0.0.1:6443");
+        assert_eq!(
+            registration_problems("prod-1", "shop", &none, private, &default).len(),
+            1
+        );
+        let allowed = EgressPolicy::new(vec!["10.0.0.0/8".parse().unwrap()], Vec::new());
+        assert!(registration_problems("prod-1", "shop", &none, private, &allowed).is_empty());
     }
 }

@@ -27,6 +27,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::egress::{EgressPolicy, Refusal};
+
 /// The port of a DNS server when `server` names none.
 pub const DNS_DEFAULT_PORT: u16 = 53;
 /// Longest domain name in presentation form (RFC 1035: 255 octets on the wire).
@@ -48,8 +50,23 @@ pub struct ProbeTarget {
     /// The cluster the endpoint belongs to, if any (becomes the `cluster` label).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Who asked for the probe. Never read from or written to JSON: a target that
+    /// comes from outside (the API, the store) is a tenant's.
+    #[serde(skip)]
+    pub origin: ProbeOrigin,
     /// How to probe.
     pub module: ProbeModule,
+}
+
+/// Who asked for a probe; decides its pool of slots and whether the tenant rules
+/// (GET/HEAD only) apply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ProbeOrigin {
+    /// A tenant, through `/api/v1/probes`.
+    #[default]
+    Tenant,
+    /// The observer itself: the probes of clusters' API servers.
+    Provider,
 }
 
 /// A probe module and its settings; exactly one.
@@ -96,6 +113,23 @@ pub enum HttpMethod {
     Post,
     /// OPTIONS.
     Options,
+}
+
+impl std::str::FromStr for HttpMethod {
+    type Err = String;
+
+    /// A method by name, in any case.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_uppercase().as_str() {
+            "GET" => Ok(Self::Get),
+            "HEAD" => Ok(Self::Head),
+            "POST" => Ok(Self::Post),
+            "OPTIONS" => Ok(Self::Options),
+            _ => Err(format!(
+                "{text:?} is not a probe method (GET, HEAD, POST, OPTIONS)"
+            )),
+        }
+    }
 }
 
 impl HttpMethod {
@@ -291,6 +325,62 @@ impl ProbeTarget {
             }
         }
         errors.into_result().map(|()| ValidatedProbeTarget(self))
+    }
+}
+
+impl ProbeTarget {
+    /// What the egress policy refuses in this target, each with its field path: a
+    /// literal address in a refused range (a name is checked when it is resolved, at
+    /// probe time), and for a tenant's HTTP probe a method other than GET and HEAD the
+    /// provider did not allow. Pure: nothing is resolved.
+    pub fn egress_problems(&self, egress: &EgressPolicy) -> Vec<(FieldError, Option<Refusal>)> {
+        let mut problems = Vec::new();
+        let mut refused = |path: &str, result: Result<(), Refusal>| {
+            if let Err(refusal) = result {
+                problems.push((
+                    FieldError {
+                        path: path.to_owned(),
+                        reason: refusal.to_string(),
+                    },
+                    Some(refusal),
+                ));
+            }
+        };
+        let host_of = |text: &str, default_port: Option<u16>| {
+            parse_host_port(text, default_port).map_or(String::new(), |(host, _)| host)
+        };
+        match &self.module {
+            ProbeModule::Http(http) => refused("module.http.url", egress.check_url(&http.url)),
+            ProbeModule::Tcp(tcp) => refused(
+                "module.tcp.address",
+                egress.check_host(&host_of(&tcp.address, None)),
+            ),
+            ProbeModule::Tls(tls) => refused(
+                "module.tls.address",
+                egress.check_host(&host_of(&tls.address, None)),
+            ),
+            ProbeModule::Dns(dns) => refused(
+                "module.dns.server",
+                egress.check_host(&host_of(&dns.server, Some(DNS_DEFAULT_PORT))),
+            ),
+        }
+        if let ProbeModule::Http(http) = &self.module
+            && self.origin == ProbeOrigin::Tenant
+            && !egress.allows_probe_method(http.method.as_str())
+        {
+            problems.push((
+                FieldError {
+                    path: "module.http.method".to_owned(),
+                    reason: format!(
+                        "{} is not allowed: a tenant's HTTP probe sends GET or HEAD unless \
+                         the provider allows more",
+                        http.method.as_str()
+                    ),
+                },
+                None,
+            ));
+        }
+        problems
     }
 }
 
@@ -660,6 +750,52 @@ mod tests {
         assert_eq!(dns.series_key().target, "a.example");
         assert_eq!(dns.series_key().cluster, "");
         assert_eq!(dns.series_key().to_string(), "dns|shop||a.example");
+    }
+
+    /// Issue 13, finding 5: literal addresses in refused ranges and methods beyond
+    /// GET and HEAD are named with their field path; checked only, nothing dialled.
+    #[test]
+    fn the_egress_policy_names_refused_addresses_and_methods_by_field() {
+        let policy = EgressPolicy::default();
+        let paths = |module: serde_json::Value| -> Vec<String> {
+            target(module)
+                .egress_problems(&policy)
+                .into_iter()
+                .map(|(e, _)| e.to_string())
+                .collect()
+        };
+        let metadata = paths(
+            serde_json::json!({"http": {"url": "http://169.254.169.254/latest/meta-data/", "method": "POST"}}),
+        );
+        assert_eq!(metadata.len(), 2, "{metadata:?}");
+        assert!(metadata[0].starts_with("module.http.url: 169.254.169.254 is in 169.254.169.254/32 (cloud instance metadata service)"), "{metadata:?}");
+        assert!(
+            metadata[1].starts_with("module.http.method: POST is not allowed"),
+            "{metadata:?}"
+        );
+        assert!(
+            paths(serde_json::json!({"tcp": {"address": "[::1]:22"}}))[0]
+                .starts_with("module.tcp.address: ::1 is in ::1/128 (loopback)")
+        );
+        assert!(
+            paths(serde_json::json!({"tls": {"address": "10.1.2.3:6443"}}))[0]
+                .starts_with("module.tls.address: 10.1.2.3 is in 10.0.0.0/8")
+        );
+        assert!(
+            paths(serde_json::json!({"dns": {"server": "fd00::53", "queryName": "a"}}))[0]
+                .starts_with("module.dns.server: fd00::53 is in fc00::/7")
+        );
+        assert!(
+            paths(serde_json::json!({"http": {"url": "https://shop.example/", "method": "HEAD"}}))
+                .is_empty()
+        );
+        let mut provider =
+            target(serde_json::json!({"http": {"url": "https://shop.example/", "method": "POST"}}));
+        provider.origin = ProbeOrigin::Provider;
+        assert!(
+            provider.egress_problems(&policy).is_empty(),
+            "the provider's own probes"
+        );
     }
 
     #[test]

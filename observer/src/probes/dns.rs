@@ -12,6 +12,8 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::config::{DnsProbe, DnsQueryType, parse_host_port};
+use crate::egress::EgressPolicy;
+
 use super::{ProbeFailure, ProbeOutcome, resolve};
 
 /// Size of the receive buffer: a UDP answer without EDNS is at most 512 bytes; more
@@ -49,9 +51,13 @@ impl PreparedDns {
     }
 
     /// Sends the query and waits for its answer.
-    pub(crate) async fn run(&self, outcome: &mut ProbeOutcome) -> Result<(), ProbeFailure> {
+    pub(crate) async fn run(
+        &self,
+        egress: &EgressPolicy,
+        outcome: &mut ProbeOutcome,
+    ) -> Result<(), ProbeFailure> {
         // The first address: a UDP query cannot tell a listening server from another.
-        let server = resolve(&self.server_host, self.server_port, &mut None)
+        let server = resolve(egress, &self.server_host, self.server_port, &mut None)
             .await?
             .first()
             .copied()

@@ -21,6 +21,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use url::{Host, Position, Url};
 
+use crate::egress::EgressPolicy;
+
 use super::config::{HttpMethod, HttpProbe, parse_http_url};
 use super::tls::TlsClient;
 use super::{ProbeFailure, ProbeOutcome, connect, resolve};
@@ -92,9 +94,13 @@ impl PreparedHttp {
     }
 
     /// Connects, sends the request and reads the answer.
-    pub(crate) async fn run(&self, outcome: &mut ProbeOutcome) -> Result<(), ProbeFailure> {
+    pub(crate) async fn run(
+        &self,
+        egress: &EgressPolicy,
+        outcome: &mut ProbeOutcome,
+    ) -> Result<(), ProbeFailure> {
         outcome.http_status_code = Some(0);
-        let addresses = resolve(&self.host, self.port, &mut outcome.dns_lookup).await?;
+        let addresses = resolve(egress, &self.host, self.port, &mut outcome.dns_lookup).await?;
         let stream = connect(&addresses).await?;
         let status = match &self.tls {
             Some(tls) => {

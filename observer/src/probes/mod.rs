@@ -21,15 +21,27 @@
 //!   end, including name resolution (the system resolver; each address a name has is
 //!   tried in turn); a probe that exceeds the timeout fails with what it measured so
 //!   far.
+//! * **Where to**: only where the observer's egress policy ([`crate::egress`]) lets it.
+//!   Every name is resolved through [`EgressPolicy::resolve`], refused addresses are
+//!   dropped, and the probe connects to exactly the addresses that passed; a target
+//!   whose every address is refused fails with reason `refused` (counted in
+//!   `kaas_observer_egress_refusals_total`). A tenant's HTTP probe sends GET or HEAD
+//!   unless the provider allows more; a stored probe with another method fails the
+//!   same way instead of being sent.
 //! * **When**: each target is probed once per interval at a stable offset within it,
 //!   `hash(key) mod interval` on the Unix clock ([`schedule`]), so probes are spread
 //!   evenly over the interval, do not bunch up after a restart, and keep their phase
 //!   when a target moves between replicas. A late probe (queued, slow) skips the slots it
 //!   missed instead of catching up in a burst.
-//! * **How many at once**: a semaphore bounds concurrent probes
-//!   ([`ProberSettings::max_concurrency`]); a probe waits for a permit before it opens
-//!   a socket, so a wave of hanging endpoints delays probes but cannot exhaust file
-//!   descriptors or memory.
+//! * **How many at once, and fairly**: a probe waits for a slot before it opens a
+//!   socket, so a wave of hanging endpoints delays probes but cannot exhaust file
+//!   descriptors or memory. Tenants' probes share [`ProberSettings::max_concurrency`]
+//!   slots, at most [`ProberSettings::max_concurrency_per_tenant`] per tenant, handed
+//!   out in turn between tenants when short ([`fairness`]): one tenant's thousand
+//!   endpoints that never answer delay another tenant's probe by at most one interval.
+//!   The provider's probes of clusters' API servers ([`ProbeOrigin::Provider`]) have
+//!   [`ProberSettings::provider_slots`] of their own, shared fairly the same way, so no
+//!   tenant probe can delay them at all.
 //! * **Who**: with several replicas, each target is probed by exactly one, chosen by
 //!   rendezvous hashing of the target over the live replicas ([`schedule::owner`]). A
 //!   replica probes only what it owns and exports only those series, so the fleet's
@@ -57,6 +69,7 @@
 
 pub mod config;
 pub mod dns;
+mod fairness;
 pub mod http;
 pub mod membership;
 pub mod metrics;
@@ -67,7 +80,7 @@ pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -75,13 +88,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kaas_pipeline::ValidationErrors;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use config::{
-    DnsProbe, DnsQueryType, HttpMethod, HttpProbe, ProbeModule, ProbeTarget, SeriesKey, TcpProbe,
-    TlsProbe, TlsSettings, ValidatedProbeTarget,
+    DnsProbe, DnsQueryType, HttpMethod, HttpProbe, ProbeModule, ProbeOrigin, ProbeTarget,
+    SeriesKey, TcpProbe, TlsProbe, TlsSettings, ValidatedProbeTarget,
 };
 pub use membership::{MembershipSettings, ReplicaMembership};
 pub use metrics::{ProbeSample, ProbeSeries};
@@ -90,6 +102,8 @@ pub use targets::{
     targets_from_clusters,
 };
 
+use crate::egress::{EgressContext, EgressError, EgressPolicy};
+use fairness::{FairLimiter, FairPermit};
 use metrics::{ProbeMetrics, ProbeResults};
 
 /// How often each target is probed: as often as the agents scrape by default (30 s),
@@ -99,10 +113,19 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// How long one probe may take before it fails: the scrape timeout's default, well
 /// inside the interval, long enough for a slow TLS handshake across continents.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many probes may run at once: at 30 s and 1,000 targets about 33 start a second
-/// and a healthy one lasts milliseconds, so 100 leaves room for a third of the fleet
-/// hanging until its timeout before probes start to queue, while bounding sockets.
+/// How many tenant probes may run at once: at 30 s and 1,000 targets about 33 start a
+/// second and a healthy one lasts milliseconds, so 100 leaves room for a third of the
+/// fleet hanging until its timeout before probes start to queue, while bounding sockets.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 100;
+/// How many of those one tenant's probes may hold: a quarter, so a tenant whose every
+/// endpoint hangs leaves three quarters to the others, whose probes then start at once;
+/// a healthy tenant's probes last milliseconds and never come near it.
+pub const DEFAULT_MAX_CONCURRENCY_PER_TENANT: usize = 25;
+/// Slots reserved for the provider's probes of clusters' API servers (two per
+/// cluster): healthy ones last milliseconds, so 50 leave room for 75 clusters' API
+/// servers hanging until their timeout at the defaults before these probes queue, and
+/// tenant probes never take them.
+pub const DEFAULT_PROVIDER_SLOTS: usize = 50;
 /// The replica id used when none is configured (a single observer).
 pub const DEFAULT_REPLICA_ID: &str = "observer";
 /// The shortest gap between two probes of one target: half an interval, so a timer
@@ -116,10 +139,17 @@ pub struct ProberSettings {
     pub interval: Duration,
     /// How long one probe may take (capped at the interval).
     pub timeout: Duration,
-    /// How many probes may run at once (at least 1).
+    /// How many tenant probes may run at once (at least 1).
     pub max_concurrency: usize,
+    /// How many of those one tenant may hold (at least 1).
+    pub max_concurrency_per_tenant: usize,
+    /// Slots of the provider's cluster API probes (at least 1), shared with the same
+    /// per-tenant cap.
+    pub provider_slots: usize,
     /// This replica's id among the live replicas ([`Prober::set_replicas`]).
     pub replica_id: String,
+    /// Where probes may go and what tenants' probes may send.
+    pub egress: EgressPolicy,
 }
 
 impl Default for ProberSettings {
@@ -128,7 +158,10 @@ impl Default for ProberSettings {
             interval: DEFAULT_INTERVAL,
             timeout: DEFAULT_TIMEOUT,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_concurrency_per_tenant: DEFAULT_MAX_CONCURRENCY_PER_TENANT,
+            provider_slots: DEFAULT_PROVIDER_SLOTS,
             replica_id: DEFAULT_REPLICA_ID.to_owned(),
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -175,6 +208,9 @@ pub enum ProbeFailure {
     /// The probe took longer than its timeout.
     #[error("no result within {0:?}")]
     Timeout(Duration),
+    /// The egress policy refuses the target's address or the probe's HTTP method.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 impl ProbeFailure {
@@ -190,6 +226,7 @@ impl ProbeFailure {
             Self::Dns(_) => "dns",
             Self::DnsRcode(_) => "dns_rcode",
             Self::Timeout(_) => "timeout",
+            Self::Refused(_) => "refused",
         }
     }
 }
@@ -245,6 +282,9 @@ enum PreparedModule {
     Tcp(tcp::PreparedTcp),
     Tls(tls::PreparedTls),
     Dns(dns::PreparedDns),
+    /// A tenant's HTTP probe with a method the policy does not allow: fails every
+    /// time with this reason, so the tenant sees why instead of a vanished series.
+    Refused(String),
 }
 
 /// A target ready to probe.
@@ -252,13 +292,21 @@ enum PreparedModule {
 struct PreparedProbe {
     target: ProbeTarget,
     key: SeriesKey,
+    tenant: Arc<str>,
     module: PreparedModule,
+    egress: EgressPolicy,
 }
 
 impl PreparedProbe {
-    fn build(target: ProbeTarget) -> Result<Self, ProbeBuildError> {
+    fn build(target: ProbeTarget, egress: &EgressPolicy) -> Result<Self, ProbeBuildError> {
         let target = target.validate()?.into_target();
         let module = match &target.module {
+            ProbeModule::Http(http)
+                if target.origin == ProbeOrigin::Tenant
+                    && !egress.allows_probe_method(http.method.as_str()) =>
+            {
+                Ok(PreparedModule::Refused(method_refusal(http.method)))
+            }
             ProbeModule::Http(http) => http::PreparedHttp::new(http).map(PreparedModule::Http),
             ProbeModule::Tcp(tcp) => tcp::PreparedTcp::new(tcp).map(PreparedModule::Tcp),
             ProbeModule::Tls(tls) => tls::PreparedTls::new(tls).map(PreparedModule::Tls),
@@ -267,8 +315,10 @@ impl PreparedProbe {
         .map_err(ProbeBuildError::Prepare)?;
         Ok(Self {
             key: target.series_key(),
+            tenant: Arc::from(target.tenant.as_str()),
             target,
             module,
+            egress: egress.clone(),
         })
     }
 
@@ -277,11 +327,16 @@ impl PreparedProbe {
         let started = Instant::now();
         let mut outcome = ProbeOutcome::new();
         let probe = async {
+            let egress = &self.egress;
             match &self.module {
-                PreparedModule::Http(http) => http.run(&mut outcome).await,
-                PreparedModule::Tcp(tcp) => tcp.run(&mut outcome).await,
-                PreparedModule::Tls(tls) => tls.run(&mut outcome).await,
-                PreparedModule::Dns(dns) => dns.run(&mut outcome).await,
+                PreparedModule::Http(http) => http.run(egress, &mut outcome).await,
+                PreparedModule::Tcp(tcp) => tcp.run(egress, &mut outcome).await,
+                PreparedModule::Tls(tls) => tls.run(egress, &mut outcome).await,
+                PreparedModule::Dns(dns) => dns.run(egress, &mut outcome).await,
+                PreparedModule::Refused(reason) => {
+                    egress.count_method_refusal(EgressContext::Probe);
+                    Err(ProbeFailure::Refused(reason.clone()))
+                }
             }
         };
         let result = tokio::time::timeout(timeout, probe).await;
@@ -298,43 +353,40 @@ impl PreparedProbe {
     }
 }
 
-/// Probes `target` once, now: what the prober does every interval. For tests and
-/// one-off checks.
-pub async fn probe_once(
-    target: ProbeTarget,
-    timeout: Duration,
-) -> Result<ProbeOutcome, ProbeBuildError> {
-    Ok(PreparedProbe::build(target)?.run(timeout).await)
+fn method_refusal(method: HttpMethod) -> String {
+    format!(
+        "a tenant's HTTP probe may send GET or HEAD; {} is not allowed by the provider",
+        method.as_str()
+    )
 }
 
-/// Resolves `host` (a name or an IP literal) and records how long it took in `lookup`.
-/// Returns every address, in the resolver's order.
+/// Probes `target` once, now, within `egress`: what the prober does every interval.
+/// For tests and one-off checks.
+pub async fn probe_once(
+    target: ProbeTarget,
+    egress: &EgressPolicy,
+    timeout: Duration,
+) -> Result<ProbeOutcome, ProbeBuildError> {
+    Ok(PreparedProbe::build(target, egress)?.run(timeout).await)
+}
+
+/// Resolves `host` (a name or an IP literal) within `egress` and records how long it
+/// took in `lookup`. Returns the addresses the policy allows, in the resolver's order:
+/// connect to these and only these.
 pub(crate) async fn resolve(
+    egress: &EgressPolicy,
     host: &str,
     port: u16,
     lookup: &mut Option<Duration>,
 ) -> Result<Vec<SocketAddr>, ProbeFailure> {
     let started = Instant::now();
-    let result = match host.parse::<IpAddr>() {
-        Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
-        Err(_) => match tokio::net::lookup_host((host, port)).await {
-            Ok(addresses) => {
-                let addresses: Vec<SocketAddr> = addresses.collect();
-                if addresses.is_empty() {
-                    Err(ProbeFailure::Resolve {
-                        host: host.to_owned(),
-                        reason: "no addresses".to_owned(),
-                    })
-                } else {
-                    Ok(addresses)
-                }
-            }
-            Err(error) => Err(ProbeFailure::Resolve {
-                host: host.to_owned(),
-                reason: error.to_string(),
-            }),
-        },
-    };
+    let result = egress
+        .resolve(EgressContext::Probe, host, port)
+        .await
+        .map_err(|error| match error {
+            EgressError::Resolve { host, reason } => ProbeFailure::Resolve { host, reason },
+            refused @ EgressError::Refused { .. } => ProbeFailure::Refused(refused.to_string()),
+        });
     *lookup = Some(started.elapsed());
     result
 }
@@ -376,12 +428,24 @@ pub struct ProberStats {
 #[derive(Debug)]
 struct Shared {
     results: Arc<ProbeResults>,
-    permits: Semaphore,
+    /// Slots of tenants' probes.
+    tenant_slots: Arc<FairLimiter>,
+    /// Slots reserved for the provider's probes.
+    provider_slots: Arc<FairLimiter>,
     probes: AtomicU64,
     successes: AtomicU64,
 }
 
 impl Shared {
+    /// Waits for a slot for `probe`, from the pool of its origin.
+    async fn slot(&self, probe: &PreparedProbe) -> FairPermit {
+        let pool = match probe.target.origin {
+            ProbeOrigin::Tenant => &self.tenant_slots,
+            ProbeOrigin::Provider => &self.provider_slots,
+        };
+        pool.acquire(&probe.tenant).await
+    }
+
     /// The one place a result is counted, logged and exported.
     fn record(&self, probe: &PreparedProbe, outcome: &ProbeOutcome, was_up: &mut Option<bool>) {
         self.probes.fetch_add(1, Ordering::Relaxed);
@@ -470,9 +534,18 @@ impl Prober {
         settings.interval = settings.interval.max(Duration::from_millis(1));
         settings.timeout = settings.timeout.min(settings.interval);
         settings.max_concurrency = settings.max_concurrency.max(1);
+        settings.max_concurrency_per_tenant = settings.max_concurrency_per_tenant.max(1);
+        settings.provider_slots = settings.provider_slots.max(1);
         let shared = Arc::new(Shared {
             results: Arc::new(ProbeResults::default()),
-            permits: Semaphore::new(settings.max_concurrency),
+            tenant_slots: FairLimiter::new(
+                settings.max_concurrency,
+                settings.max_concurrency_per_tenant,
+            ),
+            provider_slots: FairLimiter::new(
+                settings.provider_slots,
+                settings.max_concurrency_per_tenant,
+            ),
             probes: AtomicU64::new(0),
             successes: AtomicU64::new(0),
         });
@@ -597,7 +670,7 @@ impl Prober {
             if state.running.contains_key(&key) {
                 continue;
             }
-            let probe = match PreparedProbe::build(target.clone()) {
+            let probe = match PreparedProbe::build(target.clone(), &settings.egress) {
                 Ok(probe) => Arc::new(probe),
                 Err(error) => {
                     tracing::warn!(
@@ -651,9 +724,7 @@ async fn probe_loop(
             delay += interval;
         }
         tokio::time::sleep(delay).await;
-        let Ok(permit) = shared.permits.acquire().await else {
-            return; // closed: the prober is gone
-        };
+        let permit = shared.slot(&probe).await;
         last_start = Some(Instant::now());
         let outcome = probe.run(timeout).await;
         drop(permit);
@@ -670,6 +741,7 @@ mod tests {
             name: name.into(),
             tenant: "shop".into(),
             cluster: None,
+            origin: ProbeOrigin::Tenant,
             module: ProbeModule::Tcp(TcpProbe {
                 address: address.into(),
             }),

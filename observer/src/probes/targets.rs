@@ -21,7 +21,9 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use super::Prober;
-use super::config::{HttpMethod, HttpProbe, ProbeModule, ProbeTarget, TlsProbe, TlsSettings};
+use super::config::{
+    HttpMethod, HttpProbe, ProbeModule, ProbeOrigin, ProbeTarget, TlsProbe, TlsSettings,
+};
 use crate::store::{Change, Cluster, ClusterState, Store, StoreError};
 
 /// Name of the probe of a cluster's API server health endpoint.
@@ -68,6 +70,7 @@ pub fn targets_from_clusters(clusters: &[Cluster]) -> Vec<ProbeTarget> {
             name: CLUSTER_API_PROBE.to_owned(),
             tenant: cluster.tenant.clone(),
             cluster: Some(cluster.name.clone()),
+            origin: ProbeOrigin::Provider,
             module: ProbeModule::Http(HttpProbe {
                 url: health_url(&url),
                 method: HttpMethod::Get,
@@ -80,6 +83,7 @@ pub fn targets_from_clusters(clusters: &[Cluster]) -> Vec<ProbeTarget> {
                 name: CLUSTER_API_CERTIFICATE_PROBE.to_owned(),
                 tenant: cluster.tenant.clone(),
                 cluster: Some(cluster.name.clone()),
+                origin: ProbeOrigin::Provider,
                 module: ProbeModule::Tls(TlsProbe {
                     address: format!("{host}:{port}"),
                     server_name: None,
@@ -358,6 +362,7 @@ mod tests {
         assert_eq!(summary, expected);
         for target in targets {
             assert_eq!(target.tenant, "shop");
+            assert_eq!(target.origin, ProbeOrigin::Provider);
             target
                 .clone()
                 .validate()

@@ -2,6 +2,8 @@
 //! again at once without sending anything (the blackbox exporter's `tcp_connect`).
 
 use super::config::{TcpProbe, parse_host_port};
+use crate::egress::EgressPolicy;
+
 use super::{ProbeFailure, ProbeOutcome, connect, resolve};
 
 /// A `tcp` probe ready to run.
@@ -19,8 +21,12 @@ impl PreparedTcp {
     }
 
     /// Resolves and connects.
-    pub(crate) async fn run(&self, outcome: &mut ProbeOutcome) -> Result<(), ProbeFailure> {
-        let addresses = resolve(&self.host, self.port, &mut outcome.dns_lookup).await?;
+    pub(crate) async fn run(
+        &self,
+        egress: &EgressPolicy,
+        outcome: &mut ProbeOutcome,
+    ) -> Result<(), ProbeFailure> {
+        let addresses = resolve(egress, &self.host, self.port, &mut outcome.dns_lookup).await?;
         let _stream = connect(&addresses).await?;
         Ok(())
     }

@@ -19,6 +19,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::config::{TlsProbe, TlsSettings, parse_ca, parse_host_port};
+use crate::egress::EgressPolicy;
+
 use super::{ProbeFailure, ProbeOutcome, connect, resolve};
 
 /// A TLS client for one target: the configuration and the name to present.
@@ -110,8 +112,12 @@ impl PreparedTls {
     }
 
     /// Connects and completes a handshake.
-    pub(crate) async fn run(&self, outcome: &mut ProbeOutcome) -> Result<(), ProbeFailure> {
-        let addresses = resolve(&self.host, self.port, &mut outcome.dns_lookup).await?;
+    pub(crate) async fn run(
+        &self,
+        egress: &EgressPolicy,
+        outcome: &mut ProbeOutcome,
+    ) -> Result<(), ProbeFailure> {
+        let addresses = resolve(egress, &self.host, self.port, &mut outcome.dns_lookup).await?;
         let stream = connect(&addresses).await?;
         let _stream = self.client.handshake(stream, outcome).await?;
         Ok(())

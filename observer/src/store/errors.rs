@@ -30,6 +30,21 @@ pub enum StoreError {
     /// tenant that still has clusters, or `***` for a secret the store does not hold).
     #[error("{0}")]
     Conflict(String),
+    /// Creating the object would take the tenant over one of its quotas.
+    #[error(
+        "tenant {tenant:?} is at its quota {quota:?} of {limit} {counted}: delete one first, \
+         or ask the provider to raise the quota"
+    )]
+    QuotaExceeded {
+        /// The tenant.
+        tenant: String,
+        /// The quota's name (`clusters`, `probes`, `pipelines/<kind>`).
+        quota: String,
+        /// Its limit for the tenant.
+        limit: u64,
+        /// What it counts, for the message.
+        counted: &'static str,
+    },
     /// The database failed or could not be reached. Retryable in general.
     #[error("database error: {0}")]
     Database(#[source] DbErr),

@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(super::migrations_probes::CreateProbeEndpoints),
             Box::new(super::migrations_replicas::CreateReplicas),
             Box::new(super::migrations_budgets::CreateClusterBufferBudgets),
+            Box::new(super::migrations_quotas::CreateTenantQuotas),
         ]
     }
 

@@ -14,6 +14,10 @@
 //! | `cluster_reports` | `cluster`        | the agent's last config report and health report (JSON) |
 //! | `audit_log`       | increasing `id`  | at, actor, action, kind, tenant, name; never a value |
 //!
+//! Later migrations add `probe_endpoints` ([`probe_endpoints`]), `replicas`
+//! ([`replicas`]) and `tenant_quotas` ([`quotas`]: a tenant's clusters, pipelines and
+//! probe endpoints are bounded, checked in the creating transaction).
+//!
 //! Rows of a tenant (tokens, tombstoned clusters) and of a cluster (join tokens,
 //! reports) are removed with it by `ON DELETE CASCADE` foreign keys, and explicitly as
 //! well, so SQLite databases opened without foreign keys behave the same.
@@ -117,9 +121,11 @@ pub mod leases;
 pub mod migrations;
 mod migrations_budgets;
 mod migrations_probes;
+mod migrations_quotas;
 mod migrations_replicas;
 mod onboarding;
 pub mod probe_endpoints;
+pub mod quotas;
 pub mod replicas;
 pub mod reports;
 #[cfg(test)]
@@ -933,6 +939,10 @@ impl Store {
             .filter(api_tokens::Column::Tenant.eq(name))
             .exec(&transaction)
             .await?;
+        entities::tenant_quotas::Entity::delete_many()
+            .filter(entities::tenant_quotas::Column::Tenant.eq(name))
+            .exec(&transaction)
+            .await?;
         tenants::Entity::delete_by_id(name)
             .exec(&transaction)
             .await?;
@@ -1122,7 +1132,8 @@ impl Store {
     // ---- clusters and join tokens ----
 
     /// Registers a cluster in state `provisioning` and mints its first join token.
-    /// Returns the cluster and the token's plaintext.
+    /// Returns the cluster and the token's plaintext. A tenant at its cluster quota gets
+    /// [`StoreError::QuotaExceeded`].
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn create_cluster(
         &self,
@@ -1131,13 +1142,7 @@ impl Store {
         actor: &Actor,
     ) -> Result<(Cluster, String), StoreError> {
         let transaction = self.begin().await?;
-        if tenants::Entity::find_by_id(&new.tenant)
-            .one(&transaction)
-            .await?
-            .is_none()
-        {
-            return Err(not_found(kinds::TENANT, &new.tenant));
-        }
+        quotas::lock_tenant(&transaction, &new.tenant).await?;
         if clusters::Entity::find_by_id(&new.name)
             .one(&transaction)
             .await?
@@ -1145,6 +1150,7 @@ impl Store {
         {
             return Err(already_exists(kinds::CLUSTER, &new.name));
         }
+        quotas::enforce(&transaction, &new.tenant, quotas::Quota::Clusters).await?;
         let now = now_ms();
         let row = clusters::ActiveModel {
             name: Set(new.name.clone()),
@@ -1774,7 +1780,8 @@ impl Store {
     /// Creates or updates a pipeline of `tenant`. Inline secret values are sealed
     /// before they are written; `***` keeps the stored value of that field. The
     /// generation grows only when the spec changed. Returns the stored pipeline and
-    /// whether it was created.
+    /// whether it was created. A new pipeline beyond the tenant's quota is
+    /// [`StoreError::QuotaExceeded`].
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn apply_pipeline(
         &self,
@@ -1785,13 +1792,7 @@ impl Store {
         let name = pipeline.name().to_owned();
         let mut resource = normalize(pipeline.into_resource());
         let transaction = self.begin().await?;
-        if tenants::Entity::find_by_id(tenant)
-            .one(&transaction)
-            .await?
-            .is_none()
-        {
-            return Err(not_found(kinds::TENANT, tenant));
-        }
+        quotas::lock_tenant(&transaction, tenant).await?;
         let existing = pipelines::Entity::find_by_id((tenant.to_owned(), name.clone()))
             .one(&transaction)
             .await?;
@@ -1834,6 +1835,8 @@ impl Store {
                 (self.stored_pipeline(row, validated)?, false)
             }
             _ => {
+                let quota = quotas::Quota::Pipelines(kaas_pipeline::KIND);
+                quotas::enforce(&transaction, tenant, quota).await?;
                 let status = serde_json::to_value(MetricPipelineStatus::default())
                     .map_err(|e| StoreError::Corrupt(format!("cannot encode a status: {e}")))?;
                 let row = pipelines::Model {

@@ -4,27 +4,22 @@
 //! A row holds one validated [`ProbeTarget`] without its tenant (the key's) and cluster
 //! (a column): the module as JSON. Rows are unique per (tenant, name), go with their
 //! tenant (`ON DELETE CASCADE`), and are audited as kind `probe-endpoint`. A tenant has
-//! at most [`MAX_PROBE_ENDPOINTS_PER_TENANT`]. A create, change or delete publishes
+//! at most its quota `probes` ([`super::quotas`]). A create, change or delete publishes
 //! [`Change::ProbeEndpoint`] (an identical apply publishes nothing), so the prober
 //! (`probes::follow_store`) picks it up at once, on every replica; deleting a tenant
 //! removes its endpoints with [`Change::Tenant`].
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
 };
 
+use super::entities::clusters;
 use super::entities::probe_endpoints::{self, Column, Entity};
-use super::entities::{clusters, tenants};
+use super::quotas::Quota;
 use super::{
     Actor, Change, ClusterState, Store, StoreError, audit, insert_error, not_found, now_ms,
 };
-use crate::probes::{ProbeModule, ProbeTarget, ValidatedProbeTarget};
-
-/// How many endpoints one tenant may have: each is probed every interval by the
-/// observer and becomes five series, so the number is bounded per tenant, well above
-/// what a tenant's services need.
-pub const MAX_PROBE_ENDPOINTS_PER_TENANT: u64 = 200;
+use crate::probes::{ProbeModule, ProbeOrigin, ProbeTarget, ValidatedProbeTarget};
 
 /// The audit trail's kind for probe endpoints.
 const KIND: &str = "probe-endpoint";
@@ -43,8 +38,8 @@ pub struct StoredProbeEndpoint {
 impl Store {
     /// Creates or replaces the endpoint `target.name` of `target.tenant`. The tenant
     /// must exist, and a named cluster must be one of the tenant's that is not deleted
-    /// ([`StoreError::NotFound`] otherwise); a new endpoint beyond the tenant's limit is
-    /// a [`StoreError::Conflict`]. An identical apply writes nothing. Returns the stored
+    /// ([`StoreError::NotFound`] otherwise); a new endpoint beyond the tenant's quota is
+    /// [`StoreError::QuotaExceeded`]. An identical apply writes nothing. Returns the stored
     /// endpoint and whether it was created.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn apply_probe_endpoint(
@@ -58,13 +53,7 @@ impl Store {
         let spec = serde_json::to_value(&target.module)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode a probe module: {e}")))?;
         let transaction = self.begin().await?;
-        if tenants::Entity::find_by_id(tenant.as_str())
-            .one(&transaction)
-            .await?
-            .is_none()
-        {
-            return Err(not_found(super::kinds::TENANT, &tenant));
-        }
+        super::quotas::lock_tenant(&transaction, &tenant).await?;
         if let Some(cluster) = &target.cluster {
             let live = clusters::Entity::find_by_id(cluster.as_str())
                 .one(&transaction)
@@ -97,16 +86,7 @@ impl Store {
                 (row, false)
             }
             None => {
-                let count = Entity::find()
-                    .filter(Column::Tenant.eq(tenant.as_str()))
-                    .count(&transaction)
-                    .await?;
-                if count >= MAX_PROBE_ENDPOINTS_PER_TENANT {
-                    return Err(StoreError::Conflict(format!(
-                        "tenant {tenant:?} has {count} probe endpoints, the most allowed; \
-                         delete one first"
-                    )));
-                }
+                super::quotas::enforce(&transaction, &tenant, Quota::ProbeEndpoints).await?;
                 let row = probe_endpoints::Model {
                     tenant: tenant.clone(),
                     name: name.clone(),
@@ -205,6 +185,7 @@ fn stored(row: probe_endpoints::Model) -> Result<StoredProbeEndpoint, StoreError
         name: row.name.clone(),
         tenant: row.tenant.clone(),
         cluster: row.cluster.clone(),
+        origin: ProbeOrigin::Tenant,
         module,
     }
     .validate()

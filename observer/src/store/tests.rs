@@ -229,6 +229,10 @@ store_tests!(
 #[path = "tests_probes.rs"]
 mod probes;
 
+/// Tenant quotas.
+#[path = "tests_quotas.rs"]
+mod quotas;
+
 /// Scenarios that need two replicas on one database: PostgreSQL only.
 mod postgres_replicas {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

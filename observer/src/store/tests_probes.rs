@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{CROSS_REPLICA_DEADLINE, TestDb, admin, new_cluster, next_change, wait_for};
-use crate::probes::{HttpMethod, HttpProbe, ProbeModule, ProbeTarget};
+use crate::probes::{HttpMethod, HttpProbe, ProbeModule, ProbeOrigin, ProbeTarget};
 use crate::store::Change;
 
 store_tests!(
@@ -78,6 +78,7 @@ fn endpoint(name: &str, url: &str) -> ProbeTarget {
         name: name.into(),
         tenant: "shop".into(),
         cluster: None,
+        origin: ProbeOrigin::Tenant,
         module: ProbeModule::Http(HttpProbe {
             url: url.into(),
             method: HttpMethod::Get,

@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use kaas_observer::api::{ApiState, app};
+use kaas_observer::egress::EgressPolicy;
 use kaas_observer::secrets::SecretBox;
 use kaas_observer::store::Store;
 use serde_json::Value;
@@ -31,8 +32,21 @@ pub struct Harness {
     pub dir: TempDir,
 }
 
+/// The egress policy of every harness unless a test asks for another: the shipped
+/// default plus loopback, where every test server listens.
+pub fn loopback_allowed() -> EgressPolicy {
+    EgressPolicy::new(vec!["127.0.0.0/8".parse().expect("CIDR")], Vec::new())
+}
+
 impl Harness {
+    /// A harness whose egress policy allows 127.0.0.0/8.
     pub async fn new() -> Self {
+        Self::with_egress(loopback_allowed()).await
+    }
+
+    /// A harness with `egress` as the observer's policy (`EgressPolicy::default()` for
+    /// the shipped one).
+    pub async fn with_egress(egress: EgressPolicy) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open_sqlite(
             &dir.path().join("observer.db"),
@@ -47,6 +61,7 @@ impl Harness {
             control_endpoint: CONTROL_ENDPOINT.to_owned(),
             ca_pem: CA_PEM.to_owned(),
             buffer_budgets: Default::default(),
+            egress,
         });
         Self { store, app, dir }
     }

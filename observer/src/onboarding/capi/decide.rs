@@ -10,6 +10,7 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use super::super::{
     Source, managed_by, registration_problems, state_before_deletion, with_source_label,
 };
+use crate::egress::EgressPolicy;
 use crate::store::{Cluster, ClusterState};
 
 /// The Cluster API group.
@@ -179,6 +180,7 @@ pub fn decide(
     stored: Option<&Cluster>,
     now_ms: i64,
     silent_after: Duration,
+    egress: &EgressPolicy,
 ) -> Vec<Step> {
     let ours = stored.filter(|s| registered_from(s, &cluster.namespace));
     let mut steps = Vec::new();
@@ -230,6 +232,7 @@ pub fn decide(
         &cluster.tenant,
         &labels,
         cluster.api_endpoint.as_deref(),
+        egress,
     );
     if !cluster.has_finalizer() && (record.is_some() || problems.is_empty()) {
         steps.push(Step::AddFinalizer);
@@ -330,8 +333,16 @@ mod tests {
         }
     }
 
+    /// The normal setup: the provider allows its cluster networks.
+    fn cluster_networks() -> EgressPolicy {
+        EgressPolicy::new(
+            vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+            Vec::new(),
+        )
+    }
+
     fn steps(cluster: &CapiCluster, stored: Option<&Cluster>) -> Vec<Step> {
-        decide(cluster, stored, 0, FIVE_MINUTES)
+        decide(cluster, stored, 0, FIVE_MINUTES, &cluster_networks())
     }
 
     #[test]
@@ -373,6 +384,40 @@ mod tests {
         assert_eq!(
             steps(&capi(PHASE_PROVISIONED), None),
             [Step::AddFinalizer, Step::Register, Step::InstallAgent]
+        );
+    }
+
+    /// Issue 13, finding 5: a `Cluster` whose control plane endpoint is the metadata
+    /// service (or loopback) is not registered, so the observer never probes it;
+    /// private endpoints need the provider's allow list.
+    #[test]
+    fn a_control_plane_endpoint_the_egress_policy_refuses_is_not_registered() {
+        for host in ["169.254.169.254", "127.0.0.1", "::1"] {
+            let mut cluster = capi(PHASE_PROVISIONED);
+            cluster.api_endpoint = Some(format!(
+                "https://{}:6443",
+                if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.to_owned()
+                }
+            ));
+            let steps = steps(&cluster, None);
+            assert!(
+                matches!(&steps[..], [Step::Skip(reason)] if reason.contains("apiEndpoint: ") && reason.contains("egress policy")),
+                "{host}: {steps:?}"
+            );
+        }
+        let shipped = decide(
+            &capi(PHASE_PROVISIONED),
+            None,
+            0,
+            FIVE_MINUTES,
+            &EgressPolicy::default(),
+        );
+        assert!(
+            matches!(&shipped[..], [Step::Skip(reason)] if reason.contains("10.0.0.0/8 (private (RFC 1918))")),
+            "{shipped:?}"
         );
     }
 

@@ -9,6 +9,13 @@
 //! `certificate-authority`, `tokenFile`) is refused, because whoever can write a Secret
 //! in a tenant namespace could otherwise run commands or read files on the observer.
 //! Cluster API's generated kubeconfigs embed everything and pass.
+//!
+//! The kubeconfig's server is tenant input too (whoever writes the Secret picks it), so
+//! the observer's egress policy ([`crate::egress`]) applies: the server's name is
+//! resolved once, refused addresses are dropped, and the client is pointed at the
+//! checked address itself, with the name kept for TLS (SNI and certificate
+//! verification), so the client never resolves the name again. A kubeconfig with a
+//! `proxy-url` is refused: the proxy would choose the destination.
 
 use std::time::Duration;
 
@@ -20,6 +27,7 @@ use kube::{Api, Client, Config};
 use serde_json::Value;
 
 use crate::api::manifest::{self, ManifestInput};
+use crate::egress::{EgressContext, EgressPolicy};
 
 /// The field manager of everything the observer applies.
 pub const FIELD_MANAGER: &str = "kaas-observer";
@@ -80,8 +88,8 @@ pub enum InstallError {
 /// How clients for workload clusters are made.
 #[derive(Clone)]
 pub enum WorkloadConnector {
-    /// From each cluster's kubeconfig (the observer).
-    Kubeconfig,
+    /// From each cluster's kubeconfig (the observer), to servers the policy allows.
+    Kubeconfig(EgressPolicy),
     /// Every workload cluster is reached through this client (tests: a mock). The
     /// kubeconfig is still read and checked.
     Fixed(Client),
@@ -90,7 +98,7 @@ pub enum WorkloadConnector {
 impl std::fmt::Debug for WorkloadConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Kubeconfig => "WorkloadConnector::Kubeconfig",
+            Self::Kubeconfig(_) => "WorkloadConnector::Kubeconfig",
             Self::Fixed(_) => "WorkloadConnector::Fixed",
         })
     }
@@ -101,11 +109,12 @@ impl WorkloadConnector {
     pub async fn connect(&self, kubeconfig: Kubeconfig) -> Result<Client, String> {
         match self {
             Self::Fixed(client) => Ok(client.clone()),
-            Self::Kubeconfig => {
+            Self::Kubeconfig(egress) => {
                 let mut config =
                     Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                         .await
                         .map_err(|e| e.to_string())?;
+                pin_server(&mut config, egress).await?;
                 config.connect_timeout = Some(WORKLOAD_CONNECT_TIMEOUT);
                 config.read_timeout = Some(WORKLOAD_READ_TIMEOUT);
                 config.write_timeout = Some(WORKLOAD_READ_TIMEOUT);
@@ -113,6 +122,43 @@ impl WorkloadConnector {
             }
         }
     }
+}
+
+/// Points `config` at an address of its server that `egress` allows, keeping the
+/// server's name for TLS; refuses a proxy. See the module note.
+async fn pin_server(config: &mut Config, egress: &EgressPolicy) -> Result<(), String> {
+    if config.proxy_url.is_some() {
+        return Err(
+            "the kubeconfig names a proxy-url; refused, the observer connects to \
+                    workload clusters directly"
+                .to_owned(),
+        );
+    }
+    let url = config.cluster_url.clone();
+    let host = url.host().ok_or("the kubeconfig's server has no host")?;
+    let https = url.scheme_str() != Some("http");
+    let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let addresses = egress
+        .resolve(EgressContext::ClusterApi, host, port)
+        .await
+        .map_err(|e| format!("the kubeconfig's server: {e}"))?;
+    let address = addresses
+        .first()
+        .ok_or("the kubeconfig's server has no address")?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_err() && config.tls_server_name.is_none() {
+        config.tls_server_name = Some(bare.to_owned());
+    }
+    let mut parts = url.into_parts();
+    parts.authority = Some(
+        address
+            .to_string()
+            .parse()
+            .map_err(|e| format!("the kubeconfig's server: {e}"))?,
+    );
+    config.cluster_url =
+        hyper::Uri::from_parts(parts).map_err(|e| format!("the kubeconfig's server: {e}"))?;
+    Ok(())
 }
 
 /// Parses a kubeconfig and refuses one that is not self-contained (see the module
@@ -332,13 +378,60 @@ users:
         assert!(parse_kubeconfig("just text").is_err());
     }
 
+    fn allowing_loopback() -> EgressPolicy {
+        EgressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()], Vec::new())
+    }
+
     #[tokio::test]
     async fn a_client_is_built_from_a_kubeconfig_without_contacting_the_cluster() {
         let kubeconfig = parse_kubeconfig(SELF_CONTAINED).unwrap();
-        WorkloadConnector::Kubeconfig
+        WorkloadConnector::Kubeconfig(allowing_loopback())
             .connect(kubeconfig)
             .await
             .unwrap();
+    }
+
+    /// Issue 13, finding 5: the kubeconfig's server is tenant input; with the shipped
+    /// policy a loopback server, literal or by name, is refused before any connection.
+    #[tokio::test]
+    async fn a_kubeconfig_server_the_egress_policy_refuses_gets_no_client() {
+        let by_name = SELF_CONTAINED.replace("http://127.0.0.1:1", "https://localhost:6443");
+        for text in [SELF_CONTAINED, by_name.as_str()] {
+            let error = WorkloadConnector::Kubeconfig(EgressPolicy::default())
+                .connect(parse_kubeconfig(text).unwrap())
+                .await
+                .err()
+                .expect("refused");
+            assert!(error.contains("(loopback)"), "{error}");
+        }
+        let proxied = SELF_CONTAINED.replace(
+            "    server: http://127.0.0.1:1",
+            "    server: http://127.0.0.1:1\n    proxy-url: http://127.0.0.1:3128",
+        );
+        let error = WorkloadConnector::Kubeconfig(allowing_loopback())
+            .connect(parse_kubeconfig(&proxied).unwrap())
+            .await
+            .err()
+            .expect("refused");
+        assert!(error.contains("proxy-url"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn the_client_goes_to_the_checked_address_and_verifies_the_name() {
+        let by_name = SELF_CONTAINED.replace("http://127.0.0.1:1", "https://localhost:6443");
+        let kubeconfig = parse_kubeconfig(&by_name).unwrap();
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        pin_server(&mut config, &allowing_loopback()).await.unwrap();
+        assert_eq!(
+            config.cluster_url.host(),
+            Some("127.0.0.1"),
+            "{}",
+            config.cluster_url
+        );
+        assert_eq!(config.cluster_url.port_u16(), Some(6443));
+        assert_eq!(config.tls_server_name.as_deref(), Some("localhost"));
     }
 
     #[test]

@@ -76,6 +76,7 @@ use self::decide::{
 use self::install::{InstallError, WorkloadConnector};
 use super::{ClusterAction, OnboardingMetrics, Source, SyncFailure, ensure_tenant};
 use crate::api::manifest::ManifestInput;
+use crate::egress::EgressPolicy;
 use crate::lifecycle::DEFAULT_SILENT_AFTER;
 use crate::store::leases::Lease;
 use crate::store::{ClusterState, NewCluster, Store, StoreError, now_ms};
@@ -106,6 +107,9 @@ pub struct CapiSettings {
     pub silent_after: Duration,
     /// See [`DEFAULT_RELIST_INTERVAL`].
     pub relist_interval: Duration,
+    /// Which control plane endpoints may be registered and which kubeconfig servers
+    /// contacted (`--egress-allow-cidr`).
+    pub egress: EgressPolicy,
 }
 
 impl CapiSettings {
@@ -117,6 +121,7 @@ impl CapiSettings {
             ca_pem,
             silent_after: DEFAULT_SILENT_AFTER,
             relist_interval: DEFAULT_RELIST_INTERVAL,
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -318,12 +323,9 @@ impl ClusterApiSource {
         settings: CapiSettings,
         metrics: Arc<OnboardingMetrics>,
     ) -> Self {
+        let workload = WorkloadConnector::Kubeconfig(settings.egress.clone());
         Self::start_with(Arc::new(Context::new(
-            client,
-            store,
-            settings,
-            WorkloadConnector::Kubeconfig,
-            metrics,
+            client, store, settings, workload, metrics,
         )))
     }
 
@@ -455,6 +457,7 @@ pub async fn reconcile(
         stored.as_ref(),
         now_ms(),
         context.settings.silent_after,
+        &context.settings.egress,
     );
     if !steps.iter().any(|step| matches!(step, Step::Skip(_))) {
         context.forget_skip(&cluster);

@@ -70,14 +70,17 @@ async fn harness() -> Harness {
     .unwrap();
     let (management_service, management) = mock::pair::<Request<Body>, Response<Body>>();
     let (workload_service, workload) = mock::pair::<Request<Body>, Response<Body>>();
+    let mut settings = CapiSettings::new(
+        CONTROL_ENDPOINT.to_owned(),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_owned(),
+        Duration::from_secs(3600),
+    );
+    // The normal setup: the provider allows its cluster network.
+    settings.egress = EgressPolicy::new(vec!["10.0.0.0/8".parse().unwrap()], Vec::new());
     let context = Arc::new(Context::new(
         Client::new(management_service, "default"),
         store.clone(),
-        CapiSettings::new(
-            CONTROL_ENDPOINT.to_owned(),
-            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_owned(),
-            Duration::from_secs(3600),
-        ),
+        settings,
         WorkloadConnector::Fixed(Client::new(workload_service, "default")),
         Arc::new(OnboardingMetrics::default()),
     ));

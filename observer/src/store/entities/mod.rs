@@ -11,4 +11,5 @@ pub mod join_tokens;
 pub mod pipelines;
 pub mod probe_endpoints;
 pub mod replicas;
+pub mod tenant_quotas;
 pub mod tenants;
