@@ -219,6 +219,7 @@ async fn the_central_share_counts_and_new_clusters_are_checked() {
             default_bytes: 2 * GI,
             central_bytes: GI,
         },
+        egress: api_harness::loopback_allowed(),
     });
     let h = Harness { app, ..h };
     let shop = h.tenant_with_token("shop").await;
