@@ -75,7 +75,7 @@ wait_http() {  # URL WHAT
 }
 
 nginx_port=$(free_port); exporter_port=$(free_port); prometheus_port=$(free_port)
-api_port=$(free_port); grpc_port=$(free_port)
+api_port=$(free_port); metrics_port=$(free_port); grpc_port=$(free_port)
 
 step "a workload (nginx on 127.0.0.1:$nginx_port) and a node exporter (127.0.0.1:$exporter_port)"
 mkdir -p "$work/www" "$work/nginx"
@@ -104,11 +104,12 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb"
   >"$work/prometheus.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$prometheus_port/-/ready" Prometheus
 
-step "the observer (SQLite in $work/observer; API on :$api_port, agent control on :$grpc_port)"
+step "the observer (SQLite in $work/observer; API on :$api_port, /metrics on :$metrics_port, agent control on :$grpc_port)"
 # Everything here is on loopback, which the observer refuses to contact for tenants
 # (probes, API endpoints) unless allowed; a real install allows its cluster networks.
 RUST_LOG=warn,kaas_observer=info "$observer" serve --data-dir "$work/observer" \
-  --listen-address "127.0.0.1:$api_port" --grpc-listen-address "127.0.0.1:$grpc_port" \
+  --listen-address "127.0.0.1:$api_port" --metrics-listen-address "127.0.0.1:$metrics_port" \
+  --grpc-listen-address "127.0.0.1:$grpc_port" \
   --egress-allow-cidr 127.0.0.0/8 \
   >"$work/observer.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$api_port/readyz" "the observer"
@@ -210,7 +211,7 @@ echo "Query them at http://127.0.0.1:$prometheus_port/graph, for example:"
 echo "  sum by (cluster) (rate(node_cpu_seconds_total{mode!=\"idle\"}[1m]))"
 echo "  sum by (cluster, status) (shop_orders_total)"
 echo
-echo "Observer: API $KAAS_OBSERVER_URL (admin token in $work/observer/admin.token), metrics at $KAAS_OBSERVER_URL/metrics"
+echo "Observer: API $KAAS_OBSERVER_URL (admin token in $work/observer/admin.token), metrics at http://127.0.0.1:$metrics_port/metrics"
 
 if $once; then
   echo

@@ -471,3 +471,125 @@ fn pipelines_over_the_agents_buffer_budget_report_a_condition_naming_it() {
         "{metrics}"
     );
 }
+
+/// A pipeline whose relabeling alone renders to `bytes` bytes or more: rules that each
+/// set a label to a 64 KiB value.
+fn huge_pipeline(name: &str, target: &str, url: &str, bytes: usize) -> String {
+    let value = "x".repeat(64 * 1024);
+    let rules: String = (0..bytes / (64 * 1024) + 1)
+        .map(|i| format!("      - {{targetLabel: pad_{i}, replacement: \"{value}\"}}\n"))
+        .collect();
+    format!(
+        "{}  processors:\n    relabelConfigs:\n{rules}",
+        pipeline(name, target, url)
+    )
+}
+
+/// How many times the agent's log says it connected to the observer.
+fn connects(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("connected to the observer")
+        .count()
+}
+
+/// Issue 13, finding 6: a configuration over the size limit is refused when it is
+/// rendered, with a condition naming the cluster, the size and the limit, and never
+/// sent: the agent's stream stays connected (its connect count is unchanged) and its
+/// running pipeline keeps shipping. On 552c13e the observer sent the 5 MiB
+/// configuration, the agent's transport refused it (tonic's 4 MiB default), the stream
+/// broke, and the agent reconnected into the same configuration again and again; no
+/// condition said why.
+#[test]
+fn a_configuration_over_the_limit_is_not_sent_and_the_agent_stays_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = Peers::start();
+    let observer = Observer::start(&dir.path().join("observer"));
+    let token = observer.block_on(async {
+        observer
+            .store
+            .create_tenant(TENANT, &Actor::admin())
+            .await
+            .unwrap();
+        let new = NewCluster {
+            name: CLUSTER.to_owned(),
+            tenant: TENANT.to_owned(),
+            labels: BTreeMap::new(),
+            api_endpoint: None,
+        };
+        observer
+            .store
+            .create_cluster(new, Duration::from_secs(3600), &Actor::admin())
+            .await
+            .unwrap()
+            .1
+    });
+    let files = Files {
+        data: dir.path().join("agent-data"),
+        ca: dir.path().join("observer-ca.crt"),
+        token: dir.path().join("join-token"),
+    };
+    std::fs::copy(dir.path().join("observer").join("ca.crt"), &files.ca).unwrap();
+    std::fs::write(&files.token, format!("{token}\n")).unwrap();
+    observer.apply(&pipeline("edge", &peers.target, &peers.receiver.url()));
+    let log = dir.path().join("agent.log");
+    let (_agent, port) = start_agent(&observer.url, &files, &log);
+    wait_ready(port, &log);
+    observer.wait_condition(
+        "edge",
+        CONDITION_CONFIGURATION_APPLIED,
+        |c| c.status == ConditionStatus::True,
+        &log,
+    );
+    let last_known_good = std::fs::read(files.data.join("last-known-good.config")).unwrap();
+    let connected = connects(&log);
+    assert_eq!(connected, 1, "{}", std::fs::read_to_string(&log).unwrap());
+
+    let limit = kaas_pipeline::agent_config::MAX_AGENT_CONFIG_BYTES;
+    observer.apply(&huge_pipeline(
+        "huge",
+        &peers.target,
+        &peers.receiver.url(),
+        limit + limit / 4,
+    ));
+    for name in ["huge", "edge"] {
+        let refused = observer.wait_condition(
+            name,
+            CONDITION_CONFIGURATION_APPLIED,
+            |c| c.reason == reasons::CONFIG_TOO_LARGE,
+            &log,
+        );
+        assert_eq!(refused.status, ConditionStatus::False);
+        assert!(
+            refused
+                .message
+                .starts_with(&format!("cluster {CLUSTER}: the agent configuration is "))
+                && refused
+                    .message
+                    .contains(&format!("bytes, over the limit of {limit} bytes")),
+            "{}",
+            refused.message
+        );
+    }
+    // Seconds of scraping later the agent still runs the old configuration on the
+    // stream it had: nothing was sent, so nothing broke it.
+    peers.wait_for_more(3, "with the oversized configuration refused", &log);
+    assert_eq!(
+        connects(&log),
+        connected,
+        "the agent reconnected:\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(files.data.join("last-known-good.config")).unwrap(),
+        last_known_good
+    );
+    let cluster = observer
+        .block_on(observer.store.get_cluster(CLUSTER))
+        .unwrap()
+        .unwrap();
+    assert!(
+        cluster.connected,
+        "the agent's stream is still recorded as connected"
+    );
+}

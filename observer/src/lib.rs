@@ -1,9 +1,10 @@
 //! The observer: the central control plane of kaas-observer.
 //!
 //! It onboards clusters, stores tenants and pipelines ([`store`]), serves the REST API
-//! ([`api`]) and the agents' control stream ([`control`]) with per-cluster mTLS
-//! identities ([`identity`]), and pushes each cluster's rendered pipelines to its agent
-//! (see `docs/architecture.md`).
+//! ([`api`], on the [`listeners`] that also serve `/metrics` apart from it) and the
+//! agents' control stream ([`control`]) with per-cluster mTLS identities
+//! ([`identity`]), and pushes each cluster's rendered pipelines to its agent (see
+//! `docs/architecture.md`).
 
 pub mod api;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod egress;
 pub mod identity;
 pub mod integrations;
 pub mod lifecycle;
+pub mod listeners;
 pub mod onboarding;
 pub mod probes;
 pub mod secrets;

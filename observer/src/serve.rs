@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
 use clap::Args;
 use kaas_self_telemetry::SelfTelemetry;
 use prometheus_client::registry::Registry;
@@ -21,6 +20,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::api::metrics::ApiMetrics;
 use crate::api::{ApiState, app};
+use crate::control::accept::{HandshakeLimits, HandshakeMetrics};
 use crate::control::service::{ControlService, ControlSettings};
 use crate::control::{serve_with_shutdown, server_tls_config};
 use crate::egress::EgressPolicy;
@@ -28,6 +28,7 @@ use crate::identity::ClusterCa;
 use crate::integrations::Integrations;
 use crate::integrations::probe_source;
 use crate::lifecycle::{ClusterLifecycle, LifecycleSettings};
+use crate::listeners::{MetricsToken, TlsListener};
 use crate::onboarding::OnboardingMetrics;
 use crate::onboarding::capi::{CapiSettings, ClusterApiSource};
 use crate::onboarding::inventory::{InventorySettings, InventorySource};
@@ -37,8 +38,14 @@ use crate::probes::{
 use crate::secrets::SecretBox;
 use crate::store::Store;
 
-/// Where the REST API, `/metrics` and health endpoints listen by default.
+/// Where the REST API and health endpoints listen by default.
 pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0:8080";
+/// Where `/metrics` listens by default: a port of its own, beside the API's, so that
+/// it can be kept away from tenants (see [`crate::listeners`]).
+pub const DEFAULT_METRICS_LISTEN_ADDRESS: &str = "0.0.0.0:8081";
+/// `--control-handshake-wait` by default:
+/// [`DEFAULT_HANDSHAKE_WAIT`](crate::control::accept::DEFAULT_HANDSHAKE_WAIT).
+pub const DEFAULT_CONTROL_HANDSHAKE_WAIT: &str = "30s";
 /// Where agents' control streams are served by default (TLS).
 pub const DEFAULT_GRPC_LISTEN_ADDRESS: &str = "0.0.0.0:8443";
 /// How long a join token stays valid: long enough for a cluster to come up and install
@@ -72,12 +79,36 @@ pub struct ServeArgs {
     /// SQLite in the data directory.
     #[arg(long, env = "KAAS_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
-    /// Address of the REST API, `/metrics`, `/healthz`, `/readyz`, `/openapi.json`.
+    /// Address of the REST API, `/healthz`, `/readyz`, `/openapi.json`.
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_LISTEN_ADDRESS)]
     pub listen_address: SocketAddr,
+    /// Address of `/metrics`. The observer's metrics name every tenant, cluster and
+    /// pipeline: let only the provider's monitoring reach this address.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_METRICS_LISTEN_ADDRESS)]
+    pub metrics_listen_address: SocketAddr,
+    /// A file holding a bearer token that `/metrics` then requires
+    /// (`Authorization: Bearer <token>`). Default: none.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// The REST API's TLS certificate chain (PEM). With --api-tls-key-file, the API
+    /// speaks HTTPS only.
+    #[arg(long, value_name = "FILE", requires = "api_tls_key_file")]
+    pub api_tls_cert_file: Option<PathBuf>,
+    /// The REST API's TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "api_tls_cert_file")]
+    pub api_tls_key_file: Option<PathBuf>,
     /// Address of the agents' control service (gRPC over TLS).
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_GRPC_LISTEN_ADDRESS)]
     pub grpc_listen_address: SocketAddr,
+    /// How long a connection to the control service may wait for a TLS handshake slot
+    /// before it is closed.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_CONTROL_HANDSHAKE_WAIT)]
+    pub control_handshake_wait: String,
+    /// Connections one source (an IPv4 address, an IPv6 /64) may have waiting for or
+    /// in a TLS handshake on the control service at once; more are closed at once.
+    /// Raise it when many agents share one NAT address.
+    #[arg(long, value_name = "N", default_value_t = crate::control::accept::DEFAULT_MAX_PENDING_PER_SOURCE)]
+    pub control_max_pending_per_address: usize,
     /// Names (DNS or IP) agents use to reach the control service; they go into its
     /// server certificate. Repeatable.
     #[arg(long = "grpc-hostname", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
@@ -236,6 +267,9 @@ pub enum ServeError {
     /// An integration flag is wrong.
     #[error("{0}")]
     Integrations(#[from] crate::integrations::IntegrationsError),
+    /// A listener's token, certificate or key cannot be used.
+    #[error("{0}")]
+    Listener(#[from] crate::listeners::ListenerError),
     /// The OTLP exporter of the observer's own telemetry cannot be built.
     #[error("{0}")]
     SelfTelemetry(#[from] kaas_self_telemetry::BuildError),
@@ -418,6 +452,8 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
     let join_token_ttl = duration_flag("join-token-ttl", &args.join_token_ttl)?;
     let replica_id = replica_id(&args)?;
     let silent_after = duration_flag("silent-after", &args.silent_after)?;
+    let handshake_limits = control_handshake_limits(&args)?;
+    let http = HttpSettings::from_args(&args)?;
     let secrets = secret_box(&args)?;
     let store = match &args.database_url {
         Some(url) => Store::connect(url, secrets).await?,
@@ -478,6 +514,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
     let onboarding = Arc::new(OnboardingMetrics::default());
     onboarding.register(&mut registry);
     telemetry.register(&mut registry);
+    http.register(&mut registry);
     let registry = Arc::new(registry);
     telemetry.start(registry.clone())?;
     let inventory = match &args.inventory_url {
@@ -492,12 +529,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         None => None,
     };
 
-    let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen_address)
-        .await
-        .map_err(|source| ServeError::Listen {
-            address: args.grpc_listen_address,
-            source,
-        })?;
+    let grpc_listener = bind(args.grpc_listen_address).await?;
     let grpc_port = grpc_listener
         .local_addr()
         .map_or(args.grpc_listen_address.port(), |a| a.port());
@@ -536,6 +568,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         grpc_listener,
         control.clone(),
         tls,
+        handshake_limits,
         async move {
             let _ = grpc_stopped.await;
         },
@@ -555,29 +588,22 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         },
         egress: egress.clone(),
     });
-    let router: Router = api_metrics.layer(api).route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            async move { metrics(&registry) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(args.listen_address)
-        .await
-        .map_err(|source| ServeError::Listen {
-            address: args.listen_address,
-            source,
-        })?;
+    let router: Router = api_metrics.layer(api);
+    let listener = bind(args.listen_address).await?;
+    let metrics_listener = bind(args.metrics_listen_address).await?;
     tracing::info!(
         api = %args.listen_address,
+        api_tls = http.api_tls.is_some(),
+        metrics = %args.metrics_listen_address,
         control = %args.grpc_listen_address,
         %control_endpoint,
         replica = %replica_id,
         database = if args.database_url.is_some() { "external" } else { "sqlite" },
         "observer serving"
     );
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+    let metrics_router = crate::listeners::metrics_router(registry, http.metrics_token.clone());
+    let served = http
+        .serve(listener, router, metrics_listener, metrics_router)
         .await;
     tracing::info!("shutting down");
     let _ = stop_grpc.send(());
@@ -599,21 +625,136 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
     served.map_err(|e| ServeError::Server(e.to_string()))
 }
 
-fn metrics(registry: &Registry) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, registry) {
-        Ok(()) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(error) => {
-            tracing::error!(%error, "cannot encode metrics");
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Listen { address, source })
+}
+
+/// `--control-handshake-wait` and `--control-max-pending-per-address`, checked.
+fn control_handshake_limits(args: &ServeArgs) -> Result<HandshakeLimits, ServeError> {
+    if args.control_max_pending_per_address == 0 {
+        return Err(ServeError::Flag {
+            flag: "control-max-pending-per-address",
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+    Ok(HandshakeLimits {
+        wait: duration_flag("control-handshake-wait", &args.control_handshake_wait)?,
+        pending_per_source: args.control_max_pending_per_address,
+        ..HandshakeLimits::default()
+    })
+}
+
+/// How the REST API and `/metrics` are served (see [`crate::listeners`]).
+struct HttpSettings {
+    /// The API's TLS settings, with the API port's handshake metrics.
+    api_tls: Option<(Arc<rustls::ServerConfig>, HandshakeMetrics)>,
+    metrics_token: Option<MetricsToken>,
+}
+
+impl HttpSettings {
+    fn from_args(args: &ServeArgs) -> Result<Self, ServeError> {
+        let api_tls = match (&args.api_tls_cert_file, &args.api_tls_key_file) {
+            (Some(cert), Some(key)) => Some((
+                crate::listeners::api_tls_config(cert, key)?,
+                HandshakeMetrics::default(),
+            )),
+            _ => None,
+        };
+        let metrics_token = args
+            .metrics_token_file
+            .as_deref()
+            .map(MetricsToken::from_file)
+            .transpose()?;
+        Ok(Self {
+            api_tls,
+            metrics_token,
+        })
+    }
+
+    /// The API port's handshake metrics, when it speaks TLS.
+    fn register(&self, registry: &mut Registry) {
+        if let Some((_, handshakes)) = &self.api_tls {
+            handshakes.register_named(registry, "kaas_observer_api", "the REST API port");
         }
+    }
+
+    /// Serves `api` on `listener` until SIGTERM or SIGINT, and `metrics` on
+    /// `metrics_listener` meanwhile.
+    async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        api: Router,
+        metrics_listener: tokio::net::TcpListener,
+        metrics: Router,
+    ) -> std::io::Result<()> {
+        let metrics_server = tokio::spawn(async move {
+            if let Err(error) = axum::serve(metrics_listener, metrics).await {
+                tracing::error!(%error, "the /metrics listener stopped");
+            }
+        });
+        let served = match self.api_tls {
+            Some((config, handshakes)) => {
+                let listener =
+                    TlsListener::new(listener, config, HandshakeLimits::default(), handshakes)?;
+                axum::serve(listener, api)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+            None => {
+                axum::serve(listener, api)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+        };
+        metrics_server.abort();
+        served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        Command::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .map(|command| command.serve)
+    }
+
+    #[test]
+    fn the_control_port_defaults_are_the_named_constants() {
+        let args = parse(&[]).unwrap();
+        let limits = control_handshake_limits(&args).unwrap();
+        assert_eq!(limits.wait, crate::control::accept::DEFAULT_HANDSHAKE_WAIT);
+        assert_eq!(
+            limits.pending_per_source,
+            crate::control::accept::DEFAULT_MAX_PENDING_PER_SOURCE
+        );
+        let zero = parse(&["--control-max-pending-per-address", "0"]).unwrap();
+        assert!(control_handshake_limits(&zero).is_err());
+    }
+
+    #[test]
+    fn the_api_certificate_needs_its_key() {
+        assert!(parse(&["--api-tls-cert-file", "c.pem"]).is_err());
+        assert!(parse(&["--api-tls-key-file", "k.pem"]).is_err());
+        assert!(
+            parse(&[
+                "--api-tls-cert-file",
+                "c.pem",
+                "--api-tls-key-file",
+                "k.pem"
+            ])
+            .is_ok()
+        );
     }
 }

@@ -104,6 +104,8 @@ type Transcript = Rc<RefCell<Vec<String>>>;
 struct Observer {
     name: &'static str,
     api_port: u16,
+    /// `/metrics` (its own listener, not the API's).
+    metrics_port: u16,
     grpc_port: u16,
     data_dir: PathBuf,
     extra_args: Vec<String>,
@@ -122,6 +124,7 @@ impl Observer {
         let mut observer = Self {
             name,
             api_port: free_port(),
+            metrics_port: free_port(),
             grpc_port: free_port(),
             data_dir: data_dir.to_owned(),
             extra_args,
@@ -146,6 +149,8 @@ impl Observer {
                 .arg(&self.data_dir)
                 .arg("--listen-address")
                 .arg(format!("127.0.0.1:{}", self.api_port))
+                .arg("--metrics-listen-address")
+                .arg(format!("127.0.0.1:{}", self.metrics_port))
                 .arg("--grpc-listen-address")
                 .arg(format!("127.0.0.1:{}", self.grpc_port))
                 // Every peer of these tests listens on loopback, which the shipped
@@ -251,7 +256,7 @@ impl Observer {
 
     /// The replica's `/metrics`.
     fn metrics(&self) -> String {
-        let (code, body) = http::get(&format!("http://127.0.0.1:{}/metrics", self.api_port))
+        let (code, body) = http::get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port))
             .unwrap_or_else(|e| panic!("GET /metrics on replica {}: {e}", self.name));
         self.record(&body);
         assert_eq!(code, 200, "{body}");

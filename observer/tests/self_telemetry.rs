@@ -40,6 +40,8 @@ fn cluster_agent_binary() -> PathBuf {
 
 struct Observer {
     api: String,
+    /// The `/metrics` URL (its own listener).
+    metrics: String,
     grpc_port: u16,
     dir: PathBuf,
     _guard: ChildGuard,
@@ -48,7 +50,7 @@ struct Observer {
 impl Observer {
     fn start(dir: &Path, otlp: &[&str]) -> Self {
         std::fs::create_dir_all(dir).expect("observer dir");
-        let (api_port, grpc_port) = (free_port(), free_port());
+        let (api_port, metrics_port, grpc_port) = (free_port(), free_port(), free_port());
         let guard = ChildGuard::spawn(
             "observer",
             Command::new(OBSERVER)
@@ -57,6 +59,8 @@ impl Observer {
                 .arg(dir)
                 .arg("--listen-address")
                 .arg(format!("127.0.0.1:{api_port}"))
+                .arg("--metrics-listen-address")
+                .arg(format!("127.0.0.1:{metrics_port}"))
                 .arg("--grpc-listen-address")
                 .arg(format!("127.0.0.1:{grpc_port}"))
                 .args(otlp)
@@ -66,6 +70,7 @@ impl Observer {
         );
         let observer = Self {
             api: format!("http://127.0.0.1:{api_port}"),
+            metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
             grpc_port,
             dir: dir.to_owned(),
             _guard: guard,
@@ -107,7 +112,7 @@ impl Observer {
     }
 
     fn metrics(&self) -> String {
-        http::get(&format!("{}/metrics", self.api))
+        http::get(&self.metrics)
             .map(|(_, body)| body)
             .unwrap_or_default()
     }

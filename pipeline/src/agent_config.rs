@@ -21,6 +21,13 @@ pub const AGENT_CONFIG_CONTENT_TYPE: &str =
     "application/vnd.kaas-observer.agent-config.v1alpha1+json";
 /// `kind` of an agent configuration document.
 pub const AGENT_CONFIG_KIND: &str = "AgentConfig";
+/// The largest rendered agent configuration, in bytes: the observer sends none larger
+/// (it sets the `ConfigTooLarge` condition instead) and an agent refuses one larger
+/// with FAILED. Real configurations are far smaller (a hundred pipelines with their
+/// relabel rules render to a few hundred KiB); the bound keeps what one tenant's
+/// pipelines cost the observer per push and the agent per update small, and it is
+/// gRPC's customary 4 MiB message limit, the most that agents which predate it decode.
+pub const MAX_AGENT_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 
 /// Everything one agent runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +68,26 @@ impl RenderedConfig {
     /// The hash in lower-case hex, for logs and the API.
     pub fn hash_hex(&self) -> String {
         hex::encode(self.hash)
+    }
+}
+
+/// A rendered configuration over [`MAX_AGENT_CONFIG_BYTES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the agent configuration is {bytes} bytes, over the limit of {limit} bytes",
+    limit = MAX_AGENT_CONFIG_BYTES
+)]
+pub struct ConfigTooLarge {
+    /// The configuration's size.
+    pub bytes: usize,
+}
+
+/// Checks a configuration body's size against [`MAX_AGENT_CONFIG_BYTES`].
+pub fn check_config_size(bytes: usize) -> Result<(), ConfigTooLarge> {
+    if bytes > MAX_AGENT_CONFIG_BYTES {
+        Err(ConfigTooLarge { bytes })
+    } else {
+        Ok(())
     }
 }
 
@@ -300,6 +327,16 @@ spec:
   input: {runtime: {enabled: true}}
   output: {otlp: {endpoint: "https://a.example:4317"}}
 "#;
+
+    #[test]
+    fn a_configuration_over_the_limit_is_named_with_its_size_and_the_limit() {
+        assert_eq!(check_config_size(MAX_AGENT_CONFIG_BYTES), Ok(()));
+        let error = check_config_size(MAX_AGENT_CONFIG_BYTES + 1).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the agent configuration is 4194305 bytes, over the limit of 4194304 bytes"
+        );
+    }
 
     #[test]
     fn rendering_is_canonical_whatever_the_order() {

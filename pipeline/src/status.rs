@@ -19,6 +19,9 @@ pub mod reasons {
     pub const APPLIED: &str = "Applied";
     /// An agent refused the configuration; the message says why.
     pub const CONFIG_REJECTED: &str = "ConfigRejected";
+    /// The configuration rendered for a cluster is over the size limit, so the observer
+    /// did not send it; the message names the cluster, the size and the limit.
+    pub const CONFIG_TOO_LARGE: &str = "ConfigTooLarge";
     /// The backend could not be reached.
     pub const BACKEND_UNREACHABLE: &str = "BackendUnreachable";
     /// The buffer holds more than half of its limit.

@@ -1,6 +1,9 @@
 //! The observer under test: an `observer serve` process on loopback ports with its own
 //! SQLite data directory, restartable on the same ports and data, read through its REST
-//! API, its `/metrics` and `/proc/<pid>/status`.
+//! API, its `/metrics` (on the metrics listen address) and `/proc/<pid>/status`.
+//!
+//! Every simulated agent connects from 127.0.0.1, so the observer runs with
+//! [`PENDING_PER_ADDRESS`] instead of its per-address default.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,6 +26,10 @@ use super::FanoutError;
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// How long one `/metrics` or `/readyz` request may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--control-max-pending-per-address`: the bench's thousands of agents all come from
+/// 127.0.0.1, which the observer's default (32) would treat as one client holding
+/// idle connections. High enough that a 10,000-agent storm is never refused by it.
+pub const PENDING_PER_ADDRESS: usize = 100_000;
 
 /// Resident memory of a process, from `/proc/<pid>/status`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -72,6 +79,11 @@ pub struct ObserverMetrics {
     pub handshakes_failed: u64,
     /// `kaas_observer_tls_handshakes_total{result="timeout"}`.
     pub handshakes_timed_out: u64,
+    /// `kaas_observer_tls_handshakes_total{result="refused"}` and
+    /// `{result="wait_timeout"}`: connections the front closed before their handshake
+    /// (per-address cap, wait deadline); none for a bench that sets
+    /// [`PENDING_PER_ADDRESS`].
+    pub handshakes_refused: u64,
     /// `kaas_observer_tls_handshakes_waiting`.
     pub handshakes_waiting: u64,
 }
@@ -90,6 +102,8 @@ impl ObserverMetrics {
             handshakes_succeeded: value("kaas_observer_tls_handshakes_total{result=\"success\"} "),
             handshakes_failed: value("kaas_observer_tls_handshakes_total{result=\"failure\"} "),
             handshakes_timed_out: value("kaas_observer_tls_handshakes_total{result=\"timeout\"} "),
+            handshakes_refused: value("kaas_observer_tls_handshakes_total{result=\"refused\"} ")
+                + value("kaas_observer_tls_handshakes_total{result=\"wait_timeout\"} "),
             handshakes_waiting: value("kaas_observer_tls_handshakes_waiting "),
         }
     }
@@ -212,6 +226,7 @@ pub struct ObserverProcess {
     binary: PathBuf,
     data_dir: PathBuf,
     api_port: u16,
+    metrics_port: u16,
     grpc_port: u16,
     child: Option<Child>,
     http: reqwest::Client,
@@ -232,9 +247,14 @@ impl ObserverProcess {
             .timeout(PROBE_TIMEOUT)
             .build()
             .map_err(|e| FanoutError::Setup(format!("HTTP client: {e}")))?;
-        let (api_port, grpc_port) = (free_port(), free_port());
+        let ports = Ports {
+            api: free_port(),
+            metrics: free_port(),
+            grpc: free_port(),
+        };
+        let (api_port, metrics_port, grpc_port) = (ports.api, ports.metrics, ports.grpc);
         let api_url = format!("http://127.0.0.1:{api_port}");
-        let child = spawn(binary, data_dir, api_port, grpc_port)?;
+        let child = spawn(binary, data_dir, ports)?;
         let mut child = Some(child);
         wait_ready(&http, &api_url, &mut child, data_dir).await?;
         let token = std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))
@@ -245,6 +265,7 @@ impl ObserverProcess {
             binary: binary.to_owned(),
             data_dir: data_dir.to_owned(),
             api_port,
+            metrics_port,
             grpc_port,
             child,
             http,
@@ -259,8 +280,11 @@ impl ObserverProcess {
         self.child = Some(spawn(
             &self.binary,
             &self.data_dir,
-            self.api_port,
-            self.grpc_port,
+            Ports {
+                api: self.api_port,
+                metrics: self.metrics_port,
+                grpc: self.grpc_port,
+            },
         )?);
         let until = Instant::now() + READY_DEADLINE;
         let control = ("127.0.0.1", self.grpc_port);
@@ -331,7 +355,7 @@ impl ObserverProcess {
     pub async fn metrics(&self) -> Option<ObserverMetrics> {
         let response = self
             .http
-            .get(format!("{}/metrics", self.api_url()))
+            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
             .send()
             .await
             .ok()?;
@@ -347,12 +371,15 @@ pub fn log_path(data_dir: &Path) -> PathBuf {
     data_dir.join("observer.log")
 }
 
-fn spawn(
-    binary: &Path,
-    data_dir: &Path,
-    api_port: u16,
-    grpc_port: u16,
-) -> Result<Child, FanoutError> {
+/// The observer's loopback ports.
+#[derive(Clone, Copy)]
+struct Ports {
+    api: u16,
+    metrics: u16,
+    grpc: u16,
+}
+
+fn spawn(binary: &Path, data_dir: &Path, ports: Ports) -> Result<Child, FanoutError> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -363,9 +390,13 @@ fn spawn(
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--listen-address")
-        .arg(format!("127.0.0.1:{api_port}"))
+        .arg(format!("127.0.0.1:{}", ports.api))
+        .arg("--metrics-listen-address")
+        .arg(format!("127.0.0.1:{}", ports.metrics))
         .arg("--grpc-listen-address")
-        .arg(format!("127.0.0.1:{grpc_port}"))
+        .arg(format!("127.0.0.1:{}", ports.grpc))
+        .arg("--control-max-pending-per-address")
+        .arg(PENDING_PER_ADDRESS.to_string())
         // The production default; its per-connection lines are part of the cost.
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -428,6 +459,8 @@ mod tests {
                     kaas_observer_config_pushes_total{result=\"success\"} 40\n\
                     kaas_observer_tls_handshakes_total{result=\"success\"} 41\n\
                     kaas_observer_tls_handshakes_total{result=\"timeout\"} 2\n\
+                    kaas_observer_tls_handshakes_total{result=\"refused\"} 4\n\
+                    kaas_observer_tls_handshakes_total{result=\"wait_timeout\"} 1\n\
                     kaas_observer_tls_handshakes_waiting 7\n\
                     # EOF\n";
         assert_eq!(
@@ -438,6 +471,7 @@ mod tests {
                 handshakes_succeeded: 41,
                 handshakes_failed: 0,
                 handshakes_timed_out: 2,
+                handshakes_refused: 5,
                 handshakes_waiting: 7,
             }
         );

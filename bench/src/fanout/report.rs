@@ -266,10 +266,11 @@ impl FanoutReport {
         let h = &s.handshakes;
         let _ = writeln!(
             out,
-            "  TLS handshakes after restart: {} succeeded, {} failed, {} timed out; at most {} waiting for a slot when polled",
+            "  TLS handshakes after restart: {} succeeded, {} failed, {} timed out, {} closed before their handshake (per-address cap, wait deadline); at most {} waiting for a slot when polled",
             h.handshakes_succeeded,
             h.handshakes_failed,
             h.handshakes_timed_out,
+            h.handshakes_refused,
             h.handshakes_waiting
         );
         row(

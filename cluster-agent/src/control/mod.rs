@@ -28,8 +28,14 @@
 //!
 //! # Applying a configuration
 //!
-//! 1. The content type must be the agent configuration's and the hash must match the
-//!    body; otherwise FAILED.
+//! 1. The content type must be the agent configuration's, the body at most
+//!    [`MAX_AGENT_CONFIG_BYTES`](kaas_pipeline::agent_config::MAX_AGENT_CONFIG_BYTES)
+//!    and the hash must match the body; otherwise FAILED. The stream reads messages up
+//!    to [`stream::MAX_OBSERVER_MESSAGE_BYTES`], so a configuration somewhat over the
+//!    limit is refused on the open stream rather than breaking it (which would only
+//!    lead to the same message after a reconnect); a message over even that breaks the
+//!    stream, and the agent then waits the longest backoff before it reconnects.
+//!    A FAILED status lists at most [`stream::MAX_REPORTED_ERRORS`] errors.
 //! 2. The body is parsed and validated with `AgentConfig` (the same code as a file in
 //!    standalone mode). Every problem is sent back in one FAILED status with the
 //!    pipeline and field path; the running configuration is not touched.

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use kaas_pipeline::agent_config::{
-    AGENT_CONFIG_CONTENT_TYPE, AgentConfig, AgentConfigError, ValidatedAgentConfig, config_hash,
+    AGENT_CONFIG_CONTENT_TYPE, AgentConfig, AgentConfigError, MAX_AGENT_CONFIG_BYTES,
+    ValidatedAgentConfig, check_config_size, config_hash,
 };
 use kaas_proto::control::v1::agent_control_client::AgentControlClient;
 use kaas_proto::control::v1::{
@@ -33,6 +34,19 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages queued for the observer before sending waits; a handful is plenty, as the
 /// agent sends at most a few messages per configuration and per health interval.
 const OUTBOX_CAPACITY: usize = 16;
+/// The largest message the agent decodes from the observer. The observer sends no
+/// configuration over [`MAX_AGENT_CONFIG_BYTES`]; one that does anyway (an older
+/// observer) up to four times that is still read, and refused with FAILED on the open
+/// stream. Refused by the transport instead, the stream would break, and the agent
+/// would reconnect only to be sent the same message again.
+pub const MAX_OBSERVER_MESSAGE_BYTES: usize = 4 * MAX_AGENT_CONFIG_BYTES;
+/// Errors listed in one FAILED status; the rest are counted in a last entry. The
+/// observer shows ten per condition, and its limit on an agent message (1 MiB) must
+/// never be reached by a status, or the stream would break instead of reporting.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+/// The longest error message reported, in bytes (longer ones are cut at a character
+/// boundary): a validation message quotes the offending value, which may be long.
+pub const MAX_REPORTED_ERROR_BYTES: usize = 1024;
 
 /// Reconnect delays with exponential growth and full jitter: each delay is drawn
 /// uniformly from `[0, min(cap, base × 2^failures))`.
@@ -70,6 +84,12 @@ impl Backoff {
     /// Starts over after a success.
     pub fn reset(&mut self) {
         self.failures = 0;
+    }
+
+    /// Waits the longest window from now on: for a failure that an immediate retry
+    /// would only repeat.
+    pub fn at_cap(&mut self) {
+        self.failures = u32::MAX;
     }
 }
 
@@ -231,6 +251,19 @@ impl ObserverConnection {
                 }
                 Err(ControlError::Status { code, message }) if is_refusal(code) => {
                     log_refused_certificate(&url, &identity, code, &message);
+                }
+                Err(ControlError::Status {
+                    code: tonic::Code::OutOfRange,
+                    message,
+                }) => {
+                    // A message over a size limit, this agent's (MAX_OBSERVER_MESSAGE_BYTES)
+                    // or the observer's own: it would come again at once.
+                    tracing::error!(
+                        observer = %url,
+                        %message,
+                        "the stream broke on a message over the size limit; the last-known-good configuration keeps running, and the agent reconnects only after the longest backoff"
+                    );
+                    self.backoff.at_cap();
                 }
                 Err(error) => {
                     let error = kaas_self_telemetry::error_chain(&error);
@@ -433,6 +466,7 @@ impl ObserverConnection {
             .send(agent_message::Body::Hello(self.hello(identity, agent)))
             .await?;
         let inbound = AgentControlClient::new(channel)
+            .max_decoding_message_size(MAX_OBSERVER_MESSAGE_BYTES)
             .connect(ReceiverStream::new(rx))
             .await?
             .into_inner();
@@ -520,6 +554,7 @@ impl ObserverConnection {
         hash: &[u8],
         errors: Vec<ConfigError>,
     ) -> Result<(), ControlError> {
+        let errors = bounded_errors(errors);
         for error in &errors {
             tracing::error!(
                 hash = %hex::encode(hash),
@@ -554,6 +589,16 @@ impl ObserverConnection {
             );
             return self
                 .refuse(agent, outbox, &hash, vec![whole_config_error(message)])
+                .await;
+        }
+        if let Err(too_large) = check_config_size(update.body.len()) {
+            return self
+                .refuse(
+                    agent,
+                    outbox,
+                    &hash,
+                    vec![whole_config_error(too_large.to_string())],
+                )
                 .await;
         }
         if config_hash(&update.body).as_slice() != hash.as_slice() {
@@ -654,6 +699,35 @@ fn check_url(text: &str) -> Result<(), ControlError> {
         return Err(bad_url("no host"));
     }
     Ok(())
+}
+
+/// At most [`MAX_REPORTED_ERRORS`] errors, each message at most
+/// [`MAX_REPORTED_ERROR_BYTES`], and a last entry counting the ones left out.
+fn bounded_errors(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    let left_out = errors.len().saturating_sub(MAX_REPORTED_ERRORS);
+    errors.truncate(MAX_REPORTED_ERRORS);
+    for error in &mut errors {
+        for text in [
+            &mut error.pipeline,
+            &mut error.field_path,
+            &mut error.message,
+        ] {
+            if text.len() > MAX_REPORTED_ERROR_BYTES {
+                let mut end = MAX_REPORTED_ERROR_BYTES;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+                text.push('…');
+            }
+        }
+    }
+    if left_out > 0 {
+        errors.push(whole_config_error(format!(
+            "and {left_out} more errors, not listed"
+        )));
+    }
+    errors
 }
 
 fn whole_config_error(message: String) -> ConfigError {
@@ -759,6 +833,41 @@ mod tests {
         assert_eq!(backoff.ceiling(), Duration::from_secs(60));
         backoff.reset();
         assert_eq!(backoff.ceiling(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn after_an_oversized_message_the_next_delay_may_be_the_longest() {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        backoff.at_cap();
+        assert_eq!(backoff.ceiling(), Duration::from_secs(60));
+        backoff.next_delay();
+        assert_eq!(backoff.ceiling(), Duration::from_secs(60), "no overflow");
+    }
+
+    #[test]
+    fn reported_errors_are_bounded_in_number_and_length() {
+        let long = "é".repeat(MAX_REPORTED_ERROR_BYTES);
+        let errors: Vec<ConfigError> = (0..MAX_REPORTED_ERRORS + 5)
+            .map(|i| ConfigError {
+                pipeline: format!("p{i}"),
+                field_path: "spec.x".to_owned(),
+                message: long.clone(),
+            })
+            .collect();
+        let bounded = bounded_errors(errors);
+        assert_eq!(bounded.len(), MAX_REPORTED_ERRORS + 1);
+        assert!(
+            bounded[..MAX_REPORTED_ERRORS]
+                .iter()
+                .all(|e| e.message.len() <= MAX_REPORTED_ERROR_BYTES + '…'.len_utf8())
+        );
+        assert_eq!(bounded[0].pipeline, "p0");
+        assert_eq!(
+            bounded[MAX_REPORTED_ERRORS].message,
+            "and 5 more errors, not listed"
+        );
+        let few = vec![whole_config_error("short".to_owned())];
+        assert_eq!(bounded_errors(few.clone()), few);
     }
 
     #[test]

@@ -7,13 +7,17 @@
 //! replaced by the value stored for the same field, so a document read from the API can
 //! be edited and applied again. `?dryRun=true` answers what would happen without storing.
 //! The tenant is the caller's own; an admin names it with `?tenant=`. Answers never hold
-//! an inline secret value.
+//! an inline secret value. A pipeline that alone renders to an agent configuration over
+//! the size limit is refused (422 on `spec`): no agent could be sent it.
+
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use kaas_pipeline::agent_config::{AgentConfig, check_config_size};
 use kaas_pipeline::document::parse_value;
 use kaas_pipeline::status::MetricPipelineStatus;
 use kaas_pipeline::{MetricPipeline, ValidatedPipeline};
@@ -143,6 +147,7 @@ async fn apply(
             return Err(invalid(fields));
         }
     };
+    check_rendered_size(&validated)?;
     super::budgets::check_pipeline(&state, &tenant, &validated).await?;
     if query.dry_run {
         if state.store.get_tenant(&tenant).await?.is_none() {
@@ -220,6 +225,21 @@ fn preview(
         dry_run: true,
         pipeline,
     }
+}
+
+/// 422 when the pipeline alone renders to an agent configuration over the size limit:
+/// no cluster could ever be sent it (a pipeline that fits, but not together with the
+/// others a cluster selects, gets the `ConfigTooLarge` condition instead).
+fn check_rendered_size(validated: &ValidatedPipeline) -> Result<(), ApiError> {
+    let alone = AgentConfig::template(std::slice::from_ref(validated)).render(&BTreeMap::new());
+    check_config_size(alone.body.len()).map_err(|too_large| {
+        invalid(vec![FieldProblem {
+            path: "spec".to_owned(),
+            message: format!(
+                "{too_large} with this pipeline alone; split it into smaller pipelines"
+            ),
+        }])
+    })
 }
 
 fn invalid(fields: Vec<FieldProblem>) -> ApiError {

@@ -6,7 +6,9 @@
 //! empty: agents send a few hundred bytes every 30 s and the observer a configuration
 //! now and then. [`CompactAgentControl`] serves `Connect` itself with buffers of
 //! [`STREAM_BUFFER_SIZE`], which grow when a larger message arrives, and passes every
-//! other call (`Join`) to the generated server unchanged.
+//! other call (`Join`) to the generated server unchanged. Both decode at most
+//! [`MAX_AGENT_MESSAGE_BYTES`] and encode at most [`MAX_OBSERVER_MESSAGE_BYTES`]
+//! (tonic's defaults are 4 MiB and unlimited).
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -22,6 +24,7 @@ use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
 use super::service::ControlService;
+use super::{MAX_AGENT_MESSAGE_BYTES, MAX_OBSERVER_MESSAGE_BYTES};
 
 /// Initial size of a `Connect` stream's decode and encode buffers: a heartbeat, a config
 /// status or a health report fits; a bigger message grows the buffer for as long as it
@@ -45,7 +48,9 @@ impl CompactAgentControl {
     /// Serves `service`.
     pub fn new(service: ControlService) -> Self {
         Self {
-            generated: AgentControlServer::new(service.clone()),
+            generated: AgentControlServer::new(service.clone())
+                .max_decoding_message_size(MAX_AGENT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_OBSERVER_MESSAGE_BYTES),
             service,
         }
     }
@@ -74,7 +79,11 @@ where
         }
         let method = ConnectMethod(self.service.clone());
         Box::pin(async move {
-            let mut grpc = Grpc::new(CompactCodec::<ObserverMessage, AgentMessage>::default());
+            let mut grpc = Grpc::new(CompactCodec::<ObserverMessage, AgentMessage>::default())
+                .apply_max_message_size_config(
+                    Some(MAX_AGENT_MESSAGE_BYTES),
+                    Some(MAX_OBSERVER_MESSAGE_BYTES),
+                );
             Ok(grpc.streaming(method, request).await)
         })
     }

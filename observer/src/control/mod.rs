@@ -44,6 +44,14 @@
 //! that reconnects with the current hash costs one render and no push; its APPLIED
 //! state is recorded so the pipeline status stays right.
 //!
+//! A rendered configuration over
+//! [`MAX_AGENT_CONFIG_BYTES`](kaas_pipeline::agent_config::MAX_AGENT_CONFIG_BYTES) is
+//! never sent (an agent could not take it, and would reconnect into it again and
+//! again): the stream stays open, the push is counted as `too_large`, and the status
+//! task, which renders the same configuration, sets `ConfigurationApplied` to False
+//! with reason `ConfigTooLarge` on every pipeline the cluster selects, naming the size
+//! and the limit. The API refuses at once (422) a pipeline that alone is over it.
+//!
 //! # How changes reach the streams in under a second
 //!
 //! Every store write publishes a [`Change`](crate::store::Change) after its commit.
@@ -89,6 +97,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kaas_pipeline::agent_config::MAX_AGENT_CONFIG_BYTES;
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
@@ -107,6 +116,33 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a keepalive ping may go unanswered.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams one HTTP/2 connection may have open at once. An agent runs one `Connect`
+/// stream per connection (and `Join` on a connection of its own); 4 leaves room for a
+/// client that overlaps a new stream with an old one, while one connection can no
+/// longer make the observer hold thousands of stream tasks (hyper's default is 200,
+/// tonic's none at all).
+pub const MAX_CONCURRENT_STREAMS_PER_CONNECTION: u32 = 4;
+/// The largest header block a client may send. A gRPC call's headers are a few hundred
+/// bytes (path, content type, timeout, user agent); 16 KiB is hyper's default, set
+/// here so it does not move with a dependency.
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Streams a client may open and reset before the connection is closed with GOAWAY
+/// (the HTTP/2 "rapid reset" attack, CVE-2023-44487): an agent never resets streams in
+/// bulk.
+pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// How long a call may take until its answer starts: all of `Join` (reading the
+/// request, signing), and `Connect` until the stream is accepted (the hello deadline,
+/// [`service::HELLO_TIMEOUT`], plus the store's reads). A client trickling a request
+/// body holds a stream no longer than this.
+pub const CALL_SETUP_TIMEOUT: Duration = Duration::from_secs(45);
+/// The largest message the observer decodes from an agent: a hello, a `Join` request
+/// (a CSR), a health report of a few hundred pipelines or a `ConfigStatus` (the agent
+/// lists at most 100 errors, each cut to 1 KiB) are all far below it.
+pub const MAX_AGENT_MESSAGE_BYTES: usize = 1024 * 1024;
+/// The largest message the observer encodes for an agent: a `ConfigUpdate` whose body
+/// is at most [`MAX_AGENT_CONFIG_BYTES`] (larger configurations are refused when
+/// rendered, see [`service`]) plus its content type and hash.
+pub const MAX_OBSERVER_MESSAGE_BYTES: usize = MAX_AGENT_CONFIG_BYTES + 64 * 1024;
 
 /// ALPN protocol of gRPC.
 const ALPN_H2: &[u8] = b"h2";
@@ -144,21 +180,31 @@ pub fn server_tls_config(
     Ok(Arc::new(config))
 }
 
-/// Serves `AgentControl` on `listener` with `tls` until the process ends.
+/// Serves `AgentControl` on `listener` with `tls` until the process ends, with the
+/// default [`HandshakeLimits`].
 pub async fn serve(
     listener: TcpListener,
     service: ControlService,
     tls: Arc<ServerConfig>,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with_shutdown(listener, service, tls, std::future::pending()).await
+    serve_with_shutdown(
+        listener,
+        service,
+        tls,
+        HandshakeLimits::default(),
+        std::future::pending(),
+    )
+    .await
 }
 
 /// Serves `AgentControl` until `shutdown` completes (then stops accepting and lets open
-/// calls finish). TLS is terminated by [`accept`], with [`HandshakeLimits::default`].
+/// calls finish). TLS is terminated by [`accept`] under `limits`; HTTP/2 and message
+/// sizes are bounded by this module's constants.
 pub async fn serve_with_shutdown(
     listener: TcpListener,
     service: ControlService,
     tls: Arc<ServerConfig>,
+    limits: HandshakeLimits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let streams = service.clone();
@@ -167,16 +213,21 @@ pub async fn serve_with_shutdown(
         // Open streams never end by themselves; end them so the server can stop.
         streams.close_streams();
     };
-    let incoming = accept::tls_incoming(
-        listener,
-        tls,
-        HandshakeLimits::default(),
-        service.metrics().handshakes.clone(),
-    );
-    Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+    let incoming =
+        accept::tls_incoming(listener, tls, limits, service.metrics().handshakes.clone());
+    bounded_server()
         .add_service(codec::CompactAgentControl::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// The gRPC server with every HTTP/2 bound of this module set.
+fn bounded_server() -> Server {
+    Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .timeout(CALL_SETUP_TIMEOUT)
 }

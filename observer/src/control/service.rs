@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::agent_config::{
-    AGENT_CONFIG_CONTENT_TYPE, AgentConfig, ConfigTemplate, RenderedConfig,
+    AGENT_CONFIG_CONTENT_TYPE, AgentConfig, ConfigTemplate, RenderedConfig, check_config_size,
 };
 use kaas_proto::control::v1::agent_control_server::{AgentControl, AgentControlServer};
 use kaas_proto::control::v1::{
@@ -85,7 +85,8 @@ impl Default for ControlSettings {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PushResult {
     /// `success`: the agent answered with APPLIED or FAILED; `failure`: the stream
-    /// ended (or could not take the message) before an answer.
+    /// ended (or could not take the message) before an answer; `too_large`: not sent,
+    /// the configuration is over the size limit.
     pub result: &'static str,
 }
 
@@ -110,7 +111,7 @@ impl ControlMetrics {
         );
         registry.register(
             "kaas_observer_config_pushes",
-            "Configurations sent down agent streams; result is success (the agent answered) or failure (the stream ended first).",
+            "Configurations sent down agent streams; result is success (the agent answered), failure (the stream ended first) or too_large (not sent: over the size limit).",
             self.config_pushes.clone(),
         );
         self.handshakes.register(registry);
@@ -705,6 +706,13 @@ impl AgentStream {
             return Ok(());
         }
         let hash = rendered.hash.to_vec();
+        if let Err(too_large) = check_config_size(rendered.body.len()) {
+            // Not offered again until it changes; the pipelines' condition says why.
+            tracing::warn!(cluster = %self.cluster, %too_large, "configuration not sent");
+            self.metrics.push("too_large");
+            self.last_sent = Some(hash);
+            return Ok(());
+        }
         tracing::info!(cluster = %self.cluster, hash = %rendered.hash_hex(), "sending configuration");
         let message = ObserverMessage {
             body: Some(observer_message::Body::ConfigUpdate(ConfigUpdate {

@@ -12,6 +12,7 @@ use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use kaas_pipeline::ValidatedPipeline;
+use kaas_pipeline::agent_config::check_config_size;
 use kaas_pipeline::status::{
     CONDITION_AGENT_CONNECTED, CONDITION_CONFIGURATION_APPLIED, CONDITION_FLOW_HEALTHY, Condition,
     ConditionStatus, MetricPipelineStatus, reasons,
@@ -51,6 +52,10 @@ pub struct ClusterObservation {
     pub connected: bool,
     /// Hash (hex) of the configuration the observer wants it to run now.
     pub desired_hash: String,
+    /// Size of that configuration in bytes: over
+    /// [`MAX_AGENT_CONFIG_BYTES`](kaas_pipeline::agent_config::MAX_AGENT_CONFIG_BYTES)
+    /// it is not sent, and the pipelines it holds say so.
+    pub desired_bytes: usize,
     /// Its latest configuration report.
     pub config: Option<ConfigReport>,
     /// Its latest health report.
@@ -231,6 +236,26 @@ fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
     let condition = CONDITION_CONFIGURATION_APPLIED;
     if clusters.is_empty() {
         return no_clusters(condition);
+    }
+    // Whether or not the agent is connected: the configuration cannot reach it.
+    let too_large: Vec<String> = clusters
+        .iter()
+        .filter_map(|c| {
+            check_config_size(c.desired_bytes)
+                .err()
+                .map(|error| format!("cluster {}: {error}", c.cluster))
+        })
+        .collect();
+    if !too_large.is_empty() {
+        return (
+            condition,
+            ConditionStatus::False,
+            reasons::CONFIG_TOO_LARGE,
+            format!(
+                "{}; it was not sent and the agent keeps its previous configuration: shrink the pipelines that select the cluster, or select it with fewer",
+                listed(&too_large, "; ")
+            ),
+        );
     }
     let connected: Vec<&ClusterObservation> =
         clusters.iter().copied().filter(|c| c.connected).collect();
@@ -547,6 +572,7 @@ spec:
             cluster: name.to_owned(),
             connected,
             desired_hash: "h2".to_owned(),
+            desired_bytes: 1000,
             config,
             health: None,
         }
@@ -622,6 +648,29 @@ spec:
         assert_eq!(
             applied.message,
             "cluster c1: shop spec.output.prometheusRemoteWrite.url: not an absolute http(s) URL; cluster c1: other: the pipeline could not start"
+        );
+    }
+
+    #[test]
+    fn a_configuration_over_the_limit_is_named_with_its_cluster_size_and_limit() {
+        let limit = kaas_pipeline::agent_config::MAX_AGENT_CONFIG_BYTES;
+        let mut big = cluster("c2", false, None);
+        big.desired_bytes = limit + 1;
+        let clusters = [
+            cluster("c1", true, report("h2", CONFIG_STATE_APPLIED, vec![])),
+            big,
+        ];
+        let status = pipeline_status(&pipeline("1Gi"), 1, &clusters, &Default::default(), NOW);
+        let applied = condition(&status, CONDITION_CONFIGURATION_APPLIED);
+        assert_eq!(applied.status, ConditionStatus::False);
+        assert_eq!(applied.reason, reasons::CONFIG_TOO_LARGE);
+        assert!(
+            applied.message.starts_with(&format!(
+                "cluster c2: the agent configuration is {} bytes, over the limit of {limit} bytes; it was not sent",
+                limit + 1
+            )),
+            "{}",
+            applied.message
         );
     }
 

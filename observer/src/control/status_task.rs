@@ -265,11 +265,12 @@ fn observe(
     cluster: Cluster,
     report: ClusterReport,
 ) -> (BTreeMap<String, String>, ClusterObservation) {
-    let desired_hash = pipelines.render(&cluster).hash_hex();
+    let desired = pipelines.render(&cluster);
     let observation = ClusterObservation {
         cluster: cluster.name,
         connected: report.connected,
-        desired_hash,
+        desired_hash: desired.hash_hex(),
+        desired_bytes: desired.body.len(),
         config: report.config,
         health: health_record(report.health),
     };
