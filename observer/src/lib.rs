@@ -10,6 +10,7 @@ pub mod cli;
 pub mod control;
 pub mod identity;
 pub mod integrations;
+pub mod labels;
 pub mod lifecycle;
 pub mod onboarding;
 pub mod probes;
