@@ -46,10 +46,9 @@ MGMT=kaas-mgmt
 WORKLOADS=(wl-1 wl-2)
 NS=kaas-observer-system
 TENANT=shop
-# Cluster API onboarding (observer/src/onboarding): a Cluster's tenant is its namespace
-# (or this label), its labels become the cluster's labels, and it is registered once
-# its phase is Provisioned.
-CAPI_TENANT_LABEL=kaas-observer.io/tenant
+# Cluster API onboarding (observer/src/onboarding): a Cluster's tenant is the one an
+# administrator mapped its namespace to (`observer cluster-api map`), its labels become
+# the cluster's labels, and it is registered once its phase is Provisioned.
 CAPI_READY_PHASE=Provisioned
 # The receiver's node port (kind-tests/management/receive-nodeport.yaml) and the
 # control service's (deploy/overlays/dev/nodeport.yaml).
@@ -173,6 +172,8 @@ done
 
 step "onboarding ${WORKLOADS[*]} as Cluster API clusters of tenant $TENANT"
 mgmt create namespace "$TENANT" >/dev/null
+observer tenant create "$TENANT" >/dev/null
+observer cluster-api map "$TENANT" --tenant "$TENANT" >/dev/null
 region=(one two)
 for i in "${!WORKLOADS[@]}"; do
   name=${WORKLOADS[$i]}
@@ -189,7 +190,6 @@ metadata:
   name: $name
   namespace: $TENANT
   labels:
-    $CAPI_TENANT_LABEL: $TENANT
     region: ${region[$i]}
 spec:
   controlPlaneEndpoint: {host: "$ip", port: 6443}

@@ -12,6 +12,7 @@ pub mod control;
 pub mod egress;
 pub mod identity;
 pub mod integrations;
+pub mod labels;
 pub mod lifecycle;
 pub mod listeners;
 pub mod onboarding;

@@ -133,6 +133,11 @@ pub struct ServeArgs {
         value_name = "BASE64"
     )]
     pub secrets_key: Option<String>,
+    /// A key secrets were sealed with before the current one, kept to open them while
+    /// keys are switched (then `observer secrets rekey` seals everything with the
+    /// current key, and this flag can go). Repeatable.
+    #[arg(long = "previous-secrets-key-file", value_name = "FILE")]
+    pub previous_secrets_key_files: Vec<PathBuf>,
     /// A file holding the bootstrap admin bearer token. Default: `admin.token` in the
     /// data directory, created with a random token if absent.
     #[arg(long, value_name = "FILE")]
@@ -249,6 +254,15 @@ pub enum ServeError {
     /// The secrets key cannot be used.
     #[error("secrets key: {0}")]
     Secrets(#[from] crate::secrets::SecretError),
+    /// The configured bootstrap admin token was revoked: the observer does not start
+    /// with it (issue 13, finding 10).
+    #[error("{reason}. {hint}")]
+    BootstrapTokenRevoked {
+        /// What the store said.
+        reason: String,
+        /// What the operator does about it.
+        hint: String,
+    },
     /// The database cannot be opened or migrated.
     #[error("database: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -322,11 +336,36 @@ fn replica_id(args: &ServeArgs) -> Result<String, ServeError> {
 }
 
 fn secret_box(args: &ServeArgs) -> Result<SecretBox, ServeError> {
-    Ok(match (&args.secrets_key, &args.secrets_key_file) {
+    let current = match (&args.secrets_key, &args.secrets_key_file) {
         (Some(key), _) => SecretBox::from_env_base64(key)?,
         (None, Some(file)) => SecretBox::from_key_file(file)?,
         (None, None) => SecretBox::load_or_create(&args.data_dir.join("secrets.key"))?,
-    })
+    };
+    let previous = args
+        .previous_secrets_key_files
+        .iter()
+        .map(|file| SecretBox::from_key_file(file))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(current.with_previous_keys(previous))
+}
+
+/// What the operator does when the configured bootstrap admin token was revoked.
+fn new_bootstrap_token_hint(args: &ServeArgs) -> String {
+    if args.admin_token.is_some() {
+        "Pass a new token with --admin-token or KAAS_ADMIN_TOKEN (e.g. from \
+         `openssl rand -base64 32`), or use an admin token made with `observer token create`"
+            .to_owned()
+    } else if let Some(file) = &args.admin_token_file {
+        format!(
+            "Write a new token into {} (e.g. `openssl rand -base64 32`) and start again",
+            file.display()
+        )
+    } else {
+        format!(
+            "Delete {} and start again: a new bootstrap token is created in its place",
+            args.data_dir.join(ADMIN_TOKEN_FILE).display()
+        )
+    }
 }
 
 /// The bootstrap admin token: given, read from a file, or created in the data
@@ -459,7 +498,18 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         Some(url) => Store::connect(url, secrets).await?,
         None => Store::open_sqlite(&args.data_dir.join("observer.db"), secrets).await?,
     };
-    store.ensure_admin_token(&admin_token(&args)?).await?;
+    store
+        .ensure_admin_token(&admin_token(&args)?)
+        .await
+        .map_err(|error| match error {
+            crate::store::StoreError::BootstrapTokenRevoked { .. } => {
+                ServeError::BootstrapTokenRevoked {
+                    reason: error.to_string(),
+                    hint: new_bootstrap_token_hint(&args),
+                }
+            }
+            other => other.into(),
+        })?;
     let ca_dir = args.ca_dir.clone().unwrap_or_else(|| args.data_dir.clone());
     let ca = Arc::new(ClusterCa::load_or_create(&ca_dir)?);
 
@@ -715,18 +765,94 @@ impl HttpSettings {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
+    use clap::Parser;
 
     use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve_args(data_dir: &Path) -> ServeArgs {
+        let cli = Cli::try_parse_from([
+            "observer",
+            "serve",
+            "--data-dir",
+            &data_dir.display().to_string(),
+            "--listen-address",
+            "127.0.0.1:0",
+            "--grpc-listen-address",
+            "127.0.0.1:0",
+            "--replica-id",
+            "test",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Serve(args) => *args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 13, finding 10: a revoked bootstrap admin token worked again after a
+    /// restart. `observer serve` now refuses to start while the token it is configured
+    /// with is revoked, and says what to do; with a new token it starts.
+    #[tokio::test]
+    async fn serve_refuses_to_start_with_a_revoked_bootstrap_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = serve_args(dir.path());
+        let token = admin_token(&args).unwrap();
+        let store = Store::open_sqlite(&dir.path().join("observer.db"), secret_box(&args).unwrap())
+            .await
+            .unwrap();
+        store.ensure_admin_token(&token).await.unwrap();
+        store
+            .revoke_api_token(
+                crate::store::BOOTSTRAP_ADMIN_TOKEN_ID,
+                &crate::store::Actor::admin(),
+            )
+            .await
+            .unwrap();
+        drop(store);
+
+        let telemetry = SelfTelemetry::disabled(SERVICE);
+        // A deadline only against a hang: the observer that starts serves until a signal.
+        let outcome = tokio::time::timeout(Duration::from_secs(60), run(args, telemetry))
+            .await
+            .expect("serve returns at once instead of serving");
+        let error = outcome.unwrap_err();
+        assert!(
+            matches!(error, ServeError::BootstrapTokenRevoked { .. }),
+            "{error}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("revoked"), "{message}");
+        assert!(message.contains("admin.token"), "{message}");
+        assert!(
+            !message.contains(&token),
+            "the token is never shown: {message}"
+        );
+
+        // The hint works: a new token in place of the file, and the store takes it.
+        std::fs::remove_file(dir.path().join(ADMIN_TOKEN_FILE)).unwrap();
+        let args = serve_args(dir.path());
+        let new_token = admin_token(&args).unwrap();
+        assert_ne!(new_token, token);
+        let store = Store::open_sqlite(&dir.path().join("observer.db"), secret_box(&args).unwrap())
+            .await
+            .unwrap();
+        store.ensure_admin_token(&new_token).await.unwrap();
+        assert_eq!(
+            store.authenticate(&new_token).await.unwrap(),
+            Some(crate::store::Principal::Admin)
+        );
+        assert_eq!(store.authenticate(&token).await.unwrap(), None);
+    }
 
     #[derive(clap::Parser)]
-    struct Command {
+    struct ServeOnly {
         #[command(flatten)]
         serve: ServeArgs,
     }
 
     fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
-        Command::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+        ServeOnly::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
             .map(|command| command.serve)
     }
 

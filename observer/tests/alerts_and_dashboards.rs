@@ -25,8 +25,8 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
 /// Alerts that are not about one cluster, so they carry no lifecycle guard and need
-/// not group by `cluster`: the observer's self-monitoring and the per-tenant pipeline
-/// condition. Every other alert must exclude deleted clusters.
+/// not group by `cluster`: the observer's self-monitoring, the per-tenant pipeline
+/// condition, and the abuse alerts on the API and on joins. Every other alert must exclude deleted clusters.
 const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasPipelineConfigRejected",
     "KaasObserverDown",
@@ -34,6 +34,8 @@ const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasObserverNotIngesting",
     "KaasObserverConfigPushesFailing",
     "KaasObserverApiErrors",
+    "KaasObserverApiRefusalSpike",
+    "KaasObserverJoinFailures",
 ];
 
 /// The guard every cluster-scoped alert ends with (whitespace-normalised prefix; the

@@ -29,6 +29,9 @@ const SERVED_ONLY_ONCE_USED: &[&str] = &[
     "kaas_observer_onboarding_last_success_timestamp_seconds",
     "kaas_observer_remote_write_samples_total",
     "kaas_observer_remote_write_last_success_timestamp_seconds",
+    // Counted by the control service's Join once the identity work that adds it lands;
+    // the abuse alert (alerts/kaas-observer-abuse.rules.yaml) is written against it.
+    "kaas_observer_joins_failed_total",
 ];
 
 #[derive(serde::Deserialize)]

@@ -37,6 +37,10 @@ pub mod reasons {
     pub const BUFFER_BUDGET_EXCEEDED: &str = "BufferBudgetExceeded";
     /// Everything is fine.
     pub const FLOW_HEALTHY: &str = "FlowHealthy";
+    /// The observer cannot read the pipeline as stored (its secrets were sealed with a
+    /// key it was not given, or for another object); it is left out of every cluster's
+    /// configuration until it is applied again.
+    pub const STORED_SPEC_UNREADABLE: &str = "StoredSpecUnreadable";
 }
 
 /// What the observer knows about a pipeline.

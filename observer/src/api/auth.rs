@@ -6,6 +6,8 @@
 //! the object did not exist, so names do not leak across tenants. Asking for another
 //! tenant explicitly (`?tenant=other`) answers 403, which says nothing about any object.
 
+use std::sync::{Arc, Mutex};
+
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -13,6 +15,23 @@ use axum::http::request::Parts;
 use super::ApiState;
 use super::error::ApiError;
 use crate::store::{Actor, Principal};
+
+/// Where the request's authenticated caller is noted for the request metrics
+/// ([`super::metrics`]), which see only the response otherwise: the metrics layer puts
+/// an empty slot into the request's extensions, [`Caller`]'s extractor fills it.
+#[derive(Clone, Debug, Default)]
+pub struct CallerSlot(Arc<Mutex<Option<Principal>>>);
+
+impl CallerSlot {
+    /// The caller, once authenticated.
+    pub fn get(&self) -> Option<Principal> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, principal: &Principal) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(principal.clone());
+    }
+}
 
 /// An authenticated caller.
 #[derive(Clone, Debug)]
@@ -111,7 +130,12 @@ impl FromRequestParts<ApiState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         let token = bearer_token(parts)?;
         match state.store.authenticate(token).await? {
-            Some(principal) => Ok(Self { principal }),
+            Some(principal) => {
+                if let Some(slot) = parts.extensions.get::<CallerSlot>() {
+                    slot.set(&principal);
+                }
+                Ok(Self { principal })
+            }
             None => Err(ApiError::Unauthorized("the token was refused".to_owned())),
         }
     }

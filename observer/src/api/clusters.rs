@@ -40,6 +40,11 @@ pub async fn create(
             problem(path.clone(), reason);
         }
         if let Err(reason) = check_label_value(value) {
+            problem(path.clone(), reason);
+        }
+        // The observer's own labels decide what an onboarding source adopts: a tenant
+        // may not set them (issue 13, finding 1).
+        if let Some(reason) = crate::labels::reserved_label_problem(key) {
             problem(path, reason);
         }
     }

@@ -18,6 +18,12 @@ use crate::store::StoreError;
 /// What 5xx responses say; the cause is only logged.
 pub const INTERNAL_ERROR_MESSAGE: &str = "internal error";
 
+/// Set on the response of a refused request (a 4xx): why, as the `reason` label of
+/// `kaas_observer_api_refusals_total` ([`super::metrics`]). One fixed word per error
+/// kind, so the label's values are bounded by this enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal(pub &'static str);
+
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -80,6 +86,23 @@ impl ApiError {
         Self::Internal(error.into())
     }
 
+    /// Why the request was refused, for the refusal counter; `None` for server errors,
+    /// which are not the caller's doing.
+    pub fn refusal(&self) -> Option<Refusal> {
+        let reason = match self {
+            Self::Invalid { .. } => "invalid",
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Unavailable(_) | Self::Internal(_) => return None,
+        };
+        Some(Refusal(reason))
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -100,6 +123,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let refusal = self.refusal();
         let (error, fields) = match self {
             Self::Invalid { message, fields } => (message, fields),
             Self::Internal(cause) => {
@@ -113,6 +137,9 @@ impl IntoResponse for ApiError {
             other => (other.to_string(), Vec::new()),
         };
         let mut response = (status, Json(ErrorBody { error, fields })).into_response();
+        if let Some(refusal) = refusal {
+            response.extensions_mut().insert(refusal);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -7,10 +7,22 @@
 //! |---|---|
 //! | `kaas_observer_api_requests_total` | method, route, code |
 //! | `kaas_observer_api_request_duration_seconds` (histogram) | method, route |
+//! | `kaas_observer_api_refusals_total` | reason, tenant |
+//!
+//! **Refusals** are the 4xx answers, counted by why ([`Refusal`]: `unauthorized`,
+//! `forbidden`, `invalid`, ...) and by the calling tenant, so a tenant probing the
+//! API's boundaries (or an attacker guessing tokens) shows up and can be alerted on
+//! (`alerts/kaas-observer-abuse.rules.yaml`). The `tenant` label is never text from the
+//! request: it is the tenant of the token that authenticated (a tenant the store
+//! knows), empty for admin tokens and unauthenticated requests, and once
+//! [`MAX_REFUSAL_TENANTS`] tenants have their own series, further tenants are counted
+//! as [`OTHER_TENANTS`].
 //!
 //! And [`register_build_info`]: `kaas_observer_build_info{version}`, always 1, which
 //! the API serves alongside (dashboards count replicas by version with it).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -25,8 +37,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::auth::CallerSlot;
+use super::error::Refusal;
+use crate::store::Principal;
+
 /// The `route` of a request no route matched (a 404 or 405 from the fallbacks).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Most tenants that get refusal series of their own: far above the tenants an
+/// installation serves (each is one series per reason), and a bound on what a stream of
+/// refusals can add to `/metrics` whatever happens.
+pub const MAX_REFUSAL_TENANTS: usize = 1000;
+
+/// The `tenant` of refusals of tenants beyond [`MAX_REFUSAL_TENANTS`]; not a DNS-1123
+/// label, so no tenant has this name.
+pub const OTHER_TENANTS: &str = "_other";
 
 /// Latency buckets, seconds: from a cached read (about a millisecond) to a slow write
 /// behind a busy database; Prometheus' default buckets, which dashboards expect.
@@ -47,11 +72,20 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+    tenant: String,
+}
+
 /// The API's request metrics; clones share the same series.
 #[derive(Clone, Debug)]
 pub struct ApiMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
+    refusals: Family<RefusalLabels, Counter>,
+    /// Tenants with refusal series of their own (at most [`MAX_REFUSAL_TENANTS`]).
+    refusal_tenants: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Default for ApiMetrics {
@@ -59,6 +93,8 @@ impl Default for ApiMetrics {
         Self {
             requests: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
+            refusals: Family::default(),
+            refusal_tenants: Arc::default(),
         }
     }
 }
@@ -76,6 +112,42 @@ impl ApiMetrics {
             "REST API request latency by method and route template",
             self.duration.clone(),
         );
+        registry.register(
+            "kaas_observer_api_refusals",
+            "REST API requests refused (4xx) by reason and calling tenant",
+            self.refusals.clone(),
+        );
+    }
+
+    /// Counts a refused request of `caller`.
+    fn refused(&self, refusal: Refusal, caller: Option<Principal>) {
+        let tenant = match caller {
+            Some(Principal::Tenant(tenant)) => self.refusal_tenant(tenant),
+            Some(Principal::Admin) | None => String::new(),
+        };
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                reason: refusal.0,
+                tenant,
+            })
+            .inc();
+    }
+
+    /// `tenant` while fewer than [`MAX_REFUSAL_TENANTS`] have series, else
+    /// [`OTHER_TENANTS`].
+    fn refusal_tenant(&self, tenant: String) -> String {
+        let mut tracked = self
+            .refusal_tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if tracked.contains(&tenant) {
+            return tenant;
+        }
+        if tracked.len() >= MAX_REFUSAL_TENANTS {
+            return OTHER_TENANTS.to_owned();
+        }
+        tracked.insert(tenant.clone());
+        tenant
     }
 
     /// `router` with every request counted and timed.
@@ -127,13 +199,18 @@ fn method_label(method: &Method) -> &'static str {
 async fn track(
     State(metrics): State<ApiMetrics>,
     matched: Option<MatchedPath>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let method = request.method().clone();
     let route = matched.map_or_else(|| UNMATCHED_ROUTE.to_owned(), |m| m.as_str().to_owned());
+    let caller = CallerSlot::default();
+    request.extensions_mut().insert(caller.clone());
     let started = Instant::now();
     let response = next.run(request).await;
+    if let Some(refusal) = response.extensions().get::<Refusal>() {
+        metrics.refused(*refusal, caller.get());
+    }
     metrics.observe(
         &method,
         route,
@@ -205,6 +282,45 @@ mod tests {
         assert!(
             !text.contains("/api/v1/clusters/a"),
             "raw paths never become labels"
+        );
+    }
+
+    /// The refusal counter's `tenant` label stays bounded: past
+    /// [`MAX_REFUSAL_TENANTS`] tenants, refusals are counted as [`OTHER_TENANTS`].
+    #[test]
+    fn refusal_tenants_are_bounded() {
+        let metrics = ApiMetrics::default();
+        for n in 0..MAX_REFUSAL_TENANTS + 3 {
+            metrics.refused(
+                Refusal("forbidden"),
+                Some(Principal::Tenant(format!("t{n}"))),
+            );
+        }
+        metrics.refused(Refusal("forbidden"), Some(Principal::Tenant("t0".into())));
+        metrics.refused(Refusal("unauthorized"), None);
+        metrics.refused(Refusal("invalid"), Some(Principal::Admin));
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("kaas_observer_api_refusals_total{"))
+            .count();
+        assert_eq!(series, MAX_REFUSAL_TENANTS + 3, "{series}");
+        assert!(
+            text.contains(
+                r#"kaas_observer_api_refusals_total{reason="forbidden",tenant="_other"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kaas_observer_api_refusals_total{reason="forbidden",tenant="t0"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kaas_observer_api_refusals_total{reason="unauthorized",tenant=""} 1"#),
+            "{text}"
         );
     }
 }

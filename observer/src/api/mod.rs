@@ -7,8 +7,10 @@
 //! the store with the caller as actor. Inline secret values of pipelines are shown as
 //! `***` in every answer ([`redact`]). `/openapi.json` describes all of it ([`openapi`]).
 
+pub mod audit;
 pub mod auth;
 pub mod budgets;
+pub mod cluster_api;
 pub mod clusters;
 pub mod error;
 pub mod manifest;
@@ -19,6 +21,7 @@ pub mod pipelines;
 pub mod probes;
 pub mod quotas;
 pub mod redact;
+pub mod secrets;
 pub mod status;
 pub mod tenants;
 pub mod tokens;
@@ -119,6 +122,14 @@ pub fn app(state: ApiState) -> Router {
                 .get(probes::get)
                 .delete(probes::delete),
         )
+        // Administration of the tenancy boundary (admin tokens only).
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/cluster-api/namespaces", get(cluster_api::list))
+        .route(
+            "/api/v1/cluster-api/namespaces/{namespace}",
+            axum::routing::put(cluster_api::put).delete(cluster_api::delete),
+        )
+        .route("/api/v1/secrets/rekey", post(secrets::rekey))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

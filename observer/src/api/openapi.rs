@@ -11,7 +11,9 @@ use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
+use super::audit::{AuditList, MAX_AUDIT_PAGE};
 use super::budgets::{BufferBudgetView, SetBufferBudget};
+use super::cluster_api::{MapNamespaceRequest, NamespaceMappingList, NamespaceMappingView};
 use super::clusters::MAX_CLUSTER_PAGE;
 use super::model::{
     AppliedPipeline, ClusterList, ClusterView, CreateClusterRequest, CreateTenantRequest,
@@ -20,6 +22,7 @@ use super::model::{
 };
 use super::probes::{ProbeEndpointList, ProbeEndpointRequest, ProbeEndpointView};
 use super::quotas::{SetQuotasRequest, TenantQuotasView};
+use super::secrets::RekeyResult;
 
 /// The document's `info.version`: the observer's version.
 const API_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -191,6 +194,39 @@ pub fn document() -> Value {
         ])
     };
 
+    let namespace = path_param("namespace", "The namespace in the management cluster.");
+    let audit_params = vec![
+        query_param(
+            "tenant",
+            "Only entries about this tenant.",
+            json!({ "type": "string" }),
+        ),
+        query_param(
+            "actor",
+            "Only entries by this actor: `admin`, `tenant:<name>`, `agent:<cluster>`, `system`, `onboarding:<source>`.",
+            json!({ "type": "string" }),
+        ),
+        query_param(
+            "since",
+            "Only entries at or after this time (Unix milliseconds).",
+            json!({ "type": "integer", "format": "int64" }),
+        ),
+        query_param(
+            "until",
+            "Only entries before this time (Unix milliseconds).",
+            json!({ "type": "integer", "format": "int64" }),
+        ),
+        query_param(
+            "limit",
+            "At most this many entries (default 100).",
+            json!({ "type": "integer", "minimum": 1, "maximum": MAX_AUDIT_PAGE }),
+        ),
+        query_param(
+            "continue",
+            "The `continue` of the previous page: the answer holds older entries.",
+            json!({ "type": "string" }),
+        ),
+    ];
     let text = |description: &str| json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } });
     // The probe routes' parameters (the pipeline routes below move the originals).
     let (probe_name, probe_tenant_filter, probe_tenant_target) =
@@ -290,6 +326,25 @@ pub fn document() -> Value {
             "get": operation("getPipelineStatus", "pipelines", "Read a pipeline's conditions.",
                 vec![name, tenant_target], None,
                 responses(vec![("200", ok("The status.", s.of::<PipelineStatusView>()))]), READ_ONE),
+        },
+        "/api/v1/audit": {
+            "get": operation("listAudit", "audit", "Read the audit trail, newest first, one page at a time (admin). An answer with older entries to come carries `continue`.",
+                audit_params, None, responses(vec![("200", ok("The page.", s.of::<AuditList>()))]), READ),
+        },
+        "/api/v1/cluster-api/namespaces": {
+            "get": operation("listClusterApiNamespaces", "cluster-api", "List the Cluster API namespaces mapped to tenants (admin).", vec![], None,
+                responses(vec![("200", ok("Every mapping.", s.of::<NamespaceMappingList>()))]), READ),
+        },
+        "/api/v1/cluster-api/namespaces/{namespace}": {
+            "put": operation("mapClusterApiNamespace", "cluster-api", "Map a namespace to a tenant: the Cluster API source registers its `Cluster`s for that tenant (admin). 409 if it is mapped to another tenant.",
+                vec![namespace.clone()], Some(json_body(s.of::<MapNamespaceRequest>())),
+                responses(vec![("200", ok("Mapped to that tenant already.", s.of::<NamespaceMappingView>())), ("201", ok("Mapped.", s.of::<NamespaceMappingView>()))]), WRITE),
+            "delete": operation("unmapClusterApiNamespace", "cluster-api", "Remove a namespace's mapping; clusters registered from it stay (admin).",
+                vec![namespace], None, responses(vec![("204", no_content())]), DELETE),
+        },
+        "/api/v1/secrets/rekey": {
+            "post": operation("rekeySecrets", "secrets", "Seal every stored secret again with the observer's current key (admin).", vec![], None,
+                responses(vec![("200", ok("What was re-sealed, and what could not be opened.", s.of::<RekeyResult>()))]), READ),
         },
         "/api/v1/probes": {
             "post": operation("applyProbeEndpoint", "probes", "Create or replace the probe endpoint named in the body.",

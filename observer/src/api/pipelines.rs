@@ -31,6 +31,7 @@ use super::model::{
 use super::redact::{redact, restore_redacted};
 use super::{ApiError, ApiState, BodyFormat, body_format, now_ms};
 use crate::store::StoredPipeline;
+use crate::store::pipeline_rows::{PipelineRow, UnreadablePipeline};
 
 /// Query parameters of pipeline requests.
 #[derive(Debug, Default, Deserialize)]
@@ -110,7 +111,12 @@ async fn apply(
         && let Value::Mapping(map) = &mut value
     {
         if let Some(name) = typed.metadata.name.clone() {
-            previous = state.store.get_pipeline(&tenant, &name).await?;
+            previous = match state.store.get_pipeline_row(&tenant, &name).await? {
+                Some(PipelineRow::Readable(stored)) => Some(*stored),
+                // A stored pipeline that cannot be read keeps no secret to restore: the
+                // document sent replaces it, which is how it is repaired.
+                Some(PipelineRow::Unreadable(_)) | None => None,
+            };
         }
         problems.extend(restore_redacted(
             &mut typed,
@@ -335,14 +341,33 @@ pub async fn list(
 ) -> Result<Json<PipelineList>, ApiError> {
     let Query(query) = query?;
     let scope = caller.list_scope(query.tenant)?;
+    // Row by row: a pipeline the observer cannot read is shown as stored, secrets as
+    // `***`, and breaks nothing else (issue 13, finding 10).
     let items = state
         .store
-        .list_pipelines(scope.as_deref())
+        .list_pipeline_rows(scope.as_deref())
         .await?
         .iter()
-        .map(view)
+        .filter_map(|row| match row {
+            PipelineRow::Readable(stored) => Some(view(stored)),
+            PipelineRow::Unreadable(unreadable) => unreadable_view(unreadable),
+        })
         .collect();
     Ok(Json(PipelineList { items }))
+}
+
+/// The answer for a stored pipeline that cannot be read, if its document parses.
+fn unreadable_view(unreadable: &UnreadablePipeline) -> Option<PipelineView> {
+    unreadable.masked.as_ref().map(|resource| {
+        view_of(
+            &unreadable.tenant,
+            resource,
+            unreadable.generation,
+            unreadable.created_at_ms,
+            unreadable.updated_at_ms,
+            Some(unreadable.status.clone()),
+        )
+    })
 }
 
 /// `GET /api/v1/pipelines/{name}`.
@@ -352,8 +377,17 @@ pub async fn get(
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<PipelineQuery>, QueryRejection>,
 ) -> Result<Json<PipelineView>, ApiError> {
-    let stored = find(&caller, &state, name, query).await?;
-    Ok(Json(view(&stored)))
+    match find(&caller, &state, name, query).await? {
+        PipelineRow::Readable(stored) => Ok(Json(view(&stored))),
+        PipelineRow::Unreadable(unreadable) => {
+            unreadable_view(&unreadable).map(Json).ok_or_else(|| {
+                ApiError::Conflict(format!(
+                    "the stored pipeline cannot be read ({}); apply it again or delete it",
+                    unreadable.reason
+                ))
+            })
+        }
+    }
 }
 
 /// `GET /api/v1/pipelines/{name}/status`.
@@ -363,12 +397,12 @@ pub async fn status(
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<PipelineQuery>, QueryRejection>,
 ) -> Result<Json<PipelineStatusView>, ApiError> {
-    let stored = find(&caller, &state, name, query).await?;
+    let row = find(&caller, &state, name, query).await?;
     Ok(Json(PipelineStatusView {
-        tenant: stored.tenant.clone(),
-        name: stored.pipeline.name().to_owned(),
-        generation: stored.generation,
-        status: stored.status,
+        tenant: row.tenant().to_owned(),
+        name: row.name().to_owned(),
+        generation: row.generation(),
+        status: row.status().clone(),
     }))
 }
 
@@ -379,10 +413,10 @@ pub async fn delete(
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<PipelineQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let stored = find(&caller, &state, name, query).await?;
+    let row = find(&caller, &state, name, query).await?;
     state
         .store
-        .delete_pipeline(&stored.tenant, stored.pipeline.name(), &caller.actor())
+        .delete_pipeline(row.tenant(), row.name(), &caller.actor())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -392,13 +426,13 @@ async fn find(
     state: &ApiState,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<PipelineQuery>, QueryRejection>,
-) -> Result<StoredPipeline, ApiError> {
+) -> Result<PipelineRow, ApiError> {
     let Path(name) = name?;
     let Query(query) = query?;
     let tenant = caller.target_tenant(query.tenant, "?tenant=")?;
     state
         .store
-        .get_pipeline(&tenant, &name)
+        .get_pipeline_row(&tenant, &name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("pipeline {name:?} not found")))
 }

@@ -37,11 +37,13 @@ pub async fn get(
             connected_agents += 1;
         }
     }
-    let pipelines = state.store.list_pipelines(scope).await?.len();
+    // Counted, not read: a pipeline whose stored document cannot be opened must not
+    // break the status (issue 13, finding 10).
+    let pipelines = state.store.count_pipelines(scope).await?;
     Ok(Json(StatusView {
         tenants: tenants as u64,
         clusters,
-        pipelines: pipelines as u64,
+        pipelines,
         connected_agents,
     }))
 }

@@ -7,10 +7,13 @@
 //! (env `KAAS_OBSERVER_TOKEN`) and `--ca-file` apply to all of them, and each takes
 //! `-o table|json|yaml` (tables for people by default).
 
+pub mod audit;
 pub mod client;
 pub mod cluster;
+pub mod cluster_api;
 pub mod pipeline;
 pub mod print;
+pub mod secrets;
 pub mod status;
 pub mod tenant;
 pub mod token;
@@ -88,6 +91,14 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Show counts of tenants, clusters, pipelines and connected agents.
     Status(status::StatusArgs),
+    /// Read the audit trail, newest first (admin).
+    Audit(audit::AuditArgs),
+    /// Map Cluster API namespaces to tenants (admin).
+    #[command(subcommand, name = "cluster-api")]
+    ClusterApi(cluster_api::ClusterApiCommand),
+    /// Work with the secrets stored encrypted (admin).
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
 }
 
 /// `observer pipeline …`.
@@ -182,6 +193,9 @@ pub async fn run_api(
         Command::Tenant(command) => tenant::run(&client, command, out).await,
         Command::Token(command) => token::run(&client, command, out).await,
         Command::Status(args) => status::run(&client, &args, out).await,
+        Command::Audit(args) => audit::run(&client, args, out).await,
+        Command::ClusterApi(command) => cluster_api::run(&client, command, out).await,
+        Command::Secrets(command) => secrets::run(&client, command, out).await,
     };
     match outcome {
         Ok(status) => Ok(status),

@@ -30,6 +30,13 @@
 //!
 //! The cache holds the pipelines with their inline secrets in plaintext, as a render
 //! needs them; they never leave the process except in an agent's configuration.
+//!
+//! # Unreadable pipelines
+//! A stored pipeline the observer cannot read (a secret sealed with a key it was not
+//! given, or for another object; see `store::pipeline_rows`) is kept apart in
+//! [`TenantConfigs::unreadable`]: renders leave it out and carry the tenant's other
+//! pipelines, and the status task writes its condition. Before, one such row failed
+//! every render of its tenant's clusters (issue 13, finding 10).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,11 +46,13 @@ use tokio::sync::OnceCell;
 
 use super::service::{config_template, external_labels};
 use crate::integrations::central::CentralPipelineSettings;
+use crate::store::pipeline_rows::{PipelineRow, UnreadablePipeline};
 use crate::store::{Cluster, Store, StoreError, StoredPipeline};
 
 /// One tenant's pipelines as read once, and the configurations rendered from them.
 pub struct TenantConfigs {
     pipelines: Vec<StoredPipeline>,
+    unreadable: Vec<UnreadablePipeline>,
     central: Option<Arc<CentralPipelineSettings>>,
     /// By the indexes (into `pipelines`) of the pipelines a cluster's labels select.
     templates: Mutex<HashMap<Vec<usize>, Arc<ConfigTemplate>>>,
@@ -53,6 +62,16 @@ impl TenantConfigs {
     /// The tenant's pipelines, by name.
     pub fn pipelines(&self) -> &[StoredPipeline] {
         &self.pipelines
+    }
+
+    /// The tenant's pipelines the observer cannot read, by name; no render has them.
+    pub fn unreadable(&self) -> &[UnreadablePipeline] {
+        &self.unreadable
+    }
+
+    /// Whether the tenant has no pipeline at all, readable or not.
+    pub fn is_empty(&self) -> bool {
+        self.pipelines.is_empty() && self.unreadable.is_empty()
     }
 
     /// The configuration `cluster` (of this tenant) runs: the pipelines its labels
@@ -123,8 +142,26 @@ impl TenantPipelines {
     pub async fn get(&self, store: &Store, tenant: &str) -> Result<Pipelines, StoreError> {
         let cell = self.lock().entry(tenant.to_owned()).or_default().clone();
         cell.get_or_try_init(|| async {
+            let mut pipelines = Vec::new();
+            let mut unreadable = Vec::new();
+            for row in store.list_pipeline_rows(Some(tenant)).await? {
+                match row {
+                    PipelineRow::Readable(stored) => pipelines.push(*stored),
+                    PipelineRow::Unreadable(row) => {
+                        tracing::warn!(
+                            tenant = %row.tenant,
+                            pipeline = %row.name,
+                            reason = %row.reason,
+                            "a stored pipeline cannot be read; it is left out of every \
+                             configuration of its tenant's clusters"
+                        );
+                        unreadable.push(row);
+                    }
+                }
+            }
             Ok::<_, StoreError>(Arc::new(TenantConfigs {
-                pipelines: store.list_pipelines(Some(tenant)).await?,
+                pipelines,
+                unreadable,
                 central: self.central.clone(),
                 templates: Mutex::default(),
             }))

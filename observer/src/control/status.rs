@@ -230,6 +230,39 @@ pub fn pipeline_status<C: Borrow<ClusterObservation>>(
     }
 }
 
+/// The status of a stored pipeline the observer cannot read (see
+/// `store::pipeline_rows`): it runs nowhere, and its `ConfigurationApplied` condition
+/// says why ([`reasons::STORED_SPEC_UNREADABLE`]) and how to repair it. The other
+/// conditions are left out: nothing is known about a pipeline no agent runs.
+pub fn unreadable_status(
+    generation: i64,
+    reason: &str,
+    previous: &MetricPipelineStatus,
+    now_ms: i64,
+) -> MetricPipelineStatus {
+    let status = ConditionStatus::False;
+    let last_transition_time = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_CONFIGURATION_APPLIED && c.status == status)
+        .map_or_else(|| rfc3339(now_ms), |c| c.last_transition_time.clone());
+    MetricPipelineStatus {
+        observed_generation: Some(generation),
+        conditions: vec![Condition {
+            type_: CONDITION_CONFIGURATION_APPLIED.to_owned(),
+            status,
+            reason: reasons::STORED_SPEC_UNREADABLE.to_owned(),
+            message: format!(
+                "the observer cannot read this pipeline as stored, so no cluster runs it: \
+                 {reason}. Apply it again with its secret values, or ask the provider to \
+                 restore the secrets key"
+            ),
+            last_transition_time,
+            observed_generation: Some(generation),
+        }],
+    }
+}
+
 type Computed = (&'static str, ConditionStatus, &'static str, String);
 
 fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {

@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::pipelines::{Pipelines, TenantPipelines};
-use super::status::{ClusterObservation, HealthRecord, pipeline_status};
+use super::status::{ClusterObservation, HealthRecord, pipeline_status, unreadable_status};
 use crate::store::{Cluster, ClusterReport, ClusterState, Store, StoreError, now_ms};
 
 /// What the status task should recompute.
@@ -169,7 +169,7 @@ impl StatusTask {
     async fn reload(&mut self, tenant: &str) -> Result<(), StoreError> {
         let pipelines = self.pipelines.get(&self.store, tenant).await?;
         let mut clusters = BTreeMap::new();
-        if !pipelines.pipelines().is_empty() {
+        if !pipelines.is_empty() {
             for (cluster, report) in self
                 .store
                 .list_clusters_with_reports(Some(tenant), None, None)
@@ -197,7 +197,7 @@ impl StatusTask {
         let Some(view) = self.tenants.get(tenant) else {
             return Ok(());
         };
-        if view.pipelines.pipelines().is_empty() {
+        if view.pipelines.is_empty() {
             return Ok(());
         }
         let stored: HashMap<String, _> = self
@@ -228,17 +228,40 @@ impl StatusTask {
                 now,
             );
             if status != current.status {
-                match self
-                    .store
-                    .set_pipeline_status(tenant, pipeline.name(), status)
-                    .await
-                {
-                    Ok(()) | Err(StoreError::NotFound { .. }) => {}
-                    Err(error) => return Err(error),
-                }
+                self.write_status(tenant, pipeline.name(), status).await?;
+            }
+        }
+        // A pipeline the observer cannot read runs nowhere; its condition says why
+        // (issue 13, finding 10).
+        for unreadable in view.pipelines.unreadable() {
+            let Some(current) = stored.get(&unreadable.name) else {
+                continue;
+            };
+            let status = unreadable_status(
+                unreadable.generation,
+                &unreadable.reason,
+                &current.status,
+                now,
+            );
+            if status != current.status {
+                self.write_status(tenant, &unreadable.name, status).await?;
             }
         }
         Ok(())
+    }
+
+    /// Writes one pipeline's status; a pipeline deleted meanwhile is no error (its
+    /// delete has queued a reload).
+    async fn write_status(
+        &self,
+        tenant: &str,
+        name: &str,
+        status: kaas_pipeline::status::MetricPipelineStatus,
+    ) -> Result<(), StoreError> {
+        match self.store.set_pipeline_status(tenant, name, status).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 }
 
@@ -256,7 +279,7 @@ fn held_view<'a>(
         reload.insert(tenant.to_owned());
         return None;
     };
-    (!view.pipelines.pipelines().is_empty()).then_some(view)
+    (!view.pipelines.is_empty()).then_some(view)
 }
 
 /// The observation of `cluster` for a tenant running `pipelines`, with its labels.

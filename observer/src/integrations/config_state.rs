@@ -241,7 +241,17 @@ async fn compute(
     store: &Store,
     central: Option<&CentralPipelineSettings>,
 ) -> Result<Vec<ClusterConfigState>, StoreError> {
-    let pipelines = store.list_pipelines(None).await?;
+    // Row by row: a pipeline the observer cannot read runs nowhere and does not stop
+    // the others' states (issue 13, finding 10).
+    let pipelines: Vec<_> = store
+        .list_pipeline_rows(None)
+        .await?
+        .into_iter()
+        .filter_map(|row| match row {
+            crate::store::pipeline_rows::PipelineRow::Readable(stored) => Some(*stored),
+            crate::store::pipeline_rows::PipelineRow::Unreadable(_) => None,
+        })
+        .collect();
     if pipelines.is_empty() {
         return Ok(Vec::new());
     }

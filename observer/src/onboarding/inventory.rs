@@ -990,6 +990,50 @@ mod tests {
         assert!(problems[3].contains("listed 2 times"), "{problems:?}");
     }
 
+    /// Issue 13, finding 1 (the inventory's part): an inventory entry may not set the
+    /// observer's own labels (`kaas-observer.io/…`, `telemetry.kaas-observer.io/…`): the
+    /// entry is refused naming the key and the prefix, and its name still counts as
+    /// listed, so the refusal deletes nothing.
+    #[test]
+    fn an_entry_with_a_reserved_label_is_refused() {
+        let body = br#"[
+            {"name": "a", "tenant": "shop",
+             "labels": {"kaas-observer.io/cluster-api-namespace": "bank"}},
+            {"name": "b", "tenant": "shop",
+             "labels": {"telemetry.kaas-observer.io/cluster": "x", "env": "prod"}}
+        ]"#;
+        let inventory = parse_inventory(body, &EgressPolicy::default()).unwrap();
+        assert!(inventory.clusters.is_empty(), "{inventory:?}");
+        let listed: Vec<&str> = inventory.listed_names().into_iter().collect();
+        assert_eq!(listed, ["a", "b"]);
+        let problems: Vec<&str> = inventory
+            .invalid
+            .iter()
+            .map(|e| e.problem.as_str())
+            .collect();
+        assert!(
+            problems[0].starts_with(
+                "clusters[0] (\"a\"): labels[\"kaas-observer.io/cluster-api-namespace\"]: the \
+                 prefix \"kaas-observer.io/\" is reserved"
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("labels[\"telemetry.kaas-observer.io/cluster\"]: the prefix \"telemetry.kaas-observer.io/\""),
+            "{problems:?}"
+        );
+        let stored = [stored("a", ClusterState::Active, Some(Source::Inventory))];
+        let result = plan(&inventory, &stored, &BTreeMap::new(), rules(1), 0).unwrap();
+        assert!(
+            !result.steps.iter().any(|s| matches!(
+                s,
+                Step::Tombstone { .. } | Step::MarkDeleting { .. } | Step::Update { .. }
+            )),
+            "{:?}",
+            result.steps
+        );
+    }
+
     #[test]
     fn new_clusters_are_registered_and_changes_applied_with_the_source_label() {
         let mut changed = stored("b", ClusterState::Active, Some(Source::Inventory));

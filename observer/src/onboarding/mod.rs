@@ -7,18 +7,24 @@
 //! **Who owns a cluster.** A source manages only clusters it registered itself. It
 //! records that in the cluster's labels: [`SOURCE_LABEL`]` = inventory | cluster-api`
 //! (a label rather than a column: it is visible in `observer cluster list`, selectable
-//! by pipelines, and needs no migration). Clusters registered through the API or CLI
-//! carry no such label and are never touched by a source; a name a source lists that
-//! belongs to someone else is skipped and reported. The source's label overrides a
-//! label of the same key coming from the inventory or the `Cluster` object. An operator
-//! who removes the label takes the cluster away from its source.
+//! by pipelines, and needs no migration). Its key is reserved ([`crate::labels`]): the
+//! API, the inventory's entries and the `Cluster` objects cannot set any key under
+//! `kaas-observer.io`, so clusters registered through the API or CLI carry no such
+//! label and are never touched by a source; a name a source lists that belongs to
+//! someone else is skipped and reported. A source also adopts a stored cluster only if
+//! its tenant is the one the source gives it (the inventory entry's `tenant`, the
+//! tenant an administrator mapped the `Cluster`'s namespace to), so a record another
+//! tenant planted with the source's labels before they were reserved is left alone
+//! (issue 13, finding 1). An operator who removes the label takes the cluster away from
+//! its source.
 //!
-//! **Tenants are created on first sight.** A source's cluster names a tenant (the
-//! inventory's `tenant`, the `Cluster`'s namespace or `kaas-observer.io/tenant` label).
-//! If that tenant does not exist yet it is created (audited as the source), because the
-//! point of a source is that a new customer's first cluster is watched from its first
-//! minute, without waiting for an operator. The tenant name is validated like the API's
-//! (DNS-1123 label); an invalid one skips the cluster and is reported.
+//! **Tenants.** The inventory's clusters name their tenant (`tenant`); if that tenant
+//! does not exist yet it is created (audited as the source), because the point of a
+//! source is that a new customer's first cluster is watched from its first minute,
+//! without waiting for an operator. The tenant name is validated like the API's
+//! (DNS-1123 label); an invalid one skips the cluster and is reported. A Cluster API
+//! `Cluster` is registered for the tenant an administrator mapped its namespace to
+//! (`observer cluster-api map`), which exists; nothing on the object names a tenant.
 //!
 //! **Deletion is never inferred from a failure.** Only a *successful* answer that no
 //! longer lists a cluster (or a `Cluster` with a `deletionTimestamp`, or a successful
@@ -100,9 +106,10 @@ pub fn state_before_deletion(
 
 /// Everything wrong with a cluster a source describes, each with its field path
 /// (`name`, `tenant`, `labels["key"]`, `apiEndpoint`); empty if it can be registered.
-/// The same rules as `POST /api/v1/clusters`, the egress policy included: an endpoint
-/// that is a literal address the observer may not contact is refused (a name is
-/// checked whenever it is resolved, at probe time).
+/// The same rules as `POST /api/v1/clusters`: reserved label prefixes (`labels` are the
+/// source's labels before it adds its own) and the egress policy (an endpoint that is a
+/// literal address the observer may not contact is refused; a name is checked whenever
+/// it is resolved, at probe time).
 pub fn registration_problems(
     name: &str,
     tenant: &str,
@@ -122,6 +129,9 @@ pub fn registration_problems(
             problems.push(format!("labels[{key:?}]: {reason}"));
         }
         if let Err(reason) = check_label_value(value) {
+            problems.push(format!("labels[{key:?}]: {reason}"));
+        }
+        if let Some(reason) = crate::labels::reserved_label_problem(key) {
             problems.push(format!("labels[{key:?}]: {reason}"));
         }
     }
@@ -247,6 +257,12 @@ mod tests {
                 &policy
             )
             .is_empty()
+        );
+        let reserved = BTreeMap::from([(SOURCE_LABEL.to_owned(), "cluster-api".to_owned())]);
+        let problems = registration_problems("prod-1", "shop", &reserved, None, &policy);
+        assert!(
+            matches!(&problems[..], [p] if p.starts_with("labels[\"kaas-observer.io/source\"]: the prefix \"kaas-observer.io/\" is reserved")),
+            "{problems:?}"
         );
     }
 

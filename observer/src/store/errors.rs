@@ -54,6 +54,28 @@ pub enum StoreError {
     /// A secret could not be sealed or opened (wrong key, tampered value).
     #[error("secrets: {0}")]
     Secrets(#[from] SecretError),
+    /// The bootstrap admin token configured is one that was revoked; it stays revoked,
+    /// and the observer needs another.
+    #[error(
+        "the configured bootstrap admin token was revoked (at {revoked_at_ms} ms since the \
+         Unix epoch) and stays revoked"
+    )]
+    BootstrapTokenRevoked {
+        /// When it was revoked, Unix milliseconds.
+        revoked_at_ms: i64,
+    },
+    /// A stored secret value of a pipeline cannot be opened: a key the observer was not
+    /// given, a value sealed for another object, or one that was tampered with.
+    #[error("pipeline {pipeline}: {field}: {source}")]
+    SecretUnreadable {
+        /// `tenant/name`.
+        pipeline: String,
+        /// The secret's field path, e.g. `spec.output.otlp.headers[0].value`.
+        field: String,
+        /// Why.
+        #[source]
+        source: SecretError,
+    },
 }
 
 impl From<DbErr> for StoreError {

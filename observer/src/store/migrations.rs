@@ -23,6 +23,8 @@ impl MigratorTrait for Migrator {
             Box::new(super::migrations_replicas::CreateReplicas),
             Box::new(super::migrations_budgets::CreateClusterBufferBudgets),
             Box::new(super::migrations_quotas::CreateTenantQuotas),
+            Box::new(super::migrations_tenancy::CreateClusterApiNamespaces),
+            Box::new(super::migrations_tenancy::AddAuditLogIndexes),
         ]
     }
 

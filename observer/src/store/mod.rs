@@ -13,6 +13,7 @@
 //! | `pipelines`       | (`tenant`, `name`) | the `MetricPipeline` document as JSON with inline secret values sealed, `generation`, status JSON |
 //! | `cluster_reports` | `cluster`        | the agent's last config report and health report (JSON) |
 //! | `audit_log`       | increasing `id`  | at, actor, action, kind, tenant, name; never a value |
+//! | `cluster_api_namespaces` | `namespace` | the tenant an administrator mapped a Cluster API namespace to ([`tenancy`]) |
 //!
 //! Later migrations add `probe_endpoints` ([`probe_endpoints`]), `replicas`
 //! ([`replicas`]) and `tenant_quotas` ([`quotas`]: a tenant's clusters, pipelines and
@@ -28,9 +29,13 @@
 //!   no usable token. The bootstrap admin token from `--admin-token-file` is stored the
 //!   same way under the fixed id [`BOOTSTRAP_ADMIN_TOKEN_ID`].
 //! * Every inline secret value in a pipeline (`ValueSource.value`, header values) is
-//!   sealed with [`SecretBox`] (AES-256-GCM, `enc:v1:…`) before the document is written;
-//!   the plaintext never reaches the database, the audit trail, the change feed or an
-//!   error. Reading a pipeline opens them again: [`StoredPipeline::pipeline`] holds
+//!   sealed with [`SecretBox`] (AES-256-GCM, `enc:v2:<key id>:…`) for its owner (tenant,
+//!   `pipeline`, name and field path as associated data, so it opens nowhere else)
+//!   before the document is written; the plaintext never reaches the database, the
+//!   audit trail, the change feed or an error. Values of the older `enc:v1:` format
+//!   still open; [`Store::rekey_secrets`] seals everything with the current key
+//!   ([`pipeline_rows`]). A row that cannot be opened degrades only its own pipeline
+//!   ([`Store::list_pipeline_rows`]). Reading a pipeline opens them again: [`StoredPipeline::pipeline`] holds
 //!   plaintext, because the renderer must send it to the agent. API responses use
 //!   [`StoredPipeline::masked_resource`], which shows [`MASKED_SECRET`] instead.
 //! * An update whose inline value is exactly `***` keeps the stored value of that same
@@ -123,11 +128,14 @@ mod migrations_budgets;
 mod migrations_probes;
 mod migrations_quotas;
 mod migrations_replicas;
+mod migrations_tenancy;
 mod onboarding;
+pub mod pipeline_rows;
 pub mod probe_endpoints;
 pub mod quotas;
 pub mod replicas;
 pub mod reports;
+pub mod tenancy;
 #[cfg(test)]
 mod tests;
 
@@ -157,7 +165,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::secrets::{SecretBox, SecretError};
+use crate::secrets::{SecretBox, SecretError, SecretOwner};
 use entities::{api_tokens, audit_log, cluster_reports, clusters, join_tokens, pipelines, tenants};
 pub use errors::{RedeemError, StoreError};
 use migrations::Migrator;
@@ -1007,8 +1015,13 @@ impl Store {
     }
 
     /// Makes `plaintext` the bootstrap administrator token (id
-    /// [`BOOTSTRAP_ADMIN_TOKEN_ID`]), replacing a previous bootstrap token and lifting a
-    /// revocation. Idempotent.
+    /// [`BOOTSTRAP_ADMIN_TOKEN_ID`]), replacing a previous bootstrap token. Idempotent.
+    ///
+    /// A revocation is never lifted: if `plaintext` is the bootstrap token that was
+    /// revoked, this fails with [`StoreError::BootstrapTokenRevoked`] (issue 13, finding
+    /// 10: a revoked bootstrap token worked again after a restart, so revoking a leaked
+    /// one achieved nothing). A different token replaces the revoked one: that is how an
+    /// operator gives the observer a new bootstrap token.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn ensure_admin_token(&self, plaintext: &str) -> Result<(), StoreError> {
         let hash = token_hash(plaintext);
@@ -1017,7 +1030,12 @@ impl Store {
             .one(&transaction)
             .await?;
         match existing {
-            Some(row) if row.token_hash == hash && row.revoked_at_ms.is_none() => return Ok(()),
+            Some(row) if row.token_hash == hash => {
+                return match row.revoked_at_ms {
+                    None => Ok(()),
+                    Some(revoked_at_ms) => Err(StoreError::BootstrapTokenRevoked { revoked_at_ms }),
+                };
+            }
             Some(row) => {
                 let mut row = row.into_active_model();
                 row.token_hash = Set(hash);
@@ -1772,8 +1790,9 @@ impl Store {
         let stored = pipelines::Entity::find_by_id((tenant.to_owned(), name))
             .one(self.reader())
             .await?
-            .map(|row| self.open_document(&row))
-            .transpose()?;
+            // A stored document that cannot be opened keeps no value: `***` is refused
+            // and the real value must be sent, which is how such a pipeline is repaired.
+            .and_then(|row| self.open_document(&row).ok());
         restore_masked(resource, stored.as_ref())
     }
 
@@ -1796,10 +1815,10 @@ impl Store {
         let existing = pipelines::Entity::find_by_id((tenant.to_owned(), name.clone()))
             .one(&transaction)
             .await?;
+        // An unreadable stored document (see `pipeline_rows`) is replaced as if absent.
         let stored = existing
             .as_ref()
-            .map(|row| self.open_document(row))
-            .transpose()?;
+            .and_then(|row| self.open_document(row).ok());
         restore_masked(&mut resource, stored.as_ref())?;
         let validated = kaas_pipeline::validate(&resource).map_err(|errors| {
             StoreError::Conflict(format!(
@@ -1811,15 +1830,19 @@ impl Store {
             tenant: tenant.to_owned(),
             name: name.clone(),
         };
-        let (result, created) = match (existing, stored) {
-            (Some(row), Some(stored)) => {
-                let spec_changed = stored.spec != resource.spec;
-                if !spec_changed && stored.metadata == resource.metadata {
+        let (result, created) = match existing {
+            Some(row) => {
+                let spec_changed = stored.as_ref().is_none_or(|s| s.spec != resource.spec);
+                if !spec_changed
+                    && stored
+                        .as_ref()
+                        .is_some_and(|s| s.metadata == resource.metadata)
+                {
                     return Ok((self.stored_pipeline(row, validated)?, false));
                 }
                 let generation = row.generation + i64::from(spec_changed);
                 let mut active = row.into_active_model();
-                active.spec = Set(self.seal_document(&resource)?);
+                active.spec = Set(self.seal_document(tenant, &resource)?);
                 active.generation = Set(generation);
                 active.updated_at_ms = Set(now);
                 let row = active.update(&transaction).await?;
@@ -1834,7 +1857,7 @@ impl Store {
                 .await?;
                 (self.stored_pipeline(row, validated)?, false)
             }
-            _ => {
+            None => {
                 let quota = quotas::Quota::Pipelines(kaas_pipeline::KIND);
                 quotas::enforce(&transaction, tenant, quota).await?;
                 let status = serde_json::to_value(MetricPipelineStatus::default())
@@ -1842,7 +1865,7 @@ impl Store {
                 let row = pipelines::Model {
                     tenant: tenant.to_owned(),
                     name: name.clone(),
-                    spec: self.seal_document(&resource)?,
+                    spec: self.seal_document(tenant, &resource)?,
                     generation: 1,
                     status,
                     created_at_ms: now,
@@ -2054,11 +2077,19 @@ impl Store {
 
     // ---- pipeline documents ----
 
-    /// The document as stored: every inline secret value sealed.
-    fn seal_document(&self, resource: &MetricPipeline) -> Result<serde_json::Value, StoreError> {
+    /// The document as stored: every inline secret value sealed for `tenant`, this
+    /// pipeline and its field (see [`secret_field`]).
+    fn seal_document(
+        &self,
+        tenant: &str,
+        resource: &MetricPipeline,
+    ) -> Result<serde_json::Value, StoreError> {
         let mut sealed = resource.clone();
-        for (_, value) in sealed.spec.output.inline_secrets_mut() {
-            *value = SecretString::new(self.inner.secrets.seal(value.expose())?);
+        let name = sealed.metadata.name.clone().unwrap_or_default();
+        for (path, value) in sealed.spec.output.inline_secrets_mut() {
+            let field = secret_field(&path);
+            let owner = pipeline_secret_owner(tenant, &name, &field);
+            *value = SecretString::new(self.inner.secrets.seal(value.expose(), &owner)?);
         }
         serde_json::to_value(&sealed)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode a pipeline: {e}")))
@@ -2071,17 +2102,23 @@ impl Store {
                 StoreError::Corrupt(format!("pipeline {}/{}: {e}", row.tenant, row.name))
             })?;
         for (path, value) in resource.spec.output.inline_secrets_mut() {
-            let plaintext = self
-                .inner
-                .secrets
-                .open(value.expose())
-                .map_err(|e| match e {
-                    SecretError::Format => StoreError::Corrupt(format!(
-                        "pipeline {}/{}: spec.output.{path} is not sealed",
-                        row.tenant, row.name
-                    )),
-                    other => StoreError::Secrets(other),
-                })?;
+            let field = secret_field(&path);
+            let owner = pipeline_secret_owner(&row.tenant, &row.name, &field);
+            let plaintext =
+                self.inner
+                    .secrets
+                    .open(value.expose(), &owner)
+                    .map_err(|e| match e {
+                        SecretError::Format => StoreError::Corrupt(format!(
+                            "pipeline {}/{}: {field} is not sealed",
+                            row.tenant, row.name
+                        )),
+                        source => StoreError::SecretUnreadable {
+                            pipeline: format!("{}/{}", row.tenant, row.name),
+                            field,
+                            source,
+                        },
+                    })?;
             *value = SecretString::new(plaintext);
         }
         Ok(resource)
@@ -2117,6 +2154,21 @@ impl Store {
             created_at_ms: row.created_at_ms,
             updated_at_ms: row.updated_at_ms,
         })
+    }
+}
+
+/// The field path of an inline secret, from the spec root: `spec.output.<path>`.
+fn secret_field(output_path: &str) -> String {
+    format!("spec.output.{output_path}")
+}
+
+/// What an inline secret of a pipeline is sealed for.
+fn pipeline_secret_owner<'a>(tenant: &'a str, name: &'a str, field: &'a str) -> SecretOwner<'a> {
+    SecretOwner {
+        tenant,
+        kind: kinds::PIPELINE,
+        name,
+        field,
     }
 }
 

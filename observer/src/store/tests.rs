@@ -233,6 +233,11 @@ mod probes;
 #[path = "tests_quotas.rs"]
 mod quotas;
 
+/// The tenancy boundary's parts of the store (namespace mapping, audit pages, secrets
+/// bound to their owner and re-keyed, unreadable pipeline rows).
+#[path = "tests_tenancy.rs"]
+mod tenancy;
+
 /// Scenarios that need two replicas on one database: PostgreSQL only.
 mod postgres_replicas {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,6 +525,9 @@ async fn api_tokens_are_hashed_authenticated_and_revoked(db: &TestDb) {
     );
 }
 
+/// Issue 13, finding 10: a revoked bootstrap admin token worked again after a restart
+/// (ensuring it at start lifted the revocation). Ensuring the revoked token now fails and
+/// it stays revoked; a new token replaces it.
 async fn bootstrap_admin_token_is_ensured_and_rotated(db: &TestDb) {
     let store = db.store().await;
     store.ensure_admin_token("first-secret").await.unwrap();
@@ -541,11 +549,17 @@ async fn bootstrap_admin_token_is_ensured_and_rotated(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(store.authenticate("first-secret").await.unwrap(), None);
-    store.ensure_admin_token("first-secret").await.unwrap();
+    let refused = store.ensure_admin_token("first-secret").await;
+    assert!(
+        matches!(refused, Err(StoreError::BootstrapTokenRevoked { .. })),
+        "{refused:?}"
+    );
+    let restarted = db.store().await;
+    assert!(restarted.ensure_admin_token("first-secret").await.is_err());
     assert_eq!(
         store.authenticate("first-secret").await.unwrap(),
-        Some(Principal::Admin),
-        "ensuring lifts a revocation"
+        None,
+        "a restart does not lift a revocation"
     );
 
     store.ensure_admin_token("second-secret").await.unwrap();
@@ -1055,14 +1069,23 @@ async fn inline_secrets_are_never_stored_in_plaintext(db: &TestDb) {
             .unwrap()
             .to_owned();
     assert!(SecretBox::is_sealed(&sealed), "{sealed}");
-    assert_eq!(db.secrets.open(&sealed).unwrap(), PASSWORD);
+    let owner = crate::secrets::SecretOwner {
+        tenant: "shop",
+        kind: "pipeline",
+        name: "p1",
+        field: "spec.output.prometheusRemoteWrite.authentication.basic.password.value",
+    };
+    assert_eq!(db.secrets.open(&sealed, &owner).unwrap(), PASSWORD);
 
     // Another key cannot read the pipeline.
     let wrong_key = Store::connect(&db.url, SecretBox::generate().unwrap())
         .await
         .unwrap();
     let error = wrong_key.get_pipeline("shop", "p1").await.unwrap_err();
-    assert!(matches!(error, StoreError::Secrets(_)), "{error}");
+    assert!(
+        matches!(error, StoreError::SecretUnreadable { .. }),
+        "{error}"
+    );
     assert!(!error.to_string().contains(PASSWORD));
 }
 

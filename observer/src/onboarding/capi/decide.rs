@@ -24,12 +24,10 @@ pub const PHASE_PROVISIONED: &str = "Provisioned";
 /// The observer's finalizer on `Cluster` objects it registered: the object cannot
 /// disappear before the observer has tombstoned its cluster.
 pub const FINALIZER: &str = "kaas-observer.io/cluster";
-/// A `Cluster` label naming its tenant; without it, the namespace is the tenant (one
-/// namespace per customer is the usual Cluster API multi-tenancy layout).
-pub const TENANT_LABEL: &str = "kaas-observer.io/tenant";
 /// The stored cluster's label recording the namespace of its `Cluster` object: with
 /// [`super::super::SOURCE_LABEL`] it says which object a registration belongs to (two
-/// namespaces may hold `Cluster`s of the same name; cluster names are global).
+/// namespaces may hold `Cluster`s of the same name; cluster names are global). Only the
+/// observer sets it: the key is reserved ([`crate::labels`]).
 pub const NAMESPACE_LABEL: &str = "kaas-observer.io/cluster-api-namespace";
 /// Set on a `Cluster` once the agent's manifests were applied to it. Delete the
 /// annotation to have the agent installed again (with a new join token) while the
@@ -52,8 +50,10 @@ pub struct CapiCluster {
     pub name: String,
     /// `metadata.namespace`.
     pub namespace: String,
-    /// [`TENANT_LABEL`], else the namespace.
-    pub tenant: String,
+    /// The tenant an administrator mapped the namespace to (`observer cluster-api
+    /// map`); `None` while it is not mapped. Never read from the object: whoever can
+    /// write a `Cluster` could name any tenant.
+    pub tenant: Option<String>,
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
     /// `status.phase`.
@@ -72,16 +72,13 @@ pub struct CapiCluster {
 }
 
 impl CapiCluster {
-    /// Reads an object; `Err` names what is missing.
-    pub fn from_object(object: &DynamicObject) -> Result<Self, String> {
+    /// Reads an object, with `tenant` the tenant its namespace is mapped to; `Err`
+    /// names what is missing.
+    pub fn from_object(object: &DynamicObject, tenant: Option<String>) -> Result<Self, String> {
         let meta = &object.metadata;
         let name = meta.name.clone().ok_or("metadata.name")?;
         let namespace = meta.namespace.clone().ok_or("metadata.namespace")?;
         let labels = meta.labels.clone().unwrap_or_default();
-        let tenant = labels
-            .get(TENANT_LABEL)
-            .cloned()
-            .unwrap_or_else(|| namespace.clone());
         let endpoint = &object.data["spec"]["controlPlaneEndpoint"];
         let api_endpoint = match (endpoint["host"].as_str(), endpoint["port"].as_u64()) {
             (Some(host), Some(port)) if !host.is_empty() && port > 0 => {
@@ -134,10 +131,15 @@ impl CapiCluster {
     }
 }
 
-/// Whether `stored` was registered from the `Cluster` object in `namespace`.
-pub fn registered_from(stored: &Cluster, namespace: &str) -> bool {
+/// Whether `stored` was registered from the `Cluster` object in `namespace`, whose
+/// tenant is `tenant` (the namespace's mapping). The labels say which object a record
+/// came from; the tenant check makes sure the record is one this source may adopt: a
+/// record of another tenant carrying the source's labels (set by a tenant before such
+/// labels were reserved) is never taken over (issue 13, finding 1).
+pub fn registered_from(stored: &Cluster, namespace: &str, tenant: Option<&str>) -> bool {
     managed_by(stored, Source::ClusterApi)
         && stored.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(namespace)
+        && tenant == Some(stored.tenant.as_str())
 }
 
 /// One thing to do about a `Cluster`, in the order [`decide`] lists them.
@@ -173,8 +175,11 @@ pub enum Step {
 ///   missed; then register or bring labels and endpoint up to date (a `deleting`
 ///   record returns to its earlier state); then install the agent while it has not
 ///   been installed and the cluster has not joined.
-/// - A name held by a cluster this object did not register, or by a tombstone, is
-///   skipped (and a leftover finalizer removed).
+/// - A name held by a cluster this object did not register (another source, the API,
+///   another namespace, or a tenant other than the one the namespace is mapped to), or
+///   by a tombstone, is skipped (and a leftover finalizer removed).
+/// - An object whose namespace is not mapped to a tenant is skipped the same way, and
+///   one whose labels use a reserved prefix is not registered.
 pub fn decide(
     cluster: &CapiCluster,
     stored: Option<&Cluster>,
@@ -182,7 +187,7 @@ pub fn decide(
     silent_after: Duration,
     egress: &EgressPolicy,
 ) -> Vec<Step> {
-    let ours = stored.filter(|s| registered_from(s, &cluster.namespace));
+    let ours = stored.filter(|s| registered_from(s, &cluster.namespace, cluster.tenant.as_deref()));
     let mut steps = Vec::new();
     if cluster.deleting {
         if let Some(record) = ours.filter(|s| s.state != ClusterState::Deleted) {
@@ -198,13 +203,30 @@ pub fn decide(
         }
         return steps;
     }
+    let Some(tenant) = cluster.tenant.as_deref() else {
+        steps.push(Step::Skip(format!(
+            "namespace {:?} is not mapped to a tenant; an administrator maps it with \
+             `observer cluster-api map {} --tenant <tenant>`",
+            cluster.namespace, cluster.namespace
+        )));
+        if cluster.has_finalizer() {
+            steps.push(Step::RemoveFinalizer);
+        }
+        return steps;
+    };
     let record = match (stored, ours) {
-        (Some(_), None) => {
-            steps.push(Step::Skip(
+        (Some(stored), None) => {
+            steps.push(Step::Skip(if stored.tenant != tenant {
+                format!(
+                    "the name belongs to a cluster of tenant {:?}, and namespace {:?} is \
+                     mapped to tenant {tenant:?}",
+                    stored.tenant, cluster.namespace
+                )
+            } else {
                 "the name belongs to a cluster registered by the API, another source or a \
                  Cluster in another namespace"
-                    .to_owned(),
-            ));
+                    .to_owned()
+            }));
             if cluster.has_finalizer() {
                 steps.push(Step::RemoveFinalizer);
             }
@@ -227,10 +249,12 @@ pub fn decide(
         return steps;
     }
     let labels = cluster.stored_labels();
+    // The object's own labels are checked, reserved prefixes included; the source's
+    // labels are added after the check.
     let problems = registration_problems(
         &cluster.name,
-        &cluster.tenant,
-        &labels,
+        tenant,
+        &cluster.labels,
         cluster.api_endpoint.as_deref(),
         egress,
     );
@@ -274,20 +298,22 @@ pub fn decide(
 
 /// The live clusters registered from `Cluster` objects that a complete list taken at
 /// `listed_at_ms` no longer holds. `present` holds the listed objects' (namespace,
-/// name). Clusters registered after the list was taken are left alone: their object may
-/// simply be younger than the list.
+/// name); `mapped` each mapped namespace's tenant. Clusters registered after the list
+/// was taken are left alone (their object may simply be younger than the list), and so
+/// are clusters this source may not adopt ([`registered_from`]).
 pub fn gone_clusters<'a>(
     stored: &'a [Cluster],
     present: &BTreeSet<(String, String)>,
+    mapped: &BTreeMap<String, String>,
     listed_at_ms: i64,
 ) -> Vec<&'a Cluster> {
     stored
         .iter()
-        .filter(|c| managed_by(c, Source::ClusterApi) && c.state != ClusterState::Deleted)
-        .filter(|c| c.created_at_ms < listed_at_ms)
+        .filter(|c| c.state != ClusterState::Deleted && c.created_at_ms < listed_at_ms)
         .filter(|c| {
             let namespace = c.labels.get(NAMESPACE_LABEL).cloned().unwrap_or_default();
-            !present.contains(&(namespace, c.name.clone()))
+            registered_from(c, &namespace, mapped.get(&namespace).map(String::as_str))
+                && !present.contains(&(namespace, c.name.clone()))
         })
         .collect()
 }
@@ -301,7 +327,8 @@ mod tests {
     const FIVE_MINUTES: Duration = Duration::from_secs(300);
 
     fn object(value: serde_json::Value) -> CapiCluster {
-        CapiCluster::from_object(&serde_json::from_value(value).unwrap()).unwrap()
+        CapiCluster::from_object(&serde_json::from_value(value).unwrap(), Some("shop".into()))
+            .unwrap()
     }
 
     fn capi(phase: &str) -> CapiCluster {
@@ -317,7 +344,7 @@ mod tests {
     fn record(cluster: &CapiCluster, state: ClusterState) -> Cluster {
         Cluster {
             name: cluster.name.clone(),
-            tenant: cluster.tenant.clone(),
+            tenant: cluster.tenant.clone().unwrap(),
             labels: cluster.stored_labels(),
             api_endpoint: cluster.api_endpoint.clone(),
             state,
@@ -348,7 +375,7 @@ mod tests {
     #[test]
     fn an_object_is_read_with_tenant_endpoint_and_labels() {
         let cluster = capi(PHASE_PROVISIONED);
-        assert_eq!(cluster.tenant, "shop", "the namespace by default");
+        assert_eq!(cluster.tenant.as_deref(), Some("shop"), "the mapped tenant");
         assert_eq!(
             cluster.api_endpoint.as_deref(),
             Some("https://10.0.0.1:6443")
@@ -360,12 +387,16 @@ mod tests {
         assert_eq!(labels[NAMESPACE_LABEL], "shop");
         let labelled = object(json!({
             "metadata": {"name": "a", "namespace": "capi-system",
-                         "labels": {TENANT_LABEL: "bank"}, "finalizers": [FINALIZER],
+                         "labels": {"kaas-observer.io/tenant": "bank"}, "finalizers": [FINALIZER],
                          "annotations": {AGENT_INSTALLED_ANNOTATION: "x"},
                          "deletionTimestamp": "2025-01-01T00:00:00Z"},
             "spec": {"controlPlaneEndpoint": {"host": "fd00::1", "port": 443}}
         }));
-        assert_eq!(labelled.tenant, "bank");
+        assert_eq!(
+            labelled.tenant.as_deref(),
+            Some("shop"),
+            "a tenant label on the object is never read"
+        );
         assert_eq!(
             labelled.api_endpoint.as_deref(),
             Some("https://[fd00::1]:443")
@@ -373,7 +404,8 @@ mod tests {
         assert!(labelled.deleting && labelled.has_finalizer() && labelled.agent_installed);
         assert!(
             CapiCluster::from_object(
-                &serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap()
+                &serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap(),
+                None
             )
             .is_err()
         );
@@ -512,7 +544,7 @@ mod tests {
     #[test]
     fn an_invalid_cluster_is_skipped_without_a_finalizer() {
         let mut cluster = capi(PHASE_PROVISIONED);
-        cluster.tenant = "Not_A_Tenant".into();
+        cluster.tenant = Some("Not_A_Tenant".into());
         assert!(
             matches!(&steps(&cluster, None)[..], [Step::Skip(reason)] if reason.contains("tenant"))
         );
@@ -534,11 +566,74 @@ mod tests {
         manual.name = "manual".into();
         manual.labels.clear();
         let stored = [kept, gone, young, tombstone, manual];
+        let mut foreign = record(&cluster, ClusterState::Active);
+        foreign.name = "foreign".into();
+        foreign.tenant = "bank".into();
+        let stored = [stored.to_vec(), vec![foreign]].concat();
         let present = BTreeSet::from([("shop".to_owned(), "kept".to_owned())]);
-        let names: Vec<&str> = gone_clusters(&stored, &present, 1_000)
+        let mapped = BTreeMap::from([("shop".to_owned(), "shop".to_owned())]);
+        let names: Vec<&str> = gone_clusters(&stored, &present, &mapped, 1_000)
             .into_iter()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(names, ["gone"]);
+        assert_eq!(
+            names,
+            ["gone"],
+            "a record of another tenant is never touched"
+        );
+        assert!(gone_clusters(&stored, &present, &BTreeMap::new(), 1_000).is_empty());
+    }
+
+    #[test]
+    fn a_cluster_in_an_unmapped_namespace_is_skipped_and_released() {
+        let mut cluster = capi(PHASE_PROVISIONED);
+        cluster.tenant = None;
+        assert!(matches!(
+            &steps(&cluster, None)[..],
+            [Step::Skip(reason)] if reason.contains("not mapped") && reason.contains("cluster-api map shop")
+        ));
+        cluster.finalizers = vec![FINALIZER.to_owned()];
+        let stored = record(&capi(PHASE_PROVISIONED), ClusterState::Active);
+        assert!(matches!(
+            &steps(&cluster, Some(&stored))[..],
+            [Step::Skip(_), Step::RemoveFinalizer]
+        ));
+        cluster.deleting = true;
+        assert_eq!(
+            steps(&cluster, Some(&stored)),
+            [Step::RemoveFinalizer],
+            "no longer ours: neither marked deleting nor tombstoned"
+        );
+    }
+
+    /// Issue 13, finding 1: a record of tenant A carrying the Cluster API labels of a
+    /// namespace mapped to tenant B is not adopted: nothing is updated or installed.
+    #[test]
+    fn a_record_of_another_tenant_with_our_labels_is_not_adopted() {
+        let cluster = capi(PHASE_PROVISIONED);
+        let mut planted = record(&cluster, ClusterState::Provisioning);
+        planted.tenant = "attacker".into();
+        assert!(matches!(
+            &steps(&cluster, Some(&planted))[..],
+            [Step::Skip(reason)] if reason.contains("\"attacker\"") && reason.contains("\"shop\"")
+        ));
+        let mut deleting = cluster.clone();
+        deleting.deleting = true;
+        assert!(
+            steps(&deleting, Some(&planted)).is_empty(),
+            "not ours to delete"
+        );
+    }
+
+    #[test]
+    fn a_cluster_with_a_reserved_label_is_not_registered() {
+        let mut cluster = capi(PHASE_PROVISIONED);
+        cluster
+            .labels
+            .insert("kaas-observer.io/tenant".into(), "attacker".into());
+        assert!(matches!(
+            &steps(&cluster, None)[..],
+            [Step::Skip(reason)] if reason.contains("labels[\"kaas-observer.io/tenant\"]") && reason.contains("reserved")
+        ));
     }
 }

@@ -6,11 +6,22 @@
 //!
 //! **Objects.** `Cluster` is read as a [`DynamicObject`] of `cluster.x-k8s.io/v1beta1`
 //! ([`cluster_api_resource`]; no CRD types crate): `metadata.name` is the cluster's
-//! name (global in the observer), the tenant is the `kaas-observer.io/tenant` label or
-//! else the namespace (one namespace per customer is the usual layout), the labels are
-//! `metadata.labels` (plus the source and namespace labels, [`decide::NAMESPACE_LABEL`]),
-//! the API endpoint is `spec.controlPlaneEndpoint`, readiness is `status.phase ==
-//! Provisioned`.
+//! name (global in the observer), the labels are `metadata.labels` (plus the source and
+//! namespace labels, [`decide::NAMESPACE_LABEL`]; keys under `kaas-observer.io` on the
+//! object are refused, [`crate::labels`]), the API endpoint is
+//! `spec.controlPlaneEndpoint`, readiness is `status.phase == Provisioned`.
+//!
+//! **Tenants come from an administrator.** Whoever may write `Cluster` objects in a
+//! namespace (in self-service Cluster API, the tenant) could put any label on them, so
+//! nothing on the object names the tenant. An administrator maps each namespace to a
+//! tenant (`observer cluster-api map NAMESPACE --tenant TENANT`, table
+//! `cluster_api_namespaces`, audited); a `Cluster` in an unmapped namespace is skipped
+//! (and looked at again after [`UNMAPPED_REQUEUE`]). A stored cluster is adopted only if
+//! its tenant is the namespace's ([`decide::registered_from`]): issue 13, finding 1 was a
+//! tenant registering a cluster with the source's labels for another tenant's namespace
+//! and a tenant label on that tenant's `Cluster`, after which the other tenant's
+//! cluster was adopted under the attacker's tenant and the agent installed with the
+//! attacker's join token.
 //!
 //! **Thin Kubernetes code.** [`decide::decide`] turns an object and the store's record
 //! into [`decide::Step`]s; [`reconcile`] only carries them out, in order:
@@ -74,7 +85,7 @@ use self::decide::{
     gone_clusters,
 };
 use self::install::{InstallError, WorkloadConnector};
-use super::{ClusterAction, OnboardingMetrics, Source, SyncFailure, ensure_tenant};
+use super::{ClusterAction, OnboardingMetrics, Source, SyncFailure};
 use crate::api::manifest::ManifestInput;
 use crate::egress::EgressPolicy;
 use crate::lifecycle::DEFAULT_SILENT_AFTER;
@@ -92,6 +103,11 @@ pub const ERROR_REQUEUE: Duration = Duration::from_secs(30);
 /// How often a reconciled object is looked at again without a change, as a safety net
 /// for anything a watch missed.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(600);
+/// How soon a `Cluster` in a namespace no tenant is mapped to is looked at again: the
+/// mapping lives in the store, which the controller does not watch, and an
+/// administrator who just mapped the namespace expects the cluster within a minute.
+/// One indexed read per unmapped `Cluster` a minute costs nothing.
+pub const UNMAPPED_REQUEUE: Duration = Duration::from_secs(60);
 
 /// What the source needs besides the clients.
 #[derive(Clone, Debug)]
@@ -283,7 +299,7 @@ impl Context {
             Source::ClusterApi,
             ClusterAction::Skipped,
             &cluster.name,
-            &cluster.tenant,
+            cluster.tenant.as_deref().unwrap_or_default(),
             &format!(
                 "Cluster {}/{} left alone: {reason}",
                 cluster.namespace, cluster.name
@@ -450,7 +466,13 @@ pub async fn reconcile(
     object: Arc<DynamicObject>,
     context: Arc<Context>,
 ) -> Result<Action, CapiError> {
-    let mut cluster = CapiCluster::from_object(&object).map_err(CapiError::InvalidObject)?;
+    let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+    let tenant = context
+        .store
+        .cluster_api_namespace_tenant(namespace)
+        .await?;
+    let mut cluster =
+        CapiCluster::from_object(&object, tenant).map_err(CapiError::InvalidObject)?;
     let stored = context.store.get_cluster(&cluster.name).await?;
     let steps = decide(
         &cluster,
@@ -464,6 +486,8 @@ pub async fn reconcile(
     }
     let source = Source::ClusterApi;
     let actor = source.actor();
+    // Every step below is only decided for a mapped namespace.
+    let tenant = cluster.tenant.clone().unwrap_or_default();
     let mut token = None;
     for step in steps {
         match step {
@@ -473,10 +497,9 @@ pub async fn reconcile(
                 set_finalizers(&context, &mut cluster, finalizers).await?;
             }
             Step::Register => {
-                ensure_tenant(&context.store, &cluster.tenant, source).await?;
                 let new = NewCluster {
                     name: cluster.name.clone(),
-                    tenant: cluster.tenant.clone(),
+                    tenant: tenant.clone(),
                     labels: cluster.stored_labels(),
                     api_endpoint: cluster.api_endpoint.clone(),
                 };
@@ -489,7 +512,7 @@ pub async fn reconcile(
                     source,
                     ClusterAction::Registered,
                     &cluster.name,
-                    &cluster.tenant,
+                    &tenant,
                     &format!(
                         "registered the Provisioned Cluster {}/{}",
                         cluster.namespace, cluster.name
@@ -510,7 +533,7 @@ pub async fn reconcile(
                     source,
                     ClusterAction::Updated,
                     &cluster.name,
-                    &cluster.tenant,
+                    &tenant,
                     "applied the Cluster's labels and control plane endpoint",
                 );
             }
@@ -523,7 +546,7 @@ pub async fn reconcile(
                     source,
                     ClusterAction::Restored,
                     &cluster.name,
-                    &cluster.tenant,
+                    &tenant,
                     &format!("the Cluster exists and is not being deleted; back to {state}"),
                 );
             }
@@ -542,7 +565,7 @@ pub async fn reconcile(
                         source,
                         ClusterAction::AgentInstallFailed,
                         &cluster.name,
-                        &cluster.tenant,
+                        &tenant,
                         &format!("installing the agent failed; retrying: {error}"),
                     );
                     return Err(error);
@@ -551,7 +574,7 @@ pub async fn reconcile(
                     source,
                     ClusterAction::AgentInstalled,
                     &cluster.name,
-                    &cluster.tenant,
+                    &tenant,
                     "applied the agent's manifests to the workload cluster",
                 );
             }
@@ -564,7 +587,7 @@ pub async fn reconcile(
                     source,
                     ClusterAction::Deleting,
                     &cluster.name,
-                    &cluster.tenant,
+                    &tenant,
                     "the Cluster is being deleted",
                 );
             }
@@ -574,7 +597,7 @@ pub async fn reconcile(
                     source,
                     ClusterAction::Deleted,
                     &cluster.name,
-                    &cluster.tenant,
+                    &tenant,
                     "Cluster API finished deleting the cluster; tombstoned",
                 );
             }
@@ -591,6 +614,9 @@ pub async fn reconcile(
         }
     }
     context.metrics.sync_succeeded(source);
+    if cluster.tenant.is_none() {
+        return Ok(Action::requeue(UNMAPPED_REQUEUE));
+    }
     Ok(Action::requeue(RESYNC_INTERVAL))
 }
 
@@ -697,9 +723,16 @@ pub async fn relist(context: &Context) -> Result<Vec<String>, CapiError> {
         .filter_map(|o| Some((o.metadata.namespace.clone()?, o.metadata.name.clone()?)))
         .collect();
     let stored = context.store.list_clusters(None).await?;
+    let mapped: BTreeMap<String, String> = context
+        .store
+        .list_cluster_api_namespaces()
+        .await?
+        .into_iter()
+        .map(|m| (m.namespace, m.tenant))
+        .collect();
     let actor = Source::ClusterApi.actor();
     let mut tombstoned = Vec::new();
-    for gone in gone_clusters(&stored, &present, listed_at) {
+    for gone in gone_clusters(&stored, &present, &mapped, listed_at) {
         // The controller may have tombstoned it since the store was read; a tombstone
         // must not be moved back to `deleting`.
         let Some(current) = context.store.get_cluster(&gone.name).await? else {

@@ -68,6 +68,12 @@ async fn harness() -> Harness {
     )
     .await
     .unwrap();
+    // The administrator's mapping: `Cluster`s in namespace `shop` belong to tenant `shop`.
+    store.create_tenant("shop", &Actor::admin()).await.unwrap();
+    store
+        .map_cluster_api_namespace("shop", "shop", &Actor::admin())
+        .await
+        .unwrap();
     let (management_service, management) = mock::pair::<Request<Body>, Response<Body>>();
     let (workload_service, workload) = mock::pair::<Request<Body>, Response<Body>>();
     let mut settings = CapiSettings::new(
@@ -121,13 +127,12 @@ fn dynamic(value: &Value) -> Arc<DynamicObject> {
 
 /// Registers `prod-1` as the Cluster API source would have.
 async fn register(store: &Store, object: &Value, state: ClusterState) {
-    let cluster = CapiCluster::from_object(&dynamic(object)).unwrap();
-    store.create_tenant("shop", &Actor::admin()).await.unwrap();
+    let cluster = CapiCluster::from_object(&dynamic(object), Some("shop".into())).unwrap();
     store
         .create_cluster(
             NewCluster {
                 name: cluster.name.clone(),
-                tenant: cluster.tenant.clone(),
+                tenant: cluster.tenant.clone().unwrap(),
                 labels: cluster.stored_labels(),
                 api_endpoint: cluster.api_endpoint.clone(),
             },
@@ -304,7 +309,10 @@ async fn a_provisioned_cluster_gets_a_finalizer_a_registration_and_its_agent() {
         .unwrap();
 
     let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
-    assert_eq!(cluster.tenant, "shop", "the namespace is the tenant");
+    assert_eq!(
+        cluster.tenant, "shop",
+        "the tenant the namespace is mapped to"
+    );
     assert_eq!(cluster.state, ClusterState::Provisioning);
     assert_eq!(
         cluster.api_endpoint.as_deref(),
@@ -313,10 +321,6 @@ async fn a_provisioned_cluster_gets_a_finalizer_a_registration_and_its_agent() {
     assert_eq!(cluster.labels["env"], "prod");
     assert_eq!(cluster.labels[SOURCE_LABEL], "cluster-api");
     assert_eq!(cluster.labels[NAMESPACE_LABEL], "shop");
-    assert!(
-        h.store.get_tenant("shop").await.unwrap().is_some(),
-        "the tenant was created"
-    );
     let joined = h
         .store
         .redeem_join_token(&token, now_ms())
@@ -424,7 +428,7 @@ async fn the_relist_tombstones_a_cluster_whose_object_went_while_the_observer_wa
     register(&h.store, &gone, ClusterState::Active).await;
     let mut kept = cluster_object("Provisioned", &[FINALIZER], false, true);
     kept["metadata"]["name"] = json!("prod-2");
-    let kept_cluster = CapiCluster::from_object(&dynamic(&kept)).unwrap();
+    let kept_cluster = CapiCluster::from_object(&dynamic(&kept), Some("shop".into())).unwrap();
     for (name, labels) in [
         ("prod-2", kept_cluster.stored_labels()),
         ("manual", Default::default()),
@@ -617,10 +621,6 @@ async fn a_missing_kubeconfig_secret_is_retried_with_a_fresh_token() {
 async fn a_name_registered_through_the_api_is_left_alone_and_reported_once() {
     let mut h = harness().await;
     h.store
-        .create_tenant("shop", &Actor::admin())
-        .await
-        .unwrap();
-    h.store
         .create_cluster(
             NewCluster {
                 name: "prod-1".into(),
@@ -699,4 +699,140 @@ async fn the_running_source_lists_watches_reconciles_and_relists() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     source.stop();
+}
+
+/// Issue 13, finding 1: tenant `attacker` registered `prod-1` with the Cluster API
+/// labels of namespace `shop` (mapped to tenant `shop`), and tenant `shop`'s `Cluster`
+/// `prod-1` carries a `kaas-observer.io/tenant: attacker` label. At 552c13e the source
+/// took the tenant from that label, found the planted record "its own", and installed
+/// the agent with a join token of the attacker's cluster. Now the record is not adopted:
+/// no finalizer, no kubeconfig read, nothing applied, no join token minted, and the
+/// record is left as the attacker made it.
+#[tokio::test]
+async fn a_planted_record_and_a_tenant_label_do_not_hijack_another_tenants_cluster() {
+    let mut h = harness().await;
+    h.store
+        .create_tenant("attacker", &Actor::admin())
+        .await
+        .unwrap();
+    let planted = NewCluster {
+        name: "prod-1".into(),
+        tenant: "attacker".into(),
+        labels: [
+            (SOURCE_LABEL.to_owned(), "cluster-api".to_owned()),
+            (NAMESPACE_LABEL.to_owned(), "shop".to_owned()),
+        ]
+        .into(),
+        api_endpoint: None,
+    };
+    h.store
+        .create_cluster(
+            planted,
+            Duration::from_secs(3600),
+            &Actor::tenant("attacker"),
+        )
+        .await
+        .unwrap();
+    let mut object = cluster_object("Provisioned", &[], false, false);
+    object["metadata"]["labels"]["kaas-observer.io/tenant"] = json!("attacker");
+
+    let action = run_reconcile(&h, &object).await.unwrap();
+    assert_eq!(action, Action::requeue(RESYNC_INTERVAL));
+    assert!(
+        !pending_request(&mut h.management),
+        "no finalizer, no kubeconfig Secret read"
+    );
+    assert!(!pending_request(&mut h.workload), "nothing installed");
+    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    assert_eq!(cluster.tenant, "attacker");
+    assert_eq!(
+        cluster.api_endpoint, None,
+        "the registration was not updated"
+    );
+    assert!(!cluster.labels.contains_key("env"));
+    let by_the_source: Vec<(String, String)> = h
+        .store
+        .audit_entries(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.actor == Source::ClusterApi.actor().0)
+        .map(|e| (e.action, e.kind))
+        .collect();
+    assert!(
+        by_the_source.is_empty(),
+        "the source changed nothing and minted no join token for the attacker's cluster: \
+         {by_the_source:?}"
+    );
+    assert_eq!(
+        h.context
+            .metrics
+            .cluster_changes(Source::ClusterApi, ClusterAction::Skipped),
+        1
+    );
+    assert_eq!(
+        h.context
+            .metrics
+            .cluster_changes(Source::ClusterApi, ClusterAction::AgentInstalled),
+        0
+    );
+
+    // The relist does not touch the planted record either, though no `Cluster` of
+    // that name is listed for the attacker.
+    let mut management = std::mem::replace(&mut h.management, mock::pair().1);
+    let verifier = tokio::spawn(async move {
+        let (_, _, _, send) = expect(
+            &mut management,
+            Method::GET,
+            "/apis/cluster.x-k8s.io/v1beta1/clusters",
+        )
+        .await;
+        let list = json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "ClusterList",
+            "metadata": {"resourceVersion": "100"}, "items": []
+        });
+        respond(send, StatusCode::OK, &list);
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let tombstoned = tokio::time::timeout(DEADLINE * 5, relist(&h.context))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(DEADLINE, verifier)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(tombstoned.is_empty(), "{tombstoned:?}");
+}
+
+/// A `Cluster` in a namespace no administrator mapped is not registered, whatever its
+/// labels say, and is looked at again soon (a mapping may come).
+#[tokio::test]
+async fn a_cluster_in_an_unmapped_namespace_waits_for_its_mapping() {
+    let mut h = harness().await;
+    let mut object = cluster_object("Provisioned", &[], false, false);
+    object["metadata"]["namespace"] = json!("elsewhere");
+    object["metadata"]["labels"]["kaas-observer.io/tenant"] = json!("shop");
+    let action = run_reconcile(&h, &object).await.unwrap();
+    assert_eq!(action, Action::requeue(UNMAPPED_REQUEUE));
+    assert!(!pending_request(&mut h.management));
+    assert!(h.store.get_cluster("prod-1").await.unwrap().is_none());
+}
+
+/// A `Cluster` carrying a key under `kaas-observer.io` is not registered (the
+/// finding-1 refusal of reserved labels, on the Cluster API source).
+#[tokio::test]
+async fn a_cluster_with_a_reserved_label_is_not_registered() {
+    let mut h = harness().await;
+    let mut object = cluster_object("Provisioned", &[], false, false);
+    object["metadata"]["labels"]["kaas-observer.io/cluster-api-namespace"] = json!("bank");
+    run_reconcile(&h, &object).await.unwrap();
+    assert!(!pending_request(&mut h.management), "not even a finalizer");
+    assert!(h.store.get_cluster("prod-1").await.unwrap().is_none());
+    assert_eq!(
+        h.context
+            .metrics
+            .cluster_changes(Source::ClusterApi, ClusterAction::Skipped),
+        1
+    );
 }

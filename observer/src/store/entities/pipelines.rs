@@ -14,7 +14,7 @@ pub struct Model {
     pub name: String,
     /// The `MetricPipeline` document (metadata name, labels and annotations, and spec;
     /// no status) as JSON, every inline secret value replaced by its sealed form
-    /// `enc:v1:...`.
+    /// `enc:v2:<key id>:...` (or `enc:v1:...` from before key ids).
     #[sea_orm(column_type = "JsonBinary")]
     pub spec: Json,
     /// Starts at 1; incremented whenever the spec changes.

@@ -1,0 +1,77 @@
+//! Cluster label keys the observer reserves for itself.
+//!
+//! The observer records facts about a cluster in its labels: which onboarding source
+//! registered it (`kaas-observer.io/source`), the namespace of its Cluster API object
+//! (`kaas-observer.io/cluster-api-namespace`), and the agent's objects carry
+//! `telemetry.kaas-observer.io/cluster`. Sources decide what they own from those labels,
+//! so a label a tenant could set would let the tenant claim what is not theirs (issue
+//! 13, finding 1: a tenant registered a cluster with the Cluster API labels of another
+//! tenant's namespace, and the other tenant's cluster was adopted under the attacker).
+//!
+//! So every key whose prefix is [`RESERVED_DOMAIN`] or a subdomain of it
+//! (`kaas-observer.io/`, `telemetry.kaas-observer.io/`, ...) is refused from every source
+//! a tenant can write: the REST API, the labels of a Cluster API `Cluster`, the entries
+//! of a KaaS inventory. Only the observer sets them, after the check.
+
+/// The domain whose label prefixes are the observer's own.
+pub const RESERVED_DOMAIN: &str = "kaas-observer.io";
+
+/// The reserved prefix of `key` (with its `/`) if the key is one the observer keeps for
+/// itself. Compared without regard to case, so `Kaas-Observer.io/x` is refused too (it
+/// is not a valid key anyway, but no check may depend on another's order).
+pub fn reserved_prefix(key: &str) -> Option<String> {
+    let (prefix, _) = key.split_once('/')?;
+    let prefix = prefix.to_ascii_lowercase();
+    let reserved = prefix == RESERVED_DOMAIN
+        || prefix
+            .strip_suffix(RESERVED_DOMAIN)
+            .is_some_and(|sub| sub.ends_with('.'));
+    reserved.then(|| format!("{prefix}/"))
+}
+
+/// Why `key` may not be set by a tenant-writable source, or `None` if it may.
+pub fn reserved_label_problem(key: &str) -> Option<String> {
+    reserved_prefix(key).map(|prefix| {
+        format!(
+            "the prefix {prefix:?} is reserved: labels under {RESERVED_DOMAIN} are set by the \
+             observer only; use a prefix of your own"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_observer_domain_and_its_subdomains_are_reserved() {
+        for (key, prefix) in [
+            ("kaas-observer.io/source", "kaas-observer.io/"),
+            (
+                "kaas-observer.io/cluster-api-namespace",
+                "kaas-observer.io/",
+            ),
+            (
+                "telemetry.kaas-observer.io/cluster",
+                "telemetry.kaas-observer.io/",
+            ),
+            ("a.b.kaas-observer.io/x", "a.b.kaas-observer.io/"),
+            ("KAAS-OBSERVER.IO/tenant", "kaas-observer.io/"),
+        ] {
+            assert_eq!(reserved_prefix(key).as_deref(), Some(prefix), "{key}");
+            let problem = reserved_label_problem(key).unwrap();
+            assert!(problem.contains(&format!("{prefix:?}")), "{problem}");
+        }
+        for key in [
+            "env",
+            "kaas-observer.io",
+            "example.com/kaas-observer.io",
+            "notkaas-observer.io/x",
+            "kaas-observer.io.example.com/x",
+            "cluster.x-k8s.io/cluster-name",
+        ] {
+            assert_eq!(reserved_prefix(key), None, "{key}");
+            assert_eq!(reserved_label_problem(key), None, "{key}");
+        }
+    }
+}

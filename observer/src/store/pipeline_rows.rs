@@ -1,0 +1,289 @@
+//! Pipelines read row by row, so that one row the observer cannot read degrades only
+//! that pipeline, and the re-sealing of every stored secret under the current key.
+//!
+//! # Unreadable rows
+//! A stored pipeline can become unreadable: its secrets were sealed with a key this
+//! observer was not given, a sealed value was copied in from another row (it is bound to
+//! its owner, see [`crate::secrets`]), or the document no longer parses or validates.
+//! Before, one such row failed every read of its tenant's pipelines, so every render of
+//! the tenant's clusters and the admin status failed with it (issue 13, finding 10).
+//! [`Store::list_pipeline_rows`] returns each row as a [`PipelineRow`]: readable rows as
+//! [`StoredPipeline`]s, the others as [`UnreadablePipeline`]s that say why, without a
+//! secret. Renders leave those out, their status says why
+//! ([`kaas_pipeline::status::reasons::STORED_SPEC_UNREADABLE`]), and the tenant can still
+//! see, delete or re-apply them. Database failures still fail the whole read.
+//!
+//! # Re-keying
+//! [`Store::rekey_secrets`] reads every pipeline row in its own transaction, locked
+//! (`SELECT … FOR UPDATE` on PostgreSQL; SQLite's single writer serializes anyway), opens
+//! every value sealed with a previous key or in the legacy `enc:v1:` format, seals it
+//! again with the current key for its owner, and writes the row with an audit entry
+//! `rekey`. Plaintext, generation and update time stay the same, so nothing is
+//! published and no agent gets a new configuration. A row that cannot be opened is
+//! reported and left as it is; running the rekey again once its key is given finishes
+//! the job.
+
+use kaas_pipeline::MetricPipeline;
+use kaas_pipeline::secret::SecretString;
+use kaas_pipeline::status::MetricPipelineStatus;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+};
+
+use super::entities::pipelines;
+use super::{
+    Actor, Store, StoreError, StoredPipeline, audit, kinds, mask_secrets, pipeline_secret_owner,
+    secret_field,
+};
+
+/// A stored pipeline the observer cannot read (see the module note).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnreadablePipeline {
+    /// The owning tenant.
+    pub tenant: String,
+    /// The pipeline's name.
+    pub name: String,
+    /// Its spec generation.
+    pub generation: i64,
+    /// Its status as last stored (default if that cannot be read either).
+    pub status: MetricPipelineStatus,
+    /// Why it cannot be read: field paths and causes, never a secret.
+    pub reason: String,
+    /// The stored document with every inline secret shown as `***`, if it parses.
+    pub masked: Option<Box<MetricPipeline>>,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Unix milliseconds of the last spec or metadata change.
+    pub updated_at_ms: i64,
+}
+
+/// One stored pipeline, read or not.
+#[derive(Clone, Debug)]
+pub enum PipelineRow {
+    /// Opened and validated (boxed: it is far larger than the other variant).
+    Readable(Box<StoredPipeline>),
+    /// Left out of every render; see [`UnreadablePipeline::reason`].
+    Unreadable(UnreadablePipeline),
+}
+
+impl PipelineRow {
+    /// The owning tenant.
+    pub fn tenant(&self) -> &str {
+        match self {
+            Self::Readable(stored) => &stored.tenant,
+            Self::Unreadable(unreadable) => &unreadable.tenant,
+        }
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Readable(stored) => stored.name(),
+            Self::Unreadable(unreadable) => &unreadable.name,
+        }
+    }
+
+    /// The pipeline's status as stored.
+    pub fn status(&self) -> &MetricPipelineStatus {
+        match self {
+            Self::Readable(stored) => &stored.status,
+            Self::Unreadable(unreadable) => &unreadable.status,
+        }
+    }
+
+    /// The pipeline's spec generation.
+    pub fn generation(&self) -> i64 {
+        match self {
+            Self::Readable(stored) => stored.generation,
+            Self::Unreadable(unreadable) => unreadable.generation,
+        }
+    }
+}
+
+/// What [`Store::rekey_secrets`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RekeyReport {
+    /// The id of the key every value is sealed with now.
+    pub key_id: String,
+    /// Pipelines whose values were sealed again.
+    pub pipelines_rekeyed: u64,
+    /// Secret values sealed again.
+    pub values_rekeyed: u64,
+    /// Pipelines already sealed with the current key.
+    pub pipelines_current: u64,
+    /// Pipelines that could not be opened, `tenant/name: reason`; left as they were.
+    pub unreadable: Vec<String>,
+}
+
+impl Store {
+    /// Pipelines of one tenant, or all for `None`, by tenant and name; each readable or
+    /// not (see the module note).
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn list_pipeline_rows(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<PipelineRow>, StoreError> {
+        let mut query = pipelines::Entity::find()
+            .order_by_asc(pipelines::Column::Tenant)
+            .order_by_asc(pipelines::Column::Name);
+        if let Some(tenant) = tenant {
+            query = query.filter(pipelines::Column::Tenant.eq(tenant));
+        }
+        Ok(query
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(|row| self.pipeline_row(row))
+            .collect())
+    }
+
+    /// One pipeline, readable or not.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn get_pipeline_row(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<PipelineRow>, StoreError> {
+        Ok(
+            pipelines::Entity::find_by_id((tenant.to_owned(), name.to_owned()))
+                .one(self.reader())
+                .await?
+                .map(|row| self.pipeline_row(row)),
+        )
+    }
+
+    /// How many pipelines one tenant has, or all tenants for `None`; reads no document.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn count_pipelines(&self, tenant: Option<&str>) -> Result<u64, StoreError> {
+        let mut query = pipelines::Entity::find();
+        if let Some(tenant) = tenant {
+            query = query.filter(pipelines::Column::Tenant.eq(tenant));
+        }
+        Ok(query.count(self.reader()).await?)
+    }
+
+    /// Seals every stored secret value again with the current key (see the module note).
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn rekey_secrets(&self, actor: &Actor) -> Result<RekeyReport, StoreError> {
+        let keys: Vec<(String, String)> = pipelines::Entity::find()
+            .select_only()
+            .column(pipelines::Column::Tenant)
+            .column(pipelines::Column::Name)
+            .order_by_asc(pipelines::Column::Tenant)
+            .order_by_asc(pipelines::Column::Name)
+            .into_tuple()
+            .all(self.reader())
+            .await?;
+        let mut report = RekeyReport {
+            key_id: self.inner.secrets.key_id().to_owned(),
+            ..RekeyReport::default()
+        };
+        for (tenant, name) in keys {
+            let transaction = self.begin().await?;
+            let Some(row) = pipelines::Entity::find_by_id((tenant.clone(), name.clone()))
+                .lock_exclusive()
+                .one(&transaction)
+                .await?
+            else {
+                continue;
+            };
+            let (spec, resealed) = match self.reseal_document(&row) {
+                Ok(resealed) => resealed,
+                Err(error) => {
+                    report.unreadable.push(format!("{tenant}/{name}: {error}"));
+                    continue;
+                }
+            };
+            if resealed == 0 {
+                report.pipelines_current += 1;
+                continue;
+            }
+            let mut active = row.into_active_model();
+            active.spec = Set(spec);
+            active.update(&transaction).await?;
+            audit(
+                &transaction,
+                actor,
+                "rekey",
+                kinds::PIPELINE,
+                Some(&tenant),
+                &name,
+            )
+            .await?;
+            self.commit(transaction, Vec::new()).await?;
+            report.pipelines_rekeyed += 1;
+            report.values_rekeyed += resealed;
+        }
+        Ok(report)
+    }
+
+    /// The row's document with every value that needs it sealed again with the current
+    /// key, and how many values that was. Values already current are kept as stored.
+    fn reseal_document(
+        &self,
+        row: &pipelines::Model,
+    ) -> Result<(serde_json::Value, u64), StoreError> {
+        let mut resource: MetricPipeline =
+            serde_json::from_value(row.spec.clone()).map_err(|e| {
+                StoreError::Corrupt(format!("pipeline {}/{}: {e}", row.tenant, row.name))
+            })?;
+        let secrets = &self.inner.secrets;
+        let mut resealed = 0;
+        for (path, value) in resource.spec.output.inline_secrets_mut() {
+            if !secrets.needs_reseal(value.expose()) {
+                continue;
+            }
+            let field = secret_field(&path);
+            let owner = pipeline_secret_owner(&row.tenant, &row.name, &field);
+            let plaintext = secrets.open(value.expose(), &owner).map_err(|source| {
+                StoreError::SecretUnreadable {
+                    pipeline: format!("{}/{}", row.tenant, row.name),
+                    field: field.clone(),
+                    source,
+                }
+            })?;
+            *value = SecretString::new(secrets.seal(&plaintext, &owner)?);
+            resealed += 1;
+        }
+        let spec = serde_json::to_value(&resource)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode a pipeline: {e}")))?;
+        Ok((spec, resealed))
+    }
+
+    fn pipeline_row(&self, row: pipelines::Model) -> PipelineRow {
+        match self.load_pipeline(row.clone()) {
+            Ok(stored) => PipelineRow::Readable(Box::new(stored)),
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::debug!(
+                    tenant = %row.tenant,
+                    pipeline = %row.name,
+                    %reason,
+                    "a stored pipeline cannot be read"
+                );
+                PipelineRow::Unreadable(unreadable(row, reason))
+            }
+        }
+    }
+}
+
+/// What is known of a row that cannot be read: everything but its secrets.
+fn unreadable(row: pipelines::Model, reason: String) -> UnreadablePipeline {
+    let masked = serde_json::from_value::<MetricPipeline>(row.spec)
+        .ok()
+        .map(|mut resource| {
+            mask_secrets(&mut resource);
+            Box::new(resource)
+        });
+    UnreadablePipeline {
+        status: serde_json::from_value(row.status).unwrap_or_default(),
+        tenant: row.tenant,
+        name: row.name,
+        generation: row.generation,
+        reason,
+        masked,
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: row.updated_at_ms,
+    }
+}
