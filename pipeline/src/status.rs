@@ -27,6 +27,13 @@ pub mod reasons {
     pub const DATA_DROPPED: &str = "DataDropped";
     /// A referenced Secret or key does not exist.
     pub const SECRET_MISSING: &str = "SecretMissing";
+    /// A kubelet's serving certificate is not signed by the cluster CA; the message
+    /// names the fixes (kubelet serving certificates, or the provider's per-cluster
+    /// setting to skip the verification).
+    pub const KUBELET_CERTIFICATE_UNTRUSTED: &str = "KubeletCertificateUntrusted";
+    /// A target carrying the agent's credentials was moved by relabeling and is not
+    /// scraped.
+    pub const TARGET_SEALED: &str = "TargetSealed";
     /// Everything is fine.
     pub const FLOW_HEALTHY: &str = "FlowHealthy";
 }

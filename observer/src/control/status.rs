@@ -439,6 +439,8 @@ fn known_reason(reason: &str) -> &'static str {
         reasons::BACKEND_UNREACHABLE,
         reasons::DATA_DROPPED,
         reasons::BUFFER_FILLING_UP,
+        reasons::KUBELET_CERTIFICATE_UNTRUSTED,
+        reasons::TARGET_SEALED,
     ]
     .into_iter()
     .find(|known| *known == reason)
@@ -515,12 +517,15 @@ spec:
   buffer: {{maxBytes: {max_bytes}}}
 "#
         );
-        kaas_pipeline::document::parse_pipelines(&text)
-            .into_iter()
-            .next()
-            .unwrap()
-            .outcome
-            .unwrap()
+        kaas_pipeline::document::parse_pipelines(
+            &text,
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        )
+        .into_iter()
+        .next()
+        .unwrap()
+        .outcome
+        .unwrap()
     }
 
     fn report(hash: &str, state: &str, errors: Vec<ConfigErrorRecord>) -> Option<ConfigReport> {
@@ -734,6 +739,22 @@ spec:
                 },
                 ConditionStatus::False,
                 REASON_FLOW_INTERRUPTED,
+            ),
+            (
+                PipelineHealthRecord {
+                    last_error: Some(error(reasons::KUBELET_CERTIFICATE_UNTRUSTED, NOW)),
+                    ..healthy_entry()
+                },
+                ConditionStatus::False,
+                reasons::KUBELET_CERTIFICATE_UNTRUSTED,
+            ),
+            (
+                PipelineHealthRecord {
+                    last_error: Some(error(reasons::TARGET_SEALED, NOW)),
+                    ..healthy_entry()
+                },
+                ConditionStatus::False,
+                reasons::TARGET_SEALED,
             ),
         ];
         for (entry, status, reason) in cases {

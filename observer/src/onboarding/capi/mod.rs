@@ -106,6 +106,9 @@ pub struct CapiSettings {
     pub silent_after: Duration,
     /// See [`DEFAULT_RELIST_INTERVAL`].
     pub relist_interval: Duration,
+    /// The namespaces whose Secrets installed agents may read
+    /// (`--agent-secret-namespaces`), rendered into their manifests.
+    pub secret_namespaces: Vec<String>,
 }
 
 impl CapiSettings {
@@ -117,6 +120,7 @@ impl CapiSettings {
             ca_pem,
             silent_after: DEFAULT_SILENT_AFTER,
             relist_interval: DEFAULT_RELIST_INTERVAL,
+            secret_namespaces: vec![crate::api::manifest::AGENT_NAMESPACE.to_owned()],
         }
     }
 }
@@ -663,6 +667,7 @@ async fn install_agent(
         control_endpoint: &context.settings.control_endpoint,
         ca_pem: &context.settings.ca_pem,
         join_token: token,
+        secret_namespaces: &context.settings.secret_namespaces,
     })
     .map_err(failed)?;
     install::apply_documents(&workload, &documents)
