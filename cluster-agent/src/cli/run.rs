@@ -617,7 +617,10 @@ mod tests {
                 .contains("the agent's data directory"),
             "a relative --data-dir is denied as the absolute path it is"
         );
-        assert!(policy.reserved_headers.is_empty(), "the provider's own pipeline sets them");
+        assert!(
+            policy.reserved_headers.is_empty(),
+            "the provider's own pipeline sets them"
+        );
         let none = parse(&["--config", "a.yaml", "--secret-namespaces="]).unwrap();
         assert_eq!(
             agent_policy(&none).secret_namespaces,
