@@ -34,6 +34,11 @@ pub const SEALED_TARGET_LABELS: &[&str] = &["__address__", "__scheme__", "__metr
 
 /// The longest sealed label; positions in it fit a `u32` bit set.
 const MAX_SEALED_LEN: usize = 16;
+/// Distinct `$` references analysed per template; any further one is taken to match
+/// anything (so the rule is refused). Real templates name one or two groups; the bound
+/// keeps a hostile template with thousands of groups from costing thousands of regex
+/// compilations.
+const MAX_ANALYSED_REFERENCES: usize = 16;
 
 /// Checks the target relabel rules of a pipeline whose `input` input carries the agent's
 /// credentials; every rule that could write or remove a sealed label is an error at the
@@ -58,21 +63,31 @@ pub(crate) fn check_relabel_rules(
         };
         let target = config.target_label.as_deref().unwrap_or("");
         let replacement = config.replacement.as_deref().unwrap_or(DEFAULT_REPLACEMENT);
-        let groups = CaptureGroups::of(&regex);
+        // Reading the capture groups costs a parse: only templates need it.
+        let groups = || CaptureGroups::of(&regex);
         let (field_name, verb, touched): (&str, &str, Vec<&str>) = match action {
-            RelabelAction::Replace => (
-                "targetLabel",
-                "set",
-                sealed_where(|s| could_expand_to(target, &groups, s)),
-            ),
+            RelabelAction::Replace if !target.contains('$') => {
+                ("targetLabel", "set", sealed_where(|s| target == s))
+            }
+            RelabelAction::Replace => {
+                let groups = groups();
+                (
+                    "targetLabel",
+                    "set",
+                    sealed_where(|s| could_expand_to(target, &groups, s)),
+                )
+            }
             RelabelAction::HashMod | RelabelAction::Lowercase | RelabelAction::Uppercase => {
                 ("targetLabel", "set", sealed_where(|s| target == s))
             }
-            RelabelAction::LabelMap => (
-                "replacement",
-                "set",
-                sealed_where(|s| could_expand_to(replacement, &groups, s)),
-            ),
+            RelabelAction::LabelMap => {
+                let groups = groups();
+                (
+                    "replacement",
+                    "set",
+                    sealed_where(|s| could_expand_to(replacement, &groups, s)),
+                )
+            }
             RelabelAction::LabelDrop => ("regex", "remove", sealed_where(|s| regex.is_match(s))),
             RelabelAction::LabelKeep => ("regex", "remove", sealed_where(|s| !regex.is_match(s))),
             _ => continue,
@@ -224,9 +239,15 @@ fn could_expand_to(template: &str, groups: &CaptureGroups, target: &str) -> bool
                 }
             }
             Piece::Reference(name) => {
-                let table = tables
-                    .entry(name)
-                    .or_insert_with(|| match_table(&groups.expansion(name), target));
+                let analysed = tables.len() < MAX_ANALYSED_REFERENCES;
+                let table = tables.entry(name).or_insert_with(|| {
+                    let expansion = if analysed {
+                        groups.expansion(name)
+                    } else {
+                        Expansion::Any
+                    };
+                    match_table(&expansion, target)
+                });
                 for start in positions(reach, n) {
                     next |= table[start];
                 }
@@ -323,5 +344,13 @@ mod tests {
             "(.*)",
             "__metrics_path__"
         ));
+        // Thousands of distinct groups, each matching only "x" or nothing: the first 16
+        // are read, the rest count as anything, which can only refuse more.
+        let groups = "(x?)".repeat(2_000);
+        let reference = |i: usize| format!("${{{i}}}");
+        let all: String = (1..=2_000).map(reference).collect();
+        let first: String = (1..=MAX_ANALYSED_REFERENCES).map(reference).collect();
+        assert!(!expands(&first, &groups, "__address__"));
+        assert!(expands(&all, &groups, "__address__"));
     }
 }
