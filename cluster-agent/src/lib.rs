@@ -13,6 +13,7 @@ pub mod cli;
 pub mod control;
 pub mod discovery;
 pub mod exporters;
+pub mod files;
 pub mod labels;
 pub mod pipeline;
 pub mod processing;

@@ -13,8 +13,12 @@ use kaas_cluster_agent::agent::Agent;
 use kaas_cluster_agent::exporters::auth::NoSecrets;
 use kaas_cluster_agent::labels::Labels;
 use kaas_cluster_agent::pipeline::runtime::{AgentContext, ClusterView};
+use kaas_pipeline::ValidationContext;
 use kaas_pipeline::agent_config::AgentConfig;
 use kaas_test_support::peers::Nginx;
+
+mod fake_kubelet;
+use fake_kubelet::FakeKubelet;
 use kaas_test_support::remote_write_receiver::{RemoteWriteReceiver, Samples, SeriesLabels};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -56,18 +60,23 @@ async fn annotated_pods_are_scraped_and_forgotten_when_they_go() {
         data_dir: dir.path().join("data"),
         external_labels: Arc::new(Labels::default()),
         secrets: Arc::new(NoSecrets),
+        files: Arc::default(),
         cluster: ClusterView {
             pods: Some(pods_rx),
             ..ClusterView::default()
         },
         service_account_dir: dir.path().join("serviceaccount"),
+        kubelet_insecure_skip_verify: false,
     });
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: workloads}}\n    spec:\n      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, prometheus: {{enabled: true, namespaces: {{include: [shop]}}}}}}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",
         receiver.url()
     );
     let report = agent
-        .apply(AgentConfig::parse(&config).expect("valid config"))
+        .apply(
+            AgentConfig::parse(&config, &ValidationContext::tenant_default())
+                .expect("valid config"),
+        )
         .await;
     assert_eq!(report.started, ["workloads"]);
 
@@ -146,68 +155,16 @@ impl TapCreate for std::path::PathBuf {
     }
 }
 
-/// nginx standing in for a kubelet: HTTPS with a self-signed certificate, answering
-/// only requests that carry the agent's service-account token.
-fn fake_kubelet(
-    dir: &std::path::Path,
-    token: &str,
-) -> (u16, kaas_test_support::process::ChildGuard) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["node-1".to_owned()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("certificate");
-    std::fs::write(dir.join("kubelet.pem"), cert.pem()).expect("write fake kubelet file");
-    std::fs::write(dir.join("kubelet.key"), key.serialize_pem()).expect("write fake kubelet file");
-    std::fs::write(
-        dir.join("kubelet.txt"),
-        "# TYPE kubelet_running_pods gauge\nkubelet_running_pods 12\n",
-    )
-    .expect("write fake kubelet file");
-    std::fs::write(
-        dir.join("cadvisor.txt"),
-        "container_cpu_usage_seconds_total{namespace=\"shop\",pod=\"web-1\",container=\"app\"} 3.5\n\
-         container_cpu_usage_seconds_total{namespace=\"kube-system\",pod=\"coredns\",container=\"dns\"} 9\n\
-         machine_cpu_cores 4\n",
-    )
-    .expect("write fake kubelet file");
-    std::fs::write(dir.join("resource.txt"), "node_cpu_usage_seconds_total 1\n")
-        .expect("write fake kubelet file");
-    let port = kaas_test_support::process::free_port();
-    let d = dir.display();
-    let location = |path: &str, file: &str| {
-        format!(
-            "location = {path} {{ if ($http_authorization != \"Bearer {token}\") {{ return 401; }} default_type \"text/plain; version=0.0.4\"; alias {d}/{file}; }}\n"
-        )
-    };
-    let config = format!(
-        "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/kubelet.pem;\n    ssl_certificate_key {d}/kubelet.key;\n{}{}{}  }}\n}}\n",
-        location("/metrics", "kubelet.txt"),
-        location("/metrics/cadvisor", "cadvisor.txt"),
-        location("/metrics/resource", "resource.txt")
-    );
-    std::fs::write(dir.join("nginx.conf"), config).expect("write fake kubelet file");
-    let guard = kaas_test_support::process::ChildGuard::spawn(
-        "nginx",
-        std::process::Command::new(kaas_test_support::peers::binary("nginx", "nginx-light"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    );
-    kaas_test_support::process::wait_for_tcp(([127, 0, 0, 1], port).into(), DEADLINE);
-    (port, guard)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runtime_input_scrapes_kubelets_with_the_service_account() {
     let dir = tempfile::tempdir().unwrap();
     let kubelet_dir = dir.path().join("kubelet").tap_create();
-    let (kubelet_port, _kubelet) = fake_kubelet(&kubelet_dir, "kubelet-token");
+    let kubelet = FakeKubelet::start(&kubelet_dir, "kubelet-token", &["node-1", "127.0.0.1"]);
+    let kubelet_port = kubelet.port;
     let service_account = dir.path().join("serviceaccount").tap_create();
     std::fs::write(service_account.join("token"), "kubelet-token\n").unwrap();
+    // The cluster CA, which signed the kubelet's serving certificate.
+    std::fs::write(service_account.join("ca.crt"), &kubelet.ca_pem).unwrap();
     let receiver = RemoteWriteReceiver::start().await;
 
     let (nodes, nodes_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
@@ -215,18 +172,23 @@ async fn the_runtime_input_scrapes_kubelets_with_the_service_account() {
         data_dir: dir.path().join("data"),
         external_labels: Arc::new(Labels::default()),
         secrets: Arc::new(NoSecrets),
+        files: Arc::default(),
         cluster: ClusterView {
             nodes: Some(nodes_rx),
             ..ClusterView::default()
         },
         service_account_dir: service_account,
+        kubelet_insecure_skip_verify: false,
     });
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: runtime}}\n    spec:\n      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, runtime: {{enabled: true, resources: {{node: false}}}}}}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",
         receiver.url()
     );
     agent
-        .apply(AgentConfig::parse(&config).expect("valid config"))
+        .apply(
+            AgentConfig::parse(&config, &ValidationContext::tenant_default())
+                .expect("valid config"),
+        )
         .await;
     let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "node-1"},
@@ -296,18 +258,23 @@ async fn istio_sidecars_are_scraped_without_annotations() {
         data_dir: dir.path().join("data"),
         external_labels: Arc::new(Labels::default()),
         secrets: Arc::new(NoSecrets),
+        files: Arc::default(),
         cluster: ClusterView {
             pods: Some(pods_rx),
             ..ClusterView::default()
         },
         service_account_dir: dir.path().join("serviceaccount"),
+        kubelet_insecure_skip_verify: false,
     });
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: mesh}}\n    spec:\n      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, istio: {{enabled: true}}}}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",
         receiver.url()
     );
     agent
-        .apply(AgentConfig::parse(&config).expect("valid config"))
+        .apply(
+            AgentConfig::parse(&config, &ValidationContext::tenant_default())
+                .expect("valid config"),
+        )
         .await;
     let meshed: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web-1", "namespace": "shop"},
@@ -354,19 +321,24 @@ async fn annotated_services_are_scraped_through_their_endpoints() {
         data_dir: dir.path().join("data"),
         external_labels: Arc::new(Labels::default()),
         secrets: Arc::new(NoSecrets),
+        files: Arc::default(),
         cluster: ClusterView {
             services: Some(services_rx),
             endpoint_slices: Some(slices_rx),
             ..ClusterView::default()
         },
         service_account_dir: dir.path().join("serviceaccount"),
+        kubelet_insecure_skip_verify: false,
     });
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: services}}\n    spec:\n      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, prometheus: {{enabled: true}}}}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",
         receiver.url()
     );
     agent
-        .apply(AgentConfig::parse(&config).expect("valid config"))
+        .apply(
+            AgentConfig::parse(&config, &ValidationContext::tenant_default())
+                .expect("valid config"),
+        )
         .await;
     let service: Service = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web", "namespace": "shop",

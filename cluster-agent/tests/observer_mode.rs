@@ -92,12 +92,15 @@ impl Observer {
     }
 
     fn apply(&self, text: &str) {
-        let pipeline = kaas_pipeline::document::parse_pipelines(text)
-            .into_iter()
-            .next()
-            .expect("pipeline fixture")
-            .outcome
-            .expect("pipeline fixture");
+        let pipeline = kaas_pipeline::document::parse_pipelines(
+            text,
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        )
+        .into_iter()
+        .next()
+        .expect("pipeline fixture")
+        .outcome
+        .expect("pipeline fixture");
         self.block_on(self.store.apply_pipeline(TENANT, pipeline, &Actor::admin()))
             .expect("apply the pipeline");
     }

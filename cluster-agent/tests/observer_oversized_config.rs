@@ -149,10 +149,13 @@ spec:
   output:
     prometheusRemoteWrite: {url: "http://127.0.0.1:1/api/v1/write"}
 "#;
-    let pipelines: Vec<_> = kaas_pipeline::document::parse_pipelines(text)
-        .into_iter()
-        .map(|parsed| parsed.outcome.expect("pipeline fixture"))
-        .collect();
+    let pipelines: Vec<_> = kaas_pipeline::document::parse_pipelines(
+        text,
+        &kaas_pipeline::ValidationContext::tenant_default(),
+    )
+    .into_iter()
+    .map(|parsed| parsed.outcome.expect("pipeline fixture"))
+    .collect();
     let labels = BTreeMap::from([("cluster".to_owned(), CLUSTER.to_owned())]);
     AgentConfig::from_validated(labels, &pipelines)
         .render()

@@ -242,7 +242,7 @@ async fn otlp_pushed_over_grpc_reaches_the_pipeline() {
         output.endpoint.parse().unwrap(),
         kaas_pipeline::output::OtlpProtocol::Grpc,
         Duration::from_secs(5),
-        std::sync::Arc::new(kaas_cluster_agent::exporters::auth::NoSecrets),
+        kaas_cluster_agent::exporters::auth::ValueSources::without_secrets(),
     )
     .unwrap();
     let now = std::time::SystemTime::now()

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kaas_cluster_agent::batch::Batch;
 use kaas_cluster_agent::buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::exporters::Exporter;
-use kaas_cluster_agent::exporters::auth::NoSecrets;
+use kaas_cluster_agent::exporters::auth::ValueSources;
 use kaas_cluster_agent::exporters::remote_write::RemoteWriteExporter;
 use kaas_cluster_agent::pipeline::inlet::Inlet;
 use kaas_cluster_agent::pipeline::sender::{Sender, SenderConfig};
@@ -90,7 +90,7 @@ fn start(output: RemoteWriteOutput, version: RemoteWriteVersion, config: SenderC
         url,
         version,
         Duration::from_secs(5),
-        Arc::new(NoSecrets),
+        ValueSources::without_secrets(),
     )
     .expect("exporter");
     let sender = Sender {

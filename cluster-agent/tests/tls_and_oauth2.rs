@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kaas_cluster_agent::batch::Batch;
-use kaas_cluster_agent::exporters::auth::NoSecrets;
+use kaas_cluster_agent::exporters::auth::ValueSources;
 use kaas_cluster_agent::exporters::remote_write::RemoteWriteExporter;
 use kaas_cluster_agent::exporters::retry::SendError;
 use kaas_pipeline::output::{RemoteWriteOutput, RemoteWriteVersion};
@@ -55,7 +55,7 @@ fn exporter(yaml: &str) -> RemoteWriteExporter {
         url,
         RemoteWriteVersion::V1,
         Duration::from_secs(5),
-        Arc::new(NoSecrets),
+        ValueSources::without_secrets(),
     )
     .expect("exporter")
 }

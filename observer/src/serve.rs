@@ -218,6 +218,18 @@ pub struct ServeArgs {
     /// Repeatable.
     #[arg(long = "probe-allow-method", value_name = "METHOD")]
     pub probe_allow_methods: Vec<crate::probes::HttpMethod>,
+    /// The namespaces of workload clusters whose Secrets pipelines may reference with
+    /// `secretKeyRef` (comma-separated). The API refuses any other namespace (422 with
+    /// the field path); the agent install manifests grant exactly these as Roles and
+    /// pass them to the agent's `--secret-namespaces`, which checks again. The one
+    /// allow-list every feature that reads Secrets uses.
+    #[arg(
+        long,
+        value_name = "NAMESPACE,...",
+        value_delimiter = ',',
+        default_value = kaas_pipeline::policy::DEFAULT_AGENT_NAMESPACE
+    )]
+    pub agent_secret_namespaces: Vec<String>,
     /// This replica's id among the observer replicas sharing a database (they split the
     /// probe targets between them). Default: the pod name from `POD_NAME` when set
     /// (the deploy/ manifests set it), else the host name plus a random suffix.
@@ -333,6 +345,37 @@ fn replica_id(args: &ServeArgs) -> Result<String, ServeError> {
         }),
         None => Ok(id.clone()),
     }
+}
+
+/// What tenant pipelines may do: Secrets only from `--agent-secret-namespaces`, the
+/// tenancy headers (Thanos' default and `--thanos-tenant-header`) reserved, and the
+/// provider's receivers (`--thanos-receive-url`, `--central-remote-write-url`) not a
+/// destination.
+fn tenant_policy(args: &ServeArgs) -> Result<kaas_pipeline::ProviderPolicy, ServeError> {
+    let mut policy = kaas_pipeline::ProviderPolicy::tenant_default();
+    for namespace in &args.agent_secret_namespaces {
+        kaas_pipeline::names::check_dns1123_label(namespace).map_err(|reason| {
+            ServeError::Flag {
+                flag: "agent-secret-namespaces",
+                reason,
+            }
+        })?;
+    }
+    policy.secret_namespaces =
+        kaas_pipeline::SecretNamespaces::only(args.agent_secret_namespaces.iter().cloned());
+    let integrations = &args.integrations;
+    policy.reserve_header(&integrations.thanos_tenant_header);
+    let receivers = [
+        &integrations.thanos_receive_url,
+        &integrations.central_remote_write_url,
+    ];
+    // A URL that does not parse is refused with its flag when the integrations start.
+    policy.central_endpoints = receivers
+        .into_iter()
+        .flatten()
+        .filter_map(|url| url::Url::parse(url).ok())
+        .collect();
+    Ok(policy)
 }
 
 fn secret_box(args: &ServeArgs) -> Result<SecretBox, ServeError> {
@@ -493,6 +536,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
     let silent_after = duration_flag("silent-after", &args.silent_after)?;
     let handshake_limits = control_handshake_limits(&args)?;
     let http = HttpSettings::from_args(&args)?;
+    let tenant_policy = Arc::new(tenant_policy(&args)?);
     let secrets = secret_box(&args)?;
     let store = match &args.database_url {
         Some(url) => Store::connect(url, secrets).await?,
@@ -603,6 +647,13 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
             );
             settings.silent_after = silent_after;
             settings.egress = egress.clone();
+            settings.secret_namespaces = tenant_policy
+                .secret_namespaces
+                .listed()
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
             Some(ClusterApiSource::start(
                 client,
                 store.clone(),
@@ -637,6 +688,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
             ),
         },
         egress: egress.clone(),
+        tenant_policy: tenant_policy.clone(),
     });
     let router: Router = api_metrics.layer(api);
     let listener = bind(args.listen_address).await?;

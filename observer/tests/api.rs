@@ -1012,8 +1012,9 @@ mod api {
         assert_eq!(again.status, StatusCode::OK, "{}", again.text);
         assert_eq!(again.json()["result"], "unchanged");
 
-        // Editing another field keeps the secrets.
-        resource["spec"]["output"]["prometheusRemoteWrite"]["url"] = json!(URL_B);
+        // Editing another field keeps the secrets (editing where they are sent does not:
+        // see api_pipeline_trust.rs).
+        resource["spec"]["output"]["prometheusRemoteWrite"]["timeout"] = json!("20s");
         let edited = h
             .call(
                 Method::PUT,
@@ -1031,7 +1032,7 @@ mod api {
             .unwrap();
         let stored = serde_json::to_value(stored.pipeline.resource()).unwrap();
         let rw = &stored["spec"]["output"]["prometheusRemoteWrite"];
-        assert_eq!(rw["url"], URL_B);
+        assert_eq!(rw["timeout"], "20s");
         assert_eq!(rw["headers"][0]["value"], "SECRET-header-1");
         assert_eq!(
             rw["authentication"]["basic"]["user"]["value"],

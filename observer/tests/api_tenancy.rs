@@ -401,7 +401,8 @@ mod tenancy {
         foreign
             .apply_pipeline(
                 "shop",
-                kaas_pipeline::validate(&bad).unwrap(),
+                kaas_pipeline::validate(&bad, &kaas_pipeline::ValidationContext::tenant_default())
+                    .unwrap(),
                 &kaas_observer::store::Actor::admin(),
             )
             .await

@@ -220,6 +220,7 @@ async fn the_central_share_counts_and_new_clusters_are_checked() {
             central_bytes: GI,
         },
         egress: api_harness::loopback_allowed(),
+        tenant_policy: std::sync::Arc::new(api_harness::tenant_policy()),
     });
     let h = Harness { app, ..h };
     let shop = h.tenant_with_token("shop").await;

@@ -143,12 +143,15 @@ spec:
   clusterSelector: {{matchLabels: {{env: prod}}}}
 "#
         );
-        let pipeline = kaas_pipeline::document::parse_pipelines(&text)
-            .into_iter()
-            .next()
-            .expect("pipeline fixture")
-            .outcome
-            .expect("pipeline fixture");
+        let pipeline = kaas_pipeline::document::parse_pipelines(
+            &text,
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        )
+        .into_iter()
+        .next()
+        .expect("pipeline fixture")
+        .outcome
+        .expect("pipeline fixture");
         self.store
             .apply_pipeline(TENANT, pipeline, &Actor::admin())
             .await

@@ -16,7 +16,8 @@
 //!   at the workspace version; their arguments are real flags of the binaries (except
 //!   the ones listed in [`PENDING_OBSERVER_FLAGS`]), none repeated.
 //! - RBAC is least privilege: no wildcards; the agent's rules are exactly what it reads;
-//!   the namespaced agent variant has no cluster-wide Secret access; the observer reads
+//!   the agent has no `nodes/proxy` and no cluster-wide Secret access (Roles in the
+//!   allowed namespaces only, matching its `--secret-namespaces`); the observer reads
 //!   Secrets only with `get`.
 //! - Alertmanager's assembler (`deploy/integrations/alertmanager/files/assemble.sh`)
 //!   turns the observer's generated routes into a configuration `amtool` accepts.
@@ -61,6 +62,8 @@ const AGENT_RUN_FLAGS: &[&str] = &[
     "--listen-address",
     "--otlp-grpc-listen-address",
     "--kubernetes",
+    "--secret-namespaces",
+    "--kubelet-insecure-skip-tls-verify",
     "--reload-check-ms",
 ];
 
@@ -81,7 +84,6 @@ const AGENT_DISCOVERY_RESOURCES: &[(&str, &str)] = &[
     ("", "services"),
     ("", "nodes"),
     ("", "nodes/metrics"),
-    ("", "nodes/proxy"),
     ("discovery.k8s.io", "endpointslices"),
 ];
 
@@ -292,6 +294,7 @@ impl Objects {
                 control_endpoint: "https://observer.example:8443",
                 ca_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
                 join_token: "kjt_example",
+                secret_namespaces: &["kaas-observer".to_owned()],
             },
         )
         .expect("render the agent manifest");
@@ -347,7 +350,7 @@ fn every_kustomization_builds_and_every_object_passes_kubernetes_validate() {
     for expected in [
         "deploy/observer/base",
         "deploy/agent/base",
-        "deploy/agent/namespaced",
+        "deploy/agent/secret-namespaces",
         "deploy/overlays/dev",
         "deploy/overlays/ha",
         "deploy/integrations",
@@ -629,7 +632,12 @@ fn metric_pipelines_pass_the_crd_schema_and_the_pipeline_validation() {
             failures.push(format!("{source}: {name}: CRD schema: {error}"));
         }
         let value: serde_yaml::Value = serde_json::from_value(object.clone()).expect("YAML value");
-        let document = kaas_pipeline::document::parse_value(source.clone(), value);
+        // As tenant pipelines the observer distributes, under its default policy.
+        let document = kaas_pipeline::document::parse_value(
+            source.clone(),
+            value,
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        );
         if let Err(errors) = document.outcome {
             failures.push(format!("{source}: {name}: pipeline validation: {errors}"));
         }
@@ -651,7 +659,11 @@ fn agent_configuration_files_validate_as_the_agent_would() {
         if !is_agent_config {
             continue;
         }
-        if let Err(error) = kaas_pipeline::agent_config::AgentConfig::parse(&text) {
+        // These are standalone agents' own files (the management agent).
+        if let Err(error) = kaas_pipeline::agent_config::AgentConfig::parse(
+            &text,
+            &kaas_pipeline::ValidationContext::standalone(),
+        ) {
             panic!("{}: {error}", relative(&path));
         }
         checked += 1;
@@ -941,42 +953,56 @@ fn rbac_grants_only_what_each_program_reads() {
     let agent = role("kubectl kustomize deploy/agent/base", "cluster-agent")
         .expect("deploy/agent/base has the ClusterRole cluster-agent");
     assert_eq!(grants(&agent), expected, "the agent's discovery rules");
-    let secrets = role(
+    // Issue 13, finding 9: Secrets only through Roles in the namespaces the agent's
+    // --secret-namespaces lists, never cluster-wide; in deploy/ and in what the API
+    // renders.
+    for source in [
         "kubectl kustomize deploy/agent/base",
-        "cluster-agent-secrets",
-    )
-    .expect("deploy/agent/base has the ClusterRole cluster-agent-secrets");
-    assert_eq!(
-        grants(&secrets),
-        BTreeMap::from([(("".to_owned(), "secrets".to_owned()), read_only())]),
-        "the cluster-wide variant reads Secrets, nothing more"
-    );
-
-    // The namespaced variant: Secrets only through Roles.
-    for (source, cluster_role) in objects.of_kind("ClusterRole") {
-        if source == "kubectl kustomize deploy/agent/namespaced"
-            && grants(cluster_role).keys().any(|(_, r)| r == "secrets")
-        {
-            failures.push(format!(
-                "{source}: {} grants Secrets cluster-wide",
-                object_name(cluster_role)
-            ));
+        "kubectl kustomize deploy/agent/secret-namespaces",
+        API_MANIFEST_SOURCE,
+    ] {
+        for (_, cluster_role) in objects.of_kind("ClusterRole").filter(|(s, _)| s == source) {
+            if grants(cluster_role).keys().any(|(_, r)| r == "secrets") {
+                failures.push(format!(
+                    "{source}: {} grants Secrets cluster-wide",
+                    object_name(cluster_role)
+                ));
+            }
         }
-    }
-    let namespaced_roles: Vec<&Json> = objects
-        .of_kind("Role")
-        .filter(|(s, _)| s == "kubectl kustomize deploy/agent/namespaced")
-        .map(|(_, r)| r)
-        .collect();
-    assert!(
-        !namespaced_roles.is_empty(),
-        "the namespaced variant has Roles"
-    );
-    for role in namespaced_roles {
+        let mut role_namespaces = BTreeSet::new();
+        for (_, role) in objects.of_kind("Role").filter(|(s, _)| s == source) {
+            assert_eq!(
+                grants(role),
+                BTreeMap::from([(("".to_owned(), "secrets".to_owned()), read_only())]),
+                "{source}: {}",
+                object_name(role)
+            );
+            role_namespaces.insert(role["metadata"]["namespace"].as_str().unwrap_or_default());
+        }
+        let bound: BTreeSet<&str> = objects
+            .of_kind("RoleBinding")
+            .filter(|(s, _)| s == source)
+            .filter_map(|(_, b)| b["metadata"]["namespace"].as_str())
+            .collect();
+        let deployment = objects
+            .all
+            .iter()
+            .find(|(s, o)| s == source && o["kind"] == "Deployment")
+            .map(|(_, o)| o)
+            .unwrap_or_else(|| panic!("{source} has the agent's Deployment"));
+        let flag = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Json::as_str)
+            .find_map(|a| a.strip_prefix("--secret-namespaces="))
+            .unwrap_or_else(|| panic!("{source}: the agent has --secret-namespaces"));
+        let listed: BTreeSet<&str> = flag.split(',').filter(|n| !n.is_empty()).collect();
         assert_eq!(
-            grants(role),
-            BTreeMap::from([(("".to_owned(), "secrets".to_owned()), read_only())])
+            role_namespaces, listed,
+            "{source}: Roles and the agent's flag"
         );
+        assert_eq!(bound, listed, "{source}: RoleBindings and the agent's flag");
     }
 
     // The observer: Cluster API clusters, and Secrets by name only.

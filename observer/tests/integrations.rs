@@ -985,12 +985,15 @@ spec:
   clusterSelector: {{matchLabels: {selector}}}
 "#
     );
-    kaas_pipeline::document::parse_pipelines(&text)
-        .into_iter()
-        .next()
-        .expect("a pipeline fixture")
-        .outcome
-        .expect("a valid pipeline fixture")
+    kaas_pipeline::document::parse_pipelines(
+        &text,
+        &kaas_pipeline::ValidationContext::tenant_default(),
+    )
+    .into_iter()
+    .next()
+    .expect("a pipeline fixture")
+    .outcome
+    .expect("a valid pipeline fixture")
 }
 
 /// The hash of the configuration the observer wants `cluster` to run (no central

@@ -15,6 +15,7 @@ use crate::document::ENVELOPE_FIELDS;
 use crate::errors::{FieldErrors, ValidationErrors, field, index, key};
 use crate::names::check_prometheus_label_name;
 use crate::pipeline::{API_GROUP_VERSION, MetricPipeline, ValidatedPipeline, validate};
+use crate::policy::ValidationContext;
 
 /// The content type of a rendered agent configuration in `ConfigUpdate.content_type`.
 pub const AGENT_CONFIG_CONTENT_TYPE: &str =
@@ -122,8 +123,12 @@ impl AgentConfig {
         }
     }
 
-    /// Reads a configuration from YAML or JSON (JSON is YAML) and validates it.
-    pub fn parse(text: &str) -> Result<ValidatedAgentConfig, AgentConfigError> {
+    /// Reads a configuration from YAML or JSON (JSON is YAML) and validates it in
+    /// `context`: a standalone agent's file, or what the observer sent.
+    pub fn parse(
+        text: &str,
+        context: &ValidationContext,
+    ) -> Result<ValidatedAgentConfig, AgentConfigError> {
         let value: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| AgentConfigError::Parse(e.to_string()))?;
         // The pipeline resource type accepts unknown top-level fields (it is a
@@ -151,12 +156,16 @@ impl AgentConfig {
         errors.into_result()?;
         let config: AgentConfig = serde_path_to_error::deserialize(value)
             .map_err(|e| AgentConfigError::Parse(format!("{}: {}", e.path(), e.inner())))?;
-        Ok(config.validate()?)
+        Ok(config.validate(context)?)
     }
 
     /// Checks the envelope, the external labels, that pipeline names are unique, and
-    /// every pipeline; errors inside a pipeline are prefixed with `pipelines[i].`.
-    pub fn validate(&self) -> Result<ValidatedAgentConfig, ValidationErrors> {
+    /// every pipeline in `context`; errors inside a pipeline are prefixed with
+    /// `pipelines[i].`.
+    pub fn validate(
+        &self,
+        context: &ValidationContext,
+    ) -> Result<ValidatedAgentConfig, ValidationErrors> {
         let mut errors = FieldErrors::default();
         if self.api_version != API_GROUP_VERSION {
             errors.add(
@@ -179,7 +188,7 @@ impl AgentConfig {
         let mut pipelines = Vec::new();
         for (i, pipeline) in self.pipelines.iter().enumerate() {
             let path = index("pipelines", i);
-            match validate(pipeline) {
+            match validate(pipeline, context) {
                 Ok(valid) => {
                     if !names.insert(valid.name().to_owned()) {
                         errors.add(
@@ -306,7 +315,7 @@ mod tests {
     use crate::document::parse_pipelines;
 
     fn pipelines(text: &str) -> Vec<ValidatedPipeline> {
-        parse_pipelines(text)
+        parse_pipelines(text, &ValidationContext::tenant_default())
             .into_iter()
             .map(|d| d.outcome.unwrap())
             .collect()
@@ -398,7 +407,7 @@ spec:
         let list = pipelines(TWO);
         let rendered = AgentConfig::from_validated(BTreeMap::new(), &list).render();
         let text = String::from_utf8(rendered.body).unwrap();
-        let parsed = AgentConfig::parse(&text).unwrap();
+        let parsed = AgentConfig::parse(&text, &ValidationContext::tenant_default()).unwrap();
         let names: Vec<_> = parsed
             .pipelines
             .iter()
@@ -427,7 +436,9 @@ pipelines:
       input: {prometheus: {enabled: true}}
       output: {prometheusRemoteWrite: {url: "https://a.example/write"}}
 "#;
-        let Err(AgentConfigError::Invalid(errors)) = AgentConfig::parse(text) else {
+        let Err(AgentConfigError::Invalid(errors)) =
+            AgentConfig::parse(text, &ValidationContext::tenant_default())
+        else {
             panic!("accepted");
         };
         assert_eq!(
@@ -444,7 +455,9 @@ pipelines:
     fn unknown_fields_are_refused_with_their_path() {
         let text =
             "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipeline: []\n";
-        let Err(AgentConfigError::Parse(message)) = AgentConfig::parse(text) else {
+        let Err(AgentConfigError::Parse(message)) =
+            AgentConfig::parse(text, &ValidationContext::tenant_default())
+        else {
             panic!("accepted");
         };
         assert!(
@@ -465,7 +478,9 @@ pipelines:
       output: {prometheusRemoteWrite: {url: "https://a.example/write"}}
     buffer: {maxBytes: 1Mi}
 "#;
-        let Err(AgentConfigError::Invalid(errors)) = AgentConfig::parse(text) else {
+        let Err(AgentConfigError::Invalid(errors)) =
+            AgentConfig::parse(text, &ValidationContext::tenant_default())
+        else {
             panic!("accepted");
         };
         assert_eq!(

@@ -7,6 +7,7 @@ use serde_yaml::Value;
 
 use crate::errors::{FieldError, ValidationErrors};
 use crate::pipeline::{API_GROUP_VERSION, KIND, MetricPipeline, ValidatedPipeline, validate};
+use crate::policy::ValidationContext;
 
 /// The top-level fields of a `MetricPipeline` object.
 pub(crate) const ENVELOPE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
@@ -22,10 +23,10 @@ pub struct Document {
     pub outcome: Result<ValidatedPipeline, ValidationErrors>,
 }
 
-/// Parses and validates every pipeline in `text`. Empty documents are skipped. A YAML
-/// syntax error ends the file there (the parser cannot resynchronise) and is reported as
-/// one more failed document.
-pub fn parse_pipelines(text: &str) -> Vec<Document> {
+/// Parses and validates every pipeline in `text` in `context`. Empty documents are
+/// skipped. A YAML syntax error ends the file there (the parser cannot resynchronise)
+/// and is reported as one more failed document.
+pub fn parse_pipelines(text: &str, context: &ValidationContext) -> Vec<Document> {
     let mut documents = Vec::new();
     for (i, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let location = format!("document {}", i + 1);
@@ -45,33 +46,30 @@ pub fn parse_pipelines(text: &str) -> Vec<Document> {
         };
         match value {
             Value::Null => {}
-            Value::Sequence(items) => documents.extend(
-                items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(j, item)| parse_value(format!("{location}, item {}", j + 1), item)),
-            ),
+            Value::Sequence(items) => {
+                documents.extend(items.into_iter().enumerate().map(|(j, item)| {
+                    parse_value(format!("{location}, item {}", j + 1), item, context)
+                }))
+            }
             Value::Mapping(ref map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
                 let items = map
                     .get("items")
                     .and_then(Value::as_sequence)
                     .cloned()
                     .unwrap_or_default();
-                documents.extend(
-                    items
-                        .into_iter()
-                        .enumerate()
-                        .map(|(j, item)| parse_value(format!("{location}, item {}", j + 1), item)),
-                );
+                documents.extend(items.into_iter().enumerate().map(|(j, item)| {
+                    parse_value(format!("{location}, item {}", j + 1), item, context)
+                }));
             }
-            value => documents.push(parse_value(location, value)),
+            value => documents.push(parse_value(location, value, context)),
         }
     }
     documents
 }
 
-/// Parses and validates one `MetricPipeline` given as a YAML or JSON value.
-pub fn parse_value(location: String, value: Value) -> Document {
+/// Parses and validates one `MetricPipeline` given as a YAML or JSON value, in
+/// `context`.
+pub fn parse_value(location: String, value: Value, context: &ValidationContext) -> Document {
     let mut errors = Vec::new();
     let name = value
         .get("metadata")
@@ -112,7 +110,7 @@ pub fn parse_value(location: String, value: Value) -> Document {
             errors.push(shape_error(&error));
             Err(ValidationErrors(errors))
         }
-        Ok(pipeline) => match validate(&pipeline) {
+        Ok(pipeline) => match validate(&pipeline, context) {
             Ok(valid) if errors.is_empty() => Ok(valid),
             Ok(_) => Err(ValidationErrors(errors)),
             Err(invalid) => {

@@ -189,6 +189,16 @@ impl Input {
                 .is_some_and(|i| !i.targets.is_empty())
     }
 
+    /// The enabled input whose scrapes carry the agent's own credentials, if any: only
+    /// `runtime`, whose kubelet scrapes send the agent's service-account token. Its
+    /// targets are [sealed](crate::sealed) against relabeling.
+    pub fn credential_bearing_input(&self) -> Option<&'static str> {
+        self.runtime
+            .as_ref()
+            .is_some_and(|i| i.enabled)
+            .then_some("runtime")
+    }
+
     pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) -> ValidatedScrape {
         if !self.any_enabled() {
             errors.add(

@@ -4,14 +4,16 @@
 //! 1. **parse** ([`document::parse_pipelines`], or serde directly): shape only, unknown
 //!    fields refused;
 //! 2. **validate** ([`validate`]): pure, complete, every error with its field path
-//!    ([`ValidationErrors`]);
+//!    ([`ValidationErrors`]), in a [`ValidationContext`] saying where the pipeline comes
+//!    from and what the provider allows ([`policy`], [`paths`]);
 //! 3. **use** a [`ValidatedPipeline`], which holds compiled regexes, parsed URLs and
 //!    durations. Nothing unvalidated can be stored, rendered or applied.
 //!
 //! The sections of a pipeline each live in their own module with their validation:
 //! [`input`], [`processors`], [`output`], [`buffer`], [`selector`]; credentials are
 //! [`secret`] references; [`status`] holds the conditions the observer reports.
-//! [`agent_config`] is what an agent runs, [`crd`] renders the CRD.
+//! [`agent_config`] is what an agent runs, [`crd`] renders the CRD. Targets carrying the
+//! agent's credentials are [`sealed`] against relabeling.
 
 #![warn(missing_docs)]
 
@@ -23,8 +25,11 @@ pub mod errors;
 pub mod input;
 pub mod names;
 pub mod output;
+pub mod paths;
 pub mod pipeline;
+pub mod policy;
 pub mod processors;
+pub mod sealed;
 pub mod secret;
 pub mod selector;
 pub mod status;
@@ -35,3 +40,4 @@ pub use pipeline::{
     API_GROUP, API_GROUP_VERSION, API_VERSION, KIND, MetricPipeline, MetricPipelineSpec,
     ValidatedPipeline, validate,
 };
+pub use policy::{Origin, ProviderPolicy, SecretNamespaces, ValidationContext};

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::errors::{FieldErrors, field, index, key};
+use crate::policy::ValidationContext;
 use crate::secret::ValueSource;
 use crate::units::parse_duration;
 
@@ -349,14 +350,21 @@ impl Output {
             .collect()
     }
 
-    pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) -> Option<ValidatedOutput> {
+    pub(crate) fn validate(
+        &self,
+        path: &str,
+        context: &ValidationContext,
+        errors: &mut FieldErrors,
+    ) -> Option<ValidatedOutput> {
+        let rw_path = field(path, "prometheusRemoteWrite");
+        let otlp_path = field(path, "otlp");
         match (&self.prometheus_remote_write, &self.otlp) {
-            (Some(rw), None) => rw.validate(&field(path, "prometheusRemoteWrite"), errors),
-            (None, Some(otlp)) => otlp.validate(&field(path, "otlp"), errors),
+            (Some(rw), None) => rw.validate(&rw_path, context, errors),
+            (None, Some(otlp)) => otlp.validate(&otlp_path, context, errors),
             (Some(rw), Some(otlp)) => {
                 // Report what is wrong inside both, so fixing one does not uncover more.
-                rw.validate(&field(path, "prometheusRemoteWrite"), errors);
-                otlp.validate(&field(path, "otlp"), errors);
+                rw.validate(&rw_path, context, errors);
+                otlp.validate(&otlp_path, context, errors);
                 errors.add(
                     path,
                     "set exactly one of prometheusRemoteWrite or otlp; a pipeline has one \
@@ -373,13 +381,21 @@ impl Output {
 }
 
 impl RemoteWriteOutput {
-    fn validate(&self, path: &str, errors: &mut FieldErrors) -> Option<ValidatedOutput> {
-        let url = check_http_url(&self.url, &field(path, "url"), errors);
+    fn validate(
+        &self,
+        path: &str,
+        context: &ValidationContext,
+        errors: &mut FieldErrors,
+    ) -> Option<ValidatedOutput> {
+        let url_path = field(path, "url");
+        let url = check_http_url(&self.url, &url_path, errors);
+        check_not_central(url.as_ref(), &url_path, context, errors);
         let endpoint = Endpoint {
             url: url.as_ref(),
             headers: &self.headers,
             authentication: self.authentication.as_ref(),
             tls: self.tls.as_ref(),
+            context,
         };
         endpoint.validate(path, errors);
         let timeout = timeout(self.timeout.as_deref(), &field(path, "timeout"), errors);
@@ -392,10 +408,16 @@ impl RemoteWriteOutput {
 }
 
 impl OtlpOutput {
-    fn validate(&self, path: &str, errors: &mut FieldErrors) -> Option<ValidatedOutput> {
+    fn validate(
+        &self,
+        path: &str,
+        context: &ValidationContext,
+        errors: &mut FieldErrors,
+    ) -> Option<ValidatedOutput> {
         let endpoint_path = field(path, "endpoint");
         let protocol = self.protocol.unwrap_or_default();
         let mut url = check_http_url(&self.endpoint, &endpoint_path, errors);
+        check_not_central(url.as_ref(), &endpoint_path, context, errors);
         if let Some(parsed) = &mut url {
             match protocol {
                 OtlpProtocol::Grpc if !matches!(parsed.path(), "" | "/") => {
@@ -420,6 +442,7 @@ impl OtlpOutput {
             headers: &self.headers,
             authentication: self.authentication.as_ref(),
             tls: self.tls.as_ref(),
+            context,
         };
         endpoint.validate(path, errors);
         let timeout = timeout(self.timeout.as_deref(), &field(path, "timeout"), errors);
@@ -471,12 +494,29 @@ fn check_http_url(text: &str, path: &str, errors: &mut FieldErrors) -> Option<Ur
     Some(url)
 }
 
+/// Refuses an output URL pointing at the provider's central receiver.
+fn check_not_central(
+    url: Option<&Url>,
+    path: &str,
+    context: &ValidationContext,
+    errors: &mut FieldErrors,
+) {
+    if url.is_some_and(|url| context.policy.is_central_endpoint(url)) {
+        errors.add(
+            path,
+            "this is the provider's central receiver, which only the provider's own pipeline \
+             writes to; send to your own backend",
+        );
+    }
+}
+
 /// The settings remote-write and OTLP share, checked in one place.
 struct Endpoint<'a> {
     url: Option<&'a Url>,
     headers: &'a [Header],
     authentication: Option<&'a Authentication>,
     tls: Option<&'a Tls>,
+    context: &'a ValidationContext,
 }
 
 impl Endpoint<'_> {
@@ -485,13 +525,22 @@ impl Endpoint<'_> {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for (i, header) in self.headers.iter().enumerate() {
             let header_path = index(&headers_path, i);
-            header.validate(&header_path, errors);
+            header.validate(&header_path, self.context, errors);
             let lower = header.name.to_ascii_lowercase();
             if RESERVED_HEADERS.contains(&lower.as_str()) {
                 errors.add(
                     field(&header_path, "name"),
                     format!(
                         "{:?} is a reserved header set by the agent; it must not be changed",
+                        header.name
+                    ),
+                );
+            } else if self.context.policy.reserved_headers.contains(&lower) {
+                errors.add(
+                    field(&header_path, "name"),
+                    format!(
+                        "{:?} is reserved by the provider: it decides which tenant data belongs \
+                         to, and only the provider's own pipeline sets it",
                         header.name
                     ),
                 );
@@ -513,7 +562,7 @@ impl Endpoint<'_> {
             }
         }
         if let Some(auth) = self.authentication {
-            auth.validate(&field(path, "authentication"), errors);
+            auth.validate(&field(path, "authentication"), self.context, errors);
         }
         if let Some(tls) = self.tls {
             let tls_path = field(path, "tls");
@@ -523,13 +572,13 @@ impl Endpoint<'_> {
                     "TLS settings need an https URL; the URL uses plain http",
                 );
             }
-            tls.validate(&tls_path, errors);
+            tls.validate(&tls_path, self.context, errors);
         }
     }
 }
 
 impl Header {
-    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+    fn validate(&self, path: &str, context: &ValidationContext, errors: &mut FieldErrors) {
         if self.name.is_empty() {
             errors.add(field(path, "name"), "required");
         } else if !self.name.bytes().all(is_token_byte) {
@@ -553,7 +602,7 @@ impl Header {
             value: self.value.clone(),
             value_from: self.value_from.clone(),
         };
-        source.validate(path, errors);
+        source.validate(path, context, errors);
         if let Some(value) = source.inline_value()
             && value.bytes().any(|b| b.is_ascii_control() && b != b'\t')
         {
@@ -572,7 +621,7 @@ fn is_token_byte(b: u8) -> bool {
 }
 
 impl Authentication {
-    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+    fn validate(&self, path: &str, context: &ValidationContext, errors: &mut FieldErrors) {
         let set: Vec<&str> = [
             ("basic", self.basic.is_some()),
             ("bearerToken", self.bearer_token.is_some()),
@@ -594,23 +643,25 @@ impl Authentication {
         }
         if let Some(basic) = &self.basic {
             let basic_path = field(path, "basic");
-            basic.user.validate(&field(&basic_path, "user"), errors);
+            basic
+                .user
+                .validate(&field(&basic_path, "user"), context, errors);
             basic
                 .password
-                .validate(&field(&basic_path, "password"), errors);
+                .validate(&field(&basic_path, "password"), context, errors);
         }
         if let Some(token) = &self.bearer_token {
-            token.validate(&field(path, "bearerToken"), errors);
+            token.validate(&field(path, "bearerToken"), context, errors);
         }
         if let Some(oauth2) = &self.oauth2 {
             let oauth_path = field(path, "oauth2");
             check_http_url(&oauth2.token_url, &field(&oauth_path, "tokenUrl"), errors);
             oauth2
                 .client_id
-                .validate(&field(&oauth_path, "clientId"), errors);
+                .validate(&field(&oauth_path, "clientId"), context, errors);
             oauth2
                 .client_secret
-                .validate(&field(&oauth_path, "clientSecret"), errors);
+                .validate(&field(&oauth_path, "clientSecret"), context, errors);
             for (i, scope) in oauth2.scopes.iter().enumerate() {
                 if scope.is_empty() || scope.contains(char::is_whitespace) {
                     errors.add(
@@ -634,7 +685,7 @@ impl Authentication {
 }
 
 impl Tls {
-    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+    fn validate(&self, path: &str, context: &ValidationContext, errors: &mut FieldErrors) {
         match (&self.cert, &self.key) {
             (Some(_), None) => errors.add(
                 field(path, "key"),
@@ -653,7 +704,7 @@ impl Tls {
         ] {
             let Some(source) = source else { continue };
             let source_path = field(path, name);
-            source.validate(&source_path, errors);
+            source.validate(&source_path, context, errors);
             if let Some(pem) = source.inline_value()
                 && !pem.is_empty()
                 && let Err(reason) = kind.check(pem)

@@ -15,6 +15,7 @@ use crate::errors::{FieldErrors, ValidationErrors, field, key};
 use crate::input::{Input, ValidatedScrape};
 use crate::names::{check_dns1123_label, check_label_key, check_label_value};
 use crate::output::{Output, ValidatedOutput};
+use crate::policy::ValidationContext;
 use crate::processors::{Processors, ValidatedProcessors};
 use crate::selector::ClusterSelector;
 use crate::status::MetricPipelineStatus;
@@ -110,8 +111,12 @@ impl ValidatedPipeline {
 
 /// Checks a pipeline completely and returns every problem, each with its field path.
 /// Pure: no I/O, no clock, no randomness. The API, the CLI `validate` command, the
-/// observer's renderer and the agent all call this same function.
-pub fn validate(pipeline: &MetricPipeline) -> Result<ValidatedPipeline, ValidationErrors> {
+/// observer's renderer and the agent all call this same function, each with the
+/// context it knows: where the pipeline comes from and the provider's policy.
+pub fn validate(
+    pipeline: &MetricPipeline,
+    context: &ValidationContext,
+) -> Result<ValidatedPipeline, ValidationErrors> {
     let mut errors = FieldErrors::default();
     let metadata = &pipeline.metadata;
     match metadata.name.as_deref() {
@@ -134,7 +139,15 @@ pub fn validate(pipeline: &MetricPipeline) -> Result<ValidatedPipeline, Validati
     let spec = &pipeline.spec;
     let scrape = spec.input.validate("spec.input", &mut errors);
     let processors = spec.processors.validate("spec.processors", &mut errors);
-    let output = spec.output.validate("spec.output", &mut errors);
+    if let Some(input) = spec.input.credential_bearing_input() {
+        crate::sealed::check_relabel_rules(
+            &spec.processors.relabel_configs,
+            "spec.processors.relabelConfigs",
+            input,
+            &mut errors,
+        );
+    }
+    let output = spec.output.validate("spec.output", context, &mut errors);
     let buffer = spec.buffer.validate("spec.buffer", &mut errors);
     spec.cluster_selector
         .validate(&field("spec", "clusterSelector"), &mut errors);

@@ -4,6 +4,11 @@
 //! Inline values are held in [`SecretString`], whose `Debug` prints `***`, so a secret
 //! cannot reach a log line through `{:?}` by accident. Validation messages quote
 //! references (Secret name and key) but never values.
+//!
+//! Where a reference may point depends on the [`ValidationContext`]: `valueFrom.file`
+//! only in a standalone agent's own file, and only to a path the
+//! [`PathPolicy`](crate::paths::PathPolicy) allows; `secretKeyRef` only into a namespace
+//! the provider allows.
 
 use std::fmt;
 
@@ -12,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::errors::{FieldErrors, field};
 use crate::names::{check_dns1123_label, check_dns1123_subdomain, check_secret_key};
+use crate::policy::ValidationContext;
 
 /// A string that must not be shown: `Debug` prints `***`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -53,13 +59,16 @@ pub struct ValueSource {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ValueFrom {
-    /// A key in a Kubernetes Secret in the workload cluster. The agent re-reads it when
-    /// the Secret changes, so credentials rotate without a restart.
+    /// A key in a Kubernetes Secret in the workload cluster, in a namespace the provider
+    /// allows (by default only the agent's own). The agent re-reads it when the Secret
+    /// changes, so credentials rotate without a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeyRef>,
-    /// An absolute path on the agent's file system, re-read when the file changes. For
-    /// standalone agents (edge clusters, tests); the observer refuses it in pipelines it
-    /// distributes, since a tenant must not read the agent's files.
+    /// An absolute path on the agent's file system, re-read when the file changes. Only
+    /// in a standalone agent's own configuration file: the observer, and an agent
+    /// taking its configuration from the observer, refuse it, since a tenant must not
+    /// read the agent's files. Never the agent's data directory, the pod's mounted
+    /// credentials or the node's, checked again on every read with symlinks resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
 }
@@ -71,7 +80,8 @@ pub struct SecretKeyRef {
     /// The Secret's name.
     #[serde(default)]
     pub name: String,
-    /// The Secret's namespace; pipelines are cluster-scoped, so it is required.
+    /// The Secret's namespace; pipelines are cluster-scoped, so it is required. Only
+    /// namespaces the provider allows (by default the agent's own, `kaas-observer`).
     #[serde(default)]
     pub namespace: String,
     /// The key within the Secret's data.
@@ -93,8 +103,14 @@ impl ValueSource {
         self.value.as_ref().map(SecretString::expose)
     }
 
-    /// Checks that exactly one source is given and that a reference is well formed.
-    pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) {
+    /// Checks that exactly one source is given and that a reference is well formed and
+    /// allowed in `context`.
+    pub(crate) fn validate(
+        &self,
+        path: &str,
+        context: &ValidationContext,
+        errors: &mut FieldErrors,
+    ) {
         match (&self.value, &self.value_from) {
             (Some(_), Some(_)) => errors.add(path, "set either value or valueFrom, not both"),
             (None, None) => errors.add(path, "set value or valueFrom"),
@@ -111,14 +127,22 @@ impl ValueSource {
                         errors.add(from_path, "set either secretKeyRef or file, not both")
                     }
                     (Some(reference), None) => {
-                        reference.validate(&field(&from_path, "secretKeyRef"), errors)
+                        reference.validate(&field(&from_path, "secretKeyRef"), context, errors)
                     }
                     (None, Some(file)) => {
-                        if !file.starts_with('/') {
+                        let file_path = field(&from_path, "file");
+                        if !context.origin.may_read_agent_files() {
                             errors.add(
-                                field(&from_path, "file"),
-                                format!("{file:?} is not an absolute path"),
+                                file_path,
+                                format!(
+                                    "reading files on the agent is only allowed in a standalone \
+                                     agent's own configuration, not in {}; put the value in a \
+                                     Secret and use secretKeyRef",
+                                    context.origin.describe()
+                                ),
                             );
+                        } else if let Err(reason) = context.policy.paths.check(file) {
+                            errors.add(file_path, reason);
                         }
                     }
                 }
@@ -128,12 +152,33 @@ impl ValueSource {
 }
 
 impl SecretKeyRef {
-    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+    fn validate(&self, path: &str, context: &ValidationContext, errors: &mut FieldErrors) {
         if let Err(reason) = check_dns1123_subdomain(&self.name) {
             errors.add(field(path, "name"), reason);
         }
+        let allowed = &context.policy.secret_namespaces;
         if let Err(reason) = check_dns1123_label(&self.namespace) {
             errors.add(field(path, "namespace"), reason);
+        } else if !allowed.allows(&self.namespace) {
+            let listed: Vec<&str> = allowed
+                .listed()
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            let choice = if listed.is_empty() {
+                "none are allowed".to_owned()
+            } else {
+                format!("use one of: {}", listed.join(", "))
+            };
+            errors.add(
+                field(path, "namespace"),
+                format!(
+                    "the agent may not read Secrets in namespace {:?}: the provider allows only \
+                     the namespaces listed for the agent's Secret access; {choice}",
+                    self.namespace
+                ),
+            );
         }
         if let Err(reason) = check_secret_key(&self.key) {
             errors.add(field(path, "key"), reason);

@@ -35,6 +35,13 @@ pub mod reasons {
     /// The pipelines on a cluster ask for more buffer than its budget: this one runs
     /// with a smaller buffer than its `maxBytes`.
     pub const BUFFER_BUDGET_EXCEEDED: &str = "BufferBudgetExceeded";
+    /// A kubelet's serving certificate is not signed by the cluster CA; the message
+    /// names the fixes (kubelet serving certificates, or the provider's per-cluster
+    /// setting to skip the verification).
+    pub const KUBELET_CERTIFICATE_UNTRUSTED: &str = "KubeletCertificateUntrusted";
+    /// A target carrying the agent's credentials was moved by relabeling and is not
+    /// scraped.
+    pub const TARGET_SEALED: &str = "TargetSealed";
     /// Everything is fine.
     pub const FLOW_HEALTHY: &str = "FlowHealthy";
     /// The observer cannot read the pipeline as stored (its secrets were sealed with a

@@ -2,6 +2,12 @@
 //! messages it must produce; every fixture in `testdata/good/` (and every example in
 //! the repository's `examples/`) must be accepted, and together they must cover every
 //! input and output kind.
+//!
+//! Fixtures are validated as tenant pipelines the observer distributes, under the
+//! observer's default policy ([`ValidationContext::tenant_default`]), except
+//! `standalone-*` (a standalone agent's own file) and `provider-*` (a provider that also
+//! reserves its tenant header `X-Provider-Tenant` and names its central receiver, see
+//! [`context_for`]).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -9,11 +15,28 @@ use std::path::{Path, PathBuf};
 
 use kaas_pipeline::document::{Document, parse_pipelines};
 use kaas_pipeline::output::{OtlpProtocol, RemoteWriteVersion, ValidatedOutput};
+use kaas_pipeline::{ProviderPolicy, ValidationContext};
+
+/// The context a fixture is validated in, from its name.
+fn context_for(name: &str) -> ValidationContext {
+    if name.starts_with("standalone-") {
+        return ValidationContext::standalone();
+    }
+    let mut policy = ProviderPolicy::tenant_default();
+    if name.starts_with("provider-") {
+        policy.reserve_header("X-Provider-Tenant");
+        policy.central_endpoints = vec![
+            url::Url::parse("https://receive.provider.example:19291/api/v1/receive")
+                .expect("a URL"),
+        ];
+    }
+    ValidationContext::observer(policy)
+}
 
 /// Fixture file name → every message it must produce, in order.
 const BAD: &[(&str, &[&str])] = &[
     (
-        "auth-value-from-file-relative.yaml",
+        "standalone-auth-value-from-file-relative.yaml",
         &[
             r#"spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom.file: "secrets/token" is not an absolute path"#,
         ],
@@ -22,6 +45,75 @@ const BAD: &[(&str, &[&str])] = &[
         "auth-value-from-file-and-secret.yaml",
         &[
             "spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom: set either secretKeyRef or file, not both",
+        ],
+    ),
+    (
+        "auth-value-from-file-observer.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.authentication.basic.password.valueFrom.file: reading files on the agent is only allowed in a standalone agent's own configuration, not in a pipeline the observer distributes; put the value in a Secret and use secretKeyRef",
+        ],
+    ),
+    (
+        "standalone-file-service-account-token.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom.file: "/var/run/secrets/kubernetes.io/serviceaccount/token" is under /var/run/secrets, which no pipeline may read: the pod's mounted credentials, such as its service-account token"#,
+        ],
+    ),
+    (
+        "standalone-file-agent-identity-key.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.tls.key.valueFrom.file: "/var/lib/kaas-agent/identity/tls.key" is under /var/lib/kaas-agent, which no pipeline may read: the agent's data directory: its identity key, last-known-good configuration and buffers"#,
+        ],
+    ),
+    (
+        "standalone-file-dot-dot.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.headers[0].valueFrom.file: "/etc/edge/../kubernetes/admin.conf" has '.' or '..' components; write the plain path"#,
+        ],
+    ),
+    (
+        "secret-namespace-not-allowed.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom.secretKeyRef.namespace: the agent may not read Secrets in namespace "kube-system": the provider allows only the namespaces listed for the agent's Secret access; use one of: kaas-observer"#,
+        ],
+    ),
+    (
+        "rw-header-thanos-tenant.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.headers[0].name: "thanos-tenant" is reserved by the provider: it decides which tenant data belongs to, and only the provider's own pipeline sets it"#,
+        ],
+    ),
+    (
+        "provider-header-tenant-header.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.headers[0].name: "X-Provider-Tenant" is reserved by the provider: it decides which tenant data belongs to, and only the provider's own pipeline sets it"#,
+        ],
+    ),
+    (
+        "provider-output-central-receiver.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.url: this is the provider's central receiver, which only the provider's own pipeline writes to; send to your own backend",
+        ],
+    ),
+    (
+        "relabel-runtime-address-rewrite.yaml",
+        &[
+            "spec.processors.relabelConfigs[0].targetLabel: could set __address__: the runtime input's targets carry the agent's credentials, which go only to the address, scheme and path discovery found; relabel in a pipeline without the runtime input",
+            "spec.processors.relabelConfigs[1].targetLabel: could set __scheme__: the runtime input's targets carry the agent's credentials, which go only to the address, scheme and path discovery found; relabel in a pipeline without the runtime input",
+        ],
+    ),
+    (
+        "relabel-runtime-templated-target.yaml",
+        &[
+            "spec.processors.relabelConfigs[0].targetLabel: could set __address__ or __scheme__ or __metrics_path__: the runtime input's targets carry the agent's credentials, which go only to the address, scheme and path discovery found; relabel in a pipeline without the runtime input (a captured part that cannot start with '_', such as ([a-zA-Z0-9].*), cannot form it)",
+            "spec.processors.relabelConfigs[1].replacement: could set __address__ or __scheme__ or __metrics_path__: the runtime input's targets carry the agent's credentials, which go only to the address, scheme and path discovery found; relabel in a pipeline without the runtime input (a captured part that cannot start with '_', such as ([a-zA-Z0-9].*), cannot form it)",
+        ],
+    ),
+    (
+        "relabel-runtime-labeldrop-sealed.yaml",
+        &[
+            "spec.processors.relabelConfigs[0].regex: could remove __metrics_path__: the runtime input's targets carry the agent's credentials, which go only to the address, scheme and path discovery found; relabel in a pipeline without the runtime input",
+            "spec.processors.relabelConfigs[1].regex: could remove __scheme__: the runtime input's targets carry the agent's credentials, which go only to the address, scheme and path discovery found; relabel in a pipeline without the runtime input",
         ],
     ),
     (
@@ -513,7 +605,7 @@ fn bad_fixtures_are_refused_with_their_messages() {
     let mut failures = Vec::new();
     for (name, expected) in BAD {
         let text = fs::read_to_string(testdata("bad").join(name)).unwrap();
-        let documents = parse_pipelines(&text);
+        let documents = parse_pipelines(&text, &context_for(name));
         assert!(!documents.is_empty(), "{name}: no document found");
         if documents.iter().any(|d| d.outcome.is_ok()) {
             failures.push(format!("{name}: accepted"));
@@ -553,7 +645,7 @@ fn good_documents() -> Vec<(String, Document)> {
     for dir in [testdata("good"), examples] {
         for name in files_in(&dir) {
             let text = fs::read_to_string(dir.join(&name)).expect("readable fixture");
-            let documents = parse_pipelines(&text);
+            let documents = parse_pipelines(&text, &context_for(&name));
             assert!(!documents.is_empty(), "{name}: no document found");
             all.extend(documents.into_iter().map(|d| (name.clone(), d)));
         }
@@ -743,7 +835,7 @@ spec:
         key: {{value: "{SECRET}"}}
 "#
     );
-    let documents = parse_pipelines(&text);
+    let documents = parse_pipelines(&text, &ValidationContext::tenant_default());
     let errors = messages(&documents);
     assert!(
         errors.len() >= 4,
@@ -770,7 +862,7 @@ spec:
           password: {{value: "{SECRET}"}}
 "#
     );
-    let documents = parse_pipelines(&good);
+    let documents = parse_pipelines(&good, &ValidationContext::tenant_default());
     let pipeline = documents[0].outcome.as_ref().expect("valid");
     let debug = format!("{pipeline:?}");
     assert!(!debug.contains(SECRET), "secret in Debug output");

@@ -8,6 +8,10 @@
 //!   the hello, and whenever the test sets a new desired configuration, it sends a
 //!   `ConfigUpdate` if the agent's last applied hash differs from the desired hash.
 //! - Every message received on any stream is recorded in arrival order.
+//!
+//! [`FakeObserver::start`] serves plain HTTP/2 for gRPC clients in tests;
+//! [`FakeObserver::start_tls`] serves TLS with a test certificate, so the real agent
+//! (which only speaks TLS to an observer) can be pointed at it.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -54,9 +58,19 @@ struct Service {
     arrived: Arc<Notify>,
 }
 
+/// The server certificate and key (PEM) a TLS fake observer presents.
+#[derive(Clone, Debug)]
+pub struct FakeServerTls {
+    /// The certificate chain.
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+}
+
 /// A running fake observer; stops when dropped.
 pub struct FakeObserver {
     addr: SocketAddr,
+    tls: bool,
     state: Arc<Mutex<State>>,
     desired: watch::Sender<Option<ConfigUpdate>>,
     arrived: Arc<Notify>,
@@ -66,6 +80,24 @@ pub struct FakeObserver {
 impl FakeObserver {
     /// Starts serving on `127.0.0.1:0`. Must be called inside a Tokio runtime.
     pub async fn start(identity: FakeIdentity, join_tokens: &[&str]) -> Self {
+        Self::serve(identity, join_tokens, None).await
+    }
+
+    /// Starts serving TLS with `tls` on `127.0.0.1:0`; clients are not asked for a
+    /// certificate. Must be called inside a Tokio runtime.
+    pub async fn start_tls(
+        identity: FakeIdentity,
+        join_tokens: &[&str],
+        tls: FakeServerTls,
+    ) -> Self {
+        Self::serve(identity, join_tokens, Some(tls)).await
+    }
+
+    async fn serve(
+        identity: FakeIdentity,
+        join_tokens: &[&str],
+        tls: Option<FakeServerTls>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -83,8 +115,16 @@ impl FakeObserver {
             arrived: arrived.clone(),
         };
         let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut builder = tonic::transport::Server::builder();
+        let secure = tls.is_some();
+        if let Some(tls) = tls {
+            let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .expect("the test's server TLS settings");
+        }
         tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let _ = builder
                 .add_service(AgentControlServer::new(service))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                     let _ = shutdown_rx.await;
@@ -93,6 +133,7 @@ impl FakeObserver {
         });
         Self {
             addr,
+            tls: secure,
             state,
             desired,
             arrived,
@@ -100,9 +141,10 @@ impl FakeObserver {
         }
     }
 
-    /// Where it listens, as an `http://` URL for a tonic client.
+    /// Where it listens, as an `http://` URL for a tonic client (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Sets the configuration every connected and future agent should run. The body is

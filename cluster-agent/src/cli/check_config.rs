@@ -1,5 +1,7 @@
 //! `cluster-agent check-config`: validates an agent configuration (agent-wide external
-//! labels and pipelines) with the same function the agent runs before applying one.
+//! labels and pipelines) with the same function the agent runs before applying one, as
+//! a standalone agent's own file. The Secret namespace allow-list is the running agent's
+//! (`--secret-namespaces`) and is not checked here.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -32,7 +34,7 @@ pub fn run(args: &CheckConfigArgs, out: &mut dyn Write) -> io::Result<u8> {
             return Ok(EXIT_UNREADABLE);
         }
     };
-    match AgentConfig::parse(&text) {
+    match AgentConfig::parse(&text, &kaas_pipeline::ValidationContext::standalone()) {
         Ok(config) => {
             let names: Vec<&str> = config.pipelines.iter().map(|p| p.name()).collect();
             writeln!(

@@ -11,6 +11,11 @@
 //! Both modes share the setup ([`ConfiguredAgent::start`]: Kubernetes watches, the HTTP
 //! and OTLP/gRPC servers, metrics) and the apply path ([`ConfiguredAgent::apply`], which
 //! goes through [`Agent::apply`]).
+//!
+//! Both validate what they are given under the agent's own policy ([`agent_policy`]:
+//! Secrets only from `--secret-namespaces`, files never from the data directory or the
+//! credential mounts): a file as a standalone agent's own configuration, what the
+//! observer sends as a pipeline the observer distributes (so no `valueFrom.file`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +25,8 @@ use std::time::Duration;
 
 use clap::Args;
 use kaas_pipeline::agent_config::{AgentConfig, AgentConfigError, ValidatedAgentConfig};
+use kaas_pipeline::paths::PathPolicy;
+use kaas_pipeline::{Origin, ProviderPolicy, SecretNamespaces, ValidationContext};
 use kaas_self_telemetry::SelfTelemetry;
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
@@ -27,6 +34,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::agent::{Agent, ApplyReport};
 use crate::control::{DEFAULT_HEALTH_REPORT_INTERVAL, DEFAULT_HEALTH_WINDOW};
 use crate::exporters::auth::NoSecrets;
+use crate::files::FileAccess;
 use crate::labels::Labels;
 use crate::pipeline::runtime::{AgentContext, ClusterView};
 use crate::push::PushStats;
@@ -92,6 +100,20 @@ pub struct RunArgs {
     /// when present, `off` never contacts an API server.
     #[arg(long, value_enum, default_value_t = KubernetesMode::Auto)]
     pub kubernetes: KubernetesMode,
+    /// The namespaces whose Secrets pipelines may reference with secretKeyRef
+    /// (comma-separated; empty for none). A configuration naming another namespace is
+    /// refused with the field path, and only these namespaces' Secrets are watched.
+    /// Default: the agent's own namespace (read from its service-account mount). The
+    /// observer's install manifests set it from `observer serve
+    /// --agent-secret-namespaces`, with a Role per namespace.
+    #[arg(long, value_name = "NAMESPACE,...", value_delimiter = ',')]
+    pub secret_namespaces: Option<Vec<String>>,
+    /// Accept any kubelet serving certificate instead of verifying it against the
+    /// cluster CA: the provider's setting for one cluster whose kubelets serve
+    /// self-signed certificates (better: turn on kubelet serving certificates,
+    /// serverTLSBootstrap). Pipelines cannot change it.
+    #[arg(long)]
+    pub kubelet_insecure_skip_tls_verify: bool,
     /// How often to check the configuration file for changes, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_RELOAD_CHECK_INTERVAL.as_millis() as u64)]
     pub reload_check_ms: u64,
@@ -205,13 +227,51 @@ pub enum RunError {
     SelfTelemetry(#[from] kaas_self_telemetry::BuildError),
 }
 
-fn load(path: &Path) -> Result<(ValidatedAgentConfig, [u8; 32]), RunError> {
+/// The rules this agent validates every configuration under: Secrets only from
+/// `--secret-namespaces` (default: its own namespace, none outside Kubernetes); no file
+/// from its data directory, its join token, the credential mounts or the kernel's
+/// views. No reserved headers: the agent also runs the provider's own pipeline, which
+/// sets the tenant header (the observer refuses it in tenant pipelines).
+pub fn agent_policy(args: &RunArgs) -> ProviderPolicy {
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut paths = PathPolicy::for_agent(&absolute(&args.data_dir));
+    if let Some(token) = &args.join_token_file {
+        paths.deny(&absolute(token), "the agent's join token");
+    }
+    let namespaces = match &args.secret_namespaces {
+        Some(listed) => listed.iter().filter(|n| !n.is_empty()).cloned().collect(),
+        None => own_namespace().into_iter().collect(),
+    };
+    ProviderPolicy {
+        secret_namespaces: SecretNamespaces::Only(namespaces),
+        paths,
+        ..ProviderPolicy::unrestricted()
+    }
+}
+
+/// The agent's namespace, from its service-account mount; `None` outside a pod.
+fn own_namespace() -> Option<String> {
+    let path = Path::new(crate::pipeline::kubelet::SERVICE_ACCOUNT_DIR).join("namespace");
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|namespace| !namespace.is_empty())
+}
+
+fn load(
+    path: &Path,
+    policy: &ProviderPolicy,
+) -> Result<(ValidatedAgentConfig, [u8; 32]), RunError> {
     let text = std::fs::read_to_string(path).map_err(|source| RunError::Read {
         path: path.to_owned(),
         source,
     })?;
     let hash = Sha256::digest(text.as_bytes()).into();
-    let config = AgentConfig::parse(&text).map_err(|error| RunError::Invalid {
+    let context = ValidationContext {
+        origin: Origin::Standalone,
+        policy: policy.clone(),
+    };
+    let config = AgentConfig::parse(&text, &context).map_err(|error| RunError::Invalid {
         path: path.to_owned(),
         errors: match error {
             AgentConfigError::Parse(reason) => format!("  {reason}"),
@@ -226,14 +286,29 @@ fn load(path: &Path) -> Result<(ValidatedAgentConfig, [u8; 32]), RunError> {
     Ok((config, hash))
 }
 
-/// The namespaces whose Secrets the configuration's pipelines reference.
-fn secret_namespaces(config: &ValidatedAgentConfig) -> std::collections::BTreeSet<String> {
-    config
+/// The namespaces whose Secrets the configuration's pipelines reference and the agent
+/// may read: validation already refused any other, and the watcher never watches one
+/// (whatever reaches this point).
+fn secret_namespaces(
+    config: &ValidatedAgentConfig,
+    allowed: &SecretNamespaces,
+) -> std::collections::BTreeSet<String> {
+    let mut watched = std::collections::BTreeSet::new();
+    for reference in config
         .pipelines
         .iter()
         .flat_map(|p| p.spec().output.secret_refs())
-        .map(|r| r.namespace.clone())
-        .collect()
+    {
+        if allowed.allows(&reference.namespace) {
+            watched.insert(reference.namespace.clone());
+        } else {
+            tracing::error!(
+                namespace = %reference.namespace,
+                "a pipeline references a Secret in a namespace outside --secret-namespaces; it is not watched"
+            );
+        }
+    }
+    watched
 }
 
 fn log_report(report: &ApplyReport) {
@@ -255,6 +330,7 @@ fn log_report(report: &ApplyReport) {
 pub struct ConfiguredAgent {
     agent: Agent,
     kubernetes: Option<kube::Client>,
+    policy: ProviderPolicy,
     watched_secret_namespaces: std::collections::BTreeSet<String>,
     /// Reload outcomes, shown in `/metrics` and `/readyz`.
     pub reloads: Arc<ReloadState>,
@@ -279,17 +355,20 @@ impl ConfiguredAgent {
         let endpoint_slices = kubernetes
             .clone()
             .map(crate::discovery::kubernetes::watch::watch_endpoint_slices);
+        let policy = agent_policy(args);
         let context = AgentContext {
             data_dir: args.data_dir.clone(),
             external_labels: Arc::new(Labels::default()),
             secrets: Arc::new(NoSecrets),
+            files: Arc::new(FileAccess::new(policy.paths.clone())),
             cluster: ClusterView {
                 pods: pods.as_ref().map(|(r, _)| r.clone()),
                 nodes: nodes.as_ref().map(|(r, _)| r.clone()),
                 services: services.as_ref().map(|(r, _)| r.clone()),
                 endpoint_slices: endpoint_slices.as_ref().map(|(r, _)| r.clone()),
             },
-            service_account_dir: crate::pipeline::runtime::SERVICE_ACCOUNT_DIR.into(),
+            service_account_dir: crate::pipeline::kubelet::SERVICE_ACCOUNT_DIR.into(),
+            kubelet_insecure_skip_verify: args.kubelet_insecure_skip_tls_verify,
         };
         let mut agent = Agent::new(context);
         agent.set_buffer_budget(args.buffer_budget);
@@ -337,6 +416,7 @@ impl ConfiguredAgent {
         Ok(Self {
             agent,
             kubernetes,
+            policy,
             watched_secret_namespaces: std::collections::BTreeSet::new(),
             reloads,
             telemetry_resource: telemetry.resource(),
@@ -361,7 +441,7 @@ impl ConfiguredAgent {
             self.telemetry_resource
                 .set(CLUSTER_RESOURCE_ATTRIBUTE, cluster);
         }
-        let namespaces = secret_namespaces(&config);
+        let namespaces = secret_namespaces(&config, &self.policy.secret_namespaces);
         if let Some(client) = &self.kubernetes
             && namespaces != self.watched_secret_namespaces
         {
@@ -391,10 +471,12 @@ pub async fn run(args: RunArgs, mut telemetry: SelfTelemetry) -> Result<(), RunE
     match &args.config {
         Some(path) => {
             // Read the file before binding anything, so a broken file fails fast.
-            let initial = load(path)?;
+            let policy = agent_policy(&args);
+            let initial = load(path, &policy)?;
             let path = path.clone();
             let mut agent = ConfiguredAgent::start(&args, &mut telemetry).await?;
-            let result = run_standalone(&mut agent, &path, initial, args.reload_check_ms).await;
+            let result =
+                run_standalone(&mut agent, &path, initial, &policy, args.reload_check_ms).await;
             tracing::info!("shutting down");
             agent.shutdown().await;
             result
@@ -411,6 +493,7 @@ pub async fn run(args: RunArgs, mut telemetry: SelfTelemetry) -> Result<(), RunE
                 data_dir: args.data_dir.clone(),
                 health_window: Duration::from_millis(args.config_health_window_ms),
                 health_interval: Duration::from_millis(args.health_report_interval_ms.max(100)),
+                validation: ValidationContext::observer(agent_policy(&args)),
                 ..crate::control::ObserverSettings::default()
             };
             // Checks the flags and the identity on disk before anything is started.
@@ -435,6 +518,7 @@ async fn run_standalone(
     agent: &mut ConfiguredAgent,
     path: &Path,
     initial: (ValidatedAgentConfig, [u8; 32]),
+    policy: &ProviderPolicy,
     reload_check_ms: u64,
 ) -> Result<(), RunError> {
     let (config, mut hash) = initial;
@@ -457,7 +541,7 @@ async fn run_standalone(
         if !forced && file_hash(path).is_none_or(|h| h == hash) {
             continue;
         }
-        match load(path) {
+        match load(path, policy) {
             Ok((config, new_hash)) => {
                 hash = new_hash;
                 agent.apply(config).await;
@@ -543,6 +627,81 @@ mod tests {
         assert!(
             parse(&[]).is_err(),
             "one of --config and --observer is required"
+        );
+    }
+
+    #[test]
+    fn the_agent_policy_comes_from_its_flags() {
+        let args = parse(&[
+            "--config",
+            "agent.yaml",
+            "--data-dir",
+            "state",
+            "--secret-namespaces",
+            "kaas-observer,monitoring",
+        ])
+        .unwrap();
+        let policy = agent_policy(&args);
+        assert_eq!(
+            policy.secret_namespaces,
+            SecretNamespaces::only(["kaas-observer", "monitoring"])
+        );
+        let data = std::path::absolute("state").unwrap();
+        let key = data.join("identity/tls.key");
+        assert!(
+            policy
+                .paths
+                .check(&key.display().to_string())
+                .unwrap_err()
+                .contains("the agent's data directory"),
+            "a relative --data-dir is denied as the absolute path it is"
+        );
+        assert!(
+            policy.reserved_headers.is_empty(),
+            "the provider's own pipeline sets them"
+        );
+        let none = parse(&["--config", "a.yaml", "--secret-namespaces="]).unwrap();
+        assert_eq!(
+            agent_policy(&none).secret_namespaces,
+            SecretNamespaces::only(Vec::<String>::new())
+        );
+        assert!(!args.kubelet_insecure_skip_tls_verify);
+        let skip = parse(&["--config", "a.yaml", "--kubelet-insecure-skip-tls-verify"]).unwrap();
+        assert!(skip.kubelet_insecure_skip_tls_verify);
+    }
+
+    /// Issue 13, finding 9: the Secret watcher never watches a namespace outside
+    /// --secret-namespaces, even for a configuration that never passed the allow-list
+    /// (here validated without it). On 552c13e it watched every namespace pipelines
+    /// named.
+    #[test]
+    fn secrets_are_watched_only_in_allowed_namespaces() {
+        let text = r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: AgentConfig
+pipelines:
+  - metadata: {name: p}
+    spec:
+      input: {prometheus: {enabled: true}}
+      output:
+        prometheusRemoteWrite:
+          url: https://r.example/write
+          headers:
+            - {name: X-A, valueFrom: {secretKeyRef: {name: a, namespace: kaas-observer, key: k}}}
+            - {name: X-B, valueFrom: {secretKeyRef: {name: b, namespace: kube-system, key: k}}}
+"#;
+        let unchecked = ValidationContext::observer(ProviderPolicy::unrestricted());
+        let config = AgentConfig::parse(text, &unchecked).unwrap();
+        let watched = secret_namespaces(&config, &SecretNamespaces::only(["kaas-observer"]));
+        assert_eq!(watched, ["kaas-observer".to_owned()].into());
+        // Validated as the agent validates, the configuration is refused outright.
+        let checked = ValidationContext::observer(ProviderPolicy::agent_default());
+        let Err(AgentConfigError::Invalid(errors)) = AgentConfig::parse(text, &checked) else {
+            panic!("accepted");
+        };
+        assert_eq!(
+            errors.errors()[0].path,
+            "pipelines[0].spec.output.prometheusRemoteWrite.headers[1].valueFrom.secretKeyRef.namespace"
         );
     }
 }

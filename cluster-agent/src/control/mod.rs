@@ -37,7 +37,9 @@
 //!    stream, and the agent then waits the longest backoff before it reconnects.
 //!    A FAILED status lists at most [`stream::MAX_REPORTED_ERRORS`] errors.
 //! 2. The body is parsed and validated with `AgentConfig` (the same code as a file in
-//!    standalone mode). Every problem is sent back in one FAILED status with the
+//!    standalone mode), as pipelines the observer distributes under the agent's policy
+//!    ([`ObserverSettings::validation`]): no `valueFrom.file`, Secrets only from
+//!    `--secret-namespaces`. Every problem is sent back in one FAILED status with the
 //!    pipeline and field path; the running configuration is not touched.
 //! 3. APPLYING is sent and the configuration goes through
 //!    [`ConfiguredAgent::apply`](crate::cli::run::ConfiguredAgent::apply), i.e.
@@ -141,6 +143,10 @@ pub struct ObserverSettings {
     pub health_interval: Duration,
     /// See [`DEFAULT_HEARTBEAT_INTERVAL`].
     pub heartbeat_interval: Duration,
+    /// How configurations from the observer (and the last-known-good one) are
+    /// validated: as pipelines the observer distributes, so `valueFrom.file` is
+    /// refused, under the agent's own policy.
+    pub validation: kaas_pipeline::ValidationContext,
 }
 
 impl Default for ObserverSettings {
@@ -159,6 +165,9 @@ impl Default for ObserverSettings {
             health_window: DEFAULT_HEALTH_WINDOW,
             health_interval: DEFAULT_HEALTH_REPORT_INTERVAL,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            validation: kaas_pipeline::ValidationContext::observer(
+                kaas_pipeline::ProviderPolicy::agent_default(),
+            ),
         }
     }
 }

@@ -300,7 +300,9 @@ impl ObserverConnection {
         };
         let parsed = std::str::from_utf8(&saved.body)
             .map_err(|e| e.to_string())
-            .and_then(|text| AgentConfig::parse(text).map_err(|e| e.to_string()));
+            .and_then(|text| {
+                AgentConfig::parse(text, &self.settings.validation).map_err(|e| e.to_string())
+            });
         match parsed {
             Ok(config) => {
                 tracing::info!(
@@ -614,7 +616,7 @@ impl ObserverConnection {
                 .await;
         }
         let parsed = match std::str::from_utf8(&update.body) {
-            Ok(text) => AgentConfig::parse(text),
+            Ok(text) => AgentConfig::parse(text, &self.settings.validation),
             Err(_) => Err(AgentConfigError::Parse("the body is not UTF-8".to_owned())),
         };
         let config = match parsed {
@@ -911,7 +913,11 @@ pipelines:
       output: {prometheusRemoteWrite: {url: "nope"}}
 "#,
         );
-        let error = AgentConfig::parse(std::str::from_utf8(&config).unwrap()).unwrap_err();
+        let error = AgentConfig::parse(
+            std::str::from_utf8(&config).unwrap(),
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        )
+        .unwrap_err();
         let errors = config_errors(&config, &error);
         assert_eq!(
             errors,
@@ -926,7 +932,11 @@ pipelines:
     #[test]
     fn parse_errors_and_envelope_errors_concern_the_whole_configuration() {
         let config = body("apiVersion: v0\nkind: AgentConfig\n");
-        let error = AgentConfig::parse(std::str::from_utf8(&config).unwrap()).unwrap_err();
+        let error = AgentConfig::parse(
+            std::str::from_utf8(&config).unwrap(),
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        )
+        .unwrap_err();
         let errors = config_errors(&config, &error);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].pipeline, "");
@@ -935,7 +945,11 @@ pipelines:
         let config = body(
             "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {name: a}\n    spek: {}\n",
         );
-        let error = AgentConfig::parse(std::str::from_utf8(&config).unwrap()).unwrap_err();
+        let error = AgentConfig::parse(
+            std::str::from_utf8(&config).unwrap(),
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        )
+        .unwrap_err();
         let errors = config_errors(&config, &error);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].pipeline, "a", "{errors:?}");

@@ -4,7 +4,9 @@
 //! Secret values are resolved on every request, so a rotated Kubernetes Secret or file
 //! takes effect with the next request and no restart. Resolution failures keep the data
 //! in the buffer (they are retryable) and are reported as `SecretMissing`. Every header
-//! built from a secret is marked sensitive, and no error quotes a secret.
+//! built from a secret is marked sensitive, and no error quotes a secret. Files are
+//! read through [`FileAccess`], which checks the resolved path against the path policy
+//! on every read ([`ValueSources`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 use kaas_pipeline::output::{Authentication, Header, OAuth2};
 use kaas_pipeline::secret::{SecretString, ValueSource};
 use reqwest::header::{HeaderName, HeaderValue};
+
+use crate::files::FileAccess;
 
 /// Refresh an OAuth2 token this long before it expires.
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(30);
@@ -32,6 +36,28 @@ pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(10);
 pub trait SecretStore: Send + Sync + fmt::Debug {
     /// The value of `key` in Secret `namespace/name`, if it exists.
     fn get(&self, namespace: &str, name: &str, key: &str) -> Option<SecretString>;
+}
+
+/// Where referenced values come from: `secretKeyRef` from the cluster's Secrets,
+/// `valueFrom.file` (standalone agents only) through the file policy.
+#[derive(Clone, Debug)]
+pub struct ValueSources {
+    /// `secretKeyRef` values.
+    pub secrets: Arc<dyn SecretStore>,
+    /// `valueFrom.file` values.
+    pub files: Arc<FileAccess>,
+}
+
+impl ValueSources {
+    /// Secrets from `secrets`, files through `files`.
+    pub fn new(secrets: Arc<dyn SecretStore>, files: Arc<FileAccess>) -> Self {
+        Self { secrets, files }
+    }
+
+    /// No Secrets, files under the default policy: agents outside Kubernetes, tests.
+    pub fn without_secrets() -> Self {
+        Self::new(Arc::new(NoSecrets), Arc::new(FileAccess::default()))
+    }
 }
 
 /// A store without Secrets, for agents that run outside Kubernetes.
@@ -105,30 +131,32 @@ impl From<AuthError> for super::retry::SendError {
     }
 }
 
-/// Resolves a value: inline, from a file, or from a Kubernetes Secret.
-pub fn resolve(source: &ValueSource, store: &dyn SecretStore) -> Result<SecretString, AuthError> {
+/// Resolves a value: inline, from a file (checked by the file policy), or from a
+/// Kubernetes Secret.
+pub fn resolve(source: &ValueSource, sources: &ValueSources) -> Result<SecretString, AuthError> {
     if let Some(value) = &source.value {
         return Ok(value.clone());
     }
     let from = source.value_from.as_ref();
     if let Some(path) = from.and_then(|f| f.file.as_ref()) {
-        return std::fs::read_to_string(path)
+        return sources
+            .files
+            .read_to_string(path)
             .map(|text| SecretString::new(text.trim_end_matches(['\n', '\r'])))
             .map_err(|e| AuthError::File {
                 path: path.clone(),
-                reason: e.kind().to_string(),
+                reason: e.to_string(),
             });
     }
     match from.and_then(|f| f.secret_key_ref.as_ref()) {
-        Some(r) => {
-            store
-                .get(&r.namespace, &r.name, &r.key)
-                .ok_or_else(|| AuthError::SecretMissing {
-                    namespace: r.namespace.clone(),
-                    name: r.name.clone(),
-                    key: r.key.clone(),
-                })
-        }
+        Some(r) => sources
+            .secrets
+            .get(&r.namespace, &r.name, &r.key)
+            .ok_or_else(|| AuthError::SecretMissing {
+                namespace: r.namespace.clone(),
+                name: r.name.clone(),
+                key: r.key.clone(),
+            }),
         // Validation guarantees one source; an empty one resolves to nothing usable.
         None => Err(AuthError::File {
             path: String::new(),
@@ -147,7 +175,7 @@ fn sensitive_header(name: &str, value: &str) -> Result<HeaderValue, AuthError> {
 /// The configured extra headers, resolved now.
 pub fn resolve_headers(
     headers: &[Header],
-    store: &dyn SecretStore,
+    sources: &ValueSources,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, AuthError> {
     headers
         .iter()
@@ -156,7 +184,7 @@ pub fn resolve_headers(
                 value: header.value.clone(),
                 value_from: header.value_from.clone(),
             };
-            let value = resolve(&source, store)?;
+            let value = resolve(&source, sources)?;
             let text = match &header.prefix {
                 Some(prefix) => format!("{prefix} {}", value.expose()),
                 None => value.expose().to_owned(),
@@ -171,7 +199,7 @@ pub fn resolve_headers(
 /// Produces the `Authorization` header for one exporter.
 pub struct Credentials {
     method: Method,
-    store: Arc<dyn SecretStore>,
+    sources: ValueSources,
 }
 
 enum Method {
@@ -203,7 +231,7 @@ impl Credentials {
     pub fn new(
         authentication: Option<&Authentication>,
         http: reqwest::Client,
-        store: Arc<dyn SecretStore>,
+        sources: ValueSources,
     ) -> Self {
         let method = match authentication {
             Some(Authentication {
@@ -226,7 +254,7 @@ impl Credentials {
             }),
             _ => Method::None,
         };
-        Self { method, store }
+        Self { method, sources }
     }
 
     /// The `Authorization` header value for the next request, if any.
@@ -234,18 +262,15 @@ impl Credentials {
         let value = match &self.method {
             Method::None => return Ok(None),
             Method::Basic { user, password } => {
-                let user = resolve(user, self.store.as_ref())?;
-                let password = resolve(password, self.store.as_ref())?;
+                let user = resolve(user, &self.sources)?;
+                let password = resolve(password, &self.sources)?;
                 format!("Basic {}", basic_token(user.expose(), password.expose()))
             }
             Method::Bearer(token) => {
-                format!("Bearer {}", resolve(token, self.store.as_ref())?.expose())
+                format!("Bearer {}", resolve(token, &self.sources)?.expose())
             }
             Method::OAuth2(client) => {
-                format!(
-                    "Bearer {}",
-                    client.token(self.store.as_ref()).await?.expose()
-                )
+                format!("Bearer {}", client.token(&self.sources).await?.expose())
             }
         };
         sensitive_header("Authorization", &value).map(Some)
@@ -301,7 +326,7 @@ fn cache_time(lifetime: Duration) -> Duration {
 }
 
 impl OAuth2Client {
-    async fn token(&self, store: &dyn SecretStore) -> Result<SecretString, AuthError> {
+    async fn token(&self, sources: &ValueSources) -> Result<SecretString, AuthError> {
         let mut cached = self.cached.lock().await;
         if let Some((token, valid_until)) = cached.as_ref()
             && Instant::now() < *valid_until
@@ -313,8 +338,8 @@ impl OAuth2Client {
             url: url.clone(),
             reason,
         };
-        let client_id = resolve(&self.config.client_id, store)?;
-        let client_secret = resolve(&self.config.client_secret, store)?;
+        let client_id = resolve(&self.config.client_id, sources)?;
+        let client_secret = resolve(&self.config.client_secret, sources)?;
         let body = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
             form.append_pair("grant_type", "client_credentials");
@@ -371,12 +396,13 @@ impl OAuth2Client {
 /// Resolves the secret references of TLS settings.
 pub fn tls_material(
     tls: Option<&kaas_pipeline::output::Tls>,
-    store: &dyn SecretStore,
+    sources: &ValueSources,
 ) -> Result<super::tls::TlsMaterial, AuthError> {
     let Some(tls) = tls else {
         return Ok(super::tls::TlsMaterial::default());
     };
-    let get = |source: &Option<ValueSource>| source.as_ref().map(|s| resolve(s, store)).transpose();
+    let get =
+        |source: &Option<ValueSource>| source.as_ref().map(|s| resolve(s, sources)).transpose();
     Ok(super::tls::TlsMaterial {
         ca_pem: get(&tls.ca)?,
         cert_pem: get(&tls.cert)?,
@@ -415,6 +441,10 @@ mod tests {
             (namespace == "ns" && name == "creds" && key == "token")
                 .then(|| SecretString::new("from-k8s"))
         }
+    }
+
+    fn one_secret() -> ValueSources {
+        ValueSources::new(Arc::new(OneSecret), Arc::new(FileAccess::default()))
     }
 
     fn reference(key: &str) -> ValueSource {
@@ -473,16 +503,18 @@ mod tests {
     #[test]
     fn values_resolve_from_each_source_and_files_follow_rotation() {
         assert_eq!(
-            resolve(&ValueSource::inline("x"), &NoSecrets)
+            resolve(&ValueSource::inline("x"), &ValueSources::without_secrets())
                 .unwrap()
                 .expose(),
             "x"
         );
         assert_eq!(
-            resolve(&reference("token"), &OneSecret).unwrap().expose(),
+            resolve(&reference("token"), &one_secret())
+                .unwrap()
+                .expose(),
             "from-k8s"
         );
-        let missing = resolve(&reference("nope"), &OneSecret).unwrap_err();
+        let missing = resolve(&reference("nope"), &one_secret()).unwrap_err();
         assert_eq!(missing.to_string(), "Secret ns/creds has no key \"nope\"");
         assert_eq!(missing.condition_reason(), "SecretMissing");
 
@@ -496,9 +528,19 @@ mod tests {
             }),
         };
         std::fs::write(&path, "first\n").unwrap();
-        assert_eq!(resolve(&source, &NoSecrets).unwrap().expose(), "first");
+        assert_eq!(
+            resolve(&source, &ValueSources::without_secrets())
+                .unwrap()
+                .expose(),
+            "first"
+        );
         std::fs::write(&path, "second\n").unwrap();
-        assert_eq!(resolve(&source, &NoSecrets).unwrap().expose(), "second");
+        assert_eq!(
+            resolve(&source, &ValueSources::without_secrets())
+                .unwrap()
+                .expose(),
+            "second"
+        );
     }
 
     #[tokio::test]
@@ -511,7 +553,7 @@ mod tests {
             ..Default::default()
         };
         let client = || crate::exporters::tls::http_client(&Default::default()).unwrap();
-        let credentials = Credentials::new(Some(&basic), client(), Arc::new(NoSecrets));
+        let credentials = Credentials::new(Some(&basic), client(), ValueSources::without_secrets());
         let header = credentials.authorization().await.unwrap().unwrap();
         assert!(header.is_sensitive());
         assert_eq!(
@@ -525,7 +567,7 @@ mod tests {
             bearer_token: Some(reference("token")),
             ..Default::default()
         };
-        let credentials = Credentials::new(Some(&bearer), client(), Arc::new(OneSecret));
+        let credentials = Credentials::new(Some(&bearer), client(), one_secret());
         let header = credentials.authorization().await.unwrap().unwrap();
         assert_eq!(header.to_str().unwrap(), "Bearer from-k8s");
     }

@@ -2,7 +2,6 @@
 //! resolved for each request, the TLS material, and an HTTP client rebuilt only when
 //! that material changes; plus one POST that classifies the answer for retries.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kaas_pipeline::output::{Authentication, Header, Tls};
@@ -10,7 +9,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
 
 use super::auth::{
-    AuthError, Credentials, SecretStore, resolve_headers, tls_material, without_url,
+    AuthError, Credentials, ValueSources, resolve_headers, tls_material, without_url,
 };
 use super::retry::{SendError, classify};
 use super::tls::{ClientCache, TlsError, TlsMaterial, http_client};
@@ -23,7 +22,7 @@ const ERROR_BODY_EXCERPT: usize = 256;
 pub struct Endpoint {
     headers: Vec<Header>,
     tls: Option<Tls>,
-    store: Arc<dyn SecretStore>,
+    sources: ValueSources,
     credentials: Credentials,
     http: ClientCache<reqwest::Client>,
 }
@@ -34,27 +33,27 @@ impl Endpoint {
         headers: &[Header],
         authentication: Option<&Authentication>,
         tls: Option<&Tls>,
-        store: Arc<dyn SecretStore>,
+        sources: ValueSources,
     ) -> Result<Self, TlsError> {
         // OAuth2 token requests use a plain client with the system roots.
         let token_client = http_client(&TlsMaterial::default())?;
         Ok(Self {
             headers: headers.to_vec(),
             tls: tls.cloned(),
-            credentials: Credentials::new(authentication, token_client, store.clone()),
-            store,
+            credentials: Credentials::new(authentication, token_client, sources.clone()),
+            sources,
             http: ClientCache::default(),
         })
     }
 
     /// The TLS settings with their secrets resolved now.
     pub fn tls_material(&self) -> Result<TlsMaterial, AuthError> {
-        tls_material(self.tls.as_ref(), self.store.as_ref())
+        tls_material(self.tls.as_ref(), &self.sources)
     }
 
     /// The configured headers and `Authorization`, resolved now.
     pub async fn request_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, AuthError> {
-        let mut headers = resolve_headers(&self.headers, self.store.as_ref())?;
+        let mut headers = resolve_headers(&self.headers, &self.sources)?;
         if let Some(authorization) = self.credentials.authorization().await? {
             headers.push((reqwest::header::AUTHORIZATION, authorization));
         }

@@ -4,6 +4,7 @@
 //! another pipeline.
 
 pub mod inlet;
+pub mod kubelet;
 pub mod runtime;
 pub mod sender;
 pub mod stats;

@@ -1,7 +1,7 @@
 //! Starting and stopping one pipeline: its buffer (under `<data dir>/buffers/<name>`),
-//! exporter and sender, and its targets ([`super::targets`]): the static ones, and for
-//! the `prometheus` input the annotated pods of the namespaces it admits, followed as
-//! pods come and go.
+//! exporter and sender, and its targets ([`super::targets`]): the static ones, for the
+//! `prometheus` input the annotated pods of the namespaces it admits, followed as pods
+//! come and go, and for the `runtime` input the kubelets ([`super::kubelet`]).
 //!
 //! Stopping is orderly: scrape loops stop first and write their staleness markers,
 //! then the sender gets a short grace period to deliver what is buffered, then it
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::input::{DEFAULT_METRICS_PATH, Scheme};
@@ -22,18 +22,20 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::inlet::Inlet;
+use super::kubelet::{KUBELET_ACCESS_REASON, KubeletAccess, runtime_targets};
 use super::sender::{Sender, SenderConfig};
 use super::stats::PipelineStats;
 use super::targets::{DesiredTarget, TargetSet, TargetState};
 use crate::buffer::budget::{BUFFER_BUDGET_EXCEEDED, BufferGrant};
 use crate::buffer::{BufferError, DiskBuffer, Limits};
 use crate::discovery::kubernetes::watch::{NodeSnapshot, PodSnapshot, Snapshot};
-use crate::discovery::kubernetes::{annotations, endpointslices, istio, nodes, pods};
+use crate::discovery::kubernetes::{annotations, endpointslices, istio, pods};
 use crate::exporters::Exporter;
-use crate::exporters::auth::SecretStore;
+use crate::exporters::auth::{SecretStore, ValueSources};
 use crate::exporters::otlp::OtlpExporter;
 use crate::exporters::remote_write::RemoteWriteExporter;
 use crate::exporters::tls::{TlsError, TlsMaterial};
+use crate::files::FileAccess;
 use crate::labels::{ADDRESS, Labels};
 use crate::scrape::client::ScrapeClient;
 use crate::scrape::scraper::{DEFAULT_BODY_SIZE_LIMIT, ScrapeConfig, Target};
@@ -51,10 +53,22 @@ pub struct AgentContext {
     pub external_labels: Arc<Labels>,
     /// Where `secretKeyRef` values come from.
     pub secrets: Arc<dyn SecretStore>,
+    /// How `valueFrom.file` values are read (standalone agents only).
+    pub files: Arc<FileAccess>,
     /// What the agent sees of the cluster; empty without access to the Kubernetes API.
     pub cluster: ClusterView,
     /// Where the service-account token (and CA) are mounted, for kubelet scrapes.
     pub service_account_dir: PathBuf,
+    /// The provider's per-cluster setting to accept any kubelet serving certificate
+    /// (`--kubelet-insecure-skip-tls-verify`); off verifies them against the cluster CA.
+    pub kubelet_insecure_skip_verify: bool,
+}
+
+impl AgentContext {
+    /// Where the values pipelines reference come from.
+    fn value_sources(&self) -> ValueSources {
+        ValueSources::new(self.secrets.clone(), self.files.clone())
+    }
 }
 
 /// Why a pipeline cannot start.
@@ -126,7 +140,7 @@ impl RunningPipeline {
                     url.clone(),
                     *version,
                     *timeout,
-                    context.secrets.clone(),
+                    context.value_sources(),
                 )?)
             }
             ValidatedOutput::Otlp {
@@ -140,7 +154,7 @@ impl RunningPipeline {
                     endpoint.clone(),
                     *protocol,
                     *timeout,
-                    context.secrets.clone(),
+                    context.value_sources(),
                 )?)
             }
         };
@@ -189,7 +203,12 @@ impl RunningPipeline {
                 .filter(|_| wants_services),
         };
         let kubelet = if wants_nodes {
-            KubeletAccess::new(&context.service_account_dir).ok()
+            KubeletAccess::new(
+                &context.service_account_dir,
+                context.kubelet_insecure_skip_verify,
+            )
+            .map_err(|error| stats.error(KUBELET_ACCESS_REASON, error.to_string()))
+            .ok()
         } else {
             None
         };
@@ -209,6 +228,7 @@ impl RunningPipeline {
                 cluster,
                 kubelet,
                 targets.clone(),
+                stats.clone(),
             ))
         });
         Ok(Self {
@@ -279,7 +299,7 @@ fn lock(targets: &Mutex<TargetSet>) -> std::sync::MutexGuard<'_, TargetSet> {
 }
 
 /// How the pipeline's targets are scraped.
-fn scrape_config(
+pub(super) fn scrape_config(
     pipeline: &ValidatedPipeline,
     honor_labels: bool,
     honor_timestamps: bool,
@@ -300,11 +320,15 @@ fn scrape_config(
         label_limit: limits.label_limit.unwrap_or(0),
         label_name_length_limit: limits.label_name_length_limit.unwrap_or(0),
         label_value_length_limit: limits.label_value_length_limit.unwrap_or(0),
-        bearer_token_file: None,
+        credentials: None,
     }
 }
 
-fn defaults(pipeline: &ValidatedPipeline, metrics_path: &str, scheme: &str) -> ScrapeDefaults {
+pub(super) fn defaults(
+    pipeline: &ValidatedPipeline,
+    metrics_path: &str,
+    scheme: &str,
+) -> ScrapeDefaults {
     ScrapeDefaults {
         job: pipeline.name().to_owned(),
         interval: pipeline.scrape.interval,
@@ -417,139 +441,6 @@ fn pod_targets_with(
     desired
 }
 
-/// The job of runtime targets, as the kubernetes-mixin dashboards and alerts expect.
-pub const KUBELET_JOB: &str = "kubelet";
-/// Where a pod's service-account token and CA are mounted.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-/// How to reach kubelets: over HTTPS with the agent's service-account token. Kubelet
-/// serving certificates are usually self-signed by the node, so they are not verified
-/// (as kube-prometheus does); the token is what the kubelet checks.
-#[derive(Clone, Debug)]
-pub struct KubeletAccess {
-    /// A client that accepts the kubelet's certificate.
-    pub client: ScrapeClient,
-    /// The token file, read for every scrape.
-    pub token_file: std::path::PathBuf,
-}
-
-impl KubeletAccess {
-    /// Access with the service account mounted at `dir`.
-    pub fn new(dir: &std::path::Path) -> Result<Self, TlsError> {
-        let material = TlsMaterial {
-            insecure_skip_verify: true,
-            ..TlsMaterial::default()
-        };
-        Ok(Self {
-            client: ScrapeClient::new(&material)?,
-            token_file: dir.join("token"),
-        })
-    }
-}
-
-/// Metric relabel rules that apply a namespace filter to series carrying a `namespace`
-/// label (container metrics); series without one (node metrics) pass.
-fn namespace_rules(
-    selector: &kaas_pipeline::input::NamespaceSelector,
-) -> Vec<kaas_pipeline::processors::RelabelRule> {
-    use kaas_pipeline::processors::{RelabelConfig, compile_rule};
-    let mut configs = Vec::new();
-    if selector.include.is_empty() {
-        let mut excluded: Vec<&str> = selector.exclude.iter().map(String::as_str).collect();
-        if !selector.system {
-            excluded.extend(kaas_pipeline::input::SYSTEM_NAMESPACES);
-        }
-        if !excluded.is_empty() {
-            configs.push(RelabelConfig {
-                action: Some("drop".into()),
-                source_labels: Some(vec!["namespace".into()]),
-                regex: Some(excluded.join("|")),
-                ..Default::default()
-            });
-        }
-    } else {
-        configs.push(RelabelConfig {
-            source_labels: Some(vec!["namespace".into()]),
-            regex: Some(selector.include.join("|")),
-            target_label: Some("__tmp_namespace_included".into()),
-            replacement: Some("yes".into()),
-            ..Default::default()
-        });
-        configs.push(RelabelConfig {
-            action: Some("drop".into()),
-            source_labels: Some(vec!["namespace".into(), "__tmp_namespace_included".into()]),
-            regex: Some(".+;".into()),
-            ..Default::default()
-        });
-        configs.push(RelabelConfig {
-            action: Some("labeldrop".into()),
-            regex: Some("__tmp_namespace_included".into()),
-            ..Default::default()
-        });
-    }
-    // Namespace names are DNS labels, so these patterns always compile.
-    configs
-        .iter()
-        .filter_map(|c| compile_rule(c).ok())
-        .collect()
-}
-
-/// Runtime targets of the current nodes: the kubelet's own metrics, cAdvisor's
-/// container metrics and the node's resource metrics, as the input's `resources` ask.
-pub fn runtime_targets(
-    pipeline: &ValidatedPipeline,
-    nodes: &[Arc<Node>],
-    access: &KubeletAccess,
-) -> Vec<DesiredTarget> {
-    let Some(input) = pipeline.spec().input.runtime.as_ref().filter(|i| i.enabled) else {
-        return Vec::new();
-    };
-    let resources = &input.resources;
-    let paths: Vec<&str> = [
-        (resources.kubelet, "/metrics"),
-        (resources.cadvisor, "/metrics/cadvisor"),
-        (resources.node, "/metrics/resource"),
-    ]
-    .into_iter()
-    .filter(|(on, _)| on.unwrap_or(true))
-    .map(|(_, path)| path)
-    .collect();
-    let mut processors = pipeline.processors.clone();
-    let mut metric_relabel = namespace_rules(&input.namespaces);
-    metric_relabel.extend(processors.metric_relabel);
-    processors.metric_relabel = metric_relabel;
-    let processors = Arc::new(processors);
-    let mut config = scrape_config(pipeline, false, true);
-    config.bearer_token_file = Some(access.token_file.clone());
-    let mut desired = Vec::new();
-    for node in nodes {
-        let Some(discovered) = nodes::node_target(node) else {
-            continue;
-        };
-        for path in &paths {
-            let mut defaults = defaults(pipeline, path, "https");
-            defaults.job = KUBELET_JOB.to_owned();
-            let mut builder = crate::labels::LabelsBuilder::new(&discovered);
-            builder.set(METRICS_PATH, path);
-            builder.set(SCHEME, "https");
-            builder.set("metrics_path", path);
-            builder.set("node", discovered.get("__meta_kubernetes_node_name"));
-            let with_path = builder.labels();
-            if let Ok(Some(labels)) = populate(&with_path, &defaults, &pipeline.processors.relabel)
-                && let Ok(target) = Target::new(labels)
-            {
-                desired.push(DesiredTarget {
-                    target,
-                    config: config.clone(),
-                    client: Some(access.client.clone()),
-                    processors: Some(processors.clone()),
-                });
-            }
-        }
-    }
-    desired
-}
-
 /// What the cluster looks like now: one snapshot receiver per watched kind, each
 /// `None` when the agent does not watch it.
 #[derive(Clone, Default)]
@@ -639,6 +530,7 @@ async fn discover(
     mut cluster: ClusterView,
     kubelet: Option<KubeletAccess>,
     targets: Arc<Mutex<TargetSet>>,
+    stats: Arc<PipelineStats>,
 ) {
     loop {
         let mut desired = static_targets.clone();
@@ -648,7 +540,7 @@ async fn discover(
         }
         if let (Some(nodes), Some(access)) = (cluster.nodes.as_mut(), kubelet.as_ref()) {
             let snapshot = nodes.borrow_and_update().clone();
-            desired.extend(runtime_targets(&pipeline, &snapshot, access));
+            desired.extend(runtime_targets(&pipeline, &snapshot, access, &stats));
         }
         if let (Some(services), Some(slices)) =
             (cluster.services.as_mut(), cluster.endpoint_slices.as_mut())
@@ -677,44 +569,3 @@ async fn discover(
 
 /// Pipelines by name.
 pub type Pipelines = BTreeMap<String, RunningPipeline>;
-
-#[cfg(test)]
-mod tests {
-    use kaas_pipeline::input::NamespaceSelector;
-
-    use super::*;
-    use crate::processing::relabel::process;
-
-    fn kept(selector: &NamespaceSelector, namespace: &str) -> bool {
-        let labels = Labels::from_pairs([("__name__", "x"), ("namespace", namespace)]);
-        let result = process(&labels, &namespace_rules(selector));
-        if let Some(labels) = &result {
-            assert_eq!(
-                labels.get("__tmp_namespace_included"),
-                "",
-                "helper label removed"
-            );
-        }
-        result.is_some()
-    }
-
-    #[test]
-    fn namespace_rules_filter_only_series_with_a_namespace() {
-        let default = NamespaceSelector::default();
-        assert!(kept(&default, "shop"));
-        assert!(!kept(&default, "kube-system"));
-        assert!(kept(&default, ""), "node-level series have no namespace");
-        let include = NamespaceSelector {
-            include: vec!["shop".into(), "kube-system".into()],
-            ..Default::default()
-        };
-        assert!(kept(&include, "shop") && kept(&include, "kube-system") && kept(&include, ""));
-        assert!(!kept(&include, "billing"));
-        let exclude = NamespaceSelector {
-            exclude: vec!["billing".into()],
-            system: true,
-            ..Default::default()
-        };
-        assert!(kept(&exclude, "kube-system") && !kept(&exclude, "billing"));
-    }
-}

@@ -11,7 +11,7 @@
 //! What Prometheus' scrape client does and reqwest did is kept: `Accept-Encoding: gzip`
 //! with gzip bodies decoded (the body size limit applies to the decoded body), up to
 //! [`MAX_REDIRECTS`] redirects followed (the `Authorization` header is not carried to
-//! another host), keep-alive connections, TLS with the pipeline's or the target's
+//! another scheme, host or port), keep-alive connections, TLS with the pipeline's or the target's
 //! settings. Proxies from the environment are not used, as Prometheus does not by
 //! default. Errors never contain the URL (its query may hold credentials).
 
@@ -86,11 +86,14 @@ impl ScrapeClient {
             let mut request = http::Request::new(Empty::new());
             *request.uri_mut() = uri;
             *request.headers_mut() = headers.clone();
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| ScrapeError::Request(kaas_self_telemetry::error_chain(&e)))?;
+            let response = self.client.request(request).await.map_err(|e| {
+                let chain = kaas_self_telemetry::error_chain(&e);
+                if is_untrusted_certificate(&e) {
+                    ScrapeError::UntrustedCertificate(chain)
+                } else {
+                    ScrapeError::Request(chain)
+                }
+            })?;
             let status = response.status();
             if !status.is_redirection() || status == http::StatusCode::NOT_MODIFIED {
                 break response;
@@ -112,7 +115,8 @@ impl ScrapeClient {
                         status.as_u16()
                     ))
                 })?;
-            if next.host_str() != url.host_str()
+            if next.scheme() != url.scheme()
+                || next.host_str() != url.host_str()
                 || next.port_or_known_default() != url.port_or_known_default()
             {
                 headers.remove(header::AUTHORIZATION);
@@ -163,4 +167,27 @@ impl ScrapeClient {
         }
         Ok(content_type)
     }
+}
+
+/// Whether the request failed because the server's certificate was not trusted (as
+/// opposed to the network or the protocol), found in the error's source chain. The TLS
+/// error sits inside `io::Error`s (tokio-rustls wraps it, hyper-rustls wraps that),
+/// whose `source` skips what they wrap, so those are opened with `get_ref`.
+fn is_untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut pending = vec![error];
+    while let Some(error) = pending.pop() {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            if matches!(tls, rustls::Error::InvalidCertificate(_)) {
+                return true;
+            }
+        } else if let Some(inner) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            pending.push(inner);
+            continue;
+        }
+        pending.extend(error.source());
+    }
+    false
 }

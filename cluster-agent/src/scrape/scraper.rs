@@ -83,9 +83,8 @@ pub struct ScrapeConfig {
     pub sample_limit: u32,
     /// Most labels per series.
     pub label_limit: u32,
-    /// A file holding a bearer token, read for every scrape so rotated (projected)
-    /// service-account tokens are picked up.
-    pub bearer_token_file: Option<std::path::PathBuf>,
+    /// The agent's own credentials, bound to the target discovery produced.
+    pub credentials: Option<super::credentials::ScrapeCredentials>,
     /// Longest label name.
     pub label_name_length_limit: u32,
     /// Longest label value.
@@ -105,7 +104,7 @@ impl ScrapeConfig {
             body_size_limit: DEFAULT_BODY_SIZE_LIMIT,
             sample_limit: 0,
             label_limit: 0,
-            bearer_token_file: None,
+            credentials: None,
             label_name_length_limit: 0,
             label_value_length_limit: 0,
         }
@@ -184,6 +183,12 @@ pub enum ScrapeError {
     /// A label limit.
     #[error("{0}")]
     LabelLimit(String),
+    /// The target is not where the agent's credentials are bound to.
+    #[error("{0}")]
+    CredentialsWithheld(String),
+    /// The target's TLS certificate is not trusted.
+    #[error("the server's certificate is not trusted: {0}")]
+    UntrustedCertificate(String),
 }
 
 /// One target's loop.
@@ -573,6 +578,18 @@ impl Scraper {
             Err(error) => {
                 // Nothing of a failed scrape is kept.
                 writer = RequestWriter::from_buffer(writer.into_bytes());
+                if let (ScrapeError::UntrustedCertificate(_), Some(credentials)) =
+                    (&error, &self.config.credentials)
+                {
+                    self.inlet.stats.error(
+                        credentials.untrusted_certificate_reason,
+                        format!(
+                            "{}: {error}; {}",
+                            self.target.labels.get(ADDRESS),
+                            credentials.untrusted_certificate_advice
+                        ),
+                    );
+                }
                 self.record_health(Some(error.to_string()));
                 (0.0, 0, 0)
             }
@@ -660,19 +677,8 @@ impl Scraper {
         if let Ok(value) = HeaderValue::from_str(&self.config.timeout.as_secs_f64().to_string()) {
             headers.insert("X-Prometheus-Scrape-Timeout-Seconds", value);
         }
-        if let Some(path) = &self.config.bearer_token_file {
-            let token = std::fs::read_to_string(path).map_err(|e| {
-                ScrapeError::Request(format!(
-                    "cannot read the bearer token file {}: {}",
-                    path.display(),
-                    e.kind()
-                ))
-            })?;
-            let mut value =
-                HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| {
-                    ScrapeError::Request("the bearer token file holds an invalid token".into())
-                })?;
-            value.set_sensitive(true);
+        if let Some(credentials) = &self.config.credentials {
+            let value = credentials.authorization(&self.target.url)?;
             headers.insert(header::AUTHORIZATION, value);
         }
         let fetched =

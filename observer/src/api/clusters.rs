@@ -285,6 +285,7 @@ fn manifest(state: &ApiState, cluster: &str, join_token: &str) -> Result<String,
         control_endpoint: &state.control_endpoint,
         ca_pem: &state.ca_pem,
         join_token,
+        secret_namespaces: &state.secret_namespaces(),
     })
     .map_err(ApiError::internal)
 }

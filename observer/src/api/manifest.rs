@@ -5,6 +5,12 @@
 //! Deployment's `--observer` argument is set to the observer's control endpoint and
 //! every object is labelled with the cluster's name.
 //!
+//! The provider's Secret allow-list (`observer serve --agent-secret-namespaces`, the
+//! same list the API checks `secretKeyRef.namespace` against) is rendered twice: one
+//! copy of the base's `cluster-agent-secrets` Role and RoleBinding per namespace, and
+//! the agent's `--secret-namespaces` argument, with which the agent checks again and
+//! limits its Secret watches.
+//!
 //! One source for `observer cluster add`, the Cluster API installer and `kubectl apply
 //! -k deploy/agent/base`, so the three cannot drift: whatever deploy/ fixes (security
 //! context, persistent identity, least-privilege RBAC, probes) the API's manifests have
@@ -15,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Namespace the agent runs in.
-pub const AGENT_NAMESPACE: &str = "kaas-observer";
+pub const AGENT_NAMESPACE: &str = kaas_pipeline::policy::DEFAULT_AGENT_NAMESPACE;
 /// Name of the agent's Deployment, ServiceAccount, Secret and RBAC objects.
 pub const AGENT_NAME: &str = "cluster-agent";
 /// The agent image; the observer and the agent are released together, so the tag is
@@ -27,6 +33,11 @@ pub const CLUSTER_LABEL: &str = "telemetry.kaas-observer.io/cluster";
 /// The `--observer` argument's prefix in deploy/'s Deployment, which is replaced with
 /// the observer's real endpoint.
 const OBSERVER_ARG: &str = "--observer=";
+/// The agent's Secret allow-list argument in deploy/'s Deployment, replaced with the
+/// provider's list.
+const SECRET_NAMESPACES_ARG: &str = "--secret-namespaces=";
+/// The name of the Role and RoleBinding granting the agent a namespace's Secrets.
+const SECRETS_ROLE: &str = "cluster-agent-secrets";
 
 /// `deploy/agent/base`'s files in the order they are applied (namespace first, the
 /// Deployment last so everything it mounts exists when its pod starts); the Secret is
@@ -87,6 +98,8 @@ pub struct ManifestInput<'a> {
     pub ca_pem: &'a str,
     /// The single-use join token.
     pub join_token: &'a str,
+    /// The namespaces whose Secrets the agent may read (the provider's allow-list).
+    pub secret_namespaces: &'a [String],
 }
 
 /// The manifests as values, in apply order.
@@ -103,6 +116,14 @@ pub fn agent_documents(input: &ManifestInput<'_>) -> Result<Vec<Value>, Manifest
             if value["kind"] == "Deployment" {
                 documents.push(join_secret(input));
                 point_at_observer(&mut value, input)?;
+            }
+            if is_secrets_grant(&value) {
+                for namespace in input.secret_namespaces {
+                    let mut copy = value.clone();
+                    copy["metadata"]["namespace"] = json!(namespace);
+                    documents.push(copy);
+                }
+                continue;
             }
             documents.push(value);
         }
@@ -123,6 +144,12 @@ pub fn agent_manifest(input: &ManifestInput<'_>) -> Result<String, ManifestError
         );
     }
     Ok(text)
+}
+
+/// Whether `object` is the base's Role or RoleBinding granting one namespace's Secrets.
+fn is_secrets_grant(object: &Value) -> bool {
+    matches!(object["kind"].as_str(), Some("Role" | "RoleBinding"))
+        && object["metadata"]["name"] == SECRETS_ROLE
 }
 
 /// Adds the cluster label to an object and, for the Deployment, to its pods.
@@ -175,6 +202,19 @@ fn point_at_observer(
         })
         .ok_or(ManifestError::Shape("no --observer= argument"))?;
     *argument = json!(format!("{OBSERVER_ARG}{}", input.control_endpoint));
+    let argument = container["args"]
+        .as_array_mut()
+        .and_then(|args| {
+            args.iter_mut().find(|arg| {
+                arg.as_str()
+                    .is_some_and(|a| a.starts_with(SECRET_NAMESPACES_ARG))
+            })
+        })
+        .ok_or(ManifestError::Shape("no --secret-namespaces= argument"))?;
+    *argument = json!(format!(
+        "{SECRET_NAMESPACES_ARG}{}",
+        input.secret_namespaces.join(",")
+    ));
     Ok(())
 }
 
@@ -188,7 +228,63 @@ mod tests {
             control_endpoint: "https://observer.example:8443",
             ca_pem: ca,
             join_token: "jt-123",
+            secret_namespaces: &DEFAULT_SECRET_NAMESPACES,
         }
+    }
+
+    static DEFAULT_SECRET_NAMESPACES: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec![AGENT_NAMESPACE.to_owned()]);
+
+    fn namespaces(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    /// Issue 13, finding 9: the agent's Secret access is exactly the provider's
+    /// allow-list, as Roles (never a ClusterRole) and as the agent's own flag; and the
+    /// agent's cluster role no longer holds `nodes/proxy`.
+    #[test]
+    fn secret_access_is_the_allow_list_in_roles_and_the_agent_flag() {
+        let allowed = namespaces(&["kaas-observer", "monitoring"]);
+        let documents = agent_documents(&ManifestInput {
+            secret_namespaces: &allowed,
+            ..input("CA")
+        })
+        .unwrap();
+        let grants: Vec<(String, String)> = documents
+            .iter()
+            .filter(|d| d["metadata"]["name"] == SECRETS_ROLE)
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap().to_owned(),
+                    d["metadata"]["namespace"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            grants,
+            [
+                ("Role".to_owned(), "kaas-observer".to_owned()),
+                ("Role".to_owned(), "monitoring".to_owned()),
+                ("RoleBinding".to_owned(), "kaas-observer".to_owned()),
+                ("RoleBinding".to_owned(), "monitoring".to_owned()),
+            ]
+        );
+        for document in &documents {
+            let rules = document["rules"].to_string();
+            if document["kind"] == "ClusterRole" {
+                assert!(!rules.contains("secrets"), "{rules}");
+                assert!(!rules.contains("nodes/proxy"), "{rules}");
+            }
+        }
+        let deployment = documents
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .unwrap();
+        let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        assert!(
+            args.contains("\"--secret-namespaces=kaas-observer,monitoring\""),
+            "{args}"
+        );
     }
 
     #[test]
@@ -209,8 +305,8 @@ mod tests {
                 "ServiceAccount",
                 "ClusterRole",
                 "ClusterRoleBinding",
-                "ClusterRole",
-                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
                 "PersistentVolumeClaim",
                 "Service",
                 "Secret",
@@ -264,6 +360,7 @@ mod tests {
             control_endpoint: "https://o.example:8443/'x'",
             ca_pem: "---\n- [ ]\n",
             join_token: "\"{}\"",
+            secret_namespaces: &DEFAULT_SECRET_NAMESPACES,
         };
         let text = agent_manifest(&hostile).unwrap();
         let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)

@@ -61,6 +61,30 @@ pub struct ApiState {
     pub buffer_budgets: budgets::BufferBudgets,
     /// Which addresses and probe methods tenants may name ([`crate::egress`]).
     pub egress: EgressPolicy,
+    /// What tenant pipelines may do (`observer serve --agent-secret-namespaces`, the
+    /// central pipeline's tenant header and receiver): pipelines are validated under it
+    /// as the observer distributes them, and its Secret namespaces go into install
+    /// manifests.
+    pub tenant_policy: Arc<kaas_pipeline::ProviderPolicy>,
+}
+
+impl ApiState {
+    /// How a tenant's pipeline is validated: as the observer distributes it, under
+    /// [`ApiState::tenant_policy`].
+    pub fn tenant_validation(&self) -> kaas_pipeline::ValidationContext {
+        kaas_pipeline::ValidationContext::observer((*self.tenant_policy).clone())
+    }
+
+    /// The namespaces whose Secrets agents may read, for install manifests.
+    pub fn secret_namespaces(&self) -> Vec<String> {
+        self.tenant_policy
+            .secret_namespaces
+            .listed()
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
 }
 
 /// The whole REST API.

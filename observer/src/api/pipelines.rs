@@ -2,10 +2,14 @@
 //! and read the status of `MetricPipeline`s.
 //!
 //! A body is JSON, or YAML with `Content-Type: application/yaml`. It goes through the
-//! same parse and [`kaas_pipeline::validate`] as everywhere else and is refused with 422
-//! listing every field error. Before validation, each inline secret written as `***` is
-//! replaced by the value stored for the same field, so a document read from the API can
-//! be edited and applied again. `?dryRun=true` answers what would happen without storing.
+//! same parse and [`kaas_pipeline::validate`] as everywhere else, as a pipeline the
+//! observer distributes under the tenant policy ([`ApiState::tenant_validation`]: no
+//! `valueFrom.file`, Secrets only from the allowed namespaces, no tenancy headers, not
+//! to the provider's receiver), and is refused with 422 listing every field error.
+//! Before validation, each inline secret written as `***` is replaced by the value
+//! stored for the same field, so a document read from the API can be edited and
+//! applied again; but not when the place it is sent to changed (see
+//! [`restore_redacted`]). `?dryRun=true` answers what would happen without storing.
 //! The tenant is the caller's own; an admin names it with `?tenant=`. Answers never hold
 //! an inline secret value. A pipeline that alone renders to an agent configuration over
 //! the size limit is refused (422 on `spec`): no agent could be sent it.
@@ -137,7 +141,8 @@ async fn apply(
             }
         }
     }
-    let validated = match parse_value("body".to_owned(), value).outcome {
+    let validated = match parse_value("body".to_owned(), value, &state.tenant_validation()).outcome
+    {
         Ok(validated) if problems.is_empty() => validated,
         Ok(_) => return Err(invalid(problems)),
         Err(errors) => {

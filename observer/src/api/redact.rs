@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use kaas_pipeline::MetricPipeline;
-use kaas_pipeline::output::Output;
+use kaas_pipeline::output::{OAuth2, Output, Tls};
 use kaas_pipeline::secret::SecretString;
 
 use super::model::FieldProblem;
@@ -69,7 +69,10 @@ pub fn redact(pipeline: &mut MetricPipeline) {
 }
 
 /// Replaces each `***` in `incoming` with the value stored at the same place in
-/// `stored`. A `***` with nothing stored behind it is an error at its field path.
+/// `stored`. A `***` with nothing stored behind it is an error at its field path, and
+/// so is a `***` kept while the place its secret goes to changed
+/// ([`destination_change`]): whoever may edit a pipeline may not thereby send its
+/// stored credential to a host of their choosing; the secret must be given again.
 pub fn restore_redacted(
     incoming: &mut MetricPipeline,
     stored: Option<&MetricPipeline>,
@@ -82,12 +85,16 @@ pub fn restore_redacted(
         });
     }
     let mut problems = Vec::new();
+    let mut kept = Vec::new();
     for_each_inline_secret(incoming, &mut |path, key, value| {
         if value.expose() != REDACTED {
             return;
         }
         match known.get(key) {
-            Some(stored) => *value = stored.clone(),
+            Some(stored) => {
+                *value = stored.clone();
+                kept.push(path.to_owned());
+            }
             None => problems.push(FieldProblem {
                 path: path.to_owned(),
                 message: format!(
@@ -96,12 +103,88 @@ pub fn restore_redacted(
             }),
         }
     });
+    if let Some(stored) = stored {
+        for path in kept {
+            if let Some(changed) =
+                destination_change(&stored.spec.output, &incoming.spec.output, &path)
+            {
+                problems.push(FieldProblem {
+                    path,
+                    message: format!(
+                        "{REDACTED:?} keeps the stored secret, but {changed} changed, so it would \
+                         be sent somewhere new; give the secret again"
+                    ),
+                });
+            }
+        }
+    }
     problems
+}
+
+/// Where the secret at `path` (`spec.output.<kind>.…value`) is sent, compared between
+/// the stored and the incoming output: `None` when unchanged, else the path of the
+/// field that changed. OAuth2 client credentials go to the token URL; every other
+/// secret (headers, basic, bearer, the client certificate and key) to the output's
+/// URL, with the TLS settings deciding which server is trusted to receive it. The CA
+/// is not a secret sent anywhere and may be kept.
+pub fn destination_change(stored: &Output, incoming: &Output, path: &str) -> Option<String> {
+    let (kind, relative) = path
+        .strip_prefix("spec.output.")?
+        .split_once('.')
+        .unwrap_or(("", ""));
+    let base = format!("spec.output.{kind}");
+    let endpoint = |output: &Output| -> Option<(String, Option<Tls>, Option<OAuth2>)> {
+        let (url, tls, auth) = match kind {
+            "prometheusRemoteWrite" => output
+                .prometheus_remote_write
+                .as_ref()
+                .map(|rw| (&rw.url, &rw.tls, &rw.authentication))?,
+            "otlp" => output
+                .otlp
+                .as_ref()
+                .map(|otlp| (&otlp.endpoint, &otlp.tls, &otlp.authentication))?,
+            _ => return None,
+        };
+        let oauth2 = auth.as_ref().and_then(|a| a.oauth2.clone());
+        Some((normalized_url(url), tls.clone(), oauth2))
+    };
+    let (old_url, old_tls, old_oauth2) = endpoint(stored)?;
+    let (new_url, new_tls, new_oauth2) = endpoint(incoming)?;
+    if relative.starts_with("tls.ca.") {
+        return None;
+    }
+    if relative.starts_with("authentication.oauth2.") {
+        let token_url = |o: Option<OAuth2>| o.map(|o| normalized_url(&o.token_url));
+        return (token_url(old_oauth2) != token_url(new_oauth2))
+            .then(|| format!("{base}.authentication.oauth2.tokenUrl"));
+    }
+    let url_field = if kind == "otlp" { "endpoint" } else { "url" };
+    if old_url != new_url {
+        return Some(format!("{base}.{url_field}"));
+    }
+    let (old_tls, new_tls) = (old_tls.unwrap_or_default(), new_tls.unwrap_or_default());
+    if old_tls.server_name != new_tls.server_name {
+        return Some(format!("{base}.tls.serverName"));
+    }
+    if new_tls.insecure_skip_verify && !old_tls.insecure_skip_verify {
+        return Some(format!("{base}.tls.insecureSkipVerify"));
+    }
+    if old_tls.ca != new_tls.ca {
+        return Some(format!("{base}.tls.ca"));
+    }
+    None
+}
+
+/// A URL as it will be used (host lower-cased, default port dropped), or the text as
+/// given when it does not parse (validation refuses it then anyway).
+fn normalized_url(text: &str) -> String {
+    url::Url::parse(text).map_or_else(|_| text.to_owned(), |url| url.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kaas_pipeline::secret::SecretString;
 
     const PIPELINE: &str = r#"
 apiVersion: telemetry.kaas-observer.io/v1alpha1
@@ -158,6 +241,103 @@ spec:
         ] {
             assert!(text.contains(secret), "{secret} in {text}");
         }
+    }
+
+    fn problems_after(edit: impl Fn(&mut MetricPipeline)) -> Vec<(String, String)> {
+        let stored = pipeline();
+        let mut incoming = pipeline();
+        redact(&mut incoming);
+        edit(&mut incoming);
+        restore_redacted(&mut incoming, Some(&stored))
+            .into_iter()
+            .map(|p| (p.path, p.message))
+            .collect()
+    }
+
+    fn rw(pipeline: &mut MetricPipeline) -> &mut kaas_pipeline::output::RemoteWriteOutput {
+        pipeline
+            .spec
+            .output
+            .prometheus_remote_write
+            .as_mut()
+            .unwrap()
+    }
+
+    /// Issue 13, finding 9: `***` cannot carry a stored secret to a new destination.
+    #[test]
+    fn a_kept_secret_does_not_follow_a_changed_destination() {
+        let changed_url = problems_after(|p| rw(p).url = "https://attacker.example/w".into());
+        let paths: Vec<&str> = changed_url.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.output.prometheusRemoteWrite.headers[0].value",
+                "spec.output.prometheusRemoteWrite.authentication.basic.user.value",
+                "spec.output.prometheusRemoteWrite.authentication.basic.password.value",
+            ],
+            "the CA is not a secret sent anywhere"
+        );
+        assert_eq!(
+            changed_url[0].1,
+            "\"***\" keeps the stored secret, but spec.output.prometheusRemoteWrite.url changed, so it would be sent somewhere new; give the secret again"
+        );
+        let trust = problems_after(|p| rw(p).tls.as_mut().unwrap().insecure_skip_verify = true);
+        assert_eq!(trust.len(), 3, "{trust:?}");
+        assert!(trust[0].1.contains("tls.insecureSkipVerify changed"));
+        let server_name =
+            problems_after(|p| rw(p).tls.as_mut().unwrap().server_name = Some("x.example".into()));
+        assert!(server_name[0].1.contains("tls.serverName changed"));
+        // Same place, spelled differently: fine. A secret given again: fine.
+        assert!(problems_after(|p| rw(p).url = "HTTPS://R.example:443/write".into()).is_empty());
+        let given_again = problems_after(|p| {
+            let rw = rw(p);
+            rw.url = "https://new.example/w".into();
+            rw.headers[0].value = Some(SecretString::new("new-tenant"));
+            rw.authentication = None;
+        });
+        assert!(given_again.is_empty(), "{given_again:?}");
+    }
+
+    #[test]
+    fn oauth2_credentials_follow_the_token_url() {
+        let stored: MetricPipeline = serde_yaml::from_str(
+            r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {name: p}
+spec:
+  input: {prometheus: {enabled: true}}
+  output:
+    otlp:
+      endpoint: https://o.example:4317
+      authentication:
+        oauth2: {tokenUrl: "https://auth.example/token", clientId: {value: id-1}, clientSecret: {value: secret-1}}
+"#,
+        )
+        .unwrap();
+        let mut incoming = stored.clone();
+        redact(&mut incoming);
+        let oauth2 = incoming
+            .spec
+            .output
+            .otlp
+            .as_mut()
+            .unwrap()
+            .authentication
+            .as_mut()
+            .unwrap()
+            .oauth2
+            .as_mut()
+            .unwrap();
+        oauth2.token_url = "https://attacker.example/token".into();
+        let problems = restore_redacted(&mut incoming, Some(&stored));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems.iter().all(|p| p
+                .message
+                .contains("spec.output.otlp.authentication.oauth2.tokenUrl changed")),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use clap::Args;
-use kaas_pipeline::MetricPipeline;
 use kaas_pipeline::document::parse_value;
 use kaas_pipeline::status::ConditionStatus;
+use kaas_pipeline::{MetricPipeline, ProviderPolicy, ValidationContext};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -214,7 +214,10 @@ fn read_documents(file: &str, text: &str, found: &mut Vec<Found>) {
 }
 
 fn check(place: String, value: Value) -> Found {
-    let document = parse_value(place.clone(), value.clone());
+    // Checked as the observer distributes it; the provider's own lists (Secret
+    // namespaces, its receiver) are the observer's to check.
+    let context = ValidationContext::observer(ProviderPolicy::offline());
+    let document = parse_value(place.clone(), value.clone(), &context);
     let problems = match document.outcome {
         Ok(_) => Vec::new(),
         // Placeholders stand for stored secrets: only the observer can judge.

@@ -1,12 +1,19 @@
 //! `observer pipeline validate`: the offline validator. It runs exactly the validation
 //! the API and the agents run ([`kaas_pipeline::validate`]), so a file it accepts is a
-//! file the observer accepts.
+//! file the observer accepts, except for what only a running observer knows (its
+//! Secret namespace allow-list and its central receiver).
+//!
+//! By default a file is checked as a pipeline the observer distributes (no
+//! `valueFrom.file`, no tenancy headers); `--standalone` checks it as a standalone
+//! agent's own configuration, which may read files outside the agent's data directory
+//! and credential mounts.
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use clap::Args;
 use kaas_pipeline::document::{Document, parse_pipelines};
+use kaas_pipeline::{ProviderPolicy, ValidationContext};
 use serde::Serialize;
 
 use super::OutputFormat;
@@ -27,6 +34,21 @@ pub struct ValidateArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// Check the pipelines as a standalone agent's own configuration (which may read
+    /// files with valueFrom.file) instead of as pipelines the observer distributes.
+    #[arg(long)]
+    pub standalone: bool,
+}
+
+impl ValidateArgs {
+    /// The context the files are checked in.
+    fn context(&self) -> ValidationContext {
+        if self.standalone {
+            ValidationContext::standalone()
+        } else {
+            ValidationContext::observer(ProviderPolicy::offline())
+        }
+    }
 }
 
 /// The outcome for one pipeline, as printed in JSON.
@@ -47,6 +69,7 @@ struct ErrorReport {
 
 /// Checks every file and prints the outcome; returns the exit status.
 pub fn run(args: &ValidateArgs, stdin: &mut dyn Read, out: &mut dyn Write) -> io::Result<u8> {
+    let context = args.context();
     let mut reports = Vec::new();
     let mut unreadable = Vec::new();
     for path in &args.files {
@@ -59,7 +82,7 @@ pub fn run(args: &ValidateArgs, stdin: &mut dyn Read, out: &mut dyn Write) -> io
         };
         match text {
             Ok(text) => {
-                let documents = parse_pipelines(&text);
+                let documents = parse_pipelines(&text, &context);
                 if documents.is_empty() {
                     unreadable.push(format!("{shown}: no pipeline found"));
                 }
@@ -160,6 +183,7 @@ mod tests {
         let args = ValidateArgs {
             files: vec!["-".into()],
             output,
+            standalone: false,
         };
         let mut out = Vec::new();
         let status = run(&args, &mut input.as_bytes(), &mut out).unwrap();
@@ -207,6 +231,44 @@ mod tests {
             errors[0]["reason"],
             "not an absolute http(s) URL: \"not a url\""
         );
+    }
+
+    /// Issue 13, finding 2: by default a file is checked as the observer distributes it,
+    /// so `valueFrom.file` is refused with its path; `--standalone` accepts it (outside
+    /// the agent's data directory and credential mounts).
+    #[test]
+    fn file_references_pass_only_with_standalone() {
+        let with_file = |path: &str| {
+            GOOD.replace(
+                "url: \"https://r.example/write\"}",
+                &format!(
+                    "url: \"https://r.example/write\", authentication: {{bearerToken: {{valueFrom: {{file: {path}}}}}}}}}"
+                ),
+            )
+        };
+        let text = with_file("/etc/edge/token");
+        let (status, out) = run_on_stdin(&text, OutputFormat::Text);
+        assert_eq!(status, EXIT_INVALID, "{out}");
+        assert!(
+            out.contains("  spec.output.prometheusRemoteWrite.authentication.bearerToken.valueFrom.file: reading files on the agent is only allowed in a standalone agent's own configuration"),
+            "{out}"
+        );
+        let standalone = |text: &str| {
+            let args = ValidateArgs {
+                files: vec!["-".into()],
+                output: OutputFormat::Text,
+                standalone: true,
+            };
+            let mut out = Vec::new();
+            let status = run(&args, &mut text.as_bytes(), &mut out).unwrap();
+            (status, String::from_utf8(out).unwrap())
+        };
+        assert_eq!(standalone(&text).0, EXIT_VALID);
+        let (status, out) = standalone(&with_file(
+            "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        ));
+        assert_eq!(status, EXIT_INVALID, "{out}");
+        assert!(out.contains("which no pipeline may read"), "{out}");
     }
 
     #[test]

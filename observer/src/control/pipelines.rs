@@ -213,7 +213,11 @@ mod tests {
              output:\n    otlp:\n      endpoint: http://collector.example:4317\n{selector}"
         );
         let resource: kaas_pipeline::MetricPipeline = serde_yaml::from_str(&yaml).unwrap();
-        kaas_pipeline::validate(&resource).unwrap()
+        kaas_pipeline::validate(
+            &resource,
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        )
+        .unwrap()
     }
 
     /// A store holding the tenant `shop`.

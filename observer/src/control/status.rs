@@ -506,6 +506,8 @@ fn known_reason(reason: &str) -> &'static str {
         reasons::BUFFER_FILLING_UP,
         reasons::BUFFER_WRITE_FAILED,
         reasons::BUFFER_BUDGET_EXCEEDED,
+        reasons::KUBELET_CERTIFICATE_UNTRUSTED,
+        reasons::TARGET_SEALED,
     ]
     .into_iter()
     .find(|known| *known == reason)
@@ -582,12 +584,15 @@ spec:
   buffer: {{maxBytes: {max_bytes}}}
 "#
         );
-        kaas_pipeline::document::parse_pipelines(&text)
-            .into_iter()
-            .next()
-            .unwrap()
-            .outcome
-            .unwrap()
+        kaas_pipeline::document::parse_pipelines(
+            &text,
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        )
+        .into_iter()
+        .next()
+        .unwrap()
+        .outcome
+        .unwrap()
     }
 
     fn report(hash: &str, state: &str, errors: Vec<ConfigErrorRecord>) -> Option<ConfigReport> {
@@ -838,6 +843,22 @@ spec:
                 },
                 ConditionStatus::False,
                 reasons::BUFFER_WRITE_FAILED,
+            ),
+            (
+                PipelineHealthRecord {
+                    last_error: Some(error(reasons::KUBELET_CERTIFICATE_UNTRUSTED, NOW)),
+                    ..healthy_entry()
+                },
+                ConditionStatus::False,
+                reasons::KUBELET_CERTIFICATE_UNTRUSTED,
+            ),
+            (
+                PipelineHealthRecord {
+                    last_error: Some(error(reasons::TARGET_SEALED, NOW)),
+                    ..healthy_entry()
+                },
+                ConditionStatus::False,
+                reasons::TARGET_SEALED,
             ),
         ];
         for (entry, status, reason) in cases {

@@ -26,7 +26,10 @@ use kaas_pipeline::input::{
 use kaas_pipeline::output::{Authentication, Header, Output, RemoteWriteOutput, Tls};
 use kaas_pipeline::processors::{Processors, RelabelConfig};
 use kaas_pipeline::secret::SecretString;
-use kaas_pipeline::{MetricPipeline, MetricPipelineSpec, ValidatedPipeline, ValidationErrors};
+use kaas_pipeline::{
+    MetricPipeline, MetricPipelineSpec, ProviderPolicy, ValidatedPipeline, ValidationContext,
+    ValidationErrors,
+};
 
 use crate::store::Cluster;
 
@@ -116,13 +119,13 @@ impl CentralPipelineSettings {
     /// tenant: a bad URL, header or buffer is reported with its field path before any
     /// agent is configured.
     pub fn check(&self) -> Result<(), ValidationErrors> {
-        kaas_pipeline::validate(&self.resource("example-tenant")).map(drop)
+        kaas_pipeline::validate(&self.resource("example-tenant"), &provider_validation()).map(drop)
     }
 
     /// What the pipeline's buffer may hold on every cluster (its `maxBytes`), which
     /// the observer reserves in each cluster's buffer budget.
     pub fn buffer_max_bytes(&self) -> u64 {
-        kaas_pipeline::validate(&self.resource("example-tenant")).map_or(
+        kaas_pipeline::validate(&self.resource("example-tenant"), &provider_validation()).map_or(
             kaas_pipeline::buffer::DEFAULT_BUFFER_MAX_BYTES,
             |pipeline| pipeline.buffer.max_bytes.get(),
         )
@@ -201,7 +204,14 @@ pub fn central_pipeline(
     settings: &CentralPipelineSettings,
     cluster: &Cluster,
 ) -> Result<ValidatedPipeline, ValidationErrors> {
-    kaas_pipeline::validate(&settings.resource(&cluster.tenant))
+    kaas_pipeline::validate(&settings.resource(&cluster.tenant), &provider_validation())
+}
+
+/// How the provider's own pipeline is validated: distributed by the observer (so no
+/// file reads), but free to set the tenant header tenants may not, to write to the
+/// central receiver, and to read the receiver's credentials from the agent's namespace.
+fn provider_validation() -> ValidationContext {
+    ValidationContext::observer(ProviderPolicy::unrestricted())
 }
 
 #[cfg(test)]
@@ -362,14 +372,17 @@ spec:
 "#,
         )
         .unwrap();
-        let tenant = kaas_pipeline::validate(&tenant).unwrap();
+        let tenant =
+            kaas_pipeline::validate(&tenant, &ValidationContext::tenant_default()).unwrap();
         let central = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
         let labels = BTreeMap::from([("cluster".to_owned(), "edge-1".to_owned())]);
         let rendered =
             kaas_pipeline::agent_config::AgentConfig::from_validated(labels, &[tenant, central])
                 .render();
+        // As an agent in observer mode reads it: the provider's tenant header passes.
         let parsed = kaas_pipeline::agent_config::AgentConfig::parse(
             std::str::from_utf8(&rendered.body).unwrap(),
+            &provider_validation(),
         )
         .unwrap();
         let names: Vec<&str> = parsed.pipelines.iter().map(|p| p.name()).collect();

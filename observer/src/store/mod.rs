@@ -1820,11 +1820,13 @@ impl Store {
             .as_ref()
             .and_then(|row| self.open_document(row).ok());
         restore_masked(&mut resource, stored.as_ref())?;
-        let validated = kaas_pipeline::validate(&resource).map_err(|errors| {
-            StoreError::Conflict(format!(
-                "pipeline {name:?} is invalid with the stored secret values: {errors}"
-            ))
-        })?;
+        let validated = kaas_pipeline::validate(&resource, &stored_pipeline_validation()).map_err(
+            |errors| {
+                StoreError::Conflict(format!(
+                    "pipeline {name:?} is invalid with the stored secret values: {errors}"
+                ))
+            },
+        )?;
         let now = now_ms();
         let change = Change::Pipeline {
             tenant: tenant.to_owned(),
@@ -2126,12 +2128,14 @@ impl Store {
 
     fn load_pipeline(&self, row: pipelines::Model) -> Result<StoredPipeline, StoreError> {
         let resource = self.open_document(&row)?;
-        let validated = kaas_pipeline::validate(&resource).map_err(|errors| {
-            StoreError::Corrupt(format!(
-                "stored pipeline {}/{} no longer validates: {errors}",
-                row.tenant, row.name
-            ))
-        })?;
+        let validated = kaas_pipeline::validate(&resource, &stored_pipeline_validation()).map_err(
+            |errors| {
+                StoreError::Corrupt(format!(
+                    "stored pipeline {}/{} no longer validates: {errors}",
+                    row.tenant, row.name
+                ))
+            },
+        )?;
         self.stored_pipeline(row, validated)
     }
 
@@ -2174,6 +2178,14 @@ fn pipeline_secret_owner<'a>(tenant: &'a str, name: &'a str, field: &'a str) -> 
 
 /// Keeps what identifies and describes a pipeline (name, labels, annotations) and its
 /// spec; drops server-set metadata and status.
+/// How stored pipelines are validated again once their secrets are opened: as pipelines
+/// the observer distributes, so no stored row can carry what an agent in observer mode
+/// refuses (`valueFrom.file`). The provider's policy (Secret namespaces, tenancy
+/// headers) is the API's to check when a pipeline is applied.
+fn stored_pipeline_validation() -> kaas_pipeline::ValidationContext {
+    kaas_pipeline::ValidationContext::observer(kaas_pipeline::ProviderPolicy::unrestricted())
+}
+
 fn normalize(mut resource: MetricPipeline) -> MetricPipeline {
     let mut given = std::mem::take(&mut resource.metadata);
     resource.metadata.name = given.name.take();

@@ -284,7 +284,11 @@ fn parse_pipeline(yaml: &str) -> MetricPipeline {
 }
 
 fn validated(resource: &MetricPipeline) -> ValidatedPipeline {
-    kaas_pipeline::validate(resource).unwrap()
+    kaas_pipeline::validate(
+        resource,
+        &kaas_pipeline::ValidationContext::tenant_default(),
+    )
+    .unwrap()
 }
 
 /// A remote-write pipeline with basic authentication and an inline header value.

@@ -25,6 +25,22 @@ pub const CONTROL_ENDPOINT: &str = "https://observer.test:8443";
 /// The CA written into manifests.
 pub const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----\n";
 
+/// The provider's central receiver in the harness's policy: tenant pipelines may not
+/// write to it.
+pub const CENTRAL_RECEIVER: &str = "https://receive.provider.test:19291/api/v1/receive";
+/// The tenant header the harness's provider reserves besides `THANOS-TENANT`.
+pub const PROVIDER_TENANT_HEADER: &str = "X-Provider-Tenant";
+
+/// What tenant pipelines may do in the harness: the observer's defaults (Secrets only
+/// in `kaas-observer`) plus a central receiver and its tenant header, as `observer
+/// serve` builds it from `--thanos-receive-url` and `--thanos-tenant-header`.
+pub fn tenant_policy() -> kaas_pipeline::ProviderPolicy {
+    let mut policy = kaas_pipeline::ProviderPolicy::tenant_default();
+    policy.reserve_header(PROVIDER_TENANT_HEADER);
+    policy.central_endpoints = vec![url::Url::parse(CENTRAL_RECEIVER).expect("a URL")];
+    policy
+}
+
 /// A store and the app on it.
 pub struct Harness {
     pub store: Store,
@@ -62,6 +78,7 @@ impl Harness {
             ca_pem: CA_PEM.to_owned(),
             buffer_budgets: Default::default(),
             egress,
+            tenant_policy: std::sync::Arc::new(tenant_policy()),
         });
         Self { store, app, dir }
     }

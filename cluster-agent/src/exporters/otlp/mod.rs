@@ -8,7 +8,6 @@
 
 pub mod convert;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kaas_pipeline::output::{OtlpOutput, OtlpProtocol};
@@ -23,7 +22,7 @@ use tonic::transport::Channel;
 use url::Url;
 
 use super::USER_AGENT as AGENT;
-use super::auth::{AuthError, SecretStore};
+use super::auth::{AuthError, ValueSources};
 use super::http::Endpoint;
 use super::retry::SendError;
 use super::tls::{ClientCache, TlsError, TlsMaterial, client_config};
@@ -47,7 +46,7 @@ impl OtlpExporter {
         url: Url,
         protocol: OtlpProtocol,
         timeout: Duration,
-        store: Arc<dyn SecretStore>,
+        sources: ValueSources,
     ) -> Result<Self, TlsError> {
         Ok(Self {
             url,
@@ -57,7 +56,7 @@ impl OtlpExporter {
                 &output.headers,
                 output.authentication.as_ref(),
                 output.tls.as_ref(),
-                store,
+                sources,
             )?,
             grpc: ClientCache::default(),
         })

@@ -9,7 +9,6 @@
 
 pub mod encode;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kaas_pipeline::output::{RemoteWriteOutput, RemoteWriteVersion};
@@ -18,7 +17,7 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, U
 use url::Url;
 
 use super::USER_AGENT as AGENT;
-use super::auth::SecretStore;
+use super::auth::ValueSources;
 use super::http::Endpoint;
 use super::retry::SendError;
 use super::tls::TlsError;
@@ -40,7 +39,7 @@ impl RemoteWriteExporter {
         url: Url,
         version: RemoteWriteVersion,
         timeout: Duration,
-        store: Arc<dyn SecretStore>,
+        sources: ValueSources,
     ) -> Result<Self, TlsError> {
         Ok(Self {
             url,
@@ -50,7 +49,7 @@ impl RemoteWriteExporter {
                 &output.headers,
                 output.authentication.as_ref(),
                 output.tls.as_ref(),
-                store,
+                sources,
             )?,
         })
     }

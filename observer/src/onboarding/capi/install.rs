@@ -247,7 +247,7 @@ pub fn agent_documents(input: &ManifestInput<'_>) -> Result<Vec<Value>, InstallE
 /// The kinds the agent's manifests hold: apiVersion, kind, plural, namespaced. No
 /// discovery round trip is needed for a fixed set; a test checks every manifest
 /// document is covered.
-const AGENT_KINDS: [(&str, &str, &str, bool); 8] = [
+const AGENT_KINDS: [(&str, &str, &str, bool); 10] = [
     ("v1", "Namespace", "namespaces", false),
     ("v1", "ServiceAccount", "serviceaccounts", true),
     (
@@ -268,6 +268,14 @@ const AGENT_KINDS: [(&str, &str, &str, bool); 8] = [
         "ClusterRoleBinding",
         "clusterrolebindings",
         false,
+    ),
+    // The Secret grants, one per allowed namespace (`--agent-secret-namespaces`).
+    ("rbac.authorization.k8s.io/v1", "Role", "roles", true),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
     ),
     ("v1", "Secret", "secrets", true),
     ("apps/v1", "Deployment", "deployments", true),
@@ -441,6 +449,7 @@ users:
             control_endpoint: "https://observer.example:8443",
             ca_pem: "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
             join_token: "kjt_test",
+            secret_namespaces: &["kaas-observer".to_owned(), "monitoring".to_owned()],
         })
         .unwrap();
         let kinds: std::collections::BTreeSet<&str> = documents
@@ -472,8 +481,10 @@ users:
                 "v1/serviceaccounts kaas-observer/cluster-agent",
                 "rbac.authorization.k8s.io/v1/clusterroles /cluster-agent",
                 "rbac.authorization.k8s.io/v1/clusterrolebindings /cluster-agent",
-                "rbac.authorization.k8s.io/v1/clusterroles /cluster-agent-secrets",
-                "rbac.authorization.k8s.io/v1/clusterrolebindings /cluster-agent-secrets",
+                "rbac.authorization.k8s.io/v1/roles kaas-observer/cluster-agent-secrets",
+                "rbac.authorization.k8s.io/v1/roles monitoring/cluster-agent-secrets",
+                "rbac.authorization.k8s.io/v1/rolebindings kaas-observer/cluster-agent-secrets",
+                "rbac.authorization.k8s.io/v1/rolebindings monitoring/cluster-agent-secrets",
                 "v1/persistentvolumeclaims kaas-observer/cluster-agent-data",
                 "v1/services kaas-observer/cluster-agent",
                 "v1/secrets kaas-observer/cluster-agent",

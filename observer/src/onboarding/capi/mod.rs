@@ -126,6 +126,9 @@ pub struct CapiSettings {
     /// Which control plane endpoints may be registered and which kubeconfig servers
     /// contacted (`--egress-allow-cidr`).
     pub egress: EgressPolicy,
+    /// The namespaces whose Secrets installed agents may read
+    /// (`--agent-secret-namespaces`), rendered into their manifests.
+    pub secret_namespaces: Vec<String>,
 }
 
 impl CapiSettings {
@@ -138,6 +141,7 @@ impl CapiSettings {
             silent_after: DEFAULT_SILENT_AFTER,
             relist_interval: DEFAULT_RELIST_INTERVAL,
             egress: EgressPolicy::default(),
+            secret_namespaces: vec![crate::api::manifest::AGENT_NAMESPACE.to_owned()],
         }
     }
 }
@@ -692,6 +696,7 @@ async fn install_agent(
         control_endpoint: &context.settings.control_endpoint,
         ca_pem: &context.settings.ca_pem,
         join_token: token,
+        secret_namespaces: &context.settings.secret_namespaces,
     })
     .map_err(failed)?;
     install::apply_documents(&workload, &documents)
