@@ -1,5 +1,6 @@
 //! The API refuses a pipeline that alone renders to an agent configuration over the
-//! size limit (`MAX_AGENT_CONFIG_BYTES`): no cluster could ever be sent it.
+//! size limit (`MAX_AGENT_CONFIG_BYTES`): no cluster could ever be sent it; and a body
+//! whose YAML aliases expand past any pipeline is refused while it is read.
 
 mod api_harness;
 
@@ -72,4 +73,36 @@ async fn a_pipeline_over_the_size_limit_alone_is_refused_when_applied() {
         )
         .await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+}
+
+/// Issue 13, "Limits with named defaults" (API body size): a small YAML body whose
+/// aliases expand far past any pipeline is refused while it is read (400, naming the
+/// bound), before the expansion is built. On 552c13e serde_yaml built the whole
+/// expansion (here 128 MiB from a 140 KiB body; a 2 MB body could ask for hundreds of
+/// GB) and only then validated it.
+#[tokio::test]
+async fn an_alias_bomb_is_refused_while_it_is_read() {
+    let h = Harness::new().await;
+    let token = h.tenant_with_token("shop").await;
+    let body = aliased_pipeline("bomb", 1_024);
+    assert!(body.len() < 160 * 1024, "the request itself is small");
+    let answer = h
+        .raw(
+            Method::PUT,
+            "/api/v1/pipelines/bomb",
+            Some(&token),
+            Some(("application/yaml", body)),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+    assert!(
+        answer.text.contains(&format!(
+            "expands to more than {} bytes",
+            kaas_pipeline::yaml::MAX_EXPANDED_DOCUMENT_BYTES
+        )),
+        "{}",
+        answer.text
+    );
+    let listed = h.get("/api/v1/pipelines?tenant=shop", ADMIN).await;
+    assert!(!listed.text.contains("bomb"), "{}", listed.text);
 }

@@ -2,7 +2,6 @@
 //! JSON array, or a Kubernetes `List`. Every document is parsed and validated on its own,
 //! so one bad document does not hide problems in the others.
 
-use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::errors::{FieldError, ValidationErrors};
@@ -30,7 +29,10 @@ pub fn parse_pipelines(text: &str, context: &ValidationContext) -> Vec<Document>
     let mut documents = Vec::new();
     for (i, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let location = format!("document {}", i + 1);
-        let value = match Value::deserialize(deserializer) {
+        let value = match crate::yaml::bounded_value(
+            deserializer,
+            crate::yaml::MAX_EXPANDED_DOCUMENT_BYTES,
+        ) {
             Ok(value) => value,
             Err(error) => {
                 documents.push(Document {

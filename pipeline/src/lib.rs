@@ -13,7 +13,8 @@
 //! [`input`], [`processors`], [`output`], [`buffer`], [`selector`]; credentials are
 //! [`secret`] references; [`status`] holds the conditions the observer reports.
 //! [`agent_config`] is what an agent runs, [`crd`] renders the CRD. Targets carrying the
-//! agent's credentials are [`sealed`] against relabeling.
+//! agent's credentials are [`sealed`] against relabeling. [`yaml`] reads documents
+//! others wrote with their aliases' expansion bounded.
 
 #![warn(missing_docs)]
 
@@ -34,6 +35,7 @@ pub mod secret;
 pub mod selector;
 pub mod status;
 pub mod units;
+pub mod yaml;
 
 pub use errors::{FieldError, ValidationErrors};
 pub use pipeline::{

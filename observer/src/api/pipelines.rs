@@ -271,7 +271,11 @@ fn read_body(format: BodyFormat, body: &[u8]) -> Result<Value, ApiError> {
         BodyFormat::Yaml => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::BadRequest("the body is not UTF-8".to_owned()))?;
-            serde_yaml::from_str(text).map_err(|e| {
+            kaas_pipeline::yaml::bounded_value(
+                serde_yaml::Deserializer::from_str(text),
+                kaas_pipeline::yaml::MAX_EXPANDED_DOCUMENT_BYTES,
+            )
+            .map_err(|e| {
                 ApiError::BadRequest(format!("the body is not one valid YAML document: {e}"))
             })
         }

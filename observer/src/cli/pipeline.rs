@@ -13,7 +13,6 @@ use kaas_pipeline::document::parse_value;
 use kaas_pipeline::status::ConditionStatus;
 use kaas_pipeline::{MetricPipeline, ProviderPolicy, ValidationContext};
 use reqwest::Method;
-use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::client::{ApiClient, ClientError};
@@ -181,7 +180,10 @@ fn print_problems(
 fn read_documents(file: &str, text: &str, found: &mut Vec<Found>) {
     for (i, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let location = format!("{file}: document {}", i + 1);
-        let value = match Value::deserialize(deserializer) {
+        let value = match kaas_pipeline::yaml::bounded_value(
+            deserializer,
+            kaas_pipeline::yaml::MAX_EXPANDED_DOCUMENT_BYTES,
+        ) {
             Ok(value) => value,
             Err(error) => {
                 found.push(Found {
