@@ -82,6 +82,12 @@ pub struct RunArgs {
     /// Address for OTLP/gRPC pushes (OTLP's conventional port).
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_OTLP_GRPC_ADDRESS)]
     pub otlp_grpc_listen_address: SocketAddr,
+    /// Require service-account tokens pushed to the agent to be issued for this
+    /// audience (TokenReview `audiences`; repeat for several), e.g. a projected token
+    /// the pushing pods mount for the agent alone. By default any token the API server
+    /// accepts.
+    #[arg(long, value_name = "AUDIENCE")]
+    pub push_token_audience: Vec<String>,
     /// Kubernetes discovery: `auto` uses the in-cluster service account or $KUBECONFIG
     /// when present, `off` never contacts an API server.
     #[arg(long, value_enum, default_value_t = KubernetesMode::Auto)]
@@ -213,7 +219,14 @@ fn secret_namespaces(config: &ValidatedAgentConfig) -> std::collections::BTreeSe
     config
         .pipelines
         .iter()
-        .flat_map(|p| p.spec().output.secret_refs())
+        .flat_map(|p| {
+            let input = &p.spec().input;
+            let push = [&input.otlp, &input.remote_write]
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.secret_ref());
+            p.spec().output.secret_refs().into_iter().chain(push)
+        })
         .map(|r| r.namespace.clone())
         .collect()
 }
@@ -292,14 +305,23 @@ impl ConfiguredAgent {
                 address: args.otlp_grpc_listen_address,
                 source,
             })?;
-        let grpc =
-            crate::push::otlp_grpc::OtlpGrpc::new(agent.pipelines.clone(), push_stats.clone());
+        let reviewer = crate::push::auth::TokenReviewer::new(
+            kubernetes.clone(),
+            args.push_token_audience.clone(),
+        );
+        let receiver = crate::push::PushReceiver::new(
+            agent.pipelines.clone(),
+            push_stats,
+            kaas_series::PushLimits::default(),
+            reviewer,
+        );
+        let grpc = crate::push::otlp_grpc::OtlpGrpc::new(receiver.clone());
         tokio::spawn(async move {
             if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc).await {
                 tracing::error!(%error, "the OTLP/gRPC receiver stopped");
             }
         });
-        let push = crate::push::routes(agent.pipelines.clone(), push_stats);
+        let push = receiver.routes();
         let app = crate::server::app(registry, reloads.clone(), push);
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {

@@ -42,6 +42,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -60,11 +61,41 @@ use crate::pipeline::inlet::Inlet;
 use crate::processing::process_sample;
 
 /// The NaN Prometheus uses as a staleness marker.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-/// Largest body read from a target. Prometheus has no limit by default; 64 MiB is well
-/// above any sane exposition (millions of series) and stops a runaway target from
-/// exhausting the agent's memory.
-pub const DEFAULT_BODY_SIZE_LIMIT: u64 = 64 << 20;
+pub use kaas_series::STALE_NAN_BITS;
+
+/// Largest body read from a target (after gzip decoding). Prometheus has no limit by
+/// default; vmagent refuses over 16 MB (`-promscrape.maxScrapeSize`). A body is held
+/// whole while it is parsed, so this is what one target can make the agent hold:
+/// 32 MiB takes some 200,000 series of realistic length (a large kube-state-metrics)
+/// and keeps a hostile target well inside the agent's memory.
+pub const DEFAULT_BODY_SIZE_LIMIT: NonZeroU64 = NonZeroU64::new(32 << 20).unwrap();
+/// Most samples one scrape may write (after metric relabeling) unless the pipeline sets
+/// `sampleLimit`. Prometheus has no limit by default; every series a target exposes
+/// costs a cache entry and its samples a place in the request, so a target exposing
+/// millions fails instead. 200,000 is above the largest ordinary targets (kube-state-
+/// metrics of a big cluster, cAdvisor of a dense node).
+pub const DEFAULT_SAMPLE_LIMIT: NonZeroU32 = NonZeroU32::new(200_000).unwrap();
+/// Most labels per series unless the pipeline sets `labelLimit`: the push receivers'
+/// limit ([`kaas_series::limits::DEFAULT_MAX_LABELS_PER_SERIES`]).
+pub const DEFAULT_LABEL_LIMIT: NonZeroU32 =
+    non_zero(kaas_series::limits::DEFAULT_MAX_LABELS_PER_SERIES);
+/// Longest label name unless the pipeline sets `labelNameLengthLimit`: the push
+/// receivers' limit ([`kaas_series::limits::DEFAULT_MAX_LABEL_NAME_BYTES`]).
+pub const DEFAULT_LABEL_NAME_LENGTH_LIMIT: NonZeroU32 =
+    non_zero(kaas_series::limits::DEFAULT_MAX_LABEL_NAME_BYTES);
+/// Longest label value unless the pipeline sets `labelValueLengthLimit`: the push
+/// receivers' limit ([`kaas_series::limits::DEFAULT_MAX_LABEL_VALUE_BYTES`]).
+pub const DEFAULT_LABEL_VALUE_LENGTH_LIMIT: NonZeroU32 =
+    non_zero(kaas_series::limits::DEFAULT_MAX_LABEL_VALUE_BYTES);
+
+/// A non-zero `u32` from a limit constant (a compile error when it is 0 or too large).
+const fn non_zero(limit: usize) -> NonZeroU32 {
+    assert!(limit > 0 && limit <= u32::MAX as usize);
+    match NonZeroU32::new(limit as u32) {
+        Some(limit) => limit,
+        None => panic!("a limit must not be 0"),
+    }
+}
 
 /// How one target is scraped.
 #[derive(Clone, Debug)]
@@ -78,24 +109,24 @@ pub struct ScrapeConfig {
     /// Prometheus `honor_timestamps`.
     pub honor_timestamps: bool,
     /// Largest body accepted.
-    pub body_size_limit: u64,
-    /// 0 means no limit, as the limits below.
-    pub sample_limit: u32,
+    pub body_size_limit: NonZeroU64,
+    /// Most samples written per scrape, after metric relabeling.
+    pub sample_limit: NonZeroU32,
     /// Most labels per series.
-    pub label_limit: u32,
+    pub label_limit: NonZeroU32,
     /// A file holding a bearer token, read for every scrape so rotated (projected)
     /// service-account tokens are picked up.
     pub bearer_token_file: Option<std::path::PathBuf>,
     /// Longest label name.
-    pub label_name_length_limit: u32,
+    pub label_name_length_limit: NonZeroU32,
     /// Longest label value.
-    pub label_value_length_limit: u32,
+    pub label_value_length_limit: NonZeroU32,
 }
 
 impl ScrapeConfig {
     /// Prometheus' defaults for a scrape every `interval` within `timeout`:
-    /// `honor_timestamps` on, `honor_labels` off, the default body size limit, no
-    /// sample or label limits, no bearer token.
+    /// `honor_timestamps` on, `honor_labels` off, no bearer token; and the agent's
+    /// default limits (body size, samples, labels), which Prometheus leaves unlimited.
     pub fn new(interval: Duration, timeout: Duration) -> Self {
         Self {
             interval,
@@ -103,11 +134,11 @@ impl ScrapeConfig {
             honor_labels: false,
             honor_timestamps: true,
             body_size_limit: DEFAULT_BODY_SIZE_LIMIT,
-            sample_limit: 0,
-            label_limit: 0,
+            sample_limit: DEFAULT_SAMPLE_LIMIT,
+            label_limit: DEFAULT_LABEL_LIMIT,
             bearer_token_file: None,
-            label_name_length_limit: 0,
-            label_value_length_limit: 0,
+            label_name_length_limit: DEFAULT_LABEL_NAME_LENGTH_LIMIT,
+            label_value_length_limit: DEFAULT_LABEL_VALUE_LENGTH_LIMIT,
         }
     }
 }
@@ -178,9 +209,9 @@ pub enum ScrapeError {
     /// A series appears twice.
     #[error("duplicate series {0:?} in one scrape")]
     Duplicate(String),
-    /// Too many samples.
-    #[error("sample_limit exceeded: {0} samples, limit {1}")]
-    SampleLimit(usize, u32),
+    /// Too many samples (the scrape stops writing at the first one over the limit).
+    #[error("sample_limit exceeded: more than {0} samples after metric relabeling")]
+    SampleLimit(u32),
     /// A label limit.
     #[error("{0}")]
     LabelLimit(String),
@@ -675,9 +706,12 @@ impl Scraper {
             value.set_sensitive(true);
             headers.insert(header::AUTHORIZATION, value);
         }
-        let fetched =
-            self.client
-                .fetch(&self.target.url, headers, self.config.body_size_limit, body);
+        let fetched = self.client.fetch(
+            &self.target.url,
+            headers,
+            self.config.body_size_limit.get(),
+            body,
+        );
         match tokio::time::timeout(self.config.timeout, fetched).await {
             Ok(result) => result,
             Err(_) => Err(ScrapeError::Request(format!(
@@ -724,6 +758,7 @@ impl Scraper {
         let hasher = foldhash::fast::FixedState::with_seed(0);
         let mut error = None;
         let mut count = 0;
+        let sample_limit = config.sample_limit.get() as usize;
         let scraped = exposition::parse(body, format, |sample| {
             if error.is_some() {
                 return Ok(());
@@ -784,6 +819,12 @@ impl Scraper {
                 Some(ts) if config.honor_timestamps => ts,
                 _ => timestamp,
             };
+            count += 1;
+            if count > sample_limit {
+                // Stop here: neither the request nor the cache grows past the limit.
+                error = Some(ScrapeError::SampleLimit(config.sample_limit.get()));
+                return Ok(());
+            }
             write_sample(
                 writer,
                 entry.template(&cache.templates),
@@ -791,15 +832,10 @@ impl Scraper {
                 ts,
                 sample.value,
             );
-            count += 1;
             Ok(())
         })?;
         if let Some(error) = error {
             return Err(error);
-        }
-        let limit = config.sample_limit;
-        if limit > 0 && count > limit as usize {
-            return Err(ScrapeError::SampleLimit(count, limit));
         }
         Ok((scraped, count))
     }
@@ -938,7 +974,7 @@ fn merge_target_labels(exposed: &Labels, target: &Target, honor_labels: bool) ->
 fn check_label_limits(labels: &Labels, config: &ScrapeConfig) -> Result<(), String> {
     {
         let name = labels.get(METRIC_NAME);
-        if config.label_limit > 0 && labels.len() > config.label_limit as usize {
+        if labels.len() > config.label_limit.get() as usize {
             return Err(format!(
                 "label_limit exceeded (metric: {name:.50}, number of labels: {}, limit: {})",
                 labels.len(),
@@ -946,9 +982,7 @@ fn check_label_limits(labels: &Labels, config: &ScrapeConfig) -> Result<(), Stri
             ));
         }
         for label in labels.iter() {
-            if config.label_name_length_limit > 0
-                && label.name.len() > config.label_name_length_limit as usize
-            {
+            if label.name.len() > config.label_name_length_limit.get() as usize {
                 return Err(format!(
                     "label_name_length_limit exceeded (metric: {name:.50}, label name: {:.50}, length: {}, limit: {})",
                     label.name,
@@ -956,9 +990,7 @@ fn check_label_limits(labels: &Labels, config: &ScrapeConfig) -> Result<(), Stri
                     config.label_name_length_limit
                 ));
             }
-            if config.label_value_length_limit > 0
-                && label.value.len() > config.label_value_length_limit as usize
-            {
+            if label.value.len() > config.label_value_length_limit.get() as usize {
                 return Err(format!(
                     "label_value_length_limit exceeded (metric: {name:.50}, label name: {:.50}, value: {:.50}, length: {}, limit: {})",
                     label.name,
