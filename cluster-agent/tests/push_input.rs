@@ -157,9 +157,18 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
             .unwrap();
         assert_eq!(response.status().as_u16(), 200);
     }
-    // A broken push is refused with a reason, not buffered.
+    // A push without the pipeline's token is refused before its body is looked at.
     let response = client
         .post(format!("http://127.0.0.1:{agent_port}/api/v1/write"))
+        .body("not snappy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    // A broken push with the token is refused with a reason, not buffered.
+    let response = client
+        .post(format!("http://127.0.0.1:{agent_port}/api/v1/write"))
+        .bearer_auth("prometheus-push-token")
         .body("not snappy")
         .send()
         .await
@@ -170,7 +179,7 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
             .text()
             .await
             .unwrap()
-            .starts_with("body is not snappy-compressed")
+            .starts_with("the body is not snappy-compressed")
     );
 
     let until = Instant::now() + DEADLINE;

@@ -114,7 +114,7 @@ pub struct MetricNameFilter {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Limits {
     /// A scrape with more samples than this (after metric relabeling) fails. Default
-    /// 200000.
+    /// 100000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_limit: Option<u32>,
     /// A scrape with a series carrying more labels than this fails. Default 64.

@@ -7,6 +7,10 @@ use std::io::Read;
 
 use crate::DecodeError;
 
+/// The shortest gzip stream: a 10-byte header, an empty deflate block and the 8-byte
+/// trailer.
+const GZIP_MIN_BYTES: usize = 20;
+
 /// Bytes decompressed from a gzip stream per read.
 const GZIP_CHUNK_BYTES: usize = 16 * 1024;
 
@@ -41,8 +45,19 @@ fn declared_length(body: &[u8]) -> Option<u64> {
     None
 }
 
-/// Decompresses a gzip body of at most `limit` bytes decompressed.
+/// Decompresses a gzip body of at most `limit` bytes decompressed. A body whose size
+/// trailer (ISIZE, the decompressed size of its last member modulo 2^32) is over the
+/// limit is refused without decompressing; one that lies is stopped at the limit.
 pub fn gzip(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    if let Some(trailer) = body.last_chunk::<4>() {
+        let declared = u64::from(u32::from_le_bytes(*trailer));
+        if body.len() >= GZIP_MIN_BYTES && declared > limit as u64 {
+            return Err(DecodeError::DecompressedTooLarge {
+                limit,
+                size: Some(declared),
+            });
+        }
+    }
     let mut decoder = flate2::read::GzDecoder::new(body);
     let mut out = Vec::new();
     let mut chunk = vec![0u8; GZIP_CHUNK_BYTES];
@@ -123,8 +138,20 @@ mod tests {
             gzip(&bomb, 1 << 20),
             Err(DecodeError::DecompressedTooLarge {
                 limit: 1 << 20,
+                size: Some(8 << 20)
+            }),
+            "refused from its size trailer"
+        );
+        let mut lying = bomb.clone();
+        let end = lying.len();
+        lying[end - 4..].copy_from_slice(&16u32.to_le_bytes());
+        assert_eq!(
+            gzip(&lying, 1 << 20),
+            Err(DecodeError::DecompressedTooLarge {
+                limit: 1 << 20,
                 size: None
-            })
+            }),
+            "a trailer that lies is stopped at the limit"
         );
         let out = gzip(&bomb, 8 << 20).unwrap();
         assert_eq!(out.len(), 8 << 20);

@@ -7,10 +7,14 @@
 /// for both while bounding what one connection makes the agent hold.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 
-/// Most bytes a body may decompress to: vmagent's default (`-maxInsertRequestSize`,
-/// 32 MB). A snappy body declares its size in its header and is refused from that
-/// before anything is allocated; a gzip body is decompressed through this limit.
-pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 32 << 20;
+/// Most bytes a body may decompress to. A Prometheus remote-write request is 1 to 2 MB
+/// decompressed, the OTel Collector refuses bodies over 20 MiB by default, vmagent
+/// over 32 MB; the agent holds the decompressed body while it decodes it, so 16 MiB
+/// keeps a bomb's cost well inside its memory. A snappy body declares its size in its
+/// header and is refused from that before anything is allocated; a gzip body is
+/// refused from its size trailer when that is over the limit, and otherwise
+/// decompressed through the limit (a trailer can lie).
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 16 << 20;
 
 /// Most labels on one series, `__name__` included, pushed or scraped. Mimir and
 /// VictoriaMetrics refuse more than 30 by default; real series (cAdvisor, kube-state-

@@ -220,7 +220,7 @@ async fn bombs_and_oversized_bodies_are_413() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{message}");
     assert_eq!(
         message,
-        "the body decompresses to 1073741824 bytes, more than the limit of 33554432"
+        "the body decompresses to 1073741824 bytes, more than the limit of 16777216"
     );
     let request = Request::post("/api/v1/write")
         .header(header::CONTENT_LENGTH, (64u64 << 20).to_string())

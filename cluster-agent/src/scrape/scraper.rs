@@ -63,18 +63,18 @@ use crate::processing::process_sample;
 /// The NaN Prometheus uses as a staleness marker.
 pub use kaas_series::STALE_NAN_BITS;
 
-/// Largest body read from a target (after gzip decoding). Prometheus has no limit by
-/// default; vmagent refuses over 16 MB (`-promscrape.maxScrapeSize`). A body is held
-/// whole while it is parsed, so this is what one target can make the agent hold:
-/// 32 MiB takes some 200,000 series of realistic length (a large kube-state-metrics)
-/// and keeps a hostile target well inside the agent's memory.
-pub const DEFAULT_BODY_SIZE_LIMIT: NonZeroU64 = NonZeroU64::new(32 << 20).unwrap();
+/// Largest body read from a target (after gzip decoding): vmagent's default
+/// (`-promscrape.maxScrapeSize`, 16 MB; Prometheus has none). A body is held whole while
+/// it is parsed, and next to it the request its samples become, so this bounds what
+/// one target can make the agent hold: about 100,000 series of realistic length.
+pub const DEFAULT_BODY_SIZE_LIMIT: NonZeroU64 = NonZeroU64::new(16 << 20).unwrap();
 /// Most samples one scrape may write (after metric relabeling) unless the pipeline sets
-/// `sampleLimit`. Prometheus has no limit by default; every series a target exposes
-/// costs a cache entry and its samples a place in the request, so a target exposing
-/// millions fails instead. 200,000 is above the largest ordinary targets (kube-state-
-/// metrics of a big cluster, cAdvisor of a dense node).
-pub const DEFAULT_SAMPLE_LIMIT: NonZeroU32 = NonZeroU32::new(200_000).unwrap();
+/// `sampleLimit`. Prometheus has no limit by default; here every new series costs a
+/// cache entry and every sample about 80 bytes of request until the scrape ends, so a
+/// target exposing millions fails at the first sample over the limit instead. 100,000
+/// is what a body at the size limit holds at realistic line lengths; larger targets
+/// (kube-state-metrics of a big cluster) get a `sampleLimit` of their own.
+pub const DEFAULT_SAMPLE_LIMIT: NonZeroU32 = NonZeroU32::new(100_000).unwrap();
 /// Most labels per series unless the pipeline sets `labelLimit`: the push receivers'
 /// limit ([`kaas_series::limits::DEFAULT_MAX_LABELS_PER_SERIES`]).
 pub const DEFAULT_LABEL_LIMIT: NonZeroU32 =
@@ -759,10 +759,9 @@ impl Scraper {
         let mut error = None;
         let mut count = 0;
         let sample_limit = config.sample_limit.get() as usize;
+        // The first error ends the parse: a failed scrape keeps nothing, so reading on
+        // would only cost a hostile target's remaining lines.
         let scraped = exposition::parse(body, format, |sample| {
-            if error.is_some() {
-                return Ok(());
-            }
             let key = cache.key_hasher.hash_one(sample.series);
             let fingerprint = cache.fingerprint_hasher.hash_one(sample.series);
             let index = match cache.find(key, fingerprint) {
@@ -800,7 +799,7 @@ impl Scraper {
             let entry = &mut cache.entries[index as usize];
             if entry.pending == generation {
                 error = Some(ScrapeError::Duplicate(sample.series.to_owned()));
-                return Ok(());
+                return Err(String::new());
             }
             entry.pending = generation;
             cache.current += 1;
@@ -808,6 +807,7 @@ impl Scraper {
                 if entry.labels_hash == LIMIT_ERROR {
                     let reason = cache.limit_errors.get(&index).map_or("", |r| &**r);
                     error = Some(ScrapeError::LabelLimit(reason.to_owned()));
+                    return Err(String::new());
                 }
                 return Ok(());
             }
@@ -823,7 +823,7 @@ impl Scraper {
             if count > sample_limit {
                 // Stop here: neither the request nor the cache grows past the limit.
                 error = Some(ScrapeError::SampleLimit(config.sample_limit.get()));
-                return Ok(());
+                return Err(String::new());
             }
             write_sample(
                 writer,
@@ -833,11 +833,11 @@ impl Scraper {
                 sample.value,
             );
             Ok(())
-        })?;
+        });
         if let Some(error) = error {
             return Err(error);
         }
-        Ok((scraped, count))
+        Ok((scraped?, count))
     }
 }
 
