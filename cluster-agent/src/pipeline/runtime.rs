@@ -36,10 +36,11 @@ use crate::exporters::remote_write::RemoteWriteExporter;
 use crate::exporters::tls::{TlsError, TlsMaterial};
 use crate::labels::{ADDRESS, Labels};
 use crate::scrape::client::ScrapeClient;
-use crate::scrape::scraper::{
+use crate::scrape::limits::{
     DEFAULT_BODY_SIZE_LIMIT, DEFAULT_LABEL_LIMIT, DEFAULT_LABEL_NAME_LENGTH_LIMIT,
-    DEFAULT_LABEL_VALUE_LENGTH_LIMIT, DEFAULT_SAMPLE_LIMIT, ScrapeConfig, Target,
+    DEFAULT_LABEL_VALUE_LENGTH_LIMIT, DEFAULT_SAMPLE_LIMIT,
 };
+use crate::scrape::scraper::{ScrapeConfig, Target};
 use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, populate};
 
 /// How long a stopping pipeline may keep sending what it has buffered.
