@@ -30,16 +30,16 @@ pub enum BatchError {
 }
 
 impl Batch {
-    /// One sample per series; `external` labels are added to series that lack them, as
-    /// Prometheus adds `external_labels` when it sends.
-    pub fn from_samples(
-        samples: Vec<(Labels, i64, f64)>,
+    /// Series with their samples; `external` labels are added to series that lack them,
+    /// as Prometheus adds `external_labels` when it sends.
+    pub fn from_series(
+        series: Vec<(Labels, Vec<(i64, f64)>)>,
         metadata: Vec<MetricMetadata>,
         external: &Labels,
     ) -> Self {
-        let series = samples
+        let series = series
             .into_iter()
-            .map(|(labels, timestamp, value)| {
+            .map(|(labels, samples)| {
                 let labels = if external.is_empty() {
                     labels
                 } else {
@@ -59,7 +59,10 @@ impl Batch {
                             value: l.value.clone(),
                         })
                         .collect(),
-                    samples: vec![Sample { value, timestamp }],
+                    samples: samples
+                        .into_iter()
+                        .map(|(timestamp, value)| Sample { value, timestamp })
+                        .collect(),
                 }
             })
             .collect();

@@ -19,6 +19,7 @@
 //! | `kaas_agent_push_samples_received_total` | |
 //! | `kaas_agent_push_samples_unrouted_total` | |
 //! | `kaas_agent_push_malformed_requests_total` | |
+//! | `kaas_agent_push_requests_refused_total` | protocol (remote_write, otlp), reason |
 //! | `kaas_agent_config_reloads_total` | result (success, failure) |
 //! | `kaas_agent_config_last_reload_successful` | |
 
@@ -161,6 +162,26 @@ impl Collector for AgentCollector {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(value.load(Ordering::Relaxed)).encode(metric)?;
         }
+        let refused: Vec<(Vec<(&str, String)>, u64)> = self
+            .push
+            .refused()
+            .into_iter()
+            .map(|((protocol, reason), n)| {
+                (
+                    vec![
+                        ("protocol", protocol.to_owned()),
+                        ("reason", reason.to_owned()),
+                    ],
+                    n,
+                )
+            })
+            .collect();
+        counter(
+            &mut encoder,
+            "kaas_agent_push_requests_refused",
+            "Push requests refused before reaching a pipeline, by protocol and reason.",
+            &refused,
+        )?;
         // A pipeline change in progress holds the lock; report pipelines next scrape.
         let Ok(pipelines) = self.pipelines.try_read() else {
             return Ok(());

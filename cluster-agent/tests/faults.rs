@@ -198,7 +198,7 @@ fn wait_value(prometheus: &Prometheus, expr: &str, expected: f64, deadline: Dura
 
 fn pipeline(name: &str, url: &str, extra: &str) -> String {
     format!(
-        "  - metadata: {{name: {name}}}\n    spec:\n      input: {{remoteWrite: {{enabled: true}}}}\n      \
+        "  - metadata: {{name: {name}}}\n    spec:\n      input: {{remoteWrite: {{enabled: true, authentication: {{mode: unauthenticated}}}}}}\n      \
          processors: {{metricRelabelConfigs: [{{targetLabel: via, replacement: {name}}}]}}\n      \
          output:\n        prometheusRemoteWrite:\n          url: {url}\n{extra}"
     )

@@ -1,6 +1,7 @@
-//! Push input end to end: the real Prometheus agent remote-writes into cluster-agent,
-//! and an OTLP request is pushed over HTTP; each reaches exactly the pipelines that
-//! enable that input, through their namespace filters and processors.
+//! Push input end to end: the real Prometheus agent remote-writes into cluster-agent
+//! with the pipeline's push token, and an OTLP request is pushed over HTTP; each
+//! reaches exactly the pipelines that enable that input, through their namespace
+//! filters and processors.
 //!
 //! Needs `nginx` and `prometheus` (`scripts/test.sh` installs them).
 
@@ -54,6 +55,8 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
 
     let remote_write_pipeline = RemoteWriteReceiver::start().await;
     let otlp_pipeline = RemoteWriteReceiver::start().await;
+    let token_path = dir.path().join("push-token");
+    std::fs::write(&token_path, "prometheus-push-token\n").unwrap();
     let agent_port = free_port();
     let config = [
         "apiVersion: telemetry.kaas-observer.io/v1alpha1".to_owned(),
@@ -61,7 +64,10 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
         "pipelines:".to_owned(),
         "  - metadata: {name: takes-remote-write}".to_owned(),
         "    spec:".to_owned(),
-        "      input: {remoteWrite: {enabled: true}}".to_owned(),
+        format!(
+            "      input: {{remoteWrite: {{enabled: true, authentication: {{mode: bearerToken, bearerToken: {{valueFrom: {{file: \"{}\"}}}}}}}}}}",
+            token_path.display()
+        ),
         "      processors: {metricRelabelConfigs: [{targetLabel: via, replacement: agent}]}"
             .to_owned(),
         format!(
@@ -70,7 +76,7 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
         ),
         "  - metadata: {name: takes-otlp}".to_owned(),
         "    spec:".to_owned(),
-        "      input: {otlp: {enabled: true, namespaces: {include: [shop]}}}".to_owned(),
+        "      input: {otlp: {enabled: true, namespaces: {include: [shop]}, authentication: {mode: unauthenticated}}}".to_owned(),
         format!(
             "      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}",
             otlp_pipeline.url()
@@ -98,7 +104,7 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
 
     // The real Prometheus agent scrapes nginx and pushes to cluster-agent.
     let prometheus_config = format!(
-        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: app\n    static_configs: [{{targets: ['{}']}}]\nremote_write:\n  - url: http://127.0.0.1:{agent_port}/api/v1/write\n    queue_config: {{batch_send_deadline: 1s}}\n",
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: app\n    static_configs: [{{targets: ['{}']}}]\nremote_write:\n  - url: http://127.0.0.1:{agent_port}/api/v1/write\n    authorization: {{credentials: prometheus-push-token}}\n    queue_config: {{batch_send_deadline: 1s}}\n",
         nginx.address()
     );
     let _prometheus = Prometheus::agent(&prometheus_dir, &prometheus_config);
@@ -151,9 +157,18 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
             .unwrap();
         assert_eq!(response.status().as_u16(), 200);
     }
-    // A broken push is refused with a reason, not buffered.
+    // A push without the pipeline's token is refused before its body is looked at.
     let response = client
         .post(format!("http://127.0.0.1:{agent_port}/api/v1/write"))
+        .body("not snappy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    // A broken push with the token is refused with a reason, not buffered.
+    let response = client
+        .post(format!("http://127.0.0.1:{agent_port}/api/v1/write"))
+        .bearer_auth("prometheus-push-token")
         .body("not snappy")
         .send()
         .await
@@ -164,7 +179,7 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
             .text()
             .await
             .unwrap()
-            .starts_with("body is not snappy-compressed")
+            .starts_with("the body is not snappy-compressed")
     );
 
     let until = Instant::now() + DEADLINE;
@@ -202,13 +217,18 @@ async fn otlp_pushed_over_grpc_reaches_the_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = RemoteWriteReceiver::start().await;
     let grpc_port = free_port();
+    let token_path = dir.path().join("push-token");
+    std::fs::write(&token_path, "grpc-push-token").unwrap();
     let config = [
         "apiVersion: telemetry.kaas-observer.io/v1alpha1".to_owned(),
         "kind: AgentConfig".to_owned(),
         "pipelines:".to_owned(),
         "  - metadata: {name: takes-otlp}".to_owned(),
         "    spec:".to_owned(),
-        "      input: {otlp: {enabled: true}}".to_owned(),
+        format!(
+            "      input: {{otlp: {{enabled: true, authentication: {{mode: bearerToken, bearerToken: {{valueFrom: {{file: \"{}\"}}}}}}}}}}",
+            token_path.display()
+        ),
         format!(
             "      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}",
             receiver.url()
@@ -235,8 +255,10 @@ async fn otlp_pushed_over_grpc_reaches_the_pipeline() {
     kaas_test_support::process::wait_for_tcp(([127, 0, 0, 1], grpc_port).into(), DEADLINE);
 
     // cluster-agent's own OTLP/gRPC exporter is the client.
-    let output: kaas_pipeline::output::OtlpOutput =
-        serde_yaml::from_str(&format!("endpoint: http://127.0.0.1:{grpc_port}")).unwrap();
+    let output: kaas_pipeline::output::OtlpOutput = serde_yaml::from_str(&format!(
+        "endpoint: http://127.0.0.1:{grpc_port}\nauthentication: {{bearerToken: {{value: grpc-push-token}}}}"
+    ))
+    .unwrap();
     let exporter = kaas_cluster_agent::exporters::otlp::OtlpExporter::new(
         &output,
         output.endpoint.parse().unwrap(),

@@ -1,8 +1,11 @@
 //! Scraping real sockets that misbehave: gzip-compressed answers are decoded; a target
 //! that never answers, one that streams forever, and one that sends garbage each fail
 //! their scrape with a clear reason (up=0) within the timeout, and the loop goes on.
+//! The limits the agent applies when a pipeline sets none refuse each hostile
+//! exposition.
 
 use std::io::Write as _;
+use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +14,8 @@ use kaas_cluster_agent::buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::labels::{ADDRESS, Labels};
 use kaas_cluster_agent::pipeline::inlet::Inlet;
 use kaas_cluster_agent::pipeline::stats::PipelineStats;
-use kaas_cluster_agent::scrape::scraper::{DEFAULT_BODY_SIZE_LIMIT, ScrapeConfig, Scraper, Target};
+use kaas_cluster_agent::scrape::limits::DEFAULT_BODY_SIZE_LIMIT;
+use kaas_cluster_agent::scrape::scraper::{ScrapeConfig, Scraper, Target};
 use kaas_cluster_agent::scrape::target::{METRICS_PATH, SCHEME};
 use kaas_pipeline::buffer::WhenFull;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,7 +47,7 @@ fn fixture(port: u16, timeout: Duration, body_size_limit: u64) -> Fixture {
     ]))
     .expect("target");
     let config = ScrapeConfig {
-        body_size_limit,
+        body_size_limit: NonZeroU64::new(body_size_limit).expect("a limit"),
         ..ScrapeConfig::new(Duration::from_secs(10), timeout)
     };
     let client =
@@ -137,7 +141,7 @@ async fn gzip_answers_are_decoded() {
         answer
     })
     .await;
-    let mut f = fixture(port, Duration::from_secs(5), DEFAULT_BODY_SIZE_LIMIT);
+    let mut f = fixture(port, Duration::from_secs(5), DEFAULT_BODY_SIZE_LIMIT.get());
     let samples = f.scrape().await;
     assert_eq!(
         value(&samples, "compressed_metric"),
@@ -158,7 +162,11 @@ async fn a_target_that_never_answers_times_out() {
             held.push(socket); // accept, then say nothing
         }
     });
-    let mut f = fixture(port, Duration::from_millis(500), DEFAULT_BODY_SIZE_LIMIT);
+    let mut f = fixture(
+        port,
+        Duration::from_millis(500),
+        DEFAULT_BODY_SIZE_LIMIT.get(),
+    );
     let started = std::time::Instant::now();
     let samples = f.scrape().await;
     assert_eq!(value(&samples, "up"), Some(0.0));
@@ -227,7 +235,7 @@ async fn garbage_and_errors_fail_the_scrape_and_the_next_one_recovers() {
         .concat()
     })
     .await;
-    let mut f = fixture(port, Duration::from_secs(5), DEFAULT_BODY_SIZE_LIMIT);
+    let mut f = fixture(port, Duration::from_secs(5), DEFAULT_BODY_SIZE_LIMIT.get());
     assert_eq!(value(&f.scrape().await, "up"), Some(0.0));
     assert_eq!(f.error(), "server returned HTTP status 500");
     assert_eq!(value(&f.scrape().await, "up"), Some(0.0));
@@ -254,7 +262,7 @@ async fn redirects_are_followed_up_to_a_limit() {
         answer.into_bytes()
     })
     .await;
-    let mut f = fixture(port, Duration::from_secs(5), DEFAULT_BODY_SIZE_LIMIT);
+    let mut f = fixture(port, Duration::from_secs(5), DEFAULT_BODY_SIZE_LIMIT.get());
     let samples = f.scrape().await;
     assert_eq!(value(&samples, "moved_metric"), Some(7.0), "{}", f.error());
 
@@ -263,8 +271,82 @@ async fn redirects_are_followed_up_to_a_limit() {
         b"HTTP/1.1 301 Moved Permanently\r\nLocation: /metrics\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
     })
     .await;
-    let mut f = fixture(port, Duration::from_secs(5), DEFAULT_BODY_SIZE_LIMIT);
+    let mut f = fixture(port, Duration::from_secs(5), DEFAULT_BODY_SIZE_LIMIT.get());
     let samples = f.scrape().await;
     assert_eq!(value(&samples, "up"), Some(0.0));
     assert_eq!(f.error(), "request failed: stopped after 10 redirects");
+}
+
+/// Serves `body` (chunked, as a streaming exporter would) to every scrape.
+async fn serve_streamed(body: Arc<Vec<u8>>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = socket.read(&mut head).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .await;
+                for part in body.chunks(64 * 1024) {
+                    let chunk =
+                        [format!("{:x}\r\n", part.len()).as_bytes(), part, b"\r\n"].concat();
+                    if socket.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    port
+}
+
+/// Issue 13, finding 10 (scrape): the limits a pipeline gets when it sets none refuse
+/// each hostile exposition: a body over 16 MiB, more than 100,000 samples, a series
+/// with 65 labels, a 257-byte label name and a 4,097-byte label value. 552c13e read up
+/// to 64 MiB and had no sample or label limit, so every one of these was taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_limits_refuse_each_hostile_exposition() {
+    let many_labels: Vec<String> = (0..64).map(|i| format!("l{i}=\"v\"")).collect();
+    let cases: Vec<(Vec<u8>, String)> = vec![
+        (
+            "padding_metric{p=\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"} 1\n"
+                .repeat(300_000)
+                .into_bytes(),
+            "body size limit of 16777216 bytes exceeded".into(),
+        ),
+        (
+            (0..200_001)
+                .map(|i| format!("s{i} 1\n"))
+                .collect::<String>()
+                .into_bytes(),
+            "sample_limit exceeded: more than 100000 samples after metric relabeling".into(),
+        ),
+        (
+            format!("wide{{{}}} 1\n", many_labels.join(",")).into_bytes(),
+            "label_limit exceeded (metric: wide, number of labels: 66, limit: 64)".into(),
+        ),
+        (
+            format!("long_name{{{}=\"v\"}} 1\n", "n".repeat(257)).into_bytes(),
+            "label_name_length_limit exceeded".into(),
+        ),
+        (
+            format!("long_value{{v=\"{}\"}} 1\n", "x".repeat(4097)).into_bytes(),
+            "label_value_length_limit exceeded".into(),
+        ),
+    ];
+    for (body, expected) in cases {
+        let port = serve_streamed(Arc::new(body)).await;
+        let mut f = fixture(port, Duration::from_secs(10), DEFAULT_BODY_SIZE_LIMIT.get());
+        let samples = f.scrape().await;
+        assert_eq!(value(&samples, "up"), Some(0.0), "{expected}");
+        assert!(
+            f.error().starts_with(&expected),
+            "{} does not start with {expected}",
+            f.error()
+        );
+    }
 }

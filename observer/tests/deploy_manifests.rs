@@ -15,9 +15,11 @@
 //!   privilege escalation, no capabilities; the project's own images run as uid 65532
 //!   at the workspace version; their arguments are real flags of the binaries (except
 //!   the ones listed in [`PENDING_OBSERVER_FLAGS`]), none repeated.
-//! - RBAC is least privilege: no wildcards; the agent's rules are exactly what it reads;
-//!   the agent has no `nodes/proxy` and no cluster-wide Secret access (Roles in the
-//!   allowed namespaces only, matching its `--secret-namespaces`); the observer reads
+//! - RBAC is least privilege: no wildcards; the agent's rules are exactly what it reads
+//!   (and TokenReview `create` for its push receivers); the agent's push ports have a
+//!   NetworkPolicy admitting only the cluster's pods; the agent has no `nodes/proxy` and
+//!   no cluster-wide Secret access (Roles in the allowed namespaces only, matching its
+//!   `--secret-namespaces`); the observer reads
 //!   Secrets only with `get`.
 //! - Alertmanager's assembler (`deploy/integrations/alertmanager/files/assemble.sh`)
 //!   turns the observer's generated routes into a configuration `amtool` accepts.
@@ -61,6 +63,7 @@ const AGENT_RUN_FLAGS: &[&str] = &[
     "--data-dir",
     "--listen-address",
     "--otlp-grpc-listen-address",
+    "--push-token-audience",
     "--kubernetes",
     "--secret-namespaces",
     "--kubelet-insecure-skip-tls-verify",
@@ -953,6 +956,23 @@ fn rbac_grants_only_what_each_program_reads() {
     let agent = role("kubectl kustomize deploy/agent/base", "cluster-agent")
         .expect("deploy/agent/base has the ClusterRole cluster-agent");
     assert_eq!(grants(&agent), expected, "the agent's discovery rules");
+    // The push receivers check service-account tokens, and may do nothing else.
+    let token_review = role(
+        "kubectl kustomize deploy/agent/base",
+        "cluster-agent-token-review",
+    )
+    .expect("deploy/agent/base has the ClusterRole cluster-agent-token-review");
+    assert_eq!(
+        grants(&token_review),
+        BTreeMap::from([(
+            (
+                "authentication.k8s.io".to_owned(),
+                "tokenreviews".to_owned()
+            ),
+            ["create".to_owned()].into()
+        )]),
+        "the push receivers' TokenReview rule"
+    );
     // Issue 13, finding 9: Secrets only through Roles in the namespaces the agent's
     // --secret-namespaces lists, never cluster-wide; in deploy/ and in what the API
     // renders.
@@ -1081,6 +1101,77 @@ fn the_agent_base_matches_the_manifests_the_api_renders() {
         secret_name(&from(base, "Deployment")),
         "the join Secret has the same name"
     );
+}
+
+/// Issue 13, finding 4: both agent variants carry a NetworkPolicy that admits only
+/// the cluster's own pods, and only on the agent's ports (the push receivers, its
+/// endpoints and OTLP/gRPC), so nothing outside the cluster reaches the push ports.
+#[test]
+fn the_agent_push_ports_have_a_network_policy() {
+    if skip_requested("NetworkPolicy") {
+        return;
+    }
+    let kubectl = require_tool("kubectl", "install kubectl (Debian: kubernetes-client)");
+    check_kustomize_version(&kubectl);
+    let objects = Objects::collect(&kubectl);
+    for variant in ["deploy/agent/base", "deploy/agent/namespaced"] {
+        let source = format!("kubectl kustomize {variant}");
+        let deployment = objects
+            .of_kind("Deployment")
+            .find(|(s, o)| *s == source && o["metadata"]["name"] == "cluster-agent")
+            .map(|(_, o)| o.clone())
+            .unwrap_or_else(|| panic!("{variant} has the cluster-agent Deployment"));
+        let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        let container_ports: BTreeSet<i64> = containers(&deployment["spec"]["template"]["spec"])
+            .iter()
+            .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["containerPort"].as_i64())
+            .collect();
+        let policies: Vec<&Json> = objects
+            .of_kind("NetworkPolicy")
+            .filter(|(s, _)| *s == source)
+            .map(|(_, o)| o)
+            .collect();
+        assert_eq!(policies.len(), 1, "{variant}: one NetworkPolicy");
+        let policy = &policies[0]["spec"];
+        assert_eq!(
+            policies[0]["metadata"]["namespace"],
+            deployment["metadata"]["namespace"]
+        );
+        for (key, value) in policy["podSelector"]["matchLabels"]
+            .as_object()
+            .expect("the policy selects pods by label")
+        {
+            assert_eq!(
+                &pod_labels[key], value,
+                "{variant}: the policy selects the agent's pods"
+            );
+        }
+        assert_eq!(policy["policyTypes"], serde_json::json!(["Ingress"]));
+        let mut ports = BTreeSet::new();
+        for rule in policy["ingress"].as_array().expect("ingress rules") {
+            for peer in rule["from"].as_array().expect("every rule names its peers") {
+                assert!(
+                    peer.get("ipBlock").is_none(),
+                    "{variant}: no address outside the cluster is admitted: {peer}"
+                );
+                assert!(
+                    peer.get("namespaceSelector").is_some() || peer.get("podSelector").is_some()
+                );
+            }
+            for port in rule["ports"]
+                .as_array()
+                .expect("every rule names its ports")
+            {
+                assert_eq!(port["protocol"], "TCP");
+                ports.insert(port["port"].as_i64().expect("a numeric port"));
+            }
+        }
+        assert_eq!(
+            ports, container_ports,
+            "{variant}: exactly the agent's ports"
+        );
+    }
 }
 
 // ---- Alertmanager's assembler ----

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::errors::{FieldErrors, field, index, key};
 use crate::names::{check_dns1123_label, check_prometheus_label_name};
+use crate::policy::ValidationContext;
+use crate::secret::{SecretKeyRef, ValueSource};
 use crate::units::{format_duration, parse_duration};
 
 /// How often targets are scraped when the pipeline does not say. Prometheus defaults to
@@ -49,10 +51,10 @@ pub struct Input {
     pub istio: Option<WorkloadInput>,
     /// OTLP metrics pushed by workloads to the agent's well-known in-cluster address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub otlp: Option<WorkloadInput>,
+    pub otlp: Option<PushInput>,
     /// Prometheus remote-write requests pushed by workloads to the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote_write: Option<WorkloadInput>,
+    pub remote_write: Option<PushInput>,
     /// Fixed scrape targets, as Prometheus `static_configs`.
     #[serde(rename = "static", default, skip_serializing_if = "Option::is_none")]
     pub static_targets: Option<StaticInput>,
@@ -68,6 +70,116 @@ pub struct WorkloadInput {
     /// Which namespaces to accept data from.
     #[serde(default)]
     pub namespaces: NamespaceSelector,
+}
+
+/// Data pushed to the agent (OTLP or remote-write): switched on, filtered by namespace,
+/// and authenticated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushInput {
+    /// Whether this input is on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Which namespaces to accept data from. With service-account authentication (the
+    /// default) a request's namespace is the one its token belongs to.
+    #[serde(default)]
+    pub namespaces: NamespaceSelector,
+    /// How pushers prove who they are; service-account tokens when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<PushAuthentication>,
+}
+
+/// How a pusher authenticates to the agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushAuthentication {
+    /// `serviceAccount` (default), `bearerToken` or `unauthenticated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<PushAuthenticationMode>,
+    /// The token pushers send as `Authorization: Bearer <token>` in `bearerToken` mode.
+    /// It must come from `valueFrom` (a Secret the pushing workloads mount as well): an
+    /// inline value would be stored and shown with the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<ValueSource>,
+}
+
+/// How pushes to one pipeline are authenticated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PushAuthenticationMode {
+    /// A Kubernetes service-account token as the bearer token, checked with the
+    /// TokenReview API; the token's namespace replaces any namespace the data claims.
+    #[default]
+    ServiceAccount,
+    /// The pipeline's own bearer token (`bearerToken`); the data's namespace is taken as
+    /// claimed.
+    BearerToken,
+    /// No authentication: anyone who reaches the agent's push ports may push to this
+    /// pipeline, under any namespace. Only for clusters whose network policy already
+    /// limits who reaches them.
+    Unauthenticated,
+}
+
+impl PushInput {
+    /// How pushes are authenticated.
+    pub fn mode(&self) -> PushAuthenticationMode {
+        self.authentication
+            .as_ref()
+            .and_then(|a| a.mode)
+            .unwrap_or_default()
+    }
+
+    /// The Secret the pipeline's push bearer token comes from, if it names one.
+    pub fn secret_ref(&self) -> Option<&SecretKeyRef> {
+        self.authentication
+            .as_ref()
+            .and_then(|a| a.bearer_token.as_ref())
+            .and_then(|t| t.value_from.as_ref())
+            .and_then(|f| f.secret_key_ref.as_ref())
+    }
+
+    fn validate(&self, path: &str, context: &ValidationContext, errors: &mut FieldErrors) {
+        self.namespaces.validate(&field(path, "namespaces"), errors);
+        let Some(authentication) = &self.authentication else {
+            return;
+        };
+        let path = field(path, "authentication");
+        let token_path = field(&path, "bearerToken");
+        match (self.mode(), &authentication.bearer_token) {
+            (PushAuthenticationMode::BearerToken, None) => errors.add(
+                &token_path,
+                "required in bearerToken mode: reference the Secret holding the token pushers send",
+            ),
+            (PushAuthenticationMode::BearerToken, Some(token)) => {
+                if token.value.is_some() {
+                    errors.add(
+                        field(&token_path, "value"),
+                        "an inline push token would be stored and shown with the pipeline; put \
+                         it in a Secret that the pushing workloads mount too and reference it \
+                         with valueFrom.secretKeyRef",
+                    );
+                } else {
+                    token.validate(&token_path, context, errors);
+                }
+            }
+            (mode, Some(_)) => errors.add(
+                &token_path,
+                format!("only used in bearerToken mode, and mode is {}", mode.name()),
+            ),
+            (_, None) => {}
+        }
+    }
+}
+
+impl PushAuthenticationMode {
+    /// The name used in pipelines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ServiceAccount => "serviceAccount",
+            Self::BearerToken => "bearerToken",
+            Self::Unauthenticated => "unauthenticated",
+        }
+    }
 }
 
 /// Kubernetes runtime metrics.
@@ -199,7 +311,12 @@ impl Input {
             .then_some("runtime")
     }
 
-    pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) -> ValidatedScrape {
+    pub(crate) fn validate(
+        &self,
+        path: &str,
+        context: &ValidationContext,
+        errors: &mut FieldErrors,
+    ) -> ValidatedScrape {
         if !self.any_enabled() {
             errors.add(
                 path,
@@ -247,16 +364,16 @@ impl Input {
                 );
             }
         }
-        for (name, input) in [
-            ("prometheus", &self.prometheus),
-            ("istio", &self.istio),
-            ("otlp", &self.otlp),
-            ("remoteWrite", &self.remote_write),
-        ] {
+        for (name, input) in [("prometheus", &self.prometheus), ("istio", &self.istio)] {
             if let Some(input) = input {
                 input
                     .namespaces
                     .validate(&field(&field(path, name), "namespaces"), errors);
+            }
+        }
+        for (name, input) in [("otlp", &self.otlp), ("remoteWrite", &self.remote_write)] {
+            if let Some(input) = input {
+                input.validate(&field(path, name), context, errors);
             }
         }
         if let Some(input) = &self.static_targets {

@@ -137,7 +137,7 @@ pub fn validate(
         }
     }
     let spec = &pipeline.spec;
-    let scrape = spec.input.validate("spec.input", &mut errors);
+    let scrape = spec.input.validate("spec.input", context, &mut errors);
     let processors = spec.processors.validate("spec.processors", &mut errors);
     if let Some(input) = spec.input.credential_bearing_input() {
         crate::sealed::check_relabel_rules(

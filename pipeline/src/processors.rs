@@ -108,20 +108,22 @@ pub struct MetricNameFilter {
     pub drop: Vec<String>,
 }
 
-/// Per-scrape limits. 0 or unset means no limit, as in Prometheus.
+/// Per-scrape limits. Unset or 0 takes the agent's default (Prometheus reads 0 as no
+/// limit; the agent never scrapes without one).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Limits {
-    /// A scrape with more samples than this (after metric relabeling) fails.
+    /// A scrape with more samples than this (after metric relabeling) fails. Default
+    /// 100000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_limit: Option<u32>,
-    /// A scrape with a series carrying more labels than this fails.
+    /// A scrape with a series carrying more labels than this fails. Default 64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_limit: Option<u32>,
-    /// A scrape with a longer label name than this fails.
+    /// A scrape with a longer label name than this fails. Default 256 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_name_length_limit: Option<u32>,
-    /// A scrape with a longer label value than this fails.
+    /// A scrape with a longer label value than this fails. Default 4096 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_value_length_limit: Option<u32>,
 }

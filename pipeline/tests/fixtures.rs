@@ -14,6 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use kaas_pipeline::document::{Document, parse_pipelines};
+use kaas_pipeline::input::PushAuthenticationMode;
 use kaas_pipeline::output::{OtlpProtocol, RemoteWriteVersion, ValidatedOutput};
 use kaas_pipeline::{ProviderPolicy, ValidationContext};
 
@@ -35,6 +36,36 @@ fn context_for(name: &str) -> ValidationContext {
 
 /// Fixture file name → every message it must produce, in order.
 const BAD: &[(&str, &[&str])] = &[
+    (
+        "push-auth-bearer-token-missing.yaml",
+        &[
+            "spec.input.remoteWrite.authentication.bearerToken: required in bearerToken mode: reference the Secret holding the token pushers send",
+        ],
+    ),
+    (
+        "push-auth-bearer-token-inline.yaml",
+        &[
+            "spec.input.otlp.authentication.bearerToken.value: an inline push token would be stored and shown with the pipeline; put it in a Secret that the pushing workloads mount too and reference it with valueFrom.secretKeyRef",
+        ],
+    ),
+    (
+        "push-auth-bearer-token-without-its-mode.yaml",
+        &[
+            "spec.input.remoteWrite.authentication.bearerToken: only used in bearerToken mode, and mode is unauthenticated",
+        ],
+    ),
+    (
+        "push-auth-mode-unknown.yaml",
+        &[
+            "spec.input.otlp.authentication.mode: unknown variant `anonymous`, expected one of `serviceAccount`, `bearerToken`, `unauthenticated`",
+        ],
+    ),
+    (
+        "push-auth-secret-ref-invalid.yaml",
+        &[
+            r#"spec.input.remoteWrite.authentication.bearerToken.valueFrom.secretKeyRef.name: "Push_Token" is not a valid DNS-1123 subdomain: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"#,
+        ],
+    ),
     (
         "standalone-auth-value-from-file-relative.yaml",
         &[
@@ -706,6 +737,13 @@ fn good_fixtures_cover_every_input_and_output_kind() {
             &mut seen,
         );
         on(input.static_targets.is_some(), "input.static", &mut seen);
+        for push in [&input.otlp, &input.remote_write].into_iter().flatten() {
+            seen.insert(match push.mode() {
+                PushAuthenticationMode::ServiceAccount => "push.serviceAccount",
+                PushAuthenticationMode::BearerToken => "push.bearerToken",
+                PushAuthenticationMode::Unauthenticated => "push.unauthenticated",
+            });
+        }
         seen.insert(match &pipeline.output {
             ValidatedOutput::RemoteWrite {
                 version: RemoteWriteVersion::V1,
@@ -767,6 +805,9 @@ fn good_fixtures_cover_every_input_and_output_kind() {
         "tls.ca",
         "tls.mutual",
         "headers",
+        "push.serviceAccount",
+        "push.bearerToken",
+        "push.unauthenticated",
     ];
     let missing: Vec<_> = required.iter().filter(|k| !seen.contains(*k)).collect();
     assert!(missing.is_empty(), "no good fixture covers {missing:?}");

@@ -96,6 +96,12 @@ pub struct RunArgs {
     /// Address for OTLP/gRPC pushes (OTLP's conventional port).
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_OTLP_GRPC_ADDRESS)]
     pub otlp_grpc_listen_address: SocketAddr,
+    /// Require service-account tokens pushed to the agent to be issued for this
+    /// audience (TokenReview `audiences`; repeat for several), e.g. a projected token
+    /// the pushing pods mount for the agent alone. By default any token the API server
+    /// accepts.
+    #[arg(long, value_name = "AUDIENCE")]
+    pub push_token_audience: Vec<String>,
     /// Kubernetes discovery: `auto` uses the in-cluster service account or $KUBECONFIG
     /// when present, `off` never contacts an API server.
     #[arg(long, value_enum, default_value_t = KubernetesMode::Auto)]
@@ -294,11 +300,14 @@ fn secret_namespaces(
     allowed: &SecretNamespaces,
 ) -> std::collections::BTreeSet<String> {
     let mut watched = std::collections::BTreeSet::new();
-    for reference in config
-        .pipelines
-        .iter()
-        .flat_map(|p| p.spec().output.secret_refs())
-    {
+    for reference in config.pipelines.iter().flat_map(|p| {
+        let input = &p.spec().input;
+        let push = [&input.otlp, &input.remote_write]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.secret_ref());
+        p.spec().output.secret_refs().into_iter().chain(push)
+    }) {
         if allowed.allows(&reference.namespace) {
             watched.insert(reference.namespace.clone());
         } else {
@@ -395,14 +404,23 @@ impl ConfiguredAgent {
                 address: args.otlp_grpc_listen_address,
                 source,
             })?;
-        let grpc =
-            crate::push::otlp_grpc::OtlpGrpc::new(agent.pipelines.clone(), push_stats.clone());
+        let reviewer = crate::push::auth::TokenReviewer::new(
+            kubernetes.clone(),
+            args.push_token_audience.clone(),
+        );
+        let receiver = crate::push::PushReceiver::new(
+            agent.pipelines.clone(),
+            push_stats,
+            kaas_series::PushLimits::default(),
+            reviewer,
+        );
+        let grpc = crate::push::otlp_grpc::OtlpGrpc::new(receiver.clone());
         tokio::spawn(async move {
             if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc).await {
                 tracing::error!(%error, "the OTLP/gRPC receiver stopped");
             }
         });
-        let push = crate::push::routes(agent.pipelines.clone(), push_stats);
+        let push = receiver.routes();
         let app = crate::server::app(registry, reloads.clone(), push);
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {

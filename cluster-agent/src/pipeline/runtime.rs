@@ -9,6 +9,7 @@
 //! next start, which reopens the same directory.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,7 +39,11 @@ use crate::exporters::tls::{TlsError, TlsMaterial};
 use crate::files::FileAccess;
 use crate::labels::{ADDRESS, Labels};
 use crate::scrape::client::ScrapeClient;
-use crate::scrape::scraper::{DEFAULT_BODY_SIZE_LIMIT, ScrapeConfig, Target};
+use crate::scrape::limits::{
+    DEFAULT_BODY_SIZE_LIMIT, DEFAULT_LABEL_LIMIT, DEFAULT_LABEL_NAME_LENGTH_LIMIT,
+    DEFAULT_LABEL_VALUE_LENGTH_LIMIT, DEFAULT_SAMPLE_LIMIT,
+};
+use crate::scrape::scraper::{ScrapeConfig, Target};
 use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, populate};
 
 /// How long a stopping pipeline may keep sending what it has buffered.
@@ -103,6 +108,8 @@ pub struct RunningPipeline {
     pub targets: Arc<Mutex<TargetSet>>,
     /// Targets that could not be built, with the reason.
     pub target_errors: Vec<String>,
+    /// Where the pipeline's referenced values come from (its push token too).
+    pub value_sources: ValueSources,
     discovery: Option<JoinHandle<()>>,
     stop_sender: watch::Sender<bool>,
     sender: JoinHandle<()>,
@@ -240,6 +247,7 @@ impl RunningPipeline {
             external_labels: context.external_labels.clone(),
             targets,
             target_errors,
+            value_sources: context.value_sources(),
             discovery,
             stop_sender,
             sender,
@@ -316,12 +324,25 @@ pub(super) fn scrape_config(
         honor_labels,
         honor_timestamps,
         body_size_limit: DEFAULT_BODY_SIZE_LIMIT,
-        sample_limit: limits.sample_limit.unwrap_or(0),
-        label_limit: limits.label_limit.unwrap_or(0),
-        label_name_length_limit: limits.label_name_length_limit.unwrap_or(0),
-        label_value_length_limit: limits.label_value_length_limit.unwrap_or(0),
+        // Unset or 0 (which Prometheus reads as "no limit") take the agent's defaults:
+        // no target gets the agent's memory without a bound.
+        sample_limit: or_default(limits.sample_limit, DEFAULT_SAMPLE_LIMIT),
+        label_limit: or_default(limits.label_limit, DEFAULT_LABEL_LIMIT),
+        label_name_length_limit: or_default(
+            limits.label_name_length_limit,
+            DEFAULT_LABEL_NAME_LENGTH_LIMIT,
+        ),
+        label_value_length_limit: or_default(
+            limits.label_value_length_limit,
+            DEFAULT_LABEL_VALUE_LENGTH_LIMIT,
+        ),
         credentials: None,
     }
+}
+
+/// A pipeline's limit, or `default` when it sets none or 0.
+fn or_default(limit: Option<u32>, default: NonZeroU32) -> NonZeroU32 {
+    limit.and_then(NonZeroU32::new).unwrap_or(default)
 }
 
 pub(super) fn defaults(
@@ -569,3 +590,55 @@ async fn discover(
 
 /// Pipelines by name.
 pub type Pipelines = BTreeMap<String, RunningPipeline>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(limits: &str) -> ValidatedPipeline {
+        let yaml = format!(
+            "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: MetricPipeline\nmetadata: {{name: p}}\nspec:\n  input: {{static: {{targets: [{{addresses: ['127.0.0.1:9100']}}]}}}}\n  processors: {{limits: {limits}}}\n  output: {{prometheusRemoteWrite: {{url: 'http://127.0.0.1:9090/api/v1/write'}}}}\n"
+        );
+        let resource: kaas_pipeline::MetricPipeline = serde_yaml::from_str(&yaml).unwrap();
+        kaas_pipeline::validate(&resource, &kaas_pipeline::ValidationContext::standalone()).unwrap()
+    }
+
+    /// Issue 13, finding 10 (scrape): a pipeline that sets no limits, or sets them to
+    /// 0 (Prometheus' "unlimited"), scrapes under the agent's named defaults; limits it
+    /// sets are kept. 552c13e scraped such pipelines without any sample or label limit.
+    #[test]
+    fn pipelines_without_limits_get_the_defaults() {
+        for limits in [
+            "{}",
+            "{sampleLimit: 0, labelLimit: 0, labelNameLengthLimit: 0, labelValueLengthLimit: 0}",
+        ] {
+            let config = scrape_config(&pipeline(limits), false, true);
+            assert_eq!(config.body_size_limit, DEFAULT_BODY_SIZE_LIMIT);
+            assert_eq!(config.sample_limit, DEFAULT_SAMPLE_LIMIT, "{limits}");
+            assert_eq!(config.label_limit, DEFAULT_LABEL_LIMIT, "{limits}");
+            assert_eq!(
+                config.label_name_length_limit,
+                DEFAULT_LABEL_NAME_LENGTH_LIMIT
+            );
+            assert_eq!(
+                config.label_value_length_limit,
+                DEFAULT_LABEL_VALUE_LENGTH_LIMIT
+            );
+        }
+        let set = scrape_config(
+            &pipeline(
+                "{sampleLimit: 5000000, labelLimit: 100, labelNameLengthLimit: 10, labelValueLengthLimit: 20}",
+            ),
+            false,
+            true,
+        );
+        assert_eq!(
+            set.sample_limit.get(),
+            5_000_000,
+            "a user may raise a limit"
+        );
+        assert_eq!(set.label_limit.get(), 100);
+        assert_eq!(set.label_name_length_limit.get(), 10);
+        assert_eq!(set.label_value_length_limit.get(), 20);
+    }
+}

@@ -3,39 +3,68 @@
 //! HTTP/protobuf on `POST /v1/metrics`, on its HTTP port, and OTLP over gRPC on its own
 //! port ([`otlp_grpc`]); the well-known in-cluster address is the agent's Service.
 //!
-//! Pushed series go to every pipeline whose `input.remoteWrite` (or `input.otlp`) is
-//! enabled, each applying its own namespace filter (on the `namespace` label, which OTLP
-//! data gets from `k8s.namespace.name`), metric relabeling, name filter and external
+//! Everything a pusher sends is hostile until checked, and each check comes before the
+//! work it protects:
+//!
+//! 1. Is any pipeline taking this protocol? If not, 404 (gRPC `FAILED_PRECONDITION`)
+//!    before the body is read.
+//! 2. Is the pusher allowed ([`auth`])? Each pipeline's push input names how its
+//!    pushers authenticate; a request goes only to the pipelines it authenticates for,
+//!    and none means 401 (`UNAUTHENTICATED`), before the body is read.
+//! 3. The body is read up to [`PushLimits::max_body_bytes`], then decompressed and
+//!    decoded by [`kaas_series`] under the other limits, on a blocking thread, at most
+//!    [`MAX_CONCURRENT_DECODES`] at once. Too large is 413 (`RESOURCE_EXHAUSTED`),
+//!    malformed or over a per-series limit 400 (`INVALID_ARGUMENT`), each with its
+//!    reason, and counted by reason in `kaas_agent_push_requests_refused_total`.
+//!
+//! Pushed series go to every admitted pipeline, each applying its own namespace filter
+//! (on the `namespace` label, which OTLP data gets from `k8s.namespace.name`, and which
+//! a service-account token overrides), metric relabeling, name filter and external
 //! labels, then into that pipeline's buffer. A request is acknowledged once it is
 //! buffered, so the pushing workload never waits for a backend.
 
-pub mod otlp;
+pub mod auth;
 pub mod otlp_grpc;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use kaas_pipeline::input::WorkloadInput;
-use kaas_proto::otlp::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use kaas_proto::remote_write::v1::{MetricMetadata, WriteRequest};
+use http_body_util::BodyExt;
+use kaas_pipeline::input::{PushAuthenticationMode, PushInput};
+use kaas_pipeline::secret::ValueSource;
+use kaas_proto::otlp::ExportMetricsServiceResponse;
+use kaas_series::{DecodeError, PushLimits, Pushed, compression};
 use prost::Message;
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, Semaphore};
 
+use self::auth::{Review, ReviewError, TokenReviewer, bearer_token, token_matches};
 use crate::batch::Batch;
-use crate::labels::Labels;
+use crate::exporters::auth::{ValueSources, resolve};
+use crate::labels::{Labels, LabelsBuilder};
 use crate::pipeline::runtime::Pipelines;
 use crate::processing::process_sample;
 
-/// Largest pushed body accepted (compressed for remote-write). Matches the scrape body
-/// limit: far above any sane request, low enough to protect the agent's memory.
-pub const MAX_PUSH_BODY_BYTES: usize = 64 << 20;
+/// Most push bodies decompressed and decoded at once. Each may hold up to the
+/// decompressed limit and what it decodes into; two (the agent's usual core count)
+/// bound that memory while a third request waits for a slot with only its compressed
+/// body in hand.
+pub const MAX_CONCURRENT_DECODES: usize = 2;
+
+/// What a pusher is told to wait (`Retry-After`) when a pipeline's buffer cannot store
+/// its data: a full data volume frees space as the sender delivers, which takes seconds
+/// to minutes, so retrying sooner only repeats the refusal.
+const BUFFER_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The label a service-account token's namespace is written to.
+const NAMESPACE_LABEL: &str = "namespace";
 
 /// Which push protocol a request came in with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +75,25 @@ pub enum Protocol {
     Otlp,
 }
 
-/// Counters of pushed samples.
+impl Protocol {
+    /// The name in metrics and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RemoteWrite => "remote_write",
+            Self::Otlp => "otlp",
+        }
+    }
+
+    fn input(self, input: &kaas_pipeline::input::Input) -> Option<&PushInput> {
+        match self {
+            Self::RemoteWrite => input.remote_write.as_ref(),
+            Self::Otlp => input.otlp.as_ref(),
+        }
+        .filter(|i| i.enabled)
+    }
+}
+
+/// Counters of pushed samples and refused requests.
 #[derive(Debug, Default)]
 pub struct PushStats {
     /// Samples received.
@@ -55,89 +102,395 @@ pub struct PushStats {
     pub unrouted: AtomicU64,
     /// Requests refused as malformed.
     pub malformed_requests: AtomicU64,
+    /// Refused requests by protocol and reason (both from fixed sets).
+    refused: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
+impl PushStats {
+    fn refuse(&self, protocol: Protocol, refusal: &Refusal) {
+        if matches!(
+            refusal,
+            Refusal::UnsupportedMediaType(_) | Refusal::Decode(DecodeError::Malformed(_))
+        ) {
+            self.malformed_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        *refused
+            .entry((protocol.name(), refusal.reason()))
+            .or_default() += 1;
+    }
+
+    /// Refused requests so far, by protocol and reason.
+    pub fn refused(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+/// Why a push request is refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// No pipeline takes this protocol.
+    NoPipeline(Protocol),
+    /// No pipeline that takes it admits this pusher.
+    Unauthenticated(String),
+    /// Service-account tokens cannot be checked right now.
+    AuthUnavailable(String),
+    /// Not a content type or encoding the receiver reads.
+    UnsupportedMediaType(String),
+    /// The body is too large or invalid.
+    Decode(DecodeError),
+    /// A pipeline that takes the data could not store it (its data volume is full or
+    /// failing); the pusher should retry. The pipeline's condition says why.
+    BufferUnavailable(String),
+}
+
+impl Refusal {
+    /// A short, fixed name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoPipeline(_) => "no_pipeline",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::AuthUnavailable(_) => "auth_unavailable",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Decode(error) => error.reason(),
+            Self::BufferUnavailable(_) => "buffer_unavailable",
+        }
+    }
+
+    /// What the pusher is told.
+    pub fn message(&self) -> String {
+        match self {
+            Self::NoPipeline(protocol) => format!(
+                "no pipeline takes {} pushes on this agent",
+                match protocol {
+                    Protocol::RemoteWrite => "remote-write",
+                    Protocol::Otlp => "OTLP",
+                }
+            ),
+            Self::Unauthenticated(reason)
+            | Self::AuthUnavailable(reason)
+            | Self::UnsupportedMediaType(reason)
+            | Self::BufferUnavailable(reason) => reason.clone(),
+            Self::Decode(error) => error.to_string(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::NoPipeline(_) => StatusCode::NOT_FOUND,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Decode(error) if error.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Decode(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The gRPC status for the same refusal.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            Self::NoPipeline(_) => tonic::Code::FailedPrecondition,
+            Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => tonic::Code::Unavailable,
+            Self::UnsupportedMediaType(_) => tonic::Code::Unimplemented,
+            Self::Decode(error) if error.is_too_large() => tonic::Code::ResourceExhausted,
+            Self::Decode(_) => tonic::Code::InvalidArgument,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = self.message();
+        if status == StatusCode::UNAUTHORIZED {
+            return (status, [(header::WWW_AUTHENTICATE, "Bearer")], message).into_response();
+        }
+        if matches!(self, Self::BufferUnavailable(_)) {
+            let retry_after = BUFFER_RETRY_AFTER.as_secs().to_string();
+            return (status, [(header::RETRY_AFTER, retry_after)], message).into_response();
+        }
+        (status, message).into_response()
+    }
+}
+
+/// A pipeline a request was admitted to, and the namespace its token proved.
+#[derive(Debug)]
+struct Admitted {
+    pipeline: String,
+    namespace: Option<String>,
+}
+
+/// What a pipeline asks of its pushers.
+struct Taker {
+    pipeline: String,
+    mode: PushAuthenticationMode,
+    token: Option<ValueSource>,
+    sources: ValueSources,
+}
+
+/// The push receivers' shared state.
 #[derive(Clone)]
-struct PushState {
+pub struct PushReceiver {
     pipelines: Arc<RwLock<Pipelines>>,
     stats: Arc<PushStats>,
+    limits: PushLimits,
+    reviewer: Arc<TokenReviewer>,
+    decodes: Arc<Semaphore>,
 }
 
-/// The push routes.
-pub fn routes(pipelines: Arc<RwLock<Pipelines>>, stats: Arc<PushStats>) -> Router {
-    Router::new()
-        .route("/api/v1/write", post(remote_write))
-        .route("/v1/metrics", post(otlp_http))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_PUSH_BODY_BYTES))
-        .with_state(PushState { pipelines, stats })
-}
-
-fn bad_request(state: &PushState, reason: String) -> Response {
-    state
-        .stats
-        .malformed_requests
-        .fetch_add(1, Ordering::Relaxed);
-    (StatusCode::BAD_REQUEST, reason).into_response()
-}
-
-async fn remote_write(State(state): State<PushState>, body: Bytes) -> Response {
-    let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
-        Ok(raw) => raw,
-        Err(e) => return bad_request(&state, format!("body is not snappy-compressed: {e}")),
-    };
-    let request = match WriteRequest::decode(raw.as_slice()) {
-        Ok(request) => request,
-        Err(e) => {
-            return bad_request(
-                &state,
-                format!("body is not a remote-write 1.0 WriteRequest: {e}"),
-            );
-        }
-    };
-    let mut samples = Vec::new();
-    for series in request.timeseries {
-        let labels = Labels::from_pairs(series.labels.into_iter().map(|l| (l.name, l.value)));
-        for sample in series.samples {
-            samples.push((labels.clone(), sample.timestamp, sample.value));
+impl PushReceiver {
+    /// Receivers feeding `pipelines`, decoding under `limits`, checking service-account
+    /// tokens with `reviewer`.
+    pub fn new(
+        pipelines: Arc<RwLock<Pipelines>>,
+        stats: Arc<PushStats>,
+        limits: PushLimits,
+        reviewer: TokenReviewer,
+    ) -> Self {
+        Self {
+            pipelines,
+            stats,
+            limits,
+            reviewer: Arc::new(reviewer),
+            decodes: Arc::new(Semaphore::new(MAX_CONCURRENT_DECODES)),
         }
     }
-    route(&state, Protocol::RemoteWrite, samples, request.metadata).await;
-    StatusCode::NO_CONTENT.into_response()
+
+    /// The HTTP routes (`/api/v1/write`, `/v1/metrics`).
+    pub fn routes(&self) -> Router {
+        Router::new()
+            .route("/api/v1/write", post(remote_write))
+            .route("/v1/metrics", post(otlp_http))
+            .with_state(self.clone())
+    }
+
+    /// Steps 1 and 2 of the module documentation: the pipelines this request goes to.
+    async fn admit(
+        &self,
+        protocol: Protocol,
+        headers: &HeaderMap,
+    ) -> Result<Vec<Admitted>, Refusal> {
+        let takers: Vec<Taker> = {
+            let pipelines = self.pipelines.read().await;
+            pipelines
+                .values()
+                .filter_map(|running| {
+                    let input = protocol.input(&running.pipeline.spec().input)?;
+                    Some(Taker {
+                        pipeline: running.pipeline.name().to_owned(),
+                        mode: input.mode(),
+                        token: input
+                            .authentication
+                            .as_ref()
+                            .and_then(|a| a.bearer_token.clone()),
+                        sources: running.value_sources.clone(),
+                    })
+                })
+                .collect()
+        };
+        if takers.is_empty() {
+            return Err(Refusal::NoPipeline(protocol));
+        }
+        let token = bearer_token(headers);
+        let mut review: Option<Result<Review, ReviewError>> = None;
+        let mut admitted = Vec::new();
+        for taker in takers {
+            let namespace = match taker.mode {
+                PushAuthenticationMode::Unauthenticated => None,
+                PushAuthenticationMode::BearerToken => {
+                    let expected = taker
+                        .token
+                        .as_ref()
+                        .and_then(|source| resolve(source, &taker.sources).ok());
+                    match (token, expected) {
+                        (Some(token), Some(expected))
+                            if token_matches(token, expected.expose()) =>
+                        {
+                            None
+                        }
+                        _ => continue,
+                    }
+                }
+                PushAuthenticationMode::ServiceAccount => {
+                    let Some(token) = token else { continue };
+                    if review.is_none() {
+                        review = Some(self.reviewer.review(token).await);
+                    }
+                    match &review {
+                        Some(Ok(Review::ServiceAccount { namespace, .. })) => {
+                            Some(namespace.clone())
+                        }
+                        _ => continue,
+                    }
+                }
+            };
+            admitted.push(Admitted {
+                pipeline: taker.pipeline,
+                namespace,
+            });
+        }
+        if !admitted.is_empty() {
+            return Ok(admitted);
+        }
+        Err(match (token, review) {
+            (_, Some(Err(ReviewError::Api(reason)))) => Refusal::AuthUnavailable(reason),
+            (_, Some(Err(error @ ReviewError::NoApi))) => {
+                Refusal::Unauthenticated(error.to_string())
+            }
+            (_, Some(Ok(Review::Refused(reason)))) => Refusal::Unauthenticated(reason),
+            (None, _) => Refusal::Unauthenticated(
+                "send a bearer token: a service-account token, or the pipeline's push token".into(),
+            ),
+            (Some(_), _) => Refusal::Unauthenticated(
+                "the bearer token is not accepted by any pipeline that takes these pushes".into(),
+            ),
+        })
+    }
+
+    /// Admits, reads, decodes and routes one request; counts a refusal.
+    async fn accept(
+        &self,
+        protocol: Protocol,
+        headers: &HeaderMap,
+        body: axum::body::Body,
+        decode: impl FnOnce(&[u8], &PushLimits) -> Result<Pushed, DecodeError> + Send + 'static,
+    ) -> Result<(), Refusal> {
+        let result = async {
+            let admitted = self.admit(protocol, headers).await?;
+            let body = read_body(headers, body, self.limits.max_body_bytes).await?;
+            let pushed = self.decode(body, decode).await?;
+            self.route(protocol, pushed, &admitted).await
+        }
+        .await;
+        if let Err(refusal) = &result {
+            self.stats.refuse(protocol, refusal);
+            tracing::debug!(
+                protocol = protocol.name(),
+                reason = refusal.reason(),
+                message = %refusal.message(),
+                "push refused"
+            );
+        }
+        result
+    }
+
+    /// Step 3: decompresses and decodes on a blocking thread, holding a decode slot.
+    async fn decode(
+        &self,
+        body: Bytes,
+        decode: impl FnOnce(&[u8], &PushLimits) -> Result<Pushed, DecodeError> + Send + 'static,
+    ) -> Result<Pushed, Refusal> {
+        let _slot = self
+            .decodes
+            .acquire()
+            .await
+            .map_err(|_| Refusal::AuthUnavailable("the agent is shutting down".into()))?;
+        let limits = self.limits;
+        tokio::task::spawn_blocking(move || decode(&body, &limits))
+            .await
+            .map_err(|_| Refusal::Decode(DecodeError::Malformed("decoding failed".into())))?
+            .map_err(Refusal::Decode)
+    }
+
+    /// Hands pushed series to every admitted pipeline that takes them. A pipeline whose
+    /// buffer cannot store them (the inlet counts and reports that) makes the request
+    /// fail, so the pusher retries instead of believing its data was kept.
+    async fn route(
+        &self,
+        protocol: Protocol,
+        pushed: Pushed,
+        admitted: &[Admitted],
+    ) -> Result<(), Refusal> {
+        let total = pushed.samples() as u64;
+        self.stats.received.fetch_add(total, Ordering::Relaxed);
+        let pipelines = self.pipelines.read().await;
+        let mut routed_anywhere = vec![false; pushed.series.len()];
+        let mut not_stored = Vec::new();
+        for admission in admitted {
+            let Some(pipeline) = pipelines.get(&admission.pipeline) else {
+                continue;
+            };
+            let Some(input) = protocol.input(&pipeline.pipeline.spec().input) else {
+                continue;
+            };
+            let mut kept = Vec::new();
+            for (index, series) in pushed.series.iter().enumerate() {
+                let overridden;
+                let labels = match &admission.namespace {
+                    Some(namespace) => {
+                        overridden = with_namespace(&series.labels, namespace);
+                        &overridden
+                    }
+                    None => &series.labels,
+                };
+                let namespace = labels.get(NAMESPACE_LABEL);
+                if !namespace.is_empty() && !input.namespaces.admits(namespace) {
+                    continue;
+                }
+                if let Some(processed) = process_sample(labels, &pipeline.pipeline.processors) {
+                    routed_anywhere[index] = true;
+                    kept.push((processed, series.samples.clone()));
+                }
+            }
+            if kept.is_empty() {
+                continue;
+            }
+            let batch =
+                Batch::from_series(kept, pushed.metadata.clone(), &pipeline.external_labels);
+            if pipeline.inlet.push(&batch, now_ms()).is_err() {
+                not_stored.push(admission.pipeline.as_str());
+            }
+        }
+        let unrouted: u64 = pushed
+            .series
+            .iter()
+            .zip(&routed_anywhere)
+            .filter(|(_, routed)| !**routed)
+            .map(|(series, _)| series.samples.len() as u64)
+            .sum();
+        self.stats.unrouted.fetch_add(unrouted, Ordering::Relaxed);
+        if not_stored.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::BufferUnavailable(format!(
+                "pipeline(s) {} could not store the data (their buffer cannot write); retry later",
+                not_stored.join(", ")
+            )))
+        }
+    }
 }
 
-async fn otlp_http(State(state): State<PushState>, headers: HeaderMap, body: Bytes) -> Response {
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
+/// `labels` with the `namespace` label set to `namespace`, whatever it claimed.
+fn with_namespace(labels: &Labels, namespace: &str) -> Labels {
+    let mut builder = LabelsBuilder::new(labels);
+    builder.set(NAMESPACE_LABEL, namespace);
+    builder.labels()
+}
+
+/// Reads a body of at most `limit` bytes; a declared length over it is refused before
+/// anything is read.
+async fn read_body(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<Bytes, Refusal> {
+    let too_large = || Refusal::Decode(DecodeError::BodyTooLarge { limit });
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/x-protobuf") {
-        state
-            .stats
-            .malformed_requests
-            .fetch_add(1, Ordering::Relaxed);
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send OTLP as application/x-protobuf",
-        )
-            .into_response();
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
     }
-    let request = match ExportMetricsServiceRequest::decode(body.as_ref()) {
-        Ok(request) => request,
-        Err(e) => {
-            return bad_request(
-                &state,
-                format!("body is not an ExportMetricsServiceRequest: {e}"),
-            );
-        }
-    };
-    let (samples, metadata) = otlp::to_samples(&request);
-    route(&state, Protocol::Otlp, samples, metadata).await;
-    (
-        StatusCode::OK,
-        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
-        ExportMetricsServiceResponse::default().encode_to_vec(),
-    )
-        .into_response()
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) => Err(Refusal::Decode(DecodeError::Malformed(format!(
+            "cannot read the body: {error}"
+        )))),
+    }
 }
 
 fn now_ms() -> i64 {
@@ -146,45 +499,82 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Hands pushed samples to every pipeline that takes them.
-async fn route(
-    state: &PushState,
-    protocol: Protocol,
-    samples: Vec<(Labels, i64, f64)>,
-    metadata: Vec<MetricMetadata>,
-) {
-    let total = samples.len() as u64;
-    state.stats.received.fetch_add(total, Ordering::Relaxed);
-    let pipelines = state.pipelines.read().await;
-    let mut routed_anywhere = vec![false; samples.len()];
-    for pipeline in pipelines.values() {
-        let input = &pipeline.pipeline.spec().input;
-        let Some(accepts) = (match protocol {
-            Protocol::RemoteWrite => input.remote_write.as_ref(),
-            Protocol::Otlp => input.otlp.as_ref(),
-        })
-        .filter(|i: &&WorkloadInput| i.enabled) else {
-            continue;
-        };
-        let mut kept = Vec::new();
-        for (index, (labels, timestamp, value)) in samples.iter().enumerate() {
-            if !accepts.namespaces.admits(labels.get("namespace"))
-                && !labels.get("namespace").is_empty()
-            {
-                continue;
-            }
-            if let Some(processed) = process_sample(labels, &pipeline.pipeline.processors) {
-                routed_anywhere[index] = true;
-                kept.push((processed, *timestamp, *value));
-            }
-        }
-        if kept.is_empty() {
-            continue;
-        }
-        let batch = Batch::from_samples(kept, metadata.clone(), &pipeline.external_labels);
-        // A failed write is counted and reported by the inlet.
-        let _ = pipeline.inlet.push(&batch, now_ms());
+async fn remote_write(State(receiver): State<PushReceiver>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let decode = |body: &[u8], limits: &PushLimits| kaas_series::remote_write::decode(body, limits);
+    match receiver
+        .accept(Protocol::RemoteWrite, &parts.headers, body, decode)
+        .await
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(refusal) => refusal.into_response(),
     }
-    let unrouted = routed_anywhere.iter().filter(|r| !**r).count() as u64;
-    state.stats.unrouted.fetch_add(unrouted, Ordering::Relaxed);
 }
+
+/// How an OTLP body is compressed, from `Content-Encoding`.
+fn otlp_encoding(headers: &HeaderMap) -> Result<bool, Refusal> {
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "identity") => Ok(false),
+        Some("gzip") => Ok(true),
+        Some(other) => Err(Refusal::UnsupportedMediaType(format!(
+            "Content-Encoding {:?} is not supported; send gzip or no encoding",
+            excerpt(other)
+        ))),
+    }
+}
+
+/// The start of a header value for a message.
+fn excerpt(text: &str) -> &str {
+    let mut end = text.len().min(kaas_series::limits::MAX_QUOTED_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let gzip = if content_type.starts_with("application/x-protobuf") {
+        otlp_encoding(headers)
+    } else {
+        Err(Refusal::UnsupportedMediaType(
+            "send OTLP as application/x-protobuf".into(),
+        ))
+    };
+    let gzip = match gzip {
+        Ok(gzip) => gzip,
+        Err(refusal) => {
+            receiver.stats.refuse(Protocol::Otlp, &refusal);
+            return refusal.into_response();
+        }
+    };
+    let decode = move |body: &[u8], limits: &PushLimits| {
+        if gzip {
+            let raw = compression::gzip(body, limits.max_decompressed_bytes)?;
+            kaas_series::otlp::decode(&raw, limits)
+        } else {
+            kaas_series::otlp::decode(body, limits)
+        }
+    };
+    match receiver.accept(Protocol::Otlp, headers, body, decode).await {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            ExportMetricsServiceResponse::default().encode_to_vec(),
+        )
+            .into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,31 +1,41 @@
 //! OTLP over gRPC into the agent: the Collector's
 //! `opentelemetry.proto.collector.metrics.v1.MetricsService/Export`, served on its own
-//! port (OTLP's 4317 by default) and routed exactly like the HTTP receiver. Written as
-//! a tonic service by hand, the way tonic's generated servers are, since the OTLP
-//! messages are hand-written too.
+//! port (OTLP's 4317 by default) and admitted, bounded and routed exactly like the HTTP
+//! receiver ([`super::PushReceiver`]).
+//!
+//! The one unary method is served by hand rather than through tonic's codec, so that
+//! the request passes the same checks in the same order as over HTTP: pipelines and
+//! credentials from the headers before the body is read, the body (one gRPC message,
+//! gzip-compressed when `grpc-encoding: gzip`) read up to the body limit, and the
+//! message decoded by [`kaas_series::otlp`] under the push limits. Refusals are gRPC
+//! statuses with the HTTP receiver's reasons: `RESOURCE_EXHAUSTED` for too large,
+//! `INVALID_ARGUMENT` for malformed, `UNAUTHENTICATED`, `UNAVAILABLE`,
+//! `FAILED_PRECONDITION` when no pipeline takes OTLP.
 
-use kaas_proto::otlp::{
-    EXPORT_METRICS_PATH, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
+use std::convert::Infallible;
 
-use super::{MAX_PUSH_BODY_BYTES, Protocol, PushState, otlp, route};
+use bytes::Bytes;
+use http_body::Frame;
+use kaas_proto::otlp::{EXPORT_METRICS_PATH, ExportMetricsServiceResponse};
+use kaas_series::{DecodeError, PushLimits, Pushed, compression};
+use prost::Message;
+use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
+
+use super::{Protocol, PushReceiver, Refusal};
+
+/// The gRPC message header: a compressed flag and a big-endian length.
+const FRAME_HEADER_BYTES: usize = 5;
 
 /// The gRPC service.
 #[derive(Clone)]
 pub struct OtlpGrpc {
-    state: PushState,
+    receiver: PushReceiver,
 }
 
 impl OtlpGrpc {
-    /// A service feeding the given pipelines.
-    pub fn new(
-        pipelines: std::sync::Arc<tokio::sync::RwLock<crate::pipeline::runtime::Pipelines>>,
-        stats: std::sync::Arc<super::PushStats>,
-    ) -> Self {
-        Self {
-            state: PushState { pipelines, stats },
-        }
+    /// A service feeding `receiver`'s pipelines.
+    pub fn new(receiver: PushReceiver) -> Self {
+        Self { receiver }
     }
 }
 
@@ -33,62 +43,116 @@ impl tonic::server::NamedService for OtlpGrpc {
     const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
 }
 
-impl<B> Service<http::Request<B>> for OtlpGrpc
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
+impl Service<http::Request<tonic::body::Body>> for OtlpGrpc {
     type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
+    type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != EXPORT_METRICS_PATH {
-            return Box::pin(async {
-                let mut response = http::Response::new(tonic::body::Body::default());
-                let headers = response.headers_mut();
-                headers.insert(
-                    tonic::Status::GRPC_STATUS,
-                    (tonic::Code::Unimplemented as i32).into(),
-                );
-                headers.insert(
-                    http::header::CONTENT_TYPE,
-                    tonic::metadata::GRPC_CONTENT_TYPE,
-                );
-                Ok(response)
-            });
-        }
-        let state = self.state.clone();
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let receiver = self.receiver.clone();
         Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<
-                ExportMetricsServiceResponse,
-                ExportMetricsServiceRequest,
-            >::default();
-            let mut grpc = tonic::server::Grpc::new(codec)
-                .apply_max_message_size_config(Some(MAX_PUSH_BODY_BYTES), None);
-            Ok(grpc.unary(Export(state), request).await)
+            if request.uri().path() != EXPORT_METRICS_PATH {
+                return Ok(
+                    tonic::Status::unimplemented("only MetricsService/Export is served")
+                        .into_http(),
+                );
+            }
+            let (parts, body) = request.into_parts();
+            let gzip = match grpc_encoding(&parts.headers) {
+                Ok(gzip) => gzip,
+                Err(refusal) => {
+                    receiver.stats.refuse(Protocol::Otlp, &refusal);
+                    return Ok(status(&refusal).into_http());
+                }
+            };
+            let decode = move |body: &[u8], limits: &PushLimits| decode_message(body, gzip, limits);
+            let body = axum::body::Body::new(body);
+            Ok(
+                match receiver
+                    .accept(Protocol::Otlp, &parts.headers, body, decode)
+                    .await
+                {
+                    Ok(()) => exported(),
+                    Err(refusal) => status(&refusal).into_http(),
+                },
+            )
         })
     }
 }
 
-struct Export(PushState);
+fn status(refusal: &Refusal) -> tonic::Status {
+    tonic::Status::new(refusal.grpc_code(), refusal.message())
+}
 
-impl tonic::server::UnaryService<ExportMetricsServiceRequest> for Export {
-    type Response = ExportMetricsServiceResponse;
-    type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
-
-    fn call(&mut self, request: tonic::Request<ExportMetricsServiceRequest>) -> Self::Future {
-        let state = self.0.clone();
-        Box::pin(async move {
-            let (samples, metadata) = otlp::to_samples(request.get_ref());
-            route(&state, Protocol::Otlp, samples, metadata).await;
-            Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-        })
+/// Whether messages may be gzip-compressed, from `grpc-encoding`.
+fn grpc_encoding(headers: &http::HeaderMap) -> Result<bool, Refusal> {
+    match headers
+        .get("grpc-encoding")
+        .map(|v| v.to_str().unwrap_or("?"))
+    {
+        None | Some("identity") => Ok(false),
+        Some("gzip") => Ok(true),
+        Some(_) => Err(Refusal::UnsupportedMediaType(
+            "grpc-encoding is not supported; send gzip or identity".into(),
+        )),
     }
+}
+
+/// Decodes the one gRPC message of a unary request body.
+fn decode_message(body: &[u8], gzip: bool, limits: &PushLimits) -> Result<Pushed, DecodeError> {
+    let Some((header, message)) = body.split_first_chunk::<FRAME_HEADER_BYTES>() else {
+        return Err(DecodeError::Malformed(
+            "the body holds no gRPC message".into(),
+        ));
+    };
+    let [compressed, length @ ..] = *header;
+    let length = u32::from_be_bytes(length) as usize;
+    if length != message.len() {
+        return Err(DecodeError::Malformed(format!(
+            "the gRPC message declares {length} bytes and {} follow; send exactly one message",
+            message.len()
+        )));
+    }
+    match (compressed, gzip) {
+        (0, _) => kaas_series::otlp::decode(message, limits),
+        (1, true) => {
+            let raw = compression::gzip(message, limits.max_decompressed_bytes)?;
+            kaas_series::otlp::decode(&raw, limits)
+        }
+        (1, false) => Err(DecodeError::Malformed(
+            "the message is compressed but grpc-encoding names no compression".into(),
+        )),
+        (flag, _) => Err(DecodeError::Malformed(format!(
+            "invalid gRPC compressed flag {flag}"
+        ))),
+    }
+}
+
+/// The successful answer: one empty `ExportMetricsServiceResponse` and status OK.
+fn exported() -> http::Response<tonic::body::Body> {
+    let message = ExportMetricsServiceResponse::default().encode_to_vec();
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + message.len());
+    frame.push(0);
+    frame.extend_from_slice(&u32::try_from(message.len()).unwrap_or(0).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let frames = futures_util::stream::iter([
+        Ok::<_, Infallible>(Frame::data(Bytes::from(frame))),
+        Ok(Frame::trailers(trailers)),
+    ]);
+    let mut response = http::Response::new(tonic::body::Body::new(
+        http_body_util::StreamBody::new(frames),
+    ));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        tonic::metadata::GRPC_CONTENT_TYPE,
+    );
+    response
 }
 
 /// Serves the service on `listener` until the process ends.
@@ -100,4 +164,48 @@ pub async fn serve(
         .add_service(service)
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(compressed: u8, message: &[u8]) -> Vec<u8> {
+        let mut body = vec![compressed];
+        body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        body.extend_from_slice(message);
+        body
+    }
+
+    #[test]
+    fn one_message_per_request_and_only_declared_compression() {
+        let limits = PushLimits::default();
+        assert!(decode_message(&frame(0, &[]), false, &limits).is_ok());
+        for (body, gzip) in [
+            (vec![0, 0, 0], false),
+            (frame(1, b"x"), false),
+            (frame(2, b""), false),
+            ([frame(0, b""), frame(0, b"")].concat(), false),
+            (frame(1, b"not gzip"), true),
+        ] {
+            let error = decode_message(&body, gzip, &limits).unwrap_err();
+            assert_eq!(error.reason(), "malformed", "{body:?}: {error}");
+        }
+    }
+
+    /// Issue 13, finding 4: a gzip bomb in a gRPC message is refused at the
+    /// decompressed limit.
+    #[test]
+    fn a_gzip_bomb_in_a_grpc_message_is_resource_exhausted() {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![0u8; 40 << 20]).unwrap();
+        let bomb = encoder.finish().unwrap();
+        let error = decode_message(&frame(1, &bomb), true, &PushLimits::default()).unwrap_err();
+        assert_eq!(error.reason(), "decompressed_too_large");
+        assert_eq!(
+            Refusal::Decode(error).grpc_code(),
+            tonic::Code::ResourceExhausted
+        );
+    }
 }

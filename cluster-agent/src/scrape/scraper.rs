@@ -42,6 +42,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -52,6 +53,10 @@ use url::Url;
 
 use super::client::ScrapeClient;
 use super::exposition::{self, ACCEPT_HEADER, Format, MetricType, ParseError};
+use super::limits::{
+    DEFAULT_BODY_SIZE_LIMIT, DEFAULT_LABEL_LIMIT, DEFAULT_LABEL_NAME_LENGTH_LIMIT,
+    DEFAULT_LABEL_VALUE_LENGTH_LIMIT, DEFAULT_SAMPLE_LIMIT,
+};
 use super::target::{METRICS_PATH, SCHEME, public_labels};
 use crate::batch::wire::{self, RequestWriter, SharedLabels};
 use crate::exporters::USER_AGENT;
@@ -60,11 +65,7 @@ use crate::pipeline::inlet::Inlet;
 use crate::processing::process_sample;
 
 /// The NaN Prometheus uses as a staleness marker.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-/// Largest body read from a target. Prometheus has no limit by default; 64 MiB is well
-/// above any sane exposition (millions of series) and stops a runaway target from
-/// exhausting the agent's memory.
-pub const DEFAULT_BODY_SIZE_LIMIT: u64 = 64 << 20;
+pub use kaas_series::STALE_NAN_BITS;
 
 /// How one target is scraped.
 #[derive(Clone, Debug)]
@@ -78,23 +79,23 @@ pub struct ScrapeConfig {
     /// Prometheus `honor_timestamps`.
     pub honor_timestamps: bool,
     /// Largest body accepted.
-    pub body_size_limit: u64,
-    /// 0 means no limit, as the limits below.
-    pub sample_limit: u32,
+    pub body_size_limit: NonZeroU64,
+    /// Most samples written per scrape, after metric relabeling.
+    pub sample_limit: NonZeroU32,
     /// Most labels per series.
-    pub label_limit: u32,
+    pub label_limit: NonZeroU32,
     /// The agent's own credentials, bound to the target discovery produced.
     pub credentials: Option<super::credentials::ScrapeCredentials>,
     /// Longest label name.
-    pub label_name_length_limit: u32,
+    pub label_name_length_limit: NonZeroU32,
     /// Longest label value.
-    pub label_value_length_limit: u32,
+    pub label_value_length_limit: NonZeroU32,
 }
 
 impl ScrapeConfig {
     /// Prometheus' defaults for a scrape every `interval` within `timeout`:
-    /// `honor_timestamps` on, `honor_labels` off, the default body size limit, no
-    /// sample or label limits, no bearer token.
+    /// `honor_timestamps` on, `honor_labels` off, no bearer token; and the agent's
+    /// default limits (body size, samples, labels), which Prometheus leaves unlimited.
     pub fn new(interval: Duration, timeout: Duration) -> Self {
         Self {
             interval,
@@ -102,11 +103,11 @@ impl ScrapeConfig {
             honor_labels: false,
             honor_timestamps: true,
             body_size_limit: DEFAULT_BODY_SIZE_LIMIT,
-            sample_limit: 0,
-            label_limit: 0,
+            sample_limit: DEFAULT_SAMPLE_LIMIT,
+            label_limit: DEFAULT_LABEL_LIMIT,
             credentials: None,
-            label_name_length_limit: 0,
-            label_value_length_limit: 0,
+            label_name_length_limit: DEFAULT_LABEL_NAME_LENGTH_LIMIT,
+            label_value_length_limit: DEFAULT_LABEL_VALUE_LENGTH_LIMIT,
         }
     }
 }
@@ -177,9 +178,9 @@ pub enum ScrapeError {
     /// A series appears twice.
     #[error("duplicate series {0:?} in one scrape")]
     Duplicate(String),
-    /// Too many samples.
-    #[error("sample_limit exceeded: {0} samples, limit {1}")]
-    SampleLimit(usize, u32),
+    /// Too many samples (the scrape stops writing at the first one over the limit).
+    #[error("sample_limit exceeded: more than {0} samples after metric relabeling")]
+    SampleLimit(u32),
     /// A label limit.
     #[error("{0}")]
     LabelLimit(String),
@@ -681,9 +682,12 @@ impl Scraper {
             let value = credentials.authorization(&self.target.url)?;
             headers.insert(header::AUTHORIZATION, value);
         }
-        let fetched =
-            self.client
-                .fetch(&self.target.url, headers, self.config.body_size_limit, body);
+        let fetched = self.client.fetch(
+            &self.target.url,
+            headers,
+            self.config.body_size_limit.get(),
+            body,
+        );
         match tokio::time::timeout(self.config.timeout, fetched).await {
             Ok(result) => result,
             Err(_) => Err(ScrapeError::Request(format!(
@@ -730,10 +734,10 @@ impl Scraper {
         let hasher = foldhash::fast::FixedState::with_seed(0);
         let mut error = None;
         let mut count = 0;
+        let sample_limit = config.sample_limit.get() as usize;
+        // The first error ends the parse: a failed scrape keeps nothing, so reading on
+        // would only cost a hostile target's remaining lines.
         let scraped = exposition::parse(body, format, |sample| {
-            if error.is_some() {
-                return Ok(());
-            }
             let key = cache.key_hasher.hash_one(sample.series);
             let fingerprint = cache.fingerprint_hasher.hash_one(sample.series);
             let index = match cache.find(key, fingerprint) {
@@ -771,7 +775,7 @@ impl Scraper {
             let entry = &mut cache.entries[index as usize];
             if entry.pending == generation {
                 error = Some(ScrapeError::Duplicate(sample.series.to_owned()));
-                return Ok(());
+                return Err(String::new());
             }
             entry.pending = generation;
             cache.current += 1;
@@ -779,6 +783,7 @@ impl Scraper {
                 if entry.labels_hash == LIMIT_ERROR {
                     let reason = cache.limit_errors.get(&index).map_or("", |r| &**r);
                     error = Some(ScrapeError::LabelLimit(reason.to_owned()));
+                    return Err(String::new());
                 }
                 return Ok(());
             }
@@ -790,6 +795,12 @@ impl Scraper {
                 Some(ts) if config.honor_timestamps => ts,
                 _ => timestamp,
             };
+            count += 1;
+            if count > sample_limit {
+                // Stop here: neither the request nor the cache grows past the limit.
+                error = Some(ScrapeError::SampleLimit(config.sample_limit.get()));
+                return Err(String::new());
+            }
             write_sample(
                 writer,
                 entry.template(&cache.templates),
@@ -797,17 +808,12 @@ impl Scraper {
                 ts,
                 sample.value,
             );
-            count += 1;
             Ok(())
-        })?;
+        });
         if let Some(error) = error {
             return Err(error);
         }
-        let limit = config.sample_limit;
-        if limit > 0 && count > limit as usize {
-            return Err(ScrapeError::SampleLimit(count, limit));
-        }
-        Ok((scraped, count))
+        Ok((scraped?, count))
     }
 }
 
@@ -944,7 +950,7 @@ fn merge_target_labels(exposed: &Labels, target: &Target, honor_labels: bool) ->
 fn check_label_limits(labels: &Labels, config: &ScrapeConfig) -> Result<(), String> {
     {
         let name = labels.get(METRIC_NAME);
-        if config.label_limit > 0 && labels.len() > config.label_limit as usize {
+        if labels.len() > config.label_limit.get() as usize {
             return Err(format!(
                 "label_limit exceeded (metric: {name:.50}, number of labels: {}, limit: {})",
                 labels.len(),
@@ -952,9 +958,7 @@ fn check_label_limits(labels: &Labels, config: &ScrapeConfig) -> Result<(), Stri
             ));
         }
         for label in labels.iter() {
-            if config.label_name_length_limit > 0
-                && label.name.len() > config.label_name_length_limit as usize
-            {
+            if label.name.len() > config.label_name_length_limit.get() as usize {
                 return Err(format!(
                     "label_name_length_limit exceeded (metric: {name:.50}, label name: {:.50}, length: {}, limit: {})",
                     label.name,
@@ -962,9 +966,7 @@ fn check_label_limits(labels: &Labels, config: &ScrapeConfig) -> Result<(), Stri
                     config.label_name_length_limit
                 ));
             }
-            if config.label_value_length_limit > 0
-                && label.value.len() > config.label_value_length_limit as usize
-            {
+            if label.value.len() > config.label_value_length_limit.get() as usize {
                 return Err(format!(
                     "label_value_length_limit exceeded (metric: {name:.50}, label name: {:.50}, value: {:.50}, length: {}, limit: {})",
                     label.name,

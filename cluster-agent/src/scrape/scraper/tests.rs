@@ -257,16 +257,19 @@ fn broken_and_hostile_bodies_fail_the_scrape_with_a_reason() {
 #[test]
 fn limits_fail_the_whole_scrape() {
     let mut config = config();
-    config.sample_limit = 2;
+    config.sample_limit = std::num::NonZeroU32::new(2).unwrap();
     let mut f = fixture(config, "[]");
     f.scrape("a 1\nb 1\nc 1\n", T0);
     assert_eq!(without_duration(f.take()), report("0", 0, 0, 0, T0));
     let error = f.scraper.health.lock().unwrap().last_error.clone().unwrap();
-    assert_eq!(error, "sample_limit exceeded: 3 samples, limit 2");
+    assert_eq!(
+        error,
+        "sample_limit exceeded: more than 2 samples after metric relabeling"
+    );
 
     let mut config = self::config();
     // Target labels count too: "web:8080" has 8 characters.
-    config.label_value_length_limit = 8;
+    config.label_value_length_limit = std::num::NonZeroU32::new(8).unwrap();
     let mut f = fixture(config, "[]");
     f.scrape("a{x=\"nine-char\"} 1\n", T0);
     let error = f.scraper.health.lock().unwrap().last_error.clone().unwrap();
