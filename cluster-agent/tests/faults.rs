@@ -125,8 +125,23 @@ impl Agent {
         }
     }
 
-    /// Remote-writes one sample per series, `value` at `timestamp_ms`, into the agent.
+    /// Remote-writes one sample per series, `value` at `timestamp_ms`, into the agent,
+    /// which must accept it.
     fn push(&self, series: &[Vec<(&str, String)>], value: f64, timestamp_ms: i64) {
+        let (status, answer) = self.try_push(series, value, timestamp_ms);
+        assert!(
+            status == 204 || status == 200,
+            "push answered {status}: {answer}"
+        );
+    }
+
+    /// Remote-writes one sample per series and returns the agent's answer.
+    fn try_push(
+        &self,
+        series: &[Vec<(&str, String)>],
+        value: f64,
+        timestamp_ms: i64,
+    ) -> (u16, String) {
         let request = WriteRequest {
             timeseries: series
                 .iter()
@@ -159,10 +174,7 @@ impl Agent {
             &body,
         )
         .expect("push to the agent");
-        assert!(
-            status == 204 || status == 200,
-            "push answered {status}: {answer}"
-        );
+        (status, answer)
     }
 }
 
@@ -524,7 +536,8 @@ fn an_unreadable_secret_is_a_clear_error_and_delivery_starts_when_it_appears() {
 /// pushed after that arrives too: nothing is corrupt, nothing written after the
 /// recovery is lost. On 552c13e the partial record stayed in the segment file, the one
 /// segment was never deleted, the volume stayed full, and nothing pushed after the
-/// recovery was ever delivered.
+/// recovery was ever delivered. The pusher is told: each refused round is answered 503
+/// (552c13e answered 204 and lost it).
 #[test]
 fn a_full_data_volume_refuses_batches_and_loses_nothing_written_after_recovery() {
     let dir = tempfile::tempdir().unwrap();
@@ -548,9 +561,19 @@ fn a_full_data_volume_refuses_batches_and_loses_nothing_written_after_recovery()
     const ROUNDS_AFTER_RECOVERY: usize = 10;
     let workload = padded_series("full_volume_series", SERIES);
     let start = now_ms();
-    // About 30 KB per round: the volume is full long before the last round.
+    // About 30 KB per round: the volume is full long before the last round. A round
+    // the buffer cannot store is answered 503 with Retry-After, so its pusher retries
+    // instead of believing it was kept.
+    let mut answered_unavailable = 0;
     for round in 0..ROUNDS_WHILE_DOWN {
-        agent.push(&workload, round as f64, start + round as i64);
+        match agent.try_push(&workload, round as f64, start + round as i64) {
+            (204, _) => {}
+            (503, answer) => {
+                assert!(answer.contains("could not store the data"), "{answer}");
+                answered_unavailable += 1;
+            }
+            (status, answer) => panic!("push answered {status}: {answer}"),
+        }
     }
     let series = |name: &str, reason: &str| {
         format!("kaas_agent_pipeline_{name}{{pipeline=\"on-full-disk\",reason=\"{reason}\"}}")
@@ -561,6 +584,10 @@ fn a_full_data_volume_refuses_batches_and_loses_nothing_written_after_recovery()
         .expect("samples refused by the full volume are counted");
     assert!(refused > 0.0 && refused % SERIES as f64 == 0.0, "{refused}");
     let refused_rounds = (refused as usize) / SERIES;
+    assert_eq!(
+        refused_rounds, answered_unavailable,
+        "every refused round, and only those, was answered 503"
+    );
     assert!(
         refused_rounds < ROUNDS_WHILE_DOWN,
         "some rounds were stored"
