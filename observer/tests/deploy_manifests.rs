@@ -956,23 +956,23 @@ fn rbac_grants_only_what_each_program_reads() {
     let agent = role("kubectl kustomize deploy/agent/base", "cluster-agent")
         .expect("deploy/agent/base has the ClusterRole cluster-agent");
     assert_eq!(grants(&agent), expected, "the agent's discovery rules");
-    // The push receivers check service-account tokens, and may do nothing else.
-    let token_review = role(
-        "kubectl kustomize deploy/agent/base",
-        "cluster-agent-token-review",
-    )
-    .expect("deploy/agent/base has the ClusterRole cluster-agent-token-review");
-    assert_eq!(
-        grants(&token_review),
-        BTreeMap::from([(
-            (
-                "authentication.k8s.io".to_owned(),
-                "tokenreviews".to_owned()
-            ),
-            ["create".to_owned()].into()
-        )]),
-        "the push receivers' TokenReview rule"
-    );
+    // The push receivers check service-account tokens, and may do nothing else; in
+    // deploy/ and in what the API renders.
+    for source in ["kubectl kustomize deploy/agent/base", API_MANIFEST_SOURCE] {
+        let token_review = role(source, "cluster-agent-token-review")
+            .unwrap_or_else(|| panic!("{source} has the ClusterRole cluster-agent-token-review"));
+        assert_eq!(
+            grants(&token_review),
+            BTreeMap::from([(
+                (
+                    "authentication.k8s.io".to_owned(),
+                    "tokenreviews".to_owned()
+                ),
+                ["create".to_owned()].into()
+            )]),
+            "{source}: the push receivers' TokenReview rule"
+        );
+    }
     // Issue 13, finding 9: Secrets only through Roles in the namespaces the agent's
     // --secret-namespaces lists, never cluster-wide; in deploy/ and in what the API
     // renders.
@@ -1114,8 +1114,12 @@ fn the_agent_push_ports_have_a_network_policy() {
     let kubectl = require_tool("kubectl", "install kubectl (Debian: kubernetes-client)");
     check_kustomize_version(&kubectl);
     let objects = Objects::collect(&kubectl);
-    for variant in ["deploy/agent/base", "deploy/agent/namespaced"] {
-        let source = format!("kubectl kustomize {variant}");
+    for source in [
+        "kubectl kustomize deploy/agent/base".to_owned(),
+        "kubectl kustomize deploy/agent/secret-namespaces".to_owned(),
+        API_MANIFEST_SOURCE.to_owned(),
+    ] {
+        let variant = &source;
         let deployment = objects
             .of_kind("Deployment")
             .find(|(s, o)| *s == source && o["metadata"]["name"] == "cluster-agent")

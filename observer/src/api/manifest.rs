@@ -42,7 +42,7 @@ const SECRETS_ROLE: &str = "cluster-agent-secrets";
 /// `deploy/agent/base`'s files in the order they are applied (namespace first, the
 /// Deployment last so everything it mounts exists when its pod starts); the Secret is
 /// inserted before the Deployment.
-const BASE_FILES: [(&str, &str); 6] = [
+const BASE_FILES: [(&str, &str); 8] = [
     (
         "namespace.yaml",
         include_str!("../../../deploy/agent/base/namespace.yaml"),
@@ -56,12 +56,20 @@ const BASE_FILES: [(&str, &str); 6] = [
         include_str!("../../../deploy/agent/base/rbac.yaml"),
     ),
     (
+        "token-review-rbac.yaml",
+        include_str!("../../../deploy/agent/base/token-review-rbac.yaml"),
+    ),
+    (
         "pvc.yaml",
         include_str!("../../../deploy/agent/base/pvc.yaml"),
     ),
     (
         "service.yaml",
         include_str!("../../../deploy/agent/base/service.yaml"),
+    ),
+    (
+        "networkpolicy.yaml",
+        include_str!("../../../deploy/agent/base/networkpolicy.yaml"),
     ),
     (
         "deployment.yaml",
@@ -307,8 +315,11 @@ mod tests {
                 "ClusterRoleBinding",
                 "Role",
                 "RoleBinding",
+                "ClusterRole",
+                "ClusterRoleBinding",
                 "PersistentVolumeClaim",
                 "Service",
+                "NetworkPolicy",
                 "Secret",
                 "Deployment"
             ]
@@ -321,10 +332,10 @@ mod tests {
                 document["kind"]
             );
         }
-        let secret = &documents[8];
+        let secret = &documents[11];
         assert_eq!(secret["stringData"]["join-token"].as_str(), Some("jt-123"));
         assert_eq!(secret["stringData"]["ca.crt"].as_str(), Some(ca));
-        let pod = &documents[9]["spec"]["template"]["spec"];
+        let pod = &documents[12]["spec"]["template"]["spec"];
         let container = &pod["containers"][0];
         assert_eq!(container["image"].as_str(), Some(AGENT_IMAGE));
         let args: Vec<&str> = container["args"]
@@ -349,7 +360,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             data["persistentVolumeClaim"]["claimName"].as_str(),
-            documents[6]["metadata"]["name"].as_str()
+            documents[8]["metadata"]["name"].as_str()
         );
     }
 
@@ -366,13 +377,13 @@ mod tests {
         let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
             .map(|d| serde_yaml::Value::deserialize(d).unwrap())
             .collect();
-        assert_eq!(documents.len(), 10);
+        assert_eq!(documents.len(), 13);
         assert_eq!(
-            documents[8]["stringData"]["ca.crt"].as_str(),
+            documents[11]["stringData"]["ca.crt"].as_str(),
             Some(hostile.ca_pem)
         );
         assert_eq!(
-            documents[8]["stringData"]["join-token"].as_str(),
+            documents[11]["stringData"]["join-token"].as_str(),
             Some(hostile.join_token)
         );
         assert_eq!(

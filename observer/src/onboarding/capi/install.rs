@@ -247,7 +247,7 @@ pub fn agent_documents(input: &ManifestInput<'_>) -> Result<Vec<Value>, InstallE
 /// The kinds the agent's manifests hold: apiVersion, kind, plural, namespaced. No
 /// discovery round trip is needed for a fixed set; a test checks every manifest
 /// document is covered.
-const AGENT_KINDS: [(&str, &str, &str, bool); 10] = [
+const AGENT_KINDS: [(&str, &str, &str, bool); 11] = [
     ("v1", "Namespace", "namespaces", false),
     ("v1", "ServiceAccount", "serviceaccounts", true),
     (
@@ -278,6 +278,13 @@ const AGENT_KINDS: [(&str, &str, &str, bool); 10] = [
         true,
     ),
     ("v1", "Secret", "secrets", true),
+    // Who may reach the push ports.
+    (
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+    ),
     ("apps/v1", "Deployment", "deployments", true),
 ];
 
@@ -485,8 +492,11 @@ users:
                 "rbac.authorization.k8s.io/v1/roles monitoring/cluster-agent-secrets",
                 "rbac.authorization.k8s.io/v1/rolebindings kaas-observer/cluster-agent-secrets",
                 "rbac.authorization.k8s.io/v1/rolebindings monitoring/cluster-agent-secrets",
+                "rbac.authorization.k8s.io/v1/clusterroles /cluster-agent-token-review",
+                "rbac.authorization.k8s.io/v1/clusterrolebindings /cluster-agent-token-review",
                 "v1/persistentvolumeclaims kaas-observer/cluster-agent-data",
                 "v1/services kaas-observer/cluster-agent",
+                "networking.k8s.io/v1/networkpolicies kaas-observer/cluster-agent",
                 "v1/secrets kaas-observer/cluster-agent",
                 "apps/v1/deployments kaas-observer/cluster-agent",
             ]

@@ -248,8 +248,11 @@ async fn verify_onboarding(
         "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/cluster-agent",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/kaas-observer/roles/cluster-agent-secrets",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/kaas-observer/rolebindings/cluster-agent-secrets",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/cluster-agent-token-review",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/cluster-agent-token-review",
         "/api/v1/namespaces/kaas-observer/persistentvolumeclaims/cluster-agent-data",
         "/api/v1/namespaces/kaas-observer/services/cluster-agent",
+        "/apis/networking.k8s.io/v1/namespaces/kaas-observer/networkpolicies/cluster-agent",
         "/api/v1/namespaces/kaas-observer/secrets/cluster-agent",
         "/apis/apps/v1/namespaces/kaas-observer/deployments/cluster-agent",
     ];
