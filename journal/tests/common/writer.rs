@@ -1,0 +1,153 @@
+//! A minimal journal-file writer for tests: the layouts systemd-journal-remote 252 does
+//! not write (LZ4 and xz payloads) and the hand-made corrupt fixtures. It writes only
+//! what a reader walking the entry-array chain needs: header, data objects, entries
+//! and entry arrays (no hash tables or field objects, whose offsets stay 0).
+
+pub const HEADER_SIZE: usize = 272;
+pub const COMPACT: u32 = 1 << 4;
+pub const ZSTD: u32 = 1 << 3;
+pub const LZ4: u32 = 1 << 1;
+pub const XZ: u32 = 1 << 0;
+
+/// A data object's payload as stored: compression flag (0, 1 xz, 2 lz4, 4 zstd) and
+/// bytes.
+#[derive(Clone)]
+pub struct Payload {
+    pub flags: u8,
+    pub bytes: Vec<u8>,
+}
+
+impl Payload {
+    pub fn plain(field: &[u8]) -> Payload {
+        Payload {
+            flags: 0,
+            bytes: field.to_vec(),
+        }
+    }
+}
+
+/// Builds a file in memory.
+pub struct Writer {
+    pub bytes: Vec<u8>,
+    pub incompatible: u32,
+    pub state: u8,
+    pub entries: Vec<u64>,
+    pub seqnum: u64,
+    tail_object: u64,
+}
+
+impl Writer {
+    pub fn new(incompatible: u32) -> Writer {
+        let mut bytes = vec![0u8; HEADER_SIZE];
+        bytes[..8].copy_from_slice(b"LPKSHHRH");
+        Writer {
+            bytes,
+            incompatible,
+            state: 0,
+            entries: Vec::new(),
+            seqnum: 0,
+            tail_object: 0,
+        }
+    }
+
+    fn compact(&self) -> bool {
+        self.incompatible & COMPACT != 0
+    }
+
+    fn object(&mut self, kind: u8, flags: u8, body: &[u8]) -> u64 {
+        let offset = self.bytes.len() as u64;
+        self.bytes.push(kind);
+        self.bytes.push(flags);
+        self.bytes.extend_from_slice(&[0; 6]);
+        self.bytes
+            .extend_from_slice(&(16 + body.len() as u64).to_le_bytes());
+        self.bytes.extend_from_slice(body);
+        while !self.bytes.len().is_multiple_of(8) {
+            self.bytes.push(0);
+        }
+        self.tail_object = offset;
+        offset
+    }
+
+    /// Appends a data object and returns its offset.
+    pub fn data(&mut self, payload: &Payload) -> u64 {
+        // hash, next_hash, next_field, entry_offset, entry_array_offset, n_entries
+        let mut body = vec![0u8; 48];
+        if self.compact() {
+            body.extend_from_slice(&[0; 8]);
+        }
+        body.extend_from_slice(&payload.bytes);
+        self.object(1, payload.flags, &body)
+    }
+
+    /// Appends an entry referencing `items` and returns its offset.
+    pub fn entry(&mut self, realtime: u64, monotonic: u64, items: &[u64]) -> u64 {
+        self.seqnum += 1;
+        let mut body = Vec::new();
+        body.extend_from_slice(&self.seqnum.to_le_bytes());
+        body.extend_from_slice(&realtime.to_le_bytes());
+        body.extend_from_slice(&monotonic.to_le_bytes());
+        body.extend_from_slice(&[0xb0; 16]);
+        body.extend_from_slice(&0u64.to_le_bytes());
+        for item in items {
+            if self.compact() {
+                body.extend_from_slice(&(*item as u32).to_le_bytes());
+            } else {
+                body.extend_from_slice(&item.to_le_bytes());
+                body.extend_from_slice(&0u64.to_le_bytes());
+            }
+        }
+        let offset = self.object(3, 0, &body);
+        self.entries.push(offset);
+        offset
+    }
+
+    /// Appends an entry whose fields are plain `NAME=value` payloads.
+    pub fn plain_entry(&mut self, realtime: u64, fields: &[&[u8]]) -> u64 {
+        let items: Vec<u64> = fields
+            .iter()
+            .map(|field| self.data(&Payload::plain(field)))
+            .collect();
+        self.entry(realtime, realtime, &items)
+    }
+
+    /// Appends the entry arrays (`capacity` slots each, chained) and fills in the
+    /// header. Returns the arrays' offsets.
+    pub fn finish(&mut self, capacity: usize) -> Vec<u64> {
+        let entries = self.entries.clone();
+        let mut arrays = Vec::new();
+        for chunk in entries.chunks(capacity.max(1)) {
+            let mut body = 0u64.to_le_bytes().to_vec();
+            for slot in 0..capacity {
+                let entry = chunk.get(slot).copied().unwrap_or(0);
+                if self.compact() {
+                    body.extend_from_slice(&(entry as u32).to_le_bytes());
+                } else {
+                    body.extend_from_slice(&entry.to_le_bytes());
+                }
+            }
+            let offset = self.object(6, 0, &body);
+            if let Some(previous) = arrays.last() {
+                self.put_u64(*previous as usize + 16, offset);
+            }
+            arrays.push(offset);
+        }
+        let file_size = self.bytes.len() as u64;
+        self.bytes[12..16].copy_from_slice(&self.incompatible.to_le_bytes());
+        self.bytes[16] = self.state;
+        self.bytes[24..40].copy_from_slice(&[0xf1; 16]); // file id
+        self.bytes[72..88].copy_from_slice(&[0x5e; 16]); // seqnum id
+        self.put_u64(88, HEADER_SIZE as u64);
+        self.put_u64(96, file_size - HEADER_SIZE as u64);
+        self.put_u64(136, self.tail_object);
+        self.put_u64(152, entries.len() as u64);
+        self.put_u64(160, self.seqnum);
+        self.put_u64(168, u64::from(!entries.is_empty()));
+        self.put_u64(176, arrays.first().copied().unwrap_or(0));
+        arrays
+    }
+
+    pub fn put_u64(&mut self, at: usize, value: u64) {
+        self.bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    }
+}
