@@ -80,7 +80,7 @@ pub enum Corruption {
     #[error("offset not 8-byte aligned")]
     Misaligned,
     /// The object has another type than the link leading to it promises.
-    #[error("expected a {expected} object, found type {found}")]
+    #[error("expected {expected}, found object type {found}")]
     WrongType {
         /// The type the link promises.
         expected: &'static str,

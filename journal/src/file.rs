@@ -548,7 +548,7 @@ impl<S: ReadAt> JournalFile<S> {
             return Err(JournalError::corrupt(
                 offset,
                 Corruption::WrongType {
-                    expected: "entry array",
+                    expected: "an entry array",
                     found: kind,
                 },
             ));
@@ -573,7 +573,7 @@ impl<S: ReadAt> JournalFile<S> {
         let (kind, _, size) = self.object_header(offset).map_err(corrupt)?;
         if kind != OBJECT_ENTRY {
             return Err(corrupt(Corruption::WrongType {
-                expected: "entry",
+                expected: "an entry",
                 found: kind,
             }));
         }
@@ -677,7 +677,7 @@ impl<S: ReadAt> JournalFile<S> {
         let (kind, flags, size) = self.object_header(offset).map_err(corrupt)?;
         if kind != OBJECT_DATA {
             return Err(corrupt(Corruption::WrongType {
-                expected: "data",
+                expected: "a data object",
                 found: kind,
             }));
         }

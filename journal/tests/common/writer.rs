@@ -29,6 +29,9 @@ impl Payload {
 /// Builds a file in memory.
 pub struct Writer {
     pub bytes: Vec<u8>,
+    /// An entry array allocated before the entries, as journald allocates its first
+    /// one: (offset, capacity).
+    early_array: Option<(u64, usize)>,
     pub incompatible: u32,
     pub state: u8,
     pub entries: Vec<u64>,
@@ -42,6 +45,7 @@ impl Writer {
         bytes[..8].copy_from_slice(b"LPKSHHRH");
         Writer {
             bytes,
+            early_array: None,
             incompatible,
             state: 0,
             entries: Vec::new(),
@@ -111,11 +115,37 @@ impl Writer {
         self.entry(realtime, realtime, &items)
     }
 
+    /// Allocates an empty entry array of `capacity` slots now, before the entries,
+    /// as journald does; `finish` fills it first.
+    pub fn early_array(&mut self, capacity: usize) -> u64 {
+        let slot = if self.compact() { 4 } else { 8 };
+        let offset = self.object(6, 0, &vec![0u8; 8 + capacity * slot]);
+        self.early_array = Some((offset, capacity));
+        offset
+    }
+
+    fn set_slot(&mut self, array: u64, index: usize, entry: u64) {
+        let at = array as usize + 24;
+        if self.compact() {
+            let at = at + index * 4;
+            self.bytes[at..at + 4].copy_from_slice(&(entry as u32).to_le_bytes());
+        } else {
+            self.put_u64(at + index * 8, entry);
+        }
+    }
+
     /// Appends the entry arrays (`capacity` slots each, chained) and fills in the
     /// header. Returns the arrays' offsets.
     pub fn finish(&mut self, capacity: usize) -> Vec<u64> {
-        let entries = self.entries.clone();
+        let mut entries = self.entries.clone();
         let mut arrays = Vec::new();
+        if let Some((early, early_capacity)) = self.early_array {
+            let taken = early_capacity.min(entries.len());
+            for (index, entry) in entries.drain(..taken).enumerate() {
+                self.set_slot(early, index, entry);
+            }
+            arrays.push(early);
+        }
         for chunk in entries.chunks(capacity.max(1)) {
             let mut body = 0u64.to_le_bytes().to_vec();
             for slot in 0..capacity {
@@ -140,9 +170,9 @@ impl Writer {
         self.put_u64(88, HEADER_SIZE as u64);
         self.put_u64(96, file_size - HEADER_SIZE as u64);
         self.put_u64(136, self.tail_object);
-        self.put_u64(152, entries.len() as u64);
+        self.put_u64(152, self.entries.len() as u64);
         self.put_u64(160, self.seqnum);
-        self.put_u64(168, u64::from(!entries.is_empty()));
+        self.put_u64(168, u64::from(!self.entries.is_empty()));
         self.put_u64(176, arrays.first().copied().unwrap_or(0));
         arrays
     }
