@@ -21,15 +21,21 @@ use crate::error::Corruption;
 use crate::format::{OBJECT_COMPRESSED_LZ4, OBJECT_COMPRESSED_XZ, OBJECT_COMPRESSED_ZSTD};
 
 /// Largest zstd window a frame may declare. journald compresses at zstd's default level,
-/// whose window is at most 2 MiB (window log 21); the decoder holds one window of
-/// history before it hands out bytes, so this bounds its memory on hostile frames.
-const MAX_ZSTD_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
+/// whose window is at most 2 MiB (window log 21). The decoder decodes and holds one
+/// window before it hands out the first byte, so this bounds both the memory and the
+/// work one hostile frame can cost, whatever the cap.
+const MAX_ZSTD_WINDOW_BYTES: u64 = 2 * 1024 * 1024;
+/// The zstd frame magic number, little-endian.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// A decoded payload: at most the cap, and whether more was there.
 #[derive(Debug)]
 pub(crate) struct Decoded {
     pub(crate) bytes: Vec<u8>,
     pub(crate) truncated: bool,
+    /// Bytes the decoder produced to get there (at least `bytes`; a zstd frame also
+    /// costs its window), charged to the entry's decompression budget.
+    pub(crate) work: usize,
 }
 
 /// Decompresses `input` (compressed with the codec in object `flags`) into at most
@@ -68,6 +74,12 @@ fn zstd(input: &[u8], cap: usize, input_complete: bool) -> Result<Decoded, Corru
         codec: "zstd",
         reason,
     };
+    let window = zstd_window(input).ok_or_else(|| error("not a zstd frame".into()))?;
+    if window > MAX_ZSTD_WINDOW_BYTES {
+        return Err(error(format!(
+            "frame window of {window} bytes exceeds the limit of {MAX_ZSTD_WINDOW_BYTES}"
+        )));
+    }
     let decoder =
         ruzstd::decoding::StreamingDecoder::new_with_max_window_size(input, MAX_ZSTD_WINDOW_BYTES)
             .map_err(|e| error(e.to_string()))?;
@@ -76,16 +88,46 @@ fn zstd(input: &[u8], cap: usize, input_complete: bool) -> Result<Decoded, Corru
     match decoder.take(cap as u64 + 1).read_to_end(&mut bytes) {
         Ok(_) => {}
         Err(_) if !input_complete && !bytes.is_empty() => {
+            let work = bytes.len() + window as usize;
             return Ok(Decoded {
                 bytes,
                 truncated: true,
+                work,
             });
         }
         Err(e) => return Err(error(e.to_string())),
     }
+    let work = bytes.len() + window as usize;
     let truncated = bytes.len() > cap;
     bytes.truncate(cap);
-    Ok(Decoded { bytes, truncated })
+    Ok(Decoded {
+        bytes,
+        truncated,
+        work,
+    })
+}
+
+/// The window a zstd frame declares (its content size for single-segment frames), from
+/// the frame header; `None` when `frame` does not start with a zstd frame header.
+fn zstd_window(frame: &[u8]) -> Option<u64> {
+    if frame.get(..4)? != ZSTD_MAGIC {
+        return None;
+    }
+    let descriptor = *frame.get(4)?;
+    if descriptor & 0x20 == 0 {
+        // Window descriptor: exponent (log2 minus 10) and eighths of the base.
+        let window = *frame.get(5)?;
+        let base = 1u64 << (10 + u32::from(window >> 3));
+        return Some(base + base / 8 * u64::from(window & 7));
+    }
+    // Single segment: the window is the content size, after the dictionary id.
+    let dictionary_len = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let size_len = [1, 2, 4, 8][usize::from(descriptor >> 6)];
+    let at = 5 + dictionary_len;
+    let mut size = [0u8; 8];
+    size[..size_len].copy_from_slice(frame.get(at..at + size_len)?);
+    let size = u64::from_le_bytes(size);
+    Some(if size_len == 2 { size + 256 } else { size })
 }
 
 #[cfg(test)]

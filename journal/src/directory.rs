@@ -32,7 +32,7 @@ use crate::cursor::Cursor;
 use crate::entry::{Entry, Id128, UnitFilter};
 use crate::error::JournalError;
 use crate::file::JournalFile;
-use crate::format::{FileState, Header};
+use crate::format::{FileState, Header, SHORT_HEADER};
 
 /// Journal files read from one directory. journald keeps 100 by default
 /// (`SystemMaxFiles=`); beyond this the directory is not a journal directory the reader
@@ -184,21 +184,30 @@ impl Chain {
                 continue;
             };
             let peeked = file.peek(filter);
-            if let Some(cursor) = file.last_cursor() {
-                self.cursor = Some(cursor);
-            }
+            let consumed = file.last_cursor();
+            let (may_grow, file_id) = (file.may_grow(), info.file_id);
+            self.advance(consumed);
             match peeked {
                 Some(Ok(cursor)) => return Ok(Some(cursor)),
                 Some(Err(error)) => return Err(error),
-                None if file.may_grow() => return Ok(None),
+                None if may_grow => return Ok(None),
                 None => {
-                    let finished = info.file_id;
-                    self.done.insert(finished);
+                    self.done.insert(file_id);
                     self.current = None;
                 }
             }
         }
         Ok(None)
+    }
+
+    /// Moves the chain's cursor to `consumed` if that is further: entries skipped while
+    /// a file seeks to the cursor must not move it back.
+    fn advance(&mut self, consumed: Option<Cursor>) {
+        if let Some(consumed) = consumed
+            && self.cursor.is_none_or(|cursor| consumed.is_after(&cursor))
+        {
+            self.cursor = Some(consumed);
+        }
     }
 
     /// Opens the first unfinished file that may hold entries after the cursor.
@@ -283,10 +292,12 @@ impl JournalDirectory {
     /// entries, new files and rotations. Call it when `next_entry` returns `None`,
     /// after a pause.
     pub fn poll(&mut self) -> Result<(), JournalError> {
-        let listing = self.list()?;
-        for (name, files) in listing {
-            let chain = self.chains.entry(name).or_default();
-            chain.files = files;
+        let mut listing = self.list()?;
+        for name in listing.keys() {
+            self.chains.entry(name.clone()).or_default();
+        }
+        for (name, chain) in &mut self.chains {
+            chain.files = listing.remove(name).unwrap_or_default();
             chain
                 .done
                 .retain(|id| chain.files.iter().any(|info| info.file_id == *id));
@@ -340,9 +351,8 @@ impl JournalDirectory {
         let chain = self.chains.get_mut(&name)?;
         let (file, _) = chain.current.as_mut()?;
         let entry = file.next_entry(&self.filter);
-        if let Some(cursor) = file.last_cursor() {
-            chain.cursor = Some(cursor);
-        }
+        let consumed = file.last_cursor();
+        chain.advance(consumed);
         entry
     }
 
@@ -390,9 +400,10 @@ impl JournalDirectory {
                     file.header(),
                     archive || file.header().state == FileState::Archived,
                 )),
-                // Deleted since listed, or an active file journald is still creating.
+                // Deleted since listed, or an active file journald has created but
+                // not yet written its header to.
                 Err(JournalError::Io { .. }) => {}
-                Err(JournalError::BadHeader { .. }) if !archive => {}
+                Err(JournalError::BadHeader { reason }) if !archive && reason == SHORT_HEADER => {}
                 Err(error) => {
                     if self.reported.insert(path) {
                         self.errors.push_back(error);

@@ -132,6 +132,12 @@ pub enum Corruption {
         /// What the decoder said.
         reason: String,
     },
+    /// The entry's compressed fields need more decompression than one entry may cost.
+    #[error("entry needs more than {limit} bytes of decompression")]
+    DecodeBudget {
+        /// The limit, in decoded bytes.
+        limit: usize,
+    },
     /// The file is shorter than the header says it is.
     #[error("file truncated")]
     Truncated,

@@ -25,7 +25,6 @@
 use std::fs::File;
 use std::path::Path;
 
-use crate::compress;
 use crate::cursor::Cursor;
 use crate::entry::{Entry, Field, UnitFilter};
 use crate::error::{Corruption, JournalError};
@@ -34,6 +33,7 @@ use crate::format::{
     ENTRY_ITEMS_OFFSET, FileState, HEADER_READ_SIZE, Header, OBJECT_COMPRESSED_MASK, OBJECT_DATA,
     OBJECT_ENTRY, OBJECT_ENTRY_ARRAY, OBJECT_HEADER_SIZE,
 };
+use crate::payload::{MAX_ENTRY_DECODE_WORK, PayloadCache, PayloadLocation, read_payload};
 use crate::source::{CachedSource, ReadAt};
 use crate::{MAX_ENTRY_ITEMS, MAX_FIELD_BYTES};
 
@@ -45,10 +45,6 @@ const MAX_ENTRY_BYTES: usize = 4 * MAX_FIELD_BYTES;
 /// What each field keeps once the entry's budget is spent: enough for any field name
 /// and a useful start of its value.
 const FIELD_BYTES_AFTER_BUDGET: usize = 4096;
-/// Compressed bytes read for one field. journald stores a field compressed only when
-/// that is smaller, so the first 1 MiB of any real field decodes from less than twice
-/// that much input, even when its data does not compress.
-const MAX_COMPRESSED_INPUT_BYTES: usize = 2 * MAX_FIELD_BYTES;
 /// Bytes read beyond a value's cap for the `NAME=` before it: journald's field names
 /// are at most 64 characters, so every real name fits and the value keeps its full cap.
 const FIELD_NAME_ALLOWANCE: usize = 256;
@@ -60,6 +56,7 @@ const ENTRY_FIXED_SIZE: usize = ENTRY_ITEMS_OFFSET as usize;
 /// An open journal file, read entry by entry.
 pub struct JournalFile<S: ReadAt = File> {
     source: CachedSource<S>,
+    payloads: PayloadCache,
     header: Header,
     /// Objects must end before this offset (arena end clamped to the file size).
     end: u64,
@@ -148,6 +145,7 @@ impl<S: ReadAt> JournalFile<S> {
         let (header, end) = read_header(&mut source)?;
         Ok(JournalFile {
             source,
+            payloads: PayloadCache::default(),
             end,
             generation: 0,
             superseded: false,
@@ -192,6 +190,7 @@ impl<S: ReadAt> JournalFile<S> {
         self.header = header;
         self.end = end;
         self.generation += 1;
+        self.payloads.clear();
         Ok(())
     }
 
@@ -228,7 +227,8 @@ impl<S: ReadAt> JournalFile<S> {
                 self.consume(&head);
                 continue;
             }
-            match self.matches(&head, filter) {
+            let mut budget = MAX_ENTRY_DECODE_WORK;
+            match self.matches(&head, filter, &mut budget) {
                 Ok(false) => {
                     self.consume(&head);
                     continue;
@@ -236,7 +236,7 @@ impl<S: ReadAt> JournalFile<S> {
                 Ok(true) => {}
                 Err(error) => return self.entry_failed(&head, error),
             }
-            return match self.read_fields(&head) {
+            return match self.read_fields(&head, &mut budget) {
                 Ok(fields) => {
                     self.consume(&head);
                     Some(Ok(Entry {
@@ -269,7 +269,8 @@ impl<S: ReadAt> JournalFile<S> {
                 self.consume(&head);
                 continue;
             }
-            match self.matches(&head, filter) {
+            let mut budget = MAX_ENTRY_DECODE_WORK;
+            match self.matches(&head, filter, &mut budget) {
                 Ok(true) => return Some(Ok(head.cursor)),
                 Ok(false) => self.consume(&head),
                 Err(error) => return self.entry_failed(&head, error),
@@ -624,13 +625,18 @@ impl<S: ReadAt> JournalFile<S> {
 
     /// Whether the entry passes the unit filter, reading only the start of each data
     /// object.
-    fn matches(&mut self, head: &EntryHead, filter: &UnitFilter) -> Result<bool, JournalError> {
+    fn matches(
+        &mut self,
+        head: &EntryHead,
+        filter: &UnitFilter,
+        budget: &mut usize,
+    ) -> Result<bool, JournalError> {
         if let UnitFilter::All = filter {
             return Ok(true);
         }
         let cap = UNIT_PREFIX.len() + filter.longest() + 1;
         for &item in &head.items {
-            let (bytes, truncated) = self.read_payload(item, cap)?;
+            let (bytes, truncated) = self.read_payload(item, cap, budget)?;
             if let Some(unit) = bytes.strip_prefix(UNIT_PREFIX)
                 && !truncated
                 && filter.allows(unit)
@@ -642,13 +648,17 @@ impl<S: ReadAt> JournalFile<S> {
     }
 
     /// Reads every field of the entry, within the entry's byte budget.
-    fn read_fields(&mut self, head: &EntryHead) -> Result<Vec<Field>, JournalError> {
-        let mut budget = MAX_ENTRY_BYTES;
+    fn read_fields(
+        &mut self,
+        head: &EntryHead,
+        budget: &mut usize,
+    ) -> Result<Vec<Field>, JournalError> {
+        let mut kept = MAX_ENTRY_BYTES;
         let mut fields = Vec::with_capacity(head.items.len());
         for &item in &head.items {
-            let value_cap = MAX_FIELD_BYTES.min(budget).max(FIELD_BYTES_AFTER_BUDGET);
+            let value_cap = MAX_FIELD_BYTES.min(kept).max(FIELD_BYTES_AFTER_BUDGET);
             let (mut bytes, truncated) =
-                self.read_payload(item, value_cap + FIELD_NAME_ALLOWANCE)?;
+                self.read_payload(item, value_cap + FIELD_NAME_ALLOWANCE, budget)?;
             let equals = bytes
                 .iter()
                 .position(|byte| *byte == b'=')
@@ -657,7 +667,7 @@ impl<S: ReadAt> JournalFile<S> {
             let mut value = bytes.split_off(equals + 1);
             let truncated = truncated || value.len() > value_cap;
             value.truncate(value_cap);
-            budget = budget.saturating_sub(value.len());
+            kept = kept.saturating_sub(value.len());
             bytes.truncate(equals);
             let name = String::from_utf8(bytes)
                 .map_err(|_| JournalError::corrupt(item, Corruption::BadField))?;
@@ -672,7 +682,12 @@ impl<S: ReadAt> JournalFile<S> {
 
     /// Reads the payload of the data object at `offset`, decompressed, at most `cap`
     /// bytes; the flag says whether it was longer.
-    fn read_payload(&mut self, offset: u64, cap: usize) -> Result<(Vec<u8>, bool), JournalError> {
+    fn read_payload(
+        &mut self,
+        offset: u64,
+        cap: usize,
+        budget: &mut usize,
+    ) -> Result<(Vec<u8>, bool), JournalError> {
         let corrupt = |kind| JournalError::corrupt(offset, kind);
         let (kind, flags, size) = self.object_header(offset).map_err(corrupt)?;
         if kind != OBJECT_DATA {
@@ -689,7 +704,6 @@ impl<S: ReadAt> JournalFile<S> {
         if size < payload_offset {
             return Err(corrupt(Corruption::BadSize { size }));
         }
-        let payload_len = size - payload_offset;
         let compression = flags & OBJECT_COMPRESSED_MASK;
         if flags != compression
             || compression.count_ones() > 1
@@ -697,22 +711,13 @@ impl<S: ReadAt> JournalFile<S> {
         {
             return Err(corrupt(Corruption::BadCompressionFlags { flags }));
         }
-        if compression == 0 {
-            let len = payload_len.min(cap as u64) as usize;
-            let bytes = self
-                .source
-                .read_vec(offset + payload_offset, len)
-                .map_err(|_| corrupt(Corruption::Truncated))?;
-            return Ok((bytes, payload_len > cap as u64));
-        }
-        let len = payload_len.min(MAX_COMPRESSED_INPUT_BYTES as u64) as usize;
-        let input = self
-            .source
-            .read_vec(offset + payload_offset, len)
-            .map_err(|_| corrupt(Corruption::Truncated))?;
-        let complete = len as u64 == payload_len;
-        let decoded = compress::decompress(compression, &input, cap, complete).map_err(corrupt)?;
-        Ok((decoded.bytes, decoded.truncated))
+        let location = PayloadLocation {
+            object: offset,
+            start: offset + payload_offset,
+            len: size - payload_offset,
+            compression,
+        };
+        read_payload(&mut self.source, &mut self.payloads, &location, cap, budget)
     }
 
     /// If the whole current entry array holds only entries up to `cursor`, returns how

@@ -43,6 +43,9 @@ pub(crate) const HEADER_SIZE_MIN: u64 = 208;
 /// The largest header this reader knows (systemd 254 added `tail_entry_offset`); a
 /// larger header is read only this far, as the format allows.
 pub(crate) const HEADER_READ_SIZE: usize = 272;
+/// Why a file too short to hold a header is refused (an active file journald has just
+/// created looks like this for a moment).
+pub(crate) const SHORT_HEADER: &str = "file shorter than a header";
 /// Bytes of the common object header.
 pub(crate) const OBJECT_HEADER_SIZE: u64 = 16;
 
@@ -129,7 +132,7 @@ impl Header {
                 JournalError::NotAJournal
             } else {
                 JournalError::BadHeader {
-                    reason: "file shorter than a header",
+                    reason: SHORT_HEADER,
                 }
             });
         }

@@ -34,6 +34,7 @@ mod error;
 mod file;
 pub mod format;
 mod lz4;
+mod payload;
 mod source;
 mod xz;
 

@@ -36,6 +36,7 @@ pub(crate) fn decompress(
     }
     Ok(crate::compress::Decoded {
         truncated: !complete,
+        work: out.len(),
         bytes: out,
     })
 }

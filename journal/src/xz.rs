@@ -45,9 +45,14 @@ pub(crate) fn decompress(
     let mut lzma2 = (&input[data_start..chunks.end]).chain(&[0u8][..]);
     let mut bytes = Vec::new();
     lzma_rs::lzma2_decompress(&mut lzma2, &mut bytes).map_err(|e| e.to_string())?;
-    let truncated = bytes.len() > cap || !chunks.ended;
+    let work = bytes.len();
+    let truncated = work > cap || !chunks.ended;
     bytes.truncate(cap);
-    Ok(crate::compress::Decoded { bytes, truncated })
+    Ok(crate::compress::Decoded {
+        bytes,
+        truncated,
+        work,
+    })
 }
 
 /// The length of the block header at the start of `block`, checked to name exactly

@@ -12,7 +12,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::writer::{COMPACT, HEADER_SIZE, LZ4, Payload, Writer, ZSTD};
+use common::writer::{COMPACT, HEADER_SIZE, LZ4, Payload, Writer, XZ, ZSTD};
 use kaas_journal::{Entry, JournalError, JournalFile, MAX_FIELD_BYTES, UnitFilter};
 
 fn fixture_dir() -> PathBuf {
@@ -22,13 +22,18 @@ fn fixture_dir() -> PathBuf {
 /// A zstd frame: a raw block holding `prefix`, then `blocks` RLE blocks of 128 KiB of
 /// `A` (4 bytes each: the classic compression bomb).
 fn zstd_bomb(prefix: &[u8], blocks: usize) -> Vec<u8> {
+    zstd_rle(prefix, blocks, 128 * 1024)
+}
+
+/// A zstd frame: a raw block holding `prefix`, then `blocks` RLE blocks of `size` `A`s.
+fn zstd_rle(prefix: &[u8], blocks: usize, size: u32) -> Vec<u8> {
     // Magic; descriptor without content size or checksum; a 1 MiB window.
     let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x50];
     let raw = (prefix.len() as u32) << 3;
     frame.extend_from_slice(&raw.to_le_bytes()[..3]);
     frame.extend_from_slice(prefix);
     for index in 0..blocks {
-        let header = u32::from(index + 1 == blocks) | 1 << 1 | (128 * 1024) << 3;
+        let header = u32::from(index + 1 == blocks) | 1 << 1 | size << 3;
         frame.extend_from_slice(&header.to_le_bytes()[..3]);
         frame.push(b'A');
     }
@@ -50,9 +55,62 @@ fn lz4_bomb(prefix: &[u8], extension: usize, declared: u64) -> Vec<u8> {
     bytes
 }
 
+/// An xz stream of one block of stored (uncompressed) LZMA2 chunks, no check.
+fn xz_stored(data: &[u8]) -> Vec<u8> {
+    let mut stream = vec![0xfd, b'7', b'z', b'X', b'Z', 0, 0, 0, 0, 0, 0, 0];
+    stream.extend_from_slice(&[2, 0, 0x21, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    for (index, chunk) in data.chunks(1000).enumerate() {
+        stream.push(if index == 0 { 1 } else { 2 });
+        stream.extend_from_slice(&(chunk.len() as u16 - 1).to_be_bytes());
+        stream.extend_from_slice(chunk);
+    }
+    stream.push(0);
+    while !(stream.len() - 12).is_multiple_of(4) {
+        stream.push(0);
+    }
+    stream.push(0); // the index follows: one block only
+    stream
+}
+
+/// A well-formed file of six entries using every payload kind, in compact or regular
+/// layout: the corpus's starting point, and a check that fixtures can be read at all.
+fn valid(compact: bool) -> Vec<u8> {
+    let flags = ZSTD | LZ4 | XZ | if compact { COMPACT } else { 0 };
+    let mut writer = Writer::new(flags);
+    writer.early_array(2);
+    let unit = writer.data(&Payload::plain(b"_SYSTEMD_UNIT=kubelet.service"));
+    let other = writer.data(&Payload::plain(b"_SYSTEMD_UNIT=cron.service"));
+    let lz4_prefix = b"LZ4_FIELD=abcdefghij";
+    let lz4_size = lz4_prefix.len() as u64 + 19 + 255 * 3 + 1;
+    for n in 1..=6u64 {
+        let message = writer.data(&Payload::plain(format!("MESSAGE=m{n}").as_bytes()));
+        let compressed = writer.data(&match n % 3 {
+            0 => Payload {
+                flags: 4,
+                bytes: zstd_rle(b"ZSTD_FIELD=", 2, 700),
+            },
+            1 => Payload {
+                flags: 2,
+                bytes: lz4_bomb(lz4_prefix, 3, lz4_size),
+            },
+            _ => Payload {
+                flags: 1,
+                bytes: xz_stored(&[b"XZ_FIELD=".as_slice(), &[b'x'; 2500]].concat()),
+            },
+        });
+        let unit = if n % 2 == 0 { unit } else { other };
+        writer.entry(n, n, &[message, unit, compressed]);
+    }
+    writer.finish(3);
+    writer.bytes
+}
+
 /// Every fixture's name and bytes.
 fn build_fixtures() -> Vec<(&'static str, Vec<u8>)> {
-    let mut fixtures = Vec::new();
+    let mut fixtures = vec![
+        ("valid-compact.journal", valid(true)),
+        ("valid-regular.journal", valid(false)),
+    ];
 
     // Cut in the middle of the fourth entry: the header and the early entry array
     // promise more than the file holds.
@@ -112,6 +170,23 @@ fn build_fixtures() -> Vec<(&'static str, Vec<u8>)> {
     writer.entry(1, 1, &[bomb]);
     writer.finish(4);
     fixtures.push(("lz4-bomb.journal", writer.bytes));
+
+    // Twenty distinct zstd bombs (2 MiB each), referenced round-robin by one entry 100
+    // times: more than the cache holds, so the entry's decompression budget ends it.
+    let mut writer = Writer::new(COMPACT | ZSTD);
+    let bombs: Vec<u64> = (0..20u8)
+        .map(|n| {
+            writer.data(&Payload {
+                flags: 4,
+                bytes: zstd_bomb(&[b"BOMB_", &[b'A' + n][..], b"="].concat(), 16),
+            })
+        })
+        .collect();
+    let items: Vec<u64> = bombs.iter().copied().cycle().take(100).collect();
+    writer.entry(1, 1, &items);
+    writer.plain_entry(2, &[b"MESSAGE=after"]);
+    writer.finish(4);
+    fixtures.push(("decode-budget.journal", writer.bytes));
 
     // A zstd payload that is not zstd, between two good entries.
     let mut writer = Writer::new(COMPACT | ZSTD);
@@ -196,7 +271,10 @@ fn fixtures_match_their_recipes() {
 /// Each fixture, entry by entry: what reads, and the typed error for what does not.
 #[test]
 fn corrupt_fixtures_give_their_expected_errors() {
+    let six = ["ok m1", "ok m2", "ok m3", "ok m4", "ok m5", "ok m6"];
     let expected: &[(&str, &[&str])] = &[
+        ("valid-compact.journal", &six),
+        ("valid-regular.journal", &six),
         (
             "truncated.journal",
             &[
@@ -234,6 +312,13 @@ fn corrupt_fixtures_give_their_expected_errors() {
             &["ok AAAAAAAAAAAA (truncated)", "ok AAAAAAAAAAAA (truncated)"],
         ),
         ("lz4-bomb.journal", &["ok exploding=== (truncated)"]),
+        (
+            "decode-budget.journal",
+            &[
+                "entry needs more than 33554432 bytes of decompression",
+                "ok after",
+            ],
+        ),
         (
             "bad-zstd.journal",
             &[
@@ -273,6 +358,41 @@ fn corrupt_fixtures_give_their_expected_errors() {
         for (got, want) in got.iter().zip(want.iter()) {
             assert!(got.contains(want), "{name}: got {got:?}, want {want:?}");
         }
+    }
+}
+
+/// The well-formed fixtures decode every payload kind to the exact bytes, and the unit
+/// filter picks the kubelet entries.
+#[test]
+fn valid_fixtures_decode_every_payload_kind() {
+    for name in ["valid-compact.journal", "valid-regular.journal"] {
+        let mut file = JournalFile::open(&fixture_dir().join(name)).expect("open");
+        let entries: Vec<Entry> = file
+            .entries(&UnitFilter::All)
+            .collect::<Result<_, _>>()
+            .expect("reads");
+        for (entry, n) in entries.iter().zip(1u64..) {
+            let field = &entry.fields[2];
+            let (name, value) = match n % 3 {
+                0 => ("ZSTD_FIELD", vec![b'A'; 1400]),
+                1 => (
+                    "LZ4_FIELD",
+                    [b"abcdefghij".as_slice(), &[b'j'; 19 + 255 * 3], b"!"].concat(),
+                ),
+                _ => ("XZ_FIELD", vec![b'x'; 2500]),
+            };
+            assert_eq!(
+                (field.name.as_str(), &field.value),
+                (name, &value),
+                "{name} entry {n}"
+            );
+        }
+        let mut file = JournalFile::open(&fixture_dir().join(name)).expect("open");
+        let kubelet: Vec<u64> = file
+            .entries(&UnitFilter::units(["kubelet.service"]))
+            .map(|entry| entry.expect("reads").seqnum())
+            .collect();
+        assert_eq!(kubelet, [2, 4, 6], "{name}");
     }
 }
 
