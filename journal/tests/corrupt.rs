@@ -105,6 +105,52 @@ fn valid(compact: bool) -> Vec<u8> {
     writer.bytes
 }
 
+/// The compression bombs: zstd and LZ4 fields far over the cap, and an entry whose
+/// distinct bombs exceed its decompression budget.
+fn bomb_fixtures() -> Vec<(&'static str, Vec<u8>)> {
+    let mut fixtures = Vec::new();
+    // zstd bomb: 16 MiB of 'A' from 600 bytes, once as a field and once referenced by
+    // an entry 1000 times.
+    let mut writer = Writer::new(COMPACT | ZSTD);
+    let bomb = writer.data(&Payload {
+        flags: 4,
+        bytes: zstd_bomb(b"MESSAGE=", 128),
+    });
+    writer.entry(1, 1, &[bomb]);
+    writer.entry(2, 2, &[bomb; 1000]);
+    writer.finish(4);
+    fixtures.push(("zstd-bomb.journal", writer.bytes));
+
+    // LZ4 bomb: 2 MiB of '=' from 8 KiB, with a size prefix that claims 2^63.
+    let mut writer = Writer::new(LZ4);
+    let bomb = writer.data(&Payload {
+        flags: 2,
+        bytes: lz4_bomb(b"MESSAGE=exploding=", 8_300, 1 << 63),
+    });
+    writer.entry(1, 1, &[bomb]);
+    writer.finish(4);
+    fixtures.push(("lz4-bomb.journal", writer.bytes));
+
+    // Twenty distinct zstd bombs (2 MiB each), referenced round-robin by one entry 100
+    // times: more than the cache holds, so the entry's decompression budget ends it.
+    let mut writer = Writer::new(COMPACT | ZSTD);
+    let bombs: Vec<u64> = (0..20u8)
+        .map(|n| {
+            writer.data(&Payload {
+                flags: 4,
+                bytes: zstd_bomb(&[b"BOMB_", &[b'A' + n][..], b"="].concat(), 16),
+            })
+        })
+        .collect();
+    let items: Vec<u64> = bombs.iter().copied().cycle().take(100).collect();
+    writer.entry(1, 1, &items);
+    writer.plain_entry(2, &[b"MESSAGE=after"]);
+    writer.finish(4);
+    fixtures.push(("decode-budget.journal", writer.bytes));
+
+    fixtures
+}
+
 /// Every fixture's name and bytes.
 fn build_fixtures() -> Vec<(&'static str, Vec<u8>)> {
     let mut fixtures = vec![
@@ -149,44 +195,7 @@ fn build_fixtures() -> Vec<(&'static str, Vec<u8>)> {
     writer.put_u64(arrays[1] as usize + 16, arrays[0]);
     fixtures.push(("array-cycle.journal", writer.bytes));
 
-    // zstd bomb: 16 MiB of 'A' from 600 bytes, once as a field and once referenced by
-    // an entry 1000 times.
-    let mut writer = Writer::new(COMPACT | ZSTD);
-    let bomb = writer.data(&Payload {
-        flags: 4,
-        bytes: zstd_bomb(b"MESSAGE=", 128),
-    });
-    writer.entry(1, 1, &[bomb]);
-    writer.entry(2, 2, &[bomb; 1000]);
-    writer.finish(4);
-    fixtures.push(("zstd-bomb.journal", writer.bytes));
-
-    // LZ4 bomb: 2 MiB of '=' from 8 KiB, with a size prefix that claims 2^63.
-    let mut writer = Writer::new(LZ4);
-    let bomb = writer.data(&Payload {
-        flags: 2,
-        bytes: lz4_bomb(b"MESSAGE=exploding=", 8_300, 1 << 63),
-    });
-    writer.entry(1, 1, &[bomb]);
-    writer.finish(4);
-    fixtures.push(("lz4-bomb.journal", writer.bytes));
-
-    // Twenty distinct zstd bombs (2 MiB each), referenced round-robin by one entry 100
-    // times: more than the cache holds, so the entry's decompression budget ends it.
-    let mut writer = Writer::new(COMPACT | ZSTD);
-    let bombs: Vec<u64> = (0..20u8)
-        .map(|n| {
-            writer.data(&Payload {
-                flags: 4,
-                bytes: zstd_bomb(&[b"BOMB_", &[b'A' + n][..], b"="].concat(), 16),
-            })
-        })
-        .collect();
-    let items: Vec<u64> = bombs.iter().copied().cycle().take(100).collect();
-    writer.entry(1, 1, &items);
-    writer.plain_entry(2, &[b"MESSAGE=after"]);
-    writer.finish(4);
-    fixtures.push(("decode-budget.journal", writer.bytes));
+    fixtures.extend(bomb_fixtures());
 
     // A zstd payload that is not zstd, between two good entries.
     let mut writer = Writer::new(COMPACT | ZSTD);

@@ -35,7 +35,13 @@ pub struct Writer {
     pub incompatible: u32,
     pub state: u8,
     pub entries: Vec<u64>,
+    /// Sequence number of the last entry written (set it to start elsewhere than 1).
     pub seqnum: u64,
+    pub file_id: [u8; 16],
+    pub seqnum_id: [u8; 16],
+    /// (seqnum, realtime) of the first and last entries.
+    head: Option<(u64, u64)>,
+    tail: Option<(u64, u64)>,
     tail_object: u64,
 }
 
@@ -50,6 +56,10 @@ impl Writer {
             state: 0,
             entries: Vec::new(),
             seqnum: 0,
+            file_id: [0xf1; 16],
+            seqnum_id: [0x5e; 16],
+            head: None,
+            tail: None,
             tail_object: 0,
         }
     }
@@ -103,6 +113,8 @@ impl Writer {
         }
         let offset = self.object(3, 0, &body);
         self.entries.push(offset);
+        self.head.get_or_insert((self.seqnum, realtime));
+        self.tail = Some((self.seqnum, realtime));
         offset
     }
 
@@ -165,14 +177,17 @@ impl Writer {
         let file_size = self.bytes.len() as u64;
         self.bytes[12..16].copy_from_slice(&self.incompatible.to_le_bytes());
         self.bytes[16] = self.state;
-        self.bytes[24..40].copy_from_slice(&[0xf1; 16]); // file id
-        self.bytes[72..88].copy_from_slice(&[0x5e; 16]); // seqnum id
+        self.bytes[24..40].copy_from_slice(&self.file_id.clone());
+        self.bytes[72..88].copy_from_slice(&self.seqnum_id.clone());
         self.put_u64(88, HEADER_SIZE as u64);
         self.put_u64(96, file_size - HEADER_SIZE as u64);
         self.put_u64(136, self.tail_object);
         self.put_u64(152, self.entries.len() as u64);
-        self.put_u64(160, self.seqnum);
-        self.put_u64(168, u64::from(!self.entries.is_empty()));
+        let (head, tail) = (self.head.unwrap_or_default(), self.tail.unwrap_or_default());
+        self.put_u64(160, tail.0);
+        self.put_u64(168, head.0);
+        self.put_u64(184, head.1);
+        self.put_u64(192, tail.1);
         self.put_u64(176, arrays.first().copied().unwrap_or(0));
         arrays
     }
