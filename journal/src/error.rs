@@ -65,7 +65,7 @@ pub enum JournalError {
     TooManyFiles {
         /// The directory.
         path: String,
-        /// The limit, [`crate::directory`]'s `MAX_DIRECTORY_FILES`.
+        /// The limit (1024: journald keeps 100 files by default).
         limit: usize,
     },
 }

@@ -8,23 +8,26 @@
 //! incompatible feature flag this reader does not know is refused with a clear error,
 //! as the format requires. Entries are read in file order through the global
 //! entry-array chain; hash tables, field objects, per-data entry arrays and sealing
-//! tags are not needed for that and are not read (seals are not verified). Every field
-//! comes back as bytes, with `MESSAGE`, `_SYSTEMD_UNIT`, `PRIORITY`, `_HOSTNAME`, the
-//! timestamps, seqnum and boot id at hand; a [`UnitFilter`] keeps only the units on an
-//! allow-list and is checked before the rest of an entry is read. Cursors are
-//! journald's own text form. [`JournalFile`] follows one file as journald appends to
-//! it; [`JournalDirectory`] reads a journal directory (`system.journal`, its
-//! `system@….journal` archives, `user-*.journal` files) as one stream that continues
-//! across rotation, and resumes from a persisted [`DirectoryCursor`] without loss or
-//! duplicates.
+//! tags are not needed for that and are not read (seals and hashes are not verified).
+//! Every field comes back as bytes, with `MESSAGE`, `_SYSTEMD_UNIT`, `PRIORITY`,
+//! `_HOSTNAME`, the timestamps, seqnum and boot id at hand; a [`UnitFilter`] keeps only
+//! the units on an allow-list and is checked before the rest of an entry is read.
+//! Cursors are journald's own text form, so they can be compared with `journalctl`'s.
+//! [`JournalFile`] follows one file as journald appends to it (a torn tail waits for
+//! the next refresh); [`JournalDirectory`] reads a journal directory (`system.journal`,
+//! its `system@….journal` archives, `user-*.journal` files) as one stream that
+//! continues across rotation, and resumes from a persisted [`DirectoryCursor`] without
+//! loss or duplicates. Not supported: journal namespaces and remote directories as one
+//! stream (open one [`JournalDirectory`] per directory), and seeking by time.
 //!
 //! ## Hostile files
 //! Every offset is checked against the file's size and alignment before it is read,
-//! every read has a bound, entry-array links must point forward (no cycles), and a
-//! decompressed field stops at [`MAX_FIELD_BYTES`]. A corrupt object gives a typed
-//! [`JournalError::Corrupt`] and the reader goes on with what it can still read.
+//! every read has a bound, entry-array links must point forward (no cycles), a
+//! decompressed field stops at [`MAX_FIELD_BYTES`], an entry keeps at most 4 MiB at
+//! full length and may cost at most 32 MiB of decompression. A corrupt object gives a
+//! typed [`JournalError::Corrupt`] and the reader goes on with what it can still read.
 //!
-//! The on-disk layout is described in [`format`]'s module notes.
+//! The on-disk layout is described in the module notes of [`mod@format`].
 
 mod compress;
 mod cursor;
