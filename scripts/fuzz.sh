@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs each fuzz target (fuzz/, `cargo fuzz`) for at most 60 seconds, starting from
-# and adding to its committed corpus (fuzz/corpus/<target>). A crash stops the script
-# with the input under fuzz/artifacts/<target>/: fix the code, copy the input into the
-# corpus (the replay tests in exposition/, series/ and pipeline/ then keep checking it
-# on stable Rust) and run again.
+# Runs each fuzz target (`cargo fuzz`) for at most 60 seconds, starting from and adding
+# to its committed corpus: fuzz/corpus/<target> for the exposition parser, the push
+# decoders and the pipeline validator, journal/fuzz/corpus/parse_file for the journal
+# reader (target `journal`). A crash stops the script with the input under
+# <fuzz dir>/artifacts/<target>/: fix the code, copy the input into the corpus (the
+# replay tests in exposition/, series/, pipeline/ and journal/ then keep checking it on
+# stable Rust) and run again.
 #
 #   scripts/fuzz.sh                    every target, 60 s each
 #   scripts/fuzz.sh otlp 30            one target, 30 s
@@ -12,9 +14,9 @@
 # RUSTC_BOOTSTRAP=1 (cargo-fuzz needs nightly-only sanitizer flags). Installs
 # cargo-fuzz when it is missing.
 set -euo pipefail
-cd "$(dirname "$0")/../fuzz"
+root="$(cd "$(dirname "$0")/.." && pwd)"
 
-targets=(exposition remote_write otlp pipeline)
+targets=(exposition remote_write otlp pipeline journal)
 if (($# >= 1)); then
   targets=("$1")
 fi
@@ -37,8 +39,13 @@ else
 fi
 
 for target in "${targets[@]}"; do
+  # The journal reader's target lives beside its crate; the others share fuzz/.
+  case "$target" in
+    journal) dir="$root/journal/fuzz" binary=parse_file ;;
+    *) dir="$root/fuzz" binary="$target" ;;
+  esac
   echo "==> fuzzing $target for ${seconds}s"
-  mkdir -p "corpus/$target"
-  cargo "${toolchain[@]}" fuzz run "$target" "corpus/$target" -- \
-    -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=10
+  mkdir -p "$dir/corpus/$binary"
+  (cd "$dir" && cargo "${toolchain[@]}" fuzz run "$binary" "corpus/$binary" -- \
+    -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=10)
 done

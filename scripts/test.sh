@@ -12,9 +12,13 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests talk to (real peers, not mocks): Prometheus (receiver, agent
 # mode and promtool), VictoriaMetrics (receiver), nginx (scrape targets, TLS server), the
 # blackbox exporter (probes are compared with it), Alertmanager (amtool checks generated
-# routes), the node exporter and curl (the quick-start demo, which the suite runs).
+# routes), the node exporter and curl (the quick-start demo, which the suite runs);
+# systemd-journal-remote (writes the real journal files the journal reader is tested on;
+# it brings journalctl, which cross-checks the reading), and lz4, xz-utils and zstd
+# (compress journal payloads with the reference codecs, as systemd's older writers did).
 DEBIAN_PACKAGES=(prometheus victoria-metrics nginx-light prometheus-blackbox-exporter
-  prometheus-alertmanager prometheus-node-exporter curl)
+  prometheus-alertmanager prometheus-node-exporter curl systemd-journal-remote lz4
+  xz-utils zstd)
 
 ensure_debian_packages() {
   local missing=()
