@@ -1002,7 +1002,7 @@ fn scenario(deployment: &Deployment<'_>) {
     }
     let database = deployment.database_contents(&first_dir);
     assert!(
-        database.contains("enc:v1:"),
+        database.contains("enc:v2:"),
         "the dump holds the sealed token, so it covers the pipelines"
     );
     let mut places: Vec<(String, String)> = transcript

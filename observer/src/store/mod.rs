@@ -1907,24 +1907,24 @@ impl Store {
             .transpose()
     }
 
-    /// Pipelines of one tenant, or all for `None`, by tenant and name.
+    /// The pipelines the observer can read, of one tenant or all for `None`, by tenant
+    /// and name. An unreadable row runs nowhere and is left out here (its own status says
+    /// why, see [`pipeline_rows`]), so one such row never fails what reads the others:
+    /// renders, budget checks.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn list_pipelines(
         &self,
         tenant: Option<&str>,
     ) -> Result<Vec<StoredPipeline>, StoreError> {
-        let mut query = pipelines::Entity::find()
-            .order_by_asc(pipelines::Column::Tenant)
-            .order_by_asc(pipelines::Column::Name);
-        if let Some(tenant) = tenant {
-            query = query.filter(pipelines::Column::Tenant.eq(tenant));
-        }
-        query
-            .all(self.reader())
+        Ok(self
+            .list_pipeline_rows(tenant)
             .await?
             .into_iter()
-            .map(|row| self.load_pipeline(row))
-            .collect()
+            .filter_map(|row| match row {
+                pipeline_rows::PipelineRow::Readable(stored) => Some(*stored),
+                pipeline_rows::PipelineRow::Unreadable(_) => None,
+            })
+            .collect())
     }
 
     /// Every pipeline's tenant, name, generation and status, by tenant and name: what
