@@ -85,6 +85,20 @@ impl Comparison<'_> {
     pub fn passed(&self) -> bool {
         self.new.is_empty() && self.gone.is_empty()
     }
+
+    /// For a new cycle that is what remains of a listed one after part of it was
+    /// fixed (its modules are a subset of a gone entry's, in the same crate): that
+    /// entry.
+    pub fn remains_of(&self, violation: &Violation<'_>) -> Option<&str> {
+        let Violation::Cycle(cycle) = violation else {
+            return None;
+        };
+        self.gone.iter().map(String::as_str).find(|entry| {
+            let listed: Vec<&str> = entry.split_whitespace().skip(2).collect();
+            entry.starts_with(&format!("cycle {} ", cycle.krate))
+                && cycle.modules.iter().all(|m| listed.contains(&m.as_str()))
+        })
+    }
 }
 
 /// Compares `report` with `baseline`.
@@ -116,10 +130,17 @@ impl std::fmt::Display for Comparison<'_> {
             )?;
             for violation in &self.new {
                 writeln!(f, "  {violation}")?;
+                if let Some(listed) = self.remains_of(violation) {
+                    let key = violation.key();
+                    writeln!(
+                        f,
+                        "    This is what remains of the listed `{listed}`: replace that line with `{key}`."
+                    )?;
+                }
             }
             writeln!(
                 f,
-                "\nFix them rather than listing them. A cycle: move what both sides need into a \
+                "\nRun `cargo run -p kaas-structure` for the whole report. Fix them rather than listing them. A cycle: move what both sides need into a \
                  module that depends on neither, or pass it in (a trait or a value) instead of \
                  importing it; each edge above shows one reference to start from. A long file or \
                  function: split it by responsibility (never part1/part2).\n"
@@ -184,6 +205,31 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("Delete these lines"), "{message}");
+    }
+
+    #[test]
+    fn a_cycle_that_shrank_is_pointed_at_the_line_it_replaces() {
+        let cycle = crate::Cycle {
+            krate: "a/src/lib.rs".to_owned(),
+            parent: String::new(),
+            modules: vec!["x".to_owned(), "y".to_owned()],
+            edges: Vec::new(),
+        };
+        let report = Report {
+            cycles: vec![cycle],
+            ..Report::default()
+        };
+        let baseline = parse("cycle a/src/lib.rs w x y\ncycle b/src/lib.rs x y\n").unwrap();
+        let comparison = compare(&report, &baseline);
+        assert_eq!(
+            comparison.remains_of(&comparison.new[0]),
+            Some("cycle a/src/lib.rs w x y")
+        );
+        let message = comparison.to_string();
+        assert!(
+            message.contains("replace that line with `cycle a/src/lib.rs x y`"),
+            "{message}"
+        );
     }
 
     #[test]
