@@ -1,0 +1,4 @@
+//! A ring made only of paths in expressions, types and a macro, no `use` lines.
+mod a;
+mod b;
+mod c;
