@@ -334,7 +334,7 @@ pub(super) fn config_template(
     match central_pipeline(settings, cluster) {
         Ok(pipeline) => all.push(pipeline),
         Err(error) => {
-            tracing::error!(cluster = %cluster.name, %error, "the central pipeline is invalid for this cluster; left out");
+            tracing::error!(cluster = %cluster.id, %error, "the central pipeline is invalid for this cluster; left out");
         }
     }
     AgentConfig::template(&all)
@@ -342,7 +342,7 @@ pub(super) fn config_template(
 
 /// The external labels of `cluster`'s configuration: its name as `cluster`.
 pub(super) fn external_labels(cluster: &Cluster) -> BTreeMap<String, String> {
-    BTreeMap::from([("cluster".to_owned(), cluster.name.clone())])
+    BTreeMap::from([("cluster".to_owned(), cluster.id.clone())])
 }
 
 /// The identity a verified client certificate carries.
@@ -401,25 +401,25 @@ impl AgentControl for ControlService {
         let signed = inner
             .ca
             .sign_agent_csr(
-                &cluster.name,
+                &cluster.id,
                 &request.csr_pem,
                 inner.settings.agent_certificate_validity,
             )
             .map_err(|error| Status::invalid_argument(error.to_string()))?;
         inner
             .store
-            .set_cluster_certificate(&cluster.name, &signed.serial_hex, signed.not_after_ms)
+            .set_cluster_certificate(&cluster.id, &signed.serial_hex, signed.not_after_ms)
             .await
             .map_err(unavailable)?;
         tracing::info!(
-            cluster = %cluster.name,
+            cluster = %cluster.id,
             serial = %signed.serial_hex,
             instance = %request.agent_instance_id,
             version = %request.agent_version,
             "agent joined"
         );
         Ok(Response::new(JoinResponse {
-            cluster_id: cluster.name,
+            cluster_id: cluster.id,
             certificate_pem: signed.pem,
             ca_bundle_pem: inner.ca.ca_pem().to_owned(),
             not_after_unix_seconds: signed.not_after_ms / 1000,
@@ -466,11 +466,11 @@ impl AgentControl for ControlService {
         if cluster.state == ClusterState::Deleted {
             return Err(Status::permission_denied(format!(
                 "cluster {:?} was deleted",
-                cluster.name
+                cluster.id
             )));
         }
         if cluster.certificate_serial.as_deref() != Some(peer.serial_hex.as_str()) {
-            tracing::warn!(cluster = %cluster.name, serial = %peer.serial_hex, "revoked certificate refused");
+            tracing::warn!(cluster = %cluster.id, serial = %peer.serial_hex, "revoked certificate refused");
             return Err(Status::permission_denied(
                 "this certificate was revoked: the cluster joined again with a newer one",
             ));
@@ -481,7 +481,7 @@ impl AgentControl for ControlService {
         let wake = Arc::new(Notify::new());
         let cluster_changed = Arc::new(AtomicBool::new(false));
         let connection_id = lock(&inner.streams).add(
-            &cluster.name,
+            &cluster.id,
             &inner.replica_id,
             StreamEntry {
                 id,
@@ -497,7 +497,7 @@ impl AgentControl for ControlService {
         if let Err(error) = inner
             .store
             .record_agent_connected(
-                &cluster.name,
+                &cluster.id,
                 &hello.agent_instance_id,
                 &hello.agent_version,
                 now_ms(),
@@ -507,12 +507,12 @@ impl AgentControl for ControlService {
         {
             // Nothing was recorded under this stream; another stream of the cluster on
             // this replica (if any) keeps the connection.
-            lock(&inner.streams).remove(&cluster.name, id);
+            lock(&inner.streams).remove(&cluster.id, id);
             return Err(unavailable(error));
         }
         inner.metrics.agent_streams.inc();
         tracing::info!(
-            cluster = %cluster.name,
+            cluster = %cluster.id,
             instance = %hello.agent_instance_id,
             version = %hello.agent_version,
             hash = %hex::encode(&hello.last_applied_config_hash),
@@ -527,7 +527,7 @@ impl AgentControl for ControlService {
             metrics: inner.metrics.clone(),
             streams: inner.streams.clone(),
             id,
-            cluster: cluster.name.clone(),
+            cluster: cluster.id.clone(),
             instance_id: hello.agent_instance_id.clone(),
             version: hello.agent_version.clone(),
             accepts_remote_config: accepts_remote_config(&hello),
@@ -952,12 +952,12 @@ async fn dispatch_changes(
                 lock(&streams).wake_tenant(&tenant);
                 StatusWork::Tenant(tenant)
             }
-            Ok(Change::Cluster { name, .. }) => {
+            Ok(Change::Cluster { id, .. }) => {
                 // Counted before the wake: a stream registering concurrently either is
                 // woken or sees the count move (the registry lock orders the two).
                 clusters_routed.fetch_add(1, Ordering::AcqRel);
-                lock(&streams).wake_cluster(&name);
-                StatusWork::Cluster(name)
+                lock(&streams).wake_cluster(&id);
+                StatusWork::Cluster(id)
             }
             Ok(Change::ClusterReport(cluster)) => StatusWork::Report(cluster),
             // Probe endpoints concern neither agents nor pipeline statuses.
@@ -1070,7 +1070,7 @@ mod tests {
         // A change of the cluster itself: woken, and told to read the cluster again.
         feed.send(Change::Cluster {
             tenant: "shop".into(),
-            name: "c1".into(),
+            id: "c1".into(),
         })
         .unwrap();
         assert_eq!(next_work(&mut work).await, StatusWork::Cluster("c1".into()));

@@ -148,7 +148,7 @@ impl StatusTask {
                 continue;
             };
             if cluster.state == ClusterState::Deleted {
-                view.clusters.remove(&cluster.name);
+                view.clusters.remove(&cluster.id);
             } else {
                 let observed = observe(&view.pipelines, cluster, report);
                 view.clusters.insert(observed.1.cluster.clone(), observed);
@@ -267,7 +267,7 @@ fn observe(
 ) -> (BTreeMap<String, String>, ClusterObservation) {
     let desired_hash = pipelines.render(&cluster).hash_hex();
     let observation = ClusterObservation {
-        cluster: cluster.name,
+        cluster: cluster.id,
         connected: report.connected,
         desired_hash,
         config: report.config,

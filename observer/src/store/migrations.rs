@@ -21,6 +21,8 @@ impl MigratorTrait for Migrator {
             Box::new(AddClusterConnectionId),
             Box::new(super::migrations_probes::CreateProbeEndpoints),
             Box::new(super::migrations_replicas::CreateReplicas),
+            Box::new(super::migrations_identity::AddClusterLocalNames),
+            Box::new(super::migrations_identity::CreateAgentCertificates),
         ]
     }
 

@@ -8,11 +8,21 @@
 //! |-------------------|------------------|-------|
 //! | `tenants`         | `name`           | creation time |
 //! | `api_tokens`      | `id`, unique `token_hash` | SHA-256 of the bearer token; `tenant` NULL = administrator; `revoked_at_ms` |
-//! | `clusters`        | `name` (global)  | tenant, labels (JSON), state, agent version and instance, last seen, connected, certificate serial and expiry, applied config hash, tombstone time |
+//! | `clusters`        | `name` (the global id), unique (`tenant`, `local_name`) | tenant, the tenant's name for it, labels (JSON), state, agent version and instance, last seen, connected, certificate serial and expiry, applied config hash, tombstone time |
 //! | `join_tokens`     | `token_hash`     | cluster, expiry, `used_at_ms` (set once) |
 //! | `pipelines`       | (`tenant`, `name`) | the `MetricPipeline` document as JSON with inline secret values sealed, `generation`, status JSON |
 //! | `cluster_reports` | `cluster`        | the agent's last config report and health report (JSON) |
 //! | `audit_log`       | increasing `id`  | at, actor, action, kind, tenant, name; never a value |
+//!
+//! # Cluster names and global ids
+//! A tenant names its clusters; names are unique per tenant, so two tenants may each
+//! have `prod`, and asking whether a name is taken only ever looks inside the caller's
+//! tenant. Everything provider-wide (agent certificates, the `cluster` label, the
+//! observer's series, probe assignment, every row that refers to a cluster) uses the
+//! cluster's global id instead ([`Cluster::id`], the `clusters.name` key column):
+//! `<tenant>.<name>` ([`global_cluster_id`]) for clusters registered since names are per
+//! tenant, the old globally unique name for clusters registered before (their
+//! certificates and data keep working unchanged; see `migrations_identity.rs`).
 //!
 //! Rows of a tenant (tokens, tombstoned clusters) and of a cluster (join tokens,
 //! reports) are removed with it by `ON DELETE CASCADE` foreign keys, and explicitly as
@@ -114,6 +124,7 @@ mod entities;
 mod errors;
 pub mod leases;
 pub mod migrations;
+mod migrations_identity;
 mod migrations_probes;
 mod migrations_replicas;
 mod onboarding;
@@ -354,7 +365,13 @@ impl FromStr for ClusterState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cluster {
-    /// Global DNS-1123 label; the cluster's identity.
+    /// The cluster's global id, its identity across the provider: the SAN of its
+    /// agents' certificates, the `cluster` label on its data and on the observer's
+    /// series about it, the probe hashring key. `<tenant>.<name>` for clusters
+    /// registered since names are per tenant ([`global_cluster_id`]); a cluster
+    /// registered before keeps its old, globally unique name as its id.
+    pub id: String,
+    /// The DNS-1123 label the tenant named it with; unique within the tenant only.
     pub name: String,
     /// The owning tenant.
     pub tenant: String,
@@ -384,11 +401,25 @@ pub struct Cluster {
     pub deleted_at_ms: Option<i64>,
 }
 
+/// Separates tenant and name in a derived global cluster id. Tenant and cluster names
+/// are DNS-1123 labels, which cannot contain it, so `<tenant>.<name>` is unambiguous,
+/// and no id kept from before names were per tenant (a label too) can equal one.
+pub const GLOBAL_ID_SEPARATOR: char = '.';
+
+/// The global id of the cluster `tenant` names `name`: `<tenant>.<name>`. Two tenants'
+/// `prod` are `shop.prod` and `bank.prod`. Clusters registered before names were per
+/// tenant keep their old name as their id (see [`Cluster::id`]), so look clusters up
+/// by tenant and name ([`Store::get_cluster_named`]) rather than deriving an id.
+pub fn global_cluster_id(tenant: &str, name: &str) -> String {
+    format!("{tenant}{GLOBAL_ID_SEPARATOR}{name}")
+}
+
 /// What registering a cluster needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewCluster {
-    /// Global DNS-1123 label.
+    /// DNS-1123 label, unique within the tenant; the global id is derived from it and
+    /// the tenant ([`global_cluster_id`]).
     pub name: String,
     /// The owning tenant; must exist.
     pub tenant: String,
@@ -518,8 +549,9 @@ pub enum Change {
     Cluster {
         /// The cluster's tenant.
         tenant: String,
-        /// The cluster.
-        name: String,
+        /// The cluster's global id (`name` on the wire between replicas, as before).
+        #[serde(rename = "name")]
+        id: String,
     },
     /// A pipeline was created, changed (spec or metadata) or deleted: desired state
     /// that agent streams render.
@@ -1136,16 +1168,19 @@ impl Store {
         {
             return Err(not_found(kinds::TENANT, &new.tenant));
         }
-        if clusters::Entity::find_by_id(&new.name)
-            .one(&transaction)
+        // Names are unique per tenant: the question is only ever asked within the
+        // caller's tenant, so its answer says nothing about other tenants.
+        if find_cluster_named(&transaction, &new.tenant, &new.name)
             .await?
             .is_some()
         {
             return Err(already_exists(kinds::CLUSTER, &new.name));
         }
+        let id = global_cluster_id(&new.tenant, &new.name);
         let now = now_ms();
         let row = clusters::ActiveModel {
-            name: Set(new.name.clone()),
+            name: Set(id.clone()),
+            local_name: Set(new.name.clone()),
             tenant: Set(new.tenant.clone()),
             labels: Set(labels_to_json(&new.labels)),
             state: Set(ClusterState::Provisioning.as_str().to_owned()),
@@ -1172,20 +1207,21 @@ impl Store {
             "create",
             kinds::CLUSTER,
             Some(&new.tenant),
-            &new.name,
+            &id,
         )
         .await?;
-        let token = insert_join_token(&transaction, &new.name, join_token_ttl, now).await?;
+        let token = insert_join_token(&transaction, &id, join_token_ttl, now).await?;
         audit(
             &transaction,
             actor,
             "mint",
             kinds::JOIN_TOKEN,
             Some(&new.tenant),
-            &new.name,
+            &id,
         )
         .await?;
         let cluster = Cluster {
+            id: id.clone(),
             name: new.name.clone(),
             tenant: new.tenant.clone(),
             labels: new.labels,
@@ -1205,7 +1241,7 @@ impl Store {
             transaction,
             vec![Change::Cluster {
                 tenant: new.tenant,
-                name: new.name,
+                id,
             }],
         )
         .await?;
@@ -1243,7 +1279,7 @@ impl Store {
             transaction,
             vec![Change::Cluster {
                 tenant: row.tenant,
-                name: cluster.to_owned(),
+                id: cluster.to_owned(),
             }],
         )
         .await?;
@@ -1291,29 +1327,42 @@ impl Store {
         }
         audit(
             &transaction,
-            &Actor::agent(&cluster.name),
+            &Actor::agent(&cluster.id),
             "redeem",
             kinds::JOIN_TOKEN,
             Some(&cluster.tenant),
-            &cluster.name,
+            &cluster.id,
         )
         .await?;
         self.commit(
             transaction,
             vec![Change::Cluster {
                 tenant: cluster.tenant.clone(),
-                name: cluster.name.clone(),
+                id: cluster.id.clone(),
             }],
         )
         .await?;
         Ok(Ok(cluster))
     }
 
-    /// One cluster, including tombstones.
+    /// One cluster by its global id, including tombstones.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
-    pub async fn get_cluster(&self, name: &str) -> Result<Option<Cluster>, StoreError> {
-        clusters::Entity::find_by_id(name)
+    pub async fn get_cluster(&self, id: &str) -> Result<Option<Cluster>, StoreError> {
+        clusters::Entity::find_by_id(id)
             .one(self.reader())
+            .await?
+            .map(cluster_from_row)
+            .transpose()
+    }
+
+    /// The cluster `tenant` named `name`, including tombstones.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn get_cluster_named(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<Cluster>, StoreError> {
+        find_cluster_named(self.reader(), tenant, name)
             .await?
             .map(cluster_from_row)
             .transpose()
@@ -1408,7 +1457,7 @@ impl Store {
             transaction,
             vec![Change::Cluster {
                 tenant,
-                name: name.to_owned(),
+                id: name.to_owned(),
             }],
         )
         .await
@@ -1446,7 +1495,7 @@ impl Store {
             transaction,
             vec![Change::Cluster {
                 tenant,
-                name: name.to_owned(),
+                id: name.to_owned(),
             }],
         )
         .await
@@ -1483,7 +1532,7 @@ impl Store {
             transaction,
             vec![Change::Cluster {
                 tenant,
-                name: name.to_owned(),
+                id: name.to_owned(),
             }],
         )
         .await
@@ -1690,7 +1739,7 @@ impl Store {
                 found.push(cluster_with_report(row, report)?);
             }
         }
-        found.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        found.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         Ok(found)
     }
 
@@ -2239,6 +2288,19 @@ async fn audit(
     Ok(())
 }
 
+/// The cluster `tenant` named `name`, tombstones included.
+async fn find_cluster_named(
+    connection: &impl ConnectionTrait,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<clusters::Model>, StoreError> {
+    Ok(clusters::Entity::find()
+        .filter(clusters::Column::Tenant.eq(tenant))
+        .filter(clusters::Column::LocalName.eq(name))
+        .one(connection)
+        .await?)
+}
+
 async fn find_cluster(
     transaction: &DatabaseTransaction,
     name: &str,
@@ -2263,6 +2325,8 @@ async fn insert_join_token(
         created_at_ms: Set(now),
         expires_at_ms: Set(now.saturating_add(ttl_ms)),
         used_at_ms: Set(None),
+        csr_sha256: Set(None),
+        certificate_serial: Set(None),
     };
     join_tokens::Entity::insert(row)
         .exec_without_returning(transaction)
@@ -2349,7 +2413,7 @@ async fn republish_everything(
         .all(db)
         .await?;
     for (tenant, name) in clusters {
-        let _ = changes.send(Change::Cluster { tenant, name });
+        let _ = changes.send(Change::Cluster { tenant, id: name });
     }
     let pipelines: Vec<(String, String)> = pipelines::Entity::find()
         .select_only()
@@ -2389,7 +2453,8 @@ fn cluster_from_row(row: clusters::Model) -> Result<Cluster, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("labels of cluster {:?}: {e}", row.name)))?;
     Ok(Cluster {
         state: parse_state(&row.state)?,
-        name: row.name,
+        id: row.name,
+        name: row.local_name,
         tenant: row.tenant,
         labels,
         api_endpoint: row.api_endpoint,
@@ -2436,7 +2501,7 @@ fn cluster_with_report(
                     serde_json::from_value::<ConfigReport>(json).map_err(|e| {
                         StoreError::Corrupt(format!(
                             "config report of cluster {:?}: {e}",
-                            cluster.name
+                            cluster.id
                         ))
                     })
                 })
@@ -2445,7 +2510,7 @@ fn cluster_with_report(
         }
     };
     let report = ClusterReport {
-        cluster: cluster.name.clone(),
+        cluster: cluster.id.clone(),
         config,
         health,
         connected: cluster.connected,
@@ -2456,7 +2521,7 @@ fn cluster_with_report(
 fn cluster_change(cluster: &Cluster) -> Change {
     Change::Cluster {
         tenant: cluster.tenant.clone(),
-        name: cluster.name.clone(),
+        id: cluster.id.clone(),
     }
 }
 

@@ -15,7 +15,7 @@ use sea_orm::{
 };
 
 use super::entities::probe_endpoints::{self, Column, Entity};
-use super::entities::{clusters, tenants};
+use super::entities::tenants;
 use super::{
     Actor, Change, ClusterState, Store, StoreError, audit, insert_error, not_found, now_ms,
 };
@@ -65,13 +65,12 @@ impl Store {
         {
             return Err(not_found(super::kinds::TENANT, &tenant));
         }
+        // The endpoint names its tenant's cluster by name (names are per tenant).
         if let Some(cluster) = &target.cluster {
-            let live = clusters::Entity::find_by_id(cluster.as_str())
-                .one(&transaction)
+            let live = super::find_cluster_named(&transaction, &tenant, cluster)
                 .await?
                 .is_some_and(|row| {
-                    row.tenant == tenant
-                        && row.state != ClusterState::Deleted.as_str()
+                    row.state != ClusterState::Deleted.as_str()
                         && row.state != ClusterState::Deleting.as_str()
                 });
             if !live {

@@ -313,6 +313,7 @@ mod tests {
 
     fn record(cluster: &CapiCluster, state: ClusterState) -> Cluster {
         Cluster {
+            id: cluster.name.clone(),
             name: cluster.name.clone(),
             tenant: cluster.tenant.clone(),
             labels: cluster.stored_labels(),

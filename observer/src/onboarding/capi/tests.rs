@@ -135,7 +135,7 @@ async fn register(store: &Store, object: &Value, state: ClusterState) {
         .unwrap();
     if state != ClusterState::Provisioning {
         store
-            .set_cluster_state("prod-1", state, now_ms(), &Actor::system())
+            .set_cluster_state("shop.prod-1", state, now_ms(), &Actor::system())
             .await
             .unwrap();
     }
@@ -255,7 +255,7 @@ async fn verify_onboarding(
         );
         assert!(query.contains("force=true"), "{path}: {query}");
         assert_eq!(
-            body["metadata"]["labels"]["telemetry.kaas-observer.io/cluster"], "prod-1",
+            body["metadata"]["labels"]["telemetry.kaas-observer.io/cluster"], "shop.prod-1",
             "{path}"
         );
         if body["kind"] == "Secret" {
@@ -300,7 +300,7 @@ async fn a_provisioned_cluster_gets_a_finalizer_a_registration_and_its_agent() {
         .expect("the verifier finishes")
         .unwrap();
 
-    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
     assert_eq!(cluster.tenant, "shop", "the namespace is the tenant");
     assert_eq!(cluster.state, ClusterState::Provisioning);
     assert_eq!(
@@ -320,7 +320,10 @@ async fn a_provisioned_cluster_gets_a_finalizer_a_registration_and_its_agent() {
         .await
         .unwrap()
         .expect("the installed join token is valid");
-    assert_eq!(joined.name, "prod-1");
+    assert_eq!(
+        (joined.id.as_str(), joined.name.as_str()),
+        ("shop.prod-1", "prod-1")
+    );
     let metrics = &h.context.metrics;
     assert_eq!(
         metrics.cluster_changes(Source::ClusterApi, ClusterAction::Registered),
@@ -373,7 +376,7 @@ async fn a_deleted_cluster_goes_to_deleting_then_deleted_and_the_finalizer_is_re
         .unwrap()
         .unwrap();
 
-    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
     assert_eq!(cluster.state, ClusterState::Deleted);
     assert!(cluster.deleted_at_ms.is_some());
     let actions: Vec<String> = h
@@ -406,7 +409,7 @@ async fn a_deletion_waits_for_cluster_api_before_the_tombstone() {
 
     run_reconcile(&h, &object).await.unwrap();
 
-    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
     assert_eq!(cluster.state, ClusterState::Deleting);
     assert!(
         !pending_request(&mut h.management),
@@ -467,15 +470,15 @@ async fn the_relist_tombstones_a_cluster_whose_object_went_while_the_observer_wa
         .unwrap()
         .unwrap();
 
-    assert_eq!(tombstoned, ["prod-1"]);
+    assert_eq!(tombstoned, ["shop.prod-1"]);
     let state = |name: &'static str| {
         let store = h.store.clone();
         async move { store.get_cluster(name).await.unwrap().unwrap().state }
     };
-    assert_eq!(state("prod-1").await, ClusterState::Deleted);
-    assert_eq!(state("prod-2").await, ClusterState::Provisioning);
+    assert_eq!(state("shop.prod-1").await, ClusterState::Deleted);
+    assert_eq!(state("shop.prod-2").await, ClusterState::Provisioning);
     assert_eq!(
-        state("manual").await,
+        state("shop.manual").await,
         ClusterState::Provisioning,
         "clusters not registered from Cluster API are never touched"
     );
@@ -509,7 +512,7 @@ async fn a_failed_relist_changes_nothing() {
         .unwrap()
         .unwrap();
     assert!(matches!(result, Err(CapiError::Kube(_))), "{result:?}");
-    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
     assert_eq!(cluster.state, ClusterState::Active);
 }
 
@@ -637,7 +640,7 @@ async fn a_name_registered_through_the_api_is_left_alone_and_reported_once() {
         !pending_request(&mut h.management),
         "no finalizer, no Secret read"
     );
-    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
     assert!(cluster.labels.is_empty(), "untouched");
     assert_eq!(
         h.context
@@ -687,7 +690,7 @@ async fn the_running_source_lists_watches_reconciles_and_relists() {
     }
     let until = std::time::Instant::now() + DEADLINE * 5;
     loop {
-        let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+        let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
         if cluster.labels["env"] == "staging" {
             assert_eq!(cluster.state, ClusterState::Active, "the relist kept it");
             break;
