@@ -7,6 +7,7 @@ mod api_harness;
 
 mod api {
     use axum::http::{Method, StatusCode, header};
+    use kaas_observer::store::certificates::JoinTokenCheck;
     use kaas_observer::store::{Actor, ConfigErrorRecord, ConfigReport};
     use serde::Deserialize;
     use serde_json::{Value, json};
@@ -552,12 +553,15 @@ mod api {
             Some(join_token)
         );
         assert!(documents.iter().any(|d| d["kind"] == "Deployment"));
-        let redeemed = h
+        let redeemable = h
             .store
-            .redeem_join_token(join_token, kaas_observer::store::now_ms())
+            .check_join_token(join_token, "csr", kaas_observer::store::now_ms())
             .await
             .unwrap();
-        assert_eq!(redeemed.unwrap().name, "prod-1");
+        let JoinTokenCheck::Redeemable(cluster) = redeemable else {
+            panic!("{redeemable:?}");
+        };
+        assert_eq!(cluster.name, "prod-1");
 
         // Invalid requests list every field.
         let bad = h

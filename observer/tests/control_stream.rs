@@ -70,7 +70,7 @@ async fn start_observer() -> Observer {
         .expect("create the tenant");
     Observer {
         url,
-        ca_pem: ca.ca_pem().to_owned(),
+        ca_pem: ca.bundle_pem(),
         store,
         _dir: dir,
     }
@@ -114,6 +114,7 @@ impl Observer {
                 csr_pem,
                 agent_instance_id: "test-agent".to_owned(),
                 agent_version: "0.1.0".to_owned(),
+                instance_name: String::new(),
             })
             .await?
             .into_inner();
@@ -236,6 +237,7 @@ fn hello(cluster: &str, last_applied: Vec<u8>) -> agent_message::Body {
         ],
         attributes: Default::default(),
         last_applied_config_hash: last_applied,
+        trust_bundle_sha256: Vec::new(),
     })
 }
 

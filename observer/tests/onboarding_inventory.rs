@@ -13,6 +13,7 @@ use kaas_observer::onboarding::{
     ClusterAction, OnboardingMetrics, SOURCE_LABEL, Source, SyncFailure,
 };
 use kaas_observer::secrets::SecretBox;
+use kaas_observer::store::certificates::JoinTokenCheck;
 use kaas_observer::store::{Actor, Cluster, ClusterState, NewCluster, Store, now_ms};
 use kaas_pipeline::secret::SecretString;
 use kaas_test_support::fake_inventory::{FakeInventory, InventoryAnswer, cluster};
@@ -110,14 +111,14 @@ async fn listed_clusters_are_registered_with_tenant_labels_and_endpoint() {
         .mint_join_token("shop.prod-1", Duration::from_secs(60), &Actor::admin())
         .await
         .unwrap();
-    assert_eq!(
-        s.store
-            .redeem_join_token(&token, now_ms())
-            .await
-            .unwrap()
-            .unwrap()
-            .name,
-        "prod-1"
+    let check = s
+        .store
+        .check_join_token(&token, "csr", now_ms())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&check, JoinTokenCheck::Redeemable(cluster) if cluster.name == "prod-1"),
+        "{check:?}"
     );
 
     let again = s.source.poll_once().await.unwrap();

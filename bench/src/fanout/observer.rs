@@ -344,6 +344,10 @@ fn spawn(
         .arg(format!("127.0.0.1:{api_port}"))
         .arg("--grpc-listen-address")
         .arg(format!("127.0.0.1:{grpc_port}"))
+        // Every simulated agent joins from 127.0.0.1: the per-address limit of Join,
+        // which protects a real control port, would measure itself here.
+        .arg("--join-rate-limit")
+        .arg("0")
         // The production default; its per-connection lines are part of the cost.
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

@@ -2,11 +2,12 @@
 //! its own module and writes to the `Write` it is given, so tests can run it without a
 //! process.
 //!
-//! `pipeline validate` works offline. Every other command talks to an observer's REST
+//! `pipeline validate` and `ca` work offline. Every other command talks to an observer's REST
 //! API through [`client::ApiClient`]: `--server` (env `KAAS_OBSERVER_URL`), `--token`
 //! (env `KAAS_OBSERVER_TOKEN`) and `--ca-file` apply to all of them, and each takes
 //! `-o table|json|yaml` (tables for people by default).
 
+pub mod ca;
 pub mod client;
 pub mod cluster;
 pub mod pipeline;
@@ -88,6 +89,9 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Show counts of tenants, clusters, pipelines and connected agents.
     Status(status::StatusArgs),
+    /// Rotate the cluster CA (offline, on the CA directory).
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
 }
 
 /// `observer pipeline …`.
@@ -167,6 +171,13 @@ pub async fn run_api(
             writeln!(
                 err,
                 "error: `pipeline validate` runs offline; call validate::run"
+            )?;
+            return Ok(EXIT_FAILED);
+        }
+        Command::Ca(_) => {
+            writeln!(
+                err,
+                "error: `ca` works on the CA directory offline; call ca::run"
             )?;
             return Ok(EXIT_FAILED);
         }

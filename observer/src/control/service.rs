@@ -29,17 +29,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::join::{JoinLimits, JoinMetrics, JoinRateLimiter, Joiner, loggable};
 use super::pipelines::TenantPipelines;
 use super::status::HealthRecord;
 use super::status_task::{StatusTask, StatusWork};
-use crate::identity::{
-    ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY, cluster_from_certificate,
-    serial_hex_from_certificate,
-};
+use super::stream_identity::{PeerIdentity, StreamCertificate, peer_identity, revoked_status};
+use crate::identity::{ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY};
+use crate::store::certificates::CertificateStanding;
 use crate::store::{
     CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Change, Cluster,
-    ClusterState, ConfigErrorRecord, ConfigReport, RedeemError, ReportWrite, Store, StoreError,
-    now_ms,
+    ClusterState, ConfigErrorRecord, ConfigReport, ReportWrite, Store, StoreError, now_ms,
 };
 
 /// How long an agent may take to send its hello after opening the stream.
@@ -59,8 +58,10 @@ pub const SEEN_RECORD_INTERVAL: Duration = Duration::from_secs(20);
 /// Tunables of the control service.
 #[derive(Clone, Debug)]
 pub struct ControlSettings {
-    /// How long agent certificates issued by `Join` are valid.
+    /// How long agent certificates issued by `Join` or over a stream are valid.
     pub agent_certificate_validity: Duration,
+    /// How `Join` is limited per source address.
+    pub join_limits: JoinLimits,
     /// See [`HELLO_TIMEOUT`].
     pub hello_timeout: Duration,
     /// See [`STATUS_DEBOUNCE`].
@@ -74,6 +75,7 @@ impl Default for ControlSettings {
     fn default() -> Self {
         Self {
             agent_certificate_validity: DEFAULT_AGENT_CERTIFICATE_VALIDITY,
+            join_limits: JoinLimits::default(),
             hello_timeout: HELLO_TIMEOUT,
             status_debounce: STATUS_DEBOUNCE,
             central_pipeline: None,
@@ -98,6 +100,10 @@ pub struct ControlMetrics {
     pub config_pushes: Family<PushResult, Counter>,
     /// The control port's TLS handshakes ([`super::accept`]).
     pub handshakes: super::accept::HandshakeMetrics,
+    /// Refused `Join` calls ([`super::join`]).
+    pub joins: Arc<JoinMetrics>,
+    /// Open streams whose certificate was signed by the CA being rotated out.
+    pub streams_on_previous_ca: Gauge,
 }
 
 impl ControlMetrics {
@@ -114,6 +120,12 @@ impl ControlMetrics {
             self.config_pushes.clone(),
         );
         self.handshakes.register(registry);
+        self.joins.register(registry);
+        registry.register(
+            "kaas_observer_agent_streams_on_previous_ca",
+            "Agent control streams on this replica whose certificate was signed by the CA being rotated out; retire it once this is 0 everywhere.",
+            self.streams_on_previous_ca.clone(),
+        );
     }
 
     fn push(&self, result: &'static str) {
@@ -220,10 +232,11 @@ pub struct ControlService {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     store: Store,
-    ca: Arc<ClusterCa>,
-    settings: ControlSettings,
+    pub(super) ca: Arc<ClusterCa>,
+    joiner: Joiner,
+    pub(super) settings: ControlSettings,
     metrics: Arc<ControlMetrics>,
     streams: SharedRegistry,
     pipelines: Arc<TenantPipelines>,
@@ -267,12 +280,21 @@ impl ControlService {
         );
         // Pipelines changed while no replica ran get their status on start.
         let _ = status_tx.send(StatusWork::All);
+        let metrics = Arc::new(ControlMetrics::default());
+        let joiner = Joiner {
+            store: store.clone(),
+            ca: ca.clone(),
+            validity: settings.agent_certificate_validity,
+            limiter: JoinRateLimiter::new(settings.join_limits),
+            metrics: metrics.joins.clone(),
+        };
         Self {
             inner: Arc::new(Inner {
                 store,
                 ca,
+                joiner,
                 settings,
-                metrics: Arc::new(ControlMetrics::default()),
+                metrics,
                 streams,
                 pipelines,
                 clusters_routed,
@@ -302,7 +324,7 @@ impl ControlService {
 }
 
 /// A store failure as the agent sees it: generic, retryable; the cause goes to the log.
-fn unavailable(error: StoreError) -> Status {
+pub(super) fn unavailable(error: StoreError) -> Status {
     tracing::error!(%error, "store error in the control service");
     Status::unavailable("the observer cannot reach its database; retry later")
 }
@@ -345,85 +367,18 @@ pub(super) fn external_labels(cluster: &Cluster) -> BTreeMap<String, String> {
     BTreeMap::from([("cluster".to_owned(), cluster.id.clone())])
 }
 
-/// The identity a verified client certificate carries.
-struct PeerIdentity {
-    cluster: String,
-    serial_hex: String,
-}
-
-fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
-    let certificates = request.peer_certs().ok_or_else(|| {
-        Status::unauthenticated("Connect needs the client certificate issued by Join")
-    })?;
-    let leaf = certificates.first().ok_or_else(|| {
-        Status::unauthenticated("Connect needs the client certificate issued by Join")
-    })?;
-    let cluster = cluster_from_certificate(leaf)
-        .ok_or_else(|| Status::unauthenticated("the client certificate does not name a cluster"))?;
-    let serial_hex = serial_hex_from_certificate(leaf)
-        .ok_or_else(|| Status::unauthenticated("the client certificate cannot be read"))?;
-    Ok(PeerIdentity {
-        cluster,
-        serial_hex,
-    })
-}
-
 type ObserverStream = Pin<Box<dyn Stream<Item = Result<ObserverMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AgentControl for ControlService {
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "server"))]
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let request = request.into_inner();
-        let inner = &self.inner;
-        // Check the request before the token is used up by a request that cannot succeed.
-        crate::identity::check_csr(&request.csr_pem)
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
-        let cluster = match inner
-            .store
-            .redeem_join_token(&request.join_token, now_ms())
+        let remote = request.remote_addr();
+        self.inner
+            .joiner
+            .join(remote, request.into_inner())
             .await
-            .map_err(unavailable)?
-        {
-            Ok(cluster) => cluster,
-            Err(reason) => {
-                tracing::warn!(%reason, instance = %request.agent_instance_id, "join refused");
-                return Err(Status::permission_denied(match reason {
-                    RedeemError::Unknown => "unknown join token",
-                    RedeemError::Expired => "the join token has expired; mint a new one",
-                    RedeemError::AlreadyUsed => {
-                        "the join token was already used; join tokens are single use, mint a new one"
-                    }
-                    RedeemError::ClusterGone => "the join token's cluster was deleted",
-                }));
-            }
-        };
-        let signed = inner
-            .ca
-            .sign_agent_csr(
-                &cluster.id,
-                &request.csr_pem,
-                inner.settings.agent_certificate_validity,
-            )
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
-        inner
-            .store
-            .set_cluster_certificate(&cluster.id, &signed.serial_hex, signed.not_after_ms)
-            .await
-            .map_err(unavailable)?;
-        tracing::info!(
-            cluster = %cluster.id,
-            serial = %signed.serial_hex,
-            instance = %request.agent_instance_id,
-            version = %request.agent_version,
-            "agent joined"
-        );
-        Ok(Response::new(JoinResponse {
-            cluster_id: cluster.id,
-            certificate_pem: signed.pem,
-            ca_bundle_pem: inner.ca.ca_pem().to_owned(),
-            not_after_unix_seconds: signed.not_after_ms / 1000,
-        }))
+            .map(Response::new)
     }
 
     type ConnectStream = ObserverStream;
@@ -432,8 +387,8 @@ impl AgentControl for ControlService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let peer = peer_identity(&request)?;
         let inner = &self.inner;
+        let peer = peer_identity(&request, &inner.ca)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(inner.settings.hello_timeout, inbound.message())
             .await
@@ -444,37 +399,12 @@ impl AgentControl for ControlService {
                 "the first message must be an AgentHello",
             ));
         };
-        if hello.cluster_id != peer.cluster {
-            tracing::warn!(certificate = %peer.cluster, hello = %hello.cluster_id, "hello names another cluster");
-            return Err(Status::permission_denied(format!(
-                "the client certificate belongs to cluster {:?}, not {:?}",
-                peer.cluster, hello.cluster_id
-            )));
-        }
-        // A change of the cluster routed between this read and the stream's registration
-        // below would reach no stream: if any cluster change was routed meanwhile, the
-        // stream reads its cluster again at its first wake.
+        // A change of the cluster routed between the admission's read and the stream's
+        // registration below would reach no stream: if any cluster change was routed
+        // meanwhile, the stream reads its cluster (and certificate) again at its first
+        // wake.
         let routed_before = inner.clusters_routed.load(Ordering::Acquire);
-        let cluster = inner
-            .store
-            .get_cluster(&peer.cluster)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| {
-                Status::permission_denied(format!("cluster {:?} is not registered", peer.cluster))
-            })?;
-        if cluster.state == ClusterState::Deleted {
-            return Err(Status::permission_denied(format!(
-                "cluster {:?} was deleted",
-                cluster.id
-            )));
-        }
-        if cluster.certificate_serial.as_deref() != Some(peer.serial_hex.as_str()) {
-            tracing::warn!(cluster = %cluster.id, serial = %peer.serial_hex, "revoked certificate refused");
-            return Err(Status::permission_denied(
-                "this certificate was revoked: the cluster joined again with a newer one",
-            ));
-        }
+        let cluster = self.admit(&peer, &hello).await?;
         // Registered before it is recorded as connected, so that an older stream of the
         // cluster ending meanwhile sees this one and does not release the connection.
         let id = inner.next_stream_id.fetch_add(1, Ordering::Relaxed);
@@ -511,10 +441,14 @@ impl AgentControl for ControlService {
             return Err(unavailable(error));
         }
         inner.metrics.agent_streams.inc();
+        if !peer.signed_by_active {
+            inner.metrics.streams_on_previous_ca.inc();
+        }
         tracing::info!(
             cluster = %cluster.id,
-            instance = %hello.agent_instance_id,
-            version = %hello.agent_version,
+            instance = %peer.info.instance,
+            agent = %loggable(&hello.agent_instance_id),
+            version = %loggable(&hello.agent_version),
             hash = %hex::encode(&hello.last_applied_config_hash),
             "agent connected"
         );
@@ -528,6 +462,7 @@ impl AgentControl for ControlService {
             streams: inner.streams.clone(),
             id,
             cluster: cluster.id.clone(),
+            certificate: StreamCertificate::new(peer, &hello, inner),
             instance_id: hello.agent_instance_id.clone(),
             version: hello.agent_version.clone(),
             accepts_remote_config: accepts_remote_config(&hello),
@@ -547,6 +482,60 @@ impl AgentControl for ControlService {
     }
 }
 
+impl ControlService {
+    /// Checks that `peer` may open a stream with `hello`: the hello names the
+    /// certificate's cluster, the cluster is live, and the certificate is recorded for
+    /// it and not revoked. A first connection with a renewed certificate revokes the
+    /// instance's older ones, which ends their streams.
+    async fn admit(&self, peer: &PeerIdentity, hello: &AgentHello) -> Result<Cluster, Status> {
+        let inner = &self.inner;
+        let info = &peer.info;
+        if hello.cluster_id != info.cluster {
+            tracing::warn!(certificate = %info.cluster, hello = %loggable(&hello.cluster_id), "hello names another cluster");
+            return Err(Status::permission_denied(format!(
+                "the client certificate belongs to cluster {:?}, not {:?}",
+                info.cluster,
+                loggable(&hello.cluster_id)
+            )));
+        }
+        let cluster = inner
+            .store
+            .get_cluster(&info.cluster)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                Status::permission_denied(format!("cluster {:?} is not registered", info.cluster))
+            })?;
+        if cluster.state == ClusterState::Deleted {
+            return Err(Status::permission_denied(format!(
+                "cluster {:?} was deleted",
+                cluster.id
+            )));
+        }
+        let standing = inner
+            .store
+            .certificate_standing(&cluster.id, &info.serial_hex)
+            .await
+            .map_err(unavailable)?;
+        match &standing {
+            CertificateStanding::Valid { instance } if *instance == info.instance => {}
+            _ => {
+                tracing::warn!(cluster = %cluster.id, instance = %info.instance, serial = %info.serial_hex, ?standing, "certificate refused");
+                return Err(revoked_status(&standing));
+            }
+        }
+        let revoked = inner
+            .store
+            .activate_certificate(&cluster.id, &info.serial_hex, now_ms())
+            .await
+            .map_err(unavailable)?;
+        if revoked > 0 {
+            tracing::info!(cluster = %cluster.id, instance = %info.instance, serial = %info.serial_hex, revoked, "the instance switched to a renewed certificate; its older ones are revoked");
+        }
+        Ok(cluster)
+    }
+}
+
 fn accepts_remote_config(hello: &AgentHello) -> bool {
     hello
         .capabilities
@@ -554,7 +543,7 @@ fn accepts_remote_config(hello: &AgentHello) -> bool {
 }
 
 /// Why a stream task stops.
-enum StreamEnd {
+pub(super) enum StreamEnd {
     /// The agent closed the stream or the connection broke.
     Gone,
     /// The observer ends it with this status.
@@ -562,8 +551,8 @@ enum StreamEnd {
 }
 
 /// One agent's stream, owned by its task.
-struct AgentStream {
-    store: Store,
+pub(super) struct AgentStream {
+    pub(super) store: Store,
     pipelines: Arc<TenantPipelines>,
     /// See [`StreamEntry::cluster_changed`].
     cluster_changed: Arc<AtomicBool>,
@@ -572,7 +561,9 @@ struct AgentStream {
     metrics: Arc<ControlMetrics>,
     streams: SharedRegistry,
     id: u64,
-    cluster: String,
+    pub(super) cluster: String,
+    /// The certificate the stream runs on.
+    pub(super) certificate: StreamCertificate,
     instance_id: String,
     version: String,
     accepts_remote_config: bool,
@@ -607,11 +598,16 @@ impl AgentStream {
         // The task lives as long as the agent is connected, mostly waiting: the work
         // (store reads and writes, whose futures are several KiB) is boxed so it takes
         // memory only while it runs, not in every idle task.
+        let expiry = tokio::time::sleep_until(self.certificate.expires);
+        tokio::pin!(expiry);
         let end = match Box::pin(self.start()).await {
             Err(end) => end,
             Ok(()) => loop {
                 let step = tokio::select! {
                     () = wake.notified() => Box::pin(self.sync()).await,
+                    () = &mut expiry => Err(StreamEnd::Refused(Status::permission_denied(
+                        "the client certificate expired; renew it before it expires, or join again",
+                    ))),
                     message = inbound.message() => match message {
                         Ok(Some(message)) => Box::pin(self.receive(message)).await,
                         Ok(None) => Err(StreamEnd::Gone),
@@ -637,8 +633,10 @@ impl AgentStream {
     }
 
     /// Sends the first configuration if the agent needs one, or records that it runs
-    /// the current one.
+    /// the current one; during a CA rotation also the new trust bundle and, for a
+    /// certificate of the CA being rotated out, the request to renew.
     async fn start(&mut self) -> Result<(), StreamEnd> {
+        self.offer_trust().await?;
         let rendered = self.render().await?;
         if rendered.hash.as_slice() == self.agent_hash.as_slice() {
             let hash = rendered.hash_hex();
@@ -680,6 +678,17 @@ impl AgentStream {
                     ))));
                 }
             };
+            // A cluster change may be a revocation: a re-join or a renewal of this
+            // stream's instance.
+            let standing = self
+                .store
+                .certificate_standing(&self.cluster, &self.certificate.info.serial_hex)
+                .await
+                .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
+            if !matches!(standing, CertificateStanding::Valid { .. }) {
+                tracing::info!(cluster = %self.cluster, instance = %self.certificate.info.instance, serial = %self.certificate.info.serial_hex, "the stream's certificate was revoked; ending it");
+                return Err(StreamEnd::Refused(revoked_status(&standing)));
+            }
         }
         let rendered = self.render().await?;
         if rendered.hash.as_slice() == self.agent_hash.as_slice()
@@ -722,7 +731,14 @@ impl AgentStream {
         Ok(())
     }
 
-    async fn command(&self, kind: CommandType, reason: String) -> Result<(), StreamEnd> {
+    pub(super) async fn send(&self, body: observer_message::Body) -> Result<(), StreamEnd> {
+        self.out
+            .send(Box::new(Ok(ObserverMessage { body: Some(body) })))
+            .await
+            .map_err(|_| StreamEnd::Gone)
+    }
+
+    pub(super) async fn command(&self, kind: CommandType, reason: String) -> Result<(), StreamEnd> {
         let message = ObserverMessage {
             body: Some(observer_message::Body::Command(Command {
                 r#type: kind as i32,
@@ -780,6 +796,9 @@ impl AgentStream {
             }
             // Every message is a sign of life (see `touch`); a heartbeat is nothing more.
             Some(agent_message::Body::Heartbeat(_)) => Ok(()),
+            Some(agent_message::Body::CertificateRequest(request)) => {
+                Box::pin(self.issue_certificate(request)).await
+            }
             // A message type this observer does not know: ignored, as the contract asks.
             None => Ok(()),
         }
@@ -906,6 +925,9 @@ impl AgentStream {
             self.metrics.push("failure");
         }
         self.metrics.agent_streams.dec();
+        if !self.certificate.signed_by_active {
+            self.metrics.streams_on_previous_ca.dec();
+        }
         let last = lock(&self.streams).remove(&self.cluster, self.id);
         if let Some(connection) = last {
             match self

@@ -60,7 +60,10 @@
 //! [`RedeemError::Expired`], [`RedeemError::Unknown`]). A token of a deleted
 //! (tombstoned) cluster is refused with [`RedeemError::ClusterGone`]. Deleting a cluster
 //! keeps its row as a tombstone (state `deleted`), so the name cannot be reused by
-//! accident and its certificates stay refused.
+//! accident and its certificates stay refused. The same transaction records the
+//! certificate the redemption paid for; a retry of the same request shortly after gets
+//! that certificate again, and every check before the redemption only reads (see
+//! [`certificates`]).
 //!
 //! # Change feed
 //! Every mutation that changes something commits, then publishes [`Change`]s on an
@@ -119,6 +122,7 @@
 //! that commits everything waiting in one transaction ([`reports`]); each caller still
 //! gets its own result after the commit.
 
+pub mod certificates;
 mod config_states;
 mod entities;
 mod errors;
@@ -1286,65 +1290,6 @@ impl Store {
         Ok(token)
     }
 
-    /// Redeems a join token exactly once (see the module documentation for how this is
-    /// atomic). The outer error is the database; the inner one says why the token was
-    /// refused.
-    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
-    pub async fn redeem_join_token(
-        &self,
-        plaintext: &str,
-        now_ms: i64,
-    ) -> Result<Result<Cluster, RedeemError>, StoreError> {
-        let hash = token_hash(plaintext);
-        let transaction = self.begin().await?;
-        let won = join_tokens::Entity::update_many()
-            .col_expr(join_tokens::Column::UsedAtMs, Expr::value(now_ms))
-            .filter(join_tokens::Column::TokenHash.eq(&hash))
-            .filter(join_tokens::Column::UsedAtMs.is_null())
-            .filter(join_tokens::Column::ExpiresAtMs.gt(now_ms))
-            .exec(&transaction)
-            .await?
-            .rows_affected
-            == 1;
-        let Some(token) = join_tokens::Entity::find_by_id(&hash)
-            .one(&transaction)
-            .await?
-        else {
-            return Ok(Err(RedeemError::Unknown));
-        };
-        let row = find_cluster(&transaction, &token.cluster).await?;
-        let cluster = cluster_from_row(row)?;
-        if cluster.state == ClusterState::Deleted {
-            // Roll back: a refused redemption must not use the token up.
-            return Ok(Err(RedeemError::ClusterGone));
-        }
-        if !won {
-            return Ok(Err(if token.used_at_ms.is_some() {
-                RedeemError::AlreadyUsed
-            } else {
-                RedeemError::Expired
-            }));
-        }
-        audit(
-            &transaction,
-            &Actor::agent(&cluster.id),
-            "redeem",
-            kinds::JOIN_TOKEN,
-            Some(&cluster.tenant),
-            &cluster.id,
-        )
-        .await?;
-        self.commit(
-            transaction,
-            vec![Change::Cluster {
-                tenant: cluster.tenant.clone(),
-                id: cluster.id.clone(),
-            }],
-        )
-        .await?;
-        Ok(Ok(cluster))
-    }
-
     /// One cluster by its global id, including tombstones.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn get_cluster(&self, id: &str) -> Result<Option<Cluster>, StoreError> {
@@ -1486,43 +1431,6 @@ impl Store {
             &transaction,
             actor,
             "delete",
-            kinds::CLUSTER,
-            Some(&tenant),
-            name,
-        )
-        .await?;
-        self.commit(
-            transaction,
-            vec![Change::Cluster {
-                tenant,
-                id: name.to_owned(),
-            }],
-        )
-        .await
-    }
-
-    /// Records the client certificate just issued to the cluster's agent.
-    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
-    pub async fn set_cluster_certificate(
-        &self,
-        name: &str,
-        serial_hex: &str,
-        not_after_ms: i64,
-    ) -> Result<(), StoreError> {
-        let transaction = self.begin().await?;
-        let row = find_cluster(&transaction, name).await?;
-        if row.state == ClusterState::Deleted.as_str() {
-            return Err(StoreError::Conflict(format!("cluster {name:?} is deleted")));
-        }
-        let tenant = row.tenant.clone();
-        let mut row = row.into_active_model();
-        row.certificate_serial = Set(Some(serial_hex.to_owned()));
-        row.certificate_not_after_ms = Set(Some(not_after_ms));
-        row.update(&transaction).await?;
-        audit(
-            &transaction,
-            &Actor::system(),
-            "issue-certificate",
             kinds::CLUSTER,
             Some(&tenant),
             name,

@@ -15,7 +15,9 @@ use kaas_pipeline::{MetricPipeline, ValidatedPipeline};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, EntityTrait, Statement};
 use tokio::sync::broadcast;
 
+use super::certificates::{CertificateStanding, NewAgentCertificate, csr_sha256};
 use super::*;
+use crate::identity::DEFAULT_INSTANCE;
 use crate::secrets::SecretBox;
 
 /// The PostgreSQL server tests use unless `KAAS_TEST_POSTGRES_URL` says otherwise.
@@ -229,6 +231,10 @@ store_tests!(
 #[path = "tests_probes.rs"]
 mod probes;
 
+/// Cluster names and global ids, agent certificates, and their migration.
+#[path = "tests_identity.rs"]
+mod identity;
+
 /// Scenarios that need two replicas on one database: PostgreSQL only.
 mod postgres_replicas {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,6 +274,38 @@ fn new_cluster(name: &str, tenant: &str, pairs: &[(&str, &str)]) -> NewCluster {
         labels: labels(pairs),
         api_endpoint: Some(format!("https://{name}.example:6443")),
     }
+}
+
+/// Serials for [`redeem`]: unique within the test process.
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Redeems `token` as `Join` does after signing: for a certificate of the default
+/// instance with a fresh serial, returned with the outcome.
+async fn redeem_with_serial(
+    store: &Store,
+    token: &str,
+    now: i64,
+) -> (Result<Cluster, RedeemError>, String) {
+    let serial = format!(
+        "{:04x}",
+        NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let certificate = NewAgentCertificate {
+        serial_hex: &serial,
+        pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+        instance: DEFAULT_INSTANCE,
+        not_after_ms: now + 3_600_000,
+    };
+    let outcome = store
+        .redeem_join_token(token, &csr_sha256(&serial), certificate, now)
+        .await
+        .unwrap();
+    (outcome, serial)
+}
+
+/// [`redeem_with_serial`] without the serial.
+async fn redeem(store: &Store, token: &str, now: i64) -> Result<Cluster, RedeemError> {
+    redeem_with_serial(store, token, now).await.0
 }
 
 fn parse_pipeline(yaml: &str) -> MetricPipeline {
@@ -592,12 +630,10 @@ async fn cluster_creation_returns_a_join_token_that_redeems_once(db: &TestDb) {
     assert!(!raw.contains(token.trim_start_matches(JOIN_TOKEN_PREFIX)));
 
     let now = now_ms();
+    let (redeemed, serial) = redeem_with_serial(&store, &token, now).await;
+    assert_eq!(redeemed.map(|c| c.id), Ok(cluster.id.clone()));
     assert_eq!(
-        store.redeem_join_token(&token, now).await.unwrap(),
-        Ok(cluster.clone())
-    );
-    assert_eq!(
-        store.redeem_join_token(&token, now + 1).await.unwrap(),
+        redeem(&store, &token, now + 1).await,
         Err(RedeemError::AlreadyUsed)
     );
 
@@ -607,7 +643,7 @@ async fn cluster_creation_returns_a_join_token_that_redeems_once(db: &TestDb) {
         .await
         .unwrap();
     assert_ne!(again, token);
-    assert!(store.redeem_join_token(&again, now).await.unwrap().is_ok());
+    assert!(redeem(&store, &again, now).await.is_ok());
     assert!(matches!(
         store.mint_join_token("nope", HOUR, &admin()).await,
         Err(StoreError::NotFound {
@@ -616,13 +652,19 @@ async fn cluster_creation_returns_a_join_token_that_redeems_once(db: &TestDb) {
         })
     ));
 
-    store
-        .set_cluster_certificate("shop.c1", "0a1b2c", now + 1000)
-        .await
-        .unwrap();
+    // The redemption recorded its certificate, which the cluster row shows for the
+    // default instance... until the second token's redemption replaced it.
+    assert_eq!(
+        store
+            .certificate_standing("shop.c1", &serial)
+            .await
+            .unwrap(),
+        CertificateStanding::Revoked
+    );
     let cluster = store.get_cluster("shop.c1").await.unwrap().unwrap();
-    assert_eq!(cluster.certificate_serial.as_deref(), Some("0a1b2c"));
-    assert_eq!(cluster.certificate_not_after_ms, Some(now + 1000));
+    assert!(cluster.certificate_serial.is_some());
+    assert_ne!(cluster.certificate_serial.as_deref(), Some(serial.as_str()));
+    assert_eq!(cluster.certificate_not_after_ms, Some(now + 3_600_000));
 
     let updated = store
         .update_cluster_labels("shop.c1", labels(&[("env", "dev")]), &admin())
@@ -647,27 +689,18 @@ async fn expired_and_unknown_join_tokens_are_refused(db: &TestDb) {
         .unwrap();
     let later = now_ms() + 61_000;
     assert_eq!(
-        store.redeem_join_token(&token, later).await.unwrap(),
+        redeem(&store, &token, later).await,
         Err(RedeemError::Expired)
     );
     assert_eq!(
-        store
-            .redeem_join_token("kjt_not-a-token", now_ms())
-            .await
-            .unwrap(),
+        redeem(&store, "kjt_not-a-token", now_ms()).await,
         Err(RedeemError::Unknown)
     );
     // Refusals do not use the token up.
     let rows = join_tokens::Entity::find().all(store.db()).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].used_at_ms, None);
-    assert!(
-        store
-            .redeem_join_token(&token, now_ms())
-            .await
-            .unwrap()
-            .is_ok()
-    );
+    assert!(redeem(&store, &token, now_ms()).await.is_ok());
 }
 
 async fn concurrent_redeemers_of_one_token_have_one_winner(db: &TestDb) {
@@ -689,7 +722,7 @@ async fn concurrent_redeemers_of_one_token_have_one_winner(db: &TestDb) {
                     second.clone()
                 };
                 let token = token.clone();
-                tokio::spawn(async move { store.redeem_join_token(&token, now).await })
+                tokio::spawn(async move { Ok::<_, StoreError>(redeem(&store, &token, now).await) })
             })
             .collect();
         let mut wins = 0;
@@ -730,16 +763,22 @@ async fn tombstoned_cluster_refuses_redemption(db: &TestDb) {
     );
 
     assert_eq!(
-        store.redeem_join_token(&token, now_ms()).await.unwrap(),
+        redeem(&store, &token, now_ms()).await,
         Err(RedeemError::ClusterGone)
     );
     assert!(matches!(
         store.mint_join_token("shop.c1", HOUR, &admin()).await,
         Err(StoreError::Conflict(_))
     ));
+    let certificate = NewAgentCertificate {
+        serial_hex: "ff",
+        pem: "",
+        instance: DEFAULT_INSTANCE,
+        not_after_ms: now_ms() + 1000,
+    };
     assert!(matches!(
         store
-            .set_cluster_certificate("shop.c1", "ff", now_ms())
+            .record_agent_certificate("shop.c1", certificate, None, now_ms())
             .await,
         Err(StoreError::Conflict(_))
     ));
@@ -1401,15 +1440,8 @@ async fn audit_trail_records_mutations_without_secrets(db: &TestDb) {
         .mint_join_token("shop.c1", HOUR, &admin())
         .await
         .unwrap();
-    store
-        .redeem_join_token(&join, now_ms())
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .set_cluster_certificate("shop.c1", "01", 1)
-        .await
-        .unwrap();
+    // Redeeming also issues (and audits) the certificate.
+    redeem(&store, &join, now_ms()).await.unwrap();
     store
         .update_cluster_labels("shop.c1", labels(&[("env", "prod")]), &admin())
         .await

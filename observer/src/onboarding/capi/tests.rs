@@ -23,6 +23,7 @@ use super::install::WorkloadConnector;
 use super::*;
 use crate::onboarding::SOURCE_LABEL;
 use crate::secrets::SecretBox;
+use crate::store::certificates::JoinTokenCheck;
 use crate::store::{Actor, ClusterState, NewCluster};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
@@ -314,12 +315,14 @@ async fn a_provisioned_cluster_gets_a_finalizer_a_registration_and_its_agent() {
         h.store.get_tenant("shop").await.unwrap().is_some(),
         "the tenant was created"
     );
-    let joined = h
+    let JoinTokenCheck::Redeemable(joined) = h
         .store
-        .redeem_join_token(&token, now_ms())
+        .check_join_token(&token, "csr", now_ms())
         .await
         .unwrap()
-        .expect("the installed join token is valid");
+    else {
+        panic!("the installed join token is valid");
+    };
     assert_eq!(
         (joined.id.as_str(), joined.name.as_str()),
         ("shop.prod-1", "prod-1")
@@ -604,13 +607,13 @@ async fn a_missing_kubeconfig_secret_is_retried_with_a_fresh_token() {
         .await
         .unwrap()
         .unwrap();
-    assert!(
+    assert!(matches!(
         h.store
-            .redeem_join_token(&token, now_ms())
+            .check_join_token(&token, "csr", now_ms())
             .await
-            .unwrap()
-            .is_ok()
-    );
+            .unwrap(),
+        JoinTokenCheck::Redeemable(_)
+    ));
 }
 
 #[tokio::test]
