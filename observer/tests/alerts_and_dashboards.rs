@@ -34,6 +34,7 @@ const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasObserverNotIngesting",
     "KaasObserverConfigPushesFailing",
     "KaasObserverApiErrors",
+    "KaasObserverJoinsRefused",
 ];
 
 /// The guard every cluster-scoped alert ends with (whitespace-normalised prefix; the

@@ -18,6 +18,7 @@ const OBSERVER: &str = env!("CARGO_BIN_EXE_observer");
 const SERVED_ONLY_ONCE_USED: &[&str] = &[
     "kaas_observer_config_pushes_total",
     "kaas_observer_tls_handshakes_total",
+    "kaas_observer_join_failures_total",
     "kaas_observer_onboarding_syncs_total",
     "kaas_observer_onboarding_cluster_changes_total",
     "kaas_observer_onboarding_last_success_timestamp_seconds",
