@@ -420,7 +420,9 @@ async fn a_rejoin_ends_the_old_certificates_stream_promptly() {
     assert_eq!(refused.code(), Code::PermissionDenied);
 }
 
-/// Issue 13, finding 7: deleting a cluster ends its agents' streams at once.
+/// Issue 13, finding 7 (regression guard, not its proof: 552c13e already ended a
+/// deleted cluster's streams): deleting a cluster ends its agents' streams at once,
+/// also now that the stream checks its certificate on every cluster change.
 #[tokio::test]
 async fn deleting_the_cluster_ends_its_stream_promptly() {
     let s = setup().await;
@@ -635,6 +637,10 @@ async fn a_ca_rotation_needs_no_rejoin_and_retiring_refuses_the_old_ca() {
         observer.metrics()
     );
 
+    // The agent that never renews still connects while both CAs are trusted.
+    let mut stale_stream = observer.open(&stale).await.unwrap();
+    assert!(stale_stream.is_open().await);
+    drop(stale_stream);
     // A new agent joins under the new CA.
     let (_, new_token) = observer.add_cluster("edge-3").await;
     let newcomer = observer.join(&new_bundle, &new_token, "").await.unwrap();
@@ -824,4 +830,116 @@ async fn join_logs_what_callers_chose_truncated_and_escaped() {
         "{log}"
     );
     assert!(!log.contains(&"x".repeat(180)), "{log}");
+}
+
+/// Issue 13, findings 7 and 8, the upgrade path of their fix (a guard, not the proof
+/// of a finding: 552c13e had nothing to migrate): a database and an agent identity
+/// created the way 552c13e creates them (its four migrations; a cluster row with the recorded
+/// serial; a certificate naming only `kaas-observer://cluster/<name>`, signed by the CA
+/// in the data directory) keep working after the upgrade: the old certificate opens a
+/// stream as the cluster's default instance, under the cluster's old name as its id.
+#[tokio::test]
+async fn an_identity_from_before_the_upgrade_keeps_working() {
+    use sea_orm_migration::MigratorTrait as _;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let ca = ClusterCa::load_or_create(dir.path()).expect("cluster CA");
+    let ca_key = std::fs::read_to_string(dir.path().join("ca.key")).expect("CA key");
+    let ca_cert = std::fs::read_to_string(dir.path().join("ca.crt")).expect("CA certificate");
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &ca_cert,
+        rcgen::KeyPair::from_pem(&ca_key).expect("CA key"),
+    )
+    .expect("issuer");
+    // The certificate as 552c13e issued it: the cluster URI only, client auth.
+    let key = rcgen::KeyPair::generate().expect("agent key");
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        "kaas-observer://cluster/edge-1".try_into().expect("URI"),
+    )];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x5e, 0x01]));
+    let certificate = params.signed_by(&key, &issuer).expect("sign");
+    let old = Agent {
+        cluster_id: "edge-1".to_owned(),
+        key_pem: key.serialize_pem(),
+        cert_pem: certificate.pem(),
+        bundle_pem: ca.bundle_pem(),
+    };
+
+    let path = dir.path().join("observer.db");
+    let raw = sea_orm::Database::connect(format!("sqlite://{}?mode=rwc", path.display()).as_str())
+        .await
+        .expect("open the database");
+    kaas_observer::store::migrations::Migrator::up(&raw, Some(4))
+        .await
+        .expect("the migrations of 552c13e");
+    for sql in [
+        "INSERT INTO tenants (name, created_at_ms) VALUES ('shop', 1)",
+        "INSERT INTO clusters (name, tenant, labels, state, connected, certificate_serial, \
+         certificate_not_after_ms, created_at_ms, state_changed_at_ms) VALUES \
+         ('edge-1', 'shop', '{\"env\":\"prod\"}', 'active', false, '5e01', 9000000000000, 5, 5)",
+    ] {
+        raw.execute_unprepared(sql).await.expect("old rows");
+    }
+    drop(raw);
+
+    let store = Store::open_sqlite(&path, SecretBox::generate().expect("secrets key"))
+        .await
+        .expect("the upgraded store");
+    let observer = Observer::start(dir.path(), &store, slow_settings()).await;
+    let mut stream = observer
+        .open(&old)
+        .await
+        .expect("the old certificate connects");
+    assert!(stream.is_open().await);
+    let cluster = store
+        .get_cluster_named("shop", "edge-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cluster.id, "edge-1");
+    // A re-join of the migrated cluster still ends the old certificate's stream.
+    let token = observer.mint("edge-1").await;
+    let rejoined = observer.join(&ca.bundle_pem(), &token, "").await.unwrap();
+    assert_eq!(rejoined.cluster_id, "edge-1");
+    assert_eq!(stream.ended().await.code(), Code::PermissionDenied);
+}
+
+/// The identity flags of `observer serve` are checked before anything starts, with the
+/// flag named: a validity too short to renew in, a negative join rate.
+#[test]
+fn bad_identity_flags_stop_the_observer_with_the_flag_named() {
+    for (flag, value, expected) in [
+        (
+            "--agent-certificate-validity",
+            "1s",
+            "--agent-certificate-validity: at least",
+        ),
+        (
+            "--agent-certificate-validity",
+            "soon",
+            "--agent-certificate-validity:",
+        ),
+        ("--join-rate-limit", "-1", "--join-rate-limit:"),
+    ] {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let data = dir.path().join("data");
+        let argument = format!("{flag}={value}");
+        let output = kaas_test_support::process::run(
+            env!("CARGO_BIN_EXE_observer"),
+            &[
+                "serve",
+                "--data-dir",
+                data.to_str().expect("UTF-8 path"),
+                &argument,
+            ],
+            "",
+        );
+        assert_ne!(output.code(), 0, "{flag} {value}");
+        assert!(
+            output.stderr.contains(expected),
+            "{flag} {value}: {}",
+            output.stderr
+        );
+    }
 }

@@ -32,8 +32,9 @@ fn certificate<'a>(serial: &'a str, instance: &'a str, now: i64) -> NewAgentCert
     }
 }
 
-/// Issue 13, findings 7 and 8 (migration): a database created and filled the way
-/// 552c13e does (its four migrations, a cluster with a recorded certificate serial, a
+/// Issue 13, findings 7 and 8, the migration of their fix (a guard; on 552c13e the
+/// last step fails: another tenant cannot take the name): a database created and
+/// filled the way 552c13e does (its four migrations, a cluster with a recorded certificate serial, a
 /// tombstone) is migrated without losing anything: the clusters keep their names as
 /// global ids, the recorded certificate stays accepted (the tombstone's stays refused),
 /// names become unique per tenant, so another tenant can now take the name.
