@@ -93,6 +93,7 @@ pub mod accept;
 pub mod codec;
 pub mod join;
 pub mod pipelines;
+mod routing;
 pub mod service;
 pub mod status;
 pub mod status_task;

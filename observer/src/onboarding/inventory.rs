@@ -395,6 +395,40 @@ pub struct PlanRules {
     pub silent_after: Duration,
 }
 
+/// The stored clusters as [`plan`] looks them up. Names are unique per tenant: a listed
+/// cluster is the stored one of its tenant and name. The inventory lists each name
+/// once, so a cluster it manages under the same name in another tenant means it moved,
+/// which [`plan`] refuses.
+struct StoredClusters<'a> {
+    by_tenant_and_name: BTreeMap<(&'a str, &'a str), &'a Cluster>,
+    managed_by_name: BTreeMap<&'a str, &'a Cluster>,
+}
+
+impl<'a> StoredClusters<'a> {
+    fn new(stored: &'a [Cluster]) -> Self {
+        Self {
+            by_tenant_and_name: stored
+                .iter()
+                .map(|c| ((c.tenant.as_str(), c.name.as_str()), c))
+                .collect(),
+            managed_by_name: stored
+                .iter()
+                .filter(|c| managed_by(c, Source::Inventory))
+                .map(|c| (c.name.as_str(), c))
+                .collect(),
+        }
+    }
+
+    /// The stored cluster `tenant` named `name`, else the inventory's cluster of that
+    /// name in another tenant.
+    fn find(&self, tenant: &str, name: &str) -> Option<&'a Cluster> {
+        self.by_tenant_and_name
+            .get(&(tenant, name))
+            .or_else(|| self.managed_by_name.get(name))
+            .copied()
+    }
+}
+
 /// Compares a successful answer with the stored clusters. Pure: the whole policy of the
 /// module note. `missing_before` are the counts after the previous successful poll.
 pub fn plan(
@@ -404,24 +438,7 @@ pub fn plan(
     rules: PlanRules,
     now_ms: i64,
 ) -> Result<PollPlan, PollError> {
-    // Names are unique per tenant: a listed cluster is the stored one of its tenant
-    // and name. The inventory lists each name once, so a cluster it manages under the
-    // same name in another tenant means it moved, which is refused below.
-    let by_tenant_and_name: BTreeMap<(&str, &str), &Cluster> = stored
-        .iter()
-        .map(|c| ((c.tenant.as_str(), c.name.as_str()), c))
-        .collect();
-    let managed_by_name: BTreeMap<&str, &Cluster> = stored
-        .iter()
-        .filter(|c| managed_by(c, Source::Inventory))
-        .map(|c| (c.name.as_str(), c))
-        .collect();
-    let find = |tenant: &str, name: &str| {
-        by_tenant_and_name
-            .get(&(tenant, name))
-            .or_else(|| managed_by_name.get(name))
-            .copied()
-    };
+    let known = StoredClusters::new(stored);
     let managed_live: Vec<&Cluster> = stored
         .iter()
         .filter(|c| managed_by(c, Source::Inventory) && c.state != ClusterState::Deleted)
@@ -433,7 +450,7 @@ pub fn plan(
     }
     let mut result = PollPlan::default();
     for listed in inventory.clusters.values() {
-        let Some(stored) = find(&listed.tenant, &listed.name) else {
+        let Some(stored) = known.find(&listed.tenant, &listed.name) else {
             result.steps.push(Step::Register(listed.clone()));
             continue;
         };
@@ -485,7 +502,7 @@ pub fn plan(
     }
     for invalid in &inventory.invalid {
         let name = invalid.name.clone();
-        if let Some(stored) = name.as_deref().and_then(|n| managed_by_name.get(n))
+        if let Some(stored) = name.as_deref().and_then(|n| known.managed_by_name.get(n))
             && managed_by(stored, Source::Inventory)
             && stored.state == ClusterState::Deleting
         {
