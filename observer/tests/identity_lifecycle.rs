@@ -731,9 +731,23 @@ async fn join_is_rate_limited_per_address_and_refusals_are_counted() {
         "{}",
         limited.message()
     );
+    // Another source address has its own budget.
+    let elsewhere = Endpoint::from_shared(observer.url.clone())
+        .unwrap()
+        .local_address(Some(std::net::IpAddr::from([127, 0, 0, 2])))
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let answered = AgentControlClient::new(elsewhere)
+        .join(request("kjt_unknown", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(answered.code(), Code::PermissionDenied, "{answered:?}");
     let metrics = observer.metrics();
     for line in [
-        r#"kaas_observer_join_failures_total{reason="unknown_token"} 1"#,
+        r#"kaas_observer_join_failures_total{reason="unknown_token"} 2"#,
         r#"kaas_observer_join_failures_total{reason="malformed"} 2"#,
         r#"kaas_observer_join_failures_total{reason="rate_limited"} 1"#,
     ] {
