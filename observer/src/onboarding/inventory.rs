@@ -333,8 +333,8 @@ pub enum Step {
     Register(InventoryCluster),
     /// Replace labels (source label included) and API endpoint.
     Update {
-        /// The cluster.
-        name: String,
+        /// The cluster's global id.
+        id: String,
         /// Its tenant.
         tenant: String,
         /// The labels to store.
@@ -344,8 +344,8 @@ pub enum Step {
     },
     /// Move a `deleting` cluster back: it is listed again.
     Restore {
-        /// The cluster.
-        name: String,
+        /// The cluster's global id.
+        id: String,
         /// Its tenant.
         tenant: String,
         /// The state it returns to.
@@ -353,8 +353,8 @@ pub enum Step {
     },
     /// Move a cluster to `deleting`: missing from this many polls in a row.
     MarkDeleting {
-        /// The cluster.
-        name: String,
+        /// The cluster's global id.
+        id: String,
         /// Its tenant.
         tenant: String,
         /// Polls it has been missing from.
@@ -362,8 +362,8 @@ pub enum Step {
     },
     /// Tombstone a cluster (through `deleting` if it is not there yet).
     Tombstone {
-        /// The cluster.
-        name: String,
+        /// The cluster's global id.
+        id: String,
         /// Its tenant.
         tenant: String,
         /// Polls it has been missing from.
@@ -385,7 +385,8 @@ pub enum Step {
 pub struct PollPlan {
     /// The steps, in order.
     pub steps: Vec<Step>,
-    /// Consecutive successful polls each managed live cluster has been missing from.
+    /// Consecutive successful polls each managed live cluster (by global id) has been
+    /// missing from.
     pub missing: BTreeMap<String, u32>,
 }
 
@@ -400,6 +401,40 @@ pub struct PlanRules {
     pub silent_after: Duration,
 }
 
+/// The stored clusters as [`plan`] looks them up. Names are unique per tenant: a listed
+/// cluster is the stored one of its tenant and name. The inventory lists each name
+/// once, so a cluster it manages under the same name in another tenant means it moved,
+/// which [`plan`] refuses.
+struct StoredClusters<'a> {
+    by_tenant_and_name: BTreeMap<(&'a str, &'a str), &'a Cluster>,
+    managed_by_name: BTreeMap<&'a str, &'a Cluster>,
+}
+
+impl<'a> StoredClusters<'a> {
+    fn new(stored: &'a [Cluster]) -> Self {
+        Self {
+            by_tenant_and_name: stored
+                .iter()
+                .map(|c| ((c.tenant.as_str(), c.name.as_str()), c))
+                .collect(),
+            managed_by_name: stored
+                .iter()
+                .filter(|c| managed_by(c, Source::Inventory))
+                .map(|c| (c.name.as_str(), c))
+                .collect(),
+        }
+    }
+
+    /// The stored cluster `tenant` named `name`, else the inventory's cluster of that
+    /// name in another tenant.
+    fn find(&self, tenant: &str, name: &str) -> Option<&'a Cluster> {
+        self.by_tenant_and_name
+            .get(&(tenant, name))
+            .or_else(|| self.managed_by_name.get(name))
+            .copied()
+    }
+}
+
 /// Compares a successful answer with the stored clusters. Pure: the whole policy of the
 /// module note. `missing_before` are the counts after the previous successful poll.
 pub fn plan(
@@ -409,7 +444,7 @@ pub fn plan(
     rules: PlanRules,
     now_ms: i64,
 ) -> Result<PollPlan, PollError> {
-    let by_name: BTreeMap<&str, &Cluster> = stored.iter().map(|c| (c.name.as_str(), c)).collect();
+    let known = StoredClusters::new(stored);
     let managed_live: Vec<&Cluster> = stored
         .iter()
         .filter(|c| managed_by(c, Source::Inventory) && c.state != ClusterState::Deleted)
@@ -421,7 +456,7 @@ pub fn plan(
     }
     let mut result = PollPlan::default();
     for listed in inventory.clusters.values() {
-        let Some(stored) = by_name.get(listed.name.as_str()) else {
+        let Some(stored) = known.find(&listed.tenant, &listed.name) else {
             result.steps.push(Step::Register(listed.clone()));
             continue;
         };
@@ -456,7 +491,7 @@ pub fn plan(
         }
         if stored.state == ClusterState::Deleting {
             result.steps.push(Step::Restore {
-                name: stored.name.clone(),
+                id: stored.id.clone(),
                 tenant: stored.tenant.clone(),
                 to: state_before_deletion(stored, now_ms, rules.silent_after),
             });
@@ -464,7 +499,7 @@ pub fn plan(
         let labels = with_source_label(listed.labels.clone(), Source::Inventory);
         if labels != stored.labels || listed.api_endpoint != stored.api_endpoint {
             result.steps.push(Step::Update {
-                name: stored.name.clone(),
+                id: stored.id.clone(),
                 tenant: stored.tenant.clone(),
                 labels,
                 api_endpoint: listed.api_endpoint.clone(),
@@ -473,12 +508,12 @@ pub fn plan(
     }
     for invalid in &inventory.invalid {
         let name = invalid.name.clone();
-        if let Some(stored) = name.as_deref().and_then(|n| by_name.get(n))
+        if let Some(stored) = name.as_deref().and_then(|n| known.managed_by_name.get(n))
             && managed_by(stored, Source::Inventory)
             && stored.state == ClusterState::Deleting
         {
             result.steps.push(Step::Restore {
-                name: stored.name.clone(),
+                id: stored.id.clone(),
                 tenant: stored.tenant.clone(),
                 to: state_before_deletion(stored, now_ms, rules.silent_after),
             });
@@ -494,21 +529,21 @@ pub fn plan(
             continue;
         }
         let missing_polls = missing_before
-            .get(&stored.name)
+            .get(&stored.id)
             .copied()
             .unwrap_or(0)
             .saturating_add(1);
-        result.missing.insert(stored.name.clone(), missing_polls);
+        result.missing.insert(stored.id.clone(), missing_polls);
         if missing_polls >= rules.delete_after_missing_polls.get() {
             result.steps.push(Step::Tombstone {
-                name: stored.name.clone(),
+                id: stored.id.clone(),
                 tenant: stored.tenant.clone(),
                 missing_polls,
                 via_deleting: stored.state != ClusterState::Deleting,
             });
         } else if stored.state != ClusterState::Deleting {
             result.steps.push(Step::MarkDeleting {
-                name: stored.name.clone(),
+                id: stored.id.clone(),
                 tenant: stored.tenant.clone(),
                 missing_polls,
             });
@@ -520,7 +555,7 @@ pub fn plan(
 /// What a successful poll changed, by cluster name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PollReport {
-    /// Newly registered clusters.
+    /// Newly registered clusters (global ids, as in every list but `skipped`).
     pub registered: Vec<String>,
     /// Clusters whose labels or endpoint were replaced.
     pub updated: Vec<String>,
@@ -720,26 +755,29 @@ impl InventorySource {
         let now = now_ms();
         match step {
             Step::Register(cluster) => {
-                if let Err(reason) = self.register(&cluster).await? {
-                    self.report_skip(&cluster.name, &cluster.tenant, reason.clone());
-                    report.skipped.push((cluster.name, reason));
-                    return Ok(());
-                }
+                let id = match self.register(&cluster).await? {
+                    Ok(id) => id,
+                    Err(reason) => {
+                        self.report_skip(&cluster.name, &cluster.tenant, reason.clone());
+                        report.skipped.push((cluster.name, reason));
+                        return Ok(());
+                    }
+                };
                 self.metrics.cluster_changed(
                     source,
                     ClusterAction::Registered,
-                    &cluster.name,
+                    &id,
                     &cluster.tenant,
                     &format!(
                         "registered a cluster listed by the inventory; install its agent with the \
-                         manifests from `observer cluster join-token {}`",
-                        cluster.name
+                         manifests from `observer cluster join-token {} --tenant {}`",
+                        cluster.name, cluster.tenant
                     ),
                 );
-                report.registered.push(cluster.name);
+                report.registered.push(id);
             }
             Step::Update {
-                name,
+                id: name,
                 tenant,
                 labels,
                 api_endpoint,
@@ -756,7 +794,11 @@ impl InventorySource {
                 );
                 report.updated.push(name);
             }
-            Step::Restore { name, tenant, to } => {
+            Step::Restore {
+                id: name,
+                tenant,
+                to,
+            } => {
                 self.store.set_cluster_state(&name, to, now, &actor).await?;
                 self.metrics.cluster_changed(
                     source,
@@ -768,7 +810,7 @@ impl InventorySource {
                 report.restored.push(name);
             }
             Step::MarkDeleting {
-                name,
+                id: name,
                 tenant,
                 missing_polls,
             } => {
@@ -776,7 +818,7 @@ impl InventorySource {
                 report.deleting.push(name);
             }
             Step::Tombstone {
-                name,
+                id: name,
                 tenant,
                 missing_polls,
                 via_deleting,
@@ -806,9 +848,13 @@ impl InventorySource {
         Ok(())
     }
 
-    /// Registers a listed cluster; `Ok(Err(reason))` if it cannot be (a race with the
-    /// API or another replica took the name, or the tenant is at its cluster quota).
-    async fn register(&self, cluster: &InventoryCluster) -> Result<Result<(), String>, StoreError> {
+    /// Registers a listed cluster and returns its global id; `Ok(Err(reason))` if it
+    /// cannot be (a race with the API or another replica took the name, or the tenant is
+    /// at its cluster quota).
+    async fn register(
+        &self,
+        cluster: &InventoryCluster,
+    ) -> Result<Result<String, String>, StoreError> {
         ensure_tenant(&self.store, &cluster.tenant, Source::Inventory).await?;
         let new = NewCluster {
             name: cluster.name.clone(),
@@ -822,7 +868,7 @@ impl InventorySource {
             .await
         {
             // The token is dropped: see the module note.
-            Ok(_) => Ok(Ok(())),
+            Ok((created, _)) => Ok(Ok(created.id)),
             Err(StoreError::AlreadyExists { .. }) => Ok(Err(
                 "registered concurrently by someone else; compared again next poll".to_owned(),
             )),
@@ -895,6 +941,7 @@ mod tests {
             labels = with_source_label(labels, source);
         }
         Cluster {
+            id: crate::store::global_cluster_id("shop", name),
             name: name.into(),
             tenant: "shop".into(),
             labels,
@@ -1049,10 +1096,10 @@ mod tests {
         .unwrap();
         assert_eq!(result.steps.len(), 2, "{:?}", result.steps);
         assert!(matches!(&result.steps[0], Step::Register(c) if c.name == "a"));
-        let Step::Update { name, labels, .. } = &result.steps[1] else {
+        let Step::Update { id, labels, .. } = &result.steps[1] else {
             panic!("{:?}", result.steps[1]);
         };
-        assert_eq!(name, "b");
+        assert_eq!(id, "shop.b");
         assert_eq!(labels["env"], "prod");
         assert_eq!(labels[super::super::SOURCE_LABEL], "inventory");
         assert!(result.missing.is_empty());
@@ -1069,7 +1116,7 @@ mod tests {
         assert_eq!(
             first.steps,
             [Step::MarkDeleting {
-                name: "gone".into(),
+                id: "shop.gone".into(),
                 tenant: "shop".into(),
                 missing_polls: 1
             }]
@@ -1077,12 +1124,12 @@ mod tests {
         clusters[1].state = ClusterState::Deleting;
         let second = plan(&inventory, &clusters, &first.missing, rules(3), 0).unwrap();
         assert!(second.steps.is_empty(), "{:?}", second.steps);
-        assert_eq!(second.missing["gone"], 2);
+        assert_eq!(second.missing["shop.gone"], 2);
         let third = plan(&inventory, &clusters, &second.missing, rules(3), 0).unwrap();
         assert_eq!(
             third.steps,
             [Step::Tombstone {
-                name: "gone".into(),
+                id: "shop.gone".into(),
                 tenant: "shop".into(),
                 missing_polls: 3,
                 via_deleting: false
@@ -1106,7 +1153,7 @@ mod tests {
         )
         .unwrap();
         assert!(result.steps.contains(&Step::Tombstone {
-            name: "gone".into(),
+            id: "shop.gone".into(),
             tenant: "shop".into(),
             missing_polls: 1,
             via_deleting: true
@@ -1117,7 +1164,7 @@ mod tests {
     fn a_reappearing_cluster_is_restored_and_its_count_forgotten() {
         let mut back = stored("back", ClusterState::Deleting, Some(Source::Inventory));
         back.last_seen_ms = Some(100 * MINUTE_MS);
-        let missing = BTreeMap::from([("back".to_owned(), 2)]);
+        let missing = BTreeMap::from([("shop.back".to_owned(), 2)]);
         let result = plan(
             &listed(&["back"]),
             &[back],
@@ -1129,7 +1176,7 @@ mod tests {
         assert_eq!(
             result.steps,
             [Step::Restore {
-                name: "back".into(),
+                id: "shop.back".into(),
                 tenant: "shop".into(),
                 to: ClusterState::Active
             }]
@@ -1182,7 +1229,7 @@ mod tests {
             ..rules(3)
         };
         let result = plan(&empty, &clusters, &BTreeMap::new(), allowed, 0).unwrap();
-        assert_eq!(result.missing["a"], 1);
+        assert_eq!(result.missing["shop.a"], 1);
         // Nothing managed: an empty list is just an empty list.
         let unmanaged = [stored("a", ClusterState::Active, None)];
         assert!(
