@@ -46,6 +46,9 @@ MGMT=kaas-mgmt
 WORKLOADS=(wl-1 wl-2)
 NS=kaas-observer-system
 TENANT=shop
+# The clusters' global ids (`<tenant>.<name>`): the `cluster` label on their data, the
+# observer's series and the alerts. The observer's CLI and the `Cluster`s use names.
+IDS=("${WORKLOADS[@]/#/$TENANT.}")
 # Cluster API onboarding (observer/src/onboarding): a Cluster's tenant is the one an
 # administrator mapped its namespace to (`observer cluster-api map`), its labels become
 # the cluster's labels, and it is registered once its phase is Provisioned.
@@ -203,16 +206,16 @@ done
 
 step "data from both clusters at the central receiver"
 wait_until "the agents' own metrics arrive from ${WORKLOADS[*]}" 300 \
-  thanos_has 'up{job="kaas-agent"} == 1' cluster "${WORKLOADS[@]}"
+  thanos_has 'up{job="kaas-agent"} == 1' cluster "${IDS[@]}"
 wait_until "the observer's fleet series say both are active" 180 \
-  thanos_has 'kaas_cluster_info{state="active"} == 1' cluster "${WORKLOADS[@]}"
+  thanos_has 'kaas_cluster_info{state="active"} == 1' cluster "${IDS[@]}"
 
 step "a tenant pipeline delivers to the tenant's own receiver"
 workload wl-1 apply -f kind-tests/manifests/tenant-receiver.yaml >/dev/null
 workload wl-1 -n shop-metrics rollout status deploy/tenant-receiver --timeout=180s
 observer_stdin pipeline apply --tenant "$TENANT" -f - < kind-tests/pipelines/shop-own-receiver.yaml
 tenant_receiver_has_wl1() {
-  proxy "kind-kaas-wl-1" shop-metrics tenant-receiver "/api/v1/query?query=$(urlencode 'up{cluster="wl-1"} == 1')" \
+  proxy "kind-kaas-wl-1" shop-metrics tenant-receiver "/api/v1/query?query=$(urlencode "up{cluster=\"$TENANT.wl-1\"} == 1")" \
     | python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["data"]["result"] else 1)'
 }
 wait_until "samples from wl-1 reach the tenant's receiver" 240 tenant_receiver_has_wl1
@@ -222,14 +225,14 @@ mgmt -n "$TENANT" delete cluster wl-2 --wait=false >/dev/null
 wait_until "the observer marks wl-2 deleting or deleted" 180 cluster_in_state wl-2 deleting deleted
 kind delete cluster --name kaas-wl-2 >/dev/null
 workload wl-1 -n kaas-observer scale deploy/cluster-agent --replicas=0 >/dev/null
-wait_until "KaasClusterSilent fires for wl-1" 600 alert_firing_for KaasClusterSilent wl-1
+wait_until "KaasClusterSilent fires for wl-1" 600 alert_firing_for KaasClusterSilent "$TENANT.wl-1"
 # By now wl-2 has been gone for as long as wl-1's agent: nothing may have fired for it.
-wl2_alerts=$(proxy "kind-$MGMT" "$NS" alertmanager "/api/v2/alerts?filter=$(urlencode 'cluster="wl-2"')" \
+wl2_alerts=$(proxy "kind-$MGMT" "$NS" alertmanager "/api/v2/alerts?filter=$(urlencode "cluster=\"$TENANT.wl-2\"")" \
   | python3 -c 'import json, sys; print(" ".join(sorted({a["labels"]["alertname"] for a in json.load(sys.stdin)})))')
 [[ -z "$wl2_alerts" ]] || fail "alerts for the deleted cluster wl-2: $wl2_alerts"
-ever_fired=$(thanos_label_values 'max_over_time(ALERTS{cluster="wl-2"}[30m])' alertname)
+ever_fired=$(thanos_label_values "max_over_time(ALERTS{cluster=\"$TENANT.wl-2\"}[30m])" alertname)
 [[ -z "$ever_fired" ]] || fail "the ruler evaluated alerts for the deleted cluster wl-2: $ever_fired"
-thanos_has 'kaas_cluster_info{state="deleted"} == 1' cluster wl-2 \
+thanos_has 'kaas_cluster_info{state="deleted"} == 1' cluster "$TENANT.wl-2" \
   || fail "wl-2's tombstone (kaas_cluster_info{state=\"deleted\"}) is not visible"
 echo "    ok: no alert for wl-2, and its tombstone is visible"
 

@@ -13,13 +13,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kaas_observer::control::{ControlService, ControlSettings, serve, server_tls_config};
-use kaas_observer::identity::ClusterCa;
+use kaas_observer::identity::{AgentCertificateInfo, ClusterCa, rotation};
 use kaas_observer::secrets::SecretBox;
+use kaas_observer::store::certificates::{CertificateStanding, JoinTokenCheck};
 use kaas_observer::store::{Actor, NewCluster, Store};
 use kaas_pipeline::status::{CONDITION_CONFIGURATION_APPLIED, Condition, ConditionStatus, reasons};
 use kaas_test_support::http;
 use kaas_test_support::process::{ChildGuard, free_port};
 use kaas_test_support::remote_write_receiver::RemoteWriteReceiver;
+use rustls::pki_types::pem::PemObject;
 use tokio::runtime::Runtime;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_cluster-agent");
@@ -27,6 +29,8 @@ const AGENT: &str = env!("CARGO_BIN_EXE_cluster-agent");
 const DEADLINE: Duration = Duration::from_secs(30);
 const TENANT: &str = "shop";
 const CLUSTER: &str = "edge-1";
+/// The cluster's global id: the `cluster` label on its data and its certificate's name.
+const CLUSTER_ID: &str = "shop.edge-1";
 
 /// The observer's control service on its own runtime.
 struct Observer {
@@ -35,8 +39,21 @@ struct Observer {
     url: String,
 }
 
+/// How a test runs the observer.
+#[derive(Clone, Copy, Default)]
+struct Options {
+    /// `agent_certificate_validity`, when not the default.
+    validity: Option<Duration>,
+    /// The port to listen on (a restart on the port the agent knows); any when `None`.
+    port: Option<u16>,
+}
+
 impl Observer {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, Options::default())
+    }
+
+    fn start_with(dir: &Path, options: Options) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -51,17 +68,15 @@ impl Observer {
             .expect("open the store");
             let ca = Arc::new(ClusterCa::load_or_create(dir).expect("cluster CA"));
             let tls = server_tls_config(&ca, &["127.0.0.1".to_owned()]).expect("server TLS");
-            let service = ControlService::new(
-                store.clone(),
-                ca,
-                ControlSettings {
-                    status_debounce: Duration::from_millis(50),
-                    ..ControlSettings::default()
-                },
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind loopback");
+            let mut settings = ControlSettings {
+                status_debounce: Duration::from_millis(50),
+                ..ControlSettings::default()
+            };
+            if let Some(validity) = options.validity {
+                settings.agent_certificate_validity = validity;
+            }
+            let service = ControlService::new(store.clone(), ca, settings);
+            let listener = bind(options.port.unwrap_or(0)).await;
             let url = format!("https://{}", listener.local_addr().expect("local address"));
             tokio::spawn(async move {
                 serve(listener, service, tls)
@@ -141,6 +156,21 @@ impl Observer {
     }
 }
 
+/// Binds `127.0.0.1:port`, retrying briefly while a stopped observer's socket on that
+/// port is still being released.
+async fn bind(port: u16) -> tokio::net::TcpListener {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => return listener,
+            Err(error) => {
+                assert!(Instant::now() < until, "bind 127.0.0.1:{port}: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 impl Drop for Observer {
     fn drop(&mut self) {
         self.stop();
@@ -196,7 +226,9 @@ impl Peers {
                 labels
                     .iter()
                     .any(|(n, v)| n == "__name__" && v == "observer_mode_fixture")
-                    && labels.iter().any(|(n, v)| n == "cluster" && v == CLUSTER)
+                    && labels
+                        .iter()
+                        .any(|(n, v)| n == "cluster" && v == CLUSTER_ID)
             })
             .map(|(_, samples)| samples.len())
             .sum()
@@ -350,7 +382,7 @@ fn the_agent_joins_ships_what_the_observer_sends_and_survives_without_it() {
     assert!(files.data.join("identity").join("tls.key").exists());
     let last_known_good = std::fs::read(files.data.join("last-known-good.config")).unwrap();
     let cluster = observer
-        .block_on(observer.store.get_cluster(CLUSTER))
+        .block_on(observer.store.get_cluster(CLUSTER_ID))
         .unwrap()
         .unwrap();
     assert!(
@@ -412,33 +444,10 @@ fn the_agent_joins_ships_what_the_observer_sends_and_survives_without_it() {
 fn pipelines_over_the_agents_buffer_budget_report_a_condition_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let peers = Peers::start();
-    let observer = Observer::start(&dir.path().join("observer"));
-    let token = observer.block_on(async {
-        observer
-            .store
-            .create_tenant(TENANT, &Actor::admin())
-            .await
-            .unwrap();
-        let new = NewCluster {
-            name: CLUSTER.to_owned(),
-            tenant: TENANT.to_owned(),
-            labels: BTreeMap::new(),
-            api_endpoint: None,
-        };
-        observer
-            .store
-            .create_cluster(new, Duration::from_secs(3600), &Actor::admin())
-            .await
-            .unwrap()
-            .1
-    });
-    let files = Files {
-        data: dir.path().join("agent-data"),
-        ca: dir.path().join("observer-ca.crt"),
-        token: dir.path().join("join-token"),
-    };
-    std::fs::copy(dir.path().join("observer").join("ca.crt"), &files.ca).unwrap();
-    std::fs::write(&files.token, format!("{token}\n")).unwrap();
+    let observer_dir = dir.path().join("observer");
+    let observer = Observer::start(&observer_dir);
+    let token = add_cluster(&observer);
+    let files = agent_files(dir.path(), &observer_dir, &token);
     for name in ["big-a", "big-b"] {
         let text = pipeline(name, &peers.target, &peers.receiver.url())
             + "  buffer:\n    maxBytes: 64Mi\n";
@@ -507,33 +516,10 @@ fn connects(log: &Path) -> usize {
 fn a_configuration_over_the_limit_is_not_sent_and_the_agent_stays_connected() {
     let dir = tempfile::tempdir().unwrap();
     let peers = Peers::start();
-    let observer = Observer::start(&dir.path().join("observer"));
-    let token = observer.block_on(async {
-        observer
-            .store
-            .create_tenant(TENANT, &Actor::admin())
-            .await
-            .unwrap();
-        let new = NewCluster {
-            name: CLUSTER.to_owned(),
-            tenant: TENANT.to_owned(),
-            labels: BTreeMap::new(),
-            api_endpoint: None,
-        };
-        observer
-            .store
-            .create_cluster(new, Duration::from_secs(3600), &Actor::admin())
-            .await
-            .unwrap()
-            .1
-    });
-    let files = Files {
-        data: dir.path().join("agent-data"),
-        ca: dir.path().join("observer-ca.crt"),
-        token: dir.path().join("join-token"),
-    };
-    std::fs::copy(dir.path().join("observer").join("ca.crt"), &files.ca).unwrap();
-    std::fs::write(&files.token, format!("{token}\n")).unwrap();
+    let observer_dir = dir.path().join("observer");
+    let observer = Observer::start(&observer_dir);
+    let token = add_cluster(&observer);
+    let files = agent_files(dir.path(), &observer_dir, &token);
     observer.apply(&pipeline("edge", &peers.target, &peers.receiver.url()));
     let log = dir.path().join("agent.log");
     let (_agent, port) = start_agent(&observer.url, &files, &log);
@@ -588,11 +574,234 @@ fn a_configuration_over_the_limit_is_not_sent_and_the_agent_stays_connected() {
         last_known_good
     );
     let cluster = observer
-        .block_on(observer.store.get_cluster(CLUSTER))
+        .block_on(observer.store.get_cluster(CLUSTER_ID))
         .unwrap()
         .unwrap();
     assert!(
         cluster.connected,
         "the agent's stream is still recorded as connected"
     );
+}
+
+/// Registers [`CLUSTER`] of [`TENANT`] and returns its join token.
+fn add_cluster(observer: &Observer) -> String {
+    observer.block_on(async {
+        observer
+            .store
+            .create_tenant(TENANT, &Actor::admin())
+            .await
+            .expect("create the tenant");
+        let new = NewCluster {
+            name: CLUSTER.to_owned(),
+            tenant: TENANT.to_owned(),
+            labels: BTreeMap::new(),
+            api_endpoint: None,
+        };
+        observer
+            .store
+            .create_cluster(new, Duration::from_secs(3600), &Actor::admin())
+            .await
+            .expect("create the cluster")
+            .1
+    })
+}
+
+/// The agent's files in `dir`, with the observer's CA bundle and `token` in place.
+fn agent_files(dir: &Path, observer_dir: &Path, token: &str) -> Files {
+    let files = Files {
+        data: dir.join("agent-data"),
+        ca: dir.join("observer-ca.crt"),
+        token: dir.join("join-token"),
+    };
+    std::fs::copy(observer_dir.join("ca.crt"), &files.ca).expect("copy the CA");
+    std::fs::write(&files.token, format!("{token}\n")).expect("write the token");
+    files
+}
+
+/// The certificate the agent has saved, if any.
+fn saved_certificate(files: &Files) -> Option<(AgentCertificateInfo, Vec<u8>)> {
+    let pem = std::fs::read(files.data.join("identity").join("tls.crt")).ok()?;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).ok()?;
+    Some((AgentCertificateInfo::parse(&der)?, der.to_vec()))
+}
+
+/// Waits until `done` holds, showing the agent's log when it does not.
+fn wait_until(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + DEADLINE;
+    while !done() {
+        assert!(
+            Instant::now() < until,
+            "{what}; agent log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Observer {
+    /// Whether the agent's stream is open and it was heard from after `since_ms`.
+    fn connected_since(&self, since_ms: i64) -> bool {
+        let cluster = self
+            .block_on(self.store.get_cluster(CLUSTER_ID))
+            .expect("read the cluster");
+        let report = self
+            .block_on(self.store.cluster_report(CLUSTER_ID))
+            .expect("read the report");
+        cluster.is_some_and(|c| c.last_seen_ms.is_some_and(|seen| seen > since_ms))
+            && report.is_some_and(|r| r.connected)
+    }
+
+    fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("a port in the URL")
+    }
+}
+
+/// Issue 13, finding 7 (renewal): the agent renews its certificate over its stream well
+/// before it expires, saves the new identity and reconnects with it; the observer
+/// records the new serial and revokes the old one at the switch, and the agent keeps
+/// running past the first certificate's expiry without a new join token (on 552c13e
+/// nothing renewed: the agent was locked out at expiry).
+#[test]
+fn the_agent_renews_its_certificate_over_its_stream_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let observer_dir = dir.path().join("observer");
+    let observer = Observer::start_with(
+        &observer_dir,
+        Options {
+            validity: Some(Duration::from_secs(9)),
+            port: None,
+        },
+    );
+    let token = add_cluster(&observer);
+    let files = agent_files(dir.path(), &observer_dir, &token);
+    let log = dir.path().join("agent.log");
+    let (_agent, port) = start_agent(&observer.url, &files, &log);
+    wait_ready(port, &log);
+    wait_until("the agent joined", &log, || {
+        saved_certificate(&files).is_some()
+    });
+    let (first, _) = saved_certificate(&files).unwrap();
+    wait_until("the agent renewed its certificate", &log, || {
+        saved_certificate(&files).is_some_and(|(info, _)| info.serial_hex != first.serial_hex)
+    });
+    wait_until(
+        "the observer revoked the first certificate once the agent used the new one",
+        &log,
+        || {
+            observer
+                .block_on(
+                    observer
+                        .store
+                        .certificate_standing(CLUSTER_ID, &first.serial_hex),
+                )
+                .unwrap()
+                == CertificateStanding::Revoked
+        },
+    );
+    // Well past the first certificate's expiry, the agent is still connected.
+    let first_expiry_ms = first.not_after_unix_seconds * 1000;
+    wait_until(
+        "the agent is connected after the first expiry",
+        &log,
+        || observer.connected_since(first_expiry_ms + 1000),
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("renewed certificate saved"), "{text}");
+    assert_eq!(text.matches("joined the observer").count(), 1, "{text}");
+}
+
+/// Issue 13, finding 7 (token): an agent whose data directory cannot be written does
+/// not redeem its join token (it checks first), and joins with the same token once the
+/// directory is fixed (on 552c13e the token was spent before the save failed, and the
+/// agent could never join with it again).
+#[test]
+fn an_unwritable_data_directory_does_not_spend_the_join_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let observer_dir = dir.path().join("observer");
+    let observer = Observer::start(&observer_dir);
+    let token = add_cluster(&observer);
+    let files = agent_files(dir.path(), &observer_dir, &token);
+    // A file where the identity directory must go: nothing can be written there (root
+    // ignores permission bits, a file in the way it cannot ignore).
+    std::fs::create_dir_all(&files.data).unwrap();
+    std::fs::write(files.data.join("identity"), b"in the way").unwrap();
+    let log = dir.path().join("agent.log");
+    let (_agent, _) = start_agent(&observer.url, &files, &log);
+    wait_until("the agent reports the unwritable directory", &log, || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("cannot join the observer"))
+    });
+    let check = observer
+        .block_on(
+            observer
+                .store
+                .check_join_token(&token, "any", kaas_observer::store::now_ms()),
+        )
+        .unwrap();
+    assert!(
+        matches!(check, JoinTokenCheck::Redeemable(_)),
+        "the token was spent: {check:?}"
+    );
+    std::fs::remove_file(files.data.join("identity")).unwrap();
+    wait_until("the agent joins with the same token", &log, || {
+        observer.connected_since(0)
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("already used"), "{text}");
+}
+
+/// Issue 13, finding 7 (CA rotation): the real agent follows a CA rotation without a new
+/// join: after `rotate` it keeps connecting on its old bundle, saves the new bundle,
+/// renews with the new CA when asked, and after `retire` goes on with the new CA.
+#[test]
+fn the_agent_follows_a_ca_rotation_without_joining_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let observer_dir = dir.path().join("observer");
+    let mut observer = Observer::start(&observer_dir);
+    let port_of_observer = observer.port();
+    let token = add_cluster(&observer);
+    let files = agent_files(dir.path(), &observer_dir, &token);
+    let log = dir.path().join("agent.log");
+    let (_agent, port) = start_agent(&observer.url, &files, &log);
+    wait_ready(port, &log);
+    wait_until("the agent joined", &log, || observer.connected_since(0));
+    observer.stop();
+
+    rotation::rotate(&observer_dir).unwrap();
+    let rotated = ClusterCa::load_or_create(&observer_dir).unwrap();
+    let at_port = Options {
+        port: Some(port_of_observer),
+        ..Options::default()
+    };
+    let mut observer = Observer::start_with(&observer_dir, at_port);
+    wait_until(
+        "the agent saved the new bundle and renewed with the new CA",
+        &log,
+        || {
+            let bundle = std::fs::read_to_string(files.data.join("identity").join("ca.crt"));
+            bundle.is_ok_and(|bundle| bundle == rotated.bundle_pem())
+                && saved_certificate(&files).is_some_and(|(_, der)| rotated.signed_by_active(&der))
+        },
+    );
+    let renewed_at = kaas_observer::store::now_ms();
+    wait_until(
+        "the agent connects with the renewed certificate",
+        &log,
+        || observer.connected_since(renewed_at),
+    );
+    observer.stop();
+
+    rotation::retire(&observer_dir).unwrap();
+    let observer = Observer::start_with(&observer_dir, at_port);
+    let restarted_at = kaas_observer::store::now_ms();
+    wait_until(
+        "the agent connects after the old CA is retired",
+        &log,
+        || observer.connected_since(restarted_at),
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("joined the observer").count(), 1, "{text}");
 }

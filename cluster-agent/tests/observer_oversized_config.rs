@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use kaas_observer::control::accept::{HandshakeLimits, HandshakeMetrics, tls_incoming};
 use kaas_observer::control::server_tls_config;
-use kaas_observer::identity::ClusterCa;
+use kaas_observer::identity::{ClusterCa, DEFAULT_INSTANCE};
 use kaas_pipeline::agent_config::{
     AGENT_CONFIG_CONTENT_TYPE, AgentConfig, MAX_AGENT_CONFIG_BYTES, config_hash,
 };
@@ -63,13 +63,19 @@ impl AgentControl for OldObserver {
         }
         let signed = self
             .ca
-            .sign_agent_csr(CLUSTER, &request.csr_pem, Duration::from_secs(3600))
+            .sign_agent_csr(
+                CLUSTER,
+                DEFAULT_INSTANCE,
+                &request.csr_pem,
+                Duration::from_secs(3600),
+            )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(JoinResponse {
             cluster_id: CLUSTER.to_owned(),
             certificate_pem: signed.pem,
-            ca_bundle_pem: self.ca.ca_pem().to_owned(),
+            ca_bundle_pem: self.ca.bundle_pem(),
             not_after_unix_seconds: signed.not_after_ms / 1000,
+            instance_name: DEFAULT_INSTANCE.to_owned(),
         }))
     }
 
@@ -259,7 +265,7 @@ fn an_oversized_configuration_is_refused_on_the_open_stream() {
         url
     });
     let ca_file: PathBuf = dir.path().join("observer-ca.crt");
-    std::fs::write(&ca_file, ca.ca_pem()).unwrap();
+    std::fs::write(&ca_file, ca.bundle_pem()).unwrap();
     let token_file = dir.path().join("join-token");
     std::fs::write(&token_file, JOIN_TOKEN).unwrap();
     let data = dir.path().join("agent-data");

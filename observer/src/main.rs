@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use kaas_observer::cli::{Cli, Command, PipelineCommand, run_api, validate};
+use kaas_observer::cli::{Cli, Command, PipelineCommand, ca, run_api, validate};
 use kaas_self_telemetry::SelfTelemetry;
 
 /// jemalloc instead of glibc's malloc. The observer holds one long-lived mTLS
@@ -31,6 +31,12 @@ fn main() -> anyhow::Result<ExitCode> {
                 .build()?
                 .block_on(kaas_observer::serve::run(*args, telemetry))?;
             0
+        }
+        Command::Ca(command) => {
+            let mut out = io::stdout().lock();
+            let status = ca::run(&command, &mut out, &mut io::stderr().lock())?;
+            out.flush()?;
+            status
         }
         Command::Pipeline(PipelineCommand::Validate(args)) => {
             let mut out = io::stdout().lock();

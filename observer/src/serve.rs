@@ -54,6 +54,8 @@ pub const DEFAULT_JOIN_TOKEN_TTL: &str = "24h";
 /// How long an agent may be unheard before its cluster counts as silent: several
 /// missed heartbeats, so a reconnect or an observer restart does not flap the state.
 pub const DEFAULT_SILENT_AFTER: &str = "5m";
+/// `--agent-certificate-validity` by default: [`crate::identity::DEFAULT_AGENT_CERTIFICATE_VALIDITY`].
+pub const DEFAULT_AGENT_CERTIFICATE_VALIDITY: &str = "90d";
 /// The observer as its own telemetry names it (`service.name`).
 pub const SERVICE: kaas_self_telemetry::Service = kaas_self_telemetry::Service {
     name: "kaas-observer",
@@ -156,6 +158,9 @@ pub struct ServeArgs {
     /// How long an agent may be unheard before its cluster is silent.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_SILENT_AFTER)]
     pub silent_after: String,
+    /// The agents' identity: certificate validity and the limits of `Join`.
+    #[command(flatten)]
+    pub identity: IdentityFlags,
     /// Onboard clusters from a KaaS inventory: a URL answering a JSON list of clusters
     /// (name, tenant, labels, apiEndpoint), polled; clusters that disappear from it are
     /// deleted, not silent.
@@ -242,6 +247,52 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub otlp: kaas_self_telemetry::OtlpFlags,
 }
+
+/// Flags of the agents' identity (see `docs/operator-guide.md`, "Agent identity").
+#[derive(Debug, Args)]
+pub struct IdentityFlags {
+    /// How long agent certificates are valid (Prometheus duration). Agents renew at two
+    /// thirds of it over their stream.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_AGENT_CERTIFICATE_VALIDITY)]
+    pub agent_certificate_validity: String,
+    /// Average `Join` calls per second one source address (an IPv4 address or an IPv6
+    /// /64) may make; 0 turns the limit off.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = crate::control::join::DEFAULT_JOIN_RATE_PER_SECOND)]
+    pub join_rate_limit: f64,
+    /// `Join` calls one source address may make at once before the rate applies.
+    #[arg(long, value_name = "N", default_value_t = crate::control::join::DEFAULT_JOIN_BURST)]
+    pub join_burst: u32,
+}
+
+impl IdentityFlags {
+    /// The control settings these flags change.
+    fn apply(&self, settings: &mut ControlSettings) -> Result<(), ServeError> {
+        let validity = duration_flag(
+            "agent-certificate-validity",
+            &self.agent_certificate_validity,
+        )?;
+        if validity < MIN_AGENT_CERTIFICATE_VALIDITY {
+            return Err(ServeError::Flag {
+                flag: "agent-certificate-validity",
+                reason: format!("at least {MIN_AGENT_CERTIFICATE_VALIDITY:?}"),
+            });
+        }
+        if !self.join_rate_limit.is_finite() || self.join_rate_limit < 0.0 {
+            return Err(ServeError::Flag {
+                flag: "join-rate-limit",
+                reason: "a number of joins per second, 0 or more".to_owned(),
+            });
+        }
+        settings.agent_certificate_validity = validity;
+        settings.join_limits.rate_per_second = self.join_rate_limit;
+        settings.join_limits.burst = self.join_burst;
+        Ok(())
+    }
+}
+
+/// The shortest `--agent-certificate-validity`: an agent must be able to connect and
+/// renew within it (tests use a few seconds; production days).
+const MIN_AGENT_CERTIFICATE_VALIDITY: Duration = Duration::from_secs(2);
 
 /// Why the observer cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -537,6 +588,8 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
     let handshake_limits = control_handshake_limits(&args)?;
     let http = HttpSettings::from_args(&args)?;
     let tenant_policy = Arc::new(tenant_policy(&args)?);
+    let mut control_settings = ControlSettings::default();
+    args.identity.apply(&mut control_settings)?;
     let secrets = secret_box(&args)?;
     let store = match &args.database_url {
         Some(url) => Store::connect(url, secrets).await?,
@@ -587,14 +640,8 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         &lifecycle,
         vec![probe_source(prober.clone())],
     )?;
-    let control = ControlService::new(
-        store.clone(),
-        ca.clone(),
-        ControlSettings {
-            central_pipeline: integrations.central_pipeline().cloned().map(Arc::new),
-            ..ControlSettings::default()
-        },
-    );
+    control_settings.central_pipeline = integrations.central_pipeline().cloned().map(Arc::new);
+    let control = ControlService::new(store.clone(), ca.clone(), control_settings);
     let mut registry = Registry::default();
     let api_metrics = ApiMetrics::default();
     api_metrics.register(&mut registry);
@@ -640,11 +687,8 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
                 flag: "cluster-api",
                 reason: e.to_string(),
             })?;
-            let mut settings = CapiSettings::new(
-                control_endpoint.clone(),
-                ca.ca_pem().to_owned(),
-                join_token_ttl,
-            );
+            let mut settings =
+                CapiSettings::new(control_endpoint.clone(), ca.bundle_pem(), join_token_ttl);
             settings.silent_after = silent_after;
             settings.egress = egress.clone();
             settings.secret_namespaces = tenant_policy
@@ -679,7 +723,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         store: store.clone(),
         join_token_ttl,
         control_endpoint: control_endpoint.clone(),
-        ca_pem: ca.ca_pem().to_owned(),
+        ca_pem: ca.bundle_pem(),
         buffer_budgets: crate::api::budgets::BufferBudgets {
             default_bytes: args.cluster_buffer_budget,
             central_bytes: integrations.central_pipeline().map_or(

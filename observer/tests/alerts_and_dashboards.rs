@@ -35,7 +35,7 @@ const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasObserverConfigPushesFailing",
     "KaasObserverApiErrors",
     "KaasObserverApiRefusalSpike",
-    "KaasObserverJoinFailures",
+    "KaasObserverJoinsRefused",
 ];
 
 /// The guard every cluster-scoped alert ends with (whitespace-normalised prefix; the

@@ -7,6 +7,7 @@ mod api_harness;
 
 mod api {
     use axum::http::{Method, StatusCode, header};
+    use kaas_observer::store::certificates::JoinTokenCheck;
     use kaas_observer::store::{Actor, ConfigErrorRecord, ConfigReport};
     use serde::Deserialize;
     use serde_json::{Value, json};
@@ -46,9 +47,9 @@ mod api {
                 .await;
             assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
         }
-        h.store.set_connected("a2", "r/1").await.unwrap();
+        h.store.set_connected("shop.a2", "r/1").await.unwrap();
         h.store
-            .record_health("a2", json!({ "pipelines": [] }), 1)
+            .record_health("shop.a2", json!({ "pipelines": [] }), 1)
             .await
             .unwrap();
         let names = |list: &Value| -> Vec<String> {
@@ -91,11 +92,11 @@ mod api {
             .json();
         assert_eq!(names(&exact), ["a1", "a2", "a3"]);
         assert!(exact.get("continue").is_none(), "{exact}");
-        // The admin pages through every tenant.
+        // The admin pages through every tenant, by global id (`<tenant>.<name>`).
         let admin = get("/api/v1/clusters?limit=3".into(), ADMIN.to_owned())
             .await
             .json();
-        assert_eq!(names(&admin), ["a1", "a2", "a3"]);
+        assert_eq!(names(&admin), ["b1", "a1", "a2"]);
         let token = admin["continue"].as_str().unwrap().to_owned();
         let admin = get(
             format!("/api/v1/clusters?limit=3&continue={token}"),
@@ -103,7 +104,7 @@ mod api {
         )
         .await
         .json();
-        assert_eq!(names(&admin), ["b1"]);
+        assert_eq!(names(&admin), ["a3"]);
 
         for uri in [
             "/api/v1/clusters?limit=0",
@@ -154,6 +155,71 @@ mod api {
             .json();
         assert_eq!(document["openapi"], "3.0.3");
         assert!(document["components"]["schemas"]["MetricPipeline"].is_object());
+    }
+
+    /// Issue 13, finding 8 (names): cluster names are unique per tenant, so a second
+    /// tenant can create `prod` while another holds it (on 552c13e: 409 "already
+    /// exists", which told the tenant that someone else has a `prod`); the two get
+    /// different global ids, and neither can reach the other's.
+    #[tokio::test]
+    async fn two_tenants_each_have_their_own_prod_and_learn_nothing_of_the_other() {
+        let h = Harness::new().await;
+        let shop = h.tenant_with_token("shop").await;
+        let bank = h.tenant_with_token("bank").await;
+        let create = |token: String| {
+            let h = &h;
+            async move {
+                h.call(
+                    Method::POST,
+                    "/api/v1/clusters",
+                    Some(&token),
+                    Some(json!({ "name": "prod" })),
+                )
+                .await
+            }
+        };
+        let shops = create(shop.clone()).await;
+        assert_eq!(shops.status, StatusCode::CREATED, "{}", shops.text);
+        let banks = create(bank.clone()).await;
+        assert_eq!(banks.status, StatusCode::CREATED, "{}", banks.text);
+        let (shops, banks) = (shops.json(), banks.json());
+        assert_eq!(shops["cluster"]["name"], "prod");
+        assert_eq!(banks["cluster"]["name"], "prod");
+        assert_eq!(shops["cluster"]["id"], "shop.prod");
+        assert_eq!(banks["cluster"]["id"], "bank.prod");
+        // The install manifests carry the global id, which the agent's certificate
+        // will name.
+        assert!(
+            banks["manifest"]
+                .as_str()
+                .unwrap()
+                .contains("telemetry.kaas-observer.io/cluster: bank.prod")
+        );
+        // Within one tenant the name stays unique: that answer is about its own.
+        let again = create(bank.clone()).await;
+        assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+
+        // Each tenant reads, mints for and deletes its own `prod`.
+        let read = h.get("/api/v1/clusters/prod", &bank).await;
+        assert_eq!(read.status, StatusCode::OK);
+        assert_eq!(read.json()["id"], "bank.prod");
+        let deleted = h
+            .call(Method::DELETE, "/api/v1/clusters/prod", Some(&bank), None)
+            .await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+        let shops_prod = h.store.get_cluster("shop.prod").await.unwrap().unwrap();
+        assert_eq!(shops_prod.state.to_string(), "provisioning");
+        // A tenant cannot reach a cluster by another tenant's global id either: the
+        // answer is the one for an id nobody has.
+        let taken = h.get("/api/v1/clusters/shop.prod", &bank).await;
+        let free = h.get("/api/v1/clusters/nobody.prod", &bank).await;
+        assert_eq!(taken.status, StatusCode::NOT_FOUND, "{}", taken.text);
+        assert_eq!(
+            taken.text.replace("shop.prod", "X"),
+            free.text.replace("nobody.prod", "X")
+        );
+        let named = h.get("/api/v1/clusters/prod?tenant=shop", &bank).await;
+        assert_eq!(named.status, StatusCode::FORBIDDEN, "{}", named.text);
     }
 
     #[tokio::test]
@@ -243,7 +309,12 @@ mod api {
             .unwrap()
             .unwrap();
         assert_eq!(stored.generation, 1);
-        let cluster = h.store.get_cluster("bank-prod").await.unwrap().unwrap();
+        let cluster = h
+            .store
+            .get_cluster("bank.bank-prod")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(cluster.state.to_string(), "provisioning");
         // Admin-only routes are refused to tenants.
         let answer = h.get("/api/v1/tenants", &shop).await;
@@ -252,8 +323,16 @@ mod api {
         // The admin sees everything.
         let clusters = h.get("/api/v1/clusters", ADMIN).await.json();
         assert_eq!(clusters["items"][0]["name"], "bank-prod");
-        let one = h.get("/api/v1/clusters/bank-prod", ADMIN).await;
-        assert_eq!(one.status, StatusCode::OK);
+        assert_eq!(clusters["items"][0]["id"], "bank.bank-prod");
+        // An admin names a cluster by tenant and name, or by its global id.
+        for uri in [
+            "/api/v1/clusters/bank-prod?tenant=bank",
+            "/api/v1/clusters/bank.bank-prod",
+        ] {
+            let one = h.get(uri, ADMIN).await;
+            assert_eq!(one.status, StatusCode::OK, "{uri}: {}", one.text);
+            assert_eq!(one.json()["id"], "bank.bank-prod");
+        }
         let one = h.get("/api/v1/pipelines/payments?tenant=bank", ADMIN).await;
         assert_eq!(one.status, StatusCode::OK, "{}", one.text);
         let all = h.get("/api/v1/pipelines", ADMIN).await.json();
@@ -474,12 +553,15 @@ mod api {
             Some(join_token)
         );
         assert!(documents.iter().any(|d| d["kind"] == "Deployment"));
-        let redeemed = h
+        let redeemable = h
             .store
-            .redeem_join_token(join_token, kaas_observer::store::now_ms())
+            .check_join_token(join_token, "csr", kaas_observer::store::now_ms())
             .await
             .unwrap();
-        assert_eq!(redeemed.unwrap().name, "prod-1");
+        let JoinTokenCheck::Redeemable(cluster) = redeemable else {
+            panic!("{redeemable:?}");
+        };
+        assert_eq!(cluster.name, "prod-1");
 
         // Invalid requests list every field.
         let bad = h
@@ -540,7 +622,7 @@ mod api {
         let first_token = created.json()["joinToken"].as_str().unwrap().to_owned();
         h.store
             .record_config_report(
-                "c1",
+                "shop.c1",
                 ConfigReport {
                     config_hash: "abc".into(),
                     state: "FAILED".into(),
@@ -556,10 +638,13 @@ mod api {
             .await
             .unwrap();
         h.store
-            .record_health("c1", json!({ "pipelines": { "p": "ok" } }), 2)
+            .record_health("shop.c1", json!({ "pipelines": { "p": "ok" } }), 2)
             .await
             .unwrap();
-        h.store.set_connected("c1", "test-replica/1").await.unwrap();
+        h.store
+            .set_connected("shop.c1", "test-replica/1")
+            .await
+            .unwrap();
 
         let list = h.get("/api/v1/clusters", &shop).await.json();
         let item = &list["items"][0];
@@ -1103,7 +1188,10 @@ mod api {
             )
             .await;
         }
-        h.store.set_connected("s1", "test-replica/1").await.unwrap();
+        h.store
+            .set_connected("shop.s1", "test-replica/1")
+            .await
+            .unwrap();
         h.call(Method::DELETE, "/api/v1/clusters/s2", Some(&shop), None)
             .await;
         h.call(

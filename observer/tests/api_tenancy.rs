@@ -110,7 +110,7 @@ mod tenancy {
                 answer.text
             );
         }
-        assert!(h.store.get_cluster("prod-1").await.unwrap().is_none());
+        assert!(h.store.list_clusters(None).await.unwrap().is_empty());
         let fine = h
             .call(
                 Method::POST,
@@ -250,7 +250,10 @@ mod tenancy {
         assert_eq!(names, whole, "the pages, end to end, are the whole trail");
         assert_eq!(pages, whole.len().div_ceil(2));
         let clusters: Vec<&String> = names.iter().filter(|n| n.starts_with("cluster/")).collect();
-        assert_eq!(clusters, ["cluster/c", "cluster/b", "cluster/a"]);
+        assert_eq!(
+            clusters,
+            ["cluster/shop.c", "cluster/shop.b", "cluster/shop.a"]
+        );
 
         let bank = h.get("/api/v1/audit?tenant=bank", ADMIN).await.json();
         assert!(
@@ -437,7 +440,7 @@ mod tenancy {
 
         let cache = Arc::new(TenantPipelines::default());
         let configs = cache.get(&h.store, "shop").await.unwrap();
-        let cluster = h.store.get_cluster("c1").await.unwrap().unwrap();
+        let cluster = h.store.get_cluster("shop.c1").await.unwrap().unwrap();
         let rendered = String::from_utf8(configs.render(&cluster).body).unwrap();
         assert!(rendered.contains("\"good\""), "{rendered}");
         assert!(!rendered.contains("\"bad\""), "{rendered}");

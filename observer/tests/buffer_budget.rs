@@ -113,7 +113,8 @@ async fn a_pipeline_over_a_selected_clusters_budget_is_refused_naming_the_cluste
 
 /// Issue 13, Disk budget: the budget is the provider's. An admin sets it per cluster
 /// (a tenant may read it, not change it), the check uses it, and a cluster whose labels
-/// would select pipelines over its budget is refused at onboarding.
+/// would select pipelines over its budget is refused at onboarding. The admin names the
+/// cluster as on every cluster route: by its global id, or `?tenant=` and its name.
 #[tokio::test]
 async fn admins_set_a_clusters_budget_and_tenants_only_read_it() {
     let h = Harness::new().await;
@@ -124,16 +125,18 @@ async fn admins_set_a_clusters_budget_and_tenants_only_read_it() {
         StatusCode::CREATED
     );
     let uri = "/api/v1/clusters/edge-1/buffer-budget";
+    let by_id = "/api/v1/clusters/shop.edge-1/buffer-budget";
     let read = h.get(uri, &shop).await;
     assert_eq!(read.status, StatusCode::OK, "{}", read.text);
     assert_eq!(
         read.json(),
         json!({
-            "cluster": "edge-1", "tenant": "shop", "maxBytes": 3 * GI, "default": true,
-            "reservedBytes": 0, "pipelineBytes": 0,
+            "cluster": "edge-1", "clusterId": "shop.edge-1", "tenant": "shop",
+            "maxBytes": 3 * GI, "default": true, "reservedBytes": 0, "pipelineBytes": 0,
         })
     );
     assert_eq!(h.get(uri, &bank).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.get(by_id, &bank).await.status, StatusCode::NOT_FOUND);
     let by_tenant = h
         .call(
             Method::PUT,
@@ -151,7 +154,7 @@ async fn admins_set_a_clusters_budget_and_tenants_only_read_it() {
     let too_small = h
         .call(
             Method::PUT,
-            uri,
+            by_id,
             Some(ADMIN),
             Some(json!({ "maxBytes": "1Ki" })),
         )
@@ -166,7 +169,7 @@ async fn admins_set_a_clusters_budget_and_tenants_only_read_it() {
     let set = h
         .call(
             Method::PUT,
-            uri,
+            by_id,
             Some(ADMIN),
             Some(json!({ "maxBytes": "512Mi" })),
         )
@@ -188,7 +191,14 @@ async fn admins_set_a_clusters_budget_and_tenants_only_read_it() {
     assert_eq!(h.get(uri, &shop).await.json()["pipelineBytes"], 256 * MI);
 
     // Back to the default: the larger pipeline fits.
-    let reset = h.call(Method::DELETE, uri, Some(ADMIN), None).await;
+    let reset = h
+        .call(
+            Method::DELETE,
+            &format!("{uri}?tenant=shop"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
     assert_eq!(reset.status, StatusCode::OK, "{}", reset.text);
     assert_eq!(reset.json()["default"], true);
     assert_eq!(
@@ -255,4 +265,61 @@ async fn the_central_share_counts_and_new_clusters_are_checked() {
     let read = h.get("/api/v1/clusters/dev-1/buffer-budget", &shop).await;
     assert_eq!(read.json()["reservedBytes"], GI);
     assert_eq!(read.json()["maxBytes"], 2 * GI);
+}
+
+/// Issue 13, finding 8 with the disk budget: budgets belong to a cluster's global id.
+/// Two tenants' clusters of the same name keep their own budgets, and a cluster
+/// registered again under a name after its tenant was deleted and created again starts
+/// at the default, not with the budget of the cluster that had the name before. On
+/// 552c13e a name was global, so the second tenant could not have `edge-1` at all.
+#[tokio::test]
+async fn budgets_belong_to_the_global_id_and_are_not_inherited_by_a_new_cluster() {
+    let h = Harness::new().await;
+    let shop = h.tenant_with_token("shop").await;
+    let bank = h.tenant_with_token("bank").await;
+    for token in [&shop, &bank] {
+        let (status, body) = create_cluster(&h, token, "edge-1", "edge").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let set = h
+        .call(
+            Method::PUT,
+            "/api/v1/clusters/edge-1/buffer-budget?tenant=shop",
+            Some(ADMIN),
+            Some(json!({ "maxBytes": "512Mi" })),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    let uri = "/api/v1/clusters/edge-1/buffer-budget";
+    assert_eq!(h.get(uri, &shop).await.json()["maxBytes"], 512 * MI);
+    let theirs = h.get(uri, &bank).await.json();
+    assert_eq!(
+        (theirs["clusterId"].as_str(), theirs["default"].as_bool()),
+        (Some("bank.edge-1"), Some(true)),
+        "{theirs}"
+    );
+    // Bank's pipelines are checked against bank's budget only.
+    assert_eq!(
+        apply(&h, &bank, buffered("big", "edge", "2Gi")).await.0,
+        StatusCode::CREATED
+    );
+
+    // Shop goes away entirely and comes back with a cluster of the same name.
+    let deleted = h
+        .call(Method::DELETE, "/api/v1/clusters/edge-1", Some(&shop), None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.text);
+    let gone = h
+        .call(Method::DELETE, "/api/v1/tenants/shop", Some(ADMIN), None)
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.text);
+    let shop = h.tenant_with_token("shop").await;
+    let (status, body) = create_cluster(&h, &shop, "edge-1", "edge").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let fresh = h.get(uri, &shop).await.json();
+    assert_eq!(
+        (fresh["maxBytes"].as_u64(), fresh["default"].as_bool()),
+        (Some(3 * GI), Some(true)),
+        "{fresh}"
+    );
 }

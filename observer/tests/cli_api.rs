@@ -142,13 +142,24 @@ spec:
         let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
         assert_eq!(json["items"].as_array().unwrap().len(), 2);
 
-        let out = observer(address, Some(ADMIN), &["cluster", "get", "prod-1"]).await;
-        ok(&out);
-        assert!(out.stdout.contains("Tenant:        shop"), "{}", out.stdout);
+        // An admin names a cluster by tenant and name, or by its global id.
         let out = observer(
             address,
             Some(ADMIN),
-            &["cluster", "get", "prod-1", "-o", "yaml"],
+            &["cluster", "get", "prod-1", "--tenant", "shop"],
+        )
+        .await;
+        ok(&out);
+        assert!(out.stdout.contains("Tenant:        shop"), "{}", out.stdout);
+        assert!(
+            out.stdout.contains("Global id:     shop.prod-1"),
+            "{}",
+            out.stdout
+        );
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["cluster", "get", "shop.prod-1", "-o", "yaml"],
         )
         .await;
         ok(&out);
@@ -161,17 +172,25 @@ spec:
         let out = observer(
             address,
             Some(ADMIN),
-            &["cluster", "join-token", "prod-1", "-o", "json"],
+            &[
+                "cluster",
+                "join-token",
+                "prod-1",
+                "--tenant",
+                "shop",
+                "-o",
+                "json",
+            ],
         )
         .await;
         ok(&out);
         let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
         assert!(json["joinToken"].as_str().is_some());
 
-        let out = observer(address, Some(ADMIN), &["cluster", "delete", "prod-1"]).await;
+        let out = observer(address, Some(ADMIN), &["cluster", "delete", "shop.prod-1"]).await;
         ok(&out);
-        assert_eq!(out.stdout, "cluster prod-1 deleted\n");
-        let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+        assert_eq!(out.stdout, "cluster shop.prod-1 deleted\n");
+        let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
         assert_eq!(cluster.state.to_string(), "deleted");
 
         let out = observer(address, Some(ADMIN), &["cluster", "get", "nope"]).await;

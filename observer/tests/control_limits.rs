@@ -33,6 +33,8 @@ use tonic::{Code, Streaming};
 const DEADLINE: Duration = Duration::from_secs(10);
 const TENANT: &str = "shop";
 const CLUSTER: &str = "edge-1";
+/// The cluster's global id: what its certificate and hellos name.
+const CLUSTER_ID: &str = "shop.edge-1";
 
 struct Observer {
     url: String,
@@ -76,7 +78,7 @@ async fn start_observer() -> Observer {
         .await
         .expect("cluster")
         .1;
-    let ca_pem = ca.ca_pem().to_owned();
+    let ca_pem = ca.bundle_pem();
     let (key_pem, csr_pem) = agent_key_and_csr();
     let joined = AgentControlClient::new(channel(&url, &ca_pem, None).await)
         .join(JoinRequest {
@@ -84,6 +86,7 @@ async fn start_observer() -> Observer {
             csr_pem,
             agent_instance_id: "test-agent".to_owned(),
             agent_version: "0.1.0".to_owned(),
+            instance_name: String::new(),
         })
         .await
         .expect("join")
@@ -117,7 +120,7 @@ fn hello(attribute_bytes: usize) -> AgentMessage {
     AgentMessage {
         sequence_num: 1,
         body: Some(agent_message::Body::Hello(AgentHello {
-            cluster_id: CLUSTER.to_owned(),
+            cluster_id: CLUSTER_ID.to_owned(),
             agent_instance_id: "test-agent".to_owned(),
             agent_version: "0.1.0".to_owned(),
             attributes: [("padding".to_owned(), "x".repeat(attribute_bytes))]

@@ -70,7 +70,7 @@ async fn start_observer() -> Observer {
         .expect("create the tenant");
     Observer {
         url,
-        ca_pem: ca.ca_pem().to_owned(),
+        ca_pem: ca.bundle_pem(),
         store,
         _dir: dir,
     }
@@ -114,6 +114,7 @@ impl Observer {
                 csr_pem,
                 agent_instance_id: "test-agent".to_owned(),
                 agent_version: "0.1.0".to_owned(),
+                instance_name: String::new(),
             })
             .await?
             .into_inner();
@@ -239,6 +240,7 @@ fn hello(cluster: &str, last_applied: Vec<u8>) -> agent_message::Body {
         ],
         attributes: Default::default(),
         last_applied_config_hash: last_applied,
+        trust_bundle_sha256: Vec::new(),
     })
 }
 
@@ -315,11 +317,19 @@ async fn join_with_a_valid_token_issues_a_certificate_naming_the_cluster() {
     let observer = start_observer().await;
     let token = observer.add_cluster("edge-1").await;
     let joined = observer.join(&token).await.unwrap();
-    assert_eq!(joined.cluster_id, "edge-1");
+    assert_eq!(joined.cluster_id, "shop.edge-1");
     assert_eq!(joined.ca_bundle_pem, observer.ca_pem);
     let der = joined.der();
-    assert_eq!(cluster_from_certificate(&der).as_deref(), Some("edge-1"));
-    let stored = observer.store.get_cluster("edge-1").await.unwrap().unwrap();
+    assert_eq!(
+        cluster_from_certificate(&der).as_deref(),
+        Some("shop.edge-1")
+    );
+    let stored = observer
+        .store
+        .get_cluster("shop.edge-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.certificate_serial, serial_hex_from_certificate(&der));
     assert_eq!(
         stored.certificate_not_after_ms,
@@ -349,7 +359,7 @@ async fn used_expired_and_unknown_tokens_are_refused() {
     observer.add_cluster("edge-2").await;
     let expired_token = observer
         .store
-        .mint_join_token("edge-2", Duration::ZERO, &Actor::admin())
+        .mint_join_token("shop.edge-2", Duration::ZERO, &Actor::admin())
         .await
         .unwrap();
     let expired = observer
@@ -398,7 +408,7 @@ async fn a_garbage_csr_does_not_use_the_token_up() {
 async fn connect_without_a_client_certificate_is_refused() {
     let observer = start_observer().await;
     observer.add_cluster("edge-1").await;
-    let refused = open_stream(observer.channel(None).await, hello("edge-1", vec![]))
+    let refused = open_stream(observer.channel(None).await, hello("shop.edge-1", vec![]))
         .await
         .err()
         .expect("connected without a certificate");
@@ -442,12 +452,12 @@ async fn a_deleted_clusters_certificate_is_refused() {
     let joined = observer.joined_cluster("edge-1").await;
     observer
         .store
-        .delete_cluster("edge-1", &Actor::admin())
+        .delete_cluster("shop.edge-1", &Actor::admin())
         .await
         .unwrap();
     let refused = open_stream(
         observer.channel(Some(&joined)).await,
-        hello("edge-1", vec![]),
+        hello("shop.edge-1", vec![]),
     )
     .await
     .err()
@@ -461,13 +471,13 @@ async fn joining_again_revokes_the_previous_certificate() {
     let first = observer.joined_cluster("edge-1").await;
     let token = observer
         .store
-        .mint_join_token("edge-1", Duration::from_secs(60), &Actor::admin())
+        .mint_join_token("shop.edge-1", Duration::from_secs(60), &Actor::admin())
         .await
         .unwrap();
     let second = observer.join(&token).await.unwrap();
     let refused = open_stream(
         observer.channel(Some(&first)).await,
-        hello("edge-1", vec![]),
+        hello("shop.edge-1", vec![]),
     )
     .await
     .err()
@@ -480,7 +490,7 @@ async fn joining_again_revokes_the_previous_certificate() {
     );
     open_stream(
         observer.channel(Some(&second)).await,
-        hello("edge-1", vec![]),
+        hello("shop.edge-1", vec![]),
     )
     .await
     .unwrap();
@@ -492,7 +502,7 @@ async fn configuration_changes_reach_the_stream_and_reports_become_conditions() 
     let joined = observer.joined_cluster("edge-1").await;
     let mut agent = open_stream(
         observer.channel(Some(&joined)).await,
-        hello("edge-1", vec![]),
+        hello("shop.edge-1", vec![]),
     )
     .await
     .unwrap();
@@ -501,16 +511,21 @@ async fn configuration_changes_reach_the_stream_and_reports_become_conditions() 
     assert_eq!(initial.content_type, AGENT_CONFIG_CONTENT_TYPE);
     assert_eq!(
         initial.config_hash,
-        observer.desired("edge-1").await.1.to_vec()
+        observer.desired("shop.edge-1").await.1.to_vec()
     );
     let report = observer
         .store
-        .cluster_report("edge-1")
+        .cluster_report("shop.edge-1")
         .await
         .unwrap()
         .unwrap();
     assert!(report.connected);
-    let cluster = observer.store.get_cluster("edge-1").await.unwrap().unwrap();
+    let cluster = observer
+        .store
+        .get_cluster("shop.edge-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(cluster.agent_instance_id.as_deref(), Some("test-agent"));
 
     // A pipeline applied through the store reaches the stream within a second.
@@ -521,13 +536,13 @@ async fn configuration_changes_reach_the_stream_and_reports_become_conditions() 
     let update = agent.next_update(DEADLINE).await;
     let latency = applied_at.elapsed();
     assert!(latency < Duration::from_secs(1), "took {latency:?}");
-    let (body, hash) = observer.desired("edge-1").await;
+    let (body, hash) = observer.desired("shop.edge-1").await;
     assert_eq!(update.body, body);
     assert_eq!(update.config_hash, hash.to_vec());
     assert_eq!(config_hash(&update.body).to_vec(), update.config_hash);
     let text = String::from_utf8(update.body.clone()).unwrap();
     assert!(text.contains("https://a.example/write"), "{text}");
-    assert!(text.contains(r#""cluster":"edge-1""#), "{text}");
+    assert!(text.contains(r#""cluster":"shop.edge-1""#), "{text}");
 
     // A second change arrives too.
     observer
@@ -537,7 +552,7 @@ async fn configuration_changes_reach_the_stream_and_reports_become_conditions() 
     assert_ne!(second.config_hash, update.config_hash);
     assert_eq!(
         second.config_hash,
-        observer.desired("edge-1").await.1.to_vec()
+        observer.desired("shop.edge-1").await.1.to_vec()
     );
 
     // APPLIED is recorded and the pipeline's conditions say so.
@@ -570,7 +585,12 @@ async fn configuration_changes_reach_the_stream_and_reports_become_conditions() 
         })
         .await;
     assert_eq!(connected.observed_generation, Some(2));
-    let cluster = observer.store.get_cluster("edge-1").await.unwrap().unwrap();
+    let cluster = observer
+        .store
+        .get_cluster("shop.edge-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         cluster.applied_config_hash,
         Some(hex::encode(&second.config_hash))
@@ -613,7 +633,7 @@ async fn configuration_changes_reach_the_stream_and_reports_become_conditions() 
     let until = Instant::now() + DEADLINE;
     while observer
         .store
-        .cluster_report("edge-1")
+        .cluster_report("shop.edge-1")
         .await
         .unwrap()
         .unwrap()
@@ -634,10 +654,10 @@ async fn an_agent_that_is_current_gets_nothing_and_a_sequence_gap_asks_for_the_f
     observer
         .apply_pipeline("metrics", "https://a.example/write")
         .await;
-    let (_, hash) = observer.desired("edge-1").await;
+    let (_, hash) = observer.desired("shop.edge-1").await;
     let mut agent = open_stream(
         observer.channel(Some(&joined)).await,
-        hello("edge-1", hash.to_vec()),
+        hello("shop.edge-1", hash.to_vec()),
     )
     .await
     .unwrap();

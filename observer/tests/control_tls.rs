@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kaas_observer::control::accept::{HandshakeLimits, HandshakeMetrics, HandshakeResult};
 use kaas_observer::control::{accept, server_tls_config};
-use kaas_observer::identity::{ClusterCa, cluster_from_certificate};
+use kaas_observer::identity::{ClusterCa, DEFAULT_INSTANCE, cluster_from_certificate};
 use kaas_test_support::tls::agent_key_and_csr;
 use kaas_tls::{ClientTls, Trust};
 use rustls::pki_types::ServerName;
@@ -65,11 +65,11 @@ impl Front {
         let (key_pem, csr) = agent_key_and_csr();
         let signed = self
             .ca
-            .sign_agent_csr(cluster, &csr, Duration::from_secs(3600))
+            .sign_agent_csr(cluster, DEFAULT_INSTANCE, &csr, Duration::from_secs(3600))
             .expect("sign");
         let config = kaas_tls::client_config(ClientTls {
             trust: Trust::Roots(Arc::new(
-                kaas_tls::roots(self.ca.ca_pem().as_bytes(), "CA").expect("roots"),
+                kaas_tls::roots(self.ca.bundle_pem().as_bytes(), "CA").expect("roots"),
             )),
             verify_name: None,
             identity: Some((

@@ -34,11 +34,12 @@ fn the_quick_start_demo_onboards_two_clusters_and_reports_their_data() {
         output.status
     );
     for expected in [
-        "edge-1  shop    active  yes",
-        "edge-2  shop    active  yes",
+        "edge-1  shop    shop.edge-1  active  yes",
+        "edge-2  shop    shop.edge-2  active  yes",
         "ConfigurationApplied  True",
-        "cluster=edge-1:",
-        "cluster=edge-2:",
+        // The `cluster` label is the cluster's global id.
+        "cluster=shop.edge-1:",
+        "cluster=shop.edge-2:",
         "demo finished",
     ] {
         assert!(

@@ -584,7 +584,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> 
 }
 
 fn applied_hash(observer: &Observer, token: &str, cluster: &str) -> Option<String> {
-    observer.cli_json(token, &["cluster", "get", cluster])["appliedConfigHash"]
+    observer.cli_json(token, &["cluster", "get", cluster, "--tenant", TENANT])["appliedConfigHash"]
         .as_str()
         .map(str::to_owned)
 }
@@ -731,7 +731,7 @@ fn scenario(deployment: &Deployment<'_>) {
     replicas[0].cli(&tenant, &["pipeline", "apply", "-f", file_arg]);
     wait_until(
         "samples from both clusters with revision 1",
-        || clusters_with(&prometheus, "app_up{revision=\"1\"}") == ["c1", "c2"],
+        || clusters_with(&prometheus, "app_up{revision=\"1\"}") == ["shop.c1", "shop.c2"],
         logs,
     );
     // Each agent is on the replica it lists first.
@@ -781,13 +781,13 @@ fn scenario(deployment: &Deployment<'_>) {
     // Changing the relabel rules through A reaches both agents, c2's through the last
     // replica; both report APPLIED with a new hash, and the data changes.
     let c2_replica = replicas.last().expect("a replica");
-    let pushed_before = pushes_to(c2_replica, "c2");
+    let pushed_before = pushes_to(c2_replica, "shop.c2");
     std::fs::write(&file, pipeline(&target, &receiver, "2", &bearer_token)).expect("pipeline file");
     let changed_at = Instant::now();
     replicas[0].cli(&tenant, &["pipeline", "apply", "-f", file_arg]);
     wait_until(
         &format!("replica {} sends c2 the changed pipeline", c2_replica.name),
-        || pushes_to(c2_replica, "c2") > pushed_before,
+        || pushes_to(c2_replica, "shop.c2") > pushed_before,
         logs,
     );
     // Informational only: timings depend on the machine.
@@ -807,7 +807,7 @@ fn scenario(deployment: &Deployment<'_>) {
     );
     wait_until(
         "samples from both clusters with revision 2",
-        || clusters_with(&prometheus, "app_up{revision=\"2\"}") == ["c1", "c2"],
+        || clusters_with(&prometheus, "app_up{revision=\"2\"}") == ["shop.c1", "shop.c2"],
         logs,
     );
 
@@ -846,8 +846,8 @@ fn scenario(deployment: &Deployment<'_>) {
         r#"kaas_pipeline_info{tenant="shop",pipeline="fleet",generation="2"} 1"#,
         r#"kaas_pipeline_condition{tenant="shop",pipeline="fleet",type="ConfigurationApplied",status="True",reason="Applied"} 1"#,
         r#"kaas_pipeline_condition{tenant="shop",pipeline="fleet",type="AgentConnected",status="True",reason="Connected"} 1"#,
-        r#"kaas_cluster_agent_connected{cluster="c1",tenant="shop"} 1"#,
-        r#"kaas_cluster_agent_connected{cluster="c2",tenant="shop"} 1"#,
+        r#"kaas_cluster_agent_connected{cluster="shop.c1",tenant="shop"} 1"#,
+        r#"kaas_cluster_agent_connected{cluster="shop.c2",tenant="shop"} 1"#,
     ];
     for replica in &replicas {
         wait_until(
@@ -920,14 +920,14 @@ fn scenario(deployment: &Deployment<'_>) {
             .and_then(|r| r["value"][1].as_str()?.parse().ok())
             .unwrap_or(0.0)
     };
-    let before = (count("c1"), count("c2"));
+    let before = (count("shop.c1"), count("shop.c2"));
     let outage_started = Instant::now();
     match deployment {
         Deployment::Sqlite => {
             // The only replica stops: both agents keep shipping on their configuration.
             replicas[0].stop();
             std::thread::sleep(Duration::from_secs(5));
-            let during = (count("c1"), count("c2"));
+            let during = (count("shop.c1"), count("shop.c2"));
             assert!(
                 during.0 >= before.0 + 3.0 && during.1 >= before.1 + 3.0,
                 "agents keep shipping while the observer is down: {before:?} -> {during:?}\n{}",
@@ -964,7 +964,7 @@ fn scenario(deployment: &Deployment<'_>) {
         }
     }
     let outage = outage_started.elapsed().as_secs_f64();
-    let after = (count("c1"), count("c2"));
+    let after = (count("shop.c1"), count("shop.c2"));
     // One sample per second per cluster: the outage window is fully covered (the
     // margin allows for scrape alignment at the window's edges).
     for (before, after) in [(before.0, after.0), (before.1, after.1)] {
@@ -1002,7 +1002,7 @@ fn scenario(deployment: &Deployment<'_>) {
     }
     let database = deployment.database_contents(&first_dir);
     assert!(
-        database.contains("enc:v2:"),
+        database.contains(kaas_observer::secrets::SEALED_PREFIX),
         "the dump holds the sealed token, so it covers the pipelines"
     );
     let mut places: Vec<(String, String)> = transcript

@@ -309,7 +309,7 @@ async fn integration_files_are_valid_and_follow_tenants_and_clusters() {
     add_cluster(&store, "cafe-1", "cafe").await;
     add_cluster(&store, "idle-1", "idle").await;
     store
-        .delete_cluster("bank-1", &Actor::admin())
+        .delete_cluster("bank.bank-1", &Actor::admin())
         .await
         .unwrap();
     store.delete_tenant("bank", &Actor::admin()).await.unwrap();
@@ -444,7 +444,7 @@ async fn fleet_series_reach_prometheus_and_a_state_change_marks_the_old_one_stal
 
     let result = tokio::task::block_in_place(|| {
         prometheus.wait_for(
-            r#"kaas_cluster_info{cluster="edge-1",state="provisioning"}"#,
+            r#"kaas_cluster_info{cluster="shop.edge-1",state="provisioning"}"#,
             FOLLOW_DEADLINE,
         )
     });
@@ -458,7 +458,7 @@ async fn fleet_series_reach_prometheus_and_a_state_change_marks_the_old_one_stal
     assert_eq!(labels["tenant"], "shop");
     let created = tokio::task::block_in_place(|| {
         prometheus.wait_for(
-            r#"kaas_cluster_created_timestamp_seconds{cluster="edge-1"}"#,
+            r#"kaas_cluster_created_timestamp_seconds{cluster="shop.edge-1"}"#,
             FOLLOW_DEADLINE,
         )
     });
@@ -471,10 +471,10 @@ async fn fleet_series_reach_prometheus_and_a_state_change_marks_the_old_one_stal
     // The agent shows up: provisioning gives way to active at once, not after the
     // 5 minute lookback.
     store
-        .record_agent_seen("edge-1", "instance-1", "test", now_ms())
+        .record_agent_seen("shop.edge-1", "instance-1", "test", now_ms())
         .await
         .unwrap();
-    let query = r#"kaas_cluster_info{cluster="edge-1"}"#;
+    let query = r#"kaas_cluster_info{cluster="shop.edge-1"}"#;
     let mut last = Vec::new();
     let until = Instant::now() + FOLLOW_DEADLINE;
     while Instant::now() < until {
@@ -508,11 +508,11 @@ async fn the_written_series_are_the_ones_the_lifecycle_serves() {
     add_cluster(&store, "edge-1", "shop").await;
     add_cluster(&store, "edge-2", "shop").await;
     store
-        .record_agent_seen("edge-1", "instance-1", "test", now_ms())
+        .record_agent_seen("shop.edge-1", "instance-1", "test", now_ms())
         .await
         .unwrap();
     store
-        .delete_cluster("edge-2", &Actor::admin())
+        .delete_cluster("shop.edge-2", &Actor::admin())
         .await
         .unwrap();
     let lifecycle = fast_lifecycle(&store);
@@ -726,11 +726,11 @@ async fn an_agent_running_the_central_pipeline_delivers_its_own_up_with_cluster_
     let store = sqlite_store(data.path()).await;
     store.create_tenant("shop", &Actor::admin()).await.unwrap();
     add_cluster(&store, "edge-1", "shop").await;
-    let cluster = store.get_cluster("edge-1").await.unwrap().unwrap();
+    let cluster = store.get_cluster("shop.edge-1").await.unwrap().unwrap();
     let central = central_pipeline(&settings, &cluster).unwrap();
     // What the control service renders: the cluster's pipelines plus `cluster`.
     let rendered = AgentConfig::from_validated(
-        BTreeMap::from([("cluster".to_owned(), cluster.name.clone())]),
+        BTreeMap::from([("cluster".to_owned(), cluster.id.clone())]),
         &[central],
     )
     .render();
@@ -773,7 +773,7 @@ async fn an_agent_running_the_central_pipeline_delivers_its_own_up_with_cluster_
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     let labels = &up[0]["metric"];
-    assert_eq!(labels["cluster"], "edge-1", "{labels}");
+    assert_eq!(labels["cluster"], "shop.edge-1", "{labels}");
     assert_eq!(labels["tenant"], "shop", "{labels}");
     assert_eq!(
         labels["instance"],
@@ -783,7 +783,7 @@ async fn an_agent_running_the_central_pipeline_delivers_its_own_up_with_cluster_
     // The agent's own series come the same way (KaasAgentConfigReloadFailed uses one).
     let reload = tokio::task::block_in_place(|| {
         prometheus.wait_for(
-            r#"kaas_agent_config_last_reload_successful{job="kaas-agent",cluster="edge-1",tenant="shop"}"#,
+            r#"kaas_agent_config_last_reload_successful{job="kaas-agent",cluster="shop.edge-1",tenant="shop"}"#,
             FOLLOW_DEADLINE,
         )
     });
@@ -899,7 +899,7 @@ async fn of_two_replicas_one_writes_and_the_other_takes_over_when_it_stops() {
             vec![std::sync::Arc::new(|| {
                 vec![Series::new(
                     "kaas_cluster_info",
-                    [("cluster", "edge-1".to_owned())],
+                    [("cluster", "shop.edge-1".to_owned())],
                     1.0,
                 )]
             }) as kaas_observer::integrations::SeriesSource]
@@ -1070,18 +1070,18 @@ async fn probe_series_and_per_cluster_config_states_reach_prometheus() {
         .unwrap();
     // edge-1 runs the wanted configuration, edge-2 refused it, edge-3 reported only
     // about an older one; dev-1 is not selected.
-    let edge_1 = desired_hash(&store, "edge-1").await;
+    let edge_1 = desired_hash(&store, "shop.edge-1").await;
     store
-        .record_config_report("edge-1", config_report(&edge_1, "APPLIED"))
+        .record_config_report("shop.edge-1", config_report(&edge_1, "APPLIED"))
         .await
         .unwrap();
-    let edge_2 = desired_hash(&store, "edge-2").await;
+    let edge_2 = desired_hash(&store, "shop.edge-2").await;
     store
-        .record_config_report("edge-2", config_report(&edge_2, "FAILED"))
+        .record_config_report("shop.edge-2", config_report(&edge_2, "FAILED"))
         .await
         .unwrap();
     store
-        .record_config_report("edge-3", config_report("0ld", "APPLIED"))
+        .record_config_report("shop.edge-3", config_report("0ld", "APPLIED"))
         .await
         .unwrap();
 
@@ -1100,7 +1100,8 @@ async fn probe_series_and_per_cluster_config_states_reach_prometheus() {
     let target = |name: &str, module: ProbeModule| ProbeTarget {
         name: name.into(),
         tenant: "shop".into(),
-        cluster: Some("edge-1".into()),
+        // As the prober gets it from the store: the cluster's global id.
+        cluster: Some("shop.edge-1".into()),
         origin: ProbeOrigin::Tenant,
         module,
     };
@@ -1158,7 +1159,7 @@ async fn probe_series_and_per_cluster_config_states_reach_prometheus() {
     );
     tokio::task::block_in_place(|| {
         prometheus.wait_for(
-            r#"probe_success{module="tcp",cluster="edge-1"} == 0"#,
+            r#"probe_success{module="tcp",cluster="shop.edge-1"} == 0"#,
             FOLLOW_DEADLINE,
         );
         prometheus.wait_for(
@@ -1177,32 +1178,41 @@ async fn probe_series_and_per_cluster_config_states_reach_prometheus() {
         });
         label_values(&result, "state")
     };
-    assert_eq!(state_of("edge-1"), BTreeSet::from(["applied".to_owned()]));
-    assert_eq!(state_of("edge-2"), BTreeSet::from(["failed".to_owned()]));
-    assert_eq!(state_of("edge-3"), BTreeSet::from(["pending".to_owned()]));
+    assert_eq!(
+        state_of("shop.edge-1"),
+        BTreeSet::from(["applied".to_owned()])
+    );
+    assert_eq!(
+        state_of("shop.edge-2"),
+        BTreeSet::from(["failed".to_owned()])
+    );
+    assert_eq!(
+        state_of("shop.edge-3"),
+        BTreeSet::from(["pending".to_owned()])
+    );
     let all =
         tokio::task::block_in_place(|| prometheus.query("kaas_pipeline_cluster_config_state"));
     assert_eq!(
         label_values(&all, "cluster"),
         BTreeSet::from([
-            "edge-1".to_owned(),
-            "edge-2".to_owned(),
-            "edge-3".to_owned()
+            "shop.edge-1".to_owned(),
+            "shop.edge-2".to_owned(),
+            "shop.edge-3".to_owned()
         ]),
         "dev-1 is not selected"
     );
 
     // edge-3's agent applies the wanted configuration: the state follows, and the old
     // series is marked stale at once.
-    let edge_3 = desired_hash(&store, "edge-3").await;
+    let edge_3 = desired_hash(&store, "shop.edge-3").await;
     store
-        .record_config_report("edge-3", config_report(&edge_3, "APPLIED"))
+        .record_config_report("shop.edge-3", config_report(&edge_3, "APPLIED"))
         .await
         .unwrap();
     let until = Instant::now() + FOLLOW_DEADLINE;
     loop {
         let result = tokio::task::block_in_place(|| {
-            prometheus.query(r#"kaas_pipeline_cluster_config_state{cluster="edge-3"}"#)
+            prometheus.query(r#"kaas_pipeline_cluster_config_state{cluster="shop.edge-3"}"#)
         });
         if label_values(&result, "state") == BTreeSet::from(["applied".to_owned()]) {
             break;
@@ -1216,7 +1226,7 @@ async fn probe_series_and_per_cluster_config_states_reach_prometheus() {
     states.register(&mut registry);
     let served = exposition(&registry);
     assert_eq!(
-        served.get(r#"kaas_pipeline_cluster_config_state{tenant="shop",pipeline="to-vendor",cluster="edge-2",state="failed"}"#),
+        served.get(r#"kaas_pipeline_cluster_config_state{tenant="shop",pipeline="to-vendor",cluster="shop.edge-2",state="failed"}"#),
         Some(&1.0),
         "{served:?}"
     );

@@ -13,6 +13,7 @@ use kaas_observer::onboarding::{
     ClusterAction, OnboardingMetrics, SOURCE_LABEL, Source, SyncFailure,
 };
 use kaas_observer::secrets::SecretBox;
+use kaas_observer::store::certificates::JoinTokenCheck;
 use kaas_observer::store::{Actor, Cluster, ClusterState, NewCluster, Store, now_ms};
 use kaas_pipeline::secret::SecretString;
 use kaas_test_support::fake_inventory::{FakeInventory, InventoryAnswer, cluster};
@@ -49,11 +50,24 @@ async fn setup(customize: impl FnOnce(&mut InventorySettings)) -> Setup {
     }
 }
 
-async fn get(store: &Store, name: &str) -> Cluster {
+/// The cluster named `name` (the fixtures' names differ across their tenants).
+/// Whether a cluster of any tenant is named `name`.
+async fn registered(store: &Store, name: &str) -> bool {
     store
-        .get_cluster(name)
+        .list_clusters(None)
         .await
         .expect("the store answers")
+        .iter()
+        .any(|cluster| cluster.name == name)
+}
+
+async fn get(store: &Store, name: &str) -> Cluster {
+    store
+        .list_clusters(None)
+        .await
+        .expect("the store answers")
+        .into_iter()
+        .find(|cluster| cluster.name == name)
         .unwrap_or_else(|| panic!("cluster {name} is registered"))
 }
 
@@ -85,7 +99,7 @@ async fn listed_clusters_are_registered_with_tenant_labels_and_endpoint() {
     s.inventory.set_clusters(vec![prod_1(), dev_1()]);
 
     let report = s.source.poll_once().await.unwrap();
-    assert_eq!(report.registered, ["dev-1", "prod-1"]);
+    assert_eq!(report.registered, ["bank.dev-1", "shop.prod-1"]);
 
     let prod = get(&s.store, "prod-1").await;
     assert_eq!(prod.tenant, "shop");
@@ -104,17 +118,17 @@ async fn listed_clusters_are_registered_with_tenant_labels_and_endpoint() {
     // `observer cluster join-token prod-1` asks for) joins the cluster.
     let token = s
         .store
-        .mint_join_token("prod-1", Duration::from_secs(60), &Actor::admin())
+        .mint_join_token("shop.prod-1", Duration::from_secs(60), &Actor::admin())
         .await
         .unwrap();
-    assert_eq!(
-        s.store
-            .redeem_join_token(&token, now_ms())
-            .await
-            .unwrap()
-            .unwrap()
-            .name,
-        "prod-1"
+    let check = s
+        .store
+        .check_join_token(&token, "csr", now_ms())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&check, JoinTokenCheck::Redeemable(cluster) if cluster.name == "prod-1"),
+        "{check:?}"
     );
 
     let again = s.source.poll_once().await.unwrap();
@@ -144,7 +158,7 @@ async fn label_and_endpoint_changes_are_applied() {
         "https://prod-1-new.k8s.example:6443",
     )]);
     let report = s.source.poll_once().await.unwrap();
-    assert_eq!(report.updated, ["prod-1"]);
+    assert_eq!(report.updated, ["shop.prod-1"]);
     let prod = get(&s.store, "prod-1").await;
     assert_eq!(prod.labels["region"], "eu-1");
     assert_eq!(
@@ -165,7 +179,7 @@ async fn a_cluster_missing_from_the_inventory_is_deleting_then_deleted_after_the
 
     s.inventory.set_clusters(vec![dev_1()]);
     let report = s.source.poll_once().await.unwrap();
-    assert_eq!(report.deleting, ["prod-1"]);
+    assert_eq!(report.deleting, ["shop.prod-1"]);
     assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleting);
     for _ in 2..DEFAULT_DELETE_AFTER_MISSING_POLLS.get() {
         let report = s.source.poll_once().await.unwrap();
@@ -173,7 +187,7 @@ async fn a_cluster_missing_from_the_inventory_is_deleting_then_deleted_after_the
         assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleting);
     }
     let report = s.source.poll_once().await.unwrap();
-    assert_eq!(report.deleted, ["prod-1"]);
+    assert_eq!(report.deleted, ["shop.prod-1"]);
     let prod = get(&s.store, "prod-1").await;
     assert_eq!(prod.state, ClusterState::Deleted);
     assert!(prod.deleted_at_ms.is_some());
@@ -198,7 +212,7 @@ async fn a_cluster_back_before_its_deletion_returns_to_its_previous_state() {
     s.source.poll_once().await.unwrap();
     // prod-1's agent has joined; dev-1's never did.
     s.store
-        .record_agent_seen("prod-1", "agent-1", "0.1.0", now_ms())
+        .record_agent_seen("shop.prod-1", "agent-1", "0.1.0", now_ms())
         .await
         .unwrap();
     assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Active);
@@ -208,12 +222,12 @@ async fn a_cluster_back_before_its_deletion_returns_to_its_previous_state() {
     let other = || cluster("other", "shop", &[], "https://other.k8s.example:6443");
     s.inventory.set_clusters(vec![other()]);
     let report = s.source.poll_once().await.unwrap();
-    assert_eq!(report.deleting, ["dev-1", "prod-1"]);
+    assert_eq!(report.deleting, ["bank.dev-1", "shop.prod-1"]);
     s.source.poll_once().await.unwrap();
 
     s.inventory.set_clusters(vec![prod_1(), dev_1(), other()]);
     let report = s.source.poll_once().await.unwrap();
-    assert_eq!(report.restored, ["dev-1", "prod-1"]);
+    assert_eq!(report.restored, ["bank.dev-1", "shop.prod-1"]);
     assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Active);
     assert_eq!(
         get(&s.store, "dev-1").await.state,
@@ -298,7 +312,7 @@ async fn broken_answers_change_nothing() {
     // next successful poll that still misses it (the second of two).
     s.inventory.set_clusters(vec![dev_1()]);
     let report = s.source.poll_once().await.unwrap();
-    assert_eq!(report.deleted, ["prod-1"]);
+    assert_eq!(report.deleted, ["shop.prod-1"]);
 }
 
 #[tokio::test]
@@ -308,7 +322,7 @@ async fn an_empty_list_is_accepted_when_allowed() {
     s.source.poll_once().await.unwrap();
     s.inventory.set_clusters(vec![]);
     let report = s.source.poll_once().await.unwrap();
-    assert_eq!(report.deleting, ["prod-1"]);
+    assert_eq!(report.deleting, ["shop.prod-1"]);
 }
 
 #[tokio::test]
@@ -382,7 +396,7 @@ async fn invalid_entries_are_reported_and_never_delete_their_cluster() {
         prod.labels["env"], "prod",
         "the invalid labels are not applied"
     );
-    assert!(s.store.get_cluster("Bad_Name").await.unwrap().is_none());
+    assert!(!registered(&s.store, "Bad_Name").await);
 }
 
 #[tokio::test]
@@ -395,7 +409,8 @@ async fn the_bearer_token_is_sent_and_the_source_polls_on_its_own() {
     s.inventory.set_clusters(vec![prod_1()]);
     let task = s.source.start();
     let until = std::time::Instant::now() + Duration::from_secs(10);
-    while s.inventory.requests() < 2 || s.store.get_cluster("prod-1").await.unwrap().is_none() {
+    while s.inventory.requests() < 2 || s.store.get_cluster("shop.prod-1").await.unwrap().is_none()
+    {
         assert!(
             std::time::Instant::now() < until,
             "the source never polled twice"
@@ -423,7 +438,7 @@ async fn endpoints_the_egress_policy_refuses_are_not_registered() {
         prod_1(),
     ]);
     let report = s.source.poll_once().await.unwrap();
-    assert_eq!(report.registered, ["prod-1"]);
+    assert_eq!(report.registered, ["shop.prod-1"]);
     let skipped: Vec<(&str, &str)> = report
         .skipped
         .iter()
@@ -443,7 +458,7 @@ async fn endpoints_the_egress_policy_refuses_are_not_registered() {
                 && reason.contains(range)),
             "{name}: {skipped:?}"
         );
-        assert!(s.store.get_cluster(name).await.unwrap().is_none(), "{name}");
+        assert!(!registered(&s.store, name).await, "{name}");
     }
 
     let mut allowed = setup(|settings| {
@@ -460,5 +475,5 @@ async fn endpoints_the_egress_policy_refuses_are_not_registered() {
         "https://127.0.0.1:6443",
     )]);
     let report = allowed.source.poll_once().await.unwrap();
-    assert_eq!(report.registered, ["local"]);
+    assert_eq!(report.registered, ["shop.local"]);
 }

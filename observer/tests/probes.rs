@@ -813,7 +813,7 @@ async fn probe_endpoints_through_the_api_are_isolated_per_tenant_and_feed_the_pr
     );
     // Deleting the cluster stops its probes and those of its endpoints.
     h.store
-        .delete_cluster("edge-1", &Actor::admin())
+        .delete_cluster("shop.edge-1", &Actor::admin())
         .await
         .unwrap();
     let targets = desired_targets(&h.store).await.unwrap();
@@ -1034,8 +1034,8 @@ async fn following_the_store_probes_live_clusters_and_stored_endpoints() {
     // The cluster's API server: /livez answers 401, which counts as up; the TLS probe
     // skips verification (the observer does not hold the cluster's CA) and reports
     // the expiry.
-    let livez = format!("edge-1 http {endpoint}/livez");
-    let tls = format!("edge-1 tls 127.0.0.1:{}", web.https);
+    let livez = format!("shop.edge-1 http {endpoint}/livez");
+    let tls = format!("shop.edge-1 tls 127.0.0.1:{}", web.https);
     wait_for_results(&prober, "the cluster's probes", |r| {
         r.get(&livez)
             .is_some_and(|s| s.success && s.http_status_code == Some(401))
@@ -1051,7 +1051,7 @@ async fn following_the_store_probes_live_clusters_and_stored_endpoints() {
         .apply_probe_endpoint(stored.validate().unwrap(), &Actor::admin())
         .await
         .unwrap();
-    let web_key = format!("edge-1 http {ok}");
+    let web_key = format!("shop.edge-1 http {ok}");
     wait_for_results(&prober, "the stored endpoint", |r| {
         r.get(&web_key).is_some_and(|s| s.success)
     })
@@ -1059,7 +1059,7 @@ async fn following_the_store_probes_live_clusters_and_stored_endpoints() {
 
     // Deleting the cluster stops its probes and its endpoints' probes.
     h.store
-        .delete_cluster("edge-1", &Actor::admin())
+        .delete_cluster("shop.edge-1", &Actor::admin())
         .await
         .unwrap();
     wait_for_results(&prober, "nothing left", |r| r.is_empty()).await;
@@ -1109,11 +1109,11 @@ async fn the_follower_reads_once_per_burst_of_changes_and_ignores_agent_reports(
     // Agents' reports and (dis)connections cannot move targets: no re-read.
     for i in 0..50 {
         h.store
-            .record_health("edge-0", json!({ "pipelines": [] }), i)
+            .record_health("shop.edge-0", json!({ "pipelines": [] }), i)
             .await
             .unwrap();
         h.store
-            .set_connected("edge-0", &format!("r/{i}"))
+            .set_connected("shop.edge-0", &format!("r/{i}"))
             .await
             .unwrap();
     }

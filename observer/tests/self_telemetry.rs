@@ -287,7 +287,7 @@ fn observer_and_agent_push_their_metrics_and_spans_to_rotel() {
             "service.name: Str(kaas-observer)",
             "service.name: Str(kaas-cluster-agent)",
             "service.instance.id: Str(",
-            "k8s.cluster.name: Str(c1)",
+            "k8s.cluster.name: Str(shop.c1)",
             "Name: kaas_cluster_info",
             "state: Str(active)",
             "Name: kaas_observer_agent_streams",

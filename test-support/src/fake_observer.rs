@@ -230,11 +230,16 @@ impl AgentControl for Service {
         if !state.used_tokens.insert(request.join_token) {
             return Err(Status::permission_denied("join token already used"));
         }
+        let instance_name = match request.instance_name.as_str() {
+            "" => "default".to_owned(),
+            named => named.to_owned(),
+        };
         Ok(Response::new(JoinResponse {
             cluster_id: self.identity.cluster_id.clone(),
             certificate_pem: self.identity.certificate_pem.clone(),
             ca_bundle_pem: self.identity.ca_bundle_pem.clone(),
             not_after_unix_seconds: 0,
+            instance_name,
         }))
     }
 

@@ -35,6 +35,7 @@ fn hello(hash: Vec<u8>) -> AgentMessage {
             capabilities: vec![Capability::AcceptsRemoteConfig as i32],
             attributes: [("kubernetes.version".to_owned(), "1.33".to_owned())].into(),
             last_applied_config_hash: hash,
+            trust_bundle_sha256: Vec::new(),
         })),
     }
 }
@@ -85,6 +86,7 @@ async fn join_tokens_are_single_use() {
         csr_pem: "CSR".into(),
         agent_instance_id: "pod".into(),
         agent_version: "0.1.0".into(),
+        instance_name: String::new(),
     };
     let joined = client.join(request("token-a")).await.unwrap().into_inner();
     assert_eq!(joined.cluster_id, "cluster-1");

@@ -39,6 +39,7 @@ use kaas_proto::control::v1::{
     AgentHello, AgentMessage, Capability, CommandType, ConfigState, ConfigStatus, Heartbeat,
     JoinRequest, agent_message, observer_message,
 };
+use sha2::Digest as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
@@ -197,6 +198,8 @@ pub struct AgentRecord {
 struct Shared {
     url: String,
     ca_pem: String,
+    /// SHA-256 of `ca_pem`, which each hello reports, as a real agent does.
+    ca_sha256: Vec<u8>,
     phase: AtomicU8,
     connected: AtomicUsize,
     records: Mutex<Vec<AgentRecord>>,
@@ -265,6 +268,7 @@ impl Fleet {
         let shared = Arc::new(Shared {
             url: url.to_owned(),
             ca_pem: ca_pem.to_owned(),
+            ca_sha256: sha2::Sha256::digest(ca_pem.as_bytes()).to_vec(),
             phase: AtomicU8::new(Phase::Setup as u8),
             connected: AtomicUsize::new(0),
             records: Mutex::new(
@@ -422,19 +426,22 @@ impl SimulatedAgent {
 
     async fn join(&mut self) -> Option<Joined> {
         let mut backoff = Backoff::new(RECONNECT_BACKOFF_BASE, RECONNECT_BACKOFF_CAP);
+        // One key for every attempt, as the real agent keeps it: a retry after a lost
+        // answer gets the same certificate instead of a used token.
+        let generated = match generate_key_and_request() {
+            Ok(generated) => generated,
+            Err(error) => {
+                self.shared.fail(FailureKind::Transport(error.to_string()));
+                return None;
+            }
+        };
         for _ in 0..JOIN_ATTEMPTS {
-            let generated = match generate_key_and_request() {
-                Ok(generated) => generated,
-                Err(error) => {
-                    self.shared.fail(FailureKind::Transport(error.to_string()));
-                    return None;
-                }
-            };
             let request = JoinRequest {
                 join_token: self.cluster.join_token.clone(),
-                csr_pem: generated.csr_pem,
+                csr_pem: generated.csr_pem.clone(),
                 agent_instance_id: format!("sim-{}", self.index),
                 agent_version: AGENT_VERSION.to_owned(),
+                instance_name: String::new(),
             };
             let mut client = AgentControlClient::new(self.join_channel.clone());
             match tokio::time::timeout(JOIN_TIMEOUT, client.join(request)).await {
@@ -443,7 +450,7 @@ impl SimulatedAgent {
                     return Some(Joined {
                         cluster_id: response.cluster_id,
                         cert_pem: response.certificate_pem,
-                        key_pem: generated.key_pem,
+                        key_pem: generated.key_pem.clone(),
                     });
                 }
                 Ok(Err(status)) if status.code() == tonic::Code::PermissionDenied => {
@@ -470,6 +477,7 @@ impl SimulatedAgent {
             ],
             attributes: Default::default(),
             last_applied_config_hash: state.running_hash.clone(),
+            trust_bundle_sha256: self.shared.ca_sha256.clone(),
         })
     }
 

@@ -397,6 +397,10 @@ fn spawn(binary: &Path, data_dir: &Path, ports: Ports) -> Result<Child, FanoutEr
         .arg(format!("127.0.0.1:{}", ports.grpc))
         .arg("--control-max-pending-per-address")
         .arg(PENDING_PER_ADDRESS.to_string())
+        // Every simulated agent joins from 127.0.0.1: the per-address limit of Join,
+        // which protects a real control port, would measure itself here.
+        .arg("--join-rate-limit")
+        .arg("0")
         // The production default; its per-connection lines are part of the cost.
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

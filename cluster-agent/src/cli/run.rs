@@ -81,6 +81,11 @@ pub struct RunArgs {
     /// until the agent has joined: its identity is kept in the data directory.
     #[arg(long, value_name = "FILE", requires = "observer")]
     pub join_token_file: Option<PathBuf>,
+    /// This agent instance's name within its cluster (a DNS-1123 label), written into
+    /// its certificate: each instance has its own, so one instance's renewal or
+    /// re-join never cuts another's stream. Default: the cluster-level instance.
+    #[arg(long, value_name = "NAME", requires = "observer")]
+    pub instance_name: Option<String>,
     /// Where buffers and state are kept.
     #[arg(long, value_name = "DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -508,6 +513,7 @@ pub async fn run(args: RunArgs, mut telemetry: SelfTelemetry) -> Result<(), RunE
                 ca_file: args.observer_ca_file.clone(),
                 join_token_file: args.join_token_file.clone(),
                 join_token_env: std::env::var(JOIN_TOKEN_ENV).ok(),
+                instance_name: args.instance_name.clone().unwrap_or_default(),
                 data_dir: args.data_dir.clone(),
                 health_window: Duration::from_millis(args.config_health_window_ms),
                 health_interval: Duration::from_millis(args.health_report_interval_ms.max(100)),

@@ -1,21 +1,36 @@
 //! The agent's identity on disk: its private key, the client certificate the observer
-//! signed, the CA that signed it, and the cluster id, under `<data dir>/identity/`.
+//! signed, the CA bundle it trusts for the observer, and the cluster id, under
+//! `<data dir>/identity/`.
 //!
 //! | file | contents | mode |
 //! |---|---|---|
 //! | `tls.key` | PKCS#8 PEM private key (ECDSA P-256), generated here, never sent | 0600 |
-//! | `tls.crt` | the client certificate from `JoinResponse` | 0644 |
-//! | `ca.crt` | the CA bundle from `JoinResponse`, trusted for the observer | 0644 |
+//! | `tls.crt` | the client certificate from `JoinResponse` or a renewal | 0644 |
+//! | `ca.crt` | the CA bundle from `JoinResponse`, a renewal or a `TrustBundle` | 0644 |
 //! | `cluster` | the cluster id from `JoinResponse` | 0644 |
 //!
-//! Each file is written to a temporary name, synced and renamed. `cluster` is written
-//! last and removed first: it marks a complete identity, so a crash while saving or
-//! discarding leaves either the old complete identity or none, never a key that does
-//! not match its certificate.
+//! # Replacing it atomically
+//!
+//! An identity is replaced as a whole (a join, a renewal with a new key, a new CA
+//! bundle), so that a crash never pairs a key with another key's certificate: every
+//! file is first written as `<name>.next` (synced), then a `commit` marker is written
+//! (synced), then each `.next` file is renamed over its file, then the marker is
+//! removed. [`AgentIdentity::load`] finishes what a crash interrupted: with the marker,
+//! the remaining `.next` files are renamed into place (the new identity); without it,
+//! they are deleted (the old identity). Either way it is complete. `cluster` marks a
+//! complete identity at all: it is the last file written by the first save, and
+//! [`AgentIdentity::discard`] removes it first.
+//!
+//! # Writable before joining
+//!
+//! [`check_writable`] writes and removes a file in the identity directory before a
+//! join token is spent, so an agent whose data directory is read-only or full says so
+//! instead of using the token up and losing the identity it paid for.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 
@@ -25,9 +40,18 @@ const KEY_FILE: &str = "tls.key";
 const CERT_FILE: &str = "tls.crt";
 const CA_FILE: &str = "ca.crt";
 const CLUSTER_FILE: &str = "cluster";
+/// Marks a replacement whose `.next` files are all written (see the module note).
+const COMMIT_MARKER: &str = "commit";
+/// Suffix of the files of a replacement in progress.
+const NEXT_SUFFIX: &str = ".next";
+/// The file [`check_writable`] writes and removes.
+const WRITE_PROBE_FILE: &str = ".write-probe";
 /// Common name in the agent's certificate request. The observer ignores it and writes
 /// the cluster identity itself; it only makes the request readable in a debugger.
 const CSR_COMMON_NAME: &str = "kaas-cluster-agent";
+/// The files of an identity, in the order a replacement renames them; `cluster` last,
+/// so a first save that crashed midway leaves no complete-looking identity.
+const FILES: [&str; 4] = [KEY_FILE, CERT_FILE, CA_FILE, CLUSTER_FILE];
 
 /// Why the identity could not be created, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +75,7 @@ pub enum IdentityError {
 pub struct KeyAndRequest {
     /// The private key; stays on this machine.
     pub key_pem: String,
-    /// The request sent in `JoinRequest.csr_pem`.
+    /// The request sent in `JoinRequest.csr_pem` or `CertificateRequest.csr_pem`.
     pub csr_pem: String,
 }
 
@@ -84,7 +108,7 @@ pub fn generate_key_and_request() -> Result<KeyAndRequest, IdentityError> {
 /// Everything the agent needs to open the control stream.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AgentIdentity {
-    /// The cluster this agent speaks for.
+    /// The cluster this agent speaks for (its global id).
     pub cluster_id: String,
     /// The private key, PEM.
     pub key_pem: String,
@@ -103,6 +127,26 @@ impl std::fmt::Debug for AgentIdentity {
     }
 }
 
+/// When a certificate starts and stops being valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// Not before.
+    pub not_before: SystemTime,
+    /// Not after.
+    pub not_after: SystemTime,
+}
+
+impl Validity {
+    /// When to renew: after `fraction` of the validity has passed.
+    pub fn renew_at(&self, fraction: f64) -> SystemTime {
+        let lifetime = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
+        self.not_before + lifetime.mul_f64(fraction.clamp(0.0, 1.0))
+    }
+}
+
 /// The identity directory of a data directory.
 pub fn identity_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(IDENTITY_DIR)
@@ -110,9 +154,12 @@ pub fn identity_dir(data_dir: &Path) -> PathBuf {
 
 impl AgentIdentity {
     /// Loads the identity saved under `data_dir`, or `None` when there is none (never
-    /// joined, or discarded).
+    /// joined, or discarded). Finishes or undoes a replacement a crash interrupted.
     pub fn load(data_dir: &Path) -> Result<Option<Self>, IdentityError> {
         let dir = identity_dir(data_dir);
+        if dir.exists() {
+            recover(&dir)?;
+        }
         let marker = dir.join(CLUSTER_FILE);
         if !marker.exists() {
             return Ok(None);
@@ -129,30 +176,109 @@ impl AgentIdentity {
         }))
     }
 
-    /// Saves the identity under `data_dir`, replacing any previous one.
+    /// Saves the identity under `data_dir`, replacing any previous one atomically (see
+    /// the module note).
     pub fn save(&self, data_dir: &Path) -> Result<(), IdentityError> {
         let dir = identity_dir(data_dir);
-        std::fs::create_dir_all(&dir).map_err(|source| IdentityError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        // Without the marker the old identity is gone for good; do that first so a
-        // crash midway never pairs the new key with the old certificate.
-        remove_if_present(&dir.join(CLUSTER_FILE))?;
-        write_atomically(&dir.join(KEY_FILE), self.key_pem.as_bytes(), 0o600)?;
-        write_atomically(&dir.join(CERT_FILE), self.cert_pem.as_bytes(), 0o644)?;
-        write_atomically(&dir.join(CA_FILE), self.ca_pem.as_bytes(), 0o644)?;
-        write_atomically(&dir.join(CLUSTER_FILE), self.cluster_id.as_bytes(), 0o644)
+        create_dir(&dir)?;
+        recover(&dir)?;
+        let contents: [(&str, &[u8], u32); 4] = [
+            (KEY_FILE, self.key_pem.as_bytes(), 0o600),
+            (CERT_FILE, self.cert_pem.as_bytes(), 0o644),
+            (CA_FILE, self.ca_pem.as_bytes(), 0o644),
+            (CLUSTER_FILE, self.cluster_id.as_bytes(), 0o644),
+        ];
+        for (name, bytes, mode) in contents {
+            write_synced(&next(&dir, name), bytes, mode)?;
+        }
+        write_synced(&dir.join(COMMIT_MARKER), b"", 0o644)?;
+        sync_dir(&dir);
+        recover(&dir)
     }
 
     /// Removes the identity under `data_dir`; the agent must join again.
     pub fn discard(data_dir: &Path) -> Result<(), IdentityError> {
         let dir = identity_dir(data_dir);
-        for name in [CLUSTER_FILE, CERT_FILE, KEY_FILE, CA_FILE] {
+        remove_if_present(&dir.join(CLUSTER_FILE))?;
+        for name in FILES {
             remove_if_present(&dir.join(name))?;
+            remove_if_present(&next(&dir, name))?;
         }
-        Ok(())
+        remove_if_present(&dir.join(COMMIT_MARKER))
     }
+
+    /// The certificate's validity, or `None` when it cannot be read.
+    pub fn validity(&self) -> Option<Validity> {
+        let der = pem_body(&self.cert_pem)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+        let at = |seconds: i64| {
+            u64::try_from(seconds)
+                .ok()
+                .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds))
+        };
+        Some(Validity {
+            not_before: at(cert.validity().not_before.timestamp())?,
+            not_after: at(cert.validity().not_after.timestamp())?,
+        })
+    }
+}
+
+/// Checks that the identity directory under `data_dir` can be written: creates it,
+/// writes, syncs and removes a file.
+pub fn check_writable(data_dir: &Path) -> Result<(), IdentityError> {
+    let dir = identity_dir(data_dir);
+    create_dir(&dir)?;
+    let probe = dir.join(WRITE_PROBE_FILE);
+    remove_if_present(&probe)?;
+    write_synced(&probe, b"probe", 0o600)?;
+    remove_if_present(&probe)
+}
+
+/// Completes or undoes a replacement in `dir` (see the module note).
+fn recover(dir: &Path) -> Result<(), IdentityError> {
+    let committed = dir.join(COMMIT_MARKER).exists();
+    for name in FILES {
+        let pending = next(dir, name);
+        if !pending.exists() {
+            continue;
+        }
+        if committed {
+            std::fs::rename(&pending, dir.join(name)).map_err(|source| IdentityError::Io {
+                path: pending.clone(),
+                source,
+            })?;
+        } else {
+            remove_if_present(&pending)?;
+        }
+    }
+    if committed {
+        sync_dir(dir);
+        remove_if_present(&dir.join(COMMIT_MARKER))?;
+    }
+    Ok(())
+}
+
+fn next(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}{NEXT_SUFFIX}"))
+}
+
+fn create_dir(dir: &Path) -> Result<(), IdentityError> {
+    std::fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// The DER inside the first PEM block of `pem`.
+fn pem_body(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let body: String = pem
+        .lines()
+        .skip_while(|line| !line.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|line| !line.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 fn remove_if_present(path: &Path) -> Result<(), IdentityError> {
@@ -166,6 +292,31 @@ fn remove_if_present(path: &Path) -> Result<(), IdentityError> {
     }
 }
 
+/// Writes `contents` to a new file at `path` (created with `mode`) and syncs it.
+fn write_synced(path: &Path, contents: &[u8], mode: u32) -> Result<(), IdentityError> {
+    let io = |source| IdentityError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    // A leftover from a crash would make `create_new` fail.
+    remove_if_present(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
+    file.write_all(contents).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+/// Makes renames in `dir` durable; best effort, as not every filesystem allows it.
+fn sync_dir(dir: &Path) {
+    if let Ok(dir) = std::fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
+}
+
 /// Writes `contents` to `path` through a temporary file in the same directory (created
 /// with `mode`), synced before the rename, so readers see the old or the new contents.
 pub(crate) fn write_atomically(
@@ -173,30 +324,16 @@ pub(crate) fn write_atomically(
     contents: &[u8],
     mode: u32,
 ) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io {
-        path: path.to_owned(),
-        source,
-    };
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = PathBuf::from(temporary);
-    // A leftover from a crash would make `create_new` fail.
-    remove_if_present(&temporary)?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temporary)
-        .map_err(io)?;
-    file.write_all(contents).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&temporary, path).map_err(io)?;
-    if let Some(parent) = path.parent()
-        && let Ok(dir) = std::fs::File::open(parent)
-    {
-        // Make the rename itself durable; best effort, as not every filesystem allows it.
-        let _ = dir.sync_all();
+    write_synced(&temporary, contents, mode)?;
+    std::fs::rename(&temporary, path).map_err(|source| IdentityError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent);
     }
     Ok(())
 }
@@ -242,6 +379,84 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_replacement_interrupted_before_its_commit_keeps_the_old_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = identity();
+        old.save(dir.path()).unwrap();
+        // A crash while the new files were being written: no commit marker.
+        let identity_dir = identity_dir(dir.path());
+        std::fs::write(next(&identity_dir, KEY_FILE), "new key").unwrap();
+        std::fs::write(next(&identity_dir, CERT_FILE), "new certificate").unwrap();
+        assert_eq!(AgentIdentity::load(dir.path()).unwrap(), Some(old));
+        assert!(
+            !next(&identity_dir, KEY_FILE).exists(),
+            "the leftovers are gone"
+        );
+    }
+
+    #[test]
+    fn a_replacement_interrupted_after_its_commit_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        identity().save(dir.path()).unwrap();
+        let new = AgentIdentity {
+            cert_pem: "renewed".into(),
+            ca_pem: "new bundle".into(),
+            ..identity()
+        };
+        // A crash after the marker, with the key already renamed into place.
+        let identity_dir = identity_dir(dir.path());
+        std::fs::write(identity_dir.join(KEY_FILE), &new.key_pem).unwrap();
+        std::fs::write(next(&identity_dir, CERT_FILE), &new.cert_pem).unwrap();
+        std::fs::write(next(&identity_dir, CA_FILE), &new.ca_pem).unwrap();
+        std::fs::write(next(&identity_dir, CLUSTER_FILE), &new.cluster_id).unwrap();
+        std::fs::write(identity_dir.join(COMMIT_MARKER), "").unwrap();
+        assert_eq!(AgentIdentity::load(dir.path()).unwrap(), Some(new));
+        assert!(!identity_dir.join(COMMIT_MARKER).exists());
+    }
+
+    #[test]
+    fn writability_is_checked_without_leaving_anything_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        check_writable(dir.path()).unwrap();
+        let left: Vec<_> = std::fs::read_dir(identity_dir(dir.path()))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // A file where the identity directory must go cannot be written into.
+        let blocked = tempfile::tempdir().unwrap();
+        std::fs::write(identity_dir(blocked.path()), "in the way").unwrap();
+        assert!(matches!(
+            check_writable(blocked.path()),
+            Err(IdentityError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn the_validity_is_read_from_the_certificate() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        params.not_before = start.into();
+        params.not_after = (start + Duration::from_secs(900)).into();
+        let cert = params.self_signed(&key).unwrap();
+        let with_cert = AgentIdentity {
+            cert_pem: cert.pem(),
+            ..identity()
+        };
+        let validity = with_cert.validity().unwrap();
+        assert_eq!(validity.not_before, start);
+        assert_eq!(
+            validity.renew_at(2.0 / 3.0),
+            start + Duration::from_secs(600)
+        );
+        assert_eq!(
+            identity().validity(),
+            None,
+            "a certificate that cannot be read"
+        );
     }
 
     #[test]

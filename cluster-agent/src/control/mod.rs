@@ -4,16 +4,25 @@
 //!
 //! # Join and identity
 //!
-//! An agent without an identity generates an ECDSA P-256 key and a certificate signing
-//! request ([`identity::generate_key_and_request`]) and calls `Join` with the single-use
-//! token from `--join-token-file` (or `KAAS_JOIN_TOKEN`), trusting the CA in
-//! `--observer-ca-file`. The observer answers with a client certificate whose SAN URI
-//! names the cluster, its CA bundle and the cluster id. The key never leaves the
-//! machine; key, certificate, CA bundle and cluster id are kept under
-//! `<data dir>/identity/` (see [`identity`]) and used for every later connection, so the
-//! token is needed exactly once. A refused token (unknown, expired, used, cluster gone)
-//! is logged with what to do, and the agent keeps running its last-known-good
+//! An agent without an identity first checks that it can write its data directory
+//! ([`identity::check_writable`]: a token must never be spent on an identity that
+//! cannot be kept), then generates an ECDSA P-256 key and a certificate signing request
+//! ([`identity::generate_key_and_request`]) and calls `Join` with the single-use token
+//! from `--join-token-file` (or `KAAS_JOIN_TOKEN`), its `--instance-name` (empty for the
+//! cluster-level instance), trusting the CA in `--observer-ca-file`. The observer
+//! answers with a client certificate whose SAN URIs name the cluster and the instance,
+//! its CA bundle and the cluster id. The key never leaves the machine; key,
+//! certificate, CA bundle and cluster id are kept under `<data dir>/identity/` (see
+//! [`identity`], replaced atomically) and used for every later connection, so the
+//! token is needed exactly once. The key and CSR of an unanswered join are kept in
+//! memory and sent again on the next attempt, so a lost answer is answered again
+//! instead of spending the token. A refused token (unknown, expired, used, cluster
+//! gone) is logged with what to do, and the agent keeps running its last-known-good
 //! configuration while it retries, reading the token file again each time.
+//!
+//! The certificate is renewed over the stream at two thirds of its validity (or when
+//! the observer asks, during a CA rotation), and a new CA bundle sent by the observer
+//! is saved with the identity ([`renewal`]).
 //!
 //! # The stream
 //!
@@ -85,6 +94,7 @@ pub mod endpoints;
 pub mod health;
 pub mod identity;
 pub mod lkg;
+pub mod renewal;
 pub mod stream;
 
 use std::path::PathBuf;
@@ -137,6 +147,9 @@ pub struct ObserverSettings {
     /// This process, for the observer's logs and status: `POD_UID` when set (the
     /// Kubernetes downward API), otherwise random.
     pub instance_id: String,
+    /// This agent instance's name within its cluster, in its certificate; empty for the
+    /// cluster-level (default) instance.
+    pub instance_name: String,
     /// See [`DEFAULT_HEALTH_WINDOW`].
     pub health_window: Duration,
     /// See [`DEFAULT_HEALTH_REPORT_INTERVAL`].
@@ -162,6 +175,7 @@ impl Default for ObserverSettings {
                 .ok()
                 .filter(|uid| !uid.is_empty())
                 .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..))),
+            instance_name: String::new(),
             health_window: DEFAULT_HEALTH_WINDOW,
             health_interval: DEFAULT_HEALTH_REPORT_INTERVAL,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,

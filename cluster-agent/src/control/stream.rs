@@ -15,14 +15,16 @@ use kaas_proto::control::v1::{
     AgentHello, AgentMessage, Capability, CommandType, ConfigError, ConfigState, ConfigStatus,
     ConfigUpdate, Heartbeat, JoinRequest, ObserverMessage, agent_message, observer_message,
 };
+use sha2::Digest as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::endpoints::Endpoints;
-use super::identity::{AgentIdentity, generate_key_and_request};
+use super::identity::{AgentIdentity, KeyAndRequest, check_writable, generate_key_and_request};
 use super::lkg::LastKnownGood;
+use super::renewal::Renewal;
 use super::{
     CONNECT_TIMEOUT, ControlError, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, ObserverSettings,
     RECONNECT_BACKOFF_BASE, RECONNECT_BACKOFF_CAP,
@@ -97,6 +99,16 @@ impl Backoff {
 enum SessionEnd {
     /// The observer asked for a new join (`REJOIN`), with its reason.
     Rejoin(String),
+    /// A renewed certificate was saved: reconnect with it at once.
+    Renewed,
+}
+
+/// What the reconnect loop does after a round.
+enum RoundEnd {
+    /// Wait the jittered backoff first.
+    Backoff,
+    /// Reconnect at once (the identity was renewed).
+    Now,
 }
 
 /// The messages going to the observer on one stream, numbered from 1.
@@ -138,6 +150,11 @@ pub struct ObserverConnection {
     last_known_good: Option<Fallback>,
     last_status: Option<ConfigStatus>,
     backoff: Backoff,
+    /// The key and CSR of a join that has not been answered and saved yet: a retry
+    /// sends the same CSR, so the observer answers again instead of refusing the used
+    /// token.
+    pending_join: Option<KeyAndRequest>,
+    renewal: Renewal,
 }
 
 impl ObserverConnection {
@@ -176,6 +193,8 @@ impl ObserverConnection {
             last_known_good: None,
             last_status: None,
             backoff: Backoff::new(RECONNECT_BACKOFF_BASE, RECONNECT_BACKOFF_CAP),
+            pending_join: None,
+            renewal: Renewal::default(),
         })
     }
 
@@ -185,7 +204,9 @@ impl ObserverConnection {
     pub async fn run(&mut self, agent: &mut ConfiguredAgent) {
         self.apply_last_known_good(agent).await;
         loop {
-            self.round(agent).await;
+            if let RoundEnd::Now = self.round(agent).await {
+                continue;
+            }
             let delay = self.backoff.next_delay();
             tracing::info!(retry_in = ?delay, "reconnecting to the observer");
             tokio::time::sleep(delay).await;
@@ -196,7 +217,7 @@ impl ObserverConnection {
     /// runs a stream through the first replica that takes it; returns when that stream
     /// ends, when a refusal makes trying further replicas pointless, or when every
     /// endpoint failed.
-    async fn round(&mut self, agent: &mut ConfiguredAgent) {
+    async fn round(&mut self, agent: &mut ConfiguredAgent) -> RoundEnd {
         for url in self.endpoints.round() {
             let identity = match &self.identity {
                 Some(identity) => identity.clone(),
@@ -214,9 +235,10 @@ impl ObserverConnection {
                         tracing::error!(observer = %url, %error, "cannot join the observer");
                         if !reachable {
                             // A refused token (every replica reads the same token
-                            // table) or a local problem (token file, CA file, key):
-                            // another replica would not help.
-                            return;
+                            // table) or a local problem (token file, CA file, key, an
+                            // unwritable data directory): another replica would not
+                            // help.
+                            return RoundEnd::Backoff;
                         }
                         self.endpoints.failed(&url);
                         continue;
@@ -227,7 +249,7 @@ impl ObserverConnection {
                 Ok(opened) => opened,
                 Err(ControlError::Status { code, message }) if is_refusal(code) => {
                     log_refused_certificate(&url, &identity, code, &message);
-                    return;
+                    return RoundEnd::Backoff;
                 }
                 Err(error) => {
                     let error = kaas_self_telemetry::error_chain(&error);
@@ -237,6 +259,10 @@ impl ObserverConnection {
                 }
             };
             match self.session(agent, &identity, outbox, inbound).await {
+                Ok(SessionEnd::Renewed) => {
+                    tracing::info!(observer = %url, cluster = %identity.cluster_id, "the certificate was renewed; reconnecting with it");
+                    return RoundEnd::Now;
+                }
                 Ok(SessionEnd::Rejoin(reason)) => {
                     tracing::error!(
                         observer = %url,
@@ -274,8 +300,9 @@ impl ObserverConnection {
             // after the (reset, so short) jittered backoff, so that the agents of a
             // replica that died do not all arrive at another one in the same instant.
             self.endpoints.failed(&url);
-            return;
+            return RoundEnd::Backoff;
         }
+        RoundEnd::Backoff
     }
 
     /// The hash of the configuration the agent runs, empty when it has none.
@@ -368,18 +395,27 @@ impl ObserverConnection {
         Ok(endpoint.connect().await?)
     }
 
-    /// Redeems the join token at `url` for an identity and saves it.
+    /// Redeems the join token at `url` for an identity and saves it. The data directory
+    /// is checked to be writable first, and the key and CSR are kept until the identity
+    /// is saved, so neither an unwritable directory nor a lost answer uses the token up
+    /// for nothing: a retry sends the same CSR and gets the same certificate again.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client", observer = %url))]
-    async fn join(&self, url: &str) -> Result<AgentIdentity, ControlError> {
+    async fn join(&mut self, url: &str) -> Result<AgentIdentity, ControlError> {
         let token = self.join_token()?;
         let ca_pem = self.join_ca()?;
-        let generated = generate_key_and_request()?;
+        check_writable(&self.settings.data_dir)?;
+        let generated = match &self.pending_join {
+            Some(pending) => pending.clone(),
+            None => generate_key_and_request()?,
+        };
+        self.pending_join = Some(generated.clone());
         let channel = self.channel(url, &ca_pem, None).await?;
         let request = JoinRequest {
             join_token: token,
             csr_pem: generated.csr_pem.clone(),
             agent_instance_id: self.settings.instance_id.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            instance_name: self.settings.instance_name.clone(),
         };
         let mut client = AgentControlClient::new(channel);
         let response = match tokio::time::timeout(JOIN_TIMEOUT, client.join(request)).await {
@@ -390,6 +426,8 @@ impl ObserverConnection {
                 });
             }
             Ok(Err(status)) if status.code() == tonic::Code::PermissionDenied => {
+                // A new token comes with a new request.
+                self.pending_join = None;
                 return Err(ControlError::JoinRefused(status.message().to_owned()));
             }
             Ok(result) => result?.into_inner(),
@@ -401,9 +439,11 @@ impl ObserverConnection {
             ca_pem: response.ca_bundle_pem,
         };
         identity.save(&self.settings.data_dir)?;
+        self.pending_join = None;
         tracing::info!(
             observer = %url,
             cluster = %identity.cluster_id,
+            instance = %response.instance_name,
             not_after_unix_seconds = response.not_after_unix_seconds,
             "joined the observer; the identity is saved in the data directory"
         );
@@ -435,6 +475,7 @@ impl ObserverConnection {
             .into_iter()
             .collect(),
             last_applied_config_hash: self.running_hash(),
+            trust_bundle_sha256: sha2::Sha256::digest(identity.ca_pem.as_bytes()).to_vec(),
         }
     }
 
@@ -494,32 +535,20 @@ impl ObserverConnection {
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let renew = renewal_deadline(self.renewal.due(identity, SystemTime::now()));
             tokio::select! {
                 message = inbound.message() => {
                     let Some(message) = message? else {
                         return Err(ControlError::StreamClosed);
                     };
-                    match message.body {
-                        Some(observer_message::Body::ConfigUpdate(update)) => {
-                            self.handle_update(agent, update, &mut outbox).await?;
-                        }
-                        Some(observer_message::Body::Command(command)) => {
-                            match CommandType::try_from(command.r#type) {
-                                Ok(CommandType::ResendFullState) => {
-                                    tracing::info!(reason = %command.reason, "the observer asked for the full state");
-                                    outbox.send(agent_message::Body::Hello(self.hello(identity, agent))).await?;
-                                    if let Some(status) = self.last_status.clone() {
-                                        outbox.send(agent_message::Body::ConfigStatus(status)).await?;
-                                    }
-                                    self.send_health(agent, &mut outbox).await?;
-                                }
-                                Ok(CommandType::Rejoin) => return Ok(SessionEnd::Rejoin(command.reason)),
-                                // Unknown commands are ignored, as the contract asks.
-                                _ => tracing::debug!(command = command.r#type, "ignoring an unknown command"),
-                            }
-                        }
-                        None => {}
+                    if let Some(end) = self.on_message(agent, identity, message, &mut outbox).await? {
+                        return Ok(end);
                     }
+                }
+                () = tokio::time::sleep_until(renew) => {
+                    let request = self.renewal.request(SystemTime::now())?;
+                    tracing::info!(cluster = %identity.cluster_id, "renewing the certificate");
+                    outbox.send(agent_message::Body::CertificateRequest(request)).await?;
                 }
                 _ = health.tick() => self.send_health(agent, &mut outbox).await?,
                 _ = heartbeat.tick() => {
@@ -530,6 +559,74 @@ impl ObserverConnection {
                 }
             }
         }
+    }
+
+    /// Handles one message from the observer; `Some` ends the session.
+    async fn on_message(
+        &mut self,
+        agent: &mut ConfiguredAgent,
+        identity: &AgentIdentity,
+        message: ObserverMessage,
+        outbox: &mut Outbox,
+    ) -> Result<Option<SessionEnd>, ControlError> {
+        match message.body {
+            Some(observer_message::Body::ConfigUpdate(update)) => {
+                self.handle_update(agent, update, outbox).await?;
+            }
+            Some(observer_message::Body::Command(command)) => {
+                match CommandType::try_from(command.r#type) {
+                    Ok(CommandType::ResendFullState) => {
+                        tracing::info!(reason = %command.reason, "the observer asked for the full state");
+                        outbox
+                            .send(agent_message::Body::Hello(self.hello(identity, agent)))
+                            .await?;
+                        if let Some(status) = self.last_status.clone() {
+                            outbox
+                                .send(agent_message::Body::ConfigStatus(status))
+                                .await?;
+                        }
+                        self.send_health(agent, outbox).await?;
+                    }
+                    Ok(CommandType::Rejoin) => return Ok(Some(SessionEnd::Rejoin(command.reason))),
+                    Ok(CommandType::RenewCertificate) => {
+                        tracing::info!(reason = %command.reason, "the observer asked for a certificate renewal");
+                        self.renewal.request_now();
+                    }
+                    // Unknown commands are ignored, as the contract asks.
+                    _ => tracing::debug!(command = command.r#type, "ignoring an unknown command"),
+                }
+            }
+            Some(observer_message::Body::CertificateIssued(issued)) => {
+                let current = self.identity.clone().unwrap_or_else(|| identity.clone());
+                match self
+                    .renewal
+                    .complete(&current, issued, &self.settings.data_dir)
+                {
+                    Ok(renewed) => {
+                        tracing::info!(cluster = %renewed.cluster_id, "renewed certificate saved");
+                        self.identity = Some(renewed);
+                        return Ok(Some(SessionEnd::Renewed));
+                    }
+                    // The request is asked again when it is due.
+                    Err(error) => tracing::error!(%error, "the certificate was not renewed"),
+                }
+            }
+            Some(observer_message::Body::TrustBundle(bundle)) => {
+                let mut updated = self.identity.clone().unwrap_or_else(|| identity.clone());
+                updated.ca_pem = bundle.ca_bundle_pem;
+                match updated.save(&self.settings.data_dir) {
+                    Ok(()) => {
+                        tracing::info!("saved the observer's new CA bundle");
+                        self.identity = Some(updated);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot save the observer's new CA bundle")
+                    }
+                }
+            }
+            None => {}
+        }
+        Ok(None)
     }
 
     async fn send_status(
@@ -663,6 +760,17 @@ impl ObserverConnection {
         tracing::info!(hash = %hex::encode(&hash), "configuration from the observer applied");
         self.send_status(outbox, &hash, ConfigState::Applied, vec![])
             .await
+    }
+}
+
+/// The Tokio deadline of a renewal due at `due` (never, when nothing is due).
+fn renewal_deadline(due: Option<SystemTime>) -> tokio::time::Instant {
+    // Far beyond any certificate's lifetime, and within Tokio's timer range.
+    const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+    let now = tokio::time::Instant::now();
+    match due {
+        Some(due) => now + due.duration_since(SystemTime::now()).unwrap_or_default(),
+        None => now + NEVER,
     }
 }
 

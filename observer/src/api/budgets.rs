@@ -1,6 +1,8 @@
 //! Cluster buffer budgets: how many bytes the buffers of all pipelines on a cluster's
-//! agent may use together (`/api/v1/clusters/{name}/buffer-budget`), and the check
-//! that keeps the pipelines a cluster runs within it.
+//! agent may use together (`/api/v1/clusters/{name}/buffer-budget`, the cluster named
+//! as on the other cluster routes: `?tenant=` and its name, or an admin's global id),
+//! and the check that keeps the pipelines a cluster runs within it. Budgets are kept
+//! by the cluster's global id; messages name the cluster as its tenant does.
 //!
 //! The budget is the provider's: only admins set it; a tenant reads its clusters'
 //! budgets and what its pipelines take of them. Every cluster has one: the value set
@@ -20,8 +22,8 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::buffer::{DEFAULT_BUFFER_BUDGET, MIN_BUFFER_BYTES};
@@ -30,8 +32,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
+use super::clusters::{ClusterPathQuery, visible_cluster};
 use super::model::FieldProblem;
 use super::{ApiError, ApiState, json_body};
+use crate::store::pipeline_rows::PipelineRow;
 use crate::store::{Cluster, ClusterState, StoredPipeline};
 
 /// The budgets the API checks against.
@@ -57,8 +61,10 @@ impl Default for BufferBudgets {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BufferBudgetView {
-    /// The cluster.
+    /// The cluster's name in its tenant.
     pub cluster: String,
+    /// The cluster's global id.
+    pub cluster_id: String,
     /// Its tenant.
     pub tenant: String,
     /// Bytes the buffers of all pipelines on the cluster's agent may use together.
@@ -84,8 +90,9 @@ pub async fn get(
     caller: Caller,
     State(state): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
+    query: Result<Query<ClusterPathQuery>, QueryRejection>,
 ) -> Result<Json<BufferBudgetView>, ApiError> {
-    let cluster = visible_cluster(&caller, &state, name).await?;
+    let cluster = live_cluster(&caller, &state, name, query).await?;
     Ok(Json(view(&state, &cluster).await?))
 }
 
@@ -94,6 +101,7 @@ pub async fn put(
     caller: Caller,
     State(state): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
+    query: Result<Query<ClusterPathQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BufferBudgetView>, ApiError> {
@@ -101,10 +109,10 @@ pub async fn put(
     let request: SetBufferBudget = json_body(&headers, body)?;
     let bytes = budget_bytes(&request.max_bytes)
         .map_err(|reason| ApiError::invalid_field("the budget is invalid", "maxBytes", reason))?;
-    let cluster = visible_cluster(&caller, &state, name).await?;
+    let cluster = live_cluster(&caller, &state, name, query).await?;
     state
         .store
-        .set_cluster_buffer_budget(&cluster.tenant, &cluster.name, Some(bytes), &caller.actor())
+        .set_cluster_buffer_budget(&cluster.tenant, &cluster.id, Some(bytes), &caller.actor())
         .await?;
     Ok(Json(view(&state, &cluster).await?))
 }
@@ -114,12 +122,13 @@ pub async fn delete(
     caller: Caller,
     State(state): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
+    query: Result<Query<ClusterPathQuery>, QueryRejection>,
 ) -> Result<Json<BufferBudgetView>, ApiError> {
     caller.require_admin()?;
-    let cluster = visible_cluster(&caller, &state, name).await?;
+    let cluster = live_cluster(&caller, &state, name, query).await?;
     state
         .store
-        .set_cluster_buffer_budget(&cluster.tenant, &cluster.name, None, &caller.actor())
+        .set_cluster_buffer_budget(&cluster.tenant, &cluster.id, None, &caller.actor())
         .await?;
     Ok(Json(view(&state, &cluster).await?))
 }
@@ -154,18 +163,21 @@ fn checked_budget(bytes: u64) -> Result<u64, String> {
     Ok(bytes)
 }
 
-async fn visible_cluster(
+/// The cluster the path and query name for `caller` (as on every cluster route), if it
+/// is not deleted.
+async fn live_cluster(
     caller: &Caller,
     state: &ApiState,
     name: Result<Path<String>, PathRejection>,
+    query: Result<Query<ClusterPathQuery>, QueryRejection>,
 ) -> Result<Cluster, ApiError> {
     let Path(name) = name?;
-    state
-        .store
-        .get_cluster(&name)
-        .await?
-        .filter(|c| caller.may_see(&c.tenant) && c.state != ClusterState::Deleted)
-        .ok_or_else(|| ApiError::NotFound(format!("cluster {name:?} not found")))
+    let Query(query) = query?;
+    let cluster = visible_cluster(caller, state, &name, query.tenant).await?;
+    if cluster.state == ClusterState::Deleted {
+        return Err(ApiError::NotFound(format!("cluster {name:?} not found")));
+    }
+    Ok(cluster)
 }
 
 async fn view(state: &ApiState, cluster: &Cluster) -> Result<BufferBudgetView, ApiError> {
@@ -173,17 +185,37 @@ async fn view(state: &ApiState, cluster: &Cluster) -> Result<BufferBudgetView, A
         .store
         .cluster_buffer_budgets(&cluster.tenant)
         .await?
-        .get(&cluster.name)
+        .get(&cluster.id)
         .copied();
-    let pipelines = state.store.list_pipelines(Some(&cluster.tenant)).await?;
+    let pipelines = readable_pipelines(state, &cluster.tenant).await?;
     Ok(BufferBudgetView {
         cluster: cluster.name.clone(),
+        cluster_id: cluster.id.clone(),
         tenant: cluster.tenant.clone(),
         max_bytes: set.unwrap_or(state.buffer_budgets.default_bytes),
         default: set.is_none(),
         reserved_bytes: state.buffer_budgets.central_bytes,
         pipeline_bytes: asked(&pipelines, &cluster.labels, None),
     })
+}
+
+/// The tenant's stored pipelines the observer can read. One it cannot read runs
+/// nowhere, so it takes no buffer, and it must not fail the checks of the tenant's
+/// other pipelines and clusters (nor the apply that repairs it).
+async fn readable_pipelines(
+    state: &ApiState,
+    tenant: &str,
+) -> Result<Vec<StoredPipeline>, ApiError> {
+    Ok(state
+        .store
+        .list_pipeline_rows(Some(tenant))
+        .await?
+        .into_iter()
+        .filter_map(|row| match row {
+            PipelineRow::Readable(stored) => Some(*stored),
+            PipelineRow::Unreadable(_) => None,
+        })
+        .collect())
 }
 
 /// What the stored `pipelines` selecting a cluster with `labels` ask for together,
@@ -221,7 +253,7 @@ pub(super) async fn check_pipeline(
     if clusters.is_empty() {
         return Ok(());
     }
-    let pipelines = state.store.list_pipelines(Some(tenant)).await?;
+    let pipelines = readable_pipelines(state, tenant).await?;
     let previous = pipelines
         .iter()
         .find(|p| p.pipeline.name() == pipeline.name());
@@ -234,9 +266,10 @@ pub(super) async fn check_pipeline(
             let before = previous
                 .filter(|p| p.pipeline.spec().cluster_selector.matches(&cluster.labels))
                 .map_or(0, |p| p.pipeline.buffer.max_bytes.get());
+            let budget = budgets.get(&cluster.id).copied();
             over_budget(
                 state.buffer_budgets,
-                &budgets,
+                budget,
                 &cluster.name,
                 others.saturating_add(before),
                 others.saturating_add(ask),
@@ -251,17 +284,17 @@ pub(super) async fn check_pipeline(
 }
 
 /// Refuses (422) a new cluster whose labels would select pipelines asking for more
-/// buffer than its budget.
+/// buffer than its budget: the default, since a new cluster starts with it (a budget
+/// left by an earlier cluster of the same name is removed when it is registered).
 pub(super) async fn check_new_cluster(
     state: &ApiState,
     tenant: &str,
     name: &str,
     labels: &BTreeMap<String, String>,
 ) -> Result<(), ApiError> {
-    let pipelines = state.store.list_pipelines(Some(tenant)).await?;
+    let pipelines = readable_pipelines(state, tenant).await?;
     let total = asked(&pipelines, labels, None);
-    let budgets = state.store.cluster_buffer_budgets(tenant).await?;
-    let problems = over_budget(state.buffer_budgets, &budgets, name, 0, total)
+    let problems = over_budget(state.buffer_budgets, None, name, 0, total)
         .map(|message| {
             let path = "labels".to_owned();
             (name.to_owned(), FieldProblem { path, message })
@@ -271,17 +304,18 @@ pub(super) async fn check_new_cluster(
     refuse_if_any("the pipelines would exceed the buffer budget of", problems)
 }
 
-/// Why cluster `name` would be over its budget with its tenant pipelines asking
-/// `after` (they asked `before` until now); `None` when it is not, or the change does
-/// not raise what they ask.
+/// Why cluster `name` (as its tenant names it), whose budget is `budget` where one was
+/// set, would be over its budget with its tenant pipelines asking `after` (they asked
+/// `before` until now); `None` when it is not, or the change does not raise what they
+/// ask.
 fn over_budget(
     settings: BufferBudgets,
-    budgets: &BTreeMap<String, u64>,
+    budget: Option<u64>,
     name: &str,
     before: u64,
     after: u64,
 ) -> Option<String> {
-    let budget = budgets.get(name).copied().unwrap_or(settings.default_bytes);
+    let budget = budget.unwrap_or(settings.default_bytes);
     let total = after.saturating_add(settings.central_bytes);
     (total > budget && after > before).then(|| {
         format!(

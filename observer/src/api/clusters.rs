@@ -19,7 +19,7 @@ use super::model::{
 };
 use super::{ApiError, ApiState, check, json_body, now_ms};
 use crate::egress::EgressContext;
-use crate::store::{Cluster, ClusterState, NewCluster, Principal};
+use crate::store::{Cluster, ClusterState, GLOBAL_ID_SEPARATOR, NewCluster, Principal};
 
 /// `POST /api/v1/clusters`.
 pub async fn create(
@@ -96,7 +96,7 @@ pub async fn create(
         .store
         .create_cluster(new, state.join_token_ttl, &caller.actor())
         .await?;
-    let manifest = manifest(&state, &cluster.name, &join_token)?;
+    let manifest = manifest(&state, &cluster.id, &join_token)?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedCluster {
@@ -125,7 +125,7 @@ pub struct ClusterListQuery {
 }
 
 /// `GET /api/v1/clusters`, with each agent's connection and health, in one query.
-/// `?limit=` pages through them by name, Kubernetes style: an answer with more to come
+/// `?limit=` pages through them by global id, Kubernetes style: an answer with more to come
 /// carries `continue`, which the next request passes back as `?continue=`.
 pub async fn list(
     caller: Caller,
@@ -167,7 +167,7 @@ pub async fn list(
     let continue_token = match query.limit {
         Some(limit) if items.len() as u64 > limit => {
             items.truncate(limit as usize);
-            items.last().map(|last| encode_continue(&last.name))
+            items.last().map(|last| encode_continue(&last.id))
         }
         _ => None,
     };
@@ -177,12 +177,13 @@ pub async fn list(
     }))
 }
 
-/// The `continue` token after a page ending with `name`: opaque to clients.
-fn encode_continue(name: &str) -> String {
-    URL_SAFE_NO_PAD.encode(name)
+/// The `continue` token after a page ending with the cluster `id`: opaque to clients.
+fn encode_continue(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(id)
 }
 
-/// The cluster name a `continue` token stands for.
+/// The cluster id a `continue` token stands for: a global id, i.e. a DNS-1123 label
+/// or two joined by [`GLOBAL_ID_SEPARATOR`].
 fn decode_continue(token: &str) -> Result<String, ApiError> {
     let invalid = || {
         ApiError::BadRequest(
@@ -190,9 +191,21 @@ fn decode_continue(token: &str) -> Result<String, ApiError> {
         )
     };
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-    let name = String::from_utf8(bytes).map_err(|_| invalid())?;
-    check_dns1123_label(&name).map_err(|_| invalid())?;
-    Ok(name)
+    let id = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let mut parts = id.splitn(2, GLOBAL_ID_SEPARATOR);
+    if !parts.all(|part| check_dns1123_label(part).is_ok()) {
+        return Err(invalid());
+    }
+    Ok(id)
+}
+
+/// Query of the `/api/v1/clusters/{name}` paths.
+#[derive(Debug, Deserialize)]
+pub struct ClusterPathQuery {
+    /// With an admin token: the tenant whose cluster `{name}` is. Without it an admin's
+    /// `{name}` is the cluster's global id. Tenant tokens always name their own
+    /// tenant's clusters.
+    pub tenant: Option<String>,
 }
 
 /// `GET /api/v1/clusters/{name}`, with the latest configuration report and health.
@@ -200,11 +213,14 @@ pub async fn get(
     caller: Caller,
     State(state): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
+    query: Result<Query<ClusterPathQuery>, QueryRejection>,
 ) -> Result<Json<ClusterView>, ApiError> {
     let Path(name) = name?;
-    let cluster = visible_cluster(&caller, &state, &name).await?;
+    let Query(query) = query?;
+    let cluster = visible_cluster(&caller, &state, &name, query.tenant).await?;
+    let id = cluster.id.clone();
     let mut view = ClusterView::from_cluster(cluster);
-    if let Some(report) = state.store.cluster_report(&name).await? {
+    if let Some(report) = state.store.cluster_report(&id).await? {
         view.connected = report.connected;
         view.health = report.health;
         view.config = report.config.map(Into::into);
@@ -218,9 +234,11 @@ pub async fn mint_join_token(
     caller: Caller,
     State(state): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
+    query: Result<Query<ClusterPathQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<JoinToken>), ApiError> {
     let Path(name) = name?;
-    let cluster = visible_cluster(&caller, &state, &name).await?;
+    let Query(query) = query?;
+    let cluster = visible_cluster(&caller, &state, &name, query.tenant).await?;
     if matches!(
         cluster.state,
         ClusterState::Deleted | ClusterState::Deleting
@@ -233,13 +251,14 @@ pub async fn mint_join_token(
     let expires_at_ms = expiry(&state);
     let join_token = state
         .store
-        .mint_join_token(&name, state.join_token_ttl, &caller.actor())
+        .mint_join_token(&cluster.id, state.join_token_ttl, &caller.actor())
         .await?;
-    let manifest = manifest(&state, &name, &join_token)?;
+    let manifest = manifest(&state, &cluster.id, &join_token)?;
     Ok((
         StatusCode::CREATED,
         Json(JoinToken {
-            cluster: name,
+            cluster: cluster.name,
+            cluster_id: cluster.id,
             join_token,
             join_token_expires_at_ms: expires_at_ms,
             manifest,
@@ -253,20 +272,36 @@ pub async fn delete(
     caller: Caller,
     State(state): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
+    query: Result<Query<ClusterPathQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(name) = name?;
-    visible_cluster(&caller, &state, &name).await?;
-    state.store.delete_cluster(&name, &caller.actor()).await?;
+    let Query(query) = query?;
+    let cluster = visible_cluster(&caller, &state, &name, query.tenant).await?;
+    state
+        .store
+        .delete_cluster(&cluster.id, &caller.actor())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The cluster, or 404 when it does not exist or belongs to another tenant.
-async fn visible_cluster(
+/// The cluster `name` names for `caller` (see [`ClusterPathQuery`]): a tenant's own
+/// cluster of that name, or for an admin the named tenant's cluster or the cluster with
+/// that global id. 404 when there is none; a tenant never reaches another tenant's
+/// cluster, and the answer is the same whether another tenant has one of that name.
+pub(super) async fn visible_cluster(
     caller: &Caller,
     state: &ApiState,
     name: &str,
+    tenant: Option<String>,
 ) -> Result<Cluster, ApiError> {
-    match state.store.get_cluster(name).await? {
+    let found = match (&caller.principal, tenant) {
+        (Principal::Admin, None) => state.store.get_cluster(name).await?,
+        (_, tenant) => {
+            let tenant = caller.list_scope(tenant)?.unwrap_or_default();
+            state.store.get_cluster_named(&tenant, name).await?
+        }
+    };
+    match found {
         Some(cluster) if caller.may_see(&cluster.tenant) => Ok(cluster),
         _ => Err(ApiError::NotFound(format!("cluster {name:?} not found"))),
     }

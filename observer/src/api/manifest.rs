@@ -98,7 +98,7 @@ pub enum ManifestError {
 /// What goes into the manifests.
 #[derive(Debug, Clone, Copy)]
 pub struct ManifestInput<'a> {
-    /// The cluster's name.
+    /// The cluster's global id.
     pub cluster: &'a str,
     /// The observer's gRPC endpoint, e.g. `https://observer.example:8443`.
     pub control_endpoint: &'a str,

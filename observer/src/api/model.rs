@@ -196,8 +196,12 @@ impl From<ClusterState> for ClusterStateView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterView {
-    /// The cluster's name.
+    /// The cluster's name, unique within its tenant.
     pub name: String,
+    /// The cluster's global id: its identity across the provider (the `cluster` label
+    /// on its data, its agents' certificates). `<tenant>.<name>`, or for a cluster
+    /// registered before names were per tenant, its name.
+    pub id: String,
     /// The owning tenant.
     pub tenant: String,
     /// Labels that pipelines' `clusterSelector`s match.
@@ -246,6 +250,7 @@ impl ClusterView {
     pub fn from_cluster(cluster: Cluster) -> Self {
         Self {
             name: cluster.name,
+            id: cluster.id,
             tenant: cluster.tenant,
             labels: cluster.labels,
             api_endpoint: cluster.api_endpoint,
@@ -344,8 +349,10 @@ pub struct CreatedCluster {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JoinToken {
-    /// The cluster.
+    /// The cluster's name.
     pub cluster: String,
+    /// The cluster's global id.
+    pub cluster_id: String,
     /// The single-use join token; shown only here.
     pub join_token: String,
     /// When the join token stops working.

@@ -168,6 +168,11 @@ pub fn document() -> Value {
         "The tenant; required with an admin token, a tenant token acts in its own tenant.",
         json!({ "type": "string" }),
     );
+    let cluster_tenant = query_param(
+        "tenant",
+        "With an admin token: the tenant whose cluster `name` is; without it an admin's `name` is the cluster's global id (`<tenant>.<name>`). A tenant token names its own tenant's clusters.",
+        json!({ "type": "string" }),
+    );
     let dry_run = query_param(
         "dryRun",
         "Validate and answer what would happen, without storing.",
@@ -287,24 +292,24 @@ pub fn document() -> Value {
                 responses(vec![("200", ok("The clusters.", s.of::<ClusterList>()))]), READ),
         },
         "/api/v1/clusters/{name}": {
-            "get": operation("getCluster", "clusters", "Read a cluster with its latest configuration report and health.", vec![name.clone()], None,
+            "get": operation("getCluster", "clusters", "Read a cluster with its latest configuration report and health.", vec![name.clone(), cluster_tenant.clone()], None,
                 responses(vec![("200", ok("The cluster.", s.of::<ClusterView>()))]), READ_ONE),
             "delete": operation("deleteCluster", "clusters", "Delete a cluster (tombstone); its agent's certificate stops being accepted.",
-                vec![name.clone()], None, responses(vec![("204", no_content())]), DELETE),
+                vec![name.clone(), cluster_tenant.clone()], None, responses(vec![("204", no_content())]), DELETE),
         },
         "/api/v1/clusters/{name}/join-token": {
-            "post": operation("mintJoinToken", "clusters", "Mint a new single-use join token for a cluster.", vec![name.clone()], None,
+            "post": operation("mintJoinToken", "clusters", "Mint a new single-use join token for a cluster.", vec![name.clone(), cluster_tenant.clone()], None,
                 responses(vec![("201", ok("The join token and install manifests.", s.of::<JoinToken>()))]), DELETE),
         },
         "/api/v1/clusters/{name}/buffer-budget": {
             "get": operation("getClusterBufferBudget", "clusters", "Read a cluster's buffer budget: bytes the buffers of all pipelines on its agent may use together, and what is asked of it.",
-                vec![name.clone()], None,
+                vec![name.clone(), cluster_tenant.clone()], None,
                 responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), READ_ONE),
             "put": operation("setClusterBufferBudget", "clusters", "Set a cluster's buffer budget (admin).",
-                vec![name.clone()], Some(json_body(s.of::<SetBufferBudget>())),
+                vec![name.clone(), cluster_tenant.clone()], Some(json_body(s.of::<SetBufferBudget>())),
                 responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), WRITE),
             "delete": operation("resetClusterBufferBudget", "clusters", "Return a cluster's buffer budget to the observer's default (admin).",
-                vec![name.clone()], None,
+                vec![name.clone(), cluster_tenant.clone()], None,
                 responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), READ_ONE),
         },
         "/api/v1/pipelines": {

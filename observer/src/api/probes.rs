@@ -161,9 +161,11 @@ async fn apply(
     if let Some(cluster) = &target.cluster
         && !cluster.is_empty()
     {
-        let live = state.store.get_cluster(cluster).await?.is_some_and(|c| {
-            c.tenant == tenant && !matches!(c.state, ClusterState::Deleted | ClusterState::Deleting)
-        });
+        let live = state
+            .store
+            .get_cluster_named(&tenant, cluster)
+            .await?
+            .is_some_and(|c| !matches!(c.state, ClusterState::Deleted | ClusterState::Deleting));
         if !live {
             problems.push(FieldProblem {
                 path: "cluster".to_owned(),

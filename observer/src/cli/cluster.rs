@@ -36,7 +36,7 @@ pub enum ClusterCommand {
 /// `observer cluster add`.
 #[derive(Debug, Args)]
 pub struct AddArgs {
-    /// The cluster's name (a DNS-1123 label, unique across tenants).
+    /// The cluster's name (a DNS-1123 label, unique within its tenant).
     pub name: String,
     /// The owning tenant; required with an admin token.
     #[arg(long)]
@@ -67,8 +67,11 @@ pub struct ListArgs {
 /// A command on one cluster.
 #[derive(Debug, Args)]
 pub struct NameArgs {
-    /// The cluster's name.
+    /// The cluster's name; with an admin token and no --tenant, its global id.
     pub name: String,
+    /// The tenant whose cluster NAME is (admin).
+    #[arg(long)]
+    pub tenant: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -76,13 +79,21 @@ pub struct NameArgs {
 /// `observer cluster join-token`.
 #[derive(Debug, Args)]
 pub struct JoinTokenArgs {
-    /// The cluster's name.
+    /// The cluster's name; with an admin token and no --tenant, its global id.
     pub name: String,
+    /// The tenant whose cluster NAME is (admin).
+    #[arg(long)]
+    pub tenant: Option<String>,
     /// Write the install manifests here instead of to standard output.
     #[arg(long, value_name = "FILE")]
     pub manifest_file: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// `?tenant=` when a tenant was named.
+fn tenant_query(tenant: Option<String>) -> Vec<(&'static str, String)> {
+    tenant.map(|t| ("tenant", t)).into_iter().collect()
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -116,6 +127,7 @@ pub async fn run(
                         vec![
                             c.name.clone(),
                             c.tenant.clone(),
+                            c.id.clone(),
                             state(c),
                             yes_no(c.connected),
                             c.last_seen_ms.map_or("never".to_owned(), |ms| age(ms, now)),
@@ -129,6 +141,7 @@ pub async fn run(
                     &[
                         "NAME",
                         "TENANT",
+                        "ID",
                         "STATE",
                         "CONNECTED",
                         "LAST SEEN",
@@ -145,7 +158,7 @@ pub async fn run(
                 .call(
                     Method::GET,
                     &["api", "v1", "clusters", &args.name],
-                    &[],
+                    &tenant_query(args.tenant),
                     None,
                 )
                 .await?;
@@ -156,7 +169,11 @@ pub async fn run(
         }
         ClusterCommand::Delete(args) => {
             client
-                .call_empty(Method::DELETE, &["api", "v1", "clusters", &args.name], &[])
+                .call_empty(
+                    Method::DELETE,
+                    &["api", "v1", "clusters", &args.name],
+                    &tenant_query(args.tenant),
+                )
                 .await?;
             writeln!(out, "cluster {} deleted", args.name)?;
             Ok(EXIT_OK)
@@ -166,7 +183,7 @@ pub async fn run(
                 .call(
                     Method::POST,
                     &["api", "v1", "clusters", &args.name, "join-token"],
-                    &[],
+                    &tenant_query(args.tenant),
                     None,
                 )
                 .await?;
@@ -297,6 +314,7 @@ fn print_cluster(cluster: &ClusterView, out: &mut dyn Write) -> std::io::Result<
     let now = crate::api::now_ms();
     writeln!(out, "Name:          {}", cluster.name)?;
     writeln!(out, "Tenant:        {}", cluster.tenant)?;
+    writeln!(out, "Global id:     {}", cluster.id)?;
     writeln!(out, "State:         {}", state(cluster))?;
     writeln!(out, "Connected:     {}", yes_no(cluster.connected))?;
     writeln!(out, "Labels:        {}", labels(&cluster.labels))?;

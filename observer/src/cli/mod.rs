@@ -2,12 +2,13 @@
 //! its own module and writes to the `Write` it is given, so tests can run it without a
 //! process.
 //!
-//! `pipeline validate` works offline. Every other command talks to an observer's REST
+//! `pipeline validate` and `ca` work offline. Every other command talks to an observer's REST
 //! API through [`client::ApiClient`]: `--server` (env `KAAS_OBSERVER_URL`), `--token`
 //! (env `KAAS_OBSERVER_TOKEN`) and `--ca-file` apply to all of them, and each takes
 //! `-o table|json|yaml` (tables for people by default).
 
 pub mod audit;
+pub mod ca;
 pub mod client;
 pub mod cluster;
 pub mod cluster_api;
@@ -99,6 +100,9 @@ pub enum Command {
     /// Work with the secrets stored encrypted (admin).
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
+    /// Rotate the cluster CA (offline, on the CA directory).
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
 }
 
 /// `observer pipeline …`.
@@ -178,6 +182,13 @@ pub async fn run_api(
             writeln!(
                 err,
                 "error: `pipeline validate` runs offline; call validate::run"
+            )?;
+            return Ok(EXIT_FAILED);
+        }
+        Command::Ca(_) => {
+            writeln!(
+                err,
+                "error: `ca` works on the CA directory offline; call ca::run"
             )?;
             return Ok(EXIT_FAILED);
         }

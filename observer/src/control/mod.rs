@@ -2,26 +2,37 @@
 //!
 //! # Join
 //!
-//! An agent without an identity calls `Join` with its single-use join token and a CSR.
-//! The CSR is checked first (so a malformed request does not use the token up), then
-//! the token is redeemed atomically in the store (two agents racing with one token:
-//! one wins). Unknown, expired and used tokens, and tokens of deleted clusters, are
-//! refused with `PERMISSION_DENIED` and a message naming the reason, never the token.
-//! The CA signs the CSR as the cluster ([`crate::identity`]) and the store records the
-//! certificate's serial: from then on only that certificate is accepted for the
-//! cluster, so joining again revokes the previous certificate.
+//! An agent without an identity calls `Join` with its single-use join token, a CSR and
+//! the name of its instance in the cluster (empty for the default, cluster-level one).
+//! [`join`] bounds what an unauthenticated caller costs: a rate limit per source
+//! address, field sizes, a token check that only reads, caller-chosen fields logged
+//! truncated and escaped. For a valid token the CA signs the CSR as that instance of
+//! the cluster ([`crate::identity`]), then the token is redeemed and the certificate
+//! recorded in one transaction ([`crate::store::certificates`]), which revokes the
+//! instance's earlier certificates: joining again replaces an instance's identity and
+//! ends its old stream, never another instance's. Unknown, expired and used tokens,
+//! and tokens of deleted clusters, are refused with `PERMISSION_DENIED` and a message
+//! naming the reason, never the token; the same token with the same CSR within a short
+//! window gets the same certificate again, so a lost answer does not burn the token.
 //!
 //! # The stream
 //!
-//! `Connect` requires a client certificate verified against the cluster CA (the TLS
-//! layer makes client certificates optional only because `Join` has none). The
-//! cluster comes from the certificate's SAN URI, never from the message. The first
-//! message must be an `AgentHello` (`FAILED_PRECONDITION` otherwise) naming the same
-//! cluster (`PERMISSION_DENIED` otherwise); the cluster must exist, not be deleted, and
-//! the certificate's serial must be the one recorded (`PERMISSION_DENIED` otherwise).
-//! The observer then records the agent as seen and connected (every later message
-//! counts as a sign of life, written at most every 20 s), and the stream runs until
-//! either side ends it. The streams of one cluster on one replica share a connection
+//! `Connect` requires a client certificate verified against the cluster CA bundle (the
+//! TLS layer makes client certificates optional only because `Join` has none). The
+//! cluster and the instance come from the certificate's SAN URIs, never from the
+//! message. The first message must be an `AgentHello` (`FAILED_PRECONDITION` otherwise)
+//! naming the same cluster (`PERMISSION_DENIED` otherwise); the cluster must exist and
+//! not be deleted, and the certificate's serial must be recorded for it and not
+//! revoked (`PERMISSION_DENIED` otherwise). A first connection with a renewed
+//! certificate revokes the instance's older ones. The observer then records the agent
+//! as seen and connected (every later message counts as a sign of life, written at
+//! most every 20 s), and the stream runs until either side ends it, or until its
+//! certificate stops being valid: the stream ends with `PERMISSION_DENIED` at the
+//! certificate's expiry and as soon as a change of the cluster (a re-join or renewal
+//! switch of its instance, a deletion) revokes it (`stream_identity.rs`). During a CA
+//! rotation the stream also carries the new CA bundle and, for a certificate of the CA
+//! being rotated out, `RENEW_CERTIFICATE`; a `CertificateRequest` is answered with a
+//! `CertificateIssued`. The streams of one cluster on one replica share a connection
 //! id (`<replica id>/<number>`), recorded with `connected`; when the last of them ends
 //! the replica releases that id, which clears `connected` only if no other replica's
 //! connection has replaced it since. So an agent that moved to replica B stays
@@ -36,7 +47,7 @@
 //! # When a `ConfigUpdate` is sent
 //!
 //! The desired configuration of a cluster is rendered from the store:
-//! `AgentConfig::from_validated({"cluster": <name>}, pipelines_for_cluster)`, canonical
+//! `AgentConfig::from_validated({"cluster": <global id>}, pipelines_for_cluster)`, canonical
 //! JSON with its SHA-256. It is sent when its hash differs both from what the agent
 //! runs (the hello's `last_applied_config_hash`, then every APPLIED status; after
 //! FAILED, the `running_config_hash`) and from what was last sent on this stream (so
@@ -88,10 +99,13 @@
 
 pub mod accept;
 pub mod codec;
+pub mod join;
 pub mod pipelines;
+mod routing;
 pub mod service;
 pub mod status;
 pub mod status_task;
+mod stream_identity;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -161,7 +175,7 @@ pub fn server_tls_config(
 ) -> Result<Arc<ServerConfig>, IdentityError> {
     let (cert_pem, key_pem) = ca.server_certificate(hostnames)?;
     let provider = kaas_tls::provider();
-    let roots = kaas_tls::roots(ca.ca_pem().as_bytes(), "the cluster CA")?;
+    let roots = kaas_tls::roots(ca.bundle_pem().as_bytes(), "the cluster CA bundle")?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()

@@ -330,12 +330,12 @@ mod tests {
                 if let Some(settings) = &settings {
                     selected.push(central_pipeline(settings, cluster).unwrap());
                 }
-                let labels = BTreeMap::from([("cluster".to_owned(), cluster.name.clone())]);
+                let labels = BTreeMap::from([("cluster".to_owned(), cluster.id.clone())]);
                 assert_eq!(
                     configs.render(cluster),
                     AgentConfig::from_validated(labels, &selected).render(),
                     "{} with central {}",
-                    cluster.name,
+                    cluster.id,
                     settings.is_some()
                 );
             }

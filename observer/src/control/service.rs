@@ -3,10 +3,10 @@
 //! documentation of [`crate::control`] for the protocol).
 
 use crate::integrations::central::{CentralPipelineSettings, central_pipeline};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kaas_pipeline::ValidatedPipeline;
@@ -23,23 +23,23 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::join::{JoinLimits, JoinMetrics, JoinRateLimiter, Joiner, loggable};
 use super::pipelines::TenantPipelines;
+use super::routing::{Routes, SharedRegistry, StreamEntry, dispatch_changes, lock};
 use super::status::HealthRecord;
 use super::status_task::{StatusTask, StatusWork};
-use crate::identity::{
-    ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY, cluster_from_certificate,
-    serial_hex_from_certificate,
-};
+use super::stream_identity::{PeerIdentity, StreamCertificate, peer_identity, revoked_status};
+use crate::identity::{ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY};
+use crate::store::certificates::CertificateStanding;
 use crate::store::{
-    CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Change, Cluster,
-    ClusterState, ConfigErrorRecord, ConfigReport, RedeemError, ReportWrite, Store, StoreError,
-    now_ms,
+    CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Cluster, ClusterState,
+    ConfigErrorRecord, ConfigReport, ReportWrite, Store, StoreError, now_ms,
 };
 
 /// How long an agent may take to send its hello after opening the stream.
@@ -59,8 +59,10 @@ pub const SEEN_RECORD_INTERVAL: Duration = Duration::from_secs(20);
 /// Tunables of the control service.
 #[derive(Clone, Debug)]
 pub struct ControlSettings {
-    /// How long agent certificates issued by `Join` are valid.
+    /// How long agent certificates issued by `Join` or over a stream are valid.
     pub agent_certificate_validity: Duration,
+    /// How `Join` is limited per source address.
+    pub join_limits: JoinLimits,
     /// See [`HELLO_TIMEOUT`].
     pub hello_timeout: Duration,
     /// See [`STATUS_DEBOUNCE`].
@@ -74,6 +76,7 @@ impl Default for ControlSettings {
     fn default() -> Self {
         Self {
             agent_certificate_validity: DEFAULT_AGENT_CERTIFICATE_VALIDITY,
+            join_limits: JoinLimits::default(),
             hello_timeout: HELLO_TIMEOUT,
             status_debounce: STATUS_DEBOUNCE,
             central_pipeline: None,
@@ -99,6 +102,10 @@ pub struct ControlMetrics {
     pub config_pushes: Family<PushResult, Counter>,
     /// The control port's TLS handshakes ([`super::accept`]).
     pub handshakes: super::accept::HandshakeMetrics,
+    /// Refused `Join` calls ([`super::join`]).
+    pub joins: Arc<JoinMetrics>,
+    /// Open streams whose certificate was signed by the CA being rotated out.
+    pub streams_on_previous_ca: Gauge,
 }
 
 impl ControlMetrics {
@@ -115,6 +122,12 @@ impl ControlMetrics {
             self.config_pushes.clone(),
         );
         self.handshakes.register(registry);
+        self.joins.register(registry);
+        registry.register(
+            "kaas_observer_agent_streams_on_previous_ca",
+            "Agent control streams on this replica whose certificate was signed by the CA being rotated out; retire it once this is 0 everywhere.",
+            self.streams_on_previous_ca.clone(),
+        );
     }
 
     fn push(&self, result: &'static str) {
@@ -124,107 +137,17 @@ impl ControlMetrics {
     }
 }
 
-/// The open streams of this replica, by cluster, each with the `Notify` that wakes it.
-#[derive(Default)]
-struct StreamRegistry {
-    by_cluster: HashMap<String, ClusterStreams>,
-}
-
-/// This replica's open streams of one cluster. They share one connection id, chosen
-/// when the first of them opened and released in the store when the last one ends, so
-/// that overlapping streams of one agent on this replica (a reconnect before the old
-/// stream was noticed gone) count as one connection.
-struct ClusterStreams {
-    connection_id: String,
-    streams: Vec<StreamEntry>,
-}
-
-struct StreamEntry {
-    id: u64,
-    tenant: String,
-    wake: Arc<Notify>,
-    /// Set with a wake when the cluster's registration changed, so the stream reads
-    /// it again; a pipeline change wakes it without (the cluster is unchanged).
-    cluster_changed: Arc<AtomicBool>,
-}
-
-impl StreamRegistry {
-    fn entries(&self) -> impl Iterator<Item = &StreamEntry> {
-        self.by_cluster.values().flat_map(|c| &c.streams)
-    }
-
-    fn wake_cluster(&self, cluster: &str) {
-        for entry in self
-            .by_cluster
-            .get(cluster)
-            .into_iter()
-            .flat_map(|c| &c.streams)
-        {
-            entry.cluster_changed.store(true, Ordering::Release);
-            entry.wake.notify_one();
-        }
-    }
-
-    fn wake_tenant(&self, tenant: &str) {
-        for entry in self.entries() {
-            if entry.tenant == tenant {
-                entry.wake.notify_one();
-            }
-        }
-    }
-
-    fn wake_all(&self) {
-        for entry in self.entries() {
-            entry.cluster_changed.store(true, Ordering::Release);
-            entry.wake.notify_one();
-        }
-    }
-
-    /// Adds a stream; returns the connection id of the cluster's streams on this
-    /// replica (`<replica>/<id>` when it is the first).
-    fn add(&mut self, cluster: &str, replica: &str, entry: StreamEntry) -> String {
-        let streams = self
-            .by_cluster
-            .entry(cluster.to_owned())
-            .or_insert_with(|| ClusterStreams {
-                connection_id: format!("{replica}/{}", entry.id),
-                streams: Vec::new(),
-            });
-        streams.streams.push(entry);
-        streams.connection_id.clone()
-    }
-
-    /// Removes a stream; returns the connection id to release if it was the last of
-    /// its cluster on this replica.
-    fn remove(&mut self, cluster: &str, id: u64) -> Option<String> {
-        let streams = self.by_cluster.get_mut(cluster)?;
-        streams.streams.retain(|entry| entry.id != id);
-        if streams.streams.is_empty() {
-            self.by_cluster
-                .remove(cluster)
-                .map(|streams| streams.connection_id)
-        } else {
-            None
-        }
-    }
-}
-
-type SharedRegistry = Arc<Mutex<StreamRegistry>>;
-
-fn lock(registry: &SharedRegistry) -> std::sync::MutexGuard<'_, StreamRegistry> {
-    registry.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The `AgentControl` service. Cheap to clone.
 #[derive(Clone)]
 pub struct ControlService {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     store: Store,
-    ca: Arc<ClusterCa>,
-    settings: ControlSettings,
+    pub(super) ca: Arc<ClusterCa>,
+    joiner: Joiner,
+    pub(super) settings: ControlSettings,
     metrics: Arc<ControlMetrics>,
     streams: SharedRegistry,
     pipelines: Arc<TenantPipelines>,
@@ -268,12 +191,21 @@ impl ControlService {
         );
         // Pipelines changed while no replica ran get their status on start.
         let _ = status_tx.send(StatusWork::All);
+        let metrics = Arc::new(ControlMetrics::default());
+        let joiner = Joiner {
+            store: store.clone(),
+            ca: ca.clone(),
+            validity: settings.agent_certificate_validity,
+            limiter: JoinRateLimiter::new(settings.join_limits),
+            metrics: metrics.joins.clone(),
+        };
         Self {
             inner: Arc::new(Inner {
                 store,
                 ca,
+                joiner,
                 settings,
-                metrics: Arc::new(ControlMetrics::default()),
+                metrics,
                 streams,
                 pipelines,
                 clusters_routed,
@@ -303,7 +235,7 @@ impl ControlService {
 }
 
 /// A store failure as the agent sees it: generic, retryable; the cause goes to the log.
-fn unavailable(error: StoreError) -> Status {
+pub(super) fn unavailable(error: StoreError) -> Status {
     tracing::error!(%error, "store error in the control service");
     Status::unavailable("the observer cannot reach its database; retry later")
 }
@@ -335,7 +267,7 @@ pub(super) fn config_template(
     match central_pipeline(settings, cluster) {
         Ok(pipeline) => all.push(pipeline),
         Err(error) => {
-            tracing::error!(cluster = %cluster.name, %error, "the central pipeline is invalid for this cluster; left out");
+            tracing::error!(cluster = %cluster.id, %error, "the central pipeline is invalid for this cluster; left out");
         }
     }
     AgentConfig::template(&all)
@@ -343,30 +275,7 @@ pub(super) fn config_template(
 
 /// The external labels of `cluster`'s configuration: its name as `cluster`.
 pub(super) fn external_labels(cluster: &Cluster) -> BTreeMap<String, String> {
-    BTreeMap::from([("cluster".to_owned(), cluster.name.clone())])
-}
-
-/// The identity a verified client certificate carries.
-struct PeerIdentity {
-    cluster: String,
-    serial_hex: String,
-}
-
-fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
-    let certificates = request.peer_certs().ok_or_else(|| {
-        Status::unauthenticated("Connect needs the client certificate issued by Join")
-    })?;
-    let leaf = certificates.first().ok_or_else(|| {
-        Status::unauthenticated("Connect needs the client certificate issued by Join")
-    })?;
-    let cluster = cluster_from_certificate(leaf)
-        .ok_or_else(|| Status::unauthenticated("the client certificate does not name a cluster"))?;
-    let serial_hex = serial_hex_from_certificate(leaf)
-        .ok_or_else(|| Status::unauthenticated("the client certificate cannot be read"))?;
-    Ok(PeerIdentity {
-        cluster,
-        serial_hex,
-    })
+    BTreeMap::from([("cluster".to_owned(), cluster.id.clone())])
 }
 
 type ObserverStream = Pin<Box<dyn Stream<Item = Result<ObserverMessage, Status>> + Send>>;
@@ -375,56 +284,12 @@ type ObserverStream = Pin<Box<dyn Stream<Item = Result<ObserverMessage, Status>>
 impl AgentControl for ControlService {
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "server"))]
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let request = request.into_inner();
-        let inner = &self.inner;
-        // Check the request before the token is used up by a request that cannot succeed.
-        crate::identity::check_csr(&request.csr_pem)
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
-        let cluster = match inner
-            .store
-            .redeem_join_token(&request.join_token, now_ms())
+        let remote = request.remote_addr();
+        self.inner
+            .joiner
+            .join(remote, request.into_inner())
             .await
-            .map_err(unavailable)?
-        {
-            Ok(cluster) => cluster,
-            Err(reason) => {
-                tracing::warn!(%reason, instance = %request.agent_instance_id, "join refused");
-                return Err(Status::permission_denied(match reason {
-                    RedeemError::Unknown => "unknown join token",
-                    RedeemError::Expired => "the join token has expired; mint a new one",
-                    RedeemError::AlreadyUsed => {
-                        "the join token was already used; join tokens are single use, mint a new one"
-                    }
-                    RedeemError::ClusterGone => "the join token's cluster was deleted",
-                }));
-            }
-        };
-        let signed = inner
-            .ca
-            .sign_agent_csr(
-                &cluster.name,
-                &request.csr_pem,
-                inner.settings.agent_certificate_validity,
-            )
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
-        inner
-            .store
-            .set_cluster_certificate(&cluster.name, &signed.serial_hex, signed.not_after_ms)
-            .await
-            .map_err(unavailable)?;
-        tracing::info!(
-            cluster = %cluster.name,
-            serial = %signed.serial_hex,
-            instance = %request.agent_instance_id,
-            version = %request.agent_version,
-            "agent joined"
-        );
-        Ok(Response::new(JoinResponse {
-            cluster_id: cluster.name,
-            certificate_pem: signed.pem,
-            ca_bundle_pem: inner.ca.ca_pem().to_owned(),
-            not_after_unix_seconds: signed.not_after_ms / 1000,
-        }))
+            .map(Response::new)
     }
 
     type ConnectStream = ObserverStream;
@@ -433,8 +298,8 @@ impl AgentControl for ControlService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let peer = peer_identity(&request)?;
         let inner = &self.inner;
+        let peer = peer_identity(&request, &inner.ca)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(inner.settings.hello_timeout, inbound.message())
             .await
@@ -445,44 +310,19 @@ impl AgentControl for ControlService {
                 "the first message must be an AgentHello",
             ));
         };
-        if hello.cluster_id != peer.cluster {
-            tracing::warn!(certificate = %peer.cluster, hello = %hello.cluster_id, "hello names another cluster");
-            return Err(Status::permission_denied(format!(
-                "the client certificate belongs to cluster {:?}, not {:?}",
-                peer.cluster, hello.cluster_id
-            )));
-        }
-        // A change of the cluster routed between this read and the stream's registration
-        // below would reach no stream: if any cluster change was routed meanwhile, the
-        // stream reads its cluster again at its first wake.
+        // A change of the cluster routed between the admission's read and the stream's
+        // registration below would reach no stream: if any cluster change was routed
+        // meanwhile, the stream reads its cluster (and certificate) again at its first
+        // wake.
         let routed_before = inner.clusters_routed.load(Ordering::Acquire);
-        let cluster = inner
-            .store
-            .get_cluster(&peer.cluster)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| {
-                Status::permission_denied(format!("cluster {:?} is not registered", peer.cluster))
-            })?;
-        if cluster.state == ClusterState::Deleted {
-            return Err(Status::permission_denied(format!(
-                "cluster {:?} was deleted",
-                cluster.name
-            )));
-        }
-        if cluster.certificate_serial.as_deref() != Some(peer.serial_hex.as_str()) {
-            tracing::warn!(cluster = %cluster.name, serial = %peer.serial_hex, "revoked certificate refused");
-            return Err(Status::permission_denied(
-                "this certificate was revoked: the cluster joined again with a newer one",
-            ));
-        }
+        let cluster = self.admit(&peer, &hello).await?;
         // Registered before it is recorded as connected, so that an older stream of the
         // cluster ending meanwhile sees this one and does not release the connection.
         let id = inner.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
         let cluster_changed = Arc::new(AtomicBool::new(false));
         let connection_id = lock(&inner.streams).add(
-            &cluster.name,
+            &cluster.id,
             &inner.replica_id,
             StreamEntry {
                 id,
@@ -498,7 +338,7 @@ impl AgentControl for ControlService {
         if let Err(error) = inner
             .store
             .record_agent_connected(
-                &cluster.name,
+                &cluster.id,
                 &hello.agent_instance_id,
                 &hello.agent_version,
                 now_ms(),
@@ -508,14 +348,18 @@ impl AgentControl for ControlService {
         {
             // Nothing was recorded under this stream; another stream of the cluster on
             // this replica (if any) keeps the connection.
-            lock(&inner.streams).remove(&cluster.name, id);
+            lock(&inner.streams).remove(&cluster.id, id);
             return Err(unavailable(error));
         }
         inner.metrics.agent_streams.inc();
+        if !peer.signed_by_active {
+            inner.metrics.streams_on_previous_ca.inc();
+        }
         tracing::info!(
-            cluster = %cluster.name,
-            instance = %hello.agent_instance_id,
-            version = %hello.agent_version,
+            cluster = %cluster.id,
+            instance = %peer.info.instance,
+            agent = %loggable(&hello.agent_instance_id),
+            version = %loggable(&hello.agent_version),
             hash = %hex::encode(&hello.last_applied_config_hash),
             "agent connected"
         );
@@ -528,7 +372,8 @@ impl AgentControl for ControlService {
             metrics: inner.metrics.clone(),
             streams: inner.streams.clone(),
             id,
-            cluster: cluster.name.clone(),
+            cluster: cluster.id.clone(),
+            certificate: StreamCertificate::new(peer, &hello, inner),
             instance_id: hello.agent_instance_id.clone(),
             version: hello.agent_version.clone(),
             accepts_remote_config: accepts_remote_config(&hello),
@@ -548,6 +393,60 @@ impl AgentControl for ControlService {
     }
 }
 
+impl ControlService {
+    /// Checks that `peer` may open a stream with `hello`: the hello names the
+    /// certificate's cluster, the cluster is live, and the certificate is recorded for
+    /// it and not revoked. A first connection with a renewed certificate revokes the
+    /// instance's older ones, which ends their streams.
+    async fn admit(&self, peer: &PeerIdentity, hello: &AgentHello) -> Result<Cluster, Status> {
+        let inner = &self.inner;
+        let info = &peer.info;
+        if hello.cluster_id != info.cluster {
+            tracing::warn!(certificate = %info.cluster, hello = %loggable(&hello.cluster_id), "hello names another cluster");
+            return Err(Status::permission_denied(format!(
+                "the client certificate belongs to cluster {:?}, not {:?}",
+                info.cluster,
+                loggable(&hello.cluster_id)
+            )));
+        }
+        let cluster = inner
+            .store
+            .get_cluster(&info.cluster)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                Status::permission_denied(format!("cluster {:?} is not registered", info.cluster))
+            })?;
+        if cluster.state == ClusterState::Deleted {
+            return Err(Status::permission_denied(format!(
+                "cluster {:?} was deleted",
+                cluster.id
+            )));
+        }
+        let standing = inner
+            .store
+            .certificate_standing(&cluster.id, &info.serial_hex)
+            .await
+            .map_err(unavailable)?;
+        match &standing {
+            CertificateStanding::Valid { instance } if *instance == info.instance => {}
+            _ => {
+                tracing::warn!(cluster = %cluster.id, instance = %info.instance, serial = %info.serial_hex, ?standing, "certificate refused");
+                return Err(revoked_status(&standing));
+            }
+        }
+        let revoked = inner
+            .store
+            .activate_certificate(&cluster.id, &info.serial_hex, now_ms())
+            .await
+            .map_err(unavailable)?;
+        if revoked > 0 {
+            tracing::info!(cluster = %cluster.id, instance = %info.instance, serial = %info.serial_hex, revoked, "the instance switched to a renewed certificate; its older ones are revoked");
+        }
+        Ok(cluster)
+    }
+}
+
 fn accepts_remote_config(hello: &AgentHello) -> bool {
     hello
         .capabilities
@@ -555,7 +454,7 @@ fn accepts_remote_config(hello: &AgentHello) -> bool {
 }
 
 /// Why a stream task stops.
-enum StreamEnd {
+pub(super) enum StreamEnd {
     /// The agent closed the stream or the connection broke.
     Gone,
     /// The observer ends it with this status.
@@ -563,8 +462,8 @@ enum StreamEnd {
 }
 
 /// One agent's stream, owned by its task.
-struct AgentStream {
-    store: Store,
+pub(super) struct AgentStream {
+    pub(super) store: Store,
     pipelines: Arc<TenantPipelines>,
     /// See [`StreamEntry::cluster_changed`].
     cluster_changed: Arc<AtomicBool>,
@@ -573,7 +472,9 @@ struct AgentStream {
     metrics: Arc<ControlMetrics>,
     streams: SharedRegistry,
     id: u64,
-    cluster: String,
+    pub(super) cluster: String,
+    /// The certificate the stream runs on.
+    pub(super) certificate: StreamCertificate,
     instance_id: String,
     version: String,
     accepts_remote_config: bool,
@@ -608,11 +509,16 @@ impl AgentStream {
         // The task lives as long as the agent is connected, mostly waiting: the work
         // (store reads and writes, whose futures are several KiB) is boxed so it takes
         // memory only while it runs, not in every idle task.
+        let expiry = tokio::time::sleep_until(self.certificate.expires);
+        tokio::pin!(expiry);
         let end = match Box::pin(self.start()).await {
             Err(end) => end,
             Ok(()) => loop {
                 let step = tokio::select! {
                     () = wake.notified() => Box::pin(self.sync()).await,
+                    () = &mut expiry => Err(StreamEnd::Refused(Status::permission_denied(
+                        "the client certificate expired; renew it before it expires, or join again",
+                    ))),
                     message = inbound.message() => match message {
                         Ok(Some(message)) => Box::pin(self.receive(message)).await,
                         Ok(None) => Err(StreamEnd::Gone),
@@ -638,8 +544,10 @@ impl AgentStream {
     }
 
     /// Sends the first configuration if the agent needs one, or records that it runs
-    /// the current one.
+    /// the current one; during a CA rotation also the new trust bundle and, for a
+    /// certificate of the CA being rotated out, the request to renew.
     async fn start(&mut self) -> Result<(), StreamEnd> {
+        self.offer_trust().await?;
         let rendered = self.render().await?;
         if rendered.hash.as_slice() == self.agent_hash.as_slice() {
             let hash = rendered.hash_hex();
@@ -681,6 +589,17 @@ impl AgentStream {
                     ))));
                 }
             };
+            // A cluster change may be a revocation: a re-join or a renewal of this
+            // stream's instance.
+            let standing = self
+                .store
+                .certificate_standing(&self.cluster, &self.certificate.info.serial_hex)
+                .await
+                .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
+            if !matches!(standing, CertificateStanding::Valid { .. }) {
+                tracing::info!(cluster = %self.cluster, instance = %self.certificate.info.instance, serial = %self.certificate.info.serial_hex, "the stream's certificate was revoked; ending it");
+                return Err(StreamEnd::Refused(revoked_status(&standing)));
+            }
         }
         let rendered = self.render().await?;
         if rendered.hash.as_slice() == self.agent_hash.as_slice()
@@ -730,7 +649,14 @@ impl AgentStream {
         Ok(())
     }
 
-    async fn command(&self, kind: CommandType, reason: String) -> Result<(), StreamEnd> {
+    pub(super) async fn send(&self, body: observer_message::Body) -> Result<(), StreamEnd> {
+        self.out
+            .send(Box::new(Ok(ObserverMessage { body: Some(body) })))
+            .await
+            .map_err(|_| StreamEnd::Gone)
+    }
+
+    pub(super) async fn command(&self, kind: CommandType, reason: String) -> Result<(), StreamEnd> {
         let message = ObserverMessage {
             body: Some(observer_message::Body::Command(Command {
                 r#type: kind as i32,
@@ -788,6 +714,9 @@ impl AgentStream {
             }
             // Every message is a sign of life (see `touch`); a heartbeat is nothing more.
             Some(agent_message::Body::Heartbeat(_)) => Ok(()),
+            Some(agent_message::Body::CertificateRequest(request)) => {
+                Box::pin(self.issue_certificate(request)).await
+            }
             // A message type this observer does not know: ignored, as the contract asks.
             None => Ok(()),
         }
@@ -914,6 +843,9 @@ impl AgentStream {
             self.metrics.push("failure");
         }
         self.metrics.agent_streams.dec();
+        if !self.certificate.signed_by_active {
+            self.metrics.streams_on_previous_ca.dec();
+        }
         let last = lock(&self.streams).remove(&self.cluster, self.id);
         if let Some(connection) = last {
             match self
@@ -930,180 +862,5 @@ impl AgentStream {
             }
         }
         tracing::info!(cluster = %self.cluster, "agent disconnected");
-    }
-}
-
-/// Where the dispatcher routes changes.
-struct Routes {
-    streams: SharedRegistry,
-    pipelines: Arc<TenantPipelines>,
-    clusters_routed: Arc<AtomicU64>,
-}
-
-/// Routes store changes to the streams they concern, the pipeline cache and the status
-/// task. Observations (reports, pipeline statuses) wake no stream.
-async fn dispatch_changes(
-    mut changes: broadcast::Receiver<Change>,
-    routes: Routes,
-    status: mpsc::UnboundedSender<StatusWork>,
-) {
-    let Routes {
-        streams,
-        pipelines,
-        clusters_routed,
-    } = routes;
-    loop {
-        let work = match changes.recv().await {
-            Ok(Change::Tenant(tenant)) | Ok(Change::Pipeline { tenant, .. }) => {
-                // Invalidated before the streams wake, so they read the change.
-                pipelines.invalidate(&tenant);
-                lock(&streams).wake_tenant(&tenant);
-                StatusWork::Tenant(tenant)
-            }
-            Ok(Change::Cluster { name, .. }) => {
-                // Counted before the wake: a stream registering concurrently either is
-                // woken or sees the count move (the registry lock orders the two).
-                clusters_routed.fetch_add(1, Ordering::AcqRel);
-                lock(&streams).wake_cluster(&name);
-                StatusWork::Cluster(name)
-            }
-            Ok(Change::ClusterReport(cluster)) => StatusWork::Report(cluster),
-            // Probe endpoints concern neither agents nor pipeline statuses.
-            Ok(Change::ProbeEndpoint { .. }) => continue,
-            // Written by the status task itself (or another replica's): nothing to do.
-            Ok(Change::PipelineStatus { .. }) => continue,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(
-                    missed,
-                    "the change feed overflowed; re-checking every stream and status"
-                );
-                pipelines.clear();
-                clusters_routed.fetch_add(1, Ordering::AcqRel);
-                lock(&streams).wake_all();
-                StatusWork::All
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        if status.send(work).is_err() {
-            return;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(id: u64) -> StreamEntry {
-        StreamEntry {
-            id,
-            tenant: "shop".into(),
-            wake: Arc::new(Notify::new()),
-            cluster_changed: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// Whether `wake` was notified (a stored permit counts).
-    async fn woken(wake: &Notify) -> bool {
-        tokio::time::timeout(Duration::from_millis(50), wake.notified())
-            .await
-            .is_ok()
-    }
-
-    #[tokio::test]
-    async fn observations_wake_no_stream_and_status_writes_cause_no_work() {
-        let streams = SharedRegistry::default();
-        let mine = entry(1);
-        let (wake, cluster_changed) = (mine.wake.clone(), mine.cluster_changed.clone());
-        lock(&streams).add("c1", "r", mine);
-        let pipelines = Arc::new(TenantPipelines::default());
-        let (feed, changes) = broadcast::channel(16);
-        let (status, mut work) = mpsc::unbounded_channel();
-        let dispatcher = tokio::spawn(dispatch_changes(
-            changes,
-            Routes {
-                streams: streams.clone(),
-                pipelines,
-                clusters_routed: Arc::new(AtomicU64::new(0)),
-            },
-            status,
-        ));
-        // The dispatcher handles changes in order: once the work of a change arrives,
-        // every earlier change has been routed too.
-        async fn next_work(work: &mut mpsc::UnboundedReceiver<StatusWork>) -> StatusWork {
-            tokio::time::timeout(Duration::from_secs(5), work.recv())
-                .await
-                .unwrap()
-                .unwrap()
-        }
-
-        // The stream's own APPLIED (and any report): status work, no wake.
-        feed.send(Change::ClusterReport("c1".into())).unwrap();
-        assert_eq!(next_work(&mut work).await, StatusWork::Report("c1".into()));
-        assert!(!woken(&wake).await, "a report woke the stream");
-        // A status write: neither a wake nor another recomputation (the next work is
-        // the next change's).
-        feed.send(Change::PipelineStatus {
-            tenant: "shop".into(),
-            name: "p1".into(),
-        })
-        .unwrap();
-        // Another tenant's pipeline: not this stream.
-        feed.send(Change::Pipeline {
-            tenant: "bank".into(),
-            name: "p1".into(),
-        })
-        .unwrap();
-        assert_eq!(
-            next_work(&mut work).await,
-            StatusWork::Tenant("bank".into())
-        );
-        assert!(
-            !woken(&wake).await,
-            "a status write or another tenant woke the stream"
-        );
-
-        // A pipeline change wakes the tenant's streams without re-reading clusters.
-        feed.send(Change::Pipeline {
-            tenant: "shop".into(),
-            name: "p1".into(),
-        })
-        .unwrap();
-        assert_eq!(
-            next_work(&mut work).await,
-            StatusWork::Tenant("shop".into())
-        );
-        assert!(woken(&wake).await);
-        assert!(!cluster_changed.load(Ordering::Acquire));
-        // A change of the cluster itself: woken, and told to read the cluster again.
-        feed.send(Change::Cluster {
-            tenant: "shop".into(),
-            name: "c1".into(),
-        })
-        .unwrap();
-        assert_eq!(next_work(&mut work).await, StatusWork::Cluster("c1".into()));
-        assert!(woken(&wake).await);
-        assert!(cluster_changed.load(Ordering::Acquire));
-        dispatcher.abort();
-    }
-
-    #[test]
-    fn overlapping_streams_of_a_cluster_share_one_connection_released_by_the_last() {
-        let mut registry = StreamRegistry::default();
-        // The agent reconnects before its old stream is noticed gone: both streams
-        // carry the connection id of the first.
-        let old = registry.add("c1", "r", entry(1));
-        let new = registry.add("c1", "r", entry(2));
-        assert_eq!(old, "r/1");
-        assert_eq!(new, old);
-        assert_eq!(registry.add("c2", "r", entry(3)), "r/3");
-        // The old stream ends: the connection stays, the new stream holds it.
-        assert_eq!(registry.remove("c1", 1), None);
-        // The last stream ends: its connection is released.
-        assert_eq!(registry.remove("c1", 2), Some("r/1".to_owned()));
-        assert_eq!(registry.remove("c1", 2), None, "released once");
-        // A later stream starts a new connection, which an old release cannot clear.
-        assert_eq!(registry.add("c1", "r", entry(4)), "r/4");
-        assert_eq!(registry.remove("c2", 3), Some("r/3".to_owned()));
     }
 }

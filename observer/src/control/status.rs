@@ -46,7 +46,8 @@ const MAX_LISTED: usize = 10;
 /// What the store knows about one cluster a pipeline selects.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterObservation {
-    /// The cluster.
+    /// The cluster's name in its tenant (not its global id): conditions are read by
+    /// the tenant, and name its clusters as it does.
     pub cluster: String,
     /// Whether its agent has a stream open.
     pub connected: bool,

@@ -56,7 +56,7 @@ pub enum StatusWork {
 /// What the task holds about one tenant.
 struct TenantView {
     pipelines: Pipelines,
-    /// Clusters that are not deleted, by name, with their labels.
+    /// Clusters that are not deleted, by global id, with their labels.
     clusters: BTreeMap<String, (BTreeMap<String, String>, ClusterObservation)>,
 }
 
@@ -148,10 +148,10 @@ impl StatusTask {
                 continue;
             };
             if cluster.state == ClusterState::Deleted {
-                view.clusters.remove(&cluster.name);
+                view.clusters.remove(&cluster.id);
             } else {
-                let observed = observe(&view.pipelines, cluster, report);
-                view.clusters.insert(observed.1.cluster.clone(), observed);
+                let (id, observed) = observe(&view.pipelines, cluster, report);
+                view.clusters.insert(id, observed);
             }
             touched.insert(tenant);
         }
@@ -178,8 +178,8 @@ impl StatusTask {
                 if cluster.state == ClusterState::Deleted {
                     continue;
                 }
-                let observed = observe(&pipelines, cluster, report);
-                clusters.insert(observed.1.cluster.clone(), observed);
+                let (id, observed) = observe(&pipelines, cluster, report);
+                clusters.insert(id, observed);
             }
         }
         self.tenants.insert(
@@ -282,14 +282,16 @@ fn held_view<'a>(
     (!view.pipelines.is_empty()).then_some(view)
 }
 
-/// The observation of `cluster` for a tenant running `pipelines`, with its labels.
+/// The observation of `cluster` for a tenant running `pipelines`, with its labels,
+/// under its global id.
 fn observe(
     pipelines: &Pipelines,
     cluster: Cluster,
     report: ClusterReport,
-) -> (BTreeMap<String, String>, ClusterObservation) {
+) -> (String, (BTreeMap<String, String>, ClusterObservation)) {
     let desired = pipelines.render(&cluster);
     let observation = ClusterObservation {
+        // Conditions are the tenant's to read: they name its clusters as it does.
         cluster: cluster.name,
         connected: report.connected,
         desired_hash: desired.hash_hex(),
@@ -297,7 +299,7 @@ fn observe(
         config: report.config,
         health: health_record(report.health),
     };
-    (cluster.labels, observation)
+    (cluster.id, (cluster.labels, observation))
 }
 
 /// A stored health report as read by [`pipeline_status`]; one that does not parse

@@ -3,31 +3,50 @@
 //! # Design
 //!
 //! One self-signed CA (ECDSA P-256, valid for [`CA_VALIDITY`]) lives in the observer's
-//! data directory as `ca.crt` and `ca.key` (PKCS#8 PEM, mode 0600). It is created on the
+//! CA directory as `ca.crt` and `ca.key` (PKCS#8 PEM, mode 0600). It is created on the
 //! first start and loaded afterwards; every HA replica must share the same files (mount
-//! the same Secret), because an agent trusts exactly this CA for the server certificate
-//! and the server trusts exactly this CA for client certificates.
+//! the same Secret), because an agent trusts exactly these CAs for the server
+//! certificate and the server trusts exactly these CAs for client certificates.
 //!
 //! It signs two kinds of certificates:
 //!
 //! - the gRPC **server certificate** ([`ClusterCa::server_certificate`]), issued fresh
 //!   with a new key at every start for the configured host names and IP addresses, so
 //!   nothing but the CA needs to be persisted;
-//! - one **client certificate per cluster** ([`ClusterCa::sign_agent_csr`]), issued when
-//!   an agent redeems its join token. The agent generates the key and sends only a
-//!   PKCS#10 request. The request's subject and extensions are ignored: the observer
-//!   writes `CN=<cluster>`, the SAN URI `kaas-observer://cluster/<cluster>`
-//!   ([`CLUSTER_URI_PREFIX`]) and the client-auth extended key usage itself, so an agent
-//!   cannot ask for another cluster's identity or for a server certificate.
+//! - one **client certificate per agent instance** ([`ClusterCa::sign_agent_csr`]),
+//!   issued when an agent redeems its join token or renews over its stream. The agent
+//!   generates the key and sends only a PKCS#10 request. The request's subject and
+//!   extensions are ignored: the observer writes `CN=<cluster id>`, the SAN URIs
+//!   `kaas-observer://cluster/<cluster id>` ([`CLUSTER_URI_PREFIX`]) and
+//!   `kaas-observer://instance/<instance>` ([`INSTANCE_URI_PREFIX`]) and the client-auth
+//!   extended key usage itself, so an agent cannot ask for another cluster's identity
+//!   or for a server certificate.
 //!
 //! # Identity and revocation
 //!
-//! The SAN URI is the identity: [`cluster_from_certificate`] reads it from the peer
-//! certificate the TLS layer has already verified against the CA. Every certificate gets
-//! a random 127-bit serial ([`SignedAgentCertificate::serial_hex`]); the store keeps the
-//! serial of the last certificate issued to each cluster, and the control service refuses
-//! any other serial. Re-joining a cluster therefore revokes its previous certificate, and
-//! deleting a cluster revokes its only one, without a CRL.
+//! The SAN URIs are the identity: [`AgentCertificateInfo::parse`] reads them from the
+//! peer certificate the TLS layer has already verified against the CA bundle. A
+//! certificate without an instance URI (issued before instances existed) names
+//! [`DEFAULT_INSTANCE`]. Every certificate gets a random 127-bit serial
+//! ([`SignedAgentCertificate::serial_hex`]); the store records each issued serial with
+//! its cluster and instance, and the control service accepts only recorded serials that
+//! were not revoked (see [`crate::store::certificates`]). Re-joining an instance revokes
+//! that instance's earlier certificates; renewing revokes the old one once the new one
+//! is used; deleting a cluster refuses all of them; all without a CRL.
+//!
+//! # Rotation
+//!
+//! [`rotation`] replaces the CA without a re-join: `observer ca rotate` keeps the old CA
+//! as `ca-previous.crt`/`ca-previous.key` and creates a new `ca.crt`/`ca.key`. While
+//! both exist the bundle holds both (agents learn it over their stream), client
+//! certificates of either are accepted, new agent certificates are signed by the new
+//! CA, and the server certificate is still signed by the old one, which every agent
+//! trusts, including those that have not learned the new bundle yet. Agents with a
+//! certificate of the old CA are told to renew. `observer ca retire` removes the old
+//! CA: from then on its certificates are refused and the server certificate is signed
+//! by the new CA.
+
+pub mod rotation;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -39,20 +58,33 @@ use rcgen::{
 };
 use ring::rand::{SecureRandom, SystemRandom};
 
-/// File name of the CA certificate in the data directory.
+/// File name of the CA certificate in the CA directory.
 pub const CA_CERT_FILE: &str = "ca.crt";
-/// File name of the CA private key in the data directory.
+/// File name of the CA private key in the CA directory.
 pub const CA_KEY_FILE: &str = "ca.key";
-/// Prefix of the SAN URI that names the cluster in an agent certificate.
+/// File name of the certificate of the CA being rotated out (between `observer ca
+/// rotate` and `observer ca retire`).
+pub const PREVIOUS_CA_CERT_FILE: &str = "ca-previous.crt";
+/// File name of the key of the CA being rotated out; it signs the server certificate
+/// until it is retired.
+pub const PREVIOUS_CA_KEY_FILE: &str = "ca-previous.key";
+/// Prefix of the SAN URI that names the cluster (its global id) in an agent certificate.
 pub const CLUSTER_URI_PREFIX: &str = "kaas-observer://cluster/";
+/// Prefix of the SAN URI that names the agent instance in an agent certificate.
+pub const INSTANCE_URI_PREFIX: &str = "kaas-observer://instance/";
+/// The instance of an agent that names none: the cluster-level agent every cluster
+/// has, and every certificate issued before a cluster could have several instances.
+pub const DEFAULT_INSTANCE: &str = "default";
 
 /// How long the CA is valid: ten years, far beyond any agent certificate, so rotating
 /// the CA is a rare planned operation rather than a recurring outage.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// How long an agent certificate is valid by default: one year, long enough that a
-/// fleet never needs a token per cluster per month, short enough that a leaked key
-/// does not stay useful forever (revocation by serial stops it sooner).
-pub const DEFAULT_AGENT_CERTIFICATE_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long an agent certificate is valid by default: 90 days. Agents renew over their
+/// stream at two thirds of the lifetime (the agent's `RENEW_AT_FRACTION`), so a fleet
+/// needs no token after the first join, and a leaked key stays useful for weeks at
+/// most (revocation by serial stops it sooner). `observer serve
+/// --agent-certificate-validity` changes it (tests use seconds).
+pub const DEFAULT_AGENT_CERTIFICATE_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
 /// How long the gRPC server certificate is valid; it is reissued at every start, so a
 /// year only matters for an observer that never restarts.
 pub const SERVER_CERTIFICATE_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -62,7 +94,8 @@ pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
 /// Length of random certificate serials in bytes (the top bit is cleared so the DER
 /// integer stays positive and its encoding equals these bytes).
 const SERIAL_LEN: usize = 16;
-/// Common name of the CA certificate.
+/// Common name of the CA certificate; a CA created by `observer ca rotate` adds its
+/// creation time, so the old and the new CA are told apart in every tool.
 const CA_COMMON_NAME: &str = "kaas-observer cluster CA";
 
 /// Why an identity operation failed.
@@ -77,7 +110,7 @@ pub enum IdentityError {
         #[source]
         source: std::io::Error,
     },
-    /// Only one of `ca.crt` and `ca.key` exists.
+    /// Only one of a CA's certificate and key exists.
     #[error(
         "{present} exists but {missing} does not; restore the missing file or remove both to create a new CA (every agent must then join again)"
     )]
@@ -90,11 +123,14 @@ pub enum IdentityError {
     /// The stored CA could not be parsed.
     #[error("the CA in {dir} is unusable: {reason}")]
     BadCa {
-        /// The data directory.
+        /// The CA directory.
         dir: PathBuf,
         /// What is wrong.
         reason: String,
     },
+    /// A rotation step cannot be taken in the CA directory's current state.
+    #[error("{0}")]
+    Rotation(String),
     /// The certificate signing request is not a valid, correctly signed PKCS#10 request.
     #[error("the certificate signing request is invalid: {0}")]
     BadCsr(String),
@@ -123,100 +159,78 @@ pub struct SignedAgentCertificate {
     pub not_after_ms: i64,
 }
 
-/// The CA that signs the server certificate and every agent's client certificate.
-pub struct ClusterCa {
+/// One CA: its certificate and the key that signs with it.
+struct Authority {
     cert_pem: String,
+    /// The DER of the certificate, to tell which CA signed a peer certificate.
+    cert_der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
+}
+
+/// The CAs that sign the server certificate and every agent's client certificate: the
+/// active one and, during a rotation, the one being rotated out.
+pub struct ClusterCa {
+    active: Authority,
+    previous: Option<Authority>,
 }
 
 impl std::fmt::Debug for ClusterCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the key.
-        f.debug_struct("ClusterCa").finish_non_exhaustive()
+        // Never print a key.
+        f.debug_struct("ClusterCa")
+            .field("rotating", &self.previous.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl ClusterCa {
-    /// Loads `ca.crt` and `ca.key` from `dir`, or creates them (and `dir`) when neither
-    /// exists.
+    /// Loads `ca.crt` and `ca.key` (and a CA being rotated out) from `dir`, or creates
+    /// them (and `dir`) when neither exists.
     pub fn load_or_create(dir: &Path) -> Result<Self, IdentityError> {
-        let cert_path = dir.join(CA_CERT_FILE);
-        let key_path = dir.join(CA_KEY_FILE);
-        match (cert_path.exists(), key_path.exists()) {
-            (true, true) => Self::load(dir, &cert_path, &key_path),
-            (false, false) => Self::create(dir, &cert_path, &key_path),
-            (true, false) => Err(IdentityError::HalfACa {
-                present: cert_path,
-                missing: key_path,
-            }),
-            (false, true) => Err(IdentityError::HalfACa {
-                present: key_path,
-                missing: cert_path,
-            }),
+        rotation::refuse_unfinished_rotation(dir)?;
+        let active = match load_authority(dir, CA_CERT_FILE, CA_KEY_FILE)? {
+            Some(active) => active,
+            None => {
+                let created = create_authority(dir, CA_CERT_FILE, CA_KEY_FILE, CA_COMMON_NAME)?;
+                tracing::info!(dir = %dir.display(), "created a new cluster CA");
+                created
+            }
+        };
+        let previous = load_authority(dir, PREVIOUS_CA_CERT_FILE, PREVIOUS_CA_KEY_FILE)?;
+        Ok(Self { active, previous })
+    }
+
+    /// The CA bundle, PEM: the active CA and, during a rotation, the CA being rotated
+    /// out. Agents trust it for the server certificate; the server trusts it for
+    /// client certificates.
+    pub fn bundle_pem(&self) -> String {
+        match &self.previous {
+            Some(previous) => format!("{}{}", self.active.cert_pem, previous.cert_pem),
+            None => self.active.cert_pem.clone(),
         }
     }
 
-    fn load(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<Self, IdentityError> {
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
-                path: path.to_owned(),
-                source,
-            })
-        };
-        let cert_pem = read(cert_path)?;
-        let key_pem = read(key_path)?;
-        let bad = |reason: String| IdentityError::BadCa {
-            dir: dir.to_owned(),
-            reason,
-        };
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| bad(format!("{CA_KEY_FILE}: {e}")))?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
-            .map_err(|e| bad(format!("{CA_CERT_FILE}: {e}")))?;
-        Ok(Self { cert_pem, issuer })
+    /// Whether a CA is being rotated out.
+    pub fn is_rotating(&self) -> bool {
+        self.previous.is_some()
     }
 
-    fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<Self, IdentityError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| IdentityError::Io { path, source }
+    /// Whether the active CA signed `cert_der`; `false` for one of the CA being
+    /// rotated out (its agent should renew) or one that cannot be read.
+    pub fn signed_by_active(&self, cert_der: &[u8]) -> bool {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
+            return false;
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let key = KeyPair::generate().map_err(IdentityError::Signing)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, CA_COMMON_NAME);
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial()?.0);
-        set_validity(&mut params, CA_VALIDITY);
-        let cert = params.self_signed(&key).map_err(IdentityError::Signing)?;
-        let cert_pem = cert.pem();
-        // The key first, with its mode set before any byte is written, so a crash
-        // between the two writes leaves a key without a certificate (refused loudly at
-        // the next start) rather than a readable key.
-        write_private(key_path, &key.serialize_pem()).map_err(io(key_path))?;
-        std::fs::write(cert_path, &cert_pem).map_err(io(cert_path))?;
-        tracing::info!(dir = %dir.display(), "created a new cluster CA");
-        Ok(Self {
-            cert_pem,
-            issuer: Issuer::new(params, key),
-        })
-    }
-
-    /// The CA certificate, PEM encoded: the bundle agents trust and the server uses to
-    /// verify client certificates.
-    pub fn ca_pem(&self) -> &str {
-        &self.cert_pem
+        let Ok((_, ca)) = x509_parser::parse_x509_certificate(&self.active.cert_der) else {
+            return false;
+        };
+        cert.verify_signature(Some(ca.public_key())).is_ok()
     }
 
     /// A fresh server certificate and key (both PEM) for `hostnames`; each entry that
-    /// parses as an IP address becomes an IP SAN, every other a DNS SAN.
+    /// parses as an IP address becomes an IP SAN, every other a DNS SAN. Signed by the
+    /// CA being rotated out while there is one (every agent trusts it), else by the
+    /// active CA.
     pub fn server_certificate(
         &self,
         hostnames: &[String],
@@ -244,31 +258,41 @@ impl ClusterCa {
         params.serial_number = Some(random_serial()?.0);
         set_validity(&mut params, SERVER_CERTIFICATE_VALIDITY);
         params.use_authority_key_identifier_extension = true;
+        let signer = self.previous.as_ref().unwrap_or(&self.active);
         let cert = params
-            .signed_by(&key, &self.issuer)
+            .signed_by(&key, &signer.issuer)
             .map_err(IdentityError::Signing)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 
-    /// Signs an agent's CSR as the identity of `cluster`, valid for `validity`. The
-    /// request's subject and extensions are ignored; only its public key is used, after
-    /// its signature proves the agent holds the private key.
+    /// Signs an agent's CSR as the identity of `instance` of the cluster `cluster_id`,
+    /// valid for `validity`, with the active CA. The request's subject and extensions
+    /// are ignored; only its public key is used, after its signature proves the agent
+    /// holds the private key.
     pub fn sign_agent_csr(
         &self,
-        cluster: &str,
+        cluster_id: &str,
+        instance: &str,
         csr_pem: &str,
         validity_period: Duration,
     ) -> Result<SignedAgentCertificate, IdentityError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| IdentityError::BadCsr(e.to_string()))?;
-        let uri = format!("{CLUSTER_URI_PREFIX}{cluster}");
+        let uri = |prefix: &str, value: &str| {
+            format!("{prefix}{value}")
+                .try_into()
+                .map(SanType::URI)
+                .map_err(|_| IdentityError::BadName(value.to_owned()))
+        };
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, cluster);
-        params.subject_alt_names = vec![SanType::URI(
-            uri.try_into()
-                .map_err(|_| IdentityError::BadName(cluster.to_owned()))?,
-        )];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, cluster_id);
+        params.subject_alt_names = vec![
+            uri(CLUSTER_URI_PREFIX, cluster_id)?,
+            uri(INSTANCE_URI_PREFIX, instance)?,
+        ];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let (serial, serial_hex) = random_serial()?;
@@ -276,7 +300,7 @@ impl ClusterCa {
         let not_after_ms = set_validity(&mut params, validity_period);
         params.use_authority_key_identifier_extension = true;
         let cert = params
-            .signed_by(&csr.public_key, &self.issuer)
+            .signed_by(&csr.public_key, &self.active.issuer)
             .map_err(IdentityError::Signing)?;
         Ok(SignedAgentCertificate {
             pem: cert.pem(),
@@ -284,6 +308,95 @@ impl ClusterCa {
             not_after_ms,
         })
     }
+}
+
+/// Loads one CA's certificate and key, `None` when neither file exists.
+fn load_authority(
+    dir: &Path,
+    cert_file: &str,
+    key_file: &str,
+) -> Result<Option<Authority>, IdentityError> {
+    let cert_path = dir.join(cert_file);
+    let key_path = dir.join(key_file);
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => {}
+        (false, false) => return Ok(None),
+        (true, false) => {
+            return Err(IdentityError::HalfACa {
+                present: cert_path,
+                missing: key_path,
+            });
+        }
+        (false, true) => {
+            return Err(IdentityError::HalfACa {
+                present: key_path,
+                missing: cert_path,
+            });
+        }
+    }
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let cert_pem = read(&cert_path)?;
+    let key_pem = read(&key_path)?;
+    let bad = |reason: String| IdentityError::BadCa {
+        dir: dir.to_owned(),
+        reason,
+    };
+    let key = KeyPair::from_pem(&key_pem).map_err(|e| bad(format!("{key_file}: {e}")))?;
+    let cert_der = pem_body(&cert_pem).ok_or_else(|| bad(format!("{cert_file}: not PEM")))?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| bad(format!("{cert_file}: {e}")))?;
+    Ok(Some(Authority {
+        cert_pem,
+        cert_der,
+        issuer,
+    }))
+}
+
+/// Creates a CA named `common_name` as `cert_file`/`key_file` in `dir` (created if
+/// missing). The key is written first, with its mode set before any byte is written,
+/// so a crash between the two writes leaves a key without a certificate (refused
+/// loudly at the next start) rather than a readable key.
+fn create_authority(
+    dir: &Path,
+    cert_file: &str,
+    key_file: &str,
+    common_name: &str,
+) -> Result<Authority, IdentityError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| IdentityError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let key = KeyPair::generate().map_err(IdentityError::Signing)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(random_serial()?.0);
+    set_validity(&mut params, CA_VALIDITY);
+    let cert = params.self_signed(&key).map_err(IdentityError::Signing)?;
+    let cert_pem = cert.pem();
+    let key_path = dir.join(key_file);
+    let cert_path = dir.join(cert_file);
+    write_private(&key_path, &key.serialize_pem()).map_err(io(&key_path))?;
+    write_synced(&cert_path, &cert_pem).map_err(io(&cert_path))?;
+    Ok(Authority {
+        cert_der: cert.der().to_vec(),
+        cert_pem,
+        issuer: Issuer::new(params, key),
+    })
 }
 
 /// Checks that `csr_pem` is a PKCS#10 request this CA can sign (parsable, signature
@@ -294,20 +407,68 @@ pub fn check_csr(csr_pem: &str) -> Result<(), IdentityError> {
         .map_err(|e| IdentityError::BadCsr(e.to_string()))
 }
 
-/// The cluster named by an agent certificate's `kaas-observer://cluster/<name>` SAN URI,
+/// What an agent certificate says about its holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentCertificateInfo {
+    /// The cluster's global id, from the `kaas-observer://cluster/` SAN URI.
+    pub cluster: String,
+    /// The agent instance, from the `kaas-observer://instance/` SAN URI;
+    /// [`DEFAULT_INSTANCE`] when there is none.
+    pub instance: String,
+    /// The serial as lower-case hex (the form the store records).
+    pub serial_hex: String,
+    /// When the certificate expires, Unix seconds.
+    pub not_after_unix_seconds: i64,
+}
+
+impl AgentCertificateInfo {
+    /// Reads an agent certificate, or `None` when it cannot be parsed or names no
+    /// cluster. The caller must only pass certificates the TLS layer verified against
+    /// the CA bundle.
+    pub fn parse(der: &[u8]) -> Option<Self> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let names = uris(&cert);
+        let cluster = names
+            .iter()
+            .find_map(|uri| uri.strip_prefix(CLUSTER_URI_PREFIX))
+            .filter(|cluster| !cluster.is_empty() && !cluster.contains('/'))?
+            .to_owned();
+        let instance = names
+            .iter()
+            .find_map(|uri| uri.strip_prefix(INSTANCE_URI_PREFIX))
+            .filter(|instance| !instance.is_empty() && !instance.contains('/'))
+            .unwrap_or(DEFAULT_INSTANCE)
+            .to_owned();
+        Some(Self {
+            cluster,
+            instance,
+            serial_hex: hex::encode(cert.raw_serial()),
+            not_after_unix_seconds: cert.validity().not_after.timestamp(),
+        })
+    }
+}
+
+/// The SAN URIs of a certificate.
+fn uris<'a>(cert: &x509_parser::certificate::X509Certificate<'a>) -> Vec<&'a str> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The cluster named by an agent certificate's `kaas-observer://cluster/<id>` SAN URI,
 /// or `None` when the certificate cannot be parsed or carries no such URI. The caller
 /// must only pass certificates the TLS layer verified against the CA.
 pub fn cluster_from_certificate(der: &[u8]) -> Option<String> {
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|name| match name {
-        GeneralName::URI(uri) => uri
-            .strip_prefix(CLUSTER_URI_PREFIX)
-            .filter(|cluster| !cluster.is_empty() && !cluster.contains('/'))
-            .map(str::to_owned),
-        _ => None,
-    })
+    AgentCertificateInfo::parse(der).map(|info| info.cluster)
 }
 
 /// A certificate's serial number as lower-case hex (the form the store records), or
@@ -315,6 +476,18 @@ pub fn cluster_from_certificate(der: &[u8]) -> Option<String> {
 pub fn serial_hex_from_certificate(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(hex::encode(cert.raw_serial()))
+}
+
+/// The DER inside the first PEM block of `pem`.
+fn pem_body(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let body: String = pem
+        .lines()
+        .skip_while(|line| !line.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|line| !line.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 /// A random positive serial and its hex form.
@@ -328,7 +501,9 @@ fn random_serial() -> Result<(SerialNumber, String), IdentityError> {
     Ok((SerialNumber::from_slice(&bytes), hex::encode(bytes)))
 }
 
-/// Sets a certificate's validity to start now (less [`CLOCK_SKEW_ALLOWANCE`]) and last
+/// Sets a certificate's validity to start now (less [`CLOCK_SKEW_ALLOWANCE`], or a
+/// quarter of `period` when that is shorter, so an agent renewing at two thirds of
+/// the validity it sees renews at two thirds of `period`, give or take) and last
 /// `period`; returns the end in Unix milliseconds.
 fn set_validity(params: &mut CertificateParams, period: Duration) -> i64 {
     let now_s = SystemTime::now()
@@ -336,8 +511,8 @@ fn set_validity(params: &mut CertificateParams, period: Duration) -> i64 {
         .unwrap_or_default()
         .as_secs();
     let epoch = rcgen::date_time_ymd(1970, 1, 1);
-    params.not_before =
-        epoch + Duration::from_secs(now_s.saturating_sub(CLOCK_SKEW_ALLOWANCE.as_secs()));
+    let backdated = CLOCK_SKEW_ALLOWANCE.min(period / 4);
+    params.not_before = epoch + Duration::from_secs(now_s.saturating_sub(backdated.as_secs()));
     let not_after_s = now_s.saturating_add(period.as_secs());
     params.not_after = epoch + Duration::from_secs(not_after_s);
     i64::try_from(not_after_s.saturating_mul(1000)).unwrap_or(i64::MAX)
@@ -352,6 +527,14 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+/// Writes `contents` to `path` and syncs it.
+fn write_synced(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()
 }
@@ -391,7 +574,7 @@ mod tests {
 
     fn verifies_against(cert_pem: &str, ca: &ClusterCa) -> bool {
         let cert_der = der(cert_pem);
-        let ca_der = der(ca.ca_pem());
+        let ca_der = der(&ca.bundle_pem());
         let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
         let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
         cert.verify_signature(Some(ca_cert.public_key())).is_ok()
@@ -407,13 +590,18 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let loaded = ClusterCa::load_or_create(dir.path()).unwrap();
-        assert_eq!(created.ca_pem(), loaded.ca_pem());
+        assert_eq!(created.bundle_pem(), loaded.bundle_pem());
         // What the loaded CA signs verifies against the certificate the first one made.
         let signed = loaded
-            .sign_agent_csr("c1", &agent_csr("agent", vec![]), Duration::from_secs(60))
+            .sign_agent_csr(
+                "c1",
+                DEFAULT_INSTANCE,
+                &agent_csr("agent", vec![]),
+                Duration::from_secs(60),
+            )
             .unwrap();
         assert!(verifies_against(&signed.pem, &created));
-        let ca_der = der(created.ca_pem());
+        let ca_der = der(&created.bundle_pem());
         let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
         assert!(ca.is_ca());
         let lifetime = ca.validity().not_after.timestamp() - ca.validity().not_before.timestamp();
@@ -436,7 +624,12 @@ mod tests {
         let validity = Duration::from_secs(3600);
         let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         let signed = ca
-            .sign_agent_csr("edge-1", &agent_csr("cluster-agent", vec![]), validity)
+            .sign_agent_csr(
+                "edge-1",
+                DEFAULT_INSTANCE,
+                &agent_csr("cluster-agent", vec![]),
+                validity,
+            )
             .unwrap();
         let cert_der = der(&signed.pem);
         assert_eq!(
@@ -473,10 +666,10 @@ mod tests {
         let ca = ClusterCa::load_or_create(dir.path()).unwrap();
         let csr = agent_csr("a", vec![]);
         let first = ca
-            .sign_agent_csr("c1", &csr, Duration::from_secs(60))
+            .sign_agent_csr("c1", DEFAULT_INSTANCE, &csr, Duration::from_secs(60))
             .unwrap();
         let second = ca
-            .sign_agent_csr("c1", &csr, Duration::from_secs(60))
+            .sign_agent_csr("c1", DEFAULT_INSTANCE, &csr, Duration::from_secs(60))
             .unwrap();
         assert_ne!(first.serial_hex, second.serial_hex);
     }
@@ -490,7 +683,7 @@ mod tests {
             vec!["kaas-observer.example".to_owned(), "127.0.0.1".to_owned()],
         );
         let signed = ca
-            .sign_agent_csr("edge-1", &csr, Duration::from_secs(60))
+            .sign_agent_csr("edge-1", DEFAULT_INSTANCE, &csr, Duration::from_secs(60))
             .unwrap();
         let cert_der = der(&signed.pem);
         assert_eq!(
@@ -504,7 +697,14 @@ mod tests {
             .unwrap()
             .value
             .general_names;
-        assert_eq!(names.len(), 1, "{names:?}");
+        assert_eq!(
+            names,
+            &[
+                GeneralName::URI("kaas-observer://cluster/edge-1"),
+                GeneralName::URI("kaas-observer://instance/default"),
+            ],
+            "only the observer's names, none of the request's"
+        );
         assert!(cert.subject().to_string().contains("edge-1"));
         assert!(!cert.subject().to_string().contains("other-cluster"));
     }
@@ -519,7 +719,7 @@ mod tests {
             "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
         ] {
             let error = ca
-                .sign_agent_csr("c1", garbage, Duration::from_secs(60))
+                .sign_agent_csr("c1", DEFAULT_INSTANCE, garbage, Duration::from_secs(60))
                 .unwrap_err();
             assert!(
                 matches!(error, IdentityError::BadCsr(_)),
@@ -528,7 +728,12 @@ mod tests {
         }
         // A CA certificate is PEM but not a CSR.
         let error = ca
-            .sign_agent_csr("c1", ca.ca_pem(), Duration::from_secs(60))
+            .sign_agent_csr(
+                "c1",
+                DEFAULT_INSTANCE,
+                &ca.bundle_pem(),
+                Duration::from_secs(60),
+            )
             .unwrap_err();
         assert!(matches!(error, IdentityError::BadCsr(_)), "{error}");
         // A valid CSR whose last signature byte is flipped proves nothing.
@@ -538,7 +743,7 @@ mod tests {
         }
         let tampered = pem("CERTIFICATE REQUEST", &csr_der);
         let error = ca
-            .sign_agent_csr("c1", &tampered, Duration::from_secs(60))
+            .sign_agent_csr("c1", DEFAULT_INSTANCE, &tampered, Duration::from_secs(60))
             .unwrap_err();
         assert!(matches!(error, IdentityError::BadCsr(_)), "{error}");
     }
@@ -575,5 +780,46 @@ mod tests {
     fn certificates_without_the_cluster_uri_name_no_cluster() {
         assert_eq!(cluster_from_certificate(b"garbage"), None);
         assert_eq!(serial_hex_from_certificate(b"garbage"), None);
+        assert_eq!(AgentCertificateInfo::parse(b"garbage"), None);
+    }
+
+    #[test]
+    fn certificates_name_their_instance_and_older_ones_the_default_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::load_or_create(dir.path()).unwrap();
+        let validity = Duration::from_secs(12);
+        let signed = ca
+            .sign_agent_csr("shop.edge-1", "node-1", &agent_csr("a", vec![]), validity)
+            .unwrap();
+        let info = AgentCertificateInfo::parse(&der(&signed.pem)).unwrap();
+        assert_eq!(
+            info,
+            AgentCertificateInfo {
+                cluster: "shop.edge-1".into(),
+                instance: "node-1".into(),
+                serial_hex: signed.serial_hex.clone(),
+                not_after_unix_seconds: signed.not_after_ms / 1000,
+            }
+        );
+        // A short validity is backdated by a quarter of it, not by the full skew
+        // allowance, so two thirds of what the agent sees is two thirds of it.
+        let signed_der = der(&signed.pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&signed_der).unwrap();
+        let seen = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        assert_eq!(seen, 15, "12 s plus 3 s backdated");
+
+        // A certificate as issued before instances existed: the cluster URI only.
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(
+            format!("{CLUSTER_URI_PREFIX}edge-1").try_into().unwrap(),
+        )];
+        let legacy = params.signed_by(&key, &ca.active.issuer).unwrap();
+        let info = AgentCertificateInfo::parse(legacy.der()).unwrap();
+        assert_eq!(
+            (info.cluster.as_str(), info.instance.as_str()),
+            ("edge-1", DEFAULT_INSTANCE)
+        );
+        assert!(ca.signed_by_active(legacy.der()));
     }
 }

@@ -223,6 +223,7 @@ mod tests {
 
     fn cluster(name: &str, tenant: &str) -> Cluster {
         Cluster {
+            id: name.into(),
             name: name.into(),
             tenant: tenant.into(),
             labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),

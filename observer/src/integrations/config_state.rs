@@ -139,12 +139,12 @@ pub fn cluster_config_states(
         }
         let validated: Vec<_> = selected.iter().map(|p| p.pipeline.clone()).collect();
         let desired = render_for_cluster(cluster, &validated, central).hash_hex();
-        let state = state_of(reports.get(&cluster.name), &desired);
+        let state = state_of(reports.get(&cluster.id), &desired);
         for stored in selected {
             states.push(ClusterConfigState {
                 tenant: stored.tenant.clone(),
                 pipeline: stored.name().to_owned(),
-                cluster: cluster.name.clone(),
+                cluster: cluster.id.clone(),
                 state,
             });
         }

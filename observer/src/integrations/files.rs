@@ -784,6 +784,7 @@ mod tests {
 
     fn cluster(name: &str, tenant: &str, state: ClusterState) -> Cluster {
         Cluster {
+            id: name.into(),
             name: name.into(),
             tenant: tenant.into(),
             labels: BTreeMap::new(),

@@ -159,7 +159,7 @@ pub fn fleet_series(snapshot: &FleetSnapshot) -> Vec<Series> {
     for cluster in &snapshot.clusters {
         let labels = || {
             [
-                ("cluster", cluster.name.clone()),
+                ("cluster", cluster.id.clone()),
                 ("tenant", cluster.tenant.clone()),
             ]
         };
@@ -646,6 +646,7 @@ mod tests {
 
     fn cluster(name: &str, state: ClusterState) -> Cluster {
         Cluster {
+            id: name.into(),
             name: name.into(),
             tenant: "shop".into(),
             labels: BTreeMap::new(),

@@ -158,14 +158,14 @@ pub async fn tick(
     for cluster in &mut clusters {
         if let Some(state) = next_state(cluster, now, settings.silent_after) {
             tracing::warn!(
-                cluster = %cluster.name,
+                cluster = %cluster.id,
                 tenant = %cluster.tenant,
                 from = %cluster.state,
                 to = %state,
                 "cluster state changed"
             );
             store
-                .set_cluster_state(&cluster.name, state, now, &Actor::system())
+                .set_cluster_state(&cluster.id, state, now, &Actor::system())
                 .await?;
             cluster.state = state;
         }
@@ -232,7 +232,7 @@ impl Collector for FleetMetrics {
         // Borrowed labels: a series costs no allocation (60,000 series at 10,000
         // clusters).
         fn labels(c: &Cluster) -> [(&'static str, &str); 2] {
-            [("cluster", c.name.as_str()), ("tenant", c.tenant.as_str())]
+            [("cluster", c.id.as_str()), ("tenant", c.tenant.as_str())]
         }
         {
             let mut family = encoder.encode_descriptor(
@@ -336,6 +336,7 @@ mod tests {
 
     fn cluster(state: ClusterState, last_seen_ms: Option<i64>) -> Cluster {
         Cluster {
+            id: "c1".into(),
             name: "c1".into(),
             tenant: "shop".into(),
             labels: Default::default(),
@@ -396,7 +397,7 @@ mod tests {
         let mut connected = cluster(ClusterState::Active, Some(5_000));
         connected.connected = true;
         let mut gone = cluster(ClusterState::Deleted, None);
-        gone.name = "c2".into();
+        gone.id = "c2".into();
         let condition = |type_: &str, status, reason: &str| Condition {
             type_: type_.into(),
             status,

@@ -177,6 +177,7 @@ mod tests {
 
     fn cluster(state: ClusterState, last_seen_ms: Option<i64>) -> Cluster {
         Cluster {
+            id: "c1".into(),
             name: "c1".into(),
             tenant: "shop".into(),
             labels: BTreeMap::new(),

@@ -39,6 +39,13 @@ const DOMAIN_LABEL_MAX_LEN: usize = 63;
 /// label value stays reasonable in every time-series database.
 const TARGET_MAX_LEN: usize = 1024;
 
+/// A target's `cluster`: a cluster name (a DNS-1123 label) as a tenant gives it, or a
+/// cluster's global id (`<tenant>.<name>`) as the prober's targets carry it.
+fn check_cluster_reference(value: &str) -> Result<(), String> {
+    let mut parts = value.splitn(2, crate::store::GLOBAL_ID_SEPARATOR);
+    parts.try_for_each(check_dns1123_label)
+}
+
 /// One endpoint to probe with one module.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -299,7 +306,7 @@ impl ProbeTarget {
         errors.check("name", check_dns1123_label(&self.name));
         errors.check("tenant", check_dns1123_label(&self.tenant));
         if let Some(cluster) = &self.cluster {
-            errors.check("cluster", check_dns1123_label(cluster));
+            errors.check("cluster", check_cluster_reference(cluster));
         }
         match &self.module {
             ProbeModule::Http(http) => validate_http(http, "module.http", &mut errors),

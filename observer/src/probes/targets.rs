@@ -11,7 +11,7 @@
 //! availability and certificate expiry, not identity. `401` and `403` count as up: an
 //! API server that refuses an anonymous request is running.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -56,7 +56,7 @@ pub fn targets_from_clusters(clusters: &[Cluster]) -> Vec<ProbeTarget> {
         };
         let Some(url) = api_url(endpoint) else {
             tracing::debug!(
-                cluster = %cluster.name,
+                cluster = %cluster.id,
                 "the cluster's API endpoint is not a URL; not probed"
             );
             continue;
@@ -69,7 +69,7 @@ pub fn targets_from_clusters(clusters: &[Cluster]) -> Vec<ProbeTarget> {
         targets.push(ProbeTarget {
             name: CLUSTER_API_PROBE.to_owned(),
             tenant: cluster.tenant.clone(),
-            cluster: Some(cluster.name.clone()),
+            cluster: Some(cluster.id.clone()),
             origin: ProbeOrigin::Provider,
             module: ProbeModule::Http(HttpProbe {
                 url: health_url(&url),
@@ -82,7 +82,7 @@ pub fn targets_from_clusters(clusters: &[Cluster]) -> Vec<ProbeTarget> {
             targets.push(ProbeTarget {
                 name: CLUSTER_API_CERTIFICATE_PROBE.to_owned(),
                 tenant: cluster.tenant.clone(),
-                cluster: Some(cluster.name.clone()),
+                cluster: Some(cluster.id.clone()),
                 origin: ProbeOrigin::Provider,
                 module: ProbeModule::Tls(TlsProbe {
                     address: format!("{host}:{port}"),
@@ -133,23 +133,27 @@ fn health_url(url: &Url) -> String {
 }
 
 /// Everything to probe now: the clusters' API endpoints, then every stored endpoint
-/// whose cluster (if it names one) is live.
+/// whose cluster (if it names one) is live. A stored endpoint names its tenant's
+/// cluster by name; its target carries the cluster's global id, like every other
+/// series about the cluster.
 pub async fn desired_targets(store: &Store) -> Result<Vec<ProbeTarget>, StoreError> {
     let clusters = store.list_clusters(None).await?;
     let mut targets = targets_from_clusters(&clusters);
-    let live: HashSet<&str> = clusters
+    let live: HashMap<(&str, &str), &str> = clusters
         .iter()
         .filter(|c| is_probed(c.state))
-        .map(|c| c.name.as_str())
+        .map(|c| ((c.tenant.as_str(), c.name.as_str()), c.id.as_str()))
         .collect();
     for endpoint in store.list_probe_endpoints(None).await? {
-        let target = endpoint.target;
-        if target
-            .cluster
-            .as_deref()
-            .is_none_or(|cluster| live.contains(cluster))
-        {
-            targets.push(target);
+        let mut target = endpoint.target;
+        match target.cluster.as_deref() {
+            None => targets.push(target),
+            Some(name) => {
+                if let Some(id) = live.get(&(target.tenant.as_str(), name)) {
+                    target.cluster = Some((*id).to_owned());
+                    targets.push(target);
+                }
+            }
         }
     }
     Ok(targets)
@@ -298,6 +302,7 @@ mod tests {
 
     fn cluster(name: &str, state: ClusterState, endpoint: Option<&str>) -> Cluster {
         Cluster {
+            id: name.into(),
             name: name.into(),
             tenant: "shop".into(),
             labels: BTreeMap::new(),

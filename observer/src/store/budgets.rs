@@ -4,6 +4,12 @@
 //! default (`observer serve --cluster-buffer-budget`). Only admins set them
 //! (`PUT /api/v1/clusters/{name}/buffer-budget`); changes are audited as kind
 //! `cluster-buffer-budget`. The API checks pipelines against them when they are applied.
+//!
+//! Rows are keyed by tenant and the cluster's global id ([`super::Cluster::id`]; for a
+//! cluster registered before names were per tenant that is its old name, which is what
+//! rows written then hold). A cluster registered again under a name whose earlier
+//! cluster was purged starts at the default: [`super::Store::create_cluster`] removes a
+//! row left for its id.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +22,7 @@ use super::{Actor, ClusterState, Store, StoreError, audit, find_cluster, not_fou
 const KIND: &str = "cluster-buffer-budget";
 
 impl Store {
-    /// The budgets set for the clusters of `tenant`, by cluster name.
+    /// The budgets set for the clusters of `tenant`, by global cluster id.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn cluster_buffer_budgets(
         &self,
@@ -39,8 +45,8 @@ impl Store {
             .collect()
     }
 
-    /// Sets the budget of `cluster` (a cluster of `tenant` that is not deleted) to
-    /// `max_bytes`, or back to the default with `None`.
+    /// Sets the budget of `cluster` (the global id of a cluster of `tenant` that is not
+    /// deleted) to `max_bytes`, or back to the default with `None`.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn set_cluster_buffer_budget(
         &self,
@@ -93,4 +99,18 @@ impl Store {
         }
         self.commit(transaction, Vec::new()).await
     }
+}
+
+/// Removes the budget row left for the cluster `id` of `tenant` (by a cluster of that
+/// name that was deleted and purged): a cluster registered under the id starts at the
+/// default. Called in the registering transaction.
+pub(super) async fn forget_cluster_budget(
+    db: &impl sea_orm::ConnectionTrait,
+    tenant: &str,
+    id: &str,
+) -> Result<(), StoreError> {
+    Entity::delete_by_id((tenant.to_owned(), id.to_owned()))
+        .exec(db)
+        .await?;
+    Ok(())
 }

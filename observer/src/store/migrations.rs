@@ -25,6 +25,8 @@ impl MigratorTrait for Migrator {
             Box::new(super::migrations_quotas::CreateTenantQuotas),
             Box::new(super::migrations_tenancy::CreateClusterApiNamespaces),
             Box::new(super::migrations_tenancy::AddAuditLogIndexes),
+            Box::new(super::migrations_identity::AddClusterLocalNames),
+            Box::new(super::migrations_identity::CreateAgentCertificates),
         ]
     }
 

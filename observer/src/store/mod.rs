@@ -8,7 +8,7 @@
 //! |-------------------|------------------|-------|
 //! | `tenants`         | `name`           | creation time |
 //! | `api_tokens`      | `id`, unique `token_hash` | SHA-256 of the bearer token; `tenant` NULL = administrator; `revoked_at_ms` |
-//! | `clusters`        | `name` (global)  | tenant, labels (JSON), state, agent version and instance, last seen, connected, certificate serial and expiry, applied config hash, tombstone time |
+//! | `clusters`        | `name` (the global id), unique (`tenant`, `local_name`) | tenant, the tenant's name for it, labels (JSON), state, agent version and instance, last seen, connected, certificate serial and expiry, applied config hash, tombstone time |
 //! | `join_tokens`     | `token_hash`     | cluster, expiry, `used_at_ms` (set once) |
 //! | `pipelines`       | (`tenant`, `name`) | the `MetricPipeline` document as JSON with inline secret values sealed, `generation`, status JSON |
 //! | `cluster_reports` | `cluster`        | the agent's last config report and health report (JSON) |
@@ -16,8 +16,20 @@
 //! | `cluster_api_namespaces` | `namespace` | the tenant an administrator mapped a Cluster API namespace to ([`tenancy`]) |
 //!
 //! Later migrations add `probe_endpoints` ([`probe_endpoints`]), `replicas`
-//! ([`replicas`]) and `tenant_quotas` ([`quotas`]: a tenant's clusters, pipelines and
-//! probe endpoints are bounded, checked in the creating transaction).
+//! ([`replicas`]), `cluster_buffer_budgets` ([`budgets`], keyed by tenant and global
+//! cluster id), `tenant_quotas` ([`quotas`]: a tenant's clusters, pipelines and probe
+//! endpoints are bounded, checked in the creating transaction), `clusters.local_name`
+//! and `agent_certificates` ([`certificates`]: one row per issued agent certificate).
+//!
+//! # Cluster names and global ids
+//! A tenant names its clusters; names are unique per tenant, so two tenants may each
+//! have `prod`, and asking whether a name is taken only ever looks inside the caller's
+//! tenant. Everything provider-wide (agent certificates, the `cluster` label, the
+//! observer's series, probe assignment, every row that refers to a cluster) uses the
+//! cluster's global id instead ([`Cluster::id`], the `clusters.name` key column):
+//! `<tenant>.<name>` ([`global_cluster_id`]) for clusters registered since names are per
+//! tenant, the old globally unique name for clusters registered before (their
+//! certificates and data keep working unchanged; see `migrations_identity.rs`).
 //!
 //! Rows of a tenant (tokens, tombstoned clusters) and of a cluster (join tokens,
 //! reports) are removed with it by `ON DELETE CASCADE` foreign keys, and explicitly as
@@ -59,7 +71,10 @@
 //! [`RedeemError::Expired`], [`RedeemError::Unknown`]). A token of a deleted
 //! (tombstoned) cluster is refused with [`RedeemError::ClusterGone`]. Deleting a cluster
 //! keeps its row as a tombstone (state `deleted`), so the name cannot be reused by
-//! accident and its certificates stay refused.
+//! accident and its certificates stay refused. The same transaction records the
+//! certificate the redemption paid for; a retry of the same request shortly after gets
+//! that certificate again, and every check before the redemption only reads (see
+//! [`certificates`]).
 //!
 //! # Change feed
 //! Every mutation that changes something commits, then publishes [`Change`]s on an
@@ -119,12 +134,14 @@
 //! gets its own result after the commit.
 
 pub mod budgets;
+pub mod certificates;
 mod config_states;
 mod entities;
 mod errors;
 pub mod leases;
 pub mod migrations;
 mod migrations_budgets;
+mod migrations_identity;
 mod migrations_probes;
 mod migrations_quotas;
 mod migrations_replicas;
@@ -370,7 +387,13 @@ impl FromStr for ClusterState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cluster {
-    /// Global DNS-1123 label; the cluster's identity.
+    /// The cluster's global id, its identity across the provider: the SAN of its
+    /// agents' certificates, the `cluster` label on its data and on the observer's
+    /// series about it, the probe hashring key. `<tenant>.<name>` for clusters
+    /// registered since names are per tenant ([`global_cluster_id`]); a cluster
+    /// registered before keeps its old, globally unique name as its id.
+    pub id: String,
+    /// The DNS-1123 label the tenant named it with; unique within the tenant only.
     pub name: String,
     /// The owning tenant.
     pub tenant: String,
@@ -400,11 +423,25 @@ pub struct Cluster {
     pub deleted_at_ms: Option<i64>,
 }
 
+/// Separates tenant and name in a derived global cluster id. Tenant and cluster names
+/// are DNS-1123 labels, which cannot contain it, so `<tenant>.<name>` is unambiguous,
+/// and no id kept from before names were per tenant (a label too) can equal one.
+pub const GLOBAL_ID_SEPARATOR: char = '.';
+
+/// The global id of the cluster `tenant` names `name`: `<tenant>.<name>`. Two tenants'
+/// `prod` are `shop.prod` and `bank.prod`. Clusters registered before names were per
+/// tenant keep their old name as their id (see [`Cluster::id`]), so look clusters up
+/// by tenant and name ([`Store::get_cluster_named`]) rather than deriving an id.
+pub fn global_cluster_id(tenant: &str, name: &str) -> String {
+    format!("{tenant}{GLOBAL_ID_SEPARATOR}{name}")
+}
+
 /// What registering a cluster needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewCluster {
-    /// Global DNS-1123 label.
+    /// DNS-1123 label, unique within the tenant; the global id is derived from it and
+    /// the tenant ([`global_cluster_id`]).
     pub name: String,
     /// The owning tenant; must exist.
     pub tenant: String,
@@ -534,8 +571,9 @@ pub enum Change {
     Cluster {
         /// The cluster's tenant.
         tenant: String,
-        /// The cluster.
-        name: String,
+        /// The cluster's global id (`name` on the wire between replicas, as before).
+        #[serde(rename = "name")]
+        id: String,
     },
     /// A pipeline was created, changed (spec or metadata) or deleted: desired state
     /// that agent streams render.
@@ -951,6 +989,10 @@ impl Store {
             .filter(entities::tenant_quotas::Column::Tenant.eq(name))
             .exec(&transaction)
             .await?;
+        entities::cluster_buffer_budgets::Entity::delete_many()
+            .filter(entities::cluster_buffer_budgets::Column::Tenant.eq(name))
+            .exec(&transaction)
+            .await?;
         tenants::Entity::delete_by_id(name)
             .exec(&transaction)
             .await?;
@@ -1161,17 +1203,21 @@ impl Store {
     ) -> Result<(Cluster, String), StoreError> {
         let transaction = self.begin().await?;
         quotas::lock_tenant(&transaction, &new.tenant).await?;
-        if clusters::Entity::find_by_id(&new.name)
-            .one(&transaction)
+        // Names are unique per tenant: the question is only ever asked within the
+        // caller's tenant, so its answer says nothing about other tenants.
+        if find_cluster_named(&transaction, &new.tenant, &new.name)
             .await?
             .is_some()
         {
             return Err(already_exists(kinds::CLUSTER, &new.name));
         }
         quotas::enforce(&transaction, &new.tenant, quotas::Quota::Clusters).await?;
+        let id = global_cluster_id(&new.tenant, &new.name);
+        budgets::forget_cluster_budget(&transaction, &new.tenant, &id).await?;
         let now = now_ms();
         let row = clusters::ActiveModel {
-            name: Set(new.name.clone()),
+            name: Set(id.clone()),
+            local_name: Set(new.name.clone()),
             tenant: Set(new.tenant.clone()),
             labels: Set(labels_to_json(&new.labels)),
             state: Set(ClusterState::Provisioning.as_str().to_owned()),
@@ -1198,20 +1244,21 @@ impl Store {
             "create",
             kinds::CLUSTER,
             Some(&new.tenant),
-            &new.name,
+            &id,
         )
         .await?;
-        let token = insert_join_token(&transaction, &new.name, join_token_ttl, now).await?;
+        let token = insert_join_token(&transaction, &id, join_token_ttl, now).await?;
         audit(
             &transaction,
             actor,
             "mint",
             kinds::JOIN_TOKEN,
             Some(&new.tenant),
-            &new.name,
+            &id,
         )
         .await?;
         let cluster = Cluster {
+            id: id.clone(),
             name: new.name.clone(),
             tenant: new.tenant.clone(),
             labels: new.labels,
@@ -1231,7 +1278,7 @@ impl Store {
             transaction,
             vec![Change::Cluster {
                 tenant: new.tenant,
-                name: new.name,
+                id,
             }],
         )
         .await?;
@@ -1269,77 +1316,31 @@ impl Store {
             transaction,
             vec![Change::Cluster {
                 tenant: row.tenant,
-                name: cluster.to_owned(),
+                id: cluster.to_owned(),
             }],
         )
         .await?;
         Ok(token)
     }
 
-    /// Redeems a join token exactly once (see the module documentation for how this is
-    /// atomic). The outer error is the database; the inner one says why the token was
-    /// refused.
+    /// One cluster by its global id, including tombstones.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
-    pub async fn redeem_join_token(
-        &self,
-        plaintext: &str,
-        now_ms: i64,
-    ) -> Result<Result<Cluster, RedeemError>, StoreError> {
-        let hash = token_hash(plaintext);
-        let transaction = self.begin().await?;
-        let won = join_tokens::Entity::update_many()
-            .col_expr(join_tokens::Column::UsedAtMs, Expr::value(now_ms))
-            .filter(join_tokens::Column::TokenHash.eq(&hash))
-            .filter(join_tokens::Column::UsedAtMs.is_null())
-            .filter(join_tokens::Column::ExpiresAtMs.gt(now_ms))
-            .exec(&transaction)
+    pub async fn get_cluster(&self, id: &str) -> Result<Option<Cluster>, StoreError> {
+        clusters::Entity::find_by_id(id)
+            .one(self.reader())
             .await?
-            .rows_affected
-            == 1;
-        let Some(token) = join_tokens::Entity::find_by_id(&hash)
-            .one(&transaction)
-            .await?
-        else {
-            return Ok(Err(RedeemError::Unknown));
-        };
-        let row = find_cluster(&transaction, &token.cluster).await?;
-        let cluster = cluster_from_row(row)?;
-        if cluster.state == ClusterState::Deleted {
-            // Roll back: a refused redemption must not use the token up.
-            return Ok(Err(RedeemError::ClusterGone));
-        }
-        if !won {
-            return Ok(Err(if token.used_at_ms.is_some() {
-                RedeemError::AlreadyUsed
-            } else {
-                RedeemError::Expired
-            }));
-        }
-        audit(
-            &transaction,
-            &Actor::agent(&cluster.name),
-            "redeem",
-            kinds::JOIN_TOKEN,
-            Some(&cluster.tenant),
-            &cluster.name,
-        )
-        .await?;
-        self.commit(
-            transaction,
-            vec![Change::Cluster {
-                tenant: cluster.tenant.clone(),
-                name: cluster.name.clone(),
-            }],
-        )
-        .await?;
-        Ok(Ok(cluster))
+            .map(cluster_from_row)
+            .transpose()
     }
 
-    /// One cluster, including tombstones.
+    /// The cluster `tenant` named `name`, including tombstones.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
-    pub async fn get_cluster(&self, name: &str) -> Result<Option<Cluster>, StoreError> {
-        clusters::Entity::find_by_id(name)
-            .one(self.reader())
+    pub async fn get_cluster_named(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<Cluster>, StoreError> {
+        find_cluster_named(self.reader(), tenant, name)
             .await?
             .map(cluster_from_row)
             .transpose()
@@ -1434,7 +1435,7 @@ impl Store {
             transaction,
             vec![Change::Cluster {
                 tenant,
-                name: name.to_owned(),
+                id: name.to_owned(),
             }],
         )
         .await
@@ -1472,44 +1473,7 @@ impl Store {
             transaction,
             vec![Change::Cluster {
                 tenant,
-                name: name.to_owned(),
-            }],
-        )
-        .await
-    }
-
-    /// Records the client certificate just issued to the cluster's agent.
-    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
-    pub async fn set_cluster_certificate(
-        &self,
-        name: &str,
-        serial_hex: &str,
-        not_after_ms: i64,
-    ) -> Result<(), StoreError> {
-        let transaction = self.begin().await?;
-        let row = find_cluster(&transaction, name).await?;
-        if row.state == ClusterState::Deleted.as_str() {
-            return Err(StoreError::Conflict(format!("cluster {name:?} is deleted")));
-        }
-        let tenant = row.tenant.clone();
-        let mut row = row.into_active_model();
-        row.certificate_serial = Set(Some(serial_hex.to_owned()));
-        row.certificate_not_after_ms = Set(Some(not_after_ms));
-        row.update(&transaction).await?;
-        audit(
-            &transaction,
-            &Actor::system(),
-            "issue-certificate",
-            kinds::CLUSTER,
-            Some(&tenant),
-            name,
-        )
-        .await?;
-        self.commit(
-            transaction,
-            vec![Change::Cluster {
-                tenant,
-                name: name.to_owned(),
+                id: name.to_owned(),
             }],
         )
         .await
@@ -1716,7 +1680,7 @@ impl Store {
                 found.push(cluster_with_report(row, report)?);
             }
         }
-        found.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        found.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         Ok(found)
     }
 
@@ -2308,6 +2272,19 @@ async fn audit(
     Ok(())
 }
 
+/// The cluster `tenant` named `name`, tombstones included.
+async fn find_cluster_named(
+    connection: &impl ConnectionTrait,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<clusters::Model>, StoreError> {
+    Ok(clusters::Entity::find()
+        .filter(clusters::Column::Tenant.eq(tenant))
+        .filter(clusters::Column::LocalName.eq(name))
+        .one(connection)
+        .await?)
+}
+
 async fn find_cluster(
     transaction: &DatabaseTransaction,
     name: &str,
@@ -2332,6 +2309,8 @@ async fn insert_join_token(
         created_at_ms: Set(now),
         expires_at_ms: Set(now.saturating_add(ttl_ms)),
         used_at_ms: Set(None),
+        csr_sha256: Set(None),
+        certificate_serial: Set(None),
     };
     join_tokens::Entity::insert(row)
         .exec_without_returning(transaction)
@@ -2418,7 +2397,7 @@ async fn republish_everything(
         .all(db)
         .await?;
     for (tenant, name) in clusters {
-        let _ = changes.send(Change::Cluster { tenant, name });
+        let _ = changes.send(Change::Cluster { tenant, id: name });
     }
     let pipelines: Vec<(String, String)> = pipelines::Entity::find()
         .select_only()
@@ -2458,7 +2437,8 @@ fn cluster_from_row(row: clusters::Model) -> Result<Cluster, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("labels of cluster {:?}: {e}", row.name)))?;
     Ok(Cluster {
         state: parse_state(&row.state)?,
-        name: row.name,
+        id: row.name,
+        name: row.local_name,
         tenant: row.tenant,
         labels,
         api_endpoint: row.api_endpoint,
@@ -2505,7 +2485,7 @@ fn cluster_with_report(
                     serde_json::from_value::<ConfigReport>(json).map_err(|e| {
                         StoreError::Corrupt(format!(
                             "config report of cluster {:?}: {e}",
-                            cluster.name
+                            cluster.id
                         ))
                     })
                 })
@@ -2514,7 +2494,7 @@ fn cluster_with_report(
         }
     };
     let report = ClusterReport {
-        cluster: cluster.name.clone(),
+        cluster: cluster.id.clone(),
         config,
         health,
         connected: cluster.connected,
@@ -2525,7 +2505,7 @@ fn cluster_with_report(
 fn cluster_change(cluster: &Cluster) -> Change {
     Change::Cluster {
         tenant: cluster.tenant.clone(),
-        name: cluster.name.clone(),
+        id: cluster.id.clone(),
     }
 }
 

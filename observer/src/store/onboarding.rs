@@ -88,20 +88,20 @@ mod tests {
         let labels = BTreeMap::from([("env".to_owned(), "prod".to_owned())]);
         let endpoint = Some("https://c1:6443".to_owned());
         let updated = store
-            .update_cluster_registration("c1", labels.clone(), endpoint.clone(), &actor)
+            .update_cluster_registration("shop.c1", labels.clone(), endpoint.clone(), &actor)
             .await
             .unwrap();
         assert_eq!(
             (&updated.labels, &updated.api_endpoint),
             (&labels, &endpoint)
         );
-        let stored = store.get_cluster("c1").await.unwrap().unwrap();
+        let stored = store.get_cluster("shop.c1").await.unwrap().unwrap();
         assert_eq!(stored, updated);
         assert_eq!(
             changes.try_recv().unwrap(),
             Change::Cluster {
                 tenant: "shop".into(),
-                name: "c1".into()
+                id: "shop.c1".into()
             }
         );
         let audit = store.audit_entries(1).await.unwrap();
@@ -111,15 +111,18 @@ mod tests {
         );
 
         store
-            .update_cluster_registration("c1", labels.clone(), endpoint.clone(), &actor)
+            .update_cluster_registration("shop.c1", labels.clone(), endpoint.clone(), &actor)
             .await
             .unwrap();
         assert!(changes.try_recv().is_err(), "no change, nothing published");
 
-        store.delete_cluster("c1", &Actor::admin()).await.unwrap();
+        store
+            .delete_cluster("shop.c1", &Actor::admin())
+            .await
+            .unwrap();
         assert!(matches!(
             store
-                .update_cluster_registration("c1", BTreeMap::new(), None, &actor)
+                .update_cluster_registration("shop.c1", BTreeMap::new(), None, &actor)
                 .await,
             Err(StoreError::Conflict(_))
         ));

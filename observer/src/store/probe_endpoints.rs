@@ -13,7 +13,6 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
 };
 
-use super::entities::clusters;
 use super::entities::probe_endpoints::{self, Column, Entity};
 use super::quotas::Quota;
 use super::{
@@ -54,13 +53,12 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("cannot encode a probe module: {e}")))?;
         let transaction = self.begin().await?;
         super::quotas::lock_tenant(&transaction, &tenant).await?;
+        // The endpoint names its tenant's cluster by name (names are per tenant).
         if let Some(cluster) = &target.cluster {
-            let live = clusters::Entity::find_by_id(cluster.as_str())
-                .one(&transaction)
+            let live = super::find_cluster_named(&transaction, &tenant, cluster)
                 .await?
                 .is_some_and(|row| {
-                    row.tenant == tenant
-                        && row.state != ClusterState::Deleted.as_str()
+                    row.state != ClusterState::Deleted.as_str()
                         && row.state != ClusterState::Deleting.as_str()
                 });
             if !live {

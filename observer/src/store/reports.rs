@@ -544,7 +544,7 @@ impl SeenRow {
         if !self.new_states.is_empty() {
             changes.push(Change::Cluster {
                 tenant: row.tenant.clone(),
-                name: row.name.clone(),
+                id: row.name.clone(),
             });
         }
         if self.agent_changed || self.connected_now {
@@ -688,20 +688,20 @@ mod tests {
             report: report(state, hash),
         };
         let writes = [
-            seen("c1", Some("r/1")),
-            seen("c2", None),
-            config("c1", CONFIG_STATE_APPLIED, "aa"),
-            config("c1", crate::store::CONFIG_STATE_APPLYING, "bb"),
-            config("c2", crate::store::CONFIG_STATE_APPLYING, "aa"),
-            config("c2", CONFIG_STATE_APPLIED, "aa"),
-            config("c3", CONFIG_STATE_APPLIED, "cc"),
+            seen("shop.c1", Some("r/1")),
+            seen("shop.c2", None),
+            config("shop.c1", CONFIG_STATE_APPLIED, "aa"),
+            config("shop.c1", crate::store::CONFIG_STATE_APPLYING, "bb"),
+            config("shop.c2", crate::store::CONFIG_STATE_APPLYING, "aa"),
+            config("shop.c2", CONFIG_STATE_APPLIED, "aa"),
+            config("shop.c3", CONFIG_STATE_APPLIED, "cc"),
             ReportWrite::Health {
-                cluster: "c3".into(),
+                cluster: "shop.c3".into(),
                 health: serde_json::json!({"n": 1}),
                 at_ms: 7,
             },
             ReportWrite::Health {
-                cluster: "c3".into(),
+                cluster: "shop.c3".into(),
                 health: serde_json::json!({"n": 2}),
                 at_ms: 8,
             },
@@ -719,7 +719,7 @@ mod tests {
             .iter()
             .map(|(cluster, report)| {
                 (
-                    cluster.name.as_str(),
+                    cluster.id.as_str(),
                     cluster.connected,
                     cluster.last_seen_ms,
                     cluster.applied_config_hash.as_deref(),
@@ -735,7 +735,7 @@ mod tests {
             summary,
             [
                 (
-                    "c1",
+                    "shop.c1",
                     true,
                     Some(5),
                     Some("aa"),
@@ -743,7 +743,7 @@ mod tests {
                     None
                 ),
                 (
-                    "c2",
+                    "shop.c2",
                     false,
                     Some(5),
                     Some("aa"),
@@ -751,7 +751,7 @@ mod tests {
                     None
                 ),
                 (
-                    "c3",
+                    "shop.c3",
                     false,
                     None,
                     Some("cc"),
@@ -764,7 +764,7 @@ mod tests {
         while let Ok(change) = feed.try_recv() {
             changes.push(change);
         }
-        for name in ["c1", "c2", "c3"] {
+        for name in ["shop.c1", "shop.c2", "shop.c3"] {
             assert!(
                 changes.contains(&Change::ClusterReport(name.into())),
                 "{changes:?}"
@@ -778,7 +778,7 @@ mod tests {
             at_ms,
             connection: None,
         };
-        let beats = [beat("c2", 9), beat("c1", 3)];
+        let beats = [beat("shop.c2", 9), beat("shop.c1", 3)];
         writer
             .write_together(&beats.iter().collect::<Vec<_>>())
             .await
@@ -788,14 +788,21 @@ mod tests {
             async move { store.get_cluster(name).await.unwrap().unwrap().last_seen_ms }
         };
         assert_eq!(
-            (seen_at("c1").await, seen_at("c2").await),
+            (seen_at("shop.c1").await, seen_at("shop.c2").await),
             (Some(5), Some(9))
         );
-        assert!(store.get_cluster("c1").await.unwrap().unwrap().connected);
+        assert!(
+            store
+                .get_cluster("shop.c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .connected
+        );
         // A report of a cluster that does not exist fails the batch as a whole (and
         // the writer then writes each report on its own).
         let bad = [
-            config("c1", CONFIG_STATE_APPLIED, "dd"),
+            config("shop.c1", CONFIG_STATE_APPLIED, "dd"),
             config("nope", CONFIG_STATE_APPLIED, "dd"),
         ];
         assert!(
@@ -806,7 +813,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .get_cluster("c1")
+                .get_cluster("shop.c1")
                 .await
                 .unwrap()
                 .unwrap()

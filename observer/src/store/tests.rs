@@ -15,7 +15,9 @@ use kaas_pipeline::{MetricPipeline, ValidatedPipeline};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, EntityTrait, Statement};
 use tokio::sync::broadcast;
 
+use super::certificates::{CertificateStanding, NewAgentCertificate, csr_sha256};
 use super::*;
+use crate::identity::DEFAULT_INSTANCE;
 use crate::secrets::SecretBox;
 
 /// The PostgreSQL server tests use unless `KAAS_TEST_POSTGRES_URL` says otherwise.
@@ -238,6 +240,10 @@ mod quotas;
 #[path = "tests_tenancy.rs"]
 mod tenancy;
 
+/// Cluster names and global ids, agent certificates, and their migration.
+#[path = "tests_identity.rs"]
+mod identity;
+
 /// Scenarios that need two replicas on one database: PostgreSQL only.
 mod postgres_replicas {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,6 +283,38 @@ fn new_cluster(name: &str, tenant: &str, pairs: &[(&str, &str)]) -> NewCluster {
         labels: labels(pairs),
         api_endpoint: Some(format!("https://{name}.example:6443")),
     }
+}
+
+/// Serials for [`redeem`]: unique within the test process.
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Redeems `token` as `Join` does after signing: for a certificate of the default
+/// instance with a fresh serial, returned with the outcome.
+async fn redeem_with_serial(
+    store: &Store,
+    token: &str,
+    now: i64,
+) -> (Result<Cluster, RedeemError>, String) {
+    let serial = format!(
+        "{:04x}",
+        NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let certificate = NewAgentCertificate {
+        serial_hex: &serial,
+        pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+        instance: DEFAULT_INSTANCE,
+        not_after_ms: now + 3_600_000,
+    };
+    let outcome = store
+        .redeem_join_token(token, &csr_sha256(&serial), certificate, now)
+        .await
+        .unwrap();
+    (outcome, serial)
+}
+
+/// [`redeem_with_serial`] without the serial.
+async fn redeem(store: &Store, token: &str, now: i64) -> Result<Cluster, RedeemError> {
+    redeem_with_serial(store, token, now).await.0
 }
 
 fn parse_pipeline(yaml: &str) -> MetricPipeline {
@@ -408,7 +446,7 @@ async fn tenants_are_created_listed_and_deleted(db: &TestDb) {
         matches!(&error, StoreError::Conflict(message) if message.contains("1 cluster")),
         "{error}"
     );
-    store.delete_cluster("c1", &admin()).await.unwrap();
+    store.delete_cluster("shop.c1", &admin()).await.unwrap();
 
     // A pipeline blocks deletion.
     store
@@ -429,7 +467,7 @@ async fn tenants_are_created_listed_and_deleted(db: &TestDb) {
     store.delete_tenant("shop", &admin()).await.unwrap();
     assert_eq!(store.get_tenant("shop").await.unwrap(), None);
     assert_eq!(
-        store.get_cluster("c1").await.unwrap(),
+        store.get_cluster("shop.c1").await.unwrap(),
         None,
         "tombstone removed"
     );
@@ -597,7 +635,7 @@ async fn cluster_creation_returns_a_join_token_that_redeems_once(db: &TestDb) {
     assert_eq!(cluster.state, ClusterState::Provisioning);
     assert_eq!(cluster.labels, labels(&[("env", "prod")]));
     assert_eq!(
-        store.get_cluster("c1").await.unwrap(),
+        store.get_cluster("shop.c1").await.unwrap(),
         Some(cluster.clone())
     );
     assert!(matches!(
@@ -614,19 +652,20 @@ async fn cluster_creation_returns_a_join_token_that_redeems_once(db: &TestDb) {
     assert!(!raw.contains(token.trim_start_matches(JOIN_TOKEN_PREFIX)));
 
     let now = now_ms();
+    let (redeemed, serial) = redeem_with_serial(&store, &token, now).await;
+    assert_eq!(redeemed.map(|c| c.id), Ok(cluster.id.clone()));
     assert_eq!(
-        store.redeem_join_token(&token, now).await.unwrap(),
-        Ok(cluster.clone())
-    );
-    assert_eq!(
-        store.redeem_join_token(&token, now + 1).await.unwrap(),
+        redeem(&store, &token, now + 1).await,
         Err(RedeemError::AlreadyUsed)
     );
 
     // A second token for the same cluster works independently.
-    let again = store.mint_join_token("c1", HOUR, &admin()).await.unwrap();
+    let again = store
+        .mint_join_token("shop.c1", HOUR, &admin())
+        .await
+        .unwrap();
     assert_ne!(again, token);
-    assert!(store.redeem_join_token(&again, now).await.unwrap().is_ok());
+    assert!(redeem(&store, &again, now).await.is_ok());
     assert!(matches!(
         store.mint_join_token("nope", HOUR, &admin()).await,
         Err(StoreError::NotFound {
@@ -635,16 +674,22 @@ async fn cluster_creation_returns_a_join_token_that_redeems_once(db: &TestDb) {
         })
     ));
 
-    store
-        .set_cluster_certificate("c1", "0a1b2c", now + 1000)
-        .await
-        .unwrap();
-    let cluster = store.get_cluster("c1").await.unwrap().unwrap();
-    assert_eq!(cluster.certificate_serial.as_deref(), Some("0a1b2c"));
-    assert_eq!(cluster.certificate_not_after_ms, Some(now + 1000));
+    // The redemption recorded its certificate, which the cluster row shows for the
+    // default instance... until the second token's redemption replaced it.
+    assert_eq!(
+        store
+            .certificate_standing("shop.c1", &serial)
+            .await
+            .unwrap(),
+        CertificateStanding::Revoked
+    );
+    let cluster = store.get_cluster("shop.c1").await.unwrap().unwrap();
+    assert!(cluster.certificate_serial.is_some());
+    assert_ne!(cluster.certificate_serial.as_deref(), Some(serial.as_str()));
+    assert_eq!(cluster.certificate_not_after_ms, Some(now + 3_600_000));
 
     let updated = store
-        .update_cluster_labels("c1", labels(&[("env", "dev")]), &admin())
+        .update_cluster_labels("shop.c1", labels(&[("env", "dev")]), &admin())
         .await
         .unwrap();
     assert_eq!(updated.labels, labels(&[("env", "dev")]));
@@ -666,27 +711,18 @@ async fn expired_and_unknown_join_tokens_are_refused(db: &TestDb) {
         .unwrap();
     let later = now_ms() + 61_000;
     assert_eq!(
-        store.redeem_join_token(&token, later).await.unwrap(),
+        redeem(&store, &token, later).await,
         Err(RedeemError::Expired)
     );
     assert_eq!(
-        store
-            .redeem_join_token("kjt_not-a-token", now_ms())
-            .await
-            .unwrap(),
+        redeem(&store, "kjt_not-a-token", now_ms()).await,
         Err(RedeemError::Unknown)
     );
     // Refusals do not use the token up.
     let rows = join_tokens::Entity::find().all(store.db()).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].used_at_ms, None);
-    assert!(
-        store
-            .redeem_join_token(&token, now_ms())
-            .await
-            .unwrap()
-            .is_ok()
-    );
+    assert!(redeem(&store, &token, now_ms()).await.is_ok());
 }
 
 async fn concurrent_redeemers_of_one_token_have_one_winner(db: &TestDb) {
@@ -708,7 +744,7 @@ async fn concurrent_redeemers_of_one_token_have_one_winner(db: &TestDb) {
                     second.clone()
                 };
                 let token = token.clone();
-                tokio::spawn(async move { store.redeem_join_token(&token, now).await })
+                tokio::spawn(async move { Ok::<_, StoreError>(redeem(&store, &token, now).await) })
             })
             .collect();
         let mut wins = 0;
@@ -732,30 +768,45 @@ async fn tombstoned_cluster_refuses_redemption(db: &TestDb) {
         .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
         .await
         .unwrap();
-    store.set_connected("c1", "replica-a/1").await.unwrap();
-    store.delete_cluster("c1", &admin()).await.unwrap();
-    store.delete_cluster("c1", &admin()).await.unwrap();
+    store.set_connected("shop.c1", "replica-a/1").await.unwrap();
+    store.delete_cluster("shop.c1", &admin()).await.unwrap();
+    store.delete_cluster("shop.c1", &admin()).await.unwrap();
 
-    let tombstone = store.get_cluster("c1").await.unwrap().unwrap();
+    let tombstone = store.get_cluster("shop.c1").await.unwrap().unwrap();
     assert_eq!(tombstone.state, ClusterState::Deleted);
     assert!(tombstone.deleted_at_ms.is_some());
-    assert!(!store.cluster_report("c1").await.unwrap().unwrap().connected);
+    assert!(
+        !store
+            .cluster_report("shop.c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .connected
+    );
 
     assert_eq!(
-        store.redeem_join_token(&token, now_ms()).await.unwrap(),
+        redeem(&store, &token, now_ms()).await,
         Err(RedeemError::ClusterGone)
     );
     assert!(matches!(
-        store.mint_join_token("c1", HOUR, &admin()).await,
+        store.mint_join_token("shop.c1", HOUR, &admin()).await,
         Err(StoreError::Conflict(_))
     ));
+    let certificate = NewAgentCertificate {
+        serial_hex: "ff",
+        pem: "",
+        instance: DEFAULT_INSTANCE,
+        not_after_ms: now_ms() + 1000,
+    };
     assert!(matches!(
-        store.set_cluster_certificate("c1", "ff", now_ms()).await,
+        store
+            .record_agent_certificate("shop.c1", certificate, None, now_ms())
+            .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
         store
-            .update_cluster_labels("c1", labels(&[("a", "b")]), &admin())
+            .update_cluster_labels("shop.c1", labels(&[("a", "b")]), &admin())
             .await,
         Err(StoreError::Conflict(_))
     ));
@@ -1127,7 +1178,7 @@ async fn pipelines_for_cluster_honour_tenant_and_selector(db: &TestDb) {
         ["all", "prod-only"]
     );
     let cluster = store
-        .update_cluster_labels("c1", labels(&[("env", "dev")]), &admin())
+        .update_cluster_labels("shop.c1", labels(&[("env", "dev")]), &admin())
         .await
         .unwrap();
     assert_eq!(
@@ -1155,44 +1206,49 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
         .await
         .unwrap();
-    let empty = store.cluster_report("c1").await.unwrap().unwrap();
+    let empty = store.cluster_report("shop.c1").await.unwrap().unwrap();
     assert_eq!(empty.config, None);
     assert_eq!(empty.health, None);
     assert!(!empty.connected);
     assert_eq!(store.cluster_report("nope").await.unwrap(), None);
 
     store
-        .record_agent_seen("c1", "instance-1", "0.1.0", 1_000)
+        .record_agent_seen("shop.c1", "instance-1", "0.1.0", 1_000)
         .await
         .unwrap();
-    let cluster = store.get_cluster("c1").await.unwrap().unwrap();
+    let cluster = store.get_cluster("shop.c1").await.unwrap().unwrap();
     assert_eq!(cluster.state, ClusterState::Active);
     assert_eq!(cluster.agent_instance_id.as_deref(), Some("instance-1"));
     assert_eq!(cluster.agent_version.as_deref(), Some("0.1.0"));
     assert_eq!(cluster.last_seen_ms, Some(1_000));
 
     store
-        .set_cluster_state("c1", ClusterState::Silent, 2_000, &Actor::system())
+        .set_cluster_state("shop.c1", ClusterState::Silent, 2_000, &Actor::system())
         .await
         .unwrap();
     assert_eq!(
-        store.get_cluster("c1").await.unwrap().unwrap().state,
+        store.get_cluster("shop.c1").await.unwrap().unwrap().state,
         ClusterState::Silent
     );
     store
-        .record_agent_seen("c1", "instance-2", "0.1.1", 3_000)
+        .record_agent_seen("shop.c1", "instance-2", "0.1.1", 3_000)
         .await
         .unwrap();
-    let cluster = store.get_cluster("c1").await.unwrap().unwrap();
+    let cluster = store.get_cluster("shop.c1").await.unwrap().unwrap();
     assert_eq!(cluster.state, ClusterState::Active);
     assert_eq!(cluster.last_seen_ms, Some(3_000));
     // A late, older heartbeat does not move last_seen back.
     store
-        .record_agent_seen("c1", "instance-2", "0.1.1", 2_500)
+        .record_agent_seen("shop.c1", "instance-2", "0.1.1", 2_500)
         .await
         .unwrap();
     assert_eq!(
-        store.get_cluster("c1").await.unwrap().unwrap().last_seen_ms,
+        store
+            .get_cluster("shop.c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_ms,
         Some(3_000)
     );
 
@@ -1204,12 +1260,12 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         at_ms: 4_000,
     };
     store
-        .record_config_report("c1", report(CONFIG_STATE_APPLYING, "aa"))
+        .record_config_report("shop.c1", report(CONFIG_STATE_APPLYING, "aa"))
         .await
         .unwrap();
     assert_eq!(
         store
-            .get_cluster("c1")
+            .get_cluster("shop.c1")
             .await
             .unwrap()
             .unwrap()
@@ -1217,12 +1273,12 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         None
     );
     store
-        .record_config_report("c1", report(CONFIG_STATE_APPLIED, "aa"))
+        .record_config_report("shop.c1", report(CONFIG_STATE_APPLIED, "aa"))
         .await
         .unwrap();
     assert_eq!(
         store
-            .get_cluster("c1")
+            .get_cluster("shop.c1")
             .await
             .unwrap()
             .unwrap()
@@ -1238,12 +1294,12 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         message: "refused".into(),
     }];
     store
-        .record_config_report("c1", failed.clone())
+        .record_config_report("shop.c1", failed.clone())
         .await
         .unwrap();
     assert_eq!(
         store
-            .get_cluster("c1")
+            .get_cluster("shop.c1")
             .await
             .unwrap()
             .unwrap()
@@ -1255,27 +1311,39 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
 
     let health = serde_json::json!({"pipelines": {"p1": {"bufferBytes": 12}}});
     store
-        .record_health("c1", health.clone(), 5_000)
+        .record_health("shop.c1", health.clone(), 5_000)
         .await
         .unwrap();
-    store.set_connected("c1", "replica-a/1").await.unwrap();
-    let report = store.cluster_report("c1").await.unwrap().unwrap();
-    assert_eq!(report.cluster, "c1");
+    store.set_connected("shop.c1", "replica-a/1").await.unwrap();
+    let report = store.cluster_report("shop.c1").await.unwrap().unwrap();
+    assert_eq!(report.cluster, "shop.c1");
     assert_eq!(report.config, Some(failed.clone()));
     assert_eq!(report.health, Some(health));
     assert!(report.connected);
 
     // A config report after health keeps the health.
     store
-        .record_config_report("c1", report_applied("cc"))
+        .record_config_report("shop.c1", report_applied("cc"))
         .await
         .unwrap();
-    let report = store.cluster_report("c1").await.unwrap().unwrap();
+    let report = store.cluster_report("shop.c1").await.unwrap().unwrap();
     assert!(report.health.is_some());
     assert_eq!(report.config.unwrap().config_hash, "cc");
 
-    assert!(store.release_connection("c1", "replica-a/1").await.unwrap());
-    assert!(!store.cluster_report("c1").await.unwrap().unwrap().connected);
+    assert!(
+        store
+            .release_connection("shop.c1", "replica-a/1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .cluster_report("shop.c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .connected
+    );
     assert!(matches!(
         store.record_health("nope", serde_json::json!({}), 1).await,
         Err(StoreError::NotFound { .. })
@@ -1302,8 +1370,8 @@ async fn a_late_disconnect_does_not_clear_another_replicas_connection(db: &TestD
         .await
         .unwrap();
     let connected = |store: Store| async move {
-        let cluster = store.get_cluster("c1").await.unwrap().unwrap();
-        let report = store.cluster_report("c1").await.unwrap().unwrap();
+        let cluster = store.get_cluster("shop.c1").await.unwrap().unwrap();
+        let report = store.cluster_report("shop.c1").await.unwrap().unwrap();
         assert_eq!(cluster.connected, report.connected);
         let listed = store.list_clusters(Some("shop")).await.unwrap();
         assert_eq!(listed[0].connected, cluster.connected);
@@ -1312,17 +1380,37 @@ async fn a_late_disconnect_does_not_clear_another_replicas_connection(db: &TestD
     assert!(!connected(replica_a.clone()).await);
 
     // In order: A connects, B takes over, A's late release changes nothing.
-    replica_a.set_connected("c1", "a/1").await.unwrap();
+    replica_a.set_connected("shop.c1", "a/1").await.unwrap();
     assert!(connected(replica_b.clone()).await);
-    replica_b.set_connected("c1", "b/7").await.unwrap();
-    assert!(!replica_a.release_connection("c1", "a/1").await.unwrap());
+    replica_b.set_connected("shop.c1", "b/7").await.unwrap();
+    assert!(
+        !replica_a
+            .release_connection("shop.c1", "a/1")
+            .await
+            .unwrap()
+    );
     assert!(connected(replica_a.clone()).await, "A's late release won");
     // Releasing twice, or an id never recorded, is harmless.
-    assert!(!replica_a.release_connection("c1", "a/1").await.unwrap());
-    assert!(!replica_a.release_connection("c1", "a/99").await.unwrap());
+    assert!(
+        !replica_a
+            .release_connection("shop.c1", "a/1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !replica_a
+            .release_connection("shop.c1", "a/99")
+            .await
+            .unwrap()
+    );
     assert!(connected(replica_b.clone()).await);
     // The connection that set the flag clears it.
-    assert!(replica_b.release_connection("c1", "b/7").await.unwrap());
+    assert!(
+        replica_b
+            .release_connection("shop.c1", "b/7")
+            .await
+            .unwrap()
+    );
     assert!(!connected(replica_a.clone()).await);
 
     // Racing: B's connect and A's release run concurrently, many times; whichever
@@ -1330,10 +1418,10 @@ async fn a_late_disconnect_does_not_clear_another_replicas_connection(db: &TestD
     for round in 0..20 {
         let a = format!("a/{round}");
         let b = format!("b/{round}");
-        replica_a.set_connected("c1", &a).await.unwrap();
+        replica_a.set_connected("shop.c1", &a).await.unwrap();
         let (connect, release) = tokio::join!(
-            replica_b.set_connected("c1", &b),
-            replica_a.release_connection("c1", &a),
+            replica_b.set_connected("shop.c1", &b),
+            replica_a.release_connection("shop.c1", &a),
         );
         connect.unwrap();
         release.unwrap();
@@ -1341,14 +1429,19 @@ async fn a_late_disconnect_does_not_clear_another_replicas_connection(db: &TestD
             connected(replica_a.clone()).await,
             "round {round}: A's release cleared B's connection"
         );
-        assert!(replica_b.release_connection("c1", &b).await.unwrap());
+        assert!(replica_b.release_connection("shop.c1", &b).await.unwrap());
     }
 
     // Deleting the cluster disconnects it whoever holds the connection.
-    replica_b.set_connected("c1", "b/8").await.unwrap();
-    replica_a.delete_cluster("c1", &admin()).await.unwrap();
+    replica_b.set_connected("shop.c1", "b/8").await.unwrap();
+    replica_a.delete_cluster("shop.c1", &admin()).await.unwrap();
     assert!(!connected(replica_b.clone()).await);
-    assert!(!replica_b.release_connection("c1", "b/8").await.unwrap());
+    assert!(
+        !replica_b
+            .release_connection("shop.c1", "b/8")
+            .await
+            .unwrap()
+    );
 }
 
 fn report_applied(hash: &str) -> ConfigReport {
@@ -1374,19 +1467,18 @@ async fn audit_trail_records_mutations_without_secrets(db: &TestDb) {
         .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
         .await
         .unwrap();
-    let join = store.mint_join_token("c1", HOUR, &admin()).await.unwrap();
-    store
-        .redeem_join_token(&join, now_ms())
-        .await
-        .unwrap()
-        .unwrap();
-    store.set_cluster_certificate("c1", "01", 1).await.unwrap();
-    store
-        .update_cluster_labels("c1", labels(&[("env", "prod")]), &admin())
+    let join = store
+        .mint_join_token("shop.c1", HOUR, &admin())
         .await
         .unwrap();
+    // Redeeming also issues (and audits) the certificate.
+    redeem(&store, &join, now_ms()).await.unwrap();
     store
-        .record_agent_seen("c1", "i1", "0.1.0", now_ms())
+        .update_cluster_labels("shop.c1", labels(&[("env", "prod")]), &admin())
+        .await
+        .unwrap();
+    store
+        .record_agent_seen("shop.c1", "i1", "0.1.0", now_ms())
         .await
         .unwrap();
     store
@@ -1414,10 +1506,10 @@ async fn audit_trail_records_mutations_without_secrets(db: &TestDb) {
         .await
         .unwrap();
     store
-        .set_cluster_state("c1", ClusterState::Silent, now_ms(), &Actor::system())
+        .set_cluster_state("shop.c1", ClusterState::Silent, now_ms(), &Actor::system())
         .await
         .unwrap();
-    store.delete_cluster("c1", &admin()).await.unwrap();
+    store.delete_cluster("shop.c1", &admin()).await.unwrap();
     store.delete_tenant("shop", &admin()).await.unwrap();
 
     let entries = store.audit_entries(100).await.unwrap();
@@ -1436,19 +1528,19 @@ async fn audit_trail_records_mutations_without_secrets(db: &TestDb) {
     let expected = [
         ("admin", "create", "tenant", "shop"),
         ("admin", "create", "api-token", token.id.as_str()),
-        ("admin", "create", "cluster", "c1"),
-        ("admin", "mint", "join-token", "c1"),
-        ("admin", "mint", "join-token", "c1"),
-        ("agent:c1", "redeem", "join-token", "c1"),
-        ("system", "issue-certificate", "cluster", "c1"),
-        ("admin", "update-labels", "cluster", "c1"),
-        ("agent:c1", "set-state:active", "cluster", "c1"),
+        ("admin", "create", "cluster", "shop.c1"),
+        ("admin", "mint", "join-token", "shop.c1"),
+        ("admin", "mint", "join-token", "shop.c1"),
+        ("agent:shop.c1", "redeem", "join-token", "shop.c1"),
+        ("system", "issue-certificate", "cluster", "shop.c1"),
+        ("admin", "update-labels", "cluster", "shop.c1"),
+        ("agent:shop.c1", "set-state:active", "cluster", "shop.c1"),
         ("tenant:shop", "create", "pipeline", "p1"),
         ("tenant:shop", "update", "pipeline", "p1"),
         ("tenant:shop", "delete", "pipeline", "p1"),
         ("tenant:shop", "revoke", "api-token", token.id.as_str()),
-        ("system", "set-state:silent", "cluster", "c1"),
-        ("admin", "delete", "cluster", "c1"),
+        ("system", "set-state:silent", "cluster", "shop.c1"),
+        ("admin", "delete", "cluster", "shop.c1"),
         ("admin", "delete", "tenant", "shop"),
     ];
     let expected: Vec<(String, String, String, String)> = expected
@@ -1498,16 +1590,16 @@ async fn change_feed_delivers_changes(db: &TestDb) {
         .unwrap();
     let c1 = Change::Cluster {
         tenant: "shop".into(),
-        name: "c1".into(),
+        id: "shop.c1".into(),
     };
     assert_eq!(next_change(&mut feed).await, c1);
     store
-        .record_health("c1", serde_json::json!({"ok": true}), 1)
+        .record_health("shop.c1", serde_json::json!({"ok": true}), 1)
         .await
         .unwrap();
     assert_eq!(
         next_change(&mut feed).await,
-        Change::ClusterReport("c1".into())
+        Change::ClusterReport("shop.c1".into())
     );
     store.delete_pipeline("shop", "p1", &admin()).await.unwrap();
     assert_eq!(next_change(&mut feed).await, p1);
@@ -1558,20 +1650,20 @@ async fn observations_are_published_as_reports_not_desired_state(db: &TestDb) {
         .await
         .unwrap();
     let mut feed = store.subscribe();
-    let c1_report = Change::ClusterReport("c1".into());
+    let c1_report = Change::ClusterReport("shop.c1".into());
     let c1 = Change::Cluster {
         tenant: "shop".into(),
-        name: "c1".into(),
+        id: "shop.c1".into(),
     };
 
     // The first connection makes the cluster active (desired state: probe targets
     // follow states) and connects it (an observation).
     store
-        .record_agent_connected("c1", "i1", "0.1.0", 1_000, "r/1")
+        .record_agent_connected("shop.c1", "i1", "0.1.0", 1_000, "r/1")
         .await
         .unwrap();
     assert_eq!(drain_feed(&mut feed), [c1.clone(), c1_report.clone()]);
-    let cluster = store.get_cluster("c1").await.unwrap().unwrap();
+    let cluster = store.get_cluster("shop.c1").await.unwrap().unwrap();
     assert_eq!(
         (cluster.state, cluster.connected, cluster.last_seen_ms),
         (ClusterState::Active, true, Some(1_000))
@@ -1582,26 +1674,26 @@ async fn observations_are_published_as_reports_not_desired_state(db: &TestDb) {
     );
     // The same agent on the same connection again: nothing to announce.
     store
-        .record_agent_connected("c1", "i1", "0.1.0", 2_000, "r/1")
+        .record_agent_connected("shop.c1", "i1", "0.1.0", 2_000, "r/1")
         .await
         .unwrap();
     assert_eq!(drain_feed(&mut feed), []);
     // A new agent version is an observation.
     store
-        .record_agent_seen("c1", "i1", "0.2.0", 3_000)
+        .record_agent_seen("shop.c1", "i1", "0.2.0", 3_000)
         .await
         .unwrap();
     assert_eq!(drain_feed(&mut feed), std::slice::from_ref(&c1_report));
 
     // The applied hash is an observation too: no `Cluster` change.
     store
-        .record_config_report("c1", config_report(CONFIG_STATE_APPLIED, "aa"))
+        .record_config_report("shop.c1", config_report(CONFIG_STATE_APPLIED, "aa"))
         .await
         .unwrap();
     assert_eq!(drain_feed(&mut feed), std::slice::from_ref(&c1_report));
     assert_eq!(
         store
-            .get_cluster("c1")
+            .get_cluster("shop.c1")
             .await
             .unwrap()
             .unwrap()
@@ -1655,7 +1747,7 @@ async fn concurrent_reports_end_as_if_written_one_by_one(db: &TestDb) {
     let agents = (0..CLUSTERS).map(|i| {
         let store = store.clone();
         async move {
-            let name = format!("c{i}");
+            let name = format!("shop.c{i}");
             store
                 .record_agent_connected(&name, "i1", "0.1.0", 10, &format!("r/{i}"))
                 .await?;
@@ -1685,7 +1777,7 @@ async fn concurrent_reports_end_as_if_written_one_by_one(db: &TestDb) {
     assert_eq!(rows.len(), CLUSTERS);
     for (cluster, report) in rows {
         let i: usize = cluster.name[1..].parse().unwrap();
-        assert_eq!(cluster.state, ClusterState::Active, "{}", cluster.name);
+        assert_eq!(cluster.state, ClusterState::Active, "{}", cluster.id);
         assert!(cluster.connected);
         assert_eq!(cluster.applied_config_hash.as_deref(), Some("aa"));
         let config = report.config.unwrap();
@@ -1698,11 +1790,11 @@ async fn concurrent_reports_end_as_if_written_one_by_one(db: &TestDb) {
     // Every cluster announced: its state change and its reports.
     let changes = drain_feed(&mut feed);
     for i in 0..CLUSTERS {
-        let name = format!("c{i}");
+        let name = format!("shop.c{i}");
         assert!(changes.contains(&Change::ClusterReport(name.clone())));
         assert!(changes.contains(&Change::Cluster {
             tenant: "shop".into(),
-            name,
+            id: name,
         }));
     }
 }
@@ -1721,12 +1813,12 @@ async fn a_bad_report_in_a_batch_fails_alone(db: &TestDb) {
     // Enough rounds that some surely share a batch with the bad one.
     for round in 0..20 {
         let hash = format!("h{round}");
-        let reports = ["c1", "nope", "c2", "c3"].map(|name| {
+        let reports = ["shop.c1", "nope", "shop.c2", "shop.c3"].map(|name| {
             let store = store.clone();
             let report = config_report(CONFIG_STATE_APPLIED, &hash);
             async move { (name, store.record_config_report(name, report).await) }
         });
-        let health = ["c1", "nope"].map(|name| {
+        let health = ["shop.c1", "nope"].map(|name| {
             let store = store.clone();
             async move {
                 (
@@ -1750,7 +1842,7 @@ async fn a_bad_report_in_a_batch_fails_alone(db: &TestDb) {
                 result.unwrap();
             }
         }
-        for name in ["c1", "c2", "c3"] {
+        for name in ["shop.c1", "shop.c2", "shop.c3"] {
             let cluster = store.get_cluster(name).await.unwrap().unwrap();
             assert_eq!(cluster.applied_config_hash.as_deref(), Some(hash.as_str()));
         }
@@ -1769,6 +1861,7 @@ async fn reads_see_every_committed_write(db: &TestDb) {
             .create_cluster(new_cluster(&name, "shop", &[]), HOUR, &admin())
             .await
             .unwrap();
+        let name = format!("shop.{name}");
         assert!(store.get_cluster(&name).await.unwrap().is_some());
         store
             .record_config_report(&name, config_report(CONFIG_STATE_APPLIED, "aa"))
@@ -1821,19 +1914,19 @@ async fn clusters_are_listed_with_their_reports_in_pages(db: &TestDb) {
             .unwrap();
     }
     store
-        .record_config_report("a3", config_report(CONFIG_STATE_APPLIED, "cc"))
+        .record_config_report("shop.a3", config_report(CONFIG_STATE_APPLIED, "cc"))
         .await
         .unwrap();
     store
-        .record_health("a3", serde_json::json!({"ok": true}), 1)
+        .record_health("shop.a3", serde_json::json!({"ok": true}), 1)
         .await
         .unwrap();
-    store.set_connected("a4", "r/1").await.unwrap();
+    store.set_connected("shop.a4", "r/1").await.unwrap();
     let names = |rows: &[(Cluster, ClusterReport)]| {
         rows.iter()
             .map(|(cluster, report)| {
-                assert_eq!(cluster.name, report.cluster);
-                cluster.name.clone()
+                assert_eq!(cluster.id, report.cluster);
+                cluster.id.clone()
             })
             .collect::<Vec<_>>()
     };
@@ -1842,21 +1935,21 @@ async fn clusters_are_listed_with_their_reports_in_pages(db: &TestDb) {
         .list_clusters_with_reports(None, None, None)
         .await
         .unwrap();
-    assert_eq!(names(&all), ["a1", "a2", "a3", "a4"]);
+    assert_eq!(names(&all), ["bank.a2", "shop.a1", "shop.a3", "shop.a4"]);
     let shop = store
         .list_clusters_with_reports(Some("shop"), None, None)
         .await
         .unwrap();
-    assert_eq!(names(&shop), ["a1", "a3", "a4"]);
+    assert_eq!(names(&shop), ["shop.a1", "shop.a3", "shop.a4"]);
     // The joined rows carry the same as reading each cluster's report.
     for (cluster, report) in &shop {
         assert_eq!(
             Some(report),
-            store.cluster_report(&cluster.name).await.unwrap().as_ref()
+            store.cluster_report(&cluster.id).await.unwrap().as_ref()
         );
         assert_eq!(
             Some(cluster),
-            store.get_cluster(&cluster.name).await.unwrap().as_ref()
+            store.get_cluster(&cluster.id).await.unwrap().as_ref()
         );
     }
     assert_eq!(
@@ -1869,18 +1962,18 @@ async fn clusters_are_listed_with_their_reports_in_pages(db: &TestDb) {
         .list_clusters_with_reports(Some("shop"), None, Some(2))
         .await
         .unwrap();
-    assert_eq!(names(&first), ["a1", "a3"]);
+    assert_eq!(names(&first), ["shop.a1", "shop.a3"]);
     let rest = store
-        .list_clusters_with_reports(Some("shop"), Some("a3"), Some(2))
+        .list_clusters_with_reports(Some("shop"), Some("shop.a3"), Some(2))
         .await
         .unwrap();
-    assert_eq!(names(&rest), ["a4"]);
+    assert_eq!(names(&rest), ["shop.a4"]);
 
     let picked = store
-        .clusters_with_reports(&["a4".into(), "nope".into(), "a2".into()])
+        .clusters_with_reports(&["shop.a4".into(), "nope".into(), "bank.a2".into()])
         .await
         .unwrap();
-    assert_eq!(names(&picked), ["a2", "a4"]);
+    assert_eq!(names(&picked), ["bank.a2", "shop.a4"]);
     assert!(store.clusters_with_reports(&[]).await.unwrap().is_empty());
 }
 
@@ -1930,7 +2023,7 @@ async fn change_through_one_replica_reaches_the_other(db: &TestDb) {
         &mut one_feed,
         &Change::Cluster {
             tenant: "shop".into(),
-            name: "c1".into(),
+            id: "shop.c1".into(),
         },
         CROSS_REPLICA_DEADLINE,
     )
@@ -2053,7 +2146,7 @@ fn store_changes_survive_the_notification_payload() {
         Change::Tenant("shop".into()),
         Change::Cluster {
             tenant: "shop".into(),
-            name: "c1".into(),
+            id: "shop.c1".into(),
         },
         Change::Pipeline {
             tenant: "shop".into(),
@@ -2063,7 +2156,7 @@ fn store_changes_survive_the_notification_payload() {
             tenant: "shop".into(),
             name: "p1".into(),
         },
-        Change::ClusterReport("c1".into()),
+        Change::ClusterReport("shop.c1".into()),
     ] {
         let payload = serde_json::to_string(&Notification {
             origin: "o".into(),
@@ -2100,7 +2193,7 @@ async fn reports_of_reads_reports_with_tenant_and_state(db: &TestDb) {
             .unwrap();
     }
     store
-        .record_agent_connected("c2", "i2", "0.1.0", 1_000, "r/1")
+        .record_agent_connected("bank.c2", "i2", "0.1.0", 1_000, "r/1")
         .await
         .unwrap();
     let report = ConfigReport {
@@ -2111,36 +2204,36 @@ async fn reports_of_reads_reports_with_tenant_and_state(db: &TestDb) {
         at_ms: 2_000,
     };
     store
-        .record_config_report("c2", report.clone())
+        .record_config_report("bank.c2", report.clone())
         .await
         .unwrap();
     store
-        .record_health("c2", serde_json::json!({"n": 1}), 3_000)
+        .record_health("bank.c2", serde_json::json!({"n": 1}), 3_000)
         .await
         .unwrap();
-    let names = ["c2", "nope", "c1"].map(String::from);
+    let names = ["bank.c2", "nope", "shop.c1"].map(String::from);
     let read = store.reports_of(&names).await.unwrap();
     assert_eq!(
         read,
         [
             ReportedCluster {
-                tenant: "shop".into(),
-                state: ClusterState::Provisioning,
-                report: ClusterReport {
-                    cluster: "c1".into(),
-                    config: None,
-                    health: None,
-                    connected: false,
-                },
-            },
-            ReportedCluster {
                 tenant: "bank".into(),
                 state: ClusterState::Active,
                 report: ClusterReport {
-                    cluster: "c2".into(),
+                    cluster: "bank.c2".into(),
                     config: Some(report),
                     health: Some(serde_json::json!({"n": 1})),
                     connected: true,
+                },
+            },
+            ReportedCluster {
+                tenant: "shop".into(),
+                state: ClusterState::Provisioning,
+                report: ClusterReport {
+                    cluster: "shop.c1".into(),
+                    config: None,
+                    health: None,
+                    connected: false,
                 },
             },
         ]

@@ -81,7 +81,7 @@ async fn quotas_bound_creations_and_admins_override_them(db: &TestDb) {
     );
     assert_eq!(quota_of(over), "clusters");
     // A tombstone does not count.
-    store.delete_cluster("a", &admin()).await.unwrap();
+    store.delete_cluster("shop.a", &admin()).await.unwrap();
     store
         .create_cluster(new_cluster("c", "shop", &[]), HOUR, &admin())
         .await

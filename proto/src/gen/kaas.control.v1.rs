@@ -17,8 +17,16 @@ pub struct JoinRequest {
     /// The agent's version (semver), for logs and status only.
     #[prost(string, tag = "4")]
     pub agent_version: ::prost::alloc::string::String,
+    /// Which agent instance of the cluster this certificate is for: a DNS-1123 label,
+    /// stable across restarts (the cluster-level instance, a node's instance, ...), empty
+    /// for "default". Each instance has its own certificate; joining again revokes only
+    /// the certificates of this instance, never another's.
+    #[prost(string, tag = "5")]
+    pub instance_name: ::prost::alloc::string::String,
 }
-/// JoinResponse hands the agent its identity.
+/// JoinResponse hands the agent its identity. A Join retried with the same token and
+/// the same CSR shortly after it succeeded (the answer was lost) gets this same answer
+/// again instead of a refusal: the token is not spent twice.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct JoinResponse {
     /// The cluster this agent now speaks for. Later hellos must carry the same id.
@@ -32,10 +40,13 @@ pub struct JoinResponse {
     /// PEM encoded, one or more.
     #[prost(string, tag = "3")]
     pub ca_bundle_pem: ::prost::alloc::string::String,
-    /// When the certificate expires, as seconds since the Unix epoch. The agent joins
-    /// again (with a fresh token) or renews before this.
+    /// When the certificate expires, as seconds since the Unix epoch. The agent renews
+    /// it over the Connect stream (CertificateRequest) well before this.
     #[prost(int64, tag = "4")]
     pub not_after_unix_seconds: i64,
+    /// The instance the certificate names ("default" when the request named none).
+    #[prost(string, tag = "5")]
+    pub instance_name: ::prost::alloc::string::String,
 }
 /// AgentMessage is everything the agent sends on the Connect stream.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -45,7 +56,7 @@ pub struct AgentMessage {
     /// (Command RESEND_FULL_STATE), as OpAMP's sequence_num does.
     #[prost(uint64, tag = "1")]
     pub sequence_num: u64,
-    #[prost(oneof = "agent_message::Body", tags = "10, 11, 12, 13")]
+    #[prost(oneof = "agent_message::Body", tags = "10, 11, 12, 13, 14")]
     pub body: ::core::option::Option<agent_message::Body>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -60,7 +71,25 @@ pub mod agent_message {
         Health(super::AgentHealth),
         #[prost(message, tag = "13")]
         Heartbeat(super::Heartbeat),
+        #[prost(message, tag = "14")]
+        CertificateRequest(super::CertificateRequest),
     }
+}
+/// CertificateRequest asks for a new client certificate over the authenticated stream:
+/// to renew the stream's own certificate well before it expires (or when the observer
+/// sends RENEW_CERTIFICATE), or, from the cluster's "default" instance only, a first
+/// certificate for another instance of the same cluster. The observer answers with
+/// CertificateIssued. A renewed certificate does not end the stream it was asked on;
+/// the old certificate stays valid until the instance connects with the new one, and is
+/// revoked then.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CertificateRequest {
+    /// A PKCS#10 certificate signing request for a new key, PEM encoded.
+    #[prost(string, tag = "1")]
+    pub csr_pem: ::prost::alloc::string::String,
+    /// The instance the certificate is for; empty means the stream's own instance.
+    #[prost(string, tag = "2")]
+    pub instance_name: ::prost::alloc::string::String,
 }
 /// AgentHello opens every stream and is sent again whenever the observer asks for the
 /// full state.
@@ -91,6 +120,11 @@ pub struct AgentHello {
     /// of the observer's desired configuration nothing is sent.
     #[prost(bytes = "vec", tag = "6")]
     pub last_applied_config_hash: ::prost::alloc::vec::Vec<u8>,
+    /// SHA-256 of the CA bundle (PEM, as received) the agent trusts for the observer, or
+    /// empty. When it differs from the observer's current bundle (a CA rotation is under
+    /// way), the observer sends TrustBundle.
+    #[prost(bytes = "vec", tag = "7")]
+    pub trust_bundle_sha256: ::prost::alloc::vec::Vec<u8>,
 }
 /// ConfigStatus reports what became of a ConfigUpdate. The agent sends APPLYING when it
 /// starts, then exactly one of APPLIED or FAILED for the same hash.
@@ -196,7 +230,7 @@ pub struct Heartbeat {
 /// ObserverMessage is everything the observer sends on the Connect stream.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ObserverMessage {
-    #[prost(oneof = "observer_message::Body", tags = "10, 11")]
+    #[prost(oneof = "observer_message::Body", tags = "10, 11, 12, 13")]
     pub body: ::core::option::Option<observer_message::Body>,
 }
 /// Nested message and enum types in `ObserverMessage`.
@@ -207,7 +241,40 @@ pub mod observer_message {
         ConfigUpdate(super::ConfigUpdate),
         #[prost(message, tag = "11")]
         Command(super::Command),
+        #[prost(message, tag = "12")]
+        CertificateIssued(super::CertificateIssued),
+        #[prost(message, tag = "13")]
+        TrustBundle(super::TrustBundle),
     }
+}
+/// CertificateIssued answers a CertificateRequest.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CertificateIssued {
+    /// The signed client certificate, PEM encoded; empty when refused.
+    #[prost(string, tag = "1")]
+    pub certificate_pem: ::prost::alloc::string::String,
+    /// The CA bundle to trust for the observer from now on, PEM encoded.
+    #[prost(string, tag = "2")]
+    pub ca_bundle_pem: ::prost::alloc::string::String,
+    /// When the certificate expires, as seconds since the Unix epoch.
+    #[prost(int64, tag = "3")]
+    pub not_after_unix_seconds: i64,
+    /// The instance the certificate names.
+    #[prost(string, tag = "4")]
+    pub instance_name: ::prost::alloc::string::String,
+    /// Why no certificate was issued (the CSR is invalid, the instance may not be named
+    /// by this stream, ...); empty when one was.
+    #[prost(string, tag = "5")]
+    pub refused: ::prost::alloc::string::String,
+}
+/// TrustBundle carries the CA bundle the agent must trust for the observer from now on:
+/// during a CA rotation both the old and the new CA. The agent stores it atomically
+/// with its identity and uses it for every later connection.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TrustBundle {
+    /// One or more CA certificates, PEM encoded.
+    #[prost(string, tag = "1")]
+    pub ca_bundle_pem: ::prost::alloc::string::String,
 }
 /// ConfigUpdate offers the complete configuration the agent should run, as OpAMP's
 /// AgentRemoteConfig does: never a delta, so applying it is idempotent.
@@ -374,6 +441,9 @@ pub enum CommandType {
     ResendFullState = 1,
     /// Discard the certificate and join again; sent when the identity must be renewed.
     Rejoin = 2,
+    /// Renew the certificate now (CertificateRequest), e.g. because it was signed by a CA
+    /// that is being rotated out.
+    RenewCertificate = 3,
 }
 impl CommandType {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -385,6 +455,7 @@ impl CommandType {
             Self::Unspecified => "COMMAND_TYPE_UNSPECIFIED",
             Self::ResendFullState => "COMMAND_TYPE_RESEND_FULL_STATE",
             Self::Rejoin => "COMMAND_TYPE_REJOIN",
+            Self::RenewCertificate => "COMMAND_TYPE_RENEW_CERTIFICATE",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -393,6 +464,7 @@ impl CommandType {
             "COMMAND_TYPE_UNSPECIFIED" => Some(Self::Unspecified),
             "COMMAND_TYPE_RESEND_FULL_STATE" => Some(Self::ResendFullState),
             "COMMAND_TYPE_REJOIN" => Some(Self::Rejoin),
+            "COMMAND_TYPE_RENEW_CERTIFICATE" => Some(Self::RenewCertificate),
             _ => None,
         }
     }
@@ -484,6 +556,7 @@ pub mod agent_control_client {
         /// agent's certificate signing request with the cluster's identity, and answers with
         /// the certificate, the CA bundle and the cluster id. The agent stores the key and
         /// certificate in its data directory and uses them for every later connection.
+        /// Join is rate-limited per source address (RESOURCE_EXHAUSTED: retry later).
         pub async fn join(
             &mut self,
             request: impl tonic::IntoRequest<super::JoinRequest>,
@@ -510,6 +583,9 @@ pub mod agent_control_client {
         /// differs from the configuration it wants the agent to run. The stream's client
         /// certificate decides which cluster's configuration it may read and which status it
         /// may write; a hello naming another cluster ends the stream with PERMISSION_DENIED.
+        /// So does the moment the certificate stops being valid while the stream is open: its
+        /// instance joined again or switched to a renewed certificate, the cluster was
+        /// deleted, or the certificate expired.
         pub async fn connect(
             &mut self,
             request: impl tonic::IntoStreamingRequest<Message = super::AgentMessage>,
@@ -554,6 +630,7 @@ pub mod agent_control_server {
         /// agent's certificate signing request with the cluster's identity, and answers with
         /// the certificate, the CA bundle and the cluster id. The agent stores the key and
         /// certificate in its data directory and uses them for every later connection.
+        /// Join is rate-limited per source address (RESOURCE_EXHAUSTED: retry later).
         async fn join(
             &self,
             request: tonic::Request<super::JoinRequest>,
@@ -569,6 +646,9 @@ pub mod agent_control_server {
         /// differs from the configuration it wants the agent to run. The stream's client
         /// certificate decides which cluster's configuration it may read and which status it
         /// may write; a hello naming another cluster ends the stream with PERMISSION_DENIED.
+        /// So does the moment the certificate stops being valid while the stream is open: its
+        /// instance joined again or switched to a renewed certificate, the cluster was
+        /// deleted, or the certificate expired.
         async fn connect(
             &self,
             request: tonic::Request<tonic::Streaming<super::AgentMessage>>,

@@ -26,7 +26,8 @@ pub const PHASE_PROVISIONED: &str = "Provisioned";
 pub const FINALIZER: &str = "kaas-observer.io/cluster";
 /// The stored cluster's label recording the namespace of its `Cluster` object: with
 /// [`super::super::SOURCE_LABEL`] it says which object a registration belongs to (two
-/// namespaces may hold `Cluster`s of the same name; cluster names are global). Only the
+/// namespaces mapped to one tenant may hold `Cluster`s of the same name; cluster names
+/// are unique per tenant). Only the
 /// observer sets it: the key is reserved ([`crate::labels`]).
 pub const NAMESPACE_LABEL: &str = "kaas-observer.io/cluster-api-namespace";
 /// Set on a `Cluster` once the agent's manifests were applied to it. Delete the
@@ -343,6 +344,7 @@ mod tests {
 
     fn record(cluster: &CapiCluster, state: ClusterState) -> Cluster {
         Cluster {
+            id: cluster.name.clone(),
             name: cluster.name.clone(),
             tenant: cluster.tenant.clone().unwrap(),
             labels: cluster.stored_labels(),

@@ -6,7 +6,8 @@
 //!
 //! **Objects.** `Cluster` is read as a [`DynamicObject`] of `cluster.x-k8s.io/v1beta1`
 //! ([`cluster_api_resource`]; no CRD types crate): `metadata.name` is the cluster's
-//! name (global in the observer), the labels are `metadata.labels` (plus the source and
+//! name within its tenant (names are per tenant; the store calls take the cluster's
+//! global id, `<tenant>.<name>` for a cluster registered here), the labels are `metadata.labels` (plus the source and
 //! namespace labels, [`decide::NAMESPACE_LABEL`]; keys under `kaas-observer.io` on the
 //! object are refused, [`crate::labels`]), the API endpoint is
 //! `spec.controlPlaneEndpoint`, readiness is `status.phase == Provisioned`.
@@ -90,7 +91,7 @@ use crate::api::manifest::ManifestInput;
 use crate::egress::EgressPolicy;
 use crate::lifecycle::DEFAULT_SILENT_AFTER;
 use crate::store::leases::Lease;
-use crate::store::{ClusterState, NewCluster, Store, StoreError, now_ms};
+use crate::store::{ClusterState, NewCluster, Store, StoreError, global_cluster_id, now_ms};
 
 /// How often the complete list of `Cluster`s is compared with the registered clusters:
 /// it only closes the gaps the finalizer leaves (a finalizer removed by hand, an
@@ -477,7 +478,18 @@ pub async fn reconcile(
         .await?;
     let mut cluster =
         CapiCluster::from_object(&object, tenant).map_err(CapiError::InvalidObject)?;
-    let stored = context.store.get_cluster(&cluster.name).await?;
+    // Names are unique per tenant: the Cluster object's name within the tenant its
+    // namespace is mapped to. An unmapped namespace has no tenant to look in (and
+    // `decide` only skips it).
+    let stored = match &cluster.tenant {
+        Some(tenant) => {
+            context
+                .store
+                .get_cluster_named(tenant, &cluster.name)
+                .await?
+        }
+        None => None,
+    };
     let steps = decide(
         &cluster,
         stored.as_ref(),
@@ -492,6 +504,11 @@ pub async fn reconcile(
     let actor = source.actor();
     // Every step below is only decided for a mapped namespace.
     let tenant = cluster.tenant.clone().unwrap_or_default();
+    // The store calls below name the cluster by its global id.
+    let mut id = stored.as_ref().map_or_else(
+        || global_cluster_id(&tenant, &cluster.name),
+        |stored| stored.id.clone(),
+    );
     let mut token = None;
     for step in steps {
         match step {
@@ -507,15 +524,16 @@ pub async fn reconcile(
                     labels: cluster.stored_labels(),
                     api_endpoint: cluster.api_endpoint.clone(),
                 };
-                let (_, minted) = context
+                let (created, minted) = context
                     .store
                     .create_cluster(new, context.settings.join_token_ttl, &actor)
                     .await?;
+                id = created.id;
                 token = Some(minted);
                 context.metrics.cluster_changed(
                     source,
                     ClusterAction::Registered,
-                    &cluster.name,
+                    &id,
                     &tenant,
                     &format!(
                         "registered the Provisioned Cluster {}/{}",
@@ -527,7 +545,7 @@ pub async fn reconcile(
                 context
                     .store
                     .update_cluster_registration(
-                        &cluster.name,
+                        &id,
                         cluster.stored_labels(),
                         cluster.api_endpoint.clone(),
                         &actor,
@@ -536,7 +554,7 @@ pub async fn reconcile(
                 context.metrics.cluster_changed(
                     source,
                     ClusterAction::Updated,
-                    &cluster.name,
+                    &id,
                     &tenant,
                     "applied the Cluster's labels and control plane endpoint",
                 );
@@ -544,12 +562,12 @@ pub async fn reconcile(
             Step::Restore(state) => {
                 context
                     .store
-                    .set_cluster_state(&cluster.name, state, now_ms(), &actor)
+                    .set_cluster_state(&id, state, now_ms(), &actor)
                     .await?;
                 context.metrics.cluster_changed(
                     source,
                     ClusterAction::Restored,
-                    &cluster.name,
+                    &id,
                     &tenant,
                     &format!("the Cluster exists and is not being deleted; back to {state}"),
                 );
@@ -560,15 +578,15 @@ pub async fn reconcile(
                     None => {
                         context
                             .store
-                            .mint_join_token(&cluster.name, context.settings.join_token_ttl, &actor)
+                            .mint_join_token(&id, context.settings.join_token_ttl, &actor)
                             .await?
                     }
                 };
-                if let Err(error) = install_agent(&context, &cluster, &token).await {
+                if let Err(error) = install_agent(&context, &cluster, &id, &token).await {
                     context.metrics.cluster_changed(
                         source,
                         ClusterAction::AgentInstallFailed,
-                        &cluster.name,
+                        &id,
                         &tenant,
                         &format!("installing the agent failed; retrying: {error}"),
                     );
@@ -577,7 +595,7 @@ pub async fn reconcile(
                 context.metrics.cluster_changed(
                     source,
                     ClusterAction::AgentInstalled,
-                    &cluster.name,
+                    &id,
                     &tenant,
                     "applied the agent's manifests to the workload cluster",
                 );
@@ -585,22 +603,22 @@ pub async fn reconcile(
             Step::MarkDeleting => {
                 context
                     .store
-                    .set_cluster_state(&cluster.name, ClusterState::Deleting, now_ms(), &actor)
+                    .set_cluster_state(&id, ClusterState::Deleting, now_ms(), &actor)
                     .await?;
                 context.metrics.cluster_changed(
                     source,
                     ClusterAction::Deleting,
-                    &cluster.name,
+                    &id,
                     &tenant,
                     "the Cluster is being deleted",
                 );
             }
             Step::Tombstone => {
-                context.store.delete_cluster(&cluster.name, &actor).await?;
+                context.store.delete_cluster(&id, &actor).await?;
                 context.metrics.cluster_changed(
                     source,
                     ClusterAction::Deleted,
-                    &cluster.name,
+                    &id,
                     &tenant,
                     "Cluster API finished deleting the cluster; tombstoned",
                 );
@@ -674,6 +692,7 @@ async fn set_finalizers(
 async fn install_agent(
     context: &Context,
     cluster: &CapiCluster,
+    id: &str,
     token: &str,
 ) -> Result<(), CapiError> {
     let failed = |source: InstallError| CapiError::Install {
@@ -692,7 +711,7 @@ async fn install_agent(
             reason,
         })?;
     let documents = install::agent_documents(&ManifestInput {
-        cluster: &cluster.name,
+        cluster: id,
         control_endpoint: &context.settings.control_endpoint,
         ca_pem: &context.settings.ca_pem,
         join_token: token,
@@ -717,7 +736,7 @@ async fn install_agent(
 }
 
 /// Lists every `Cluster` and tombstones the registered clusters whose object is gone
-/// (see the module note). Returns their names.
+/// (see the module note). Returns their global ids.
 pub async fn relist(context: &Context) -> Result<Vec<String>, CapiError> {
     let listed_at = now_ms();
     let api: Api<DynamicObject> = Api::all_with(context.client.clone(), &cluster_api_resource());
@@ -740,7 +759,7 @@ pub async fn relist(context: &Context) -> Result<Vec<String>, CapiError> {
     for gone in gone_clusters(&stored, &present, &mapped, listed_at) {
         // The controller may have tombstoned it since the store was read; a tombstone
         // must not be moved back to `deleting`.
-        let Some(current) = context.store.get_cluster(&gone.name).await? else {
+        let Some(current) = context.store.get_cluster(&gone.id).await? else {
             continue;
         };
         if current.state == ClusterState::Deleted {
@@ -749,17 +768,17 @@ pub async fn relist(context: &Context) -> Result<Vec<String>, CapiError> {
         if current.state != ClusterState::Deleting {
             context
                 .store
-                .set_cluster_state(&gone.name, ClusterState::Deleting, now_ms(), &actor)
+                .set_cluster_state(&gone.id, ClusterState::Deleting, now_ms(), &actor)
                 .await?;
             context.metrics.cluster_changed(
                 Source::ClusterApi,
                 ClusterAction::Deleting,
-                &gone.name,
+                &gone.id,
                 &gone.tenant,
                 "its Cluster object is gone",
             );
         }
-        context.store.delete_cluster(&gone.name, &actor).await?;
+        context.store.delete_cluster(&gone.id, &actor).await?;
         context.metrics.cluster_changed(
             Source::ClusterApi,
             ClusterAction::Deleted,
@@ -767,7 +786,7 @@ pub async fn relist(context: &Context) -> Result<Vec<String>, CapiError> {
             &gone.tenant,
             "its Cluster object is gone (found by the relist); tombstoned",
         );
-        tombstoned.push(gone.name.clone());
+        tombstoned.push(gone.id.clone());
     }
     Ok(tombstoned)
 }

@@ -23,6 +23,7 @@ use super::install::WorkloadConnector;
 use super::*;
 use crate::onboarding::SOURCE_LABEL;
 use crate::secrets::SecretBox;
+use crate::store::certificates::JoinTokenCheck;
 use crate::store::{Actor, ClusterState, NewCluster};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
@@ -143,7 +144,7 @@ async fn register(store: &Store, object: &Value, state: ClusterState) {
         .unwrap();
     if state != ClusterState::Provisioning {
         store
-            .set_cluster_state("prod-1", state, now_ms(), &Actor::system())
+            .set_cluster_state("shop.prod-1", state, now_ms(), &Actor::system())
             .await
             .unwrap();
     }
@@ -266,7 +267,7 @@ async fn verify_onboarding(
         );
         assert!(query.contains("force=true"), "{path}: {query}");
         assert_eq!(
-            body["metadata"]["labels"]["telemetry.kaas-observer.io/cluster"], "prod-1",
+            body["metadata"]["labels"]["telemetry.kaas-observer.io/cluster"], "shop.prod-1",
             "{path}"
         );
         if body["kind"] == "Secret" {
@@ -311,7 +312,7 @@ async fn a_provisioned_cluster_gets_a_finalizer_a_registration_and_its_agent() {
         .expect("the verifier finishes")
         .unwrap();
 
-    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
     assert_eq!(
         cluster.tenant, "shop",
         "the tenant the namespace is mapped to"
@@ -324,13 +325,18 @@ async fn a_provisioned_cluster_gets_a_finalizer_a_registration_and_its_agent() {
     assert_eq!(cluster.labels["env"], "prod");
     assert_eq!(cluster.labels[SOURCE_LABEL], "cluster-api");
     assert_eq!(cluster.labels[NAMESPACE_LABEL], "shop");
-    let joined = h
+    let JoinTokenCheck::Redeemable(joined) = h
         .store
-        .redeem_join_token(&token, now_ms())
+        .check_join_token(&token, "csr", now_ms())
         .await
         .unwrap()
-        .expect("the installed join token is valid");
-    assert_eq!(joined.name, "prod-1");
+    else {
+        panic!("the installed join token is valid");
+    };
+    assert_eq!(
+        (joined.id.as_str(), joined.name.as_str()),
+        ("shop.prod-1", "prod-1")
+    );
     let metrics = &h.context.metrics;
     assert_eq!(
         metrics.cluster_changes(Source::ClusterApi, ClusterAction::Registered),
@@ -383,7 +389,7 @@ async fn a_deleted_cluster_goes_to_deleting_then_deleted_and_the_finalizer_is_re
         .unwrap()
         .unwrap();
 
-    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
     assert_eq!(cluster.state, ClusterState::Deleted);
     assert!(cluster.deleted_at_ms.is_some());
     let actions: Vec<String> = h
@@ -416,7 +422,7 @@ async fn a_deletion_waits_for_cluster_api_before_the_tombstone() {
 
     run_reconcile(&h, &object).await.unwrap();
 
-    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
     assert_eq!(cluster.state, ClusterState::Deleting);
     assert!(
         !pending_request(&mut h.management),
@@ -477,15 +483,15 @@ async fn the_relist_tombstones_a_cluster_whose_object_went_while_the_observer_wa
         .unwrap()
         .unwrap();
 
-    assert_eq!(tombstoned, ["prod-1"]);
+    assert_eq!(tombstoned, ["shop.prod-1"]);
     let state = |name: &'static str| {
         let store = h.store.clone();
         async move { store.get_cluster(name).await.unwrap().unwrap().state }
     };
-    assert_eq!(state("prod-1").await, ClusterState::Deleted);
-    assert_eq!(state("prod-2").await, ClusterState::Provisioning);
+    assert_eq!(state("shop.prod-1").await, ClusterState::Deleted);
+    assert_eq!(state("shop.prod-2").await, ClusterState::Provisioning);
     assert_eq!(
-        state("manual").await,
+        state("shop.manual").await,
         ClusterState::Provisioning,
         "clusters not registered from Cluster API are never touched"
     );
@@ -519,7 +525,7 @@ async fn a_failed_relist_changes_nothing() {
         .unwrap()
         .unwrap();
     assert!(matches!(result, Err(CapiError::Kube(_))), "{result:?}");
-    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
     assert_eq!(cluster.state, ClusterState::Active);
 }
 
@@ -611,13 +617,13 @@ async fn a_missing_kubeconfig_secret_is_retried_with_a_fresh_token() {
         .await
         .unwrap()
         .unwrap();
-    assert!(
+    assert!(matches!(
         h.store
-            .redeem_join_token(&token, now_ms())
+            .check_join_token(&token, "csr", now_ms())
             .await
-            .unwrap()
-            .is_ok()
-    );
+            .unwrap(),
+        JoinTokenCheck::Redeemable(_)
+    ));
 }
 
 #[tokio::test]
@@ -643,7 +649,7 @@ async fn a_name_registered_through_the_api_is_left_alone_and_reported_once() {
         !pending_request(&mut h.management),
         "no finalizer, no Secret read"
     );
-    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
     assert!(cluster.labels.is_empty(), "untouched");
     assert_eq!(
         h.context
@@ -693,7 +699,7 @@ async fn the_running_source_lists_watches_reconciles_and_relists() {
     }
     let until = std::time::Instant::now() + DEADLINE * 5;
     loop {
-        let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+        let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
         if cluster.labels["env"] == "staging" {
             assert_eq!(cluster.state, ClusterState::Active, "the relist kept it");
             break;
@@ -746,7 +752,14 @@ async fn a_planted_record_and_a_tenant_label_do_not_hijack_another_tenants_clust
         "no finalizer, no kubeconfig Secret read"
     );
     assert!(!pending_request(&mut h.workload), "nothing installed");
-    let cluster = h.store.get_cluster("prod-1").await.unwrap().unwrap();
+    // Names are per tenant: the planted record is `attacker.prod-1`, and the lookup of
+    // the object's name in tenant `shop` never even finds it.
+    let cluster = h
+        .store
+        .get_cluster("attacker.prod-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(cluster.tenant, "attacker");
     assert_eq!(
         cluster.api_endpoint, None,
@@ -819,7 +832,7 @@ async fn a_cluster_in_an_unmapped_namespace_waits_for_its_mapping() {
     let action = run_reconcile(&h, &object).await.unwrap();
     assert_eq!(action, Action::requeue(UNMAPPED_REQUEUE));
     assert!(!pending_request(&mut h.management));
-    assert!(h.store.get_cluster("prod-1").await.unwrap().is_none());
+    assert!(h.store.list_clusters(None).await.unwrap().is_empty());
 }
 
 /// A `Cluster` carrying a key under `kaas-observer.io` is not registered (the
@@ -831,7 +844,7 @@ async fn a_cluster_with_a_reserved_label_is_not_registered() {
     object["metadata"]["labels"]["kaas-observer.io/cluster-api-namespace"] = json!("bank");
     run_reconcile(&h, &object).await.unwrap();
     assert!(!pending_request(&mut h.management), "not even a finalizer");
-    assert!(h.store.get_cluster("prod-1").await.unwrap().is_none());
+    assert!(h.store.list_clusters(None).await.unwrap().is_empty());
     assert_eq!(
         h.context
             .metrics

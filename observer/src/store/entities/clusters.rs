@@ -2,11 +2,14 @@
 
 use sea_orm::entity::prelude::*;
 
-/// A cluster. Its name is global and is the cluster's identity.
+/// A cluster. Its key column `name` holds the cluster's global id, its identity
+/// across the provider (certificate, `cluster` label); `local_name` is the name its
+/// tenant gave it.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "clusters")]
 pub struct Model {
-    /// DNS-1123 label; also the `cluster` external label.
+    /// The global id: `<tenant>.<name>` for clusters registered since names are per
+    /// tenant, the old globally unique name for older ones.
     #[sea_orm(primary_key, auto_increment = false)]
     pub name: String,
     /// The owning tenant.
@@ -42,6 +45,8 @@ pub struct Model {
     /// Which control stream set `connected` (`<replica id>/<connection number>`);
     /// only that one may clear it. NULL while disconnected.
     pub connection_id: Option<String>,
+    /// The DNS-1123 label the tenant named the cluster with; unique per tenant.
+    pub local_name: String,
 }
 
 /// No relations are navigated through sea-orm; foreign keys live in the migration.

@@ -18,6 +18,11 @@ pub struct Model {
     pub expires_at_ms: i64,
     /// Set by the one successful redemption.
     pub used_at_ms: Option<i64>,
+    /// Lower-case hex SHA-256 of the CSR the redemption signed: a retry with the same
+    /// CSR within the retry window gets the same certificate.
+    pub csr_sha256: Option<String>,
+    /// Serial of the certificate the redemption issued.
+    pub certificate_serial: Option<String>,
 }
 
 /// No relations are navigated through sea-orm; foreign keys live in the migration.

@@ -2,6 +2,7 @@
 //! [`super::migrations`]; these types only read and write rows. JSON columns hold
 //! `serde_json::Value` and are decoded into domain types in [`super`].
 
+pub mod agent_certificates;
 pub mod api_tokens;
 pub mod audit_log;
 pub mod cluster_api_namespaces;

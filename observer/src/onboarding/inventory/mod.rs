@@ -48,7 +48,9 @@
 //!
 //! **Join tokens.** The inventory cannot reach the workload clusters, so the token
 //! minted at registration is dropped; the operator runs `observer cluster join-token
-//! NAME` for a fresh one and the agent's manifests (see [`super`]).
+//! NAME --tenant TENANT` for a fresh one and the agent's manifests (see [`super`]).
+
+mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
@@ -61,14 +63,15 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use url::Url;
 
+pub use self::plan::{PlanRules, PollPlan, Step, plan};
 use super::{
-    ClusterAction, OnboardingMetrics, Source, SyncFailure, ensure_tenant, managed_by,
-    registration_problems, state_before_deletion, with_source_label,
+    ClusterAction, OnboardingMetrics, Source, SyncFailure, ensure_tenant, registration_problems,
+    with_source_label,
 };
 use crate::egress::EgressPolicy;
 use crate::lifecycle::DEFAULT_SILENT_AFTER;
 use crate::store::leases::Lease;
-use crate::store::{Cluster, ClusterState, NewCluster, Store, StoreError, now_ms};
+use crate::store::{ClusterState, NewCluster, Store, StoreError, now_ms};
 
 /// The store lease whose holder polls the inventory: one replica is enough, and two
 /// would count every change twice. Always granted on SQLite.
@@ -326,201 +329,10 @@ fn shape_error() -> String {
     "expected a JSON array of clusters, or an object with a \"clusters\" array".to_owned()
 }
 
-/// One thing a poll does to the store.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Register a new cluster.
-    Register(InventoryCluster),
-    /// Replace labels (source label included) and API endpoint.
-    Update {
-        /// The cluster.
-        name: String,
-        /// Its tenant.
-        tenant: String,
-        /// The labels to store.
-        labels: BTreeMap<String, String>,
-        /// The endpoint to store.
-        api_endpoint: Option<String>,
-    },
-    /// Move a `deleting` cluster back: it is listed again.
-    Restore {
-        /// The cluster.
-        name: String,
-        /// Its tenant.
-        tenant: String,
-        /// The state it returns to.
-        to: ClusterState,
-    },
-    /// Move a cluster to `deleting`: missing from this many polls in a row.
-    MarkDeleting {
-        /// The cluster.
-        name: String,
-        /// Its tenant.
-        tenant: String,
-        /// Polls it has been missing from.
-        missing_polls: u32,
-    },
-    /// Tombstone a cluster (through `deleting` if it is not there yet).
-    Tombstone {
-        /// The cluster.
-        name: String,
-        /// Its tenant.
-        tenant: String,
-        /// Polls it has been missing from.
-        missing_polls: u32,
-        /// Whether it still has to pass through `deleting`.
-        via_deleting: bool,
-    },
-    /// Leave a listed name alone, for `reason`.
-    Skip {
-        /// The listed name (or the entry's position if it has no readable name).
-        name: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// What a poll will do, and the missing counts after it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PollPlan {
-    /// The steps, in order.
-    pub steps: Vec<Step>,
-    /// Consecutive successful polls each managed live cluster has been missing from.
-    pub missing: BTreeMap<String, u32>,
-}
-
-/// The rules [`plan`] follows.
-#[derive(Clone, Copy, Debug)]
-pub struct PlanRules {
-    /// See [`InventorySettings::delete_after_missing_polls`].
-    pub delete_after_missing_polls: NonZeroU32,
-    /// See [`InventorySettings::allow_empty`].
-    pub allow_empty: bool,
-    /// See [`InventorySettings::silent_after`].
-    pub silent_after: Duration,
-}
-
-/// Compares a successful answer with the stored clusters. Pure: the whole policy of the
-/// module note. `missing_before` are the counts after the previous successful poll.
-pub fn plan(
-    inventory: &Inventory,
-    stored: &[Cluster],
-    missing_before: &BTreeMap<String, u32>,
-    rules: PlanRules,
-    now_ms: i64,
-) -> Result<PollPlan, PollError> {
-    let by_name: BTreeMap<&str, &Cluster> = stored.iter().map(|c| (c.name.as_str(), c)).collect();
-    let managed_live: Vec<&Cluster> = stored
-        .iter()
-        .filter(|c| managed_by(c, Source::Inventory) && c.state != ClusterState::Deleted)
-        .collect();
-    if inventory.is_empty() && !rules.allow_empty && !managed_live.is_empty() {
-        return Err(PollError::EmptyRefused {
-            managed: managed_live.len(),
-        });
-    }
-    let mut result = PollPlan::default();
-    for listed in inventory.clusters.values() {
-        let Some(stored) = by_name.get(listed.name.as_str()) else {
-            result.steps.push(Step::Register(listed.clone()));
-            continue;
-        };
-        if !managed_by(stored, Source::Inventory) {
-            result.steps.push(Step::Skip {
-                name: listed.name.clone(),
-                reason: "a cluster of that name was registered by the API or another source; \
-                         the inventory does not manage it"
-                    .to_owned(),
-            });
-            continue;
-        }
-        if stored.state == ClusterState::Deleted {
-            result.steps.push(Step::Skip {
-                name: listed.name.clone(),
-                reason: "the name belongs to a deleted cluster (tombstone) and cannot be \
-                         registered again"
-                    .to_owned(),
-            });
-            continue;
-        }
-        if stored.tenant != listed.tenant {
-            result.steps.push(Step::Skip {
-                name: listed.name.clone(),
-                reason: format!(
-                    "the inventory lists it for tenant {:?}, but it belongs to tenant {:?}; \
-                     a cluster cannot change tenants",
-                    listed.tenant, stored.tenant
-                ),
-            });
-            continue;
-        }
-        if stored.state == ClusterState::Deleting {
-            result.steps.push(Step::Restore {
-                name: stored.name.clone(),
-                tenant: stored.tenant.clone(),
-                to: state_before_deletion(stored, now_ms, rules.silent_after),
-            });
-        }
-        let labels = with_source_label(listed.labels.clone(), Source::Inventory);
-        if labels != stored.labels || listed.api_endpoint != stored.api_endpoint {
-            result.steps.push(Step::Update {
-                name: stored.name.clone(),
-                tenant: stored.tenant.clone(),
-                labels,
-                api_endpoint: listed.api_endpoint.clone(),
-            });
-        }
-    }
-    for invalid in &inventory.invalid {
-        let name = invalid.name.clone();
-        if let Some(stored) = name.as_deref().and_then(|n| by_name.get(n))
-            && managed_by(stored, Source::Inventory)
-            && stored.state == ClusterState::Deleting
-        {
-            result.steps.push(Step::Restore {
-                name: stored.name.clone(),
-                tenant: stored.tenant.clone(),
-                to: state_before_deletion(stored, now_ms, rules.silent_after),
-            });
-        }
-        result.steps.push(Step::Skip {
-            name: name.unwrap_or_default(),
-            reason: format!("invalid inventory entry: {}", invalid.problem),
-        });
-    }
-    let listed = inventory.listed_names();
-    for stored in managed_live {
-        if listed.contains(stored.name.as_str()) {
-            continue;
-        }
-        let missing_polls = missing_before
-            .get(&stored.name)
-            .copied()
-            .unwrap_or(0)
-            .saturating_add(1);
-        result.missing.insert(stored.name.clone(), missing_polls);
-        if missing_polls >= rules.delete_after_missing_polls.get() {
-            result.steps.push(Step::Tombstone {
-                name: stored.name.clone(),
-                tenant: stored.tenant.clone(),
-                missing_polls,
-                via_deleting: stored.state != ClusterState::Deleting,
-            });
-        } else if stored.state != ClusterState::Deleting {
-            result.steps.push(Step::MarkDeleting {
-                name: stored.name.clone(),
-                tenant: stored.tenant.clone(),
-                missing_polls,
-            });
-        }
-    }
-    Ok(result)
-}
-
 /// What a successful poll changed, by cluster name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PollReport {
-    /// Newly registered clusters.
+    /// Newly registered clusters (global ids, as in every list but `skipped`).
     pub registered: Vec<String>,
     /// Clusters whose labels or endpoint were replaced.
     pub updated: Vec<String>,
@@ -720,26 +532,29 @@ impl InventorySource {
         let now = now_ms();
         match step {
             Step::Register(cluster) => {
-                if let Err(reason) = self.register(&cluster).await? {
-                    self.report_skip(&cluster.name, &cluster.tenant, reason.clone());
-                    report.skipped.push((cluster.name, reason));
-                    return Ok(());
-                }
+                let id = match self.register(&cluster).await? {
+                    Ok(id) => id,
+                    Err(reason) => {
+                        self.report_skip(&cluster.name, &cluster.tenant, reason.clone());
+                        report.skipped.push((cluster.name, reason));
+                        return Ok(());
+                    }
+                };
                 self.metrics.cluster_changed(
                     source,
                     ClusterAction::Registered,
-                    &cluster.name,
+                    &id,
                     &cluster.tenant,
                     &format!(
                         "registered a cluster listed by the inventory; install its agent with the \
-                         manifests from `observer cluster join-token {}`",
-                        cluster.name
+                         manifests from `observer cluster join-token {} --tenant {}`",
+                        cluster.name, cluster.tenant
                     ),
                 );
-                report.registered.push(cluster.name);
+                report.registered.push(id);
             }
             Step::Update {
-                name,
+                id: name,
                 tenant,
                 labels,
                 api_endpoint,
@@ -756,7 +571,11 @@ impl InventorySource {
                 );
                 report.updated.push(name);
             }
-            Step::Restore { name, tenant, to } => {
+            Step::Restore {
+                id: name,
+                tenant,
+                to,
+            } => {
                 self.store.set_cluster_state(&name, to, now, &actor).await?;
                 self.metrics.cluster_changed(
                     source,
@@ -768,7 +587,7 @@ impl InventorySource {
                 report.restored.push(name);
             }
             Step::MarkDeleting {
-                name,
+                id: name,
                 tenant,
                 missing_polls,
             } => {
@@ -776,7 +595,7 @@ impl InventorySource {
                 report.deleting.push(name);
             }
             Step::Tombstone {
-                name,
+                id: name,
                 tenant,
                 missing_polls,
                 via_deleting,
@@ -806,9 +625,13 @@ impl InventorySource {
         Ok(())
     }
 
-    /// Registers a listed cluster; `Ok(Err(reason))` if it cannot be (a race with the
-    /// API or another replica took the name, or the tenant is at its cluster quota).
-    async fn register(&self, cluster: &InventoryCluster) -> Result<Result<(), String>, StoreError> {
+    /// Registers a listed cluster and returns its global id; `Ok(Err(reason))` if it
+    /// cannot be (a race with the API or another replica took the name, or the tenant is
+    /// at its cluster quota).
+    async fn register(
+        &self,
+        cluster: &InventoryCluster,
+    ) -> Result<Result<String, String>, StoreError> {
         ensure_tenant(&self.store, &cluster.tenant, Source::Inventory).await?;
         let new = NewCluster {
             name: cluster.name.clone(),
@@ -822,7 +645,7 @@ impl InventorySource {
             .await
         {
             // The token is dropped: see the module note.
-            Ok(_) => Ok(Ok(())),
+            Ok((created, _)) => Ok(Ok(created.id)),
             Err(StoreError::AlreadyExists { .. }) => Ok(Err(
                 "registered concurrently by someone else; compared again next poll".to_owned(),
             )),
@@ -878,6 +701,7 @@ impl InventorySource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Cluster;
 
     const MINUTE_MS: i64 = 60_000;
 
@@ -895,6 +719,7 @@ mod tests {
             labels = with_source_label(labels, source);
         }
         Cluster {
+            id: crate::store::global_cluster_id("shop", name),
             name: name.into(),
             tenant: "shop".into(),
             labels,
@@ -1049,10 +874,10 @@ mod tests {
         .unwrap();
         assert_eq!(result.steps.len(), 2, "{:?}", result.steps);
         assert!(matches!(&result.steps[0], Step::Register(c) if c.name == "a"));
-        let Step::Update { name, labels, .. } = &result.steps[1] else {
+        let Step::Update { id, labels, .. } = &result.steps[1] else {
             panic!("{:?}", result.steps[1]);
         };
-        assert_eq!(name, "b");
+        assert_eq!(id, "shop.b");
         assert_eq!(labels["env"], "prod");
         assert_eq!(labels[super::super::SOURCE_LABEL], "inventory");
         assert!(result.missing.is_empty());
@@ -1069,7 +894,7 @@ mod tests {
         assert_eq!(
             first.steps,
             [Step::MarkDeleting {
-                name: "gone".into(),
+                id: "shop.gone".into(),
                 tenant: "shop".into(),
                 missing_polls: 1
             }]
@@ -1077,12 +902,12 @@ mod tests {
         clusters[1].state = ClusterState::Deleting;
         let second = plan(&inventory, &clusters, &first.missing, rules(3), 0).unwrap();
         assert!(second.steps.is_empty(), "{:?}", second.steps);
-        assert_eq!(second.missing["gone"], 2);
+        assert_eq!(second.missing["shop.gone"], 2);
         let third = plan(&inventory, &clusters, &second.missing, rules(3), 0).unwrap();
         assert_eq!(
             third.steps,
             [Step::Tombstone {
-                name: "gone".into(),
+                id: "shop.gone".into(),
                 tenant: "shop".into(),
                 missing_polls: 3,
                 via_deleting: false
@@ -1106,7 +931,7 @@ mod tests {
         )
         .unwrap();
         assert!(result.steps.contains(&Step::Tombstone {
-            name: "gone".into(),
+            id: "shop.gone".into(),
             tenant: "shop".into(),
             missing_polls: 1,
             via_deleting: true
@@ -1117,7 +942,7 @@ mod tests {
     fn a_reappearing_cluster_is_restored_and_its_count_forgotten() {
         let mut back = stored("back", ClusterState::Deleting, Some(Source::Inventory));
         back.last_seen_ms = Some(100 * MINUTE_MS);
-        let missing = BTreeMap::from([("back".to_owned(), 2)]);
+        let missing = BTreeMap::from([("shop.back".to_owned(), 2)]);
         let result = plan(
             &listed(&["back"]),
             &[back],
@@ -1129,7 +954,7 @@ mod tests {
         assert_eq!(
             result.steps,
             [Step::Restore {
-                name: "back".into(),
+                id: "shop.back".into(),
                 tenant: "shop".into(),
                 to: ClusterState::Active
             }]
@@ -1182,7 +1007,7 @@ mod tests {
             ..rules(3)
         };
         let result = plan(&empty, &clusters, &BTreeMap::new(), allowed, 0).unwrap();
-        assert_eq!(result.missing["a"], 1);
+        assert_eq!(result.missing["shop.a"], 1);
         // Nothing managed: an empty list is just an empty list.
         let unmanaged = [stored("a", ClusterState::Active, None)];
         assert!(

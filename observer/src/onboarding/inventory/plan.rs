@@ -1,0 +1,237 @@
+//! The pure half of the inventory source: [`plan`] compares one successful answer with
+//! the stored clusters and lists the [`Step`]s that bring the store in line (the
+//! policy of [the module note](super)); [`super::InventorySource`] carries them out.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use super::super::{Source, managed_by, state_before_deletion, with_source_label};
+use super::{Inventory, InventoryCluster, PollError};
+use crate::store::{Cluster, ClusterState};
+
+/// One thing a poll does to the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Register a new cluster.
+    Register(InventoryCluster),
+    /// Replace labels (source label included) and API endpoint.
+    Update {
+        /// The cluster's global id.
+        id: String,
+        /// Its tenant.
+        tenant: String,
+        /// The labels to store.
+        labels: BTreeMap<String, String>,
+        /// The endpoint to store.
+        api_endpoint: Option<String>,
+    },
+    /// Move a `deleting` cluster back: it is listed again.
+    Restore {
+        /// The cluster's global id.
+        id: String,
+        /// Its tenant.
+        tenant: String,
+        /// The state it returns to.
+        to: ClusterState,
+    },
+    /// Move a cluster to `deleting`: missing from this many polls in a row.
+    MarkDeleting {
+        /// The cluster's global id.
+        id: String,
+        /// Its tenant.
+        tenant: String,
+        /// Polls it has been missing from.
+        missing_polls: u32,
+    },
+    /// Tombstone a cluster (through `deleting` if it is not there yet).
+    Tombstone {
+        /// The cluster's global id.
+        id: String,
+        /// Its tenant.
+        tenant: String,
+        /// Polls it has been missing from.
+        missing_polls: u32,
+        /// Whether it still has to pass through `deleting`.
+        via_deleting: bool,
+    },
+    /// Leave a listed name alone, for `reason`.
+    Skip {
+        /// The listed name (or the entry's position if it has no readable name).
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a poll will do, and the missing counts after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollPlan {
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// Consecutive successful polls each managed live cluster (by global id) has been
+    /// missing from.
+    pub missing: BTreeMap<String, u32>,
+}
+
+/// The rules [`plan`] follows.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanRules {
+    /// See [`super::InventorySettings::delete_after_missing_polls`].
+    pub delete_after_missing_polls: NonZeroU32,
+    /// See [`super::InventorySettings::allow_empty`].
+    pub allow_empty: bool,
+    /// See [`super::InventorySettings::silent_after`].
+    pub silent_after: Duration,
+}
+
+/// The stored clusters as [`plan`] looks them up. Names are unique per tenant: a listed
+/// cluster is the stored one of its tenant and name. The inventory lists each name
+/// once, so a cluster it manages under the same name in another tenant means it moved,
+/// which [`plan`] refuses.
+struct StoredClusters<'a> {
+    by_tenant_and_name: BTreeMap<(&'a str, &'a str), &'a Cluster>,
+    managed_by_name: BTreeMap<&'a str, &'a Cluster>,
+}
+
+impl<'a> StoredClusters<'a> {
+    fn new(stored: &'a [Cluster]) -> Self {
+        Self {
+            by_tenant_and_name: stored
+                .iter()
+                .map(|c| ((c.tenant.as_str(), c.name.as_str()), c))
+                .collect(),
+            managed_by_name: stored
+                .iter()
+                .filter(|c| managed_by(c, Source::Inventory))
+                .map(|c| (c.name.as_str(), c))
+                .collect(),
+        }
+    }
+
+    /// The stored cluster `tenant` named `name`, else the inventory's cluster of that
+    /// name in another tenant.
+    fn find(&self, tenant: &str, name: &str) -> Option<&'a Cluster> {
+        self.by_tenant_and_name
+            .get(&(tenant, name))
+            .or_else(|| self.managed_by_name.get(name))
+            .copied()
+    }
+}
+
+/// Compares a successful answer with the stored clusters. Pure: the whole policy of the
+/// module note. `missing_before` are the counts after the previous successful poll.
+pub fn plan(
+    inventory: &Inventory,
+    stored: &[Cluster],
+    missing_before: &BTreeMap<String, u32>,
+    rules: PlanRules,
+    now_ms: i64,
+) -> Result<PollPlan, PollError> {
+    let known = StoredClusters::new(stored);
+    let managed_live: Vec<&Cluster> = stored
+        .iter()
+        .filter(|c| managed_by(c, Source::Inventory) && c.state != ClusterState::Deleted)
+        .collect();
+    if inventory.is_empty() && !rules.allow_empty && !managed_live.is_empty() {
+        return Err(PollError::EmptyRefused {
+            managed: managed_live.len(),
+        });
+    }
+    let mut result = PollPlan::default();
+    for listed in inventory.clusters.values() {
+        let Some(stored) = known.find(&listed.tenant, &listed.name) else {
+            result.steps.push(Step::Register(listed.clone()));
+            continue;
+        };
+        if !managed_by(stored, Source::Inventory) {
+            result.steps.push(Step::Skip {
+                name: listed.name.clone(),
+                reason: "a cluster of that name was registered by the API or another source; \
+                         the inventory does not manage it"
+                    .to_owned(),
+            });
+            continue;
+        }
+        if stored.state == ClusterState::Deleted {
+            result.steps.push(Step::Skip {
+                name: listed.name.clone(),
+                reason: "the name belongs to a deleted cluster (tombstone) and cannot be \
+                         registered again"
+                    .to_owned(),
+            });
+            continue;
+        }
+        if stored.tenant != listed.tenant {
+            result.steps.push(Step::Skip {
+                name: listed.name.clone(),
+                reason: format!(
+                    "the inventory lists it for tenant {:?}, but it belongs to tenant {:?}; \
+                     a cluster cannot change tenants",
+                    listed.tenant, stored.tenant
+                ),
+            });
+            continue;
+        }
+        if stored.state == ClusterState::Deleting {
+            result.steps.push(Step::Restore {
+                id: stored.id.clone(),
+                tenant: stored.tenant.clone(),
+                to: state_before_deletion(stored, now_ms, rules.silent_after),
+            });
+        }
+        let labels = with_source_label(listed.labels.clone(), Source::Inventory);
+        if labels != stored.labels || listed.api_endpoint != stored.api_endpoint {
+            result.steps.push(Step::Update {
+                id: stored.id.clone(),
+                tenant: stored.tenant.clone(),
+                labels,
+                api_endpoint: listed.api_endpoint.clone(),
+            });
+        }
+    }
+    for invalid in &inventory.invalid {
+        let name = invalid.name.clone();
+        if let Some(stored) = name.as_deref().and_then(|n| known.managed_by_name.get(n))
+            && managed_by(stored, Source::Inventory)
+            && stored.state == ClusterState::Deleting
+        {
+            result.steps.push(Step::Restore {
+                id: stored.id.clone(),
+                tenant: stored.tenant.clone(),
+                to: state_before_deletion(stored, now_ms, rules.silent_after),
+            });
+        }
+        result.steps.push(Step::Skip {
+            name: name.unwrap_or_default(),
+            reason: format!("invalid inventory entry: {}", invalid.problem),
+        });
+    }
+    let listed = inventory.listed_names();
+    for stored in managed_live {
+        if listed.contains(stored.name.as_str()) {
+            continue;
+        }
+        let missing_polls = missing_before
+            .get(&stored.id)
+            .copied()
+            .unwrap_or(0)
+            .saturating_add(1);
+        result.missing.insert(stored.id.clone(), missing_polls);
+        if missing_polls >= rules.delete_after_missing_polls.get() {
+            result.steps.push(Step::Tombstone {
+                id: stored.id.clone(),
+                tenant: stored.tenant.clone(),
+                missing_polls,
+                via_deleting: stored.state != ClusterState::Deleting,
+            });
+        } else if stored.state != ClusterState::Deleting {
+            result.steps.push(Step::MarkDeleting {
+                id: stored.id.clone(),
+                tenant: stored.tenant.clone(),
+                missing_polls,
+            });
+        }
+    }
+    Ok(result)
+}
