@@ -44,7 +44,7 @@
 //!    limit is refused on the open stream rather than breaking it (which would only
 //!    lead to the same message after a reconnect); a message over even that breaks the
 //!    stream, and the agent then waits the longest backoff before it reconnects.
-//!    A FAILED status lists at most [`stream::MAX_REPORTED_ERRORS`] errors.
+//!    A FAILED status lists at most [`refusal::MAX_REPORTED_ERRORS`] errors.
 //! 2. The body is parsed and validated with `AgentConfig` (the same code as a file in
 //!    standalone mode), as pipelines the observer distributes under the agent's policy
 //!    ([`ObserverSettings::validation`]): no `valueFrom.file`, Secrets only from
@@ -94,6 +94,7 @@ pub mod endpoints;
 pub mod health;
 pub mod identity;
 pub mod lkg;
+pub mod refusal;
 pub mod renewal;
 pub mod stream;
 
