@@ -157,6 +157,47 @@ mod api {
         assert!(document["components"]["schemas"]["MetricPipeline"].is_object());
     }
 
+    /// The longest tenant and cluster names give a global id of 127 characters, over
+    /// the 63 a Kubernetes label value may hold: the install manifest still labels
+    /// every object with a valid value (the name the tenant knows), so it applies.
+    #[tokio::test]
+    async fn install_manifests_of_the_longest_names_carry_valid_label_values() {
+        let h = Harness::new().await;
+        let tenant = format!("t{}", "e".repeat(62));
+        let name = format!("c{}", "l".repeat(62));
+        let token = h.tenant_with_token(&tenant).await;
+        let created = h
+            .call(
+                Method::POST,
+                "/api/v1/clusters",
+                Some(&token),
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        let json = created.json();
+        assert_eq!(json["cluster"]["id"], format!("{tenant}.{name}"));
+        let manifest = json["manifest"].as_str().unwrap();
+        let mut labelled = 0;
+        for document in serde_yaml::Deserializer::from_str(manifest) {
+            let document = serde_yaml::Value::deserialize(document).unwrap();
+            for labels in [
+                &document["metadata"]["labels"],
+                &document["spec"]["template"]["metadata"]["labels"],
+            ] {
+                let Some(labels) = labels.as_mapping() else {
+                    continue;
+                };
+                for value in labels.values() {
+                    let value = value.as_str().unwrap();
+                    assert!(value.len() <= 63, "label value {value:?} is too long");
+                    labelled += 1;
+                }
+            }
+        }
+        assert!(labelled > 10, "{manifest}");
+    }
+
     /// Issue 13, finding 8 (names): cluster names are unique per tenant, so a second
     /// tenant can create `prod` while another holds it (on 552c13e: 409 "already
     /// exists", which told the tenant that someone else has a `prod`); the two get
@@ -187,13 +228,13 @@ mod api {
         assert_eq!(banks["cluster"]["name"], "prod");
         assert_eq!(shops["cluster"]["id"], "shop.prod");
         assert_eq!(banks["cluster"]["id"], "bank.prod");
-        // The install manifests carry the global id, which the agent's certificate
-        // will name.
+        // The install manifests label their objects with the name the tenant knows
+        // (the agent's certificate, issued at join, names the global id).
         assert!(
             banks["manifest"]
                 .as_str()
                 .unwrap()
-                .contains("telemetry.kaas-observer.io/cluster: bank.prod")
+                .contains("telemetry.kaas-observer.io/cluster: prod")
         );
         // Within one tenant the name stays unique: that answer is about its own.
         let again = create(bank.clone()).await;

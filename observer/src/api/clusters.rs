@@ -96,7 +96,7 @@ pub async fn create(
         .store
         .create_cluster(new, state.join_token_ttl, &caller.actor())
         .await?;
-    let manifest = manifest(&state, &cluster.id, &join_token)?;
+    let manifest = manifest(&state, &cluster.name, &join_token)?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedCluster {
@@ -253,7 +253,7 @@ pub async fn mint_join_token(
         .store
         .mint_join_token(&cluster.id, state.join_token_ttl, &caller.actor())
         .await?;
-    let manifest = manifest(&state, &cluster.id, &join_token)?;
+    let manifest = manifest(&state, &cluster.name, &join_token)?;
     Ok((
         StatusCode::CREATED,
         Json(JoinToken {

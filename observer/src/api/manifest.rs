@@ -98,7 +98,10 @@ pub enum ManifestError {
 /// What goes into the manifests.
 #[derive(Debug, Clone, Copy)]
 pub struct ManifestInput<'a> {
-    /// The cluster's global id.
+    /// The cluster's name as its tenant knows it, for the cluster label on every object.
+    /// Not the global id: in its own cluster the tenant is implicit, and a label value
+    /// holds at most 63 characters, which the name (a DNS label) always fits and
+    /// `<tenant>.<name>` may not.
     pub cluster: &'a str,
     /// The observer's gRPC endpoint, e.g. `https://observer.example:8443`.
     pub control_endpoint: &'a str,

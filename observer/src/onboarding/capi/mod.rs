@@ -582,7 +582,7 @@ pub async fn reconcile(
                             .await?
                     }
                 };
-                if let Err(error) = install_agent(&context, &cluster, &id, &token).await {
+                if let Err(error) = install_agent(&context, &cluster, &token).await {
                     context.metrics.cluster_changed(
                         source,
                         ClusterAction::AgentInstallFailed,
@@ -692,7 +692,6 @@ async fn set_finalizers(
 async fn install_agent(
     context: &Context,
     cluster: &CapiCluster,
-    id: &str,
     token: &str,
 ) -> Result<(), CapiError> {
     let failed = |source: InstallError| CapiError::Install {
@@ -711,7 +710,7 @@ async fn install_agent(
             reason,
         })?;
     let documents = install::agent_documents(&ManifestInput {
-        cluster: id,
+        cluster: &cluster.name,
         control_endpoint: &context.settings.control_endpoint,
         ca_pem: &context.settings.ca_pem,
         join_token: token,

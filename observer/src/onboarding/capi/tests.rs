@@ -267,7 +267,7 @@ async fn verify_onboarding(
         );
         assert!(query.contains("force=true"), "{path}: {query}");
         assert_eq!(
-            body["metadata"]["labels"]["telemetry.kaas-observer.io/cluster"], "shop.prod-1",
+            body["metadata"]["labels"]["telemetry.kaas-observer.io/cluster"], "prod-1",
             "{path}"
         );
         if body["kind"] == "Secret" {
