@@ -374,6 +374,98 @@ spec:
         assert_eq!(out.stdout, "tenant spare deleted\n");
     }
 
+    /// The incident runbook (docs/security.md): `token revoke --tenant T --all` locks a
+    /// tenant out of the API at once and leaves other tenants alone; `cluster
+    /// revoke-certificates` revokes a cluster's agent certificates (what it does to
+    /// streams is in identity_lifecycle.rs); both are audited, and a tenant can do
+    /// neither to another tenant.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_incident_runbook_locks_a_tenant_out_and_cuts_a_cluster() {
+        let (_h, address) = setup().await;
+        ok(&observer(address, Some(ADMIN), &["tenant", "create", "bank"]).await);
+        let mint = |tenant: &'static str, name: &'static str| async move {
+            let out = observer(
+                address,
+                Some(ADMIN),
+                &[
+                    "token", "create", "--name", name, "--tenant", tenant, "-o", "json",
+                ],
+            )
+            .await;
+            ok(&out);
+            let created: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+            created["token"].as_str().unwrap().to_owned()
+        };
+        let (shop_ci, shop_dev, bank_ci) = (
+            mint("shop", "ci").await,
+            mint("shop", "dev").await,
+            mint("bank", "ci").await,
+        );
+        ok(&observer(address, Some(&shop_ci), &["cluster", "add", "prod"]).await);
+
+        // A tenant cannot lock another out, and an admin must name the tenant.
+        let out = observer(
+            address,
+            Some(&shop_ci),
+            &["token", "revoke", "--tenant", "bank", "--all"],
+        )
+        .await;
+        assert_eq!(out.code(), 1, "{}", out.stdout);
+        let out = observer(address, Some(ADMIN), &["token", "revoke", "--all"]).await;
+        assert_ne!(out.code(), 0, "--all needs --tenant: {}", out.stdout);
+
+        // The cluster's certificates: none issued yet, and the command says so.
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["cluster", "revoke-certificates", "prod", "--tenant", "shop"],
+        )
+        .await;
+        ok(&out);
+        assert!(
+            out.stdout
+                .starts_with("cluster prod: 0 agent certificates revoked"),
+            "{}",
+            out.stdout
+        );
+        let out = observer(
+            address,
+            Some(&bank_ci),
+            &["cluster", "revoke-certificates", "prod"],
+        )
+        .await;
+        assert_eq!(out.code(), 1, "bank has no prod: {}", out.stdout);
+
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["token", "revoke", "--tenant", "shop", "--all"],
+        )
+        .await;
+        ok(&out);
+        assert_eq!(out.stdout, "2 tokens of tenant shop revoked\n");
+        for token in [&shop_ci, &shop_dev] {
+            let out = observer(address, Some(token), &["cluster", "list"]).await;
+            assert_eq!(out.code(), 1, "a revoked token still works: {}", out.stdout);
+        }
+        ok(&observer(address, Some(&bank_ci), &["cluster", "list"]).await);
+
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["audit", "--tenant", "shop", "-o", "json"],
+        )
+        .await;
+        ok(&out);
+        assert_eq!(
+            out.stdout.matches("\"revoke\"").count(),
+            2,
+            "one audit entry per revoked token: {}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("revoke-certificates"), "{}", out.stdout);
+    }
+
     /// `observer tenant quota`: shows a tenant's quotas; an admin sets and resets them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tenant_quotas_are_shown_set_and_reset() {

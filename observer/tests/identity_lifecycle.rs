@@ -19,7 +19,7 @@ use kaas_observer::control::{
 };
 use kaas_observer::identity::{AgentCertificateInfo, ClusterCa, rotation};
 use kaas_observer::secrets::SecretBox;
-use kaas_observer::store::{Actor, NewCluster, Store};
+use kaas_observer::store::{Actor, ClusterState, NewCluster, Store};
 use kaas_proto::control::v1::agent_control_client::AgentControlClient;
 use kaas_proto::control::v1::{
     AgentHello, AgentMessage, Capability, CertificateIssued, CertificateRequest, CommandType,
@@ -445,6 +445,46 @@ async fn deleting_the_cluster_ends_its_stream_promptly() {
     let ended = stream.ended().await;
     assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
     assert!(ended.message().contains("deleted"), "{}", ended.message());
+}
+
+/// The incident runbook's "cut a cluster" (docs/security.md): revoking a cluster's
+/// certificates ends its streams at once with PERMISSION_DENIED, refuses the
+/// certificate from then on, keeps the cluster, and a new join token brings an agent
+/// back. Every interval is 60 s or more, so only the revocation explains the end.
+#[tokio::test]
+async fn revoking_a_clusters_certificates_cuts_its_agents_at_once() {
+    let s = setup().await;
+    let observer = Observer::start(s.dir.path(), &s.store, slow_settings()).await;
+    let (cluster, token) = observer.add_cluster("edge-1").await;
+    let agent = observer
+        .join(&bundle(s.dir.path()), &token, "")
+        .await
+        .unwrap();
+    let mut stream = observer.open(&agent).await.unwrap();
+    assert!(stream.is_open().await);
+    let revoked = s
+        .store
+        .revoke_cluster_certificates(&cluster, &Actor::admin(), kaas_observer::store::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(revoked, 1);
+    let ended = stream.ended().await;
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+    let refused = observer.open(&agent).await.err().expect("still accepted");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let kept = s.store.get_cluster(&cluster).await.unwrap().expect("kept");
+    assert_ne!(kept.state, ClusterState::Deleted);
+    let token = s
+        .store
+        .mint_join_token(&cluster, Duration::from_secs(3600), &Actor::admin())
+        .await
+        .unwrap();
+    let back = observer
+        .join(&bundle(s.dir.path()), &token, "")
+        .await
+        .unwrap();
+    let mut stream = observer.open(&back).await.unwrap();
+    assert!(stream.is_open().await);
 }
 
 /// Issue 13, finding 7: the certificate validity is a setting (here seconds), and a

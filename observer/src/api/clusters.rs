@@ -16,6 +16,7 @@ use super::auth::Caller;
 use super::manifest::{ManifestInput, agent_manifest};
 use super::model::{
     ClusterList, ClusterView, CreateClusterRequest, CreatedCluster, FieldProblem, JoinToken,
+    Revoked,
 };
 use super::{ApiError, ApiState, check, json_body, now_ms};
 use crate::egress::EgressContext;
@@ -282,6 +283,26 @@ pub async fn delete(
         .delete_cluster(&cluster.id, &caller.actor())
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/clusters/{name}/certificates`: revokes every agent certificate of
+/// the cluster, of every instance. Its streams end at once with `PERMISSION_DENIED`;
+/// the cluster, its labels and pipelines stay, and a new join token brings an agent
+/// back (the incident runbook's "cut a cluster", docs/security.md).
+pub async fn revoke_certificates(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<ClusterPathQuery>, QueryRejection>,
+) -> Result<Json<Revoked>, ApiError> {
+    let Path(name) = name?;
+    let Query(query) = query?;
+    let cluster = visible_cluster(&caller, &state, &name, query.tenant).await?;
+    let revoked = state
+        .store
+        .revoke_cluster_certificates(&cluster.id, &caller.actor(), now_ms())
+        .await?;
+    Ok(Json(Revoked { revoked }))
 }
 
 /// The cluster `name` names for `caller` (see [`ClusterPathQuery`]): a tenant's own

@@ -110,7 +110,12 @@ pub fn app(state: ApiState) -> Router {
             "/api/v1/tenants/{name}/quotas",
             get(quotas::get).put(quotas::put),
         )
-        .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
+        .route(
+            "/api/v1/tokens",
+            post(tokens::create)
+                .get(tokens::list)
+                .delete(tokens::revoke_all),
+        )
         .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route(
             "/api/v1/clusters",
@@ -123,6 +128,10 @@ pub fn app(state: ApiState) -> Router {
         .route(
             "/api/v1/clusters/{name}/join-token",
             post(clusters::mint_join_token),
+        )
+        .route(
+            "/api/v1/clusters/{name}/certificates",
+            delete(clusters::revoke_certificates),
         )
         .route(
             "/api/v1/clusters/{name}/buffer-budget",

@@ -143,6 +143,15 @@ pub struct TokenList {
     pub items: Vec<TokenView>,
 }
 
+/// `DELETE /api/v1/tokens?tenant=` and `DELETE /api/v1/clusters/{name}/certificates`:
+/// how many were revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Revoked {
+    /// How many tokens or certificates this request revoked (0 when none was valid).
+    pub revoked: u64,
+}
+
 /// `POST /api/v1/clusters`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

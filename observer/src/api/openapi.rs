@@ -18,7 +18,7 @@ use super::clusters::MAX_CLUSTER_PAGE;
 use super::model::{
     AppliedPipeline, ClusterList, ClusterView, CreateClusterRequest, CreateTenantRequest,
     CreateTokenRequest, CreatedCluster, CreatedToken, ErrorBody, JoinToken, PipelineList,
-    PipelineStatusView, PipelineView, StatusView, TenantList, TenantView, TokenList,
+    PipelineStatusView, PipelineView, Revoked, StatusView, TenantList, TenantView, TokenList,
 };
 use super::probes::{ProbeEndpointList, ProbeEndpointRequest, ProbeEndpointView};
 use super::quotas::{SetQuotasRequest, TenantQuotasView};
@@ -278,6 +278,9 @@ pub fn document() -> Value {
                 responses(vec![("201", ok("Created; `token` is shown only here.", s.of::<CreatedToken>()))]), WRITE),
             "get": operation("listTokens", "tokens", "List API tokens (without their secrets).", vec![tenant_filter.clone()], None,
                 responses(vec![("200", ok("The tokens.", s.of::<TokenList>()))]), READ),
+            "delete": operation("revokeTenantTokens", "tokens", "Revoke every API token of a tenant at once; an admin names the tenant, a tenant token may name only its own.",
+                vec![tenant_target.clone()], None,
+                responses(vec![("200", ok("How many tokens were revoked.", s.of::<Revoked>()))]), DELETE),
         },
         "/api/v1/tokens/{id}": {
             "delete": operation("revokeToken", "tokens", "Revoke an API token.", vec![token_id], None,
@@ -300,6 +303,11 @@ pub fn document() -> Value {
         "/api/v1/clusters/{name}/join-token": {
             "post": operation("mintJoinToken", "clusters", "Mint a new single-use join token for a cluster.", vec![name.clone(), cluster_tenant.clone()], None,
                 responses(vec![("201", ok("The join token and install manifests.", s.of::<JoinToken>()))]), DELETE),
+        },
+        "/api/v1/clusters/{name}/certificates": {
+            "delete": operation("revokeClusterCertificates", "clusters", "Revoke every agent certificate of a cluster: its streams end at once; the cluster and its pipelines stay, and a new join token brings an agent back.",
+                vec![name.clone(), cluster_tenant.clone()], None,
+                responses(vec![("200", ok("How many certificates were revoked.", s.of::<Revoked>()))]), DELETE),
         },
         "/api/v1/clusters/{name}/buffer-budget": {
             "get": operation("getClusterBufferBudget", "clusters", "Read a cluster's buffer budget: bytes the buffers of all pipelines on its agent may use together, and what is asked of it.",

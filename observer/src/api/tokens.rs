@@ -1,6 +1,7 @@
 //! `/api/v1/tokens`: API tokens. An admin creates tokens for anyone (an admin token when
 //! no tenant is given); a tenant token creates, lists and revokes tokens of its own
-//! tenant only. The plaintext is shown once, in the create answer.
+//! tenant only; `DELETE /api/v1/tokens?tenant=` revokes all of a tenant's at once. The
+//! plaintext is shown once, in the create answer.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -10,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
 use super::auth::Caller;
-use super::model::{CreateTokenRequest, CreatedToken, FieldProblem, TokenList, TokenView};
+use super::model::{CreateTokenRequest, CreatedToken, FieldProblem, Revoked, TokenList, TokenView};
 use super::{ApiError, ApiState, check, json_body};
 use crate::store::Principal;
 
@@ -107,4 +108,24 @@ pub async fn revoke(
     }
     state.store.revoke_api_token(&id, &caller.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/tokens?tenant=`: revokes every token of the tenant at once (an
+/// admin names the tenant; a tenant token may only name its own). The incident
+/// runbook's "lock a tenant out" (docs/security.md).
+pub async fn revoke_all(
+    caller: Caller,
+    State(state): State<ApiState>,
+    query: Result<Query<TenantQuery>, QueryRejection>,
+) -> Result<Json<Revoked>, ApiError> {
+    let Query(query) = query?;
+    let tenant = caller.target_tenant(query.tenant, "?tenant=")?;
+    if state.store.get_tenant(&tenant).await?.is_none() {
+        return Err(ApiError::NotFound(format!("tenant {tenant:?} not found")));
+    }
+    let revoked = state
+        .store
+        .revoke_tenant_api_tokens(&tenant, &caller.actor())
+        .await?;
+    Ok(Json(Revoked { revoked }))
 }

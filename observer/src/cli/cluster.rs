@@ -15,7 +15,7 @@ use super::client::ApiClient;
 use super::print::{age, labels, structured, table};
 use super::{CommandError, EXIT_OK, Format, OutputArgs};
 use crate::api::model::{
-    ClusterList, ClusterView, CreateClusterRequest, CreatedCluster, JoinToken,
+    ClusterList, ClusterView, CreateClusterRequest, CreatedCluster, JoinToken, Revoked,
 };
 
 /// `observer cluster …`.
@@ -31,6 +31,9 @@ pub enum ClusterCommand {
     Delete(NameArgs),
     /// Mint a new join token (and manifests) for a cluster whose token expired.
     JoinToken(JoinTokenArgs),
+    /// Revoke every agent certificate of a cluster: its agents are cut off at once,
+    /// the cluster and its pipelines stay; a new join token brings an agent back.
+    RevokeCertificates(NameArgs),
 }
 
 /// `observer cluster add`.
@@ -176,6 +179,25 @@ pub async fn run(
                 )
                 .await?;
             writeln!(out, "cluster {} deleted", args.name)?;
+            Ok(EXIT_OK)
+        }
+        ClusterCommand::RevokeCertificates(args) => {
+            let answer: Revoked = client
+                .call(
+                    Method::DELETE,
+                    &["api", "v1", "clusters", &args.name, "certificates"],
+                    &tenant_query(args.tenant),
+                    None,
+                )
+                .await?;
+            if !structured(out, args.output.output, &answer)? {
+                writeln!(
+                    out,
+                    "cluster {}: {} agent certificates revoked; its agents are cut off until \
+                     one joins again with a new join token (observer cluster join-token)",
+                    args.name, answer.revoked
+                )?;
+            }
             Ok(EXIT_OK)
         }
         ClusterCommand::JoinToken(args) => {

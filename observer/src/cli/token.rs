@@ -9,7 +9,7 @@ use reqwest::Method;
 use super::client::ApiClient;
 use super::print::{age, structured, table};
 use super::{CommandError, EXIT_OK, OutputArgs};
-use crate::api::model::{CreateTokenRequest, CreatedToken, TokenList};
+use crate::api::model::{CreateTokenRequest, CreatedToken, Revoked, TokenList};
 
 /// `observer token …`.
 #[derive(Debug, Subcommand)]
@@ -45,11 +45,19 @@ pub struct ListArgs {
     pub output: OutputArgs,
 }
 
-/// `observer token revoke`.
+/// `observer token revoke`: one token by id, or with `--tenant T --all` every token of
+/// a tenant at once.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
 pub struct RevokeArgs {
     /// The token's id (see `token list`).
-    pub id: String,
+    pub id: Option<String>,
+    /// Revoke every token of `--tenant` (locking the tenant out of the API).
+    #[arg(long, requires = "tenant")]
+    pub all: bool,
+    /// The tenant whose tokens `--all` revokes.
+    #[arg(long, requires = "all")]
+    pub tenant: Option<String>,
 }
 
 /// Runs a token command.
@@ -103,11 +111,27 @@ pub async fn run(
                 table(out, &["ID", "NAME", "TENANT", "AGE"], &rows)?;
             }
         }
-        TokenCommand::Revoke(args) => {
+        TokenCommand::Revoke(RevokeArgs {
+            id: Some(id),
+            all: false,
+            ..
+        }) => {
             client
-                .call_empty(Method::DELETE, &["api", "v1", "tokens", &args.id], &[])
+                .call_empty(Method::DELETE, &["api", "v1", "tokens", &id], &[])
                 .await?;
-            writeln!(out, "token {} revoked", args.id)?;
+            writeln!(out, "token {id} revoked")?;
+        }
+        TokenCommand::Revoke(args) => {
+            let tenant = args.tenant.unwrap_or_default();
+            let answer: Revoked = client
+                .call(
+                    Method::DELETE,
+                    &["api", "v1", "tokens"],
+                    &[("tenant", tenant.clone())],
+                    None,
+                )
+                .await?;
+            writeln!(out, "{} tokens of tenant {tenant} revoked", answer.revoked)?;
         }
     }
     Ok(EXIT_OK)

@@ -283,6 +283,41 @@ impl Store {
             .await
     }
 
+    /// Revokes every certificate of the cluster, of every instance (an incident: an
+    /// agent's key leaked, or the cluster must be cut off). The cluster's open streams
+    /// are told and end with `PERMISSION_DENIED`; its record and pipelines stay, and a
+    /// new join token brings an agent back with a fresh identity. Returns how many
+    /// certificates were revoked.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn revoke_cluster_certificates(
+        &self,
+        cluster_id: &str,
+        actor: &Actor,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let transaction = self.begin().await?;
+        let cluster = cluster_from_row(find_cluster(&transaction, cluster_id).await?)?;
+        let revoked = agent_certificates::Entity::update_many()
+            .col_expr(agent_certificates::Column::RevokedAtMs, Expr::value(now_ms))
+            .filter(agent_certificates::Column::Cluster.eq(cluster_id))
+            .filter(agent_certificates::Column::RevokedAtMs.is_null())
+            .exec(&transaction)
+            .await?
+            .rows_affected;
+        audit(
+            &transaction,
+            actor,
+            "revoke-certificates",
+            kinds::CLUSTER,
+            Some(&cluster.tenant),
+            cluster_id,
+        )
+        .await?;
+        self.commit(transaction, vec![cluster_change(&cluster)])
+            .await?;
+        Ok(revoked)
+    }
+
     /// Whether the certificate `serial` of `cluster_id` is accepted. Read only.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn certificate_standing(

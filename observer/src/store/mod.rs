@@ -1189,6 +1189,53 @@ impl Store {
         self.commit(transaction, Vec::new()).await
     }
 
+    /// Revokes every token of `tenant` that is not revoked yet, at once (an incident:
+    /// a tenant's tokens leaked, or the tenant must be locked out). Each gets its audit
+    /// entry; returns how many were revoked. Requests with them are refused from the
+    /// commit on, by every replica, since every request looks its token up.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn revoke_tenant_api_tokens(
+        &self,
+        tenant: &str,
+        actor: &Actor,
+    ) -> Result<u64, StoreError> {
+        let transaction = self.begin().await?;
+        let ids: Vec<String> = api_tokens::Entity::find()
+            .filter(api_tokens::Column::Tenant.eq(tenant))
+            .filter(api_tokens::Column::RevokedAtMs.is_null())
+            .select_only()
+            .column(api_tokens::Column::Id)
+            .into_tuple()
+            .all(&transaction)
+            .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let revoked = api_tokens::Entity::update_many()
+            .col_expr(
+                api_tokens::Column::RevokedAtMs,
+                sea_orm::sea_query::Expr::value(now_ms()),
+            )
+            .filter(api_tokens::Column::Id.is_in(ids.iter().map(String::as_str)))
+            .filter(api_tokens::Column::RevokedAtMs.is_null())
+            .exec(&transaction)
+            .await?
+            .rows_affected;
+        for id in &ids {
+            audit(
+                &transaction,
+                actor,
+                "revoke",
+                kinds::API_TOKEN,
+                Some(tenant),
+                id,
+            )
+            .await?;
+        }
+        self.commit(transaction, Vec::new()).await?;
+        Ok(revoked)
+    }
+
     // ---- clusters and join tokens ----
 
     /// Registers a cluster in state `provisioning` and mints its first join token.
