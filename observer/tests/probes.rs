@@ -194,8 +194,11 @@ async fn http_probes_report_success_status_and_failures() {
     );
     assert_eq!(refused.failure.as_ref().unwrap().reason(), "connect");
 
-    // A name that does not resolve.
-    let unresolvable = probe(http("http://no-such-host.invalid/".to_owned(), &[], None)).await;
+    // A name that does not resolve. Its first label is longer than DNS allows (63), so
+    // the system resolver refuses it without asking a name server: nothing leaves the
+    // machine (a plain `no-such-host.invalid` went to the configured name server).
+    let unresolvable_name = format!("{}.invalid", "x".repeat(70));
+    let unresolvable = probe(http(format!("http://{unresolvable_name}/"), &[], None)).await;
     assert_eq!(unresolvable.failure.as_ref().unwrap().reason(), "resolve");
 }
 
