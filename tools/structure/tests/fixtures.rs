@@ -148,9 +148,93 @@ fn a_module_file_named_by_a_path_attribute_and_its_children_are_followed() {
     assert_eq!(b_to_a.example.file, "src/elsewhere/inner.rs");
 }
 
+/// `count` statements, each on its own line, indented by `indent` spaces.
+fn filler(indent: usize, count: usize) -> String {
+    (0..count)
+        .map(|i| format!("{:indent$}let _v{i} = {i};\n", ""))
+        .collect()
+}
+
+/// `count` constants, one a line.
+fn constants(prefix: &str, indent: usize, count: usize) -> String {
+    (0..count)
+        .map(|i| format!("{:indent$}const {prefix}{i}: u32 = {i};\n", ""))
+        .collect()
+}
+
+/// A crate with files and functions at and over the size limits, and the places the
+/// limits do not apply (test modules, test functions, test files, generated code),
+/// written into `dir`: thousands of lines of filler, made here rather than committed.
+fn long_code_crate(dir: &std::path::Path) {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("gen")).unwrap();
+    let write = |file: &str, text: String| std::fs::write(src.join(file), text).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"long_code\"\nversion = \"0.0.0\"\nedition = \"2024\"\n",
+    )
+    .unwrap();
+    write(
+        "lib.rs",
+        "//! Files and functions at and over the size limits.\nmod at_limit;\nmod functions;\n\
+         mod gen;\nmod long_file;\nmod long_tests_only;\n#[cfg(test)]\nmod tests;\n"
+            .to_owned(),
+    );
+    // 900 lines: at the limit.
+    write(
+        "at_limit.rs",
+        format!("//! At the limit.\n{}", constants("C", 0, 899)),
+    );
+    // 901 lines before the inline test module: over it.
+    write(
+        "long_file.rs",
+        format!(
+            "//! Over the limit.\n{}#[cfg(test)]\nmod tests {{\n    #[test]\n    fn t() {{}}\n}}\n",
+            constants("C", 0, 900)
+        ),
+    );
+    write(
+        "long_tests_only.rs",
+        format!(
+            "//! Short, with a long inline test module.\npub fn f() {{}}\n\n#[cfg(test)]\nmod tests {{\n{}}}\n",
+            constants("T", 4, 1000)
+        ),
+    );
+    write(
+        "gen/mod.rs",
+        format!(
+            "//! Generated code.\npub fn generated() {{\n{}}}\n",
+            filler(4, 998)
+        ),
+    );
+    write(
+        "tests.rs",
+        format!("//! A test file.\npub fn huge() {{\n{}}}\n", filler(4, 998)),
+    );
+    // `too_long` spans lines 4-124 (121 lines), `at_limit` 127-246 (120),
+    // `Holder::method` 252-381 (130); the test function and test module are exempt.
+    write(
+        "functions.rs",
+        format!(
+            "//! Functions around the limit.\n\n/// Over.\npub fn too_long() {{\n{}}}\n\n\
+             /// At the limit.\npub fn at_limit() {{\n{}}}\n\npub struct Holder;\n\n\
+             impl Holder {{\n    /// Over, named by its type.\n    pub fn method() {{\n{}    }}\n}}\n\n\
+             #[test]\npub fn test_function() {{\n{}}}\n\n#[cfg(test)]\nmod tests {{\n    \
+             pub fn helper() {{\n{}    }}\n}}\n",
+            filler(4, 119),
+            filler(4, 118),
+            filler(8, 128),
+            filler(4, 198),
+            filler(8, 198),
+        ),
+    );
+}
+
 #[test]
 fn long_files_and_functions_are_found_and_tests_and_generated_code_are_exempt() {
-    let report = check("long_code", EdgeOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    long_code_crate(dir.path());
+    let report = check_crate(dir.path(), EdgeOptions::default()).expect("checking long_code");
     let files: Vec<(&str, u32)> = report
         .long_files
         .iter()
