@@ -24,7 +24,7 @@
 //! | `kaas_agent_config_last_reload_successful` | |
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
@@ -35,22 +35,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::RwLock;
 
+use crate::internal_events::ReloadState;
 use crate::pipeline::runtime::Pipelines;
 use crate::pipeline::stats::DropReason;
 use crate::push::PushStats;
-
-/// Outcomes of configuration reloads.
-#[derive(Debug, Default)]
-pub struct ReloadState {
-    /// Whether a configuration has been applied (readiness).
-    pub applied: AtomicBool,
-    /// Successful reloads.
-    pub successes: AtomicU64,
-    /// Refused reloads.
-    pub failures: AtomicU64,
-    /// Whether the last reload succeeded.
-    pub last_successful: AtomicBool,
-}
 
 /// Reads the pipelines at scrape time.
 #[derive(Debug)]
