@@ -20,3 +20,4 @@ pub mod probes;
 pub mod secrets;
 pub mod serve;
 pub mod store;
+pub mod telemetry;
