@@ -12,6 +12,7 @@ pub mod control;
 pub mod egress;
 pub mod identity;
 pub mod integrations;
+pub mod internal_events;
 pub mod labels;
 pub mod lifecycle;
 pub mod listeners;

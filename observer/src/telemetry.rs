@@ -34,7 +34,7 @@
 //! | `probe_http_status_code` | cluster, tenant, target, module | `probes::metrics` |
 //! | `probe_ssl_earliest_cert_expiry` | cluster, tenant, target, module | `probes::metrics` |
 //! | `probe_dns_lookup_time_seconds` | cluster, tenant, target, module | `probes::metrics` |
-//! | `kaas_observer_egress_refusals_total` | context, range | `egress` |
+//! | `kaas_observer_egress_refusals_total` | context, range | `internal_events` (for `egress`) |
 //! | `kaas_observer_onboarding_syncs_total` | source, result | `onboarding::events` |
 //! | `kaas_observer_onboarding_cluster_changes_total` | source, action | `onboarding::events` |
 //! | `kaas_observer_onboarding_last_success_timestamp_seconds` | source | `onboarding::events` |
