@@ -15,8 +15,11 @@
 //! Results are printed with ratios against each peer. Timings are reported, never
 //! asserted: the smoke test checks only that every agent delivered.
 //!
-//! The observer's fan-out benchmark (`fanout-bench`) lives in [`fanout`].
+//! Two builds of cluster-agent are compared round by round in [`compare`]
+//! (`agent-bench --baseline-agent`). The observer's fan-out benchmark
+//! (`fanout-bench`) lives in [`fanout`].
 
+pub mod compare;
 pub mod fanout;
 
 use std::fmt::Write as _;
@@ -459,10 +462,9 @@ pub fn measure(agent: &Agent, workload: &Workload, nginx: &Nginx) -> Measurement
 /// `-search.maxUniqueTimeseries` (300,000 by default on this machine's memory).
 const SERIES_PER_QUERY: usize = 100_000;
 
-/// Serves the workload and measures every agent, one after the other.
-pub fn run(workload: &Workload, agents: &[Agent]) -> Vec<Measurement> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let nginx = Nginx::start(dir.path());
+/// nginx in `dir` serving every target's exposition of the workload.
+fn serve_workload(workload: &Workload, dir: &Path) -> Nginx {
+    let nginx = Nginx::start(dir);
     for t in 0..workload.targets {
         std::fs::create_dir_all(nginx.root.join(format!("t{t}"))).expect("target dir");
         nginx.serve(
@@ -470,6 +472,13 @@ pub fn run(workload: &Workload, agents: &[Agent]) -> Vec<Measurement> {
             &exposition(t, workload.series_per_target),
         );
     }
+    nginx
+}
+
+/// Serves the workload and measures every agent, one after the other.
+pub fn run(workload: &Workload, agents: &[Agent]) -> Vec<Measurement> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nginx = serve_workload(workload, dir.path());
     agents
         .iter()
         .map(|agent| measure(agent, workload, &nginx))

@@ -1,9 +1,11 @@
-//! `agent-bench`: runs the side-by-side benchmark and prints the report.
+//! `agent-bench`: runs the side-by-side benchmark and prints the report, or with
+//! `--baseline-agent` compares two builds of cluster-agent round by round.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use kaas_bench::compare::{self, MIN_ROUNDS};
 use kaas_bench::{Agent, Workload, report, run};
 
 /// Benchmarks cluster-agent against the Prometheus agent and vmagent on one workload.
@@ -37,12 +39,22 @@ struct Args {
         default_value = "prometheus-agent,vmagent,cluster-agent"
     )]
     agents: Vec<String>,
+    /// Compare --cluster-agent (new) with this build of cluster-agent (old, e.g. the
+    /// previous commit's) instead of running --agents: both run alternately, --rounds
+    /// times each, and the report prints medians and new/old (see bench/README.md).
+    #[arg(long, value_name = "PATH")]
+    baseline_agent: Option<PathBuf>,
+    /// Rounds of each build with --baseline-agent (at least 3).
+    #[arg(long, default_value_t = MIN_ROUNDS)]
+    rounds: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let needs_new =
+        args.baseline_agent.is_some() || args.agents.iter().any(|a| a == "cluster-agent");
     anyhow::ensure!(
-        !args.agents.iter().any(|a| a == "cluster-agent") || args.cluster_agent.is_file(),
+        !needs_new || args.cluster_agent.is_file(),
         "{} not found; run cargo build --release -p kaas-cluster-agent first",
         args.cluster_agent.display()
     );
@@ -53,6 +65,21 @@ fn main() -> anyhow::Result<()> {
         warmup: Duration::from_secs(args.warmup_seconds),
         duration: Duration::from_secs(args.duration_seconds),
     };
+    if let Some(baseline) = args.baseline_agent {
+        anyhow::ensure!(
+            baseline.is_file(),
+            "--baseline-agent {} not found; build the previous commit first (bench/README.md)",
+            baseline.display()
+        );
+        anyhow::ensure!(
+            args.rounds >= MIN_ROUNDS,
+            "--rounds {} is too few; at least {MIN_ROUNDS}",
+            args.rounds
+        );
+        let comparison = compare::compare(&workload, baseline, args.cluster_agent, args.rounds);
+        print!("{}", compare::report(&workload, &comparison));
+        return Ok(());
+    }
     let agents = args
         .agents
         .iter()

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kaas_bench::{Agent, Workload, exposition, report, run};
+use kaas_bench::{Agent, Workload, compare, exposition, report, run};
 
 /// The debug cluster-agent built next to this test binary.
 fn cluster_agent() -> PathBuf {
@@ -57,4 +57,35 @@ fn every_agent_delivers_on_a_small_workload() {
         );
         assert!(m.peak_rss_bytes > 0 && m.cpu_seconds >= 0.0);
     }
+}
+
+/// `agent-bench --baseline-agent`: the same build as old and new, three alternating
+/// rounds each in one run; every round delivers and the report prints new/old.
+#[test]
+fn two_builds_compare_in_alternating_rounds() {
+    let workload = Workload {
+        targets: 1,
+        series_per_target: 60,
+        interval: Duration::from_secs(1),
+        warmup: Duration::from_secs(2),
+        duration: Duration::from_secs(2),
+    };
+    let comparison = compare::compare(
+        &workload,
+        cluster_agent(),
+        cluster_agent(),
+        compare::MIN_ROUNDS,
+    );
+    let text = compare::report(&workload, &comparison);
+    println!("{text}");
+    assert_eq!(comparison.old.len(), compare::MIN_ROUNDS);
+    assert_eq!(comparison.new.len(), compare::MIN_ROUNDS);
+    for m in comparison.old.iter().chain(&comparison.new) {
+        assert!(
+            m.delivered_ratio() > 0.95,
+            "a round delivered {:.1}% of its samples",
+            m.delivered_ratio() * 100.0
+        );
+    }
+    assert!(text.contains("new/old"), "{text}");
 }

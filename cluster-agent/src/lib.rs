@@ -14,6 +14,7 @@ pub mod control;
 pub mod discovery;
 pub mod exporters;
 pub mod files;
+pub mod internal_events;
 pub mod labels;
 pub mod pipeline;
 pub mod processing;

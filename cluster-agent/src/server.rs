@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-use crate::telemetry::ReloadState;
+use crate::internal_events::ReloadState;
 
 /// The router, for tests (`oneshot`) and for [`serve`]; `push` holds the push
 /// receivers' routes.

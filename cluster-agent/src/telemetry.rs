@@ -1,6 +1,7 @@
 //! The agent's own metrics, read from the running pipelines at scrape time. Names are
 //! a contract (dashboards and alerts use them); label values are bounded by the
-//! pipelines and targets the agent runs.
+//! pipelines and targets the agent runs. The table is what `/metrics` registers: the
+//! test below compares it with the registry, family by family.
 //!
 //! | metric | labels |
 //! |---|---|
@@ -8,6 +9,7 @@
 //! | `kaas_agent_pipeline_samples_sent_total` | pipeline |
 //! | `kaas_agent_pipeline_samples_failed_total` | pipeline |
 //! | `kaas_agent_pipeline_samples_dropped_total` | pipeline, reason |
+//! | `kaas_agent_pipeline_errors_total` | pipeline, reason (a condition reason, e.g. BackendUnreachable) |
 //! | `kaas_agent_pipeline_requests_total` | pipeline |
 //! | `kaas_agent_pipeline_send_duration_seconds` (histogram) | pipeline |
 //! | `kaas_agent_pipeline_buffer_bytes` | pipeline |
@@ -15,16 +17,18 @@
 //! | `kaas_agent_buffer_budget_bytes` | |
 //! | `kaas_agent_pipeline_buffer_oldest_age_seconds` | pipeline |
 //! | `kaas_agent_pipeline_targets` | pipeline, state (up, down) |
-//! | `kaas_agent_target_scrape_errors_total` | pipeline, instance |
+//! | `kaas_agent_target_scrape_errors_total` | pipeline, target |
 //! | `kaas_agent_push_samples_received_total` | |
 //! | `kaas_agent_push_samples_unrouted_total` | |
 //! | `kaas_agent_push_malformed_requests_total` | |
 //! | `kaas_agent_push_requests_refused_total` | protocol (remote_write, otlp), reason |
 //! | `kaas_agent_config_reloads_total` | result (success, failure) |
 //! | `kaas_agent_config_last_reload_successful` | |
+//! | `kaas_self_telemetry_export_failures_total` (with `--otlp-endpoint`) | signal |
+//! | `kaas_self_telemetry_spans_dropped_total` (with `--otlp-endpoint`) | |
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
@@ -35,22 +39,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::RwLock;
 
-use crate::pipeline::runtime::Pipelines;
+use crate::internal_events::ReloadState;
+use crate::pipeline::runtime::{Pipelines, RunningPipeline};
 use crate::pipeline::stats::DropReason;
 use crate::push::PushStats;
-
-/// Outcomes of configuration reloads.
-#[derive(Debug, Default)]
-pub struct ReloadState {
-    /// Whether a configuration has been applied (readiness).
-    pub applied: AtomicBool,
-    /// Successful reloads.
-    pub successes: AtomicU64,
-    /// Refused reloads.
-    pub failures: AtomicU64,
-    /// Whether the last reload succeeded.
-    pub last_successful: AtomicBool,
-}
 
 /// Reads the pipelines at scrape time.
 #[derive(Debug)]
@@ -79,231 +71,267 @@ pub fn registry(
     registry
 }
 
-fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: &[(Vec<(&str, String)>, u64)],
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, value) in rows {
-        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
-    }
-    Ok(())
+/// One metric family of the collector: its name as registered (the exposition adds
+/// `_total` to counters), its help, its type, and its label names in the order a
+/// row gives their values.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    labels: &'static [&'static str],
 }
 
-fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: &[(Vec<(&str, String)>, f64)],
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in rows {
-        if labels.is_empty() {
-            // A label set of its own would print as `name{}`.
-            return ConstGauge::new(*value).encode(metric);
+/// Label values (in the order of [`Family::labels`]) and a value.
+type Row<V> = (Vec<String>, V);
+
+impl Family {
+    const fn new(
+        name: &'static str,
+        help: &'static str,
+        kind: MetricType,
+        labels: &'static [&'static str],
+    ) -> Self {
+        Self {
+            name,
+            help,
+            kind,
+            labels,
         }
-        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
     }
-    Ok(())
+
+    fn label_set<'v>(&self, values: &'v [String]) -> Vec<(&'static str, &'v str)> {
+        self.labels
+            .iter()
+            .copied()
+            .zip(values.iter().map(String::as_str))
+            .collect()
+    }
+
+    fn counters(&self, encoder: &mut DescriptorEncoder, rows: &[Row<u64>]) -> std::fmt::Result {
+        let mut metric = encoder.encode_descriptor(self.name, self.help, None, self.kind)?;
+        for (values, value) in rows {
+            if self.labels.is_empty() {
+                // A label set of its own would print as `name{}`.
+                return ConstCounter::new(*value).encode(metric);
+            }
+            ConstCounter::new(*value).encode(metric.encode_family(&self.label_set(values))?)?;
+        }
+        Ok(())
+    }
+
+    fn gauges(&self, encoder: &mut DescriptorEncoder, rows: &[Row<f64>]) -> std::fmt::Result {
+        let mut metric = encoder.encode_descriptor(self.name, self.help, None, self.kind)?;
+        for (values, value) in rows {
+            if self.labels.is_empty() {
+                return ConstGauge::new(*value).encode(metric);
+            }
+            ConstGauge::new(*value).encode(metric.encode_family(&self.label_set(values))?)?;
+        }
+        Ok(())
+    }
 }
 
-impl Collector for AgentCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let reloads = &self.reloads;
-        counter(
-            &mut encoder,
-            "kaas_agent_config_reloads",
-            "Configuration reloads by result.",
-            &[
-                (
-                    vec![("result", "success".into())],
-                    reloads.successes.load(Ordering::Relaxed),
-                ),
-                (
-                    vec![("result", "failure".into())],
-                    reloads.failures.load(Ordering::Relaxed),
-                ),
-            ],
-        )?;
-        gauge(
-            &mut encoder,
-            "kaas_agent_buffer_budget_bytes",
-            "Bytes the buffers of all pipelines may use together (--buffer-budget).",
-            &[(vec![], self.buffer_budget as f64)],
-        )?;
-        gauge(
-            &mut encoder,
-            "kaas_agent_config_last_reload_successful",
-            "Whether the last configuration reload succeeded.",
-            &[(
-                vec![],
-                f64::from(u8::from(reloads.last_successful.load(Ordering::Relaxed))),
-            )],
-        )?;
-        for (name, help, value) in [
-            (
-                "kaas_agent_push_samples_received",
-                "Samples pushed to the agent.",
-                &self.push.received,
-            ),
-            (
-                "kaas_agent_push_samples_unrouted",
-                "Pushed samples no pipeline took.",
-                &self.push.unrouted,
-            ),
-            (
-                "kaas_agent_push_malformed_requests",
-                "Push requests refused as malformed.",
-                &self.push.malformed_requests,
-            ),
-        ] {
-            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            ConstCounter::new(value.load(Ordering::Relaxed)).encode(metric)?;
+const CONFIG_RELOADS: Family = Family::new(
+    "kaas_agent_config_reloads",
+    "Configuration reloads by result.",
+    MetricType::Counter,
+    &["result"],
+);
+const BUFFER_BUDGET: Family = Family::new(
+    "kaas_agent_buffer_budget_bytes",
+    "Bytes the buffers of all pipelines may use together (--buffer-budget).",
+    MetricType::Gauge,
+    &[],
+);
+const LAST_RELOAD_SUCCESSFUL: Family = Family::new(
+    "kaas_agent_config_last_reload_successful",
+    "Whether the last configuration reload succeeded.",
+    MetricType::Gauge,
+    &[],
+);
+const PUSH_RECEIVED: Family = Family::new(
+    "kaas_agent_push_samples_received",
+    "Samples pushed to the agent.",
+    MetricType::Counter,
+    &[],
+);
+const PUSH_UNROUTED: Family = Family::new(
+    "kaas_agent_push_samples_unrouted",
+    "Pushed samples no pipeline took.",
+    MetricType::Counter,
+    &[],
+);
+const PUSH_MALFORMED: Family = Family::new(
+    "kaas_agent_push_malformed_requests",
+    "Push requests refused as malformed.",
+    MetricType::Counter,
+    &[],
+);
+const PUSH_REFUSED: Family = Family::new(
+    "kaas_agent_push_requests_refused",
+    "Push requests refused before reaching a pipeline, by protocol and reason.",
+    MetricType::Counter,
+    &["protocol", "reason"],
+);
+const SAMPLES_IN: Family = Family::new(
+    "kaas_agent_pipeline_samples_in",
+    "Samples accepted into the pipeline's buffer.",
+    MetricType::Counter,
+    &["pipeline"],
+);
+const SAMPLES_SENT: Family = Family::new(
+    "kaas_agent_pipeline_samples_sent",
+    "Samples the backend acknowledged.",
+    MetricType::Counter,
+    &["pipeline"],
+);
+const SAMPLES_FAILED: Family = Family::new(
+    "kaas_agent_pipeline_samples_failed",
+    "Samples in failed send attempts that will be retried.",
+    MetricType::Counter,
+    &["pipeline"],
+);
+const SAMPLES_DROPPED: Family = Family::new(
+    "kaas_agent_pipeline_samples_dropped",
+    "Samples given up on, by reason.",
+    MetricType::Counter,
+    &["pipeline", "reason"],
+);
+const PIPELINE_ERRORS: Family = Family::new(
+    "kaas_agent_pipeline_errors",
+    "Collection and delivery errors, by condition reason (e.g. BackendUnreachable, SecretMissing).",
+    MetricType::Counter,
+    &["pipeline", "reason"],
+);
+const REQUESTS: Family = Family::new(
+    "kaas_agent_pipeline_requests",
+    "Requests sent to the backend.",
+    MetricType::Counter,
+    &["pipeline"],
+);
+const SEND_DURATION: Family = Family::new(
+    "kaas_agent_pipeline_send_duration_seconds",
+    "How long requests to the backend take.",
+    MetricType::Histogram,
+    &["pipeline"],
+);
+const BUFFER_BYTES: Family = Family::new(
+    "kaas_agent_pipeline_buffer_bytes",
+    "Bytes in the pipeline's disk buffer.",
+    MetricType::Gauge,
+    &["pipeline"],
+);
+const BUFFER_MAX_BYTES: Family = Family::new(
+    "kaas_agent_pipeline_buffer_max_bytes",
+    "The byte bound of the pipeline's disk buffer: spec.buffer.maxBytes, or less when the agent's buffer budget is shared.",
+    MetricType::Gauge,
+    &["pipeline"],
+);
+const BUFFER_OLDEST_AGE: Family = Family::new(
+    "kaas_agent_pipeline_buffer_oldest_age_seconds",
+    "Age of the oldest undelivered buffered data.",
+    MetricType::Gauge,
+    &["pipeline"],
+);
+const TARGETS: Family = Family::new(
+    "kaas_agent_pipeline_targets",
+    "Scrape targets by the outcome of their last scrape.",
+    MetricType::Gauge,
+    &["pipeline", "state"],
+);
+const TARGET_SCRAPE_ERRORS: Family = Family::new(
+    "kaas_agent_target_scrape_errors",
+    "Failed scrapes per target.",
+    MetricType::Counter,
+    &["pipeline", "target"],
+);
+
+/// The drop reasons as their label values, in the order they are reported.
+const DROP_REASONS: [(&str, DropReason); 5] = [
+    ("buffer_full", DropReason::BufferFull),
+    ("max_age_exceeded", DropReason::MaxAgeExceeded),
+    ("rejected_by_backend", DropReason::RejectedByBackend),
+    ("corrupt", DropReason::Corrupt),
+    ("buffer_write_failed", DropReason::BufferWriteFailed),
+];
+
+/// The per-pipeline rows of one scrape, gathered in one pass over the pipelines.
+#[derive(Default)]
+struct PipelineRows {
+    samples_in: Vec<Row<u64>>,
+    sent: Vec<Row<u64>>,
+    failed: Vec<Row<u64>>,
+    dropped: Vec<Row<u64>>,
+    errors: Vec<Row<u64>>,
+    requests: Vec<Row<u64>>,
+    bytes: Vec<Row<f64>>,
+    max_bytes: Vec<Row<f64>>,
+    age: Vec<Row<f64>>,
+    targets: Vec<Row<f64>>,
+    scrape_errors: Vec<Row<u64>>,
+}
+
+impl PipelineRows {
+    fn add(&mut self, name: &str, pipeline: &RunningPipeline, now_ms: i64) {
+        let label = || vec![name.to_owned()];
+        let with = |value: &str| vec![name.to_owned(), value.to_owned()];
+        let stats = &pipeline.stats;
+        self.samples_in
+            .push((label(), stats.samples_in.load(Ordering::Relaxed)));
+        self.sent
+            .push((label(), stats.samples_sent.load(Ordering::Relaxed)));
+        self.failed
+            .push((label(), stats.samples_failed.load(Ordering::Relaxed)));
+        self.requests
+            .push((label(), stats.requests.load(Ordering::Relaxed)));
+        for (reason, n) in stats.errors_by_reason() {
+            self.errors.push((with(&reason), n));
         }
-        let refused: Vec<(Vec<(&str, String)>, u64)> = self
-            .push
-            .refused()
-            .into_iter()
-            .map(|((protocol, reason), n)| {
-                (
-                    vec![
-                        ("protocol", protocol.to_owned()),
-                        ("reason", reason.to_owned()),
-                    ],
-                    n,
-                )
-            })
-            .collect();
-        counter(
-            &mut encoder,
-            "kaas_agent_push_requests_refused",
-            "Push requests refused before reaching a pipeline, by protocol and reason.",
-            &refused,
-        )?;
-        // A pipeline change in progress holds the lock; report pipelines next scrape.
-        let Ok(pipelines) = self.pipelines.try_read() else {
-            return Ok(());
-        };
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let mut samples_in = Vec::new();
-        let mut sent = Vec::new();
-        let mut failed = Vec::new();
-        let mut dropped = Vec::new();
-        let mut requests = Vec::new();
-        let mut bytes = Vec::new();
-        let mut max_bytes = Vec::new();
-        let mut age = Vec::new();
-        let mut targets = Vec::new();
-        let mut scrape_errors = Vec::new();
-        let mut errors = Vec::new();
-        for (name, pipeline) in pipelines.iter() {
-            let label = || vec![("pipeline", name.clone())];
-            let stats = &pipeline.stats;
-            samples_in.push((label(), stats.samples_in.load(Ordering::Relaxed)));
-            sent.push((label(), stats.samples_sent.load(Ordering::Relaxed)));
-            failed.push((label(), stats.samples_failed.load(Ordering::Relaxed)));
-            requests.push((label(), stats.requests.load(Ordering::Relaxed)));
-            for (reason, n) in stats.errors_by_reason() {
-                errors.push((vec![("pipeline", name.clone()), ("reason", reason)], n));
-            }
-            for (reason, kind) in [
-                ("buffer_full", DropReason::BufferFull),
-                ("max_age_exceeded", DropReason::MaxAgeExceeded),
-                ("rejected_by_backend", DropReason::RejectedByBackend),
-                ("corrupt", DropReason::Corrupt),
-                ("buffer_write_failed", DropReason::BufferWriteFailed),
-            ] {
-                dropped.push((
-                    vec![("pipeline", name.clone()), ("reason", reason.to_owned())],
-                    stats.dropped_total(kind),
-                ));
-            }
-            max_bytes.push((label(), pipeline.buffer_grant.max_bytes as f64));
-            if let Ok(buffer) = pipeline.buffer.try_lock() {
-                bytes.push((label(), buffer.bytes() as f64));
-                let oldest = buffer
-                    .oldest_timestamp_ms()
-                    .map_or(0.0, |ts| (now_ms.saturating_sub(ts)) as f64 / 1000.0);
-                age.push((label(), oldest));
-            }
-            let (mut up, mut down) = (0u32, 0u32);
-            for target in &pipeline.target_states() {
-                let health = target
-                    .health
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                if health.up {
-                    up += 1;
-                } else if health.last_scrape.is_some() {
-                    down += 1;
-                }
-                scrape_errors.push((
-                    vec![
-                        ("pipeline", name.clone()),
-                        ("target", target.labels.get("instance").to_owned()),
-                    ],
-                    health.scrape_errors,
-                ));
-            }
-            targets.push((
-                vec![("pipeline", name.clone()), ("state", "up".into())],
-                f64::from(up),
-            ));
-            targets.push((
-                vec![("pipeline", name.clone()), ("state", "down".into())],
-                f64::from(down),
-            ));
+        for (reason, kind) in DROP_REASONS {
+            self.dropped.push((with(reason), stats.dropped_total(kind)));
         }
-        counter(
-            &mut encoder,
-            "kaas_agent_pipeline_samples_in",
-            "Samples accepted into the pipeline's buffer.",
-            &samples_in,
-        )?;
-        counter(
-            &mut encoder,
-            "kaas_agent_pipeline_samples_sent",
-            "Samples the backend acknowledged.",
-            &sent,
-        )?;
-        counter(
-            &mut encoder,
-            "kaas_agent_pipeline_samples_failed",
-            "Samples in failed send attempts that will be retried.",
-            &failed,
-        )?;
-        counter(
-            &mut encoder,
-            "kaas_agent_pipeline_samples_dropped",
-            "Samples given up on, by reason.",
-            &dropped,
-        )?;
-        counter(
-            &mut encoder,
-            "kaas_agent_pipeline_errors",
-            "Collection and delivery errors, by condition reason (e.g. BackendUnreachable, SecretMissing).",
-            &errors,
-        )?;
-        counter(
-            &mut encoder,
-            "kaas_agent_pipeline_requests",
-            "Requests sent to the backend.",
-            &requests,
-        )?;
+        self.max_bytes
+            .push((label(), pipeline.buffer_grant.max_bytes as f64));
+        if let Ok(buffer) = pipeline.buffer.try_lock() {
+            self.bytes.push((label(), buffer.bytes() as f64));
+            let oldest = buffer
+                .oldest_timestamp_ms()
+                .map_or(0.0, |ts| (now_ms.saturating_sub(ts)) as f64 / 1000.0);
+            self.age.push((label(), oldest));
+        }
+        let (mut up, mut down) = (0u32, 0u32);
+        for target in &pipeline.target_states() {
+            let health = target
+                .health
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if health.up {
+                up += 1;
+            } else if health.last_scrape.is_some() {
+                down += 1;
+            }
+            self.scrape_errors
+                .push((with(target.labels.get("instance")), health.scrape_errors));
+        }
+        self.targets.push((with("up"), f64::from(up)));
+        self.targets.push((with("down"), f64::from(down)));
+    }
+
+    fn encode(&self, encoder: &mut DescriptorEncoder, pipelines: &Pipelines) -> std::fmt::Result {
+        SAMPLES_IN.counters(encoder, &self.samples_in)?;
+        SAMPLES_SENT.counters(encoder, &self.sent)?;
+        SAMPLES_FAILED.counters(encoder, &self.failed)?;
+        SAMPLES_DROPPED.counters(encoder, &self.dropped)?;
+        PIPELINE_ERRORS.counters(encoder, &self.errors)?;
+        REQUESTS.counters(encoder, &self.requests)?;
         {
-            let mut metric = encoder.encode_descriptor(
-                "kaas_agent_pipeline_send_duration_seconds",
-                "How long requests to the backend take.",
-                None,
-                MetricType::Histogram,
-            )?;
+            let family = &SEND_DURATION;
+            let mut metric =
+                encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
             for (name, pipeline) in pipelines.iter() {
-                let labels = vec![("pipeline", name.clone())];
+                let values = [name.clone()];
+                let labels = family.label_set(&values);
                 pipeline
                     .stats
                     .send_latency
@@ -311,36 +339,200 @@ impl Collector for AgentCollector {
                     .encode(metric.encode_family(&labels)?)?;
             }
         }
-        gauge(
-            &mut encoder,
-            "kaas_agent_pipeline_buffer_bytes",
-            "Bytes in the pipeline's disk buffer.",
-            &bytes,
+        BUFFER_BYTES.gauges(encoder, &self.bytes)?;
+        BUFFER_MAX_BYTES.gauges(encoder, &self.max_bytes)?;
+        BUFFER_OLDEST_AGE.gauges(encoder, &self.age)?;
+        TARGETS.gauges(encoder, &self.targets)?;
+        TARGET_SCRAPE_ERRORS.counters(encoder, &self.scrape_errors)
+    }
+}
+
+impl AgentCollector {
+    /// The families that do not depend on a pipeline: reloads, the budget, pushes.
+    fn encode_agent(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let reloads = &self.reloads;
+        CONFIG_RELOADS.counters(
+            encoder,
+            &[
+                (
+                    vec!["success".into()],
+                    reloads.successes.load(Ordering::Relaxed),
+                ),
+                (
+                    vec!["failure".into()],
+                    reloads.failures.load(Ordering::Relaxed),
+                ),
+            ],
         )?;
-        gauge(
-            &mut encoder,
-            "kaas_agent_pipeline_buffer_max_bytes",
-            "The byte bound of the pipeline's disk buffer: spec.buffer.maxBytes, or less when the agent's buffer budget is shared.",
-            &max_bytes,
-        )?;
-        gauge(
-            &mut encoder,
-            "kaas_agent_pipeline_buffer_oldest_age_seconds",
-            "Age of the oldest undelivered buffered data.",
-            &age,
-        )?;
-        gauge(
-            &mut encoder,
-            "kaas_agent_pipeline_targets",
-            "Scrape targets by the outcome of their last scrape.",
-            &targets,
-        )?;
-        counter(
-            &mut encoder,
-            "kaas_agent_target_scrape_errors",
-            "Failed scrapes per target.",
-            &scrape_errors,
-        )?;
-        Ok(())
+        BUFFER_BUDGET.gauges(encoder, &[(vec![], self.buffer_budget as f64)])?;
+        let last = reloads.last_successful.load(Ordering::Relaxed);
+        LAST_RELOAD_SUCCESSFUL.gauges(encoder, &[(vec![], f64::from(u8::from(last)))])?;
+        for (family, value) in [
+            (&PUSH_RECEIVED, &self.push.received),
+            (&PUSH_UNROUTED, &self.push.unrouted),
+            (&PUSH_MALFORMED, &self.push.malformed_requests),
+        ] {
+            family.counters(encoder, &[(vec![], value.load(Ordering::Relaxed))])?;
+        }
+        let refused: Vec<Row<u64>> = self
+            .push
+            .refused()
+            .into_iter()
+            .map(|((protocol, reason), n)| (vec![protocol.to_owned(), reason.to_owned()], n))
+            .collect();
+        PUSH_REFUSED.counters(encoder, &refused)
+    }
+}
+
+impl Collector for AgentCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_agent(&mut encoder)?;
+        // A pipeline change in progress holds the lock; report pipelines next scrape.
+        let Ok(pipelines) = self.pipelines.try_read() else {
+            return Ok(());
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut rows = PipelineRows::default();
+        for (name, pipeline) in pipelines.iter() {
+            rows.add(name, pipeline, now_ms);
+        }
+        rows.encode(&mut encoder, &pipelines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Every family the collector encodes, for their label names.
+    const FAMILIES: [&Family; 19] = [
+        &CONFIG_RELOADS,
+        &BUFFER_BUDGET,
+        &LAST_RELOAD_SUCCESSFUL,
+        &PUSH_RECEIVED,
+        &PUSH_UNROUTED,
+        &PUSH_MALFORMED,
+        &PUSH_REFUSED,
+        &SAMPLES_IN,
+        &SAMPLES_SENT,
+        &SAMPLES_FAILED,
+        &SAMPLES_DROPPED,
+        &PIPELINE_ERRORS,
+        &REQUESTS,
+        &SEND_DURATION,
+        &BUFFER_BYTES,
+        &BUFFER_MAX_BYTES,
+        &BUFFER_OLDEST_AGE,
+        &TARGETS,
+        &TARGET_SCRAPE_ERRORS,
+    ];
+
+    /// The exposition name of a family: counters gain `_total`.
+    fn exposed(name: &str, kind: &str) -> String {
+        match kind {
+            "counter" => format!("{name}_total"),
+            _ => name.to_owned(),
+        }
+    }
+
+    /// The module doc's table: metric name → label names (value lists in parentheses
+    /// and remarks after the names left out).
+    fn documented() -> BTreeMap<String, Vec<String>> {
+        let mut table = BTreeMap::new();
+        for line in include_str!("telemetry.rs").lines() {
+            let Some(row) = line.strip_prefix("//! | `") else {
+                continue;
+            };
+            let (name, rest) = row.split_once('`').expect("a closing backtick");
+            let labels = rest.rsplit_once(" | ").map_or("", |(_, l)| l);
+            let mut bare = String::new();
+            let mut depth = 0;
+            for c in labels.trim().trim_end_matches('|').chars() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ if depth == 0 => bare.push(c),
+                    _ => {}
+                }
+            }
+            let labels = bare
+                .split(',')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            table.insert(name.to_owned(), labels);
+        }
+        table
+    }
+
+    /// What `/metrics` registers with self-telemetry on: family names from `# TYPE`.
+    fn registered() -> Vec<String> {
+        let flags = kaas_self_telemetry::OtlpFlags {
+            otlp_endpoint: Some("http://127.0.0.1:4317".into()),
+            otlp_push_interval: kaas_self_telemetry::settings::DEFAULT_PUSH_INTERVAL.into(),
+            ..kaas_self_telemetry::OtlpFlags::default()
+        };
+        let service = kaas_self_telemetry::Service {
+            name: "kaas-cluster-agent",
+            version: "test",
+        };
+        let telemetry = kaas_self_telemetry::SelfTelemetry::new(&flags, service).unwrap();
+        let mut registry = registry(
+            Arc::new(RwLock::new(Pipelines::new())),
+            Arc::new(ReloadState::default()),
+            Arc::new(PushStats::default()),
+            1 << 30,
+        );
+        telemetry.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text.lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .map(|rest| {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                exposed(name, kind)
+            })
+            .collect()
+    }
+
+    /// A labelled counter prometheus-client leaves out of the exposition until it has
+    /// a series: the first failed OTLP export creates one.
+    const SHOWN_ONCE_COUNTED: &str = "kaas_self_telemetry_export_failures_total";
+
+    #[test]
+    fn the_metric_table_lists_exactly_what_is_registered() {
+        let table = documented();
+        let mut registered = registered();
+        assert!(!registered.iter().any(|name| name == SHOWN_ONCE_COUNTED));
+        registered.push(SHOWN_ONCE_COUNTED.to_owned());
+        let listed: Vec<&String> = table.keys().collect();
+        let mut sorted: Vec<&String> = registered.iter().collect();
+        sorted.sort();
+        assert_eq!(
+            listed, sorted,
+            "the module doc's table (left) and the registry (right) differ"
+        );
+        assert_eq!(
+            registered.len(),
+            table.len(),
+            "a family is registered twice"
+        );
+    }
+
+    #[test]
+    fn the_metric_table_names_each_familys_labels() {
+        let table = documented();
+        for family in FAMILIES {
+            let name = exposed(family.name, family.kind.as_str());
+            let labels = table
+                .get(&name)
+                .unwrap_or_else(|| panic!("{name} is not in the table"));
+            assert_eq!(*labels, family.labels, "the labels of {name}");
+        }
     }
 }

@@ -16,8 +16,8 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::entry::Id128;
 use crate::error::JournalError;
+use crate::id128::Id128;
 
 /// The longest cursor text accepted: six fields of at most 32 hex digits plus keys and
 /// separators fit in well under this; anything longer is not a cursor.

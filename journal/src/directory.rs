@@ -29,10 +29,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::cursor::Cursor;
-use crate::entry::{Entry, Id128, UnitFilter};
+use crate::entry::{Entry, UnitFilter};
 use crate::error::JournalError;
 use crate::file::JournalFile;
 use crate::format::{FileState, Header, SHORT_HEADER};
+use crate::id128::Id128;
 
 /// Journal files read from one directory. journald keeps 100 by default
 /// (`SystemMaxFiles=`); beyond this the directory is not a journal directory the reader

@@ -32,8 +32,8 @@
 //! hashes are keyed, and whether the file is compact (32-bit offsets); a reader must
 //! refuse a file with an incompatible flag it does not know.
 
-use crate::entry::Id128;
 use crate::error::JournalError;
+use crate::id128::Id128;
 
 /// The first eight bytes of every journal file.
 pub(crate) const SIGNATURE: [u8; 8] = *b"LPKSHHRH";

@@ -36,16 +36,16 @@ mod entry;
 mod error;
 mod file;
 pub mod format;
-mod lz4;
+mod id128;
 mod payload;
 mod source;
-mod xz;
 
 pub use cursor::Cursor;
 pub use directory::{DirectoryCursor, JournalDirectory, StartAt};
-pub use entry::{Entry, Field, Id128, UnitFilter};
+pub use entry::{Entry, Field, UnitFilter};
 pub use error::{Corruption, JournalError};
 pub use file::{Entries, JournalFile};
+pub use id128::Id128;
 pub use source::ReadAt;
 
 /// Bytes kept of one field's value; longer values keep their start and are marked

@@ -242,28 +242,7 @@ impl RelabelConfig {
     /// Checks the rule as Prometheus does and builds the compiled rule.
     pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) -> Option<RelabelRule> {
         let before = errors.len();
-        let action = match &self.action {
-            None => RelabelAction::Replace,
-            Some(name) if name.is_empty() => {
-                errors.add(field(path, "action"), "relabel action cannot be empty");
-                return None;
-            }
-            Some(name) => match RelabelAction::parse(name) {
-                Some(action) => action,
-                None => {
-                    errors.add(
-                        field(path, "action"),
-                        format!(
-                            "unknown relabel action {name:?}; use one of replace, keep, drop, \
-                             keepequal, dropequal, hashmod, labelmap, labeldrop, labelkeep, \
-                             lowercase, uppercase"
-                        ),
-                    );
-                    return None;
-                }
-            },
-        };
-        let name = action.name();
+        let action = self.action(path, errors)?;
         for (i, label) in self.source_labels.iter().flatten().enumerate() {
             if let Err(reason) = check_prometheus_label_name(label) {
                 errors.add(index(&field(path, "sourceLabels"), i), reason);
@@ -278,37 +257,62 @@ impl RelabelConfig {
         };
         let target = self.target_label.as_deref().unwrap_or("");
         let replacement = self.replacement.as_deref().unwrap_or(DEFAULT_REPLACEMENT);
-        let target_path = field(path, "targetLabel");
-        use RelabelAction as A;
-
-        if action == A::HashMod && self.modulus.unwrap_or(0) == 0 {
+        let separator = self.separator.as_deref().unwrap_or(DEFAULT_SEPARATOR);
+        if action == RelabelAction::HashMod && self.modulus.unwrap_or(0) == 0 {
             errors.add(
                 field(path, "modulus"),
                 "relabel configuration for hashmod requires non-zero modulus",
             );
         }
-        let needs_target = matches!(
+        check_target(action, target, path, errors);
+        self.check_fields_of(action, path, errors);
+        if errors.len() != before {
+            return None;
+        }
+        Some(RelabelRule {
             action,
-            A::Replace | A::HashMod | A::Lowercase | A::Uppercase | A::KeepEqual | A::DropEqual
-        );
-        if needs_target && target.is_empty() {
-            errors.add(
-                &target_path,
-                format!("relabel configuration for {name} action requires 'target_label' value"),
-            );
-        } else if needs_target {
-            let valid = if action == A::Replace && target.contains('$') {
-                RELABEL_TARGET.is_match(target)
-            } else {
-                is_prometheus_label_name(target)
-            };
-            if !valid {
-                errors.add(
-                    &target_path,
-                    format!("{target:?} is invalid 'target_label' for {name} action"),
-                );
+            source_labels: self.source_labels.clone().unwrap_or_default(),
+            separator: separator.to_owned(),
+            regex: regex?,
+            modulus: self.modulus.unwrap_or(0),
+            target_label: target.to_owned(),
+            replacement: replacement.to_owned(),
+        })
+    }
+
+    /// The action, `replace` when unset; `None` (with the error) when unknown.
+    fn action(&self, path: &str, errors: &mut FieldErrors) -> Option<RelabelAction> {
+        match &self.action {
+            None => Some(RelabelAction::Replace),
+            Some(name) if name.is_empty() => {
+                errors.add(field(path, "action"), "relabel action cannot be empty");
+                None
+            }
+            Some(name) => {
+                let action = RelabelAction::parse(name);
+                if action.is_none() {
+                    errors.add(
+                        field(path, "action"),
+                        format!(
+                            "unknown relabel action {name:?}; use one of replace, keep, drop, \
+                             keepequal, dropequal, hashmod, labelmap, labeldrop, labelkeep, \
+                             lowercase, uppercase"
+                        ),
+                    );
+                }
+                action
             }
         }
+    }
+
+    /// The fields an action does not take, or takes only in some form: `replacement`
+    /// and the fields of the equality and label-name actions.
+    fn check_fields_of(&self, action: RelabelAction, path: &str, errors: &mut FieldErrors) {
+        use RelabelAction as A;
+        let name = action.name();
+        let target = self.target_label.as_deref().unwrap_or("");
+        let replacement = self.replacement.as_deref().unwrap_or(DEFAULT_REPLACEMENT);
+        let separator = self.separator.as_deref().unwrap_or(DEFAULT_SEPARATOR);
         if matches!(
             action,
             A::Lowercase | A::Uppercase | A::KeepEqual | A::DropEqual
@@ -325,7 +329,6 @@ impl RelabelConfig {
                 format!("{replacement:?} is invalid 'replacement' for {name} action"),
             );
         }
-        let separator = self.separator.as_deref().unwrap_or(DEFAULT_SEPARATOR);
         if matches!(action, A::KeepEqual | A::DropEqual)
             && (self.regex.as_deref().unwrap_or(DEFAULT_REGEX) != DEFAULT_REGEX
                 || self.modulus.unwrap_or(0) != 0
@@ -351,18 +354,39 @@ impl RelabelConfig {
                 format!("{name} action requires only 'regex', and no other fields"),
             );
         }
-        if errors.len() != before {
-            return None;
-        }
-        Some(RelabelRule {
-            action,
-            source_labels: self.source_labels.clone().unwrap_or_default(),
-            separator: separator.to_owned(),
-            regex: regex?,
-            modulus: self.modulus.unwrap_or(0),
-            target_label: target.to_owned(),
-            replacement: replacement.to_owned(),
-        })
+    }
+}
+
+/// The target label: required by the actions that write one, a label name (or, for
+/// `replace`, a template of one).
+fn check_target(action: RelabelAction, target: &str, path: &str, errors: &mut FieldErrors) {
+    use RelabelAction as A;
+    let name = action.name();
+    let target_path = field(path, "targetLabel");
+    let needs_target = matches!(
+        action,
+        A::Replace | A::HashMod | A::Lowercase | A::Uppercase | A::KeepEqual | A::DropEqual
+    );
+    if !needs_target {
+        return;
+    }
+    if target.is_empty() {
+        errors.add(
+            &target_path,
+            format!("relabel configuration for {name} action requires 'target_label' value"),
+        );
+        return;
+    }
+    let valid = if action == A::Replace && target.contains('$') {
+        RELABEL_TARGET.is_match(target)
+    } else {
+        is_prometheus_label_name(target)
+    };
+    if !valid {
+        errors.add(
+            &target_path,
+            format!("{target:?} is invalid 'target_label' for {name} action"),
+        );
     }
 }
 

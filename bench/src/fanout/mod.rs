@@ -365,7 +365,6 @@ async fn converge(
     settings: &FanoutSettings,
     report: &mut FanoutReport,
 ) -> Result<(), FanoutError> {
-    let n = settings.agents;
     // Our own connections to the observer's database, for reading only: one query per
     // poll, without loading the observer with the API's JSON for every cluster.
     let store = Store::open_sqlite(
@@ -383,35 +382,74 @@ async fn converge(
         .await?;
     let returned = Instant::now();
     report.convergence.apply_call = returned - call;
-    let until = returned + settings.converge_deadline;
+    let window = Window {
+        call,
+        returned,
+        until: returned + settings.converge_deadline,
+        agents: settings.agents,
+    };
+    let (samples, acked, status_true) = tokio::join!(
+        window.answers(observer, baseline, settings.metrics_poll),
+        window.acknowledged(&store, fleet),
+        window.status(observer),
+    );
+    report.convergence.cpu_seconds = observer.cpu_seconds() - cpu_before;
+    report.convergence.answered = samples;
+    report.convergence.acknowledged = acked.into_iter().flatten().collect();
+    report.convergence.status_true = status_true;
+    window.listing(observer, fleet, report).await;
+    report.convergence.pushed = fleet
+        .records()
+        .iter()
+        .filter_map(|r| r.updates.iter().find(|(at, _)| *at >= call))
+        .map(|(at, _)| at.saturating_duration_since(returned))
+        .collect();
+    Ok(())
+}
 
-    // The observer's count of APPLIED answers, sampled.
-    let answered = async {
+/// The convergence phase's clock: when the pipeline was applied, when the call
+/// returned, and how long to watch the fleet follow.
+struct Window {
+    call: Instant,
+    returned: Instant,
+    until: Instant,
+    agents: usize,
+}
+
+impl Window {
+    /// The observer's count of APPLIED answers since `baseline`, sampled every `poll`.
+    async fn answers(
+        &self,
+        observer: &ObserverProcess,
+        baseline: u64,
+        poll: Duration,
+    ) -> Vec<(Duration, u64)> {
         let mut samples = Vec::new();
         loop {
             if let Some(metrics) = observer.metrics().await {
                 let count = metrics.pushes_answered.saturating_sub(baseline);
-                samples.push((returned.elapsed(), count));
-                if count >= n as u64 {
+                samples.push((self.returned.elapsed(), count));
+                if count >= self.agents as u64 {
                     break;
                 }
             }
-            if Instant::now() > until {
+            if Instant::now() > self.until {
                 break;
             }
-            tokio::time::sleep(settings.metrics_poll).await;
+            tokio::time::sleep(poll).await;
         }
         samples
-    };
-    // What the observer stored, per cluster.
-    let acknowledged = async {
-        let mut acked: Vec<Option<Duration>> = vec![None; n];
+    }
+
+    /// What the observer stored, per cluster: when its new hash was first seen.
+    async fn acknowledged(&self, store: &Store, fleet: &Fleet) -> Vec<Option<Duration>> {
+        let mut acked: Vec<Option<Duration>> = vec![None; self.agents];
         loop {
             if let Ok(clusters) = store.list_clusters(Some(TENANT)).await {
-                let seen = returned.elapsed();
+                let seen = self.returned.elapsed();
                 // Read after the query: a cluster stored with its new hash had its
                 // agent receive the update before the query answered.
-                let expected = expected_hashes(fleet, call);
+                let expected = expected_hashes(fleet, self.call);
                 for cluster in clusters {
                     let Some(index) = cluster_index(&cluster.name) else {
                         continue;
@@ -424,15 +462,17 @@ async fn converge(
                     }
                 }
             }
-            if acked.iter().all(Option::is_some) || Instant::now() > until {
+            if acked.iter().all(Option::is_some) || Instant::now() > self.until {
                 break;
             }
             tokio::time::sleep(STORE_POLL_INTERVAL).await;
         }
         acked
-    };
-    // The pipeline's condition, through the API (one pipeline row per request).
-    let status = async {
+    }
+
+    /// When the pipeline's condition turned true, through the API (one pipeline row
+    /// per request).
+    async fn status(&self, observer: &ObserverProcess) -> Option<Duration> {
         loop {
             if let Ok(view) = observer.api().pipeline_status(TENANT, PIPELINE).await
                 && view.status.conditions.iter().any(|c| {
@@ -441,47 +481,38 @@ async fn converge(
                         && c.observed_generation == Some(view.generation)
                 })
             {
-                return Some(returned.elapsed());
+                return Some(self.returned.elapsed());
             }
-            if Instant::now() > until {
+            if Instant::now() > self.until {
                 return None;
             }
             tokio::time::sleep(STORE_POLL_INTERVAL).await;
         }
-    };
-    let (samples, acked, status_true) = tokio::join!(answered, acknowledged, status);
-    report.convergence.cpu_seconds = observer.cpu_seconds() - cpu_before;
-    report.convergence.answered = samples;
-    report.convergence.acknowledged = acked.into_iter().flatten().collect();
-    report.convergence.status_true = status_true;
+    }
 
-    // What an operator sees: the cluster list, once everything settled.
-    let expected = expected_hashes(fleet, call);
-    let listing = Instant::now();
-    match observer.api().list_clusters(TENANT).await {
-        Ok(list) => {
-            report.convergence.list_request = Some(listing.elapsed());
-            report.convergence.listed_with_new_hash = list
-                .items
-                .iter()
-                .filter(|view| {
-                    cluster_index(&view.name)
-                        .and_then(|i| expected.get(i).cloned().flatten())
-                        .is_some_and(|want| view.applied_config_hash.as_deref() == Some(&want))
-                })
-                .count();
-        }
-        Err(error) => {
-            report.convergence.list_error = Some(format!("{error} after {:?}", listing.elapsed()));
+    /// What an operator sees: the cluster list, once everything settled.
+    async fn listing(&self, observer: &ObserverProcess, fleet: &Fleet, report: &mut FanoutReport) {
+        let expected = expected_hashes(fleet, self.call);
+        let listing = Instant::now();
+        match observer.api().list_clusters(TENANT).await {
+            Ok(list) => {
+                report.convergence.list_request = Some(listing.elapsed());
+                report.convergence.listed_with_new_hash = list
+                    .items
+                    .iter()
+                    .filter(|view| {
+                        cluster_index(&view.name)
+                            .and_then(|i| expected.get(i).cloned().flatten())
+                            .is_some_and(|want| view.applied_config_hash.as_deref() == Some(&want))
+                    })
+                    .count();
+            }
+            Err(error) => {
+                report.convergence.list_error =
+                    Some(format!("{error} after {:?}", listing.elapsed()));
+            }
         }
     }
-    report.convergence.pushed = fleet
-        .records()
-        .iter()
-        .filter_map(|r| r.updates.iter().find(|(at, _)| *at >= call))
-        .map(|(at, _)| at.saturating_duration_since(returned))
-        .collect();
-    Ok(())
 }
 
 /// Per agent, the hash (hex) of the first `ConfigUpdate` it received after `since`.

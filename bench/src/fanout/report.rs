@@ -172,9 +172,18 @@ impl FanoutReport {
 
     /// The report as printed.
     pub fn render(&self) -> String {
-        let n = self.agents;
-        let c = &self.convergence;
         let mut out = String::new();
+        self.render_setup(&mut out);
+        self.render_convergence(&mut out);
+        self.render_storm(&mut out);
+        self.render_failures(&mut out);
+        self.render_targets(&mut out);
+        out
+    }
+
+    /// The machine, the setup and the observer's memory.
+    fn render_setup(&self, out: &mut String) {
+        let n = self.agents;
         let _ = writeln!(
             out,
             "fan-out: {n} simulated agents (mTLS, one connection each) against one observer (SQLite), {} CPUs; /metrics read every {} ms",
@@ -198,6 +207,12 @@ impl FanoutReport {
             self.peak_per_agent() / 1024.0,
             mib(self.bench.rss_bytes)
         );
+    }
+
+    /// The pipeline change: how fast the fleet followed.
+    fn render_convergence(&self, out: &mut String) {
+        let n = self.agents;
+        let c = &self.convergence;
         let _ = writeln!(
             out,
             "pipeline change: PUT answered in {:.3} s; {}/{n} pushed, {}/{n} acknowledged; observer CPU {:.1} s",
@@ -211,31 +226,20 @@ impl FanoutReport {
             "  {:<48} {:>9} {:>9} {:>9}",
             "from the PUT returning to …", "p50", "p99", "max"
         );
-        let row = |out: &mut String, name: &str, values: [Option<Duration>; 3]| {
-            let _ = writeln!(
-                out,
-                "  {name:<48} {:>9} {:>9} {:>9}",
-                seconds(values[0]),
-                seconds(values[1]),
-                seconds(values[2])
-            );
-        };
-        let quantiles =
-            |values: &[Duration]| [0.5, 0.99, 1.0].map(|q| quantile_of_fleet(values, n, q));
         row(
-            &mut out,
+            out,
             "ConfigUpdate at the agent (pushed)",
-            quantiles(&c.pushed),
+            fleet_quantiles(&c.pushed, n),
         );
         row(
-            &mut out,
+            out,
             "APPLIED counted by the observer (metric)",
             [0.5, 0.99, 1.0].map(|q| rank(n, q).and_then(|r| c.answered_at(r))),
         );
         row(
-            &mut out,
+            out,
             "new hash stored by the observer (acknowledged)",
-            quantiles(&c.acknowledged),
+            fleet_quantiles(&c.acknowledged, n),
         );
         let listing = match &c.list_error {
             Some(error) => format!("failed: {error}"),
@@ -250,6 +254,11 @@ impl FanoutReport {
             "  ConfigurationApplied True after {}; afterwards GET /api/v1/clusters {listing}",
             seconds(c.status_true),
         );
+    }
+
+    /// The reconnect storm after the observer's restart.
+    fn render_storm(&self, out: &mut String) {
+        let n = self.agents;
         let s = &self.storm;
         let _ = writeln!(
             out,
@@ -274,10 +283,14 @@ impl FanoutReport {
             h.handshakes_waiting
         );
         row(
-            &mut out,
+            out,
             "per agent, from the kill to its stream",
-            quantiles(&s.reconnected),
+            fleet_quantiles(&s.reconnected, n),
         );
+    }
+
+    /// Failed attempts by phase and kind.
+    fn render_failures(&self, out: &mut String) {
         let _ = writeln!(out, "failed attempts by phase:");
         if self.failures.is_empty() {
             let _ = writeln!(out, "  none");
@@ -295,7 +308,13 @@ impl FanoutReport {
                 }
             );
         }
-        let acknowledged_p99 = quantiles(&c.acknowledged)[1];
+    }
+
+    /// The measurements against the design's targets.
+    fn render_targets(&self, out: &mut String) {
+        let n = self.agents;
+        let s = &self.storm;
+        let acknowledged_p99 = fleet_quantiles(&self.convergence.acknowledged, n)[1];
         let _ = writeln!(out, "targets:");
         let _ = writeln!(
             out,
@@ -343,8 +362,23 @@ impl FanoutReport {
             0,
             "—"
         );
-        out
     }
+}
+
+/// One row of quantiles: p50, p99 and max.
+fn row(out: &mut String, name: &str, values: [Option<Duration>; 3]) {
+    let _ = writeln!(
+        out,
+        "  {name:<48} {:>9} {:>9} {:>9}",
+        seconds(values[0]),
+        seconds(values[1]),
+        seconds(values[2])
+    );
+}
+
+/// p50, p99 and max over a fleet of `n` ([`quantile_of_fleet`]).
+fn fleet_quantiles(values: &[Duration], n: usize) -> [Option<Duration>; 3] {
+    [0.5, 0.99, 1.0].map(|q| quantile_of_fleet(values, n, q))
 }
 
 /// Quantile `q` over a fleet of `n` where only `values` (fewer than `n`) finished: the

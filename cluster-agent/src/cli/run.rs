@@ -35,10 +35,13 @@ use crate::agent::{Agent, ApplyReport};
 use crate::control::{DEFAULT_HEALTH_REPORT_INTERVAL, DEFAULT_HEALTH_WINDOW};
 use crate::exporters::auth::NoSecrets;
 use crate::files::FileAccess;
+use crate::internal_events::{
+    ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource, ReloadState,
+};
 use crate::labels::Labels;
 use crate::pipeline::runtime::{AgentContext, ClusterView};
 use crate::push::PushStats;
-use crate::telemetry::{ReloadState, registry};
+use crate::telemetry::registry;
 
 /// Where the agent serves its own endpoints by default; vmagent's port, which
 /// operators of agents already open.
@@ -548,7 +551,7 @@ async fn run_standalone(
     let (config, mut hash) = initial;
     agent.apply(config).await;
     let reloads = agent.reloads.clone();
-    reloads.last_successful.store(true, Ordering::Relaxed);
+    ConfigLoaded(ConfigSource::File).emit(&reloads);
 
     let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
@@ -569,8 +572,7 @@ async fn run_standalone(
             Ok((config, new_hash)) => {
                 hash = new_hash;
                 agent.apply(config).await;
-                reloads.successes.fetch_add(1, Ordering::Relaxed);
-                reloads.last_successful.store(true, Ordering::Relaxed);
+                ConfigReloaded(ConfigSource::File).emit(&reloads);
             }
             Err(error) => {
                 // Remember the broken file so it is reported once, not every check.
@@ -578,8 +580,7 @@ async fn run_standalone(
                     hash = new_hash;
                 }
                 tracing::error!(%error, "configuration refused; keeping the running configuration");
-                reloads.failures.fetch_add(1, Ordering::Relaxed);
-                reloads.last_successful.store(false, Ordering::Relaxed);
+                ConfigRefused(ConfigSource::File).emit(&reloads);
             }
         }
     }

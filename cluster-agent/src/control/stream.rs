@@ -3,7 +3,6 @@
 //! module documentation of [`crate::control`] for the protocol and its reasons).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use kaas_pipeline::agent_config::{
@@ -31,6 +30,7 @@ use super::{
     RECONNECT_BACKOFF_BASE, RECONNECT_BACKOFF_CAP,
 };
 use crate::cli::run::ConfiguredAgent;
+use crate::internal_events::{ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource};
 
 /// How long a `Join` call may take before it is retried.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -330,7 +330,7 @@ impl ObserverConnection {
                     "applying the last-known-good configuration before contacting the observer"
                 );
                 agent.apply(config.clone()).await;
-                agent.reloads.last_successful.store(true, Ordering::Relaxed);
+                ConfigLoaded(ConfigSource::LastKnownGood).emit(&agent.reloads);
                 self.last_known_good = Some(Fallback { saved, config });
             }
             Err(error) => tracing::error!(
@@ -656,11 +656,7 @@ impl ObserverConnection {
                 "configuration from the observer refused; keeping the last-known-good configuration"
             );
         }
-        agent.reloads.failures.fetch_add(1, Ordering::Relaxed);
-        agent
-            .reloads
-            .last_successful
-            .store(false, Ordering::Relaxed);
+        ConfigRefused(ConfigSource::Observer).emit(&agent.reloads);
         self.send_status(outbox, hash, ConfigState::Failed, errors)
             .await
     }
@@ -748,8 +744,7 @@ impl ObserverConnection {
             tracing::error!(%error, "cannot save the last-known-good configuration");
         }
         self.last_known_good = Some(Fallback { saved, config });
-        agent.reloads.successes.fetch_add(1, Ordering::Relaxed);
-        agent.reloads.last_successful.store(true, Ordering::Relaxed);
+        ConfigReloaded(ConfigSource::Observer).emit(&agent.reloads);
         tracing::info!(hash = %hex::encode(&hash), "configuration from the observer applied");
         self.send_status(outbox, &hash, ConfigState::Applied, vec![])
             .await

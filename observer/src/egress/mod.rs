@@ -47,12 +47,11 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 pub use ranges::{Cidr, Embedding, RangeKind, SpecialRange};
+
+use crate::internal_events::{EgressRefusals, EgressRefused};
 
 use ranges::{IPV4_COMPATIBLE_RANGE, classify, embedded_ipv4};
 
@@ -153,12 +152,6 @@ fn refused_message(host: Option<&str>, refusal: &Refusal) -> String {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RefusalLabels {
-    context: &'static str,
-    range: &'static str,
-}
-
 /// The policy: the provider's allowed CIDRs and extra probe methods, and the refusal
 /// counter. Cheap to clone (shared).
 #[derive(Clone)]
@@ -169,7 +162,7 @@ pub struct EgressPolicy {
 struct PolicyInner {
     allowed: Vec<Cidr>,
     probe_methods: Vec<String>,
-    refusals: Family<RefusalLabels, Counter>,
+    refusals: EgressRefusals,
 }
 
 impl fmt::Debug for EgressPolicy {
@@ -199,7 +192,7 @@ impl EgressPolicy {
                     .into_iter()
                     .map(|m| m.to_ascii_uppercase())
                     .collect(),
-                refusals: Family::default(),
+                refusals: EgressRefusals::default(),
             }),
         }
     }
@@ -300,13 +293,8 @@ impl EgressPolicy {
     }
 
     fn count(&self, context: EgressContext, range: &'static str) {
-        self.inner
-            .refusals
-            .get_or_create(&RefusalLabels {
-                context: context.as_str(),
-                range,
-            })
-            .inc();
+        let context = context.as_str();
+        EgressRefused { context, range }.emit(&self.inner.refusals);
     }
 
     /// Resolves `host` (a name or a literal address, IPv6 with or without brackets)
@@ -364,11 +352,7 @@ impl EgressPolicy {
 
     /// Registers `kaas_observer_egress_refusals_total` in `registry`.
     pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "kaas_observer_egress_refusals",
-            "Contacts the egress policy refused (tenant probes, cluster API endpoints, API requests naming a refused address), by where and by range (or method).",
-            self.inner.refusals.clone(),
-        );
+        self.inner.refusals.register(registry);
     }
 }
 

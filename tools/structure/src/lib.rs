@@ -15,6 +15,10 @@
 //! - `report` holds what was found, and `baseline` compares it with the list of
 //!   violations that predate the check, which may only shrink.
 //!
+//! Beside the code, `flow` holds the docs to it: the module paths named on a crate's
+//! data path, in marked sections of its map and of the architecture doc, exist and
+//! come in flow order.
+//!
 //! Comments, doc comments, strings and attributes are never read as paths. Code under
 //! `#[cfg(test)]` or `#[test]` makes no edge (tests may reach across modules to set a
 //! scene) unless [`EdgeOptions::include_tests`] asks for it, and is held to no size
@@ -24,6 +28,7 @@
 pub mod baseline;
 mod cycles;
 mod error;
+mod flow;
 mod graph;
 mod lexer;
 mod report;
@@ -37,6 +42,7 @@ use std::path::Path;
 
 pub use cycles::{Cycle, Edge, EdgeOptions, Example};
 pub use error::Error;
+pub use flow::{ARCHITECTURE_DOC, FlowProblem, FlowReport, check_flow};
 pub use lexer::LexError;
 pub use report::{LongFile, LongFn, Report, Violation};
 use workspace::CrateRoot;

@@ -1,5 +1,5 @@
-//! `kaas-structure`: prints the structure check's report for the workspace and
-//! compares it with the baseline.
+//! `kaas-structure`: prints the structure check's report for the workspace,
+//! compares it with the baseline, then checks the docs' flow sections.
 //!
 //! ```text
 //! cargo run -p kaas-structure                      # report; exit 1 unless it matches the baseline
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use kaas_structure::baseline::{self, BASELINE_PATH};
-use kaas_structure::{EdgeOptions, Report, check_crate, check_workspace};
+use kaas_structure::{EdgeOptions, Report, check_crate, check_flow, check_workspace};
 
 const USAGE: &str = "usage: kaas-structure [--root DIR | --crate DIR] [--write-baseline] [--nested] [--include-tests] [--edges] [--strict]";
 
@@ -131,6 +131,8 @@ fn run(args: &Args) -> Result<bool, String> {
     let baseline = baseline::parse(&text).map_err(|e| e.to_string())?;
     let comparison = baseline::compare(&report, &baseline);
     println!("\n{comparison}");
+    let flow = check_flow(&root).map_err(|e| e.to_string())?;
+    println!("\n{flow}");
     let clean = report.violations().is_empty();
-    Ok(comparison.passed() && (clean || !args.strict))
+    Ok(comparison.passed() && flow.problems.is_empty() && (clean || !args.strict))
 }

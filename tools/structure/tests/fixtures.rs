@@ -167,15 +167,13 @@ fn constants(prefix: &str, indent: usize, count: usize) -> String {
 /// written into `dir`: thousands of lines of filler, made here rather than committed.
 fn long_code_crate(dir: &std::path::Path) {
     let src = dir.join("src");
-    std::fs::create_dir_all(src.join("gen")).expect("create the fixture crate");
-    let write = |file: &str, text: String| {
-        std::fs::write(src.join(file), text).expect("write a fixture file")
-    };
+    std::fs::create_dir_all(src.join("gen")).expect("src/gen");
+    let write = |file: &str, text: String| std::fs::write(src.join(file), text).expect(file);
     std::fs::write(
         dir.join("Cargo.toml"),
         "[package]\nname = \"long_code\"\nversion = \"0.0.0\"\nedition = \"2024\"\n",
     )
-    .expect("write the fixture manifest");
+    .expect("Cargo.toml");
     write(
         "lib.rs",
         "//! Files and functions at and over the size limits.\nmod at_limit;\nmod functions;\n\
@@ -298,4 +296,46 @@ fn the_command_exits_zero_on_a_crate_without_violations() {
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
+}
+
+/// The flow check on `testdata/flow`: the crate's map is its flow order; one
+/// architecture section follows it, one names a module out of order and one that does
+/// not exist, one names a crate the workspace lacks.
+#[test]
+fn the_flow_check_finds_missing_modules_and_paths_out_of_flow_order() {
+    let report = kaas_structure::check_flow(&fixture("flow")).unwrap_or_else(|e| panic!("{e}"));
+    let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "docs/architecture.md:11: `scrape` comes before `buffer` on app's data path (its map in app/src/lib.rs), but is named after it",
+            "docs/architecture.md:11: `scrape::missing` is no module of app/src/lib.rs",
+            "docs/architecture.md:14: no workspace crate in the folder \"other\"",
+        ]
+    );
+    // The map, the good section and the bad one: the unknown crate's is not counted.
+    assert_eq!(report.sections, 3);
+}
+
+/// Until the docs mark their sections the check passes, and says it read none.
+#[test]
+fn a_workspace_without_flow_sections_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[workspace]\nmembers = [\"app\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("app/src")).unwrap();
+    std::fs::write(dir.path().join("app/src/lib.rs"), "//! `not_a_module`\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    std::fs::write(
+        dir.path().join("docs/architecture.md"),
+        "`nowhere` → `else`\n",
+    )
+    .unwrap();
+    let report = kaas_structure::check_flow(dir.path()).unwrap();
+    assert_eq!(report.sections, 0);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(report.to_string().contains("none marked yet"), "{report}");
 }

@@ -26,7 +26,7 @@ pub(crate) fn decompress(
     input: &[u8],
     cap: usize,
     input_complete: bool,
-) -> Result<crate::compress::Decoded, String> {
+) -> Result<super::Decoded, String> {
     if input.len() < STREAM_HEADER_SIZE || input[..6] != STREAM_MAGIC {
         return Err("not an xz stream".into());
     }
@@ -48,7 +48,7 @@ pub(crate) fn decompress(
     let work = bytes.len();
     let truncated = work > cap || !chunks.ended;
     bytes.truncate(cap);
-    Ok(crate::compress::Decoded {
+    Ok(super::Decoded {
         bytes,
         truncated,
         work,

@@ -7,8 +7,8 @@
 //! - **zstd**: one zstd frame (journald's default since systemd 246). Decoded with
 //!   `ruzstd`, streaming, with the frame's window limited to [`MAX_ZSTD_WINDOW_BYTES`].
 //! - **lz4**: the uncompressed size as a little-endian u64, then one raw LZ4 block.
-//!   Decoded by [`crate::lz4`], which stops at the cap.
-//! - **xz**: one xz stream holding one LZMA2 block. Decoded by [`crate::xz`], which
+//!   Decoded by [`lz4`], which stops at the cap.
+//! - **xz**: one xz stream holding one LZMA2 block. Decoded by [`xz`], which
 //!   hands `lzma-rs` only the chunks needed to reach the cap.
 //!
 //! A payload that decodes to more than the cap keeps its first `cap` bytes and is
@@ -19,6 +19,9 @@ use std::io::Read;
 
 use crate::error::Corruption;
 use crate::format::{OBJECT_COMPRESSED_LZ4, OBJECT_COMPRESSED_XZ, OBJECT_COMPRESSED_ZSTD};
+
+mod lz4;
+mod xz;
 
 /// Largest zstd window a frame may declare. journald compresses at zstd's default level,
 /// whose window is at most 2 MiB (window log 21). The decoder decodes and holds one
@@ -50,19 +53,15 @@ pub(crate) fn decompress(
     match flags {
         OBJECT_COMPRESSED_ZSTD => zstd(input, cap, input_complete),
         OBJECT_COMPRESSED_LZ4 => {
-            crate::lz4::decompress(input, cap, input_complete).map_err(|reason| {
-                Corruption::Decompress {
-                    codec: "lz4",
-                    reason: reason.to_string(),
-                }
+            lz4::decompress(input, cap, input_complete).map_err(|reason| Corruption::Decompress {
+                codec: "lz4",
+                reason: reason.to_string(),
             })
         }
         OBJECT_COMPRESSED_XZ => {
-            crate::xz::decompress(input, cap, input_complete).map_err(|reason| {
-                Corruption::Decompress {
-                    codec: "xz",
-                    reason,
-                }
+            xz::decompress(input, cap, input_complete).map_err(|reason| Corruption::Decompress {
+                codec: "xz",
+                reason,
             })
         }
         other => Err(Corruption::BadCompressionFlags { flags: other }),

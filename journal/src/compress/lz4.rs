@@ -16,7 +16,7 @@ pub(crate) fn decompress(
     input: &[u8],
     cap: usize,
     input_complete: bool,
-) -> Result<crate::compress::Decoded, &'static str> {
+) -> Result<super::Decoded, &'static str> {
     if input.len() <= 8 {
         return Err("shorter than its size prefix");
     }
@@ -34,7 +34,7 @@ pub(crate) fn decompress(
     if complete && (out.len() as u64) != declared {
         return Err("decoded size differs from the declared size");
     }
-    Ok(crate::compress::Decoded {
+    Ok(super::Decoded {
         truncated: !complete,
         work: out.len(),
         bytes: out,

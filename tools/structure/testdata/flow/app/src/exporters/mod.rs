@@ -1,0 +1,2 @@
+//! Exporters.
+pub mod remote_write;

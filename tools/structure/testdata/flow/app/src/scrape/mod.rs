@@ -1,0 +1,2 @@
+//! Scraping.
+pub mod client;
