@@ -22,7 +22,7 @@ use kaas_observer::probes::{HttpMethod, HttpProbe, ProbeModule, ProbeOrigin, Pro
 use kaas_observer::secrets::SecretBox;
 use kaas_observer::store::certificates::{NewAgentCertificate, csr_sha256};
 use kaas_observer::store::{
-    Actor, CONFIG_STATE_APPLIED, ClusterState, ConfigReport, NewCluster, Store, now_ms,
+    Actor, CONFIG_STATE_APPLIED, ClusterState, ConfigReport, NewCluster, ReportWrite, Store, now_ms,
 };
 use kaas_pipeline::status::{Condition, ConditionStatus, MetricPipelineStatus};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
@@ -323,24 +323,24 @@ async fn populate(store: &Store) -> Tokens {
         .await
         .expect("the store writes the fixture");
     store
-        .record_config_report(
-            "shop.edge-1",
-            ConfigReport {
+        .report(ReportWrite::Config {
+            cluster: String::from("shop.edge-1"),
+            report: ConfigReport {
                 config_hash: "c0ffee".to_owned(),
                 state: CONFIG_STATE_APPLIED.to_owned(),
                 errors: Vec::new(),
                 running_config_hash: "c0ffee".to_owned(),
                 at_ms: written_at_ms,
             },
-        )
+        })
         .await
         .expect("the store writes the fixture");
     store
-        .record_health(
-            "shop.edge-1",
-            serde_json::json!({ "pipelines": { "shop-rw": "ok" } }),
-            written_at_ms,
-        )
+        .report(ReportWrite::Health {
+            cluster: String::from("shop.edge-1"),
+            health: serde_json::json!({ "pipelines": { "shop-rw": "ok" } }),
+            at_ms: written_at_ms,
+        })
         .await
         .expect("the store writes the fixture");
     // shop.edge-2: registered, never joined, a second join token.
