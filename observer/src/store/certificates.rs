@@ -1,5 +1,5 @@
 //! Agent certificates and join-token redemption (table `agent_certificates`, created by
-//! `migrations_identity.rs`).
+//! `migrations/identity.rs`).
 //!
 //! # The lifecycle of a certificate
 //!

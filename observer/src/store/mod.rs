@@ -38,7 +38,7 @@
 //! cluster's global id instead ([`Cluster::id`], the `clusters.name` key column):
 //! `<tenant>.<name>` ([`global_cluster_id`]) for clusters registered since names are per
 //! tenant, the old globally unique name for clusters registered before (their
-//! certificates and data keep working unchanged; see `migrations_identity.rs`).
+//! certificates and data keep working unchanged; see `migrations/identity.rs`).
 //!
 //! Rows of a tenant (tokens, tombstoned clusters) and of a cluster (join tokens,
 //! reports) are removed with it by `ON DELETE CASCADE` foreign keys, and explicitly as
