@@ -8,8 +8,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster_id;
 pub mod control;
 pub mod egress;
+pub mod fleet;
 pub mod identity;
 pub mod integrations;
 pub mod internal_events;
@@ -17,6 +19,7 @@ pub mod labels;
 pub mod lifecycle;
 pub mod listeners;
 pub mod onboarding;
+pub mod probe_target;
 pub mod probes;
 pub mod secrets;
 pub mod serve;

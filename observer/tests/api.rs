@@ -8,7 +8,7 @@ mod api_harness;
 mod api {
     use axum::http::{Method, StatusCode, header};
     use kaas_observer::store::certificates::JoinTokenCheck;
-    use kaas_observer::store::{Actor, ConfigErrorRecord, ConfigReport};
+    use kaas_observer::store::{Actor, ClusterState, ConfigErrorRecord, ConfigReport, ReportWrite};
     use serde::Deserialize;
     use serde_json::{Value, json};
 
@@ -47,9 +47,22 @@ mod api {
                 .await;
             assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
         }
-        h.store.set_connected("shop.a2", "r/1").await.unwrap();
         h.store
-            .record_health("shop.a2", json!({ "pipelines": [] }), 1)
+            .report(ReportWrite::Seen {
+                cluster: String::from("shop.a2"),
+                instance_id: String::from("agent-1"),
+                version: String::from("test"),
+                at_ms: 1,
+                connection: Some(String::from("r/1")),
+            })
+            .await
+            .unwrap();
+        h.store
+            .report(ReportWrite::Health {
+                cluster: String::from("shop.a2"),
+                health: json!({ "pipelines": [] }),
+                at_ms: 1,
+            })
             .await
             .unwrap();
         let names = |list: &Value| -> Vec<String> {
@@ -662,9 +675,9 @@ mod api {
         assert_eq!(created.json()["cluster"]["tenant"], "shop");
         let first_token = created.json()["joinToken"].as_str().unwrap().to_owned();
         h.store
-            .record_config_report(
-                "shop.c1",
-                ConfigReport {
+            .report(ReportWrite::Config {
+                cluster: String::from("shop.c1"),
+                report: ConfigReport {
                     config_hash: "abc".into(),
                     state: "FAILED".into(),
                     errors: vec![ConfigErrorRecord {
@@ -675,15 +688,31 @@ mod api {
                     running_config_hash: "000".into(),
                     at_ms: 1,
                 },
-            )
+            })
             .await
             .unwrap();
         h.store
-            .record_health("shop.c1", json!({ "pipelines": { "p": "ok" } }), 2)
+            .report(ReportWrite::Health {
+                cluster: String::from("shop.c1"),
+                health: json!({ "pipelines": { "p": "ok" } }),
+                at_ms: 2,
+            })
+            .await
+            .unwrap();
+        // The agent connected (which makes a cluster active), and the cluster was set
+        // back to provisioning since, as an onboarding source does for one it restores.
+        h.store
+            .report(ReportWrite::Seen {
+                cluster: String::from("shop.c1"),
+                instance_id: String::from("agent-1"),
+                version: String::from("test"),
+                at_ms: 1,
+                connection: Some(String::from("test-replica/1")),
+            })
             .await
             .unwrap();
         h.store
-            .set_connected("shop.c1", "test-replica/1")
+            .set_cluster_state("shop.c1", ClusterState::Provisioning, 2, &Actor::admin())
             .await
             .unwrap();
 
@@ -1229,8 +1258,20 @@ mod api {
             )
             .await;
         }
+        // The agent connected (which makes a cluster active), and the cluster was set
+        // back to provisioning since, as an onboarding source does for one it restores.
         h.store
-            .set_connected("shop.s1", "test-replica/1")
+            .report(ReportWrite::Seen {
+                cluster: String::from("shop.s1"),
+                instance_id: String::from("agent-1"),
+                version: String::from("test"),
+                at_ms: 1,
+                connection: Some(String::from("test-replica/1")),
+            })
+            .await
+            .unwrap();
+        h.store
+            .set_cluster_state("shop.s1", ClusterState::Provisioning, 2, &Actor::admin())
             .await
             .unwrap();
         h.call(Method::DELETE, "/api/v1/clusters/s2", Some(&shop), None)

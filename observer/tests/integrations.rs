@@ -24,6 +24,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kaas_observer::egress::EgressPolicy;
+use kaas_observer::fleet::{ClusterLifecycle, LifecycleSettings};
 use kaas_observer::integrations::config_state::ConfigStateSettings;
 use kaas_observer::integrations::files::{self, paths};
 use kaas_observer::integrations::remote_write::{
@@ -31,12 +32,11 @@ use kaas_observer::integrations::remote_write::{
     probe_source,
 };
 use kaas_observer::integrations::{ConfigStates, FilesSettings, GrafanaSettings, HashringSettings};
-use kaas_observer::lifecycle::{ClusterLifecycle, LifecycleSettings};
 use kaas_observer::probes::{
     HttpMethod, HttpProbe, ProbeModule, ProbeOrigin, ProbeTarget, Prober, ProberSettings, TcpProbe,
 };
 use kaas_observer::secrets::SecretBox;
-use kaas_observer::store::{Actor, ConfigReport, NewCluster, Store, now_ms};
+use kaas_observer::store::{Actor, ConfigReport, NewCluster, ReportWrite, Store, now_ms};
 use kaas_test_support::peers::{Prometheus, binary};
 use kaas_test_support::remote_write_receiver::{Answer, RemoteWriteReceiver};
 use prometheus_client::registry::Registry;
@@ -471,7 +471,13 @@ async fn fleet_series_reach_prometheus_and_a_state_change_marks_the_old_one_stal
     // The agent shows up: provisioning gives way to active at once, not after the
     // 5 minute lookback.
     store
-        .record_agent_seen("shop.edge-1", "instance-1", "test", now_ms())
+        .report(ReportWrite::Seen {
+            cluster: String::from("shop.edge-1"),
+            instance_id: String::from("instance-1"),
+            version: String::from("test"),
+            at_ms: now_ms(),
+            connection: None,
+        })
         .await
         .unwrap();
     let query = r#"kaas_cluster_info{cluster="shop.edge-1"}"#;
@@ -508,7 +514,13 @@ async fn the_written_series_are_the_ones_the_lifecycle_serves() {
     add_cluster(&store, "edge-1", "shop").await;
     add_cluster(&store, "edge-2", "shop").await;
     store
-        .record_agent_seen("shop.edge-1", "instance-1", "test", now_ms())
+        .report(ReportWrite::Seen {
+            cluster: String::from("shop.edge-1"),
+            instance_id: String::from("instance-1"),
+            version: String::from("test"),
+            at_ms: now_ms(),
+            connection: None,
+        })
         .await
         .unwrap();
     store
@@ -1072,16 +1084,25 @@ async fn probe_series_and_per_cluster_config_states_reach_prometheus() {
     // about an older one; dev-1 is not selected.
     let edge_1 = desired_hash(&store, "shop.edge-1").await;
     store
-        .record_config_report("shop.edge-1", config_report(&edge_1, "APPLIED"))
+        .report(ReportWrite::Config {
+            cluster: String::from("shop.edge-1"),
+            report: config_report(&edge_1, "APPLIED"),
+        })
         .await
         .unwrap();
     let edge_2 = desired_hash(&store, "shop.edge-2").await;
     store
-        .record_config_report("shop.edge-2", config_report(&edge_2, "FAILED"))
+        .report(ReportWrite::Config {
+            cluster: String::from("shop.edge-2"),
+            report: config_report(&edge_2, "FAILED"),
+        })
         .await
         .unwrap();
     store
-        .record_config_report("shop.edge-3", config_report("0ld", "APPLIED"))
+        .report(ReportWrite::Config {
+            cluster: String::from("shop.edge-3"),
+            report: config_report("0ld", "APPLIED"),
+        })
         .await
         .unwrap();
 
@@ -1206,7 +1227,10 @@ async fn probe_series_and_per_cluster_config_states_reach_prometheus() {
     // series is marked stale at once.
     let edge_3 = desired_hash(&store, "shop.edge-3").await;
     store
-        .record_config_report("shop.edge-3", config_report(&edge_3, "APPLIED"))
+        .report(ReportWrite::Config {
+            cluster: String::from("shop.edge-3"),
+            report: config_report(&edge_3, "APPLIED"),
+        })
         .await
         .unwrap();
     let until = Instant::now() + FOLLOW_DEADLINE;

@@ -14,7 +14,7 @@ use kaas_observer::onboarding::{
 };
 use kaas_observer::secrets::SecretBox;
 use kaas_observer::store::certificates::JoinTokenCheck;
-use kaas_observer::store::{Actor, Cluster, ClusterState, NewCluster, Store, now_ms};
+use kaas_observer::store::{Actor, Cluster, ClusterState, NewCluster, ReportWrite, Store, now_ms};
 use kaas_pipeline::secret::SecretString;
 use kaas_test_support::fake_inventory::{FakeInventory, InventoryAnswer, cluster};
 use serde_json::json;
@@ -212,7 +212,13 @@ async fn a_cluster_back_before_its_deletion_returns_to_its_previous_state() {
     s.source.poll_once().await.unwrap();
     // prod-1's agent has joined; dev-1's never did.
     s.store
-        .record_agent_seen("shop.prod-1", "agent-1", "0.1.0", now_ms())
+        .report(ReportWrite::Seen {
+            cluster: String::from("shop.prod-1"),
+            instance_id: String::from("agent-1"),
+            version: String::from("0.1.0"),
+            at_ms: now_ms(),
+            connection: None,
+        })
         .await
         .unwrap();
     assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Active);

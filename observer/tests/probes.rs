@@ -20,7 +20,7 @@ use kaas_observer::probes::{
     ProbeOutcome, ProbeTarget, Prober, ProberSettings, TcpProbe, TlsProbe, TlsSettings,
     desired_targets, follow_store, probe_once,
 };
-use kaas_observer::store::{Actor, NewCluster, Store};
+use kaas_observer::store::{Actor, NewCluster, ReportWrite, Store};
 use kaas_test_support::peers::{binary, run_nginx};
 use kaas_test_support::process::{ChildGuard, free_port, wait_for_tcp};
 use prometheus_client::registry::Registry;
@@ -1087,6 +1087,17 @@ async fn the_follower_reads_once_per_burst_of_changes_and_ignores_agent_reports(
         .create_cluster(cluster(0), Duration::from_secs(60), &Actor::admin())
         .await
         .unwrap();
+    // Its agent has joined: reports from now on are observations, not state changes.
+    h.store
+        .report(ReportWrite::Seen {
+            cluster: String::from("shop.edge-0"),
+            instance_id: String::from("agent-0"),
+            version: String::from("test"),
+            at_ms: 100,
+            connection: None,
+        })
+        .await
+        .unwrap();
     // An hour's interval: nothing is actually probed during the test.
     let prober = Prober::start(ProberSettings {
         interval: Duration::from_secs(3600),
@@ -1112,11 +1123,21 @@ async fn the_follower_reads_once_per_burst_of_changes_and_ignores_agent_reports(
     // Agents' reports and (dis)connections cannot move targets: no re-read.
     for i in 0..50 {
         h.store
-            .record_health("shop.edge-0", json!({ "pipelines": [] }), i)
+            .report(ReportWrite::Health {
+                cluster: String::from("shop.edge-0"),
+                health: json!({ "pipelines": [] }),
+                at_ms: i,
+            })
             .await
             .unwrap();
         h.store
-            .set_connected("shop.edge-0", &format!("r/{i}"))
+            .report(ReportWrite::Seen {
+                cluster: String::from("shop.edge-0"),
+                instance_id: String::from("agent-0"),
+                version: String::from("test"),
+                at_ms: i,
+                connection: Some(format!("r/{i}")),
+            })
             .await
             .unwrap();
     }

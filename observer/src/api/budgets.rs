@@ -36,7 +36,7 @@ use super::clusters::{ClusterPathQuery, visible_cluster};
 use super::model::FieldProblem;
 use super::{ApiError, ApiState, json_body};
 use crate::store::pipeline_rows::PipelineRow;
-use crate::store::{Cluster, ClusterState, StoredPipeline};
+use crate::store::{Cluster, StoredPipeline};
 
 /// The budgets the API checks against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,7 +174,7 @@ async fn live_cluster(
     let Path(name) = name?;
     let Query(query) = query?;
     let cluster = visible_cluster(caller, state, &name, query.tenant).await?;
-    if cluster.state == ClusterState::Deleted {
+    if cluster.state.is_tombstone() {
         return Err(ApiError::NotFound(format!("cluster {name:?} not found")));
     }
     Ok(cluster)
@@ -247,7 +247,7 @@ pub(super) async fn check_pipeline(
         .list_clusters(Some(tenant))
         .await?
         .into_iter()
-        .filter(|c| !matches!(c.state, ClusterState::Deleted | ClusterState::Deleting))
+        .filter(|c| !c.state.is_leaving())
         .filter(|c| selector.matches(&c.labels))
         .collect();
     if clusters.is_empty() {

@@ -20,7 +20,7 @@ use super::model::{
 };
 use super::{ApiError, ApiState, check, json_body, now_ms};
 use crate::egress::EgressContext;
-use crate::store::{Cluster, ClusterState, GLOBAL_ID_SEPARATOR, NewCluster, Principal};
+use crate::store::{Cluster, GLOBAL_ID_SEPARATOR, NewCluster, Principal};
 
 /// `POST /api/v1/clusters`.
 pub async fn create(
@@ -240,10 +240,7 @@ pub async fn mint_join_token(
     let Path(name) = name?;
     let Query(query) = query?;
     let cluster = visible_cluster(&caller, &state, &name, query.tenant).await?;
-    if matches!(
-        cluster.state,
-        ClusterState::Deleted | ClusterState::Deleting
-    ) {
+    if cluster.state.is_leaving() {
         return Err(ApiError::Conflict(format!(
             "cluster {name:?} is {}; create it again instead",
             cluster.state

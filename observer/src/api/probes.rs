@@ -28,7 +28,6 @@ use super::tokens::TenantQuery;
 use super::{ApiError, ApiState, json_body};
 use crate::egress::EgressContext;
 use crate::probes::{ProbeModule, ProbeOrigin, ProbeTarget};
-use crate::store::ClusterState;
 use crate::store::probe_endpoints::StoredProbeEndpoint;
 
 /// `PUT /api/v1/probes/{name}` and `POST /api/v1/probes`.
@@ -165,7 +164,7 @@ async fn apply(
             .store
             .get_cluster_named(&tenant, cluster)
             .await?
-            .is_some_and(|c| !matches!(c.state, ClusterState::Deleted | ClusterState::Deleting));
+            .is_some_and(|c| c.state.is_probed());
         if !live {
             problems.push(FieldProblem {
                 path: "cluster".to_owned(),

@@ -38,8 +38,8 @@ use super::stream_identity::{PeerIdentity, StreamCertificate, peer_identity, rev
 use crate::identity::{ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY};
 use crate::store::certificates::CertificateStanding;
 use crate::store::{
-    CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Cluster, ClusterState,
-    ConfigErrorRecord, ConfigReport, ReportWrite, Store, StoreError, now_ms,
+    CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Cluster, ConfigErrorRecord,
+    ConfigReport, ReportWrite, Store, StoreError, now_ms,
 };
 
 /// How long an agent may take to send its hello after opening the stream.
@@ -417,7 +417,7 @@ impl ControlService {
             .ok_or_else(|| {
                 Status::permission_denied(format!("cluster {:?} is not registered", info.cluster))
             })?;
-        if cluster.state == ClusterState::Deleted {
+        if !cluster.state.receives_config() {
             return Err(Status::permission_denied(format!(
                 "cluster {:?} was deleted",
                 cluster.id
@@ -581,7 +581,7 @@ impl AgentStream {
                 .await
                 .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
             self.registration = match cluster {
-                Some(cluster) if cluster.state != ClusterState::Deleted => cluster,
+                Some(cluster) if cluster.state.receives_config() => cluster,
                 _ => {
                     return Err(StreamEnd::Refused(Status::permission_denied(format!(
                         "cluster {:?} was deleted",

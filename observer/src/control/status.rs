@@ -63,7 +63,7 @@ pub struct ClusterObservation {
     pub health: Option<HealthRecord>,
 }
 
-/// An agent's health report as stored (`Store::record_health`).
+/// An agent's health report as stored (`ReportWrite::Health`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthRecord {

@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 
 use super::pipelines::{Pipelines, TenantPipelines};
 use super::status::{ClusterObservation, HealthRecord, pipeline_status, unreadable_status};
-use crate::store::{Cluster, ClusterReport, ClusterState, Store, StoreError, now_ms};
+use crate::store::{Cluster, ClusterReport, Store, StoreError, now_ms};
 
 /// What the status task should recompute.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -129,7 +129,7 @@ impl StatusTask {
                 continue;
             };
             let report = reported.report;
-            if reported.state == ClusterState::Deleted {
+            if !reported.state.receives_config() {
                 view.clusters.remove(&report.cluster);
             } else if let Some((_, observation)) = view.clusters.get_mut(&report.cluster) {
                 observation.connected = report.connected;
@@ -147,7 +147,7 @@ impl StatusTask {
             let Some(view) = held_view(&mut self.tenants, &mut reload, &tenant) else {
                 continue;
             };
-            if cluster.state == ClusterState::Deleted {
+            if !cluster.state.receives_config() {
                 view.clusters.remove(&cluster.id);
             } else {
                 let (id, observed) = observe(&view.pipelines, cluster, report);
@@ -175,7 +175,7 @@ impl StatusTask {
                 .list_clusters_with_reports(Some(tenant), None, None)
                 .await?
             {
-                if cluster.state == ClusterState::Deleted {
+                if !cluster.state.receives_config() {
                     continue;
                 }
                 let (id, observed) = observe(&pipelines, cluster, report);

@@ -41,7 +41,7 @@ use super::remote_write::{Series, SeriesSource};
 use crate::control::service::render_for_cluster;
 use crate::store::{
     CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Change, Cluster,
-    ClusterState, ConfigReport, Store, StoreError, StoredPipeline,
+    ConfigReport, Store, StoreError, StoredPipeline,
 };
 
 /// The metric's name.
@@ -123,7 +123,7 @@ pub fn cluster_config_states(
     }
     let mut states = Vec::new();
     for cluster in clusters {
-        if cluster.state == ClusterState::Deleted {
+        if !cluster.state.receives_config() {
             continue;
         }
         let Some(tenant_pipelines) = by_tenant.get(cluster.tenant.as_str()) else {

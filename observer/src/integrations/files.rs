@@ -39,7 +39,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use crate::store::{Change, Cluster, ClusterState, Store, StoreError, Tenant};
+use crate::store::{Change, Cluster, Store, StoreError, Tenant};
 
 /// How often everything is rendered again even without a change: a cheap safety net
 /// (two queries) against a file changed behind the observer's back.
@@ -230,7 +230,7 @@ struct HashringEntry<'a> {
 pub fn render_hashring(settings: &HashringSettings, clusters: &[Cluster]) -> String {
     let mut tenants: BTreeSet<&str> = clusters
         .iter()
-        .filter(|c| c.state != ClusterState::Deleted)
+        .filter(|c| c.state.in_hashring())
         .map(|c| c.tenant.as_str())
         .collect();
     tenants.insert(settings.provider_tenant.as_str());
@@ -774,6 +774,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ClusterState;
 
     fn tenant(name: &str) -> Tenant {
         Tenant {

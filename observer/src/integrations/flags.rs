@@ -27,7 +27,7 @@ use super::remote_write::{
     DEFAULT_PROVIDER_TENANT, RemoteWriteError, RemoteWriteSettings, RemoteWriter, SeriesSource,
     WriterSources, fleet_source,
 };
-use crate::lifecycle::ClusterLifecycle;
+use crate::fleet::ClusterLifecycle;
 use crate::store::Store;
 
 /// What the central pipeline collects besides the agent's own metrics.

@@ -64,7 +64,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use super::central::DEFAULT_TENANT_HEADER;
-use crate::lifecycle::FleetSnapshot;
+use crate::fleet::FleetSnapshot;
 use crate::probes::Prober;
 use crate::store::leases::Lease;
 use crate::store::{Store, now_ms};

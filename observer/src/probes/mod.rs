@@ -67,7 +67,7 @@
 //!   in one place ([`Prober`]'s probe loop); a target going down is logged at warn,
 //!   coming back at info, each once per transition, not once per probe.
 
-pub mod config;
+pub use crate::probe_target as config;
 pub mod dns;
 mod fairness;
 pub mod http;

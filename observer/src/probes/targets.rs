@@ -24,7 +24,7 @@ use super::Prober;
 use super::config::{
     HttpMethod, HttpProbe, ProbeModule, ProbeOrigin, ProbeTarget, TlsProbe, TlsSettings,
 };
-use crate::store::{Change, Cluster, ClusterState, Store, StoreError};
+use crate::store::{Change, Cluster, Store, StoreError};
 
 /// Name of the probe of a cluster's API server health endpoint.
 pub const CLUSTER_API_PROBE: &str = "kubernetes-api";
@@ -48,7 +48,7 @@ pub const DEFAULT_TARGET_REFRESH: Duration = Duration::from_secs(15);
 pub fn targets_from_clusters(clusters: &[Cluster]) -> Vec<ProbeTarget> {
     let mut targets = Vec::new();
     for cluster in clusters {
-        if !is_probed(cluster.state) {
+        if !cluster.state.is_probed() {
             continue;
         }
         let Some(endpoint) = cluster.api_endpoint.as_deref() else {
@@ -96,13 +96,6 @@ pub fn targets_from_clusters(clusters: &[Cluster]) -> Vec<ProbeTarget> {
     targets
 }
 
-fn is_probed(state: ClusterState) -> bool {
-    matches!(
-        state,
-        ClusterState::Provisioning | ClusterState::Active | ClusterState::Silent
-    )
-}
-
 /// The endpoint as an http(s) URL; a bare `host:port` is taken as https.
 fn api_url(endpoint: &str) -> Option<Url> {
     let endpoint = endpoint.trim();
@@ -141,7 +134,7 @@ pub async fn desired_targets(store: &Store) -> Result<Vec<ProbeTarget>, StoreErr
     let mut targets = targets_from_clusters(&clusters);
     let live: HashMap<(&str, &str), &str> = clusters
         .iter()
-        .filter(|c| is_probed(c.state))
+        .filter(|c| c.state.is_probed())
         .map(|c| ((c.tenant.as_str(), c.name.as_str()), c.id.as_str()))
         .collect();
     for endpoint in store.list_probe_endpoints(None).await? {
@@ -299,6 +292,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::store::ClusterState;
 
     fn cluster(name: &str, state: ClusterState, endpoint: Option<&str>) -> Cluster {
         Cluster {

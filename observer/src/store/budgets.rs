@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 
 use super::entities::cluster_buffer_budgets::{self, Column, Entity};
-use super::{Actor, ClusterState, Store, StoreError, audit, find_cluster, not_found, now_ms};
+use super::{Actor, Store, StoreError, find_cluster, not_found, now_ms, parse_state};
 
 /// The audit trail's kind for buffer budgets.
 const KIND: &str = "cluster-buffer-budget";
@@ -55,22 +55,23 @@ impl Store {
         max_bytes: Option<u64>,
         actor: &Actor,
     ) -> Result<(), StoreError> {
-        let transaction = self.begin().await?;
-        let live = find_cluster(&transaction, cluster).await.is_ok_and(|row| {
-            row.tenant == tenant
-                && row.state != ClusterState::Deleted.as_str()
-                && row.state != ClusterState::Deleting.as_str()
+        let mutation = self.mutation().await?;
+        let transaction = mutation.transaction();
+        let live = find_cluster(transaction, cluster).await.is_ok_and(|row| {
+            row.tenant == tenant && parse_state(&row.state).is_ok_and(|state| !state.is_leaving())
         });
         if !live {
             return Err(not_found(super::kinds::CLUSTER, cluster));
         }
         let key = (tenant.to_owned(), cluster.to_owned());
-        let existing = Entity::find_by_id(key.clone()).one(&transaction).await?;
+        let existing = Entity::find_by_id(key.clone()).one(transaction).await?;
         match (max_bytes, existing) {
             (None, None) => return Ok(()),
             (None, Some(_)) => {
-                Entity::delete_by_id(key).exec(&transaction).await?;
-                audit(&transaction, actor, "delete", KIND, Some(tenant), cluster).await?;
+                Entity::delete_by_id(key).exec(transaction).await?;
+                mutation
+                    .audit(actor, "delete", KIND, Some(tenant), cluster)
+                    .await?;
             }
             (Some(bytes), existing) => {
                 let max_bytes = i64::try_from(bytes).map_err(|_| {
@@ -86,18 +87,20 @@ impl Store {
                     let mut active = row.clone().into_active_model();
                     active.max_bytes = Set(row.max_bytes);
                     active.updated_at_ms = Set(row.updated_at_ms);
-                    active.update(&transaction).await?;
+                    active.update(transaction).await?;
                     "update"
                 } else {
                     Entity::insert(row.into_active_model())
-                        .exec_without_returning(&transaction)
+                        .exec_without_returning(transaction)
                         .await?;
                     "create"
                 };
-                audit(&transaction, actor, action, KIND, Some(tenant), cluster).await?;
+                mutation
+                    .audit(actor, action, KIND, Some(tenant), cluster)
+                    .await?;
             }
         }
-        self.commit(transaction, Vec::new()).await
+        mutation.commit(Vec::new()).await
     }
 }
 

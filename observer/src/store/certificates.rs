@@ -1,5 +1,5 @@
 //! Agent certificates and join-token redemption (table `agent_certificates`, created by
-//! `migrations_identity.rs`).
+//! `migrations/identity.rs`).
 //!
 //! # The lifecycle of a certificate
 //!
@@ -54,8 +54,8 @@ use sea_orm::{
 
 use super::entities::{agent_certificates, clusters, join_tokens};
 use super::{
-    Actor, Cluster, ClusterState, RedeemError, Store, StoreError, audit, cluster_change,
-    cluster_from_row, find_cluster, kinds, token_hash,
+    Actor, Cluster, RedeemError, Store, StoreError, audit, cluster_change, cluster_from_row,
+    find_cluster, kinds, token_hash,
 };
 
 /// How long after a successful join the same token and CSR get the same answer again:
@@ -149,7 +149,7 @@ impl Store {
             return Ok(JoinTokenCheck::Refused(RedeemError::ClusterGone));
         };
         let cluster = cluster_from_row(row)?;
-        if cluster.state == ClusterState::Deleted {
+        if cluster.state.is_tombstone() {
             return Ok(JoinTokenCheck::Refused(RedeemError::ClusterGone));
         }
         let Some(used_at_ms) = token.used_at_ms else {
@@ -192,7 +192,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<Result<Cluster, RedeemError>, StoreError> {
         let hash = token_hash(plaintext);
-        let transaction = self.begin().await?;
+        let mutation = self.mutation().await?;
+        let transaction = mutation.transaction();
         let won = join_tokens::Entity::update_many()
             .col_expr(join_tokens::Column::UsedAtMs, Expr::value(now_ms))
             .col_expr(join_tokens::Column::CsrSha256, Expr::value(csr_sha256))
@@ -203,18 +204,18 @@ impl Store {
             .filter(join_tokens::Column::TokenHash.eq(&hash))
             .filter(join_tokens::Column::UsedAtMs.is_null())
             .filter(join_tokens::Column::ExpiresAtMs.gt(now_ms))
-            .exec(&transaction)
+            .exec(transaction)
             .await?
             .rows_affected
             == 1;
         let Some(token) = join_tokens::Entity::find_by_id(&hash)
-            .one(&transaction)
+            .one(transaction)
             .await?
         else {
             return Ok(Err(RedeemError::Unknown));
         };
-        let cluster = cluster_from_row(find_cluster(&transaction, &token.cluster).await?)?;
-        if cluster.state == ClusterState::Deleted {
+        let cluster = cluster_from_row(find_cluster(transaction, &token.cluster).await?)?;
+        if cluster.state.is_tombstone() {
             // Roll back: a refused redemption must not use the token up.
             return Ok(Err(RedeemError::ClusterGone));
         }
@@ -225,18 +226,17 @@ impl Store {
                 RedeemError::Expired
             }));
         }
-        audit(
-            &transaction,
-            &Actor::agent(&cluster.id),
-            "redeem",
-            kinds::JOIN_TOKEN,
-            Some(&cluster.tenant),
-            &cluster.id,
-        )
-        .await?;
-        issue(&transaction, &cluster, certificate, None, now_ms).await?;
-        self.commit(transaction, vec![cluster_change(&cluster)])
+        mutation
+            .audit(
+                &Actor::agent(&cluster.id),
+                "redeem",
+                kinds::JOIN_TOKEN,
+                Some(&cluster.tenant),
+                &cluster.id,
+            )
             .await?;
+        issue(transaction, &cluster, certificate, None, now_ms).await?;
+        mutation.commit(vec![cluster_change(&cluster)]).await?;
         Ok(Ok(cluster))
     }
 
@@ -253,16 +253,17 @@ impl Store {
         keep: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let transaction = self.begin().await?;
-        let cluster = cluster_from_row(find_cluster(&transaction, cluster_id).await?)?;
-        if cluster.state == ClusterState::Deleted {
+        let mutation = self.mutation().await?;
+        let transaction = mutation.transaction();
+        let cluster = cluster_from_row(find_cluster(transaction, cluster_id).await?)?;
+        if cluster.state.is_tombstone() {
             return Err(StoreError::Conflict(format!(
                 "cluster {cluster_id:?} is deleted"
             )));
         }
         let known_instance = valid_certificates(cluster_id, now_ms)
             .filter(agent_certificates::Column::Instance.eq(certificate.instance))
-            .count(&transaction)
+            .count(transaction)
             .await?
             > 0;
         if !known_instance {
@@ -270,7 +271,7 @@ impl Store {
                 .select_only()
                 .column(agent_certificates::Column::Instance)
                 .distinct()
-                .count(&transaction)
+                .count(transaction)
                 .await?;
             if instances >= MAX_INSTANCES_PER_CLUSTER {
                 return Err(StoreError::Conflict(format!(
@@ -278,9 +279,8 @@ impl Store {
                 )));
             }
         }
-        issue(&transaction, &cluster, certificate, keep, now_ms).await?;
-        self.commit(transaction, vec![cluster_change(&cluster)])
-            .await
+        issue(transaction, &cluster, certificate, keep, now_ms).await?;
+        mutation.commit(vec![cluster_change(&cluster)]).await
     }
 
     /// Revokes every certificate of the cluster, of every instance (an incident: an
@@ -295,26 +295,26 @@ impl Store {
         actor: &Actor,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let transaction = self.begin().await?;
-        let cluster = cluster_from_row(find_cluster(&transaction, cluster_id).await?)?;
+        let mutation = self.mutation().await?;
+        let transaction = mutation.transaction();
+        let cluster = cluster_from_row(find_cluster(transaction, cluster_id).await?)?;
         let revoked = agent_certificates::Entity::update_many()
             .col_expr(agent_certificates::Column::RevokedAtMs, Expr::value(now_ms))
             .filter(agent_certificates::Column::Cluster.eq(cluster_id))
             .filter(agent_certificates::Column::RevokedAtMs.is_null())
-            .exec(&transaction)
+            .exec(transaction)
             .await?
             .rows_affected;
-        audit(
-            &transaction,
-            actor,
-            "revoke-certificates",
-            kinds::CLUSTER,
-            Some(&cluster.tenant),
-            cluster_id,
-        )
-        .await?;
-        self.commit(transaction, vec![cluster_change(&cluster)])
+        mutation
+            .audit(
+                actor,
+                "revoke-certificates",
+                kinds::CLUSTER,
+                Some(&cluster.tenant),
+                cluster_id,
+            )
             .await?;
+        mutation.commit(vec![cluster_change(&cluster)]).await?;
         Ok(revoked)
     }
 
@@ -372,8 +372,9 @@ impl Store {
         {
             return Ok(0);
         }
-        let transaction = self.begin().await?;
-        let cluster = cluster_from_row(find_cluster(&transaction, cluster_id).await?)?;
+        let mutation = self.mutation().await?;
+        let transaction = mutation.transaction();
+        let cluster = cluster_from_row(find_cluster(transaction, cluster_id).await?)?;
         let revoked = agent_certificates::Entity::update_many()
             .col_expr(agent_certificates::Column::RevokedAtMs, Expr::value(now_ms))
             .filter(agent_certificates::Column::Cluster.eq(cluster_id))
@@ -381,22 +382,21 @@ impl Store {
             .filter(agent_certificates::Column::Serial.ne(serial))
             .filter(agent_certificates::Column::RevokedAtMs.is_null())
             .filter(agent_certificates::Column::IssuedAtMs.lte(current.issued_at_ms))
-            .exec(&transaction)
+            .exec(transaction)
             .await?
             .rows_affected;
         if revoked > 0 {
-            audit(
-                &transaction,
-                &Actor::agent(cluster_id),
-                "activate-certificate",
-                kinds::CLUSTER,
-                Some(&cluster.tenant),
-                cluster_id,
-            )
-            .await?;
+            mutation
+                .audit(
+                    &Actor::agent(cluster_id),
+                    "activate-certificate",
+                    kinds::CLUSTER,
+                    Some(&cluster.tenant),
+                    cluster_id,
+                )
+                .await?;
         }
-        self.commit(transaction, vec![cluster_change(&cluster)])
-            .await?;
+        mutation.commit(vec![cluster_change(&cluster)]).await?;
         Ok(revoked)
     }
 }
@@ -465,7 +465,7 @@ async fn issue(
         row.certificate_not_after_ms = Set(Some(certificate.not_after_ms));
         row.update(transaction).await?;
     }
-    audit(
+    audit::record(
         transaction,
         &Actor::system(),
         "issue-certificate",

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
 
 use super::{
-    Actor, Cluster, ClusterState, Store, StoreError, audit, cluster_change, cluster_from_row,
-    find_cluster, kinds, labels_to_json,
+    Actor, Cluster, Store, StoreError, cluster_change, cluster_from_row, find_cluster, kinds,
+    labels_to_json,
 };
 
 impl Store {
@@ -22,10 +22,11 @@ impl Store {
         api_endpoint: Option<String>,
         actor: &Actor,
     ) -> Result<Cluster, StoreError> {
-        let transaction = self.begin().await?;
-        let row = find_cluster(&transaction, name).await?;
+        let mutation = self.mutation().await?;
+        let transaction = mutation.transaction();
+        let row = find_cluster(transaction, name).await?;
         let mut cluster = cluster_from_row(row.clone())?;
-        if cluster.state == ClusterState::Deleted {
+        if cluster.state.is_tombstone() {
             return Err(StoreError::Conflict(format!("cluster {name:?} is deleted")));
         }
         if cluster.labels == labels && cluster.api_endpoint == api_endpoint {
@@ -34,20 +35,19 @@ impl Store {
         let mut row = row.into_active_model();
         row.labels = Set(labels_to_json(&labels));
         row.api_endpoint = Set(api_endpoint.clone());
-        row.update(&transaction).await?;
-        audit(
-            &transaction,
-            actor,
-            "update-registration",
-            kinds::CLUSTER,
-            Some(&cluster.tenant),
-            name,
-        )
-        .await?;
+        row.update(transaction).await?;
+        mutation
+            .audit(
+                actor,
+                "update-registration",
+                kinds::CLUSTER,
+                Some(&cluster.tenant),
+                name,
+            )
+            .await?;
         cluster.labels = labels;
         cluster.api_endpoint = api_endpoint;
-        self.commit(transaction, vec![cluster_change(&cluster)])
-            .await?;
+        mutation.commit(vec![cluster_change(&cluster)]).await?;
         Ok(cluster)
     }
 }

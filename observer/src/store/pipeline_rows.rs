@@ -32,10 +32,8 @@ use sea_orm::{
 };
 
 use super::entities::pipelines;
-use super::{
-    Actor, Store, StoreError, StoredPipeline, audit, kinds, mask_secrets, pipeline_secret_owner,
-    secret_field,
-};
+use super::pipelines::{pipeline_secret_owner, secret_field};
+use super::{Actor, Store, StoreError, StoredPipeline, kinds, mask_secrets};
 
 /// A stored pipeline the observer cannot read (see the module note).
 #[derive(Clone, Debug, PartialEq)]
@@ -180,10 +178,11 @@ impl Store {
             ..RekeyReport::default()
         };
         for (tenant, name) in keys {
-            let transaction = self.begin().await?;
+            let mutation = self.mutation().await?;
+            let transaction = mutation.transaction();
             let Some(row) = pipelines::Entity::find_by_id((tenant.clone(), name.clone()))
                 .lock_exclusive()
-                .one(&transaction)
+                .one(transaction)
                 .await?
             else {
                 continue;
@@ -201,17 +200,11 @@ impl Store {
             }
             let mut active = row.into_active_model();
             active.spec = Set(spec);
-            active.update(&transaction).await?;
-            audit(
-                &transaction,
-                actor,
-                "rekey",
-                kinds::PIPELINE,
-                Some(&tenant),
-                &name,
-            )
-            .await?;
-            self.commit(transaction, Vec::new()).await?;
+            active.update(transaction).await?;
+            mutation
+                .audit(actor, "rekey", kinds::PIPELINE, Some(&tenant), &name)
+                .await?;
+            mutation.commit(Vec::new()).await?;
             report.pipelines_rekeyed += 1;
             report.values_rekeyed += resealed;
         }

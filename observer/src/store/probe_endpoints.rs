@@ -1,5 +1,5 @@
 //! Probe endpoints: what each tenant asked the observer to probe besides its clusters'
-//! API servers (table `probe_endpoints`, created by [`super::migrations_probes`]).
+//! API servers (table `probe_endpoints`, created by the migration `create_probe_endpoints`).
 //!
 //! A row holds one validated [`ProbeTarget`] without its tenant (the key's) and cluster
 //! (a column): the module as JSON. Rows are unique per (tenant, name), go with their
@@ -16,9 +16,9 @@ use sea_orm::{
 use super::entities::probe_endpoints::{self, Column, Entity};
 use super::quotas::Quota;
 use super::{
-    Actor, Change, ClusterState, Store, StoreError, audit, insert_error, not_found, now_ms,
+    Actor, Change, ClusterState, Store, StoreError, insert_error, not_found, now_ms, parse_state,
 };
-use crate::probes::{ProbeModule, ProbeOrigin, ProbeTarget, ValidatedProbeTarget};
+use crate::probe_target::{ProbeModule, ProbeOrigin, ProbeTarget, ValidatedProbeTarget};
 
 /// The audit trail's kind for probe endpoints.
 const KIND: &str = "probe-endpoint";
@@ -51,22 +51,20 @@ impl Store {
         let name = target.name.clone();
         let spec = serde_json::to_value(&target.module)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode a probe module: {e}")))?;
-        let transaction = self.begin().await?;
-        super::quotas::lock_tenant(&transaction, &tenant).await?;
+        let mutation = self.mutation().await?;
+        let transaction = mutation.transaction();
+        super::quotas::lock_tenant(transaction, &tenant).await?;
         // The endpoint names its tenant's cluster by name (names are per tenant).
         if let Some(cluster) = &target.cluster {
-            let live = super::find_cluster_named(&transaction, &tenant, cluster)
+            let live = super::find_cluster_named(transaction, &tenant, cluster)
                 .await?
-                .is_some_and(|row| {
-                    row.state != ClusterState::Deleted.as_str()
-                        && row.state != ClusterState::Deleting.as_str()
-                });
+                .is_some_and(|row| parse_state(&row.state).is_ok_and(ClusterState::is_probed));
             if !live {
                 return Err(not_found(super::kinds::CLUSTER, cluster));
             }
         }
         let existing = Entity::find_by_id((tenant.clone(), name.clone()))
-            .one(&transaction)
+            .one(transaction)
             .await?;
         let now = now_ms();
         let (row, created) = match existing {
@@ -79,12 +77,14 @@ impl Store {
                 active.module = Set(target.module.kind().to_owned());
                 active.spec = Set(spec);
                 active.updated_at_ms = Set(now);
-                let row = active.update(&transaction).await?;
-                audit(&transaction, actor, "update", KIND, Some(&tenant), &name).await?;
+                let row = active.update(transaction).await?;
+                mutation
+                    .audit(actor, "update", KIND, Some(&tenant), &name)
+                    .await?;
                 (row, false)
             }
             None => {
-                super::quotas::enforce(&transaction, &tenant, Quota::ProbeEndpoints).await?;
+                super::quotas::enforce(transaction, &tenant, Quota::ProbeEndpoints).await?;
                 let row = probe_endpoints::Model {
                     tenant: tenant.clone(),
                     name: name.clone(),
@@ -95,15 +95,16 @@ impl Store {
                     updated_at_ms: now,
                 };
                 Entity::insert(row.clone().into_active_model())
-                    .exec_without_returning(&transaction)
+                    .exec_without_returning(transaction)
                     .await
                     .map_err(|e| insert_error(e, KIND, &format!("{tenant}/{name}")))?;
-                audit(&transaction, actor, "create", KIND, Some(&tenant), &name).await?;
+                mutation
+                    .audit(actor, "create", KIND, Some(&tenant), &name)
+                    .await?;
                 (row, true)
             }
         };
-        self.commit(transaction, vec![change(&tenant, &name)])
-            .await?;
+        mutation.commit(vec![change(&tenant, &name)]).await?;
         Ok((stored(row)?, created))
     }
 
@@ -149,16 +150,19 @@ impl Store {
         name: &str,
         actor: &Actor,
     ) -> Result<(), StoreError> {
-        let transaction = self.begin().await?;
+        let mutation = self.mutation().await?;
+        let transaction = mutation.transaction();
         let deleted = Entity::delete_by_id((tenant.to_owned(), name.to_owned()))
-            .exec(&transaction)
+            .exec(transaction)
             .await?
             .rows_affected;
         if deleted == 0 {
             return Err(not_found(KIND, &format!("{tenant}/{name}")));
         }
-        audit(&transaction, actor, "delete", KIND, Some(tenant), name).await?;
-        self.commit(transaction, vec![change(tenant, name)]).await
+        mutation
+            .audit(actor, "delete", KIND, Some(tenant), name)
+            .await?;
+        mutation.commit(vec![change(tenant, name)]).await
     }
 }
 

@@ -24,7 +24,7 @@ use sea_orm::{
 };
 
 use super::entities::{clusters, pipelines, probe_endpoints, tenant_quotas, tenants};
-use super::{Actor, ClusterState, Store, StoreError, audit, kinds, not_found, now_ms};
+use super::{Actor, Store, StoreError, kinds, not_found, now_ms};
 
 /// Clusters per tenant: the fan-out benchmark ran 10,000 agents on one observer; one
 /// tenant's default share is a tenth of that, far above a customer's usual fleet.
@@ -99,7 +99,7 @@ impl Quota {
             Self::Clusters => {
                 clusters::Entity::find()
                     .filter(clusters::Column::Tenant.eq(tenant))
-                    .filter(clusters::Column::State.ne(ClusterState::Deleted.as_str()))
+                    .filter(super::not_tombstone())
                     .count(db)
                     .await?
             }
@@ -232,12 +232,13 @@ impl Store {
                 )));
             }
         }
-        let transaction = self.begin().await?;
-        lock_tenant(&transaction, tenant).await?;
-        if overrides(&transaction, tenant).await? != *limits {
+        let mutation = self.mutation().await?;
+        let transaction = mutation.transaction();
+        lock_tenant(transaction, tenant).await?;
+        if overrides(transaction, tenant).await? != *limits {
             tenant_quotas::Entity::delete_many()
                 .filter(tenant_quotas::Column::Tenant.eq(tenant))
-                .exec(&transaction)
+                .exec(transaction)
                 .await?;
             let now = now_ms();
             for (name, limit) in limits {
@@ -248,12 +249,14 @@ impl Store {
                     updated_at_ms: now,
                 };
                 tenant_quotas::Entity::insert(row.into_active_model())
-                    .exec_without_returning(&transaction)
+                    .exec_without_returning(transaction)
                     .await?;
             }
-            audit(&transaction, actor, "update", KIND, Some(tenant), tenant).await?;
+            mutation
+                .audit(actor, "update", KIND, Some(tenant), tenant)
+                .await?;
         }
-        self.commit(transaction, Vec::new()).await?;
+        mutation.commit(Vec::new()).await?;
         self.tenant_quotas(tenant).await
     }
 }

@@ -1,4 +1,5 @@
-//! Agent reports written in groups: one task per store commits every report that
+//! Agent reports: what an agent says about its configuration, health and connection
+//! ([`ConfigReport`], [`ReportWrite`]), written in groups: one task per store commits every report that
 //! waits for the writer in one transaction (group commit).
 //!
 //! # Why
@@ -9,11 +10,10 @@
 //! 20,000 such transactions behind each other.
 //!
 //! # How
-//! [`Store::record_config_report`](super::Store::record_config_report),
-//! [`record_health`](super::Store::record_health),
-//! [`record_agent_seen`](super::Store::record_agent_seen) and
-//! [`record_agent_connected`](super::Store::record_agent_connected) queue a
-//! [`ReportWrite`] and wait for its result. The writer takes everything queued (up to
+//! [`Store::report`] queues a [`ReportWrite`] and waits for its result
+//! ([`Store::submit_report`] only queues it; an agent stream reports so, and
+//! [`Store::record_agent_connected`] is a [`ReportWrite::Seen`] with its connection).
+//! The writer takes everything queued (up to
 //! [`MAX_REPORT_BATCH`]) and writes it in one transaction:
 //! * agent seen / connected: per report, as the single write would (read the row,
 //!   update it, audit a state change), in arrival order;
@@ -32,7 +32,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
     DbBackend, EntityTrait, IntoActiveModel, QueryFilter, Set, Statement, TransactionTrait,
@@ -40,10 +40,50 @@ use sea_orm::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::entities::{cluster_reports, clusters};
+use serde::{Deserialize, Serialize};
+
 use super::{
-    Actor, CONFIG_STATE_APPLIED, Change, ClusterState, ConfigReport, StoreError, audit,
-    commit_changes, find_cluster, now_ms, parse_state,
+    Actor, Change, ClusterState, Store, StoreError, audit, feed, find_cluster, now_ms, parse_state,
 };
+
+/// `ConfigReport::state` of a configuration the agent runs.
+pub const CONFIG_STATE_APPLIED: &str = "APPLIED";
+
+/// `ConfigReport::state` while the agent applies a configuration.
+pub const CONFIG_STATE_APPLYING: &str = "APPLYING";
+
+/// `ConfigReport::state` of a configuration the agent refused.
+pub const CONFIG_STATE_FAILED: &str = "FAILED";
+
+/// An agent's report about a configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigReport {
+    /// Hash (hex) of the configuration the report is about.
+    pub config_hash: String,
+    /// `APPLYING`, `APPLIED` or `FAILED` ([`CONFIG_STATE_APPLIED`], ...).
+    pub state: String,
+    /// Why it failed, per pipeline and field.
+    #[serde(default)]
+    pub errors: Vec<ConfigErrorRecord>,
+    /// Hash (hex) of the configuration the agent runs now (the last good one after a
+    /// failure).
+    pub running_config_hash: String,
+    /// When the agent made the report, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// One reason an agent refused a configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigErrorRecord {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Field path inside it.
+    pub field_path: String,
+    /// What is wrong; never a secret.
+    pub message: String,
+}
 
 /// Most reports written in one transaction: large enough that a burst from 10,000
 /// agents takes a few dozen commits, small enough that one transaction stays short
@@ -62,9 +102,9 @@ const REPORT_QUEUE_CAPACITY: usize = 4096;
 /// One report to write.
 #[derive(Debug)]
 pub enum ReportWrite {
-    /// The agent was heard from ([`Store::record_agent_seen`](super::Store::record_agent_seen));
-    /// with `connection`, its stream opened
-    /// ([`Store::record_agent_connected`](super::Store::record_agent_connected)).
+    /// The agent was heard from (join, stream hello, heartbeat): `provisioning` and
+    /// `silent` become `active` ([`ClusterState::when_heard_from`]); with `connection`,
+    /// its stream opened and the cluster is connected through it.
     Seen {
         /// The cluster.
         cluster: String,
@@ -77,14 +117,16 @@ pub enum ReportWrite {
         /// The connection that opened, if this is a connect.
         connection: Option<String>,
     },
-    /// A configuration report ([`Store::record_config_report`](super::Store::record_config_report)).
+    /// A configuration report: stored as the cluster's latest; `APPLIED` also sets the
+    /// cluster's `applied_config_hash`. Observations, announced as
+    /// [`Change::ClusterReport`] only.
     Config {
         /// The cluster.
         cluster: String,
         /// The report.
         report: ConfigReport,
     },
-    /// A health report ([`Store::record_health`](super::Store::record_health)).
+    /// A health report, stored as the cluster's latest.
     Health {
         /// The cluster.
         cluster: String,
@@ -213,7 +255,7 @@ impl ReportWriter {
         transaction: DatabaseTransaction,
         changes: Vec<Change>,
     ) -> Result<(), StoreError> {
-        commit_changes(transaction, changes, &self.origin, &self.changes).await
+        feed::commit(transaction, changes, &self.origin, &self.changes).await
     }
 
     /// One report in its own transaction.
@@ -486,10 +528,11 @@ impl SeenRow {
     ) -> Result<(), StoreError> {
         let row = &mut self.current;
         let old_state = parse_state(&row.state)?;
-        if matches!(old_state, ClusterState::Provisioning | ClusterState::Silent) {
-            row.state = ClusterState::Active.as_str().to_owned();
+        let heard = old_state.when_heard_from();
+        if heard != old_state {
+            row.state = heard.as_str().to_owned();
             row.state_changed_at_ms = at_ms;
-            self.new_states.push(ClusterState::Active);
+            self.new_states.push(heard);
         }
         if row.agent_instance_id.as_deref() != Some(instance_id)
             || row.agent_version.as_deref() != Some(version)
@@ -531,7 +574,7 @@ impl SeenRow {
         active.update(transaction).await?;
         let mut changes = Vec::new();
         for state in &self.new_states {
-            audit(
+            audit::record(
                 transaction,
                 &Actor::agent(&row.name),
                 &format!("set-state:{state}"),
@@ -629,6 +672,76 @@ async fn upsert_reports(
         .exec_without_returning(transaction)
         .await?;
     Ok(())
+}
+
+impl Store {
+    /// Writes an agent report and waits until it is committed (or failed): the one
+    /// path of every report, batched with the others waiting ([`ReportWrite`]).
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn report(&self, report: ReportWrite) -> Result<(), StoreError> {
+        self.inner.reports.write(report).await
+    }
+
+    /// An agent stream opened: the agent was heard from and `connection` holds the
+    /// cluster's connection (see "Connected" in the store's documentation), as
+    /// [`Store::report`] of a [`ReportWrite::Seen`] with the connection.
+    pub async fn record_agent_connected(
+        &self,
+        name: &str,
+        instance_id: &str,
+        version: &str,
+        at_ms: i64,
+        connection: &str,
+    ) -> Result<(), StoreError> {
+        self.report(ReportWrite::Seen {
+            cluster: name.to_owned(),
+            instance_id: instance_id.to_owned(),
+            version: version.to_owned(),
+            at_ms,
+            connection: Some(connection.to_owned()),
+        })
+        .await
+    }
+
+    /// Queues an agent report and returns once it is queued, without waiting for the
+    /// write: what an agent stream does, so that reading its next message (an
+    /// `APPLIED` right after the `APPLYING`) does not wait for a commit. Reports are
+    /// written in the order submitted; a failed one is logged.
+    pub async fn submit_report(&self, report: ReportWrite) -> Result<(), StoreError> {
+        self.inner.reports.submit(report).await
+    }
+
+    /// Notes that `connection` ended: the cluster is disconnected if `connection` is
+    /// the one that set the flag; otherwise (another replica's connection took over)
+    /// nothing changes. Returns whether the flag was cleared.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn release_connection(
+        &self,
+        cluster: &str,
+        connection: &str,
+    ) -> Result<bool, StoreError> {
+        let mutation = self.mutation().await?;
+        let transaction = mutation.transaction();
+        let released = clusters::Entity::update_many()
+            .col_expr(clusters::Column::Connected, Expr::value(false))
+            .col_expr(
+                clusters::Column::ConnectionId,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(clusters::Column::Name.eq(cluster))
+            .filter(clusters::Column::ConnectionId.eq(connection))
+            .exec(transaction)
+            .await?
+            .rows_affected
+            == 1;
+        if !released {
+            return Ok(false);
+        }
+        mutation
+            .commit(vec![Change::ClusterReport(cluster.to_owned())])
+            .await?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use sea_orm::{
 };
 
 use super::entities::{audit_log, cluster_api_namespaces, tenants};
-use super::{Actor, AuditEntry, Store, StoreError, audit, insert_error, kinds, not_found, now_ms};
+use super::{Actor, AuditEntry, Store, StoreError, insert_error, kinds, not_found, now_ms};
 
 /// The audit trail's kind for namespace mappings.
 pub const KIND_NAMESPACE: &str = "cluster-api-namespace";
@@ -81,16 +81,17 @@ impl Store {
         tenant: &str,
         actor: &Actor,
     ) -> Result<(NamespaceMapping, bool), StoreError> {
-        let transaction = self.begin().await?;
+        let mutation = self.mutation().await?;
+        let transaction = mutation.transaction();
         if tenants::Entity::find_by_id(tenant)
-            .one(&transaction)
+            .one(transaction)
             .await?
             .is_none()
         {
             return Err(not_found(kinds::TENANT, tenant));
         }
         if let Some(row) = cluster_api_namespaces::Entity::find_by_id(namespace)
-            .one(&transaction)
+            .one(transaction)
             .await?
         {
             if row.tenant == tenant {
@@ -107,19 +108,13 @@ impl Store {
             created_at_ms: now_ms(),
         };
         cluster_api_namespaces::Entity::insert(row.clone().into_active_model())
-            .exec_without_returning(&transaction)
+            .exec_without_returning(transaction)
             .await
             .map_err(|e| insert_error(e, KIND_NAMESPACE, namespace))?;
-        audit(
-            &transaction,
-            actor,
-            "map",
-            KIND_NAMESPACE,
-            Some(tenant),
-            namespace,
-        )
-        .await?;
-        self.commit(transaction, Vec::new()).await?;
+        mutation
+            .audit(actor, "map", KIND_NAMESPACE, Some(tenant), namespace)
+            .await?;
+        mutation.commit(Vec::new()).await?;
         Ok((mapping_from_row(row), true))
     }
 
@@ -131,23 +126,18 @@ impl Store {
         namespace: &str,
         actor: &Actor,
     ) -> Result<(), StoreError> {
-        let transaction = self.begin().await?;
+        let mutation = self.mutation().await?;
+        let transaction = mutation.transaction();
         let row = cluster_api_namespaces::Entity::find_by_id(namespace)
-            .one(&transaction)
+            .one(transaction)
             .await?
             .ok_or_else(|| not_found(KIND_NAMESPACE, namespace))?;
         let tenant = row.tenant.clone();
-        row.into_active_model().delete(&transaction).await?;
-        audit(
-            &transaction,
-            actor,
-            "unmap",
-            KIND_NAMESPACE,
-            Some(&tenant),
-            namespace,
-        )
-        .await?;
-        self.commit(transaction, Vec::new()).await
+        row.into_active_model().delete(transaction).await?;
+        mutation
+            .audit(actor, "unmap", KIND_NAMESPACE, Some(&tenant), namespace)
+            .await?;
+        mutation.commit(Vec::new()).await
     }
 
     /// The tenant a namespace is mapped to.

@@ -16,6 +16,12 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, EntityTrait,
 use tokio::sync::broadcast;
 
 use super::certificates::{CertificateStanding, NewAgentCertificate, csr_sha256};
+use super::entities::{
+    api_tokens, audit_log, cluster_reports, clusters, join_tokens, pipelines, tenants,
+};
+use kaas_pipeline::secret::SecretString;
+
+use super::feed::Notification;
 use super::*;
 use crate::identity::DEFAULT_INSTANCE;
 use crate::secrets::SecretBox;
@@ -390,6 +396,56 @@ fn password_of(stored: &StoredPipeline) -> String {
         .as_ref()
         .unwrap();
     basic.password.value.as_ref().unwrap().expose().to_owned()
+}
+
+/// The agent was heard from, as its stream reports it.
+fn seen(cluster: &str, instance: &str, version: &str, at_ms: i64) -> ReportWrite {
+    ReportWrite::Seen {
+        cluster: cluster.to_owned(),
+        instance_id: instance.to_owned(),
+        version: version.to_owned(),
+        at_ms,
+        connection: None,
+    }
+}
+
+/// The agent's stream opened through `connection`.
+fn connected(
+    cluster: &str,
+    instance: &str,
+    version: &str,
+    at_ms: i64,
+    connection: &str,
+) -> ReportWrite {
+    ReportWrite::Seen {
+        cluster: cluster.to_owned(),
+        instance_id: instance.to_owned(),
+        version: version.to_owned(),
+        at_ms,
+        connection: Some(connection.to_owned()),
+    }
+}
+
+/// An agent of version 0.1.0 opened a stream through `connection` just now.
+fn stream_opened(cluster: &str, connection: &str) -> ReportWrite {
+    connected(cluster, "instance-1", "0.1.0", now_ms(), connection)
+}
+
+/// A configuration report.
+fn config_write(cluster: &str, report: ConfigReport) -> ReportWrite {
+    ReportWrite::Config {
+        cluster: cluster.to_owned(),
+        report,
+    }
+}
+
+/// A health report.
+fn health_write(cluster: &str, health: serde_json::Value, at_ms: i64) -> ReportWrite {
+    ReportWrite::Health {
+        cluster: cluster.to_owned(),
+        health,
+        at_ms,
+    }
 }
 
 async fn next_change(feed: &mut broadcast::Receiver<Change>) -> Change {
@@ -768,7 +824,10 @@ async fn tombstoned_cluster_refuses_redemption(db: &TestDb) {
         .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
         .await
         .unwrap();
-    store.set_connected("shop.c1", "replica-a/1").await.unwrap();
+    store
+        .report(stream_opened("shop.c1", "replica-a/1"))
+        .await
+        .unwrap();
     store.delete_cluster("shop.c1", &admin()).await.unwrap();
     store.delete_cluster("shop.c1", &admin()).await.unwrap();
 
@@ -1213,7 +1272,7 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
     assert_eq!(store.cluster_report("nope").await.unwrap(), None);
 
     store
-        .record_agent_seen("shop.c1", "instance-1", "0.1.0", 1_000)
+        .report(seen("shop.c1", "instance-1", "0.1.0", 1_000))
         .await
         .unwrap();
     let cluster = store.get_cluster("shop.c1").await.unwrap().unwrap();
@@ -1231,7 +1290,7 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         ClusterState::Silent
     );
     store
-        .record_agent_seen("shop.c1", "instance-2", "0.1.1", 3_000)
+        .report(seen("shop.c1", "instance-2", "0.1.1", 3_000))
         .await
         .unwrap();
     let cluster = store.get_cluster("shop.c1").await.unwrap().unwrap();
@@ -1239,7 +1298,7 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
     assert_eq!(cluster.last_seen_ms, Some(3_000));
     // A late, older heartbeat does not move last_seen back.
     store
-        .record_agent_seen("shop.c1", "instance-2", "0.1.1", 2_500)
+        .report(seen("shop.c1", "instance-2", "0.1.1", 2_500))
         .await
         .unwrap();
     assert_eq!(
@@ -1260,7 +1319,7 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         at_ms: 4_000,
     };
     store
-        .record_config_report("shop.c1", report(CONFIG_STATE_APPLYING, "aa"))
+        .report(config_write("shop.c1", report(CONFIG_STATE_APPLYING, "aa")))
         .await
         .unwrap();
     assert_eq!(
@@ -1273,7 +1332,7 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         None
     );
     store
-        .record_config_report("shop.c1", report(CONFIG_STATE_APPLIED, "aa"))
+        .report(config_write("shop.c1", report(CONFIG_STATE_APPLIED, "aa")))
         .await
         .unwrap();
     assert_eq!(
@@ -1294,7 +1353,7 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         message: "refused".into(),
     }];
     store
-        .record_config_report("shop.c1", failed.clone())
+        .report(config_write("shop.c1", failed.clone()))
         .await
         .unwrap();
     assert_eq!(
@@ -1311,10 +1370,13 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
 
     let health = serde_json::json!({"pipelines": {"p1": {"bufferBytes": 12}}});
     store
-        .record_health("shop.c1", health.clone(), 5_000)
+        .report(health_write("shop.c1", health.clone(), 5_000))
         .await
         .unwrap();
-    store.set_connected("shop.c1", "replica-a/1").await.unwrap();
+    store
+        .report(stream_opened("shop.c1", "replica-a/1"))
+        .await
+        .unwrap();
     let report = store.cluster_report("shop.c1").await.unwrap().unwrap();
     assert_eq!(report.cluster, "shop.c1");
     assert_eq!(report.config, Some(failed.clone()));
@@ -1323,7 +1385,7 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
 
     // A config report after health keeps the health.
     store
-        .record_config_report("shop.c1", report_applied("cc"))
+        .report(config_write("shop.c1", report_applied("cc")))
         .await
         .unwrap();
     let report = store.cluster_report("shop.c1").await.unwrap().unwrap();
@@ -1345,11 +1407,13 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
             .connected
     );
     assert!(matches!(
-        store.record_health("nope", serde_json::json!({}), 1).await,
+        store
+            .report(health_write("nope", serde_json::json!({}), 1))
+            .await,
         Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
-        store.record_agent_seen("nope", "i", "v", 1).await,
+        store.report(seen("nope", "i", "v", 1)).await,
         Err(StoreError::NotFound { .. })
     ));
 }
@@ -1380,9 +1444,15 @@ async fn a_late_disconnect_does_not_clear_another_replicas_connection(db: &TestD
     assert!(!connected(replica_a.clone()).await);
 
     // In order: A connects, B takes over, A's late release changes nothing.
-    replica_a.set_connected("shop.c1", "a/1").await.unwrap();
+    replica_a
+        .report(stream_opened("shop.c1", "a/1"))
+        .await
+        .unwrap();
     assert!(connected(replica_b.clone()).await);
-    replica_b.set_connected("shop.c1", "b/7").await.unwrap();
+    replica_b
+        .report(stream_opened("shop.c1", "b/7"))
+        .await
+        .unwrap();
     assert!(
         !replica_a
             .release_connection("shop.c1", "a/1")
@@ -1418,9 +1488,12 @@ async fn a_late_disconnect_does_not_clear_another_replicas_connection(db: &TestD
     for round in 0..20 {
         let a = format!("a/{round}");
         let b = format!("b/{round}");
-        replica_a.set_connected("shop.c1", &a).await.unwrap();
+        replica_a
+            .report(stream_opened("shop.c1", &a))
+            .await
+            .unwrap();
         let (connect, release) = tokio::join!(
-            replica_b.set_connected("shop.c1", &b),
+            replica_b.report(stream_opened("shop.c1", &b)),
             replica_a.release_connection("shop.c1", &a),
         );
         connect.unwrap();
@@ -1433,7 +1506,10 @@ async fn a_late_disconnect_does_not_clear_another_replicas_connection(db: &TestD
     }
 
     // Deleting the cluster disconnects it whoever holds the connection.
-    replica_b.set_connected("shop.c1", "b/8").await.unwrap();
+    replica_b
+        .report(stream_opened("shop.c1", "b/8"))
+        .await
+        .unwrap();
     replica_a.delete_cluster("shop.c1", &admin()).await.unwrap();
     assert!(!connected(replica_b.clone()).await);
     assert!(
@@ -1478,7 +1554,7 @@ async fn audit_trail_records_mutations_without_secrets(db: &TestDb) {
         .await
         .unwrap();
     store
-        .record_agent_seen("shop.c1", "i1", "0.1.0", now_ms())
+        .report(seen("shop.c1", "i1", "0.1.0", now_ms()))
         .await
         .unwrap();
     store
@@ -1594,7 +1670,7 @@ async fn change_feed_delivers_changes(db: &TestDb) {
     };
     assert_eq!(next_change(&mut feed).await, c1);
     store
-        .record_health("shop.c1", serde_json::json!({"ok": true}), 1)
+        .report(health_write("shop.c1", serde_json::json!({"ok": true}), 1))
         .await
         .unwrap();
     assert_eq!(
@@ -1659,7 +1735,7 @@ async fn observations_are_published_as_reports_not_desired_state(db: &TestDb) {
     // The first connection makes the cluster active (desired state: probe targets
     // follow states) and connects it (an observation).
     store
-        .record_agent_connected("shop.c1", "i1", "0.1.0", 1_000, "r/1")
+        .report(connected("shop.c1", "i1", "0.1.0", 1_000, "r/1"))
         .await
         .unwrap();
     assert_eq!(drain_feed(&mut feed), [c1.clone(), c1_report.clone()]);
@@ -1674,20 +1750,23 @@ async fn observations_are_published_as_reports_not_desired_state(db: &TestDb) {
     );
     // The same agent on the same connection again: nothing to announce.
     store
-        .record_agent_connected("shop.c1", "i1", "0.1.0", 2_000, "r/1")
+        .report(connected("shop.c1", "i1", "0.1.0", 2_000, "r/1"))
         .await
         .unwrap();
     assert_eq!(drain_feed(&mut feed), []);
     // A new agent version is an observation.
     store
-        .record_agent_seen("shop.c1", "i1", "0.2.0", 3_000)
+        .report(seen("shop.c1", "i1", "0.2.0", 3_000))
         .await
         .unwrap();
     assert_eq!(drain_feed(&mut feed), std::slice::from_ref(&c1_report));
 
     // The applied hash is an observation too: no `Cluster` change.
     store
-        .record_config_report("shop.c1", config_report(CONFIG_STATE_APPLIED, "aa"))
+        .report(config_write(
+            "shop.c1",
+            config_report(CONFIG_STATE_APPLIED, "aa"),
+        ))
         .await
         .unwrap();
     assert_eq!(drain_feed(&mut feed), std::slice::from_ref(&c1_report));
@@ -1749,19 +1828,28 @@ async fn concurrent_reports_end_as_if_written_one_by_one(db: &TestDb) {
         async move {
             let name = format!("shop.c{i}");
             store
-                .record_agent_connected(&name, "i1", "0.1.0", 10, &format!("r/{i}"))
+                .report(connected(&name, "i1", "0.1.0", 10, &format!("r/{i}")))
                 .await?;
             store
-                .record_config_report(&name, config_report(CONFIG_STATE_APPLYING, "aa"))
+                .report(config_write(
+                    &name,
+                    config_report(CONFIG_STATE_APPLYING, "aa"),
+                ))
                 .await?;
             store
-                .record_config_report(&name, config_report(CONFIG_STATE_APPLIED, "aa"))
+                .report(config_write(
+                    &name,
+                    config_report(CONFIG_STATE_APPLIED, "aa"),
+                ))
                 .await?;
             store
-                .record_health(&name, serde_json::json!({ "n": i }), 20)
+                .report(health_write(&name, serde_json::json!({ "n": i }), 20))
                 .await?;
             store
-                .record_config_report(&name, config_report(CONFIG_STATE_APPLYING, "bb"))
+                .report(config_write(
+                    &name,
+                    config_report(CONFIG_STATE_APPLYING, "bb"),
+                ))
                 .await
         }
     });
@@ -1816,14 +1904,16 @@ async fn a_bad_report_in_a_batch_fails_alone(db: &TestDb) {
         let reports = ["shop.c1", "nope", "shop.c2", "shop.c3"].map(|name| {
             let store = store.clone();
             let report = config_report(CONFIG_STATE_APPLIED, &hash);
-            async move { (name, store.record_config_report(name, report).await) }
+            async move { (name, store.report(config_write(name, report)).await) }
         });
         let health = ["shop.c1", "nope"].map(|name| {
             let store = store.clone();
             async move {
                 (
                     name,
-                    store.record_health(name, serde_json::json!({}), 1).await,
+                    store
+                        .report(health_write(name, serde_json::json!({}), 1))
+                        .await,
                 )
             }
         });
@@ -1864,7 +1954,10 @@ async fn reads_see_every_committed_write(db: &TestDb) {
         let name = format!("shop.{name}");
         assert!(store.get_cluster(&name).await.unwrap().is_some());
         store
-            .record_config_report(&name, config_report(CONFIG_STATE_APPLIED, "aa"))
+            .report(config_write(
+                &name,
+                config_report(CONFIG_STATE_APPLIED, "aa"),
+            ))
             .await
             .unwrap();
         assert_eq!(
@@ -1914,14 +2007,17 @@ async fn clusters_are_listed_with_their_reports_in_pages(db: &TestDb) {
             .unwrap();
     }
     store
-        .record_config_report("shop.a3", config_report(CONFIG_STATE_APPLIED, "cc"))
+        .report(config_write(
+            "shop.a3",
+            config_report(CONFIG_STATE_APPLIED, "cc"),
+        ))
         .await
         .unwrap();
     store
-        .record_health("shop.a3", serde_json::json!({"ok": true}), 1)
+        .report(health_write("shop.a3", serde_json::json!({"ok": true}), 1))
         .await
         .unwrap();
-    store.set_connected("shop.a4", "r/1").await.unwrap();
+    store.report(stream_opened("shop.a4", "r/1")).await.unwrap();
     let names = |rows: &[(Cluster, ClusterReport)]| {
         rows.iter()
             .map(|(cluster, report)| {
@@ -2193,7 +2289,7 @@ async fn reports_of_reads_reports_with_tenant_and_state(db: &TestDb) {
             .unwrap();
     }
     store
-        .record_agent_connected("bank.c2", "i2", "0.1.0", 1_000, "r/1")
+        .report(connected("bank.c2", "i2", "0.1.0", 1_000, "r/1"))
         .await
         .unwrap();
     let report = ConfigReport {
@@ -2204,11 +2300,11 @@ async fn reports_of_reads_reports_with_tenant_and_state(db: &TestDb) {
         at_ms: 2_000,
     };
     store
-        .record_config_report("bank.c2", report.clone())
+        .report(config_write("bank.c2", report.clone()))
         .await
         .unwrap();
     store
-        .record_health("bank.c2", serde_json::json!({"n": 1}), 3_000)
+        .report(health_write("bank.c2", serde_json::json!({"n": 1}), 3_000))
         .await
         .unwrap();
     let names = ["bank.c2", "nope", "shop.c1"].map(String::from);

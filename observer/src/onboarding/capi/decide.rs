@@ -191,7 +191,7 @@ pub fn decide(
     let ours = stored.filter(|s| registered_from(s, &cluster.namespace, cluster.tenant.as_deref()));
     let mut steps = Vec::new();
     if cluster.deleting {
-        if let Some(record) = ours.filter(|s| s.state != ClusterState::Deleted) {
+        if let Some(record) = ours.filter(|s| !s.state.is_tombstone()) {
             if record.state != ClusterState::Deleting {
                 steps.push(Step::MarkDeleting);
             }
@@ -233,7 +233,7 @@ pub fn decide(
             }
             return steps;
         }
-        (_, Some(record)) if record.state == ClusterState::Deleted => {
+        (_, Some(record)) if record.state.is_tombstone() => {
             steps.push(Step::Skip(
                 "its cluster was deleted in the observer (tombstone); the name cannot be \
                  registered again"
@@ -310,7 +310,7 @@ pub fn gone_clusters<'a>(
 ) -> Vec<&'a Cluster> {
     stored
         .iter()
-        .filter(|c| c.state != ClusterState::Deleted && c.created_at_ms < listed_at_ms)
+        .filter(|c| !c.state.is_tombstone() && c.created_at_ms < listed_at_ms)
         .filter(|c| {
             let namespace = c.labels.get(NAMESPACE_LABEL).cloned().unwrap_or_default();
             registered_from(c, &namespace, mapped.get(&namespace).map(String::as_str))

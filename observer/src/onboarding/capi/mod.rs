@@ -761,7 +761,7 @@ pub async fn relist(context: &Context) -> Result<Vec<String>, CapiError> {
         let Some(current) = context.store.get_cluster(&gone.id).await? else {
             continue;
         };
-        if current.state == ClusterState::Deleted {
+        if current.state.is_tombstone() {
             continue;
         }
         if current.state != ClusterState::Deleting {

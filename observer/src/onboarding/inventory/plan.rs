@@ -131,7 +131,7 @@ pub fn plan(
     let known = StoredClusters::new(stored);
     let managed_live: Vec<&Cluster> = stored
         .iter()
-        .filter(|c| managed_by(c, Source::Inventory) && c.state != ClusterState::Deleted)
+        .filter(|c| managed_by(c, Source::Inventory) && !c.state.is_tombstone())
         .collect();
     if inventory.is_empty() && !rules.allow_empty && !managed_live.is_empty() {
         return Err(PollError::EmptyRefused {
@@ -153,7 +153,7 @@ pub fn plan(
             });
             continue;
         }
-        if stored.state == ClusterState::Deleted {
+        if stored.state.is_tombstone() {
             result.steps.push(Step::Skip {
                 name: listed.name.clone(),
                 reason: "the name belongs to a deleted cluster (tombstone) and cannot be \

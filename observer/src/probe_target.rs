@@ -1,4 +1,6 @@
 //! What to probe: [`ProbeTarget`] (one endpoint, one module) and its pure validation.
+//! The model the store keeps ([`crate::store::probe_endpoints`]) and the prober runs
+//! ([`crate::probes`], which re-exports it as `probes::config`); it depends on neither.
 //!
 //! A target is the unit the prober schedules and the unit the API stores per tenant.
 //! Its JSON form (camelCase) is the API body, e.g.
@@ -42,7 +44,7 @@ const TARGET_MAX_LEN: usize = 1024;
 /// A target's `cluster`: a cluster name (a DNS-1123 label) as a tenant gives it, or a
 /// cluster's global id (`<tenant>.<name>`) as the prober's targets carry it.
 fn check_cluster_reference(value: &str) -> Result<(), String> {
-    let mut parts = value.splitn(2, crate::store::GLOBAL_ID_SEPARATOR);
+    let mut parts = value.splitn(2, crate::cluster_id::GLOBAL_ID_SEPARATOR);
     parts.try_for_each(check_dns1123_label)
 }
 

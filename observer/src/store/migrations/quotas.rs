@@ -1,5 +1,5 @@
 //! The migration that adds `tenant_quotas`, the per-tenant quota overrides an admin
-//! sets (see [`super::quotas`]). Like every migration it spells out its own identifiers
+//! sets (see [`crate::store::quotas`]). Like every migration it spells out its own identifiers
 //! and is never edited once released.
 
 use sea_orm_migration::prelude::*;

@@ -1,5 +1,5 @@
 //! The migration that adds `cluster_buffer_budgets`, the disk budget a provider set for
-//! a cluster's agent buffers (see [`super::budgets`]). Like every migration it spells
+//! a cluster's agent buffers (see [`crate::store::budgets`]). Like every migration it spells
 //! out its own identifiers and is never edited once released.
 
 use sea_orm_migration::prelude::*;

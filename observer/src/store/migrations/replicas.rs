@@ -1,5 +1,5 @@
 //! The migration that adds `replicas`, the heartbeat rows by which observer replicas
-//! know each other (see [`super::replicas`]). Like every migration it spells out its
+//! know each other (see [`crate::store::replicas`]). Like every migration it spells out its
 //! own identifiers and is never edited once released.
 
 use sea_orm_migration::prelude::*;

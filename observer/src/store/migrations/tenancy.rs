@@ -1,5 +1,5 @@
 //! The migrations of the tenancy boundary: `cluster_api_namespaces`, the admin's
-//! mapping of Cluster API namespaces to tenants (see [`super::tenancy`]), and indexes
+//! mapping of Cluster API namespaces to tenants (see [`crate::store::tenancy`]), and indexes
 //! that let the audit trail be read by tenant and by actor. Like every migration they
 //! spell out their own identifiers and are never edited once released.
 

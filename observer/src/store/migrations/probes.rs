@@ -1,5 +1,5 @@
 //! The migration that adds `probe_endpoints`, the endpoints tenants ask the observer to
-//! probe (see [`super::probe_endpoints`]). Like every migration it spells out its own
+//! probe (see [`crate::store::probe_endpoints`]). Like every migration it spells out its own
 //! identifiers and is never edited once released.
 
 use sea_orm_migration::prelude::*;
