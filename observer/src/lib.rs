@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod listeners;
 pub mod onboarding;
 pub mod probes;
+pub mod rendering;
 pub mod secrets;
 pub mod serve;
 pub mod store;

@@ -728,7 +728,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
             default_bytes: args.cluster_buffer_budget,
             central_bytes: integrations.central_pipeline().map_or(
                 0,
-                crate::integrations::central::CentralPipelineSettings::buffer_max_bytes,
+                crate::rendering::CentralPipelineSettings::buffer_max_bytes,
             ),
         },
         egress: egress.clone(),

@@ -36,9 +36,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-use super::central::CentralPipelineSettings;
 use super::remote_write::{Series, SeriesSource};
-use crate::control::service::render_for_cluster;
+use crate::rendering::{CentralPipelineSettings, render_for_cluster};
 use crate::store::{
     CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Change, Cluster,
     ClusterState, ConfigReport, Store, StoreError, StoredPipeline,

@@ -17,7 +17,6 @@ use kaas_pipeline::units::{ByteSize, parse_duration};
 use prometheus_client::registry::Registry;
 use url::Url;
 
-use super::central::{CentralPipelineSettings, CentralScrape, DEFAULT_TENANT_HEADER};
 use super::config_state::ConfigStates;
 use super::files::{
     DEFAULT_HASHRING, FilesError, FilesSettings, GrafanaSettings, HashringSettings,
@@ -28,6 +27,7 @@ use super::remote_write::{
     WriterSources, fleet_source,
 };
 use crate::lifecycle::ClusterLifecycle;
+use crate::rendering::central::{CentralPipelineSettings, CentralScrape, DEFAULT_TENANT_HEADER};
 use crate::store::Store;
 
 /// What the central pipeline collects besides the agent's own metrics.

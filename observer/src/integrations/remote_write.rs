@@ -63,9 +63,9 @@ use prost::Message;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use super::central::DEFAULT_TENANT_HEADER;
 use crate::lifecycle::FleetSnapshot;
 use crate::probes::Prober;
+use crate::rendering::central::DEFAULT_TENANT_HEADER;
 use crate::store::leases::Lease;
 use crate::store::{Store, now_ms};
 
