@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kaas_pipeline::agent_config::{AGENT_CONFIG_CONTENT_TYPE, RenderedConfig, check_config_size};
+use kaas_pipeline::status::AgentConfigState;
 use kaas_proto::control::v1::{
     AgentHello, AgentMessage, Capability, Command, CommandType, ConfigState, ConfigStatus,
     ConfigUpdate, ObserverMessage, agent_message, observer_message,
@@ -24,8 +25,7 @@ use super::stream_identity::{StreamCertificate, revoked_status};
 use crate::rendering::TenantPipelines;
 use crate::store::certificates::CertificateStanding;
 use crate::store::{
-    CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Cluster, ClusterState,
-    ConfigErrorRecord, ConfigReport, ReportWrite, Store, StoreError, now_ms,
+    Cluster, ClusterState, ConfigErrorRecord, ConfigReport, ReportWrite, Store, StoreError, now_ms,
 };
 
 /// Messages queued for one agent; the observer sends rarely (configurations and
@@ -143,7 +143,7 @@ impl AgentStream {
             if self.registration.applied_config_hash.as_deref() != Some(hash.as_str()) {
                 let report = ConfigReport {
                     config_hash: hash.clone(),
-                    state: CONFIG_STATE_APPLIED.to_owned(),
+                    state: AgentConfigState::Applied.as_str().to_owned(),
                     errors: Vec::new(),
                     running_config_hash: hash,
                     at_ms: now_ms(),
@@ -363,26 +363,26 @@ impl AgentStream {
 
     async fn config_status(&mut self, status: ConfigStatus) {
         let state = match ConfigState::try_from(status.state) {
-            Ok(ConfigState::Applying) => CONFIG_STATE_APPLYING,
-            Ok(ConfigState::Applied) => CONFIG_STATE_APPLIED,
-            Ok(ConfigState::Failed) => CONFIG_STATE_FAILED,
+            Ok(ConfigState::Applying) => AgentConfigState::Applying,
+            Ok(ConfigState::Applied) => AgentConfigState::Applied,
+            Ok(ConfigState::Failed) => AgentConfigState::Failed,
             _ => {
                 tracing::debug!(cluster = %self.cluster, state = status.state, "config status with an unknown state ignored");
                 return;
             }
         };
-        if state == CONFIG_STATE_APPLIED {
-            self.agent_hash = status.config_hash.clone();
-        } else if state == CONFIG_STATE_FAILED {
-            self.agent_hash = status.running_config_hash.clone();
+        match state {
+            AgentConfigState::Applied => self.agent_hash = status.config_hash.clone(),
+            AgentConfigState::Failed => self.agent_hash = status.running_config_hash.clone(),
+            AgentConfigState::Applying => {}
         }
-        if state != CONFIG_STATE_APPLYING
+        if state != AgentConfigState::Applying
             && self.awaiting_answer.as_deref() == Some(status.config_hash.as_slice())
         {
             self.awaiting_answer = None;
             self.metrics.push("success");
         }
-        if state == CONFIG_STATE_FAILED {
+        if state == AgentConfigState::Failed {
             tracing::warn!(
                 cluster = %self.cluster,
                 hash = %hex::encode(&status.config_hash),
@@ -392,7 +392,7 @@ impl AgentStream {
         }
         let report = ConfigReport {
             config_hash: hex::encode(&status.config_hash),
-            state: state.to_owned(),
+            state: state.as_str().to_owned(),
             errors: status
                 .errors
                 .into_iter()
