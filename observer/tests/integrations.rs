@@ -659,8 +659,13 @@ async fn the_serve_flags_start_what_they_name() {
     ])
     .unwrap();
     let lifecycle = fast_lifecycle(&store);
-    let integrations =
-        Integrations::start(&serve.integrations, &store, &lifecycle, Vec::new()).unwrap();
+    let integrations = Integrations::start(
+        serve.integrations.check().unwrap(),
+        &store,
+        &lifecycle,
+        Vec::new(),
+    )
+    .unwrap();
 
     let central = integrations.central_pipeline().unwrap();
     assert_eq!(central.tenant_header, "THANOS-TENANT");

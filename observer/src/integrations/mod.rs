@@ -20,7 +20,7 @@ pub mod remote_write;
 
 pub use config_state::ConfigStates;
 pub use files::{FilesSettings, GrafanaSettings, HashringSettings, IntegrationWriter};
-pub use flags::{IntegrationFlags, Integrations, IntegrationsError};
+pub use flags::{IntegrationFlags, IntegrationSettings, Integrations, IntegrationsError};
 pub use remote_write::{
     DEFAULT_PROVIDER_TENANT, RemoteWriteSettings, RemoteWriter, SeriesSource, WriterSources,
     fleet_source, probe_source,

@@ -293,6 +293,26 @@ pub struct RemoteWriteSettings {
 }
 
 impl RemoteWriteSettings {
+    /// Checks the URL's scheme and the tenant header, without I/O.
+    pub fn check(&self) -> Result<(), RemoteWriteError> {
+        if !matches!(self.url.scheme(), "http" | "https") {
+            return Err(RemoteWriteError::Scheme(self.url.scheme().to_owned()));
+        }
+        reqwest::header::HeaderName::from_bytes(self.tenant_header.as_bytes()).map_err(|e| {
+            RemoteWriteError::TenantHeader {
+                header: self.tenant_header.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        reqwest::header::HeaderValue::from_str(&self.tenant).map_err(|e| {
+            RemoteWriteError::TenantHeader {
+                header: self.tenant_header.clone(),
+                reason: format!("tenant {:?}: {e}", self.tenant),
+            }
+        })?;
+        Ok(())
+    }
+
     /// Settings with the defaults for everything but the URL.
     pub fn new(url: Url) -> Self {
         Self {
@@ -405,21 +425,7 @@ const MAX_LOGGED_BODY: usize = 512;
 
 impl Sender {
     fn new(settings: RemoteWriteSettings) -> Result<Self, RemoteWriteError> {
-        if !matches!(settings.url.scheme(), "http" | "https") {
-            return Err(RemoteWriteError::Scheme(settings.url.scheme().to_owned()));
-        }
-        reqwest::header::HeaderName::from_bytes(settings.tenant_header.as_bytes()).map_err(
-            |e| RemoteWriteError::TenantHeader {
-                header: settings.tenant_header.clone(),
-                reason: e.to_string(),
-            },
-        )?;
-        reqwest::header::HeaderValue::from_str(&settings.tenant).map_err(|e| {
-            RemoteWriteError::TenantHeader {
-                header: settings.tenant_header.clone(),
-                reason: format!("tenant {:?}: {e}", settings.tenant),
-            }
-        })?;
+        settings.check()?;
         kaas_tls::install_default_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(settings.timeout)
