@@ -54,6 +54,7 @@ use std::time::Duration;
 
 use kaas_pipeline::status::ConditionStatus;
 use kaas_proto::remote_write::v1;
+use kaas_tls::http::{HttpClientSettings, http_client};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -426,20 +427,22 @@ const MAX_LOGGED_BODY: usize = 512;
 impl Sender {
     fn new(settings: RemoteWriteSettings) -> Result<Self, RemoteWriteError> {
         settings.check()?;
-        kaas_tls::install_default_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .user_agent(concat!("kaas-observer/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &settings.ca_pem {
-            for certificate in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| RemoteWriteError::Client(e.to_string()))?
-            {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| RemoteWriteError::Client(e.to_string()))?;
+        let trust = match &settings.ca_pem {
+            Some(pem) => kaas_tls::system_roots_and(pem, "--central-remote-write-ca-file")
+                .map_err(|e| RemoteWriteError::Client(e.to_string()))?,
+            None => kaas_tls::Trust::System,
+        };
+        let http = http_client(HttpClientSettings {
+            timeout: Some(settings.timeout),
+            ..HttpClientSettings::new(
+                kaas_tls::ClientTls {
+                    trust,
+                    ..kaas_tls::ClientTls::default()
+                },
+                concat!("kaas-observer/", env!("CARGO_PKG_VERSION")),
+            )
+        })
+        .map_err(|e| RemoteWriteError::Client(e.to_string()))?;
         Ok(Self { http, settings })
     }
 
