@@ -53,7 +53,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use kaas_pipeline::status::ConditionStatus;
-use kaas_proto::remote_write::v1;
+use kaas_proto::remote_write::{self, v1};
+use kaas_series::STALE_NAN_BITS;
 use kaas_tls::http::{HttpClientSettings, http_client};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -80,9 +81,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const LEASE_NAME: &str = "fleet-remote-write";
 /// The tenant the observer's own series are written as, by default.
 pub const DEFAULT_PROVIDER_TENANT: &str = "kaas-provider";
-/// Prometheus' staleness marker: a NaN with this exact bit pattern (`value.StaleNaN`).
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-/// [`STALE_NAN_BITS`] as a value.
+/// Prometheus' staleness marker as a value.
 pub const STALE_NAN: f64 = f64::from_bits(STALE_NAN_BITS);
 
 /// One series: its labels, `__name__` included, and its current value.
@@ -456,11 +455,11 @@ impl Sender {
             .http
             .post(self.settings.url.clone())
             .header(reqwest::header::CONTENT_TYPE, v1::CONTENT_TYPE)
-            .header(reqwest::header::CONTENT_ENCODING, "snappy")
             .header(
-                "X-Prometheus-Remote-Write-Version",
-                v1::VERSION_HEADER_VALUE,
+                reqwest::header::CONTENT_ENCODING,
+                remote_write::CONTENT_ENCODING,
             )
+            .header(remote_write::VERSION_HEADER, v1::VERSION_HEADER_VALUE)
             .header(self.settings.tenant_header.as_str(), &self.settings.tenant)
             .body(body)
             .send()
