@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kaas_proto::control::v1::agent_control_server::{AgentControl, AgentControlServer};
+use kaas_proto::control::v1::agent_control_server::AgentControl;
 use kaas_proto::control::v1::{
     AgentHello, AgentMessage, JoinRequest, JoinResponse, ObserverMessage, agent_message,
 };
@@ -205,11 +205,6 @@ impl ControlService {
     /// The service's metrics, to register in the observer's registry.
     pub fn metrics(&self) -> Arc<ControlMetrics> {
         self.inner.metrics.clone()
-    }
-
-    /// The tonic service.
-    pub fn into_server(self) -> AgentControlServer<Self> {
-        AgentControlServer::new(self)
     }
 
     /// Ends every open stream with `UNAVAILABLE`, so agents reconnect (to another
