@@ -21,6 +21,7 @@ pub mod listeners;
 pub mod onboarding;
 pub mod probe_target;
 pub mod probes;
+pub mod rendering;
 pub mod secrets;
 pub mod serve;
 pub mod store;

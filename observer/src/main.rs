@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kaas_observer::cli::{Cli, Command, PipelineCommand, ca, run_api, validate};
+use kaas_observer::serve::ServeError;
 use kaas_self_telemetry::SelfTelemetry;
 
 /// jemalloc instead of glibc's malloc. The observer holds one long-lived mTLS
@@ -18,6 +19,9 @@ use kaas_self_telemetry::SelfTelemetry;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The exit status of a command line that cannot be used, as clap's own.
+const USAGE_ERROR: u8 = 2;
+
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let status = match cli.command {
@@ -26,11 +30,19 @@ fn main() -> anyhow::Result<ExitCode> {
             telemetry.init_logging();
             // One crypto provider for every TLS user in the process (ring, as everywhere).
             kaas_tls::install_default_provider();
-            tokio::runtime::Builder::new_multi_thread()
+            let served = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(kaas_observer::serve::run(*args, telemetry))?;
-            0
+                .block_on(kaas_observer::serve::run(*args, telemetry));
+            match served {
+                Ok(()) => 0,
+                // Wrong flags: every one named, and the status clap gives a usage error.
+                Err(error @ ServeError::Flags(_)) => {
+                    writeln!(io::stderr().lock(), "error: {error}")?;
+                    USAGE_ERROR
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         Command::Ca(command) => {
             let mut out = io::stdout().lock();

@@ -14,8 +14,8 @@ mod tenancy {
     use axum::body::Body;
     use axum::http::{Method, Request, StatusCode, header};
     use kaas_observer::api::metrics::ApiMetrics;
-    use kaas_observer::control::pipelines::TenantPipelines;
     use kaas_observer::control::status_task::{StatusTask, StatusWork};
+    use kaas_observer::rendering::TenantPipelines;
     use kaas_observer::secrets::SecretBox;
     use kaas_observer::store::Store;
     use kaas_test_support::process::{CommandOutput, run};

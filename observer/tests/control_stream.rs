@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kaas_observer::control::service::render_for_cluster;
 use kaas_observer::control::{ControlService, ControlSettings, serve, server_tls_config};
 use kaas_observer::identity::{ClusterCa, cluster_from_certificate, serial_hex_from_certificate};
+use kaas_observer::rendering::render_for_cluster;
 use kaas_observer::secrets::SecretBox;
 use kaas_observer::store::{Actor, NewCluster, Store};
 use kaas_pipeline::agent_config::{AGENT_CONFIG_CONTENT_TYPE, config_hash};

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use kaas_observer::control::accept::HandshakeLimits;
 use kaas_observer::control::join::JoinLimits;
-use kaas_observer::control::service::render_for_cluster;
 use kaas_observer::control::{
     ControlService, ControlSettings, serve_with_shutdown, server_tls_config,
 };
 use kaas_observer::identity::{AgentCertificateInfo, ClusterCa, rotation};
+use kaas_observer::rendering::render_for_cluster;
 use kaas_observer::secrets::SecretBox;
 use kaas_observer::store::{Actor, ClusterState, NewCluster, Store};
 use kaas_proto::control::v1::agent_control_client::AgentControlClient;

@@ -671,8 +671,13 @@ async fn the_serve_flags_start_what_they_name() {
     ])
     .unwrap();
     let lifecycle = fast_lifecycle(&store);
-    let integrations =
-        Integrations::start(&serve.integrations, &store, &lifecycle, Vec::new()).unwrap();
+    let integrations = Integrations::start(
+        serve.integrations.check().unwrap(),
+        &store,
+        &lifecycle,
+        Vec::new(),
+    )
+    .unwrap();
 
     let central = integrations.central_pipeline().unwrap();
     assert_eq!(central.tenant_header, "THANOS-TENANT");
@@ -716,7 +721,7 @@ fn cluster_agent_binary() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_running_the_central_pipeline_delivers_its_own_up_with_cluster_and_tenant() {
-    use kaas_observer::integrations::{CentralPipelineSettings, CentralScrape, central_pipeline};
+    use kaas_observer::rendering::{CentralPipelineSettings, CentralScrape, central_pipeline};
     use kaas_pipeline::agent_config::AgentConfig;
     use kaas_test_support::process::{ChildGuard, free_port};
 
@@ -1024,7 +1029,7 @@ async fn desired_hash(store: &Store, cluster: &str) -> String {
         .filter(|p| p.pipeline.spec().cluster_selector.matches(&cluster.labels))
         .map(|p| p.pipeline)
         .collect();
-    kaas_observer::control::service::render_for_cluster(&cluster, &selected, None).hash_hex()
+    kaas_observer::rendering::render_for_cluster(&cluster, &selected, None).hash_hex()
 }
 
 fn config_report(hash: &str, state: &str) -> ConfigReport {

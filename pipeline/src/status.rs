@@ -13,41 +13,208 @@ pub const CONDITION_AGENT_CONNECTED: &str = "AgentConnected";
 /// Condition type: data flows to the backend without loss.
 pub const CONDITION_FLOW_HEALTHY: &str = "FlowHealthy";
 
-/// Reasons used in conditions; each names one cause a user can act on.
-pub mod reasons {
+/// A condition's reason: each names one cause a user can act on. The set is closed, so
+/// a condition's reason is always one of these (an agent's own error reason that is
+/// none of them becomes [`Reason::FlowInterrupted`], its text kept in the message).
+/// On the wire and in the store a reason is its [`as_str`](Reason::as_str) text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
     /// The configuration was applied everywhere.
-    pub const APPLIED: &str = "Applied";
+    Applied,
     /// An agent refused the configuration; the message says why.
-    pub const CONFIG_REJECTED: &str = "ConfigRejected";
+    ConfigRejected,
     /// The configuration rendered for a cluster is over the size limit, so the observer
     /// did not send it; the message names the cluster, the size and the limit.
-    pub const CONFIG_TOO_LARGE: &str = "ConfigTooLarge";
-    /// The backend could not be reached.
-    pub const BACKEND_UNREACHABLE: &str = "BackendUnreachable";
-    /// The buffer holds more than half of its limit.
-    pub const BUFFER_FILLING_UP: &str = "BufferFillingUp";
-    /// Samples were dropped.
-    pub const DATA_DROPPED: &str = "DataDropped";
-    /// A referenced Secret or key does not exist.
-    pub const SECRET_MISSING: &str = "SecretMissing";
-    /// The agent's disk buffer could not store data: its volume is full or failing.
-    pub const BUFFER_WRITE_FAILED: &str = "BufferWriteFailed";
-    /// The pipelines on a cluster ask for more buffer than its budget: this one runs
-    /// with a smaller buffer than its `maxBytes`.
-    pub const BUFFER_BUDGET_EXCEEDED: &str = "BufferBudgetExceeded";
-    /// A kubelet's serving certificate is not signed by the cluster CA; the message
-    /// names the fixes (kubelet serving certificates, or the provider's per-cluster
-    /// setting to skip the verification).
-    pub const KUBELET_CERTIFICATE_UNTRUSTED: &str = "KubeletCertificateUntrusted";
-    /// A target carrying the agent's credentials was moved by relabeling and is not
-    /// scraped.
-    pub const TARGET_SEALED: &str = "TargetSealed";
-    /// Everything is fine.
-    pub const FLOW_HEALTHY: &str = "FlowHealthy";
+    ConfigTooLarge,
+    /// Some agents have not reported the current configuration yet.
+    Pending,
     /// The observer cannot read the pipeline as stored (its secrets were sealed with a
     /// key it was not given, or for another object); it is left out of every cluster's
     /// configuration until it is applied again.
-    pub const STORED_SPEC_UNREADABLE: &str = "StoredSpecUnreadable";
+    StoredSpecUnreadable,
+    /// No cluster matches the pipeline's `clusterSelector`.
+    NoClusters,
+    /// No selected cluster has a connected agent.
+    NoAgentConnected,
+    /// Every selected cluster's agent is connected.
+    Connected,
+    /// Some selected cluster's agent is not connected.
+    AgentDisconnected,
+    /// No connected agent has reported health for the pipeline yet.
+    NoHealthReports,
+    /// Everything is fine.
+    FlowHealthy,
+    /// The backend could not be reached.
+    BackendUnreachable,
+    /// The buffer holds more than half of its limit.
+    BufferFillingUp,
+    /// Samples were dropped.
+    DataDropped,
+    /// A referenced Secret or key does not exist.
+    SecretMissing,
+    /// The agent's disk buffer could not store data: its volume is full or failing.
+    BufferWriteFailed,
+    /// The pipelines on a cluster ask for more buffer than its budget: this one runs
+    /// with a smaller buffer than its `maxBytes`.
+    BufferBudgetExceeded,
+    /// A kubelet's serving certificate is not signed by the cluster CA; the message
+    /// names the fixes (kubelet serving certificates, or the provider's per-cluster
+    /// setting to skip the verification).
+    KubeletCertificateUntrusted,
+    /// A target carrying the agent's credentials was moved by relabeling and is not
+    /// scraped.
+    TargetSealed,
+    /// The agent reported an error not covered by a more specific reason.
+    FlowInterrupted,
+}
+
+impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 20] = [
+        Reason::Applied,
+        Reason::ConfigRejected,
+        Reason::ConfigTooLarge,
+        Reason::Pending,
+        Reason::StoredSpecUnreadable,
+        Reason::NoClusters,
+        Reason::NoAgentConnected,
+        Reason::Connected,
+        Reason::AgentDisconnected,
+        Reason::NoHealthReports,
+        Reason::FlowHealthy,
+        Reason::BackendUnreachable,
+        Reason::BufferFillingUp,
+        Reason::DataDropped,
+        Reason::SecretMissing,
+        Reason::BufferWriteFailed,
+        Reason::BufferBudgetExceeded,
+        Reason::KubeletCertificateUntrusted,
+        Reason::TargetSealed,
+        Reason::FlowInterrupted,
+    ];
+
+    /// The CamelCase text of the reason, as conditions carry it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Applied => "Applied",
+            Reason::ConfigRejected => "ConfigRejected",
+            Reason::ConfigTooLarge => "ConfigTooLarge",
+            Reason::Pending => "Pending",
+            Reason::StoredSpecUnreadable => "StoredSpecUnreadable",
+            Reason::NoClusters => "NoClusters",
+            Reason::NoAgentConnected => "NoAgentConnected",
+            Reason::Connected => "Connected",
+            Reason::AgentDisconnected => "AgentDisconnected",
+            Reason::NoHealthReports => "NoHealthReports",
+            Reason::FlowHealthy => "FlowHealthy",
+            Reason::BackendUnreachable => "BackendUnreachable",
+            Reason::BufferFillingUp => "BufferFillingUp",
+            Reason::DataDropped => "DataDropped",
+            Reason::SecretMissing => "SecretMissing",
+            Reason::BufferWriteFailed => "BufferWriteFailed",
+            Reason::BufferBudgetExceeded => "BufferBudgetExceeded",
+            Reason::KubeletCertificateUntrusted => "KubeletCertificateUntrusted",
+            Reason::TargetSealed => "TargetSealed",
+            Reason::FlowInterrupted => "FlowInterrupted",
+        }
+    }
+
+    /// The reason whose text is `text`, if any.
+    pub fn parse(text: &str) -> Option<Reason> {
+        Reason::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == text)
+    }
+
+    /// Whether an agent reports this reason as a pipeline's error (in a health
+    /// report); the observer keeps it as the `FlowHealthy` reason.
+    pub const fn is_agent_error(self) -> bool {
+        matches!(
+            self,
+            Reason::SecretMissing
+                | Reason::BackendUnreachable
+                | Reason::DataDropped
+                | Reason::BufferFillingUp
+                | Reason::BufferWriteFailed
+                | Reason::BufferBudgetExceeded
+                | Reason::KubeletCertificateUntrusted
+                | Reason::TargetSealed
+        )
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The texts of the reasons agents report, for the agent's code that names them as
+/// strings (see [`Reason`] for each one's meaning).
+pub mod reasons {
+    use super::Reason;
+
+    /// [`Reason::Applied`].
+    pub const APPLIED: &str = Reason::Applied.as_str();
+    /// [`Reason::ConfigRejected`].
+    pub const CONFIG_REJECTED: &str = Reason::ConfigRejected.as_str();
+    /// [`Reason::ConfigTooLarge`].
+    pub const CONFIG_TOO_LARGE: &str = Reason::ConfigTooLarge.as_str();
+    /// [`Reason::BackendUnreachable`].
+    pub const BACKEND_UNREACHABLE: &str = Reason::BackendUnreachable.as_str();
+    /// [`Reason::BufferFillingUp`].
+    pub const BUFFER_FILLING_UP: &str = Reason::BufferFillingUp.as_str();
+    /// [`Reason::DataDropped`].
+    pub const DATA_DROPPED: &str = Reason::DataDropped.as_str();
+    /// [`Reason::SecretMissing`].
+    pub const SECRET_MISSING: &str = Reason::SecretMissing.as_str();
+    /// [`Reason::BufferWriteFailed`].
+    pub const BUFFER_WRITE_FAILED: &str = Reason::BufferWriteFailed.as_str();
+    /// [`Reason::BufferBudgetExceeded`].
+    pub const BUFFER_BUDGET_EXCEEDED: &str = Reason::BufferBudgetExceeded.as_str();
+    /// [`Reason::KubeletCertificateUntrusted`].
+    pub const KUBELET_CERTIFICATE_UNTRUSTED: &str = Reason::KubeletCertificateUntrusted.as_str();
+    /// [`Reason::TargetSealed`].
+    pub const TARGET_SEALED: &str = Reason::TargetSealed.as_str();
+    /// [`Reason::FlowHealthy`].
+    pub const FLOW_HEALTHY: &str = Reason::FlowHealthy.as_str();
+    /// [`Reason::StoredSpecUnreadable`].
+    pub const STORED_SPEC_UNREADABLE: &str = Reason::StoredSpecUnreadable.as_str();
+}
+
+/// Whether the agent applied, is applying or refused a configuration (the
+/// `ConfigStatus` states of the control protocol); the store keeps the
+/// [`as_str`](AgentConfigState::as_str) text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AgentConfigState {
+    /// The agent is applying it.
+    Applying,
+    /// The agent runs it.
+    Applied,
+    /// The agent refused it and runs its last good configuration.
+    Failed,
+}
+
+impl AgentConfigState {
+    /// The stored text: `APPLYING`, `APPLIED` or `FAILED`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AgentConfigState::Applying => "APPLYING",
+            AgentConfigState::Applied => "APPLIED",
+            AgentConfigState::Failed => "FAILED",
+        }
+    }
+
+    /// The state whose stored text is `text`, if any.
+    pub fn parse(text: &str) -> Option<AgentConfigState> {
+        [
+            AgentConfigState::Applying,
+            AgentConfigState::Applied,
+            AgentConfigState::Failed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+    }
 }
 
 /// What the observer knows about a pipeline.
@@ -94,4 +261,32 @@ pub enum ConditionStatus {
     /// Not known yet.
     #[default]
     Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_reads_back_from_its_text_and_the_texts_differ() {
+        let mut texts = std::collections::BTreeSet::new();
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+            assert!(texts.insert(reason.as_str()), "{reason} twice");
+        }
+        assert_eq!(Reason::parse("NoSuchReason"), None);
+        assert_eq!(reasons::APPLIED, "Applied");
+    }
+
+    #[test]
+    fn config_states_read_back_from_their_stored_text() {
+        for state in [
+            AgentConfigState::Applying,
+            AgentConfigState::Applied,
+            AgentConfigState::Failed,
+        ] {
+            assert_eq!(AgentConfigState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(AgentConfigState::parse("applied"), None);
+    }
 }

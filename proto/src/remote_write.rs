@@ -4,6 +4,12 @@
 //! skips fields it does not know, so exemplars and native histograms can be added later
 //! without breaking anything.
 
+/// The header naming the protocol version of a request (lower case, as HTTP/2 sends
+/// header names); its value is each version's `VERSION_HEADER_VALUE`.
+pub const VERSION_HEADER: &str = "x-prometheus-remote-write-version";
+/// `Content-Encoding` of every request, both versions: the body is block-format snappy.
+pub const CONTENT_ENCODING: &str = "snappy";
+
 /// Remote-write 1.0 (`prometheus.WriteRequest`), snappy-compressed on the wire.
 pub mod v1 {
     /// `Content-Type` of a 1.0 request.

@@ -13,6 +13,7 @@ use kaas_proto::otlp::{
     EXPORT_METRICS_PATH, EXPORT_TRACES_PATH, ExportMetricsServiceRequest,
     ExportMetricsServiceResponse, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use kaas_tls::http::HttpClientSettings;
 use kaas_tls::{ClientTls, Trust};
 use prost::Message;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
@@ -121,17 +122,19 @@ impl PartialSuccess for ExportTraceServiceResponse {
 impl OtlpClient {
     /// Reads the TLS files and builds the client; connects lazily.
     pub fn new(settings: &OtlpSettings) -> Result<Self, BuildError> {
-        let tls = tls_config(settings)?;
         let transport = match settings.protocol {
             OtlpProtocol::Http => Transport::Http {
-                client: reqwest::Client::builder()
-                    .use_preconfigured_tls(tls)
-                    .build()
-                    .map_err(|e| BuildError::Client(e.to_string()))?,
+                client: kaas_tls::http::http_client(HttpClientSettings::new(
+                    client_tls(settings)?,
+                    crate::USER_AGENT,
+                ))
+                .map_err(|e| BuildError::Client(e.to_string()))?,
                 metrics: settings.metrics_url(),
                 traces: settings.traces_url(),
             },
             OtlpProtocol::Grpc => {
+                let tls = kaas_tls::client_config(client_tls(settings)?)
+                    .map_err(|e| BuildError::Client(e.to_string()))?;
                 Transport::Grpc(grpc_channel(&settings.endpoint, tls, settings.timeout)?)
             }
         };
@@ -276,8 +279,8 @@ fn certificates(
     })
 }
 
-/// rustls with ring, the configured CA or the system roots, and the client identity.
-fn tls_config(settings: &OtlpSettings) -> Result<ClientConfig, BuildError> {
+/// Trust in the configured CA or the system roots, and the client identity.
+fn client_tls(settings: &OtlpSettings) -> Result<ClientTls, BuildError> {
     let trust = match &settings.ca_file {
         Some(path) => {
             let mut roots = RootCertStore::empty();
@@ -303,17 +306,11 @@ fn tls_config(settings: &OtlpSettings) -> Result<ClientConfig, BuildError> {
         }
         None => None,
     };
-    let alpn = match settings.protocol {
-        OtlpProtocol::Http => kaas_tls::http_alpn(),
-        OtlpProtocol::Grpc => Vec::new(),
-    };
-    kaas_tls::client_config(ClientTls {
+    Ok(ClientTls {
         trust,
         identity,
-        alpn,
         ..ClientTls::default()
     })
-    .map_err(|e| BuildError::Client(e.to_string()))
 }
 
 /// A lazily connecting gRPC channel doing TLS with `tls` for https endpoints.

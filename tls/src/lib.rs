@@ -11,8 +11,13 @@
 //!   this name instead of the host connected to (`serverName` of Prometheus'
 //!   `tls_config`); what is sent as SNI is the caller's choice.
 //! - **Client certificate** for mutual TLS ([`ClientTls::identity`]).
+//! - **HTTP clients** (feature `reqwest`, [`http`]): reqwest on such a configuration,
+//!   the one way the project builds one.
 //!
 //! PEM parsing errors never quote the input: it may be a private key.
+
+#[cfg(feature = "reqwest")]
+pub mod http;
 
 use std::sync::{Arc, OnceLock};
 
@@ -94,6 +99,16 @@ pub fn roots(pem: &[u8], what: &'static str) -> Result<RootCertStore, TlsError> 
         roots.add(cert)?;
     }
     Ok(roots)
+}
+
+/// The system's roots ([`system_roots`]) and every certificate of a PEM bundle: a
+/// private CA trusted beside the public ones (the observer's `--*-ca-file` flags).
+pub fn system_roots_and(pem: &[u8], what: &'static str) -> Result<Trust, TlsError> {
+    let mut roots = RootCertStore::clone(&system_roots());
+    for cert in certificates(pem, what)? {
+        roots.add(cert)?;
+    }
+    Ok(Trust::Roots(Arc::new(roots)))
 }
 
 /// Whom a client trusts.

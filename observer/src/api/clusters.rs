@@ -242,7 +242,7 @@ pub async fn mint_join_token(
     let cluster = visible_cluster(&caller, &state, &name, query.tenant).await?;
     if cluster.state.is_leaving() {
         return Err(ApiError::Conflict(format!(
-            "cluster {name:?} is {}; create it again instead",
+            "cluster {name:?} is {}: it cannot join again, and its name stays taken by its tombstone; onboard the cluster under a new name",
             cluster.state
         )));
     }
@@ -265,7 +265,7 @@ pub async fn mint_join_token(
 }
 
 /// `DELETE /api/v1/clusters/{name}`: tombstones the cluster; its certificate stops being
-/// accepted.
+/// accepted, and its name stays taken: a cluster onboarded later needs another name.
 pub async fn delete(
     caller: Caller,
     State(state): State<ApiState>,

@@ -73,53 +73,101 @@ const WRITE: Errors = Errors {
 /// The whole document.
 pub fn document() -> Value {
     let mut s = Schemas(SchemaSettings::openapi3().into_generator());
-    let error = s.of::<ErrorBody>();
-    let error_response = |description: &str| json!({ "description": description, "content": { JSON: { "schema": error.clone() } } });
-    let ok = |description: &str, schema: Value| json!({ "description": description, "content": { JSON: { "schema": schema } } });
-    let operation = |id: &str,
-                     tag: &str,
-                     summary: &str,
-                     parameters: Vec<Value>,
-                     body: Option<Value>,
-                     mut responses: Map<String, Value>,
-                     errors: Errors| {
+    let answers = Answers {
+        error: s.of::<ErrorBody>(),
+    };
+    let shared = Shared::new();
+    let mut paths = health_paths(&answers);
+    paths.extend(tenant_and_token_paths(&mut s, &answers, &shared));
+    paths.extend(cluster_paths(&mut s, &answers, &shared));
+    paths.extend(pipeline_paths(&mut s, &answers, &shared));
+    paths.extend(admin_paths(&mut s, &answers));
+    paths.extend(probe_paths(&mut s, &answers, &shared));
+    let mut schemas = s.0.take_definitions(true);
+    if let Some(pipeline) = schemas.get_mut("MetricPipeline") {
+        add_envelope(pipeline);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "kaas-observer",
+            "version": API_VERSION,
+            "description": "The observer's REST API: tenants, API tokens, clusters and MetricPipelines. \
+                Every operation except the health endpoints needs `Authorization: Bearer <token>`. \
+                Timestamps are Unix milliseconds.",
+        },
+        "security": [{ "bearerAuth": [] }],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": { "bearerAuth": { "type": "http", "scheme": "bearer" } },
+        },
+    })
+}
+
+/// The answers every operation shares, around the error body's schema.
+struct Answers {
+    error: Value,
+}
+
+impl Answers {
+    fn error_response(&self, description: &str) -> Value {
+        json!({ "description": description, "content": { JSON: { "schema": self.error.clone() } } })
+    }
+
+    /// One operation: its `responses` plus the error answers it can give.
+    #[allow(clippy::too_many_arguments)]
+    fn operation(
+        &self,
+        id: &str,
+        tag: &str,
+        summary: &str,
+        parameters: Vec<Value>,
+        body: Option<Value>,
+        mut responses: Map<String, Value>,
+        errors: Errors,
+    ) -> Value {
         responses.insert(
             "400".into(),
-            error_response("The request cannot be read: malformed JSON, a bad query parameter."),
+            self.error_response(
+                "The request cannot be read: malformed JSON, a bad query parameter.",
+            ),
         );
         responses.insert(
             "401".into(),
-            error_response("No bearer token, or one the observer does not know."),
+            self.error_response("No bearer token, or one the observer does not know."),
         );
         responses.insert(
             "403".into(),
-            error_response("The token may not do this, e.g. a tenant token naming another tenant."),
+            self.error_response(
+                "The token may not do this, e.g. a tenant token naming another tenant.",
+            ),
         );
         responses.insert(
             "500".into(),
-            error_response("Internal error; the cause is in the observer's log."),
+            self.error_response("Internal error; the cause is in the observer's log."),
         );
         if errors.not_found {
             responses.insert(
                 "404".into(),
-                error_response("No such object, or it belongs to another tenant."),
+                self.error_response("No such object, or it belongs to another tenant."),
             );
         }
         if errors.conflict {
             responses.insert(
                 "409".into(),
-                error_response("The object exists already, its state forbids the change, or creating it would take the tenant over a quota (the message names it)."),
+                self.error_response("The object exists already, its state forbids the change, or creating it would take the tenant over a quota (the message names it)."),
             );
         }
         if errors.body {
-            responses.insert("413".into(), error_response("The body is too large."));
+            responses.insert("413".into(), self.error_response("The body is too large."));
             responses.insert(
                 "415".into(),
-                error_response("The body is in a format this operation does not read."),
+                self.error_response("The body is in a format this operation does not read."),
             );
             responses.insert(
                 "422".into(),
-                error_response(
+                self.error_response(
                     "The body is invalid; `fields` lists every problem with its field path.",
                 ),
             );
@@ -135,24 +183,152 @@ pub fn document() -> Value {
             op["requestBody"] = body;
         }
         op
-    };
-    let json_body =
-        |schema: Value| json!({ "required": true, "content": { JSON: { "schema": schema } } });
-    let responses = |entries: Vec<(&str, Value)>| -> Map<String, Value> {
-        entries
-            .into_iter()
-            .map(|(code, v)| (code.to_owned(), v))
-            .collect()
-    };
-    let no_content = || json!({ "description": "Done; no body." });
+    }
+}
 
-    let name = path_param("name", "The object's name.");
+/// Parameters several routes take.
+struct Shared {
+    name: Value,
+    tenant_filter: Value,
+    tenant_target: Value,
+    cluster_tenant: Value,
+    dry_run: Value,
+}
+
+impl Shared {
+    fn new() -> Self {
+        let name = path_param("name", "The object's name.");
+        let tenant_filter = query_param(
+            "tenant",
+            "Only this tenant's objects (admin tokens; a tenant token may name only its own tenant).",
+            json!({ "type": "string" }),
+        );
+        let tenant_target = query_param(
+            "tenant",
+            "The tenant; required with an admin token, a tenant token acts in its own tenant.",
+            json!({ "type": "string" }),
+        );
+        let cluster_tenant = query_param(
+            "tenant",
+            "With an admin token: the tenant whose cluster `name` is; without it an admin's `name` is the cluster's global id (`<tenant>.<name>`). A tenant token names its own tenant's clusters.",
+            json!({ "type": "string" }),
+        );
+        let dry_run = query_param(
+            "dryRun",
+            "Validate and answer what would happen, without storing.",
+            json!({ "type": "boolean", "default": false }),
+        );
+        Self {
+            name,
+            tenant_filter,
+            tenant_target,
+            cluster_tenant,
+            dry_run,
+        }
+    }
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "content": { JSON: { "schema": schema } } })
+}
+
+fn json_body(schema: Value) -> Value {
+    json!({ "required": true, "content": { JSON: { "schema": schema } } })
+}
+
+fn responses(entries: Vec<(&str, Value)>) -> Map<String, Value> {
+    entries
+        .into_iter()
+        .map(|(code, v)| (code.to_owned(), v))
+        .collect()
+}
+
+fn no_content() -> Value {
+    json!({ "description": "Done; no body." })
+}
+
+fn text(description: &str) -> Value {
+    json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } })
+}
+
+/// The object a `json!` literal of paths made.
+fn into_map(paths: Value) -> Map<String, Value> {
+    match paths {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The health endpoints and this document, which need no token.
+fn health_paths(answers: &Answers) -> Map<String, Value> {
+    let paths = json!({
+        "/healthz": { "get": {
+            "operationId": "healthz", "tags": ["health"], "summary": "Liveness: the process answers.",
+            "security": [], "responses": { "200": text("Alive.") },
+        }},
+        "/readyz": { "get": {
+            "operationId": "readyz", "tags": ["health"], "summary": "Readiness: the database answers.",
+            "security": [], "responses": { "200": text("Ready."), "503": answers.error_response("The database does not answer.") },
+        }},
+        "/openapi.json": { "get": {
+            "operationId": "openapi", "tags": ["health"], "summary": "This document.",
+            "security": [], "responses": { "200": ok("The OpenAPI document.", json!({ "type": "object" })) },
+        }},
+    });
+    into_map(paths)
+}
+
+/// The status overview, tenants and API tokens.
+fn tenant_and_token_paths(
+    s: &mut Schemas,
+    answers: &Answers,
+    shared: &Shared,
+) -> Map<String, Value> {
     let token_id = path_param("id", "The token's id.");
-    let tenant_filter = query_param(
-        "tenant",
-        "Only this tenant's objects (admin tokens; a tenant token may name only its own tenant).",
-        json!({ "type": "string" }),
-    );
+    let paths = json!({
+        "/api/v1/status": { "get": answers.operation("getStatus", "status", "Counts of tenants, clusters by state, pipelines and connected agents the caller may see.",
+            vec![], None, responses(vec![("200", ok("The overview.", s.of::<StatusView>()))]), READ) },
+        "/api/v1/tenants": {
+            "post": answers.operation("createTenant", "tenants", "Create a tenant (admin).", vec![],
+                Some(json_body(s.of::<CreateTenantRequest>())),
+                responses(vec![("201", ok("Created.", s.of::<TenantView>()))]), WRITE),
+            "get": answers.operation("listTenants", "tenants", "List tenants (admin).", vec![], None,
+                responses(vec![("200", ok("Every tenant.", s.of::<TenantList>()))]), READ),
+        },
+        "/api/v1/tenants/{name}": {
+            "get": answers.operation("getTenant", "tenants", "Read a tenant (admin).", vec![shared.name.clone()], None,
+                responses(vec![("200", ok("The tenant.", s.of::<TenantView>()))]), READ_ONE),
+            "delete": answers.operation("deleteTenant", "tenants", "Delete a tenant that has no clusters or pipelines left (admin).",
+                vec![shared.name.clone()], None, responses(vec![("204", no_content())]), DELETE),
+        },
+        "/api/v1/tenants/{name}/quotas": {
+            "get": answers.operation("getTenantQuotas", "tenants", "Read a tenant's quotas: limit, use and default of each (admin, or the tenant itself).",
+                vec![shared.name.clone()], None,
+                responses(vec![("200", ok("The quotas.", s.of::<TenantQuotasView>()))]), READ_ONE),
+            "put": answers.operation("setTenantQuotas", "tenants", "Replace a tenant's quota overrides; a quota left out returns to its default (admin).",
+                vec![shared.name.clone()], Some(json_body(s.of::<SetQuotasRequest>())),
+                responses(vec![("200", ok("The quotas now.", s.of::<TenantQuotasView>()))]), WRITE),
+        },
+        "/api/v1/tokens": {
+            "post": answers.operation("createToken", "tokens", "Create an API token; the answer shows it once.", vec![],
+                Some(json_body(s.of::<CreateTokenRequest>())),
+                responses(vec![("201", ok("Created; `token` is shown only here.", s.of::<CreatedToken>()))]), WRITE),
+            "get": answers.operation("listTokens", "tokens", "List API tokens (without their secrets).", vec![shared.tenant_filter.clone()], None,
+                responses(vec![("200", ok("The tokens.", s.of::<TokenList>()))]), READ),
+            "delete": answers.operation("revokeTenantTokens", "tokens", "Revoke every API token of a tenant at once; an admin names the tenant, a tenant token may name only its own.",
+                vec![shared.tenant_target.clone()], None,
+                responses(vec![("200", ok("How many tokens were revoked.", s.of::<Revoked>()))]), DELETE),
+        },
+        "/api/v1/tokens/{id}": {
+            "delete": answers.operation("revokeToken", "tokens", "Revoke an API token.", vec![token_id], None,
+                responses(vec![("204", no_content())]), DELETE),
+        },
+    });
+    into_map(paths)
+}
+
+/// Clusters: onboarding, join tokens, certificates, buffer budgets.
+fn cluster_paths(s: &mut Schemas, answers: &Answers, shared: &Shared) -> Map<String, Value> {
     let page_limit = query_param(
         "limit",
         "At most this many clusters in the answer; all of them without it.",
@@ -163,22 +339,47 @@ pub fn document() -> Value {
         "The `continue` of the previous page: the answer starts after it.",
         json!({ "type": "string" }),
     );
-    let tenant_target = query_param(
-        "tenant",
-        "The tenant; required with an admin token, a tenant token acts in its own tenant.",
-        json!({ "type": "string" }),
-    );
-    let cluster_tenant = query_param(
-        "tenant",
-        "With an admin token: the tenant whose cluster `name` is; without it an admin's `name` is the cluster's global id (`<tenant>.<name>`). A tenant token names its own tenant's clusters.",
-        json!({ "type": "string" }),
-    );
-    let dry_run = query_param(
-        "dryRun",
-        "Validate and answer what would happen, without storing.",
-        json!({ "type": "boolean", "default": false }),
-    );
+    let paths = json!({
+        "/api/v1/clusters": {
+            "post": answers.operation("createCluster", "clusters", "Onboard a cluster: answers with its join token and the agent's install manifests.", vec![],
+                Some(json_body(s.of::<CreateClusterRequest>())),
+                responses(vec![("201", ok("Created.", s.of::<CreatedCluster>()))]), WRITE),
+            "get": answers.operation("listClusters", "clusters", "List clusters with state, connection and health, by name. With `limit`, one page at a time: an answer with more to come carries `continue`; pass it back as `continue` for the next page.",
+                vec![shared.tenant_filter.clone(), page_limit, page_continue], None,
+                responses(vec![("200", ok("The clusters.", s.of::<ClusterList>()))]), READ),
+        },
+        "/api/v1/clusters/{name}": {
+            "get": answers.operation("getCluster", "clusters", "Read a cluster with its latest configuration report and health.", vec![shared.name.clone(), shared.cluster_tenant.clone()], None,
+                responses(vec![("200", ok("The cluster.", s.of::<ClusterView>()))]), READ_ONE),
+            "delete": answers.operation("deleteCluster", "clusters", "Delete a cluster (tombstone); its agent's certificate stops being accepted.",
+                vec![shared.name.clone(), shared.cluster_tenant.clone()], None, responses(vec![("204", no_content())]), DELETE),
+        },
+        "/api/v1/clusters/{name}/join-token": {
+            "post": answers.operation("mintJoinToken", "clusters", "Mint a new single-use join token for a cluster.", vec![shared.name.clone(), shared.cluster_tenant.clone()], None,
+                responses(vec![("201", ok("The join token and install manifests.", s.of::<JoinToken>()))]), DELETE),
+        },
+        "/api/v1/clusters/{name}/certificates": {
+            "delete": answers.operation("revokeClusterCertificates", "clusters", "Revoke every agent certificate of a cluster: its streams end at once; the cluster and its pipelines stay, and a new join token brings an agent back.",
+                vec![shared.name.clone(), shared.cluster_tenant.clone()], None,
+                responses(vec![("200", ok("How many certificates were revoked.", s.of::<Revoked>()))]), DELETE),
+        },
+        "/api/v1/clusters/{name}/buffer-budget": {
+            "get": answers.operation("getClusterBufferBudget", "clusters", "Read a cluster's buffer budget: bytes the buffers of all pipelines on its agent may use together, and what is asked of it.",
+                vec![shared.name.clone(), shared.cluster_tenant.clone()], None,
+                responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), READ_ONE),
+            "put": answers.operation("setClusterBufferBudget", "clusters", "Set a cluster's buffer budget (admin).",
+                vec![shared.name.clone(), shared.cluster_tenant.clone()], Some(json_body(s.of::<SetBufferBudget>())),
+                responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), WRITE),
+            "delete": answers.operation("resetClusterBufferBudget", "clusters", "Return a cluster's buffer budget to the observer's default (admin).",
+                vec![shared.name.clone(), shared.cluster_tenant.clone()], None,
+                responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), READ_ONE),
+        },
+    });
+    into_map(paths)
+}
 
+/// MetricPipelines and their status.
+fn pipeline_paths(s: &mut Schemas, answers: &Answers, shared: &Shared) -> Map<String, Value> {
     let pipeline = s.of::<MetricPipeline>();
     let pipeline_body = json!({
         "required": true,
@@ -199,6 +400,33 @@ pub fn document() -> Value {
         ])
     };
 
+    let paths = json!({
+        "/api/v1/pipelines": {
+            "post": answers.operation("applyPipeline", "pipelines", "Create or update the pipeline named in the body.",
+                vec![shared.tenant_target.clone(), shared.dry_run.clone()], Some(pipeline_body.clone()), apply_responses(), WRITE),
+            "get": answers.operation("listPipelines", "pipelines", "List pipelines; inline secrets read `***`.", vec![shared.tenant_filter.clone()], None,
+                responses(vec![("200", ok("The pipelines.", s.of::<PipelineList>()))]), READ),
+        },
+        "/api/v1/pipelines/{name}": {
+            "put": answers.operation("putPipeline", "pipelines", "Create or update a pipeline.",
+                vec![shared.name.clone(), shared.tenant_target.clone(), shared.dry_run.clone()], Some(pipeline_body), apply_responses(), WRITE),
+            "get": answers.operation("getPipeline", "pipelines", "Read a pipeline; inline secrets read `***`.",
+                vec![shared.name.clone(), shared.tenant_target.clone()], None,
+                responses(vec![("200", ok("The pipeline.", s.of::<PipelineView>()))]), READ_ONE),
+            "delete": answers.operation("deletePipeline", "pipelines", "Delete a pipeline; agents stop running it.",
+                vec![shared.name.clone(), shared.tenant_target.clone()], None, responses(vec![("204", no_content())]), DELETE),
+        },
+        "/api/v1/pipelines/{name}/status": {
+            "get": answers.operation("getPipelineStatus", "pipelines", "Read a pipeline's conditions.",
+                vec![shared.name.clone(), shared.tenant_target.clone()], None,
+                responses(vec![("200", ok("The status.", s.of::<PipelineStatusView>()))]), READ_ONE),
+        },
+    });
+    into_map(paths)
+}
+
+/// The audit trail, Cluster API namespace mappings and secrets (admin).
+fn admin_paths(s: &mut Schemas, answers: &Answers) -> Map<String, Value> {
     let namespace = path_param("namespace", "The namespace in the management cluster.");
     let audit_params = vec![
         query_param(
@@ -232,171 +460,52 @@ pub fn document() -> Value {
             json!({ "type": "string" }),
         ),
     ];
-    let text = |description: &str| json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } });
-    // The probe routes' parameters (the pipeline routes below move the originals).
-    let (probe_name, probe_tenant_filter, probe_tenant_target) =
-        (name.clone(), tenant_filter.clone(), tenant_target.clone());
     let paths = json!({
-        "/healthz": { "get": {
-            "operationId": "healthz", "tags": ["health"], "summary": "Liveness: the process answers.",
-            "security": [], "responses": { "200": text("Alive.") },
-        }},
-        "/readyz": { "get": {
-            "operationId": "readyz", "tags": ["health"], "summary": "Readiness: the database answers.",
-            "security": [], "responses": { "200": text("Ready."), "503": error_response("The database does not answer.") },
-        }},
-        "/openapi.json": { "get": {
-            "operationId": "openapi", "tags": ["health"], "summary": "This document.",
-            "security": [], "responses": { "200": ok("The OpenAPI document.", json!({ "type": "object" })) },
-        }},
-        "/api/v1/status": { "get": operation("getStatus", "status", "Counts of tenants, clusters by state, pipelines and connected agents the caller may see.",
-            vec![], None, responses(vec![("200", ok("The overview.", s.of::<StatusView>()))]), READ) },
-        "/api/v1/tenants": {
-            "post": operation("createTenant", "tenants", "Create a tenant (admin).", vec![],
-                Some(json_body(s.of::<CreateTenantRequest>())),
-                responses(vec![("201", ok("Created.", s.of::<TenantView>()))]), WRITE),
-            "get": operation("listTenants", "tenants", "List tenants (admin).", vec![], None,
-                responses(vec![("200", ok("Every tenant.", s.of::<TenantList>()))]), READ),
-        },
-        "/api/v1/tenants/{name}": {
-            "get": operation("getTenant", "tenants", "Read a tenant (admin).", vec![name.clone()], None,
-                responses(vec![("200", ok("The tenant.", s.of::<TenantView>()))]), READ_ONE),
-            "delete": operation("deleteTenant", "tenants", "Delete a tenant that has no clusters or pipelines left (admin).",
-                vec![name.clone()], None, responses(vec![("204", no_content())]), DELETE),
-        },
-        "/api/v1/tenants/{name}/quotas": {
-            "get": operation("getTenantQuotas", "tenants", "Read a tenant's quotas: limit, use and default of each (admin, or the tenant itself).",
-                vec![name.clone()], None,
-                responses(vec![("200", ok("The quotas.", s.of::<TenantQuotasView>()))]), READ_ONE),
-            "put": operation("setTenantQuotas", "tenants", "Replace a tenant's quota overrides; a quota left out returns to its default (admin).",
-                vec![name.clone()], Some(json_body(s.of::<SetQuotasRequest>())),
-                responses(vec![("200", ok("The quotas now.", s.of::<TenantQuotasView>()))]), WRITE),
-        },
-        "/api/v1/tokens": {
-            "post": operation("createToken", "tokens", "Create an API token; the answer shows it once.", vec![],
-                Some(json_body(s.of::<CreateTokenRequest>())),
-                responses(vec![("201", ok("Created; `token` is shown only here.", s.of::<CreatedToken>()))]), WRITE),
-            "get": operation("listTokens", "tokens", "List API tokens (without their secrets).", vec![tenant_filter.clone()], None,
-                responses(vec![("200", ok("The tokens.", s.of::<TokenList>()))]), READ),
-            "delete": operation("revokeTenantTokens", "tokens", "Revoke every API token of a tenant at once; an admin names the tenant, a tenant token may name only its own.",
-                vec![tenant_target.clone()], None,
-                responses(vec![("200", ok("How many tokens were revoked.", s.of::<Revoked>()))]), DELETE),
-        },
-        "/api/v1/tokens/{id}": {
-            "delete": operation("revokeToken", "tokens", "Revoke an API token.", vec![token_id], None,
-                responses(vec![("204", no_content())]), DELETE),
-        },
-        "/api/v1/clusters": {
-            "post": operation("createCluster", "clusters", "Onboard a cluster: answers with its join token and the agent's install manifests.", vec![],
-                Some(json_body(s.of::<CreateClusterRequest>())),
-                responses(vec![("201", ok("Created.", s.of::<CreatedCluster>()))]), WRITE),
-            "get": operation("listClusters", "clusters", "List clusters with state, connection and health, by name. With `limit`, one page at a time: an answer with more to come carries `continue`; pass it back as `continue` for the next page.",
-                vec![tenant_filter.clone(), page_limit, page_continue], None,
-                responses(vec![("200", ok("The clusters.", s.of::<ClusterList>()))]), READ),
-        },
-        "/api/v1/clusters/{name}": {
-            "get": operation("getCluster", "clusters", "Read a cluster with its latest configuration report and health.", vec![name.clone(), cluster_tenant.clone()], None,
-                responses(vec![("200", ok("The cluster.", s.of::<ClusterView>()))]), READ_ONE),
-            "delete": operation("deleteCluster", "clusters", "Delete a cluster (tombstone); its agent's certificate stops being accepted.",
-                vec![name.clone(), cluster_tenant.clone()], None, responses(vec![("204", no_content())]), DELETE),
-        },
-        "/api/v1/clusters/{name}/join-token": {
-            "post": operation("mintJoinToken", "clusters", "Mint a new single-use join token for a cluster.", vec![name.clone(), cluster_tenant.clone()], None,
-                responses(vec![("201", ok("The join token and install manifests.", s.of::<JoinToken>()))]), DELETE),
-        },
-        "/api/v1/clusters/{name}/certificates": {
-            "delete": operation("revokeClusterCertificates", "clusters", "Revoke every agent certificate of a cluster: its streams end at once; the cluster and its pipelines stay, and a new join token brings an agent back.",
-                vec![name.clone(), cluster_tenant.clone()], None,
-                responses(vec![("200", ok("How many certificates were revoked.", s.of::<Revoked>()))]), DELETE),
-        },
-        "/api/v1/clusters/{name}/buffer-budget": {
-            "get": operation("getClusterBufferBudget", "clusters", "Read a cluster's buffer budget: bytes the buffers of all pipelines on its agent may use together, and what is asked of it.",
-                vec![name.clone(), cluster_tenant.clone()], None,
-                responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), READ_ONE),
-            "put": operation("setClusterBufferBudget", "clusters", "Set a cluster's buffer budget (admin).",
-                vec![name.clone(), cluster_tenant.clone()], Some(json_body(s.of::<SetBufferBudget>())),
-                responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), WRITE),
-            "delete": operation("resetClusterBufferBudget", "clusters", "Return a cluster's buffer budget to the observer's default (admin).",
-                vec![name.clone(), cluster_tenant.clone()], None,
-                responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), READ_ONE),
-        },
-        "/api/v1/pipelines": {
-            "post": operation("applyPipeline", "pipelines", "Create or update the pipeline named in the body.",
-                vec![tenant_target.clone(), dry_run.clone()], Some(pipeline_body.clone()), apply_responses(), WRITE),
-            "get": operation("listPipelines", "pipelines", "List pipelines; inline secrets read `***`.", vec![tenant_filter], None,
-                responses(vec![("200", ok("The pipelines.", s.of::<PipelineList>()))]), READ),
-        },
-        "/api/v1/pipelines/{name}": {
-            "put": operation("putPipeline", "pipelines", "Create or update a pipeline.",
-                vec![name.clone(), tenant_target.clone(), dry_run], Some(pipeline_body), apply_responses(), WRITE),
-            "get": operation("getPipeline", "pipelines", "Read a pipeline; inline secrets read `***`.",
-                vec![name.clone(), tenant_target.clone()], None,
-                responses(vec![("200", ok("The pipeline.", s.of::<PipelineView>()))]), READ_ONE),
-            "delete": operation("deletePipeline", "pipelines", "Delete a pipeline; agents stop running it.",
-                vec![name.clone(), tenant_target.clone()], None, responses(vec![("204", no_content())]), DELETE),
-        },
-        "/api/v1/pipelines/{name}/status": {
-            "get": operation("getPipelineStatus", "pipelines", "Read a pipeline's conditions.",
-                vec![name, tenant_target], None,
-                responses(vec![("200", ok("The status.", s.of::<PipelineStatusView>()))]), READ_ONE),
-        },
         "/api/v1/audit": {
-            "get": operation("listAudit", "audit", "Read the audit trail, newest first, one page at a time (admin). An answer with older entries to come carries `continue`.",
+            "get": answers.operation("listAudit", "audit", "Read the audit trail, newest first, one page at a time (admin). An answer with older entries to come carries `continue`.",
                 audit_params, None, responses(vec![("200", ok("The page.", s.of::<AuditList>()))]), READ),
         },
         "/api/v1/cluster-api/namespaces": {
-            "get": operation("listClusterApiNamespaces", "cluster-api", "List the Cluster API namespaces mapped to tenants (admin).", vec![], None,
+            "get": answers.operation("listClusterApiNamespaces", "cluster-api", "List the Cluster API namespaces mapped to tenants (admin).", vec![], None,
                 responses(vec![("200", ok("Every mapping.", s.of::<NamespaceMappingList>()))]), READ),
         },
         "/api/v1/cluster-api/namespaces/{namespace}": {
-            "put": operation("mapClusterApiNamespace", "cluster-api", "Map a namespace to a tenant: the Cluster API source registers its `Cluster`s for that tenant (admin). 409 if it is mapped to another tenant.",
+            "put": answers.operation("mapClusterApiNamespace", "cluster-api", "Map a namespace to a tenant: the Cluster API source registers its `Cluster`s for that tenant (admin). 409 if it is mapped to another tenant.",
                 vec![namespace.clone()], Some(json_body(s.of::<MapNamespaceRequest>())),
                 responses(vec![("200", ok("Mapped to that tenant already.", s.of::<NamespaceMappingView>())), ("201", ok("Mapped.", s.of::<NamespaceMappingView>()))]), WRITE),
-            "delete": operation("unmapClusterApiNamespace", "cluster-api", "Remove a namespace's mapping; clusters registered from it stay (admin).",
+            "delete": answers.operation("unmapClusterApiNamespace", "cluster-api", "Remove a namespace's mapping; clusters registered from it stay (admin).",
                 vec![namespace], None, responses(vec![("204", no_content())]), DELETE),
         },
         "/api/v1/secrets/rekey": {
-            "post": operation("rekeySecrets", "secrets", "Seal every stored secret again with the observer's current key (admin).", vec![], None,
+            "post": answers.operation("rekeySecrets", "secrets", "Seal every stored secret again with the observer's current key (admin).", vec![], None,
                 responses(vec![("200", ok("What was re-sealed, and what could not be opened.", s.of::<RekeyResult>()))]), READ),
         },
+    });
+    into_map(paths)
+}
+
+/// Probe endpoints.
+fn probe_paths(s: &mut Schemas, answers: &Answers, shared: &Shared) -> Map<String, Value> {
+    let paths = json!({
         "/api/v1/probes": {
-            "post": operation("applyProbeEndpoint", "probes", "Create or replace the probe endpoint named in the body.",
-                vec![probe_tenant_target.clone()], Some(json_body(s.of::<ProbeEndpointRequest>())),
+            "post": answers.operation("applyProbeEndpoint", "probes", "Create or replace the probe endpoint named in the body.",
+                vec![shared.tenant_target.clone()], Some(json_body(s.of::<ProbeEndpointRequest>())),
                 responses(vec![("200", ok("Replaced or unchanged.", s.of::<ProbeEndpointView>())), ("201", ok("Created.", s.of::<ProbeEndpointView>()))]), WRITE),
-            "get": operation("listProbeEndpoints", "probes", "List probe endpoints.", vec![probe_tenant_filter], None,
+            "get": answers.operation("listProbeEndpoints", "probes", "List probe endpoints.", vec![shared.tenant_filter.clone()], None,
                 responses(vec![("200", ok("The probe endpoints.", s.of::<ProbeEndpointList>()))]), READ),
         },
         "/api/v1/probes/{name}": {
-            "put": operation("putProbeEndpoint", "probes", "Create or replace a probe endpoint.",
-                vec![probe_name.clone(), probe_tenant_target.clone()], Some(json_body(s.of::<ProbeEndpointRequest>())),
+            "put": answers.operation("putProbeEndpoint", "probes", "Create or replace a probe endpoint.",
+                vec![shared.name.clone(), shared.tenant_target.clone()], Some(json_body(s.of::<ProbeEndpointRequest>())),
                 responses(vec![("200", ok("Replaced or unchanged.", s.of::<ProbeEndpointView>())), ("201", ok("Created.", s.of::<ProbeEndpointView>()))]), WRITE),
-            "get": operation("getProbeEndpoint", "probes", "Read a probe endpoint.",
-                vec![probe_name.clone(), probe_tenant_target.clone()], None,
+            "get": answers.operation("getProbeEndpoint", "probes", "Read a probe endpoint.",
+                vec![shared.name.clone(), shared.tenant_target.clone()], None,
                 responses(vec![("200", ok("The probe endpoint.", s.of::<ProbeEndpointView>()))]), READ_ONE),
-            "delete": operation("deleteProbeEndpoint", "probes", "Delete a probe endpoint; its probes stop.",
-                vec![probe_name.clone(), probe_tenant_target.clone()], None, responses(vec![("204", no_content())]), DELETE),
+            "delete": answers.operation("deleteProbeEndpoint", "probes", "Delete a probe endpoint; its probes stop.",
+                vec![shared.name.clone(), shared.tenant_target.clone()], None, responses(vec![("204", no_content())]), DELETE),
         },
     });
-    let mut schemas = s.0.take_definitions(true);
-    if let Some(pipeline) = schemas.get_mut("MetricPipeline") {
-        add_envelope(pipeline);
-    }
-    json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "kaas-observer",
-            "version": API_VERSION,
-            "description": "The observer's REST API: tenants, API tokens, clusters and MetricPipelines. \
-                Every operation except the health endpoints needs `Authorization: Bearer <token>`. \
-                Timestamps are Unix milliseconds.",
-        },
-        "security": [{ "bearerAuth": [] }],
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": { "bearerAuth": { "type": "http", "scheme": "bearer" } },
-        },
-    })
+    into_map(paths)
 }
 
 /// The derived `MetricPipeline` schema describes `spec` and `status` only (the CRD

@@ -98,13 +98,13 @@ async fn apply(
     }
     if let Value::Mapping(map) = &value
         && let Some(name) = body_name(map).or_else(|| url_name.clone())
-        && crate::integrations::central::is_reserved_pipeline_name(&name)
+        && crate::rendering::is_reserved_pipeline_name(&name)
     {
         problems.push(FieldProblem {
             path: "metadata.name".to_owned(),
             message: format!(
                 "{name:?} starts with {:?}, which is reserved for the observer's own pipelines",
-                crate::integrations::central::RESERVED_PIPELINE_PREFIX
+                crate::rendering::central::RESERVED_PIPELINE_PREFIX
             ),
         });
     }

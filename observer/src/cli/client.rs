@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use kaas_tls::http::{HttpClientSettings, http_client};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -112,24 +113,30 @@ impl ApiClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        kaas_tls::install_default_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("kaas-observer-cli/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_file {
-            let ca_error = |reason: String| ClientError::CaFile {
-                path: path.display().to_string(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            let certificates =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
+        let trust = match ca_file {
+            Some(path) => {
+                let ca_error = |reason: String| ClientError::CaFile {
+                    path: path.display().to_string(),
+                    reason,
+                };
+                let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+                kaas_tls::system_roots_and(&pem, "--ca-file")
+                    .map_err(|e| ca_error(e.to_string()))?
             }
-        }
-        let http = builder.build().map_err(|e| ClientError::Unreachable {
+            None => kaas_tls::Trust::System,
+        };
+        let http = http_client(HttpClientSettings {
+            timeout: Some(REQUEST_TIMEOUT),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            ..HttpClientSettings::new(
+                kaas_tls::ClientTls {
+                    trust,
+                    ..kaas_tls::ClientTls::default()
+                },
+                concat!("kaas-observer-cli/", env!("CARGO_PKG_VERSION")),
+            )
+        })
+        .map_err(|e| ClientError::Unreachable {
             url: server.to_owned(),
             reason: kaas_self_telemetry::error_chain(&e),
         })?;

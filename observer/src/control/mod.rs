@@ -46,7 +46,8 @@
 //!
 //! # When a `ConfigUpdate` is sent
 //!
-//! The desired configuration of a cluster is rendered from the store:
+//! The desired configuration of a cluster is rendered from the store
+//! ([`crate::rendering`]):
 //! `AgentConfig::from_validated({"cluster": <global id>}, pipelines_for_cluster)`, canonical
 //! JSON with its SHA-256. It is sent when its hash differs both from what the agent
 //! runs (the hello's `last_applied_config_hash`, then every APPLIED status; after
@@ -66,10 +67,11 @@
 //! # How changes reach the streams in under a second
 //!
 //! Every store write publishes a [`Change`](crate::store::Change) after its commit.
-//! One dispatcher task per service subscribes to the feed and routes each change to
-//! the streams it concerns, through a per-stream `Notify`: a pipeline or tenant change
-//! invalidates the tenant's cached pipelines ([`pipelines`]) and wakes every stream of
-//! that tenant; a cluster change (labels, state, certificate) wakes that cluster's
+//! One dispatcher task per service (`dispatch.rs`) subscribes to the feed and routes
+//! each change to the streams it concerns (`registry.rs`), through a per-stream
+//! `Notify`: a pipeline or tenant change invalidates the tenant's cached pipelines
+//! ([`crate::rendering::tenant_cache`]) and wakes every stream of that tenant; a
+//! cluster change (labels, state, certificate) wakes that cluster's
 //! streams and marks their cluster as changed. Observations (`ClusterReport`,
 //! `PipelineStatus`) wake no stream. A woken stream reads its cluster again only if it
 //! changed, takes the tenant's pipelines from the cache (the first stream of the tenant
@@ -99,12 +101,13 @@
 
 pub mod accept;
 pub mod codec;
+mod dispatch;
 pub mod join;
-pub mod pipelines;
-mod routing;
+mod registry;
 pub mod service;
 pub mod status;
 pub mod status_task;
+mod stream;
 mod stream_identity;
 
 use std::future::Future;
@@ -155,7 +158,7 @@ pub const CALL_SETUP_TIMEOUT: Duration = Duration::from_secs(45);
 pub const MAX_AGENT_MESSAGE_BYTES: usize = 1024 * 1024;
 /// The largest message the observer encodes for an agent: a `ConfigUpdate` whose body
 /// is at most [`MAX_AGENT_CONFIG_BYTES`] (larger configurations are refused when
-/// rendered, see [`service`]) plus its content type and hash.
+/// rendered, see `stream.rs`) plus its content type and hash.
 pub const MAX_OBSERVER_MESSAGE_BYTES: usize = MAX_AGENT_CONFIG_BYTES + 64 * 1024;
 
 /// ALPN protocol of gRPC.

@@ -1,22 +1,16 @@
-//! `AgentControl` implemented on the real [`Store`]: `Join`, the `Connect` streams, the
-//! dispatcher that routes store changes to streams, and the status task (see the module
-//! documentation of [`crate::control`] for the protocol).
+//! `AgentControl` implemented on the real [`Store`]: the service with its settings and
+//! metrics, `Join`, and `Connect` up to the stream's admission, when a task of its own
+//! takes it over (`stream.rs`); it starts the dispatcher (`dispatch.rs`) and the status
+//! task. See the module documentation of [`crate::control`] for the protocol.
 
-use crate::integrations::central::{CentralPipelineSettings, central_pipeline};
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kaas_pipeline::ValidatedPipeline;
-use kaas_pipeline::agent_config::{
-    AGENT_CONFIG_CONTENT_TYPE, AgentConfig, ConfigTemplate, RenderedConfig, check_config_size,
-};
-use kaas_proto::control::v1::agent_control_server::{AgentControl, AgentControlServer};
+use kaas_proto::control::v1::agent_control_server::AgentControl;
 use kaas_proto::control::v1::{
-    AgentHello, AgentMessage, Capability, Command, CommandType, ConfigState, ConfigStatus,
-    ConfigUpdate, JoinRequest, JoinResponse, ObserverMessage, agent_message, observer_message,
+    AgentHello, AgentMessage, JoinRequest, JoinResponse, ObserverMessage, agent_message,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,18 +23,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::dispatch::{Routes, dispatch_changes};
 use super::join::{JoinLimits, JoinMetrics, JoinRateLimiter, Joiner, loggable};
-use super::pipelines::TenantPipelines;
-use super::routing::{Routes, SharedRegistry, StreamEntry, dispatch_changes, lock};
-use super::status::HealthRecord;
+use super::registry::{SharedRegistry, StreamEntry, lock};
 use super::status_task::{StatusTask, StatusWork};
+use super::stream::{AgentStream, OUTBOX_CAPACITY, Outgoing, accepts_remote_config};
 use super::stream_identity::{PeerIdentity, StreamCertificate, peer_identity, revoked_status};
 use crate::identity::{ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY};
+use crate::rendering::{CentralPipelineSettings, TenantPipelines};
 use crate::store::certificates::CertificateStanding;
-use crate::store::{
-    CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Cluster, ConfigErrorRecord,
-    ConfigReport, ReportWrite, Store, StoreError, now_ms,
-};
+use crate::store::{Cluster, Store, StoreError, now_ms};
 
 /// How long an agent may take to send its hello after opening the stream.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,13 +40,6 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// (an APPLIED from each of 50 clusters) becomes one recomputation per tenant, while a
 /// user still sees the status change within a second.
 pub const STATUS_DEBOUNCE: Duration = Duration::from_millis(250);
-/// Messages queued for one agent; the observer sends rarely (configurations and
-/// commands), so a small queue suffices and bounds memory per stream.
-const OUTBOX_CAPACITY: usize = 16;
-/// How often an agent's messages update its `last_seen`: far below the silence
-/// threshold (minutes), while 10,000 agents reporting every 30 s cause one write per
-/// agent per interval instead of one per message.
-pub const SEEN_RECORD_INTERVAL: Duration = Duration::from_secs(20);
 
 /// Tunables of the control service.
 #[derive(Clone, Debug)]
@@ -130,7 +115,7 @@ impl ControlMetrics {
         );
     }
 
-    fn push(&self, result: &'static str) {
+    pub(super) fn push(&self, result: &'static str) {
         self.config_pushes
             .get_or_create(&PushResult { result })
             .inc();
@@ -222,11 +207,6 @@ impl ControlService {
         self.inner.metrics.clone()
     }
 
-    /// The tonic service.
-    pub fn into_server(self) -> AgentControlServer<Self> {
-        AgentControlServer::new(self)
-    }
-
     /// Ends every open stream with `UNAVAILABLE`, so agents reconnect (to another
     /// replica, during a rolling update) instead of holding a shutdown open.
     pub fn close_streams(&self) {
@@ -238,44 +218,6 @@ impl ControlService {
 pub(super) fn unavailable(error: StoreError) -> Status {
     tracing::error!(%error, "store error in the control service");
     Status::unavailable("the observer cannot reach its database; retry later")
-}
-
-/// The rendered configuration for `cluster` running `pipelines` (already selected).
-/// With `central`, the provider's central pipeline is added (it cannot collide with a
-/// tenant pipeline: the `kaas-` prefix is reserved). Streams and the status task render
-/// through [`TenantConfigs::render`](super::pipelines::TenantConfigs::render), which
-/// gives the same configuration from a template shared by the tenant's clusters.
-pub fn render_for_cluster(
-    cluster: &Cluster,
-    pipelines: &[ValidatedPipeline],
-    central: Option<&CentralPipelineSettings>,
-) -> RenderedConfig {
-    config_template(cluster, pipelines, central).render(&external_labels(cluster))
-}
-
-/// The template of the configuration of `cluster`'s tenant running `pipelines`, plus
-/// the central pipeline with `central`; [`external_labels`] complete it for a cluster.
-pub(super) fn config_template(
-    cluster: &Cluster,
-    pipelines: &[ValidatedPipeline],
-    central: Option<&CentralPipelineSettings>,
-) -> ConfigTemplate {
-    let Some(settings) = central else {
-        return AgentConfig::template(pipelines);
-    };
-    let mut all = pipelines.to_vec();
-    match central_pipeline(settings, cluster) {
-        Ok(pipeline) => all.push(pipeline),
-        Err(error) => {
-            tracing::error!(cluster = %cluster.id, %error, "the central pipeline is invalid for this cluster; left out");
-        }
-    }
-    AgentConfig::template(&all)
-}
-
-/// The external labels of `cluster`'s configuration: its name as `cluster`.
-pub(super) fn external_labels(cluster: &Cluster) -> BTreeMap<String, String> {
-    BTreeMap::from([("cluster".to_owned(), cluster.id.clone())])
 }
 
 type ObserverStream = Pin<Box<dyn Stream<Item = Result<ObserverMessage, Status>> + Send>>;
@@ -444,423 +386,5 @@ impl ControlService {
             tracing::info!(cluster = %cluster.id, instance = %info.instance, serial = %info.serial_hex, revoked, "the instance switched to a renewed certificate; its older ones are revoked");
         }
         Ok(cluster)
-    }
-}
-
-fn accepts_remote_config(hello: &AgentHello) -> bool {
-    hello
-        .capabilities
-        .contains(&(Capability::AcceptsRemoteConfig as i32))
-}
-
-/// Why a stream task stops.
-pub(super) enum StreamEnd {
-    /// The agent closed the stream or the connection broke.
-    Gone,
-    /// The observer ends it with this status.
-    Refused(Status),
-}
-
-/// One agent's stream, owned by its task.
-pub(super) struct AgentStream {
-    pub(super) store: Store,
-    pipelines: Arc<TenantPipelines>,
-    /// See [`StreamEntry::cluster_changed`].
-    cluster_changed: Arc<AtomicBool>,
-    /// The cluster as last read: its labels select the pipelines.
-    registration: Cluster,
-    metrics: Arc<ControlMetrics>,
-    streams: SharedRegistry,
-    id: u64,
-    pub(super) cluster: String,
-    /// The certificate the stream runs on.
-    pub(super) certificate: StreamCertificate,
-    instance_id: String,
-    version: String,
-    accepts_remote_config: bool,
-    /// What the agent runs: the hello's hash, then the latest APPLIED (or, after FAILED,
-    /// the running hash).
-    agent_hash: Vec<u8>,
-    /// The last configuration sent on this stream.
-    last_sent: Option<Vec<u8>>,
-    /// A sent configuration the agent has not answered yet.
-    awaiting_answer: Option<Vec<u8>>,
-    next_sequence: u64,
-    /// The health last stored for the cluster: read at the first health report (`None`
-    /// until then), so a connect costs no read for it.
-    previous_health: Option<Option<HealthRecord>>,
-    /// When the agent was last recorded as seen.
-    seen_recorded: Instant,
-    out: mpsc::Sender<Outgoing>,
-}
-
-/// A message for the agent, or the status that ends its stream. Boxed: the outbox
-/// allocates its slots up front (a block of 32), and a `Status` is ~180 bytes, so
-/// unboxed slots would cost ~6 KiB per stream for a queue that is nearly always empty.
-type Outgoing = Box<Result<ObserverMessage, Status>>;
-
-impl AgentStream {
-    async fn run(
-        mut self,
-        mut inbound: Streaming<AgentMessage>,
-        wake: Arc<Notify>,
-        mut closing: watch::Receiver<bool>,
-    ) {
-        // The task lives as long as the agent is connected, mostly waiting: the work
-        // (store reads and writes, whose futures are several KiB) is boxed so it takes
-        // memory only while it runs, not in every idle task.
-        let expiry = tokio::time::sleep_until(self.certificate.expires);
-        tokio::pin!(expiry);
-        let end = match Box::pin(self.start()).await {
-            Err(end) => end,
-            Ok(()) => loop {
-                let step = tokio::select! {
-                    () = wake.notified() => Box::pin(self.sync()).await,
-                    () = &mut expiry => Err(StreamEnd::Refused(Status::permission_denied(
-                        "the client certificate expired; renew it before it expires, or join again",
-                    ))),
-                    message = inbound.message() => match message {
-                        Ok(Some(message)) => Box::pin(self.receive(message)).await,
-                        Ok(None) => Err(StreamEnd::Gone),
-                        Err(status) => {
-                            tracing::debug!(cluster = %self.cluster, %status, "agent stream broke");
-                            Err(StreamEnd::Gone)
-                        }
-                    },
-                    () = self.out.closed() => Err(StreamEnd::Gone),
-                    _ = closing.changed() => Err(StreamEnd::Refused(
-                        Status::unavailable("the observer is shutting down; reconnect"),
-                    )),
-                };
-                if let Err(end) = step {
-                    break end;
-                }
-            },
-        };
-        if let StreamEnd::Refused(status) = end {
-            let _ = self.out.send(Box::new(Err(status))).await;
-        }
-        Box::pin(self.finish()).await;
-    }
-
-    /// Sends the first configuration if the agent needs one, or records that it runs
-    /// the current one; during a CA rotation also the new trust bundle and, for a
-    /// certificate of the CA being rotated out, the request to renew.
-    async fn start(&mut self) -> Result<(), StreamEnd> {
-        self.offer_trust().await?;
-        let rendered = self.render().await?;
-        if rendered.hash.as_slice() == self.agent_hash.as_slice() {
-            let hash = rendered.hash_hex();
-            if self.registration.applied_config_hash.as_deref() != Some(hash.as_str()) {
-                let report = ConfigReport {
-                    config_hash: hash.clone(),
-                    state: CONFIG_STATE_APPLIED.to_owned(),
-                    errors: Vec::new(),
-                    running_config_hash: hash,
-                    at_ms: now_ms(),
-                };
-                self.submit(ReportWrite::Config {
-                    cluster: self.cluster.clone(),
-                    report,
-                })
-                .await;
-            }
-            return Ok(());
-        }
-        self.offer(rendered).await
-    }
-
-    /// Re-renders after a change and offers the result if the agent needs it. Reads
-    /// the cluster again only when it changed; the pipelines come from the shared
-    /// per-tenant cache.
-    async fn sync(&mut self) -> Result<(), StreamEnd> {
-        if self.cluster_changed.swap(false, Ordering::AcqRel) {
-            let cluster = self
-                .store
-                .get_cluster(&self.cluster)
-                .await
-                .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
-            self.registration = match cluster {
-                Some(cluster) if cluster.state.receives_config() => cluster,
-                _ => {
-                    return Err(StreamEnd::Refused(Status::permission_denied(format!(
-                        "cluster {:?} was deleted",
-                        self.cluster
-                    ))));
-                }
-            };
-            // A cluster change may be a revocation: a re-join or a renewal of this
-            // stream's instance.
-            let standing = self
-                .store
-                .certificate_standing(&self.cluster, &self.certificate.info.serial_hex)
-                .await
-                .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
-            if !matches!(standing, CertificateStanding::Valid { .. }) {
-                tracing::info!(cluster = %self.cluster, instance = %self.certificate.info.instance, serial = %self.certificate.info.serial_hex, "the stream's certificate was revoked; ending it");
-                return Err(StreamEnd::Refused(revoked_status(&standing)));
-            }
-        }
-        let rendered = self.render().await?;
-        if rendered.hash.as_slice() == self.agent_hash.as_slice()
-            || self.last_sent.as_deref() == Some(rendered.hash.as_slice())
-        {
-            return Ok(());
-        }
-        self.offer(rendered).await
-    }
-
-    async fn render(&self) -> Result<RenderedConfig, StreamEnd> {
-        let configs = self
-            .pipelines
-            .get(&self.store, &self.registration.tenant)
-            .await
-            .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
-        Ok(configs.render(&self.registration))
-    }
-
-    async fn offer(&mut self, rendered: RenderedConfig) -> Result<(), StreamEnd> {
-        if !self.accepts_remote_config {
-            tracing::warn!(cluster = %self.cluster, "the agent does not accept remote configuration; nothing sent");
-            return Ok(());
-        }
-        let hash = rendered.hash.to_vec();
-        if let Err(too_large) = check_config_size(rendered.body.len()) {
-            // Not offered again until it changes; the pipelines' condition says why.
-            tracing::warn!(cluster = %self.cluster, %too_large, "configuration not sent");
-            self.metrics.push("too_large");
-            self.last_sent = Some(hash);
-            return Ok(());
-        }
-        tracing::info!(cluster = %self.cluster, hash = %rendered.hash_hex(), "sending configuration");
-        let message = ObserverMessage {
-            body: Some(observer_message::Body::ConfigUpdate(ConfigUpdate {
-                body: rendered.body,
-                content_type: AGENT_CONFIG_CONTENT_TYPE.to_owned(),
-                config_hash: hash.clone(),
-            })),
-        };
-        if self.out.send(Box::new(Ok(message))).await.is_err() {
-            self.metrics.push("failure");
-            return Err(StreamEnd::Gone);
-        }
-        self.last_sent = Some(hash.clone());
-        self.awaiting_answer = Some(hash);
-        Ok(())
-    }
-
-    pub(super) async fn send(&self, body: observer_message::Body) -> Result<(), StreamEnd> {
-        self.out
-            .send(Box::new(Ok(ObserverMessage { body: Some(body) })))
-            .await
-            .map_err(|_| StreamEnd::Gone)
-    }
-
-    pub(super) async fn command(&self, kind: CommandType, reason: String) -> Result<(), StreamEnd> {
-        let message = ObserverMessage {
-            body: Some(observer_message::Body::Command(Command {
-                r#type: kind as i32,
-                reason,
-            })),
-        };
-        self.out
-            .send(Box::new(Ok(message)))
-            .await
-            .map_err(|_| StreamEnd::Gone)
-    }
-
-    async fn receive(&mut self, message: AgentMessage) -> Result<(), StreamEnd> {
-        let sequence = message.sequence_num;
-        if sequence < self.next_sequence {
-            tracing::debug!(cluster = %self.cluster, sequence, "duplicate message ignored");
-            return Ok(());
-        }
-        if sequence > self.next_sequence {
-            let reason = format!("expected message {}, got {sequence}", self.next_sequence);
-            tracing::warn!(cluster = %self.cluster, %reason, "messages were lost; asking for the full state");
-            self.next_sequence = sequence.saturating_add(1);
-            return self.command(CommandType::ResendFullState, reason).await;
-        }
-        self.next_sequence = sequence.saturating_add(1);
-        self.touch().await;
-        match message.body {
-            Some(agent_message::Body::Hello(hello)) => self.hello(hello).await,
-            Some(agent_message::Body::ConfigStatus(status)) => {
-                self.config_status(status).await;
-                Ok(())
-            }
-            Some(agent_message::Body::Health(health)) => {
-                if self.previous_health.is_none() {
-                    self.previous_health = Some(self.stored_health().await);
-                }
-                let record = HealthRecord::from_report(
-                    &self.instance_id,
-                    &health,
-                    self.previous_health.as_ref().and_then(Option::as_ref),
-                );
-                match serde_json::to_value(&record) {
-                    Ok(json) => {
-                        self.submit(ReportWrite::Health {
-                            cluster: self.cluster.clone(),
-                            health: json,
-                            at_ms: health.timestamp_unix_ms,
-                        })
-                        .await;
-                    }
-                    Err(error) => tracing::error!(%error, "cannot encode a health record"),
-                }
-                self.previous_health = Some(Some(record));
-                Ok(())
-            }
-            // Every message is a sign of life (see `touch`); a heartbeat is nothing more.
-            Some(agent_message::Body::Heartbeat(_)) => Ok(()),
-            Some(agent_message::Body::CertificateRequest(request)) => {
-                Box::pin(self.issue_certificate(request)).await
-            }
-            // A message type this observer does not know: ignored, as the contract asks.
-            None => Ok(()),
-        }
-    }
-
-    /// The health record stored for the cluster (by this or an earlier connection).
-    async fn stored_health(&self) -> Option<HealthRecord> {
-        match self.store.cluster_report(&self.cluster).await {
-            Ok(report) => report
-                .and_then(|report| report.health)
-                .and_then(|json| serde_json::from_value(json).ok()),
-            Err(error) => {
-                self.log_store_error(Err(error));
-                None
-            }
-        }
-    }
-
-    async fn seen(&mut self) {
-        self.submit(ReportWrite::Seen {
-            cluster: self.cluster.clone(),
-            instance_id: self.instance_id.clone(),
-            version: self.version.clone(),
-            at_ms: now_ms(),
-            connection: None,
-        })
-        .await;
-        self.seen_recorded = Instant::now();
-    }
-
-    /// Records that the agent is alive, at most once per [`SEEN_RECORD_INTERVAL`].
-    async fn touch(&mut self) {
-        if self.seen_recorded.elapsed() >= SEEN_RECORD_INTERVAL {
-            self.seen().await;
-        }
-    }
-
-    /// A repeated hello (after RESEND_FULL_STATE): the agent's state may have moved.
-    async fn hello(&mut self, hello: AgentHello) -> Result<(), StreamEnd> {
-        if hello.cluster_id != self.cluster {
-            return Err(StreamEnd::Refused(Status::permission_denied(format!(
-                "the client certificate belongs to cluster {:?}, not {:?}",
-                self.cluster, hello.cluster_id
-            ))));
-        }
-        self.instance_id = hello.agent_instance_id.clone();
-        self.version = hello.agent_version.clone();
-        self.accepts_remote_config = accepts_remote_config(&hello);
-        self.agent_hash = hello.last_applied_config_hash;
-        // Offer again whatever the agent does not run.
-        self.last_sent = None;
-        self.seen().await;
-        self.sync().await
-    }
-
-    async fn config_status(&mut self, status: ConfigStatus) {
-        let state = match ConfigState::try_from(status.state) {
-            Ok(ConfigState::Applying) => CONFIG_STATE_APPLYING,
-            Ok(ConfigState::Applied) => CONFIG_STATE_APPLIED,
-            Ok(ConfigState::Failed) => CONFIG_STATE_FAILED,
-            _ => {
-                tracing::debug!(cluster = %self.cluster, state = status.state, "config status with an unknown state ignored");
-                return;
-            }
-        };
-        if state == CONFIG_STATE_APPLIED {
-            self.agent_hash = status.config_hash.clone();
-        } else if state == CONFIG_STATE_FAILED {
-            self.agent_hash = status.running_config_hash.clone();
-        }
-        if state != CONFIG_STATE_APPLYING
-            && self.awaiting_answer.as_deref() == Some(status.config_hash.as_slice())
-        {
-            self.awaiting_answer = None;
-            self.metrics.push("success");
-        }
-        if state == CONFIG_STATE_FAILED {
-            tracing::warn!(
-                cluster = %self.cluster,
-                hash = %hex::encode(&status.config_hash),
-                errors = status.errors.len(),
-                "the agent refused the configuration"
-            );
-        }
-        let report = ConfigReport {
-            config_hash: hex::encode(&status.config_hash),
-            state: state.to_owned(),
-            errors: status
-                .errors
-                .into_iter()
-                .map(|error| ConfigErrorRecord {
-                    pipeline: error.pipeline,
-                    field_path: error.field_path,
-                    message: error.message,
-                })
-                .collect(),
-            running_config_hash: hex::encode(&status.running_config_hash),
-            at_ms: now_ms(),
-        };
-        self.submit(ReportWrite::Config {
-            cluster: self.cluster.clone(),
-            report,
-        })
-        .await;
-    }
-
-    /// Queues a report for the store without waiting for its write: the stream goes on
-    /// reading (an `APPLIED` right behind the `APPLYING`), and its reports are still
-    /// written in order (see [`crate::store::reports`]).
-    async fn submit(&self, report: ReportWrite) {
-        let result = self.store.submit_report(report).await;
-        self.log_store_error(result);
-    }
-
-    fn log_store_error(&self, result: Result<(), StoreError>) {
-        // A report that cannot be stored is lost, not fatal: the next one replaces it.
-        if let Err(error) = result {
-            tracing::warn!(cluster = %self.cluster, %error, "cannot store an agent report");
-        }
-    }
-
-    async fn finish(self) {
-        if self.awaiting_answer.is_some() {
-            self.metrics.push("failure");
-        }
-        self.metrics.agent_streams.dec();
-        if !self.certificate.signed_by_active {
-            self.metrics.streams_on_previous_ca.dec();
-        }
-        let last = lock(&self.streams).remove(&self.cluster, self.id);
-        if let Some(connection) = last {
-            match self
-                .store
-                .release_connection(&self.cluster, &connection)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => tracing::debug!(
-                    cluster = %self.cluster,
-                    "the agent is connected through another replica now; the connection stays recorded"
-                ),
-                Err(error) => self.log_store_error(Err(error)),
-            }
-        }
-        tracing::info!(cluster = %self.cluster, "agent disconnected");
     }
 }

@@ -14,26 +14,13 @@ use std::collections::BTreeMap;
 use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::agent_config::check_config_size;
 use kaas_pipeline::status::{
-    CONDITION_AGENT_CONNECTED, CONDITION_CONFIGURATION_APPLIED, CONDITION_FLOW_HEALTHY, Condition,
-    ConditionStatus, MetricPipelineStatus, reasons,
+    AgentConfigState, CONDITION_AGENT_CONNECTED, CONDITION_CONFIGURATION_APPLIED,
+    CONDITION_FLOW_HEALTHY, Condition, ConditionStatus, MetricPipelineStatus, Reason,
 };
 use kaas_proto::control::v1::{AgentHealth, DropReason};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{CONFIG_STATE_APPLIED, CONFIG_STATE_FAILED, ConfigReport};
-
-/// Reason: no cluster matches the pipeline's `clusterSelector`.
-pub const REASON_NO_CLUSTERS: &str = "NoClusters";
-/// Reason: no selected cluster has a connected agent.
-pub const REASON_NO_AGENT_CONNECTED: &str = "NoAgentConnected";
-/// Reason: some agents have not reported the current configuration yet.
-pub const REASON_PENDING: &str = "Pending";
-/// Reason: every selected cluster's agent is connected.
-pub const REASON_CONNECTED: &str = "Connected";
-/// Reason: some selected cluster's agent is not connected.
-pub const REASON_AGENT_DISCONNECTED: &str = "AgentDisconnected";
-/// Reason: no connected agent has reported health for the pipeline yet.
-pub const REASON_NO_HEALTH_REPORTS: &str = "NoHealthReports";
+use crate::store::ConfigReport;
 
 /// A pipeline error counts for `FlowHealthy` if it happened this long before the
 /// health report. The agent refreshes the time of a persisting error at least every
@@ -218,7 +205,7 @@ pub fn pipeline_status<C: Borrow<ClusterObservation>>(
         Condition {
             type_: type_.to_owned(),
             status,
-            reason: reason.to_owned(),
+            reason: reason.as_str().to_owned(),
             message,
             last_transition_time,
             observed_generation: Some(generation),
@@ -233,7 +220,7 @@ pub fn pipeline_status<C: Borrow<ClusterObservation>>(
 
 /// The status of a stored pipeline the observer cannot read (see
 /// `store::pipeline_rows`): it runs nowhere, and its `ConfigurationApplied` condition
-/// says why ([`reasons::STORED_SPEC_UNREADABLE`]) and how to repair it. The other
+/// says why ([`Reason::StoredSpecUnreadable`]) and how to repair it. The other
 /// conditions are left out: nothing is known about a pipeline no agent runs.
 pub fn unreadable_status(
     generation: i64,
@@ -252,7 +239,7 @@ pub fn unreadable_status(
         conditions: vec![Condition {
             type_: CONDITION_CONFIGURATION_APPLIED.to_owned(),
             status,
-            reason: reasons::STORED_SPEC_UNREADABLE.to_owned(),
+            reason: Reason::StoredSpecUnreadable.as_str().to_owned(),
             message: format!(
                 "the observer cannot read this pipeline as stored, so no cluster runs it: \
                  {reason}. Apply it again with its secret values, or ask the provider to \
@@ -264,7 +251,7 @@ pub fn unreadable_status(
     }
 }
 
-type Computed = (&'static str, ConditionStatus, &'static str, String);
+type Computed = (&'static str, ConditionStatus, Reason, String);
 
 fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
     let condition = CONDITION_CONFIGURATION_APPLIED;
@@ -284,7 +271,7 @@ fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
         return (
             condition,
             ConditionStatus::False,
-            reasons::CONFIG_TOO_LARGE,
+            Reason::ConfigTooLarge,
             format!(
                 "{}; it was not sent and the agent keeps its previous configuration: shrink the pipelines that select the cluster, or select it with fewer",
                 listed(&too_large, "; ")
@@ -297,7 +284,7 @@ fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
         return (
             condition,
             ConditionStatus::Unknown,
-            REASON_NO_AGENT_CONNECTED,
+            Reason::NoAgentConnected,
             format!(
                 "none of the {} selected clusters has a connected agent",
                 clusters.len()
@@ -311,9 +298,9 @@ fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
             .config
             .as_ref()
             .filter(|report| report.config_hash == cluster.desired_hash);
-        match current.map(|report| report.state.as_str()) {
-            Some(CONFIG_STATE_APPLIED) => {}
-            Some(CONFIG_STATE_FAILED) => {
+        match current.and_then(|report| AgentConfigState::parse(&report.state)) {
+            Some(AgentConfigState::Applied) => {}
+            Some(AgentConfigState::Failed) => {
                 let report = current.map(|r| r.errors.as_slice()).unwrap_or_default();
                 if report.is_empty() {
                     rejections.push(format!(
@@ -341,7 +328,7 @@ fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
         return (
             condition,
             ConditionStatus::False,
-            reasons::CONFIG_REJECTED,
+            Reason::ConfigRejected,
             listed(&rejections, "; "),
         );
     }
@@ -349,7 +336,7 @@ fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
         return (
             condition,
             ConditionStatus::Unknown,
-            REASON_PENDING,
+            Reason::Pending,
             format!(
                 "waiting for the agents of {} to apply the configuration",
                 listed(&pending, ", ")
@@ -359,7 +346,7 @@ fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
     (
         condition,
         ConditionStatus::True,
-        reasons::APPLIED,
+        Reason::Applied,
         format!(
             "applied by the agents of all {} connected clusters",
             connected.len()
@@ -381,7 +368,7 @@ fn agent_connected(clusters: &[&ClusterObservation]) -> Computed {
         (
             condition,
             ConditionStatus::True,
-            REASON_CONNECTED,
+            Reason::Connected,
             format!(
                 "the agents of all {} selected clusters are connected",
                 clusters.len()
@@ -391,7 +378,7 @@ fn agent_connected(clusters: &[&ClusterObservation]) -> Computed {
         (
             condition,
             ConditionStatus::False,
-            REASON_AGENT_DISCONNECTED,
+            Reason::AgentDisconnected,
             format!("no agent connected for {}", listed(&disconnected, ", ")),
         )
     }
@@ -401,11 +388,11 @@ fn agent_connected(clusters: &[&ClusterObservation]) -> Computed {
 /// and a buffer that cannot write stop all delivery; other errors, drops, a filling
 /// buffer and one reduced by the cluster's budget follow.
 fn problem_rank(reason: &str) -> u8 {
-    match reason {
-        reasons::SECRET_MISSING => 0,
-        reasons::BACKEND_UNREACHABLE | reasons::BUFFER_WRITE_FAILED => 1,
-        reasons::DATA_DROPPED => 3,
-        reasons::BUFFER_FILLING_UP | reasons::BUFFER_BUDGET_EXCEEDED => 4,
+    match Reason::parse(reason) {
+        Some(Reason::SecretMissing) => 0,
+        Some(Reason::BackendUnreachable | Reason::BufferWriteFailed) => 1,
+        Some(Reason::DataDropped) => 3,
+        Some(Reason::BufferFillingUp | Reason::BufferBudgetExceeded) => 4,
         _ => 2,
     }
 }
@@ -448,8 +435,8 @@ fn flow_healthy(pipeline: &ValidatedPipeline, clusters: &[&ClusterObservation]) 
         }
         if entry.dropped_since_last_report > 0 {
             problems.push((
-                problem_rank(reasons::DATA_DROPPED),
-                reasons::DATA_DROPPED.to_owned(),
+                problem_rank(Reason::DataDropped.as_str()),
+                Reason::DataDropped.as_str().to_owned(),
                 format!(
                     "cluster {name}: {} samples dropped since the previous report",
                     entry.dropped_since_last_report
@@ -458,8 +445,8 @@ fn flow_healthy(pipeline: &ValidatedPipeline, clusters: &[&ClusterObservation]) 
         }
         if entry.buffer_bytes.saturating_mul(2) > max_bytes {
             problems.push((
-                problem_rank(reasons::BUFFER_FILLING_UP),
-                reasons::BUFFER_FILLING_UP.to_owned(),
+                problem_rank(Reason::BufferFillingUp.as_str()),
+                Reason::BufferFillingUp.as_str().to_owned(),
                 format!(
                     "cluster {name}: the buffer holds {} of its {max_bytes} bytes",
                     entry.buffer_bytes
@@ -471,7 +458,7 @@ fn flow_healthy(pipeline: &ValidatedPipeline, clusters: &[&ClusterObservation]) 
         return (
             condition,
             ConditionStatus::Unknown,
-            REASON_NO_HEALTH_REPORTS,
+            Reason::NoHealthReports,
             "no connected agent has reported on this pipeline yet".to_owned(),
         );
     }
@@ -480,7 +467,7 @@ fn flow_healthy(pipeline: &ValidatedPipeline, clusters: &[&ClusterObservation]) 
         return (
             condition,
             ConditionStatus::True,
-            reasons::FLOW_HEALTHY,
+            Reason::FlowHealthy,
             format!("data flows from all {reported} reporting clusters"),
         );
     };
@@ -496,33 +483,21 @@ fn flow_healthy(pipeline: &ValidatedPipeline, clusters: &[&ClusterObservation]) 
     )
 }
 
-/// The condition reason for an agent's error reason: one of the documented constants
-/// when it is one, otherwise the generic `FlowInterrupted` (the agent's own reason is
-/// still in the message), so the reason stays a bounded, documented set.
-fn known_reason(reason: &str) -> &'static str {
-    [
-        reasons::SECRET_MISSING,
-        reasons::BACKEND_UNREACHABLE,
-        reasons::DATA_DROPPED,
-        reasons::BUFFER_FILLING_UP,
-        reasons::BUFFER_WRITE_FAILED,
-        reasons::BUFFER_BUDGET_EXCEEDED,
-        reasons::KUBELET_CERTIFICATE_UNTRUSTED,
-        reasons::TARGET_SEALED,
-    ]
-    .into_iter()
-    .find(|known| *known == reason)
-    .unwrap_or(REASON_FLOW_INTERRUPTED)
+/// The condition reason for an agent's error reason: the same when it is one agents
+/// report ([`Reason::is_agent_error`]), otherwise the generic
+/// [`Reason::FlowInterrupted`] (the agent's own reason is still in the message), so
+/// the reason stays a bounded, documented set.
+fn known_reason(reason: &str) -> Reason {
+    Reason::parse(reason)
+        .filter(|reason| reason.is_agent_error())
+        .unwrap_or(Reason::FlowInterrupted)
 }
-
-/// Reason: the agent reported an error not covered by a more specific reason.
-pub const REASON_FLOW_INTERRUPTED: &str = "FlowInterrupted";
 
 fn no_clusters(condition: &'static str) -> Computed {
     (
         condition,
         ConditionStatus::Unknown,
-        REASON_NO_CLUSTERS,
+        Reason::NoClusters,
         "no cluster of the tenant matches the pipeline's clusterSelector".to_owned(),
     )
 }
@@ -569,7 +544,10 @@ mod tests {
     use kaas_proto::control::v1::{DroppedSamples, PipelineError, PipelineHealth};
 
     use super::*;
-    use crate::store::{CONFIG_STATE_APPLYING, ConfigErrorRecord};
+    use crate::store::{
+        CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, ConfigErrorRecord,
+    };
+    use kaas_pipeline::status::reasons;
 
     const NOW: i64 = 1_700_000_000_000;
 
@@ -658,7 +636,7 @@ spec:
         assert_eq!(applied.last_transition_time, "2023-11-14T22:13:20Z");
         let connected = condition(&status, CONDITION_AGENT_CONNECTED);
         assert_eq!(connected.status, ConditionStatus::False);
-        assert_eq!(connected.reason, REASON_AGENT_DISCONNECTED);
+        assert_eq!(connected.reason, Reason::AgentDisconnected.as_str());
         assert!(connected.message.contains("c3"), "{}", connected.message);
     }
 
@@ -725,7 +703,7 @@ spec:
         let status = pipeline_status(&pipeline("1Gi"), 2, &clusters, &Default::default(), NOW);
         let applied = condition(&status, CONDITION_CONFIGURATION_APPLIED);
         assert_eq!(applied.status, ConditionStatus::Unknown);
-        assert_eq!(applied.reason, REASON_PENDING);
+        assert_eq!(applied.reason, Reason::Pending.as_str());
         assert!(
             applied.message.contains("c1, c2, c3, c4"),
             "{}",
@@ -742,18 +720,15 @@ spec:
             &Default::default(),
             NOW,
         );
-        assert!(
-            status
-                .conditions
-                .iter()
-                .all(|c| c.status == ConditionStatus::Unknown && c.reason == REASON_NO_CLUSTERS)
-        );
+        assert!(status.conditions.iter().all(
+            |c| c.status == ConditionStatus::Unknown && c.reason == Reason::NoClusters.as_str()
+        ));
         let clusters = [cluster("c1", false, None)];
         let status = pipeline_status(&pipeline("1Gi"), 1, &clusters, &Default::default(), NOW);
         let applied = condition(&status, CONDITION_CONFIGURATION_APPLIED);
-        assert_eq!(applied.reason, REASON_NO_AGENT_CONNECTED);
+        assert_eq!(applied.reason, Reason::NoAgentConnected.as_str());
         let flow = condition(&status, CONDITION_FLOW_HEALTHY);
-        assert_eq!(flow.reason, REASON_NO_HEALTH_REPORTS);
+        assert_eq!(flow.reason, Reason::NoHealthReports.as_str());
     }
 
     #[test]
@@ -830,7 +805,7 @@ spec:
                     ..healthy_entry()
                 },
                 ConditionStatus::False,
-                REASON_FLOW_INTERRUPTED,
+                Reason::FlowInterrupted.as_str(),
             ),
             // Issue 13, finding 10 (buffer faults): a buffer that cannot write (a full
             // data volume) is named as such, ahead of the drops it causes; on 552c13e it

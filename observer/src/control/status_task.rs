@@ -25,7 +25,7 @@
 //!
 //! A tenant without pipelines keeps no observations. The desired hash of a cluster is
 //! rendered when its observation is read, not at every recomputation, from the
-//! template its streams render from too ([`TenantConfigs`](super::pipelines::TenantConfigs)). Pipeline status
+//! template its streams render from too ([`TenantConfigs`](crate::rendering::TenantConfigs)). Pipeline status
 //! writes publish `Change::PipelineStatus`, which the dispatcher does not turn into
 //! work, so a status write never causes another recomputation.
 
@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::pipelines::{Pipelines, TenantPipelines};
 use super::status::{ClusterObservation, HealthRecord, pipeline_status, unreadable_status};
+use crate::rendering::{Pipelines, TenantPipelines};
 use crate::store::{Cluster, ClusterReport, Store, StoreError, now_ms};
 
 /// What the status task should recompute.

@@ -13,7 +13,8 @@ use sha2::Digest as _;
 use tonic::{Request, Status};
 
 use super::join::loggable;
-use super::service::{AgentStream, Inner, StreamEnd};
+use super::service::Inner;
+use super::stream::{AgentStream, StreamEnd};
 use crate::identity::{AgentCertificateInfo, ClusterCa, DEFAULT_INSTANCE};
 use crate::store::certificates::{CertificateStanding, NewAgentCertificate};
 use crate::store::{StoreError, now_ms};

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kaas_pipeline::status::AgentConfigState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -36,12 +37,11 @@ use prometheus_client::registry::Registry;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-use super::central::CentralPipelineSettings;
 use super::remote_write::{Series, SeriesSource};
-use crate::control::service::render_for_cluster;
+use crate::rendering::CentralPipelineSettings;
+use crate::rendering::render_for_cluster;
 use crate::store::{
-    CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, Change, Cluster,
-    ConfigReport, Store, StoreError, StoredPipeline,
+    Change, Cluster, ConfigReport, Store, StoreError, StoredPipeline,
 };
 
 /// The metric's name.
@@ -97,11 +97,11 @@ pub struct ClusterConfigState {
 /// The state of the configuration `desired_hash` given the cluster's last report.
 fn state_of(report: Option<&ConfigReport>, desired_hash: &str) -> &'static str {
     match report.filter(|r| r.config_hash == desired_hash) {
-        Some(report) => match report.state.as_str() {
-            CONFIG_STATE_APPLIED => APPLIED,
-            CONFIG_STATE_APPLYING => APPLYING,
-            CONFIG_STATE_FAILED => FAILED,
-            _ => PENDING,
+        Some(report) => match AgentConfigState::parse(&report.state) {
+            Some(AgentConfigState::Applied) => APPLIED,
+            Some(AgentConfigState::Applying) => APPLYING,
+            Some(AgentConfigState::Failed) => FAILED,
+            None => PENDING,
         },
         None => PENDING,
     }

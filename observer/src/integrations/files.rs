@@ -16,7 +16,7 @@
 //! tenant (a tenant no hashring lists is refused, because no hashring here is a
 //! catch-all). Its tenant label keeps the default name `tenant_id`; the `tenant` label
 //! the routes match is on the series themselves (the fleet series carry it, and the
-//! central pipeline adds it to every cluster's series, see `central.rs`).
+//! central pipeline adds it to every cluster's series, see `rendering/central.rs`).
 //!
 //! # Writing
 //! Rendering is pure ([`render`]): the files are a function of the settings, the

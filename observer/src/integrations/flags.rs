@@ -17,7 +17,6 @@ use kaas_pipeline::units::{ByteSize, parse_duration};
 use prometheus_client::registry::Registry;
 use url::Url;
 
-use super::central::{CentralPipelineSettings, CentralScrape, DEFAULT_TENANT_HEADER};
 use super::config_state::ConfigStates;
 use super::files::{
     DEFAULT_HASHRING, FilesError, FilesSettings, GrafanaSettings, HashringSettings,
@@ -28,6 +27,7 @@ use super::remote_write::{
     WriterSources, fleet_source,
 };
 use crate::fleet::ClusterLifecycle;
+use crate::rendering::central::{CentralPipelineSettings, CentralScrape, DEFAULT_TENANT_HEADER};
 use crate::store::Store;
 
 /// What the central pipeline collects besides the agent's own metrics.
@@ -176,6 +176,7 @@ impl IntegrationFlags {
                 "must be at least 1s".into(),
             ));
         }
+        settings.check()?;
         if let Some(path) = &self.central_remote_write_ca_file {
             settings.ca_pem = Some(std::fs::read(path).map_err(|e| {
                 flag_error("central-remote-write-ca-file")(format!("{}: {e}", path.display()))
@@ -210,6 +211,35 @@ impl IntegrationFlags {
     }
 }
 
+/// The integrations' settings, every flag checked ([`IntegrationFlags::check`]);
+/// `Default` runs none of them.
+#[derive(Debug, Default)]
+pub struct IntegrationSettings {
+    central: Option<CentralPipelineSettings>,
+    remote_write: Option<RemoteWriteSettings>,
+    files: Option<FilesSettings>,
+}
+
+impl IntegrationFlags {
+    /// Every integration flag checked: the settings, or every wrong flag's error.
+    pub fn check(&self) -> Result<IntegrationSettings, Vec<IntegrationsError>> {
+        let mut errors = Vec::new();
+        let central = self.central_pipeline().map_err(|e| errors.push(e)).ok();
+        let remote_write = self.remote_write().map_err(|e| errors.push(e)).ok();
+        let files = self.files().map_err(|e| errors.push(e)).ok();
+        match (central, remote_write, files) {
+            (Some(central), Some(remote_write), Some(files)) if errors.is_empty() => {
+                Ok(IntegrationSettings {
+                    central,
+                    remote_write,
+                    files,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
 /// The running integrations.
 pub struct Integrations {
     central: Option<CentralPipelineSettings>,
@@ -219,21 +249,23 @@ pub struct Integrations {
 }
 
 impl Integrations {
-    /// Checks every flag, then starts what the flags ask for: the fleet remote-write
+    /// Starts what the checked flags ask for: the fleet remote-write
     /// (reading `lifecycle`'s snapshot and the pipelines' per-cluster configuration
     /// states, written by the lease holder, plus `per_replica`, this replica's own
     /// series such as its probe series, written by every replica) and the file writer
     /// (following `store`). The configuration states always run (they are served on
     /// `/metrics`). Must be called inside a Tokio runtime.
     pub fn start(
-        flags: &IntegrationFlags,
+        settings: IntegrationSettings,
         store: &Store,
         lifecycle: &ClusterLifecycle,
         per_replica: Vec<SeriesSource>,
     ) -> Result<Self, IntegrationsError> {
-        let central = flags.central_pipeline()?;
-        let remote_write = flags.remote_write()?;
-        let files = flags.files()?;
+        let IntegrationSettings {
+            central,
+            remote_write,
+            files,
+        } = settings;
         let config_states = ConfigStates::start(store.clone(), central.clone(), Default::default());
         let remote_writer = remote_write
             .map(|settings| {

@@ -1,5 +1,5 @@
-//! Integrations with the central stack: the default central pipeline every cluster runs
-//! ([`central`]), the files that configure Thanos receive (tenants and hashring),
+//! Integrations with the central stack: the settings of the default central pipeline
+//! every cluster runs (rendered by [`crate::rendering::central`]), the files that configure Thanos receive (tenants and hashring),
 //! Grafana (datasource, dashboard providers, tenant folders) and Alertmanager (routes)
 //! ([`files`]), the pipelines' per-cluster configuration states ([`config_state`]), and
 //! remote-writing the observer's own fleet and probe series to the central receiver
@@ -13,19 +13,14 @@
 //! query; the alert rules evaluated over them carry `tenant` and `cluster`, which the
 //! Alertmanager routes use to reach the provider's operators and each tenant.
 
-pub mod central;
 pub mod config_state;
 pub mod files;
 pub mod flags;
 pub mod remote_write;
 
-pub use central::{
-    CENTRAL_PIPELINE_NAME, CentralPipelineSettings, CentralScrape, DEFAULT_TENANT_HEADER,
-    central_pipeline, is_reserved_pipeline_name,
-};
 pub use config_state::ConfigStates;
 pub use files::{FilesSettings, GrafanaSettings, HashringSettings, IntegrationWriter};
-pub use flags::{IntegrationFlags, Integrations, IntegrationsError};
+pub use flags::{IntegrationFlags, IntegrationSettings, Integrations, IntegrationsError};
 pub use remote_write::{
     DEFAULT_PROVIDER_TENANT, RemoteWriteSettings, RemoteWriter, SeriesSource, WriterSources,
     fleet_source, probe_source,

@@ -53,7 +53,9 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use kaas_pipeline::status::ConditionStatus;
-use kaas_proto::remote_write::v1;
+use kaas_proto::remote_write::{self, v1};
+use kaas_series::STALE_NAN_BITS;
+use kaas_tls::http::{HttpClientSettings, http_client};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -63,9 +65,9 @@ use prost::Message;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use super::central::DEFAULT_TENANT_HEADER;
 use crate::fleet::FleetSnapshot;
 use crate::probes::Prober;
+use crate::rendering::central::DEFAULT_TENANT_HEADER;
 use crate::store::leases::Lease;
 use crate::store::{Store, now_ms};
 
@@ -79,9 +81,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const LEASE_NAME: &str = "fleet-remote-write";
 /// The tenant the observer's own series are written as, by default.
 pub const DEFAULT_PROVIDER_TENANT: &str = "kaas-provider";
-/// Prometheus' staleness marker: a NaN with this exact bit pattern (`value.StaleNaN`).
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-/// [`STALE_NAN_BITS`] as a value.
+/// Prometheus' staleness marker as a value.
 pub const STALE_NAN: f64 = f64::from_bits(STALE_NAN_BITS);
 
 /// One series: its labels, `__name__` included, and its current value.
@@ -293,6 +293,26 @@ pub struct RemoteWriteSettings {
 }
 
 impl RemoteWriteSettings {
+    /// Checks the URL's scheme and the tenant header, without I/O.
+    pub fn check(&self) -> Result<(), RemoteWriteError> {
+        if !matches!(self.url.scheme(), "http" | "https") {
+            return Err(RemoteWriteError::Scheme(self.url.scheme().to_owned()));
+        }
+        reqwest::header::HeaderName::from_bytes(self.tenant_header.as_bytes()).map_err(|e| {
+            RemoteWriteError::TenantHeader {
+                header: self.tenant_header.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        reqwest::header::HeaderValue::from_str(&self.tenant).map_err(|e| {
+            RemoteWriteError::TenantHeader {
+                header: self.tenant_header.clone(),
+                reason: format!("tenant {:?}: {e}", self.tenant),
+            }
+        })?;
+        Ok(())
+    }
+
     /// Settings with the defaults for everything but the URL.
     pub fn new(url: Url) -> Self {
         Self {
@@ -405,35 +425,23 @@ const MAX_LOGGED_BODY: usize = 512;
 
 impl Sender {
     fn new(settings: RemoteWriteSettings) -> Result<Self, RemoteWriteError> {
-        if !matches!(settings.url.scheme(), "http" | "https") {
-            return Err(RemoteWriteError::Scheme(settings.url.scheme().to_owned()));
-        }
-        reqwest::header::HeaderName::from_bytes(settings.tenant_header.as_bytes()).map_err(
-            |e| RemoteWriteError::TenantHeader {
-                header: settings.tenant_header.clone(),
-                reason: e.to_string(),
-            },
-        )?;
-        reqwest::header::HeaderValue::from_str(&settings.tenant).map_err(|e| {
-            RemoteWriteError::TenantHeader {
-                header: settings.tenant_header.clone(),
-                reason: format!("tenant {:?}: {e}", settings.tenant),
-            }
-        })?;
-        kaas_tls::install_default_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .user_agent(concat!("kaas-observer/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &settings.ca_pem {
-            for certificate in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| RemoteWriteError::Client(e.to_string()))?
-            {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| RemoteWriteError::Client(e.to_string()))?;
+        settings.check()?;
+        let trust = match &settings.ca_pem {
+            Some(pem) => kaas_tls::system_roots_and(pem, "--central-remote-write-ca-file")
+                .map_err(|e| RemoteWriteError::Client(e.to_string()))?,
+            None => kaas_tls::Trust::System,
+        };
+        let http = http_client(HttpClientSettings {
+            timeout: Some(settings.timeout),
+            ..HttpClientSettings::new(
+                kaas_tls::ClientTls {
+                    trust,
+                    ..kaas_tls::ClientTls::default()
+                },
+                concat!("kaas-observer/", env!("CARGO_PKG_VERSION")),
+            )
+        })
+        .map_err(|e| RemoteWriteError::Client(e.to_string()))?;
         Ok(Self { http, settings })
     }
 
@@ -447,11 +455,11 @@ impl Sender {
             .http
             .post(self.settings.url.clone())
             .header(reqwest::header::CONTENT_TYPE, v1::CONTENT_TYPE)
-            .header(reqwest::header::CONTENT_ENCODING, "snappy")
             .header(
-                "X-Prometheus-Remote-Write-Version",
-                v1::VERSION_HEADER_VALUE,
+                reqwest::header::CONTENT_ENCODING,
+                remote_write::CONTENT_ENCODING,
             )
+            .header(remote_write::VERSION_HEADER, v1::VERSION_HEADER_VALUE)
             .header(self.settings.tenant_header.as_str(), &self.settings.tenant)
             .body(body)
             .send()

@@ -500,126 +500,87 @@ pub async fn reconcile(
     if !steps.iter().any(|step| matches!(step, Step::Skip(_))) {
         context.forget_skip(&cluster);
     }
-    let source = Source::ClusterApi;
-    let actor = source.actor();
     // Every step below is only decided for a mapped namespace.
     let tenant = cluster.tenant.clone().unwrap_or_default();
-    // The store calls below name the cluster by its global id.
-    let mut id = stored.as_ref().map_or_else(
-        || global_cluster_id(&tenant, &cluster.name),
-        |stored| stored.id.clone(),
-    );
-    let mut token = None;
+    let mut applying = Applying {
+        context: &context,
+        // The store calls below name the cluster by its global id.
+        id: stored.as_ref().map_or_else(
+            || global_cluster_id(&tenant, &cluster.name),
+            |stored| stored.id.clone(),
+        ),
+        tenant,
+        token: None,
+    };
     for step in steps {
+        applying.apply(&mut cluster, step).await?;
+    }
+    context.metrics.sync_succeeded(Source::ClusterApi);
+    if cluster.tenant.is_none() {
+        return Ok(Action::requeue(UNMAPPED_REQUEUE));
+    }
+    Ok(Action::requeue(RESYNC_INTERVAL))
+}
+
+/// The steps [`decide`] chose for one `Cluster` object, applied in order.
+struct Applying<'a> {
+    context: &'a Context,
+    /// The cluster's global id (known once registered).
+    id: String,
+    /// The tenant its namespace is mapped to.
+    tenant: String,
+    /// The join token registering minted, used by the agent's install.
+    token: Option<String>,
+}
+
+impl Applying<'_> {
+    async fn apply(&mut self, cluster: &mut CapiCluster, step: Step) -> Result<(), CapiError> {
+        let context = self.context;
+        let actor = Source::ClusterApi.actor();
         match step {
             Step::AddFinalizer => {
                 let mut finalizers = cluster.finalizers.clone();
                 finalizers.push(FINALIZER.to_owned());
-                set_finalizers(&context, &mut cluster, finalizers).await?;
+                set_finalizers(context, cluster, finalizers).await?;
             }
-            Step::Register => {
-                let new = NewCluster {
-                    name: cluster.name.clone(),
-                    tenant: tenant.clone(),
-                    labels: cluster.stored_labels(),
-                    api_endpoint: cluster.api_endpoint.clone(),
-                };
-                let (created, minted) = context
-                    .store
-                    .create_cluster(new, context.settings.join_token_ttl, &actor)
-                    .await?;
-                id = created.id;
-                token = Some(minted);
-                context.metrics.cluster_changed(
-                    source,
-                    ClusterAction::Registered,
-                    &id,
-                    &tenant,
-                    &format!(
-                        "registered the Provisioned Cluster {}/{}",
-                        cluster.namespace, cluster.name
-                    ),
-                );
-            }
+            Step::Register => self.register(cluster).await?,
             Step::UpdateRegistration => {
                 context
                     .store
                     .update_cluster_registration(
-                        &id,
+                        &self.id,
                         cluster.stored_labels(),
                         cluster.api_endpoint.clone(),
                         &actor,
                     )
                     .await?;
-                context.metrics.cluster_changed(
-                    source,
+                self.changed(
                     ClusterAction::Updated,
-                    &id,
-                    &tenant,
                     "applied the Cluster's labels and control plane endpoint",
                 );
             }
             Step::Restore(state) => {
                 context
                     .store
-                    .set_cluster_state(&id, state, now_ms(), &actor)
+                    .set_cluster_state(&self.id, state, now_ms(), &actor)
                     .await?;
-                context.metrics.cluster_changed(
-                    source,
+                self.changed(
                     ClusterAction::Restored,
-                    &id,
-                    &tenant,
                     &format!("the Cluster exists and is not being deleted; back to {state}"),
                 );
             }
-            Step::InstallAgent => {
-                let token = match token.take() {
-                    Some(token) => token,
-                    None => {
-                        context
-                            .store
-                            .mint_join_token(&id, context.settings.join_token_ttl, &actor)
-                            .await?
-                    }
-                };
-                if let Err(error) = install_agent(&context, &cluster, &token).await {
-                    context.metrics.cluster_changed(
-                        source,
-                        ClusterAction::AgentInstallFailed,
-                        &id,
-                        &tenant,
-                        &format!("installing the agent failed; retrying: {error}"),
-                    );
-                    return Err(error);
-                }
-                context.metrics.cluster_changed(
-                    source,
-                    ClusterAction::AgentInstalled,
-                    &id,
-                    &tenant,
-                    "applied the agent's manifests to the workload cluster",
-                );
-            }
+            Step::InstallAgent => self.install_agent(cluster).await?,
             Step::MarkDeleting => {
                 context
                     .store
-                    .set_cluster_state(&id, ClusterState::Deleting, now_ms(), &actor)
+                    .set_cluster_state(&self.id, ClusterState::Deleting, now_ms(), &actor)
                     .await?;
-                context.metrics.cluster_changed(
-                    source,
-                    ClusterAction::Deleting,
-                    &id,
-                    &tenant,
-                    "the Cluster is being deleted",
-                );
+                self.changed(ClusterAction::Deleting, "the Cluster is being deleted");
             }
             Step::Tombstone => {
-                context.store.delete_cluster(&id, &actor).await?;
-                context.metrics.cluster_changed(
-                    source,
+                context.store.delete_cluster(&self.id, &actor).await?;
+                self.changed(
                     ClusterAction::Deleted,
-                    &id,
-                    &tenant,
                     "Cluster API finished deleting the cluster; tombstoned",
                 );
             }
@@ -630,16 +591,82 @@ pub async fn reconcile(
                     .filter(|f| *f != FINALIZER)
                     .cloned()
                     .collect();
-                set_finalizers(&context, &mut cluster, finalizers).await?;
+                set_finalizers(context, cluster, finalizers).await?;
             }
-            Step::Skip(reason) => context.report_skip(&cluster, &reason),
+            Step::Skip(reason) => context.report_skip(cluster, &reason),
         }
+        Ok(())
     }
-    context.metrics.sync_succeeded(source);
-    if cluster.tenant.is_none() {
-        return Ok(Action::requeue(UNMAPPED_REQUEUE));
+
+    /// Registers the cluster; its first join token is kept for the agent's install.
+    async fn register(&mut self, cluster: &CapiCluster) -> Result<(), CapiError> {
+        let new = NewCluster {
+            name: cluster.name.clone(),
+            tenant: self.tenant.clone(),
+            labels: cluster.stored_labels(),
+            api_endpoint: cluster.api_endpoint.clone(),
+        };
+        let (created, minted) = self
+            .context
+            .store
+            .create_cluster(
+                new,
+                self.context.settings.join_token_ttl,
+                &Source::ClusterApi.actor(),
+            )
+            .await?;
+        self.id = created.id;
+        self.token = Some(minted);
+        self.changed(
+            ClusterAction::Registered,
+            &format!(
+                "registered the Provisioned Cluster {}/{}",
+                cluster.namespace, cluster.name
+            ),
+        );
+        Ok(())
     }
-    Ok(Action::requeue(RESYNC_INTERVAL))
+
+    /// Installs the agent with the token registering minted, or a new one.
+    async fn install_agent(&mut self, cluster: &CapiCluster) -> Result<(), CapiError> {
+        let context = self.context;
+        let token = match self.token.take() {
+            Some(token) => token,
+            None => {
+                context
+                    .store
+                    .mint_join_token(
+                        &self.id,
+                        context.settings.join_token_ttl,
+                        &Source::ClusterApi.actor(),
+                    )
+                    .await?
+            }
+        };
+        if let Err(error) = install_agent(context, cluster, &token).await {
+            self.changed(
+                ClusterAction::AgentInstallFailed,
+                &format!("installing the agent failed; retrying: {error}"),
+            );
+            return Err(error);
+        }
+        self.changed(
+            ClusterAction::AgentInstalled,
+            "applied the agent's manifests to the workload cluster",
+        );
+        Ok(())
+    }
+
+    /// Logs and counts a change of the cluster.
+    fn changed(&self, action: ClusterAction, detail: &str) {
+        self.context.metrics.cluster_changed(
+            Source::ClusterApi,
+            action,
+            &self.id,
+            &self.tenant,
+            detail,
+        );
+    }
 }
 
 /// Logs and counts a failed reconcile; the object is retried after [`ERROR_REQUEUE`].

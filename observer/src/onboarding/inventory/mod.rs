@@ -58,6 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kaas_pipeline::secret::SecretString;
+use kaas_tls::http::HttpClientSettings;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -146,7 +147,7 @@ pub enum InventoryError {
     Ca(String),
     /// The HTTP client cannot be built.
     #[error("cannot build the inventory HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(#[source] kaas_tls::http::HttpClientError),
 }
 
 /// Why a poll changed nothing.
@@ -379,19 +380,23 @@ impl InventorySource {
         if !matches!(settings.url.scheme(), "http" | "https") || !settings.url.has_host() {
             return Err(InventoryError::BadUrl(settings.url.to_string()));
         }
-        kaas_tls::install_default_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(INVENTORY_REQUEST_TIMEOUT)
-            .connect_timeout(INVENTORY_CONNECT_TIMEOUT)
-            .user_agent(concat!("kaas-observer/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &settings.ca_pem {
-            for certificate in reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| InventoryError::Ca(e.to_string()))?
-            {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let http = builder.build().map_err(InventoryError::Client)?;
+        let trust = match &settings.ca_pem {
+            Some(pem) => kaas_tls::system_roots_and(pem.as_bytes(), "--inventory-ca-file")
+                .map_err(|e| InventoryError::Ca(e.to_string()))?,
+            None => kaas_tls::Trust::System,
+        };
+        let http = kaas_tls::http::http_client(HttpClientSettings {
+            timeout: Some(INVENTORY_REQUEST_TIMEOUT),
+            connect_timeout: Some(INVENTORY_CONNECT_TIMEOUT),
+            ..HttpClientSettings::new(
+                kaas_tls::ClientTls {
+                    trust,
+                    ..kaas_tls::ClientTls::default()
+                },
+                concat!("kaas-observer/", env!("CARGO_PKG_VERSION")),
+            )
+        })
+        .map_err(InventoryError::Client)?;
         Ok(Self {
             store,
             settings,

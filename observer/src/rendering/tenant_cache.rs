@@ -44,8 +44,8 @@ use std::sync::{Arc, Mutex};
 use kaas_pipeline::agent_config::{ConfigTemplate, RenderedConfig};
 use tokio::sync::OnceCell;
 
-use super::service::{config_template, external_labels};
-use crate::integrations::central::CentralPipelineSettings;
+use super::central::CentralPipelineSettings;
+use super::cluster::{config_template, external_labels};
 use crate::store::pipeline_rows::{PipelineRow, UnreadablePipeline};
 use crate::store::{Cluster, Store, StoreError, StoredPipeline};
 
@@ -76,7 +76,7 @@ impl TenantConfigs {
 
     /// The configuration `cluster` (of this tenant) runs: the pipelines its labels
     /// select, the central pipeline if the observer has one, and its `cluster` label.
-    /// The same as [`render_for_cluster`](super::service::render_for_cluster) with the
+    /// The same as [`render_for_cluster`](super::render_for_cluster) with the
     /// selected pipelines.
     pub fn render(&self, cluster: &Cluster) -> RenderedConfig {
         let selected: Vec<usize> = self
@@ -194,7 +194,7 @@ mod tests {
     use kaas_pipeline::agent_config::AgentConfig;
 
     use super::*;
-    use crate::integrations::central::central_pipeline;
+    use crate::rendering::central::central_pipeline;
     use crate::secrets::SecretBox;
     use crate::store::{Actor, NewCluster};
 

@@ -1,109 +1,16 @@
-//! Which of this replica's agent streams a store change concerns: the registry of open
-//! streams by cluster (each with the `Notify` that wakes it, and the connection id its
-//! cluster's streams share), and the dispatcher that routes the change feed to them, to
-//! the pipeline cache and to the status task (see "How changes reach the streams" in
-//! [`crate::control`]).
+//! The dispatcher: routes the store's change feed to the agent streams a change
+//! concerns ([`super::registry`]), to the tenant pipeline cache and to the status task
+//! (see "How changes reach the streams" in [`crate::control`]).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 
-use super::pipelines::TenantPipelines;
+use super::registry::{SharedRegistry, lock};
 use super::status_task::StatusWork;
+use crate::rendering::TenantPipelines;
 use crate::store::Change;
-
-/// The open streams of this replica, by cluster, each with the `Notify` that wakes it.
-#[derive(Default)]
-pub(super) struct StreamRegistry {
-    by_cluster: HashMap<String, ClusterStreams>,
-}
-
-/// This replica's open streams of one cluster. They share one connection id, chosen
-/// when the first of them opened and released in the store when the last one ends, so
-/// that overlapping streams of one agent on this replica (a reconnect before the old
-/// stream was noticed gone) count as one connection.
-pub(super) struct ClusterStreams {
-    connection_id: String,
-    streams: Vec<StreamEntry>,
-}
-
-pub(super) struct StreamEntry {
-    pub(super) id: u64,
-    pub(super) tenant: String,
-    pub(super) wake: Arc<Notify>,
-    /// Set with a wake when the cluster's registration changed, so the stream reads
-    /// it again; a pipeline change wakes it without (the cluster is unchanged).
-    pub(super) cluster_changed: Arc<AtomicBool>,
-}
-
-impl StreamRegistry {
-    fn entries(&self) -> impl Iterator<Item = &StreamEntry> {
-        self.by_cluster.values().flat_map(|c| &c.streams)
-    }
-
-    fn wake_cluster(&self, cluster: &str) {
-        for entry in self
-            .by_cluster
-            .get(cluster)
-            .into_iter()
-            .flat_map(|c| &c.streams)
-        {
-            entry.cluster_changed.store(true, Ordering::Release);
-            entry.wake.notify_one();
-        }
-    }
-
-    fn wake_tenant(&self, tenant: &str) {
-        for entry in self.entries() {
-            if entry.tenant == tenant {
-                entry.wake.notify_one();
-            }
-        }
-    }
-
-    fn wake_all(&self) {
-        for entry in self.entries() {
-            entry.cluster_changed.store(true, Ordering::Release);
-            entry.wake.notify_one();
-        }
-    }
-
-    /// Adds a stream; returns the connection id of the cluster's streams on this
-    /// replica (`<replica>/<id>` when it is the first).
-    pub(super) fn add(&mut self, cluster: &str, replica: &str, entry: StreamEntry) -> String {
-        let streams = self
-            .by_cluster
-            .entry(cluster.to_owned())
-            .or_insert_with(|| ClusterStreams {
-                connection_id: format!("{replica}/{}", entry.id),
-                streams: Vec::new(),
-            });
-        streams.streams.push(entry);
-        streams.connection_id.clone()
-    }
-
-    /// Removes a stream; returns the connection id to release if it was the last of
-    /// its cluster on this replica.
-    pub(super) fn remove(&mut self, cluster: &str, id: u64) -> Option<String> {
-        let streams = self.by_cluster.get_mut(cluster)?;
-        streams.streams.retain(|entry| entry.id != id);
-        if streams.streams.is_empty() {
-            self.by_cluster
-                .remove(cluster)
-                .map(|streams| streams.connection_id)
-        } else {
-            None
-        }
-    }
-}
-
-pub(super) type SharedRegistry = Arc<Mutex<StreamRegistry>>;
-
-pub(super) fn lock(registry: &SharedRegistry) -> std::sync::MutexGuard<'_, StreamRegistry> {
-    registry.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Where the dispatcher routes changes.
 pub(super) struct Routes {
@@ -164,9 +71,13 @@ pub(super) async fn dispatch_changes(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
+    use tokio::sync::Notify;
+
     use super::*;
+    use crate::control::registry::StreamEntry;
 
     fn entry(id: u64) -> StreamEntry {
         StreamEntry {
@@ -259,25 +170,5 @@ mod tests {
         assert!(woken(&wake).await);
         assert!(cluster_changed.load(Ordering::Acquire));
         dispatcher.abort();
-    }
-
-    #[test]
-    fn overlapping_streams_of_a_cluster_share_one_connection_released_by_the_last() {
-        let mut registry = StreamRegistry::default();
-        // The agent reconnects before its old stream is noticed gone: both streams
-        // carry the connection id of the first.
-        let old = registry.add("c1", "r", entry(1));
-        let new = registry.add("c1", "r", entry(2));
-        assert_eq!(old, "r/1");
-        assert_eq!(new, old);
-        assert_eq!(registry.add("c2", "r", entry(3)), "r/3");
-        // The old stream ends: the connection stays, the new stream holds it.
-        assert_eq!(registry.remove("c1", 1), None);
-        // The last stream ends: its connection is released.
-        assert_eq!(registry.remove("c1", 2), Some("r/1".to_owned()));
-        assert_eq!(registry.remove("c1", 2), None, "released once");
-        // A later stream starts a new connection, which an old release cannot clear.
-        assert_eq!(registry.add("c1", "r", entry(4)), "r/4");
-        assert_eq!(registry.remove("c2", 3), Some("r/3".to_owned()));
     }
 }

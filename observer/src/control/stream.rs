@@ -1,0 +1,455 @@
+//! One agent's `Connect` stream, owned by its task: renders and offers the cluster's
+//! configuration when the agent needs it, reads the agent's messages in sequence
+//! (hello, config status, health, heartbeats, certificate requests) and queues their
+//! reports for the store, and ends the stream when the agent leaves, the certificate
+//! expires or is revoked, the cluster is deleted, or the observer shuts down (see the
+//! module documentation of [`crate::control`] for the protocol).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kaas_pipeline::agent_config::{AGENT_CONFIG_CONTENT_TYPE, RenderedConfig, check_config_size};
+use kaas_pipeline::status::AgentConfigState;
+use kaas_proto::control::v1::{
+    AgentHello, AgentMessage, Capability, Command, CommandType, ConfigState, ConfigStatus,
+    ConfigUpdate, ObserverMessage, agent_message, observer_message,
+};
+use tokio::sync::{Notify, mpsc, watch};
+use tonic::{Status, Streaming};
+
+use super::registry::{SharedRegistry, lock};
+use super::service::{ControlMetrics, unavailable};
+use super::status::HealthRecord;
+use super::stream_identity::{StreamCertificate, revoked_status};
+use crate::rendering::TenantPipelines;
+use crate::store::certificates::CertificateStanding;
+use crate::store::{
+    Cluster, ConfigErrorRecord, ConfigReport, ReportWrite, Store, StoreError, now_ms,
+};
+
+/// Messages queued for one agent; the observer sends rarely (configurations and
+/// commands), so a small queue suffices and bounds memory per stream.
+pub(super) const OUTBOX_CAPACITY: usize = 16;
+/// How often an agent's messages update its `last_seen`: far below the silence
+/// threshold (minutes), while 10,000 agents reporting every 30 s cause one write per
+/// agent per interval instead of one per message.
+pub const SEEN_RECORD_INTERVAL: Duration = Duration::from_secs(20);
+
+pub(super) fn accepts_remote_config(hello: &AgentHello) -> bool {
+    hello
+        .capabilities
+        .contains(&(Capability::AcceptsRemoteConfig as i32))
+}
+
+/// Why a stream task stops.
+pub(super) enum StreamEnd {
+    /// The agent closed the stream or the connection broke.
+    Gone,
+    /// The observer ends it with this status.
+    Refused(Status),
+}
+
+/// One agent's stream, owned by its task.
+pub(super) struct AgentStream {
+    pub(super) store: Store,
+    pub(super) pipelines: Arc<TenantPipelines>,
+    /// See [`StreamEntry::cluster_changed`].
+    pub(super) cluster_changed: Arc<AtomicBool>,
+    /// The cluster as last read: its labels select the pipelines.
+    pub(super) registration: Cluster,
+    pub(super) metrics: Arc<ControlMetrics>,
+    pub(super) streams: SharedRegistry,
+    pub(super) id: u64,
+    pub(super) cluster: String,
+    /// The certificate the stream runs on.
+    pub(super) certificate: StreamCertificate,
+    pub(super) instance_id: String,
+    pub(super) version: String,
+    pub(super) accepts_remote_config: bool,
+    /// What the agent runs: the hello's hash, then the latest APPLIED (or, after FAILED,
+    /// the running hash).
+    pub(super) agent_hash: Vec<u8>,
+    /// The last configuration sent on this stream.
+    pub(super) last_sent: Option<Vec<u8>>,
+    /// A sent configuration the agent has not answered yet.
+    pub(super) awaiting_answer: Option<Vec<u8>>,
+    pub(super) next_sequence: u64,
+    /// The health last stored for the cluster: read at the first health report (`None`
+    /// until then), so a connect costs no read for it.
+    pub(super) previous_health: Option<Option<HealthRecord>>,
+    /// When the agent was last recorded as seen.
+    pub(super) seen_recorded: Instant,
+    pub(super) out: mpsc::Sender<Outgoing>,
+}
+
+/// A message for the agent, or the status that ends its stream. Boxed: the outbox
+/// allocates its slots up front (a block of 32), and a `Status` is ~180 bytes, so
+/// unboxed slots would cost ~6 KiB per stream for a queue that is nearly always empty.
+pub(super) type Outgoing = Box<Result<ObserverMessage, Status>>;
+
+impl AgentStream {
+    pub(super) async fn run(
+        mut self,
+        mut inbound: Streaming<AgentMessage>,
+        wake: Arc<Notify>,
+        mut closing: watch::Receiver<bool>,
+    ) {
+        // The task lives as long as the agent is connected, mostly waiting: the work
+        // (store reads and writes, whose futures are several KiB) is boxed so it takes
+        // memory only while it runs, not in every idle task.
+        let expiry = tokio::time::sleep_until(self.certificate.expires);
+        tokio::pin!(expiry);
+        let end = match Box::pin(self.start()).await {
+            Err(end) => end,
+            Ok(()) => loop {
+                let step = tokio::select! {
+                    () = wake.notified() => Box::pin(self.sync()).await,
+                    () = &mut expiry => Err(StreamEnd::Refused(Status::permission_denied(
+                        "the client certificate expired; renew it before it expires, or join again",
+                    ))),
+                    message = inbound.message() => match message {
+                        Ok(Some(message)) => Box::pin(self.receive(message)).await,
+                        Ok(None) => Err(StreamEnd::Gone),
+                        Err(status) => {
+                            tracing::debug!(cluster = %self.cluster, %status, "agent stream broke");
+                            Err(StreamEnd::Gone)
+                        }
+                    },
+                    () = self.out.closed() => Err(StreamEnd::Gone),
+                    _ = closing.changed() => Err(StreamEnd::Refused(
+                        Status::unavailable("the observer is shutting down; reconnect"),
+                    )),
+                };
+                if let Err(end) = step {
+                    break end;
+                }
+            },
+        };
+        if let StreamEnd::Refused(status) = end {
+            let _ = self.out.send(Box::new(Err(status))).await;
+        }
+        Box::pin(self.finish()).await;
+    }
+
+    /// Sends the first configuration if the agent needs one, or records that it runs
+    /// the current one; during a CA rotation also the new trust bundle and, for a
+    /// certificate of the CA being rotated out, the request to renew.
+    async fn start(&mut self) -> Result<(), StreamEnd> {
+        self.offer_trust().await?;
+        let rendered = self.render().await?;
+        if rendered.hash.as_slice() == self.agent_hash.as_slice() {
+            let hash = rendered.hash_hex();
+            if self.registration.applied_config_hash.as_deref() != Some(hash.as_str()) {
+                let report = ConfigReport {
+                    config_hash: hash.clone(),
+                    state: AgentConfigState::Applied.as_str().to_owned(),
+                    errors: Vec::new(),
+                    running_config_hash: hash,
+                    at_ms: now_ms(),
+                };
+                self.submit(ReportWrite::Config {
+                    cluster: self.cluster.clone(),
+                    report,
+                })
+                .await;
+            }
+            return Ok(());
+        }
+        self.offer(rendered).await
+    }
+
+    /// Re-renders after a change and offers the result if the agent needs it. Reads
+    /// the cluster again only when it changed; the pipelines come from the shared
+    /// per-tenant cache.
+    async fn sync(&mut self) -> Result<(), StreamEnd> {
+        if self.cluster_changed.swap(false, Ordering::AcqRel) {
+            let cluster = self
+                .store
+                .get_cluster(&self.cluster)
+                .await
+                .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
+            self.registration = match cluster {
+                Some(cluster) if cluster.state.receives_config() => cluster,
+                _ => {
+                    return Err(StreamEnd::Refused(Status::permission_denied(format!(
+                        "cluster {:?} was deleted",
+                        self.cluster
+                    ))));
+                }
+            };
+            // A cluster change may be a revocation: a re-join or a renewal of this
+            // stream's instance.
+            let standing = self
+                .store
+                .certificate_standing(&self.cluster, &self.certificate.info.serial_hex)
+                .await
+                .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
+            if !matches!(standing, CertificateStanding::Valid { .. }) {
+                tracing::info!(cluster = %self.cluster, instance = %self.certificate.info.instance, serial = %self.certificate.info.serial_hex, "the stream's certificate was revoked; ending it");
+                return Err(StreamEnd::Refused(revoked_status(&standing)));
+            }
+        }
+        let rendered = self.render().await?;
+        if rendered.hash.as_slice() == self.agent_hash.as_slice()
+            || self.last_sent.as_deref() == Some(rendered.hash.as_slice())
+        {
+            return Ok(());
+        }
+        self.offer(rendered).await
+    }
+
+    async fn render(&self) -> Result<RenderedConfig, StreamEnd> {
+        let configs = self
+            .pipelines
+            .get(&self.store, &self.registration.tenant)
+            .await
+            .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
+        Ok(configs.render(&self.registration))
+    }
+
+    async fn offer(&mut self, rendered: RenderedConfig) -> Result<(), StreamEnd> {
+        if !self.accepts_remote_config {
+            tracing::warn!(cluster = %self.cluster, "the agent does not accept remote configuration; nothing sent");
+            return Ok(());
+        }
+        let hash = rendered.hash.to_vec();
+        if let Err(too_large) = check_config_size(rendered.body.len()) {
+            // Not offered again until it changes; the pipelines' condition says why.
+            tracing::warn!(cluster = %self.cluster, %too_large, "configuration not sent");
+            self.metrics.push("too_large");
+            self.last_sent = Some(hash);
+            return Ok(());
+        }
+        tracing::info!(cluster = %self.cluster, hash = %rendered.hash_hex(), "sending configuration");
+        let message = ObserverMessage {
+            body: Some(observer_message::Body::ConfigUpdate(ConfigUpdate {
+                body: rendered.body,
+                content_type: AGENT_CONFIG_CONTENT_TYPE.to_owned(),
+                config_hash: hash.clone(),
+            })),
+        };
+        if self.out.send(Box::new(Ok(message))).await.is_err() {
+            self.metrics.push("failure");
+            return Err(StreamEnd::Gone);
+        }
+        self.last_sent = Some(hash.clone());
+        self.awaiting_answer = Some(hash);
+        Ok(())
+    }
+
+    pub(super) async fn send(&self, body: observer_message::Body) -> Result<(), StreamEnd> {
+        self.out
+            .send(Box::new(Ok(ObserverMessage { body: Some(body) })))
+            .await
+            .map_err(|_| StreamEnd::Gone)
+    }
+
+    pub(super) async fn command(&self, kind: CommandType, reason: String) -> Result<(), StreamEnd> {
+        let message = ObserverMessage {
+            body: Some(observer_message::Body::Command(Command {
+                r#type: kind as i32,
+                reason,
+            })),
+        };
+        self.out
+            .send(Box::new(Ok(message)))
+            .await
+            .map_err(|_| StreamEnd::Gone)
+    }
+
+    async fn receive(&mut self, message: AgentMessage) -> Result<(), StreamEnd> {
+        let sequence = message.sequence_num;
+        if sequence < self.next_sequence {
+            tracing::debug!(cluster = %self.cluster, sequence, "duplicate message ignored");
+            return Ok(());
+        }
+        if sequence > self.next_sequence {
+            let reason = format!("expected message {}, got {sequence}", self.next_sequence);
+            tracing::warn!(cluster = %self.cluster, %reason, "messages were lost; asking for the full state");
+            self.next_sequence = sequence.saturating_add(1);
+            return self.command(CommandType::ResendFullState, reason).await;
+        }
+        self.next_sequence = sequence.saturating_add(1);
+        self.touch().await;
+        match message.body {
+            Some(agent_message::Body::Hello(hello)) => self.hello(hello).await,
+            Some(agent_message::Body::ConfigStatus(status)) => {
+                self.config_status(status).await;
+                Ok(())
+            }
+            Some(agent_message::Body::Health(health)) => {
+                if self.previous_health.is_none() {
+                    self.previous_health = Some(self.stored_health().await);
+                }
+                let record = HealthRecord::from_report(
+                    &self.instance_id,
+                    &health,
+                    self.previous_health.as_ref().and_then(Option::as_ref),
+                );
+                match serde_json::to_value(&record) {
+                    Ok(json) => {
+                        self.submit(ReportWrite::Health {
+                            cluster: self.cluster.clone(),
+                            health: json,
+                            at_ms: health.timestamp_unix_ms,
+                        })
+                        .await;
+                    }
+                    Err(error) => tracing::error!(%error, "cannot encode a health record"),
+                }
+                self.previous_health = Some(Some(record));
+                Ok(())
+            }
+            // Every message is a sign of life (see `touch`); a heartbeat is nothing more.
+            Some(agent_message::Body::Heartbeat(_)) => Ok(()),
+            Some(agent_message::Body::CertificateRequest(request)) => {
+                Box::pin(self.issue_certificate(request)).await
+            }
+            // A message type this observer does not know: ignored, as the contract asks.
+            None => Ok(()),
+        }
+    }
+
+    /// The health record stored for the cluster (by this or an earlier connection).
+    async fn stored_health(&self) -> Option<HealthRecord> {
+        match self.store.cluster_report(&self.cluster).await {
+            Ok(report) => report
+                .and_then(|report| report.health)
+                .and_then(|json| serde_json::from_value(json).ok()),
+            Err(error) => {
+                self.log_store_error(Err(error));
+                None
+            }
+        }
+    }
+
+    async fn seen(&mut self) {
+        self.submit(ReportWrite::Seen {
+            cluster: self.cluster.clone(),
+            instance_id: self.instance_id.clone(),
+            version: self.version.clone(),
+            at_ms: now_ms(),
+            connection: None,
+        })
+        .await;
+        self.seen_recorded = Instant::now();
+    }
+
+    /// Records that the agent is alive, at most once per [`SEEN_RECORD_INTERVAL`].
+    async fn touch(&mut self) {
+        if self.seen_recorded.elapsed() >= SEEN_RECORD_INTERVAL {
+            self.seen().await;
+        }
+    }
+
+    /// A repeated hello (after RESEND_FULL_STATE): the agent's state may have moved.
+    async fn hello(&mut self, hello: AgentHello) -> Result<(), StreamEnd> {
+        if hello.cluster_id != self.cluster {
+            return Err(StreamEnd::Refused(Status::permission_denied(format!(
+                "the client certificate belongs to cluster {:?}, not {:?}",
+                self.cluster, hello.cluster_id
+            ))));
+        }
+        self.instance_id = hello.agent_instance_id.clone();
+        self.version = hello.agent_version.clone();
+        self.accepts_remote_config = accepts_remote_config(&hello);
+        self.agent_hash = hello.last_applied_config_hash;
+        // Offer again whatever the agent does not run.
+        self.last_sent = None;
+        self.seen().await;
+        self.sync().await
+    }
+
+    async fn config_status(&mut self, status: ConfigStatus) {
+        let state = match ConfigState::try_from(status.state) {
+            Ok(ConfigState::Applying) => AgentConfigState::Applying,
+            Ok(ConfigState::Applied) => AgentConfigState::Applied,
+            Ok(ConfigState::Failed) => AgentConfigState::Failed,
+            _ => {
+                tracing::debug!(cluster = %self.cluster, state = status.state, "config status with an unknown state ignored");
+                return;
+            }
+        };
+        match state {
+            AgentConfigState::Applied => self.agent_hash = status.config_hash.clone(),
+            AgentConfigState::Failed => self.agent_hash = status.running_config_hash.clone(),
+            AgentConfigState::Applying => {}
+        }
+        if state != AgentConfigState::Applying
+            && self.awaiting_answer.as_deref() == Some(status.config_hash.as_slice())
+        {
+            self.awaiting_answer = None;
+            self.metrics.push("success");
+        }
+        if state == AgentConfigState::Failed {
+            tracing::warn!(
+                cluster = %self.cluster,
+                hash = %hex::encode(&status.config_hash),
+                errors = status.errors.len(),
+                "the agent refused the configuration"
+            );
+        }
+        let report = ConfigReport {
+            config_hash: hex::encode(&status.config_hash),
+            state: state.as_str().to_owned(),
+            errors: status
+                .errors
+                .into_iter()
+                .map(|error| ConfigErrorRecord {
+                    pipeline: error.pipeline,
+                    field_path: error.field_path,
+                    message: error.message,
+                })
+                .collect(),
+            running_config_hash: hex::encode(&status.running_config_hash),
+            at_ms: now_ms(),
+        };
+        self.submit(ReportWrite::Config {
+            cluster: self.cluster.clone(),
+            report,
+        })
+        .await;
+    }
+
+    /// Queues a report for the store without waiting for its write: the stream goes on
+    /// reading (an `APPLIED` right behind the `APPLYING`), and its reports are still
+    /// written in order (see [`crate::store::reports`]).
+    async fn submit(&self, report: ReportWrite) {
+        let result = self.store.submit_report(report).await;
+        self.log_store_error(result);
+    }
+
+    fn log_store_error(&self, result: Result<(), StoreError>) {
+        // A report that cannot be stored is lost, not fatal: the next one replaces it.
+        if let Err(error) = result {
+            tracing::warn!(cluster = %self.cluster, %error, "cannot store an agent report");
+        }
+    }
+
+    async fn finish(self) {
+        if self.awaiting_answer.is_some() {
+            self.metrics.push("failure");
+        }
+        self.metrics.agent_streams.dec();
+        if !self.certificate.signed_by_active {
+            self.metrics.streams_on_previous_ca.dec();
+        }
+        let last = lock(&self.streams).remove(&self.cluster, self.id);
+        if let Some(connection) = last {
+            match self
+                .store
+                .release_connection(&self.cluster, &connection)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => tracing::debug!(
+                    cluster = %self.cluster,
+                    "the agent is connected through another replica now; the connection stays recorded"
+                ),
+                Err(error) => self.log_store_error(Err(error)),
+            }
+        }
+        tracing::info!(cluster = %self.cluster, "agent disconnected");
+    }
+}

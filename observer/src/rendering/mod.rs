@@ -1,0 +1,25 @@
+//! Desired state: what each cluster's agent should run, rendered from the store.
+//!
+//! * [`cluster`]: one cluster's configuration, the tenant pipelines its labels select
+//!   plus the provider's central pipeline, with the cluster's `cluster` external label
+//!   ([`render_for_cluster`]);
+//! * [`tenant_cache`]: each tenant's pipelines as last read, with the templates rendered
+//!   from them, shared by every agent stream of the tenant and by the status task;
+//! * [`central`]: the provider's central pipeline every cluster runs.
+//!
+//! Rendering is a pure function of stored data: the control service
+//! ([`crate::control`]) renders to push a configuration, its status task and the
+//! configuration-state series ([`crate::integrations::config_state`]) render to know
+//! the desired hash, and all of them get the same bytes. This module reads the store
+//! and nothing else of the observer.
+
+pub mod central;
+pub mod cluster;
+pub mod tenant_cache;
+
+pub use central::{
+    CENTRAL_PIPELINE_NAME, CentralPipelineSettings, CentralScrape, DEFAULT_TENANT_HEADER,
+    central_pipeline, is_reserved_pipeline_name,
+};
+pub use cluster::render_for_cluster;
+pub use tenant_cache::{Pipelines, TenantConfigs, TenantPipelines};
