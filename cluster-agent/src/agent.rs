@@ -8,7 +8,7 @@
 //! one is stopped (its buffer directory stays, for an operator or a later re-add).
 //!
 //! Every apply also shares the agent's buffer budget between the pipelines
-//! ([`crate::buffer::budget`]); a pipeline whose share changes is restarted with its new
+//! ([`crate::pipeline::budget`]); a pipeline whose share changes is restarted with its new
 //! bound, like a changed one.
 
 use std::sync::Arc;
@@ -16,8 +16,8 @@ use std::sync::Arc;
 use kaas_pipeline::agent_config::ValidatedAgentConfig;
 use tokio::sync::RwLock;
 
-use crate::buffer::budget::{BufferGrant, DEFAULT_BUFFER_BUDGET, allocate};
 use crate::labels::Labels;
+use crate::pipeline::budget::{BufferGrant, DEFAULT_BUFFER_BUDGET, allocate};
 use crate::pipeline::runtime::{AgentContext, Pipelines, RunningPipeline};
 
 /// What one apply did.

@@ -7,8 +7,6 @@
 //! configuration check in [`cli`].
 
 pub mod agent;
-pub mod batch;
-pub mod buffer;
 pub mod cli;
 pub mod control;
 pub mod discovery;
@@ -18,6 +16,8 @@ pub mod labels;
 pub mod pipeline;
 pub mod processing;
 pub mod push;
+pub mod record;
 pub mod scrape;
 pub mod server;
 pub mod telemetry;
+pub mod topology;

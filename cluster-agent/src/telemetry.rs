@@ -36,8 +36,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::RwLock;
 
 use crate::pipeline::runtime::Pipelines;
-use crate::pipeline::stats::DropReason;
 use crate::push::PushStats;
+use crate::topology::stats::DropReason;
 
 /// Outcomes of configuration reloads.
 #[derive(Debug, Default)]

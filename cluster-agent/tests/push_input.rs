@@ -275,7 +275,7 @@ async fn otlp_pushed_over_grpc_reaches_the_pipeline() {
         name: name.into(),
         value: value.into(),
     };
-    let batch = kaas_cluster_agent::batch::Batch {
+    let batch = kaas_cluster_agent::record::metrics::Batch {
         series: vec![kaas_proto::remote_write::v1::TimeSeries {
             labels: vec![
                 label("__name__", "grpc_pushed"),

@@ -9,14 +9,14 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kaas_cluster_agent::batch::Batch;
-use kaas_cluster_agent::buffer::{DiskBuffer, Limits};
+use kaas_buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::labels::{ADDRESS, Labels};
-use kaas_cluster_agent::pipeline::inlet::Inlet;
-use kaas_cluster_agent::pipeline::stats::PipelineStats;
+use kaas_cluster_agent::record::metrics::Batch;
 use kaas_cluster_agent::scrape::limits::DEFAULT_BODY_SIZE_LIMIT;
 use kaas_cluster_agent::scrape::scraper::{ScrapeConfig, Scraper, Target};
 use kaas_cluster_agent::scrape::target::{METRICS_PATH, SCHEME};
+use kaas_cluster_agent::topology::inlet::Inlet;
+use kaas_cluster_agent::topology::stats::PipelineStats;
 use kaas_pipeline::buffer::WhenFull;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

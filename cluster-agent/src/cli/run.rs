@@ -144,7 +144,7 @@ pub struct RunArgs {
 /// Reads `--buffer-budget`: a Kubernetes quantity of at least one minimal buffer.
 fn parse_buffer_budget(text: &str) -> Result<u64, String> {
     let bytes = kaas_pipeline::units::parse_byte_quantity(text)?;
-    let min = crate::buffer::budget::MIN_BUFFER_BYTES;
+    let min = crate::pipeline::budget::MIN_BUFFER_BYTES;
     if bytes < min {
         return Err(format!(
             "{bytes} bytes is below the minimum of 1Mi ({min} bytes)"
@@ -636,7 +636,7 @@ mod tests {
         let default = parse(&["--config", "agent.yaml"]).unwrap();
         assert_eq!(
             default.buffer_budget,
-            crate::buffer::budget::DEFAULT_BUFFER_BUDGET
+            crate::pipeline::budget::DEFAULT_BUFFER_BUDGET
         );
         let set = parse(&["--config", "a.yaml", "--buffer-budget", "512Mi"]).unwrap();
         assert_eq!(set.buffer_budget, 512 << 20);

@@ -9,9 +9,9 @@ use kaas_proto::control::v1::{
 };
 use std::sync::atomic::Ordering;
 
-use crate::buffer::budget::BUFFER_BUDGET_EXCEEDED;
+use crate::pipeline::budget::BUFFER_BUDGET_EXCEEDED;
 use crate::pipeline::runtime::{Pipelines, RunningPipeline};
-use crate::pipeline::stats::{DropReason, ERROR_LOG_INTERVAL};
+use crate::topology::stats::{DropReason, ERROR_LOG_INTERVAL};
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms(at: SystemTime) -> i64 {

@@ -10,10 +10,10 @@ use kaas_pipeline::processors::ValidatedProcessors;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::inlet::Inlet;
 use crate::labels::Labels;
 use crate::scrape::client::ScrapeClient;
 use crate::scrape::scraper::{ScrapeConfig, Scraper, Target, TargetHealth};
+use crate::topology::inlet::Inlet;
 
 /// A target as discovery wants it.
 #[derive(Clone, Debug)]

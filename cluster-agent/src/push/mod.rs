@@ -46,11 +46,11 @@ use prost::Message;
 use tokio::sync::{RwLock, Semaphore};
 
 use self::auth::{Review, ReviewError, TokenReviewer, bearer_token, token_matches};
-use crate::batch::Batch;
 use crate::exporters::auth::{ValueSources, resolve};
 use crate::labels::{Labels, LabelsBuilder};
 use crate::pipeline::runtime::Pipelines;
 use crate::processing::process_sample;
+use crate::record::metrics::Batch;
 
 /// Most push bodies decompressed and decoded at once. Each may hold up to the
 /// decompressed limit and what it decodes into; two (the agent's usual core count)
@@ -84,12 +84,11 @@ impl Protocol {
         }
     }
 
-    fn input(self, input: &kaas_pipeline::input::Input) -> Option<&PushInput> {
+    fn input(self, inputs: &kaas_pipeline::input::ValidatedInputs) -> Option<&PushInput> {
         match self {
-            Self::RemoteWrite => input.remote_write.as_ref(),
-            Self::Otlp => input.otlp.as_ref(),
+            Self::RemoteWrite => inputs.remote_write.as_ref(),
+            Self::Otlp => inputs.otlp.as_ref(),
         }
-        .filter(|i| i.enabled)
     }
 }
 
@@ -277,7 +276,7 @@ impl PushReceiver {
             pipelines
                 .values()
                 .filter_map(|running| {
-                    let input = protocol.input(&running.pipeline.spec().input)?;
+                    let input = protocol.input(&running.pipeline.inputs)?;
                     Some(Taker {
                         pipeline: running.pipeline.name().to_owned(),
                         mode: input.mode(),
@@ -412,7 +411,7 @@ impl PushReceiver {
             let Some(pipeline) = pipelines.get(&admission.pipeline) else {
                 continue;
             };
-            let Some(input) = protocol.input(&pipeline.pipeline.spec().input) else {
+            let Some(input) = protocol.input(&pipeline.pipeline.inputs) else {
                 continue;
             };
             let mut kept = Vec::new();

@@ -33,7 +33,7 @@
 //!   share a probe sequence; two texts are only confused if both hashes collide, about
 //!   2^-64 per pair of a target's series with seeds an exposition cannot know;
 //! - the labels are stored as a template over a per-target dictionary of label fields
-//!   ([`wire::SharedLabels`]: the target's own and the external labels, then the first
+//!   ([`SharedLabels`]: the target's own and the external labels, then the first
 //!   distinct labels its series bring, up to 255), each encoded once per target, so a
 //!   label found there costs two bytes in a series' template; the templates of a target's series lie back to
 //!   back in one buffer (compacted when evicted series make up half of it), so an entry
@@ -58,11 +58,12 @@ use super::limits::{
     DEFAULT_LABEL_VALUE_LENGTH_LIMIT, DEFAULT_SAMPLE_LIMIT,
 };
 use super::target::{METRICS_PATH, SCHEME, public_labels};
-use crate::batch::wire::{self, RequestWriter, SharedLabels};
 use crate::exporters::USER_AGENT;
 use crate::labels::{ADDRESS, Labels, LabelsBuilder, METRIC_NAME};
-use crate::pipeline::inlet::Inlet;
 use crate::processing::process_sample;
+use crate::record::shared_labels::{self, SharedLabels};
+use crate::record::wire::{self, RequestWriter};
+use crate::topology::inlet::Inlet;
 
 /// The NaN Prometheus uses as a staleness marker.
 pub use kaas_series::STALE_NAN_BITS;
@@ -878,7 +879,7 @@ fn new_entry(
     }
     let labels = with_external(labels, with.external);
     entry.labels_hash = with.hasher.hash_one(wire::encode_labels(&labels));
-    let (template, expanded_len) = wire::encode_template(&labels, with.shared);
+    let (template, expanded_len) = shared_labels::encode_template(&labels, with.shared);
     let start = templates.len();
     wire::put_varint(templates, expanded_len as u64);
     templates.extend_from_slice(&template);

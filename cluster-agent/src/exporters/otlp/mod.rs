@@ -26,7 +26,7 @@ use super::auth::{AuthError, ValueSources};
 use super::http::Endpoint;
 use super::retry::SendError;
 use super::tls::{ClientCache, TlsError, TlsMaterial, client_config};
-use crate::batch::Batch;
+use crate::record::metrics::Batch;
 
 /// Sends batches to one OTLP endpoint.
 #[derive(Debug)]

@@ -9,8 +9,8 @@ use kaas_pipeline::processors::{RelabelConfig, ValidatedProcessors, compile_rule
 use tokio::sync::Notify;
 
 use super::*;
-use crate::buffer::{DiskBuffer, Limits};
-use crate::pipeline::stats::PipelineStats;
+use crate::topology::stats::PipelineStats;
+use kaas_buffer::{DiskBuffer, Limits};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -80,7 +80,10 @@ impl Fixture {
         let mut buffer = self.scraper.inlet.buffer.lock().unwrap();
         let mut out = Vec::new();
         while let Some((_, record)) = buffer.read_next(T0).unwrap() {
-            for series in crate::batch::Batch::decode(&record.payload).unwrap().series {
+            for series in crate::record::metrics::Batch::decode(&record.payload)
+                .unwrap()
+                .series
+            {
                 let labels: Vec<String> = series
                     .labels
                     .iter()
