@@ -51,6 +51,7 @@ use crate::labels::{Labels, LabelsBuilder};
 use crate::pipeline::runtime::Pipelines;
 use crate::processing::process_sample;
 use crate::record::metrics::Batch;
+use crate::topology::inlet::Ack;
 
 /// Most push bodies decompressed and decoded at once. Each may hold up to the
 /// decompressed limit and what it decodes into; two (the agent's usual core count)
@@ -139,8 +140,9 @@ pub enum Refusal {
     UnsupportedMediaType(String),
     /// The body is too large or invalid.
     Decode(DecodeError),
-    /// A pipeline that takes the data could not store it (its data volume is full or
-    /// failing); the pusher should retry. The pipeline's condition says why.
+    /// A pipeline that takes the data could not store it durably (its buffer is full
+    /// and drops new data, or its data volume is full or failing); the pusher should
+    /// retry. The pipeline's condition says why.
     BufferUnavailable(String),
 }
 
@@ -394,8 +396,9 @@ impl PushReceiver {
     }
 
     /// Hands pushed series to every admitted pipeline that takes them. A pipeline whose
-    /// buffer cannot store them (the inlet counts and reports that) makes the request
-    /// fail, so the pusher retries instead of believing its data was kept.
+    /// buffer does not store them durably (full, or a failed write; the inlet counts
+    /// and reports that) makes the request fail, so the pusher retries instead of
+    /// believing its data was kept.
     async fn route(
         &self,
         protocol: Protocol,
@@ -438,7 +441,14 @@ impl PushReceiver {
             }
             let batch =
                 Batch::from_series(kept, pushed.metadata.clone(), &pipeline.external_labels);
-            if pipeline.inlet.push(&batch, now_ms()).is_err() {
+            // "Accepted" means durable: answer success only once the record's
+            // acknowledgement fired (a full buffer or a failed write never fires it).
+            let (durable, stored) = tokio::sync::oneshot::channel();
+            let ack = Ack::new(move || {
+                let _ = durable.send(());
+            });
+            let pushed = pipeline.inlet.push_acked(&batch, now_ms(), ack);
+            if pushed.is_err() || stored.await.is_err() {
                 not_stored.push(admission.pipeline.as_str());
             }
         }
@@ -454,7 +464,7 @@ impl PushReceiver {
             Ok(())
         } else {
             Err(Refusal::BufferUnavailable(format!(
-                "pipeline(s) {} could not store the data (their buffer cannot write); retry later",
+                "pipeline(s) {} could not store the data (their buffer is full or cannot write); retry later",
                 not_stored.join(", ")
             )))
         }
