@@ -546,7 +546,7 @@ impl ObserverConnection {
                 _ = health.tick() => self.send_health(agent, &mut outbox).await?,
                 _ = heartbeat.tick() => {
                     if outbox.last_sent.elapsed() >= heartbeat_interval {
-                        let timestamp_unix_ms = super::health::unix_ms(SystemTime::now());
+                        let timestamp_unix_ms = kaas_series::clock::now_ms();
                         outbox.send(agent_message::Body::Heartbeat(Heartbeat { timestamp_unix_ms })).await?;
                     }
                 }

@@ -30,8 +30,9 @@
 //! bounded on its own, so a dead backend costs disk, never memory or other pipelines.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use kaas_series::clock::now_ms;
 use tokio::sync::{Notify, watch};
 
 use super::inlet::BUFFER_CORRUPT;
@@ -114,12 +115,6 @@ enum RoundEnd {
 
 /// Wait before repeating a round whose shard failed unexpectedly.
 const FAILED_ROUND_PAUSE: Duration = Duration::from_secs(1);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 impl Sender {
     /// Runs until `shutdown` becomes true, then persists the ack position.

@@ -44,10 +44,11 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use kaas_pipeline::processors::ValidatedProcessors;
 use kaas_proto::remote_write::v1::{self, MetricMetadata};
+use kaas_series::clock::now_ms;
 use tokio::sync::watch;
 use url::Url;
 
@@ -440,12 +441,6 @@ fn write_sample(
         timestamp,
         value,
     );
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Scraper {
