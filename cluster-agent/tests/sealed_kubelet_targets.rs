@@ -23,8 +23,10 @@ use kaas_cluster_agent::pipeline::kubelet::{KUBELET_CERTIFICATE_REASON, TARGET_S
 use kaas_cluster_agent::pipeline::runtime::{AgentContext, ClusterView};
 use kaas_cluster_agent::pipeline::stats::{LastError, PipelineStats};
 use kaas_cluster_agent::scrape::client::ScrapeClient;
+use kaas_cluster_agent::scrape::config::ScrapeConfig;
 use kaas_cluster_agent::scrape::credentials::ScrapeCredentials;
-use kaas_cluster_agent::scrape::scraper::{ScrapeConfig, Scraper, Target};
+use kaas_cluster_agent::scrape::scraper::Scraper;
+use kaas_cluster_agent::scrape::target::Target;
 use kaas_pipeline::ValidationContext;
 use kaas_pipeline::agent_config::{AgentConfig, ValidatedAgentConfig};
 use kaas_pipeline::buffer::WhenFull;

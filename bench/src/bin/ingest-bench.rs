@@ -22,7 +22,9 @@ use kaas_cluster_agent::buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::labels::Labels;
 use kaas_cluster_agent::pipeline::inlet::Inlet;
 use kaas_cluster_agent::pipeline::stats::PipelineStats;
-use kaas_cluster_agent::scrape::scraper::{ScrapeConfig, Scraper, Target};
+use kaas_cluster_agent::scrape::config::ScrapeConfig;
+use kaas_cluster_agent::scrape::scraper::Scraper;
+use kaas_cluster_agent::scrape::target::Target;
 use kaas_pipeline::buffer::WhenFull;
 
 /// Ingests one target's exposition repeatedly.

@@ -39,7 +39,7 @@ use crate::exporters::tls::{TlsError, TlsMaterial};
 use crate::labels::{ADDRESS, Labels};
 use crate::scrape::client::ScrapeClient;
 use crate::scrape::credentials::ScrapeCredentials;
-use crate::scrape::scraper::Target;
+use crate::scrape::target::Target;
 use crate::scrape::target::{METRICS_PATH, SCHEME, populate};
 
 /// The job of runtime targets, as the kubernetes-mixin dashboards and alerts expect.

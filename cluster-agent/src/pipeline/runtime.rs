@@ -39,12 +39,12 @@ use crate::exporters::tls::{TlsError, TlsMaterial};
 use crate::files::FileAccess;
 use crate::labels::{ADDRESS, Labels};
 use crate::scrape::client::ScrapeClient;
+use crate::scrape::config::ScrapeConfig;
 use crate::scrape::limits::{
     DEFAULT_BODY_SIZE_LIMIT, DEFAULT_LABEL_LIMIT, DEFAULT_LABEL_NAME_LENGTH_LIMIT,
     DEFAULT_LABEL_VALUE_LENGTH_LIMIT, DEFAULT_SAMPLE_LIMIT,
 };
-use crate::scrape::scraper::{ScrapeConfig, Target};
-use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, populate};
+use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, Target, populate};
 
 /// How long a stopping pipeline may keep sending what it has buffered.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);

@@ -27,7 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use url::Url;
 
-use super::scraper::ScrapeError;
+use super::error::ScrapeError;
 use crate::exporters::tls::{TlsError, TlsMaterial, client_config};
 
 /// Bytes read from a target's socket at a time, and so about what an idle keep-alive

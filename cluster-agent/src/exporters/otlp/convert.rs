@@ -21,7 +21,7 @@ use kaas_proto::remote_write::v1::{MetricMetadata, MetricType};
 
 use crate::batch::Batch;
 use crate::exporters::remote_write::encode::family_of;
-use crate::scrape::scraper::STALE_NAN_BITS;
+use kaas_series::STALE_NAN_BITS;
 
 type Attributes = BTreeMap<String, String>;
 type ResourceKey = (String, String);
