@@ -66,7 +66,7 @@ impl Agent {
     /// store they started with, which still serves their namespaces).
     pub fn set_secret_store(
         &mut self,
-        secrets: std::sync::Arc<dyn crate::exporters::auth::SecretStore>,
+        secrets: std::sync::Arc<dyn crate::outbound::auth::SecretStore>,
     ) {
         self.base.secrets = secrets;
     }

@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod exporters;
 pub mod files;
 pub mod labels;
+pub mod outbound;
 pub mod pipeline;
 pub mod processing;
 pub mod push;

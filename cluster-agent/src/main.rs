@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 }
             };
             telemetry.init_logging();
-            kaas_cluster_agent::exporters::tls::install_default_provider();
+            kaas_cluster_agent::outbound::tls::install_default_provider();
             let runtime = tokio::runtime::Runtime::new()?;
             match runtime.block_on(run::run(*args, telemetry)) {
                 Ok(()) => Ok(ExitCode::SUCCESS),

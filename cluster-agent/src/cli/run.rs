@@ -33,9 +33,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::agent::{Agent, ApplyReport};
 use crate::control::{DEFAULT_HEALTH_REPORT_INTERVAL, DEFAULT_HEALTH_WINDOW};
-use crate::exporters::auth::NoSecrets;
 use crate::files::FileAccess;
 use crate::labels::Labels;
+use crate::outbound::auth::NoSecrets;
 use crate::pipeline::runtime::{AgentContext, ClusterView};
 use crate::push::PushStats;
 use crate::telemetry::{ReloadState, registry};

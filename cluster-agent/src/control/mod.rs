@@ -69,8 +69,8 @@
 //!
 //! Any error (connect, TLS, stream reset, the observer going away) ends the session and
 //! the agent reconnects after a delay drawn uniformly from `[0, min(60 s, 1 s × 2^n))`
-//! ("full jitter", [`stream::Backoff`]); `n` counts failures since the last stream that
-//! got established. When an observer with 10,000 agents restarts, every agent is
+//! ("full jitter", [`Backoff`](crate::outbound::backoff::Backoff)); `n` counts failures
+//! since the last stream that got established. When an observer with 10,000 agents restarts, every agent is
 //! disconnected at once, but their retries spread evenly over the growing window
 //! instead of arriving in synchronised waves, and within a minute the load is a few
 //! hundred hellos per second at most. Each reconnect is cheap on both sides: a hello

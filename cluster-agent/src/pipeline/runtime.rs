@@ -32,12 +32,12 @@ use crate::buffer::{BufferError, DiskBuffer, Limits};
 use crate::discovery::kubernetes::watch::{NodeSnapshot, PodSnapshot, Snapshot};
 use crate::discovery::kubernetes::{annotations, endpointslices, istio, pods};
 use crate::exporters::Exporter;
-use crate::exporters::auth::{SecretStore, ValueSources};
 use crate::exporters::otlp::OtlpExporter;
 use crate::exporters::remote_write::RemoteWriteExporter;
-use crate::exporters::tls::{TlsError, TlsMaterial};
 use crate::files::FileAccess;
 use crate::labels::{ADDRESS, Labels};
+use crate::outbound::auth::{SecretStore, ValueSources};
+use crate::outbound::tls::{TlsError, TlsMaterial};
 use crate::scrape::client::ScrapeClient;
 use crate::scrape::config::ScrapeConfig;
 use crate::scrape::limits::{

@@ -24,7 +24,7 @@
 //! A round ends where the kind of the next record changes, so the two orders never
 //! interleave.
 //!
-//! Failures are retried with backoff (see [`crate::exporters::retry`]) until the data
+//! Failures are retried with backoff (see [`crate::outbound::retry`]) until the data
 //! is older than the buffer's maximum age; permanent refusals drop the request and
 //! count it. While a round retries, new data keeps flowing into the buffer, which is
 //! bounded on its own, so a dead backend costs disk, never memory or other pipelines.
@@ -41,7 +41,8 @@ use crate::batch::EncodedRequest;
 use crate::batch::wire::{self, Frame, RequestWriter};
 use crate::buffer::{DiskBuffer, Position};
 use crate::exporters::Exporter;
-use crate::exporters::retry::{Backoff, SendError};
+use crate::outbound::backoff::Backoff;
+use crate::outbound::retry::SendError;
 
 /// Requests in flight per pipeline. Prometheus starts with 1 and scales up to 200
 /// shards; a fixed handful keeps one agent's cost predictable and already hides the

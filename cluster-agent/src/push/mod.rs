@@ -47,8 +47,8 @@ use tokio::sync::{RwLock, Semaphore};
 
 use self::auth::{Review, ReviewError, TokenReviewer, bearer_token, token_matches};
 use crate::batch::Batch;
-use crate::exporters::auth::{ValueSources, resolve};
 use crate::labels::{Labels, LabelsBuilder};
+use crate::outbound::auth::{ValueSources, resolve};
 use crate::pipeline::runtime::Pipelines;
 use crate::processing::process_sample;
 

@@ -38,8 +38,8 @@ use super::series_labels::{report_labels, with_external};
 use super::sink::ScrapeSink;
 use super::target::Target;
 use crate::batch::wire::{self, RequestWriter, SharedLabels};
-use crate::exporters::USER_AGENT;
 use crate::labels::{ADDRESS, Labels};
+use crate::outbound::USER_AGENT;
 
 /// What the last scrape of a target found, for health reports.
 #[derive(Clone, Debug, Default)]
