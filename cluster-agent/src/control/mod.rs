@@ -51,7 +51,7 @@
 //!    `--secret-namespaces`. Every problem is sent back in one FAILED status with the
 //!    pipeline and field path; the running configuration is not touched.
 //! 3. APPLYING is sent and the configuration goes through
-//!    [`ConfiguredAgent::apply`](crate::cli::run::ConfiguredAgent::apply), i.e.
+//!    [`ConfiguredAgent::apply`](crate::agent::ConfiguredAgent::apply), i.e.
 //!    [`Agent::apply`](crate::agent::Agent::apply): unchanged pipelines keep running.
 //! 4. If a pipeline could not start, FAILED is sent and the last-known-good
 //!    configuration is applied again. Otherwise the agent waits the health window
@@ -101,7 +101,7 @@ pub mod stream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use endpoints::EndpointOrder;
+pub use endpoints::{EndpointOrder, check_observer_url};
 pub use stream::ObserverConnection;
 
 /// How long a new configuration must run before it is reported APPLIED and becomes

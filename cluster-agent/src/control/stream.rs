@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use super::endpoints::Endpoints;
+use super::endpoints::{Endpoints, check_observer_url};
 use super::identity::{AgentIdentity, KeyAndRequest, check_writable, generate_key_and_request};
 use super::lkg::LastKnownGood;
 use super::refusal::{bounded_errors, config_errors, whole_config_error};
@@ -30,7 +30,7 @@ use super::{
     CONNECT_TIMEOUT, ControlError, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, ObserverSettings,
     RECONNECT_BACKOFF_BASE, RECONNECT_BACKOFF_CAP,
 };
-use crate::cli::run::ConfiguredAgent;
+use crate::agent::ConfiguredAgent;
 use crate::outbound::backoff::Backoff;
 
 /// How long a `Join` call may take before it is retried.
@@ -118,7 +118,7 @@ impl ObserverConnection {
             });
         }
         for url in &settings.urls {
-            check_url(url)?;
+            check_observer_url(url)?;
         }
         let identity = AgentIdentity::load(&settings.data_dir)?;
         match &identity {
@@ -740,22 +740,4 @@ fn log_refused_certificate(url: &str, identity: &AgentIdentity, code: tonic::Cod
         %message,
         "the observer refused this agent's certificate (the cluster was deleted, or it joined again with another agent); the last-known-good configuration keeps running"
     );
-}
-
-/// Checks one `--observer` endpoint: an https URL with a host.
-fn check_url(text: &str) -> Result<(), ControlError> {
-    let bad_url = |reason: &str| ControlError::BadUrl {
-        url: text.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let url = url::Url::parse(text).map_err(|e| bad_url(&e.to_string()))?;
-    if url.scheme() != "https" {
-        return Err(bad_url(
-            "the control stream needs TLS, because the agent's certificate is its identity",
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad_url("no host"));
-    }
-    Ok(())
 }
