@@ -422,11 +422,16 @@ pub fn pod_targets(pipeline: &ValidatedPipeline, pods: &[Arc<Pod>]) -> Vec<Desir
             pipeline,
             pods,
             prometheus,
-            annotations::rules(),
+            annotations::rules().to_vec(),
         ));
     }
     if let Some(istio) = input.istio.as_ref().filter(|i| i.enabled) {
-        desired.extend(pod_targets_with(pipeline, pods, istio, istio::rules()));
+        desired.extend(pod_targets_with(
+            pipeline,
+            pods,
+            istio,
+            istio::rules().to_vec(),
+        ));
     }
     desired
 }
@@ -492,7 +497,7 @@ pub fn service_targets(
     else {
         return Vec::new();
     };
-    let mut rules = endpointslices::rules();
+    let mut rules = endpointslices::rules().to_vec();
     rules.extend(pipeline.processors.relabel.iter().cloned());
     let defaults = defaults(pipeline, DEFAULT_METRICS_PATH, "http");
     let config = scrape_config(pipeline, false, true);
