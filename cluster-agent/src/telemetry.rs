@@ -25,7 +25,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -186,9 +185,7 @@ impl Collector for AgentCollector {
         let Ok(pipelines) = self.pipelines.try_read() else {
             return Ok(());
         };
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = kaas_series::clock::now_ms();
         let mut samples_in = Vec::new();
         let mut sent = Vec::new();
         let mut failed = Vec::new();

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kaas_buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::exporters::Exporter;
-use kaas_cluster_agent::exporters::auth::ValueSources;
 use kaas_cluster_agent::exporters::remote_write::RemoteWriteExporter;
+use kaas_cluster_agent::outbound::auth::ValueSources;
 use kaas_cluster_agent::record::metrics::Batch;
 use kaas_cluster_agent::topology::inlet::Inlet;
 use kaas_cluster_agent::topology::sender::{Sender, SenderConfig};

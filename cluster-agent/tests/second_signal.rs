@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kaas_buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::exporters::Export;
-use kaas_cluster_agent::exporters::retry::SendError;
+use kaas_cluster_agent::outbound::retry::SendError;
 use kaas_cluster_agent::record::signal::{Frame, FrameEncoding, FrameError, Payload, ShardingKey};
 use kaas_cluster_agent::topology::inlet::{Ack, Inlet};
 use kaas_cluster_agent::topology::sender::{Sender, SenderConfig};

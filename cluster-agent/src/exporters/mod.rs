@@ -1,15 +1,13 @@
 //! Sending batches to backends. Each pipeline has its own exporter with its own HTTP
 //! client and connection pool, so a slow or dead backend holds up only its own
-//! pipeline. The parts every exporter shares: the endpoint with its headers, credentials
-//! and client ([`http`]), TLS ([`tls`]), secret resolution ([`auth`]), and how failures
-//! are classified and retried ([`retry`]).
+//! pipeline. The plumbing every exporter shares (the endpoint with its headers,
+//! credentials and client, TLS, secret resolution, and how failures are classified and
+//! retried) is [`crate::outbound`].
 
-pub mod auth;
-pub mod http;
 pub mod otlp;
 pub mod remote_write;
-pub mod retry;
-pub mod tls;
+
+use crate::outbound::retry;
 
 use crate::record::metrics::{Batch, EncodedRequest, Metrics};
 use crate::record::signal::{FrameEncoding, Signal};
@@ -68,6 +66,3 @@ pub(crate) fn decode(body: &[u8]) -> Result<Batch, retry::SendError> {
         reason: format!("a buffered batch is damaged: {e}"),
     })
 }
-
-/// `User-Agent` of every request the agent sends.
-pub const USER_AGENT: &str = concat!("kaas-observer-agent/", env!("CARGO_PKG_VERSION"));

@@ -34,11 +34,11 @@ use url::Url;
 use super::runtime::{defaults, scrape_config};
 use super::targets::DesiredTarget;
 use crate::discovery::kubernetes::nodes;
-use crate::exporters::tls::{TlsError, TlsMaterial};
 use crate::labels::{ADDRESS, Labels};
+use crate::outbound::tls::{TlsError, TlsMaterial};
 use crate::scrape::client::ScrapeClient;
 use crate::scrape::credentials::ScrapeCredentials;
-use crate::scrape::scraper::Target;
+use crate::scrape::target::Target;
 use crate::scrape::target::{METRICS_PATH, SCHEME, populate};
 use crate::topology::stats::PipelineStats;
 

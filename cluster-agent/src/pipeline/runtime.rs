@@ -26,20 +26,20 @@ use super::targets::{DesiredTarget, TargetSet, TargetState};
 use crate::discovery::kubernetes::watch::{NodeSnapshot, PodSnapshot, Snapshot};
 use crate::discovery::kubernetes::{annotations, endpointslices, istio, pods};
 use crate::exporters::Exporter;
-use crate::exporters::auth::{SecretStore, ValueSources};
 use crate::exporters::otlp::OtlpExporter;
 use crate::exporters::remote_write::RemoteWriteExporter;
-use crate::exporters::tls::{TlsError, TlsMaterial};
 use crate::files::FileAccess;
 use crate::labels::{ADDRESS, Labels};
+use crate::outbound::auth::{SecretStore, ValueSources};
+use crate::outbound::tls::{TlsError, TlsMaterial};
 use crate::pipeline::budget::{BUFFER_BUDGET_EXCEEDED, BufferGrant};
 use crate::scrape::client::ScrapeClient;
+use crate::scrape::config::ScrapeConfig;
 use crate::scrape::limits::{
     DEFAULT_BODY_SIZE_LIMIT, DEFAULT_LABEL_LIMIT, DEFAULT_LABEL_NAME_LENGTH_LIMIT,
     DEFAULT_LABEL_VALUE_LENGTH_LIMIT, DEFAULT_SAMPLE_LIMIT,
 };
-use crate::scrape::scraper::{ScrapeConfig, Target};
-use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, populate};
+use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, Target, populate};
 use crate::topology::inlet::Inlet;
 use crate::topology::sender::{Sender, SenderConfig};
 use crate::topology::stats::PipelineStats;
@@ -416,11 +416,16 @@ pub fn pod_targets(pipeline: &ValidatedPipeline, pods: &[Arc<Pod>]) -> Vec<Desir
             pipeline,
             pods,
             prometheus,
-            annotations::rules(),
+            annotations::rules().to_vec(),
         ));
     }
     if let Some(istio) = &inputs.istio {
-        desired.extend(pod_targets_with(pipeline, pods, istio, istio::rules()));
+        desired.extend(pod_targets_with(
+            pipeline,
+            pods,
+            istio,
+            istio::rules().to_vec(),
+        ));
     }
     desired
 }
@@ -480,7 +485,7 @@ pub fn service_targets(
     let Some(input) = &pipeline.inputs.prometheus else {
         return Vec::new();
     };
-    let mut rules = endpointslices::rules();
+    let mut rules = endpointslices::rules().to_vec();
     rules.extend(pipeline.processors.relabel.iter().cloned());
     let defaults = defaults(pipeline, DEFAULT_METRICS_PATH, "http");
     let config = scrape_config(pipeline, false, true);

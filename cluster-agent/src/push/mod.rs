@@ -29,7 +29,6 @@ pub mod otlp_grpc;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -41,13 +40,14 @@ use http_body_util::BodyExt;
 use kaas_pipeline::input::{PushAuthenticationMode, PushInput};
 use kaas_pipeline::secret::ValueSource;
 use kaas_proto::otlp::ExportMetricsServiceResponse;
+use kaas_series::clock::now_ms;
 use kaas_series::{DecodeError, PushLimits, Pushed, compression};
 use prost::Message;
 use tokio::sync::{RwLock, Semaphore};
 
 use self::auth::{Review, ReviewError, TokenReviewer, bearer_token, token_matches};
-use crate::exporters::auth::{ValueSources, resolve};
 use crate::labels::{Labels, LabelsBuilder};
+use crate::outbound::auth::{ValueSources, resolve};
 use crate::pipeline::runtime::Pipelines;
 use crate::processing::process_sample;
 use crate::record::metrics::Batch;
@@ -500,12 +500,6 @@ async fn read_body(
             "cannot read the body: {error}"
         )))),
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 async fn remote_write(State(receiver): State<PushReceiver>, request: Request) -> Response {

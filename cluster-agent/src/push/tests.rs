@@ -14,7 +14,7 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::agent::Agent;
-use crate::exporters::auth::SecretStore;
+use crate::outbound::auth::SecretStore;
 use crate::pipeline::runtime::{AgentContext, ClusterView};
 
 /// A deadline for answers that must come without the body being read; the bodies in

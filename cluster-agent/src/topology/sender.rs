@@ -27,20 +27,22 @@
 //! A round ends where the kind of the next record changes, so the two orders never
 //! interleave.
 //!
-//! Failures are retried with backoff (see [`crate::exporters::retry`]) until the data
+//! Failures are retried with backoff (see [`crate::outbound::retry`]) until the data
 //! is older than the buffer's maximum age; permanent refusals drop the request and
 //! count it. While a round retries, new data keeps flowing into the buffer, which is
 //! bounded on its own, so a dead backend costs disk, never memory or other pipelines.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use kaas_series::clock::now_ms;
 use tokio::sync::{Notify, watch};
 
 use super::inlet::BUFFER_CORRUPT;
 use super::stats::{DropReason, PipelineStats};
-use crate::exporters::retry::{Backoff, SendError};
 use crate::exporters::{Export, RequestOf};
+use crate::outbound::backoff::Backoff;
+use crate::outbound::retry::SendError;
 use crate::record::signal::{Frame, FrameEncoding, ShardingKey};
 use kaas_buffer::{DiskBuffer, Position};
 
@@ -116,12 +118,6 @@ enum RoundEnd {
 
 /// Wait before repeating a round whose shard failed unexpectedly.
 const FAILED_ROUND_PAUSE: Duration = Duration::from_secs(1);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 impl<E: Export> Sender<E> {
     /// Runs until `shutdown` becomes true, then persists the ack position.

@@ -167,13 +167,15 @@ fn constants(prefix: &str, indent: usize, count: usize) -> String {
 /// written into `dir`: thousands of lines of filler, made here rather than committed.
 fn long_code_crate(dir: &std::path::Path) {
     let src = dir.join("src");
-    std::fs::create_dir_all(src.join("gen")).unwrap();
-    let write = |file: &str, text: String| std::fs::write(src.join(file), text).unwrap();
+    std::fs::create_dir_all(src.join("gen")).expect("create the fixture crate");
+    let write = |file: &str, text: String| {
+        std::fs::write(src.join(file), text).expect("write a fixture file")
+    };
     std::fs::write(
         dir.join("Cargo.toml"),
         "[package]\nname = \"long_code\"\nversion = \"0.0.0\"\nedition = \"2024\"\n",
     )
-    .unwrap();
+    .expect("write the fixture manifest");
     write(
         "lib.rs",
         "//! Files and functions at and over the size limits.\nmod at_limit;\nmod functions;\n\

@@ -16,11 +16,11 @@ use kaas_proto::remote_write::{v1, v2};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use url::Url;
 
-use super::USER_AGENT as AGENT;
-use super::auth::ValueSources;
-use super::http::Endpoint;
-use super::retry::SendError;
-use super::tls::TlsError;
+use crate::outbound::USER_AGENT as AGENT;
+use crate::outbound::auth::ValueSources;
+use crate::outbound::http::Endpoint;
+use crate::outbound::retry::SendError;
+use crate::outbound::tls::TlsError;
 use crate::record::metrics::Batch;
 
 /// Sends batches to one remote-write endpoint.
