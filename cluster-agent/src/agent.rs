@@ -1,6 +1,9 @@
-//! The agent's apply path: turning a validated agent configuration into running
-//! pipelines. Standalone mode (a file) and observer-connected mode (the control
-//! stream) both come through [`Agent::apply`].
+//! The composition root: the running agent built from plain [`AgentSettings`]
+//! ([`ConfiguredAgent::start`]: Kubernetes watches, the HTTP and OTLP/gRPC servers,
+//! metrics), and its apply path, turning a validated agent configuration into running
+//! pipelines. Standalone mode (a file, see [`crate::cli::run`]) and observer-connected
+//! mode (the control stream, see [`crate::control`]) both come through
+//! [`ConfiguredAgent::apply`] and so [`Agent::apply`].
 //!
 //! Applying compares each pipeline with what runs: an unchanged pipeline keeps running
 //! untouched (no scrape gap, no reconnect), a changed one is stopped and started with
@@ -8,17 +11,75 @@
 //! one is stopped (its buffer directory stays, for an operator or a later re-add).
 //!
 //! Every apply also shares the agent's buffer budget between the pipelines
-//! ([`crate::buffer::budget`]); a pipeline whose share changes is restarted with its new
+//! ([`crate::pipeline::budget`]); a pipeline whose share changes is restarted with its new
 //! bound, like a changed one.
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use kaas_pipeline::agent_config::ValidatedAgentConfig;
+use kaas_pipeline::{ProviderPolicy, SecretNamespaces};
+use kaas_self_telemetry::SelfTelemetry;
 use tokio::sync::RwLock;
 
-use crate::buffer::budget::{BufferGrant, DEFAULT_BUFFER_BUDGET, allocate};
+use crate::discovery::kubernetes::secrets::KubernetesSecrets;
+use crate::discovery::kubernetes::watch;
+use crate::files::FileAccess;
+use crate::internal_events::ReloadState;
 use crate::labels::Labels;
-use crate::pipeline::runtime::{AgentContext, Pipelines, RunningPipeline};
+use crate::outbound::auth::{NoSecrets, SecretStore};
+use crate::pipeline::budget::{BufferGrant, DEFAULT_BUFFER_BUDGET, allocate};
+use crate::pipeline::kubelet::SERVICE_ACCOUNT_DIR;
+use crate::pipeline::runtime::{AgentContext, ClusterView, Pipelines, RunningPipeline};
+use crate::push::PushStats;
+use crate::telemetry::registry;
+
+/// The resource attribute naming the agent's cluster in its own telemetry, taken from
+/// the `cluster` external label (OpenTelemetry's semantic convention).
+pub const CLUSTER_RESOURCE_ATTRIBUTE: &str = "k8s.cluster.name";
+
+/// What the agent is built from: checked values, already parsed from the command line
+/// (see [`crate::cli::run`]) or set by a test.
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    /// Where buffers and state are kept.
+    pub data_dir: PathBuf,
+    /// Bytes the buffers of all pipelines may use together.
+    pub buffer_budget: u64,
+    /// Address for /metrics, /healthz, /readyz and the push receivers.
+    pub listen_address: SocketAddr,
+    /// Address for OTLP/gRPC pushes.
+    pub otlp_grpc_listen_address: SocketAddr,
+    /// Audiences pushed service-account tokens must be issued for; empty for any.
+    pub push_token_audiences: Vec<String>,
+    /// Whether to use the Kubernetes API when the agent finds one (in-cluster service
+    /// account or `$KUBECONFIG`).
+    pub kubernetes: bool,
+    /// Accept any kubelet serving certificate.
+    pub kubelet_insecure_skip_tls_verify: bool,
+    /// The rules every configuration is validated under, and what the agent may read.
+    pub policy: ProviderPolicy,
+}
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address is taken.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The OTLP exporter of the agent's own telemetry cannot be built.
+    #[error("{0}")]
+    SelfTelemetry(#[from] kaas_self_telemetry::BuildError),
+}
 
 /// What one apply did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -64,10 +125,7 @@ impl Agent {
 
     /// Uses `secrets` for pipelines started from now on (running pipelines keep the
     /// store they started with, which still serves their namespaces).
-    pub fn set_secret_store(
-        &mut self,
-        secrets: std::sync::Arc<dyn crate::exporters::auth::SecretStore>,
-    ) {
+    pub fn set_secret_store(&mut self, secrets: Arc<dyn SecretStore>) {
         self.base.secrets = secrets;
     }
 
@@ -152,5 +210,256 @@ impl Agent {
         for (_, pipeline) in all {
             pipeline.stop().await;
         }
+    }
+}
+
+/// A client for the cluster's API, when the agent runs in a cluster (or has a
+/// kubeconfig).
+async fn kubernetes_client(enabled: bool) -> Option<kube::Client> {
+    let configured = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some();
+    if !enabled || !configured {
+        tracing::info!(
+            "Kubernetes discovery is off: no in-cluster service account and no KUBECONFIG"
+        );
+        return None;
+    }
+    match kube::Client::try_default().await {
+        Ok(client) => {
+            tracing::info!("using the Kubernetes API for pod discovery and secretKeyRef values");
+            Some(client)
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot reach the Kubernetes API; the prometheus input finds no pods");
+            None
+        }
+    }
+}
+
+/// The namespaces whose Secrets the configuration's pipelines reference and the agent
+/// may read: validation already refused any other, and the watcher never watches one
+/// (whatever reaches this point).
+fn secret_namespaces(
+    config: &ValidatedAgentConfig,
+    allowed: &SecretNamespaces,
+) -> BTreeSet<String> {
+    let mut watched = BTreeSet::new();
+    for reference in config.pipelines.iter().flat_map(|p| {
+        let input = &p.spec().input;
+        let push = [&input.otlp, &input.remote_write]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.secret_ref());
+        p.spec().output.secret_refs().into_iter().chain(push)
+    }) {
+        if allowed.allows(&reference.namespace) {
+            watched.insert(reference.namespace.clone());
+        } else {
+            tracing::error!(
+                namespace = %reference.namespace,
+                "a pipeline references a Secret in a namespace outside --secret-namespaces; it is not watched"
+            );
+        }
+    }
+    watched
+}
+
+fn log_report(report: &ApplyReport) {
+    tracing::info!(
+        started = ?report.started,
+        restarted = ?report.restarted,
+        unchanged = ?report.unchanged,
+        stopped = ?report.stopped,
+        "configuration applied"
+    );
+    for (pipeline, reason) in &report.failed {
+        tracing::error!(%pipeline, %reason, "pipeline could not start");
+    }
+}
+
+/// The running agent with everything both modes share: the Kubernetes watches, the
+/// HTTP and OTLP/gRPC servers and the agent's metrics. Configurations reach its
+/// pipelines only through [`ConfiguredAgent::apply`].
+pub struct ConfiguredAgent {
+    agent: Agent,
+    kubernetes: Option<kube::Client>,
+    policy: ProviderPolicy,
+    watched_secret_namespaces: BTreeSet<String>,
+    /// Reload outcomes, shown in `/metrics` and `/readyz`.
+    pub reloads: Arc<ReloadState>,
+    /// The resource of the agent's own telemetry (gains the cluster's name).
+    telemetry_resource: kaas_self_telemetry::Resource,
+}
+
+impl ConfiguredAgent {
+    /// Connects to Kubernetes (when available), binds the listeners and starts the
+    /// servers and the self-telemetry exporter; no pipeline runs yet.
+    pub async fn start(
+        settings: &AgentSettings,
+        telemetry: &mut SelfTelemetry,
+    ) -> Result<Self, StartError> {
+        let kubernetes = kubernetes_client(settings.kubernetes).await;
+        let pods = kubernetes.clone().map(watch::watch_pods);
+        let nodes = kubernetes.clone().map(watch::watch_nodes);
+        let services = kubernetes.clone().map(watch::watch_services);
+        let endpoint_slices = kubernetes.clone().map(watch::watch_endpoint_slices);
+        let policy = settings.policy.clone();
+        let context = AgentContext {
+            data_dir: settings.data_dir.clone(),
+            external_labels: Arc::new(Labels::default()),
+            secrets: Arc::new(NoSecrets),
+            files: Arc::new(FileAccess::new(policy.paths.clone())),
+            cluster: ClusterView {
+                pods: pods.as_ref().map(|(r, _)| r.clone()),
+                nodes: nodes.as_ref().map(|(r, _)| r.clone()),
+                services: services.as_ref().map(|(r, _)| r.clone()),
+                endpoint_slices: endpoint_slices.as_ref().map(|(r, _)| r.clone()),
+            },
+            service_account_dir: SERVICE_ACCOUNT_DIR.into(),
+            kubelet_insecure_skip_verify: settings.kubelet_insecure_skip_tls_verify,
+        };
+        let mut agent = Agent::new(context);
+        agent.set_buffer_budget(settings.buffer_budget);
+        let reloads = Arc::new(ReloadState::default());
+        let push_stats = Arc::new(PushStats::default());
+        let mut registry = registry(
+            agent.pipelines.clone(),
+            reloads.clone(),
+            push_stats.clone(),
+            settings.buffer_budget,
+        );
+        telemetry.register(&mut registry);
+        let registry = Arc::new(registry);
+        telemetry.start(registry.clone())?;
+        let listener = tokio::net::TcpListener::bind(settings.listen_address)
+            .await
+            .map_err(|source| StartError::Listen {
+                address: settings.listen_address,
+                source,
+            })?;
+        let grpc_listener = tokio::net::TcpListener::bind(settings.otlp_grpc_listen_address)
+            .await
+            .map_err(|source| StartError::Listen {
+                address: settings.otlp_grpc_listen_address,
+                source,
+            })?;
+        let reviewer = crate::push::auth::TokenReviewer::new(
+            kubernetes.clone(),
+            settings.push_token_audiences.clone(),
+        );
+        let receiver = crate::push::PushReceiver::new(
+            agent.pipelines.clone(),
+            push_stats,
+            kaas_series::PushLimits::default(),
+            reviewer,
+        );
+        let grpc = crate::push::otlp_grpc::OtlpGrpc::new(receiver.clone());
+        tokio::spawn(async move {
+            if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc).await {
+                tracing::error!(%error, "the OTLP/gRPC receiver stopped");
+            }
+        });
+        let push = receiver.routes();
+        let app = crate::server::app(registry, reloads.clone(), push);
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "the HTTP server stopped");
+            }
+        });
+        tracing::info!(
+            address = %settings.listen_address,
+            "serving /metrics, /healthz, /readyz and the push receivers /api/v1/write and /v1/metrics"
+        );
+        Ok(Self {
+            agent,
+            kubernetes,
+            policy,
+            watched_secret_namespaces: BTreeSet::new(),
+            reloads,
+            telemetry_resource: telemetry.resource(),
+        })
+    }
+
+    /// Whether the agent can reach the Kubernetes API (for discovery and Secrets).
+    pub fn has_kubernetes(&self) -> bool {
+        self.kubernetes.is_some()
+    }
+
+    /// The running pipelines, for health reports.
+    pub fn pipelines(&self) -> Arc<tokio::sync::RwLock<Pipelines>> {
+        self.agent.pipelines.clone()
+    }
+
+    /// Makes the running pipelines match `config` through [`Agent::apply`], watching
+    /// the Secrets its pipelines reference first; logs what changed and marks the agent
+    /// ready.
+    pub async fn apply(&mut self, config: ValidatedAgentConfig) -> ApplyReport {
+        if let Some(cluster) = config.external_labels.get("cluster") {
+            self.telemetry_resource
+                .set(CLUSTER_RESOURCE_ATTRIBUTE, cluster);
+        }
+        let namespaces = secret_namespaces(&config, &self.policy.secret_namespaces);
+        if let Some(client) = &self.kubernetes
+            && namespaces != self.watched_secret_namespaces
+        {
+            self.agent
+                .set_secret_store(Arc::new(KubernetesSecrets::watch(
+                    client,
+                    namespaces.clone(),
+                )));
+            self.watched_secret_namespaces = namespaces;
+        }
+        let report = self.agent.apply(config).await;
+        log_report(&report);
+        self.reloads.applied.store(true, Ordering::Relaxed);
+        report
+    }
+
+    /// Stops every pipeline.
+    pub async fn shutdown(&mut self) {
+        self.agent.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kaas_pipeline::ValidationContext;
+    use kaas_pipeline::agent_config::{AgentConfig, AgentConfigError};
+
+    use super::*;
+
+    /// Issue 13, finding 9: the Secret watcher never watches a namespace outside
+    /// --secret-namespaces, even for a configuration that never passed the allow-list
+    /// (here validated without it). On 552c13e it watched every namespace pipelines
+    /// named.
+    #[test]
+    fn secrets_are_watched_only_in_allowed_namespaces() {
+        let text = r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: AgentConfig
+pipelines:
+  - metadata: {name: p}
+    spec:
+      input: {prometheus: {enabled: true}}
+      output:
+        prometheusRemoteWrite:
+          url: https://r.example/write
+          headers:
+            - {name: X-A, valueFrom: {secretKeyRef: {name: a, namespace: kaas-observer, key: k}}}
+            - {name: X-B, valueFrom: {secretKeyRef: {name: b, namespace: kube-system, key: k}}}
+"#;
+        let unchecked = ValidationContext::observer(ProviderPolicy::unrestricted());
+        let config = AgentConfig::parse(text, &unchecked).unwrap();
+        let watched = secret_namespaces(&config, &SecretNamespaces::only(["kaas-observer"]));
+        assert_eq!(watched, ["kaas-observer".to_owned()].into());
+        // Validated as the agent validates, the configuration is refused outright.
+        let checked = ValidationContext::observer(ProviderPolicy::agent_default());
+        let Err(AgentConfigError::Invalid(errors)) = AgentConfig::parse(text, &checked) else {
+            panic!("accepted");
+        };
+        assert_eq!(
+            errors.errors()[0].path,
+            "pipelines[0].spec.output.prometheusRemoteWrite.headers[1].valueFrom.secretKeyRef.namespace"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The `cluster-agent` binary: parses the command line, starts logging (and, with
-//! `--otlp-endpoint`, self-telemetry), and hands over to the library.
+//! `--otlp-endpoint`, self-telemetry), and hands over to the library once every flag
+//! is checked.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -18,6 +19,14 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(status))
         }
         Command::Run(args) => {
+            // Every flag is checked before anything is read, bound or written.
+            let settings = match args.check() {
+                Ok(settings) => settings,
+                Err(problems) => {
+                    eprintln!("cluster-agent: invalid flags:\n{problems}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let mut telemetry = match SelfTelemetry::new(&args.otlp, run::SERVICE) {
                 Ok(telemetry) => telemetry,
                 Err(error) => {
@@ -26,9 +35,9 @@ fn main() -> anyhow::Result<ExitCode> {
                 }
             };
             telemetry.init_logging();
-            kaas_cluster_agent::exporters::tls::install_default_provider();
+            kaas_cluster_agent::outbound::tls::install_default_provider();
             let runtime = tokio::runtime::Runtime::new()?;
-            match runtime.block_on(run::run(*args, telemetry)) {
+            match runtime.block_on(run::run(settings, telemetry)) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(error) => {
                     eprintln!("cluster-agent: {error}");

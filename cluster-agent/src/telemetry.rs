@@ -29,7 +29,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -41,8 +40,8 @@ use tokio::sync::RwLock;
 
 use crate::internal_events::ReloadState;
 use crate::pipeline::runtime::{Pipelines, RunningPipeline};
-use crate::pipeline::stats::DropReason;
 use crate::push::PushStats;
+use crate::topology::stats::DropReason;
 
 /// Reads the pipelines at scrape time.
 #[derive(Debug)]
@@ -391,9 +390,7 @@ impl Collector for AgentCollector {
         let Ok(pipelines) = self.pipelines.try_read() else {
             return Ok(());
         };
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = kaas_series::clock::now_ms();
         let mut rows = PipelineRows::default();
         for (name, pipeline) in pipelines.iter() {
             rows.add(name, pipeline, now_ms);

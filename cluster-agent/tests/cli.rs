@@ -98,3 +98,40 @@ fn unknown_fields_and_missing_files_are_clear_errors() {
     assert_eq!(out.code(), 2);
     assert!(out.stdout.contains("cannot read"), "{}", out.stdout);
 }
+
+/// Issue 14: `run` parses and checks every flag before any I/O. Three bad flags are
+/// all named, the exit code is 2, and the fresh data directory stays empty.
+#[test]
+fn run_names_every_bad_flag_before_touching_the_data_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    let config = repo("examples/agent/standalone.yaml");
+    let out = run(
+        AGENT,
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen-address",
+            "127.0.0.1",
+            "--buffer-budget",
+            "1Ki",
+            "--kubernetes",
+            "sometimes",
+        ],
+        "",
+    );
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    for flag in ["--listen-address", "--buffer-budget", "--kubernetes"] {
+        assert!(
+            out.stderr.contains(flag),
+            "{flag} not named: {}",
+            out.stderr
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&data).expect("read data dir").collect();
+    assert!(left.is_empty(), "the data directory was written: {left:?}");
+}

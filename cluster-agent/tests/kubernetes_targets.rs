@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kaas_cluster_agent::agent::Agent;
-use kaas_cluster_agent::exporters::auth::NoSecrets;
 use kaas_cluster_agent::labels::Labels;
+use kaas_cluster_agent::outbound::auth::NoSecrets;
 use kaas_cluster_agent::pipeline::runtime::{AgentContext, ClusterView};
 use kaas_pipeline::ValidationContext;
 use kaas_pipeline::agent_config::AgentConfig;

@@ -146,7 +146,7 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
             }],
         }],
     };
-    let client = kaas_cluster_agent::exporters::tls::http_client(&Default::default()).unwrap();
+    let client = kaas_cluster_agent::outbound::tls::http_client(&Default::default()).unwrap();
     for namespace in ["shop", "sandbox"] {
         let response = client
             .post(format!("http://127.0.0.1:{agent_port}/v1/metrics"))
@@ -264,7 +264,7 @@ async fn otlp_pushed_over_grpc_reaches_the_pipeline() {
         output.endpoint.parse().unwrap(),
         kaas_pipeline::output::OtlpProtocol::Grpc,
         Duration::from_secs(5),
-        kaas_cluster_agent::exporters::auth::ValueSources::without_secrets(),
+        kaas_cluster_agent::outbound::auth::ValueSources::without_secrets(),
     )
     .unwrap();
     let now = std::time::SystemTime::now()
@@ -275,7 +275,7 @@ async fn otlp_pushed_over_grpc_reaches_the_pipeline() {
         name: name.into(),
         value: value.into(),
     };
-    let batch = kaas_cluster_agent::batch::Batch {
+    let batch = kaas_cluster_agent::record::metrics::Batch {
         series: vec![kaas_proto::remote_write::v1::TimeSeries {
             labels: vec![
                 label("__name__", "grpc_pushed"),

@@ -5,14 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kaas_cluster_agent::batch::Batch;
-use kaas_cluster_agent::buffer::{DiskBuffer, Limits};
+use kaas_buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::exporters::Exporter;
-use kaas_cluster_agent::exporters::auth::ValueSources;
 use kaas_cluster_agent::exporters::remote_write::RemoteWriteExporter;
-use kaas_cluster_agent::pipeline::inlet::Inlet;
-use kaas_cluster_agent::pipeline::sender::{Sender, SenderConfig};
-use kaas_cluster_agent::pipeline::stats::{DropReason, PipelineStats};
+use kaas_cluster_agent::outbound::auth::ValueSources;
+use kaas_cluster_agent::record::metrics::Batch;
+use kaas_cluster_agent::topology::inlet::Inlet;
+use kaas_cluster_agent::topology::sender::{Sender, SenderConfig};
+use kaas_cluster_agent::topology::stats::{DropReason, PipelineStats};
 use kaas_pipeline::buffer::WhenFull;
 use kaas_pipeline::output::{RemoteWriteOutput, RemoteWriteVersion};
 use kaas_proto::remote_write::v1::{Label, MetricMetadata, MetricType, Sample, TimeSeries};
@@ -314,8 +314,8 @@ async fn every_series_arrives_in_order_across_shards_and_rounds() {
 /// A scraper-like record: every series of `stream` (`test_metric{stream, series}`) with
 /// one sample at `at_ms`, encoded as the scrapers encode it.
 fn stream_record(stream: u64, series: usize, at_ms: i64) -> Vec<u8> {
-    use kaas_cluster_agent::batch::wire::{RequestWriter, encode_labels};
     use kaas_cluster_agent::labels::Labels;
+    use kaas_cluster_agent::record::wire::{RequestWriter, encode_labels};
     let mut writer = RequestWriter::default();
     for i in 0..series {
         let labels = Labels::from_pairs([

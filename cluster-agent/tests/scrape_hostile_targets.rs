@@ -9,20 +9,23 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kaas_cluster_agent::batch::Batch;
-use kaas_cluster_agent::buffer::{DiskBuffer, Limits};
+use kaas_buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::labels::{ADDRESS, Labels};
-use kaas_cluster_agent::pipeline::inlet::Inlet;
-use kaas_cluster_agent::pipeline::stats::PipelineStats;
+use kaas_cluster_agent::record::metrics::Batch;
+use kaas_cluster_agent::scrape::config::ScrapeConfig;
 use kaas_cluster_agent::scrape::limits::DEFAULT_BODY_SIZE_LIMIT;
-use kaas_cluster_agent::scrape::scraper::{ScrapeConfig, Scraper, Target};
+use kaas_cluster_agent::scrape::scraper::Scraper;
+use kaas_cluster_agent::scrape::target::Target;
 use kaas_cluster_agent::scrape::target::{METRICS_PATH, SCHEME};
+use kaas_cluster_agent::topology::inlet::Inlet;
+use kaas_cluster_agent::topology::stats::PipelineStats;
 use kaas_pipeline::buffer::WhenFull;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 struct Fixture {
     scraper: Scraper,
+    inlet: Inlet,
     _dir: tempfile::TempDir,
 }
 
@@ -58,16 +61,20 @@ fn fixture(port: u16, timeout: Duration, body_size_limit: u64) -> Fixture {
         client,
         Arc::new(Default::default()),
         Arc::new(Labels::default()),
-        inlet,
+        inlet.clone(),
     );
-    Fixture { scraper, _dir: dir }
+    Fixture {
+        scraper,
+        inlet,
+        _dir: dir,
+    }
 }
 
 impl Fixture {
     /// Names and values of what one scrape buffered.
     async fn scrape(&mut self) -> Vec<(String, f64)> {
         self.scraper.scrape_once().await;
-        let mut buffer = self.scraper.inlet.buffer.lock().expect("buffer lock");
+        let mut buffer = self.inlet.buffer.lock().expect("buffer lock");
         let mut out = Vec::new();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

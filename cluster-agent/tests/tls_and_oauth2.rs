@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kaas_cluster_agent::batch::Batch;
-use kaas_cluster_agent::exporters::auth::ValueSources;
 use kaas_cluster_agent::exporters::remote_write::RemoteWriteExporter;
-use kaas_cluster_agent::exporters::retry::SendError;
+use kaas_cluster_agent::outbound::auth::ValueSources;
+use kaas_cluster_agent::outbound::retry::SendError;
+use kaas_cluster_agent::record::metrics::Batch;
 use kaas_pipeline::output::{RemoteWriteOutput, RemoteWriteVersion};
 use kaas_proto::remote_write::v1::{Label, Sample, TimeSeries};
 use kaas_test_support::peers::Prometheus;

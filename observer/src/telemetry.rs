@@ -18,14 +18,14 @@
 //! | `kaas_observer_tls_handshakes_total` | result | `control::accept` |
 //! | `kaas_observer_tls_handshakes_waiting` | | `control::accept` |
 //! | `kaas_observer_join_failures_total` | reason | `control::join` |
-//! | `kaas_cluster_info` | cluster, tenant, state | `lifecycle` |
-//! | `kaas_cluster_agent_connected` | cluster, tenant | `lifecycle` |
-//! | `kaas_cluster_last_seen_timestamp_seconds` | cluster, tenant | `lifecycle` |
-//! | `kaas_cluster_created_timestamp_seconds` | cluster, tenant | `lifecycle` |
-//! | `kaas_cluster_deleted_timestamp_seconds` | cluster, tenant | `lifecycle` |
-//! | `kaas_cluster_agent_certificate_expiry_timestamp_seconds` | cluster, tenant | `lifecycle` |
-//! | `kaas_pipeline_info` | tenant, pipeline, generation | `lifecycle` |
-//! | `kaas_pipeline_condition` | tenant, pipeline, type, status, reason | `lifecycle` |
+//! | `kaas_cluster_info` | cluster, tenant, state | `fleet` |
+//! | `kaas_cluster_agent_connected` | cluster, tenant | `fleet` |
+//! | `kaas_cluster_last_seen_timestamp_seconds` | cluster, tenant | `fleet` |
+//! | `kaas_cluster_created_timestamp_seconds` | cluster, tenant | `fleet` |
+//! | `kaas_cluster_deleted_timestamp_seconds` | cluster, tenant | `fleet` |
+//! | `kaas_cluster_agent_certificate_expiry_timestamp_seconds` | cluster, tenant | `fleet` |
+//! | `kaas_pipeline_info` | tenant, pipeline, generation | `fleet` |
+//! | `kaas_pipeline_condition` | tenant, pipeline, type, status, reason | `fleet` |
 //! | `kaas_pipeline_cluster_config_state` | tenant, pipeline, cluster, state | `integrations::config_state` |
 //! | `kaas_observer_remote_write_samples_total` (with `--central-remote-write-url`) | result | `integrations::remote_write` |
 //! | `kaas_observer_remote_write_last_success_timestamp_seconds` (with `--central-remote-write-url`) | | `integrations::remote_write` |

@@ -278,6 +278,95 @@ pub enum Scheme {
 /// The default path scraped on a target, as in Prometheus.
 pub const DEFAULT_METRICS_PATH: &str = "/metrics";
 
+/// The inputs a pipeline runs, as the agent consumes them: each present only when it
+/// is switched on, every default filled in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValidatedInputs {
+    /// Annotated workloads.
+    pub prometheus: Option<WorkloadInput>,
+    /// Istio proxies.
+    pub istio: Option<WorkloadInput>,
+    /// Kubernetes runtime metrics.
+    pub runtime: Option<ValidatedRuntimeInput>,
+    /// Pushed OTLP.
+    pub otlp: Option<PushInput>,
+    /// Pushed remote-write.
+    pub remote_write: Option<PushInput>,
+    /// Fixed targets, group by group.
+    pub static_targets: Vec<ValidatedTargetGroup>,
+}
+
+/// The runtime input with its sources decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValidatedRuntimeInput {
+    /// Which namespaces' containers to report.
+    pub namespaces: NamespaceSelector,
+    /// The kubelet's own metrics.
+    pub kubelet: bool,
+    /// Container metrics from cAdvisor.
+    pub cadvisor: bool,
+    /// Node resource metrics.
+    pub node: bool,
+}
+
+/// A group of fixed targets with its defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatedTargetGroup {
+    /// Target addresses as `host:port`.
+    pub addresses: Vec<String>,
+    /// Labels added to every series of these targets.
+    pub labels: BTreeMap<String, String>,
+    /// The scheme.
+    pub scheme: Scheme,
+    /// The HTTP path to scrape.
+    pub metrics_path: String,
+    /// Prometheus' `honor_labels`.
+    pub honor_labels: bool,
+    /// Prometheus' `honor_timestamps`.
+    pub honor_timestamps: bool,
+}
+
+impl Input {
+    /// The inputs that are switched on, with their defaults filled in.
+    pub(crate) fn validated(&self) -> ValidatedInputs {
+        fn on<T: Clone>(input: Option<&T>, enabled: impl Fn(&T) -> bool) -> Option<T> {
+            input.filter(|i| enabled(i)).cloned()
+        }
+        ValidatedInputs {
+            prometheus: on(self.prometheus.as_ref(), |i| i.enabled),
+            istio: on(self.istio.as_ref(), |i| i.enabled),
+            runtime: self
+                .runtime
+                .as_ref()
+                .filter(|i| i.enabled)
+                .map(|i| ValidatedRuntimeInput {
+                    namespaces: i.namespaces.clone(),
+                    kubelet: i.resources.kubelet.unwrap_or(true),
+                    cadvisor: i.resources.cadvisor.unwrap_or(true),
+                    node: i.resources.node.unwrap_or(true),
+                }),
+            otlp: on(self.otlp.as_ref(), |i| i.enabled),
+            remote_write: on(self.remote_write.as_ref(), |i| i.enabled),
+            static_targets: self
+                .static_targets
+                .iter()
+                .flat_map(|input| &input.targets)
+                .map(|group| ValidatedTargetGroup {
+                    addresses: group.addresses.clone(),
+                    labels: group.labels.clone(),
+                    scheme: group.scheme.unwrap_or(Scheme::Http),
+                    metrics_path: group
+                        .metrics_path
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_METRICS_PATH.to_owned()),
+                    honor_labels: group.honor_labels,
+                    honor_timestamps: group.honor_timestamps.unwrap_or(true),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The checked scrape settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidatedScrape {

@@ -225,6 +225,9 @@ pub enum ValidatedOutput {
         version: RemoteWriteVersion,
         /// Per-request timeout.
         timeout: Duration,
+        /// The output as validated: its headers, credentials and TLS, which the
+        /// exporter resolves per request.
+        settings: RemoteWriteOutput,
     },
     /// OTLP export to `endpoint`.
     Otlp {
@@ -234,6 +237,9 @@ pub enum ValidatedOutput {
         protocol: OtlpProtocol,
         /// Per-request timeout.
         timeout: Duration,
+        /// The output as validated: its headers, credentials and TLS, which the
+        /// exporter resolves per request.
+        settings: OtlpOutput,
     },
 }
 
@@ -403,6 +409,7 @@ impl RemoteWriteOutput {
             url: url?,
             version: self.protocol_version.unwrap_or_default(),
             timeout,
+            settings: self.clone(),
         })
     }
 }
@@ -450,6 +457,7 @@ impl OtlpOutput {
             endpoint: url?,
             protocol,
             timeout,
+            settings: self.clone(),
         })
     }
 }

@@ -6,17 +6,19 @@
 //! collects every problem at once, and only a [`ValidatedPipeline`] may be stored, sent
 //! or applied.
 
+use std::num::NonZeroU32;
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::buffer::{Buffer, ValidatedBuffer};
 use crate::errors::{FieldErrors, ValidationErrors, field, key};
-use crate::input::{Input, ValidatedScrape};
+use crate::input::{Input, ValidatedInputs, ValidatedScrape};
 use crate::names::{check_dns1123_label, check_label_key, check_label_value};
 use crate::output::{Output, ValidatedOutput};
 use crate::policy::ValidationContext;
-use crate::processors::{Processors, ValidatedProcessors};
+use crate::processors::{Limits, Processors, ValidatedProcessors};
 use crate::selector::ClusterSelector;
 use crate::status::MetricPipelineStatus;
 
@@ -85,6 +87,38 @@ pub struct ValidatedPipeline {
     pub output: ValidatedOutput,
     /// Buffer limits.
     pub buffer: ValidatedBuffer,
+    /// The inputs that are on.
+    pub inputs: ValidatedInputs,
+    /// The scrape limits the pipeline sets.
+    pub limits: ValidatedLimits,
+}
+
+/// The scrape limits a pipeline sets; `None` where it sets none, or 0 (which
+/// Prometheus reads as "no limit"): the agent then applies its own default, so no
+/// target gets the agent's memory without a bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValidatedLimits {
+    /// Most samples per scrape.
+    pub sample_limit: Option<NonZeroU32>,
+    /// Most labels per series.
+    pub label_limit: Option<NonZeroU32>,
+    /// Longest label name.
+    pub label_name_length_limit: Option<NonZeroU32>,
+    /// Longest label value.
+    pub label_value_length_limit: Option<NonZeroU32>,
+}
+
+impl From<Option<&Limits>> for ValidatedLimits {
+    fn from(limits: Option<&Limits>) -> Self {
+        let limit =
+            |value: fn(&Limits) -> Option<u32>| limits.and_then(value).and_then(NonZeroU32::new);
+        Self {
+            sample_limit: limit(|l| l.sample_limit),
+            label_limit: limit(|l| l.label_limit),
+            label_name_length_limit: limit(|l| l.label_name_length_limit),
+            label_value_length_limit: limit(|l| l.label_value_length_limit),
+        }
+    }
 }
 
 impl ValidatedPipeline {
@@ -158,6 +192,8 @@ pub fn validate(
             processors,
             output,
             buffer,
+            inputs: spec.input.validated(),
+            limits: ValidatedLimits::from(spec.processors.limits.as_ref()),
         }),
         (Err(errors), _) => Err(errors),
         // Output::validate adds an error whenever it returns None; stay safe regardless.

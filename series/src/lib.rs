@@ -10,7 +10,10 @@
 //! name and value length) and the samples and labels a request produces in all. Every
 //! refusal is a [`DecodeError`] that says which limit was hit and by how much, and
 //! whether the request was too large (HTTP 413) or invalid (HTTP 400).
+//!
+//! The wall clock samples are stamped with is [`clock`].
 
+pub mod clock;
 pub mod compression;
 pub mod labels;
 pub mod limits;

@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use kaas_cluster_agent::buffer::{DiskBuffer, Limits};
+use kaas_buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::labels::Labels;
-use kaas_cluster_agent::pipeline::inlet::Inlet;
-use kaas_cluster_agent::pipeline::stats::PipelineStats;
-use kaas_cluster_agent::scrape::scraper::{ScrapeConfig, Scraper, Target};
+use kaas_cluster_agent::scrape::config::ScrapeConfig;
+use kaas_cluster_agent::scrape::scraper::Scraper;
+use kaas_cluster_agent::scrape::target::Target;
+use kaas_cluster_agent::topology::inlet::Inlet;
+use kaas_cluster_agent::topology::stats::PipelineStats;
 use kaas_pipeline::buffer::WhenFull;
 
 /// Ingests one target's exposition repeatedly.

@@ -29,11 +29,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kaas_cluster_agent::control::identity::generate_key_and_request;
-use kaas_cluster_agent::control::stream::Backoff;
 use kaas_cluster_agent::control::{
     CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
     RECONNECT_BACKOFF_BASE, RECONNECT_BACKOFF_CAP,
 };
+use kaas_cluster_agent::outbound::backoff::Backoff;
 use kaas_proto::control::v1::agent_control_client::AgentControlClient;
 use kaas_proto::control::v1::{
     AgentHello, AgentMessage, Capability, CommandType, ConfigState, ConfigStatus, Heartbeat,

@@ -8,40 +8,40 @@
 //!   the observer with a token, then takes its configuration from the control stream
 //!   (see [`crate::control`]).
 //!
-//! Both modes share the setup ([`ConfiguredAgent::start`]: Kubernetes watches, the HTTP
-//! and OTLP/gRPC servers, metrics) and the apply path ([`ConfiguredAgent::apply`], which
-//! goes through [`Agent::apply`]).
+//! Every flag is parsed and checked first, all of them, before anything is read or
+//! started ([`RunArgs::check`]): a bad command line names every problem at once and
+//! leaves the data directory untouched. What the checked flags make is plain settings:
+//! the agent's ([`AgentSettings`], from which [`crate::agent`] composes the running
+//! agent) and the configuration source's ([`ConfigSource`]).
 //!
 //! Both validate what they are given under the agent's own policy ([`agent_policy`]:
 //! Secrets only from `--secret-namespaces`, files never from the data directory or the
 //! credential mounts): a file as a standalone agent's own configuration, what the
 //! observer sends as a pipeline the observer distributes (so no `valueFrom.file`).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use kaas_pipeline::agent_config::{AgentConfig, AgentConfigError, ValidatedAgentConfig};
+use kaas_pipeline::names::check_dns1123_label;
 use kaas_pipeline::paths::PathPolicy;
 use kaas_pipeline::{Origin, ProviderPolicy, SecretNamespaces, ValidationContext};
 use kaas_self_telemetry::SelfTelemetry;
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::agent::{Agent, ApplyReport};
-use crate::control::{DEFAULT_HEALTH_REPORT_INTERVAL, DEFAULT_HEALTH_WINDOW};
-use crate::exporters::auth::NoSecrets;
-use crate::files::FileAccess;
-use crate::internal_events::{
-    ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource, ReloadState,
+use crate::agent::{AgentSettings, ConfiguredAgent, StartError};
+use crate::control::{
+    DEFAULT_HEALTH_REPORT_INTERVAL, DEFAULT_HEALTH_WINDOW, EndpointOrder, ObserverConnection,
+    ObserverSettings, check_observer_url,
 };
-use crate::labels::Labels;
-use crate::pipeline::runtime::{AgentContext, ClusterView};
-use crate::push::PushStats;
-use crate::telemetry::registry;
+use crate::internal_events::{
+    ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource as EventSource,
+};
+use crate::pipeline::budget::DEFAULT_BUFFER_BUDGET;
 
 /// Where the agent serves its own endpoints by default; vmagent's port, which
 /// operators of agents already open.
@@ -50,8 +50,13 @@ pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0:8429";
 pub const DEFAULT_OTLP_GRPC_ADDRESS: &str = "0.0.0.0:4317";
 /// How often the configuration file is checked for changes.
 pub const DEFAULT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// The shortest interval of the file check and of health reports: shorter ones are
+/// raised to this, so a typo cannot make the agent spin.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Arguments of `cluster-agent run`.
+/// Arguments of `cluster-agent run`, as given: every value that can be wrong is kept as
+/// text here and checked by [`RunArgs::check`], which reports every problem at once
+/// (clap would stop at the first).
 #[derive(Debug, Args)]
 #[command(group(
     clap::ArgGroup::new("configuration source")
@@ -73,8 +78,8 @@ pub struct RunArgs {
     /// spreads the fleet over the replicas; `listed` prefers the first one given (e.g.
     /// the replica in the agent's own region). Either way the endpoint that failed last
     /// is tried last.
-    #[arg(long, value_enum, value_name = "ORDER", default_value_t = crate::control::EndpointOrder::Random)]
-    pub observer_order: crate::control::EndpointOrder,
+    #[arg(long, value_name = "random|listed", default_value = "random")]
+    pub observer_order: String,
     /// CA certificate (PEM) to trust for the observer when joining; afterwards the CA
     /// bundle the observer returned is kept with the agent's identity.
     #[arg(long, value_name = "FILE", requires = "observer")]
@@ -96,14 +101,14 @@ pub struct RunArgs {
     /// volume, e.g. `3Gi` (Kubernetes quantity). Set it below the volume's size; the
     /// observer's own pipelines are served first, the others share the rest. Default:
     /// 3Gi, for the 4Gi volume of the install manifests.
-    #[arg(long, value_name = "BYTES", default_value = "3Gi", value_parser = parse_buffer_budget)]
-    pub buffer_budget: u64,
+    #[arg(long, value_name = "BYTES")]
+    pub buffer_budget: Option<String>,
     /// Address for /metrics, /healthz, /readyz and the push receivers.
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_LISTEN_ADDRESS)]
-    pub listen_address: SocketAddr,
+    pub listen_address: String,
     /// Address for OTLP/gRPC pushes (OTLP's conventional port).
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_OTLP_GRPC_ADDRESS)]
-    pub otlp_grpc_listen_address: SocketAddr,
+    pub otlp_grpc_listen_address: String,
     /// Require service-account tokens pushed to the agent to be issued for this
     /// audience (TokenReview `audiences`; repeat for several), e.g. a projected token
     /// the pushing pods mount for the agent alone. By default any token the API server
@@ -112,8 +117,8 @@ pub struct RunArgs {
     pub push_token_audience: Vec<String>,
     /// Kubernetes discovery: `auto` uses the in-cluster service account or $KUBECONFIG
     /// when present, `off` never contacts an API server.
-    #[arg(long, value_enum, default_value_t = KubernetesMode::Auto)]
-    pub kubernetes: KubernetesMode,
+    #[arg(long, value_name = "auto|off", default_value = "auto")]
+    pub kubernetes: String,
     /// The namespaces whose Secrets pipelines may reference with secretKeyRef
     /// (comma-separated; empty for none). A configuration naming another namespace is
     /// refused with the field path, and only these namespaces' Secrets are watched.
@@ -128,17 +133,18 @@ pub struct RunArgs {
     /// serverTLSBootstrap). Pipelines cannot change it.
     #[arg(long)]
     pub kubelet_insecure_skip_tls_verify: bool,
-    /// How often to check the configuration file for changes, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = DEFAULT_RELOAD_CHECK_INTERVAL.as_millis() as u64)]
-    pub reload_check_ms: u64,
+    /// How often to check the configuration file for changes, in milliseconds (at
+    /// least 100). Default: 2000.
+    #[arg(long, value_name = "MS")]
+    pub reload_check_ms: Option<String>,
     /// How long a configuration from the observer must run before it is reported
     /// APPLIED and kept as last-known-good, in milliseconds (shortened by tests).
-    #[arg(long, value_name = "MS", hide = true, default_value_t = DEFAULT_HEALTH_WINDOW.as_millis() as u64)]
-    pub config_health_window_ms: u64,
+    #[arg(long, value_name = "MS", hide = true)]
+    pub config_health_window_ms: Option<String>,
     /// How often health is reported to the observer, in milliseconds (shortened by
-    /// tests).
-    #[arg(long, value_name = "MS", hide = true, default_value_t = DEFAULT_HEALTH_REPORT_INTERVAL.as_millis() as u64)]
-    pub health_report_interval_ms: u64,
+    /// tests; at least 100).
+    #[arg(long, value_name = "MS", hide = true)]
+    pub health_report_interval_ms: Option<String>,
     /// The agent's own metrics and spans over OTLP.
     #[command(flatten)]
     pub otlp: kaas_self_telemetry::OtlpFlags,
@@ -147,7 +153,7 @@ pub struct RunArgs {
 /// Reads `--buffer-budget`: a Kubernetes quantity of at least one minimal buffer.
 fn parse_buffer_budget(text: &str) -> Result<u64, String> {
     let bytes = kaas_pipeline::units::parse_byte_quantity(text)?;
-    let min = crate::buffer::budget::MIN_BUFFER_BYTES;
+    let min = crate::pipeline::budget::MIN_BUFFER_BYTES;
     if bytes < min {
         return Err(format!(
             "{bytes} bytes is below the minimum of 1Mi ({min} bytes)"
@@ -156,49 +162,213 @@ fn parse_buffer_budget(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// Every problem with the flags of `cluster-agent run`, one per line, each naming its
+/// flag (`--flag: what is wrong`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagErrors(pub Vec<String>);
+
+impl fmt::Display for FlagErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for FlagErrors {}
+
+/// Where the agent's configuration comes from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// Standalone: a file, checked for changes every `reload_check`.
+    File {
+        /// The configuration file.
+        path: PathBuf,
+        /// How often it is checked for changes.
+        reload_check: Duration,
+    },
+    /// The observer's control stream.
+    Observer(Box<ObserverSettings>),
+}
+
+/// What checked flags make: everything `run` needs, as plain values.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    /// The agent's settings.
+    pub agent: AgentSettings,
+    /// Where its configuration comes from.
+    pub source: ConfigSource,
+}
+
+impl RunArgs {
+    /// Parses and checks every flag, without touching the data directory or the
+    /// network (it reads only the agent's namespace from its service-account mount, see
+    /// [`agent_policy`]); every problem is reported, not just the first.
+    pub fn check(&self) -> Result<RunSettings, FlagErrors> {
+        let mut problems = Problems::default();
+        let listen_address = problems.check("listen-address", &self.listen_address, address);
+        let otlp_grpc_listen_address = problems.check(
+            "otlp-grpc-listen-address",
+            &self.otlp_grpc_listen_address,
+            address,
+        );
+        let buffer_budget = match &self.buffer_budget {
+            Some(text) => problems.check("buffer-budget", text, parse_buffer_budget),
+            None => Some(DEFAULT_BUFFER_BUDGET),
+        };
+        let kubernetes = problems.check("kubernetes", &self.kubernetes, choice::<KubernetesMode>);
+        let endpoint_order = problems.check(
+            "observer-order",
+            &self.observer_order,
+            choice::<EndpointOrder>,
+        );
+        for url in &self.observer {
+            if let Err(error) = check_observer_url(url) {
+                // The error names the flag and the value itself.
+                problems.0.push(error.to_string());
+            }
+        }
+        if let Some(name) = self.instance_name.as_deref().filter(|n| !n.is_empty()) {
+            problems.check("instance-name", name, check_dns1123_label);
+        }
+        for namespace in self.secret_namespaces.iter().flatten() {
+            if !namespace.is_empty() {
+                problems.check("secret-namespaces", namespace, check_dns1123_label);
+            }
+        }
+        let reload_check = problems.millis(
+            "reload-check-ms",
+            &self.reload_check_ms,
+            DEFAULT_RELOAD_CHECK_INTERVAL,
+        );
+        let health_window = problems.millis(
+            "config-health-window-ms",
+            &self.config_health_window_ms,
+            DEFAULT_HEALTH_WINDOW,
+        );
+        let health_interval = problems.millis(
+            "health-report-interval-ms",
+            &self.health_report_interval_ms,
+            DEFAULT_HEALTH_REPORT_INTERVAL,
+        );
+        if let Err(error) = self.otlp.validate() {
+            problems.0.extend(error.problems);
+        }
+        let (
+            Some(listen_address),
+            Some(otlp_grpc_listen_address),
+            Some(buffer_budget),
+            Some(kubernetes),
+            Some(endpoint_order),
+            true,
+        ) = (
+            listen_address,
+            otlp_grpc_listen_address,
+            buffer_budget,
+            kubernetes,
+            endpoint_order,
+            problems.0.is_empty(),
+        )
+        else {
+            return Err(FlagErrors(problems.0));
+        };
+        let policy = agent_policy(self);
+        let source = match &self.config {
+            Some(path) => ConfigSource::File {
+                path: path.clone(),
+                reload_check: reload_check.max(MIN_CHECK_INTERVAL),
+            },
+            // Clap requires --observer when --config is absent; an empty list is
+            // refused with a clear message by the observer connection.
+            None => ConfigSource::Observer(Box::new(ObserverSettings {
+                urls: self.observer.clone(),
+                endpoint_order,
+                ca_file: self.observer_ca_file.clone(),
+                join_token_file: self.join_token_file.clone(),
+                join_token_env: std::env::var(JOIN_TOKEN_ENV).ok(),
+                instance_name: self.instance_name.clone().unwrap_or_default(),
+                data_dir: self.data_dir.clone(),
+                health_window,
+                health_interval: health_interval.max(MIN_CHECK_INTERVAL),
+                validation: ValidationContext::observer(policy.clone()),
+                ..ObserverSettings::default()
+            })),
+        };
+        let agent = AgentSettings {
+            data_dir: self.data_dir.clone(),
+            buffer_budget,
+            listen_address,
+            otlp_grpc_listen_address,
+            push_token_audiences: self.push_token_audience.clone(),
+            kubernetes: kubernetes == KubernetesMode::Auto,
+            kubelet_insecure_skip_tls_verify: self.kubelet_insecure_skip_tls_verify,
+            policy,
+        };
+        Ok(RunSettings { agent, source })
+    }
+}
+
+/// The problems found so far while checking the flags.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    /// `text` given to `--flag`, parsed; `None` (and a problem noted) when it is wrong.
+    fn check<T>(
+        &mut self,
+        flag: &str,
+        text: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        parse(text)
+            .map_err(|reason| self.0.push(format!("--{flag} {text:?}: {reason}")))
+            .ok()
+    }
+
+    /// A duration in milliseconds given to `--flag`, or `default` when it is not given
+    /// (or wrong, which is noted).
+    fn millis(&mut self, flag: &str, text: &Option<String>, default: Duration) -> Duration {
+        let parsed = text.as_deref().and_then(|text| {
+            self.check(flag, text, |text| {
+                text.parse::<u64>()
+                    .map_err(|e| format!("not a whole number of milliseconds: {e}"))
+            })
+        });
+        parsed.map_or(default, Duration::from_millis)
+    }
+}
+
+/// Reads a listen address: an IP address and a port.
+fn address(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|e| format!("not an IP:PORT address: {e}"))
+}
+
+/// Reads one of a flag's named values.
+fn choice<T: ValueEnum>(text: &str) -> Result<T, String> {
+    T::from_str(text, false).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_owned()))
+            .collect();
+        format!("not one of {}", names.join(", "))
+    })
+}
+
 /// The agent as its own telemetry names it (`service.name`).
 pub const SERVICE: kaas_self_telemetry::Service = kaas_self_telemetry::Service {
     name: "kaas-cluster-agent",
     version: env!("CARGO_PKG_VERSION"),
 };
-/// The resource attribute naming the agent's cluster in its own telemetry, taken from
-/// the `cluster` external label (OpenTelemetry's semantic convention).
-pub const CLUSTER_RESOURCE_ATTRIBUTE: &str = "k8s.cluster.name";
-
 /// The environment variable holding the join token when --join-token-file is not given.
 /// An environment variable rather than a flag, so the token never shows in `ps`.
 pub const JOIN_TOKEN_ENV: &str = "KAAS_JOIN_TOKEN";
 
-/// Whether the agent talks to a Kubernetes API server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Whether the agent talks to a Kubernetes API server (`--kubernetes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum KubernetesMode {
     /// When running in a cluster or given a kubeconfig.
     Auto,
     /// Never.
     Off,
-}
-
-/// A client for the cluster's API, when the agent runs in a cluster (or has a
-/// kubeconfig).
-async fn kubernetes_client(mode: KubernetesMode) -> Option<kube::Client> {
-    let configured = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
-        || std::env::var_os("KUBECONFIG").is_some();
-    if mode == KubernetesMode::Off || !configured {
-        tracing::info!(
-            "Kubernetes discovery is off: no in-cluster service account and no KUBECONFIG"
-        );
-        return None;
-    }
-    match kube::Client::try_default().await {
-        Ok(client) => {
-            tracing::info!("using the Kubernetes API for pod discovery and secretKeyRef values");
-            Some(client)
-        }
-        Err(error) => {
-            tracing::error!(%error, "cannot reach the Kubernetes API; the prometheus input finds no pods");
-            None
-        }
-    }
 }
 
 /// Why the agent cannot start.
@@ -221,24 +391,15 @@ pub enum RunError {
         /// Every problem.
         errors: String,
     },
-    /// The listen address is taken.
-    #[error("cannot listen on {address}: {source}")]
-    Listen {
-        /// The address.
-        address: SocketAddr,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The agent's servers cannot start.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
     /// Observer-connected mode cannot start.
     #[error(transparent)]
     Observer(#[from] crate::control::ControlError),
-    /// The OTLP exporter of the agent's own telemetry cannot be built.
-    #[error("{0}")]
-    SelfTelemetry(#[from] kaas_self_telemetry::BuildError),
 }
 
 /// The rules this agent validates every configuration under: Secrets only from
@@ -300,232 +461,24 @@ fn load(
     Ok((config, hash))
 }
 
-/// The namespaces whose Secrets the configuration's pipelines reference and the agent
-/// may read: validation already refused any other, and the watcher never watches one
-/// (whatever reaches this point).
-fn secret_namespaces(
-    config: &ValidatedAgentConfig,
-    allowed: &SecretNamespaces,
-) -> std::collections::BTreeSet<String> {
-    let mut watched = std::collections::BTreeSet::new();
-    for reference in config.pipelines.iter().flat_map(|p| {
-        let input = &p.spec().input;
-        let push = [&input.otlp, &input.remote_write]
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.secret_ref());
-        p.spec().output.secret_refs().into_iter().chain(push)
-    }) {
-        if allowed.allows(&reference.namespace) {
-            watched.insert(reference.namespace.clone());
-        } else {
-            tracing::error!(
-                namespace = %reference.namespace,
-                "a pipeline references a Secret in a namespace outside --secret-namespaces; it is not watched"
-            );
-        }
-    }
-    watched
-}
-
-fn log_report(report: &ApplyReport) {
-    tracing::info!(
-        started = ?report.started,
-        restarted = ?report.restarted,
-        unchanged = ?report.unchanged,
-        stopped = ?report.stopped,
-        "configuration applied"
-    );
-    for (pipeline, reason) in &report.failed {
-        tracing::error!(%pipeline, %reason, "pipeline could not start");
-    }
-}
-
-/// The running agent with everything both modes share: the Kubernetes watches, the
-/// HTTP and OTLP/gRPC servers and the agent's metrics. Configurations reach its
-/// pipelines only through [`ConfiguredAgent::apply`].
-pub struct ConfiguredAgent {
-    agent: Agent,
-    kubernetes: Option<kube::Client>,
-    policy: ProviderPolicy,
-    watched_secret_namespaces: std::collections::BTreeSet<String>,
-    /// Reload outcomes, shown in `/metrics` and `/readyz`.
-    pub reloads: Arc<ReloadState>,
-    /// The resource of the agent's own telemetry (gains the cluster's name).
-    telemetry_resource: kaas_self_telemetry::Resource,
-}
-
-impl ConfiguredAgent {
-    /// Connects to Kubernetes (when available), binds the listeners and starts the
-    /// servers and the self-telemetry exporter; no pipeline runs yet.
-    pub async fn start(args: &RunArgs, telemetry: &mut SelfTelemetry) -> Result<Self, RunError> {
-        let kubernetes = kubernetes_client(args.kubernetes).await;
-        let pods = kubernetes
-            .clone()
-            .map(crate::discovery::kubernetes::watch::watch_pods);
-        let nodes = kubernetes
-            .clone()
-            .map(crate::discovery::kubernetes::watch::watch_nodes);
-        let services = kubernetes
-            .clone()
-            .map(crate::discovery::kubernetes::watch::watch_services);
-        let endpoint_slices = kubernetes
-            .clone()
-            .map(crate::discovery::kubernetes::watch::watch_endpoint_slices);
-        let policy = agent_policy(args);
-        let context = AgentContext {
-            data_dir: args.data_dir.clone(),
-            external_labels: Arc::new(Labels::default()),
-            secrets: Arc::new(NoSecrets),
-            files: Arc::new(FileAccess::new(policy.paths.clone())),
-            cluster: ClusterView {
-                pods: pods.as_ref().map(|(r, _)| r.clone()),
-                nodes: nodes.as_ref().map(|(r, _)| r.clone()),
-                services: services.as_ref().map(|(r, _)| r.clone()),
-                endpoint_slices: endpoint_slices.as_ref().map(|(r, _)| r.clone()),
-            },
-            service_account_dir: crate::pipeline::kubelet::SERVICE_ACCOUNT_DIR.into(),
-            kubelet_insecure_skip_verify: args.kubelet_insecure_skip_tls_verify,
-        };
-        let mut agent = Agent::new(context);
-        agent.set_buffer_budget(args.buffer_budget);
-        let reloads = Arc::new(ReloadState::default());
-        let push_stats = Arc::new(PushStats::default());
-        let mut registry = registry(
-            agent.pipelines.clone(),
-            reloads.clone(),
-            push_stats.clone(),
-            args.buffer_budget,
-        );
-        telemetry.register(&mut registry);
-        let registry = Arc::new(registry);
-        telemetry.start(registry.clone())?;
-        let listener = tokio::net::TcpListener::bind(args.listen_address)
-            .await
-            .map_err(|source| RunError::Listen {
-                address: args.listen_address,
-                source,
-            })?;
-        let grpc_listener = tokio::net::TcpListener::bind(args.otlp_grpc_listen_address)
-            .await
-            .map_err(|source| RunError::Listen {
-                address: args.otlp_grpc_listen_address,
-                source,
-            })?;
-        let reviewer = crate::push::auth::TokenReviewer::new(
-            kubernetes.clone(),
-            args.push_token_audience.clone(),
-        );
-        let receiver = crate::push::PushReceiver::new(
-            agent.pipelines.clone(),
-            push_stats,
-            kaas_series::PushLimits::default(),
-            reviewer,
-        );
-        let grpc = crate::push::otlp_grpc::OtlpGrpc::new(receiver.clone());
-        tokio::spawn(async move {
-            if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc).await {
-                tracing::error!(%error, "the OTLP/gRPC receiver stopped");
-            }
-        });
-        let push = receiver.routes();
-        let app = crate::server::app(registry, reloads.clone(), push);
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::error!(%error, "the HTTP server stopped");
-            }
-        });
-        tracing::info!(
-            address = %args.listen_address,
-            "serving /metrics, /healthz, /readyz and the push receivers /api/v1/write and /v1/metrics"
-        );
-        Ok(Self {
-            agent,
-            kubernetes,
-            policy,
-            watched_secret_namespaces: std::collections::BTreeSet::new(),
-            reloads,
-            telemetry_resource: telemetry.resource(),
-        })
-    }
-
-    /// Whether the agent can reach the Kubernetes API (for discovery and Secrets).
-    pub fn has_kubernetes(&self) -> bool {
-        self.kubernetes.is_some()
-    }
-
-    /// The running pipelines, for health reports.
-    pub fn pipelines(&self) -> Arc<tokio::sync::RwLock<crate::pipeline::runtime::Pipelines>> {
-        self.agent.pipelines.clone()
-    }
-
-    /// Makes the running pipelines match `config` through [`Agent::apply`], watching
-    /// the Secrets its pipelines reference first; logs what changed and marks the agent
-    /// ready.
-    pub async fn apply(&mut self, config: ValidatedAgentConfig) -> ApplyReport {
-        if let Some(cluster) = config.external_labels.get("cluster") {
-            self.telemetry_resource
-                .set(CLUSTER_RESOURCE_ATTRIBUTE, cluster);
-        }
-        let namespaces = secret_namespaces(&config, &self.policy.secret_namespaces);
-        if let Some(client) = &self.kubernetes
-            && namespaces != self.watched_secret_namespaces
-        {
-            self.agent.set_secret_store(Arc::new(
-                crate::discovery::kubernetes::secrets::KubernetesSecrets::watch(
-                    client,
-                    namespaces.clone(),
-                ),
-            ));
-            self.watched_secret_namespaces = namespaces;
-        }
-        let report = self.agent.apply(config).await;
-        log_report(&report);
-        self.reloads.applied.store(true, Ordering::Relaxed);
-        report
-    }
-
-    /// Stops every pipeline.
-    pub async fn shutdown(&mut self) {
-        self.agent.shutdown().await;
-    }
-}
-
 /// Runs until SIGTERM or SIGINT. `telemetry` is what `main` set logging up with; its
 /// exporter starts once the agent's registry exists.
-pub async fn run(args: RunArgs, mut telemetry: SelfTelemetry) -> Result<(), RunError> {
-    match &args.config {
-        Some(path) => {
+pub async fn run(settings: RunSettings, mut telemetry: SelfTelemetry) -> Result<(), RunError> {
+    match settings.source {
+        ConfigSource::File { path, reload_check } => {
             // Read the file before binding anything, so a broken file fails fast.
-            let policy = agent_policy(&args);
-            let initial = load(path, &policy)?;
-            let path = path.clone();
-            let mut agent = ConfiguredAgent::start(&args, &mut telemetry).await?;
-            let result =
-                run_standalone(&mut agent, &path, initial, &policy, args.reload_check_ms).await;
+            let policy = &settings.agent.policy;
+            let initial = load(&path, policy)?;
+            let mut agent = ConfiguredAgent::start(&settings.agent, &mut telemetry).await?;
+            let result = run_standalone(&mut agent, &path, initial, policy, reload_check).await;
             tracing::info!("shutting down");
             agent.shutdown().await;
             result
         }
-        None => {
-            // Clap requires --observer when --config is absent; an empty list would be
-            // refused with a clear message anyway.
-            let settings = crate::control::ObserverSettings {
-                urls: args.observer.clone(),
-                endpoint_order: args.observer_order,
-                ca_file: args.observer_ca_file.clone(),
-                join_token_file: args.join_token_file.clone(),
-                join_token_env: std::env::var(JOIN_TOKEN_ENV).ok(),
-                instance_name: args.instance_name.clone().unwrap_or_default(),
-                data_dir: args.data_dir.clone(),
-                health_window: Duration::from_millis(args.config_health_window_ms),
-                health_interval: Duration::from_millis(args.health_report_interval_ms.max(100)),
-                validation: ValidationContext::observer(agent_policy(&args)),
-                ..crate::control::ObserverSettings::default()
-            };
-            // Checks the flags and the identity on disk before anything is started.
-            let mut connection = crate::control::ObserverConnection::new(settings)?;
-            let mut agent = ConfiguredAgent::start(&args, &mut telemetry).await?;
+        ConfigSource::Observer(observer) => {
+            // Checks the identity on disk before anything is started.
+            let mut connection = ObserverConnection::new(*observer)?;
+            let mut agent = ConfiguredAgent::start(&settings.agent, &mut telemetry).await?;
             let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
             let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
             tokio::select! {
@@ -546,17 +499,17 @@ async fn run_standalone(
     path: &Path,
     initial: (ValidatedAgentConfig, [u8; 32]),
     policy: &ProviderPolicy,
-    reload_check_ms: u64,
+    reload_check: Duration,
 ) -> Result<(), RunError> {
     let (config, mut hash) = initial;
     agent.apply(config).await;
     let reloads = agent.reloads.clone();
-    ConfigLoaded(ConfigSource::File).emit(&reloads);
+    ConfigLoaded(EventSource::File).emit(&reloads);
 
     let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
-    let mut check = tokio::time::interval(Duration::from_millis(reload_check_ms.max(100)));
+    let mut check = tokio::time::interval(reload_check);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let forced = tokio::select! {
@@ -572,7 +525,7 @@ async fn run_standalone(
             Ok((config, new_hash)) => {
                 hash = new_hash;
                 agent.apply(config).await;
-                ConfigReloaded(ConfigSource::File).emit(&reloads);
+                ConfigReloaded(EventSource::File).emit(&reloads);
             }
             Err(error) => {
                 // Remember the broken file so it is reported once, not every check.
@@ -580,7 +533,7 @@ async fn run_standalone(
                     hash = new_hash;
                 }
                 tracing::error!(%error, "configuration refused; keeping the running configuration");
-                ConfigRefused(ConfigSource::File).emit(&reloads);
+                ConfigRefused(EventSource::File).emit(&reloads);
             }
         }
     }
@@ -598,7 +551,6 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::control::EndpointOrder;
 
     #[derive(Debug, Parser)]
     struct Command {
@@ -609,6 +561,19 @@ mod tests {
     fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
         Command::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
             .map(|command| command.run)
+    }
+
+    /// The flags parsed and checked, as `run` sees them.
+    fn checked(args: &[&str]) -> Result<RunSettings, String> {
+        let args = parse(args).map_err(|e| e.to_string())?;
+        args.check().map_err(|e| e.to_string())
+    }
+
+    fn observer_settings(args: &RunArgs) -> ObserverSettings {
+        match args.check().unwrap().source {
+            ConfigSource::Observer(settings) => *settings,
+            ConfigSource::File { .. } => panic!("standalone"),
+        }
     }
 
     #[test]
@@ -623,26 +588,92 @@ mod tests {
         let separated = parse(&["--observer", "https://a:8443,https://b:8443"]).unwrap();
         for args in [&repeated, &separated] {
             assert_eq!(args.observer, ["https://a:8443", "https://b:8443"]);
-            assert_eq!(args.observer_order, EndpointOrder::Random);
+            assert_eq!(
+                observer_settings(args).endpoint_order,
+                EndpointOrder::Random
+            );
         }
         let listed =
             parse(&["--observer", "https://a:8443", "--observer-order", "listed"]).unwrap();
-        assert_eq!(listed.observer_order, EndpointOrder::Listed);
+        assert_eq!(
+            observer_settings(&listed).endpoint_order,
+            EndpointOrder::Listed
+        );
     }
 
     /// Issue 13, Disk budget: the budget is a flag with a named default, given as a
     /// quantity and refused below one minimal buffer.
     #[test]
     fn the_buffer_budget_is_a_quantity_with_a_default() {
-        let default = parse(&["--config", "agent.yaml"]).unwrap();
+        let default = checked(&["--config", "agent.yaml"]).unwrap().agent;
         assert_eq!(
             default.buffer_budget,
-            crate::buffer::budget::DEFAULT_BUFFER_BUDGET
+            crate::pipeline::budget::DEFAULT_BUFFER_BUDGET
         );
-        let set = parse(&["--config", "a.yaml", "--buffer-budget", "512Mi"]).unwrap();
-        assert_eq!(set.buffer_budget, 512 << 20);
-        let error = parse(&["--config", "a.yaml", "--buffer-budget", "1Ki"]).unwrap_err();
+        let set = checked(&["--config", "a.yaml", "--buffer-budget", "512Mi"]).unwrap();
+        assert_eq!(set.agent.buffer_budget, 512 << 20);
+        let error = checked(&["--config", "a.yaml", "--buffer-budget", "1Ki"]).unwrap_err();
         assert!(error.to_string().contains("below the minimum"), "{error}");
+    }
+
+    /// Issue 14: every bad flag is named at once, each with its flag, before anything
+    /// is read or started.
+    #[test]
+    fn every_bad_flag_is_named_at_once() {
+        let args = parse(&[
+            "--observer",
+            "http://observer:8443",
+            "--listen-address",
+            "everywhere",
+            "--buffer-budget",
+            "lots",
+            "--reload-check-ms",
+            "soon",
+            "--kubernetes",
+            "maybe",
+            "--instance-name",
+            "Not_A_Label",
+        ])
+        .unwrap();
+        let problems = args.check().unwrap_err().0;
+        let flags: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(' ').next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                "--listen-address",
+                "--buffer-budget",
+                "--kubernetes",
+                "--observer",
+                "--instance-name",
+                "--reload-check-ms",
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems[3].contains("https"), "{}", problems[3]);
+    }
+
+    #[test]
+    fn checked_flags_become_the_agent_settings() {
+        let settings = checked(&[
+            "--config",
+            "agent.yaml",
+            "--listen-address",
+            "127.0.0.1:9000",
+            "--kubernetes",
+            "off",
+            "--reload-check-ms",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(settings.agent.listen_address.to_string(), "127.0.0.1:9000");
+        assert!(!settings.agent.kubernetes);
+        let ConfigSource::File { reload_check, .. } = settings.source else {
+            panic!("observer mode");
+        };
+        assert_eq!(reload_check, MIN_CHECK_INTERVAL, "raised to the minimum");
     }
 
     #[test]
@@ -693,40 +724,5 @@ mod tests {
         assert!(!args.kubelet_insecure_skip_tls_verify);
         let skip = parse(&["--config", "a.yaml", "--kubelet-insecure-skip-tls-verify"]).unwrap();
         assert!(skip.kubelet_insecure_skip_tls_verify);
-    }
-
-    /// Issue 13, finding 9: the Secret watcher never watches a namespace outside
-    /// --secret-namespaces, even for a configuration that never passed the allow-list
-    /// (here validated without it). On 552c13e it watched every namespace pipelines
-    /// named.
-    #[test]
-    fn secrets_are_watched_only_in_allowed_namespaces() {
-        let text = r#"
-apiVersion: telemetry.kaas-observer.io/v1alpha1
-kind: AgentConfig
-pipelines:
-  - metadata: {name: p}
-    spec:
-      input: {prometheus: {enabled: true}}
-      output:
-        prometheusRemoteWrite:
-          url: https://r.example/write
-          headers:
-            - {name: X-A, valueFrom: {secretKeyRef: {name: a, namespace: kaas-observer, key: k}}}
-            - {name: X-B, valueFrom: {secretKeyRef: {name: b, namespace: kube-system, key: k}}}
-"#;
-        let unchecked = ValidationContext::observer(ProviderPolicy::unrestricted());
-        let config = AgentConfig::parse(text, &unchecked).unwrap();
-        let watched = secret_namespaces(&config, &SecretNamespaces::only(["kaas-observer"]));
-        assert_eq!(watched, ["kaas-observer".to_owned()].into());
-        // Validated as the agent validates, the configuration is refused outright.
-        let checked = ValidationContext::observer(ProviderPolicy::agent_default());
-        let Err(AgentConfigError::Invalid(errors)) = AgentConfig::parse(text, &checked) else {
-            panic!("accepted");
-        };
-        assert_eq!(
-            errors.errors()[0].path,
-            "pipelines[0].spec.output.prometheusRemoteWrite.headers[1].valueFrom.secretKeyRef.namespace"
-        );
     }
 }

@@ -9,7 +9,10 @@
 //! stream ended) goes to the end of the next round, so an agent whose replica died
 //! moves to a live one at once instead of first waiting for the dead one's timeout.
 //! The caller moves on to the next endpoint of the round after a failed attempt, and
-//! waits the jittered backoff only between rounds.
+//! waits the jittered backoff only between rounds. An endpoint is an https URL with a
+//! host ([`check_observer_url`]), checked with the other flags before the agent starts.
+
+use super::ControlError;
 
 /// In which order a round tries the endpoints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -77,6 +80,24 @@ impl Endpoints {
     pub fn failed(&mut self, url: &str) {
         self.last_failed = Some(url.to_owned());
     }
+}
+
+/// Checks one `--observer` endpoint: an https URL with a host.
+pub fn check_observer_url(text: &str) -> Result<(), ControlError> {
+    let bad_url = |reason: &str| ControlError::BadUrl {
+        url: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = url::Url::parse(text).map_err(|e| bad_url(&e.to_string()))?;
+    if url.scheme() != "https" {
+        return Err(bad_url(
+            "the control stream needs TLS, because the agent's certificate is its identity",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad_url("no host"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,22 +2,18 @@
 //! targets: the same numbers `/metrics` shows (see [`crate::telemetry`]), so the
 //! observer's conditions and the agent's own dashboards never disagree.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use kaas_series::clock::unix_ms;
 
 use kaas_proto::control::v1::{
     AgentHealth, DropReason as WireDropReason, DroppedSamples, PipelineError, PipelineHealth,
 };
 use std::sync::atomic::Ordering;
 
-use crate::buffer::budget::BUFFER_BUDGET_EXCEEDED;
+use crate::pipeline::budget::BUFFER_BUDGET_EXCEEDED;
 use crate::pipeline::runtime::{Pipelines, RunningPipeline};
-use crate::pipeline::stats::{DropReason, ERROR_LOG_INTERVAL};
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use crate::topology::stats::{DropReason, ERROR_LOG_INTERVAL};
 
 /// A snapshot of every running pipeline, taken at `now`.
 pub fn snapshot(pipelines: &Pipelines, now: SystemTime) -> AgentHealth {

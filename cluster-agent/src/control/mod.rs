@@ -51,7 +51,7 @@
 //!    `--secret-namespaces`. Every problem is sent back in one FAILED status with the
 //!    pipeline and field path; the running configuration is not touched.
 //! 3. APPLYING is sent and the configuration goes through
-//!    [`ConfiguredAgent::apply`](crate::cli::run::ConfiguredAgent::apply), i.e.
+//!    [`ConfiguredAgent::apply`](crate::agent::ConfiguredAgent::apply), i.e.
 //!    [`Agent::apply`](crate::agent::Agent::apply): unchanged pipelines keep running.
 //! 4. If a pipeline could not start, FAILED is sent and the last-known-good
 //!    configuration is applied again. Otherwise the agent waits the health window
@@ -69,8 +69,8 @@
 //!
 //! Any error (connect, TLS, stream reset, the observer going away) ends the session and
 //! the agent reconnects after a delay drawn uniformly from `[0, min(60 s, 1 s × 2^n))`
-//! ("full jitter", [`stream::Backoff`]); `n` counts failures since the last stream that
-//! got established. When an observer with 10,000 agents restarts, every agent is
+//! ("full jitter", [`Backoff`](crate::outbound::backoff::Backoff)); `n` counts failures
+//! since the last stream that got established. When an observer with 10,000 agents restarts, every agent is
 //! disconnected at once, but their retries spread evenly over the growing window
 //! instead of arriving in synchronised waves, and within a minute the load is a few
 //! hundred hellos per second at most. Each reconnect is cheap on both sides: a hello
@@ -101,7 +101,7 @@ pub mod stream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use endpoints::EndpointOrder;
+pub use endpoints::{EndpointOrder, check_observer_url};
 pub use stream::ObserverConnection;
 
 /// How long a new configuration must run before it is reported APPLIED and becomes

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use super::endpoints::Endpoints;
+use super::endpoints::{Endpoints, check_observer_url};
 use super::identity::{AgentIdentity, KeyAndRequest, check_writable, generate_key_and_request};
 use super::lkg::LastKnownGood;
 use super::refusal::{bounded_errors, config_errors, whole_config_error};
@@ -29,8 +29,9 @@ use super::{
     CONNECT_TIMEOUT, ControlError, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, ObserverSettings,
     RECONNECT_BACKOFF_BASE, RECONNECT_BACKOFF_CAP,
 };
-use crate::cli::run::ConfiguredAgent;
+use crate::agent::ConfiguredAgent;
 use crate::internal_events::{ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource};
+use crate::outbound::backoff::Backoff;
 
 /// How long a `Join` call may take before it is retried.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,51 +44,6 @@ const OUTBOX_CAPACITY: usize = 16;
 /// stream. Refused by the transport instead, the stream would break, and the agent
 /// would reconnect only to be sent the same message again.
 pub const MAX_OBSERVER_MESSAGE_BYTES: usize = 4 * MAX_AGENT_CONFIG_BYTES;
-/// Reconnect delays with exponential growth and full jitter: each delay is drawn
-/// uniformly from `[0, min(cap, base × 2^failures))`.
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    /// Delays growing from `base` up to `cap`.
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            failures: 0,
-        }
-    }
-
-    /// The upper bound of the next delay.
-    pub fn ceiling(&self) -> Duration {
-        let factor = 1u32.checked_shl(self.failures.min(31)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.cap)
-    }
-
-    /// The next delay; each call counts one more failure.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.ceiling();
-        self.failures = self.failures.saturating_add(1);
-        let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(fastrand::u64(0..=ceiling_ms))
-    }
-
-    /// Starts over after a success.
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-
-    /// Waits the longest window from now on: for a failure that an immediate retry
-    /// would only repeat.
-    pub fn at_cap(&mut self) {
-        self.failures = u32::MAX;
-    }
-}
-
 /// How a session ended without an error.
 enum SessionEnd {
     /// The observer asked for a new join (`REJOIN`), with its reason.
@@ -162,7 +118,7 @@ impl ObserverConnection {
             });
         }
         for url in &settings.urls {
-            check_url(url)?;
+            check_observer_url(url)?;
         }
         let identity = AgentIdentity::load(&settings.data_dir)?;
         match &identity {
@@ -546,7 +502,7 @@ impl ObserverConnection {
                 _ = health.tick() => self.send_health(agent, &mut outbox).await?,
                 _ = heartbeat.tick() => {
                     if outbox.last_sent.elapsed() >= heartbeat_interval {
-                        let timestamp_unix_ms = super::health::unix_ms(SystemTime::now());
+                        let timestamp_unix_ms = kaas_series::clock::now_ms();
                         outbox.send(agent_message::Body::Heartbeat(Heartbeat { timestamp_unix_ms })).await?;
                     }
                 }
@@ -779,74 +735,4 @@ fn log_refused_certificate(url: &str, identity: &AgentIdentity, code: tonic::Cod
         %message,
         "the observer refused this agent's certificate (the cluster was deleted, or it joined again with another agent); the last-known-good configuration keeps running"
     );
-}
-
-/// Checks one `--observer` endpoint: an https URL with a host.
-fn check_url(text: &str) -> Result<(), ControlError> {
-    let bad_url = |reason: &str| ControlError::BadUrl {
-        url: text.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let url = url::Url::parse(text).map_err(|e| bad_url(&e.to_string()))?;
-    if url.scheme() != "https" {
-        return Err(bad_url(
-            "the control stream needs TLS, because the agent's certificate is its identity",
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad_url("no host"));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_windows_double_up_to_the_cap_and_reset() {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let mut ceilings = Vec::new();
-        for _ in 0..9 {
-            let ceiling = backoff.ceiling();
-            let delay = backoff.next_delay();
-            assert!(delay <= ceiling, "{delay:?} > {ceiling:?}");
-            ceilings.push(ceiling.as_secs());
-        }
-        assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        for _ in 0..100 {
-            backoff.next_delay();
-        }
-        assert_eq!(backoff.ceiling(), Duration::from_secs(60));
-        backoff.reset();
-        assert_eq!(backoff.ceiling(), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn after_an_oversized_message_the_next_delay_may_be_the_longest() {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        backoff.at_cap();
-        assert_eq!(backoff.ceiling(), Duration::from_secs(60));
-        backoff.next_delay();
-        assert_eq!(backoff.ceiling(), Duration::from_secs(60), "no overflow");
-    }
-
-    #[test]
-    fn backoff_delays_are_spread_over_the_whole_window() {
-        // Full jitter: 10,000 agents at the cap land all over [0, 60 s], not in a burst.
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        for _ in 0..10 {
-            backoff.next_delay();
-        }
-        let delays: Vec<u64> = (0..10_000)
-            .map(|_| backoff.clone().next_delay().as_millis() as u64)
-            .collect();
-        let mean = delays.iter().sum::<u64>() / delays.len() as u64;
-        assert!((25_000..35_000).contains(&mean), "mean {mean} ms");
-        let mut buckets = [0usize; 6];
-        for delay in delays {
-            buckets[(delay / 10_001) as usize] += 1;
-        }
-        assert!(buckets.iter().all(|&n| n > 1_000), "{buckets:?}");
-    }
 }

@@ -1,15 +1,31 @@
 //! Sending batches to backends. Each pipeline has its own exporter with its own HTTP
 //! client and connection pool, so a slow or dead backend holds up only its own
-//! pipeline. The parts every exporter shares: the endpoint with its headers, credentials
-//! and client ([`http`]), TLS ([`tls`]), secret resolution ([`auth`]), and how failures
-//! are classified and retried ([`retry`]).
+//! pipeline. The plumbing every exporter shares (the endpoint with its headers,
+//! credentials and client, TLS, secret resolution, and how failures are classified and
+//! retried) is [`crate::outbound`].
 
-pub mod auth;
-pub mod http;
 pub mod otlp;
 pub mod remote_write;
-pub mod retry;
-pub mod tls;
+
+use crate::outbound::retry;
+
+use crate::record::metrics::{Batch, EncodedRequest, Metrics};
+use crate::record::signal::{FrameEncoding, Signal};
+
+/// The request type of an exporter's signal.
+pub type RequestOf<E> = <<E as Export>::Signal as FrameEncoding>::Request;
+
+/// Where a sender's requests go: the pipeline's exporter, for one signal.
+pub trait Export: Send + Sync + 'static {
+    /// The signal it sends.
+    type Signal: Signal;
+
+    /// Sends one request; says whether a failure is worth retrying.
+    fn send(
+        &self,
+        request: &RequestOf<Self>,
+    ) -> impl std::future::Future<Output = Result<(), retry::SendError>> + Send;
+}
 
 /// The one exporter of a pipeline.
 #[derive(Debug)]
@@ -20,13 +36,12 @@ pub enum Exporter {
     Otlp(otlp::OtlpExporter),
 }
 
-impl Exporter {
+impl Export for Exporter {
+    type Signal = Metrics;
+
     /// Sends one request. Remote-write 1.0 sends the encoded body as it is (compressed
     /// bodies without touching them); the other protocols decode it first.
-    pub async fn send(
-        &self,
-        request: &crate::batch::EncodedRequest,
-    ) -> Result<(), retry::SendError> {
+    async fn send(&self, request: &EncodedRequest) -> Result<(), retry::SendError> {
         match self {
             Self::RemoteWrite(exporter) => exporter.send_request(request).await,
             Self::Otlp(exporter) => exporter.send(&decode(&raw(request)?)?).await,
@@ -37,7 +52,7 @@ impl Exporter {
 /// The uncompressed body of a request; one that does not decompress can never be
 /// sent, so it is dropped (and counted) rather than retried.
 pub(crate) fn raw(
-    request: &crate::batch::EncodedRequest,
+    request: &EncodedRequest,
 ) -> Result<std::borrow::Cow<'_, [u8]>, retry::SendError> {
     request.raw().map_err(|e| retry::SendError::Permanent {
         reason: format!("a buffered batch is damaged: {e}"),
@@ -46,11 +61,8 @@ pub(crate) fn raw(
 
 /// Decodes an encoded request; one that does not decode can never be sent, so it is
 /// dropped (and counted) rather than retried.
-pub(crate) fn decode(body: &[u8]) -> Result<crate::batch::Batch, retry::SendError> {
-    crate::batch::Batch::from_request_bytes(body).map_err(|e| retry::SendError::Permanent {
+pub(crate) fn decode(body: &[u8]) -> Result<Batch, retry::SendError> {
+    Batch::from_request_bytes(body).map_err(|e| retry::SendError::Permanent {
         reason: format!("a buffered batch is damaged: {e}"),
     })
 }
-
-/// `User-Agent` of every request the agent sends.
-pub const USER_AGENT: &str = concat!("kaas-observer-agent/", env!("CARGO_PKG_VERSION"));

@@ -32,15 +32,15 @@ use kaas_pipeline::secret::SecretString;
 use url::Url;
 
 use super::runtime::{defaults, scrape_config};
-use super::stats::PipelineStats;
 use super::targets::DesiredTarget;
 use crate::discovery::kubernetes::nodes;
-use crate::exporters::tls::{TlsError, TlsMaterial};
 use crate::labels::{ADDRESS, Labels};
+use crate::outbound::tls::{TlsError, TlsMaterial};
 use crate::scrape::client::ScrapeClient;
 use crate::scrape::credentials::ScrapeCredentials;
-use crate::scrape::scraper::Target;
+use crate::scrape::target::Target;
 use crate::scrape::target::{METRICS_PATH, SCHEME, populate};
+use crate::topology::stats::PipelineStats;
 
 /// The job of runtime targets, as the kubernetes-mixin dashboards and alerts expect.
 pub const KUBELET_JOB: &str = "kubelet";
@@ -172,17 +172,16 @@ pub fn runtime_targets(
     access: &KubeletAccess,
     stats: &PipelineStats,
 ) -> Vec<DesiredTarget> {
-    let Some(input) = pipeline.spec().input.runtime.as_ref().filter(|i| i.enabled) else {
+    let Some(input) = &pipeline.inputs.runtime else {
         return Vec::new();
     };
-    let resources = &input.resources;
     let paths: Vec<&str> = [
-        (resources.kubelet, "/metrics"),
-        (resources.cadvisor, "/metrics/cadvisor"),
-        (resources.node, "/metrics/resource"),
+        (input.kubelet, "/metrics"),
+        (input.cadvisor, "/metrics/cadvisor"),
+        (input.node, "/metrics/resource"),
     ]
     .into_iter()
-    .filter(|(on, _)| on.unwrap_or(true))
+    .filter(|(on, _)| *on)
     .map(|(_, path)| path)
     .collect();
     let mut processors = pipeline.processors.clone();

@@ -1,11 +1,9 @@
-//! One pipeline at run time: its disk buffer, the sender that drains it to the
-//! pipeline's exporter, and the counters that become health reports and metrics.
-//! Pipelines share nothing on the delivery path, so one dead backend never slows
-//! another pipeline.
+//! One pipeline at run time: starting and stopping it ([`runtime`]), which wires its
+//! disk buffer, the topology's inlet and sender ([`crate::topology`]) and its exporter,
+//! the scrape targets it follows ([`targets`], [`kubelet`]), and the disk budget the
+//! pipelines' buffers share ([`budget`]).
 
-pub mod inlet;
+pub mod budget;
 pub mod kubelet;
 pub mod runtime;
-pub mod sender;
-pub mod stats;
 pub mod targets;

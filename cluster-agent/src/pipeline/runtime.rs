@@ -9,7 +9,6 @@
 //! next start, which reopens the same directory.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,29 +21,29 @@ use kaas_pipeline::output::ValidatedOutput;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use super::inlet::Inlet;
 use super::kubelet::{KUBELET_ACCESS_REASON, KubeletAccess, runtime_targets};
-use super::sender::{Sender, SenderConfig};
-use super::stats::PipelineStats;
 use super::targets::{DesiredTarget, TargetSet, TargetState};
-use crate::buffer::budget::{BUFFER_BUDGET_EXCEEDED, BufferGrant};
-use crate::buffer::{BufferError, DiskBuffer, Limits};
 use crate::discovery::kubernetes::watch::{NodeSnapshot, PodSnapshot, Snapshot};
 use crate::discovery::kubernetes::{annotations, endpointslices, istio, pods};
 use crate::exporters::Exporter;
-use crate::exporters::auth::{SecretStore, ValueSources};
 use crate::exporters::otlp::OtlpExporter;
 use crate::exporters::remote_write::RemoteWriteExporter;
-use crate::exporters::tls::{TlsError, TlsMaterial};
 use crate::files::FileAccess;
 use crate::labels::{ADDRESS, Labels};
+use crate::outbound::auth::{SecretStore, ValueSources};
+use crate::outbound::tls::{TlsError, TlsMaterial};
+use crate::pipeline::budget::{BUFFER_BUDGET_EXCEEDED, BufferGrant};
 use crate::scrape::client::ScrapeClient;
+use crate::scrape::config::ScrapeConfig;
 use crate::scrape::limits::{
     DEFAULT_BODY_SIZE_LIMIT, DEFAULT_LABEL_LIMIT, DEFAULT_LABEL_NAME_LENGTH_LIMIT,
     DEFAULT_LABEL_VALUE_LENGTH_LIMIT, DEFAULT_SAMPLE_LIMIT,
 };
-use crate::scrape::scraper::{ScrapeConfig, Target};
-use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, populate};
+use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, Target, populate};
+use crate::topology::inlet::Inlet;
+use crate::topology::sender::{Sender, SenderConfig};
+use crate::topology::stats::PipelineStats;
+use kaas_buffer::{BufferError, DiskBuffer, Limits};
 
 /// How long a stopping pipeline may keep sending what it has buffered.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -130,41 +129,7 @@ impl RunningPipeline {
         };
         let (buffer, _recovery) = DiskBuffer::open(buffer_dir(&context.data_dir, &name), limits)?;
         let buffer = Arc::new(Mutex::new(buffer));
-        let exporter = match &pipeline.output {
-            ValidatedOutput::RemoteWrite {
-                url,
-                version,
-                timeout,
-            } => {
-                let output = pipeline
-                    .spec()
-                    .output
-                    .prometheus_remote_write
-                    .clone()
-                    .unwrap_or_default();
-                Exporter::RemoteWrite(RemoteWriteExporter::new(
-                    &output,
-                    url.clone(),
-                    *version,
-                    *timeout,
-                    context.value_sources(),
-                )?)
-            }
-            ValidatedOutput::Otlp {
-                endpoint,
-                protocol,
-                timeout,
-            } => {
-                let output = pipeline.spec().output.otlp.clone().unwrap_or_default();
-                Exporter::Otlp(OtlpExporter::new(
-                    &output,
-                    endpoint.clone(),
-                    *protocol,
-                    *timeout,
-                    context.value_sources(),
-                )?)
-            }
-        };
+        let exporter = exporter(&pipeline, context)?;
         let stats = Arc::new(PipelineStats::named(&name));
         if let Some(reason) = &grant.reduced {
             stats.error(BUFFER_BUDGET_EXCEEDED, reason.clone());
@@ -184,60 +149,7 @@ impl RunningPipeline {
         };
         let (stop_sender, sender_rx) = watch::channel(false);
         let sender = tokio::spawn(sender.run(sender_rx));
-
-        let client = ScrapeClient::new(&TlsMaterial::default())?;
-        let targets = Arc::new(Mutex::new(TargetSet::new(
-            client,
-            Arc::new(pipeline.processors.clone()),
-            context.external_labels.clone(),
-            inlet.clone(),
-        )));
-        let (static_targets, target_errors) = static_targets(&pipeline);
-        lock(&targets).sync(static_targets.clone());
-        let input = &pipeline.spec().input;
-        let wants_pods = input.prometheus.as_ref().is_some_and(|i| i.enabled)
-            || input.istio.as_ref().is_some_and(|i| i.enabled);
-        let wants_nodes = input.runtime.as_ref().is_some_and(|i| i.enabled);
-        let wants_services = input.prometheus.as_ref().is_some_and(|i| i.enabled);
-        let cluster = ClusterView {
-            pods: context.cluster.pods.clone().filter(|_| wants_pods),
-            nodes: context.cluster.nodes.clone().filter(|_| wants_nodes),
-            services: context.cluster.services.clone().filter(|_| wants_services),
-            endpoint_slices: context
-                .cluster
-                .endpoint_slices
-                .clone()
-                .filter(|_| wants_services),
-        };
-        let kubelet = if wants_nodes {
-            KubeletAccess::new(
-                &context.service_account_dir,
-                context.kubelet_insecure_skip_verify,
-            )
-            .map_err(|error| stats.error(KUBELET_ACCESS_REASON, error.to_string()))
-            .ok()
-        } else {
-            None
-        };
-        if (wants_pods && cluster.pods.is_none()) || (wants_nodes && cluster.nodes.is_none()) {
-            stats.error(
-                "KubernetesUnavailable",
-                "the prometheus, istio and runtime inputs need access to the Kubernetes API, which this agent does not have",
-            );
-        }
-        let watches_anything = cluster.pods.is_some()
-            || cluster.nodes.is_some()
-            || (cluster.services.is_some() && cluster.endpoint_slices.is_some());
-        let discovery = watches_anything.then(|| {
-            tokio::spawn(discover(
-                pipeline.clone(),
-                static_targets,
-                cluster,
-                kubelet,
-                targets.clone(),
-                stats.clone(),
-            ))
-        });
+        let scraping = start_scraping(&pipeline, context, &inlet, &stats)?;
         Ok(Self {
             pipeline,
             stats,
@@ -245,10 +157,10 @@ impl RunningPipeline {
             buffer_grant: grant,
             inlet,
             external_labels: context.external_labels.clone(),
-            targets,
-            target_errors,
+            targets: scraping.targets,
+            target_errors: scraping.target_errors,
             value_sources: context.value_sources(),
-            discovery,
+            discovery: scraping.discovery,
             stop_sender,
             sender,
         })
@@ -288,6 +200,110 @@ impl RunningPipeline {
     }
 }
 
+/// The pipeline's exporter.
+fn exporter(pipeline: &ValidatedPipeline, context: &AgentContext) -> Result<Exporter, StartError> {
+    Ok(match &pipeline.output {
+        ValidatedOutput::RemoteWrite {
+            url,
+            version,
+            timeout,
+            settings,
+        } => Exporter::RemoteWrite(RemoteWriteExporter::new(
+            settings,
+            url.clone(),
+            *version,
+            *timeout,
+            context.value_sources(),
+        )?),
+        ValidatedOutput::Otlp {
+            endpoint,
+            protocol,
+            timeout,
+            settings,
+        } => Exporter::Otlp(OtlpExporter::new(
+            settings,
+            endpoint.clone(),
+            *protocol,
+            *timeout,
+            context.value_sources(),
+        )?),
+    })
+}
+
+/// A pipeline's scrape loops and the task that follows the cluster for them.
+struct Scraping {
+    targets: Arc<Mutex<TargetSet>>,
+    target_errors: Vec<String>,
+    discovery: Option<JoinHandle<()>>,
+}
+
+/// Starts the static targets' scrape loops, and the discovery of the targets the
+/// pipeline's inputs find in the cluster.
+fn start_scraping(
+    pipeline: &ValidatedPipeline,
+    context: &AgentContext,
+    inlet: &Inlet,
+    stats: &Arc<PipelineStats>,
+) -> Result<Scraping, StartError> {
+    let client = ScrapeClient::new(&TlsMaterial::default())?;
+    let targets = Arc::new(Mutex::new(TargetSet::new(
+        client,
+        Arc::new(pipeline.processors.clone()),
+        context.external_labels.clone(),
+        inlet.clone(),
+    )));
+    let (static_targets, target_errors) = static_targets(pipeline);
+    lock(&targets).sync(static_targets.clone());
+    let inputs = &pipeline.inputs;
+    let wants_pods = inputs.prometheus.is_some() || inputs.istio.is_some();
+    let wants_nodes = inputs.runtime.is_some();
+    let wants_services = inputs.prometheus.is_some();
+    let cluster = ClusterView {
+        pods: context.cluster.pods.clone().filter(|_| wants_pods),
+        nodes: context.cluster.nodes.clone().filter(|_| wants_nodes),
+        services: context.cluster.services.clone().filter(|_| wants_services),
+        endpoint_slices: context
+            .cluster
+            .endpoint_slices
+            .clone()
+            .filter(|_| wants_services),
+    };
+    let kubelet = if wants_nodes {
+        KubeletAccess::new(
+            &context.service_account_dir,
+            context.kubelet_insecure_skip_verify,
+        )
+        .map_err(|error| stats.error(KUBELET_ACCESS_REASON, error.to_string()))
+        .ok()
+    } else {
+        None
+    };
+    if (wants_pods && cluster.pods.is_none()) || (wants_nodes && cluster.nodes.is_none()) {
+        stats.error(
+            "KubernetesUnavailable",
+            "the prometheus, istio and runtime inputs need access to the Kubernetes API, which this agent does not have",
+        );
+    }
+    let watches_anything = cluster.pods.is_some()
+        || cluster.nodes.is_some()
+        || (cluster.services.is_some() && cluster.endpoint_slices.is_some());
+    let discovery = watches_anything.then(|| {
+        tokio::spawn(discover(
+            pipeline.clone(),
+            static_targets,
+            cluster,
+            kubelet,
+            targets.clone(),
+            stats.clone(),
+        ))
+    });
+    Ok(Scraping {
+        targets,
+        target_errors,
+        discovery,
+    })
+}
+
 impl std::fmt::Debug for RunningPipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunningPipeline")
@@ -312,12 +328,7 @@ pub(super) fn scrape_config(
     honor_labels: bool,
     honor_timestamps: bool,
 ) -> ScrapeConfig {
-    let limits = pipeline
-        .spec()
-        .processors
-        .limits
-        .clone()
-        .unwrap_or_default();
+    let limits = pipeline.limits;
     ScrapeConfig {
         interval: pipeline.scrape.interval,
         timeout: pipeline.scrape.timeout,
@@ -326,23 +337,16 @@ pub(super) fn scrape_config(
         body_size_limit: DEFAULT_BODY_SIZE_LIMIT,
         // Unset or 0 (which Prometheus reads as "no limit") take the agent's defaults:
         // no target gets the agent's memory without a bound.
-        sample_limit: or_default(limits.sample_limit, DEFAULT_SAMPLE_LIMIT),
-        label_limit: or_default(limits.label_limit, DEFAULT_LABEL_LIMIT),
-        label_name_length_limit: or_default(
-            limits.label_name_length_limit,
-            DEFAULT_LABEL_NAME_LENGTH_LIMIT,
-        ),
-        label_value_length_limit: or_default(
-            limits.label_value_length_limit,
-            DEFAULT_LABEL_VALUE_LENGTH_LIMIT,
-        ),
+        sample_limit: limits.sample_limit.unwrap_or(DEFAULT_SAMPLE_LIMIT),
+        label_limit: limits.label_limit.unwrap_or(DEFAULT_LABEL_LIMIT),
+        label_name_length_limit: limits
+            .label_name_length_limit
+            .unwrap_or(DEFAULT_LABEL_NAME_LENGTH_LIMIT),
+        label_value_length_limit: limits
+            .label_value_length_limit
+            .unwrap_or(DEFAULT_LABEL_VALUE_LENGTH_LIMIT),
         credentials: None,
     }
-}
-
-/// A pipeline's limit, or `default` when it sets none or 0.
-fn or_default(limit: Option<u32>, default: NonZeroU32) -> NonZeroU32 {
-    limit.and_then(NonZeroU32::new).unwrap_or(default)
 }
 
 pub(super) fn defaults(
@@ -363,24 +367,14 @@ pub(super) fn defaults(
 fn static_targets(pipeline: &ValidatedPipeline) -> (Vec<DesiredTarget>, Vec<String>) {
     let mut desired = Vec::new();
     let mut errors = Vec::new();
-    let Some(input) = &pipeline.spec().input.static_targets else {
-        return (desired, errors);
-    };
-    for group in &input.targets {
-        let scheme = match group.scheme.unwrap_or(Scheme::Http) {
+    for group in &pipeline.inputs.static_targets {
+        let scheme = match group.scheme {
             Scheme::Http => "http",
             Scheme::Https => "https",
         };
-        let path = group
-            .metrics_path
-            .as_deref()
-            .unwrap_or(DEFAULT_METRICS_PATH);
+        let path = group.metrics_path.as_str();
         let defaults = defaults(pipeline, path, scheme);
-        let config = scrape_config(
-            pipeline,
-            group.honor_labels,
-            group.honor_timestamps.unwrap_or(true),
-        );
+        let config = scrape_config(pipeline, group.honor_labels, group.honor_timestamps);
         for address in &group.addresses {
             let discovered = Labels::from_pairs(
                 group
@@ -415,18 +409,23 @@ fn static_targets(pipeline: &ValidatedPipeline) -> (Vec<DesiredTarget>, Vec<Stri
 /// sidecars for the `istio` input (Istio rules), each in the namespaces its input
 /// admits, then through the pipeline's own target relabeling.
 pub fn pod_targets(pipeline: &ValidatedPipeline, pods: &[Arc<Pod>]) -> Vec<DesiredTarget> {
-    let input = &pipeline.spec().input;
+    let inputs = &pipeline.inputs;
     let mut desired = Vec::new();
-    if let Some(prometheus) = input.prometheus.as_ref().filter(|i| i.enabled) {
+    if let Some(prometheus) = &inputs.prometheus {
         desired.extend(pod_targets_with(
             pipeline,
             pods,
             prometheus,
-            annotations::rules(),
+            annotations::rules().to_vec(),
         ));
     }
-    if let Some(istio) = input.istio.as_ref().filter(|i| i.enabled) {
-        desired.extend(pod_targets_with(pipeline, pods, istio, istio::rules()));
+    if let Some(istio) = &inputs.istio {
+        desired.extend(pod_targets_with(
+            pipeline,
+            pods,
+            istio,
+            istio::rules().to_vec(),
+        ));
     }
     desired
 }
@@ -483,16 +482,10 @@ pub fn service_targets(
     services: &[Arc<Service>],
     slices: &[Arc<EndpointSlice>],
 ) -> Vec<DesiredTarget> {
-    let Some(input) = pipeline
-        .spec()
-        .input
-        .prometheus
-        .as_ref()
-        .filter(|i| i.enabled)
-    else {
+    let Some(input) = &pipeline.inputs.prometheus else {
         return Vec::new();
     };
-    let mut rules = endpointslices::rules();
+    let mut rules = endpointslices::rules().to_vec();
     rules.extend(pipeline.processors.relabel.iter().cloned());
     let defaults = defaults(pipeline, DEFAULT_METRICS_PATH, "http");
     let config = scrape_config(pipeline, false, true);

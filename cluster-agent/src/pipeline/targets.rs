@@ -1,7 +1,8 @@
 //! The scrape targets of one pipeline: a loop per target, started when the target
 //! appears in discovery and stopped, with staleness markers for its series, when it
 //! disappears. Targets are identified by their complete label set, so a target whose
-//! labels change is a new target, as in Prometheus.
+//! labels change is a new target, as in Prometheus. The loops hand their samples to
+//! the pipeline's inlet, which is their [`ScrapeSink`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,10 +11,26 @@ use kaas_pipeline::processors::ValidatedProcessors;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::inlet::Inlet;
 use crate::labels::Labels;
 use crate::scrape::client::ScrapeClient;
-use crate::scrape::scraper::{ScrapeConfig, Scraper, Target, TargetHealth};
+use crate::scrape::config::ScrapeConfig;
+use crate::scrape::scraper::{Scraper, TargetHealth};
+use crate::scrape::sink::ScrapeSink;
+use crate::scrape::target::Target;
+use crate::topology::inlet::Inlet;
+
+/// The pipeline's inlet is where its scrape loops hand their samples.
+impl ScrapeSink for Inlet {
+    fn push_encoded(&self, request: &[u8], samples: usize, oldest_ms: i64, stream: u64) {
+        // A failed write is counted and reported by the inlet; the next scrape is the
+        // retry.
+        let _ = Inlet::push_encoded(self, request, samples, oldest_ms, Some(stream));
+    }
+
+    fn report_error(&self, reason: &'static str, message: String) {
+        self.stats.error(reason, message);
+    }
+}
 
 /// A target as discovery wants it.
 #[derive(Clone, Debug)]

@@ -29,7 +29,6 @@ pub mod otlp_grpc;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -41,16 +40,18 @@ use http_body_util::BodyExt;
 use kaas_pipeline::input::{PushAuthenticationMode, PushInput};
 use kaas_pipeline::secret::ValueSource;
 use kaas_proto::otlp::ExportMetricsServiceResponse;
+use kaas_series::clock::now_ms;
 use kaas_series::{DecodeError, PushLimits, Pushed, compression};
 use prost::Message;
 use tokio::sync::{RwLock, Semaphore};
 
 use self::auth::{Review, ReviewError, TokenReviewer, bearer_token, token_matches};
-use crate::batch::Batch;
-use crate::exporters::auth::{ValueSources, resolve};
 use crate::labels::{Labels, LabelsBuilder};
+use crate::outbound::auth::{ValueSources, resolve};
 use crate::pipeline::runtime::Pipelines;
 use crate::processing::process_sample;
+use crate::record::metrics::Batch;
+use crate::topology::inlet::Ack;
 
 /// Most push bodies decompressed and decoded at once. Each may hold up to the
 /// decompressed limit and what it decodes into; two (the agent's usual core count)
@@ -84,12 +85,11 @@ impl Protocol {
         }
     }
 
-    fn input(self, input: &kaas_pipeline::input::Input) -> Option<&PushInput> {
+    fn input(self, inputs: &kaas_pipeline::input::ValidatedInputs) -> Option<&PushInput> {
         match self {
-            Self::RemoteWrite => input.remote_write.as_ref(),
-            Self::Otlp => input.otlp.as_ref(),
+            Self::RemoteWrite => inputs.remote_write.as_ref(),
+            Self::Otlp => inputs.otlp.as_ref(),
         }
-        .filter(|i| i.enabled)
     }
 }
 
@@ -140,8 +140,9 @@ pub enum Refusal {
     UnsupportedMediaType(String),
     /// The body is too large or invalid.
     Decode(DecodeError),
-    /// A pipeline that takes the data could not store it (its data volume is full or
-    /// failing); the pusher should retry. The pipeline's condition says why.
+    /// A pipeline that takes the data could not store it durably (its buffer is full
+    /// and drops new data, or its data volume is full or failing); the pusher should
+    /// retry. The pipeline's condition says why.
     BufferUnavailable(String),
 }
 
@@ -277,7 +278,7 @@ impl PushReceiver {
             pipelines
                 .values()
                 .filter_map(|running| {
-                    let input = protocol.input(&running.pipeline.spec().input)?;
+                    let input = protocol.input(&running.pipeline.inputs)?;
                     Some(Taker {
                         pipeline: running.pipeline.name().to_owned(),
                         mode: input.mode(),
@@ -395,8 +396,9 @@ impl PushReceiver {
     }
 
     /// Hands pushed series to every admitted pipeline that takes them. A pipeline whose
-    /// buffer cannot store them (the inlet counts and reports that) makes the request
-    /// fail, so the pusher retries instead of believing its data was kept.
+    /// buffer does not store them durably (full, or a failed write; the inlet counts
+    /// and reports that) makes the request fail, so the pusher retries instead of
+    /// believing its data was kept.
     async fn route(
         &self,
         protocol: Protocol,
@@ -412,7 +414,7 @@ impl PushReceiver {
             let Some(pipeline) = pipelines.get(&admission.pipeline) else {
                 continue;
             };
-            let Some(input) = protocol.input(&pipeline.pipeline.spec().input) else {
+            let Some(input) = protocol.input(&pipeline.pipeline.inputs) else {
                 continue;
             };
             let mut kept = Vec::new();
@@ -439,7 +441,14 @@ impl PushReceiver {
             }
             let batch =
                 Batch::from_series(kept, pushed.metadata.clone(), &pipeline.external_labels);
-            if pipeline.inlet.push(&batch, now_ms()).is_err() {
+            // "Accepted" means durable: answer success only once the record's
+            // acknowledgement fired (a full buffer or a failed write never fires it).
+            let (durable, stored) = tokio::sync::oneshot::channel();
+            let ack = Ack::new(move || {
+                let _ = durable.send(());
+            });
+            let pushed = pipeline.inlet.push_acked(&batch, now_ms(), ack);
+            if pushed.is_err() || stored.await.is_err() {
                 not_stored.push(admission.pipeline.as_str());
             }
         }
@@ -455,7 +464,7 @@ impl PushReceiver {
             Ok(())
         } else {
             Err(Refusal::BufferUnavailable(format!(
-                "pipeline(s) {} could not store the data (their buffer cannot write); retry later",
+                "pipeline(s) {} could not store the data (their buffer is full or cannot write); retry later",
                 not_stored.join(", ")
             )))
         }
@@ -491,12 +500,6 @@ async fn read_body(
             "cannot read the body: {error}"
         )))),
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 async fn remote_write(State(receiver): State<PushReceiver>, request: Request) -> Response {

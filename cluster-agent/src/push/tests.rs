@@ -14,7 +14,7 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::agent::Agent;
-use crate::exporters::auth::SecretStore;
+use crate::outbound::auth::SecretStore;
 use crate::pipeline::runtime::{AgentContext, ClusterView};
 
 /// A deadline for answers that must come without the body being read; the bodies in
@@ -44,6 +44,18 @@ struct Fixture {
 /// recording receiver; service-account tokens reviewed by `reviewer`.
 async fn fixture(input: &str, reviewer: TokenReviewer) -> Fixture {
     let sink = RemoteWriteReceiver::start().await;
+    let url = sink.url();
+    fixture_with(input, "{}", &url, sink, reviewer).await
+}
+
+/// As [`fixture`], with the pipeline's `buffer` (YAML flow mapping) and sending to `url`.
+async fn fixture_with(
+    input: &str,
+    buffer: &str,
+    url: &str,
+    sink: RemoteWriteReceiver,
+    reviewer: TokenReviewer,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let secrets = MapSecrets(BTreeMap::from([(
         ("shop".into(), "push".into(), "token".into()),
@@ -59,8 +71,7 @@ async fn fixture(input: &str, reviewer: TokenReviewer) -> Fixture {
         kubelet_insecure_skip_verify: false,
     });
     let config = format!(
-        "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: pushed}}\n    spec:\n      input: {input}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",
-        sink.url()
+        "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: pushed}}\n    spec:\n      input: {input}\n      buffer: {buffer}\n      output: {{prometheusRemoteWrite: {{url: \"{url}\"}}}}\n"
     );
     let report = agent
         .apply(
@@ -290,6 +301,51 @@ async fn a_pipeline_push_token_admits_its_pushers() {
         .sink
         .wait_for_samples(1, Duration::from_secs(20))
         .await;
+    fixture.agent.shutdown().await;
+}
+
+/// Issue 14: "accepted" means durable. A push the pipeline's buffer does not keep
+/// (full, with `dropNewest`) is answered 503 so the pusher retries; 303d3e1 answered
+/// 204 and the data was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_the_buffer_does_not_keep_is_not_accepted() {
+    // Nothing listens on the backend's port, so the buffer does not drain.
+    let dead = format!(
+        "http://127.0.0.1:{}/api/v1/write",
+        kaas_test_support::process::free_port()
+    );
+    let mut fixture = fixture_with(
+        "{remoteWrite: {enabled: true, authentication: {mode: unauthenticated}}}",
+        "{maxBytes: 1Mi, whenFull: dropNewest}",
+        &dead,
+        RemoteWriteReceiver::start().await,
+        no_kubernetes(),
+    )
+    .await;
+    let body = || Body::from(write_body(vec![series(&[("__name__", "kept")])]));
+    let (status, message) = call(&fixture.receiver, post("/api/v1/write", None, body())).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{message}");
+    {
+        // Fill the buffer to the last few bytes with incompressible records.
+        let pipelines = fixture.agent.pipelines.read().await;
+        let inlet = &pipelines["pushed"].inlet;
+        let bytes = || inlet.buffer.lock().unwrap().bytes();
+        for size in [200_000, 10_000, 500, 20, 1] {
+            let filler: Vec<u8> = (0..size).map(|_| fastrand::u8(..)).collect();
+            loop {
+                let before = bytes();
+                inlet
+                    .push_encoded(&filler, 1, now_ms(), None)
+                    .expect("a full buffer is no write error");
+                if bytes() == before {
+                    break;
+                }
+            }
+        }
+    }
+    let (status, message) = call(&fixture.receiver, post("/api/v1/write", None, body())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{message}");
+    assert!(message.contains("could not store the data"), "{message}");
     fixture.agent.shutdown().await;
 }
 

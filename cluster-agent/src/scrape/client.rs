@@ -27,8 +27,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use url::Url;
 
-use super::scraper::ScrapeError;
-use crate::exporters::tls::{TlsError, TlsMaterial, client_config};
+use super::error::ScrapeError;
+use crate::outbound::tls::{TlsError, TlsMaterial, client_config};
 
 /// Bytes read from a target's socket at a time, and so about what an idle keep-alive
 /// connection holds: a 200 KB exposition takes seven reads.

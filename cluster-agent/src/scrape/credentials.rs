@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use http::HeaderValue;
 use url::Url;
 
-use super::scraper::ScrapeError;
+use super::error::ScrapeError;
 
 /// A bearer token file and the only place its token may be sent.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,12 +9,14 @@
 //! 4. `__meta_*` labels are removed and `instance` defaults to the address.
 //!
 //! The resulting set still holds the internal `__…` labels the scraper needs;
-//! [`public_labels`] is what series are labelled with.
+//! [`public_labels`] is what series are labelled with, and [`Target`] is the target
+//! ready to scrape, with its URL.
 
 use std::time::Duration;
 
 use kaas_pipeline::processors::RelabelRule;
 use kaas_pipeline::units::format_duration;
+use url::Url;
 
 use crate::labels::{ADDRESS, Labels, LabelsBuilder, RESERVED_PREFIX};
 use crate::processing::relabel;
@@ -133,6 +135,41 @@ fn with_default_port(address: &str, scheme: &str) -> Result<String, TargetError>
     }
     let port = if scheme == "https" { 443 } else { 80 };
     Ok(format!("{address}:{port}"))
+}
+
+/// A target ready to scrape.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// All labels, internal ones included.
+    pub labels: Labels,
+    /// The labels its series carry.
+    pub public: Labels,
+    /// What to fetch.
+    pub url: Url,
+}
+
+impl Target {
+    /// Builds the URL from `__scheme__`, `__address__`, `__metrics_path__` and
+    /// `__param_*`.
+    pub fn new(labels: Labels) -> Result<Self, String> {
+        let mut url = Url::parse(&format!(
+            "{}://{}{}",
+            labels.get(SCHEME),
+            labels.get(ADDRESS),
+            labels.get(METRICS_PATH)
+        ))
+        .map_err(|e| format!("cannot build the scrape URL: {e}"))?;
+        for label in labels.iter() {
+            if let Some(param) = label.name.strip_prefix("__param_") {
+                url.query_pairs_mut().append_pair(param, &label.value);
+            }
+        }
+        Ok(Self {
+            public: public_labels(&labels),
+            labels,
+            url,
+        })
+    }
 }
 
 #[cfg(test)]

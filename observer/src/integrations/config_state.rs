@@ -40,9 +40,7 @@ use tokio::task::JoinHandle;
 use super::remote_write::{Series, SeriesSource};
 use crate::rendering::CentralPipelineSettings;
 use crate::rendering::render_for_cluster;
-use crate::store::{
-    Change, Cluster, ConfigReport, Store, StoreError, StoredPipeline,
-};
+use crate::store::{Change, Cluster, ConfigReport, Store, StoreError, StoredPipeline};
 
 /// The metric's name.
 pub const METRIC: &str = "kaas_pipeline_cluster_config_state";

@@ -12,7 +12,9 @@
 //! Written as ordinary rules (see [`RULES`]) so they behave exactly like a user's
 //! Prometheus configuration would, and so they are tested like one.
 
-use kaas_pipeline::processors::{RelabelConfig, RelabelRule, compile_rule};
+use std::sync::LazyLock;
+
+use kaas_pipeline::processors::RelabelRule;
 
 /// The rules, in Prometheus YAML.
 pub const RULES: &str = r#"
@@ -56,17 +58,19 @@ pub const RULES: &str = r#"
   target_label: node
 "#;
 
+/// [`RULES`], compiled once.
+static COMPILED: LazyLock<Vec<RelabelRule>> =
+    LazyLock::new(|| super::compile_built_in("prometheus (pod annotations)", RULES));
+
 /// The compiled rules.
-pub fn rules() -> Vec<RelabelRule> {
-    let configs: Vec<RelabelConfig> = serde_yaml::from_str(RULES).unwrap_or_default();
-    configs
-        .iter()
-        .filter_map(|c| compile_rule(c).ok())
-        .collect()
+pub fn rules() -> &'static [RelabelRule] {
+    &COMPILED
 }
 
 #[cfg(test)]
 mod tests {
+    use kaas_pipeline::processors::RelabelConfig;
+
     use super::*;
     use crate::labels::Labels;
     use crate::processing::relabel::process;
@@ -98,7 +102,7 @@ mod tests {
         let with = |extra: &[(&'static str, &'static str)]| {
             let mut pairs = base.to_vec();
             pairs.extend_from_slice(extra);
-            process(&target(&pairs), &rules)
+            process(&target(&pairs), rules)
         };
         // The annotated port is kept, other ports of the pod are not.
         let port = |n| {
@@ -168,9 +172,9 @@ mod tests {
                 ("__meta_kubernetes_pod_phase", phase),
             ])
         };
-        assert!(process(&pod("true", "Running"), &rules).is_some());
-        assert!(process(&pod("false", "Running"), &rules).is_none());
-        assert!(process(&pod("", "Running"), &rules).is_none());
-        assert!(process(&pod("true", "Succeeded"), &rules).is_none());
+        assert!(process(&pod("true", "Running"), rules).is_some());
+        assert!(process(&pod("false", "Running"), rules).is_none());
+        assert!(process(&pod("", "Running"), rules).is_none());
+        assert!(process(&pod("true", "Succeeded"), rules).is_none());
     }
 }

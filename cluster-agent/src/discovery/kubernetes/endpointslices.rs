@@ -6,7 +6,9 @@
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kaas_pipeline::processors::{RelabelConfig, RelabelRule, compile_rule};
+use std::sync::LazyLock;
+
+use kaas_pipeline::processors::RelabelRule;
 
 use super::{META_PREFIX, sanitize_label_name};
 use crate::labels::{ADDRESS, Labels};
@@ -161,13 +163,13 @@ pub const RULES: &str = r#"
   target_label: node
 "#;
 
+/// [`RULES`], compiled once.
+static COMPILED: LazyLock<Vec<RelabelRule>> =
+    LazyLock::new(|| super::compile_built_in("prometheus (Service endpoints)", RULES));
+
 /// The compiled rules.
-pub fn rules() -> Vec<RelabelRule> {
-    let configs: Vec<RelabelConfig> = serde_yaml::from_str(RULES).unwrap_or_default();
-    configs
-        .iter()
-        .filter_map(|c| compile_rule(c).ok())
-        .collect()
+pub fn rules() -> &'static [RelabelRule] {
+    &COMPILED
 }
 
 #[cfg(test)]
@@ -243,7 +245,7 @@ mod tests {
         let rules = rules();
         let kept: Vec<Labels> = endpointslice_targets(&slice, Some(&service))
             .iter()
-            .filter_map(|t| process(t, &rules))
+            .filter_map(|t| process(t, rules))
             .collect();
         assert_eq!(kept.len(), 1, "ready endpoint, annotated port only");
         for (name, value) in [
@@ -259,7 +261,7 @@ mod tests {
         assert!(
             endpointslice_targets(&slice, None)
                 .iter()
-                .all(|t| process(t, &rules).is_none())
+                .all(|t| process(t, rules).is_none())
         );
     }
 }

@@ -3,7 +3,9 @@
 //! `http-envoy-prom` (15090) at `/stats/prometheus`. Every running pod with a sidecar
 //! is scraped there, without any annotation; `namespace` and `pod` labels are added.
 
-use kaas_pipeline::processors::{RelabelConfig, RelabelRule, compile_rule};
+use std::sync::LazyLock;
+
+use kaas_pipeline::processors::RelabelRule;
 
 /// The rules, in Prometheus YAML.
 pub const RULES: &str = r#"
@@ -21,13 +23,13 @@ pub const RULES: &str = r#"
   target_label: pod
 "#;
 
+/// [`RULES`], compiled once.
+static COMPILED: LazyLock<Vec<RelabelRule>> =
+    LazyLock::new(|| super::compile_built_in("istio", RULES));
+
 /// The compiled rules.
-pub fn rules() -> Vec<RelabelRule> {
-    let configs: Vec<RelabelConfig> = serde_yaml::from_str(RULES).unwrap_or_default();
-    configs
-        .iter()
-        .filter_map(|c| compile_rule(c).ok())
-        .collect()
+pub fn rules() -> &'static [RelabelRule] {
+    &COMPILED
 }
 
 #[cfg(test)]
@@ -50,11 +52,11 @@ mod tests {
                 ("__meta_kubernetes_pod_container_port_name", port),
             ])
         };
-        let kept = process(&target("istio-proxy", "http-envoy-prom"), &rules).unwrap();
+        let kept = process(&target("istio-proxy", "http-envoy-prom"), rules).unwrap();
         assert_eq!(kept.get("__metrics_path__"), "/stats/prometheus");
         assert_eq!(kept.get("namespace"), "shop");
         assert_eq!(kept.get("pod"), "web-1");
-        assert!(process(&target("istio-proxy", "http-status"), &rules).is_none());
-        assert!(process(&target("app", "http-envoy-prom"), &rules).is_none());
+        assert!(process(&target("istio-proxy", "http-status"), rules).is_none());
+        assert!(process(&target("app", "http-envoy-prom"), rules).is_none());
     }
 }

@@ -3,7 +3,13 @@
 //! as relabel rules, and [`watch`] keeps a reflector of the cluster's pods through
 //! kube-runtime's watcher (tested against kube's mock client) and publishes the
 //! current pods whenever they change; [`secrets`] resolves `secretKeyRef` values from
-//! the referenced namespaces' Secrets and follows their rotation.
+//! the referenced namespaces' Secrets and follows their rotation (it is the
+//! [`SecretStore`](crate::outbound::auth::SecretStore) of the agent's outbound
+//! requests).
+//!
+//! The built-in relabel rules ([`annotations`], [`endpointslices`], [`istio`]) are
+//! written in Prometheus YAML and compiled once, the first time they are used, by
+//! [`compile_built_in`].
 
 pub mod annotations;
 pub mod endpointslices;
@@ -12,6 +18,8 @@ pub mod nodes;
 pub mod pods;
 pub mod secrets;
 pub mod watch;
+
+use kaas_pipeline::processors::{RelabelConfig, RelabelRule, compile_rule};
 
 /// Prefix of every Kubernetes meta label, as Prometheus names them.
 pub const META_PREFIX: &str = "__meta_kubernetes_";
@@ -28,4 +36,48 @@ pub fn sanitize_label_name(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Compiles relabel rules the agent ships for `input`. They are constants that tests
+/// compile; should they still not compile, the error is logged with the input's name
+/// and the input finds no targets, rather than targets labelled by half its rules.
+pub fn compile_built_in(input: &str, yaml: &str) -> Vec<RelabelRule> {
+    match try_compile(yaml) {
+        Ok(rules) => rules,
+        Err(error) => {
+            tracing::error!(input, %error, "the built-in relabel rules do not compile; the input finds no targets");
+            Vec::new()
+        }
+    }
+}
+
+/// Relabel rules from Prometheus YAML; the first problem, naming its rule.
+fn try_compile(yaml: &str) -> Result<Vec<RelabelRule>, String> {
+    let configs: Vec<RelabelConfig> =
+        serde_yaml::from_str(yaml).map_err(|e| format!("not a list of relabel rules: {e}"))?;
+    configs
+        .iter()
+        .enumerate()
+        .map(|(index, config)| {
+            compile_rule(config).map_err(|e| format!("rule {index}: {}", e.lines().join("; ")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_rules_compile_and_broken_ones_are_named() {
+        for yaml in [annotations::RULES, endpointslices::RULES, istio::RULES] {
+            let rules = try_compile(yaml).unwrap();
+            assert!(!rules.is_empty());
+        }
+        let error = try_compile("- action: keep\n  regex: '('\n").unwrap_err();
+        assert!(error.starts_with("rule 0:"), "{error}");
+        let error = try_compile("action: keep").unwrap_err();
+        assert!(error.contains("not a list of relabel rules"), "{error}");
+        assert!(compile_built_in("test", "{").is_empty());
+    }
 }

@@ -13,7 +13,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::task::JoinHandle;
 
-use crate::exporters::auth::SecretStore;
+use crate::outbound::auth::SecretStore;
 
 /// Secrets of one namespace, kept current by a watcher.
 pub struct KubernetesSecrets {

@@ -17,14 +17,16 @@ use kaas_proto::otlp::{
     Resource, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint, ValueAtQuantile,
     any_value, metric, number_data_point,
 };
-use kaas_proto::remote_write::v1::{MetricMetadata, MetricType};
+use kaas_proto::remote_write::v1::{MetricMetadata, MetricType, Sample, TimeSeries};
 
-use crate::batch::Batch;
 use crate::exporters::remote_write::encode::family_of;
-use crate::scrape::scraper::STALE_NAN_BITS;
+use crate::record::metrics::Batch;
+use kaas_series::STALE_NAN_BITS;
 
 type Attributes = BTreeMap<String, String>;
 type ResourceKey = (String, String);
+/// A histogram's or summary's point: its attributes and timestamp.
+type PointKey = (Vec<(String, String)>, i64);
 
 #[derive(Default)]
 struct HistogramAcc {
@@ -45,8 +47,8 @@ struct SummaryAcc {
 enum Acc {
     Gauge(Vec<NumberDataPoint>),
     Sum(Vec<NumberDataPoint>),
-    Histogram(BTreeMap<(Vec<(String, String)>, i64), HistogramAcc>),
-    Summary(BTreeMap<(Vec<(String, String)>, i64), SummaryAcc>),
+    Histogram(BTreeMap<PointKey, HistogramAcc>),
+    Summary(BTreeMap<PointKey, SummaryAcc>),
 }
 
 fn kv(key: &str, value: &str) -> KeyValue {
@@ -94,103 +96,7 @@ pub fn to_request(batch: &Batch) -> ExportMetricsServiceRequest {
         .collect();
     let mut resources: BTreeMap<ResourceKey, BTreeMap<String, Acc>> = BTreeMap::new();
     for series in &batch.series {
-        let mut attrs: Attributes = series
-            .labels
-            .iter()
-            .map(|l| (l.name.clone(), l.value.clone()))
-            .collect();
-        let name = attrs.remove("__name__").unwrap_or_default();
-        let job = attrs.remove("job").unwrap_or_default();
-        let instance = attrs.remove("instance").unwrap_or_default();
-        let metrics = resources.entry((job, instance)).or_default();
-        let family = family_of(&name, &families);
-        let kind = family.map_or(MetricType::Unknown, |m| {
-            MetricType::try_from(m.r#type).unwrap_or(MetricType::Unknown)
-        });
-        let family_name = family.map_or(name.as_str(), |m| m.metric_family_name.as_str());
-        match kind {
-            MetricType::Counter if name.ends_with("_created") => {}
-            MetricType::Counter => {
-                let Acc::Sum(points) = metrics.entry(name.clone()).or_insert(Acc::Sum(Vec::new()))
-                else {
-                    continue;
-                };
-                let attrs: Vec<_> = attrs.into_iter().collect();
-                points.extend(
-                    series
-                        .samples
-                        .iter()
-                        .map(|s| number_point(&attrs, s.timestamp, s.value)),
-                );
-            }
-            MetricType::Histogram => {
-                let suffix = name.strip_prefix(family_name).unwrap_or("");
-                let le = attrs.remove("le");
-                let acc = metrics
-                    .entry(family_name.to_owned())
-                    .or_insert_with(|| Acc::Histogram(BTreeMap::new()));
-                let Acc::Histogram(points) = acc else {
-                    continue;
-                };
-                let key_attrs: Vec<_> = attrs.into_iter().collect();
-                for sample in &series.samples {
-                    let point = points
-                        .entry((key_attrs.clone(), sample.timestamp))
-                        .or_default();
-                    point.stale |= is_stale(sample.value);
-                    match suffix {
-                        "_bucket" => {
-                            let bound =
-                                le.as_deref().and_then(parse_bound).unwrap_or(f64::INFINITY);
-                            point.buckets.push((bound, sample.value));
-                        }
-                        "_sum" => point.sum = Some(sample.value),
-                        "_count" => point.count = Some(sample.value),
-                        _ => {}
-                    }
-                }
-            }
-            MetricType::Summary => {
-                let suffix = name.strip_prefix(family_name).unwrap_or("");
-                let quantile = attrs.remove("quantile");
-                let acc = metrics
-                    .entry(family_name.to_owned())
-                    .or_insert_with(|| Acc::Summary(BTreeMap::new()));
-                let Acc::Summary(points) = acc else { continue };
-                let key_attrs: Vec<_> = attrs.into_iter().collect();
-                for sample in &series.samples {
-                    let point = points
-                        .entry((key_attrs.clone(), sample.timestamp))
-                        .or_default();
-                    point.stale |= is_stale(sample.value);
-                    match suffix {
-                        "" => {
-                            if let Some(q) = quantile.as_deref().and_then(|q| q.parse().ok()) {
-                                point.quantiles.push((q, sample.value));
-                            }
-                        }
-                        "_sum" => point.sum = sample.value,
-                        "_count" => point.count = sample.value,
-                        _ => {}
-                    }
-                }
-            }
-            _ => {
-                let Acc::Gauge(points) = metrics
-                    .entry(name.clone())
-                    .or_insert(Acc::Gauge(Vec::new()))
-                else {
-                    continue;
-                };
-                let attrs: Vec<_> = attrs.into_iter().collect();
-                points.extend(
-                    series
-                        .samples
-                        .iter()
-                        .map(|s| number_point(&attrs, s.timestamp, s.value)),
-                );
-            }
-        }
+        add_series(&mut resources, series, &families);
     }
     let scope = InstrumentationScope {
         name: "kaas-observer-agent".into(),
@@ -221,6 +127,127 @@ pub fn to_request(batch: &Batch) -> ExportMetricsServiceRequest {
                 }
             })
             .collect(),
+    }
+}
+
+/// Adds one series to the metrics of its resource (`job`, `instance`), by the type of
+/// its family.
+fn add_series(
+    resources: &mut BTreeMap<ResourceKey, BTreeMap<String, Acc>>,
+    series: &TimeSeries,
+    families: &HashMap<&str, &MetricMetadata>,
+) {
+    let mut attrs: Attributes = series
+        .labels
+        .iter()
+        .map(|l| (l.name.clone(), l.value.clone()))
+        .collect();
+    let name = attrs.remove("__name__").unwrap_or_default();
+    let job = attrs.remove("job").unwrap_or_default();
+    let instance = attrs.remove("instance").unwrap_or_default();
+    let metrics = resources.entry((job, instance)).or_default();
+    let family = family_of(&name, families);
+    let kind = family.map_or(MetricType::Unknown, |m| {
+        MetricType::try_from(m.r#type).unwrap_or(MetricType::Unknown)
+    });
+    let family_name = family.map_or(name.as_str(), |m| m.metric_family_name.as_str());
+    let suffix = name.strip_prefix(family_name).unwrap_or("");
+    match kind {
+        MetricType::Counter if name.ends_with("_created") => {}
+        MetricType::Counter => {
+            if let Acc::Sum(points) = metrics.entry(name.clone()).or_insert(Acc::Sum(Vec::new())) {
+                add_numbers(points, attrs, &series.samples);
+            }
+        }
+        MetricType::Histogram => {
+            let acc = metrics
+                .entry(family_name.to_owned())
+                .or_insert_with(|| Acc::Histogram(BTreeMap::new()));
+            if let Acc::Histogram(points) = acc {
+                add_histogram(points, suffix, attrs, &series.samples);
+            }
+        }
+        MetricType::Summary => {
+            let acc = metrics
+                .entry(family_name.to_owned())
+                .or_insert_with(|| Acc::Summary(BTreeMap::new()));
+            if let Acc::Summary(points) = acc {
+                add_summary(points, suffix, attrs, &series.samples);
+            }
+        }
+        _ => {
+            if let Acc::Gauge(points) = metrics
+                .entry(name.clone())
+                .or_insert(Acc::Gauge(Vec::new()))
+            {
+                add_numbers(points, attrs, &series.samples);
+            }
+        }
+    }
+}
+
+/// A counter's or gauge's samples as number points.
+fn add_numbers(points: &mut Vec<NumberDataPoint>, attrs: Attributes, samples: &[Sample]) {
+    let attrs: Vec<_> = attrs.into_iter().collect();
+    points.extend(
+        samples
+            .iter()
+            .map(|s| number_point(&attrs, s.timestamp, s.value)),
+    );
+}
+
+/// One series of a histogram (`_bucket`, `_sum` or `_count`, told by `suffix`) into
+/// the points it belongs to.
+fn add_histogram(
+    points: &mut BTreeMap<PointKey, HistogramAcc>,
+    suffix: &str,
+    mut attrs: Attributes,
+    samples: &[Sample],
+) {
+    let le = attrs.remove("le");
+    let key_attrs: Vec<_> = attrs.into_iter().collect();
+    for sample in samples {
+        let point = points
+            .entry((key_attrs.clone(), sample.timestamp))
+            .or_default();
+        point.stale |= is_stale(sample.value);
+        match suffix {
+            "_bucket" => {
+                let bound = le.as_deref().and_then(parse_bound).unwrap_or(f64::INFINITY);
+                point.buckets.push((bound, sample.value));
+            }
+            "_sum" => point.sum = Some(sample.value),
+            "_count" => point.count = Some(sample.value),
+            _ => {}
+        }
+    }
+}
+
+/// One series of a summary (a quantile, `_sum` or `_count`, told by `suffix`) into
+/// the points it belongs to.
+fn add_summary(
+    points: &mut BTreeMap<PointKey, SummaryAcc>,
+    suffix: &str,
+    mut attrs: Attributes,
+    samples: &[Sample],
+) {
+    let quantile = attrs.remove("quantile");
+    let key_attrs: Vec<_> = attrs.into_iter().collect();
+    for sample in samples {
+        let point = points
+            .entry((key_attrs.clone(), sample.timestamp))
+            .or_default();
+        point.stale |= is_stale(sample.value);
+        match suffix {
+            "" => {
+                if let Some(q) = quantile.as_deref().and_then(|q| q.parse().ok()) {
+                    point.quantiles.push((q, sample.value));
+                }
+            }
+            "_sum" => point.sum = sample.value,
+            "_count" => point.count = sample.value,
+            _ => {}
+        }
     }
 }
 

@@ -21,12 +21,12 @@ use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::Channel;
 use url::Url;
 
-use super::USER_AGENT as AGENT;
-use super::auth::{AuthError, ValueSources};
-use super::http::Endpoint;
-use super::retry::SendError;
-use super::tls::{ClientCache, TlsError, TlsMaterial, client_config};
-use crate::batch::Batch;
+use crate::outbound::USER_AGENT as AGENT;
+use crate::outbound::auth::{AuthError, ValueSources};
+use crate::outbound::http::Endpoint;
+use crate::outbound::retry::SendError;
+use crate::outbound::tls::{ClientCache, TlsError, TlsMaterial, client_config};
+use crate::record::metrics::Batch;
 
 /// Sends batches to one OTLP endpoint.
 #[derive(Debug)]
@@ -98,7 +98,7 @@ impl OtlpExporter {
         grpc.ready().await.map_err(|e| SendError::Retryable {
             reason: format!("the gRPC channel is not ready: {e}"),
             retry_after: None,
-            condition: crate::exporters::retry::BACKEND_UNREACHABLE,
+            condition: crate::outbound::retry::BACKEND_UNREACHABLE,
         })?;
         let mut call = tonic::Request::new(request);
         call.set_timeout(self.timeout);
@@ -186,7 +186,7 @@ fn grpc_error(status: &tonic::Status) -> SendError {
         | Code::DataLoss => SendError::Retryable {
             reason,
             retry_after: None,
-            condition: crate::exporters::retry::BACKEND_UNREACHABLE,
+            condition: crate::outbound::retry::BACKEND_UNREACHABLE,
         },
         _ => SendError::Permanent { reason },
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use kaas_proto::remote_write::{v1, v2};
 use prost::Message;
 
-use crate::batch::{Batch, compress};
+use crate::record::metrics::{Batch, compress};
 
 /// Suffixes by which a series name extends its metric family's name.
 const FAMILY_SUFFIXES: &[&str] = &[

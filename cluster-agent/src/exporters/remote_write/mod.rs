@@ -16,12 +16,12 @@ use kaas_proto::remote_write::{v1, v2};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use url::Url;
 
-use super::USER_AGENT as AGENT;
-use super::auth::ValueSources;
-use super::http::Endpoint;
-use super::retry::SendError;
-use super::tls::TlsError;
-use crate::batch::Batch;
+use crate::outbound::USER_AGENT as AGENT;
+use crate::outbound::auth::ValueSources;
+use crate::outbound::http::Endpoint;
+use crate::outbound::retry::SendError;
+use crate::outbound::tls::TlsError;
+use crate::record::metrics::Batch;
 
 /// Sends batches to one remote-write endpoint.
 #[derive(Debug)]
@@ -66,7 +66,7 @@ impl RemoteWriteExporter {
     /// converted for 2.0.
     pub async fn send_encoded(&self, request: &[u8]) -> Result<(), SendError> {
         match self.version {
-            RemoteWriteVersion::V1 => self.post(crate::batch::compress(request)).await,
+            RemoteWriteVersion::V1 => self.post(crate::record::metrics::compress(request)).await,
             RemoteWriteVersion::V2 => self.post(encode::encode_v2(&super::decode(request)?)).await,
         }
     }
@@ -75,7 +75,7 @@ impl RemoteWriteExporter {
     /// is.
     pub async fn send_request(
         &self,
-        request: &crate::batch::EncodedRequest,
+        request: &crate::record::metrics::EncodedRequest,
     ) -> Result<(), SendError> {
         match (self.version, request.snappy) {
             (RemoteWriteVersion::V1, true) => self.post(request.body.clone()).await,

@@ -9,13 +9,16 @@ use kaas_pipeline::processors::{RelabelConfig, ValidatedProcessors, compile_rule
 use tokio::sync::Notify;
 
 use super::*;
-use crate::buffer::{DiskBuffer, Limits};
-use crate::pipeline::stats::PipelineStats;
+use crate::scrape::target::{METRICS_PATH, SCHEME};
+use crate::topology::inlet::Inlet;
+use crate::topology::stats::PipelineStats;
+use kaas_buffer::{DiskBuffer, Limits};
 
 const T0: i64 = 1_700_000_000_000;
 
 struct Fixture {
     scraper: Scraper,
+    inlet: Inlet,
     _dir: tempfile::TempDir,
 }
 
@@ -56,9 +59,13 @@ fn fixture(config: ScrapeConfig, metric_relabel: &str) -> Fixture {
         client,
         Arc::new(processors),
         Arc::new(Labels::from_pairs([("cluster", "c1")])),
-        inlet,
+        inlet.clone(),
     );
-    Fixture { scraper, _dir: dir }
+    Fixture {
+        scraper,
+        inlet,
+        _dir: dir,
+    }
 }
 
 impl Fixture {
@@ -77,10 +84,13 @@ impl Fixture {
 
     /// Everything buffered since the last call, as `name{labels} value @ts` lines.
     fn take(&mut self) -> Vec<String> {
-        let mut buffer = self.scraper.inlet.buffer.lock().unwrap();
+        let mut buffer = self.inlet.buffer.lock().unwrap();
         let mut out = Vec::new();
         while let Some((_, record)) = buffer.read_next(T0).unwrap() {
-            for series in crate::batch::Batch::decode(&record.payload).unwrap().series {
+            for series in crate::record::metrics::Batch::decode(&record.payload)
+                .unwrap()
+                .series
+            {
                 let labels: Vec<String> = series
                     .labels
                     .iter()
@@ -305,46 +315,6 @@ fn targets_build_their_url_from_labels() {
         "https://10.0.0.1:9100/probe?module=http_2xx"
     );
     assert_eq!(format!("{:?}", target.public), r#"{job="x"}"#);
-}
-
-#[test]
-fn series_whose_first_hashes_collide_are_told_apart() {
-    let entry = |key, fingerprint| CachedSeries {
-        key,
-        fingerprint,
-        labels_hash: 0,
-        template_start: 0,
-        template_len: 0,
-        last_success: 0,
-        pending: 0,
-    };
-    let mut cache = SeriesCache::default();
-    let a = cache.insert(entry(5, 1));
-    let b = cache.insert(entry(5, 2));
-    assert_ne!(a, b);
-    assert_eq!(cache.find(5, 1), Some(a));
-    assert_eq!(cache.find(5, 2), Some(b), "same first hash, told apart");
-    assert_eq!(
-        cache.find(5, 3),
-        None,
-        "same first hash, another fingerprint"
-    );
-    assert_eq!(cache.find(6, 1), None);
-    // Both are evicted once stale, and their slots reused.
-    cache.current = 0;
-    for _ in 0..64 {
-        cache.entries.push(CachedSeries {
-            pending: VACANT,
-            ..entry(0, 0)
-        });
-    }
-    cache.evict(10);
-    assert_eq!(cache.find(5, 1), None);
-    assert_eq!(cache.find(5, 2), None);
-    assert!(cache.index.is_empty());
-    let c = cache.insert(entry(7, 7));
-    assert!(c == a || c == b, "a freed slot is reused");
-    assert_eq!(cache.find(7, 7), Some(c));
 }
 
 #[test]

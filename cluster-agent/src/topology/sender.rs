@@ -1,4 +1,6 @@
-//! Drains a pipeline's buffer to its exporter.
+//! Drains a pipeline's buffer to its exporter, for any signal: what it carries is
+//! known only through the signal's [`FrameEncoding`] and [`ShardingKey`], what it
+//! sends to through [`Export`].
 //!
 //! The sender works in rounds. A round reads buffered batches until it holds enough
 //! samples to fill every shard and sends all shards concurrently, each shard's requests
@@ -9,38 +11,40 @@
 //! the round again (at-least-once).
 //!
 //! A round is one of two kinds, never both:
-//! - **whole records**: records of a [`Stream`](crate::buffer::Stream) (one scrape of one target, holding
+//! - **whole records**: records of a [`Stream`](kaas_buffer::Stream) (one scrape of one target, holding
 //!   only that target's series) of at most [`DEFAULT_MAX_WHOLE_RECORD_SAMPLES`]
 //!   samples are sent as they are buffered, already compressed, one request each,
 //!   sharded by stream. This is the scrapers' path: each sample is encoded and
 //!   compressed once, on its way into the buffer.
 //! - **split**: other records (pushed data, records found on disk at start, very large
-//!   scrapes) are decompressed and their series split into shards by a hash of their
-//!   labels without `__name__`, `le` and `quantile` (so all series of a histogram or
-//!   summary point travel together, which OTLP needs), then concatenated into requests
-//!   of about `max_samples_per_request` samples. It works on encoded frames and never
+//!   scrapes) are decompressed, split into frames ([`FrameEncoding::frames`]) and the
+//!   frames into shards by their [`ShardingKey`] (for metrics a hash of a series'
+//!   labels without `__name__`, `le` and `quantile`, so all series of a histogram or
+//!   summary point travel together, which OTLP needs), then joined into requests of
+//!   about `max_samples_per_request` items. It works on encoded frames and never
 //!   decodes them.
 //!
 //! A round ends where the kind of the next record changes, so the two orders never
 //! interleave.
 //!
-//! Failures are retried with backoff (see [`crate::exporters::retry`]) until the data
+//! Failures are retried with backoff (see [`crate::outbound::retry`]) until the data
 //! is older than the buffer's maximum age; permanent refusals drop the request and
 //! count it. While a round retries, new data keeps flowing into the buffer, which is
 //! bounded on its own, so a dead backend costs disk, never memory or other pipelines.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use kaas_series::clock::now_ms;
 use tokio::sync::{Notify, watch};
 
 use super::inlet::BUFFER_CORRUPT;
 use super::stats::{DropReason, PipelineStats};
-use crate::batch::EncodedRequest;
-use crate::batch::wire::{self, Frame, RequestWriter};
-use crate::buffer::{DiskBuffer, Position};
-use crate::exporters::Exporter;
-use crate::exporters::retry::{Backoff, SendError};
+use crate::exporters::{Export, RequestOf};
+use crate::outbound::backoff::Backoff;
+use crate::outbound::retry::SendError;
+use crate::record::signal::{Frame, FrameEncoding, ShardingKey};
+use kaas_buffer::{DiskBuffer, Position};
 
 /// Requests in flight per pipeline. Prometheus starts with 1 and scales up to 200
 /// shards; a fixed handful keeps one agent's cost predictable and already hides the
@@ -89,11 +93,11 @@ impl SenderConfig {
 }
 
 /// Drains one pipeline's buffer.
-pub struct Sender {
+pub struct Sender<E> {
     /// The pipeline's buffer, shared with whoever pushes into it.
     pub buffer: Arc<Mutex<DiskBuffer>>,
-    /// Where batches go.
-    pub exporter: Arc<Exporter>,
+    /// Where requests go.
+    pub exporter: Arc<E>,
     /// Settings.
     pub config: SenderConfig,
     /// Counters.
@@ -115,13 +119,7 @@ enum RoundEnd {
 /// Wait before repeating a round whose shard failed unexpectedly.
 const FAILED_ROUND_PAUSE: Duration = Duration::from_secs(1);
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-impl Sender {
+impl<E: Export> Sender<E> {
     /// Runs until `shutdown` becomes true, then persists the ack position.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut last_persist = Instant::now();
@@ -182,11 +180,11 @@ impl Sender {
 
     /// Reads the next round (see the module documentation): the position after it and
     /// the requests per shard.
-    fn read_round(&self) -> Option<(Position, Vec<Vec<EncodedRequest>>)> {
+    fn read_round(&self) -> Option<(Position, Vec<Vec<RequestOf<E>>>)> {
         let shards = self.config.shards.max(1);
         let split_target = (shards * self.config.max_samples_per_request) as u64;
         let whole_target = (shards * self.config.max_whole_record_samples) as u64;
-        let mut whole: Vec<Vec<EncodedRequest>> = vec![Vec::new(); shards];
+        let mut whole: Vec<Vec<RequestOf<E>>> = (0..shards).map(|_| Vec::new()).collect();
         let mut payloads: Vec<(Vec<u8>, i64)> = Vec::new();
         let mut kind: Option<bool> = None;
         let mut samples = 0u64;
@@ -217,12 +215,11 @@ impl Sender {
             end = Some(position);
             samples += u64::from(record.items);
             if let Some(stream) = stream {
-                whole[(stream % shards as u64) as usize].push(EncodedRequest {
-                    body: record.payload,
-                    snappy: true,
-                    samples: u64::from(record.items),
-                    oldest_ms: record.timestamp_ms,
-                });
+                whole[(stream % shards as u64) as usize].push(E::Signal::whole_record(
+                    record.payload,
+                    u64::from(record.items),
+                    record.timestamp_ms,
+                ));
                 if samples >= whole_target {
                     break;
                 }
@@ -255,12 +252,11 @@ impl Sender {
     }
 
     /// Shards the frames of the round's payloads into requests.
-    fn split(&self, payloads: &[(Vec<u8>, i64)], shards: usize) -> Vec<Vec<EncodedRequest>> {
-        let hasher = foldhash::fast::FixedState::with_seed(0);
+    fn split(&self, payloads: &[(Vec<u8>, i64)], shards: usize) -> Vec<Vec<RequestOf<E>>> {
         let mut per_shard: Vec<Vec<ShardFrame<'_>>> = vec![Vec::new(); shards];
-        let mut metadata: Vec<&[u8]> = Vec::new();
+        let mut shared: Vec<&[u8]> = Vec::new();
         for (raw, timestamp) in payloads {
-            let frames = match wire::frames(raw) {
+            let frames = match E::Signal::frames(raw) {
                 Ok(frames) => frames,
                 Err(error) => {
                     self.stats.error(BUFFER_CORRUPT, error.to_string());
@@ -269,44 +265,39 @@ impl Sender {
             };
             for frame in frames {
                 match frame {
-                    Frame::Series {
-                        body,
-                        labels,
-                        samples,
-                    } => {
-                        let group = wire::group_hash(labels, &hasher);
-                        per_shard[(group % shards as u64) as usize]
-                            .push((body, samples, *timestamp, group));
+                    Frame::Items { body, key, items } => {
+                        let key = E::Signal::shard_key(key);
+                        per_shard[(key % shards as u64) as usize]
+                            .push((body, items, *timestamp, key));
                     }
-                    Frame::Metadata(body) => {
-                        if !metadata.contains(&body) {
-                            metadata.push(body);
+                    Frame::Shared(body) => {
+                        if !shared.contains(&body) {
+                            shared.push(body);
                         }
                     }
                 }
             }
         }
-        let limit = self.config.max_samples_per_request.max(1);
+        let limit = self.config.max_samples_per_request.max(1) as u64;
         per_shard
             .into_iter()
             .map(|frames| {
                 let mut requests = Vec::new();
-                let mut writer = RequestWriter::default();
-                let mut oldest = i64::MAX;
-                let mut last_group = None;
-                for (body, samples, timestamp, group) in frames {
-                    // Cut only between groups, so a histogram or summary point's series
-                    // stay in one request.
-                    if writer.samples() >= limit && last_group != Some(group) {
-                        requests.push(finish(std::mem::take(&mut writer), &metadata, oldest));
-                        oldest = i64::MAX;
+                let mut request = OpenRequest::default();
+                let mut last_key = None;
+                for (body, items, timestamp, key) in frames {
+                    // Cut only between keys, so frames that belong together (a
+                    // histogram or summary point's series) stay in one request.
+                    if request.items >= limit && last_key != Some(key) {
+                        requests.push(std::mem::take(&mut request).finish::<E::Signal>(&shared));
                     }
-                    writer.series_frame(body, samples);
-                    oldest = oldest.min(timestamp);
-                    last_group = Some(group);
+                    request.frames.push(body);
+                    request.items += items as u64;
+                    request.oldest = request.oldest.min(timestamp);
+                    last_key = Some(key);
                 }
-                if writer.samples() > 0 {
-                    requests.push(finish(writer, &metadata, oldest));
+                if request.items > 0 {
+                    requests.push(request.finish::<E::Signal>(&shared));
                 }
                 requests
             })
@@ -316,7 +307,7 @@ impl Sender {
     /// Sends every shard's requests; shards run concurrently.
     async fn deliver(
         &self,
-        shards: Vec<Vec<EncodedRequest>>,
+        shards: Vec<Vec<RequestOf<E>>>,
         shutdown: &watch::Receiver<bool>,
     ) -> RoundEnd {
         let mut tasks = tokio::task::JoinSet::new();
@@ -328,7 +319,8 @@ impl Sender {
             tasks.spawn(async move {
                 for request in requests {
                     if let RoundEnd::Interrupted =
-                        send_with_retry(&exporter, &stats, max_age, request, &mut shutdown).await
+                        send_with_retry(exporter.as_ref(), &stats, max_age, request, &mut shutdown)
+                            .await
                     {
                         return RoundEnd::Interrupted;
                     }
@@ -356,30 +348,47 @@ impl Sender {
     }
 }
 
-/// A series frame on its way into a request: body, samples, record timestamp, group.
+/// An item frame on its way into a request: body, items, record timestamp, shard key.
 type ShardFrame<'a> = (&'a [u8], usize, i64, u64);
 
-/// Closes a request: metadata of the round's families, sample count and age.
-fn finish(mut writer: RequestWriter, metadata: &[&[u8]], oldest: i64) -> EncodedRequest {
-    for body in metadata {
-        writer.metadata_frame(body);
-    }
-    let samples = writer.samples() as u64;
-    EncodedRequest {
-        body: writer.into_bytes(),
-        snappy: false,
-        samples,
-        oldest_ms: if oldest == i64::MAX { now_ms() } else { oldest },
+/// The frames of a request being assembled.
+struct OpenRequest<'a> {
+    frames: Vec<&'a [u8]>,
+    items: u64,
+    oldest: i64,
+}
+
+impl Default for OpenRequest<'_> {
+    fn default() -> Self {
+        Self {
+            frames: Vec::new(),
+            items: 0,
+            oldest: i64::MAX,
+        }
     }
 }
 
-async fn send_with_retry(
-    exporter: &Exporter,
+impl OpenRequest<'_> {
+    /// Closes a request: the round's shared frames, item count and age.
+    fn finish<S: FrameEncoding>(self, shared: &[&[u8]]) -> S::Request {
+        let oldest = if self.oldest == i64::MAX {
+            now_ms()
+        } else {
+            self.oldest
+        };
+        S::request(&self.frames, shared, self.items, oldest)
+    }
+}
+
+async fn send_with_retry<E: Export>(
+    exporter: &E,
     stats: &PipelineStats,
     max_age: Duration,
-    request: EncodedRequest,
+    request: RequestOf<E>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> RoundEnd {
+    let samples = E::Signal::items(&request);
+    let oldest_ms = E::Signal::oldest_ms(&request);
     let mut backoff = Backoff::default();
     let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
     loop {
@@ -392,19 +401,19 @@ async fn send_with_retry(
             .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
-                PipelineStats::add(&stats.samples_sent, request.samples);
+                PipelineStats::add(&stats.samples_sent, samples);
                 return RoundEnd::Done;
             }
             Err(SendError::Permanent { reason }) => {
-                stats.dropped(DropReason::RejectedByBackend, request.samples);
+                stats.dropped(DropReason::RejectedByBackend, samples);
                 stats.error("DataDropped", reason);
                 return RoundEnd::Done;
             }
             Err(error @ SendError::Retryable { .. }) => {
-                PipelineStats::add(&stats.samples_failed, request.samples);
+                PipelineStats::add(&stats.samples_failed, samples);
                 stats.error(error.condition_reason(), error.to_string());
-                if now_ms().saturating_sub(request.oldest_ms) > max_age_ms {
-                    stats.dropped(DropReason::MaxAgeExceeded, request.samples);
+                if now_ms().saturating_sub(oldest_ms) > max_age_ms {
+                    stats.dropped(DropReason::MaxAgeExceeded, samples);
                     return RoundEnd::Done;
                 }
                 let SendError::Retryable { retry_after, .. } = error else {

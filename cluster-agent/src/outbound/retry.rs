@@ -1,15 +1,11 @@
 //! Whether a failed send is worth repeating, and how long to wait: decided where the
 //! failure is seen, as Prometheus' remote-write client does. Network errors, timeouts,
-//! 5xx and 429 are retried with exponential backoff, honouring `Retry-After`; any other
-//! 4xx means the backend will never accept the batch, so it is dropped and counted.
+//! 5xx and 429 are retried with exponential backoff ([`super::backoff`]), honouring
+//! `Retry-After`; any other 4xx means the backend will never accept the batch, so it is
+//! dropped and counted.
 
 use std::time::{Duration, SystemTime};
 
-/// First wait after a failure; Prometheus' `min_backoff`.
-pub const MIN_BACKOFF: Duration = Duration::from_millis(30);
-/// Longest wait between attempts; Prometheus' `max_backoff`. A recovering backend is
-/// noticed within this long.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest `Retry-After` honoured; a backend asking for more is retried after this, so
 /// a misconfigured header cannot park a pipeline for hours.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -82,37 +78,6 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(delay.min(MAX_RETRY_AFTER))
 }
 
-/// Exponential backoff with jitter between [`MIN_BACKOFF`] and [`MAX_BACKOFF`].
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: MIN_BACKOFF }
-    }
-}
-
-impl Backoff {
-    /// How long to wait now: the backend's `Retry-After` if it gave one, otherwise the
-    /// current backoff with ±25% jitter so that many agents do not retry in step.
-    pub fn wait(&mut self, retry_after: Option<Duration>) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        if let Some(delay) = retry_after {
-            return delay;
-        }
-        let jitter = 0.75 + fastrand::f64() * 0.5;
-        base.mul_f64(jitter)
-    }
-
-    /// Back to the start after a success.
-    pub fn reset(&mut self) {
-        self.next = MIN_BACKOFF;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,19 +113,5 @@ mod tests {
             panic!("429 must be retryable");
         };
         assert_eq!(retry_after, Some(Duration::from_secs(2)));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut backoff = Backoff::default();
-        let waits: Vec<Duration> = (0..12).map(|_| backoff.wait(None)).collect();
-        assert!(waits[0] <= MIN_BACKOFF.mul_f64(1.25));
-        assert!(waits[11] >= MAX_BACKOFF.mul_f64(0.75) && waits[11] <= MAX_BACKOFF.mul_f64(1.25));
-        assert_eq!(
-            backoff.wait(Some(Duration::from_secs(9))),
-            Duration::from_secs(9)
-        );
-        backoff.reset();
-        assert!(backoff.wait(None) <= MIN_BACKOFF.mul_f64(1.25));
     }
 }

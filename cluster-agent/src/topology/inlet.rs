@@ -1,5 +1,6 @@
-//! Where processed samples enter a pipeline: each batch becomes one buffer record, the
-//! sender is woken, and whatever the buffer drops is counted.
+//! Where processed records of any signal enter a pipeline: each becomes one buffer
+//! record, the sender is woken, whatever the buffer drops is counted, and a record's
+//! [`Ack`] fires once it is durable.
 //!
 //! A batch the buffer cannot store (full with `dropNewest`, or a failed write on a full
 //! or failing disk) is counted as dropped by reason and reported as the pipeline's
@@ -11,14 +12,36 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::stats::{DropReason, PipelineStats};
-use crate::batch::Batch;
-use crate::buffer::{BufferError, DiskBuffer, Dropped, HEADER_BYTES, PushError, Record, Stream};
+use crate::record::signal::Payload;
+use kaas_buffer::{BufferError, DiskBuffer, Dropped, HEADER_BYTES, Stream};
 
 /// The pipeline error reason for a batch the buffer could not write (a full disk, an
 /// I/O error); the observer shows it as the pipeline's `FlowHealthy` reason.
 pub use kaas_pipeline::status::reasons::BUFFER_WRITE_FAILED;
 /// The pipeline error reason for a buffered record that was damaged when read back.
 pub const BUFFER_CORRUPT: &str = "BufferCorrupt";
+
+/// Fires once its record is durable: written to the pipeline's buffer file, so that
+/// it survives the agent being killed. What a receiver waits for before it answers
+/// "accepted", and what a file tailer waits for before it commits a read position.
+pub struct Ack(Box<dyn FnOnce() + Send>);
+
+impl Ack {
+    /// An acknowledgement that calls `on_durable`.
+    pub fn new(on_durable: impl FnOnce() + Send + 'static) -> Self {
+        Self(Box::new(on_durable))
+    }
+
+    fn fire(self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ack")
+    }
+}
 
 /// The entry of one pipeline.
 #[derive(Clone, Debug)]
@@ -32,87 +55,96 @@ pub struct Inlet {
 }
 
 impl Inlet {
-    /// Buffers an encoded, uncompressed remote-write `WriteRequest` of `samples`
-    /// samples (the scrapers' fast path), as a record of `stream` when it holds only
-    /// that producer's series (see [`Stream`]). A failed write is counted, reported
-    /// and returned (see the module documentation).
+    /// Buffers an encoded, uncompressed record payload of `items` items (the
+    /// scrapers' fast path), as a record of `stream` when it holds only that
+    /// producer's items (see [`Stream`]). A failed write is counted, reported and
+    /// returned (see the module documentation).
     pub fn push_encoded(
         &self,
-        request: &[u8],
-        samples: usize,
+        payload: &[u8],
+        items: usize,
         oldest_ms: i64,
         stream: Option<Stream>,
     ) -> Result<(), BufferError> {
-        if samples == 0 {
+        self.store(payload, items, oldest_ms, stream, None)
+    }
+
+    /// Buffers a record. A full buffer drops (and counts) according to its policy; a
+    /// failed write is counted, reported and returned.
+    pub fn push(&self, record: &impl Payload, now_ms: i64) -> Result<(), BufferError> {
+        self.store(
+            &record.payload(),
+            record.items(),
+            record.oldest_ms().unwrap_or(now_ms),
+            None,
+            None,
+        )
+    }
+
+    /// Buffers a record as [`Self::push`] does and fires `ack` once it is durable. A
+    /// record the buffer did not store (full, or a failed write) never fires it.
+    pub fn push_acked(
+        &self,
+        record: &impl Payload,
+        now_ms: i64,
+        ack: Ack,
+    ) -> Result<(), BufferError> {
+        self.store(
+            &record.payload(),
+            record.items(),
+            record.oldest_ms().unwrap_or(now_ms),
+            None,
+            Some(ack),
+        )
+    }
+
+    fn store(
+        &self,
+        payload: &[u8],
+        items: usize,
+        oldest_ms: i64,
+        stream: Option<Stream>,
+        ack: Option<Ack>,
+    ) -> Result<(), BufferError> {
+        if items == 0 {
+            if let Some(ack) = ack {
+                ack.fire();
+            }
             return Ok(());
         }
-        let items = u32::try_from(samples).unwrap_or(u32::MAX);
+        let count = u32::try_from(items).unwrap_or(u32::MAX);
         FRAMING.with_borrow_mut(|framing| {
-            // Only a request too large for snappy (4 GiB) does not compress; like a
+            // Only a payload too large for snappy (4 GiB) does not compress; like a
             // record over the buffer's record limit, it can never be stored.
-            let Some(framed) = framing.compress(request) else {
-                self.account(samples, false, Dropped::default());
+            let Some(framed) = framing.compress(payload) else {
+                self.account(items, false, Dropped::default());
                 return Ok(());
             };
             let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-            let stored = buffer.push_framed(framed, oldest_ms, items, stream);
+            let stored = buffer.push_framed(framed, oldest_ms, count, stream);
             let dropped = buffer.take_dropped();
             drop(buffer);
             match stored {
                 Ok(stored) => {
-                    self.account(samples, stored, dropped);
+                    self.account(items, stored, dropped);
+                    if let Some(ack) = ack.filter(|_| stored) {
+                        ack.fire();
+                    }
                     Ok(())
                 }
                 Err(error) => {
                     self.account(0, true, dropped);
-                    self.write_failed(samples, &error);
+                    self.write_failed(items, &error);
                     Err(error)
                 }
             }
         })
     }
 
-    /// Buffers a batch. A full buffer drops (and counts) according to its policy; a
-    /// failed write is counted, reported and returned.
-    pub fn push(&self, batch: &Batch, now_ms: i64) -> Result<(), BufferError> {
-        let samples = batch.samples();
-        if samples == 0 {
-            return Ok(());
-        }
-        let record = Record {
-            timestamp_ms: batch.oldest_timestamp_ms().unwrap_or(now_ms),
-            items: u32::try_from(samples).unwrap_or(u32::MAX),
-            payload: batch.encode(),
-        };
-        self.push_record(record, samples, None)
-    }
-
-    fn push_record(
-        &self,
-        record: Record,
-        samples: usize,
-        stream: Option<Stream>,
-    ) -> Result<(), BufferError> {
-        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        let outcome = buffer.push_in_stream(record, stream);
-        let dropped = buffer.take_dropped();
-        drop(buffer);
-        match outcome {
-            Ok(()) => self.account(samples, true, dropped),
-            Err(PushError::Full(_)) => self.account(samples, false, dropped),
-            Err(PushError::Failed { source, .. }) => {
-                self.account(0, true, dropped);
-                self.write_failed(samples, &source);
-                return Err(source);
-            }
-        }
-        Ok(())
-    }
-
     /// Counts a batch the buffer could not write and reports why.
-    fn write_failed(&self, samples: usize, error: &BufferError) {
+    fn write_failed(&self, items: usize, error: &BufferError) {
         self.stats
-            .dropped(DropReason::BufferWriteFailed, samples as u64);
+            .dropped(DropReason::BufferWriteFailed, items as u64);
         self.stats.error(BUFFER_WRITE_FAILED, error.to_string());
     }
 
@@ -166,7 +198,7 @@ impl Default for Framing {
 
 impl Framing {
     /// `request` compressed after [`HEADER_BYTES`] of room for the record header: the
-    /// bytes for [`crate::buffer::DiskBuffer::push_framed`].
+    /// bytes for [`kaas_buffer::DiskBuffer::push_framed`].
     fn compress(&mut self, request: &[u8]) -> Option<&mut [u8]> {
         let header = HEADER_BYTES as usize;
         let max_len = snap::raw::max_compress_len(request.len());

@@ -552,7 +552,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let client = || crate::exporters::tls::http_client(&Default::default()).unwrap();
+        let client = || crate::outbound::tls::http_client(&Default::default()).unwrap();
         let credentials = Credentials::new(Some(&basic), client(), ValueSources::without_secrets());
         let header = credentials.authorization().await.unwrap().unwrap();
         assert!(header.is_sensitive());

@@ -1,7 +1,8 @@
 //! The per-pipeline disk buffer: an append-only queue of records in segment files,
 //! bounded by bytes and age, that survives `kill -9` and restarts with at-least-once
 //! delivery. Each pipeline has its own directory, so a dead backend fills only its own
-//! buffer and never slows another pipeline.
+//! buffer and never slows another pipeline. A record's payload is opaque bytes: the
+//! buffer serves every signal (metrics, logs, traces) alike.
 //!
 //! # On-disk format
 //!
@@ -67,7 +68,6 @@
 //! [`Dropped::corrupt`] and reported ([`BufferError::Corrupt`]); reading goes on with
 //! the next record.
 
-pub mod budget;
 mod segment;
 #[cfg(test)]
 mod tests;
@@ -114,7 +114,7 @@ pub struct Record {
     pub timestamp_ms: i64,
     /// How many items (samples) the payload holds; counted when the record is dropped.
     pub items: u32,
-    /// The encoded batch.
+    /// The payload, encoded as its signal encodes records.
     pub payload: Vec<u8>,
 }
 
