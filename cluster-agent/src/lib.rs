@@ -1,10 +1,36 @@
-//! The cluster-agent: one per cluster, Prometheus-agent style.
+//! The cluster-agent: one per cluster, Prometheus-agent style. It discovers targets,
+//! scrapes them and receives pushes, relabels and filters per pipeline, buffers each
+//! pipeline on disk and ships with remote-write and OTLP, configured from a file
+//! (standalone) or by the observer over the control stream (`docs/architecture.md`).
 //!
-//! It discovers targets, scrapes them and receives pushes, relabels and filters per
-//! pipeline, buffers each pipeline on disk and ships with remote-write and OTLP,
-//! configured from a file (standalone) or by the observer over the control stream (see
-//! `docs/architecture.md`). [`agent`] builds and runs the agent from checked settings;
-//! [`cli`] parses and checks the command line.
+//! The data path, in the order a record travels it (folder names in `src/`):
+//!
+//! <!-- flow -->
+//! 1. `discovery` finds targets (static, or `discovery::kubernetes`: pods, endpoint
+//!    slices, nodes, with the Secrets that `secretKeyRef` names);
+//! 2. `pipeline::targets` runs one scrape loop per target as discovery changes;
+//! 3. `scrape` reads each target (`scrape::client` fetches, `scrape::scraper` parses
+//!    with the series cache of `scrape::cache` and hands frames to `scrape::sink`),
+//!    and `push` receives what workloads push (remote-write, OTLP), authenticated
+//!    per pipeline;
+//! 4. `processing` relabels and filters each sample for its pipeline;
+//! 5. `topology::inlet` writes each record (in the format of `record`, which every
+//!    signal shares) into the pipeline's own disk buffer (the kaas-buffer crate) and
+//!    acknowledges it once it is durable;
+//! 6. `topology::sender` drains the buffer in rounds, sharded by the signal's key, with
+//!    retries and per-pipeline health in `topology::stats`;
+//! 7. `exporters` encode for the backend (`exporters::remote_write`,
+//!    `exporters::otlp`) and send through `outbound` (TLS, authentication, HTTP client,
+//!    backoff).
+//! <!-- /flow -->
+//!
+//! Around it: `pipeline::runtime` starts and stops each pipeline from its
+//! validated spec; [`agent`] is the composition root, built from plain settings;
+//! [`control`] is the observer's control stream (join, identity, last-known-good
+//! configuration, health reports); [`cli`] parses and checks the command line and
+//! hands settings to [`agent`]; [`telemetry`], [`internal_events`] and [`server`] are
+//! the agent's own metrics, events and endpoints; [`labels`] and [`files`] are leaves
+//! every module may use.
 
 pub mod agent;
 pub mod cli;

@@ -1,10 +1,37 @@
-//! The observer: the central control plane of kaas-observer.
+//! The observer: the central control plane of kaas-observer. It onboards clusters,
+//! stores tenants, clusters and pipelines, pushes each cluster's rendered pipelines to
+//! its agents over the control stream with per-cluster mTLS identities, tracks their
+//! health and lifecycle, probes their API servers and writes what Thanos, Grafana and
+//! Alertmanager read (`docs/architecture.md`).
 //!
-//! It onboards clusters, stores tenants and pipelines ([`store`]), serves the REST API
-//! ([`api`], on the [`listeners`] that also serve `/metrics` apart from it) and the
-//! agents' control stream ([`control`]) with per-cluster mTLS identities
-//! ([`identity`]), and pushes each cluster's rendered pipelines to its agent (see
-//! `docs/architecture.md`).
+//! The path of desired state out to the agents and of observed state back, in order
+//! (folder names in `src/`):
+//!
+//! <!-- flow -->
+//! 1. `onboarding` (Cluster API, inventory) and `api` (REST, tenants' tokens in
+//!    `api::auth`) register clusters and accept pipelines, validated before anything is
+//!    stored;
+//! 2. `store` keeps them by aggregate (`store::tenants`, `store::clusters`,
+//!    `store::pipelines`, `store::tokens`), every change through one mutation with its
+//!    `store::audit` row, published on `store::feed`;
+//! 3. `lifecycle` says what a cluster's state means (`lifecycle::state`);
+//! 4. `rendering` turns a cluster's selected pipelines into its agent configuration
+//!    (`rendering::cluster`, `rendering::tenant_cache`, `rendering::central`);
+//! 5. `control` carries it: `control::dispatch` routes feed changes to the streams of
+//!    `control::registry`, each `control::stream` sends its agent the configuration
+//!    and receives its status and health, which `control::status_task` turns into
+//!    pipeline conditions in `store::reports`;
+//! 6. `fleet` ticks the lifecycle policy over every cluster and serves the fleet's
+//!    metrics; `integrations` writes the Thanos hashring, Grafana and Alertmanager
+//!    files and the central pipeline; `probes` probes the live clusters' API servers
+//!    and tenants' endpoints.
+//! <!-- /flow -->
+//!
+//! Around it: [`serve`] checks every flag and wires the parts; [`identity`] is the
+//! cluster CA and its certificates; [`egress`] decides what the observer may contact;
+//! [`secrets`] seals stored secrets; [`listeners`] serve the API and `/metrics` apart;
+//! [`telemetry`] and [`internal_events`] are the observer's own metrics and events;
+//! [`cli`] is the `observer` command's client side.
 
 pub mod api;
 pub mod cli;
