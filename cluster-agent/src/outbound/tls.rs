@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use kaas_pipeline::secret::SecretString;
+use kaas_tls::http::{HttpClientError, HttpClientSettings};
 use kaas_tls::{ClientTls, Trust};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -46,11 +47,11 @@ pub enum TlsError {
 /// reqwest has no default crypto provider in this build, so a client built any other
 /// way would fail at run time.
 pub fn http_client(material: &TlsMaterial) -> Result<reqwest::Client, TlsError> {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(client_config(material)?)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| TlsError::Client(e.to_string()))
+    let settings = HttpClientSettings::new(client_tls(material)?, super::USER_AGENT);
+    kaas_tls::http::http_client(settings).map_err(|error| match error {
+        HttpClientError::Tls(error) => TlsError::Tls(error),
+        HttpClientError::Build(error) => TlsError::Client(error.to_string()),
+    })
 }
 
 /// A client built from TLS material, rebuilt only when the material changes (rotated
@@ -111,8 +112,8 @@ pub fn install_default_provider() {
     kaas_tls::install_default_provider();
 }
 
-/// Builds a client configuration with ALPN for HTTP/2 and HTTP/1.1.
-pub fn client_config(material: &TlsMaterial) -> Result<ClientConfig, TlsError> {
+/// The TLS settings `material` asks for, as the workspace's TLS crate takes them.
+fn client_tls(material: &TlsMaterial) -> Result<ClientTls, TlsError> {
     let trust = match (&material.ca_pem, material.insecure_skip_verify) {
         (_, true) => Trust::AnyServer,
         (Some(ca), false) => {
@@ -133,10 +134,15 @@ pub fn client_config(material: &TlsMaterial) -> Result<ClientConfig, TlsError> {
         )),
         _ => None,
     };
-    Ok(kaas_tls::client_config(ClientTls {
+    Ok(ClientTls {
         trust,
         verify_name,
         identity,
         alpn: kaas_tls::http_alpn(),
-    })?)
+    })
+}
+
+/// Builds a client configuration with ALPN for HTTP/2 and HTTP/1.1.
+pub fn client_config(material: &TlsMaterial) -> Result<ClientConfig, TlsError> {
+    Ok(kaas_tls::client_config(client_tls(material)?)?)
 }

@@ -27,7 +27,7 @@ pub mod tenants;
 pub mod tokens;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -43,7 +43,7 @@ pub use error::ApiError;
 use model::FieldProblem;
 
 use crate::egress::EgressPolicy;
-use crate::store::Store;
+use crate::store::{Store, now_ms};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -193,13 +193,6 @@ async fn method_not_allowed() -> Response {
         fields: Vec::new(),
     };
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// How a request body is written.

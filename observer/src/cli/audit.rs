@@ -39,7 +39,7 @@ pub async fn run(
     args: AuditArgs,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
-    let now = crate::api::now_ms();
+    let now = crate::store::now_ms();
     let mut query: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
     if let Some(tenant) = args.tenant {
         query.push(("tenant", tenant));

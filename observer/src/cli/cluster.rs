@@ -122,7 +122,7 @@ pub async fn run(
                 .call(Method::GET, &["api", "v1", "clusters"], &query, None)
                 .await?;
             if !structured(out, args.output.output, &list)? {
-                let now = crate::api::now_ms();
+                let now = crate::store::now_ms();
                 let rows: Vec<Vec<String>> = list
                     .items
                     .iter()
@@ -277,7 +277,7 @@ fn deliver<T: serde::Serialize>(
     if structured(out, format, answer)? {
         return Ok(EXIT_OK);
     }
-    let expires_in = (expires_at_ms - crate::api::now_ms()).max(0) / 1000;
+    let expires_in = (expires_at_ms - crate::store::now_ms()).max(0) / 1000;
     let token_lines = |w: &mut dyn Write| -> std::io::Result<()> {
         writeln!(
             w,
@@ -333,7 +333,7 @@ fn yes_no(value: bool) -> String {
 }
 
 fn print_cluster(cluster: &ClusterView, out: &mut dyn Write) -> std::io::Result<()> {
-    let now = crate::api::now_ms();
+    let now = crate::store::now_ms();
     writeln!(out, "Name:          {}", cluster.name)?;
     writeln!(out, "Tenant:        {}", cluster.tenant)?;
     writeln!(out, "Global id:     {}", cluster.id)?;
@@ -361,7 +361,7 @@ fn print_cluster(cluster: &ClusterView, out: &mut dyn Write) -> std::io::Result<
         writeln!(
             out,
             "Config report: {} {} ({} ago)",
-            report.state,
+            report.state.as_str(),
             report.config_hash,
             age(report.at_ms, now)
         )?;

@@ -97,7 +97,7 @@ pub async fn run(
         ClusterApiCommand::List(output) => {
             let list: NamespaceMappingList = client.call(Method::GET, &path, &[], None).await?;
             if !structured(out, output.output, &list)? {
-                let now = crate::api::now_ms();
+                let now = crate::store::now_ms();
                 let rows: Vec<Vec<String>> = list
                     .items
                     .iter()

@@ -272,7 +272,7 @@ pub async fn get(
     if structured(out, args.output.output, &view.resource)? {
         return Ok(EXIT_OK);
     }
-    let now = crate::api::now_ms();
+    let now = crate::store::now_ms();
     writeln!(out, "Name:        {}", view.name)?;
     writeln!(out, "Tenant:      {}", view.tenant)?;
     writeln!(out, "Generation:  {}", view.generation)?;
@@ -333,7 +333,7 @@ pub async fn list(
         structured(out, args.output.output, &resources)?;
         return Ok(EXIT_OK);
     }
-    let now = crate::api::now_ms();
+    let now = crate::store::now_ms();
     let rows: Vec<Vec<String>> = list
         .items
         .iter()

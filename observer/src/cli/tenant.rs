@@ -131,7 +131,7 @@ pub async fn run(
                 .call(Method::GET, &["api", "v1", "tenants"], &[], None)
                 .await?;
             if !structured(out, output.output, &list)? {
-                let now = crate::api::now_ms();
+                let now = crate::store::now_ms();
                 let rows: Vec<Vec<String>> = list
                     .items
                     .iter()

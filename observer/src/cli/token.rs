@@ -95,7 +95,7 @@ pub async fn run(
                 .call(Method::GET, &["api", "v1", "tokens"], &query, None)
                 .await?;
             if !structured(out, args.output.output, &list)? {
-                let now = crate::api::now_ms();
+                let now = crate::store::now_ms();
                 let rows: Vec<Vec<String>> = list
                     .items
                     .iter()

@@ -12,7 +12,7 @@ pub mod encode;
 use std::time::Duration;
 
 use kaas_pipeline::output::{RemoteWriteOutput, RemoteWriteVersion};
-use kaas_proto::remote_write::{v1, v2};
+use kaas_proto::remote_write::{self, v1, v2};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use url::Url;
 
@@ -90,10 +90,13 @@ impl RemoteWriteExporter {
             RemoteWriteVersion::V2 => (v2::CONTENT_TYPE, v2::VERSION_HEADER_VALUE),
         };
         let headers = [
-            (CONTENT_ENCODING, HeaderValue::from_static("snappy")),
+            (
+                CONTENT_ENCODING,
+                HeaderValue::from_static(remote_write::CONTENT_ENCODING),
+            ),
             (CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (
-                HeaderName::from_static("x-prometheus-remote-write-version"),
+                HeaderName::from_static(remote_write::VERSION_HEADER),
                 HeaderValue::from_static(version),
             ),
             (USER_AGENT, HeaderValue::from_static(AGENT)),
