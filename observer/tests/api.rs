@@ -679,7 +679,7 @@ mod api {
                 cluster: String::from("shop.c1"),
                 report: ConfigReport {
                     config_hash: "abc".into(),
-                    state: "FAILED".into(),
+                    state: kaas_pipeline::status::AgentConfigState::Failed,
                     errors: vec![ConfigErrorRecord {
                         pipeline: "p".into(),
                         field_path: "spec.output".into(),

@@ -37,6 +37,7 @@ use kaas_observer::probes::{
 };
 use kaas_observer::secrets::SecretBox;
 use kaas_observer::store::{Actor, ConfigReport, NewCluster, ReportWrite, Store, now_ms};
+use kaas_pipeline::status::AgentConfigState;
 use kaas_test_support::peers::{Prometheus, binary};
 use kaas_test_support::remote_write_receiver::{Answer, RemoteWriteReceiver};
 use prometheus_client::registry::Registry;
@@ -1035,7 +1036,7 @@ async fn desired_hash(store: &Store, cluster: &str) -> String {
 fn config_report(hash: &str, state: &str) -> ConfigReport {
     ConfigReport {
         config_hash: hash.to_owned(),
-        state: state.to_owned(),
+        state: AgentConfigState::parse(state).expect("a configuration state"),
         errors: Vec::new(),
         running_config_hash: hash.to_owned(),
         at_ms: now_ms(),

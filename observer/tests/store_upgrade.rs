@@ -22,9 +22,9 @@ use kaas_observer::probes::{HttpMethod, HttpProbe, ProbeModule, ProbeOrigin, Pro
 use kaas_observer::secrets::SecretBox;
 use kaas_observer::store::certificates::{NewAgentCertificate, csr_sha256};
 use kaas_observer::store::{
-    Actor, CONFIG_STATE_APPLIED, ClusterState, ConfigReport, NewCluster, ReportWrite, Store, now_ms,
+    Actor, ClusterState, ConfigReport, NewCluster, ReportWrite, Store, now_ms,
 };
-use kaas_pipeline::status::{Condition, ConditionStatus, MetricPipelineStatus};
+use kaas_pipeline::status::{AgentConfigState, Condition, ConditionStatus, MetricPipelineStatus};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +96,20 @@ async fn snapshot(store: &Store, tokens: &Tokens) -> Vec<String> {
         .expect("the store reads")
     {
         lines.push(format!("cluster {cluster:?}"));
-        lines.push(format!("report {report:?}"));
+        // The build before kept a report's state as its text and printed it quoted;
+        // the typed state prints its variant: compare in the old spelling.
+        let mut line = format!("report {report:?}");
+        for state in [
+            AgentConfigState::Applying,
+            AgentConfigState::Applied,
+            AgentConfigState::Failed,
+        ] {
+            line = line.replace(
+                &format!("state: {state:?},"),
+                &format!("state: {:?},", state.as_str()),
+            );
+        }
+        lines.push(line);
     }
     for plaintext in &tokens.join {
         let check = store
@@ -319,7 +332,13 @@ async fn populate(store: &Store) -> Tokens {
         .certificates
         .push(("shop.edge-1".to_owned(), serial.to_owned()));
     store
-        .record_agent_connected("shop.edge-1", "agent-1", "0.9.0", written_at_ms, "r1/1")
+        .report(ReportWrite::Seen {
+            cluster: "shop.edge-1".to_owned(),
+            instance_id: "agent-1".to_owned(),
+            version: "0.9.0".to_owned(),
+            at_ms: written_at_ms,
+            connection: Some("r1/1".to_owned()),
+        })
         .await
         .expect("the store writes the fixture");
     store
@@ -327,7 +346,7 @@ async fn populate(store: &Store) -> Tokens {
             cluster: String::from("shop.edge-1"),
             report: ConfigReport {
                 config_hash: "c0ffee".to_owned(),
-                state: CONFIG_STATE_APPLIED.to_owned(),
+                state: AgentConfigState::Applied,
                 errors: Vec::new(),
                 running_config_hash: "c0ffee".to_owned(),
                 at_ms: written_at_ms,

@@ -184,8 +184,9 @@ pub mod reasons {
 
 /// Whether the agent applied, is applying or refused a configuration (the
 /// `ConfigStatus` states of the control protocol); the store keeps the
-/// [`as_str`](AgentConfigState::as_str) text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// [`as_str`](AgentConfigState::as_str) text, and serializes it the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum AgentConfigState {
     /// The agent is applying it.
     Applying,

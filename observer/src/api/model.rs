@@ -312,7 +312,7 @@ impl From<ConfigReport> for ConfigReportView {
     fn from(report: ConfigReport) -> Self {
         Self {
             config_hash: report.config_hash,
-            state: report.state,
+            state: report.state.as_str().to_owned(),
             errors: report
                 .errors
                 .into_iter()

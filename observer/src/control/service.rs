@@ -32,7 +32,7 @@ use super::stream_identity::{PeerIdentity, StreamCertificate, peer_identity, rev
 use crate::identity::{ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY};
 use crate::rendering::{CentralPipelineSettings, TenantPipelines};
 use crate::store::certificates::CertificateStanding;
-use crate::store::{Cluster, Store, StoreError, now_ms};
+use crate::store::{Cluster, ReportWrite, Store, StoreError, now_ms};
 
 /// How long an agent may take to send its hello after opening the stream.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -279,13 +279,13 @@ impl AgentControl for ControlService {
         // Seen and connected in one write.
         if let Err(error) = inner
             .store
-            .record_agent_connected(
-                &cluster.id,
-                &hello.agent_instance_id,
-                &hello.agent_version,
-                now_ms(),
-                &connection_id,
-            )
+            .report(ReportWrite::Seen {
+                cluster: cluster.id.clone(),
+                instance_id: hello.agent_instance_id.clone(),
+                version: hello.agent_version.clone(),
+                at_ms: now_ms(),
+                connection: Some(connection_id.clone()),
+            })
             .await
         {
             // Nothing was recorded under this stream; another stream of the cluster on

@@ -298,7 +298,7 @@ fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
             .config
             .as_ref()
             .filter(|report| report.config_hash == cluster.desired_hash);
-        match current.and_then(|report| AgentConfigState::parse(&report.state)) {
+        match current.map(|report| report.state) {
             Some(AgentConfigState::Applied) => {}
             Some(AgentConfigState::Failed) => {
                 let report = current.map(|r| r.errors.as_slice()).unwrap_or_default();
@@ -544,9 +544,7 @@ mod tests {
     use kaas_proto::control::v1::{DroppedSamples, PipelineError, PipelineHealth};
 
     use super::*;
-    use crate::store::{
-        CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, ConfigErrorRecord,
-    };
+    use crate::store::ConfigErrorRecord;
     use kaas_pipeline::status::reasons;
 
     const NOW: i64 = 1_700_000_000_000;
@@ -574,10 +572,14 @@ spec:
         .unwrap()
     }
 
-    fn report(hash: &str, state: &str, errors: Vec<ConfigErrorRecord>) -> Option<ConfigReport> {
+    fn report(
+        hash: &str,
+        state: AgentConfigState,
+        errors: Vec<ConfigErrorRecord>,
+    ) -> Option<ConfigReport> {
         Some(ConfigReport {
             config_hash: hash.to_owned(),
-            state: state.to_owned(),
+            state,
             errors,
             running_config_hash: String::new(),
             at_ms: NOW,
@@ -622,8 +624,8 @@ spec:
     #[test]
     fn applied_everywhere_is_true_with_the_generation() {
         let clusters = [
-            cluster("c1", true, report("h2", CONFIG_STATE_APPLIED, vec![])),
-            cluster("c2", true, report("h2", CONFIG_STATE_APPLIED, vec![])),
+            cluster("c1", true, report("h2", AgentConfigState::Applied, vec![])),
+            cluster("c2", true, report("h2", AgentConfigState::Applied, vec![])),
             // Disconnected clusters do not hold the condition back.
             cluster("c3", false, None),
         ];
@@ -655,8 +657,8 @@ spec:
             },
         ];
         let clusters = [
-            cluster("c1", true, report("h2", CONFIG_STATE_FAILED, errors)),
-            cluster("c2", true, report("h2", CONFIG_STATE_APPLIED, vec![])),
+            cluster("c1", true, report("h2", AgentConfigState::Failed, errors)),
+            cluster("c2", true, report("h2", AgentConfigState::Applied, vec![])),
         ];
         let status = pipeline_status(&pipeline("1Gi"), 1, &clusters, &Default::default(), NOW);
         let applied = condition(&status, CONDITION_CONFIGURATION_APPLIED);
@@ -674,7 +676,7 @@ spec:
         let mut big = cluster("c2", false, None);
         big.desired_bytes = limit + 1;
         let clusters = [
-            cluster("c1", true, report("h2", CONFIG_STATE_APPLIED, vec![])),
+            cluster("c1", true, report("h2", AgentConfigState::Applied, vec![])),
             big,
         ];
         let status = pipeline_status(&pipeline("1Gi"), 1, &clusters, &Default::default(), NOW);
@@ -694,11 +696,11 @@ spec:
     #[test]
     fn reports_about_an_older_configuration_are_pending() {
         let clusters = [
-            cluster("c1", true, report("h1", CONFIG_STATE_APPLIED, vec![])),
-            cluster("c2", true, report("h2", CONFIG_STATE_APPLYING, vec![])),
+            cluster("c1", true, report("h1", AgentConfigState::Applied, vec![])),
+            cluster("c2", true, report("h2", AgentConfigState::Applying, vec![])),
             cluster("c3", true, None),
             // A refusal of an older configuration no longer counts.
-            cluster("c4", true, report("h1", CONFIG_STATE_FAILED, vec![])),
+            cluster("c4", true, report("h1", AgentConfigState::Failed, vec![])),
         ];
         let status = pipeline_status(&pipeline("1Gi"), 2, &clusters, &Default::default(), NOW);
         let applied = condition(&status, CONDITION_CONFIGURATION_APPLIED);
@@ -733,7 +735,7 @@ spec:
 
     #[test]
     fn flow_problems_map_to_their_reasons() {
-        let applied = || report("h2", CONFIG_STATE_APPLIED, vec![]);
+        let applied = || report("h2", AgentConfigState::Applied, vec![]);
         let error = |reason: &str, at_ms: i64| ErrorRecord {
             at_ms,
             reason: reason.to_owned(),
@@ -864,7 +866,7 @@ spec:
         let applied = [cluster(
             "c1",
             true,
-            report("h2", CONFIG_STATE_APPLIED, vec![]),
+            report("h2", AgentConfigState::Applied, vec![]),
         )];
         let changed = pipeline_status(&pipeline("1Gi"), 1, &applied, &first, later);
         let condition_of = |s: &MetricPipelineStatus| {
@@ -959,7 +961,7 @@ spec:
         assert_eq!(first.pipelines[0].dropped_since_last_report, u64::MAX);
         let again = HealthRecord::from_report("i1", &hostile, Some(&first));
         assert_eq!(again.pipelines[0].dropped_since_last_report, 0);
-        let mut observed = cluster("c1", true, report("h2", CONFIG_STATE_APPLIED, vec![]));
+        let mut observed = cluster("c1", true, report("h2", AgentConfigState::Applied, vec![]));
         observed.health = Some(again);
         let clusters = [observed];
         let computed = pipeline_status(&pipeline("1Gi"), 1, &clusters, &Default::default(), NOW);

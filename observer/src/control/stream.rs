@@ -143,7 +143,7 @@ impl AgentStream {
             if self.registration.applied_config_hash.as_deref() != Some(hash.as_str()) {
                 let report = ConfigReport {
                     config_hash: hash.clone(),
-                    state: AgentConfigState::Applied.as_str().to_owned(),
+                    state: AgentConfigState::Applied,
                     errors: Vec::new(),
                     running_config_hash: hash,
                     at_ms: now_ms(),
@@ -392,7 +392,7 @@ impl AgentStream {
         }
         let report = ConfigReport {
             config_hash: hex::encode(&status.config_hash),
-            state: state.as_str().to_owned(),
+            state,
             errors: status
                 .errors
                 .into_iter()

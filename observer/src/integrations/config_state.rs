@@ -95,11 +95,10 @@ pub struct ClusterConfigState {
 /// The state of the configuration `desired_hash` given the cluster's last report.
 fn state_of(report: Option<&ConfigReport>, desired_hash: &str) -> &'static str {
     match report.filter(|r| r.config_hash == desired_hash) {
-        Some(report) => match AgentConfigState::parse(&report.state) {
-            Some(AgentConfigState::Applied) => APPLIED,
-            Some(AgentConfigState::Applying) => APPLYING,
-            Some(AgentConfigState::Failed) => FAILED,
-            None => PENDING,
+        Some(report) => match report.state {
+            AgentConfigState::Applied => APPLIED,
+            AgentConfigState::Applying => APPLYING,
+            AgentConfigState::Failed => FAILED,
         },
         None => PENDING,
     }
@@ -334,10 +333,10 @@ impl Collector for ConfigStateMetrics {
 mod tests {
     use super::*;
 
-    fn report(hash: &str, state: &str) -> ConfigReport {
+    fn report(hash: &str, state: AgentConfigState) -> ConfigReport {
         ConfigReport {
             config_hash: hash.into(),
-            state: state.into(),
+            state,
             errors: Vec::new(),
             running_config_hash: String::new(),
             at_ms: 0,
@@ -347,11 +346,42 @@ mod tests {
     #[test]
     fn a_state_counts_only_for_the_wanted_configuration() {
         assert_eq!(state_of(None, "h1"), PENDING);
-        assert_eq!(state_of(Some(&report("h1", "APPLIED")), "h1"), APPLIED);
-        assert_eq!(state_of(Some(&report("h1", "APPLYING")), "h1"), APPLYING);
-        assert_eq!(state_of(Some(&report("h1", "FAILED")), "h1"), FAILED);
-        assert_eq!(state_of(Some(&report("h0", "APPLIED")), "h1"), PENDING);
-        assert_eq!(state_of(Some(&report("h0", "FAILED")), "h1"), PENDING);
-        assert_eq!(state_of(Some(&report("h1", "SOMETHING")), "h1"), PENDING);
+        let applied = AgentConfigState::Applied;
+        let failed = AgentConfigState::Failed;
+        assert_eq!(state_of(Some(&report("h1", applied)), "h1"), APPLIED);
+        assert_eq!(
+            state_of(Some(&report("h1", AgentConfigState::Applying)), "h1"),
+            APPLYING
+        );
+        assert_eq!(state_of(Some(&report("h1", failed)), "h1"), FAILED);
+        assert_eq!(state_of(Some(&report("h0", applied)), "h1"), PENDING);
+        assert_eq!(state_of(Some(&report("h0", failed)), "h1"), PENDING);
+    }
+
+    /// A report's state is typed: the stored text of each state reads back, and text
+    /// that is no state (which only a damaged row could hold) is refused when the
+    /// report is read instead of passing for a pending configuration.
+    #[test]
+    fn only_the_three_states_are_read_from_a_stored_report() {
+        for state in [
+            AgentConfigState::Applying,
+            AgentConfigState::Applied,
+            AgentConfigState::Failed,
+        ] {
+            let text = serde_json::to_string(&report("h1", state)).unwrap();
+            assert!(
+                text.contains(&format!("\"state\":\"{}\"", state.as_str())),
+                "{text}"
+            );
+            let read: ConfigReport = serde_json::from_str(&text).unwrap();
+            assert_eq!(read.state, state);
+        }
+        let text = serde_json::to_string(&report("h1", AgentConfigState::Applied))
+            .unwrap()
+            .replace("APPLIED", "SOMETHING");
+        assert!(
+            serde_json::from_str::<ConfigReport>(&text).is_err(),
+            "{text}"
+        );
     }
 }

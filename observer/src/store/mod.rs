@@ -170,7 +170,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sea_orm::sqlx;
 use sea_orm::{
@@ -195,10 +195,7 @@ use feed::{CHANGE_FEED_CAPACITY, listen_for_changes};
 pub use feed::{Change, NOTIFY_CHANNEL};
 use migrations::Migrator;
 pub use pipelines::{MASKED_SECRET, PipelineSummary, StoredPipeline, mask_secrets};
-pub use reports::{
-    CONFIG_STATE_APPLIED, CONFIG_STATE_APPLYING, CONFIG_STATE_FAILED, ConfigErrorRecord,
-    ConfigReport, ReportWrite,
-};
+pub use reports::{ConfigErrorRecord, ConfigReport, ReportWrite};
 use reports::{ReportQueue, ReportWriter};
 pub use tenants::Tenant;
 pub use tokens::{
@@ -498,11 +495,5 @@ fn insert_error(error: DbErr, kind: &'static str, name: &str) -> StoreError {
     }
 }
 
-/// The current time in Unix milliseconds (0 if the clock is before 1970).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+/// The current time in Unix milliseconds: the workspace's one wall clock.
+pub use kaas_series::clock::now_ms;

@@ -11,8 +11,8 @@
 //!
 //! # How
 //! [`Store::report`] queues a [`ReportWrite`] and waits for its result
-//! ([`Store::submit_report`] only queues it; an agent stream reports so, and
-//! [`Store::record_agent_connected`] is a [`ReportWrite::Seen`] with its connection).
+//! ([`Store::submit_report`] only queues it; an agent stream reports so; an opened
+//! stream is a [`ReportWrite::Seen`] with its connection).
 //! The writer takes everything queued (up to
 //! [`MAX_REPORT_BATCH`]) and writes it in one transaction:
 //! * agent seen / connected: per report, as the single write would (read the row,
@@ -40,20 +40,12 @@ use sea_orm::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::entities::{cluster_reports, clusters};
+use kaas_pipeline::status::AgentConfigState;
 use serde::{Deserialize, Serialize};
 
 use super::{
     Actor, Change, ClusterState, Store, StoreError, audit, feed, find_cluster, now_ms, parse_state,
 };
-
-/// `ConfigReport::state` of a configuration the agent runs.
-pub const CONFIG_STATE_APPLIED: &str = "APPLIED";
-
-/// `ConfigReport::state` while the agent applies a configuration.
-pub const CONFIG_STATE_APPLYING: &str = "APPLYING";
-
-/// `ConfigReport::state` of a configuration the agent refused.
-pub const CONFIG_STATE_FAILED: &str = "FAILED";
 
 /// An agent's report about a configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +53,8 @@ pub const CONFIG_STATE_FAILED: &str = "FAILED";
 pub struct ConfigReport {
     /// Hash (hex) of the configuration the report is about.
     pub config_hash: String,
-    /// `APPLYING`, `APPLIED` or `FAILED` ([`CONFIG_STATE_APPLIED`], ...).
-    pub state: String,
+    /// Applying, applied or failed (stored as `APPLYING`, `APPLIED`, `FAILED`).
+    pub state: AgentConfigState,
     /// Why it failed, per pipeline and field.
     #[serde(default)]
     pub errors: Vec<ConfigErrorRecord>,
@@ -281,7 +273,7 @@ impl ReportWriter {
             }
             ReportWrite::Config { cluster, report } => {
                 let row = find_cluster(&transaction, cluster).await?;
-                if report.state == CONFIG_STATE_APPLIED
+                if report.state == AgentConfigState::Applied
                     && row.applied_config_hash.as_deref() != Some(report.config_hash.as_str())
                 {
                     let mut row = row.into_active_model();
@@ -326,7 +318,7 @@ impl ReportWriter {
                 ReportWrite::Seen { .. } => {}
                 ReportWrite::Config { cluster, report } => {
                     configs.insert(cluster, report);
-                    if report.state == CONFIG_STATE_APPLIED {
+                    if report.state == AgentConfigState::Applied {
                         applied.insert(cluster, &report.config_hash);
                     }
                 }
@@ -682,27 +674,6 @@ impl Store {
         self.inner.reports.write(report).await
     }
 
-    /// An agent stream opened: the agent was heard from and `connection` holds the
-    /// cluster's connection (see "Connected" in the store's documentation), as
-    /// [`Store::report`] of a [`ReportWrite::Seen`] with the connection.
-    pub async fn record_agent_connected(
-        &self,
-        name: &str,
-        instance_id: &str,
-        version: &str,
-        at_ms: i64,
-        connection: &str,
-    ) -> Result<(), StoreError> {
-        self.report(ReportWrite::Seen {
-            cluster: name.to_owned(),
-            instance_id: instance_id.to_owned(),
-            version: version.to_owned(),
-            at_ms,
-            connection: Some(connection.to_owned()),
-        })
-        .await
-    }
-
     /// Queues an agent report and returns once it is queued, without waiting for the
     /// write: what an agent stream does, so that reading its next message (an
     /// `APPLIED` right after the `APPLYING`) does not wait for a commit. Reports are
@@ -753,10 +724,10 @@ mod tests {
     use crate::secrets::SecretBox;
     use crate::store::{Actor, NewCluster, Store};
 
-    fn report(state: &str, hash: &str) -> ConfigReport {
+    fn report(state: AgentConfigState, hash: &str) -> ConfigReport {
         ConfigReport {
             config_hash: hash.into(),
-            state: state.into(),
+            state,
             errors: Vec::new(),
             running_config_hash: hash.into(),
             at_ms: 1,
@@ -796,18 +767,18 @@ mod tests {
             at_ms: 5,
             connection: connection.map(str::to_owned),
         };
-        let config = |cluster: &str, state: &str, hash: &str| ReportWrite::Config {
+        let config = |cluster: &str, state: AgentConfigState, hash: &str| ReportWrite::Config {
             cluster: cluster.into(),
             report: report(state, hash),
         };
         let writes = [
             seen("shop.c1", Some("r/1")),
             seen("shop.c2", None),
-            config("shop.c1", CONFIG_STATE_APPLIED, "aa"),
-            config("shop.c1", crate::store::CONFIG_STATE_APPLYING, "bb"),
-            config("shop.c2", crate::store::CONFIG_STATE_APPLYING, "aa"),
-            config("shop.c2", CONFIG_STATE_APPLIED, "aa"),
-            config("shop.c3", CONFIG_STATE_APPLIED, "cc"),
+            config("shop.c1", AgentConfigState::Applied, "aa"),
+            config("shop.c1", AgentConfigState::Applying, "bb"),
+            config("shop.c2", AgentConfigState::Applying, "aa"),
+            config("shop.c2", AgentConfigState::Applied, "aa"),
+            config("shop.c3", AgentConfigState::Applied, "cc"),
             ReportWrite::Health {
                 cluster: "shop.c3".into(),
                 health: serde_json::json!({"n": 1}),
@@ -915,8 +886,8 @@ mod tests {
         // A report of a cluster that does not exist fails the batch as a whole (and
         // the writer then writes each report on its own).
         let bad = [
-            config("shop.c1", CONFIG_STATE_APPLIED, "dd"),
-            config("nope", CONFIG_STATE_APPLIED, "dd"),
+            config("shop.c1", AgentConfigState::Applied, "dd"),
+            config("nope", AgentConfigState::Applied, "dd"),
         ];
         assert!(
             writer

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kaas_pipeline::status::{Condition, ConditionStatus, MetricPipelineStatus};
+use kaas_pipeline::status::{AgentConfigState, Condition, ConditionStatus, MetricPipelineStatus};
 use kaas_pipeline::{MetricPipeline, ValidatedPipeline};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, EntityTrait, Statement};
 use tokio::sync::broadcast;
@@ -1311,15 +1311,18 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         Some(3_000)
     );
 
-    let report = |state: &str, hash: &str| ConfigReport {
+    let report = |state: AgentConfigState, hash: &str| ConfigReport {
         config_hash: hash.into(),
-        state: state.into(),
+        state,
         errors: Vec::new(),
         running_config_hash: hash.into(),
         at_ms: 4_000,
     };
     store
-        .report(config_write("shop.c1", report(CONFIG_STATE_APPLYING, "aa")))
+        .report(config_write(
+            "shop.c1",
+            report(AgentConfigState::Applying, "aa"),
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -1332,7 +1335,10 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         None
     );
     store
-        .report(config_write("shop.c1", report(CONFIG_STATE_APPLIED, "aa")))
+        .report(config_write(
+            "shop.c1",
+            report(AgentConfigState::Applied, "aa"),
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -1345,7 +1351,7 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
             .as_deref(),
         Some("aa")
     );
-    let mut failed = report(CONFIG_STATE_FAILED, "bb");
+    let mut failed = report(AgentConfigState::Failed, "bb");
     failed.running_config_hash = "aa".into();
     failed.errors = vec![ConfigErrorRecord {
         pipeline: "p1".into(),
@@ -1523,7 +1529,7 @@ async fn a_late_disconnect_does_not_clear_another_replicas_connection(db: &TestD
 fn report_applied(hash: &str) -> ConfigReport {
     ConfigReport {
         config_hash: hash.into(),
-        state: CONFIG_STATE_APPLIED.into(),
+        state: AgentConfigState::Applied,
         errors: Vec::new(),
         running_config_hash: hash.into(),
         at_ms: 6_000,
@@ -1704,10 +1710,10 @@ fn drain_feed(feed: &mut broadcast::Receiver<Change>) -> Vec<Change> {
     changes
 }
 
-fn config_report(state: &str, hash: &str) -> ConfigReport {
+fn config_report(state: AgentConfigState, hash: &str) -> ConfigReport {
     ConfigReport {
         config_hash: hash.into(),
-        state: state.into(),
+        state,
         errors: Vec::new(),
         running_config_hash: hash.into(),
         at_ms: 1,
@@ -1765,7 +1771,7 @@ async fn observations_are_published_as_reports_not_desired_state(db: &TestDb) {
     store
         .report(config_write(
             "shop.c1",
-            config_report(CONFIG_STATE_APPLIED, "aa"),
+            config_report(AgentConfigState::Applied, "aa"),
         ))
         .await
         .unwrap();
@@ -1833,13 +1839,13 @@ async fn concurrent_reports_end_as_if_written_one_by_one(db: &TestDb) {
             store
                 .report(config_write(
                     &name,
-                    config_report(CONFIG_STATE_APPLYING, "aa"),
+                    config_report(AgentConfigState::Applying, "aa"),
                 ))
                 .await?;
             store
                 .report(config_write(
                     &name,
-                    config_report(CONFIG_STATE_APPLIED, "aa"),
+                    config_report(AgentConfigState::Applied, "aa"),
                 ))
                 .await?;
             store
@@ -1848,7 +1854,7 @@ async fn concurrent_reports_end_as_if_written_one_by_one(db: &TestDb) {
             store
                 .report(config_write(
                     &name,
-                    config_report(CONFIG_STATE_APPLYING, "bb"),
+                    config_report(AgentConfigState::Applying, "bb"),
                 ))
                 .await
         }
@@ -1871,7 +1877,7 @@ async fn concurrent_reports_end_as_if_written_one_by_one(db: &TestDb) {
         let config = report.config.unwrap();
         assert_eq!(
             (config.state.as_str(), config.config_hash.as_str()),
-            (CONFIG_STATE_APPLYING, "bb")
+            (AgentConfigState::Applying.as_str(), "bb")
         );
         assert_eq!(report.health, Some(serde_json::json!({ "n": i })));
     }
@@ -1903,7 +1909,7 @@ async fn a_bad_report_in_a_batch_fails_alone(db: &TestDb) {
         let hash = format!("h{round}");
         let reports = ["shop.c1", "nope", "shop.c2", "shop.c3"].map(|name| {
             let store = store.clone();
-            let report = config_report(CONFIG_STATE_APPLIED, &hash);
+            let report = config_report(AgentConfigState::Applied, &hash);
             async move { (name, store.report(config_write(name, report)).await) }
         });
         let health = ["shop.c1", "nope"].map(|name| {
@@ -1956,7 +1962,7 @@ async fn reads_see_every_committed_write(db: &TestDb) {
         store
             .report(config_write(
                 &name,
-                config_report(CONFIG_STATE_APPLIED, "aa"),
+                config_report(AgentConfigState::Applied, "aa"),
             ))
             .await
             .unwrap();
@@ -2009,7 +2015,7 @@ async fn clusters_are_listed_with_their_reports_in_pages(db: &TestDb) {
     store
         .report(config_write(
             "shop.a3",
-            config_report(CONFIG_STATE_APPLIED, "cc"),
+            config_report(AgentConfigState::Applied, "cc"),
         ))
         .await
         .unwrap();
@@ -2294,7 +2300,7 @@ async fn reports_of_reads_reports_with_tenant_and_state(db: &TestDb) {
         .unwrap();
     let report = ConfigReport {
         config_hash: "aa".into(),
-        state: CONFIG_STATE_APPLIED.into(),
+        state: AgentConfigState::Applied,
         errors: Vec::new(),
         running_config_hash: "aa".into(),
         at_ms: 2_000,
