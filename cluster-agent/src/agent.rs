@@ -244,14 +244,7 @@ fn secret_namespaces(
     allowed: &SecretNamespaces,
 ) -> BTreeSet<String> {
     let mut watched = BTreeSet::new();
-    for reference in config.pipelines.iter().flat_map(|p| {
-        let input = &p.spec().input;
-        let push = [&input.otlp, &input.remote_write]
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.secret_ref());
-        p.spec().output.secret_refs().into_iter().chain(push)
-    }) {
+    for reference in config.pipelines.iter().flat_map(|p| p.secret_refs()) {
         if allowed.allows(&reference.namespace) {
             watched.insert(reference.namespace.clone());
         } else {
@@ -427,6 +420,38 @@ mod tests {
     use kaas_pipeline::agent_config::{AgentConfig, AgentConfigError};
 
     use super::*;
+
+    /// The namespaces watched for Secrets come from every reference the validated
+    /// pipeline names, the push inputs' bearer tokens included (read from the
+    /// `ValidatedPipeline`, not from the raw spec).
+    #[test]
+    fn push_bearer_token_secrets_are_watched_with_the_outputs() {
+        let text = r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: AgentConfig
+pipelines:
+  - metadata: {name: p}
+    spec:
+      input:
+        otlp:
+          enabled: true
+          authentication:
+            mode: bearerToken
+            bearerToken: {valueFrom: {secretKeyRef: {name: t, namespace: pushers, key: k}}}
+      output:
+        prometheusRemoteWrite:
+          url: https://r.example/write
+          headers:
+            - {name: X-A, valueFrom: {secretKeyRef: {name: a, namespace: writers, key: k}}}
+"#;
+        let context = ValidationContext::observer(ProviderPolicy::unrestricted());
+        let config = AgentConfig::parse(text, &context).unwrap();
+        let all = SecretNamespaces::only(["pushers", "writers"]);
+        let watched = secret_namespaces(&config, &all);
+        assert_eq!(watched, ["pushers".to_owned(), "writers".to_owned()].into());
+        let watched = secret_namespaces(&config, &SecretNamespaces::only(["pushers"]));
+        assert_eq!(watched, ["pushers".to_owned()].into());
+    }
 
     /// Issue 13, finding 9: the Secret watcher never watches a namespace outside
     /// --secret-namespaces, even for a configuration that never passed the allow-list

@@ -137,6 +137,19 @@ impl ValidatedPipeline {
         &self.resource.spec
     }
 
+    /// Every Secret the pipeline names: its output's credentials and TLS material and
+    /// its push inputs' bearer tokens; what an agent must be able to read to run it.
+    pub fn secret_refs(&self) -> Vec<&crate::secret::SecretKeyRef> {
+        let input = &self.resource.spec.input;
+        let push = [&input.otlp, &input.remote_write]
+            .into_iter()
+            .flatten()
+            .filter_map(|push| push.secret_ref());
+        let mut refs = self.resource.spec.output.secret_refs();
+        refs.extend(push);
+        refs
+    }
+
     /// Gives the resource back.
     pub fn into_resource(self) -> MetricPipeline {
         self.resource
