@@ -209,8 +209,9 @@ impl AgentIdentity {
 
     /// The certificate's validity, or `None` when it cannot be read.
     pub fn validity(&self) -> Option<Validity> {
-        let der = pem_body(&self.cert_pem)?;
-        let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+        let certificates = kaas_tls::certificates(self.cert_pem.as_bytes(), "certificate").ok()?;
+        let der = certificates.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
         let at = |seconds: i64| {
             u64::try_from(seconds)
                 .ok()
@@ -267,18 +268,6 @@ fn create_dir(dir: &Path) -> Result<(), IdentityError> {
         path: dir.to_owned(),
         source,
     })
-}
-
-/// The DER inside the first PEM block of `pem`.
-fn pem_body(pem: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let body: String = pem
-        .lines()
-        .skip_while(|line| !line.starts_with("-----BEGIN"))
-        .skip(1)
-        .take_while(|line| !line.starts_with("-----END"))
-        .collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 fn remove_if_present(path: &Path) -> Result<(), IdentityError> {

@@ -347,7 +347,8 @@ fn load_authority(
         reason,
     };
     let key = KeyPair::from_pem(&key_pem).map_err(|e| bad(format!("{key_file}: {e}")))?;
-    let cert_der = pem_body(&cert_pem).ok_or_else(|| bad(format!("{cert_file}: not PEM")))?;
+    let cert_der =
+        first_certificate(&cert_pem).ok_or_else(|| bad(format!("{cert_file}: not PEM")))?;
     let issuer =
         Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| bad(format!("{cert_file}: {e}")))?;
     Ok(Some(Authority {
@@ -478,16 +479,10 @@ pub fn serial_hex_from_certificate(der: &[u8]) -> Option<String> {
     Some(hex::encode(cert.raw_serial()))
 }
 
-/// The DER inside the first PEM block of `pem`.
-fn pem_body(pem: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let body: String = pem
-        .lines()
-        .skip_while(|line| !line.starts_with("-----BEGIN"))
-        .skip(1)
-        .take_while(|line| !line.starts_with("-----END"))
-        .collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
+/// The DER of the first certificate in `pem`.
+pub(crate) fn first_certificate(pem: &str) -> Option<Vec<u8>> {
+    let certificates = kaas_tls::certificates(pem.as_bytes(), "certificate").ok()?;
+    certificates.into_iter().next().map(|der| der.to_vec())
 }
 
 /// A random positive serial and its hex form.

@@ -181,7 +181,7 @@ mod tests {
     }
 
     fn der(pem: &str) -> Vec<u8> {
-        super::super::pem_body(pem).unwrap()
+        super::super::first_certificate(pem).unwrap()
     }
 
     fn pems(bundle: &str) -> usize {
