@@ -71,22 +71,12 @@ pub(super) async fn dispatch_changes(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
     use tokio::sync::Notify;
 
     use super::*;
-    use crate::control::registry::StreamEntry;
-
-    fn entry(id: u64) -> StreamEntry {
-        StreamEntry {
-            id,
-            tenant: "shop".into(),
-            wake: Arc::new(Notify::new()),
-            cluster_changed: Arc::new(AtomicBool::new(false)),
-        }
-    }
+    use crate::control::registry::tests::entry;
 
     /// Whether `wake` was notified (a stored permit counts).
     async fn woken(wake: &Notify) -> bool {

@@ -101,10 +101,11 @@ pub(super) fn lock(registry: &SharedRegistry) -> std::sync::MutexGuard<'_, Strea
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn entry(id: u64) -> StreamEntry {
+    /// A stream of tenant `shop` (also the dispatcher's tests' streams).
+    pub(in crate::control) fn entry(id: u64) -> StreamEntry {
         StreamEntry {
             id,
             tenant: "shop".into(),
