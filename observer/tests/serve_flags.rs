@@ -80,3 +80,36 @@ fn onboarding_flags_are_checked_before_anything_starts() {
         ],
     );
 }
+
+/// Values of every type are checked together: counts, a range, a method,
+/// a URL and a byte quantity that do not parse are all named in one run, where clap
+/// alone would stop at the first.
+#[test]
+fn values_clap_would_parse_are_named_together_too() {
+    refused_before_anything_starts(
+        &[
+            "--control-max-pending-per-address",
+            "none",
+            "--probe-max-concurrency",
+            "many",
+            "--egress-allow-cidr",
+            "10.0.0.0/33",
+            "--probe-allow-method",
+            "TELEPORT",
+            "--inventory-url",
+            "not a url",
+            "--cluster-buffer-budget",
+            "lots",
+            "--join-burst=-1",
+        ],
+        &[
+            "--control-max-pending-per-address",
+            "--probe-max-concurrency",
+            "--egress-allow-cidr",
+            "--probe-allow-method",
+            "--inventory-url",
+            "--cluster-buffer-budget",
+            "--join-burst",
+        ],
+    );
+}

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 pub use args::{IdentityFlags, ServeArgs};
 
-use self::settings::ServeSettings;
+use self::settings::{EgressAllowed, ServeSettings};
 use crate::api::metrics::ApiMetrics;
 use crate::api::{ApiState, app};
 use crate::control::service::ControlService;
@@ -158,10 +158,11 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
 
 /// The egress policy of `--egress-allow-cidr` and `--probe-allow-method`; logged, since
 /// every allowed range is a decision to let tenants reach it.
-fn egress_policy(args: &ServeArgs) -> EgressPolicy {
+fn egress_policy(allowed: &EgressAllowed) -> EgressPolicy {
     let policy = EgressPolicy::new(
-        args.egress_allow_cidrs.clone(),
-        args.probe_allow_methods
+        allowed.cidrs.clone(),
+        allowed
+            .methods
             .iter()
             .map(|m| m.as_str().to_owned())
             .collect(),
@@ -199,8 +200,8 @@ async fn shutdown_signal() {
 pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), ServeError> {
     let mut settings = ServeSettings::check(&args)?;
     let (store, ca) = bootstrap::open_data(&args).await?;
-    let egress = egress_policy(&args);
-    let mut background = Background::start(&args, &mut settings, &store, &ca, &egress).await?;
+    let egress = egress_policy(&settings.egress_allowed);
+    let mut background = Background::start(&mut settings, &store, &ca, &egress).await?;
     let api_metrics = ApiMetrics::default();
     let mut registry = Registry::default();
     api_metrics.register(&mut registry);
@@ -211,10 +212,10 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
     telemetry.start(registry.clone())?;
     background.start_inventory(&settings, &store)?;
 
-    let grpc_listener = bind(args.grpc_listen_address).await?;
+    let grpc_listener = bind(settings.addresses.grpc).await?;
     let grpc_port = grpc_listener
         .local_addr()
-        .map_or(args.grpc_listen_address.port(), |a| a.port());
+        .map_or(settings.addresses.grpc.port(), |a| a.port());
     let control_endpoint = args.control_endpoint.clone().unwrap_or_else(|| {
         let host = args
             .grpc_hostnames
@@ -249,7 +250,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         control_endpoint: control_endpoint.clone(),
         ca_pem: ca.bundle_pem(),
         buffer_budgets: crate::api::budgets::BufferBudgets {
-            default_bytes: args.cluster_buffer_budget,
+            default_bytes: settings.cluster_buffer_budget,
             central_bytes: background.integrations.central_pipeline().map_or(
                 0,
                 crate::rendering::CentralPipelineSettings::buffer_max_bytes,
@@ -259,13 +260,13 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         tenant_policy: settings.tenant_policy.clone(),
     });
     let router: Router = api_metrics.layer(api);
-    let listener = bind(args.listen_address).await?;
-    let metrics_listener = bind(args.metrics_listen_address).await?;
+    let listener = bind(settings.addresses.api).await?;
+    let metrics_listener = bind(settings.addresses.metrics).await?;
     tracing::info!(
-        api = %args.listen_address,
+        api = %settings.addresses.api,
         api_tls = settings.http.api_tls.is_some(),
-        metrics = %args.metrics_listen_address,
-        control = %args.grpc_listen_address,
+        metrics = %settings.addresses.metrics,
+        control = %settings.addresses.grpc,
         %control_endpoint,
         replica = %settings.replica_id,
         database = if args.database_url.is_some() { "external" } else { "sqlite" },
@@ -305,7 +306,6 @@ impl Background {
     /// Starts the lifecycle, the prober (after its membership), the integrations and
     /// the control service with the integrations' central pipeline.
     async fn start(
-        args: &ServeArgs,
         settings: &mut ServeSettings,
         store: &Store,
         ca: &Arc<ClusterCa>,
@@ -321,9 +321,9 @@ impl Background {
         let prober = Prober::start(ProberSettings {
             interval: settings.probe_interval,
             timeout: settings.probe_timeout,
-            max_concurrency: args.probe_max_concurrency,
-            max_concurrency_per_tenant: args.probe_max_concurrency_per_tenant,
-            provider_slots: args.probe_provider_slots,
+            max_concurrency: settings.probe_capacity.max_concurrency,
+            max_concurrency_per_tenant: settings.probe_capacity.max_concurrency_per_tenant,
+            provider_slots: settings.probe_capacity.provider_slots,
             replica_id: settings.replica_id.clone(),
             egress: egress.clone(),
         });
