@@ -38,5 +38,6 @@
 //! | `kaas_observer_onboarding_syncs_total` | source, result | `onboarding::events` |
 //! | `kaas_observer_onboarding_cluster_changes_total` | source, action | `onboarding::events` |
 //! | `kaas_observer_onboarding_last_success_timestamp_seconds` | source | `onboarding::events` |
+//! | `kaas_observer_deletions_pending` | source | `onboarding::events` |
 //! | `kaas_self_telemetry_export_failures_total` (with `--otlp-endpoint`) | signal | `kaas_self_telemetry` |
 //! | `kaas_self_telemetry_spans_dropped_total` (with `--otlp-endpoint`) | | `kaas_self_telemetry` |

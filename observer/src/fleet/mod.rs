@@ -15,7 +15,11 @@
 //! `docs/metrics.md`). The series describe shared state, so every replica serves the
 //! same values (up to one tick apart). Which clusters have series is
 //! [`ClusterState::is_exported`](crate::lifecycle::ClusterState::is_exported): every
-//! one, tombstones included, so that the rules see `deleted` and stay quiet.
+//! one, tombstones included, so that the rules see `deleted` and stay quiet. A global
+//! id has one row, its current incarnation: after a tombstone's name is registered
+//! again the series describe the new incarnation only (the tombstone is history in the
+//! store), so the rules' guards, which match on `cluster`, key on the current
+//! incarnation.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -314,6 +318,7 @@ mod tests {
             connected: false,
             created_at_ms: 1_000,
             deleted_at_ms: None,
+            incarnation: String::new(),
         }
     }
 

@@ -669,6 +669,7 @@ mod tests {
             connected: true,
             created_at_ms: 1_500,
             deleted_at_ms: None,
+            incarnation: String::new(),
         }
     }
 

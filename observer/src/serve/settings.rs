@@ -165,7 +165,9 @@ fn inventory_settings(args: &ServeArgs) -> Result<Option<InventorySettings>, Ser
     let mut settings = InventorySettings::new(url.clone());
     settings.interval = duration_flag("inventory-interval", &args.inventory_interval)?;
     settings.delete_after_missing_polls = args.inventory_delete_after_polls;
+    settings.delete_grace = duration_flag("inventory-delete-grace", &args.inventory_delete_grace)?;
     settings.allow_empty = args.inventory_allow_empty;
+    settings.guard = mass_deletion_guard(args)?;
     if let Some(path) = &args.inventory_token_file {
         let token = std::fs::read_to_string(path).map_err(io_error(path))?;
         settings.bearer_token = Some(kaas_pipeline::secret::SecretString::new(token.trim()));
@@ -174,6 +176,18 @@ fn inventory_settings(args: &ServeArgs) -> Result<Option<InventorySettings>, Ser
         settings.ca_pem = Some(std::fs::read_to_string(path).map_err(io_error(path))?);
     }
     Ok(Some(settings))
+}
+
+/// `--mass-deletion-percent` as the guard both onboarding sources use.
+pub(super) fn mass_deletion_guard(
+    args: &ServeArgs,
+) -> Result<crate::lifecycle::guard::MassDeletionGuard, ServeError> {
+    crate::lifecycle::guard::MassDeletionGuard::new(args.mass_deletion_percent).map_err(|reason| {
+        ServeError::Flag {
+            flag: "mass-deletion-percent",
+            reason,
+        }
+    })
 }
 
 /// `--replica-id` checked, or the default: `<host name>-<random hex>`.
