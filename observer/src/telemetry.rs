@@ -19,6 +19,7 @@
 //! | `kaas_observer_tls_handshakes_waiting` | | `control::accept` |
 //! | `kaas_observer_join_failures_total` | reason | `control::join` |
 //! | `kaas_cluster_info` | cluster, tenant, state | `fleet` |
+//! | `kaas_cluster_tombstone_info` | cluster, tenant, incarnation | `fleet` |
 //! | `kaas_cluster_agent_connected` | cluster, tenant | `fleet` |
 //! | `kaas_cluster_last_seen_timestamp_seconds` | cluster, tenant | `fleet` |
 //! | `kaas_cluster_created_timestamp_seconds` | cluster, tenant | `fleet` |

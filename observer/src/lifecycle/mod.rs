@@ -49,9 +49,10 @@
 //!   gets a new incarnation (a new random id), and the tombstone moves into the
 //!   history (`cluster_tombstones`, audited as `re-register`) with its certificates
 //!   revoked and its join tokens deleted, so they stay refused. Everything keyed by the
-//!   global id (the `cluster` label, the fleet series, the alert guards) then
-//!   describes the current incarnation only: a re-registered name alerts like any new
-//!   cluster while its tombstone exists.
+//!   global id (the `cluster` label, `kaas_cluster_info` and the other fleet series,
+//!   the alert guards) then describes the current incarnation only: a re-registered
+//!   name alerts like any new cluster while its tombstone exists (served apart, as
+//!   `kaas_cluster_tombstone_info`).
 //!
 //! ## Why no lost event can mark a cluster deleted or alive
 //! Silence is level-triggered: every tick re-reads every cluster's `last_seen` from the

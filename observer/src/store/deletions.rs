@@ -97,9 +97,26 @@ pub struct HeldDeletion {
 impl Store {
     /// The earlier incarnations of the cluster `id`, by the time they were superseded.
     pub async fn cluster_tombstones(&self, id: &str) -> Result<Vec<ClusterTombstone>, StoreError> {
-        Ok(cluster_tombstones::Entity::find()
-            .filter(cluster_tombstones::Column::Cluster.eq(id))
-            .order_by_asc(cluster_tombstones::Column::SupersededAtMs)
+        self.tombstones_where(Some(id)).await
+    }
+
+    /// Every earlier incarnation of every cluster (the fleet's history series), by
+    /// cluster and the time they were superseded.
+    pub async fn list_cluster_tombstones(&self) -> Result<Vec<ClusterTombstone>, StoreError> {
+        self.tombstones_where(None).await
+    }
+
+    async fn tombstones_where(
+        &self,
+        id: Option<&str>,
+    ) -> Result<Vec<ClusterTombstone>, StoreError> {
+        let mut query = cluster_tombstones::Entity::find()
+            .order_by_asc(cluster_tombstones::Column::Cluster)
+            .order_by_asc(cluster_tombstones::Column::SupersededAtMs);
+        if let Some(id) = id {
+            query = query.filter(cluster_tombstones::Column::Cluster.eq(id));
+        }
+        Ok(query
             .all(self.reader())
             .await?
             .into_iter()

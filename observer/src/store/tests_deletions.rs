@@ -111,6 +111,11 @@ async fn a_tombstones_name_is_registered_again_as_a_new_incarnation(db: &TestDb)
     );
     assert_ne!(third.incarnation, second.incarnation);
     assert_eq!(store.list_clusters(None).await.unwrap().len(), 1);
+    assert_eq!(
+        store.list_cluster_tombstones().await.unwrap().len(),
+        2,
+        "the fleet's history series"
+    );
 }
 
 fn held(cluster: &str, to_state: ClusterState) -> HeldDeletion {

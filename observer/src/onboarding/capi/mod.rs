@@ -467,6 +467,8 @@ async fn run_while_leased(context: Arc<Context>) {
                 "lost the Cluster API lease; stopping the controller"
             );
             running = None;
+            // The held changes are the new holder's to report now.
+            context.metrics.deletions_pending(Source::ClusterApi, 0);
         }
         if running.is_none() {
             match context.store.try_lease(LEASE_NAME).await {

@@ -456,6 +456,8 @@ impl InventorySource {
                 {
                     tracing::warn!(lease = LEASE_NAME, "lost the inventory lease");
                     lease = None;
+                    // The held changes are the new holder's to report now.
+                    self.metrics.deletions_pending(Source::Inventory, 0);
                 }
                 if lease.is_none() {
                     match self.store.try_lease(LEASE_NAME).await {
