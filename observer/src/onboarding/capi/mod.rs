@@ -46,7 +46,7 @@
 //!
 //! **Deletion only on positive evidence.** With the finalizer the controller sees every
 //! deletion of a registered cluster: a `deletionTimestamp` on an object carrying it is
-//! the only evidence that makes a cluster `deleting`, then `deleted`. The [`relist`]
+//! the only evidence that makes a cluster `deleting`, then `deleted`. The [`relist()`]
 //! every [`DEFAULT_RELIST_INTERVAL`] (and at start) catches what the watch cannot: an
 //! object that vanished although it carried the finalizer (someone removed the
 //! finalizer by hand, the object was moved or restored from a backup, the observer was
@@ -279,7 +279,7 @@ async fn management_config(path: &Path) -> Result<Config, CapiError> {
         .map_err(|e| error(e.to_string()))
 }
 
-/// What [`reconcile`] and [`relist`] work with.
+/// What [`reconcile`] and [`relist()`] work with.
 pub struct Context {
     /// The management cluster.
     pub client: Client,

@@ -54,7 +54,7 @@ struct Gone {
 
 /// Lists every `Cluster` and compares the list with the registered clusters (see the
 /// module note): a registered cluster whose object is gone becomes `lost`, or
-/// `deleted` if its deletion was seen ([`decide::when_gone`]), through the
+/// `deleted` if its deletion was seen ([`when_gone`]), through the
 /// mass-deletion guard. An empty list while this source manages live clusters is
 /// refused ([`CapiError::EmptyList`]) and changes nothing.
 pub async fn relist(context: &Context) -> Result<RelistReport, CapiError> {
