@@ -570,9 +570,10 @@ async fn an_inventory_that_loses_most_of_the_fleet_waits_for_a_confirmation() {
     let pending = s.store.pending_deletions(None).await.unwrap();
     assert_eq!(pending.len(), 4);
     assert!(
-        pending
-            .iter()
-            .all(|p| p.to_state == ClusterState::Deleting && p.source == "inventory")
+        pending.iter().all(|p| p.to_state == ClusterState::Deleting
+            && p.source == "inventory"
+            && p.reason == "missing from 1 successful inventory poll(s) in a row"),
+        "{pending:?}"
     );
     // Held again, not applied, while nobody confirms.
     let report = s.source.poll_once().await.unwrap();

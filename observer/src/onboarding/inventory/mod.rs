@@ -548,12 +548,14 @@ impl InventorySource {
     async fn hold(&self, held: &[Step], report: &mut PollReport) -> Result<(), StoreError> {
         let held: Vec<HeldDeletion> = held
             .iter()
-            .filter_map(Step::leaving)
-            .map(|(id, tenant, to_state)| HeldDeletion {
-                cluster: id.to_owned(),
-                tenant: tenant.to_owned(),
-                to_state,
-                reason: "missing from the inventory, or listed as deleted".to_owned(),
+            .filter_map(|step| {
+                let (id, tenant, to_state) = step.leaving()?;
+                Some(HeldDeletion {
+                    cluster: id.to_owned(),
+                    tenant: tenant.to_owned(),
+                    to_state,
+                    reason: step.evidence(),
+                })
             })
             .collect();
         report.held =

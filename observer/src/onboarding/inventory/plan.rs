@@ -89,6 +89,26 @@ impl Step {
     }
 }
 
+impl Step {
+    /// The inventory's evidence for a step that takes a cluster out of the fleet, as
+    /// the mass-deletion guard shows it.
+    pub fn evidence(&self) -> String {
+        match self {
+            Self::MarkDeleting { missing_polls, .. }
+            | Self::Tombstone {
+                missing_polls,
+                marked_deleted: false,
+                ..
+            } => format!("missing from {missing_polls} successful inventory poll(s) in a row"),
+            Self::Tombstone {
+                marked_deleted: true,
+                ..
+            } => "the inventory lists it as deleted".to_owned(),
+            _ => String::new(),
+        }
+    }
+}
+
 /// How long a managed cluster has been missing from the inventory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Missing {
