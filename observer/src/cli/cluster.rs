@@ -375,6 +375,7 @@ fn print_cluster(cluster: &ClusterView, out: &mut dyn Write) -> std::io::Result<
     writeln!(out, "Name:          {}", cluster.name)?;
     writeln!(out, "Tenant:        {}", cluster.tenant)?;
     writeln!(out, "Global id:     {}", cluster.id)?;
+    writeln!(out, "Incarnation:   {}", cluster.incarnation)?;
     writeln!(out, "State:         {}", state(cluster))?;
     writeln!(out, "Connected:     {}", yes_no(cluster.connected))?;
     writeln!(out, "Labels:        {}", labels(&cluster.labels))?;
