@@ -19,6 +19,7 @@
 //! | `kaas_observer_tls_handshakes_waiting` | | `control::accept` |
 //! | `kaas_observer_join_failures_total` | reason | `control::join` |
 //! | `kaas_cluster_info` | cluster, tenant, state | `fleet` |
+//! | `kaas_cluster_tombstone_info` | cluster, tenant, incarnation | `fleet` |
 //! | `kaas_cluster_agent_connected` | cluster, tenant | `fleet` |
 //! | `kaas_cluster_last_seen_timestamp_seconds` | cluster, tenant | `fleet` |
 //! | `kaas_cluster_created_timestamp_seconds` | cluster, tenant | `fleet` |
@@ -38,5 +39,6 @@
 //! | `kaas_observer_onboarding_syncs_total` | source, result | `onboarding::events` |
 //! | `kaas_observer_onboarding_cluster_changes_total` | source, action | `onboarding::events` |
 //! | `kaas_observer_onboarding_last_success_timestamp_seconds` | source | `onboarding::events` |
+//! | `kaas_observer_deletions_pending` | source | `onboarding::events` |
 //! | `kaas_self_telemetry_export_failures_total` (with `--otlp-endpoint`) | signal | `kaas_self_telemetry` |
 //! | `kaas_self_telemetry_spans_dropped_total` (with `--otlp-endpoint`) | | `kaas_self_telemetry` |

@@ -26,9 +26,11 @@ use serde_yaml::Value as Yaml;
 
 /// Alerts that are not about one cluster, so they carry no lifecycle guard and need
 /// not group by `cluster`: the observer's self-monitoring, the per-tenant pipeline
-/// condition, and the abuse alerts on the API and on joins. Every other alert must exclude deleted clusters.
+/// condition, the mass-deletion guard (per source), and the abuse alerts on the API and
+/// on joins. Every other alert must exclude deleted clusters.
 const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasPipelineConfigRejected",
+    "KaasClusterDeletionsPaused",
     "KaasObserverDown",
     "KaasObserverReplicaDown",
     "KaasObserverNotIngesting",

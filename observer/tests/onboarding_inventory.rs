@@ -37,6 +37,9 @@ async fn setup(customize: impl FnOnce(&mut InventorySettings)) -> Setup {
     .expect("open the store");
     let inventory = FakeInventory::start().await;
     let mut settings = InventorySettings::new(inventory.url().parse().expect("the fake's URL"));
+    // Polls are driven back to back: only the missing polls count unless a test sets
+    // a grace period of its own.
+    settings.delete_grace = Duration::ZERO;
     customize(&mut settings);
     let metrics = Arc::new(OnboardingMetrics::default());
     let source =
@@ -196,13 +199,19 @@ async fn a_cluster_missing_from_the_inventory_is_deleting_then_deleted_after_the
         ClusterState::Provisioning
     );
 
-    // The tombstone keeps the name: listed again, it is reported, not re-registered.
+    // Listed again, the name is registered again: a new incarnation of the same
+    // global id, the tombstone kept in the history (issue 15, finding 4: the old code
+    // skipped the name for good).
     s.inventory.set_clusters(vec![prod_1(), dev_1()]);
     let report = s.source.poll_once().await.unwrap();
-    assert!(report.registered.is_empty());
-    assert_eq!(report.skipped.len(), 1);
-    assert!(report.skipped[0].1.contains("tombstone"), "{report:?}");
-    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleted);
+    assert_eq!(report.registered, ["shop.prod-1"]);
+    let again = get(&s.store, "prod-1").await;
+    assert_eq!(again.state, ClusterState::Provisioning);
+    assert_ne!(again.incarnation, prod.incarnation);
+    let history = s.store.cluster_tombstones("shop.prod-1").await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].incarnation, prod.incarnation);
+    assert_eq!(history[0].deleted_at_ms, prod.deleted_at_ms);
 }
 
 #[tokio::test]
@@ -482,4 +491,114 @@ async fn endpoints_the_egress_policy_refuses_are_not_registered() {
     )]);
     let report = allowed.source.poll_once().await.unwrap();
     assert_eq!(report.registered, ["shop.local"]);
+}
+
+/// Issue 15, finding 4: the old source tombstoned a cluster after its missing polls
+/// however quickly they came. Now it also waits out `delete_grace`: with a grace of an
+/// hour, any number of back-to-back polls leaves the cluster `deleting`, never
+/// `deleted`.
+#[tokio::test]
+async fn a_missing_cluster_is_not_tombstoned_within_the_grace_period() {
+    let mut s = setup(|settings| {
+        settings.delete_after_missing_polls = NonZeroU32::new(2).unwrap();
+        settings.delete_grace = Duration::from_secs(3600);
+    })
+    .await;
+    s.inventory.set_clusters(vec![prod_1(), dev_1()]);
+    s.source.poll_once().await.unwrap();
+    s.inventory.set_clusters(vec![dev_1()]);
+    for _ in 0..5 {
+        let report = s.source.poll_once().await.unwrap();
+        assert!(report.deleted.is_empty(), "{report:?}");
+    }
+    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleting);
+}
+
+/// Positive evidence: an entry marked `"deleted": true` tombstones its cluster at once.
+#[tokio::test]
+async fn an_entry_marked_deleted_is_tombstoned_at_once() {
+    let mut s = setup(|settings| settings.delete_grace = Duration::from_secs(3600)).await;
+    s.inventory.set_clusters(vec![prod_1(), dev_1()]);
+    s.source.poll_once().await.unwrap();
+    let mut gone = prod_1();
+    gone["deleted"] = json!(true);
+    s.inventory.set_clusters(vec![gone, dev_1()]);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.deleted, ["shop.prod-1"]);
+    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleted);
+    assert_eq!(
+        get(&s.store, "dev-1").await.state,
+        ClusterState::Provisioning
+    );
+}
+
+/// Issue 15, finding 4: an inventory answering one page of five (a partial list)
+/// would have started deleting four clusters at once. Now the mass-deletion guard holds
+/// those changes (nothing else in the poll is held: a new cluster is registered), shows
+/// them as pending and counts them; once an administrator confirms, the next poll
+/// applies them.
+#[tokio::test]
+async fn an_inventory_that_loses_most_of_the_fleet_waits_for_a_confirmation() {
+    let mut s = setup(|settings| {
+        settings.delete_after_missing_polls = NonZeroU32::new(5).unwrap();
+    })
+    .await;
+    let fleet: Vec<serde_json::Value> = (0..5)
+        .map(|i| {
+            cluster(
+                &format!("c{i}"),
+                "shop",
+                &[],
+                &format!("https://c{i}.k8s.example:6443"),
+            )
+        })
+        .collect();
+    s.inventory.set_clusters(fleet.clone());
+    s.source.poll_once().await.unwrap();
+
+    let newcomer = cluster("new", "shop", &[], "https://new.k8s.example:6443");
+    s.inventory
+        .set_clusters(vec![fleet[0].clone(), newcomer.clone()]);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.held, ["shop.c1", "shop.c2", "shop.c3", "shop.c4"]);
+    assert!(report.deleting.is_empty(), "{report:?}");
+    assert_eq!(report.registered, ["shop.new"]);
+    for name in ["c1", "c2", "c3", "c4"] {
+        assert_eq!(get(&s.store, name).await.state, ClusterState::Provisioning);
+    }
+    assert_eq!(s.metrics.pending(Source::Inventory), 4);
+    let pending = s.store.pending_deletions(None).await.unwrap();
+    assert_eq!(pending.len(), 4);
+    assert!(
+        pending.iter().all(|p| p.to_state == ClusterState::Deleting
+            && p.source == "inventory"
+            && p.reason == "missing from 1 successful inventory poll(s) in a row"),
+        "{pending:?}"
+    );
+    // Held again, not applied, while nobody confirms.
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.held.len(), 4);
+    assert!(report.deleting.is_empty());
+
+    let confirmed = s
+        .store
+        .confirm_deletions(&Actor::admin(), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(confirmed.len(), 4);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(
+        report.deleting,
+        ["shop.c1", "shop.c2", "shop.c3", "shop.c4"]
+    );
+    assert!(report.held.is_empty());
+    assert!(s.store.pending_deletions(None).await.unwrap().is_empty());
+    assert_eq!(s.metrics.pending(Source::Inventory), 0);
+    // Their tombstones follow after the missing polls (five): already `deleting`, they
+    // are not weighed again.
+    let report = s.source.poll_once().await.unwrap();
+    assert!(report.deleted.is_empty() && report.held.is_empty());
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.deleted, ["shop.c1", "shop.c2", "shop.c3", "shop.c4"]);
+    assert!(report.held.is_empty());
 }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod budgets;
 pub mod cluster_api;
 pub mod clusters;
+pub mod deletions;
 pub mod error;
 pub mod manifest;
 pub mod metrics;
@@ -163,6 +164,7 @@ pub fn app(state: ApiState) -> Router {
             axum::routing::put(cluster_api::put).delete(cluster_api::delete),
         )
         .route("/api/v1/secrets/rekey", post(secrets::rekey))
+        .route("/api/v1/deletions/confirm", post(deletions::confirm))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -189,6 +189,17 @@ pub fn fleet_series(snapshot: &FleetSnapshot) -> Vec<Series> {
             }
         }
     }
+    for tombstone in &snapshot.tombstones {
+        series.push(Series::new(
+            "kaas_cluster_tombstone_info",
+            [
+                ("cluster", tombstone.cluster.clone()),
+                ("tenant", tombstone.tenant.clone()),
+                ("incarnation", tombstone.incarnation.clone()),
+            ],
+            1.0,
+        ));
+    }
     for pipeline in &snapshot.pipelines {
         series.push(Series::new(
             "kaas_pipeline_info",
@@ -603,6 +614,7 @@ mod tests {
             connected: true,
             created_at_ms: 1_500,
             deleted_at_ms: None,
+            incarnation: String::new(),
         }
     }
 
@@ -654,6 +666,15 @@ mod tests {
                     ..MetricPipelineStatus::default()
                 },
             }],
+            tombstones: vec![crate::store::ClusterTombstone {
+                cluster: "edge-1".into(),
+                incarnation: "0a1b2c3d4e5f6071".into(),
+                tenant: "shop".into(),
+                name: "edge-1".into(),
+                created_at_ms: 0,
+                deleted_at_ms: Some(500),
+                superseded_at_ms: 900,
+            }],
         };
         let series: BTreeMap<SeriesLabels, f64> = fleet_series(&snapshot)
             .into_iter()
@@ -677,6 +698,16 @@ mod tests {
                 ("state", "deleted")
             ]),
             Some(1.0)
+        );
+        assert_eq!(
+            get(&[
+                ("__name__", "kaas_cluster_tombstone_info"),
+                ("cluster", "edge-1"),
+                ("tenant", "shop"),
+                ("incarnation", "0a1b2c3d4e5f6071")
+            ]),
+            Some(1.0),
+            "the history of a name registered again, beside its current incarnation"
         );
         let edge = [("cluster", "edge-1"), ("tenant", "shop")];
         let with = |name: &'static str, base: &[(&'static str, &'static str)]| {
@@ -741,7 +772,7 @@ mod tests {
     fn a_state_change_marks_the_old_series_stale_once() {
         let active = fleet_series(&FleetSnapshot {
             clusters: vec![cluster("edge-1", ClusterState::Active)],
-            pipelines: Vec::new(),
+            ..FleetSnapshot::default()
         });
         let first = Round::plan(active, &BTreeSet::new());
         assert!(first.stale.is_empty());
@@ -749,7 +780,7 @@ mod tests {
 
         let silent = fleet_series(&FleetSnapshot {
             clusters: vec![cluster("edge-1", ClusterState::Silent)],
-            pipelines: Vec::new(),
+            ..FleetSnapshot::default()
         });
         let second = Round::plan(silent.clone(), &delivered);
         assert_eq!(

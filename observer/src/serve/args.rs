@@ -119,6 +119,16 @@ pub struct ServeArgs {
     /// from a broken inventory must not delete every cluster).
     #[arg(long)]
     pub inventory_allow_empty: bool,
+    /// How long a cluster must have been missing from the inventory (besides
+    /// `--inventory-delete-after-polls` successful polls) before it is tombstoned.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub inventory_delete_grace: String,
+    /// The share of an onboarding source's clusters, in percent, that one inventory
+    /// poll or Cluster API relist may take out of the fleet (deleting, deleted or lost)
+    /// before the mass-deletion guard holds the changes for `observer cluster
+    /// confirm-deletions`.
+    #[arg(long, value_name = "PERCENT", default_value_t = crate::lifecycle::guard::DEFAULT_MASS_DELETION_PERCENT.to_string())]
+    pub mass_deletion_percent: String,
     /// A file holding the bearer token for the inventory.
     #[arg(long, value_name = "FILE")]
     pub inventory_token_file: Option<PathBuf>,

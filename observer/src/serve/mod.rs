@@ -431,6 +431,7 @@ async fn start_cluster_api(
     );
     capi.silent_after = settings.silent_after;
     capi.egress = background.egress.clone();
+    capi.guard = self::settings::mass_deletion_guard(args)?;
     capi.secret_namespaces = settings
         .tenant_policy
         .secret_namespaces

@@ -117,6 +117,7 @@ impl ServeSettings {
         let probe_timeout = problems.take(duration_flag("probe-timeout", &args.probe_timeout));
         let inventory = problems.take(inventory_settings(args));
         problems.take(cluster_api(args));
+        problems.take(mass_deletion_guard(args));
         let integrations = match args.integrations.check() {
             Ok(settings) => Some(settings),
             Err(errors) => {
@@ -312,7 +313,12 @@ fn inventory_settings(args: &ServeArgs) -> Result<Option<InventorySettings>, Ser
         "inventory-delete-after-polls",
         &args.inventory_delete_after_polls,
     )?;
+    settings.delete_grace = duration_flag("inventory-delete-grace", &args.inventory_delete_grace)?;
     settings.allow_empty = args.inventory_allow_empty;
+    // A wrong percentage is named once, by the check of its own flag.
+    if let Ok(guard) = mass_deletion_guard(args) {
+        settings.guard = guard;
+    }
     if let Some(path) = &args.inventory_token_file {
         let token = std::fs::read_to_string(path).map_err(io_error(path))?;
         settings.bearer_token = Some(kaas_pipeline::secret::SecretString::new(token.trim()));
@@ -336,6 +342,17 @@ fn cluster_api(args: &ServeArgs) -> Result<(), ServeError> {
         }),
         None => Ok(()),
     }
+}
+
+/// `--mass-deletion-percent` as the guard both onboarding sources use.
+pub(super) fn mass_deletion_guard(
+    args: &ServeArgs,
+) -> Result<crate::lifecycle::guard::MassDeletionGuard, ServeError> {
+    let percent = parsed("mass-deletion-percent", &args.mass_deletion_percent)?;
+    crate::lifecycle::guard::MassDeletionGuard::new(percent).map_err(|reason| ServeError::Flag {
+        flag: "mass-deletion-percent",
+        reason,
+    })
 }
 
 /// `--replica-id` checked, or the default: `<host name>-<random hex>`.

@@ -12,6 +12,7 @@
 
 mod budgets;
 mod identity;
+mod lifecycle;
 mod probes;
 mod quotas;
 mod replicas;
@@ -36,6 +37,8 @@ impl MigratorTrait for Migrator {
             Box::new(tenancy::AddAuditLogIndexes),
             Box::new(identity::AddClusterLocalNames),
             Box::new(identity::CreateAgentCertificates),
+            Box::new(lifecycle::AddClusterIncarnations),
+            Box::new(lifecycle::CreatePendingDeletions),
         ]
     }
 
@@ -450,6 +453,8 @@ mod tests {
                 "m20261201_000102_add_audit_log_indexes",
                 "m20261201_000001_add_cluster_local_names",
                 "m20261201_000002_create_agent_certificates",
+                "m20261207_000001_add_cluster_incarnations",
+                "m20261207_000002_create_pending_deletions",
             ]
         );
     }
