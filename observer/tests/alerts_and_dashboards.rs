@@ -36,6 +36,7 @@ const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasObserverApiErrors",
     "KaasObserverApiRefusalSpike",
     "KaasObserverJoinsRefused",
+    "KaasPeerObserverSilent",
 ];
 
 /// The guard every cluster-scoped alert ends with (whitespace-normalised prefix; the

@@ -19,7 +19,7 @@
 //! installs, and the `cluster-agent` binary, which it builds with the workspace.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -776,28 +776,11 @@ async fn the_serve_flags_start_what_they_name() {
 
 // ---- the central pipeline in a real agent ----
 
-/// The `cluster-agent` binary beside this test's binary (target/<profile>/), which
-/// scripts/test.sh builds with the workspace.
-fn cluster_agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join("cluster-agent");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p kaas-cluster-agent` (scripts/test.sh builds the workspace)",
-        binary.display()
-    );
-    binary
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_running_the_central_pipeline_delivers_its_own_up_with_cluster_and_tenant() {
     use kaas_observer::rendering::{CentralPipelineSettings, CentralScrape, central_pipeline};
     use kaas_pipeline::agent_config::AgentConfig;
-    use kaas_test_support::process::{ChildGuard, free_port};
+    use kaas_test_support::process::{ChildGuard, free_port, workspace_binary};
 
     let dir = tempfile::tempdir().unwrap();
     let prometheus_dir = dir.path().join("prometheus");
@@ -831,7 +814,7 @@ async fn an_agent_running_the_central_pipeline_delivers_its_own_up_with_cluster_
     let log = dir.path().join("agent.log");
     let _agent = ChildGuard::spawn(
         "cluster-agent",
-        Command::new(cluster_agent_binary())
+        Command::new(workspace_binary("cluster-agent", "kaas-cluster-agent"))
             .arg("run")
             .arg("--config")
             .arg(&config)
