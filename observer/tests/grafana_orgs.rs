@@ -720,7 +720,7 @@ async fn the_running_sync_follows_tenants() {
         .await
         .expect("a tenant");
     let (fake, url) = serve(FakeGrafana::with_orgs(&["Main Org."])).await;
-    let _sync = GrafanaSync::start(store.clone(), settings(&url, PASSWORD)).expect("started");
+    let sync = GrafanaSync::start(store.clone(), settings(&url, PASSWORD)).expect("started");
     eventually("the shop's org", || {
         org_names(&fake).contains("kaas-tenant-shop")
     })
@@ -747,6 +747,18 @@ async fn the_running_sync_follows_tenants() {
     );
     let violations = fake.lock().expect("the fake").violations.clone();
     assert!(violations.is_empty(), "{violations:?}");
+    // Each pass is counted, and the last success is recent.
+    let mut registry = prometheus_client::registry::Registry::default();
+    sync.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("an exposition");
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert!(value(r#"kaas_observer_grafana_syncs_total{result="success"}"#) >= 3.0);
+    assert!(value("kaas_observer_grafana_last_success_timestamp_seconds") > 1.0e9);
 }
 
 // ---- the read path: the querier's tenancy ----

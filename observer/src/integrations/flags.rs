@@ -403,11 +403,15 @@ impl Integrations {
         self.central.as_ref()
     }
 
-    /// Registers the configuration states and the remote-write metrics (when it runs).
+    /// Registers the configuration states, the remote-write metrics and the Grafana
+    /// sync's (each when it runs).
     pub fn register(&self, registry: &mut Registry) {
         self.config_states.register(registry);
         if let Some(writer) = &self.remote_writer {
             writer.register(registry);
+        }
+        if let Some(grafana) = &self.grafana {
+            grafana.register(registry);
         }
     }
 

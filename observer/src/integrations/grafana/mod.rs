@@ -30,6 +30,8 @@
 //!   A second pass over an unchanged Grafana makes no change.
 //! * **When.** On every tenant change (after [`DEFAULT_DEBOUNCE`]) and every
 //!   [`DEFAULT_RESYNC`]; a failed pass is logged and retried after [`DEFAULT_RETRY`].
+//!   Each pass is counted ([`GrafanaMetrics`]: `kaas_observer_grafana_syncs_total{result}`,
+//!   `kaas_observer_grafana_last_success_timestamp_seconds`).
 //! * **Secrets.** The admin password comes from a file (`--grafana-admin-password-file`)
 //!   and is never logged ([`api`]).
 
@@ -37,8 +39,15 @@ pub mod api;
 pub mod dashboards;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
@@ -343,9 +352,63 @@ async fn tenant_names(store: &Store) -> Result<Vec<String>, StoreError> {
         .collect())
 }
 
+/// `result` label of `kaas_observer_grafana_syncs_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncResult {
+    /// `success` or `failure` (tried again after [`DEFAULT_RETRY`]).
+    pub result: &'static str,
+}
+
+/// The Grafana sync's metrics (names in `docs/metrics.md`).
+#[derive(Debug, Default)]
+pub struct GrafanaMetrics {
+    /// Passes by result.
+    pub syncs: Family<SyncResult, Counter>,
+    /// Unix seconds of the last successful pass; 0 before the first.
+    pub last_success: Gauge<f64, AtomicU64>,
+}
+
+impl GrafanaMetrics {
+    /// Registers the metrics (counters get their `_total` suffix there).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kaas_observer_grafana_syncs",
+            "Passes keeping Grafana's orgs current through its API, by result (success, failure: tried again shortly).",
+            self.syncs.clone(),
+        );
+        registry.register(
+            "kaas_observer_grafana_last_success_timestamp_seconds",
+            "When this replica last brought Grafana's orgs up to date, Unix seconds; 0 if it never did.",
+            self.last_success.clone(),
+        );
+    }
+
+    /// Logs and counts one pass.
+    fn record(&self, outcome: &Result<GrafanaSyncReport, GrafanaSyncError>) {
+        let result = match outcome {
+            Ok(report) => {
+                for change in &report.changes {
+                    tracing::info!(change = %change, "grafana org kept current");
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.last_success.set(now.as_secs_f64());
+                "success"
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot bring Grafana's orgs up to date; retrying");
+                "failure"
+            }
+        };
+        self.syncs.get_or_create(&SyncResult { result }).inc();
+    }
+}
+
 /// The running Grafana sync.
 pub struct GrafanaSync {
     task: JoinHandle<()>,
+    metrics: Arc<GrafanaMetrics>,
 }
 
 impl GrafanaSync {
@@ -353,9 +416,15 @@ impl GrafanaSync {
     /// every resync. Must be called inside a Tokio runtime.
     pub fn start(store: Store, settings: GrafanaSettings) -> Result<Self, GrafanaError> {
         let orgs = GrafanaOrgs::new(settings)?;
+        let metrics = Arc::new(GrafanaMetrics::default());
         let changes = store.subscribe();
-        let task = tokio::spawn(run(store, orgs, changes));
-        Ok(Self { task })
+        let task = tokio::spawn(run(store, orgs, changes, metrics.clone()));
+        Ok(Self { task, metrics })
+    }
+
+    /// Registers the sync's metrics.
+    pub fn register(&self, registry: &mut Registry) {
+        self.metrics.register(registry);
     }
 
     /// Stops following the store.
@@ -374,6 +443,7 @@ async fn run(
     store: Store,
     orgs: GrafanaOrgs,
     mut changes: tokio::sync::broadcast::Receiver<Change>,
+    metrics: Arc<GrafanaMetrics>,
 ) {
     let settings = orgs.settings.clone();
     let mut wait = Duration::ZERO;
@@ -394,17 +464,11 @@ async fn run(
             Ok(tenants) => orgs.sync(&tenants).await,
             Err(error) => Err(error.into()),
         };
-        wait = match outcome {
-            Ok(report) => {
-                for change in &report.changes {
-                    tracing::info!(change = %change, "grafana org kept current");
-                }
-                settings.resync
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot bring Grafana's orgs up to date; retrying");
-                settings.retry
-            }
+        metrics.record(&outcome);
+        wait = if outcome.is_ok() {
+            settings.resync
+        } else {
+            settings.retry
         };
     }
 }
