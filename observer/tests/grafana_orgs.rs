@@ -12,6 +12,8 @@
 //! Thanos' documented enforcement rule applied to queries a tenant could send, run
 //! against a real Prometheus holding two tenants' series.
 
+mod postgres_harness;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -34,6 +36,8 @@ use kaas_pipeline::secret::SecretString;
 use kaas_test_support::peers::Prometheus;
 use serde_json::{Value, json};
 use url::Url;
+
+use postgres_harness::TestDatabase;
 
 const ADMIN: &str = "admin";
 const PASSWORD: &str = "correct-horse-battery-staple";
@@ -759,6 +763,75 @@ async fn the_running_sync_follows_tenants() {
     };
     assert!(value(r#"kaas_observer_grafana_syncs_total{result="success"}"#) >= 3.0);
     assert!(value("kaas_observer_grafana_last_success_timestamp_seconds") > 1.0e9);
+}
+
+/// Of two replicas on one PostgreSQL, only the lease holder keeps Grafana current: in
+/// steady state no pass writes anything (two writers would take turns rewriting each
+/// data source, each seeing the other's version), and when the holder stops the other
+/// takes over and follows the next tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_replicas_one_keeps_grafana_and_the_other_takes_over() {
+    let Some(database) = TestDatabase::create("grafana").await else {
+        return;
+    };
+    {
+        let stores = [database.store().await, database.store().await];
+        stores[0]
+            .create_tenant("shop", &Actor::admin())
+            .await
+            .expect("a tenant");
+        let (fake, url) = serve(FakeGrafana::with_orgs(&["Main Org."])).await;
+        let fast = || GrafanaSettings {
+            resync: Duration::from_millis(100),
+            retry: Duration::from_millis(100),
+            ..settings(&url, PASSWORD)
+        };
+        // The first replica starts alone and takes the lease.
+        let first = GrafanaSync::start(stores[0].clone(), fast()).expect("started");
+        eventually("the shop's org", || {
+            org_names(&fake).contains("kaas-tenant-shop")
+        })
+        .await;
+        let second = GrafanaSync::start(stores[1].clone(), fast()).expect("started");
+        // Let the replicas make many more passes: every request in them reads.
+        let requests = || fake.lock().expect("the fake").log.len();
+        eventually("the first dashboards", || {
+            fake.lock()
+                .expect("the fake")
+                .log
+                .iter()
+                .filter(|r| r.path == "/api/dashboards/db")
+                .count()
+                >= 9
+        })
+        .await;
+        let settled = requests() + 10;
+        eventually("ten more requests", || requests() > settled).await;
+        let steady = requests();
+        eventually("a hundred more requests", || requests() > steady + 100).await;
+        let writes: Vec<Recorded> = fake.lock().expect("the fake").log[steady..]
+            .iter()
+            .filter(|r| r.method != Method::GET)
+            .cloned()
+            .collect();
+        assert!(writes.is_empty(), "in steady state: {writes:?}");
+
+        // The holder stops (its lease goes with it); the other takes over and follows
+        // the next tenant.
+        first.stop();
+        stores[1]
+            .create_tenant("cafe", &Actor::admin())
+            .await
+            .expect("a tenant");
+        eventually("the cafe's org", || {
+            org_names(&fake).contains("kaas-tenant-cafe")
+        })
+        .await;
+        let violations = fake.lock().expect("the fake").violations.clone();
+        assert!(violations.is_empty(), "{violations:?}");
+        drop(second);
+    }
+    database.drop_now().await;
 }
 
 // ---- the read path: the querier's tenancy ----

@@ -18,6 +18,8 @@
 //! Needs `prometheus` and `prometheus-alertmanager` (amtool), which scripts/test.sh
 //! installs, and the `cluster-agent` binary, which it builds with the workspace.
 
+mod postgres_harness;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -42,6 +44,8 @@ use kaas_test_support::peers::{Prometheus, binary};
 use kaas_test_support::remote_write_receiver::{Answer, RemoteWriteReceiver};
 use prometheus_client::registry::Registry;
 use url::Url;
+
+use postgres_harness::TestDatabase;
 
 /// How long generated files or written series may take to follow a change; generous,
 /// the actual time is a few hundred milliseconds.
@@ -865,65 +869,6 @@ async fn an_agent_running_the_central_pipeline_delivers_its_own_up_with_cluster_
 }
 
 // ---- the writer lease on PostgreSQL ----
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A fresh database on the test PostgreSQL server, dropped by [`TestDatabase::drop_now`].
-struct TestDatabase {
-    admin: sea_orm::DatabaseConnection,
-    name: String,
-    url: String,
-    secrets: SecretBox,
-}
-
-impl TestDatabase {
-    /// `None` when `KAAS_SKIP_POSTGRES=1`.
-    async fn create(tag: &str) -> Option<Self> {
-        use sea_orm::{ConnectionTrait, Database};
-        if std::env::var("KAAS_SKIP_POSTGRES").as_deref() == Ok("1") {
-            eprintln!("KAAS_SKIP_POSTGRES=1: skipping a PostgreSQL test");
-            return None;
-        }
-        let admin_url =
-            std::env::var("KAAS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-        let name = format!("kaas_{tag}_{}", std::process::id());
-        let admin = Database::connect(&admin_url)
-            .await
-            .expect("the test PostgreSQL answers");
-        let _ = admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("a test database");
-        let (base, _) = admin_url.rsplit_once('/').expect("a database URL");
-        Some(Self {
-            admin,
-            url: format!("{base}/{name}"),
-            name,
-            secrets: SecretBox::generate().expect("a secrets key"),
-        })
-    }
-
-    /// A store on the database: another replica each time.
-    async fn store(&self) -> Store {
-        Store::connect(&self.url, self.secrets.clone())
-            .await
-            .expect("a PostgreSQL store")
-    }
-
-    async fn drop_now(self) {
-        use sea_orm::ConnectionTrait;
-        let _ = self
-            .admin
-            .execute_unprepared(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await;
-    }
-}
 
 #[tokio::test]
 async fn one_replica_holds_the_lease_until_it_lets_go() {

@@ -28,6 +28,10 @@
 //!   written once after every start, and again whenever its version moves under the
 //!   observer), a folder that is missing, a dashboard whose content or folder differs.
 //!   A second pass over an unchanged Grafana makes no change.
+//! * **One writer.** Only the replica holding the store lease [`LEASE_NAME`] runs
+//!   passes (as the fleet remote-write, `store/leases.rs`); the others try to take it
+//!   every [`DEFAULT_RETRY`]. Two writers would take turns rewriting each data source
+//!   (each sees the other's version) and race to create the same org.
 //! * **When.** On every tenant change (after [`DEFAULT_DEBOUNCE`]) and every
 //!   [`DEFAULT_RESYNC`]; a failed pass is logged and retried after [`DEFAULT_RETRY`].
 //!   Each pass is counted ([`GrafanaMetrics`]: `kaas_observer_grafana_syncs_total{result}`,
@@ -56,8 +60,11 @@ use url::Url;
 
 pub use api::{GrafanaApi, GrafanaApiSettings, GrafanaError, ORG_HEADER, Org};
 
+use crate::store::leases::Lease;
 use crate::store::{Change, Store, StoreError};
 
+/// The store lease that elects the replica keeping Grafana current.
+pub const LEASE_NAME: &str = "grafana-orgs";
 /// The data source uid in every org; the dashboards are preset to it.
 pub const DATASOURCE_UID: &str = "kaas-thanos";
 /// The data source's name.
@@ -439,6 +446,39 @@ impl Drop for GrafanaSync {
     }
 }
 
+/// Takes or keeps [`LEASE_NAME`]; `true` while this replica holds it. A replica that
+/// takes it over forgets which data sources it wrote: the previous holder's writes
+/// are not its own.
+async fn hold_lease(store: &Store, lease: &mut Option<Lease>, orgs: &GrafanaOrgs) -> bool {
+    if let Some(held) = lease
+        && !held.is_held().await
+    {
+        tracing::warn!(lease = LEASE_NAME, "lost the Grafana lease");
+        *lease = None;
+    }
+    if lease.is_some() {
+        return true;
+    }
+    match store.try_lease(LEASE_NAME).await {
+        Ok(Some(taken)) => {
+            tracing::info!(
+                lease = LEASE_NAME,
+                "this replica keeps Grafana's orgs current"
+            );
+            if let Ok(mut written) = orgs.written_datasources.lock() {
+                written.clear();
+            }
+            *lease = Some(taken);
+            true
+        }
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(%error, lease = LEASE_NAME, "cannot take the Grafana lease");
+            false
+        }
+    }
+}
+
 async fn run(
     store: Store,
     orgs: GrafanaOrgs,
@@ -447,6 +487,7 @@ async fn run(
 ) {
     let settings = orgs.settings.clone();
     let mut wait = Duration::ZERO;
+    let mut lease = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -459,6 +500,10 @@ async fn run(
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,
             },
+        }
+        if !hold_lease(&store, &mut lease, &orgs).await {
+            wait = settings.retry;
+            continue;
         }
         let outcome = match tenant_names(&store).await {
             Ok(tenants) => orgs.sync(&tenants).await,
