@@ -37,6 +37,7 @@ const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasObserverApiRefusalSpike",
     "KaasObserverJoinsRefused",
     "KaasPeerObserverSilent",
+    "KaasGrafanaSyncFailing",
 ];
 
 /// The guard every cluster-scoped alert ends with (whitespace-normalised prefix; the
