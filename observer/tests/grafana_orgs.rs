@@ -1064,3 +1064,160 @@ async fn a_tenant_data_source_never_selects_another_tenants_series() {
     assert_eq!(rewritten.len(), 1, "{rewritten:?}");
     assert_eq!(rewritten[0]["metric"]["cluster"], "shop.edge-1");
 }
+
+/// The nginx allow-list of `thanos-query-tenancy` (`deploy/integrations/thanos/query.yaml`),
+/// with this test's ports.
+fn allow_list(listen: u16, upstream: u16) -> String {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/integrations/thanos/query.yaml");
+    let text = std::fs::read_to_string(&path).expect("query.yaml");
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value: serde_yaml::Value =
+            serde::Deserialize::deserialize(document).expect("a YAML document");
+        if value["kind"] == "ConfigMap"
+            && value["metadata"]["name"] == "thanos-query-tenancy-allow-list"
+        {
+            let conf = value["data"]["default.conf"]
+                .as_str()
+                .expect("default.conf");
+            assert!(conf.contains("listen 10902;") && conf.contains("127.0.0.1:10904"));
+            return conf
+                .replace("listen 10902;", &format!("listen 127.0.0.1:{listen};"))
+                .replace("127.0.0.1:10904", &format!("127.0.0.1:{upstream}"));
+        }
+    }
+    panic!("no allow-list ConfigMap in {}", path.display());
+}
+
+/// What reached the upstream: path and query, and the tenant header.
+type Forwarded = (String, Option<String>);
+
+/// Sends `request_line` and `headers` as written (no client normalising the path) to
+/// 127.0.0.1:`port`; the status code.
+async fn raw_request(port: u16, request_line: &str, headers: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("nginx answers");
+    stream
+        .write_all(
+            format!("{request_line}\r\nHost: q\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("a request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("an answer");
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+/// Issue 15, finding 5: Thanos enforces tenancy only on its query, series and label
+/// APIs; its rules, alerts, stores, targets, metadata and exemplars APIs answer for
+/// every tenant. The allow-list in front of the tenancy query, run by a real nginx,
+/// passes exactly the enforced APIs to Thanos, with the tenant header and the
+/// arguments, at the path it names (never the client's spelling), and refuses
+/// everything else, including dot-segment and encoded-slash spellings of the refused
+/// paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_tenancy_enforced_apis_reach_the_tenancy_query() {
+    // The upstream: records what reaches "Thanos".
+    let seen: Arc<Mutex<Vec<Forwarded>>> = Arc::default();
+    let recorder = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+        let recorder = recorder.clone();
+        async move {
+            let tenant = headers
+                .get("thanos-tenant")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            recorder
+                .lock()
+                .expect("the record")
+                .push((uri.to_string(), tenant));
+            answer(StatusCode::OK, json!({"status": "success", "data": []}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let upstream = listener.local_addr().expect("its address").port();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    let dir = tempfile::tempdir().expect("a directory");
+    let port = kaas_test_support::process::free_port();
+    let _nginx = tokio::task::block_in_place(|| {
+        kaas_test_support::peers::run_nginx(dir.path(), &allow_list(port, upstream), &[port])
+    });
+
+    let tenant = "THANOS-TENANT: shop\r\n";
+    let allowed = [
+        (
+            "GET /api/v1/query?query=up HTTP/1.1",
+            "/api/v1/query?query=up",
+        ),
+        (
+            "GET /api/v1/query_range?query=up&start=1&end=2&step=1 HTTP/1.1",
+            "/api/v1/query_range?query=up&start=1&end=2&step=1",
+        ),
+        (
+            "GET /api/v1/series?match[]=up HTTP/1.1",
+            "/api/v1/series?match[]=up",
+        ),
+        ("GET /api/v1/labels HTTP/1.1", "/api/v1/labels"),
+        (
+            "GET /api/v1/label/job/values?match[]=up HTTP/1.1",
+            "/api/v1/label/job/values?match[]=up",
+        ),
+        (
+            "GET /api/v1/status/buildinfo HTTP/1.1",
+            "/api/v1/status/buildinfo",
+        ),
+        (
+            "GET /api/v1/labels/../query?query=up HTTP/1.1",
+            "/api/v1/query?query=up",
+        ),
+        (
+            "GET /api/v1//query?query=up HTTP/1.1",
+            "/api/v1/query?query=up",
+        ),
+        ("GET /-/ready HTTP/1.1", "/-/ready"),
+    ];
+    for (request, forwarded) in allowed {
+        assert_eq!(raw_request(port, request, tenant).await, 200, "{request}");
+        let last = seen.lock().expect("the record").last().cloned();
+        assert_eq!(
+            last,
+            Some((forwarded.to_owned(), Some("shop".to_owned()))),
+            "{request}"
+        );
+    }
+    let before = seen.lock().expect("the record").len();
+    let refused = [
+        "GET /api/v1/rules HTTP/1.1",
+        "GET /api/v1/alerts HTTP/1.1",
+        "GET /api/v1/stores HTTP/1.1",
+        "GET /api/v1/targets HTTP/1.1",
+        "GET /api/v1/metadata HTTP/1.1",
+        "GET /api/v1/query_exemplars?query=up HTTP/1.1",
+        "GET /api/v1/query_explain?query=up HTTP/1.1",
+        "GET /api/v1/query/../rules HTTP/1.1",
+        "GET /api/v1/query%2F..%2Frules HTTP/1.1",
+        "GET /api/v1/label/job/../../rules HTTP/1.1",
+        "GET /api/v1/label/a%2Fb/values HTTP/1.1",
+        "GET / HTTP/1.1",
+        "GET /graph HTTP/1.1",
+    ];
+    for request in refused {
+        let status = raw_request(port, request, tenant).await;
+        assert!(status == 403 || status == 400, "{request}: {status}");
+    }
+    let reached: Vec<_> = seen.lock().expect("the record")[before..].to_vec();
+    assert!(
+        reached.is_empty(),
+        "refused requests reached Thanos: {reached:?}"
+    );
+}
