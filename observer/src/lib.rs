@@ -22,8 +22,8 @@
 //!    and receives its status and health, which `control::status_task` turns into
 //!    pipeline conditions in `store::reports`;
 //! 6. `fleet` ticks the lifecycle policy over every cluster and serves the fleet's
-//!    metrics; `integrations` writes the Thanos hashring, Grafana and Alertmanager
-//!    files and the central pipeline; `probes` probes the live clusters' API servers
+//!    metrics; `integrations` writes the Thanos hashring and Alertmanager files, keeps
+//!    Grafana's orgs current, and renders the central pipeline; `probes` probes the live clusters' API servers
 //!    and tenants' endpoints.
 //! <!-- /flow -->
 //!

@@ -30,6 +30,8 @@
 //! | `kaas_pipeline_cluster_config_state` | tenant, pipeline, cluster, state | `integrations::config_state` |
 //! | `kaas_observer_remote_write_samples_total` (with `--central-remote-write-url`) | result | `integrations::remote_write` |
 //! | `kaas_observer_remote_write_last_success_timestamp_seconds` (with `--central-remote-write-url`) | | `integrations::remote_write` |
+//! | `kaas_observer_grafana_syncs_total` (with `--grafana-url`) | result | `integrations::grafana` |
+//! | `kaas_observer_grafana_last_success_timestamp_seconds` (with `--grafana-url`) | | `integrations::grafana` |
 //! | `probe_success` | cluster, tenant, target, module | `probes::metrics` |
 //! | `probe_duration_seconds` | cluster, tenant, target, module | `probes::metrics` |
 //! | `probe_http_status_code` | cluster, tenant, target, module | `probes::metrics` |

@@ -38,6 +38,8 @@ const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasObserverApiErrors",
     "KaasObserverApiRefusalSpike",
     "KaasObserverJoinsRefused",
+    "KaasPeerObserverSilent",
+    "KaasGrafanaSyncFailing",
 ];
 
 /// The guard every cluster-scoped alert ends with (whitespace-normalised prefix; the

@@ -6,7 +6,9 @@
 //! Each part is on only when its flags say where to go: the central pipeline with
 //! `--thanos-receive-url`, the fleet remote-write with `--central-remote-write-url`
 //! (default: the receive URL), the generated files with `--integrations-dir` (the
-//! hashring also needs `--thanos-receive-endpoint`, Grafana `--thanos-query-url`).
+//! hashring also needs `--thanos-receive-endpoint`), Grafana's orgs with
+//! `--grafana-url` (which also needs `--grafana-admin-password-file`,
+//! `--thanos-query-url` and `--thanos-query-tenancy-url`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,9 +21,9 @@ use url::Url;
 
 use super::config_state::ConfigStates;
 use super::files::{
-    DEFAULT_HASHRING, FilesError, FilesSettings, GrafanaSettings, HashringSettings,
-    IntegrationWriter,
+    DEFAULT_HASHRING, FilesError, FilesSettings, HashringSettings, IntegrationWriter,
 };
+use super::grafana::{self, GrafanaApiSettings, GrafanaError, GrafanaSettings, GrafanaSync};
 use super::remote_write::{
     DEFAULT_PROVIDER_TENANT, RemoteWriteError, RemoteWriteSettings, RemoteWriter, SeriesSource,
     WriterSources, fleet_source,
@@ -91,12 +93,30 @@ pub struct IntegrationFlags {
     /// The hashring's name.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_HASHRING)]
     pub thanos_hashring: String,
-    /// Thanos query's URL as Grafana reaches it; without it, no Grafana files.
+    /// Grafana's URL: the observer keeps one org per tenant and the provider's org
+    /// current through its HTTP API. Unset: Grafana is left alone.
+    #[arg(long, value_name = "URL")]
+    pub grafana_url: Option<String>,
+    /// The Grafana server admin the observer acts as.
+    #[arg(long, value_name = "LOGIN", default_value = "admin")]
+    pub grafana_admin_user: String,
+    /// A file holding that admin's password (read once at start, never logged).
+    #[arg(long, value_name = "FILE")]
+    pub grafana_admin_password_file: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust for an https Grafana URL.
+    #[arg(long, value_name = "FILE")]
+    pub grafana_ca_file: Option<PathBuf>,
+    /// The global Thanos query as Grafana reaches it: the provider org's data source.
     #[arg(long, value_name = "URL")]
     pub thanos_query_url: Option<String>,
-    /// Where Grafana mounts the integrations directory (default: the same path).
-    #[arg(long, value_name = "PATH")]
-    pub grafana_integrations_path: Option<PathBuf>,
+    /// The Thanos query that enforces tenancy (`--query.enforce-tenancy`), as Grafana
+    /// reaches it: every tenant org's data source. Must not be the global query.
+    #[arg(long, value_name = "URL")]
+    pub thanos_query_tenancy_url: Option<String>,
+    /// The header the tenancy-enforcing query reads the tenant from (its
+    /// `--query.tenant-header`).
+    #[arg(long, value_name = "NAME", default_value = grafana::DEFAULT_TENANT_HEADER)]
+    pub thanos_query_tenant_header: String,
 }
 
 /// Why the integrations cannot start; each names its flag.
@@ -116,6 +136,9 @@ pub enum IntegrationsError {
     /// The integrations directory cannot be used.
     #[error("--integrations-dir: {0}")]
     Files(#[from] FilesError),
+    /// The Grafana client cannot be built.
+    #[error("--grafana-url: {0}")]
+    Grafana(#[from] GrafanaError),
 }
 
 fn flag_error(flag: &'static str) -> impl Fn(String) -> IntegrationsError {
@@ -198,16 +221,80 @@ impl IntegrationFlags {
                 provider_tenant: self.provider_tenant.clone(),
             });
         }
-        if let Some(url) = &self.thanos_query_url {
-            settings.grafana = Some(GrafanaSettings {
-                query_url: url_flag("thanos-query-url", url)?,
-                mount_path: self
-                    .grafana_integrations_path
-                    .clone()
-                    .unwrap_or_else(|| dir.clone()),
-            });
-        }
         Ok(Some(settings))
+    }
+
+    /// The Grafana orgs' settings; `None` without `--grafana-url`.
+    pub fn grafana(&self) -> Result<Option<GrafanaSettings>, IntegrationsError> {
+        let Some(url) = &self.grafana_url else {
+            return Ok(None);
+        };
+        let url = url_flag("grafana-url", url)?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(flag_error("grafana-url")(
+                "must not carry credentials; use --grafana-admin-user and --grafana-admin-password-file".into(),
+            ));
+        }
+        let required = |flag: &'static str, value: &Option<String>| {
+            value
+                .as_deref()
+                .ok_or_else(|| flag_error(flag)("required with --grafana-url".into()))
+                .and_then(|text| url_flag(flag, text))
+        };
+        let provider_query_url = required("thanos-query-url", &self.thanos_query_url)?;
+        let tenant_query_url =
+            required("thanos-query-tenancy-url", &self.thanos_query_tenancy_url)?;
+        if tenant_query_url == provider_query_url {
+            return Err(flag_error("thanos-query-tenancy-url")(
+                "is the global query (--thanos-query-url): every tenant would read every tenant's series".into(),
+            ));
+        }
+        let password_path = self.grafana_admin_password_file.as_ref().ok_or_else(|| {
+            flag_error("grafana-admin-password-file")("required with --grafana-url".into())
+        })?;
+        let password = std::fs::read_to_string(password_path).map_err(|e| {
+            flag_error("grafana-admin-password-file")(format!("{}: {e}", password_path.display()))
+        })?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            return Err(flag_error("grafana-admin-password-file")(format!(
+                "{} is empty",
+                password_path.display()
+            )));
+        }
+        let ca_pem = self
+            .grafana_ca_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path)
+                    .map_err(|e| flag_error("grafana-ca-file")(format!("{}: {e}", path.display())))
+            })
+            .transpose()?;
+        let header = self.thanos_query_tenant_header.trim();
+        if header.is_empty()
+            || !header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(flag_error("thanos-query-tenant-header")(format!(
+                "{header:?} is not an HTTP header name"
+            )));
+        }
+        Ok(Some(GrafanaSettings {
+            api: GrafanaApiSettings {
+                url,
+                admin_user: self.grafana_admin_user.clone(),
+                admin_password: kaas_pipeline::secret::SecretString::new(password),
+                ca_pem,
+                timeout: grafana::DEFAULT_REQUEST_TIMEOUT,
+            },
+            provider_query_url,
+            tenant_query_url,
+            tenant_header: header.to_owned(),
+            resync: grafana::DEFAULT_RESYNC,
+            debounce: grafana::DEFAULT_DEBOUNCE,
+            retry: grafana::DEFAULT_RETRY,
+        }))
     }
 }
 
@@ -218,6 +305,7 @@ pub struct IntegrationSettings {
     central: Option<CentralPipelineSettings>,
     remote_write: Option<RemoteWriteSettings>,
     files: Option<FilesSettings>,
+    grafana: Option<GrafanaSettings>,
 }
 
 impl IntegrationFlags {
@@ -227,12 +315,16 @@ impl IntegrationFlags {
         let central = self.central_pipeline().map_err(|e| errors.push(e)).ok();
         let remote_write = self.remote_write().map_err(|e| errors.push(e)).ok();
         let files = self.files().map_err(|e| errors.push(e)).ok();
-        match (central, remote_write, files) {
-            (Some(central), Some(remote_write), Some(files)) if errors.is_empty() => {
+        let grafana = self.grafana().map_err(|e| errors.push(e)).ok();
+        match (central, remote_write, files, grafana) {
+            (Some(central), Some(remote_write), Some(files), Some(grafana))
+                if errors.is_empty() =>
+            {
                 Ok(IntegrationSettings {
                     central,
                     remote_write,
                     files,
+                    grafana,
                 })
             }
             _ => Err(errors),
@@ -246,6 +338,7 @@ pub struct Integrations {
     config_states: ConfigStates,
     remote_writer: Option<RemoteWriter>,
     files: Option<IntegrationWriter>,
+    grafana: Option<GrafanaSync>,
 }
 
 impl Integrations {
@@ -265,6 +358,7 @@ impl Integrations {
             central,
             remote_write,
             files,
+            grafana,
         } = settings;
         let config_states = ConfigStates::start(store.clone(), central.clone(), Default::default());
         let remote_writer = remote_write
@@ -285,10 +379,14 @@ impl Integrations {
         let files = files
             .map(|settings| IntegrationWriter::start(store.clone(), settings))
             .transpose()?;
+        let grafana = grafana
+            .map(|settings| GrafanaSync::start(store.clone(), settings))
+            .transpose()?;
         tracing::info!(
             central_pipeline = central.is_some(),
             fleet_remote_write = remote_writer.is_some(),
             integration_files = files.is_some(),
+            grafana_orgs = grafana.is_some(),
             "integrations started"
         );
         Ok(Self {
@@ -296,6 +394,7 @@ impl Integrations {
             config_states,
             remote_writer,
             files,
+            grafana,
         })
     }
 
@@ -304,16 +403,20 @@ impl Integrations {
         self.central.as_ref()
     }
 
-    /// Registers the configuration states and the remote-write metrics (when it runs).
+    /// Registers the configuration states, the remote-write metrics and the Grafana
+    /// sync's (each when it runs).
     pub fn register(&self, registry: &mut Registry) {
         self.config_states.register(registry);
         if let Some(writer) = &self.remote_writer {
             writer.register(registry);
         }
+        if let Some(grafana) = &self.grafana {
+            grafana.register(registry);
+        }
     }
 
-    /// Stops the configuration states, the remote-write (releasing its lease) and the
-    /// file writer.
+    /// Stops the configuration states, the remote-write (releasing its lease), the
+    /// file writer and the Grafana sync.
     pub fn stop(&self) {
         self.config_states.stop();
         if let Some(writer) = &self.remote_writer {
@@ -321,6 +424,9 @@ impl Integrations {
         }
         if let Some(files) = &self.files {
             files.stop();
+        }
+        if let Some(grafana) = &self.grafana {
+            grafana.stop();
         }
     }
 }
@@ -399,13 +505,92 @@ mod tests {
                 .to_string()
                 .starts_with("--central-remote-write-interval: ")
         );
-        let flags = parse(&["--integrations-dir", "/x", "--thanos-query-url", "ftp://q"]);
+        let flags = parse(&[
+            "--grafana-url",
+            "http://grafana:3000",
+            "--thanos-query-url",
+            "ftp://q",
+        ]);
         assert!(
             flags
-                .files()
+                .grafana()
                 .unwrap_err()
                 .to_string()
                 .starts_with("--thanos-query-url: ")
+        );
+    }
+
+    /// Grafana flags with `password_file`, the Grafana URL `grafana` and the tenancy
+    /// query `tenancy`.
+    fn grafana_flags<'a>(
+        password_file: &'a str,
+        grafana: &'a str,
+        tenancy: &'a str,
+    ) -> Vec<&'a str> {
+        vec![
+            "--grafana-url",
+            grafana,
+            "--grafana-admin-password-file",
+            password_file,
+            "--thanos-query-url",
+            "http://thanos-query:10902",
+            "--thanos-query-tenancy-url",
+            tenancy,
+        ]
+    }
+
+    const GRAFANA: &str = "https://grafana.example";
+    const TENANCY: &str = "http://thanos-query-tenancy:10902";
+
+    #[test]
+    fn grafana_reads_its_password_from_a_file_and_never_shows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret-admin-pass\n").unwrap();
+        let path = file.to_str().unwrap();
+        let settings = parse(&grafana_flags(path, GRAFANA, TENANCY))
+            .grafana()
+            .unwrap()
+            .unwrap();
+        assert_eq!(settings.api.admin_password.expose(), "s3cret-admin-pass");
+        assert_eq!(settings.api.admin_user, "admin");
+        assert_eq!(settings.tenant_header, "THANOS-TENANT");
+        assert!(!format!("{settings:?}").contains("s3cret"));
+        assert!(parse(&[]).grafana().unwrap().is_none());
+    }
+
+    #[test]
+    fn grafana_refuses_what_would_break_tenancy_or_leak_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "pass").unwrap();
+        let path = file.to_str().unwrap();
+        let error = |args: Vec<&str>| parse(&args).grafana().unwrap_err().to_string();
+        // The tenants' data source on the global query would show every tenant all.
+        assert!(
+            error(grafana_flags(path, GRAFANA, "http://thanos-query:10902"))
+                .starts_with("--thanos-query-tenancy-url: ")
+        );
+        assert!(
+            error(vec![
+                "--grafana-url",
+                "http://grafana:3000",
+                "--thanos-query-url",
+                "http://q:1",
+                "--thanos-query-tenancy-url",
+                "http://t:1"
+            ])
+            .starts_with("--grafana-admin-password-file: ")
+        );
+        assert!(
+            error(grafana_flags(path, "http://admin:pw@grafana:3000", TENANCY))
+                .starts_with("--grafana-url: ")
+        );
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(
+            error(grafana_flags(empty.to_str().unwrap(), GRAFANA, TENANCY))
+                .starts_with("--grafana-admin-password-file: ")
         );
     }
 
@@ -413,7 +598,7 @@ mod tests {
     fn the_files_follow_their_flags() {
         let flags = parse(&["--integrations-dir", "/run/kaas"]);
         let files = flags.files().unwrap().unwrap();
-        assert!(files.hashring.is_none() && files.grafana.is_none() && files.alertmanager);
+        assert!(files.hashring.is_none() && files.alertmanager);
         let flags = parse(&[
             "--integrations-dir",
             "/run/kaas",
@@ -421,18 +606,10 @@ mod tests {
             "receive-0:10901",
             "--thanos-receive-endpoint",
             "receive-1:10901",
-            "--thanos-query-url",
-            "http://query:9090",
-            "--grafana-integrations-path",
-            "/etc/grafana/kaas",
         ]);
         let files = flags.files().unwrap().unwrap();
         let hashring = files.hashring.unwrap();
         assert_eq!(hashring.endpoints.len(), 2);
         assert_eq!(hashring.provider_tenant, "kaas-provider");
-        assert_eq!(
-            files.grafana.unwrap().mount_path,
-            PathBuf::from("/etc/grafana/kaas")
-        );
     }
 }
