@@ -254,6 +254,12 @@ pub struct ClusterView {
     /// certificates refused).
     #[serde(default)]
     pub incarnation: String,
+    /// While the cluster waits for its first agent and the observer does not install
+    /// it (a cluster registered through the API, or listed by an inventory without a
+    /// kubeconfig): the command that prints its install manifests with a fresh join
+    /// token and applies them (run it with the workload cluster's kubeconfig).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_command: Option<String>,
     /// The agent's last health report, as it sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<serde_json::Value>,
@@ -265,7 +271,11 @@ pub struct ClusterView {
 impl ClusterView {
     /// The view of a stored cluster, without agent reports.
     pub fn from_cluster(cluster: Cluster) -> Self {
+        let install_command = (crate::onboarding::inventory::awaits_agent(&cluster)
+            && !crate::onboarding::agent_installed_by_observer(&cluster))
+        .then(|| install_command(&cluster));
         Self {
+            install_command,
             name: cluster.name,
             id: cluster.id,
             tenant: cluster.tenant,
@@ -286,6 +296,16 @@ impl ClusterView {
             config: None,
         }
     }
+}
+
+/// The command that installs `cluster`'s agent by hand: a fresh join token and the
+/// manifests from the observer, applied with `kubectl` (whose current context must be
+/// the workload cluster).
+pub fn install_command(cluster: &Cluster) -> String {
+    format!(
+        "observer cluster join-token {} --tenant {} | kubectl apply -f -",
+        cluster.name, cluster.tenant
+    )
 }
 
 /// What an agent said about the last configuration it was sent.

@@ -35,8 +35,9 @@ use crate::fleet::{ClusterLifecycle, LifecycleSettings};
 use crate::identity::ClusterCa;
 use crate::integrations::{Integrations, probe_source};
 use crate::onboarding::OnboardingMetrics;
+use crate::onboarding::capi::install::WorkloadConnector;
 use crate::onboarding::capi::{CapiSettings, ClusterApiSource};
-use crate::onboarding::inventory::InventorySource;
+use crate::onboarding::inventory::{AgentInstall, InventorySource};
 use crate::probes::{
     FollowSettings, MembershipSettings, Prober, ProberSettings, ReplicaMembership, TargetFollower,
     follow_store,
@@ -210,8 +211,6 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
     settings.http.register(&mut registry);
     let registry = Arc::new(registry);
     telemetry.start(registry.clone())?;
-    background.start_inventory(&settings, &store)?;
-
     let grpc_listener = bind(settings.addresses.grpc).await?;
     let grpc_port = grpc_listener
         .local_addr()
@@ -223,6 +222,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
             .map_or("localhost", String::as_str);
         format!("https://{host}:{grpc_port}")
     });
+    background.start_inventory(&settings, &store, &ca, &control_endpoint)?;
     background.cluster_api = start_cluster_api(
         &args,
         &settings,
@@ -370,10 +370,15 @@ impl Background {
     }
 
     /// Starts polling the KaaS inventory with `--inventory-url`.
+    /// Starts the inventory source with `--inventory-url`, installing agents (for
+    /// entries that name a kubeconfig) that reach the control service at
+    /// `control_endpoint`.
     fn start_inventory(
         &mut self,
         settings: &ServeSettings,
         store: &Store,
+        ca: &ClusterCa,
+        control_endpoint: &str,
     ) -> Result<(), ServeError> {
         let Some(inventory) = &settings.inventory else {
             return Ok(());
@@ -381,6 +386,12 @@ impl Background {
         let mut inventory = inventory.clone();
         inventory.egress = self.egress.clone();
         inventory.silent_after = settings.silent_after;
+        inventory.install = Some(AgentInstall {
+            control_endpoint: control_endpoint.to_owned(),
+            ca_pem: ca.bundle_pem(),
+            secret_namespaces: settings.agent_secret_namespaces(),
+            workload: WorkloadConnector::Kubeconfig(self.egress.clone()),
+        });
         let source = InventorySource::new(store.clone(), inventory, self.onboarding.clone())
             .map_err(|e| ServeError::Flag {
                 flag: "inventory-url",
@@ -432,14 +443,7 @@ async fn start_cluster_api(
     capi.silent_after = settings.silent_after;
     capi.egress = background.egress.clone();
     capi.guard = self::settings::mass_deletion_guard(args)?;
-    capi.secret_namespaces = settings
-        .tenant_policy
-        .secret_namespaces
-        .listed()
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+    capi.secret_namespaces = settings.agent_secret_namespaces();
     Ok(Some(ClusterApiSource::start(
         client,
         store.clone(),

@@ -193,6 +193,20 @@ impl ServeSettings {
     }
 }
 
+impl ServeSettings {
+    /// The namespaces whose Secrets agents may read (`--agent-secret-namespaces`), as
+    /// the install manifests grant them.
+    pub(super) fn agent_secret_namespaces(&self) -> Vec<String> {
+        self.tenant_policy
+            .secret_namespaces
+            .listed()
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
 /// A flag's `text` parsed as `T`, the error naming the flag and the text.
 fn parsed<T>(flag: &'static str, text: &str) -> Result<T, ServeError>
 where

@@ -12,7 +12,7 @@
 //!   "apiEndpoint": "https://prod-1.k8s.example:6443"}]
 //! ```
 //!
-//! `labels` and `apiEndpoint` (also `api_endpoint`) are optional; other fields are
+//! `labels`, `apiEndpoint` (also `api_endpoint`) and `kubeconfig` are optional; other fields are
 //! ignored, because the inventory is the provider's API, not ours. Each entry is checked
 //! like `POST /api/v1/clusters` ([`super::registration_problems`]). An invalid entry is
 //! skipped and reported, but its name still counts as listed, so a typo in one label
@@ -61,10 +61,14 @@
 //! a reappearing cluster returns to is derived from the store, so it is right after a
 //! restart too.
 //!
-//! **Join tokens.** The inventory cannot reach the workload clusters, so the token
-//! minted at registration is dropped; the operator runs `observer cluster join-token
-//! NAME --tenant TENANT` for a fresh one and the agent's manifests (see [`super`]).
+//! **Installing the agent.** An entry may name the cluster's `kubeconfig` (the text of
+//! a self-contained kubeconfig): the observer then installs the agent through it, as
+//! for Cluster API clusters ([`install`]). Otherwise the observer cannot reach the
+//! workload cluster, the token minted at registration is dropped, and the cluster's
+//! view in the API names the command that prints its install manifests
+//! (`observer cluster join-token NAME --tenant TENANT`, see [`super`]).
 
+mod install;
 mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,6 +83,10 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use url::Url;
 
+pub use self::install::{
+    AgentInstall, INSTALL_RETRY_INTERVAL, INSTALL_TOKEN_TTL, MAX_KUBECONFIG_BYTES, awaits_agent,
+    check_kubeconfig,
+};
 pub use self::plan::{Missing, PlanRules, PollPlan, Step, plan};
 use super::{
     ClusterAction, OnboardingMetrics, Source, SyncFailure, ensure_tenant, registration_problems,
@@ -144,6 +152,9 @@ pub struct InventorySettings {
     pub silent_after: Duration,
     /// Which API endpoints may be registered (`--egress-allow-cidr`).
     pub egress: EgressPolicy,
+    /// How agents are installed into listed clusters that name a kubeconfig; `None`
+    /// checks kubeconfigs but installs nothing.
+    pub install: Option<AgentInstall>,
 }
 
 impl InventorySettings {
@@ -160,6 +171,7 @@ impl InventorySettings {
             ca_pem: None,
             silent_after: DEFAULT_SILENT_AFTER,
             egress: EgressPolicy::default(),
+            install: None,
         }
     }
 
@@ -255,6 +267,24 @@ pub struct InventoryCluster {
     pub api_endpoint: Option<String>,
     /// The inventory marks it deleted.
     pub deleted: bool,
+    /// Its kubeconfig, checked ([`check_kubeconfig`]): the observer installs the agent
+    /// through it.
+    pub kubeconfig: Option<SecretString>,
+}
+
+impl InventoryCluster {
+    /// The labels the store keeps for it: the listed ones, the source label, and with
+    /// a kubeconfig the label saying the observer installs its agent.
+    pub fn stored_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = with_source_label(self.labels.clone(), Source::Inventory);
+        if self.kubeconfig.is_some() {
+            labels.insert(
+                super::AGENT_INSTALLER_LABEL.to_owned(),
+                super::AGENT_INSTALLED_BY_OBSERVER.to_owned(),
+            );
+        }
+        labels
+    }
 }
 
 /// An entry that cannot be applied.
@@ -302,6 +332,8 @@ struct InventoryEntry {
     api_endpoint: Option<String>,
     #[serde(default)]
     deleted: bool,
+    #[serde(default)]
+    kubeconfig: Option<String>,
 }
 
 /// Parses and checks an inventory answer (API endpoints against `egress`). `Err` only
@@ -338,13 +370,21 @@ pub fn parse_inventory(body: &[u8], egress: &EgressPolicy) -> Result<Inventory, 
                 continue;
             }
         };
-        let problems = registration_problems(
+        let mut problems = registration_problems(
             &entry.name,
             &entry.tenant,
             &entry.labels,
             entry.api_endpoint.as_deref(),
             egress,
         );
+        let kubeconfig = match entry.kubeconfig.as_deref().map(check_kubeconfig) {
+            Some(Err(reason)) => {
+                problems.push(format!("kubeconfig: {reason}"));
+                None
+            }
+            Some(Ok(checked)) => Some(checked),
+            None => None,
+        };
         if !problems.is_empty() {
             inventory.invalid.push(InvalidEntry {
                 name: Some(entry.name),
@@ -360,6 +400,7 @@ pub fn parse_inventory(body: &[u8], egress: &EgressPolicy) -> Result<Inventory, 
                 labels: entry.labels,
                 api_endpoint: entry.api_endpoint,
                 deleted: entry.deleted,
+                kubeconfig,
             },
         );
     }
@@ -394,6 +435,8 @@ pub struct PollReport {
     pub held: Vec<String>,
     /// Listed names left alone, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// Clusters whose agent was installed through their kubeconfig.
+    pub installed: Vec<String>,
 }
 
 /// The inventory poller. Drive it with [`InventorySource::poll_once`] (tests) or
@@ -408,6 +451,8 @@ pub struct InventorySource {
     /// Skips already logged and counted, by name, so a standing problem is reported
     /// once, not every poll.
     reported_skips: BTreeMap<String, String>,
+    /// Installs agents through listed kubeconfigs, with `settings.install`.
+    installer: Option<install::Installer>,
 }
 
 impl std::fmt::Debug for InventorySource {
@@ -445,6 +490,7 @@ impl InventorySource {
         })
         .map_err(InventoryError::Client)?;
         Ok(Self {
+            installer: settings.install.clone().map(install::Installer::new),
             store,
             settings,
             http,
@@ -549,6 +595,12 @@ impl InventorySource {
         }
         self.reported_skips = skipped_now;
         self.hold(&verdict.held, &mut report).await?;
+        if let Some(installer) = &mut self.installer {
+            let stored = self.store.list_clusters(None).await?;
+            report.installed = installer
+                .install_awaiting(&self.store, &self.metrics, &inventory, &stored, now_ms())
+                .await;
+        }
         match failed {
             Some(error) => Err(PollError::Store(error)),
             None => Ok(report),
@@ -732,7 +784,7 @@ impl InventorySource {
         let new = NewCluster {
             name: cluster.name.clone(),
             tenant: cluster.tenant.clone(),
-            labels: with_source_label(cluster.labels.clone(), Source::Inventory),
+            labels: cluster.stored_labels(),
             api_endpoint: cluster.api_endpoint.clone(),
         };
         match self

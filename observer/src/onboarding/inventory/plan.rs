@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use super::super::{Source, managed_by, state_before_deletion, with_source_label};
+use super::super::{Source, managed_by, state_before_deletion};
 use super::{Inventory, InventoryCluster, PollError};
 use crate::store::{Cluster, ClusterState};
 
@@ -250,7 +250,7 @@ pub fn plan(
                 to: state_before_deletion(stored, now_ms, rules.silent_after),
             });
         }
-        let labels = with_source_label(listed.labels.clone(), Source::Inventory);
+        let labels = listed.stored_labels();
         if labels != stored.labels || listed.api_endpoint != stored.api_endpoint {
             result.steps.push(Step::Update {
                 id: stored.id.clone(),
