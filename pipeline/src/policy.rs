@@ -101,6 +101,13 @@ impl SecretNamespaces {
             Self::Only(list) => Some(list),
         }
     }
+
+    /// The allowed namespaces as an install manifest grants them (Roles in each, the
+    /// agent's `--secret-namespaces`): empty for any, since no Role can grant every
+    /// namespace.
+    pub fn granted(&self) -> Vec<String> {
+        self.listed().into_iter().flatten().cloned().collect()
+    }
 }
 
 /// What the provider allows pipelines to do, whoever wrote them.

@@ -78,13 +78,7 @@ impl ApiState {
 
     /// The namespaces whose Secrets agents may read, for install manifests.
     pub fn secret_namespaces(&self) -> Vec<String> {
-        self.tenant_policy
-            .secret_namespaces
-            .listed()
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
+        self.tenant_policy.secret_namespaces.granted()
     }
 }
 

@@ -197,13 +197,7 @@ impl ServeSettings {
     /// The namespaces whose Secrets agents may read (`--agent-secret-namespaces`), as
     /// the install manifests grant them.
     pub(super) fn agent_secret_namespaces(&self) -> Vec<String> {
-        self.tenant_policy
-            .secret_namespaces
-            .listed()
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
+        self.tenant_policy.secret_namespaces.granted()
     }
 }
 
