@@ -26,7 +26,8 @@ use serde_yaml::Value as Yaml;
 
 /// Alerts that are not about one cluster, so they carry no lifecycle guard and need
 /// not group by `cluster`: the observer's self-monitoring, the per-tenant pipeline
-/// condition, and the abuse alerts on the API and on joins. Every other alert must exclude deleted clusters.
+/// condition, the abuse alerts on the API and on joins, and the receive gateway's
+/// per-tenant limits. Every other alert must exclude deleted clusters.
 const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasPipelineConfigRejected",
     "KaasObserverDown",
@@ -36,6 +37,8 @@ const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasObserverApiErrors",
     "KaasObserverApiRefusalSpike",
     "KaasObserverJoinsRefused",
+    "KaasGatewayIngestRefused",
+    "KaasGatewaySeriesLimitReached",
 ];
 
 /// The guard every cluster-scoped alert ends with (whitespace-normalised prefix; the

@@ -749,6 +749,13 @@ fn observer_serve_flags() -> BTreeSet<String> {
     )
 }
 
+fn observer_gateway_flags() -> BTreeSet<String> {
+    help_flags(
+        Path::new(env!("CARGO_BIN_EXE_observer")),
+        &["gateway", "--help"],
+    )
+}
+
 /// The agent's flags: from its binary when it is built beside this test (the workspace
 /// build, as in CI), else from [`AGENT_RUN_FLAGS`].
 fn agent_run_flags() -> BTreeSet<String> {
@@ -771,6 +778,7 @@ fn workloads_run_unprivileged_and_our_images_get_real_flags() {
     check_kustomize_version(&kubectl);
     let objects = Objects::collect(&kubectl);
     let observer_flags = observer_serve_flags();
+    let gateway_flags = observer_gateway_flags();
     let agent_flags = agent_run_flags();
     let version = env!("CARGO_PKG_VERSION");
     let mut failures = Vec::new();
@@ -822,8 +830,16 @@ fn workloads_run_unprivileged_and_our_images_get_real_flags() {
                 ));
             }
             let used = flags(container);
+            let args: Vec<&str> = container["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Json::as_str)
+                .collect();
             let (known, subcommand, pending): (&BTreeSet<String>, &str, &[&str]) = match repository
             {
+                // The receive gateway is a mode of the observer binary.
+                "observer" if args.first() == Some(&"gateway") => (&gateway_flags, "gateway", &[]),
                 "observer" => (&observer_flags, "serve", PENDING_OBSERVER_FLAGS),
                 "cluster-agent" => (&agent_flags, "run", &[]),
                 other => {
@@ -831,12 +847,6 @@ fn workloads_run_unprivileged_and_our_images_get_real_flags() {
                     continue;
                 }
             };
-            let args: Vec<&str> = container["args"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Json::as_str)
-                .collect();
             if args.first() != Some(&subcommand) {
                 failures.push(format!(
                     "{at}: args start with {:?}, not {subcommand}",
