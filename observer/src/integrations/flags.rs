@@ -62,11 +62,12 @@ pub struct IntegrationFlags {
     #[arg(long, value_name = "FILE")]
     pub receive_gateway_ca_file: Option<PathBuf>,
     /// What the central pipeline collects besides the agent's own metrics
-    /// (comma-separated; empty for nothing else).
+    /// (comma-separated; the flag without a value for nothing else).
     #[arg(
         long,
         value_name = "INPUT,...",
         value_delimiter = ',',
+        num_args = 0..=1,
         default_value = "prometheus,runtime"
     )]
     pub central_inputs: Vec<CentralInput>,
@@ -404,6 +405,25 @@ mod tests {
         assert_eq!(remote.tenant_header, "X-Scope-OrgID");
         assert_eq!(remote.tenant, "kaas-provider");
         assert_eq!(remote.interval, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn the_central_inputs_can_be_none_but_the_agents_own() {
+        let flags = parse(&[
+            "--receive-gateway-url",
+            "https://gw:19291",
+            "--central-inputs",
+        ]);
+        assert!(flags.central_inputs.is_empty());
+        let central = flags.central_pipeline().unwrap().unwrap();
+        assert!(!central.scrape.prometheus_annotations && !central.scrape.runtime);
+        let flags = parse(&[
+            "--central-inputs",
+            "runtime",
+            "--receive-gateway-url",
+            "https://gw",
+        ]);
+        assert_eq!(flags.central_inputs, [CentralInput::Runtime]);
     }
 
     #[test]
