@@ -738,3 +738,30 @@ fn wrong_gateway_flags_are_named_before_anything_starts() {
     }
     assert!(!output.stderr.contains(missing), "{}", output.stderr);
 }
+
+/// Bodies are bounded before anything is decompressed: one over the wire limit is
+/// refused while it is read, and a snappy body declaring more than the decompressed
+/// limit is refused from its header, both with 413; neither reaches the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_and_bombs_are_refused_before_decompression() {
+    let authority = Authority::new();
+    let receiver = RemoteWriteReceiver::start().await;
+    let gateway = Gateway::start(&authority, &receiver.url(), limits()).await;
+    let url = format!("{}{WORKLOAD_PATH}", gateway.url);
+    let shop = gateway.client(Some(&authority.agent("shop.edge")));
+
+    let limits = PushLimits::default();
+    let oversized = vec![0u8; limits.max_body_bytes + 1];
+    let response = send(&shop, &url, oversized).await.expect("an answer");
+    assert_eq!(response.status(), 413);
+    // Snappy's preamble is the decompressed length as a varint: 1 GiB, then nothing.
+    let bomb = vec![0x80, 0x80, 0x80, 0x80, 0x04];
+    let response = send(&shop, &url, bomb).await.expect("an answer");
+    assert_eq!(response.status(), 413);
+    let reason = response.text().await.expect("a body");
+    assert!(
+        reason.contains("decompresses to 1073741824 bytes"),
+        "{reason}"
+    );
+    assert!(receiver.received().is_empty());
+}

@@ -504,6 +504,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn agent_identity_presents_the_agents_own_certificate_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = kaas_pipeline::output::Tls {
+            agent_identity: true,
+            ..kaas_pipeline::output::Tls::default()
+        };
+        // Outside an observer-connected agent there is no identity to present.
+        let error = tls_material(Some(&tls), &one_secret()).unwrap_err();
+        assert!(error.to_string().contains("tls.agentIdentity"), "{error}");
+        let sources = one_secret().with_agent_identity(dir.path().to_owned());
+        let error = tls_material(Some(&tls), &sources).unwrap_err();
+        assert!(matches!(error, AuthError::File { .. }), "{error}");
+
+        std::fs::write(dir.path().join(crate::files::IDENTITY_CERT_FILE), "CERT").unwrap();
+        std::fs::write(dir.path().join(crate::files::IDENTITY_KEY_FILE), "KEY").unwrap();
+        let material = tls_material(Some(&tls), &sources).unwrap();
+        assert_eq!(material.cert_pem.unwrap().expose(), "CERT");
+        assert_eq!(material.key_pem.unwrap().expose(), "KEY");
+        // Without the flag the identity stays unread.
+        let plain = tls_material(Some(&kaas_pipeline::output::Tls::default()), &sources).unwrap();
+        assert!(plain.cert_pem.is_none() && plain.key_pem.is_none());
+    }
+
     /// Issue 13, finding 10 (OAuth2 lifetimes clamped): whatever `expires_in` a token
     /// server answers, the lifetime lies between the named bounds and the cache
     /// deadline is computed without overflow. On 552c13e `2^64-1` panicked on
