@@ -754,6 +754,11 @@ async fn oversized_bodies_and_bombs_are_refused_before_decompression() {
     let oversized = vec![0u8; limits.max_body_bytes + 1];
     let response = send(&shop, &url, oversized).await.expect("an answer");
     assert_eq!(response.status(), 413);
+    assert!(
+        gateway
+            .metrics()
+            .contains(r#"kaas_gateway_requests_total{path="workload",code="413"} 1"#)
+    );
     // Snappy's preamble is the decompressed length as a varint: 1 GiB, then nothing.
     let bomb = vec![0x80, 0x80, 0x80, 0x80, 0x04];
     let response = send(&shop, &url, bomb).await.expect("an answer");

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
@@ -87,14 +87,13 @@ pub struct GatewayState {
     pub metrics: GatewayMetrics,
 }
 
-/// The gateway's routes. The body limit is checked while the body is read, before
-/// anything is decompressed; the decoder then checks the size the body declares.
+/// The gateway's routes. A request's body is read only once its certificate names a
+/// tenant, and only up to the body limit, before anything is decompressed; the decoder
+/// then checks the size the body declares.
 pub fn app(state: Arc<GatewayState>) -> Router {
-    let max_body = state.push_limits.max_body_bytes;
     Router::new()
         .route(WORKLOAD_PATH, receiver(Origin::Workload))
         .route(AGENT_PATH, receiver(Origin::AgentSelf))
-        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 
@@ -104,7 +103,7 @@ fn receiver(origin: Origin) -> MethodRouter<Arc<GatewayState>> {
         move |state: State<Arc<GatewayState>>,
               peer: ConnectInfo<AgentPeer>,
               headers: HeaderMap,
-              body: Bytes| receive(state, peer, origin, headers, body),
+              body: Body| receive(state, peer, origin, headers, body),
     )
 }
 
@@ -136,7 +135,7 @@ async fn receive(
     ConnectInfo(peer): ConnectInfo<AgentPeer>,
     origin: Origin,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let metrics = &state.metrics;
     let identity = match identify(peer.leaf.as_deref()) {
@@ -148,6 +147,23 @@ async fn receive(
     if let Some(refusal) = unsupported_encoding(&headers) {
         return answer(metrics, origin, StatusCode::UNSUPPORTED_MEDIA_TYPE, refusal);
     }
+    let limit = state.push_limits.max_body_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(error) => {
+            let too_large = error
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return if too_large {
+                let reason = format!("the body is larger than {limit} bytes");
+                answer(metrics, origin, StatusCode::PAYLOAD_TOO_LARGE, reason)
+            } else {
+                let reason = "the body could not be read".to_owned();
+                answer(metrics, origin, StatusCode::BAD_REQUEST, reason)
+            };
+        }
+    };
     let pushed = match kaas_series::remote_write::decode(&body, &state.push_limits) {
         Ok(pushed) => pushed,
         Err(error) => {
