@@ -25,7 +25,8 @@
 //!   gateway sets ([`forward`]). Headers the agent sent are not passed on.
 //! - **how much**: per-tenant active series and samples per second ([`limits`]),
 //!   refusals counted in `kaas_gateway_requests_refused_total` and
-//!   `kaas_gateway_series_dropped_total` and alerted on (`alerts/kaas-gateway.yaml`).
+//!   `kaas_gateway_series_dropped_total` and alerted on
+//!   (`alerts/kaas-receive-gateway.rules.yaml`).
 //!
 //! What a cluster-admin tenant can still do: forge series of its own cluster (it owns
 //! the agent's pod, so it could even send on the agent's path), never of another
