@@ -18,6 +18,7 @@ use kaas_pipeline::secret::{SecretString, ValueSource};
 use reqwest::header::{HeaderName, HeaderValue};
 
 use crate::files::FileAccess;
+use crate::internal_events::ErrorReason;
 
 /// Refresh an OAuth2 token this long before it expires.
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(30);
@@ -123,11 +124,11 @@ pub enum AuthError {
 
 impl AuthError {
     /// The status condition reason for this failure.
-    pub fn condition_reason(&self) -> &'static str {
+    pub fn condition_reason(&self) -> ErrorReason {
         match self {
-            Self::SecretMissing { .. } | Self::File { .. } => "SecretMissing",
+            Self::SecretMissing { .. } | Self::File { .. } => ErrorReason::SecretMissing,
             Self::InvalidHeaderValue(_) | Self::OAuth2 { .. } | Self::Tls(_) => {
-                "AuthenticationFailed"
+                ErrorReason::AuthenticationFailed
             }
         }
     }
@@ -583,7 +584,7 @@ mod tests {
         );
         let missing = resolve(&reference("nope"), &one_secret()).unwrap_err();
         assert_eq!(missing.to_string(), "Secret ns/creds has no key \"nope\"");
-        assert_eq!(missing.condition_reason(), "SecretMissing");
+        assert_eq!(missing.condition_reason(), ErrorReason::SecretMissing);
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");

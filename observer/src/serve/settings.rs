@@ -3,7 +3,7 @@
 //! until [`ServeSettings::check`] has found no wrong flag, and when it finds any it
 //! names every one ([`ServeError::Flags`]), not only the first. Besides parsing values
 //! it reads the files flags name (the API's certificate and key, the `/metrics` and
-//! inventory tokens, CA files); it writes nothing.
+//! inventory tokens, CA files, the Cluster API kubeconfig); it writes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +74,7 @@ impl ServeSettings {
         let probe_interval = problems.take(duration_flag("probe-interval", &args.probe_interval));
         let probe_timeout = problems.take(duration_flag("probe-timeout", &args.probe_timeout));
         let inventory = problems.take(inventory_settings(args));
+        problems.take(cluster_api(args));
         let integrations = match args.integrations.check() {
             Ok(settings) => Some(settings),
             Err(errors) => {
@@ -173,7 +174,22 @@ fn inventory_settings(args: &ServeArgs) -> Result<Option<InventorySettings>, Ser
     if let Some(path) = &args.inventory_ca_file {
         settings.ca_pem = Some(std::fs::read_to_string(path).map_err(io_error(path))?);
     }
+    settings.check().map_err(|error| ServeError::Flag {
+        flag: "inventory-url",
+        reason: error.to_string(),
+    })?;
     Ok(Some(settings))
+}
+
+/// `--cluster-api`'s kubeconfig, read (nothing is contacted).
+fn cluster_api(args: &ServeArgs) -> Result<(), ServeError> {
+    match &args.cluster_api {
+        Some(management) => management.check().map_err(|reason| ServeError::Flag {
+            flag: "cluster-api",
+            reason,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// `--replica-id` checked, or the default: `<host name>-<random hex>`.

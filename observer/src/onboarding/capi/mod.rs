@@ -219,6 +219,18 @@ impl std::str::FromStr for ManagementCluster {
 }
 
 impl ManagementCluster {
+    /// Reads a named kubeconfig file, so that a missing or unreadable one is found
+    /// while flags are checked, before anything starts; `auto` is checked when the
+    /// client is made (it may fall back to the in-cluster account).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Self::Auto => Ok(()),
+            Self::Kubeconfig(path) => Kubeconfig::read_from(path)
+                .map(drop)
+                .map_err(|e| format!("{}: {e}", path.display())),
+        }
+    }
+
     /// A client for the management cluster.
     pub async fn client(&self) -> Result<Client, CapiError> {
         let config = match self {

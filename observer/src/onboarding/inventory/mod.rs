@@ -134,6 +134,20 @@ impl InventorySettings {
             egress: EgressPolicy::default(),
         }
     }
+
+    /// Checks the URL's scheme and host and that the CA bundle holds certificates,
+    /// without I/O: what [`InventorySource::new`] would refuse, found while flags are
+    /// checked.
+    pub fn check(&self) -> Result<(), InventoryError> {
+        if !matches!(self.url.scheme(), "http" | "https") || !self.url.has_host() {
+            return Err(InventoryError::BadUrl(self.url.to_string()));
+        }
+        if let Some(pem) = &self.ca_pem {
+            kaas_tls::system_roots_and(pem.as_bytes(), "--inventory-ca-file")
+                .map_err(|e| InventoryError::Ca(e.to_string()))?;
+        }
+        Ok(())
+    }
 }
 
 /// Why the inventory source cannot start.
@@ -377,9 +391,7 @@ impl InventorySource {
         settings: InventorySettings,
         metrics: Arc<OnboardingMetrics>,
     ) -> Result<Self, InventoryError> {
-        if !matches!(settings.url.scheme(), "http" | "https") || !settings.url.has_host() {
-            return Err(InventoryError::BadUrl(settings.url.to_string()));
-        }
+        settings.check()?;
         let trust = match &settings.ca_pem {
             Some(pem) => kaas_tls::system_roots_and(pem.as_bytes(), "--inventory-ca-file")
                 .map_err(|e| InventoryError::Ca(e.to_string()))?,
