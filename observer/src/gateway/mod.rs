@@ -69,8 +69,9 @@ use self::forward::Upstream;
 use self::limits::{IngestLimiter, TenantLimits};
 use self::metrics::GatewayMetrics;
 use self::server::GatewayState;
-use crate::control::accept::{HandshakeLimits, HandshakeMetrics};
+use crate::control::accept::HandshakeLimits;
 use crate::identity::{CA_CERT_FILE, PREVIOUS_CA_CERT_FILE};
+use crate::internal_events::HandshakeMetrics;
 use crate::listeners::{TlsListener, metrics_router};
 pub use crate::rendering::central::DEFAULT_TENANT_HEADER;
 
