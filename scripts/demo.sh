@@ -6,9 +6,13 @@
 #   - three local "clusters": two onboarded with join tokens minted by `observer cluster
 #     add`, one listed by a mock KaaS inventory the observer polls (the example binary
 #     mock-inventory), each a cluster-agent scraping a node exporter and a shop workload;
-#   - a tenant pipeline applied with the CLI, selecting both clusters;
+#   - the receive gateway (`observer gateway`) in front of that receiver: each agent's
+#     central pipeline sends its own metrics there with the agent's certificate, and the
+#     gateway files them under the cluster and tenant the certificate names;
+#   - a tenant pipeline applied with the CLI, selecting all three clusters;
 #   - then a report: clusters and their states, the pipeline and its conditions, samples
-#     delivered per cluster, the query URL and two example queries.
+#     delivered per cluster, the central view through the gateway, the query URL and
+#     two example queries.
 #
 # It stays up until Ctrl-C (and cleans up); with --once it exits 0 after the report.
 # Installs what it needs on first use and is safe to run again.
@@ -83,6 +87,7 @@ wait_http() {  # URL WHAT
 nginx_port=$(free_port); exporter_port=$(free_port); prometheus_port=$(free_port)
 api_port=$(free_port); metrics_port=$(free_port); grpc_port=$(free_port)
 inventory_port=$(free_port)
+gateway_port=$(free_port); gateway_metrics_port=$(free_port)
 
 step "a workload (nginx on 127.0.0.1:$nginx_port) and a node exporter (127.0.0.1:$exporter_port)"
 mkdir -p "$work/www" "$work/nginx"
@@ -121,16 +126,34 @@ INVENTORY
   >"$work/mock-inventory.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$inventory_port/v1/clusters" "the mock inventory"
 
+# The receive gateway's server certificate (a real install uses its own PKI).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -subj "/CN=receive gateway" -addext "subjectAltName=IP:127.0.0.1" -addext "basicConstraints=critical,CA:FALSE" \
+  -keyout "$work/gateway.key" -out "$work/gateway.crt" 2>/dev/null
+
 step "the observer (SQLite in $work/observer; API on :$api_port, /metrics on :$metrics_port, agent control on :$grpc_port)"
 # Everything here is on loopback, which the observer refuses to contact for tenants
 # (probes, API endpoints) unless allowed; a real install allows its cluster networks.
+# Every cluster gets the central pipeline to the receive gateway: here the agents' own
+# metrics only (the workload and runtime inputs need Kubernetes).
 RUST_LOG=warn,kaas_observer=info "$observer" serve --data-dir "$work/observer" \
   --listen-address "127.0.0.1:$api_port" --metrics-listen-address "127.0.0.1:$metrics_port" \
   --grpc-listen-address "127.0.0.1:$grpc_port" \
   --egress-allow-cidr 127.0.0.0/8 \
   --inventory-url "http://127.0.0.1:$inventory_port/v1/clusters" --inventory-interval 2s \
+  --receive-gateway-url "https://127.0.0.1:$gateway_port" --receive-gateway-ca-file "$work/gateway.crt" \
+  --central-scrape-interval 2s --central-inputs \
   >"$work/observer.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$api_port/readyz" "the observer"
+
+step "the receive gateway (agents on :$gateway_port with their certificates, /metrics on :$gateway_metrics_port)"
+RUST_LOG=warn,kaas_observer=info "$observer" gateway \
+  --listen-address "127.0.0.1:$gateway_port" --metrics-listen-address "127.0.0.1:$gateway_metrics_port" \
+  --tls-cert-file "$work/gateway.crt" --tls-key-file "$work/gateway.key" \
+  --client-ca-dir "$work/observer" \
+  --upstream-url "http://127.0.0.1:$prometheus_port/api/v1/write" \
+  >"$work/gateway.log" 2>&1 & pids+=($!)
+wait_http "http://127.0.0.1:$gateway_metrics_port/healthz" "the receive gateway"
 export KAAS_OBSERVER_URL="http://127.0.0.1:$api_port"
 KAAS_OBSERVER_TOKEN=$(cat "$work/observer/admin.token")
 export KAAS_OBSERVER_TOKEN
@@ -201,15 +224,21 @@ clusters_delivering() {
   query 'count by (cluster) (up{job="shop"})' 2>/dev/null \
     | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null || echo 0
 }
+# The agents' own series, through the receive gateway, with the tenant it set.
+agents_through_gateway() {
+  query 'count by (cluster) (up{job="kaas-agent",tenant="shop"})' 2>/dev/null \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null || echo 0
+}
 step "waiting for data from the three clusters to arrive"
 for i in $(seq 1 120); do
   n=$(clusters_delivering)
+  [[ "$(agents_through_gateway)" == 3 ]] || n=$((n < 2 ? n : 2))
   printf '\r  clusters delivering: %s of 3 (%ss)' "$n" "$i"
   [[ "$n" == 3 ]] && break
   sleep 1
 done
 echo
-if [[ "$(clusters_delivering)" != 3 ]]; then
+if [[ "$(clusters_delivering)" != 3 || "$(agents_through_gateway)" != 3 ]]; then
   echo "demo failed: data from the three clusters did not arrive; logs are in $work" >&2
   tail -n 20 "$work"/*.log >&2 || true
   exit 1
@@ -242,6 +271,16 @@ for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"
 }
 per_cluster 'count by (cluster) ({job=~"shop|node"})' "series"
 per_cluster 'sum by (cluster) (sum_over_time(scrape_samples_post_metric_relabeling[5m]))' "samples since the start"
+echo
+echo "The central view, through the receive gateway (cluster and tenant from each agent's certificate):"
+# The central pipeline scrapes each agent at 127.0.0.1:8429, its default address; the
+# demo's agents share one host and listen elsewhere, so that scrape finds nothing
+# (up 0), but its series show the way every cluster's central data takes.
+query 'up{job="kaas-agent"}' | python3 -c '
+import json, sys
+for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"].get("cluster", "")):
+    m = r["metric"]
+    print("  up{job=\"kaas-agent\", cluster=\"%s\", tenant=\"%s\"}" % (m.get("cluster", "?"), m.get("tenant", "?")))'
 echo
 echo "Query them at http://127.0.0.1:$prometheus_port/graph, for example:"
 echo "  sum by (cluster) (rate(node_cpu_seconds_total{mode!=\"idle\"}[1m]))"

@@ -31,7 +31,8 @@
 //! cluster CA and its certificates; [`egress`] decides what the observer may contact;
 //! [`secrets`] seals stored secrets; [`listeners`] serve the API and `/metrics` apart;
 //! [`telemetry`] and [`internal_events`] are the observer's own metrics and events;
-//! [`cli`] is the `observer` command's client side.
+//! [`cli`] is the `observer` command's client side; [`gateway`] is `observer gateway`,
+//! the stateless receive gateway between every cluster's agent and Thanos receive.
 
 pub mod api;
 pub mod cli;
@@ -39,6 +40,7 @@ pub mod cluster_id;
 pub mod control;
 pub mod egress;
 pub mod fleet;
+pub mod gateway;
 pub mod identity;
 pub mod integrations;
 pub mod internal_events;

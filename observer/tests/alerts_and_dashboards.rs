@@ -26,8 +26,9 @@ use serde_yaml::Value as Yaml;
 
 /// Alerts that are not about one cluster, so they carry no lifecycle guard and need
 /// not group by `cluster`: the observer's self-monitoring, the per-tenant pipeline
-/// condition, the mass-deletion guard (per source), and the abuse alerts on the API and
-/// on joins. Every other alert must exclude deleted clusters.
+/// condition, the mass-deletion guard (per source), the abuse alerts on the API and on
+/// joins, and the receive gateway's per-tenant limits. Every other alert must exclude
+/// deleted clusters.
 const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasPipelineConfigRejected",
     "KaasClusterDeletionsPaused",
@@ -40,6 +41,8 @@ const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasObserverJoinsRefused",
     "KaasPeerObserverSilent",
     "KaasGrafanaSyncFailing",
+    "KaasGatewayIngestRefused",
+    "KaasGatewaySeriesLimitReached",
 ];
 
 /// The guard every cluster-scoped alert ends with (whitespace-normalised prefix; the

@@ -1,7 +1,8 @@
 //! README command one, `scripts/demo.sh --once`, runs in the test suite: an observer
 //! with SQLite, two agents onboarded with join tokens and a third cluster listed by the
 //! mock KaaS inventory (the `mock-inventory` example), a pipeline applied with the CLI,
-//! and a report showing data from each cluster at a real receiver.
+//! the receive gateway in front of the receiver for the central pipelines, and a report
+//! showing data from each cluster at a real receiver.
 //!
 //! Uses the binaries `cargo nextest run --workspace` built (target/<profile>/), so the
 //! suite builds once; needs what scripts/test.sh installs.
@@ -44,6 +45,10 @@ fn the_quick_start_demo_onboards_two_clusters_and_reports_their_data() {
         "cluster=shop.edge-1:",
         "cluster=shop.edge-2:",
         "cluster=shop.edge-3:",
+        // The central pipeline's series, filed by the receive gateway.
+        r#"up{job="kaas-agent", cluster="shop.edge-1", tenant="shop"}"#,
+        r#"up{job="kaas-agent", cluster="shop.edge-2", tenant="shop"}"#,
+        r#"up{job="kaas-agent", cluster="shop.edge-3", tenant="shop"}"#,
         "demo finished",
     ] {
         assert!(

@@ -739,6 +739,8 @@ async fn the_serve_flags_start_what_they_name() {
         "serve",
         "--thanos-receive-url",
         "https://thanos-receive.example:19291/api/v1/receive",
+        "--receive-gateway-url",
+        "https://receive-gateway.example:19291",
         "--central-remote-write-url",
         &receiver.url(),
         "--central-remote-write-interval",
@@ -759,7 +761,7 @@ async fn the_serve_flags_start_what_they_name() {
     .unwrap();
 
     let central = integrations.central_pipeline().unwrap();
-    assert_eq!(central.tenant_header, "THANOS-TENANT");
+    assert_eq!(central.gateway_url, "https://receive-gateway.example:19291");
     receiver.wait_for_samples(1, FOLLOW_DEADLINE).await;
     assert_eq!(
         receiver.received()[0].headers["thanos-tenant"],
@@ -776,96 +778,6 @@ async fn the_serve_flags_start_what_they_name() {
         "{metrics:?}"
     );
     integrations.stop();
-}
-
-// ---- the central pipeline in a real agent ----
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_running_the_central_pipeline_delivers_its_own_up_with_cluster_and_tenant() {
-    use kaas_observer::rendering::{CentralPipelineSettings, CentralScrape, central_pipeline};
-    use kaas_pipeline::agent_config::AgentConfig;
-    use kaas_test_support::process::{ChildGuard, free_port, workspace_binary};
-
-    let dir = tempfile::tempdir().unwrap();
-    let prometheus_dir = dir.path().join("prometheus");
-    std::fs::create_dir_all(&prometheus_dir).unwrap();
-    let prometheus = Prometheus::receiver(&prometheus_dir);
-    let agent_port = free_port();
-    let mut settings = CentralPipelineSettings::new(prometheus.write_url());
-    // No Kubernetes here: only the agent's own metrics.
-    settings.scrape = CentralScrape {
-        prometheus_annotations: false,
-        runtime: false,
-        interval: Some("1s".into()),
-    };
-    settings.agent_metrics_address = format!("127.0.0.1:{agent_port}");
-    settings.check().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let store = sqlite_store(data.path()).await;
-    store.create_tenant("shop", &Actor::admin()).await.unwrap();
-    add_cluster(&store, "edge-1", "shop").await;
-    let cluster = store.get_cluster("shop.edge-1").await.unwrap().unwrap();
-    let central = central_pipeline(&settings, &cluster).unwrap();
-    // What the control service renders: the cluster's pipelines plus `cluster`.
-    let rendered = AgentConfig::from_validated(
-        BTreeMap::from([("cluster".to_owned(), cluster.id.clone())]),
-        &[central],
-    )
-    .render();
-    let config = dir.path().join("agent.json");
-    std::fs::write(&config, &rendered.body).unwrap();
-
-    let log = dir.path().join("agent.log");
-    let _agent = ChildGuard::spawn(
-        "cluster-agent",
-        Command::new(workspace_binary("cluster-agent", "kaas-cluster-agent"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.path().join("agent-data"))
-            .arg("--listen-address")
-            .arg(format!("127.0.0.1:{agent_port}"))
-            .arg("--otlp-grpc-listen-address")
-            .arg("127.0.0.1:0")
-            .arg("--kubernetes")
-            .arg("off")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
-    );
-
-    let up = tokio::task::block_in_place(|| {
-        let until = Instant::now() + FOLLOW_DEADLINE;
-        loop {
-            let result = prometheus.query(r#"up{job="kaas-agent"} == 1"#);
-            if !result.is_empty() || Instant::now() >= until {
-                break result;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    });
-    assert!(
-        !up.is_empty(),
-        "no up{{job=\"kaas-agent\"}} == 1 arrived; agent log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    let labels = &up[0]["metric"];
-    assert_eq!(labels["cluster"], "shop.edge-1", "{labels}");
-    assert_eq!(labels["tenant"], "shop", "{labels}");
-    assert_eq!(
-        labels["instance"],
-        format!("127.0.0.1:{agent_port}"),
-        "{labels}"
-    );
-    // The agent's own series come the same way (KaasAgentConfigReloadFailed uses one).
-    let reload = tokio::task::block_in_place(|| {
-        prometheus.wait_for(
-            r#"kaas_agent_config_last_reload_successful{job="kaas-agent",cluster="shop.edge-1",tenant="shop"}"#,
-            FOLLOW_DEADLINE,
-        )
-    });
-    assert_eq!(reload.len(), 1, "{reload:?}");
 }
 
 // ---- the writer lease on PostgreSQL ----

@@ -124,6 +124,9 @@ pub struct ProviderPolicy {
     pub central_endpoints: Vec<Url>,
     /// Which files may be read at all.
     pub paths: PathPolicy,
+    /// Whether pipelines may present the agent's cluster certificate
+    /// (`tls.agentIdentity`): the provider's own pipelines only.
+    pub agent_identity: bool,
 }
 
 impl ProviderPolicy {
@@ -135,6 +138,7 @@ impl ProviderPolicy {
             reserved_headers: TENANCY_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
             central_endpoints: Vec::new(),
             paths: PathPolicy::agent_default(),
+            agent_identity: false,
         }
     }
 
@@ -167,6 +171,7 @@ impl ProviderPolicy {
             reserved_headers: BTreeSet::new(),
             central_endpoints: Vec::new(),
             paths: PathPolicy::agent_default(),
+            agent_identity: true,
         }
     }
 

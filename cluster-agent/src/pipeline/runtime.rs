@@ -72,6 +72,7 @@ impl AgentContext {
     /// Where the values pipelines reference come from.
     fn value_sources(&self) -> ValueSources {
         ValueSources::new(self.secrets.clone(), self.files.clone())
+            .with_agent_identity(self.data_dir.join(crate::files::IDENTITY_DIR))
     }
 }
 

@@ -3,8 +3,8 @@
 //! once the store and the lifecycle run, register its metrics, and hand
 //! [`Integrations::central_pipeline`] to the control service.
 //!
-//! Each part is on only when its flags say where to go: the central pipeline with
-//! `--thanos-receive-url`, the fleet remote-write with `--central-remote-write-url`
+//! Each part is on only when its flags say where to go: the central pipelines with
+//! `--receive-gateway-url`, the fleet remote-write with `--central-remote-write-url`
 //! (default: the receive URL), the generated files with `--integrations-dir` (the
 //! hashring also needs `--thanos-receive-endpoint`), Grafana's orgs with
 //! `--grafana-url` (which also needs `--grafana-admin-password-file`,
@@ -45,19 +45,31 @@ pub enum CentralInput {
 /// everything off, for code that builds serve arguments by hand.
 #[derive(Clone, Debug, Default, Args)]
 pub struct IntegrationFlags {
-    /// Thanos receive's remote-write URL: every cluster gets the default central
-    /// pipeline to it (`kaas-central`). Unset: no central pipeline.
+    /// Thanos receive's remote-write URL, where the observer writes the fleet series
+    /// (unless --central-remote-write-url says otherwise). Agents never write here:
+    /// they write to the receive gateway (--receive-gateway-url).
     #[arg(long, value_name = "URL")]
     pub thanos_receive_url: Option<String>,
-    /// The header carrying the tenant, for the central pipeline and the fleet series.
+    /// The header carrying the tenant of the fleet series (the gateway's own
+    /// --tenant-header sets it for the agents' series).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_TENANT_HEADER)]
     pub thanos_tenant_header: String,
+    /// The receive gateway's base URL as agents reach it (`observer gateway`): every
+    /// cluster gets the default central pipelines to it (`kaas-central`,
+    /// `kaas-central-agent`). Unset: no central pipelines.
+    #[arg(long, value_name = "URL")]
+    pub receive_gateway_url: Option<String>,
+    /// CA certificates (PEM) that verify the gateway's server certificate, sent to
+    /// the agents with the central pipelines. Default: the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub receive_gateway_ca_file: Option<PathBuf>,
     /// What the central pipeline collects besides the agent's own metrics
-    /// (comma-separated; empty for nothing else).
+    /// (comma-separated; the flag without a value for nothing else).
     #[arg(
         long,
         value_name = "INPUT,...",
         value_delimiter = ',',
+        num_args = 0..=1,
         default_value = "prometheus,runtime"
     )]
     pub central_inputs: Vec<CentralInput>,
@@ -154,13 +166,19 @@ fn url_flag(flag: &'static str, text: &str) -> Result<Url, IntegrationsError> {
 }
 
 impl IntegrationFlags {
-    /// The central pipeline settings, checked; `None` without `--thanos-receive-url`.
+    /// The central pipeline settings, checked; `None` without `--receive-gateway-url`.
     pub fn central_pipeline(&self) -> Result<Option<CentralPipelineSettings>, IntegrationsError> {
-        let Some(url) = &self.thanos_receive_url else {
+        let Some(url) = &self.receive_gateway_url else {
             return Ok(None);
         };
+        url_flag("receive-gateway-url", url)?;
         let mut settings = CentralPipelineSettings::new(url.clone());
-        settings.tenant_header = self.thanos_tenant_header.clone();
+        if let Some(path) = &self.receive_gateway_ca_file {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                flag_error("receive-gateway-ca-file")(format!("{}: {e}", path.display()))
+            })?;
+            settings.gateway_ca_pem = Some(pem);
+        }
         settings.scrape = CentralScrape {
             prometheus_annotations: self.central_inputs.contains(&CentralInput::Prometheus),
             runtime: self.central_inputs.contains(&CentralInput::Runtime),
@@ -175,7 +193,7 @@ impl IntegrationFlags {
             when_full: None,
         };
         settings.check().map_err(|errors| {
-            flag_error("thanos-receive-url")(format!(
+            flag_error("receive-gateway-url")(format!(
                 "the central pipeline these flags make is invalid: {errors}"
             ))
         })?;
@@ -458,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn the_receive_url_turns_on_the_pipeline_and_the_fleet_remote_write() {
+    fn the_receive_url_turns_on_the_fleet_remote_write_and_the_gateway_url_the_pipelines() {
         let flags = parse(&[
             "--thanos-receive-url",
             "https://receive.example:19291/api/v1/receive",
@@ -469,8 +487,21 @@ mod tests {
             "--central-buffer-max-bytes",
             "2Gi",
         ]);
+        assert!(flags.central_pipeline().unwrap().is_none());
+        let flags = parse(&[
+            "--thanos-receive-url",
+            "https://receive.example:19291/api/v1/receive",
+            "--thanos-tenant-header",
+            "X-Scope-OrgID",
+            "--receive-gateway-url",
+            "https://gateway.example:19291",
+            "--central-inputs",
+            "runtime",
+            "--central-buffer-max-bytes",
+            "2Gi",
+        ]);
         let central = flags.central_pipeline().unwrap().unwrap();
-        assert_eq!(central.tenant_header, "X-Scope-OrgID");
+        assert_eq!(central.gateway_url, "https://gateway.example:19291");
         assert!(!central.scrape.prometheus_annotations && central.scrape.runtime);
         let remote = flags.remote_write().unwrap().unwrap();
         assert_eq!(
@@ -483,11 +514,38 @@ mod tests {
     }
 
     #[test]
+    fn the_central_inputs_can_be_none_but_the_agents_own() {
+        let flags = parse(&[
+            "--receive-gateway-url",
+            "https://gw:19291",
+            "--central-inputs",
+        ]);
+        assert!(flags.central_inputs.is_empty());
+        let central = flags.central_pipeline().unwrap().unwrap();
+        assert!(!central.scrape.prometheus_annotations && !central.scrape.runtime);
+        let flags = parse(&[
+            "--central-inputs",
+            "runtime",
+            "--receive-gateway-url",
+            "https://gw",
+        ]);
+        assert_eq!(flags.central_inputs, [CentralInput::Runtime]);
+    }
+
+    #[test]
     fn bad_values_name_their_flag() {
-        let flags = parse(&["--thanos-receive-url", "not a url"]);
+        let flags = parse(&["--receive-gateway-url", "not a url"]);
         assert!(
             flags
                 .central_pipeline()
+                .unwrap_err()
+                .to_string()
+                .starts_with("--receive-gateway-url: ")
+        );
+        let flags = parse(&["--thanos-receive-url", "not a url"]);
+        assert!(
+            flags
+                .remote_write()
                 .unwrap_err()
                 .to_string()
                 .starts_with("--thanos-receive-url: ")

@@ -1,21 +1,32 @@
-//! The default central pipeline every cluster runs: its workloads' and runtime's
-//! metrics, and the agent's own `/metrics`, to the provider's Thanos receive, with the
-//! cluster's tenant in the tenant header.
+//! The default central pipelines every cluster runs: its workloads' and runtime's
+//! metrics (`kaas-central`), and the agent's own `/metrics` (`kaas-central-agent`), to
+//! the provider's receive gateway (`observer gateway`, [`crate::gateway`]), which files
+//! them in Thanos receive.
 //!
-//! Nothing is stored per cluster: [`central_pipeline`] is a pure function of the
-//! [`CentralPipelineSettings`] (from `observer serve` flags) and the cluster, and the
-//! control service adds its result to the tenant pipelines it renders for the cluster.
-//! Rendering adds the `cluster` external label to every pipeline, this one included,
-//! so every series arrives with `cluster`; a target relabel rule adds `tenant` (the
-//! label the fleet series, the alerts and the Alertmanager routes use). Thanos receive
-//! additionally files the series under the tenant of the header, as its own tenant
-//! label, which must keep its default name `tenant_id`: the observer writes its fleet
-//! series, which carry the clusters' `tenant`, as the provider's tenant, and a Thanos
-//! tenant label named `tenant` would clash with theirs.
+//! # Nothing in the workload cluster chooses a tenant
 //!
-//! The name [`CENTRAL_PIPELINE_NAME`] lies in the reserved prefix
-//! [`RESERVED_PIPELINE_PREFIX`]: tenant pipelines must not use it, or the agent would
-//! see two pipelines of one name ([`is_reserved_pipeline_name`]).
+//! The tenant is cluster-admin in its workload cluster and can read everything the
+//! agent holds there, so neither pipeline carries a tenant header, a `tenant` label or
+//! a credential of the receiver. Both present the agent's own cluster certificate
+//! (`tls.agentIdentity`, issued by the observer's CA, never readable by a pipeline),
+//! and the gateway derives the cluster and tenant from that certificate alone, sets
+//! the tenant header and the `cluster`/`tenant` labels itself, and drops workload
+//! series named like the observer's own families. The agent's self-scrape goes to a
+//! path of its own ([`GATEWAY_AGENT_PATH`]) so the gateway recognises the agent's
+//! families by their origin, never by a label a workload could set.
+//!
+//! Nothing is stored per cluster, and nothing depends on the cluster:
+//! [`central_pipelines`] is a pure function of the [`CentralPipelineSettings`] (from
+//! `observer serve` flags), and the control service adds its result to the tenant
+//! pipelines it renders for each cluster. Rendering adds the `cluster` external label
+//! to every pipeline, these included; the gateway keeps it where it equals the
+//! certificate's cluster and renames any other to `exported_cluster`. Thanos receive
+//! files each request under the gateway's tenant header as its own tenant label,
+//! which must keep its default name `tenant_id` ([`crate::gateway::thanos`]).
+//!
+//! The names [`CENTRAL_PIPELINE_NAME`] and [`CENTRAL_AGENT_PIPELINE_NAME`] lie in the
+//! reserved prefix [`RESERVED_PIPELINE_PREFIX`]: tenant pipelines must not use it, or
+//! the agent would see two pipelines of one name ([`is_reserved_pipeline_name`]).
 
 use std::collections::BTreeMap;
 
@@ -23,24 +34,29 @@ use kaas_pipeline::buffer::Buffer;
 use kaas_pipeline::input::{
     Input, NamespaceSelector, RuntimeInput, StaticInput, StaticTargetGroup, WorkloadInput,
 };
-use kaas_pipeline::output::{Authentication, Header, Output, RemoteWriteOutput, Tls};
-use kaas_pipeline::processors::{Processors, RelabelConfig};
-use kaas_pipeline::secret::SecretString;
+use kaas_pipeline::output::{Output, RemoteWriteOutput, Tls};
+use kaas_pipeline::secret::{SecretString, ValueSource};
+use kaas_pipeline::units::ByteSize;
 use kaas_pipeline::{
     MetricPipeline, MetricPipelineSpec, ProviderPolicy, ValidatedPipeline, ValidationContext,
     ValidationErrors,
 };
 
-use crate::store::Cluster;
-
-/// The central pipeline's name, the same on every cluster.
+/// The central workload pipeline's name, the same on every cluster.
 pub const CENTRAL_PIPELINE_NAME: &str = "kaas-central";
+/// The agent's self-scrape pipeline's name, the same on every cluster.
+pub const CENTRAL_AGENT_PIPELINE_NAME: &str = "kaas-central-agent";
 /// Pipeline names starting with this are the observer's own; tenants may not use them
 /// (agents also serve these pipelines' buffers first).
 pub use kaas_pipeline::names::RESERVED_PIPELINE_PREFIX;
 /// The header Thanos receive reads the tenant from (its `--receive.tenant-header`
-/// default).
+/// default). The receive gateway and the observer's fleet writer set it; no pipeline
+/// on a workload cluster does.
 pub const DEFAULT_TENANT_HEADER: &str = "THANOS-TENANT";
+/// The gateway's path for the central pipeline's workload and runtime series.
+pub const GATEWAY_WORKLOAD_PATH: &str = "/api/v1/receive";
+/// The gateway's path for the agent's self-scrape only.
+pub const GATEWAY_AGENT_PATH: &str = "/api/v1/receive/agent";
 /// Where the agent serves its own `/metrics`, seen from inside its pod: the agent's
 /// default `--listen-address` port (8429) on loopback, which needs no Service and no
 /// network policy.
@@ -48,7 +64,12 @@ pub const DEFAULT_AGENT_METRICS_ADDRESS: &str = "127.0.0.1:8429";
 /// The `job` of the agent's self-scrape; the alerts (KaasAgentDown) and the self-health
 /// dashboard select on it.
 pub const AGENT_JOB: &str = "kaas-agent";
-/// The label naming a series' tenant, as on the fleet series (`docs/metrics.md`).
+/// The disk buffer of the agent's self-scrape pipeline on each cluster: the agent's
+/// own few hundred series for the buffer's whole age (6 hours at 30 s are about 5 MiB),
+/// with room to spare; the workload pipeline takes the configured size.
+pub const AGENT_PIPELINE_BUFFER_MAX_BYTES: u64 = 64 << 20;
+/// The label naming a series' tenant, as on the fleet series (`docs/metrics.md`); the
+/// gateway sets it.
 pub const TENANT_LABEL: &str = "tenant";
 
 /// Whether `name` is reserved for the observer's own pipelines. The API should refuse
@@ -80,59 +101,92 @@ impl Default for CentralScrape {
     }
 }
 
-/// Everything the central pipeline is built from; the same for every cluster.
+/// Everything the central pipelines are built from; the same for every cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CentralPipelineSettings {
-    /// Thanos receive's remote-write URL, e.g.
-    /// `https://thanos-receive.example:19291/api/v1/receive`.
-    pub receive_url: String,
-    /// The header that carries the tenant ([`DEFAULT_TENANT_HEADER`]).
-    pub tenant_header: String,
+    /// The receive gateway's base URL as agents reach it, e.g.
+    /// `https://receive-gateway.example:19291`; the pipelines append
+    /// [`GATEWAY_WORKLOAD_PATH`] and [`GATEWAY_AGENT_PATH`].
+    pub gateway_url: String,
     /// What to collect.
     pub scrape: CentralScrape,
-    /// The pipeline's disk buffer on each cluster.
+    /// The pipelines' disk buffer on each cluster.
     pub buffer: Buffer,
     /// The agent's own `/metrics` as `host:port` ([`DEFAULT_AGENT_METRICS_ADDRESS`]).
     pub agent_metrics_address: String,
-    /// How the agents authenticate to the receiver, if it asks (secrets from the
-    /// workload cluster, as in any pipeline).
-    pub authentication: Option<Authentication>,
-    /// TLS towards the receiver (e.g. a CA from a Secret in the agent's namespace).
-    pub tls: Option<Tls>,
+    /// The CA certificates (PEM) that verify the gateway's server certificate, sent
+    /// inline with the pipelines (a CA is no secret); `None`: the system roots.
+    pub gateway_ca_pem: Option<String>,
 }
 
 impl CentralPipelineSettings {
     /// Settings with the defaults for everything but the URL.
-    pub fn new(receive_url: impl Into<String>) -> Self {
+    pub fn new(gateway_url: impl Into<String>) -> Self {
         Self {
-            receive_url: receive_url.into(),
-            tenant_header: DEFAULT_TENANT_HEADER.to_owned(),
+            gateway_url: gateway_url.into(),
             scrape: CentralScrape::default(),
             buffer: Buffer::default(),
             agent_metrics_address: DEFAULT_AGENT_METRICS_ADDRESS.to_owned(),
-            authentication: None,
-            tls: None,
+            gateway_ca_pem: None,
         }
     }
 
-    /// Checks the settings once, at startup, by building the pipeline for an example
-    /// tenant: a bad URL, header or buffer is reported with its field path before any
-    /// agent is configured.
+    /// Checks the settings once, at startup, by building the pipelines: a bad URL, CA
+    /// or buffer is reported with its field path before any agent is configured.
     pub fn check(&self) -> Result<(), ValidationErrors> {
-        kaas_pipeline::validate(&self.resource("example-tenant"), &provider_validation()).map(drop)
+        self.validated().map(drop)
     }
 
-    /// What the pipeline's buffer may hold on every cluster (its `maxBytes`), which
-    /// the observer reserves in each cluster's buffer budget.
+    /// What each pipeline's buffer may hold on every cluster (its `maxBytes`), which
+    /// the observer reserves in each cluster's buffer budget, for all of them.
     pub fn buffer_max_bytes(&self) -> u64 {
-        kaas_pipeline::validate(&self.resource("example-tenant"), &provider_validation()).map_or(
+        self.validated().map_or(
             kaas_pipeline::buffer::DEFAULT_BUFFER_MAX_BYTES,
-            |pipeline| pipeline.buffer.max_bytes.get(),
+            |pipelines| pipelines.iter().map(|p| p.buffer.max_bytes.get()).sum(),
         )
     }
 
-    /// The pipeline resource with `tenant` in the tenant header.
-    fn resource(&self, tenant: &str) -> MetricPipeline {
+    fn validated(&self) -> Result<Vec<ValidatedPipeline>, ValidationErrors> {
+        self.resources()
+            .iter()
+            .map(|resource| kaas_pipeline::validate(resource, &provider_validation()))
+            .collect()
+    }
+
+    /// The pipeline resources: the workload pipeline when it collects anything, and
+    /// always the agent's self-scrape.
+    fn resources(&self) -> Vec<MetricPipeline> {
+        let mut resources = Vec::with_capacity(2);
+        if self.scrape.prometheus_annotations || self.scrape.runtime {
+            resources.push(self.workload_resource());
+        }
+        resources.push(self.agent_resource());
+        resources
+    }
+
+    /// The output every central pipeline shares but for its path: the gateway, the
+    /// agent's own certificate, no header.
+    fn output(&self, path: &str) -> Output {
+        let base = self.gateway_url.trim_end_matches('/');
+        Output {
+            prometheus_remote_write: Some(RemoteWriteOutput {
+                url: format!("{base}{path}"),
+                tls: Some(Tls {
+                    agent_identity: true,
+                    ca: self.gateway_ca_pem.as_ref().map(|pem| ValueSource {
+                        value: Some(SecretString::new(pem.clone())),
+                        value_from: None,
+                    }),
+                    ..Tls::default()
+                }),
+                ..RemoteWriteOutput::default()
+            }),
+            otlp: None,
+        }
+    }
+
+    /// The workload and runtime pipeline.
+    fn workload_resource(&self) -> MetricPipeline {
         let scrape = &self.scrape;
         let input = Input {
             scrape_interval: scrape.interval.clone(),
@@ -148,6 +202,23 @@ impl CentralPipelineSettings {
                 },
                 ..RuntimeInput::default()
             }),
+            ..Input::default()
+        };
+        MetricPipeline::new(
+            CENTRAL_PIPELINE_NAME,
+            MetricPipelineSpec {
+                input,
+                output: self.output(GATEWAY_WORKLOAD_PATH),
+                buffer: self.buffer.clone(),
+                ..MetricPipelineSpec::default()
+            },
+        )
+    }
+
+    /// The agent's self-scrape pipeline: its own `/metrics`, nothing else.
+    fn agent_resource(&self) -> MetricPipeline {
+        let input = Input {
+            scrape_interval: self.scrape.interval.clone(),
             static_targets: Some(StaticInput {
                 targets: vec![StaticTargetGroup {
                     addresses: vec![self.agent_metrics_address.clone()],
@@ -157,59 +228,36 @@ impl CentralPipelineSettings {
             }),
             ..Input::default()
         };
-        let output = Output {
-            prometheus_remote_write: Some(RemoteWriteOutput {
-                url: self.receive_url.clone(),
-                headers: vec![Header {
-                    name: self.tenant_header.clone(),
-                    value: Some(SecretString::new(tenant)),
-                    ..Header::default()
-                }],
-                authentication: self.authentication.clone(),
-                tls: self.tls.clone(),
-                ..RemoteWriteOutput::default()
-            }),
-            otlp: None,
-        };
-        // Every target (so `up` and the scrape series too) gets the tenant label.
-        let processors = Processors {
-            relabel_configs: vec![RelabelConfig {
-                target_label: Some(TENANT_LABEL.to_owned()),
-                replacement: Some(tenant.to_owned()),
-                action: Some("replace".to_owned()),
-                ..RelabelConfig::default()
-            }],
-            ..Processors::default()
-        };
         MetricPipeline::new(
-            CENTRAL_PIPELINE_NAME,
+            CENTRAL_AGENT_PIPELINE_NAME,
             MetricPipelineSpec {
                 input,
-                processors,
-                output,
-                buffer: self.buffer.clone(),
+                output: self.output(GATEWAY_AGENT_PATH),
+                buffer: Buffer {
+                    max_bytes: Some(ByteSize::Bytes(AGENT_PIPELINE_BUFFER_MAX_BYTES)),
+                    ..self.buffer.clone()
+                },
                 ..MetricPipelineSpec::default()
             },
         )
     }
 }
 
-/// The central pipeline for `cluster`: its tenant in the tenant header, no cluster
-/// selector (the observer adds it to exactly this cluster's configuration).
+/// The central pipelines, the same for every cluster (the gateway tells clusters apart
+/// by their certificates), with no cluster selector (the observer adds them to each
+/// cluster's configuration).
 ///
 /// Pure. It fails only if the settings are invalid (which
-/// [`CentralPipelineSettings::check`] reports at startup) or the tenant name could not
-/// be a header value (tenant names are DNS-1123 labels, which always can).
-pub fn central_pipeline(
+/// [`CentralPipelineSettings::check`] reports at startup).
+pub fn central_pipelines(
     settings: &CentralPipelineSettings,
-    cluster: &Cluster,
-) -> Result<ValidatedPipeline, ValidationErrors> {
-    kaas_pipeline::validate(&settings.resource(&cluster.tenant), &provider_validation())
+) -> Result<Vec<ValidatedPipeline>, ValidationErrors> {
+    settings.validated()
 }
 
-/// How the provider's own pipeline is validated: distributed by the observer (so no
-/// file reads), but free to set the tenant header tenants may not, to write to the
-/// central receiver, and to read the receiver's credentials from the agent's namespace.
+/// How the provider's own pipelines are validated: distributed by the observer (so no
+/// file reads), but free to write to the central receiver and to present the agent's
+/// cluster certificate, which tenant pipelines may not.
 fn provider_validation() -> ValidationContext {
     ValidationContext::observer(ProviderPolicy::unrestricted())
 }
@@ -219,94 +267,81 @@ mod tests {
     use kaas_pipeline::output::ValidatedOutput;
 
     use super::*;
-    use crate::store::ClusterState;
-
-    fn cluster(name: &str, tenant: &str) -> Cluster {
-        Cluster {
-            id: name.into(),
-            name: name.into(),
-            tenant: tenant.into(),
-            labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
-            api_endpoint: None,
-            state: ClusterState::Active,
-            agent_version: None,
-            agent_instance_id: None,
-            last_seen_ms: None,
-            certificate_serial: None,
-            certificate_not_after_ms: None,
-            applied_config_hash: None,
-            connected: false,
-            created_at_ms: 0,
-            deleted_at_ms: None,
-            incarnation: String::new(),
-        }
-    }
 
     fn settings() -> CentralPipelineSettings {
-        CentralPipelineSettings::new("https://thanos-receive.example:19291/api/v1/receive")
+        CentralPipelineSettings::new("https://receive-gateway.example:19291/")
     }
 
-    #[test]
-    fn the_pipeline_validates_and_carries_the_clusters_tenant_in_the_header() {
-        let pipeline = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
-        assert_eq!(pipeline.name(), CENTRAL_PIPELINE_NAME);
+    fn pipelines(settings: &CentralPipelineSettings) -> BTreeMap<String, ValidatedPipeline> {
+        central_pipelines(settings)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name().to_owned(), p))
+            .collect()
+    }
+
+    fn remote_write(pipeline: &ValidatedPipeline) -> kaas_pipeline::output::RemoteWriteOutput {
+        let output = &pipeline.spec().output;
+        output.prometheus_remote_write.clone().unwrap()
+    }
+
+    fn url(pipeline: &ValidatedPipeline) -> String {
         let ValidatedOutput::RemoteWrite { url, .. } = &pipeline.output else {
             panic!("not remote-write: {:?}", pipeline.output);
         };
+        url.to_string()
+    }
+
+    /// Issue 15, finding 2: on 552c13e the central pipeline carried the cluster's
+    /// tenant in the THANOS-TENANT header and a `tenant` relabel rule, both resolved by
+    /// the agent inside the workload cluster, and went straight to Thanos receive.
+    #[test]
+    fn nothing_in_the_pipelines_chooses_a_tenant_and_both_go_to_the_gateway() {
+        let by_name = pipelines(&settings());
         assert_eq!(
-            url.as_str(),
-            "https://thanos-receive.example:19291/api/v1/receive"
+            url(&by_name[CENTRAL_PIPELINE_NAME]),
+            "https://receive-gateway.example:19291/api/v1/receive"
         );
-        let rw = pipeline
-            .spec()
-            .output
-            .prometheus_remote_write
-            .as_ref()
-            .unwrap();
-        assert_eq!(rw.headers.len(), 1);
-        assert_eq!(rw.headers[0].name, "THANOS-TENANT");
-        assert_eq!(rw.headers[0].value.as_ref().unwrap().expose(), "shop");
-
-        let other = central_pipeline(&settings(), &cluster("edge-2", "bank")).unwrap();
-        let rw = other.spec().output.prometheus_remote_write.clone().unwrap();
-        assert_eq!(rw.headers[0].value.as_ref().unwrap().expose(), "bank");
+        assert_eq!(
+            url(&by_name[CENTRAL_AGENT_PIPELINE_NAME]),
+            "https://receive-gateway.example:19291/api/v1/receive/agent"
+        );
+        for pipeline in by_name.values() {
+            let rw = remote_write(pipeline);
+            assert!(rw.headers.is_empty(), "{:?}", rw.headers);
+            assert!(rw.authentication.is_none());
+            let tls = rw.tls.unwrap();
+            assert!(tls.agent_identity && tls.cert.is_none() && tls.key.is_none());
+            assert!(pipeline.processors.relabel.is_empty());
+        }
     }
 
     #[test]
-    fn every_target_is_labelled_with_the_clusters_tenant() {
-        let pipeline = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
-        let rules = &pipeline.processors.relabel;
-        assert_eq!(rules.len(), 1);
-        assert_eq!(rules[0].target_label, "tenant");
-        assert_eq!(rules[0].replacement, "shop");
-        assert!(rules[0].regex.is_match(""));
-    }
-
-    #[test]
-    fn the_tenant_header_name_is_configurable() {
+    fn the_gateway_ca_is_sent_inline() {
         let mut settings = settings();
-        settings.tenant_header = "X-Scope-OrgID".into();
-        let pipeline = central_pipeline(&settings, &cluster("edge-1", "shop")).unwrap();
-        let rw = pipeline
-            .spec()
-            .output
-            .prometheus_remote_write
-            .clone()
-            .unwrap();
-        assert_eq!(rw.headers[0].name, "X-Scope-OrgID");
+        let ca = kaas_test_support::tls::TestPki::generate(&["gateway"]).ca;
+        settings.gateway_ca_pem = Some(ca.clone());
+        for pipeline in pipelines(&settings).values() {
+            let rw = remote_write(pipeline);
+            let sent = rw.tls.unwrap().ca.unwrap().value.unwrap();
+            assert_eq!(sent.expose(), ca);
+        }
     }
 
     #[test]
-    fn the_agent_scrapes_itself_as_job_kaas_agent() {
-        let pipeline = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
-        let input = &pipeline.spec().input;
-        let groups = &input.static_targets.as_ref().unwrap().targets;
+    fn the_agent_scrapes_itself_as_job_kaas_agent_in_a_pipeline_of_its_own() {
+        let by_name = pipelines(&settings());
+        let agent = by_name[CENTRAL_AGENT_PIPELINE_NAME].spec();
+        let groups = &agent.input.static_targets.as_ref().unwrap().targets;
         assert_eq!(groups.len(), 1);
         assert_eq!(groups[0].addresses, vec!["127.0.0.1:8429".to_owned()]);
         assert_eq!(
             groups[0].labels.get("job").map(String::as_str),
             Some("kaas-agent")
         );
+        assert!(agent.input.prometheus.is_none() && agent.input.runtime.is_none());
+        let input = &by_name[CENTRAL_PIPELINE_NAME].spec().input;
+        assert!(input.static_targets.is_none());
         assert!(input.prometheus.as_ref().is_some_and(|p| p.enabled));
         let runtime = input.runtime.as_ref().unwrap();
         assert!(runtime.enabled && runtime.namespaces.system);
@@ -320,28 +355,38 @@ mod tests {
             runtime: false,
             interval: Some("15s".into()),
         };
-        let pipeline = central_pipeline(&settings, &cluster("edge-1", "shop")).unwrap();
-        assert!(pipeline.spec().input.prometheus.is_none());
-        assert!(pipeline.spec().input.runtime.is_none());
-        assert_eq!(pipeline.scrape.interval, std::time::Duration::from_secs(15));
+        let by_name = pipelines(&settings);
+        assert_eq!(
+            by_name.keys().map(String::as_str).collect::<Vec<_>>(),
+            [CENTRAL_AGENT_PIPELINE_NAME]
+        );
+        assert_eq!(
+            by_name[CENTRAL_AGENT_PIPELINE_NAME].scrape.interval,
+            std::time::Duration::from_secs(15)
+        );
     }
 
     #[test]
-    fn the_pipeline_selects_every_cluster_and_takes_the_buffer_settings() {
+    fn the_pipelines_select_every_cluster_and_take_the_buffer_settings() {
         let mut settings = settings();
         settings.buffer.max_age = Some("2h".into());
-        let pipeline = central_pipeline(&settings, &cluster("edge-1", "shop")).unwrap();
-        assert!(pipeline.spec().cluster_selector.matches(&BTreeMap::new()));
+        for pipeline in pipelines(&settings).values() {
+            assert!(pipeline.spec().cluster_selector.matches(&BTreeMap::new()));
+            assert_eq!(
+                pipeline.buffer.max_age,
+                std::time::Duration::from_secs(2 * 3600)
+            );
+        }
         assert_eq!(
-            pipeline.buffer.max_age,
-            std::time::Duration::from_secs(2 * 3600)
+            settings.buffer_max_bytes(),
+            kaas_pipeline::buffer::DEFAULT_BUFFER_MAX_BYTES + AGENT_PIPELINE_BUFFER_MAX_BYTES
         );
     }
 
     #[test]
     fn bad_settings_are_reported_with_their_field_paths() {
         let mut settings = settings();
-        settings.receive_url = "not a url".into();
+        settings.gateway_url = "not a url".into();
         settings.buffer.max_age = Some("1s".into());
         let errors = settings.check().unwrap_err().to_string();
         assert!(
@@ -349,16 +394,31 @@ mod tests {
             "{errors}"
         );
         assert!(errors.contains("spec.buffer.maxAge"), "{errors}");
+        let mut settings = self::settings();
+        settings.gateway_ca_pem = Some("not PEM".into());
+        let errors = settings.check().unwrap_err().to_string();
+        assert!(errors.contains("tls.ca.value"), "{errors}");
         assert!(self::settings().check().is_ok());
     }
 
     #[test]
-    fn the_central_name_is_reserved_and_cannot_collide_with_a_tenant_pipeline() {
+    fn the_central_names_are_reserved_and_cannot_collide_with_a_tenant_pipeline() {
         assert!(is_reserved_pipeline_name(CENTRAL_PIPELINE_NAME));
+        assert!(is_reserved_pipeline_name(CENTRAL_AGENT_PIPELINE_NAME));
         assert!(is_reserved_pipeline_name("kaas-anything"));
         assert!(!is_reserved_pipeline_name("kaas"));
         assert!(!is_reserved_pipeline_name("shop-to-vendor"));
         assert!(!is_reserved_pipeline_name("my-kaas-central"));
+    }
+
+    #[test]
+    fn a_tenant_pipeline_cannot_present_the_agents_certificate() {
+        let mut resource = settings().workload_resource();
+        resource.metadata.name = Some("shop-to-vendor".into());
+        let errors = kaas_pipeline::validate(&resource, &ValidationContext::tenant_default())
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains("tls.agentIdentity"), "{errors}");
     }
 
     #[test]
@@ -376,12 +436,12 @@ spec:
         .unwrap();
         let tenant =
             kaas_pipeline::validate(&tenant, &ValidationContext::tenant_default()).unwrap();
-        let central = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
+        let mut all = vec![tenant];
+        all.extend(central_pipelines(&settings()).unwrap());
         let labels = BTreeMap::from([("cluster".to_owned(), "edge-1".to_owned())]);
         let rendered =
-            kaas_pipeline::agent_config::AgentConfig::from_validated(labels, &[tenant, central])
-                .render();
-        // As an agent in observer mode reads it: the provider's tenant header passes.
+            kaas_pipeline::agent_config::AgentConfig::from_validated(labels, &all).render();
+        // As an agent in observer mode reads it: the agent's identity passes.
         let parsed = kaas_pipeline::agent_config::AgentConfig::parse(
             std::str::from_utf8(&rendered.body).unwrap(),
             &provider_validation(),
@@ -389,6 +449,7 @@ spec:
         .unwrap();
         let names: Vec<&str> = parsed.pipelines.iter().map(|p| p.name()).collect();
         assert!(names.contains(&CENTRAL_PIPELINE_NAME), "{names:?}");
+        assert!(names.contains(&CENTRAL_AGENT_PIPELINE_NAME), "{names:?}");
         assert_eq!(parsed.external_labels["cluster"], "edge-1");
     }
 }

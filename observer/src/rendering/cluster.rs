@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::agent_config::{AgentConfig, ConfigTemplate, RenderedConfig};
 
-use super::central::{CentralPipelineSettings, central_pipeline};
+use super::central::{CentralPipelineSettings, central_pipelines};
 use crate::store::Cluster;
 
 /// The rendered configuration for `cluster` running `pipelines` (already selected).
@@ -33,10 +33,10 @@ pub(super) fn config_template(
         return AgentConfig::template(pipelines);
     };
     let mut all = pipelines.to_vec();
-    match central_pipeline(settings, cluster) {
-        Ok(pipeline) => all.push(pipeline),
+    match central_pipelines(settings) {
+        Ok(central) => all.extend(central),
         Err(error) => {
-            tracing::error!(cluster = %cluster.id, %error, "the central pipeline is invalid for this cluster; left out");
+            tracing::error!(cluster = %cluster.id, %error, "the central pipelines are invalid for this cluster; left out");
         }
     }
     AgentConfig::template(&all)

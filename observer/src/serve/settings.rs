@@ -416,6 +416,7 @@ fn tenant_policy(args: &ServeArgs) -> Result<kaas_pipeline::ProviderPolicy, Serv
     let receivers = [
         &integrations.thanos_receive_url,
         &integrations.central_remote_write_url,
+        &integrations.receive_gateway_url,
     ];
     // A URL that does not parse is refused with its flag when the integrations start.
     policy.central_endpoints = receivers
