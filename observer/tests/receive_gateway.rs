@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kaas_observer::gateway::forward::Upstream;
 use kaas_observer::gateway::limits::{IngestLimiter, TenantLimits};
-use kaas_observer::gateway::metrics::GatewayMetrics;
 use kaas_observer::gateway::server::{self, AGENT_PATH, GatewayState, WORKLOAD_PATH};
 use kaas_observer::gateway::thanos::{
     RECEIVE_TENANT_LABEL, TENANT_HEADER_FLAG, TENANT_LABEL_FLAG, flag_value, stored_labels,
@@ -17,6 +16,7 @@ use kaas_observer::gateway::thanos::{
 use kaas_observer::gateway::{DEFAULT_TENANT_HEADER, client_ca_bundle};
 use kaas_observer::identity::ClusterCa;
 use kaas_observer::integrations::remote_write::DEFAULT_PROVIDER_TENANT;
+use kaas_observer::internal_events::GatewayMetrics;
 use kaas_observer::listeners::TlsListener;
 use kaas_proto::remote_write::{CONTENT_ENCODING, VERSION_HEADER, v1};
 use kaas_series::PushLimits;

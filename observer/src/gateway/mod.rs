@@ -51,7 +51,6 @@
 
 pub mod forward;
 pub mod limits;
-pub mod metrics;
 pub mod peer;
 pub mod rewrite;
 pub mod server;
@@ -67,10 +66,10 @@ use prometheus_client::registry::Registry;
 
 use self::forward::Upstream;
 use self::limits::{IngestLimiter, TenantLimits};
-use self::metrics::GatewayMetrics;
 use self::server::GatewayState;
 use crate::control::accept::HandshakeLimits;
 use crate::identity::{CA_CERT_FILE, PREVIOUS_CA_CERT_FILE};
+use crate::internal_events::GatewayMetrics;
 use crate::internal_events::HandshakeMetrics;
 use crate::listeners::{TlsListener, metrics_router};
 pub use crate::rendering::central::DEFAULT_TENANT_HEADER;

@@ -19,9 +19,11 @@ use rustls::server::WebPkiClientVerifier;
 
 use super::forward::Upstream;
 use super::limits::{IngestLimiter, Refused};
-use super::metrics::GatewayMetrics;
 use super::peer::identify;
 use super::rewrite::{Origin, admits, rewrite};
+use crate::internal_events::{
+    GatewayAnswered, GatewayForwarded, GatewayMetrics, GatewayRefused, GatewaySeriesDropped,
+};
 use crate::listeners::TlsListener;
 
 /// Where only the agent's self-scrape pipeline sends (the agent's own families pass
@@ -123,7 +125,11 @@ fn answer(
     status: StatusCode,
     reason: String,
 ) -> Response {
-    metrics.request(origin, status);
+    GatewayAnswered {
+        path: origin.as_str(),
+        code: status.as_u16(),
+    }
+    .emit(metrics);
     if !status.is_success() {
         tracing::debug!(path = origin.as_str(), %status, %reason, "request refused");
     }
@@ -182,18 +188,23 @@ async fn receive(
         .filter(|m| admits(origin, &m.metric_family_name))
         .collect();
     let rewritten = rewrite(pushed.series, &identity, origin);
-    metrics.dropped(
-        &identity.tenant,
-        "reserved_family",
-        rewritten.dropped_reserved,
-    );
+    GatewaySeriesDropped {
+        tenant: &identity.tenant,
+        reason: "reserved_family",
+        series: rewritten.dropped_reserved,
+    }
+    .emit(metrics);
     let admitted = match state
         .limiter
         .admit(&identity.tenant, rewritten.series, Instant::now())
     {
         Ok(admitted) => admitted,
         Err(Refused { limit, retry_after }) => {
-            metrics.refused(&identity.tenant, limit);
+            GatewayRefused {
+                tenant: &identity.tenant,
+                limit: limit.as_str(),
+            }
+            .emit(metrics);
             let mut response = answer(
                 metrics,
                 origin,
@@ -211,7 +222,12 @@ async fn receive(
         }
     };
     for (limit, count) in &admitted.dropped {
-        metrics.dropped(&identity.tenant, limit.as_str(), *count);
+        GatewaySeriesDropped {
+            tenant: &identity.tenant,
+            reason: limit.as_str(),
+            series: *count,
+        }
+        .emit(metrics);
     }
     state.metrics.set_tracked(state.limiter.tracked());
     if admitted.series.is_empty() {
@@ -223,7 +239,11 @@ async fn receive(
         .send(&identity.tenant, admitted.series, metadata)
         .await;
     if upstream.status.is_success() {
-        metrics.forwarded(&identity.tenant, samples);
+        GatewayForwarded {
+            tenant: &identity.tenant,
+            samples,
+        }
+        .emit(metrics);
     }
     answer(metrics, origin, upstream.status, upstream.reason)
 }

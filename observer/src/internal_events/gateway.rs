@@ -1,4 +1,6 @@
-//! The gateway's own metrics, served on its metrics address (`docs/metrics.yaml`):
+//! The receive gateway's events and the counters they own ([`GatewayAnswered`],
+//! [`GatewayRefused`], [`GatewaySeriesDropped`], [`GatewayForwarded`]), served on its
+//! metrics address (`docs/metrics.yaml`):
 //!
 //! | metric | labels |
 //! |---|---|
@@ -15,15 +17,11 @@
 //! provider's tenants and nothing a sender makes up; `path`, `code`, `limit` and
 //! `reason` are closed sets.
 
-use axum::http::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-
-use super::limits::LimitKind;
-use super::rewrite::Origin;
 
 /// Labels of `kaas_gateway_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,46 +103,111 @@ impl GatewayMetrics {
         );
     }
 
-    pub(super) fn request(&self, origin: Origin, status: StatusCode) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                path: origin.as_str(),
-                code: status.as_u16(),
-            })
-            .inc();
-    }
-
-    pub(super) fn refused(&self, tenant: &str, limit: LimitKind) {
-        self.refused
-            .get_or_create(&RefusalLabels {
-                tenant: tenant.to_owned(),
-                limit: limit.as_str(),
-            })
-            .inc();
-    }
-
-    pub(super) fn dropped(&self, tenant: &str, reason: &'static str, count: usize) {
-        if count == 0 {
-            return;
-        }
-        self.dropped
-            .get_or_create(&DropLabels {
-                tenant: tenant.to_owned(),
-                reason,
-            })
-            .inc_by(count as u64);
-    }
-
-    pub(super) fn forwarded(&self, tenant: &str, samples: usize) {
-        self.forwarded
-            .get_or_create(&TenantLabel {
-                tenant: tenant.to_owned(),
-            })
-            .inc_by(samples as u64);
-    }
-
-    pub(super) fn set_tracked(&self, (tenants, series): (usize, usize)) {
+    /// Sets how many tenants and active series this replica tracks.
+    pub fn set_tracked(&self, (tenants, series): (usize, usize)) {
         self.tenants.set(i64::try_from(tenants).unwrap_or(i64::MAX));
         self.series.set(i64::try_from(series).unwrap_or(i64::MAX));
+    }
+}
+
+/// A request was answered: counted by path and status. Its log line, naming the
+/// cluster, is the server's.
+#[derive(Clone, Copy, Debug)]
+pub struct GatewayAnswered {
+    /// `workload` or `agent`.
+    pub path: &'static str,
+    /// The HTTP status answered.
+    pub code: u16,
+}
+
+impl GatewayAnswered {
+    /// Counts the answer in `metrics`.
+    pub fn emit(self, metrics: &GatewayMetrics) {
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                path: self.path,
+                code: self.code,
+            })
+            .inc();
+    }
+}
+
+/// A request refused whole because its tenant was over an ingest limit: counted by
+/// tenant and limit, and logged at debug level (the agent is told with 429 and retries;
+/// `KaasGatewayIngestRefused` alerts on the count).
+#[derive(Clone, Copy, Debug)]
+pub struct GatewayRefused<'a> {
+    /// The tenant, from the agent's certificate.
+    pub tenant: &'a str,
+    /// `samples_per_second` or `tenants`.
+    pub limit: &'static str,
+}
+
+impl GatewayRefused<'_> {
+    /// Counts and logs the refusal.
+    pub fn emit(self, metrics: &GatewayMetrics) {
+        metrics
+            .refused
+            .get_or_create(&RefusalLabels {
+                tenant: self.tenant.to_owned(),
+                limit: self.limit,
+            })
+            .inc();
+        tracing::debug!(
+            tenant = self.tenant,
+            limit = self.limit,
+            "ingest limit reached; refused"
+        );
+    }
+}
+
+/// Series of a request the gateway dropped (a reserved family on a path that may not
+/// carry it, a new series past a limit): counted by tenant and reason; nothing counted
+/// when none was dropped.
+#[derive(Clone, Copy, Debug)]
+pub struct GatewaySeriesDropped<'a> {
+    /// The tenant, from the agent's certificate.
+    pub tenant: &'a str,
+    /// `reserved_family`, `active_series` or `tracked_series`.
+    pub reason: &'static str,
+    /// How many series.
+    pub series: usize,
+}
+
+impl GatewaySeriesDropped<'_> {
+    /// Counts the drop.
+    pub fn emit(self, metrics: &GatewayMetrics) {
+        if self.series == 0 {
+            return;
+        }
+        metrics
+            .dropped
+            .get_or_create(&DropLabels {
+                tenant: self.tenant.to_owned(),
+                reason: self.reason,
+            })
+            .inc_by(self.series as u64);
+    }
+}
+
+/// Samples Thanos receive accepted for a tenant.
+#[derive(Clone, Copy, Debug)]
+pub struct GatewayForwarded<'a> {
+    /// The tenant, from the agent's certificate.
+    pub tenant: &'a str,
+    /// How many samples.
+    pub samples: usize,
+}
+
+impl GatewayForwarded<'_> {
+    /// Counts the samples.
+    pub fn emit(self, metrics: &GatewayMetrics) {
+        metrics
+            .forwarded
+            .get_or_create(&TenantLabel {
+                tenant: self.tenant.to_owned(),
+            })
+            .inc_by(self.samples as u64);
     }
 }
