@@ -13,6 +13,27 @@
 //! a tenant can write: the REST API, the labels of a Cluster API `Cluster`, the entries
 //! of a KaaS inventory. Only the observer sets them, after the check.
 
+/// The label that records which onboarding source registered a cluster (its value is
+/// the source's name, `onboarding::Source::as_str`).
+pub const SOURCE_LABEL: &str = "kaas-observer.io/source";
+/// The [`SOURCE_LABEL`] of clusters the Cluster API source registered: it installs
+/// every one's agent itself.
+pub const CLUSTER_API_SOURCE: &str = "cluster-api";
+/// The label that says the observer installs the cluster's agent itself (value
+/// [`AGENT_INSTALLED_BY_OBSERVER`]): set on inventory clusters whose entry names a
+/// kubeconfig. Cluster API clusters carry their source label instead.
+pub const AGENT_INSTALLER_LABEL: &str = "kaas-observer.io/agent-installer";
+/// The value of [`AGENT_INSTALLER_LABEL`].
+pub const AGENT_INSTALLED_BY_OBSERVER: &str = "observer";
+
+/// Whether the observer installs the agent of a cluster with these `labels` itself, so
+/// nobody has to run the install command.
+pub fn agent_installed_by_observer(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels.get(SOURCE_LABEL).map(String::as_str) == Some(CLUSTER_API_SOURCE)
+        || labels.get(AGENT_INSTALLER_LABEL).map(String::as_str)
+            == Some(AGENT_INSTALLED_BY_OBSERVER)
+}
+
 /// The domain whose label prefixes are the observer's own.
 pub const RESERVED_DOMAIN: &str = "kaas-observer.io";
 

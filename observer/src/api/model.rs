@@ -271,8 +271,8 @@ pub struct ClusterView {
 impl ClusterView {
     /// The view of a stored cluster, without agent reports.
     pub fn from_cluster(cluster: Cluster) -> Self {
-        let install_command = (crate::onboarding::inventory::awaits_agent(&cluster)
-            && !crate::onboarding::agent_installed_by_observer(&cluster))
+        let install_command = (cluster.awaits_agent()
+            && !crate::labels::agent_installed_by_observer(&cluster.labels))
         .then(|| install_command(&cluster));
         Self {
             install_command,

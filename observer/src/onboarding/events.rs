@@ -29,7 +29,7 @@ impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Inventory => "inventory",
-            Self::ClusterApi => "cluster-api",
+            Self::ClusterApi => crate::labels::CLUSTER_API_SOURCE,
         }
     }
 

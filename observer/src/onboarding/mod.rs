@@ -72,28 +72,7 @@ use crate::egress::EgressPolicy;
 use crate::lifecycle;
 use crate::store::{Cluster, ClusterState, HeldDeletion, Store, StoreError, now_ms};
 
-/// The label that records which source registered a cluster (its value is
-/// [`Source::as_str`]).
-pub const SOURCE_LABEL: &str = "kaas-observer.io/source";
-
-/// The label that says the observer installs the cluster's agent itself (value
-/// [`AGENT_INSTALLED_BY_OBSERVER`]): set on inventory clusters whose entry names a
-/// kubeconfig. Cluster API clusters are always installed by the observer and carry
-/// their source label instead. Reserved like the source label.
-pub const AGENT_INSTALLER_LABEL: &str = "kaas-observer.io/agent-installer";
-/// The value of [`AGENT_INSTALLER_LABEL`].
-pub const AGENT_INSTALLED_BY_OBSERVER: &str = "observer";
-
-/// Whether the observer installs `cluster`'s agent itself (so nobody has to run the
-/// install command).
-pub fn agent_installed_by_observer(cluster: &Cluster) -> bool {
-    managed_by(cluster, Source::ClusterApi)
-        || cluster
-            .labels
-            .get(AGENT_INSTALLER_LABEL)
-            .map(String::as_str)
-            == Some(AGENT_INSTALLED_BY_OBSERVER)
-}
+pub use crate::labels::{AGENT_INSTALLED_BY_OBSERVER, AGENT_INSTALLER_LABEL, SOURCE_LABEL};
 
 /// Whether `cluster` was registered by `source`.
 pub fn managed_by(cluster: &Cluster, source: Source) -> bool {

@@ -74,6 +74,13 @@ pub struct Cluster {
     pub incarnation: String,
 }
 
+impl Cluster {
+    /// Whether it waits for its first agent: registered, and no agent ever joined.
+    pub fn awaits_agent(&self) -> bool {
+        self.state == ClusterState::Provisioning && self.agent_instance_id.is_none()
+    }
+}
+
 impl HeardFrom for Cluster {
     fn state(&self) -> ClusterState {
         self.state

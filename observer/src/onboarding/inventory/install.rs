@@ -35,7 +35,7 @@ use super::{Inventory, InventoryCluster};
 use crate::api::manifest::ManifestInput;
 use crate::onboarding::capi::install::{self, InstallError, WorkloadConnector};
 use crate::onboarding::{ClusterAction, OnboardingMetrics, Source};
-use crate::store::{Cluster, ClusterState, Store};
+use crate::store::{Cluster, Store};
 
 /// Largest kubeconfig an entry may carry: a kubeconfig with an embedded CA, client
 /// certificate and key is a few kilobytes; anything near this is not one.
@@ -73,11 +73,6 @@ pub fn check_kubeconfig(text: &str) -> Result<SecretString, String> {
     }
     install::parse_kubeconfig(text)?;
     Ok(SecretString::new(text))
-}
-
-/// Whether the observer should install `cluster`'s agent: its agent never joined.
-pub fn awaits_agent(cluster: &Cluster) -> bool {
-    cluster.state == ClusterState::Provisioning && cluster.agent_instance_id.is_none()
 }
 
 /// The installs of one inventory source, with the time of each listed cluster's last
@@ -122,7 +117,7 @@ impl Installer {
             }) else {
                 continue;
             };
-            if !awaits_agent(cluster)
+            if !cluster.awaits_agent()
                 || self
                     .attempts
                     .get(&listed.name)

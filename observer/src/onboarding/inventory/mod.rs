@@ -84,8 +84,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 pub use self::install::{
-    AgentInstall, INSTALL_RETRY_INTERVAL, INSTALL_TOKEN_TTL, MAX_KUBECONFIG_BYTES, awaits_agent,
-    check_kubeconfig,
+    AgentInstall, INSTALL_RETRY_INTERVAL, INSTALL_TOKEN_TTL, MAX_KUBECONFIG_BYTES, check_kubeconfig,
 };
 pub use self::plan::{Missing, PlanRules, PollPlan, Step, plan};
 use super::{
