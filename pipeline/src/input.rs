@@ -21,11 +21,17 @@ pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest a scrape may take by default, as in Prometheus; capped at the interval.
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Namespaces excluded from workload inputs unless `system: true` or listed in
-/// `include`: Kubernetes' own and the agent's. Their metrics come through `runtime`.
+/// `include`: Kubernetes' own, the agent's (`kaas-observer`, with kube-state-metrics),
+/// the node-level producers' (`kaas-observer-node`, node-exporter) and the observer's
+/// (`kaas-observer-system`, in a management cluster). The provider's central pipeline
+/// collects them (issue 15, finding 3: before, the agent's own namespace was missing
+/// here, so tenant pipelines would have scraped the producers installed with it).
 pub const SYSTEM_NAMESPACES: &[&str] = &[
     "kube-system",
     "kube-public",
     "kube-node-lease",
+    "kaas-observer",
+    "kaas-observer-node",
     "kaas-observer-system",
 ];
 
