@@ -31,12 +31,14 @@
 //! cluster CA and its certificates; [`egress`] decides what the observer may contact;
 //! [`secrets`] seals stored secrets; [`listeners`] serve the API and `/metrics` apart;
 //! [`telemetry`] and [`internal_events`] are the observer's own metrics and events;
-//! [`cli`] is the `observer` command's client side.
+//! [`cli`] is the `observer` command's client side; [`control_plane`] is each
+//! cluster's setting of which control-plane components the central pipeline scrapes.
 
 pub mod api;
 pub mod cli;
 pub mod cluster_id;
 pub mod control;
+pub mod control_plane;
 pub mod egress;
 pub mod fleet;
 pub mod identity;

@@ -1,6 +1,26 @@
 //! The default central pipeline every cluster runs: its workloads' and runtime's
-//! metrics, and the agent's own `/metrics`, to the provider's Thanos receive, with the
-//! cluster's tenant in the tenant header.
+//! metrics, the cluster health data, and the agent's own `/metrics`, to the provider's
+//! Thanos receive, with the cluster's tenant in the tenant header.
+//!
+//! # What it scrapes (the input side)
+//! Each source with the `job` the alerts in `alerts/` select
+//! (`observer/tests/alert_inputs.rs` checks every rule against these jobs):
+//!
+//! | `job` | how |
+//! |---|---|
+//! | `kubelet` | the runtime input, `metrics_path` `/metrics`, `/metrics/cadvisor`, `/metrics/resource`, every namespace |
+//! | `kube-state-metrics` | the Service [`KUBE_STATE_METRICS_ADDRESS`] installed with the agent, `honor_labels` (its `namespace`/`pod` are the objects') |
+//! | `node-exporter` | the DaemonSet's pods in [`NODE_EXPORTER_NAMESPACE`], found by their `prometheus.io` annotations |
+//! | `apiserver`, `kube-scheduler`, `kube-controller-manager`, `etcd`, `coredns` | the cluster's control-plane setting ([`crate::control_plane`]) |
+//! | [`AGENT_JOB`] | the agent's own `/metrics` |
+//!
+//! Annotated workloads are collected from every namespace, `kube-system` included: the
+//! provider's pipeline watches the whole cluster, while tenant pipelines keep leaving
+//! the system namespaces out by default.
+//!
+//! Issue 15, finding 3: this pipeline used to scrape only annotated workloads outside
+//! the system namespaces, the kubelets and the agent; with no kube-state-metrics, no
+//! node exporter and no control plane, 11 of the 15 Kubernetes alerts had no input.
 //!
 //! Nothing is stored per cluster: [`central_pipeline`] is a pure function of the
 //! [`CentralPipelineSettings`] (from `observer serve` flags) and the cluster, and the
@@ -23,6 +43,8 @@ use kaas_pipeline::buffer::Buffer;
 use kaas_pipeline::input::{
     Input, NamespaceSelector, RuntimeInput, StaticInput, StaticTargetGroup, WorkloadInput,
 };
+
+use crate::control_plane::ValidatedControlPlane;
 use kaas_pipeline::output::{Authentication, Header, Output, RemoteWriteOutput, Tls};
 use kaas_pipeline::processors::{Processors, RelabelConfig};
 use kaas_pipeline::secret::SecretString;
@@ -50,6 +72,18 @@ pub const DEFAULT_AGENT_METRICS_ADDRESS: &str = "127.0.0.1:8429";
 pub const AGENT_JOB: &str = "kaas-agent";
 /// The label naming a series' tenant, as on the fleet series (`docs/metrics.md`).
 pub const TENANT_LABEL: &str = "tenant";
+/// The `job` of kube-state-metrics' series.
+pub const KUBE_STATE_METRICS_JOB: &str = "kube-state-metrics";
+/// kube-state-metrics' Service as the agent reaches it (`deploy/agent/base`, in the
+/// agent's namespace, port `http-metrics`); one replica, so one static target.
+pub const KUBE_STATE_METRICS_ADDRESS: &str = "kube-state-metrics.kaas-observer.svc:8080";
+/// The `job` of the node exporters' series.
+pub const NODE_EXPORTER_JOB: &str = "node-exporter";
+/// The namespace of the node-exporter DaemonSet (`deploy/agent/base/node-exporter.yaml`),
+/// the node-level pods' own, at the `privileged` Pod Security level.
+pub const NODE_EXPORTER_NAMESPACE: &str = "kaas-observer-node";
+/// The `app.kubernetes.io/name` of the node-exporter pods.
+pub const NODE_EXPORTER_APP: &str = "node-exporter";
 
 /// Whether `name` is reserved for the observer's own pipelines. The API should refuse
 /// tenant pipelines with such names.
@@ -119,26 +153,51 @@ impl CentralPipelineSettings {
     /// tenant: a bad URL, header or buffer is reported with its field path before any
     /// agent is configured.
     pub fn check(&self) -> Result<(), ValidationErrors> {
-        kaas_pipeline::validate(&self.resource("example-tenant"), &provider_validation()).map(drop)
+        kaas_pipeline::validate(
+            &self.resource("example-tenant", &ValidatedControlPlane::default()),
+            &provider_validation(),
+        )
+        .map(drop)
     }
 
     /// What the pipeline's buffer may hold on every cluster (its `maxBytes`), which
     /// the observer reserves in each cluster's buffer budget.
     pub fn buffer_max_bytes(&self) -> u64 {
-        kaas_pipeline::validate(&self.resource("example-tenant"), &provider_validation()).map_or(
+        kaas_pipeline::validate(
+            &self.resource("example-tenant", &ValidatedControlPlane::default()),
+            &provider_validation(),
+        )
+        .map_or(
             kaas_pipeline::buffer::DEFAULT_BUFFER_MAX_BYTES,
             |pipeline| pipeline.buffer.max_bytes.get(),
         )
     }
 
-    /// The pipeline resource with `tenant` in the tenant header.
-    fn resource(&self, tenant: &str) -> MetricPipeline {
+    /// The pipeline resource with `tenant` in the tenant header, scraping the control
+    /// plane as `control_plane` says.
+    fn resource(&self, tenant: &str, control_plane: &ValidatedControlPlane) -> MetricPipeline {
         let scrape = &self.scrape;
+        let mut targets = vec![
+            StaticTargetGroup {
+                addresses: vec![self.agent_metrics_address.clone()],
+                labels: BTreeMap::from([("job".to_owned(), AGENT_JOB.to_owned())]),
+                ..StaticTargetGroup::default()
+            },
+            // kube-state-metrics' own `namespace`, `pod` and `container` labels name the
+            // objects it reports on, so they win over the target's.
+            StaticTargetGroup {
+                addresses: vec![KUBE_STATE_METRICS_ADDRESS.to_owned()],
+                labels: BTreeMap::from([("job".to_owned(), KUBE_STATE_METRICS_JOB.to_owned())]),
+                honor_labels: true,
+                ..StaticTargetGroup::default()
+            },
+        ];
+        targets.extend(control_plane.static_groups());
         let input = Input {
             scrape_interval: scrape.interval.clone(),
-            prometheus: scrape.prometheus_annotations.then(|| WorkloadInput {
+            prometheus: Some(WorkloadInput {
                 enabled: true,
-                namespaces: NamespaceSelector::default(),
+                namespaces: workload_namespaces(scrape.prometheus_annotations, control_plane),
             }),
             runtime: scrape.runtime.then(|| RuntimeInput {
                 enabled: true,
@@ -148,13 +207,7 @@ impl CentralPipelineSettings {
                 },
                 ..RuntimeInput::default()
             }),
-            static_targets: Some(StaticInput {
-                targets: vec![StaticTargetGroup {
-                    addresses: vec![self.agent_metrics_address.clone()],
-                    labels: BTreeMap::from([("job".to_owned(), AGENT_JOB.to_owned())]),
-                    ..StaticTargetGroup::default()
-                }],
-            }),
+            static_targets: Some(StaticInput { targets }),
             ..Input::default()
         };
         let output = Output {
@@ -171,14 +224,16 @@ impl CentralPipelineSettings {
             }),
             otlp: None,
         };
+        let mut relabel_configs = job_rules(scrape.prometheus_annotations, control_plane);
         // Every target (so `up` and the scrape series too) gets the tenant label.
+        relabel_configs.push(RelabelConfig {
+            target_label: Some(TENANT_LABEL.to_owned()),
+            replacement: Some(tenant.to_owned()),
+            action: Some("replace".to_owned()),
+            ..RelabelConfig::default()
+        });
         let processors = Processors {
-            relabel_configs: vec![RelabelConfig {
-                target_label: Some(TENANT_LABEL.to_owned()),
-                replacement: Some(tenant.to_owned()),
-                action: Some("replace".to_owned()),
-                ..RelabelConfig::default()
-            }],
+            relabel_configs,
             ..Processors::default()
         };
         MetricPipeline::new(
@@ -204,8 +259,107 @@ pub fn central_pipeline(
     settings: &CentralPipelineSettings,
     cluster: &Cluster,
 ) -> Result<ValidatedPipeline, ValidationErrors> {
-    kaas_pipeline::validate(&settings.resource(&cluster.tenant), &provider_validation())
+    central_pipeline_with(settings, &cluster.tenant, &ValidatedControlPlane::default())
 }
+
+/// The central pipeline of a cluster of `tenant` with the control-plane setting
+/// `control_plane` (see [`central_pipeline`]).
+pub fn central_pipeline_with(
+    settings: &CentralPipelineSettings,
+    tenant: &str,
+    control_plane: &ValidatedControlPlane,
+) -> Result<ValidatedPipeline, ValidationErrors> {
+    kaas_pipeline::validate(
+        &settings.resource(tenant, control_plane),
+        &provider_validation(),
+    )
+}
+
+/// The namespaces annotated workloads are found in: every one, the system namespaces
+/// included, when the provider collects annotated workloads; otherwise only those of
+/// the cluster health producers (node-exporter, the annotated control-plane Services).
+fn workload_namespaces(
+    annotations: bool,
+    control_plane: &ValidatedControlPlane,
+) -> NamespaceSelector {
+    if annotations {
+        return NamespaceSelector {
+            system: true,
+            ..NamespaceSelector::default()
+        };
+    }
+    let mut include = vec![NODE_EXPORTER_NAMESPACE.to_owned()];
+    for (namespace, _, _) in control_plane.services() {
+        if !include.iter().any(|n| n == namespace) {
+            include.push(namespace.to_owned());
+        }
+    }
+    NamespaceSelector {
+        include,
+        ..NamespaceSelector::default()
+    }
+}
+
+/// Target relabel rules naming the jobs of the producers found by discovery: the
+/// node-exporter pods (by namespace and app label, so a workload elsewhere cannot pass
+/// for one) and the annotated control-plane Services. Without annotated workloads in
+/// general, every other discovered target is dropped.
+fn job_rules(annotations: bool, control_plane: &ValidatedControlPlane) -> Vec<RelabelConfig> {
+    let name = |source: &[&str], regex: String, job: &str| RelabelConfig {
+        source_labels: Some(source.iter().map(|s| (*s).to_owned()).collect()),
+        regex: Some(regex),
+        target_label: Some("job".to_owned()),
+        replacement: Some(job.to_owned()),
+        action: Some("replace".to_owned()),
+        ..RelabelConfig::default()
+    };
+    let mut rules = vec![name(
+        &[
+            "__meta_kubernetes_namespace",
+            "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+        ],
+        format!("{NODE_EXPORTER_NAMESPACE};{NODE_EXPORTER_APP}"),
+        NODE_EXPORTER_JOB,
+    )];
+    let mut jobs: Vec<String> = [
+        AGENT_JOB,
+        KUBE_STATE_METRICS_JOB,
+        NODE_EXPORTER_JOB,
+        KUBELET_JOB,
+    ]
+    .map(str::to_owned)
+    .into();
+    for (namespace, service, job) in control_plane.services() {
+        rules.push(name(
+            &[
+                "__meta_kubernetes_namespace",
+                "__meta_kubernetes_service_name",
+            ],
+            format!("{namespace};{service}"),
+            job,
+        ));
+        jobs.push(job.to_owned());
+    }
+    if !annotations {
+        jobs.extend(
+            control_plane
+                .static_groups()
+                .iter()
+                .filter_map(|g| g.labels.get("job").cloned()),
+        );
+        rules.push(RelabelConfig {
+            source_labels: Some(vec!["job".to_owned()]),
+            regex: Some(jobs.join("|")),
+            action: Some("keep".to_owned()),
+            ..RelabelConfig::default()
+        });
+    }
+    rules
+}
+
+/// The `job` of the kubelet targets of the runtime input (set by the agent, as the
+/// kubernetes-mixin expects; `metrics_path` tells its three endpoints apart).
+pub const KUBELET_JOB: &str = "kubelet";
 
 /// How the provider's own pipeline is validated: distributed by the observer (so no
 /// file reads), but free to set the tenant header tenants may not, to write to the
@@ -275,10 +429,10 @@ mod tests {
     fn every_target_is_labelled_with_the_clusters_tenant() {
         let pipeline = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
         let rules = &pipeline.processors.relabel;
-        assert_eq!(rules.len(), 1);
-        assert_eq!(rules[0].target_label, "tenant");
-        assert_eq!(rules[0].replacement, "shop");
-        assert!(rules[0].regex.is_match(""));
+        let last = rules.last().unwrap();
+        assert_eq!(last.target_label, "tenant");
+        assert_eq!(last.replacement, "shop");
+        assert!(last.regex.is_match(""));
     }
 
     #[test]
@@ -300,7 +454,6 @@ mod tests {
         let pipeline = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
         let input = &pipeline.spec().input;
         let groups = &input.static_targets.as_ref().unwrap().targets;
-        assert_eq!(groups.len(), 1);
         assert_eq!(groups[0].addresses, vec!["127.0.0.1:8429".to_owned()]);
         assert_eq!(
             groups[0].labels.get("job").map(String::as_str),
@@ -309,6 +462,126 @@ mod tests {
         assert!(input.prometheus.as_ref().is_some_and(|p| p.enabled));
         let runtime = input.runtime.as_ref().unwrap();
         assert!(runtime.enabled && runtime.namespaces.system);
+    }
+
+    /// The meta labels of a node-exporter pod, as pod discovery gives them.
+    const NODE_EXPORTER_POD: &[(&str, &str)] = &[
+        ("__meta_kubernetes_namespace", NODE_EXPORTER_NAMESPACE),
+        (
+            "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+            NODE_EXPORTER_APP,
+        ),
+    ];
+    /// The meta labels of an endpoint of CoreDNS' Service.
+    const COREDNS_SERVICE: &[(&str, &str)] = &[
+        ("__meta_kubernetes_namespace", "kube-system"),
+        ("__meta_kubernetes_service_name", "kube-dns"),
+    ];
+
+    /// The `job` a discovered target ends with, through the pipeline's target rules.
+    fn job_of(pipeline: &ValidatedPipeline, meta: &[(&str, &str)]) -> Option<String> {
+        let mut labels: BTreeMap<String, String> = meta
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        labels.insert("job".into(), CENTRAL_PIPELINE_NAME.into());
+        for rule in &pipeline.processors.relabel {
+            let source = rule
+                .source_labels
+                .iter()
+                .map(|l| labels.get(l).cloned().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(&rule.separator);
+            let matched = rule.regex.is_match(&source);
+            match rule.action {
+                kaas_pipeline::processors::RelabelAction::Keep if !matched => return None,
+                kaas_pipeline::processors::RelabelAction::Replace if matched => {
+                    labels.insert(rule.target_label.clone(), rule.replacement.clone());
+                }
+                _ => {}
+            }
+        }
+        labels.get("job").cloned()
+    }
+
+    /// Issue 15, finding 3: the cluster health producers are scraped with the jobs the
+    /// alerts select; kube-system is collected; a workload elsewhere that calls itself
+    /// node-exporter keeps the pipeline's job.
+    #[test]
+    fn the_cluster_health_producers_are_scraped_with_their_jobs() {
+        let pipeline = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
+        let input = &pipeline.spec().input;
+        let groups = &input.static_targets.as_ref().unwrap().targets;
+        let ksm = groups
+            .iter()
+            .find(|g| g.labels["job"] == KUBE_STATE_METRICS_JOB)
+            .unwrap();
+        assert_eq!(ksm.addresses, [KUBE_STATE_METRICS_ADDRESS]);
+        assert!(ksm.honor_labels);
+        let namespaces = &input.prometheus.as_ref().unwrap().namespaces;
+        assert!(namespaces.admits("kube-system") && namespaces.admits(NODE_EXPORTER_NAMESPACE));
+        assert_eq!(
+            job_of(&pipeline, NODE_EXPORTER_POD).as_deref(),
+            Some(NODE_EXPORTER_JOB)
+        );
+        let impostor = [
+            ("__meta_kubernetes_namespace", "shop"),
+            (
+                "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+                NODE_EXPORTER_APP,
+            ),
+        ];
+        assert_eq!(
+            job_of(&pipeline, &impostor).as_deref(),
+            Some(CENTRAL_PIPELINE_NAME)
+        );
+        assert_eq!(
+            job_of(&pipeline, COREDNS_SERVICE).as_deref(),
+            Some("coredns")
+        );
+    }
+
+    #[test]
+    fn the_clusters_control_plane_setting_decides_what_of_it_is_scraped() {
+        let setting: crate::control_plane::ControlPlaneScrape =
+            serde_json::from_value(serde_json::json!({
+                "etcd": {"addresses": ["10.0.0.10:2381"]},
+                "coredns": {"notScraped": "hosted DNS"}
+            }))
+            .unwrap();
+        let control_plane = setting.validate().unwrap();
+        let mut settings = settings();
+        settings.scrape.prometheus_annotations = false;
+        let pipeline = central_pipeline_with(&settings, "shop", &control_plane).unwrap();
+        let groups = &pipeline
+            .spec()
+            .input
+            .static_targets
+            .as_ref()
+            .unwrap()
+            .targets;
+        let etcd = groups.iter().find(|g| g.labels["job"] == "etcd").unwrap();
+        assert_eq!(etcd.addresses, ["10.0.0.10:2381"]);
+        // Without annotated workloads, only the producers' namespaces are watched and
+        // any other discovered target is dropped; CoreDNS is not scraped.
+        let namespaces = &pipeline
+            .spec()
+            .input
+            .prometheus
+            .as_ref()
+            .unwrap()
+            .namespaces;
+        assert_eq!(namespaces.include, [NODE_EXPORTER_NAMESPACE]);
+        assert_eq!(job_of(&pipeline, COREDNS_SERVICE), None);
+        assert_eq!(
+            job_of(&pipeline, NODE_EXPORTER_POD).as_deref(),
+            Some(NODE_EXPORTER_JOB)
+        );
+        assert_eq!(
+            job_of(&pipeline, &[]),
+            None,
+            "an annotated workload is dropped"
+        );
     }
 
     #[test]
@@ -320,7 +593,12 @@ mod tests {
             interval: Some("15s".into()),
         };
         let pipeline = central_pipeline(&settings, &cluster("edge-1", "shop")).unwrap();
-        assert!(pipeline.spec().input.prometheus.is_none());
+        // Annotated workloads only in the producers' namespaces (node-exporter, CoreDNS).
+        let prometheus = pipeline.spec().input.prometheus.as_ref().unwrap();
+        assert_eq!(
+            prometheus.namespaces.include,
+            [NODE_EXPORTER_NAMESPACE, "kube-system"]
+        );
         assert!(pipeline.spec().input.runtime.is_none());
         assert_eq!(pipeline.scrape.interval, std::time::Duration::from_secs(15));
     }

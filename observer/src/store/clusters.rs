@@ -145,6 +145,7 @@ impl Store {
         quotas::enforce(transaction, &new.tenant, quotas::Quota::Clusters).await?;
         let id = global_cluster_id(&new.tenant, &new.name);
         budgets::forget_cluster_budget(transaction, &new.tenant, &id).await?;
+        super::control_planes::forget_cluster_control_plane(transaction, &new.tenant, &id).await?;
         let now = now_ms();
         let row = clusters::ActiveModel {
             name: Set(id.clone()),

@@ -11,6 +11,7 @@
 //! advisory lock (see [`super::Store::connect`]); the DDL runs in a transaction.
 
 mod budgets;
+mod control_planes;
 mod identity;
 mod probes;
 mod quotas;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(tenancy::AddAuditLogIndexes),
             Box::new(identity::AddClusterLocalNames),
             Box::new(identity::CreateAgentCertificates),
+            Box::new(control_planes::CreateClusterControlPlanes),
         ]
     }
 
@@ -450,6 +452,7 @@ mod tests {
                 "m20261201_000102_add_audit_log_indexes",
                 "m20261201_000001_add_cluster_local_names",
                 "m20261201_000002_create_agent_certificates",
+                "m20261207_000001_create_cluster_control_planes",
             ]
         );
     }
