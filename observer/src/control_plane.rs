@@ -1,5 +1,6 @@
 //! Which control-plane components the central pipeline scrapes on one cluster, and how:
-//! a per-cluster setting from onboarding (`PUT /api/v1/clusters/{name}/control-plane`),
+//! a per-cluster setting from onboarding (`PUT /api/v1/clusters/{name}/control-plane`,
+//! `observer cluster add --control-plane`, `observer cluster control-plane --set`),
 //! parsed, validated with field paths, stored validated, and rendered into the central pipeline
 //! ([`crate::rendering::central`]).
 //!

@@ -18,6 +18,9 @@
 //!   series (agent, observer, probes), and the scrape's own `up`/`scrape_*`;
 //! - a selector without a `job` matcher must still name a family some producer
 //!   exports;
+//! - no rule looks at whether a control-plane component is scraped (`up` and the other
+//!   scrape series of those jobs): one a cluster cannot reach is shown in its
+//!   control-plane status with the reason, never alerted on;
 //! - every producer is an object in `deploy/agent/base`, in the API's install manifest
 //!   and so in what the Cluster API installer applies (the same documents);
 //! - the node-exporter families the rules use appear in the output of the real Debian
@@ -433,6 +436,23 @@ fn input_problems(
             .filter(|job| job_matchers.iter().all(|(op, v)| passes(op, v, &job.name)))
             .collect();
         let text = format!("{}{:?}", selector.metric, selector.matchers);
+        // A control-plane component a cluster cannot reach is shown in its control-plane
+        // status with the reason, never alerted on: no rule may look at whether one is
+        // scraped.
+        if SCRAPE_SERIES.contains(&selector.metric.as_str()) {
+            let watched: Vec<&str> = COMPONENTS
+                .iter()
+                .map(|c| c.job())
+                .filter(|job| job_matchers.iter().all(|(op, v)| passes(op, v, job)))
+                .collect();
+            if !watched.is_empty() {
+                problems.push(format!(
+                    "{rule}: {text}: alerts on whether control-plane components {watched:?} \
+                     are reachable"
+                ));
+                continue;
+            }
+        }
         if !job_matchers.is_empty() && selected.is_empty() {
             problems.push(format!(
                 "{rule}: {text}: no rendered scrape job matches its job"
@@ -518,6 +538,14 @@ fn a_rule_whose_input_nothing_produces_fails() {
         (
             "ControlPlaneWithoutFamilyList",
             "no producer it selects exports etcd_server_has_leader",
+        ),
+        (
+            "UnreachableControlPlane",
+            "alerts on whether control-plane components [\"etcd\"] are reachable",
+        ),
+        (
+            "AnyTargetDown",
+            "alerts on whether control-plane components",
         ),
     ];
     let rules = rules_of(&path);
