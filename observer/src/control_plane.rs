@@ -20,10 +20,15 @@
 //!   status shows ([`ValidatedControlPlane::not_scraped`]). A component that is not
 //!   scraped has no series, so no alert fires for it.
 //!
-//! The agent sends no credentials to these targets: the agent's own token goes only to
-//! kubelets (`kaas_pipeline::sealed`). Components that need a token or client
-//! certificates on their metrics port therefore default to `notScraped` with that
-//! reason ([`DEFAULT_NOT_SCRAPED`]).
+//! With `serviceAccountCredentials` (https only) the agent scrapes `addresses` with its
+//! service-account token and verifies them against the cluster CA, as it scrapes
+//! kubelets; the targets are sealed against relabeling and the token is bound to each
+//! target's URL (`kaas_pipeline::sealed`). By default the API server is scraped that
+//! way through `kubernetes.default.svc:443` ([`DEFAULT_APISERVER_ADDRESS`]) and CoreDNS
+//! through its annotated Service; kube-scheduler, kube-controller-manager and etcd,
+//! which kubeadm binds to 127.0.0.1 or protects with client certificates, are
+//! `notScraped` with that reason ([`DEFAULT_NOT_SCRAPED`]). The agent has no etcd client
+//! certificate: etcd is scraped on its plain metrics listener or not at all.
 
 use std::collections::BTreeSet;
 
@@ -89,22 +94,18 @@ impl Component {
 }
 
 /// Why a component is not scraped when the cluster's setting does not say.
-pub const DEFAULT_NOT_SCRAPED: [(Component, &str); 4] = [
-    (
-        Component::Apiserver,
-        "the API server's /metrics needs a bearer token, and the agent sends its token only \
-         to kubelets; set addresses of an endpoint that serves /metrics without one, or leave \
-         the API server to the provider's control-plane monitoring",
-    ),
+pub const DEFAULT_NOT_SCRAPED: [(Component, &str); 3] = [
     (
         Component::KubeScheduler,
         "kube-scheduler binds its metrics port to 127.0.0.1 on the control-plane nodes by \
-         default and needs a token; set addresses once it is reachable without one",
+         default; set addresses (with serviceAccountCredentials) once it listens on an \
+         address the agent reaches",
     ),
     (
         Component::KubeControllerManager,
         "kube-controller-manager binds its metrics port to 127.0.0.1 on the control-plane \
-         nodes by default and needs a token; set addresses once it is reachable without one",
+         nodes by default; set addresses (with serviceAccountCredentials) once it listens on \
+         an address the agent reaches",
     ),
     (
         Component::Etcd,
@@ -112,6 +113,10 @@ pub const DEFAULT_NOT_SCRAPED: [(Component, &str); 4] = [
          (--listen-metrics-urls=http://<node address>:2381)",
     ),
 ];
+
+/// The API server as every pod reaches it (the `default/kubernetes` Service), scraped
+/// with the agent's token and verified against the cluster CA.
+pub const DEFAULT_APISERVER_ADDRESS: &str = "kubernetes.default.svc:443";
 
 /// CoreDNS' Service as kubeadm (and most distributions) create it, annotated with
 /// `prometheus.io/scrape: "true"` and `prometheus.io/port: "9153"`.
@@ -131,6 +136,12 @@ pub struct ComponentScrape {
     /// The path to scrape, with `addresses`. Default `/metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_path: Option<String>,
+    /// Scrape `addresses` with the agent's service-account token, verifying them
+    /// against the cluster CA (`scheme: https` only), as the API server,
+    /// kube-scheduler and kube-controller-manager want; the agent's ClusterRole grants
+    /// `get` on the non-resource URL `/metrics` for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service_account_credentials: bool,
     /// `namespace/name` of an annotated Service whose endpoints are scraped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
@@ -171,6 +182,8 @@ pub enum ValidatedComponent {
         scheme: Scheme,
         /// The path.
         metrics_path: String,
+        /// Scraped with the agent's token, verified against the cluster CA.
+        service_account_credentials: bool,
     },
     /// An annotated Service's endpoints.
     Service {
@@ -277,6 +290,14 @@ fn default_component(component: Component) -> ValidatedComponent {
             reason: (*reason).to_owned(),
         };
     }
+    if component == Component::Apiserver {
+        return ValidatedComponent::Addresses {
+            addresses: vec![DEFAULT_APISERVER_ADDRESS.to_owned()],
+            scheme: Scheme::Https,
+            metrics_path: kaas_pipeline::input::DEFAULT_METRICS_PATH.to_owned(),
+            service_account_credentials: true,
+        };
+    }
     let (namespace, name) = DEFAULT_COREDNS_SERVICE
         .split_once('/')
         .unwrap_or(("kube-system", "kube-dns"));
@@ -318,10 +339,21 @@ impl ComponentScrape {
                 "set exactly one of addresses, service and notScraped".to_owned(),
             );
         }
-        if self.addresses.is_empty() && (self.scheme.is_some() || self.metrics_path.is_some()) {
+        if self.addresses.is_empty()
+            && (self.scheme.is_some()
+                || self.metrics_path.is_some()
+                || self.service_account_credentials)
+        {
             add(
                 path.to_owned(),
-                "scheme and metricsPath apply to addresses only".to_owned(),
+                "scheme, metricsPath and serviceAccountCredentials apply to addresses only"
+                    .to_owned(),
+            );
+        }
+        if self.service_account_credentials && self.scheme != Some(Scheme::Https) {
+            add(
+                format!("{path}.serviceAccountCredentials"),
+                "needs scheme: https; the agent's token is never sent in clear text".to_owned(),
             );
         }
         if self.addresses.len() > MAX_ADDRESSES {
@@ -390,7 +422,12 @@ impl ComponentScrape {
         if errors.len() > before {
             return None;
         }
-        Some(if let Some(reason) = &self.not_scraped {
+        Some(self.decided())
+    }
+
+    /// The component as checked: what [`Self::validate`] returns once nothing is wrong.
+    fn decided(&self) -> ValidatedComponent {
+        if let Some(reason) = &self.not_scraped {
             ValidatedComponent::NotScraped {
                 reason: reason.trim().to_owned(),
             }
@@ -409,8 +446,9 @@ impl ComponentScrape {
                     .metrics_path
                     .clone()
                     .unwrap_or_else(|| kaas_pipeline::input::DEFAULT_METRICS_PATH.to_owned()),
+                service_account_credentials: self.service_account_credentials,
             }
-        })
+        }
     }
 }
 
@@ -456,11 +494,13 @@ impl ValidatedControlPlane {
                     addresses,
                     scheme,
                     metrics_path,
+                    service_account_credentials,
                 } => Some(StaticTargetGroup {
                     addresses: addresses.clone(),
                     labels: [("job".to_owned(), component.job().to_owned())].into(),
                     scheme: Some(*scheme),
                     metrics_path: Some(metrics_path.clone()),
+                    service_account_credentials: *service_account_credentials,
                     ..StaticTargetGroup::default()
                 }),
                 _ => None,
@@ -488,7 +528,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cluster_without_a_setting_scrapes_coredns_and_says_why_not_the_rest() {
+    fn a_cluster_without_a_setting_scrapes_the_api_server_and_coredns_and_says_why_not_the_rest() {
         let defaults = ValidatedControlPlane::default();
         assert_eq!(
             defaults.services(),
@@ -499,16 +539,13 @@ mod tests {
             .iter()
             .map(|(c, _)| c.job())
             .collect();
-        assert_eq!(
-            not,
-            [
-                "apiserver",
-                "kube-scheduler",
-                "kube-controller-manager",
-                "etcd"
-            ]
-        );
-        assert!(defaults.static_groups().is_empty());
+        assert_eq!(not, ["kube-scheduler", "kube-controller-manager", "etcd"]);
+        let groups = defaults.static_groups();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].labels["job"], "apiserver");
+        assert_eq!(groups[0].addresses, [DEFAULT_APISERVER_ADDRESS]);
+        assert_eq!(groups[0].scheme, Some(Scheme::Https));
+        assert!(groups[0].service_account_credentials);
     }
 
     #[test]
@@ -521,10 +558,10 @@ mod tests {
         .unwrap();
         let validated = setting.validate().unwrap();
         let groups = validated.static_groups();
-        assert_eq!(groups.len(), 2);
-        assert_eq!(groups[0].labels["job"], "kube-scheduler");
-        assert_eq!(groups[1].labels["job"], "etcd");
-        assert_eq!(groups[1].addresses.len(), 2);
+        let jobs: Vec<&str> = groups.iter().map(|g| g.labels["job"].as_str()).collect();
+        assert_eq!(jobs, ["apiserver", "kube-scheduler", "etcd"]);
+        assert_eq!(groups[2].addresses.len(), 2);
+        assert!(!groups[2].service_account_credentials);
         assert!(validated.services().is_empty());
         assert!(
             validated
@@ -615,6 +652,11 @@ mod tests {
                 serde_json::json!({"etcd": {"service": "a/b", "scheme": "https"}}),
                 "controlPlane.etcd",
                 "addresses only",
+            ),
+            (
+                serde_json::json!({"kubeScheduler": {"addresses": ["10.0.0.1:10259"], "serviceAccountCredentials": true}}),
+                "controlPlane.kubeScheduler.serviceAccountCredentials",
+                "https",
             ),
             (
                 serde_json::json!({"etcd": {"addresses": (0..=MAX_ADDRESSES).map(|i| format!("10.0.0.{i}:2381")).collect::<Vec<_>>()}}),

@@ -1094,6 +1094,20 @@ fn rbac_grants_only_what_each_program_reads() {
     let agent = role("kubectl kustomize deploy/agent/base", "cluster-agent")
         .expect("deploy/agent/base has the ClusterRole cluster-agent");
     assert_eq!(grants(&agent), expected, "the agent's discovery rules");
+    // Issue 15, finding 3: the API server's /metrics (and the control-plane components
+    // that authorize through it) with the agent's token; no other non-resource URL.
+    let non_resource: Vec<(Json, Json)> = agent["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|rule| rule.get("nonResourceURLs").is_some())
+        .map(|rule| (rule["nonResourceURLs"].clone(), rule["verbs"].clone()))
+        .collect();
+    assert_eq!(
+        non_resource,
+        [(serde_json::json!(["/metrics"]), serde_json::json!(["get"]))],
+        "the agent's non-resource URLs"
+    );
     // The push receivers check service-account tokens, and may do nothing else; in
     // deploy/ and in what the API renders.
     for source in ["kubectl kustomize deploy/agent/base", API_MANIFEST_SOURCE] {
