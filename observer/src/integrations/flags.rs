@@ -50,8 +50,10 @@ pub struct IntegrationFlags {
     /// The header carrying the tenant, for the central pipeline and the fleet series.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_TENANT_HEADER)]
     pub thanos_tenant_header: String,
-    /// What the central pipeline collects besides the agent's own metrics
-    /// (comma-separated; empty for nothing else).
+    /// What the central pipeline collects besides the agent's own metrics and the
+    /// cluster health data it always collects (kube-state-metrics, node-exporter, the
+    /// control plane as each cluster's setting says) (comma-separated; empty for
+    /// nothing else).
     #[arg(
         long,
         value_name = "INPUT,...",
