@@ -157,12 +157,25 @@ pub fn components(setting: &ValidatedControlPlane) -> Vec<ComponentView> {
             match how {
                 ValidatedComponent::Addresses {
                     addresses,
+                    scheme,
                     metrics_path,
-                    ..
+                    service_account_credentials,
                 } => ComponentView {
                     job,
                     scraped: true,
-                    how: format!("addresses {} ({metrics_path})", addresses.join(",")),
+                    how: format!(
+                        "addresses {} ({}, {metrics_path}{})",
+                        addresses.join(","),
+                        match scheme {
+                            kaas_pipeline::input::Scheme::Http => "http",
+                            kaas_pipeline::input::Scheme::Https => "https",
+                        },
+                        if *service_account_credentials {
+                            ", the agent's token"
+                        } else {
+                            ""
+                        }
+                    ),
                     reason: None,
                 },
                 ValidatedComponent::Service { namespace, name } => ComponentView {
