@@ -11,7 +11,8 @@
 #   3. onboards wl-1 and wl-2 the way Cluster API would: a `Cluster` per workload
 #      cluster, marked Provisioned, with its `<name>-kubeconfig` Secret; the observer
 #      installs their agents by itself;
-#   4. checks that both clusters' data arrives at the central Thanos receive;
+#   4. checks that both clusters' data arrives at the central Thanos receive, through
+#      the receive gateway;
 #   5. applies a tenant pipeline (kind-tests/pipelines/) selecting wl-1 only and checks
 #      that it delivers to the tenant's own receiver inside wl-1;
 #   6. deletes wl-2 (its Cluster, then the kind cluster) and stops wl-1's agent, then
@@ -34,7 +35,7 @@ command -v docker >/dev/null 2>&1 || skip "no docker command"
 docker info >/dev/null 2>&1 || skip "no Docker engine (docker info failed)"
 command -v kind >/dev/null 2>&1 || skip "no kind command"
 kind version >/dev/null 2>&1 || skip "kind does not run (kind version failed)"
-for tool in kubectl python3; do
+for tool in kubectl python3 openssl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "kind-tests: $tool is needed" >&2; exit 1; }
 done
 
@@ -53,7 +54,7 @@ IDS=("${WORKLOADS[@]/#/$TENANT.}")
 # administrator mapped its namespace to (`observer cluster-api map`), its labels become
 # the cluster's labels, and it is registered once its phase is Provisioned.
 CAPI_READY_PHASE=Provisioned
-# The receiver's node port (kind-tests/management/receive-nodeport.yaml) and the
+# The receive gateway's node port (kind-tests/management/receive-nodeport.yaml) and the
 # control service's (deploy/overlays/dev/nodeport.yaml).
 RECEIVE_NODE_PORT=30291
 CONTROL_NODE_PORT=30443
@@ -151,6 +152,25 @@ ADMIN_TOKEN=kot_kind_$(python3 -c 'import secrets; print(secrets.token_urlsafe(2
 mgmt apply --server-side -f deploy/crds/ -f kind-tests/manifests/cluster-api-crd.yaml >/dev/null
 mgmt apply -f deploy/observer/base/namespace.yaml >/dev/null
 mgmt -n "$NS" create secret generic kaas-observer-admin --from-literal=token="$ADMIN_TOKEN" >/dev/null
+# The observer's CA as a Secret (the receive gateway mounts its ca.crt), and the
+# gateway's server certificate for the node address, from a CA of its own.
+(
+  cd "$work"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
+  openssl req -x509 -new -key ca.key -subj "/CN=kaas-observer cluster CA" -days 30 -out ca.crt \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out gateway-ca.key 2>/dev/null
+  openssl req -x509 -new -key gateway-ca.key -subj "/CN=kind receive gateway CA" -days 30 -out gateway-ca.crt \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out gateway.key 2>/dev/null
+  openssl req -new -key gateway.key -subj "/CN=kaas-receive-gateway" -out gateway.csr
+  printf 'subjectAltName=IP:%s\nextendedKeyUsage=serverAuth\n' "$MGMT_IP" > gateway.ext
+  openssl x509 -req -in gateway.csr -CA gateway-ca.crt -CAkey gateway-ca.key -CAcreateserial \
+    -days 30 -extfile gateway.ext -out gateway.crt 2>/dev/null
+) >/dev/null
+mgmt -n "$NS" create secret generic kaas-observer-ca --from-file=ca.crt="$work/ca.crt" --from-file=ca.key="$work/ca.key" >/dev/null
+mgmt -n "$NS" create secret tls kaas-receive-gateway-tls --cert="$work/gateway.crt" --key="$work/gateway.key" >/dev/null
+mgmt -n "$NS" create secret generic kaas-receive-gateway-ca --from-file=ca.crt="$work/gateway-ca.crt" >/dev/null
 mgmt apply -f kind-tests/manifests/minio.yaml >/dev/null
 # The alert rules with test timings.
 mkdir -p "$work/rules"
@@ -162,14 +182,14 @@ KAAS_RULES_DIR="$work/rules" deploy/integrations/load-rules.sh --context "kind-$
 kubectl kustomize kind-tests/management \
   | sed -e "s#MGMT_NODE_IP#$MGMT_IP#g" \
         -e "s#--control-endpoint=https://kaas-observer.kaas-observer-system.svc:8443#--control-endpoint=https://$MGMT_IP:$CONTROL_NODE_PORT#" \
-        -e "s#--thanos-receive-url=https://thanos-receive.observer.example:19291/api/v1/receive#--thanos-receive-url=http://$MGMT_IP:$RECEIVE_NODE_PORT/api/v1/receive#" \
+        -e "s#--receive-gateway-url=https://receive-gateway.observer.example:19291#--receive-gateway-url=https://$MGMT_IP:$RECEIVE_NODE_PORT#" \
   > "$work/management.yaml"
-for expected in "--control-endpoint=https://$MGMT_IP:" "--thanos-receive-url=http://$MGMT_IP:" "--grpc-hostname=$MGMT_IP"; do
+for expected in "--control-endpoint=https://$MGMT_IP:" "--receive-gateway-url=https://$MGMT_IP:" "--grpc-hostname=$MGMT_IP"; do
   grep -q -- "$expected" "$work/management.yaml" || fail "the management overlay has no $expected"
 done
 mgmt apply --server-side -f "$work/management.yaml" >/dev/null
 mgmt -n "$NS" rollout status deploy/kaas-observer --timeout=300s
-for workload in statefulset/thanos-receive deploy/thanos-query statefulset/thanos-ruler statefulset/alertmanager; do
+for workload in statefulset/thanos-receive deploy/kaas-receive-gateway deploy/thanos-query statefulset/thanos-ruler statefulset/alertmanager; do
   mgmt -n "$NS" rollout status "$workload" --timeout=300s
 done
 

@@ -3,11 +3,16 @@
 #
 #   - an observer with its embedded SQLite (REST API, agent control service, CA);
 #   - a real receiver standing in for Thanos receive (Prometheus, remote-write receiver);
-#   - two local "clusters": two cluster-agents, onboarded with join tokens minted by
-#     `observer cluster add`, each scraping a node exporter and a shop workload (nginx);
-#   - a tenant pipeline applied with the CLI, selecting both clusters;
+#   - three local "clusters": two onboarded with join tokens minted by `observer cluster
+#     add`, one listed by a mock KaaS inventory the observer polls (the example binary
+#     mock-inventory), each a cluster-agent scraping a node exporter and a shop workload;
+#   - the receive gateway (`observer gateway`) in front of that receiver: each agent's
+#     central pipeline sends its own metrics there with the agent's certificate, and the
+#     gateway files them under the cluster and tenant the certificate names;
+#   - a tenant pipeline applied with the CLI, selecting all three clusters;
 #   - then a report: clusters and their states, the pipeline and its conditions, samples
-#     delivered per cluster, the query URL and two example queries.
+#     delivered per cluster, the central view through the gateway, the query URL and
+#     two example queries.
 #
 # It stays up until Ctrl-C (and cleans up); with --once it exits 0 after the report.
 # Installs what it needs on first use and is safe to run again.
@@ -43,12 +48,17 @@ fi
 if [[ -n "${KAAS_DEMO_BIN_DIR:-}" ]]; then
   bin=$KAAS_DEMO_BIN_DIR
 else
-  step "building observer and cluster-agent (release, fat LTO: the first build takes about 9 minutes on 2 cores)"
-  cargo build --locked --release --bin observer --bin cluster-agent
+  step "building observer, cluster-agent and the mock inventory (release, fat LTO: the first build takes about 9 minutes on 2 cores)"
+  cargo build --locked --release --bin observer --bin cluster-agent --example mock-inventory
   bin=target/release
 fi
 observer="$bin/observer"
 agent="$bin/cluster-agent"
+mock_inventory="$bin/examples/mock-inventory"
+if [[ ! -x "$mock_inventory" && "$bin" == */target/debug ]]; then
+  step "building the mock inventory example"
+  cargo build --locked -p kaas-observer --example mock-inventory
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -76,6 +86,8 @@ wait_http() {  # URL WHAT
 
 nginx_port=$(free_port); exporter_port=$(free_port); prometheus_port=$(free_port)
 api_port=$(free_port); metrics_port=$(free_port); grpc_port=$(free_port)
+inventory_port=$(free_port)
+gateway_port=$(free_port); gateway_metrics_port=$(free_port)
 
 step "a workload (nginx on 127.0.0.1:$nginx_port) and a node exporter (127.0.0.1:$exporter_port)"
 mkdir -p "$work/www" "$work/nginx"
@@ -104,25 +116,72 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb"
   >"$work/prometheus.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$prometheus_port/-/ready" Prometheus
 
+step "a mock KaaS inventory (127.0.0.1:$inventory_port) listing cluster edge-3 of tenant shop"
+# No kubeconfig in the entry (no Kubernetes runs here): the observer registers the
+# cluster and its status names the command that installs the agent.
+cat > "$work/inventory.json" <<'INVENTORY'
+[{"name": "edge-3", "tenant": "shop", "labels": {"env": "demo"}}]
+INVENTORY
+"$mock_inventory" --listen "127.0.0.1:$inventory_port" --clusters "$work/inventory.json" \
+  >"$work/mock-inventory.log" 2>&1 & pids+=($!)
+wait_http "http://127.0.0.1:$inventory_port/v1/clusters" "the mock inventory"
+
+# The receive gateway's server certificate (a real install uses its own PKI).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -subj "/CN=receive gateway" -addext "subjectAltName=IP:127.0.0.1" -addext "basicConstraints=critical,CA:FALSE" \
+  -keyout "$work/gateway.key" -out "$work/gateway.crt" 2>/dev/null
+
 step "the observer (SQLite in $work/observer; API on :$api_port, /metrics on :$metrics_port, agent control on :$grpc_port)"
 # Everything here is on loopback, which the observer refuses to contact for tenants
 # (probes, API endpoints) unless allowed; a real install allows its cluster networks.
+# Every cluster gets the central pipeline to the receive gateway: here the agents' own
+# metrics only (the workload and runtime inputs need Kubernetes).
 RUST_LOG=warn,kaas_observer=info "$observer" serve --data-dir "$work/observer" \
   --listen-address "127.0.0.1:$api_port" --metrics-listen-address "127.0.0.1:$metrics_port" \
   --grpc-listen-address "127.0.0.1:$grpc_port" \
   --egress-allow-cidr 127.0.0.0/8 \
+  --inventory-url "http://127.0.0.1:$inventory_port/v1/clusters" --inventory-interval 2s \
+  --receive-gateway-url "https://127.0.0.1:$gateway_port" --receive-gateway-ca-file "$work/gateway.crt" \
+  --central-scrape-interval 2s --central-inputs \
   >"$work/observer.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$api_port/readyz" "the observer"
+
+step "the receive gateway (agents on :$gateway_port with their certificates, /metrics on :$gateway_metrics_port)"
+RUST_LOG=warn,kaas_observer=info "$observer" gateway \
+  --listen-address "127.0.0.1:$gateway_port" --metrics-listen-address "127.0.0.1:$gateway_metrics_port" \
+  --tls-cert-file "$work/gateway.crt" --tls-key-file "$work/gateway.key" \
+  --client-ca-dir "$work/observer" \
+  --upstream-url "http://127.0.0.1:$prometheus_port/api/v1/write" \
+  >"$work/gateway.log" 2>&1 & pids+=($!)
+wait_http "http://127.0.0.1:$gateway_metrics_port/healthz" "the receive gateway"
 export KAAS_OBSERVER_URL="http://127.0.0.1:$api_port"
 KAAS_OBSERVER_TOKEN=$(cat "$work/observer/admin.token")
 export KAAS_OBSERVER_TOKEN
 
-step "onboarding two clusters with join tokens"
-"$observer" tenant create shop
+step "onboarding two clusters with join tokens, and the inventory's cluster"
+# The inventory's first poll may have created the tenant already (a source creates the
+# tenants its clusters name).
+"$observer" tenant create shop 2>/dev/null || echo "tenant shop exists (created by the inventory source)"
 for cluster in edge-1 edge-2; do
   "$observer" cluster add "$cluster" --tenant shop --label env=demo -o json >"$work/$cluster.json"
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["joinToken"])' "$work/$cluster.json" >"$work/$cluster.token"
   echo "cluster $cluster registered; its agent joins with a single-use token"
+done
+for _ in $(seq 1 60); do
+  "$observer" cluster get edge-3 --tenant shop -o json >"$work/edge-3.json" 2>/dev/null && break
+  sleep 0.5
+done
+install=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("installCommand", ""))' "$work/edge-3.json")
+if [[ -z "$install" ]]; then
+  echo "demo failed: the inventory's cluster edge-3 was not registered with its install command; logs are in $work" >&2
+  exit 1
+fi
+echo "cluster edge-3 registered from the inventory; its status says how to install its agent:"
+echo "  $install"
+echo "(no Kubernetes here: the demo takes the join token from the same command and runs the agent itself)"
+"$observer" cluster join-token edge-3 --tenant shop -o json \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["joinToken"])' >"$work/edge-3.token"
+for cluster in edge-1 edge-2 edge-3; do
   RUST_LOG=warn,kaas_cluster_agent::control=info "$agent" run \
     --observer "https://127.0.0.1:$grpc_port" --observer-ca-file "$work/observer/ca.crt" \
     --join-token-file "$work/$cluster.token" --data-dir "$work/$cluster" \
@@ -165,16 +224,22 @@ clusters_delivering() {
   query 'count by (cluster) (up{job="shop"})' 2>/dev/null \
     | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null || echo 0
 }
-step "waiting for data from both clusters to arrive"
+# The agents' own series, through the receive gateway, with the tenant it set.
+agents_through_gateway() {
+  query 'count by (cluster) (up{job="kaas-agent",tenant="shop"})' 2>/dev/null \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null || echo 0
+}
+step "waiting for data from the three clusters to arrive"
 for i in $(seq 1 120); do
   n=$(clusters_delivering)
-  printf '\r  clusters delivering: %s of 2 (%ss)' "$n" "$i"
-  [[ "$n" == 2 ]] && break
+  [[ "$(agents_through_gateway)" == 3 ]] || n=$((n < 2 ? n : 2))
+  printf '\r  clusters delivering: %s of 3 (%ss)' "$n" "$i"
+  [[ "$n" == 3 ]] && break
   sleep 1
 done
 echo
-if [[ "$(clusters_delivering)" != 2 ]]; then
-  echo "demo failed: data from both clusters did not arrive; logs are in $work" >&2
+if [[ "$(clusters_delivering)" != 3 || "$(agents_through_gateway)" != 3 ]]; then
+  echo "demo failed: data from the three clusters did not arrive; logs are in $work" >&2
   tail -n 20 "$work"/*.log >&2 || true
   exit 1
 fi
@@ -207,6 +272,16 @@ for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"
 per_cluster 'count by (cluster) ({job=~"shop|node"})' "series"
 per_cluster 'sum by (cluster) (sum_over_time(scrape_samples_post_metric_relabeling[5m]))' "samples since the start"
 echo
+echo "The central view, through the receive gateway (cluster and tenant from each agent's certificate):"
+# The central pipeline scrapes each agent at 127.0.0.1:8429, its default address; the
+# demo's agents share one host and listen elsewhere, so that scrape finds nothing
+# (up 0), but its series show the way every cluster's central data takes.
+query 'up{job="kaas-agent"}' | python3 -c '
+import json, sys
+for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"].get("cluster", "")):
+    m = r["metric"]
+    print("  up{job=\"kaas-agent\", cluster=\"%s\", tenant=\"%s\"}" % (m.get("cluster", "?"), m.get("tenant", "?")))'
+echo
 echo "Query them at http://127.0.0.1:$prometheus_port/graph, for example:"
 echo "  sum by (cluster) (rate(node_cpu_seconds_total{mode!=\"idle\"}[1m]))"
 echo "  sum by (cluster, status) (shop_orders_total)"
@@ -215,7 +290,7 @@ echo "Observer: API $KAAS_OBSERVER_URL (admin token in $work/observer/admin.toke
 
 if $once; then
   echo
-  echo "demo finished: two clusters onboarded, the pipeline applied, data from both delivered"
+  echo "demo finished: three clusters onboarded (one from the inventory), the pipeline applied, data from each delivered"
   exit 0
 fi
 echo

@@ -77,5 +77,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> tests"
 profile=default
 [[ "${CI:-}" == "true" ]] && profile=ci
+# The demo test runs the mock inventory example, which nextest does not build.
+cargo build --locked -p kaas-observer --example mock-inventory
 # nextest does not run doc tests; the project keeps its examples in tests/ instead.
 cargo nextest run --workspace --locked --profile "$profile" "$@"

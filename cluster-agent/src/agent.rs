@@ -28,13 +28,13 @@ use tokio::sync::RwLock;
 use crate::discovery::kubernetes::secrets::KubernetesSecrets;
 use crate::discovery::kubernetes::watch;
 use crate::files::FileAccess;
+use crate::internal_events::PushStats;
 use crate::internal_events::ReloadState;
 use crate::labels::Labels;
 use crate::outbound::auth::{NoSecrets, SecretStore};
 use crate::pipeline::budget::{BufferGrant, DEFAULT_BUFFER_BUDGET, allocate};
 use crate::pipeline::kubelet::SERVICE_ACCOUNT_DIR;
 use crate::pipeline::runtime::{AgentContext, ClusterView, Pipelines, RunningPipeline};
-use crate::push::PushStats;
 use crate::telemetry::registry;
 
 /// The resource attribute naming the agent's cluster in its own telemetry, taken from

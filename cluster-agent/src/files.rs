@@ -16,6 +16,14 @@ use std::path::{Path, PathBuf};
 
 use kaas_pipeline::paths::PathPolicy;
 
+/// Directory under the data directory that holds the agent's identity (written by
+/// `control::identity`, read by exporters whose pipeline sets `tls.agentIdentity`).
+pub const IDENTITY_DIR: &str = "identity";
+/// The agent's private key in [`IDENTITY_DIR`].
+pub const IDENTITY_KEY_FILE: &str = "tls.key";
+/// The agent's client certificate (from the observer's CA) in [`IDENTITY_DIR`].
+pub const IDENTITY_CERT_FILE: &str = "tls.crt";
+
 /// The largest file a pipeline may make the agent read: a bundle of every public CA is
 /// about 250 KiB, a token or key a few KiB. Bounds the memory a wrong path (a log
 /// file, a disk image) can take.

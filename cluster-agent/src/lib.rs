@@ -18,7 +18,7 @@
 //!    signal shares) into the pipeline's own disk buffer (the kaas-buffer crate) and
 //!    acknowledges it once it is durable;
 //! 6. `topology::sender` drains the buffer in rounds, sharded by the signal's key, with
-//!    retries and per-pipeline health in `topology::stats`;
+//!    retries, counting each pipeline's health through `internal_events`;
 //! 7. `exporters` encode for the backend (`exporters::remote_write`,
 //!    `exporters::otlp`) and send through `outbound` (TLS, authentication, HTTP client,
 //!    backoff).
@@ -28,9 +28,9 @@
 //! validated spec; [`agent`] is the composition root, built from plain settings;
 //! [`control`] is the observer's control stream (join, identity, last-known-good
 //! configuration, health reports); [`cli`] parses and checks the command line and
-//! hands settings to [`agent`]; [`telemetry`], [`internal_events`] and [`server`] are
-//! the agent's own metrics, events and endpoints; [`labels`] and [`files`] are leaves
-//! every module may use.
+//! hands settings to [`agent`]; [`telemetry`] and [`server`] are the agent's own
+//! metrics and endpoints; [`internal_events`] (the notable events and the counters they
+//! own), [`labels`] and [`files`] are leaves every module may use.
 
 pub mod agent;
 pub mod cli;

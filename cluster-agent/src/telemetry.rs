@@ -38,10 +38,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::RwLock;
 
+use crate::internal_events::DropReason;
+use crate::internal_events::PushStats;
 use crate::internal_events::ReloadState;
 use crate::pipeline::runtime::{Pipelines, RunningPipeline};
-use crate::push::PushStats;
-use crate::topology::stats::DropReason;
 
 /// Reads the pipelines at scrape time.
 #[derive(Debug)]
@@ -284,7 +284,7 @@ impl PipelineRows {
         self.requests
             .push((label(), stats.requests.load(Ordering::Relaxed)));
         for (reason, n) in stats.errors_by_reason() {
-            self.errors.push((with(&reason), n));
+            self.errors.push((with(reason.as_str()), n));
         }
         for (reason, kind) in DROP_REASONS {
             self.dropped.push((with(reason), stats.dropped_total(kind)));
@@ -367,11 +367,11 @@ impl AgentCollector {
         let last = reloads.last_successful.load(Ordering::Relaxed);
         LAST_RELOAD_SUCCESSFUL.gauges(encoder, &[(vec![], f64::from(u8::from(last)))])?;
         for (family, value) in [
-            (&PUSH_RECEIVED, &self.push.received),
-            (&PUSH_UNROUTED, &self.push.unrouted),
-            (&PUSH_MALFORMED, &self.push.malformed_requests),
+            (&PUSH_RECEIVED, self.push.received()),
+            (&PUSH_UNROUTED, self.push.unrouted()),
+            (&PUSH_MALFORMED, self.push.malformed_requests()),
         ] {
-            family.counters(encoder, &[(vec![], value.load(Ordering::Relaxed))])?;
+            family.counters(encoder, &[(vec![], value)])?;
         }
         let refused: Vec<Row<u64>> = self
             .push

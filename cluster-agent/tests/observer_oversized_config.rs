@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kaas_observer::control::accept::{HandshakeLimits, HandshakeMetrics, tls_incoming};
+use kaas_observer::control::accept::{HandshakeLimits, tls_incoming};
 use kaas_observer::control::server_tls_config;
 use kaas_observer::identity::{ClusterCa, DEFAULT_INSTANCE};
+use kaas_observer::internal_events::HandshakeMetrics;
 use kaas_pipeline::agent_config::{
     AGENT_CONFIG_CONTENT_TYPE, AgentConfig, MAX_AGENT_CONFIG_BYTES, config_hash,
 };

@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kaas_buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::exporters::Exporter;
 use kaas_cluster_agent::exporters::remote_write::RemoteWriteExporter;
+use kaas_cluster_agent::internal_events::{DropReason, ErrorReason, PipelineStats};
 use kaas_cluster_agent::outbound::auth::ValueSources;
 use kaas_cluster_agent::record::metrics::Batch;
 use kaas_cluster_agent::topology::inlet::Inlet;
 use kaas_cluster_agent::topology::sender::{Sender, SenderConfig};
-use kaas_cluster_agent::topology::stats::{DropReason, PipelineStats};
 use kaas_pipeline::buffer::WhenFull;
 use kaas_pipeline::output::{RemoteWriteOutput, RemoteWriteVersion};
 use kaas_proto::remote_write::v1::{Label, MetricMetadata, MetricType, Sample, TimeSeries};
@@ -186,7 +186,7 @@ async fn server_errors_are_retried_until_delivered() {
     );
     assert_eq!(
         pipeline.stats.last_error().unwrap().reason,
-        "BackendUnreachable"
+        ErrorReason::BackendUnreachable
     );
     pipeline.stop().await;
 }
@@ -251,7 +251,10 @@ async fn a_refused_batch_is_dropped_and_counted_and_delivery_goes_on() {
         1,
         "not retried"
     );
-    assert_eq!(pipeline.stats.last_error().unwrap().reason, "DataDropped");
+    assert_eq!(
+        pipeline.stats.last_error().unwrap().reason,
+        ErrorReason::DataDropped
+    );
     pipeline.stop().await;
 }
 
@@ -467,7 +470,7 @@ async fn a_dead_backend_does_not_hold_up_another_pipeline() {
     );
     assert_eq!(
         dead.stats.last_error().unwrap().reason,
-        "BackendUnreachable"
+        ErrorReason::BackendUnreachable
     );
     dead.stop().await;
     healthy.stop().await;

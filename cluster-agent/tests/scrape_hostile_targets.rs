@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kaas_buffer::{DiskBuffer, Limits};
+use kaas_cluster_agent::internal_events::PipelineStats;
 use kaas_cluster_agent::labels::{ADDRESS, Labels};
 use kaas_cluster_agent::record::metrics::Batch;
 use kaas_cluster_agent::scrape::config::ScrapeConfig;
@@ -18,7 +19,6 @@ use kaas_cluster_agent::scrape::scraper::Scraper;
 use kaas_cluster_agent::scrape::target::Target;
 use kaas_cluster_agent::scrape::target::{METRICS_PATH, SCHEME};
 use kaas_cluster_agent::topology::inlet::Inlet;
-use kaas_cluster_agent::topology::stats::PipelineStats;
 use kaas_pipeline::buffer::WhenFull;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

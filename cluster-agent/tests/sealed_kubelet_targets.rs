@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use fake_kubelet::{FakeKubelet, RequestSink};
 use kaas_buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::agent::Agent;
+use kaas_cluster_agent::internal_events::{ErrorReason, LastError, PipelineStats};
 use kaas_cluster_agent::labels::Labels;
 use kaas_cluster_agent::outbound::auth::NoSecrets;
-use kaas_cluster_agent::pipeline::kubelet::{KUBELET_CERTIFICATE_REASON, TARGET_SEALED_REASON};
 use kaas_cluster_agent::pipeline::runtime::{AgentContext, ClusterView};
 use kaas_cluster_agent::scrape::client::ScrapeClient;
 use kaas_cluster_agent::scrape::config::ScrapeConfig;
@@ -26,7 +26,6 @@ use kaas_cluster_agent::scrape::credentials::ScrapeCredentials;
 use kaas_cluster_agent::scrape::scraper::Scraper;
 use kaas_cluster_agent::scrape::target::Target;
 use kaas_cluster_agent::topology::inlet::Inlet;
-use kaas_cluster_agent::topology::stats::{LastError, PipelineStats};
 use kaas_pipeline::ValidationContext;
 use kaas_pipeline::agent_config::{AgentConfig, ValidatedAgentConfig};
 use kaas_pipeline::buffer::WhenFull;
@@ -108,7 +107,7 @@ impl Cluster {
     }
 
     /// Waits for the pipeline to report `reason`.
-    async fn wait_for_error(&self, reason: &str) -> LastError {
+    async fn wait_for_error(&self, reason: ErrorReason) -> LastError {
         let until = Instant::now() + DEADLINE;
         loop {
             if let Some(error) = self.last_error().await
@@ -143,7 +142,9 @@ async fn kubelet_certificates_are_verified_against_the_cluster_ca() {
     let config = untrusted.config("");
     untrusted.agent.apply(config).await;
     untrusted.publish_node();
-    let error = untrusted.wait_for_error(KUBELET_CERTIFICATE_REASON).await;
+    let error = untrusted
+        .wait_for_error(ErrorReason::KubeletCertificateUntrusted)
+        .await;
     for fix in [
         "serverTLSBootstrap: true",
         "--kubelet-insecure-skip-tls-verify",
@@ -201,7 +202,7 @@ async fn a_relabel_redirect_of_kubelet_targets_sends_the_token_nowhere() {
     cluster.agent.apply(config).await;
     cluster.publish_node();
 
-    let error = cluster.wait_for_error(TARGET_SEALED_REASON).await;
+    let error = cluster.wait_for_error(ErrorReason::TargetSealed).await;
     assert!(
         error.message.contains("relabeling changed its __address__"),
         "{}",
@@ -264,7 +265,7 @@ async fn the_scraper_attaches_the_token_only_to_its_bound_target() {
         config.credentials = Some(ScrapeCredentials {
             token_file: token_file.clone(),
             bound_to: url::Url::parse(bound_to).unwrap(),
-            untrusted_certificate_reason: KUBELET_CERTIFICATE_REASON,
+            untrusted_certificate_reason: ErrorReason::KubeletCertificateUntrusted,
             untrusted_certificate_advice: "fix it",
         });
         let data = dir.path().join(data);

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use kaas_buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::exporters::Export;
+use kaas_cluster_agent::internal_events::{ErrorReason, PipelineStats};
 use kaas_cluster_agent::outbound::retry::SendError;
 use kaas_cluster_agent::record::signal::{Frame, FrameEncoding, FrameError, Payload, ShardingKey};
 use kaas_cluster_agent::topology::inlet::{Ack, Inlet};
 use kaas_cluster_agent::topology::sender::{Sender, SenderConfig};
-use kaas_cluster_agent::topology::stats::PipelineStats;
 use kaas_pipeline::buffer::WhenFull;
 use tokio::sync::{Notify, watch};
 
@@ -140,7 +140,7 @@ impl Export for TestExporter {
             return Err(SendError::Retryable {
                 reason: "the test backend is down".to_owned(),
                 retry_after: Some(Duration::from_millis(10)),
-                condition: "BackendUnreachable",
+                condition: ErrorReason::BackendUnreachable,
             });
         }
         self.received.lock().expect("lock").push(request.lines());

@@ -22,8 +22,8 @@
 //!    and receives its status and health, which `control::status_task` turns into
 //!    pipeline conditions in `store::reports`;
 //! 6. `fleet` ticks the lifecycle policy over every cluster and serves the fleet's
-//!    metrics; `integrations` writes the Thanos hashring, Grafana and Alertmanager
-//!    files and the central pipeline; `probes` probes the live clusters' API servers
+//!    metrics; `integrations` writes the Thanos hashring and Alertmanager files, keeps
+//!    Grafana's orgs current, and renders the central pipeline; `probes` probes the live clusters' API servers
 //!    and tenants' endpoints.
 //! <!-- /flow -->
 //!
@@ -31,8 +31,10 @@
 //! cluster CA and its certificates; [`egress`] decides what the observer may contact;
 //! [`secrets`] seals stored secrets; [`listeners`] serve the API and `/metrics` apart;
 //! [`telemetry`] and [`internal_events`] are the observer's own metrics and events;
-//! [`cli`] is the `observer` command's client side; [`control_plane`] is each
-//! cluster's setting of which control-plane components the central pipeline scrapes.
+//! [`cli`] is the `observer` command's client side; [`gateway`] is `observer gateway`,
+//! the stateless receive gateway between every cluster's agent and Thanos receive;
+//! [`control_plane`] is each cluster's setting of which control-plane components the
+//! central pipeline scrapes.
 
 pub mod api;
 pub mod cli;
@@ -41,6 +43,7 @@ pub mod control;
 pub mod control_plane;
 pub mod egress;
 pub mod fleet;
+pub mod gateway;
 pub mod identity;
 pub mod integrations;
 pub mod internal_events;

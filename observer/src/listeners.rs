@@ -38,7 +38,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::{Stream, StreamExt as _};
 
-use crate::control::accept::{HandshakeLimits, HandshakeMetrics, tls_incoming};
+use crate::control::accept::{HandshakeLimits, tls_incoming};
+use crate::internal_events::HandshakeMetrics;
 
 /// ALPN protocol of HTTP/1.1.
 const ALPN_HTTP1: &[u8] = b"http/1.1";

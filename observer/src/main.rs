@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kaas_observer::cli::{Cli, Command, PipelineCommand, ca, run_api, validate};
+use kaas_observer::gateway::GatewayError;
 use kaas_observer::serve::ServeError;
 use kaas_self_telemetry::SelfTelemetry;
 
@@ -28,21 +29,16 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             let mut telemetry = SelfTelemetry::new(&args.otlp, kaas_observer::serve::SERVICE)?;
             telemetry.init_logging();
-            // One crypto provider for every TLS user in the process (ring, as everywhere).
-            kaas_tls::install_default_provider();
-            let served = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(kaas_observer::serve::run(*args, telemetry));
-            match served {
-                Ok(()) => 0,
-                // Wrong flags: every one named, and the status clap gives a usage error.
-                Err(error @ ServeError::Flags(_)) => {
-                    writeln!(io::stderr().lock(), "error: {error}")?;
-                    USAGE_ERROR
-                }
-                Err(error) => return Err(error.into()),
-            }
+            run_service(kaas_observer::serve::run(*args, telemetry), |error| {
+                matches!(error, ServeError::Flags(_))
+            })?
+        }
+        Command::Gateway(args) => {
+            let mut telemetry = SelfTelemetry::new(&args.otlp, kaas_observer::gateway::SERVICE)?;
+            telemetry.init_logging();
+            run_service(kaas_observer::gateway::run(*args), |error| {
+                matches!(error, GatewayError::Flags(_))
+            })?
         }
         Command::Ca(command) => {
             let mut out = io::stdout().lock();
@@ -75,4 +71,30 @@ fn main() -> anyhow::Result<ExitCode> {
         }
     };
     Ok(ExitCode::from(status))
+}
+
+/// Runs a long-lived service (`serve`, `gateway`) on a multi-threaded runtime, with
+/// ring as the one crypto provider of every TLS user in the process. Wrong flags
+/// (`is_flags`) are printed, every one named, and give the status clap gives a usage
+/// error.
+fn run_service<E>(
+    service: impl std::future::Future<Output = Result<(), E>>,
+    is_flags: impl Fn(&E) -> bool,
+) -> anyhow::Result<u8>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    kaas_tls::install_default_provider();
+    let served = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(service);
+    match served {
+        Ok(()) => Ok(0),
+        Err(error) if is_flags(&error) => {
+            writeln!(io::stderr().lock(), "error: {error}")?;
+            Ok(USAGE_ERROR)
+        }
+        Err(error) => Err(error.into()),
+    }
 }

@@ -19,6 +19,7 @@
 //! | `kaas_observer_tls_handshakes_waiting` | | `control::accept` |
 //! | `kaas_observer_join_failures_total` | reason | `control::join` |
 //! | `kaas_cluster_info` | cluster, tenant, state | `fleet` |
+//! | `kaas_cluster_tombstone_info` | cluster, tenant, incarnation | `fleet` |
 //! | `kaas_cluster_agent_connected` | cluster, tenant | `fleet` |
 //! | `kaas_cluster_last_seen_timestamp_seconds` | cluster, tenant | `fleet` |
 //! | `kaas_cluster_created_timestamp_seconds` | cluster, tenant | `fleet` |
@@ -29,6 +30,8 @@
 //! | `kaas_pipeline_cluster_config_state` | tenant, pipeline, cluster, state | `integrations::config_state` |
 //! | `kaas_observer_remote_write_samples_total` (with `--central-remote-write-url`) | result | `integrations::remote_write` |
 //! | `kaas_observer_remote_write_last_success_timestamp_seconds` (with `--central-remote-write-url`) | | `integrations::remote_write` |
+//! | `kaas_observer_grafana_syncs_total` (with `--grafana-url`) | result | `integrations::grafana` |
+//! | `kaas_observer_grafana_last_success_timestamp_seconds` (with `--grafana-url`) | | `integrations::grafana` |
 //! | `probe_success` | cluster, tenant, target, module | `probes::metrics` |
 //! | `probe_duration_seconds` | cluster, tenant, target, module | `probes::metrics` |
 //! | `probe_http_status_code` | cluster, tenant, target, module | `probes::metrics` |
@@ -38,5 +41,6 @@
 //! | `kaas_observer_onboarding_syncs_total` | source, result | `onboarding::events` |
 //! | `kaas_observer_onboarding_cluster_changes_total` | source, action | `onboarding::events` |
 //! | `kaas_observer_onboarding_last_success_timestamp_seconds` | source | `onboarding::events` |
+//! | `kaas_observer_deletions_pending` | source | `onboarding::events` |
 //! | `kaas_self_telemetry_export_failures_total` (with `--otlp-endpoint`) | signal | `kaas_self_telemetry` |
 //! | `kaas_self_telemetry_spans_dropped_total` (with `--otlp-endpoint`) | | `kaas_self_telemetry` |

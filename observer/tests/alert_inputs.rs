@@ -9,8 +9,10 @@
 //!
 //! - a selector's `job` matcher must match a job the product scrapes: the central
 //!   pipeline the observer renders for every cluster (with the default control-plane
-//!   setting, and with one that scrapes every component), or the management
-//!   cluster's scrape of the observer (`kaas-observer`);
+//!   setting, and with one that scrapes every component), the management cluster's
+//!   scrape of the annotated pods in its namespace (`kaas-observer`,
+//!   `kaas-receive-gateway`), or the job the peer-watch agent gives the other site's
+//!   observer replicas (`kaas-observer-peer`, its scrape's report series only);
 //! - its `metrics_path` matcher must match a path of that job (the kubelet's three);
 //! - its metric name must be a family that job's producer exports: the committed,
 //!   pinned family lists of kube-state-metrics and node-exporter
@@ -37,7 +39,7 @@ use kaas_observer::control_plane::{COMPONENTS, ControlPlaneScrape, ValidatedCont
 use kaas_observer::rendering::central::{
     AGENT_JOB, KUBE_STATE_METRICS_JOB, KUBELET_JOB, NODE_EXPORTER_JOB,
 };
-use kaas_observer::rendering::{CentralPipelineSettings, central_pipeline_with};
+use kaas_observer::rendering::{CentralPipelineSettings, central_pipelines_with};
 use serde_yaml::Value as Yaml;
 
 mod promql_scan;
@@ -47,6 +49,13 @@ use promql_scan::{skip_balanced, skip_string};
 /// (`deploy/integrations/self-monitoring/files/agent.yaml`: the pod's
 /// `app.kubernetes.io/name`, which is `kaas-observer`, becomes the job).
 const OBSERVER_JOB: &str = "kaas-observer";
+/// The same scrape of the receive gateway's replicas (`observer gateway`).
+const GATEWAY_JOB: &str = "kaas-receive-gateway";
+/// The namespace whose annotated pods the management cluster's scrape collects.
+const MANAGEMENT_NAMESPACE: &str = "kaas-observer-system";
+/// The peer-watch agent's configuration: the job it gives the other site's observer
+/// replicas, of which it forwards only the scrape's report series.
+const PEER_WATCH_CONFIG: &str = "deploy/integrations/peer-watch/files/peer-watch.yaml";
 
 /// Series every scrape adds to each target's own.
 const SCRAPE_SERIES: &[&str] = &[
@@ -281,12 +290,12 @@ fn source(name: &'static str) -> impl Fn(&Yaml) -> bool {
     move |entry| entry["source"] == name
 }
 
-/// The jobs of the central pipeline the observer renders: its static targets' `job`
+/// The jobs of the central pipelines the observer renders: their static targets' `job`
 /// labels, the jobs its target relabel rules set, and the runtime input's kubelet
 /// targets with their `metrics_path`; once with the default control-plane setting and
 /// once with one that scrapes every component at an address.
 fn rendered_jobs() -> BTreeMap<String, BTreeSet<String>> {
-    let settings = CentralPipelineSettings::new("https://receive.example:19291/api/v1/receive");
+    let settings = CentralPipelineSettings::new("https://receive-gateway.example:19291");
     let all: ControlPlaneScrape = serde_json::from_value(serde_json::json!({
         "apiserver": {"addresses": ["10.0.0.1:6443"]},
         "kubeScheduler": {"addresses": ["10.0.0.1:10251"]},
@@ -301,29 +310,99 @@ fn rendered_jobs() -> BTreeMap<String, BTreeSet<String>> {
         all.validate()
             .expect("the repository's files are as committed"),
     ] {
-        let pipeline = central_pipeline_with(&settings, "shop", &control_plane)
+        let pipelines = central_pipelines_with(&settings, &control_plane)
             .expect("the repository's files are as committed");
-        let spec = pipeline.spec();
-        for group in spec.input.static_targets.iter().flat_map(|s| &s.targets) {
-            jobs.entry(group.labels["job"].clone()).or_default();
-        }
-        for rule in &spec.processors.relabel_configs {
-            if rule.target_label.as_deref() == Some("job")
-                && let Some(job) = &rule.replacement
-            {
-                jobs.entry(job.clone()).or_default();
+        for pipeline in &pipelines {
+            let spec = pipeline.spec();
+            for group in spec.input.static_targets.iter().flat_map(|s| &s.targets) {
+                jobs.entry(group.labels["job"].clone()).or_default();
+            }
+            for rule in &spec.processors.relabel_configs {
+                if rule.target_label.as_deref() == Some("job")
+                    && let Some(job) = &rule.replacement
+                {
+                    jobs.entry(job.clone()).or_default();
+                }
+            }
+            if let Some(runtime) = pipeline.inputs.runtime.as_ref() {
+                let paths = jobs.entry(KUBELET_JOB.to_owned()).or_default();
+                for (on, path) in [
+                    (runtime.kubelet, "/metrics"),
+                    (runtime.cadvisor, "/metrics/cadvisor"),
+                    (runtime.node, "/metrics/resource"),
+                ] {
+                    if on {
+                        paths.insert(path.to_owned());
+                    }
+                }
             }
         }
-        if let Some(runtime) = pipeline.inputs.runtime.as_ref() {
-            let paths = jobs.entry(KUBELET_JOB.to_owned()).or_default();
-            for (on, path) in [
-                (runtime.kubelet, "/metrics"),
-                (runtime.cadvisor, "/metrics/cadvisor"),
-                (runtime.node, "/metrics/resource"),
-            ] {
-                if on {
-                    paths.insert(path.to_owned());
+    }
+    jobs
+}
+
+/// The jobs of the management cluster's scrape: the `app.kubernetes.io/name` of each
+/// workload in `deploy/` whose pods run in [`MANAGEMENT_NAMESPACE`] annotated
+/// `prometheus.io/scrape: "true"` (the scrape's relabel rule makes that name the job).
+fn management_jobs() -> BTreeSet<String> {
+    let mut jobs = BTreeSet::new();
+    let mut dirs = vec![repo().join("deploy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("the repository's files are as committed") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            for document in serde_yaml::Deserializer::from_str(&read(&path)) {
+                let Ok(value) = <Yaml as serde::Deserialize>::deserialize(document) else {
+                    continue;
+                };
+                let template = &value["spec"]["template"]["metadata"];
+                if value["metadata"]["namespace"] == MANAGEMENT_NAMESPACE
+                    && template["annotations"]["prometheus.io/scrape"] == "true"
+                    && let Some(name) = template["labels"]["app.kubernetes.io/name"].as_str()
+                {
+                    jobs.insert(name.to_owned());
                 }
+            }
+        }
+    }
+    jobs
+}
+
+/// The jobs the peer-watch agent's relabel rules set ([`PEER_WATCH_CONFIG`]). It
+/// relabels the observer's replicas rather than scraping a job of its own, and keeps
+/// only `up` (the scrape's report series are always kept): the job exports no family
+/// of its own.
+fn peer_watch_jobs() -> BTreeSet<String> {
+    let config: Yaml = serde_yaml::from_str(&read(&repo().join(PEER_WATCH_CONFIG)))
+        .expect("the repository's files are as committed");
+    let mut jobs = BTreeSet::new();
+    for pipeline in config["pipelines"].as_sequence().into_iter().flatten() {
+        let processors = &pipeline["spec"]["processors"];
+        let kept: Vec<&str> = processors["metrics"]["keep"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Yaml::as_str)
+            .collect();
+        assert!(
+            kept.iter().all(|family| SCRAPE_SERIES.contains(family)),
+            "the peer-watch agent forwards only the scrape's report series: {kept:?}"
+        );
+        for rule in processors["relabelConfigs"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            if rule["targetLabel"] == "job"
+                && let Some(job) = rule["replacement"].as_str()
+            {
+                jobs.insert(job.to_owned());
             }
         }
     }
@@ -369,19 +448,46 @@ fn jobs() -> Vec<Job> {
             metrics_paths: BTreeMap::new(),
         });
     }
-    jobs.push(Job {
-        name: OBSERVER_JOB.to_owned(),
-        metrics_paths: BTreeMap::new(),
-        families: catalogue(|e| source("observer")(e) && emitted_by("observer (/metrics)")(e)),
-    });
+    let management = management_jobs();
+    for (name, families) in [
+        (
+            OBSERVER_JOB,
+            catalogue(|e| source("observer")(e) && emitted_by("observer (/metrics)")(e)),
+        ),
+        (
+            GATEWAY_JOB,
+            catalogue(|e| source("observer")(e) && emitted_by("observer gateway")(e)),
+        ),
+    ] {
+        assert!(
+            management.contains(name),
+            "{name} is scraped on the management cluster: {management:?}"
+        );
+        jobs.push(Job {
+            name: name.to_owned(),
+            metrics_paths: BTreeMap::new(),
+            families,
+        });
+    }
+    for name in peer_watch_jobs() {
+        jobs.push(Job {
+            name,
+            metrics_paths: BTreeMap::new(),
+            families: BTreeSet::new(),
+        });
+    }
     jobs
 }
 
 /// Series that reach the receiver without a scrape job: the observer's fleet series and
-/// probe results (remote-written by the observer), and the rule evaluator's `ALERTS`.
+/// probe results (remote-written by the observer), its OTLP export, and the rule
+/// evaluator's `ALERTS`. The receive gateway's families are scraped ([`GATEWAY_JOB`]).
 fn unscraped_families() -> BTreeSet<String> {
     let mut families = catalogue(|e| {
-        (source("observer")(e) && !emitted_by("observer (/metrics)")(e)) || source("probe")(e)
+        (source("observer")(e)
+            && !emitted_by("observer (/metrics)")(e)
+            && !emitted_by("observer gateway")(e))
+            || source("probe")(e)
     });
     families.insert("ALERTS".to_owned());
     families

@@ -29,9 +29,12 @@ use promql_scan::{skip_balanced, skip_string};
 
 /// Alerts that are not about one cluster, so they carry no lifecycle guard and need
 /// not group by `cluster`: the observer's self-monitoring, the per-tenant pipeline
-/// condition, and the abuse alerts on the API and on joins. Every other alert must exclude deleted clusters.
+/// condition, the mass-deletion guard (per source), the abuse alerts on the API and on
+/// joins, and the receive gateway's per-tenant limits. Every other alert must exclude
+/// deleted clusters.
 const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasPipelineConfigRejected",
+    "KaasClusterDeletionsPaused",
     "KaasObserverDown",
     "KaasObserverReplicaDown",
     "KaasObserverNotIngesting",
@@ -39,6 +42,10 @@ const NOT_CLUSTER_SCOPED: &[&str] = &[
     "KaasObserverApiErrors",
     "KaasObserverApiRefusalSpike",
     "KaasObserverJoinsRefused",
+    "KaasPeerObserverSilent",
+    "KaasGrafanaSyncFailing",
+    "KaasGatewayIngestRefused",
+    "KaasGatewaySeriesLimitReached",
 ];
 
 /// The guard every cluster-scoped alert ends with (whitespace-normalised prefix; the

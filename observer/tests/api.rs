@@ -8,7 +8,9 @@ mod api_harness;
 mod api {
     use axum::http::{Method, StatusCode, header};
     use kaas_observer::store::certificates::JoinTokenCheck;
-    use kaas_observer::store::{Actor, ClusterState, ConfigErrorRecord, ConfigReport, ReportWrite};
+    use kaas_observer::store::{
+        Actor, ClusterState, ConfigErrorRecord, ConfigReport, HeldDeletion, ReportWrite,
+    };
     use serde::Deserialize;
     use serde_json::{Value, json};
 
@@ -1288,14 +1290,83 @@ mod api {
             mine,
             json!({
                 "tenants": 1,
-                "clusters": { "total": 2, "provisioning": 1, "active": 0, "silent": 0, "deleting": 0, "deleted": 1 },
+                "clusters": { "total": 2, "provisioning": 1, "active": 0, "silent": 0, "lost": 0, "deleting": 0, "deleted": 1 },
                 "pipelines": 1,
                 "connectedAgents": 1,
+                "pendingDeletions": [],
             })
         );
         let all = h.get("/api/v1/status", ADMIN).await.json();
         assert_eq!(all["tenants"], 2);
         assert_eq!(all["clusters"]["total"], 3);
+    }
+
+    /// Issue 15, finding 4: the changes the mass-deletion guard holds are shown by the
+    /// status (a tenant sees its own clusters' only) and released only by an
+    /// administrator's confirmation, which is audited.
+    #[tokio::test]
+    async fn held_deletions_are_shown_and_confirmed_by_an_administrator() {
+        let h = Harness::new().await;
+        let shop = h.tenant_with_token("shop").await;
+        let bank = h.tenant_with_token("bank").await;
+        for (token, name) in [(&shop, "s1"), (&bank, "b1")] {
+            h.call(
+                Method::POST,
+                "/api/v1/clusters",
+                Some(token),
+                Some(json!({ "name": name })),
+            )
+            .await;
+        }
+        let held = |cluster: &str, tenant: &str| HeldDeletion {
+            cluster: cluster.to_owned(),
+            tenant: tenant.to_owned(),
+            to_state: ClusterState::Deleting,
+            reason: "missing from the inventory".to_owned(),
+        };
+        h.store
+            .hold_deletions(
+                "inventory",
+                &[held("shop.s1", "shop"), held("bank.b1", "bank")],
+                &Actor("onboarding:inventory".to_owned()),
+                1,
+            )
+            .await
+            .unwrap();
+        let mine = h.get("/api/v1/status", &shop).await.json();
+        assert_eq!(
+            mine["pendingDeletions"],
+            json!([{"cluster": "shop.s1", "tenant": "shop", "source": "inventory",
+                    "toState": "deleting", "reason": "missing from the inventory",
+                    "heldAtMs": 1}])
+        );
+        let all = h.get("/api/v1/status", ADMIN).await.json();
+        assert_eq!(all["pendingDeletions"].as_array().unwrap().len(), 2);
+
+        let refused = h
+            .call(Method::POST, "/api/v1/deletions/confirm", Some(&shop), None)
+            .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+        let confirmed = h
+            .call(Method::POST, "/api/v1/deletions/confirm", Some(ADMIN), None)
+            .await;
+        assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.text);
+        let confirmed = confirmed.json();
+        assert_eq!(confirmed["confirmed"].as_array().unwrap().len(), 2);
+        assert!(confirmed["confirmed"][0]["confirmedAtMs"].is_i64());
+        let audit = h.store.audit_entries(100).await.unwrap();
+        assert_eq!(
+            audit
+                .iter()
+                .filter(|e| e.action == "confirm-deletion:deleting" && e.actor == "admin")
+                .count(),
+            2
+        );
+        let again = h
+            .call(Method::POST, "/api/v1/deletions/confirm", Some(ADMIN), None)
+            .await
+            .json();
+        assert_eq!(again, json!({"confirmed": []}), "nothing left to confirm");
     }
 
     #[tokio::test]

@@ -466,6 +466,54 @@ spec:
         assert!(out.stdout.contains("revoke-certificates"), "{}", out.stdout);
     }
 
+    /// Issue 15, finding 4: `observer status` lists the cluster changes the
+    /// mass-deletion guard holds, and `observer cluster confirm-deletions` confirms them
+    /// (an administrator only).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_deletions_are_listed_and_confirmed_from_the_command_line() {
+        let (h, address) = setup().await;
+        ok(&observer(
+            address,
+            Some(ADMIN),
+            &["cluster", "add", "prod", "--tenant", "shop"],
+        )
+        .await);
+        h.store
+            .hold_deletions(
+                "inventory",
+                &[kaas_observer::store::HeldDeletion {
+                    cluster: "shop.prod".to_owned(),
+                    tenant: "shop".to_owned(),
+                    to_state: kaas_observer::store::ClusterState::Deleting,
+                    reason: "missing from the inventory".to_owned(),
+                }],
+                &kaas_observer::store::Actor("onboarding:inventory".to_owned()),
+                1,
+            )
+            .await
+            .unwrap();
+        let out = observer(address, Some(ADMIN), &["status"]).await;
+        ok(&out);
+        assert!(
+            out.stdout
+                .contains("1 cluster change(s) held by the mass-deletion guard"),
+            "{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("shop.prod"), "{}", out.stdout);
+        assert!(out.stdout.contains("deleting"), "{}", out.stdout);
+
+        let out = observer(address, Some(ADMIN), &["cluster", "confirm-deletions"]).await;
+        ok(&out);
+        assert!(
+            out.stdout.starts_with("1 held cluster change(s) confirmed"),
+            "{}",
+            out.stdout
+        );
+        let pending = h.store.pending_deletions(None).await.unwrap();
+        assert!(pending[0].confirmed_at_ms.is_some());
+    }
+
     /// `observer tenant quota`: shows a tenant's quotas; an admin sets and resets them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tenant_quotas_are_shown_set_and_reset() {

@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kaas_observer::control::accept::{HandshakeLimits, HandshakeMetrics, HandshakeResult};
+use kaas_observer::control::accept::HandshakeLimits;
 use kaas_observer::control::{accept, server_tls_config};
 use kaas_observer::identity::{ClusterCa, DEFAULT_INSTANCE, cluster_from_certificate};
+use kaas_observer::internal_events::{HandshakeMetrics, HandshakeOutcome};
 use kaas_test_support::tls::agent_key_and_csr;
 use kaas_tls::{ClientTls, Trust};
 use rustls::pki_types::ServerName;
@@ -82,11 +83,8 @@ impl Front {
         TlsConnector::from(Arc::new(config))
     }
 
-    fn count(&self, result: &'static str) -> u64 {
-        self.metrics
-            .handshakes
-            .get_or_create(&HandshakeResult { result })
-            .get()
+    fn count(&self, outcome: HandshakeOutcome) -> u64 {
+        self.metrics.ended(outcome)
     }
 
     /// Waits until `condition` holds, failing the test after [`DEADLINE`].
@@ -170,8 +168,8 @@ async fn a_handshake_waits_for_a_slot_and_the_connection_names_its_cluster() {
         .await
         .expect("client task")
         .expect("the client's handshake succeeds");
-    assert_eq!(front.count("failure"), 1);
-    assert_eq!(front.count("success"), 1);
+    assert_eq!(front.count(HandshakeOutcome::Failure), 1);
+    assert_eq!(front.count(HandshakeOutcome::Success), 1);
     assert_eq!(front.metrics.waiting.get(), 0);
 
     let (_, session) = server_side.get_ref();
@@ -202,8 +200,12 @@ async fn a_stalled_client_holds_its_slot_only_until_the_timeout() {
         .await
         .expect("client task")
         .expect("client handshake");
-    assert_eq!(front.count("timeout"), 1, "the stalled client timed out");
-    assert_eq!(front.count("success"), 1);
+    assert_eq!(
+        front.count(HandshakeOutcome::Timeout),
+        1,
+        "the stalled client timed out"
+    );
+    assert_eq!(front.count(HandshakeOutcome::Success), 1);
 }
 
 #[tokio::test]
@@ -219,7 +221,7 @@ async fn a_client_that_is_not_speaking_tls_is_counted_and_costs_nothing_else() {
     }
     front
         .until("the plaintext client to be refused", |f| {
-            f.count("failure") == 1
+            f.count(HandshakeOutcome::Failure) == 1
         })
         .await;
     // The front keeps serving.
@@ -262,7 +264,7 @@ async fn idle_sockets_from_one_address_cannot_keep_an_agent_from_another_out() {
     }
     front
         .until("the attacker's sockets beyond the cap to be refused", |f| {
-            f.count("refused") == 62
+            f.count(HandshakeOutcome::Refused) == 62
         })
         .await;
     // The last socket was over the cap: the front closed it at once.
@@ -292,8 +294,8 @@ async fn idle_sockets_from_one_address_cannot_keep_an_agent_from_another_out() {
         .expect("client certificate");
     assert_eq!(cluster_from_certificate(leaf).as_deref(), Some("shop-eu4"));
     // The two idle sockets within the cap still hold their slots.
-    assert_eq!(front.count("timeout"), 0);
-    assert_eq!(front.count("refused"), 62);
+    assert_eq!(front.count(HandshakeOutcome::Timeout), 0);
+    assert_eq!(front.count(HandshakeOutcome::Refused), 62);
     drop(idle);
 }
 
@@ -315,13 +317,13 @@ async fn a_connection_waits_for_a_slot_no_longer_than_the_wait_deadline() {
     let mut waiting = TcpStream::connect(front.address).await.expect("connect");
     front
         .until("the waiting connection to reach the wait deadline", |f| {
-            f.count("wait_timeout") == 1
+            f.count(HandshakeOutcome::WaitTimeout) == 1
         })
         .await;
     closed_by_the_server(&mut waiting).await;
     assert_eq!(front.metrics.waiting.get(), 0);
     assert_eq!(
-        front.count("timeout"),
+        front.count(HandshakeOutcome::Timeout),
         0,
         "the stalled client keeps its slot"
     );

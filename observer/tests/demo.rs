@@ -1,6 +1,8 @@
 //! README command one, `scripts/demo.sh --once`, runs in the test suite: an observer
-//! with SQLite, two agents onboarded with join tokens, a pipeline applied with the CLI,
-//! and a report showing data from both clusters at a real receiver.
+//! with SQLite, two agents onboarded with join tokens and a third cluster listed by the
+//! mock KaaS inventory (the `mock-inventory` example), a pipeline applied with the CLI,
+//! the receive gateway in front of the receiver for the central pipelines, and a report
+//! showing data from each cluster at a real receiver.
 //!
 //! Uses the binaries `cargo nextest run --workspace` built (target/<profile>/), so the
 //! suite builds once; needs what scripts/test.sh installs.
@@ -36,10 +38,17 @@ fn the_quick_start_demo_onboards_two_clusters_and_reports_their_data() {
     for expected in [
         "edge-1  shop    shop.edge-1  active  yes",
         "edge-2  shop    shop.edge-2  active  yes",
+        "edge-3  shop    shop.edge-3  active  yes",
+        "observer cluster join-token edge-3 --tenant shop | kubectl apply -f -",
         "ConfigurationApplied  True",
         // The `cluster` label is the cluster's global id.
         "cluster=shop.edge-1:",
         "cluster=shop.edge-2:",
+        "cluster=shop.edge-3:",
+        // The central pipeline's series, filed by the receive gateway.
+        r#"up{job="kaas-agent", cluster="shop.edge-1", tenant="shop"}"#,
+        r#"up{job="kaas-agent", cluster="shop.edge-2", tenant="shop"}"#,
+        r#"up{job="kaas-agent", cluster="shop.edge-3", tenant="shop"}"#,
         "demo finished",
     ] {
         assert!(

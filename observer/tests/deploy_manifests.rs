@@ -772,6 +772,13 @@ fn observer_serve_flags() -> BTreeSet<String> {
     )
 }
 
+fn observer_gateway_flags() -> BTreeSet<String> {
+    help_flags(
+        Path::new(env!("CARGO_BIN_EXE_observer")),
+        &["gateway", "--help"],
+    )
+}
+
 /// The agent's flags: from its binary when it is built beside this test (the workspace
 /// build, as in CI), else from [`AGENT_RUN_FLAGS`].
 fn agent_run_flags() -> BTreeSet<String> {
@@ -794,6 +801,7 @@ fn workloads_run_unprivileged_and_our_images_get_real_flags() {
     check_kustomize_version(&kubectl);
     let objects = Objects::collect(&kubectl);
     let observer_flags = observer_serve_flags();
+    let gateway_flags = observer_gateway_flags();
     let agent_flags = agent_run_flags();
     let version = env!("CARGO_PKG_VERSION");
     let mut failures = Vec::new();
@@ -859,8 +867,16 @@ fn workloads_run_unprivileged_and_our_images_get_real_flags() {
                 ));
             }
             let used = flags(container);
+            let args: Vec<&str> = container["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Json::as_str)
+                .collect();
             let (known, subcommand, pending): (&BTreeSet<String>, &str, &[&str]) = match repository
             {
+                // The receive gateway is a mode of the observer binary.
+                "observer" if args.first() == Some(&"gateway") => (&gateway_flags, "gateway", &[]),
                 "observer" => (&observer_flags, "serve", PENDING_OBSERVER_FLAGS),
                 "cluster-agent" => (&agent_flags, "run", &[]),
                 other => {
@@ -868,12 +884,6 @@ fn workloads_run_unprivileged_and_our_images_get_real_flags() {
                     continue;
                 }
             };
-            let args: Vec<&str> = container["args"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Json::as_str)
-                .collect();
             if args.first() != Some(&subcommand) {
                 failures.push(format!(
                     "{at}: args start with {:?}, not {subcommand}",
@@ -1344,6 +1354,78 @@ fn the_agent_push_ports_have_a_network_policy() {
             "{variant}: exactly the agent's ports"
         );
     }
+}
+
+/// Issue 15, finding 2: Thanos receive accepts writes only from the receive gateway,
+/// the observer and the management agent (on 552c13e the agents wrote to it directly,
+/// with a tenant header of their own choosing), and the gateway runs scaled out, holding
+/// the observer's CA certificates but never its key.
+#[test]
+fn thanos_receive_accepts_writes_only_from_the_gateway_and_the_providers_writers() {
+    if skip_requested("receive gateway") {
+        return;
+    }
+    let kubectl = require_tool("kubectl", "install kubectl (Debian: kubernetes-client)");
+    check_kustomize_version(&kubectl);
+    let objects = Objects::collect(&kubectl);
+    let source = "kubectl kustomize deploy/integrations";
+    let find = |kind: &str, name: &str| {
+        objects
+            .of_kind(kind)
+            .find(|(s, o)| *s == source && o["metadata"]["name"] == name)
+            .map(|(_, o)| o.clone())
+            .unwrap_or_else(|| panic!("{source} has the {kind} {name}"))
+    };
+    let policy = find("NetworkPolicy", "thanos-receive");
+    let writers = BTreeSet::from([
+        "kaas-receive-gateway",
+        "kaas-observer",
+        "kaas-management-agent",
+    ]);
+    let mut admitted = BTreeSet::new();
+    for rule in policy["spec"]["ingress"].as_array().expect("ingress rules") {
+        let ports: Vec<&Json> = rule["ports"].as_array().expect("ports").iter().collect();
+        if !ports
+            .iter()
+            .any(|p| p["port"] == "remote-write" || p["port"] == 19291)
+        {
+            continue;
+        }
+        for peer in rule["from"]
+            .as_array()
+            .expect("a write rule names its peers")
+        {
+            assert!(
+                peer.get("ipBlock").is_none() && peer.get("namespaceSelector").is_none(),
+                "only pods of the namespace may write: {peer}"
+            );
+            let name = peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a writer is selected by name: {peer}"));
+            admitted.insert(name.to_owned());
+        }
+    }
+    assert_eq!(admitted, writers.iter().map(|w| (*w).to_owned()).collect());
+
+    let gateway = find("Deployment", "kaas-receive-gateway");
+    assert!(
+        gateway["spec"]["replicas"].as_i64() >= Some(2),
+        "scaled out"
+    );
+    let pod = &gateway["spec"]["template"]["spec"];
+    for volume in pod["volumes"].as_array().expect("volumes") {
+        if volume["secret"]["secretName"] == "kaas-observer-ca" {
+            let keys: BTreeSet<&str> = volume["secret"]["items"]
+                .as_array()
+                .expect("the CA Secret's items are listed")
+                .iter()
+                .filter_map(|item| item["key"].as_str())
+                .collect();
+            assert_eq!(keys, BTreeSet::from(["ca.crt", "ca-previous.crt"]));
+        }
+    }
+    let args = flags(containers(pod)[0]);
+    assert!(args.contains(&"--client-ca-dir".to_owned()), "{args:?}");
 }
 
 // ---- Alertmanager's assembler ----

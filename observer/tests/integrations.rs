@@ -18,8 +18,10 @@
 //! Needs `prometheus` and `prometheus-alertmanager` (amtool), which scripts/test.sh
 //! installs, and the `cluster-agent` binary, which it builds with the workspace.
 
+mod postgres_harness;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,7 @@ use kaas_observer::integrations::remote_write::{
     RemoteWriteSettings, RemoteWriter, Series, WriterSources, fleet_series, fleet_source,
     probe_source,
 };
-use kaas_observer::integrations::{ConfigStates, FilesSettings, GrafanaSettings, HashringSettings};
+use kaas_observer::integrations::{ConfigStates, FilesSettings, HashringSettings};
 use kaas_observer::probes::{
     HttpMethod, HttpProbe, ProbeModule, ProbeOrigin, ProbeTarget, Prober, ProberSettings, TcpProbe,
 };
@@ -42,6 +44,8 @@ use kaas_test_support::peers::{Prometheus, binary};
 use kaas_test_support::remote_write_receiver::{Answer, RemoteWriteReceiver};
 use prometheus_client::registry::Registry;
 use url::Url;
+
+use postgres_harness::TestDatabase;
 
 /// How long generated files or written series may take to follow a change; generous,
 /// the actual time is a few hundred milliseconds.
@@ -96,10 +100,6 @@ fn files_settings(dir: &Path) -> FilesSettings {
             endpoints: vec!["thanos-receive-0.thanos:10901".into()],
             provider_tenant: "kaas-provider".into(),
         }),
-        grafana: Some(GrafanaSettings {
-            query_url: Url::parse("http://thanos-query.monitoring:9090").expect("a URL"),
-            mount_path: PathBuf::from("/etc/kaas-observer/integrations"),
-        }),
         alertmanager: true,
         // Long enough that only changes, not the resync, can explain what a test sees.
         resync: HOUR,
@@ -114,11 +114,6 @@ fn read(dir: &Path, relative: &str) -> String {
 fn hashring_tenants(dir: &Path) -> Option<Vec<String>> {
     let json: serde_json::Value = serde_json::from_str(&read(dir, paths::HASHRING)).ok()?;
     serde_json::from_value(json[0]["tenants"].clone()).ok()
-}
-
-fn yaml(dir: &Path, relative: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(&read(dir, relative))
-        .unwrap_or_else(|e| panic!("{relative} is not YAML: {e}"))
 }
 
 /// A whole Alertmanager configuration around the generated routing tree: a receiver
@@ -210,56 +205,6 @@ async fn integration_files_are_valid_and_follow_tenants_and_clusters() {
         serde_json::json!(["thanos-receive-0.thanos:10901"])
     );
 
-    // Grafana: the datasource, the providers (project + one per tenant) and their
-    // directories.
-    let datasources = yaml(&dir, paths::GRAFANA_DATASOURCES);
-    assert_eq!(datasources["apiVersion"], 1);
-    let datasource = &datasources["datasources"][0];
-    assert_eq!(datasource["uid"], "kaas-thanos");
-    assert_eq!(datasource["type"], "prometheus");
-    assert_eq!(datasource["url"], "http://thanos-query.monitoring:9090/");
-    let providers = yaml(&dir, paths::GRAFANA_DASHBOARD_PROVIDERS);
-    assert_eq!(providers["apiVersion"], 1);
-    let providers = providers["providers"].as_sequence().unwrap();
-    let folders: BTreeSet<String> = providers
-        .iter()
-        .map(|p| p["folder"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(folders, set(&["bank", "idle", "kaas-observer", "shop"]));
-    for provider in providers {
-        assert_eq!(provider["type"], "file");
-        let path = provider["options"]["path"].as_str().unwrap();
-        let local = path
-            .strip_prefix("/etc/kaas-observer/integrations/")
-            .unwrap_or_else(|| panic!("{path} is not below the mount path"));
-        let entries: Vec<_> = std::fs::read_dir(dir.join(local))
-            .unwrap_or_else(|e| panic!("{local}: {e}"))
-            .collect();
-        assert!(!entries.is_empty(), "{local} is empty");
-    }
-    let project: Vec<String> = std::fs::read_dir(dir.join(paths::GRAFANA_PROJECT_DASHBOARDS))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(project.len(), 5, "{project:?}");
-    for name in &project {
-        let dashboard: serde_json::Value = serde_json::from_str(&read(
-            &dir,
-            &format!("{}/{name}", paths::GRAFANA_PROJECT_DASHBOARDS),
-        ))
-        .unwrap();
-        assert!(dashboard["uid"].as_str().unwrap().starts_with("kaas-"));
-    }
-    let shop_overview: serde_json::Value = serde_json::from_str(&read(
-        &dir,
-        &format!(
-            "{}/shop/fleet-overview.json",
-            paths::GRAFANA_TENANT_DASHBOARDS
-        ),
-    ))
-    .unwrap();
-    assert_eq!(shop_overview["uid"], "kaas-fleet-shop");
-
     // Alertmanager: a full configuration around the routes passes amtool, and alerts
     // are routed as designed.
     let routes = read(&dir, paths::ALERTMANAGER_ROUTES);
@@ -291,18 +236,21 @@ async fn integration_files_are_valid_and_follow_tenants_and_clusters() {
                 "cluster=bank-1"
             ]
         ),
-        set(&["kaas-operators", "tenant-bank"])
+        set(&["kaas-operators"])
     );
     assert_eq!(
         routed_receivers(&config_path, &["alertname=KaasObserverDown"]),
         set(&["kaas-operators"])
     );
 
-    // A change rewrites only what changed: note the datasource file's modification.
-    let datasource_modified = std::fs::metadata(dir.join(paths::GRAFANA_DATASOURCES))
-        .unwrap()
-        .modified()
-        .unwrap();
+    // A change rewrites only what changed: note the hashring's modification.
+    let hashring_modified = || {
+        std::fs::metadata(dir.join(paths::HASHRING))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before_changes = hashring_modified();
 
     // A new tenant with a cluster appears; the bank's cluster is deleted and the bank
     // goes; the idle tenant gets a cluster.
@@ -322,19 +270,6 @@ async fn integration_files_are_valid_and_follow_tenants_and_clusters() {
         (hashring_tenants(&dir).as_ref() == Some(&want)).then_some(())
     })
     .await;
-    eventually("the bank's dashboards to go", || {
-        (!dir
-            .join(paths::GRAFANA_TENANT_DASHBOARDS)
-            .join("bank")
-            .exists())
-        .then_some(())
-    })
-    .await;
-    assert!(
-        dir.join(paths::GRAFANA_TENANT_DASHBOARDS)
-            .join("cafe/fleet-overview.json")
-            .is_file()
-    );
     let routes = eventually("the routes to follow", || {
         let routes = read(&dir, paths::ALERTMANAGER_ROUTES);
         (routes.contains("tenant-cafe") && !routes.contains("tenant-bank")).then_some(routes)
@@ -350,20 +285,19 @@ async fn integration_files_are_valid_and_follow_tenants_and_clusters() {
         ok,
         "amtool check-config after the change:\n{output}{errors}"
     );
-    let providers = yaml(&dir, paths::GRAFANA_DASHBOARD_PROVIDERS);
-    let folders: BTreeSet<String> = providers["providers"]
-        .as_sequence()
+    assert_ne!(hashring_modified(), before_changes, "the hashring changed");
+    let routes_modified = std::fs::metadata(dir.join(paths::ALERTMANAGER_ROUTES))
         .unwrap()
-        .iter()
-        .map(|p| p["folder"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(folders, set(&["cafe", "idle", "kaas-observer", "shop"]));
+        .modified()
+        .unwrap();
+    // Another pass over the same tenants and clusters rewrites nothing.
+    files::sync(&store, &files_settings(&dir)).await.unwrap();
     assert_eq!(
-        std::fs::metadata(dir.join(paths::GRAFANA_DATASOURCES))
+        std::fs::metadata(dir.join(paths::ALERTMANAGER_ROUTES))
             .unwrap()
             .modified()
             .unwrap(),
-        datasource_modified,
+        routes_modified,
         "an unchanged file was rewritten"
     );
     let leftovers: Vec<String> = walk(&dir)
@@ -371,6 +305,150 @@ async fn integration_files_are_valid_and_follow_tenants_and_clusters() {
         .filter(|p| p.contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+/// Issue 15, finding 5: the old routes sent every `Kaas*` alert to the operators and
+/// then on (`continue`) to the tenant it named, and had nothing for the control plane,
+/// so a tenant received the provider's alerts. Now the observer's own alerts, the
+/// control plane's and `kube-system`'s reach only the operators, each tenant receives
+/// its own clusters' alerts and nothing else, and a workload's own `tenant` label
+/// (which the receive gateway and the central pipeline rename to `exported_tenant`)
+/// routes nowhere. Checked with Debian's real `amtool`.
+#[test]
+fn alertmanager_routes_keep_provider_alerts_from_tenants_and_tenants_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = ["bank", "shop", "shopping"];
+    let routes = files::render_alertmanager_routes(&tenants).unwrap();
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(&config, alertmanager_config(&routes, &tenants)).unwrap();
+    let (ok, output, errors) = amtool(&["check-config", config.to_str().unwrap()]);
+    assert!(ok, "amtool check-config:\n{output}{errors}\n{routes}");
+
+    let cases: [(&str, &[&str], &[&str]); 13] = [
+        (
+            "a tenant's own workload alert",
+            &[
+                "alertname=KubePodCrashLooping",
+                "tenant=shop",
+                "cluster=shop.edge-1",
+                "namespace=web",
+            ],
+            &["tenant-shop"],
+        ),
+        (
+            "a tenant's node alert",
+            &[
+                "alertname=KubeNodeNotReady",
+                "tenant=bank",
+                "cluster=bank.core-1",
+                "job=kube-state-metrics",
+            ],
+            &["tenant-bank"],
+        ),
+        (
+            "the observer's alert about a tenant's cluster",
+            &[
+                "alertname=KaasClusterSilent",
+                "tenant=shop",
+                "cluster=shop.edge-1",
+            ],
+            &["kaas-operators"],
+        ),
+        (
+            "the observer's alert about its own pipeline on a tenant's cluster",
+            &[
+                "alertname=KaasPipelineDroppingData",
+                "tenant=shop",
+                "cluster=shop.edge-1",
+                "pipeline=kaas-central",
+            ],
+            &["kaas-operators"],
+        ),
+        (
+            "the observer's own health",
+            &["alertname=KaasObserverDown"],
+            &["kaas-operators"],
+        ),
+        (
+            "a control-plane target down, by job",
+            &[
+                "alertname=TargetDown",
+                "tenant=shop",
+                "cluster=shop.edge-1",
+                "job=apiserver",
+            ],
+            &["kaas-operators"],
+        ),
+        (
+            "a control-plane alert, by name",
+            &[
+                "alertname=KubeSchedulerDown",
+                "tenant=shop",
+                "cluster=shop.edge-1",
+            ],
+            &["kaas-operators"],
+        ),
+        (
+            "etcd",
+            &[
+                "alertname=etcdMembersDown",
+                "tenant=bank",
+                "cluster=bank.core-1",
+                "job=etcd",
+            ],
+            &["kaas-operators"],
+        ),
+        (
+            "kube-system, collected by the provider's pipeline",
+            &[
+                "alertname=KubePodCrashLooping",
+                "tenant=shop",
+                "cluster=shop.edge-1",
+                "namespace=kube-system",
+            ],
+            &["kaas-operators"],
+        ),
+        (
+            "a workload labelling its series tenant=\"bank\": renamed, stays the shop's",
+            &[
+                "alertname=KubePodCrashLooping",
+                "tenant=shop",
+                "exported_tenant=bank",
+                "cluster=shop.edge-1",
+            ],
+            &["tenant-shop"],
+        ),
+        (
+            "a tenant whose name starts with another's",
+            &[
+                "alertname=KubePodCrashLooping",
+                "tenant=shopping",
+                "cluster=shopping.a",
+            ],
+            &["tenant-shopping"],
+        ),
+        (
+            "a tenant the routes do not know",
+            &[
+                "alertname=KubePodCrashLooping",
+                "tenant=ghost",
+                "cluster=ghost.a",
+            ],
+            &["kaas-operators"],
+        ),
+        (
+            "no tenant at all",
+            &["alertname=KubePodCrashLooping", "cluster=x"],
+            &["kaas-operators"],
+        ),
+    ];
+    for (what, labels, want) in cases {
+        assert_eq!(
+            routed_receivers(&config, labels),
+            set(want),
+            "{what}: {labels:?}"
+        );
+    }
 }
 
 fn walk(dir: &Path) -> Vec<String> {
@@ -661,6 +739,8 @@ async fn the_serve_flags_start_what_they_name() {
         "serve",
         "--thanos-receive-url",
         "https://thanos-receive.example:19291/api/v1/receive",
+        "--receive-gateway-url",
+        "https://receive-gateway.example:19291",
         "--central-remote-write-url",
         &receiver.url(),
         "--central-remote-write-interval",
@@ -681,7 +761,7 @@ async fn the_serve_flags_start_what_they_name() {
     .unwrap();
 
     let central = integrations.central_pipeline().unwrap();
-    assert_eq!(central.tenant_header, "THANOS-TENANT");
+    assert_eq!(central.gateway_url, "https://receive-gateway.example:19291");
     receiver.wait_for_samples(1, FOLLOW_DEADLINE).await;
     assert_eq!(
         receiver.received()[0].headers["thanos-tenant"],
@@ -690,7 +770,6 @@ async fn the_serve_flags_start_what_they_name() {
     let tenants = eventually("hashring.json", || hashring_tenants(&dir)).await;
     assert_eq!(tenants, vec!["kaas-provider", "shop"]);
     assert!(dir.join(paths::ALERTMANAGER_ROUTES).is_file());
-    assert!(!dir.join(paths::GRAFANA_DATASOURCES).exists());
     let mut registry = Registry::default();
     integrations.register(&mut registry);
     let metrics = exposition(&registry);
@@ -701,173 +780,7 @@ async fn the_serve_flags_start_what_they_name() {
     integrations.stop();
 }
 
-// ---- the central pipeline in a real agent ----
-
-/// The `cluster-agent` binary beside this test's binary (target/<profile>/), which
-/// scripts/test.sh builds with the workspace.
-fn cluster_agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join("cluster-agent");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p kaas-cluster-agent` (scripts/test.sh builds the workspace)",
-        binary.display()
-    );
-    binary
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_running_the_central_pipeline_delivers_its_own_up_with_cluster_and_tenant() {
-    use kaas_observer::rendering::{CentralPipelineSettings, CentralScrape, central_pipeline};
-    use kaas_pipeline::agent_config::AgentConfig;
-    use kaas_test_support::process::{ChildGuard, free_port};
-
-    let dir = tempfile::tempdir().unwrap();
-    let prometheus_dir = dir.path().join("prometheus");
-    std::fs::create_dir_all(&prometheus_dir).unwrap();
-    let prometheus = Prometheus::receiver(&prometheus_dir);
-    let agent_port = free_port();
-    let mut settings = CentralPipelineSettings::new(prometheus.write_url());
-    // No Kubernetes here: only the agent's own metrics.
-    settings.scrape = CentralScrape {
-        prometheus_annotations: false,
-        runtime: false,
-        interval: Some("1s".into()),
-    };
-    settings.agent_metrics_address = format!("127.0.0.1:{agent_port}");
-    settings.check().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let store = sqlite_store(data.path()).await;
-    store.create_tenant("shop", &Actor::admin()).await.unwrap();
-    add_cluster(&store, "edge-1", "shop").await;
-    let cluster = store.get_cluster("shop.edge-1").await.unwrap().unwrap();
-    let central = central_pipeline(&settings, &cluster).unwrap();
-    // What the control service renders: the cluster's pipelines plus `cluster`.
-    let rendered = AgentConfig::from_validated(
-        BTreeMap::from([("cluster".to_owned(), cluster.id.clone())]),
-        &[central],
-    )
-    .render();
-    let config = dir.path().join("agent.json");
-    std::fs::write(&config, &rendered.body).unwrap();
-
-    let log = dir.path().join("agent.log");
-    let _agent = ChildGuard::spawn(
-        "cluster-agent",
-        Command::new(cluster_agent_binary())
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.path().join("agent-data"))
-            .arg("--listen-address")
-            .arg(format!("127.0.0.1:{agent_port}"))
-            .arg("--otlp-grpc-listen-address")
-            .arg("127.0.0.1:0")
-            .arg("--kubernetes")
-            .arg("off")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
-    );
-
-    let up = tokio::task::block_in_place(|| {
-        let until = Instant::now() + FOLLOW_DEADLINE;
-        loop {
-            let result = prometheus.query(r#"up{job="kaas-agent"} == 1"#);
-            if !result.is_empty() || Instant::now() >= until {
-                break result;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    });
-    assert!(
-        !up.is_empty(),
-        "no up{{job=\"kaas-agent\"}} == 1 arrived; agent log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    let labels = &up[0]["metric"];
-    assert_eq!(labels["cluster"], "shop.edge-1", "{labels}");
-    assert_eq!(labels["tenant"], "shop", "{labels}");
-    assert_eq!(
-        labels["instance"],
-        format!("127.0.0.1:{agent_port}"),
-        "{labels}"
-    );
-    // The agent's own series come the same way (KaasAgentConfigReloadFailed uses one).
-    let reload = tokio::task::block_in_place(|| {
-        prometheus.wait_for(
-            r#"kaas_agent_config_last_reload_successful{job="kaas-agent",cluster="shop.edge-1",tenant="shop"}"#,
-            FOLLOW_DEADLINE,
-        )
-    });
-    assert_eq!(reload.len(), 1, "{reload:?}");
-}
-
 // ---- the writer lease on PostgreSQL ----
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A fresh database on the test PostgreSQL server, dropped by [`TestDatabase::drop_now`].
-struct TestDatabase {
-    admin: sea_orm::DatabaseConnection,
-    name: String,
-    url: String,
-    secrets: SecretBox,
-}
-
-impl TestDatabase {
-    /// `None` when `KAAS_SKIP_POSTGRES=1`.
-    async fn create(tag: &str) -> Option<Self> {
-        use sea_orm::{ConnectionTrait, Database};
-        if std::env::var("KAAS_SKIP_POSTGRES").as_deref() == Ok("1") {
-            eprintln!("KAAS_SKIP_POSTGRES=1: skipping a PostgreSQL test");
-            return None;
-        }
-        let admin_url =
-            std::env::var("KAAS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-        let name = format!("kaas_{tag}_{}", std::process::id());
-        let admin = Database::connect(&admin_url)
-            .await
-            .expect("the test PostgreSQL answers");
-        let _ = admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("a test database");
-        let (base, _) = admin_url.rsplit_once('/').expect("a database URL");
-        Some(Self {
-            admin,
-            url: format!("{base}/{name}"),
-            name,
-            secrets: SecretBox::generate().expect("a secrets key"),
-        })
-    }
-
-    /// A store on the database: another replica each time.
-    async fn store(&self) -> Store {
-        Store::connect(&self.url, self.secrets.clone())
-            .await
-            .expect("a PostgreSQL store")
-    }
-
-    async fn drop_now(self) {
-        use sea_orm::ConnectionTrait;
-        let _ = self
-            .admin
-            .execute_unprepared(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await;
-    }
-}
 
 #[tokio::test]
 async fn one_replica_holds_the_lease_until_it_lets_go() {

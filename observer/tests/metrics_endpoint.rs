@@ -28,8 +28,12 @@ const SERVED_ONLY_ONCE_USED: &[&str] = &[
     "kaas_observer_onboarding_syncs_total",
     "kaas_observer_onboarding_cluster_changes_total",
     "kaas_observer_onboarding_last_success_timestamp_seconds",
+    "kaas_observer_deletions_pending",
     "kaas_observer_remote_write_samples_total",
     "kaas_observer_remote_write_last_success_timestamp_seconds",
+    // Only with --grafana-url (tests/metric_table.rs, tests/grafana_orgs.rs).
+    "kaas_observer_grafana_syncs_total",
+    "kaas_observer_grafana_last_success_timestamp_seconds",
 ];
 
 #[derive(serde::Deserialize)]

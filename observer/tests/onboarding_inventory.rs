@@ -6,8 +6,12 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{Method, Request, Response};
+use kaas_observer::api::manifest::ManifestInput;
+use kaas_observer::api::model::ClusterView;
+use kaas_observer::onboarding::capi::install::{WorkloadConnector, agent_documents};
 use kaas_observer::onboarding::inventory::{
-    DEFAULT_DELETE_AFTER_MISSING_POLLS, InventorySettings, InventorySource, PollError,
+    AgentInstall, DEFAULT_DELETE_AFTER_MISSING_POLLS, InventorySettings, InventorySource, PollError,
 };
 use kaas_observer::onboarding::{
     ClusterAction, OnboardingMetrics, SOURCE_LABEL, Source, SyncFailure,
@@ -17,7 +21,10 @@ use kaas_observer::store::certificates::JoinTokenCheck;
 use kaas_observer::store::{Actor, Cluster, ClusterState, NewCluster, ReportWrite, Store, now_ms};
 use kaas_pipeline::secret::SecretString;
 use kaas_test_support::fake_inventory::{FakeInventory, InventoryAnswer, cluster};
+use kube::Client;
+use kube::client::Body;
 use serde_json::json;
+use tower_test::mock::{self, Handle};
 
 struct Setup {
     store: Store,
@@ -37,6 +44,9 @@ async fn setup(customize: impl FnOnce(&mut InventorySettings)) -> Setup {
     .expect("open the store");
     let inventory = FakeInventory::start().await;
     let mut settings = InventorySettings::new(inventory.url().parse().expect("the fake's URL"));
+    // Polls are driven back to back: only the missing polls count unless a test sets
+    // a grace period of its own.
+    settings.delete_grace = Duration::ZERO;
     customize(&mut settings);
     let metrics = Arc::new(OnboardingMetrics::default());
     let source =
@@ -196,13 +206,19 @@ async fn a_cluster_missing_from_the_inventory_is_deleting_then_deleted_after_the
         ClusterState::Provisioning
     );
 
-    // The tombstone keeps the name: listed again, it is reported, not re-registered.
+    // Listed again, the name is registered again: a new incarnation of the same
+    // global id, the tombstone kept in the history (issue 15, finding 4: the old code
+    // skipped the name for good).
     s.inventory.set_clusters(vec![prod_1(), dev_1()]);
     let report = s.source.poll_once().await.unwrap();
-    assert!(report.registered.is_empty());
-    assert_eq!(report.skipped.len(), 1);
-    assert!(report.skipped[0].1.contains("tombstone"), "{report:?}");
-    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleted);
+    assert_eq!(report.registered, ["shop.prod-1"]);
+    let again = get(&s.store, "prod-1").await;
+    assert_eq!(again.state, ClusterState::Provisioning);
+    assert_ne!(again.incarnation, prod.incarnation);
+    let history = s.store.cluster_tombstones("shop.prod-1").await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].incarnation, prod.incarnation);
+    assert_eq!(history[0].deleted_at_ms, prod.deleted_at_ms);
 }
 
 #[tokio::test]
@@ -482,4 +498,274 @@ async fn endpoints_the_egress_policy_refuses_are_not_registered() {
     )]);
     let report = allowed.source.poll_once().await.unwrap();
     assert_eq!(report.registered, ["shop.local"]);
+}
+
+/// Issue 15, finding 4: the old source tombstoned a cluster after its missing polls
+/// however quickly they came. Now it also waits out `delete_grace`: with a grace of an
+/// hour, any number of back-to-back polls leaves the cluster `deleting`, never
+/// `deleted`.
+#[tokio::test]
+async fn a_missing_cluster_is_not_tombstoned_within_the_grace_period() {
+    let mut s = setup(|settings| {
+        settings.delete_after_missing_polls = NonZeroU32::new(2).unwrap();
+        settings.delete_grace = Duration::from_secs(3600);
+    })
+    .await;
+    s.inventory.set_clusters(vec![prod_1(), dev_1()]);
+    s.source.poll_once().await.unwrap();
+    s.inventory.set_clusters(vec![dev_1()]);
+    for _ in 0..5 {
+        let report = s.source.poll_once().await.unwrap();
+        assert!(report.deleted.is_empty(), "{report:?}");
+    }
+    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleting);
+}
+
+/// Positive evidence: an entry marked `"deleted": true` tombstones its cluster at once.
+#[tokio::test]
+async fn an_entry_marked_deleted_is_tombstoned_at_once() {
+    let mut s = setup(|settings| settings.delete_grace = Duration::from_secs(3600)).await;
+    s.inventory.set_clusters(vec![prod_1(), dev_1()]);
+    s.source.poll_once().await.unwrap();
+    let mut gone = prod_1();
+    gone["deleted"] = json!(true);
+    s.inventory.set_clusters(vec![gone, dev_1()]);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.deleted, ["shop.prod-1"]);
+    assert_eq!(get(&s.store, "prod-1").await.state, ClusterState::Deleted);
+    assert_eq!(
+        get(&s.store, "dev-1").await.state,
+        ClusterState::Provisioning
+    );
+}
+
+/// Issue 15, finding 4: an inventory answering one page of five (a partial list)
+/// would have started deleting four clusters at once. Now the mass-deletion guard holds
+/// those changes (nothing else in the poll is held: a new cluster is registered), shows
+/// them as pending and counts them; once an administrator confirms, the next poll
+/// applies them.
+#[tokio::test]
+async fn an_inventory_that_loses_most_of_the_fleet_waits_for_a_confirmation() {
+    let mut s = setup(|settings| {
+        settings.delete_after_missing_polls = NonZeroU32::new(5).unwrap();
+    })
+    .await;
+    let fleet: Vec<serde_json::Value> = (0..5)
+        .map(|i| {
+            cluster(
+                &format!("c{i}"),
+                "shop",
+                &[],
+                &format!("https://c{i}.k8s.example:6443"),
+            )
+        })
+        .collect();
+    s.inventory.set_clusters(fleet.clone());
+    s.source.poll_once().await.unwrap();
+
+    let newcomer = cluster("new", "shop", &[], "https://new.k8s.example:6443");
+    s.inventory
+        .set_clusters(vec![fleet[0].clone(), newcomer.clone()]);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.held, ["shop.c1", "shop.c2", "shop.c3", "shop.c4"]);
+    assert!(report.deleting.is_empty(), "{report:?}");
+    assert_eq!(report.registered, ["shop.new"]);
+    for name in ["c1", "c2", "c3", "c4"] {
+        assert_eq!(get(&s.store, name).await.state, ClusterState::Provisioning);
+    }
+    assert_eq!(s.metrics.pending(Source::Inventory), 4);
+    let pending = s.store.pending_deletions(None).await.unwrap();
+    assert_eq!(pending.len(), 4);
+    assert!(
+        pending.iter().all(|p| p.to_state == ClusterState::Deleting
+            && p.source == "inventory"
+            && p.reason == "missing from 1 successful inventory poll(s) in a row"),
+        "{pending:?}"
+    );
+    // Held again, not applied, while nobody confirms.
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.held.len(), 4);
+    assert!(report.deleting.is_empty());
+
+    let confirmed = s
+        .store
+        .confirm_deletions(&Actor::admin(), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(confirmed.len(), 4);
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(
+        report.deleting,
+        ["shop.c1", "shop.c2", "shop.c3", "shop.c4"]
+    );
+    assert!(report.held.is_empty());
+    assert!(s.store.pending_deletions(None).await.unwrap().is_empty());
+    assert_eq!(s.metrics.pending(Source::Inventory), 0);
+    // Their tombstones follow after the missing polls (five): already `deleting`, they
+    // are not weighed again.
+    let report = s.source.poll_once().await.unwrap();
+    assert!(report.deleted.is_empty() && report.held.is_empty());
+    let report = s.source.poll_once().await.unwrap();
+    assert_eq!(report.deleted, ["shop.c1", "shop.c2", "shop.c3", "shop.c4"]);
+    assert!(report.held.is_empty());
+}
+
+/// A self-contained kubeconfig, as a provider's inventory would hand it out.
+const KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+clusters:
+- name: prod-1
+  cluster:
+    server: https://127.0.0.1:6443
+users:
+- name: admin
+  user:
+    token: workload-admin-token
+contexts:
+- name: prod-1
+  context: {cluster: prod-1, user: admin}
+current-context: prod-1
+";
+
+/// The workload cluster's API server, mocked: answers every server-side apply with the
+/// object it was sent and records what it saw.
+fn workload_cluster() -> (Client, Handle<Request<Body>, Response<Body>>) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, "default"), handle)
+}
+
+/// Answers `count` applies; returns each object's kind and the join token the agent's
+/// Secret carries.
+async fn answer_applies(
+    handle: &mut Handle<Request<Body>, Response<Body>>,
+    count: usize,
+) -> (Vec<String>, String) {
+    let mut kinds = Vec::new();
+    let mut token = String::new();
+    for _ in 0..count {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+            .await
+            .expect("the apply arrives in time")
+            .expect("a request");
+        assert_eq!(request.method(), Method::PATCH, "{}", request.uri());
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        assert!(query.contains("fieldManager=kaas-observer"), "{query}");
+        let bytes = request.into_body().collect_bytes().await.expect("body");
+        let object: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON apply body");
+        assert_eq!(
+            object["metadata"]["labels"]["telemetry.kaas-observer.io/cluster"], "prod-1",
+            "every object names its cluster"
+        );
+        if object["kind"] == "Secret" {
+            token = object["stringData"]["join-token"]
+                .as_str()
+                .expect("the Secret holds the join token")
+                .to_owned();
+        }
+        kinds.push(object["kind"].as_str().unwrap_or_default().to_owned());
+        send.send_response(Response::new(Body::from(bytes.to_vec())));
+    }
+    (kinds, token)
+}
+
+/// Issue 15, "Inventory onboarding is complete": an entry that names a kubeconfig gets
+/// its agent installed as Cluster API clusters do (server-side apply of the install
+/// manifests with a fresh join token), once; an entry without one shows the exact
+/// command that installs it. On fe225cb the inventory installed nothing: it dropped the
+/// registration's token and only logged a hint.
+#[tokio::test]
+async fn a_listed_kubeconfig_gets_the_agent_installed_and_the_others_show_the_command() {
+    let (workload, mut api_server) = workload_cluster();
+    let mut s = setup(|settings| {
+        settings.install = Some(AgentInstall {
+            control_endpoint: "https://observer.example:8443".to_owned(),
+            ca_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_owned(),
+            secret_namespaces: vec!["kaas-observer".to_owned()],
+            workload: WorkloadConnector::Fixed(workload),
+        });
+    })
+    .await;
+    let mut prod = prod_1();
+    prod["kubeconfig"] = json!(KUBECONFIG);
+    s.inventory.set_clusters(vec![prod, dev_1()]);
+    let objects = agent_documents(&ManifestInput {
+        cluster: "prod-1",
+        control_endpoint: "https://observer.example:8443",
+        ca_pem: "",
+        join_token: "any",
+        secret_namespaces: &["kaas-observer".to_owned()],
+    })
+    .expect("the manifests render")
+    .len();
+
+    let (report, (kinds, token)) = tokio::join!(
+        s.source.poll_once(),
+        answer_applies(&mut api_server, objects)
+    );
+    let report = report.expect("the poll succeeds");
+    assert_eq!(report.installed, ["shop.prod-1"]);
+    assert!(kinds.contains(&"Deployment".to_owned()), "{kinds:?}");
+    let check = s
+        .store
+        .check_join_token(&token, "csr", now_ms())
+        .await
+        .expect("the store answers");
+    assert!(
+        matches!(&check, JoinTokenCheck::Redeemable(cluster) if cluster.name == "prod-1"),
+        "the applied token joins prod-1: {check:?}"
+    );
+
+    let installed = ClusterView::from_cluster(get(&s.store, "prod-1").await);
+    assert_eq!(installed.install_command, None, "the observer installs it");
+    let manual = ClusterView::from_cluster(get(&s.store, "dev-1").await);
+    assert_eq!(
+        manual.install_command.as_deref(),
+        Some("observer cluster join-token dev-1 --tenant bank | kubectl apply -f -")
+    );
+
+    // Within the retry interval the next poll applies nothing again.
+    let again = s.source.poll_once().await.expect("the poll succeeds");
+    assert!(again.installed.is_empty(), "{again:?}");
+    assert!(
+        tokio::time::timeout(Duration::ZERO, api_server.next_request())
+            .await
+            .is_err(),
+        "no second install"
+    );
+}
+
+/// Issue 15: a kubeconfig that would run a command on the observer is refused with its
+/// entry, before anything is registered or contacted.
+#[tokio::test]
+async fn a_kubeconfig_that_runs_a_command_is_refused_with_its_entry() {
+    let (workload, mut api_server) = workload_cluster();
+    let mut s = setup(|settings| {
+        settings.install = Some(AgentInstall {
+            control_endpoint: "https://observer.example:8443".to_owned(),
+            ca_pem: String::new(),
+            secret_namespaces: Vec::new(),
+            workload: WorkloadConnector::Fixed(workload),
+        });
+    })
+    .await;
+    let mut prod = prod_1();
+    prod["kubeconfig"] = json!(KUBECONFIG.replace(
+        "    token: workload-admin-token",
+        "    exec: {command: /bin/sh, args: [-c, 'id > /tmp/owned'], apiVersion: client.authentication.k8s.io/v1}"
+    ));
+    s.inventory.set_clusters(vec![prod]);
+    let report = s.source.poll_once().await.expect("the poll succeeds");
+    assert!(report.registered.is_empty(), "{report:?}");
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert!(
+        report.skipped[0].1.contains("kubeconfig") && report.skipped[0].1.contains("exec"),
+        "{report:?}"
+    );
+    assert!(!registered(&s.store, "prod-1").await);
+    assert!(
+        tokio::time::timeout(Duration::ZERO, api_server.next_request())
+            .await
+            .is_err(),
+        "nothing was applied"
+    );
 }

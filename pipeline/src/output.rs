@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::errors::{FieldErrors, field, index, key};
-use crate::policy::ValidationContext;
+use crate::policy::{Origin, ValidationContext};
 use crate::secret::ValueSource;
 use crate::units::parse_duration;
 
@@ -212,6 +212,12 @@ pub struct Tls {
     /// URL's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+    /// Present the agent's own cluster certificate (the one the observer's CA issued
+    /// it) as the client certificate, instead of `cert` and `key`. Only the provider's
+    /// own pipelines may: the receive gateway files what arrives under the cluster
+    /// this certificate names.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent_identity: bool,
 }
 
 /// A checked output.
@@ -694,6 +700,20 @@ impl Authentication {
 
 impl Tls {
     fn validate(&self, path: &str, context: &ValidationContext, errors: &mut FieldErrors) {
+        if self.agent_identity {
+            if !context.policy.agent_identity || context.origin == Origin::InCluster {
+                errors.add(
+                    field(path, "agentIdentity"),
+                    "only the provider's own pipelines may present the agent's cluster certificate",
+                );
+            }
+            if self.cert.is_some() || self.key.is_some() {
+                errors.add(
+                    field(path, "agentIdentity"),
+                    "the agent's cluster certificate replaces cert and key: set either",
+                );
+            }
+        }
         match (&self.cert, &self.key) {
             (Some(_), None) => errors.add(
                 field(path, "key"),

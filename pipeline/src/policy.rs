@@ -101,6 +101,13 @@ impl SecretNamespaces {
             Self::Only(list) => Some(list),
         }
     }
+
+    /// The allowed namespaces as an install manifest grants them (Roles in each, the
+    /// agent's `--secret-namespaces`): empty for any, since no Role can grant every
+    /// namespace.
+    pub fn granted(&self) -> Vec<String> {
+        self.listed().into_iter().flatten().cloned().collect()
+    }
 }
 
 /// What the provider allows pipelines to do, whoever wrote them.
@@ -117,6 +124,9 @@ pub struct ProviderPolicy {
     pub central_endpoints: Vec<Url>,
     /// Which files may be read at all.
     pub paths: PathPolicy,
+    /// Whether pipelines may present the agent's cluster certificate
+    /// (`tls.agentIdentity`): the provider's own pipelines only.
+    pub agent_identity: bool,
 }
 
 impl ProviderPolicy {
@@ -128,6 +138,7 @@ impl ProviderPolicy {
             reserved_headers: TENANCY_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
             central_endpoints: Vec::new(),
             paths: PathPolicy::agent_default(),
+            agent_identity: false,
         }
     }
 
@@ -160,6 +171,7 @@ impl ProviderPolicy {
             reserved_headers: BTreeSet::new(),
             central_endpoints: Vec::new(),
             paths: PathPolicy::agent_default(),
+            agent_identity: true,
         }
     }
 

@@ -550,6 +550,12 @@ const BAD: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "tls-agent-identity-in-tenant-pipeline.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.tls.agentIdentity: only the provider's own pipelines may present the agent's cluster certificate",
+        ],
+    ),
+    (
         "tls-cert-without-key.yaml",
         &[
             "spec.output.prometheusRemoteWrite.tls.key: a client certificate needs its private key: set key too",

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,24 @@ impl Drop for ChildGuard {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A binary of the workspace built beside the running test's binary
+/// (`target/<profile>/<name>`, e.g. `cluster-agent` for an observer test); panics with
+/// the command that builds it when it is missing.
+pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join(name);
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p {package}` (scripts/test.sh builds the workspace)",
+        binary.display()
+    );
+    binary
 }
 
 /// A loopback port that was free a moment ago. Prefer binding port 0 directly where

@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use kaas_buffer::{DiskBuffer, Limits};
+use kaas_cluster_agent::internal_events::PipelineStats;
 use kaas_cluster_agent::labels::Labels;
 use kaas_cluster_agent::scrape::config::ScrapeConfig;
 use kaas_cluster_agent::scrape::scraper::Scraper;
 use kaas_cluster_agent::scrape::target::Target;
 use kaas_cluster_agent::topology::inlet::Inlet;
-use kaas_cluster_agent::topology::stats::PipelineStats;
 use kaas_pipeline::buffer::WhenFull;
 
 /// Ingests one target's exposition repeatedly.

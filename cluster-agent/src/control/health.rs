@@ -11,9 +11,8 @@ use kaas_proto::control::v1::{
 };
 use std::sync::atomic::Ordering;
 
-use crate::pipeline::budget::BUFFER_BUDGET_EXCEEDED;
+use crate::internal_events::{DropReason, ERROR_LOG_INTERVAL, ErrorReason};
 use crate::pipeline::runtime::{Pipelines, RunningPipeline};
-use crate::topology::stats::{DropReason, ERROR_LOG_INTERVAL};
 
 /// A snapshot of every running pipeline, taken at `now`.
 pub fn snapshot(pipelines: &Pipelines, now: SystemTime) -> AgentHealth {
@@ -88,7 +87,7 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
 fn last_error(pipeline: &RunningPipeline, now_ms: i64) -> Option<PipelineError> {
     let recent = pipeline.stats.last_error().map(|error| PipelineError {
         timestamp_unix_ms: unix_ms(error.at),
-        reason: error.reason,
+        reason: error.reason.as_str().to_owned(),
         message: error.message,
     });
     reported_error(recent, pipeline.buffer_grant.reduced.as_deref(), now_ms)
@@ -108,7 +107,7 @@ fn reported_error(
         Some(error) if now_ms.saturating_sub(error.timestamp_unix_ms) < window_ms => Some(error),
         _ => Some(PipelineError {
             timestamp_unix_ms: now_ms,
-            reason: BUFFER_BUDGET_EXCEEDED.to_owned(),
+            reason: ErrorReason::BufferBudgetExceeded.as_str().to_owned(),
             message: reduced.to_owned(),
         }),
     }
@@ -138,7 +137,7 @@ mod tests {
         let standing = reported_error(None, reduced, NOW).unwrap();
         assert_eq!(
             (standing.reason.as_str(), standing.timestamp_unix_ms),
-            (BUFFER_BUDGET_EXCEEDED, NOW)
+            (ErrorReason::BufferBudgetExceeded.as_str(), NOW)
         );
         assert_eq!(standing.message, "limited by the budget");
         let fresh = error("BackendUnreachable", NOW - 1000);
@@ -150,7 +149,7 @@ mod tests {
         let again = reported_error(Some(old.clone()), reduced, NOW).unwrap();
         assert_eq!(
             (again.reason.as_str(), again.timestamp_unix_ms),
-            (BUFFER_BUDGET_EXCEEDED, NOW)
+            (ErrorReason::BufferBudgetExceeded.as_str(), NOW)
         );
         assert_eq!(reported_error(Some(old.clone()), None, NOW), Some(old));
         assert_eq!(reported_error(None, None, NOW), None);

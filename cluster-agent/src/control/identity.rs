@@ -34,10 +34,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 
-/// Directory under the data directory that holds the identity.
-pub const IDENTITY_DIR: &str = "identity";
-const KEY_FILE: &str = "tls.key";
-const CERT_FILE: &str = "tls.crt";
+pub use crate::files::IDENTITY_DIR;
+use crate::files::{IDENTITY_CERT_FILE as CERT_FILE, IDENTITY_KEY_FILE as KEY_FILE};
 const CA_FILE: &str = "ca.crt";
 const CLUSTER_FILE: &str = "cluster";
 /// Marks a replacement whose `.next` files are all written (see the module note).

@@ -9,12 +9,26 @@
 //! | [`ConfigLoaded`] | `kaas_agent_config_last_reload_successful` = 1 (a first load is no reload) | `Applied` |
 //! | [`ConfigReloaded`] | `kaas_agent_config_reloads_total{result="success"}`, the gauge = 1 | `Applied` |
 //! | [`ConfigRefused`] | `kaas_agent_config_reloads_total{result="failure"}`, the gauge = 0 | `ConfigRejected` |
+//! | [`PipelineFailed`] | `kaas_agent_pipeline_errors_total{pipeline, reason}`, the health report's last error | [`ErrorReason::condition`] |
+//! | [`SamplesDropped`], [`BufferDropped`] | `kaas_agent_pipeline_samples_dropped_total{pipeline, reason}`, the health report's drops | `DataDropped` |
+//! | [`PushRefused`] | `kaas_agent_push_refused_total{protocol, reason}` (and `kaas_agent_push_malformed_requests_total`) | none: the pusher is told |
+//! | [`PushRouted`] | `kaas_agent_push_samples_received_total`, `kaas_agent_push_samples_unrouted_total` | none |
 //!
-//! An event's own log line is a debug line naming the event, its labels and its reason;
-//! the operator-facing line with the detail (the refused fields, the file's error)
-//! stays where that detail is. Each pipeline's errors and drops have their one place
-//! in the pipeline's health (`pipeline::stats`), which the data path owns.
+//! The reload events log a debug line naming the event, its labels and its reason; the
+//! operator-facing line with the detail (the refused fields, the file's error) stays
+//! where that detail is. [`PipelineFailed`] is the operator-facing line of a pipeline's
+//! errors itself (a warning, rate-limited per error).
+//!
+//! This module is a leaf of the agent's map: it uses nothing of the agent, so every
+//! stage of the data path, the control stream and `/metrics` may use it.
 
+mod pipeline;
+mod push;
 mod reload;
 
+pub use pipeline::{
+    BufferDropped, DropReason, ERROR_LOG_INTERVAL, ErrorReason, LastError, PipelineFailed,
+    PipelineStats, SamplesDropped, SendLatency,
+};
+pub use push::{PushRefused, PushRouted, PushStats};
 pub use reload::{ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource, ReloadState};

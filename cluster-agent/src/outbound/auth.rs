@@ -9,6 +9,7 @@
 //! on every read ([`ValueSources`]).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use kaas_pipeline::secret::{SecretString, ValueSource};
 use reqwest::header::{HeaderName, HeaderValue};
 
 use crate::files::FileAccess;
+use crate::internal_events::ErrorReason;
 
 /// Refresh an OAuth2 token this long before it expires.
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(30);
@@ -46,12 +48,25 @@ pub struct ValueSources {
     pub secrets: Arc<dyn SecretStore>,
     /// `valueFrom.file` values.
     pub files: Arc<FileAccess>,
+    /// The agent's identity directory, for `tls.agentIdentity` (the provider's own
+    /// pipelines); `None`: such pipelines fail to send, saying why.
+    pub agent_identity_dir: Option<PathBuf>,
 }
 
 impl ValueSources {
-    /// Secrets from `secrets`, files through `files`.
+    /// Secrets from `secrets`, files through `files`, no agent identity.
     pub fn new(secrets: Arc<dyn SecretStore>, files: Arc<FileAccess>) -> Self {
-        Self { secrets, files }
+        Self {
+            secrets,
+            files,
+            agent_identity_dir: None,
+        }
+    }
+
+    /// The same sources, with the agent's identity read from `dir`.
+    pub fn with_agent_identity(mut self, dir: PathBuf) -> Self {
+        self.agent_identity_dir = Some(dir);
+        self
     }
 
     /// No Secrets, files under the default policy: agents outside Kubernetes, tests.
@@ -109,11 +124,11 @@ pub enum AuthError {
 
 impl AuthError {
     /// The status condition reason for this failure.
-    pub fn condition_reason(&self) -> &'static str {
+    pub fn condition_reason(&self) -> ErrorReason {
         match self {
-            Self::SecretMissing { .. } | Self::File { .. } => "SecretMissing",
+            Self::SecretMissing { .. } | Self::File { .. } => ErrorReason::SecretMissing,
             Self::InvalidHeaderValue(_) | Self::OAuth2 { .. } | Self::Tls(_) => {
-                "AuthenticationFailed"
+                ErrorReason::AuthenticationFailed
             }
         }
     }
@@ -403,13 +418,42 @@ pub fn tls_material(
     };
     let get =
         |source: &Option<ValueSource>| source.as_ref().map(|s| resolve(s, sources)).transpose();
+    let (cert_pem, key_pem) = if tls.agent_identity {
+        let (cert, key) = agent_identity(sources)?;
+        (Some(cert), Some(key))
+    } else {
+        (get(&tls.cert)?, get(&tls.key)?)
+    };
     Ok(super::tls::TlsMaterial {
         ca_pem: get(&tls.ca)?,
-        cert_pem: get(&tls.cert)?,
-        key_pem: get(&tls.key)?,
+        cert_pem,
+        key_pem,
         insecure_skip_verify: tls.insecure_skip_verify,
         server_name: tls.server_name.clone(),
     })
+}
+
+/// The agent's own client certificate and key (`tls.agentIdentity`), read at every
+/// use so that a renewed certificate is presented from the next request on.
+fn agent_identity(sources: &ValueSources) -> Result<(SecretString, SecretString), AuthError> {
+    let Some(dir) = &sources.agent_identity_dir else {
+        return Err(AuthError::Tls(
+            "tls.agentIdentity needs the identity of an agent joined to an observer".into(),
+        ));
+    };
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path)
+            .map(SecretString::new)
+            .map_err(|e| AuthError::File {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
+    };
+    Ok((
+        read(crate::files::IDENTITY_CERT_FILE)?,
+        read(crate::files::IDENTITY_KEY_FILE)?,
+    ))
 }
 
 /// A reqwest error's text without its URL (which could carry query secrets).
@@ -459,6 +503,30 @@ mod tests {
                 file: None,
             }),
         }
+    }
+
+    #[test]
+    fn agent_identity_presents_the_agents_own_certificate_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = kaas_pipeline::output::Tls {
+            agent_identity: true,
+            ..kaas_pipeline::output::Tls::default()
+        };
+        // Outside an observer-connected agent there is no identity to present.
+        let error = tls_material(Some(&tls), &one_secret()).unwrap_err();
+        assert!(error.to_string().contains("tls.agentIdentity"), "{error}");
+        let sources = one_secret().with_agent_identity(dir.path().to_owned());
+        let error = tls_material(Some(&tls), &sources).unwrap_err();
+        assert!(matches!(error, AuthError::File { .. }), "{error}");
+
+        std::fs::write(dir.path().join(crate::files::IDENTITY_CERT_FILE), "CERT").unwrap();
+        std::fs::write(dir.path().join(crate::files::IDENTITY_KEY_FILE), "KEY").unwrap();
+        let material = tls_material(Some(&tls), &sources).unwrap();
+        assert_eq!(material.cert_pem.unwrap().expose(), "CERT");
+        assert_eq!(material.key_pem.unwrap().expose(), "KEY");
+        // Without the flag the identity stays unread.
+        let plain = tls_material(Some(&kaas_pipeline::output::Tls::default()), &sources).unwrap();
+        assert!(plain.cert_pem.is_none() && plain.key_pem.is_none());
     }
 
     /// Issue 13, finding 10 (OAuth2 lifetimes clamped): whatever `expires_in` a token
@@ -516,7 +584,7 @@ mod tests {
         );
         let missing = resolve(&reference("nope"), &one_secret()).unwrap_err();
         assert_eq!(missing.to_string(), "Secret ns/creds has no key \"nope\"");
-        assert_eq!(missing.condition_reason(), "SecretMissing");
+        assert_eq!(missing.condition_reason(), ErrorReason::SecretMissing);
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");

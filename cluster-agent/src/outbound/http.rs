@@ -13,6 +13,7 @@ use super::auth::{
 };
 use super::retry::{SendError, classify};
 use super::tls::{ClientCache, TlsError, TlsMaterial, http_client};
+use crate::internal_events::ErrorReason;
 
 /// How much of an error response body is kept for the error message.
 const ERROR_BODY_EXCERPT: usize = 256;
@@ -90,7 +91,7 @@ impl Endpoint {
             .map_err(|e| SendError::Retryable {
                 reason: format!("sending to the backend failed: {}", without_url(&e)),
                 retry_after: None,
-                condition: super::retry::BACKEND_UNREACHABLE,
+                condition: ErrorReason::BackendUnreachable,
             })?;
         let status = response.status().as_u16();
         let retry_after = response

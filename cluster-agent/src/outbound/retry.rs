@@ -6,12 +6,11 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::internal_events::ErrorReason;
+
 /// Longest `Retry-After` honoured; a backend asking for more is retried after this, so
 /// a misconfigured header cannot park a pipeline for hours.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-
-/// The condition reason of a retryable failure of the network or the backend.
-pub const BACKEND_UNREACHABLE: &str = "BackendUnreachable";
 
 /// Why a send failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,9 +22,9 @@ pub enum SendError {
         reason: String,
         /// What the backend asked for with `Retry-After`.
         retry_after: Option<Duration>,
-        /// The status condition reason: [`BACKEND_UNREACHABLE`] for the network and
+        /// The status condition reason: [`ErrorReason::BackendUnreachable`] for the network and
         /// the backend, `SecretMissing` and friends for credentials.
-        condition: &'static str,
+        condition: ErrorReason,
     },
     /// The backend refused the batch for good.
     #[error("{reason}")]
@@ -37,10 +36,10 @@ pub enum SendError {
 
 impl SendError {
     /// A short machine-readable reason for status conditions.
-    pub fn condition_reason(&self) -> &'static str {
+    pub fn condition_reason(&self) -> ErrorReason {
         match self {
-            Self::Retryable { condition, .. } => condition,
-            Self::Permanent { .. } => "DataDropped",
+            Self::Retryable { condition, .. } => *condition,
+            Self::Permanent { .. } => ErrorReason::DataDropped,
         }
     }
 }
@@ -57,7 +56,7 @@ pub fn classify(
         429 | 500..=599 => Err(SendError::Retryable {
             reason: format!("server returned HTTP {status}: {body_excerpt}"),
             retry_after: retry_after.and_then(|value| parse_retry_after(value, now)),
-            condition: BACKEND_UNREACHABLE,
+            condition: ErrorReason::BackendUnreachable,
         }),
         _ => Err(SendError::Permanent {
             reason: format!("server returned HTTP {status}: {body_excerpt}"),

@@ -10,7 +10,7 @@
 //! it in proportion to what they ask. The other pipelines share what is left: what they
 //! ask when it fits, otherwise each gets the same fraction of its ask (rounded down),
 //! never less than [`MIN_BUFFER_BYTES`]. Pipelines are never refused for the budget:
-//! they run with a smaller buffer and report [`BUFFER_BUDGET_EXCEEDED`], naming the
+//! they run with a smaller buffer and report `BufferBudgetExceeded`, naming the
 //! budget, so a configuration the observer let through (an older observer, a per-cluster
 //! budget set higher than this agent's) degrades the buffers, not the data flow. The
 //! floor means that more than `budget / MIN_BUFFER_BYTES` pipelines exceed the budget
@@ -25,7 +25,6 @@ use std::collections::BTreeMap;
 pub use kaas_pipeline::buffer::DEFAULT_BUFFER_BUDGET;
 pub use kaas_pipeline::buffer::MIN_BUFFER_BYTES;
 pub use kaas_pipeline::names::RESERVED_PIPELINE_PREFIX;
-pub use kaas_pipeline::status::reasons::BUFFER_BUDGET_EXCEEDED;
 
 /// A pipeline's name and the `maxBytes` it asks for.
 type Ask<'a> = (&'a str, u64);

@@ -8,7 +8,7 @@
 //! are sealed ([`kaas_pipeline::sealed`]): validation refuses relabel rules that could
 //! change their address, scheme or path; here a target whose address, scheme or path
 //! still differs after the pipeline's relabeling is not scraped and the pipeline
-//! reports [`TARGET_SEALED_REASON`]; and each target's token is bound to the URL
+//! reports [`ErrorReason::TargetSealed`]; and each target's token is bound to the URL
 //! discovery produced ([`ScrapeCredentials`]), so nothing that skipped validation can
 //! send it elsewhere either.
 //!
@@ -19,7 +19,7 @@
 //! answers on the node's address. Kubelets serve a self-signed certificate unless
 //! kubelet serving certificates are on (`serverTLSBootstrap: true`, certificates signed
 //! through the cluster's CSR API); when verification fails the pipeline reports
-//! [`KUBELET_CERTIFICATE_REASON`] with both fixes ([`KUBELET_CERTIFICATE_FIXES`]). The
+//! [`ErrorReason::KubeletCertificateUntrusted`] with both fixes ([`KUBELET_CERTIFICATE_FIXES`]). The
 //! provider may turn verification off for one cluster with that cluster's agent flag
 //! `--kubelet-insecure-skip-tls-verify`; a pipeline cannot.
 
@@ -34,25 +34,18 @@ use url::Url;
 use super::runtime::{defaults, scrape_config};
 use super::targets::DesiredTarget;
 use crate::discovery::kubernetes::nodes;
+use crate::internal_events::{ErrorReason, PipelineFailed, PipelineStats};
 use crate::labels::{ADDRESS, Labels};
 use crate::outbound::tls::{TlsError, TlsMaterial};
 use crate::scrape::client::ScrapeClient;
 use crate::scrape::credentials::ScrapeCredentials;
 use crate::scrape::target::Target;
 use crate::scrape::target::{METRICS_PATH, SCHEME, populate};
-use crate::topology::stats::PipelineStats;
 
 /// The job of runtime targets, as the kubernetes-mixin dashboards and alerts expect.
 pub const KUBELET_JOB: &str = "kubelet";
 /// Where a pod's service-account token and CA are mounted.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-/// The condition reason when relabeling moved a credential-bearing target.
-pub const TARGET_SEALED_REASON: &str = kaas_pipeline::status::reasons::TARGET_SEALED;
-/// The condition reason when a kubelet's certificate is not signed by the cluster CA.
-pub const KUBELET_CERTIFICATE_REASON: &str =
-    kaas_pipeline::status::reasons::KUBELET_CERTIFICATE_UNTRUSTED;
-/// The condition reason when kubelet access cannot be set up (no CA, no token).
-pub const KUBELET_ACCESS_REASON: &str = "KubeletAccessUnavailable";
 /// What fixes an untrusted kubelet certificate, said in the pipeline's condition.
 pub const KUBELET_CERTIFICATE_FIXES: &str = "the kubelet's serving certificate must be signed \
     by the cluster CA: turn on kubelet serving certificates (KubeletConfiguration \
@@ -209,14 +202,15 @@ pub fn runtime_targets(
                 continue;
             };
             if let Some(moved) = moved_label(&with_path, &labels) {
-                stats.error(
-                    TARGET_SEALED_REASON,
+                PipelineFailed::new(
+                    ErrorReason::TargetSealed,
                     format!(
                         "the kubelet target {} {path} is not scraped: relabeling changed its \
                          {moved}, and it carries the agent's credentials",
                         with_path.get(ADDRESS)
                     ),
-                );
+                )
+                .emit(stats);
                 continue;
             }
             let Ok(target) = Target::new(labels) else {
@@ -230,7 +224,7 @@ pub fn runtime_targets(
             config.credentials = Some(ScrapeCredentials {
                 token_file: access.token_file.clone(),
                 bound_to,
-                untrusted_certificate_reason: KUBELET_CERTIFICATE_REASON,
+                untrusted_certificate_reason: ErrorReason::KubeletCertificateUntrusted,
                 untrusted_certificate_advice: KUBELET_CERTIFICATE_FIXES,
             });
             desired.push(DesiredTarget {

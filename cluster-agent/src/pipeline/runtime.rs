@@ -21,7 +21,7 @@ use kaas_pipeline::output::ValidatedOutput;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use super::kubelet::{KUBELET_ACCESS_REASON, KubeletAccess, runtime_targets};
+use super::kubelet::{KubeletAccess, runtime_targets};
 use super::targets::{DesiredTarget, TargetSet, TargetState};
 use crate::discovery::kubernetes::watch::{NodeSnapshot, PodSnapshot, Snapshot};
 use crate::discovery::kubernetes::{annotations, endpointslices, istio, pods};
@@ -29,10 +29,11 @@ use crate::exporters::Exporter;
 use crate::exporters::otlp::OtlpExporter;
 use crate::exporters::remote_write::RemoteWriteExporter;
 use crate::files::FileAccess;
+use crate::internal_events::{ErrorReason, PipelineFailed, PipelineStats};
 use crate::labels::{ADDRESS, Labels};
 use crate::outbound::auth::{SecretStore, ValueSources};
 use crate::outbound::tls::{TlsError, TlsMaterial};
-use crate::pipeline::budget::{BUFFER_BUDGET_EXCEEDED, BufferGrant};
+use crate::pipeline::budget::BufferGrant;
 use crate::scrape::client::ScrapeClient;
 use crate::scrape::config::ScrapeConfig;
 use crate::scrape::limits::{
@@ -42,7 +43,6 @@ use crate::scrape::limits::{
 use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, Target, populate};
 use crate::topology::inlet::Inlet;
 use crate::topology::sender::{Sender, SenderConfig};
-use crate::topology::stats::PipelineStats;
 use kaas_buffer::{BufferError, DiskBuffer, Limits};
 
 /// How long a stopping pipeline may keep sending what it has buffered.
@@ -72,6 +72,7 @@ impl AgentContext {
     /// Where the values pipelines reference come from.
     fn value_sources(&self) -> ValueSources {
         ValueSources::new(self.secrets.clone(), self.files.clone())
+            .with_agent_identity(self.data_dir.join(crate::files::IDENTITY_DIR))
     }
 }
 
@@ -132,7 +133,7 @@ impl RunningPipeline {
         let exporter = exporter(&pipeline, context)?;
         let stats = Arc::new(PipelineStats::named(&name));
         if let Some(reason) = &grant.reduced {
-            stats.error(BUFFER_BUDGET_EXCEEDED, reason.clone());
+            PipelineFailed::new(ErrorReason::BufferBudgetExceeded, reason.clone()).emit(&stats);
         }
         let wake = Arc::new(Notify::new());
         let inlet = Inlet {
@@ -187,7 +188,7 @@ impl RunningPipeline {
                 if pending == 0
                     || stats
                         .last_error()
-                        .is_some_and(|e| e.reason == "BackendUnreachable")
+                        .is_some_and(|e| e.reason == ErrorReason::BackendUnreachable)
                 {
                     break;
                 }
@@ -276,7 +277,10 @@ fn start_scraping(
             &context.service_account_dir,
             context.kubelet_insecure_skip_verify,
         )
-        .map_err(|error| stats.error(KUBELET_ACCESS_REASON, error.to_string()))
+        .map_err(|error| {
+            PipelineFailed::new(ErrorReason::KubeletAccessUnavailable, error.to_string())
+                .emit(stats)
+        })
         .ok()
     } else {
         None
@@ -284,10 +288,8 @@ fn start_scraping(
     let (static_targets, target_errors) = static_targets(pipeline, kubelet.as_ref());
     lock(&targets).sync(static_targets.clone());
     if (wants_pods && cluster.pods.is_none()) || (wants_nodes && cluster.nodes.is_none()) {
-        stats.error(
-            "KubernetesUnavailable",
-            "the prometheus, istio and runtime inputs need access to the Kubernetes API, which this agent does not have",
-        );
+        PipelineFailed::new(ErrorReason::KubernetesUnavailable,
+            "the prometheus, istio and runtime inputs need access to the Kubernetes API, which this agent does not have").emit(stats);
     }
     let watches_anything = cluster.pods.is_some()
         || cluster.nodes.is_some()
@@ -368,9 +370,9 @@ pub(super) fn defaults(
     }
 }
 
-/// The condition reason when a control-plane target's certificate is not signed by
-/// the cluster CA.
-pub const TARGET_CERTIFICATE_REASON: &str = "TargetCertificateUntrusted";
+/// The error reason when a control-plane target's certificate is not signed by the
+/// cluster CA (its condition is `FlowInterrupted`, with [`TARGET_CERTIFICATE_FIXES`]).
+pub const TARGET_CERTIFICATE_REASON: ErrorReason = ErrorReason::TargetCertificateUntrusted;
 /// What fixes it, said in the pipeline's condition.
 pub const TARGET_CERTIFICATE_FIXES: &str = "the target's serving certificate must be \
     signed by the cluster CA, since the agent's token goes only to targets it verifies: \

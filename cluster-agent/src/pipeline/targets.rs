@@ -11,6 +11,7 @@ use kaas_pipeline::processors::ValidatedProcessors;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::internal_events::{ErrorReason, PipelineFailed};
 use crate::labels::Labels;
 use crate::scrape::client::ScrapeClient;
 use crate::scrape::config::ScrapeConfig;
@@ -27,8 +28,8 @@ impl ScrapeSink for Inlet {
         let _ = Inlet::push_encoded(self, request, samples, oldest_ms, Some(stream));
     }
 
-    fn report_error(&self, reason: &'static str, message: String) {
-        self.stats.error(reason, message);
+    fn report_error(&self, reason: ErrorReason, message: String) {
+        PipelineFailed::new(reason, message).emit(&self.stats);
     }
 }
 

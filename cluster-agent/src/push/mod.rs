@@ -26,9 +26,7 @@
 pub mod auth;
 pub mod otlp_grpc;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -46,6 +44,7 @@ use prost::Message;
 use tokio::sync::{RwLock, Semaphore};
 
 use self::auth::{Review, ReviewError, TokenReviewer, bearer_token, token_matches};
+use crate::internal_events::{PushRefused, PushRouted, PushStats};
 use crate::labels::{Labels, LabelsBuilder};
 use crate::outbound::auth::{ValueSources, resolve};
 use crate::pipeline::runtime::Pipelines;
@@ -93,40 +92,6 @@ impl Protocol {
     }
 }
 
-/// Counters of pushed samples and refused requests.
-#[derive(Debug, Default)]
-pub struct PushStats {
-    /// Samples received.
-    pub received: AtomicU64,
-    /// Samples no pipeline took (none enabled the input, or all filtered them out).
-    pub unrouted: AtomicU64,
-    /// Requests refused as malformed.
-    pub malformed_requests: AtomicU64,
-    /// Refused requests by protocol and reason (both from fixed sets).
-    refused: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-}
-
-impl PushStats {
-    fn refuse(&self, protocol: Protocol, refusal: &Refusal) {
-        if matches!(
-            refusal,
-            Refusal::UnsupportedMediaType(_) | Refusal::Decode(DecodeError::Malformed(_))
-        ) {
-            self.malformed_requests.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        *refused
-            .entry((protocol.name(), refusal.reason()))
-            .or_default() += 1;
-    }
-
-    /// Refused requests so far, by protocol and reason.
-    pub fn refused(&self) -> Vec<((&'static str, &'static str), u64)> {
-        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        refused.iter().map(|(k, v)| (*k, *v)).collect()
-    }
-}
-
 /// Why a push request is refused.
 #[derive(Debug)]
 pub enum Refusal {
@@ -147,6 +112,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Counts this refusal of a `protocol` request in `stats`.
+    fn count(&self, protocol: Protocol, stats: &PushStats) {
+        PushRefused {
+            protocol: protocol.name(),
+            reason: self.reason(),
+            malformed: matches!(
+                self,
+                Refusal::UnsupportedMediaType(_) | Refusal::Decode(DecodeError::Malformed(_))
+            ),
+        }
+        .emit(stats);
+    }
+
     /// A short, fixed name for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -366,7 +344,7 @@ impl PushReceiver {
         }
         .await;
         if let Err(refusal) = &result {
-            self.stats.refuse(protocol, refusal);
+            refusal.count(protocol, &self.stats);
             tracing::debug!(
                 protocol = protocol.name(),
                 reason = refusal.reason(),
@@ -405,8 +383,7 @@ impl PushReceiver {
         pushed: Pushed,
         admitted: &[Admitted],
     ) -> Result<(), Refusal> {
-        let total = pushed.samples() as u64;
-        self.stats.received.fetch_add(total, Ordering::Relaxed);
+        let received = pushed.samples() as u64;
         let pipelines = self.pipelines.read().await;
         let mut routed_anywhere = vec![false; pushed.series.len()];
         let mut not_stored = Vec::new();
@@ -459,7 +436,7 @@ impl PushReceiver {
             .filter(|(_, routed)| !**routed)
             .map(|(series, _)| series.samples.len() as u64)
             .sum();
-        self.stats.unrouted.fetch_add(unrouted, Ordering::Relaxed);
+        PushRouted { received, unrouted }.emit(&self.stats);
         if not_stored.is_empty() {
             Ok(())
         } else {
@@ -556,7 +533,7 @@ async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Re
     let gzip = match gzip {
         Ok(gzip) => gzip,
         Err(refusal) => {
-            receiver.stats.refuse(Protocol::Otlp, &refusal);
+            refusal.count(Protocol::Otlp, &receiver.stats);
             return refusal.into_response();
         }
     };

@@ -65,7 +65,7 @@ impl Service<http::Request<tonic::body::Body>> for OtlpGrpc {
             let gzip = match grpc_encoding(&parts.headers) {
                 Ok(gzip) => gzip,
                 Err(refusal) => {
-                    receiver.stats.refuse(Protocol::Otlp, &refusal);
+                    refusal.count(Protocol::Otlp, &receiver.stats);
                     return Ok(status(&refusal).into_http());
                 }
             };

@@ -190,7 +190,7 @@ async fn pushes_without_credentials_are_refused_by_default() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(message.contains("without the Kubernetes API"), "{message}");
     assert_eq!(refused(&fixture.receiver, "unauthenticated"), 4);
-    assert_eq!(fixture.receiver.stats.received.load(Ordering::Relaxed), 0);
+    assert_eq!(fixture.receiver.stats.received(), 0);
     fixture.agent.shutdown().await;
     assert!(fixture.sink.accepted().is_empty());
 }

@@ -14,6 +14,7 @@ use http::HeaderValue;
 use url::Url;
 
 use super::error::ScrapeError;
+use crate::internal_events::ErrorReason;
 
 /// A bearer token file and the only place its token may be sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub struct ScrapeCredentials {
     /// The scheme, host, port and path discovery produced for the target.
     pub bound_to: Url,
     /// The pipeline's condition reason when the target's certificate is not trusted.
-    pub untrusted_certificate_reason: &'static str,
+    pub untrusted_certificate_reason: ErrorReason,
     /// What the condition then says would fix it.
     pub untrusted_certificate_advice: &'static str,
 }
@@ -86,7 +87,7 @@ mod tests {
         ScrapeCredentials {
             token_file: dir.join("token"),
             bound_to: Url::parse("https://10.0.0.7:10250/metrics/cadvisor").unwrap(),
-            untrusted_certificate_reason: "Untrusted",
+            untrusted_certificate_reason: ErrorReason::KubeletCertificateUntrusted,
             untrusted_certificate_advice: "fix it",
         }
     }

@@ -2,6 +2,8 @@
 //! scraping sees. The pipeline implements it (its inlet buffers the request and counts
 //! what it drops); the scraper knows nothing of buffers or senders.
 
+use crate::internal_events::ErrorReason;
+
 /// The receiver of one scrape loop's encoded samples.
 pub trait ScrapeSink: Send + Sync {
     /// Takes an encoded, uncompressed remote-write `WriteRequest` holding `samples`
@@ -12,6 +14,6 @@ pub trait ScrapeSink: Send + Sync {
     fn push_encoded(&self, request: &[u8], samples: usize, oldest_ms: i64, stream: u64);
 
     /// Reports a problem of the pipeline that is not one target's (a kubelet
-    /// certificate the agent does not trust): `reason` is the condition reason.
-    fn report_error(&self, reason: &'static str, message: String);
+    /// certificate the agent does not trust): `reason` says why.
+    fn report_error(&self, reason: ErrorReason, message: String);
 }

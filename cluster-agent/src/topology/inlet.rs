@@ -4,22 +4,18 @@
 //!
 //! A batch the buffer cannot store (full with `dropNewest`, or a failed write on a full
 //! or failing disk) is counted as dropped by reason and reported as the pipeline's
-//! error (`BufferFull`, [`BUFFER_WRITE_FAILED`]); a failed write is also returned to
+//! error (`BufferFull`, [`ErrorReason::BufferWriteFailed`]); a failed write is also returned to
 //! the caller, which still holds the batch (it was only borrowed).
 
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use super::stats::{DropReason, PipelineStats};
+use crate::internal_events::{
+    BufferDropped, DropReason, ErrorReason, PipelineFailed, PipelineStats, SamplesDropped,
+};
 use crate::record::signal::Payload;
 use kaas_buffer::{BufferError, DiskBuffer, Dropped, HEADER_BYTES, Stream};
-
-/// The pipeline error reason for a batch the buffer could not write (a full disk, an
-/// I/O error); the observer shows it as the pipeline's `FlowHealthy` reason.
-pub use kaas_pipeline::status::reasons::BUFFER_WRITE_FAILED;
-/// The pipeline error reason for a buffered record that was damaged when read back.
-pub const BUFFER_CORRUPT: &str = "BufferCorrupt";
 
 /// Fires once its record is durable: written to the pipeline's buffer file, so that
 /// it survives the agent being killed. What a receiver waits for before it answers
@@ -143,27 +139,35 @@ impl Inlet {
 
     /// Counts a batch the buffer could not write and reports why.
     fn write_failed(&self, items: usize, error: &BufferError) {
-        self.stats
-            .dropped(DropReason::BufferWriteFailed, items as u64);
-        self.stats.error(BUFFER_WRITE_FAILED, error.to_string());
+        SamplesDropped {
+            reason: DropReason::BufferWriteFailed,
+            samples: items as u64,
+        }
+        .emit(&self.stats);
+        PipelineFailed::new(ErrorReason::BufferWriteFailed, error.to_string()).emit(&self.stats);
     }
 
     /// Counts a push and what the buffer dropped for it, and wakes the sender.
     fn account(&self, samples: usize, stored: bool, dropped: Dropped) {
         PipelineStats::add(&self.stats.samples_in, samples as u64);
-        self.stats.dropped(DropReason::BufferFull, dropped.full);
-        self.stats
-            .dropped(DropReason::MaxAgeExceeded, dropped.expired);
-        self.stats.dropped(DropReason::Corrupt, dropped.corrupt);
+        BufferDropped(dropped.clone()).emit(&self.stats);
         if !stored {
-            self.stats.dropped(DropReason::BufferFull, samples as u64);
-            self.stats
-                .error("BufferFull", "the buffer is full; new samples are dropped");
+            SamplesDropped {
+                reason: DropReason::BufferFull,
+                samples: samples as u64,
+            }
+            .emit(&self.stats);
+            PipelineFailed::new(
+                ErrorReason::BufferFull,
+                "the buffer is full; new samples are dropped",
+            )
+            .emit(&self.stats);
         } else if dropped.full > 0 {
-            self.stats.error(
-                "BufferFull",
+            PipelineFailed::new(
+                ErrorReason::BufferFull,
                 "the buffer is full; the oldest samples were dropped",
-            );
+            )
+            .emit(&self.stats);
         }
         self.wake.notify_one();
     }

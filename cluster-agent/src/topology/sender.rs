@@ -38,9 +38,10 @@ use std::time::{Duration, Instant};
 use kaas_series::clock::now_ms;
 use tokio::sync::{Notify, watch};
 
-use super::inlet::BUFFER_CORRUPT;
-use super::stats::{DropReason, PipelineStats};
 use crate::exporters::{Export, RequestOf};
+use crate::internal_events::{
+    BufferDropped, DropReason, ErrorReason, PipelineFailed, PipelineStats, SamplesDropped,
+};
 use crate::outbound::backoff::Backoff;
 use crate::outbound::retry::SendError;
 use crate::record::signal::{Frame, FrameEncoding, ShardingKey};
@@ -144,7 +145,8 @@ impl<E: Export> Sender<E> {
                 RoundEnd::Done => {
                     let mut buffer = self.lock_buffer();
                     if let Err(error) = buffer.ack(end) {
-                        self.stats.error("BufferError", error.to_string());
+                        PipelineFailed::new(ErrorReason::BufferError, error.to_string())
+                            .emit(&self.stats);
                     }
                 }
                 RoundEnd::Interrupted => {
@@ -174,7 +176,7 @@ impl<E: Export> Sender<E> {
 
     fn persist_ack(&self) {
         if let Err(error) = self.lock_buffer().persist_ack() {
-            self.stats.error("BufferError", error.to_string());
+            PipelineFailed::new(ErrorReason::BufferError, error.to_string()).emit(&self.stats);
         }
     }
 
@@ -205,7 +207,8 @@ impl<E: Export> Sender<E> {
                 Ok(next) => next,
                 Err(error) => {
                     // The damaged record was skipped (and counted): read on after it.
-                    self.stats.error(BUFFER_CORRUPT, error.to_string());
+                    PipelineFailed::new(ErrorReason::BufferCorrupt, error.to_string())
+                        .emit(&self.stats);
                     continue;
                 }
             };
@@ -229,9 +232,13 @@ impl<E: Export> Sender<E> {
                 Ok(raw) => payloads.push((raw, record.timestamp_ms)),
                 Err(error) => {
                     samples -= u64::from(record.items);
-                    self.stats
-                        .dropped(DropReason::Corrupt, u64::from(record.items));
-                    self.stats.error(BUFFER_CORRUPT, error.to_string());
+                    SamplesDropped {
+                        reason: DropReason::Corrupt,
+                        samples: u64::from(record.items),
+                    }
+                    .emit(&self.stats);
+                    PipelineFailed::new(ErrorReason::BufferCorrupt, error.to_string())
+                        .emit(&self.stats);
                 }
             }
             if samples >= split_target {
@@ -239,9 +246,7 @@ impl<E: Export> Sender<E> {
             }
         }
         let dropped = buffer.take_dropped();
-        self.stats
-            .dropped(DropReason::MaxAgeExceeded, dropped.expired);
-        self.stats.dropped(DropReason::Corrupt, dropped.corrupt);
+        BufferDropped(dropped).emit(&self.stats);
         // `end` is the start of the last record read; acknowledge past it.
         let after = end.map(|_| buffer.read_position())?;
         drop(buffer);
@@ -259,7 +264,8 @@ impl<E: Export> Sender<E> {
             let frames = match E::Signal::frames(raw) {
                 Ok(frames) => frames,
                 Err(error) => {
-                    self.stats.error(BUFFER_CORRUPT, error.to_string());
+                    PipelineFailed::new(ErrorReason::BufferCorrupt, error.to_string())
+                        .emit(&self.stats);
                     continue;
                 }
             };
@@ -334,10 +340,11 @@ impl<E: Export> Sender<E> {
                 Ok(RoundEnd::Done) => {}
                 Ok(RoundEnd::Interrupted) => end = RoundEnd::Interrupted,
                 Ok(RoundEnd::Failed) | Err(_) => {
-                    self.stats.error(
-                        "InternalError",
+                    PipelineFailed::new(
+                        ErrorReason::InternalError,
                         "a send task failed unexpectedly; the data is kept and sent again",
-                    );
+                    )
+                    .emit(&self.stats);
                     if !matches!(end, RoundEnd::Interrupted) {
                         end = RoundEnd::Failed;
                     }
@@ -405,15 +412,23 @@ async fn send_with_retry<E: Export>(
                 return RoundEnd::Done;
             }
             Err(SendError::Permanent { reason }) => {
-                stats.dropped(DropReason::RejectedByBackend, samples);
-                stats.error("DataDropped", reason);
+                SamplesDropped {
+                    reason: DropReason::RejectedByBackend,
+                    samples,
+                }
+                .emit(stats);
+                PipelineFailed::new(ErrorReason::DataDropped, reason).emit(stats);
                 return RoundEnd::Done;
             }
             Err(error @ SendError::Retryable { .. }) => {
                 PipelineStats::add(&stats.samples_failed, samples);
-                stats.error(error.condition_reason(), error.to_string());
+                PipelineFailed::new(error.condition_reason(), error.to_string()).emit(stats);
                 if now_ms().saturating_sub(oldest_ms) > max_age_ms {
-                    stats.dropped(DropReason::MaxAgeExceeded, samples);
+                    SamplesDropped {
+                        reason: DropReason::MaxAgeExceeded,
+                        samples,
+                    }
+                    .emit(stats);
                     return RoundEnd::Done;
                 }
                 let SendError::Retryable { retry_after, .. } = error else {

@@ -13,6 +13,7 @@ pub mod budgets;
 pub mod cluster_api;
 pub mod clusters;
 pub mod control_plane;
+pub mod deletions;
 pub mod error;
 pub mod manifest;
 pub mod metrics;
@@ -78,13 +79,7 @@ impl ApiState {
 
     /// The namespaces whose Secrets agents may read, for install manifests.
     pub fn secret_namespaces(&self) -> Vec<String> {
-        self.tenant_policy
-            .secret_namespaces
-            .listed()
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
+        self.tenant_policy.secret_namespaces.granted()
     }
 }
 
@@ -170,6 +165,7 @@ pub fn app(state: ApiState) -> Router {
             axum::routing::put(cluster_api::put).delete(cluster_api::delete),
         )
         .route("/api/v1/secrets/rekey", post(secrets::rekey))
+        .route("/api/v1/deletions/confirm", post(deletions::confirm))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

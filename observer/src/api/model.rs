@@ -183,6 +183,8 @@ pub enum ClusterStateView {
     Active,
     /// Its agent has not been heard from for a while.
     Silent,
+    /// Its onboarding source lost it without a deletion the observer saw; it alerts.
+    Lost,
     /// Being removed.
     Deleting,
     /// Removed (tombstone); its certificate is no longer accepted.
@@ -195,6 +197,7 @@ impl From<ClusterState> for ClusterStateView {
             ClusterState::Provisioning => Self::Provisioning,
             ClusterState::Active => Self::Active,
             ClusterState::Silent => Self::Silent,
+            ClusterState::Lost => Self::Lost,
             ClusterState::Deleting => Self::Deleting,
             ClusterState::Deleted => Self::Deleted,
         }
@@ -246,6 +249,17 @@ pub struct ClusterView {
     /// When the cluster was deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at_ms: Option<i64>,
+    /// Which registration of the global id this is: a name registered again after its
+    /// deletion is a new incarnation (the old one stays in the history, its
+    /// certificates refused).
+    #[serde(default)]
+    pub incarnation: String,
+    /// While the cluster waits for its first agent and the observer does not install
+    /// it (a cluster registered through the API, or listed by an inventory without a
+    /// kubeconfig): the command that prints its install manifests with a fresh join
+    /// token and applies them (run it with the workload cluster's kubeconfig).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_command: Option<String>,
     /// The agent's last health report, as it sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<serde_json::Value>,
@@ -257,7 +271,11 @@ pub struct ClusterView {
 impl ClusterView {
     /// The view of a stored cluster, without agent reports.
     pub fn from_cluster(cluster: Cluster) -> Self {
+        let install_command = (crate::onboarding::inventory::awaits_agent(&cluster)
+            && !crate::onboarding::agent_installed_by_observer(&cluster))
+        .then(|| install_command(&cluster));
         Self {
+            install_command,
             name: cluster.name,
             id: cluster.id,
             tenant: cluster.tenant,
@@ -273,10 +291,21 @@ impl ClusterView {
             applied_config_hash: cluster.applied_config_hash,
             created_at_ms: cluster.created_at_ms,
             deleted_at_ms: cluster.deleted_at_ms,
+            incarnation: cluster.incarnation,
             health: None,
             config: None,
         }
     }
+}
+
+/// The command that installs `cluster`'s agent by hand: a fresh join token and the
+/// manifests from the observer, applied with `kubectl` (whose current context must be
+/// the workload cluster).
+pub fn install_command(cluster: &Cluster) -> String {
+    format!(
+        "observer cluster join-token {} --tenant {} | kubectl apply -f -",
+        cluster.name, cluster.tenant
+    )
 }
 
 /// What an agent said about the last configuration it was sent.
@@ -458,6 +487,8 @@ pub struct ClusterCounts {
     pub active: u64,
     /// Not heard from for a while.
     pub silent: u64,
+    /// Lost by their onboarding source without a deletion the observer saw.
+    pub lost: u64,
     /// Being removed.
     pub deleting: u64,
     /// Removed.
@@ -476,4 +507,38 @@ pub struct StatusView {
     pub pipelines: u64,
     /// Agents holding a control stream now.
     pub connected_agents: u64,
+    /// Deletions the mass-deletion guard holds until an administrator confirms them
+    /// (`POST /api/v1/deletions/confirm`), of the clusters the caller may see.
+    pub pending_deletions: Vec<PendingDeletionView>,
+}
+
+/// A cluster change an onboarding source wants to make and the mass-deletion guard
+/// holds (see `crate::lifecycle::guard`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PendingDeletionView {
+    /// The cluster's global id.
+    pub cluster: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// The source that wants to make the change (`inventory`, `cluster-api`).
+    pub source: String,
+    /// The state it would move the cluster to (`deleting`, `deleted` or `lost`).
+    pub to_state: ClusterStateView,
+    /// The source's evidence.
+    pub reason: String,
+    /// When the guard first held it, Unix milliseconds.
+    pub held_at_ms: i64,
+    /// When an administrator confirmed it; the source applies it at its next pass if
+    /// its evidence still holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at_ms: Option<i64>,
+}
+
+/// `POST /api/v1/deletions/confirm`: what the confirmation released.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfirmedDeletions {
+    /// The held changes now confirmed, applied by their source at its next pass.
+    pub confirmed: Vec<PendingDeletionView>,
 }

@@ -17,9 +17,10 @@ use super::cluster_api::{MapNamespaceRequest, NamespaceMappingList, NamespaceMap
 use super::clusters::MAX_CLUSTER_PAGE;
 use super::control_plane::ControlPlaneView;
 use super::model::{
-    AppliedPipeline, ClusterList, ClusterView, CreateClusterRequest, CreateTenantRequest,
-    CreateTokenRequest, CreatedCluster, CreatedToken, ErrorBody, JoinToken, PipelineList,
-    PipelineStatusView, PipelineView, Revoked, StatusView, TenantList, TenantView, TokenList,
+    AppliedPipeline, ClusterList, ClusterView, ConfirmedDeletions, CreateClusterRequest,
+    CreateTenantRequest, CreateTokenRequest, CreatedCluster, CreatedToken, ErrorBody, JoinToken,
+    PipelineList, PipelineStatusView, PipelineView, Revoked, StatusView, TenantList, TenantView,
+    TokenList,
 };
 use super::probes::{ProbeEndpointList, ProbeEndpointRequest, ProbeEndpointView};
 use super::quotas::{SetQuotasRequest, TenantQuotasView};
@@ -488,6 +489,10 @@ fn admin_paths(s: &mut Schemas, answers: &Answers) -> Map<String, Value> {
                 responses(vec![("200", ok("Mapped to that tenant already.", s.of::<NamespaceMappingView>())), ("201", ok("Mapped.", s.of::<NamespaceMappingView>()))]), WRITE),
             "delete": answers.operation("unmapClusterApiNamespace", "cluster-api", "Remove a namespace's mapping; clusters registered from it stay (admin).",
                 vec![namespace], None, responses(vec![("204", no_content())]), DELETE),
+        },
+        "/api/v1/deletions/confirm": {
+            "post": answers.operation("confirmDeletions", "clusters", "Confirm every cluster change the mass-deletion guard holds; each source applies them at its next pass if its evidence still holds (admin).", vec![], None,
+                responses(vec![("200", ok("What was confirmed.", s.of::<ConfirmedDeletions>()))]), READ),
         },
         "/api/v1/secrets/rekey": {
             "post": answers.operation("rekeySecrets", "secrets", "Seal every stored secret again with the observer's current key (admin).", vec![], None,

@@ -1,5 +1,6 @@
 //! `GET /api/v1/status`: counts of what the caller may see: tenants, clusters by state,
-//! pipelines and connected agents.
+//! pipelines and connected agents, and the deletions the mass-deletion guard holds for
+//! an administrator's confirmation.
 
 use axum::Json;
 use axum::extract::State;
@@ -30,6 +31,7 @@ pub async fn get(
             ClusterState::Provisioning => &mut clusters.provisioning,
             ClusterState::Active => &mut clusters.active,
             ClusterState::Silent => &mut clusters.silent,
+            ClusterState::Lost => &mut clusters.lost,
             ClusterState::Deleting => &mut clusters.deleting,
             ClusterState::Deleted => &mut clusters.deleted,
         } += 1;
@@ -40,10 +42,18 @@ pub async fn get(
     // Counted, not read: a pipeline whose stored document cannot be opened must not
     // break the status (issue 13, finding 10).
     let pipelines = state.store.count_pipelines(scope).await?;
+    let pending_deletions = state
+        .store
+        .pending_deletions(scope)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     Ok(Json(StatusView {
         tenants: tenants as u64,
         clusters,
         pipelines,
         connected_agents,
+        pending_deletions,
     }))
 }

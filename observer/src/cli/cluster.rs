@@ -1,4 +1,4 @@
-//! `observer cluster add|list|get|delete|join-token|revoke-certificates|control-plane`.
+//! `observer cluster add|list|get|delete|join-token|revoke-certificates|confirm-deletions|control-plane`.
 //!
 //! `add` prints the join token and writes the agent's install manifests to standard
 //! output (or `--manifest-file`). When the manifests go to standard output, the other
@@ -16,7 +16,8 @@ use super::print::{age, labels, structured, table};
 use super::{CommandError, EXIT_OK, Format, OutputArgs};
 use crate::api::control_plane::ControlPlaneView;
 use crate::api::model::{
-    ClusterList, ClusterView, CreateClusterRequest, CreatedCluster, JoinToken, Revoked,
+    ClusterList, ClusterView, ConfirmedDeletions, CreateClusterRequest, CreatedCluster, JoinToken,
+    Revoked,
 };
 use crate::control_plane::ControlPlaneScrape;
 
@@ -36,6 +37,10 @@ pub enum ClusterCommand {
     /// Revoke every agent certificate of a cluster: its agents are cut off at once,
     /// the cluster and its pipelines stay; a new join token brings an agent back.
     RevokeCertificates(NameArgs),
+    /// Confirm the cluster changes the mass-deletion guard holds (admin; shown by
+    /// `observer status`): each source applies them at its next pass if its evidence
+    /// still holds.
+    ConfirmDeletions(ConfirmArgs),
     /// Show which control-plane components the provider's central pipeline scrapes on
     /// a cluster, how, and why not; `--set FILE` or `--reset` change it (admin).
     ControlPlane(ControlPlaneArgs),
@@ -56,6 +61,13 @@ pub struct ControlPlaneArgs {
     /// Return the cluster to the default setting (admin).
     #[arg(long)]
     pub reset: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `observer cluster confirm-deletions`.
+#[derive(Debug, Args)]
+pub struct ConfirmArgs {
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -143,6 +155,7 @@ pub async fn run(
 ) -> Result<u8, CommandError> {
     match command {
         ClusterCommand::Add(args) => add(client, args, out, err).await,
+        ClusterCommand::ConfirmDeletions(args) => confirm_deletions(client, &args, out).await,
         ClusterCommand::List(args) => {
             let query: Vec<(&str, String)> =
                 args.tenant.map(|t| ("tenant", t)).into_iter().collect();
@@ -251,6 +264,31 @@ pub async fn run(
             )
         }
     }
+}
+
+/// `observer cluster confirm-deletions`.
+async fn confirm_deletions(
+    client: &ApiClient,
+    args: &ConfirmArgs,
+    out: &mut dyn Write,
+) -> Result<u8, CommandError> {
+    let answer: ConfirmedDeletions = client
+        .call(
+            Method::POST,
+            &["api", "v1", "deletions", "confirm"],
+            &[],
+            None,
+        )
+        .await?;
+    if !structured(out, args.output.output, &answer)? {
+        writeln!(
+            out,
+            "{} held cluster change(s) confirmed; their sources apply them at their next pass",
+            answer.confirmed.len()
+        )?;
+        super::status::print_pending(out, &answer.confirmed)?;
+    }
+    Ok(EXIT_OK)
 }
 
 async fn add(
@@ -438,6 +476,7 @@ fn print_cluster(cluster: &ClusterView, out: &mut dyn Write) -> std::io::Result<
     writeln!(out, "Name:          {}", cluster.name)?;
     writeln!(out, "Tenant:        {}", cluster.tenant)?;
     writeln!(out, "Global id:     {}", cluster.id)?;
+    writeln!(out, "Incarnation:   {}", cluster.incarnation)?;
     writeln!(out, "State:         {}", state(cluster))?;
     writeln!(out, "Connected:     {}", yes_no(cluster.connected))?;
     writeln!(out, "Labels:        {}", labels(&cluster.labels))?;

@@ -78,6 +78,8 @@ impl ConnectionArgs {
 pub enum Command {
     /// Run the observer service (REST API, agent control service, lifecycle).
     Serve(Box<crate::serve::ServeArgs>),
+    /// Run the receive gateway between the agents and Thanos receive (stateless).
+    Gateway(Box<crate::gateway::GatewayArgs>),
     /// Work with metric pipelines.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
@@ -176,6 +178,13 @@ pub async fn run_api(
     let outcome = match command {
         Command::Serve(_) => {
             writeln!(err, "error: `serve` runs the service; call serve::run")?;
+            return Ok(EXIT_FAILED);
+        }
+        Command::Gateway(_) => {
+            writeln!(
+                err,
+                "error: `gateway` runs the receive gateway; call gateway::run"
+            )?;
             return Ok(EXIT_FAILED);
         }
         Command::Pipeline(PipelineCommand::Validate(_)) => {

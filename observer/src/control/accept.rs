@@ -40,11 +40,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -52,6 +47,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+
+use crate::internal_events::{HandshakeEnded, HandshakeMetrics, HandshakeOutcome};
 
 /// Handshakes run at once. Several per core, so that the handshakes' round trips to
 /// slow clients overlap with other handshakes' CPU work; few enough that when 10,000
@@ -103,56 +100,6 @@ impl Default for HandshakeLimits {
             wait: DEFAULT_HANDSHAKE_WAIT,
             pending_per_source: DEFAULT_MAX_PENDING_PER_SOURCE,
         }
-    }
-}
-
-/// `result` label of `kaas_observer_tls_handshakes_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HandshakeResult {
-    /// `success`, `failure` (the client closed or sent something that is not an
-    /// acceptable TLS handshake), `timeout` (the handshake took too long),
-    /// `wait_timeout` (no slot within the wait deadline) or `refused` (its source had
-    /// too many connections pending).
-    pub result: &'static str,
-}
-
-/// The TLS front's metrics. Cheap to clone (the metrics are shared).
-#[derive(Clone, Debug, Default)]
-pub struct HandshakeMetrics {
-    /// Handshakes on the control port, by result.
-    pub handshakes: Family<HandshakeResult, Counter>,
-    /// Accepted connections waiting for a handshake slot.
-    pub waiting: Gauge,
-}
-
-impl HandshakeMetrics {
-    /// Registers the metrics of the agent control port in `registry`
-    /// (`kaas_observer_tls_handshakes_total`, `kaas_observer_tls_handshakes_waiting`).
-    pub fn register(&self, registry: &mut Registry) {
-        self.register_named(registry, "kaas_observer", "the agent control port");
-    }
-
-    /// Registers the metrics in `registry` as `<prefix>_tls_handshakes_total` and
-    /// `<prefix>_tls_handshakes_waiting`, described as being on `port`.
-    pub fn register_named(&self, registry: &mut Registry, prefix: &str, port: &str) {
-        registry.register(
-            format!("{prefix}_tls_handshakes"),
-            format!(
-                "TLS handshakes on {port}; result is success, failure, timeout, wait_timeout or refused."
-            ),
-            self.handshakes.clone(),
-        );
-        registry.register(
-            format!("{prefix}_tls_handshakes_waiting"),
-            format!("Accepted connections on {port} waiting for a TLS handshake slot."),
-            self.waiting.clone(),
-        );
-    }
-
-    fn count(&self, result: &'static str) {
-        self.handshakes
-            .get_or_create(&HandshakeResult { result })
-            .inc();
     }
 }
 
@@ -261,7 +208,10 @@ async fn accept_loop(
         };
         let Some(pending) = pending.enter(Source::of(&peer), limits.pending_per_source) else {
             // Closed at once: the source has its share of the queue already.
-            metrics.count("refused");
+            HandshakeEnded {
+                outcome: HandshakeOutcome::Refused,
+            }
+            .emit(&metrics);
             tracing::debug!(%peer, "too many pending connections from this source; closed");
             continue;
         };
@@ -302,8 +252,10 @@ async fn handshake(
         // The semaphore is never closed; without a slot there is nothing to do.
         Ok(Err(_)) => return,
         Err(_) => {
-            metrics.count("wait_timeout");
-            tracing::debug!("no TLS handshake slot within the wait deadline; closed");
+            HandshakeEnded {
+                outcome: HandshakeOutcome::WaitTimeout,
+            }
+            .emit(&metrics);
             return;
         }
     };
@@ -312,17 +264,25 @@ async fn handshake(
     drop(pending);
     match outcome {
         Ok(Ok(stream)) => {
-            metrics.count("success");
+            HandshakeEnded {
+                outcome: HandshakeOutcome::Success,
+            }
+            .emit(&metrics);
             // Err: the server stopped; the connection closes with the stream.
             let _ = ready.send(stream).await;
         }
         Ok(Err(error)) => {
-            metrics.count("failure");
+            HandshakeEnded {
+                outcome: HandshakeOutcome::Failure,
+            }
+            .emit(&metrics);
             tracing::debug!(%error, "TLS handshake failed");
         }
         Err(_) => {
-            metrics.count("timeout");
-            tracing::debug!("TLS handshake timed out");
+            HandshakeEnded {
+                outcome: HandshakeOutcome::Timeout,
+            }
+            .emit(&metrics);
         }
     }
 }

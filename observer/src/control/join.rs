@@ -31,13 +31,10 @@ use std::time::{Duration, Instant};
 
 use kaas_pipeline::names::check_dns1123_label;
 use kaas_proto::control::v1::{JoinRequest, JoinResponse};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry;
 use tonic::Status;
 
 use crate::identity::{ClusterCa, DEFAULT_INSTANCE};
+use crate::internal_events::{JoinMetrics, JoinRefusal, JoinRefused};
 use crate::store::certificates::{JoinTokenCheck, NewAgentCertificate, csr_sha256};
 use crate::store::{Cluster, RedeemError, Store, StoreError, now_ms};
 
@@ -82,55 +79,13 @@ impl Default for JoinLimits {
     }
 }
 
-/// Why a `Join` was refused: the `reason` label of `kaas_observer_join_failures_total`.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct JoinFailure {
-    /// `rate_limited`, `malformed`, `unknown_token`, `expired_token`, `used_token`,
-    /// `cluster_gone` or `unavailable`.
-    pub reason: &'static str,
-}
-
-impl JoinFailure {
-    const RATE_LIMITED: Self = Self {
-        reason: "rate_limited",
-    };
-    const MALFORMED: Self = Self {
-        reason: "malformed",
-    };
-    const UNAVAILABLE: Self = Self {
-        reason: "unavailable",
-    };
-
-    fn refused(reason: &RedeemError) -> Self {
-        let reason = match reason {
-            RedeemError::Unknown => "unknown_token",
-            RedeemError::Expired => "expired_token",
-            RedeemError::AlreadyUsed => "used_token",
-            RedeemError::ClusterGone => "cluster_gone",
-        };
-        Self { reason }
-    }
-}
-
-/// `Join`'s metrics.
-#[derive(Debug, Default)]
-pub struct JoinMetrics {
-    /// Refused joins by reason.
-    pub failures: Family<JoinFailure, Counter>,
-}
-
-impl JoinMetrics {
-    /// Registers the metrics in `registry`.
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "kaas_observer_join_failures",
-            "Join calls refused, by reason: rate_limited, malformed, unknown_token, expired_token, used_token, cluster_gone, unavailable.",
-            self.failures.clone(),
-        );
-    }
-
-    fn failed(&self, failure: JoinFailure) {
-        self.failures.get_or_create(&failure).inc();
+/// The refusal a redeem error is counted as.
+fn refusal(error: &RedeemError) -> JoinRefusal {
+    match error {
+        RedeemError::Unknown => JoinRefusal::UnknownToken,
+        RedeemError::Expired => JoinRefusal::ExpiredToken,
+        RedeemError::AlreadyUsed => JoinRefusal::UsedToken,
+        RedeemError::ClusterGone => JoinRefusal::ClusterGone,
     }
 }
 
@@ -259,7 +214,10 @@ impl Joiner {
     ) -> Result<JoinResponse, Status> {
         let peer = remote.map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
         if let Err(wait) = self.limiter.take(remote.map(|a| a.ip()), Instant::now()) {
-            self.metrics.failed(JoinFailure::RATE_LIMITED);
+            JoinRefused {
+                reason: JoinRefusal::RateLimited,
+            }
+            .emit(&self.metrics);
             tracing::debug!(%peer, "join refused: rate limit");
             return Err(Status::resource_exhausted(format!(
                 "too many join attempts from this address; retry in {} s",
@@ -290,7 +248,10 @@ impl Joiner {
             .ca
             .sign_agent_csr(&cluster.id, &instance, &request.csr_pem, self.validity)
             .map_err(|error| {
-                self.metrics.failed(JoinFailure::MALFORMED);
+                JoinRefused {
+                    reason: JoinRefusal::Malformed,
+                }
+                .emit(&self.metrics);
                 Status::invalid_argument(error.to_string())
             })?;
         let certificate = NewAgentCertificate {
@@ -364,7 +325,10 @@ impl Joiner {
                 .map(|reason| format!("instance_name: {reason}")),
         };
         if let Some(problem) = problem {
-            self.metrics.failed(JoinFailure::MALFORMED);
+            JoinRefused {
+                reason: JoinRefusal::Malformed,
+            }
+            .emit(&self.metrics);
             tracing::info!(%peer, problem = %loggable(&problem), "join refused: malformed request");
             return Err(Status::invalid_argument(problem));
         }
@@ -392,7 +356,10 @@ impl Joiner {
     }
 
     fn refused(&self, reason: &RedeemError, request: &JoinRequest, peer: &str) -> Status {
-        self.metrics.failed(JoinFailure::refused(reason));
+        JoinRefused {
+            reason: refusal(reason),
+        }
+        .emit(&self.metrics);
         tracing::warn!(
             %reason,
             agent = %loggable(&request.agent_instance_id),
@@ -410,7 +377,10 @@ impl Joiner {
     }
 
     fn unavailable(&self, error: StoreError) -> Status {
-        self.metrics.failed(JoinFailure::UNAVAILABLE);
+        JoinRefused {
+            reason: JoinRefusal::Unavailable,
+        }
+        .emit(&self.metrics);
         super::service::unavailable(error)
     }
 }

@@ -12,9 +12,6 @@ use kaas_proto::control::v1::agent_control_server::AgentControl;
 use kaas_proto::control::v1::{
     AgentHello, AgentMessage, JoinRequest, JoinResponse, ObserverMessage, agent_message,
 };
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, mpsc, watch};
@@ -24,12 +21,13 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::dispatch::{Routes, dispatch_changes};
-use super::join::{JoinLimits, JoinMetrics, JoinRateLimiter, Joiner, loggable};
+use super::join::{JoinLimits, JoinRateLimiter, Joiner, loggable};
 use super::registry::{SharedRegistry, StreamEntry, lock};
 use super::status_task::{StatusTask, StatusWork};
 use super::stream::{AgentStream, OUTBOX_CAPACITY, Outgoing, accepts_remote_config};
 use super::stream_identity::{PeerIdentity, StreamCertificate, peer_identity, revoked_status};
 use crate::identity::{ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY};
+use crate::internal_events::{ConfigPushes, HandshakeMetrics, JoinMetrics};
 use crate::rendering::{CentralPipelineSettings, TenantPipelines};
 use crate::store::certificates::CertificateStanding;
 use crate::store::{Cluster, ReportWrite, Store, StoreError, now_ms};
@@ -69,24 +67,15 @@ impl Default for ControlSettings {
     }
 }
 
-/// `result` label of `kaas_observer_config_pushes_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PushResult {
-    /// `success`: the agent answered with APPLIED or FAILED; `failure`: the stream
-    /// ended (or could not take the message) before an answer; `too_large`: not sent,
-    /// the configuration is over the size limit.
-    pub result: &'static str,
-}
-
 /// The control service's metrics (names documented in `docs/metrics.md`).
 #[derive(Debug, Default)]
 pub struct ControlMetrics {
     /// Agent control streams open on this replica.
     pub agent_streams: Gauge,
-    /// Configurations sent down agent streams, by result.
-    pub config_pushes: Family<PushResult, Counter>,
+    /// Configurations sent down agent streams, by outcome.
+    pub config_pushes: ConfigPushes,
     /// The control port's TLS handshakes ([`super::accept`]).
-    pub handshakes: super::accept::HandshakeMetrics,
+    pub handshakes: HandshakeMetrics,
     /// Refused `Join` calls ([`super::join`]).
     pub joins: Arc<JoinMetrics>,
     /// Open streams whose certificate was signed by the CA being rotated out.
@@ -101,11 +90,7 @@ impl ControlMetrics {
             "Agent control streams open on this replica.",
             self.agent_streams.clone(),
         );
-        registry.register(
-            "kaas_observer_config_pushes",
-            "Configurations sent down agent streams; result is success (the agent answered), failure (the stream ended first) or too_large (not sent: over the size limit).",
-            self.config_pushes.clone(),
-        );
+        self.config_pushes.register(registry);
         self.handshakes.register(registry);
         self.joins.register(registry);
         registry.register(
@@ -113,12 +98,6 @@ impl ControlMetrics {
             "Agent control streams on this replica whose certificate was signed by the CA being rotated out; retire it once this is 0 everywhere.",
             self.streams_on_previous_ca.clone(),
         );
-    }
-
-    pub(super) fn push(&self, result: &'static str) {
-        self.config_pushes
-            .get_or_create(&PushResult { result })
-            .inc();
     }
 }
 

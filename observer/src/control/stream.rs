@@ -22,6 +22,7 @@ use super::registry::{SharedRegistry, lock};
 use super::service::{ControlMetrics, unavailable};
 use super::status::HealthRecord;
 use super::stream_identity::{StreamCertificate, revoked_status};
+use crate::internal_events::{ConfigPushOutcome, ConfigPushed};
 use crate::rendering::TenantPipelines;
 use crate::store::certificates::CertificateStanding;
 use crate::store::{
@@ -217,7 +218,10 @@ impl AgentStream {
         if let Err(too_large) = check_config_size(rendered.body.len()) {
             // Not offered again until it changes; the pipelines' condition says why.
             tracing::warn!(cluster = %self.cluster, %too_large, "configuration not sent");
-            self.metrics.push("too_large");
+            ConfigPushed {
+                outcome: ConfigPushOutcome::TooLarge,
+            }
+            .emit(&self.metrics.config_pushes);
             self.last_sent = Some(hash);
             return Ok(());
         }
@@ -230,7 +234,10 @@ impl AgentStream {
             })),
         };
         if self.out.send(Box::new(Ok(message))).await.is_err() {
-            self.metrics.push("failure");
+            ConfigPushed {
+                outcome: ConfigPushOutcome::Failure,
+            }
+            .emit(&self.metrics.config_pushes);
             return Err(StreamEnd::Gone);
         }
         self.last_sent = Some(hash.clone());
@@ -380,7 +387,10 @@ impl AgentStream {
             && self.awaiting_answer.as_deref() == Some(status.config_hash.as_slice())
         {
             self.awaiting_answer = None;
-            self.metrics.push("success");
+            ConfigPushed {
+                outcome: ConfigPushOutcome::Success,
+            }
+            .emit(&self.metrics.config_pushes);
         }
         if state == AgentConfigState::Failed {
             tracing::warn!(
@@ -429,7 +439,10 @@ impl AgentStream {
 
     async fn finish(self) {
         if self.awaiting_answer.is_some() {
-            self.metrics.push("failure");
+            ConfigPushed {
+                outcome: ConfigPushOutcome::Failure,
+            }
+            .emit(&self.metrics.config_pushes);
         }
         self.metrics.agent_streams.dec();
         if !self.certificate.signed_by_active {

@@ -10,12 +10,17 @@
 //! `kaas_cluster_last_seen_timestamp_seconds`, `kaas_cluster_created_timestamp_seconds`,
 //! `kaas_cluster_deleted_timestamp_seconds`,
 //! `kaas_cluster_agent_certificate_expiry_timestamp_seconds`,
+//! `kaas_cluster_tombstone_info{cluster,tenant,incarnation}` (the history),
 //! `kaas_pipeline_info{tenant,pipeline,generation}` and
 //! `kaas_pipeline_condition{tenant,pipeline,type,status,reason}` (see
 //! `docs/metrics.md`). The series describe shared state, so every replica serves the
 //! same values (up to one tick apart). Which clusters have series is
 //! [`ClusterState::is_exported`](crate::lifecycle::ClusterState::is_exported): every
-//! one, tombstones included, so that the rules see `deleted` and stay quiet.
+//! one, tombstones included, so that the rules see `deleted` and stay quiet. A global
+//! id has one row, its current incarnation: after a tombstone's name is registered
+//! again the series describe the new incarnation only (the tombstone is history in the
+//! store), so the rules' guards, which match on `cluster`, key on the current
+//! incarnation.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,7 +35,7 @@ use tokio::task::JoinHandle;
 use kaas_pipeline::status::ConditionStatus;
 
 use crate::lifecycle::{DEFAULT_SILENT_AFTER, next_state};
-use crate::store::{Actor, Cluster, PipelineSummary, Store, now_ms};
+use crate::store::{Actor, Cluster, ClusterTombstone, PipelineSummary, Store, now_ms};
 
 /// How often clusters are re-examined: well below any sensible `--silent-after`, so a
 /// silent cluster is noticed within a small fraction of the threshold.
@@ -62,6 +67,9 @@ pub struct FleetSnapshot {
     pub clusters: Vec<Cluster>,
     /// Every pipeline's generation and status.
     pub pipelines: Vec<PipelineSummary>,
+    /// The earlier incarnations of clusters whose name was registered again: history,
+    /// served as `kaas_cluster_tombstone_info`, never as `kaas_cluster_info`.
+    pub tombstones: Vec<ClusterTombstone>,
 }
 
 /// The latest [`FleetSnapshot`], replaced whole at every tick: a `/metrics` request
@@ -142,9 +150,11 @@ async fn refresh(
     let mut clusters = tick(store, settings).await?;
     clusters.retain(|cluster| cluster.state.is_exported());
     let pipelines = store.pipeline_summaries().await?;
+    let tombstones = store.list_cluster_tombstones().await?;
     Ok(FleetSnapshot {
         clusters,
         pipelines,
+        tombstones,
     })
 }
 
@@ -180,6 +190,29 @@ fn seconds(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
+/// `kaas_cluster_tombstone_info`: the earlier incarnations of clusters whose name was
+/// registered again.
+fn encode_tombstones(
+    encoder: &mut DescriptorEncoder<'_>,
+    tombstones: &[ClusterTombstone],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "kaas_cluster_tombstone_info",
+        "1 for each earlier incarnation of a cluster whose name was registered again (history; the cluster's other series describe its current incarnation).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for tombstone in tombstones {
+        let l = [
+            ("cluster", tombstone.cluster.as_str()),
+            ("tenant", tombstone.tenant.as_str()),
+            ("incarnation", tombstone.incarnation.as_str()),
+        ];
+        ConstGauge::new(1i64).encode(family.encode_family(&l)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for FleetMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self
@@ -190,6 +223,7 @@ impl Collector for FleetMetrics {
         let FleetSnapshot {
             clusters,
             pipelines,
+            tombstones,
         } = snapshot.as_ref();
         // Borrowed labels: a series costs no allocation (60,000 series at 10,000
         // clusters).
@@ -209,6 +243,7 @@ impl Collector for FleetMetrics {
                 ConstGauge::new(1i64).encode(family.encode_family(&l)?)?;
             }
         }
+        encode_tombstones(&mut encoder, tombstones)?;
         {
             let mut family = encoder.encode_descriptor(
                 "kaas_cluster_agent_connected",
@@ -314,6 +349,7 @@ mod tests {
             connected: false,
             created_at_ms: 1_000,
             deleted_at_ms: None,
+            incarnation: String::new(),
         }
     }
 
@@ -347,6 +383,15 @@ mod tests {
                     ],
                 },
             }],
+            tombstones: vec![ClusterTombstone {
+                cluster: "c1".into(),
+                incarnation: "0a1b2c3d4e5f6071".into(),
+                tenant: "shop".into(),
+                name: "c1".into(),
+                created_at_ms: 0,
+                deleted_at_ms: Some(500),
+                superseded_at_ms: 900,
+            }],
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(FleetMetrics {
@@ -357,6 +402,7 @@ mod tests {
         for line in [
             r#"kaas_cluster_agent_connected{cluster="c1",tenant="shop"} 1"#,
             r#"kaas_cluster_agent_connected{cluster="c2",tenant="shop"} 0"#,
+            r#"kaas_cluster_tombstone_info{cluster="c1",tenant="shop",incarnation="0a1b2c3d4e5f6071"} 1"#,
             r#"kaas_pipeline_info{tenant="shop",pipeline="fleet",generation="3"} 1"#,
             r#"kaas_pipeline_condition{tenant="shop",pipeline="fleet",type="ConfigurationApplied",status="True",reason="Applied"} 1"#,
             r#"kaas_pipeline_condition{tenant="shop",pipeline="fleet",type="FlowHealthy",status="False",reason="BackendUnreachable"} 1"#,

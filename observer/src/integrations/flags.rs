@@ -3,10 +3,12 @@
 //! once the store and the lifecycle run, register its metrics, and hand
 //! [`Integrations::central_pipeline`] to the control service.
 //!
-//! Each part is on only when its flags say where to go: the central pipeline with
-//! `--thanos-receive-url`, the fleet remote-write with `--central-remote-write-url`
+//! Each part is on only when its flags say where to go: the central pipelines with
+//! `--receive-gateway-url`, the fleet remote-write with `--central-remote-write-url`
 //! (default: the receive URL), the generated files with `--integrations-dir` (the
-//! hashring also needs `--thanos-receive-endpoint`, Grafana `--thanos-query-url`).
+//! hashring also needs `--thanos-receive-endpoint`), Grafana's orgs with
+//! `--grafana-url` (which also needs `--grafana-admin-password-file`,
+//! `--thanos-query-url` and `--thanos-query-tenancy-url`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,9 +21,9 @@ use url::Url;
 
 use super::config_state::ConfigStates;
 use super::files::{
-    DEFAULT_HASHRING, FilesError, FilesSettings, GrafanaSettings, HashringSettings,
-    IntegrationWriter,
+    DEFAULT_HASHRING, FilesError, FilesSettings, HashringSettings, IntegrationWriter,
 };
+use super::grafana::{self, GrafanaApiSettings, GrafanaError, GrafanaSettings, GrafanaSync};
 use super::remote_write::{
     DEFAULT_PROVIDER_TENANT, RemoteWriteError, RemoteWriteSettings, RemoteWriter, SeriesSource,
     WriterSources, fleet_source,
@@ -43,21 +45,33 @@ pub enum CentralInput {
 /// everything off, for code that builds serve arguments by hand.
 #[derive(Clone, Debug, Default, Args)]
 pub struct IntegrationFlags {
-    /// Thanos receive's remote-write URL: every cluster gets the default central
-    /// pipeline to it (`kaas-central`). Unset: no central pipeline.
+    /// Thanos receive's remote-write URL, where the observer writes the fleet series
+    /// (unless --central-remote-write-url says otherwise). Agents never write here:
+    /// they write to the receive gateway (--receive-gateway-url).
     #[arg(long, value_name = "URL")]
     pub thanos_receive_url: Option<String>,
-    /// The header carrying the tenant, for the central pipeline and the fleet series.
+    /// The header carrying the tenant of the fleet series (the gateway's own
+    /// --tenant-header sets it for the agents' series).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_TENANT_HEADER)]
     pub thanos_tenant_header: String,
-    /// What the central pipeline collects besides the agent's own metrics and the
-    /// cluster health data it always collects (kube-state-metrics, node-exporter, the
-    /// control plane as each cluster's setting says) (comma-separated; empty for
-    /// nothing else).
+    /// The receive gateway's base URL as agents reach it (`observer gateway`): every
+    /// cluster gets the default central pipelines to it (`kaas-central`,
+    /// `kaas-central-agent`). Unset: no central pipelines.
+    #[arg(long, value_name = "URL")]
+    pub receive_gateway_url: Option<String>,
+    /// CA certificates (PEM) that verify the gateway's server certificate, sent to
+    /// the agents with the central pipelines. Default: the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub receive_gateway_ca_file: Option<PathBuf>,
+    /// What the central pipeline (`kaas-central`) collects besides the cluster health
+    /// data it always collects (kube-state-metrics, node-exporter, the control plane as
+    /// each cluster's setting says); the agent's own metrics go in `kaas-central-agent`
+    /// (comma-separated; the flag without a value for nothing else).
     #[arg(
         long,
         value_name = "INPUT,...",
         value_delimiter = ',',
+        num_args = 0..=1,
         default_value = "prometheus,runtime"
     )]
     pub central_inputs: Vec<CentralInput>,
@@ -93,12 +107,30 @@ pub struct IntegrationFlags {
     /// The hashring's name.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_HASHRING)]
     pub thanos_hashring: String,
-    /// Thanos query's URL as Grafana reaches it; without it, no Grafana files.
+    /// Grafana's URL: the observer keeps one org per tenant and the provider's org
+    /// current through its HTTP API. Unset: Grafana is left alone.
+    #[arg(long, value_name = "URL")]
+    pub grafana_url: Option<String>,
+    /// The Grafana server admin the observer acts as.
+    #[arg(long, value_name = "LOGIN", default_value = "admin")]
+    pub grafana_admin_user: String,
+    /// A file holding that admin's password (read once at start, never logged).
+    #[arg(long, value_name = "FILE")]
+    pub grafana_admin_password_file: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust for an https Grafana URL.
+    #[arg(long, value_name = "FILE")]
+    pub grafana_ca_file: Option<PathBuf>,
+    /// The global Thanos query as Grafana reaches it: the provider org's data source.
     #[arg(long, value_name = "URL")]
     pub thanos_query_url: Option<String>,
-    /// Where Grafana mounts the integrations directory (default: the same path).
-    #[arg(long, value_name = "PATH")]
-    pub grafana_integrations_path: Option<PathBuf>,
+    /// The Thanos query that enforces tenancy (`--query.enforce-tenancy`), as Grafana
+    /// reaches it: every tenant org's data source. Must not be the global query.
+    #[arg(long, value_name = "URL")]
+    pub thanos_query_tenancy_url: Option<String>,
+    /// The header the tenancy-enforcing query reads the tenant from (its
+    /// `--query.tenant-header`).
+    #[arg(long, value_name = "NAME", default_value = grafana::DEFAULT_TENANT_HEADER)]
+    pub thanos_query_tenant_header: String,
 }
 
 /// Why the integrations cannot start; each names its flag.
@@ -118,6 +150,9 @@ pub enum IntegrationsError {
     /// The integrations directory cannot be used.
     #[error("--integrations-dir: {0}")]
     Files(#[from] FilesError),
+    /// The Grafana client cannot be built.
+    #[error("--grafana-url: {0}")]
+    Grafana(#[from] GrafanaError),
 }
 
 fn flag_error(flag: &'static str) -> impl Fn(String) -> IntegrationsError {
@@ -133,13 +168,19 @@ fn url_flag(flag: &'static str, text: &str) -> Result<Url, IntegrationsError> {
 }
 
 impl IntegrationFlags {
-    /// The central pipeline settings, checked; `None` without `--thanos-receive-url`.
+    /// The central pipeline settings, checked; `None` without `--receive-gateway-url`.
     pub fn central_pipeline(&self) -> Result<Option<CentralPipelineSettings>, IntegrationsError> {
-        let Some(url) = &self.thanos_receive_url else {
+        let Some(url) = &self.receive_gateway_url else {
             return Ok(None);
         };
+        url_flag("receive-gateway-url", url)?;
         let mut settings = CentralPipelineSettings::new(url.clone());
-        settings.tenant_header = self.thanos_tenant_header.clone();
+        if let Some(path) = &self.receive_gateway_ca_file {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                flag_error("receive-gateway-ca-file")(format!("{}: {e}", path.display()))
+            })?;
+            settings.gateway_ca_pem = Some(pem);
+        }
         settings.scrape = CentralScrape {
             prometheus_annotations: self.central_inputs.contains(&CentralInput::Prometheus),
             runtime: self.central_inputs.contains(&CentralInput::Runtime),
@@ -154,7 +195,7 @@ impl IntegrationFlags {
             when_full: None,
         };
         settings.check().map_err(|errors| {
-            flag_error("thanos-receive-url")(format!(
+            flag_error("receive-gateway-url")(format!(
                 "the central pipeline these flags make is invalid: {errors}"
             ))
         })?;
@@ -200,16 +241,80 @@ impl IntegrationFlags {
                 provider_tenant: self.provider_tenant.clone(),
             });
         }
-        if let Some(url) = &self.thanos_query_url {
-            settings.grafana = Some(GrafanaSettings {
-                query_url: url_flag("thanos-query-url", url)?,
-                mount_path: self
-                    .grafana_integrations_path
-                    .clone()
-                    .unwrap_or_else(|| dir.clone()),
-            });
-        }
         Ok(Some(settings))
+    }
+
+    /// The Grafana orgs' settings; `None` without `--grafana-url`.
+    pub fn grafana(&self) -> Result<Option<GrafanaSettings>, IntegrationsError> {
+        let Some(url) = &self.grafana_url else {
+            return Ok(None);
+        };
+        let url = url_flag("grafana-url", url)?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(flag_error("grafana-url")(
+                "must not carry credentials; use --grafana-admin-user and --grafana-admin-password-file".into(),
+            ));
+        }
+        let required = |flag: &'static str, value: &Option<String>| {
+            value
+                .as_deref()
+                .ok_or_else(|| flag_error(flag)("required with --grafana-url".into()))
+                .and_then(|text| url_flag(flag, text))
+        };
+        let provider_query_url = required("thanos-query-url", &self.thanos_query_url)?;
+        let tenant_query_url =
+            required("thanos-query-tenancy-url", &self.thanos_query_tenancy_url)?;
+        if tenant_query_url == provider_query_url {
+            return Err(flag_error("thanos-query-tenancy-url")(
+                "is the global query (--thanos-query-url): every tenant would read every tenant's series".into(),
+            ));
+        }
+        let password_path = self.grafana_admin_password_file.as_ref().ok_or_else(|| {
+            flag_error("grafana-admin-password-file")("required with --grafana-url".into())
+        })?;
+        let password = std::fs::read_to_string(password_path).map_err(|e| {
+            flag_error("grafana-admin-password-file")(format!("{}: {e}", password_path.display()))
+        })?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            return Err(flag_error("grafana-admin-password-file")(format!(
+                "{} is empty",
+                password_path.display()
+            )));
+        }
+        let ca_pem = self
+            .grafana_ca_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path)
+                    .map_err(|e| flag_error("grafana-ca-file")(format!("{}: {e}", path.display())))
+            })
+            .transpose()?;
+        let header = self.thanos_query_tenant_header.trim();
+        if header.is_empty()
+            || !header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(flag_error("thanos-query-tenant-header")(format!(
+                "{header:?} is not an HTTP header name"
+            )));
+        }
+        Ok(Some(GrafanaSettings {
+            api: GrafanaApiSettings {
+                url,
+                admin_user: self.grafana_admin_user.clone(),
+                admin_password: kaas_pipeline::secret::SecretString::new(password),
+                ca_pem,
+                timeout: grafana::DEFAULT_REQUEST_TIMEOUT,
+            },
+            provider_query_url,
+            tenant_query_url,
+            tenant_header: header.to_owned(),
+            resync: grafana::DEFAULT_RESYNC,
+            debounce: grafana::DEFAULT_DEBOUNCE,
+            retry: grafana::DEFAULT_RETRY,
+        }))
     }
 }
 
@@ -220,6 +325,7 @@ pub struct IntegrationSettings {
     central: Option<CentralPipelineSettings>,
     remote_write: Option<RemoteWriteSettings>,
     files: Option<FilesSettings>,
+    grafana: Option<GrafanaSettings>,
 }
 
 impl IntegrationFlags {
@@ -229,12 +335,16 @@ impl IntegrationFlags {
         let central = self.central_pipeline().map_err(|e| errors.push(e)).ok();
         let remote_write = self.remote_write().map_err(|e| errors.push(e)).ok();
         let files = self.files().map_err(|e| errors.push(e)).ok();
-        match (central, remote_write, files) {
-            (Some(central), Some(remote_write), Some(files)) if errors.is_empty() => {
+        let grafana = self.grafana().map_err(|e| errors.push(e)).ok();
+        match (central, remote_write, files, grafana) {
+            (Some(central), Some(remote_write), Some(files), Some(grafana))
+                if errors.is_empty() =>
+            {
                 Ok(IntegrationSettings {
                     central,
                     remote_write,
                     files,
+                    grafana,
                 })
             }
             _ => Err(errors),
@@ -248,6 +358,7 @@ pub struct Integrations {
     config_states: ConfigStates,
     remote_writer: Option<RemoteWriter>,
     files: Option<IntegrationWriter>,
+    grafana: Option<GrafanaSync>,
 }
 
 impl Integrations {
@@ -267,6 +378,7 @@ impl Integrations {
             central,
             remote_write,
             files,
+            grafana,
         } = settings;
         let config_states = ConfigStates::start(store.clone(), central.clone(), Default::default());
         let remote_writer = remote_write
@@ -287,10 +399,14 @@ impl Integrations {
         let files = files
             .map(|settings| IntegrationWriter::start(store.clone(), settings))
             .transpose()?;
+        let grafana = grafana
+            .map(|settings| GrafanaSync::start(store.clone(), settings))
+            .transpose()?;
         tracing::info!(
             central_pipeline = central.is_some(),
             fleet_remote_write = remote_writer.is_some(),
             integration_files = files.is_some(),
+            grafana_orgs = grafana.is_some(),
             "integrations started"
         );
         Ok(Self {
@@ -298,6 +414,7 @@ impl Integrations {
             config_states,
             remote_writer,
             files,
+            grafana,
         })
     }
 
@@ -306,16 +423,20 @@ impl Integrations {
         self.central.as_ref()
     }
 
-    /// Registers the configuration states and the remote-write metrics (when it runs).
+    /// Registers the configuration states, the remote-write metrics and the Grafana
+    /// sync's (each when it runs).
     pub fn register(&self, registry: &mut Registry) {
         self.config_states.register(registry);
         if let Some(writer) = &self.remote_writer {
             writer.register(registry);
         }
+        if let Some(grafana) = &self.grafana {
+            grafana.register(registry);
+        }
     }
 
-    /// Stops the configuration states, the remote-write (releasing its lease) and the
-    /// file writer.
+    /// Stops the configuration states, the remote-write (releasing its lease), the
+    /// file writer and the Grafana sync.
     pub fn stop(&self) {
         self.config_states.stop();
         if let Some(writer) = &self.remote_writer {
@@ -323,6 +444,9 @@ impl Integrations {
         }
         if let Some(files) = &self.files {
             files.stop();
+        }
+        if let Some(grafana) = &self.grafana {
+            grafana.stop();
         }
     }
 }
@@ -354,7 +478,7 @@ mod tests {
     }
 
     #[test]
-    fn the_receive_url_turns_on_the_pipeline_and_the_fleet_remote_write() {
+    fn the_receive_url_turns_on_the_fleet_remote_write_and_the_gateway_url_the_pipelines() {
         let flags = parse(&[
             "--thanos-receive-url",
             "https://receive.example:19291/api/v1/receive",
@@ -365,8 +489,21 @@ mod tests {
             "--central-buffer-max-bytes",
             "2Gi",
         ]);
+        assert!(flags.central_pipeline().unwrap().is_none());
+        let flags = parse(&[
+            "--thanos-receive-url",
+            "https://receive.example:19291/api/v1/receive",
+            "--thanos-tenant-header",
+            "X-Scope-OrgID",
+            "--receive-gateway-url",
+            "https://gateway.example:19291",
+            "--central-inputs",
+            "runtime",
+            "--central-buffer-max-bytes",
+            "2Gi",
+        ]);
         let central = flags.central_pipeline().unwrap().unwrap();
-        assert_eq!(central.tenant_header, "X-Scope-OrgID");
+        assert_eq!(central.gateway_url, "https://gateway.example:19291");
         assert!(!central.scrape.prometheus_annotations && central.scrape.runtime);
         let remote = flags.remote_write().unwrap().unwrap();
         assert_eq!(
@@ -379,11 +516,38 @@ mod tests {
     }
 
     #[test]
+    fn the_central_inputs_can_be_none_but_the_agents_own() {
+        let flags = parse(&[
+            "--receive-gateway-url",
+            "https://gw:19291",
+            "--central-inputs",
+        ]);
+        assert!(flags.central_inputs.is_empty());
+        let central = flags.central_pipeline().unwrap().unwrap();
+        assert!(!central.scrape.prometheus_annotations && !central.scrape.runtime);
+        let flags = parse(&[
+            "--central-inputs",
+            "runtime",
+            "--receive-gateway-url",
+            "https://gw",
+        ]);
+        assert_eq!(flags.central_inputs, [CentralInput::Runtime]);
+    }
+
+    #[test]
     fn bad_values_name_their_flag() {
-        let flags = parse(&["--thanos-receive-url", "not a url"]);
+        let flags = parse(&["--receive-gateway-url", "not a url"]);
         assert!(
             flags
                 .central_pipeline()
+                .unwrap_err()
+                .to_string()
+                .starts_with("--receive-gateway-url: ")
+        );
+        let flags = parse(&["--thanos-receive-url", "not a url"]);
+        assert!(
+            flags
+                .remote_write()
                 .unwrap_err()
                 .to_string()
                 .starts_with("--thanos-receive-url: ")
@@ -401,13 +565,92 @@ mod tests {
                 .to_string()
                 .starts_with("--central-remote-write-interval: ")
         );
-        let flags = parse(&["--integrations-dir", "/x", "--thanos-query-url", "ftp://q"]);
+        let flags = parse(&[
+            "--grafana-url",
+            "http://grafana:3000",
+            "--thanos-query-url",
+            "ftp://q",
+        ]);
         assert!(
             flags
-                .files()
+                .grafana()
                 .unwrap_err()
                 .to_string()
                 .starts_with("--thanos-query-url: ")
+        );
+    }
+
+    /// Grafana flags with `password_file`, the Grafana URL `grafana` and the tenancy
+    /// query `tenancy`.
+    fn grafana_flags<'a>(
+        password_file: &'a str,
+        grafana: &'a str,
+        tenancy: &'a str,
+    ) -> Vec<&'a str> {
+        vec![
+            "--grafana-url",
+            grafana,
+            "--grafana-admin-password-file",
+            password_file,
+            "--thanos-query-url",
+            "http://thanos-query:10902",
+            "--thanos-query-tenancy-url",
+            tenancy,
+        ]
+    }
+
+    const GRAFANA: &str = "https://grafana.example";
+    const TENANCY: &str = "http://thanos-query-tenancy:10902";
+
+    #[test]
+    fn grafana_reads_its_password_from_a_file_and_never_shows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret-admin-pass\n").unwrap();
+        let path = file.to_str().unwrap();
+        let settings = parse(&grafana_flags(path, GRAFANA, TENANCY))
+            .grafana()
+            .unwrap()
+            .unwrap();
+        assert_eq!(settings.api.admin_password.expose(), "s3cret-admin-pass");
+        assert_eq!(settings.api.admin_user, "admin");
+        assert_eq!(settings.tenant_header, "THANOS-TENANT");
+        assert!(!format!("{settings:?}").contains("s3cret"));
+        assert!(parse(&[]).grafana().unwrap().is_none());
+    }
+
+    #[test]
+    fn grafana_refuses_what_would_break_tenancy_or_leak_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "pass").unwrap();
+        let path = file.to_str().unwrap();
+        let error = |args: Vec<&str>| parse(&args).grafana().unwrap_err().to_string();
+        // The tenants' data source on the global query would show every tenant all.
+        assert!(
+            error(grafana_flags(path, GRAFANA, "http://thanos-query:10902"))
+                .starts_with("--thanos-query-tenancy-url: ")
+        );
+        assert!(
+            error(vec![
+                "--grafana-url",
+                "http://grafana:3000",
+                "--thanos-query-url",
+                "http://q:1",
+                "--thanos-query-tenancy-url",
+                "http://t:1"
+            ])
+            .starts_with("--grafana-admin-password-file: ")
+        );
+        assert!(
+            error(grafana_flags(path, "http://admin:pw@grafana:3000", TENANCY))
+                .starts_with("--grafana-url: ")
+        );
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(
+            error(grafana_flags(empty.to_str().unwrap(), GRAFANA, TENANCY))
+                .starts_with("--grafana-admin-password-file: ")
         );
     }
 
@@ -415,7 +658,7 @@ mod tests {
     fn the_files_follow_their_flags() {
         let flags = parse(&["--integrations-dir", "/run/kaas"]);
         let files = flags.files().unwrap().unwrap();
-        assert!(files.hashring.is_none() && files.grafana.is_none() && files.alertmanager);
+        assert!(files.hashring.is_none() && files.alertmanager);
         let flags = parse(&[
             "--integrations-dir",
             "/run/kaas",
@@ -423,18 +666,10 @@ mod tests {
             "receive-0:10901",
             "--thanos-receive-endpoint",
             "receive-1:10901",
-            "--thanos-query-url",
-            "http://query:9090",
-            "--grafana-integrations-path",
-            "/etc/grafana/kaas",
         ]);
         let files = flags.files().unwrap().unwrap();
         let hashring = files.hashring.unwrap();
         assert_eq!(hashring.endpoints.len(), 2);
         assert_eq!(hashring.provider_tenant, "kaas-provider");
-        assert_eq!(
-            files.grafana.unwrap().mount_path,
-            PathBuf::from("/etc/grafana/kaas")
-        );
     }
 }

@@ -49,23 +49,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use kaas_pipeline::status::ConditionStatus;
 use kaas_proto::remote_write::{self, v1};
 use kaas_series::STALE_NAN_BITS;
 use kaas_tls::http::{HttpClientSettings, http_client};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use prost::Message;
 use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::fleet::FleetSnapshot;
+use crate::internal_events::{RemoteWriteMetrics, SeriesWritten, WriteOutcome};
 use crate::probes::Prober;
 use crate::rendering::central::DEFAULT_TENANT_HEADER;
 use crate::store::leases::Lease;
@@ -193,6 +188,17 @@ pub fn fleet_series(snapshot: &FleetSnapshot) -> Vec<Series> {
                 series.push(Series::new(name, labels(), seconds(ms)));
             }
         }
+    }
+    for tombstone in &snapshot.tombstones {
+        series.push(Series::new(
+            "kaas_cluster_tombstone_info",
+            [
+                ("cluster", tombstone.cluster.clone()),
+                ("tenant", tombstone.tenant.clone()),
+                ("incarnation", tombstone.incarnation.clone()),
+            ],
+            1.0,
+        ));
     }
     for pipeline in &snapshot.pipelines {
         series.push(Series::new(
@@ -348,72 +354,6 @@ pub enum RemoteWriteError {
     Client(String),
 }
 
-/// `result` label of `kaas_observer_remote_write_samples_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WriteResult {
-    /// `success`, `failure` (the next round writes again) or `dropped`.
-    pub result: &'static str,
-}
-
-/// The writer's metrics (names in `docs/metrics.md`).
-#[derive(Debug, Default)]
-pub struct RemoteWriteMetrics {
-    /// Samples by result.
-    pub samples: Family<WriteResult, Counter>,
-    /// Unix seconds of the last successful request; 0 before the first.
-    pub last_success: Gauge<f64, AtomicU64>,
-}
-
-impl RemoteWriteMetrics {
-    /// Registers the metrics (counters get their `_total` suffix there).
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "kaas_observer_remote_write_samples",
-            "Fleet and probe samples remote-written to the central receiver, by result (success, failure: written again next round, dropped: refused by the receiver).",
-            self.samples.clone(),
-        );
-        registry.register(
-            "kaas_observer_remote_write_last_success_timestamp_seconds",
-            "When this replica last remote-wrote successfully, Unix seconds; 0 if it never did.",
-            self.last_success.clone(),
-        );
-    }
-}
-
-/// How a round ended; [`RemoteWriteMetrics::record`] logs and counts it.
-#[derive(Debug)]
-enum Outcome {
-    /// 2xx.
-    Delivered,
-    /// 5xx, 429 or no answer: written again next round.
-    Failed(String),
-    /// Another 4xx: refused for good.
-    Refused(u16, String),
-}
-
-impl RemoteWriteMetrics {
-    fn record(&self, outcome: &Outcome, samples: u64, at_ms: i64) {
-        let result = match outcome {
-            Outcome::Delivered => {
-                self.last_success.set(seconds(at_ms));
-                tracing::debug!(samples, "series written");
-                "success"
-            }
-            Outcome::Failed(reason) => {
-                tracing::warn!(samples, %reason, "remote-writing the fleet and probe series failed; writing again next round");
-                "failure"
-            }
-            Outcome::Refused(status, body) => {
-                tracing::error!(samples, status, %body, "the receiver refused the fleet and probe series; dropped");
-                "dropped"
-            }
-        };
-        self.samples
-            .get_or_create(&WriteResult { result })
-            .inc_by(samples);
-    }
-}
-
 /// Sends requests to the receiver.
 struct Sender {
     http: reqwest::Client,
@@ -446,10 +386,10 @@ impl Sender {
     }
 
     #[tracing::instrument(name = "remote_write", level = "debug", skip_all, fields(otel.kind = "client", series = request.timeseries.len()))]
-    async fn send(&self, request: &v1::WriteRequest) -> Outcome {
+    async fn send(&self, request: &v1::WriteRequest) -> WriteOutcome {
         let body = match snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()) {
             Ok(body) => body,
-            Err(error) => return Outcome::Refused(0, format!("snappy: {error}")),
+            Err(error) => return WriteOutcome::Refused(0, format!("snappy: {error}")),
         };
         let response = self
             .http
@@ -466,20 +406,20 @@ impl Sender {
             .await;
         let response = match response {
             Ok(response) => response,
-            Err(error) => return Outcome::Failed(kaas_self_telemetry::error_chain(&error)),
+            Err(error) => return WriteOutcome::Failed(kaas_self_telemetry::error_chain(&error)),
         };
         let status = response.status();
         if status.is_success() {
-            return Outcome::Delivered;
+            return WriteOutcome::Delivered;
         }
         let mut text = response.text().await.unwrap_or_default();
         if let Some((cut, _)) = text.char_indices().nth(MAX_LOGGED_BODY) {
             text.truncate(cut);
         }
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            Outcome::Failed(format!("HTTP {status}: {text}"))
+            WriteOutcome::Failed(format!("HTTP {status}: {text}"))
         } else {
-            Outcome::Refused(status.as_u16(), text)
+            WriteOutcome::Refused(status.as_u16(), text)
         }
     }
 }
@@ -535,7 +475,7 @@ impl RemoteWriter {
     }
 
     /// Registers the writer's metrics in `registry`.
-    pub fn register(&self, registry: &mut Registry) {
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
         self.metrics.register(registry);
     }
 
@@ -633,8 +573,13 @@ async fn run(
             samples += fleet.samples();
         }
         let outcome = sender.send(&request).await;
-        metrics.record(&outcome, samples, at_ms);
-        if !matches!(outcome, Outcome::Failed(_)) {
+        SeriesWritten {
+            outcome: &outcome,
+            samples,
+            at_ms,
+        }
+        .emit(&metrics);
+        if !matches!(outcome, WriteOutcome::Failed(_)) {
             per_replica.delivered = mine.current.into_keys().collect();
             if let Some(fleet) = fleet {
                 shared.delivered = fleet.current.into_keys().collect();
@@ -669,6 +614,7 @@ mod tests {
             connected: true,
             created_at_ms: 1_500,
             deleted_at_ms: None,
+            incarnation: String::new(),
         }
     }
 
@@ -720,6 +666,15 @@ mod tests {
                     ..MetricPipelineStatus::default()
                 },
             }],
+            tombstones: vec![crate::store::ClusterTombstone {
+                cluster: "edge-1".into(),
+                incarnation: "0a1b2c3d4e5f6071".into(),
+                tenant: "shop".into(),
+                name: "edge-1".into(),
+                created_at_ms: 0,
+                deleted_at_ms: Some(500),
+                superseded_at_ms: 900,
+            }],
         };
         let series: BTreeMap<SeriesLabels, f64> = fleet_series(&snapshot)
             .into_iter()
@@ -743,6 +698,16 @@ mod tests {
                 ("state", "deleted")
             ]),
             Some(1.0)
+        );
+        assert_eq!(
+            get(&[
+                ("__name__", "kaas_cluster_tombstone_info"),
+                ("cluster", "edge-1"),
+                ("tenant", "shop"),
+                ("incarnation", "0a1b2c3d4e5f6071")
+            ]),
+            Some(1.0),
+            "the history of a name registered again, beside its current incarnation"
         );
         let edge = [("cluster", "edge-1"), ("tenant", "shop")];
         let with = |name: &'static str, base: &[(&'static str, &'static str)]| {
@@ -807,7 +772,7 @@ mod tests {
     fn a_state_change_marks_the_old_series_stale_once() {
         let active = fleet_series(&FleetSnapshot {
             clusters: vec![cluster("edge-1", ClusterState::Active)],
-            pipelines: Vec::new(),
+            ..FleetSnapshot::default()
         });
         let first = Round::plan(active, &BTreeSet::new());
         assert!(first.stale.is_empty());
@@ -815,7 +780,7 @@ mod tests {
 
         let silent = fleet_series(&FleetSnapshot {
             clusters: vec![cluster("edge-1", ClusterState::Silent)],
-            pipelines: Vec::new(),
+            ..FleetSnapshot::default()
         });
         let second = Round::plan(silent.clone(), &delivered);
         assert_eq!(

@@ -6,11 +6,28 @@
 //! | event | counts |
 //! |---|---|
 //! | [`EgressRefused`] | `kaas_observer_egress_refusals_total{context, range}` |
+//! | [`HandshakeEnded`] | `kaas_observer_tls_handshakes_total{result}` (and the API port's `kaas_observer_api_tls_handshakes_total`) |
+//! | [`JoinRefused`] | `kaas_observer_join_failures_total{reason}` |
+//! | [`ConfigPushed`] | `kaas_observer_config_pushes_total{result}` |
+//! | [`SeriesWritten`] | `kaas_observer_remote_write_samples_total{result}`, `kaas_observer_remote_write_last_success_timestamp_seconds` |
 //!
-//! The observer's other counters (API requests and refusals, control pushes, joins and
-//! handshakes, onboarding syncs, the fleet writer) are still counted by the metric
-//! types of their own modules.
+//! Two families of events keep their one place beside the code that knows their
+//! labels: the REST API's requests and refusals are counted by its middleware
+//! (`api::metrics`, which alone sees the route template and the authenticated tenant),
+//! and onboarding's syncs and cluster changes by `onboarding::events`, whose labels are
+//! the onboarding sources. Condition reasons are the agents' to name (the observer
+//! derives its pipelines' conditions from their reports, `control::status`), so the
+//! observer's events name none.
+//!
+//! This module is a leaf of the observer's map: it uses nothing of the observer.
 
+mod control;
 mod egress;
+mod remote_write;
 
+pub use control::{
+    ConfigPushOutcome, ConfigPushed, ConfigPushes, HandshakeEnded, HandshakeMetrics,
+    HandshakeOutcome, JoinMetrics, JoinRefusal, JoinRefused,
+};
 pub use egress::{EgressRefusals, EgressRefused};
+pub use remote_write::{RemoteWriteMetrics, SeriesWritten, WriteOutcome};

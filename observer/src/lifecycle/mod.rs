@@ -1,12 +1,15 @@
 //! Cluster lifecycle: the states a cluster goes through ([`ClusterState`], with the
 //! table of what each state means for configuration, probes, the hashring, export and
-//! alerts in [`state`]), and the policy that tells a cluster whose monitoring broke
+//! alerts in [`state`]), the policy that tells a cluster whose monitoring broke
 //! (silent) from one a customer deleted on purpose (deleted), so that rules in Thanos
-//! can alert on the first and stay quiet for the second. The tick that applies the
-//! policy to every cluster and serves the states as metrics is [`crate::fleet`]. This
-//! replaces the seed's "kaas-metric-importer" shell loop.
+//! can alert on the first and stay quiet for the second, and the mass-deletion guard
+//! ([`guard`]) that keeps a faulty list from deleting the fleet. The tick that applies
+//! the policy to every cluster and serves the states as metrics is [`crate::fleet`].
+//! This replaces the seed's "kaas-metric-importer" shell loop.
 //!
-//! # States and how each is entered
+//! # Design note: deletion on positive evidence
+//!
+//! ## States and how each is entered
 //! - `provisioning`: the cluster is registered (API, CLI or an onboarding source); no
 //!   agent has connected yet.
 //! - `active`: entered when the cluster's agent is heard from (join, stream hello,
@@ -15,20 +18,61 @@
 //! - `silent`: entered by the fleet tick ([`crate::fleet`]) by [`next_state`] when an
 //!   active cluster's agent has not been heard from for longer than `--silent-after`,
 //!   while the cluster still exists.
-//! - `deleting` / `deleted`: entered only by an explicit deletion (API, CLI, or an
-//!   onboarding source that saw the cluster go); `deleted` is a tombstone that keeps
-//!   the name and refuses its certificates.
+//! - `lost`: entered by the Cluster API source's relist when a `Cluster` that carried
+//!   the observer's finalizer is gone although the observer never saw its deletion.
+//!   Absence is not evidence of deletion, so a lost cluster alerts (`KaasClusterLost`)
+//!   and keeps everything a live cluster has; it leaves `lost` when its object is
+//!   listed again (back to the state it would have, [`ClusterState::restored_when_listed`])
+//!   or when an operator deletes it.
+//! - `deleting` / `deleted`: entered only on positive evidence: an explicit deletion
+//!   (API, CLI), a Cluster API `Cluster` carrying the finalizer observed with a
+//!   `deletionTimestamp`, an inventory entry marked deleted, or an inventory cluster
+//!   absent from N consecutive successful lists over a grace period (`deleting` at the
+//!   first absence, reversible; `deleted` after both). `deleted` is a tombstone: the
+//!   name stays with the tenant and its certificates are refused.
 //!
-//! # Why no lost event can mark a cluster deleted or alive
+//! ## Invariants
+//! - **A failed or empty list deletes nothing.** A source changes state only on a
+//!   successful, non-empty answer (an empty one is refused while it manages clusters:
+//!   an RBAC change or a broken cache answers exactly that). Missing counts are kept
+//!   only across successful answers.
+//! - **No pass deletes a large share of the fleet unconfirmed** ([`guard`]): a pass
+//!   whose changes out of the live fleet (to `deleting`, `deleted` or `lost`) exceed
+//!   `--mass-deletion-percent` of the source's clusters applies none of them; they are
+//!   stored as pending (`store::deletions`, so every replica and a restart see them),
+//!   counted (`kaas_observer_deletions_pending`), alerted on
+//!   (`KaasClusterDeletionsPaused`), shown by `GET /api/v1/status`, and wait for an
+//!   administrator's `observer cluster confirm-deletions` (audited). The next pass
+//!   applies the confirmed changes whose evidence still holds and forgets those whose
+//!   evidence went away.
+//! - **Incarnations.** A tombstone's name can be registered again: the same global id
+//!   gets a new incarnation (a new random id), and the tombstone moves into the
+//!   history (`cluster_tombstones`, audited as `re-register`) with its certificates
+//!   revoked and its join tokens deleted, so they stay refused. Everything keyed by the
+//!   global id (the `cluster` label, `kaas_cluster_info` and the other fleet series,
+//!   the alert guards) then describes the current incarnation only: a re-registered
+//!   name alerts like any new cluster while its tombstone exists (served apart, as
+//!   `kaas_cluster_tombstone_info`).
+//!
+//! ## Why no lost event can mark a cluster deleted or alive
 //! Silence is level-triggered: every tick re-reads every cluster's `last_seen` from the
 //! database and compares it with the clock, so a missed heartbeat, a dropped stream or
 //! an observer restart can delay a transition by one tick but never skip or invent
 //! one. Liveness comes only from the agent itself (authenticated by its client
-//! certificate), never from the absence of a deletion. Deletion comes only from an
-//! explicit act or from an onboarding source's relist-and-diff, never from silence: a
+//! certificate), never from the absence of a deletion. Deletion comes only from the
+//! positive evidence above, never from silence and never from a single absence: a
 //! silent cluster stays silent, and alerts, until someone deletes it. With several
-//! replicas each runs the same idempotent tick against the shared database.
+//! replicas each runs the same idempotent tick against the shared database; each
+//! onboarding source runs on one replica (a store lease), and its pending deletions
+//! live in the database, so a failover keeps them.
+//!
+//! ## On crash
+//! Every transition is one store mutation with its audit row. A crash between a pass's
+//! changes leaves some applied and the rest for the next pass, which recomputes them
+//! from the source; the held set is replaced whole at the end of each pass, so at worst
+//! it is one pass old.
 
+pub mod guard;
 pub mod state;
 
 use std::time::Duration;
@@ -65,6 +109,7 @@ pub fn next_state(
         // are decided by whoever deletes.
         ClusterState::Provisioning
         | ClusterState::Silent
+        | ClusterState::Lost
         | ClusterState::Deleting
         | ClusterState::Deleted => None,
     }
@@ -119,6 +164,7 @@ mod tests {
         for state in [
             ClusterState::Provisioning,
             ClusterState::Silent,
+            ClusterState::Lost,
             ClusterState::Deleting,
             ClusterState::Deleted,
         ] {

@@ -5,19 +5,27 @@
 //! Every caller asks a predicate, never compares states itself; the table is the whole
 //! policy, and each cell has its own unit test below.
 //!
-//! | state          | [`receives_config`] | [`is_probed`] | [`in_hashring`] | [`is_exported`] | [`alerts_suppressed`] | [`is_leaving`] | [`is_tombstone`] |
-//! |----------------|:---:|:---:|:---:|:---:|:---:|:---:|:---:|
-//! | `provisioning` | yes | yes | yes | yes | yes | no  | no  |
-//! | `active`       | yes | yes | yes | yes | no  | no  | no  |
-//! | `silent`       | yes | yes | yes | yes | no  | no  | no  |
-//! | `deleting`     | yes | no  | yes | yes | yes | yes | no  |
-//! | `deleted`      | no  | no  | no  | yes | yes | yes | yes |
+//! | state          | [`receives_config`] | [`is_probed`] | [`in_hashring`] | [`is_exported`] | [`alerts_suppressed`] | [`is_leaving`] | [`is_tombstone`] | [`restored_when_listed`] |
+//! |----------------|:---:|:---:|:---:|:---:|:---:|:---:|:---:|:---:|
+//! | `provisioning` | yes | yes | yes | yes | yes | no  | no  | no  |
+//! | `active`       | yes | yes | yes | yes | no  | no  | no  | no  |
+//! | `silent`       | yes | yes | yes | yes | no  | no  | no  | no  |
+//! | `lost`         | yes | yes | yes | yes | no  | no  | no  | yes |
+//! | `deleting`     | yes | no  | yes | yes | yes | yes | no  | yes |
+//! | `deleted`      | no  | no  | no  | yes | yes | yes | yes | no  |
 //!
 //! Why a deleting cluster still receives its configuration and keeps its tenant in
 //! the hashring: deletion is being carried out (an onboarding source waits out its
 //! grace polls, the agent may still run), and whatever it still sends must be accepted
 //! until the tombstone is written. It is no longer probed and takes nothing new
 //! (probe endpoints, buffer budgets, join tokens), because it is going.
+//!
+//! Why a lost cluster is treated like a live one in every column: `lost` says only
+//! that its onboarding source no longer knows it (a Cluster API `Cluster` carrying the
+//! observer's finalizer disappeared without a deletion the observer saw). Nothing says
+//! the cluster itself is gone, so its agent keeps its configuration and its data, its
+//! endpoint is still probed, and its alerts fire (one of them, `KaasClusterLost`,
+//! says it is lost) until an operator deletes it or the object comes back.
 //!
 //! [`receives_config`]: ClusterState::receives_config
 //! [`is_probed`]: ClusterState::is_probed
@@ -26,6 +34,7 @@
 //! [`alerts_suppressed`]: ClusterState::alerts_suppressed
 //! [`is_leaving`]: ClusterState::is_leaving
 //! [`is_tombstone`]: ClusterState::is_tombstone
+//! [`restored_when_listed`]: ClusterState::restored_when_listed
 
 use std::fmt;
 use std::str::FromStr;
@@ -42,6 +51,10 @@ pub enum ClusterState {
     Active,
     /// The agent has not been heard from for longer than `--silent-after`.
     Silent,
+    /// Its onboarding source lost it without a deletion the observer saw (a Cluster
+    /// API `Cluster` carrying the observer's finalizer disappeared): it alerts, and
+    /// only its source listing it again or an operator's deletion moves it.
+    Lost,
     /// Being removed.
     Deleting,
     /// Tombstone: the name stays taken and its certificates are refused.
@@ -50,10 +63,11 @@ pub enum ClusterState {
 
 impl ClusterState {
     /// Every state, in lifecycle order.
-    pub const ALL: [ClusterState; 5] = [
+    pub const ALL: [ClusterState; 6] = [
         Self::Provisioning,
         Self::Active,
         Self::Silent,
+        Self::Lost,
         Self::Deleting,
         Self::Deleted,
     ];
@@ -64,6 +78,7 @@ impl ClusterState {
             Self::Provisioning => "provisioning",
             Self::Active => "active",
             Self::Silent => "silent",
+            Self::Lost => "lost",
             Self::Deleting => "deleting",
             Self::Deleted => "deleted",
         }
@@ -71,11 +86,12 @@ impl ClusterState {
 
     /// The state a cluster moves to when its agent is heard from (join, stream hello,
     /// heartbeat, report): provisioning and silent become active; the others stay, since
-    /// an agent cannot undo its cluster's deletion.
+    /// an agent cannot undo its cluster's deletion, nor bring back the source object
+    /// whose loss made it `lost`.
     pub fn when_heard_from(self) -> ClusterState {
         match self {
             Self::Provisioning | Self::Silent => Self::Active,
-            Self::Active | Self::Deleting | Self::Deleted => self,
+            Self::Active | Self::Lost | Self::Deleting | Self::Deleted => self,
         }
     }
 
@@ -107,7 +123,8 @@ impl ClusterState {
     /// The cluster's alerts are suppressed by the rules' guard
     /// `unless on (cluster) (kaas_cluster_info{state=~"deleted|deleting|provisioning"} == 1)`
     /// (`alerts/kubernetes.rules.yaml`): nothing to alert on before its agent first
-    /// reports, nor once it is being deleted. A silent cluster alerts.
+    /// reports, nor once it is being deleted. A silent cluster alerts, and so does a
+    /// lost one.
     pub fn alerts_suppressed(self) -> bool {
         matches!(self, Self::Provisioning | Self::Deleting | Self::Deleted)
     }
@@ -124,6 +141,15 @@ impl ClusterState {
     /// any more. It no longer counts against the tenant's quota.
     pub fn is_tombstone(self) -> bool {
         matches!(self, Self::Deleted)
+    }
+
+    /// Its onboarding source listing it again (a live `Cluster` object, an inventory
+    /// entry) returns it to the state it would have without the interruption: a
+    /// `deleting` cluster whose deletion was taken back, a `lost` one whose object is
+    /// back. A tombstone never comes back this way: its name is registered again as a
+    /// new incarnation instead.
+    pub fn restored_when_listed(self) -> bool {
+        matches!(self, Self::Lost | Self::Deleting)
     }
 }
 
@@ -148,7 +174,7 @@ impl FromStr for ClusterState {
 mod tests {
     use std::collections::BTreeSet;
 
-    use super::ClusterState::{self, Active, Deleted, Deleting, Provisioning, Silent};
+    use super::ClusterState::{self, Active, Deleted, Deleting, Lost, Provisioning, Silent};
 
     /// One test per cell of the table in the module documentation.
     macro_rules! cells {
@@ -170,6 +196,7 @@ mod tests {
         provisioning_alerts_suppressed: Provisioning.alerts_suppressed() == true;
         provisioning_is_leaving: Provisioning.is_leaving() == false;
         provisioning_is_tombstone: Provisioning.is_tombstone() == false;
+        provisioning_restored_when_listed: Provisioning.restored_when_listed() == false;
         active_receives_config: Active.receives_config() == true;
         active_is_probed: Active.is_probed() == true;
         active_in_hashring: Active.in_hashring() == true;
@@ -177,6 +204,7 @@ mod tests {
         active_alerts_suppressed: Active.alerts_suppressed() == false;
         active_is_leaving: Active.is_leaving() == false;
         active_is_tombstone: Active.is_tombstone() == false;
+        active_restored_when_listed: Active.restored_when_listed() == false;
         silent_receives_config: Silent.receives_config() == true;
         silent_is_probed: Silent.is_probed() == true;
         silent_in_hashring: Silent.in_hashring() == true;
@@ -184,6 +212,15 @@ mod tests {
         silent_alerts_suppressed: Silent.alerts_suppressed() == false;
         silent_is_leaving: Silent.is_leaving() == false;
         silent_is_tombstone: Silent.is_tombstone() == false;
+        silent_restored_when_listed: Silent.restored_when_listed() == false;
+        lost_receives_config: Lost.receives_config() == true;
+        lost_is_probed: Lost.is_probed() == true;
+        lost_in_hashring: Lost.in_hashring() == true;
+        lost_is_exported: Lost.is_exported() == true;
+        lost_alerts_suppressed: Lost.alerts_suppressed() == false;
+        lost_is_leaving: Lost.is_leaving() == false;
+        lost_is_tombstone: Lost.is_tombstone() == false;
+        lost_restored_when_listed: Lost.restored_when_listed() == true;
         deleting_receives_config: Deleting.receives_config() == true;
         deleting_is_probed: Deleting.is_probed() == false;
         deleting_in_hashring: Deleting.in_hashring() == true;
@@ -191,6 +228,7 @@ mod tests {
         deleting_alerts_suppressed: Deleting.alerts_suppressed() == true;
         deleting_is_leaving: Deleting.is_leaving() == true;
         deleting_is_tombstone: Deleting.is_tombstone() == false;
+        deleting_restored_when_listed: Deleting.restored_when_listed() == true;
         deleted_receives_config: Deleted.receives_config() == false;
         deleted_is_probed: Deleted.is_probed() == false;
         deleted_in_hashring: Deleted.in_hashring() == false;
@@ -198,6 +236,7 @@ mod tests {
         deleted_alerts_suppressed: Deleted.alerts_suppressed() == true;
         deleted_is_leaving: Deleted.is_leaving() == true;
         deleted_is_tombstone: Deleted.is_tombstone() == true;
+        deleted_restored_when_listed: Deleted.restored_when_listed() == false;
     }
 
     fn predicate(name: &str) -> fn(ClusterState) -> bool {
@@ -209,6 +248,7 @@ mod tests {
             "alerts_suppressed" => ClusterState::alerts_suppressed,
             "is_leaving" => ClusterState::is_leaving,
             "is_tombstone" => ClusterState::is_tombstone,
+            "restored_when_listed" => ClusterState::restored_when_listed,
             other => panic!("the table names no predicate {other:?}"),
         }
     }
@@ -280,7 +320,7 @@ mod tests {
             .into_iter()
             .map(ClusterState::when_heard_from)
             .collect();
-        assert_eq!(heard, [Active, Active, Active, Deleting, Deleted]);
+        assert_eq!(heard, [Active, Active, Active, Lost, Deleting, Deleted]);
     }
 
     #[test]

@@ -55,8 +55,9 @@ pub enum SyncFailure {
     BadStatus,
     /// The answer was not a readable cluster list (not JSON, wrong shape, too large).
     InvalidResponse,
-    /// The inventory listed no clusters while this source manages some; refused
-    /// unless empty lists are allowed (see [`super::inventory`]).
+    /// The inventory or the Cluster API list held no clusters while this source
+    /// manages some; refused (the inventory's unless empty lists are allowed, see
+    /// [`super::inventory`]).
     EmptyRefused,
     /// The store failed.
     Store,
@@ -89,8 +90,14 @@ pub enum ClusterAction {
     Deleting,
     /// Tombstoned (`deleted`).
     Deleted,
-    /// Back from `deleting` to the state it had before: it reappeared in time.
+    /// Back from `deleting` or `lost` to the state it had before: it reappeared.
     Restored,
+    /// Moved to `lost`: a `Cluster` carrying the observer's finalizer disappeared
+    /// without a deletion the observer saw.
+    Lost,
+    /// A change that takes it out of the live fleet was held by the mass-deletion
+    /// guard ([`crate::lifecycle::guard`]).
+    Held,
     /// Not touched: the name belongs to another source, to the API, to a tombstone,
     /// or the source's entry is invalid.
     Skipped,
@@ -109,6 +116,8 @@ impl ClusterAction {
             Self::Deleting => "deleting",
             Self::Deleted => "deleted",
             Self::Restored => "restored",
+            Self::Lost => "lost",
+            Self::Held => "held",
             Self::Skipped => "skipped",
             Self::AgentInstalled => "agent_installed",
             Self::AgentInstallFailed => "agent_install_failed",
@@ -140,6 +149,7 @@ pub struct OnboardingMetrics {
     syncs: Family<SyncLabels, Counter>,
     clusters: Family<ClusterLabels, Counter>,
     last_success: Family<SourceLabels, Gauge<f64, AtomicU64>>,
+    pending_deletions: Family<SourceLabels, Gauge>,
 }
 
 impl OnboardingMetrics {
@@ -160,6 +170,37 @@ impl OnboardingMetrics {
             "When the source last synced successfully, Unix seconds.",
             self.last_success.clone(),
         );
+        registry.register(
+            "kaas_observer_deletions_pending",
+            "Cluster changes (to deleting, deleted or lost) the mass-deletion guard holds for an administrator's confirmation, by source; set by the replica running the source.",
+            self.pending_deletions.clone(),
+        );
+    }
+
+    /// After a pass of `source`: how many of its changes the mass-deletion guard holds.
+    pub fn deletions_pending(&self, source: Source, held: usize) {
+        if held > 0 {
+            tracing::error!(
+                %source,
+                held,
+                "the mass-deletion guard holds cluster changes; review them (`observer status`) \
+                 and run `observer cluster confirm-deletions` if they are real"
+            );
+        }
+        self.pending_deletions
+            .get_or_create(&SourceLabels {
+                source: source.as_str(),
+            })
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// How many changes of `source` the guard held at its last pass.
+    pub fn pending(&self, source: Source) -> i64 {
+        self.pending_deletions
+            .get_or_create(&SourceLabels {
+                source: source.as_str(),
+            })
+            .get()
     }
 
     /// A sync went through.
@@ -213,6 +254,8 @@ impl OnboardingMetrics {
             }
             ClusterAction::Deleting
             | ClusterAction::Deleted
+            | ClusterAction::Lost
+            | ClusterAction::Held
             | ClusterAction::Skipped
             | ClusterAction::AgentInstallFailed => {
                 tracing::warn!(%source, %cluster, %tenant, action = action_name, "{detail}");

@@ -1,6 +1,7 @@
 //! Onboarding sources: Cluster API clusters in the management cluster ([`capi`]), and a
 //! KaaS inventory polled over HTTP ([`inventory`]). Both turn "a cluster exists" into a
-//! registered cluster in the store, and "it is gone" into `deleting`, then `deleted`.
+//! registered cluster in the store, and "it was deleted" into `deleting`, then
+//! `deleted`.
 //!
 //! # Design note
 //!
@@ -26,15 +27,19 @@
 //! `Cluster` is registered for the tenant an administrator mapped its namespace to
 //! (`observer cluster-api map`), which exists; nothing on the object names a tenant.
 //!
-//! **Deletion is never inferred from a failure.** Only a *successful* answer that no
-//! longer lists a cluster (or a `Cluster` with a `deletionTimestamp`, or a successful
-//! Cluster API relist without it) moves it, first to `deleting`, then to `deleted` (the
-//! tombstone, after the source's grace: several polls for the inventory, the end of the
-//! Cluster API deletion for [`capi`]). A failed, broken or suspiciously empty answer
-//! changes nothing and is logged and counted. A cluster listed again while `deleting`
-//! returns to the state it would have without the deletion
-//! ([`state_before_deletion`]); a tombstone never comes back (its name stays taken, as
-//! for API deletions).
+//! **Deletion only on positive evidence.** A failed, broken or suspiciously empty
+//! answer changes nothing and is logged and counted. What moves a cluster towards its
+//! tombstone is the source's word: a `Cluster` carrying the observer's finalizer
+//! observed with a `deletionTimestamp` ([`capi`]), an inventory entry marked deleted, or
+//! an inventory cluster absent from several successful lists over a grace period
+//! ([`inventory`]). A `Cluster` that vanished with the finalizer on, unseen, makes its
+//! cluster `lost` (it alerts), never `deleted`. Every change a pass makes out of the live
+//! fleet goes through the mass-deletion guard ([`crate::lifecycle::guard`]): above its
+//! share of the source's clusters, nothing is applied until an administrator confirms.
+//! A cluster listed again while `deleting` or `lost` returns to the state it would have
+//! without the interruption ([`state_before_deletion`]); a tombstone's name listed again
+//! by a new object or entry is registered as a new incarnation (the tombstone is kept in
+//! the store's history, its certificates refused).
 //!
 //! **Join tokens.** Registering mints a single-use join token (the store always does).
 //! The Cluster API source uses it at once to install the agent through the cluster's
@@ -65,11 +70,30 @@ pub use events::{ClusterAction, OnboardingMetrics, Source, SyncFailure};
 
 use crate::egress::EgressPolicy;
 use crate::lifecycle;
-use crate::store::{Cluster, ClusterState, Store, StoreError};
+use crate::store::{Cluster, ClusterState, HeldDeletion, Store, StoreError, now_ms};
 
 /// The label that records which source registered a cluster (its value is
 /// [`Source::as_str`]).
 pub const SOURCE_LABEL: &str = "kaas-observer.io/source";
+
+/// The label that says the observer installs the cluster's agent itself (value
+/// [`AGENT_INSTALLED_BY_OBSERVER`]): set on inventory clusters whose entry names a
+/// kubeconfig. Cluster API clusters are always installed by the observer and carry
+/// their source label instead. Reserved like the source label.
+pub const AGENT_INSTALLER_LABEL: &str = "kaas-observer.io/agent-installer";
+/// The value of [`AGENT_INSTALLER_LABEL`].
+pub const AGENT_INSTALLED_BY_OBSERVER: &str = "observer";
+
+/// Whether the observer installs `cluster`'s agent itself (so nobody has to run the
+/// install command).
+pub fn agent_installed_by_observer(cluster: &Cluster) -> bool {
+    managed_by(cluster, Source::ClusterApi)
+        || cluster
+            .labels
+            .get(AGENT_INSTALLER_LABEL)
+            .map(String::as_str)
+            == Some(AGENT_INSTALLED_BY_OBSERVER)
+}
 
 /// Whether `cluster` was registered by `source`.
 pub fn managed_by(cluster: &Cluster, source: Source) -> bool {
@@ -86,8 +110,8 @@ pub fn with_source_label(
     labels
 }
 
-/// The state a `deleting` cluster returns to when its source lists it again: what the
-/// lifecycle would say had it never been deleting. `provisioning` if no agent was ever
+/// The state a `deleting` or `lost` cluster returns to when its source lists it again:
+/// what the lifecycle would say had it never left. `provisioning` if no agent was ever
 /// heard, else `active`, or `silent` if the agent has been quiet for longer than
 /// `silent_after`. Derived from the stored `last_seen`, so it is the same after an
 /// observer restart.
@@ -171,6 +195,35 @@ pub async fn ensure_tenant(
     }
 }
 
+/// Ends a pass of `source` that the mass-deletion guard ([`crate::lifecycle::guard`])
+/// cut short: stores the `held` changes (replacing what the source held before; an
+/// empty list clears them), logs and counts each, and sets
+/// `kaas_observer_deletions_pending`. Returns the held clusters' global ids.
+pub async fn hold_deletions(
+    store: &Store,
+    metrics: &OnboardingMetrics,
+    source: Source,
+    held: &[HeldDeletion],
+) -> Result<Vec<String>, StoreError> {
+    for change in held {
+        metrics.cluster_changed(
+            source,
+            ClusterAction::Held,
+            &change.cluster,
+            &change.tenant,
+            &format!(
+                "held by the mass-deletion guard (to {}): {}",
+                change.to_state, change.reason
+            ),
+        );
+    }
+    store
+        .hold_deletions(source.as_str(), held, &source.actor(), now_ms())
+        .await?;
+    metrics.deletions_pending(source, held.len());
+    Ok(held.iter().map(|change| change.cluster.clone()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +245,7 @@ mod tests {
             connected: false,
             created_at_ms: 0,
             deleted_at_ms: None,
+            incarnation: String::new(),
         }
     }
 

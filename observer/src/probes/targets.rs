@@ -311,6 +311,7 @@ mod tests {
             connected: false,
             created_at_ms: 0,
             deleted_at_ms: None,
+            incarnation: String::new(),
         }
     }
 

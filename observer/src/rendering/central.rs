@@ -1,41 +1,53 @@
-//! The default central pipeline every cluster runs: its workloads' and runtime's
-//! metrics, the cluster health data, and the agent's own `/metrics`, to the provider's
-//! Thanos receive, with the cluster's tenant in the tenant header.
+//! The default central pipelines every cluster runs: its workloads' and runtime's
+//! metrics with the cluster health data (`kaas-central`), and the agent's own
+//! `/metrics` (`kaas-central-agent`), to the provider's receive gateway
+//! (`observer gateway`, [`crate::gateway`]), which files them in Thanos receive.
 //!
-//! # What it scrapes (the input side)
+//! # What they scrape (the input side)
 //! Each source with the `job` the alerts in `alerts/` select
 //! (`observer/tests/alert_inputs.rs` checks every rule against these jobs):
 //!
-//! | `job` | how |
-//! |---|---|
-//! | `kubelet` | the runtime input, `metrics_path` `/metrics`, `/metrics/cadvisor`, `/metrics/resource`, every namespace |
-//! | `kube-state-metrics` | the Service [`KUBE_STATE_METRICS_ADDRESS`] installed with the agent, `honor_labels` (its `namespace`/`pod` are the objects') |
-//! | `node-exporter` | the DaemonSet's pods in [`NODE_EXPORTER_NAMESPACE`], found by their `prometheus.io` annotations |
-//! | `apiserver`, `kube-scheduler`, `kube-controller-manager`, `etcd`, `coredns` | the cluster's control-plane setting ([`crate::control_plane`]) |
-//! | [`AGENT_JOB`] | the agent's own `/metrics` |
+//! | `job` | pipeline | how |
+//! |---|---|---|
+//! | `kubelet` | `kaas-central` | the runtime input, `metrics_path` `/metrics`, `/metrics/cadvisor`, `/metrics/resource`, every namespace |
+//! | `kube-state-metrics` | `kaas-central` | the Service [`KUBE_STATE_METRICS_ADDRESS`] installed with the agent, `honor_labels` (its `namespace`/`pod` are the objects') |
+//! | `node-exporter` | `kaas-central` | the DaemonSet's pods in [`NODE_EXPORTER_NAMESPACE`], found by their `prometheus.io` annotations |
+//! | `apiserver`, `kube-scheduler`, `kube-controller-manager`, `etcd`, `coredns` | `kaas-central` | the cluster's control-plane setting ([`crate::control_plane`]) |
+//! | [`AGENT_JOB`] | `kaas-central-agent` | the agent's own `/metrics` |
 //!
 //! Annotated workloads are collected from every namespace, `kube-system` included: the
 //! provider's pipeline watches the whole cluster, while tenant pipelines keep leaving
-//! the system namespaces out by default.
+//! the system namespaces out by default. The cluster health data is always collected,
+//! so `kaas-central` exists even with `--central-inputs` empty.
 //!
 //! Issue 15, finding 3: this pipeline used to scrape only annotated workloads outside
 //! the system namespaces, the kubelets and the agent; with no kube-state-metrics, no
-//! node exporter and no control plane, 11 of the 15 Kubernetes alerts had no input.
+//! node exporter and no control plane, 11 of the 15 Kubernetes alerts had no input.//!
+//! # Nothing in the workload cluster chooses a tenant
 //!
-//! Nothing is stored per cluster: [`central_pipeline`] is a pure function of the
-//! [`CentralPipelineSettings`] (from `observer serve` flags) and the cluster, and the
-//! control service adds its result to the tenant pipelines it renders for the cluster.
-//! Rendering adds the `cluster` external label to every pipeline, this one included,
-//! so every series arrives with `cluster`; a target relabel rule adds `tenant` (the
-//! label the fleet series, the alerts and the Alertmanager routes use). Thanos receive
-//! additionally files the series under the tenant of the header, as its own tenant
-//! label, which must keep its default name `tenant_id`: the observer writes its fleet
-//! series, which carry the clusters' `tenant`, as the provider's tenant, and a Thanos
-//! tenant label named `tenant` would clash with theirs.
+//! The tenant is cluster-admin in its workload cluster and can read everything the
+//! agent holds there, so neither pipeline carries a tenant header, a `tenant` label or
+//! a credential of the receiver. Both present the agent's own cluster certificate
+//! (`tls.agentIdentity`, issued by the observer's CA, never readable by a pipeline),
+//! and the gateway derives the cluster and tenant from that certificate alone, sets
+//! the tenant header and the `cluster`/`tenant` labels itself, and drops workload
+//! series named like the observer's own families. The agent's self-scrape goes to a
+//! path of its own ([`GATEWAY_AGENT_PATH`]) so the gateway recognises the agent's
+//! families by their origin, never by a label a workload could set.
 //!
-//! The name [`CENTRAL_PIPELINE_NAME`] lies in the reserved prefix
-//! [`RESERVED_PIPELINE_PREFIX`]: tenant pipelines must not use it, or the agent would
-//! see two pipelines of one name ([`is_reserved_pipeline_name`]).
+//! Nothing of the pipelines is stored per cluster but the cluster's control-plane
+//! setting: [`central_pipelines_with`] is a pure function of the
+//! [`CentralPipelineSettings`] (from `observer serve` flags) and that setting
+//! ([`central_pipelines`] with the default one), and the control service adds its
+//! result to the tenant pipelines it renders for each cluster. Rendering adds the `cluster` external label
+//! to every pipeline, these included; the gateway keeps it where it equals the
+//! certificate's cluster and renames any other to `exported_cluster`. Thanos receive
+//! files each request under the gateway's tenant header as its own tenant label,
+//! which must keep its default name `tenant_id` ([`crate::gateway::thanos`]).
+//!
+//! The names [`CENTRAL_PIPELINE_NAME`] and [`CENTRAL_AGENT_PIPELINE_NAME`] lie in the
+//! reserved prefix [`RESERVED_PIPELINE_PREFIX`]: tenant pipelines must not use it, or
+//! the agent would see two pipelines of one name ([`is_reserved_pipeline_name`]).
 
 use std::collections::BTreeMap;
 
@@ -43,26 +55,32 @@ use kaas_pipeline::buffer::Buffer;
 use kaas_pipeline::input::{
     Input, NamespaceSelector, RuntimeInput, StaticInput, StaticTargetGroup, WorkloadInput,
 };
-
-use crate::control_plane::ValidatedControlPlane;
-use kaas_pipeline::output::{Authentication, Header, Output, RemoteWriteOutput, Tls};
+use kaas_pipeline::output::{Output, RemoteWriteOutput, Tls};
 use kaas_pipeline::processors::{Processors, RelabelConfig};
-use kaas_pipeline::secret::SecretString;
+use kaas_pipeline::secret::{SecretString, ValueSource};
+use kaas_pipeline::units::ByteSize;
 use kaas_pipeline::{
     MetricPipeline, MetricPipelineSpec, ProviderPolicy, ValidatedPipeline, ValidationContext,
     ValidationErrors,
 };
 
-use crate::store::Cluster;
+use crate::control_plane::ValidatedControlPlane;
 
-/// The central pipeline's name, the same on every cluster.
+/// The central workload pipeline's name, the same on every cluster.
 pub const CENTRAL_PIPELINE_NAME: &str = "kaas-central";
+/// The agent's self-scrape pipeline's name, the same on every cluster.
+pub const CENTRAL_AGENT_PIPELINE_NAME: &str = "kaas-central-agent";
 /// Pipeline names starting with this are the observer's own; tenants may not use them
 /// (agents also serve these pipelines' buffers first).
 pub use kaas_pipeline::names::RESERVED_PIPELINE_PREFIX;
 /// The header Thanos receive reads the tenant from (its `--receive.tenant-header`
-/// default).
+/// default). The receive gateway and the observer's fleet writer set it; no pipeline
+/// on a workload cluster does.
 pub const DEFAULT_TENANT_HEADER: &str = "THANOS-TENANT";
+/// The gateway's path for the central pipeline's workload and runtime series.
+pub const GATEWAY_WORKLOAD_PATH: &str = "/api/v1/receive";
+/// The gateway's path for the agent's self-scrape only.
+pub const GATEWAY_AGENT_PATH: &str = "/api/v1/receive/agent";
 /// Where the agent serves its own `/metrics`, seen from inside its pod: the agent's
 /// default `--listen-address` port (8429) on loopback, which needs no Service and no
 /// network policy.
@@ -70,8 +88,14 @@ pub const DEFAULT_AGENT_METRICS_ADDRESS: &str = "127.0.0.1:8429";
 /// The `job` of the agent's self-scrape; the alerts (KaasAgentDown) and the self-health
 /// dashboard select on it.
 pub const AGENT_JOB: &str = "kaas-agent";
-/// The label naming a series' tenant, as on the fleet series (`docs/metrics.md`).
+/// The disk buffer of the agent's self-scrape pipeline on each cluster: the agent's
+/// own few hundred series for the buffer's whole age (6 hours at 30 s are about 5 MiB),
+/// with room to spare; the workload pipeline takes the configured size.
+pub const AGENT_PIPELINE_BUFFER_MAX_BYTES: u64 = 64 << 20;
+/// The label naming a series' tenant, as on the fleet series (`docs/metrics.md`); the
+/// gateway sets it.
 pub const TENANT_LABEL: &str = "tenant";
+
 /// The `job` of kube-state-metrics' series.
 pub const KUBE_STATE_METRICS_JOB: &str = "kube-state-metrics";
 /// kube-state-metrics' Service as the agent reaches it (`deploy/agent/base`, in the
@@ -94,8 +118,9 @@ pub fn is_reserved_pipeline_name(name: &str) -> bool {
 /// Which of a cluster's metrics the central pipeline collects, besides the agent's own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CentralScrape {
-    /// Pods and Services annotated `prometheus.io/scrape` (system namespaces excluded,
-    /// as for tenant pipelines).
+    /// Pods and Services annotated `prometheus.io/scrape`, in every namespace (system
+    /// namespaces included, unlike tenant pipelines' default); the cluster health
+    /// producers' are scraped either way.
     pub prometheus_annotations: bool,
     /// kubelet, cAdvisor and node metrics, system namespaces included: the provider
     /// watches the whole cluster.
@@ -114,84 +139,105 @@ impl Default for CentralScrape {
     }
 }
 
-/// Everything the central pipeline is built from; the same for every cluster.
+/// Everything the central pipelines are built from; the same for every cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CentralPipelineSettings {
-    /// Thanos receive's remote-write URL, e.g.
-    /// `https://thanos-receive.example:19291/api/v1/receive`.
-    pub receive_url: String,
-    /// The header that carries the tenant ([`DEFAULT_TENANT_HEADER`]).
-    pub tenant_header: String,
+    /// The receive gateway's base URL as agents reach it, e.g.
+    /// `https://receive-gateway.example:19291`; the pipelines append
+    /// [`GATEWAY_WORKLOAD_PATH`] and [`GATEWAY_AGENT_PATH`].
+    pub gateway_url: String,
     /// What to collect.
     pub scrape: CentralScrape,
-    /// The pipeline's disk buffer on each cluster.
+    /// The pipelines' disk buffer on each cluster.
     pub buffer: Buffer,
     /// The agent's own `/metrics` as `host:port` ([`DEFAULT_AGENT_METRICS_ADDRESS`]).
     pub agent_metrics_address: String,
-    /// How the agents authenticate to the receiver, if it asks (secrets from the
-    /// workload cluster, as in any pipeline).
-    pub authentication: Option<Authentication>,
-    /// TLS towards the receiver (e.g. a CA from a Secret in the agent's namespace).
-    pub tls: Option<Tls>,
+    /// The CA certificates (PEM) that verify the gateway's server certificate, sent
+    /// inline with the pipelines (a CA is no secret); `None`: the system roots.
+    pub gateway_ca_pem: Option<String>,
 }
 
 impl CentralPipelineSettings {
     /// Settings with the defaults for everything but the URL.
-    pub fn new(receive_url: impl Into<String>) -> Self {
+    pub fn new(gateway_url: impl Into<String>) -> Self {
         Self {
-            receive_url: receive_url.into(),
-            tenant_header: DEFAULT_TENANT_HEADER.to_owned(),
+            gateway_url: gateway_url.into(),
             scrape: CentralScrape::default(),
             buffer: Buffer::default(),
             agent_metrics_address: DEFAULT_AGENT_METRICS_ADDRESS.to_owned(),
-            authentication: None,
-            tls: None,
+            gateway_ca_pem: None,
         }
     }
 
-    /// Checks the settings once, at startup, by building the pipeline for an example
-    /// tenant: a bad URL, header or buffer is reported with its field path before any
-    /// agent is configured.
+    /// Checks the settings once, at startup, by building the pipelines: a bad URL, CA
+    /// or buffer is reported with its field path before any agent is configured.
     pub fn check(&self) -> Result<(), ValidationErrors> {
-        kaas_pipeline::validate(
-            &self.resource("example-tenant", &ValidatedControlPlane::default()),
-            &provider_validation(),
-        )
-        .map(drop)
+        self.validated().map(drop)
     }
 
-    /// What the pipeline's buffer may hold on every cluster (its `maxBytes`), which
-    /// the observer reserves in each cluster's buffer budget.
+    /// What each pipeline's buffer may hold on every cluster (its `maxBytes`), which
+    /// the observer reserves in each cluster's buffer budget, for all of them.
     pub fn buffer_max_bytes(&self) -> u64 {
-        kaas_pipeline::validate(
-            &self.resource("example-tenant", &ValidatedControlPlane::default()),
-            &provider_validation(),
-        )
-        .map_or(
+        self.validated().map_or(
             kaas_pipeline::buffer::DEFAULT_BUFFER_MAX_BYTES,
-            |pipeline| pipeline.buffer.max_bytes.get(),
+            |pipelines| pipelines.iter().map(|p| p.buffer.max_bytes.get()).sum(),
         )
     }
 
-    /// The pipeline resource with `tenant` in the tenant header, scraping the control
-    /// plane as `control_plane` says.
-    fn resource(&self, tenant: &str, control_plane: &ValidatedControlPlane) -> MetricPipeline {
+    fn validated(&self) -> Result<Vec<ValidatedPipeline>, ValidationErrors> {
+        self.validated_with(&ValidatedControlPlane::default())
+    }
+
+    fn validated_with(
+        &self,
+        control_plane: &ValidatedControlPlane,
+    ) -> Result<Vec<ValidatedPipeline>, ValidationErrors> {
+        self.resources(control_plane)
+            .iter()
+            .map(|resource| kaas_pipeline::validate(resource, &provider_validation()))
+            .collect()
+    }
+
+    /// The pipeline resources: the workload pipeline, which always collects the cluster
+    /// health data (the control plane as `control_plane` says), and the agent's
+    /// self-scrape.
+    fn resources(&self, control_plane: &ValidatedControlPlane) -> Vec<MetricPipeline> {
+        vec![self.workload_resource(control_plane), self.agent_resource()]
+    }
+
+    /// The output every central pipeline shares but for its path: the gateway, the
+    /// agent's own certificate, no header.
+    fn output(&self, path: &str) -> Output {
+        let base = self.gateway_url.trim_end_matches('/');
+        Output {
+            prometheus_remote_write: Some(RemoteWriteOutput {
+                url: format!("{base}{path}"),
+                tls: Some(Tls {
+                    agent_identity: true,
+                    ca: self.gateway_ca_pem.as_ref().map(|pem| ValueSource {
+                        value: Some(SecretString::new(pem.clone())),
+                        value_from: None,
+                    }),
+                    ..Tls::default()
+                }),
+                ..RemoteWriteOutput::default()
+            }),
+            otlp: None,
+        }
+    }
+
+    /// The workload, runtime and cluster health pipeline, scraping the control plane
+    /// as `control_plane` says.
+    fn workload_resource(&self, control_plane: &ValidatedControlPlane) -> MetricPipeline {
         let scrape = &self.scrape;
-        let mut targets = vec![
-            StaticTargetGroup {
-                addresses: vec![self.agent_metrics_address.clone()],
-                labels: BTreeMap::from([("job".to_owned(), AGENT_JOB.to_owned())]),
-                ..StaticTargetGroup::default()
-            },
-            // kube-state-metrics' own `namespace`, `pod` and `container` labels name the
-            // objects it reports on, so they win over the target's.
-            StaticTargetGroup {
-                addresses: vec![KUBE_STATE_METRICS_ADDRESS.to_owned()],
-                labels: BTreeMap::from([("job".to_owned(), KUBE_STATE_METRICS_JOB.to_owned())]),
-                honor_labels: true,
-                ..StaticTargetGroup::default()
-            },
-        ];
+        // kube-state-metrics' own `namespace`, `pod` and `container` labels name the
+        // objects it reports on, so they win over the target's.
+        let mut targets = vec![StaticTargetGroup {
+            addresses: vec![KUBE_STATE_METRICS_ADDRESS.to_owned()],
+            labels: BTreeMap::from([("job".to_owned(), KUBE_STATE_METRICS_JOB.to_owned())]),
+            honor_labels: true,
+            ..StaticTargetGroup::default()
+        }];
         targets.extend(control_plane.static_groups());
         let input = Input {
             scrape_interval: scrape.interval.clone(),
@@ -210,69 +256,69 @@ impl CentralPipelineSettings {
             static_targets: Some(StaticInput { targets }),
             ..Input::default()
         };
-        let output = Output {
-            prometheus_remote_write: Some(RemoteWriteOutput {
-                url: self.receive_url.clone(),
-                headers: vec![Header {
-                    name: self.tenant_header.clone(),
-                    value: Some(SecretString::new(tenant)),
-                    ..Header::default()
-                }],
-                authentication: self.authentication.clone(),
-                tls: self.tls.clone(),
-                ..RemoteWriteOutput::default()
-            }),
-            otlp: None,
-        };
-        let mut relabel_configs = job_rules(scrape.prometheus_annotations, control_plane);
-        // Every target (so `up` and the scrape series too) gets the tenant label.
-        relabel_configs.push(RelabelConfig {
-            target_label: Some(TENANT_LABEL.to_owned()),
-            replacement: Some(tenant.to_owned()),
-            action: Some("replace".to_owned()),
-            ..RelabelConfig::default()
-        });
-        let processors = Processors {
-            relabel_configs,
-            ..Processors::default()
-        };
         MetricPipeline::new(
             CENTRAL_PIPELINE_NAME,
             MetricPipelineSpec {
                 input,
-                processors,
-                output,
+                processors: Processors {
+                    relabel_configs: job_rules(scrape.prometheus_annotations, control_plane),
+                    ..Processors::default()
+                },
+                output: self.output(GATEWAY_WORKLOAD_PATH),
                 buffer: self.buffer.clone(),
+                ..MetricPipelineSpec::default()
+            },
+        )
+    }
+
+    /// The agent's self-scrape pipeline: its own `/metrics`, nothing else.
+    fn agent_resource(&self) -> MetricPipeline {
+        let input = Input {
+            scrape_interval: self.scrape.interval.clone(),
+            static_targets: Some(StaticInput {
+                targets: vec![StaticTargetGroup {
+                    addresses: vec![self.agent_metrics_address.clone()],
+                    labels: BTreeMap::from([("job".to_owned(), AGENT_JOB.to_owned())]),
+                    ..StaticTargetGroup::default()
+                }],
+            }),
+            ..Input::default()
+        };
+        MetricPipeline::new(
+            CENTRAL_AGENT_PIPELINE_NAME,
+            MetricPipelineSpec {
+                input,
+                output: self.output(GATEWAY_AGENT_PATH),
+                buffer: Buffer {
+                    max_bytes: Some(ByteSize::Bytes(AGENT_PIPELINE_BUFFER_MAX_BYTES)),
+                    ..self.buffer.clone()
+                },
                 ..MetricPipelineSpec::default()
             },
         )
     }
 }
 
-/// The central pipeline for `cluster`: its tenant in the tenant header, no cluster
-/// selector (the observer adds it to exactly this cluster's configuration).
+/// The central pipelines with the default control-plane setting, the same for every
+/// cluster but for that setting (the gateway tells clusters apart by their
+/// certificates), with no cluster selector (the observer adds them to each
+/// cluster's configuration).
 ///
 /// Pure. It fails only if the settings are invalid (which
-/// [`CentralPipelineSettings::check`] reports at startup) or the tenant name could not
-/// be a header value (tenant names are DNS-1123 labels, which always can).
-pub fn central_pipeline(
+/// [`CentralPipelineSettings::check`] reports at startup).
+pub fn central_pipelines(
     settings: &CentralPipelineSettings,
-    cluster: &Cluster,
-) -> Result<ValidatedPipeline, ValidationErrors> {
-    central_pipeline_with(settings, &cluster.tenant, &ValidatedControlPlane::default())
+) -> Result<Vec<ValidatedPipeline>, ValidationErrors> {
+    settings.validated()
 }
 
-/// The central pipeline of a cluster of `tenant` with the control-plane setting
-/// `control_plane` (see [`central_pipeline`]).
-pub fn central_pipeline_with(
+/// [`central_pipelines`] for a cluster whose control-plane setting is `control_plane`
+/// (only `kaas-central` depends on it).
+pub fn central_pipelines_with(
     settings: &CentralPipelineSettings,
-    tenant: &str,
     control_plane: &ValidatedControlPlane,
-) -> Result<ValidatedPipeline, ValidationErrors> {
-    kaas_pipeline::validate(
-        &settings.resource(tenant, control_plane),
-        &provider_validation(),
-    )
+) -> Result<Vec<ValidatedPipeline>, ValidationErrors> {
+    settings.validated_with(control_plane)
 }
 
 /// The namespaces annotated workloads are found in: every one, the system namespaces
@@ -321,14 +367,9 @@ fn job_rules(annotations: bool, control_plane: &ValidatedControlPlane) -> Vec<Re
         format!("{NODE_EXPORTER_NAMESPACE};{NODE_EXPORTER_APP}"),
         NODE_EXPORTER_JOB,
     )];
-    let mut jobs: Vec<String> = [
-        AGENT_JOB,
-        KUBE_STATE_METRICS_JOB,
-        NODE_EXPORTER_JOB,
-        KUBELET_JOB,
-    ]
-    .map(str::to_owned)
-    .into();
+    let mut jobs: Vec<String> = [KUBE_STATE_METRICS_JOB, NODE_EXPORTER_JOB, KUBELET_JOB]
+        .map(str::to_owned)
+        .into();
     for (namespace, service, job) in control_plane.services() {
         rules.push(name(
             &[
@@ -361,9 +402,9 @@ fn job_rules(annotations: bool, control_plane: &ValidatedControlPlane) -> Vec<Re
 /// kubernetes-mixin expects; `metrics_path` tells its three endpoints apart).
 pub const KUBELET_JOB: &str = "kubelet";
 
-/// How the provider's own pipeline is validated: distributed by the observer (so no
-/// file reads), but free to set the tenant header tenants may not, to write to the
-/// central receiver, and to read the receiver's credentials from the agent's namespace.
+/// How the provider's own pipelines are validated: distributed by the observer (so no
+/// file reads), but free to write to the central receiver and to present the agent's
+/// cluster certificate, which tenant pipelines may not.
 fn provider_validation() -> ValidationContext {
     ValidationContext::observer(ProviderPolicy::unrestricted())
 }
@@ -373,91 +414,96 @@ mod tests {
     use kaas_pipeline::output::ValidatedOutput;
 
     use super::*;
-    use crate::store::ClusterState;
-
-    fn cluster(name: &str, tenant: &str) -> Cluster {
-        Cluster {
-            id: name.into(),
-            name: name.into(),
-            tenant: tenant.into(),
-            labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
-            api_endpoint: None,
-            state: ClusterState::Active,
-            agent_version: None,
-            agent_instance_id: None,
-            last_seen_ms: None,
-            certificate_serial: None,
-            certificate_not_after_ms: None,
-            applied_config_hash: None,
-            connected: false,
-            created_at_ms: 0,
-            deleted_at_ms: None,
-        }
-    }
 
     fn settings() -> CentralPipelineSettings {
-        CentralPipelineSettings::new("https://thanos-receive.example:19291/api/v1/receive")
+        CentralPipelineSettings::new("https://receive-gateway.example:19291/")
     }
 
-    #[test]
-    fn the_pipeline_validates_and_carries_the_clusters_tenant_in_the_header() {
-        let pipeline = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
-        assert_eq!(pipeline.name(), CENTRAL_PIPELINE_NAME);
+    fn pipelines(settings: &CentralPipelineSettings) -> BTreeMap<String, ValidatedPipeline> {
+        central_pipelines(settings)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name().to_owned(), p))
+            .collect()
+    }
+
+    fn remote_write(pipeline: &ValidatedPipeline) -> kaas_pipeline::output::RemoteWriteOutput {
+        let output = &pipeline.spec().output;
+        output.prometheus_remote_write.clone().unwrap()
+    }
+
+    fn url(pipeline: &ValidatedPipeline) -> String {
         let ValidatedOutput::RemoteWrite { url, .. } = &pipeline.output else {
             panic!("not remote-write: {:?}", pipeline.output);
         };
+        url.to_string()
+    }
+
+    /// Issue 15, finding 2: on 552c13e the central pipeline carried the cluster's
+    /// tenant in the THANOS-TENANT header and a `tenant` relabel rule, both resolved by
+    /// the agent inside the workload cluster, and went straight to Thanos receive.
+    #[test]
+    fn nothing_in_the_pipelines_chooses_a_tenant_and_both_go_to_the_gateway() {
+        let by_name = pipelines(&settings());
         assert_eq!(
-            url.as_str(),
-            "https://thanos-receive.example:19291/api/v1/receive"
+            url(&by_name[CENTRAL_PIPELINE_NAME]),
+            "https://receive-gateway.example:19291/api/v1/receive"
         );
-        let rw = pipeline
-            .spec()
-            .output
-            .prometheus_remote_write
-            .as_ref()
-            .unwrap();
-        assert_eq!(rw.headers.len(), 1);
-        assert_eq!(rw.headers[0].name, "THANOS-TENANT");
-        assert_eq!(rw.headers[0].value.as_ref().unwrap().expose(), "shop");
-
-        let other = central_pipeline(&settings(), &cluster("edge-2", "bank")).unwrap();
-        let rw = other.spec().output.prometheus_remote_write.clone().unwrap();
-        assert_eq!(rw.headers[0].value.as_ref().unwrap().expose(), "bank");
+        assert_eq!(
+            url(&by_name[CENTRAL_AGENT_PIPELINE_NAME]),
+            "https://receive-gateway.example:19291/api/v1/receive/agent"
+        );
+        for pipeline in by_name.values() {
+            let rw = remote_write(pipeline);
+            assert!(rw.headers.is_empty(), "{:?}", rw.headers);
+            assert!(rw.authentication.is_none());
+            let tls = rw.tls.unwrap();
+            assert!(tls.agent_identity && tls.cert.is_none() && tls.key.is_none());
+            // The only rules name the health producers' jobs; none sets a tenant.
+            assert!(
+                pipeline
+                    .processors
+                    .relabel
+                    .iter()
+                    .all(|rule| rule.target_label == "job"),
+                "{:?}",
+                pipeline.processors.relabel
+            );
+        }
     }
 
     #[test]
-    fn every_target_is_labelled_with_the_clusters_tenant() {
-        let pipeline = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
-        let rules = &pipeline.processors.relabel;
-        let last = rules.last().unwrap();
-        assert_eq!(last.target_label, "tenant");
-        assert_eq!(last.replacement, "shop");
-        assert!(last.regex.is_match(""));
-    }
-
-    #[test]
-    fn the_tenant_header_name_is_configurable() {
+    fn the_gateway_ca_is_sent_inline() {
         let mut settings = settings();
-        settings.tenant_header = "X-Scope-OrgID".into();
-        let pipeline = central_pipeline(&settings, &cluster("edge-1", "shop")).unwrap();
-        let rw = pipeline
-            .spec()
-            .output
-            .prometheus_remote_write
-            .clone()
-            .unwrap();
-        assert_eq!(rw.headers[0].name, "X-Scope-OrgID");
+        let ca = kaas_test_support::tls::TestPki::generate(&["gateway"]).ca;
+        settings.gateway_ca_pem = Some(ca.clone());
+        for pipeline in pipelines(&settings).values() {
+            let rw = remote_write(pipeline);
+            let sent = rw.tls.unwrap().ca.unwrap().value.unwrap();
+            assert_eq!(sent.expose(), ca);
+        }
     }
 
     #[test]
-    fn the_agent_scrapes_itself_as_job_kaas_agent() {
-        let pipeline = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
-        let input = &pipeline.spec().input;
-        let groups = &input.static_targets.as_ref().unwrap().targets;
+    fn the_agent_scrapes_itself_as_job_kaas_agent_in_a_pipeline_of_its_own() {
+        let by_name = pipelines(&settings());
+        let agent = by_name[CENTRAL_AGENT_PIPELINE_NAME].spec();
+        let groups = &agent.input.static_targets.as_ref().unwrap().targets;
+        assert_eq!(groups.len(), 1);
         assert_eq!(groups[0].addresses, vec!["127.0.0.1:8429".to_owned()]);
         assert_eq!(
             groups[0].labels.get("job").map(String::as_str),
             Some("kaas-agent")
+        );
+        assert!(agent.input.prometheus.is_none() && agent.input.runtime.is_none());
+        let input = &by_name[CENTRAL_PIPELINE_NAME].spec().input;
+        let groups = &input.static_targets.as_ref().unwrap().targets;
+        assert!(
+            groups.iter().all(|g| !g
+                .addresses
+                .contains(&DEFAULT_AGENT_METRICS_ADDRESS.to_owned())
+                && g.labels["job"] != AGENT_JOB),
+            "{groups:?}"
         );
         assert!(input.prometheus.as_ref().is_some_and(|p| p.enabled));
         let runtime = input.runtime.as_ref().unwrap();
@@ -509,7 +555,8 @@ mod tests {
     /// node-exporter keeps the pipeline's job.
     #[test]
     fn the_cluster_health_producers_are_scraped_with_their_jobs() {
-        let pipeline = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
+        let by_name = pipelines(&settings());
+        let pipeline = &by_name[CENTRAL_PIPELINE_NAME];
         let input = &pipeline.spec().input;
         let groups = &input.static_targets.as_ref().unwrap().targets;
         let ksm = groups
@@ -521,7 +568,7 @@ mod tests {
         let namespaces = &input.prometheus.as_ref().unwrap().namespaces;
         assert!(namespaces.admits("kube-system") && namespaces.admits(NODE_EXPORTER_NAMESPACE));
         assert_eq!(
-            job_of(&pipeline, NODE_EXPORTER_POD).as_deref(),
+            job_of(pipeline, NODE_EXPORTER_POD).as_deref(),
             Some(NODE_EXPORTER_JOB)
         );
         let impostor = [
@@ -532,11 +579,11 @@ mod tests {
             ),
         ];
         assert_eq!(
-            job_of(&pipeline, &impostor).as_deref(),
+            job_of(pipeline, &impostor).as_deref(),
             Some(CENTRAL_PIPELINE_NAME)
         );
         assert_eq!(
-            job_of(&pipeline, COREDNS_SERVICE).as_deref(),
+            job_of(pipeline, COREDNS_SERVICE).as_deref(),
             Some("coredns")
         );
     }
@@ -552,7 +599,11 @@ mod tests {
         let control_plane = setting.validate().unwrap();
         let mut settings = settings();
         settings.scrape.prometheus_annotations = false;
-        let pipeline = central_pipeline_with(&settings, "shop", &control_plane).unwrap();
+        let pipeline = central_pipelines_with(&settings, &control_plane)
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name() == CENTRAL_PIPELINE_NAME)
+            .unwrap();
         let groups = &pipeline
             .spec()
             .input
@@ -585,40 +636,52 @@ mod tests {
     }
 
     #[test]
-    fn inputs_can_be_switched_off_and_the_agent_is_still_scraped() {
+    fn inputs_can_be_switched_off_and_the_agent_and_health_data_are_still_scraped() {
         let mut settings = settings();
         settings.scrape = CentralScrape {
             prometheus_annotations: false,
             runtime: false,
             interval: Some("15s".into()),
         };
-        let pipeline = central_pipeline(&settings, &cluster("edge-1", "shop")).unwrap();
+        let by_name = pipelines(&settings);
+        assert_eq!(
+            by_name.keys().map(String::as_str).collect::<Vec<_>>(),
+            [CENTRAL_PIPELINE_NAME, CENTRAL_AGENT_PIPELINE_NAME]
+        );
+        for pipeline in by_name.values() {
+            assert_eq!(pipeline.scrape.interval, std::time::Duration::from_secs(15));
+        }
         // Annotated workloads only in the producers' namespaces (node-exporter, CoreDNS).
-        let prometheus = pipeline.spec().input.prometheus.as_ref().unwrap();
+        let workload = by_name[CENTRAL_PIPELINE_NAME].spec();
+        let prometheus = workload.input.prometheus.as_ref().unwrap();
         assert_eq!(
             prometheus.namespaces.include,
             [NODE_EXPORTER_NAMESPACE, "kube-system"]
         );
-        assert!(pipeline.spec().input.runtime.is_none());
-        assert_eq!(pipeline.scrape.interval, std::time::Duration::from_secs(15));
+        assert!(workload.input.runtime.is_none());
     }
 
     #[test]
-    fn the_pipeline_selects_every_cluster_and_takes_the_buffer_settings() {
+    fn the_pipelines_select_every_cluster_and_take_the_buffer_settings() {
         let mut settings = settings();
         settings.buffer.max_age = Some("2h".into());
-        let pipeline = central_pipeline(&settings, &cluster("edge-1", "shop")).unwrap();
-        assert!(pipeline.spec().cluster_selector.matches(&BTreeMap::new()));
+        for pipeline in pipelines(&settings).values() {
+            assert!(pipeline.spec().cluster_selector.matches(&BTreeMap::new()));
+            assert_eq!(
+                pipeline.buffer.max_age,
+                std::time::Duration::from_secs(2 * 3600)
+            );
+        }
         assert_eq!(
-            pipeline.buffer.max_age,
-            std::time::Duration::from_secs(2 * 3600)
+            settings.buffer_max_bytes(),
+            kaas_pipeline::buffer::DEFAULT_BUFFER_MAX_BYTES + AGENT_PIPELINE_BUFFER_MAX_BYTES
         );
     }
 
     #[test]
     fn bad_settings_are_reported_with_their_field_paths() {
         let mut settings = settings();
-        settings.receive_url = "not a url".into();
+        settings.gateway_url = "not a url".into();
         settings.buffer.max_age = Some("1s".into());
         let errors = settings.check().unwrap_err().to_string();
         assert!(
@@ -626,16 +689,31 @@ mod tests {
             "{errors}"
         );
         assert!(errors.contains("spec.buffer.maxAge"), "{errors}");
+        let mut settings = self::settings();
+        settings.gateway_ca_pem = Some("not PEM".into());
+        let errors = settings.check().unwrap_err().to_string();
+        assert!(errors.contains("tls.ca.value"), "{errors}");
         assert!(self::settings().check().is_ok());
     }
 
     #[test]
-    fn the_central_name_is_reserved_and_cannot_collide_with_a_tenant_pipeline() {
+    fn the_central_names_are_reserved_and_cannot_collide_with_a_tenant_pipeline() {
         assert!(is_reserved_pipeline_name(CENTRAL_PIPELINE_NAME));
+        assert!(is_reserved_pipeline_name(CENTRAL_AGENT_PIPELINE_NAME));
         assert!(is_reserved_pipeline_name("kaas-anything"));
         assert!(!is_reserved_pipeline_name("kaas"));
         assert!(!is_reserved_pipeline_name("shop-to-vendor"));
         assert!(!is_reserved_pipeline_name("my-kaas-central"));
+    }
+
+    #[test]
+    fn a_tenant_pipeline_cannot_present_the_agents_certificate() {
+        let mut resource = settings().workload_resource(&ValidatedControlPlane::default());
+        resource.metadata.name = Some("shop-to-vendor".into());
+        let errors = kaas_pipeline::validate(&resource, &ValidationContext::tenant_default())
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains("tls.agentIdentity"), "{errors}");
     }
 
     #[test]
@@ -653,12 +731,12 @@ spec:
         .unwrap();
         let tenant =
             kaas_pipeline::validate(&tenant, &ValidationContext::tenant_default()).unwrap();
-        let central = central_pipeline(&settings(), &cluster("edge-1", "shop")).unwrap();
+        let mut all = vec![tenant];
+        all.extend(central_pipelines(&settings()).unwrap());
         let labels = BTreeMap::from([("cluster".to_owned(), "edge-1".to_owned())]);
         let rendered =
-            kaas_pipeline::agent_config::AgentConfig::from_validated(labels, &[tenant, central])
-                .render();
-        // As an agent in observer mode reads it: the provider's tenant header passes.
+            kaas_pipeline::agent_config::AgentConfig::from_validated(labels, &all).render();
+        // As an agent in observer mode reads it: the agent's identity passes.
         let parsed = kaas_pipeline::agent_config::AgentConfig::parse(
             std::str::from_utf8(&rendered.body).unwrap(),
             &provider_validation(),
@@ -666,6 +744,7 @@ spec:
         .unwrap();
         let names: Vec<&str> = parsed.pipelines.iter().map(|p| p.name()).collect();
         assert!(names.contains(&CENTRAL_PIPELINE_NAME), "{names:?}");
+        assert!(names.contains(&CENTRAL_AGENT_PIPELINE_NAME), "{names:?}");
         assert_eq!(parsed.external_labels["cluster"], "edge-1");
     }
 }

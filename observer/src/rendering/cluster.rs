@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::agent_config::{AgentConfig, ConfigTemplate, RenderedConfig};
 
-use super::central::{CentralPipelineSettings, central_pipeline_with};
+use super::central::{CentralPipelineSettings, central_pipelines_with};
 use crate::control_plane::ValidatedControlPlane;
 use crate::store::Cluster;
 
@@ -47,14 +47,10 @@ pub(super) fn config_template(
     };
     let mut all = pipelines.to_vec();
     let defaults = ValidatedControlPlane::default();
-    match central_pipeline_with(
-        settings,
-        &cluster.tenant,
-        control_plane.unwrap_or(&defaults),
-    ) {
-        Ok(pipeline) => all.push(pipeline),
+    match central_pipelines_with(settings, control_plane.unwrap_or(&defaults)) {
+        Ok(central) => all.extend(central),
         Err(error) => {
-            tracing::error!(cluster = %cluster.id, %error, "the central pipeline is invalid for this cluster; left out");
+            tracing::error!(cluster = %cluster.id, %error, "the central pipelines are invalid for this cluster; left out");
         }
     }
     AgentConfig::template(&all)

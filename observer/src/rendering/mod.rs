@@ -19,8 +19,8 @@ pub mod cluster;
 pub mod tenant_cache;
 
 pub use central::{
-    CENTRAL_PIPELINE_NAME, CentralPipelineSettings, CentralScrape, DEFAULT_TENANT_HEADER,
-    central_pipeline, central_pipeline_with, is_reserved_pipeline_name,
+    CENTRAL_AGENT_PIPELINE_NAME, CENTRAL_PIPELINE_NAME, CentralPipelineSettings, CentralScrape,
+    DEFAULT_TENANT_HEADER, central_pipelines, central_pipelines_with, is_reserved_pipeline_name,
 };
 pub use cluster::{render_for_cluster, render_for_cluster_with};
 pub use tenant_cache::{Pipelines, TenantConfigs, TenantPipelines};

@@ -222,7 +222,7 @@ mod tests {
     use kaas_pipeline::agent_config::AgentConfig;
 
     use super::*;
-    use crate::rendering::central::central_pipeline;
+    use crate::rendering::central::central_pipelines;
     use crate::secrets::SecretBox;
     use crate::store::{Actor, NewCluster};
 
@@ -343,7 +343,7 @@ mod tests {
             clusters.push(cluster);
         }
         let central = Arc::new(CentralPipelineSettings::new(
-            "https://thanos-receive.example:19291/api/v1/receive",
+            "https://receive-gateway.example:19291",
         ));
         for settings in [None, Some(central)] {
             let cache = TenantPipelines::new(settings.clone());
@@ -356,7 +356,7 @@ mod tests {
                     .cloned()
                     .collect();
                 if let Some(settings) = &settings {
-                    selected.push(central_pipeline(settings, cluster).unwrap());
+                    selected.extend(central_pipelines(settings).unwrap());
                 }
                 let labels = BTreeMap::from([("cluster".to_owned(), cluster.id.clone())]);
                 assert_eq!(

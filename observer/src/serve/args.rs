@@ -1,8 +1,8 @@
 //! The command line of `observer serve` as clap parses it: every flag with its
-//! default. Nothing here is checked beyond its type; [`super::settings`] checks the
-//! values, all of them, before anything starts.
+//! default. Values are kept as text (clap would stop at the first value it cannot
+//! parse); [`super::settings`] parses and checks them, all of them, before anything
+//! starts, and names every wrong one.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -26,11 +26,11 @@ pub struct ServeArgs {
     pub database_url: Option<String>,
     /// Address of the REST API, `/healthz`, `/readyz`, `/openapi.json`.
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_LISTEN_ADDRESS)]
-    pub listen_address: SocketAddr,
+    pub listen_address: String,
     /// Address of `/metrics`. The observer's metrics name every tenant, cluster and
     /// pipeline: let only the provider's monitoring reach this address.
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_METRICS_LISTEN_ADDRESS)]
-    pub metrics_listen_address: SocketAddr,
+    pub metrics_listen_address: String,
     /// A file holding a bearer token that `/metrics` then requires
     /// (`Authorization: Bearer <token>`). Default: none.
     #[arg(long, value_name = "FILE")]
@@ -44,7 +44,7 @@ pub struct ServeArgs {
     pub api_tls_key_file: Option<PathBuf>,
     /// Address of the agents' control service (gRPC over TLS).
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_GRPC_LISTEN_ADDRESS)]
-    pub grpc_listen_address: SocketAddr,
+    pub grpc_listen_address: String,
     /// How long a connection to the control service may wait for a TLS handshake slot
     /// before it is closed.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_CONTROL_HANDSHAKE_WAIT)]
@@ -52,8 +52,8 @@ pub struct ServeArgs {
     /// Connections one source (an IPv4 address, an IPv6 /64) may have waiting for or
     /// in a TLS handshake on the control service at once; more are closed at once.
     /// Raise it when many agents share one NAT address.
-    #[arg(long, value_name = "N", default_value_t = crate::control::accept::DEFAULT_MAX_PENDING_PER_SOURCE)]
-    pub control_max_pending_per_address: usize,
+    #[arg(long, value_name = "N", default_value_t = crate::control::accept::DEFAULT_MAX_PENDING_PER_SOURCE.to_string())]
+    pub control_max_pending_per_address: String,
     /// Names (DNS or IP) agents use to reach the control service; they go into its
     /// server certificate. Repeatable.
     #[arg(long = "grpc-hostname", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
@@ -108,17 +108,27 @@ pub struct ServeArgs {
     /// (name, tenant, labels, apiEndpoint), polled; clusters that disappear from it are
     /// deleted, not silent.
     #[arg(long, value_name = "URL")]
-    pub inventory_url: Option<url::Url>,
+    pub inventory_url: Option<String>,
     /// Time between inventory polls.
     #[arg(long, value_name = "DURATION", default_value = "1m")]
     pub inventory_interval: String,
     /// Successful polls a cluster must be missing from before it is tombstoned.
-    #[arg(long, value_name = "POLLS", default_value_t = crate::onboarding::inventory::DEFAULT_DELETE_AFTER_MISSING_POLLS)]
-    pub inventory_delete_after_polls: std::num::NonZeroU32,
+    #[arg(long, value_name = "POLLS", default_value_t = crate::onboarding::inventory::DEFAULT_DELETE_AFTER_MISSING_POLLS.to_string())]
+    pub inventory_delete_after_polls: String,
     /// Accept an empty inventory as "no clusters" (refused by default: an empty answer
     /// from a broken inventory must not delete every cluster).
     #[arg(long)]
     pub inventory_allow_empty: bool,
+    /// How long a cluster must have been missing from the inventory (besides
+    /// `--inventory-delete-after-polls` successful polls) before it is tombstoned.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub inventory_delete_grace: String,
+    /// The share of an onboarding source's clusters, in percent, that one inventory
+    /// poll or Cluster API relist may take out of the fleet (deleting, deleted or lost)
+    /// before the mass-deletion guard holds the changes for `observer cluster
+    /// confirm-deletions`.
+    #[arg(long, value_name = "PERCENT", default_value_t = crate::lifecycle::guard::DEFAULT_MASS_DELETION_PERCENT.to_string())]
+    pub mass_deletion_percent: String,
     /// A file holding the bearer token for the inventory.
     #[arg(long, value_name = "FILE")]
     pub inventory_token_file: Option<PathBuf>,
@@ -137,35 +147,35 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub probe_timeout: String,
     /// How many tenant probes may run at once.
-    #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_MAX_CONCURRENCY)]
-    pub probe_max_concurrency: usize,
+    #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_MAX_CONCURRENCY.to_string())]
+    pub probe_max_concurrency: String,
     /// The default buffer budget of a cluster: bytes the buffers of all pipelines on its
     /// agent may use together (the central pipeline's share included), as a Kubernetes
     /// quantity. Applying a pipeline that would ask for more on a cluster it selects is
     /// refused. An admin sets other budgets per cluster
     /// (`PUT /api/v1/clusters/{name}/buffer-budget`); give each agent the same value
     /// with its `--buffer-budget`. The default suits the agent's default (4Gi volume).
-    #[arg(long, value_name = "BYTES", default_value = "3Gi", value_parser = crate::api::budgets::parse_budget)]
-    pub cluster_buffer_budget: u64,
+    #[arg(long, value_name = "BYTES", default_value = "3Gi")]
+    pub cluster_buffer_budget: String,
     /// How many of those one tenant's probes may hold; when slots are short they go to
     /// the tenants in turn.
-    #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_MAX_CONCURRENCY_PER_TENANT)]
-    pub probe_max_concurrency_per_tenant: usize,
+    #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_MAX_CONCURRENCY_PER_TENANT.to_string())]
+    pub probe_max_concurrency_per_tenant: String,
     /// Probe slots reserved for the probes of clusters' API servers (no tenant probe
     /// takes them).
-    #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_PROVIDER_SLOTS)]
-    pub probe_provider_slots: usize,
+    #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_PROVIDER_SLOTS.to_string())]
+    pub probe_provider_slots: String,
     /// An address range (CIDR, or one address) the observer may contact for tenants
     /// although it is loopback, private, link-local or otherwise special: tenants'
     /// probes, clusters' API endpoints and their probes, the workload API servers the
     /// Cluster API source installs agents through. Clusters' API endpoints are usually
     /// private, so list the cluster networks here. Repeatable.
     #[arg(long = "egress-allow-cidr", value_name = "CIDR")]
-    pub egress_allow_cidrs: Vec<crate::egress::Cidr>,
+    pub egress_allow_cidrs: Vec<String>,
     /// An HTTP method tenants' probes may send besides GET and HEAD (POST, OPTIONS).
     /// Repeatable.
     #[arg(long = "probe-allow-method", value_name = "METHOD")]
-    pub probe_allow_methods: Vec<crate::probes::HttpMethod>,
+    pub probe_allow_methods: Vec<String>,
     /// The namespaces of workload clusters whose Secrets pipelines may reference with
     /// `secretKeyRef` (comma-separated). The API refuses any other namespace (422 with
     /// the field path); the agent install manifests grant exactly these as Roles and
@@ -200,9 +210,9 @@ pub struct IdentityFlags {
     pub agent_certificate_validity: String,
     /// Average `Join` calls per second one source address (an IPv4 address or an IPv6
     /// /64) may make; 0 turns the limit off.
-    #[arg(long, value_name = "PER_SECOND", default_value_t = crate::control::join::DEFAULT_JOIN_RATE_PER_SECOND)]
-    pub join_rate_limit: f64,
+    #[arg(long, value_name = "PER_SECOND", default_value_t = crate::control::join::DEFAULT_JOIN_RATE_PER_SECOND.to_string())]
+    pub join_rate_limit: String,
     /// `Join` calls one source address may make at once before the rate applies.
-    #[arg(long, value_name = "N", default_value_t = crate::control::join::DEFAULT_JOIN_BURST)]
-    pub join_burst: u32,
+    #[arg(long, value_name = "N", default_value_t = crate::control::join::DEFAULT_JOIN_BURST.to_string())]
+    pub join_burst: String,
 }

@@ -10,7 +10,8 @@ use prometheus_client::registry::Registry;
 use super::ServeError;
 use super::args::ServeArgs;
 use super::shutdown_signal;
-use crate::control::accept::{HandshakeLimits, HandshakeMetrics};
+use crate::control::accept::HandshakeLimits;
+use crate::internal_events::HandshakeMetrics;
 use crate::listeners::{MetricsToken, TlsListener};
 
 /// How the REST API and `/metrics` are served (see [`crate::listeners`]).

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 pub use args::{IdentityFlags, ServeArgs};
 
-use self::settings::ServeSettings;
+use self::settings::{EgressAllowed, ServeSettings};
 use crate::api::metrics::ApiMetrics;
 use crate::api::{ApiState, app};
 use crate::control::service::ControlService;
@@ -35,8 +35,9 @@ use crate::fleet::{ClusterLifecycle, LifecycleSettings};
 use crate::identity::ClusterCa;
 use crate::integrations::{Integrations, probe_source};
 use crate::onboarding::OnboardingMetrics;
+use crate::onboarding::capi::install::WorkloadConnector;
 use crate::onboarding::capi::{CapiSettings, ClusterApiSource};
-use crate::onboarding::inventory::InventorySource;
+use crate::onboarding::inventory::{AgentInstall, InventorySource};
 use crate::probes::{
     FollowSettings, MembershipSettings, Prober, ProberSettings, ReplicaMembership, TargetFollower,
     follow_store,
@@ -158,10 +159,11 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
 
 /// The egress policy of `--egress-allow-cidr` and `--probe-allow-method`; logged, since
 /// every allowed range is a decision to let tenants reach it.
-fn egress_policy(args: &ServeArgs) -> EgressPolicy {
+fn egress_policy(allowed: &EgressAllowed) -> EgressPolicy {
     let policy = EgressPolicy::new(
-        args.egress_allow_cidrs.clone(),
-        args.probe_allow_methods
+        allowed.cidrs.clone(),
+        allowed
+            .methods
             .iter()
             .map(|m| m.as_str().to_owned())
             .collect(),
@@ -199,8 +201,8 @@ async fn shutdown_signal() {
 pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), ServeError> {
     let mut settings = ServeSettings::check(&args)?;
     let (store, ca) = bootstrap::open_data(&args).await?;
-    let egress = egress_policy(&args);
-    let mut background = Background::start(&args, &mut settings, &store, &ca, &egress).await?;
+    let egress = egress_policy(&settings.egress_allowed);
+    let mut background = Background::start(&mut settings, &store, &ca, &egress).await?;
     let api_metrics = ApiMetrics::default();
     let mut registry = Registry::default();
     api_metrics.register(&mut registry);
@@ -209,12 +211,10 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
     settings.http.register(&mut registry);
     let registry = Arc::new(registry);
     telemetry.start(registry.clone())?;
-    background.start_inventory(&settings, &store)?;
-
-    let grpc_listener = bind(args.grpc_listen_address).await?;
+    let grpc_listener = bind(settings.addresses.grpc).await?;
     let grpc_port = grpc_listener
         .local_addr()
-        .map_or(args.grpc_listen_address.port(), |a| a.port());
+        .map_or(settings.addresses.grpc.port(), |a| a.port());
     let control_endpoint = args.control_endpoint.clone().unwrap_or_else(|| {
         let host = args
             .grpc_hostnames
@@ -222,6 +222,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
             .map_or("localhost", String::as_str);
         format!("https://{host}:{grpc_port}")
     });
+    background.start_inventory(&settings, &store, &ca, &control_endpoint)?;
     background.cluster_api = start_cluster_api(
         &args,
         &settings,
@@ -249,7 +250,7 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         control_endpoint: control_endpoint.clone(),
         ca_pem: ca.bundle_pem(),
         buffer_budgets: crate::api::budgets::BufferBudgets {
-            default_bytes: args.cluster_buffer_budget,
+            default_bytes: settings.cluster_buffer_budget,
             central_bytes: background.integrations.central_pipeline().map_or(
                 0,
                 crate::rendering::CentralPipelineSettings::buffer_max_bytes,
@@ -259,13 +260,13 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
         tenant_policy: settings.tenant_policy.clone(),
     });
     let router: Router = api_metrics.layer(api);
-    let listener = bind(args.listen_address).await?;
-    let metrics_listener = bind(args.metrics_listen_address).await?;
+    let listener = bind(settings.addresses.api).await?;
+    let metrics_listener = bind(settings.addresses.metrics).await?;
     tracing::info!(
-        api = %args.listen_address,
+        api = %settings.addresses.api,
         api_tls = settings.http.api_tls.is_some(),
-        metrics = %args.metrics_listen_address,
-        control = %args.grpc_listen_address,
+        metrics = %settings.addresses.metrics,
+        control = %settings.addresses.grpc,
         %control_endpoint,
         replica = %settings.replica_id,
         database = if args.database_url.is_some() { "external" } else { "sqlite" },
@@ -305,7 +306,6 @@ impl Background {
     /// Starts the lifecycle, the prober (after its membership), the integrations and
     /// the control service with the integrations' central pipeline.
     async fn start(
-        args: &ServeArgs,
         settings: &mut ServeSettings,
         store: &Store,
         ca: &Arc<ClusterCa>,
@@ -321,9 +321,9 @@ impl Background {
         let prober = Prober::start(ProberSettings {
             interval: settings.probe_interval,
             timeout: settings.probe_timeout,
-            max_concurrency: args.probe_max_concurrency,
-            max_concurrency_per_tenant: args.probe_max_concurrency_per_tenant,
-            provider_slots: args.probe_provider_slots,
+            max_concurrency: settings.probe_capacity.max_concurrency,
+            max_concurrency_per_tenant: settings.probe_capacity.max_concurrency_per_tenant,
+            provider_slots: settings.probe_capacity.provider_slots,
             replica_id: settings.replica_id.clone(),
             egress: egress.clone(),
         });
@@ -370,10 +370,15 @@ impl Background {
     }
 
     /// Starts polling the KaaS inventory with `--inventory-url`.
+    /// Starts the inventory source with `--inventory-url`, installing agents (for
+    /// entries that name a kubeconfig) that reach the control service at
+    /// `control_endpoint`.
     fn start_inventory(
         &mut self,
         settings: &ServeSettings,
         store: &Store,
+        ca: &ClusterCa,
+        control_endpoint: &str,
     ) -> Result<(), ServeError> {
         let Some(inventory) = &settings.inventory else {
             return Ok(());
@@ -381,6 +386,12 @@ impl Background {
         let mut inventory = inventory.clone();
         inventory.egress = self.egress.clone();
         inventory.silent_after = settings.silent_after;
+        inventory.install = Some(AgentInstall {
+            control_endpoint: control_endpoint.to_owned(),
+            ca_pem: ca.bundle_pem(),
+            secret_namespaces: settings.agent_secret_namespaces(),
+            workload: WorkloadConnector::Kubeconfig(self.egress.clone()),
+        });
         let source = InventorySource::new(store.clone(), inventory, self.onboarding.clone())
             .map_err(|e| ServeError::Flag {
                 flag: "inventory-url",
@@ -431,14 +442,8 @@ async fn start_cluster_api(
     );
     capi.silent_after = settings.silent_after;
     capi.egress = background.egress.clone();
-    capi.secret_namespaces = settings
-        .tenant_policy
-        .secret_namespaces
-        .listed()
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+    capi.guard = self::settings::mass_deletion_guard(args)?;
+    capi.secret_namespaces = settings.agent_secret_namespaces();
     Ok(Some(ClusterApiSource::start(
         client,
         store.clone(),

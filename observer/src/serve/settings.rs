@@ -3,8 +3,11 @@
 //! until [`ServeSettings::check`] has found no wrong flag, and when it finds any it
 //! names every one ([`ServeError::Flags`]), not only the first. Besides parsing values
 //! it reads the files flags name (the API's certificate and key, the `/metrics` and
-//! inventory tokens, CA files); it writes nothing.
+//! inventory tokens, CA files, the Cluster API kubeconfig); it writes nothing.
 
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +18,10 @@ use super::http::HttpSettings;
 use super::{MAX_REPLICA_ID_LEN, REPLICA_ID_SUFFIX_BYTES, ServeError, io_error};
 use crate::control::accept::HandshakeLimits;
 use crate::control::service::ControlSettings;
+use crate::egress::Cidr;
 use crate::integrations::IntegrationSettings;
 use crate::onboarding::inventory::InventorySettings;
+use crate::probes::HttpMethod;
 
 /// The shortest `--agent-certificate-validity`: an agent must be able to connect and
 /// renew within it (tests use a few seconds; production days).
@@ -48,6 +53,43 @@ pub(super) struct ServeSettings {
     pub(super) integrations: IntegrationSettings,
     /// How the API and `/metrics` are served.
     pub(super) http: HttpSettings,
+    /// Where the API, `/metrics` and the control service listen.
+    pub(super) addresses: Addresses,
+    /// How many probes run at once.
+    pub(super) probe_capacity: ProbeCapacity,
+    /// `--cluster-buffer-budget`, bytes.
+    pub(super) cluster_buffer_budget: u64,
+    /// What the egress policy lets tenants reach besides the public internet.
+    pub(super) egress_allowed: EgressAllowed,
+}
+
+/// `--listen-address`, `--metrics-listen-address`, `--grpc-listen-address`.
+pub(super) struct Addresses {
+    /// The REST API.
+    pub(super) api: SocketAddr,
+    /// `/metrics`.
+    pub(super) metrics: SocketAddr,
+    /// The agents' control service.
+    pub(super) grpc: SocketAddr,
+}
+
+/// `--probe-max-concurrency`, `--probe-max-concurrency-per-tenant`,
+/// `--probe-provider-slots`.
+pub(super) struct ProbeCapacity {
+    /// Tenant probes at once.
+    pub(super) max_concurrency: usize,
+    /// Of those, one tenant's.
+    pub(super) max_concurrency_per_tenant: usize,
+    /// Slots kept for the probes of clusters' API servers.
+    pub(super) provider_slots: usize,
+}
+
+/// `--egress-allow-cidr`, `--probe-allow-method`.
+pub(super) struct EgressAllowed {
+    /// Special-purpose ranges tenants may reach.
+    pub(super) cidrs: Vec<Cidr>,
+    /// Methods besides GET and HEAD tenants' probes may send.
+    pub(super) methods: Vec<HttpMethod>,
 }
 
 /// Wrong flags found so far.
@@ -74,6 +116,8 @@ impl ServeSettings {
         let probe_interval = problems.take(duration_flag("probe-interval", &args.probe_interval));
         let probe_timeout = problems.take(duration_flag("probe-timeout", &args.probe_timeout));
         let inventory = problems.take(inventory_settings(args));
+        problems.take(cluster_api(args));
+        problems.take(mass_deletion_guard(args));
         let integrations = match args.integrations.check() {
             Ok(settings) => Some(settings),
             Err(errors) => {
@@ -82,6 +126,17 @@ impl ServeSettings {
             }
         };
         let http = problems.take(HttpSettings::from_args(args));
+        let addresses = problems.take(addresses(args));
+        let probe_capacity = problems.take(probe_capacity(args));
+        let cluster_buffer_budget = problems.take(
+            crate::api::budgets::parse_budget(&args.cluster_buffer_budget).map_err(|reason| {
+                ServeError::Flag {
+                    flag: "cluster-buffer-budget",
+                    reason,
+                }
+            }),
+        );
+        let egress_allowed = problems.take(egress_allowed(args));
         let (
             Some(join_token_ttl),
             Some(replica_id),
@@ -94,6 +149,10 @@ impl ServeSettings {
             Some(inventory),
             Some(integrations),
             Some(http),
+            Some(addresses),
+            Some(probe_capacity),
+            Some(cluster_buffer_budget),
+            Some(egress_allowed),
         ) = (
             join_token_ttl,
             replica_id,
@@ -106,6 +165,10 @@ impl ServeSettings {
             inventory,
             integrations,
             http,
+            addresses,
+            probe_capacity,
+            cluster_buffer_budget,
+            egress_allowed,
         )
         else {
             return Err(ServeError::Flags(problems.0));
@@ -122,7 +185,95 @@ impl ServeSettings {
             inventory,
             integrations,
             http,
+            addresses,
+            probe_capacity,
+            cluster_buffer_budget,
+            egress_allowed,
         })
+    }
+}
+
+impl ServeSettings {
+    /// The namespaces whose Secrets agents may read (`--agent-secret-namespaces`), as
+    /// the install manifests grant them.
+    pub(super) fn agent_secret_namespaces(&self) -> Vec<String> {
+        self.tenant_policy.secret_namespaces.granted()
+    }
+}
+
+/// A flag's `text` parsed as `T`, the error naming the flag and the text.
+fn parsed<T>(flag: &'static str, text: &str) -> Result<T, ServeError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    text.trim().parse().map_err(|error| ServeError::Flag {
+        flag,
+        reason: format!("{text:?}: {error}"),
+    })
+}
+
+/// Each of a repeatable flag's values parsed; every wrong one named.
+fn each_parsed<T>(flag: &'static str, values: &[String]) -> Result<Vec<T>, ServeError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    let (good, bad): (Vec<_>, Vec<_>) = values
+        .iter()
+        .map(|value| parsed(flag, value))
+        .partition(Result::is_ok);
+    if bad.is_empty() {
+        Ok(good.into_iter().flatten().collect())
+    } else {
+        Err(ServeError::Flags(
+            bad.into_iter().filter_map(Result::err).collect(),
+        ))
+    }
+}
+
+fn addresses(args: &ServeArgs) -> Result<Addresses, ServeError> {
+    let mut problems = Problems::default();
+    let api = problems.take(parsed("listen-address", &args.listen_address));
+    let metrics = problems.take(parsed(
+        "metrics-listen-address",
+        &args.metrics_listen_address,
+    ));
+    let grpc = problems.take(parsed("grpc-listen-address", &args.grpc_listen_address));
+    match (api, metrics, grpc) {
+        (Some(api), Some(metrics), Some(grpc)) => Ok(Addresses { api, metrics, grpc }),
+        _ => Err(ServeError::Flags(problems.0)),
+    }
+}
+
+fn probe_capacity(args: &ServeArgs) -> Result<ProbeCapacity, ServeError> {
+    let mut problems = Problems::default();
+    let max_concurrency =
+        problems.take(parsed("probe-max-concurrency", &args.probe_max_concurrency));
+    let max_concurrency_per_tenant = problems.take(parsed(
+        "probe-max-concurrency-per-tenant",
+        &args.probe_max_concurrency_per_tenant,
+    ));
+    let provider_slots = problems.take(parsed("probe-provider-slots", &args.probe_provider_slots));
+    match (max_concurrency, max_concurrency_per_tenant, provider_slots) {
+        (Some(max_concurrency), Some(max_concurrency_per_tenant), Some(provider_slots)) => {
+            Ok(ProbeCapacity {
+                max_concurrency,
+                max_concurrency_per_tenant,
+                provider_slots,
+            })
+        }
+        _ => Err(ServeError::Flags(problems.0)),
+    }
+}
+
+fn egress_allowed(args: &ServeArgs) -> Result<EgressAllowed, ServeError> {
+    let mut problems = Problems::default();
+    let cidrs = problems.take(each_parsed("egress-allow-cidr", &args.egress_allow_cidrs));
+    let methods = problems.take(each_parsed("probe-allow-method", &args.probe_allow_methods));
+    match (cidrs, methods) {
+        (Some(cidrs), Some(methods)) => Ok(EgressAllowed { cidrs, methods }),
+        _ => Err(ServeError::Flags(problems.0)),
     }
 }
 
@@ -142,18 +293,20 @@ fn control_settings(flags: &IdentityFlags) -> Result<ControlSettings, ServeError
             reason: format!("at least {MIN_AGENT_CERTIFICATE_VALIDITY:?}"),
         });
     }
-    if !flags.join_rate_limit.is_finite() || flags.join_rate_limit < 0.0 {
+    let join_rate_limit: f64 = parsed("join-rate-limit", &flags.join_rate_limit)?;
+    if !join_rate_limit.is_finite() || join_rate_limit < 0.0 {
         return Err(ServeError::Flag {
             flag: "join-rate-limit",
             reason: "a number of joins per second, 0 or more".to_owned(),
         });
     }
+    let join_burst = parsed("join-burst", &flags.join_burst)?;
     let mut settings = ControlSettings {
         agent_certificate_validity: validity,
         ..ControlSettings::default()
     };
-    settings.join_limits.rate_per_second = flags.join_rate_limit;
-    settings.join_limits.burst = flags.join_burst;
+    settings.join_limits.rate_per_second = join_rate_limit;
+    settings.join_limits.burst = join_burst;
     Ok(settings)
 }
 
@@ -162,10 +315,18 @@ fn inventory_settings(args: &ServeArgs) -> Result<Option<InventorySettings>, Ser
     let Some(url) = &args.inventory_url else {
         return Ok(None);
     };
-    let mut settings = InventorySettings::new(url.clone());
+    let mut settings = InventorySettings::new(parsed("inventory-url", url)?);
     settings.interval = duration_flag("inventory-interval", &args.inventory_interval)?;
-    settings.delete_after_missing_polls = args.inventory_delete_after_polls;
+    settings.delete_after_missing_polls = parsed(
+        "inventory-delete-after-polls",
+        &args.inventory_delete_after_polls,
+    )?;
+    settings.delete_grace = duration_flag("inventory-delete-grace", &args.inventory_delete_grace)?;
     settings.allow_empty = args.inventory_allow_empty;
+    // A wrong percentage is named once, by the check of its own flag.
+    if let Ok(guard) = mass_deletion_guard(args) {
+        settings.guard = guard;
+    }
     if let Some(path) = &args.inventory_token_file {
         let token = std::fs::read_to_string(path).map_err(io_error(path))?;
         settings.bearer_token = Some(kaas_pipeline::secret::SecretString::new(token.trim()));
@@ -173,7 +334,33 @@ fn inventory_settings(args: &ServeArgs) -> Result<Option<InventorySettings>, Ser
     if let Some(path) = &args.inventory_ca_file {
         settings.ca_pem = Some(std::fs::read_to_string(path).map_err(io_error(path))?);
     }
+    settings.check().map_err(|error| ServeError::Flag {
+        flag: "inventory-url",
+        reason: error.to_string(),
+    })?;
     Ok(Some(settings))
+}
+
+/// `--cluster-api`'s kubeconfig, read (nothing is contacted).
+fn cluster_api(args: &ServeArgs) -> Result<(), ServeError> {
+    match &args.cluster_api {
+        Some(management) => management.check().map_err(|reason| ServeError::Flag {
+            flag: "cluster-api",
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `--mass-deletion-percent` as the guard both onboarding sources use.
+pub(super) fn mass_deletion_guard(
+    args: &ServeArgs,
+) -> Result<crate::lifecycle::guard::MassDeletionGuard, ServeError> {
+    let percent = parsed("mass-deletion-percent", &args.mass_deletion_percent)?;
+    crate::lifecycle::guard::MassDeletionGuard::new(percent).map_err(|reason| ServeError::Flag {
+        flag: "mass-deletion-percent",
+        reason,
+    })
 }
 
 /// `--replica-id` checked, or the default: `<host name>-<random hex>`.
@@ -229,6 +416,7 @@ fn tenant_policy(args: &ServeArgs) -> Result<kaas_pipeline::ProviderPolicy, Serv
     let receivers = [
         &integrations.thanos_receive_url,
         &integrations.central_remote_write_url,
+        &integrations.receive_gateway_url,
     ];
     // A URL that does not parse is refused with its flag when the integrations start.
     policy.central_endpoints = receivers
@@ -241,7 +429,11 @@ fn tenant_policy(args: &ServeArgs) -> Result<kaas_pipeline::ProviderPolicy, Serv
 
 /// `--control-handshake-wait` and `--control-max-pending-per-address`, checked.
 pub(super) fn control_handshake_limits(args: &ServeArgs) -> Result<HandshakeLimits, ServeError> {
-    if args.control_max_pending_per_address == 0 {
+    let pending_per_source = parsed(
+        "control-max-pending-per-address",
+        &args.control_max_pending_per_address,
+    )?;
+    if pending_per_source == 0 {
         return Err(ServeError::Flag {
             flag: "control-max-pending-per-address",
             reason: "must be at least 1".to_owned(),
@@ -249,7 +441,7 @@ pub(super) fn control_handshake_limits(args: &ServeArgs) -> Result<HandshakeLimi
     }
     Ok(HandshakeLimits {
         wait: duration_flag("control-handshake-wait", &args.control_handshake_wait)?,
-        pending_per_source: args.control_max_pending_per_address,
+        pending_per_source,
         ..HandshakeLimits::default()
     })
 }

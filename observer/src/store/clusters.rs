@@ -16,10 +16,14 @@ use super::entities::{cluster_reports, clusters};
 use super::tokens::insert_join_token;
 use super::{
     Actor, Change, ClusterState, ConfigReport, Store, StoreError, already_exists, budgets,
-    insert_error, kinds, not_found, now_ms, quotas,
+    deletions, insert_error, kinds, not_found, now_ms, quotas, random_hex,
 };
 use crate::cluster_id::global_cluster_id;
 use crate::lifecycle::HeardFrom;
+
+/// Random bytes of an incarnation id (16 hex digits): unique among the few
+/// incarnations one global id ever has, short enough to read in a status.
+const INCARNATION_BYTES: usize = 8;
 
 /// Names bound in one `IN (…)` list: far below SQLite's limit of 32,766 variables and
 /// PostgreSQL's 65,535, and small enough to keep one statement quick.
@@ -63,6 +67,11 @@ pub struct Cluster {
     pub created_at_ms: i64,
     /// When the cluster was deleted (tombstoned).
     pub deleted_at_ms: Option<i64>,
+    /// Which registration of the global id this is: new each time the name of a
+    /// tombstone is registered again ([`Store::create_cluster`]); the earlier
+    /// incarnations are kept in the history ([`Store::cluster_tombstones`]).
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 impl HeardFrom for Cluster {
@@ -123,7 +132,9 @@ pub struct ReportedCluster {
 impl Store {
     /// Registers a cluster in state `provisioning` and mints its first join token.
     /// Returns the cluster and the token's plaintext. A tenant at its cluster quota gets
-    /// [`StoreError::QuotaExceeded`].
+    /// [`StoreError::QuotaExceeded`]. A name held by a tombstone is registered again as
+    /// a new incarnation of the same global id (see [`super::deletions`]); a name held
+    /// by a live cluster is [`StoreError::AlreadyExists`].
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn create_cluster(
         &self,
@@ -136,17 +147,21 @@ impl Store {
         quotas::lock_tenant(transaction, &new.tenant).await?;
         // Names are unique per tenant: the question is only ever asked within the
         // caller's tenant, so its answer says nothing about other tenants.
-        if find_cluster_named(transaction, &new.tenant, &new.name)
-            .await?
-            .is_some()
-        {
-            return Err(already_exists(kinds::CLUSTER, &new.name));
-        }
+        let tombstone = match find_cluster_named(transaction, &new.tenant, &new.name).await? {
+            Some(row) if parse_state(&row.state)?.is_tombstone() => Some(row),
+            Some(_) => return Err(already_exists(kinds::CLUSTER, &new.name)),
+            None => None,
+        };
         quotas::enforce(transaction, &new.tenant, quotas::Quota::Clusters).await?;
-        let id = global_cluster_id(&new.tenant, &new.name);
+        let now = now_ms();
+        let incarnation = random_hex(INCARNATION_BYTES)?;
+        let id = match &tombstone {
+            // The global id stays: it is the cluster's name across the provider.
+            Some(row) => row.name.clone(),
+            None => global_cluster_id(&new.tenant, &new.name),
+        };
         budgets::forget_cluster_budget(transaction, &new.tenant, &id).await?;
         super::control_planes::forget_cluster_control_plane(transaction, &new.tenant, &id).await?;
-        let now = now_ms();
         let row = clusters::ActiveModel {
             name: Set(id.clone()),
             local_name: Set(new.name.clone()),
@@ -165,14 +180,26 @@ impl Store {
             deleted_at_ms: Set(None),
             state_changed_at_ms: Set(now),
             connection_id: Set(None),
+            incarnation: Set(incarnation.clone()),
         };
-        clusters::Entity::insert(row)
-            .exec_without_returning(transaction)
-            .await
-            .map_err(|e| insert_error(e, kinds::CLUSTER, &new.name))?;
-        mutation
-            .audit(actor, "create", kinds::CLUSTER, Some(&new.tenant), &id)
-            .await?;
+        match tombstone {
+            Some(tombstone) => {
+                deletions::supersede_tombstone(transaction, tombstone, now).await?;
+                row.update(transaction).await?;
+                mutation
+                    .audit(actor, "re-register", kinds::CLUSTER, Some(&new.tenant), &id)
+                    .await?;
+            }
+            None => {
+                clusters::Entity::insert(row)
+                    .exec_without_returning(transaction)
+                    .await
+                    .map_err(|e| insert_error(e, kinds::CLUSTER, &new.name))?;
+                mutation
+                    .audit(actor, "create", kinds::CLUSTER, Some(&new.tenant), &id)
+                    .await?;
+            }
+        }
         let token = insert_join_token(transaction, &id, join_token_ttl, now).await?;
         mutation
             .audit(actor, "mint", kinds::JOIN_TOKEN, Some(&new.tenant), &id)
@@ -193,6 +220,7 @@ impl Store {
             connected: false,
             created_at_ms: now,
             deleted_at_ms: None,
+            incarnation,
         };
         mutation
             .commit(vec![Change::Cluster {
@@ -519,6 +547,7 @@ pub(super) fn cluster_from_row(row: clusters::Model) -> Result<Cluster, StoreErr
         connected: row.connected,
         created_at_ms: row.created_at_ms,
         deleted_at_ms: row.deleted_at_ms,
+        incarnation: row.incarnation,
     })
 }
 

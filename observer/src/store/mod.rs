@@ -5,7 +5,8 @@
 //! [`tenants`], [`tokens`] (API and join tokens), [`clusters`] (with their reports read
 //! back), [`pipelines`] ([`pipeline_rows`] for rows that cannot be read), [`audit`],
 //! [`feed`] (the change feed), [`reports`] (what agents report, group-committed),
-//! [`certificates`], [`probe_endpoints`], [`quotas`], [`budgets`], [`control_planes`], [`tenancy`],
+//! [`certificates`], [`deletions`] (incarnations and held deletions),
+//! [`probe_endpoints`], [`quotas`], [`budgets`], [`control_planes`], [`tenancy`],
 //! [`replicas`] and [`leases`]. Every decision is written through one
 //! [`mutation::Mutation`]: begin, audit, commit and publish.
 //!
@@ -29,6 +30,8 @@
 //! | `tenant_quotas`   | (`tenant`, `quota`) | a tenant's limits on clusters, pipelines and probe endpoints, checked in the creating transaction ([`quotas`]) | `create_tenant_quotas` |
 //! | `cluster_api_namespaces` | `namespace` | the tenant an administrator mapped a Cluster API namespace to ([`tenancy`]) | `create_cluster_api_namespaces` |
 //! | `agent_certificates` | `serial`      | one row per issued agent certificate: cluster, instance, PEM, expiry, revocation ([`certificates`]) | `create_agent_certificates` |
+//! | `cluster_tombstones` | (`cluster`, `incarnation`) | earlier incarnations of clusters whose name was registered again ([`deletions`]) | `add_cluster_incarnations` (also `clusters.incarnation`) |
+//! | `pending_deletions` | `cluster`      | changes the mass-deletion guard holds: source, target state, evidence, confirmation ([`deletions`]) | `create_pending_deletions` |
 //! | `kaas_observer_migrations` | `version` | the ids of the migrations applied | (sea-orm-migration) |
 //!
 //! # Cluster names and global ids
@@ -80,8 +83,9 @@
 //! the other then reads the row to say why it lost ([`RedeemError::AlreadyUsed`],
 //! [`RedeemError::Expired`], [`RedeemError::Unknown`]). A token of a deleted
 //! (tombstoned) cluster is refused with [`RedeemError::ClusterGone`]. Deleting a cluster
-//! keeps its row as a tombstone (state `deleted`), so the name cannot be reused by
-//! accident and its certificates stay refused. The same transaction records the
+//! keeps its row as a tombstone (state `deleted`), so its certificates stay refused;
+//! registering the name again makes a new incarnation, which revokes them for good and
+//! keeps the tombstone in the history ([`deletions`]). The same transaction records the
 //! certificate the redemption paid for; a retry of the same request shortly after gets
 //! that certificate again, and every check before the redemption only reads (see
 //! [`certificates`]).
@@ -149,6 +153,7 @@ pub mod certificates;
 pub mod clusters;
 mod config_states;
 pub mod control_planes;
+pub mod deletions;
 mod entities;
 mod errors;
 pub mod feed;
@@ -192,6 +197,7 @@ use clusters::{
     NAMES_PER_QUERY, cluster_change, cluster_from_row, find_cluster, find_cluster_named,
     labels_to_json, not_tombstone, parse_state,
 };
+pub use deletions::{ClusterTombstone, HeldDeletion, PendingDeletion};
 pub use errors::{RedeemError, StoreError};
 use feed::{CHANGE_FEED_CAPACITY, listen_for_changes};
 pub use feed::{Change, NOTIFY_CHANNEL};

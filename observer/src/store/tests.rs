@@ -250,6 +250,10 @@ mod tenancy;
 #[path = "tests_identity.rs"]
 mod identity;
 
+/// Incarnations of re-registered names and the deletions the mass-deletion guard holds.
+#[path = "tests_deletions.rs"]
+mod deletions;
+
 /// Scenarios that need two replicas on one database: PostgreSQL only.
 mod postgres_replicas {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -868,12 +872,6 @@ async fn tombstoned_cluster_refuses_redemption(db: &TestDb) {
             .update_cluster_labels("shop.c1", labels(&[("a", "b")]), &admin())
             .await,
         Err(StoreError::Conflict(_))
-    ));
-    assert!(matches!(
-        store
-            .create_cluster(new_cluster("c1", "shop", &[]), HOUR, &admin())
-            .await,
-        Err(StoreError::AlreadyExists { .. })
     ));
     assert!(matches!(
         store.delete_cluster("nope", &admin()).await,

@@ -21,6 +21,7 @@ use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::Channel;
 use url::Url;
 
+use crate::internal_events::ErrorReason;
 use crate::outbound::USER_AGENT as AGENT;
 use crate::outbound::auth::{AuthError, ValueSources};
 use crate::outbound::http::Endpoint;
@@ -98,7 +99,7 @@ impl OtlpExporter {
         grpc.ready().await.map_err(|e| SendError::Retryable {
             reason: format!("the gRPC channel is not ready: {e}"),
             retry_after: None,
-            condition: crate::outbound::retry::BACKEND_UNREACHABLE,
+            condition: ErrorReason::BackendUnreachable,
         })?;
         let mut call = tonic::Request::new(request);
         call.set_timeout(self.timeout);
@@ -186,7 +187,7 @@ fn grpc_error(status: &tonic::Status) -> SendError {
         | Code::DataLoss => SendError::Retryable {
             reason,
             retry_after: None,
-            condition: crate::outbound::retry::BACKEND_UNREACHABLE,
+            condition: ErrorReason::BackendUnreachable,
         },
         _ => SendError::Permanent { reason },
     }

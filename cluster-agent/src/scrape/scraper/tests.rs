@@ -9,9 +9,9 @@ use kaas_pipeline::processors::{RelabelConfig, ValidatedProcessors, compile_rule
 use tokio::sync::Notify;
 
 use super::*;
+use crate::internal_events::PipelineStats;
 use crate::scrape::target::{METRICS_PATH, SCHEME};
 use crate::topology::inlet::Inlet;
-use crate::topology::stats::PipelineStats;
 use kaas_buffer::{DiskBuffer, Limits};
 
 const T0: i64 = 1_700_000_000_000;

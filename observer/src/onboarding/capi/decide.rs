@@ -30,6 +30,11 @@ pub const FINALIZER: &str = "kaas-observer.io/cluster";
 /// are unique per tenant). Only the
 /// observer sets it: the key is reserved ([`crate::labels`]).
 pub const NAMESPACE_LABEL: &str = "kaas-observer.io/cluster-api-namespace";
+/// The stored cluster's label recording the `metadata.uid` of the `Cluster` object it
+/// was registered from: a tombstone whose name a *new* object (another uid) carries
+/// again is registered as a new incarnation, while the object an administrator's
+/// deletion tombstoned stays left alone. Reserved like [`NAMESPACE_LABEL`].
+pub const UID_LABEL: &str = "kaas-observer.io/cluster-api-uid";
 /// Set on a `Cluster` once the agent's manifests were applied to it. Delete the
 /// annotation to have the agent installed again (with a new join token) while the
 /// cluster has not joined yet.
@@ -51,6 +56,8 @@ pub struct CapiCluster {
     pub name: String,
     /// `metadata.namespace`.
     pub namespace: String,
+    /// `metadata.uid`: which object of that name it is.
+    pub uid: Option<String>,
     /// The tenant an administrator mapped the namespace to (`observer cluster-api
     /// map`); `None` while it is not mapped. Never read from the object: whoever can
     /// write a `Cluster` could name any tenant.
@@ -102,6 +109,7 @@ impl CapiCluster {
                 .as_ref()
                 .is_some_and(|a| a.contains_key(AGENT_INSTALLED_ANNOTATION)),
             resource_version: meta.resource_version.clone(),
+            uid: meta.uid.clone(),
             name,
             namespace,
             labels,
@@ -124,11 +132,24 @@ impl CapiCluster {
         self.finalizers.iter().all(|f| f == FINALIZER)
     }
 
-    /// The labels to store: the object's labels, the source label and the namespace.
+    /// The labels to store: the object's labels, the source label, the namespace and
+    /// the object's uid.
     pub fn stored_labels(&self) -> BTreeMap<String, String> {
         let mut labels = with_source_label(self.labels.clone(), Source::ClusterApi);
         labels.insert(NAMESPACE_LABEL.to_owned(), self.namespace.clone());
+        if let Some(uid) = &self.uid {
+            labels.insert(UID_LABEL.to_owned(), uid.clone());
+        }
         labels
+    }
+
+    /// Whether this object is another one than the one `tombstone` was registered from
+    /// (both uids known and different): a `Cluster` deleted and created again.
+    pub fn replaces(&self, tombstone: &Cluster) -> bool {
+        match (tombstone.labels.get(UID_LABEL), &self.uid) {
+            (Some(old), Some(new)) => old != new,
+            _ => false,
+        }
     }
 }
 
@@ -152,7 +173,7 @@ pub enum Step {
     Register,
     /// Replace the stored labels and API endpoint with the object's.
     UpdateRegistration,
-    /// Move the stored cluster from `deleting` back to this state.
+    /// Move the stored cluster from `deleting` or `lost` back to this state.
     Restore(ClusterState),
     /// Apply the agent's manifests through the kubeconfig Secret, then annotate.
     InstallAgent,
@@ -178,7 +199,11 @@ pub enum Step {
 ///   been installed and the cluster has not joined.
 /// - A name held by a cluster this object did not register (another source, the API,
 ///   another namespace, or a tenant other than the one the namespace is mapped to), or
-///   by a tombstone, is skipped (and a leftover finalizer removed).
+///   by the tombstone of this very object, is skipped (and a leftover finalizer
+///   removed); a tombstone's name carried by a new object (another uid) is registered
+///   again as a new incarnation.
+/// - A `lost` or `deleting` record whose object is listed (and not being deleted)
+///   returns to the state it would have had ([`state_before_deletion`]).
 /// - An object whose namespace is not mapped to a tenant is skipped the same way, and
 ///   one whose labels use a reserved prefix is not registered.
 pub fn decide(
@@ -189,21 +214,10 @@ pub fn decide(
     egress: &EgressPolicy,
 ) -> Vec<Step> {
     let ours = stored.filter(|s| registered_from(s, &cluster.namespace, cluster.tenant.as_deref()));
-    let mut steps = Vec::new();
     if cluster.deleting {
-        if let Some(record) = ours.filter(|s| !s.state.is_tombstone()) {
-            if record.state != ClusterState::Deleting {
-                steps.push(Step::MarkDeleting);
-            }
-            if cluster.others_done() {
-                steps.push(Step::Tombstone);
-            }
-        }
-        if cluster.has_finalizer() && cluster.others_done() {
-            steps.push(Step::RemoveFinalizer);
-        }
-        return steps;
+        return deletion_steps(cluster, ours);
     }
+    let mut steps = Vec::new();
     let Some(tenant) = cluster.tenant.as_deref() else {
         steps.push(Step::Skip(format!(
             "namespace {:?} is not mapped to a tenant; an administrator maps it with \
@@ -234,15 +248,21 @@ pub fn decide(
             return steps;
         }
         (_, Some(record)) if record.state.is_tombstone() => {
-            steps.push(Step::Skip(
-                "its cluster was deleted in the observer (tombstone); the name cannot be \
-                 registered again"
-                    .to_owned(),
-            ));
-            if cluster.has_finalizer() {
-                steps.push(Step::RemoveFinalizer);
+            if cluster.replaces(record) {
+                // A new object of a deleted cluster's name: a new incarnation.
+                None
+            } else {
+                steps.push(Step::Skip(
+                    "its cluster was deleted in the observer (tombstone) while this `Cluster` \
+                     object lives on; a new `Cluster` object of that name is registered as a \
+                     new incarnation"
+                        .to_owned(),
+                ));
+                if cluster.has_finalizer() {
+                    steps.push(Step::RemoveFinalizer);
+                }
+                return steps;
             }
-            return steps;
         }
         (_, record) => record,
     };
@@ -276,7 +296,7 @@ pub fn decide(
         }
         Some(record) => {
             let mut state = record.state;
-            if state == ClusterState::Deleting {
+            if state.restored_when_listed() {
                 state = state_before_deletion(record, now_ms, silent_after);
                 steps.push(Step::Restore(state));
             }
@@ -319,6 +339,41 @@ pub fn gone_clusters<'a>(
         .collect()
 }
 
+/// The steps for an object with a `deletionTimestamp`: the positive evidence of a
+/// deletion. Our record goes to `deleting` at once and is tombstoned when no other
+/// finalizer is left (Cluster API has removed the infrastructure); then the finalizer
+/// goes.
+fn deletion_steps(cluster: &CapiCluster, ours: Option<&Cluster>) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if let Some(record) = ours.filter(|s| !s.state.is_tombstone()) {
+        if !record.state.is_leaving() {
+            steps.push(Step::MarkDeleting);
+        }
+        if cluster.others_done() {
+            steps.push(Step::Tombstone);
+        }
+    }
+    if cluster.has_finalizer() && cluster.others_done() {
+        steps.push(Step::RemoveFinalizer);
+    }
+    steps
+}
+
+/// What a complete relist that no longer holds a registered cluster's object makes of
+/// it, by its state (its object carried the observer's finalizer, so it cannot have
+/// gone through a normal deletion unseen): a cluster whose deletion the observer saw
+/// (`deleting`) is tombstoned; any other live cluster is `lost` (which alerts), never
+/// deleted; a lost cluster or a tombstone stays as it is.
+pub fn when_gone(state: ClusterState) -> Option<ClusterState> {
+    match state {
+        ClusterState::Deleting => Some(ClusterState::Deleted),
+        ClusterState::Provisioning | ClusterState::Active | ClusterState::Silent => {
+            Some(ClusterState::Lost)
+        }
+        ClusterState::Lost | ClusterState::Deleted => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -359,6 +414,7 @@ mod tests {
             connected: false,
             created_at_ms: 0,
             deleted_at_ms: None,
+            incarnation: String::new(),
         }
     }
 
@@ -637,5 +693,65 @@ mod tests {
             &steps(&cluster, None)[..],
             [Step::Skip(reason)] if reason.contains("labels[\"kaas-observer.io/tenant\"]") && reason.contains("reserved")
         ));
+    }
+
+    /// Issue 15, finding 4: a tombstone's name was never registered again, whatever
+    /// object carried it (the old code skipped it for good). Now a new `Cluster` object
+    /// (another uid) of a deleted cluster's name is registered as a new incarnation,
+    /// while the very object whose cluster was deleted stays skipped.
+    #[test]
+    fn a_new_object_of_a_tombstones_name_is_registered_again() {
+        let mut old = capi(PHASE_PROVISIONED);
+        old.uid = Some("uid-1".into());
+        let tombstone = record(&old, ClusterState::Deleted);
+        assert!(matches!(
+            &steps(&old, Some(&tombstone))[..],
+            [Step::Skip(reason)] if reason.contains("tombstone")
+        ));
+        let mut new = capi(PHASE_PROVISIONED);
+        new.uid = Some("uid-2".into());
+        assert_eq!(
+            steps(&new, Some(&tombstone)),
+            [Step::AddFinalizer, Step::Register, Step::InstallAgent]
+        );
+        let mut unknown = record(&old, ClusterState::Deleted);
+        unknown.labels.remove(UID_LABEL);
+        assert!(
+            matches!(&steps(&new, Some(&unknown))[..], [Step::Skip(_)]),
+            "a tombstone that does not say its object is never taken for another one"
+        );
+    }
+
+    #[test]
+    fn a_lost_record_whose_object_is_listed_again_is_restored() {
+        let mut cluster = capi(PHASE_PROVISIONED);
+        cluster.finalizers = vec![FINALIZER.to_owned()];
+        cluster.agent_installed = true;
+        let mut lost = record(&cluster, ClusterState::Lost);
+        lost.last_seen_ms = Some(0);
+        assert_eq!(
+            steps(&cluster, Some(&lost)),
+            [Step::Restore(ClusterState::Active)]
+        );
+    }
+
+    /// Issue 15, finding 4: the old relist tombstoned every registered cluster its list
+    /// lacked. Now only a cluster whose deletion the observer saw is tombstoned; any
+    /// other becomes `lost`.
+    #[test]
+    fn a_relist_tombstones_only_what_it_saw_being_deleted() {
+        let gone: Vec<Option<ClusterState>> =
+            ClusterState::ALL.into_iter().map(when_gone).collect();
+        assert_eq!(
+            gone,
+            [
+                Some(ClusterState::Lost),
+                Some(ClusterState::Lost),
+                Some(ClusterState::Lost),
+                None,
+                Some(ClusterState::Deleted),
+                None,
+            ]
+        );
     }
 }

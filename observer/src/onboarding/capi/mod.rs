@@ -44,13 +44,32 @@
 //! Finalizer changes are merge patches carrying the `resourceVersion` read, so they
 //! apply only to that version (409 otherwise, and the reconcile is retried).
 //!
-//! **No deletion is missed.** With the finalizer the controller sees every deletion of
-//! a registered cluster. Two gaps remain, and the [`relist`] every
-//! [`DEFAULT_RELIST_INTERVAL`] (and at start) closes them: someone removed the finalizer
-//! by hand, or the observer was down while the object went. A complete list is
-//! compared with the clusters registered from Cluster API; a registered cluster whose
-//! object is not listed is moved to `deleting` and tombstoned. Only a successful list
-//! counts; clusters registered after the list was taken are left for the next one.
+//! **Deletion only on positive evidence.** With the finalizer the controller sees every
+//! deletion of a registered cluster: a `deletionTimestamp` on an object carrying it is
+//! the only evidence that makes a cluster `deleting`, then `deleted`. The [`relist()`]
+//! every [`DEFAULT_RELIST_INTERVAL`] (and at start) catches what the watch cannot: an
+//! object that vanished although it carried the finalizer (someone removed the
+//! finalizer by hand, the object was moved or restored from a backup, the observer was
+//! down). A complete list is compared with the clusters registered from Cluster API,
+//! and a registered cluster whose object is not listed becomes `lost`, which alerts
+//! (`KaasClusterLost`), never `deleted`: nothing said it was deleted. Only a cluster
+//! already `deleting` (its deletion was seen) is tombstoned when its object is gone
+//! ([`decide::when_gone`]). A lost cluster whose object is listed again returns to its
+//! earlier state; an operator deletes one that is really gone (`observer cluster
+//! delete`).
+//!
+//! What a relist never does: act on a failed list, or on an empty one while this
+//! source manages live clusters (an RBAC or cache glitch answers exactly that;
+//! [`CapiError::EmptyList`], counted as `empty_refused`); or take more than the
+//! mass-deletion guard's share of the source's clusters out of the fleet in one pass
+//! ([`crate::lifecycle::guard`]): those changes are held for an administrator's
+//! `observer cluster confirm-deletions`. Clusters registered after the list was taken
+//! are left for the next one.
+//!
+//! **Incarnations.** A `Cluster` deleted and created again under the same name (another
+//! `metadata.uid`, recorded in [`decide::UID_LABEL`]) is registered again as a new
+//! incarnation of the tombstone's global id; the object whose cluster an
+//! administrator deleted in the observer stays skipped.
 //!
 //! **One replica.** The source runs on the replica that holds the store lease
 //! [`LEASE_NAME`] (a PostgreSQL advisory lock; always granted on SQLite), checked every
@@ -63,16 +82,17 @@
 
 pub mod decide;
 pub mod install;
+pub mod relist;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
@@ -81,15 +101,18 @@ use kube::{Api, Client, Config};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+pub use self::relist::{RelistReport, relist};
+
 use self::decide::{
     AGENT_INSTALLED_ANNOTATION, CapiCluster, FINALIZER, Step, cluster_api_resource, decide,
-    gone_clusters,
 };
 use self::install::{InstallError, WorkloadConnector};
+use self::relist::relist_every;
 use super::{ClusterAction, OnboardingMetrics, Source, SyncFailure};
 use crate::api::manifest::ManifestInput;
 use crate::egress::EgressPolicy;
 use crate::lifecycle::DEFAULT_SILENT_AFTER;
+use crate::lifecycle::guard::MassDeletionGuard;
 use crate::store::leases::Lease;
 use crate::store::{ClusterState, NewCluster, Store, StoreError, global_cluster_id, now_ms};
 
@@ -130,6 +153,9 @@ pub struct CapiSettings {
     /// The namespaces whose Secrets installed agents may read
     /// (`--agent-secret-namespaces`), rendered into their manifests.
     pub secret_namespaces: Vec<String>,
+    /// How many clusters one relist may take out of the fleet without an
+    /// administrator's confirmation (`--mass-deletion-percent`).
+    pub guard: MassDeletionGuard,
 }
 
 impl CapiSettings {
@@ -143,6 +169,7 @@ impl CapiSettings {
             relist_interval: DEFAULT_RELIST_INTERVAL,
             egress: EgressPolicy::default(),
             secret_namespaces: vec![crate::api::manifest::AGENT_NAMESPACE.to_owned()],
+            guard: MassDeletionGuard::default(),
         }
     }
 }
@@ -179,6 +206,17 @@ pub enum CapiError {
     /// The management cluster's client could not be built.
     #[error("management cluster configuration: {0}")]
     ManagementConfig(String),
+    /// A complete list held no `Cluster` at all while this source manages live
+    /// clusters: refused as a probable fault of the list (an RBAC change, a cache),
+    /// nothing changed.
+    #[error(
+        "the list of Cluster objects is empty while {managed} cluster(s) registered from \
+         Cluster API exist; refused as a probable fault of the list, nothing changed"
+    )]
+    EmptyList {
+        /// Live clusters registered from Cluster API.
+        managed: usize,
+    },
 }
 
 impl CapiError {
@@ -186,6 +224,7 @@ impl CapiError {
     pub fn failure(&self) -> SyncFailure {
         match self {
             Self::InvalidObject(_) => SyncFailure::InvalidResponse,
+            Self::EmptyList { .. } => SyncFailure::EmptyRefused,
             Self::Store(_) => SyncFailure::Store,
             Self::Kube(_)
             | Self::Install { .. }
@@ -219,6 +258,18 @@ impl std::str::FromStr for ManagementCluster {
 }
 
 impl ManagementCluster {
+    /// Reads a named kubeconfig file, so that a missing or unreadable one is found
+    /// while flags are checked, before anything starts; `auto` is checked when the
+    /// client is made (it may fall back to the in-cluster account).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Self::Auto => Ok(()),
+            Self::Kubeconfig(path) => Kubeconfig::read_from(path)
+                .map(drop)
+                .map_err(|e| format!("{}: {e}", path.display())),
+        }
+    }
+
     /// A client for the management cluster.
     pub async fn client(&self) -> Result<Client, CapiError> {
         let config = match self {
@@ -240,7 +291,7 @@ async fn management_config(path: &Path) -> Result<Config, CapiError> {
         .map_err(|e| error(e.to_string()))
 }
 
-/// What [`reconcile`] and [`relist`] work with.
+/// What [`reconcile`] and [`relist()`] work with.
 pub struct Context {
     /// The management cluster.
     pub client: Client,
@@ -428,6 +479,8 @@ async fn run_while_leased(context: Arc<Context>) {
                 "lost the Cluster API lease; stopping the controller"
             );
             running = None;
+            // The held changes are the new holder's to report now.
+            context.metrics.deletions_pending(Source::ClusterApi, 0);
         }
         if running.is_none() {
             match context.store.try_lease(LEASE_NAME).await {
@@ -448,20 +501,6 @@ async fn run_while_leased(context: Arc<Context>) {
                     tracing::warn!(%error, lease = LEASE_NAME, "cannot take the Cluster API lease");
                 }
             }
-        }
-    }
-}
-
-async fn relist_every(context: Arc<Context>) {
-    let mut ticks = tokio::time::interval(context.settings.relist_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        match relist(&context).await {
-            Ok(_) => context.metrics.sync_succeeded(Source::ClusterApi),
-            Err(error) => context
-                .metrics
-                .sync_failed(Source::ClusterApi, error.failure(), &error),
         }
     }
 }
@@ -759,60 +798,4 @@ async fn install_agent(
         )
         .await?;
     Ok(())
-}
-
-/// Lists every `Cluster` and tombstones the registered clusters whose object is gone
-/// (see the module note). Returns their global ids.
-pub async fn relist(context: &Context) -> Result<Vec<String>, CapiError> {
-    let listed_at = now_ms();
-    let api: Api<DynamicObject> = Api::all_with(context.client.clone(), &cluster_api_resource());
-    let objects = api.list(&ListParams::default()).await?;
-    let present: BTreeSet<(String, String)> = objects
-        .items
-        .iter()
-        .filter_map(|o| Some((o.metadata.namespace.clone()?, o.metadata.name.clone()?)))
-        .collect();
-    let stored = context.store.list_clusters(None).await?;
-    let mapped: BTreeMap<String, String> = context
-        .store
-        .list_cluster_api_namespaces()
-        .await?
-        .into_iter()
-        .map(|m| (m.namespace, m.tenant))
-        .collect();
-    let actor = Source::ClusterApi.actor();
-    let mut tombstoned = Vec::new();
-    for gone in gone_clusters(&stored, &present, &mapped, listed_at) {
-        // The controller may have tombstoned it since the store was read; a tombstone
-        // must not be moved back to `deleting`.
-        let Some(current) = context.store.get_cluster(&gone.id).await? else {
-            continue;
-        };
-        if current.state.is_tombstone() {
-            continue;
-        }
-        if current.state != ClusterState::Deleting {
-            context
-                .store
-                .set_cluster_state(&gone.id, ClusterState::Deleting, now_ms(), &actor)
-                .await?;
-            context.metrics.cluster_changed(
-                Source::ClusterApi,
-                ClusterAction::Deleting,
-                &gone.id,
-                &gone.tenant,
-                "its Cluster object is gone",
-            );
-        }
-        context.store.delete_cluster(&gone.id, &actor).await?;
-        context.metrics.cluster_changed(
-            Source::ClusterApi,
-            ClusterAction::Deleted,
-            &gone.name,
-            &gone.tenant,
-            "its Cluster object is gone (found by the relist); tombstoned",
-        );
-        tombstoned.push(gone.id.clone());
-    }
-    Ok(tombstoned)
 }

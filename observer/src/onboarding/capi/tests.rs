@@ -440,8 +440,12 @@ async fn a_deletion_waits_for_cluster_api_before_the_tombstone() {
     );
 }
 
+/// Issue 15, finding 4: the old relist tombstoned a registered cluster on the first
+/// list that lacked its object, although the object carried the observer's finalizer
+/// and so cannot have been deleted unseen. Now such a cluster is `lost` (it alerts),
+/// never `deleted`.
 #[tokio::test]
-async fn the_relist_tombstones_a_cluster_whose_object_went_while_the_observer_was_down() {
+async fn the_relist_marks_a_finalized_cluster_whose_object_vanished_lost() {
     let mut h = harness().await;
     let gone = cluster_object("Provisioned", &[FINALIZER], false, true);
     register(&h.store, &gone, ClusterState::Active).await;
@@ -493,12 +497,19 @@ async fn the_relist_tombstones_a_cluster_whose_object_went_while_the_observer_wa
         .unwrap()
         .unwrap();
 
-    assert_eq!(tombstoned, ["shop.prod-1"]);
+    assert_eq!(tombstoned.lost, ["shop.prod-1"]);
+    assert!(tombstoned.deleted.is_empty() && tombstoned.held.is_empty());
     let state = |name: &'static str| {
         let store = h.store.clone();
         async move { store.get_cluster(name).await.unwrap().unwrap().state }
     };
-    assert_eq!(state("shop.prod-1").await, ClusterState::Deleted);
+    assert_eq!(state("shop.prod-1").await, ClusterState::Lost);
+    assert_eq!(
+        h.context
+            .metrics
+            .cluster_changes(Source::ClusterApi, ClusterAction::Lost),
+        1
+    );
     assert_eq!(state("shop.prod-2").await, ClusterState::Provisioning);
     assert_eq!(
         state("shop.manual").await,
@@ -507,6 +518,7 @@ async fn the_relist_tombstones_a_cluster_whose_object_went_while_the_observer_wa
     );
 }
 
+/// Issue 15, finding 4 (a failed list): nothing changes, no tombstone.
 #[tokio::test]
 async fn a_failed_relist_changes_nothing() {
     let mut h = harness().await;
@@ -828,7 +840,7 @@ async fn a_planted_record_and_a_tenant_label_do_not_hijack_another_tenants_clust
         .await
         .unwrap()
         .unwrap();
-    assert!(tombstoned.is_empty(), "{tombstoned:?}");
+    assert_eq!(tombstoned, RelistReport::default());
 }
 
 /// A `Cluster` in a namespace no administrator mapped is not registered, whatever its
@@ -861,4 +873,257 @@ async fn a_cluster_with_a_reserved_label_is_not_registered() {
             .cluster_changes(Source::ClusterApi, ClusterAction::Skipped),
         1
     );
+}
+
+/// Answers the next list of `Cluster`s with `items`.
+fn answer_list(mut management: ApiHandle, items: Vec<Value>) -> JoinHandle<ApiHandle> {
+    tokio::spawn(async move {
+        let (_, _, _, send) = expect(
+            &mut management,
+            Method::GET,
+            "/apis/cluster.x-k8s.io/v1beta1/clusters",
+        )
+        .await;
+        let list = json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "ClusterList",
+            "metadata": {"resourceVersion": "100"}, "items": items
+        });
+        respond(send, StatusCode::OK, &list);
+        management
+    })
+}
+
+/// One relist whose list of `Cluster`s is answered with `items`.
+async fn relist_listing(h: &mut Harness, items: Vec<Value>) -> Result<RelistReport, CapiError> {
+    let management = std::mem::replace(&mut h.management, mock::pair().1);
+    let verifier = answer_list(management, items);
+    let result = tokio::time::timeout(DEADLINE * 5, relist(&h.context))
+        .await
+        .expect("the relist finishes");
+    h.management = tokio::time::timeout(DEADLINE, verifier)
+        .await
+        .expect("the verifier finishes")
+        .unwrap();
+    result
+}
+
+/// Registers `count` clusters `c0`, `c1`, … as the Cluster API source would have, and
+/// returns their objects.
+async fn register_fleet(store: &Store, count: usize) -> Vec<Value> {
+    let mut objects = Vec::new();
+    for i in 0..count {
+        let mut object = cluster_object("Provisioned", &[FINALIZER], false, true);
+        object["metadata"]["name"] = json!(format!("c{i}"));
+        object["metadata"]["uid"] = json!(format!("uid-{i}"));
+        let cluster = CapiCluster::from_object(&dynamic(&object), Some("shop".into())).unwrap();
+        store
+            .create_cluster(
+                NewCluster {
+                    name: cluster.name.clone(),
+                    tenant: "shop".into(),
+                    labels: cluster.stored_labels(),
+                    api_endpoint: None,
+                },
+                Duration::from_secs(3600),
+                &Source::ClusterApi.actor(),
+            )
+            .await
+            .unwrap();
+        objects.push(object);
+    }
+    // Registered strictly before the lists are taken (millisecond clock).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    objects
+}
+
+async fn states(store: &Store) -> Vec<ClusterState> {
+    store
+        .list_clusters(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.state)
+        .collect()
+}
+
+/// Issue 15, finding 4: an RBAC or cache glitch answers an empty list; the old relist
+/// tombstoned the whole fleet on it. Now an empty list while the source manages live
+/// clusters is refused and changes nothing.
+#[tokio::test]
+async fn an_empty_list_of_the_whole_fleet_changes_nothing() {
+    let mut h = harness().await;
+    register_fleet(&h.store, 5).await;
+    let result = relist_listing(&mut h, Vec::new()).await;
+    assert!(
+        matches!(result, Err(CapiError::EmptyList { managed: 5 })),
+        "{result:?}"
+    );
+    assert_eq!(
+        result.unwrap_err().failure(),
+        SyncFailure::EmptyRefused,
+        "counted as a refused list"
+    );
+    assert_eq!(states(&h.store).await, [ClusterState::Provisioning; 5]);
+    assert!(h.store.pending_deletions(None).await.unwrap().is_empty());
+}
+
+/// Issue 15, finding 4: a partial list (here one object of five: a namespace lost to
+/// RBAC) would have tombstoned four clusters at once. Now the mass-deletion guard holds
+/// the changes, counts them and shows them as pending; an administrator's confirmation
+/// lets the next relist apply them (as `lost`: nothing said they were deleted), and a
+/// cluster listed again meanwhile drops out of the pending set.
+#[tokio::test]
+async fn the_mass_deletion_guard_pauses_a_partial_list_until_confirmed() {
+    let mut h = harness().await;
+    let objects = register_fleet(&h.store, 5).await;
+    let report = relist_listing(&mut h, vec![objects[0].clone()])
+        .await
+        .unwrap();
+    assert_eq!(report.held, ["shop.c1", "shop.c2", "shop.c3", "shop.c4"]);
+    assert!(report.lost.is_empty() && report.deleted.is_empty());
+    assert_eq!(states(&h.store).await, [ClusterState::Provisioning; 5]);
+    assert_eq!(h.context.metrics.pending(Source::ClusterApi), 4);
+    let pending = h.store.pending_deletions(None).await.unwrap();
+    assert_eq!(pending.len(), 4);
+    assert!(pending.iter().all(|p| p.to_state == ClusterState::Lost
+        && p.source == "cluster-api"
+        && p.confirmed_at_ms.is_none()));
+
+    // The administrator confirms; meanwhile `c4` is listed again.
+    let confirmed = h
+        .store
+        .confirm_deletions(&Actor::admin(), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(confirmed.len(), 4);
+    let audit = h.store.audit_entries(100).await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e.action == "confirm-deletion:lost" && e.actor == "admin")
+            .count(),
+        4
+    );
+    let report = relist_listing(&mut h, vec![objects[0].clone(), objects[4].clone()])
+        .await
+        .unwrap();
+    assert_eq!(report.lost, ["shop.c1", "shop.c2", "shop.c3"]);
+    assert!(report.held.is_empty());
+    assert_eq!(
+        states(&h.store).await,
+        [
+            ClusterState::Provisioning,
+            ClusterState::Lost,
+            ClusterState::Lost,
+            ClusterState::Lost,
+            ClusterState::Provisioning,
+        ]
+    );
+    assert!(h.store.pending_deletions(None).await.unwrap().is_empty());
+    assert_eq!(h.context.metrics.pending(Source::ClusterApi), 0);
+}
+
+/// Issue 15, finding 4: with the old code the relist was the only way a cluster whose
+/// object vanished could end, as a tombstone. Now a lost cluster whose object is
+/// listed again returns to its state, and one whose deletion was seen before its
+/// object vanished (`deleting`) is tombstoned.
+#[tokio::test]
+async fn a_lost_cluster_comes_back_and_a_seen_deletion_is_tombstoned() {
+    let mut h = harness().await;
+    let object = cluster_object("Provisioned", &[FINALIZER], false, true);
+    register(&h.store, &object, ClusterState::Lost).await;
+    run_reconcile(&h, &object).await.unwrap();
+    assert!(!pending_request(&mut h.management));
+    let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
+    assert_eq!(
+        cluster.state,
+        ClusterState::Provisioning,
+        "its agent never joined"
+    );
+
+    h.store
+        .set_cluster_state(
+            "shop.prod-1",
+            ClusterState::Deleting,
+            now_ms(),
+            &Actor::system(),
+        )
+        .await
+        .unwrap();
+    let mut other = object.clone();
+    other["metadata"]["name"] = json!("prod-2");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let report = relist_listing(&mut h, vec![other]).await.unwrap();
+    assert_eq!(report.deleted, ["shop.prod-1"]);
+    let cluster = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
+    assert_eq!(cluster.state, ClusterState::Deleted);
+}
+
+/// Issue 15, finding 4: a tombstone's name could never be registered again (the
+/// source skipped every `Cluster` of that name for good). Now a new `Cluster` object
+/// of the name (another uid) registers a new incarnation of the same global id: a new
+/// incarnation id, the tombstone kept in the history, the old incarnation's
+/// certificate still refused, the change audited.
+#[tokio::test]
+async fn a_cluster_created_again_after_its_deletion_is_a_new_incarnation() {
+    let mut h = harness().await;
+    let old = cluster_object("Provisioned", &[FINALIZER], false, true);
+    register(&h.store, &old, ClusterState::Active).await;
+    let first = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
+    h.store
+        .record_agent_certificate(
+            "shop.prod-1",
+            crate::store::certificates::NewAgentCertificate {
+                serial_hex: "0a0b",
+                instance: crate::identity::DEFAULT_INSTANCE,
+                pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+                not_after_ms: now_ms() + 3_600_000,
+            },
+            None,
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    h.store
+        .delete_cluster("shop.prod-1", &Source::ClusterApi.actor())
+        .await
+        .unwrap();
+
+    let mut new = cluster_object("Provisioned", &[], false, false);
+    new["metadata"]["uid"] = json!("u-2");
+    let management = std::mem::replace(&mut h.management, mock::pair().1);
+    let workload = std::mem::replace(&mut h.workload, mock::pair().1);
+    let verifier = tokio::spawn(verify_onboarding(management, workload, true));
+    run_reconcile(&h, &new).await.unwrap();
+    let token = tokio::time::timeout(DEADLINE, verifier)
+        .await
+        .expect("the verifier finishes")
+        .unwrap();
+
+    let second = h.store.get_cluster("shop.prod-1").await.unwrap().unwrap();
+    assert_eq!(second.state, ClusterState::Provisioning);
+    assert_ne!(second.incarnation, first.incarnation, "a new incarnation");
+    assert_eq!(second.labels[decide::UID_LABEL], "u-2");
+    let history = h.store.cluster_tombstones("shop.prod-1").await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].incarnation, first.incarnation);
+    assert!(history[0].deleted_at_ms.is_some());
+    assert!(matches!(
+        h.store
+            .certificate_standing("shop.prod-1", "0a0b")
+            .await
+            .unwrap(),
+        crate::store::certificates::CertificateStanding::Revoked
+    ));
+    assert!(matches!(
+        h.store
+            .check_join_token(&token, "csr", now_ms())
+            .await
+            .unwrap(),
+        JoinTokenCheck::Redeemable(_)
+    ));
+    let audit = h.store.audit_entries(100).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "re-register"
+        && e.name == "shop.prod-1"
+        && e.actor == "onboarding:cluster-api"));
 }

@@ -12,22 +12,33 @@
 //!   "apiEndpoint": "https://prod-1.k8s.example:6443"}]
 //! ```
 //!
-//! `labels` and `apiEndpoint` (also `api_endpoint`) are optional; other fields are
+//! `labels`, `apiEndpoint` (also `api_endpoint`) and `kubeconfig` are optional; other fields are
 //! ignored, because the inventory is the provider's API, not ours. Each entry is checked
 //! like `POST /api/v1/clusters` ([`super::registration_problems`]). An invalid entry is
 //! skipped and reported, but its name still counts as listed, so a typo in one label
 //! never deletes a cluster; a name listed twice counts as listed and is not applied.
+//!
+//! An entry may carry `"deleted": true`: the inventory's own word that the cluster is
+//! deleted (a provider that keeps deleted clusters in its list with a flag, or lists
+//! them for a while after deletion). It counts as listed.
 //!
 //! **Relist and diff.** Every poll is a full list, so there are no events to lose: each
 //! successful poll is compared with the clusters the store holds *from this source*
 //! (label [`super::SOURCE_LABEL`]` = inventory`; see [the onboarding module](super)
 //! for ownership and tenants):
 //! - listed, not stored: registered (tenant created if missing), state `provisioning`;
+//!   listed while its name is a tombstone: registered again, as a new incarnation;
 //! - listed, stored: labels (plus the source label) and API endpoint replaced if they
 //!   differ; a `deleting` cluster returns to [`super::state_before_deletion`];
-//! - stored, not listed: `deleting` at once, and `deleted` (tombstone) once it has been
-//!   missing from [`InventorySettings::delete_after_missing_polls`] successful polls in a
-//!   row ([`DEFAULT_DELETE_AFTER_MISSING_POLLS`]).
+//! - listed marked deleted, stored: tombstoned at once (through `deleting`): positive
+//!   evidence from the source;
+//! - stored, not listed: `deleting` at once (reversible: its alerts are quiet, the agent
+//!   is expected to go), and `deleted` (the tombstone) only once it has been missing
+//!   from [`InventorySettings::delete_after_missing_polls`] successful polls in a row
+//!   ([`DEFAULT_DELETE_AFTER_MISSING_POLLS`]) *and* for at least
+//!   [`InventorySettings::delete_grace`] ([`DEFAULT_DELETE_GRACE`]): the count rules
+//!   out one flapping answer, the time rules out a fast poll interval turning a short
+//!   inventory outage into deletions.
 //!
 //! **What changes nothing.** A poll that fails (connection error, timeout, a status
 //! other than 200, a body that is not a cluster list or is larger than
@@ -36,6 +47,10 @@
 //! way unless [`InventorySettings::allow_empty`] is set: an inventory that answers `[]`
 //! because its own database is down or a filter is wrong would otherwise start deleting
 //! every cluster; a provider that really can have zero clusters turns the check off.
+//! A poll that would take more than the mass-deletion guard's share of the source's
+//! clusters out of the fleet ([`crate::lifecycle::guard`]) applies none of those
+//! changes: they are held for an administrator's `observer cluster confirm-deletions`,
+//! and everything else in the poll is applied.
 //!
 //! **One replica** polls: the holder of the store lease [`LEASE_NAME`], checked before
 //! every poll; a standby takes over within one interval of the holder's death, and
@@ -46,10 +61,14 @@
 //! a reappearing cluster returns to is derived from the store, so it is right after a
 //! restart too.
 //!
-//! **Join tokens.** The inventory cannot reach the workload clusters, so the token
-//! minted at registration is dropped; the operator runs `observer cluster join-token
-//! NAME --tenant TENANT` for a fresh one and the agent's manifests (see [`super`]).
+//! **Installing the agent.** An entry may name the cluster's `kubeconfig` (the text of
+//! a self-contained kubeconfig): the observer then installs the agent through it, as
+//! for Cluster API clusters ([`install`]). Otherwise the observer cannot reach the
+//! workload cluster, the token minted at registration is dropped, and the cluster's
+//! view in the API names the command that prints its install manifests
+//! (`observer cluster join-token NAME --tenant TENANT`, see [`super`]).
 
+mod install;
 mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,15 +83,20 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use url::Url;
 
-pub use self::plan::{PlanRules, PollPlan, Step, plan};
+pub use self::install::{
+    AgentInstall, INSTALL_RETRY_INTERVAL, INSTALL_TOKEN_TTL, MAX_KUBECONFIG_BYTES, awaits_agent,
+    check_kubeconfig,
+};
+pub use self::plan::{Missing, PlanRules, PollPlan, Step, plan};
 use super::{
     ClusterAction, OnboardingMetrics, Source, SyncFailure, ensure_tenant, registration_problems,
     with_source_label,
 };
 use crate::egress::EgressPolicy;
 use crate::lifecycle::DEFAULT_SILENT_AFTER;
+use crate::lifecycle::guard::MassDeletionGuard;
 use crate::store::leases::Lease;
-use crate::store::{ClusterState, NewCluster, Store, StoreError, now_ms};
+use crate::store::{ClusterState, HeldDeletion, NewCluster, Store, StoreError, now_ms};
 
 /// The store lease whose holder polls the inventory: one replica is enough, and two
 /// would count every change twice. Always granted on SQLite.
@@ -87,6 +111,11 @@ pub const DEFAULT_INVENTORY_INTERVAL: Duration = Duration::from_secs(60);
 /// `deleted` is final (the name stays taken and the agent's certificate is refused).
 /// Three polls at the default interval means gone for over two minutes.
 pub const DEFAULT_DELETE_AFTER_MISSING_POLLS: NonZeroU32 = NonZeroU32::new(3).expect("3 > 0");
+/// How long a cluster must have been missing before it is tombstoned, besides the
+/// missing polls: longer than an inventory's own failover or cache rebuild (minutes),
+/// and short enough that a deleted cluster's tombstone comes before anyone looks for
+/// it. Meanwhile the cluster is `deleting`, so its alerts are quiet.
+pub const DEFAULT_DELETE_GRACE: Duration = Duration::from_secs(300);
 /// Longest a poll may take: below the default interval, so polls do not pile up
 /// behind a hanging inventory.
 pub const INVENTORY_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -108,6 +137,11 @@ pub struct InventorySettings {
     pub interval: Duration,
     /// Successful polls a cluster must be missing from before it is tombstoned.
     pub delete_after_missing_polls: NonZeroU32,
+    /// How long it must have been missing, too (`--inventory-delete-grace`).
+    pub delete_grace: Duration,
+    /// How many clusters one poll may take out of the fleet without an administrator's
+    /// confirmation (`--mass-deletion-percent`).
+    pub guard: MassDeletionGuard,
     /// Accept an empty list as "no clusters" (see the module note).
     pub allow_empty: bool,
     /// Sent as `Authorization: Bearer …`.
@@ -118,6 +152,9 @@ pub struct InventorySettings {
     pub silent_after: Duration,
     /// Which API endpoints may be registered (`--egress-allow-cidr`).
     pub egress: EgressPolicy,
+    /// How agents are installed into listed clusters that name a kubeconfig; `None`
+    /// checks kubeconfigs but installs nothing.
+    pub install: Option<AgentInstall>,
 }
 
 impl InventorySettings {
@@ -127,12 +164,29 @@ impl InventorySettings {
             url,
             interval: DEFAULT_INVENTORY_INTERVAL,
             delete_after_missing_polls: DEFAULT_DELETE_AFTER_MISSING_POLLS,
+            delete_grace: DEFAULT_DELETE_GRACE,
+            guard: MassDeletionGuard::default(),
             allow_empty: false,
             bearer_token: None,
             ca_pem: None,
             silent_after: DEFAULT_SILENT_AFTER,
             egress: EgressPolicy::default(),
+            install: None,
         }
+    }
+
+    /// Checks the URL's scheme and host and that the CA bundle holds certificates,
+    /// without I/O: what [`InventorySource::new`] would refuse, found while flags are
+    /// checked.
+    pub fn check(&self) -> Result<(), InventoryError> {
+        if !matches!(self.url.scheme(), "http" | "https") || !self.url.has_host() {
+            return Err(InventoryError::BadUrl(self.url.to_string()));
+        }
+        if let Some(pem) = &self.ca_pem {
+            kaas_tls::system_roots_and(pem.as_bytes(), "--inventory-ca-file")
+                .map_err(|e| InventoryError::Ca(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
@@ -211,6 +265,26 @@ pub struct InventoryCluster {
     pub labels: BTreeMap<String, String>,
     /// The Kubernetes API endpoint.
     pub api_endpoint: Option<String>,
+    /// The inventory marks it deleted.
+    pub deleted: bool,
+    /// Its kubeconfig, checked ([`check_kubeconfig`]): the observer installs the agent
+    /// through it.
+    pub kubeconfig: Option<SecretString>,
+}
+
+impl InventoryCluster {
+    /// The labels the store keeps for it: the listed ones, the source label, and with
+    /// a kubeconfig the label saying the observer installs its agent.
+    pub fn stored_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = with_source_label(self.labels.clone(), Source::Inventory);
+        if self.kubeconfig.is_some() {
+            labels.insert(
+                super::AGENT_INSTALLER_LABEL.to_owned(),
+                super::AGENT_INSTALLED_BY_OBSERVER.to_owned(),
+            );
+        }
+        labels
+    }
 }
 
 /// An entry that cannot be applied.
@@ -256,6 +330,10 @@ struct InventoryEntry {
     labels: BTreeMap<String, String>,
     #[serde(default, alias = "api_endpoint")]
     api_endpoint: Option<String>,
+    #[serde(default)]
+    deleted: bool,
+    #[serde(default)]
+    kubeconfig: Option<String>,
 }
 
 /// Parses and checks an inventory answer (API endpoints against `egress`). `Err` only
@@ -292,13 +370,21 @@ pub fn parse_inventory(body: &[u8], egress: &EgressPolicy) -> Result<Inventory, 
                 continue;
             }
         };
-        let problems = registration_problems(
+        let mut problems = registration_problems(
             &entry.name,
             &entry.tenant,
             &entry.labels,
             entry.api_endpoint.as_deref(),
             egress,
         );
+        let kubeconfig = match entry.kubeconfig.as_deref().map(check_kubeconfig) {
+            Some(Err(reason)) => {
+                problems.push(format!("kubeconfig: {reason}"));
+                None
+            }
+            Some(Ok(checked)) => Some(checked),
+            None => None,
+        };
         if !problems.is_empty() {
             inventory.invalid.push(InvalidEntry {
                 name: Some(entry.name),
@@ -313,6 +399,8 @@ pub fn parse_inventory(body: &[u8], egress: &EgressPolicy) -> Result<Inventory, 
                 tenant: entry.tenant,
                 labels: entry.labels,
                 api_endpoint: entry.api_endpoint,
+                deleted: entry.deleted,
+                kubeconfig,
             },
         );
     }
@@ -343,8 +431,12 @@ pub struct PollReport {
     pub deleting: Vec<String>,
     /// Clusters tombstoned.
     pub deleted: Vec<String>,
+    /// Changes the mass-deletion guard holds (global ids).
+    pub held: Vec<String>,
     /// Listed names left alone, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// Clusters whose agent was installed through their kubeconfig.
+    pub installed: Vec<String>,
 }
 
 /// The inventory poller. Drive it with [`InventorySource::poll_once`] (tests) or
@@ -355,10 +447,12 @@ pub struct InventorySource {
     http: reqwest::Client,
     metrics: Arc<OnboardingMetrics>,
     /// Missing counts after the last successful poll.
-    missing: BTreeMap<String, u32>,
+    missing: BTreeMap<String, Missing>,
     /// Skips already logged and counted, by name, so a standing problem is reported
     /// once, not every poll.
     reported_skips: BTreeMap<String, String>,
+    /// Installs agents through listed kubeconfigs, with `settings.install`.
+    installer: Option<install::Installer>,
 }
 
 impl std::fmt::Debug for InventorySource {
@@ -377,9 +471,7 @@ impl InventorySource {
         settings: InventorySettings,
         metrics: Arc<OnboardingMetrics>,
     ) -> Result<Self, InventoryError> {
-        if !matches!(settings.url.scheme(), "http" | "https") || !settings.url.has_host() {
-            return Err(InventoryError::BadUrl(settings.url.to_string()));
-        }
+        settings.check()?;
         let trust = match &settings.ca_pem {
             Some(pem) => kaas_tls::system_roots_and(pem.as_bytes(), "--inventory-ca-file")
                 .map_err(|e| InventoryError::Ca(e.to_string()))?,
@@ -398,6 +490,7 @@ impl InventorySource {
         })
         .map_err(InventoryError::Client)?;
         Ok(Self {
+            installer: settings.install.clone().map(install::Installer::new),
             store,
             settings,
             http,
@@ -421,6 +514,8 @@ impl InventorySource {
                 {
                     tracing::warn!(lease = LEASE_NAME, "lost the inventory lease");
                     lease = None;
+                    // The held changes are the new holder's to report now.
+                    self.metrics.deletions_pending(Source::Inventory, 0);
                 }
                 if lease.is_none() {
                     match self.store.try_lease(LEASE_NAME).await {
@@ -468,15 +563,29 @@ impl InventorySource {
         let stored = self.store.list_clusters(None).await?;
         let rules = PlanRules {
             delete_after_missing_polls: self.settings.delete_after_missing_polls,
+            delete_grace: self.settings.delete_grace,
             allow_empty: self.settings.allow_empty,
             silent_after: self.settings.silent_after,
         };
         let plan = plan(&inventory, &stored, &self.missing, rules, now_ms())?;
         self.missing = plan.missing;
+        let fleet = stored
+            .iter()
+            .filter(|c| super::managed_by(c, Source::Inventory) && !c.state.is_tombstone())
+            .count();
+        let (leaving, others): (Vec<Step>, Vec<Step>) =
+            plan.steps.into_iter().partition(|s| s.leaving().is_some());
+        let confirmed = self
+            .store
+            .confirmed_deletions(Source::Inventory.as_str())
+            .await?;
+        let verdict = self.settings.guard.split(leaving, fleet, &confirmed, |s| {
+            s.leaving().map_or("", |(id, _, _)| id)
+        });
         let mut report = PollReport::default();
         let mut failed = None;
         let mut skipped_now = BTreeMap::new();
-        for step in plan.steps {
+        for step in others.into_iter().chain(verdict.proceed) {
             if let Step::Skip { name, reason } = &step {
                 skipped_now.insert(name.clone(), reason.clone());
             }
@@ -485,10 +594,37 @@ impl InventorySource {
             }
         }
         self.reported_skips = skipped_now;
+        self.hold(&verdict.held, &mut report).await?;
+        if let Some(installer) = &mut self.installer {
+            let stored = self.store.list_clusters(None).await?;
+            report.installed = installer
+                .install_awaiting(&self.store, &self.metrics, &inventory, &stored, now_ms())
+                .await;
+        }
         match failed {
             Some(error) => Err(PollError::Store(error)),
             None => Ok(report),
         }
+    }
+
+    /// Stores the changes the mass-deletion guard held (replacing the ones it held
+    /// before), and logs and counts them.
+    async fn hold(&self, held: &[Step], report: &mut PollReport) -> Result<(), StoreError> {
+        let held: Vec<HeldDeletion> = held
+            .iter()
+            .filter_map(|step| {
+                let (id, tenant, to_state) = step.leaving()?;
+                Some(HeldDeletion {
+                    cluster: id.to_owned(),
+                    tenant: tenant.to_owned(),
+                    to_state,
+                    reason: step.evidence(),
+                })
+            })
+            .collect();
+        report.held =
+            super::hold_deletions(&self.store, &self.metrics, Source::Inventory, &held).await?;
+        Ok(())
     }
 
     #[tracing::instrument(name = "inventory_fetch", level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
@@ -603,6 +739,7 @@ impl InventorySource {
                 id: name,
                 tenant,
                 missing_polls,
+                marked_deleted,
                 via_deleting,
             } => {
                 if via_deleting {
@@ -610,15 +747,21 @@ impl InventorySource {
                     report.deleting.push(name.clone());
                 }
                 self.store.delete_cluster(&name, &actor).await?;
+                let evidence = if marked_deleted {
+                    "the inventory lists it as deleted".to_owned()
+                } else {
+                    format!(
+                        "missing from the inventory for {missing_polls} successful polls in a \
+                         row and at least {:?}",
+                        self.settings.delete_grace
+                    )
+                };
                 self.metrics.cluster_changed(
                     source,
                     ClusterAction::Deleted,
                     &name,
                     &tenant,
-                    &format!(
-                        "missing from the inventory for {missing_polls} successful polls in a row; \
-                         tombstoned"
-                    ),
+                    &format!("{evidence}; tombstoned"),
                 );
                 report.deleted.push(name);
             }
@@ -641,7 +784,7 @@ impl InventorySource {
         let new = NewCluster {
             name: cluster.name.clone(),
             tenant: cluster.tenant.clone(),
-            labels: with_source_label(cluster.labels.clone(), Source::Inventory),
+            labels: cluster.stored_labels(),
             api_endpoint: cluster.api_endpoint.clone(),
         };
         match self
@@ -713,6 +856,7 @@ mod tests {
     fn rules(delete_after: u32) -> PlanRules {
         PlanRules {
             delete_after_missing_polls: NonZeroU32::new(delete_after).unwrap(),
+            delete_grace: Duration::ZERO,
             allow_empty: false,
             silent_after: Duration::from_secs(300),
         }
@@ -739,6 +883,7 @@ mod tests {
             connected: false,
             created_at_ms: 0,
             deleted_at_ms: None,
+            incarnation: String::new(),
         }
     }
 
@@ -907,7 +1052,7 @@ mod tests {
         clusters[1].state = ClusterState::Deleting;
         let second = plan(&inventory, &clusters, &first.missing, rules(3), 0).unwrap();
         assert!(second.steps.is_empty(), "{:?}", second.steps);
-        assert_eq!(second.missing["shop.gone"], 2);
+        assert_eq!(second.missing["shop.gone"].polls, 2);
         let third = plan(&inventory, &clusters, &second.missing, rules(3), 0).unwrap();
         assert_eq!(
             third.steps,
@@ -915,6 +1060,7 @@ mod tests {
                 id: "shop.gone".into(),
                 tenant: "shop".into(),
                 missing_polls: 3,
+                marked_deleted: false,
                 via_deleting: false
             }]
         );
@@ -939,6 +1085,7 @@ mod tests {
             id: "shop.gone".into(),
             tenant: "shop".into(),
             missing_polls: 1,
+            marked_deleted: false,
             via_deleting: true
         }));
     }
@@ -947,7 +1094,13 @@ mod tests {
     fn a_reappearing_cluster_is_restored_and_its_count_forgotten() {
         let mut back = stored("back", ClusterState::Deleting, Some(Source::Inventory));
         back.last_seen_ms = Some(100 * MINUTE_MS);
-        let missing = BTreeMap::from([("shop.back".to_owned(), 2)]);
+        let missing = BTreeMap::from([(
+            "shop.back".to_owned(),
+            Missing {
+                polls: 2,
+                since_ms: 0,
+            },
+        )]);
         let result = plan(
             &listed(&["back"]),
             &[back],
@@ -968,13 +1121,14 @@ mod tests {
     }
 
     #[test]
-    fn clusters_of_others_and_tombstones_are_never_touched() {
+    fn clusters_of_others_are_never_touched_and_tombstones_come_back_as_new_incarnations() {
         let clusters = [
             stored("api-made", ClusterState::Active, None),
             stored("capi-made", ClusterState::Active, Some(Source::ClusterApi)),
             stored("old", ClusterState::Deleted, Some(Source::Inventory)),
         ];
-        // Listed: each is skipped. Not listed: none is marked.
+        // Listed: the others' are skipped, the tombstone registered again. Not listed:
+        // none is marked.
         let result = plan(
             &listed(&["api-made", "capi-made", "old"]),
             &clusters,
@@ -984,12 +1138,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(result.steps.len(), 3);
-        assert!(
-            result
-                .steps
-                .iter()
-                .all(|step| matches!(step, Step::Skip { .. }))
-        );
+        assert!(matches!(&result.steps[0], Step::Skip { name, .. } if name == "api-made"));
+        assert!(matches!(&result.steps[1], Step::Skip { name, .. } if name == "capi-made"));
+        assert!(matches!(&result.steps[2], Step::Register(c) if c.name == "old"));
         let result = plan(&listed(&["x"]), &clusters, &BTreeMap::new(), rules(1), 0).unwrap();
         assert_eq!(
             result.steps.len(),
@@ -1012,7 +1163,7 @@ mod tests {
             ..rules(3)
         };
         let result = plan(&empty, &clusters, &BTreeMap::new(), allowed, 0).unwrap();
-        assert_eq!(result.missing["shop.a"], 1);
+        assert_eq!(result.missing["shop.a"].polls, 1);
         // Nothing managed: an empty list is just an empty list.
         let unmanaged = [stored("a", ClusterState::Active, None)];
         assert!(
@@ -1062,5 +1213,84 @@ mod tests {
             matches!(&result.steps[..], [Step::Skip { reason, .. }] if reason.contains("cannot change tenants"))
         );
         assert!(result.missing.is_empty());
+    }
+
+    /// Issue 15, finding 4: the old plan tombstoned a cluster after its missing polls
+    /// however short the time (three polls at a 5 s interval are 10 s of an inventory
+    /// outage). Now it also waits out the grace period, `deleting` meanwhile.
+    #[test]
+    fn a_missing_cluster_is_tombstoned_only_after_the_polls_and_the_grace_period() {
+        let mut clusters = vec![
+            stored("keep", ClusterState::Active, Some(Source::Inventory)),
+            stored("gone", ClusterState::Active, Some(Source::Inventory)),
+        ];
+        let inventory = listed(&["keep"]);
+        let rules = PlanRules {
+            delete_grace: Duration::from_secs(300),
+            ..rules(3)
+        };
+        let mut missing = BTreeMap::new();
+        for (poll, at) in [
+            (1, 0),
+            (2, MINUTE_MS),
+            (3, 2 * MINUTE_MS),
+            (4, 4 * MINUTE_MS),
+        ] {
+            let result = plan(&inventory, &clusters, &missing, rules, at).unwrap();
+            assert!(
+                !result
+                    .steps
+                    .iter()
+                    .any(|s| matches!(s, Step::Tombstone { .. })),
+                "poll {poll} at {at} ms: {:?}",
+                result.steps
+            );
+            assert_eq!(result.missing["shop.gone"].polls, poll);
+            assert_eq!(result.missing["shop.gone"].since_ms, 0);
+            missing = result.missing;
+            clusters[1].state = ClusterState::Deleting;
+        }
+        let result = plan(&inventory, &clusters, &missing, rules, 5 * MINUTE_MS).unwrap();
+        assert_eq!(
+            result.steps,
+            [Step::Tombstone {
+                id: "shop.gone".into(),
+                tenant: "shop".into(),
+                missing_polls: 5,
+                marked_deleted: false,
+                via_deleting: false
+            }]
+        );
+    }
+
+    /// Positive evidence: an entry marked `"deleted": true` tombstones its cluster at
+    /// once (through `deleting`); it is not registered if unknown, and counts as
+    /// listed, so nothing else happens to it.
+    #[test]
+    fn an_entry_marked_deleted_tombstones_its_cluster() {
+        let inventory = parse_inventory(
+            br#"[{"name": "a", "tenant": "shop", "deleted": true},
+                 {"name": "b", "tenant": "shop", "deleted": true}]"#,
+            &EgressPolicy::default(),
+        )
+        .unwrap();
+        let clusters = [stored("a", ClusterState::Active, Some(Source::Inventory))];
+        let result = plan(&inventory, &clusters, &BTreeMap::new(), rules(3), 0).unwrap();
+        assert_eq!(
+            result.steps,
+            [Step::Tombstone {
+                id: "shop.a".into(),
+                tenant: "shop".into(),
+                missing_polls: 0,
+                marked_deleted: true,
+                via_deleting: true
+            }]
+        );
+        assert!(result.missing.is_empty());
+        assert_eq!(
+            result.steps[0].leaving(),
+            Some(("shop.a", "shop", ClusterState::Deleted)),
+            "weighed by the mass-deletion guard"
+        );
     }
 }

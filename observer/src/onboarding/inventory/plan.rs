@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use super::super::{Source, managed_by, state_before_deletion, with_source_label};
+use super::super::{Source, managed_by, state_before_deletion};
 use super::{Inventory, InventoryCluster, PollError};
 use crate::store::{Cluster, ClusterState};
 
@@ -35,7 +35,8 @@ pub enum Step {
         /// The state it returns to.
         to: ClusterState,
     },
-    /// Move a cluster to `deleting`: missing from this many polls in a row.
+    /// Move a cluster to `deleting`: missing from this many polls in a row, not yet
+    /// for long enough to be tombstoned.
     MarkDeleting {
         /// The cluster's global id.
         id: String,
@@ -44,14 +45,17 @@ pub enum Step {
         /// Polls it has been missing from.
         missing_polls: u32,
     },
-    /// Tombstone a cluster (through `deleting` if it is not there yet).
+    /// Tombstone a cluster (through `deleting` if it is not there yet): the inventory
+    /// marks it deleted, or it has been missing from enough polls for long enough.
     Tombstone {
         /// The cluster's global id.
         id: String,
         /// Its tenant.
         tenant: String,
-        /// Polls it has been missing from.
+        /// Polls it has been missing from (0 when it is listed as deleted).
         missing_polls: u32,
+        /// Whether the inventory lists it marked deleted.
+        marked_deleted: bool,
         /// Whether it still has to pass through `deleting`.
         via_deleting: bool,
     },
@@ -64,14 +68,63 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// The cluster and the state the step takes it to, if it takes a cluster out of
+    /// the live fleet from a state that is not leaving yet: what the mass-deletion
+    /// guard weighs (a tombstone of a cluster already `deleting` was weighed when it
+    /// went there).
+    pub fn leaving(&self) -> Option<(&str, &str, ClusterState)> {
+        match self {
+            Self::MarkDeleting { id, tenant, .. } => {
+                Some((id.as_str(), tenant.as_str(), ClusterState::Deleting))
+            }
+            Self::Tombstone {
+                id,
+                tenant,
+                via_deleting: true,
+                ..
+            } => Some((id.as_str(), tenant.as_str(), ClusterState::Deleted)),
+            _ => None,
+        }
+    }
+}
+
+impl Step {
+    /// The inventory's evidence for a step that takes a cluster out of the fleet, as
+    /// the mass-deletion guard shows it.
+    pub fn evidence(&self) -> String {
+        match self {
+            Self::MarkDeleting { missing_polls, .. }
+            | Self::Tombstone {
+                missing_polls,
+                marked_deleted: false,
+                ..
+            } => format!("missing from {missing_polls} successful inventory poll(s) in a row"),
+            Self::Tombstone {
+                marked_deleted: true,
+                ..
+            } => "the inventory lists it as deleted".to_owned(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// How long a managed cluster has been missing from the inventory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Missing {
+    /// Consecutive successful polls it has been missing from.
+    pub polls: u32,
+    /// When the first of them was taken, Unix milliseconds.
+    pub since_ms: i64,
+}
+
 /// What a poll will do, and the missing counts after it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PollPlan {
     /// The steps, in order.
     pub steps: Vec<Step>,
-    /// Consecutive successful polls each managed live cluster (by global id) has been
-    /// missing from.
-    pub missing: BTreeMap<String, u32>,
+    /// How long each managed live cluster (by global id) has been missing.
+    pub missing: BTreeMap<String, Missing>,
 }
 
 /// The rules [`plan`] follows.
@@ -79,6 +132,8 @@ pub struct PollPlan {
 pub struct PlanRules {
     /// See [`super::InventorySettings::delete_after_missing_polls`].
     pub delete_after_missing_polls: NonZeroU32,
+    /// See [`super::InventorySettings::delete_grace`].
+    pub delete_grace: Duration,
     /// See [`super::InventorySettings::allow_empty`].
     pub allow_empty: bool,
     /// See [`super::InventorySettings::silent_after`].
@@ -124,7 +179,7 @@ impl<'a> StoredClusters<'a> {
 pub fn plan(
     inventory: &Inventory,
     stored: &[Cluster],
-    missing_before: &BTreeMap<String, u32>,
+    missing_before: &BTreeMap<String, Missing>,
     rules: PlanRules,
     now_ms: i64,
 ) -> Result<PollPlan, PollError> {
@@ -140,7 +195,25 @@ pub fn plan(
     }
     let mut result = PollPlan::default();
     for listed in inventory.clusters.values() {
-        let Some(stored) = known.find(&listed.tenant, &listed.name) else {
+        let stored = known.find(&listed.tenant, &listed.name);
+        if listed.deleted {
+            // Positive evidence: the inventory says the cluster is deleted.
+            if let Some(stored) = stored.filter(|s| {
+                managed_by(s, Source::Inventory)
+                    && !s.state.is_tombstone()
+                    && s.tenant == listed.tenant
+            }) {
+                result.steps.push(Step::Tombstone {
+                    id: stored.id.clone(),
+                    tenant: stored.tenant.clone(),
+                    missing_polls: 0,
+                    marked_deleted: true,
+                    via_deleting: !stored.state.is_leaving(),
+                });
+            }
+            continue;
+        }
+        let Some(stored) = stored else {
             result.steps.push(Step::Register(listed.clone()));
             continue;
         };
@@ -154,12 +227,9 @@ pub fn plan(
             continue;
         }
         if stored.state.is_tombstone() {
-            result.steps.push(Step::Skip {
-                name: listed.name.clone(),
-                reason: "the name belongs to a deleted cluster (tombstone) and cannot be \
-                         registered again"
-                    .to_owned(),
-            });
+            // The inventory lists a deleted cluster's name again, not marked deleted:
+            // the cluster was created again; a new incarnation of the name.
+            result.steps.push(Step::Register(listed.clone()));
             continue;
         }
         if stored.tenant != listed.tenant {
@@ -173,14 +243,14 @@ pub fn plan(
             });
             continue;
         }
-        if stored.state == ClusterState::Deleting {
+        if stored.state.restored_when_listed() {
             result.steps.push(Step::Restore {
                 id: stored.id.clone(),
                 tenant: stored.tenant.clone(),
                 to: state_before_deletion(stored, now_ms, rules.silent_after),
             });
         }
-        let labels = with_source_label(listed.labels.clone(), Source::Inventory);
+        let labels = listed.stored_labels();
         if labels != stored.labels || listed.api_endpoint != stored.api_endpoint {
             result.steps.push(Step::Update {
                 id: stored.id.clone(),
@@ -194,7 +264,7 @@ pub fn plan(
         let name = invalid.name.clone();
         if let Some(stored) = name.as_deref().and_then(|n| known.managed_by_name.get(n))
             && managed_by(stored, Source::Inventory)
-            && stored.state == ClusterState::Deleting
+            && stored.state.restored_when_listed()
         {
             result.steps.push(Step::Restore {
                 id: stored.id.clone(),
@@ -207,31 +277,55 @@ pub fn plan(
             reason: format!("invalid inventory entry: {}", invalid.problem),
         });
     }
+    missing_steps(
+        inventory,
+        managed_live,
+        missing_before,
+        rules,
+        now_ms,
+        &mut result,
+    );
+    Ok(result)
+}
+
+/// The steps for the managed live clusters `inventory` does not list: each one's
+/// missing count and time grow; it is `deleting` at once, and tombstoned once it has
+/// been missing from enough successful polls *and* for the grace period.
+fn missing_steps(
+    inventory: &Inventory,
+    managed_live: Vec<&Cluster>,
+    missing_before: &BTreeMap<String, Missing>,
+    rules: PlanRules,
+    now_ms: i64,
+    result: &mut PollPlan,
+) {
     let listed = inventory.listed_names();
+    let grace_ms = i64::try_from(rules.delete_grace.as_millis()).unwrap_or(i64::MAX);
     for stored in managed_live {
         if listed.contains(stored.name.as_str()) {
             continue;
         }
-        let missing_polls = missing_before
-            .get(&stored.id)
-            .copied()
-            .unwrap_or(0)
-            .saturating_add(1);
-        result.missing.insert(stored.id.clone(), missing_polls);
-        if missing_polls >= rules.delete_after_missing_polls.get() {
+        let before = missing_before.get(&stored.id);
+        let missing = Missing {
+            polls: before.map_or(0, |m| m.polls).saturating_add(1),
+            since_ms: before.map_or(now_ms, |m| m.since_ms),
+        };
+        result.missing.insert(stored.id.clone(), missing);
+        let grace_over = now_ms.saturating_sub(missing.since_ms) >= grace_ms;
+        if missing.polls >= rules.delete_after_missing_polls.get() && grace_over {
             result.steps.push(Step::Tombstone {
                 id: stored.id.clone(),
                 tenant: stored.tenant.clone(),
-                missing_polls,
-                via_deleting: stored.state != ClusterState::Deleting,
+                missing_polls: missing.polls,
+                marked_deleted: false,
+                via_deleting: !stored.state.is_leaving(),
             });
-        } else if stored.state != ClusterState::Deleting {
+        } else if !stored.state.is_leaving() {
             result.steps.push(Step::MarkDeleting {
                 id: stored.id.clone(),
                 tenant: stored.tenant.clone(),
-                missing_polls,
+                missing_polls: missing.polls,
             });
         }
     }
-    Ok(result)
 }

@@ -18,7 +18,7 @@ pub struct Model {
     /// Labels as a JSON object of strings, matched by pipelines' cluster selectors.
     #[sea_orm(column_type = "JsonBinary")]
     pub labels: Json,
-    /// `provisioning`, `active`, `silent`, `deleting` or `deleted`.
+    /// `provisioning`, `active`, `silent`, `lost`, `deleting` or `deleted`.
     pub state: String,
     /// The cluster's Kubernetes API endpoint, informational.
     pub api_endpoint: Option<String>,
@@ -47,6 +47,10 @@ pub struct Model {
     pub connection_id: Option<String>,
     /// The DNS-1123 label the tenant named the cluster with; unique per tenant.
     pub local_name: String,
+    /// Which registration of the global id this row is: random hex, new each time the
+    /// name of a tombstone is registered again (the global id itself for a cluster's
+    /// first incarnation registered before incarnations existed).
+    pub incarnation: String,
 }
 
 /// No relations are navigated through sea-orm; foreign keys live in the migration.

@@ -11,7 +11,7 @@ pub struct CreateClusterControlPlanes;
 
 impl MigrationName for CreateClusterControlPlanes {
     fn name(&self) -> &str {
-        "m20261207_000001_create_cluster_control_planes"
+        "m20261207_000003_create_cluster_control_planes"
     }
 }
 

@@ -13,6 +13,7 @@
 mod budgets;
 mod control_planes;
 mod identity;
+mod lifecycle;
 mod probes;
 mod quotas;
 mod replicas;
@@ -37,6 +38,8 @@ impl MigratorTrait for Migrator {
             Box::new(tenancy::AddAuditLogIndexes),
             Box::new(identity::AddClusterLocalNames),
             Box::new(identity::CreateAgentCertificates),
+            Box::new(lifecycle::AddClusterIncarnations),
+            Box::new(lifecycle::CreatePendingDeletions),
             Box::new(control_planes::CreateClusterControlPlanes),
         ]
     }
@@ -452,7 +455,9 @@ mod tests {
                 "m20261201_000102_add_audit_log_indexes",
                 "m20261201_000001_add_cluster_local_names",
                 "m20261201_000002_create_agent_certificates",
-                "m20261207_000001_create_cluster_control_planes",
+                "m20261207_000001_add_cluster_incarnations",
+                "m20261207_000002_create_pending_deletions",
+                "m20261207_000003_create_cluster_control_planes",
             ]
         );
     }

@@ -1,0 +1,128 @@
+//! The push receivers' events and the counters they own: [`PushRefused`] (a request
+//! refused before it reached a pipeline) and [`PushRouted`] (what a request brought and
+//! what no pipeline took). `/metrics` (`telemetry`) reads [`PushStats`].
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of pushed samples and refused requests.
+#[derive(Debug, Default)]
+pub struct PushStats {
+    received: AtomicU64,
+    unrouted: AtomicU64,
+    malformed_requests: AtomicU64,
+    /// Refused requests by protocol and reason, both from fixed sets (the receivers'
+    /// protocol names and refusal reasons), so the map stays small.
+    refused: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl PushStats {
+    /// Samples received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Samples no pipeline took so far (none enabled the input, or all filtered them
+    /// out).
+    pub fn unrouted(&self) -> u64 {
+        self.unrouted.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused as malformed so far.
+    pub fn malformed_requests(&self) -> u64 {
+        self.malformed_requests.load(Ordering::Relaxed)
+    }
+
+    /// Refused requests so far, by protocol and reason.
+    pub fn refused(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+/// A push request refused before it reached a pipeline: counted in
+/// `kaas_agent_push_requests_refused_total{protocol, reason}` and, when the request
+/// itself was malformed, in `kaas_agent_push_malformed_requests_total`. Not logged: the
+/// pusher is told why in the answer, and a hostile pusher must not be able to flood the
+/// agent's log.
+#[derive(Clone, Copy, Debug)]
+pub struct PushRefused {
+    /// `remote_write` or `otlp`.
+    pub protocol: &'static str,
+    /// The refusal's short fixed name.
+    pub reason: &'static str,
+    /// Whether the request was malformed (an unsupported media type, a body that does
+    /// not decode).
+    pub malformed: bool,
+}
+
+impl PushRefused {
+    /// Counts the refusal in `stats`.
+    pub fn emit(self, stats: &PushStats) {
+        if self.malformed {
+            stats.malformed_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut refused = stats.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let count = refused.entry((self.protocol, self.reason)).or_default();
+        *count = count.saturating_add(1);
+    }
+}
+
+/// A push request routed to the pipelines: its samples counted in
+/// `kaas_agent_push_samples_received_total`, those no pipeline took in
+/// `kaas_agent_push_samples_unrouted_total`.
+#[derive(Clone, Copy, Debug)]
+pub struct PushRouted {
+    /// Samples the request held.
+    pub received: u64,
+    /// Of those, samples no pipeline took.
+    pub unrouted: u64,
+}
+
+impl PushRouted {
+    /// Counts the request's samples in `stats`.
+    pub fn emit(self, stats: &PushStats) {
+        stats.received.fetch_add(self.received, Ordering::Relaxed);
+        stats.unrouted.fetch_add(self.unrouted, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_counted_by_protocol_and_reason_and_malformed_ones_also_apart() {
+        let stats = PushStats::default();
+        let refuse = |reason, malformed| PushRefused {
+            protocol: "otlp",
+            reason,
+            malformed,
+        };
+        refuse("unauthenticated", false).emit(&stats);
+        refuse("malformed", true).emit(&stats);
+        refuse("malformed", true).emit(&stats);
+        assert_eq!(
+            stats.refused(),
+            vec![(("otlp", "malformed"), 2), (("otlp", "unauthenticated"), 1)]
+        );
+        assert_eq!(stats.malformed_requests(), 2);
+    }
+
+    #[test]
+    fn routed_requests_count_received_and_unrouted_samples() {
+        let stats = PushStats::default();
+        PushRouted {
+            received: 10,
+            unrouted: 4,
+        }
+        .emit(&stats);
+        PushRouted {
+            received: 5,
+            unrouted: 0,
+        }
+        .emit(&stats);
+        assert_eq!((stats.received(), stats.unrouted()), (15, 4));
+    }
+}

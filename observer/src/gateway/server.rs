@@ -1,0 +1,253 @@
+//! The gateway's HTTP side: [`app`] serves remote-write 1.0 on [`WORKLOAD_PATH`] and
+//! [`AGENT_PATH`] to agents that presented a client certificate of the observer's CA
+//! ([`tls_config`] refuses every other at the handshake), and each request goes
+//! identity → bounded decode → [`rewrite`](super::rewrite::rewrite) → per-tenant
+//! [limits](super::limits) → [upstream](super::forward).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, post};
+use kaas_series::PushLimits;
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+
+use super::forward::Upstream;
+use super::limits::{IngestLimiter, Refused};
+use super::metrics::GatewayMetrics;
+use super::peer::identify;
+use super::rewrite::{Origin, admits, rewrite};
+use crate::listeners::TlsListener;
+
+/// Where only the agent's self-scrape pipeline sends (the agent's own families pass
+/// here and nowhere else).
+pub use crate::rendering::central::GATEWAY_AGENT_PATH as AGENT_PATH;
+/// Where the central pipeline sends its workloads' and the runtime's series.
+pub use crate::rendering::central::GATEWAY_WORKLOAD_PATH as WORKLOAD_PATH;
+/// ALPN of HTTP/1.1, the HTTP the gateway serves.
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// What a connection's TLS layer verified: the leaf certificate of the agent.
+#[derive(Clone, Debug, Default)]
+pub struct AgentPeer {
+    /// The DER of the client certificate, verified against the observer's CA.
+    pub leaf: Option<Arc<[u8]>>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for AgentPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        let leaf = stream
+            .io()
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|der| Arc::from(der.as_ref()));
+        Self { leaf }
+    }
+}
+
+/// The TLS settings of the agents' port: the gateway's certificate, and client
+/// certificates required and verified against `client_ca_pem` (the observer's CA
+/// bundle, both CAs during a rotation).
+pub fn tls_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: &[u8],
+) -> Result<Arc<ServerConfig>, kaas_tls::TlsError> {
+    let chain = kaas_tls::certificates(cert_pem, "--tls-cert-file")?;
+    let key = kaas_tls::private_key(key_pem, "--tls-key-file")?;
+    let roots = Arc::new(kaas_tls::roots(client_ca_pem, "--client-ca-dir")?);
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(roots, kaas_tls::provider()).build()?;
+    let mut config = ServerConfig::builder_with_provider(kaas_tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// What every request shares.
+pub struct GatewayState {
+    /// Decoding limits of one request.
+    pub push_limits: PushLimits,
+    /// The tenants' limits.
+    pub limiter: IngestLimiter,
+    /// Thanos receive.
+    pub upstream: Upstream,
+    /// The gateway's metrics.
+    pub metrics: GatewayMetrics,
+}
+
+/// The gateway's routes. A request's body is read only once its certificate names a
+/// tenant, and only up to the body limit, before anything is decompressed; the decoder
+/// then checks the size the body declares.
+pub fn app(state: Arc<GatewayState>) -> Router {
+    Router::new()
+        .route(WORKLOAD_PATH, receiver(Origin::Workload))
+        .route(AGENT_PATH, receiver(Origin::AgentSelf))
+        .with_state(state)
+}
+
+/// The handler of one path, which decides the batches' origin.
+fn receiver(origin: Origin) -> MethodRouter<Arc<GatewayState>> {
+    post(
+        move |state: State<Arc<GatewayState>>,
+              peer: ConnectInfo<AgentPeer>,
+              headers: HeaderMap,
+              body: Body| receive(state, peer, origin, headers, body),
+    )
+}
+
+/// Serves `app` on `listener` until the process ends.
+pub async fn serve(listener: TlsListener, app: Router) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<AgentPeer>(),
+    )
+    .await
+}
+
+/// An answer with a reason in its body, counted.
+fn answer(
+    metrics: &GatewayMetrics,
+    origin: Origin,
+    status: StatusCode,
+    reason: String,
+) -> Response {
+    metrics.request(origin, status);
+    if !status.is_success() {
+        tracing::debug!(path = origin.as_str(), %status, %reason, "request refused");
+    }
+    (status, reason).into_response()
+}
+
+async fn receive(
+    State(state): State<Arc<GatewayState>>,
+    ConnectInfo(peer): ConnectInfo<AgentPeer>,
+    origin: Origin,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let metrics = &state.metrics;
+    let identity = match identify(peer.leaf.as_deref()) {
+        Ok(identity) => identity,
+        Err(refusal) => {
+            return answer(metrics, origin, StatusCode::FORBIDDEN, refusal.to_string());
+        }
+    };
+    if let Some(refusal) = unsupported_encoding(&headers) {
+        return answer(metrics, origin, StatusCode::UNSUPPORTED_MEDIA_TYPE, refusal);
+    }
+    let limit = state.push_limits.max_body_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(error) => {
+            let too_large = error
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return if too_large {
+                let reason = format!("the body is larger than {limit} bytes");
+                answer(metrics, origin, StatusCode::PAYLOAD_TOO_LARGE, reason)
+            } else {
+                let reason = "the body could not be read".to_owned();
+                answer(metrics, origin, StatusCode::BAD_REQUEST, reason)
+            };
+        }
+    };
+    let pushed = match kaas_series::remote_write::decode(&body, &state.push_limits) {
+        Ok(pushed) => pushed,
+        Err(error) => {
+            let status = if error.is_too_large() {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return answer(metrics, origin, status, error.to_string());
+        }
+    };
+    drop(body);
+    let metadata = pushed
+        .metadata
+        .into_iter()
+        .filter(|m| admits(origin, &m.metric_family_name))
+        .collect();
+    let rewritten = rewrite(pushed.series, &identity, origin);
+    metrics.dropped(
+        &identity.tenant,
+        "reserved_family",
+        rewritten.dropped_reserved,
+    );
+    let admitted = match state
+        .limiter
+        .admit(&identity.tenant, rewritten.series, Instant::now())
+    {
+        Ok(admitted) => admitted,
+        Err(Refused { limit, retry_after }) => {
+            metrics.refused(&identity.tenant, limit);
+            let mut response = answer(
+                metrics,
+                origin,
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "tenant {:?} is over its ingest limit ({}); retry later",
+                    identity.tenant,
+                    limit.as_str()
+                ),
+            );
+            if let Ok(value) = retry_after.as_secs().max(1).to_string().parse() {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+    };
+    for (limit, count) in &admitted.dropped {
+        metrics.dropped(&identity.tenant, limit.as_str(), *count);
+    }
+    state.metrics.set_tracked(state.limiter.tracked());
+    if admitted.series.is_empty() {
+        return answer(metrics, origin, StatusCode::NO_CONTENT, String::new());
+    }
+    let samples: usize = admitted.series.iter().map(|s| s.samples.len()).sum();
+    let upstream = state
+        .upstream
+        .send(&identity.tenant, admitted.series, metadata)
+        .await;
+    if upstream.status.is_success() {
+        metrics.forwarded(&identity.tenant, samples);
+    }
+    answer(metrics, origin, upstream.status, upstream.reason)
+}
+
+/// Why a request's encoding is not remote-write 1.0 with snappy, if it is not.
+fn unsupported_encoding(headers: &HeaderMap) -> Option<String> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(kaas_proto::remote_write::CONTENT_ENCODING);
+    if !encoding.eq_ignore_ascii_case(kaas_proto::remote_write::CONTENT_ENCODING) {
+        return Some(format!(
+            "Content-Encoding {encoding:?}: only snappy is accepted"
+        ));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(kaas_proto::remote_write::v1::CONTENT_TYPE);
+    if content_type != kaas_proto::remote_write::v1::CONTENT_TYPE {
+        return Some(format!(
+            "Content-Type {content_type:?}: only remote-write 1.0 ({}) is accepted",
+            kaas_proto::remote_write::v1::CONTENT_TYPE
+        ));
+    }
+    None
+}
