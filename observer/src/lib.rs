@@ -32,12 +32,15 @@
 //! [`secrets`] seals stored secrets; [`listeners`] serve the API and `/metrics` apart;
 //! [`telemetry`] and [`internal_events`] are the observer's own metrics and events;
 //! [`cli`] is the `observer` command's client side; [`gateway`] is `observer gateway`,
-//! the stateless receive gateway between every cluster's agent and Thanos receive.
+//! the stateless receive gateway between every cluster's agent and Thanos receive;
+//! [`control_plane`] is each cluster's setting of which control-plane components the
+//! central pipeline scrapes.
 
 pub mod api;
 pub mod cli;
 pub mod cluster_id;
 pub mod control;
+pub mod control_plane;
 pub mod egress;
 pub mod fleet;
 pub mod gateway;

@@ -24,6 +24,9 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
+mod promql_scan;
+use promql_scan::{skip_balanced, skip_string};
+
 /// Alerts that are not about one cluster, so they carry no lifecycle guard and need
 /// not group by `cluster`: the observer's self-monitoring, the per-tenant pipeline
 /// condition, the mass-deletion guard (per source), the abuse alerts on the API and on
@@ -478,53 +481,6 @@ fn the_agent_metrics_match_its_telemetry_module() {
 // ---------------------------------------------------------------------------------
 // PromQL: a tokenizer that finds metric names
 // ---------------------------------------------------------------------------------
-
-/// Index just past the bracket that closes the one at `open` (`(`, `{` or `[`),
-/// skipping string literals; the end of input if unbalanced.
-fn skip_balanced(bytes: &[u8], open: usize) -> usize {
-    let (opening, closing) = match bytes[open] {
-        b'(' => (b'(', b')'),
-        b'{' => (b'{', b'}'),
-        _ => (b'[', b']'),
-    };
-    let mut depth = 0usize;
-    let mut i = open;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' | b'\'' | b'`' => {
-                i = skip_string(bytes, i);
-                continue;
-            }
-            c if c == opening => depth += 1,
-            c if c == closing => {
-                depth -= 1;
-                if depth == 0 {
-                    return i + 1;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    bytes.len()
-}
-
-/// Index just past the string literal starting at `start`.
-fn skip_string(bytes: &[u8], start: usize) -> usize {
-    let quote = bytes[start];
-    let mut i = start + 1;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && quote != b'`' {
-            i += 2;
-            continue;
-        }
-        if bytes[i] == quote {
-            return i + 1;
-        }
-        i += 1;
-    }
-    bytes.len()
-}
 
 fn skip_spaces(bytes: &[u8], mut i: usize) -> usize {
     while i < bytes.len() && bytes[i].is_ascii_whitespace() {

@@ -694,4 +694,119 @@ spec:
             out.stdout
         );
     }
+
+    /// Issue 15, finding 3: the control-plane setting at registration and later, from a
+    /// file checked before anything is registered; the table says why a component is
+    /// not scraped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cluster_control_plane_is_set_at_registration_and_shown_with_reasons() {
+        let (_h, address) = setup().await;
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("control-plane.yaml");
+        std::fs::write(
+            &good,
+            "etcd: {addresses: [\"10.0.0.10:2381\"]}\napiserver: {notScraped: hosted control plane}\n",
+        )
+        .unwrap();
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "etcd: {addresses: [\"127.0.0.1:2381\"]}\n").unwrap();
+        let manifest = dir.path().join("agent.yaml");
+        let manifest = manifest.to_str().unwrap();
+
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &[
+                "cluster",
+                "add",
+                "edge-0",
+                "--tenant",
+                "shop",
+                "--manifest-file",
+                manifest,
+                "--control-plane",
+                bad.to_str().unwrap(),
+            ],
+        )
+        .await;
+        assert_ne!(out.code(), 0);
+        assert!(
+            out.stderr.contains("controlPlane.etcd.addresses[0]"),
+            "{}",
+            out.stderr
+        );
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["cluster", "list", "--tenant", "shop"],
+        )
+        .await;
+        assert!(
+            !out.stdout.contains("edge-0"),
+            "nothing registered: {}",
+            out.stdout
+        );
+
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &[
+                "cluster",
+                "add",
+                "edge-1",
+                "--tenant",
+                "shop",
+                "--manifest-file",
+                manifest,
+                "--control-plane",
+                good.to_str().unwrap(),
+            ],
+        )
+        .await;
+        ok(&out);
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["cluster", "control-plane", "edge-1", "--tenant", "shop"],
+        )
+        .await;
+        ok(&out);
+        let row = |job: &str| {
+            out.stdout
+                .lines()
+                .find(|l| l.starts_with(job))
+                .unwrap_or_else(|| panic!("{job} in {}", out.stdout))
+                .to_owned()
+        };
+        assert!(row("etcd").contains("10.0.0.10:2381"), "{}", out.stdout);
+        assert!(
+            row("apiserver").contains("hosted control plane"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            row("kube-scheduler").contains("127.0.0.1"),
+            "{}",
+            out.stdout
+        );
+
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &[
+                "cluster",
+                "control-plane",
+                "edge-1",
+                "--tenant",
+                "shop",
+                "--reset",
+                "-o",
+                "json",
+            ],
+        )
+        .await;
+        ok(&out);
+        let view: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(view["default"], true);
+    }
 }

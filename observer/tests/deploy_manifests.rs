@@ -12,7 +12,10 @@
 //!   pipeline validation the observer runs; every `AgentConfig` file parses and
 //!   validates as the agent would.
 //! - The workloads follow the house rules: non-root, read-only root filesystem, no
-//!   privilege escalation, no capabilities; the project's own images run as uid 65532
+//!   privilege escalation, no capabilities, no host namespaces or hostPath volumes
+//!   except the node-level pods listed in [`NODE_LEVEL_EXCEPTIONS`] (each present with
+//!   the agent, in a namespace of its own at the `privileged` Pod Security level, and
+//!   nothing else there); the project's own images run as uid 65532
 //!   at the workspace version; their arguments are real flags of the binaries (except
 //!   the ones listed in [`PENDING_OBSERVER_FLAGS`]), none repeated.
 //! - RBAC is least privilege: no wildcards; the agent's rules are exactly what it reads
@@ -61,6 +64,7 @@ const AGENT_RUN_FLAGS: &[&str] = &[
     "--observer-ca-file",
     "--join-token-file",
     "--data-dir",
+    "--buffer-budget",
     "--listen-address",
     "--otlp-grpc-listen-address",
     "--push-token-audience",
@@ -77,6 +81,25 @@ const API_MANIFEST_GAPS: &[&str] = &[];
 
 /// Where the API's rendered manifest comes from, in failure messages.
 const API_MANIFEST_SOURCE: &str = "the API's agent install manifest";
+
+/// The node-level workloads, the one exception to the workload rules: `(namespace,
+/// kind/name, what it uses of the host)`. Issue 15, finding 3: node-exporter reads the
+/// host's /proc, /sys and root filesystem on the host network (it ships with the agent
+/// since then); it still runs as non-root, read-only, without capabilities. Each must be
+/// rendered with the agent (deploy/agent/base and the API's manifest, which the Cluster
+/// API installer applies), use exactly what is listed (no stale entry), and run in a
+/// namespace of its own labelled for the `privileged` Pod Security level.
+const NODE_LEVEL_EXCEPTIONS: &[(&str, &str, &[&str])] = &[(
+    "kaas-observer-node",
+    "DaemonSet/node-exporter",
+    &[
+        "hostNetwork",
+        "hostPID",
+        "hostPath /proc",
+        "hostPath /sys",
+        "hostPath /",
+    ],
+)];
 
 /// The uid of the project's images (distroless "nonroot").
 const IMAGE_UID: i64 = 65532;
@@ -785,6 +808,20 @@ fn workloads_run_unprivileged_and_our_images_get_real_flags() {
     let mut ours = 0;
     for (source, name, pod) in pod_specs(&objects) {
         let pod_security = &pod["securityContext"];
+        let host = host_access(&pod);
+        if !host.is_empty() {
+            let allowed = NODE_LEVEL_EXCEPTIONS
+                .iter()
+                .find(|(_, workload, _)| *workload == name)
+                .map(|(_, _, uses)| *uses);
+            if allowed.is_none_or(|uses| host != uses) {
+                failures.push(format!(
+                    "{source}: {name}: uses the host ({}) and is not a node-level exception \
+                     with exactly that (NODE_LEVEL_EXCEPTIONS)",
+                    host.join(", ")
+                ));
+            }
+        }
         for container in containers(&pod) {
             let cname = container["name"].as_str().unwrap_or("?");
             let at = format!("{source}: {name}: container {cname}");
@@ -883,6 +920,107 @@ fn workloads_run_unprivileged_and_our_images_get_real_flags() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// What a pod spec uses of its node: host namespaces, privileged containers and
+/// hostPath volumes, in a fixed order.
+fn host_access(pod: &Json) -> Vec<String> {
+    let mut uses = Vec::new();
+    for key in ["hostNetwork", "hostPID", "hostIPC"] {
+        if pod[key] == true {
+            uses.push(key.to_owned());
+        }
+    }
+    for container in containers(pod) {
+        if container["securityContext"]["privileged"] == true {
+            uses.push(format!(
+                "privileged container {}",
+                container["name"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    for volume in pod["volumes"].as_array().into_iter().flatten() {
+        if let Some(path) = volume["hostPath"]["path"].as_str() {
+            uses.push(format!("hostPath {path}"));
+        }
+    }
+    uses
+}
+
+/// Issue 15, finding 3: node-exporter ships with the agent in every variant, as the one
+/// listed node-level exception, alone in a namespace at the `privileged` Pod Security
+/// level; every other namespace of the agent stays `restricted`.
+#[test]
+fn node_level_pods_are_listed_exceptions_in_a_privileged_namespace_of_their_own() {
+    if skip_requested("node-level exceptions") {
+        return;
+    }
+    let kubectl = require_tool("kubectl", "install kubectl (Debian: kubernetes-client)");
+    check_kustomize_version(&kubectl);
+    let objects = Objects::collect(&kubectl);
+    let mut failures = Vec::new();
+    let level = |namespace: &Json| {
+        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for source in ["kubectl kustomize deploy/agent/base", API_MANIFEST_SOURCE] {
+        let in_source: Vec<&Json> = objects
+            .all
+            .iter()
+            .filter(|(s, _)| s == source)
+            .map(|(_, o)| o)
+            .collect();
+        for (namespace, workload, uses) in NODE_LEVEL_EXCEPTIONS {
+            let Some(object) = in_source.iter().find(|o| object_name(o) == *workload) else {
+                failures.push(format!("{source}: {workload} is missing"));
+                continue;
+            };
+            if object["metadata"]["namespace"] != *namespace {
+                failures.push(format!("{source}: {workload} is not in {namespace}"));
+            }
+            let pod = &object["spec"]["template"]["spec"];
+            if host_access(pod) != *uses {
+                failures.push(format!(
+                    "{source}: {workload} uses {:?}, listed {uses:?}",
+                    host_access(pod)
+                ));
+            }
+            let namespaced_here: Vec<String> = in_source
+                .iter()
+                .filter(|o| o["metadata"]["namespace"] == *namespace)
+                .filter(|o| {
+                    matches!(
+                        o["kind"].as_str(),
+                        Some("Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "Pod")
+                    )
+                })
+                .map(|o| object_name(o))
+                .collect();
+            if namespaced_here != [(*workload).to_owned()] {
+                failures.push(format!(
+                    "{source}: {namespace} holds {namespaced_here:?}, only {workload} may run there"
+                ));
+            }
+        }
+        for namespace in in_source.iter().filter(|o| o["kind"] == "Namespace") {
+            let name = namespace["metadata"]["name"].as_str().unwrap_or_default();
+            let node_level = NODE_LEVEL_EXCEPTIONS.iter().any(|(n, _, _)| *n == name);
+            let expected = if node_level {
+                "privileged"
+            } else {
+                "restricted"
+            };
+            if level(namespace) != expected {
+                failures.push(format!(
+                    "{source}: namespace {name} enforces {:?}, not {expected}",
+                    level(namespace)
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn pending_observer_flags_are_not_real_flags_yet() {
     // Once `observer serve` has a pending flag, it belongs with the checked ones.
@@ -966,6 +1104,20 @@ fn rbac_grants_only_what_each_program_reads() {
     let agent = role("kubectl kustomize deploy/agent/base", "cluster-agent")
         .expect("deploy/agent/base has the ClusterRole cluster-agent");
     assert_eq!(grants(&agent), expected, "the agent's discovery rules");
+    // Issue 15, finding 3: the API server's /metrics (and the control-plane components
+    // that authorize through it) with the agent's token; no other non-resource URL.
+    let non_resource: Vec<(Json, Json)> = agent["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|rule| rule.get("nonResourceURLs").is_some())
+        .map(|rule| (rule["nonResourceURLs"].clone(), rule["verbs"].clone()))
+        .collect();
+    assert_eq!(
+        non_resource,
+        [(serde_json::json!(["/metrics"]), serde_json::json!(["get"]))],
+        "the agent's non-resource URLs"
+    );
     // The push receivers check service-account tokens, and may do nothing else; in
     // deploy/ and in what the API renders.
     for source in ["kubectl kustomize deploy/agent/base", API_MANIFEST_SOURCE] {
@@ -1017,7 +1169,9 @@ fn rbac_grants_only_what_each_program_reads() {
         let deployment = objects
             .all
             .iter()
-            .find(|(s, o)| s == source && o["kind"] == "Deployment")
+            .find(|(s, o)| {
+                s == source && o["kind"] == "Deployment" && o["metadata"]["name"] == "cluster-agent"
+            })
             .map(|(_, o)| o)
             .unwrap_or_else(|| panic!("{source} has the agent's Deployment"));
         let flag = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -1072,7 +1226,16 @@ fn the_agent_base_matches_the_manifests_the_api_renders() {
         objects
             .all
             .iter()
-            .find(|(s, o)| s == source && o["kind"] == kind)
+            .find(|(s, o)| {
+                s == source
+                    && o["kind"] == kind
+                    && o["metadata"]["name"]
+                        == if kind == "Namespace" {
+                            "kaas-observer"
+                        } else {
+                            "cluster-agent"
+                        }
+            })
             .map(|(_, o)| o.clone())
             .unwrap_or_else(|| panic!("{source} has a {kind}"))
     };
@@ -1141,12 +1304,17 @@ fn the_agent_push_ports_have_a_network_policy() {
             .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
             .filter_map(|p| p["containerPort"].as_i64())
             .collect();
+        // kube-state-metrics has its own policy (only the agent scrapes it).
         let policies: Vec<&Json> = objects
             .of_kind("NetworkPolicy")
-            .filter(|(s, _)| *s == source)
+            .filter(|(s, o)| *s == source && o["metadata"]["name"] == "cluster-agent")
             .map(|(_, o)| o)
             .collect();
-        assert_eq!(policies.len(), 1, "{variant}: one NetworkPolicy");
+        assert_eq!(
+            policies.len(),
+            1,
+            "{variant}: one NetworkPolicy for the agent"
+        );
         let policy = &policies[0]["spec"];
         assert_eq!(
             policies[0]["metadata"]["namespace"],

@@ -21,11 +21,17 @@ pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest a scrape may take by default, as in Prometheus; capped at the interval.
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Namespaces excluded from workload inputs unless `system: true` or listed in
-/// `include`: Kubernetes' own and the agent's. Their metrics come through `runtime`.
+/// `include`: Kubernetes' own, the agent's (`kaas-observer`, with kube-state-metrics),
+/// the node-level producers' (`kaas-observer-node`, node-exporter) and the observer's
+/// (`kaas-observer-system`, in a management cluster). The provider's central pipeline
+/// collects them (issue 15, finding 3: before, the agent's own namespace was missing
+/// here, so tenant pipelines would have scraped the producers installed with it).
 pub const SYSTEM_NAMESPACES: &[&str] = &[
     "kube-system",
     "kube-public",
     "kube-node-lease",
+    "kaas-observer",
+    "kaas-observer-node",
     "kaas-observer-system",
 ];
 
@@ -263,6 +269,14 @@ pub struct StaticTargetGroup {
     /// `honor_timestamps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub honor_timestamps: Option<bool>,
+    /// Scrape with the agent's service-account token, verifying the target against the
+    /// cluster CA, as kubelets are scraped: for control-plane components (the API
+    /// server, kube-scheduler, kube-controller-manager) whose metrics need a token.
+    /// `https` only, and only in the provider's own pipelines (a pipeline the observer
+    /// distributes under its reserved name prefix, or a standalone agent's own file);
+    /// the targets are sealed like the kubelet's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service_account_credentials: bool,
 }
 
 /// A scrape scheme.
@@ -324,6 +338,8 @@ pub struct ValidatedTargetGroup {
     pub honor_labels: bool,
     /// Prometheus' `honor_timestamps`.
     pub honor_timestamps: bool,
+    /// Scraped with the agent's token, verified against the cluster CA.
+    pub service_account_credentials: bool,
 }
 
 impl Input {
@@ -361,6 +377,7 @@ impl Input {
                         .unwrap_or_else(|| DEFAULT_METRICS_PATH.to_owned()),
                     honor_labels: group.honor_labels,
                     honor_timestamps: group.honor_timestamps.unwrap_or(true),
+                    service_account_credentials: group.service_account_credentials,
                 })
                 .collect(),
         }
@@ -390,14 +407,58 @@ impl Input {
                 .is_some_and(|i| !i.targets.is_empty())
     }
 
-    /// The enabled input whose scrapes carry the agent's own credentials, if any: only
-    /// `runtime`, whose kubelet scrapes send the agent's service-account token. Its
-    /// targets are [sealed](crate::sealed) against relabeling.
+    /// The enabled input whose scrapes carry the agent's own credentials, if any:
+    /// `runtime`, whose kubelet scrapes send the agent's service-account token, or
+    /// `static` with a group that asks for it. Its targets are [sealed](crate::sealed)
+    /// against relabeling.
     pub fn credential_bearing_input(&self) -> Option<&'static str> {
-        self.runtime
+        if self.runtime.as_ref().is_some_and(|i| i.enabled) {
+            return Some("runtime");
+        }
+        self.static_targets
             .as_ref()
-            .is_some_and(|i| i.enabled)
-            .then_some("runtime")
+            .is_some_and(|i| i.targets.iter().any(|g| g.service_account_credentials))
+            .then_some("static")
+    }
+
+    /// Refuses static groups with the agent's credentials where the pipeline is not the
+    /// provider's own: in-cluster resources, and observer pipelines outside the reserved
+    /// name prefix (tenants' pipelines cannot have such names).
+    pub(crate) fn check_credentials(
+        &self,
+        path: &str,
+        pipeline_name: &str,
+        context: &ValidationContext,
+        errors: &mut FieldErrors,
+    ) {
+        let allowed = match context.origin {
+            crate::policy::Origin::Standalone => true,
+            crate::policy::Origin::Observer => {
+                pipeline_name.starts_with(crate::names::RESERVED_PIPELINE_PREFIX)
+            }
+            crate::policy::Origin::InCluster => false,
+        };
+        if allowed {
+            return;
+        }
+        let targets = field(&field(path, "static"), "targets");
+        for (i, group) in self
+            .static_targets
+            .iter()
+            .flat_map(|s| s.targets.iter())
+            .enumerate()
+        {
+            if group.service_account_credentials {
+                errors.add(
+                    field(&index(&targets, i), "serviceAccountCredentials"),
+                    format!(
+                        "only the provider's own pipelines may scrape with the agent's token; \
+                         not {}",
+                        context.origin.describe()
+                    ),
+                );
+            }
+        }
     }
 
     pub(crate) fn validate(
@@ -568,6 +629,12 @@ impl StaticInput {
                 if let Err(reason) = check_prometheus_label_name(name) {
                     errors.add(key(&field(&group_path, "labels"), name), reason);
                 }
+            }
+            if group.service_account_credentials && group.scheme != Some(Scheme::Https) {
+                errors.add(
+                    field(&group_path, "serviceAccountCredentials"),
+                    "needs scheme: https; the agent's token is never sent in clear text",
+                );
             }
             if let Some(metrics_path) = &group.metrics_path
                 && !metrics_path.starts_with('/')

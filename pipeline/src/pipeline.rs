@@ -185,6 +185,12 @@ pub fn validate(
     }
     let spec = &pipeline.spec;
     let scrape = spec.input.validate("spec.input", context, &mut errors);
+    spec.input.check_credentials(
+        "spec.input",
+        metadata.name.as_deref().unwrap_or_default(),
+        context,
+        &mut errors,
+    );
     let processors = spec.processors.validate("spec.processors", &mut errors);
     if let Some(input) = spec.input.credential_bearing_input() {
         crate::sealed::check_relabel_rules(

@@ -293,6 +293,18 @@ const BAD: &[(&str, &[&str])] = &[
         &[r#"spec.input.static.targets[0].metricsPath: "metrics" must start with '/'"#],
     ),
     (
+        "input-static-credentials-tenant.yaml",
+        &[
+            "spec.input.static.targets[0].serviceAccountCredentials: only the provider's own pipelines may scrape with the agent's token; not a pipeline the observer distributes",
+        ],
+    ),
+    (
+        "standalone-input-static-credentials-without-https.yaml",
+        &[
+            "spec.input.static.targets[0].serviceAccountCredentials: needs scheme: https; the agent's token is never sent in clear text",
+        ],
+    ),
+    (
         "input-static-no-addresses.yaml",
         &["spec.input.static.targets[0].addresses: list at least one host:port"],
     ),

@@ -42,6 +42,9 @@ pub enum ErrorReason {
     KubeletAccessUnavailable,
     /// A kubelet's serving certificate is not signed by the cluster CA.
     KubeletCertificateUntrusted,
+    /// A static target scraped with the agent's credentials (a control-plane
+    /// component) serves a certificate the cluster CA did not sign.
+    TargetCertificateUntrusted,
     /// An input needs the Kubernetes API, which this agent has no access to.
     KubernetesUnavailable,
     /// A target carrying the agent's credentials was moved by relabeling.
@@ -52,7 +55,7 @@ pub enum ErrorReason {
 
 impl ErrorReason {
     /// Every reason.
-    pub const ALL: [ErrorReason; 14] = [
+    pub const ALL: [ErrorReason; 15] = [
         Self::BackendUnreachable,
         Self::DataDropped,
         Self::SecretMissing,
@@ -64,6 +67,7 @@ impl ErrorReason {
         Self::BufferBudgetExceeded,
         Self::KubeletAccessUnavailable,
         Self::KubeletCertificateUntrusted,
+        Self::TargetCertificateUntrusted,
         Self::KubernetesUnavailable,
         Self::TargetSealed,
         Self::InternalError,
@@ -83,6 +87,7 @@ impl ErrorReason {
             Self::BufferBudgetExceeded => "BufferBudgetExceeded",
             Self::KubeletAccessUnavailable => "KubeletAccessUnavailable",
             Self::KubeletCertificateUntrusted => "KubeletCertificateUntrusted",
+            Self::TargetCertificateUntrusted => "TargetCertificateUntrusted",
             Self::KubernetesUnavailable => "KubernetesUnavailable",
             Self::TargetSealed => "TargetSealed",
             Self::InternalError => "InternalError",
@@ -105,6 +110,7 @@ impl ErrorReason {
             | Self::BufferCorrupt
             | Self::BufferError
             | Self::KubeletAccessUnavailable
+            | Self::TargetCertificateUntrusted
             | Self::KubernetesUnavailable
             | Self::InternalError => Reason::FlowInterrupted,
         }

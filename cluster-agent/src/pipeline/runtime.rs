@@ -253,12 +253,15 @@ fn start_scraping(
         context.external_labels.clone(),
         inlet.clone(),
     )));
-    let (static_targets, target_errors) = static_targets(pipeline);
-    lock(&targets).sync(static_targets.clone());
     let inputs = &pipeline.inputs;
     let wants_pods = inputs.prometheus.is_some() || inputs.istio.is_some();
     let wants_nodes = inputs.runtime.is_some();
     let wants_services = inputs.prometheus.is_some();
+    let wants_credentials = wants_nodes
+        || inputs
+            .static_targets
+            .iter()
+            .any(|g| g.service_account_credentials);
     let cluster = ClusterView {
         pods: context.cluster.pods.clone().filter(|_| wants_pods),
         nodes: context.cluster.nodes.clone().filter(|_| wants_nodes),
@@ -269,7 +272,7 @@ fn start_scraping(
             .clone()
             .filter(|_| wants_services),
     };
-    let kubelet = if wants_nodes {
+    let kubelet = if wants_credentials {
         KubeletAccess::new(
             &context.service_account_dir,
             context.kubelet_insecure_skip_verify,
@@ -282,6 +285,8 @@ fn start_scraping(
     } else {
         None
     };
+    let (static_targets, target_errors) = static_targets(pipeline, kubelet.as_ref());
+    lock(&targets).sync(static_targets.clone());
     if (wants_pods && cluster.pods.is_none()) || (wants_nodes && cluster.nodes.is_none()) {
         PipelineFailed::new(ErrorReason::KubernetesUnavailable,
             "the prometheus, istio and runtime inputs need access to the Kubernetes API, which this agent does not have").emit(stats);
@@ -365,8 +370,22 @@ pub(super) fn defaults(
     }
 }
 
-/// The static targets, and the reasons for those that cannot be built.
-fn static_targets(pipeline: &ValidatedPipeline) -> (Vec<DesiredTarget>, Vec<String>) {
+/// The error reason when a control-plane target's certificate is not signed by the
+/// cluster CA (its condition is `FlowInterrupted`, with [`TARGET_CERTIFICATE_FIXES`]).
+pub const TARGET_CERTIFICATE_REASON: ErrorReason = ErrorReason::TargetCertificateUntrusted;
+/// What fixes it, said in the pipeline's condition.
+pub const TARGET_CERTIFICATE_FIXES: &str = "the target's serving certificate must be \
+    signed by the cluster CA, since the agent's token goes only to targets it verifies: \
+    point the target at an address its certificate names";
+
+/// The static targets, and the reasons for those that cannot be built. Groups with
+/// `serviceAccountCredentials` are scraped with the agent's token through `access`
+/// (the cluster CA's client), bound to the target's URL as the kubelet's are; without
+/// access they are not scraped.
+fn static_targets(
+    pipeline: &ValidatedPipeline,
+    access: Option<&KubeletAccess>,
+) -> (Vec<DesiredTarget>, Vec<String>) {
     let mut desired = Vec::new();
     let mut errors = Vec::new();
     for group in &pipeline.inputs.static_targets {
@@ -389,15 +408,43 @@ fn static_targets(pipeline: &ValidatedPipeline) -> (Vec<DesiredTarget>, Vec<Stri
                         (METRICS_PATH.to_owned(), path.to_owned()),
                     ]),
             );
+            let (client, credentials) = if group.service_account_credentials {
+                let Some(access) = access else {
+                    errors.push(format!(
+                        "target {address}: needs the agent's service-account token and the \
+                         cluster CA, which this agent cannot read"
+                    ));
+                    continue;
+                };
+                let Ok(bound_to) = url::Url::parse(&format!("https://{address}{path}")) else {
+                    errors.push(format!("target {address}: not a URL with {path}"));
+                    continue;
+                };
+                (
+                    Some(access.client.clone()),
+                    Some(crate::scrape::credentials::ScrapeCredentials {
+                        token_file: access.token_file.clone(),
+                        bound_to,
+                        untrusted_certificate_reason: TARGET_CERTIFICATE_REASON,
+                        untrusted_certificate_advice: TARGET_CERTIFICATE_FIXES,
+                    }),
+                )
+            } else {
+                (None, None)
+            };
             match populate(&discovered, &defaults, &pipeline.processors.relabel)
                 .map(|l| l.map(Target::new))
             {
-                Ok(Some(Ok(target))) => desired.push(DesiredTarget {
-                    target,
-                    config: config.clone(),
-                    client: None,
-                    processors: None,
-                }),
+                Ok(Some(Ok(target))) => {
+                    let mut config = config.clone();
+                    config.credentials = credentials;
+                    desired.push(DesiredTarget {
+                        target,
+                        config,
+                        client,
+                        processors: None,
+                    });
+                }
                 Ok(None) => {}
                 Ok(Some(Err(error))) => errors.push(format!("target {address}: {error}")),
                 Err(error) => errors.push(format!("target {address}: {error}")),
@@ -635,5 +682,41 @@ mod tests {
         assert_eq!(set.label_limit.get(), 100);
         assert_eq!(set.label_name_length_limit.get(), 10);
         assert_eq!(set.label_value_length_limit.get(), 20);
+    }
+
+    /// Issue 15, finding 3: a static group with `serviceAccountCredentials` (the API
+    /// server, for the provider's central pipeline) is scraped through the cluster-CA
+    /// client with the agent's token bound to that target's URL; without kubelet access
+    /// it is not scraped and says why; other groups carry no credentials.
+    #[test]
+    fn credentialed_static_targets_carry_the_token_bound_to_their_url() {
+        let yaml = "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: MetricPipeline\nmetadata: {name: kaas-central}\nspec:\n  input: {static: {targets: [{addresses: ['kubernetes.default.svc:443'], scheme: https, serviceAccountCredentials: true, labels: {job: apiserver}}, {addresses: ['127.0.0.1:8429']}]}}\n  output: {prometheusRemoteWrite: {url: 'http://127.0.0.1:9090/api/v1/write'}}\n";
+        let resource: kaas_pipeline::MetricPipeline = serde_yaml::from_str(yaml).unwrap();
+        let pipeline = kaas_pipeline::validate(
+            &resource,
+            &kaas_pipeline::ValidationContext::observer(
+                kaas_pipeline::ProviderPolicy::unrestricted(),
+            ),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let access = KubeletAccess::new(dir.path(), true).unwrap();
+        let (targets, errors) = static_targets(&pipeline, Some(&access));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(targets.len(), 2);
+        let apiserver = &targets[0];
+        let credentials = apiserver.config.credentials.as_ref().unwrap();
+        assert_eq!(
+            credentials.bound_to.as_str(),
+            "https://kubernetes.default.svc/metrics"
+        );
+        assert_eq!(credentials.token_file, dir.path().join("token"));
+        assert!(apiserver.client.is_some());
+        assert!(targets[1].config.credentials.is_none());
+        assert!(targets[1].client.is_none());
+
+        let (targets, errors) = static_targets(&pipeline, None);
+        assert_eq!(targets.len(), 1, "only the plain target is scraped");
+        assert!(errors[0].contains("service-account token"), "{errors:?}");
     }
 }

@@ -165,7 +165,7 @@ fn checked_budget(bytes: u64) -> Result<u64, String> {
 
 /// The cluster the path and query name for `caller` (as on every cluster route), if it
 /// is not deleted.
-async fn live_cluster(
+pub(super) async fn live_cluster(
     caller: &Caller,
     state: &ApiState,
     name: Result<Path<String>, PathRejection>,

@@ -1,7 +1,8 @@
 //! The agent's install manifests for one cluster: exactly the objects of
 //! `deploy/agent/base` (Namespace, ServiceAccount, read-only RBAC, the data volume's
-//! PersistentVolumeClaim, the push Service and the Deployment), compiled into the
-//! binary, plus the Secret holding the join token and the observer's CA. The
+//! PersistentVolumeClaim, the push Service and the Deployment, then the cluster health
+//! producers kube-state-metrics and node-exporter), compiled into the binary, plus the
+//! Secret holding the join token and the observer's CA. The
 //! Deployment's `--observer` argument is set to the observer's control endpoint and
 //! every object is labelled with the cluster's name.
 //!
@@ -40,9 +41,14 @@ const SECRET_NAMESPACES_ARG: &str = "--secret-namespaces=";
 const SECRETS_ROLE: &str = "cluster-agent-secrets";
 
 /// `deploy/agent/base`'s files in the order they are applied (namespace first, the
-/// Deployment last so everything it mounts exists when its pod starts); the Secret is
-/// inserted before the Deployment.
-const BASE_FILES: [(&str, &str); 8] = [
+/// agent's Deployment after everything it mounts, so it exists when its pod starts);
+/// the Secret is inserted before the agent's Deployment. The cluster health producers
+/// come last, each file with its own objects (node-exporter's namespace first).
+///
+/// Issue 15, finding 3: the manifests used to end with the agent's Deployment, so no
+/// cluster the API or the Cluster API installer onboarded ran kube-state-metrics or a
+/// node exporter, and the Kubernetes alerts had no input.
+const BASE_FILES: [(&str, &str); 10] = [
     (
         "namespace.yaml",
         include_str!("../../../deploy/agent/base/namespace.yaml"),
@@ -74,6 +80,14 @@ const BASE_FILES: [(&str, &str); 8] = [
     (
         "deployment.yaml",
         include_str!("../../../deploy/agent/base/deployment.yaml"),
+    ),
+    (
+        "kube-state-metrics.yaml",
+        include_str!("../../../deploy/agent/base/kube-state-metrics.yaml"),
+    ),
+    (
+        "node-exporter.yaml",
+        include_str!("../../../deploy/agent/base/node-exporter.yaml"),
     ),
 ];
 
@@ -124,7 +138,7 @@ pub fn agent_documents(input: &ManifestInput<'_>) -> Result<Vec<Value>, Manifest
                 continue;
             }
             label_with_cluster(&mut value, input.cluster);
-            if value["kind"] == "Deployment" {
+            if is_agent_deployment(&value) {
                 documents.push(join_secret(input));
                 point_at_observer(&mut value, input)?;
             }
@@ -157,16 +171,21 @@ pub fn agent_manifest(input: &ManifestInput<'_>) -> Result<String, ManifestError
     Ok(text)
 }
 
+/// Whether `object` is the agent's own Deployment (not kube-state-metrics').
+fn is_agent_deployment(object: &Value) -> bool {
+    object["kind"] == "Deployment" && object["metadata"]["name"] == AGENT_NAME
+}
+
 /// Whether `object` is the base's Role or RoleBinding granting one namespace's Secrets.
 fn is_secrets_grant(object: &Value) -> bool {
     matches!(object["kind"].as_str(), Some("Role" | "RoleBinding"))
         && object["metadata"]["name"] == SECRETS_ROLE
 }
 
-/// Adds the cluster label to an object and, for the Deployment, to its pods.
+/// Adds the cluster label to an object and, for a workload, to its pods.
 fn label_with_cluster(object: &mut Value, cluster: &str) {
     object["metadata"]["labels"][CLUSTER_LABEL] = json!(cluster);
-    if object["kind"] == "Deployment" {
+    if matches!(object["kind"].as_str(), Some("Deployment" | "DaemonSet")) {
         object["spec"]["template"]["metadata"]["labels"][CLUSTER_LABEL] = json!(cluster);
     }
 }
@@ -287,10 +306,7 @@ mod tests {
                 assert!(!rules.contains("nodes/proxy"), "{rules}");
             }
         }
-        let deployment = documents
-            .iter()
-            .find(|d| d["kind"] == "Deployment")
-            .unwrap();
+        let deployment = documents.iter().find(|d| is_agent_deployment(d)).unwrap();
         let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
         assert!(
             args.contains("\"--secret-namespaces=kaas-observer,monitoring\""),
@@ -324,7 +340,16 @@ mod tests {
                 "Service",
                 "NetworkPolicy",
                 "Secret",
-                "Deployment"
+                "Deployment",
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Service",
+                "NetworkPolicy",
+                "Deployment",
+                "Namespace",
+                "ServiceAccount",
+                "DaemonSet",
             ]
         );
         for document in &documents {
@@ -367,6 +392,58 @@ mod tests {
         );
     }
 
+    /// Issue 15, finding 3: every onboarded cluster gets kube-state-metrics and
+    /// node-exporter beside the agent, from pinned upstream images, the node-level pods
+    /// in their own namespace at the `privileged` Pod Security level; the agent's
+    /// Deployment alone is wired to the observer.
+    #[test]
+    fn the_cluster_health_producers_come_with_the_agent() {
+        let documents = agent_documents(&input("CA")).unwrap();
+        let find = |kind: &str, name: &str| {
+            documents
+                .iter()
+                .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("{kind}/{name} is rendered"))
+        };
+        let image = |workload: &Value| {
+            workload["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let ksm = find("Deployment", "kube-state-metrics");
+        assert_eq!(ksm["metadata"]["namespace"], AGENT_NAMESPACE);
+        assert_eq!(
+            image(ksm),
+            "registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.20.0"
+        );
+        let node = find("DaemonSet", "node-exporter");
+        assert_eq!(image(node), "quay.io/prometheus/node-exporter:v1.12.1");
+        let namespace = find("Namespace", "kaas-observer-node");
+        assert_eq!(node["metadata"]["namespace"], "kaas-observer-node");
+        assert_eq!(
+            namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+            "privileged"
+        );
+        assert_eq!(
+            find("Namespace", AGENT_NAMESPACE)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+            "restricted"
+        );
+        let namespace_at = documents.iter().position(|d| d == namespace).unwrap();
+        let node_at = documents.iter().position(|d| d == node).unwrap();
+        assert!(namespace_at < node_at, "the namespace is applied first");
+        assert_eq!(
+            node["spec"]["template"]["metadata"]["labels"][CLUSTER_LABEL],
+            "prod-1"
+        );
+        // Only the agent gets the join Secret's mount and the observer's endpoint.
+        assert_eq!(
+            documents.iter().filter(|d| d["kind"] == "Secret").count(),
+            1
+        );
+        assert!(!ksm.to_string().contains("--observer"));
+    }
+
     #[test]
     fn the_values_survive_characters_that_mean_something_in_yaml() {
         let hostile = ManifestInput {
@@ -380,7 +457,7 @@ mod tests {
         let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
             .map(|d| serde_yaml::Value::deserialize(d).unwrap())
             .collect();
-        assert_eq!(documents.len(), 13);
+        assert_eq!(documents.len(), 22);
         assert_eq!(
             documents[11]["stringData"]["ca.crt"].as_str(),
             Some(hostile.ca_pem)

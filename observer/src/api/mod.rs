@@ -12,6 +12,7 @@ pub mod auth;
 pub mod budgets;
 pub mod cluster_api;
 pub mod clusters;
+pub mod control_plane;
 pub mod deletions;
 pub mod error;
 pub mod manifest;
@@ -131,6 +132,12 @@ pub fn app(state: ApiState) -> Router {
         .route(
             "/api/v1/clusters/{name}/buffer-budget",
             get(budgets::get).put(budgets::put).delete(budgets::delete),
+        )
+        .route(
+            "/api/v1/clusters/{name}/control-plane",
+            get(control_plane::get)
+                .put(control_plane::put)
+                .delete(control_plane::delete),
         )
         .route(
             "/api/v1/pipelines",

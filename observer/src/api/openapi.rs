@@ -15,6 +15,7 @@ use super::audit::{AuditList, MAX_AUDIT_PAGE};
 use super::budgets::{BufferBudgetView, SetBufferBudget};
 use super::cluster_api::{MapNamespaceRequest, NamespaceMappingList, NamespaceMappingView};
 use super::clusters::MAX_CLUSTER_PAGE;
+use super::control_plane::ControlPlaneView;
 use super::model::{
     AppliedPipeline, ClusterList, ClusterView, ConfirmedDeletions, CreateClusterRequest,
     CreateTenantRequest, CreateTokenRequest, CreatedCluster, CreatedToken, ErrorBody, JoinToken,
@@ -24,6 +25,7 @@ use super::model::{
 use super::probes::{ProbeEndpointList, ProbeEndpointRequest, ProbeEndpointView};
 use super::quotas::{SetQuotasRequest, TenantQuotasView};
 use super::secrets::RekeyResult;
+use crate::control_plane::ControlPlaneScrape;
 
 /// The document's `info.version`: the observer's version.
 const API_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -374,6 +376,17 @@ fn cluster_paths(s: &mut Schemas, answers: &Answers, shared: &Shared) -> Map<Str
             "delete": answers.operation("resetClusterBufferBudget", "clusters", "Return a cluster's buffer budget to the observer's default (admin).",
                 vec![shared.name.clone(), shared.cluster_tenant.clone()], None,
                 responses(vec![("200", ok("The budget.", s.of::<BufferBudgetView>()))]), READ_ONE),
+        },
+        "/api/v1/clusters/{name}/control-plane": {
+            "get": answers.operation("getClusterControlPlane", "clusters", "Read which control-plane components the provider's central pipeline scrapes on a cluster, how, and why not.",
+                vec![shared.name.clone(), shared.cluster_tenant.clone()], None,
+                responses(vec![("200", ok("The setting.", s.of::<ControlPlaneView>()))]), READ_ONE),
+            "put": answers.operation("setClusterControlPlane", "clusters", "Set which control-plane components the central pipeline scrapes on a cluster, and how (admin).",
+                vec![shared.name.clone(), shared.cluster_tenant.clone()], Some(json_body(s.of::<ControlPlaneScrape>())),
+                responses(vec![("200", ok("The setting.", s.of::<ControlPlaneView>()))]), WRITE),
+            "delete": answers.operation("resetClusterControlPlane", "clusters", "Return a cluster's control-plane setting to the defaults (admin).",
+                vec![shared.name.clone(), shared.cluster_tenant.clone()], None,
+                responses(vec![("200", ok("The setting.", s.of::<ControlPlaneView>()))]), READ_ONE),
         },
     });
     into_map(paths)

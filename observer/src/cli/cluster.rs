@@ -1,4 +1,4 @@
-//! `observer cluster add|list|get|delete|join-token|revoke-certificates|confirm-deletions`.
+//! `observer cluster add|list|get|delete|join-token|revoke-certificates|confirm-deletions|control-plane`.
 //!
 //! `add` prints the join token and writes the agent's install manifests to standard
 //! output (or `--manifest-file`). When the manifests go to standard output, the other
@@ -14,10 +14,12 @@ use reqwest::Method;
 use super::client::ApiClient;
 use super::print::{age, labels, structured, table};
 use super::{CommandError, EXIT_OK, Format, OutputArgs};
+use crate::api::control_plane::ControlPlaneView;
 use crate::api::model::{
     ClusterList, ClusterView, ConfirmedDeletions, CreateClusterRequest, CreatedCluster, JoinToken,
     Revoked,
 };
+use crate::control_plane::ControlPlaneScrape;
 
 /// `observer cluster …`.
 #[derive(Debug, Subcommand)]
@@ -39,6 +41,28 @@ pub enum ClusterCommand {
     /// `observer status`): each source applies them at its next pass if its evidence
     /// still holds.
     ConfirmDeletions(ConfirmArgs),
+    /// Show which control-plane components the provider's central pipeline scrapes on
+    /// a cluster, how, and why not; `--set FILE` or `--reset` change it (admin).
+    ControlPlane(ControlPlaneArgs),
+}
+
+/// `observer cluster control-plane`.
+#[derive(Debug, Args)]
+pub struct ControlPlaneArgs {
+    /// The cluster's name; with an admin token and no --tenant, its global id.
+    pub name: String,
+    /// The tenant whose cluster NAME is (admin).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Set the cluster's control-plane setting from this YAML or JSON file (admin;
+    /// docs/operator-guide.md, "Cluster health data").
+    #[arg(long, value_name = "FILE", conflicts_with = "reset")]
+    pub set: Option<PathBuf>,
+    /// Return the cluster to the default setting (admin).
+    #[arg(long)]
+    pub reset: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `observer cluster confirm-deletions`.
@@ -65,6 +89,10 @@ pub struct AddArgs {
     /// Write the install manifests here instead of to standard output.
     #[arg(long, value_name = "FILE")]
     pub manifest_file: Option<PathBuf>,
+    /// Which control-plane components the central pipeline scrapes, and how (a YAML or
+    /// JSON file; admin). Checked before the cluster is registered, set right after.
+    #[arg(long, value_name = "FILE")]
+    pub control_plane: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -213,6 +241,7 @@ pub async fn run(
             }
             Ok(EXIT_OK)
         }
+        ClusterCommand::ControlPlane(args) => control_plane(client, args, out).await,
         ClusterCommand::JoinToken(args) => {
             let answer: JoinToken = client
                 .call(
@@ -268,6 +297,13 @@ async fn add(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, CommandError> {
+    // Read and checked first, so a bad file registers nothing.
+    let control_plane = args
+        .control_plane
+        .as_ref()
+        .map(read_control_plane)
+        .transpose()?;
+    let tenant = args.tenant.clone();
     let request = CreateClusterRequest {
         name: args.name,
         tenant: args.tenant,
@@ -282,6 +318,22 @@ async fn add(
             Some(&request),
         )
         .await?;
+    if let Some(setting) = &control_plane {
+        let _: ControlPlaneView = client
+            .call(
+                Method::PUT,
+                &[
+                    "api",
+                    "v1",
+                    "clusters",
+                    &created.cluster.name,
+                    "control-plane",
+                ],
+                &tenant_query(tenant),
+                Some(setting),
+            )
+            .await?;
+    }
     deliver(
         args.output.output,
         &created,
@@ -293,6 +345,55 @@ async fn add(
         out,
         err,
     )
+}
+
+/// Reads a control-plane setting file (YAML, of which JSON is a subset) and checks it
+/// as the API will.
+fn read_control_plane(path: &PathBuf) -> Result<ControlPlaneScrape, CommandError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let setting: ControlPlaneScrape = serde_yaml::from_str(&text)
+        .map_err(|e| CommandError::Usage(format!("{}: {e}", path.display())))?;
+    setting
+        .validate()
+        .map_err(|e| CommandError::Usage(format!("{}: {e}", path.display())))?;
+    Ok(setting)
+}
+
+/// `observer cluster control-plane`: shows, sets or resets the setting.
+async fn control_plane(
+    client: &ApiClient,
+    args: ControlPlaneArgs,
+    out: &mut dyn Write,
+) -> Result<u8, CommandError> {
+    let path = ["api", "v1", "clusters", &args.name, "control-plane"];
+    let query = tenant_query(args.tenant);
+    let view: ControlPlaneView = if let Some(file) = &args.set {
+        let setting = read_control_plane(file)?;
+        client
+            .call(Method::PUT, &path, &query, Some(&setting))
+            .await?
+    } else if args.reset {
+        client.call(Method::DELETE, &path, &query, None).await?
+    } else {
+        client.call(Method::GET, &path, &query, None).await?
+    };
+    if !structured(out, args.output.output, &view)? {
+        let rows: Vec<Vec<String>> = view
+            .components
+            .iter()
+            .map(|c| {
+                vec![
+                    c.job.clone(),
+                    yes_no(c.scraped),
+                    c.how.clone(),
+                    c.reason.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        table(out, &["COMPONENT", "SCRAPED", "HOW", "REASON"], &rows)?;
+    }
+    Ok(EXIT_OK)
 }
 
 /// Prints a join token and writes the manifests where they were asked for.

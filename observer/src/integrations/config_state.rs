@@ -38,8 +38,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use super::remote_write::{Series, SeriesSource};
+use crate::control_plane::ValidatedControlPlane;
 use crate::rendering::CentralPipelineSettings;
-use crate::rendering::render_for_cluster;
+use crate::rendering::render_for_cluster_with;
 use crate::store::{Change, Cluster, ConfigReport, Store, StoreError, StoredPipeline};
 
 /// The metric's name.
@@ -111,6 +112,18 @@ pub fn cluster_config_states(
     reports: &BTreeMap<String, ConfigReport>,
     central: Option<&CentralPipelineSettings>,
 ) -> Vec<ClusterConfigState> {
+    cluster_config_states_with(pipelines, clusters, reports, central, &BTreeMap::new())
+}
+
+/// [`cluster_config_states`] with the clusters' control-plane settings (by global id),
+/// which shape their central pipelines and so their desired configurations. Pure.
+pub fn cluster_config_states_with(
+    pipelines: &[StoredPipeline],
+    clusters: &[Cluster],
+    reports: &BTreeMap<String, ConfigReport>,
+    central: Option<&CentralPipelineSettings>,
+    control_planes: &BTreeMap<String, ValidatedControlPlane>,
+) -> Vec<ClusterConfigState> {
     let mut by_tenant: BTreeMap<&str, Vec<&StoredPipeline>> = BTreeMap::new();
     for stored in pipelines {
         by_tenant
@@ -135,7 +148,13 @@ pub fn cluster_config_states(
             continue;
         }
         let validated: Vec<_> = selected.iter().map(|p| p.pipeline.clone()).collect();
-        let desired = render_for_cluster(cluster, &validated, central).hash_hex();
+        let desired = render_for_cluster_with(
+            cluster,
+            &validated,
+            central,
+            control_planes.get(&cluster.id),
+        )
+        .hash_hex();
         let state = state_of(reports.get(&cluster.id), &desired);
         for stored in selected {
             states.push(ClusterConfigState {
@@ -254,8 +273,13 @@ async fn compute(
     }
     let clusters = store.list_clusters(None).await?;
     let reports = store.config_reports().await?;
-    Ok(cluster_config_states(
-        &pipelines, &clusters, &reports, central,
+    let control_planes = store.cluster_control_planes(None).await?;
+    Ok(cluster_config_states_with(
+        &pipelines,
+        &clusters,
+        &reports,
+        central,
+        &control_planes,
     ))
 }
 

@@ -63,7 +63,9 @@ pub struct IntegrationFlags {
     /// the agents with the central pipelines. Default: the system roots.
     #[arg(long, value_name = "FILE")]
     pub receive_gateway_ca_file: Option<PathBuf>,
-    /// What the central pipeline collects besides the agent's own metrics
+    /// What the central pipeline (`kaas-central`) collects besides the cluster health
+    /// data it always collects (kube-state-metrics, node-exporter, the control plane as
+    /// each cluster's setting says); the agent's own metrics go in `kaas-central-agent`
     /// (comma-separated; the flag without a value for nothing else).
     #[arg(
         long,

@@ -1,8 +1,28 @@
 //! The default central pipelines every cluster runs: its workloads' and runtime's
-//! metrics (`kaas-central`), and the agent's own `/metrics` (`kaas-central-agent`), to
-//! the provider's receive gateway (`observer gateway`, [`crate::gateway`]), which files
-//! them in Thanos receive.
+//! metrics with the cluster health data (`kaas-central`), and the agent's own
+//! `/metrics` (`kaas-central-agent`), to the provider's receive gateway
+//! (`observer gateway`, [`crate::gateway`]), which files them in Thanos receive.
 //!
+//! # What they scrape (the input side)
+//! Each source with the `job` the alerts in `alerts/` select
+//! (`observer/tests/alert_inputs.rs` checks every rule against these jobs):
+//!
+//! | `job` | pipeline | how |
+//! |---|---|---|
+//! | `kubelet` | `kaas-central` | the runtime input, `metrics_path` `/metrics`, `/metrics/cadvisor`, `/metrics/resource`, every namespace |
+//! | `kube-state-metrics` | `kaas-central` | the Service [`KUBE_STATE_METRICS_ADDRESS`] installed with the agent, `honor_labels` (its `namespace`/`pod` are the objects') |
+//! | `node-exporter` | `kaas-central` | the DaemonSet's pods in [`NODE_EXPORTER_NAMESPACE`], found by their `prometheus.io` annotations |
+//! | `apiserver`, `kube-scheduler`, `kube-controller-manager`, `etcd`, `coredns` | `kaas-central` | the cluster's control-plane setting ([`crate::control_plane`]) |
+//! | [`AGENT_JOB`] | `kaas-central-agent` | the agent's own `/metrics` |
+//!
+//! Annotated workloads are collected from every namespace, `kube-system` included: the
+//! provider's pipeline watches the whole cluster, while tenant pipelines keep leaving
+//! the system namespaces out by default. The cluster health data is always collected,
+//! so `kaas-central` exists even with `--central-inputs` empty.
+//!
+//! Issue 15, finding 3: this pipeline used to scrape only annotated workloads outside
+//! the system namespaces, the kubelets and the agent; with no kube-state-metrics, no
+//! node exporter and no control plane, 11 of the 15 Kubernetes alerts had no input.//!
 //! # Nothing in the workload cluster chooses a tenant
 //!
 //! The tenant is cluster-admin in its workload cluster and can read everything the
@@ -15,10 +35,11 @@
 //! path of its own ([`GATEWAY_AGENT_PATH`]) so the gateway recognises the agent's
 //! families by their origin, never by a label a workload could set.
 //!
-//! Nothing is stored per cluster, and nothing depends on the cluster:
-//! [`central_pipelines`] is a pure function of the [`CentralPipelineSettings`] (from
-//! `observer serve` flags), and the control service adds its result to the tenant
-//! pipelines it renders for each cluster. Rendering adds the `cluster` external label
+//! Nothing of the pipelines is stored per cluster but the cluster's control-plane
+//! setting: [`central_pipelines_with`] is a pure function of the
+//! [`CentralPipelineSettings`] (from `observer serve` flags) and that setting
+//! ([`central_pipelines`] with the default one), and the control service adds its
+//! result to the tenant pipelines it renders for each cluster. Rendering adds the `cluster` external label
 //! to every pipeline, these included; the gateway keeps it where it equals the
 //! certificate's cluster and renames any other to `exported_cluster`. Thanos receive
 //! files each request under the gateway's tenant header as its own tenant label,
@@ -35,12 +56,15 @@ use kaas_pipeline::input::{
     Input, NamespaceSelector, RuntimeInput, StaticInput, StaticTargetGroup, WorkloadInput,
 };
 use kaas_pipeline::output::{Output, RemoteWriteOutput, Tls};
+use kaas_pipeline::processors::{Processors, RelabelConfig};
 use kaas_pipeline::secret::{SecretString, ValueSource};
 use kaas_pipeline::units::ByteSize;
 use kaas_pipeline::{
     MetricPipeline, MetricPipelineSpec, ProviderPolicy, ValidatedPipeline, ValidationContext,
     ValidationErrors,
 };
+
+use crate::control_plane::ValidatedControlPlane;
 
 /// The central workload pipeline's name, the same on every cluster.
 pub const CENTRAL_PIPELINE_NAME: &str = "kaas-central";
@@ -72,6 +96,19 @@ pub const AGENT_PIPELINE_BUFFER_MAX_BYTES: u64 = 64 << 20;
 /// gateway sets it.
 pub const TENANT_LABEL: &str = "tenant";
 
+/// The `job` of kube-state-metrics' series.
+pub const KUBE_STATE_METRICS_JOB: &str = "kube-state-metrics";
+/// kube-state-metrics' Service as the agent reaches it (`deploy/agent/base`, in the
+/// agent's namespace, port `http-metrics`); one replica, so one static target.
+pub const KUBE_STATE_METRICS_ADDRESS: &str = "kube-state-metrics.kaas-observer.svc:8080";
+/// The `job` of the node exporters' series.
+pub const NODE_EXPORTER_JOB: &str = "node-exporter";
+/// The namespace of the node-exporter DaemonSet (`deploy/agent/base/node-exporter.yaml`),
+/// the node-level pods' own, at the `privileged` Pod Security level.
+pub const NODE_EXPORTER_NAMESPACE: &str = "kaas-observer-node";
+/// The `app.kubernetes.io/name` of the node-exporter pods.
+pub const NODE_EXPORTER_APP: &str = "node-exporter";
+
 /// Whether `name` is reserved for the observer's own pipelines. The API should refuse
 /// tenant pipelines with such names.
 pub fn is_reserved_pipeline_name(name: &str) -> bool {
@@ -81,8 +118,9 @@ pub fn is_reserved_pipeline_name(name: &str) -> bool {
 /// Which of a cluster's metrics the central pipeline collects, besides the agent's own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CentralScrape {
-    /// Pods and Services annotated `prometheus.io/scrape` (system namespaces excluded,
-    /// as for tenant pipelines).
+    /// Pods and Services annotated `prometheus.io/scrape`, in every namespace (system
+    /// namespaces included, unlike tenant pipelines' default); the cluster health
+    /// producers' are scraped either way.
     pub prometheus_annotations: bool,
     /// kubelet, cAdvisor and node metrics, system namespaces included: the provider
     /// watches the whole cluster.
@@ -147,21 +185,24 @@ impl CentralPipelineSettings {
     }
 
     fn validated(&self) -> Result<Vec<ValidatedPipeline>, ValidationErrors> {
-        self.resources()
+        self.validated_with(&ValidatedControlPlane::default())
+    }
+
+    fn validated_with(
+        &self,
+        control_plane: &ValidatedControlPlane,
+    ) -> Result<Vec<ValidatedPipeline>, ValidationErrors> {
+        self.resources(control_plane)
             .iter()
             .map(|resource| kaas_pipeline::validate(resource, &provider_validation()))
             .collect()
     }
 
-    /// The pipeline resources: the workload pipeline when it collects anything, and
-    /// always the agent's self-scrape.
-    fn resources(&self) -> Vec<MetricPipeline> {
-        let mut resources = Vec::with_capacity(2);
-        if self.scrape.prometheus_annotations || self.scrape.runtime {
-            resources.push(self.workload_resource());
-        }
-        resources.push(self.agent_resource());
-        resources
+    /// The pipeline resources: the workload pipeline, which always collects the cluster
+    /// health data (the control plane as `control_plane` says), and the agent's
+    /// self-scrape.
+    fn resources(&self, control_plane: &ValidatedControlPlane) -> Vec<MetricPipeline> {
+        vec![self.workload_resource(control_plane), self.agent_resource()]
     }
 
     /// The output every central pipeline shares but for its path: the gateway, the
@@ -185,14 +226,24 @@ impl CentralPipelineSettings {
         }
     }
 
-    /// The workload and runtime pipeline.
-    fn workload_resource(&self) -> MetricPipeline {
+    /// The workload, runtime and cluster health pipeline, scraping the control plane
+    /// as `control_plane` says.
+    fn workload_resource(&self, control_plane: &ValidatedControlPlane) -> MetricPipeline {
         let scrape = &self.scrape;
+        // kube-state-metrics' own `namespace`, `pod` and `container` labels name the
+        // objects it reports on, so they win over the target's.
+        let mut targets = vec![StaticTargetGroup {
+            addresses: vec![KUBE_STATE_METRICS_ADDRESS.to_owned()],
+            labels: BTreeMap::from([("job".to_owned(), KUBE_STATE_METRICS_JOB.to_owned())]),
+            honor_labels: true,
+            ..StaticTargetGroup::default()
+        }];
+        targets.extend(control_plane.static_groups());
         let input = Input {
             scrape_interval: scrape.interval.clone(),
-            prometheus: scrape.prometheus_annotations.then(|| WorkloadInput {
+            prometheus: Some(WorkloadInput {
                 enabled: true,
-                namespaces: NamespaceSelector::default(),
+                namespaces: workload_namespaces(scrape.prometheus_annotations, control_plane),
             }),
             runtime: scrape.runtime.then(|| RuntimeInput {
                 enabled: true,
@@ -202,12 +253,17 @@ impl CentralPipelineSettings {
                 },
                 ..RuntimeInput::default()
             }),
+            static_targets: Some(StaticInput { targets }),
             ..Input::default()
         };
         MetricPipeline::new(
             CENTRAL_PIPELINE_NAME,
             MetricPipelineSpec {
                 input,
+                processors: Processors {
+                    relabel_configs: job_rules(scrape.prometheus_annotations, control_plane),
+                    ..Processors::default()
+                },
                 output: self.output(GATEWAY_WORKLOAD_PATH),
                 buffer: self.buffer.clone(),
                 ..MetricPipelineSpec::default()
@@ -243,8 +299,9 @@ impl CentralPipelineSettings {
     }
 }
 
-/// The central pipelines, the same for every cluster (the gateway tells clusters apart
-/// by their certificates), with no cluster selector (the observer adds them to each
+/// The central pipelines with the default control-plane setting, the same for every
+/// cluster but for that setting (the gateway tells clusters apart by their
+/// certificates), with no cluster selector (the observer adds them to each
 /// cluster's configuration).
 ///
 /// Pure. It fails only if the settings are invalid (which
@@ -254,6 +311,96 @@ pub fn central_pipelines(
 ) -> Result<Vec<ValidatedPipeline>, ValidationErrors> {
     settings.validated()
 }
+
+/// [`central_pipelines`] for a cluster whose control-plane setting is `control_plane`
+/// (only `kaas-central` depends on it).
+pub fn central_pipelines_with(
+    settings: &CentralPipelineSettings,
+    control_plane: &ValidatedControlPlane,
+) -> Result<Vec<ValidatedPipeline>, ValidationErrors> {
+    settings.validated_with(control_plane)
+}
+
+/// The namespaces annotated workloads are found in: every one, the system namespaces
+/// included, when the provider collects annotated workloads; otherwise only those of
+/// the cluster health producers (node-exporter, the annotated control-plane Services).
+fn workload_namespaces(
+    annotations: bool,
+    control_plane: &ValidatedControlPlane,
+) -> NamespaceSelector {
+    if annotations {
+        return NamespaceSelector {
+            system: true,
+            ..NamespaceSelector::default()
+        };
+    }
+    let mut include = vec![NODE_EXPORTER_NAMESPACE.to_owned()];
+    for (namespace, _, _) in control_plane.services() {
+        if !include.iter().any(|n| n == namespace) {
+            include.push(namespace.to_owned());
+        }
+    }
+    NamespaceSelector {
+        include,
+        ..NamespaceSelector::default()
+    }
+}
+
+/// Target relabel rules naming the jobs of the producers found by discovery: the
+/// node-exporter pods (by namespace and app label, so a workload elsewhere cannot pass
+/// for one) and the annotated control-plane Services. Without annotated workloads in
+/// general, every other discovered target is dropped.
+fn job_rules(annotations: bool, control_plane: &ValidatedControlPlane) -> Vec<RelabelConfig> {
+    let name = |source: &[&str], regex: String, job: &str| RelabelConfig {
+        source_labels: Some(source.iter().map(|s| (*s).to_owned()).collect()),
+        regex: Some(regex),
+        target_label: Some("job".to_owned()),
+        replacement: Some(job.to_owned()),
+        action: Some("replace".to_owned()),
+        ..RelabelConfig::default()
+    };
+    let mut rules = vec![name(
+        &[
+            "__meta_kubernetes_namespace",
+            "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+        ],
+        format!("{NODE_EXPORTER_NAMESPACE};{NODE_EXPORTER_APP}"),
+        NODE_EXPORTER_JOB,
+    )];
+    let mut jobs: Vec<String> = [KUBE_STATE_METRICS_JOB, NODE_EXPORTER_JOB, KUBELET_JOB]
+        .map(str::to_owned)
+        .into();
+    for (namespace, service, job) in control_plane.services() {
+        rules.push(name(
+            &[
+                "__meta_kubernetes_namespace",
+                "__meta_kubernetes_service_name",
+            ],
+            format!("{namespace};{service}"),
+            job,
+        ));
+        jobs.push(job.to_owned());
+    }
+    if !annotations {
+        jobs.extend(
+            control_plane
+                .static_groups()
+                .iter()
+                .filter_map(|g| g.labels.get("job").cloned()),
+        );
+        rules.push(RelabelConfig {
+            source_labels: Some(vec!["job".to_owned()]),
+            regex: Some(jobs.join("|")),
+            action: Some("keep".to_owned()),
+            ..RelabelConfig::default()
+        });
+    }
+    rules
+}
+
+/// The `job` of the kubelet targets of the runtime input (set by the agent, as the
+/// kubernetes-mixin expects; `metrics_path` tells its three endpoints apart).
+pub const KUBELET_JOB: &str = "kubelet";
 
 /// How the provider's own pipelines are validated: distributed by the observer (so no
 /// file reads), but free to write to the central receiver and to present the agent's
@@ -312,7 +459,16 @@ mod tests {
             assert!(rw.authentication.is_none());
             let tls = rw.tls.unwrap();
             assert!(tls.agent_identity && tls.cert.is_none() && tls.key.is_none());
-            assert!(pipeline.processors.relabel.is_empty());
+            // The only rules name the health producers' jobs; none sets a tenant.
+            assert!(
+                pipeline
+                    .processors
+                    .relabel
+                    .iter()
+                    .all(|rule| rule.target_label == "job"),
+                "{:?}",
+                pipeline.processors.relabel
+            );
         }
     }
 
@@ -341,14 +497,146 @@ mod tests {
         );
         assert!(agent.input.prometheus.is_none() && agent.input.runtime.is_none());
         let input = &by_name[CENTRAL_PIPELINE_NAME].spec().input;
-        assert!(input.static_targets.is_none());
+        let groups = &input.static_targets.as_ref().unwrap().targets;
+        assert!(
+            groups.iter().all(|g| !g
+                .addresses
+                .contains(&DEFAULT_AGENT_METRICS_ADDRESS.to_owned())
+                && g.labels["job"] != AGENT_JOB),
+            "{groups:?}"
+        );
         assert!(input.prometheus.as_ref().is_some_and(|p| p.enabled));
         let runtime = input.runtime.as_ref().unwrap();
         assert!(runtime.enabled && runtime.namespaces.system);
     }
 
+    /// The meta labels of a node-exporter pod, as pod discovery gives them.
+    const NODE_EXPORTER_POD: &[(&str, &str)] = &[
+        ("__meta_kubernetes_namespace", NODE_EXPORTER_NAMESPACE),
+        (
+            "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+            NODE_EXPORTER_APP,
+        ),
+    ];
+    /// The meta labels of an endpoint of CoreDNS' Service.
+    const COREDNS_SERVICE: &[(&str, &str)] = &[
+        ("__meta_kubernetes_namespace", "kube-system"),
+        ("__meta_kubernetes_service_name", "kube-dns"),
+    ];
+
+    /// The `job` a discovered target ends with, through the pipeline's target rules.
+    fn job_of(pipeline: &ValidatedPipeline, meta: &[(&str, &str)]) -> Option<String> {
+        let mut labels: BTreeMap<String, String> = meta
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        labels.insert("job".into(), CENTRAL_PIPELINE_NAME.into());
+        for rule in &pipeline.processors.relabel {
+            let source = rule
+                .source_labels
+                .iter()
+                .map(|l| labels.get(l).cloned().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(&rule.separator);
+            let matched = rule.regex.is_match(&source);
+            match rule.action {
+                kaas_pipeline::processors::RelabelAction::Keep if !matched => return None,
+                kaas_pipeline::processors::RelabelAction::Replace if matched => {
+                    labels.insert(rule.target_label.clone(), rule.replacement.clone());
+                }
+                _ => {}
+            }
+        }
+        labels.get("job").cloned()
+    }
+
+    /// Issue 15, finding 3: the cluster health producers are scraped with the jobs the
+    /// alerts select; kube-system is collected; a workload elsewhere that calls itself
+    /// node-exporter keeps the pipeline's job.
     #[test]
-    fn inputs_can_be_switched_off_and_the_agent_is_still_scraped() {
+    fn the_cluster_health_producers_are_scraped_with_their_jobs() {
+        let by_name = pipelines(&settings());
+        let pipeline = &by_name[CENTRAL_PIPELINE_NAME];
+        let input = &pipeline.spec().input;
+        let groups = &input.static_targets.as_ref().unwrap().targets;
+        let ksm = groups
+            .iter()
+            .find(|g| g.labels["job"] == KUBE_STATE_METRICS_JOB)
+            .unwrap();
+        assert_eq!(ksm.addresses, [KUBE_STATE_METRICS_ADDRESS]);
+        assert!(ksm.honor_labels);
+        let namespaces = &input.prometheus.as_ref().unwrap().namespaces;
+        assert!(namespaces.admits("kube-system") && namespaces.admits(NODE_EXPORTER_NAMESPACE));
+        assert_eq!(
+            job_of(pipeline, NODE_EXPORTER_POD).as_deref(),
+            Some(NODE_EXPORTER_JOB)
+        );
+        let impostor = [
+            ("__meta_kubernetes_namespace", "shop"),
+            (
+                "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+                NODE_EXPORTER_APP,
+            ),
+        ];
+        assert_eq!(
+            job_of(pipeline, &impostor).as_deref(),
+            Some(CENTRAL_PIPELINE_NAME)
+        );
+        assert_eq!(
+            job_of(pipeline, COREDNS_SERVICE).as_deref(),
+            Some("coredns")
+        );
+    }
+
+    #[test]
+    fn the_clusters_control_plane_setting_decides_what_of_it_is_scraped() {
+        let setting: crate::control_plane::ControlPlaneScrape =
+            serde_json::from_value(serde_json::json!({
+                "etcd": {"addresses": ["10.0.0.10:2381"]},
+                "coredns": {"notScraped": "hosted DNS"}
+            }))
+            .unwrap();
+        let control_plane = setting.validate().unwrap();
+        let mut settings = settings();
+        settings.scrape.prometheus_annotations = false;
+        let pipeline = central_pipelines_with(&settings, &control_plane)
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name() == CENTRAL_PIPELINE_NAME)
+            .unwrap();
+        let groups = &pipeline
+            .spec()
+            .input
+            .static_targets
+            .as_ref()
+            .unwrap()
+            .targets;
+        let etcd = groups.iter().find(|g| g.labels["job"] == "etcd").unwrap();
+        assert_eq!(etcd.addresses, ["10.0.0.10:2381"]);
+        // Without annotated workloads, only the producers' namespaces are watched and
+        // any other discovered target is dropped; CoreDNS is not scraped.
+        let namespaces = &pipeline
+            .spec()
+            .input
+            .prometheus
+            .as_ref()
+            .unwrap()
+            .namespaces;
+        assert_eq!(namespaces.include, [NODE_EXPORTER_NAMESPACE]);
+        assert_eq!(job_of(&pipeline, COREDNS_SERVICE), None);
+        assert_eq!(
+            job_of(&pipeline, NODE_EXPORTER_POD).as_deref(),
+            Some(NODE_EXPORTER_JOB)
+        );
+        assert_eq!(
+            job_of(&pipeline, &[]),
+            None,
+            "an annotated workload is dropped"
+        );
+    }
+
+    #[test]
+    fn inputs_can_be_switched_off_and_the_agent_and_health_data_are_still_scraped() {
         let mut settings = settings();
         settings.scrape = CentralScrape {
             prometheus_annotations: false,
@@ -358,12 +646,19 @@ mod tests {
         let by_name = pipelines(&settings);
         assert_eq!(
             by_name.keys().map(String::as_str).collect::<Vec<_>>(),
-            [CENTRAL_AGENT_PIPELINE_NAME]
+            [CENTRAL_PIPELINE_NAME, CENTRAL_AGENT_PIPELINE_NAME]
         );
+        for pipeline in by_name.values() {
+            assert_eq!(pipeline.scrape.interval, std::time::Duration::from_secs(15));
+        }
+        // Annotated workloads only in the producers' namespaces (node-exporter, CoreDNS).
+        let workload = by_name[CENTRAL_PIPELINE_NAME].spec();
+        let prometheus = workload.input.prometheus.as_ref().unwrap();
         assert_eq!(
-            by_name[CENTRAL_AGENT_PIPELINE_NAME].scrape.interval,
-            std::time::Duration::from_secs(15)
+            prometheus.namespaces.include,
+            [NODE_EXPORTER_NAMESPACE, "kube-system"]
         );
+        assert!(workload.input.runtime.is_none());
     }
 
     #[test]
@@ -413,7 +708,7 @@ mod tests {
 
     #[test]
     fn a_tenant_pipeline_cannot_present_the_agents_certificate() {
-        let mut resource = settings().workload_resource();
+        let mut resource = settings().workload_resource(&ValidatedControlPlane::default());
         resource.metadata.name = Some("shop-to-vendor".into());
         let errors = kaas_pipeline::validate(&resource, &ValidationContext::tenant_default())
             .unwrap_err()

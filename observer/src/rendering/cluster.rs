@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::agent_config::{AgentConfig, ConfigTemplate, RenderedConfig};
 
-use super::central::{CentralPipelineSettings, central_pipelines};
+use super::central::{CentralPipelineSettings, central_pipelines_with};
+use crate::control_plane::ValidatedControlPlane;
 use crate::store::Cluster;
 
 /// The rendered configuration for `cluster` running `pipelines` (already selected).
@@ -19,21 +20,34 @@ pub fn render_for_cluster(
     pipelines: &[ValidatedPipeline],
     central: Option<&CentralPipelineSettings>,
 ) -> RenderedConfig {
-    config_template(cluster, pipelines, central).render(&external_labels(cluster))
+    render_for_cluster_with(cluster, pipelines, central, None)
+}
+
+/// [`render_for_cluster`] for a cluster with its own control-plane setting.
+pub fn render_for_cluster_with(
+    cluster: &Cluster,
+    pipelines: &[ValidatedPipeline],
+    central: Option<&CentralPipelineSettings>,
+    control_plane: Option<&ValidatedControlPlane>,
+) -> RenderedConfig {
+    config_template(cluster, pipelines, central, control_plane).render(&external_labels(cluster))
 }
 
 /// The template of the configuration of `cluster`'s tenant running `pipelines`, plus
-/// the central pipeline with `central`; [`external_labels`] complete it for a cluster.
+/// the central pipeline with `central`, scraping the control plane as `control_plane`
+/// says (the defaults when `None`); [`external_labels`] complete it for a cluster.
 pub(super) fn config_template(
     cluster: &Cluster,
     pipelines: &[ValidatedPipeline],
     central: Option<&CentralPipelineSettings>,
+    control_plane: Option<&ValidatedControlPlane>,
 ) -> ConfigTemplate {
     let Some(settings) = central else {
         return AgentConfig::template(pipelines);
     };
     let mut all = pipelines.to_vec();
-    match central_pipelines(settings) {
+    let defaults = ValidatedControlPlane::default();
+    match central_pipelines_with(settings, control_plane.unwrap_or(&defaults)) {
         Ok(central) => all.extend(central),
         Err(error) => {
             tracing::error!(cluster = %cluster.id, %error, "the central pipelines are invalid for this cluster; left out");

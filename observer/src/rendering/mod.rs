@@ -5,7 +5,8 @@
 //!   ([`render_for_cluster`]);
 //! * [`tenant_cache`]: each tenant's pipelines as last read, with the templates rendered
 //!   from them, shared by every agent stream of the tenant and by the status task;
-//! * [`central`]: the provider's central pipeline every cluster runs.
+//! * [`central`]: the provider's central pipeline every cluster runs, with each
+//!   cluster's control-plane setting ([`crate::control_plane`]).
 //!
 //! Rendering is a pure function of stored data: the control service
 //! ([`crate::control`]) renders to push a configuration, its status task and the
@@ -19,7 +20,7 @@ pub mod tenant_cache;
 
 pub use central::{
     CENTRAL_AGENT_PIPELINE_NAME, CENTRAL_PIPELINE_NAME, CentralPipelineSettings, CentralScrape,
-    DEFAULT_TENANT_HEADER, central_pipelines, is_reserved_pipeline_name,
+    DEFAULT_TENANT_HEADER, central_pipelines, central_pipelines_with, is_reserved_pipeline_name,
 };
-pub use cluster::render_for_cluster;
+pub use cluster::{render_for_cluster, render_for_cluster_with};
 pub use tenant_cache::{Pipelines, TenantConfigs, TenantPipelines};

@@ -31,6 +31,12 @@
 //! The cache holds the pipelines with their inline secrets in plaintext, as a render
 //! needs them; they never leave the process except in an agent's configuration.
 //!
+//! # Control-plane settings
+//! The central pipeline of a cluster depends on the cluster's control-plane setting
+//! ([`crate::control_plane`]), read with the tenant's pipelines; a cluster with its own
+//! setting gets its own template, the others share theirs. Setting one publishes
+//! `Change::Tenant`, which invalidates the tenant's entry like a pipeline change.
+//!
 //! # Unreadable pipelines
 //! A stored pipeline the observer cannot read (a secret sealed with a key it was not
 //! given, or for another object; see `store::pipeline_rows`) is kept apart in
@@ -38,7 +44,7 @@
 //! pipelines, and the status task writes its condition. Before, one such row failed
 //! every render of its tenant's clusters (issue 13, finding 10).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kaas_pipeline::agent_config::{ConfigTemplate, RenderedConfig};
@@ -46,6 +52,7 @@ use tokio::sync::OnceCell;
 
 use super::central::CentralPipelineSettings;
 use super::cluster::{config_template, external_labels};
+use crate::control_plane::ValidatedControlPlane;
 use crate::store::pipeline_rows::{PipelineRow, UnreadablePipeline};
 use crate::store::{Cluster, Store, StoreError, StoredPipeline};
 
@@ -54,9 +61,16 @@ pub struct TenantConfigs {
     pipelines: Vec<StoredPipeline>,
     unreadable: Vec<UnreadablePipeline>,
     central: Option<Arc<CentralPipelineSettings>>,
-    /// By the indexes (into `pipelines`) of the pipelines a cluster's labels select.
-    templates: Mutex<HashMap<Vec<usize>, Arc<ConfigTemplate>>>,
+    /// The control-plane settings of the tenant's clusters that have one, by global id.
+    control_planes: BTreeMap<String, ValidatedControlPlane>,
+    /// By the indexes (into `pipelines`) of the pipelines a cluster's labels select, and
+    /// the cluster's id if it has its own control-plane setting.
+    templates: Mutex<HashMap<TemplateKey, Arc<ConfigTemplate>>>,
 }
+
+/// What a template depends on: the selected pipelines, and the cluster whose own
+/// control-plane setting shapes its central pipeline (`None`: the defaults).
+type TemplateKey = (Vec<usize>, Option<String>);
 
 impl TenantConfigs {
     /// The tenant's pipelines, by name.
@@ -92,9 +106,12 @@ impl TenantConfigs {
             })
             .map(|(index, _)| index)
             .collect();
-        let known = self.lock().get(&selected).cloned();
+        let control_plane = self.control_planes.get(&cluster.id);
+        let key = (selected, control_plane.map(|_| cluster.id.clone()));
+        let known = self.lock().get(&key).cloned();
         let template = known.unwrap_or_else(|| {
-            let pipelines: Vec<_> = selected
+            let pipelines: Vec<_> = key
+                .0
                 .iter()
                 .filter_map(|&index| self.pipelines.get(index))
                 .map(|stored| stored.pipeline.clone())
@@ -105,13 +122,22 @@ impl TenantConfigs {
                 cluster,
                 &pipelines,
                 self.central.as_deref(),
+                control_plane,
             ));
-            self.lock().entry(selected).or_insert(template).clone()
+            self.lock().entry(key).or_insert(template).clone()
         });
         template.render(&external_labels(cluster))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<usize>, Arc<ConfigTemplate>>> {
+    /// The control-plane setting of `cluster` (global id), the defaults if it has none.
+    pub fn control_plane(&self, cluster: &str) -> ValidatedControlPlane {
+        self.control_planes
+            .get(cluster)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TemplateKey, Arc<ConfigTemplate>>> {
         self.templates.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -159,10 +185,12 @@ impl TenantPipelines {
                     }
                 }
             }
+            let control_planes = store.cluster_control_planes(Some(tenant)).await?;
             Ok::<_, StoreError>(Arc::new(TenantConfigs {
                 pipelines,
                 unreadable,
                 central: self.central.clone(),
+                control_planes,
                 templates: Mutex::default(),
             }))
         })

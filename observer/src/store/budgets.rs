@@ -57,12 +57,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mutation = self.mutation().await?;
         let transaction = mutation.transaction();
-        let live = find_cluster(transaction, cluster).await.is_ok_and(|row| {
-            row.tenant == tenant && parse_state(&row.state).is_ok_and(|state| !state.is_leaving())
-        });
-        if !live {
-            return Err(not_found(super::kinds::CLUSTER, cluster));
-        }
+        require_live_cluster(transaction, tenant, cluster).await?;
         let key = (tenant.to_owned(), cluster.to_owned());
         let existing = Entity::find_by_id(key.clone()).one(transaction).await?;
         match (max_bytes, existing) {
@@ -101,6 +96,23 @@ impl Store {
             }
         }
         mutation.commit(Vec::new()).await
+    }
+}
+
+/// Refuses as not found a `cluster` (global id) that is not one of `tenant`'s or is
+/// leaving: per-cluster settings are kept for live clusters only.
+pub(super) async fn require_live_cluster(
+    transaction: &sea_orm::DatabaseTransaction,
+    tenant: &str,
+    cluster: &str,
+) -> Result<(), StoreError> {
+    let live = find_cluster(transaction, cluster).await.is_ok_and(|row| {
+        row.tenant == tenant && parse_state(&row.state).is_ok_and(|state| !state.is_leaving())
+    });
+    if live {
+        Ok(())
+    } else {
+        Err(not_found(super::kinds::CLUSTER, cluster))
     }
 }
 

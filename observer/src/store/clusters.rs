@@ -168,6 +168,7 @@ impl Store {
             None => global_cluster_id(&new.tenant, &new.name),
         };
         budgets::forget_cluster_budget(transaction, &new.tenant, &id).await?;
+        super::control_planes::forget_cluster_control_plane(transaction, &new.tenant, &id).await?;
         let row = clusters::ActiveModel {
             name: Set(id.clone()),
             local_name: Set(new.name.clone()),

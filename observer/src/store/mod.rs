@@ -6,7 +6,7 @@
 //! back), [`pipelines`] ([`pipeline_rows`] for rows that cannot be read), [`audit`],
 //! [`feed`] (the change feed), [`reports`] (what agents report, group-committed),
 //! [`certificates`], [`deletions`] (incarnations and held deletions),
-//! [`probe_endpoints`], [`quotas`], [`budgets`], [`tenancy`],
+//! [`probe_endpoints`], [`quotas`], [`budgets`], [`control_planes`], [`tenancy`],
 //! [`replicas`] and [`leases`]. Every decision is written through one
 //! [`mutation::Mutation`]: begin, audit, commit and publish.
 //!
@@ -26,6 +26,7 @@
 //! | `probe_endpoints` | (`tenant`, `name`) | the endpoint's cluster, module and spec ([`probe_endpoints`]) | `create_probe_endpoints` |
 //! | `replicas`        | `id`             | when each observer replica was last seen ([`replicas`]) | `create_replicas` |
 //! | `cluster_buffer_budgets` | (`tenant`, `cluster`) | a cluster's agent buffer budget in bytes ([`budgets`]) | `create_cluster_buffer_budgets` |
+//! | `cluster_control_planes` | (`tenant`, `cluster`) | which control-plane components the central pipeline scrapes on a cluster, as validated JSON ([`control_planes`]) | `create_cluster_control_planes` |
 //! | `tenant_quotas`   | (`tenant`, `quota`) | a tenant's limits on clusters, pipelines and probe endpoints, checked in the creating transaction ([`quotas`]) | `create_tenant_quotas` |
 //! | `cluster_api_namespaces` | `namespace` | the tenant an administrator mapped a Cluster API namespace to ([`tenancy`]) | `create_cluster_api_namespaces` |
 //! | `agent_certificates` | `serial`      | one row per issued agent certificate: cluster, instance, PEM, expiry, revocation ([`certificates`]) | `create_agent_certificates` |
@@ -151,6 +152,7 @@ pub mod budgets;
 pub mod certificates;
 pub mod clusters;
 mod config_states;
+pub mod control_planes;
 pub mod deletions;
 mod entities;
 mod errors;

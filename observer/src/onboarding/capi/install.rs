@@ -247,7 +247,7 @@ pub fn agent_documents(input: &ManifestInput<'_>) -> Result<Vec<Value>, InstallE
 /// The kinds the agent's manifests hold: apiVersion, kind, plural, namespaced. No
 /// discovery round trip is needed for a fixed set; a test checks every manifest
 /// document is covered.
-const AGENT_KINDS: [(&str, &str, &str, bool); 11] = [
+const AGENT_KINDS: [(&str, &str, &str, bool); 12] = [
     ("v1", "Namespace", "namespaces", false),
     ("v1", "ServiceAccount", "serviceaccounts", true),
     (
@@ -286,6 +286,9 @@ const AGENT_KINDS: [(&str, &str, &str, bool); 11] = [
         true,
     ),
     ("apps/v1", "Deployment", "deployments", true),
+    // node-exporter on every node (issue 15, finding 3: the cluster health producers
+    // are installed with the agent).
+    ("apps/v1", "DaemonSet", "daemonsets", true),
 ];
 
 /// Where a manifest document is applied: its resource, namespace (for namespaced
@@ -499,6 +502,15 @@ users:
                 "networking.k8s.io/v1/networkpolicies kaas-observer/cluster-agent",
                 "v1/secrets kaas-observer/cluster-agent",
                 "apps/v1/deployments kaas-observer/cluster-agent",
+                "v1/serviceaccounts kaas-observer/kube-state-metrics",
+                "rbac.authorization.k8s.io/v1/clusterroles /kube-state-metrics",
+                "rbac.authorization.k8s.io/v1/clusterrolebindings /kube-state-metrics",
+                "v1/services kaas-observer/kube-state-metrics",
+                "networking.k8s.io/v1/networkpolicies kaas-observer/kube-state-metrics",
+                "apps/v1/deployments kaas-observer/kube-state-metrics",
+                "v1/namespaces /kaas-observer-node",
+                "v1/serviceaccounts kaas-observer-node/node-exporter",
+                "apps/v1/daemonsets kaas-observer-node/node-exporter",
             ]
         );
     }

@@ -256,6 +256,16 @@ async fn verify_onboarding(
         "/apis/networking.k8s.io/v1/namespaces/kaas-observer/networkpolicies/cluster-agent",
         "/api/v1/namespaces/kaas-observer/secrets/cluster-agent",
         "/apis/apps/v1/namespaces/kaas-observer/deployments/cluster-agent",
+        // Issue 15, finding 3: the cluster health producers come with the agent.
+        "/api/v1/namespaces/kaas-observer/serviceaccounts/kube-state-metrics",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/kube-state-metrics",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kube-state-metrics",
+        "/api/v1/namespaces/kaas-observer/services/kube-state-metrics",
+        "/apis/networking.k8s.io/v1/namespaces/kaas-observer/networkpolicies/kube-state-metrics",
+        "/apis/apps/v1/namespaces/kaas-observer/deployments/kube-state-metrics",
+        "/api/v1/namespaces/kaas-observer-node",
+        "/api/v1/namespaces/kaas-observer-node/serviceaccounts/node-exporter",
+        "/apis/apps/v1/namespaces/kaas-observer-node/daemonsets/node-exporter",
     ];
     let mut token = String::new();
     for path in expected {
@@ -276,7 +286,7 @@ async fn verify_onboarding(
                 .unwrap()
                 .to_owned();
         }
-        if body["kind"] == "Deployment" {
+        if body["kind"] == "Deployment" && body["metadata"]["name"] == "cluster-agent" {
             let args = &body["spec"]["template"]["spec"]["containers"][0]["args"];
             assert_eq!(args[1], format!("--observer={CONTROL_ENDPOINT}"));
         }

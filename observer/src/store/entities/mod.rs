@@ -7,6 +7,7 @@ pub mod api_tokens;
 pub mod audit_log;
 pub mod cluster_api_namespaces;
 pub mod cluster_buffer_budgets;
+pub mod cluster_control_planes;
 pub mod cluster_reports;
 pub mod cluster_tombstones;
 pub mod clusters;

@@ -11,6 +11,7 @@
 //! advisory lock (see [`super::Store::connect`]); the DDL runs in a transaction.
 
 mod budgets;
+mod control_planes;
 mod identity;
 mod lifecycle;
 mod probes;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(identity::CreateAgentCertificates),
             Box::new(lifecycle::AddClusterIncarnations),
             Box::new(lifecycle::CreatePendingDeletions),
+            Box::new(control_planes::CreateClusterControlPlanes),
         ]
     }
 
@@ -455,6 +457,7 @@ mod tests {
                 "m20261201_000002_create_agent_certificates",
                 "m20261207_000001_add_cluster_incarnations",
                 "m20261207_000002_create_pending_deletions",
+                "m20261207_000003_create_cluster_control_planes",
             ]
         );
     }

@@ -1,0 +1,686 @@
+//! Which control-plane components the central pipeline scrapes on one cluster, and how:
+//! a per-cluster setting from onboarding (`PUT /api/v1/clusters/{name}/control-plane`,
+//! `observer cluster add --control-plane`, `observer cluster control-plane --set`),
+//! parsed, validated with field paths, stored validated, and rendered into the central pipeline
+//! ([`crate::rendering::central`]).
+//!
+//! Issue 15, finding 3: the central pipeline used to scrape no control-plane component
+//! at all. How a component can be reached differs per cluster: kubeadm binds
+//! kube-scheduler and kube-controller-manager to 127.0.0.1 on the control-plane nodes,
+//! etcd's client port needs client certificates, and a hosted control plane (Gardener,
+//! managed offerings) is not in the workload cluster at all. So each component is one
+//! of:
+//!
+//! * `addresses`: fixed `host:port` targets (e.g. etcd's metrics listener
+//!   `--listen-metrics-urls=http://0.0.0.0:2381`, or a component whose bind address the
+//!   provider opened), with `scheme` and `metricsPath`;
+//! * `service`: the endpoints of a Service carrying the `prometheus.io/scrape`
+//!   annotation (CoreDNS' `kube-system/kube-dns`, as kubeadm creates it);
+//! * `notScraped`: not scraped, with the reason, which the cluster's control-plane
+//!   status shows ([`ValidatedControlPlane::not_scraped`]). A component that is not
+//!   scraped has no series, so no alert fires for it.
+//!
+//! With `serviceAccountCredentials` (https only) the agent scrapes `addresses` with its
+//! service-account token and verifies them against the cluster CA, as it scrapes
+//! kubelets; the targets are sealed against relabeling and the token is bound to each
+//! target's URL (`kaas_pipeline::sealed`). By default the API server is scraped that
+//! way through `kubernetes.default.svc:443` ([`DEFAULT_APISERVER_ADDRESS`]) and CoreDNS
+//! through its annotated Service; kube-scheduler, kube-controller-manager and etcd,
+//! which kubeadm binds to 127.0.0.1 or protects with client certificates, are
+//! `notScraped` with that reason ([`DEFAULT_NOT_SCRAPED`]). The agent has no etcd client
+//! certificate: etcd is scraped on its plain metrics listener or not at all.
+
+use std::collections::BTreeSet;
+
+use kaas_pipeline::input::{Scheme, StaticTargetGroup, check_host_port};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// At most this many addresses per component: a control plane has a handful of nodes;
+/// the bound keeps a hostile setting from rendering thousands of targets.
+pub const MAX_ADDRESSES: usize = 16;
+/// The longest `notScraped` reason: a sentence for the status, not a document.
+pub const MAX_REASON_CHARS: usize = 300;
+/// The longest `metricsPath`.
+pub const MAX_METRICS_PATH_CHARS: usize = 256;
+
+/// A control-plane component, named by the `job` its series carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Component {
+    /// kube-apiserver.
+    Apiserver,
+    /// kube-scheduler.
+    KubeScheduler,
+    /// kube-controller-manager.
+    KubeControllerManager,
+    /// etcd.
+    Etcd,
+    /// CoreDNS.
+    Coredns,
+}
+
+/// Every component, in the order settings and statuses list them.
+pub const COMPONENTS: [Component; 5] = [
+    Component::Apiserver,
+    Component::KubeScheduler,
+    Component::KubeControllerManager,
+    Component::Etcd,
+    Component::Coredns,
+];
+
+impl Component {
+    /// The `job` label of the component's series (the alerts and the kubernetes-mixin
+    /// dashboards select on it).
+    pub fn job(self) -> &'static str {
+        match self {
+            Self::Apiserver => "apiserver",
+            Self::KubeScheduler => "kube-scheduler",
+            Self::KubeControllerManager => "kube-controller-manager",
+            Self::Etcd => "etcd",
+            Self::Coredns => "coredns",
+        }
+    }
+
+    /// The component's field in the setting.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Apiserver => "apiserver",
+            Self::KubeScheduler => "kubeScheduler",
+            Self::KubeControllerManager => "kubeControllerManager",
+            Self::Etcd => "etcd",
+            Self::Coredns => "coredns",
+        }
+    }
+}
+
+/// Why a component is not scraped when the cluster's setting does not say.
+pub const DEFAULT_NOT_SCRAPED: [(Component, &str); 3] = [
+    (
+        Component::KubeScheduler,
+        "kube-scheduler binds its metrics port to 127.0.0.1 on the control-plane nodes by \
+         default; set addresses (with serviceAccountCredentials) once it listens on an \
+         address the agent reaches",
+    ),
+    (
+        Component::KubeControllerManager,
+        "kube-controller-manager binds its metrics port to 127.0.0.1 on the control-plane \
+         nodes by default; set addresses (with serviceAccountCredentials) once it listens on \
+         an address the agent reaches",
+    ),
+    (
+        Component::Etcd,
+        "etcd's client port needs client certificates; set addresses of its metrics listener \
+         (--listen-metrics-urls=http://<node address>:2381)",
+    ),
+];
+
+/// The API server as every pod reaches it (the `default/kubernetes` Service), scraped
+/// with the agent's token and verified against the cluster CA.
+pub const DEFAULT_APISERVER_ADDRESS: &str = "kubernetes.default.svc:443";
+
+/// CoreDNS' Service as kubeadm (and most distributions) create it, annotated with
+/// `prometheus.io/scrape: "true"` and `prometheus.io/port: "9153"`.
+pub const DEFAULT_COREDNS_SERVICE: &str = "kube-system/kube-dns";
+
+/// How one component is scraped, as written: exactly one of `addresses`, `service`
+/// and `notScraped`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComponentScrape {
+    /// Fixed targets as `host:port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// `http` (default) or `https`, with `addresses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<Scheme>,
+    /// The path to scrape, with `addresses`. Default `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_path: Option<String>,
+    /// Scrape `addresses` with the agent's service-account token, verifying them
+    /// against the cluster CA (`scheme: https` only), as the API server,
+    /// kube-scheduler and kube-controller-manager want; the agent's ClusterRole grants
+    /// `get` on the non-resource URL `/metrics` for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service_account_credentials: bool,
+    /// `namespace/name` of an annotated Service whose endpoints are scraped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Not scraped, for this reason (shown in the cluster's control-plane status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_scraped: Option<String>,
+}
+
+/// The per-cluster setting as written; a component left out takes its default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControlPlaneScrape {
+    /// kube-apiserver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apiserver: Option<ComponentScrape>,
+    /// kube-scheduler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_scheduler: Option<ComponentScrape>,
+    /// kube-controller-manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_controller_manager: Option<ComponentScrape>,
+    /// etcd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<ComponentScrape>,
+    /// CoreDNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coredns: Option<ComponentScrape>,
+}
+
+/// How a component is scraped, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValidatedComponent {
+    /// Fixed targets.
+    Addresses {
+        /// `host:port`, each checked, none twice.
+        addresses: Vec<String>,
+        /// The scheme.
+        scheme: Scheme,
+        /// The path.
+        metrics_path: String,
+        /// Scraped with the agent's token, verified against the cluster CA.
+        service_account_credentials: bool,
+    },
+    /// An annotated Service's endpoints.
+    Service {
+        /// Its namespace (a DNS label).
+        namespace: String,
+        /// Its name (a DNS label).
+        name: String,
+    },
+    /// Not scraped.
+    NotScraped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The checked setting of one cluster, every component decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatedControlPlane {
+    components: Vec<(Component, ValidatedComponent)>,
+    spec: ControlPlaneScrape,
+}
+
+/// A field of the setting that is wrong, with its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlPlaneFieldError {
+    /// e.g. `controlPlane.etcd.addresses[1]`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Why a setting was refused: every wrong field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid control-plane setting: {}", .errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
+pub struct ControlPlaneError {
+    /// The wrong fields.
+    pub errors: Vec<ControlPlaneFieldError>,
+}
+
+/// The path prefix of every field error.
+const ROOT: &str = "controlPlane";
+
+impl ControlPlaneScrape {
+    fn component(&self, component: Component) -> Option<&ComponentScrape> {
+        match component {
+            Component::Apiserver => self.apiserver.as_ref(),
+            Component::KubeScheduler => self.kube_scheduler.as_ref(),
+            Component::KubeControllerManager => self.kube_controller_manager.as_ref(),
+            Component::Etcd => self.etcd.as_ref(),
+            Component::Coredns => self.coredns.as_ref(),
+        }
+    }
+
+    /// Checks every component (pure); the errors name each wrong field.
+    pub fn validate(&self) -> Result<ValidatedControlPlane, ControlPlaneError> {
+        let mut errors = Vec::new();
+        let mut components = Vec::new();
+        // (address, path) of every component so far: one target scraped under two jobs
+        // would also be refused by the pipeline's own validation, leaving the cluster
+        // without its central pipeline.
+        let mut targets: BTreeSet<(String, String)> = BTreeSet::new();
+        for component in COMPONENTS {
+            let path = format!("{ROOT}.{}", component.field());
+            let validated = match self.component(component) {
+                None => default_component(component),
+                Some(written) => match written.validate(&path, &mut errors) {
+                    Some(validated) => validated,
+                    None => continue,
+                },
+            };
+            if let ValidatedComponent::Addresses {
+                addresses,
+                metrics_path,
+                ..
+            } = &validated
+            {
+                for (i, address) in addresses.iter().enumerate() {
+                    if !targets.insert((address.clone(), metrics_path.clone())) {
+                        errors.push(ControlPlaneFieldError {
+                            field: format!("{path}.addresses[{i}]"),
+                            message: format!(
+                                "{address:?} with path {metrics_path} is another component's target"
+                            ),
+                        });
+                    }
+                }
+            }
+            components.push((component, validated));
+        }
+        if errors.is_empty() {
+            Ok(ValidatedControlPlane {
+                components,
+                spec: self.clone(),
+            })
+        } else {
+            Err(ControlPlaneError { errors })
+        }
+    }
+}
+
+fn default_component(component: Component) -> ValidatedComponent {
+    if let Some((_, reason)) = DEFAULT_NOT_SCRAPED.iter().find(|(c, _)| *c == component) {
+        return ValidatedComponent::NotScraped {
+            reason: (*reason).to_owned(),
+        };
+    }
+    if component == Component::Apiserver {
+        return ValidatedComponent::Addresses {
+            addresses: vec![DEFAULT_APISERVER_ADDRESS.to_owned()],
+            scheme: Scheme::Https,
+            metrics_path: kaas_pipeline::input::DEFAULT_METRICS_PATH.to_owned(),
+            service_account_credentials: true,
+        };
+    }
+    let (namespace, name) = DEFAULT_COREDNS_SERVICE
+        .split_once('/')
+        .unwrap_or(("kube-system", "kube-dns"));
+    ValidatedComponent::Service {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// Whether `address` (a checked `host:port`) names the loopback interface.
+fn is_loopback(address: &str) -> bool {
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl ComponentScrape {
+    fn validate(
+        &self,
+        path: &str,
+        errors: &mut Vec<ControlPlaneFieldError>,
+    ) -> Option<ValidatedComponent> {
+        let before = errors.len();
+        let mut add = |field: String, message: String| {
+            errors.push(ControlPlaneFieldError { field, message });
+        };
+        let chosen = usize::from(!self.addresses.is_empty())
+            + usize::from(self.service.is_some())
+            + usize::from(self.not_scraped.is_some());
+        if chosen != 1 {
+            add(
+                path.to_owned(),
+                "set exactly one of addresses, service and notScraped".to_owned(),
+            );
+        }
+        if self.addresses.is_empty()
+            && (self.scheme.is_some()
+                || self.metrics_path.is_some()
+                || self.service_account_credentials)
+        {
+            add(
+                path.to_owned(),
+                "scheme, metricsPath and serviceAccountCredentials apply to addresses only"
+                    .to_owned(),
+            );
+        }
+        if self.service_account_credentials && self.scheme != Some(Scheme::Https) {
+            add(
+                format!("{path}.serviceAccountCredentials"),
+                "needs scheme: https; the agent's token is never sent in clear text".to_owned(),
+            );
+        }
+        if self.addresses.len() > MAX_ADDRESSES {
+            add(
+                format!("{path}.addresses"),
+                format!("at most {MAX_ADDRESSES} addresses"),
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for (i, address) in self.addresses.iter().enumerate() {
+            if let Err(reason) = check_host_port(address) {
+                add(format!("{path}.addresses[{i}]"), reason);
+            } else if is_loopback(address) {
+                add(
+                    format!("{path}.addresses[{i}]"),
+                    format!(
+                        "{address:?} is the agent pod's own loopback, never a control-plane \
+                         component; give an address of the node or a Service"
+                    ),
+                );
+            } else if !seen.insert(address) {
+                add(
+                    format!("{path}.addresses[{i}]"),
+                    format!("{address:?} is listed twice"),
+                );
+            }
+        }
+        if let Some(metrics_path) = &self.metrics_path
+            && (!metrics_path.starts_with('/')
+                || metrics_path.chars().count() > MAX_METRICS_PATH_CHARS
+                || metrics_path
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#'))
+        {
+            add(
+                format!("{path}.metricsPath"),
+                format!(
+                    "must start with '/', hold no whitespace, '?' or '#', and have at most \
+                     {MAX_METRICS_PATH_CHARS} characters"
+                ),
+            );
+        }
+        if let Some(service) = &self.service {
+            let parts = service.split_once('/');
+            let valid = parts.is_some_and(|(namespace, name)| {
+                kaas_pipeline::names::check_dns1123_label(namespace).is_ok()
+                    && kaas_pipeline::names::check_dns1123_label(name).is_ok()
+            });
+            if !valid {
+                add(
+                    format!("{path}.service"),
+                    format!("{service:?} is not namespace/name of a Service"),
+                );
+            }
+        }
+        if let Some(reason) = &self.not_scraped
+            && (reason.trim().is_empty()
+                || reason.chars().count() > MAX_REASON_CHARS
+                || reason.chars().any(char::is_control))
+        {
+            add(
+                format!("{path}.notScraped"),
+                format!("give the reason in one line of at most {MAX_REASON_CHARS} characters"),
+            );
+        }
+        if errors.len() > before {
+            return None;
+        }
+        Some(self.decided())
+    }
+
+    /// The component as checked: what [`Self::validate`] returns once nothing is wrong.
+    fn decided(&self) -> ValidatedComponent {
+        if let Some(reason) = &self.not_scraped {
+            ValidatedComponent::NotScraped {
+                reason: reason.trim().to_owned(),
+            }
+        } else if let Some((namespace, name)) =
+            self.service.as_deref().and_then(|s| s.split_once('/'))
+        {
+            ValidatedComponent::Service {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            }
+        } else {
+            ValidatedComponent::Addresses {
+                addresses: self.addresses.clone(),
+                scheme: self.scheme.unwrap_or(Scheme::Http),
+                metrics_path: self
+                    .metrics_path
+                    .clone()
+                    .unwrap_or_else(|| kaas_pipeline::input::DEFAULT_METRICS_PATH.to_owned()),
+                service_account_credentials: self.service_account_credentials,
+            }
+        }
+    }
+}
+
+impl Default for ValidatedControlPlane {
+    /// What a cluster without a setting gets.
+    fn default() -> Self {
+        ControlPlaneScrape::default()
+            .validate()
+            .unwrap_or_else(|_| unreachable!("the defaults are valid"))
+    }
+}
+
+impl ValidatedControlPlane {
+    /// Every component with how it is scraped.
+    pub fn components(&self) -> &[(Component, ValidatedComponent)] {
+        &self.components
+    }
+
+    /// The setting as written (what is stored and returned).
+    pub fn spec(&self) -> &ControlPlaneScrape {
+        &self.spec
+    }
+
+    /// The components that are not scraped, with the reason: the cluster's status shows
+    /// them, and no alert fires for them (they have no series).
+    pub fn not_scraped(&self) -> Vec<(Component, &str)> {
+        self.components
+            .iter()
+            .filter_map(|(component, how)| match how {
+                ValidatedComponent::NotScraped { reason } => Some((*component, reason.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The static target groups of the components scraped at fixed addresses, each
+    /// labelled with its `job`.
+    pub fn static_groups(&self) -> Vec<StaticTargetGroup> {
+        self.components
+            .iter()
+            .filter_map(|(component, how)| match how {
+                ValidatedComponent::Addresses {
+                    addresses,
+                    scheme,
+                    metrics_path,
+                    service_account_credentials,
+                } => Some(StaticTargetGroup {
+                    addresses: addresses.clone(),
+                    labels: [("job".to_owned(), component.job().to_owned())].into(),
+                    scheme: Some(*scheme),
+                    metrics_path: Some(metrics_path.clone()),
+                    service_account_credentials: *service_account_credentials,
+                    ..StaticTargetGroup::default()
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `(namespace, service, job)` of the components scraped through an annotated
+    /// Service.
+    pub fn services(&self) -> Vec<(&str, &str, &'static str)> {
+        self.components
+            .iter()
+            .filter_map(|(component, how)| match how {
+                ValidatedComponent::Service { namespace, name } => {
+                    Some((namespace.as_str(), name.as_str(), component.job()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_without_a_setting_scrapes_the_api_server_and_coredns_and_says_why_not_the_rest() {
+        let defaults = ValidatedControlPlane::default();
+        assert_eq!(
+            defaults.services(),
+            [("kube-system", "kube-dns", "coredns")]
+        );
+        let not: Vec<&str> = defaults
+            .not_scraped()
+            .iter()
+            .map(|(c, _)| c.job())
+            .collect();
+        assert_eq!(not, ["kube-scheduler", "kube-controller-manager", "etcd"]);
+        let groups = defaults.static_groups();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].labels["job"], "apiserver");
+        assert_eq!(groups[0].addresses, [DEFAULT_APISERVER_ADDRESS]);
+        assert_eq!(groups[0].scheme, Some(Scheme::Https));
+        assert!(groups[0].service_account_credentials);
+    }
+
+    #[test]
+    fn addresses_render_as_static_targets_with_the_components_job() {
+        let setting: ControlPlaneScrape = serde_json::from_value(serde_json::json!({
+            "etcd": {"addresses": ["10.0.0.10:2381", "10.0.0.11:2381"]},
+            "kubeScheduler": {"addresses": ["10.0.0.10:10251"], "metricsPath": "/metrics"},
+            "coredns": {"notScraped": "CoreDNS is the provider's"}
+        }))
+        .unwrap();
+        let validated = setting.validate().unwrap();
+        let groups = validated.static_groups();
+        let jobs: Vec<&str> = groups.iter().map(|g| g.labels["job"].as_str()).collect();
+        assert_eq!(jobs, ["apiserver", "kube-scheduler", "etcd"]);
+        assert_eq!(groups[2].addresses.len(), 2);
+        assert!(!groups[2].service_account_credentials);
+        assert!(validated.services().is_empty());
+        assert!(
+            validated
+                .not_scraped()
+                .contains(&(Component::Coredns, "CoreDNS is the provider's"))
+        );
+        assert_eq!(validated.spec(), &setting);
+    }
+
+    /// One bad setting per rule, each refused at its field path.
+    #[test]
+    fn bad_settings_are_refused_with_their_field_paths() {
+        let cases = [
+            (
+                serde_json::json!({"etcd": {}}),
+                "controlPlane.etcd",
+                "exactly one",
+            ),
+            (
+                serde_json::json!({"etcd": {"addresses": ["a:1"], "notScraped": "x"}}),
+                "controlPlane.etcd",
+                "exactly one",
+            ),
+            (
+                serde_json::json!({"apiserver": {"addresses": ["http://a:1"]}}),
+                "controlPlane.apiserver.addresses[0]",
+                "scheme",
+            ),
+            (
+                serde_json::json!({"apiserver": {"addresses": ["a:1", "a:1"]}}),
+                "controlPlane.apiserver.addresses[1]",
+                "twice",
+            ),
+            (
+                serde_json::json!({"etcd": {"addresses": ["127.0.0.1:2381"]}}),
+                "controlPlane.etcd.addresses[0]",
+                "loopback",
+            ),
+            (
+                serde_json::json!({"etcd": {"addresses": ["[::1]:2381"]}}),
+                "controlPlane.etcd.addresses[0]",
+                "loopback",
+            ),
+            (
+                serde_json::json!({"etcd": {"addresses": ["localhost:2381"]}}),
+                "controlPlane.etcd.addresses[0]",
+                "loopback",
+            ),
+            (
+                serde_json::json!({
+                    "kubeScheduler": {"addresses": ["10.0.0.1:10259"]},
+                    "etcd": {"addresses": ["10.0.0.1:10259"]}
+                }),
+                "controlPlane.etcd.addresses[0]",
+                "another component",
+            ),
+            (
+                serde_json::json!({"kubeScheduler": {"addresses": ["a:1"], "metricsPath": "metrics"}}),
+                "controlPlane.kubeScheduler.metricsPath",
+                "start with",
+            ),
+            (
+                serde_json::json!({"coredns": {"service": "kube-dns"}}),
+                "controlPlane.coredns.service",
+                "namespace/name",
+            ),
+            (
+                serde_json::json!({"coredns": {"service": "kube-system/Kube_DNS"}}),
+                "controlPlane.coredns.service",
+                "namespace/name",
+            ),
+            (
+                serde_json::json!({"etcd": {"notScraped": " "}}),
+                "controlPlane.etcd.notScraped",
+                "reason",
+            ),
+            (
+                serde_json::json!({"etcd": {"notScraped": "a\nb"}}),
+                "controlPlane.etcd.notScraped",
+                "reason",
+            ),
+            (
+                serde_json::json!({"etcd": {"notScraped": "x".repeat(MAX_REASON_CHARS + 1)}}),
+                "controlPlane.etcd.notScraped",
+                "reason",
+            ),
+            (
+                serde_json::json!({"etcd": {"service": "a/b", "scheme": "https"}}),
+                "controlPlane.etcd",
+                "addresses only",
+            ),
+            (
+                serde_json::json!({"kubeScheduler": {"addresses": ["10.0.0.1:10259"], "serviceAccountCredentials": true}}),
+                "controlPlane.kubeScheduler.serviceAccountCredentials",
+                "https",
+            ),
+            (
+                serde_json::json!({"etcd": {"addresses": (0..=MAX_ADDRESSES).map(|i| format!("10.0.0.{i}:2381")).collect::<Vec<_>>()}}),
+                "controlPlane.etcd.addresses",
+                "at most",
+            ),
+        ];
+        for (value, field, needle) in cases {
+            let setting: ControlPlaneScrape = serde_json::from_value(value.clone()).unwrap();
+            let error = setting.validate().unwrap_err();
+            assert!(
+                error
+                    .errors
+                    .iter()
+                    .any(|e| e.field == field && e.message.contains(needle)),
+                "{value}: {error}"
+            );
+        }
+        // Unknown components and fields are refused by the parser.
+        for value in [
+            serde_json::json!({"kubeProxy": {"notScraped": "x"}}),
+            serde_json::json!({"etcd": {"addresses": ["a:1"], "clientCert": "x"}}),
+        ] {
+            assert!(serde_json::from_value::<ControlPlaneScrape>(value).is_err());
+        }
+    }
+}
