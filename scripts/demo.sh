@@ -85,12 +85,16 @@ wait_http() {  # URL WHAT
 }
 
 nginx_port=$(free_port); exporter_port=$(free_port); prometheus_port=$(free_port)
+ksm_port=$(free_port)
 api_port=$(free_port); metrics_port=$(free_port); grpc_port=$(free_port)
 inventory_port=$(free_port)
 gateway_port=$(free_port); gateway_metrics_port=$(free_port)
 
 step "a workload (nginx on 127.0.0.1:$nginx_port) and a node exporter (127.0.0.1:$exporter_port)"
-mkdir -p "$work/www" "$work/nginx"
+mkdir -p "$work/www" "$work/nginx" "$work/ksm"
+# kube-state-metrics as the central pipeline scrapes it: a recorded exposition of the
+# pinned version (no Kubernetes runs here), served by nginx.
+cp examples/cluster-health/kube-state-metrics-v2.20.0.prom "$work/ksm/metrics"
 cat > "$work/www/metrics" <<'METRICS'
 # TYPE shop_orders_total counter
 shop_orders_total{status="paid"} 1027
@@ -102,7 +106,8 @@ cat > "$work/nginx/nginx.conf" <<NGINX
 daemon off; master_process off; pid $work/nginx/nginx.pid; error_log $work/nginx/error.log;
 events {} http { access_log off; client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
   fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
-  server { listen 127.0.0.1:$nginx_port; root $work/www; location / { default_type "text/plain; version=0.0.4"; } } }
+  server { listen 127.0.0.1:$nginx_port; root $work/www; location / { default_type "text/plain; version=0.0.4"; } }
+  server { listen 127.0.0.1:$ksm_port; root $work/ksm; location / { default_type "text/plain; version=0.0.4"; } } }
 NGINX
 /usr/sbin/nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pids+=($!)
 prometheus-node-exporter --web.listen-address="127.0.0.1:$exporter_port" \
@@ -143,6 +148,7 @@ RUST_LOG=warn,kaas_observer=info "$observer" serve --data-dir "$work/observer" \
   --inventory-url "http://127.0.0.1:$inventory_port/v1/clusters" --inventory-interval 2s \
   --receive-gateway-url "https://127.0.0.1:$gateway_port" --receive-gateway-ca-file "$work/gateway.crt" \
   --central-scrape-interval 2s --central-inputs \
+  --central-kube-state-metrics-address "127.0.0.1:$ksm_port" \
   >"$work/observer.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$api_port/readyz" "the observer"
 
@@ -229,16 +235,21 @@ agents_through_gateway() {
   query 'count by (cluster) (up{job="kaas-agent",tenant="shop"})' 2>/dev/null \
     | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null || echo 0
 }
+# kube-state-metrics' series, through the receive gateway, per cluster.
+ksm_through_gateway() {
+  query 'count by (cluster) (kube_node_info{job="kube-state-metrics",tenant="shop"})' 2>/dev/null \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null || echo 0
+}
 step "waiting for data from the three clusters to arrive"
 for i in $(seq 1 120); do
   n=$(clusters_delivering)
-  [[ "$(agents_through_gateway)" == 3 ]] || n=$((n < 2 ? n : 2))
+  [[ "$(agents_through_gateway)" == 3 && "$(ksm_through_gateway)" == 3 ]] || n=$((n < 2 ? n : 2))
   printf '\r  clusters delivering: %s of 3 (%ss)' "$n" "$i"
   [[ "$n" == 3 ]] && break
   sleep 1
 done
 echo
-if [[ "$(clusters_delivering)" != 3 || "$(agents_through_gateway)" != 3 ]]; then
+if [[ "$(clusters_delivering)" != 3 || "$(agents_through_gateway)" != 3 || "$(ksm_through_gateway)" != 3 ]]; then
   echo "demo failed: data from the three clusters did not arrive; logs are in $work" >&2
   tail -n 20 "$work"/*.log >&2 || true
   exit 1
@@ -281,6 +292,11 @@ import json, sys
 for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"].get("cluster", "")):
     m = r["metric"]
     print("  up{job=\"kaas-agent\", cluster=\"%s\", tenant=\"%s\"}" % (m.get("cluster", "?"), m.get("tenant", "?")))'
+query 'kube_node_info{job="kube-state-metrics",node="demo-worker"}' | python3 -c '
+import json, sys
+for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"].get("cluster", "")):
+    m = r["metric"]
+    print("  kube_node_info{job=\"kube-state-metrics\", cluster=\"%s\", tenant=\"%s\", node=\"%s\"}" % (m.get("cluster", "?"), m.get("tenant", "?"), m.get("node", "?")))'
 echo
 echo "Query them at http://127.0.0.1:$prometheus_port/graph, for example:"
 echo "  sum by (cluster) (rate(node_cpu_seconds_total{mode!=\"idle\"}[1m]))"

@@ -49,6 +49,8 @@ fn the_quick_start_demo_onboards_two_clusters_and_reports_their_data() {
         r#"up{job="kaas-agent", cluster="shop.edge-1", tenant="shop"}"#,
         r#"up{job="kaas-agent", cluster="shop.edge-2", tenant="shop"}"#,
         r#"up{job="kaas-agent", cluster="shop.edge-3", tenant="shop"}"#,
+        // kube-state-metrics (a recorded exposition here), through the gateway.
+        r#"kube_node_info{job="kube-state-metrics", cluster="shop.edge-1", tenant="shop", node="demo-worker"}"#,
         "demo finished",
     ] {
         assert!(

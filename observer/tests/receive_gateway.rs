@@ -618,6 +618,8 @@ async fn an_agent_running_the_central_pipelines_delivers_through_the_gateway() {
         interval: Some("1s".into()),
     };
     settings.agent_metrics_address = format!("127.0.0.1:{agent_port}");
+    // Loopback only: no kube-state-metrics Service name to resolve here.
+    settings.kube_state_metrics_address = format!("127.0.0.1:{}", free_port());
     settings.gateway_ca_pem = Some(gateway.ca_pem.clone());
     let mut pipelines = central_pipelines(&settings).expect("test fixture");
     pipelines.push(workload_pipeline(&nginx.address(), &gateway));

@@ -75,6 +75,10 @@ pub struct IntegrationFlags {
         default_value = "prometheus,runtime"
     )]
     pub central_inputs: Vec<CentralInput>,
+    /// Where agents reach kube-state-metrics, `host:port` (default: the Service installed
+    /// with the agent, `kube-state-metrics.kaas-observer.svc:8080`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub central_kube_state_metrics_address: Option<String>,
     /// The central pipeline's scrape interval (default: the pipeline default, 30s).
     #[arg(long, value_name = "DURATION")]
     pub central_scrape_interval: Option<String>,
@@ -180,6 +184,9 @@ impl IntegrationFlags {
                 flag_error("receive-gateway-ca-file")(format!("{}: {e}", path.display()))
             })?;
             settings.gateway_ca_pem = Some(pem);
+        }
+        if let Some(address) = &self.central_kube_state_metrics_address {
+            settings.kube_state_metrics_address = address.clone();
         }
         settings.scrape = CentralScrape {
             prometheus_annotations: self.central_inputs.contains(&CentralInput::Prometheus),

@@ -152,6 +152,9 @@ pub struct CentralPipelineSettings {
     pub buffer: Buffer,
     /// The agent's own `/metrics` as `host:port` ([`DEFAULT_AGENT_METRICS_ADDRESS`]).
     pub agent_metrics_address: String,
+    /// kube-state-metrics as the agents reach it, `host:port`
+    /// ([`KUBE_STATE_METRICS_ADDRESS`], the Service installed with the agent).
+    pub kube_state_metrics_address: String,
     /// The CA certificates (PEM) that verify the gateway's server certificate, sent
     /// inline with the pipelines (a CA is no secret); `None`: the system roots.
     pub gateway_ca_pem: Option<String>,
@@ -165,6 +168,7 @@ impl CentralPipelineSettings {
             scrape: CentralScrape::default(),
             buffer: Buffer::default(),
             agent_metrics_address: DEFAULT_AGENT_METRICS_ADDRESS.to_owned(),
+            kube_state_metrics_address: KUBE_STATE_METRICS_ADDRESS.to_owned(),
             gateway_ca_pem: None,
         }
     }
@@ -233,7 +237,7 @@ impl CentralPipelineSettings {
         // kube-state-metrics' own `namespace`, `pod` and `container` labels name the
         // objects it reports on, so they win over the target's.
         let mut targets = vec![StaticTargetGroup {
-            addresses: vec![KUBE_STATE_METRICS_ADDRESS.to_owned()],
+            addresses: vec![self.kube_state_metrics_address.clone()],
             labels: BTreeMap::from([("job".to_owned(), KUBE_STATE_METRICS_JOB.to_owned())]),
             honor_labels: true,
             ..StaticTargetGroup::default()
