@@ -442,7 +442,7 @@ async fn start_cluster_api(
     );
     capi.silent_after = settings.silent_after;
     capi.egress = background.egress.clone();
-    capi.guard = self::settings::mass_deletion_guard(args)?;
+    capi.guard = settings.mass_deletion_guard;
     capi.secret_namespaces = settings.agent_secret_namespaces();
     Ok(Some(ClusterApiSource::start(
         client,

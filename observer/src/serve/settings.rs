@@ -20,6 +20,7 @@ use crate::control::accept::HandshakeLimits;
 use crate::control::service::ControlSettings;
 use crate::egress::Cidr;
 use crate::integrations::IntegrationSettings;
+use crate::lifecycle::guard::MassDeletionGuard;
 use crate::onboarding::inventory::InventorySettings;
 use crate::probes::HttpMethod;
 
@@ -61,6 +62,8 @@ pub(super) struct ServeSettings {
     pub(super) cluster_buffer_budget: u64,
     /// What the egress policy lets tenants reach besides the public internet.
     pub(super) egress_allowed: EgressAllowed,
+    /// `--mass-deletion-percent`, for both onboarding sources.
+    pub(super) mass_deletion_guard: MassDeletionGuard,
 }
 
 /// `--listen-address`, `--metrics-listen-address`, `--grpc-listen-address`.
@@ -115,9 +118,9 @@ impl ServeSettings {
         let control = problems.take(control_settings(&args.identity));
         let probe_interval = problems.take(duration_flag("probe-interval", &args.probe_interval));
         let probe_timeout = problems.take(duration_flag("probe-timeout", &args.probe_timeout));
-        let inventory = problems.take(inventory_settings(args));
+        let guard = problems.take(mass_deletion_guard(args));
+        let inventory = problems.take(inventory_settings(args, guard.unwrap_or_default()));
         problems.take(cluster_api(args));
-        problems.take(mass_deletion_guard(args));
         let integrations = match args.integrations.check() {
             Ok(settings) => Some(settings),
             Err(errors) => {
@@ -153,6 +156,7 @@ impl ServeSettings {
             Some(probe_capacity),
             Some(cluster_buffer_budget),
             Some(egress_allowed),
+            Some(mass_deletion_guard),
         ) = (
             join_token_ttl,
             replica_id,
@@ -169,6 +173,7 @@ impl ServeSettings {
             probe_capacity,
             cluster_buffer_budget,
             egress_allowed,
+            guard,
         )
         else {
             return Err(ServeError::Flags(problems.0));
@@ -189,6 +194,7 @@ impl ServeSettings {
             probe_capacity,
             cluster_buffer_budget,
             egress_allowed,
+            mass_deletion_guard,
         })
     }
 }
@@ -311,7 +317,10 @@ fn control_settings(flags: &IdentityFlags) -> Result<ControlSettings, ServeError
 }
 
 /// The inventory source's settings from its flags; `None` without `--inventory-url`.
-fn inventory_settings(args: &ServeArgs) -> Result<Option<InventorySettings>, ServeError> {
+fn inventory_settings(
+    args: &ServeArgs,
+    guard: MassDeletionGuard,
+) -> Result<Option<InventorySettings>, ServeError> {
     let Some(url) = &args.inventory_url else {
         return Ok(None);
     };
@@ -323,10 +332,7 @@ fn inventory_settings(args: &ServeArgs) -> Result<Option<InventorySettings>, Ser
     )?;
     settings.delete_grace = duration_flag("inventory-delete-grace", &args.inventory_delete_grace)?;
     settings.allow_empty = args.inventory_allow_empty;
-    // A wrong percentage is named once, by the check of its own flag.
-    if let Ok(guard) = mass_deletion_guard(args) {
-        settings.guard = guard;
-    }
+    settings.guard = guard;
     if let Some(path) = &args.inventory_token_file {
         let token = std::fs::read_to_string(path).map_err(io_error(path))?;
         settings.bearer_token = Some(kaas_pipeline::secret::SecretString::new(token.trim()));
@@ -353,11 +359,9 @@ fn cluster_api(args: &ServeArgs) -> Result<(), ServeError> {
 }
 
 /// `--mass-deletion-percent` as the guard both onboarding sources use.
-pub(super) fn mass_deletion_guard(
-    args: &ServeArgs,
-) -> Result<crate::lifecycle::guard::MassDeletionGuard, ServeError> {
+fn mass_deletion_guard(args: &ServeArgs) -> Result<MassDeletionGuard, ServeError> {
     let percent = parsed("mass-deletion-percent", &args.mass_deletion_percent)?;
-    crate::lifecycle::guard::MassDeletionGuard::new(percent).map_err(|reason| ServeError::Flag {
+    MassDeletionGuard::new(percent).map_err(|reason| ServeError::Flag {
         flag: "mass-deletion-percent",
         reason,
     })

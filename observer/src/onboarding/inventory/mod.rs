@@ -594,7 +594,10 @@ impl InventorySource {
         }
         self.reported_skips = skipped_now;
         self.hold(&verdict.held, &mut report).await?;
-        if let Some(installer) = &mut self.installer {
+        // Only entries with a kubeconfig are installed: without one, no second listing.
+        if let Some(installer) = &mut self.installer
+            && inventory.clusters.values().any(|c| c.kubeconfig.is_some())
+        {
             let stored = self.store.list_clusters(None).await?;
             report.installed = installer
                 .install_awaiting(&self.store, &self.metrics, &inventory, &stored, now_ms())
