@@ -123,6 +123,7 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
                     attribute("service.name", "cart"),
                     attribute("k8s.namespace.name", namespace),
                 ],
+                ..Resource::default()
             }),
             scope_metrics: vec![ScopeMetrics {
                 scope: None,

@@ -1,6 +1,9 @@
-//! OpenTelemetry OTLP metrics and trace messages, written by hand as prost structs with the field
-//! numbers of `opentelemetry/proto` (common, resource, metrics, trace and their collector
-//! services, v1). Only what the project sends is modelled; receivers skip unknown fields.
+//! OpenTelemetry OTLP metrics, logs and trace messages, written by hand as prost structs with
+//! the field numbers of `opentelemetry/proto` (common, resource, metrics, logs, trace and
+//! their collector services, v1). The common, resource and logs messages carry every field
+//! of the official protocol (1.9), so a record received and forwarded loses nothing; of
+//! metrics and traces only what the project sends is modelled, and receivers skip unknown
+//! fields.
 //! Hand-written rather than taken from `opentelemetry-proto`, which would bring the
 //! whole OpenTelemetry SDK into the build.
 
@@ -52,6 +55,29 @@ pub struct Resource {
     /// Attributes.
     #[prost(message, repeated, tag = "1")]
     pub attributes: Vec<KeyValue>,
+    /// Attributes the sender dropped.
+    #[prost(uint32, tag = "2")]
+    pub dropped_attributes_count: u32,
+    /// Entities the resource describes.
+    #[prost(message, repeated, tag = "3")]
+    pub entity_refs: Vec<EntityRef>,
+}
+
+/// `EntityRef`: an entity a resource describes, by the attribute keys that identify it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EntityRef {
+    /// The schema of the entity's type.
+    #[prost(string, tag = "1")]
+    pub schema_url: String,
+    /// The entity's type, e.g. `service`.
+    #[prost(string, tag = "2")]
+    pub r#type: String,
+    /// Resource attribute keys that identify the entity.
+    #[prost(string, repeated, tag = "3")]
+    pub id_keys: Vec<String>,
+    /// Resource attribute keys that describe it.
+    #[prost(string, repeated, tag = "4")]
+    pub description_keys: Vec<String>,
 }
 
 /// `ScopeMetrics`.
@@ -74,6 +100,12 @@ pub struct InstrumentationScope {
     /// Version.
     #[prost(string, tag = "2")]
     pub version: String,
+    /// Attributes.
+    #[prost(message, repeated, tag = "3")]
+    pub attributes: Vec<KeyValue>,
+    /// Attributes the sender dropped.
+    #[prost(uint32, tag = "4")]
+    pub dropped_attributes_count: u32,
 }
 
 /// `KeyValue`.
@@ -87,12 +119,28 @@ pub struct KeyValue {
     pub value: Option<AnyValue>,
 }
 
-/// `AnyValue`: the agent sends strings; pushed data may carry any scalar.
+/// `AnyValue`: a scalar, an array, a key-value list or bytes.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AnyValue {
     /// The value.
-    #[prost(oneof = "any_value::Value", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "any_value::Value", tags = "1, 2, 3, 4, 5, 6, 7")]
     pub value: Option<any_value::Value>,
+}
+
+/// `ArrayValue`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ArrayValue {
+    /// The elements.
+    #[prost(message, repeated, tag = "1")]
+    pub values: Vec<AnyValue>,
+}
+
+/// `KeyValueList`: a map, as a list because keys may repeat on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyValueList {
+    /// The entries.
+    #[prost(message, repeated, tag = "1")]
+    pub values: Vec<KeyValue>,
 }
 
 /// Members of `AnyValue`.
@@ -112,6 +160,15 @@ pub mod any_value {
         /// A double.
         #[prost(double, tag = "4")]
         DoubleValue(f64),
+        /// An array.
+        #[prost(message, tag = "5")]
+        ArrayValue(super::ArrayValue),
+        /// A key-value list.
+        #[prost(message, tag = "6")]
+        KvlistValue(super::KeyValueList),
+        /// Bytes.
+        #[prost(bytes = "vec", tag = "7")]
+        BytesValue(Vec<u8>),
     }
 }
 
@@ -443,4 +500,159 @@ pub enum StatusCode {
     Ok = 1,
     /// Failed.
     Error = 2,
+}
+
+/// The gRPC method that receives logs.
+pub const EXPORT_LOGS_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// `ExportLogsServiceRequest` (wire-identical to `LogsData`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExportLogsServiceRequest {
+    /// Logs per resource.
+    #[prost(message, repeated, tag = "1")]
+    pub resource_logs: Vec<ResourceLogs>,
+}
+
+/// `ExportLogsServiceResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExportLogsServiceResponse {
+    /// Set when some log records were refused.
+    #[prost(message, optional, tag = "1")]
+    pub partial_success: Option<ExportLogsPartialSuccess>,
+}
+
+/// `ExportLogsPartialSuccess`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExportLogsPartialSuccess {
+    /// Log records refused.
+    #[prost(int64, tag = "1")]
+    pub rejected_log_records: i64,
+    /// Why.
+    #[prost(string, tag = "2")]
+    pub error_message: String,
+}
+
+/// `ResourceLogs`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResourceLogs {
+    /// The resource.
+    #[prost(message, optional, tag = "1")]
+    pub resource: Option<Resource>,
+    /// Logs per instrumentation scope.
+    #[prost(message, repeated, tag = "2")]
+    pub scope_logs: Vec<ScopeLogs>,
+    /// The schema of the resource's attributes.
+    #[prost(string, tag = "3")]
+    pub schema_url: String,
+}
+
+/// `ScopeLogs`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ScopeLogs {
+    /// The scope.
+    #[prost(message, optional, tag = "1")]
+    pub scope: Option<InstrumentationScope>,
+    /// The records.
+    #[prost(message, repeated, tag = "2")]
+    pub log_records: Vec<LogRecord>,
+    /// The schema of the records' attributes.
+    #[prost(string, tag = "3")]
+    pub schema_url: String,
+}
+
+/// `LogRecord`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LogRecord {
+    /// When the event happened, Unix nanoseconds (0: unknown).
+    #[prost(fixed64, tag = "1")]
+    pub time_unix_nano: u64,
+    /// When the collector saw it, Unix nanoseconds.
+    #[prost(fixed64, tag = "11")]
+    pub observed_time_unix_nano: u64,
+    /// Severity, normalised.
+    #[prost(enumeration = "SeverityNumber", tag = "2")]
+    pub severity_number: i32,
+    /// Severity as the source wrote it.
+    #[prost(string, tag = "3")]
+    pub severity_text: String,
+    /// The body.
+    #[prost(message, optional, tag = "5")]
+    pub body: Option<AnyValue>,
+    /// Attributes.
+    #[prost(message, repeated, tag = "6")]
+    pub attributes: Vec<KeyValue>,
+    /// Attributes the sender dropped.
+    #[prost(uint32, tag = "7")]
+    pub dropped_attributes_count: u32,
+    /// W3C trace flags in the low byte (`LogRecordFlags`).
+    #[prost(fixed32, tag = "8")]
+    pub flags: u32,
+    /// The trace the record belongs to: 16 bytes or empty.
+    #[prost(bytes = "vec", tag = "9")]
+    pub trace_id: Vec<u8>,
+    /// The span the record belongs to: 8 bytes or empty.
+    #[prost(bytes = "vec", tag = "10")]
+    pub span_id: Vec<u8>,
+    /// The name of the event the record is, if it is one.
+    #[prost(string, tag = "12")]
+    pub event_name: String,
+}
+
+/// `LogRecordFlags`: the mask of the W3C trace flags in [`LogRecord::flags`].
+pub const LOG_RECORD_FLAGS_TRACE_FLAGS_MASK: u32 = 0x0000_00FF;
+
+/// `SeverityNumber`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum SeverityNumber {
+    /// Unknown.
+    Unspecified = 0,
+    /// TRACE.
+    Trace = 1,
+    /// TRACE2.
+    Trace2 = 2,
+    /// TRACE3.
+    Trace3 = 3,
+    /// TRACE4.
+    Trace4 = 4,
+    /// DEBUG.
+    Debug = 5,
+    /// DEBUG2.
+    Debug2 = 6,
+    /// DEBUG3.
+    Debug3 = 7,
+    /// DEBUG4.
+    Debug4 = 8,
+    /// INFO.
+    Info = 9,
+    /// INFO2.
+    Info2 = 10,
+    /// INFO3.
+    Info3 = 11,
+    /// INFO4.
+    Info4 = 12,
+    /// WARN.
+    Warn = 13,
+    /// WARN2.
+    Warn2 = 14,
+    /// WARN3.
+    Warn3 = 15,
+    /// WARN4.
+    Warn4 = 16,
+    /// ERROR.
+    Error = 17,
+    /// ERROR2.
+    Error2 = 18,
+    /// ERROR3.
+    Error3 = 19,
+    /// ERROR4.
+    Error4 = 20,
+    /// FATAL.
+    Fatal = 21,
+    /// FATAL2.
+    Fatal2 = 22,
+    /// FATAL3.
+    Fatal3 = 23,
+    /// FATAL4.
+    Fatal4 = 24,
 }

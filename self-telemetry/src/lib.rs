@@ -128,6 +128,7 @@ impl Resource {
                 .iter()
                 .map(|(k, v)| string_attribute(k, v))
                 .collect(),
+            ..OtlpResource::default()
         }
     }
 }
@@ -261,6 +262,7 @@ impl SelfTelemetry {
         let scope = InstrumentationScope {
             name: self.service.name.to_owned(),
             version: self.service.version.to_owned(),
+            ..InstrumentationScope::default()
         };
         tracing::info!(
             endpoint = %settings.endpoint,

@@ -346,7 +346,14 @@ fn value_text(value: Option<&AnyValue>) -> String {
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
         Some(any_value::Value::IntValue(i)) => i.to_string(),
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        None => String::new(),
+        // Structured values have no label form; the attribute is left out, as before
+        // the protocol's structured values were modelled.
+        Some(
+            any_value::Value::ArrayValue(_)
+            | any_value::Value::KvlistValue(_)
+            | any_value::Value::BytesValue(_),
+        )
+        | None => String::new(),
     }
 }
 
@@ -389,6 +396,7 @@ mod tests {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(Resource {
                     attributes: resource,
+                    ..Resource::default()
                 }),
                 scope_metrics: vec![ScopeMetrics {
                     scope: None,

@@ -101,6 +101,7 @@ pub fn to_request(batch: &Batch) -> ExportMetricsServiceRequest {
     let scope = InstrumentationScope {
         name: "kaas-observer-agent".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        ..InstrumentationScope::default()
     };
     ExportMetricsServiceRequest {
         resource_metrics: resources
@@ -116,6 +117,7 @@ pub fn to_request(batch: &Batch) -> ExportMetricsServiceRequest {
                 ResourceMetrics {
                     resource: Some(Resource {
                         attributes: resource,
+                        ..Resource::default()
                     }),
                     scope_metrics: vec![ScopeMetrics {
                         scope: Some(scope.clone()),
