@@ -53,6 +53,8 @@ pub struct AgentSettings {
     pub listen_address: SocketAddr,
     /// Address for OTLP/gRPC pushes.
     pub otlp_grpc_listen_address: SocketAddr,
+    /// Address for OTLP/HTTP pushes.
+    pub otlp_http_listen_address: SocketAddr,
     /// Audiences pushed service-account tokens must be issued for; empty for any.
     pub push_token_audiences: Vec<String>,
     /// Whether to use the Kubernetes API when the agent finds one (in-cluster service
@@ -324,18 +326,9 @@ impl ConfiguredAgent {
         telemetry.register(&mut registry);
         let registry = Arc::new(registry);
         telemetry.start(registry.clone())?;
-        let listener = tokio::net::TcpListener::bind(settings.listen_address)
-            .await
-            .map_err(|source| StartError::Listen {
-                address: settings.listen_address,
-                source,
-            })?;
-        let grpc_listener = tokio::net::TcpListener::bind(settings.otlp_grpc_listen_address)
-            .await
-            .map_err(|source| StartError::Listen {
-                address: settings.otlp_grpc_listen_address,
-                source,
-            })?;
+        let listener = listen(settings.listen_address).await?;
+        let grpc_listener = listen(settings.otlp_grpc_listen_address).await?;
+        let otlp_http_listener = listen(settings.otlp_http_listen_address).await?;
         let reviewer = crate::push::auth::TokenReviewer::new(
             kubernetes.clone(),
             settings.push_token_audiences.clone(),
@@ -352,6 +345,12 @@ impl ConfiguredAgent {
                 tracing::error!(%error, "the OTLP/gRPC receiver stopped");
             }
         });
+        let otlp_http = receiver.otlp_http_routes();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(otlp_http_listener, otlp_http).await {
+                tracing::error!(%error, "the OTLP/HTTP receiver stopped");
+            }
+        });
         let push = receiver.routes();
         let app = crate::server::app(registry, reloads.clone(), push);
         tokio::spawn(async move {
@@ -361,7 +360,11 @@ impl ConfiguredAgent {
         });
         tracing::info!(
             address = %settings.listen_address,
-            "serving /metrics, /healthz, /readyz and the push receivers /api/v1/write and /v1/metrics"
+            "serving /metrics, /healthz, /readyz and the push receivers /api/v1/write and /v1/metrics (deprecated: OTLP/HTTP belongs on its own port)"
+        );
+        tracing::info!(
+            address = %settings.otlp_http_listen_address,
+            "serving the OTLP/HTTP push receiver /v1/metrics"
         );
         Ok(Self {
             agent,
@@ -412,6 +415,13 @@ impl ConfiguredAgent {
     pub async fn shutdown(&mut self) {
         self.agent.shutdown().await;
     }
+}
+
+/// Binds one of the agent's listeners.
+async fn listen(address: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Listen { address, source })
 }
 
 #[cfg(test)]

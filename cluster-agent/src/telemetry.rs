@@ -26,6 +26,7 @@
 //! | `kaas_agent_config_last_reload_successful` | |
 //! | `kaas_self_telemetry_export_failures_total` (with `--otlp-endpoint`) | signal |
 //! | `kaas_self_telemetry_spans_dropped_total` (with `--otlp-endpoint`) | |
+//! | `kaas_self_telemetry_logs_dropped_total` (with `--otlp-endpoint`) | |
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -303,6 +303,8 @@ fn start_agent_with(
             .arg(format!("127.0.0.1:{port}"))
             .arg("--otlp-grpc-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--otlp-http-listen-address")
+            .arg("127.0.0.1:0")
             .arg("--kubernetes")
             .arg("off")
             .arg("--config-health-window-ms")

@@ -114,6 +114,8 @@ async fn a_file_reading_pipeline_from_the_observer_is_refused() {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--otlp-grpc-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--otlp-http-listen-address")
+            .arg("127.0.0.1:0")
             .arg("--kubernetes")
             .arg("off")
             .arg("--config-health-window-ms")

@@ -215,6 +215,8 @@ fn start_agent(url: &str, data: &Path, ca: &Path, token: &Path, log: &Path) -> C
             .arg(format!("127.0.0.1:{}", free_port()))
             .arg("--otlp-grpc-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--otlp-http-listen-address")
+            .arg("127.0.0.1:0")
             .arg("--kubernetes")
             .arg("off")
             .arg("--config-health-window-ms")

@@ -68,6 +68,8 @@ fn metrics_reach_rotel_over_grpc_and_http() {
             .arg(format!("127.0.0.1:{}", free_port()))
             .arg("--otlp-grpc-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--otlp-http-listen-address")
+            .arg("127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );

@@ -85,6 +85,7 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
     .join("\n");
     let config_path = dir.path().join("agent.yaml");
     std::fs::write(&config_path, config).unwrap();
+    let otlp_http_port = free_port();
     let _agent = ChildGuard::spawn(
         "cluster-agent",
         Command::new(AGENT)
@@ -97,10 +98,13 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
             .arg(format!("127.0.0.1:{agent_port}"))
             .arg("--otlp-grpc-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--otlp-http-listen-address")
+            .arg(format!("127.0.0.1:{otlp_http_port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
     kaas_test_support::process::wait_for_tcp(([127, 0, 0, 1], agent_port).into(), DEADLINE);
+    kaas_test_support::process::wait_for_tcp(([127, 0, 0, 1], otlp_http_port).into(), DEADLINE);
 
     // The real Prometheus agent scrapes nginx and pushes to cluster-agent.
     let prometheus_config = format!(
@@ -148,9 +152,11 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
         }],
     };
     let client = kaas_cluster_agent::outbound::tls::http_client(&Default::default()).unwrap();
-    for namespace in ["shop", "sandbox"] {
+    // "shop" goes to OTLP's own HTTP port, "sandbox" to the deprecated alias on the
+    // agent's HTTP port: both are taken; only shop's data passes the namespace filter.
+    for (namespace, port) in [("shop", otlp_http_port), ("sandbox", agent_port)] {
         let response = client
-            .post(format!("http://127.0.0.1:{agent_port}/v1/metrics"))
+            .post(format!("http://127.0.0.1:{port}/v1/metrics"))
             .header("content-type", "application/x-protobuf")
             .body(otlp(namespace).encode_to_vec())
             .send()
@@ -250,6 +256,8 @@ async fn otlp_pushed_over_grpc_reaches_the_pipeline() {
             .arg(format!("127.0.0.1:{}", free_port()))
             .arg("--otlp-grpc-listen-address")
             .arg(format!("127.0.0.1:{grpc_port}"))
+            .arg("--otlp-http-listen-address")
+            .arg("127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );

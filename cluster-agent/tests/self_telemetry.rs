@@ -1,6 +1,6 @@
 //! The agent's own telemetry over OTLP/gRPC to a real receiver (rotel, from PyPI), in
 //! standalone mode: its metrics (with the cluster from the `cluster` external label as
-//! `k8s.cluster.name`) and one span per remote-write request. And with a dead OTLP
+//! `k8s.cluster.name`), one span per remote-write request, and its log lines. And with a dead OTLP
 //! endpoint the agent ships its pipeline's data as before, serves `/metrics`, and
 //! counts the failed exports there.
 //!
@@ -48,6 +48,8 @@ pipelines:
             .arg(&address)
             .arg("--otlp-grpc-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--otlp-http-listen-address")
+            .arg("127.0.0.1:0")
             .args([
                 "--otlp-endpoint",
                 otlp_endpoint,
@@ -70,11 +72,11 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> 
 }
 
 #[test]
-fn the_agent_pushes_its_metrics_and_export_spans_over_grpc() {
+fn the_agent_pushes_its_metrics_export_spans_and_logs_over_grpc() {
     let dir = tempfile::tempdir().unwrap();
     let rotel_dir = dir.path().join("rotel");
     std::fs::create_dir_all(&rotel_dir).unwrap();
-    let rotel = Rotel::start_logging(&rotel_dir, &["metrics", "traces"]);
+    let rotel = Rotel::start_logging(&rotel_dir, &["metrics", "traces", "logs"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let receiver = runtime.block_on(RemoteWriteReceiver::start());
     let endpoint = format!("http://127.0.0.1:{}", rotel.grpc_port);
@@ -88,6 +90,9 @@ fn the_agent_pushes_its_metrics_and_export_spans_over_grpc() {
             "Name: kaas_agent_pipeline_send_duration_seconds",
             "Name           : export",
             "SPAN_KIND_CLIENT",
+            // A log line of the agent's, as a log record.
+            "pushing own metrics, spans and logs over OTLP",
+            "code.namespace: Str(kaas_self_telemetry)",
         ],
         DEADLINE,
     );
@@ -234,6 +239,8 @@ pipelines:
             .arg("--listen-address")
             .arg(&address)
             .arg("--otlp-grpc-listen-address")
+            .arg("127.0.0.1:0")
+            .arg("--otlp-http-listen-address")
             .arg("127.0.0.1:0")
             .arg("--otlp-endpoint")
             .arg(format!("https://localhost:{}", nginx.port))

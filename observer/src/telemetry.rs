@@ -44,3 +44,4 @@
 //! | `kaas_observer_deletions_pending` | source | `onboarding::events` |
 //! | `kaas_self_telemetry_export_failures_total` (with `--otlp-endpoint`) | signal | `kaas_self_telemetry` |
 //! | `kaas_self_telemetry_spans_dropped_total` (with `--otlp-endpoint`) | | `kaas_self_telemetry` |
+//! | `kaas_self_telemetry_logs_dropped_total` (with `--otlp-endpoint`) | | `kaas_self_telemetry` |

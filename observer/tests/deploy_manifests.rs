@@ -67,6 +67,7 @@ const AGENT_RUN_FLAGS: &[&str] = &[
     "--buffer-budget",
     "--listen-address",
     "--otlp-grpc-listen-address",
+    "--otlp-http-listen-address",
     "--push-token-audience",
     "--kubernetes",
     "--secret-namespaces",

@@ -356,6 +356,8 @@ impl Agent {
                 .arg(format!("127.0.0.1:{}", free_port()))
                 .arg("--otlp-grpc-listen-address")
                 .arg("127.0.0.1:0")
+                .arg("--otlp-http-listen-address")
+                .arg("127.0.0.1:0")
                 .arg("--kubernetes")
                 .arg("off")
                 .env("RUST_LOG", "info")

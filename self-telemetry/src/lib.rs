@@ -1,5 +1,5 @@
 //! Self-telemetry for the observer and the cluster-agent: their logging set-up, and,
-//! with `--otlp-endpoint`, their own metrics and spans pushed over OTLP. `/metrics` is
+//! with `--otlp-endpoint`, their own metrics, spans and logs pushed over OTLP. `/metrics` is
 //! served either way; OTLP is an addition, never a replacement.
 //!
 //! # Design
@@ -13,9 +13,13 @@
 //!   [`MAX_SPANS_PER_EXPORT`], at least once per push interval. Marked spans sit
 //!   around external calls only (Kubernetes API, database, remote-write and OTLP sends,
 //!   probes, join), one per request, never per sample.
+//! - **Logs**: [`logs::LogLayer`] turns the log events the process writes to stderr
+//!   (same `RUST_LOG` filter) into OTLP log records, queued and sent like spans, in
+//!   batches of at most [`MAX_LOGS_PER_EXPORT`].
 //! - **Failure**: an unreachable receiver costs a counted failure
 //!   (`kaas_self_telemetry_export_failures_total{signal}`), one warning per push
-//!   interval and signal, and dropped spans (`kaas_self_telemetry_spans_dropped_total`).
+//!   interval and signal, and dropped spans and log records
+//!   (`kaas_self_telemetry_spans_dropped_total`, `kaas_self_telemetry_logs_dropped_total`).
 //!   Nothing waits on the receiver: the traced code only ever does a `try_send`.
 //! - **Resource**: `service.name`, `service.version`, `service.instance.id` (the host
 //!   name, which is the pod name in Kubernetes) and attributes the process adds later
@@ -23,6 +27,7 @@
 //! - Messages are the hand-written prost structs of `kaas_proto::otlp`, not the
 //!   OpenTelemetry SDK, to keep the build small.
 
+pub mod logs;
 pub mod metrics;
 pub mod settings;
 pub mod spans;
@@ -32,9 +37,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kaas_proto::otlp::{
-    AnyValue, ExportMetricsServiceRequest, ExportTraceServiceRequest, InstrumentationScope,
-    KeyValue, Resource as OtlpResource, ResourceMetrics, ResourceSpans, ScopeMetrics, ScopeSpans,
-    Span as OtlpSpan, any_value,
+    AnyValue, ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest,
+    InstrumentationScope, KeyValue, LogRecord, Resource as OtlpResource, ResourceLogs,
+    ResourceMetrics, ResourceSpans, ScopeLogs, ScopeMetrics, ScopeSpans, Span as OtlpSpan,
+    any_value,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -45,6 +51,7 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+pub use logs::LogLayer;
 pub use settings::{OtlpFlags, OtlpProtocol, OtlpSettings, SettingsError};
 pub use spans::SpanLayer;
 pub use transport::{BuildError, OtlpClient, Signal};
@@ -76,6 +83,12 @@ pub const SPAN_QUEUE_CAPACITY: usize = 2048;
 /// Spans in one export request: OpenTelemetry's default batch
 /// (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`), well under receivers' 4 MB request limits.
 pub const MAX_SPANS_PER_EXPORT: usize = 512;
+/// Log records waiting for export, at most: OpenTelemetry's default batch log record
+/// processor queue (`OTEL_BLRP_MAX_QUEUE_SIZE`).
+pub const LOG_QUEUE_CAPACITY: usize = 2048;
+/// Log records in one export request: OpenTelemetry's default
+/// (`OTEL_BLRP_MAX_EXPORT_BATCH_SIZE`).
+pub const MAX_LOGS_PER_EXPORT: usize = 512;
 
 /// The program, for resource attributes.
 #[derive(Clone, Copy, Debug)]
@@ -143,6 +156,7 @@ struct SignalLabel {
 struct ExportStats {
     failures: Family<SignalLabel, Counter>,
     spans_dropped: Counter,
+    logs_dropped: Counter,
 }
 
 impl ExportStats {
@@ -165,6 +179,8 @@ pub struct SelfTelemetry {
     stats: ExportStats,
     layer: Option<SpanLayer>,
     queue: Option<mpsc::Receiver<OtlpSpan>>,
+    log_layer: Option<LogLayer>,
+    log_queue: Option<mpsc::Receiver<LogRecord>>,
     start_unix_nano: u64,
 }
 
@@ -183,6 +199,16 @@ impl SelfTelemetry {
             }
             None => (None, None),
         };
+        let (log_layer, log_queue) = match &settings {
+            Some(_) => {
+                let (sender, receiver) = mpsc::channel(LOG_QUEUE_CAPACITY);
+                (
+                    Some(LogLayer::new(sender, stats.logs_dropped.clone())),
+                    Some(receiver),
+                )
+            }
+            None => (None, None),
+        };
         Ok(Self {
             settings,
             service,
@@ -190,6 +216,8 @@ impl SelfTelemetry {
             stats,
             layer,
             queue,
+            log_layer,
+            log_queue,
             start_unix_nano: unix_nano(SystemTime::now()),
         })
     }
@@ -203,11 +231,13 @@ impl SelfTelemetry {
             stats: ExportStats::default(),
             layer: None,
             queue: None,
+            log_layer: None,
+            log_queue: None,
             start_unix_nano: unix_nano(SystemTime::now()),
         }
     }
 
-    /// Whether spans and metrics are pushed.
+    /// Whether metrics, spans and logs are pushed.
     pub fn enabled(&self) -> bool {
         self.settings.is_some()
     }
@@ -218,20 +248,24 @@ impl SelfTelemetry {
     }
 
     /// Installs the process's tracing subscriber: human-readable logs on stderr,
-    /// filtered by `RUST_LOG` (default `info`), plus the span layer when OTLP is on.
-    /// Colours only on a terminal: under systemd, in a container or in a file, escape
-    /// codes would end up in every log line.
-    /// The span layer has its own filter, so the log level never hides spans.
+    /// filtered by `RUST_LOG` (default `info`), plus the span and log layers when OTLP
+    /// is on. Colours only on a terminal: under systemd, in a container or in a file,
+    /// escape codes would end up in every log line.
+    /// The span layer has its own filter, so the log level never hides spans; the log
+    /// layer has the stderr filter, so it exports what stderr shows.
     pub fn init_logging(&mut self) {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         let logs = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_filter(filter);
+            .with_filter(log_filter());
         tracing_subscriber::registry()
             .with(logs)
             .with(self.layer.take().map(SpanLayer::filtered))
+            .with(
+                self.log_layer
+                    .take()
+                    .map(|layer| layer.with_filter(log_filter())),
+            )
             .init();
     }
 
@@ -249,6 +283,11 @@ impl SelfTelemetry {
             "kaas_self_telemetry_spans_dropped",
             "Finished spans dropped because the export queue was full.",
             self.stats.spans_dropped.clone(),
+        );
+        registry.register(
+            "kaas_self_telemetry_logs_dropped",
+            "Log records dropped because the export queue was full.",
+            self.stats.logs_dropped.clone(),
         );
     }
 
@@ -268,7 +307,7 @@ impl SelfTelemetry {
             endpoint = %settings.endpoint,
             protocol = ?settings.protocol,
             interval = ?settings.push_interval,
-            "pushing own metrics and spans over OTLP"
+            "pushing own metrics, spans and logs over OTLP"
         );
         tokio::spawn(push_metrics(
             client.clone(),
@@ -281,12 +320,22 @@ impl SelfTelemetry {
         ));
         if let Some(queue) = self.queue.take() {
             tokio::spawn(push_spans(
+                client.clone(),
+                queue,
+                self.resource.clone(),
+                scope.clone(),
+                settings.push_interval,
+                self.stats.failure(Signal::Traces),
+            ));
+        }
+        if let Some(queue) = self.log_queue.take() {
+            tokio::spawn(push_logs(
                 client,
                 queue,
                 self.resource.clone(),
                 scope,
                 settings.push_interval,
-                self.stats.failure(Signal::Traces),
+                self.stats.failure(Signal::Logs),
             ));
         }
         Ok(())
@@ -448,23 +497,7 @@ async fn push_spans(
     failures: Counter,
 ) {
     let mut log = FailureLog::new(Signal::Traces, interval);
-    let mut open = true;
-    while open {
-        let mut batch = Vec::with_capacity(MAX_SPANS_PER_EXPORT);
-        let deadline = tokio::time::sleep(interval);
-        tokio::pin!(deadline);
-        while batch.len() < MAX_SPANS_PER_EXPORT {
-            let room = MAX_SPANS_PER_EXPORT - batch.len();
-            tokio::select! {
-                received = queue.recv_many(&mut batch, room) => {
-                    if received == 0 {
-                        open = false;
-                        break;
-                    }
-                }
-                () = &mut deadline => break,
-            }
-        }
+    while let Some(batch) = next_batch(&mut queue, MAX_SPANS_PER_EXPORT, interval).await {
         if batch.is_empty() {
             continue;
         }
@@ -485,6 +518,70 @@ async fn push_spans(
             }
         }
     }
+}
+
+async fn push_logs(
+    client: OtlpClient,
+    mut queue: mpsc::Receiver<LogRecord>,
+    resource: Resource,
+    scope: InstrumentationScope,
+    interval: Duration,
+    failures: Counter,
+) {
+    let mut log = FailureLog::new(Signal::Logs, interval);
+    while let Some(batch) = next_batch(&mut queue, MAX_LOGS_PER_EXPORT, interval).await {
+        if batch.is_empty() {
+            continue;
+        }
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(resource.to_otlp()),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(scope.clone()),
+                    log_records: batch,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        match client.export_logs(request).await {
+            Ok(()) => log.succeeded(),
+            Err(error) => {
+                failures.inc();
+                log.failed(&error);
+            }
+        }
+    }
+}
+
+/// The next batch from `queue`: up to `max` items, or what arrived within `interval`
+/// (possibly none); `None` once the queue is closed and drained.
+async fn next_batch<T>(
+    queue: &mut mpsc::Receiver<T>,
+    max: usize,
+    interval: Duration,
+) -> Option<Vec<T>> {
+    let mut batch = Vec::with_capacity(max);
+    let deadline = tokio::time::sleep(interval);
+    tokio::pin!(deadline);
+    while batch.len() < max {
+        let room = max - batch.len();
+        tokio::select! {
+            received = queue.recv_many(&mut batch, room) => {
+                if received == 0 {
+                    return (!batch.is_empty()).then_some(batch);
+                }
+            }
+            () = &mut deadline => break,
+        }
+    }
+    Some(batch)
+}
+
+/// The filter of logged events: `RUST_LOG`, `info` by default.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
 fn unix_nano(time: SystemTime) -> u64 {

@@ -26,15 +26,15 @@ pub enum OtlpProtocol {
     /// OTLP/gRPC (conventionally port 4317); the default, as for pipeline outputs.
     #[default]
     Grpc,
-    /// OTLP/HTTP with protobuf bodies (conventionally port 4318); `/v1/metrics` and
-    /// `/v1/traces` are appended to the endpoint's path.
+    /// OTLP/HTTP with protobuf bodies (conventionally port 4318); `/v1/metrics`,
+    /// `/v1/traces` and `/v1/logs` are appended to the endpoint's path.
     Http,
 }
 
 /// The self-telemetry flags, as given.
 #[derive(Clone, Default, clap::Args)]
 pub struct OtlpFlags {
-    /// Also push this process's own metrics and spans to an OTLP receiver, e.g.
+    /// Also push this process's own metrics, spans and logs to an OTLP receiver, e.g.
     /// http://otel-collector:4317 (gRPC) or https://collector:4318 with
     /// --otlp-protocol=http. /metrics is served either way.
     #[arg(long, env = "KAAS_OTLP_ENDPOINT", value_name = "URL")]
@@ -134,6 +134,11 @@ impl OtlpSettings {
     /// Where spans go: the HTTP signal URL, or the gRPC endpoint.
     pub fn traces_url(&self) -> Url {
         self.signal_url("v1/traces")
+    }
+
+    /// The OTLP/HTTP URL for logs.
+    pub fn logs_url(&self) -> Url {
+        self.signal_url("v1/logs")
     }
 
     fn signal_url(&self, path: &str) -> Url {

@@ -29,7 +29,7 @@ use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{FilterFn, Filtered};
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use crate::any_attribute;
 
@@ -164,6 +164,16 @@ fn span_kind(text: &str) -> SpanKind {
         "consumer" => SpanKind::Consumer,
         _ => SpanKind::Internal,
     }
+}
+
+/// The trace and span ids of `span` if it is an open exported span, for log records
+/// written inside it ([`crate::logs`]).
+pub(crate) fn exported_ids<'a, R: LookupSpan<'a>>(
+    span: &SpanRef<'a, R>,
+) -> Option<([u8; 16], [u8; 8])> {
+    span.extensions()
+        .get::<OpenSpan>()
+        .map(|open| (open.trace_id, open.span_id))
 }
 
 /// Finds the error an event carries (its `error` field, else its message).

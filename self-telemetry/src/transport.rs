@@ -1,17 +1,18 @@
-//! One OTLP client for both signals, over gRPC (tonic on a hyper-rustls connector) or
+//! One OTLP client for the three signals, over gRPC (tonic on a hyper-rustls connector) or
 //! HTTP/protobuf (reqwest), with rustls and the ring provider on both, the configured
 //! CA bundle or the system roots, and an optional client certificate.
 //!
 //! No retries: metrics are cumulative, so the next push carries everything a failed one
 //! had, and a span batch that fails is dropped and counted (self-telemetry must not
-//! grow memory while its receiver is down). Errors never quote header values.
+//! grow memory while its receiver is down), as is a batch of log records. Errors never quote header values.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kaas_proto::otlp::{
-    EXPORT_METRICS_PATH, EXPORT_TRACES_PATH, ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    EXPORT_LOGS_PATH, EXPORT_METRICS_PATH, EXPORT_TRACES_PATH, ExportLogsServiceRequest,
+    ExportLogsServiceResponse, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use kaas_tls::http::HttpClientSettings;
 use kaas_tls::{ClientTls, Trust};
@@ -26,13 +27,15 @@ use url::Url;
 
 use crate::settings::{OtlpProtocol, OtlpSettings};
 
-/// What the two signals are called in metrics and logs.
+/// What the three signals are called in metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Signal {
     /// The process's metrics.
     Metrics,
     /// Its spans.
     Traces,
+    /// Its log events.
+    Logs,
 }
 
 impl Signal {
@@ -41,6 +44,7 @@ impl Signal {
         match self {
             Signal::Metrics => "metrics",
             Signal::Traces => "traces",
+            Signal::Logs => "logs",
         }
     }
 }
@@ -94,13 +98,20 @@ pub struct OtlpClient {
 enum Transport {
     Http {
         client: reqwest::Client,
-        metrics: Url,
-        traces: Url,
+        urls: Box<SignalUrls>,
     },
     Grpc(Channel),
 }
 
-/// The part of both export responses that matters: refused items.
+/// The OTLP/HTTP URL of each signal.
+#[derive(Clone, Debug)]
+struct SignalUrls {
+    metrics: Url,
+    traces: Url,
+    logs: Url,
+}
+
+/// The part of every export response that matters: refused items.
 trait PartialSuccess {
     fn rejected(&self) -> Option<(i64, &str)>;
 }
@@ -109,6 +120,13 @@ impl PartialSuccess for ExportMetricsServiceResponse {
     fn rejected(&self) -> Option<(i64, &str)> {
         let p = self.partial_success.as_ref()?;
         (p.rejected_data_points > 0).then_some((p.rejected_data_points, &p.error_message))
+    }
+}
+
+impl PartialSuccess for ExportLogsServiceResponse {
+    fn rejected(&self) -> Option<(i64, &str)> {
+        let p = self.partial_success.as_ref()?;
+        (p.rejected_log_records > 0).then_some((p.rejected_log_records, &p.error_message))
     }
 }
 
@@ -129,8 +147,11 @@ impl OtlpClient {
                     crate::USER_AGENT,
                 ))
                 .map_err(|e| BuildError::Client(e.to_string()))?,
-                metrics: settings.metrics_url(),
-                traces: settings.traces_url(),
+                urls: Box::new(SignalUrls {
+                    metrics: settings.metrics_url(),
+                    traces: settings.traces_url(),
+                    logs: settings.logs_url(),
+                }),
             },
             OtlpProtocol::Grpc => {
                 let tls = kaas_tls::client_config(client_tls(settings)?)
@@ -163,20 +184,23 @@ impl OtlpClient {
             .await
     }
 
+    /// Sends log records.
+    pub async fn export_logs(&self, request: ExportLogsServiceRequest) -> Result<(), ExportError> {
+        self.export::<_, ExportLogsServiceResponse>(Signal::Logs, request)
+            .await
+    }
+
     async fn export<Req, Resp>(&self, signal: Signal, request: Req) -> Result<(), ExportError>
     where
         Req: Message + Send + Sync + 'static,
         Resp: Message + Default + PartialSuccess + Send + Sync + 'static,
     {
         let response: Resp = match &self.transport {
-            Transport::Http {
-                client,
-                metrics,
-                traces,
-            } => {
+            Transport::Http { client, urls } => {
                 let url = match signal {
-                    Signal::Metrics => metrics,
-                    Signal::Traces => traces,
+                    Signal::Metrics => &urls.metrics,
+                    Signal::Traces => &urls.traces,
+                    Signal::Logs => &urls.logs,
                 };
                 self.post(client, url, request.encode_to_vec()).await?
             }
@@ -245,6 +269,7 @@ impl OtlpClient {
         let path = match signal {
             Signal::Metrics => EXPORT_METRICS_PATH,
             Signal::Traces => EXPORT_TRACES_PATH,
+            Signal::Logs => EXPORT_LOGS_PATH,
         };
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
         grpc.unary(call, PathAndQuery::from_static(path), codec)

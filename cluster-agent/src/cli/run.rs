@@ -48,6 +48,9 @@ use crate::pipeline::budget::DEFAULT_BUFFER_BUDGET;
 pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0:8429";
 /// Where OTLP/gRPC pushes are accepted by default: OTLP's conventional gRPC port.
 pub const DEFAULT_OTLP_GRPC_ADDRESS: &str = "0.0.0.0:4317";
+/// Where OTLP/HTTP pushes are accepted by default: OTLP's conventional HTTP port, the
+/// one every OpenTelemetry SDK sends to without configuration.
+pub const DEFAULT_OTLP_HTTP_ADDRESS: &str = "0.0.0.0:4318";
 /// How often the configuration file is checked for changes.
 pub const DEFAULT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// The shortest interval of the file check and of health reports: shorter ones are
@@ -109,6 +112,10 @@ pub struct RunArgs {
     /// Address for OTLP/gRPC pushes (OTLP's conventional port).
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_OTLP_GRPC_ADDRESS)]
     pub otlp_grpc_listen_address: String,
+    /// Address for OTLP/HTTP pushes (`/v1/metrics`; OTLP's conventional port). The
+    /// `--listen-address` port still takes `/v1/metrics` as a deprecated alias.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_OTLP_HTTP_ADDRESS)]
+    pub otlp_http_listen_address: String,
     /// Require service-account tokens pushed to the agent to be issued for this
     /// audience (TokenReview `audiences`; repeat for several), e.g. a projected token
     /// the pushing pods mount for the agent alone. By default any token the API server
@@ -145,7 +152,7 @@ pub struct RunArgs {
     /// tests; at least 100).
     #[arg(long, value_name = "MS", hide = true)]
     pub health_report_interval_ms: Option<String>,
-    /// The agent's own metrics and spans over OTLP.
+    /// The agent's own metrics, spans and logs over OTLP.
     #[command(flatten)]
     pub otlp: kaas_self_telemetry::OtlpFlags,
 }
@@ -210,6 +217,11 @@ impl RunArgs {
             &self.otlp_grpc_listen_address,
             address,
         );
+        let otlp_http_listen_address = problems.check(
+            "otlp-http-listen-address",
+            &self.otlp_http_listen_address,
+            address,
+        );
         let buffer_budget = match &self.buffer_budget {
             Some(text) => problems.check("buffer-budget", text, parse_buffer_budget),
             None => Some(DEFAULT_BUFFER_BUDGET),
@@ -255,6 +267,7 @@ impl RunArgs {
         let (
             Some(listen_address),
             Some(otlp_grpc_listen_address),
+            Some(otlp_http_listen_address),
             Some(buffer_budget),
             Some(kubernetes),
             Some(endpoint_order),
@@ -262,6 +275,7 @@ impl RunArgs {
         ) = (
             listen_address,
             otlp_grpc_listen_address,
+            otlp_http_listen_address,
             buffer_budget,
             kubernetes,
             endpoint_order,
@@ -297,6 +311,7 @@ impl RunArgs {
             buffer_budget,
             listen_address,
             otlp_grpc_listen_address,
+            otlp_http_listen_address,
             push_token_audiences: self.push_token_audience.clone(),
             kubernetes: kubernetes == KubernetesMode::Auto,
             kubelet_insecure_skip_tls_verify: self.kubelet_insecure_skip_tls_verify,

@@ -1,7 +1,10 @@
 //! Push input: workloads send metrics to the agent instead of being scraped. The agent
-//! accepts Prometheus remote-write 1.0 on `POST /api/v1/write` and OTLP over
-//! HTTP/protobuf on `POST /v1/metrics`, on its HTTP port, and OTLP over gRPC on its own
-//! port ([`otlp_grpc`]); the well-known in-cluster address is the agent's Service.
+//! accepts Prometheus remote-write 1.0 on `POST /api/v1/write` on its HTTP port (8429),
+//! OTLP over HTTP/protobuf on `POST /v1/metrics` on OTLP's HTTP port (4318), and OTLP
+//! over gRPC on OTLP's gRPC port (4317, [`otlp_grpc`]): the ports every OpenTelemetry
+//! SDK uses without configuration, one convention for every signal. The HTTP port still
+//! takes `/v1/metrics` as a deprecated alias, for pushers configured before OTLP had
+//! its own port. The well-known in-cluster address is the agent's Service.
 //!
 //! Everything a pusher sends is hostile until checked, and each check comes before the
 //! work it protects:
@@ -237,10 +240,18 @@ impl PushReceiver {
         }
     }
 
-    /// The HTTP routes (`/api/v1/write`, `/v1/metrics`).
+    /// The routes of the agent's HTTP port: `/api/v1/write`, and `/v1/metrics` as a
+    /// deprecated alias of the OTLP/HTTP port's.
     pub fn routes(&self) -> Router {
         Router::new()
             .route("/api/v1/write", post(remote_write))
+            .route("/v1/metrics", post(otlp_http))
+            .with_state(self.clone())
+    }
+
+    /// The routes of the OTLP/HTTP port: `/v1/metrics`.
+    pub fn otlp_http_routes(&self) -> Router {
+        Router::new()
             .route("/v1/metrics", post(otlp_http))
             .with_state(self.clone())
     }

@@ -196,7 +196,7 @@ pub struct ServeArgs {
     /// The central stack: Thanos receive, Grafana, Alertmanager.
     #[command(flatten)]
     pub integrations: crate::integrations::IntegrationFlags,
-    /// The observer's own metrics and spans over OTLP.
+    /// The observer's own metrics, spans and logs over OTLP.
     #[command(flatten)]
     pub otlp: kaas_self_telemetry::OtlpFlags,
 }
