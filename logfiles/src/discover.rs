@@ -153,6 +153,7 @@ impl Discovery {
             scan: Scan::default(),
             entries: 0,
             found: Vec::new(),
+            refused_paths: HashSet::new(),
         };
         if let Some(root) = &self.pod_root {
             walk.pod_root(root);
@@ -162,10 +163,12 @@ impl Discovery {
         }
         let mut found = walk.found;
         let mut scan = walk.scan;
+        // One entry per file: its own path rather than a symlink to it.
+        found.sort_by(|a, b| {
+            (a.id, a.path != a.open_path, &a.path).cmp(&(b.id, b.path != b.open_path, &b.path))
+        });
+        found.dedup_by(|a, b| a.id == b.id);
         found.sort_by(|a, b| a.path.cmp(&b.path));
-        found.dedup_by(|a, b| a.path == b.path);
-        let mut seen = HashSet::new();
-        found.retain(|file| seen.insert(file.id));
         scan.over_limit = found.len().saturating_sub(self.max_files) as u64;
         found.truncate(self.max_files);
         scan.files = found;
@@ -194,10 +197,15 @@ struct Walk<'a> {
     scan: Scan,
     entries: usize,
     found: Vec<DiscoveredFile>,
+    /// Paths refused in this scan: two globs over the same place refuse it once.
+    refused_paths: HashSet<PathBuf>,
 }
 
 impl Walk<'_> {
     fn refuse(&mut self, path: &Path, reason: RefusalReason) {
+        if !self.refused_paths.insert(path.to_path_buf()) {
+            return;
+        }
         self.scan.refused_total += 1;
         if self.scan.refused.len() < MAX_REPORTED_REFUSALS {
             self.scan.refused.push(Refusal {

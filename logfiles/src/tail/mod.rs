@@ -109,6 +109,16 @@ impl Tailer {
         self.open.len()
     }
 
+    /// Bytes known to be in tracked files beyond their read position (as of the last
+    /// poll's sizes): the input lag, for telemetry.
+    pub fn unread_bytes(&self) -> u64 {
+        self.files
+            .values()
+            .filter(|f| !f.finished)
+            .map(|f| f.size.saturating_sub(f.read_offset))
+            .sum()
+    }
+
     /// Batches handed out and not yet committed.
     pub fn unacknowledged_batches(&self) -> usize {
         self.acks.len()

@@ -56,6 +56,19 @@ impl Node {
         config
     }
 
+    /// Opens a tailer on `config` and reads until nothing more comes.
+    pub fn read_all(&self, config: &TailConfig) -> (Tailer, Ledger) {
+        let mut tailer = self.tailer(config);
+        let (mut ledger, mut clock) = (Ledger::default(), Instant::now());
+        drain(
+            &mut tailer,
+            &mut ledger,
+            &mut clock,
+            Duration::from_millis(50),
+        );
+        (tailer, ledger)
+    }
+
     pub fn tailer(&self, config: &TailConfig) -> Tailer {
         Tailer::open(config.validate().expect("test harness")).expect("test harness")
     }
@@ -137,7 +150,7 @@ impl Ledger {
     }
 }
 
-/// Polls and commits until three polls in a row deliver nothing, advancing a fake
+/// Polls and commits until three polls in a row deliver and read nothing, advancing a fake
 /// clock by `step` each poll; saves the checkpoint at the end. Returns the most
 /// descriptors that were open after a poll.
 pub fn drain(
@@ -146,12 +159,14 @@ pub fn drain(
     clock: &mut Instant,
     step: Duration,
 ) -> usize {
-    let (mut quiet, mut most_open) = (0, 0);
+    let (mut quiet, mut most_open, mut unread) = (0, 0, u64::MAX);
     while quiet < 3 {
         *clock += step;
         let delivered = poll_once(tailer, ledger, *clock);
         most_open = most_open.max(tailer.open_files());
-        quiet = if delivered == 0 { quiet + 1 } else { 0 };
+        let progressed = delivered > 0 || tailer.unread_bytes() != unread;
+        unread = tailer.unread_bytes();
+        quiet = if progressed { 0 } else { quiet + 1 };
     }
     tailer.save_checkpoint().expect("test harness");
     most_open
