@@ -95,14 +95,13 @@ pub struct Refusal {
 /// The result of one scan.
 #[derive(Debug, Default)]
 pub struct Scan {
-    /// Admitted files, sorted by path, at most `max_files`.
+    /// Admitted files, sorted by path, one per inode (the tailer applies `max_files`,
+    /// keeping the files it already follows).
     pub files: Vec<DiscoveredFile>,
     /// The first [`MAX_REPORTED_REFUSALS`] refusals.
     pub refused: Vec<Refusal>,
     /// All refusals of this scan.
     pub refused_total: u64,
-    /// Admissible files left out because `max_files` was reached.
-    pub over_limit: u64,
     /// Whether [`MAX_SCAN_ENTRIES`] stopped the scan early.
     pub incomplete: bool,
 }
@@ -114,7 +113,6 @@ pub struct Discovery {
     globs: Vec<(Glob, PathBuf)>,
     denied_prefixes: Vec<PathBuf>,
     denied_ids: HashSet<FileId>,
-    max_files: usize,
 }
 
 impl Discovery {
@@ -142,7 +140,6 @@ impl Discovery {
             globs,
             denied_prefixes,
             denied_ids,
-            max_files: config.limits.max_files,
         }
     }
 
@@ -169,8 +166,6 @@ impl Discovery {
         });
         found.dedup_by(|a, b| a.id == b.id);
         found.sort_by(|a, b| a.path.cmp(&b.path));
-        scan.over_limit = found.len().saturating_sub(self.max_files) as u64;
-        found.truncate(self.max_files);
         scan.files = found;
         scan
     }

@@ -81,4 +81,4 @@ pub use error::{CheckpointError, ConfigError, TailError};
 pub use fingerprint::{FINGERPRINT_BYTES, Fingerprint};
 pub use path::PodLogPath;
 pub use record::{FileSource, LogRecord, Stream, TailCounters};
-pub use tail::{AckToken, Batch, FRAMING_ALLOWANCE, READ_CHUNK, Startup, Tailer};
+pub use tail::{AckToken, Batch, DiscoveryStatus, FRAMING_ALLOWANCE, READ_CHUNK, Startup, Tailer};

@@ -93,8 +93,4 @@ pub struct TailCounters {
     pub evictions: u64,
     /// Errors opening or reading files (retried next poll).
     pub read_errors: u64,
-    /// Paths refused by discovery (denied, symlink out of root, not a regular file).
-    pub refused_paths: u64,
-    /// Files not watched because the watched-file bound was reached.
-    pub over_file_limit: u64,
 }

@@ -127,32 +127,45 @@ fn nothing_of_a_refused_file_is_ever_read() {
     let mut bodies = bodies;
     bodies.sort_unstable();
     assert_eq!(bodies, vec!["seq=1", "seq=2"]);
-    assert!(tailer.counters().refused_paths >= 6);
+    assert!(tailer.discovery_status().refused_total >= 6);
 }
 
 #[test]
-fn the_watched_file_bound_is_kept_and_counted() {
+fn the_watched_file_bound_keeps_the_files_already_followed() {
     let node = Node::new();
-    for pod in 0..10 {
-        let dir = node.container_dir("default", &format!("p{pod}"), "c");
-        std::fs::write(dir.join("0.log"), "2024-01-01T00:00:00Z stdout F seq=1\n")
-            .expect("test setup");
+    let write = |pod: &str, seq: u64| {
+        let dir = node.container_dir("default", pod, "c");
+        std::fs::write(dir.join("0.log"), common::cri_line(seq, "stdout")).expect("test setup");
+        dir.join("0.log")
+    };
+    let first = write("p0", 0);
+    for pod in 1..10 {
+        write(&format!("p{pod}"), pod);
     }
     let mut config = node.config();
     config.limits.max_files = 4;
-    let scan = Discovery::new(&config.validate().expect("test setup")).scan();
-    assert_eq!(scan.files.len(), 4);
-    assert_eq!(scan.over_limit, 6);
-    let Source::Pod(pod) = &scan.files[0].source else {
-        panic!("a container log")
-    };
-    assert_eq!(
-        (
-            pod.namespace.as_str(),
-            pod.pod.as_str(),
-            pod.container.as_str(),
-            pod.restart_count
-        ),
-        ("default", "p0", "c", 0)
+    let (mut tailer, mut ledger) = node.read_all(&config);
+    assert_eq!(tailer.tracked_files(), 4);
+    assert_eq!(tailer.discovery_status().over_file_limit, 6);
+    // A newcomer that sorts first does not push out a followed file...
+    write("a-new", 100);
+    let mut clock = std::time::Instant::now();
+    common::drain(
+        &mut tailer,
+        &mut ledger,
+        &mut clock,
+        std::time::Duration::from_millis(50),
     );
+    assert_eq!(tailer.discovery_status().over_file_limit, 7);
+    ledger.assert_complete(0..4, 0);
+    // ...but takes the place of one that is gone.
+    std::fs::remove_file(first).expect("test setup");
+    common::drain(
+        &mut tailer,
+        &mut ledger,
+        &mut clock,
+        std::time::Duration::from_millis(50),
+    );
+    assert_eq!(tailer.tracked_files(), 4);
+    assert!(ledger.delivered().contains(&100));
 }

@@ -14,7 +14,7 @@ pub use file::{FRAMING_ALLOWANCE, READ_CHUNK};
 
 use crate::checkpoint::{Checkpoint, FileCheckpoint};
 use crate::config::{CorruptCheckpointPolicy, StartAt, ValidatedTailConfig};
-use crate::discover::{Discovery, FileId};
+use crate::discover::{Discovery, FileId, Refusal};
 use crate::error::{CheckpointError, TailError};
 use crate::record::TailCounters;
 use ack::{AckQueue, PendingMark};
@@ -32,6 +32,20 @@ pub enum Startup {
     RecoveredFromCorruptCheckpoint(String),
 }
 
+/// What the last poll's discovery left out, for health reports: values of that poll,
+/// not counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiscoveryStatus {
+    /// The first refused paths, with the reason.
+    pub refused: Vec<Refusal>,
+    /// All refused paths.
+    pub refused_total: u64,
+    /// Admissible files not followed because `max_files` files are followed already.
+    pub over_file_limit: u64,
+    /// Whether the scan stopped at [`crate::discover::MAX_SCAN_ENTRIES`].
+    pub incomplete: bool,
+}
+
 /// Follows the configured files. Not thread-safe by itself: one task polls and commits.
 pub struct Tailer {
     config: ValidatedTailConfig,
@@ -45,6 +59,7 @@ pub struct Tailer {
     next_generation: u64,
     dirty: bool,
     startup: Startup,
+    discovery_status: DiscoveryStatus,
 }
 
 impl Tailer {
@@ -80,6 +95,7 @@ impl Tailer {
             next_generation: 1,
             dirty: true,
             startup,
+            discovery_status: DiscoveryStatus::default(),
             config,
         };
         let skip_existing =
@@ -92,6 +108,16 @@ impl Tailer {
     /// How this tailer started.
     pub fn startup(&self) -> &Startup {
         &self.startup
+    }
+
+    /// What the last poll's discovery refused or left out.
+    pub fn discovery_status(&self) -> &DiscoveryStatus {
+        &self.discovery_status
+    }
+
+    /// How often the caller should poll ([`crate::TailLimits::poll_interval`]).
+    pub fn poll_interval(&self) -> std::time::Duration {
+        self.config.limits.poll_interval
     }
 
     /// Everything counted since the start.
@@ -141,8 +167,12 @@ impl Tailer {
         }
         self.polls += 1;
         let scan = self.discovery.scan();
-        self.reading.counters.refused_paths += scan.refused_total;
-        self.reading.counters.over_file_limit += scan.over_limit;
+        self.discovery_status = DiscoveryStatus {
+            refused: scan.refused,
+            refused_total: scan.refused_total,
+            over_file_limit: 0,
+            incomplete: scan.incomplete,
+        };
         self.reconcile(scan.files);
         let mut records = Vec::new();
         let mut touched = Vec::new();

@@ -30,6 +30,9 @@ impl Tailer {
         let mut restored: HashMap<FileId, FileCheckpoint> =
             restored.files.into_iter().map(|f| (f.id, f)).collect();
         for found in self.discovery.scan().files {
+            if self.files.len() >= self.config.limits.max_files {
+                break;
+            }
             let Some((handle, size)) = open_verified(&found.open_path, found.id) else {
                 continue;
             };
@@ -87,6 +90,10 @@ impl Tailer {
         for file in found {
             seen.insert(file.id);
             let Some(tracked) = self.files.get_mut(&file.id) else {
+                if self.files.len() >= self.config.limits.max_files {
+                    self.discovery_status.over_file_limit += 1;
+                    continue;
+                }
                 let source = Arc::new(FileSource {
                     path: file.path.clone(),
                     source: file.source.clone(),
@@ -286,7 +293,11 @@ impl Tailer {
                 Opened::Yes
             }
             None if file.detached => Opened::Gone,
-            None => Opened::NoRoom,
+            None => {
+                // Unreadable now, or replaced after the scan: the next scan sorts it out.
+                self.reading.counters.read_errors += 1;
+                Opened::NoRoom
+            }
         }
     }
 
