@@ -40,7 +40,8 @@ pub struct FileCheckpoint {
     pub offset: u64,
     /// Per-stream resume offsets, indexed by [`crate::Stream::index`].
     pub resume: [u64; 3],
-    /// Where it was last found.
+    /// The path it was discovered at (`log.file.path`): after a restart it says what
+    /// kind of file it is, and a file renamed meanwhile is looked for in its directory.
     pub path: PathBuf,
 }
 

@@ -310,3 +310,42 @@ fn thousands_of_files_are_read_within_a_small_descriptor_bound() {
     assert!(tailer.counters().evictions > 0);
     assert_eq!(tailer.tracked_files(), FILES as usize);
 }
+
+#[test]
+fn a_file_rotated_while_the_agent_was_down_is_finished_from_its_checkpoint() {
+    let node = Node::new();
+    let mut config = node.config();
+    config.limits.max_batch_bytes = 2048;
+    let path = node.container_dir("default", "web", "app").join("0.log");
+    append_cri(&path, 0..200);
+    let mut tailer = node.tailer(&config);
+    let mut ledger = Ledger::default();
+    poll_once(&mut tailer, &mut ledger, Instant::now());
+    tailer.save_checkpoint().unwrap();
+    let read_before = ledger.records.len();
+    assert!(read_before > 0 && read_before < 200);
+    drop(tailer);
+    std::fs::rename(&path, path.with_file_name("0.log.20240101-000000")).unwrap();
+    append_cri(&path, 200..300);
+    // Down again after a little of the rotated file was read: its checkpoint entry must
+    // still say where it was found and what it is.
+    let mut tailer = node.tailer(&config);
+    poll_once(&mut tailer, &mut ledger, Instant::now());
+    tailer.save_checkpoint().unwrap();
+    drop(tailer);
+    let mut tailer = node.tailer(&config);
+    let mut clock = Instant::now();
+    drain(&mut tailer, &mut ledger, &mut clock, STEP);
+    ledger.assert_complete(0..300, 0);
+    for record in &ledger.records {
+        assert_eq!(
+            record.stream,
+            kaas_logfiles::Stream::Stdout,
+            "still read as a container log"
+        );
+        assert_eq!(
+            record.file.path, path,
+            "reported at the path it was found at"
+        );
+    }
+}

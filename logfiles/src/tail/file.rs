@@ -218,7 +218,9 @@ impl TrackedFile {
     ) -> std::io::Result<usize> {
         let line_cap = context.max_record_bytes + FRAMING_ALLOWANCE;
         let mut consumed_total = 0;
-        let mut read_len = READ_CHUNK;
+        // Reads stop near the budget: a batch exceeds it by at most one line.
+        let chunk_for = |consumed: usize| READ_CHUNK.min(budget.saturating_sub(consumed)).max(1);
+        let mut read_len = chunk_for(0);
         while consumed_total < budget {
             let Some(file) = &self.file else { break };
             context.buffer.resize(read_len, 0);
@@ -238,7 +240,7 @@ impl TrackedFile {
                 }
                 read_len = (read_len * 2).min(line_cap + 1);
             } else {
-                read_len = READ_CHUNK;
+                read_len = chunk_for(consumed_total);
             }
         }
         Ok(consumed_total)

@@ -223,7 +223,7 @@ impl Tailer {
                 fingerprint: file.fingerprint,
                 offset: file.committed.offset,
                 resume: file.committed.resume,
-                path: file.open_path.clone(),
+                path: file.source.path.clone(),
             })
             .collect();
         Checkpoint { files }.store(&self.config.checkpoint)?;

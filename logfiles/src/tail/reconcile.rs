@@ -73,7 +73,7 @@ impl Tailer {
                 continue;
             };
             let source = Arc::new(FileSource {
-                path: path.clone(),
+                path: entry.path.clone(),
                 source: self.discovery.classify(&entry.path),
             });
             let mut tracked = resumed_file(entry.id, source, path, fingerprint, mark);
