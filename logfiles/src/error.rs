@@ -65,20 +65,11 @@ pub enum CheckpointError {
     },
 }
 
-/// A failure of the tailer that the caller must handle (per-file read errors are
-/// counted and retried instead).
+/// A failure that stops the tailer from starting or persisting (per-file read errors
+/// are counted in [`crate::TailCounters::read_errors`] and retried instead).
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
-    /// The checkpoint could not be loaded or stored.
+    /// The checkpoint could not be loaded, moved aside or stored.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    /// A root directory could not be read.
-    #[error("reading `{}`: {source}", path.display())]
-    Io {
-        /// The directory or file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
 }

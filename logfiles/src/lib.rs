@@ -4,6 +4,15 @@
 //! writes each [`Batch`]'s records into its pipelines' buffers and commits the batch's
 //! [`AckToken`] once they are durable there.
 //!
+//! ## Using it
+//! The API is synchronous file I/O: run the tailer on its own thread (or in
+//! `spawn_blocking`), call [`Tailer::poll`] every [`Tailer::poll_interval`], hand each
+//! [`Batch`]'s records to the pipelines, [`Tailer::commit`] its token once they are
+//! durable (or dropped by policy and counted) in every pipeline that takes them, and
+//! call [`Tailer::save_checkpoint`] after commits (each save is an fsync; saving less
+//! often only means more duplicates after a crash, never a loss). [`Tailer::counters`],
+//! [`Tailer::discovery_status`] and [`Tailer::unread_bytes`] feed the telemetry.
+//!
 //! ## What it reads
 //! [`discover`] finds `<root>/<namespace>_<pod>_<uid>/<container>/<n>.log` below the pod
 //! log root (parsed into a [`PodLogPath`]) and plain files by glob below allowed roots,
@@ -82,3 +91,14 @@ pub use fingerprint::{FINGERPRINT_BYTES, Fingerprint};
 pub use path::PodLogPath;
 pub use record::{FileSource, LogRecord, Stream, TailCounters};
 pub use tail::{AckToken, Batch, DiscoveryStatus, FRAMING_ALLOWANCE, READ_CHUNK, Startup, Tailer};
+
+#[cfg(test)]
+mod tests {
+    /// The agent moves the tailer to a blocking thread and batches back to its tasks.
+    #[test]
+    fn tailer_and_batches_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<super::Tailer>();
+        send::<super::Batch>();
+    }
+}

@@ -349,3 +349,35 @@ fn a_file_rotated_while_the_agent_was_down_is_finished_from_its_checkpoint() {
         );
     }
 }
+
+#[test]
+fn a_stalled_consumer_stops_reading_without_growing_the_queue() {
+    let node = Node::new();
+    let mut config = node.config();
+    config.limits.max_batch_bytes = 1024;
+    config.limits.max_unacked_batches = 3;
+    let path = node.container_dir("default", "web", "app").join("0.log");
+    append_cri(&path, 0..500);
+    let mut tailer = node.tailer(&config);
+    let clock = Instant::now();
+    let held: Vec<_> = (0..3).map(|_| tailer.poll_at(clock)).collect();
+    assert!(held.iter().all(|batch| !batch.records.is_empty()));
+    for _ in 0..10 {
+        let stalled = tailer.poll_at(clock);
+        assert!(
+            stalled.records.is_empty(),
+            "nothing is read beyond the bound"
+        );
+        tailer.commit(stalled.token);
+    }
+    assert_eq!(tailer.unacknowledged_batches(), 3);
+    let mut ledger = Ledger::default();
+    for batch in held {
+        ledger.take(batch.records);
+        tailer.commit(batch.token);
+    }
+    assert_eq!(tailer.unacknowledged_batches(), 0);
+    let mut clock = clock;
+    drain(&mut tailer, &mut ledger, &mut clock, STEP);
+    ledger.assert_complete(0..500, 0);
+}

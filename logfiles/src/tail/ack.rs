@@ -14,7 +14,8 @@ use crate::tail::file::FileMark;
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a batch's position is committed only with its token"]
 pub struct AckToken {
-    pub(crate) sequence: u64,
+    /// `None` for a batch read while too many were outstanding: nothing to commit.
+    sequence: Option<u64>,
 }
 
 /// The records of one poll and the token that commits them.
@@ -64,12 +65,23 @@ impl AckQueue {
             marks,
             acknowledged: false,
         });
-        AckToken { sequence }
+        AckToken {
+            sequence: Some(sequence),
+        }
+    }
+
+    /// The token of a batch that read nothing because the queue is full; it takes no
+    /// place in the queue, so polling a stalled consumer does not grow it.
+    pub fn empty_token() -> AckToken {
+        AckToken { sequence: None }
     }
 
     /// Acknowledges a batch; returns the marks that may now be applied, in order.
     pub fn acknowledge(&mut self, token: AckToken) -> Vec<PendingMark> {
-        let Some(index) = token.sequence.checked_sub(self.first_sequence) else {
+        let Some(index) = token
+            .sequence
+            .and_then(|s| s.checked_sub(self.first_sequence))
+        else {
             return Vec::new();
         };
         if let Some(batch) = self.pending.get_mut(index as usize) {
@@ -119,6 +131,8 @@ mod tests {
         assert_eq!(applied, vec![10, 20]);
         assert_eq!(queue.len(), 1);
         assert_eq!(queue.acknowledge(third)[0].mark.offset, 30);
+        assert_eq!(queue.len(), 0);
+        assert!(queue.acknowledge(AckQueue::empty_token()).is_empty());
         assert_eq!(queue.len(), 0);
     }
 }

@@ -256,7 +256,7 @@ impl TrackedFile {
     ) -> usize {
         let mut position = 0;
         if self.skipping_since.is_some() {
-            match memchr(bytes) {
+            match line_end(bytes) {
                 Some(end) => {
                     context.counters.skipped_bytes += end as u64;
                     self.skipping_since = None;
@@ -271,7 +271,7 @@ impl TrackedFile {
         while position < bytes.len() {
             let offset = self.read_offset + position as u64;
             let rest = &bytes[position..];
-            match memchr(rest) {
+            match line_end(rest) {
                 Some(end) => {
                     let line = &rest[..end];
                     let kept = line.len().min(line_cap);
@@ -410,8 +410,8 @@ impl TrackedFile {
     }
 }
 
-fn memchr(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|b| *b == b'\n')
+fn line_end(bytes: &[u8]) -> Option<usize> {
+    memchr::memchr(b'\n', bytes)
 }
 
 /// The record's text: invalid UTF-8 replaced (and counted); a sequence cut by the cap at

@@ -162,7 +162,7 @@ impl Tailer {
         if self.acks.len() >= self.config.limits.max_unacked_batches {
             return Batch {
                 records: Vec::new(),
-                token: self.acks.push(Vec::new()),
+                token: AckQueue::empty_token(),
             };
         }
         self.polls += 1;
