@@ -130,16 +130,15 @@ impl Checkpoint {
             .ok_or("no `end` line: the file is torn")?;
         let (body, trailer) = text.split_at(body_end);
         let trailer = trailer.strip_suffix('\n').ok_or("the `end` line is torn")?;
+        // The trailer must be exactly what `encode` writes (no `+`, no upper-case hex), so
+        // that every changed byte is noticed.
         let mut words = trailer.split(' ').skip(1);
         let count: usize = words
             .next()
-            .and_then(|w| w.parse().ok())
+            .and_then(|w| w.parse().ok().filter(|n: &usize| n.to_string() == w))
             .ok_or("bad entry count in the `end` line")?;
-        let crc = words
-            .next()
-            .and_then(|w| u32::from_str_radix(w, 16).ok())
-            .ok_or("bad checksum in the `end` line")?;
-        if crc32fast::hash(body.as_bytes()) != crc {
+        let crc = words.next().ok_or("no checksum in the `end` line")?;
+        if words.next().is_some() || crc != format!("{:08x}", crc32fast::hash(body.as_bytes())) {
             return Err("checksum mismatch".into());
         }
         let files = body[HEADER.len()..]
@@ -224,6 +223,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn sample() -> Checkpoint {
         Checkpoint {
@@ -254,6 +254,48 @@ mod tests {
         sample().store(&path).unwrap();
         assert_eq!(Checkpoint::load(&path).unwrap(), Some(sample()));
         assert!(!dir.path().join("checkpoint.tmp").exists());
+    }
+
+    fn arbitrary_entry() -> impl Strategy<Value = FileCheckpoint> {
+        let path = proptest::collection::vec(1u8..=255, 1..64)
+            .prop_map(|bytes| PathBuf::from(OsString::from_vec(bytes)));
+        (
+            any::<(u64, u64, u64)>(),
+            0u16..=1024,
+            any::<[u8; 16]>(),
+            any::<[u64; 3]>(),
+            path,
+        )
+            .prop_map(
+                |((dev, ino, offset), len, hash, resume, path)| FileCheckpoint {
+                    id: FileId { dev, ino },
+                    fingerprint: Fingerprint { len, hash },
+                    offset,
+                    resume,
+                    path,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn any_checkpoint_round_trips(files in proptest::collection::vec(arbitrary_entry(), 0..8)) {
+            let checkpoint = Checkpoint { files };
+            prop_assert_eq!(Checkpoint::decode(checkpoint.encode().as_bytes()), Ok(checkpoint));
+        }
+
+        #[test]
+        fn any_changed_byte_makes_it_corrupt(
+            files in proptest::collection::vec(arbitrary_entry(), 1..4),
+            position in any::<proptest::sample::Index>(),
+            replacement in any::<u8>(),
+        ) {
+            let mut bytes = Checkpoint { files }.encode().into_bytes();
+            let position = position.index(bytes.len());
+            prop_assume!(bytes[position] != replacement);
+            bytes[position] = replacement;
+            prop_assert!(Checkpoint::decode(&bytes).is_err());
+        }
     }
 
     #[test]
