@@ -380,4 +380,11 @@ fn a_stalled_consumer_stops_reading_without_growing_the_queue() {
     let mut clock = clock;
     drain(&mut tailer, &mut ledger, &mut clock, STEP);
     ledger.assert_complete(0..500, 0);
+    let idle = tailer.poll_at(clock);
+    assert!(idle.records.is_empty());
+    assert_eq!(
+        tailer.unacknowledged_batches(),
+        0,
+        "an idle poll takes no place in the queue"
+    );
 }

@@ -18,7 +18,9 @@ pub struct AckToken {
     sequence: Option<u64>,
 }
 
-/// The records of one poll and the token that commits them.
+/// The records of one poll and the token that commits them. Commit every batch's
+/// token, also of a batch without records: it may carry positions (lines skipped,
+/// a rotated file finished) that later batches' positions wait for.
 #[derive(Debug)]
 #[must_use = "records read and not delivered are re-read after a restart only if not committed"]
 pub struct Batch {

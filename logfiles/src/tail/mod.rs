@@ -177,7 +177,7 @@ impl Tailer {
         let mut records = Vec::new();
         let mut touched = Vec::new();
         self.read_files(now, &mut records, &mut touched);
-        let marks = touched
+        let marks: Vec<PendingMark> = touched
             .into_iter()
             .filter_map(|id| {
                 self.files.get(&id).map(|f| PendingMark {
@@ -188,10 +188,13 @@ impl Tailer {
             })
             .collect();
         self.forget_finished();
-        Batch {
-            records,
-            token: self.acks.push(marks),
-        }
+        // A batch that moves no position needs no place in the queue.
+        let token = if records.is_empty() && marks.is_empty() {
+            AckQueue::empty_token()
+        } else {
+            self.acks.push(marks)
+        };
+        Batch { records, token }
     }
 
     /// Records that `token`'s batch is durable downstream. Its positions take effect once
