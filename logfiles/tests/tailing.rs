@@ -388,3 +388,40 @@ fn a_stalled_consumer_stops_reading_without_growing_the_queue() {
         "an idle poll takes no place in the queue"
     );
 }
+
+#[test]
+fn a_file_deleted_unread_while_its_descriptor_was_closed_is_counted_as_lost() {
+    let node = Node::new();
+    let mut config = node.config();
+    config.limits.max_open_files = 1;
+    config.limits.max_batch_bytes = 1024;
+    let first = node.container_dir("default", "a", "c").join("0.log");
+    let second = node.container_dir("default", "b", "c").join("0.log");
+    append_cri(&first, 0..100);
+    let mut tailer = node.tailer(&config);
+    let mut ledger = Ledger::default();
+    let clock = Instant::now();
+    poll_once(&mut tailer, &mut ledger, clock);
+    // The newcomer is read first (least recently read) and takes the one descriptor.
+    append_cri(&second, 1000..1100);
+    poll_once(&mut tailer, &mut ledger, clock);
+    assert_eq!(tailer.open_files(), 1);
+    assert_eq!(tailer.counters().evictions, 1);
+    std::fs::remove_file(&first).unwrap();
+    let mut clock = clock;
+    drain(&mut tailer, &mut ledger, &mut clock, STEP);
+    assert_eq!(
+        tailer.counters().lost_files,
+        1,
+        "the documented loss is counted"
+    );
+    ledger.assert_complete(
+        ledger
+            .delivered()
+            .into_iter()
+            .filter(|seq| *seq < 100)
+            .chain(1000..1100),
+        0,
+    );
+    assert_eq!(tailer.tracked_files(), 1);
+}
