@@ -30,8 +30,9 @@
 //!   one multiline record, each capped. Unterminated lines are re-read, not buffered.
 //!   At most `max_unacked_batches` batches are outstanding; polling reads nothing more
 //!   until the caller commits.
-//! - **Bounded descriptors.** At most `max_open_files` are open; the least recently
-//!   read file is closed and reopened by position when needed, its identity checked
+//! - **Bounded descriptors.** At most `max_open_files` are open; when another is
+//!   needed, the least recently read file that is read to its end is closed (else the
+//!   least recently read one) and reopened by position later, its identity checked
 //!   again. A rotated or deleted file is never closed before it is read to its end
 //!   (while closed, a renamed file is found again by inode in its directory).
 //! - **Identity.** A file is its device and inode plus a [`Fingerprint`] of its first

@@ -425,3 +425,31 @@ fn a_file_deleted_unread_while_its_descriptor_was_closed_is_counted_as_lost() {
     );
     assert_eq!(tailer.tracked_files(), 1);
 }
+
+#[test]
+fn the_descriptor_bound_closes_a_file_read_to_its_end_before_one_with_unread_lines() {
+    let node = Node::new();
+    let mut config = node.config();
+    config.limits.max_open_files = 2;
+    config.limits.max_batch_bytes = 1024;
+    let path = |pod: &str| node.container_dir("default", pod, "c").join("0.log");
+    let (behind, caught_up, newcomer) = (path("behind"), path("caught-up"), path("newcomer"));
+    append_cri(&behind, 0..200);
+    let mut tailer = node.tailer(&config);
+    let mut ledger = Ledger::default();
+    let clock = Instant::now();
+    poll_once(&mut tailer, &mut ledger, clock);
+    // 21 lines of 49 bytes: read whole within the budget, which leaves nothing for the
+    // file behind, so that one is now the least recently read.
+    append_cri(&caught_up, 2000..2021);
+    poll_once(&mut tailer, &mut ledger, clock);
+    append_cri(&newcomer, 3000..3010);
+    poll_once(&mut tailer, &mut ledger, clock);
+    assert_eq!(tailer.counters().evictions, 1);
+    // Deleting the file behind loses nothing: its descriptor was kept.
+    std::fs::remove_file(&behind).unwrap();
+    let mut clock = clock;
+    drain(&mut tailer, &mut ledger, &mut clock, STEP);
+    assert_eq!(tailer.counters().lost_files, 0);
+    ledger.assert_complete((0..200).chain(2000..2021).chain(3000..3010), 0);
+}

@@ -263,12 +263,17 @@ impl Tailer {
             return Opened::Yes;
         }
         if self.open.len() >= self.config.limits.max_open_files {
+            // A file read to its end loses nothing if it is deleted while closed, so the
+            // least recently read of those goes first; rotated files are never closed.
             let files = &self.files;
-            let Some(position) = self
-                .open
-                .iter()
-                .position(|open| files.get(open).is_some_and(|f| !f.detached))
-            else {
+            let closable = |caught_up: bool| {
+                self.open.iter().position(|open| {
+                    files
+                        .get(open)
+                        .is_some_and(|f| !f.detached && (!caught_up || f.examined_to >= f.size))
+                })
+            };
+            let Some(position) = closable(true).or_else(|| closable(false)) else {
                 return Opened::NoRoom;
             };
             let victim = self.open.remove(position);
