@@ -65,20 +65,31 @@ pub fn from_text(text: &str) -> Option<SeverityNumber> {
     if let Ok(n) = text.parse::<i64>() {
         return from_number(n);
     }
-    let severity = match text.to_ascii_lowercase().as_str() {
-        "trace" | "trc" | "finest" | "finer" => SeverityNumber::Trace,
-        "debug" | "dbg" | "fine" => SeverityNumber::Debug,
-        "info" | "inf" | "information" | "informational" => SeverityNumber::Info,
-        "notice" => SeverityNumber::Info2,
-        "warn" | "wrn" | "warning" => SeverityNumber::Warn,
-        "error" | "err" | "eror" | "severe" => SeverityNumber::Error,
-        "crit" | "critical" => SeverityNumber::Error2,
-        "alert" => SeverityNumber::Error3,
-        "fatal" | "ftl" | "panic" | "dpanic" | "emerg" | "emergency" => SeverityNumber::Fatal,
-        _ => return None,
-    };
-    Some(severity)
+    SPELLINGS
+        .iter()
+        .find(|(spellings, _)| spellings.iter().any(|s| s.eq_ignore_ascii_case(text)))
+        .map(|(_, severity)| *severity)
 }
+
+/// The spellings of each severity, lowercase (compared ignoring ASCII case, without
+/// allocating a lowercase copy per record).
+const SPELLINGS: [(&[&str], SeverityNumber); 9] = [
+    (&["trace", "trc", "finest", "finer"], SeverityNumber::Trace),
+    (&["debug", "dbg", "fine"], SeverityNumber::Debug),
+    (
+        &["info", "inf", "information", "informational"],
+        SeverityNumber::Info,
+    ),
+    (&["notice"], SeverityNumber::Info2),
+    (&["warn", "wrn", "warning"], SeverityNumber::Warn),
+    (&["error", "err", "eror", "severe"], SeverityNumber::Error),
+    (&["crit", "critical"], SeverityNumber::Error2),
+    (&["alert"], SeverityNumber::Error3),
+    (
+        &["fatal", "ftl", "panic", "dpanic", "emerg", "emergency"],
+        SeverityNumber::Fatal,
+    ),
+];
 
 /// The severity a syslog (0–7) or Node.js (10–60) level number names.
 pub fn from_number(n: i64) -> Option<SeverityNumber> {
