@@ -9,6 +9,7 @@ use std::time::Instant;
 use kaas_cluster_agent::internal_events::LogProcessingOutcome;
 use kaas_cluster_agent::processing::logs::{LogProcessing, LogProcessor};
 use kaas_proto::otlp::{AnyValue, LogRecord, ResourceLogs, ScopeLogs, any_value::Value};
+use kaas_test_support::process::proc_status_bytes;
 
 /// Each bomb's size.
 const BOMB_BYTES: usize = 10 << 20;
@@ -17,17 +18,6 @@ const BOMB_BYTES: usize = 10 << 20;
 /// limit (10,000 short keys, about 1 MiB of attributes) with room for the allocator;
 /// a parser that built the document first would need several times the 10 MiB.
 const PEAK_GROWTH_BYTES: u64 = 8 << 20;
-
-/// A field of `/proc/self/status` in bytes.
-fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("the field in /proc/self/status");
-    kib * 1024
-}
 
 fn deep_bomb() -> String {
     let half = BOMB_BYTES / 2;
@@ -73,13 +63,13 @@ fn json_bombs_are_refused_without_the_peak_memory_growing_with_them() {
     let now = Instant::now();
     let mut processor = LogProcessor::new(settings, now);
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak resident set");
-    let before = status_bytes("VmRSS:");
+    let before = proc_status_bytes("self", "VmRSS:");
     let mut refused = Vec::new();
     for batch in &mut batches {
         let counts = processor.process(batch, now);
         refused.extend(counts.iter());
     }
-    let growth = status_bytes("VmHWM:").saturating_sub(before);
+    let growth = proc_status_bytes("self", "VmHWM:").saturating_sub(before);
     assert_eq!(
         refused,
         vec![
