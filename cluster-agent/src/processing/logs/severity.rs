@@ -2,7 +2,8 @@
 //! the first one whose value maps to an OpenTelemetry `SeverityNumber` is moved into
 //! the record's `severity_number` and `severity_text` (the text as written; a number
 //! as its decimal text). Values that do not map stay attributes, and a record that
-//! already has a severity (an OTLP push) is left alone.
+//! already has a severity (an OTLP push) keeps it; one with a severity text but no
+//! number gets the number its text names.
 //!
 //! Mapping, case-insensitive:
 //!
@@ -32,11 +33,16 @@ use super::attributes::{find, take};
 /// name, the Elastic Common Schema's, and the one syslog-style JSON uses.
 pub const SEVERITY_KEYS: [&str; 3] = ["level", "log.level", "severity"];
 
-/// Moves the first mappable severity attribute into the record's severity fields.
+/// Moves the first mappable severity attribute into the record's severity fields; a
+/// record with only a severity text (some OTLP senders) gets the number it names.
 pub fn apply(record: &mut LogRecord) {
-    if record.severity_number != SeverityNumber::Unspecified as i32
-        || !record.severity_text.is_empty()
-    {
+    if record.severity_number != SeverityNumber::Unspecified as i32 {
+        return;
+    }
+    if !record.severity_text.is_empty() {
+        if let Some(number) = from_text(&record.severity_text) {
+            record.severity_number = number as i32;
+        }
         return;
     }
     for key in SEVERITY_KEYS {
@@ -205,10 +211,15 @@ mod tests {
         assert_eq!(r.severity_number, SeverityNumber::Info as i32);
         assert_eq!(r.attributes.len(), 1);
 
-        let mut r = record(vec![string_attribute("level", "error")]);
-        r.severity_text = "custom".into();
-        apply(&mut r);
-        assert_eq!(r.severity_number, 0);
-        assert_eq!(r.attributes.len(), 1);
+        for (text, number) in [("custom", 0), ("Warning", SeverityNumber::Warn as i32)] {
+            let mut r = record(vec![string_attribute("level", "error")]);
+            r.severity_text = text.into();
+            apply(&mut r);
+            assert_eq!(
+                (r.severity_number, r.severity_text.as_str()),
+                (number, text)
+            );
+            assert_eq!(r.attributes.len(), 1, "the text's own severity wins");
+        }
     }
 }
