@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kaas_proto::remote_write::v1::{Label, Sample, TimeSeries, WriteRequest};
 use kaas_test_support::http;
-use kaas_test_support::process::{ChildGuard, free_port};
+use kaas_test_support::process::{ChildGuard, free_port, proc_status_bytes};
 use kaas_test_support::remote_write_receiver::RemoteWriteReceiver;
 use prost::Message;
 
@@ -33,13 +33,7 @@ fn peak_rss(pid: u32) -> u64 {
 
 /// A size from `/proc/PID/status` in bytes.
 fn status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("the field in /proc status");
-    kib * 1024
+    proc_status_bytes(&pid.to_string(), field)
 }
 
 /// Series `i` of the hostile exposition: a five-letter name, so that the 2,000,000

@@ -13,6 +13,19 @@ use std::time::{Duration, Instant};
 /// 2-core CI machine; the commands it guards finish in milliseconds.
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
 
+/// A size field of `/proc/<pid>/status` (`"VmRSS:"`, `"VmHWM:"`) in bytes; `pid` is
+/// a process id, or `"self"` for the test's own process. Panics when it cannot be read.
+pub fn proc_status_bytes(pid: &str, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {path}"));
+    kib * 1024
+}
+
 /// What a finished command printed.
 #[derive(Debug)]
 pub struct CommandOutput {

@@ -13,6 +13,7 @@
 //! | [`SamplesDropped`], [`BufferDropped`] | `kaas_agent_pipeline_samples_dropped_total{pipeline, reason}`, the health report's drops | `DataDropped` |
 //! | [`PushRefused`] | `kaas_agent_push_refused_total{protocol, reason}` (and `kaas_agent_push_malformed_requests_total`) | none: the pusher is told |
 //! | [`PushRouted`] | `kaas_agent_push_samples_received_total`, `kaas_agent_push_samples_unrouted_total` | none |
+//! | [`LogRecordsProcessed`] | `kaas_agent_log_processing_total{pipeline, outcome}` ([`LogProcessingOutcome`]) | none: counted, not logged |
 //!
 //! The reload events log a debug line naming the event, its labels and its reason; the
 //! operator-facing line with the detail (the refused fields, the file's error) stays
@@ -22,10 +23,15 @@
 //! This module is a leaf of the agent's map: it uses nothing of the agent, so every
 //! stage of the data path, the control stream and `/metrics` may use it.
 
+mod logs;
 mod pipeline;
 mod push;
 mod reload;
 
+pub use logs::{
+    LogOutcomeEffect, LogProcessingCounts, LogProcessingOutcome, LogProcessingStats,
+    LogRecordsProcessed,
+};
 pub use pipeline::{
     BufferDropped, DropReason, ERROR_LOG_INTERVAL, ErrorReason, LastError, PipelineFailed,
     PipelineStats, SamplesDropped, SendLatency,

@@ -1,6 +1,9 @@
-//! What happens to samples between collection and the buffer, per pipeline: Prometheus
-//! metric relabeling ([`relabel`]), then the keep/drop filter by metric name.
+//! What happens to data between collection and the buffer, per pipeline: for
+//! samples, Prometheus metric relabeling ([`relabel`]), then the keep/drop filter by
+//! metric name ([`process_sample`]); for log records, [`logs`] (JSON bodies, severity,
+//! trace context, filters, attribute actions, de-dotting, size cap, rate limits).
 
+pub mod logs;
 pub mod relabel;
 
 use kaas_pipeline::processors::ValidatedProcessors;
