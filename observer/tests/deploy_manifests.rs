@@ -533,7 +533,12 @@ struct Crd {
 }
 
 fn metric_pipeline_crd() -> Crd {
-    let path = repo().join("deploy/crds/metricpipelines.telemetry.kaas-observer.io.yaml");
+    pipeline_crd(kaas_pipeline::crd::CRD_FILE_NAME)
+}
+
+/// A pipeline CRD committed under `deploy/crds/`.
+fn pipeline_crd(file_name: &str) -> Crd {
+    let path = repo().join("deploy/crds").join(file_name);
     let text = std::fs::read_to_string(&path).expect("read the CRD");
     let crd: Json = serde_yaml::from_str(&text).expect("the CRD is YAML");
     let version = crd["spec"]["versions"]
@@ -591,6 +596,11 @@ fn check_custom_resource(crd: &Crd, object: &Json) -> Vec<String> {
 
 /// Every MetricPipeline document in the repository's deployment and example files.
 fn metric_pipeline_documents() -> Vec<(String, Json)> {
+    pipeline_documents("MetricPipeline")
+}
+
+/// Every pipeline document of `kind` in the repository's deployment and example files.
+fn pipeline_documents(kind: &str) -> Vec<(String, Json)> {
     let mut found = Vec::new();
     let mut files = files_under(&["deploy", "kind-tests", "examples/pipelines"]);
     files.retain(|path| is_yaml(path) && !path.starts_with(repo().join("deploy/crds")));
@@ -598,7 +608,7 @@ fn metric_pipeline_documents() -> Vec<(String, Json)> {
         let text = std::fs::read_to_string(&path).expect("read");
         let source = relative(&path);
         for document in documents(&text, &source) {
-            if document["kind"] == "MetricPipeline" {
+            if document["kind"] == kind {
                 found.push((source.clone(), document));
             }
         }
@@ -652,15 +662,22 @@ fn metric_pipelines_pass_the_crd_schema_and_the_pipeline_validation() {
             && sources.iter().any(|s| s.starts_with("examples/pipelines/")),
         "pipelines were found in kind-tests/ and examples/pipelines/: {sources:?}"
     );
+    let failures = schema_and_validation_failures(&crd, &pipelines);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every problem of `pipelines` against `crd`'s schema and the pipeline validation the
+/// observer runs (as tenant pipelines it distributes, under its default policy), each
+/// document by its kind.
+fn schema_and_validation_failures(crd: &Crd, pipelines: &[(String, Json)]) -> Vec<String> {
     let mut failures = Vec::new();
-    for (source, object) in &pipelines {
+    for (source, object) in pipelines {
         let name = object_name(object);
-        for error in check_custom_resource(&crd, object) {
+        for error in check_custom_resource(crd, object) {
             failures.push(format!("{source}: {name}: CRD schema: {error}"));
         }
         let value: serde_yaml::Value = serde_json::from_value(object.clone()).expect("YAML value");
-        // As tenant pipelines the observer distributes, under its default policy.
-        let document = kaas_pipeline::document::parse_value(
+        let document = kaas_pipeline::document::parse_any_value(
             source.clone(),
             value,
             &kaas_pipeline::ValidationContext::tenant_default(),
@@ -669,6 +686,25 @@ fn metric_pipelines_pass_the_crd_schema_and_the_pipeline_validation() {
             failures.push(format!("{source}: {name}: pipeline validation: {errors}"));
         }
     }
+    failures
+}
+
+/// Issue 16: the LogPipeline examples pass the LogPipeline CRD's schema as the API
+/// server would check them, and the validation the observer runs.
+#[test]
+fn log_pipelines_pass_the_crd_schema_and_the_pipeline_validation() {
+    let crd = pipeline_crd(kaas_pipeline::crd::LOG_CRD_FILE_NAME);
+    assert_eq!(crd.kind, "LogPipeline");
+    let pipelines = pipeline_documents("LogPipeline");
+    let examples = pipelines
+        .iter()
+        .filter(|(s, _)| s.starts_with("examples/pipelines/"))
+        .count();
+    assert!(
+        examples >= 3,
+        "a LogPipeline example per output: {pipelines:?}"
+    );
+    let failures = schema_and_validation_failures(&crd, &pipelines);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

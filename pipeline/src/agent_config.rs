@@ -1,8 +1,8 @@
 //! The agent configuration: what the observer renders for one cluster and sends in a
 //! `ConfigUpdate`, and what `cluster-agent` reads from a file in standalone mode.
 //!
-//! It is the set of validated pipelines selected for the cluster plus agent-wide
-//! external labels. Rendering is canonical (pipelines sorted by name, maps sorted, no
+//! It is the set of validated pipelines selected for the cluster (metric pipelines and
+//! log pipelines, names unique per kind) plus agent-wide external labels. Rendering is canonical (pipelines sorted by name, maps sorted, no
 //! insignificant whitespace), so the same desired state always has the same SHA-256 and
 //! the observer can skip a push when the agent's last-applied hash already matches.
 
@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::document::ENVELOPE_FIELDS;
 use crate::errors::{FieldErrors, ValidationErrors, field, index, key};
+use crate::logs::{LOG_KIND, LogPipeline, ValidatedLogPipeline, validate_log_pipeline};
 use crate::names::check_prometheus_label_name;
-use crate::pipeline::{API_GROUP_VERSION, MetricPipeline, ValidatedPipeline, validate};
+use crate::pipeline::{API_GROUP_VERSION, KIND, MetricPipeline, ValidatedPipeline, validate};
 use crate::policy::ValidationContext;
 
 /// The content type of a rendered agent configuration in `ConfigUpdate.content_type`.
@@ -42,9 +43,13 @@ pub struct AgentConfig {
     /// typically `cluster`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub external_labels: BTreeMap<String, String>,
-    /// The pipelines to run.
+    /// The metric pipelines to run.
     #[serde(default)]
     pub pipelines: Vec<MetricPipeline>,
+    /// The log pipelines to run. Left out when there are none, so a configuration of
+    /// metric pipelines only renders (and hashes) as it did before logs existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_pipelines: Vec<LogPipeline>,
 }
 
 /// An agent configuration whose every pipeline passed validation.
@@ -52,8 +57,10 @@ pub struct AgentConfig {
 pub struct ValidatedAgentConfig {
     /// External labels.
     pub external_labels: BTreeMap<String, String>,
-    /// The validated pipelines, in the order given.
+    /// The validated metric pipelines, in the order given.
     pub pipelines: Vec<ValidatedPipeline>,
+    /// The validated log pipelines, in the order given.
+    pub log_pipelines: Vec<ValidatedLogPipeline>,
 }
 
 /// A configuration in its wire form.
@@ -120,7 +127,14 @@ impl AgentConfig {
             kind: AGENT_CONFIG_KIND.to_owned(),
             external_labels,
             pipelines: pipelines.iter().map(|p| p.resource().clone()).collect(),
+            log_pipelines: Vec::new(),
         }
+    }
+
+    /// The same configuration running these log pipelines too.
+    pub fn with_log_pipelines(mut self, log_pipelines: &[ValidatedLogPipeline]) -> Self {
+        self.log_pipelines = log_pipelines.iter().map(|p| p.resource().clone()).collect();
+        self
     }
 
     /// Reads a configuration from YAML or JSON (JSON is YAML) and validates it in
@@ -134,7 +148,10 @@ impl AgentConfig {
         // The pipeline resource type accepts unknown top-level fields (it is a
         // Kubernetes object); a misplaced `buffer:` beside `spec:` must not be ignored.
         let mut errors = FieldErrors::default();
-        if let Some(pipelines) = value.get("pipelines").and_then(|p| p.as_sequence()) {
+        for (list, kind) in [("pipelines", KIND), ("logPipelines", LOG_KIND)] {
+            let Some(pipelines) = value.get(list).and_then(|p| p.as_sequence()) else {
+                continue;
+            };
             for (i, pipeline) in pipelines.iter().enumerate() {
                 let Some(map) = pipeline.as_mapping() else {
                     continue;
@@ -143,11 +160,8 @@ impl AgentConfig {
                     let name = name.as_str().unwrap_or("<non-string key>");
                     if !ENVELOPE_FIELDS.contains(&name) {
                         errors.add(
-                            field(&index("pipelines", i), name),
-                            format!(
-                                "unknown field; a MetricPipeline has {}",
-                                ENVELOPE_FIELDS.join(", ")
-                            ),
+                            field(&index(list, i), name),
+                            format!("unknown field; a {kind} has {}", ENVELOPE_FIELDS.join(", ")),
                         );
                     }
                 }
@@ -184,36 +198,25 @@ impl AgentConfig {
                 errors.add(key("externalLabels", name), reason);
             }
         }
-        let mut names = BTreeSet::new();
-        let mut pipelines = Vec::new();
-        for (i, pipeline) in self.pipelines.iter().enumerate() {
-            let path = index("pipelines", i);
-            match validate(pipeline, context) {
-                Ok(valid) => {
-                    if !names.insert(valid.name().to_owned()) {
-                        errors.add(
-                            field(&path, "metadata.name"),
-                            format!("pipeline {:?} appears twice", valid.name()),
-                        );
-                    }
-                    pipelines.push(valid);
-                }
-                Err(invalid) => errors.extend(ValidationErrors(
-                    invalid
-                        .0
-                        .into_iter()
-                        .map(|mut e| {
-                            e.path = field(&path, &e.path);
-                            e
-                        })
-                        .collect(),
-                )),
-            }
-        }
+        let pipelines = validate_list(
+            "pipelines",
+            &self.pipelines,
+            |p| validate(p, context),
+            ValidatedPipeline::name,
+            &mut errors,
+        );
+        let log_pipelines = validate_list(
+            "logPipelines",
+            &self.log_pipelines,
+            |p| validate_log_pipeline(p, context),
+            ValidatedLogPipeline::name,
+            &mut errors,
+        );
         errors.into_result()?;
         Ok(ValidatedAgentConfig {
             external_labels: self.external_labels.clone(),
             pipelines,
+            log_pipelines,
         })
     }
 
@@ -226,12 +229,53 @@ impl AgentConfig {
         canonical
             .pipelines
             .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        canonical
+            .log_pipelines
+            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         // Serialising plain data with string keys cannot fail; fall back to an empty
         // body (which every agent refuses) rather than panicking if it ever did.
         let body = serde_json::to_vec(&canonical).unwrap_or_default();
         let hash = config_hash(&body);
         RenderedConfig { body, hash }
     }
+}
+
+/// Validates each pipeline of one list, prefixing its errors with `list[i].`, and
+/// refuses a name used twice in the list: names are unique per kind.
+fn validate_list<R, V>(
+    list: &str,
+    resources: &[R],
+    validate: impl Fn(&R) -> Result<V, ValidationErrors>,
+    name: fn(&V) -> &str,
+    errors: &mut FieldErrors,
+) -> Vec<V> {
+    let mut names = BTreeSet::new();
+    let mut valid = Vec::new();
+    for (i, resource) in resources.iter().enumerate() {
+        let path = index(list, i);
+        match validate(resource) {
+            Ok(pipeline) => {
+                if !names.insert(name(&pipeline).to_owned()) {
+                    errors.add(
+                        field(&path, "metadata.name"),
+                        format!("pipeline {:?} appears twice", name(&pipeline)),
+                    );
+                }
+                valid.push(pipeline);
+            }
+            Err(invalid) => errors.extend(ValidationErrors(
+                invalid
+                    .0
+                    .into_iter()
+                    .map(|mut e| {
+                        e.path = field(&path, &e.path);
+                        e
+                    })
+                    .collect(),
+            )),
+        }
+    }
+    valid
 }
 
 /// The canonical rendering of a set of pipelines, prepared once to be rendered for many
@@ -260,9 +304,21 @@ enum TemplateForm {
 impl AgentConfig {
     /// See [`ConfigTemplate`].
     pub fn template(pipelines: &[ValidatedPipeline]) -> ConfigTemplate {
-        let mut canonical = Self::from_validated(BTreeMap::new(), pipelines);
+        Self::template_with_logs(pipelines, &[])
+    }
+
+    /// See [`ConfigTemplate`]; with log pipelines too.
+    pub fn template_with_logs(
+        pipelines: &[ValidatedPipeline],
+        log_pipelines: &[ValidatedLogPipeline],
+    ) -> ConfigTemplate {
+        let mut canonical =
+            Self::from_validated(BTreeMap::new(), pipelines).with_log_pipelines(log_pipelines);
         canonical
             .pipelines
+            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        canonical
+            .log_pipelines
             .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let head = serde_json::to_string(&canonical.api_version)
             .and_then(|api| Ok((api, serde_json::to_string(&canonical.kind)?)))
@@ -487,6 +543,117 @@ pipelines:
             errors.lines(),
             [
                 "pipelines[0].buffer: unknown field; a MetricPipeline has apiVersion, kind, metadata, spec, status"
+            ]
+        );
+    }
+
+    const LOGS: &str = r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: LogPipeline
+metadata: {name: b}
+spec:
+  input: {runtime: {enabled: true}}
+  output: {loki: {url: "https://loki.example"}}
+---
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: LogPipeline
+metadata: {name: a}
+spec:
+  input: {otlp: {enabled: true}}
+  output: {otlp: {endpoint: "https://otel.example:4317"}}
+"#;
+
+    fn log_pipelines(text: &str) -> Vec<ValidatedLogPipeline> {
+        crate::document::parse_documents(text, &ValidationContext::tenant_default())
+            .into_iter()
+            .map(|d| match d.outcome.unwrap() {
+                crate::document::ValidatedResource::Log(pipeline) => *pipeline,
+                other => panic!("not a log pipeline: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_metric_only_configuration_renders_without_log_pipelines() {
+        let list = pipelines(TWO);
+        let rendered = AgentConfig::from_validated(BTreeMap::new(), &list)
+            .with_log_pipelines(&[])
+            .render();
+        let text = String::from_utf8(rendered.body.clone()).unwrap();
+        assert!(!text.contains("logPipelines"), "{text}");
+        assert_eq!(
+            rendered,
+            AgentConfig::from_validated(BTreeMap::new(), &list).render()
+        );
+    }
+
+    #[test]
+    fn log_pipelines_render_canonically_and_parse_back() {
+        let metrics = pipelines(TWO);
+        let mut logs = log_pipelines(LOGS);
+        let labels = BTreeMap::from([("cluster".to_owned(), "c1".to_owned())]);
+        let first = AgentConfig::from_validated(labels.clone(), &metrics)
+            .with_log_pipelines(&logs)
+            .render();
+        logs.reverse();
+        let second = AgentConfig::from_validated(labels.clone(), &metrics)
+            .with_log_pipelines(&logs)
+            .render();
+        assert_eq!(first, second);
+        assert_eq!(
+            AgentConfig::template_with_logs(&metrics, &logs).render(&labels),
+            first
+        );
+        let text = String::from_utf8(first.body).unwrap();
+        let parsed = AgentConfig::parse(&text, &ValidationContext::tenant_default()).unwrap();
+        let names: Vec<_> = parsed.log_pipelines.iter().map(|p| p.name()).collect();
+        // The same names as the metric pipelines: names are unique per kind.
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(parsed.pipelines.len(), 2);
+    }
+
+    #[test]
+    fn bad_log_pipelines_are_reported_with_their_index() {
+        let text = r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: AgentConfig
+logPipelines:
+  - metadata: {name: a}
+    spec:
+      input: {runtime: {enabled: true}}
+      output: {loki: {url: "https://loki.example"}}
+  - metadata: {name: a}
+    spec:
+      input: {runtime: {enabled: true}}
+      output: {loki: {url: "nope"}}
+  - metadata: {name: a}
+    spec:
+      input: {runtime: {enabled: true}}
+      output: {loki: {url: "https://loki.example"}}
+    buffer: {}
+"#;
+        let Err(AgentConfigError::Invalid(errors)) =
+            AgentConfig::parse(text, &ValidationContext::tenant_default())
+        else {
+            panic!("accepted");
+        };
+        assert_eq!(
+            errors.lines(),
+            [
+                "logPipelines[2].buffer: unknown field; a LogPipeline has apiVersion, kind, metadata, spec, status"
+            ]
+        );
+        let fixed = text.replace("    buffer: {}\n", "");
+        let Err(AgentConfigError::Invalid(errors)) =
+            AgentConfig::parse(&fixed, &ValidationContext::tenant_default())
+        else {
+            panic!("accepted");
+        };
+        assert_eq!(
+            errors.lines(),
+            [
+                r#"logPipelines[1].spec.output.loki.url: not an absolute http(s) URL: "nope""#,
+                r#"logPipelines[2].metadata.name: pipeline "a" appears twice"#,
             ]
         );
     }

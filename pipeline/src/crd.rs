@@ -1,20 +1,37 @@
-//! The `MetricPipeline` CustomResourceDefinition, generated from the Rust types so the
-//! CRD, the API and the agent can never disagree. `deploy/crds/` holds the committed
-//! copy; `tests/crd_is_current.rs` fails when it drifts. Regenerate with
-//! `cargo run -p kaas-pipeline --bin crdgen > deploy/crds/metricpipelines.telemetry.kaas-observer.io.yaml`.
+//! The `MetricPipeline` and `LogPipeline` CustomResourceDefinitions, generated from the
+//! Rust types so the CRDs, the API and the agent can never disagree. `deploy/crds/`
+//! holds the committed copies; `tests/crd_is_current.rs` fails when one drifts.
+//! Regenerate with
+//! `cargo run -p kaas-pipeline --bin crdgen > deploy/crds/metricpipelines.telemetry.kaas-observer.io.yaml`
+//! and
+//! `cargo run -p kaas-pipeline --bin crdgen -- LogPipeline > deploy/crds/logpipelines.telemetry.kaas-observer.io.yaml`.
 
 use kube::CustomResourceExt;
 
+use crate::logs::LogPipeline;
 use crate::pipeline::MetricPipeline;
 
-/// File name of the committed CRD under `deploy/crds/`.
+/// File name of the committed `MetricPipeline` CRD under `deploy/crds/`.
 pub const CRD_FILE_NAME: &str = "metricpipelines.telemetry.kaas-observer.io.yaml";
+/// File name of the committed `LogPipeline` CRD under `deploy/crds/`.
+pub const LOG_CRD_FILE_NAME: &str = "logpipelines.telemetry.kaas-observer.io.yaml";
 
-/// The CRD as YAML, with a header saying where it comes from.
+/// The `MetricPipeline` CRD as YAML, with a header saying where it comes from.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    let body = serde_yaml::to_string(&MetricPipeline::crd())?;
+    with_header(serde_yaml::to_string(&MetricPipeline::crd())?, "")
+}
+
+/// The `LogPipeline` CRD as YAML, with a header saying where it comes from.
+pub fn log_crd_yaml() -> Result<String, serde_yaml::Error> {
+    with_header(
+        serde_yaml::to_string(&LogPipeline::crd())?,
+        " -- LogPipeline",
+    )
+}
+
+fn with_header(body: String, arguments: &str) -> Result<String, serde_yaml::Error> {
     Ok(format!(
-        "# Generated from the Rust types in pipeline/src by `cargo run -p kaas-pipeline --bin crdgen`.\n\
+        "# Generated from the Rust types in pipeline/src by `cargo run -p kaas-pipeline --bin crdgen{arguments}`.\n\
          # Do not edit: change the types and regenerate.\n{body}"
     ))
 }

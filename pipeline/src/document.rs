@@ -1,31 +1,83 @@
 //! Reading pipelines from text: YAML or JSON, several documents per file (`---`), a
 //! JSON array, or a Kubernetes `List`. Every document is parsed and validated on its own,
-//! so one bad document does not hide problems in the others.
+//! so one bad document does not hide problems in the others. [`parse_documents`] reads
+//! every kind (`MetricPipeline`, `LogPipeline`), each by its `kind`;
+//! [`parse_pipelines`] only metric pipelines.
 
 use serde_yaml::Value;
 
 use crate::errors::{FieldError, ValidationErrors};
-use crate::pipeline::{API_GROUP_VERSION, KIND, MetricPipeline, ValidatedPipeline, validate};
+use crate::logs::{LOG_KIND, ValidatedLogPipeline, validate_log_pipeline};
+use crate::pipeline::{API_GROUP_VERSION, KIND, ValidatedPipeline, validate};
 use crate::policy::ValidationContext;
 
-/// The top-level fields of a `MetricPipeline` object.
+/// The top-level fields of a pipeline object of any kind.
 pub(crate) const ENVELOPE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
 
-/// The outcome for one resource found in a file.
+/// The outcome for one resource found in a file: by default a `MetricPipeline`
+/// ([`parse_pipelines`]), or a pipeline of any kind ([`parse_documents`]).
 #[derive(Debug)]
-pub struct Document {
+pub struct Document<T = ValidatedPipeline> {
     /// Where in the file: `document 2`, or `document 1, item 3` inside a list.
     pub location: String,
     /// `metadata.name`, when the document has one.
     pub name: Option<String>,
     /// The validated pipeline, or every problem found.
-    pub outcome: Result<ValidatedPipeline, ValidationErrors>,
+    pub outcome: Result<T, ValidationErrors>,
 }
 
-/// Parses and validates every pipeline in `text` in `context`. Empty documents are
-/// skipped. A YAML syntax error ends the file there (the parser cannot resynchronise)
-/// and is reported as one more failed document.
+/// A validated pipeline of either kind.
+#[derive(Clone, Debug)]
+pub enum ValidatedResource {
+    /// A `MetricPipeline` (boxed, like the other: each is large).
+    Metric(Box<ValidatedPipeline>),
+    /// A `LogPipeline`.
+    Log(Box<ValidatedLogPipeline>),
+}
+
+impl ValidatedResource {
+    /// `kind` as written in documents.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Metric(_) => KIND,
+            Self::Log(_) => LOG_KIND,
+        }
+    }
+
+    /// `metadata.name`.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Metric(pipeline) => pipeline.name(),
+            Self::Log(pipeline) => pipeline.name(),
+        }
+    }
+}
+
+/// The kinds [`parse_documents`] reads.
+pub const PIPELINE_KINDS: &[&str] = &[KIND, LOG_KIND];
+
+/// Parses and validates every `MetricPipeline` in `text` in `context`; a document of
+/// another kind is refused. Empty documents are skipped. A YAML syntax error ends the
+/// file there (the parser cannot resynchronise) and is reported as one more failed
+/// document.
 pub fn parse_pipelines(text: &str, context: &ValidationContext) -> Vec<Document> {
+    parse_text(text, context, parse_value)
+}
+
+/// Parses and validates every pipeline of any kind ([`PIPELINE_KINDS`]) in `text`, each
+/// by its `kind`, as [`parse_pipelines`] does for metric pipelines.
+pub fn parse_documents(
+    text: &str,
+    context: &ValidationContext,
+) -> Vec<Document<ValidatedResource>> {
+    parse_text(text, context, parse_any_value)
+}
+
+fn parse_text<T>(
+    text: &str,
+    context: &ValidationContext,
+    parse: fn(String, Value, &ValidationContext) -> Document<T>,
+) -> Vec<Document<T>> {
     let mut documents = Vec::new();
     for (i, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let location = format!("document {}", i + 1);
@@ -48,22 +100,25 @@ pub fn parse_pipelines(text: &str, context: &ValidationContext) -> Vec<Document>
         };
         match value {
             Value::Null => {}
-            Value::Sequence(items) => {
-                documents.extend(items.into_iter().enumerate().map(|(j, item)| {
-                    parse_value(format!("{location}, item {}", j + 1), item, context)
-                }))
-            }
+            Value::Sequence(items) => documents.extend(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, item)| parse(format!("{location}, item {}", j + 1), item, context)),
+            ),
             Value::Mapping(ref map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
                 let items = map
                     .get("items")
                     .and_then(Value::as_sequence)
                     .cloned()
                     .unwrap_or_default();
-                documents.extend(items.into_iter().enumerate().map(|(j, item)| {
-                    parse_value(format!("{location}, item {}", j + 1), item, context)
-                }));
+                documents.extend(
+                    items.into_iter().enumerate().map(|(j, item)| {
+                        parse(format!("{location}, item {}", j + 1), item, context)
+                    }),
+                );
             }
-            value => documents.push(parse_value(location, value, context)),
+            value => documents.push(parse(location, value, context)),
         }
     }
     documents
@@ -72,42 +127,86 @@ pub fn parse_pipelines(text: &str, context: &ValidationContext) -> Vec<Document>
 /// Parses and validates one `MetricPipeline` given as a YAML or JSON value, in
 /// `context`.
 pub fn parse_value(location: String, value: Value, context: &ValidationContext) -> Document {
+    parse_kind(location, value, context, &[KIND], validate)
+}
+
+/// Parses and validates one pipeline of any kind given as a YAML or JSON value, by its
+/// `kind` (a document without a known kind is read as a `MetricPipeline`, so its other
+/// problems are reported too).
+pub fn parse_any_value(
+    location: String,
+    value: Value,
+    context: &ValidationContext,
+) -> Document<ValidatedResource> {
+    if value.get("kind").and_then(Value::as_str) == Some(LOG_KIND) {
+        let document = parse_kind(
+            location,
+            value,
+            context,
+            PIPELINE_KINDS,
+            validate_log_pipeline,
+        );
+        return Document {
+            location: document.location,
+            name: document.name,
+            outcome: document
+                .outcome
+                .map(|p| ValidatedResource::Log(Box::new(p))),
+        };
+    }
+    let document = parse_kind(location, value, context, PIPELINE_KINDS, validate);
+    Document {
+        location: document.location,
+        name: document.name,
+        outcome: document
+            .outcome
+            .map(|p| ValidatedResource::Metric(Box::new(p))),
+    }
+}
+
+/// Parses a resource of type `R`, accepting the `kinds` listed, and validates it.
+fn parse_kind<R: serde::de::DeserializeOwned, T>(
+    location: String,
+    value: Value,
+    context: &ValidationContext,
+    kinds: &[&str],
+    validate: fn(&R, &ValidationContext) -> Result<T, ValidationErrors>,
+) -> Document<T> {
     let mut errors = Vec::new();
     let name = value
         .get("metadata")
         .and_then(|m| m.get("name"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    match &value {
-        Value::Mapping(map) => {
-            check_envelope_field(map, "apiVersion", API_GROUP_VERSION, &mut errors);
-            check_envelope_field(map, "kind", KIND, &mut errors);
-            for key in map.keys() {
-                let key = key.as_str().unwrap_or("<non-string key>");
-                if !ENVELOPE_FIELDS.contains(&key) {
-                    errors.push(FieldError {
-                        path: key.to_owned(),
-                        reason: format!(
-                            "unknown field; a MetricPipeline has {}",
-                            ENVELOPE_FIELDS.join(", ")
-                        ),
-                    });
-                }
-            }
-        }
-        _ => {
+    let kinds_text = kinds.join(" or ");
+    let Value::Mapping(map) = &value else {
+        errors.push(FieldError {
+            path: String::new(),
+            reason: format!("expected a {kinds_text} object"),
+        });
+        return Document {
+            location,
+            name,
+            outcome: Err(ValidationErrors(errors)),
+        };
+    };
+    check_envelope_field(map, "apiVersion", &[API_GROUP_VERSION], &mut errors);
+    check_envelope_field(map, "kind", kinds, &mut errors);
+    let kind = map
+        .get("kind")
+        .and_then(Value::as_str)
+        .filter(|kind| kinds.contains(kind))
+        .unwrap_or(KIND);
+    for key in map.keys() {
+        let key = key.as_str().unwrap_or("<non-string key>");
+        if !ENVELOPE_FIELDS.contains(&key) {
             errors.push(FieldError {
-                path: String::new(),
-                reason: "expected a MetricPipeline object".into(),
+                path: key.to_owned(),
+                reason: format!("unknown field; a {kind} has {}", ENVELOPE_FIELDS.join(", ")),
             });
-            return Document {
-                location,
-                name,
-                outcome: Err(ValidationErrors(errors)),
-            };
         }
     }
-    let outcome = match serde_path_to_error::deserialize::<_, MetricPipeline>(value) {
+    let outcome = match serde_path_to_error::deserialize::<_, R>(value) {
         Err(error) => {
             errors.push(shape_error(&error));
             Err(ValidationErrors(errors))
@@ -131,12 +230,13 @@ pub fn parse_value(location: String, value: Value, context: &ValidationContext) 
 fn check_envelope_field(
     map: &serde_yaml::Mapping,
     name: &str,
-    expected: &str,
+    accepted: &[&str],
     errors: &mut Vec<FieldError>,
 ) {
+    let expected = accepted.join(" or ");
     let reason = match map.get(name) {
         None => format!("required; set it to {expected}"),
-        Some(Value::String(found)) if found == expected => return,
+        Some(Value::String(found)) if accepted.contains(&found.as_str()) => return,
         Some(Value::String(found)) => format!("{found:?} is not {expected}"),
         Some(_) => format!("must be the string {expected}"),
     };

@@ -144,7 +144,12 @@ impl PushInput {
             .and_then(|f| f.secret_key_ref.as_ref())
     }
 
-    fn validate(&self, path: &str, context: &ValidationContext, errors: &mut FieldErrors) {
+    pub(crate) fn validate(
+        &self,
+        path: &str,
+        context: &ValidationContext,
+        errors: &mut FieldErrors,
+    ) {
         self.namespaces.validate(&field(path, "namespaces"), errors);
         let Some(authentication) = &self.authentication else {
             return;
@@ -567,7 +572,7 @@ impl NamespaceSelector {
         self.system || !SYSTEM_NAMESPACES.contains(&namespace)
     }
 
-    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+    pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) {
         if !self.include.is_empty() && !self.exclude.is_empty() {
             errors.add(
                 path,
@@ -583,21 +588,23 @@ impl NamespaceSelector {
             );
         }
         for (list_name, list) in [("include", &self.include), ("exclude", &self.exclude)] {
-            let list_path = field(path, list_name);
-            let mut seen = BTreeSet::new();
-            for (i, namespace) in list.iter().enumerate() {
-                if let Err(reason) = check_dns1123_label(namespace) {
-                    errors.add(
-                        index(&list_path, i),
-                        format!("not a namespace name: {reason}"),
-                    );
-                } else if !seen.insert(namespace) {
-                    errors.add(
-                        index(&list_path, i),
-                        format!("namespace {namespace:?} is listed twice"),
-                    );
-                }
-            }
+            check_names(&field(path, list_name), list, "namespace", errors);
+        }
+    }
+}
+
+/// Checks a list of Kubernetes names (namespaces, containers): each a DNS-1123 label,
+/// none listed twice. `noun` names what they are in messages.
+pub(crate) fn check_names(list_path: &str, list: &[String], noun: &str, errors: &mut FieldErrors) {
+    let mut seen = BTreeSet::new();
+    for (i, name) in list.iter().enumerate() {
+        if let Err(reason) = check_dns1123_label(name) {
+            errors.add(index(list_path, i), format!("not a {noun} name: {reason}"));
+        } else if !seen.insert(name) {
+            errors.add(
+                index(list_path, i),
+                format!("{noun} {name:?} is listed twice"),
+            );
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The `MetricPipeline` model shared by the observer, the cluster-agent and the CRD.
+//! The pipeline models shared by the observer, the cluster-agent and the CRDs:
+//! `MetricPipeline` and `LogPipeline` ([`logs`]).
 //!
 //! A pipeline is read in three steps, each with its own type:
 //! 1. **parse** ([`document::parse_pipelines`], or serde directly): shape only, unknown
@@ -24,6 +25,7 @@ pub mod crd;
 pub mod document;
 pub mod errors;
 pub mod input;
+pub mod logs;
 pub mod names;
 pub mod output;
 pub mod paths;
@@ -38,6 +40,9 @@ pub mod units;
 pub mod yaml;
 
 pub use errors::{FieldError, ValidationErrors};
+pub use logs::{
+    LOG_KIND, LogPipeline, LogPipelineSpec, ValidatedLogPipeline, validate_log_pipeline,
+};
 pub use pipeline::{
     API_GROUP, API_GROUP_VERSION, API_VERSION, KIND, MetricPipeline, MetricPipelineSpec,
     ValidatedPipeline, validate,

@@ -20,6 +20,9 @@ use crate::units::parse_duration;
 /// hung connection does not stall the pipeline for minutes.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The OTLP/HTTP path of metrics exports.
+pub const METRICS_PATH: &str = "/v1/metrics";
+
 /// Headers the agent sets itself; overriding them would break the protocol. The list is
 /// Prometheus' `reservedHeaders` for remote-write, which also holds for OTLP over HTTP.
 pub const RESERVED_HEADERS: &[&str] = &[
@@ -260,66 +263,13 @@ impl Output {
     /// to mask them as `***` in API responses.
     pub fn inline_secrets_mut(&mut self) -> Vec<(String, &mut crate::secret::SecretString)> {
         let mut found = Vec::new();
-        for (base, endpoint) in [
-            (
-                "prometheusRemoteWrite",
-                self.prometheus_remote_write
-                    .as_mut()
-                    .map(|rw| (&mut rw.headers, &mut rw.authentication, &mut rw.tls)),
-            ),
-            (
-                "otlp",
-                self.otlp
-                    .as_mut()
-                    .map(|otlp| (&mut otlp.headers, &mut otlp.authentication, &mut otlp.tls)),
-            ),
-        ] {
-            let Some((headers, authentication, tls)) = endpoint else {
-                continue;
-            };
-            let headers_path = field(base, "headers");
-            for (i, header) in headers.iter_mut().enumerate() {
-                if let Some(value) = header.value.as_mut() {
-                    found.push((field(&index(&headers_path, i), "value"), value));
-                }
-            }
-            let mut sources: Vec<(String, &mut ValueSource)> = Vec::new();
-            if let Some(auth) = authentication.as_mut() {
-                let auth_path = field(base, "authentication");
-                if let Some(basic) = auth.basic.as_mut() {
-                    let basic_path = field(&auth_path, "basic");
-                    sources.push((field(&basic_path, "user"), &mut basic.user));
-                    sources.push((field(&basic_path, "password"), &mut basic.password));
-                }
-                if let Some(token) = auth.bearer_token.as_mut() {
-                    sources.push((field(&auth_path, "bearerToken"), token));
-                }
-                if let Some(oauth2) = auth.oauth2.as_mut() {
-                    let oauth_path = field(&auth_path, "oauth2");
-                    sources.push((field(&oauth_path, "clientId"), &mut oauth2.client_id));
-                    sources.push((
-                        field(&oauth_path, "clientSecret"),
-                        &mut oauth2.client_secret,
-                    ));
-                }
-            }
-            if let Some(tls) = tls.as_mut() {
-                let tls_path = field(base, "tls");
-                for (name, source) in [
-                    ("ca", &mut tls.ca),
-                    ("cert", &mut tls.cert),
-                    ("key", &mut tls.key),
-                ] {
-                    if let Some(source) = source.as_mut() {
-                        sources.push((field(&tls_path, name), source));
-                    }
-                }
-            }
-            for (path, source) in sources {
-                if let Some(value) = source.value.as_mut() {
-                    found.push((field(&path, "value"), value));
-                }
-            }
+        if let Some(rw) = self.prometheus_remote_write.as_mut() {
+            let parts = (&mut rw.headers, &mut rw.authentication, &mut rw.tls);
+            endpoint_inline_secrets("prometheusRemoteWrite", parts, &mut found);
+        }
+        if let Some(otlp) = self.otlp.as_mut() {
+            let parts = (&mut otlp.headers, &mut otlp.authentication, &mut otlp.tls);
+            endpoint_inline_secrets("otlp", parts, &mut found);
         }
         found
     }
@@ -328,38 +278,13 @@ impl Output {
     /// an agent knows which namespaces' Secrets to watch and the observer which ones to
     /// check.
     pub fn secret_refs(&self) -> Vec<&crate::secret::SecretKeyRef> {
-        let (headers, authentication, tls) = match (&self.prometheus_remote_write, &self.otlp) {
-            (Some(rw), _) => (&rw.headers, &rw.authentication, &rw.tls),
-            (None, Some(otlp)) => (&otlp.headers, &otlp.authentication, &otlp.tls),
-            (None, None) => return Vec::new(),
-        };
-        let mut sources: Vec<Option<&crate::secret::ValueFrom>> =
-            headers.iter().map(|h| h.value_from.as_ref()).collect();
-        if let Some(auth) = authentication {
-            if let Some(basic) = &auth.basic {
-                sources.push(basic.user.value_from.as_ref());
-                sources.push(basic.password.value_from.as_ref());
+        match (&self.prometheus_remote_write, &self.otlp) {
+            (Some(rw), _) => endpoint_secret_refs(&rw.headers, &rw.authentication, &rw.tls),
+            (None, Some(otlp)) => {
+                endpoint_secret_refs(&otlp.headers, &otlp.authentication, &otlp.tls)
             }
-            sources.push(
-                auth.bearer_token
-                    .as_ref()
-                    .and_then(|t| t.value_from.as_ref()),
-            );
-            if let Some(oauth2) = &auth.oauth2 {
-                sources.push(oauth2.client_id.value_from.as_ref());
-                sources.push(oauth2.client_secret.value_from.as_ref());
-            }
+            (None, None) => Vec::new(),
         }
-        if let Some(tls) = tls {
-            for source in [&tls.ca, &tls.cert, &tls.key].into_iter().flatten() {
-                sources.push(source.value_from.as_ref());
-            }
-        }
-        sources
-            .into_iter()
-            .flatten()
-            .filter_map(|from| from.secret_key_ref.as_ref())
-            .collect()
     }
 
     pub(crate) fn validate(
@@ -372,11 +297,11 @@ impl Output {
         let otlp_path = field(path, "otlp");
         match (&self.prometheus_remote_write, &self.otlp) {
             (Some(rw), None) => rw.validate(&rw_path, context, errors),
-            (None, Some(otlp)) => otlp.validate(&otlp_path, context, errors),
+            (None, Some(otlp)) => otlp.validate_for(&otlp_path, METRICS_PATH, context, errors),
             (Some(rw), Some(otlp)) => {
                 // Report what is wrong inside both, so fixing one does not uncover more.
                 rw.validate(&rw_path, context, errors);
-                otlp.validate(&otlp_path, context, errors);
+                otlp.validate_for(&otlp_path, METRICS_PATH, context, errors);
                 errors.add(
                     path,
                     "set exactly one of prometheusRemoteWrite or otlp; a pipeline has one \
@@ -390,6 +315,100 @@ impl Output {
             }
         }
     }
+}
+
+/// An endpoint's headers, credentials and TLS settings, borrowed for writing.
+pub(crate) type EndpointPartsMut<'a> = (
+    &'a mut Vec<Header>,
+    &'a mut Option<Authentication>,
+    &'a mut Option<Tls>,
+);
+
+/// Adds every inline secret value of one endpoint (header values, credentials, TLS
+/// material) to `found`, each with its path below `base` (e.g. `otlp.headers[0].value`).
+pub(crate) fn endpoint_inline_secrets<'a>(
+    base: &str,
+    (headers, authentication, tls): EndpointPartsMut<'a>,
+    found: &mut Vec<(String, &'a mut crate::secret::SecretString)>,
+) {
+    let headers_path = field(base, "headers");
+    for (i, header) in headers.iter_mut().enumerate() {
+        if let Some(value) = header.value.as_mut() {
+            found.push((field(&index(&headers_path, i), "value"), value));
+        }
+    }
+    let mut sources: Vec<(String, &mut ValueSource)> = Vec::new();
+    if let Some(auth) = authentication.as_mut() {
+        let auth_path = field(base, "authentication");
+        if let Some(basic) = auth.basic.as_mut() {
+            let basic_path = field(&auth_path, "basic");
+            sources.push((field(&basic_path, "user"), &mut basic.user));
+            sources.push((field(&basic_path, "password"), &mut basic.password));
+        }
+        if let Some(token) = auth.bearer_token.as_mut() {
+            sources.push((field(&auth_path, "bearerToken"), token));
+        }
+        if let Some(oauth2) = auth.oauth2.as_mut() {
+            let oauth_path = field(&auth_path, "oauth2");
+            sources.push((field(&oauth_path, "clientId"), &mut oauth2.client_id));
+            sources.push((
+                field(&oauth_path, "clientSecret"),
+                &mut oauth2.client_secret,
+            ));
+        }
+    }
+    if let Some(tls) = tls.as_mut() {
+        let tls_path = field(base, "tls");
+        for (name, source) in [
+            ("ca", &mut tls.ca),
+            ("cert", &mut tls.cert),
+            ("key", &mut tls.key),
+        ] {
+            if let Some(source) = source.as_mut() {
+                sources.push((field(&tls_path, name), source));
+            }
+        }
+    }
+    for (path, source) in sources {
+        if let Some(value) = source.value.as_mut() {
+            found.push((field(&path, "value"), value));
+        }
+    }
+}
+
+/// Every Kubernetes Secret key one endpoint refers to (headers, credentials, TLS).
+pub(crate) fn endpoint_secret_refs<'a>(
+    headers: &'a [Header],
+    authentication: &'a Option<Authentication>,
+    tls: &'a Option<Tls>,
+) -> Vec<&'a crate::secret::SecretKeyRef> {
+    let mut sources: Vec<Option<&crate::secret::ValueFrom>> =
+        headers.iter().map(|h| h.value_from.as_ref()).collect();
+    if let Some(auth) = authentication {
+        if let Some(basic) = &auth.basic {
+            sources.push(basic.user.value_from.as_ref());
+            sources.push(basic.password.value_from.as_ref());
+        }
+        sources.push(
+            auth.bearer_token
+                .as_ref()
+                .and_then(|t| t.value_from.as_ref()),
+        );
+        if let Some(oauth2) = &auth.oauth2 {
+            sources.push(oauth2.client_id.value_from.as_ref());
+            sources.push(oauth2.client_secret.value_from.as_ref());
+        }
+    }
+    if let Some(tls) = tls {
+        for source in [&tls.ca, &tls.cert, &tls.key].into_iter().flatten() {
+            sources.push(source.value_from.as_ref());
+        }
+    }
+    sources
+        .into_iter()
+        .flatten()
+        .filter_map(|from| from.secret_key_ref.as_ref())
+        .collect()
 }
 
 impl RemoteWriteOutput {
@@ -421,9 +440,13 @@ impl RemoteWriteOutput {
 }
 
 impl OtlpOutput {
-    fn validate(
+    /// Checks the output for the signal whose OTLP/HTTP path is `signal_path`
+    /// ([`METRICS_PATH`] or `/v1/logs`), which is appended to an HTTP endpoint unless
+    /// its path already ends with it.
+    pub(crate) fn validate_for(
         &self,
         path: &str,
+        signal_path: &str,
         context: &ValidationContext,
         errors: &mut FieldErrors,
     ) -> Option<ValidatedOutput> {
@@ -443,9 +466,9 @@ impl OtlpOutput {
                         ),
                     );
                 }
-                OtlpProtocol::Http if !parsed.path().ends_with("/v1/metrics") => {
+                OtlpProtocol::Http if !parsed.path().ends_with(signal_path) => {
                     let base = parsed.path().trim_end_matches('/').to_owned();
-                    parsed.set_path(&format!("{base}/v1/metrics"));
+                    parsed.set_path(&format!("{base}{signal_path}"));
                 }
                 _ => {}
             }
@@ -468,7 +491,7 @@ impl OtlpOutput {
     }
 }
 
-fn timeout(text: Option<&str>, path: &str, errors: &mut FieldErrors) -> Duration {
+pub(crate) fn timeout(text: Option<&str>, path: &str, errors: &mut FieldErrors) -> Duration {
     match text.map(parse_duration) {
         None => DEFAULT_SEND_TIMEOUT,
         Some(Ok(duration)) if !duration.is_zero() => duration,
@@ -484,7 +507,7 @@ fn timeout(text: Option<&str>, path: &str, errors: &mut FieldErrors) -> Duration
 }
 
 /// Parses an absolute `http` or `https` URL without credentials in it.
-fn check_http_url(text: &str, path: &str, errors: &mut FieldErrors) -> Option<Url> {
+pub(crate) fn check_http_url(text: &str, path: &str, errors: &mut FieldErrors) -> Option<Url> {
     if text.is_empty() {
         errors.add(path, "required: an absolute http(s) URL");
         return None;
@@ -509,7 +532,7 @@ fn check_http_url(text: &str, path: &str, errors: &mut FieldErrors) -> Option<Ur
 }
 
 /// Refuses an output URL pointing at the provider's central receiver.
-fn check_not_central(
+pub(crate) fn check_not_central(
     url: Option<&Url>,
     path: &str,
     context: &ValidationContext,
@@ -525,16 +548,16 @@ fn check_not_central(
 }
 
 /// The settings remote-write and OTLP share, checked in one place.
-struct Endpoint<'a> {
-    url: Option<&'a Url>,
-    headers: &'a [Header],
-    authentication: Option<&'a Authentication>,
-    tls: Option<&'a Tls>,
-    context: &'a ValidationContext,
+pub(crate) struct Endpoint<'a> {
+    pub(crate) url: Option<&'a Url>,
+    pub(crate) headers: &'a [Header],
+    pub(crate) authentication: Option<&'a Authentication>,
+    pub(crate) tls: Option<&'a Tls>,
+    pub(crate) context: &'a ValidationContext,
 }
 
 impl Endpoint<'_> {
-    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+    pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) {
         let headers_path = field(path, "headers");
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for (i, header) in self.headers.iter().enumerate() {

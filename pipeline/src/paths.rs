@@ -83,6 +83,14 @@ impl PathPolicy {
         policy
     }
 
+    /// Log files under `roots` (absolute), never [`DENIED_PATHS`] nor the agent's
+    /// default data directory.
+    pub fn for_log_files(roots: impl IntoIterator<Item = PathBuf>) -> Self {
+        let mut policy = Self::new(roots);
+        policy.deny(Path::new(DEFAULT_AGENT_DATA_DIR), DATA_DIR_REASON);
+        policy
+    }
+
     /// [`PathPolicy::for_agent`] with the agent's default data directory.
     pub fn agent_default() -> Self {
         Self::for_agent(Path::new(DEFAULT_AGENT_DATA_DIR))
@@ -142,6 +150,17 @@ impl PathPolicy {
             ));
         }
         Ok(())
+    }
+}
+
+impl PathPolicy {
+    /// The first denied path at or below `dir`, with the reason it is denied: what a
+    /// pattern rooted at `dir` could reach.
+    pub fn denied_below(&self, dir: &Path) -> Option<(&Path, &str)> {
+        self.denied
+            .iter()
+            .find(|(denied, _)| is_under(denied, dir))
+            .map(|(denied, why)| (denied.as_path(), why.as_str()))
     }
 }
 

@@ -70,7 +70,7 @@ pub struct MetricPipelineSpec {
     pub cluster_selector: ClusterSelector,
 }
 
-fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
@@ -156,16 +156,12 @@ impl ValidatedPipeline {
     }
 }
 
-/// Checks a pipeline completely and returns every problem, each with its field path.
-/// Pure: no I/O, no clock, no randomness. The API, the CLI `validate` command, the
-/// observer's renderer and the agent all call this same function, each with the
-/// context it knows: where the pipeline comes from and the provider's policy.
-pub fn validate(
-    pipeline: &MetricPipeline,
-    context: &ValidationContext,
-) -> Result<ValidatedPipeline, ValidationErrors> {
-    let mut errors = FieldErrors::default();
-    let metadata = &pipeline.metadata;
+/// Checks a pipeline's name (required, a DNS-1123 label) and labels; shared by every
+/// kind of pipeline.
+pub(crate) fn check_metadata(
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    errors: &mut FieldErrors,
+) {
     match metadata.name.as_deref() {
         None | Some("") => errors.add("metadata.name", "required"),
         Some(name) => {
@@ -183,6 +179,19 @@ pub fn validate(
             errors.add(&path, reason);
         }
     }
+}
+
+/// Checks a pipeline completely and returns every problem, each with its field path.
+/// Pure: no I/O, no clock, no randomness. The API, the CLI `validate` command, the
+/// observer's renderer and the agent all call this same function, each with the
+/// context it knows: where the pipeline comes from and the provider's policy.
+pub fn validate(
+    pipeline: &MetricPipeline,
+    context: &ValidationContext,
+) -> Result<ValidatedPipeline, ValidationErrors> {
+    let mut errors = FieldErrors::default();
+    let metadata = &pipeline.metadata;
+    check_metadata(metadata, &mut errors);
     let spec = &pipeline.spec;
     let scrape = spec.input.validate("spec.input", context, &mut errors);
     spec.input.check_credentials(

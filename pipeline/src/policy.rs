@@ -27,6 +27,8 @@ use std::collections::BTreeSet;
 
 use url::Url;
 
+use std::path::PathBuf;
+
 use crate::paths::PathPolicy;
 
 /// The namespace the agent runs in by default (`deploy/agent/base`), and so the one
@@ -127,6 +129,56 @@ pub struct ProviderPolicy {
     /// Whether pipelines may present the agent's cluster certificate
     /// (`tls.agentIdentity`): the provider's own pipelines only.
     pub agent_identity: bool,
+    /// Which node logs (journal units, log files) log pipelines may read.
+    pub node_logs: NodeLogPolicy,
+}
+
+/// Journal units log pipelines may read by default: the kubelet's and the container
+/// runtimes' (issue 16: the provider collects them centrally), which say what happened
+/// to workloads; other units (sshd, sudo, cloud-init) can hold node secrets.
+pub const DEFAULT_JOURNAL_UNITS: &[&str] =
+    &["kubelet.service", "containerd.service", "crio.service"];
+/// Where log pipelines may read plain log files by default: the node's log directory.
+pub const DEFAULT_LOG_FILE_ROOTS: &[&str] = &["/var/log"];
+
+/// Which node logs log pipelines may read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeLogPolicy {
+    /// Whether tenant pipelines may read the node's journal at all. The journal holds
+    /// every unit's output, node secrets included, so only the provider's own pipelines
+    /// and standalone agents may unless the provider allows tenants.
+    pub tenant_journal: bool,
+    /// The units whose journal entries may be read.
+    pub journal_units: BTreeSet<String>,
+    /// Where log files may be read (`node.files.paths`), and what never.
+    pub files: PathPolicy,
+}
+
+impl NodeLogPolicy {
+    /// The defaults: no journal for tenants, [`DEFAULT_JOURNAL_UNITS`], files under
+    /// [`DEFAULT_LOG_FILE_ROOTS`] except the agent's data directory and credentials.
+    pub fn tenant_default() -> Self {
+        Self {
+            tenant_journal: false,
+            journal_units: DEFAULT_JOURNAL_UNITS
+                .iter()
+                .map(|unit| (*unit).to_owned())
+                .collect(),
+            files: PathPolicy::for_log_files(DEFAULT_LOG_FILE_ROOTS.iter().map(PathBuf::from)),
+        }
+    }
+
+    /// A standalone operator's own file, and what an agent enforces on what the
+    /// observer sent (the observer checked the tenant rules): the journal allowed, still
+    /// only the listed units; files anywhere but the agent's data directory and the
+    /// credential mounts.
+    pub fn unrestricted() -> Self {
+        Self {
+            tenant_journal: true,
+            files: PathPolicy::agent_default(),
+            ..Self::tenant_default()
+        }
+    }
 }
 
 impl ProviderPolicy {
@@ -139,6 +191,7 @@ impl ProviderPolicy {
             central_endpoints: Vec::new(),
             paths: PathPolicy::agent_default(),
             agent_identity: false,
+            node_logs: NodeLogPolicy::tenant_default(),
         }
     }
 
@@ -172,6 +225,7 @@ impl ProviderPolicy {
             central_endpoints: Vec::new(),
             paths: PathPolicy::agent_default(),
             agent_identity: true,
+            node_logs: NodeLogPolicy::unrestricted(),
         }
     }
 

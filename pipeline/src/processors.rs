@@ -223,7 +223,7 @@ static RELABEL_TARGET: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$").unwrap()
 });
 
-fn regex_reason(error: &regex::Error) -> String {
+pub(crate) fn regex_reason(error: &regex::Error) -> String {
     // The regex crate's message spans several lines with a caret diagram; keep the
     // last line, which names the problem.
     let text = error.to_string();

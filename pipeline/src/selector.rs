@@ -1,6 +1,6 @@
-//! Which clusters a pipeline runs on: label matchers in the shape of a Kubernetes
-//! `LabelSelector`, all of which must hold (AND). An empty selector selects every
-//! cluster of the pipeline's tenant.
+//! Which clusters a pipeline runs on, and which pods a log pipeline reads: label
+//! matchers in the shape of a Kubernetes `LabelSelector`, all of which must hold (AND).
+//! An empty selector selects every cluster of the pipeline's tenant (every pod).
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::errors::{FieldErrors, field, index, key};
 use crate::names::{check_label_key, check_label_value};
 
-/// Selects clusters by their labels.
+/// Selects objects (clusters, pods) by their labels.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterSelector {
@@ -36,6 +36,9 @@ pub struct LabelSelectorRequirement {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
 }
+
+/// Selects pods by their labels, in the same shape as a [`ClusterSelector`].
+pub type PodSelector = ClusterSelector;
 
 impl ClusterSelector {
     /// Whether a cluster with these labels is selected.

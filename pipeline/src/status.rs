@@ -218,6 +218,10 @@ impl AgentConfigState {
     }
 }
 
+/// The status of a `LogPipeline`: the same conditions, types and reasons as a metric
+/// pipeline's, so tools read both kinds alike.
+pub type LogPipelineStatus = MetricPipelineStatus;
+
 /// What the observer knows about a pipeline.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -1,27 +1,51 @@
-//! The CRD under `deploy/crds/` must be exactly what the Rust types generate.
+//! The CRDs under `deploy/crds/` must be exactly what the Rust types generate.
 //! Set `KAAS_UPDATE_GENERATED=1` to rewrite it instead of comparing.
 
 use std::fs;
 use std::path::Path;
 
-use kaas_pipeline::crd::{CRD_FILE_NAME, crd_yaml};
+use kaas_pipeline::crd::{CRD_FILE_NAME, LOG_CRD_FILE_NAME, crd_yaml, log_crd_yaml};
 
-#[test]
-fn committed_crd_matches_the_rust_types() {
+fn check_committed(file_name: &str, fresh: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy/crds")
-        .join(CRD_FILE_NAME);
-    let fresh = crd_yaml().unwrap();
+        .join(file_name);
     if std::env::var_os("KAAS_UPDATE_GENERATED").is_some() {
-        fs::write(&path, &fresh).unwrap();
+        fs::write(&path, fresh).expect("the CRD file is writable");
         return;
     }
     let committed = fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == fresh,
-        "deploy/crds/{CRD_FILE_NAME} is out of date; run \
+        "deploy/crds/{file_name} is out of date; run \
          KAAS_UPDATE_GENERATED=1 cargo test -p kaas-pipeline --test crd_is_current"
     );
+}
+
+#[test]
+fn committed_crd_matches_the_rust_types() {
+    check_committed(CRD_FILE_NAME, &crd_yaml().unwrap());
+}
+
+#[test]
+fn committed_log_crd_matches_the_rust_types() {
+    check_committed(LOG_CRD_FILE_NAME, &log_crd_yaml().unwrap());
+}
+
+#[test]
+fn log_crd_names_the_log_kind_and_its_outputs() {
+    let crd: serde_json::Value = serde_yaml::from_str(&log_crd_yaml().unwrap()).unwrap();
+    assert_eq!(crd["spec"]["names"]["kind"], "LogPipeline");
+    assert_eq!(crd["spec"]["names"]["plural"], "logpipelines");
+    assert_eq!(crd["spec"]["scope"], "Cluster");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let output = &spec["properties"]["output"]["properties"];
+    assert!(output["otlp"]["properties"]["endpoint"].is_object());
+    assert!(output["loki"]["properties"]["url"].is_object());
+    assert!(output["http"]["properties"]["url"].is_object());
+    let runtime = &spec["properties"]["input"]["properties"]["runtime"]["properties"];
+    assert!(runtime["keepOriginalBody"].is_object());
+    assert!(runtime["containers"]["properties"]["include"].is_object());
 }
 
 #[test]

@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kaas_pipeline::document::{Document, parse_pipelines};
+use serde::Deserialize;
+
+use kaas_pipeline::document::{Document, ValidatedResource, parse_documents, parse_pipelines};
 use kaas_pipeline::input::PushAuthenticationMode;
 use kaas_pipeline::output::{OtlpProtocol, RemoteWriteVersion, ValidatedOutput};
 use kaas_pipeline::{ProviderPolicy, ValidationContext};
@@ -26,6 +28,7 @@ fn context_for(name: &str) -> ValidationContext {
     let mut policy = ProviderPolicy::tenant_default();
     if name.starts_with("provider-") {
         policy.reserve_header("X-Provider-Tenant");
+        policy.reserve_header("X-Scope-OrgID");
         policy.central_endpoints = vec![
             url::Url::parse("https://receive.provider.example:19291/api/v1/receive")
                 .expect("a URL"),
@@ -314,7 +317,7 @@ const BAD: &[(&str, &[&str])] = &[
     ),
     (
         "kind-wrong.yaml",
-        &[r#"kind: "LogPipeline" is not MetricPipeline"#],
+        &[r#"kind: "TracePipeline" is not MetricPipeline or LogPipeline"#],
     ),
     (
         "many-errors-at-once.yaml",
@@ -353,7 +356,10 @@ const BAD: &[(&str, &[&str])] = &[
         "metric-filter-regex-invalid.yaml",
         &["spec.processors.metrics.drop[0]: does not compile: unclosed group"],
     ),
-    ("not-an-object.yaml", &["expected a MetricPipeline object"]),
+    (
+        "not-an-object.yaml",
+        &["expected a MetricPipeline or LogPipeline object"],
+    ),
     (
         "otlp-endpoint-missing.yaml",
         &["spec.output.otlp.endpoint: required: an absolute http(s) URL"],
@@ -599,6 +605,300 @@ const BAD: &[(&str, &[&str])] = &[
             "not valid YAML or JSON: did not find expected ',' or '}' at line 7 column 1, while parsing a flow mapping at line 6 column 10",
         ],
     ),
+    (
+        "log-attribute-action-missing.yaml",
+        &["spec.processors.attributes[0].action: required: set, rename or delete"],
+    ),
+    (
+        "log-attribute-delete-with-value.yaml",
+        &["spec.processors.attributes[0].value: only used by set"],
+    ),
+    (
+        "log-attribute-key-missing.yaml",
+        &[
+            "spec.processors.attributes[0].key: required: an attribute key such as k8s.namespace.name",
+        ],
+    ),
+    (
+        "log-attribute-rename-to-itself.yaml",
+        &[r#"spec.processors.attributes[0].to: renames "msg" to itself; remove the rule"#],
+    ),
+    (
+        "log-attribute-rename-without-to.yaml",
+        &["spec.processors.attributes[0].to: required by rename: the new key"],
+    ),
+    (
+        "log-attribute-set-with-to.yaml",
+        &["spec.processors.attributes[0].to: only used by rename"],
+    ),
+    (
+        "log-attribute-set-without-value.yaml",
+        &["spec.processors.attributes[0].value: required by set: the value to write"],
+    ),
+    (
+        "log-filter-action-missing.yaml",
+        &["spec.processors.filters[0].action: required: keep or drop"],
+    ),
+    (
+        "log-filter-attribute-invalid.yaml",
+        &[
+            r#"spec.processors.filters[0].attribute: "k8s namespace" is not an attribute key: at most 256 bytes without spaces or control characters"#,
+        ],
+    ),
+    (
+        "log-filter-regex-invalid.yaml",
+        &["spec.processors.filters[0].regex: does not compile: unclosed group"],
+    ),
+    (
+        "log-filter-regex-missing.yaml",
+        &[
+            "spec.processors.filters[0].regex: required: a regular expression the attribute or body is matched with",
+        ],
+    ),
+    (
+        "log-http-format-unknown.yaml",
+        &[
+            "spec.output.http.format: unknown variant `gelf`, expected `jsonLines` or `elasticsearchBulk`",
+        ],
+    ),
+    (
+        "log-http-index-invalid.yaml",
+        &[
+            r#"spec.output.http.index: "Logs-%Y" is not an index name: lower case, at most 255 bytes, none of \ / * ? " < > | , # : or spaces, not starting with -, _ or +"#,
+        ],
+    ),
+    (
+        "log-http-index-unknown-specifier.yaml",
+        &[
+            r#"spec.output.http.index: "logs-%Y.%j" has the unknown date specifier %j; use %Y, %m, %d or %H"#,
+        ],
+    ),
+    (
+        "log-http-index-with-json-lines.yaml",
+        &["spec.output.http.index: only used with format elasticsearchBulk"],
+    ),
+    (
+        "log-input-none-enabled.yaml",
+        &["spec.input: no input is enabled: enable at least one of runtime, node or otlp"],
+    ),
+    (
+        "log-loki-label-high-cardinality.yaml",
+        &[
+            r#"spec.output.loki.labels[1]: "k8s.pod.uid" has a new value for almost every record, and every value would make a new Loki stream; it is sent as structured metadata instead"#,
+            r#"spec.output.loki.labels[2]: "trace_id" has a new value for almost every record, and every value would make a new Loki stream; it is sent as structured metadata instead"#,
+        ],
+    ),
+    (
+        "log-loki-label-not-allowed.yaml",
+        &[
+            r#"spec.output.loki.labels[1]: "user.id" is not an attribute allowed as a stream label; use one of k8s.cluster.name, k8s.namespace.name, k8s.node.name, k8s.pod.name, k8s.container.name, k8s.deployment.name, k8s.statefulset.name, k8s.daemonset.name, k8s.cronjob.name, service.name, service.namespace, log.iostream, severity_text"#,
+        ],
+    ),
+    (
+        "log-loki-tenant-header.yaml",
+        &["spec.output.loki.headers[0].name: set the tenant with tenantId, not as a header"],
+    ),
+    (
+        "log-loki-tenant-id-invalid.yaml",
+        &[
+            r#"spec.output.loki.tenantId: "team/shop" is not a Loki tenant ID: 1 to 150 letters, digits and !-_.*'(), not "." or "..""#,
+        ],
+    ),
+    (
+        "log-loki-too-many-labels.yaml",
+        &[
+            "spec.output.loki.labels: 16 labels, but Loki accepts at most 15 per stream; send the others as structured metadata (leave them out here)",
+            r#"spec.output.loki.labels[13]: label "k8s.namespace.name" is listed twice"#,
+            r#"spec.output.loki.labels[14]: label "k8s.pod.name" is listed twice"#,
+            r#"spec.output.loki.labels[15]: label "k8s.node.name" is listed twice"#,
+        ],
+    ),
+    (
+        "log-max-record-size-above-buffer.yaml",
+        &[
+            "spec.processors.maxRecordSize: 2097152 bytes is more than the whole buffer holds (1048576 bytes); raise spec.buffer.maxBytes or lower the record size",
+        ],
+    ),
+    (
+        "log-max-record-size-too-large.yaml",
+        &[
+            "spec.processors.maxRecordSize: 16777216 bytes is above the maximum of 4Mi (4194304 bytes), the largest record one OTLP/gRPC export carries",
+        ],
+    ),
+    (
+        "log-max-record-size-too-small.yaml",
+        &[
+            "spec.processors.maxRecordSize: 512 bytes is below the minimum of 1Ki (1024 bytes): ordinary lines would be cut",
+        ],
+    ),
+    (
+        "log-node-file-dot-dot.yaml",
+        &[
+            r#"spec.input.node.files.paths[0]: "/var/log/../lib/kaas-agent/*.json" has '.' or '..' components; write the plain path"#,
+        ],
+    ),
+    (
+        "log-node-file-glob-unclosed.yaml",
+        &[
+            r#"spec.input.node.files.paths[0]: "/var/log/app-[12.log": a '[' opens a character class that is empty or never closed with ']'"#,
+        ],
+    ),
+    (
+        "log-node-file-outside-roots.yaml",
+        &[
+            r#"spec.input.node.files.paths[0]: "/etc/nginx/*.log" is outside the directories files may be read from (/var/log)"#,
+        ],
+    ),
+    (
+        "log-node-file-relative.yaml",
+        &[r#"spec.input.node.files.paths[0]: "nginx/*.log" is not an absolute path"#],
+    ),
+    (
+        "log-node-journal-tenant.yaml",
+        &[
+            "spec.input.node.journal: only the provider's own pipelines may read the node's journal, which can hold node secrets; not a pipeline the observer distributes (the provider has not allowed tenants to)",
+        ],
+    ),
+    (
+        "log-node-reads-nothing.yaml",
+        &["spec.input.node: enabled but reads nothing: list journal units or file paths"],
+    ),
+    (
+        "log-otlp-secret-namespace-not-allowed.yaml",
+        &[
+            r#"spec.output.otlp.authentication.bearerToken.valueFrom.secretKeyRef.namespace: the agent may not read Secrets in namespace "shop": the provider allows only the namespaces listed for the agent's Secret access; use one of: kaas-observer"#,
+        ],
+    ),
+    (
+        "log-output-missing.yaml",
+        &["spec.output: set exactly one of otlp, loki or http"],
+    ),
+    (
+        "log-output-two.yaml",
+        &[
+            "spec.output: set exactly one of otlp, loki or http; a pipeline has one output, create a second pipeline for a second backend",
+        ],
+    ),
+    (
+        "log-rate-limit-burst-below-rate.yaml",
+        &[
+            "spec.processors.rateLimit.perNamespace.burst: 10 is below recordsPerSecond (100): a second's worth of records could never pass at once",
+        ],
+    ),
+    (
+        "log-rate-limit-namespace-above-pipeline.yaml",
+        &[
+            "spec.processors.rateLimit.perNamespace.recordsPerSecond: 5000 is above the pipeline's limit of 1000, so it would never apply",
+        ],
+    ),
+    (
+        "log-rate-limit-zero.yaml",
+        &[
+            "spec.processors.rateLimit.perPipeline.recordsPerSecond: must be at least 1; remove the limit to have none",
+        ],
+    ),
+    (
+        "log-runtime-container-duplicate.yaml",
+        &[r#"spec.input.runtime.containers.include[1]: container "app" is listed twice"#],
+    ),
+    (
+        "log-runtime-container-name-invalid.yaml",
+        &[
+            r#"spec.input.runtime.containers.exclude[0]: not a container name: "Istio_Proxy" is not a valid DNS-1123 label: use lower-case letters, digits and '-', starting and ending with a letter or digit"#,
+        ],
+    ),
+    (
+        "log-runtime-containers-include-and-exclude.yaml",
+        &[
+            "spec.input.runtime.containers: set include or exclude, not both: include already leaves out every container it does not list",
+        ],
+    ),
+    (
+        "log-runtime-multiline-flush-timeout-too-long.yaml",
+        &[
+            "spec.input.runtime.multiline.flushTimeout: 5m is longer than the maximum of 1m: every lone line would wait that long before it is sent",
+        ],
+    ),
+    (
+        "log-runtime-multiline-flush-timeout-zero.yaml",
+        &["spec.input.runtime.multiline.flushTimeout: must be longer than 0s"],
+    ),
+    (
+        "log-runtime-multiline-pattern-invalid.yaml",
+        &["spec.input.runtime.multiline.firstLinePattern: does not compile: unclosed group"],
+    ),
+    (
+        "log-runtime-multiline-pattern-missing.yaml",
+        &[
+            "spec.input.runtime.multiline.firstLinePattern: required: a regular expression matching the first line of a record",
+        ],
+    ),
+    (
+        "log-runtime-namespaces-include-and-exclude.yaml",
+        &[
+            "spec.input.runtime.namespaces: set include or exclude, not both: include already leaves out every namespace it does not list",
+        ],
+    ),
+    (
+        "log-runtime-pod-selector-invalid.yaml",
+        &[
+            "spec.input.runtime.podSelector.matchExpressions[0].values: operator Exists takes no values",
+        ],
+    ),
+    (
+        "log-runtime-start-at-unknown.yaml",
+        &["spec.input.runtime.startAt: unknown variant `middle`, expected `end` or `beginning`"],
+    ),
+    (
+        "log-unknown-spec-field.yaml",
+        &[
+            "spec.outputs: unknown field `outputs`, expected one of `input`, `processors`, `output`, `buffer`, `clusterSelector`",
+        ],
+    ),
+    (
+        "provider-log-loki-central-receiver.yaml",
+        &[
+            "spec.output.loki.url: this is the provider's central receiver, which only the provider's own pipeline writes to; send to your own backend",
+        ],
+    ),
+    (
+        "provider-log-loki-tenant-id-reserved.yaml",
+        &[
+            "spec.output.loki.tenantId: the provider reserves X-Scope-OrgID: it decides which tenant logs belong to, and only the provider's own pipeline sets it",
+        ],
+    ),
+    (
+        "standalone-log-node-file-agent-data-dir.yaml",
+        &[
+            r#"spec.input.node.files.paths[0]: "/var/lib/kaas-agent/*.json" is under /var/lib/kaas-agent, which no pipeline may read: the agent's data directory: its identity key, last-known-good configuration and buffers"#,
+        ],
+    ),
+    (
+        "standalone-log-node-file-reaches-credentials.yaml",
+        &[
+            r#"spec.input.node.files.paths[0]: "/var/*/secrets/**/token" could match files under /var/run/secrets, which no pipeline may read (the pod's mounted credentials, such as its service-account token); start the pattern below it"#,
+        ],
+    ),
+    (
+        "standalone-log-node-journal-no-units.yaml",
+        &["spec.input.node.journal.units: list at least one unit, such as kubelet.service"],
+    ),
+    (
+        "standalone-log-node-journal-unit-duplicate.yaml",
+        &[r#"spec.input.node.journal.units[1]: unit "kubelet.service" is listed twice"#],
+    ),
+    (
+        "standalone-log-node-journal-unit-invalid.yaml",
+        &[
+            r#"spec.input.node.journal.units[0]: "kubelet" is not a systemd unit name such as kubelet.service (letters, digits and :-_.\@, ending in .service, .scope, .socket, .mount, .slice)"#,
+        ],
+    ),
+    (
+        "standalone-log-node-journal-unit-not-allowed.yaml",
+        &[
+            r#"spec.input.node.journal.units[0]: the provider does not allow pipelines to read unit "sshd.service"; allowed: containerd.service, crio.service, kubelet.service"#,
+        ],
+    ),
 ];
 
 fn testdata(dir: &str) -> PathBuf {
@@ -618,7 +918,7 @@ fn files_in(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-fn messages(documents: &[Document]) -> Vec<String> {
+fn messages<T>(documents: &[Document<T>]) -> Vec<String> {
     documents
         .iter()
         .flat_map(|d| match &d.outcome {
@@ -654,7 +954,7 @@ fn bad_fixtures_are_refused_with_their_messages() {
     let mut failures = Vec::new();
     for (name, expected) in BAD {
         let text = fs::read_to_string(testdata("bad").join(name)).unwrap();
-        let documents = parse_pipelines(&text, &context_for(name));
+        let documents = parse_documents(&text, &context_for(name));
         assert!(!documents.is_empty(), "{name}: no document found");
         if documents.iter().any(|d| d.outcome.is_ok()) {
             failures.push(format!("{name}: accepted"));
@@ -688,13 +988,13 @@ fn every_message_names_a_field_and_a_reason() {
     }
 }
 
-fn good_documents() -> Vec<(String, Document)> {
+fn good_documents() -> Vec<(String, Document<ValidatedResource>)> {
     let mut all = Vec::new();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines");
     for dir in [testdata("good"), examples] {
         for name in files_in(&dir) {
             let text = fs::read_to_string(dir.join(&name)).expect("readable fixture");
-            let documents = parse_pipelines(&text, &context_for(&name));
+            let documents = parse_documents(&text, &context_for(&name));
             assert!(!documents.is_empty(), "{name}: no document found");
             all.extend(documents.into_iter().map(|d| (name.clone(), d)));
         }
@@ -719,7 +1019,7 @@ fn good_fixtures_and_examples_are_accepted() {
 fn good_fixtures_cover_every_input_and_output_kind() {
     let mut seen = BTreeSet::new();
     for (_, document) in good_documents() {
-        let Ok(pipeline) = document.outcome else {
+        let Ok(ValidatedResource::Metric(pipeline)) = document.outcome else {
             continue;
         };
         let spec = pipeline.spec();
@@ -836,7 +1136,7 @@ fn every_relabel_action_appears_in_a_good_fixture() {
     use kaas_pipeline::processors::RelabelAction as A;
     let mut seen = BTreeSet::new();
     for (_, document) in good_documents() {
-        let Ok(pipeline) = document.outcome else {
+        let Ok(ValidatedResource::Metric(pipeline)) = document.outcome else {
             continue;
         };
         let processors = &pipeline.processors;
@@ -926,4 +1226,254 @@ spec:
     let debug = format!("{pipeline:?}");
     assert!(!debug.contains(SECRET), "secret in Debug output");
     assert!(debug.contains("***"));
+}
+
+#[test]
+fn there_are_at_least_thirty_rejected_log_fixtures() {
+    let logs = BAD.iter().filter(|(name, _)| name.contains("log-")).count();
+    assert!(logs >= 30, "only {logs} bad LogPipeline fixtures");
+}
+
+#[test]
+fn good_fixtures_cover_every_log_input_and_output_kind() {
+    use kaas_pipeline::logs::output::{HttpLogFormat, ValidatedLogOutput};
+    let mut seen = BTreeSet::new();
+    for (_, document) in good_documents() {
+        let Ok(ValidatedResource::Log(pipeline)) = document.outcome else {
+            continue;
+        };
+        let inputs = &pipeline.inputs;
+        if let Some(runtime) = &inputs.runtime {
+            seen.insert("input.runtime");
+            if runtime.multiline.is_some() {
+                seen.insert("input.runtime.multiline");
+            }
+        }
+        if let Some(node) = &inputs.node {
+            if !node.journal_units.is_empty() {
+                seen.insert("input.node.journal");
+            }
+            if !node.files.is_empty() {
+                seen.insert("input.node.files");
+            }
+        }
+        if inputs.otlp.is_some() {
+            seen.insert("input.otlp");
+        }
+        let processors = &pipeline.processors;
+        if !processors.filters.is_empty() {
+            seen.insert("processors.filters");
+        }
+        if !processors.attributes.is_empty() {
+            seen.insert("processors.attributes");
+        }
+        if processors.per_pipeline.is_some() || processors.per_namespace.is_some() {
+            seen.insert("processors.rateLimit");
+        }
+        seen.insert(match &pipeline.output {
+            ValidatedLogOutput::Otlp {
+                protocol: OtlpProtocol::Grpc,
+                ..
+            } => "output.otlp.grpc",
+            ValidatedLogOutput::Otlp {
+                protocol: OtlpProtocol::Http,
+                ..
+            } => "output.otlp.http",
+            ValidatedLogOutput::Loki { .. } => "output.loki",
+            ValidatedLogOutput::Http {
+                format: HttpLogFormat::JsonLines,
+                ..
+            } => "output.http.jsonLines",
+            ValidatedLogOutput::Http {
+                format: HttpLogFormat::ElasticsearchBulk,
+                ..
+            } => "output.http.elasticsearchBulk",
+        });
+    }
+    let required = [
+        "input.runtime",
+        "input.runtime.multiline",
+        "input.node.journal",
+        "input.node.files",
+        "input.otlp",
+        "processors.filters",
+        "processors.attributes",
+        "processors.rateLimit",
+        "output.otlp.grpc",
+        "output.otlp.http",
+        "output.loki",
+        "output.http.jsonLines",
+        "output.http.elasticsearchBulk",
+    ];
+    let missing: Vec<_> = required.iter().filter(|k| !seen.contains(*k)).collect();
+    assert!(missing.is_empty(), "no good log fixture covers {missing:?}");
+}
+
+/// The repository's examples hold a LogPipeline for each output, each naming its
+/// backend in a field called `url` or `endpoint`.
+#[test]
+fn examples_hold_a_log_pipeline_for_each_output() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines");
+    let mut outputs = BTreeSet::new();
+    for name in files_in(&dir) {
+        let text = fs::read_to_string(dir.join(&name)).expect("readable example");
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(document).expect("YAML");
+            if value["kind"] != "LogPipeline" {
+                continue;
+            }
+            let output = value["spec"]["output"]
+                .as_mapping()
+                .unwrap_or_else(|| panic!("{name}: no output"));
+            for (kind, settings) in output {
+                let kind = kind.as_str().expect("a string key").to_owned();
+                let endpoint = ["url", "endpoint"]
+                    .iter()
+                    .find_map(|field| settings[*field].as_str());
+                assert!(
+                    endpoint.is_some_and(|e| e.starts_with("https://")),
+                    "{name}: the {kind} output names no https url or endpoint"
+                );
+                outputs.insert(kind);
+            }
+        }
+    }
+    assert_eq!(
+        outputs,
+        BTreeSet::from(["http".to_owned(), "loki".to_owned(), "otlp".to_owned()])
+    );
+}
+
+/// Every rule the LogPipeline validation states in `pipeline/src/logs/` (each
+/// `errors.add` with a message written there) has a fixture whose expected message
+/// carries that message's fixed text: adding a rule without a fixture fails here.
+#[test]
+fn every_log_rule_has_a_fixture() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/logs");
+    let expected: Vec<&str> = BAD
+        .iter()
+        .flat_map(|(_, lines)| lines.iter().copied())
+        .collect();
+    let mut rules = 0;
+    let mut missing = Vec::new();
+    for name in fs::read_dir(&dir).expect("src/logs") {
+        let path = name.expect("a directory entry").path();
+        let source = fs::read_to_string(&path).expect("readable source");
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        for fragment in rule_fragments(code) {
+            rules += 1;
+            if !expected.iter().any(|line| line.contains(&fragment)) {
+                missing.push(format!("{}: {fragment:?}", path.display()));
+            }
+        }
+    }
+    assert!(
+        rules >= 30,
+        "only {rules} rules found: is the scan still right?"
+    );
+    assert!(
+        missing.is_empty(),
+        "rules without a fixture:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// The longest fixed piece of the first string literal that each `errors.add(...)`
+/// call in `code` writes as its reason (the path is the first argument).
+fn rule_fragments(code: &str) -> Vec<String> {
+    let mut fragments = Vec::new();
+    for call in code.split("errors.add(").skip(1) {
+        let Some(literal) = first_string_literal(call) else {
+            continue;
+        };
+        let text = unescape(&literal);
+        let longest = split_placeholders(&text)
+            .into_iter()
+            .max_by_key(|piece| piece.len())
+            .unwrap_or_default();
+        if longest.len() >= 8 {
+            fragments.push(longest);
+        }
+    }
+    fragments
+}
+
+/// The first string literal in the call's arguments after its first (the path),
+/// or `None` when the reason is not written there.
+fn first_string_literal(call: &str) -> Option<String> {
+    let mut depth = 0i32;
+    let mut after_path = false;
+    let mut chars = call.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' if depth == 0 => return None,
+            ')' | ']' | '}' => depth -= 1,
+            ',' if depth == 0 => after_path = true,
+            ';' => return None,
+            '"' => {
+                let rest = &call[i + 1..];
+                let mut end = 0;
+                let mut escaped = false;
+                for (j, d) in rest.char_indices() {
+                    if escaped {
+                        escaped = false;
+                    } else if d == '\\' {
+                        escaped = true;
+                    } else if d == '"' {
+                        end = j;
+                        break;
+                    }
+                }
+                if after_path {
+                    return Some(rest[..end].to_owned());
+                }
+                for _ in 0..rest[..=end].chars().count() {
+                    chars.next();
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Undoes the escapes a message literal uses: line continuations, `\"`, `\\`.
+fn unescape(literal: &str) -> String {
+    let mut out = String::new();
+    let mut chars = literal.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\n') => {
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The pieces of a format string between its `{...}` placeholders.
+fn split_placeholders(text: &str) -> Vec<String> {
+    let mut pieces = vec![String::new()];
+    let mut in_placeholder = false;
+    for c in text.chars() {
+        match c {
+            '{' => {
+                in_placeholder = true;
+                pieces.push(String::new());
+            }
+            '}' if in_placeholder => in_placeholder = false,
+            c if !in_placeholder => pieces.last_mut().expect("never empty").push(c),
+            _ => {}
+        }
+    }
+    pieces
 }

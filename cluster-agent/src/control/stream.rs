@@ -689,6 +689,7 @@ impl ObserverConnection {
                 .unwrap_or_else(|| ValidatedAgentConfig {
                     external_labels: BTreeMap::new(),
                     pipelines: Vec::new(),
+                    log_pipelines: Vec::new(),
                 });
             agent.apply(fallback).await;
             return self.refuse(agent, outbox, &hash, errors).await;

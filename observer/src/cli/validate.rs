@@ -1,5 +1,7 @@
 //! `observer pipeline validate`: the offline validator. It runs exactly the validation
-//! the API and the agents run ([`kaas_pipeline::validate`]), so a file it accepts is a
+//! the API and the agents run ([`kaas_pipeline::validate`] for `MetricPipeline`s,
+//! [`kaas_pipeline::validate_log_pipeline`] for `LogPipeline`s, each document by its
+//! `kind`), so a file it accepts is a
 //! file the observer accepts, except for what only a running observer knows (its
 //! Secret namespace allow-list and its central receiver).
 //!
@@ -12,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use clap::Args;
-use kaas_pipeline::document::{Document, parse_pipelines};
+use kaas_pipeline::document::{Document, parse_documents};
 use kaas_pipeline::{ProviderPolicy, ValidationContext};
 use serde::Serialize;
 
@@ -82,7 +84,7 @@ pub fn run(args: &ValidateArgs, stdin: &mut dyn Read, out: &mut dyn Write) -> io
         };
         match text {
             Ok(text) => {
-                let documents = parse_pipelines(&text, &context);
+                let documents = parse_documents(&text, &context);
                 if documents.is_empty() {
                     unreadable.push(format!("{shown}: no pipeline found"));
                 }
@@ -108,7 +110,7 @@ pub fn run(args: &ValidateArgs, stdin: &mut dyn Read, out: &mut dyn Write) -> io
     })
 }
 
-fn report(file: &str, document: Document) -> Report {
+fn report<T>(file: &str, document: Document<T>) -> Report {
     let errors = match &document.outcome {
         Ok(_) => Vec::new(),
         Err(errors) => errors
@@ -269,6 +271,27 @@ mod tests {
         ));
         assert_eq!(status, EXIT_INVALID, "{out}");
         assert!(out.contains("which no pipeline may read"), "{out}");
+    }
+
+    /// Issue 16: a file may mix kinds; each document is checked by its own kind.
+    #[test]
+    fn log_pipelines_are_checked_by_their_kind() {
+        let log = "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: LogPipeline\n\
+            metadata: {name: logs}\nspec:\n  input: {runtime: {enabled: true}}\n  \
+            output: {loki: {url: \"https://loki.example\"}}\n";
+        let (status, out) = run_on_stdin(&format!("{GOOD}---\n{log}"), OutputFormat::Text);
+        assert_eq!(status, EXIT_VALID, "{out}");
+        assert!(out.ends_with("2 valid, 0 invalid\n"), "{out}");
+        let bad = log.replace(
+            "{enabled: true}",
+            "{enabled: true, containers: {include: [A]}}",
+        );
+        let (status, out) = run_on_stdin(&bad, OutputFormat::Text);
+        assert_eq!(status, EXIT_INVALID, "{out}");
+        assert!(
+            out.contains("  spec.input.runtime.containers.include[0]: not a container name"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -1,7 +1,17 @@
-//! Prints the `MetricPipeline` CRD as YAML on standard output.
+//! Prints a pipeline CRD as YAML on standard output: the `MetricPipeline` CRD, or the
+//! `LogPipeline` CRD with the argument `LogPipeline`.
 
 fn main() -> std::process::ExitCode {
-    match kaas_pipeline::crd::crd_yaml() {
+    let kind = std::env::args().nth(1);
+    let yaml = match kind.as_deref() {
+        None | Some("MetricPipeline") => kaas_pipeline::crd::crd_yaml(),
+        Some("LogPipeline") => kaas_pipeline::crd::log_crd_yaml(),
+        Some(other) => {
+            eprintln!("crdgen: unknown kind {other:?}; use MetricPipeline or LogPipeline");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match yaml {
         Ok(yaml) => {
             print!("{yaml}");
             std::process::ExitCode::SUCCESS
