@@ -16,9 +16,13 @@ cd "$(dirname "$0")/.."
 # systemd-journal-remote (writes the real journal files the journal reader is tested on;
 # it brings journalctl, which cross-checks the reading), and lz4, xz-utils and zstd
 # (compress journal payloads with the reference codecs, as systemd's older writers did).
+# syslog-ng with its HTTP module is log-bench's first peer (its smoke test runs in the
+# suite); rsyslog, the second, conflicts with it as a package, so ensure_rsyslog unpacks
+# it (and installs only its libraries).
 DEBIAN_PACKAGES=(prometheus victoria-metrics nginx-light prometheus-blackbox-exporter
   prometheus-alertmanager prometheus-node-exporter curl systemd-journal-remote lz4
-  xz-utils zstd)
+  xz-utils zstd syslog-ng-core syslog-ng-mod-http libestr0 libfastjson4 liblognorm5
+  libcurl4)
 
 ensure_debian_packages() {
   local missing=()
@@ -50,6 +54,24 @@ ensure_python_packages() {
   fi
 }
 
+# rsyslog and its Elasticsearch output, unpacked with `dpkg -x` where log-bench looks for
+# them (bench/src/logs/peers.rs, DEFAULT_RSYSLOG_ROOT): Debian's rsyslog and syslog-ng
+# packages conflict, and the benchmark runs both.
+RSYSLOG_ROOT=/opt/kaas-peers/rsyslog
+ensure_rsyslog() {
+  if [[ ! -x "$RSYSLOG_ROOT/usr/sbin/rsyslogd" \
+    || ! -f "$RSYSLOG_ROOT/usr/lib/x86_64-linux-gnu/rsyslog/omelasticsearch.so" ]]; then
+    echo "==> unpacking rsyslog into $RSYSLOG_ROOT"
+    local download
+    download=$(mktemp -d)
+    (cd "$download" && { apt-get download rsyslog rsyslog-elasticsearch \
+      || { apt-get update && apt-get download rsyslog rsyslog-elasticsearch; }; })
+    mkdir -p "$RSYSLOG_ROOT"
+    for deb in "$download"/*.deb; do dpkg -x "$deb" "$RSYSLOG_ROOT"; done
+    rm -rf "$download"
+  fi
+}
+
 ensure_rust_tools() {
   if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     echo "==> installing rustfmt and clippy"
@@ -64,6 +86,7 @@ ensure_rust_tools() {
 if ((${#DEBIAN_PACKAGES[@]})); then
   ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
 fi
+ensure_rsyslog
 ensure_python_packages
 command -v kubectl >/dev/null 2>&1 || ensure_debian_packages kubernetes-client  # `kubectl kustomize` for deploy_manifests
 ensure_rust_tools

@@ -17,10 +17,12 @@
 //!
 //! Two builds of cluster-agent are compared round by round in [`compare`]
 //! (`agent-bench --baseline-agent`). The observer's fan-out benchmark
-//! (`fanout-bench`) lives in [`fanout`].
+//! (`fanout-bench`) lives in [`fanout`]; the log agents' benchmark (`log-bench`) in
+//! [`logs`].
 
 pub mod compare;
 pub mod fanout;
+pub mod logs;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -128,6 +128,11 @@ impl ChildGuard {
         let _ = self.child.wait();
     }
 
+    /// How the process exited, if it has.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Panics if the process has already exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("wait on child") {
