@@ -890,3 +890,90 @@ fn a_hung_journal_consumer_does_not_stop_the_other() {
         "repeats bounded by what the shared reader held past its commit"
     );
 }
+
+// ---------------------------------------------------------------- position files
+
+/// A consumer name names a file in the input's state directory, so only DNS labels
+/// are accepted: a name that would lead elsewhere is refused before anything is
+/// written.
+#[test]
+fn consumer_names_that_are_not_dns_labels_are_refused() {
+    let node_dir = TestNode::new();
+    for name in [
+        "../../identity/tls",
+        "a/b",
+        "",
+        "Upper",
+        "-x",
+        &"x".repeat(64),
+    ] {
+        let consumer = Recorder::new(name, false);
+        let result = FanOut::open(
+            FanOutConfig::new(node_dir.state().join("detached")),
+            node_dir.tailed(&node_dir.tail_config(), PodEnrichment::default()),
+            vec![consumer.consumer()],
+        );
+        let Err(error) = result else {
+            panic!("{name:?} was accepted");
+        };
+        assert!(
+            error.to_string().contains("is not a DNS label"),
+            "{name:?}: {error}"
+        );
+    }
+}
+
+/// Position files of consumers that are gone (a deleted pipeline) are removed when the
+/// fan-out opens; a known consumer's file makes it start on its own position, and one
+/// at the shared position rejoins at once.
+#[test]
+fn position_files_decide_where_each_consumer_starts() {
+    let node_dir = TestNode::new();
+    let log = node_dir.container_log("shop", "web-1", "uid-1", "app", 0);
+    append(&log, &cri(0..5));
+    let detached = node_dir.state().join("detached");
+    let config = node_dir.tail_config();
+    let start = node_dir.state().join("start.position");
+    let mut probe = node_dir.tailed(&config, PodEnrichment::default());
+    probe.save_position_as(&start).expect("test harness");
+    drop(probe);
+    let shared = Recorder::new("shared", false);
+    let mut fan_out = node_dir.fan_out(
+        node_dir.tailed(&config, PodEnrichment::default()),
+        &[&shared],
+    );
+    drain(&mut fan_out, 5);
+    drop(fan_out);
+
+    // "kept" was detached at the start; "gone" is a pipeline that no longer exists.
+    std::fs::copy(&start, detached.join("kept.position")).expect("test harness");
+    std::fs::copy(&start, detached.join("gone.position")).expect("test harness");
+    let (shared, kept) = (Recorder::new("shared", false), Recorder::new("kept", false));
+    let mut fan_out = node_dir.fan_out(
+        node_dir.tailed(&config, PodEnrichment::default()),
+        &[&shared, &kept],
+    );
+    assert!(!detached.join("gone.position").exists());
+    assert!(
+        fan_out.consumers()[1].detached,
+        "starts on its own position"
+    );
+    drain(&mut fan_out, 5);
+    assert!(
+        shared.durable().is_empty(),
+        "the shared position was past it all"
+    );
+    assert_eq!(kept.durable(), (0..5).collect::<Vec<_>>());
+    drop(fan_out);
+
+    let (shared, kept) = (Recorder::new("shared", false), Recorder::new("kept", false));
+    let fan_out = node_dir.fan_out(
+        node_dir.tailed(&config, PodEnrichment::default()),
+        &[&shared, &kept],
+    );
+    assert!(
+        !fan_out.consumers()[1].detached,
+        "at the shared position, it rejoins when opened"
+    );
+    assert!(!detached.join("kept.position").exists());
+}
