@@ -68,9 +68,9 @@ pub struct JournalSettings {
     pub position_file: PathBuf,
     /// See [`JournalStart`].
     pub start_at: JournalStart,
-    /// See [`DEFAULT_MAX_BATCH_ENTRIES`].
+    /// See [`DEFAULT_MAX_BATCH_ENTRIES`]; at least 1.
     pub max_batch_entries: usize,
-    /// See [`DEFAULT_MAX_UNCOMMITTED`].
+    /// See [`DEFAULT_MAX_UNCOMMITTED`]; at least 1.
     pub max_uncommitted: usize,
 }
 
@@ -127,7 +127,10 @@ pub struct JournalReader {
 impl JournalReader {
     /// Opens the journal directory at the persisted position (or the start setting)
     /// and writes the starting position.
-    pub fn open(settings: JournalSettings, node: NodeIdentity) -> Result<Self, InputError> {
+    pub fn open(mut settings: JournalSettings, node: NodeIdentity) -> Result<Self, InputError> {
+        // A zero bound would read nothing, ever.
+        settings.max_batch_entries = settings.max_batch_entries.max(1);
+        settings.max_uncommitted = settings.max_uncommitted.max(1);
         let start = match load_position(&settings.position_file)? {
             Some(cursor) => kaas_journal::StartAt::After(cursor),
             None if settings.start_at == JournalStart::Beginning => {

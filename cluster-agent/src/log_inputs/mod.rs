@@ -50,3 +50,16 @@ pub use reader::{InputError, LogReader, ReadBatch};
 pub use resource::NodeIdentity;
 pub use runtime::PodEnrichment;
 pub use tailed::TailedLogs;
+
+#[cfg(test)]
+mod tests {
+    /// The runtime wiring runs each fan-out on a blocking thread and completes
+    /// acknowledgements from the buffer's tasks.
+    #[test]
+    fn fan_outs_and_acknowledgements_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<super::FanOut<super::TailedLogs>>();
+        send::<super::FanOut<super::JournalReader>>();
+        send::<super::BatchAck>();
+    }
+}

@@ -57,14 +57,16 @@ impl TailedLogs {
         let observed = now_unix_nano();
         let count = records.len();
         let mut resources: Vec<ResourceLogs> = Vec::new();
-        let mut index: HashMap<Option<Arc<PodLogPath>>, usize> = HashMap::new();
+        // By the address of the record's pod path (shared by every record of one
+        // file), so a record costs a pointer hash; `None` for plain files.
+        let mut index: HashMap<Option<*const PodLogPath>, usize> = HashMap::new();
         for record in records {
             let pod = match &record.file.source {
-                Source::Pod(path) => Some(Arc::clone(path)),
+                Source::Pod(path) => Some(path),
                 Source::Plain => None,
             };
-            let slot = *index.entry(pod.clone()).or_insert_with(|| {
-                let resource = match &pod {
+            let slot = *index.entry(pod.map(Arc::as_ptr)).or_insert_with(|| {
+                let resource = match pod {
                     Some(path) => container_resource(path, &self.node, &self.enrichment),
                     None => file_resource(&self.node),
                 };
