@@ -683,17 +683,27 @@ fn a_hung_consumer_does_not_stop_the_others() {
 
 const SOURCE_TIME_USEC: u64 = 1_700_000_000_123_456;
 
+/// The units entries come from in turn; the first two are the default allow-list.
+const JOURNAL_UNITS: [&str; 3] = ["kubelet.service", "containerd.service", "ssh.service"];
+
+/// Entry `n`'s message; every fifth one is long (a stack trace's size), so the writer
+/// stores it zstd-compressed.
+fn message(n: u64, unit: &str) -> String {
+    if n % 5 == 4 {
+        format!("seq={n} from {unit} {}", "compressible text ".repeat(200))
+    } else {
+        format!("seq={n} from {unit}")
+    }
+}
+
 /// Journal entries numbered from `first`: kubelet, containerd and ssh in turn, with
 /// priorities, the host name, and for kubelet a source timestamp.
 fn journal_entries(first: u64, count: u64) -> Vec<journal_common::Fed> {
     (first..first + count)
         .map(|n| {
-            let unit = ["kubelet.service", "containerd.service", "ssh.service"][(n % 3) as usize];
+            let unit = JOURNAL_UNITS[(n % 3) as usize];
             let mut fields = vec![
-                (
-                    "MESSAGE".to_owned(),
-                    format!("seq={n} from {unit}").into_bytes(),
-                ),
+                ("MESSAGE".to_owned(), message(n, unit).into_bytes()),
                 ("_SYSTEMD_UNIT".to_owned(), unit.as_bytes().to_vec()),
                 (
                     "PRIORITY".to_owned(),
@@ -750,8 +760,8 @@ impl Journal {
     }
 }
 
-/// Entries of the allowed units (kubelet, containerd by default) become records:
-/// MESSAGE the body, PRIORITY the severity, the unit and host as attributes, the
+/// Entries of the allowed units (kubelet, containerd by default) in a compressed
+/// journal file become records: MESSAGE the body (decompressed), PRIORITY the severity, the unit and host as attributes, the
 /// source timestamp as the time; ssh's entries are not read.
 #[test]
 fn journal_entries_of_allowed_units_become_records() {
@@ -760,10 +770,30 @@ fn journal_entries_of_allowed_units_become_records() {
         return;
     };
     journal.write(&journal_entries(0, 30));
+    let compressed =
+        journal_common::data_objects_by_compression(&journal.dir.join("system.journal"));
+    assert!(
+        compressed.get(&4).copied().unwrap_or(0) >= 5,
+        "long messages are stored zstd-compressed: {compressed:?}"
+    );
     let consumer = Recorder::new("node", false);
     let mut fan_out = node_dir.fan_out(journal.reader(&node_dir), &[&consumer]);
     drain(&mut fan_out, 5);
     assert_eq!(consumer.durable(), allowed(0..30));
+    let bodies: Vec<String> = consumer.offered_records().iter().map(body).collect();
+    let expected: Vec<String> = allowed(0..30)
+        .into_iter()
+        .map(|n| {
+            message(
+                n,
+                ["kubelet.service", "containerd.service"][(n % 3) as usize],
+            )
+        })
+        .collect();
+    assert_eq!(
+        bodies, expected,
+        "every message whole, compressed ones included"
+    );
     let state = consumer.state.lock().expect("recorder");
     let resource = state.offered[0].resource_logs[0]
         .resource
@@ -894,8 +924,8 @@ fn a_hung_journal_consumer_does_not_stop_the_other() {
 // ---------------------------------------------------------------- position files
 
 /// A consumer name names a file in the input's state directory, so only DNS labels
-/// are accepted: a name that would lead elsewhere is refused before anything is
-/// written.
+/// are accepted, each once: a name that would lead elsewhere, or share a file, is
+/// refused before anything is written.
 #[test]
 fn consumer_names_that_are_not_dns_labels_are_refused() {
     let node_dir = TestNode::new();
@@ -921,6 +951,16 @@ fn consumer_names_that_are_not_dns_labels_are_refused() {
             "{name:?}: {error}"
         );
     }
+    let twice = [Recorder::new("logs", false), Recorder::new("logs", false)];
+    let result = FanOut::open(
+        FanOutConfig::new(node_dir.state().join("detached")),
+        node_dir.tailed(&node_dir.tail_config(), PodEnrichment::default()),
+        twice.iter().map(Recorder::consumer).collect(),
+    );
+    assert!(
+        matches!(&result, Err(error) if error.to_string().contains("given twice")),
+        "one position file per name"
+    );
 }
 
 /// Position files of consumers that are gone (a deleted pipeline) are removed when the

@@ -207,8 +207,16 @@ impl<R: LogReader> FanOut<R> {
         reader: R,
         consumers: Vec<Arc<dyn LogConsumer>>,
     ) -> Result<Self, InputError> {
-        for consumer in &consumers {
+        for (index, consumer) in consumers.iter().enumerate() {
             check_name(consumer.name())?;
+            if consumers[..index]
+                .iter()
+                .any(|c| c.name() == consumer.name())
+            {
+                return Err(InputError::DuplicateConsumer {
+                    name: consumer.name().to_owned(),
+                });
+            }
         }
         let mut config = config;
         // Below the reader's window, or the shared reader would stop before anybody

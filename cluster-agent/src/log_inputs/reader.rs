@@ -75,6 +75,12 @@ pub enum InputError {
         #[source]
         source: std::io::Error,
     },
+    /// Two consumers have one name, so they would share one position file.
+    #[error("consumer name {name:?} is given twice")]
+    DuplicateConsumer {
+        /// The name.
+        name: String,
+    },
     /// A consumer's name cannot name a position file.
     #[error("consumer name {name:?} is not a DNS label")]
     ConsumerName {
