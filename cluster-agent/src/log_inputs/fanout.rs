@@ -58,9 +58,10 @@ use super::reader::{InputError, LogReader};
 /// and at 250 ms polls a consumer is given a few seconds of silence before it is.
 pub const DEFAULT_MAX_LAG_BATCHES: usize = 16;
 
-/// Rounds between rejoin checks: at the tailer's 250 ms poll, about every five
-/// seconds, which keeps the persist-and-compare cost negligible.
-pub const REJOIN_CHECK_EVERY: u64 = 20;
+/// Rounds between rejoin checks: at the tailer's 250 ms poll, every second. A check
+/// compares two in-memory positions, cheap enough; checking right after the lanes
+/// read (not every round) leaves the comparison's cost out of most rounds.
+pub const REJOIN_CHECK_EVERY: u64 = 4;
 
 /// Suffix of a detached consumer's position file.
 const POSITION_SUFFIX: &str = ".position";
@@ -281,11 +282,6 @@ impl<R: LogReader> FanOut<R> {
         if let Err(error) = self.detach_laggards() {
             round.errors.push(error);
         }
-        if self.rounds.is_multiple_of(REJOIN_CHECK_EVERY)
-            && let Err(error) = self.rejoin_caught_up()
-        {
-            round.errors.push(error);
-        }
         let Self {
             shared,
             detached,
@@ -301,6 +297,13 @@ impl<R: LogReader> FanOut<R> {
         }
         // Consumers that completed during the offer are committed in this round.
         self.take_acks();
+        // Right after every lane read and committed: the moment lanes that keep up
+        // are most likely at the same position.
+        if self.rounds.is_multiple_of(REJOIN_CHECK_EVERY)
+            && let Err(error) = self.rejoin_caught_up()
+        {
+            round.errors.push(error);
+        }
         for lane in std::iter::once(&mut self.shared).chain(self.detached.iter_mut()) {
             if let Err(error) = lane.reader.persist() {
                 round.errors.push(error);

@@ -46,8 +46,7 @@ pub trait LogReader: Sized + Send {
     /// Whether nothing is left to read now and nothing read is uncommitted.
     fn caught_up(&self) -> bool;
 
-    /// Whether this reader and `other` have committed the same position (both
-    /// persisted first).
+    /// Whether this reader and `other` have committed the same position.
     fn same_position(&mut self, other: &mut Self) -> Result<bool, InputError>;
 
     /// Reads this reader may hold uncommitted before it stops reading.

@@ -8,8 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kaas_logfiles::{
-    AckToken, Checkpoint, DiscoveryStatus, PodLogPath, Source, TailCounters, Tailer,
-    ValidatedTailConfig,
+    AckToken, DiscoveryStatus, PodLogPath, Source, TailCounters, Tailer, ValidatedTailConfig,
 };
 use kaas_proto::otlp::{ResourceLogs, ScopeLogs};
 
@@ -118,11 +117,7 @@ impl LogReader for TailedLogs {
     }
 
     fn save_position_as(&mut self, path: &Path) -> Result<(), InputError> {
-        self.tailer.save_checkpoint()?;
-        Checkpoint::load(&self.config.checkpoint)?
-            .unwrap_or_default()
-            .store(path)?;
-        Ok(())
+        Ok(self.tailer.committed().store(path)?)
     }
 
     fn open_sibling(&self, path: &Path) -> Result<Self, InputError> {
@@ -136,14 +131,12 @@ impl LogReader for TailedLogs {
     }
 
     fn same_position(&mut self, other: &mut Self) -> Result<bool, InputError> {
-        self.tailer.save_checkpoint()?;
-        other.tailer.save_checkpoint()?;
-        let sorted = |path: &Path| -> Result<_, InputError> {
-            let mut files = Checkpoint::load(path)?.unwrap_or_default().files;
+        let sorted = |tailed: &Self| {
+            let mut files = tailed.tailer.committed().files;
             files.sort_by_key(|file| file.id);
-            Ok(files)
+            files
         };
-        Ok(sorted(&self.config.checkpoint)? == sorted(&other.config.checkpoint)?)
+        Ok(sorted(self) == sorted(other))
     }
 
     fn max_uncommitted(&self) -> usize {
