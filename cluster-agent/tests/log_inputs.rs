@@ -877,6 +877,39 @@ fn journal_resumes_from_the_committed_cursor() {
     assert_eq!(slow.durable(), allowed(30..45));
 }
 
+/// By default the journal is read from its end at the first start, and that start
+/// is persisted at once: a restart before anything new was read is not another first
+/// start, so what was written in between is read, not skipped.
+#[test]
+fn journal_starts_at_its_end_once() {
+    let node_dir = TestNode::new();
+    let Some(journal) = Journal::new(&node_dir) else {
+        return;
+    };
+    journal.write(&journal_entries(0, 9));
+    let settings = JournalSettings::new(
+        journal.dir.clone(),
+        node_dir.state().join("journal.position"),
+    );
+    let consumer = Recorder::new("node", false);
+    let reader = JournalReader::open(settings.clone(), node()).expect("open");
+    let mut fan_out = node_dir.fan_out(reader, &[&consumer]);
+    drain(&mut fan_out, 5);
+    assert!(consumer.durable().is_empty(), "what was there is skipped");
+    drop(fan_out); // a crash before anything new came
+
+    journal.write(&journal_entries(9, 9));
+    let consumer = Recorder::new("node", false);
+    let reader = JournalReader::open(settings, node()).expect("open");
+    let mut fan_out = node_dir.fan_out(reader, &[&consumer]);
+    drain(&mut fan_out, 5);
+    assert_eq!(
+        consumer.durable(),
+        allowed(9..18),
+        "written while it was down"
+    );
+}
+
 /// A hung consumer of the journal is detached onto its own cursor; the other reads
 /// every new entry as it is written.
 #[test]
