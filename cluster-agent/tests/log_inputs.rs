@@ -5,8 +5,7 @@
 //! counted, not guessed; "crashes" drop the fan-out without a final save, which
 //! leaves the disk as `kill -9` would.
 
-#[path = "../../journal/tests/common/mod.rs"]
-mod journal_common;
+use kaas_test_support::journal as journal_common;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
