@@ -730,3 +730,42 @@ async fn an_otlp_record_with_every_field_set_arrives_whole_for_the_official_deco
     }]});
     assert_eq!(decoded, expected);
 }
+
+/// A backend's answer is read only up to a bound: a bulk answer longer than that is
+/// refused as unreadable (its documents dropped and counted), never held whole, even
+/// when it would have said that all was stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_bulk_answer_is_not_read_whole() {
+    // A valid answer saying all is stored, were it read whole.
+    let padding = "x".repeat(kaas_cluster_agent::outbound::http::MAX_RESPONSE_BODY);
+    let body = json!({"errors": false, "items": [], "padding": padding})
+        .to_string()
+        .into_bytes();
+    let bulk = RecordingReceiver::start(Reply {
+        status: 200,
+        content_type: "application/json",
+        body,
+    })
+    .await;
+    let output = validated_output(&format!(
+        "{{http: {{url: \"{}\", format: elasticsearchBulk}}}}",
+        bulk.base_url()
+    ));
+    let stats = ship(
+        &output,
+        &[batch(vec![(
+            pod("shop", "web-1"),
+            vec![full_record(1, "ERROR", string("boom"))],
+        )])],
+    )
+    .await;
+    assert_eq!(bulk.received().len(), 1, "dropped, not retried");
+    assert_eq!(stats.dropped_total(DropReason::RejectedByBackend), 1);
+    let last = stats.last_error().expect("an error");
+    assert_eq!(last.reason, ErrorReason::DataDropped);
+    assert!(
+        last.message.contains("not a bulk response"),
+        "{}",
+        last.message
+    );
+}
