@@ -153,48 +153,143 @@ fn validated_output(output: &str) -> ValidatedLogOutput {
 /// Pushes `batches` into a fresh buffer and runs the sender with the output's exporter
 /// until the buffer is empty; the pipeline's counters.
 async fn ship(output: &ValidatedLogOutput, batches: &[LogBatch]) -> Arc<PipelineStats> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let limits = Limits {
-        max_bytes: 64 << 20,
-        max_age: Duration::from_secs(100 * 365 * 24 * 3600),
-        when_full: WhenFull::DropNewest,
-    };
-    let (buffer, _) = DiskBuffer::open(dir.path(), limits).expect("open buffer");
-    let buffer = Arc::new(Mutex::new(buffer));
-    let stats = Arc::new(PipelineStats::named("shop-logs"));
-    let wake = Arc::new(Notify::new());
-    let inlet = Inlet {
-        buffer: buffer.clone(),
-        stats: stats.clone(),
-        wake: wake.clone(),
-    };
-    for batch in batches {
-        inlet.push(batch, 1_700_000_000_000).expect("stored");
+    let pipeline = RunningPipeline::start(output, batches);
+    pipeline.drained().await;
+    pipeline.stop().await
+}
+
+/// A log pipeline's buffer and sender, running.
+struct RunningPipeline {
+    _dir: tempfile::TempDir,
+    buffer: Arc<Mutex<DiskBuffer>>,
+    stats: Arc<PipelineStats>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningPipeline {
+    /// Pushes `batches` into a fresh buffer and starts the sender with the output's
+    /// exporter.
+    fn start(output: &ValidatedLogOutput, batches: &[LogBatch]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let limits = Limits {
+            max_bytes: 64 << 20,
+            max_age: Duration::from_secs(100 * 365 * 24 * 3600),
+            when_full: WhenFull::DropNewest,
+        };
+        let (buffer, _) = DiskBuffer::open(dir.path(), limits).expect("open buffer");
+        let buffer = Arc::new(Mutex::new(buffer));
+        let stats = Arc::new(PipelineStats::named("shop-logs"));
+        let wake = Arc::new(Notify::new());
+        let inlet = Inlet {
+            buffer: buffer.clone(),
+            stats: stats.clone(),
+            wake: wake.clone(),
+        };
+        for batch in batches {
+            inlet.push(batch, 1_700_000_000_000).expect("stored");
+        }
+        let exporter = LogExporter::new(output, ValueSources::without_secrets(), stats.clone())
+            .expect("an exporter");
+        let sender = Sender {
+            buffer: buffer.clone(),
+            exporter: Arc::new(exporter),
+            config: SenderConfig {
+                shards: 2,
+                ..SenderConfig::with_max_age(limits.max_age)
+            },
+            stats: stats.clone(),
+            wake,
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(sender.run(shutdown_rx));
+        Self {
+            _dir: dir,
+            buffer,
+            stats,
+            shutdown,
+            task,
+        }
     }
-    let exporter = LogExporter::new(output, ValueSources::without_secrets(), stats.clone())
-        .expect("an exporter");
-    let sender = Sender {
-        buffer: buffer.clone(),
-        exporter: Arc::new(exporter),
-        config: SenderConfig {
-            shards: 2,
-            ..SenderConfig::with_max_age(limits.max_age)
-        },
-        stats: stats.clone(),
-        wake,
-    };
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(sender.run(shutdown_rx));
+
+    fn pending_records(&self) -> u64 {
+        self.buffer.lock().expect("lock").pending_records()
+    }
+
+    /// Waits until every record was delivered or dropped.
+    async fn drained(&self) {
+        tokio::time::timeout(DEADLINE, async {
+            while self.pending_records() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the buffer drains");
+    }
+
+    /// Stops the sender; the pipeline's counters.
+    async fn stop(self) -> Arc<PipelineStats> {
+        self.shutdown.send_replace(true);
+        self.task.await.expect("sender");
+        self.stats
+    }
+}
+
+/// A backend that accepts connections and never answers does not hold up another
+/// pipeline shipping the same records, and loses nothing: its records stay buffered
+/// while every attempt fails as retryable.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_backend_keeps_its_records_and_holds_up_no_other_pipeline() {
+    let hung = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind loopback");
+    let hung_address = hung.local_addr().expect("address");
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = hung.accept().await {
+            connections.push(connection);
+        }
+    });
+    let healthy = RecordingReceiver::start(Reply::status(204)).await;
+    let batches: Vec<LogBatch> = (1..=20)
+        .map(|n| {
+            batch(vec![(
+                pod("shop", &format!("web-{}", n % 3)),
+                vec![full_record(n, "ERROR", string(&format!("boom {n}")))],
+            )])
+        })
+        .collect();
+    let stuck = RunningPipeline::start(
+        &validated_output(&format!(
+            "{{loki: {{url: \"http://{hung_address}\", timeout: 1s}}}}"
+        )),
+        &batches,
+    );
+    let flowing = RunningPipeline::start(
+        &validated_output(&format!("{{loki: {{url: \"{}\"}}}}", healthy.base_url())),
+        &batches,
+    );
+    flowing.drained().await;
+    let flowing = flowing.stop().await;
+    assert_eq!(flowing.samples_sent.load(Ordering::Relaxed), 20);
     tokio::time::timeout(DEADLINE, async {
-        while buffer.lock().expect("lock").pending_records() > 0 {
+        while stuck.stats.errors_by_reason().is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .expect("the buffer drains");
-    shutdown.send_replace(true);
-    task.await.expect("sender");
-    stats
+    .expect("the hung backend's attempts fail");
+    let errors: BTreeMap<ErrorReason, u64> = stuck.stats.errors_by_reason().into_iter().collect();
+    assert_eq!(
+        errors.keys().collect::<Vec<_>>(),
+        [&ErrorReason::BackendUnreachable],
+        "retryable only"
+    );
+    assert_eq!(stuck.pending_records(), 20, "nothing lost");
+    let stuck = stuck.stop().await;
+    assert_eq!(stuck.samples_sent.load(Ordering::Relaxed), 0);
+    assert_eq!(stuck.dropped_total(DropReason::RejectedByBackend), 0);
+    held.abort();
 }
 
 #[tokio::test(flavor = "multi_thread")]
