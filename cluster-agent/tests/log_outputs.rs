@@ -15,19 +15,16 @@
 //! Needs `rotel` and `opentelemetry-proto` from PyPI (`scripts/test.sh` installs them).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use kaas_buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::exporters::LogExporter;
 use kaas_cluster_agent::internal_events::{DropReason, ErrorReason, PipelineStats};
 use kaas_cluster_agent::outbound::auth::ValueSources;
 use kaas_cluster_agent::record::logs::LogBatch;
-use kaas_cluster_agent::topology::inlet::Inlet;
-use kaas_cluster_agent::topology::sender::{Sender, SenderConfig};
-use kaas_pipeline::buffer::WhenFull;
+use kaas_cluster_agent::topology::sender::SenderConfig;
 use kaas_pipeline::logs::output::ValidatedLogOutput;
 use kaas_pipeline::logs::{LogPipeline, validate_log_pipeline};
 use kaas_pipeline::policy::ValidationContext;
@@ -39,7 +36,9 @@ use kaas_test_support::peers::Rotel;
 use kaas_test_support::recording_receiver::{Recorded, RecordingReceiver, Reply};
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use serde_json::json;
-use tokio::sync::{Notify, watch};
+
+mod data_path;
+use data_path::TestPipeline;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// 2025-12-06T05:46:40.123456789Z.
@@ -153,86 +152,33 @@ fn validated_output(output: &str) -> ValidatedLogOutput {
 /// Pushes `batches` into a fresh buffer and runs the sender with the output's exporter
 /// until the buffer is empty; the pipeline's counters.
 async fn ship(output: &ValidatedLogOutput, batches: &[LogBatch]) -> Arc<PipelineStats> {
-    let pipeline = RunningPipeline::start(output, batches);
+    let pipeline = start(output, batches);
     pipeline.drained().await;
     pipeline.stop().await
 }
 
-/// A log pipeline's buffer and sender, running.
-struct RunningPipeline {
-    _dir: tempfile::TempDir,
-    buffer: Arc<Mutex<DiskBuffer>>,
-    stats: Arc<PipelineStats>,
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningPipeline {
-    /// Pushes `batches` into a fresh buffer and starts the sender with the output's
-    /// exporter.
-    fn start(output: &ValidatedLogOutput, batches: &[LogBatch]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let limits = Limits {
-            max_bytes: 64 << 20,
-            max_age: Duration::from_secs(100 * 365 * 24 * 3600),
-            when_full: WhenFull::DropNewest,
-        };
-        let (buffer, _) = DiskBuffer::open(dir.path(), limits).expect("open buffer");
-        let buffer = Arc::new(Mutex::new(buffer));
-        let stats = Arc::new(PipelineStats::named("shop-logs"));
-        let wake = Arc::new(Notify::new());
-        let inlet = Inlet {
-            buffer: buffer.clone(),
-            stats: stats.clone(),
-            wake: wake.clone(),
-        };
-        for batch in batches {
-            inlet.push(batch, 1_700_000_000_000).expect("stored");
-        }
-        let exporter = LogExporter::new(output, ValueSources::without_secrets(), stats.clone())
-            .expect("an exporter");
-        let sender = Sender {
-            buffer: buffer.clone(),
-            exporter: Arc::new(exporter),
-            config: SenderConfig {
-                shards: 2,
-                ..SenderConfig::with_max_age(limits.max_age)
-            },
-            stats: stats.clone(),
-            wake,
-        };
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(sender.run(shutdown_rx));
-        Self {
-            _dir: dir,
-            buffer,
-            stats,
-            shutdown,
-            task,
-        }
+/// Pushes `batches` into a fresh buffer and starts the sender with the output's
+/// exporter.
+fn start(output: &ValidatedLogOutput, batches: &[LogBatch]) -> TestPipeline {
+    let mut pipeline = TestPipeline::open("shop-logs");
+    for batch in batches {
+        pipeline
+            .inlet
+            .push(batch, 1_700_000_000_000)
+            .expect("stored");
     }
-
-    fn pending_records(&self) -> u64 {
-        self.buffer.lock().expect("lock").pending_records()
-    }
-
-    /// Waits until every record was delivered or dropped.
-    async fn drained(&self) {
-        tokio::time::timeout(DEADLINE, async {
-            while self.pending_records() > 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the buffer drains");
-    }
-
-    /// Stops the sender; the pipeline's counters.
-    async fn stop(self) -> Arc<PipelineStats> {
-        self.shutdown.send_replace(true);
-        self.task.await.expect("sender");
-        self.stats
-    }
+    let exporter = LogExporter::new(
+        output,
+        ValueSources::without_secrets(),
+        pipeline.stats.clone(),
+    )
+    .expect("an exporter");
+    let config = SenderConfig {
+        shards: 2,
+        ..SenderConfig::with_max_age(data_path::NEVER)
+    };
+    pipeline.start(Arc::new(exporter), config);
+    pipeline
 }
 
 /// A backend that accepts connections and never answers does not hold up another
@@ -259,13 +205,13 @@ async fn a_hung_backend_keeps_its_records_and_holds_up_no_other_pipeline() {
             )])
         })
         .collect();
-    let stuck = RunningPipeline::start(
+    let stuck = start(
         &validated_output(&format!(
             "{{loki: {{url: \"http://{hung_address}\", timeout: 1s}}}}"
         )),
         &batches,
     );
-    let flowing = RunningPipeline::start(
+    let flowing = start(
         &validated_output(&format!("{{loki: {{url: \"{}\"}}}}", healthy.base_url())),
         &batches,
     );
