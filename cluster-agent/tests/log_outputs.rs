@@ -15,19 +15,21 @@
 //! Needs `rotel` and `opentelemetry-proto` from PyPI (`scripts/test.sh` installs them).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use kaas_cluster_agent::exporters::LogExporter;
+use kaas_cluster_agent::files::FileAccess;
 use kaas_cluster_agent::internal_events::{DropReason, ErrorReason, PipelineStats};
-use kaas_cluster_agent::outbound::auth::ValueSources;
+use kaas_cluster_agent::outbound::auth::{SecretStore, ValueSources};
 use kaas_cluster_agent::record::logs::LogBatch;
 use kaas_cluster_agent::topology::sender::SenderConfig;
 use kaas_pipeline::logs::output::ValidatedLogOutput;
 use kaas_pipeline::logs::{LogPipeline, validate_log_pipeline};
 use kaas_pipeline::policy::ValidationContext;
+use kaas_pipeline::secret::SecretString;
 use kaas_proto::otlp::{
     AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, LogRecord,
     Resource, ResourceLogs, ScopeLogs, any_value::Value,
@@ -160,6 +162,15 @@ async fn ship(output: &ValidatedLogOutput, batches: &[LogBatch]) -> Arc<Pipeline
 /// Pushes `batches` into a fresh buffer and starts the sender with the output's
 /// exporter.
 fn start(output: &ValidatedLogOutput, batches: &[LogBatch]) -> TestPipeline {
+    start_with(output, batches, ValueSources::without_secrets())
+}
+
+/// [`start`], secrets and files coming from `sources`.
+fn start_with(
+    output: &ValidatedLogOutput,
+    batches: &[LogBatch],
+    sources: ValueSources,
+) -> TestPipeline {
     let mut pipeline = TestPipeline::open("shop-logs");
     for batch in batches {
         pipeline
@@ -167,12 +178,7 @@ fn start(output: &ValidatedLogOutput, batches: &[LogBatch]) -> TestPipeline {
             .push(batch, 1_700_000_000_000)
             .expect("stored");
     }
-    let exporter = LogExporter::new(
-        output,
-        ValueSources::without_secrets(),
-        pipeline.stats.clone(),
-    )
-    .expect("an exporter");
+    let exporter = LogExporter::new(output, sources, pipeline.stats.clone()).expect("an exporter");
     let config = SenderConfig {
         shards: 2,
         ..SenderConfig::with_max_age(data_path::NEVER)
@@ -808,5 +814,87 @@ async fn an_endless_bulk_answer_is_not_read_whole() {
         last.message.contains("not a bulk response"),
         "{}",
         last.message
+    );
+}
+
+/// The cluster's Secrets as a test changes them.
+#[derive(Debug, Default)]
+struct Secrets(Mutex<BTreeMap<(String, String, String), String>>);
+
+impl Secrets {
+    fn set(&self, name: &str, key: &str, value: &str) {
+        let id = ("kaas-observer".to_owned(), name.to_owned(), key.to_owned());
+        self.0.lock().expect("lock").insert(id, value.to_owned());
+    }
+}
+
+impl SecretStore for Secrets {
+    fn get(&self, namespace: &str, name: &str, key: &str) -> Option<SecretString> {
+        let id = (namespace.to_owned(), name.to_owned(), key.to_owned());
+        self.0.lock().expect("lock").get(&id).map(SecretString::new)
+    }
+}
+
+/// Credentials and headers from Secrets are resolved for every push: a rotated
+/// Secret takes effect with the next push, without restarting the pipeline, as for
+/// metric outputs.
+#[tokio::test(flavor = "multi_thread")]
+async fn loki_credentials_from_secrets_rotate_without_a_restart() {
+    let loki = RecordingReceiver::start(Reply::status(204)).await;
+    let secret = |key: &str| {
+        format!(
+            "{{valueFrom: {{secretKeyRef: {{name: loki, namespace: kaas-observer, key: {key}}}}}}}"
+        )
+    };
+    let output = validated_output(&format!(
+        "{{loki: {{url: \"{}\", tenantId: shop, authentication: {{basic: {{user: {}, password: {}}}}}, headers: [{{name: X-Api-Key, valueFrom: {{secretKeyRef: {{name: loki, namespace: kaas-observer, key: api-key}}}}}}]}}}}",
+        loki.base_url(),
+        secret("user"),
+        secret("password"),
+    ));
+    let secrets = Arc::new(Secrets::default());
+    secrets.set("loki", "user", "shop");
+    secrets.set("loki", "password", "first");
+    secrets.set("loki", "api-key", "key-1");
+    let records = |n: u64| {
+        batch(vec![(
+            pod("shop", "web-1"),
+            vec![full_record(n, "ERROR", string("boom"))],
+        )])
+    };
+    let sources = ValueSources::new(secrets.clone(), Arc::new(FileAccess::default()));
+    let pipeline = start_with(&output, &[records(1)], sources);
+    pipeline.drained().await;
+    secrets.set("loki", "password", "second");
+    secrets.set("loki", "api-key", "key-2");
+    pipeline
+        .inlet
+        .push(&records(2), 1_700_000_000_000)
+        .expect("stored");
+    pipeline.drained().await;
+    pipeline.stop().await;
+
+    let basic = |password: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("shop:{password}"))
+        )
+    };
+    let seen: Vec<(String, String)> = loki
+        .received()
+        .iter()
+        .map(|r| {
+            (
+                r.headers["authorization"].clone(),
+                r.headers["x-api-key"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (basic("first"), "key-1".to_owned()),
+            (basic("second"), "key-2".to_owned())
+        ]
     );
 }

@@ -77,7 +77,12 @@ impl TestPipeline {
             }
         })
         .await
-        .expect("the buffer drains");
+        .unwrap_or_else(|_| {
+            panic!(
+                "the buffer did not drain; last error: {:?}",
+                self.stats.last_error()
+            )
+        });
     }
 
     /// Stops the sender; the pipeline's counters.
