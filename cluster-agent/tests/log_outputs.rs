@@ -898,3 +898,31 @@ async fn loki_credentials_from_secrets_rotate_without_a_restart() {
         ]
     );
 }
+
+/// Loki's answers are classified where they are read: 429 and 5xx keep the records
+/// and retry them, any other 4xx drops the request's records and counts them.
+#[tokio::test(flavor = "multi_thread")]
+async fn loki_retries_429_and_5xx_and_drops_what_it_refuses() {
+    let loki = RecordingReceiver::start(Reply::status(204)).await;
+    loki.script([Reply::status(429), Reply::status(503)]);
+    let output = validated_output(&format!("{{loki: {{url: \"{}\"}}}}", loki.base_url()));
+    let records = batch(vec![(
+        pod("shop", "web-1"),
+        vec![full_record(1, "ERROR", string("boom"))],
+    )]);
+    let stats = ship(&output, std::slice::from_ref(&records)).await;
+    let statuses: Vec<u16> = loki.received().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 503, 204]);
+    assert_eq!(stats.samples_sent.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.dropped_total(DropReason::RejectedByBackend), 0);
+
+    let refusing = RecordingReceiver::start(Reply::status(400)).await;
+    let output = validated_output(&format!("{{loki: {{url: \"{}\"}}}}", refusing.base_url()));
+    let stats = ship(&output, &[records]).await;
+    assert_eq!(refusing.received().len(), 1, "never sent again");
+    assert_eq!(stats.dropped_total(DropReason::RejectedByBackend), 1);
+    assert_eq!(
+        stats.last_error().map(|e| e.reason),
+        Some(ErrorReason::DataDropped)
+    );
+}
