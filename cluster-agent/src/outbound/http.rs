@@ -1,6 +1,7 @@
 //! What every exporter's endpoint shares: the configured headers and credentials,
 //! resolved for each request, the TLS material, and an HTTP client rebuilt only when
-//! that material changes; plus one POST that classifies the answer for retries.
+//! that material changes; plus one POST that classifies the answer for retries and
+//! reads at most [`MAX_RESPONSE_BODY`] of it.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +18,35 @@ use crate::internal_events::ErrorReason;
 
 /// How much of an error response body is kept for the error message.
 const ERROR_BODY_EXCERPT: usize = 256;
+/// The most of an answer's body that is read. The largest answer an exporter reads is
+/// a bulk answer, which names every document of a request (a few hundred bytes each
+/// with an error, so well under 1 MiB for a request of the sender's default 2,000
+/// records); the rest of a longer answer is never read, so a broken or hostile backend
+/// cannot make the agent hold an answer of any size.
+pub const MAX_RESPONSE_BODY: usize = 8 << 20;
+
+/// An output's settings that make its endpoint: headers, credentials, TLS.
+pub trait OutputEndpoint {
+    /// The headers, authentication and TLS settings.
+    fn endpoint_parts(&self) -> (&[Header], Option<&Authentication>, Option<&Tls>);
+}
+
+macro_rules! output_endpoint {
+    ($($output:ty),*) => {$(
+        impl OutputEndpoint for $output {
+            fn endpoint_parts(&self) -> (&[Header], Option<&Authentication>, Option<&Tls>) {
+                (&self.headers, self.authentication.as_ref(), self.tls.as_ref())
+            }
+        }
+    )*};
+}
+
+output_endpoint!(
+    kaas_pipeline::output::RemoteWriteOutput,
+    kaas_pipeline::output::OtlpOutput,
+    kaas_pipeline::logs::output::LokiOutput,
+    kaas_pipeline::logs::output::HttpLogOutput
+);
 
 /// One backend endpoint's settings and clients.
 #[derive(Debug)]
@@ -30,7 +60,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// An endpoint with these settings.
-    pub fn new(
+    fn new(
         headers: &[Header],
         authentication: Option<&Authentication>,
         tls: Option<&Tls>,
@@ -45,6 +75,15 @@ impl Endpoint {
             sources,
             http: ClientCache::default(),
         })
+    }
+
+    /// The endpoint of an output's settings.
+    pub fn for_output(
+        output: &impl OutputEndpoint,
+        sources: ValueSources,
+    ) -> Result<Self, TlsError> {
+        let (headers, authentication, tls) = output.endpoint_parts();
+        Self::new(headers, authentication, tls, sources)
     }
 
     /// The TLS settings with their secrets resolved now.
@@ -99,7 +138,7 @@ impl Endpoint {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_bounded(response, MAX_RESPONSE_BODY).await;
         let excerpt = if (200..300).contains(&status) {
             String::new()
         } else {
@@ -110,4 +149,19 @@ impl Endpoint {
         classify(status, retry_after.as_deref(), &excerpt, SystemTime::now())?;
         Ok(body)
     }
+}
+
+/// The first `max` bytes of a response's body (what arrived of it if reading fails).
+async fn read_bounded(mut response: reqwest::Response, max: usize) -> bytes::Bytes {
+    let mut body = bytes::BytesMut::new();
+    while body.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body.freeze()
 }
