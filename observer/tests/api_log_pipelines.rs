@@ -38,7 +38,7 @@ fn paths(body: &Value) -> Vec<String> {
         .as_array()
         .unwrap_or_else(|| panic!("no fields in {body}"))
         .iter()
-        .map(|f| f["path"].as_str().unwrap().to_owned())
+        .map(|f| f["path"].as_str().expect("a path").to_owned())
         .collect()
 }
 
