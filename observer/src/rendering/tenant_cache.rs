@@ -174,12 +174,16 @@ impl TenantConfigs {
 /// One tenant's pipelines and their configurations.
 pub type Pipelines = Arc<TenantConfigs>;
 
+/// The pipelines of one kind a tenant has: those the observer reads, and those it
+/// cannot.
+type Rows<P> = (
+    Vec<StoredPipeline<P>>,
+    Vec<UnreadablePipeline<<P as PipelineKind>::Resource>>,
+);
+
 /// The rows of one kind split into the readable pipelines and the unreadable ones,
 /// each of those logged.
-#[allow(clippy::type_complexity)]
-fn read_rows<P: PipelineKind>(
-    rows: Vec<PipelineRow<P>>,
-) -> (Vec<StoredPipeline<P>>, Vec<UnreadablePipeline<P::Resource>>) {
+fn read_rows<P: PipelineKind>(rows: Vec<PipelineRow<P>>) -> Rows<P> {
     let mut readable = Vec::new();
     let mut unreadable = Vec::new();
     for row in rows {
