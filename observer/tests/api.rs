@@ -1498,6 +1498,7 @@ mod api {
             json!([
                 {"name": "clusters", "limit": 1000, "used": 0, "default": 1000, "overridden": false},
                 {"name": "pipelines/MetricPipeline", "limit": 50, "used": 0, "default": 50, "overridden": false},
+                {"name": "pipelines/LogPipeline", "limit": 50, "used": 0, "default": 50, "overridden": false},
                 {"name": "probes", "limit": 200, "used": 0, "default": 200, "overridden": false},
             ])
         );
@@ -1550,7 +1551,7 @@ mod api {
             .await;
         assert_eq!(raised.status, StatusCode::OK, "{}", raised.text);
         assert_eq!(
-            raised.json()["quotas"][2],
+            raised.json()["quotas"][3],
             json!({"name": "probes", "limit": 1000, "used": 200, "default": 200, "overridden": true})
         );
         for i in 200..1000 {
