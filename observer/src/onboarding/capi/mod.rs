@@ -632,6 +632,21 @@ impl Applying<'_> {
                     .collect();
                 set_finalizers(context, cluster, finalizers).await?;
             }
+            Step::SyncControlPlane(setting) => {
+                let current = context
+                    .store
+                    .cluster_control_planes(Some(&self.tenant))
+                    .await?
+                    .remove(&self.id);
+                crate::onboarding::sync_control_plane(
+                    &context.store,
+                    Source::ClusterApi,
+                    (&self.tenant, &self.id),
+                    &setting,
+                    current.as_ref(),
+                )
+                .await?;
+            }
             Step::Skip(reason) => context.report_skip(cluster, &reason),
         }
         Ok(())
