@@ -254,3 +254,49 @@ async fn an_unreachable_component_is_in_the_clusters_status_with_the_reason() {
         "1 target(s) failing: HTTP status 400 Bad Request"
     );
 }
+
+/// Issue 15: etcd's client certificate Secret must lie in a namespace agents may read
+/// Secrets in (`--agent-secret-namespaces`, here the default `kaas-observer`): another
+/// is refused with its field path, before the agent would refuse the configuration.
+#[tokio::test]
+async fn etcds_client_certificate_secret_must_be_in_an_allowed_namespace() {
+    let h = Harness::new().await;
+    let shop = h.tenant_with_token("shop").await;
+    create_cluster(&h, &shop, "prod-1").await;
+    let put = |secret: &'static str| {
+        h.call(
+            Method::PUT,
+            "/api/v1/clusters/prod-1/control-plane?tenant=shop",
+            Some(ADMIN),
+            Some(
+                json!({"etcd": {"addresses": ["10.0.0.10:2379"], "scheme": "https",
+                                 "clientCertificateSecret": secret}}),
+            ),
+        )
+    };
+    let answer = put("kube-system/etcd-client").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer
+            .text
+            .contains("controlPlane.etcd.clientCertificateSecret"),
+        "{}",
+        answer.text
+    );
+    let answer = put("kaas-observer/etcd-client").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(
+        component(&answer.json(), "etcd")["how"]
+            .as_str()
+            .is_some_and(
+                |how| how.contains("client certificate from Secret kaas-observer/etcd-client")
+            ),
+        "{}",
+        answer.text
+    );
+}

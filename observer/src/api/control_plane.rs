@@ -88,6 +88,9 @@ pub async fn put(
     caller.require_admin()?;
     let request: ControlPlaneScrape = json_body(&headers, body)?;
     let validated = validate(&request)?;
+    validated
+        .check_secret_namespaces(&state.tenant_policy.secret_namespaces)
+        .map_err(invalid)?;
     let cluster = live_cluster(&caller, &state, name, query).await?;
     state
         .store
@@ -119,7 +122,12 @@ pub async fn delete(
 
 /// Validates a setting, as a 422 listing every wrong field.
 pub fn validate(setting: &ControlPlaneScrape) -> Result<ValidatedControlPlane, ApiError> {
-    setting.validate().map_err(|error| ApiError::Invalid {
+    setting.validate().map_err(invalid)
+}
+
+/// A refused setting as a 422 listing every wrong field.
+fn invalid(error: crate::control_plane::ControlPlaneError) -> ApiError {
+    ApiError::Invalid {
         message: "the control-plane setting is invalid".to_owned(),
         fields: error
             .errors
@@ -129,7 +137,7 @@ pub fn validate(setting: &ControlPlaneScrape) -> Result<ValidatedControlPlane, A
                 message: e.message,
             })
             .collect(),
-    })
+    }
 }
 
 async fn view(state: &ApiState, cluster: &Cluster) -> Result<ControlPlaneView, ApiError> {
@@ -218,11 +226,12 @@ pub fn components(
                     scheme,
                     metrics_path,
                     service_account_credentials,
+                    client_certificate_secret,
                 } => ComponentView {
                     unreachable: unreachable(),
                     scraped: true,
                     how: format!(
-                        "addresses {} ({}, {metrics_path}{})",
+                        "addresses {} ({}, {metrics_path}{}{})",
                         addresses.join(","),
                         match scheme {
                             kaas_pipeline::input::Scheme::Http => "http",
@@ -232,7 +241,13 @@ pub fn components(
                             ", the agent's token"
                         } else {
                             ""
-                        }
+                        },
+                        client_certificate_secret
+                            .as_ref()
+                            .map(|(namespace, name)| {
+                                format!(", client certificate from Secret {namespace}/{name}")
+                            })
+                            .unwrap_or_default()
                     ),
                     reason: None,
                     job,

@@ -161,6 +161,9 @@ pub struct InventorySettings {
     /// How agents are installed into listed clusters that name a kubeconfig; `None`
     /// checks kubeconfigs but installs nothing.
     pub install: Option<AgentInstall>,
+    /// The namespaces agents may read Secrets in (`--agent-secret-namespaces`): an
+    /// entry's `controlPlane.etcd.clientCertificateSecret` must name one.
+    pub secret_namespaces: Vec<String>,
 }
 
 impl InventorySettings {
@@ -178,6 +181,7 @@ impl InventorySettings {
             silent_after: DEFAULT_SILENT_AFTER,
             egress: EgressPolicy::default(),
             install: None,
+            secret_namespaces: vec![crate::api::manifest::AGENT_NAMESPACE.to_owned()],
         }
     }
 
@@ -645,10 +649,20 @@ impl InventorySource {
         }
         let stored = self.store.list_clusters(None).await?;
         let current = self.store.cluster_control_planes(None).await?;
+        let allowed =
+            kaas_pipeline::SecretNamespaces::only(self.settings.secret_namespaces.iter().cloned());
         for listed in inventory.clusters.values() {
             let Some(setting) = &listed.control_plane else {
                 continue;
             };
+            if let Err(error) = setting.check_secret_namespaces(&allowed) {
+                self.report_skip(
+                    &listed.name,
+                    &listed.tenant,
+                    format!("controlPlane not applied: {error}"),
+                );
+                continue;
+            }
             let Some(cluster) = stored.iter().find(|c| {
                 c.tenant == listed.tenant
                     && c.name == listed.name
