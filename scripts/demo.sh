@@ -159,7 +159,7 @@ step "the receive gateway (agents on :$gateway_port with their certificates, /me
 RUST_LOG=warn,kaas_observer=info "$observer" gateway \
   --listen-address "127.0.0.1:$gateway_port" --metrics-listen-address "127.0.0.1:$gateway_metrics_port" \
   --tls-cert-file "$work/gateway.crt" --tls-key-file "$work/gateway.key" \
-  --client-ca-dir "$work/observer" \
+  --client-ca-dir "$work/observer" --database-url "sqlite://$work/observer/observer.db?mode=ro" \
   --upstream-url "http://127.0.0.1:$prometheus_port/api/v1/write" \
   >"$work/gateway.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$gateway_metrics_port/healthz" "the receive gateway"
