@@ -173,3 +173,80 @@ impl CertificateStandings {
         self.verdicts.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::certificates::NewAgentCertificate;
+    use crate::store::{Actor, NewCluster, Store};
+
+    /// A verdict holds for the recheck interval and is asked again after it: an
+    /// unknown certificate recorded later, then its cluster deleted, each take effect
+    /// at the next check after the interval, never before. Times are passed in, so
+    /// nothing waits.
+    #[tokio::test]
+    async fn verdicts_are_cached_for_the_recheck_interval_and_follow_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("observer.db");
+        let store = Store::open_sqlite(&db, crate::secrets::SecretBox::generate().unwrap())
+            .await
+            .unwrap();
+        store.create_tenant("shop", &Actor::admin()).await.unwrap();
+        store
+            .create_cluster(
+                NewCluster {
+                    name: "edge".into(),
+                    tenant: "shop".into(),
+                    labels: Default::default(),
+                    api_endpoint: None,
+                },
+                Duration::from_secs(60),
+                &Actor::admin(),
+            )
+            .await
+            .unwrap();
+        let recheck = Duration::from_secs(30);
+        let standings =
+            CertificateStandings::connect(&format!("sqlite://{}?mode=ro", db.display()), recheck)
+                .await
+                .unwrap();
+        let start = Instant::now();
+        let check = |at: Instant| standings.check("shop.edge", "0a1b", at);
+        assert_eq!(check(start).await, Err(StandingRefusal::Unknown));
+        store
+            .record_agent_certificate(
+                "shop.edge",
+                NewAgentCertificate {
+                    serial_hex: "0a1b",
+                    pem: "-----BEGIN CERTIFICATE-----",
+                    instance: "default",
+                    not_after_ms: i64::MAX,
+                },
+                None,
+                crate::store::now_ms(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            check(start + recheck / 2).await,
+            Err(StandingRefusal::Unknown),
+            "cached"
+        );
+        let later = start + recheck;
+        assert_eq!(check(later).await, Ok(()));
+        store
+            .delete_cluster("shop.edge", &Actor::admin())
+            .await
+            .unwrap();
+        assert_eq!(check(later).await, Ok(()), "cached");
+        assert_eq!(
+            check(later + recheck).await,
+            Err(StandingRefusal::ClusterDeleted)
+        );
+        // Another certificate of the same cluster is asked on its own.
+        assert_eq!(
+            standings.check("shop.edge", "ffff", later).await,
+            Err(StandingRefusal::Unknown)
+        );
+    }
+}
