@@ -7,8 +7,9 @@
 #     add`, one listed by a mock KaaS inventory the observer polls (the example binary
 #     mock-inventory), each a cluster-agent scraping a node exporter and a shop workload;
 #   - the receive gateway (`observer gateway`) in front of that receiver: each agent's
-#     central pipeline sends its own metrics there with the agent's certificate, and the
-#     gateway files them under the cluster and tenant the certificate names;
+#     central pipeline sends its own metrics, kube-state-metrics' (a recorded exposition)
+#     and the node exporter's there with the agent's certificate, and the gateway files
+#     them under the cluster and tenant the certificate names;
 #   - a tenant pipeline applied with the CLI, selecting all three clusters;
 #   - then a report: clusters and their states, the pipeline and its conditions, samples
 #     delivered per cluster, the central view through the gateway, the query URL and
@@ -28,7 +29,7 @@ once=false
 for arg in "$@"; do
   case "$arg" in
     --once) once=true ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -140,7 +141,8 @@ step "the observer (SQLite in $work/observer; API on :$api_port, /metrics on :$m
 # Everything here is on loopback, which the observer refuses to contact for tenants
 # (probes, API endpoints) unless allowed; a real install allows its cluster networks.
 # Every cluster gets the central pipeline to the receive gateway: here the agents' own
-# metrics only (the workload and runtime inputs need Kubernetes).
+# metrics, kube-state-metrics and the node exporter at fixed loopback addresses (the
+# workload and runtime inputs, and finding the node exporters, need Kubernetes).
 RUST_LOG=warn,kaas_observer=info "$observer" serve --data-dir "$work/observer" \
   --listen-address "127.0.0.1:$api_port" --metrics-listen-address "127.0.0.1:$metrics_port" \
   --grpc-listen-address "127.0.0.1:$grpc_port" \
@@ -149,6 +151,7 @@ RUST_LOG=warn,kaas_observer=info "$observer" serve --data-dir "$work/observer" \
   --receive-gateway-url "https://127.0.0.1:$gateway_port" --receive-gateway-ca-file "$work/gateway.crt" \
   --central-scrape-interval 2s --central-inputs \
   --central-kube-state-metrics-address "127.0.0.1:$ksm_port" \
+  --central-node-exporter-address "127.0.0.1:$exporter_port" \
   >"$work/observer.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$api_port/readyz" "the observer"
 
@@ -156,7 +159,7 @@ step "the receive gateway (agents on :$gateway_port with their certificates, /me
 RUST_LOG=warn,kaas_observer=info "$observer" gateway \
   --listen-address "127.0.0.1:$gateway_port" --metrics-listen-address "127.0.0.1:$gateway_metrics_port" \
   --tls-cert-file "$work/gateway.crt" --tls-key-file "$work/gateway.key" \
-  --client-ca-dir "$work/observer" \
+  --client-ca-dir "$work/observer" --database-url "sqlite://$work/observer/observer.db?mode=ro" \
   --upstream-url "http://127.0.0.1:$prometheus_port/api/v1/write" \
   >"$work/gateway.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$gateway_metrics_port/healthz" "the receive gateway"
@@ -240,16 +243,25 @@ ksm_through_gateway() {
   query 'count by (cluster) (kube_node_info{job="kube-state-metrics",tenant="shop"})' 2>/dev/null \
     | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null || echo 0
 }
+# The node exporter's series, through the receive gateway, per cluster (the tenant's
+# pipeline scrapes the same exporter as job "node", straight to the receiver).
+node_exporter_through_gateway() {
+  query 'count by (cluster) (node_load1{job="node-exporter",tenant="shop"})' 2>/dev/null \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null || echo 0
+}
+central_view_complete() {
+  [[ "$(agents_through_gateway)" == 3 && "$(ksm_through_gateway)" == 3 && "$(node_exporter_through_gateway)" == 3 ]]
+}
 step "waiting for data from the three clusters to arrive"
 for i in $(seq 1 120); do
   n=$(clusters_delivering)
-  [[ "$(agents_through_gateway)" == 3 && "$(ksm_through_gateway)" == 3 ]] || n=$((n < 2 ? n : 2))
+  central_view_complete || n=$((n < 2 ? n : 2))
   printf '\r  clusters delivering: %s of 3 (%ss)' "$n" "$i"
   [[ "$n" == 3 ]] && break
   sleep 1
 done
 echo
-if [[ "$(clusters_delivering)" != 3 || "$(agents_through_gateway)" != 3 || "$(ksm_through_gateway)" != 3 ]]; then
+if [[ "$(clusters_delivering)" != 3 ]] || ! central_view_complete; then
   echo "demo failed: data from the three clusters did not arrive; logs are in $work" >&2
   tail -n 20 "$work"/*.log >&2 || true
   exit 1
@@ -297,6 +309,12 @@ import json, sys
 for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"].get("cluster", "")):
     m = r["metric"]
     print("  kube_node_info{job=\"kube-state-metrics\", cluster=\"%s\", tenant=\"%s\", node=\"%s\"}" % (m.get("cluster", "?"), m.get("tenant", "?"), m.get("node", "?")))'
+# The node exporter (the real one, on loopback here), through the gateway.
+query 'node_load1{job="node-exporter"}' | python3 -c '
+import json, sys
+for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"].get("cluster", "")):
+    m = r["metric"]
+    print("  node_load1{job=\"node-exporter\", cluster=\"%s\", tenant=\"%s\"}" % (m.get("cluster", "?"), m.get("tenant", "?")))'
 echo
 echo "Query them at http://127.0.0.1:$prometheus_port/graph, for example:"
 echo "  sum by (cluster) (rate(node_cpu_seconds_total{mode!=\"idle\"}[1m]))"

@@ -27,12 +27,21 @@
 //! way through `kubernetes.default.svc:443` ([`DEFAULT_APISERVER_ADDRESS`]) and CoreDNS
 //! through its annotated Service; kube-scheduler, kube-controller-manager and etcd,
 //! which kubeadm binds to 127.0.0.1 or protects with client certificates, are
-//! `notScraped` with that reason ([`DEFAULT_NOT_SCRAPED`]). The agent has no etcd client
-//! certificate: etcd is scraped on its plain metrics listener or not at all.
+//! `notScraped` with that reason ([`DEFAULT_NOT_SCRAPED`]).
+//!
+//! etcd's client port needs client certificates: with `clientCertificateSecret:
+//! namespace/name` (etcd only, `scheme: https`) the agent scrapes etcd's `addresses`
+//! presenting the certificate and key of that Secret in the workload cluster
+//! (`tls.crt`, `tls.key`, verified against its `ca.crt`), and only for that scrape.
+//! The Secret's namespace must be one the agents may read Secrets in
+//! (`--agent-secret-namespaces`, [`ValidatedControlPlane::check_secret_namespaces`]);
+//! the certificate never leaves the workload cluster. Without it, etcd is scraped on
+//! its plain metrics listener or not at all.
 
 use std::collections::BTreeSet;
 
 use kaas_pipeline::input::{Scheme, StaticTargetGroup, check_host_port};
+use kaas_pipeline::secret::{SecretKeyRef, ValueFrom, ValueSource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +52,11 @@ pub const MAX_ADDRESSES: usize = 16;
 pub const MAX_REASON_CHARS: usize = 300;
 /// The longest `metricsPath`.
 pub const MAX_METRICS_PATH_CHARS: usize = 256;
+/// The keys of the `clientCertificateSecret`: those of a `kubernetes.io/tls` Secret,
+/// plus the CA that signed etcd's serving certificate, as kubeadm's
+/// `/etc/kubernetes/pki/etcd/{healthcheck-client.crt,healthcheck-client.key,ca.crt}`
+/// are usually copied into one.
+pub const CLIENT_CERTIFICATE_KEYS: (&str, &str, &str) = ("tls.crt", "tls.key", "ca.crt");
 
 /// A control-plane component, named by the `job` its series carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -142,6 +156,12 @@ pub struct ComponentScrape {
     /// `get` on the non-resource URL `/metrics` for it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub service_account_credentials: bool,
+    /// `namespace/name` of a Secret in the workload cluster holding etcd's client
+    /// certificate (`tls.crt`), key (`tls.key`) and CA (`ca.crt`): etcd only, with
+    /// `addresses` and `scheme: https`; the namespace must be one the agents may read
+    /// Secrets in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_secret: Option<String>,
     /// `namespace/name` of an annotated Service whose endpoints are scraped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
@@ -184,6 +204,8 @@ pub enum ValidatedComponent {
         metrics_path: String,
         /// Scraped with the agent's token, verified against the cluster CA.
         service_account_credentials: bool,
+        /// `(namespace, name)` of the Secret with the client certificate (etcd).
+        client_certificate_secret: Option<(String, String)>,
     },
     /// An annotated Service's endpoints.
     Service {
@@ -249,7 +271,7 @@ impl ControlPlaneScrape {
             let path = format!("{ROOT}.{}", component.field());
             let validated = match self.component(component) {
                 None => default_component(component),
-                Some(written) => match written.validate(&path, &mut errors) {
+                Some(written) => match written.validate(component, &path, &mut errors) {
                     Some(validated) => validated,
                     None => continue,
                 },
@@ -296,6 +318,7 @@ fn default_component(component: Component) -> ValidatedComponent {
             scheme: Scheme::Https,
             metrics_path: kaas_pipeline::input::DEFAULT_METRICS_PATH.to_owned(),
             service_account_credentials: true,
+            client_certificate_secret: None,
         };
     }
     let (namespace, name) = DEFAULT_COREDNS_SERVICE
@@ -304,6 +327,29 @@ fn default_component(component: Component) -> ValidatedComponent {
     ValidatedComponent::Service {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
+    }
+}
+
+/// The TLS settings of a scrape presenting the client certificate of Secret
+/// `namespace/name` ([`CLIENT_CERTIFICATE_KEYS`]).
+fn client_certificate_tls(namespace: &str, name: &str) -> kaas_pipeline::output::Tls {
+    let key = |key: &str| ValueSource {
+        value: None,
+        value_from: Some(ValueFrom {
+            secret_key_ref: Some(SecretKeyRef {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                key: key.to_owned(),
+            }),
+            file: None,
+        }),
+    };
+    let (cert, private_key, ca) = CLIENT_CERTIFICATE_KEYS;
+    kaas_pipeline::output::Tls {
+        cert: Some(key(cert)),
+        key: Some(key(private_key)),
+        ca: Some(key(ca)),
+        ..kaas_pipeline::output::Tls::default()
     }
 }
 
@@ -323,6 +369,7 @@ fn is_loopback(address: &str) -> bool {
 impl ComponentScrape {
     fn validate(
         &self,
+        component: Component,
         path: &str,
         errors: &mut Vec<ControlPlaneFieldError>,
     ) -> Option<ValidatedComponent> {
@@ -349,6 +396,31 @@ impl ComponentScrape {
                 "scheme, metricsPath and serviceAccountCredentials apply to addresses only"
                     .to_owned(),
             );
+        }
+        if let Some(secret) = &self.client_certificate_secret {
+            let secret_path = format!("{path}.clientCertificateSecret");
+            if component != Component::Etcd {
+                add(
+                    secret_path,
+                    "only etcd is scraped with a client certificate".to_owned(),
+                );
+            } else if self.addresses.is_empty() || self.scheme != Some(Scheme::Https) {
+                add(
+                    secret_path,
+                    "needs addresses and scheme: https; the certificate is presented over TLS"
+                        .to_owned(),
+                );
+            } else if self.service_account_credentials {
+                add(
+                    secret_path,
+                    "set either serviceAccountCredentials or clientCertificateSecret".to_owned(),
+                );
+            } else if split_name(secret).is_none() {
+                add(
+                    secret_path,
+                    format!("{secret:?} is not namespace/name of a Secret"),
+                );
+            }
         }
         if self.service_account_credentials && self.scheme != Some(Scheme::Https) {
             add(
@@ -396,18 +468,13 @@ impl ComponentScrape {
                 ),
             );
         }
-        if let Some(service) = &self.service {
-            let parts = service.split_once('/');
-            let valid = parts.is_some_and(|(namespace, name)| {
-                kaas_pipeline::names::check_dns1123_label(namespace).is_ok()
-                    && kaas_pipeline::names::check_dns1123_label(name).is_ok()
-            });
-            if !valid {
-                add(
-                    format!("{path}.service"),
-                    format!("{service:?} is not namespace/name of a Service"),
-                );
-            }
+        if let Some(service) = &self.service
+            && split_name(service).is_none()
+        {
+            add(
+                format!("{path}.service"),
+                format!("{service:?} is not namespace/name of a Service"),
+            );
         }
         if let Some(reason) = &self.not_scraped
             && (reason.trim().is_empty()
@@ -447,9 +514,22 @@ impl ComponentScrape {
                     .clone()
                     .unwrap_or_else(|| kaas_pipeline::input::DEFAULT_METRICS_PATH.to_owned()),
                 service_account_credentials: self.service_account_credentials,
+                client_certificate_secret: self
+                    .client_certificate_secret
+                    .as_deref()
+                    .and_then(split_name),
             }
         }
     }
+}
+
+/// `namespace/name` split, both DNS-1123 labels (as Services and most Secrets are
+/// named); `None` otherwise.
+fn split_name(text: &str) -> Option<(String, String)> {
+    let (namespace, name) = text.split_once('/')?;
+    (kaas_pipeline::names::check_dns1123_label(namespace).is_ok()
+        && kaas_pipeline::names::check_dns1123_label(name).is_ok())
+    .then(|| (namespace.to_owned(), name.to_owned()))
 }
 
 impl Default for ValidatedControlPlane {
@@ -495,17 +575,52 @@ impl ValidatedControlPlane {
                     scheme,
                     metrics_path,
                     service_account_credentials,
+                    client_certificate_secret,
                 } => Some(StaticTargetGroup {
                     addresses: addresses.clone(),
                     labels: [("job".to_owned(), component.job().to_owned())].into(),
                     scheme: Some(*scheme),
                     metrics_path: Some(metrics_path.clone()),
                     service_account_credentials: *service_account_credentials,
+                    tls: client_certificate_secret
+                        .as_ref()
+                        .map(|(namespace, name)| client_certificate_tls(namespace, name)),
                     ..StaticTargetGroup::default()
                 }),
                 _ => None,
             })
             .collect()
+    }
+
+    /// Refuses a `clientCertificateSecret` in a namespace agents may not read Secrets
+    /// in (`allowed`, `--agent-secret-namespaces`): the agent would refuse the whole
+    /// configuration.
+    pub fn check_secret_namespaces(
+        &self,
+        allowed: &kaas_pipeline::SecretNamespaces,
+    ) -> Result<(), ControlPlaneError> {
+        let errors: Vec<ControlPlaneFieldError> = self
+            .components
+            .iter()
+            .filter_map(|(component, how)| match how {
+                ValidatedComponent::Addresses {
+                    client_certificate_secret: Some((namespace, _)),
+                    ..
+                } if !allowed.allows(namespace) => Some(ControlPlaneFieldError {
+                    field: format!("{ROOT}.{}.clientCertificateSecret", component.field()),
+                    message: format!(
+                        "agents may not read Secrets in namespace {namespace:?}; use one of \
+                         the namespaces of --agent-secret-namespaces"
+                    ),
+                }),
+                _ => None,
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ControlPlaneError { errors })
+        }
     }
 
     /// `(namespace, service, job)` of the components scraped through an annotated
@@ -664,6 +779,28 @@ mod tests {
                 "at most",
             ),
         ];
+        let cases = cases.into_iter().chain([
+            (
+                serde_json::json!({"apiserver": {"addresses": ["10.0.0.1:6443"], "scheme": "https", "clientCertificateSecret": "kube-system/etcd-client"}}),
+                "controlPlane.apiserver.clientCertificateSecret",
+                "only etcd",
+            ),
+            (
+                serde_json::json!({"etcd": {"addresses": ["10.0.0.1:2379"], "clientCertificateSecret": "kube-system/etcd-client"}}),
+                "controlPlane.etcd.clientCertificateSecret",
+                "scheme: https",
+            ),
+            (
+                serde_json::json!({"etcd": {"addresses": ["10.0.0.1:2379"], "scheme": "https", "serviceAccountCredentials": true, "clientCertificateSecret": "kube-system/etcd-client"}}),
+                "controlPlane.etcd.clientCertificateSecret",
+                "either",
+            ),
+            (
+                serde_json::json!({"etcd": {"addresses": ["10.0.0.1:2379"], "scheme": "https", "clientCertificateSecret": "etcd-client"}}),
+                "controlPlane.etcd.clientCertificateSecret",
+                "namespace/name",
+            ),
+        ]);
         for (value, field, needle) in cases {
             let setting: ControlPlaneScrape = serde_json::from_value(value.clone()).unwrap();
             let error = setting.validate().unwrap_err();
@@ -682,5 +819,85 @@ mod tests {
         ] {
             assert!(serde_json::from_value::<ControlPlaneScrape>(value).is_err());
         }
+    }
+
+    /// Issue 15: etcd's client certificate comes from a Secret in the workload cluster,
+    /// rendered as secret references for etcd's scrape only, and its namespace must be
+    /// one agents may read Secrets in.
+    #[test]
+    fn etcd_is_scraped_with_the_client_certificate_from_its_secret() {
+        let setting: ControlPlaneScrape = serde_json::from_value(serde_json::json!({
+            "etcd": {"addresses": ["10.0.0.10:2379"], "scheme": "https",
+                     "clientCertificateSecret": "kube-system/etcd-client"}
+        }))
+        .unwrap();
+        let validated = setting.validate().unwrap();
+        let groups = validated.static_groups();
+        let etcd = groups.iter().find(|g| g.labels["job"] == "etcd").unwrap();
+        let tls = etcd.tls.as_ref().unwrap();
+        for (source, key) in [
+            (&tls.cert, "tls.crt"),
+            (&tls.key, "tls.key"),
+            (&tls.ca, "ca.crt"),
+        ] {
+            let reference = source
+                .as_ref()
+                .and_then(|s| s.value_from.as_ref())
+                .and_then(|f| f.secret_key_ref.as_ref())
+                .unwrap();
+            assert_eq!(
+                (
+                    reference.namespace.as_str(),
+                    reference.name.as_str(),
+                    reference.key.as_str()
+                ),
+                ("kube-system", "etcd-client", key)
+            );
+        }
+        assert!(!tls.agent_identity);
+        assert!(
+            groups
+                .iter()
+                .filter(|g| g.labels["job"] != "etcd")
+                .all(|g| g.tls.is_none()),
+            "only etcd's scrape presents it"
+        );
+        // Rendered into the central pipeline, it passes the provider's validation and
+        // an agent allowed kube-system.
+        let settings =
+            crate::rendering::central::CentralPipelineSettings::new("https://gw.example:19291");
+        let pipelines =
+            crate::rendering::central::central_pipelines_with(&settings, &validated).unwrap();
+        let mut policy = kaas_pipeline::ProviderPolicy::unrestricted();
+        policy.secret_namespaces = kaas_pipeline::SecretNamespaces::only(["kube-system"]);
+        let central = pipelines
+            .iter()
+            .find(|p| p.name() == crate::rendering::central::CENTRAL_PIPELINE_NAME)
+            .unwrap();
+        let refs: Vec<_> = central
+            .secret_refs()
+            .iter()
+            .map(|r| r.key.clone())
+            .collect();
+        assert_eq!(refs, ["ca.crt", "tls.crt", "tls.key"]);
+        kaas_pipeline::validate(
+            central.resource(),
+            &kaas_pipeline::ValidationContext::observer(policy),
+        )
+        .unwrap();
+
+        assert!(
+            validated
+                .check_secret_namespaces(&kaas_pipeline::SecretNamespaces::only(["kube-system"]))
+                .is_ok()
+        );
+        let error = validated
+            .check_secret_namespaces(&kaas_pipeline::SecretNamespaces::only(["kaas-observer"]))
+            .unwrap_err();
+        assert_eq!(
+            error.errors[0].field,
+            "controlPlane.etcd.clientCertificateSecret"
+        );
+        assert!(error.errors[0].message.contains("kube-system"), "{error}");
     }
 }

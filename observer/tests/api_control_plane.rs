@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use kaas_observer::rendering::{CENTRAL_PIPELINE_NAME, CentralPipelineSettings, TenantPipelines};
+use kaas_observer::store::ReportWrite;
 use serde_json::{Value, json};
 
 use api_harness::{ADMIN, Harness};
@@ -187,5 +188,115 @@ async fn the_control_plane_setting_is_the_providers_validated_and_rendered_per_c
         !central_static_jobs(&h, "prod-1")
             .await
             .contains(&"etcd".to_owned())
+    );
+}
+
+/// Issue 15: a scraped component the agent cannot reach shows in the cluster's status
+/// (`GET /api/v1/clusters/{name}` and its control-plane view) with the scrape's
+/// failure reason from the agent's last health report; components that are not
+/// scraped keep their reason and are never "unreachable".
+#[tokio::test]
+async fn an_unreachable_component_is_in_the_clusters_status_with_the_reason() {
+    let h = Harness::new().await;
+    let shop = h.tenant_with_token("shop").await;
+    create_cluster(&h, &shop, "prod-1").await;
+    let answer = h
+        .call(
+            Method::PUT,
+            "/api/v1/clusters/prod-1/control-plane?tenant=shop",
+            Some(ADMIN),
+            Some(json!({"etcd": {"addresses": ["10.0.0.10:2379"], "scheme": "https"}})),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    // Before any report nothing is unreachable.
+    let view = h.get("/api/v1/clusters/prod-1", &shop).await.json();
+    assert!(
+        view["controlPlane"]
+            .as_array()
+            .expect("the view lists the components")
+            .iter()
+            .all(|c| c.get("unreachable").is_none()),
+        "{view}"
+    );
+    h.store
+        .report(ReportWrite::Health {
+            cluster: "shop.prod-1".to_owned(),
+            health: json!({
+                "agentInstanceId": "agent-1", "timestampMs": 1,
+                "pipelines": [{
+                    "pipeline": CENTRAL_PIPELINE_NAME, "samplesSent": 10, "samplesFailed": 0,
+                    "bufferBytes": 0, "bufferOldestAgeSeconds": 0.0,
+                    "targetsUp": 2, "targetsDown": 1,
+                    "targetsDownByJob": [{"job": "etcd", "targetsDown": 1,
+                                          "reason": "HTTP status 400 Bad Request"}]
+                }]
+            }),
+            at_ms: 1,
+        })
+        .await
+        .expect("the store takes the report");
+    let view = h.get("/api/v1/clusters/prod-1", &shop).await.json();
+    let components = json!({"components": view["controlPlane"].clone()});
+    assert_eq!(
+        component(&components, "etcd")["unreachable"],
+        "1 target(s) failing: HTTP status 400 Bad Request"
+    );
+    assert_eq!(component(&components, "etcd")["scraped"], true);
+    let scheduler = component(&components, "kube-scheduler");
+    assert!(scheduler.get("unreachable").is_none() && scheduler["reason"].is_string());
+    let view = h
+        .get("/api/v1/clusters/prod-1/control-plane", &shop)
+        .await
+        .json();
+    assert_eq!(
+        component(&view, "etcd")["unreachable"],
+        "1 target(s) failing: HTTP status 400 Bad Request"
+    );
+}
+
+/// Issue 15: etcd's client certificate Secret must lie in a namespace agents may read
+/// Secrets in (`--agent-secret-namespaces`, here the default `kaas-observer`): another
+/// is refused with its field path, before the agent would refuse the configuration.
+#[tokio::test]
+async fn etcds_client_certificate_secret_must_be_in_an_allowed_namespace() {
+    let h = Harness::new().await;
+    let shop = h.tenant_with_token("shop").await;
+    create_cluster(&h, &shop, "prod-1").await;
+    let put = |secret: &'static str| {
+        h.call(
+            Method::PUT,
+            "/api/v1/clusters/prod-1/control-plane?tenant=shop",
+            Some(ADMIN),
+            Some(
+                json!({"etcd": {"addresses": ["10.0.0.10:2379"], "scheme": "https",
+                                 "clientCertificateSecret": secret}}),
+            ),
+        )
+    };
+    let answer = put("kube-system/etcd-client").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer
+            .text
+            .contains("controlPlane.etcd.clientCertificateSecret"),
+        "{}",
+        answer.text
+    );
+    let answer = put("kaas-observer/etcd-client").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(
+        component(&answer.json(), "etcd")["how"]
+            .as_str()
+            .is_some_and(
+                |how| how.contains("client certificate from Secret kaas-observer/etcd-client")
+            ),
+        "{}",
+        answer.text
     );
 }

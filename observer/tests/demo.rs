@@ -51,6 +51,12 @@ fn the_quick_start_demo_onboards_two_clusters_and_reports_their_data() {
         r#"up{job="kaas-agent", cluster="shop.edge-3", tenant="shop"}"#,
         // kube-state-metrics (a recorded exposition here), through the gateway.
         r#"kube_node_info{job="kube-state-metrics", cluster="shop.edge-1", tenant="shop", node="demo-worker"}"#,
+        r#"kube_node_info{job="kube-state-metrics", cluster="shop.edge-2", tenant="shop", node="demo-worker"}"#,
+        r#"kube_node_info{job="kube-state-metrics", cluster="shop.edge-3", tenant="shop", node="demo-worker"}"#,
+        // The real node exporter (on loopback here), through the gateway.
+        r#"node_load1{job="node-exporter", cluster="shop.edge-1", tenant="shop"}"#,
+        r#"node_load1{job="node-exporter", cluster="shop.edge-2", tenant="shop"}"#,
+        r#"node_load1{job="node-exporter", cluster="shop.edge-3", tenant="shop"}"#,
         "demo finished",
     ] {
         assert!(

@@ -421,6 +421,86 @@ async fn invalid_entries_are_reported_and_never_delete_their_cluster() {
     assert!(!registered(&s.store, "Bad_Name").await);
 }
 
+/// Issue 15: an entry's `controlPlane` is the cluster's control-plane setting,
+/// checked as the API checks it; a wrong one makes the entry invalid with the field's
+/// path and leaves the stored setting alone; an entry without it keeps the setting.
+#[tokio::test]
+async fn an_entrys_control_plane_setting_is_stored_and_a_wrong_one_refused_with_its_path() {
+    let mut s = setup(|_| {}).await;
+    let with_setting = |setting: serde_json::Value| {
+        let mut entry = prod_1();
+        entry["controlPlane"] = setting;
+        entry
+    };
+    s.inventory.set_clusters(vec![with_setting(json!({
+        "etcd": {"addresses": ["10.0.0.10:2381"]},
+        "coredns": {"notScraped": "hosted DNS"}
+    }))]);
+    s.source.poll_once().await.unwrap();
+    let id = get(&s.store, "prod-1").await.id;
+    let stored = || async {
+        s.store
+            .cluster_control_planes(None)
+            .await
+            .unwrap()
+            .remove(&id)
+            .map(|setting| serde_json::to_value(setting.spec()).unwrap())
+    };
+    assert_eq!(
+        stored().await,
+        Some(json!({
+            "etcd": {"addresses": ["10.0.0.10:2381"]},
+            "coredns": {"notScraped": "hosted DNS"}
+        }))
+    );
+    // Changed: stored again.
+    s.inventory.set_clusters(vec![with_setting(
+        json!({"etcd": {"addresses": ["10.0.0.11:2381"]}}),
+    )]);
+    s.source.poll_once().await.unwrap();
+    assert_eq!(
+        stored().await,
+        Some(json!({"etcd": {"addresses": ["10.0.0.11:2381"]}}))
+    );
+    // Wrong: the entry is skipped with the field's path; the setting stays.
+    for (setting, expected) in [
+        (
+            json!({"etcd": {"addresses": ["127.0.0.1:2381"]}}),
+            "controlPlane.etcd.addresses[0]",
+        ),
+        (
+            json!({"kubeProxy": {"notScraped": "x"}}),
+            "controlPlane: unknown field",
+        ),
+        (json!("etcd"), "controlPlane: invalid type"),
+    ] {
+        s.inventory.set_clusters(vec![with_setting(setting)]);
+        let report = s.source.poll_once().await.unwrap();
+        assert!(
+            report
+                .skipped
+                .iter()
+                .any(|(name, reason)| name == "prod-1" && reason.contains(expected)),
+            "{expected}: {report:?}"
+        );
+        assert_eq!(
+            stored().await,
+            Some(json!({"etcd": {"addresses": ["10.0.0.11:2381"]}}))
+        );
+        assert_eq!(
+            get(&s.store, "prod-1").await.state,
+            ClusterState::Provisioning
+        );
+    }
+    // Without the field: the setting is left as it is.
+    s.inventory.set_clusters(vec![prod_1()]);
+    s.source.poll_once().await.unwrap();
+    assert_eq!(
+        stored().await,
+        Some(json!({"etcd": {"addresses": ["10.0.0.11:2381"]}}))
+    );
+}
+
 #[tokio::test]
 async fn the_bearer_token_is_sent_and_the_source_polls_on_its_own() {
     let s = setup(|settings| {

@@ -87,6 +87,7 @@ impl Gateway {
             )
             .expect("test fixture"),
             metrics: GatewayMetrics::default(),
+            standings: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

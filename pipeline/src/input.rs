@@ -282,6 +282,13 @@ pub struct StaticTargetGroup {
     /// the targets are sealed like the kubelet's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub service_account_credentials: bool,
+    /// TLS for scraping these targets (`scheme: https`): the CA to verify them
+    /// against, and a client certificate and key, e.g. etcd's client certificates from
+    /// a Secret (`secretKeyRef` within the agent's Secret namespaces). Only in the
+    /// provider's own pipelines, like `serviceAccountCredentials`; never the agent's
+    /// cluster certificate (`agentIdentity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::output::Tls>,
 }
 
 /// A scrape scheme.
@@ -345,6 +352,8 @@ pub struct ValidatedTargetGroup {
     pub honor_timestamps: bool,
     /// Scraped with the agent's token, verified against the cluster CA.
     pub service_account_credentials: bool,
+    /// TLS settings of their own (CA, client certificate and key).
+    pub tls: Option<crate::output::Tls>,
 }
 
 impl Input {
@@ -383,6 +392,7 @@ impl Input {
                     honor_labels: group.honor_labels,
                     honor_timestamps: group.honor_timestamps.unwrap_or(true),
                     service_account_credentials: group.service_account_credentials,
+                    tls: group.tls.clone(),
                 })
                 .collect(),
         }
@@ -453,6 +463,16 @@ impl Input {
             .flat_map(|s| s.targets.iter())
             .enumerate()
         {
+            if group.tls.is_some() {
+                errors.add(
+                    field(&index(&targets, i), "tls"),
+                    format!(
+                        "only the provider's own pipelines may scrape with TLS settings of \
+                         their own; not {}",
+                        context.origin.describe()
+                    ),
+                );
+            }
             if group.service_account_credentials {
                 errors.add(
                     field(&index(&targets, i), "serviceAccountCredentials"),
@@ -532,7 +552,7 @@ impl Input {
             }
         }
         if let Some(input) = &self.static_targets {
-            input.validate(&field(path, "static"), errors);
+            input.validate(&field(path, "static"), context, errors);
         }
         ValidatedScrape { interval, timeout }
     }
@@ -610,7 +630,24 @@ pub(crate) fn check_names(list_path: &str, list: &[String], noun: &str, errors: 
 }
 
 impl StaticInput {
-    fn validate(&self, path: &str, errors: &mut FieldErrors) {
+    /// Every Kubernetes Secret key the groups' TLS settings refer to.
+    pub fn secret_refs(&self) -> Vec<&SecretKeyRef> {
+        self.targets
+            .iter()
+            .filter_map(|g| g.tls.as_ref())
+            .flat_map(|tls| [&tls.ca, &tls.cert, &tls.key])
+            .filter_map(|source| {
+                source
+                    .as_ref()?
+                    .value_from
+                    .as_ref()?
+                    .secret_key_ref
+                    .as_ref()
+            })
+            .collect()
+    }
+
+    fn validate(&self, path: &str, context: &ValidationContext, errors: &mut FieldErrors) {
         let targets_path = field(path, "targets");
         let mut seen = BTreeSet::new();
         for (i, group) in self.targets.iter().enumerate() {
@@ -642,6 +679,25 @@ impl StaticInput {
                     field(&group_path, "serviceAccountCredentials"),
                     "needs scheme: https; the agent's token is never sent in clear text",
                 );
+            }
+            if let Some(tls) = &group.tls {
+                let tls_path = field(&group_path, "tls");
+                if group.scheme != Some(Scheme::Https) {
+                    errors.add(&tls_path, "needs scheme: https");
+                }
+                if group.service_account_credentials {
+                    errors.add(
+                        &tls_path,
+                        "serviceAccountCredentials brings the cluster CA's settings; set either",
+                    );
+                }
+                if tls.agent_identity {
+                    errors.add(
+                        field(&tls_path, "agentIdentity"),
+                        "a scrape never presents the agent's cluster certificate",
+                    );
+                }
+                tls.validate(&tls_path, context, errors);
             }
             if let Some(metrics_path) = &group.metrics_path
                 && !metrics_path.starts_with('/')

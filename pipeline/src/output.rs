@@ -722,7 +722,12 @@ impl Authentication {
 }
 
 impl Tls {
-    fn validate(&self, path: &str, context: &ValidationContext, errors: &mut FieldErrors) {
+    pub(crate) fn validate(
+        &self,
+        path: &str,
+        context: &ValidationContext,
+        errors: &mut FieldErrors,
+    ) {
         if self.agent_identity {
             if !context.policy.agent_identity || context.origin == Origin::InCluster {
                 errors.add(

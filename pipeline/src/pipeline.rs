@@ -137,8 +137,9 @@ impl ValidatedPipeline {
         &self.resource.spec
     }
 
-    /// Every Secret the pipeline names: its output's credentials and TLS material and
-    /// its push inputs' bearer tokens; what an agent must be able to read to run it.
+    /// Every Secret the pipeline names: its output's credentials and TLS material, its
+    /// push inputs' bearer tokens and its static targets' TLS material; what an agent
+    /// must be able to read to run it.
     pub fn secret_refs(&self) -> Vec<&crate::secret::SecretKeyRef> {
         let input = &self.resource.spec.input;
         let push = [&input.otlp, &input.remote_write]
@@ -147,6 +148,7 @@ impl ValidatedPipeline {
             .filter_map(|push| push.secret_ref());
         let mut refs = self.resource.spec.output.secret_refs();
         refs.extend(push);
+        refs.extend(input.static_targets.iter().flat_map(|s| s.secret_refs()));
         refs
     }
 

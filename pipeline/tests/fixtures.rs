@@ -302,6 +302,20 @@ const BAD: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "input-static-tls-tenant.yaml",
+        &[
+            "spec.input.static.targets[0].tls: only the provider's own pipelines may scrape with TLS settings of their own; not a pipeline the observer distributes",
+        ],
+    ),
+    (
+        "standalone-input-static-tls-misused.yaml",
+        &[
+            "spec.input.static.targets[0].tls: needs scheme: https",
+            "spec.input.static.targets[0].tls.agentIdentity: a scrape never presents the agent's cluster certificate",
+            "spec.input.static.targets[1].tls.key: a client certificate needs its private key: set key too",
+        ],
+    ),
+    (
         "standalone-input-static-credentials-without-https.yaml",
         &[
             "spec.input.static.targets[0].serviceAccountCredentials: needs scheme: https; the agent's token is never sent in clear text",

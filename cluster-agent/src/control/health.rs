@@ -7,12 +7,22 @@ use std::time::SystemTime;
 use kaas_series::clock::unix_ms;
 
 use kaas_proto::control::v1::{
-    AgentHealth, DropReason as WireDropReason, DroppedSamples, PipelineError, PipelineHealth,
+    AgentHealth, DropReason as WireDropReason, DroppedSamples, JobTargetsDown, PipelineError,
+    PipelineHealth,
 };
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use crate::internal_events::{DropReason, ERROR_LOG_INTERVAL, ErrorReason};
 use crate::pipeline::runtime::{Pipelines, RunningPipeline};
+
+/// At most this many jobs' failing targets are reported per pipeline (the first by
+/// name): enough for the control plane's five components and the cluster health
+/// producers, while a pipeline with thousands of jobs cannot swell the report.
+pub const MAX_JOBS_DOWN_REPORTED: usize = 32;
+/// The longest failure reason reported per job: a scrape error is one line; the
+/// contract promises at most this many characters.
+pub const MAX_JOB_DOWN_REASON_CHARS: usize = 300;
 
 /// A snapshot of every running pipeline, taken at `now`.
 pub fn snapshot(pipelines: &Pipelines, now: SystemTime) -> AgentHealth {
@@ -59,12 +69,22 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
         Err(_) => (0, 0.0),
     };
     let (mut targets_up, mut targets_down) = (0u32, 0u32);
+    let mut by_job: BTreeMap<String, (u32, Option<SystemTime>, String)> = BTreeMap::new();
     for target in pipeline.target_states() {
         let health = target.health.lock().unwrap_or_else(|e| e.into_inner());
         if health.up {
             targets_up += 1;
-        } else if health.last_scrape.is_some() {
+        } else if let Some(at) = health.last_scrape {
             targets_down += 1;
+            let job = by_job
+                .entry(target.labels.get("job").to_owned())
+                .or_default();
+            job.0 += 1;
+            // The most recent failure's reason speaks for the job.
+            if job.1.is_none_or(|seen| at > seen) {
+                job.1 = Some(at);
+                job.2 = health.last_error.clone().unwrap_or_default();
+            }
         }
     }
     PipelineHealth {
@@ -80,7 +100,22 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
         // Every pipeline the agent runs today is a metric pipeline; log pipelines are
         // accepted in a configuration but not run yet, so nothing is reported for them.
         kind: kaas_pipeline::KIND.to_owned(),
+        targets_down_by_job: jobs_down(by_job),
     }
+}
+
+/// The report's failing jobs from `(count, last failure, reason)` by job: bounded to
+/// [`MAX_JOBS_DOWN_REPORTED`] jobs and [`MAX_JOB_DOWN_REASON_CHARS`] per reason.
+fn jobs_down(by_job: BTreeMap<String, (u32, Option<SystemTime>, String)>) -> Vec<JobTargetsDown> {
+    by_job
+        .into_iter()
+        .take(MAX_JOBS_DOWN_REPORTED)
+        .map(|(job, (count, _, reason))| JobTargetsDown {
+            job,
+            targets_down: count,
+            reason: reason.chars().take(MAX_JOB_DOWN_REASON_CHARS).collect(),
+        })
+        .collect()
 }
 
 /// The error a report carries: the most recent one, unless none happened within
@@ -128,6 +163,27 @@ mod tests {
             reason: reason.to_owned(),
             message: String::new(),
         }
+    }
+
+    /// Issue 15: failing targets are reported by job with the latest reason, bounded in
+    /// jobs and reason length.
+    #[test]
+    fn failing_targets_are_reported_by_job_within_bounds() {
+        let at = |s: u64| Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        let mut by_job = BTreeMap::new();
+        by_job.insert("etcd".to_owned(), (2, at(20), "x".repeat(1000)));
+        for i in 0..MAX_JOBS_DOWN_REPORTED {
+            by_job.insert(format!("job-{i:02}"), (1, at(1), "refused".to_owned()));
+        }
+        let reported = jobs_down(by_job);
+        assert_eq!(reported.len(), MAX_JOBS_DOWN_REPORTED);
+        assert_eq!(reported[0].job, "etcd");
+        assert_eq!(reported[0].targets_down, 2);
+        assert_eq!(
+            reported[0].reason.chars().count(),
+            MAX_JOB_DOWN_REASON_CHARS
+        );
+        assert_eq!(reported[1].reason, "refused");
     }
 
     /// Issue 13, Disk budget: a buffer reduced by the budget is a standing condition.

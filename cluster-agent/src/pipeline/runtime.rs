@@ -285,7 +285,8 @@ fn start_scraping(
     } else {
         None
     };
-    let (static_targets, target_errors) = static_targets(pipeline, kubelet.as_ref());
+    let (static_targets, target_errors) =
+        static_targets(pipeline, kubelet.as_ref(), &context.value_sources());
     lock(&targets).sync(static_targets.clone());
     if (wants_pods && cluster.pods.is_none()) || (wants_nodes && cluster.nodes.is_none()) {
         PipelineFailed::new(ErrorReason::KubernetesUnavailable,
@@ -381,14 +382,33 @@ pub const TARGET_CERTIFICATE_FIXES: &str = "the target's serving certificate mus
 /// The static targets, and the reasons for those that cannot be built. Groups with
 /// `serviceAccountCredentials` are scraped with the agent's token through `access`
 /// (the cluster CA's client), bound to the target's URL as the kubelet's are; without
-/// access they are not scraped.
+/// access they are not scraped. Groups with `tls` get a client of their own with that
+/// material, read from `sources` (e.g. etcd's client certificate from its Secret);
+/// material that cannot be read leaves the group unscraped, with the reason.
 fn static_targets(
     pipeline: &ValidatedPipeline,
     access: Option<&KubeletAccess>,
+    sources: &ValueSources,
 ) -> (Vec<DesiredTarget>, Vec<String>) {
     let mut desired = Vec::new();
     let mut errors = Vec::new();
     for group in &pipeline.inputs.static_targets {
+        let group_client = match &group.tls {
+            None => None,
+            Some(tls) => match crate::outbound::auth::tls_material(Some(tls), sources)
+                .map_err(|e| e.to_string())
+                .and_then(|material| ScrapeClient::new(&material).map_err(|e| e.to_string()))
+            {
+                Ok(client) => Some(client),
+                Err(reason) => {
+                    errors.push(format!(
+                        "targets {}: TLS settings: {reason}",
+                        group.addresses.join(",")
+                    ));
+                    continue;
+                }
+            },
+        };
         let scheme = match group.scheme {
             Scheme::Http => "http",
             Scheme::Https => "https",
@@ -430,7 +450,7 @@ fn static_targets(
                     }),
                 )
             } else {
-                (None, None)
+                (group_client.clone(), None)
             };
             match populate(&discovered, &defaults, &pipeline.processors.relabel)
                 .map(|l| l.map(Target::new))
@@ -701,7 +721,8 @@ mod tests {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let access = KubeletAccess::new(dir.path(), true).unwrap();
-        let (targets, errors) = static_targets(&pipeline, Some(&access));
+        let sources = ValueSources::without_secrets();
+        let (targets, errors) = static_targets(&pipeline, Some(&access), &sources);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(targets.len(), 2);
         let apiserver = &targets[0];
@@ -715,7 +736,7 @@ mod tests {
         assert!(targets[1].config.credentials.is_none());
         assert!(targets[1].client.is_none());
 
-        let (targets, errors) = static_targets(&pipeline, None);
+        let (targets, errors) = static_targets(&pipeline, None, &sources);
         assert_eq!(targets.len(), 1, "only the plain target is scraped");
         assert!(errors[0].contains("service-account token"), "{errors:?}");
     }

@@ -220,8 +220,16 @@ pub async fn get(
     let Query(query) = query?;
     let cluster = visible_cluster(&caller, &state, &name, query.tenant).await?;
     let id = cluster.id.clone();
+    let report = state.store.cluster_report(&id).await?;
+    let health = report.as_ref().and_then(|r| r.health.as_ref());
+    let components = if cluster.state.is_tombstone() {
+        None
+    } else {
+        Some(super::control_plane::cluster_components(&state, &cluster, health).await?)
+    };
     let mut view = ClusterView::from_cluster(cluster);
-    if let Some(report) = state.store.cluster_report(&id).await? {
+    view.control_plane = components;
+    if let Some(report) = report {
         view.connected = report.connected;
         view.health = report.health;
         view.config = report.config.map(Into::into);

@@ -266,6 +266,11 @@ pub struct ClusterView {
     /// The agent's last configuration report (only when one cluster is read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigReportView>,
+    /// Every control-plane component: whether the central pipeline scrapes it, why
+    /// not, and a scraped one the agent cannot reach with the reason (only when one
+    /// cluster is read; `/api/v1/clusters/{name}/control-plane` has the setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<Vec<super::control_plane::ComponentView>>,
 }
 
 impl ClusterView {
@@ -294,6 +299,7 @@ impl ClusterView {
             incarnation: cluster.incarnation,
             health: None,
             config: None,
+            control_plane: None,
         }
     }
 }

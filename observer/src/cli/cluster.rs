@@ -14,7 +14,7 @@ use reqwest::Method;
 use super::client::ApiClient;
 use super::print::{age, labels, structured, table};
 use super::{CommandError, EXIT_OK, Format, OutputArgs};
-use crate::api::control_plane::ControlPlaneView;
+use crate::api::control_plane::{ComponentView, ControlPlaneView};
 use crate::api::model::{
     ClusterList, ClusterView, ConfirmedDeletions, CreateClusterRequest, CreatedCluster, JoinToken,
     Revoked,
@@ -387,13 +387,22 @@ async fn control_plane(
                     c.job.clone(),
                     yes_no(c.scraped),
                     c.how.clone(),
-                    c.reason.clone().unwrap_or_default(),
+                    component_reason(c),
                 ]
             })
             .collect();
         table(out, &["COMPONENT", "SCRAPED", "HOW", "REASON"], &rows)?;
     }
     Ok(EXIT_OK)
+}
+
+/// Why a component is not scraped, or why its scrape fails.
+fn component_reason(component: &ComponentView) -> String {
+    match (&component.reason, &component.unreachable) {
+        (Some(reason), _) => reason.clone(),
+        (None, Some(failing)) => format!("unreachable: {failing}"),
+        (None, None) => String::new(),
+    }
 }
 
 /// Prints a join token and writes the manifests where they were asked for.
@@ -513,6 +522,17 @@ fn print_cluster(cluster: &ClusterView, out: &mut dyn Write) -> std::io::Result<
             )?;
         }
     }
+    if let Some(components) = &cluster.control_plane {
+        writeln!(out, "Control plane:")?;
+        for component in components {
+            let job = &component.job;
+            match (&component.reason, &component.unreachable) {
+                (Some(reason), _) => writeln!(out, "  {job}: not scraped: {reason}")?,
+                (None, Some(failing)) => writeln!(out, "  {job}: unreachable: {failing}")?,
+                (None, None) => writeln!(out, "  {job}: scraped")?,
+            }
+        }
+    }
     if let Some(health) = &cluster.health {
         writeln!(out, "Health:        {health}")?;
     }
@@ -530,6 +550,35 @@ mod tests {
         assert_eq!(human_seconds(5400), "1h30m");
         assert_eq!(human_seconds(299), "5m");
         assert_eq!(human_seconds(40), "40s");
+    }
+
+    /// Issue 15: `cluster get` shows each control-plane component with why it is not
+    /// scraped or why its scrape fails.
+    #[test]
+    fn cluster_get_shows_unreachable_components_with_the_reason() {
+        let cluster: ClusterView = serde_json::from_value(serde_json::json!({
+            "name": "prod-1", "id": "shop.prod-1", "tenant": "shop", "state": "active",
+            "connected": true, "createdAtMs": 0,
+            "controlPlane": [
+                {"job": "apiserver", "scraped": true, "how": "addresses x"},
+                {"job": "etcd", "scraped": true, "how": "addresses y",
+                 "unreachable": "1 target(s) failing: HTTP status 400"},
+                {"job": "kube-scheduler", "scraped": false, "how": "notScraped",
+                 "reason": "hosted"}
+            ]
+        }))
+        .unwrap();
+        let mut out = Vec::new();
+        print_cluster(&cluster, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for line in [
+            "Control plane:\n",
+            "  apiserver: scraped\n",
+            "  etcd: unreachable: 1 target(s) failing: HTTP status 400\n",
+            "  kube-scheduler: not scraped: hosted\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
     }
 
     #[test]

@@ -97,6 +97,29 @@ pub struct PipelineHealthRecord {
     pub targets_up: u32,
     /// Targets whose last scrape failed.
     pub targets_down: u32,
+    /// The failing targets by `job`, with the reason (at most [`MAX_JOBS_DOWN`] jobs,
+    /// each reason at most [`MAX_JOB_DOWN_REASON_CHARS`] characters, whatever the agent
+    /// sent): an unreachable control-plane component in the cluster's status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets_down_by_job: Vec<JobDownRecord>,
+}
+
+/// At most this many failing jobs are kept per pipeline of a health report: the
+/// agent reports at most 32; a report with more is cut, not trusted to be small.
+pub const MAX_JOBS_DOWN: usize = 32;
+/// The longest failure reason kept per job (the agent's own bound).
+pub const MAX_JOB_DOWN_REASON_CHARS: usize = 300;
+
+/// The failing targets of one job in a [`PipelineHealthRecord`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDownRecord {
+    /// The `job` label.
+    pub job: String,
+    /// How many of its targets' last scrape failed.
+    pub targets_down: u32,
+    /// Why the latest of them failed.
+    pub reason: String,
 }
 
 /// A pipeline error with its time.
@@ -202,6 +225,21 @@ impl HealthRecord {
                     }),
                     targets_up: p.targets_up,
                     targets_down: p.targets_down,
+                    targets_down_by_job: p
+                        .targets_down_by_job
+                        .iter()
+                        .take(MAX_JOBS_DOWN)
+                        .map(|j| JobDownRecord {
+                            job: j.job.chars().take(MAX_JOB_DOWN_REASON_CHARS).collect(),
+                            targets_down: j.targets_down,
+                            reason: j
+                                .reason
+                                .chars()
+                                .filter(|c| !c.is_control())
+                                .take(MAX_JOB_DOWN_REASON_CHARS)
+                                .collect(),
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -580,7 +618,7 @@ pub fn rfc3339(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use kaas_proto::control::v1::{DroppedSamples, PipelineError, PipelineHealth};
+    use kaas_proto::control::v1::{DroppedSamples, JobTargetsDown, PipelineError, PipelineHealth};
 
     use super::*;
     use crate::store::ConfigErrorRecord;
@@ -966,6 +1004,37 @@ spec:
         );
         let back: HealthRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back, third);
+    }
+
+    /// Issue 15: the failing jobs an agent reports are kept bounded, whatever it sends
+    /// (the agent runs in the tenant's cluster), without control characters.
+    #[test]
+    fn failing_jobs_in_a_report_are_bounded() {
+        let hostile = AgentHealth {
+            timestamp_unix_ms: NOW,
+            pipelines: vec![PipelineHealth {
+                pipeline: "kaas-central".to_owned(),
+                targets_down_by_job: (0..1000)
+                    .map(|i| JobTargetsDown {
+                        job: format!("job-{i}"),
+                        targets_down: 1,
+                        reason: format!("refused\n{}", "x".repeat(10_000)),
+                    })
+                    .collect(),
+                ..PipelineHealth::default()
+            }],
+        };
+        let record = HealthRecord::from_report("i1", &hostile, None);
+        let jobs = &record.pipelines[0].targets_down_by_job;
+        assert_eq!(jobs.len(), MAX_JOBS_DOWN);
+        assert!(jobs.iter().all(|j| {
+            j.reason.chars().count() == MAX_JOB_DOWN_REASON_CHARS
+                && j.reason.starts_with("refusedx")
+        }));
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["pipelines"][0]["targetsDownByJob"][0]["job"], "job-0");
+        let back: HealthRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, record);
     }
 
     /// Issue 13, finding 10 (counters saturate): an agent's report is the agent's to

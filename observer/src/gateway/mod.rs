@@ -1,6 +1,7 @@
 //! The receive gateway (`observer gateway`): the only way from the workload clusters
-//! to Thanos receive. It is stateless (no database, no disk), so it runs as a
-//! Deployment of any number of replicas behind one Service.
+//! to Thanos receive. It is stateless (no disk; it only reads the observer's database,
+//! [`standing`]), so it runs as a Deployment of any number of replicas behind one
+//! Service.
 //!
 //! # Trust boundary
 //!
@@ -11,9 +12,10 @@
 //! - **who is sending** from the agent's client certificate alone ([`peer`]): the TLS
 //!   layer requires a certificate of the observer's CA ([`server::tls_config`]), the CA
 //!   wrote the cluster's global id `<tenant>.<name>` into it, and the tenant is the
-//!   part before the dot. No lookup, no storage, no per-request call to the observer.
-//!   A cluster id without a tenant (registered before names were per tenant) is
-//!   refused with 403.
+//!   part before the dot. A cluster id without a tenant (registered before names were
+//!   per tenant) is refused with 403. With `--database-url`, a certificate the store
+//!   says is revoked, or of a deleted cluster, is refused with 403 ([`standing`],
+//!   cached per certificate for `--certificate-recheck-seconds`).
 //! - **what the series say** ([`rewrite`]): `cluster` and `tenant` set from the
 //!   certificate, sent labels of those names with another value renamed to
 //!   `exported_cluster`/`exported_tenant` (Prometheus' `honor_labels: false`); the
@@ -31,10 +33,11 @@
 //! What a cluster-admin tenant can still do: forge series of its own cluster (it owns
 //! the agent's pod, so it could even send on the agent's path), never of another
 //! cluster or tenant, and never the observer's fleet or probe series, which reach
-//! Thanos only from the observer. Revocation: the gateway checks the CA signature and
-//! expiry, not the store's revocation list; an agent certificate of a deleted cluster
-//! stays usable until it expires (90 days by default, `--agent-certificate-validity`),
-//! and its series stay filed under that cluster and tenant only.
+//! Thanos only from the observer. Revocation: without `--database-url` the gateway
+//! checks only the CA signature and expiry, and a revoked certificate stays usable
+//! until it expires (90 days by default, `--agent-certificate-validity`), its series
+//! filed under that cluster and tenant only. The CA bundle is read again every
+//! `--client-ca-reload-seconds` ([`watch_client_ca`]).
 //!
 //! # Bounded
 //!
@@ -54,11 +57,13 @@ pub mod limits;
 pub mod peer;
 pub mod rewrite;
 pub mod server;
+pub mod standing;
 pub mod thanos;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use kaas_series::PushLimits;
@@ -97,6 +102,10 @@ pub const DEFAULT_MAX_TENANTS: usize = 10_000;
 /// Series one replica tracks, all tenants together: bounds the limiter's memory (about
 /// 50 bytes a series) at a few hundred MiB whatever the per-tenant limits say.
 pub const DEFAULT_MAX_TRACKED_SERIES: usize = 5_000_000;
+/// How often the CA bundle in `--client-ca-dir` is read again: a rotated CA (a mounted
+/// Secret or ConfigMap updates within about a minute) is taken within this long, at
+/// the cost of reading two small files.
+pub const DEFAULT_CLIENT_CA_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Arguments of `observer gateway`.
 #[derive(Debug, Args)]
@@ -116,9 +125,22 @@ pub struct GatewayArgs {
     /// A directory with the observer's CA certificate `ca.crt` and, during a CA
     /// rotation, `ca-previous.crt` (the observer's CA directory layout): only agent
     /// certificates they signed are accepted. Mount the certificates only, never the
-    /// keys. Read at start: restart the gateway after `observer ca rotate` and `retire`.
+    /// keys. Read again every --client-ca-reload-seconds: `observer ca rotate` and
+    /// `retire` need no restart.
     #[arg(long, value_name = "DIR")]
     pub client_ca_dir: PathBuf,
+    /// How often the CA bundle is read again, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_CLIENT_CA_RELOAD_INTERVAL.as_secs())]
+    pub client_ca_reload_seconds: u64,
+    /// The observer's database, read only (`postgres://…` with a role that may only
+    /// read `agent_certificates`, or `sqlite:///path/observer.db?mode=ro`): a revoked
+    /// agent certificate, a deleted cluster's and an earlier incarnation's are refused
+    /// within --certificate-recheck-seconds. Unset: they are accepted until they expire.
+    #[arg(long, env = "KAAS_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// How long the store's word on a certificate is trusted, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = standing::DEFAULT_CERTIFICATE_RECHECK_INTERVAL.as_secs())]
+    pub certificate_recheck_seconds: u64,
     /// Thanos receive's remote-write URL, e.g.
     /// `https://thanos-receive:19291/api/v1/receive`.
     #[arg(long, value_name = "URL")]
@@ -178,6 +200,9 @@ pub enum GatewayError {
     /// The upstream client cannot be built.
     #[error("--upstream-url: {0}")]
     Upstream(#[from] forward::ForwardError),
+    /// The store cannot be reached.
+    #[error("--database-url: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// A port cannot be bound or served.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -233,6 +258,14 @@ impl GatewaySettings {
             ("max-tracked-series", args.max_tracked_series),
             ("max-body-bytes", args.max_body_bytes),
             (
+                "client-ca-reload-seconds",
+                usize::try_from(args.client_ca_reload_seconds).unwrap_or(usize::MAX),
+            ),
+            (
+                "certificate-recheck-seconds",
+                usize::try_from(args.certificate_recheck_seconds).unwrap_or(usize::MAX),
+            ),
+            (
                 "max-samples-per-second-per-tenant",
                 usize::try_from(args.max_samples_per_second_per_tenant).unwrap_or(usize::MAX),
             ),
@@ -281,8 +314,42 @@ pub fn client_ca_bundle(dir: &Path) -> Result<Vec<u8>, GatewayError> {
     Ok(bundle)
 }
 
+/// Reads the CA bundle of `dir` every `interval` and gives a changed one to `verifier`
+/// (`loaded` is the bundle it has). A bundle that cannot be read or used is logged and
+/// the current one kept.
+pub async fn watch_client_ca(
+    dir: PathBuf,
+    mut loaded: Vec<u8>,
+    verifier: Arc<server::ReloadingClientVerifier>,
+    interval: Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let bundle = match client_ca_bundle(&dir) {
+            Ok(bundle) if bundle != loaded => bundle,
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the client CA bundle; keeping the current one");
+                continue;
+            }
+        };
+        match verifier.reload(&bundle) {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "took the changed client CA bundle");
+                loaded = bundle;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the changed client CA bundle is unusable; keeping the current one");
+            }
+        }
+    }
+}
+
 /// The gateway's shared state from checked settings and the files the flags name.
-pub fn state(
+pub async fn state(
     settings: &GatewaySettings,
     args: &GatewayArgs,
 ) -> Result<Arc<GatewayState>, GatewayError> {
@@ -306,7 +373,23 @@ pub fn state(
         ..kaas_tls::ClientTls::default()
     };
     let upstream = Upstream::new(settings.upstream_url.clone(), tls, &settings.tenant_header)?;
+    let standings = match &args.database_url {
+        Some(url) => Some(
+            standing::CertificateStandings::connect(
+                url,
+                Duration::from_secs(args.certificate_recheck_seconds),
+            )
+            .await?,
+        ),
+        None => {
+            tracing::warn!(
+                "no --database-url: revoked agent certificates are accepted until they expire"
+            );
+            None
+        }
+    };
     Ok(Arc::new(GatewayState {
+        standings,
         push_limits: settings.push_limits,
         limiter: IngestLimiter::new(
             settings.limits,
@@ -321,12 +404,20 @@ pub fn state(
 /// Runs `observer gateway` until the process is stopped.
 pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     let settings = GatewaySettings::check(&args)?;
-    let tls = server::tls_config(
+    let client_ca = client_ca_bundle(&args.client_ca_dir)?;
+    let verifier = Arc::new(server::ReloadingClientVerifier::new(&client_ca)?);
+    let tls = server::tls_config_with(
         &read("tls-cert-file", &args.tls_cert_file)?,
         &read("tls-key-file", &args.tls_key_file)?,
-        &client_ca_bundle(&args.client_ca_dir)?,
+        verifier.clone(),
     )?;
-    let state = state(&settings, &args)?;
+    let state = state(&settings, &args).await?;
+    let _reloading = tokio::spawn(watch_client_ca(
+        args.client_ca_dir.clone(),
+        client_ca,
+        verifier,
+        Duration::from_secs(args.client_ca_reload_seconds),
+    ));
     let mut registry = Registry::default();
     state.metrics.register(&mut registry);
     let handshakes = HandshakeMetrics::default();

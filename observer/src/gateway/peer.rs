@@ -4,8 +4,8 @@
 //! ([`crate::identity`]), and the CA writes the cluster's global id into each one
 //! (`kaas-observer://cluster/<tenant>.<name>`) itself, whatever the agent asked for.
 //! The tenant is the part before [`GLOBAL_ID_SEPARATOR`]: tenant and cluster names
-//! are DNS-1123 labels, so the split is unambiguous. The gateway therefore needs no
-//! storage and no call to the observer per request. A cluster registered before names
+//! are DNS-1123 labels, so the split is unambiguous. Whether the certificate was
+//! revoked since is the store's to say ([`super::standing`]), by its serial. A cluster registered before names
 //! were per tenant has an id without the separator and names no tenant; the gateway
 //! refuses it (it cannot know the tenant without the store), and says so.
 
@@ -31,16 +31,20 @@ pub enum PeerRefusal {
     NoTenant(String),
 }
 
-/// The identity a verified leaf certificate (DER) names.
-pub fn identify(leaf: Option<&[u8]>) -> Result<ClusterIdentity, PeerRefusal> {
+/// The identity a verified leaf certificate (DER) names, and the certificate's serial
+/// (lower-case hex, as the store records it).
+pub fn identify(leaf: Option<&[u8]>) -> Result<(ClusterIdentity, String), PeerRefusal> {
     let leaf = leaf.ok_or(PeerRefusal::NoCertificate)?;
     let info = AgentCertificateInfo::parse(leaf).ok_or(PeerRefusal::NoCluster)?;
     let tenant = match info.cluster.split_once(GLOBAL_ID_SEPARATOR) {
         Some((tenant, name)) if !tenant.is_empty() && !name.is_empty() => tenant.to_owned(),
         _ => return Err(PeerRefusal::NoTenant(info.cluster)),
     };
-    Ok(ClusterIdentity {
-        cluster: info.cluster,
-        tenant,
-    })
+    Ok((
+        ClusterIdentity {
+            cluster: info.cluster,
+            tenant,
+        },
+        info.serial_hex,
+    ))
 }

@@ -14,13 +14,17 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use kaas_series::PushLimits;
-use rustls::ServerConfig;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 
 use super::forward::Upstream;
 use super::limits::{IngestLimiter, Refused};
 use super::peer::identify;
 use super::rewrite::{Origin, admits, rewrite};
+use super::standing::{CertificateStandings, StandingRefusal};
 use crate::internal_events::{
     GatewayAnswered, GatewayForwarded, GatewayMetrics, GatewayRefused, GatewaySeriesDropped,
 };
@@ -64,17 +68,107 @@ pub fn tls_config(
     key_pem: &[u8],
     client_ca_pem: &[u8],
 ) -> Result<Arc<ServerConfig>, kaas_tls::TlsError> {
+    tls_config_with(
+        cert_pem,
+        key_pem,
+        Arc::new(ReloadingClientVerifier::new(client_ca_pem)?),
+    )
+}
+
+/// [`tls_config`] verifying client certificates with `verifier`, whose CA bundle can
+/// be replaced while the gateway serves ([`ReloadingClientVerifier::reload`]).
+pub fn tls_config_with(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    verifier: Arc<ReloadingClientVerifier>,
+) -> Result<Arc<ServerConfig>, kaas_tls::TlsError> {
     let chain = kaas_tls::certificates(cert_pem, "--tls-cert-file")?;
     let key = kaas_tls::private_key(key_pem, "--tls-key-file")?;
-    let roots = Arc::new(kaas_tls::roots(client_ca_pem, "--client-ca-dir")?);
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots, kaas_tls::provider()).build()?;
     let mut config = ServerConfig::builder_with_provider(kaas_tls::provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Verifies client certificates against the observer's CA bundle as last loaded:
+/// `observer ca rotate` and `retire` change the bundle, and the gateway takes the new
+/// one without a restart ([`super::watch_client_ca`]). Each handshake uses the bundle
+/// current when it starts.
+///
+/// It sends no list of acceptable issuers in the handshake (the agents present their
+/// one certificate whatever the list says), so that list need not follow the bundle.
+#[derive(Debug)]
+pub struct ReloadingClientVerifier {
+    current: std::sync::RwLock<Arc<dyn ClientCertVerifier>>,
+}
+
+impl ReloadingClientVerifier {
+    /// A verifier for `client_ca_pem`.
+    pub fn new(client_ca_pem: &[u8]) -> Result<Self, kaas_tls::TlsError> {
+        Ok(Self {
+            current: std::sync::RwLock::new(Self::build(client_ca_pem)?),
+        })
+    }
+
+    /// Verifies against `client_ca_pem` from the next handshake on; an unusable bundle
+    /// is refused and the current one kept.
+    pub fn reload(&self, client_ca_pem: &[u8]) -> Result<(), kaas_tls::TlsError> {
+        let verifier = Self::build(client_ca_pem)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = verifier;
+        Ok(())
+    }
+
+    fn build(client_ca_pem: &[u8]) -> Result<Arc<dyn ClientCertVerifier>, kaas_tls::TlsError> {
+        let roots = Arc::new(kaas_tls::roots(client_ca_pem, "--client-ca-dir")?);
+        Ok(WebPkiClientVerifier::builder_with_provider(roots, kaas_tls::provider()).build()?)
+    }
+
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl ClientCertVerifier for ReloadingClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verifier()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.verifier().supported_verify_schemes()
+    }
 }
 
 /// What every request shares.
@@ -87,6 +181,9 @@ pub struct GatewayState {
     pub upstream: Upstream,
     /// The gateway's metrics.
     pub metrics: GatewayMetrics,
+    /// The store's word on each certificate (`--database-url`); `None`: revoked
+    /// certificates are accepted until they expire.
+    pub standings: Option<CertificateStandings>,
 }
 
 /// The gateway's routes. A request's body is read only once its certificate names a
@@ -144,12 +241,25 @@ async fn receive(
     body: Body,
 ) -> Response {
     let metrics = &state.metrics;
-    let identity = match identify(peer.leaf.as_deref()) {
-        Ok(identity) => identity,
+    let (identity, serial) = match identify(peer.leaf.as_deref()) {
+        Ok(identified) => identified,
         Err(refusal) => {
             return answer(metrics, origin, StatusCode::FORBIDDEN, refusal.to_string());
         }
     };
+    if let Some(standings) = &state.standings
+        && let Err(refusal) = standings
+            .check(&identity.cluster, &serial, Instant::now())
+            .await
+    {
+        let status = match refusal {
+            StandingRefusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            StandingRefusal::Revoked
+            | StandingRefusal::ClusterDeleted
+            | StandingRefusal::Unknown => StatusCode::FORBIDDEN,
+        };
+        return answer(metrics, origin, status, refusal.to_string());
+    }
     if let Some(refusal) = unsupported_encoding(&headers) {
         return answer(metrics, origin, StatusCode::UNSUPPORTED_MEDIA_TYPE, refusal);
     }

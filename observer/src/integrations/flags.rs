@@ -79,6 +79,11 @@ pub struct IntegrationFlags {
     /// with the agent, `kube-state-metrics.kaas-observer.svc:8080`).
     #[arg(long, value_name = "HOST:PORT")]
     pub central_kube_state_metrics_address: Option<String>,
+    /// A node exporter every agent scrapes at this `host:port` as job `node-exporter`,
+    /// besides the DaemonSet's pods it finds (default: those pods only). For a node
+    /// exporter that is not the DaemonSet installed with the agent, and for the demo.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub central_node_exporter_address: Option<String>,
     /// The central pipeline's scrape interval (default: the pipeline default, 30s).
     #[arg(long, value_name = "DURATION")]
     pub central_scrape_interval: Option<String>,
@@ -188,6 +193,7 @@ impl IntegrationFlags {
         if let Some(address) = &self.central_kube_state_metrics_address {
             settings.kube_state_metrics_address = address.clone();
         }
+        settings.node_exporter_address = self.central_node_exporter_address.clone();
         settings.scrape = CentralScrape {
             prometheus_annotations: self.central_inputs.contains(&CentralInput::Prometheus),
             runtime: self.central_inputs.contains(&CentralInput::Runtime),

@@ -89,6 +89,58 @@ pub fn with_source_label(
     labels
 }
 
+/// The largest control-plane setting a source may give (the inventory's
+/// `controlPlane`, the `Cluster` annotation [`capi::CONTROL_PLANE_ANNOTATION`]): a
+/// few components with a handful of addresses each are well under 1 KiB; the bound
+/// keeps a hostile setting from costing anything to parse.
+pub const MAX_CONTROL_PLANE_SETTING_BYTES: usize = 16 * 1024;
+
+/// A control-plane setting a source gives, parsed and checked as the API checks it;
+/// `Err` names the wrong field (`controlPlane.etcd.addresses[0]: ...`).
+pub fn control_plane_setting(
+    value: serde_json::Value,
+) -> Result<crate::control_plane::ValidatedControlPlane, String> {
+    let size = serde_json::to_vec(&value).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_CONTROL_PLANE_SETTING_BYTES {
+        return Err(format!(
+            "controlPlane: larger than {MAX_CONTROL_PLANE_SETTING_BYTES} bytes"
+        ));
+    }
+    let setting: crate::control_plane::ControlPlaneScrape =
+        serde_json::from_value(value).map_err(|e| format!("controlPlane: {e}"))?;
+    setting.validate().map_err(|error| {
+        error
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// Stores `setting` as the control-plane setting of `cluster` (global id) of `tenant`
+/// unless `current` is the same, audited as `source`.
+pub async fn sync_control_plane(
+    store: &Store,
+    source: Source,
+    (tenant, cluster): (&str, &str),
+    setting: &crate::control_plane::ValidatedControlPlane,
+    current: Option<&crate::control_plane::ValidatedControlPlane>,
+) -> Result<(), StoreError> {
+    if current.is_some_and(|c| c.spec() == setting.spec()) {
+        return Ok(());
+    }
+    store
+        .set_cluster_control_plane(tenant, cluster, Some(setting), &source.actor())
+        .await?;
+    tracing::info!(
+        %source,
+        %cluster,
+        "stored the control-plane setting the source gives"
+    );
+    Ok(())
+}
+
 /// The state a `deleting` or `lost` cluster returns to when its source lists it again:
 /// what the lifecycle would say had it never left. `provisioning` if no agent was ever
 /// heard, else `active`, or `silent` if the agent has been quiet for longer than

@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `kubelet` | `kaas-central` | the runtime input, `metrics_path` `/metrics`, `/metrics/cadvisor`, `/metrics/resource`, every namespace |
 //! | `kube-state-metrics` | `kaas-central` | the Service [`KUBE_STATE_METRICS_ADDRESS`] installed with the agent, `honor_labels` (its `namespace`/`pod` are the objects') |
-//! | `node-exporter` | `kaas-central` | the DaemonSet's pods in [`NODE_EXPORTER_NAMESPACE`], found by their `prometheus.io` annotations |
+//! | `node-exporter` | `kaas-central` | the DaemonSet's pods in [`NODE_EXPORTER_NAMESPACE`], found by their `prometheus.io` annotations; also a fixed `host:port` where one is set ([`CentralPipelineSettings::node_exporter_address`]) |
 //! | `apiserver`, `kube-scheduler`, `kube-controller-manager`, `etcd`, `coredns` | `kaas-central` | the cluster's control-plane setting ([`crate::control_plane`]) |
 //! | [`AGENT_JOB`] | `kaas-central-agent` | the agent's own `/metrics` |
 //!
@@ -155,6 +155,11 @@ pub struct CentralPipelineSettings {
     /// kube-state-metrics as the agents reach it, `host:port`
     /// ([`KUBE_STATE_METRICS_ADDRESS`], the Service installed with the agent).
     pub kube_state_metrics_address: String,
+    /// A node exporter at a fixed `host:port`, scraped with the job [`NODE_EXPORTER_JOB`]
+    /// besides the DaemonSet's pods that discovery finds: for installs (and the demo and
+    /// tests, which have no Kubernetes) whose node exporter is not the DaemonSet
+    /// installed with the agent. `None`: discovery alone.
+    pub node_exporter_address: Option<String>,
     /// The CA certificates (PEM) that verify the gateway's server certificate, sent
     /// inline with the pipelines (a CA is no secret); `None`: the system roots.
     pub gateway_ca_pem: Option<String>,
@@ -169,6 +174,7 @@ impl CentralPipelineSettings {
             buffer: Buffer::default(),
             agent_metrics_address: DEFAULT_AGENT_METRICS_ADDRESS.to_owned(),
             kube_state_metrics_address: KUBE_STATE_METRICS_ADDRESS.to_owned(),
+            node_exporter_address: None,
             gateway_ca_pem: None,
         }
     }
@@ -242,6 +248,13 @@ impl CentralPipelineSettings {
             honor_labels: true,
             ..StaticTargetGroup::default()
         }];
+        if let Some(address) = &self.node_exporter_address {
+            targets.push(StaticTargetGroup {
+                addresses: vec![address.clone()],
+                labels: BTreeMap::from([("job".to_owned(), NODE_EXPORTER_JOB.to_owned())]),
+                ..StaticTargetGroup::default()
+            });
+        }
         targets.extend(control_plane.static_groups());
         let input = Input {
             scrape_interval: scrape.interval.clone(),
@@ -592,6 +605,54 @@ mod tests {
         );
     }
 
+    /// A node exporter at a fixed address (the demo's, on loopback) is scraped with the
+    /// job the alerts select, beside the DaemonSet's pods found by discovery; an
+    /// invalid address is reported with its field path at startup.
+    #[test]
+    fn a_node_exporter_at_a_fixed_address_is_scraped_as_job_node_exporter() {
+        let mut settings = settings();
+        let by_name = pipelines(&settings);
+        assert!(
+            static_groups(&by_name[CENTRAL_PIPELINE_NAME])
+                .iter()
+                .all(|g| g.labels["job"] != NODE_EXPORTER_JOB),
+            "without the setting, node exporters are found by discovery only"
+        );
+        settings.scrape.prometheus_annotations = false;
+        settings.node_exporter_address = Some("10.0.0.7:9100".into());
+        let by_name = pipelines(&settings);
+        let pipeline = &by_name[CENTRAL_PIPELINE_NAME];
+        let node = static_groups(pipeline)
+            .iter()
+            .find(|g| g.labels["job"] == NODE_EXPORTER_JOB)
+            .unwrap();
+        assert_eq!(node.addresses, ["10.0.0.7:9100"]);
+        // The keep rule (no annotated workloads) lets the static target's job pass.
+        let keep: Vec<_> = pipeline
+            .processors
+            .relabel
+            .iter()
+            .filter(|r| r.action == kaas_pipeline::processors::RelabelAction::Keep)
+            .collect();
+        assert_eq!(keep.len(), 1);
+        assert_eq!(keep[0].source_labels, ["job"]);
+        assert!(keep[0].regex.is_match(NODE_EXPORTER_JOB));
+        settings.node_exporter_address = Some("not an address".into());
+        let errors = settings.check().unwrap_err().to_string();
+        assert!(errors.contains("spec.input.static.targets[1]"), "{errors}");
+    }
+
+    /// The pipeline's static target groups.
+    fn static_groups(pipeline: &ValidatedPipeline) -> &[StaticTargetGroup] {
+        &pipeline
+            .spec()
+            .input
+            .static_targets
+            .as_ref()
+            .unwrap()
+            .targets
+    }
+
     #[test]
     fn the_clusters_control_plane_setting_decides_what_of_it_is_scraped() {
         let setting: crate::control_plane::ControlPlaneScrape =
@@ -608,14 +669,10 @@ mod tests {
             .into_iter()
             .find(|p| p.name() == CENTRAL_PIPELINE_NAME)
             .unwrap();
-        let groups = &pipeline
-            .spec()
-            .input
-            .static_targets
-            .as_ref()
-            .unwrap()
-            .targets;
-        let etcd = groups.iter().find(|g| g.labels["job"] == "etcd").unwrap();
+        let etcd = static_groups(&pipeline)
+            .iter()
+            .find(|g| g.labels["job"] == "etcd")
+            .unwrap();
         assert_eq!(etcd.addresses, ["10.0.0.10:2381"]);
         // Without annotated workloads, only the producers' namespaces are watched and
         // any other discovered target is dropped; CoreDNS is not scraped.

@@ -386,6 +386,7 @@ impl Background {
         let mut inventory = inventory.clone();
         inventory.egress = self.egress.clone();
         inventory.silent_after = settings.silent_after;
+        inventory.secret_namespaces = settings.agent_secret_namespaces();
         inventory.install = Some(AgentInstall {
             control_endpoint: control_endpoint.to_owned(),
             ca_pem: ca.bundle_pem(),

@@ -48,8 +48,8 @@ use std::time::Duration;
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, IntoActiveModel,
-    PaginatorTrait, QueryFilter, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect, Set,
 };
 
 use super::entities::{agent_certificates, clusters, join_tokens};
@@ -325,18 +325,7 @@ impl Store {
         cluster_id: &str,
         serial: &str,
     ) -> Result<CertificateStanding, StoreError> {
-        let row = agent_certificates::Entity::find_by_id(serial)
-            .one(self.reader())
-            .await?;
-        Ok(match row {
-            Some(row) if row.cluster == cluster_id && row.revoked_at_ms.is_none() => {
-                CertificateStanding::Valid {
-                    instance: row.instance,
-                }
-            }
-            Some(row) if row.cluster == cluster_id => CertificateStanding::Revoked,
-            _ => CertificateStanding::Unknown,
-        })
+        certificate_standing_in(self.reader(), cluster_id, serial).await
     }
 
     /// The instance connected with the certificate `serial`: every valid certificate of
@@ -398,6 +387,43 @@ impl Store {
         }
         mutation.commit(vec![cluster_change(&cluster)]).await?;
         Ok(revoked)
+    }
+}
+
+/// Whether the certificate `serial` of `cluster_id` is accepted, read from `db`: the
+/// one query the control service ([`Store::certificate_standing`]) and the receive
+/// gateway (which holds a read-only connection, no [`Store`]) share. Tombstoning a
+/// cluster revokes its certificates, so a deleted cluster's, and an earlier
+/// incarnation's, are `Revoked`.
+pub async fn certificate_standing_in(
+    db: &impl ConnectionTrait,
+    cluster_id: &str,
+    serial: &str,
+) -> Result<CertificateStanding, StoreError> {
+    let row = agent_certificates::Entity::find_by_id(serial)
+        .one(db)
+        .await?;
+    Ok(match row {
+        Some(row) if row.cluster == cluster_id && row.revoked_at_ms.is_none() => {
+            CertificateStanding::Valid {
+                instance: row.instance,
+            }
+        }
+        Some(row) if row.cluster == cluster_id => CertificateStanding::Revoked,
+        _ => CertificateStanding::Unknown,
+    })
+}
+
+/// Whether `cluster_id` is deleted (a tombstone, or no record at all), read from `db`:
+/// a deleted cluster's certificates are revoked only when its name is registered
+/// again, so the receive gateway asks this besides [`certificate_standing_in`].
+pub async fn cluster_deleted_in(
+    db: &impl ConnectionTrait,
+    cluster_id: &str,
+) -> Result<bool, StoreError> {
+    match clusters::Entity::find_by_id(cluster_id).one(db).await? {
+        Some(row) => Ok(super::clusters::parse_state(&row.state)?.is_tombstone()),
+        None => Ok(true),
     }
 }
 

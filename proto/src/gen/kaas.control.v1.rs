@@ -203,6 +203,24 @@ pub struct PipelineHealth {
     /// "MetricPipeline", as agents from before other kinds send.
     #[prost(string, tag = "10")]
     pub kind: ::prost::alloc::string::String,
+    /// The failing targets by `job` label, with the last failure's reason: the observer
+    /// shows an unreachable control-plane component in the cluster's status from these.
+    /// At most 32 jobs (sorted by name), each reason at most 300 characters.
+    #[prost(message, repeated, tag = "11")]
+    pub targets_down_by_job: ::prost::alloc::vec::Vec<JobTargetsDown>,
+}
+/// JobTargetsDown counts the failing scrape targets of one job.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JobTargetsDown {
+    /// The targets' `job` label.
+    #[prost(string, tag = "1")]
+    pub job: ::prost::alloc::string::String,
+    /// How many of its targets' last scrape failed.
+    #[prost(uint32, tag = "2")]
+    pub targets_down: u32,
+    /// Why the last of them failed (never a secret: the scrape error as logged).
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
 }
 /// DroppedSamples counts samples dropped for one reason.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

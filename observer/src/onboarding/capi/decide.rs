@@ -8,8 +8,10 @@ use std::time::Duration;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 
 use super::super::{
-    Source, managed_by, registration_problems, state_before_deletion, with_source_label,
+    MAX_CONTROL_PLANE_SETTING_BYTES, Source, control_plane_setting, managed_by,
+    registration_problems, state_before_deletion, with_source_label,
 };
+use crate::control_plane::ValidatedControlPlane;
 use crate::egress::EgressPolicy;
 use crate::store::{Cluster, ClusterState};
 
@@ -39,6 +41,13 @@ pub const UID_LABEL: &str = "kaas-observer.io/cluster-api-uid";
 /// annotation to have the agent installed again (with a new join token) while the
 /// cluster has not joined yet.
 pub const AGENT_INSTALLED_ANNOTATION: &str = "kaas-observer.io/agent-installed";
+
+/// A `Cluster`'s control-plane setting ([`crate::control_plane`]): the JSON object
+/// `PUT /api/v1/clusters/{name}/control-plane` takes, checked the same way. The
+/// observer stores it whenever it differs from the stored one; a `Cluster` without it
+/// leaves the cluster's setting as an administrator set it, and a wrong one is
+/// reported (the cluster is registered all the same, its setting left unchanged).
+pub const CONTROL_PLANE_ANNOTATION: &str = "kaas-observer.io/control-plane";
 
 /// The `ApiResource` of Cluster API's `Cluster` (no CRD types crate: a
 /// [`DynamicObject`] carries it).
@@ -77,6 +86,20 @@ pub struct CapiCluster {
     /// `metadata.resourceVersion`, sent with finalizer changes so that they apply only
     /// to the version read.
     pub resource_version: Option<String>,
+    /// [`CONTROL_PLANE_ANNOTATION`], checked: `Err` says what is wrong with it.
+    pub control_plane: Option<Result<ValidatedControlPlane, String>>,
+}
+
+/// Parses and checks the [`CONTROL_PLANE_ANNOTATION`] value.
+fn control_plane_annotation(text: &str) -> Result<ValidatedControlPlane, String> {
+    if text.len() > MAX_CONTROL_PLANE_SETTING_BYTES {
+        return Err(format!(
+            "larger than {MAX_CONTROL_PLANE_SETTING_BYTES} bytes"
+        ));
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+    control_plane_setting(value)
 }
 
 impl CapiCluster {
@@ -98,7 +121,13 @@ impl CapiCluster {
             }
             _ => None,
         };
+        let control_plane = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CONTROL_PLANE_ANNOTATION))
+            .map(|text| control_plane_annotation(text));
         Ok(Self {
+            control_plane,
             tenant,
             phase: object.data["status"]["phase"].as_str().map(str::to_owned),
             deleting: meta.deletion_timestamp.is_some(),
@@ -181,6 +210,8 @@ pub enum Step {
     MarkDeleting,
     /// Tombstone the stored cluster.
     Tombstone,
+    /// Store the setting of [`CONTROL_PLANE_ANNOTATION`] unless it is stored already.
+    SyncControlPlane(Box<ValidatedControlPlane>),
     /// Remove [`FINALIZER`] from the object.
     RemoveFinalizer,
     /// Leave it, for this reason.
@@ -311,6 +342,13 @@ pub fn decide(
             state
         }
     };
+    match &cluster.control_plane {
+        Some(Ok(setting)) => steps.push(Step::SyncControlPlane(Box::new(setting.clone()))),
+        Some(Err(reason)) => steps.push(Step::Skip(format!(
+            "annotation {CONTROL_PLANE_ANNOTATION} not applied: {reason}"
+        ))),
+        None => {}
+    }
     if cluster.is_provisioned() && !cluster.agent_installed && state == ClusterState::Provisioning {
         steps.push(Step::InstallAgent);
     }
@@ -428,6 +466,61 @@ mod tests {
 
     fn steps(cluster: &CapiCluster, stored: Option<&Cluster>) -> Vec<Step> {
         decide(cluster, stored, 0, FIVE_MINUTES, &cluster_networks())
+    }
+
+    /// Issue 15: the control-plane annotation is the cluster's setting, checked as the
+    /// API checks it; a wrong one is reported with its field path and the cluster is
+    /// registered all the same.
+    #[test]
+    fn the_control_plane_annotation_is_synced_and_a_wrong_one_reported_with_its_path() {
+        let annotated = |value: &str| {
+            let mut cluster = capi(PHASE_PROVISIONED);
+            cluster.control_plane = object(json!({
+                "metadata": {"name": "prod-1", "namespace": "shop",
+                             "annotations": {CONTROL_PLANE_ANNOTATION: value}}
+            }))
+            .control_plane;
+            cluster
+        };
+        let good = annotated(r#"{"etcd": {"addresses": ["10.0.0.10:2381"]}}"#);
+        let expected: crate::control_plane::ControlPlaneScrape =
+            serde_json::from_str(r#"{"etcd": {"addresses": ["10.0.0.10:2381"]}}"#).unwrap();
+        let decided = steps(&good, None);
+        assert!(decided.contains(&Step::Register), "{decided:?}");
+        assert!(
+            decided.contains(&Step::SyncControlPlane(Box::new(
+                expected.validate().unwrap()
+            ))),
+            "{decided:?}"
+        );
+        let too_large = format!(
+            r#"{{"etcd": {{"notScraped": "{}"}}}}"#,
+            "x".repeat(MAX_CONTROL_PLANE_SETTING_BYTES)
+        );
+        for (value, needle) in [
+            (
+                r#"{"etcd": {"addresses": ["127.0.0.1:2381"]}}"#,
+                "controlPlane.etcd.addresses[0]",
+            ),
+            (r#"{"kubeProxy": {}}"#, "unknown field"),
+            ("etcd: {}", "not a JSON object"),
+            (too_large.as_str(), "larger than"),
+        ] {
+            let bad = annotated(value);
+            let decided = steps(&bad, None);
+            assert!(decided.contains(&Step::Register), "{value}: {decided:?}");
+            assert!(
+                decided.iter().any(|s| matches!(s, Step::Skip(reason)
+                    if reason.contains(CONTROL_PLANE_ANNOTATION) && reason.contains(needle))),
+                "{value}: {decided:?}"
+            );
+            assert!(
+                !decided
+                    .iter()
+                    .any(|s| matches!(s, Step::SyncControlPlane(_))),
+                "{decided:?}"
+            );
+        }
     }
 
     #[test]

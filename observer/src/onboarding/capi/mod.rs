@@ -104,7 +104,8 @@ use tokio::task::JoinHandle;
 pub use self::relist::{RelistReport, relist};
 
 use self::decide::{
-    AGENT_INSTALLED_ANNOTATION, CapiCluster, FINALIZER, Step, cluster_api_resource, decide,
+    AGENT_INSTALLED_ANNOTATION, CONTROL_PLANE_ANNOTATION, CapiCluster, FINALIZER, Step,
+    cluster_api_resource, decide,
 };
 use self::install::{InstallError, WorkloadConnector};
 use self::relist::relist_every;
@@ -631,6 +632,31 @@ impl Applying<'_> {
                     .cloned()
                     .collect();
                 set_finalizers(context, cluster, finalizers).await?;
+            }
+            Step::SyncControlPlane(setting) => {
+                let allowed = kaas_pipeline::SecretNamespaces::only(
+                    context.settings.secret_namespaces.iter().cloned(),
+                );
+                if let Err(error) = setting.check_secret_namespaces(&allowed) {
+                    context.report_skip(
+                        cluster,
+                        &format!("annotation {CONTROL_PLANE_ANNOTATION} not applied: {error}"),
+                    );
+                    return Ok(());
+                }
+                let current = context
+                    .store
+                    .cluster_control_planes(Some(&self.tenant))
+                    .await?
+                    .remove(&self.id);
+                crate::onboarding::sync_control_plane(
+                    &context.store,
+                    Source::ClusterApi,
+                    (&self.tenant, &self.id),
+                    &setting,
+                    current.as_ref(),
+                )
+                .await?;
             }
             Step::Skip(reason) => context.report_skip(cluster, &reason),
         }

@@ -12,11 +12,17 @@
 //!   "apiEndpoint": "https://prod-1.k8s.example:6443"}]
 //! ```
 //!
-//! `labels`, `apiEndpoint` (also `api_endpoint`) and `kubeconfig` are optional; other fields are
+//! `labels`, `apiEndpoint` (also `api_endpoint`), `kubeconfig` and `controlPlane` are optional; other fields are
 //! ignored, because the inventory is the provider's API, not ours. Each entry is checked
 //! like `POST /api/v1/clusters` ([`super::registration_problems`]). An invalid entry is
 //! skipped and reported, but its name still counts as listed, so a typo in one label
 //! never deletes a cluster; a name listed twice counts as listed and is not applied.
+//!
+//! `controlPlane` is the cluster's control-plane setting ([`crate::control_plane`]),
+//! the object `PUT /api/v1/clusters/{name}/control-plane` takes, checked the same way:
+//! a wrong field makes the entry invalid with its path (`controlPlane.etcd.addresses[0]`).
+//! The observer stores it whenever it differs from the stored one; an entry without it
+//! leaves the cluster's setting as an administrator set it.
 //!
 //! An entry may carry `"deleted": true`: the inventory's own word that the cluster is
 //! deleted (a provider that keeps deleted clusters in its list with a flag, or lists
@@ -91,6 +97,7 @@ use super::{
     ClusterAction, OnboardingMetrics, Source, SyncFailure, ensure_tenant, registration_problems,
     with_source_label,
 };
+use crate::control_plane::ValidatedControlPlane;
 use crate::egress::EgressPolicy;
 use crate::lifecycle::DEFAULT_SILENT_AFTER;
 use crate::lifecycle::guard::MassDeletionGuard;
@@ -154,6 +161,9 @@ pub struct InventorySettings {
     /// How agents are installed into listed clusters that name a kubeconfig; `None`
     /// checks kubeconfigs but installs nothing.
     pub install: Option<AgentInstall>,
+    /// The namespaces agents may read Secrets in (`--agent-secret-namespaces`): an
+    /// entry's `controlPlane.etcd.clientCertificateSecret` must name one.
+    pub secret_namespaces: Vec<String>,
 }
 
 impl InventorySettings {
@@ -171,6 +181,7 @@ impl InventorySettings {
             silent_after: DEFAULT_SILENT_AFTER,
             egress: EgressPolicy::default(),
             install: None,
+            secret_namespaces: vec![crate::api::manifest::AGENT_NAMESPACE.to_owned()],
         }
     }
 
@@ -269,6 +280,9 @@ pub struct InventoryCluster {
     /// Its kubeconfig, checked ([`check_kubeconfig`]): the observer installs the agent
     /// through it.
     pub kubeconfig: Option<SecretString>,
+    /// Its control-plane setting (`controlPlane`, checked as the API checks it); `None`
+    /// leaves the stored setting as it is.
+    pub control_plane: Option<Box<ValidatedControlPlane>>,
 }
 
 impl InventoryCluster {
@@ -333,6 +347,8 @@ struct InventoryEntry {
     deleted: bool,
     #[serde(default)]
     kubeconfig: Option<String>,
+    #[serde(default, alias = "control_plane")]
+    control_plane: Option<Value>,
 }
 
 /// Parses and checks an inventory answer (API endpoints against `egress`). `Err` only
@@ -384,6 +400,14 @@ pub fn parse_inventory(body: &[u8], egress: &EgressPolicy) -> Result<Inventory, 
             Some(Ok(checked)) => Some(checked),
             None => None,
         };
+        let control_plane = match entry.control_plane.map(super::control_plane_setting) {
+            Some(Err(reason)) => {
+                problems.push(reason);
+                None
+            }
+            Some(Ok(checked)) => Some(Box::new(checked)),
+            None => None,
+        };
         if !problems.is_empty() {
             inventory.invalid.push(InvalidEntry {
                 name: Some(entry.name),
@@ -400,6 +424,7 @@ pub fn parse_inventory(body: &[u8], egress: &EgressPolicy) -> Result<Inventory, 
                 api_endpoint: entry.api_endpoint,
                 deleted: entry.deleted,
                 kubeconfig,
+                control_plane,
             },
         );
     }
@@ -594,6 +619,9 @@ impl InventorySource {
         }
         self.reported_skips = skipped_now;
         self.hold(&verdict.held, &mut report).await?;
+        if let Err(error) = self.sync_control_planes(&inventory).await {
+            failed.get_or_insert(error);
+        }
         // Only entries with a kubeconfig are installed: without one, no second listing.
         if let Some(installer) = &mut self.installer
             && inventory.clusters.values().any(|c| c.kubeconfig.is_some())
@@ -607,6 +635,52 @@ impl InventorySource {
             Some(error) => Err(PollError::Store(error)),
             None => Ok(report),
         }
+    }
+
+    /// Stores the control-plane setting of every listed entry that has one and whose
+    /// live cluster (registered from the inventory) holds another.
+    async fn sync_control_planes(&self, inventory: &Inventory) -> Result<(), StoreError> {
+        if inventory
+            .clusters
+            .values()
+            .all(|c| c.control_plane.is_none())
+        {
+            return Ok(());
+        }
+        let stored = self.store.list_clusters(None).await?;
+        let current = self.store.cluster_control_planes(None).await?;
+        let allowed =
+            kaas_pipeline::SecretNamespaces::only(self.settings.secret_namespaces.iter().cloned());
+        for listed in inventory.clusters.values() {
+            let Some(setting) = &listed.control_plane else {
+                continue;
+            };
+            if let Err(error) = setting.check_secret_namespaces(&allowed) {
+                self.report_skip(
+                    &listed.name,
+                    &listed.tenant,
+                    format!("controlPlane not applied: {error}"),
+                );
+                continue;
+            }
+            let Some(cluster) = stored.iter().find(|c| {
+                c.tenant == listed.tenant
+                    && c.name == listed.name
+                    && super::managed_by(c, Source::Inventory)
+                    && !c.state.is_leaving()
+            }) else {
+                continue;
+            };
+            super::sync_control_plane(
+                &self.store,
+                Source::Inventory,
+                (&cluster.tenant, &cluster.id),
+                setting,
+                current.get(&cluster.id),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Stores the changes the mass-deletion guard held (replacing the ones it held
