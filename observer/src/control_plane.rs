@@ -397,30 +397,8 @@ impl ComponentScrape {
                     .to_owned(),
             );
         }
-        if let Some(secret) = &self.client_certificate_secret {
-            let secret_path = format!("{path}.clientCertificateSecret");
-            if component != Component::Etcd {
-                add(
-                    secret_path,
-                    "only etcd is scraped with a client certificate".to_owned(),
-                );
-            } else if self.addresses.is_empty() || self.scheme != Some(Scheme::Https) {
-                add(
-                    secret_path,
-                    "needs addresses and scheme: https; the certificate is presented over TLS"
-                        .to_owned(),
-                );
-            } else if self.service_account_credentials {
-                add(
-                    secret_path,
-                    "set either serviceAccountCredentials or clientCertificateSecret".to_owned(),
-                );
-            } else if split_name(secret).is_none() {
-                add(
-                    secret_path,
-                    format!("{secret:?} is not namespace/name of a Secret"),
-                );
-            }
+        if let Some(problem) = self.client_certificate_problem(component) {
+            add(format!("{path}.clientCertificateSecret"), problem);
         }
         if self.service_account_credentials && self.scheme != Some(Scheme::Https) {
             add(
@@ -434,24 +412,8 @@ impl ComponentScrape {
                 format!("at most {MAX_ADDRESSES} addresses"),
             );
         }
-        let mut seen = BTreeSet::new();
-        for (i, address) in self.addresses.iter().enumerate() {
-            if let Err(reason) = check_host_port(address) {
-                add(format!("{path}.addresses[{i}]"), reason);
-            } else if is_loopback(address) {
-                add(
-                    format!("{path}.addresses[{i}]"),
-                    format!(
-                        "{address:?} is the agent pod's own loopback, never a control-plane \
-                         component; give an address of the node or a Service"
-                    ),
-                );
-            } else if !seen.insert(address) {
-                add(
-                    format!("{path}.addresses[{i}]"),
-                    format!("{address:?} is listed twice"),
-                );
-            }
+        for (i, reason) in self.address_problems() {
+            add(format!("{path}.addresses[{i}]"), reason);
         }
         if let Some(metrics_path) = &self.metrics_path
             && (!metrics_path.starts_with('/')
@@ -490,6 +452,48 @@ impl ComponentScrape {
             return None;
         }
         Some(self.decided())
+    }
+
+    /// What is wrong with the component's client certificate setting, if anything.
+    fn client_certificate_problem(&self, component: Component) -> Option<String> {
+        let secret = self.client_certificate_secret.as_ref()?;
+        if component != Component::Etcd {
+            Some("only etcd is scraped with a client certificate".to_owned())
+        } else if self.addresses.is_empty() || self.scheme != Some(Scheme::Https) {
+            Some(
+                "needs addresses and scheme: https; the certificate is presented over TLS"
+                    .to_owned(),
+            )
+        } else if self.service_account_credentials {
+            Some("set either serviceAccountCredentials or clientCertificateSecret".to_owned())
+        } else if split_name(secret).is_none() {
+            Some(format!("{secret:?} is not namespace/name of a Secret"))
+        } else {
+            None
+        }
+    }
+
+    /// The addresses that are not a usable `host:port` of a node or Service, by index,
+    /// with the reason.
+    fn address_problems(&self) -> Vec<(usize, String)> {
+        let mut problems = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, address) in self.addresses.iter().enumerate() {
+            if let Err(reason) = check_host_port(address) {
+                problems.push((i, reason));
+            } else if is_loopback(address) {
+                problems.push((
+                    i,
+                    format!(
+                        "{address:?} is the agent pod's own loopback, never a control-plane \
+                         component; give an address of the node or a Service"
+                    ),
+                ));
+            } else if !seen.insert(address) {
+                problems.push((i, format!("{address:?} is listed twice")));
+            }
+        }
+        problems
     }
 
     /// The component as checked: what [`Self::validate`] returns once nothing is wrong.

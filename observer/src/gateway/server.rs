@@ -247,38 +247,15 @@ async fn receive(
             return answer(metrics, origin, StatusCode::FORBIDDEN, refusal.to_string());
         }
     };
-    if let Some(standings) = &state.standings
-        && let Err(refusal) = standings
-            .check(&identity.cluster, &serial, Instant::now())
-            .await
-    {
-        let status = match refusal {
-            StandingRefusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            StandingRefusal::Revoked
-            | StandingRefusal::ClusterDeleted
-            | StandingRefusal::Unknown => StatusCode::FORBIDDEN,
-        };
-        return answer(metrics, origin, status, refusal.to_string());
+    if let Some((status, reason)) = standing_refusal(&state, &identity.cluster, &serial).await {
+        return answer(metrics, origin, status, reason);
     }
     if let Some(refusal) = unsupported_encoding(&headers) {
         return answer(metrics, origin, StatusCode::UNSUPPORTED_MEDIA_TYPE, refusal);
     }
-    let limit = state.push_limits.max_body_bytes;
-    let body = match axum::body::to_bytes(body, limit).await {
+    let body = match read_body(body, state.push_limits.max_body_bytes).await {
         Ok(body) => body,
-        Err(error) => {
-            let too_large = error
-                .into_inner()
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            return if too_large {
-                let reason = format!("the body is larger than {limit} bytes");
-                answer(metrics, origin, StatusCode::PAYLOAD_TOO_LARGE, reason)
-            } else {
-                let reason = "the body could not be read".to_owned();
-                answer(metrics, origin, StatusCode::BAD_REQUEST, reason)
-            };
-        }
+        Err((status, reason)) => return answer(metrics, origin, status, reason),
     };
     let pushed = match kaas_series::remote_write::decode(&body, &state.push_limits) {
         Ok(pushed) => pushed,
@@ -356,6 +333,47 @@ async fn receive(
         .emit(metrics);
     }
     answer(metrics, origin, upstream.status, upstream.reason)
+}
+
+/// Why the certificate's standing in the store refuses the request, with the answer's
+/// status, if it does (with `--database-url`; without it every certificate the CA
+/// signed stands).
+async fn standing_refusal(
+    state: &GatewayState,
+    cluster: &str,
+    serial: &str,
+) -> Option<(StatusCode, String)> {
+    let standings = state.standings.as_ref()?;
+    let refusal = standings
+        .check(cluster, serial, Instant::now())
+        .await
+        .err()?;
+    let status = match refusal {
+        StandingRefusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        StandingRefusal::Revoked | StandingRefusal::ClusterDeleted | StandingRefusal::Unknown => {
+            StatusCode::FORBIDDEN
+        }
+    };
+    Some((status, refusal.to_string()))
+}
+
+/// The body, read up to `limit` bytes; too large is 413, unreadable 400.
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, (StatusCode, String)> {
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_large = error
+            .into_inner()
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some();
+        if too_large {
+            let reason = format!("the body is larger than {limit} bytes");
+            (StatusCode::PAYLOAD_TOO_LARGE, reason)
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                "the body could not be read".to_owned(),
+            )
+        }
+    })
 }
 
 /// Why a request's encoding is not remote-write 1.0 with snappy, if it is not.
