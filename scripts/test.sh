@@ -44,6 +44,10 @@ ensure_python_packages() {
     echo "==> installing rotel (OTLP receiver) from PyPI"
     python3 -m pip install --quiet rotel
   fi
+  if ! python3 -c "import opentelemetry.proto.collector.logs.v1.logs_service_pb2" >/dev/null 2>&1; then
+    echo "==> installing opentelemetry-proto (independent OTLP decoder for tests) from PyPI"
+    python3 -m pip install --quiet 'opentelemetry-proto==1.45.2'
+  fi
   if ! command -v kubernetes-validate >/dev/null 2>&1; then
     echo "==> installing kubernetes-validate (offline manifest validation) from PyPI"
     python3 -m pip install --quiet 'kubernetes-validate==1.37.0'

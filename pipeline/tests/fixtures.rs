@@ -664,13 +664,13 @@ const BAD: &[(&str, &[&str])] = &[
     (
         "log-http-index-invalid.yaml",
         &[
-            r#"spec.output.http.index: "Logs-%Y" is not an index name: lower case, at most 255 bytes, none of \ / * ? " < > | , # : or spaces, not starting with -, _ or +"#,
+            r#"spec.output.http.index: "Logs-%Y" is not an index name: lower case, at most 255 bytes (with %N as a namespace of 63), none of \ / * ? " < > | , # : or spaces, not starting with -, _ or +"#,
         ],
     ),
     (
         "log-http-index-unknown-specifier.yaml",
         &[
-            r#"spec.output.http.index: "logs-%Y.%j" has the unknown date specifier %j; use %Y, %m, %d or %H"#,
+            r#"spec.output.http.index: "logs-%Y.%j" has the unknown specifier %j; use %Y, %m, %d or %H for the date, %N for the namespace"#,
         ],
     ),
     (

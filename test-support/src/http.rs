@@ -1,5 +1,6 @@
 //! A tiny HTTP/1.0 client for tests that read a real peer's API (Prometheus' targets,
-//! VictoriaMetrics' export). No TLS, no redirects: loopback only.
+//! VictoriaMetrics' export), and [`serve_loopback`], which the fake HTTP peers run
+//! on. No TLS, no redirects: loopback only.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -69,4 +70,25 @@ fn request(
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("no status in {head:?}"))?;
     Ok((status, body.to_owned()))
+}
+
+/// Serves `app` on `127.0.0.1:port` (0: any free port) until the returned sender is
+/// dropped; the address it listens on.
+pub async fn serve_loopback(
+    port: u16,
+    app: axum::Router,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local address");
+    let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = shutdown_rx.await;
+            })
+            .await;
+    });
+    (addr, shutdown)
 }

@@ -3,8 +3,11 @@
 //!
 //! - [`process`]: run a binary with a deadline and capture its output; keep a server
 //!   process alive for a test and kill it on drop; find free loopback ports.
-//! - [`http`]: a minimal loopback HTTP client for reading real peers' APIs.
+//! - [`http`]: a minimal loopback HTTP client for reading real peers' APIs, and the
+//!   loopback server the fake HTTP peers run on.
 //! - [`remote_write_receiver`]: a recording remote-write receiver with scripted answers.
+//! - [`recording_receiver`]: a recording HTTP receiver for any push protocol, keeping
+//!   raw bodies for the test to decode independently, with scripted answers.
 //! - [`peers`]: real nginx and Prometheus processes on loopback.
 //! - [`tls`]: certificates made per run and nginx terminating mutual TLS with them.
 //! - [`fake_observer`]: an `AgentControl` server that speaks the real control contract
@@ -15,5 +18,6 @@ pub mod fake_observer;
 pub mod http;
 pub mod peers;
 pub mod process;
+pub mod recording_receiver;
 pub mod remote_write_receiver;
 pub mod tls;

@@ -78,10 +78,6 @@ impl RemoteWriteReceiver {
 
     /// Starts on `127.0.0.1:port`, for a sender that was told the port in advance.
     pub async fn start_on(port: u16) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local address");
         let state = Arc::new(Mutex::new(State::default()));
         let arrived = Arc::new(Notify::new());
         let handler_state = state.clone();
@@ -91,14 +87,7 @@ impl RemoteWriteReceiver {
             let arrived = handler_arrived.clone();
             async move { handle(&state, &arrived, &headers, &body) }
         });
-        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = shutdown_rx.await;
-                })
-                .await;
-        });
+        let (addr, shutdown) = crate::http::serve_loopback(port, app).await;
         Self {
             addr,
             state,

@@ -3,12 +3,30 @@
 //! pipeline. The plumbing every exporter shares (the endpoint with its headers,
 //! credentials and client, TLS, secret resolution, and how failures are classified and
 //! retried) is [`crate::outbound`].
+//!
+//! Both signals go through [`Export`]: metric pipelines through [`Exporter`]
+//! (remote-write, OTLP), log pipelines through [`LogExporter`] (OTLP, Loki, HTTP),
+//! built from a validated output by [`LogExporter::new`]. A log backend that refuses
+//! some records of a request for good while storing the others (an OTLP partial
+//! success, the bulk API's per-item errors) has them counted as dropped where the
+//! answer is read ([`count_rejected`]).
 
+pub mod http;
+pub mod loki;
 pub mod otlp;
 pub mod remote_write;
 
-use crate::outbound::retry;
+use std::sync::Arc;
 
+use kaas_pipeline::logs::output::ValidatedLogOutput;
+
+use crate::internal_events::{
+    DropReason, ErrorReason, PipelineFailed, PipelineStats, SamplesDropped,
+};
+use crate::outbound::auth::ValueSources;
+use crate::outbound::retry;
+use crate::outbound::tls::TlsError;
+use crate::record::logs::{LogRequest, Logs};
 use crate::record::metrics::{Batch, EncodedRequest, Metrics};
 use crate::record::signal::{FrameEncoding, Signal};
 
@@ -64,5 +82,118 @@ pub(crate) fn raw(
 pub(crate) fn decode(body: &[u8]) -> Result<Batch, retry::SendError> {
     Batch::from_request_bytes(body).map_err(|e| retry::SendError::Permanent {
         reason: format!("a buffered batch is damaged: {e}"),
+    })
+}
+
+/// The one exporter of a log pipeline, with the pipeline's counters for records a
+/// backend refuses one by one.
+#[derive(Debug)]
+pub struct LogExporter {
+    backend: LogBackend,
+    stats: Arc<PipelineStats>,
+}
+
+/// Where a log pipeline sends.
+#[derive(Debug)]
+enum LogBackend {
+    /// OTLP over HTTP or gRPC.
+    Otlp(otlp::OtlpExporter),
+    /// Loki's push API.
+    Loki(loki::LokiExporter),
+    /// JSON lines or the Elasticsearch/OpenSearch bulk API.
+    Http(http::HttpLogExporter),
+}
+
+impl LogExporter {
+    /// The exporter a validated log output asks for; records refused one by one are
+    /// counted in `stats`, the pipeline's counters.
+    pub fn new(
+        output: &ValidatedLogOutput,
+        sources: ValueSources,
+        stats: Arc<PipelineStats>,
+    ) -> Result<Self, TlsError> {
+        let backend = match output {
+            ValidatedLogOutput::Otlp {
+                endpoint,
+                protocol,
+                timeout,
+                settings,
+            } => LogBackend::Otlp(otlp::OtlpExporter::new(
+                settings,
+                endpoint.clone(),
+                *protocol,
+                *timeout,
+                sources,
+            )?),
+            ValidatedLogOutput::Loki {
+                url,
+                tenant_id,
+                labels,
+                timeout,
+                settings,
+            } => LogBackend::Loki(loki::LokiExporter::new(
+                settings,
+                loki::LokiSettings {
+                    url: url.clone(),
+                    tenant_id: tenant_id.clone(),
+                    labels: labels.clone(),
+                    timeout: *timeout,
+                },
+                sources,
+            )?),
+            ValidatedLogOutput::Http {
+                url,
+                format,
+                index,
+                dedot,
+                timeout,
+                settings,
+            } => LogBackend::Http(http::HttpLogExporter::new(
+                settings,
+                http::HttpLogSettings {
+                    url: url.clone(),
+                    format: *format,
+                    index: index.clone(),
+                    dedot: *dedot,
+                    timeout: *timeout,
+                },
+                sources,
+            )?),
+        };
+        Ok(Self { backend, stats })
+    }
+}
+
+impl Export for LogExporter {
+    type Signal = Logs;
+
+    async fn send(&self, request: &LogRequest) -> Result<(), retry::SendError> {
+        match &self.backend {
+            LogBackend::Otlp(exporter) => exporter.send_logs(request, &self.stats).await,
+            LogBackend::Loki(exporter) => exporter.send(request).await,
+            LogBackend::Http(exporter) => exporter.send(request, &self.stats).await,
+        }
+    }
+}
+
+/// Counts records a backend refused for good while it stored the rest of their
+/// request: `kaas_agent_pipeline_samples_dropped_total{reason="RejectedByBackend"}` and
+/// a `DataDropped` error saying why.
+pub(crate) fn count_rejected(stats: &PipelineStats, records: u64, reason: String) {
+    SamplesDropped {
+        reason: DropReason::RejectedByBackend,
+        samples: records,
+    }
+    .emit(stats);
+    PipelineFailed::new(ErrorReason::DataDropped, reason).emit(stats);
+}
+
+/// A buffered log request that does not read can never be sent: dropped (and
+/// counted by the sender) rather than retried.
+pub(crate) fn damaged<T>(
+    result: Result<T, crate::record::logs::LogBatchError>,
+) -> Result<T, retry::SendError> {
+    result.map_err(|e| retry::SendError::Permanent {
+        reason: e.to_string(),
     })
 }

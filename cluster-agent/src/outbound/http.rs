@@ -18,6 +18,29 @@ use crate::internal_events::ErrorReason;
 /// How much of an error response body is kept for the error message.
 const ERROR_BODY_EXCERPT: usize = 256;
 
+/// An output's settings that make its endpoint: headers, credentials, TLS.
+pub trait OutputEndpoint {
+    /// The headers, authentication and TLS settings.
+    fn endpoint_parts(&self) -> (&[Header], Option<&Authentication>, Option<&Tls>);
+}
+
+macro_rules! output_endpoint {
+    ($($output:ty),*) => {$(
+        impl OutputEndpoint for $output {
+            fn endpoint_parts(&self) -> (&[Header], Option<&Authentication>, Option<&Tls>) {
+                (&self.headers, self.authentication.as_ref(), self.tls.as_ref())
+            }
+        }
+    )*};
+}
+
+output_endpoint!(
+    kaas_pipeline::output::RemoteWriteOutput,
+    kaas_pipeline::output::OtlpOutput,
+    kaas_pipeline::logs::output::LokiOutput,
+    kaas_pipeline::logs::output::HttpLogOutput
+);
+
 /// One backend endpoint's settings and clients.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -30,7 +53,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// An endpoint with these settings.
-    pub fn new(
+    fn new(
         headers: &[Header],
         authentication: Option<&Authentication>,
         tls: Option<&Tls>,
@@ -45,6 +68,15 @@ impl Endpoint {
             sources,
             http: ClientCache::default(),
         })
+    }
+
+    /// The endpoint of an output's settings.
+    pub fn for_output(
+        output: &impl OutputEndpoint,
+        sources: ValueSources,
+    ) -> Result<Self, TlsError> {
+        let (headers, authentication, tls) = output.endpoint_parts();
+        Self::new(headers, authentication, tls, sources)
     }
 
     /// The TLS settings with their secrets resolved now.

@@ -6,6 +6,8 @@
 //!   and sender serve every signal: how a record's payload splits into frames and
 //!   joins into requests (frame encoding), and which frames must stay in order
 //!   together (sharding key).
+//! - [`logs`]: the log record ([`logs::LogBatch`], OTLP `ResourceLogs`) and the log
+//!   signal.
 //! - [`metrics`]: the metric record ([`metrics::Batch`], a remote-write 1.0
 //!   `WriteRequest`) and the metric signal.
 //! - [`wire`]: remote-write 1.0 encoded by hand for the hot path, and split into frames
@@ -13,6 +15,7 @@
 //! - [`shared_labels`]: the per-target dictionary of encoded labels the scrapers'
 //!   series caches refer to.
 
+pub mod logs;
 pub mod metrics;
 pub mod shared_labels;
 pub mod signal;

@@ -123,8 +123,8 @@ pub struct HttpLogOutput {
     /// `jsonLines` (default) or `elasticsearchBulk`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<HttpLogFormat>,
-    /// The bulk API's index, with the record's date by `%Y`, `%m`, `%d`, `%H`.
-    /// Default `logs-%Y.%m.%d`. Only for `elasticsearchBulk`.
+    /// The bulk API's index, with the record's UTC date by `%Y`, `%m`, `%d`, `%H` and
+    /// its namespace by `%N`. Default `logs-%Y.%m.%d`. Only for `elasticsearchBulk`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<String>,
     /// Replace `.` and `/` with `_` in pod label and annotation keys, as Elasticsearch
@@ -482,10 +482,30 @@ impl HttpLogOutput {
     }
 }
 
-/// Checks a bulk index pattern: date specifiers `%Y %m %d %H` (and `%%`), and a name
-/// Elasticsearch and OpenSearch accept once they are filled in.
-pub fn check_index_pattern(pattern: &str) -> Result<(), String> {
-    let mut name = String::new();
+/// Longest namespace a `%N` of an index pattern is filled with: a Kubernetes
+/// namespace name (a DNS label) is at most this long.
+pub const MAX_INDEX_NAMESPACE_LEN: usize = 63;
+
+/// What a bulk index pattern is filled with for one record: its UTC date and hour and
+/// its namespace (already a DNS label of at most [`MAX_INDEX_NAMESPACE_LEN`]).
+#[derive(Clone, Copy, Debug)]
+pub struct IndexFill<'a> {
+    /// Year, `%Y`.
+    pub year: i64,
+    /// Month 1 to 12, `%m`.
+    pub month: u32,
+    /// Day of the month, `%d`.
+    pub day: u32,
+    /// Hour 0 to 23, `%H`.
+    pub hour: u32,
+    /// Namespace, `%N`.
+    pub namespace: &'a str,
+}
+
+/// A bulk index pattern filled in: `%Y %m %d %H` the date, `%N` the namespace, `%%` a
+/// `%`; any other specifier is refused, saying which.
+pub fn fill_index_pattern(pattern: &str, fill: &IndexFill<'_>) -> Result<String, String> {
+    let mut name = String::with_capacity(pattern.len() + 16);
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
         if c != '%' {
@@ -493,17 +513,37 @@ pub fn check_index_pattern(pattern: &str) -> Result<(), String> {
             continue;
         }
         match chars.next() {
-            Some('Y') => name.push_str("2026"),
-            Some('m' | 'd' | 'H') => name.push_str("01"),
+            Some('Y') => name.push_str(&format!("{:04}", fill.year)),
+            Some('m') => name.push_str(&format!("{:02}", fill.month)),
+            Some('d') => name.push_str(&format!("{:02}", fill.day)),
+            Some('H') => name.push_str(&format!("{:02}", fill.hour)),
+            Some('N') => name.push_str(fill.namespace),
             Some('%') => name.push('%'),
             other => {
                 let shown = other.map(String::from).unwrap_or_default();
                 return Err(format!(
-                    "{pattern:?} has the unknown date specifier %{shown}; use %Y, %m, %d or %H"
+                    "{pattern:?} has the unknown specifier %{shown}; use %Y, %m, %d or %H for \
+                     the date, %N for the namespace"
                 ));
             }
         }
     }
+    Ok(name)
+}
+
+/// Checks a bulk index pattern: specifiers as [`fill_index_pattern`] knows them, and a
+/// name Elasticsearch and OpenSearch accept once they are filled in (with the longest
+/// namespace, so no record's index can be too long).
+pub fn check_index_pattern(pattern: &str) -> Result<(), String> {
+    let longest = "n".repeat(MAX_INDEX_NAMESPACE_LEN);
+    let fill = IndexFill {
+        year: 2026,
+        month: 1,
+        day: 1,
+        hour: 0,
+        namespace: &longest,
+    };
+    let name = fill_index_pattern(pattern, &fill)?;
     let forbidden = |c: char| c.is_ascii_uppercase() || "\\/*?\"<>| ,#:".contains(c);
     if name.is_empty()
         || name.len() > MAX_INDEX_NAME_LEN
@@ -512,8 +552,9 @@ pub fn check_index_pattern(pattern: &str) -> Result<(), String> {
         || name.chars().any(forbidden)
     {
         return Err(format!(
-            "{pattern:?} is not an index name: lower case, at most {MAX_INDEX_NAME_LEN} bytes, \
-             none of \\ / * ? \" < > | , # : or spaces, not starting with -, _ or +"
+            "{pattern:?} is not an index name: lower case, at most {MAX_INDEX_NAME_LEN} bytes \
+             (with %N as a namespace of {MAX_INDEX_NAMESPACE_LEN}), none of \\ / * ? \" < > | , # : \
+             or spaces, not starting with -, _ or +"
         ));
     }
     Ok(())
@@ -526,6 +567,15 @@ mod tests {
     #[test]
     fn index_patterns() {
         assert_eq!(check_index_pattern("logs-%Y.%m.%d"), Ok(()));
+        assert_eq!(check_index_pattern("logs-%N-%Y"), Ok(()));
+        let long = format!(
+            "{}-%N",
+            "x".repeat(MAX_INDEX_NAME_LEN - MAX_INDEX_NAMESPACE_LEN)
+        );
+        assert!(
+            check_index_pattern(&long).is_err(),
+            "too long with a long namespace"
+        );
         assert_eq!(check_index_pattern("app-%H%%"), Ok(()));
         assert!(check_index_pattern("logs-%Q").unwrap_err().contains("%Q"));
         assert!(check_index_pattern("logs-%").is_err());

@@ -1,10 +1,15 @@
-//! OTLP metrics export over HTTP/protobuf or gRPC, with the pipeline's headers,
+//! OTLP export of metrics and logs over HTTP/protobuf or gRPC, with the pipeline's headers,
 //! credentials and TLS (rustls with ring on both transports; for gRPC through a
 //! hyper-rustls connector, so `insecureSkipVerify` and `serverName` work the same).
 //!
 //! Retries follow the OTLP specification: over HTTP, 429 and 5xx; over gRPC, the codes
 //! it lists as retryable (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`,
 //! `ABORTED`, `CANCELLED`, `OUT_OF_RANGE`, `DATA_LOSS`). Anything else drops the batch.
+//! A partial success drops what the backend refused: a metric batch whole, of a log
+//! request only the refused records (counted), the rest being stored.
+//!
+//! Logs travel as the buffer holds them: over HTTP the encoded
+//! `ExportLogsServiceRequest` is posted without decoding it.
 
 pub mod convert;
 
@@ -12,7 +17,7 @@ use std::time::Duration;
 
 use kaas_pipeline::output::{OtlpOutput, OtlpProtocol};
 use kaas_proto::otlp::{
-    EXPORT_METRICS_PATH, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    EXPORT_LOGS_PATH, EXPORT_METRICS_PATH, ExportLogsServiceResponse, ExportMetricsServiceResponse,
 };
 use prost::Message;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
@@ -21,12 +26,13 @@ use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::Channel;
 use url::Url;
 
-use crate::internal_events::ErrorReason;
+use crate::internal_events::{ErrorReason, PipelineStats};
 use crate::outbound::USER_AGENT as AGENT;
 use crate::outbound::auth::{AuthError, ValueSources};
 use crate::outbound::http::Endpoint;
 use crate::outbound::retry::SendError;
 use crate::outbound::tls::{ClientCache, TlsError, TlsMaterial, client_config};
+use crate::record::logs::LogRequest;
 use crate::record::metrics::Batch;
 
 /// Sends batches to one OTLP endpoint.
@@ -40,8 +46,8 @@ pub struct OtlpExporter {
 }
 
 impl OtlpExporter {
-    /// An exporter for a validated output (`url` already ends in `/v1/metrics` for
-    /// HTTP).
+    /// An exporter for a validated output (`url` already ends in `/v1/metrics` or
+    /// `/v1/logs` for HTTP).
     pub fn new(
         output: &OtlpOutput,
         url: Url,
@@ -53,26 +59,60 @@ impl OtlpExporter {
             url,
             protocol,
             timeout,
-            endpoint: Endpoint::new(
-                &output.headers,
-                output.authentication.as_ref(),
-                output.tls.as_ref(),
-                sources,
-            )?,
+            endpoint: Endpoint::for_output(output, sources)?,
             grpc: ClientCache::default(),
         })
     }
 
-    /// Sends one batch.
+    /// Sends one metric batch.
     pub async fn send(&self, batch: &Batch) -> Result<(), SendError> {
         let request = convert::to_request(batch);
-        match self.protocol {
-            OtlpProtocol::Http => self.send_http(request).await,
-            OtlpProtocol::Grpc => self.send_grpc(request).await,
-        }
+        let response: ExportMetricsServiceResponse = match self.protocol {
+            OtlpProtocol::Http => self.post_http(request.encode_to_vec()).await?,
+            OtlpProtocol::Grpc => self.call_grpc(request, EXPORT_METRICS_PATH).await?,
+        };
+        partial_success(&response)
     }
 
-    async fn send_http(&self, request: ExportMetricsServiceRequest) -> Result<(), SendError> {
+    /// Sends one log request: over HTTP its encoded body as it is, over gRPC decoded
+    /// first. Records the backend refused in a partial success are counted as dropped
+    /// in `stats`; the rest is delivered.
+    pub async fn send_logs(
+        &self,
+        request: &LogRequest,
+        stats: &PipelineStats,
+    ) -> Result<(), SendError> {
+        let response: ExportLogsServiceResponse = match self.protocol {
+            OtlpProtocol::Http => {
+                self.post_http(super::damaged(request.raw())?.into_owned())
+                    .await?
+            }
+            OtlpProtocol::Grpc => {
+                self.call_grpc(super::damaged(request.decode())?, EXPORT_LOGS_PATH)
+                    .await?
+            }
+        };
+        if let Some(partial) = response.partial_success
+            && partial.rejected_log_records > 0
+        {
+            super::count_rejected(
+                stats,
+                u64::try_from(partial.rejected_log_records).unwrap_or(u64::MAX),
+                format!(
+                    "the backend rejected {} log records: {}",
+                    partial.rejected_log_records, partial.error_message
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// POSTs an encoded OTLP request; the decoded answer (an empty answer, or one that
+    /// does not decode, as the default: the request was accepted).
+    async fn post_http<Response: Message + Default>(
+        &self,
+        body: Vec<u8>,
+    ) -> Result<Response, SendError> {
         let headers = [
             (
                 CONTENT_TYPE,
@@ -82,13 +122,21 @@ impl OtlpExporter {
         ];
         let body = self
             .endpoint
-            .post(&self.url, self.timeout, &headers, request.encode_to_vec())
+            .post(&self.url, self.timeout, &headers, body)
             .await?;
-        partial_success(&ExportMetricsServiceResponse::decode(body.as_ref()).unwrap_or_default())
+        Ok(Response::decode(body.as_ref()).unwrap_or_default())
     }
 
     #[tracing::instrument(name = "export", level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client", rpc.system = "grpc"))]
-    async fn send_grpc(&self, request: ExportMetricsServiceRequest) -> Result<(), SendError> {
+    async fn call_grpc<Request, Response>(
+        &self,
+        request: Request,
+        path: &'static str,
+    ) -> Result<Response, SendError>
+    where
+        Request: Message + Send + Sync + 'static,
+        Response: Message + Default + Send + Sync + 'static,
+    {
         let material = self.endpoint.tls_material()?;
         let (url, timeout) = (self.url.clone(), self.timeout);
         let channel = self
@@ -106,15 +154,12 @@ impl OtlpExporter {
         for (name, value) in self.endpoint.request_headers().await? {
             insert_metadata(&mut call, name.as_str(), value.as_bytes())?;
         }
-        let codec = tonic_prost::ProstCodec::<
-            ExportMetricsServiceRequest,
-            ExportMetricsServiceResponse,
-        >::default();
+        let codec = tonic_prost::ProstCodec::<Request, Response>::default();
         match grpc
-            .unary(call, PathAndQuery::from_static(EXPORT_METRICS_PATH), codec)
+            .unary(call, PathAndQuery::from_static(path), codec)
             .await
         {
-            Ok(response) => partial_success(response.get_ref()),
+            Ok(response) => Ok(response.into_inner()),
             Err(status) => Err(grpc_error(&status)),
         }
     }

@@ -45,12 +45,7 @@ impl RemoteWriteExporter {
             url,
             version,
             timeout,
-            endpoint: Endpoint::new(
-                &output.headers,
-                output.authentication.as_ref(),
-                output.tls.as_ref(),
-                sources,
-            )?,
+            endpoint: Endpoint::for_output(output, sources)?,
         })
     }
 
