@@ -12,8 +12,11 @@
 //! 3. `scrape` reads each target (`scrape::client` fetches, `scrape::scraper` parses
 //!    with the series cache of `scrape::cache` and hands frames to `scrape::sink`),
 //!    and `push` receives what workloads push (remote-write, OTLP), authenticated
-//!    per pipeline;
-//! 4. `processing` relabels and filters each sample for its pipeline;
+//!    per pipeline; `log_inputs` reads container logs, the node's journal and plain
+//!    files into OTLP log records and offers each batch to every pipeline that takes
+//!    it, committing read positions only behind their acknowledgements;
+//! 4. `processing` relabels and filters each sample for its pipeline (log records:
+//!    `processing::logs`);
 //! 5. `topology::inlet` writes each record (in the format of `record`, which every
 //!    signal shares) into the pipeline's own disk buffer (the kaas-buffer crate) and
 //!    acknowledges it once it is durable;
@@ -40,6 +43,7 @@ pub mod exporters;
 pub mod files;
 pub mod internal_events;
 pub mod labels;
+pub mod log_inputs;
 pub mod outbound;
 pub mod pipeline;
 pub mod processing;

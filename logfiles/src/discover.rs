@@ -3,7 +3,10 @@
 //! reached through symlinks are not entered, a symlinked file is admitted only when its
 //! target lies inside the same root, and denied paths (the agent's data directory, the
 //! service-account token, the identity key) are refused by path and by inode, so a hard
-//! link to a denied file is refused too. The tailer re-checks the inode after opening.
+//! link to a denied file is refused too. A denied *directory*'s files cannot be known
+//! by inode (the buffer's segments come and go), so a plain file with more than one
+//! hard link is refused as well: its other name may be inside one. The tailer
+//! re-checks the inode after opening.
 
 use std::collections::HashSet;
 use std::fs::Metadata;
@@ -81,6 +84,9 @@ pub enum RefusalReason {
     Unresolvable,
     /// Not a regular file (a FIFO, a socket, a device, a directory).
     NotRegularFile,
+    /// A plain file with more than one hard link: its other names may lie in a denied
+    /// directory (log writers and rotation do not hard-link files).
+    HardLinked,
 }
 
 /// One refused path.
@@ -305,7 +311,14 @@ impl Walk<'_> {
 
     /// Admits one candidate file, or records why not.
     fn admit(&mut self, path: PathBuf, root: &Path, source: Source) {
-        match self.check(&path, root) {
+        let checked = self.check(&path, root).and_then(|(open_path, meta)| {
+            if source == Source::Plain && meta.nlink() > 1 {
+                Err(RefusalReason::HardLinked)
+            } else {
+                Ok((open_path, meta))
+            }
+        });
+        match checked {
             Ok((open_path, meta)) => self.found.push(DiscoveredFile {
                 path,
                 open_path,

@@ -38,6 +38,9 @@ fn hostile_tree() -> Hostile {
     symlink(token_dir.join("token"), logs.join("app/token.log")).expect("test setup");
     symlink(data.join("identity.key"), logs.join("app/key.log")).expect("test setup");
     std::fs::hard_link(data.join("identity.key"), logs.join("app/hard.log")).expect("test setup");
+    // A file of the denied data directory that is not itself listed (a buffer segment).
+    std::fs::hard_link(data.join("buffer.log"), logs.join("app/hard-buffer.log"))
+        .expect("test setup");
     symlink(base.join("outside"), logs.join("app/escape")).expect("test setup");
     std::fs::create_dir_all(logs.join("other")).expect("test setup");
     std::fs::write(logs.join("other/real.txt"), "seq=2\n").expect("test setup");
@@ -94,6 +97,11 @@ fn denied_paths_and_escaping_symlinks_are_refused() {
         reason("app/hard.log"),
         RefusalReason::Denied,
         "a hard link to the key is the key"
+    );
+    assert_eq!(
+        reason("app/hard-buffer.log"),
+        RefusalReason::HardLinked,
+        "a hard link into a denied directory cannot be told from its inode"
     );
     assert_eq!(
         reason("kaas-agent"),

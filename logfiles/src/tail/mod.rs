@@ -218,6 +218,15 @@ impl Tailer {
         if !self.dirty {
             return Ok(());
         }
+        self.committed().store(&self.config.checkpoint)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// The committed positions as [`Tailer::save_checkpoint`] writes them (files in no
+    /// particular order), without touching the disk: to compare two tailers'
+    /// positions.
+    pub fn committed(&self) -> Checkpoint {
         let files = self
             .files
             .values()
@@ -229,9 +238,7 @@ impl Tailer {
                 path: file.source.path.clone(),
             })
             .collect();
-        Checkpoint { files }.store(&self.config.checkpoint)?;
-        self.dirty = false;
-        Ok(())
+        Checkpoint { files }
     }
 
     /// Drops finished files whose every position is committed.

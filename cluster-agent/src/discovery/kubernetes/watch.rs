@@ -31,7 +31,20 @@ pub type NodeSnapshot = Snapshot<Node>;
 
 /// Watches every pod of the cluster; the receiver sees each published snapshot.
 pub fn watch_pods(client: Client) -> (channel::Receiver<PodSnapshot>, JoinHandle<()>) {
-    watch_all(Api::all(client))
+    watch_with(Api::all(client), watcher::Config::default())
+}
+
+/// Watches the pods scheduled to `node` (field selector `spec.nodeName`), for the
+/// node's log inputs: the API server filters, so the store holds this node's pods
+/// only, not every pod of the cluster.
+pub fn watch_node_pods(
+    client: Client,
+    node: &str,
+) -> (channel::Receiver<PodSnapshot>, JoinHandle<()>) {
+    watch_with(
+        Api::all(client),
+        watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+    )
 }
 
 /// Watches every Service of the cluster.
@@ -41,7 +54,7 @@ pub fn watch_services(
     channel::Receiver<Snapshot<k8s_openapi::api::core::v1::Service>>,
     JoinHandle<()>,
 ) {
-    watch_all(Api::all(client))
+    watch_with(Api::all(client), watcher::Config::default())
 }
 
 /// Watches every EndpointSlice of the cluster.
@@ -51,15 +64,18 @@ pub fn watch_endpoint_slices(
     channel::Receiver<Snapshot<k8s_openapi::api::discovery::v1::EndpointSlice>>,
     JoinHandle<()>,
 ) {
-    watch_all(Api::all(client))
+    watch_with(Api::all(client), watcher::Config::default())
 }
 
 /// Watches every node of the cluster; the receiver sees each published snapshot.
 pub fn watch_nodes(client: Client) -> (channel::Receiver<NodeSnapshot>, JoinHandle<()>) {
-    watch_all(Api::all(client))
+    watch_with(Api::all(client), watcher::Config::default())
 }
 
-fn watch_all<K>(api: Api<K>) -> (channel::Receiver<Snapshot<K>>, JoinHandle<()>)
+fn watch_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (channel::Receiver<Snapshot<K>>, JoinHandle<()>)
 where
     K: kube::Resource
         + Clone
@@ -72,8 +88,7 @@ where
 {
     let (reader, writer) = reflector::store::<K>();
     let (sender, receiver) = channel::channel(Arc::new(Vec::new()));
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
     let task = tokio::spawn(run(stream, reader, sender));
     (receiver, task)
 }
@@ -146,6 +161,29 @@ mod tests {
             .expect("a request")
     }
 
+    /// Answers a list request with `items` at resource version 100.
+    fn send_list(
+        send: tower_test::mock::SendResponse<Response<Body>>,
+        items: Vec<serde_json::Value>,
+    ) {
+        let list = serde_json::json!({
+            "apiVersion": "v1", "kind": "PodList",
+            "metadata": {"resourceVersion": "100"},
+            "items": items
+        });
+        send.send_response(Response::new(Body::from(
+            serde_json::to_vec(&list).expect("json"),
+        )));
+    }
+
+    /// Answers a watch request with one `ADDED` event for `object`.
+    fn send_added(send: tower_test::mock::SendResponse<Response<Body>>, object: serde_json::Value) {
+        let event = serde_json::json!({"type": "ADDED", "object": object});
+        let mut body = serde_json::to_vec(&event).expect("json");
+        body.push(b'\n');
+        send.send_response(Response::new(Body::from(body)));
+    }
+
     async fn next_snapshot(receiver: &mut channel::Receiver<PodSnapshot>) -> PodSnapshot {
         tokio::time::timeout(Duration::from_secs(5), receiver.changed())
             .await
@@ -167,14 +205,7 @@ mod tests {
         assert_eq!(request.uri().path(), "/api/v1/pods");
         let query = request.uri().query().unwrap_or_default();
         assert!(!query.contains("watch=true"), "first a list: {query}");
-        let list = serde_json::json!({
-            "apiVersion": "v1", "kind": "PodList",
-            "metadata": {"resourceVersion": "100"},
-            "items": [pod("web-1", "10.0.0.1")]
-        });
-        send.send_response(Response::new(Body::from(
-            serde_json::to_vec(&list).unwrap(),
-        )));
+        send_list(send, vec![pod("web-1", "10.0.0.1")]);
         let first = next_snapshot(&mut snapshots).await;
         assert_eq!(first.len(), 1);
         assert_eq!(
@@ -190,10 +221,7 @@ mod tests {
             query.contains("resourceVersion=100"),
             "from the list's version: {query}"
         );
-        let event = serde_json::json!({"type": "ADDED", "object": pod("web-2", "10.0.0.2")});
-        let mut body = serde_json::to_vec(&event).unwrap();
-        body.push(b'\n');
-        send.send_response(Response::new(Body::from(body)));
+        send_added(send, pod("web-2", "10.0.0.2"));
         let second = next_snapshot(&mut snapshots).await;
         let mut names: Vec<_> = second
             .iter()
@@ -201,6 +229,59 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["web-1", "web-2"]);
+        task.abort();
+    }
+
+    /// The node's log inputs watch only their node's pods: the API server is asked
+    /// with the field selector `spec.nodeName=<node>` for the list and for the watch
+    /// after it, and the pod metadata cache the runtime input reads follows what the
+    /// watch publishes.
+    #[tokio::test]
+    async fn node_pods_are_listed_and_watched_by_field_selector() {
+        use crate::log_inputs::PodMetadataCache;
+
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let (mut snapshots, task) = watch_node_pods(client, "node-a");
+        let mut cache = PodMetadataCache::new(snapshots.clone());
+        let labelled = |name: &str, uid: &str| {
+            let mut pod = pod(name, "10.0.0.1");
+            pod["metadata"]["uid"] = uid.into();
+            pod["metadata"]["labels"] = serde_json::json!({"app": name});
+            pod["spec"]["nodeName"] = "node-a".into();
+            pod
+        };
+
+        let (request, send) = next_request(&mut handle).await;
+        assert_eq!(request.uri().path(), "/api/v1/pods");
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        assert!(!query.contains("watch=true"), "first a list: {query}");
+        assert!(
+            query.contains("fieldSelector=spec.nodeName%3Dnode-a"),
+            "only this node's pods: {query}"
+        );
+        send_list(send, vec![labelled("web-1", "uid-1")]);
+        next_snapshot(&mut snapshots).await;
+        cache.refresh();
+        assert_eq!(
+            cache.get("uid-1").map(|pod| pod.labels.clone()),
+            Some(vec![("app".to_owned(), "web-1".to_owned())])
+        );
+
+        let (request, send) = next_request(&mut handle).await;
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        assert!(query.contains("watch=true"), "then a watch: {query}");
+        assert!(
+            query.contains("fieldSelector=spec.nodeName%3Dnode-a"),
+            "the watch keeps the selector: {query}"
+        );
+        send_added(send, labelled("web-2", "uid-2"));
+        next_snapshot(&mut snapshots).await;
+        cache.refresh();
+        assert!(
+            cache.get("uid-2").is_some(),
+            "a pod added by the watch is found"
+        );
         task.abort();
     }
 }

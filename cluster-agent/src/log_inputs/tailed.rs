@@ -1,0 +1,145 @@
+//! The file tailer (`kaas_logfiles::Tailer`) as a [`LogReader`]: container logs
+//! ([`super::runtime`]) and plain files ([`super::files`]) from one tailer, each
+//! poll's records grouped by resource (one per container, one for the plain files).
+//! Its position file is the tailer's checkpoint.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use kaas_logfiles::{
+    AckToken, DiscoveryStatus, PodLogPath, Source, TailCounters, Tailer, ValidatedTailConfig,
+};
+use kaas_proto::otlp::{ResourceLogs, ScopeLogs};
+
+use super::consumer::LogBatch;
+use super::files::{file_record, file_resource};
+use super::reader::{InputError, LogReader, ReadBatch};
+use super::resource::{NodeIdentity, now_unix_nano};
+use super::runtime::{PodEnrichment, container_record, container_resource};
+
+/// Container logs and plain files read by one tailer.
+pub struct TailedLogs {
+    tailer: Tailer,
+    config: ValidatedTailConfig,
+    node: NodeIdentity,
+    enrichment: PodEnrichment,
+}
+
+impl TailedLogs {
+    /// Opens the tailer of `config` (resuming from its checkpoint).
+    pub fn open(
+        config: ValidatedTailConfig,
+        node: NodeIdentity,
+        enrichment: PodEnrichment,
+    ) -> Result<Self, InputError> {
+        Ok(Self {
+            tailer: Tailer::open(config.clone())?,
+            config,
+            node,
+            enrichment,
+        })
+    }
+
+    /// What the tailer truncated, skipped or noticed, for telemetry.
+    pub fn counters(&self) -> &TailCounters {
+        self.tailer.counters()
+    }
+
+    /// What the last poll's discovery refused (credentials, symlinks out of a root)
+    /// or left out, for health reports.
+    pub fn discovery_status(&self) -> &DiscoveryStatus {
+        self.tailer.discovery_status()
+    }
+
+    fn shape(&mut self, records: Vec<kaas_logfiles::LogRecord>) -> LogBatch {
+        let observed = now_unix_nano();
+        let count = records.len();
+        let mut resources: Vec<ResourceLogs> = Vec::new();
+        // By the address of the record's pod path (shared by every record of one
+        // file), so a record costs a pointer hash; `None` for plain files.
+        let mut index: HashMap<Option<*const PodLogPath>, usize> = HashMap::new();
+        for record in records {
+            let pod = match &record.file.source {
+                Source::Pod(path) => Some(path),
+                Source::Plain => None,
+            };
+            let slot = *index.entry(pod.map(Arc::as_ptr)).or_insert_with(|| {
+                let resource = match pod {
+                    Some(path) => container_resource(path, &self.node, &self.enrichment),
+                    None => file_resource(&self.node),
+                };
+                resources.push(ResourceLogs {
+                    resource: Some(resource),
+                    scope_logs: vec![ScopeLogs::default()],
+                    ..ResourceLogs::default()
+                });
+                resources.len() - 1
+            });
+            let record = match pod {
+                Some(_) => container_record(record, observed),
+                None => file_record(record, observed),
+            };
+            resources[slot].scope_logs[0].log_records.push(record);
+        }
+        LogBatch {
+            resource_logs: resources,
+            records: count,
+        }
+    }
+}
+
+impl LogReader for TailedLogs {
+    type Ticket = AckToken;
+
+    fn read(&mut self) -> Result<Option<ReadBatch<AckToken>>, InputError> {
+        self.enrichment.refresh();
+        let batch = self.tailer.poll();
+        if batch.records.is_empty() {
+            // Positions without records (lines skipped, a rotated file finished)
+            // need nothing durable; committing them now is safe, as they apply only
+            // behind every earlier batch.
+            self.tailer.commit(batch.token);
+            return Ok(None);
+        }
+        Ok(Some(ReadBatch {
+            batch: self.shape(batch.records),
+            ticket: batch.token,
+        }))
+    }
+
+    fn commit(&mut self, ticket: AckToken) {
+        self.tailer.commit(ticket);
+    }
+
+    fn persist(&mut self) -> Result<(), InputError> {
+        Ok(self.tailer.save_checkpoint()?)
+    }
+
+    fn save_position_as(&mut self, path: &Path) -> Result<(), InputError> {
+        Ok(self.tailer.committed().store(path)?)
+    }
+
+    fn open_sibling(&self, path: &Path) -> Result<Self, InputError> {
+        let mut config = self.config.clone();
+        config.checkpoint = path.to_path_buf();
+        Self::open(config, self.node.clone(), self.enrichment.clone())
+    }
+
+    fn caught_up(&self) -> bool {
+        self.tailer.unread_bytes() == 0 && self.tailer.unacknowledged_batches() == 0
+    }
+
+    fn same_position(&mut self, other: &mut Self) -> Result<bool, InputError> {
+        let sorted = |tailed: &Self| {
+            let mut files = tailed.tailer.committed().files;
+            files.sort_by_key(|file| file.id);
+            files
+        };
+        Ok(sorted(self) == sorted(other))
+    }
+
+    fn max_uncommitted(&self) -> usize {
+        self.config.limits.max_unacked_batches
+    }
+}
