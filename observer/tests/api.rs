@@ -1498,6 +1498,7 @@ mod api {
             json!([
                 {"name": "clusters", "limit": 1000, "used": 0, "default": 1000, "overridden": false},
                 {"name": "pipelines/MetricPipeline", "limit": 50, "used": 0, "default": 50, "overridden": false},
+                {"name": "pipelines/LogPipeline", "limit": 50, "used": 0, "default": 50, "overridden": false},
                 {"name": "probes", "limit": 200, "used": 0, "default": 200, "overridden": false},
             ])
         );

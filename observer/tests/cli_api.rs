@@ -530,7 +530,8 @@ spec:
             ["QUOTA", "USED", "LIMIT", "DEFAULT", "OVERRIDDEN"]
         );
         assert_eq!(lines[1], ["clusters", "0", "1000", "1000", "no"]);
-        assert_eq!(lines[3], ["probes", "0", "200", "200", "no"]);
+        assert_eq!(lines[3], ["pipelines/LogPipeline", "0", "50", "50", "no"]);
+        assert_eq!(lines[4], ["probes", "0", "200", "200", "no"]);
         let args = [
             "tenant",
             "quota",

@@ -130,6 +130,16 @@ pub fn parse_value(location: String, value: Value, context: &ValidationContext) 
     parse_kind(location, value, context, &[KIND], validate)
 }
 
+/// Parses and validates one `LogPipeline` given as a YAML or JSON value, in `context`;
+/// a document of another kind is refused.
+pub fn parse_log_value(
+    location: String,
+    value: Value,
+    context: &ValidationContext,
+) -> Document<ValidatedLogPipeline> {
+    parse_kind(location, value, context, &[LOG_KIND], validate_log_pipeline)
+}
+
 /// Parses and validates one pipeline of any kind given as a YAML or JSON value, by its
 /// `kind` (a document without a known kind is read as a `MetricPipeline`, so its other
 /// problems are reported too).

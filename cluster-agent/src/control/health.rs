@@ -77,6 +77,9 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
         last_error: last_error(pipeline, now_ms),
         targets_up,
         targets_down,
+        // Every pipeline the agent runs today is a metric pipeline; log pipelines are
+        // accepted in a configuration but not run yet, so nothing is reported for them.
+        kind: kaas_pipeline::KIND.to_owned(),
     }
 }
 

@@ -25,9 +25,10 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::buffer::{DEFAULT_BUFFER_BUDGET, MIN_BUFFER_BYTES};
+use kaas_pipeline::selector::ClusterSelector;
 use kaas_pipeline::units::parse_byte_quantity;
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +37,7 @@ use super::clusters::{ClusterPathQuery, visible_cluster};
 use super::model::FieldProblem;
 use super::{ApiError, ApiState, json_body};
 use crate::store::pipeline_rows::PipelineRow;
-use crate::store::{Cluster, StoredPipeline};
+use crate::store::{Cluster, PipelineKind};
 
 /// The budgets the API checks against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,7 +188,7 @@ async fn view(state: &ApiState, cluster: &Cluster) -> Result<BufferBudgetView, A
         .await?
         .get(&cluster.id)
         .copied();
-    let pipelines = readable_pipelines(state, &cluster.tenant).await?;
+    let pipelines = buffer_asks(state, &cluster.tenant).await?;
     Ok(BufferBudgetView {
         cluster: cluster.name.clone(),
         cluster_id: cluster.id.clone(),
@@ -199,49 +200,67 @@ async fn view(state: &ApiState, cluster: &Cluster) -> Result<BufferBudgetView, A
     })
 }
 
-/// The tenant's stored pipelines the observer can read. One it cannot read runs
-/// nowhere, so it takes no buffer, and it must not fail the checks of the tenant's
-/// other pipelines and clusters (nor the apply that repairs it).
-async fn readable_pipelines(
+/// What one stored pipeline asks of the buffer budget of the clusters it selects.
+struct BufferAsk {
+    kind: &'static str,
+    name: String,
+    selector: ClusterSelector,
+    bytes: u64,
+}
+
+/// What the tenant's stored pipelines of every kind the observer can read ask for. One
+/// it cannot read runs nowhere, so it takes no buffer, and it must not fail the checks
+/// of the tenant's other pipelines and clusters (nor the apply that repairs it).
+async fn buffer_asks(state: &ApiState, tenant: &str) -> Result<Vec<BufferAsk>, ApiError> {
+    let mut asks = asks_of::<ValidatedPipeline>(state, tenant).await?;
+    asks.extend(asks_of::<ValidatedLogPipeline>(state, tenant).await?);
+    Ok(asks)
+}
+
+async fn asks_of<P: PipelineKind>(
     state: &ApiState,
     tenant: &str,
-) -> Result<Vec<StoredPipeline>, ApiError> {
+) -> Result<Vec<BufferAsk>, ApiError> {
     Ok(state
         .store
-        .list_pipeline_rows(Some(tenant))
+        .list_pipeline_rows_of::<P>(Some(tenant))
         .await?
         .into_iter()
         .filter_map(|row| match row {
-            PipelineRow::Readable(stored) => Some(*stored),
+            PipelineRow::Readable(stored) => Some(BufferAsk {
+                kind: P::KIND,
+                name: stored.name().to_owned(),
+                selector: stored.pipeline.cluster_selector().clone(),
+                bytes: stored.pipeline.buffer_max_bytes(),
+            }),
             PipelineRow::Unreadable(_) => None,
         })
         .collect())
 }
 
-/// What the stored `pipelines` selecting a cluster with `labels` ask for together,
-/// leaving out the one named `except`.
+/// What the stored pipelines selecting a cluster with `labels` ask for together,
+/// leaving out the one of kind and name `except`.
 fn asked(
-    pipelines: &[StoredPipeline],
+    pipelines: &[BufferAsk],
     labels: &BTreeMap<String, String>,
-    except: Option<&str>,
+    except: Option<(&str, &str)>,
 ) -> u64 {
     pipelines
         .iter()
-        .filter(|p| Some(p.pipeline.name()) != except)
-        .filter(|p| p.pipeline.spec().cluster_selector.matches(labels))
-        .fold(0u64, |sum, p| {
-            sum.saturating_add(p.pipeline.buffer.max_bytes.get())
-        })
+        .filter(|p| Some((p.kind, p.name.as_str())) != except)
+        .filter(|p| p.selector.matches(labels))
+        .fold(0u64, |sum, p| sum.saturating_add(p.bytes))
 }
 
-/// Refuses (422, naming each cluster) a pipeline whose apply would take a cluster it
-/// selects over its budget (see the module documentation).
-pub(super) async fn check_pipeline(
+/// Refuses (422, naming each cluster) a pipeline of any kind whose apply would take a
+/// cluster it selects over its budget (see the module documentation): the buffers of
+/// every kind share the cluster's budget.
+pub(super) async fn check_pipeline<P: PipelineKind>(
     state: &ApiState,
     tenant: &str,
-    pipeline: &ValidatedPipeline,
+    pipeline: &P,
 ) -> Result<(), ApiError> {
-    let selector = &pipeline.spec().cluster_selector;
+    let selector = pipeline.cluster_selector();
     let clusters: Vec<Cluster> = state
         .store
         .list_clusters(Some(tenant))
@@ -253,19 +272,18 @@ pub(super) async fn check_pipeline(
     if clusters.is_empty() {
         return Ok(());
     }
-    let pipelines = readable_pipelines(state, tenant).await?;
-    let previous = pipelines
-        .iter()
-        .find(|p| p.pipeline.name() == pipeline.name());
+    let pipelines = buffer_asks(state, tenant).await?;
+    let this = (P::KIND, pipeline.name());
+    let previous = pipelines.iter().find(|p| (p.kind, p.name.as_str()) == this);
     let budgets = state.store.cluster_buffer_budgets(tenant).await?;
-    let ask = pipeline.buffer.max_bytes.get();
+    let ask = pipeline.buffer_max_bytes();
     let problems: Vec<(String, FieldProblem)> = clusters
         .iter()
         .filter_map(|cluster| {
-            let others = asked(&pipelines, &cluster.labels, Some(pipeline.name()));
+            let others = asked(&pipelines, &cluster.labels, Some(this));
             let before = previous
-                .filter(|p| p.pipeline.spec().cluster_selector.matches(&cluster.labels))
-                .map_or(0, |p| p.pipeline.buffer.max_bytes.get());
+                .filter(|p| p.selector.matches(&cluster.labels))
+                .map_or(0, |p| p.bytes);
             let budget = budgets.get(&cluster.id).copied();
             over_budget(
                 state.buffer_budgets,
@@ -292,7 +310,7 @@ pub(super) async fn check_new_cluster(
     name: &str,
     labels: &BTreeMap<String, String>,
 ) -> Result<(), ApiError> {
-    let pipelines = readable_pipelines(state, tenant).await?;
+    let pipelines = buffer_asks(state, tenant).await?;
     let total = asked(&pipelines, labels, None);
     let problems = over_budget(state.buffer_budgets, None, name, 0, total)
         .map(|message| {

@@ -42,6 +42,7 @@ use axum::routing::{delete, get, post};
 use serde::de::DeserializeOwned;
 
 pub use error::ApiError;
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
 use model::FieldProblem;
 
 use crate::egress::EgressPolicy;
@@ -139,17 +140,8 @@ pub fn app(state: ApiState) -> Router {
                 .put(control_plane::put)
                 .delete(control_plane::delete),
         )
-        .route(
-            "/api/v1/pipelines",
-            post(pipelines::create).get(pipelines::list),
-        )
-        .route(
-            "/api/v1/pipelines/{name}",
-            axum::routing::put(pipelines::put)
-                .get(pipelines::get)
-                .delete(pipelines::delete),
-        )
-        .route("/api/v1/pipelines/{name}/status", get(pipelines::status))
+        .merge(pipeline_routes::<ValidatedPipeline>())
+        .merge(pipeline_routes::<ValidatedLogPipeline>())
         .route("/api/v1/probes", post(probes::create).get(probes::list))
         .route(
             "/api/v1/probes/{name}",
@@ -169,6 +161,27 @@ pub fn app(state: ApiState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// The routes of pipelines of kind `P`, under `/api/v1/<collection>`
+/// ([`pipelines::route_of`]).
+fn pipeline_routes<P: crate::store::PipelineKind>() -> Router<ApiState> {
+    let base = format!("/api/v1/{}", pipelines::route_of::<P>());
+    Router::new()
+        .route(
+            &base,
+            post(pipelines::create::<P>).get(pipelines::list::<P>),
+        )
+        .route(
+            &format!("{base}/{{name}}"),
+            axum::routing::put(pipelines::put::<P>)
+                .get(pipelines::get::<P>)
+                .delete(pipelines::delete::<P>),
+        )
+        .route(
+            &format!("{base}/{{name}}/status"),
+            get(pipelines::status::<P>),
+        )
 }
 
 /// Liveness: the process answers.

@@ -399,10 +399,12 @@ pub struct JoinToken {
     pub manifest: String,
 }
 
-/// A stored pipeline. Inline secret values read `***`.
+/// A stored pipeline of the kind `R` (`MetricPipeline` by default, `LogPipeline`).
+/// Inline secret values read `***`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PipelineView {
+#[schemars(rename = "{R}View")]
+pub struct PipelineView<R = MetricPipeline> {
     /// The owning tenant.
     pub tenant: String,
     /// The pipeline's name.
@@ -415,15 +417,16 @@ pub struct PipelineView {
     pub updated_at_ms: i64,
     /// The resource, with `metadata.generation` and `status` filled in; it can be edited
     /// and applied again as it is (`***` keeps the stored secret).
-    pub resource: MetricPipeline,
+    pub resource: R,
 }
 
-/// `GET /api/v1/pipelines`.
+/// `GET /api/v1/pipelines` and `GET /api/v1/logpipelines`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PipelineList {
+#[schemars(rename = "{R}List")]
+pub struct PipelineList<R = MetricPipeline> {
     /// The pipelines the caller may see.
-    pub items: Vec<PipelineView>,
+    pub items: Vec<PipelineView<R>>,
 }
 
 /// What applying a pipeline did.
@@ -449,24 +452,29 @@ impl ApplyResult {
     }
 }
 
-/// `PUT /api/v1/pipelines/{name}` and `POST /api/v1/pipelines` answer.
+/// `PUT /api/v1/pipelines/{name}` and `POST /api/v1/pipelines` answer (and the same of
+/// `/api/v1/logpipelines`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AppliedPipeline {
+#[schemars(rename = "Applied{R}")]
+pub struct AppliedPipeline<R = MetricPipeline> {
     /// What happened (or, for a dry run, what would happen).
     pub result: ApplyResult,
     /// True when nothing was stored.
     pub dry_run: bool,
     /// The pipeline as stored (or as it would be stored).
-    pub pipeline: PipelineView,
+    pub pipeline: PipelineView<R>,
 }
 
-/// `GET /api/v1/pipelines/{name}/status`.
+/// `GET /api/v1/pipelines/{name}/status` (and `/api/v1/logpipelines/{name}/status`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PipelineStatusView {
     /// The owning tenant.
     pub tenant: String,
+    /// The pipeline's kind.
+    #[serde(default = "metric_kind")]
+    pub kind: String,
     /// The pipeline's name.
     pub name: String,
     /// The pipeline's current generation.
@@ -541,4 +549,8 @@ pub struct PendingDeletionView {
 pub struct ConfirmedDeletions {
     /// The held changes now confirmed, applied by their source at its next pass.
     pub confirmed: Vec<PendingDeletionView>,
+}
+
+fn metric_kind() -> String {
+    kaas_pipeline::KIND.to_owned()
 }

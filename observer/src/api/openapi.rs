@@ -2,11 +2,13 @@
 //! body and answer.
 //!
 //! The paths are written out here by hand; the schemas come from the wire types in
-//! [`model`](super::model) and from [`MetricPipeline`] through `schemars` with its
+//! [`model`](super::model) and from every pipeline kind
+//! ([`MetricPipeline`](kaas_pipeline::MetricPipeline),
+//! [`LogPipeline`](kaas_pipeline::LogPipeline)) through `schemars` with its
 //! OpenAPI 3.0 settings, so they are exactly what the handlers read and write.
 //! `tests/schemathesis.rs` fuzzes the running API against this document.
 
-use kaas_pipeline::{API_GROUP_VERSION, KIND, MetricPipeline};
+use kaas_pipeline::{API_GROUP_VERSION, ValidatedLogPipeline, ValidatedPipeline};
 use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
@@ -26,6 +28,7 @@ use super::probes::{ProbeEndpointList, ProbeEndpointRequest, ProbeEndpointView};
 use super::quotas::{SetQuotasRequest, TenantQuotasView};
 use super::secrets::RekeyResult;
 use crate::control_plane::ControlPlaneScrape;
+use crate::store::PipelineKind;
 
 /// The document's `info.version`: the observer's version.
 const API_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -83,19 +86,29 @@ pub fn document() -> Value {
     let mut paths = health_paths(&answers);
     paths.extend(tenant_and_token_paths(&mut s, &answers, &shared));
     paths.extend(cluster_paths(&mut s, &answers, &shared));
-    paths.extend(pipeline_paths(&mut s, &answers, &shared));
+    paths.extend(pipeline_paths::<ValidatedPipeline>(
+        &mut s, &answers, &shared,
+    ));
+    paths.extend(pipeline_paths::<ValidatedLogPipeline>(
+        &mut s, &answers, &shared,
+    ));
     paths.extend(admin_paths(&mut s, &answers));
     paths.extend(probe_paths(&mut s, &answers, &shared));
     let mut schemas = s.0.take_definitions(true);
-    if let Some(pipeline) = schemas.get_mut("MetricPipeline") {
-        add_envelope(pipeline);
+    for kind in [
+        <ValidatedPipeline as PipelineKind>::KIND,
+        <ValidatedLogPipeline as PipelineKind>::KIND,
+    ] {
+        if let Some(pipeline) = schemas.get_mut(kind) {
+            add_envelope(pipeline, kind);
+        }
     }
     json!({
         "openapi": "3.0.3",
         "info": {
             "title": "kaas-observer",
             "version": API_VERSION,
-            "description": "The observer's REST API: tenants, API tokens, clusters and MetricPipelines. \
+            "description": "The observer's REST API: tenants, API tokens, clusters, MetricPipelines and LogPipelines. \
                 Every operation except the health endpoints needs `Authorization: Bearer <token>`. \
                 Timestamps are Unix milliseconds.",
         },
@@ -392,15 +405,26 @@ fn cluster_paths(s: &mut Schemas, answers: &Answers, shared: &Shared) -> Map<Str
     into_map(paths)
 }
 
-/// MetricPipelines and their status.
-fn pipeline_paths(s: &mut Schemas, answers: &Answers, shared: &Shared) -> Map<String, Value> {
-    let pipeline = s.of::<MetricPipeline>();
+/// Pipelines of kind `P` and their status, under `/api/v1/pipelines` (metric) or
+/// `/api/v1/logpipelines`; operation ids name the kind (`applyPipeline`,
+/// `applyLogPipeline`).
+fn pipeline_paths<P: PipelineKind>(
+    s: &mut Schemas,
+    answers: &Answers,
+    shared: &Shared,
+) -> Map<String, Value> {
+    let kind = P::KIND;
+    let base = format!("/api/v1/{}", super::pipelines::route_of::<P>());
+    // `MetricPipeline` keeps its operation ids from before there were other kinds.
+    let noun = kind.strip_prefix("Metric").unwrap_or(kind);
+    let tag = super::pipelines::route_of::<P>();
+    let pipeline = s.of::<P::Resource>();
     let pipeline_body = json!({
         "required": true,
-        "description": "A MetricPipeline document; `***` as an inline secret value keeps the stored value.",
+        "description": format!("A {kind} document; `***` as an inline secret value keeps the stored value."),
         "content": { JSON: { "schema": pipeline }, YAML: { "schema": pipeline } },
     });
-    let applied = s.of::<AppliedPipeline>();
+    let applied = s.of::<AppliedPipeline<P::Resource>>();
     let apply_responses = || {
         responses(vec![
             (
@@ -414,29 +438,29 @@ fn pipeline_paths(s: &mut Schemas, answers: &Answers, shared: &Shared) -> Map<St
         ])
     };
 
-    let paths = json!({
-        "/api/v1/pipelines": {
-            "post": answers.operation("applyPipeline", "pipelines", "Create or update the pipeline named in the body.",
-                vec![shared.tenant_target.clone(), shared.dry_run.clone()], Some(pipeline_body.clone()), apply_responses(), WRITE),
-            "get": answers.operation("listPipelines", "pipelines", "List pipelines; inline secrets read `***`.", vec![shared.tenant_filter.clone()], None,
-                responses(vec![("200", ok("The pipelines.", s.of::<PipelineList>()))]), READ),
-        },
-        "/api/v1/pipelines/{name}": {
-            "put": answers.operation("putPipeline", "pipelines", "Create or update a pipeline.",
-                vec![shared.name.clone(), shared.tenant_target.clone(), shared.dry_run.clone()], Some(pipeline_body), apply_responses(), WRITE),
-            "get": answers.operation("getPipeline", "pipelines", "Read a pipeline; inline secrets read `***`.",
-                vec![shared.name.clone(), shared.tenant_target.clone()], None,
-                responses(vec![("200", ok("The pipeline.", s.of::<PipelineView>()))]), READ_ONE),
-            "delete": answers.operation("deletePipeline", "pipelines", "Delete a pipeline; agents stop running it.",
-                vec![shared.name.clone(), shared.tenant_target.clone()], None, responses(vec![("204", no_content())]), DELETE),
-        },
-        "/api/v1/pipelines/{name}/status": {
-            "get": answers.operation("getPipelineStatus", "pipelines", "Read a pipeline's conditions.",
-                vec![shared.name.clone(), shared.tenant_target.clone()], None,
-                responses(vec![("200", ok("The status.", s.of::<PipelineStatusView>()))]), READ_ONE),
-        },
-    });
-    into_map(paths)
+    let op = |verb: &str, plural: bool| format!("{verb}{noun}{}", if plural { "s" } else { "" });
+    let mut paths = Map::new();
+    paths.insert(base.clone(), json!({
+        "post": answers.operation(&op("apply", false), tag, &format!("Create or update the {kind} named in the body; with dryRun, only validate it."),
+            vec![shared.tenant_target.clone(), shared.dry_run.clone()], Some(pipeline_body.clone()), apply_responses(), WRITE),
+        "get": answers.operation(&op("list", true), tag, &format!("List {kind}s; inline secrets read `***`."), vec![shared.tenant_filter.clone()], None,
+            responses(vec![("200", ok("The pipelines.", s.of::<PipelineList<P::Resource>>()))]), READ),
+    }));
+    paths.insert(format!("{base}/{{name}}"), json!({
+        "put": answers.operation(&op("put", false), tag, &format!("Create or update a {kind}; with dryRun, only validate it."),
+            vec![shared.name.clone(), shared.tenant_target.clone(), shared.dry_run.clone()], Some(pipeline_body), apply_responses(), WRITE),
+        "get": answers.operation(&op("get", false), tag, &format!("Read a {kind}; inline secrets read `***`."),
+            vec![shared.name.clone(), shared.tenant_target.clone()], None,
+            responses(vec![("200", ok("The pipeline.", s.of::<PipelineView<P::Resource>>()))]), READ_ONE),
+        "delete": answers.operation(&op("delete", false), tag, &format!("Delete a {kind}; agents stop running it."),
+            vec![shared.name.clone(), shared.tenant_target.clone()], None, responses(vec![("204", no_content())]), DELETE),
+    }));
+    paths.insert(format!("{base}/{{name}}/status"), json!({
+        "get": answers.operation(&op("get", false).replace(noun, &format!("{noun}Status")), tag, &format!("Read a {kind}'s conditions."),
+            vec![shared.name.clone(), shared.tenant_target.clone()], None,
+            responses(vec![("200", ok("The status.", s.of::<PipelineStatusView>()))]), READ_ONE),
+    }));
+    paths
 }
 
 /// The audit trail, Cluster API namespace mappings and secrets (admin).
@@ -526,17 +550,17 @@ fn probe_paths(s: &mut Schemas, answers: &Answers, shared: &Shared) -> Map<Strin
     into_map(paths)
 }
 
-/// The derived `MetricPipeline` schema describes `spec` and `status` only (the CRD
+/// The derived schema of a pipeline kind describes `spec` and `status` only (the CRD
 /// supplies the rest); the API reads and writes the whole document, so add the
 /// Kubernetes envelope as the handlers check it.
-fn add_envelope(schema: &mut Value) {
+fn add_envelope(schema: &mut Value, kind: &str) {
     let label_map = json!({ "type": "object", "additionalProperties": { "type": "string" } });
     if let Some(properties) = schema["properties"].as_object_mut() {
         properties.insert(
             "apiVersion".into(),
             json!({ "type": "string", "enum": [API_GROUP_VERSION] }),
         );
-        properties.insert("kind".into(), json!({ "type": "string", "enum": [KIND] }));
+        properties.insert("kind".into(), json!({ "type": "string", "enum": [kind] }));
         properties.insert(
             "metadata".into(),
             json!({
@@ -604,15 +628,35 @@ mod tests {
     }
 
     #[test]
-    fn the_pipeline_schema_is_there() {
+    fn every_pipeline_kind_schema_is_there() {
         let document = document();
         let schemas = &document["components"]["schemas"];
-        assert!(schemas["MetricPipeline"].is_object(), "{schemas:#}");
-        let envelope = &schemas["MetricPipeline"]["properties"];
-        assert_eq!(envelope["kind"]["enum"][0], "MetricPipeline");
-        assert!(envelope["metadata"]["properties"]["name"].is_object());
-        assert!(envelope["spec"]["$ref"].is_string());
+        for kind in ["MetricPipeline", "LogPipeline"] {
+            assert!(schemas[kind].is_object(), "{kind}: {schemas:#}");
+            let envelope = &schemas[kind]["properties"];
+            assert_eq!(envelope["kind"]["enum"][0], kind);
+            assert!(envelope["metadata"]["properties"]["name"].is_object());
+            assert!(envelope["spec"]["$ref"].is_string());
+        }
         assert!(schemas["ErrorBody"].is_object());
         assert!(!document.to_string().contains("$defs"));
+    }
+
+    /// Every kind has the same operations, under its own collection.
+    #[test]
+    fn every_pipeline_kind_has_its_routes() {
+        let document = document();
+        let paths = &document["paths"];
+        for (base, noun) in [("pipelines", "Pipeline"), ("logpipelines", "LogPipeline")] {
+            let collection = &paths[format!("/api/v1/{base}")];
+            assert_eq!(collection["post"]["operationId"], format!("apply{noun}"));
+            assert_eq!(collection["get"]["operationId"], format!("list{noun}s"));
+            let one = &paths[format!("/api/v1/{base}/{{name}}")];
+            for (verb, method) in [("put", "put"), ("get", "get"), ("delete", "delete")] {
+                assert_eq!(one[method]["operationId"], format!("{verb}{noun}"));
+            }
+            let status = &paths[format!("/api/v1/{base}/{{name}}/status")];
+            assert_eq!(status["get"]["operationId"], format!("get{noun}Status"));
+        }
     }
 }

@@ -1,8 +1,11 @@
-//! `/api/v1/pipelines`: create-or-update (`PUT /{name}`, `POST`), read, list, delete
-//! and read the status of `MetricPipeline`s.
+//! `/api/v1/pipelines` (`MetricPipeline`s) and `/api/v1/logpipelines` (`LogPipeline`s):
+//! create-or-update (`PUT /{name}`, `POST`), validate (`?dryRun=true`), read, list,
+//! delete and read the status of pipelines. Every handler is generic over the
+//! [`PipelineKind`] and routed once per kind ([`route_of`]); names are unique per tenant
+//! and kind, so `/pipelines/shop` and `/logpipelines/shop` are two pipelines.
 //!
 //! A body is JSON, or YAML with `Content-Type: application/yaml`. It goes through the
-//! same parse and [`kaas_pipeline::validate`] as everywhere else, as a pipeline the
+//! same parse and validation of its kind as everywhere else, as a pipeline the
 //! observer distributes under the tenant policy ([`ApiState::tenant_validation`]: no
 //! `valueFrom.file`, Secrets only from the allowed namespaces, no tenancy headers, not
 //! to the provider's receiver), and is refused with 422 listing every field error.
@@ -21,10 +24,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use kaas_pipeline::agent_config::{AgentConfig, check_config_size};
-use kaas_pipeline::document::parse_value;
+use kaas_pipeline::agent_config::check_config_size;
 use kaas_pipeline::status::MetricPipelineStatus;
-use kaas_pipeline::{MetricPipeline, ValidatedPipeline};
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
@@ -34,8 +36,20 @@ use super::model::{
 };
 use super::redact::{redact, restore_redacted};
 use super::{ApiError, ApiState, BodyFormat, body_format, now_ms};
-use crate::store::StoredPipeline;
 use crate::store::pipeline_rows::{PipelineRow, UnreadablePipeline};
+use crate::store::{PipelineKind, StoredPipeline};
+
+/// The collection under `/api/v1/` that serves pipelines of kind `P`: `pipelines` for
+/// `MetricPipeline` (the first kind, whose routes predate the others), `logpipelines`
+/// for `LogPipeline`.
+pub fn route_of<P: PipelineKind>() -> &'static str {
+    if P::KIND == <ValidatedLogPipeline as PipelineKind>::KIND {
+        "logpipelines"
+    } else {
+        debug_assert_eq!(P::KIND, <ValidatedPipeline as PipelineKind>::KIND);
+        "pipelines"
+    }
+}
 
 /// Query parameters of pipeline requests.
 #[derive(Debug, Default, Deserialize)]
@@ -48,40 +62,46 @@ pub struct PipelineQuery {
     pub dry_run: bool,
 }
 
+/// An apply's answer for kind `P`.
+type Applied<P> = (
+    StatusCode,
+    Json<AppliedPipeline<<P as PipelineKind>::Resource>>,
+);
+
 /// `PUT /api/v1/pipelines/{name}`: create or update the named pipeline.
-pub async fn put(
+pub async fn put<P: PipelineKind>(
     caller: Caller,
     State(state): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<PipelineQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<AppliedPipeline>), ApiError> {
+) -> Result<Applied<P>, ApiError> {
     let Path(name) = name?;
     let Query(query) = query?;
-    apply(caller, state, Some(name), query, headers, body).await
+    apply::<P>(caller, state, Some(name), query, headers, body).await
 }
 
 /// `POST /api/v1/pipelines`: create or update the pipeline named in the body.
-pub async fn create(
+pub async fn create<P: PipelineKind>(
     caller: Caller,
     State(state): State<ApiState>,
     query: Result<Query<PipelineQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<AppliedPipeline>), ApiError> {
+) -> Result<Applied<P>, ApiError> {
     let Query(query) = query?;
-    apply(caller, state, None, query, headers, body).await
+    apply::<P>(caller, state, None, query, headers, body).await
 }
 
-async fn apply(
+async fn apply<P: PipelineKind>(
     caller: Caller,
     state: ApiState,
     url_name: Option<String>,
     query: PipelineQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<AppliedPipeline>), ApiError> {
+) -> Result<Applied<P>, ApiError> {
     let tenant = caller.target_tenant(query.tenant, "?tenant=")?;
     let format = body_format(&headers, true)?;
     let mut value = read_body(format, &body?)?;
@@ -111,22 +131,23 @@ async fn apply(
     // Fill in `***` from the stored pipeline and drop what the server owns (status,
     // generation) before validating, so validation sees what will be stored.
     let mut previous = None;
-    if let Ok(mut typed) = serde_yaml::from_value::<MetricPipeline>(value.clone())
+    if let Ok(mut typed) = serde_yaml::from_value::<P::Resource>(value.clone())
         && let Value::Mapping(map) = &mut value
     {
-        if let Some(name) = typed.metadata.name.clone() {
-            previous = match state.store.get_pipeline_row(&tenant, &name).await? {
+        if let Some(name) = P::metadata(&typed).name.clone() {
+            previous = match state.store.get_pipeline_row_of::<P>(&tenant, &name).await? {
                 Some(PipelineRow::Readable(stored)) => Some(*stored),
                 // A stored pipeline that cannot be read keeps no secret to restore: the
                 // document sent replaces it, which is how it is repaired.
                 Some(PipelineRow::Unreadable(_)) | None => None,
             };
         }
-        problems.extend(restore_redacted(
+        problems.extend(restore_redacted::<P>(
             &mut typed,
             previous.as_ref().map(|p| p.pipeline.resource()),
         ));
-        let spec = serde_yaml::to_value(&typed.spec).map_err(ApiError::internal)?;
+        let typed = serde_yaml::to_value(&typed).map_err(ApiError::internal)?;
+        let spec = typed.get("spec").cloned().unwrap_or(Value::Null);
         map.insert("spec".into(), spec);
         map.remove("status");
         if let Some(Value::Mapping(metadata)) = map.get_mut("metadata") {
@@ -141,30 +162,30 @@ async fn apply(
             }
         }
     }
-    let validated = match parse_value("body".to_owned(), value, &state.tenant_validation()).outcome
-    {
-        Ok(validated) if problems.is_empty() => validated,
-        Ok(_) => return Err(invalid(problems)),
-        Err(errors) => {
-            let mut fields: Vec<FieldProblem> = errors
-                .0
-                .into_iter()
-                .map(|e| FieldProblem {
-                    path: e.path,
-                    message: e.reason,
-                })
-                .collect();
-            fields.extend(problems);
-            return Err(invalid(fields));
-        }
-    };
+    let validated =
+        match P::parse_document("body".to_owned(), value, &state.tenant_validation()).outcome {
+            Ok(validated) if problems.is_empty() => validated,
+            Ok(_) => return Err(invalid(problems)),
+            Err(errors) => {
+                let mut fields: Vec<FieldProblem> = errors
+                    .0
+                    .into_iter()
+                    .map(|e| FieldProblem {
+                        path: e.path,
+                        message: e.reason,
+                    })
+                    .collect();
+                fields.extend(problems);
+                return Err(invalid(fields));
+            }
+        };
     check_rendered_size(&validated)?;
     super::budgets::check_pipeline(&state, &tenant, &validated).await?;
     if query.dry_run {
         if state.store.get_tenant(&tenant).await?.is_none() {
             return Err(ApiError::NotFound(format!("tenant {tenant:?} not found")));
         }
-        let answer = preview(&tenant, &validated, previous.as_ref());
+        let answer = preview::<P>(&tenant, &validated, previous.as_ref());
         return Ok((StatusCode::OK, Json(answer)));
     }
     let (stored, created) = state
@@ -196,31 +217,32 @@ async fn apply(
 }
 
 /// What applying `validated` would do, for `?dryRun=true`.
-fn preview(
+fn preview<P: PipelineKind>(
     tenant: &str,
-    validated: &ValidatedPipeline,
-    previous: Option<&StoredPipeline>,
-) -> AppliedPipeline {
+    validated: &P,
+    previous: Option<&StoredPipeline<P>>,
+) -> AppliedPipeline<P::Resource> {
     let now = now_ms();
     let (result, pipeline) = match previous {
         None => (
             ApplyResult::Created,
-            view_of(tenant, validated.resource(), 1, now, now, None),
+            view_of::<P>(tenant, validated.resource(), 1, now, now, None),
         ),
         Some(p) => {
             let old = p.pipeline.resource();
             let new = validated.resource();
-            let spec_changed = old.spec != new.spec;
+            let spec_changed = !P::same_spec(old, new);
+            let (old, new_metadata) = (P::metadata(old), P::metadata(new));
             let changed = spec_changed
-                || old.metadata.labels != new.metadata.labels
-                || old.metadata.annotations != new.metadata.annotations;
+                || old.labels != new_metadata.labels
+                || old.annotations != new_metadata.annotations;
             let (result, updated) = if changed {
                 (ApplyResult::Configured, now)
             } else {
                 (ApplyResult::Unchanged, p.updated_at_ms)
             };
             let generation = p.generation + i64::from(spec_changed);
-            let view = view_of(
+            let view = view_of::<P>(
                 tenant,
                 new,
                 generation,
@@ -241,8 +263,8 @@ fn preview(
 /// 422 when the pipeline alone renders to an agent configuration over the size limit:
 /// no cluster could ever be sent it (a pipeline that fits, but not together with the
 /// others a cluster selects, gets the `ConfigTooLarge` condition instead).
-fn check_rendered_size(validated: &ValidatedPipeline) -> Result<(), ApiError> {
-    let alone = AgentConfig::template(std::slice::from_ref(validated)).render(&BTreeMap::new());
+fn check_rendered_size<P: PipelineKind>(validated: &P) -> Result<(), ApiError> {
+    let alone = P::template(std::slice::from_ref(validated)).render(&BTreeMap::new());
     check_config_size(alone.body.len()).map_err(|too_large| {
         invalid(vec![FieldProblem {
             path: "spec".to_owned(),
@@ -304,7 +326,7 @@ fn set_name(map: &mut Mapping, name: &str) {
 }
 
 /// The answer for a stored pipeline, secrets redacted.
-pub fn view(stored: &StoredPipeline) -> PipelineView {
+pub fn view<P: PipelineKind>(stored: &StoredPipeline<P>) -> PipelineView<P::Resource> {
     PipelineView {
         tenant: stored.tenant.clone(),
         name: stored.name().to_owned(),
@@ -315,26 +337,28 @@ pub fn view(stored: &StoredPipeline) -> PipelineView {
     }
 }
 
-fn view_of(
+fn view_of<P: PipelineKind>(
     tenant: &str,
-    resource: &MetricPipeline,
+    resource: &P::Resource,
     generation: i64,
     created_at_ms: i64,
     updated_at_ms: i64,
     status: Option<MetricPipelineStatus>,
-) -> PipelineView {
+) -> PipelineView<P::Resource> {
     let mut resource = resource.clone();
-    redact(&mut resource);
+    redact::<P>(&mut resource);
     // What the store keeps of the metadata (see `StoredPipeline::masked_resource`).
-    let given = std::mem::take(&mut resource.metadata);
-    resource.metadata.name = given.name;
-    resource.metadata.labels = given.labels.filter(|l| !l.is_empty());
-    resource.metadata.annotations = given.annotations.filter(|a| !a.is_empty());
-    resource.metadata.generation = Some(generation);
-    resource.status = Some(status.unwrap_or_default());
+    let metadata = P::metadata_mut(&mut resource);
+    let given = std::mem::take(metadata);
+    metadata.name = given.name;
+    metadata.labels = given.labels.filter(|l| !l.is_empty());
+    metadata.annotations = given.annotations.filter(|a| !a.is_empty());
+    metadata.generation = Some(generation);
+    let name = metadata.name.clone().unwrap_or_default();
+    P::set_status(&mut resource, Some(status.unwrap_or_default()));
     PipelineView {
         tenant: tenant.to_owned(),
-        name: resource.metadata.name.clone().unwrap_or_default(),
+        name,
         generation,
         created_at_ms,
         updated_at_ms,
@@ -343,32 +367,34 @@ fn view_of(
 }
 
 /// `GET /api/v1/pipelines`.
-pub async fn list(
+pub async fn list<P: PipelineKind>(
     caller: Caller,
     State(state): State<ApiState>,
     query: Result<Query<PipelineQuery>, QueryRejection>,
-) -> Result<Json<PipelineList>, ApiError> {
+) -> Result<Json<PipelineList<P::Resource>>, ApiError> {
     let Query(query) = query?;
     let scope = caller.list_scope(query.tenant)?;
     // Row by row: a pipeline the observer cannot read is shown as stored, secrets as
     // `***`, and breaks nothing else (issue 13, finding 10).
     let items = state
         .store
-        .list_pipeline_rows(scope.as_deref())
+        .list_pipeline_rows_of::<P>(scope.as_deref())
         .await?
         .iter()
         .filter_map(|row| match row {
             PipelineRow::Readable(stored) => Some(view(stored)),
-            PipelineRow::Unreadable(unreadable) => unreadable_view(unreadable),
+            PipelineRow::Unreadable(unreadable) => unreadable_view::<P>(unreadable),
         })
         .collect();
     Ok(Json(PipelineList { items }))
 }
 
 /// The answer for a stored pipeline that cannot be read, if its document parses.
-fn unreadable_view(unreadable: &UnreadablePipeline) -> Option<PipelineView> {
+fn unreadable_view<P: PipelineKind>(
+    unreadable: &UnreadablePipeline<P::Resource>,
+) -> Option<PipelineView<P::Resource>> {
     unreadable.masked.as_ref().map(|resource| {
-        view_of(
+        view_of::<P>(
             &unreadable.tenant,
             resource,
             unreadable.generation,
@@ -380,16 +406,16 @@ fn unreadable_view(unreadable: &UnreadablePipeline) -> Option<PipelineView> {
 }
 
 /// `GET /api/v1/pipelines/{name}`.
-pub async fn get(
+pub async fn get<P: PipelineKind>(
     caller: Caller,
     State(state): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<PipelineQuery>, QueryRejection>,
-) -> Result<Json<PipelineView>, ApiError> {
-    match find(&caller, &state, name, query).await? {
+) -> Result<Json<PipelineView<P::Resource>>, ApiError> {
+    match find::<P>(&caller, &state, name, query).await? {
         PipelineRow::Readable(stored) => Ok(Json(view(&stored))),
         PipelineRow::Unreadable(unreadable) => {
-            unreadable_view(&unreadable).map(Json).ok_or_else(|| {
+            unreadable_view::<P>(&unreadable).map(Json).ok_or_else(|| {
                 ApiError::Conflict(format!(
                     "the stored pipeline cannot be read ({}); apply it again or delete it",
                     unreadable.reason
@@ -400,15 +426,16 @@ pub async fn get(
 }
 
 /// `GET /api/v1/pipelines/{name}/status`.
-pub async fn status(
+pub async fn status<P: PipelineKind>(
     caller: Caller,
     State(state): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<PipelineQuery>, QueryRejection>,
 ) -> Result<Json<PipelineStatusView>, ApiError> {
-    let row = find(&caller, &state, name, query).await?;
+    let row = find::<P>(&caller, &state, name, query).await?;
     Ok(Json(PipelineStatusView {
         tenant: row.tenant().to_owned(),
+        kind: P::KIND.to_owned(),
         name: row.name().to_owned(),
         generation: row.generation(),
         status: row.status().clone(),
@@ -416,32 +443,32 @@ pub async fn status(
 }
 
 /// `DELETE /api/v1/pipelines/{name}`.
-pub async fn delete(
+pub async fn delete<P: PipelineKind>(
     caller: Caller,
     State(state): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<PipelineQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let row = find(&caller, &state, name, query).await?;
+    let row = find::<P>(&caller, &state, name, query).await?;
     state
         .store
-        .delete_pipeline(row.tenant(), row.name(), &caller.actor())
+        .delete_pipeline_of::<P>(row.tenant(), row.name(), &caller.actor())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn find(
+async fn find<P: PipelineKind>(
     caller: &Caller,
     state: &ApiState,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<PipelineQuery>, QueryRejection>,
-) -> Result<PipelineRow, ApiError> {
+) -> Result<PipelineRow<P>, ApiError> {
     let Path(name) = name?;
     let Query(query) = query?;
     let tenant = caller.target_tenant(query.tenant, "?tenant=")?;
     state
         .store
-        .get_pipeline_row(&tenant, &name)
+        .get_pipeline_row_of::<P>(&tenant, &name)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("pipeline {name:?} not found")))
+        .ok_or_else(|| ApiError::NotFound(format!("{} {name:?} not found", P::KIND)))
 }

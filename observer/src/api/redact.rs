@@ -2,19 +2,20 @@
 //! request keeps the stored value.
 //!
 //! Inline values (`value` of a header or of a [`ValueSource`](kaas_pipeline::secret::ValueSource))
-//! only occur in a pipeline's output; [`Output::inline_secrets_mut`] finds every one, the
-//! same walk the store uses to seal them. [`for_each_inline_secret`] gives each two names:
+//! only occur in a pipeline's output; [`PipelineKind::inline_secrets_mut`] finds every
+//! one, the same walk the store uses to seal them, for every kind of pipeline. [`for_each_inline_secret`] gives each two names:
 //! the field path used in error messages (headers by index, as validation writes them)
 //! and a matching key that names headers by header name, so reordering headers in an
 //! edited document still finds each stored value.
 
 use std::collections::BTreeMap;
 
-use kaas_pipeline::MetricPipeline;
-use kaas_pipeline::output::{OAuth2, Output, Tls};
+use kaas_pipeline::output::{OAuth2, Tls};
 use kaas_pipeline::secret::SecretString;
 
 use super::model::FieldProblem;
+use crate::store::PipelineKind;
+use crate::store::pipeline_kind::OutputEndpoint;
 
 /// What every inline secret reads in an answer, and what keeps the stored value in a
 /// request.
@@ -22,31 +23,16 @@ pub use crate::store::MASKED_SECRET as REDACTED;
 
 /// Calls `visit(path, key, value)` for every inline secret value of `pipeline`; `path`
 /// starts with `spec.output.`.
-pub fn for_each_inline_secret(
-    pipeline: &mut MetricPipeline,
+pub fn for_each_inline_secret<P: PipelineKind>(
+    pipeline: &mut P::Resource,
     visit: &mut dyn FnMut(&str, &str, &mut SecretString),
 ) {
-    let output: &mut Output = &mut pipeline.spec.output;
-    let header_names = |headers: &[kaas_pipeline::output::Header]| -> Vec<String> {
-        headers
-            .iter()
-            .map(|h| h.name.to_ascii_lowercase())
-            .collect()
-    };
-    let rw_headers = output
-        .prometheus_remote_write
-        .as_ref()
-        .map(|rw| header_names(&rw.headers))
-        .unwrap_or_default();
-    let otlp_headers = output
-        .otlp
-        .as_ref()
-        .map(|otlp| header_names(&otlp.headers))
-        .unwrap_or_default();
-    for (relative, value) in output.inline_secrets_mut() {
+    let endpoints = P::output_endpoints(pipeline);
+    for (relative, value) in P::inline_secrets_mut(pipeline) {
         let path = format!("spec.output.{relative}");
-        let key = header_key(&relative, "prometheusRemoteWrite", &rw_headers)
-            .or_else(|| header_key(&relative, "otlp", &otlp_headers))
+        let key = endpoints
+            .iter()
+            .find_map(|e| header_key(&relative, e.base, &e.header_names))
             .unwrap_or_else(|| path.clone());
         visit(&path, &key, value);
     }
@@ -64,8 +50,8 @@ fn header_key(relative: &str, base: &str, names: &[String]) -> Option<String> {
 
 /// Replaces every inline secret value with `***` (the store's masking, so API answers
 /// and the store agree on what is secret).
-pub fn redact(pipeline: &mut MetricPipeline) {
-    crate::store::mask_secrets(pipeline);
+pub fn redact<P: PipelineKind>(pipeline: &mut P::Resource) {
+    crate::store::mask_secrets::<P>(pipeline);
 }
 
 /// Replaces each `***` in `incoming` with the value stored at the same place in
@@ -73,20 +59,20 @@ pub fn redact(pipeline: &mut MetricPipeline) {
 /// so is a `***` kept while the place its secret goes to changed
 /// ([`destination_change`]): whoever may edit a pipeline may not thereby send its
 /// stored credential to a host of their choosing; the secret must be given again.
-pub fn restore_redacted(
-    incoming: &mut MetricPipeline,
-    stored: Option<&MetricPipeline>,
+pub fn restore_redacted<P: PipelineKind>(
+    incoming: &mut P::Resource,
+    stored: Option<&P::Resource>,
 ) -> Vec<FieldProblem> {
     let mut known = BTreeMap::new();
     if let Some(stored) = stored {
         let mut stored = stored.clone();
-        for_each_inline_secret(&mut stored, &mut |_, key, value| {
+        for_each_inline_secret::<P>(&mut stored, &mut |_, key, value| {
             known.insert(key.to_owned(), value.clone());
         });
     }
     let mut problems = Vec::new();
     let mut kept = Vec::new();
-    for_each_inline_secret(incoming, &mut |path, key, value| {
+    for_each_inline_secret::<P>(incoming, &mut |path, key, value| {
         if value.expose() != REDACTED {
             return;
         }
@@ -104,10 +90,9 @@ pub fn restore_redacted(
         }
     });
     if let Some(stored) = stored {
+        let (stored, incoming) = (P::output_endpoints(stored), P::output_endpoints(incoming));
         for path in kept {
-            if let Some(changed) =
-                destination_change(&stored.spec.output, &incoming.spec.output, &path)
-            {
+            if let Some(changed) = destination_change(&stored, &incoming, &path) {
                 problems.push(FieldProblem {
                     path,
                     message: format!(
@@ -127,27 +112,28 @@ pub fn restore_redacted(
 /// secret (headers, basic, bearer, the client certificate and key) to the output's
 /// URL, with the TLS settings deciding which server is trusted to receive it. The CA
 /// is not a secret sent anywhere and may be kept.
-pub fn destination_change(stored: &Output, incoming: &Output, path: &str) -> Option<String> {
+pub fn destination_change(
+    stored: &[OutputEndpoint],
+    incoming: &[OutputEndpoint],
+    path: &str,
+) -> Option<String> {
     let (kind, relative) = path
         .strip_prefix("spec.output.")?
         .split_once('.')
         .unwrap_or(("", ""));
     let base = format!("spec.output.{kind}");
-    let endpoint = |output: &Output| -> Option<(String, Option<Tls>, Option<OAuth2>)> {
-        let (url, tls, auth) = match kind {
-            "prometheusRemoteWrite" => output
-                .prometheus_remote_write
-                .as_ref()
-                .map(|rw| (&rw.url, &rw.tls, &rw.authentication))?,
-            "otlp" => output
-                .otlp
-                .as_ref()
-                .map(|otlp| (&otlp.endpoint, &otlp.tls, &otlp.authentication))?,
-            _ => return None,
-        };
-        let oauth2 = auth.as_ref().and_then(|a| a.oauth2.clone());
-        Some((normalized_url(url), tls.clone(), oauth2))
+    let endpoint = |endpoints: &[OutputEndpoint]| -> Option<(String, Option<Tls>, Option<OAuth2>)> {
+        let endpoint = endpoints.iter().find(|e| e.base == kind)?;
+        Some((
+            normalized_url(&endpoint.url),
+            endpoint.tls.clone(),
+            endpoint.oauth2.clone(),
+        ))
     };
+    let url_field = stored
+        .iter()
+        .find(|e| e.base == kind)
+        .map_or("url", |e| e.url_field);
     let (old_url, old_tls, old_oauth2) = endpoint(stored)?;
     let (new_url, new_tls, new_oauth2) = endpoint(incoming)?;
     if relative.starts_with("tls.ca.") {
@@ -158,7 +144,6 @@ pub fn destination_change(stored: &Output, incoming: &Output, path: &str) -> Opt
         return (token_url(old_oauth2) != token_url(new_oauth2))
             .then(|| format!("{base}.authentication.oauth2.tokenUrl"));
     }
-    let url_field = if kind == "otlp" { "endpoint" } else { "url" };
     if old_url != new_url {
         return Some(format!("{base}.{url_field}"));
     }
@@ -185,6 +170,18 @@ fn normalized_url(text: &str) -> String {
 mod tests {
     use super::*;
     use kaas_pipeline::secret::SecretString;
+    use kaas_pipeline::{MetricPipeline, ValidatedPipeline};
+
+    fn redact(pipeline: &mut MetricPipeline) {
+        super::redact::<ValidatedPipeline>(pipeline);
+    }
+
+    fn restore_redacted(
+        incoming: &mut MetricPipeline,
+        stored: Option<&MetricPipeline>,
+    ) -> Vec<FieldProblem> {
+        super::restore_redacted::<ValidatedPipeline>(incoming, stored)
+    }
 
     const PIPELINE: &str = r#"
 apiVersion: telemetry.kaas-observer.io/v1alpha1

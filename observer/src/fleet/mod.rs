@@ -373,6 +373,7 @@ mod tests {
             clusters: vec![connected, gone],
             pipelines: vec![PipelineSummary {
                 tenant: "shop".into(),
+                kind: "MetricPipeline".into(),
                 name: "fleet".into(),
                 generation: 3,
                 status: MetricPipelineStatus {

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kaas_pipeline::ValidatedLogPipeline;
 use kaas_pipeline::status::AgentConfigState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -112,13 +113,14 @@ pub fn cluster_config_states(
     reports: &BTreeMap<String, ConfigReport>,
     central: Option<&CentralPipelineSettings>,
 ) -> Vec<ClusterConfigState> {
-    cluster_config_states_with(pipelines, clusters, reports, central, &BTreeMap::new())
+    cluster_config_states_with(pipelines, &[], clusters, reports, central, &BTreeMap::new())
 }
 
 /// [`cluster_config_states`] with the clusters' control-plane settings (by global id),
 /// which shape their central pipelines and so their desired configurations. Pure.
 pub fn cluster_config_states_with(
     pipelines: &[StoredPipeline],
+    log_pipelines: &[StoredPipeline<ValidatedLogPipeline>],
     clusters: &[Cluster],
     reports: &BTreeMap<String, ConfigReport>,
     central: Option<&CentralPipelineSettings>,
@@ -148,9 +150,18 @@ pub fn cluster_config_states_with(
             continue;
         }
         let validated: Vec<_> = selected.iter().map(|p| p.pipeline.clone()).collect();
+        // The configuration carries the tenant's log pipelines too: without them the
+        // desired hash would never match what the agent was sent.
+        let logs: Vec<ValidatedLogPipeline> = log_pipelines
+            .iter()
+            .filter(|p| p.tenant == cluster.tenant)
+            .map(|p| p.pipeline.clone())
+            .filter(|p| p.spec().cluster_selector.matches(&cluster.labels))
+            .collect();
         let desired = render_for_cluster_with(
             cluster,
             &validated,
+            &logs,
             central,
             control_planes.get(&cluster.id),
         )
@@ -271,11 +282,15 @@ async fn compute(
     if pipelines.is_empty() {
         return Ok(Vec::new());
     }
+    let log_pipelines = store
+        .list_pipelines_of::<ValidatedLogPipeline>(None)
+        .await?;
     let clusters = store.list_clusters(None).await?;
     let reports = store.config_reports().await?;
     let control_planes = store.cluster_control_planes(None).await?;
     Ok(cluster_config_states_with(
         &pipelines,
+        &log_pipelines,
         &clusters,
         &reports,
         central,

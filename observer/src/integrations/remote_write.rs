@@ -654,6 +654,7 @@ mod tests {
             clusters: vec![cluster("edge-1", ClusterState::Active), deleted],
             pipelines: vec![PipelineSummary {
                 tenant: "shop".into(),
+                kind: "MetricPipeline".into(),
                 name: "to-vendor".into(),
                 generation: 3,
                 status: MetricPipelineStatus {

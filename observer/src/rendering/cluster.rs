@@ -1,10 +1,11 @@
-//! One cluster's configuration: the tenant pipelines its labels select, the provider's
+//! One cluster's configuration: the tenant pipelines of every kind its labels select
+//! (metric pipelines in `pipelines`, log pipelines in `logPipelines`), the provider's
 //! central pipeline if the observer has one, and the cluster's `cluster` external label.
 
 use std::collections::BTreeMap;
 
-use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::agent_config::{AgentConfig, ConfigTemplate, RenderedConfig};
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
 
 use super::central::{CentralPipelineSettings, central_pipelines_with};
 use crate::control_plane::ValidatedControlPlane;
@@ -20,30 +21,35 @@ pub fn render_for_cluster(
     pipelines: &[ValidatedPipeline],
     central: Option<&CentralPipelineSettings>,
 ) -> RenderedConfig {
-    render_for_cluster_with(cluster, pipelines, central, None)
+    render_for_cluster_with(cluster, pipelines, &[], central, None)
 }
 
-/// [`render_for_cluster`] for a cluster with its own control-plane setting.
+/// [`render_for_cluster`] with the selected log pipelines too, for a cluster with its
+/// own control-plane setting.
 pub fn render_for_cluster_with(
     cluster: &Cluster,
     pipelines: &[ValidatedPipeline],
+    log_pipelines: &[ValidatedLogPipeline],
     central: Option<&CentralPipelineSettings>,
     control_plane: Option<&ValidatedControlPlane>,
 ) -> RenderedConfig {
-    config_template(cluster, pipelines, central, control_plane).render(&external_labels(cluster))
+    config_template(cluster, pipelines, log_pipelines, central, control_plane)
+        .render(&external_labels(cluster))
 }
 
-/// The template of the configuration of `cluster`'s tenant running `pipelines`, plus
-/// the central pipeline with `central`, scraping the control plane as `control_plane`
-/// says (the defaults when `None`); [`external_labels`] complete it for a cluster.
+/// The template of the configuration of `cluster`'s tenant running `pipelines` and
+/// `log_pipelines`, plus the central pipeline with `central`, scraping the control
+/// plane as `control_plane` says (the defaults when `None`); [`external_labels`]
+/// complete it for a cluster.
 pub(super) fn config_template(
     cluster: &Cluster,
     pipelines: &[ValidatedPipeline],
+    log_pipelines: &[ValidatedLogPipeline],
     central: Option<&CentralPipelineSettings>,
     control_plane: Option<&ValidatedControlPlane>,
 ) -> ConfigTemplate {
     let Some(settings) = central else {
-        return AgentConfig::template(pipelines);
+        return AgentConfig::template_with_logs(pipelines, log_pipelines);
     };
     let mut all = pipelines.to_vec();
     let defaults = ValidatedControlPlane::default();
@@ -53,7 +59,7 @@ pub(super) fn config_template(
             tracing::error!(cluster = %cluster.id, %error, "the central pipelines are invalid for this cluster; left out");
         }
     }
-    AgentConfig::template(&all)
+    AgentConfig::template_with_logs(&all, log_pipelines)
 }
 
 /// The external labels of `cluster`'s configuration: its name as `cluster`.

@@ -1,6 +1,7 @@
-//! Each tenant's pipelines as last read from the store, with the configurations
-//! rendered from them, shared by every agent stream of the tenant and by the status
-//! task.
+//! Each tenant's pipelines of every kind as last read from the store, with the
+//! configurations rendered from them, shared by every agent stream of the tenant and by
+//! the status task. A cluster's configuration carries the metric and the log pipelines
+//! its labels select.
 //!
 //! A pipeline change wakes every stream of its tenant at once; without this cache each
 //! of them would read and decrypt the tenant's pipelines, N reads of the same rows for
@@ -47,6 +48,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use kaas_pipeline::ValidatedLogPipeline;
 use kaas_pipeline::agent_config::{ConfigTemplate, RenderedConfig};
 use tokio::sync::OnceCell;
 
@@ -54,38 +56,77 @@ use super::central::CentralPipelineSettings;
 use super::cluster::{config_template, external_labels};
 use crate::control_plane::ValidatedControlPlane;
 use crate::store::pipeline_rows::{PipelineRow, UnreadablePipeline};
-use crate::store::{Cluster, Store, StoreError, StoredPipeline};
+use crate::store::{Cluster, PipelineKind, Store, StoreError, StoredPipeline};
 
 /// One tenant's pipelines as read once, and the configurations rendered from them.
 pub struct TenantConfigs {
     pipelines: Vec<StoredPipeline>,
     unreadable: Vec<UnreadablePipeline>,
+    log_pipelines: Vec<StoredPipeline<ValidatedLogPipeline>>,
+    unreadable_logs: Vec<UnreadablePipeline<kaas_pipeline::LogPipeline>>,
     central: Option<Arc<CentralPipelineSettings>>,
     /// The control-plane settings of the tenant's clusters that have one, by global id.
     control_planes: BTreeMap<String, ValidatedControlPlane>,
-    /// By the indexes (into `pipelines`) of the pipelines a cluster's labels select, and
-    /// the cluster's id if it has its own control-plane setting.
+    /// By the indexes (into `pipelines` and `log_pipelines`) of the pipelines a
+    /// cluster's labels select, and the cluster's id if it has its own control-plane
+    /// setting.
     templates: Mutex<HashMap<TemplateKey, Arc<ConfigTemplate>>>,
 }
 
-/// What a template depends on: the selected pipelines, and the cluster whose own
-/// control-plane setting shapes its central pipeline (`None`: the defaults).
-type TemplateKey = (Vec<usize>, Option<String>);
+/// What a template depends on: the selected metric and log pipelines, and the cluster
+/// whose own control-plane setting shapes its central pipeline (`None`: the defaults).
+type TemplateKey = (Vec<usize>, Vec<usize>, Option<String>);
+
+/// The indexes of the `pipelines` a cluster with `labels` selects.
+fn selected<P: PipelineKind>(
+    pipelines: &[StoredPipeline<P>],
+    labels: &BTreeMap<String, String>,
+) -> Vec<usize> {
+    pipelines
+        .iter()
+        .enumerate()
+        .filter(|(_, stored)| stored.pipeline.cluster_selector().matches(labels))
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// The pipelines at `indexes`.
+fn picked<P: PipelineKind>(pipelines: &[StoredPipeline<P>], indexes: &[usize]) -> Vec<P> {
+    indexes
+        .iter()
+        .filter_map(|&index| pipelines.get(index))
+        .map(|stored| stored.pipeline.clone())
+        .collect()
+}
 
 impl TenantConfigs {
-    /// The tenant's pipelines, by name.
+    /// The tenant's metric pipelines, by name.
     pub fn pipelines(&self) -> &[StoredPipeline] {
         &self.pipelines
     }
 
-    /// The tenant's pipelines the observer cannot read, by name; no render has them.
+    /// The tenant's metric pipelines the observer cannot read, by name; no render has
+    /// them.
     pub fn unreadable(&self) -> &[UnreadablePipeline] {
         &self.unreadable
     }
 
-    /// Whether the tenant has no pipeline at all, readable or not.
+    /// The tenant's log pipelines, by name.
+    pub fn log_pipelines(&self) -> &[StoredPipeline<ValidatedLogPipeline>] {
+        &self.log_pipelines
+    }
+
+    /// The tenant's log pipelines the observer cannot read, by name.
+    pub fn unreadable_logs(&self) -> &[UnreadablePipeline<kaas_pipeline::LogPipeline>] {
+        &self.unreadable_logs
+    }
+
+    /// Whether the tenant has no pipeline of any kind at all, readable or not.
     pub fn is_empty(&self) -> bool {
-        self.pipelines.is_empty() && self.unreadable.is_empty()
+        self.pipelines.is_empty()
+            && self.unreadable.is_empty()
+            && self.log_pipelines.is_empty()
+            && self.unreadable_logs.is_empty()
     }
 
     /// The configuration `cluster` (of this tenant) runs: the pipelines its labels
@@ -93,34 +134,22 @@ impl TenantConfigs {
     /// The same as [`render_for_cluster`](super::render_for_cluster) with the
     /// selected pipelines.
     pub fn render(&self, cluster: &Cluster) -> RenderedConfig {
-        let selected: Vec<usize> = self
-            .pipelines
-            .iter()
-            .enumerate()
-            .filter(|(_, stored)| {
-                stored
-                    .pipeline
-                    .spec()
-                    .cluster_selector
-                    .matches(&cluster.labels)
-            })
-            .map(|(index, _)| index)
-            .collect();
         let control_plane = self.control_planes.get(&cluster.id);
-        let key = (selected, control_plane.map(|_| cluster.id.clone()));
+        let key = (
+            selected(&self.pipelines, &cluster.labels),
+            selected(&self.log_pipelines, &cluster.labels),
+            control_plane.map(|_| cluster.id.clone()),
+        );
         let known = self.lock().get(&key).cloned();
         let template = known.unwrap_or_else(|| {
-            let pipelines: Vec<_> = key
-                .0
-                .iter()
-                .filter_map(|&index| self.pipelines.get(index))
-                .map(|stored| stored.pipeline.clone())
-                .collect();
+            let pipelines = picked(&self.pipelines, &key.0);
+            let log_pipelines = picked(&self.log_pipelines, &key.1);
             // Rendered outside the lock; two streams racing for a new selection both
             // render it, and the first one stored is kept.
             let template = Arc::new(config_template(
                 cluster,
                 &pipelines,
+                &log_pipelines,
                 self.central.as_deref(),
                 control_plane,
             ));
@@ -145,6 +174,33 @@ impl TenantConfigs {
 /// One tenant's pipelines and their configurations.
 pub type Pipelines = Arc<TenantConfigs>;
 
+/// The rows of one kind split into the readable pipelines and the unreadable ones,
+/// each of those logged.
+#[allow(clippy::type_complexity)]
+fn read_rows<P: PipelineKind>(
+    rows: Vec<PipelineRow<P>>,
+) -> (Vec<StoredPipeline<P>>, Vec<UnreadablePipeline<P::Resource>>) {
+    let mut readable = Vec::new();
+    let mut unreadable = Vec::new();
+    for row in rows {
+        match row {
+            PipelineRow::Readable(stored) => readable.push(*stored),
+            PipelineRow::Unreadable(row) => {
+                tracing::warn!(
+                    tenant = %row.tenant,
+                    kind = P::KIND,
+                    pipeline = %row.name,
+                    reason = %row.reason,
+                    "a stored pipeline cannot be read; it is left out of every \
+                     configuration of its tenant's clusters"
+                );
+                unreadable.push(row);
+            }
+        }
+    }
+    (readable, unreadable)
+}
+
 type Cell = Arc<OnceCell<Pipelines>>;
 
 /// See the module documentation.
@@ -168,27 +224,18 @@ impl TenantPipelines {
     pub async fn get(&self, store: &Store, tenant: &str) -> Result<Pipelines, StoreError> {
         let cell = self.lock().entry(tenant.to_owned()).or_default().clone();
         cell.get_or_try_init(|| async {
-            let mut pipelines = Vec::new();
-            let mut unreadable = Vec::new();
-            for row in store.list_pipeline_rows(Some(tenant)).await? {
-                match row {
-                    PipelineRow::Readable(stored) => pipelines.push(*stored),
-                    PipelineRow::Unreadable(row) => {
-                        tracing::warn!(
-                            tenant = %row.tenant,
-                            pipeline = %row.name,
-                            reason = %row.reason,
-                            "a stored pipeline cannot be read; it is left out of every \
-                             configuration of its tenant's clusters"
-                        );
-                        unreadable.push(row);
-                    }
-                }
-            }
+            let (pipelines, unreadable) = read_rows(store.list_pipeline_rows(Some(tenant)).await?);
+            let (log_pipelines, unreadable_logs) = read_rows(
+                store
+                    .list_pipeline_rows_of::<ValidatedLogPipeline>(Some(tenant))
+                    .await?,
+            );
             let control_planes = store.cluster_control_planes(Some(tenant)).await?;
             Ok::<_, StoreError>(Arc::new(TenantConfigs {
                 pipelines,
                 unreadable,
+                log_pipelines,
+                unreadable_logs,
                 central: self.central.clone(),
                 control_planes,
                 templates: Mutex::default(),

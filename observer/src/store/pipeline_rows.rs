@@ -23,21 +23,22 @@
 //! reported and left as it is; running the rekey again once its key is given finishes
 //! the job.
 
-use kaas_pipeline::MetricPipeline;
 use kaas_pipeline::secret::SecretString;
 use kaas_pipeline::status::MetricPipelineStatus;
+use kaas_pipeline::{LOG_KIND, MetricPipeline, ValidatedLogPipeline, ValidatedPipeline};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, Set,
 };
 
 use super::entities::pipelines;
-use super::pipelines::{pipeline_secret_owner, secret_field};
-use super::{Actor, Store, StoreError, StoredPipeline, kinds, mask_secrets};
+use super::pipeline_kind::PipelineKind;
+use super::pipelines::{key, pipeline_secret_owner, secret_field};
+use super::{Actor, Store, StoreError, StoredPipeline, mask_secrets};
 
 /// A stored pipeline the observer cannot read (see the module note).
 #[derive(Clone, Debug, PartialEq)]
-pub struct UnreadablePipeline {
+pub struct UnreadablePipeline<R = MetricPipeline> {
     /// The owning tenant.
     pub tenant: String,
     /// The pipeline's name.
@@ -49,7 +50,7 @@ pub struct UnreadablePipeline {
     /// Why it cannot be read: field paths and causes, never a secret.
     pub reason: String,
     /// The stored document with every inline secret shown as `***`, if it parses.
-    pub masked: Option<Box<MetricPipeline>>,
+    pub masked: Option<Box<R>>,
     /// Unix milliseconds.
     pub created_at_ms: i64,
     /// Unix milliseconds of the last spec or metadata change.
@@ -58,14 +59,14 @@ pub struct UnreadablePipeline {
 
 /// One stored pipeline, read or not.
 #[derive(Clone, Debug)]
-pub enum PipelineRow {
+pub enum PipelineRow<P: PipelineKind = ValidatedPipeline> {
     /// Opened and validated (boxed: it is far larger than the other variant).
-    Readable(Box<StoredPipeline>),
+    Readable(Box<StoredPipeline<P>>),
     /// Left out of every render; see [`UnreadablePipeline::reason`].
-    Unreadable(UnreadablePipeline),
+    Unreadable(UnreadablePipeline<P::Resource>),
 }
 
-impl PipelineRow {
+impl<P: PipelineKind> PipelineRow<P> {
     /// The owning tenant.
     pub fn tenant(&self) -> &str {
         match self {
@@ -115,14 +116,23 @@ pub struct RekeyReport {
 }
 
 impl Store {
-    /// Pipelines of one tenant, or all for `None`, by tenant and name; each readable or
-    /// not (see the module note).
-    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    /// Metric pipelines of one tenant, or all for `None`, by tenant and name; each
+    /// readable or not (see the module note).
     pub async fn list_pipeline_rows(
         &self,
         tenant: Option<&str>,
     ) -> Result<Vec<PipelineRow>, StoreError> {
+        self.list_pipeline_rows_of(tenant).await
+    }
+
+    /// [`Store::list_pipeline_rows`] of kind `P`.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn list_pipeline_rows_of<P: PipelineKind>(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<PipelineRow<P>>, StoreError> {
         let mut query = pipelines::Entity::find()
+            .filter(pipelines::Column::Kind.eq(P::KIND))
             .order_by_asc(pipelines::Column::Tenant)
             .order_by_asc(pipelines::Column::Name);
         if let Some(tenant) = tenant {
@@ -132,26 +142,34 @@ impl Store {
             .all(self.reader())
             .await?
             .into_iter()
-            .map(|row| self.pipeline_row(row))
+            .map(|row| self.pipeline_row::<P>(row))
             .collect())
     }
 
-    /// One pipeline, readable or not.
-    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    /// One metric pipeline, readable or not.
     pub async fn get_pipeline_row(
         &self,
         tenant: &str,
         name: &str,
     ) -> Result<Option<PipelineRow>, StoreError> {
-        Ok(
-            pipelines::Entity::find_by_id((tenant.to_owned(), name.to_owned()))
-                .one(self.reader())
-                .await?
-                .map(|row| self.pipeline_row(row)),
-        )
+        self.get_pipeline_row_of(tenant, name).await
     }
 
-    /// How many pipelines one tenant has, or all tenants for `None`; reads no document.
+    /// One pipeline of kind `P`, readable or not.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn get_pipeline_row_of<P: PipelineKind>(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<PipelineRow<P>>, StoreError> {
+        Ok(pipelines::Entity::find_by_id(key::<P>(tenant, name))
+            .one(self.reader())
+            .await?
+            .map(|row| self.pipeline_row::<P>(row)))
+    }
+
+    /// How many pipelines of every kind one tenant has, or all tenants for `None`; reads
+    /// no document.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn count_pipelines(&self, tenant: Option<&str>) -> Result<u64, StoreError> {
         let mut query = pipelines::Entity::find();
@@ -164,11 +182,13 @@ impl Store {
     /// Seals every stored secret value again with the current key (see the module note).
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn rekey_secrets(&self, actor: &Actor) -> Result<RekeyReport, StoreError> {
-        let keys: Vec<(String, String)> = pipelines::Entity::find()
+        let keys: Vec<(String, String, String)> = pipelines::Entity::find()
             .select_only()
             .column(pipelines::Column::Tenant)
+            .column(pipelines::Column::Kind)
             .column(pipelines::Column::Name)
             .order_by_asc(pipelines::Column::Tenant)
+            .order_by_asc(pipelines::Column::Kind)
             .order_by_asc(pipelines::Column::Name)
             .into_tuple()
             .all(self.reader())
@@ -177,17 +197,28 @@ impl Store {
             key_id: self.inner.secrets.key_id().to_owned(),
             ..RekeyReport::default()
         };
-        for (tenant, name) in keys {
+        for (tenant, kind, name) in keys {
             let mutation = self.mutation().await?;
             let transaction = mutation.transaction();
-            let Some(row) = pipelines::Entity::find_by_id((tenant.clone(), name.clone()))
-                .lock_exclusive()
-                .one(transaction)
-                .await?
+            let Some(row) =
+                pipelines::Entity::find_by_id((tenant.clone(), kind.clone(), name.clone()))
+                    .lock_exclusive()
+                    .one(transaction)
+                    .await?
             else {
                 continue;
             };
-            let (spec, resealed) = match self.reseal_document(&row) {
+            let resealed = if kind == LOG_KIND {
+                self.reseal_document::<ValidatedLogPipeline>(&row)
+            } else {
+                self.reseal_document::<ValidatedPipeline>(&row)
+            };
+            let object = if kind == LOG_KIND {
+                ValidatedLogPipeline::OBJECT
+            } else {
+                ValidatedPipeline::OBJECT
+            };
+            let (spec, resealed) = match resealed {
                 Ok(resealed) => resealed,
                 Err(error) => {
                     report.unreadable.push(format!("{tenant}/{name}: {error}"));
@@ -202,7 +233,7 @@ impl Store {
             active.spec = Set(spec);
             active.update(transaction).await?;
             mutation
-                .audit(actor, "rekey", kinds::PIPELINE, Some(&tenant), &name)
+                .audit(actor, "rekey", object, Some(&tenant), &name)
                 .await?;
             mutation.commit(Vec::new()).await?;
             report.pipelines_rekeyed += 1;
@@ -213,22 +244,21 @@ impl Store {
 
     /// The row's document with every value that needs it sealed again with the current
     /// key, and how many values that was. Values already current are kept as stored.
-    fn reseal_document(
+    fn reseal_document<P: PipelineKind>(
         &self,
         row: &pipelines::Model,
     ) -> Result<(serde_json::Value, u64), StoreError> {
-        let mut resource: MetricPipeline =
-            serde_json::from_value(row.spec.clone()).map_err(|e| {
-                StoreError::Corrupt(format!("pipeline {}/{}: {e}", row.tenant, row.name))
-            })?;
+        let mut resource: P::Resource = serde_json::from_value(row.spec.clone()).map_err(|e| {
+            StoreError::Corrupt(format!("{} {}/{}: {e}", P::KIND, row.tenant, row.name))
+        })?;
         let secrets = &self.inner.secrets;
         let mut resealed = 0;
-        for (path, value) in resource.spec.output.inline_secrets_mut() {
+        for (path, value) in P::inline_secrets_mut(&mut resource) {
             if !secrets.needs_reseal(value.expose()) {
                 continue;
             }
             let field = secret_field(&path);
-            let owner = pipeline_secret_owner(&row.tenant, &row.name, &field);
+            let owner = pipeline_secret_owner::<P>(&row.tenant, &row.name, &field);
             let plaintext = secrets.open(value.expose(), &owner).map_err(|source| {
                 StoreError::SecretUnreadable {
                     pipeline: format!("{}/{}", row.tenant, row.name),
@@ -244,29 +274,33 @@ impl Store {
         Ok((spec, resealed))
     }
 
-    fn pipeline_row(&self, row: pipelines::Model) -> PipelineRow {
-        match self.load_pipeline(row.clone()) {
+    fn pipeline_row<P: PipelineKind>(&self, row: pipelines::Model) -> PipelineRow<P> {
+        match self.load_pipeline::<P>(row.clone()) {
             Ok(stored) => PipelineRow::Readable(Box::new(stored)),
             Err(error) => {
                 let reason = error.to_string();
                 tracing::debug!(
                     tenant = %row.tenant,
+                    kind = %row.kind,
                     pipeline = %row.name,
                     %reason,
                     "a stored pipeline cannot be read"
                 );
-                PipelineRow::Unreadable(unreadable(row, reason))
+                PipelineRow::Unreadable(unreadable::<P>(row, reason))
             }
         }
     }
 }
 
 /// What is known of a row that cannot be read: everything but its secrets.
-fn unreadable(row: pipelines::Model, reason: String) -> UnreadablePipeline {
-    let masked = serde_json::from_value::<MetricPipeline>(row.spec)
+fn unreadable<P: PipelineKind>(
+    row: pipelines::Model,
+    reason: String,
+) -> UnreadablePipeline<P::Resource> {
+    let masked = serde_json::from_value::<P::Resource>(row.spec)
         .ok()
         .map(|mut resource| {
-            mask_secrets(&mut resource);
+            mask_secrets::<P>(&mut resource);
             Box::new(resource)
         });
     UnreadablePipeline {

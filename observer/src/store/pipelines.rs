@@ -1,22 +1,26 @@
-//! Pipelines: the tenants' `MetricPipeline` documents with their inline secrets sealed
-//! (table `pipelines`), their generations and the status computed from agent reports.
-//! See "Hashed and encrypted" and "Generations" in the store's documentation; rows that
-//! cannot be read are [`pipeline_rows`](super::pipeline_rows).
+//! Pipelines: the tenants' pipeline documents of every kind (`MetricPipeline`,
+//! `LogPipeline`) with their inline secrets sealed (table `pipelines`, keyed by tenant,
+//! kind and name), their generations and the status computed from agent reports. Every
+//! operation is generic over the [`PipelineKind`]; the unsuffixed methods are those of
+//! metric pipelines, the `_of` ones name the kind. See "Hashed and encrypted" and
+//! "Generations" in the store's documentation; rows that cannot be read are
+//! [`pipeline_rows`](super::pipeline_rows).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::secret::SecretString;
 use kaas_pipeline::status::MetricPipelineStatus;
-use kaas_pipeline::{MetricPipeline, ValidatedPipeline};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect, Set,
 };
 
 use super::entities::pipelines;
+use super::pipeline_kind::PipelineKind;
 use super::{
-    Actor, Change, Cluster, Store, StoreError, insert_error, kinds, not_found, now_ms,
-    pipeline_rows, quotas,
+    Actor, Change, Cluster, Store, StoreError, insert_error, not_found, now_ms, pipeline_rows,
+    quotas,
 };
 use crate::secrets::{SecretError, SecretOwner};
 
@@ -24,14 +28,14 @@ use crate::secrets::{SecretError, SecretOwner};
 /// send to keep the stored value.
 pub const MASKED_SECRET: &str = "***";
 
-/// A pipeline as stored. `pipeline` holds secrets in plaintext: render it for an agent,
-/// but answer API requests with [`StoredPipeline::masked_resource`].
+/// A pipeline of kind `P` as stored. `pipeline` holds secrets in plaintext: render it
+/// for an agent, but answer API requests with [`StoredPipeline::masked_resource`].
 #[derive(Clone, Debug)]
-pub struct StoredPipeline {
+pub struct StoredPipeline<P: PipelineKind = ValidatedPipeline> {
     /// The owning tenant.
     pub tenant: String,
     /// The validated pipeline, inline secrets in plaintext.
-    pub pipeline: ValidatedPipeline,
+    pub pipeline: P,
     /// Starts at 1, +1 for every spec change.
     pub generation: i64,
     /// The status the observer computed from agent reports.
@@ -42,7 +46,7 @@ pub struct StoredPipeline {
     pub updated_at_ms: i64,
 }
 
-impl StoredPipeline {
+impl<P: PipelineKind> StoredPipeline<P> {
     /// The pipeline's name.
     pub fn name(&self) -> &str {
         self.pipeline.name()
@@ -50,11 +54,11 @@ impl StoredPipeline {
 
     /// The resource as the API shows it: inline secret values replaced by `***`,
     /// `metadata.generation` and `status` filled in.
-    pub fn masked_resource(&self) -> MetricPipeline {
+    pub fn masked_resource(&self) -> P::Resource {
         let mut resource = self.pipeline.resource().clone();
-        mask_secrets(&mut resource);
-        resource.metadata.generation = Some(self.generation);
-        resource.status = Some(self.status.clone());
+        mask_secrets::<P>(&mut resource);
+        P::metadata_mut(&mut resource).generation = Some(self.generation);
+        P::set_status(&mut resource, Some(self.status.clone()));
         resource
     }
 }
@@ -64,6 +68,8 @@ impl StoredPipeline {
 pub struct PipelineSummary {
     /// The owning tenant.
     pub tenant: String,
+    /// The pipeline's kind (`MetricPipeline`, `LogPipeline`).
+    pub kind: String,
     /// The pipeline's name.
     pub name: String,
     /// Its spec generation.
@@ -73,8 +79,8 @@ pub struct PipelineSummary {
 }
 
 /// Replaces every inline secret value of `resource` with [`MASKED_SECRET`].
-pub fn mask_secrets(resource: &mut MetricPipeline) {
-    for (_, value) in resource.spec.output.inline_secrets_mut() {
+pub fn mask_secrets<P: PipelineKind>(resource: &mut P::Resource) {
+    for (_, value) in P::inline_secrets_mut(resource) {
         *value = SecretString::new(MASKED_SECRET);
     }
 }
@@ -86,19 +92,19 @@ impl Store {
     /// [`Store::apply_pipeline`] does it again, so calling it is optional otherwise.
     /// [`StoreError::Conflict`] names a field sent as `***` that has no stored value.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
-    pub async fn restore_masked_secrets(
+    pub async fn restore_masked_secrets<P: PipelineKind>(
         &self,
         tenant: &str,
-        resource: &mut MetricPipeline,
+        resource: &mut P::Resource,
     ) -> Result<(), StoreError> {
-        let name = resource.metadata.name.clone().unwrap_or_default();
-        let stored = pipelines::Entity::find_by_id((tenant.to_owned(), name))
+        let name = P::metadata(resource).name.clone().unwrap_or_default();
+        let stored = pipelines::Entity::find_by_id(key::<P>(tenant, &name))
             .one(self.reader())
             .await?
             // A stored document that cannot be opened keeps no value: `***` is refused
             // and the real value must be sent, which is how such a pipeline is repaired.
-            .and_then(|row| self.open_document(&row).ok());
-        restore_masked(resource, stored.as_ref())
+            .and_then(|row| self.open_document::<P>(&row).ok());
+        restore_masked::<P>(resource, stored.as_ref())
     }
 
     /// Creates or updates a pipeline of `tenant`. Inline secret values are sealed
@@ -107,32 +113,32 @@ impl Store {
     /// whether it was created. A new pipeline beyond the tenant's quota is
     /// [`StoreError::QuotaExceeded`].
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
-    pub async fn apply_pipeline(
+    pub async fn apply_pipeline<P: PipelineKind>(
         &self,
         tenant: &str,
-        pipeline: ValidatedPipeline,
+        pipeline: P,
         actor: &Actor,
-    ) -> Result<(StoredPipeline, bool), StoreError> {
+    ) -> Result<(StoredPipeline<P>, bool), StoreError> {
         let name = pipeline.name().to_owned();
-        let mut resource = normalize(pipeline.into_resource());
+        let mut resource = normalize::<P>(pipeline.into_resource());
         let mutation = self.mutation().await?;
         let transaction = mutation.transaction();
         quotas::lock_tenant(transaction, tenant).await?;
-        let existing = pipelines::Entity::find_by_id((tenant.to_owned(), name.clone()))
+        let existing = pipelines::Entity::find_by_id(key::<P>(tenant, &name))
             .one(transaction)
             .await?;
         // An unreadable stored document (see `pipeline_rows`) is replaced as if absent.
         let stored = existing
             .as_ref()
-            .and_then(|row| self.open_document(row).ok());
-        restore_masked(&mut resource, stored.as_ref())?;
-        let validated = kaas_pipeline::validate(&resource, &stored_pipeline_validation()).map_err(
-            |errors| {
+            .and_then(|row| self.open_document::<P>(row).ok());
+        restore_masked::<P>(&mut resource, stored.as_ref())?;
+        let validated =
+            P::validate(&resource, &stored_pipeline_validation()).map_err(|errors| {
                 StoreError::Conflict(format!(
-                    "pipeline {name:?} is invalid with the stored secret values: {errors}"
+                    "{} {name:?} is invalid with the stored secret values: {errors}",
+                    P::KIND
                 ))
-            },
-        )?;
+            })?;
         let now = now_ms();
         let change = Change::Pipeline {
             tenant: tenant.to_owned(),
@@ -140,34 +146,35 @@ impl Store {
         };
         let (result, created) = match existing {
             Some(row) => {
-                let spec_changed = stored.as_ref().is_none_or(|s| s.spec != resource.spec);
+                let spec_changed = stored.as_ref().is_none_or(|s| !P::same_spec(s, &resource));
                 if !spec_changed
                     && stored
                         .as_ref()
-                        .is_some_and(|s| s.metadata == resource.metadata)
+                        .is_some_and(|s| P::metadata(s) == P::metadata(&resource))
                 {
                     return Ok((self.stored_pipeline(row, validated)?, false));
                 }
                 let generation = row.generation + i64::from(spec_changed);
                 let mut active = row.into_active_model();
-                active.spec = Set(self.seal_document(tenant, &resource)?);
+                active.spec = Set(self.seal_document::<P>(tenant, &resource)?);
                 active.generation = Set(generation);
                 active.updated_at_ms = Set(now);
                 let row = active.update(transaction).await?;
                 mutation
-                    .audit(actor, "update", kinds::PIPELINE, Some(tenant), &name)
+                    .audit(actor, "update", P::OBJECT, Some(tenant), &name)
                     .await?;
                 (self.stored_pipeline(row, validated)?, false)
             }
             None => {
-                let quota = quotas::Quota::Pipelines(kaas_pipeline::KIND);
+                let quota = quotas::Quota::Pipelines(P::KIND);
                 quotas::enforce(transaction, tenant, quota).await?;
                 let status = serde_json::to_value(MetricPipelineStatus::default())
                     .map_err(|e| StoreError::Corrupt(format!("cannot encode a status: {e}")))?;
                 let row = pipelines::Model {
                     tenant: tenant.to_owned(),
+                    kind: P::KIND.to_owned(),
                     name: name.clone(),
-                    spec: self.seal_document(tenant, &resource)?,
+                    spec: self.seal_document::<P>(tenant, &resource)?,
                     generation: 1,
                     status,
                     created_at_ms: now,
@@ -176,9 +183,9 @@ impl Store {
                 pipelines::Entity::insert(row.clone().into_active_model())
                     .exec_without_returning(transaction)
                     .await
-                    .map_err(|e| insert_error(e, kinds::PIPELINE, &format!("{tenant}/{name}")))?;
+                    .map_err(|e| insert_error(e, P::OBJECT, &format!("{tenant}/{name}")))?;
                 mutation
-                    .audit(actor, "create", kinds::PIPELINE, Some(tenant), &name)
+                    .audit(actor, "create", P::OBJECT, Some(tenant), &name)
                     .await?;
                 (self.stored_pipeline(row, validated)?, true)
             }
@@ -187,17 +194,26 @@ impl Store {
         Ok((result, created))
     }
 
-    /// One pipeline, secrets in plaintext.
-    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    /// One metric pipeline, secrets in plaintext.
     pub async fn get_pipeline(
         &self,
         tenant: &str,
         name: &str,
     ) -> Result<Option<StoredPipeline>, StoreError> {
-        pipelines::Entity::find_by_id((tenant.to_owned(), name.to_owned()))
+        self.get_pipeline_of(tenant, name).await
+    }
+
+    /// One pipeline of kind `P`, secrets in plaintext.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn get_pipeline_of<P: PipelineKind>(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<StoredPipeline<P>>, StoreError> {
+        pipelines::Entity::find_by_id(key::<P>(tenant, name))
             .one(self.reader())
             .await?
-            .map(|row| self.load_pipeline(row))
+            .map(|row| self.load_pipeline::<P>(row))
             .transpose()
     }
 
@@ -205,13 +221,21 @@ impl Store {
     /// and name. An unreadable row runs nowhere and is left out here (its own status says
     /// why, see [`pipeline_rows`]), so one such row never fails what reads the others:
     /// renders, budget checks.
-    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn list_pipelines(
         &self,
         tenant: Option<&str>,
     ) -> Result<Vec<StoredPipeline>, StoreError> {
+        self.list_pipelines_of(tenant).await
+    }
+
+    /// [`Store::list_pipelines`] of kind `P`.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn list_pipelines_of<P: PipelineKind>(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<StoredPipeline<P>>, StoreError> {
         Ok(self
-            .list_pipeline_rows(tenant)
+            .list_pipeline_rows_of::<P>(tenant)
             .await?
             .into_iter()
             .filter_map(|row| match row {
@@ -221,47 +245,55 @@ impl Store {
             .collect())
     }
 
-    /// Every pipeline's tenant, name, generation and status, by tenant and name: what
-    /// the fleet metrics show, in one query that neither reads nor opens the documents.
+    /// Every metric pipeline's tenant, name, generation and status, by tenant and name:
+    /// what the fleet metrics show, in one query that neither reads nor opens the
+    /// documents. (Log pipelines get their own series with the log runtime.)
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
     pub async fn pipeline_summaries(&self) -> Result<Vec<PipelineSummary>, StoreError> {
-        self.summaries(None).await
+        self.summaries(None, Some(kaas_pipeline::KIND)).await
     }
 
-    /// [`Store::pipeline_summaries`] of one tenant.
+    /// The summaries of every pipeline of one tenant, of every kind, by kind and name.
     pub async fn pipeline_summaries_of(
         &self,
         tenant: &str,
     ) -> Result<Vec<PipelineSummary>, StoreError> {
-        self.summaries(Some(tenant)).await
+        self.summaries(Some(tenant), None).await
     }
 
     pub(super) async fn summaries(
         &self,
         tenant: Option<&str>,
+        kind: Option<&str>,
     ) -> Result<Vec<PipelineSummary>, StoreError> {
         let mut query = pipelines::Entity::find();
         if let Some(tenant) = tenant {
             query = query.filter(pipelines::Column::Tenant.eq(tenant));
         }
-        let rows: Vec<(String, String, i64, serde_json::Value)> = query
+        if let Some(kind) = kind {
+            query = query.filter(pipelines::Column::Kind.eq(kind));
+        }
+        let rows: Vec<(String, String, String, i64, serde_json::Value)> = query
             .select_only()
             .column(pipelines::Column::Tenant)
+            .column(pipelines::Column::Kind)
             .column(pipelines::Column::Name)
             .column(pipelines::Column::Generation)
             .column(pipelines::Column::Status)
             .order_by_asc(pipelines::Column::Tenant)
+            .order_by_asc(pipelines::Column::Kind)
             .order_by_asc(pipelines::Column::Name)
             .into_tuple()
             .all(self.reader())
             .await?;
         rows.into_iter()
-            .map(|(tenant, name, generation, status)| {
+            .map(|(tenant, kind, name, generation, status)| {
                 let status = serde_json::from_value(status).map_err(|e| {
-                    StoreError::Corrupt(format!("status of pipeline {tenant}/{name}: {e}"))
+                    StoreError::Corrupt(format!("status of {kind} {tenant}/{name}: {e}"))
                 })?;
                 Ok(PipelineSummary {
                     tenant,
+                    kind,
                     name,
                     generation,
                     status,
@@ -270,9 +302,20 @@ impl Store {
             .collect()
     }
 
-    /// Deletes a pipeline.
-    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    /// Deletes a metric pipeline.
     pub async fn delete_pipeline(
+        &self,
+        tenant: &str,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        self.delete_pipeline_of::<ValidatedPipeline>(tenant, name, actor)
+            .await
+    }
+
+    /// Deletes a pipeline of kind `P`.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn delete_pipeline_of<P: PipelineKind>(
         &self,
         tenant: &str,
         name: &str,
@@ -280,15 +323,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mutation = self.mutation().await?;
         let transaction = mutation.transaction();
-        let deleted = pipelines::Entity::delete_by_id((tenant.to_owned(), name.to_owned()))
+        let deleted = pipelines::Entity::delete_by_id(key::<P>(tenant, name))
             .exec(transaction)
             .await?
             .rows_affected;
         if deleted == 0 {
-            return Err(not_found(kinds::PIPELINE, &format!("{tenant}/{name}")));
+            return Err(not_found(P::OBJECT, &format!("{tenant}/{name}")));
         }
         mutation
-            .audit(actor, "delete", kinds::PIPELINE, Some(tenant), name)
+            .audit(actor, "delete", P::OBJECT, Some(tenant), name)
             .await?;
         mutation
             .commit(vec![Change::Pipeline {
@@ -298,9 +341,20 @@ impl Store {
             .await
     }
 
-    /// Stores a pipeline's status (no-op if unchanged).
-    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    /// Stores a metric pipeline's status (no-op if unchanged).
     pub async fn set_pipeline_status(
+        &self,
+        tenant: &str,
+        name: &str,
+        status: MetricPipelineStatus,
+    ) -> Result<(), StoreError> {
+        self.set_pipeline_status_of::<ValidatedPipeline>(tenant, name, status)
+            .await
+    }
+
+    /// Stores the status of a pipeline of kind `P` (no-op if unchanged).
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
+    pub async fn set_pipeline_status_of<P: PipelineKind>(
         &self,
         tenant: &str,
         name: &str,
@@ -310,10 +364,10 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("cannot encode a status: {e}")))?;
         let mutation = self.mutation().await?;
         let transaction = mutation.transaction();
-        let row = pipelines::Entity::find_by_id((tenant.to_owned(), name.to_owned()))
+        let row = pipelines::Entity::find_by_id(key::<P>(tenant, name))
             .one(transaction)
             .await?
-            .ok_or_else(|| not_found(kinds::PIPELINE, &format!("{tenant}/{name}")))?;
+            .ok_or_else(|| not_found(P::OBJECT, &format!("{tenant}/{name}")))?;
         if row.status == json {
             return Ok(());
         }
@@ -328,34 +382,34 @@ impl Store {
             .await
     }
 
-    /// The pipelines a cluster runs: its tenant's pipelines whose cluster selector
-    /// matches its labels, by name, secrets in plaintext.
+    /// The pipelines of kind `P` a cluster runs: its tenant's pipelines whose cluster
+    /// selector matches its labels, by name, secrets in plaintext.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client"))]
-    pub async fn pipelines_for_cluster(
+    pub async fn pipelines_for_cluster<P: PipelineKind>(
         &self,
         cluster: &Cluster,
-    ) -> Result<Vec<ValidatedPipeline>, StoreError> {
+    ) -> Result<Vec<P>, StoreError> {
         Ok(self
-            .list_pipelines(Some(&cluster.tenant))
+            .list_pipelines_of::<P>(Some(&cluster.tenant))
             .await?
             .into_iter()
             .map(|stored| stored.pipeline)
-            .filter(|pipeline| pipeline.spec().cluster_selector.matches(&cluster.labels))
+            .filter(|pipeline| pipeline.cluster_selector().matches(&cluster.labels))
             .collect())
     }
 
     /// The document as stored: every inline secret value sealed for `tenant`, this
-    /// pipeline and its field (see [`secret_field`]).
-    pub(super) fn seal_document(
+    /// pipeline (kind and name) and its field (see [`secret_field`]).
+    pub(super) fn seal_document<P: PipelineKind>(
         &self,
         tenant: &str,
-        resource: &MetricPipeline,
+        resource: &P::Resource,
     ) -> Result<serde_json::Value, StoreError> {
         let mut sealed = resource.clone();
-        let name = sealed.metadata.name.clone().unwrap_or_default();
-        for (path, value) in sealed.spec.output.inline_secrets_mut() {
+        let name = P::metadata(&sealed).name.clone().unwrap_or_default();
+        for (path, value) in P::inline_secrets_mut(&mut sealed) {
             let field = secret_field(&path);
-            let owner = pipeline_secret_owner(tenant, &name, &field);
+            let owner = pipeline_secret_owner::<P>(tenant, &name, &field);
             *value = SecretString::new(self.inner.secrets.seal(value.expose(), &owner)?);
         }
         serde_json::to_value(&sealed)
@@ -363,17 +417,16 @@ impl Store {
     }
 
     /// The stored document with its secrets opened.
-    pub(super) fn open_document(
+    pub(super) fn open_document<P: PipelineKind>(
         &self,
         row: &pipelines::Model,
-    ) -> Result<MetricPipeline, StoreError> {
-        let mut resource: MetricPipeline =
-            serde_json::from_value(row.spec.clone()).map_err(|e| {
-                StoreError::Corrupt(format!("pipeline {}/{}: {e}", row.tenant, row.name))
-            })?;
-        for (path, value) in resource.spec.output.inline_secrets_mut() {
+    ) -> Result<P::Resource, StoreError> {
+        let mut resource: P::Resource = serde_json::from_value(row.spec.clone()).map_err(|e| {
+            StoreError::Corrupt(format!("{} {}/{}: {e}", P::KIND, row.tenant, row.name))
+        })?;
+        for (path, value) in P::inline_secrets_mut(&mut resource) {
             let field = secret_field(&path);
-            let owner = pipeline_secret_owner(&row.tenant, &row.name, &field);
+            let owner = pipeline_secret_owner::<P>(&row.tenant, &row.name, &field);
             let plaintext =
                 self.inner
                     .secrets
@@ -394,27 +447,28 @@ impl Store {
         Ok(resource)
     }
 
-    pub(super) fn load_pipeline(
+    pub(super) fn load_pipeline<P: PipelineKind>(
         &self,
         row: pipelines::Model,
-    ) -> Result<StoredPipeline, StoreError> {
-        let resource = self.open_document(&row)?;
-        let validated = kaas_pipeline::validate(&resource, &stored_pipeline_validation()).map_err(
-            |errors| {
+    ) -> Result<StoredPipeline<P>, StoreError> {
+        let resource = self.open_document::<P>(&row)?;
+        let validated =
+            P::validate(&resource, &stored_pipeline_validation()).map_err(|errors| {
                 StoreError::Corrupt(format!(
-                    "stored pipeline {}/{} no longer validates: {errors}",
-                    row.tenant, row.name
+                    "stored {} {}/{} no longer validates: {errors}",
+                    P::KIND,
+                    row.tenant,
+                    row.name
                 ))
-            },
-        )?;
+            })?;
         self.stored_pipeline(row, validated)
     }
 
-    pub(super) fn stored_pipeline(
+    pub(super) fn stored_pipeline<P: PipelineKind>(
         &self,
         row: pipelines::Model,
-        pipeline: ValidatedPipeline,
-    ) -> Result<StoredPipeline, StoreError> {
+        pipeline: P,
+    ) -> Result<StoredPipeline<P>, StoreError> {
         let status = serde_json::from_value(row.status).map_err(|e| {
             StoreError::Corrupt(format!(
                 "status of pipeline {}/{}: {e}",
@@ -437,15 +491,21 @@ pub(super) fn secret_field(output_path: &str) -> String {
     format!("spec.output.{output_path}")
 }
 
-/// What an inline secret of a pipeline is sealed for.
-pub(super) fn pipeline_secret_owner<'a>(
+/// The key of a pipeline of kind `P` in the `pipelines` table.
+pub(super) fn key<P: PipelineKind>(tenant: &str, name: &str) -> (String, String, String) {
+    (tenant.to_owned(), P::KIND.to_owned(), name.to_owned())
+}
+
+/// What an inline secret of a pipeline is sealed for: its tenant, kind, name and field,
+/// so a sealed value copied to a pipeline of another kind does not open.
+pub(super) fn pipeline_secret_owner<'a, P: PipelineKind>(
     tenant: &'a str,
     name: &'a str,
     field: &'a str,
 ) -> SecretOwner<'a> {
     SecretOwner {
         tenant,
-        kind: kinds::PIPELINE,
+        kind: P::OBJECT,
         name,
         field,
     }
@@ -461,38 +521,36 @@ fn stored_pipeline_validation() -> kaas_pipeline::ValidationContext {
 
 /// Keeps what identifies and describes a pipeline (name, labels, annotations) and its
 /// spec; drops server-set metadata and status.
-fn normalize(mut resource: MetricPipeline) -> MetricPipeline {
-    let mut given = std::mem::take(&mut resource.metadata);
-    resource.metadata.name = given.name.take();
-    resource.metadata.labels = given.labels.take().filter(|labels| !labels.is_empty());
-    resource.metadata.annotations = given
+fn normalize<P: PipelineKind>(mut resource: P::Resource) -> P::Resource {
+    let metadata = P::metadata_mut(&mut resource);
+    let mut given = std::mem::take(metadata);
+    metadata.name = given.name.take();
+    metadata.labels = given.labels.take().filter(|labels| !labels.is_empty());
+    metadata.annotations = given
         .annotations
         .take()
         .filter(|annotations| !annotations.is_empty());
-    resource.status = None;
+    P::set_status(&mut resource, None);
     resource
 }
 
 /// Replaces `***` values by the stored value of the same field path.
-fn restore_masked(
-    resource: &mut MetricPipeline,
-    stored: Option<&MetricPipeline>,
+fn restore_masked<P: PipelineKind>(
+    resource: &mut P::Resource,
+    stored: Option<&P::Resource>,
 ) -> Result<(), StoreError> {
     let mut stored_values: BTreeMap<String, String> = match stored {
         None => BTreeMap::new(),
         Some(stored) => {
             let mut stored = stored.clone();
-            stored
-                .spec
-                .output
-                .inline_secrets_mut()
+            P::inline_secrets_mut(&mut stored)
                 .into_iter()
                 .map(|(path, value)| (path, value.expose().to_owned()))
                 .collect()
         }
     };
     let mut missing = BTreeSet::new();
-    for (path, value) in resource.spec.output.inline_secrets_mut() {
+    for (path, value) in P::inline_secrets_mut(resource) {
         if value.expose() != MASKED_SECRET {
             continue;
         }

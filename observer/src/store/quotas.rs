@@ -47,16 +47,17 @@ const KIND: &str = "tenant-quota";
 pub enum Quota {
     /// Clusters that are not deleted.
     Clusters,
-    /// Pipelines of a kind (`MetricPipeline`).
+    /// Pipelines of a kind (`MetricPipeline`, `LogPipeline`).
     Pipelines(&'static str),
     /// Probe endpoints.
     ProbeEndpoints,
 }
 
 /// Every quota, by name.
-pub const QUOTAS: [Quota; 3] = [
+pub const QUOTAS: [Quota; 4] = [
     Quota::Clusters,
     Quota::Pipelines(kaas_pipeline::KIND),
+    Quota::Pipelines(kaas_pipeline::LOG_KIND),
     Quota::ProbeEndpoints,
 ];
 
@@ -103,11 +104,10 @@ impl Quota {
                     .count(db)
                     .await?
             }
-            // Every stored pipeline is a MetricPipeline today; other kinds get tables
-            // (or a kind column) of their own.
-            Self::Pipelines(_) => {
+            Self::Pipelines(kind) => {
                 pipelines::Entity::find()
                     .filter(pipelines::Column::Tenant.eq(tenant))
+                    .filter(pipelines::Column::Kind.eq(kind))
                     .count(db)
                     .await?
             }

@@ -999,12 +999,14 @@ async fn pipeline_generation_grows_only_when_the_spec_changes(db: &TestDb) {
         [
             PipelineSummary {
                 tenant: "shop".into(),
+                kind: "MetricPipeline".into(),
                 name: "p0".into(),
                 generation: 1,
                 status: MetricPipelineStatus::default(),
             },
             PipelineSummary {
                 tenant: "shop".into(),
+                kind: "MetricPipeline".into(),
                 name: "p1".into(),
                 generation: 2,
                 status,
@@ -1116,7 +1118,7 @@ async fn masked_secret_keeps_the_stored_value(db: &TestDb) {
     // The API may restore before validating.
     let mut restored = rotated.masked_resource();
     store
-        .restore_masked_secrets("shop", &mut restored)
+        .restore_masked_secrets::<ValidatedPipeline>("shop", &mut restored)
         .await
         .unwrap();
     assert!(
@@ -1126,7 +1128,9 @@ async fn masked_secret_keeps_the_stored_value(db: &TestDb) {
     );
     let mut fresh = pipeline_with_secrets("p9", MASKED_SECRET, "x");
     assert!(matches!(
-        store.restore_masked_secrets("shop", &mut fresh).await,
+        store
+            .restore_masked_secrets::<ValidatedPipeline>("shop", &mut fresh)
+            .await,
         Err(StoreError::Conflict(_))
     ));
 }
@@ -2271,7 +2275,7 @@ fn store_changes_survive_the_notification_payload() {
 #[test]
 fn store_masks_every_inline_secret() {
     let mut resource = pipeline_with_secrets("p1", "hunter2", "tenant-a");
-    mask_secrets(&mut resource);
+    mask_secrets::<ValidatedPipeline>(&mut resource);
     let shown = serde_json::to_string(&resource).unwrap();
     assert!(
         !shown.contains("hunter2") && !shown.contains("tenant-a"),

@@ -27,6 +27,20 @@ const PASSWORD_PATH: &str =
     "/spec/output/prometheusRemoteWrite/authentication/basic/password/value";
 const HEADER_PATH: &str = "/spec/output/prometheusRemoteWrite/headers/0/value";
 
+/// A stored metric pipeline's row as it is in the database.
+async fn raw_row(store: &Store, tenant: &str, name: &str) -> pipelines::Model {
+    let key = (
+        tenant.to_owned(),
+        "MetricPipeline".to_owned(),
+        name.to_owned(),
+    );
+    pipelines::Entity::find_by_id(key)
+        .one(store.db())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// Rewrites a stored pipeline's document as someone with database access could.
 async fn edit_raw_spec(
     store: &Store,
@@ -34,11 +48,7 @@ async fn edit_raw_spec(
     name: &str,
     edit: impl FnOnce(&mut serde_json::Value),
 ) {
-    let row = pipelines::Entity::find_by_id((tenant.to_owned(), name.to_owned()))
-        .one(store.db())
-        .await
-        .unwrap()
-        .unwrap();
+    let row = raw_row(store, tenant, name).await;
     let mut spec = row.spec.clone();
     edit(&mut spec);
     let mut active = row.into_active_model();
@@ -47,11 +57,7 @@ async fn edit_raw_spec(
 }
 
 async fn raw_value(store: &Store, tenant: &str, name: &str, pointer: &str) -> String {
-    let row = pipelines::Entity::find_by_id((tenant.to_owned(), name.to_owned()))
-        .one(store.db())
-        .await
-        .unwrap()
-        .unwrap();
+    let row = raw_row(store, tenant, name).await;
     row.spec
         .pointer(pointer)
         .unwrap()

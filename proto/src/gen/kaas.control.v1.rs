@@ -198,6 +198,11 @@ pub struct PipelineHealth {
     /// Scrape targets whose last scrape failed.
     #[prost(uint32, tag = "9")]
     pub targets_down: u32,
+    /// The pipeline's kind ("MetricPipeline", "LogPipeline"): names are unique per kind,
+    /// so a metric and a log pipeline of the same name are two pipelines. Empty means
+    /// "MetricPipeline", as agents from before other kinds send.
+    #[prost(string, tag = "10")]
+    pub kind: ::prost::alloc::string::String,
 }
 /// DroppedSamples counts samples dropped for one reason.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -14,6 +14,7 @@ mod budgets;
 mod control_planes;
 mod identity;
 mod lifecycle;
+mod pipeline_kinds;
 mod probes;
 mod quotas;
 mod replicas;
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(lifecycle::AddClusterIncarnations),
             Box::new(lifecycle::CreatePendingDeletions),
             Box::new(control_planes::CreateClusterControlPlanes),
+            Box::new(pipeline_kinds::AddPipelineKinds),
         ]
     }
 
@@ -458,6 +460,7 @@ mod tests {
                 "m20261207_000001_add_cluster_incarnations",
                 "m20261207_000002_create_pending_deletions",
                 "m20261207_000003_create_cluster_control_planes",
+                "m20261207_000004_add_pipeline_kinds",
             ]
         );
     }
