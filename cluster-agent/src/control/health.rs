@@ -1,6 +1,8 @@
 //! `AgentHealth` reports built from the running pipelines' counters, buffers and
 //! targets: the same numbers `/metrics` shows (see [`crate::telemetry`]), so the
-//! observer's conditions and the agent's own dashboards never disagree.
+//! observer's conditions and the agent's own dashboards never disagree. Metric and log
+//! pipelines are reported alike, each with its kind (names are unique per kind only);
+//! a log pipeline's "samples" are its log records, and it has no targets.
 
 use std::time::SystemTime;
 
@@ -12,21 +14,45 @@ use kaas_proto::control::v1::{
 use std::sync::atomic::Ordering;
 
 use crate::internal_events::{DropReason, ERROR_LOG_INTERVAL, ErrorReason};
-use crate::pipeline::runtime::{Pipelines, RunningPipeline};
+use crate::pipeline::PipelineKind;
+use crate::pipeline::data_path::DataPath;
+use crate::pipeline::logs::LogPipelines;
+use crate::pipeline::runtime::Pipelines;
 
-/// A snapshot of every running pipeline, taken at `now`.
-pub fn snapshot(pipelines: &Pipelines, now: SystemTime) -> AgentHealth {
+/// A snapshot of every running pipeline of both kinds, taken at `now`.
+pub fn snapshot(
+    pipelines: &Pipelines,
+    log_pipelines: &LogPipelines,
+    now: SystemTime,
+) -> AgentHealth {
     let now_ms = unix_ms(now);
+    let metrics = pipelines.iter().map(|(name, pipeline)| {
+        let mut health = pipeline_health(name, PipelineKind::Metric, &pipeline.data_path, now_ms);
+        for target in pipeline.target_states() {
+            let target = target.health.lock().unwrap_or_else(|e| e.into_inner());
+            if target.up {
+                health.targets_up += 1;
+            } else if target.last_scrape.is_some() {
+                health.targets_down += 1;
+            }
+        }
+        health
+    });
+    let logs = log_pipelines.iter().map(|(name, pipeline)| {
+        pipeline_health(name, PipelineKind::Log, &pipeline.data_path, now_ms)
+    });
     AgentHealth {
         timestamp_unix_ms: now_ms,
-        pipelines: pipelines
-            .iter()
-            .map(|(name, pipeline)| pipeline_health(name, pipeline, now_ms))
-            .collect(),
+        pipelines: metrics.chain(logs).collect(),
     }
 }
 
-fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> PipelineHealth {
+fn pipeline_health(
+    name: &str,
+    kind: PipelineKind,
+    pipeline: &DataPath,
+    now_ms: i64,
+) -> PipelineHealth {
     let stats = &pipeline.stats;
     let samples_dropped = [
         (DropReason::BufferFull, WireDropReason::BufferFull),
@@ -49,24 +75,8 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
     .collect();
     // A buffer busy with a write is reported as empty for one round rather than
     // stalling the report.
-    let (buffer_bytes, buffer_oldest_age_seconds) = match pipeline.buffer.try_lock() {
-        Ok(buffer) => (
-            buffer.bytes(),
-            buffer
-                .oldest_timestamp_ms()
-                .map_or(0.0, |ts| now_ms.saturating_sub(ts).max(0) as f64 / 1000.0),
-        ),
-        Err(_) => (0, 0.0),
-    };
-    let (mut targets_up, mut targets_down) = (0u32, 0u32);
-    for target in pipeline.target_states() {
-        let health = target.health.lock().unwrap_or_else(|e| e.into_inner());
-        if health.up {
-            targets_up += 1;
-        } else if health.last_scrape.is_some() {
-            targets_down += 1;
-        }
-    }
+    let (buffer_bytes, buffer_oldest_age_seconds) =
+        pipeline.buffer_state(now_ms).unwrap_or((0, 0.0));
     PipelineHealth {
         pipeline: name.to_owned(),
         samples_sent: stats.samples_sent.load(Ordering::Relaxed),
@@ -75,11 +85,9 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
         buffer_bytes,
         buffer_oldest_age_seconds,
         last_error: last_error(pipeline, now_ms),
-        targets_up,
-        targets_down,
-        // Every pipeline the agent runs today is a metric pipeline; log pipelines are
-        // accepted in a configuration but not run yet, so nothing is reported for them.
-        kind: kaas_pipeline::KIND.to_owned(),
+        targets_up: 0,
+        targets_down: 0,
+        kind: kind.as_str().to_owned(),
     }
 }
 
@@ -87,7 +95,7 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
 /// [`ERROR_LOG_INTERVAL`] and the pipeline runs with a buffer reduced by the budget;
 /// that standing condition is then reported as of now, so the observer keeps showing
 /// it for as long as it holds rather than only just after the pipeline started.
-fn last_error(pipeline: &RunningPipeline, now_ms: i64) -> Option<PipelineError> {
+fn last_error(pipeline: &DataPath, now_ms: i64) -> Option<PipelineError> {
     let recent = pipeline.stats.last_error().map(|error| PipelineError {
         timestamp_unix_ms: unix_ms(error.at),
         reason: error.reason.as_str().to_owned(),

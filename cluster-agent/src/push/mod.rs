@@ -435,7 +435,7 @@ impl PushReceiver {
             let ack = Ack::new(move || {
                 let _ = durable.send(());
             });
-            let pushed = pipeline.inlet.push_acked(&batch, now_ms(), ack);
+            let pushed = pipeline.data_path.inlet.push_acked(&batch, now_ms(), ack);
             if pushed.is_err() || stored.await.is_err() {
                 not_stored.push(admission.pipeline.as_str());
             }

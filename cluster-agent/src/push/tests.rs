@@ -328,7 +328,7 @@ async fn a_push_the_buffer_does_not_keep_is_not_accepted() {
     {
         // Fill the buffer to the last few bytes with incompressible records.
         let pipelines = fixture.agent.pipelines.read().await;
-        let inlet = &pipelines["pushed"].inlet;
+        let inlet = &pipelines["pushed"].data_path.inlet;
         let bytes = || inlet.buffer.lock().unwrap().bytes();
         for size in [200_000, 10_000, 500, 20, 1] {
             let filler: Vec<u8> = (0..size).map(|_| fastrand::u8(..)).collect();
