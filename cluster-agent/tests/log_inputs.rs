@@ -5,8 +5,7 @@
 //! counted, not guessed; "crashes" drop the fan-out without a final save, which
 //! leaves the disk as `kill -9` would.
 
-#[path = "../../journal/tests/common/mod.rs"]
-mod journal_common;
+use kaas_test_support::journal as journal_common;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -877,6 +876,39 @@ fn journal_resumes_from_the_committed_cursor() {
     assert_eq!(slow.durable(), allowed(30..45));
 }
 
+/// By default the journal is read from its end at the first start, and that start
+/// is persisted at once: a restart before anything new was read is not another first
+/// start, so what was written in between is read, not skipped.
+#[test]
+fn journal_starts_at_its_end_once() {
+    let node_dir = TestNode::new();
+    let Some(journal) = Journal::new(&node_dir) else {
+        return;
+    };
+    journal.write(&journal_entries(0, 9));
+    let settings = JournalSettings::new(
+        journal.dir.clone(),
+        node_dir.state().join("journal.position"),
+    );
+    let consumer = Recorder::new("node", false);
+    let reader = JournalReader::open(settings.clone(), node()).expect("open");
+    let mut fan_out = node_dir.fan_out(reader, &[&consumer]);
+    drain(&mut fan_out, 5);
+    assert!(consumer.durable().is_empty(), "what was there is skipped");
+    drop(fan_out); // a crash before anything new came
+
+    journal.write(&journal_entries(9, 9));
+    let consumer = Recorder::new("node", false);
+    let reader = JournalReader::open(settings, node()).expect("open");
+    let mut fan_out = node_dir.fan_out(reader, &[&consumer]);
+    drain(&mut fan_out, 5);
+    assert_eq!(
+        consumer.durable(),
+        allowed(9..18),
+        "written while it was down"
+    );
+}
+
 /// A hung consumer of the journal is detached onto its own cursor; the other reads
 /// every new entry as it is written.
 #[test]
@@ -1182,4 +1214,134 @@ fn kill_9_under_load_loses_nothing() {
         let repeats = assert_no_loss(&read(name), 0..written, bound);
         eprintln!("{name}: {written} lines, {repeats} repeated after {KILLS} kills");
     }
+}
+
+// ---------------------------------------------------------------- selection
+
+/// Each pipeline takes its part of the shared batch: system namespaces only when
+/// asked, containers by name, pods by all of their labels (a pod the watch has not
+/// published yet is taken), and nothing of another input.
+#[test]
+fn each_pipeline_selects_its_containers_from_the_shared_batch() {
+    use kaas_cluster_agent::log_inputs::RuntimeSelection;
+    use kaas_pipeline::input::NamespaceSelector;
+    use kaas_pipeline::logs::input::{
+        ContainerSelector, StartAt as InputStart, ValidatedRuntimeLogInput,
+    };
+    use kaas_pipeline::selector::PodSelector;
+
+    let node_dir = TestNode::new();
+    for (ns, pod, uid, container) in [
+        ("shop", "web-1", "uid-1", "app"),
+        ("shop", "web-1", "uid-1", "istio-proxy"),
+        ("shop", "batch-1", "uid-9", "app"),
+        ("shop", "new-1", "uid-new", "app"),
+        ("kube-system", "dns-1", "uid-2", "coredns"),
+    ] {
+        append(
+            &node_dir.container_log(ns, pod, uid, container, 0),
+            &cri(0..1),
+        );
+    }
+    let mut web = Pod::default();
+    web.metadata.uid = Some("uid-1".into());
+    web.metadata.labels = Some([("app".to_owned(), "web".to_owned())].into());
+    let mut batch_pod = Pod::default();
+    batch_pod.metadata.uid = Some("uid-9".into());
+    batch_pod.metadata.labels = Some([("app".to_owned(), "batch".to_owned())].into());
+    let (_pods, receiver) =
+        tokio::sync::watch::channel(Arc::new(vec![Arc::new(web), Arc::new(batch_pod)]));
+    let pods = PodMetadataCache::new(receiver);
+    let consumer = read_containers(&node_dir, PodEnrichment::default());
+    // A plain file's resource (node and cluster only) in the same batch.
+    let plain = kaas_proto::otlp::ResourceLogs {
+        resource: Some(kaas_proto::otlp::Resource {
+            attributes: vec![KeyValue {
+                key: "k8s.node.name".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("node-a".into())),
+                }),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let batch = LogBatch {
+        resource_logs: std::iter::once(plain)
+            .chain(
+                consumer
+                    .state
+                    .lock()
+                    .expect("recorder")
+                    .offered
+                    .iter()
+                    .flat_map(|b| b.resource_logs.iter().cloned()),
+            )
+            .collect(),
+        records: 6,
+    };
+    let input = |namespaces, containers, pod_selector| ValidatedRuntimeLogInput {
+        namespaces,
+        containers,
+        pod_selector,
+        keep_original_body: true,
+        multiline: None,
+        start_at: InputStart::End,
+        pod_labels: false,
+        pod_annotations: false,
+    };
+    let taken = |selection: &RuntimeSelection| -> Vec<String> {
+        let mut taken: Vec<String> = selection
+            .select(&batch, Some(&pods))
+            .iter()
+            .map(|r| {
+                let attributes = &r.resource.as_ref().expect("resource").attributes;
+                format!(
+                    "{}/{}",
+                    text(attributes, "k8s.pod.name").expect("pod"),
+                    text(attributes, "k8s.container.name").expect("container")
+                )
+            })
+            .collect();
+        taken.sort();
+        taken
+    };
+    let everything = RuntimeSelection::new(&input(
+        NamespaceSelector::default(),
+        ContainerSelector::default(),
+        PodSelector::default(),
+    ));
+    assert_eq!(
+        taken(&everything),
+        ["batch-1/app", "new-1/app", "web-1/app", "web-1/istio-proxy"],
+        "system namespaces are left out by default, and the plain file's resource"
+    );
+    let web_only = RuntimeSelection::new(&input(
+        NamespaceSelector::default(),
+        ContainerSelector {
+            exclude: vec!["istio-proxy".into()],
+            ..ContainerSelector::default()
+        },
+        PodSelector {
+            match_labels: [("app".to_owned(), "web".to_owned())].into(),
+            ..PodSelector::default()
+        },
+    ));
+    assert_eq!(
+        taken(&web_only),
+        ["new-1/app", "web-1/app"],
+        "by label, and a pod not published yet is taken rather than lost"
+    );
+    let system = RuntimeSelection::new(&input(
+        NamespaceSelector {
+            system: true,
+            ..NamespaceSelector::default()
+        },
+        ContainerSelector {
+            include: vec!["coredns".into()],
+            ..ContainerSelector::default()
+        },
+        PodSelector::default(),
+    ));
+    assert_eq!(taken(&system), ["dns-1/coredns"]);
 }

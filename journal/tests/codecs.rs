@@ -2,7 +2,7 @@
 //! compressed by the real liblz4, liblzma and libzstd command-line tools and framed as
 //! systemd stores them, in compact and regular files built by the test writer.
 
-mod common;
+use kaas_test_support::journal as common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

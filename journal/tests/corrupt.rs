@@ -8,7 +8,7 @@
 //! Regenerate them with `JOURNAL_FIXTURES_UPDATE=1 cargo test -p kaas-journal --test
 //! corrupt`.
 
-mod common;
+use kaas_test_support::journal as common;
 
 use std::path::PathBuf;
 

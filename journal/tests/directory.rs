@@ -2,7 +2,7 @@
 //! does not produce: a file abandoned online by a crash and renamed `.journal~`, an
 //! unreadable file beside good ones, too many files, and the order of archives.
 
-mod common;
+use kaas_test_support::journal as common;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! persisted and resumed. In every case the entries read are exactly the entries fed:
 //! none lost, none repeated.
 
-mod common;
+use kaas_test_support::journal as common;
 
 use std::io::Write;
 use std::path::Path;

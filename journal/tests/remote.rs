@@ -2,7 +2,7 @@
 //! from export-format input the test generates, read back with the crate, and compared
 //! field by field with what was fed, and with `journalctl`'s own reading.
 
-mod common;
+use kaas_test_support::journal as common;
 
 use common::{
     BOOT_ID, Fed, UNITS, assert_same, data_objects_by_compression, journal_remote,

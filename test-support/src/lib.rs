@@ -10,12 +10,15 @@
 //!   raw bodies for the test to decode independently, with scripted answers.
 //! - [`peers`]: real nginx and Prometheus processes on loopback.
 //! - [`tls`]: certificates made per run and nginx terminating mutual TLS with them.
+//! - [`journal`]: journal files written by the real `systemd-journal-remote` (and a
+//!   minimal writer for what it does not write), read back by `journalctl`.
 //! - [`fake_observer`]: an `AgentControl` server that speaks the real control contract
 //!   (hash-based config push, join tokens) and records everything an agent sends.
 
 pub mod fake_inventory;
 pub mod fake_observer;
 pub mod http;
+pub mod journal;
 pub mod peers;
 pub mod process;
 pub mod recording_receiver;

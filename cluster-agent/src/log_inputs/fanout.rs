@@ -33,8 +33,19 @@
 //! ## Rejoining
 //! When a detached lane and the shared lane are both caught up (nothing unread,
 //! nothing uncommitted) at the same committed position, the consumer goes back to the
-//! shared lane and its position file is deleted. The check costs a persist and a
-//! position comparison, so it runs at most once every [`REJOIN_CHECK_EVERY`] rounds.
+//! shared lane and its position file is deleted. The check runs every
+//! [`REJOIN_CHECK_EVERY`] rounds, right after the lanes read and took their
+//! acknowledgements, so on a node whose files never stop growing it succeeds in a
+//! round where no line arrived between the two lanes' reads.
+//!
+//! ## Costs of a detached lane
+//! Each lane's reader has its own bounds: a detached tailer holds up to its
+//! open-descriptor bound and its window of uncommitted batches, so the descriptors
+//! and memory of an input grow with the number of detached consumers, never with
+//! how long they hang. A consumer that stays behind longer than the node keeps its
+//! logs can lose what is deleted unread: files deleted while its tailer had no
+//! descriptor open on them (counted in that tailer's `lost_files`), journal files
+//! vacuumed by journald. The shared lane is unaffected.
 //!
 //! ## Crash behaviour
 //! Position files are written before the shared lane commits past them, so after

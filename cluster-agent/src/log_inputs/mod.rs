@@ -22,7 +22,8 @@
 //!   (design note in the module);
 //! - [`tailed`]: [`TailedLogs`], the file tailer as a reader, shaping records with
 //!   [`runtime`] (container logs below `/var/log/pods`, with [`pod_metadata`] from the
-//!   node's pod watch) and [`files`] (plain files by glob below allowed roots);
+//!   node's pod watch; [`RuntimeSelection`] says which of them a pipeline takes) and
+//!   [`files`] (plain files by glob below allowed roots);
 //! - [`journal`]: [`JournalReader`], the journal units on an allow-list, resuming from
 //!   a persisted cursor;
 //! - [`resource`]: the node and cluster every resource names.
@@ -48,7 +49,7 @@ pub use journal::{JournalReader, JournalSettings, JournalStart};
 pub use pod_metadata::PodMetadataCache;
 pub use reader::{InputError, LogReader, ReadBatch};
 pub use resource::NodeIdentity;
-pub use runtime::PodEnrichment;
+pub use runtime::{PodEnrichment, RuntimeSelection};
 pub use tailed::TailedLogs;
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use kaas_pipeline::selector::PodSelector;
 use tokio::sync::watch;
 
 use crate::discovery::kubernetes::watch::PodSnapshot;
@@ -29,13 +30,26 @@ pub const MAX_POD_METADATA_ENTRIES: usize = 64;
 /// 256 KiB, which does not belong on every log record.
 pub const MAX_POD_METADATA_BYTES: usize = 16 * 1024;
 
-/// What the runtime input adds to a pod's records.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// What the runtime input adds to a pod's records, and the pod it came from.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct PodMetadata {
     /// Labels, sorted by key, within the bounds.
     pub labels: Vec<(String, String)>,
     /// Annotations, sorted by key, within the bounds.
     pub annotations: Vec<(String, String)>,
+    /// The pod as the watch published it (shared with the watch's snapshot, not
+    /// copied): pod selectors see all of its labels, not only the bounded ones.
+    pod: Arc<Pod>,
+}
+
+/// The labels of a pod without any.
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+impl PodMetadata {
+    /// Whether `selector` selects the pod, by all of its labels.
+    pub fn selected_by(&self, selector: &PodSelector) -> bool {
+        selector.matches(self.pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS))
+    }
 }
 
 /// The pods of this node by uid; refreshed from the watch's latest snapshot.
@@ -101,10 +115,11 @@ impl PodMetadataCache {
     }
 }
 
-fn metadata_of(pod: &Pod, left_out: &mut u64) -> PodMetadata {
+fn metadata_of(pod: &Arc<Pod>, left_out: &mut u64) -> PodMetadata {
     PodMetadata {
         labels: bounded(pod.metadata.labels.as_ref(), left_out),
         annotations: bounded(pod.metadata.annotations.as_ref(), left_out),
+        pod: Arc::clone(pod),
     }
 }
 

@@ -8,12 +8,21 @@
 //! (`k8s.pod.annotation.<key>`) from the [`PodMetadataCache`]. Record attributes:
 //! `log.iostream` (`stdout` or `stderr`) and `log.file.path`. The record's time is
 //! the runtime's timestamp (CRI or Docker); its observed time is when it was read.
+//!
+//! The tailer reads every container once; which of them a pipeline takes is its
+//! [`RuntimeSelection`] (namespaces, containers, pods by label), applied by the
+//! pipeline's consumer to the shared batch.
 
 use kaas_logfiles::{PodLogPath, Stream};
-use kaas_proto::otlp::{LogRecord, Resource};
+use kaas_pipeline::input::NamespaceSelector;
+use kaas_pipeline::logs::input::{ContainerSelector, ValidatedRuntimeLogInput};
+use kaas_pipeline::selector::PodSelector;
+use kaas_proto::otlp::{KeyValue, LogRecord, Resource, ResourceLogs, any_value::Value};
 
+use super::consumer::LogBatch;
 use super::pod_metadata::PodMetadataCache;
 use super::resource::{NodeIdentity, body, int, text};
+use crate::processing::logs::attributes::find;
 
 /// Prefix of a pod label attribute.
 pub const POD_LABEL_PREFIX: &str = "k8s.pod.label.";
@@ -40,6 +49,71 @@ impl PodEnrichment {
     }
 }
 
+/// Which container logs one pipeline takes: its `input.runtime` namespaces,
+/// containers and pod selector.
+#[derive(Debug, Clone)]
+pub struct RuntimeSelection {
+    namespaces: NamespaceSelector,
+    containers: ContainerSelector,
+    pods: PodSelector,
+}
+
+impl RuntimeSelection {
+    /// The selection of a pipeline's validated runtime input.
+    pub fn new(input: &ValidatedRuntimeLogInput) -> Self {
+        Self {
+            namespaces: input.namespaces.clone(),
+            containers: input.containers.clone(),
+            pods: input.pod_selector.clone(),
+        }
+    }
+
+    /// The containers of `batch` this pipeline takes, cloned for its processing;
+    /// empty when it takes none (complete the batch as `Outcome::NotTaken`). Records
+    /// of other inputs (no namespace on their resource) are not taken. The pod
+    /// selector needs the pod's labels from `pods`: a pod the watch has not
+    /// published yet is taken (its namespace and container still decide), so that
+    /// a new pod's first lines are not lost to the watch's delay.
+    pub fn select(&self, batch: &LogBatch, pods: Option<&PodMetadataCache>) -> Vec<ResourceLogs> {
+        batch
+            .resource_logs
+            .iter()
+            .filter(|resource_logs| {
+                let attributes = resource_logs
+                    .resource
+                    .as_ref()
+                    .map_or(&[][..], |r| &r.attributes[..]);
+                let (Some(namespace), Some(container)) =
+                    (string(attributes, NAMESPACE), string(attributes, CONTAINER))
+                else {
+                    return false;
+                };
+                let pod =
+                    string(attributes, POD_UID).and_then(|uid| pods.and_then(|pods| pods.get(uid)));
+                self.namespaces.admits(namespace)
+                    && self.containers.admits(container)
+                    && pod.is_none_or(|pod| pod.selected_by(&self.pods))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// `k8s.namespace.name`.
+const NAMESPACE: &str = "k8s.namespace.name";
+/// `k8s.container.name`.
+const CONTAINER: &str = "k8s.container.name";
+/// `k8s.pod.uid`.
+const POD_UID: &str = "k8s.pod.uid";
+
+/// The string value of the first attribute `key`.
+fn string<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match find(attributes, key)?.value.as_ref()? {
+        Value::StringValue(text) => Some(text),
+        _ => None,
+    }
+}
+
 /// The resource of one container's records.
 pub(super) fn container_resource(
     path: &PodLogPath,
@@ -47,10 +121,10 @@ pub(super) fn container_resource(
     enrichment: &PodEnrichment,
 ) -> Resource {
     let mut attributes = vec![
-        text("k8s.namespace.name", &path.namespace),
+        text(NAMESPACE, &path.namespace),
         text("k8s.pod.name", &path.pod),
-        text("k8s.pod.uid", &path.uid),
-        text("k8s.container.name", &path.container),
+        text(POD_UID, &path.uid),
+        text(CONTAINER, &path.container),
         int("k8s.container.restart_count", i64::from(path.restart_count)),
     ];
     attributes.extend(node.attributes());

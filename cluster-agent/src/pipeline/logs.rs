@@ -11,11 +11,11 @@
 //!
 //! **Selection.** The node's inputs read for every pipeline at once and offer each
 //! batch to every pipeline ([`crate::log_inputs::FanOut`]); each pipeline's
-//! [`InputConsumer`] keeps what its inputs name: container records (resources with a
-//! `k8s.pod.uid`) of the namespaces, containers and pods of its `runtime` input
-//! (system namespaces only when asked, per the model's [`NamespaceSelector`]), plain
-//! file records whose `log.file.path` its `node.files` globs match, and journal
-//! records whose `systemd.unit` its `node.journal.units` lists.
+//! [`InputConsumer`] keeps what its inputs name: container records of the namespaces,
+//! containers and pods of its `runtime` input ([`RuntimeSelection`]: system
+//! namespaces only when asked, per the model's [`NamespaceSelector`]), plain file
+//! records whose `log.file.path` its `node.files` globs match, and journal records
+//! whose `systemd.unit` its `node.journal.units` lists.
 //!
 //! **Acknowledgements.** A batch's [`BatchAck`] completes `Durable` once what the
 //! pipeline kept of it is in the buffer file (nothing kept after processing is durable
@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use kaas_buffer::BufferError;
 use kaas_pipeline::logs::ValidatedLogPipeline;
-use kaas_pipeline::logs::input::{FileGlob, ValidatedRuntimeLogInput};
+use kaas_pipeline::logs::input::FileGlob;
 use kaas_pipeline::logs::processors::{AttributeRule, FilterAction, ValidatedRate};
 use kaas_proto::otlp::{KeyValue, ResourceLogs, any_value::Value};
 use kaas_series::clock::now_ms;
@@ -42,7 +42,9 @@ use super::data_path::DataPath;
 use super::runtime::{AgentContext, StartError};
 use crate::exporters::LogExporter;
 use crate::internal_events::{LogProcessingStats, LogRecordsProcessed, PipelineStats};
-use crate::log_inputs::{BatchAck, LogBatch, LogConsumer, Outcome, PodMetadataCache};
+use crate::log_inputs::{
+    BatchAck, LogBatch, LogConsumer, Outcome, PodMetadataCache, RuntimeSelection,
+};
 use crate::pipeline::budget::BufferGrant;
 use crate::processing::logs::{
     AttributeAction, LogFilter, LogProcessing, LogProcessor, MatchRule, MatchTarget, RateLimit,
@@ -52,10 +54,6 @@ use crate::topology::inlet::{Ack, Stored};
 
 /// The resource attribute that marks a container's records (the `runtime` input).
 const POD_UID: &str = "k8s.pod.uid";
-/// The resource attribute naming a container's namespace.
-const NAMESPACE: &str = "k8s.namespace.name";
-/// The resource attribute naming a container.
-const CONTAINER: &str = "k8s.container.name";
 /// The record attribute naming a plain file's path.
 const FILE_PATH: &str = "log.file.path";
 /// The record attribute naming a journal record's unit.
@@ -193,7 +191,7 @@ fn attribute_action(rule: &AttributeRule) -> Option<AttributeAction> {
 #[derive(Clone, Debug, Default)]
 pub struct LogSelection {
     /// The `runtime` input's namespaces, containers and pods.
-    pub runtime: Option<ValidatedRuntimeLogInput>,
+    pub runtime: Option<RuntimeSelection>,
     /// The `node` input's file globs.
     pub files: Vec<FileGlob>,
     /// The `node` input's journal units.
@@ -205,33 +203,10 @@ impl LogSelection {
     pub fn of(pipeline: &ValidatedLogPipeline) -> Self {
         let node = pipeline.inputs.node.as_ref();
         Self {
-            runtime: pipeline.inputs.runtime.clone(),
+            runtime: pipeline.inputs.runtime.as_ref().map(RuntimeSelection::new),
             files: node.map(|n| n.files.clone()).unwrap_or_default(),
             journal_units: node.map(|n| n.journal_units.clone()).unwrap_or_default(),
         }
-    }
-
-    /// Whether it takes a container's records: `resource` is the container's, `pods`
-    /// the node's pod metadata (needed only by a pod selector; without it, a pipeline
-    /// with a pod selector takes nothing, as it cannot tell which pods match).
-    fn takes_container(&self, resource: &[KeyValue], pods: Option<&PodMetadataCache>) -> bool {
-        let Some(runtime) = &self.runtime else {
-            return false;
-        };
-        let namespace = text(resource, NAMESPACE).unwrap_or_default();
-        let container = text(resource, CONTAINER).unwrap_or_default();
-        if !runtime.namespaces.admits(namespace) || !runtime.containers.admits(container) {
-            return false;
-        }
-        let selector = &runtime.pod_selector;
-        if selector.match_labels.is_empty() && selector.match_expressions.is_empty() {
-            return true;
-        }
-        let uid = text(resource, POD_UID).unwrap_or_default();
-        pods.and_then(|pods| pods.get(uid)).is_some_and(|pod| {
-            let labels: BTreeMap<String, String> = pod.labels.iter().cloned().collect();
-            selector.matches(&labels)
-        })
     }
 
     /// Whether it takes a plain file's record at `path`.
@@ -243,6 +218,27 @@ impl LogSelection {
     fn takes_unit(&self, unit: &str) -> bool {
         self.journal_units.iter().any(|u| u == unit)
     }
+}
+
+/// The records of `resources` that `keep` keeps, resource by resource; resources left
+/// without records are left out.
+fn records_where<'a>(
+    resources: impl Iterator<Item = &'a ResourceLogs>,
+    keep: impl Fn(&kaas_proto::otlp::LogRecord) -> bool,
+) -> Vec<ResourceLogs> {
+    let mut taken = Vec::new();
+    for resource_logs in resources {
+        let mut kept = resource_logs.clone();
+        for scope in &mut kept.scope_logs {
+            scope.log_records.retain(&keep);
+        }
+        kept.scope_logs
+            .retain(|scope| !scope.log_records.is_empty());
+        if !kept.scope_logs.is_empty() {
+            taken.push(kept);
+        }
+    }
+    taken
 }
 
 /// A string attribute's value.
@@ -387,45 +383,36 @@ impl InputConsumer {
     /// What the pipeline takes of `batch`.
     fn select(&self, batch: &LogBatch) -> Vec<ResourceLogs> {
         let selection = &self.intake.selection;
-        let mut pods = self
-            .pods
-            .as_ref()
-            .map(|pods| pods.lock().unwrap_or_else(|e| e.into_inner()));
-        if let Some(pods) = pods.as_mut() {
-            pods.refresh();
-        }
-        let mut taken = Vec::new();
-        for resource_logs in &batch.resource_logs {
-            let resource = resource_logs
-                .resource
-                .as_ref()
-                .map_or(&[][..], |r| &r.attributes[..]);
-            let keep_record: Box<dyn Fn(&kaas_proto::otlp::LogRecord) -> bool> = match self.input {
-                NodeInput::Tailed if text(resource, POD_UID).is_some() => {
-                    if selection.takes_container(resource, pods.as_deref()) {
-                        Box::new(|_| true)
-                    } else {
-                        continue;
+        match self.input {
+            NodeInput::Tailed => {
+                let mut taken = match &selection.runtime {
+                    Some(runtime) => {
+                        let mut pods = self
+                            .pods
+                            .as_ref()
+                            .map(|pods| pods.lock().unwrap_or_else(|e| e.into_inner()));
+                        if let Some(pods) = pods.as_mut() {
+                            pods.refresh();
+                        }
+                        runtime.select(batch, pods.as_deref())
                     }
-                }
-                NodeInput::Tailed => Box::new(|record| {
+                    None => Vec::new(),
+                };
+                let plain = batch.resource_logs.iter().filter(|resource_logs| {
+                    resource_logs
+                        .resource
+                        .as_ref()
+                        .is_none_or(|r| text(&r.attributes, POD_UID).is_none())
+                });
+                taken.extend(records_where(plain, |record| {
                     text(&record.attributes, FILE_PATH).is_some_and(|p| selection.takes_file(p))
-                }),
-                NodeInput::Journal => Box::new(|record| {
-                    text(&record.attributes, SYSTEMD_UNIT).is_some_and(|u| selection.takes_unit(u))
-                }),
-            };
-            let mut kept = resource_logs.clone();
-            for scope in &mut kept.scope_logs {
-                scope.log_records.retain(|record| keep_record(record));
+                }));
+                taken
             }
-            kept.scope_logs
-                .retain(|scope| !scope.log_records.is_empty());
-            if !kept.scope_logs.is_empty() {
-                taken.push(kept);
-            }
+            NodeInput::Journal => records_where(batch.resource_logs.iter(), |record| {
+                text(&record.attributes, SYSTEMD_UNIT).is_some_and(|u| selection.takes_unit(u))
+            }),
         }
-        taken
     }
 }
 

@@ -175,7 +175,13 @@ fn container_records_are_taken_by_namespace_and_container() {
     let taken = selective.consumer(NodeInput::Tailed).select(&logs);
     let names: Vec<_> = taken
         .iter()
-        .map(|r| text(&r.resource.as_ref().unwrap().attributes, CONTAINER).unwrap())
+        .map(|r| {
+            text(
+                &r.resource.as_ref().unwrap().attributes,
+                "k8s.container.name",
+            )
+            .unwrap()
+        })
         .collect();
     assert_eq!(names, ["etcd", "app"]);
 
@@ -201,24 +207,6 @@ fn container_records_are_taken_by_namespace_and_container() {
         pushed_only.offer(NodeInput::Tailed, logs),
         Some(Outcome::NotTaken)
     );
-}
-
-/// Issue 16: a pod selector needs the node's pod metadata; without it the pipeline
-/// takes no container records rather than every pod's.
-#[test]
-fn a_pod_selector_without_pod_metadata_takes_nothing() {
-    let h = harness(
-        &format!(
-            "  input: {{runtime: {{enabled: true, podSelector: {{matchLabels: {{app: shop}}}}}}}}\n{OTLP_OUT}"
-        ),
-        1 << 30,
-        WhenFull::DropOldest,
-    );
-    let logs = batch(vec![resource_logs(
-        container("shop", "app"),
-        vec![record("x", vec![])],
-    )]);
-    assert_eq!(h.offer(NodeInput::Tailed, logs), Some(Outcome::NotTaken));
 }
 
 /// Issue 16: plain file records are taken by the node input's globs, journal

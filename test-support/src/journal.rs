@@ -1,7 +1,7 @@
-//! Shared test support: journal export input, the real `systemd-journal-remote` writer,
-//! `journalctl`'s export as an independent reading, and field-by-field comparison.
-
-#![allow(dead_code)] // each test binary uses a different part
+//! Journal files for tests: journal export input, the real `systemd-journal-remote`
+//! writer, `journalctl`'s export as an independent reading, field-by-field comparison,
+//! and a minimal writer ([`writer`]) for the layouts and damage the real one does not
+//! write. Used by the journal reader's tests and by the agent's journal input tests.
 
 pub mod writer;
 
@@ -168,15 +168,17 @@ fn summary(fields: &[(String, Vec<u8>)]) -> Vec<String> {
 pub struct Noise(pub u64);
 
 impl Noise {
-    pub fn next(&mut self) -> u64 {
+    /// The next 64 pseudo-random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
 
+    /// `len` pseudo-random bytes.
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
+        (0..len).map(|_| self.next_u64() as u8).collect()
     }
 }
 
