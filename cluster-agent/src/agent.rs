@@ -36,6 +36,7 @@ use crate::outbound::auth::{NoSecrets, SecretStore};
 use crate::pipeline::budget::{BufferGrant, DEFAULT_BUFFER_BUDGET, allocate};
 use crate::pipeline::kubelet::SERVICE_ACCOUNT_DIR;
 use crate::pipeline::logs::{LogPipelines, RunningLogPipeline};
+use crate::pipeline::node_logs::{NodeLogInputs, NodeLogSettings};
 use crate::pipeline::runtime::{AgentContext, ClusterView, Pipelines, RunningPipeline};
 use crate::pipeline::{PipelineId, PipelineKind};
 use crate::telemetry::registry;
@@ -67,6 +68,26 @@ pub struct AgentSettings {
     pub kubelet_insecure_skip_tls_verify: bool,
     /// The rules every configuration is validated under, and what the agent may read.
     pub policy: ProviderPolicy,
+    /// What this instance runs.
+    pub role: AgentRole,
+    /// Where the kubelet writes container logs (node role).
+    pub pod_log_dir: PathBuf,
+    /// The journal directory (node role).
+    pub journal_dir: PathBuf,
+}
+
+/// The name of the node the agent runs on: `NODE_NAME` (the downward API's
+/// `spec.nodeName` in the DaemonSet), else the host's name.
+fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+        })
+        .unwrap_or_default()
 }
 
 /// Why the agent cannot start.
@@ -111,6 +132,22 @@ pub struct Agent {
     pub pipelines: Arc<RwLock<Pipelines>>,
     /// The running log pipelines, readable by reporters.
     pub log_pipelines: Arc<RwLock<LogPipelines>>,
+    /// What the agent runs ([`AgentRole`]).
+    role: AgentRole,
+    /// The node's log inputs, on the node role.
+    node_logs: Option<NodeLogInputs>,
+}
+
+/// Which part of a cluster's telemetry an agent instance runs (`--role`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentRole {
+    /// The cluster-level instance (a Deployment): metric pipelines and the push
+    /// receivers, OTLP logs included.
+    #[default]
+    Cluster,
+    /// One instance per node (a DaemonSet): only the log pipelines' `runtime` and
+    /// `node` inputs, which read node-local files and the journal.
+    Node,
 }
 
 /// A running pipeline of either kind, as [`Agent::apply`] reconciles it.
@@ -249,7 +286,16 @@ impl Agent {
             buffer_budget: DEFAULT_BUFFER_BUDGET,
             pipelines: Arc::new(RwLock::new(Pipelines::new())),
             log_pipelines: Arc::new(RwLock::new(LogPipelines::new())),
+            role: AgentRole::Cluster,
+            node_logs: None,
         }
+    }
+
+    /// Runs as the node role: only log pipelines, fed by the node's log inputs read
+    /// with `settings`.
+    pub fn run_as_node(&mut self, settings: NodeLogSettings) {
+        self.role = AgentRole::Node;
+        self.node_logs = Some(NodeLogInputs::new(settings));
     }
 
     /// Shares `bytes` between the buffers of the pipelines applied from now on (the
@@ -276,6 +322,11 @@ impl Agent {
             ..self.base.clone()
         };
         let mut report = ApplyReport::default();
+        let mut config = config;
+        if self.role == AgentRole::Node {
+            // The cluster-level instance runs them.
+            config.pipelines.clear();
+        }
         let metric_asks = config
             .pipelines
             .iter()
@@ -286,6 +337,11 @@ impl Agent {
             .map(|p| (PipelineId::log(p.name()), p.buffer.max_bytes.get()));
         let mut grants = allocate(self.buffer_budget, metric_asks.chain(log_asks));
         let mut logs = self.log_pipelines.write().await;
+        // The inputs stop before any log pipeline does: none may write into a buffer
+        // directory a restarted pipeline reopens.
+        if let Some(inputs) = self.node_logs.as_mut() {
+            inputs.stop().await;
+        }
         reconcile(
             &mut logs,
             config.log_pipelines,
@@ -295,6 +351,10 @@ impl Agent {
             &mut report,
         )
         .await;
+        if let Some(inputs) = self.node_logs.as_mut() {
+            let cluster = config.external_labels.get("cluster").map(String::as_str);
+            inputs.start(&logs, cluster).await;
+        }
         drop(logs);
         let mut metrics = self.pipelines.write().await;
         reconcile(
@@ -311,6 +371,9 @@ impl Agent {
 
     /// Stops every pipeline.
     pub async fn shutdown(&mut self) {
+        if let Some(inputs) = self.node_logs.as_mut() {
+            inputs.stop().await;
+        }
         let all = std::mem::take(&mut *self.log_pipelines.write().await);
         for (_, pipeline) in all {
             pipeline.stop().await;
@@ -432,6 +495,26 @@ impl ConfiguredAgent {
         };
         let mut agent = Agent::new(context);
         agent.set_buffer_budget(settings.buffer_budget);
+        if settings.role == AgentRole::Node {
+            let node = node_name();
+            let pods = kubernetes.clone().map(|client| {
+                crate::log_inputs::PodMetadataCache::new(watch::watch_node_pods(client, &node).0)
+            });
+            // The tailer takes absolute paths only; relative flags are the working
+            // directory's.
+            let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
+            agent.run_as_node(NodeLogSettings {
+                pod_log_dir: absolute(settings.pod_log_dir.clone()),
+                journal_dir: absolute(settings.journal_dir.clone()),
+                state_dir: absolute(settings.data_dir.join("log-inputs")),
+                node: crate::log_inputs::NodeIdentity {
+                    node_name: node,
+                    cluster_name: String::new(),
+                },
+                pods,
+                files: policy.node_logs.files.clone(),
+            });
+        }
         let reloads = Arc::new(ReloadState::default());
         let push_stats = Arc::new(PushStats::default());
         let mut registry = registry(
@@ -445,31 +528,13 @@ impl ConfiguredAgent {
         let registry = Arc::new(registry);
         telemetry.start(registry.clone())?;
         let listener = listen(settings.listen_address).await?;
-        let grpc_listener = listen(settings.otlp_grpc_listen_address).await?;
-        let otlp_http_listener = listen(settings.otlp_http_listen_address).await?;
-        let reviewer = crate::push::auth::TokenReviewer::new(
-            kubernetes.clone(),
-            settings.push_token_audiences.clone(),
-        );
-        let receiver = crate::push::PushReceiver::new(
-            agent.pipelines.clone(),
-            push_stats,
-            kaas_series::PushLimits::default(),
-            reviewer,
-        );
-        let grpc = crate::push::otlp_grpc::OtlpGrpc::new(receiver.clone());
-        tokio::spawn(async move {
-            if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc).await {
-                tracing::error!(%error, "the OTLP/gRPC receiver stopped");
+        let push = match settings.role {
+            AgentRole::Cluster => {
+                serve_push(settings, kubernetes.clone(), &agent, push_stats).await?
             }
-        });
-        let otlp_http = receiver.otlp_http_routes();
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(otlp_http_listener, otlp_http).await {
-                tracing::error!(%error, "the OTLP/HTTP receiver stopped");
-            }
-        });
-        let push = receiver.routes();
+            // Pushes go to the cluster-level instance's Service.
+            AgentRole::Node => axum::Router::new(),
+        };
         let app = crate::server::app(registry, reloads.clone(), push);
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -478,11 +543,8 @@ impl ConfiguredAgent {
         });
         tracing::info!(
             address = %settings.listen_address,
-            "serving /metrics, /healthz, /readyz and the push receivers /api/v1/write and /v1/metrics (deprecated: OTLP/HTTP belongs on its own port)"
-        );
-        tracing::info!(
-            address = %settings.otlp_http_listen_address,
-            "serving the OTLP/HTTP push receiver /v1/metrics"
+            role = ?settings.role,
+            "serving /metrics, /healthz, /readyz (and on the cluster role the push receivers /api/v1/write and /v1/metrics, deprecated: OTLP/HTTP belongs on its own port)"
         );
         Ok(Self {
             agent,
@@ -538,6 +600,43 @@ impl ConfiguredAgent {
     pub async fn shutdown(&mut self) {
         self.agent.shutdown().await;
     }
+}
+
+/// Starts the OTLP/gRPC and OTLP/HTTP push receivers (cluster role) and returns the
+/// push routes of the agent's HTTP port.
+async fn serve_push(
+    settings: &AgentSettings,
+    kubernetes: Option<kube::Client>,
+    agent: &Agent,
+    push_stats: Arc<PushStats>,
+) -> Result<axum::Router, StartError> {
+    let grpc_listener = listen(settings.otlp_grpc_listen_address).await?;
+    let otlp_http_listener = listen(settings.otlp_http_listen_address).await?;
+    let reviewer =
+        crate::push::auth::TokenReviewer::new(kubernetes, settings.push_token_audiences.clone());
+    let receiver = crate::push::PushReceiver::new(
+        agent.pipelines.clone(),
+        push_stats,
+        kaas_series::PushLimits::default(),
+        reviewer,
+    );
+    let grpc = crate::push::otlp_grpc::OtlpGrpc::new(receiver.clone());
+    tokio::spawn(async move {
+        if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc).await {
+            tracing::error!(%error, "the OTLP/gRPC receiver stopped");
+        }
+    });
+    let otlp_http = receiver.otlp_http_routes();
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(otlp_http_listener, otlp_http).await {
+            tracing::error!(%error, "the OTLP/HTTP receiver stopped");
+        }
+    });
+    tracing::info!(
+        address = %settings.otlp_http_listen_address,
+        "serving the OTLP/HTTP push receiver /v1/metrics"
+    );
+    Ok(receiver.routes())
 }
 
 /// Binds one of the agent's listeners.

@@ -2,7 +2,8 @@
 //! topology's inlet and sender ([`crate::topology`]) and its exporter), shared by
 //! every signal; a metric pipeline ([`runtime`]) adds the scrape targets it follows
 //! ([`targets`], [`kubelet`]), a log pipeline ([`logs`]) its log processing and the
-//! consumer its inputs feed. The pipelines of both kinds share one disk budget
+//! consumer its inputs feed; the node's log inputs ([`node_logs`]) read once for every
+//! log pipeline. The pipelines of both kinds share one disk budget
 //! ([`budget`]).
 //!
 //! Names are unique per kind only, so a metric and a log pipeline may share one:
@@ -13,6 +14,7 @@ pub mod budget;
 pub mod data_path;
 pub mod kubelet;
 pub mod logs;
+pub mod node_logs;
 pub mod runtime;
 pub mod targets;
 
