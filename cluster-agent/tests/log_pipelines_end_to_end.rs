@@ -32,6 +32,11 @@ fn append_cri(file: &Path, lines: &[String]) {
 
 /// A standalone node-role agent running `log_pipelines` (YAML list items).
 fn spawn_node_agent(dir: &Path, pods: &Path, log_pipelines: &str) -> ChildGuard {
+    spawn_node_agent_on(dir, pods, log_pipelines, free_port())
+}
+
+/// As [`spawn_node_agent`], serving `/metrics` on `port`.
+fn spawn_node_agent_on(dir: &Path, pods: &Path, log_pipelines: &str, port: u16) -> ChildGuard {
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\nexternalLabels: {{cluster: test-cluster}}\nlogPipelines:\n{log_pipelines}"
     );
@@ -54,7 +59,7 @@ fn spawn_node_agent(dir: &Path, pods: &Path, log_pipelines: &str) -> ChildGuard 
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--listen-address")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(format!("127.0.0.1:{port}"))
             .env("NODE_NAME", "node-a")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("agent.log")).expect("test harness")),
@@ -255,5 +260,70 @@ fn a_hung_backend_never_slows_another_pipeline_reading_the_same_files() {
         }
         n += 1;
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Issue 16, hostile input: a 10 MiB line, a line of invalid UTF-8 and a JSON bomb in
+/// a container's log. The long line is cut to the 1 MiB record cap, the invalid bytes
+/// arrive replaced, the bomb stays a raw body and is counted (`json_too_deep`), and
+/// the lines around them arrive untouched.
+#[test]
+fn hostile_lines_are_cut_and_counted_and_disturb_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let rotel_dir = dir.path().join("rotel");
+    std::fs::create_dir_all(&rotel_dir).unwrap();
+    let rotel = Rotel::start_logging(&rotel_dir, &["logs"]);
+    let pods = dir.path().join("pods");
+    let file = pods.join("shop_web-1_0f3c9a52-1111-2222-3333-444455556666/app/0.log");
+    let prefix = "2026-12-07T10:00:00.000000000Z stdout F ";
+    let mut content = Vec::new();
+    content.extend_from_slice(format!("{prefix}seq-000000\n").as_bytes());
+    content.extend_from_slice(prefix.as_bytes());
+    content.extend(std::iter::repeat_n(b'x', 10 << 20));
+    content.push(b'\n');
+    content.extend_from_slice(format!("{prefix}bad-utf8-").as_bytes());
+    content.extend_from_slice(&[0xff, 0xfe, 0xc3]);
+    content.extend_from_slice(b"-end\n");
+    content.extend_from_slice(prefix.as_bytes());
+    content.extend_from_slice("{\"a\":".repeat(10_000).as_bytes());
+    content.push(b'1');
+    content.extend_from_slice("}".repeat(10_000).as_bytes());
+    content.push(b'\n');
+    content.extend_from_slice(format!("{prefix}seq-000001\n").as_bytes());
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, content).unwrap();
+    let port = free_port();
+    let pipeline = format!(
+        "  - metadata: {{name: to-rotel}}\n    spec:\n      input: {{runtime: {{enabled: true, startAt: beginning}}}}\n      output: {{otlp: {{endpoint: \"http://127.0.0.1:{}\"}}}}\n",
+        rotel.grpc_port
+    );
+    let _agent = spawn_node_agent_on(dir.path(), &pods, &pipeline, port);
+    let log = rotel.wait_for_log(&["seq-000000", "seq-000001", "bad-utf8-"], DEADLINE);
+    assert!(log.contains("-end"), "the rest of the invalid line arrives");
+    let longest_run = log
+        .split(|c: char| c != 'x')
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        longest_run > 1000 && longest_run <= 1 << 20,
+        "the 10 MiB line is cut to the 1 MiB cap: {longest_run} bytes arrived"
+    );
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let until = std::time::Instant::now() + DEADLINE;
+    loop {
+        let metrics = kaas_test_support::http::get(&metrics_url)
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        if metrics.contains(
+            "kaas_agent_log_processing_total{pipeline=\"to-rotel\",outcome=\"json_too_deep\"} 1",
+        ) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the JSON bomb is not counted:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
