@@ -616,13 +616,15 @@ async fn serve_push(
         crate::push::auth::TokenReviewer::new(kubernetes, settings.push_token_audiences.clone());
     let receiver = crate::push::PushReceiver::new(
         agent.pipelines.clone(),
+        agent.log_pipelines.clone(),
         push_stats,
         kaas_series::PushLimits::default(),
         reviewer,
     );
     let grpc = crate::push::otlp_grpc::OtlpGrpc::new(receiver.clone());
+    let grpc_logs = crate::push::otlp_grpc::OtlpLogsGrpc::new(receiver.clone());
     tokio::spawn(async move {
-        if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc).await {
+        if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc, grpc_logs).await {
             tracing::error!(%error, "the OTLP/gRPC receiver stopped");
         }
     });
@@ -634,7 +636,7 @@ async fn serve_push(
     });
     tracing::info!(
         address = %settings.otlp_http_listen_address,
-        "serving the OTLP/HTTP push receiver /v1/metrics"
+        "serving the OTLP/HTTP push receivers /v1/metrics and /v1/logs"
     );
     Ok(receiver.routes())
 }

@@ -38,7 +38,7 @@
 //! | `kaas_agent_push_samples_received_total` | |
 //! | `kaas_agent_push_samples_unrouted_total` | |
 //! | `kaas_agent_push_malformed_requests_total` | |
-//! | `kaas_agent_push_requests_refused_total` | protocol (remote_write, otlp), reason |
+//! | `kaas_agent_push_requests_refused_total` | protocol (remote_write, otlp, otlp_logs), reason |
 //! | `kaas_agent_config_reloads_total` | result (success, failure) |
 //! | `kaas_agent_config_last_reload_successful` | |
 //! | `kaas_self_telemetry_export_failures_total` (with `--otlp-endpoint`) | signal |

@@ -72,6 +72,8 @@ pub struct RunningLogPipeline {
     pub data_path: DataPath,
     /// What it takes of its inputs' records, and where they enter it.
     pub intake: Arc<LogIntake>,
+    /// Where the pipeline's referenced values come from (its push token too).
+    pub value_sources: crate::outbound::auth::ValueSources,
 }
 
 impl RunningLogPipeline {
@@ -102,6 +104,7 @@ impl RunningLogPipeline {
             pipeline,
             data_path,
             intake,
+            value_sources: context.value_sources(),
         })
     }
 

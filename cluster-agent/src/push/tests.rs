@@ -81,6 +81,7 @@ async fn fixture_with(
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     let receiver = PushReceiver::new(
         agent.pipelines.clone(),
+        agent.log_pipelines.clone(),
         Arc::new(PushStats::default()),
         PushLimits::default(),
         reviewer,
