@@ -8,7 +8,7 @@
 //! by `kaas_series::otlp_logs` (messages counted, value nesting bounded); the pusher's
 //! proven namespace replaces the resource's `k8s.namespace.name`, and the request is
 //! answered once the records are durable in every log pipeline that takes them
-//! (`UNAVAILABLE`/503 with `Retry-After` when a buffer cannot store them). OTLP/JSON
+//! (429/`RESOURCE_EXHAUSTED` with `Retry-After` when a buffer cannot store them). OTLP/JSON
 //! is not read yet. The HTTP port still
 //! takes `/v1/metrics` as a deprecated alias, for pushers configured before OTLP had
 //! its own port. The well-known in-cluster address is the agent's Service.
@@ -130,6 +130,10 @@ pub enum Refusal {
     /// and drops new data, or its data volume is full or failing); the pusher should
     /// retry. The pipeline's condition says why.
     BufferUnavailable(String),
+    /// A log pipeline that takes the records could not store them (as
+    /// [`Refusal::BufferUnavailable`]); answered as OTLP asks a receiver under
+    /// back-pressure: 429 / `RESOURCE_EXHAUSTED`, with `Retry-After`.
+    LogBufferFull(String),
 }
 
 impl Refusal {
@@ -154,7 +158,7 @@ impl Refusal {
             Self::AuthUnavailable(_) => "auth_unavailable",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Decode(error) => error.reason(),
-            Self::BufferUnavailable(_) => "buffer_unavailable",
+            Self::BufferUnavailable(_) | Self::LogBufferFull(_) => "buffer_unavailable",
         }
     }
 
@@ -172,7 +176,8 @@ impl Refusal {
             Self::Unauthenticated(reason)
             | Self::AuthUnavailable(reason)
             | Self::UnsupportedMediaType(reason)
-            | Self::BufferUnavailable(reason) => reason.clone(),
+            | Self::BufferUnavailable(reason)
+            | Self::LogBufferFull(reason) => reason.clone(),
             Self::Decode(error) => error.to_string(),
         }
     }
@@ -184,6 +189,7 @@ impl Refusal {
             Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::LogBufferFull(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Decode(error) if error.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Decode(_) => StatusCode::BAD_REQUEST,
@@ -196,6 +202,7 @@ impl Refusal {
             Self::NoPipeline(_) => tonic::Code::FailedPrecondition,
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => tonic::Code::Unavailable,
+            Self::LogBufferFull(_) => tonic::Code::ResourceExhausted,
             Self::UnsupportedMediaType(_) => tonic::Code::Unimplemented,
             Self::Decode(error) if error.is_too_large() => tonic::Code::ResourceExhausted,
             Self::Decode(_) => tonic::Code::InvalidArgument,
@@ -208,7 +215,7 @@ impl Refusal {
         if status == StatusCode::UNAUTHORIZED {
             return (status, [(header::WWW_AUTHENTICATE, "Bearer")], message).into_response();
         }
-        if matches!(self, Self::BufferUnavailable(_)) {
+        if matches!(self, Self::BufferUnavailable(_) | Self::LogBufferFull(_)) {
             let retry_after = BUFFER_RETRY_AFTER.as_secs().to_string();
             return (status, [(header::RETRY_AFTER, retry_after)], message).into_response();
         }
@@ -585,7 +592,7 @@ impl PushReceiver {
             if not_stored.is_empty() {
                 return Ok(());
             }
-            Err(Refusal::BufferUnavailable(format!(
+            Err(Refusal::LogBufferFull(format!(
                 "log pipeline(s) {} could not store the records (their buffer is full or cannot write); retry later",
                 not_stored.join(", ")
             )))
