@@ -20,17 +20,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use kaas_buffer::{DiskBuffer, Limits};
 use kaas_cluster_agent::exporters::LogExporter;
+use kaas_cluster_agent::files::FileAccess;
 use kaas_cluster_agent::internal_events::{DropReason, ErrorReason, PipelineStats};
-use kaas_cluster_agent::outbound::auth::ValueSources;
+use kaas_cluster_agent::outbound::auth::{SecretStore, ValueSources};
 use kaas_cluster_agent::record::logs::LogBatch;
-use kaas_cluster_agent::topology::inlet::Inlet;
-use kaas_cluster_agent::topology::sender::{Sender, SenderConfig};
-use kaas_pipeline::buffer::WhenFull;
+use kaas_cluster_agent::topology::sender::SenderConfig;
 use kaas_pipeline::logs::output::ValidatedLogOutput;
 use kaas_pipeline::logs::{LogPipeline, validate_log_pipeline};
 use kaas_pipeline::policy::ValidationContext;
+use kaas_pipeline::secret::SecretString;
 use kaas_proto::otlp::{
     AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, LogRecord,
     Resource, ResourceLogs, ScopeLogs, any_value::Value,
@@ -39,7 +38,9 @@ use kaas_test_support::peers::Rotel;
 use kaas_test_support::recording_receiver::{Recorded, RecordingReceiver, Reply};
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use serde_json::json;
-use tokio::sync::{Notify, watch};
+
+mod data_path;
+use data_path::TestPipeline;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// 2025-12-06T05:46:40.123456789Z.
@@ -153,48 +154,94 @@ fn validated_output(output: &str) -> ValidatedLogOutput {
 /// Pushes `batches` into a fresh buffer and runs the sender with the output's exporter
 /// until the buffer is empty; the pipeline's counters.
 async fn ship(output: &ValidatedLogOutput, batches: &[LogBatch]) -> Arc<PipelineStats> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let limits = Limits {
-        max_bytes: 64 << 20,
-        max_age: Duration::from_secs(100 * 365 * 24 * 3600),
-        when_full: WhenFull::DropNewest,
-    };
-    let (buffer, _) = DiskBuffer::open(dir.path(), limits).expect("open buffer");
-    let buffer = Arc::new(Mutex::new(buffer));
-    let stats = Arc::new(PipelineStats::named("shop-logs"));
-    let wake = Arc::new(Notify::new());
-    let inlet = Inlet {
-        buffer: buffer.clone(),
-        stats: stats.clone(),
-        wake: wake.clone(),
-    };
+    let pipeline = start(output, batches);
+    pipeline.drained().await;
+    pipeline.stop().await
+}
+
+/// Pushes `batches` into a fresh buffer and starts the sender with the output's
+/// exporter.
+fn start(output: &ValidatedLogOutput, batches: &[LogBatch]) -> TestPipeline {
+    start_with(output, batches, ValueSources::without_secrets())
+}
+
+/// [`start`], secrets and files coming from `sources`.
+fn start_with(
+    output: &ValidatedLogOutput,
+    batches: &[LogBatch],
+    sources: ValueSources,
+) -> TestPipeline {
+    let mut pipeline = TestPipeline::open("shop-logs");
     for batch in batches {
-        inlet.push(batch, 1_700_000_000_000).expect("stored");
+        pipeline
+            .inlet
+            .push(batch, 1_700_000_000_000)
+            .expect("stored");
     }
-    let exporter = LogExporter::new(output, ValueSources::without_secrets(), stats.clone())
-        .expect("an exporter");
-    let sender = Sender {
-        buffer: buffer.clone(),
-        exporter: Arc::new(exporter),
-        config: SenderConfig {
-            shards: 2,
-            ..SenderConfig::with_max_age(limits.max_age)
-        },
-        stats: stats.clone(),
-        wake,
+    let exporter = LogExporter::new(output, sources, pipeline.stats.clone()).expect("an exporter");
+    let config = SenderConfig {
+        shards: 2,
+        ..SenderConfig::with_max_age(data_path::NEVER)
     };
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(sender.run(shutdown_rx));
+    pipeline.start(Arc::new(exporter), config);
+    pipeline
+}
+
+/// A backend that accepts connections and never answers does not hold up another
+/// pipeline shipping the same records, and loses nothing: its records stay buffered
+/// while every attempt fails as retryable.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_backend_keeps_its_records_and_holds_up_no_other_pipeline() {
+    let hung = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind loopback");
+    let hung_address = hung.local_addr().expect("address");
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = hung.accept().await {
+            connections.push(connection);
+        }
+    });
+    let healthy = RecordingReceiver::start(Reply::status(204)).await;
+    let batches: Vec<LogBatch> = (1..=20)
+        .map(|n| {
+            batch(vec![(
+                pod("shop", &format!("web-{}", n % 3)),
+                vec![full_record(n, "ERROR", string(&format!("boom {n}")))],
+            )])
+        })
+        .collect();
+    let stuck = start(
+        &validated_output(&format!(
+            "{{loki: {{url: \"http://{hung_address}\", timeout: 1s}}}}"
+        )),
+        &batches,
+    );
+    let flowing = start(
+        &validated_output(&format!("{{loki: {{url: \"{}\"}}}}", healthy.base_url())),
+        &batches,
+    );
+    flowing.drained().await;
+    let flowing = flowing.stop().await;
+    assert_eq!(flowing.samples_sent.load(Ordering::Relaxed), 20);
     tokio::time::timeout(DEADLINE, async {
-        while buffer.lock().expect("lock").pending_records() > 0 {
+        while stuck.stats.errors_by_reason().is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .expect("the buffer drains");
-    shutdown.send_replace(true);
-    task.await.expect("sender");
-    stats
+    .expect("the hung backend's attempts fail");
+    let errors: BTreeMap<ErrorReason, u64> = stuck.stats.errors_by_reason().into_iter().collect();
+    assert_eq!(
+        errors.keys().collect::<Vec<_>>(),
+        [&ErrorReason::BackendUnreachable],
+        "retryable only"
+    );
+    assert_eq!(stuck.pending_records(), 20, "nothing lost");
+    let stuck = stuck.stop().await;
+    assert_eq!(stuck.samples_sent.load(Ordering::Relaxed), 0);
+    assert_eq!(stuck.dropped_total(DropReason::RejectedByBackend), 0);
+    held.abort();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -729,4 +776,153 @@ async fn an_otlp_record_with_every_field_set_arrives_whole_for_the_official_deco
         }],
     }]});
     assert_eq!(decoded, expected);
+}
+
+/// A backend's answer is read only up to a bound: a bulk answer longer than that is
+/// refused as unreadable (its documents dropped and counted), never held whole, even
+/// when it would have said that all was stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_bulk_answer_is_not_read_whole() {
+    // A valid answer saying all is stored, were it read whole.
+    let padding = "x".repeat(kaas_cluster_agent::outbound::http::MAX_RESPONSE_BODY);
+    let body = json!({"errors": false, "items": [], "padding": padding})
+        .to_string()
+        .into_bytes();
+    let bulk = RecordingReceiver::start(Reply {
+        status: 200,
+        content_type: "application/json",
+        body,
+    })
+    .await;
+    let output = validated_output(&format!(
+        "{{http: {{url: \"{}\", format: elasticsearchBulk}}}}",
+        bulk.base_url()
+    ));
+    let stats = ship(
+        &output,
+        &[batch(vec![(
+            pod("shop", "web-1"),
+            vec![full_record(1, "ERROR", string("boom"))],
+        )])],
+    )
+    .await;
+    assert_eq!(bulk.received().len(), 1, "dropped, not retried");
+    assert_eq!(stats.dropped_total(DropReason::RejectedByBackend), 1);
+    let last = stats.last_error().expect("an error");
+    assert_eq!(last.reason, ErrorReason::DataDropped);
+    assert!(
+        last.message.contains("not a bulk response"),
+        "{}",
+        last.message
+    );
+}
+
+/// The cluster's Secrets as a test changes them.
+#[derive(Debug, Default)]
+struct Secrets(Mutex<BTreeMap<(String, String, String), String>>);
+
+impl Secrets {
+    fn set(&self, name: &str, key: &str, value: &str) {
+        let id = ("kaas-observer".to_owned(), name.to_owned(), key.to_owned());
+        self.0.lock().expect("lock").insert(id, value.to_owned());
+    }
+}
+
+impl SecretStore for Secrets {
+    fn get(&self, namespace: &str, name: &str, key: &str) -> Option<SecretString> {
+        let id = (namespace.to_owned(), name.to_owned(), key.to_owned());
+        self.0.lock().expect("lock").get(&id).map(SecretString::new)
+    }
+}
+
+/// Credentials and headers from Secrets are resolved for every push: a rotated
+/// Secret takes effect with the next push, without restarting the pipeline, as for
+/// metric outputs.
+#[tokio::test(flavor = "multi_thread")]
+async fn loki_credentials_from_secrets_rotate_without_a_restart() {
+    let loki = RecordingReceiver::start(Reply::status(204)).await;
+    let secret = |key: &str| {
+        format!(
+            "{{valueFrom: {{secretKeyRef: {{name: loki, namespace: kaas-observer, key: {key}}}}}}}"
+        )
+    };
+    let output = validated_output(&format!(
+        "{{loki: {{url: \"{}\", tenantId: shop, authentication: {{basic: {{user: {}, password: {}}}}}, headers: [{{name: X-Api-Key, valueFrom: {{secretKeyRef: {{name: loki, namespace: kaas-observer, key: api-key}}}}}}]}}}}",
+        loki.base_url(),
+        secret("user"),
+        secret("password"),
+    ));
+    let secrets = Arc::new(Secrets::default());
+    secrets.set("loki", "user", "shop");
+    secrets.set("loki", "password", "first");
+    secrets.set("loki", "api-key", "key-1");
+    let records = |n: u64| {
+        batch(vec![(
+            pod("shop", "web-1"),
+            vec![full_record(n, "ERROR", string("boom"))],
+        )])
+    };
+    let sources = ValueSources::new(secrets.clone(), Arc::new(FileAccess::default()));
+    let pipeline = start_with(&output, &[records(1)], sources);
+    pipeline.drained().await;
+    secrets.set("loki", "password", "second");
+    secrets.set("loki", "api-key", "key-2");
+    pipeline
+        .inlet
+        .push(&records(2), 1_700_000_000_000)
+        .expect("stored");
+    pipeline.drained().await;
+    pipeline.stop().await;
+
+    let basic = |password: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("shop:{password}"))
+        )
+    };
+    let seen: Vec<(String, String)> = loki
+        .received()
+        .iter()
+        .map(|r| {
+            (
+                r.headers["authorization"].clone(),
+                r.headers["x-api-key"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (basic("first"), "key-1".to_owned()),
+            (basic("second"), "key-2".to_owned())
+        ]
+    );
+}
+
+/// Loki's answers are classified where they are read: 429 and 5xx keep the records
+/// and retry them, any other 4xx drops the request's records and counts them.
+#[tokio::test(flavor = "multi_thread")]
+async fn loki_retries_429_and_5xx_and_drops_what_it_refuses() {
+    let loki = RecordingReceiver::start(Reply::status(204)).await;
+    loki.script([Reply::status(429), Reply::status(503)]);
+    let output = validated_output(&format!("{{loki: {{url: \"{}\"}}}}", loki.base_url()));
+    let records = batch(vec![(
+        pod("shop", "web-1"),
+        vec![full_record(1, "ERROR", string("boom"))],
+    )]);
+    let stats = ship(&output, std::slice::from_ref(&records)).await;
+    let statuses: Vec<u16> = loki.received().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 503, 204]);
+    assert_eq!(stats.samples_sent.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.dropped_total(DropReason::RejectedByBackend), 0);
+
+    let refusing = RecordingReceiver::start(Reply::status(400)).await;
+    let output = validated_output(&format!("{{loki: {{url: \"{}\"}}}}", refusing.base_url()));
+    let stats = ship(&output, &[records]).await;
+    assert_eq!(refusing.received().len(), 1, "never sent again");
+    assert_eq!(stats.dropped_total(DropReason::RejectedByBackend), 1);
+    assert_eq!(
+        stats.last_error().map(|e| e.reason),
+        Some(ErrorReason::DataDropped)
+    );
 }

@@ -486,6 +486,110 @@ fn pipelines_over_the_agents_buffer_budget_report_a_condition_naming_it() {
     );
 }
 
+/// A log pipeline `edge` collecting container logs into Loki.
+const LOG_PIPELINE: &str = r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: LogPipeline
+metadata: {name: edge}
+spec:
+  input: {runtime: {enabled: true}}
+  output: {loki: {url: "https://loki.example"}}
+"#;
+
+/// Issue 16: a configuration carrying `logPipelines` (beside a metric pipeline of the
+/// same name) is applied by the agent and kept as its last-known-good, which it runs
+/// again after a restart without the observer. The log pipeline's status says the
+/// configuration was applied, and its flow stays Unknown: the agent does not run log
+/// pipelines yet and reports no health for them, and none is assumed.
+#[test]
+fn a_configuration_carrying_log_pipelines_is_applied_and_kept_as_last_known_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = Peers::start();
+    let observer_dir = dir.path().join("observer");
+    let mut observer = Observer::start(&observer_dir);
+    let token = add_cluster(&observer);
+    let files = agent_files(dir.path(), &observer_dir, &token);
+    observer.apply(&pipeline("edge", &peers.target, &peers.receiver.url()));
+    let logs = kaas_pipeline::document::parse_documents(
+        LOG_PIPELINE,
+        &kaas_pipeline::ValidationContext::tenant_default(),
+    );
+    let Some(Ok(kaas_pipeline::document::ValidatedResource::Log(log_pipeline))) =
+        logs.into_iter().next().map(|d| d.outcome)
+    else {
+        panic!("log pipeline fixture");
+    };
+    observer
+        .block_on(
+            observer
+                .store
+                .apply_pipeline(TENANT, *log_pipeline, &Actor::admin()),
+        )
+        .unwrap();
+
+    let log = dir.path().join("agent-1.log");
+    let (agent, port) = start_agent(&observer.url, &files, &log);
+    wait_ready(port, &log);
+    peers.wait_for_more(3, "with a log pipeline beside", &log);
+    observer.wait_condition(
+        "edge",
+        kaas_pipeline::status::CONDITION_FLOW_HEALTHY,
+        |c| c.status == ConditionStatus::True,
+        &log,
+    );
+    let log_condition = |type_: &str| {
+        observer
+            .block_on(
+                observer
+                    .store
+                    .get_pipeline_of::<kaas_pipeline::ValidatedLogPipeline>(TENANT, "edge"),
+            )
+            .unwrap()
+            .unwrap()
+            .status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+    };
+    let until = Instant::now() + DEADLINE;
+    while log_condition(CONDITION_CONFIGURATION_APPLIED).map(|c| c.status)
+        != Some(ConditionStatus::True)
+    {
+        assert!(
+            Instant::now() < until,
+            "the log pipeline's configuration is {:?}",
+            log_condition(CONDITION_CONFIGURATION_APPLIED)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let flow = log_condition(kaas_pipeline::status::CONDITION_FLOW_HEALTHY).unwrap();
+    assert_eq!(flow.status, ConditionStatus::Unknown, "{flow:?}");
+    assert_eq!(
+        flow.reason,
+        kaas_pipeline::status::Reason::NoHealthReports.as_str()
+    );
+
+    let saved = std::fs::read_to_string(files.data.join("last-known-good.config")).unwrap();
+    assert!(
+        saved.contains("logPipelines") && saved.contains("https://loki.example"),
+        "{saved}"
+    );
+
+    // Restarted without the observer, the agent runs its last-known-good configuration,
+    // log pipelines and all.
+    observer.stop();
+    drop(agent);
+    let log = dir.path().join("agent-2.log");
+    let (_agent, port) = start_agent(&observer.url, &files, &log);
+    wait_ready(port, &log);
+    peers.wait_for_more(3, "after a restart from the last-known-good", &log);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("applying the last-known-good configuration"),
+        "{text}"
+    );
+}
+
 /// A pipeline whose relabeling alone renders to `bytes` bytes or more: rules that each
 /// set a label to a 64 KiB value.
 fn huge_pipeline(name: &str, target: &str, url: &str, bytes: usize) -> String {

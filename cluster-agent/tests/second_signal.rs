@@ -14,12 +14,14 @@ use kaas_cluster_agent::internal_events::{ErrorReason, PipelineStats};
 use kaas_cluster_agent::outbound::retry::SendError;
 use kaas_cluster_agent::record::signal::{Frame, FrameEncoding, FrameError, Payload, ShardingKey};
 use kaas_cluster_agent::topology::inlet::{Ack, Inlet};
-use kaas_cluster_agent::topology::sender::{Sender, SenderConfig};
+use kaas_cluster_agent::topology::sender::SenderConfig;
 use kaas_pipeline::buffer::WhenFull;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+
+mod data_path;
+use data_path::TestPipeline;
 
 const NOW_MS: i64 = 1_700_000_000_000;
-const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Log lines, one frame each: `source\tmessage\n`; lines of one source stay in order.
 struct Lines;
@@ -150,21 +152,8 @@ impl Export for TestExporter {
 
 #[tokio::test]
 async fn log_lines_travel_the_same_inlet_buffer_and_sender_as_metrics() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let limits = Limits {
-        max_bytes: 64 << 20,
-        max_age: Duration::from_secs(100 * 365 * 24 * 3600),
-        when_full: WhenFull::DropNewest,
-    };
-    let (buffer, _) = DiskBuffer::open(dir.path(), limits).expect("open buffer");
-    let buffer = Arc::new(Mutex::new(buffer));
-    let stats = Arc::new(PipelineStats::named("logs"));
-    let wake = Arc::new(Notify::new());
-    let inlet = Inlet {
-        buffer: buffer.clone(),
-        stats: stats.clone(),
-        wake: wake.clone(),
-    };
+    let mut pipeline = TestPipeline::open("logs");
+    let (inlet, stats) = (pipeline.inlet.clone(), pipeline.stats.clone());
 
     // Three sources, ten records of five lines each, pushed before the sender runs so
     // they are read as one round and split across shards.
@@ -202,28 +191,14 @@ async fn log_lines_travel_the_same_inlet_buffer_and_sender_as_metrics() {
         fail_first: AtomicUsize::new(1),
         ..TestExporter::default()
     });
-    let sender = Sender {
-        buffer: buffer.clone(),
-        exporter: exporter.clone(),
-        config: SenderConfig {
-            shards: 2,
-            max_samples_per_request: 4,
-            ..SenderConfig::with_max_age(limits.max_age)
-        },
-        stats: stats.clone(),
-        wake,
+    let config = SenderConfig {
+        shards: 2,
+        max_samples_per_request: 4,
+        ..SenderConfig::with_max_age(data_path::NEVER)
     };
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(sender.run(shutdown_rx));
-    tokio::time::timeout(DEADLINE, async {
-        while buffer.lock().expect("lock").pending_records() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the buffer drains");
-    shutdown.send_replace(true);
-    task.await.expect("sender");
+    pipeline.start(exporter.clone(), config);
+    pipeline.drained().await;
+    pipeline.stop().await;
 
     let received = exporter.received.lock().expect("lock").clone();
     let mut per_source: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -1551,7 +1551,7 @@ mod api {
             .await;
         assert_eq!(raised.status, StatusCode::OK, "{}", raised.text);
         assert_eq!(
-            raised.json()["quotas"][2],
+            raised.json()["quotas"][3],
             json!({"name": "probes", "limit": 1000, "used": 200, "default": 200, "overridden": true})
         );
         for i in 200..1000 {

@@ -210,13 +210,13 @@ spec:
         ok(&out);
         assert_eq!(
             out.stdout,
-            "pipeline metrics created\npipeline traces-free created\n"
+            "MetricPipeline metrics created\nMetricPipeline traces-free created\n"
         );
         let out = observer(address, Some(ADMIN), &apply).await;
         ok(&out);
         assert_eq!(
             out.stdout,
-            "pipeline metrics unchanged\npipeline traces-free unchanged\n"
+            "MetricPipeline metrics unchanged\nMetricPipeline traces-free unchanged\n"
         );
         std::fs::write(
             file,
@@ -229,13 +229,13 @@ spec:
         ok(&out);
         assert_eq!(
             out.stdout,
-            "pipeline metrics configured (dry run)\npipeline traces-free unchanged (dry run)\n"
+            "MetricPipeline metrics configured (dry run)\nMetricPipeline traces-free unchanged (dry run)\n"
         );
         let out = observer(address, Some(ADMIN), &apply).await;
         ok(&out);
         assert_eq!(
             out.stdout,
-            "pipeline metrics configured\npipeline traces-free unchanged\n"
+            "MetricPipeline metrics configured\nMetricPipeline traces-free unchanged\n"
         );
 
         let out = observer(address, Some(ADMIN), &["pipeline", "list"]).await;
@@ -278,7 +278,7 @@ spec:
         )
         .await;
         ok(&out);
-        assert_eq!(out.stdout, "pipeline metrics unchanged\n");
+        assert_eq!(out.stdout, "MetricPipeline metrics unchanged\n");
         let stored = h
             .store
             .get_pipeline("shop", "metrics")
@@ -307,7 +307,7 @@ spec:
         )
         .await;
         ok(&out);
-        assert_eq!(out.stdout, "pipeline metrics deleted\n");
+        assert_eq!(out.stdout, "MetricPipeline metrics deleted\n");
         assert!(
             h.store
                 .get_pipeline("shop", "metrics")
@@ -322,6 +322,144 @@ spec:
         )
         .await;
         assert_eq!(out.code(), 1);
+    }
+
+    /// Issue 16: one file holding a metric and a log pipeline of the same name; each
+    /// is applied to its kind, listed with its kind, read and deleted by `--kind`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn both_kinds_in_one_file_are_applied_listed_and_deleted() {
+        let (h, address) = setup().await;
+        let file = h.dir.path().join("both.yaml");
+        let both = "\
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {name: shop}
+spec:
+  input: {prometheus: {enabled: true}}
+  output: {otlp: {endpoint: \"https://otlp.example:4317\"}}
+---
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: LogPipeline
+metadata: {name: shop}
+spec:
+  input: {runtime: {enabled: true}}
+  output:
+    loki:
+      url: https://loki.example
+      authentication: {basic: {user: {value: alice}, password: {value: SECRET-password}}}
+";
+        std::fs::write(&file, both).unwrap();
+        let file = file.to_str().unwrap();
+        let apply = ["pipeline", "apply", "-f", file, "--tenant", "shop"];
+        let out = observer(address, Some(ADMIN), &apply).await;
+        ok(&out);
+        assert_eq!(
+            out.stdout,
+            "MetricPipeline shop created\nLogPipeline shop created\n"
+        );
+        let out = observer(address, Some(ADMIN), &apply).await;
+        ok(&out);
+        assert_eq!(
+            out.stdout,
+            "MetricPipeline shop unchanged\nLogPipeline shop unchanged\n"
+        );
+
+        let out = observer(address, Some(ADMIN), &["pipeline", "list"]).await;
+        ok(&out);
+        let rows: Vec<Vec<&str>> = out
+            .stdout
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][..3], ["NAME", "KIND", "TENANT"]);
+        assert_eq!(rows[1][..3], ["shop", "MetricPipeline", "shop"]);
+        assert_eq!(rows[2][..3], ["shop", "LogPipeline", "shop"]);
+        assert!(
+            out.stdout.contains("loki https://loki.example"),
+            "{}",
+            out.stdout
+        );
+        let args = ["pipeline", "list", "--kind", "LogPipeline", "-o", "json"];
+        let out = observer(address, Some(ADMIN), &args).await;
+        ok(&out);
+        assert!(!out.stdout.contains("SECRET-password"), "{}", out.stdout);
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["kind"], "LogPipeline");
+
+        // get -o yaml of the log pipeline applies back unchanged, secrets kept.
+        let args = [
+            "pipeline",
+            "get",
+            "shop",
+            "--kind",
+            "LogPipeline",
+            "--tenant",
+            "shop",
+            "-o",
+            "yaml",
+        ];
+        let out = observer(address, Some(ADMIN), &args).await;
+        ok(&out);
+        assert!(!out.stdout.contains("SECRET-password"), "{}", out.stdout);
+        let server = format!("http://{address}");
+        let again = observer_at(
+            &server,
+            Some(ADMIN),
+            &["pipeline", "apply", "-f", "-", "--tenant", "shop"],
+            &out.stdout,
+        )
+        .await;
+        ok(&again);
+        assert_eq!(again.stdout, "LogPipeline shop unchanged\n");
+        let args = [
+            "pipeline", "get", "shop", "--kind", "log", "--tenant", "shop",
+        ];
+        let out = observer(address, Some(ADMIN), &args).await;
+        ok(&out);
+        assert!(
+            out.stdout.contains("Kind:        LogPipeline"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout
+                .contains("Output:      loki https://loki.example"),
+            "{}",
+            out.stdout
+        );
+
+        let args = [
+            "pipeline",
+            "delete",
+            "shop",
+            "--kind",
+            "LogPipeline",
+            "--tenant",
+            "shop",
+        ];
+        let out = observer(address, Some(ADMIN), &args).await;
+        ok(&out);
+        assert_eq!(out.stdout, "LogPipeline shop deleted\n");
+        assert!(
+            h.store
+                .get_pipeline("shop", "shop")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let logs = h
+            .store
+            .list_pipelines_of::<kaas_pipeline::ValidatedLogPipeline>(None)
+            .await
+            .unwrap();
+        assert!(logs.is_empty());
+
+        // validate reads both kinds offline.
+        let out = observer(address, None, &["pipeline", "validate", "-f", file]).await;
+        ok(&out);
+        assert!(out.stdout.contains("2 valid, 0 invalid"), "{}", out.stdout);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,7 +685,7 @@ spec:
         ok(&out);
         let view: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
         assert_eq!(view["quotas"][0]["limit"], 3);
-        assert_eq!(view["quotas"][2]["limit"], 500);
+        assert_eq!(view["quotas"][3]["limit"], 500);
         // Resetting one keeps the other.
         let args = [
             "tenant", "quota", "shop", "--reset", "clusters", "-o", "json",
@@ -556,7 +694,7 @@ spec:
         ok(&out);
         let view: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
         assert_eq!(view["quotas"][0]["overridden"], false);
-        assert_eq!(view["quotas"][2]["limit"], 500);
+        assert_eq!(view["quotas"][3]["limit"], 500);
         let out = observer(
             address,
             Some(ADMIN),
@@ -690,7 +828,7 @@ spec:
             out.stderr
         );
         assert!(
-            out.stdout.contains("pipeline traces-free created"),
+            out.stdout.contains("MetricPipeline traces-free created"),
             "{}",
             out.stdout
         );

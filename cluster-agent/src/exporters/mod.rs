@@ -45,7 +45,7 @@ pub trait Export: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<(), retry::SendError>> + Send;
 }
 
-/// The one exporter of a pipeline.
+/// The one exporter of a metric pipeline.
 #[derive(Debug)]
 pub enum Exporter {
     /// Prometheus remote-write.

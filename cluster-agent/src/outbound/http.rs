@@ -1,6 +1,7 @@
 //! What every exporter's endpoint shares: the configured headers and credentials,
 //! resolved for each request, the TLS material, and an HTTP client rebuilt only when
-//! that material changes; plus one POST that classifies the answer for retries.
+//! that material changes; plus one POST that classifies the answer for retries and
+//! reads at most [`MAX_RESPONSE_BODY`] of it.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +18,12 @@ use crate::internal_events::ErrorReason;
 
 /// How much of an error response body is kept for the error message.
 const ERROR_BODY_EXCERPT: usize = 256;
+/// The most of an answer's body that is read. The largest answer an exporter reads is
+/// a bulk answer, which names every document of a request (a few hundred bytes each
+/// with an error, so well under 1 MiB for a request of the sender's default 2,000
+/// records); the rest of a longer answer is never read, so a broken or hostile backend
+/// cannot make the agent hold an answer of any size.
+pub const MAX_RESPONSE_BODY: usize = 8 << 20;
 
 /// An output's settings that make its endpoint: headers, credentials, TLS.
 pub trait OutputEndpoint {
@@ -131,7 +138,7 @@ impl Endpoint {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_bounded(response, MAX_RESPONSE_BODY).await;
         let excerpt = if (200..300).contains(&status) {
             String::new()
         } else {
@@ -142,4 +149,19 @@ impl Endpoint {
         classify(status, retry_after.as_deref(), &excerpt, SystemTime::now())?;
         Ok(body)
     }
+}
+
+/// The first `max` bytes of a response's body (what arrived of it if reading fails).
+async fn read_bounded(mut response: reqwest::Response, max: usize) -> bytes::Bytes {
+    let mut body = bytes::BytesMut::new();
+    while body.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body.freeze()
 }

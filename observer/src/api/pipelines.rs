@@ -149,18 +149,7 @@ async fn apply<P: PipelineKind>(
         let typed = serde_yaml::to_value(&typed).map_err(ApiError::internal)?;
         let spec = typed.get("spec").cloned().unwrap_or(Value::Null);
         map.insert("spec".into(), spec);
-        map.remove("status");
-        if let Some(Value::Mapping(metadata)) = map.get_mut("metadata") {
-            for owned in [
-                "generation",
-                "resourceVersion",
-                "uid",
-                "creationTimestamp",
-                "managedFields",
-            ] {
-                metadata.remove(owned);
-            }
-        }
+        drop_server_owned(map);
     }
     let validated =
         match P::parse_document("body".to_owned(), value, &state.tenant_validation()).outcome {
@@ -214,6 +203,23 @@ async fn apply<P: PipelineKind>(
             pipeline: view(&stored),
         }),
     ))
+}
+
+/// Removes what the server owns from an applied document (its status and the metadata
+/// the store sets), so validation sees what will be stored.
+fn drop_server_owned(document: &mut Mapping) {
+    document.remove("status");
+    if let Some(Value::Mapping(metadata)) = document.get_mut("metadata") {
+        for owned in [
+            "generation",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "managedFields",
+        ] {
+            metadata.remove(owned);
+        }
+    }
 }
 
 /// What applying `validated` would do, for `?dryRun=true`.

@@ -1,17 +1,22 @@
-//! `observer pipeline apply|get|list|delete`: pipelines through the REST API.
+//! `observer pipeline apply|get|list|delete`: pipelines of every kind through the REST
+//! API (`MetricPipeline`s at `/api/v1/pipelines`, `LogPipeline`s at
+//! `/api/v1/logpipelines`).
 //!
-//! `apply` validates every document locally first, with the same code the observer runs,
-//! and sends nothing when any is invalid. A document holding `***` placeholders (as `get
-//! -o yaml` prints inline secrets) is left to the observer to judge, since only it knows
-//! the stored values they stand for.
+//! `apply` validates every document locally first, each by its `kind`, with the same
+//! code the observer runs, and sends nothing when any is invalid; a file may mix kinds,
+//! and each result names its kind. A document holding `***` placeholders (as `get -o
+//! yaml` prints inline secrets) is left to the observer to judge, since only it knows
+//! the stored values they stand for. `get` and `delete` take `--kind` (metric pipelines
+//! by default, as before there were other kinds); `list` shows every kind unless
+//! `--kind` names one.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use clap::Args;
-use kaas_pipeline::document::parse_value;
-use kaas_pipeline::status::ConditionStatus;
-use kaas_pipeline::{MetricPipeline, ProviderPolicy, ValidationContext};
+use clap::{Args, ValueEnum};
+use kaas_pipeline::document::parse_any_value;
+use kaas_pipeline::status::{ConditionStatus, MetricPipelineStatus};
+use kaas_pipeline::{LOG_KIND, ProviderPolicy, ValidationContext};
 use reqwest::Method;
 use serde_yaml::Value;
 
@@ -38,11 +43,56 @@ pub struct ApplyArgs {
     pub output: OutputArgs,
 }
 
+/// A pipeline kind on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// `MetricPipeline`.
+    #[value(name = "MetricPipeline", alias = "metricpipeline", alias = "metric")]
+    Metric,
+    /// `LogPipeline`.
+    #[value(name = "LogPipeline", alias = "logpipeline", alias = "log")]
+    Log,
+}
+
+impl KindArg {
+    /// Every kind, in the order `list` shows them.
+    const ALL: [KindArg; 2] = [KindArg::Metric, KindArg::Log];
+
+    /// The kind of a document, by its `kind` (a document without one is read as a
+    /// metric pipeline, as validation reads it).
+    fn of(value: &Value) -> Self {
+        if value.get("kind").and_then(Value::as_str) == Some(LOG_KIND) {
+            Self::Log
+        } else {
+            Self::Metric
+        }
+    }
+
+    /// `kind` as written in documents.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Metric => kaas_pipeline::KIND,
+            Self::Log => LOG_KIND,
+        }
+    }
+
+    /// The API collection of the kind.
+    fn collection(self) -> &'static str {
+        match self {
+            Self::Metric => "pipelines",
+            Self::Log => "logpipelines",
+        }
+    }
+}
+
 /// A command on one pipeline.
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// The pipeline's name.
     pub name: String,
+    /// The pipeline's kind; names are unique per kind.
+    #[arg(long, value_enum, default_value = "MetricPipeline")]
+    pub kind: KindArg,
     /// The tenant (admin tokens; a tenant token uses its own).
     #[arg(long)]
     pub tenant: Option<String>,
@@ -53,12 +103,19 @@ pub struct GetArgs {
 /// `observer pipeline list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Only pipelines of this kind (default: every kind).
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
     /// Only this tenant's pipelines (admin).
     #[arg(long)]
     pub tenant: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
+
+/// A pipeline of any kind as the API answers it; the resource is read as JSON, so one
+/// printer serves every kind.
+type AnyView = PipelineView<serde_json::Value>;
 
 /// One resource found in the files.
 struct Found {
@@ -120,10 +177,11 @@ pub async fn apply(
             query.push(("dryRun", "true".to_owned()));
         }
         let body = serde_json::to_value(&f.value)?;
-        let answer: Result<AppliedPipeline, _> = client
+        let kind = KindArg::of(&f.value);
+        let answer: Result<AppliedPipeline<serde_json::Value>, _> = client
             .call(
                 Method::PUT,
-                &["api", "v1", "pipelines", name],
+                &["api", "v1", kind.collection(), name],
                 &query,
                 Some(&body),
             )
@@ -132,7 +190,8 @@ pub async fn apply(
             Ok(applied) => {
                 if args.output.output == Format::Table {
                     let dry = if applied.dry_run { " (dry run)" } else { "" };
-                    writeln!(out, "pipeline {name} {}{dry}", applied.result.as_str())?;
+                    let result = applied.result.as_str();
+                    writeln!(out, "{} {name} {result}{dry}", kind.name())?;
                 }
                 results.push(applied);
             }
@@ -164,10 +223,11 @@ fn print_problems(
     problems: &[FieldProblem],
     err: &mut dyn Write,
 ) -> std::io::Result<()> {
+    let kind = KindArg::of(&f.value).name();
     let name = f
         .name
         .as_deref()
-        .map(|n| format!(" pipeline {n:?}"))
+        .map(|n| format!(" {kind} {n:?}"))
         .unwrap_or_default();
     let count = problems.len();
     let noun = if count == 1 { "error" } else { "errors" };
@@ -219,7 +279,7 @@ fn check(place: String, value: Value) -> Found {
     // Checked as the observer distributes it; the provider's own lists (Secret
     // namespaces, its receiver) are the observer's to check.
     let context = ValidationContext::observer(ProviderPolicy::offline());
-    let document = parse_value(place.clone(), value.clone(), &context);
+    let document = parse_any_value(place.clone(), value.clone(), &context);
     let problems = match document.outcome {
         Ok(_) => Vec::new(),
         // Placeholders stand for stored secrets: only the observer can judge.
@@ -261,10 +321,10 @@ pub async fn get(
     args: &GetArgs,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
-    let view: PipelineView = client
+    let view: AnyView = client
         .call(
             Method::GET,
-            &["api", "v1", "pipelines", &args.name],
+            &["api", "v1", args.kind.collection(), &args.name],
             &query(&args.tenant),
             None,
         )
@@ -274,17 +334,14 @@ pub async fn get(
     }
     let now = crate::store::now_ms();
     writeln!(out, "Name:        {}", view.name)?;
+    writeln!(out, "Kind:        {}", args.kind.name())?;
     writeln!(out, "Tenant:      {}", view.tenant)?;
     writeln!(out, "Generation:  {}", view.generation)?;
     writeln!(out, "Output:      {}", output_of(&view.resource))?;
     writeln!(out, "Created:     {} ago", age(view.created_at_ms, now))?;
     writeln!(out, "Updated:     {} ago", age(view.updated_at_ms, now))?;
-    let conditions = view
-        .resource
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let status = status_of(&view.resource);
+    let conditions = status.conditions.as_slice();
     if conditions.is_empty() {
         writeln!(out, "Conditions:  <none>")?;
     } else {
@@ -315,31 +372,35 @@ pub async fn list(
     args: &ListArgs,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
-    let list: PipelineList = client
-        .call(
-            Method::GET,
-            &["api", "v1", "pipelines"],
-            &query(&args.tenant),
-            None,
-        )
-        .await?;
+    let mut items: Vec<(KindArg, AnyView)> = Vec::new();
+    for kind in args.kind.map_or(KindArg::ALL.to_vec(), |kind| vec![kind]) {
+        let list: PipelineList<serde_json::Value> = client
+            .call(
+                Method::GET,
+                &["api", "v1", kind.collection()],
+                &query(&args.tenant),
+                None,
+            )
+            .await?;
+        items.extend(list.items.into_iter().map(|view| (kind, view)));
+    }
     if args.output.output != Format::Table {
         // A Kubernetes List of the resources: `pipeline apply -f` takes it back as is.
         let resources = serde_json::json!({
             "apiVersion": "v1",
             "kind": "List",
-            "items": list.items.iter().map(|v| &v.resource).collect::<Vec<_>>(),
+            "items": items.iter().map(|(_, v)| &v.resource).collect::<Vec<_>>(),
         });
         structured(out, args.output.output, &resources)?;
         return Ok(EXIT_OK);
     }
     let now = crate::store::now_ms();
-    let rows: Vec<Vec<String>> = list
-        .items
+    let rows: Vec<Vec<String>> = items
         .iter()
-        .map(|v| {
+        .map(|(kind, v)| {
             vec![
                 v.name.clone(),
+                kind.name().to_owned(),
                 v.tenant.clone(),
                 v.generation.to_string(),
                 condition(
@@ -353,7 +414,15 @@ pub async fn list(
         .collect();
     table(
         out,
-        &["NAME", "TENANT", "GENERATION", "APPLIED", "OUTPUT", "AGE"],
+        &[
+            "NAME",
+            "KIND",
+            "TENANT",
+            "GENERATION",
+            "APPLIED",
+            "OUTPUT",
+            "AGE",
+        ],
         &rows,
     )?;
     Ok(EXIT_OK)
@@ -368,11 +437,11 @@ pub async fn delete(
     client
         .call_empty(
             Method::DELETE,
-            &["api", "v1", "pipelines", &args.name],
+            &["api", "v1", args.kind.collection(), &args.name],
             &query(&args.tenant),
         )
         .await?;
-    writeln!(out, "pipeline {} deleted", args.name)?;
+    writeln!(out, "{} {} deleted", args.kind.name(), args.name)?;
     Ok(EXIT_OK)
 }
 
@@ -384,19 +453,37 @@ fn status_word(status: ConditionStatus) -> &'static str {
     }
 }
 
-fn condition(resource: &MetricPipeline, kind: &str) -> String {
+/// The status of a resource of any kind (every kind has the same conditions).
+fn status_of(resource: &serde_json::Value) -> MetricPipelineStatus {
     resource
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == kind))
+        .get("status")
+        .cloned()
+        .and_then(|status| serde_json::from_value(status).ok())
+        .unwrap_or_default()
+}
+
+fn condition(resource: &serde_json::Value, kind: &str) -> String {
+    status_of(resource)
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
         .map_or("Unknown".to_owned(), |c| status_word(c.status).to_owned())
 }
 
-fn output_of(resource: &MetricPipeline) -> String {
-    let output = &resource.spec.output;
-    match (&output.prometheus_remote_write, &output.otlp) {
-        (Some(rw), _) => format!("remote-write {}", rw.url),
-        (None, Some(otlp)) => format!("otlp {}", otlp.endpoint),
-        (None, None) => "<none>".to_owned(),
-    }
+/// The output of a resource of any kind: its one output section and where it sends,
+/// e.g. `remote-write https://…`, `otlp https://…`, `loki https://…`.
+fn output_of(resource: &serde_json::Value) -> String {
+    let sections = resource["spec"]["output"].as_object();
+    let Some((section, settings)) = sections.and_then(|s| s.iter().next()) else {
+        return "<none>".to_owned();
+    };
+    let name = match section.as_str() {
+        "prometheusRemoteWrite" => "remote-write",
+        other => other,
+    };
+    let target = settings["url"]
+        .as_str()
+        .or_else(|| settings["endpoint"].as_str())
+        .unwrap_or_default();
+    format!("{name} {target}")
 }

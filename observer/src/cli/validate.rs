@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use clap::Args;
-use kaas_pipeline::document::{Document, parse_documents};
+use kaas_pipeline::document::{Document, ValidatedResource, parse_documents};
 use kaas_pipeline::{ProviderPolicy, ValidationContext};
 use serde::Serialize;
 
@@ -59,6 +59,9 @@ struct Report {
     file: String,
     location: String,
     name: Option<String>,
+    /// The kind of a valid pipeline (`MetricPipeline`, `LogPipeline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
     valid: bool,
     errors: Vec<ErrorReport>,
 }
@@ -110,7 +113,7 @@ pub fn run(args: &ValidateArgs, stdin: &mut dyn Read, out: &mut dyn Write) -> io
     })
 }
 
-fn report<T>(file: &str, document: Document<T>) -> Report {
+fn report(file: &str, document: Document<ValidatedResource>) -> Report {
     let errors = match &document.outcome {
         Ok(_) => Vec::new(),
         Err(errors) => errors
@@ -126,6 +129,7 @@ fn report<T>(file: &str, document: Document<T>) -> Report {
         file: file.to_owned(),
         location: document.location,
         name: document.name,
+        kind: document.outcome.as_ref().ok().map(ValidatedResource::kind),
         valid: document.outcome.is_ok(),
         errors,
     }
@@ -133,10 +137,11 @@ fn report<T>(file: &str, document: Document<T>) -> Report {
 
 fn print_text(reports: &[Report], unreadable: &[String], out: &mut dyn Write) -> io::Result<()> {
     for report in reports {
+        let kind = report.kind.unwrap_or("pipeline");
         let name = report
             .name
             .as_deref()
-            .map(|n| format!(" pipeline {n:?}"))
+            .map(|n| format!(" {kind} {n:?}"))
             .unwrap_or_default();
         if report.valid {
             writeln!(out, "{}: {}{name}: valid", report.file, report.location)?;
@@ -198,7 +203,7 @@ mod tests {
         assert_eq!(status, EXIT_VALID);
         assert_eq!(
             out,
-            "-: document 1 pipeline \"ok\": valid\n1 valid, 0 invalid\n"
+            "-: document 1 MetricPipeline \"ok\": valid\n1 valid, 0 invalid\n"
         );
     }
 
@@ -282,6 +287,10 @@ mod tests {
         let (status, out) = run_on_stdin(&format!("{GOOD}---\n{log}"), OutputFormat::Text);
         assert_eq!(status, EXIT_VALID, "{out}");
         assert!(out.ends_with("2 valid, 0 invalid\n"), "{out}");
+        assert!(
+            out.contains("document 2 LogPipeline \"logs\": valid"),
+            "{out}"
+        );
         let bad = log.replace(
             "{enabled: true}",
             "{enabled: true, containers: {include: [A]}}",

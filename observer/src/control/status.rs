@@ -4,14 +4,15 @@
 //!
 //! [`pipeline_status`] is a pure function of what the store holds about the clusters a
 //! pipeline selects ([`ClusterObservation`]), so every replica computes the same status
-//! from the same data, and it is tested without a database. Health reports are stored
+//! from the same data, and it is tested without a database. It is generic over the
+//! pipeline's kind: a pipeline's health is read from the report entries of its kind and
+//! name only, so a metric and a log pipeline of the same name never mix. Health reports are stored
 //! as [`HealthRecord`] JSON, which carries the drop counts since the previous report so
 //! that "data was dropped recently" can be judged from one stored record.
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
-use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::agent_config::check_config_size;
 use kaas_pipeline::status::{
     AgentConfigState, CONDITION_AGENT_CONNECTED, CONDITION_CONFIGURATION_APPLIED,
@@ -20,7 +21,8 @@ use kaas_pipeline::status::{
 use kaas_proto::control::v1::{AgentHealth, DropReason};
 use serde::{Deserialize, Serialize};
 
-use crate::store::ConfigReport;
+use crate::store::pipeline_kind::STORED_KINDS;
+use crate::store::{ConfigReport, PipelineKind};
 
 /// A pipeline error counts for `FlowHealthy` if it happened this long before the
 /// health report. The agent refreshes the time of a persisting error at least every
@@ -68,6 +70,10 @@ pub struct HealthRecord {
 pub struct PipelineHealthRecord {
     /// The pipeline's name.
     pub pipeline: String,
+    /// The pipeline's kind; empty for `MetricPipeline` (records and agents from before
+    /// other kinds), see [`PipelineHealthRecord::kind`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
     /// Samples the backend acknowledged (cumulative).
     pub samples_sent: u64,
     /// Samples in failed attempts that will be retried (cumulative).
@@ -115,6 +121,22 @@ fn drop_reason_key(reason: i32) -> &'static str {
     }
 }
 
+impl PipelineHealthRecord {
+    /// The pipeline's kind, `MetricPipeline` when none is given.
+    pub fn kind(&self) -> &str {
+        if self.kind.is_empty() {
+            kaas_pipeline::KIND
+        } else {
+            &self.kind
+        }
+    }
+
+    /// Whether this is the entry of the pipeline of `kind` named `name`.
+    fn is(&self, kind: &str, name: &str) -> bool {
+        self.kind() == kind && self.pipeline == name
+    }
+}
+
 impl HealthRecord {
     /// The record for `report` from agent `instance`; `previous` is the last record
     /// stored for the cluster, used for the drop counts since then when it came from
@@ -128,6 +150,9 @@ impl HealthRecord {
         let pipelines = report
             .pipelines
             .iter()
+            // An entry of a kind the observer does not know belongs to no pipeline; it is
+            // not kept (nor its kind, a string of the agent's choosing).
+            .filter(|p| p.kind.is_empty() || STORED_KINDS.contains(&p.kind.as_str()))
             .map(|p| {
                 let mut samples_dropped = BTreeMap::new();
                 // The counts are the agent's to choose: added saturating, so a report
@@ -142,11 +167,22 @@ impl HealthRecord {
                     counts.values().fold(0u64, |sum, n| sum.saturating_add(*n))
                 };
                 let total = sum(&samples_dropped);
+                let kind = if p.kind.is_empty() {
+                    kaas_pipeline::KIND
+                } else {
+                    p.kind.as_str()
+                };
                 let before = previous
-                    .and_then(|r| r.pipelines.iter().find(|q| q.pipeline == p.pipeline))
+                    .and_then(|r| r.pipelines.iter().find(|q| q.is(kind, &p.pipeline)))
                     .map_or(0, |q| sum(&q.samples_dropped));
                 PipelineHealthRecord {
                     pipeline: p.pipeline.clone(),
+                    // Stored as agents from before other kinds sent it: empty for metric.
+                    kind: if kind == kaas_pipeline::KIND {
+                        String::new()
+                    } else {
+                        kind.to_owned()
+                    },
                     samples_sent: p.samples_sent,
                     samples_failed: p.samples_failed,
                     samples_dropped,
@@ -177,11 +213,11 @@ impl HealthRecord {
     }
 }
 
-/// The status of `pipeline` at `generation`, from the clusters it selects (tombstoned
-/// clusters left out). Conditions keep their `lastTransitionTime` from `previous` while
-/// their status stays the same.
-pub fn pipeline_status<C: Borrow<ClusterObservation>>(
-    pipeline: &ValidatedPipeline,
+/// The status of `pipeline` (of any kind) at `generation`, from the clusters it selects
+/// (tombstoned clusters left out). Conditions keep their `lastTransitionTime` from
+/// `previous` while their status stays the same.
+pub fn pipeline_status<P: PipelineKind, C: Borrow<ClusterObservation>>(
+    pipeline: &P,
     generation: i64,
     clusters: &[C],
     previous: &MetricPipelineStatus,
@@ -397,12 +433,15 @@ fn problem_rank(reason: &str) -> u8 {
     }
 }
 
-fn flow_healthy(pipeline: &ValidatedPipeline, clusters: &[&ClusterObservation]) -> Computed {
+/// `FlowHealthy` from the health entries of `pipeline`'s kind and name. A pipeline no
+/// agent reports on (log pipelines, until agents run them) stays Unknown with
+/// `NoHealthReports`: health is never assumed.
+fn flow_healthy<P: PipelineKind>(pipeline: &P, clusters: &[&ClusterObservation]) -> Computed {
     let condition = CONDITION_FLOW_HEALTHY;
     if clusters.is_empty() {
         return no_clusters(condition);
     }
-    let max_bytes = pipeline.buffer.max_bytes.get();
+    let max_bytes = pipeline.buffer_max_bytes();
     let mut reported = 0;
     // (rank, reason, message) per problem found.
     let mut problems: Vec<(u8, String, String)> = Vec::new();
@@ -413,7 +452,7 @@ fn flow_healthy(pipeline: &ValidatedPipeline, clusters: &[&ClusterObservation]) 
         let Some(entry) = health
             .pipelines
             .iter()
-            .find(|p| p.pipeline == pipeline.name())
+            .find(|p| p.is(P::KIND, pipeline.name()))
         else {
             continue;
         };
@@ -546,6 +585,7 @@ mod tests {
     use super::*;
     use crate::store::ConfigErrorRecord;
     use kaas_pipeline::status::reasons;
+    use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
 
     const NOW: i64 = 1_700_000_000_000;
 
@@ -975,5 +1015,100 @@ spec:
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000_999), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(4_102_444_799_000), "2099-12-31T23:59:59Z");
+    }
+
+    fn log_pipeline(name: &str) -> ValidatedLogPipeline {
+        let text = format!(
+            r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: LogPipeline
+metadata: {{name: {name}}}
+spec:
+  input: {{runtime: {{enabled: true}}}}
+  output: {{loki: {{url: "https://loki.example"}}}}
+"#
+        );
+        let resource: kaas_pipeline::LogPipeline = serde_yaml::from_str(&text).unwrap();
+        kaas_pipeline::validate_log_pipeline(
+            &resource,
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        )
+        .unwrap()
+    }
+
+    /// Issue 16: health is per (kind, name). A metric pipeline's report never makes the
+    /// log pipeline of the same name healthy (or unhealthy), and a log pipeline no
+    /// agent reports on is Unknown, never assumed healthy.
+    #[test]
+    fn health_of_a_metric_pipeline_never_counts_for_a_log_pipeline_of_the_same_name() {
+        let applied = || cluster("c1", true, report("h2", AgentConfigState::Applied, vec![]));
+        let failing = PipelineHealthRecord {
+            last_error: Some(ErrorRecord {
+                at_ms: NOW,
+                reason: reasons::BACKEND_UNREACHABLE.to_owned(),
+                message: "down".to_owned(),
+            }),
+            ..healthy_entry()
+        };
+        let clusters = [with_health(applied(), failing.clone())];
+        let logs = pipeline_status(
+            &log_pipeline("shop"),
+            1,
+            &clusters,
+            &Default::default(),
+            NOW,
+        );
+        let flow = condition(&logs, CONDITION_FLOW_HEALTHY);
+        assert_eq!(flow.status, ConditionStatus::Unknown, "{flow:?}");
+        assert_eq!(flow.reason, Reason::NoHealthReports.as_str());
+        let applied_condition = condition(&logs, CONDITION_CONFIGURATION_APPLIED);
+        assert_eq!(applied_condition.status, ConditionStatus::True);
+        let metrics = pipeline_status(&pipeline("1Gi"), 1, &clusters, &Default::default(), NOW);
+        let flow = condition(&metrics, CONDITION_FLOW_HEALTHY);
+        assert_eq!(flow.reason, reasons::BACKEND_UNREACHABLE);
+
+        // An entry of the log kind is the log pipeline's, not the metric one's.
+        let log_entry = PipelineHealthRecord {
+            kind: kaas_pipeline::LOG_KIND.to_owned(),
+            ..failing
+        };
+        let clusters = [with_health(applied(), log_entry)];
+        let logs = pipeline_status(
+            &log_pipeline("shop"),
+            1,
+            &clusters,
+            &Default::default(),
+            NOW,
+        );
+        let flow = condition(&logs, CONDITION_FLOW_HEALTHY);
+        assert_eq!(flow.reason, reasons::BACKEND_UNREACHABLE);
+        let metrics = pipeline_status(&pipeline("1Gi"), 1, &clusters, &Default::default(), NOW);
+        let flow = condition(&metrics, CONDITION_FLOW_HEALTHY);
+        assert_eq!(flow.reason, Reason::NoHealthReports.as_str());
+    }
+
+    /// Report entries keep their kind (empty for metric, as older agents send it), and
+    /// an entry of a kind the observer does not know is not kept.
+    #[test]
+    fn report_entries_keep_their_kind_and_unknown_kinds_are_dropped() {
+        let entry = |kind: &str| PipelineHealth {
+            pipeline: "shop".to_owned(),
+            kind: kind.to_owned(),
+            ..PipelineHealth::default()
+        };
+        let report = AgentHealth {
+            timestamp_unix_ms: NOW,
+            pipelines: vec![
+                entry(""),
+                entry("MetricPipeline"),
+                entry("LogPipeline"),
+                entry(&"X".repeat(10_000)),
+            ],
+        };
+        let record = HealthRecord::from_report("i1", &report, None);
+        let kinds: Vec<&str> = record.pipelines.iter().map(|p| p.kind.as_str()).collect();
+        assert_eq!(kinds, ["", "", "LogPipeline"]);
+        let kinds: Vec<&str> = record.pipelines.iter().map(|p| p.kind()).collect();
+        assert_eq!(kinds, ["MetricPipeline", "MetricPipeline", "LogPipeline"]);
     }
 }

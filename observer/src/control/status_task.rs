@@ -33,11 +33,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
 use tokio::sync::mpsc;
 
 use super::status::{ClusterObservation, HealthRecord, pipeline_status, unreadable_status};
 use crate::rendering::{Pipelines, TenantPipelines};
-use crate::store::{Cluster, ClusterReport, Store, StoreError, now_ms};
+use crate::store::{
+    Cluster, ClusterReport, PipelineKind, PipelineSummary, Store, StoreError, StoredPipeline,
+    now_ms,
+};
 
 /// What the status task should recompute.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -200,20 +204,56 @@ impl StatusTask {
         if view.pipelines.is_empty() {
             return Ok(());
         }
-        let stored: HashMap<String, _> = self
+        // By (kind, name): a metric and a log pipeline may share a name.
+        let stored: HashMap<(String, String), _> = self
             .store
             .pipeline_summaries_of(tenant)
             .await?
             .into_iter()
-            .map(|summary| (summary.name.clone(), summary))
+            .map(|summary| ((summary.kind.clone(), summary.name.clone()), summary))
             .collect();
         let now = now_ms();
-        for pipeline in view.pipelines.pipelines() {
-            // Deleted since it was read: its delete has queued a reload.
-            let Some(current) = stored.get(pipeline.name()) else {
+        let pipelines = &view.pipelines;
+        self.write_kind(tenant, view, &stored, pipelines.pipelines(), now)
+            .await?;
+        self.write_kind(tenant, view, &stored, pipelines.log_pipelines(), now)
+            .await?;
+        // A pipeline the observer cannot read runs nowhere; its condition says why
+        // (issue 13, finding 10).
+        let unreadable = (pipelines.unreadable().iter())
+            .map(|u| (ValidatedPipeline::KIND, &u.name, u.generation, &u.reason))
+            .chain(
+                (pipelines.unreadable_logs().iter())
+                    .map(|u| (ValidatedLogPipeline::KIND, &u.name, u.generation, &u.reason)),
+            );
+        for (kind, name, generation, reason) in unreadable {
+            let Some(current) = stored.get(&(kind.to_owned(), name.clone())) else {
                 continue;
             };
-            let selector = &pipeline.pipeline.spec().cluster_selector;
+            let status = unreadable_status(generation, reason, &current.status, now);
+            if status != current.status {
+                self.write_status(tenant, kind, name, status).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Recomputes the statuses of the tenant's readable pipelines of kind `P`.
+    async fn write_kind<P: PipelineKind>(
+        &self,
+        tenant: &str,
+        view: &TenantView,
+        stored: &HashMap<(String, String), PipelineSummary>,
+        pipelines: &[StoredPipeline<P>],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for pipeline in pipelines {
+            // Deleted since it was read: its delete has queued a reload.
+            let Some(current) = stored.get(&(P::KIND.to_owned(), pipeline.name().to_owned()))
+            else {
+                continue;
+            };
+            let selector = pipeline.pipeline.cluster_selector();
             let selected: Vec<&ClusterObservation> = view
                 .clusters
                 .values()
@@ -228,37 +268,30 @@ impl StatusTask {
                 now,
             );
             if status != current.status {
-                self.write_status(tenant, pipeline.name(), status).await?;
-            }
-        }
-        // A pipeline the observer cannot read runs nowhere; its condition says why
-        // (issue 13, finding 10).
-        for unreadable in view.pipelines.unreadable() {
-            let Some(current) = stored.get(&unreadable.name) else {
-                continue;
-            };
-            let status = unreadable_status(
-                unreadable.generation,
-                &unreadable.reason,
-                &current.status,
-                now,
-            );
-            if status != current.status {
-                self.write_status(tenant, &unreadable.name, status).await?;
+                self.write_status(tenant, P::KIND, pipeline.name(), status)
+                    .await?;
             }
         }
         Ok(())
     }
 
-    /// Writes one pipeline's status; a pipeline deleted meanwhile is no error (its
-    /// delete has queued a reload).
+    /// Writes the status of the pipeline of `kind` named `name`; a pipeline deleted
+    /// meanwhile is no error (its delete has queued a reload).
     async fn write_status(
         &self,
         tenant: &str,
+        kind: &str,
         name: &str,
         status: kaas_pipeline::status::MetricPipelineStatus,
     ) -> Result<(), StoreError> {
-        match self.store.set_pipeline_status(tenant, name, status).await {
+        let written = if kind == ValidatedLogPipeline::KIND {
+            (self.store)
+                .set_pipeline_status_of::<ValidatedLogPipeline>(tenant, name, status)
+                .await
+        } else {
+            self.store.set_pipeline_status(tenant, name, status).await
+        };
+        match written {
             Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
             Err(error) => Err(error),
         }

@@ -174,12 +174,16 @@ impl TenantConfigs {
 /// One tenant's pipelines and their configurations.
 pub type Pipelines = Arc<TenantConfigs>;
 
+/// The pipelines of one kind a tenant has: those the observer reads, and those it
+/// cannot.
+type Rows<P> = (
+    Vec<StoredPipeline<P>>,
+    Vec<UnreadablePipeline<<P as PipelineKind>::Resource>>,
+);
+
 /// The rows of one kind split into the readable pipelines and the unreadable ones,
 /// each of those logged.
-#[allow(clippy::type_complexity)]
-fn read_rows<P: PipelineKind>(
-    rows: Vec<PipelineRow<P>>,
-) -> (Vec<StoredPipeline<P>>, Vec<UnreadablePipeline<P::Resource>>) {
+fn read_rows<P: PipelineKind>(rows: Vec<PipelineRow<P>>) -> Rows<P> {
     let mut readable = Vec::new();
     let mut unreadable = Vec::new();
     for row in rows {
@@ -305,6 +309,21 @@ mod tests {
         (dir, store)
     }
 
+    /// A cluster of `shop` labelled `env: <env>`.
+    async fn shop_cluster(store: &Store, name: &str, env: &str) -> Cluster {
+        let new = NewCluster {
+            name: name.to_owned(),
+            tenant: "shop".to_owned(),
+            labels: BTreeMap::from([("env".to_owned(), env.to_owned())]),
+            api_endpoint: None,
+        };
+        let (cluster, _token) = store
+            .create_cluster(new, Duration::from_secs(60), &Actor::admin())
+            .await
+            .unwrap();
+        cluster
+    }
+
     fn names(pipelines: &Pipelines) -> Vec<&str> {
         pipelines
             .pipelines()
@@ -377,17 +396,7 @@ mod tests {
             ("d2", "dev"),
             ("x1", "test"),
         ] {
-            let new = NewCluster {
-                name: name.to_owned(),
-                tenant: "shop".to_owned(),
-                labels: BTreeMap::from([("env".to_owned(), env.to_owned())]),
-                api_endpoint: None,
-            };
-            let (cluster, _token) = store
-                .create_cluster(new, Duration::from_secs(60), &Actor::admin())
-                .await
-                .unwrap();
-            clusters.push(cluster);
+            clusters.push(shop_cluster(&store, name, env).await);
         }
         let central = Arc::new(CentralPipelineSettings::new(
             "https://receive-gateway.example:19291",
@@ -416,5 +425,67 @@ mod tests {
             }
             assert_eq!(configs.lock().len(), 3, "one template per selection");
         }
+    }
+
+    /// A log pipeline selecting `env: <env>`.
+    fn log_selecting(name: &str, env: &str) -> ValidatedLogPipeline {
+        let yaml = format!(
+            "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: LogPipeline\n\
+             metadata:\n  name: {name}\nspec:\n  input:\n    runtime:\n      enabled: true\n  \
+             output:\n    loki:\n      url: https://loki.example\n  \
+             clusterSelector:\n    matchLabels:\n      env: {env}\n"
+        );
+        let resource: kaas_pipeline::LogPipeline = serde_yaml::from_str(&yaml).unwrap();
+        kaas_pipeline::validate_log_pipeline(
+            &resource,
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        )
+        .unwrap()
+    }
+
+    /// Issue 16: a log pipeline reaches the clusters it selects, in their
+    /// configuration's `logPipelines`, and no other cluster; a metric pipeline of the
+    /// same name is a pipeline of its own in `pipelines`. What is rendered is what an
+    /// agent accepts.
+    #[tokio::test]
+    async fn a_log_pipeline_reaches_only_the_clusters_it_selects() {
+        let (_dir, store) = shop_store().await;
+        store
+            .apply_pipeline("shop", log_selecting("shop", "prod"), &Actor::admin())
+            .await
+            .unwrap();
+        store
+            .apply_pipeline("shop", selecting("shop", None), &Actor::admin())
+            .await
+            .unwrap();
+        let mut clusters = BTreeMap::new();
+        for env in ["prod", "dev"] {
+            let cluster = shop_cluster(&store, &format!("{env}-1"), env).await;
+            clusters.insert(env, cluster);
+        }
+        let configs = TenantPipelines::default()
+            .get(&store, "shop")
+            .await
+            .unwrap();
+        let context = kaas_pipeline::ValidationContext::observer(
+            kaas_pipeline::ProviderPolicy::unrestricted(),
+        );
+        let parse = |cluster: &Cluster| {
+            let rendered = configs.render(cluster);
+            let text = String::from_utf8(rendered.body).unwrap();
+            AgentConfig::parse(&text, &context).unwrap()
+        };
+        let prod = parse(&clusters["prod"]);
+        let logs: Vec<&str> = prod.log_pipelines.iter().map(|p| p.name()).collect();
+        assert_eq!(logs, ["shop"]);
+        let metrics: Vec<&str> = prod.pipelines.iter().map(|p| p.name()).collect();
+        assert_eq!(metrics, ["shop"]);
+        let dev = parse(&clusters["dev"]);
+        assert!(dev.log_pipelines.is_empty(), "{:?}", dev.log_pipelines);
+        assert_eq!(dev.pipelines.len(), 1);
+        assert_ne!(
+            configs.render(&clusters["prod"]).hash,
+            configs.render(&clusters["dev"]).hash
+        );
     }
 }

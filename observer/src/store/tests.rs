@@ -241,6 +241,10 @@ mod probes;
 #[path = "tests_quotas.rs"]
 mod quotas;
 
+/// Pipelines of every kind: names per kind, secrets bound to their kind, quotas.
+#[path = "tests_kinds.rs"]
+mod kinds;
+
 /// The tenancy boundary's parts of the store (namespace mapping, audit pages, secrets
 /// bound to their owner and re-keyed, unreadable pipeline rows).
 #[path = "tests_tenancy.rs"]

@@ -10,6 +10,11 @@
 //! only its unsettled documents are sent ([`crate::record::logs::SettledRecords`]); any
 //! other 4xx (a mapping conflict, a bad document) refused for good: dropped and counted
 //! ([`super::count_rejected`]), never sent again.
+//!
+//! The sender counts a request's records once, when the request ends: records refused
+//! item by item are then in `samples_sent` as well as in the drops, and a request that
+//! outlives the buffer's maximum age after a partial success counts its stored records
+//! as expired too. The drops are exact; `samples_sent` is an upper bound.
 
 pub mod encode;
 

@@ -8,8 +8,9 @@
 //! A partial success drops what the backend refused: a metric batch whole, of a log
 //! request only the refused records (counted), the rest being stored.
 //!
-//! Logs travel as the buffer holds them: over HTTP the encoded
-//! `ExportLogsServiceRequest` is posted without decoding it.
+//! Logs travel as the buffer holds them: the encoded `ExportLogsServiceRequest` is
+//! sent without decoding it, over HTTP as the body, over gRPC as the message
+//! ([`Encoded`]), so even fields this version does not know are forwarded.
 
 pub mod convert;
 
@@ -74,23 +75,17 @@ impl OtlpExporter {
         partial_success(&response)
     }
 
-    /// Sends one log request: over HTTP its encoded body as it is, over gRPC decoded
-    /// first. Records the backend refused in a partial success are counted as dropped
+    /// Sends one log request: its encoded body as it is, over either transport. Records the backend refused in a partial success are counted as dropped
     /// in `stats`; the rest is delivered.
     pub async fn send_logs(
         &self,
         request: &LogRequest,
         stats: &PipelineStats,
     ) -> Result<(), SendError> {
+        let body = super::damaged(request.raw())?.into_owned();
         let response: ExportLogsServiceResponse = match self.protocol {
-            OtlpProtocol::Http => {
-                self.post_http(super::damaged(request.raw())?.into_owned())
-                    .await?
-            }
-            OtlpProtocol::Grpc => {
-                self.call_grpc(super::damaged(request.decode())?, EXPORT_LOGS_PATH)
-                    .await?
-            }
+            OtlpProtocol::Http => self.post_http(body).await?,
+            OtlpProtocol::Grpc => self.call_grpc(Encoded(body), EXPORT_LOGS_PATH).await?,
         };
         if let Some(partial) = response.partial_success
             && partial.rejected_log_records > 0
@@ -178,6 +173,36 @@ fn insert_metadata<T>(
     Ok(())
 }
 
+/// A message already encoded, sent as it is: prost writes its bytes, so a buffered
+/// request needs no decoding to go over gRPC. Never decoded (answers are decoded as
+/// their own types), so reading one only skips its fields.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Encoded(Vec<u8>);
+
+impl Message for Encoded {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// A lazily connecting channel that does TLS with our rustls configuration.
 fn grpc_channel(
     endpoint: &Url,
@@ -235,5 +260,35 @@ fn grpc_error(status: &tonic::Status) -> SendError {
             condition: ErrorReason::BackendUnreachable,
         },
         _ => SendError::Permanent { reason },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kaas_proto::otlp::{ExportLogsServiceRequest, LogRecord, ResourceLogs, ScopeLogs};
+
+    use super::*;
+
+    #[test]
+    fn an_encoded_message_is_sent_byte_for_byte() {
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        severity_text: "INFO".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut bytes = request.encode_to_vec();
+        // A field the official protocol may add later travels along.
+        bytes.extend([0x98, 0x06, 0x01]);
+        let encoded = Encoded(bytes.clone());
+        assert_eq!(encoded.encoded_len(), bytes.len());
+        assert_eq!(encoded.encode_to_vec(), bytes);
+        assert_eq!(Encoded::decode(bytes.as_slice()), Ok(Encoded::default()));
     }
 }
