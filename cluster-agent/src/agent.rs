@@ -10,11 +10,12 @@
 //! the new settings on the same buffer directory (nothing buffered is lost), a removed
 //! one is stopped (its buffer directory stays, for an operator or a later re-add).
 //!
-//! Every apply also shares the agent's buffer budget between the pipelines
-//! ([`crate::pipeline::budget`]); a pipeline whose share changes is restarted with its new
-//! bound, like a changed one.
+//! Metric pipelines and log pipelines are applied alike ([`reconcile`]), each kind by
+//! its names (unique per kind only). Every apply also shares the agent's buffer budget
+//! between the pipelines of both kinds ([`crate::pipeline::budget`]); a pipeline whose
+//! share changes is restarted with its new bound, like a changed one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +35,10 @@ use crate::labels::Labels;
 use crate::outbound::auth::{NoSecrets, SecretStore};
 use crate::pipeline::budget::{BufferGrant, DEFAULT_BUFFER_BUDGET, allocate};
 use crate::pipeline::kubelet::SERVICE_ACCOUNT_DIR;
+use crate::pipeline::logs::{LogPipelines, RunningLogPipeline};
+use crate::pipeline::node_logs::{NodeLogInputs, NodeLogSettings};
 use crate::pipeline::runtime::{AgentContext, ClusterView, Pipelines, RunningPipeline};
+use crate::pipeline::{PipelineId, PipelineKind};
 use crate::telemetry::registry;
 
 /// The resource attribute naming the agent's cluster in its own telemetry, taken from
@@ -64,6 +68,26 @@ pub struct AgentSettings {
     pub kubelet_insecure_skip_tls_verify: bool,
     /// The rules every configuration is validated under, and what the agent may read.
     pub policy: ProviderPolicy,
+    /// What this instance runs.
+    pub role: AgentRole,
+    /// Where the kubelet writes container logs (node role).
+    pub pod_log_dir: PathBuf,
+    /// The journal directory (node role).
+    pub journal_dir: PathBuf,
+}
+
+/// The name of the node the agent runs on: `NODE_NAME` (the downward API's
+/// `spec.nodeName` in the DaemonSet), else the host's name.
+fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+        })
+        .unwrap_or_default()
 }
 
 /// Why the agent cannot start.
@@ -83,19 +107,19 @@ pub enum StartError {
     SelfTelemetry(#[from] kaas_self_telemetry::BuildError),
 }
 
-/// What one apply did.
+/// What one apply did, each pipeline named with its kind.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
     /// Pipelines started for the first time.
-    pub started: Vec<String>,
+    pub started: Vec<PipelineId>,
     /// Pipelines restarted with changed settings.
-    pub restarted: Vec<String>,
+    pub restarted: Vec<PipelineId>,
     /// Pipelines left running unchanged.
-    pub unchanged: Vec<String>,
+    pub unchanged: Vec<PipelineId>,
     /// Pipelines stopped because they were removed.
-    pub stopped: Vec<String>,
+    pub stopped: Vec<PipelineId>,
     /// Pipelines that could not start, with the reason.
-    pub failed: Vec<(String, String)>,
+    pub failed: Vec<(PipelineId, String)>,
 }
 
 /// The running agent.
@@ -104,8 +128,153 @@ pub struct Agent {
     external_labels: Arc<Labels>,
     /// Bytes all pipelines' buffers may use together.
     buffer_budget: u64,
-    /// The running pipelines, readable by reporters.
+    /// The running metric pipelines, readable by reporters.
     pub pipelines: Arc<RwLock<Pipelines>>,
+    /// The running log pipelines, readable by reporters.
+    pub log_pipelines: Arc<RwLock<LogPipelines>>,
+    /// What the agent runs ([`AgentRole`]).
+    role: AgentRole,
+    /// The node's log inputs, on the node role.
+    node_logs: Option<NodeLogInputs>,
+}
+
+/// Which part of a cluster's telemetry an agent instance runs (`--role`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentRole {
+    /// The cluster-level instance (a Deployment): metric pipelines and the push
+    /// receivers, OTLP logs included.
+    #[default]
+    Cluster,
+    /// One instance per node (a DaemonSet): only the log pipelines' `runtime` and
+    /// `node` inputs, which read node-local files and the journal.
+    Node,
+}
+
+/// A running pipeline of either kind, as [`Agent::apply`] reconciles it.
+trait Reconciled: Sized {
+    /// Its validated configuration.
+    type Config;
+    /// The kind.
+    const KIND: PipelineKind;
+    /// The name of a configuration.
+    fn name_of(config: &Self::Config) -> &str;
+    /// Whether it runs `config` with `grant` already.
+    fn runs(&self, config: &Self::Config, grant: &BufferGrant) -> bool;
+    /// Starts `config`.
+    fn start(
+        config: Self::Config,
+        context: &AgentContext,
+        grant: BufferGrant,
+    ) -> Result<Self, crate::pipeline::runtime::StartError>;
+    /// Stops it.
+    fn stop(self) -> impl std::future::Future<Output = ()>;
+}
+
+impl Reconciled for RunningPipeline {
+    type Config = kaas_pipeline::ValidatedPipeline;
+    const KIND: PipelineKind = PipelineKind::Metric;
+    fn name_of(config: &Self::Config) -> &str {
+        config.name()
+    }
+    fn runs(&self, config: &Self::Config, grant: &BufferGrant) -> bool {
+        self.data_path.buffer_grant == *grant
+            && self.pipeline.resource().spec == config.resource().spec
+    }
+    fn start(
+        config: Self::Config,
+        context: &AgentContext,
+        grant: BufferGrant,
+    ) -> Result<Self, crate::pipeline::runtime::StartError> {
+        RunningPipeline::start(config, context, grant)
+    }
+    async fn stop(self) {
+        RunningPipeline::stop(self).await;
+    }
+}
+
+impl Reconciled for RunningLogPipeline {
+    type Config = kaas_pipeline::logs::ValidatedLogPipeline;
+    const KIND: PipelineKind = PipelineKind::Log;
+    fn name_of(config: &Self::Config) -> &str {
+        config.name()
+    }
+    fn runs(&self, config: &Self::Config, grant: &BufferGrant) -> bool {
+        self.data_path.buffer_grant == *grant && self.pipeline.spec() == config.spec()
+    }
+    fn start(
+        config: Self::Config,
+        context: &AgentContext,
+        grant: BufferGrant,
+    ) -> Result<Self, crate::pipeline::runtime::StartError> {
+        RunningLogPipeline::start(config, context, grant)
+    }
+    async fn stop(self) {
+        RunningLogPipeline::stop(self).await;
+    }
+}
+
+/// Makes the pipelines of one kind in `running` match `wanted` (see the module
+/// documentation); `restart_all` restarts even unchanged ones (the external labels
+/// changed).
+async fn reconcile<P: Reconciled>(
+    running: &mut BTreeMap<String, P>,
+    wanted: Vec<P::Config>,
+    grants: &mut BTreeMap<PipelineId, BufferGrant>,
+    context: &AgentContext,
+    restart_all: bool,
+    report: &mut ApplyReport,
+) {
+    let id = |name: &str| PipelineId {
+        kind: P::KIND,
+        name: name.to_owned(),
+    };
+    let names: BTreeSet<&str> = wanted.iter().map(P::name_of).collect();
+    let removed: Vec<String> = running
+        .keys()
+        .filter(|name| !names.contains(name.as_str()))
+        .cloned()
+        .collect();
+    for name in removed {
+        if let Some(pipeline) = running.remove(&name) {
+            pipeline.stop().await;
+            report.stopped.push(id(&name));
+        }
+    }
+    for config in wanted {
+        let name = P::name_of(&config).to_owned();
+        let Some(grant) = grants.remove(&id(&name)) else {
+            // Every wanted pipeline was granted a share; one without is a bug, and
+            // running it unbounded would break the budget.
+            report
+                .failed
+                .push((id(&name), "no buffer share was granted".to_owned()));
+            continue;
+        };
+        let previous = running.remove(&name);
+        let restart = match previous {
+            Some(current) if !restart_all && current.runs(&config, &grant) => {
+                running.insert(name.clone(), current);
+                report.unchanged.push(id(&name));
+                continue;
+            }
+            Some(current) => {
+                current.stop().await;
+                true
+            }
+            None => false,
+        };
+        match P::start(config, context, grant) {
+            Ok(started) => {
+                running.insert(name.clone(), started);
+                if restart {
+                    report.restarted.push(id(&name));
+                } else {
+                    report.started.push(id(&name));
+                }
+            }
+            Err(error) => report.failed.push((id(&name), error.to_string())),
+        }
+    }
 }
 
 impl Agent {
@@ -116,7 +285,17 @@ impl Agent {
             base,
             buffer_budget: DEFAULT_BUFFER_BUDGET,
             pipelines: Arc::new(RwLock::new(Pipelines::new())),
+            log_pipelines: Arc::new(RwLock::new(LogPipelines::new())),
+            role: AgentRole::Cluster,
+            node_logs: None,
         }
+    }
+
+    /// Runs as the node role: only log pipelines, fed by the node's log inputs read
+    /// with `settings`.
+    pub fn run_as_node(&mut self, settings: NodeLogSettings) {
+        self.role = AgentRole::Node;
+        self.node_logs = Some(NodeLogInputs::new(settings));
     }
 
     /// Shares `bytes` between the buffers of the pipelines applied from now on (the
@@ -131,7 +310,9 @@ impl Agent {
         self.base.secrets = secrets;
     }
 
-    /// Makes the running pipelines match `config`.
+    /// Makes the running pipelines of both kinds match `config`. The external labels
+    /// are the metric pipelines' (a change restarts them); log records carry the
+    /// cluster in their resource instead.
     pub async fn apply(&mut self, config: ValidatedAgentConfig) -> ApplyReport {
         let external_labels = Arc::new(Labels::from_pairs(config.external_labels.clone()));
         let labels_changed = external_labels != self.external_labels;
@@ -141,74 +322,63 @@ impl Agent {
             ..self.base.clone()
         };
         let mut report = ApplyReport::default();
-        let mut running = self.pipelines.write().await;
-        let wanted: Vec<String> = config
+        let mut config = config;
+        if self.role == AgentRole::Node {
+            // The cluster-level instance runs them.
+            config.pipelines.clear();
+        }
+        let metric_asks = config
             .pipelines
             .iter()
-            .map(|p| p.name().to_owned())
-            .collect();
-        let removed: Vec<String> = running
-            .keys()
-            .filter(|name| !wanted.contains(name))
-            .cloned()
-            .collect();
-        for name in removed {
-            if let Some(pipeline) = running.remove(&name) {
-                pipeline.stop().await;
-                report.stopped.push(name);
-            }
+            .map(|p| (PipelineId::metric(p.name()), p.buffer.max_bytes.get()));
+        let log_asks = config
+            .log_pipelines
+            .iter()
+            .map(|p| (PipelineId::log(p.name()), p.buffer.max_bytes.get()));
+        let mut grants = allocate(self.buffer_budget, metric_asks.chain(log_asks));
+        let mut logs = self.log_pipelines.write().await;
+        // The inputs stop before any log pipeline does: none may write into a buffer
+        // directory a restarted pipeline reopens.
+        if let Some(inputs) = self.node_logs.as_mut() {
+            inputs.stop().await;
         }
-        let mut grants = allocate(
-            self.buffer_budget,
-            config
-                .pipelines
-                .iter()
-                .map(|p| (p.name(), p.buffer.max_bytes.get())),
-        );
-        for pipeline in config.pipelines {
-            let name = pipeline.name().to_owned();
-            let grant = grants.remove(&name).unwrap_or(BufferGrant {
-                max_bytes: pipeline.buffer.max_bytes.get(),
-                reduced: None,
-            });
-            let previous = running.remove(&name);
-            let restart = match &previous {
-                Some(current)
-                    if !labels_changed
-                        && current.buffer_grant == grant
-                        && current.pipeline.resource().spec == pipeline.resource().spec =>
-                {
-                    if let Some(current) = previous {
-                        running.insert(name.clone(), current);
-                    }
-                    report.unchanged.push(name);
-                    continue;
-                }
-                Some(_) => true,
-                None => false,
-            };
-            if let Some(current) = previous {
-                current.stop().await;
-            }
-            match RunningPipeline::start(pipeline, &context, grant) {
-                Ok(started) => {
-                    running.insert(name.clone(), started);
-                    if restart {
-                        report.restarted.push(name);
-                    } else {
-                        report.started.push(name);
-                    }
-                }
-                Err(error) => report.failed.push((name, error.to_string())),
-            }
+        reconcile(
+            &mut logs,
+            config.log_pipelines,
+            &mut grants,
+            &context,
+            false,
+            &mut report,
+        )
+        .await;
+        if let Some(inputs) = self.node_logs.as_mut() {
+            let cluster = config.external_labels.get("cluster").map(String::as_str);
+            inputs.start(&logs, cluster).await;
         }
+        drop(logs);
+        let mut metrics = self.pipelines.write().await;
+        reconcile(
+            &mut metrics,
+            config.pipelines,
+            &mut grants,
+            &context,
+            labels_changed,
+            &mut report,
+        )
+        .await;
         report
     }
 
     /// Stops every pipeline.
     pub async fn shutdown(&mut self) {
-        let mut running = self.pipelines.write().await;
-        let all = std::mem::take(&mut *running);
+        if let Some(inputs) = self.node_logs.as_mut() {
+            inputs.stop().await;
+        }
+        let all = std::mem::take(&mut *self.log_pipelines.write().await);
+        for (_, pipeline) in all {
+            pipeline.stop().await;
+        }
+        let all = std::mem::take(&mut *self.pipelines.write().await);
         for (_, pipeline) in all {
             pipeline.stop().await;
         }
@@ -246,7 +416,9 @@ fn secret_namespaces(
     allowed: &SecretNamespaces,
 ) -> BTreeSet<String> {
     let mut watched = BTreeSet::new();
-    for reference in config.pipelines.iter().flat_map(|p| p.secret_refs()) {
+    let metric_refs = config.pipelines.iter().flat_map(|p| p.secret_refs());
+    let log_refs = config.log_pipelines.iter().flat_map(|p| p.secret_refs());
+    for reference in metric_refs.chain(log_refs) {
         if allowed.allows(&reference.namespace) {
             watched.insert(reference.namespace.clone());
         } else {
@@ -259,16 +431,24 @@ fn secret_namespaces(
     watched
 }
 
+/// Pipelines as `Kind/name`, comma-separated, for the log.
+fn names(ids: &[PipelineId]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn log_report(report: &ApplyReport) {
     tracing::info!(
-        started = ?report.started,
-        restarted = ?report.restarted,
-        unchanged = ?report.unchanged,
-        stopped = ?report.stopped,
+        started = %names(&report.started),
+        restarted = %names(&report.restarted),
+        unchanged = %names(&report.unchanged),
+        stopped = %names(&report.stopped),
         "configuration applied"
     );
     for (pipeline, reason) in &report.failed {
-        tracing::error!(%pipeline, %reason, "pipeline could not start");
+        tracing::error!(pipeline = %pipeline.name, kind = %pipeline.kind, %reason, "pipeline could not start");
     }
 }
 
@@ -315,10 +495,31 @@ impl ConfiguredAgent {
         };
         let mut agent = Agent::new(context);
         agent.set_buffer_budget(settings.buffer_budget);
+        if settings.role == AgentRole::Node {
+            let node = node_name();
+            let pods = kubernetes.clone().map(|client| {
+                crate::log_inputs::PodMetadataCache::new(watch::watch_node_pods(client, &node).0)
+            });
+            // The tailer takes absolute paths only; relative flags are the working
+            // directory's.
+            let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
+            agent.run_as_node(NodeLogSettings {
+                pod_log_dir: absolute(settings.pod_log_dir.clone()),
+                journal_dir: absolute(settings.journal_dir.clone()),
+                state_dir: absolute(settings.data_dir.join("log-inputs")),
+                node: crate::log_inputs::NodeIdentity {
+                    node_name: node,
+                    cluster_name: String::new(),
+                },
+                pods,
+                files: policy.node_logs.files.clone(),
+            });
+        }
         let reloads = Arc::new(ReloadState::default());
         let push_stats = Arc::new(PushStats::default());
         let mut registry = registry(
             agent.pipelines.clone(),
+            agent.log_pipelines.clone(),
             reloads.clone(),
             push_stats.clone(),
             settings.buffer_budget,
@@ -327,31 +528,13 @@ impl ConfiguredAgent {
         let registry = Arc::new(registry);
         telemetry.start(registry.clone())?;
         let listener = listen(settings.listen_address).await?;
-        let grpc_listener = listen(settings.otlp_grpc_listen_address).await?;
-        let otlp_http_listener = listen(settings.otlp_http_listen_address).await?;
-        let reviewer = crate::push::auth::TokenReviewer::new(
-            kubernetes.clone(),
-            settings.push_token_audiences.clone(),
-        );
-        let receiver = crate::push::PushReceiver::new(
-            agent.pipelines.clone(),
-            push_stats,
-            kaas_series::PushLimits::default(),
-            reviewer,
-        );
-        let grpc = crate::push::otlp_grpc::OtlpGrpc::new(receiver.clone());
-        tokio::spawn(async move {
-            if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc).await {
-                tracing::error!(%error, "the OTLP/gRPC receiver stopped");
+        let push = match settings.role {
+            AgentRole::Cluster => {
+                serve_push(settings, kubernetes.clone(), &agent, push_stats).await?
             }
-        });
-        let otlp_http = receiver.otlp_http_routes();
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(otlp_http_listener, otlp_http).await {
-                tracing::error!(%error, "the OTLP/HTTP receiver stopped");
-            }
-        });
-        let push = receiver.routes();
+            // Pushes go to the cluster-level instance's Service.
+            AgentRole::Node => axum::Router::new(),
+        };
         let app = crate::server::app(registry, reloads.clone(), push);
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -360,11 +543,8 @@ impl ConfiguredAgent {
         });
         tracing::info!(
             address = %settings.listen_address,
-            "serving /metrics, /healthz, /readyz and the push receivers /api/v1/write and /v1/metrics (deprecated: OTLP/HTTP belongs on its own port)"
-        );
-        tracing::info!(
-            address = %settings.otlp_http_listen_address,
-            "serving the OTLP/HTTP push receiver /v1/metrics"
+            role = ?settings.role,
+            "serving /metrics, /healthz, /readyz (and on the cluster role the push receivers /api/v1/write and /v1/metrics, deprecated: OTLP/HTTP belongs on its own port)"
         );
         Ok(Self {
             agent,
@@ -381,9 +561,14 @@ impl ConfiguredAgent {
         self.kubernetes.is_some()
     }
 
-    /// The running pipelines, for health reports.
+    /// The running metric pipelines, for health reports.
     pub fn pipelines(&self) -> Arc<tokio::sync::RwLock<Pipelines>> {
         self.agent.pipelines.clone()
+    }
+
+    /// The running log pipelines, for health reports.
+    pub fn log_pipelines(&self) -> Arc<tokio::sync::RwLock<LogPipelines>> {
+        self.agent.log_pipelines.clone()
     }
 
     /// Makes the running pipelines match `config` through [`Agent::apply`], watching
@@ -417,6 +602,45 @@ impl ConfiguredAgent {
     }
 }
 
+/// Starts the OTLP/gRPC and OTLP/HTTP push receivers (cluster role) and returns the
+/// push routes of the agent's HTTP port.
+async fn serve_push(
+    settings: &AgentSettings,
+    kubernetes: Option<kube::Client>,
+    agent: &Agent,
+    push_stats: Arc<PushStats>,
+) -> Result<axum::Router, StartError> {
+    let grpc_listener = listen(settings.otlp_grpc_listen_address).await?;
+    let otlp_http_listener = listen(settings.otlp_http_listen_address).await?;
+    let reviewer =
+        crate::push::auth::TokenReviewer::new(kubernetes, settings.push_token_audiences.clone());
+    let receiver = crate::push::PushReceiver::new(
+        agent.pipelines.clone(),
+        agent.log_pipelines.clone(),
+        push_stats,
+        kaas_series::PushLimits::default(),
+        reviewer,
+    );
+    let grpc = crate::push::otlp_grpc::OtlpGrpc::new(receiver.clone());
+    let grpc_logs = crate::push::otlp_grpc::OtlpLogsGrpc::new(receiver.clone());
+    tokio::spawn(async move {
+        if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc, grpc_logs).await {
+            tracing::error!(%error, "the OTLP/gRPC receiver stopped");
+        }
+    });
+    let otlp_http = receiver.otlp_http_routes();
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(otlp_http_listener, otlp_http).await {
+            tracing::error!(%error, "the OTLP/HTTP receiver stopped");
+        }
+    });
+    tracing::info!(
+        address = %settings.otlp_http_listen_address,
+        "serving the OTLP/HTTP push receivers /v1/metrics and /v1/logs"
+    );
+    Ok(receiver.routes())
+}
+
 /// Binds one of the agent's listeners.
 async fn listen(address: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
     tokio::net::TcpListener::bind(address)
@@ -430,6 +654,7 @@ mod tests {
     use kaas_pipeline::agent_config::{AgentConfig, AgentConfigError};
 
     use super::*;
+    use crate::internal_events::ReloadState;
 
     /// The namespaces watched for Secrets come from every reference the validated
     /// pipeline names, the push inputs' bearer tokens included (read from the
@@ -496,5 +721,105 @@ pipelines:
             errors.errors()[0].path,
             "pipelines[0].spec.output.prometheusRemoteWrite.headers[1].valueFrom.secretKeyRef.namespace"
         );
+    }
+
+    /// An agent with no Kubernetes access, keeping its data in `dir`.
+    fn plain_agent(dir: &std::path::Path) -> Agent {
+        Agent::new(AgentContext {
+            data_dir: dir.to_owned(),
+            external_labels: Arc::new(Labels::default()),
+            secrets: Arc::new(NoSecrets),
+            files: Arc::default(),
+            cluster: ClusterView::default(),
+            service_account_dir: dir.join("no-service-account"),
+            kubelet_insecure_skip_verify: false,
+        })
+    }
+
+    fn config(log_spec: &str, with_metric: bool) -> ValidatedAgentConfig {
+        let metric = if with_metric {
+            "pipelines:\n  - metadata: {name: shop}\n    spec:\n      input: {static: {targets: [{addresses: ['127.0.0.1:9']}]}}\n      output: {prometheusRemoteWrite: {url: 'http://127.0.0.1:9/write'}}\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\n{metric}logPipelines:\n  - metadata: {{name: shop}}\n    spec:\n{log_spec}"
+        );
+        AgentConfig::parse(&text, &ValidationContext::standalone()).unwrap()
+    }
+
+    const LOGS: &str = "      input: {otlp: {enabled: true}}\n      output: {otlp: {endpoint: 'http://127.0.0.1:9'}}\n";
+    const CHANGED_LOGS: &str = "      input: {otlp: {enabled: true}}\n      output: {otlp: {endpoint: 'http://127.0.0.1:10'}}\n";
+
+    /// Issue 16: log pipelines start, restart and stop like metric ones, each kind by
+    /// its own names (a metric and a log pipeline named alike are two pipelines with
+    /// two buffers), and the report names the kind; health reports carry both with
+    /// their kinds, and `/metrics` shows the log pipeline in the log families only.
+    #[tokio::test]
+    async fn log_pipelines_are_applied_beside_metric_pipelines_of_the_same_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut agent = plain_agent(dir.path());
+        let report = agent.apply(config(LOGS, true)).await;
+        assert_eq!(
+            report.started,
+            [PipelineId::log("shop"), PipelineId::metric("shop")],
+            "{report:?}"
+        );
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert!(dir.path().join("buffers/shop").is_dir());
+        assert!(dir.path().join("log-buffers/shop").is_dir());
+
+        let health = crate::control::health::snapshot(
+            &*agent.pipelines.read().await,
+            &*agent.log_pipelines.read().await,
+            std::time::SystemTime::now(),
+        );
+        let kinds: Vec<(&str, &str)> = health
+            .pipelines
+            .iter()
+            .map(|p| (p.pipeline.as_str(), p.kind.as_str()))
+            .collect();
+        assert_eq!(kinds, [("shop", "MetricPipeline"), ("shop", "LogPipeline")]);
+
+        let registry = registry(
+            agent.pipelines.clone(),
+            agent.log_pipelines.clone(),
+            Arc::new(ReloadState::default()),
+            Arc::new(PushStats::default()),
+            1 << 30,
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("kaas_agent_log_pipeline_records_in_total{pipeline=\"shop\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kaas_agent_log_pipeline_buffer_max_bytes{pipeline=\"shop\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "kaas_agent_log_processing_total{pipeline=\"shop\",outcome=\"filtered\"} 0"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("kaas_agent_pipeline_samples_in_total{pipeline=\"shop\"}")
+                .count(),
+            1,
+            "the metric pipeline only: {text}"
+        );
+
+        let report = agent.apply(config(CHANGED_LOGS, true)).await;
+        assert_eq!(report.restarted, [PipelineId::log("shop")], "{report:?}");
+        assert_eq!(report.unchanged, [PipelineId::metric("shop")], "{report:?}");
+
+        let report = agent.apply(config(CHANGED_LOGS, false)).await;
+        assert_eq!(report.stopped, [PipelineId::metric("shop")], "{report:?}");
+        assert_eq!(report.unchanged, [PipelineId::log("shop")], "{report:?}");
+        assert!(dir.path().join("buffers/shop").is_dir(), "the buffer stays");
+        agent.shutdown().await;
+        assert!(agent.log_pipelines.read().await.is_empty());
     }
 }

@@ -3,6 +3,12 @@
 //! pipelines and targets the agent runs. The table is what `/metrics` registers: the
 //! test below compares it with the registry, family by family.
 //!
+//! Each signal has its own families for what every data path counts ([`DataPathFamilies`]),
+//! as the OpenTelemetry Collector names its exporters' counters per signal: metric
+//! pipelines count samples (`kaas_agent_pipeline_*`), log pipelines log records
+//! (`kaas_agent_log_pipeline_*`), and a metric and a log pipeline of one name never
+//! share a series.
+//!
 //! | metric | labels |
 //! |---|---|
 //! | `kaas_agent_pipeline_samples_in_total` | pipeline |
@@ -18,10 +24,21 @@
 //! | `kaas_agent_pipeline_buffer_oldest_age_seconds` | pipeline |
 //! | `kaas_agent_pipeline_targets` | pipeline, state (up, down) |
 //! | `kaas_agent_target_scrape_errors_total` | pipeline, target |
+//! | `kaas_agent_log_pipeline_records_in_total` | pipeline |
+//! | `kaas_agent_log_pipeline_records_sent_total` | pipeline |
+//! | `kaas_agent_log_pipeline_records_failed_total` | pipeline |
+//! | `kaas_agent_log_pipeline_records_dropped_total` | pipeline, reason |
+//! | `kaas_agent_log_pipeline_errors_total` | pipeline, reason (a condition reason, e.g. BackendUnreachable) |
+//! | `kaas_agent_log_pipeline_requests_total` | pipeline |
+//! | `kaas_agent_log_pipeline_send_duration_seconds` (histogram) | pipeline |
+//! | `kaas_agent_log_pipeline_buffer_bytes` | pipeline |
+//! | `kaas_agent_log_pipeline_buffer_max_bytes` | pipeline |
+//! | `kaas_agent_log_pipeline_buffer_oldest_age_seconds` | pipeline |
+//! | `kaas_agent_log_processing_total` | pipeline, outcome (filtered, body_truncated, json_invalid, ...) |
 //! | `kaas_agent_push_samples_received_total` | |
 //! | `kaas_agent_push_samples_unrouted_total` | |
 //! | `kaas_agent_push_malformed_requests_total` | |
-//! | `kaas_agent_push_requests_refused_total` | protocol (remote_write, otlp), reason |
+//! | `kaas_agent_push_requests_refused_total` | protocol (remote_write, otlp, otlp_logs), reason |
 //! | `kaas_agent_config_reloads_total` | result (success, failure) |
 //! | `kaas_agent_config_last_reload_successful` | |
 //! | `kaas_self_telemetry_export_failures_total` (with `--otlp-endpoint`) | signal |
@@ -39,15 +56,16 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::RwLock;
 
-use crate::internal_events::DropReason;
-use crate::internal_events::PushStats;
-use crate::internal_events::ReloadState;
+use crate::internal_events::{DropReason, LogProcessingOutcome, PushStats, ReloadState};
+use crate::pipeline::data_path::DataPath;
+use crate::pipeline::logs::LogPipelines;
 use crate::pipeline::runtime::{Pipelines, RunningPipeline};
 
 /// Reads the pipelines at scrape time.
 #[derive(Debug)]
 pub struct AgentCollector {
     pipelines: Arc<RwLock<Pipelines>>,
+    log_pipelines: Arc<RwLock<LogPipelines>>,
     reloads: Arc<ReloadState>,
     push: Arc<PushStats>,
     buffer_budget: u64,
@@ -57,6 +75,7 @@ pub struct AgentCollector {
 /// buffers may use together.
 pub fn registry(
     pipelines: Arc<RwLock<Pipelines>>,
+    log_pipelines: Arc<RwLock<LogPipelines>>,
     reloads: Arc<ReloadState>,
     push: Arc<PushStats>,
     buffer_budget: u64,
@@ -64,6 +83,7 @@ pub fn registry(
     let mut registry = Registry::default();
     registry.register_collector(Box::new(AgentCollector {
         pipelines,
+        log_pipelines,
         reloads,
         push,
         buffer_budget,
@@ -173,65 +193,151 @@ const PUSH_REFUSED: Family = Family::new(
     MetricType::Counter,
     &["protocol", "reason"],
 );
-const SAMPLES_IN: Family = Family::new(
-    "kaas_agent_pipeline_samples_in",
-    "Samples accepted into the pipeline's buffer.",
+/// The families every data path fills ([`crate::pipeline::data_path`]), for one signal.
+struct DataPathFamilies {
+    items_in: Family,
+    sent: Family,
+    failed: Family,
+    dropped: Family,
+    errors: Family,
+    requests: Family,
+    send_duration: Family,
+    bytes: Family,
+    max_bytes: Family,
+    age: Family,
+}
+
+const METRIC_FAMILIES: DataPathFamilies = DataPathFamilies {
+    items_in: Family::new(
+        "kaas_agent_pipeline_samples_in",
+        "Samples accepted into the pipeline's buffer.",
+        MetricType::Counter,
+        &["pipeline"],
+    ),
+    sent: Family::new(
+        "kaas_agent_pipeline_samples_sent",
+        "Samples the backend acknowledged.",
+        MetricType::Counter,
+        &["pipeline"],
+    ),
+    failed: Family::new(
+        "kaas_agent_pipeline_samples_failed",
+        "Samples in failed send attempts that will be retried.",
+        MetricType::Counter,
+        &["pipeline"],
+    ),
+    dropped: Family::new(
+        "kaas_agent_pipeline_samples_dropped",
+        "Samples given up on, by reason.",
+        MetricType::Counter,
+        &["pipeline", "reason"],
+    ),
+    errors: Family::new(
+        "kaas_agent_pipeline_errors",
+        "Collection and delivery errors, by condition reason (e.g. BackendUnreachable, SecretMissing).",
+        MetricType::Counter,
+        &["pipeline", "reason"],
+    ),
+    requests: Family::new(
+        "kaas_agent_pipeline_requests",
+        "Requests sent to the backend.",
+        MetricType::Counter,
+        &["pipeline"],
+    ),
+    send_duration: Family::new(
+        "kaas_agent_pipeline_send_duration_seconds",
+        "How long requests to the backend take.",
+        MetricType::Histogram,
+        &["pipeline"],
+    ),
+    bytes: Family::new(
+        "kaas_agent_pipeline_buffer_bytes",
+        "Bytes in the pipeline's disk buffer.",
+        MetricType::Gauge,
+        &["pipeline"],
+    ),
+    max_bytes: Family::new(
+        "kaas_agent_pipeline_buffer_max_bytes",
+        "The byte bound of the pipeline's disk buffer: spec.buffer.maxBytes, or less when the agent's buffer budget is shared.",
+        MetricType::Gauge,
+        &["pipeline"],
+    ),
+    age: Family::new(
+        "kaas_agent_pipeline_buffer_oldest_age_seconds",
+        "Age of the oldest undelivered buffered data.",
+        MetricType::Gauge,
+        &["pipeline"],
+    ),
+};
+
+const LOG_FAMILIES: DataPathFamilies = DataPathFamilies {
+    items_in: Family::new(
+        "kaas_agent_log_pipeline_records_in",
+        "Log records accepted into the log pipeline's buffer (after its processing).",
+        MetricType::Counter,
+        &["pipeline"],
+    ),
+    sent: Family::new(
+        "kaas_agent_log_pipeline_records_sent",
+        "Log records the backend acknowledged.",
+        MetricType::Counter,
+        &["pipeline"],
+    ),
+    failed: Family::new(
+        "kaas_agent_log_pipeline_records_failed",
+        "Log records in failed send attempts that will be retried.",
+        MetricType::Counter,
+        &["pipeline"],
+    ),
+    dropped: Family::new(
+        "kaas_agent_log_pipeline_records_dropped",
+        "Log records given up on after processing, by reason.",
+        MetricType::Counter,
+        &["pipeline", "reason"],
+    ),
+    errors: Family::new(
+        "kaas_agent_log_pipeline_errors",
+        "Log collection and delivery errors, by condition reason (e.g. BackendUnreachable, BufferFull).",
+        MetricType::Counter,
+        &["pipeline", "reason"],
+    ),
+    requests: Family::new(
+        "kaas_agent_log_pipeline_requests",
+        "Requests sent to the log backend.",
+        MetricType::Counter,
+        &["pipeline"],
+    ),
+    send_duration: Family::new(
+        "kaas_agent_log_pipeline_send_duration_seconds",
+        "How long requests to the log backend take.",
+        MetricType::Histogram,
+        &["pipeline"],
+    ),
+    bytes: Family::new(
+        "kaas_agent_log_pipeline_buffer_bytes",
+        "Bytes in the log pipeline's disk buffer.",
+        MetricType::Gauge,
+        &["pipeline"],
+    ),
+    max_bytes: Family::new(
+        "kaas_agent_log_pipeline_buffer_max_bytes",
+        "The byte bound of the log pipeline's disk buffer: spec.buffer.maxBytes, or less when the agent's buffer budget is shared.",
+        MetricType::Gauge,
+        &["pipeline"],
+    ),
+    age: Family::new(
+        "kaas_agent_log_pipeline_buffer_oldest_age_seconds",
+        "Age of the oldest undelivered buffered log records.",
+        MetricType::Gauge,
+        &["pipeline"],
+    ),
+};
+
+const LOG_PROCESSING: Family = Family::new(
+    "kaas_agent_log_processing",
+    "What log processing did to records, by outcome: dropped (filtered, rate limited, too large), cut (body_truncated, dedot_collision) or left unparsed (json_*).",
     MetricType::Counter,
-    &["pipeline"],
-);
-const SAMPLES_SENT: Family = Family::new(
-    "kaas_agent_pipeline_samples_sent",
-    "Samples the backend acknowledged.",
-    MetricType::Counter,
-    &["pipeline"],
-);
-const SAMPLES_FAILED: Family = Family::new(
-    "kaas_agent_pipeline_samples_failed",
-    "Samples in failed send attempts that will be retried.",
-    MetricType::Counter,
-    &["pipeline"],
-);
-const SAMPLES_DROPPED: Family = Family::new(
-    "kaas_agent_pipeline_samples_dropped",
-    "Samples given up on, by reason.",
-    MetricType::Counter,
-    &["pipeline", "reason"],
-);
-const PIPELINE_ERRORS: Family = Family::new(
-    "kaas_agent_pipeline_errors",
-    "Collection and delivery errors, by condition reason (e.g. BackendUnreachable, SecretMissing).",
-    MetricType::Counter,
-    &["pipeline", "reason"],
-);
-const REQUESTS: Family = Family::new(
-    "kaas_agent_pipeline_requests",
-    "Requests sent to the backend.",
-    MetricType::Counter,
-    &["pipeline"],
-);
-const SEND_DURATION: Family = Family::new(
-    "kaas_agent_pipeline_send_duration_seconds",
-    "How long requests to the backend take.",
-    MetricType::Histogram,
-    &["pipeline"],
-);
-const BUFFER_BYTES: Family = Family::new(
-    "kaas_agent_pipeline_buffer_bytes",
-    "Bytes in the pipeline's disk buffer.",
-    MetricType::Gauge,
-    &["pipeline"],
-);
-const BUFFER_MAX_BYTES: Family = Family::new(
-    "kaas_agent_pipeline_buffer_max_bytes",
-    "The byte bound of the pipeline's disk buffer: spec.buffer.maxBytes, or less when the agent's buffer budget is shared.",
-    MetricType::Gauge,
-    &["pipeline"],
-);
-const BUFFER_OLDEST_AGE: Family = Family::new(
-    "kaas_agent_pipeline_buffer_oldest_age_seconds",
-    "Age of the oldest undelivered buffered data.",
-    MetricType::Gauge,
-    &["pipeline"],
+    &["pipeline", "outcome"],
 );
 const TARGETS: Family = Family::new(
     "kaas_agent_pipeline_targets",
@@ -255,10 +361,11 @@ const DROP_REASONS: [(&str, DropReason); 5] = [
     ("buffer_write_failed", DropReason::BufferWriteFailed),
 ];
 
-/// The per-pipeline rows of one scrape, gathered in one pass over the pipelines.
+/// The rows of one signal's data-path families, gathered in one pass over its
+/// pipelines.
 #[derive(Default)]
-struct PipelineRows {
-    samples_in: Vec<Row<u64>>,
+struct DataPathRows {
+    items_in: Vec<Row<u64>>,
     sent: Vec<Row<u64>>,
     failed: Vec<Row<u64>>,
     dropped: Vec<Row<u64>>,
@@ -267,16 +374,14 @@ struct PipelineRows {
     bytes: Vec<Row<f64>>,
     max_bytes: Vec<Row<f64>>,
     age: Vec<Row<f64>>,
-    targets: Vec<Row<f64>>,
-    scrape_errors: Vec<Row<u64>>,
 }
 
-impl PipelineRows {
-    fn add(&mut self, name: &str, pipeline: &RunningPipeline, now_ms: i64) {
+impl DataPathRows {
+    fn add(&mut self, name: &str, path: &DataPath, now_ms: i64) {
         let label = || vec![name.to_owned()];
         let with = |value: &str| vec![name.to_owned(), value.to_owned()];
-        let stats = &pipeline.stats;
-        self.samples_in
+        let stats = &path.stats;
+        self.items_in
             .push((label(), stats.samples_in.load(Ordering::Relaxed)));
         self.sent
             .push((label(), stats.samples_sent.load(Ordering::Relaxed)));
@@ -291,14 +396,54 @@ impl PipelineRows {
             self.dropped.push((with(reason), stats.dropped_total(kind)));
         }
         self.max_bytes
-            .push((label(), pipeline.buffer_grant.max_bytes as f64));
-        if let Ok(buffer) = pipeline.buffer.try_lock() {
-            self.bytes.push((label(), buffer.bytes() as f64));
-            let oldest = buffer
-                .oldest_timestamp_ms()
-                .map_or(0.0, |ts| (now_ms.saturating_sub(ts)) as f64 / 1000.0);
-            self.age.push((label(), oldest));
+            .push((label(), path.buffer_grant.max_bytes as f64));
+        if let Some((bytes, age)) = path.buffer_state(now_ms) {
+            self.bytes.push((label(), bytes as f64));
+            self.age.push((label(), age));
         }
+    }
+
+    fn encode<'p>(
+        &self,
+        families: &DataPathFamilies,
+        encoder: &mut DescriptorEncoder,
+        paths: impl Iterator<Item = (&'p String, &'p DataPath)>,
+    ) -> std::fmt::Result {
+        families.items_in.counters(encoder, &self.items_in)?;
+        families.sent.counters(encoder, &self.sent)?;
+        families.failed.counters(encoder, &self.failed)?;
+        families.dropped.counters(encoder, &self.dropped)?;
+        families.errors.counters(encoder, &self.errors)?;
+        families.requests.counters(encoder, &self.requests)?;
+        {
+            let family = &families.send_duration;
+            let mut metric =
+                encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
+            for (name, path) in paths {
+                let values = [name.clone()];
+                let labels = family.label_set(&values);
+                path.stats
+                    .send_latency
+                    .0
+                    .encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        families.bytes.gauges(encoder, &self.bytes)?;
+        families.max_bytes.gauges(encoder, &self.max_bytes)?;
+        families.age.gauges(encoder, &self.age)
+    }
+}
+
+/// The scrape targets' rows of one scrape.
+#[derive(Default)]
+struct TargetRows {
+    targets: Vec<Row<f64>>,
+    scrape_errors: Vec<Row<u64>>,
+}
+
+impl TargetRows {
+    fn add(&mut self, name: &str, pipeline: &RunningPipeline) {
+        let with = |value: &str| vec![name.to_owned(), value.to_owned()];
         let (mut up, mut down) = (0u32, 0u32);
         for target in &pipeline.target_states() {
             let health = target
@@ -318,33 +463,47 @@ impl PipelineRows {
         self.targets.push((with("down"), f64::from(down)));
     }
 
-    fn encode(&self, encoder: &mut DescriptorEncoder, pipelines: &Pipelines) -> std::fmt::Result {
-        SAMPLES_IN.counters(encoder, &self.samples_in)?;
-        SAMPLES_SENT.counters(encoder, &self.sent)?;
-        SAMPLES_FAILED.counters(encoder, &self.failed)?;
-        SAMPLES_DROPPED.counters(encoder, &self.dropped)?;
-        PIPELINE_ERRORS.counters(encoder, &self.errors)?;
-        REQUESTS.counters(encoder, &self.requests)?;
-        {
-            let family = &SEND_DURATION;
-            let mut metric =
-                encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
-            for (name, pipeline) in pipelines.iter() {
-                let values = [name.clone()];
-                let labels = family.label_set(&values);
-                pipeline
-                    .stats
-                    .send_latency
-                    .0
-                    .encode(metric.encode_family(&labels)?)?;
-            }
-        }
-        BUFFER_BYTES.gauges(encoder, &self.bytes)?;
-        BUFFER_MAX_BYTES.gauges(encoder, &self.max_bytes)?;
-        BUFFER_OLDEST_AGE.gauges(encoder, &self.age)?;
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
         TARGETS.gauges(encoder, &self.targets)?;
         TARGET_SCRAPE_ERRORS.counters(encoder, &self.scrape_errors)
     }
+}
+
+/// The metric pipelines' families.
+fn encode_metric_pipelines(
+    encoder: &mut DescriptorEncoder,
+    pipelines: &Pipelines,
+    now_ms: i64,
+) -> std::fmt::Result {
+    let mut rows = DataPathRows::default();
+    let mut targets = TargetRows::default();
+    for (name, pipeline) in pipelines {
+        rows.add(name, &pipeline.data_path, now_ms);
+        targets.add(name, pipeline);
+    }
+    let paths = pipelines.iter().map(|(n, p)| (n, &p.data_path));
+    rows.encode(&METRIC_FAMILIES, encoder, paths)?;
+    targets.encode(encoder)
+}
+
+/// The log pipelines' families.
+fn encode_log_pipelines(
+    encoder: &mut DescriptorEncoder,
+    pipelines: &LogPipelines,
+    now_ms: i64,
+) -> std::fmt::Result {
+    let mut rows = DataPathRows::default();
+    let mut processing = Vec::new();
+    for (name, pipeline) in pipelines {
+        rows.add(name, &pipeline.data_path, now_ms);
+        for outcome in LogProcessingOutcome::ALL {
+            let values = vec![name.clone(), outcome.as_str().to_owned()];
+            processing.push((values, pipeline.intake.processing.total(outcome)));
+        }
+    }
+    let paths = pipelines.iter().map(|(n, p)| (n, &p.data_path));
+    rows.encode(&LOG_FAMILIES, encoder, paths)?;
+    LOG_PROCESSING.counters(encoder, &processing)
 }
 
 impl AgentCollector {
@@ -387,16 +546,15 @@ impl AgentCollector {
 impl Collector for AgentCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.encode_agent(&mut encoder)?;
-        // A pipeline change in progress holds the lock; report pipelines next scrape.
-        let Ok(pipelines) = self.pipelines.try_read() else {
-            return Ok(());
-        };
+        // A pipeline change in progress holds a lock; report its kind next scrape.
         let now_ms = kaas_series::clock::now_ms();
-        let mut rows = PipelineRows::default();
-        for (name, pipeline) in pipelines.iter() {
-            rows.add(name, pipeline, now_ms);
+        if let Ok(pipelines) = self.pipelines.try_read() {
+            encode_metric_pipelines(&mut encoder, &pipelines, now_ms)?;
         }
-        rows.encode(&mut encoder, &pipelines)
+        if let Ok(pipelines) = self.log_pipelines.try_read() {
+            encode_log_pipelines(&mut encoder, &pipelines, now_ms)?;
+        }
+        Ok(())
     }
 }
 
@@ -407,27 +565,35 @@ mod tests {
     use super::*;
 
     /// Every family the collector encodes, for their label names.
-    const FAMILIES: [&Family; 19] = [
-        &CONFIG_RELOADS,
-        &BUFFER_BUDGET,
-        &LAST_RELOAD_SUCCESSFUL,
-        &PUSH_RECEIVED,
-        &PUSH_UNROUTED,
-        &PUSH_MALFORMED,
-        &PUSH_REFUSED,
-        &SAMPLES_IN,
-        &SAMPLES_SENT,
-        &SAMPLES_FAILED,
-        &SAMPLES_DROPPED,
-        &PIPELINE_ERRORS,
-        &REQUESTS,
-        &SEND_DURATION,
-        &BUFFER_BYTES,
-        &BUFFER_MAX_BYTES,
-        &BUFFER_OLDEST_AGE,
-        &TARGETS,
-        &TARGET_SCRAPE_ERRORS,
-    ];
+    fn families() -> Vec<&'static Family> {
+        let mut families = vec![
+            &CONFIG_RELOADS,
+            &BUFFER_BUDGET,
+            &LAST_RELOAD_SUCCESSFUL,
+            &PUSH_RECEIVED,
+            &PUSH_UNROUTED,
+            &PUSH_MALFORMED,
+            &PUSH_REFUSED,
+            &TARGETS,
+            &TARGET_SCRAPE_ERRORS,
+            &LOG_PROCESSING,
+        ];
+        for signal in [&METRIC_FAMILIES, &LOG_FAMILIES] {
+            families.extend([
+                &signal.items_in,
+                &signal.sent,
+                &signal.failed,
+                &signal.dropped,
+                &signal.errors,
+                &signal.requests,
+                &signal.send_duration,
+                &signal.bytes,
+                &signal.max_bytes,
+                &signal.age,
+            ]);
+        }
+        families
+    }
 
     /// The exposition name of a family: counters gain `_total`.
     fn exposed(name: &str, kind: &str) -> String {
@@ -482,6 +648,7 @@ mod tests {
         let telemetry = kaas_self_telemetry::SelfTelemetry::new(&flags, service).unwrap();
         let mut registry = registry(
             Arc::new(RwLock::new(Pipelines::new())),
+            Arc::new(RwLock::new(LogPipelines::new())),
             Arc::new(ReloadState::default()),
             Arc::new(PushStats::default()),
             1 << 30,
@@ -525,7 +692,7 @@ mod tests {
     #[test]
     fn the_metric_table_names_each_familys_labels() {
         let table = documented();
-        for family in FAMILIES {
+        for family in families() {
             let name = exposed(family.name, family.kind.as_str());
             let labels = table
                 .get(&name)

@@ -78,7 +78,12 @@ async fn annotated_pods_are_scraped_and_forgotten_when_they_go() {
                 .expect("valid config"),
         )
         .await;
-    assert_eq!(report.started, ["workloads"]);
+    assert_eq!(
+        report.started,
+        [kaas_cluster_agent::pipeline::PipelineId::metric(
+            "workloads"
+        )]
+    );
 
     pods.send_replace(Arc::new(vec![
         pod("web-1", "shop", nginx.port, true),

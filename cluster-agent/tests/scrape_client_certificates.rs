@@ -16,6 +16,7 @@ use kaas_cluster_agent::agent::Agent;
 use kaas_cluster_agent::control::health;
 use kaas_cluster_agent::labels::Labels;
 use kaas_cluster_agent::outbound::auth::SecretStore;
+use kaas_cluster_agent::pipeline::PipelineId;
 use kaas_cluster_agent::pipeline::runtime::{AgentContext, ClusterView};
 use kaas_pipeline::agent_config::AgentConfig;
 use kaas_pipeline::secret::SecretString;
@@ -104,7 +105,7 @@ async fn only_the_group_with_the_client_certificate_scrapes_etcd_and_the_other_i
         url = receiver.url(),
     );
     let report = agent.apply(from_observer(&config)).await;
-    assert_eq!(report.started, ["kaas-central"]);
+    assert_eq!(report.started, [PipelineId::metric("kaas-central")]);
 
     let until = Instant::now() + DEADLINE;
     let jobs_down = loop {
@@ -114,7 +115,11 @@ async fn only_the_group_with_the_client_certificate_scrapes_etcd_and_the_other_i
                 .any(|(n, v)| n == "__name__" && v == "etcd_server_has_leader")
                 && labels.iter().any(|(n, v)| n == "job" && v == "etcd")
         });
-        let snapshot = health::snapshot(&*agent.pipelines.read().await, SystemTime::now());
+        let snapshot = health::snapshot(
+            &*agent.pipelines.read().await,
+            &*agent.log_pipelines.read().await,
+            SystemTime::now(),
+        );
         let jobs_down = snapshot.pipelines[0].targets_down_by_job.clone();
         if scraped && !jobs_down.is_empty() {
             break jobs_down;
@@ -152,7 +157,7 @@ async fn a_missing_client_certificate_secret_leaves_the_group_unscraped_with_the
         key = secret_ref("tls.key"),
     );
     let report = agent.apply(from_observer(&config)).await;
-    assert_eq!(report.started, ["kaas-central"]);
+    assert_eq!(report.started, [PipelineId::metric("kaas-central")]);
     let pipelines = agent.pipelines.read().await;
     let central = &pipelines["kaas-central"];
     let errors = central.target_errors.join("; ");

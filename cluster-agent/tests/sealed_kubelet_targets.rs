@@ -102,6 +102,7 @@ impl Cluster {
 
     async fn last_error(&self) -> Option<LastError> {
         self.agent.pipelines.read().await["runtime"]
+            .data_path
             .stats
             .last_error()
     }

@@ -18,6 +18,7 @@ pub mod compression;
 pub mod labels;
 pub mod limits;
 pub mod otlp;
+pub mod otlp_logs;
 pub mod remote_write;
 mod wire;
 

@@ -33,7 +33,7 @@ use kaas_self_telemetry::SelfTelemetry;
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::agent::{AgentSettings, ConfiguredAgent, StartError};
+use crate::agent::{AgentRole, AgentSettings, ConfiguredAgent, StartError};
 use crate::control::{
     DEFAULT_HEALTH_REPORT_INTERVAL, DEFAULT_HEALTH_WINDOW, EndpointOrder, ObserverConnection,
     ObserverSettings, check_observer_url,
@@ -42,6 +42,7 @@ use crate::internal_events::{
     ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource as EventSource,
 };
 use crate::pipeline::budget::DEFAULT_BUFFER_BUDGET;
+use crate::pipeline::node_logs::{DEFAULT_JOURNAL_DIR, DEFAULT_POD_LOG_DIR};
 
 /// Where the agent serves its own endpoints by default; vmagent's port, which
 /// operators of agents already open.
@@ -140,6 +141,19 @@ pub struct RunArgs {
     /// serverTLSBootstrap). Pipelines cannot change it.
     #[arg(long)]
     pub kubelet_insecure_skip_tls_verify: bool,
+    /// What this instance runs: `cluster` (the cluster-level Deployment: metric
+    /// pipelines and the push receivers, OTLP logs included) or `node` (one per node,
+    /// a DaemonSet: only the log pipelines' `runtime` and `node` inputs, which read
+    /// the node's container logs, files and journal).
+    #[arg(long, value_name = "cluster|node", default_value = "cluster")]
+    pub role: String,
+    /// Where the kubelet writes container logs (node role; tests and demos point it
+    /// elsewhere).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_POD_LOG_DIR)]
+    pub pod_log_dir: PathBuf,
+    /// The systemd journal directory (node role).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_JOURNAL_DIR)]
+    pub journal_dir: PathBuf,
     /// How often to check the configuration file for changes, in milliseconds (at
     /// least 100). Default: 2000.
     #[arg(long, value_name = "MS")]
@@ -227,6 +241,7 @@ impl RunArgs {
             None => Some(DEFAULT_BUFFER_BUDGET),
         };
         let kubernetes = problems.check("kubernetes", &self.kubernetes, choice::<KubernetesMode>);
+        let role = problems.check("role", &self.role, choice::<AgentRole>);
         let endpoint_order = problems.check(
             "observer-order",
             &self.observer_order,
@@ -271,6 +286,7 @@ impl RunArgs {
             Some(buffer_budget),
             Some(kubernetes),
             Some(endpoint_order),
+            Some(role),
             true,
         ) = (
             listen_address,
@@ -279,6 +295,7 @@ impl RunArgs {
             buffer_budget,
             kubernetes,
             endpoint_order,
+            role,
             problems.0.is_empty(),
         )
         else {
@@ -316,6 +333,9 @@ impl RunArgs {
             kubernetes: kubernetes == KubernetesMode::Auto,
             kubelet_insecure_skip_tls_verify: self.kubelet_insecure_skip_tls_verify,
             policy,
+            role,
+            pod_log_dir: self.pod_log_dir.clone(),
+            journal_dir: self.journal_dir.clone(),
         };
         Ok(RunSettings { agent, source })
     }

@@ -1,7 +1,10 @@
 //! `AgentHealth` reports built from the running pipelines' counters, buffers and
 //! targets: the same numbers `/metrics` shows (see [`crate::telemetry`]), so the
-//! observer's conditions and the agent's own dashboards never disagree.
+//! observer's conditions and the agent's own dashboards never disagree. Metric and log
+//! pipelines are reported alike, each with its kind (names are unique per kind only);
+//! a log pipeline's "samples" are its log records, and it has no targets.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use kaas_series::clock::unix_ms;
@@ -10,11 +13,13 @@ use kaas_proto::control::v1::{
     AgentHealth, DropReason as WireDropReason, DroppedSamples, JobTargetsDown, PipelineError,
     PipelineHealth,
 };
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use crate::internal_events::{DropReason, ERROR_LOG_INTERVAL, ErrorReason};
-use crate::pipeline::runtime::{Pipelines, RunningPipeline};
+use crate::pipeline::PipelineKind;
+use crate::pipeline::data_path::DataPath;
+use crate::pipeline::logs::LogPipelines;
+use crate::pipeline::runtime::Pipelines;
 
 /// At most this many jobs' failing targets are reported per pipeline (the first by
 /// name): enough for the control plane's five components and the cluster health
@@ -24,19 +29,51 @@ pub const MAX_JOBS_DOWN_REPORTED: usize = 32;
 /// contract promises at most this many characters.
 pub const MAX_JOB_DOWN_REASON_CHARS: usize = 300;
 
-/// A snapshot of every running pipeline, taken at `now`.
-pub fn snapshot(pipelines: &Pipelines, now: SystemTime) -> AgentHealth {
+/// A snapshot of every running pipeline of both kinds, taken at `now`.
+pub fn snapshot(
+    pipelines: &Pipelines,
+    log_pipelines: &LogPipelines,
+    now: SystemTime,
+) -> AgentHealth {
     let now_ms = unix_ms(now);
+    let metrics = pipelines.iter().map(|(name, pipeline)| {
+        let mut health = pipeline_health(name, PipelineKind::Metric, &pipeline.data_path, now_ms);
+        let mut by_job: BTreeMap<String, (u32, Option<SystemTime>, String)> = BTreeMap::new();
+        for target in pipeline.target_states() {
+            let state = target.health.lock().unwrap_or_else(|e| e.into_inner());
+            if state.up {
+                health.targets_up += 1;
+            } else if let Some(at) = state.last_scrape {
+                health.targets_down += 1;
+                let job = by_job
+                    .entry(target.labels.get("job").to_owned())
+                    .or_default();
+                job.0 += 1;
+                // The most recent failure's reason speaks for the job.
+                if job.1.is_none_or(|seen| at > seen) {
+                    job.1 = Some(at);
+                    job.2 = state.last_error.clone().unwrap_or_default();
+                }
+            }
+        }
+        health.targets_down_by_job = jobs_down(by_job);
+        health
+    });
+    let logs = log_pipelines.iter().map(|(name, pipeline)| {
+        pipeline_health(name, PipelineKind::Log, &pipeline.data_path, now_ms)
+    });
     AgentHealth {
         timestamp_unix_ms: now_ms,
-        pipelines: pipelines
-            .iter()
-            .map(|(name, pipeline)| pipeline_health(name, pipeline, now_ms))
-            .collect(),
+        pipelines: metrics.chain(logs).collect(),
     }
 }
 
-fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> PipelineHealth {
+fn pipeline_health(
+    name: &str,
+    kind: PipelineKind,
+    pipeline: &DataPath,
+    now_ms: i64,
+) -> PipelineHealth {
     let stats = &pipeline.stats;
     let samples_dropped = [
         (DropReason::BufferFull, WireDropReason::BufferFull),
@@ -59,34 +96,8 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
     .collect();
     // A buffer busy with a write is reported as empty for one round rather than
     // stalling the report.
-    let (buffer_bytes, buffer_oldest_age_seconds) = match pipeline.buffer.try_lock() {
-        Ok(buffer) => (
-            buffer.bytes(),
-            buffer
-                .oldest_timestamp_ms()
-                .map_or(0.0, |ts| now_ms.saturating_sub(ts).max(0) as f64 / 1000.0),
-        ),
-        Err(_) => (0, 0.0),
-    };
-    let (mut targets_up, mut targets_down) = (0u32, 0u32);
-    let mut by_job: BTreeMap<String, (u32, Option<SystemTime>, String)> = BTreeMap::new();
-    for target in pipeline.target_states() {
-        let health = target.health.lock().unwrap_or_else(|e| e.into_inner());
-        if health.up {
-            targets_up += 1;
-        } else if let Some(at) = health.last_scrape {
-            targets_down += 1;
-            let job = by_job
-                .entry(target.labels.get("job").to_owned())
-                .or_default();
-            job.0 += 1;
-            // The most recent failure's reason speaks for the job.
-            if job.1.is_none_or(|seen| at > seen) {
-                job.1 = Some(at);
-                job.2 = health.last_error.clone().unwrap_or_default();
-            }
-        }
-    }
+    let (buffer_bytes, buffer_oldest_age_seconds) =
+        pipeline.buffer_state(now_ms).unwrap_or((0, 0.0));
     PipelineHealth {
         pipeline: name.to_owned(),
         samples_sent: stats.samples_sent.load(Ordering::Relaxed),
@@ -95,12 +106,10 @@ fn pipeline_health(name: &str, pipeline: &RunningPipeline, now_ms: i64) -> Pipel
         buffer_bytes,
         buffer_oldest_age_seconds,
         last_error: last_error(pipeline, now_ms),
-        targets_up,
-        targets_down,
-        // Every pipeline the agent runs today is a metric pipeline; log pipelines are
-        // accepted in a configuration but not run yet, so nothing is reported for them.
-        kind: kaas_pipeline::KIND.to_owned(),
-        targets_down_by_job: jobs_down(by_job),
+        targets_up: 0,
+        targets_down: 0,
+        kind: kind.as_str().to_owned(),
+        targets_down_by_job: Vec::new(),
     }
 }
 
@@ -122,7 +131,7 @@ fn jobs_down(by_job: BTreeMap<String, (u32, Option<SystemTime>, String)>) -> Vec
 /// [`ERROR_LOG_INTERVAL`] and the pipeline runs with a buffer reduced by the budget;
 /// that standing condition is then reported as of now, so the observer keeps showing
 /// it for as long as it holds rather than only just after the pipeline started.
-fn last_error(pipeline: &RunningPipeline, now_ms: i64) -> Option<PipelineError> {
+fn last_error(pipeline: &DataPath, now_ms: i64) -> Option<PipelineError> {
     let recent = pipeline.stats.last_error().map(|error| PipelineError {
         timestamp_unix_ms: unix_ms(error.at),
         reason: error.reason.as_str().to_owned(),
@@ -157,14 +166,6 @@ mod tests {
 
     const NOW: i64 = 1_700_000_000_000;
 
-    fn error(reason: &str, at: i64) -> PipelineError {
-        PipelineError {
-            timestamp_unix_ms: at,
-            reason: reason.to_owned(),
-            message: String::new(),
-        }
-    }
-
     /// Issue 15: failing targets are reported by job with the latest reason, bounded in
     /// jobs and reason length.
     #[test]
@@ -184,6 +185,14 @@ mod tests {
             MAX_JOB_DOWN_REASON_CHARS
         );
         assert_eq!(reported[1].reason, "refused");
+    }
+
+    fn error(reason: &str, at: i64) -> PipelineError {
+        PipelineError {
+            timestamp_unix_ms: at,
+            reason: reason.to_owned(),
+            message: String::new(),
+        }
     }
 
     /// Issue 13, Disk budget: a buffer reduced by the budget is a standing condition.

@@ -433,8 +433,12 @@ impl ObserverConnection {
         agent: &ConfiguredAgent,
         outbox: &mut Outbox,
     ) -> Result<(), ControlError> {
-        let pipelines = agent.pipelines();
-        let report = super::health::snapshot(&*pipelines.read().await, SystemTime::now());
+        let (pipelines, log_pipelines) = (agent.pipelines(), agent.log_pipelines());
+        let report = super::health::snapshot(
+            &*pipelines.read().await,
+            &*log_pipelines.read().await,
+            SystemTime::now(),
+        );
         outbox.send(agent_message::Body::Health(report)).await
     }
 
@@ -676,9 +680,9 @@ impl ObserverConnection {
                 .failed
                 .iter()
                 .map(|(pipeline, reason)| ConfigError {
-                    pipeline: pipeline.clone(),
+                    pipeline: pipeline.name.clone(),
                     field_path: String::new(),
-                    message: format!("the pipeline could not start: {reason}"),
+                    message: format!("the {} could not start: {reason}", pipeline.kind),
                 })
                 .collect();
             // Back to what ran before; with no last-known-good that is nothing.

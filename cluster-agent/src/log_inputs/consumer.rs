@@ -86,3 +86,34 @@ pub trait LogConsumer: Send + Sync {
     /// by policy, or not taken.
     fn offer(&self, batch: Arc<LogBatch>, ack: BatchAck);
 }
+
+/// The far end of an acknowledgement made by [`BatchAck::for_test`].
+#[cfg(test)]
+pub(crate) struct TestAckReceiver(std::sync::mpsc::Receiver<AckMessage>);
+
+#[cfg(test)]
+impl TestAckReceiver {
+    /// The outcome reported so far; `None` while uncompleted or once dropped without
+    /// one.
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
+        self.0.try_recv().ok().map(|message| message.outcome)
+    }
+}
+
+#[cfg(test)]
+impl BatchAck {
+    /// An acknowledgement outside any fan-out, for consumers' unit tests.
+    pub(crate) fn for_test() -> (Self, TestAckReceiver) {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let ack = Self {
+            message: AckMessage {
+                lane: 0,
+                batch: 0,
+                consumer: 0,
+                outcome: Outcome::NotTaken,
+            },
+            sender,
+        };
+        (ack, TestAckReceiver(receiver))
+    }
+}

@@ -80,6 +80,13 @@ pub enum InputError {
         /// The name.
         name: String,
     },
+    /// The tailer's configuration, assembled from the pipelines, is refused (a glob
+    /// outside the allowed roots that validation let through).
+    #[error("the file tailer's configuration: {reason}")]
+    Config {
+        /// Every problem, joined.
+        reason: String,
+    },
     /// A consumer's name cannot name a position file.
     #[error("consumer name {name:?} is not a DNS label")]
     ConsumerName {

@@ -16,18 +16,22 @@
 //! floor means that more than `budget / MIN_BUFFER_BYTES` pipelines exceed the budget
 //! by at most their floors.
 //!
-//! The allocation is a pure function of the budget and the pipelines' names and asks:
-//! the same configuration always gives the same bounds.
+//! Metric and log pipelines share the one budget, each counted once by its
+//! [`PipelineId`] (names are unique per kind only). The allocation is a pure function
+//! of the budget and the pipelines' ids and asks: the same configuration always gives
+//! the same bounds.
 
 use std::collections::BTreeMap;
+
+use super::PipelineId;
 
 /// The budget when `--buffer-budget` is not given (the reasoning is beside it).
 pub use kaas_pipeline::buffer::DEFAULT_BUFFER_BUDGET;
 pub use kaas_pipeline::buffer::MIN_BUFFER_BYTES;
 pub use kaas_pipeline::names::RESERVED_PIPELINE_PREFIX;
 
-/// A pipeline's name and the `maxBytes` it asks for.
-type Ask<'a> = (&'a str, u64);
+/// A pipeline and the `maxBytes` it asks for.
+type Ask = (PipelineId, u64);
 
 /// What one pipeline's buffer may hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,16 +43,16 @@ pub struct BufferGrant {
     pub reduced: Option<String>,
 }
 
-/// The bound of each pipeline's buffer, by name, for pipelines asking `(name, maxBytes)`
+/// The bound of each pipeline's buffer, by id, for pipelines asking `(id, maxBytes)`
 /// on an agent whose buffers may use `budget` bytes together (see the module
 /// documentation for the rule).
-pub fn allocate<'a>(
+pub fn allocate(
     budget: u64,
-    pipelines: impl IntoIterator<Item = Ask<'a>>,
-) -> BTreeMap<String, BufferGrant> {
-    let (reserved, tenants): (Vec<Ask<'a>>, Vec<Ask<'a>>) = pipelines
+    pipelines: impl IntoIterator<Item = Ask>,
+) -> BTreeMap<PipelineId, BufferGrant> {
+    let (reserved, tenants): (Vec<Ask>, Vec<Ask>) = pipelines
         .into_iter()
-        .partition(|(name, _)| name.starts_with(RESERVED_PIPELINE_PREFIX));
+        .partition(|(id, _)| id.name.starts_with(RESERVED_PIPELINE_PREFIX));
     let mut grants = BTreeMap::new();
     let reserved_granted = share(budget, &reserved, budget, 0, &mut grants);
     let left = budget.saturating_sub(reserved_granted);
@@ -60,14 +64,14 @@ pub fn allocate<'a>(
 /// ask each (at least [`MIN_BUFFER_BYTES`]); records the grants and returns their sum.
 fn share(
     room: u64,
-    pipelines: &[Ask<'_>],
+    pipelines: &[Ask],
     budget: u64,
     reserved: u64,
-    grants: &mut BTreeMap<String, BufferGrant>,
+    grants: &mut BTreeMap<PipelineId, BufferGrant>,
 ) -> u64 {
     let asked: u128 = pipelines.iter().map(|(_, ask)| u128::from(*ask)).sum();
     let mut granted = 0u64;
-    for (name, ask) in pipelines {
+    for (id, ask) in pipelines {
         let grant = if asked <= u128::from(room) {
             BufferGrant {
                 max_bytes: *ask,
@@ -91,7 +95,7 @@ fn share(
             }
         };
         granted = granted.saturating_add(grant.max_bytes);
-        grants.insert((*name).to_owned(), grant);
+        grants.insert(id.clone(), grant);
     }
     granted
 }
@@ -103,16 +107,40 @@ mod tests {
     const GI: u64 = 1 << 30;
     const MI: u64 = 1 << 20;
 
-    fn bounds(grants: &BTreeMap<String, BufferGrant>) -> Vec<(&str, u64, bool)> {
+    /// Metric pipelines asking `(name, maxBytes)`, for [`allocate`].
+    fn metric<const N: usize>(asks: [(&str, u64); N]) -> Vec<Ask> {
+        asks.into_iter()
+            .map(|(name, ask)| (PipelineId::metric(name), ask))
+            .collect()
+    }
+
+    fn bounds(grants: &BTreeMap<PipelineId, BufferGrant>) -> Vec<(&str, u64, bool)> {
         grants
             .iter()
-            .map(|(name, g)| (name.as_str(), g.max_bytes, g.reduced.is_some()))
+            .map(|(id, g)| (id.name.as_str(), g.max_bytes, g.reduced.is_some()))
             .collect()
+    }
+
+    /// Issue 16: a metric and a log pipeline of one name are two pipelines, each with
+    /// its own grant, and both count against the one budget.
+    #[test]
+    fn metric_and_log_pipelines_of_one_name_share_the_budget_as_two() {
+        let grants = allocate(
+            2 * GI,
+            [
+                (PipelineId::metric("a"), 2 * GI),
+                (PipelineId::log("a"), 2 * GI),
+            ],
+        );
+        assert_eq!(grants.len(), 2);
+        assert_eq!(grants[&PipelineId::metric("a")].max_bytes, GI);
+        assert_eq!(grants[&PipelineId::log("a")].max_bytes, GI);
+        assert!(grants[&PipelineId::log("a")].reduced.is_some());
     }
 
     #[test]
     fn pipelines_that_fit_get_what_they_ask() {
-        let grants = allocate(3 * GI, [("kaas-central", GI), ("a", GI), ("b", GI)]);
+        let grants = allocate(3 * GI, metric([("kaas-central", GI), ("a", GI), ("b", GI)]));
         assert_eq!(
             bounds(&grants),
             [
@@ -131,12 +159,12 @@ mod tests {
     fn the_central_share_is_reserved_first_and_the_rest_is_shared_in_proportion() {
         let grants = allocate(
             3 * GI,
-            [
+            metric([
                 ("kaas-central", GI),
                 ("a", 3 * GI),
                 ("b", GI),
                 ("c", 64 * MI),
-            ],
+            ]),
         );
         // 2 GiB left for 4 GiB + 64 MiB asked: each gets 2/(4+1/16) of its ask.
         let asked = 4 * GI + 64 * MI;
@@ -152,7 +180,7 @@ mod tests {
         );
         let total: u64 = grants.values().map(|g| g.max_bytes).sum();
         assert!(total <= 3 * GI, "{total}");
-        let reason = grants["a"].reduced.as_deref().unwrap();
+        let reason = grants[&PipelineId::metric("a")].reduced.as_deref().unwrap();
         assert!(
             reason.contains("budget of 3221225472 bytes")
                 && reason.contains("1073741824 are reserved"),
@@ -162,12 +190,12 @@ mod tests {
             grants,
             allocate(
                 3 * GI,
-                [
+                metric([
                     ("c", 64 * MI),
                     ("b", GI),
                     ("a", 3 * GI),
                     ("kaas-central", GI)
-                ]
+                ])
             )
         );
     }
@@ -175,7 +203,10 @@ mod tests {
     #[test]
     fn shares_never_drop_below_the_minimum_and_never_exceed_the_ask() {
         // The central pipeline alone takes the budget: the others keep the minimum.
-        let grants = allocate(GI, [("kaas-central", 2 * GI), ("a", GI), ("b", 2 * MI)]);
+        let grants = allocate(
+            GI,
+            metric([("kaas-central", 2 * GI), ("a", GI), ("b", 2 * MI)]),
+        );
         assert_eq!(
             bounds(&grants),
             [
@@ -185,12 +216,12 @@ mod tests {
             ]
         );
         // Extreme asks cannot overflow.
-        let grants = allocate(u64::MAX, [("a", u64::MAX), ("b", u64::MAX)]);
+        let grants = allocate(u64::MAX, metric([("a", u64::MAX), ("b", u64::MAX)]));
         assert!(
             grants.values().all(|g| g.max_bytes >= u64::MAX / 2 - 1),
             "{grants:?}"
         );
-        let grants = allocate(0, [("a", u64::MAX)]);
-        assert_eq!(grants["a"].max_bytes, MIN_BUFFER_BYTES);
+        let grants = allocate(0, metric([("a", u64::MAX)]));
+        assert_eq!(grants[&PipelineId::metric("a")].max_bytes, MIN_BUFFER_BYTES);
     }
 }

@@ -1,24 +1,24 @@
-//! Starting and stopping one pipeline: its buffer (under `<data dir>/buffers/<name>`),
-//! exporter and sender, and its targets ([`super::targets`]): the static ones, for the
-//! `prometheus` input the annotated pods of the namespaces it admits, followed as pods
-//! come and go, and for the `runtime` input the kubelets ([`super::kubelet`]).
+//! Starting and stopping one metric pipeline: its data path ([`super::data_path`]: the
+//! buffer under `<data dir>/buffers/<name>`, inlet, sender and exporter), and its
+//! targets ([`super::targets`]): the static ones, for the `prometheus` input the
+//! annotated pods of the namespaces it admits, followed as pods come and go, and for
+//! the `runtime` input the kubelets ([`super::kubelet`]).
 //!
 //! Stopping is orderly: scrape loops stop first and write their staleness markers,
-//! then the sender gets a short grace period to deliver what is buffered, then it
-//! persists its ack position. Whatever is not delivered stays in the buffer for the
-//! next start, which reopens the same directory.
+//! then the data path stops (a short grace period to deliver what is buffered, then
+//! the ack position is persisted). Whatever is not delivered stays in the buffer for
+//! the next start, which reopens the same directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kaas_pipeline::ValidatedPipeline;
 use kaas_pipeline::input::{DEFAULT_METRICS_PATH, Scheme};
 use kaas_pipeline::output::ValidatedOutput;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::kubelet::{KubeletAccess, runtime_targets};
@@ -34,6 +34,7 @@ use crate::labels::{ADDRESS, Labels};
 use crate::outbound::auth::{SecretStore, ValueSources};
 use crate::outbound::tls::{TlsError, TlsMaterial};
 use crate::pipeline::budget::BufferGrant;
+use crate::pipeline::data_path::DataPath;
 use crate::scrape::client::ScrapeClient;
 use crate::scrape::config::ScrapeConfig;
 use crate::scrape::limits::{
@@ -42,11 +43,7 @@ use crate::scrape::limits::{
 };
 use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, Target, populate};
 use crate::topology::inlet::Inlet;
-use crate::topology::sender::{Sender, SenderConfig};
-use kaas_buffer::{BufferError, DiskBuffer, Limits};
-
-/// How long a stopping pipeline may keep sending what it has buffered.
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
+use kaas_buffer::BufferError;
 
 /// What every pipeline of an agent shares.
 #[derive(Clone)]
@@ -70,7 +67,7 @@ pub struct AgentContext {
 
 impl AgentContext {
     /// Where the values pipelines reference come from.
-    fn value_sources(&self) -> ValueSources {
+    pub(super) fn value_sources(&self) -> ValueSources {
         ValueSources::new(self.secrets.clone(), self.files.clone())
             .with_agent_identity(self.data_dir.join(crate::files::IDENTITY_DIR))
     }
@@ -94,14 +91,8 @@ pub enum StartError {
 pub struct RunningPipeline {
     /// The pipeline as validated.
     pub pipeline: ValidatedPipeline,
-    /// Counters.
-    pub stats: Arc<PipelineStats>,
-    /// The buffer, for size and age.
-    pub buffer: Arc<Mutex<DiskBuffer>>,
-    /// The bound the buffer runs with: the pipeline's share of the agent's budget.
-    pub buffer_grant: BufferGrant,
-    /// Where samples enter the pipeline (scrapers and push receivers).
-    pub inlet: Inlet,
+    /// Its buffer, inlet (where scrapers and push receivers put samples) and sender.
+    pub data_path: DataPath,
     /// Labels added to series that lack them.
     pub external_labels: Arc<Labels>,
     /// The scrape loops.
@@ -111,8 +102,6 @@ pub struct RunningPipeline {
     /// Where the pipeline's referenced values come from (its push token too).
     pub value_sources: ValueSources,
     discovery: Option<JoinHandle<()>>,
-    stop_sender: watch::Sender<bool>,
-    sender: JoinHandle<()>,
 }
 
 impl RunningPipeline {
@@ -124,46 +113,24 @@ impl RunningPipeline {
         grant: BufferGrant,
     ) -> Result<Self, StartError> {
         let name = pipeline.name().to_owned();
-        let limits = Limits {
-            max_bytes: grant.max_bytes,
-            ..Limits::from(&pipeline.buffer)
-        };
-        let (buffer, _recovery) = DiskBuffer::open(buffer_dir(&context.data_dir, &name), limits)?;
-        let buffer = Arc::new(Mutex::new(buffer));
         let exporter = exporter(&pipeline, context)?;
         let stats = Arc::new(PipelineStats::named(&name));
-        if let Some(reason) = &grant.reduced {
-            PipelineFailed::new(ErrorReason::BufferBudgetExceeded, reason.clone()).emit(&stats);
-        }
-        let wake = Arc::new(Notify::new());
-        let inlet = Inlet {
-            buffer: buffer.clone(),
-            stats: stats.clone(),
-            wake: wake.clone(),
-        };
-        let sender = Sender {
-            buffer: buffer.clone(),
-            exporter: Arc::new(exporter),
-            config: SenderConfig::with_max_age(pipeline.buffer.max_age),
-            stats: stats.clone(),
-            wake,
-        };
-        let (stop_sender, sender_rx) = watch::channel(false);
-        let sender = tokio::spawn(sender.run(sender_rx));
-        let scraping = start_scraping(&pipeline, context, &inlet, &stats)?;
+        let data_path = DataPath::start(
+            buffer_dir(&context.data_dir, &name),
+            &pipeline.buffer,
+            grant,
+            stats.clone(),
+            exporter,
+        )?;
+        let scraping = start_scraping(&pipeline, context, &data_path.inlet, &stats)?;
         Ok(Self {
             pipeline,
-            stats,
-            buffer,
-            buffer_grant: grant,
-            inlet,
+            data_path,
             external_labels: context.external_labels.clone(),
             targets: scraping.targets,
             target_errors: scraping.target_errors,
             value_sources: context.value_sources(),
             discovery: scraping.discovery,
-            stop_sender,
-            sender,
         })
     }
 
@@ -179,25 +146,8 @@ impl RunningPipeline {
         }
         let mut targets = lock(&self.targets).take();
         targets.stop_all().await;
-        // Let the sender deliver what the scrapers just buffered, then stop it.
-        let stats = self.stats.clone();
-        let buffer = self.buffer.clone();
-        let _ = tokio::time::timeout(STOP_GRACE, async {
-            loop {
-                let pending = buffer.lock().map(|b| b.pending_records()).unwrap_or(0);
-                if pending == 0
-                    || stats
-                        .last_error()
-                        .is_some_and(|e| e.reason == ErrorReason::BackendUnreachable)
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        self.stop_sender.send_replace(true);
-        let _ = self.sender.await;
+        // The sender delivers what the scrapers just buffered, then stops.
+        self.data_path.stop().await;
     }
 }
 

@@ -1,8 +1,15 @@
-//! Push input: workloads send metrics to the agent instead of being scraped. The agent
-//! accepts Prometheus remote-write 1.0 on `POST /api/v1/write` on its HTTP port (8429),
-//! OTLP over HTTP/protobuf on `POST /v1/metrics` on OTLP's HTTP port (4318), and OTLP
-//! over gRPC on OTLP's gRPC port (4317, [`otlp_grpc`]): the ports every OpenTelemetry
-//! SDK uses without configuration, one convention for every signal. The HTTP port still
+//! Push input: workloads send metrics and logs to the agent instead of being scraped.
+//! The agent accepts Prometheus remote-write 1.0 on `POST /api/v1/write` on its HTTP
+//! port (8429), OTLP over HTTP/protobuf on `POST /v1/metrics` and `POST /v1/logs` on
+//! OTLP's HTTP port (4318), and OTLP over gRPC (`MetricsService`, `LogsService`) on
+//! OTLP's gRPC port (4317, [`otlp_grpc`]): the ports every OpenTelemetry SDK uses
+//! without configuration, one convention for every signal. Logs go to the log
+//! pipelines with an `otlp` input, through the same checks in the same order, decoded
+//! by `kaas_series::otlp_logs` (messages counted, value nesting bounded); the pusher's
+//! proven namespace replaces the resource's `k8s.namespace.name`, and the request is
+//! answered once the records are durable in every log pipeline that takes them
+//! (429/`RESOURCE_EXHAUSTED` with `Retry-After` when a buffer cannot store them). OTLP/JSON
+//! is not read yet. The HTTP port still
 //! takes `/v1/metrics` as a deprecated alias, for pushers configured before OTLP had
 //! its own port. The well-known in-cluster address is the agent's Service.
 //!
@@ -40,7 +47,9 @@ use axum::routing::post;
 use http_body_util::BodyExt;
 use kaas_pipeline::input::{PushAuthenticationMode, PushInput};
 use kaas_pipeline::secret::ValueSource;
-use kaas_proto::otlp::ExportMetricsServiceResponse;
+use kaas_proto::otlp::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportMetricsServiceResponse, ResourceLogs,
+};
 use kaas_series::clock::now_ms;
 use kaas_series::{DecodeError, PushLimits, Pushed, compression};
 use prost::Message;
@@ -50,10 +59,12 @@ use self::auth::{Review, ReviewError, TokenReviewer, bearer_token, token_matches
 use crate::internal_events::{PushRefused, PushRouted, PushStats};
 use crate::labels::{Labels, LabelsBuilder};
 use crate::outbound::auth::{ValueSources, resolve};
+use crate::pipeline::logs::{Buffered, LogPipelines};
 use crate::pipeline::runtime::Pipelines;
+use crate::processing::logs::attributes::{find, string_attribute};
 use crate::processing::process_sample;
 use crate::record::metrics::Batch;
-use crate::topology::inlet::Ack;
+use crate::topology::inlet::{Ack, Stored};
 
 /// Most push bodies decompressed and decoded at once. Each may hold up to the
 /// decompressed limit and what it decodes into; two (the agent's usual core count)
@@ -68,14 +79,18 @@ const BUFFER_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(3
 
 /// The label a service-account token's namespace is written to.
 const NAMESPACE_LABEL: &str = "namespace";
+/// The resource attribute a service-account token's namespace is written to (logs).
+const NAMESPACE_ATTRIBUTE: &str = "k8s.namespace.name";
 
 /// Which push protocol a request came in with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     /// Prometheus remote-write.
     RemoteWrite,
-    /// OTLP.
+    /// OTLP metrics.
     Otlp,
+    /// OTLP logs, for log pipelines.
+    OtlpLogs,
 }
 
 impl Protocol {
@@ -84,13 +99,16 @@ impl Protocol {
         match self {
             Self::RemoteWrite => "remote_write",
             Self::Otlp => "otlp",
+            Self::OtlpLogs => "otlp_logs",
         }
     }
 
+    /// The push input of a metric pipeline for this protocol.
     fn input(self, inputs: &kaas_pipeline::input::ValidatedInputs) -> Option<&PushInput> {
         match self {
             Self::RemoteWrite => inputs.remote_write.as_ref(),
             Self::Otlp => inputs.otlp.as_ref(),
+            Self::OtlpLogs => None,
         }
     }
 }
@@ -112,6 +130,10 @@ pub enum Refusal {
     /// and drops new data, or its data volume is full or failing); the pusher should
     /// retry. The pipeline's condition says why.
     BufferUnavailable(String),
+    /// A log pipeline that takes the records could not store them (as
+    /// [`Refusal::BufferUnavailable`]); answered as OTLP asks a receiver under
+    /// back-pressure: 429 / `RESOURCE_EXHAUSTED`, with `Retry-After`.
+    LogBufferFull(String),
 }
 
 impl Refusal {
@@ -136,7 +158,7 @@ impl Refusal {
             Self::AuthUnavailable(_) => "auth_unavailable",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Decode(error) => error.reason(),
-            Self::BufferUnavailable(_) => "buffer_unavailable",
+            Self::BufferUnavailable(_) | Self::LogBufferFull(_) => "buffer_unavailable",
         }
     }
 
@@ -147,13 +169,15 @@ impl Refusal {
                 "no pipeline takes {} pushes on this agent",
                 match protocol {
                     Protocol::RemoteWrite => "remote-write",
-                    Protocol::Otlp => "OTLP",
+                    Protocol::Otlp => "OTLP metrics",
+                    Protocol::OtlpLogs => "OTLP logs",
                 }
             ),
             Self::Unauthenticated(reason)
             | Self::AuthUnavailable(reason)
             | Self::UnsupportedMediaType(reason)
-            | Self::BufferUnavailable(reason) => reason.clone(),
+            | Self::BufferUnavailable(reason)
+            | Self::LogBufferFull(reason) => reason.clone(),
             Self::Decode(error) => error.to_string(),
         }
     }
@@ -165,6 +189,7 @@ impl Refusal {
             Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::LogBufferFull(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Decode(error) if error.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Decode(_) => StatusCode::BAD_REQUEST,
@@ -177,6 +202,7 @@ impl Refusal {
             Self::NoPipeline(_) => tonic::Code::FailedPrecondition,
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => tonic::Code::Unavailable,
+            Self::LogBufferFull(_) => tonic::Code::ResourceExhausted,
             Self::UnsupportedMediaType(_) => tonic::Code::Unimplemented,
             Self::Decode(error) if error.is_too_large() => tonic::Code::ResourceExhausted,
             Self::Decode(_) => tonic::Code::InvalidArgument,
@@ -189,7 +215,7 @@ impl Refusal {
         if status == StatusCode::UNAUTHORIZED {
             return (status, [(header::WWW_AUTHENTICATE, "Bearer")], message).into_response();
         }
-        if matches!(self, Self::BufferUnavailable(_)) {
+        if matches!(self, Self::BufferUnavailable(_) | Self::LogBufferFull(_)) {
             let retry_after = BUFFER_RETRY_AFTER.as_secs().to_string();
             return (status, [(header::RETRY_AFTER, retry_after)], message).into_response();
         }
@@ -216,6 +242,7 @@ struct Taker {
 #[derive(Clone)]
 pub struct PushReceiver {
     pipelines: Arc<RwLock<Pipelines>>,
+    log_pipelines: Arc<RwLock<LogPipelines>>,
     stats: Arc<PushStats>,
     limits: PushLimits,
     reviewer: Arc<TokenReviewer>,
@@ -223,16 +250,18 @@ pub struct PushReceiver {
 }
 
 impl PushReceiver {
-    /// Receivers feeding `pipelines`, decoding under `limits`, checking service-account
-    /// tokens with `reviewer`.
+    /// Receivers feeding `pipelines` (metrics) and `log_pipelines` (OTLP logs),
+    /// decoding under `limits`, checking service-account tokens with `reviewer`.
     pub fn new(
         pipelines: Arc<RwLock<Pipelines>>,
+        log_pipelines: Arc<RwLock<LogPipelines>>,
         stats: Arc<PushStats>,
         limits: PushLimits,
         reviewer: TokenReviewer,
     ) -> Self {
         Self {
             pipelines,
+            log_pipelines,
             stats,
             limits,
             reviewer: Arc::new(reviewer),
@@ -249,11 +278,51 @@ impl PushReceiver {
             .with_state(self.clone())
     }
 
-    /// The routes of the OTLP/HTTP port: `/v1/metrics`.
+    /// The routes of the OTLP/HTTP port: `/v1/metrics` and `/v1/logs`.
     pub fn otlp_http_routes(&self) -> Router {
         Router::new()
             .route("/v1/metrics", post(otlp_http))
+            .route("/v1/logs", post(otlp_http_logs))
             .with_state(self.clone())
+    }
+
+    /// The pipelines taking `protocol` pushes, with what they ask of pushers.
+    async fn takers(&self, protocol: Protocol) -> Vec<Taker> {
+        let taker = |name: &str, input: &PushInput, sources: &ValueSources| Taker {
+            pipeline: name.to_owned(),
+            mode: input.mode(),
+            token: input
+                .authentication
+                .as_ref()
+                .and_then(|a| a.bearer_token.clone()),
+            sources: sources.clone(),
+        };
+        if protocol == Protocol::OtlpLogs {
+            let pipelines = self.log_pipelines.read().await;
+            return pipelines
+                .values()
+                .filter_map(|running| {
+                    let input = running.pipeline.inputs.otlp.as_ref()?;
+                    Some(taker(
+                        running.pipeline.name(),
+                        input,
+                        &running.value_sources,
+                    ))
+                })
+                .collect();
+        }
+        let pipelines = self.pipelines.read().await;
+        pipelines
+            .values()
+            .filter_map(|running| {
+                let input = protocol.input(&running.pipeline.inputs)?;
+                Some(taker(
+                    running.pipeline.name(),
+                    input,
+                    &running.value_sources,
+                ))
+            })
+            .collect()
     }
 
     /// Steps 1 and 2 of the module documentation: the pipelines this request goes to.
@@ -262,24 +331,7 @@ impl PushReceiver {
         protocol: Protocol,
         headers: &HeaderMap,
     ) -> Result<Vec<Admitted>, Refusal> {
-        let takers: Vec<Taker> = {
-            let pipelines = self.pipelines.read().await;
-            pipelines
-                .values()
-                .filter_map(|running| {
-                    let input = protocol.input(&running.pipeline.inputs)?;
-                    Some(Taker {
-                        pipeline: running.pipeline.name().to_owned(),
-                        mode: input.mode(),
-                        token: input
-                            .authentication
-                            .as_ref()
-                            .and_then(|a| a.bearer_token.clone()),
-                        sources: running.value_sources.clone(),
-                    })
-                })
-                .collect()
-        };
+        let takers = self.takers(protocol).await;
         if takers.is_empty() {
             return Err(Refusal::NoPipeline(protocol));
         }
@@ -354,7 +406,33 @@ impl PushReceiver {
             self.route(protocol, pushed, &admitted).await
         }
         .await;
-        if let Err(refusal) = &result {
+        self.note(protocol, &result);
+        result
+    }
+
+    /// Admits, reads, decodes and routes one OTLP logs request; counts a refusal.
+    async fn accept_logs(
+        &self,
+        headers: &HeaderMap,
+        body: axum::body::Body,
+        decode: impl FnOnce(&[u8], &PushLimits) -> Result<ExportLogsServiceRequest, DecodeError>
+        + Send
+        + 'static,
+    ) -> Result<(), Refusal> {
+        let result = async {
+            let admitted = self.admit(Protocol::OtlpLogs, headers).await?;
+            let body = read_body(headers, body, self.limits.max_body_bytes).await?;
+            let request = self.decode(body, decode).await?;
+            self.route_logs(request, &admitted).await
+        }
+        .await;
+        self.note(Protocol::OtlpLogs, &result);
+        result
+    }
+
+    /// Counts and logs a refused request.
+    fn note(&self, protocol: Protocol, result: &Result<(), Refusal>) {
+        if let Err(refusal) = result {
             refusal.count(protocol, &self.stats);
             tracing::debug!(
                 protocol = protocol.name(),
@@ -363,15 +441,14 @@ impl PushReceiver {
                 "push refused"
             );
         }
-        result
     }
 
     /// Step 3: decompresses and decodes on a blocking thread, holding a decode slot.
-    async fn decode(
+    async fn decode<T: Send + 'static>(
         &self,
         body: Bytes,
-        decode: impl FnOnce(&[u8], &PushLimits) -> Result<Pushed, DecodeError> + Send + 'static,
-    ) -> Result<Pushed, Refusal> {
+        decode: impl FnOnce(&[u8], &PushLimits) -> Result<T, DecodeError> + Send + 'static,
+    ) -> Result<T, Refusal> {
         let _slot = self
             .decodes
             .acquire()
@@ -435,7 +512,7 @@ impl PushReceiver {
             let ack = Ack::new(move || {
                 let _ = durable.send(());
             });
-            let pushed = pipeline.inlet.push_acked(&batch, now_ms(), ack);
+            let pushed = pipeline.data_path.inlet.push_acked(&batch, now_ms(), ack);
             if pushed.is_err() || stored.await.is_err() {
                 not_stored.push(admission.pipeline.as_str());
             }
@@ -457,6 +534,94 @@ impl PushReceiver {
             )))
         }
     }
+}
+
+impl PushReceiver {
+    /// Hands pushed log records to every admitted log pipeline, each with the
+    /// pusher's proven namespace as `k8s.namespace.name` on every resource (whatever
+    /// the sender claimed) and its own namespace filter, through its intake
+    /// (processing, buffer). Answers only once the records are durable in every
+    /// pipeline that takes them; a pipeline that cannot store them fails the request,
+    /// so the pusher retries.
+    async fn route_logs(
+        &self,
+        request: ExportLogsServiceRequest,
+        admitted: &[Admitted],
+    ) -> Result<(), Refusal> {
+        let mut durable = Vec::new();
+        let mut not_stored = Vec::new();
+        {
+            let pipelines = self.log_pipelines.read().await;
+            for admission in admitted {
+                let Some(pipeline) = pipelines.get(&admission.pipeline) else {
+                    continue;
+                };
+                let Some(input) = pipeline.pipeline.inputs.otlp.as_ref() else {
+                    continue;
+                };
+                let mut kept = request.resource_logs.clone();
+                if let Some(namespace) = &admission.namespace {
+                    for resource_logs in &mut kept {
+                        set_namespace(resource_logs, namespace);
+                    }
+                }
+                kept.retain(|resource_logs| {
+                    let namespace = resource_namespace(resource_logs);
+                    namespace.is_empty() || input.namespaces.admits(namespace)
+                });
+                if kept.is_empty() {
+                    continue;
+                }
+                let (on_durable, stored) = tokio::sync::oneshot::channel();
+                let ack = Ack::new(move || {
+                    let _ = on_durable.send(());
+                });
+                match pipeline.intake.buffer(kept, ack) {
+                    Ok(Buffered {
+                        stored: Stored::Kept,
+                        ..
+                    }) => durable.push((admission.pipeline.as_str(), stored)),
+                    Ok(_) | Err(_) => not_stored.push(admission.pipeline.as_str()),
+                }
+            }
+            for (pipeline, stored) in durable {
+                if stored.await.is_err() {
+                    not_stored.push(pipeline);
+                }
+            }
+            if not_stored.is_empty() {
+                return Ok(());
+            }
+            Err(Refusal::LogBufferFull(format!(
+                "log pipeline(s) {} could not store the records (their buffer is full or cannot write); retry later",
+                not_stored.join(", ")
+            )))
+        }
+    }
+}
+
+/// Sets `k8s.namespace.name` on a resource to the pusher's proven namespace.
+fn set_namespace(resource_logs: &mut ResourceLogs, namespace: &str) {
+    let resource = resource_logs.resource.get_or_insert_with(Default::default);
+    resource
+        .attributes
+        .retain(|attribute| attribute.key != NAMESPACE_ATTRIBUTE);
+    resource
+        .attributes
+        .push(string_attribute(NAMESPACE_ATTRIBUTE, namespace));
+}
+
+/// A resource's `k8s.namespace.name`, empty when it names none.
+fn resource_namespace(resource_logs: &ResourceLogs) -> &str {
+    resource_logs
+        .resource
+        .as_ref()
+        .and_then(|r| find(&r.attributes, NAMESPACE_ATTRIBUTE))
+        .and_then(|value| match value.value.as_ref()? {
+            kaas_proto::otlp::any_value::Value::StringValue(text) => Some(text.as_str()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// `labels` with the `namespace` label set to `namespace`, whatever it claimed.
@@ -518,6 +683,21 @@ fn otlp_encoding(headers: &HeaderMap) -> Result<bool, Refusal> {
     }
 }
 
+/// Whether an OTLP/HTTP body is gzip-compressed; refuses anything but protobuf.
+fn otlp_protobuf_encoding(headers: &HeaderMap) -> Result<bool, Refusal> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("application/x-protobuf") {
+        otlp_encoding(headers)
+    } else {
+        Err(Refusal::UnsupportedMediaType(
+            "send OTLP as application/x-protobuf".into(),
+        ))
+    }
+}
+
 /// The start of a header value for a message.
 fn excerpt(text: &str) -> &str {
     let mut end = text.len().min(kaas_series::limits::MAX_QUOTED_BYTES);
@@ -530,18 +710,7 @@ fn excerpt(text: &str) -> &str {
 async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let gzip = if content_type.starts_with("application/x-protobuf") {
-        otlp_encoding(headers)
-    } else {
-        Err(Refusal::UnsupportedMediaType(
-            "send OTLP as application/x-protobuf".into(),
-        ))
-    };
-    let gzip = match gzip {
+    let gzip = match otlp_protobuf_encoding(headers) {
         Ok(gzip) => gzip,
         Err(refusal) => {
             refusal.count(Protocol::Otlp, &receiver.stats);
@@ -561,6 +730,36 @@ async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Re
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/x-protobuf")],
             ExportMetricsServiceResponse::default().encode_to_vec(),
+        )
+            .into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `POST /v1/logs`: OTLP/HTTP logs, protobuf, gzip or not.
+async fn otlp_http_logs(State(receiver): State<PushReceiver>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let gzip = match otlp_protobuf_encoding(headers) {
+        Ok(gzip) => gzip,
+        Err(refusal) => {
+            refusal.count(Protocol::OtlpLogs, &receiver.stats);
+            return refusal.into_response();
+        }
+    };
+    let decode = move |body: &[u8], limits: &PushLimits| {
+        if gzip {
+            let raw = compression::gzip(body, limits.max_decompressed_bytes)?;
+            kaas_series::otlp_logs::decode(&raw, limits)
+        } else {
+            kaas_series::otlp_logs::decode(body, limits)
+        }
+    };
+    match receiver.accept_logs(headers, body, decode).await {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            ExportLogsServiceResponse::default().encode_to_vec(),
         )
             .into_response(),
         Err(refusal) => refusal.into_response(),

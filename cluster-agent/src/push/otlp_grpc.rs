@@ -1,7 +1,8 @@
 //! OTLP over gRPC into the agent: the Collector's
-//! `opentelemetry.proto.collector.metrics.v1.MetricsService/Export`, served on its own
-//! port (OTLP's 4317 by default) and admitted, bounded and routed exactly like the HTTP
-//! receiver ([`super::PushReceiver`]).
+//! `opentelemetry.proto.collector.metrics.v1.MetricsService/Export` ([`OtlpGrpc`]) and
+//! `opentelemetry.proto.collector.logs.v1.LogsService/Export` ([`OtlpLogsGrpc`]), served
+//! on their own port (OTLP's 4317 by default) and admitted, bounded and routed exactly
+//! like the HTTP receiver ([`super::PushReceiver`]).
 //!
 //! The one unary method is served by hand rather than through tonic's codec, so that
 //! the request passes the same checks in the same order as over HTTP: pipelines and
@@ -16,8 +17,10 @@ use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body::Frame;
-use kaas_proto::otlp::{EXPORT_METRICS_PATH, ExportMetricsServiceResponse};
-use kaas_series::{DecodeError, PushLimits, Pushed, compression};
+use kaas_proto::otlp::{
+    EXPORT_LOGS_PATH, EXPORT_METRICS_PATH, ExportLogsServiceResponse, ExportMetricsServiceResponse,
+};
+use kaas_series::{DecodeError, PushLimits, compression};
 use prost::Message;
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 
@@ -55,31 +58,90 @@ impl Service<http::Request<tonic::body::Body>> for OtlpGrpc {
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let receiver = self.receiver.clone();
         Box::pin(async move {
-            if request.uri().path() != EXPORT_METRICS_PATH {
-                return Ok(
-                    tonic::Status::unimplemented("only MetricsService/Export is served")
-                        .into_http(),
-                );
-            }
-            let (parts, body) = request.into_parts();
-            let gzip = match grpc_encoding(&parts.headers) {
-                Ok(gzip) => gzip,
-                Err(refusal) => {
-                    refusal.count(Protocol::Otlp, &receiver.stats);
-                    return Ok(status(&refusal).into_http());
-                }
+            let (headers, body, gzip) =
+                match unary(request, EXPORT_METRICS_PATH, Protocol::Otlp, &receiver) {
+                    Ok(unary) => unary,
+                    Err(answer) => return Ok(answer),
+                };
+            let decode = move |body: &[u8], limits: &PushLimits| {
+                decode_message(body, gzip, limits, kaas_series::otlp::decode)
             };
-            let decode = move |body: &[u8], limits: &PushLimits| decode_message(body, gzip, limits);
-            let body = axum::body::Body::new(body);
             Ok(
                 match receiver
-                    .accept(Protocol::Otlp, &parts.headers, body, decode)
+                    .accept(Protocol::Otlp, &headers, body, decode)
                     .await
                 {
-                    Ok(()) => exported(),
+                    Ok(()) => exported(&ExportMetricsServiceResponse::default()),
                     Err(refusal) => status(&refusal).into_http(),
                 },
             )
+        })
+    }
+}
+
+/// The one unary request's headers, body and whether its message is gzipped; the
+/// answer for a request to another method or with an unknown encoding.
+#[allow(clippy::result_large_err)]
+fn unary(
+    request: http::Request<tonic::body::Body>,
+    path: &str,
+    protocol: Protocol,
+    receiver: &PushReceiver,
+) -> Result<(http::HeaderMap, axum::body::Body, bool), http::Response<tonic::body::Body>> {
+    if request.uri().path() != path {
+        return Err(tonic::Status::unimplemented(format!("only {path} is served")).into_http());
+    }
+    let (parts, body) = request.into_parts();
+    match grpc_encoding(&parts.headers) {
+        Ok(gzip) => Ok((parts.headers, axum::body::Body::new(body), gzip)),
+        Err(refusal) => {
+            refusal.count(protocol, &receiver.stats);
+            Err(status(&refusal).into_http())
+        }
+    }
+}
+
+/// The gRPC logs service, for log pipelines with an `otlp` input.
+#[derive(Clone)]
+pub struct OtlpLogsGrpc {
+    receiver: PushReceiver,
+}
+
+impl OtlpLogsGrpc {
+    /// A service feeding `receiver`'s log pipelines.
+    pub fn new(receiver: PushReceiver) -> Self {
+        Self { receiver }
+    }
+}
+
+impl tonic::server::NamedService for OtlpLogsGrpc {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+impl Service<http::Request<tonic::body::Body>> for OtlpLogsGrpc {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let receiver = self.receiver.clone();
+        Box::pin(async move {
+            let (headers, body, gzip) =
+                match unary(request, EXPORT_LOGS_PATH, Protocol::OtlpLogs, &receiver) {
+                    Ok(unary) => unary,
+                    Err(answer) => return Ok(answer),
+                };
+            let decode = move |body: &[u8], limits: &PushLimits| {
+                decode_message(body, gzip, limits, kaas_series::otlp_logs::decode)
+            };
+            Ok(match receiver.accept_logs(&headers, body, decode).await {
+                Ok(()) => exported(&ExportLogsServiceResponse::default()),
+                Err(refusal) => status(&refusal).into_http(),
+            })
         })
     }
 }
@@ -102,8 +164,13 @@ fn grpc_encoding(headers: &http::HeaderMap) -> Result<bool, Refusal> {
     }
 }
 
-/// Decodes the one gRPC message of a unary request body.
-fn decode_message(body: &[u8], gzip: bool, limits: &PushLimits) -> Result<Pushed, DecodeError> {
+/// Decodes the one gRPC message of a unary request body with `decode`.
+fn decode_message<T>(
+    body: &[u8],
+    gzip: bool,
+    limits: &PushLimits,
+    decode: fn(&[u8], &PushLimits) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
     let Some((header, message)) = body.split_first_chunk::<FRAME_HEADER_BYTES>() else {
         return Err(DecodeError::Malformed(
             "the body holds no gRPC message".into(),
@@ -118,10 +185,10 @@ fn decode_message(body: &[u8], gzip: bool, limits: &PushLimits) -> Result<Pushed
         )));
     }
     match (compressed, gzip) {
-        (0, _) => kaas_series::otlp::decode(message, limits),
+        (0, _) => decode(message, limits),
         (1, true) => {
             let raw = compression::gzip(message, limits.max_decompressed_bytes)?;
-            kaas_series::otlp::decode(&raw, limits)
+            decode(&raw, limits)
         }
         (1, false) => Err(DecodeError::Malformed(
             "the message is compressed but grpc-encoding names no compression".into(),
@@ -132,9 +199,9 @@ fn decode_message(body: &[u8], gzip: bool, limits: &PushLimits) -> Result<Pushed
     }
 }
 
-/// The successful answer: one empty `ExportMetricsServiceResponse` and status OK.
-fn exported() -> http::Response<tonic::body::Body> {
-    let message = ExportMetricsServiceResponse::default().encode_to_vec();
+/// The successful answer: one `response` (an empty export response) and status OK.
+fn exported(response: &impl Message) -> http::Response<tonic::body::Body> {
+    let message = response.encode_to_vec();
     let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + message.len());
     frame.push(0);
     frame.extend_from_slice(&u32::try_from(message.len()).unwrap_or(0).to_be_bytes());
@@ -159,9 +226,11 @@ fn exported() -> http::Response<tonic::body::Body> {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: OtlpGrpc,
+    logs: OtlpLogsGrpc,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(service)
+        .add_service(logs)
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await
 }
@@ -180,7 +249,7 @@ mod tests {
     #[test]
     fn one_message_per_request_and_only_declared_compression() {
         let limits = PushLimits::default();
-        assert!(decode_message(&frame(0, &[]), false, &limits).is_ok());
+        assert!(decode_message(&frame(0, &[]), false, &limits, kaas_series::otlp::decode).is_ok());
         for (body, gzip) in [
             (vec![0, 0, 0], false),
             (frame(1, b"x"), false),
@@ -188,7 +257,8 @@ mod tests {
             ([frame(0, b""), frame(0, b"")].concat(), false),
             (frame(1, b"not gzip"), true),
         ] {
-            let error = decode_message(&body, gzip, &limits).unwrap_err();
+            let error =
+                decode_message(&body, gzip, &limits, kaas_series::otlp::decode).unwrap_err();
             assert_eq!(error.reason(), "malformed", "{body:?}: {error}");
         }
     }
@@ -201,7 +271,13 @@ mod tests {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         encoder.write_all(&vec![0u8; 40 << 20]).unwrap();
         let bomb = encoder.finish().unwrap();
-        let error = decode_message(&frame(1, &bomb), true, &PushLimits::default()).unwrap_err();
+        let error = decode_message(
+            &frame(1, &bomb),
+            true,
+            &PushLimits::default(),
+            kaas_series::otlp::decode,
+        )
+        .unwrap_err();
         assert_eq!(error.reason(), "decompressed_too_large");
         assert_eq!(
             Refusal::Decode(error).grpc_code(),

@@ -81,6 +81,7 @@ async fn fixture_with(
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     let receiver = PushReceiver::new(
         agent.pipelines.clone(),
+        agent.log_pipelines.clone(),
         Arc::new(PushStats::default()),
         PushLimits::default(),
         reviewer,
@@ -328,7 +329,7 @@ async fn a_push_the_buffer_does_not_keep_is_not_accepted() {
     {
         // Fill the buffer to the last few bytes with incompressible records.
         let pipelines = fixture.agent.pipelines.read().await;
-        let inlet = &pipelines["pushed"].inlet;
+        let inlet = &pipelines["pushed"].data_path.inlet;
         let bytes = || inlet.buffer.lock().unwrap().bytes();
         for size in [200_000, 10_000, 500, 20, 1] {
             let filler: Vec<u8> = (0..size).map(|_| fastrand::u8(..)).collect();
@@ -471,4 +472,91 @@ fn otlp_histograms_survive_the_round_trip() {
             .iter()
             .any(|m| m.name == "latency" && matches!(m.data, Some(metric::Data::Histogram(_))))
     );
+}
+
+/// Issue 16: OTLP logs on `/v1/logs` go to the log pipelines with an `otlp` input:
+/// none takes them, 404 before the body is read; taken, 200 once durable; a buffer
+/// that is full with `dropNewest` is 429 with `Retry-After`, so the pusher backs off
+/// and retries instead of believing the records were kept.
+#[tokio::test]
+async fn otlp_logs_are_answered_once_durable_and_refused_when_the_buffer_is_full() {
+    use kaas_proto::otlp::{
+        AnyValue, ExportLogsServiceRequest, LogRecord, ResourceLogs, ScopeLogs,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(AgentContext {
+        data_dir: dir.path().to_owned(),
+        external_labels: Arc::new(Labels::default()),
+        secrets: Arc::new(MapSecrets::default()),
+        files: Arc::default(),
+        cluster: ClusterView::default(),
+        service_account_dir: dir.path().join("no-service-account"),
+        kubelet_insecure_skip_verify: false,
+    });
+    let receiver = PushReceiver::new(
+        agent.pipelines.clone(),
+        agent.log_pipelines.clone(),
+        Arc::new(PushStats::default()),
+        PushLimits::default(),
+        no_kubernetes(),
+    );
+    let logs = |body: String| {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        body: Some(AnyValue {
+                            value: Some(kaas_proto::otlp::any_value::Value::StringValue(body)),
+                        }),
+                        ..LogRecord::default()
+                    }],
+                    ..ScopeLogs::default()
+                }],
+                ..ResourceLogs::default()
+            }],
+        }
+        .encode_to_vec()
+    };
+    let send = |body: Vec<u8>| {
+        let routes = receiver.otlp_http_routes();
+        async move {
+            let response = routes
+                .oneshot(post("/v1/logs", None, Body::from(body)))
+                .await
+                .unwrap();
+            let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+            (response.status(), retry_after)
+        }
+    };
+    assert_eq!(send(logs("x".into())).await.0, StatusCode::NOT_FOUND);
+
+    let config = "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\nlogPipelines:\n  - metadata: {name: pushed-logs}\n    spec:\n      input: {otlp: {enabled: true, authentication: {mode: unauthenticated}}}\n      buffer: {maxBytes: 1Mi, whenFull: dropNewest}\n      output: {otlp: {endpoint: 'http://127.0.0.1:9'}}\n";
+    let report = agent
+        .apply(AgentConfig::parse(config, &kaas_pipeline::ValidationContext::standalone()).unwrap())
+        .await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(send(logs("first".into())).await.0, StatusCode::OK);
+    // Incompressible bodies of 200 KB fill the 1 MiB buffer within a few pushes.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut noise = || {
+        (0..200_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect::<String>()
+    };
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        answers.push(send(logs(noise())).await);
+    }
+    let refused = answers
+        .iter()
+        .find(|(status, _)| *status != StatusCode::OK)
+        .expect("the buffer fills");
+    assert_eq!(refused.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.1.as_ref().map(|v| v.to_str().unwrap()), Some("30"));
+    agent.shutdown().await;
 }

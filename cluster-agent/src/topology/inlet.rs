@@ -39,6 +39,16 @@ impl std::fmt::Debug for Ack {
     }
 }
 
+/// What the buffer did with a record it did not fail to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// It is in the buffer; its acknowledgement fires once it is durable.
+    Kept,
+    /// The buffer was full with `dropNewest` (or the record can never fit): it was
+    /// dropped and counted, and its acknowledgement never fires.
+    Dropped,
+}
+
 /// The entry of one pipeline.
 #[derive(Clone, Debug)]
 pub struct Inlet {
@@ -63,6 +73,7 @@ impl Inlet {
         stream: Option<Stream>,
     ) -> Result<(), BufferError> {
         self.store(payload, items, oldest_ms, stream, None)
+            .map(drop)
     }
 
     /// Buffers a record. A full buffer drops (and counts) according to its policy; a
@@ -75,16 +86,18 @@ impl Inlet {
             None,
             None,
         )
+        .map(drop)
     }
 
     /// Buffers a record as [`Self::push`] does and fires `ack` once it is durable. A
-    /// record the buffer did not store (full, or a failed write) never fires it.
+    /// record the buffer did not store (full, or a failed write) never fires it; the
+    /// answer says which of the two (a failed write is the error).
     pub fn push_acked(
         &self,
         record: &impl Payload,
         now_ms: i64,
         ack: Ack,
-    ) -> Result<(), BufferError> {
+    ) -> Result<Stored, BufferError> {
         self.store(
             &record.payload(),
             record.items(),
@@ -101,12 +114,12 @@ impl Inlet {
         oldest_ms: i64,
         stream: Option<Stream>,
         ack: Option<Ack>,
-    ) -> Result<(), BufferError> {
+    ) -> Result<Stored, BufferError> {
         if items == 0 {
             if let Some(ack) = ack {
                 ack.fire();
             }
-            return Ok(());
+            return Ok(Stored::Kept);
         }
         let count = u32::try_from(items).unwrap_or(u32::MAX);
         FRAMING.with_borrow_mut(|framing| {
@@ -114,7 +127,7 @@ impl Inlet {
             // record over the buffer's record limit, it can never be stored.
             let Some(framed) = framing.compress(payload) else {
                 self.account(items, false, Dropped::default());
-                return Ok(());
+                return Ok(Stored::Dropped);
             };
             let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
             let stored = buffer.push_framed(framed, oldest_ms, count, stream);
@@ -126,7 +139,11 @@ impl Inlet {
                     if let Some(ack) = ack.filter(|_| stored) {
                         ack.fire();
                     }
-                    Ok(())
+                    Ok(if stored {
+                        Stored::Kept
+                    } else {
+                        Stored::Dropped
+                    })
                 }
                 Err(error) => {
                     self.account(0, true, dropped);

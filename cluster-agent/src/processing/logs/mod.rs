@@ -38,7 +38,7 @@ pub mod severity;
 pub mod trace_context;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::time::Instant;
 

@@ -19,7 +19,8 @@ use super::json::{self, MAX_JSON_DEPTH, MAX_JSON_KEYS};
 use super::*;
 use crate::internal_events::LogProcessingOutcome as Outcome;
 
-fn batch(resource: Vec<KeyValue>, records: Vec<LogRecord>) -> Vec<ResourceLogs> {
+/// One resource's records, as a batch (also for the pipeline's intake tests).
+pub(crate) fn batch(resource: Vec<KeyValue>, records: Vec<LogRecord>) -> Vec<ResourceLogs> {
     vec![ResourceLogs {
         resource: Some(Resource {
             attributes: resource,
