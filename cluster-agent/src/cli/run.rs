@@ -28,6 +28,7 @@ use clap::{Args, ValueEnum};
 use kaas_pipeline::agent_config::{AgentConfig, AgentConfigError, ValidatedAgentConfig};
 use kaas_pipeline::names::check_dns1123_label;
 use kaas_pipeline::paths::PathPolicy;
+use kaas_pipeline::role::AgentRole;
 use kaas_pipeline::{Origin, ProviderPolicy, SecretNamespaces, ValidationContext};
 use kaas_self_telemetry::SelfTelemetry;
 use sha2::{Digest, Sha256};
@@ -97,6 +98,11 @@ pub struct RunArgs {
     /// re-join never cuts another's stream. Default: the cluster-level instance.
     #[arg(long, value_name = "NAME", requires = "observer")]
     pub instance_name: Option<String>,
+    /// What this instance runs: `cluster` (the cluster-level Deployment: metric
+    /// pipelines and pushed OTLP logs) or `node` (a DaemonSet pod: the node's container
+    /// logs and journal). The observer sends each only the pipelines of its role.
+    #[arg(long, value_name = "cluster|node", default_value = "cluster")]
+    pub role: String,
     /// Where buffers and state are kept.
     #[arg(long, value_name = "DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -227,6 +233,7 @@ impl RunArgs {
             None => Some(DEFAULT_BUFFER_BUDGET),
         };
         let kubernetes = problems.check("kubernetes", &self.kubernetes, choice::<KubernetesMode>);
+        let role = problems.check("role", &self.role, choice::<RoleFlag>);
         let endpoint_order = problems.check(
             "observer-order",
             &self.observer_order,
@@ -271,6 +278,7 @@ impl RunArgs {
             Some(buffer_budget),
             Some(kubernetes),
             Some(endpoint_order),
+            Some(role),
             true,
         ) = (
             listen_address,
@@ -279,6 +287,7 @@ impl RunArgs {
             buffer_budget,
             kubernetes,
             endpoint_order,
+            role,
             problems.0.is_empty(),
         )
         else {
@@ -299,6 +308,7 @@ impl RunArgs {
                 join_token_file: self.join_token_file.clone(),
                 join_token_env: std::env::var(JOIN_TOKEN_ENV).ok(),
                 instance_name: self.instance_name.clone().unwrap_or_default(),
+                role: role.into(),
                 data_dir: self.data_dir.clone(),
                 health_window,
                 health_interval: health_interval.max(MIN_CHECK_INTERVAL),
@@ -384,6 +394,24 @@ pub enum KubernetesMode {
     Auto,
     /// Never.
     Off,
+}
+
+/// The instance's role in its cluster (`--role`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RoleFlag {
+    /// The cluster-level instance.
+    Cluster,
+    /// A node's instance.
+    Node,
+}
+
+impl From<RoleFlag> for AgentRole {
+    fn from(flag: RoleFlag) -> Self {
+        match flag {
+            RoleFlag::Cluster => AgentRole::Cluster,
+            RoleFlag::Node => AgentRole::Node,
+        }
+    }
 }
 
 /// Why the agent cannot start.
@@ -629,6 +657,27 @@ mod tests {
         assert_eq!(set.agent.buffer_budget, 512 << 20);
         let error = checked(&["--config", "a.yaml", "--buffer-budget", "1Ki"]).unwrap_err();
         assert!(error.to_string().contains("below the minimum"), "{error}");
+    }
+
+    /// Issue 16: `--role` says which part of the cluster's configuration the instance
+    /// runs; without it the instance is the cluster-level one, as before roles existed.
+    #[test]
+    fn the_role_is_cluster_by_default_and_one_of_two() {
+        let role = |args: &[&str]| match checked(args).map(|set| set.source) {
+            Ok(ConfigSource::Observer(settings)) => Ok(settings.role),
+            Ok(ConfigSource::File { .. }) => panic!("not observer mode"),
+            Err(error) => Err(error),
+        };
+        let observer = ["--observer", "https://observer:8443"];
+        assert_eq!(role(&observer), Ok(AgentRole::Cluster));
+        let node = [&observer[..], &["--role", "node"]].concat();
+        assert_eq!(role(&node), Ok(AgentRole::Node));
+        let bad = [&observer[..], &["--role", "everything"]].concat();
+        let error = role(&bad).unwrap_err();
+        assert!(
+            error.contains("--role") && error.contains("cluster, node"),
+            "{error}"
+        );
     }
 
     /// Issue 14: every bad flag is named at once, each with its flag, before anything
