@@ -138,17 +138,10 @@ pub struct Agent {
     node_logs: Option<NodeLogInputs>,
 }
 
-/// Which part of a cluster's telemetry an agent instance runs (`--role`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum AgentRole {
-    /// The cluster-level instance (a Deployment): metric pipelines and the push
-    /// receivers, OTLP logs included.
-    #[default]
-    Cluster,
-    /// One instance per node (a DaemonSet): only the log pipelines' `runtime` and
-    /// `node` inputs, which read node-local files and the journal.
-    Node,
-}
+/// Which part of a cluster's telemetry an agent instance runs (`--role`): the cluster
+/// instance runs metric pipelines and the push receivers (OTLP logs included), a node
+/// instance only the log pipelines' `runtime` and `node` inputs.
+pub use kaas_pipeline::role::AgentRole;
 
 /// A running pipeline of either kind, as [`Agent::apply`] reconciles it.
 trait Reconciled: Sized {

@@ -486,13 +486,15 @@ fn pipelines_over_the_agents_buffer_budget_report_a_condition_naming_it() {
     );
 }
 
-/// A log pipeline `edge` collecting container logs into Loki.
+/// A log pipeline `edge` collecting container logs and pushed OTLP logs into Loki; the
+/// cluster-level agent these tests start is sent its OTLP part (issue 16: the runtime
+/// input is the node instances').
 const LOG_PIPELINE: &str = r#"
 apiVersion: telemetry.kaas-observer.io/v1alpha1
 kind: LogPipeline
 metadata: {name: edge}
 spec:
-  input: {runtime: {enabled: true}}
+  input: {runtime: {enabled: true}, otlp: {enabled: true}}
   output: {loki: {url: "https://loki.example"}}
 "#;
 
@@ -582,6 +584,7 @@ fn a_configuration_carrying_log_pipelines_is_applied_and_kept_as_last_known_good
         saved.contains("logPipelines") && saved.contains("https://loki.example"),
         "{saved}"
     );
+    assert!(!saved.contains("runtime"), "{saved}");
 
     // Restarted without the observer, the agent runs its last-known-good configuration,
     // log pipelines and all.

@@ -241,6 +241,7 @@ fn hello(cluster: &str, last_applied: Vec<u8>) -> agent_message::Body {
         attributes: Default::default(),
         last_applied_config_hash: last_applied,
         trust_bundle_sha256: Vec::new(),
+        role: 0,
     })
 }
 

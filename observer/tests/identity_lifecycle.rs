@@ -22,8 +22,8 @@ use kaas_observer::secrets::SecretBox;
 use kaas_observer::store::{Actor, ClusterState, NewCluster, Store};
 use kaas_proto::control::v1::agent_control_client::AgentControlClient;
 use kaas_proto::control::v1::{
-    AgentHello, AgentMessage, Capability, CertificateIssued, CertificateRequest, CommandType,
-    Heartbeat, JoinRequest, ObserverMessage, agent_message, observer_message,
+    AgentHello, AgentMessage, AgentRole, Capability, CertificateIssued, CertificateRequest,
+    CommandType, Heartbeat, JoinRequest, ObserverMessage, agent_message, observer_message,
 };
 use kaas_test_support::tls::agent_key_and_csr;
 use rustls::pki_types::CertificateDer;
@@ -239,6 +239,16 @@ struct AgentStream {
 
 impl AgentStream {
     async fn open(url: &str, agent: &Agent, last_applied: Vec<u8>) -> Result<Self, Status> {
+        Self::open_as(url, agent, last_applied, AgentRole::Unspecified).await
+    }
+
+    /// [`AgentStream::open`] for an instance that says it plays `role`.
+    async fn open_as(
+        url: &str,
+        agent: &Agent,
+        last_applied: Vec<u8>,
+        role: AgentRole,
+    ) -> Result<Self, Status> {
         let (tx, rx) = mpsc::channel(16);
         let hello = AgentHello {
             cluster_id: agent.cluster_id.clone(),
@@ -248,6 +258,7 @@ impl AgentStream {
             attributes: Default::default(),
             last_applied_config_hash: last_applied,
             trust_bundle_sha256: sha2::Sha256::digest(agent.bundle_pem.as_bytes()).to_vec(),
+            role: role as i32,
         };
         tx.send(AgentMessage {
             sequence_num: 1,
@@ -559,17 +570,19 @@ async fn a_certificate_renewed_over_the_stream_replaces_the_old_one_at_the_switc
     );
 }
 
-/// Issue 13, finding 7 (instances): each agent instance of a cluster has its own
-/// certificate, issued over the cluster's authenticated stream by its default
-/// instance; re-joining one instance cuts only that instance's stream.
-#[tokio::test]
-async fn instances_have_their_own_certificates_and_never_cut_each_other() {
-    let s = setup().await;
-    let observer = Observer::start(s.dir.path(), &s.store, slow_settings()).await;
+/// A new cluster "edge-1" with its default instance joined and connected, and the
+/// certificate of its instance "node-1", issued over the default instance's stream.
+async fn with_node_instance(observer: &Observer, dir: &Path) -> (String, AgentStream, Agent) {
     let (cluster, token) = observer.add_cluster("edge-1").await;
-    let ca = bundle(s.dir.path());
-    let default = observer.join(&ca, &token, "").await.unwrap();
-    let mut default_stream = observer.open(&default).await.unwrap();
+    let ca = bundle(dir);
+    let default = observer
+        .join(&ca, &token, "")
+        .await
+        .expect("the default instance joins");
+    let mut default_stream = observer
+        .open(&default)
+        .await
+        .expect("the default instance connects");
     let (issued, key_pem) = default_stream.request_certificate("node-1").await;
     assert_eq!(issued.refused, "", "{issued:?}");
     let node = Agent {
@@ -578,6 +591,18 @@ async fn instances_have_their_own_certificates_and_never_cut_each_other() {
         cert_pem: issued.certificate_pem,
         bundle_pem: issued.ca_bundle_pem,
     };
+    (cluster, default_stream, node)
+}
+
+/// Issue 13, finding 7 (instances): each agent instance of a cluster has its own
+/// certificate, issued over the cluster's authenticated stream by its default
+/// instance; re-joining one instance cuts only that instance's stream.
+#[tokio::test]
+async fn instances_have_their_own_certificates_and_never_cut_each_other() {
+    let s = setup().await;
+    let observer = Observer::start(s.dir.path(), &s.store, slow_settings()).await;
+    let (cluster, mut default_stream, node) = with_node_instance(&observer, s.dir.path()).await;
+    let ca = bundle(s.dir.path());
     assert_eq!(node.info().instance, "node-1");
     let mut node_stream = observer.open(&node).await.unwrap();
     // A node instance cannot issue certificates for other instances.
@@ -602,6 +627,95 @@ async fn instances_have_their_own_certificates_and_never_cut_each_other() {
     }
     let _rejoined_stream = observer.open(&rejoined).await.unwrap();
     assert!(default_stream.is_open().await);
+}
+
+/// The next configuration `stream` is sent, as JSON.
+async fn next_config(stream: &mut AgentStream) -> (serde_json::Value, String) {
+    loop {
+        match stream.next(DEADLINE).await {
+            Ok(observer_message::Body::ConfigUpdate(update)) => {
+                let text = String::from_utf8(update.body).expect("UTF-8");
+                return (serde_json::from_str(&text).expect("JSON"), text);
+            }
+            Ok(_) => continue,
+            Err(status) => panic!("the stream ended: {status:?}"),
+        }
+    }
+}
+
+/// Issue 16 (where it runs): each instance is sent the part of its cluster's
+/// configuration for the role its hello names. A node instance gets the log pipeline
+/// with only its runtime input and never a metric pipeline, so never a metric
+/// pipeline's credentials; the cluster instance (and an agent that names no role) gets
+/// the metric pipeline and the log pipeline with only its OTLP input.
+#[tokio::test]
+async fn each_instance_gets_only_the_configuration_of_its_role() {
+    let s = setup().await;
+    let observer = Observer::start(s.dir.path(), &s.store, slow_settings()).await;
+    let (_, mut default_stream, node) = with_node_instance(&observer, s.dir.path()).await;
+    const METRIC_SECRET: &str = "metric-password-never-on-a-node";
+    let text = format!(
+        r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {{name: metrics}}
+spec:
+  input: {{prometheus: {{enabled: true}}}}
+  output:
+    prometheusRemoteWrite:
+      url: "https://a.example/write"
+      authentication: {{basic: {{user: {{value: agent}}, password: {{value: {METRIC_SECRET}}}}}}}
+---
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: LogPipeline
+metadata: {{name: logs}}
+spec:
+  input: {{runtime: {{enabled: true}}, otlp: {{enabled: true}}}}
+  output: {{loki: {{url: "https://loki.example"}}}}
+"#
+    );
+    let context = kaas_pipeline::ValidationContext::tenant_default();
+    let mut documents = kaas_pipeline::document::parse_documents(&text, &context).into_iter();
+    let metrics = documents.next().unwrap().outcome.expect("metric pipeline");
+    let logs = documents.next().unwrap().outcome.expect("log pipeline");
+    let (
+        kaas_pipeline::document::ValidatedResource::Metric(metrics),
+        kaas_pipeline::document::ValidatedResource::Log(logs),
+    ) = (metrics, logs)
+    else {
+        panic!("the fixture's kinds");
+    };
+    s.store
+        .apply_pipeline(TENANT, *metrics, &Actor::admin())
+        .await
+        .expect("apply the metric pipeline");
+    s.store
+        .apply_pipeline(TENANT, *logs, &Actor::admin())
+        .await
+        .expect("apply the log pipeline");
+
+    let mut node_stream = AgentStream::open_as(&observer.url, &node, Vec::new(), AgentRole::Node)
+        .await
+        .unwrap();
+    let (config, text) = next_config(&mut node_stream).await;
+    assert!(!text.contains(METRIC_SECRET), "{text}");
+    assert_eq!(config["pipelines"], serde_json::json!([]), "{text}");
+    let input = &config["logPipelines"][0]["spec"]["input"];
+    assert!(input.get("runtime").is_some(), "{text}");
+    assert!(input.get("otlp").is_none(), "{text}");
+
+    // The default instance names no role (an agent from before roles): the cluster's.
+    let config = loop {
+        let (config, text) = next_config(&mut default_stream).await;
+        if config.get("logPipelines").is_some() {
+            assert!(text.contains(METRIC_SECRET));
+            break config;
+        }
+    };
+    assert_eq!(config["pipelines"][0]["metadata"]["name"], "metrics");
+    let input = &config["logPipelines"][0]["spec"]["input"];
+    assert!(input.get("otlp").is_some());
+    assert!(input.get("runtime").is_none());
 }
 
 /// Issue 13, finding 7: a `Join` retried with the same token and CSR (its answer was

@@ -32,6 +32,7 @@ pub mod paths;
 pub mod pipeline;
 pub mod policy;
 pub mod processors;
+pub mod role;
 pub mod sealed;
 pub mod secret;
 pub mod selector;

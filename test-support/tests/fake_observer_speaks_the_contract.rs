@@ -36,6 +36,7 @@ fn hello(hash: Vec<u8>) -> AgentMessage {
             attributes: [("kubernetes.version".to_owned(), "1.33".to_owned())].into(),
             last_applied_config_hash: hash,
             trust_bundle_sha256: Vec::new(),
+            role: 0,
         })),
     }
 }

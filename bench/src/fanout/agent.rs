@@ -478,6 +478,7 @@ impl SimulatedAgent {
             attributes: Default::default(),
             last_applied_config_hash: state.running_hash.clone(),
             trust_bundle_sha256: self.shared.ca_sha256.clone(),
+            role: 0,
         })
     }
 

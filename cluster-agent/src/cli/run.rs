@@ -241,7 +241,7 @@ impl RunArgs {
             None => Some(DEFAULT_BUFFER_BUDGET),
         };
         let kubernetes = problems.check("kubernetes", &self.kubernetes, choice::<KubernetesMode>);
-        let role = problems.check("role", &self.role, choice::<AgentRole>);
+        let role = problems.check("role", &self.role, choice::<RoleFlag>);
         let endpoint_order = problems.check(
             "observer-order",
             &self.observer_order,
@@ -316,6 +316,7 @@ impl RunArgs {
                 join_token_file: self.join_token_file.clone(),
                 join_token_env: std::env::var(JOIN_TOKEN_ENV).ok(),
                 instance_name: self.instance_name.clone().unwrap_or_default(),
+                role: role.into(),
                 data_dir: self.data_dir.clone(),
                 health_window,
                 health_interval: health_interval.max(MIN_CHECK_INTERVAL),
@@ -333,7 +334,7 @@ impl RunArgs {
             kubernetes: kubernetes == KubernetesMode::Auto,
             kubelet_insecure_skip_tls_verify: self.kubelet_insecure_skip_tls_verify,
             policy,
-            role,
+            role: role.into(),
             pod_log_dir: self.pod_log_dir.clone(),
             journal_dir: self.journal_dir.clone(),
         };
@@ -404,6 +405,24 @@ pub enum KubernetesMode {
     Auto,
     /// Never.
     Off,
+}
+
+/// The instance's role in its cluster (`--role`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RoleFlag {
+    /// The cluster-level instance.
+    Cluster,
+    /// A node's instance.
+    Node,
+}
+
+impl From<RoleFlag> for AgentRole {
+    fn from(flag: RoleFlag) -> Self {
+        match flag {
+            RoleFlag::Cluster => AgentRole::Cluster,
+            RoleFlag::Node => AgentRole::Node,
+        }
+    }
 }
 
 /// Why the agent cannot start.
@@ -649,6 +668,27 @@ mod tests {
         assert_eq!(set.agent.buffer_budget, 512 << 20);
         let error = checked(&["--config", "a.yaml", "--buffer-budget", "1Ki"]).unwrap_err();
         assert!(error.to_string().contains("below the minimum"), "{error}");
+    }
+
+    /// Issue 16: `--role` says which part of the cluster's configuration the instance
+    /// runs; without it the instance is the cluster-level one, as before roles existed.
+    #[test]
+    fn the_role_is_cluster_by_default_and_one_of_two() {
+        let role = |args: &[&str]| match checked(args).map(|set| set.source) {
+            Ok(ConfigSource::Observer(settings)) => Ok(settings.role),
+            Ok(ConfigSource::File { .. }) => panic!("not observer mode"),
+            Err(error) => Err(error),
+        };
+        let observer = ["--observer", "https://observer:8443"];
+        assert_eq!(role(&observer), Ok(AgentRole::Cluster));
+        let node = [&observer[..], &["--role", "node"]].concat();
+        assert_eq!(role(&node), Ok(AgentRole::Node));
+        let bad = [&observer[..], &["--role", "everything"]].concat();
+        let error = role(&bad).unwrap_err();
+        assert!(
+            error.contains("--role") && error.contains("cluster, node"),
+            "{error}"
+        );
     }
 
     /// Issue 14: every bad flag is named at once, each with its flag, before anything

@@ -151,6 +151,9 @@ pub struct ObserverSettings {
     /// This agent instance's name within its cluster, in its certificate; empty for the
     /// cluster-level (default) instance.
     pub instance_name: String,
+    /// The part this instance plays in its cluster, said in its hello: the observer
+    /// sends it only the part of the configuration for that role.
+    pub role: kaas_pipeline::role::AgentRole,
     /// See [`DEFAULT_HEALTH_WINDOW`].
     pub health_window: Duration,
     /// See [`DEFAULT_HEALTH_REPORT_INTERVAL`].
@@ -177,6 +180,7 @@ impl Default for ObserverSettings {
                 .filter(|uid| !uid.is_empty())
                 .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..))),
             instance_name: String::new(),
+            role: kaas_pipeline::role::AgentRole::Cluster,
             health_window: DEFAULT_HEALTH_WINDOW,
             health_interval: DEFAULT_HEALTH_REPORT_INTERVAL,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,

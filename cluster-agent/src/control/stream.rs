@@ -9,10 +9,12 @@ use kaas_pipeline::agent_config::{
     AGENT_CONFIG_CONTENT_TYPE, AgentConfig, AgentConfigError, MAX_AGENT_CONFIG_BYTES,
     ValidatedAgentConfig, check_config_size, config_hash,
 };
+use kaas_pipeline::role::AgentRole;
 use kaas_proto::control::v1::agent_control_client::AgentControlClient;
 use kaas_proto::control::v1::{
-    AgentHello, AgentMessage, Capability, CommandType, ConfigError, ConfigState, ConfigStatus,
-    ConfigUpdate, Heartbeat, JoinRequest, ObserverMessage, agent_message, observer_message,
+    AgentHello, AgentMessage, AgentRole as ProtoRole, Capability, CommandType, ConfigError,
+    ConfigState, ConfigStatus, ConfigUpdate, Heartbeat, JoinRequest, ObserverMessage,
+    agent_message, observer_message,
 };
 use sha2::Digest as _;
 use tokio::sync::mpsc;
@@ -425,6 +427,10 @@ impl ObserverConnection {
             .collect(),
             last_applied_config_hash: self.running_hash(),
             trust_bundle_sha256: sha2::Sha256::digest(identity.ca_pem.as_bytes()).to_vec(),
+            role: match self.settings.role {
+                AgentRole::Cluster => ProtoRole::Cluster,
+                AgentRole::Node => ProtoRole::Node,
+            } as i32,
         }
     }
 

@@ -24,7 +24,7 @@ use super::dispatch::{Routes, dispatch_changes};
 use super::join::{JoinLimits, JoinRateLimiter, Joiner, loggable};
 use super::registry::{SharedRegistry, StreamEntry, lock};
 use super::status_task::{StatusTask, StatusWork};
-use super::stream::{AgentStream, OUTBOX_CAPACITY, Outgoing, accepts_remote_config};
+use super::stream::{AgentStream, OUTBOX_CAPACITY, Outgoing, accepts_remote_config, role_of};
 use super::stream_identity::{PeerIdentity, StreamCertificate, peer_identity, revoked_status};
 use crate::identity::{ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY};
 use crate::internal_events::{ConfigPushes, HandshakeMetrics, JoinMetrics};
@@ -298,6 +298,7 @@ impl AgentControl for ControlService {
             instance_id: hello.agent_instance_id.clone(),
             version: hello.agent_version.clone(),
             accepts_remote_config: accepts_remote_config(&hello),
+            role: role_of(&hello),
             agent_hash: hello.last_applied_config_hash.clone(),
             last_sent: None,
             awaiting_answer: None,

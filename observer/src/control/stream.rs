@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kaas_pipeline::agent_config::{AGENT_CONFIG_CONTENT_TYPE, RenderedConfig, check_config_size};
+use kaas_pipeline::role::AgentRole;
 use kaas_pipeline::status::AgentConfigState;
 use kaas_proto::control::v1::{
-    AgentHello, AgentMessage, Capability, Command, CommandType, ConfigState, ConfigStatus,
-    ConfigUpdate, ObserverMessage, agent_message, observer_message,
+    AgentHello, AgentMessage, AgentRole as ProtoRole, Capability, Command, CommandType,
+    ConfigState, ConfigStatus, ConfigUpdate, ObserverMessage, agent_message, observer_message,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::{Status, Streaming};
@@ -36,6 +37,14 @@ pub(super) const OUTBOX_CAPACITY: usize = 16;
 /// threshold (minutes), while 10,000 agents reporting every 30 s cause one write per
 /// agent per interval instead of one per message.
 pub const SEEN_RECORD_INTERVAL: Duration = Duration::from_secs(20);
+
+/// The role the hello names; an agent that predates roles is the cluster instance.
+pub(super) fn role_of(hello: &AgentHello) -> AgentRole {
+    match ProtoRole::try_from(hello.role) {
+        Ok(ProtoRole::Node) => AgentRole::Node,
+        _ => AgentRole::Cluster,
+    }
+}
 
 pub(super) fn accepts_remote_config(hello: &AgentHello) -> bool {
     hello
@@ -68,6 +77,8 @@ pub(super) struct AgentStream {
     pub(super) instance_id: String,
     pub(super) version: String,
     pub(super) accepts_remote_config: bool,
+    /// The instance's role, from its hello: which part of the configuration it gets.
+    pub(super) role: AgentRole,
     /// What the agent runs: the hello's hash, then the latest APPLIED (or, after FAILED,
     /// the running hash).
     pub(super) agent_hash: Vec<u8>,
@@ -206,7 +217,7 @@ impl AgentStream {
             .get(&self.store, &self.registration.tenant)
             .await
             .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
-        Ok(configs.render(&self.registration))
+        Ok(configs.render_for_role(&self.registration, self.role))
     }
 
     async fn offer(&mut self, rendered: RenderedConfig) -> Result<(), StreamEnd> {
@@ -361,6 +372,7 @@ impl AgentStream {
         self.instance_id = hello.agent_instance_id.clone();
         self.version = hello.agent_version.clone();
         self.accepts_remote_config = accepts_remote_config(&hello);
+        self.role = role_of(&hello);
         self.agent_hash = hello.last_applied_config_hash;
         // Offer again whatever the agent does not run.
         self.last_sent = None;
@@ -425,7 +437,15 @@ impl AgentStream {
     /// Queues a report for the store without waiting for its write: the stream goes on
     /// reading (an `APPLIED` right behind the `APPLYING`), and its reports are still
     /// written in order (see [`crate::store::reports`]).
+    ///
+    /// The cluster's report (its applied configuration, health and last sign of life)
+    /// is its cluster-level instance's: a node instance's would replace it with the
+    /// state of a different configuration, so those are not stored as the cluster's.
     async fn submit(&self, report: ReportWrite) {
+        if self.role != AgentRole::Cluster {
+            tracing::debug!(cluster = %self.cluster, instance = %self.certificate.info.instance, role = self.role.as_str(), "a node instance's report is not the cluster's; not stored");
+            return;
+        }
         let result = self.store.submit_report(report).await;
         self.log_store_error(result);
     }

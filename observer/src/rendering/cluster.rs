@@ -1,10 +1,12 @@
 //! One cluster's configuration: the tenant pipelines of every kind its labels select
 //! (metric pipelines in `pipelines`, log pipelines in `logPipelines`), the provider's
-//! central pipeline if the observer has one, and the cluster's `cluster` external label.
+//! central pipeline if the observer has one, and the cluster's `cluster` external label;
+//! each agent instance gets the part for its role ([`kaas_pipeline::role`]).
 
 use std::collections::BTreeMap;
 
 use kaas_pipeline::agent_config::{AgentConfig, ConfigTemplate, RenderedConfig};
+use kaas_pipeline::role::AgentRole;
 use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
 
 use super::central::{CentralPipelineSettings, central_pipelines_with};
@@ -25,7 +27,7 @@ pub fn render_for_cluster(
 }
 
 /// [`render_for_cluster`] with the selected log pipelines too, for a cluster with its
-/// own control-plane setting.
+/// own control-plane setting: what its cluster-level instance runs.
 pub fn render_for_cluster_with(
     cluster: &Cluster,
     pipelines: &[ValidatedPipeline],
@@ -33,21 +35,38 @@ pub fn render_for_cluster_with(
     central: Option<&CentralPipelineSettings>,
     control_plane: Option<&ValidatedControlPlane>,
 ) -> RenderedConfig {
-    config_template(cluster, pipelines, log_pipelines, central, control_plane)
-        .render(&external_labels(cluster))
+    config_template(
+        cluster,
+        pipelines,
+        log_pipelines,
+        central,
+        control_plane,
+        AgentRole::Cluster,
+    )
+    .render(&external_labels(cluster))
 }
 
 /// The template of the configuration of `cluster`'s tenant running `pipelines` and
 /// `log_pipelines`, plus the central pipeline with `central`, scraping the control
-/// plane as `control_plane` says (the defaults when `None`); [`external_labels`]
-/// complete it for a cluster.
+/// plane as `control_plane` says (the defaults when `None`), as far as an instance of
+/// `role` runs them: a node instance gets no metric pipeline at all, so never their
+/// credentials. [`external_labels`] complete it for a cluster.
 pub(super) fn config_template(
     cluster: &Cluster,
     pipelines: &[ValidatedPipeline],
     log_pipelines: &[ValidatedLogPipeline],
     central: Option<&CentralPipelineSettings>,
     control_plane: Option<&ValidatedControlPlane>,
+    role: AgentRole,
 ) -> ConfigTemplate {
+    let log_pipelines: Vec<ValidatedLogPipeline> = log_pipelines
+        .iter()
+        .filter_map(|pipeline| pipeline.for_role(role))
+        .collect();
+    let log_pipelines = log_pipelines.as_slice();
+    if !role.runs_metric_pipelines() {
+        return AgentConfig::template_with_logs(&[], log_pipelines);
+    }
     let Some(settings) = central else {
         return AgentConfig::template_with_logs(pipelines, log_pipelines);
     };

@@ -50,6 +50,7 @@ use std::sync::{Arc, Mutex};
 
 use kaas_pipeline::ValidatedLogPipeline;
 use kaas_pipeline::agent_config::{ConfigTemplate, RenderedConfig};
+use kaas_pipeline::role::AgentRole;
 use tokio::sync::OnceCell;
 
 use super::central::CentralPipelineSettings;
@@ -73,9 +74,10 @@ pub struct TenantConfigs {
     templates: Mutex<HashMap<TemplateKey, Arc<ConfigTemplate>>>,
 }
 
-/// What a template depends on: the selected metric and log pipelines, and the cluster
-/// whose own control-plane setting shapes its central pipeline (`None`: the defaults).
-type TemplateKey = (Vec<usize>, Vec<usize>, Option<String>);
+/// What a template depends on: the selected metric and log pipelines, the cluster
+/// whose own control-plane setting shapes its central pipeline (`None`: the defaults),
+/// and the role of the instance it is for.
+type TemplateKey = (Vec<usize>, Vec<usize>, Option<String>, AgentRole);
 
 /// The indexes of the `pipelines` a cluster with `labels` selects.
 fn selected<P: PipelineKind>(
@@ -129,16 +131,23 @@ impl TenantConfigs {
             && self.unreadable_logs.is_empty()
     }
 
-    /// The configuration `cluster` (of this tenant) runs: the pipelines its labels
-    /// select, the central pipeline if the observer has one, and its `cluster` label.
-    /// The same as [`render_for_cluster`](super::render_for_cluster) with the
-    /// selected pipelines.
+    /// The configuration `cluster`'s (of this tenant) cluster-level instance runs: the
+    /// pipelines its labels select, the central pipeline if the observer has one, and
+    /// its `cluster` label. The same as
+    /// [`render_for_cluster`](super::render_for_cluster) with the selected pipelines.
     pub fn render(&self, cluster: &Cluster) -> RenderedConfig {
+        self.render_for_role(cluster, AgentRole::Cluster)
+    }
+
+    /// The part of [`render`](Self::render)'s configuration an instance of `role`
+    /// runs ([`kaas_pipeline::role`]).
+    pub fn render_for_role(&self, cluster: &Cluster, role: AgentRole) -> RenderedConfig {
         let control_plane = self.control_planes.get(&cluster.id);
         let key = (
             selected(&self.pipelines, &cluster.labels),
             selected(&self.log_pipelines, &cluster.labels),
             control_plane.map(|_| cluster.id.clone()),
+            role,
         );
         let known = self.lock().get(&key).cloned();
         let template = known.unwrap_or_else(|| {
@@ -152,6 +161,7 @@ impl TenantConfigs {
                 &log_pipelines,
                 self.central.as_deref(),
                 control_plane,
+                role,
             ));
             self.lock().entry(key).or_insert(template).clone()
         });
@@ -470,22 +480,34 @@ mod tests {
         let context = kaas_pipeline::ValidationContext::observer(
             kaas_pipeline::ProviderPolicy::unrestricted(),
         );
-        let parse = |cluster: &Cluster| {
-            let rendered = configs.render(cluster);
+        let parse = |cluster: &Cluster, role: AgentRole| {
+            let rendered = configs.render_for_role(cluster, role);
             let text = String::from_utf8(rendered.body).unwrap();
             AgentConfig::parse(&text, &context).unwrap()
         };
-        let prod = parse(&clusters["prod"]);
+        // The runtime input is the node instances' part; the metric pipeline the
+        // cluster instance's.
+        let prod = parse(&clusters["prod"], AgentRole::Node);
         let logs: Vec<&str> = prod.log_pipelines.iter().map(|p| p.name()).collect();
         assert_eq!(logs, ["shop"]);
+        assert!(prod.pipelines.is_empty());
+        let prod = parse(&clusters["prod"], AgentRole::Cluster);
+        assert!(prod.log_pipelines.is_empty());
         let metrics: Vec<&str> = prod.pipelines.iter().map(|p| p.name()).collect();
         assert_eq!(metrics, ["shop"]);
-        let dev = parse(&clusters["dev"]);
+        let dev = parse(&clusters["dev"], AgentRole::Node);
         assert!(dev.log_pipelines.is_empty(), "{:?}", dev.log_pipelines);
-        assert_eq!(dev.pipelines.len(), 1);
+        assert_eq!(
+            parse(&clusters["dev"], AgentRole::Cluster).pipelines.len(),
+            1
+        );
         assert_ne!(
-            configs.render(&clusters["prod"]).hash,
-            configs.render(&clusters["dev"]).hash
+            configs
+                .render_for_role(&clusters["prod"], AgentRole::Node)
+                .hash,
+            configs
+                .render_for_role(&clusters["dev"], AgentRole::Node)
+                .hash
         );
     }
 }

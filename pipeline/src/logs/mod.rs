@@ -76,7 +76,7 @@ pub struct LogPipelineSpec {
 /// checked parts. The only way to obtain one is through validation.
 #[derive(Clone, Debug)]
 pub struct ValidatedLogPipeline {
-    resource: LogPipeline,
+    pub(crate) resource: LogPipeline,
     /// The inputs that are on.
     pub inputs: ValidatedLogInputs,
     /// Compiled processing steps.

@@ -125,6 +125,10 @@ pub struct AgentHello {
     /// way), the observer sends TrustBundle.
     #[prost(bytes = "vec", tag = "7")]
     pub trust_bundle_sha256: ::prost::alloc::vec::Vec<u8>,
+    /// What this instance runs, and so which part of the cluster's configuration it is
+    /// sent. UNSPECIFIED (an agent that predates roles) is the cluster role.
+    #[prost(enumeration = "AgentRole", tag = "8")]
+    pub role: i32,
 }
 /// ConfigStatus reports what became of a ConfigUpdate. The agent sends APPLYING when it
 /// starts, then exactly one of APPLIED or FAILED for the same hash.
@@ -322,6 +326,41 @@ pub struct Command {
     /// Why, for the agent's log.
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
+}
+/// AgentRole is the part an agent instance plays in its cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum AgentRole {
+    /// Sent by agents that predate roles; treated as AGENT_ROLE_CLUSTER.
+    Unspecified = 0,
+    /// The cluster-level instance (a Deployment): metric pipelines, the central
+    /// pipelines, and log pipelines' OTLP input.
+    Cluster = 1,
+    /// A node's instance (a DaemonSet pod): only log pipelines' runtime and node inputs,
+    /// which read that node's files and journal.
+    Node = 2,
+}
+impl AgentRole {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "AGENT_ROLE_UNSPECIFIED",
+            Self::Cluster => "AGENT_ROLE_CLUSTER",
+            Self::Node => "AGENT_ROLE_NODE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "AGENT_ROLE_UNSPECIFIED" => Some(Self::Unspecified),
+            "AGENT_ROLE_CLUSTER" => Some(Self::Cluster),
+            "AGENT_ROLE_NODE" => Some(Self::Node),
+            _ => None,
+        }
+    }
 }
 /// Capability is one feature an agent supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
