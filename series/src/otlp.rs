@@ -26,7 +26,7 @@ use kaas_proto::remote_write::v1::{MetricMetadata, MetricType};
 use prost::Message;
 
 use crate::labels::{Labels, METRIC_NAME};
-use crate::wire::{Fields, Value};
+use crate::wire::{MessageShape, scan};
 use crate::{DecodeError, PushLimits, Pushed, PushedSeries, STALE_NAN_BITS, quoted};
 
 /// Decodes an OTLP body (already decompressed) into series.
@@ -38,7 +38,16 @@ pub fn decode(raw: &[u8], limits: &PushLimits) -> Result<Pushed, DecodeError> {
         });
     }
     let mut messages = 0;
-    scan(raw, Shape::Request, &mut messages, limits.max_otlp_messages)?;
+    // No value nesting is counted: `AnyValue`s are leaves here (prost still decodes
+    // them whole).
+    scan(
+        raw,
+        Shape::Request,
+        0,
+        usize::MAX,
+        &mut messages,
+        limits.max_otlp_messages,
+    )?;
     let request = ExportMetricsServiceRequest::decode(raw).map_err(|e| {
         DecodeError::Malformed(format!(
             "the body is not an ExportMetricsServiceRequest: {e}"
@@ -68,9 +77,7 @@ enum Shape {
     Leaf,
 }
 
-impl Shape {
-    /// The type of a nested message in field `number`, `None` for other fields (which
-    /// prost skips or decodes without allocating per element).
+impl MessageShape for Shape {
     fn child(self, number: u32) -> Option<Self> {
         Some(match (self, number) {
             (Self::Request, 1) => Self::ResourceMetrics,
@@ -91,28 +98,6 @@ impl Shape {
             _ => return None,
         })
     }
-}
-
-/// Counts the messages `message` (of type `shape`) decodes into, refusing past
-/// `limit`. The schema is a fixed tree of depth 7, so the recursion is bounded.
-fn scan(message: &[u8], shape: Shape, count: &mut usize, limit: usize) -> Result<(), DecodeError> {
-    *count += 1;
-    if *count > limit {
-        return Err(DecodeError::TooManyMessages { limit });
-    }
-    let mut fields = Fields::new(message);
-    while let Some((number, value)) = fields.next_field()? {
-        let Some(child) = shape.child(number) else {
-            continue;
-        };
-        let Value::Bytes(bytes) = value else {
-            return Err(DecodeError::Malformed(format!(
-                "field {number} of {shape:?} is not a message"
-            )));
-        };
-        scan(bytes, child, count, limit)?;
-    }
-    Ok(())
 }
 
 /// Builds the series of a decoded request, checking each series' labels and the

@@ -9,7 +9,7 @@
 use kaas_proto::otlp::ExportLogsServiceRequest;
 use prost::Message;
 
-use crate::wire::{Fields, Value};
+use crate::wire::{MessageShape, scan};
 use crate::{DecodeError, PushLimits};
 
 /// Deepest nesting of attribute and body values (arrays and key-value lists inside
@@ -31,6 +31,7 @@ pub fn decode(raw: &[u8], limits: &PushLimits) -> Result<ExportLogsServiceReques
         raw,
         Shape::Request,
         0,
+        MAX_VALUE_DEPTH,
         &mut messages,
         limits.max_otlp_messages,
     )?;
@@ -54,8 +55,11 @@ enum Shape {
     KeyValueList,
 }
 
-impl Shape {
-    /// The type of a nested message in field `number`, `None` for other fields.
+impl MessageShape for Shape {
+    fn nests_values(self) -> bool {
+        matches!(self, Self::AnyValue)
+    }
+
     fn child(self, number: u32) -> Option<Self> {
         Some(match (self, number) {
             (Self::Request, 1) => Self::ResourceLogs,
@@ -73,43 +77,6 @@ impl Shape {
             _ => return None,
         })
     }
-}
-
-/// Counts the messages `message` (of type `shape`, `depth` values deep) decodes into,
-/// refusing past `limit` messages or [`MAX_VALUE_DEPTH`] nested values.
-fn scan(
-    message: &[u8],
-    shape: Shape,
-    depth: usize,
-    count: &mut usize,
-    limit: usize,
-) -> Result<(), DecodeError> {
-    *count += 1;
-    if *count > limit {
-        return Err(DecodeError::TooManyMessages { limit });
-    }
-    let depth = match shape {
-        Shape::AnyValue => depth + 1,
-        _ => depth,
-    };
-    if depth > MAX_VALUE_DEPTH {
-        return Err(DecodeError::Malformed(format!(
-            "an attribute or body value is nested more than {MAX_VALUE_DEPTH} deep"
-        )));
-    }
-    let mut fields = Fields::new(message);
-    while let Some((number, value)) = fields.next_field()? {
-        let Some(child) = shape.child(number) else {
-            continue;
-        };
-        let Value::Bytes(bytes) = value else {
-            return Err(DecodeError::Malformed(format!(
-                "field {number} of {shape:?} is not a message"
-            )));
-        };
-        scan(bytes, child, depth, count, limit)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! A protobuf wire-format reader over a borrowed buffer: fields one by one, nested
 //! messages and strings as slices of the input, nothing allocated. Groups (wire types 3
-//! and 4, unused by remote-write and OTLP) and field number 0 are refused.
+//! and 4, unused by remote-write and OTLP) and field number 0 are refused. [`scan`]
+//! walks a schema's nested messages with it, so each decoder can count what prost would
+//! allocate before it does.
 
 use crate::DecodeError;
 
@@ -98,6 +100,55 @@ pub(crate) fn message<'a>(value: Value<'a>, what: &str) -> Result<&'a [u8], Deco
         Value::Bytes(bytes) => Ok(bytes),
         _ => Err(DecodeError::Malformed(format!("{what} is not a message"))),
     }
+}
+
+/// A message type of a schema [`scan`] walks: which of its fields hold nested
+/// messages, and which of them are values that nest (OTLP's `AnyValue`).
+pub(crate) trait MessageShape: Copy + std::fmt::Debug {
+    /// The type of a nested message in field `number`, `None` for other fields (which
+    /// prost skips or decodes without allocating per element).
+    fn child(self, number: u32) -> Option<Self>;
+
+    /// Whether a message of this type is one level of value nesting.
+    fn nests_values(self) -> bool {
+        false
+    }
+}
+
+/// Counts the messages `message` (of type `shape`, `depth` values deep) decodes into,
+/// before prost allocates them: refused past `limit` messages, or past `max_depth`
+/// nested values.
+pub(crate) fn scan<S: MessageShape>(
+    message: &[u8],
+    shape: S,
+    depth: usize,
+    max_depth: usize,
+    count: &mut usize,
+    limit: usize,
+) -> Result<(), DecodeError> {
+    *count += 1;
+    if *count > limit {
+        return Err(DecodeError::TooManyMessages { limit });
+    }
+    let depth = depth + usize::from(shape.nests_values());
+    if depth > max_depth {
+        return Err(DecodeError::Malformed(format!(
+            "an attribute or body value is nested more than {max_depth} deep"
+        )));
+    }
+    let mut fields = Fields::new(message);
+    while let Some((number, value)) = fields.next_field()? {
+        let Some(child) = shape.child(number) else {
+            continue;
+        };
+        let Value::Bytes(bytes) = value else {
+            return Err(DecodeError::Malformed(format!(
+                "field {number} of {shape:?} is not a message"
+            )));
+        };
+        scan(bytes, child, depth, max_depth, count, limit)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
