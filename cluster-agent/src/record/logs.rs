@@ -72,6 +72,19 @@ pub fn record_time_ns(record: &LogRecord) -> u64 {
     }
 }
 
+/// Since when a record has been in the agent's hands, Unix nanoseconds: when it was
+/// observed (read from a file or the journal, or received), else its own time; 0 when
+/// neither is known. The buffer's age bound counts from here: a line written hours ago
+/// and read now (an old file read from its beginning, a node back from maintenance) is
+/// fresh to the buffer, as it is to Fluent Bit's and the Collector's queues.
+pub fn record_buffered_since_ns(record: &LogRecord) -> u64 {
+    if record.observed_time_unix_nano != 0 {
+        record.observed_time_unix_nano
+    } else {
+        record.time_unix_nano
+    }
+}
+
 /// A record with the resource attributes and scope it came with.
 #[derive(Clone, Copy, Debug)]
 pub struct RecordInContext<'a> {
@@ -122,7 +135,7 @@ impl Payload for LogBatch {
             .iter()
             .flat_map(|r| &r.scope_logs)
             .flat_map(|s| &s.log_records)
-            .map(record_time_ns)
+            .map(record_buffered_since_ns)
             .filter(|ns| *ns != 0)
             .min()
             .map(|ns| i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX))

@@ -177,6 +177,19 @@ fn a_whole_record_is_decompressed_and_unknown_fields_are_kept() {
     assert_eq!(batch.oldest_ms(), Some(1_700_000_000_000));
 }
 
+/// The buffer's age bound counts from when the agent observed a record, not from the
+/// record's own time: an old line read now is not dropped as too old.
+#[test]
+fn a_batch_is_as_old_as_its_earliest_observation_not_its_oldest_event() {
+    let mut batch = batch(&[(1, vec![2])], &mut BTreeMap::new());
+    let records = &mut batch.resource_logs[0].scope_logs[0].log_records;
+    records[0].time_unix_nano = 1_000_000_000_000_000; // written long before it was read
+    records[0].observed_time_unix_nano = 1_800_000_000_000_000_000;
+    records[1].time_unix_nano = 1_800_000_500_000_000_000;
+    records[1].observed_time_unix_nano = 0; // pushed without an observation time
+    assert_eq!(batch.oldest_ms(), Some(1_800_000_000_000));
+}
+
 #[test]
 fn damaged_payloads_are_refused_not_misread() {
     let payload = batch(&[(1, vec![3])], &mut BTreeMap::new()).payload();
