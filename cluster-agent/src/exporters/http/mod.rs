@@ -136,15 +136,13 @@ impl HttpLogExporter {
     /// counted in `stats`.
     pub async fn send(&self, request: &LogRequest, stats: &PipelineStats) -> Result<(), SendError> {
         let decoded = super::damaged(request.decode())?;
-        let documents = encode::documents(&decoded, self.settings.dedot);
+        let documents = encode::Documents::encode(&decoded, self.settings.dedot);
+        drop(decoded);
         match (self.settings.format, &self.settings.index) {
             (HttpLogFormat::ElasticsearchBulk, Some(index)) => {
                 self.send_bulk(request, &documents, index, stats).await
             }
-            _ => self
-                .post(encode::json_lines(documents.iter().map(|doc| &doc.json)))
-                .await
-                .map(|_| ()),
+            _ => self.post(documents.json_lines()).await.map(|_| ()),
         }
     }
 
@@ -162,7 +160,7 @@ impl HttpLogExporter {
     async fn send_bulk(
         &self,
         request: &LogRequest,
-        documents: &[encode::Document],
+        documents: &encode::Documents,
         index: &str,
         stats: &PipelineStats,
     ) -> Result<(), SendError> {
@@ -172,7 +170,7 @@ impl HttpLogExporter {
         if pending.is_empty() {
             return Ok(());
         }
-        let body = encode::bulk(pending.iter().map(|i| &documents[*i]), index);
+        let body = documents.bulk(pending.iter().copied(), index);
         let answer = self.post(body).await?;
         let response: BulkResponse =
             serde_json::from_slice(&answer).map_err(|e| SendError::Permanent {
