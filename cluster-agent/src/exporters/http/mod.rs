@@ -60,12 +60,19 @@ pub struct HttpLogExporter {
     endpoint: Endpoint,
 }
 
-/// The part of a bulk answer that says what became of each document.
+/// Whether a bulk answer reports any failed item, read without the items: the common
+/// answer (`"errors": false`) lists an item per document, and building each item's
+/// map costs more than the request's encoding.
 #[derive(Debug, Deserialize)]
-struct BulkResponse {
+struct BulkErrors {
     /// Whether any item failed.
     #[serde(default)]
     errors: bool,
+}
+
+/// The part of a bulk answer that says what became of each document.
+#[derive(Debug, Deserialize)]
+struct BulkResponse {
     /// One object per document, in request order, keyed by the action.
     #[serde(default)]
     items: Vec<std::collections::HashMap<String, BulkItem>>,
@@ -172,14 +179,15 @@ impl HttpLogExporter {
         }
         let body = documents.bulk(pending.iter().copied(), index);
         let answer = self.post(body).await?;
-        let response: BulkResponse =
-            serde_json::from_slice(&answer).map_err(|e| SendError::Permanent {
-                reason: format!("the bulk API answered something that is not a bulk response: {e}"),
-            })?;
-        if !response.errors {
+        let not_bulk = |e: serde_json::Error| SendError::Permanent {
+            reason: format!("the bulk API answered something that is not a bulk response: {e}"),
+        };
+        let errors: BulkErrors = serde_json::from_slice(&answer).map_err(not_bulk)?;
+        if !errors.errors {
             pending.iter().for_each(|i| request.settled.settle(*i));
             return Ok(());
         }
+        let response: BulkResponse = serde_json::from_slice(&answer).map_err(not_bulk)?;
         if response.items.len() != pending.len() {
             return Err(SendError::Permanent {
                 reason: format!(
