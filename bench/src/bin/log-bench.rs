@@ -2,7 +2,7 @@
 //! to the bench's Elasticsearch bulk sink through a disk queue; prints throughput per
 //! CPU core, peak RSS and delivery, with ratios (see `kaas_bench::logs`).
 
-use std::str::FromStr;
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -27,23 +27,37 @@ struct Args {
     /// Share of lines with a JSON body, percent.
     #[arg(long, default_value_t = 10)]
     json_percent: u32,
-    /// Which agents to run, in this order.
-    #[arg(long, value_delimiter = ',', default_value = "syslog-ng,rsyslog")]
-    agents: Vec<AgentName>,
+    /// Which agents to run, in this order: cluster-agent, syslog-ng, rsyslog.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cluster-agent,syslog-ng,rsyslog"
+    )]
+    agents: Vec<String>,
+    /// The cluster-agent binary; default: the one next to this executable (build both
+    /// with the same profile, e.g. `--profile bench-fast`).
+    #[arg(long)]
+    cluster_agent: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug)]
-struct AgentName(Peer);
-
-impl FromStr for AgentName {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "syslog-ng" => Ok(Self(Peer::SyslogNg)),
-            "rsyslog" => Ok(Self(Peer::Rsyslog)),
-            other => Err(format!("unknown agent {other:?} (syslog-ng, rsyslog)")),
+/// The agent called `name` on the command line.
+fn agent(name: &str, cluster_agent: &Option<PathBuf>) -> anyhow::Result<Peer> {
+    match name {
+        "cluster-agent" => {
+            let path = match cluster_agent {
+                Some(path) => path.clone(),
+                None => std::env::current_exe()
+                    .context("this executable's path")?
+                    .with_file_name("cluster-agent"),
+            };
+            if !path.is_file() {
+                bail!("{} is not built (or pass --cluster-agent)", path.display());
+            }
+            Ok(Peer::ClusterAgent(path))
         }
+        "syslog-ng" => Ok(Peer::SyslogNg),
+        "rsyslog" => Ok(Peer::Rsyslog),
+        other => bail!("unknown agent {other:?} (cluster-agent, syslog-ng, rsyslog)"),
     }
 }
 
@@ -55,6 +69,11 @@ fn main() -> anyhow::Result<()> {
     if !(128..=4096).contains(&args.mean_line_bytes) || args.json_percent > 100 {
         bail!("--mean-line-bytes must be in 128..=4096 and --json-percent at most 100");
     }
+    let agents = args
+        .agents
+        .iter()
+        .map(|name| agent(name, &args.cluster_agent))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let workload = LogWorkload {
         files: args.files,
         total_bytes: args.mib << 20,
@@ -70,9 +89,9 @@ fn main() -> anyhow::Result<()> {
     let files = workload::write(&workload, &root).context("writing the workload")?;
     let disk = disk_write_rate(dir.path()).context("disk probe")?;
     let mut results = Vec::new();
-    for AgentName(peer) in &args.agents {
+    for peer in &agents {
         eprintln!("log-bench: running {}", peer.name());
-        results.push(measure(*peer, &files, dir.path()).context("running an agent")?);
+        results.push(measure(peer, &files, dir.path()).context("running an agent")?);
     }
     print!("{}", report(&workload, &files, disk, &results));
     Ok(())

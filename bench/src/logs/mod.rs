@@ -3,9 +3,10 @@
 //! [`workload::write`] writes `files` container log files in the kubelet's layout
 //! before any agent starts. Each agent in turn reads them all from the start, with its
 //! own fresh state, and sends every line to one Elasticsearch bulk endpoint served by
-//! the bench ([`sink`]), each through a disk queue (see the peers' configurations in
-//! `bench/peers/`). For each agent the harness measures, from its start until the sink
-//! has every line (or nothing arrived for [`STALL`]):
+//! the bench ([`sink`]), each through a disk queue (cluster-agent's log pipeline in
+//! [`peers::cluster_agent_config`], the peers' configurations in `bench/peers/`).
+//! For each agent the harness measures, from its start until the sink has every line
+//! (or nothing arrived for [`STALL`]):
 //!
 //! - **MiB/s and lines/s per CPU core**: bytes and lines of the distinct lines
 //!   delivered, over the agent process's own user+system CPU seconds;
@@ -84,7 +85,7 @@ impl LogMeasurement {
 }
 
 /// Runs `peer` on the written files and measures it.
-pub fn measure(peer: Peer, files: &WrittenFiles, work: &Path) -> std::io::Result<LogMeasurement> {
+pub fn measure(peer: &Peer, files: &WrittenFiles, work: &Path) -> std::io::Result<LogMeasurement> {
     let sink = Sink::start(files.line_bytes.clone())?;
     let expected = files.lines();
     let work = work.join(peer.name());

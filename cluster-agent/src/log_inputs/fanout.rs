@@ -468,8 +468,10 @@ fn read_and_offer<R: LogReader>(
             waiting: lane.members.clone(),
         },
     );
-    let batch = Arc::new(read.batch);
-    for &consumer in &lane.members {
+    // The last consumer is handed the batch itself, so that once the others are done
+    // with it, it can move the records it takes instead of copying them.
+    let batches = std::iter::repeat_n(Arc::new(read.batch), lane.members.len());
+    for (&consumer, batch) in lane.members.iter().zip(batches) {
         let slot = &mut slots[consumer];
         slot.status.batches_offered += 1;
         slot.status.records_offered += records as u64;
@@ -482,7 +484,7 @@ fn read_and_offer<R: LogReader>(
             },
             sender: sender.clone(),
         };
-        slot.consumer.offer(Arc::clone(&batch), ack);
+        slot.consumer.offer(batch, ack);
     }
     Ok(records)
 }

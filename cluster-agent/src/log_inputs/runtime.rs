@@ -78,24 +78,27 @@ impl RuntimeSelection {
         batch
             .resource_logs
             .iter()
-            .filter(|resource_logs| {
-                let attributes = resource_logs
-                    .resource
-                    .as_ref()
-                    .map_or(&[][..], |r| &r.attributes[..]);
-                let (Some(namespace), Some(container)) =
-                    (string(attributes, NAMESPACE), string(attributes, CONTAINER))
-                else {
-                    return false;
-                };
-                let pod =
-                    string(attributes, POD_UID).and_then(|uid| pods.and_then(|pods| pods.get(uid)));
-                self.namespaces.admits(namespace)
-                    && self.containers.admits(container)
-                    && pod.is_none_or(|pod| pod.selected_by(&self.pods))
-            })
+            .filter(|resource_logs| self.admits(resource_logs, pods))
             .cloned()
             .collect()
+    }
+
+    /// Whether this pipeline takes the container records of `resource_logs` (see
+    /// [`Self::select`]).
+    pub fn admits(&self, resource_logs: &ResourceLogs, pods: Option<&PodMetadataCache>) -> bool {
+        let attributes = resource_logs
+            .resource
+            .as_ref()
+            .map_or(&[][..], |r| &r.attributes[..]);
+        let (Some(namespace), Some(container)) =
+            (string(attributes, NAMESPACE), string(attributes, CONTAINER))
+        else {
+            return false;
+        };
+        let pod = string(attributes, POD_UID).and_then(|uid| pods.and_then(|pods| pods.get(uid)));
+        self.namespaces.admits(namespace)
+            && self.containers.admits(container)
+            && pod.is_none_or(|pod| pod.selected_by(&self.pods))
     }
 }
 

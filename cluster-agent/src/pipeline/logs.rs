@@ -232,12 +232,7 @@ fn records_where<'a>(
     let mut taken = Vec::new();
     for resource_logs in resources {
         let mut kept = resource_logs.clone();
-        for scope in &mut kept.scope_logs {
-            scope.log_records.retain(&keep);
-        }
-        kept.scope_logs
-            .retain(|scope| !scope.log_records.is_empty());
-        if !kept.scope_logs.is_empty() {
+        if retain_records(&mut kept, &keep) {
             taken.push(kept);
         }
     }
@@ -389,16 +384,7 @@ impl InputConsumer {
         match self.input {
             NodeInput::Tailed => {
                 let mut taken = match &selection.runtime {
-                    Some(runtime) => {
-                        let mut pods = self
-                            .pods
-                            .as_ref()
-                            .map(|pods| pods.lock().unwrap_or_else(|e| e.into_inner()));
-                        if let Some(pods) = pods.as_mut() {
-                            pods.refresh();
-                        }
-                        runtime.select(batch, pods.as_deref())
-                    }
+                    Some(runtime) => runtime.select(batch, self.pods().as_deref()),
                     None => Vec::new(),
                 };
                 let plain = batch.resource_logs.iter().filter(|resource_logs| {
@@ -417,6 +403,66 @@ impl InputConsumer {
             }),
         }
     }
+
+    /// The node's pod metadata with the pod watch's latest snapshot, when the agent
+    /// watches pods.
+    fn pods(&self) -> Option<std::sync::MutexGuard<'_, PodMetadataCache>> {
+        let mut pods = self
+            .pods
+            .as_ref()
+            .map(|pods| pods.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(pods) = pods.as_mut() {
+            pods.refresh();
+        }
+        pods
+    }
+
+    /// What the pipeline takes of `batch`, moved out of it: the same records as
+    /// [`Self::select`] takes.
+    fn take(&self, batch: LogBatch) -> Vec<ResourceLogs> {
+        let selection = &self.intake.selection;
+        let mut resource_logs = batch.resource_logs;
+        match self.input {
+            NodeInput::Tailed => {
+                let pods = self.pods();
+                resource_logs.retain_mut(|resource_logs| {
+                    let container = resource_logs
+                        .resource
+                        .as_ref()
+                        .is_some_and(|r| text(&r.attributes, POD_UID).is_some());
+                    if container {
+                        return selection
+                            .runtime
+                            .as_ref()
+                            .is_some_and(|runtime| runtime.admits(resource_logs, pods.as_deref()));
+                    }
+                    retain_records(resource_logs, |record| {
+                        text(&record.attributes, FILE_PATH).is_some_and(|p| selection.takes_file(p))
+                    })
+                });
+            }
+            NodeInput::Journal => resource_logs.retain_mut(|resource_logs| {
+                retain_records(resource_logs, |record| {
+                    text(&record.attributes, SYSTEMD_UNIT).is_some_and(|u| selection.takes_unit(u))
+                })
+            }),
+        }
+        resource_logs
+    }
+}
+
+/// Keeps the records of `resource_logs` that `keep` keeps; whether any are left.
+fn retain_records(
+    resource_logs: &mut ResourceLogs,
+    keep: impl Fn(&kaas_proto::otlp::LogRecord) -> bool,
+) -> bool {
+    for scope in &mut resource_logs.scope_logs {
+        scope.log_records.retain(&keep);
+    }
+    resource_logs
+        .scope_logs
+        .retain(|scope| !scope.log_records.is_empty());
+    !resource_logs.scope_logs.is_empty()
 }
 
 impl LogConsumer for InputConsumer {
@@ -425,7 +471,12 @@ impl LogConsumer for InputConsumer {
     }
 
     fn offer(&self, batch: Arc<LogBatch>, ack: BatchAck) {
-        let taken = self.select(&batch);
+        // The fan-out hands the last consumer the batch itself: when the others are
+        // done with it, what this pipeline takes is moved, not copied.
+        let taken = match Arc::try_unwrap(batch) {
+            Ok(batch) => self.take(batch),
+            Err(shared) => self.select(&shared),
+        };
         if taken.is_empty() {
             ack.complete(Outcome::NotTaken);
             return;

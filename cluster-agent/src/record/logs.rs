@@ -120,10 +120,18 @@ pub fn each_record(
 
 impl Payload for LogBatch {
     fn payload(&self) -> Vec<u8> {
-        ExportLogsServiceRequest {
-            resource_logs: self.resource_logs.clone(),
+        // The request's encoding, field by field, without cloning the records into
+        // an `ExportLogsServiceRequest` first.
+        let len = self
+            .resource_logs
+            .iter()
+            .map(|r| prost::encoding::message::encoded_len(REQUEST_RESOURCE_LOGS, r))
+            .sum();
+        let mut out = Vec::with_capacity(len);
+        for resource_logs in &self.resource_logs {
+            prost::encoding::message::encode(REQUEST_RESOURCE_LOGS, resource_logs, &mut out);
         }
-        .encode_to_vec()
+        out
     }
 
     fn items(&self) -> usize {

@@ -11,20 +11,28 @@
 //! ([`crate::processing::logs::dedot`]) in the document too: records that reached the
 //! exporter without the pipeline's processing cannot bring dots back.
 //!
+//! **Writing.** [`Documents::encode`] writes every document of a request once, as
+//! bytes, straight from the decoded request: keys in byte order, and a key repeated in
+//! one object keeps its last value (what a JSON map of the same attributes would
+//! serialize to; the tests hold the two equal). A resource's object is written once
+//! and copied into each of its records' documents. No JSON value tree is built: at
+//! tens of thousands of records a second the per-record maps and copied strings of one
+//! cost more than reading, buffering and sending the record together.
+//!
 //! **The bulk body** is NDJSON: for each record an action line
 //! `{"create":{"_index":…}}` and the document line. `create` works for plain indices
 //! and data streams alike. The index is the pattern with the record's UTC date
-//! (`%Y`, `%m`, `%d`, `%H`) and namespace (`%N`, [`index_namespace`]) filled in.
+//! (`%Y`, `%m`, `%d`, `%H`) and namespace (`%N`, [`index_namespace`]) filled in; the
+//! action line is made once per hour and namespace in a row.
 
-use kaas_proto::otlp::{ExportLogsServiceRequest, InstrumentationScope, KeyValue, LogRecord};
-use serde_json::{Map, Value, json};
+use kaas_proto::otlp::{
+    AnyValue, ExportLogsServiceRequest, InstrumentationScope, KeyValue, LogRecord, any_value,
+};
 
 use kaas_pipeline::logs::output::{IndexFill, MAX_INDEX_NAMESPACE_LEN, fill_index_pattern};
 
-use crate::processing::logs::dedot::dedot;
-use crate::record::logs::{
-    RecordInContext, any_value_json, any_value_text, attributes_json, each_record, record_time_ns,
-};
+use crate::processing::logs::dedot::{DEDOT_PREFIXES, dedot};
+use crate::record::logs::{any_value_text, record_time_ns};
 
 /// The attribute `%N` of an index pattern reads.
 const NAMESPACE_ATTRIBUTE: &str = "k8s.namespace.name";
@@ -33,6 +41,8 @@ const NO_NAMESPACE: &str = "none";
 
 /// Seconds in a day.
 const DAY_SECONDS: u64 = 86_400;
+/// Nanoseconds in an hour: an index pattern's finest date field is the hour.
+const HOUR_NANOS: u64 = 3_600_000_000_000;
 
 /// A UTC date and time, down to nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,12 +90,42 @@ impl UtcTime {
         }
     }
 
+    /// Writes [`UtcTime::rfc3339`] into `out`, without formatting machinery.
+    pub fn write_rfc3339(&self, out: &mut Vec<u8>) {
+        fn digits(out: &mut Vec<u8>, value: u64, width: usize) {
+            let mut text = [b'0'; 20];
+            let mut rest = value;
+            let mut at = text.len();
+            while rest > 0 || at == text.len() {
+                at -= 1;
+                text[at] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            let start = at.min(text.len() - width);
+            out.extend_from_slice(&text[start..]);
+        }
+        // u64 nanoseconds since 1970 end in the year 2554: four digits.
+        digits(out, u64::try_from(self.year).unwrap_or(0), 4);
+        out.push(b'-');
+        digits(out, u64::from(self.month), 2);
+        out.push(b'-');
+        digits(out, u64::from(self.day), 2);
+        out.push(b'T');
+        digits(out, u64::from(self.hour), 2);
+        out.push(b':');
+        digits(out, u64::from(self.minute), 2);
+        out.push(b':');
+        digits(out, u64::from(self.second), 2);
+        out.push(b'.');
+        digits(out, u64::from(self.nanos), 9);
+        out.push(b'Z');
+    }
+
     /// RFC 3339 with nanoseconds, e.g. `2026-12-07T13:05:09.000000123Z`.
     pub fn rfc3339(&self) -> String {
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-            self.year, self.month, self.day, self.hour, self.minute, self.second, self.nanos
-        )
+        let mut out = Vec::with_capacity(30);
+        self.write_rfc3339(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
     }
 }
 
@@ -129,150 +169,338 @@ pub fn index_name(pattern: &str, time: UtcTime, namespace: &str) -> String {
     fill_index_pattern(pattern, &fill).unwrap_or_else(|_| pattern.to_owned())
 }
 
-fn attributes(attributes: &[KeyValue], dedotting: bool) -> Map<String, Value> {
-    if dedotting {
+/// A JSON string.
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// A JSON string of a time.
+fn write_time(out: &mut Vec<u8>, ns: u64) {
+    out.push(b'"');
+    UtcTime::from_unix_nanos(ns).write_rfc3339(out);
+    out.push(b'"');
+}
+
+/// A JSON number.
+fn write_number(out: &mut Vec<u8>, number: impl serde::Serialize) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &number);
+}
+
+/// Lower-case hex as a JSON string.
+fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for byte in bytes {
+        out.push(HEX[usize::from(byte >> 4)]);
+        out.push(HEX[usize::from(byte & 0x0f)]);
+    }
+    out.push(b'"');
+}
+
+/// An OTLP value as JSON, as [`crate::record::logs::any_value_json`] makes it.
+fn write_value(out: &mut Vec<u8>, value: &AnyValue) {
+    match &value.value {
+        None => out.extend_from_slice(b"null"),
+        Some(any_value::Value::StringValue(s)) => write_str(out, s),
+        Some(any_value::Value::BoolValue(b)) => {
+            out.extend_from_slice(if *b { b"true" } else { b"false" });
+        }
+        Some(any_value::Value::IntValue(n)) => write_number(out, n),
+        Some(any_value::Value::DoubleValue(d)) if d.is_finite() => write_number(out, d),
+        Some(any_value::Value::DoubleValue(d)) => write_str(out, &d.to_string()),
+        Some(any_value::Value::BytesValue(b)) => write_hex(out, b),
+        Some(any_value::Value::ArrayValue(array)) => {
+            out.push(b'[');
+            for (i, value) in array.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, value);
+            }
+            out.push(b']');
+        }
+        Some(any_value::Value::KvlistValue(list)) => write_object(out, &list.values),
+    }
+}
+
+/// Attributes as a JSON object: keys in byte order, a repeated key's last value.
+fn write_object(out: &mut Vec<u8>, attributes: &[KeyValue]) {
+    let mut order: Vec<usize> = (0..attributes.len()).collect();
+    // Stable, so equal keys stay in their order and the last of them is kept below.
+    order.sort_by(|a, b| attributes[*a].key.cmp(&attributes[*b].key));
+    out.push(b'{');
+    let mut first = true;
+    for (at, &i) in order.iter().enumerate() {
+        let key = &attributes[i].key;
+        if order
+            .get(at + 1)
+            .is_some_and(|next| attributes[*next].key == *key)
+        {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_str(out, key);
+        out.push(b':');
+        match &attributes[i].value {
+            Some(value) => write_value(out, value),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
+}
+
+/// Attributes as a JSON object, de-dotted when asked (see the module documentation).
+fn write_attributes(out: &mut Vec<u8>, attributes: &[KeyValue], dedotting: bool) {
+    let dotted = |kv: &KeyValue| DEDOT_PREFIXES.iter().any(|p| kv.key.starts_with(p));
+    if dedotting && attributes.iter().any(dotted) {
         let mut attributes = attributes.to_vec();
         dedot(&mut attributes);
-        attributes_json(&attributes)
+        write_object(out, &attributes);
     } else {
-        attributes_json(attributes)
+        write_object(out, attributes);
     }
 }
 
-/// One record as a document (see the module documentation).
-pub fn document(
+/// `"key":`, after a comma unless it is the object's first member.
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    if out.last() != Some(&b'{') {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// The scope's object, when it has anything to say.
+fn write_scope(out: &mut Vec<u8>, scope: &InstrumentationScope, dedotting: bool) {
+    if scope.name.is_empty() && scope.version.is_empty() && scope.attributes.is_empty() {
+        return;
+    }
+    write_key(out, "scope");
+    out.push(b'{');
+    if !scope.attributes.is_empty() {
+        write_key(out, "attributes");
+        write_attributes(out, &scope.attributes, dedotting);
+    }
+    if !scope.name.is_empty() {
+        write_key(out, "name");
+        write_str(out, &scope.name);
+    }
+    if !scope.version.is_empty() {
+        write_key(out, "version");
+        write_str(out, &scope.version);
+    }
+    out.push(b'}');
+}
+
+/// One record's document (see the module documentation), its members in byte order of
+/// their keys; `resource` is the resource's object, already written.
+fn write_document(
+    out: &mut Vec<u8>,
     record: &LogRecord,
-    resource: &[KeyValue],
+    resource: &[u8],
     scope: Option<&InstrumentationScope>,
     dedotting: bool,
-) -> Value {
-    let mut doc = Map::new();
+) {
+    out.push(b'{');
     let time = record_time_ns(record);
     if time != 0 {
-        doc.insert(
-            "@timestamp".into(),
-            json!(UtcTime::from_unix_nanos(time).rfc3339()),
-        );
-    }
-    if record.observed_time_unix_nano != 0 {
-        let observed = UtcTime::from_unix_nanos(record.observed_time_unix_nano);
-        doc.insert("observed_timestamp".into(), json!(observed.rfc3339()));
-    }
-    if !record.severity_text.is_empty() {
-        doc.insert("severity_text".into(), json!(record.severity_text));
-    }
-    if record.severity_number != 0 {
-        doc.insert("severity_number".into(), json!(record.severity_number));
-    }
-    if let Some(body) = &record.body {
-        doc.insert("body".into(), any_value_json(body));
+        write_key(out, "@timestamp");
+        write_time(out, time);
     }
     if !record.attributes.is_empty() {
-        doc.insert(
-            "attributes".into(),
-            Value::Object(attributes(&record.attributes, dedotting)),
-        );
+        write_key(out, "attributes");
+        write_attributes(out, &record.attributes, dedotting);
     }
-    if !resource.is_empty() {
-        doc.insert(
-            "resource".into(),
-            Value::Object(attributes(resource, dedotting)),
-        );
-    }
-    if let Some(scope) = scope {
-        let mut object = Map::new();
-        if !scope.name.is_empty() {
-            object.insert("name".into(), json!(scope.name));
-        }
-        if !scope.version.is_empty() {
-            object.insert("version".into(), json!(scope.version));
-        }
-        if !scope.attributes.is_empty() {
-            object.insert(
-                "attributes".into(),
-                Value::Object(attributes(&scope.attributes, dedotting)),
-            );
-        }
-        if !object.is_empty() {
-            doc.insert("scope".into(), Value::Object(object));
-        }
-    }
-    for (name, bytes) in [("trace_id", &record.trace_id), ("span_id", &record.span_id)] {
-        if !bytes.is_empty() {
-            doc.insert(name.into(), json!(hex::encode(bytes)));
-        }
-    }
-    if record.flags != 0 {
-        doc.insert("flags".into(), json!(record.flags));
-    }
-    if !record.event_name.is_empty() {
-        doc.insert("event_name".into(), json!(record.event_name));
+    if let Some(body) = &record.body {
+        write_key(out, "body");
+        write_value(out, body);
     }
     if record.dropped_attributes_count != 0 {
-        doc.insert(
-            "dropped_attributes_count".into(),
-            json!(record.dropped_attributes_count),
-        );
+        write_key(out, "dropped_attributes_count");
+        write_number(out, record.dropped_attributes_count);
     }
-    Value::Object(doc)
+    if !record.event_name.is_empty() {
+        write_key(out, "event_name");
+        write_str(out, &record.event_name);
+    }
+    if record.flags != 0 {
+        write_key(out, "flags");
+        write_number(out, record.flags);
+    }
+    if record.observed_time_unix_nano != 0 {
+        write_key(out, "observed_timestamp");
+        write_time(out, record.observed_time_unix_nano);
+    }
+    if !resource.is_empty() {
+        write_key(out, "resource");
+        out.extend_from_slice(resource);
+    }
+    if let Some(scope) = scope {
+        write_scope(out, scope, dedotting);
+    }
+    if record.severity_number != 0 {
+        write_key(out, "severity_number");
+        write_number(out, record.severity_number);
+    }
+    if !record.severity_text.is_empty() {
+        write_key(out, "severity_text");
+        write_str(out, &record.severity_text);
+    }
+    if !record.span_id.is_empty() {
+        write_key(out, "span_id");
+        write_hex(out, &record.span_id);
+    }
+    if !record.trace_id.is_empty() {
+        write_key(out, "trace_id");
+        write_hex(out, &record.trace_id);
+    }
+    out.push(b'}');
 }
 
-/// One record's document with what its bulk index is made of.
-#[derive(Clone, Debug)]
-pub struct Document {
+/// Where one document is in [`Documents`] and what its bulk index is made of.
+#[derive(Clone, Copy, Debug)]
+struct Placed {
+    /// Its end in the documents' bytes (it starts where the one before ends).
+    end: usize,
     /// The record's time, Unix nanoseconds.
-    pub time_ns: u64,
-    /// The namespace `%N` names.
-    pub namespace: String,
-    /// The document.
-    pub json: Value,
+    time_ns: u64,
+    /// Its namespace, an index into [`Documents::namespaces`].
+    namespace: usize,
 }
 
-/// Every record of a request as a document, in request order.
-pub fn documents(request: &ExportLogsServiceRequest, dedotting: bool) -> Vec<Document> {
-    each_record(request)
-        .map(
-            |RecordInContext {
-                 resource,
-                 scope,
-                 record,
-             }| Document {
-                time_ns: record_time_ns(record),
-                namespace: index_namespace(resource, record),
-                json: document(record, resource, scope, dedotting),
-            },
-        )
-        .collect()
+/// Every record of a request as a document, written once, in request order.
+#[derive(Debug, Default)]
+pub struct Documents {
+    /// The documents, back to back.
+    bytes: Vec<u8>,
+    placed: Vec<Placed>,
+    /// The namespaces `%N` names, each once in a row.
+    namespaces: Vec<String>,
 }
 
-/// A JSON lines body: one document per line.
-pub fn json_lines<'a>(documents: impl IntoIterator<Item = &'a Value>) -> Vec<u8> {
-    let mut body = Vec::new();
-    for doc in documents {
-        // Writing a `Value` into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut body, doc);
-        body.push(b'\n');
+impl Documents {
+    /// Writes every record of `request`.
+    pub fn encode(request: &ExportLogsServiceRequest, dedotting: bool) -> Self {
+        let mut documents = Self::default();
+        let mut resource_json = Vec::new();
+        for resource_logs in &request.resource_logs {
+            let resource = resource_logs
+                .resource
+                .as_ref()
+                .map_or(&[][..], |r| r.attributes.as_slice());
+            resource_json.clear();
+            if !resource.is_empty() {
+                write_attributes(&mut resource_json, resource, dedotting);
+            }
+            // The resource's namespace, when it names one, is every record's.
+            let shared = resource
+                .iter()
+                .any(|kv| kv.key == NAMESPACE_ATTRIBUTE)
+                .then(|| documents.namespace(index_namespace(resource, &LogRecord::default())));
+            for scope_logs in &resource_logs.scope_logs {
+                for record in &scope_logs.log_records {
+                    let namespace = match shared {
+                        Some(namespace) => namespace,
+                        None => documents.namespace(index_namespace(resource, record)),
+                    };
+                    write_document(
+                        &mut documents.bytes,
+                        record,
+                        &resource_json,
+                        scope_logs.scope.as_ref(),
+                        dedotting,
+                    );
+                    documents.placed.push(Placed {
+                        end: documents.bytes.len(),
+                        time_ns: record_time_ns(record),
+                        namespace,
+                    });
+                }
+            }
+        }
+        documents
     }
-    body
-}
 
-/// A bulk body: an action line and a document line per record.
-pub fn bulk<'a>(documents: impl IntoIterator<Item = &'a Document>, index_pattern: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    for doc in documents {
-        let time = UtcTime::from_unix_nanos(doc.time_ns);
-        let action = json!({"create": {"_index": index_name(index_pattern, time, &doc.namespace)}});
-        for line in [&action, &doc.json] {
-            // Writing a `Value` into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut body, line);
+    /// The slot of `namespace`: the last one when it is the same.
+    fn namespace(&mut self, namespace: String) -> usize {
+        if self.namespaces.last() != Some(&namespace) {
+            self.namespaces.push(namespace);
+        }
+        self.namespaces.len() - 1
+    }
+
+    /// How many documents there are.
+    pub fn len(&self) -> usize {
+        self.placed.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.placed.is_empty()
+    }
+
+    /// Document `index`'s JSON.
+    pub fn json(&self, index: usize) -> &[u8] {
+        let start = index
+            .checked_sub(1)
+            .and_then(|before| self.placed.get(before))
+            .map_or(0, |p| p.end);
+        let end = self.placed.get(index).map_or(start, |p| p.end);
+        &self.bytes[start..end]
+    }
+
+    /// A JSON lines body: one document per line.
+    pub fn json_lines(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.bytes.len() + self.placed.len());
+        for index in 0..self.len() {
+            body.extend_from_slice(self.json(index));
             body.push(b'\n');
         }
+        body
     }
-    body
+
+    /// A bulk body of the documents `which`: an action line and a document line each.
+    pub fn bulk(&self, which: impl IntoIterator<Item = usize>, index_pattern: &str) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.bytes.len() + self.placed.len() * 48);
+        // The action line of the last document's hour and namespace.
+        let mut action: Option<(u64, usize, Vec<u8>)> = None;
+        for index in which {
+            let Some(placed) = self.placed.get(index) else {
+                continue;
+            };
+            let hour = placed.time_ns / HOUR_NANOS;
+            if action
+                .as_ref()
+                .is_none_or(|(h, n, _)| (*h, *n) != (hour, placed.namespace))
+            {
+                let time = UtcTime::from_unix_nanos(placed.time_ns);
+                let name = index_name(index_pattern, time, &self.namespaces[placed.namespace]);
+                let mut line = b"{\"create\":{\"_index\":".to_vec();
+                write_str(&mut line, &name);
+                line.extend_from_slice(b"}}\n");
+                action = Some((hour, placed.namespace, line));
+            }
+            if let Some((_, _, line)) = &action {
+                body.extend_from_slice(line);
+            }
+            body.extend_from_slice(self.json(index));
+            body.push(b'\n');
+        }
+        body
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use kaas_proto::otlp::{ArrayValue, KeyValueList, Resource, ResourceLogs, ScopeLogs};
+    use serde_json::{Value, json};
+
     use super::*;
 
     #[test]
@@ -292,6 +520,168 @@ mod tests {
             UtcTime::from_unix_nanos(4_102_444_800_000_000_000).rfc3339(),
             "2100-01-01T00:00:00.000000000Z"
         );
+        // The largest time there is.
+        assert_eq!(
+            UtcTime::from_unix_nanos(u64::MAX).rfc3339(),
+            "2554-07-21T23:34:33.709551615Z"
+        );
+    }
+
+    fn value(value: any_value::Value) -> Option<AnyValue> {
+        Some(AnyValue { value: Some(value) })
+    }
+
+    fn kv(key: &str, v: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: value(v),
+        }
+    }
+
+    fn text(key: &str, v: &str) -> KeyValue {
+        kv(key, any_value::Value::StringValue(v.into()))
+    }
+
+    /// A record with every field, repeated keys, a nested list, a NaN and bytes, in a
+    /// resource with a pod label to de-dot.
+    fn full_request() -> ExportLogsServiceRequest {
+        let record = LogRecord {
+            time_unix_nano: 1_709_251_199_000_000_007,
+            observed_time_unix_nano: 1_709_251_200_000_000_000,
+            severity_number: 9,
+            severity_text: "INFO".into(),
+            body: value(any_value::Value::KvlistValue(KeyValueList {
+                values: vec![
+                    kv("z", any_value::Value::IntValue(-3)),
+                    kv("a", any_value::Value::DoubleValue(f64::NAN)),
+                    kv("z", any_value::Value::DoubleValue(1.5)),
+                    kv(
+                        "list",
+                        any_value::Value::ArrayValue(ArrayValue {
+                            values: vec![
+                                AnyValue {
+                                    value: Some(any_value::Value::BoolValue(true)),
+                                },
+                                AnyValue { value: None },
+                                AnyValue {
+                                    value: Some(any_value::Value::BytesValue(vec![0xca, 0xfe])),
+                                },
+                            ],
+                        }),
+                    ),
+                ],
+            })),
+            attributes: vec![
+                text("b", "first"),
+                text("a", "quote \" and \u{1} control"),
+                text("b", "last"),
+                KeyValue {
+                    key: "empty".into(),
+                    value: None,
+                },
+            ],
+            dropped_attributes_count: 2,
+            flags: 1,
+            trace_id: vec![0xab; 16],
+            span_id: vec![0x01; 8],
+            event_name: "evt".into(),
+        };
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![
+                        text("k8s.namespace.name", "Shop"),
+                        text("k8s.pod.label.app.kubernetes.io/name", "web"),
+                    ],
+                    ..Resource::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: "lib".into(),
+                        version: "1.0".into(),
+                        ..InstrumentationScope::default()
+                    }),
+                    log_records: vec![
+                        record,
+                        LogRecord {
+                            observed_time_unix_nano: 3_600_000_000_000,
+                            ..LogRecord::default()
+                        },
+                    ],
+                    ..ScopeLogs::default()
+                }],
+                ..ResourceLogs::default()
+            }],
+        }
+    }
+
+    /// The documents are what the JSON of their fields says (a repeated key keeps its
+    /// last value), written with their keys in order and once each: written again from
+    /// the parsed value (whose map is ordered and has no repeats), the bytes are equal.
+    #[test]
+    fn documents_hold_every_field_in_key_order_with_the_last_of_repeated_keys() {
+        let documents = Documents::encode(&full_request(), true);
+        assert_eq!(documents.len(), 2);
+        let first: Value = serde_json::from_slice(documents.json(0)).unwrap();
+        assert_eq!(
+            first,
+            json!({
+                "@timestamp": "2024-02-29T23:59:59.000000007Z",
+                "observed_timestamp": "2024-03-01T00:00:00.000000000Z",
+                "severity_number": 9,
+                "severity_text": "INFO",
+                "body": {"a": "NaN", "list": [true, null, "cafe"], "z": 1.5},
+                "attributes": {"a": "quote \" and \u{1} control", "b": "last", "empty": null},
+                "resource": {"k8s.namespace.name": "Shop", "k8s.pod.label.app_kubernetes_io_name": "web"},
+                "scope": {"name": "lib", "version": "1.0"},
+                "trace_id": "ab".repeat(16),
+                "span_id": "01".repeat(8),
+                "flags": 1,
+                "event_name": "evt",
+                "dropped_attributes_count": 2,
+            })
+        );
+        assert_eq!(serde_json::to_vec(&first).unwrap(), documents.json(0));
+        let second: Value = serde_json::from_slice(documents.json(1)).unwrap();
+        assert_eq!(
+            second["@timestamp"],
+            json!("1970-01-01T01:00:00.000000000Z")
+        );
+        assert_eq!(serde_json::to_vec(&second).unwrap(), documents.json(1));
+        let lines = documents.json_lines();
+        let lines: Vec<&[u8]> = lines.split(|b| *b == b'\n').collect();
+        assert_eq!(lines, [documents.json(0), documents.json(1), b""]);
+    }
+
+    /// Each document has its own action line with its hour and namespace, also when
+    /// only some documents are sent.
+    #[test]
+    fn bulk_bodies_name_each_documents_index() {
+        let documents = Documents::encode(&full_request(), false);
+        let body = documents.bulk([0, 1], "logs-%N-%Y.%m.%d.%H");
+        let lines: Vec<Value> = body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(
+            lines[0],
+            json!({"create": {"_index": "logs-shop-2024.02.29.23"}})
+        );
+        assert_eq!(
+            lines[1]["resource"]["k8s.pod.label.app.kubernetes.io/name"],
+            "web"
+        );
+        assert_eq!(
+            lines[2],
+            json!({"create": {"_index": "logs-shop-1970.01.01.01"}})
+        );
+        let only_second = documents.bulk([1], "logs");
+        let mut expected = b"{\"create\":{\"_index\":\"logs\"}}\n".to_vec();
+        expected.extend_from_slice(documents.json(1));
+        expected.push(b'\n');
+        assert_eq!(only_second, expected);
     }
 }
 

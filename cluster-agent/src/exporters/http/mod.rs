@@ -60,12 +60,19 @@ pub struct HttpLogExporter {
     endpoint: Endpoint,
 }
 
-/// The part of a bulk answer that says what became of each document.
+/// Whether a bulk answer reports any failed item, read without the items: the common
+/// answer (`"errors": false`) lists an item per document, and building each item's
+/// map costs more than the request's encoding.
 #[derive(Debug, Deserialize)]
-struct BulkResponse {
+struct BulkErrors {
     /// Whether any item failed.
     #[serde(default)]
     errors: bool,
+}
+
+/// The part of a bulk answer that says what became of each document.
+#[derive(Debug, Deserialize)]
+struct BulkResponse {
     /// One object per document, in request order, keyed by the action.
     #[serde(default)]
     items: Vec<std::collections::HashMap<String, BulkItem>>,
@@ -136,15 +143,13 @@ impl HttpLogExporter {
     /// counted in `stats`.
     pub async fn send(&self, request: &LogRequest, stats: &PipelineStats) -> Result<(), SendError> {
         let decoded = super::damaged(request.decode())?;
-        let documents = encode::documents(&decoded, self.settings.dedot);
+        let documents = encode::Documents::encode(&decoded, self.settings.dedot);
+        drop(decoded);
         match (self.settings.format, &self.settings.index) {
             (HttpLogFormat::ElasticsearchBulk, Some(index)) => {
                 self.send_bulk(request, &documents, index, stats).await
             }
-            _ => self
-                .post(encode::json_lines(documents.iter().map(|doc| &doc.json)))
-                .await
-                .map(|_| ()),
+            _ => self.post(documents.json_lines()).await.map(|_| ()),
         }
     }
 
@@ -162,7 +167,7 @@ impl HttpLogExporter {
     async fn send_bulk(
         &self,
         request: &LogRequest,
-        documents: &[encode::Document],
+        documents: &encode::Documents,
         index: &str,
         stats: &PipelineStats,
     ) -> Result<(), SendError> {
@@ -172,16 +177,17 @@ impl HttpLogExporter {
         if pending.is_empty() {
             return Ok(());
         }
-        let body = encode::bulk(pending.iter().map(|i| &documents[*i]), index);
+        let body = documents.bulk(pending.iter().copied(), index);
         let answer = self.post(body).await?;
-        let response: BulkResponse =
-            serde_json::from_slice(&answer).map_err(|e| SendError::Permanent {
-                reason: format!("the bulk API answered something that is not a bulk response: {e}"),
-            })?;
-        if !response.errors {
+        let not_bulk = |e: serde_json::Error| SendError::Permanent {
+            reason: format!("the bulk API answered something that is not a bulk response: {e}"),
+        };
+        let errors: BulkErrors = serde_json::from_slice(&answer).map_err(not_bulk)?;
+        if !errors.errors {
             pending.iter().for_each(|i| request.settled.settle(*i));
             return Ok(());
         }
+        let response: BulkResponse = serde_json::from_slice(&answer).map_err(not_bulk)?;
         if response.items.len() != pending.len() {
             return Err(SendError::Permanent {
                 reason: format!(

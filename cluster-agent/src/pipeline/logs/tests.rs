@@ -245,6 +245,66 @@ fn file_and_journal_records_are_taken_by_glob_and_unit() {
     assert_eq!(h.buffered_records(), 1);
 }
 
+/// A batch the consumer holds alone is taken by moving records out of it: the same
+/// records, in batch order, as a shared batch's copies, for containers, plain files
+/// and the journal alike.
+#[test]
+fn an_unshared_batch_is_taken_as_a_shared_one_is_selected() {
+    let h = harness(
+        &format!(
+            "  input: {{runtime: {{enabled: true, containers: {{exclude: [istio-proxy]}}}}, node: {{enabled: true, files: {{paths: ['/var/log/app/*.log']}}, journal: {{units: [kubelet.service]}}}}}}\n{OTLP_OUT}"
+        ),
+        1 << 30,
+        WhenFull::DropOldest,
+    );
+    let node = vec![string("k8s.node.name", "n1")];
+    let logs = batch(vec![
+        resource_logs(container("shop", "app"), vec![record("app", vec![])]),
+        resource_logs(
+            node.clone(),
+            vec![
+                record("a", vec![string("log.file.path", "/var/log/app/a.log")]),
+                record("b", vec![string("log.file.path", "/var/log/other/b.log")]),
+                record("k", vec![string("systemd.unit", "kubelet.service")]),
+            ],
+        ),
+        resource_logs(
+            container("shop", "istio-proxy"),
+            vec![record("proxy", vec![])],
+        ),
+        resource_logs(
+            container("kube-system", "etcd"),
+            vec![record("sys", vec![])],
+        ),
+        resource_logs(
+            node,
+            vec![record("s", vec![string("systemd.unit", "sshd")])],
+        ),
+    ]);
+    let owned = || LogBatch {
+        resource_logs: logs.resource_logs.clone(),
+        records: logs.records,
+    };
+    for input in [NodeInput::Tailed, NodeInput::Journal] {
+        let consumer = h.consumer(input);
+        let mut shared = consumer.select(&logs);
+        let taken = consumer.take(owned());
+        // Order between resources is not kept by the shared path (containers first).
+        let key = |r: &ResourceLogs| format!("{r:?}");
+        shared.sort_by_key(key);
+        let mut sorted = taken.clone();
+        sorted.sort_by_key(key);
+        assert_eq!(sorted, shared, "{input:?}");
+        assert!(!taken.is_empty(), "{input:?}");
+    }
+    // Offered alone, the batch is moved, and what was taken is buffered.
+    assert_eq!(
+        h.offer(NodeInput::Tailed, Arc::new(owned())),
+        Some(Outcome::Durable)
+    );
+    assert_eq!(h.buffered_records(), 2);
+}
+
 /// Issue 16: a batch processing empties is durable at once (nothing to keep); what
 /// processing dropped is counted by outcome.
 #[test]

@@ -158,7 +158,12 @@ proptest! {
                 })
                 .collect();
             let request = Logs::request(&bodies, &[], batch.records() as u64, 0);
-            prop_assert_eq!(request.body, payload);
+            prop_assert_eq!(&request.body, &payload);
+            // Encoded in place, the payload is the request's own encoding.
+            let whole = ExportLogsServiceRequest {
+                resource_logs: batch.resource_logs.clone(),
+            };
+            prop_assert_eq!(payload, whole.encode_to_vec());
         }
     }
 }
