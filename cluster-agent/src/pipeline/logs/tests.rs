@@ -297,12 +297,22 @@ fn an_unshared_batch_is_taken_as_a_shared_one_is_selected() {
         assert_eq!(sorted, shared, "{input:?}");
         assert!(!taken.is_empty(), "{input:?}");
     }
-    // Offered alone, the batch is moved, and what was taken is buffered.
+    // Offered alone, the batch is moved, and what was taken is buffered: one buffer
+    // record holding the two log records the pipeline takes (the container's line and
+    // the allowed file's).
     assert_eq!(
         h.offer(NodeInput::Tailed, Arc::new(owned())),
         Some(Outcome::Durable)
     );
-    assert_eq!(h.buffered_records(), 2);
+    assert_eq!(h.buffered_records(), 1);
+    let (_, record) = h
+        .buffer
+        .lock()
+        .unwrap()
+        .read_next(kaas_series::clock::now_ms())
+        .unwrap()
+        .expect("the taken records are buffered");
+    assert_eq!(record.items, 2);
 }
 
 /// Issue 16: a batch processing empties is durable at once (nothing to keep); what
