@@ -50,7 +50,10 @@ struct Setup {
 async fn setup() -> Setup {
     let harness = Harness::new().await;
     let store = harness.store.clone();
-    store.create_tenant(TENANT, &Actor::admin()).await.unwrap();
+    store
+        .create_tenant(TENANT, &Actor::admin())
+        .await
+        .expect("the test step succeeds");
     let ca = Arc::new(ClusterCa::load_or_create(harness.dir.path()).expect("cluster CA"));
     let tls = server_tls_config(&ca, &["127.0.0.1".to_owned()]).expect("server TLS");
     let settings = ControlSettings {
@@ -58,8 +61,13 @@ async fn setup() -> Setup {
         ..ControlSettings::default()
     };
     let service = ControlService::new(store.clone(), ca.clone(), settings);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://{}", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("the test step succeeds");
+    let url = format!(
+        "https://{}",
+        listener.local_addr().expect("the test step succeeds")
+    );
     tokio::spawn(async move { serve(listener, service, tls).await.expect("serve") });
     let (cluster, _) = store
         .create_cluster(
@@ -73,7 +81,7 @@ async fn setup() -> Setup {
             &Actor::admin(),
         )
         .await
-        .unwrap();
+        .expect("the test step succeeds");
     apply_log_pipeline(&store).await;
     Setup {
         harness,
@@ -98,15 +106,16 @@ spec:
     let document = kaas_pipeline::document::parse_documents(&text, &context)
         .into_iter()
         .next()
-        .unwrap();
-    let kaas_pipeline::document::ValidatedResource::Log(pipeline) = document.outcome.unwrap()
+        .expect("the test step succeeds");
+    let kaas_pipeline::document::ValidatedResource::Log(pipeline) =
+        document.outcome.expect("the test step succeeds")
     else {
         panic!("the fixture is a log pipeline");
     };
     store
         .apply_pipeline(TENANT, *pipeline, &Actor::admin())
         .await
-        .unwrap();
+        .expect("the test step succeeds");
 }
 
 impl Setup {
@@ -116,9 +125,9 @@ impl Setup {
             tls = tls.identity(Identity::from_pem(&c.cert_pem, &c.key_pem));
         }
         Endpoint::from_shared(self.url.clone())
-            .unwrap()
+            .expect("the test step succeeds")
             .tls_config(tls)
-            .unwrap()
+            .expect("the test step succeeds")
             .connect()
             .await
             .expect("connect to the observer")
@@ -129,7 +138,7 @@ impl Setup {
         let token = (self.harness.store)
             .mint_join_token(&self.cluster, Duration::from_secs(3600), &Actor::admin())
             .await
-            .unwrap();
+            .expect("the test step succeeds");
         let (key_pem, csr_pem) = agent_key_and_csr();
         let response = AgentControlClient::new(self.channel(None).await)
             .join(JoinRequest {
@@ -180,8 +189,8 @@ impl Setup {
             let stored = (self.harness.store)
                 .get_pipeline_of::<ValidatedLogPipeline>(TENANT, PIPELINE)
                 .await
-                .unwrap()
-                .unwrap();
+                .expect("the test step succeeds")
+                .expect("the test step succeeds");
             let status = stored.status;
             if let Some(condition) = (status.conditions.iter())
                 .find(|c| c.type_ == CONDITION_FLOW_HEALTHY)
@@ -242,7 +251,7 @@ impl Agent {
             },
         ))
         .await;
-        let inbound = self.inbound.as_mut().unwrap();
+        let inbound = self.inbound.as_mut().expect("the test step succeeds");
         loop {
             let message = tokio::time::timeout(DEADLINE, inbound.message())
                 .await
@@ -374,8 +383,13 @@ async fn a_gone_instance_is_dropped_after_the_ttl_and_the_cluster_stays_alive() 
     let until = Instant::now() + DEADLINE;
     loop {
         // The fleet tick: the lifecycle pass, with the prune.
-        let clusters = tick(&store, &settings).await.unwrap();
-        let cluster = clusters.iter().find(|c| c.id == s.cluster).unwrap();
+        let clusters = tick(&store, &settings)
+            .await
+            .expect("the test step succeeds");
+        let cluster = clusters
+            .iter()
+            .find(|c| c.id == s.cluster)
+            .expect("the test step succeeds");
         assert_eq!(cluster.state, ClusterState::Active, "never silent");
         let view = s.pipeline_health().await;
         if view["instances"] == serde_json::json!({"reporting": 2, "affected": 0}) {
@@ -386,7 +400,11 @@ async fn a_gone_instance_is_dropped_after_the_ttl_and_the_cluster_stays_alive() 
     }
     let condition = s.flow_healthy(|c| c.status == ConditionStatus::True).await;
     assert_eq!(condition.reason, "FlowHealthy");
-    let cluster = store.get_cluster(&s.cluster).await.unwrap().unwrap();
+    let cluster = store
+        .get_cluster(&s.cluster)
+        .await
+        .expect("the test step succeeds")
+        .expect("the test step succeeds");
     assert_eq!(cluster.state, ClusterState::Active);
     assert!(
         cluster.connected,

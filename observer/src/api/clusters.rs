@@ -233,7 +233,10 @@ pub async fn get(
     let pipeline_health = if cluster.state.is_tombstone() {
         None
     } else {
-        let mut live = state.store.instance_health_of(&[id.clone()]).await?;
+        let mut live = state
+            .store
+            .instance_health_of(std::slice::from_ref(&id))
+            .await?;
         let pipelines = live.remove(&id).unwrap_or_default();
         Some(pipelines.iter().map(pipeline_health_view).collect())
     };
