@@ -10,16 +10,19 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kaas_pipeline::names::{check_dns1123_label, check_label_key, check_label_value};
+use kaas_pipeline::status::ConditionStatus;
 use serde::Deserialize;
 
 use super::auth::Caller;
 use super::manifest::{ManifestInput, agent_manifest};
 use super::model::{
-    ClusterList, ClusterView, CreateClusterRequest, CreatedCluster, FieldProblem, JoinToken,
-    Revoked,
+    ClusterList, ClusterView, CreateClusterRequest, CreatedCluster, FieldProblem,
+    InstanceCountsView, JoinToken, PipelineHealthView, Revoked,
 };
 use super::{ApiError, ApiState, check, json_body, now_ms};
+use crate::control::status::instances_verdict;
 use crate::egress::EgressContext;
+use crate::store::instances::PipelineInstances;
 use crate::store::{Cluster, GLOBAL_ID_SEPARATOR, NewCluster, Principal};
 
 /// `POST /api/v1/clusters`.
@@ -227,14 +230,47 @@ pub async fn get(
     } else {
         Some(super::control_plane::cluster_components(&state, &cluster, health).await?)
     };
+    let pipeline_health = if cluster.state.is_tombstone() {
+        None
+    } else {
+        let mut live = state
+            .store
+            .instance_health_of(std::slice::from_ref(&id))
+            .await?;
+        let pipelines = live.remove(&id).unwrap_or_default();
+        Some(pipelines.iter().map(pipeline_health_view).collect())
+    };
     let mut view = ClusterView::from_cluster(cluster);
     view.control_plane = components;
+    view.pipeline_health = pipeline_health;
     if let Some(report) = report {
         view.connected = report.connected;
         view.health = report.health;
         view.config = report.config.map(Into::into);
     }
     Ok(Json(view))
+}
+
+/// A pipeline's health on one cluster as the API shows it.
+fn pipeline_health_view(instances: &PipelineInstances) -> PipelineHealthView {
+    let (status, reason, message) = instances_verdict(instances);
+    PipelineHealthView {
+        kind: instances.kind.clone(),
+        pipeline: instances.pipeline.clone(),
+        status: match status {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+        .to_owned(),
+        reason: reason.as_str().to_owned(),
+        message,
+        instances: InstanceCountsView {
+            reporting: instances.reporting,
+            affected: instances.affected,
+        },
+        worst_instance: instances.worst.as_ref().map(|w| w.instance.clone()),
+    }
 }
 
 /// `POST /api/v1/clusters/{name}/join-token`: a new single-use join token, e.g. when

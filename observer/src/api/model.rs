@@ -271,6 +271,46 @@ pub struct ClusterView {
     /// cluster is read; `/api/v1/clusters/{name}/control-plane` has the setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<Vec<super::control_plane::ComponentView>>,
+    /// Each pipeline the cluster's agent instances report on (the cluster-level
+    /// instance and one per node): the worst of its instances, with how many report
+    /// and how many are affected. Instances unheard longer than the observer's
+    /// `--instance-health-ttl` are left out (only when one cluster is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_health: Option<Vec<PipelineHealthView>>,
+}
+
+/// A pipeline's health on one cluster, over the agent instances reporting on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PipelineHealthView {
+    /// The pipeline's kind, e.g. `LogPipeline`.
+    pub kind: String,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// `True` when no reporting instance has a problem with it, else `False` (the
+    /// pipeline's `FlowHealthy` as this cluster sees it).
+    pub status: String,
+    /// The worst instance's worst problem as a condition reason (`FlowHealthy` when
+    /// none has one).
+    pub reason: String,
+    /// What the worst instance reports, each problem with the agent's own reason.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// How many instances report on the pipeline, and how many of them are affected.
+    pub instances: InstanceCountsView,
+    /// The worst affected instance (its certificate's instance name, e.g. the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_instance: Option<String>,
+}
+
+/// Agent instances reporting on a pipeline, and those with a problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstanceCountsView {
+    /// Instances whose latest report on the pipeline is within the time-to-live.
+    pub reporting: u32,
+    /// Those of them reporting a problem.
+    pub affected: u32,
 }
 
 impl ClusterView {
@@ -300,6 +340,7 @@ impl ClusterView {
             health: None,
             config: None,
             control_plane: None,
+            pipeline_health: None,
         }
     }
 }

@@ -365,7 +365,7 @@ fn cluster_paths(s: &mut Schemas, answers: &Answers, shared: &Shared) -> Map<Str
                 responses(vec![("200", ok("The clusters.", s.of::<ClusterList>()))]), READ),
         },
         "/api/v1/clusters/{name}": {
-            "get": answers.operation("getCluster", "clusters", "Read a cluster with its latest configuration report and health.", vec![shared.name.clone(), shared.cluster_tenant.clone()], None,
+            "get": answers.operation("getCluster", "clusters", "Read a cluster with its latest configuration report and health, and each pipeline's health over its agent instances (`pipelineHealth`: the worst instance, how many report, how many are affected).", vec![shared.name.clone(), shared.cluster_tenant.clone()], None,
                 responses(vec![("200", ok("The cluster.", s.of::<ClusterView>()))]), READ_ONE),
             "delete": answers.operation("deleteCluster", "clusters", "Delete a cluster (tombstone); its agent's certificate stops being accepted.",
                 vec![shared.name.clone(), shared.cluster_tenant.clone()], None, responses(vec![("204", no_content())]), DELETE),

@@ -533,6 +533,31 @@ fn print_cluster(cluster: &ClusterView, out: &mut dyn Write) -> std::io::Result<
             }
         }
     }
+    if let Some(pipelines) = cluster.pipeline_health.as_ref().filter(|p| !p.is_empty()) {
+        writeln!(out, "Pipeline health (worst of the agent instances):")?;
+        let rows: Vec<Vec<String>> = pipelines
+            .iter()
+            .map(|p| {
+                vec![
+                    p.kind.clone(),
+                    p.pipeline.clone(),
+                    p.status.clone(),
+                    p.reason.clone(),
+                    format!("{}/{}", p.instances.affected, p.instances.reporting),
+                    p.worst_instance.clone().unwrap_or_default(),
+                    p.message.clone(),
+                ]
+            })
+            .collect();
+        let mut text = Vec::new();
+        let header = [
+            "KIND", "PIPELINE", "STATUS", "REASON", "AFFECTED", "WORST", "MESSAGE",
+        ];
+        table(&mut text, &header, &rows)?;
+        for line in String::from_utf8_lossy(&text).lines() {
+            writeln!(out, "  {line}")?;
+        }
+    }
     if let Some(health) = &cluster.health {
         writeln!(out, "Health:        {health}")?;
     }
@@ -579,6 +604,46 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line:?} in {text}");
         }
+    }
+
+    /// Issue 16: `cluster get` shows each pipeline's health as the worst of the
+    /// cluster's agent instances, with how many of the reporting ones are affected.
+    #[test]
+    fn cluster_get_shows_pipeline_health_over_instances() {
+        let cluster: ClusterView = serde_json::from_value(serde_json::json!({
+            "name": "prod-1", "id": "shop.prod-1", "tenant": "shop", "state": "active",
+            "connected": true, "createdAtMs": 0,
+            "pipelineHealth": [
+                {"kind": "LogPipeline", "pipeline": "app", "status": "False",
+                 "reason": "BackendUnreachable", "message": "BackendUnreachable: refused",
+                 "instances": {"reporting": 3, "affected": 1}, "worstInstance": "node-b"},
+                {"kind": "MetricPipeline", "pipeline": "shop", "status": "True",
+                 "reason": "FlowHealthy", "instances": {"reporting": 1, "affected": 0}}
+            ]
+        }))
+        .unwrap();
+        let mut out = Vec::new();
+        print_cluster(&cluster, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("Pipeline health (worst of the agent instances):\n"),
+            "{text}"
+        );
+        let app = text.lines().find(|l| l.contains(" app ")).unwrap();
+        for word in [
+            "LogPipeline",
+            "False",
+            "BackendUnreachable",
+            "1/3",
+            "node-b",
+        ] {
+            assert!(app.contains(word), "{word:?} in {app:?}");
+        }
+        let shop = text.lines().find(|l| l.contains(" shop ")).unwrap();
+        assert!(
+            shop.contains("0/1") && shop.contains("FlowHealthy"),
+            "{shop:?}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use kaas_pipeline::status::{
 use kaas_proto::control::v1::{AgentHealth, DropReason};
 use serde::{Deserialize, Serialize};
 
+use crate::store::instances::{InstanceProblem, PipelineInstances};
 use crate::store::pipeline_kind::STORED_KINDS;
 use crate::store::{ConfigReport, PipelineKind};
 
@@ -48,8 +49,13 @@ pub struct ClusterObservation {
     pub desired_bytes: usize,
     /// Its latest configuration report.
     pub config: Option<ConfigReport>,
-    /// Its latest health report.
+    /// Its cluster-level instance's latest health report: read for a pipeline only
+    /// when no instance reports on it in [`ClusterObservation::instances`] (reports
+    /// stored before instances were told apart).
     pub health: Option<HealthRecord>,
+    /// Per pipeline, the worst of its live instances with how many report and are
+    /// affected ([`crate::store::Store::instance_health_of`]).
+    pub instances: Vec<PipelineInstances>,
 }
 
 /// An agent's health report as stored (`ReportWrite::Health`).
@@ -471,64 +477,117 @@ fn problem_rank(reason: &str) -> u8 {
     }
 }
 
-/// `FlowHealthy` from the health entries of `pipeline`'s kind and name. A pipeline no
-/// agent reports on (log pipelines, until agents run them) stays Unknown with
+/// The problems in one pipeline entry of a health report taken at `timestamp_ms`, for a
+/// pipeline whose buffer holds at most `max_bytes`, worst first: what an instance's
+/// report says about the pipeline (stored per instance, [`crate::store::instances`]).
+pub fn entry_problems(
+    entry: &PipelineHealthRecord,
+    timestamp_ms: i64,
+    max_bytes: u64,
+) -> Vec<InstanceProblem> {
+    let mut problems = Vec::new();
+    let mut add = |reason: String, message: String| {
+        problems.push(InstanceProblem {
+            rank: i32::from(problem_rank(&reason)),
+            reason,
+            message,
+        });
+    };
+    if let Some(error) = &entry.last_error
+        && error.at_ms >= timestamp_ms.saturating_sub(RECENT_ERROR_WINDOW_MS)
+    {
+        let reason = if error.reason.is_empty() {
+            "Error".to_owned()
+        } else {
+            error.reason.clone()
+        };
+        add(reason, error.message.clone());
+    }
+    if entry.dropped_since_last_report > 0 {
+        add(
+            Reason::DataDropped.as_str().to_owned(),
+            format!(
+                "{} samples dropped since the previous report",
+                entry.dropped_since_last_report
+            ),
+        );
+    }
+    if entry.buffer_bytes.saturating_mul(2) > max_bytes {
+        add(
+            Reason::BufferFillingUp.as_str().to_owned(),
+            format!(
+                "the buffer holds {} of its {max_bytes} bytes",
+                entry.buffer_bytes
+            ),
+        );
+    }
+    problems.sort_by_key(|problem| problem.rank);
+    problems
+}
+
+/// One cluster's verdict on a pipeline: whether any of its instances reports on it,
+/// and the problems of its worst instance, each as (rank, reason, message).
+fn cluster_problems<P: PipelineKind>(
+    pipeline: &P,
+    cluster: &ClusterObservation,
+) -> Option<Vec<(i32, String, String)>> {
+    let name = &cluster.cluster;
+    // Per instance: the worst instance, with how many report and are affected.
+    if let Some(instances) = cluster
+        .instances
+        .iter()
+        .find(|i| i.kind == P::KIND && i.pipeline == pipeline.name())
+    {
+        let Some(worst) = &instances.worst else {
+            return Some(Vec::new());
+        };
+        // A single instance reads as the cluster did before instances were told apart.
+        let whose = if instances.reporting > 1 {
+            format!(
+                "cluster {name}, instance {} ({} of {} instances affected)",
+                worst.instance, instances.affected, instances.reporting
+            )
+        } else {
+            format!("cluster {name}")
+        };
+        return Some(
+            worst
+                .problems
+                .iter()
+                .map(|p| (p.rank, p.reason.clone(), format!("{whose}: {}", p.message)))
+                .collect(),
+        );
+    }
+    // The cluster-level report alone (stored before instances were told apart).
+    let health = cluster.health.as_ref()?;
+    let entry = health
+        .pipelines
+        .iter()
+        .find(|p| p.is(P::KIND, pipeline.name()))?;
+    Some(
+        entry_problems(entry, health.timestamp_ms, pipeline.buffer_max_bytes())
+            .into_iter()
+            .map(|p| (p.rank, p.reason, format!("cluster {name}: {}", p.message)))
+            .collect(),
+    )
+}
+
+/// `FlowHealthy` from the health entries of `pipeline`'s kind and name: per cluster
+/// the worst of its live instances ([`ClusterObservation::instances`]), across clusters
+/// every problem, worst first. A pipeline no agent reports on stays Unknown with
 /// `NoHealthReports`: health is never assumed.
 fn flow_healthy<P: PipelineKind>(pipeline: &P, clusters: &[&ClusterObservation]) -> Computed {
     let condition = CONDITION_FLOW_HEALTHY;
     if clusters.is_empty() {
         return no_clusters(condition);
     }
-    let max_bytes = pipeline.buffer_max_bytes();
     let mut reported = 0;
     // (rank, reason, message) per problem found.
-    let mut problems: Vec<(u8, String, String)> = Vec::new();
+    let mut problems: Vec<(i32, String, String)> = Vec::new();
     for cluster in clusters.iter().filter(|c| c.connected) {
-        let Some(health) = &cluster.health else {
-            continue;
-        };
-        let Some(entry) = health
-            .pipelines
-            .iter()
-            .find(|p| p.is(P::KIND, pipeline.name()))
-        else {
-            continue;
-        };
-        reported += 1;
-        let name = &cluster.cluster;
-        if let Some(error) = &entry.last_error
-            && error.at_ms >= health.timestamp_ms.saturating_sub(RECENT_ERROR_WINDOW_MS)
-        {
-            let reason = if error.reason.is_empty() {
-                "Error".to_owned()
-            } else {
-                error.reason.clone()
-            };
-            problems.push((
-                problem_rank(&reason),
-                reason,
-                format!("cluster {name}: {}", error.message),
-            ));
-        }
-        if entry.dropped_since_last_report > 0 {
-            problems.push((
-                problem_rank(Reason::DataDropped.as_str()),
-                Reason::DataDropped.as_str().to_owned(),
-                format!(
-                    "cluster {name}: {} samples dropped since the previous report",
-                    entry.dropped_since_last_report
-                ),
-            ));
-        }
-        if entry.buffer_bytes.saturating_mul(2) > max_bytes {
-            problems.push((
-                problem_rank(Reason::BufferFillingUp.as_str()),
-                Reason::BufferFillingUp.as_str().to_owned(),
-                format!(
-                    "cluster {name}: the buffer holds {} of its {max_bytes} bytes",
-                    entry.buffer_bytes
-                ),
-            ));
+        if let Some(found) = cluster_problems(pipeline, cluster) {
+            reported += 1;
+            problems.extend(found);
         }
     }
     if reported == 0 {
@@ -558,6 +617,25 @@ fn flow_healthy<P: PipelineKind>(pipeline: &P, clusters: &[&ClusterObservation])
         known_reason(&worst),
         listed(&messages, "; "),
     )
+}
+
+/// One cluster's `FlowHealthy` for a pipeline from its instances: True without an
+/// affected instance, else False with the worst instance's worst reason (as
+/// [`known_reason`] maps it) and its problems as the message.
+pub fn instances_verdict(instances: &PipelineInstances) -> (ConditionStatus, Reason, String) {
+    let Some(worst) = &instances.worst else {
+        return (ConditionStatus::True, Reason::FlowHealthy, String::new());
+    };
+    let reason = worst
+        .problems
+        .first()
+        .map_or(Reason::FlowInterrupted, |p| known_reason(&p.reason));
+    let messages: Vec<String> = worst
+        .problems
+        .iter()
+        .map(|p| format!("{}: {}", p.reason, p.message))
+        .collect();
+    (ConditionStatus::False, reason, listed(&messages, "; "))
 }
 
 /// The condition reason for an agent's error reason: the same when it is one agents
@@ -672,6 +750,7 @@ spec:
             desired_bytes: 1000,
             config,
             health: None,
+            instances: Vec::new(),
         }
     }
 
@@ -809,6 +888,76 @@ spec:
         assert_eq!(applied.reason, Reason::NoAgentConnected.as_str());
         let flow = condition(&status, CONDITION_FLOW_HEALTHY);
         assert_eq!(flow.reason, Reason::NoHealthReports.as_str());
+    }
+
+    /// Issue 16: with instance reports, a cluster's verdict on a pipeline is its worst
+    /// instance's, named with the count of affected instances (a single instance reads
+    /// as the cluster did), and it wins over the older cluster-level record.
+    #[test]
+    fn a_cluster_is_as_healthy_as_its_worst_instance() {
+        use crate::store::instances::WorstInstance;
+        let applied = || report("h2", AgentConfigState::Applied, vec![]);
+        let problem = |rank: i32, reason: &str, message: &str| InstanceProblem {
+            rank,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        };
+        let instances = |reporting, affected, worst: Option<(&str, Vec<InstanceProblem>)>| {
+            vec![PipelineInstances {
+                kind: kaas_pipeline::KIND.to_owned(),
+                pipeline: "shop".to_owned(),
+                reporting,
+                affected,
+                worst: worst.map(|(instance, problems)| WorstInstance {
+                    instance: instance.to_owned(),
+                    problems,
+                }),
+            }]
+        };
+        // The cluster-level record says healthy; the instances say otherwise.
+        let mut c1 = with_health(cluster("c1", true, applied()), healthy_entry());
+        c1.instances = instances(
+            3,
+            1,
+            Some((
+                "node-2",
+                vec![
+                    problem(1, reasons::BACKEND_UNREACHABLE, "refused"),
+                    problem(3, reasons::DATA_DROPPED, "5 samples dropped"),
+                ],
+            )),
+        );
+        let mut c2 = cluster("c2", true, applied());
+        c2.instances = instances(
+            1,
+            1,
+            Some(("default", vec![problem(4, "BufferFillingUp", "full")])),
+        );
+        let mut c3 = cluster("c3", true, applied());
+        c3.instances = instances(5, 0, None);
+        let status = pipeline_status(&pipeline("1Gi"), 1, &[c1, c2, c3], &Default::default(), NOW);
+        let flow = condition(&status, CONDITION_FLOW_HEALTHY);
+        assert_eq!(flow.status, ConditionStatus::False);
+        assert_eq!(flow.reason, reasons::BACKEND_UNREACHABLE);
+        assert_eq!(
+            flow.message,
+            "BackendUnreachable: cluster c1, instance node-2 (1 of 3 instances affected): refused; \
+             DataDropped: cluster c1, instance node-2 (1 of 3 instances affected): 5 samples dropped; \
+             BufferFillingUp: cluster c2: full"
+        );
+        // Every instance healthy: True over the reporting clusters.
+        let mut c3 = cluster("c3", true, applied());
+        c3.instances = instances(5, 0, None);
+        let status = pipeline_status(&pipeline("1Gi"), 1, &[c3], &Default::default(), NOW);
+        let flow = condition(&status, CONDITION_FLOW_HEALTHY);
+        assert_eq!(flow.status, ConditionStatus::True);
+        let (status, reason, message) =
+            instances_verdict(&instances(3, 1, Some(("n", vec![problem(1, "Weird", "x")])))[0]);
+        assert_eq!(
+            (status, reason),
+            (ConditionStatus::False, Reason::FlowInterrupted)
+        );
+        assert_eq!(message, "Weird: x");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! when the change feed lagged (and once at start). The task collects work for a short
 //! debounce, then:
 //! * for reports, reads only the reported columns of the named clusters (connection,
-//!   configuration and health reports, with tenant and state; [`Store::reports_of`]) and
+//!   configuration and health reports, with tenant and state; [`Store::reports_of`];
+//!   their pipelines over their live agent instances, [`Store::instance_health_of`]) and
 //!   updates the observations it holds in place: a report changes neither the labels
 //!   nor the desired hash, so the cluster is neither read whole nor rendered again (at
 //!   10,000 agents answering a pipeline change, re-reading every reporting cluster was
@@ -38,6 +39,7 @@ use tokio::sync::mpsc;
 
 use super::status::{ClusterObservation, HealthRecord, pipeline_status, unreadable_status};
 use crate::rendering::{Pipelines, TenantPipelines};
+use crate::store::instances::PipelineInstances;
 use crate::store::{
     Cluster, ClusterReport, PipelineKind, PipelineSummary, Store, StoreError, StoredPipeline,
     now_ms,
@@ -127,6 +129,7 @@ impl StatusTask {
         let whole: BTreeSet<&String> = names.iter().collect();
         reported.retain(|name| !whole.contains(name));
         let mut unknown = Vec::new();
+        let mut instances = self.store.instance_health_of(&reported).await?;
         for reported in self.store.reports_of(&reported).await? {
             let tenant = reported.tenant;
             let Some(view) = held_view(&mut self.tenants, &mut reload, &tenant) else {
@@ -139,6 +142,7 @@ impl StatusTask {
                 observation.connected = report.connected;
                 observation.config = report.config;
                 observation.health = health_record(report.health);
+                observation.instances = instances.remove(&report.cluster).unwrap_or_default();
             } else {
                 unknown.push(report.cluster);
                 continue;
@@ -146,6 +150,7 @@ impl StatusTask {
             touched.insert(tenant);
         }
         names.extend(unknown);
+        let mut instances = self.store.instance_health_of(&names).await?;
         for (cluster, report) in self.store.clusters_with_reports(&names).await? {
             let tenant = cluster.tenant.clone();
             let Some(view) = held_view(&mut self.tenants, &mut reload, &tenant) else {
@@ -154,7 +159,8 @@ impl StatusTask {
             if !cluster.state.receives_config() {
                 view.clusters.remove(&cluster.id);
             } else {
-                let (id, observed) = observe(&view.pipelines, cluster, report);
+                let live = instances.remove(&cluster.id).unwrap_or_default();
+                let (id, observed) = observe(&view.pipelines, cluster, report, live);
                 view.clusters.insert(id, observed);
             }
             touched.insert(tenant);
@@ -174,15 +180,17 @@ impl StatusTask {
         let pipelines = self.pipelines.get(&self.store, tenant).await?;
         let mut clusters = BTreeMap::new();
         if !pipelines.is_empty() {
-            for (cluster, report) in self
-                .store
+            let listed = (self.store)
                 .list_clusters_with_reports(Some(tenant), None, None)
-                .await?
-            {
+                .await?;
+            let ids: Vec<String> = listed.iter().map(|(c, _)| c.id.clone()).collect();
+            let mut instances = self.store.instance_health_of(&ids).await?;
+            for (cluster, report) in listed {
                 if !cluster.state.receives_config() {
                     continue;
                 }
-                let (id, observed) = observe(&pipelines, cluster, report);
+                let live = instances.remove(&cluster.id).unwrap_or_default();
+                let (id, observed) = observe(&pipelines, cluster, report, live);
                 clusters.insert(id, observed);
             }
         }
@@ -316,11 +324,12 @@ fn held_view<'a>(
 }
 
 /// The observation of `cluster` for a tenant running `pipelines`, with its labels,
-/// under its global id.
+/// under its global id; `instances` are its pipelines over its live instances.
 fn observe(
     pipelines: &Pipelines,
     cluster: Cluster,
     report: ClusterReport,
+    instances: Vec<PipelineInstances>,
 ) -> (String, (BTreeMap<String, String>, ClusterObservation)) {
     let desired = pipelines.render(&cluster);
     let observation = ClusterObservation {
@@ -331,6 +340,7 @@ fn observe(
         desired_bytes: desired.body.len(),
         config: report.config,
         health: health_record(report.health),
+        instances,
     };
     (cluster.id, (cluster.labels, observation))
 }

@@ -12,22 +12,27 @@ use std::time::{Duration, Instant};
 use kaas_pipeline::agent_config::{AGENT_CONFIG_CONTENT_TYPE, RenderedConfig, check_config_size};
 use kaas_pipeline::role::AgentRole;
 use kaas_pipeline::status::AgentConfigState;
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
 use kaas_proto::control::v1::{
-    AgentHello, AgentMessage, AgentRole as ProtoRole, Capability, Command, CommandType,
-    ConfigState, ConfigStatus, ConfigUpdate, ObserverMessage, agent_message, observer_message,
+    AgentHealth, AgentHello, AgentMessage, AgentRole as ProtoRole, Capability, Command,
+    CommandType, ConfigState, ConfigStatus, ConfigUpdate, ObserverMessage, agent_message,
+    observer_message,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::{Status, Streaming};
 
 use super::registry::{SharedRegistry, lock};
 use super::service::{ControlMetrics, unavailable};
-use super::status::HealthRecord;
+use super::status::{HealthRecord, entry_problems};
 use super::stream_identity::{StreamCertificate, revoked_status};
 use crate::internal_events::{ConfigPushOutcome, ConfigPushed};
 use crate::rendering::TenantPipelines;
 use crate::store::certificates::CertificateStanding;
+use crate::store::instances::{
+    InstanceHealthReport, InstancePipelineHealth, MAX_PIPELINES_PER_INSTANCE_REPORT,
+};
 use crate::store::{
-    Cluster, ConfigErrorRecord, ConfigReport, ReportWrite, Store, StoreError, now_ms,
+    Cluster, ConfigErrorRecord, ConfigReport, PipelineKind, ReportWrite, Store, StoreError, now_ms,
 };
 
 /// Messages queued for one agent; the observer sends rarely (configurations and
@@ -87,8 +92,9 @@ pub(super) struct AgentStream {
     /// A sent configuration the agent has not answered yet.
     pub(super) awaiting_answer: Option<Vec<u8>>,
     pub(super) next_sequence: u64,
-    /// The health last stored for the cluster: read at the first health report (`None`
-    /// until then), so a connect costs no read for it.
+    /// The health last stored for this instance (the cluster's, for the cluster-level
+    /// instance): read at the first health report (`None` until then), so a connect
+    /// costs no read for it.
     pub(super) previous_health: Option<Option<HealthRecord>>,
     /// When the agent was last recorded as seen.
     pub(super) seen_recorded: Instant,
@@ -297,26 +303,7 @@ impl AgentStream {
                 Ok(())
             }
             Some(agent_message::Body::Health(health)) => {
-                if self.previous_health.is_none() {
-                    self.previous_health = Some(self.stored_health().await);
-                }
-                let record = HealthRecord::from_report(
-                    &self.instance_id,
-                    &health,
-                    self.previous_health.as_ref().and_then(Option::as_ref),
-                );
-                match serde_json::to_value(&record) {
-                    Ok(json) => {
-                        self.submit(ReportWrite::Health {
-                            cluster: self.cluster.clone(),
-                            health: json,
-                            at_ms: health.timestamp_unix_ms,
-                        })
-                        .await;
-                    }
-                    Err(error) => tracing::error!(%error, "cannot encode a health record"),
-                }
-                self.previous_health = Some(Some(record));
+                Box::pin(self.health(health)).await;
                 Ok(())
             }
             // Every message is a sign of life (see `touch`); a heartbeat is nothing more.
@@ -327,6 +314,123 @@ impl AgentStream {
             // A message type this observer does not know: ignored, as the contract asks.
             None => Ok(()),
         }
+    }
+
+    /// A health report: stored as this instance's ([`ReportWrite::InstanceHealth`],
+    /// every role), and from the cluster-level instance also as the cluster's
+    /// ([`ReportWrite::Health`], which older readers and the control-plane view read).
+    async fn health(&mut self, health: AgentHealth) {
+        if self.previous_health.is_none() {
+            self.previous_health = Some(match self.role {
+                AgentRole::Cluster => self.stored_health().await,
+                AgentRole::Node => self.stored_instance_health().await,
+            });
+        }
+        let record = HealthRecord::from_report(
+            &self.instance_id,
+            &health,
+            self.previous_health.as_ref().and_then(Option::as_ref),
+        );
+        let instance = InstanceHealthReport {
+            cluster: self.cluster.clone(),
+            instance: self.certificate.info.instance.clone(),
+            agent_instance_id: self.instance_id.clone(),
+            reported_at_ms: health.timestamp_unix_ms,
+            received_at_ms: now_ms(),
+            pipelines: self.judge(&record).await,
+        };
+        self.submit(ReportWrite::InstanceHealth(Box::new(instance)))
+            .await;
+        if self.role == AgentRole::Cluster {
+            match serde_json::to_value(&record) {
+                Ok(json) => {
+                    self.submit(ReportWrite::Health {
+                        cluster: self.cluster.clone(),
+                        health: json,
+                        at_ms: health.timestamp_unix_ms,
+                    })
+                    .await;
+                }
+                Err(error) => tracing::error!(%error, "cannot encode a health record"),
+            }
+        }
+        self.previous_health = Some(Some(record));
+    }
+
+    /// Each pipeline of `record` with the problems it shows, judged against the
+    /// pipeline's buffer bound (a pipeline the tenant does not hold, such as the
+    /// central one, is not judged on its buffer).
+    async fn judge(&self, record: &HealthRecord) -> Vec<InstancePipelineHealth> {
+        let configs = match self
+            .pipelines
+            .get(&self.store, &self.registration.tenant)
+            .await
+        {
+            Ok(configs) => Some(configs),
+            Err(error) => {
+                self.log_store_error(Err(error));
+                None
+            }
+        };
+        let max_bytes = |kind: &str, name: &str| -> u64 {
+            let Some(configs) = &configs else {
+                return u64::MAX;
+            };
+            let metric = (configs.pipelines().iter())
+                .filter(|_| kind == ValidatedPipeline::KIND)
+                .find(|p| p.name() == name)
+                .map(|p| p.pipeline.buffer_max_bytes());
+            let log = (configs.log_pipelines().iter())
+                .filter(|_| kind == ValidatedLogPipeline::KIND)
+                .find(|p| p.name() == name)
+                .map(|p| p.pipeline.buffer_max_bytes());
+            metric.or(log).unwrap_or(u64::MAX)
+        };
+        record
+            .pipelines
+            .iter()
+            .take(MAX_PIPELINES_PER_INSTANCE_REPORT)
+            .map(|entry| {
+                let kind = entry.kind();
+                InstancePipelineHealth {
+                    kind: kind.to_owned(),
+                    pipeline: entry.pipeline.clone(),
+                    entry: serde_json::to_value(entry).unwrap_or_default(),
+                    problems: entry_problems(
+                        entry,
+                        record.timestamp_ms,
+                        max_bytes(kind, &entry.pipeline),
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// This instance's entries as stored (by this or an earlier connection), as the
+    /// record its next report's drop counts are compared with.
+    async fn stored_instance_health(&self) -> Option<HealthRecord> {
+        let stored = self
+            .store
+            .instance_entries(&self.cluster, &self.certificate.info.instance)
+            .await;
+        let entries = match stored {
+            Ok(entries) => entries,
+            Err(error) => {
+                self.log_store_error(Err(error));
+                return None;
+            }
+        };
+        let pipelines = entries
+            .into_values()
+            // Counters restart with the process: another process's counts do not apply.
+            .filter(|stored| stored.agent_instance_id == self.instance_id)
+            .filter_map(|stored| serde_json::from_value(stored.entry).ok())
+            .collect();
+        Some(HealthRecord {
+            agent_instance_id: self.instance_id.clone(),
+            timestamp_ms: 0,
+            pipelines,
+        })
     }
 
     /// The health record stored for the cluster (by this or an earlier connection).
@@ -441,8 +545,10 @@ impl AgentStream {
     /// The cluster's report (its applied configuration, health and last sign of life)
     /// is its cluster-level instance's: a node instance's would replace it with the
     /// state of a different configuration, so those are not stored as the cluster's.
+    /// Every instance's health is stored as that instance's
+    /// ([`ReportWrite::InstanceHealth`]).
     async fn submit(&self, report: ReportWrite) {
-        if self.role != AgentRole::Cluster {
+        if self.role != AgentRole::Cluster && !matches!(report, ReportWrite::InstanceHealth(_)) {
             tracing::debug!(cluster = %self.cluster, instance = %self.certificate.info.instance, role = self.role.as_str(), "a node instance's report is not the cluster's; not stored");
             return;
         }

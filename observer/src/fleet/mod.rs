@@ -1,6 +1,7 @@
 //! The fleet tick: applies the lifecycle policy ([`crate::lifecycle::next_state`]) to
-//! every cluster at a fixed interval (level-triggered, see [`crate::lifecycle`]), and
-//! serves what it read as the fleet's metrics.
+//! every cluster at a fixed interval (level-triggered, see [`crate::lifecycle`]),
+//! prunes the health of agent instances gone longer than their time-to-live
+//! ([`crate::store::instances`]), and serves what it read as the fleet's metrics.
 //!
 //! # Metrics
 //! The tick also refreshes a snapshot ([`FleetSnapshot`]: every cluster, and every
@@ -138,6 +139,14 @@ pub async fn tick(
                 .await?;
             cluster.state = state;
         }
+    }
+    // Agent instances unheard longer than the time-to-live leave their pipelines'
+    // health (`store::instances`); the states above never depend on them. A failure
+    // leaves the rows for the next tick (they are ignored meanwhile).
+    match store.prune_instance_health(now).await {
+        Ok(0) => {}
+        Ok(pruned) => tracing::debug!(pruned, "health of gone agent instances pruned"),
+        Err(error) => tracing::warn!(%error, "cannot prune the health of gone agent instances"),
     }
     Ok(clusters)
 }

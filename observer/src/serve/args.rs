@@ -9,8 +9,8 @@ use clap::Args;
 
 use super::{
     DEFAULT_AGENT_CERTIFICATE_VALIDITY, DEFAULT_CONTROL_HANDSHAKE_WAIT,
-    DEFAULT_GRPC_LISTEN_ADDRESS, DEFAULT_JOIN_TOKEN_TTL, DEFAULT_LISTEN_ADDRESS,
-    DEFAULT_METRICS_LISTEN_ADDRESS, DEFAULT_SILENT_AFTER,
+    DEFAULT_GRPC_LISTEN_ADDRESS, DEFAULT_INSTANCE_HEALTH_TTL, DEFAULT_JOIN_TOKEN_TTL,
+    DEFAULT_LISTEN_ADDRESS, DEFAULT_METRICS_LISTEN_ADDRESS, DEFAULT_SILENT_AFTER,
 };
 
 /// Arguments of `observer serve`.
@@ -101,6 +101,11 @@ pub struct ServeArgs {
     /// How long an agent may be unheard before its cluster is silent.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_SILENT_AFTER)]
     pub silent_after: String,
+    /// How long an agent instance's last health report counts: an instance (a node's)
+    /// unheard longer is left out of its pipelines' health and its rows are pruned; the
+    /// cluster's liveness does not depend on it.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_INSTANCE_HEALTH_TTL)]
+    pub instance_health_ttl: String,
     /// The agents' identity: certificate validity and the limits of `Join`.
     #[command(flatten)]
     pub identity: IdentityFlags,

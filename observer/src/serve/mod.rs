@@ -60,6 +60,8 @@ pub const DEFAULT_JOIN_TOKEN_TTL: &str = "24h";
 /// How long an agent may be unheard before its cluster counts as silent: several
 /// missed heartbeats, so a reconnect or an observer restart does not flap the state.
 pub const DEFAULT_SILENT_AFTER: &str = "5m";
+/// `--instance-health-ttl` by default: [`crate::store::instances::DEFAULT_INSTANCE_HEALTH_TTL`].
+pub const DEFAULT_INSTANCE_HEALTH_TTL: &str = "5m";
 /// `--agent-certificate-validity` by default: [`crate::identity::DEFAULT_AGENT_CERTIFICATE_VALIDITY`].
 pub const DEFAULT_AGENT_CERTIFICATE_VALIDITY: &str = "90d";
 /// The observer as its own telemetry names it (`service.name`).
@@ -201,6 +203,7 @@ async fn shutdown_signal() {
 pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), ServeError> {
     let mut settings = ServeSettings::check(&args)?;
     let (store, ca) = bootstrap::open_data(&args).await?;
+    store.set_instance_health_ttl(settings.instance_health_ttl);
     let egress = egress_policy(&settings.egress_allowed);
     let mut background = Background::start(&mut settings, &store, &ca, &egress).await?;
     let api_metrics = ApiMetrics::default();

@@ -36,6 +36,8 @@ pub(super) struct ServeSettings {
     pub(super) replica_id: String,
     /// `--silent-after`.
     pub(super) silent_after: Duration,
+    /// `--instance-health-ttl`.
+    pub(super) instance_health_ttl: Duration,
     /// The control port's TLS handshake limits.
     pub(super) handshake_limits: HandshakeLimits,
     /// What tenant pipelines may do.
@@ -113,6 +115,10 @@ impl ServeSettings {
         let join_token_ttl = problems.take(duration_flag("join-token-ttl", &args.join_token_ttl));
         let replica_id = problems.take(replica_id(args));
         let silent_after = problems.take(duration_flag("silent-after", &args.silent_after));
+        let instance_health_ttl = problems.take(duration_flag(
+            "instance-health-ttl",
+            &args.instance_health_ttl,
+        ));
         let handshake_limits = problems.take(control_handshake_limits(args));
         let tenant_policy = problems.take(tenant_policy(args));
         let control = problems.take(control_settings(&args.identity));
@@ -144,6 +150,7 @@ impl ServeSettings {
             Some(join_token_ttl),
             Some(replica_id),
             Some(silent_after),
+            Some(instance_health_ttl),
             Some(handshake_limits),
             Some(tenant_policy),
             Some(control),
@@ -161,6 +168,7 @@ impl ServeSettings {
             join_token_ttl,
             replica_id,
             silent_after,
+            instance_health_ttl,
             handshake_limits,
             tenant_policy,
             control,
@@ -182,6 +190,7 @@ impl ServeSettings {
             join_token_ttl,
             replica_id,
             silent_after,
+            instance_health_ttl,
             handshake_limits,
             tenant_policy: Arc::new(tenant_policy),
             control,

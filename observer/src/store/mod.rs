@@ -5,7 +5,8 @@
 //! [`tenants`], [`tokens`] (API and join tokens), [`clusters`] (with their reports read
 //! back), [`pipelines`] ([`pipeline_rows`] for rows that cannot be read), [`audit`],
 //! [`feed`] (the change feed), [`reports`] (what agents report, group-committed),
-//! [`certificates`], [`deletions`] (incarnations and held deletions),
+//! [`certificates`], [`deletions`] (incarnations and held deletions), [`instances`]
+//! (health per agent instance),
 //! [`probe_endpoints`], [`quotas`], [`budgets`], [`control_planes`], [`tenancy`],
 //! [`replicas`] and [`leases`]. Every decision is written through one
 //! [`mutation::Mutation`]: begin, audit, commit and publish.
@@ -21,7 +22,8 @@
 //! | `clusters`        | `name` (the global id), unique (`tenant`, `local_name`) | tenant, the tenant's name for it, labels (JSON), state ([`ClusterState`]), agent version and instance, last seen, connected and `connection_id`, certificate serial and expiry, applied config hash, tombstone time | first; `connection_id` second; `local_name` `add_cluster_local_names` |
 //! | `join_tokens`     | `token_hash`     | cluster, expiry, `used_at_ms` (set once), the CSR and certificate of its redemption | first, extended by `create_agent_certificates` |
 //! | `pipelines`       | (`tenant`, `kind`, `name`) | the pipeline document (`MetricPipeline`, `LogPipeline`) as JSON with inline secret values sealed, `generation`, status JSON | first, `add_pipeline_kinds` |
-//! | `cluster_reports` | `cluster`        | the agent's last config report and health report (JSON) | first |
+//! | `cluster_reports` | `cluster`        | the cluster-level agent instance's last config report and health report (JSON) | first |
+//! | `instance_health` | (`cluster`, `instance`, `kind`, `pipeline`) | each agent instance's latest health of each pipeline, its problems and worst rank, when received ([`instances`]) | `create_instance_health` |
 //! | `audit_log`       | increasing `id`  | at, actor, action, kind, tenant, name; never a value | first; indexes `add_audit_log_indexes` |
 //! | `probe_endpoints` | (`tenant`, `name`) | the endpoint's cluster, module and spec ([`probe_endpoints`]) | `create_probe_endpoints` |
 //! | `replicas`        | `id`             | when each observer replica was last seen ([`replicas`]) | `create_replicas` |
@@ -157,6 +159,7 @@ pub mod deletions;
 mod entities;
 mod errors;
 pub mod feed;
+pub mod instances;
 pub mod leases;
 pub mod migrations;
 mod mutation;
@@ -178,6 +181,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use sea_orm::sqlx;
@@ -265,6 +269,8 @@ struct Inner {
     /// Agent reports go through here to the report writer (group commit).
     reports: ReportQueue,
     report_writer: JoinHandle<()>,
+    /// The time-to-live of instance health, milliseconds ([`instances`]).
+    instance_ttl_ms: AtomicI64,
 }
 
 impl Drop for Inner {
@@ -439,6 +445,10 @@ impl Store {
                 listener,
                 reports,
                 report_writer,
+                instance_ttl_ms: AtomicI64::new(
+                    i64::try_from(instances::DEFAULT_INSTANCE_HEALTH_TTL.as_millis())
+                        .unwrap_or(i64::MAX),
+                ),
             }),
         };
         (store, listening)

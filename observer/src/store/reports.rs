@@ -22,7 +22,9 @@
 //!   multi-row upsert; each cluster's applied hash is set from its last `APPLIED`, all
 //!   in one `UPDATE … FROM (VALUES …)` that leaves a row alone when its hash is already
 //!   stored;
-//! * health: the last report of each cluster, in one multi-row upsert.
+//! * health: the last report of each cluster, in one multi-row upsert;
+//! * instance health: the last report of each (cluster, instance), replacing that
+//!   instance's rows ([`super::instances`]).
 //!
 //! The result is what writing the reports one by one in arrival order gives; the
 //! callers are answered only after the commit, and the changes are published after it
@@ -40,6 +42,7 @@ use sea_orm::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::entities::{cluster_reports, clusters};
+use super::instances::{InstanceHealthReport, write_instance_health};
 use kaas_pipeline::status::AgentConfigState;
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +121,10 @@ pub enum ReportWrite {
         /// The report.
         report: ConfigReport,
     },
+    /// One agent instance's health report, replacing that instance's rows of
+    /// `instance_health` ([`super::instances`]). Observations, announced as
+    /// [`Change::ClusterReport`] only.
+    InstanceHealth(Box<InstanceHealthReport>),
     /// A health report, stored as the cluster's latest.
     Health {
         /// The cluster.
@@ -135,6 +142,7 @@ impl ReportWrite {
             Self::Seen { cluster, .. }
             | Self::Config { cluster, .. }
             | Self::Health { cluster, .. } => cluster,
+            Self::InstanceHealth(report) => &report.cluster,
         }
     }
 }
@@ -292,6 +300,14 @@ impl ReportWriter {
                 upsert_health(&transaction, &[(cluster.as_str(), health, *at_ms)]).await?;
                 vec![Change::ClusterReport(cluster.clone())]
             }
+            ReportWrite::InstanceHealth(report) => {
+                find_cluster(&transaction, &report.cluster).await?;
+                write_instance_health(&transaction, &[report.as_ref()])
+                    .await?
+                    .into_iter()
+                    .map(Change::ClusterReport)
+                    .collect()
+            }
         };
         self.commit(transaction, changes).await
     }
@@ -310,6 +326,7 @@ impl ReportWriter {
         let mut configs: BTreeMap<&str, &ConfigReport> = BTreeMap::new();
         let mut applied: BTreeMap<&str, &str> = BTreeMap::new();
         let mut healths: BTreeMap<&str, (&serde_json::Value, i64)> = BTreeMap::new();
+        let mut instances: Vec<&InstanceHealthReport> = Vec::new();
         for change in write_seen_together(&transaction, writes).await? {
             publish(change, &mut changes);
         }
@@ -329,6 +346,7 @@ impl ReportWriter {
                 } => {
                     healths.insert(cluster, (health, *at_ms));
                 }
+                ReportWrite::InstanceHealth(report) => instances.push(report),
             }
         }
         set_cluster_column(
@@ -347,6 +365,9 @@ impl ReportWriter {
             .map(|(cluster, (health, at_ms))| (cluster, health, at_ms))
             .collect();
         upsert_health(&transaction, &healths).await?;
+        // A report of a removed cluster fails the batch on its foreign key, as the
+        // other reports do.
+        write_instance_health(&transaction, &instances).await?;
         for write in writes {
             if !matches!(write, ReportWrite::Seen { .. }) {
                 publish(

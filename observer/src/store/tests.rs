@@ -258,6 +258,10 @@ mod identity;
 #[path = "tests_deletions.rs"]
 mod deletions;
 
+/// Health per agent instance: worst-of, time-to-live, pruning, bounds.
+#[path = "tests_instances.rs"]
+mod instances;
+
 /// Scenarios that need two replicas on one database: PostgreSQL only.
 mod postgres_replicas {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ pub mod cluster_control_planes;
 pub mod cluster_reports;
 pub mod cluster_tombstones;
 pub mod clusters;
+pub mod instance_health;
 pub mod join_tokens;
 pub mod pending_deletions;
 pub mod pipelines;

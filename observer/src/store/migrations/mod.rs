@@ -13,6 +13,7 @@
 mod budgets;
 mod control_planes;
 mod identity;
+mod instances;
 mod lifecycle;
 mod pipeline_kinds;
 mod probes;
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(lifecycle::CreatePendingDeletions),
             Box::new(control_planes::CreateClusterControlPlanes),
             Box::new(pipeline_kinds::AddPipelineKinds),
+            Box::new(instances::CreateInstanceHealth),
         ]
     }
 
@@ -461,6 +463,7 @@ mod tests {
                 "m20261207_000002_create_pending_deletions",
                 "m20261207_000003_create_cluster_control_planes",
                 "m20261207_000004_add_pipeline_kinds",
+                "m20261207_000010_create_instance_health",
             ]
         );
     }

@@ -1,0 +1,413 @@
+//! Health per agent instance end to end (issue 16): a cluster's cluster-level instance
+//! and two node instances, each with its own certificate, report over real control
+//! streams (TLS on a loopback port) different health for the same log pipeline; the
+//! pipeline's condition and the cluster's API view show the worst instance with the
+//! count of affected ones, and a node instance gone past the time-to-live is dropped
+//! by the fleet tick without the cluster turning silent.
+
+mod api_harness;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api_harness::{ADMIN, Harness};
+use kaas_observer::control::{ControlService, ControlSettings, serve, server_tls_config};
+use kaas_observer::fleet::{LifecycleSettings, tick};
+use kaas_observer::identity::ClusterCa;
+use kaas_observer::store::{Actor, ClusterState, NewCluster, Store, now_ms};
+use kaas_pipeline::ValidatedLogPipeline;
+use kaas_pipeline::status::{CONDITION_FLOW_HEALTHY, Condition, ConditionStatus};
+use kaas_proto::control::v1::agent_control_client::AgentControlClient;
+use kaas_proto::control::v1::{
+    AgentHealth, AgentHello, AgentMessage, AgentRole, Capability, CertificateRequest, JoinRequest,
+    ObserverMessage, PipelineError, PipelineHealth, agent_message, observer_message,
+};
+use kaas_test_support::tls::agent_key_and_csr;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Generous for a loaded 2-core machine.
+const DEADLINE: Duration = Duration::from_secs(15);
+const TENANT: &str = "shop";
+const PIPELINE: &str = "logs";
+
+/// An agent instance's credentials.
+struct Credentials {
+    key_pem: String,
+    cert_pem: String,
+}
+
+/// The control service on the API harness's store, and one cluster.
+struct Setup {
+    harness: Harness,
+    url: String,
+    bundle: String,
+    cluster: String,
+}
+
+async fn setup() -> Setup {
+    let harness = Harness::new().await;
+    let store = harness.store.clone();
+    store
+        .create_tenant(TENANT, &Actor::admin())
+        .await
+        .expect("the test step succeeds");
+    let ca = Arc::new(ClusterCa::load_or_create(harness.dir.path()).expect("cluster CA"));
+    let tls = server_tls_config(&ca, &["127.0.0.1".to_owned()]).expect("server TLS");
+    let settings = ControlSettings {
+        status_debounce: Duration::from_millis(20),
+        ..ControlSettings::default()
+    };
+    let service = ControlService::new(store.clone(), ca.clone(), settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("the test step succeeds");
+    let url = format!(
+        "https://{}",
+        listener.local_addr().expect("the test step succeeds")
+    );
+    tokio::spawn(async move { serve(listener, service, tls).await.expect("serve") });
+    let (cluster, _) = store
+        .create_cluster(
+            NewCluster {
+                name: "edge-1".to_owned(),
+                tenant: TENANT.to_owned(),
+                labels: Default::default(),
+                api_endpoint: None,
+            },
+            Duration::from_secs(3600),
+            &Actor::admin(),
+        )
+        .await
+        .expect("the test step succeeds");
+    apply_log_pipeline(&store).await;
+    Setup {
+        harness,
+        url,
+        bundle: ca.bundle_pem(),
+        cluster: cluster.id,
+    }
+}
+
+async fn apply_log_pipeline(store: &Store) {
+    let text = format!(
+        r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: LogPipeline
+metadata: {{name: {PIPELINE}}}
+spec:
+  input: {{runtime: {{enabled: true}}, otlp: {{enabled: true}}}}
+  output: {{loki: {{url: "https://loki.example"}}}}
+"#
+    );
+    let context = kaas_pipeline::ValidationContext::tenant_default();
+    let document = kaas_pipeline::document::parse_documents(&text, &context)
+        .into_iter()
+        .next()
+        .expect("the test step succeeds");
+    let kaas_pipeline::document::ValidatedResource::Log(pipeline) =
+        document.outcome.expect("the test step succeeds")
+    else {
+        panic!("the fixture is a log pipeline");
+    };
+    store
+        .apply_pipeline(TENANT, *pipeline, &Actor::admin())
+        .await
+        .expect("the test step succeeds");
+}
+
+impl Setup {
+    async fn channel(&self, credentials: Option<&Credentials>) -> Channel {
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.bundle));
+        if let Some(c) = credentials {
+            tls = tls.identity(Identity::from_pem(&c.cert_pem, &c.key_pem));
+        }
+        Endpoint::from_shared(self.url.clone())
+            .expect("the test step succeeds")
+            .tls_config(tls)
+            .expect("the test step succeeds")
+            .connect()
+            .await
+            .expect("connect to the observer")
+    }
+
+    /// The cluster-level instance joins with a fresh token.
+    async fn join(&self) -> Credentials {
+        let token = (self.harness.store)
+            .mint_join_token(&self.cluster, Duration::from_secs(3600), &Actor::admin())
+            .await
+            .expect("the test step succeeds");
+        let (key_pem, csr_pem) = agent_key_and_csr();
+        let response = AgentControlClient::new(self.channel(None).await)
+            .join(JoinRequest {
+                join_token: token,
+                csr_pem,
+                agent_instance_id: "default-process".to_owned(),
+                agent_version: "0.1.0".to_owned(),
+                instance_name: String::new(),
+            })
+            .await
+            .expect("join")
+            .into_inner();
+        Credentials {
+            key_pem,
+            cert_pem: response.certificate_pem,
+        }
+    }
+
+    async fn open(&self, credentials: &Credentials, process: &str, role: AgentRole) -> Agent {
+        let (tx, rx) = mpsc::channel(16);
+        let hello = AgentHello {
+            cluster_id: self.cluster.clone(),
+            agent_instance_id: process.to_owned(),
+            agent_version: "0.1.0".to_owned(),
+            capabilities: vec![Capability::AcceptsRemoteConfig as i32],
+            role: role as i32,
+            ..AgentHello::default()
+        };
+        let mut agent = Agent {
+            tx,
+            inbound: None,
+            sequence: 0,
+        };
+        agent.send(agent_message::Body::Hello(hello)).await;
+        let inbound = AgentControlClient::new(self.channel(Some(credentials)).await)
+            .connect(ReceiverStream::new(rx))
+            .await
+            .expect("the stream opens")
+            .into_inner();
+        agent.inbound = Some(inbound);
+        agent
+    }
+
+    /// The log pipeline's `FlowHealthy` once it satisfies `predicate`.
+    async fn flow_healthy(&self, predicate: impl Fn(&Condition) -> bool) -> Condition {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let stored = (self.harness.store)
+                .get_pipeline_of::<ValidatedLogPipeline>(TENANT, PIPELINE)
+                .await
+                .expect("the test step succeeds")
+                .expect("the test step succeeds");
+            let status = stored.status;
+            if let Some(condition) = (status.conditions.iter())
+                .find(|c| c.type_ == CONDITION_FLOW_HEALTHY)
+                .filter(|c| predicate(c))
+            {
+                return condition.clone();
+            }
+            assert!(
+                Instant::now() < until,
+                "FlowHealthy never matched: {status:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The log pipeline's entry in the cluster's API view.
+    async fn pipeline_health(&self) -> serde_json::Value {
+        let uri = format!("/api/v1/clusters/{}", self.cluster);
+        let answer = self.harness.get(&uri, ADMIN).await;
+        assert!(answer.status.is_success(), "{}", answer.text);
+        let view = answer.json();
+        (view["pipelineHealth"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+        .into_iter()
+        .find(|p| p["pipeline"] == PIPELINE && p["kind"] == "LogPipeline")
+        .unwrap_or_else(|| panic!("no pipelineHealth entry: {view:#}"))
+    }
+}
+
+/// The agent side of one stream.
+struct Agent {
+    tx: mpsc::Sender<AgentMessage>,
+    inbound: Option<Streaming<ObserverMessage>>,
+    sequence: u64,
+}
+
+impl Agent {
+    async fn send(&mut self, body: agent_message::Body) {
+        self.sequence += 1;
+        self.tx
+            .send(AgentMessage {
+                sequence_num: self.sequence,
+                body: Some(body),
+            })
+            .await
+            .expect("the stream is open");
+    }
+
+    /// A certificate for the cluster's instance `instance`, asked for over this stream.
+    async fn certificate_for(&mut self, instance: &str) -> Credentials {
+        let (key_pem, csr_pem) = agent_key_and_csr();
+        self.send(agent_message::Body::CertificateRequest(
+            CertificateRequest {
+                csr_pem,
+                instance_name: instance.to_owned(),
+            },
+        ))
+        .await;
+        let inbound = self.inbound.as_mut().expect("the test step succeeds");
+        loop {
+            let message = tokio::time::timeout(DEADLINE, inbound.message())
+                .await
+                .expect("an answer in time")
+                .expect("the stream is open")
+                .expect("the stream is open");
+            if let Some(observer_message::Body::CertificateIssued(issued)) = message.body {
+                assert_eq!(issued.refused, "", "{issued:?}");
+                return Credentials {
+                    key_pem,
+                    cert_pem: issued.certificate_pem,
+                };
+            }
+        }
+    }
+
+    /// Reports the log pipeline's health: with `error`, a backend that refuses.
+    async fn report(&mut self, error: Option<&str>) {
+        let now = now_ms();
+        let pipeline = PipelineHealth {
+            pipeline: PIPELINE.to_owned(),
+            kind: "LogPipeline".to_owned(),
+            samples_sent: 10,
+            last_error: error.map(|message| PipelineError {
+                timestamp_unix_ms: now,
+                reason: "BackendUnreachable".to_owned(),
+                message: message.to_owned(),
+            }),
+            ..PipelineHealth::default()
+        };
+        self.send(agent_message::Body::Health(AgentHealth {
+            timestamp_unix_ms: now,
+            pipelines: vec![pipeline],
+        }))
+        .await;
+    }
+}
+
+/// The cluster-level instance and node instances `node-1` and `node-2`, connected.
+async fn three_instances(s: &Setup) -> (Agent, Agent, Agent) {
+    let default_credentials = s.join().await;
+    let mut default = s
+        .open(&default_credentials, "default-process", AgentRole::Cluster)
+        .await;
+    let node1 = default.certificate_for("node-1").await;
+    let node2 = default.certificate_for("node-2").await;
+    let node1 = s.open(&node1, "node-1-process", AgentRole::Node).await;
+    let node2 = s.open(&node2, "node-2-process", AgentRole::Node).await;
+    (default, node1, node2)
+}
+
+/// Issue 16: a cluster instance and two node instances report different health for
+/// the same log pipeline: `FlowHealthy` is the worst (False, the failing node named)
+/// with 1 of 3 instances affected, and the cluster's API view says so in numbers.
+#[tokio::test]
+async fn a_pipeline_is_the_worst_of_its_instances_with_the_count_affected() {
+    let s = setup().await;
+    let (mut default, mut node1, mut node2) = three_instances(&s).await;
+    default.report(None).await;
+    node1.report(None).await;
+    let healthy = s.flow_healthy(|c| c.status == ConditionStatus::True).await;
+    assert!(
+        healthy.message.contains("1 reporting cluster"),
+        "{healthy:?}"
+    );
+
+    node2.report(Some("connection refused by loki")).await;
+    let condition = s.flow_healthy(|c| c.status == ConditionStatus::False).await;
+    assert_eq!(condition.reason, "BackendUnreachable");
+    assert!(
+        condition
+            .message
+            .contains("cluster edge-1, instance node-2 (1 of 3 instances affected)"),
+        "{}",
+        condition.message
+    );
+    assert!(condition.message.contains("connection refused by loki"));
+
+    let view = s.pipeline_health().await;
+    assert_eq!(view["status"], "False", "{view:#}");
+    assert_eq!(view["reason"], "BackendUnreachable");
+    assert_eq!(view["worstInstance"], "node-2");
+    assert_eq!(
+        view["instances"],
+        serde_json::json!({"reporting": 3, "affected": 1})
+    );
+
+    // node-2 recovers: healthy again, all three reporting.
+    node2.report(None).await;
+    s.flow_healthy(|c| c.status == ConditionStatus::True).await;
+    let view = s.pipeline_health().await;
+    assert_eq!(
+        view["instances"],
+        serde_json::json!({"reporting": 3, "affected": 0})
+    );
+    assert!(view.get("worstInstance").is_none(), "{view:#}");
+}
+
+/// Issue 16: a failing node instance that goes away is dropped from the pipeline's
+/// health once its last report is older than the time-to-live (the fleet tick prunes
+/// it), and neither its leaving nor the prune makes the cluster silent or
+/// disconnected: liveness stays with the cluster's stream.
+#[tokio::test]
+async fn a_gone_instance_is_dropped_after_the_ttl_and_the_cluster_stays_alive() {
+    let s = setup().await;
+    let store = s.harness.store.clone();
+    let ttl = Duration::from_millis(1500);
+    store.set_instance_health_ttl(ttl);
+    let (mut default, mut node1, mut node2) = three_instances(&s).await;
+    default.report(None).await;
+    node1.report(None).await;
+    node2.report(Some("connection refused by loki")).await;
+    s.flow_healthy(|c| c.status == ConditionStatus::False).await;
+    let view = s.pipeline_health().await;
+    assert_eq!(
+        view["instances"],
+        serde_json::json!({"reporting": 3, "affected": 1})
+    );
+
+    // node-2's node goes away: its stream ends, the others keep reporting.
+    drop(node2);
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    default.report(None).await;
+    node1.report(None).await;
+    let settings = LifecycleSettings {
+        silent_after: Duration::from_secs(60),
+        ..LifecycleSettings::default()
+    };
+    let until = Instant::now() + DEADLINE;
+    loop {
+        // The fleet tick: the lifecycle pass, with the prune.
+        let clusters = tick(&store, &settings)
+            .await
+            .expect("the test step succeeds");
+        let cluster = clusters
+            .iter()
+            .find(|c| c.id == s.cluster)
+            .expect("the test step succeeds");
+        assert_eq!(cluster.state, ClusterState::Active, "never silent");
+        let view = s.pipeline_health().await;
+        if view["instances"] == serde_json::json!({"reporting": 2, "affected": 0}) {
+            break;
+        }
+        assert!(Instant::now() < until, "node-2 was never dropped: {view:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let condition = s.flow_healthy(|c| c.status == ConditionStatus::True).await;
+    assert_eq!(condition.reason, "FlowHealthy");
+    let cluster = store
+        .get_cluster(&s.cluster)
+        .await
+        .expect("the test step succeeds")
+        .expect("the test step succeeds");
+    assert_eq!(cluster.state, ClusterState::Active);
+    assert!(
+        cluster.connected,
+        "a node instance leaving does not disconnect the cluster"
+    );
+}
