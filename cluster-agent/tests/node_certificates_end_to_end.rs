@@ -90,8 +90,10 @@ async fn fake_api_server() -> String {
         let list = serde_json::json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []});
         json(&list)
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("the test's setup");
+    let address = listener.local_addr().expect("the test's setup");
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{address}")
 }
@@ -103,18 +105,29 @@ fn start_observer(dir: &Path) -> (Runtime, Store, String, String, String) {
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .expect("the test's setup");
     let (store, url, api, token) = runtime.block_on(async {
-        let store = Store::open_sqlite(&dir.join("observer.db"), SecretBox::generate().unwrap())
-            .await
-            .unwrap();
-        let ca = Arc::new(ClusterCa::load_or_create(dir).unwrap());
-        let tls = server_tls_config(&ca, &["127.0.0.1".to_owned()]).unwrap();
+        let store = Store::open_sqlite(
+            &dir.join("observer.db"),
+            SecretBox::generate().expect("the test's setup"),
+        )
+        .await
+        .expect("the test's setup");
+        let ca = Arc::new(ClusterCa::load_or_create(dir).expect("the test's setup"));
+        let tls = server_tls_config(&ca, &["127.0.0.1".to_owned()]).expect("the test's setup");
         let service = ControlService::new(store.clone(), ca, ControlSettings::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("the test's setup");
+        let url = format!(
+            "https://{}",
+            listener.local_addr().expect("the test's setup")
+        );
         tokio::spawn(async move { serve(listener, service, tls).await });
-        store.create_tenant("shop", &Actor::admin()).await.unwrap();
+        store
+            .create_tenant("shop", &Actor::admin())
+            .await
+            .expect("the test's setup");
         let new = NewCluster {
             name: "edge-1".to_owned(),
             tenant: "shop".to_owned(),
@@ -124,7 +137,7 @@ fn start_observer(dir: &Path) -> (Runtime, Store, String, String, String) {
         let (_, token) = store
             .create_cluster(new, Duration::from_secs(3600), &Actor::admin())
             .await
-            .unwrap();
+            .expect("the test's setup");
         (store, url, fake_api_server().await, token)
     });
     (runtime, store, url, api, token)
@@ -138,7 +151,7 @@ fn kubeconfig(dir: &Path, server: &str) -> std::path::PathBuf {
          users: [{{name: u, user: {{token: cluster-agent-token}}}}]\n\
          contexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
     );
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, text).expect("the test's setup");
     path
 }
 
@@ -157,7 +170,7 @@ fn agent(args: &[&str], port: u16, env: &[(&str, &str)], log: &Path) -> ChildGua
         .env_remove("KAAS_JOIN_TOKEN")
         .env_remove("KUBECONFIG")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
+        .stderr(std::fs::File::create(log).expect("the test's setup"));
     for (name, value) in env {
         command.env(name, value);
     }
@@ -187,14 +200,14 @@ fn wait_until(what: &str, logs: &[&Path], mut done: impl FnMut() -> bool) {
 
 #[test]
 fn a_node_agent_without_a_join_token_gets_its_own_nodes_certificate_and_connects() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("the test's setup");
     let observer_dir = dir.path().join("observer");
-    std::fs::create_dir_all(&observer_dir).unwrap();
+    std::fs::create_dir_all(&observer_dir).expect("the test's setup");
     let (runtime, store, url, api, token) = start_observer(&observer_dir);
     let ca = observer_dir.join("ca.crt");
-    let ca = ca.to_str().unwrap();
+    let ca = ca.to_str().expect("the test's setup");
     let token_file = dir.path().join("join-token");
-    std::fs::write(&token_file, &token).unwrap();
+    std::fs::write(&token_file, &token).expect("the test's setup");
     let kubeconfig = kubeconfig(dir.path(), &api);
 
     let cluster_port = free_port();
@@ -207,23 +220,23 @@ fn a_node_agent_without_a_join_token_gets_its_own_nodes_certificate_and_connects
             "--observer-ca-file",
             ca,
             "--join-token-file",
-            token_file.to_str().unwrap(),
+            token_file.to_str().expect("the test's setup"),
             "--data-dir",
-            cluster_data.to_str().unwrap(),
+            cluster_data.to_str().expect("the test's setup"),
             "--kubernetes",
             "auto",
         ],
         cluster_port,
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+        &[("KUBECONFIG", kubeconfig.to_str().expect("the test's setup"))],
         &cluster_log,
     );
     let issuer = format!("http://127.0.0.1:{cluster_port}");
 
     let node_agent = |name: &str, token: &str, instance: &str| {
         let node_dir = dir.path().join(name);
-        std::fs::create_dir_all(node_dir.join("pods")).unwrap();
+        std::fs::create_dir_all(node_dir.join("pods")).expect("the test's setup");
         let node_token = node_dir.join("token");
-        std::fs::write(&node_token, format!("{token}\n")).unwrap();
+        std::fs::write(&node_token, format!("{token}\n")).expect("the test's setup");
         let log = dir.path().join(format!("{name}.log"));
         let data = node_dir.join("data");
         let guard = agent(
@@ -239,13 +252,13 @@ fn a_node_agent_without_a_join_token_gets_its_own_nodes_certificate_and_connects
                 "--node-certificate-issuer",
                 &issuer,
                 "--node-token-file",
-                node_token.to_str().unwrap(),
+                node_token.to_str().expect("the test's setup"),
                 "--data-dir",
-                data.to_str().unwrap(),
+                data.to_str().expect("the test's setup"),
                 "--pod-log-dir",
-                node_dir.join("pods").to_str().unwrap(),
+                node_dir.join("pods").to_str().expect("the test's setup"),
                 "--journal-dir",
-                node_dir.join("journal").to_str().unwrap(),
+                node_dir.join("journal").to_str().expect("the test's setup"),
                 "--kubernetes",
                 "off",
             ],
@@ -266,14 +279,14 @@ fn a_node_agent_without_a_join_token_gets_its_own_nodes_certificate_and_connects
     wait_until("the node agent saves its node's certificate", &logs, || {
         saved_instance(&node_data).is_some()
     });
-    let info = saved_instance(&node_data).unwrap();
+    let info = saved_instance(&node_data).expect("the test's setup");
     assert_eq!(
         (info.cluster.as_str(), info.instance.as_str()),
         (CLUSTER_ID, NODE)
     );
     let standing = runtime
         .block_on(store.certificate_standing(CLUSTER_ID, &info.serial_hex))
-        .unwrap();
+        .expect("the test's setup");
     assert_eq!(
         standing,
         CertificateStanding::Valid {
