@@ -32,6 +32,7 @@ use crate::files::FileAccess;
 use crate::internal_events::PushStats;
 use crate::internal_events::ReloadState;
 use crate::labels::Labels;
+use crate::node_certificates::{IssuanceQueue, NodeIssuer, ServiceAccountName, issuance_channel};
 use crate::outbound::auth::{NoSecrets, SecretStore};
 use crate::pipeline::budget::{BufferGrant, DEFAULT_BUFFER_BUDGET, allocate};
 use crate::pipeline::kubelet::SERVICE_ACCOUNT_DIR;
@@ -74,6 +75,10 @@ pub struct AgentSettings {
     pub pod_log_dir: PathBuf,
     /// The journal directory (node role).
     pub journal_dir: PathBuf,
+    /// Whose node agents may ask this cluster-level instance for their certificates
+    /// ([`crate::node_certificates`]); `None` where there is no control stream to
+    /// ask the observer over (standalone mode, the node role).
+    pub node_service_account: Option<ServiceAccountName>,
 }
 
 /// The name of the node the agent runs on: `NODE_NAME` (the downward API's
@@ -317,8 +322,11 @@ impl Agent {
         let mut report = ApplyReport::default();
         let mut config = config;
         if self.role == AgentRole::Node {
-            // The cluster-level instance runs them.
+            // The cluster-level instance runs them, and the pushed part of log
+            // pipelines: the observer sends a node none of it, and a configuration that
+            // holds some anyway (a file, an older observer) is cut to the node's part.
             config.pipelines.clear();
+            config.log_pipelines = node_part(std::mem::take(&mut config.log_pipelines));
         }
         let metric_asks = config
             .pipelines
@@ -445,6 +453,24 @@ fn log_report(report: &ApplyReport) {
     }
 }
 
+/// The part of `pipelines` a node instance runs: each with only its `runtime` and
+/// `node` inputs; a pipeline with neither (only an `otlp` push input, the cluster-level
+/// instance's) is skipped and said so in the log.
+fn node_part(
+    pipelines: Vec<kaas_pipeline::logs::ValidatedLogPipeline>,
+) -> Vec<kaas_pipeline::logs::ValidatedLogPipeline> {
+    pipelines
+        .into_iter()
+        .filter_map(|pipeline| {
+            let part = pipeline.for_role(AgentRole::Node);
+            if part.is_none() {
+                tracing::info!(pipeline = %pipeline.name(), "log pipeline skipped: it has no runtime or node input, and its OTLP push input belongs to the cluster-level instance");
+            }
+            part
+        })
+        .collect()
+}
+
 /// The running agent with everything both modes share: the Kubernetes watches, the
 /// HTTP and OTLP/gRPC servers and the agent's metrics. Configurations reach its
 /// pipelines only through [`ConfiguredAgent::apply`].
@@ -457,6 +483,8 @@ pub struct ConfiguredAgent {
     pub reloads: Arc<ReloadState>,
     /// The resource of the agent's own telemetry (gains the cluster's name).
     telemetry_resource: kaas_self_telemetry::Resource,
+    /// Node certificate requests for the control stream, until it takes them.
+    issuance_queue: Option<IssuanceQueue>,
 }
 
 impl ConfiguredAgent {
@@ -467,10 +495,15 @@ impl ConfiguredAgent {
         telemetry: &mut SelfTelemetry,
     ) -> Result<Self, StartError> {
         let kubernetes = kubernetes_client(settings.kubernetes).await;
-        let pods = kubernetes.clone().map(watch::watch_pods);
-        let nodes = kubernetes.clone().map(watch::watch_nodes);
-        let services = kubernetes.clone().map(watch::watch_services);
-        let endpoint_slices = kubernetes.clone().map(watch::watch_endpoint_slices);
+        // Discovery is the cluster-level instance's: a node instance watches only its
+        // node's pods (below), which is all its RBAC grants (deploy/agent/base/node-agent.yaml).
+        let discovery = kubernetes
+            .clone()
+            .filter(|_| settings.role == AgentRole::Cluster);
+        let pods = discovery.clone().map(watch::watch_pods);
+        let nodes = discovery.clone().map(watch::watch_nodes);
+        let services = discovery.clone().map(watch::watch_services);
+        let endpoint_slices = discovery.map(watch::watch_endpoint_slices);
         let policy = settings.policy.clone();
         let context = AgentContext {
             data_dir: settings.data_dir.clone(),
@@ -521,13 +554,27 @@ impl ConfiguredAgent {
         let registry = Arc::new(registry);
         telemetry.start(registry.clone())?;
         let listener = listen(settings.listen_address).await?;
-        let push = match settings.role {
+        let mut push = match settings.role {
             AgentRole::Cluster => {
-                serve_push(settings, kubernetes.clone(), &agent, push_stats).await?
+                serve_push(settings, kubernetes.clone(), &agent, push_stats.clone()).await?
             }
             // Pushes go to the cluster-level instance's Service.
             AgentRole::Node => axum::Router::new(),
         };
+        let mut issuance_queue = None;
+        if let (AgentRole::Cluster, Some(account)) =
+            (settings.role, settings.node_service_account.clone())
+        {
+            let (stream, queue) = issuance_channel();
+            let issuer = Arc::new(NodeIssuer::new(
+                kubernetes.clone(),
+                account,
+                stream,
+                push_stats.clone(),
+            ));
+            push = push.merge(issuer.routes());
+            issuance_queue = Some(queue);
+        }
         let app = crate::server::app(registry, reloads.clone(), push);
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -546,7 +593,14 @@ impl ConfiguredAgent {
             watched_secret_namespaces: BTreeSet::new(),
             reloads,
             telemetry_resource: telemetry.resource(),
+            issuance_queue,
         })
+    }
+
+    /// The node certificate requests for the control stream to send (once; `None`
+    /// when this instance hands out no node certificates).
+    pub fn take_issuance_queue(&mut self) -> Option<IssuanceQueue> {
+        self.issuance_queue.take()
     }
 
     /// Whether the agent can reach the Kubernetes API (for discovery and Secrets).
@@ -714,6 +768,37 @@ pipelines:
             errors.errors()[0].path,
             "pipelines[0].spec.output.prometheusRemoteWrite.headers[1].valueFrom.secretKeyRef.namespace"
         );
+    }
+
+    /// Issue 16: a node instance never starts a log pipeline that only takes OTLP
+    /// pushes (the cluster-level instance's), even when a configuration holds one;
+    /// a pipeline that also reads the node's files runs without its push input.
+    #[tokio::test]
+    async fn a_node_instance_skips_log_pipelines_that_only_take_pushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut agent = plain_agent(dir.path());
+        agent.run_as_node(NodeLogSettings {
+            pod_log_dir: dir.path().join("pods"),
+            journal_dir: dir.path().join("journal"),
+            state_dir: dir.path().join("log-inputs"),
+            node: crate::log_inputs::NodeIdentity {
+                node_name: "node-1.example".into(),
+                cluster_name: String::new(),
+            },
+            pods: None,
+            files: kaas_pipeline::paths::PathPolicy::for_agent(dir.path()),
+        });
+        let report = agent.apply(config(LOGS, true)).await;
+        assert_eq!(report, ApplyReport::default(), "nothing runs on the node");
+        assert!(!dir.path().join("log-buffers/shop").exists());
+        let both = "      input: {runtime: {enabled: true}, otlp: {enabled: true}}\n      output: {otlp: {endpoint: 'http://127.0.0.1:9'}}\n";
+        let report = agent.apply(config(both, false)).await;
+        assert_eq!(report.started, [PipelineId::log("shop")], "{report:?}");
+        let running = agent.log_pipelines.read().await;
+        let inputs = &running["shop"].pipeline.inputs;
+        assert!(inputs.runtime.is_some() && inputs.otlp.is_none());
+        drop(running);
+        agent.shutdown().await;
     }
 
     /// An agent with no Kubernetes access, keeping its data in `dir`.

@@ -30,7 +30,8 @@
 //! Around it: `pipeline::runtime` starts and stops each pipeline from its
 //! validated spec; [`agent`] is the composition root, built from plain settings;
 //! [`control`] is the observer's control stream (join, identity, last-known-good
-//! configuration, health reports); [`cli`] parses and checks the command line and
+//! configuration, health reports); [`node_certificates`] is the cluster-level
+//! instance's endpoint handing node instances their certificates over that stream; [`cli`] parses and checks the command line and
 //! hands settings to [`agent`]; [`telemetry`] and [`server`] are the agent's own
 //! metrics and endpoints; [`internal_events`] (the notable events and the counters they
 //! own), [`labels`] and [`files`] are leaves every module may use.
@@ -44,6 +45,7 @@ pub mod files;
 pub mod internal_events;
 pub mod labels;
 pub mod log_inputs;
+pub mod node_certificates;
 pub mod outbound;
 pub mod pipeline;
 pub mod processing;

@@ -39,6 +39,8 @@
 //! | `kaas_agent_push_samples_unrouted_total` | |
 //! | `kaas_agent_push_malformed_requests_total` | |
 //! | `kaas_agent_push_requests_refused_total` | protocol (remote_write, otlp, otlp_logs), reason |
+//! | `kaas_agent_node_certificates_issued_total` | |
+//! | `kaas_agent_node_certificate_requests_refused_total` | reason (malformed, unauthenticated, forbidden, too_large, too_soon, unavailable) |
 //! | `kaas_agent_config_reloads_total` | result (success, failure) |
 //! | `kaas_agent_config_last_reload_successful` | |
 //! | `kaas_self_telemetry_export_failures_total` (with `--otlp-endpoint`) | signal |
@@ -192,6 +194,18 @@ const PUSH_REFUSED: Family = Family::new(
     "Push requests refused before reaching a pipeline, by protocol and reason.",
     MetricType::Counter,
     &["protocol", "reason"],
+);
+const NODE_CERTIFICATES_ISSUED: Family = Family::new(
+    "kaas_agent_node_certificates_issued",
+    "Node agents' certificates the cluster-level instance obtained from the observer for them.",
+    MetricType::Counter,
+    &[],
+);
+const NODE_CERTIFICATES_REFUSED: Family = Family::new(
+    "kaas_agent_node_certificate_requests_refused",
+    "Node certificate requests refused, by reason.",
+    MetricType::Counter,
+    &["reason"],
 );
 /// The families every data path fills ([`crate::pipeline::data_path`]), for one signal.
 struct DataPathFamilies {
@@ -539,7 +553,16 @@ impl AgentCollector {
             .into_iter()
             .map(|((protocol, reason), n)| (vec![protocol.to_owned(), reason.to_owned()], n))
             .collect();
-        PUSH_REFUSED.counters(encoder, &refused)
+        PUSH_REFUSED.counters(encoder, &refused)?;
+        NODE_CERTIFICATES_ISSUED
+            .counters(encoder, &[(vec![], self.push.node_certificates_issued())])?;
+        let refused: Vec<Row<u64>> = self
+            .push
+            .node_certificates_refused()
+            .into_iter()
+            .map(|(reason, n)| (vec![reason.to_owned()], n))
+            .collect();
+        NODE_CERTIFICATES_REFUSED.counters(encoder, &refused)
     }
 }
 
@@ -574,6 +597,8 @@ mod tests {
             &PUSH_UNROUTED,
             &PUSH_MALFORMED,
             &PUSH_REFUSED,
+            &NODE_CERTIFICATES_ISSUED,
+            &NODE_CERTIFICATES_REFUSED,
             &TARGETS,
             &TARGET_SCRAPE_ERRORS,
             &LOG_PROCESSING,

@@ -73,6 +73,13 @@ const AGENT_RUN_FLAGS: &[&str] = &[
     "--secret-namespaces",
     "--kubelet-insecure-skip-tls-verify",
     "--reload-check-ms",
+    "--role",
+    "--instance-name",
+    "--pod-log-dir",
+    "--journal-dir",
+    "--node-certificate-issuer",
+    "--node-token-file",
+    "--node-service-account",
 ];
 
 /// Rules the agent install manifests rendered by the API (`observer/src/api/manifest.rs`)
@@ -127,12 +134,16 @@ const ROOT_EXCEPTIONS: &[(&str, &str)] = &[(
     "/var/lib/kaas-observer/node-agent",
 )];
 
-/// Node-level exceptions the API's manifest (and so the Cluster API installer) does not
-/// render yet; the test fails once it does, so the entry goes.
-const NOT_YET_IN_API_MANIFEST: &[&str] = &["DaemonSet/cluster-agent-node"];
-
 /// The uid of the project's images (distroless "nonroot").
 const IMAGE_UID: i64 = 65532;
+
+/// What the node agent may read, as `(apiGroup, resource)` with get/list/watch: its
+/// node's pods (issue 16), for the log records' pod metadata; no discovery.
+const NODE_AGENT_RESOURCES: &[(&str, &str)] = &[("", "pods")];
+
+/// The audience of the node agent's projected token, which the cluster-level instance
+/// checks before asking the observer for the node's certificate.
+const NODE_CERTIFICATE_AUDIENCE: &str = "kaas-observer-node-certificate";
 
 /// What the cluster-agent may read, as `(apiGroup, resource)` with get/list/watch.
 const AGENT_DISCOVERY_RESOURCES: &[(&str, &str)] = &[
@@ -1072,17 +1083,9 @@ fn node_level_pods_are_listed_exceptions_in_a_privileged_namespace_of_their_own(
             .collect();
         for (namespace, workload, uses) in NODE_LEVEL_EXCEPTIONS {
             let Some(object) = in_source.iter().find(|o| object_name(o) == *workload) else {
-                if source == API_MANIFEST_SOURCE && NOT_YET_IN_API_MANIFEST.contains(workload) {
-                    continue;
-                }
                 failures.push(format!("{source}: {workload} is missing"));
                 continue;
             };
-            if source == API_MANIFEST_SOURCE && NOT_YET_IN_API_MANIFEST.contains(workload) {
-                failures.push(format!(
-                    "{source}: {workload} is rendered now: remove it from NOT_YET_IN_API_MANIFEST"
-                ));
-            }
             if object["metadata"]["namespace"] != *namespace {
                 failures.push(format!("{source}: {workload} is not in {namespace}"));
             }
@@ -1305,6 +1308,18 @@ fn rbac_grants_only_what_each_program_reads() {
         assert_eq!(bound, listed, "{source}: RoleBindings and the agent's flag");
     }
 
+    // Issue 16: the node agent reads its node's pods and nothing else cluster-wide
+    // (never the cluster-level instance's discovery role, never TokenReviews: it
+    // checks no tokens), its Secrets through the allowed namespaces' Roles; in deploy/
+    // and in what the API renders.
+    let node_expected: BTreeMap<(String, String), BTreeSet<String>> = NODE_AGENT_RESOURCES
+        .iter()
+        .map(|(g, r)| (((*g).to_owned(), (*r).to_owned()), read_only()))
+        .collect();
+    for source in ["kubectl kustomize deploy/agent/base", API_MANIFEST_SOURCE] {
+        failures.extend(node_agent_rbac_failures(&objects, source, &node_expected));
+    }
+
     // The observer: Cluster API clusters, and Secrets by name only.
     for overlay in ["deploy/overlays/dev", "deploy/overlays/ha"] {
         let observer = role(
@@ -1328,6 +1343,106 @@ fn rbac_grants_only_what_each_program_reads() {
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What is wrong with the node agent's RBAC in `source` (see the caller).
+fn node_agent_rbac_failures(
+    objects: &Objects,
+    source: &str,
+    expected: &BTreeMap<(String, String), BTreeSet<String>>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let in_source = |kind: &'static str| {
+        objects
+            .of_kind(kind)
+            .filter(move |(s, _)| s == source)
+            .map(|(_, o)| o)
+    };
+    let is_node_agent = |subject: &Json| {
+        subject["kind"] == "ServiceAccount"
+            && subject["name"] == "cluster-agent-node"
+            && subject["namespace"] == "kaas-observer-node"
+    };
+    let subjects = |binding: &Json| -> Vec<Json> {
+        binding["subjects"].as_array().cloned().unwrap_or_default()
+    };
+    let cluster_roles: Vec<String> = in_source("ClusterRoleBinding")
+        .filter(|b| subjects(b).iter().any(is_node_agent))
+        .map(|b| b["roleRef"]["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    if cluster_roles != ["cluster-agent-node"] {
+        failures.push(format!(
+            "{source}: the node agent is bound to the ClusterRoles {cluster_roles:?}, not exactly cluster-agent-node"
+        ));
+    }
+    match in_source("ClusterRole").find(|r| r["metadata"]["name"] == "cluster-agent-node") {
+        Some(role) if grants(role) == *expected && role.get("aggregationRule").is_none() => {}
+        Some(role) => failures.push(format!(
+            "{source}: ClusterRole cluster-agent-node grants {:?}, not {expected:?}",
+            grants(role)
+        )),
+        None => failures.push(format!("{source}: no ClusterRole cluster-agent-node")),
+    }
+    let secret_namespaces: BTreeSet<String> = in_source("RoleBinding")
+        .filter(|b| subjects(b).iter().any(is_node_agent))
+        .filter(|b| b["roleRef"]["name"] == "cluster-agent-secrets")
+        .filter_map(|b| b["metadata"]["namespace"].as_str().map(str::to_owned))
+        .collect();
+    let Some(daemon_set) =
+        in_source("DaemonSet").find(|d| d["metadata"]["name"] == "cluster-agent-node")
+    else {
+        failures.push(format!("{source}: no DaemonSet cluster-agent-node"));
+        return failures;
+    };
+    let pod = &daemon_set["spec"]["template"]["spec"];
+    let args = flags_with_values(&pod["containers"][0]);
+    let listed: BTreeSet<String> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--secret-namespaces="))
+        .map(|list| {
+            list.split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if secret_namespaces != listed {
+        failures.push(format!(
+            "{source}: the node agent's Secret RoleBindings {secret_namespaces:?} are not its --secret-namespaces {listed:?}"
+        ));
+    }
+    // No join token: the first certificate comes from the cluster-level instance, with
+    // a projected token for the one audience it checks.
+    if args.iter().any(|a| a.starts_with("--join-token-file")) {
+        failures.push(format!("{source}: the node agent still takes a join token"));
+    }
+    if pod["volumes"].to_string().contains("secretName") {
+        failures.push(format!("{source}: the node agent mounts a Secret"));
+    }
+    let audiences: Vec<&str> = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|v| v["projected"]["sources"].as_array().into_iter().flatten())
+        .filter_map(|s| s["serviceAccountToken"]["audience"].as_str())
+        .collect();
+    if audiences != [NODE_CERTIFICATE_AUDIENCE] {
+        failures.push(format!(
+            "{source}: the node agent's projected token audiences are {audiences:?}, not [{NODE_CERTIFICATE_AUDIENCE}]"
+        ));
+    }
+    failures
+}
+
+/// A container's arguments as written (`--flag=value`).
+fn flags_with_values(container: &Json) -> Vec<String> {
+    container["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Json::as_str)
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]

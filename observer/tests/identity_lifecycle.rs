@@ -629,6 +629,45 @@ async fn instances_have_their_own_certificates_and_never_cut_each_other() {
     assert!(default_stream.is_open().await);
 }
 
+/// Issue 16: node instances are named after their node, and node names are DNS-1123
+/// subdomains: a dotted name is issued over the stream and by `Join`, named in the
+/// certificate and connects; names that are not subdomains are refused with the rule.
+#[tokio::test]
+async fn instance_names_may_be_node_names_with_dots() {
+    const NODE: &str = "ip-10-0-1-7.eu-west-1.compute.internal";
+    let s = setup().await;
+    let observer = Observer::start(s.dir.path(), &s.store, slow_settings()).await;
+    let (cluster, mut default_stream, _) = with_node_instance(&observer, s.dir.path()).await;
+    let (issued, key_pem) = default_stream.request_certificate(NODE).await;
+    assert_eq!(issued.refused, "", "{issued:?}");
+    assert_eq!(issued.instance_name, NODE);
+    let node = Agent {
+        cluster_id: cluster.clone(),
+        key_pem,
+        cert_pem: issued.certificate_pem,
+        bundle_pem: issued.ca_bundle_pem,
+    };
+    assert_eq!(node.info().instance, NODE);
+    let mut node_stream = observer.open(&node).await.expect("the node connects");
+    assert!(node_stream.is_open().await);
+    for bad in ["Node_1", "node..1", ".node", "a/b"] {
+        let (refused, _) = default_stream.request_certificate(bad).await;
+        assert!(
+            refused.refused.contains("not a valid DNS-1123 subdomain"),
+            "{bad:?}: {refused:?}"
+        );
+    }
+    let (refused, _) = default_stream.request_certificate(&"a".repeat(254)).await;
+    assert!(refused.refused.contains("longer than 253"), "{refused:?}");
+    let ca = bundle(s.dir.path());
+    let token = observer.mint(&cluster).await;
+    let joined = observer
+        .join(&ca, &token, "node-2.example.internal")
+        .await
+        .expect("a dotted name joins");
+    assert_eq!(joined.info().instance, "node-2.example.internal");
+}
+
 /// The next configuration `stream` is sent, as JSON.
 async fn next_config(stream: &mut AgentStream) -> (serde_json::Value, String) {
     loop {

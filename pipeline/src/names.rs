@@ -71,6 +71,16 @@ pub fn check_dns1123_subdomain(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An agent instance's name within its cluster: a DNS-1123 subdomain, because node
+/// instances are named after their node and Kubernetes node names are subdomains
+/// (`ip-10-0-1-7.eu-west-1.compute.internal`). It is written into the instance's
+/// certificate (a SAN URI, `kaas-observer://instance/<name>`), recorded with it and
+/// shown in health, all of which take dots; `/` (which would end the URI's path
+/// segment) and upper case are refused by the subdomain rule.
+pub fn check_instance_name(value: &str) -> Result<(), String> {
+    check_dns1123_subdomain(value)
+}
+
 /// A Kubernetes label key: an optional DNS subdomain prefix and `/`, then a name of at
 /// most 63 characters.
 pub fn check_label_key(value: &str) -> Result<(), String> {
@@ -151,6 +161,38 @@ mod tests {
         assert!(check_dns1123_subdomain("backend.creds").is_ok());
         assert!(check_dns1123_subdomain("a..b").is_err());
         assert!(check_dns1123_subdomain(".a").is_err());
+    }
+
+    /// Issue 16: instance names are node names, so dots are allowed; every rejected
+    /// name in `testdata/instance-names/rejected.txt` is refused with its reason.
+    #[test]
+    fn instance_names_are_subdomains() {
+        for good in [
+            "default",
+            "node-1",
+            "ip-10-0-1-7.eu-west-1.compute.internal",
+            &format!("{}.{}", "a".repeat(63), "b".repeat(189)),
+        ] {
+            assert!(check_instance_name(good).is_ok(), "{good:?} refused");
+        }
+        let fixtures = include_str!("../testdata/instance-names/rejected.txt");
+        let mut count = 0;
+        for line in fixtures
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let (name, expected) = line.split_once('\t').expect("name<TAB>reason");
+            let name = name.replace("{254}", &"a".repeat(254));
+            let name = if name == "{empty}" {
+                String::new()
+            } else {
+                name
+            };
+            let reason = check_instance_name(&name).expect_err(&name);
+            assert!(reason.contains(expected), "{name:?}: {reason}");
+            count += 1;
+        }
+        assert!(count >= 8, "every fixture line was read");
     }
 
     #[test]

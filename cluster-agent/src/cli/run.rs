@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use kaas_pipeline::agent_config::{AgentConfig, AgentConfigError, ValidatedAgentConfig};
-use kaas_pipeline::names::check_dns1123_label;
+use kaas_pipeline::names::{check_dns1123_label, check_instance_name};
 use kaas_pipeline::paths::PathPolicy;
 use kaas_pipeline::{Origin, ProviderPolicy, SecretNamespaces, ValidationContext};
 use kaas_self_telemetry::SelfTelemetry;
@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::agent::{AgentRole, AgentSettings, ConfiguredAgent, StartError};
+use crate::control::enrolment::{DEFAULT_NODE_TOKEN_FILE, NodeEnrolment, check_issuer_url};
 use crate::control::{
     DEFAULT_HEALTH_REPORT_INTERVAL, DEFAULT_HEALTH_WINDOW, EndpointOrder, ObserverConnection,
     ObserverSettings, check_observer_url,
@@ -41,6 +42,7 @@ use crate::control::{
 use crate::internal_events::{
     ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource as EventSource,
 };
+use crate::node_certificates::{DEFAULT_NODE_SERVICE_ACCOUNT, ServiceAccountName};
 use crate::pipeline::budget::DEFAULT_BUFFER_BUDGET;
 use crate::pipeline::node_logs::{DEFAULT_JOURNAL_DIR, DEFAULT_POD_LOG_DIR};
 
@@ -93,11 +95,25 @@ pub struct RunArgs {
     /// until the agent has joined: its identity is kept in the data directory.
     #[arg(long, value_name = "FILE", requires = "observer")]
     pub join_token_file: Option<PathBuf>,
-    /// This agent instance's name within its cluster (a DNS-1123 label), written into
-    /// its certificate: each instance has its own, so one instance's renewal or
-    /// re-join never cuts another's stream. Default: the cluster-level instance.
+    /// This agent instance's name within its cluster (a DNS-1123 subdomain, e.g. its
+    /// node's name), written into its certificate: each instance has its own, so one
+    /// instance's renewal or re-join never cuts another's stream. Default: the
+    /// cluster-level instance.
     #[arg(long, value_name = "NAME", requires = "observer")]
     pub instance_name: Option<String>,
+    /// Node role: get this node's first certificate from the cluster-level instance at
+    /// this address (e.g. http://cluster-agent.kaas-observer.svc:8429) instead of
+    /// joining with a token; it checks --node-token-file's service-account token.
+    #[arg(long, value_name = "URL", requires = "observer")]
+    pub node_certificate_issuer: Option<String>,
+    /// Node role: the projected service-account token sent to
+    /// --node-certificate-issuer (audience kaas-observer-node-certificate).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_NODE_TOKEN_FILE)]
+    pub node_token_file: PathBuf,
+    /// Cluster role: the service account (NAMESPACE/NAME) whose node agents may ask
+    /// this instance for their node's certificate; empty: hand out none.
+    #[arg(long, value_name = "NAMESPACE/NAME", default_value = DEFAULT_NODE_SERVICE_ACCOUNT)]
+    pub node_service_account: String,
     /// Where buffers and state are kept.
     #[arg(long, value_name = "DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -247,20 +263,7 @@ impl RunArgs {
             &self.observer_order,
             choice::<EndpointOrder>,
         );
-        for url in &self.observer {
-            if let Err(error) = check_observer_url(url) {
-                // The error names the flag and the value itself.
-                problems.0.push(error.to_string());
-            }
-        }
-        if let Some(name) = self.instance_name.as_deref().filter(|n| !n.is_empty()) {
-            problems.check("instance-name", name, check_dns1123_label);
-        }
-        for namespace in self.secret_namespaces.iter().flatten() {
-            if !namespace.is_empty() {
-                problems.check("secret-namespaces", namespace, check_dns1123_label);
-            }
-        }
+        let (node_issuer, node_service_account) = self.check_names(&mut problems, role);
         let reload_check = problems.millis(
             "reload-check-ms",
             &self.reload_check_ms,
@@ -315,6 +318,10 @@ impl RunArgs {
                 ca_file: self.observer_ca_file.clone(),
                 join_token_file: self.join_token_file.clone(),
                 join_token_env: std::env::var(JOIN_TOKEN_ENV).ok(),
+                node_enrolment: node_issuer.map(|issuer_url| NodeEnrolment {
+                    issuer_url,
+                    token_file: self.node_token_file.clone(),
+                }),
                 instance_name: self.instance_name.clone().unwrap_or_default(),
                 role: role.into(),
                 data_dir: self.data_dir.clone(),
@@ -337,8 +344,52 @@ impl RunArgs {
             role: role.into(),
             pod_log_dir: self.pod_log_dir.clone(),
             journal_dir: self.journal_dir.clone(),
+            // Node certificates are asked for over the control stream.
+            node_service_account: node_service_account
+                .filter(|_| self.config.is_none() && role == RoleFlag::Cluster),
         };
         Ok(RunSettings { agent, source })
+    }
+}
+
+impl RunArgs {
+    /// Checks the flags that name things: the observer endpoints, the instance, the
+    /// Secret namespaces, and who asks for and hands out node certificates (issue 16).
+    /// Returns the node certificate issuer's URL and the node agents' service account.
+    fn check_names(
+        &self,
+        problems: &mut Problems,
+        role: Option<RoleFlag>,
+    ) -> (Option<url::Url>, Option<ServiceAccountName>) {
+        for url in &self.observer {
+            if let Err(error) = check_observer_url(url) {
+                // The error names the flag and the value itself.
+                problems.0.push(error.to_string());
+            }
+        }
+        let node_issuer = self
+            .node_certificate_issuer
+            .as_deref()
+            .and_then(|url| problems.check("node-certificate-issuer", url, check_issuer_url));
+        if node_issuer.is_some() && role == Some(RoleFlag::Cluster) {
+            problems.0.push(
+                "--node-certificate-issuer: only a --role node instance asks for its certificate"
+                    .into(),
+            );
+        }
+        let node_service_account = match self.node_service_account.as_str() {
+            "" => None,
+            text => problems.check("node-service-account", text, ServiceAccountName::parse),
+        };
+        if let Some(name) = self.instance_name.as_deref().filter(|n| !n.is_empty()) {
+            problems.check("instance-name", name, check_instance_name);
+        }
+        for namespace in self.secret_namespaces.iter().flatten() {
+            if !namespace.is_empty() {
+                problems.check("secret-namespaces", namespace, check_dns1123_label);
+            }
+        }
+        (node_issuer, node_service_account)
     }
 }
 
@@ -466,6 +517,12 @@ pub fn agent_policy(args: &RunArgs) -> ProviderPolicy {
     let mut paths = PathPolicy::for_agent(&absolute(&args.data_dir));
     if let Some(token) = &args.join_token_file {
         paths.deny(&absolute(token), "the agent's join token");
+    }
+    if args.node_certificate_issuer.is_some() {
+        paths.deny(
+            &absolute(&args.node_token_file),
+            "the node agent's service-account token",
+        );
     }
     let namespaces = match &args.secret_namespaces {
         Some(listed) => listed.iter().filter(|n| !n.is_empty()).cloned().collect(),
@@ -728,6 +785,71 @@ mod tests {
             "{problems:#?}"
         );
         assert!(problems[3].contains("https"), "{}", problems[3]);
+    }
+
+    /// Issue 16: a node instance names its issuer instead of a join token; the
+    /// cluster-level instance in observer mode hands out node certificates to the node
+    /// agents' service account (none in standalone mode, none when emptied).
+    #[test]
+    fn node_certificates_are_asked_for_by_nodes_and_handed_out_by_the_cluster_instance() {
+        let node = checked(&[
+            "--observer",
+            "https://observer:8443",
+            "--role",
+            "node",
+            "--instance-name",
+            "ip-10-0-1-7.eu-west-1.compute.internal",
+            "--node-certificate-issuer",
+            "http://cluster-agent.kaas-observer.svc:8429",
+        ])
+        .unwrap();
+        let ConfigSource::Observer(settings) = &node.source else {
+            panic!("standalone");
+        };
+        let enrolment = settings.node_enrolment.as_ref().expect("an issuer");
+        assert_eq!(
+            enrolment.token_file,
+            Path::new(DEFAULT_NODE_TOKEN_FILE),
+            "the projected token by default"
+        );
+        assert_eq!(
+            node.agent.node_service_account, None,
+            "nodes hand out nothing"
+        );
+        let cluster = checked(&["--observer", "https://observer:8443"]).unwrap();
+        assert_eq!(
+            cluster.agent.node_service_account.map(|a| a.to_string()),
+            Some(DEFAULT_NODE_SERVICE_ACCOUNT.to_owned())
+        );
+        let off = checked(&["--observer", "https://o:8443", "--node-service-account="]).unwrap();
+        assert_eq!(off.agent.node_service_account, None);
+        let standalone = checked(&["--config", "agent.yaml"]).unwrap();
+        assert_eq!(standalone.agent.node_service_account, None);
+        let error = checked(&[
+            "--observer",
+            "https://o:8443",
+            "--node-certificate-issuer",
+            "http://a:8429/path",
+            "--node-service-account",
+            "nobody",
+        ])
+        .unwrap_err();
+        assert!(
+            error.contains("--node-certificate-issuer \"http://a:8429/path\""),
+            "{error}"
+        );
+        assert!(
+            error.contains("--node-service-account \"nobody\""),
+            "{error}"
+        );
+        let error = checked(&[
+            "--observer",
+            "https://o:8443",
+            "--node-certificate-issuer",
+            "http://a:8429",
+        ])
+        .unwrap_err();
+        assert!(error.contains("only a --role node instance"), "{error}");
     }
 
     #[test]

@@ -20,6 +20,11 @@
 //! gone) is logged with what to do, and the agent keeps running its last-known-good
 //! configuration while it retries, reading the token file again each time.
 //!
+//! A node instance (`--role node`) has no join token: with `--node-certificate-issuer`
+//! it gets its first certificate from its cluster-level instance
+//! ([`enrolment`]), which asks the observer over its own stream
+//! ([`crate::node_certificates`]).
+//!
 //! The certificate is renewed over the stream at two thirds of its validity (or when
 //! the observer asks, during a CA rotation), and a new CA bundle sent by the observer
 //! is saved with the identity ([`renewal`]).
@@ -91,6 +96,7 @@
 //! certificate would be refused by every one of them.
 
 pub mod endpoints;
+pub mod enrolment;
 pub mod health;
 pub mod identity;
 pub mod lkg;
@@ -143,6 +149,9 @@ pub struct ObserverSettings {
     pub join_token_file: Option<PathBuf>,
     /// The join token from the environment, used when there is no file.
     pub join_token_env: Option<String>,
+    /// A node instance's first certificate comes from its cluster-level instance
+    /// instead of a join ([`enrolment`]).
+    pub node_enrolment: Option<enrolment::NodeEnrolment>,
     /// The agent's data directory (identity and last-known-good live there).
     pub data_dir: PathBuf,
     /// This process, for the observer's logs and status: `POD_UID` when set (the
@@ -174,6 +183,7 @@ impl Default for ObserverSettings {
             ca_file: None,
             join_token_file: None,
             join_token_env: None,
+            node_enrolment: None,
             data_dir: PathBuf::from("data"),
             instance_id: std::env::var("POD_UID")
                 .ok()
@@ -232,6 +242,17 @@ pub enum ControlError {
         "the observer refused the join token ({0}); mint a new join token for this cluster on the observer and put it in --join-token-file or KAAS_JOIN_TOKEN"
     )]
     JoinRefused(String),
+    /// The cluster-level instance refused a node's certificate request.
+    #[error("the cluster agent refused this node's certificate request ({status}): {reason}")]
+    NodeCertificateRefused {
+        /// The HTTP status.
+        status: u16,
+        /// Its reason.
+        reason: String,
+    },
+    /// A node's certificate could not be obtained from the cluster-level instance.
+    #[error("cannot get this node's certificate from the cluster agent: {0}")]
+    NodeCertificate(String),
     /// The observer answered with an error.
     #[error("the observer answered {code:?}: {message}")]
     Status {

@@ -33,6 +33,7 @@ use super::{
 };
 use crate::agent::ConfiguredAgent;
 use crate::internal_events::{ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource};
+use crate::node_certificates::{Issuance, IssuanceQueue};
 use crate::outbound::backoff::Backoff;
 
 /// How long a `Join` call may take before it is retried.
@@ -52,6 +53,9 @@ enum SessionEnd {
     Rejoin(String),
     /// A renewed certificate was saved: reconnect with it at once.
     Renewed,
+    /// The stream asked for as many node certificates as the observer answers on one
+    /// stream: reconnect at once for the nodes still waiting.
+    IssuancesSpent,
 }
 
 /// What the reconnect loop does after a round.
@@ -106,6 +110,9 @@ pub struct ObserverConnection {
     /// token.
     pending_join: Option<KeyAndRequest>,
     renewal: Renewal,
+    /// Node certificate requests to pass to the observer (the cluster-level instance,
+    /// [`crate::node_certificates`]).
+    issuances: Option<IssuanceQueue>,
 }
 
 impl ObserverConnection {
@@ -129,7 +136,10 @@ impl ObserverConnection {
                 "using the identity in the data directory; no join token needed"
             ),
             None => {
-                if settings.join_token_file.is_none() && settings.join_token_env.is_none() {
+                if settings.node_enrolment.is_none()
+                    && settings.join_token_file.is_none()
+                    && settings.join_token_env.is_none()
+                {
                     return Err(ControlError::NoJoinToken);
                 }
                 if settings.ca_file.is_none() {
@@ -146,6 +156,7 @@ impl ObserverConnection {
             backoff: Backoff::new(RECONNECT_BACKOFF_BASE, RECONNECT_BACKOFF_CAP),
             pending_join: None,
             renewal: Renewal::default(),
+            issuances: None,
         })
     }
 
@@ -153,6 +164,9 @@ impl ObserverConnection {
     /// control stream open, reconnecting after any failure. Never returns; the caller
     /// drops it to stop.
     pub async fn run(&mut self, agent: &mut ConfiguredAgent) {
+        if self.issuances.is_none() {
+            self.issuances = agent.take_issuance_queue();
+        }
         self.apply_last_known_good(agent).await;
         loop {
             if let RoundEnd::Now = self.round(agent).await {
@@ -172,7 +186,7 @@ impl ObserverConnection {
         for url in self.endpoints.round() {
             let identity = match &self.identity {
                 Some(identity) => identity.clone(),
-                None => match self.join(&url).await {
+                None => match self.join_or_enrol(&url).await {
                     Ok(identity) => {
                         self.identity = Some(identity.clone());
                         identity
@@ -182,6 +196,12 @@ impl ObserverConnection {
                             error,
                             ControlError::Transport(_) | ControlError::Status { .. }
                         );
+                        if self.settings.node_enrolment.is_some() {
+                            // The cluster agent, not the observer, was asked.
+                            let error = kaas_self_telemetry::error_chain(&error);
+                            tracing::error!(%error, "no certificate for this node yet; retrying");
+                            return RoundEnd::Backoff;
+                        }
                         let error = kaas_self_telemetry::error_chain(&error);
                         tracing::error!(observer = %url, %error, "cannot join the observer");
                         if !reachable {
@@ -200,6 +220,7 @@ impl ObserverConnection {
                 Ok(opened) => opened,
                 Err(ControlError::Status { code, message }) if is_refusal(code) => {
                     log_refused_certificate(&url, &identity, code, &message);
+                    self.enrol_again();
                     return RoundEnd::Backoff;
                 }
                 Err(error) => {
@@ -212,6 +233,10 @@ impl ObserverConnection {
             match self.session(agent, &identity, outbox, inbound).await {
                 Ok(SessionEnd::Renewed) => {
                     tracing::info!(observer = %url, cluster = %identity.cluster_id, "the certificate was renewed; reconnecting with it");
+                    return RoundEnd::Now;
+                }
+                Ok(SessionEnd::IssuancesSpent) => {
+                    tracing::info!(observer = %url, cluster = %identity.cluster_id, "reconnecting for more node certificates");
                     return RoundEnd::Now;
                 }
                 Ok(SessionEnd::Rejoin(reason)) => {
@@ -228,6 +253,7 @@ impl ObserverConnection {
                 }
                 Err(ControlError::Status { code, message }) if is_refusal(code) => {
                     log_refused_certificate(&url, &identity, code, &message);
+                    self.enrol_again();
                 }
                 Err(ControlError::Status {
                     code: tonic::Code::OutOfRange,
@@ -254,6 +280,24 @@ impl ObserverConnection {
             return RoundEnd::Backoff;
         }
         RoundEnd::Backoff
+    }
+
+    /// A node instance whose certificate the observer refuses (revoked: another
+    /// enrolment of its node, the cluster's certificates revoked) discards it and asks
+    /// its cluster-level instance again in the next round; that succeeds only while the
+    /// cluster-level instance is admitted, and revokes whatever certificate was issued
+    /// for this node in between. Joined instances keep theirs (a token is needed).
+    fn enrol_again(&mut self) {
+        if self.settings.node_enrolment.is_none() {
+            return;
+        }
+        tracing::warn!(
+            "discarding the refused certificate; asking the cluster agent for a new one"
+        );
+        if let Err(error) = AgentIdentity::discard(&self.settings.data_dir) {
+            tracing::error!(%error, "cannot remove the refused identity");
+        }
+        self.identity = None;
     }
 
     /// The hash of the configuration the agent runs, empty when it has none.
@@ -344,6 +388,33 @@ impl ObserverConnection {
             .keep_alive_while_idle(true)
             .tls_config(tls)?;
         Ok(endpoint.connect().await?)
+    }
+
+    /// Gets a first identity: from the cluster-level instance for a node instance with
+    /// an issuer ([`super::enrolment`]), otherwise by redeeming the join token at `url`.
+    async fn join_or_enrol(&mut self, url: &str) -> Result<AgentIdentity, ControlError> {
+        let Some(enrolment) = self.settings.node_enrolment.clone() else {
+            return self.join(url).await;
+        };
+        let ca_pem = self.join_ca()?;
+        check_writable(&self.settings.data_dir)?;
+        let generated = match &self.pending_join {
+            Some(pending) => pending.clone(),
+            None => generate_key_and_request()?,
+        };
+        self.pending_join = Some(generated.clone());
+        let identity = enrolment
+            .request(&self.settings.instance_name, &generated, ca_pem)
+            .await?;
+        identity.save(&self.settings.data_dir)?;
+        self.pending_join = None;
+        tracing::info!(
+            issuer = %enrolment.issuer_url,
+            cluster = %identity.cluster_id,
+            instance = %self.settings.instance_name,
+            "got this node's certificate from the cluster agent; the identity is saved in the data directory"
+        );
+        Ok(identity)
     }
 
     /// Redeems the join token at `url` for an identity and saves it. The data directory
@@ -477,8 +548,23 @@ impl ObserverConnection {
         Ok((outbox, inbound))
     }
 
-    /// Serves an open stream until it ends.
+    /// Serves an open stream until it ends; node certificate requests sent on it and
+    /// not answered are told it ended (their answers cannot come on another stream).
     async fn session(
+        &mut self,
+        agent: &mut ConfiguredAgent,
+        identity: &AgentIdentity,
+        outbox: Outbox,
+        inbound: Streaming<ObserverMessage>,
+    ) -> Result<SessionEnd, ControlError> {
+        let end = self.serve(agent, identity, outbox, inbound).await;
+        if let Some(queue) = self.issuances.as_mut() {
+            queue.stream_ended();
+        }
+        end
+    }
+
+    async fn serve(
         &mut self,
         agent: &mut ConfiguredAgent,
         identity: &AgentIdentity,
@@ -503,11 +589,21 @@ impl ObserverConnection {
                     if let Some(end) = self.on_message(agent, identity, message, &mut outbox).await? {
                         return Ok(end);
                     }
+                    if self.issuances.as_ref().is_some_and(IssuanceQueue::stream_spent) {
+                        return Ok(SessionEnd::IssuancesSpent);
+                    }
                 }
                 () = tokio::time::sleep_until(renew) => {
                     let request = self.renewal.request(SystemTime::now())?;
                     tracing::info!(cluster = %identity.cluster_id, "renewing the certificate");
                     outbox.send(agent_message::Body::CertificateRequest(request)).await?;
+                }
+                issuance = next_issuance(self.issuances.as_mut()) => {
+                    if let Some(queue) = self.issuances.as_mut() {
+                        tracing::info!(instance = %issuance.instance_name, "asking the observer for a node's certificate");
+                        let request = queue.send(issuance);
+                        outbox.send(agent_message::Body::CertificateRequest(request)).await?;
+                    }
                 }
                 _ = health.tick() => self.send_health(agent, &mut outbox).await?,
                 _ = heartbeat.tick() => {
@@ -556,6 +652,14 @@ impl ObserverConnection {
                 }
             }
             Some(observer_message::Body::CertificateIssued(issued)) => {
+                // A node's certificate goes to the node agent that asked for it.
+                let issued = match self.issuances.as_mut() {
+                    Some(queue) => match queue.answer(issued, &identity.cluster_id) {
+                        Some(own) => own,
+                        None => return Ok(None),
+                    },
+                    None => issued,
+                };
                 let current = self.identity.clone().unwrap_or_else(|| identity.clone());
                 match self
                     .renewal
@@ -715,6 +819,14 @@ impl ObserverConnection {
         tracing::info!(hash = %hex::encode(&hash), "configuration from the observer applied");
         self.send_status(outbox, &hash, ConfigState::Applied, vec![])
             .await
+    }
+}
+
+/// The next node certificate request, when this instance takes them; never otherwise.
+async fn next_issuance(queue: Option<&mut IssuanceQueue>) -> Issuance {
+    match queue {
+        Some(queue) => queue.next().await,
+        None => std::future::pending().await,
     }
 }
 

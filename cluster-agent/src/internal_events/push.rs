@@ -1,6 +1,8 @@
-//! The push receivers' events and the counters they own: [`PushRefused`] (a request
-//! refused before it reached a pipeline) and [`PushRouted`] (what a request brought and
-//! what no pipeline took). `/metrics` (`telemetry`) reads [`PushStats`].
+//! The events of what the agent's ports take from the cluster's pods, and the counters
+//! they own: [`PushRefused`] (a push refused before it reached a pipeline),
+//! [`PushRouted`] (what a push brought and what no pipeline took), and the node
+//! certificate endpoint's [`NodeCertificateIssued`] and [`NodeCertificateRefused`].
+//! `/metrics` (`telemetry`) reads [`PushStats`].
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -15,6 +17,9 @@ pub struct PushStats {
     /// Refused requests by protocol and reason, both from fixed sets (the receivers'
     /// protocol names and refusal reasons), so the map stays small.
     refused: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    node_certificates_issued: AtomicU64,
+    /// Refused node certificate requests by reason, from a fixed set.
+    node_certificates_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl PushStats {
@@ -38,6 +43,56 @@ impl PushStats {
     pub fn refused(&self) -> Vec<((&'static str, &'static str), u64)> {
         let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
         refused.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// Node certificates issued so far.
+    pub fn node_certificates_issued(&self) -> u64 {
+        self.node_certificates_issued.load(Ordering::Relaxed)
+    }
+
+    /// Refused node certificate requests so far, by reason.
+    pub fn node_certificates_refused(&self) -> Vec<(&'static str, u64)> {
+        let refused = self
+            .node_certificates_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        refused.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+/// A node's certificate handed out by the cluster-level instance: counted in
+/// `kaas_agent_node_certificates_issued_total` (the endpoint logs the node).
+#[derive(Clone, Copy, Debug)]
+pub struct NodeCertificateIssued;
+
+impl NodeCertificateIssued {
+    /// Counts the issuance in `stats`.
+    pub fn emit(self, stats: &PushStats) {
+        stats
+            .node_certificates_issued
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A node certificate request refused: counted in
+/// `kaas_agent_node_certificate_requests_refused_total{reason}`; the requester is told
+/// why, and the endpoint logs the refusals of authenticated node agents only.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeCertificateRefused {
+    /// The refusal's short fixed name (malformed, unauthenticated, forbidden,
+    /// too_large, too_soon, unavailable).
+    pub reason: &'static str,
+}
+
+impl NodeCertificateRefused {
+    /// Counts the refusal in `stats`.
+    pub fn emit(self, stats: &PushStats) {
+        let mut refused = stats
+            .node_certificates_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let count = refused.entry(self.reason).or_default();
+        *count = count.saturating_add(1);
     }
 }
 

@@ -40,6 +40,24 @@ pub const MAX_CONCURRENT_REVIEWS: usize = 4;
 /// The user name prefix of service-account tokens.
 const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
 
+/// The user-info extras the API server sets for a token bound to a pod (projected
+/// service-account tokens): the pod's name and uid, and from Kubernetes 1.30 on the
+/// node's name.
+const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
+const POD_UID_EXTRA: &str = "authentication.kubernetes.io/pod-uid";
+const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
+
+/// The pod a bound service-account token was issued to, as the API server says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BoundPod {
+    /// The pod's name.
+    pub name: String,
+    /// The pod's uid.
+    pub uid: String,
+    /// The pod's node, when the API server says (Kubernetes 1.30 and later).
+    pub node_name: Option<String>,
+}
+
 /// What a token review found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Review {
@@ -49,6 +67,8 @@ pub enum Review {
         namespace: String,
         /// Its name.
         name: String,
+        /// The pod a bound token was issued to; `None` for tokens bound to no pod.
+        pod: Option<BoundPod>,
     },
     /// Not a valid service-account token, and why.
     Refused(String),
@@ -182,7 +202,8 @@ impl TokenReviewer {
                 excerpt(&why)
             )));
         }
-        let username = status.user.and_then(|u| u.username).unwrap_or_default();
+        let user = status.user.unwrap_or_default();
+        let username = user.username.unwrap_or_default();
         let Some((namespace, name)) = username
             .strip_prefix(SERVICE_ACCOUNT_PREFIX)
             .and_then(|rest| rest.split_once(':'))
@@ -191,9 +212,34 @@ impl TokenReviewer {
                 "the token is not a service account's".into(),
             ));
         };
+        // A reviewer that asked for audiences must see one of them in the answer: an
+        // API server that is not audience-aware would otherwise accept any token.
+        if !self.audiences.is_empty() {
+            let granted = status.audiences.unwrap_or_default();
+            if !granted.iter().any(|a| self.audiences.contains(a)) {
+                return Ok(Review::Refused(format!(
+                    "the token is not issued for the audience {}",
+                    self.audiences.join(", ")
+                )));
+            }
+        }
+        let extra = user.extra.unwrap_or_default();
+        let single = |key: &str| {
+            extra
+                .get(key)
+                .and_then(|values| values.first())
+                .filter(|value| !value.is_empty())
+                .cloned()
+        };
+        let pod = single(POD_NAME_EXTRA).map(|name| BoundPod {
+            name,
+            uid: single(POD_UID_EXTRA).unwrap_or_default(),
+            node_name: single(NODE_NAME_EXTRA),
+        });
         Ok(Review::ServiceAccount {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
+            pod,
         })
     }
 }
@@ -233,14 +279,14 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use http::{Request, Response};
     use kube::client::Body;
     use tower_test::mock::{Handle, pair};
 
     use super::*;
 
-    type ApiServer = Handle<Request<Body>, Response<Body>>;
+    pub(crate) type ApiServer = Handle<Request<Body>, Response<Body>>;
 
     fn reviewer(audiences: &[&str]) -> (TokenReviewer, ApiServer) {
         let (service, handle) = pair::<Request<Body>, Response<Body>>();
@@ -250,7 +296,7 @@ mod tests {
     }
 
     /// The API server's side of one review: checks the request and answers `status`.
-    async fn answer(
+    pub(crate) async fn answer(
         server: &mut ApiServer,
         token: &str,
         audiences: Option<&[&str]>,
@@ -309,6 +355,7 @@ mod tests {
         let expected = Review::ServiceAccount {
             namespace: "shop".into(),
             name: "cart".into(),
+            pod: None,
         };
         assert_eq!(review, Ok(expected.clone()));
         // No API server answers now: a second review must come from the cache.

@@ -1,10 +1,13 @@
 //! The agent's install manifests for one cluster: exactly the objects of
 //! `deploy/agent/base` (Namespace, ServiceAccount, read-only RBAC, the data volume's
 //! PersistentVolumeClaim, the push Service and the Deployment, then the cluster health
-//! producers kube-state-metrics and node-exporter), compiled into the binary, plus the
-//! Secret holding the join token and the observer's CA. The
-//! Deployment's `--observer` argument is set to the observer's control endpoint and
-//! every object is labelled with the cluster's name.
+//! producers kube-state-metrics and node-exporter, and the agent's node role, the
+//! DaemonSet `cluster-agent-node`), compiled into the binary, plus the Secret holding
+//! the join token and the observer's CA for the cluster-level instance and a ConfigMap
+//! with the CA alone for the node instances (they get their certificates from the
+//! cluster-level instance, without a token). The agents' `--observer` arguments are
+//! set to the observer's control endpoint and every object is labelled with the
+//! cluster's name.
 //!
 //! The provider's Secret allow-list (`observer serve --agent-secret-namespaces`, the
 //! same list the API checks `secretKeyRef.namespace` against) is rendered twice: one
@@ -39,6 +42,14 @@ const OBSERVER_ARG: &str = "--observer=";
 const SECRET_NAMESPACES_ARG: &str = "--secret-namespaces=";
 /// The name of the Role and RoleBinding granting the agent a namespace's Secrets.
 const SECRETS_ROLE: &str = "cluster-agent-secrets";
+/// The RoleBinding granting the node instances the same Role in a namespace.
+const NODE_SECRETS_BINDING: &str = "cluster-agent-node-secrets";
+/// The node instances' DaemonSet and namespace (deploy/agent/base/node-agent.yaml).
+pub const NODE_AGENT_NAME: &str = "cluster-agent-node";
+/// The node instances' namespace, node-exporter's (privileged Pod Security level).
+pub const NODE_NAMESPACE: &str = "kaas-observer-node";
+/// The ConfigMap holding the observer's CA for the node instances.
+const NODE_CA_CONFIG_MAP: &str = "observer-ca";
 
 /// `deploy/agent/base`'s files in the order they are applied (namespace first, the
 /// agent's Deployment after everything it mounts, so it exists when its pod starts);
@@ -48,7 +59,7 @@ const SECRETS_ROLE: &str = "cluster-agent-secrets";
 /// Issue 15, finding 3: the manifests used to end with the agent's Deployment, so no
 /// cluster the API or the Cluster API installer onboarded ran kube-state-metrics or a
 /// node exporter, and the Kubernetes alerts had no input.
-const BASE_FILES: [(&str, &str); 10] = [
+const BASE_FILES: [(&str, &str); 11] = [
     (
         "namespace.yaml",
         include_str!("../../../deploy/agent/base/namespace.yaml"),
@@ -89,6 +100,11 @@ const BASE_FILES: [(&str, &str); 10] = [
         "node-exporter.yaml",
         include_str!("../../../deploy/agent/base/node-exporter.yaml"),
     ),
+    // Issue 16: the node role, after node-exporter.yaml, which creates its namespace.
+    (
+        "node-agent.yaml",
+        include_str!("../../../deploy/agent/base/node-agent.yaml"),
+    ),
 ];
 
 /// Why the manifests could not be rendered: only a deploy/ file that does not have the
@@ -104,8 +120,9 @@ pub enum ManifestError {
         #[source]
         source: serde_yaml::Error,
     },
-    /// The Deployment does not have the expected container or `--observer` argument.
-    #[error("deploy/agent/base/deployment.yaml: {0}")]
+    /// An agent workload (deployment.yaml, node-agent.yaml) does not have the expected
+    /// container or arguments.
+    #[error("deploy/agent/base: an agent workload has {0}")]
     Shape(&'static str),
 }
 
@@ -142,6 +159,10 @@ pub fn agent_documents(input: &ManifestInput<'_>) -> Result<Vec<Value>, Manifest
                 documents.push(join_secret(input));
                 point_at_observer(&mut value, input)?;
             }
+            if is_node_agent(&value) {
+                documents.push(node_ca(input));
+                point_at_observer(&mut value, input)?;
+            }
             if is_secrets_grant(&value) {
                 for namespace in input.secret_namespaces {
                     let mut copy = value.clone();
@@ -176,10 +197,35 @@ fn is_agent_deployment(object: &Value) -> bool {
     object["kind"] == "Deployment" && object["metadata"]["name"] == AGENT_NAME
 }
 
-/// Whether `object` is the base's Role or RoleBinding granting one namespace's Secrets.
+/// Whether `object` is the node instances' DaemonSet.
+fn is_node_agent(object: &Value) -> bool {
+    object["kind"] == "DaemonSet" && object["metadata"]["name"] == NODE_AGENT_NAME
+}
+
+/// Whether `object` is the base's Role or RoleBinding granting one namespace's Secrets
+/// (to the cluster-level instance, or the RoleBinding to the node instances).
 fn is_secrets_grant(object: &Value) -> bool {
     matches!(object["kind"].as_str(), Some("Role" | "RoleBinding"))
-        && object["metadata"]["name"] == SECRETS_ROLE
+        && (object["metadata"]["name"] == SECRETS_ROLE
+            || object["metadata"]["name"] == NODE_SECRETS_BINDING)
+}
+
+/// The ConfigMap the node instances trust the observer by: its CA, public.
+fn node_ca(input: &ManifestInput<'_>) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": NODE_CA_CONFIG_MAP,
+            "namespace": NODE_NAMESPACE,
+            "labels": {
+                "app.kubernetes.io/name": NODE_AGENT_NAME,
+                "app.kubernetes.io/part-of": "kaas-observer",
+                CLUSTER_LABEL: input.cluster,
+            },
+        },
+        "data": { "ca.crt": input.ca_pem },
+    })
 }
 
 /// Adds the cluster label to an object and, for a workload, to its pods.
@@ -209,8 +255,9 @@ fn join_secret(input: &ManifestInput<'_>) -> Value {
     })
 }
 
-/// Sets the agent container's image to this release's and its `--observer` argument to
-/// the observer's control endpoint.
+/// Sets the agent container's image (of the Deployment or the node DaemonSet) to this
+/// release's, its `--observer` argument to the observer's control endpoint and its
+/// `--secret-namespaces` to the provider's allow-list.
 fn point_at_observer(
     deployment: &mut Value,
     input: &ManifestInput<'_>,
@@ -350,6 +397,12 @@ mod tests {
                 "Namespace",
                 "ServiceAccount",
                 "DaemonSet",
+                "ServiceAccount",
+                "ConfigMap",
+                "DaemonSet",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "RoleBinding",
             ]
         );
         for document in &documents {
@@ -444,6 +497,61 @@ mod tests {
         assert!(!ksm.to_string().contains("--observer"));
     }
 
+    /// Issue 16: the node role comes with the agent: its DaemonSet wired to the
+    /// observer like the Deployment, trusting the observer's CA from a ConfigMap, asking
+    /// the cluster-level instance for its certificate with a projected token of the
+    /// node-certificate audience and no join token; its Secret grant follows the
+    /// allow-list like the cluster-level instance's.
+    #[test]
+    fn the_node_agent_comes_with_the_agent_without_a_join_token() {
+        let allowed = namespaces(&["kaas-observer", "monitoring"]);
+        let documents = agent_documents(&ManifestInput {
+            secret_namespaces: &allowed,
+            ..input("THE CA")
+        })
+        .unwrap();
+        let node = documents.iter().find(|d| is_node_agent(d)).unwrap();
+        assert_eq!(node["metadata"]["namespace"], NODE_NAMESPACE);
+        let pod = &node["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert_eq!(container["image"], AGENT_IMAGE);
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        for expected in [
+            "--role=node",
+            "--observer=https://observer.example:8443",
+            "--secret-namespaces=kaas-observer,monitoring",
+            "--node-certificate-issuer=http://cluster-agent.kaas-observer.svc:8429",
+        ] {
+            assert!(args.contains(&expected), "{expected} in {args:?}");
+        }
+        assert!(!args.iter().any(|a| a.contains("join-token")), "{args:?}");
+        let text = node.to_string();
+        assert!(!text.contains("secretName"), "no Secret mounted: {text}");
+        assert!(
+            text.contains("\"audience\":\"kaas-observer-node-certificate\""),
+            "{text}"
+        );
+        let ca = documents
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == NODE_CA_CONFIG_MAP)
+            .unwrap();
+        assert_eq!(ca["metadata"]["namespace"], NODE_NAMESPACE);
+        assert_eq!(ca["data"]["ca.crt"], "THE CA");
+        let at = |d: &Value| documents.iter().position(|x| x == d).unwrap();
+        assert!(at(ca) < at(node), "the CA exists when the pods start");
+        let node_grants: Vec<&str> = documents
+            .iter()
+            .filter(|d| d["metadata"]["name"] == NODE_SECRETS_BINDING)
+            .map(|d| d["metadata"]["namespace"].as_str().unwrap())
+            .collect();
+        assert_eq!(node_grants, ["kaas-observer", "monitoring"]);
+    }
+
     #[test]
     fn the_values_survive_characters_that_mean_something_in_yaml() {
         let hostile = ManifestInput {
@@ -457,7 +565,7 @@ mod tests {
         let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
             .map(|d| serde_yaml::Value::deserialize(d).unwrap())
             .collect();
-        assert_eq!(documents.len(), 22);
+        assert_eq!(documents.len(), 28);
         assert_eq!(
             documents[11]["stringData"]["ca.crt"].as_str(),
             Some(hostile.ca_pem)

@@ -29,7 +29,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kaas_pipeline::names::check_dns1123_label;
+use kaas_pipeline::names::check_instance_name;
 use kaas_proto::control::v1::{JoinRequest, JoinResponse};
 use tonic::Status;
 
@@ -320,7 +320,7 @@ impl Joiner {
         let problem = match too_long {
             Some((field, len, max)) => Some(format!("{field}: {len} bytes, at most {max}")),
             None if request.instance_name.is_empty() => None,
-            None => check_dns1123_label(&request.instance_name)
+            None => check_instance_name(&request.instance_name)
                 .err()
                 .map(|reason| format!("instance_name: {reason}")),
         };

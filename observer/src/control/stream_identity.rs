@@ -151,7 +151,7 @@ impl AgentStream {
                 super::join::MAX_CSR_PEM_LEN
             ))
         } else {
-            kaas_pipeline::names::check_dns1123_label(&instance)
+            kaas_pipeline::names::check_instance_name(&instance)
                 .err()
                 .map(|reason| format!("instance_name: {reason}"))
         };

@@ -17,8 +17,8 @@ pub struct JoinRequest {
     /// The agent's version (semver), for logs and status only.
     #[prost(string, tag = "4")]
     pub agent_version: ::prost::alloc::string::String,
-    /// Which agent instance of the cluster this certificate is for: a DNS-1123 label,
-    /// stable across restarts (the cluster-level instance, a node's instance, ...), empty
+    /// Which agent instance of the cluster this certificate is for: a DNS-1123
+    /// subdomain (a node's instance is named after its node), stable across restarts (the cluster-level instance, a node's instance, ...), empty
     /// for "default". Each instance has its own certificate; joining again revokes only
     /// the certificates of this instance, never another's.
     #[prost(string, tag = "5")]

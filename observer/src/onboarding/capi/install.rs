@@ -247,7 +247,7 @@ pub fn agent_documents(input: &ManifestInput<'_>) -> Result<Vec<Value>, InstallE
 /// The kinds the agent's manifests hold: apiVersion, kind, plural, namespaced. No
 /// discovery round trip is needed for a fixed set; a test checks every manifest
 /// document is covered.
-const AGENT_KINDS: [(&str, &str, &str, bool); 12] = [
+const AGENT_KINDS: [(&str, &str, &str, bool); 13] = [
     ("v1", "Namespace", "namespaces", false),
     ("v1", "ServiceAccount", "serviceaccounts", true),
     (
@@ -278,6 +278,8 @@ const AGENT_KINDS: [(&str, &str, &str, bool); 12] = [
         true,
     ),
     ("v1", "Secret", "secrets", true),
+    // The observer's CA for the node instances (issue 16), public.
+    ("v1", "ConfigMap", "configmaps", true),
     // Who may reach the push ports.
     (
         "networking.k8s.io/v1",
@@ -287,7 +289,7 @@ const AGENT_KINDS: [(&str, &str, &str, bool); 12] = [
     ),
     ("apps/v1", "Deployment", "deployments", true),
     // node-exporter on every node (issue 15, finding 3: the cluster health producers
-    // are installed with the agent).
+    // are installed with the agent), and the agent's node role (issue 16).
     ("apps/v1", "DaemonSet", "daemonsets", true),
 ];
 
@@ -511,6 +513,13 @@ users:
                 "v1/namespaces /kaas-observer-node",
                 "v1/serviceaccounts kaas-observer-node/node-exporter",
                 "apps/v1/daemonsets kaas-observer-node/node-exporter",
+                "v1/serviceaccounts kaas-observer-node/cluster-agent-node",
+                "v1/configmaps kaas-observer-node/observer-ca",
+                "apps/v1/daemonsets kaas-observer-node/cluster-agent-node",
+                "rbac.authorization.k8s.io/v1/clusterroles /cluster-agent-node",
+                "rbac.authorization.k8s.io/v1/clusterrolebindings /cluster-agent-node",
+                "rbac.authorization.k8s.io/v1/rolebindings kaas-observer/cluster-agent-node-secrets",
+                "rbac.authorization.k8s.io/v1/rolebindings monitoring/cluster-agent-node-secrets",
             ]
         );
     }

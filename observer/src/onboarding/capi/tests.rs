@@ -266,6 +266,13 @@ async fn verify_onboarding(
         "/api/v1/namespaces/kaas-observer-node",
         "/api/v1/namespaces/kaas-observer-node/serviceaccounts/node-exporter",
         "/apis/apps/v1/namespaces/kaas-observer-node/daemonsets/node-exporter",
+        // Issue 16: the agent's node role, which needs no join token.
+        "/api/v1/namespaces/kaas-observer-node/serviceaccounts/cluster-agent-node",
+        "/api/v1/namespaces/kaas-observer-node/configmaps/observer-ca",
+        "/apis/apps/v1/namespaces/kaas-observer-node/daemonsets/cluster-agent-node",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/cluster-agent-node",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/cluster-agent-node",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/kaas-observer/rolebindings/cluster-agent-node-secrets",
     ];
     let mut token = String::new();
     for path in expected {
@@ -289,6 +296,13 @@ async fn verify_onboarding(
         if body["kind"] == "Deployment" && body["metadata"]["name"] == "cluster-agent" {
             let args = &body["spec"]["template"]["spec"]["containers"][0]["args"];
             assert_eq!(args[1], format!("--observer={CONTROL_ENDPOINT}"));
+        }
+        if body["kind"] == "DaemonSet" && body["metadata"]["name"] == "cluster-agent-node" {
+            let args = body["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+            assert!(
+                args.contains(&format!("\"--observer={CONTROL_ENDPOINT}\"")),
+                "{args}"
+            );
         }
         respond(send, StatusCode::OK, &body);
     }
