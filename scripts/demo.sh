@@ -11,9 +11,12 @@
 #     and the node exporter's there with the agent's certificate, and the gateway files
 #     them under the cluster and tenant the certificate names;
 #   - a tenant pipeline applied with the CLI, selecting all three clusters;
-#   - then a report: clusters and their states, the pipeline and its conditions, samples
-#     delivered per cluster, the central view through the gateway, the query URL and
-#     two example queries.
+#   - per cluster a node agent (`--role node`) reading container-style log files the
+#     demo workload writes, and a tenant log pipeline shipping them as JSON lines to a
+#     local recording receiver that counts the distinct lines per cluster;
+#   - then a report: clusters and their states, the pipelines and their conditions,
+#     samples and log lines delivered per cluster, the central view through the
+#     gateway, the query URL and two example queries.
 #
 # It stays up until Ctrl-C (and cleans up); with --once it exits 0 after the report.
 # Installs what it needs on first use and is safe to run again.
@@ -29,7 +32,7 @@ once=false
 for arg in "$@"; do
   case "$arg" in
     --once) once=true ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -90,6 +93,7 @@ ksm_port=$(free_port)
 api_port=$(free_port); metrics_port=$(free_port); grpc_port=$(free_port)
 inventory_port=$(free_port)
 gateway_port=$(free_port); gateway_metrics_port=$(free_port)
+log_sink_port=$(free_port)
 
 step "a workload (nginx on 127.0.0.1:$nginx_port) and a node exporter (127.0.0.1:$exporter_port)"
 mkdir -p "$work/www" "$work/nginx" "$work/ksm"
@@ -114,6 +118,48 @@ NGINX
 prometheus-node-exporter --web.listen-address="127.0.0.1:$exporter_port" \
   --collector.disable-defaults --collector.cpu --collector.meminfo --collector.loadavg \
   --collector.filesystem --collector.netdev >"$work/node-exporter.log" 2>&1 & pids+=($!)
+
+# The demo workload's container logs, as the kubelet writes them on a node
+# (/var/log/pods/<namespace>_<pod>_<uid>/<container>/<restart>.log, CRI format): one
+# directory per cluster, each read by that cluster's node agent.
+log_lines=100
+for cluster in edge-1 edge-2 edge-3; do
+  dir="$work/pods-$cluster/shop_web-1_0f3c9a52-$cluster-4c1e-9d1a-5e0c7b1f2a3d/web"
+  mkdir -p "$dir"
+  for i in $(seq -w 1 "$log_lines"); do
+    printf '%s stdout F order %s of %s paid\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)" "$i" "$cluster"
+  done >"$dir/0.log"
+done
+
+step "a log receiver (127.0.0.1:$log_sink_port, counting the JSON lines it receives per cluster)"
+cat > "$work/log-sink.py" <<'SINK'
+import gzip, json, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+lines = {}  # cluster -> distinct bodies (delivery is at least once)
+lock = threading.Lock()
+class Sink(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        with lock:
+            for line in body.splitlines():
+                if line.strip():
+                    doc = json.loads(line)
+                    cluster = doc.get("resource", {}).get("k8s.cluster.name", "?")
+                    lines.setdefault(cluster, set()).add(doc.get("body"))
+        self.send_response(204); self.end_headers()
+    def do_GET(self):
+        with lock:
+            counts = {cluster: len(bodies) for cluster, bodies in lines.items()}
+        data = json.dumps(counts).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
+    def log_message(self, *args): pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+SINK
+python3 "$work/log-sink.py" "$log_sink_port" >"$work/log-sink.log" 2>&1 & pids+=($!)
+wait_http "http://127.0.0.1:$log_sink_port/" "the log receiver"
 
 step "the central receiver (Prometheus on 127.0.0.1:$prometheus_port, standing in for Thanos receive)"
 echo "global: {}" > "$work/prometheus.yml"
@@ -190,6 +236,12 @@ echo "  $install"
 echo "(no Kubernetes here: the demo takes the join token from the same command and runs the agent itself)"
 "$observer" cluster join-token edge-3 --tenant shop -o json \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["joinToken"])' >"$work/edge-3.token"
+# Each node agent joins with a single-use token of its own (until the cluster instance
+# hands out node certificates).
+for cluster in edge-1 edge-2 edge-3; do
+  "$observer" cluster join-token "$cluster" --tenant shop -o json \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["joinToken"])' >"$work/$cluster-node.token"
+done
 for cluster in edge-1 edge-2 edge-3; do
   RUST_LOG=warn,kaas_cluster_agent::control=info "$agent" run \
     --observer "https://127.0.0.1:$grpc_port" --observer-ca-file "$work/observer/ca.crt" \
@@ -197,6 +249,17 @@ for cluster in edge-1 edge-2 edge-3; do
     --listen-address "127.0.0.1:$(free_port)" --otlp-grpc-listen-address 127.0.0.1:0 --otlp-http-listen-address 127.0.0.1:0 --kubernetes off \
     --health-report-interval-ms 2000 \
     >"$work/agent-$cluster.log" 2>&1 & pids+=($!)
+done
+for cluster in edge-1 edge-2 edge-3; do
+  # The node's agent: only the log pipelines' node-local inputs, reading the demo's pod
+  # log directory instead of /var/log/pods (and no journal here).
+  NODE_NAME=demo-worker RUST_LOG=warn,kaas_cluster_agent::control=info "$agent" run --role node \
+    --observer "https://127.0.0.1:$grpc_port" --observer-ca-file "$work/observer/ca.crt" \
+    --join-token-file "$work/$cluster-node.token" --instance-name demo-worker --data-dir "$work/$cluster-node" \
+    --pod-log-dir "$work/pods-$cluster" --journal-dir "$work/no-journal" \
+    --listen-address "127.0.0.1:$(free_port)" --otlp-grpc-listen-address 127.0.0.1:0 --otlp-http-listen-address 127.0.0.1:0 --kubernetes off \
+    --health-report-interval-ms 2000 \
+    >"$work/agent-$cluster-node.log" 2>&1 & pids+=($!)
 done
 
 step "applying the tenant's pipeline (scrape the workload and the node exporter every 2s, drop go_*)"
@@ -226,6 +289,29 @@ spec:
 PIPELINE
 "$observer" pipeline apply --tenant shop -f "$work/pipeline.yaml"
 
+step "applying the tenant's log pipeline (the workload's container logs, as JSON lines to the log receiver)"
+cat > "$work/log-pipeline.yaml" <<PIPELINE
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: LogPipeline
+metadata:
+  name: shop-logs
+spec:
+  input:
+    runtime:
+      enabled: true
+      namespaces: {include: [shop]}
+      startAt: beginning
+  output:
+    http:
+      url: http://127.0.0.1:$log_sink_port/
+      format: jsonLines
+  # Within the cluster's buffer budget beside the metric pipeline (1Gi each by default).
+  buffer: {maxBytes: 64Mi}
+  clusterSelector:
+    matchLabels: {env: demo}
+PIPELINE
+"$observer" pipeline apply --tenant shop -f "$work/log-pipeline.yaml"
+
 query() {
   curl -fsS --get "http://127.0.0.1:$prometheus_port/api/v1/query" --data-urlencode "query=$1"
 }
@@ -249,19 +335,24 @@ node_exporter_through_gateway() {
   query 'count by (cluster) (node_load1{job="node-exporter",tenant="shop"})' 2>/dev/null \
     | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null || echo 0
 }
+# Distinct demo log lines the log receiver got, per cluster.
+log_counts() { curl -fsS "http://127.0.0.1:$log_sink_port/counts" 2>/dev/null || echo '{}'; }
+logs_complete() {
+  log_counts | python3 -c 'import json,sys; c=json.load(sys.stdin); sys.exit(0 if len(c)==3 and all(v>=int(sys.argv[1]) for v in c.values()) else 1)' "$log_lines"
+}
 central_view_complete() {
   [[ "$(agents_through_gateway)" == 3 && "$(ksm_through_gateway)" == 3 && "$(node_exporter_through_gateway)" == 3 ]]
 }
 step "waiting for data from the three clusters to arrive"
 for i in $(seq 1 120); do
   n=$(clusters_delivering)
-  central_view_complete || n=$((n < 2 ? n : 2))
+  { central_view_complete && logs_complete; } || n=$((n < 2 ? n : 2))
   printf '\r  clusters delivering: %s of 3 (%ss)' "$n" "$i"
   [[ "$n" == 3 ]] && break
   sleep 1
 done
 echo
-if [[ "$(clusters_delivering)" != 3 ]] || ! central_view_complete; then
+if [[ "$(clusters_delivering)" != 3 ]] || ! central_view_complete || ! logs_complete; then
   echo "demo failed: data from the three clusters did not arrive; logs are in $work" >&2
   tail -n 20 "$work"/*.log >&2 || true
   exit 1
@@ -295,6 +386,13 @@ for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"
 per_cluster 'count by (cluster) ({job=~"shop|node"})' "series"
 per_cluster 'sum by (cluster) (sum_over_time(scrape_samples_post_metric_relabeling[5m]))' "samples since the start"
 echo
+echo "Log pipeline shop-logs, delivered to the log receiver, per cluster (by k8s.cluster.name):"
+log_counts | python3 -c '
+import json, sys
+written = int(sys.argv[1])
+for cluster, n in sorted(json.load(sys.stdin).items()):
+    print(f"  cluster={cluster}: {n} lines delivered ({written} written)")' "$log_lines"
+echo
 echo "The central view, through the receive gateway (cluster and tenant from each agent's certificate):"
 # The central pipeline scrapes each agent at 127.0.0.1:8429, its default address; the
 # demo's agents share one host and listen elsewhere, so that scrape finds nothing
@@ -324,7 +422,7 @@ echo "Observer: API $KAAS_OBSERVER_URL (admin token in $work/observer/admin.toke
 
 if $once; then
   echo
-  echo "demo finished: three clusters onboarded (one from the inventory), the pipeline applied, data from each delivered"
+  echo "demo finished: three clusters onboarded (one from the inventory), the pipelines applied, metrics and logs from each delivered"
   exit 0
 fi
 echo

@@ -1,8 +1,10 @@
 //! README command one, `scripts/demo.sh --once`, runs in the test suite: an observer
 //! with SQLite, two agents onboarded with join tokens and a third cluster listed by the
 //! mock KaaS inventory (the `mock-inventory` example), a pipeline applied with the CLI,
-//! the receive gateway in front of the receiver for the central pipelines, and a report
-//! showing data from each cluster at a real receiver.
+//! the receive gateway in front of the receiver for the central pipelines, a node agent
+//! per cluster shipping the demo workload's container log files through a tenant log
+//! pipeline, and a report showing metrics from each cluster at a real receiver and the
+//! log lines each delivered to the demo's log receiver.
 //!
 //! Uses the binaries `cargo nextest run --workspace` built (target/<profile>/), so the
 //! suite builds once; needs what scripts/test.sh installs.
@@ -57,6 +59,11 @@ fn the_quick_start_demo_onboards_two_clusters_and_reports_their_data() {
         r#"node_load1{job="node-exporter", cluster="shop.edge-1", tenant="shop"}"#,
         r#"node_load1{job="node-exporter", cluster="shop.edge-2", tenant="shop"}"#,
         r#"node_load1{job="node-exporter", cluster="shop.edge-3", tenant="shop"}"#,
+        // The tenant's log pipeline: every line the demo workload wrote on each
+        // cluster's node, read by that node's agent, at the log receiver.
+        "cluster=shop.edge-1: 100 lines delivered (100 written)",
+        "cluster=shop.edge-2: 100 lines delivered (100 written)",
+        "cluster=shop.edge-3: 100 lines delivered (100 written)",
         "demo finished",
     ] {
         assert!(

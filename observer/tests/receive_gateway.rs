@@ -17,15 +17,15 @@ use kaas_observer::gateway::{DEFAULT_TENANT_HEADER, client_ca_bundle};
 use kaas_observer::identity::ClusterCa;
 use kaas_observer::integrations::remote_write::DEFAULT_PROVIDER_TENANT;
 use kaas_observer::internal_events::GatewayMetrics;
-use kaas_observer::listeners::TlsListener;
 use kaas_proto::remote_write::{CONTENT_ENCODING, VERSION_HEADER, v1};
 use kaas_series::PushLimits;
 use kaas_series::labels::Labels;
 use kaas_test_support::peers::Prometheus;
 use kaas_test_support::remote_write_receiver::RemoteWriteReceiver;
 use kaas_test_support::tls::{TestPki, agent_key_and_csr};
-use prometheus_client::registry::Registry;
 use prost::Message as _;
+
+mod gateway_harness;
 
 /// How long an agent certificate issued here is valid: far longer than any test.
 const VALIDITY: Duration = Duration::from_secs(3600);
@@ -86,19 +86,11 @@ impl Gateway {
                 DEFAULT_TENANT_HEADER,
             )
             .expect("test fixture"),
+            loki: None,
             metrics: GatewayMetrics::default(),
             standings: None,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("test fixture");
-        let port = listener.local_addr().expect("test fixture").port();
-        let listener = TlsListener::new(listener, tls, Default::default(), Default::default())
-            .expect("test fixture");
-        let app = server::app(state.clone());
-        let task = tokio::spawn(async move {
-            server::serve(listener, app).await.expect("test fixture");
-        });
+        let (port, task) = gateway_harness::serve(state.clone(), tls).await;
         Self {
             url: format!("https://127.0.0.1:{port}"),
             ca_pem: authority.ca.bundle_pem(),
@@ -109,29 +101,12 @@ impl Gateway {
 
     /// A client trusting the gateway, presenting `identity` if any.
     fn client(&self, identity: Option<&(String, String)>) -> reqwest::Client {
-        let roots = kaas_tls::roots(self.ca_pem.as_bytes(), "ca").expect("test fixture");
-        let identity = identity.map(|(cert, key)| {
-            (
-                kaas_tls::certificates(cert.as_bytes(), "cert").expect("test fixture"),
-                kaas_tls::private_key(key.as_bytes(), "key").expect("test fixture"),
-            )
-        });
-        let tls = kaas_tls::ClientTls {
-            trust: kaas_tls::Trust::Roots(Arc::new(roots)),
-            identity,
-            ..kaas_tls::ClientTls::default()
-        };
-        kaas_tls::http::http_client(kaas_tls::http::HttpClientSettings::new(tls, "test"))
-            .expect("test fixture")
+        gateway_harness::client(&self.ca_pem, identity)
     }
 
     /// The gateway's metrics as `name{labels} value` lines.
     fn metrics(&self) -> String {
-        let mut registry = Registry::default();
-        self.state.metrics.register(&mut registry);
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).expect("test fixture");
-        text
+        gateway_harness::metrics(&self.state)
     }
 }
 
@@ -516,23 +491,6 @@ async fn the_provider_and_the_tenants_keep_their_tenant_label_at_thanos() {
 
 // ---- the central pipelines in a real agent ----
 
-/// The `cluster-agent` binary beside this test's binary (target/<profile>/), which
-/// scripts/test.sh builds with the workspace.
-fn cluster_agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let binary = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("target/<profile>/deps")
-        .join("cluster-agent");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p kaas-cluster-agent` (scripts/test.sh builds the workspace)",
-        binary.display()
-    );
-    binary
-}
-
 /// What a workload of the cluster exposes, forging another cluster and tenant and the
 /// observer's own families.
 const FORGED_EXPOSITION: &str = "\
@@ -643,7 +601,7 @@ async fn an_agent_running_the_central_pipelines_delivers_through_the_gateway() {
     let log = dir.path().join("agent.log");
     let _agent = ChildGuard::spawn(
         "cluster-agent",
-        std::process::Command::new(cluster_agent_binary())
+        std::process::Command::new(gateway_harness::cluster_agent_binary())
             .arg("run")
             .arg("--config")
             .arg(&config)

@@ -1,6 +1,6 @@
 //! Wire formats: the control contract between the observer and each cluster-agent
-//! ([`control`]), and the Prometheus remote-write ([`remote_write`]) and OTLP metrics
-//! ([`otlp`]) messages the agent sends and the test receivers decode.
+//! ([`control`]), and the Prometheus remote-write ([`remote_write`]), OTLP ([`otlp`])
+//! and Loki push ([`loki`]) messages the agent sends and the receivers decode.
 //!
 //! The messages and the `AgentControl` service are defined in
 //! `proto/kaas/control/v1/control.proto`, which documents every field. The Rust code in
@@ -22,6 +22,7 @@ pub mod control {
     }
 }
 
+pub mod loki;
 pub mod otlp;
 pub mod remote_write;
 

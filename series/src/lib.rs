@@ -1,7 +1,7 @@
 //! Series as the agent handles them before they reach a pipeline: label sets
 //! ([`labels`]) and the decoders of series pushed to the agent ([`remote_write`],
-//! [`otlp`]), kept in a small crate so that they can be fuzzed and tested without the
-//! agent around them.
+//! [`otlp`]) and of Loki pushes to the receive gateway ([`loki`]), kept in a small
+//! crate so that they can be fuzzed and tested without the agent around them.
 //!
 //! A push decoder treats its input as hostile. Each one checks a size before it
 //! allocates for it ([`PushLimits`]): the compressed body (by the caller, while reading
@@ -17,6 +17,7 @@ pub mod clock;
 pub mod compression;
 pub mod labels;
 pub mod limits;
+pub mod loki;
 pub mod otlp;
 pub mod otlp_logs;
 pub mod remote_write;

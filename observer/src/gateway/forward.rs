@@ -1,7 +1,8 @@
 //! The way to Thanos receive: one remote-write 1.0 request per admitted batch, with
 //! the tenant in the tenant header the gateway sets (an agent's own headers are never
 //! passed on), over TLS trusting the upstream's CA and, when Thanos asks for it,
-//! presenting the gateway's client certificate.
+//! presenting the gateway's client certificate. The way to the central Loki
+//! (`--loki-upstream-url`) is the same with a Loki push and `X-Scope-OrgID`.
 //!
 //! The upstream's answer is passed back so that the agent does what Prometheus'
 //! remote-write client does: 2xx delivered, 429 and 5xx retried from its buffer, any
@@ -10,6 +11,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use kaas_proto::loki;
 use kaas_proto::remote_write::{CONTENT_ENCODING, VERSION_HEADER, v1};
 use kaas_series::PushedSeries;
 use prost::Message as _;
@@ -78,7 +80,31 @@ impl Upstream {
         series: Vec<PushedSeries>,
         metadata: Vec<v1::MetricMetadata>,
     ) -> UpstreamAnswer {
-        let body = match snap::raw::Encoder::new().compress_vec(&encode(series, metadata)) {
+        let headers = [
+            (reqwest::header::CONTENT_TYPE.as_str(), v1::CONTENT_TYPE),
+            (reqwest::header::CONTENT_ENCODING.as_str(), CONTENT_ENCODING),
+            (VERSION_HEADER, v1::VERSION_HEADER_VALUE),
+        ];
+        self.post(tenant, &encode(series, metadata), &headers).await
+    }
+
+    /// Sends a Loki push `request` as `tenant` (an upstream built for Loki, whose
+    /// tenant header is `X-Scope-OrgID`).
+    pub async fn send_loki(&self, tenant: &str, request: &loki::PushRequest) -> UpstreamAnswer {
+        let headers = [
+            (reqwest::header::CONTENT_TYPE.as_str(), loki::CONTENT_TYPE),
+            (
+                reqwest::header::CONTENT_ENCODING.as_str(),
+                loki::CONTENT_ENCODING,
+            ),
+        ];
+        self.post(tenant, &request.encode_to_vec(), &headers).await
+    }
+
+    /// Posts `raw` snappy compressed with `headers` and the tenant header, and says
+    /// what the upstream answered.
+    async fn post(&self, tenant: &str, raw: &[u8], headers: &[(&str, &str)]) -> UpstreamAnswer {
+        let body = match snap::raw::Encoder::new().compress_vec(raw) {
             Ok(body) => body,
             Err(error) => {
                 return UpstreamAnswer {
@@ -87,12 +113,11 @@ impl Upstream {
                 };
             }
         };
-        let sent = self
-            .client
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, v1::CONTENT_TYPE)
-            .header(reqwest::header::CONTENT_ENCODING, CONTENT_ENCODING)
-            .header(VERSION_HEADER, v1::VERSION_HEADER_VALUE)
+        let mut request = self.client.post(self.url.clone());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let sent = request
             .header(self.tenant_header.clone(), tenant)
             .body(body)
             .send()

@@ -25,6 +25,10 @@
 //!   [`crate::rendering::central`]).
 //! - **where they go**: Thanos receive, with the tenant in the tenant header the
 //!   gateway sets ([`forward`]). Headers the agent sent are not passed on.
+//! - **logs**: the central log pipeline's Loki pushes take the same identity and
+//!   revocation checks on Loki's push path and go to the central Loki
+//!   (`--loki-upstream-url`) with `X-Scope-OrgID` and the `cluster`/`tenant` stream
+//!   labels set from the certificate ([`loki`]).
 //! - **how much**: per-tenant active series and samples per second ([`limits`]),
 //!   refusals counted in `kaas_gateway_requests_refused_total` and
 //!   `kaas_gateway_series_dropped_total` and alerted on
@@ -54,6 +58,7 @@
 
 pub mod forward;
 pub mod limits;
+pub mod loki;
 pub mod peer;
 pub mod rewrite;
 pub mod server;
@@ -154,6 +159,12 @@ pub struct GatewayArgs {
     /// Its private key (PEM).
     #[arg(long, value_name = "FILE", requires = "upstream_cert_file")]
     pub upstream_key_file: Option<PathBuf>,
+    /// The central Loki's push URL, e.g. `https://loki:3100/loki/api/v1/push`, where
+    /// the central log pipelines' pushes go (with `X-Scope-OrgID` set from each agent's
+    /// certificate, over the same TLS settings as --upstream-url). Unset: the Loki
+    /// route answers 404.
+    #[arg(long, value_name = "URL")]
+    pub loki_upstream_url: Option<String>,
     /// The header Thanos receive reads the tenant from (its `--receive.tenant-header`).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_TENANT_HEADER)]
     pub tenant_header: String,
@@ -213,6 +224,8 @@ pub enum GatewayError {
 pub struct GatewaySettings {
     /// The upstream URL.
     pub upstream_url: url::Url,
+    /// The central Loki's push URL.
+    pub loki_upstream_url: Option<url::Url>,
     /// The tenant header.
     pub tenant_header: String,
     /// Per-tenant limits.
@@ -229,20 +242,11 @@ impl GatewaySettings {
     /// Checks every flag of `args` without reading a file; lists every problem.
     pub fn check(args: &GatewayArgs) -> Result<Self, GatewayError> {
         let mut problems = Vec::new();
-        let upstream_url = match url::Url::parse(&args.upstream_url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
-            Ok(_) => {
-                problems.push(format!(
-                    "--upstream-url: {:?} is not an http(s) URL",
-                    args.upstream_url
-                ));
-                None
-            }
-            Err(error) => {
-                problems.push(format!("--upstream-url: {error}"));
-                None
-            }
-        };
+        let upstream_url = http_url("upstream-url", &args.upstream_url, &mut problems);
+        let loki_upstream_url = args
+            .loki_upstream_url
+            .as_ref()
+            .and_then(|url| http_url("loki-upstream-url", url, &mut problems));
         if axum::http::HeaderName::from_bytes(args.tenant_header.as_bytes()).is_err() {
             problems.push(format!(
                 "--tenant-header: {:?} is not an HTTP header name",
@@ -281,6 +285,7 @@ impl GatewaySettings {
         match upstream_url {
             Some(upstream_url) if problems.is_empty() => Ok(Self {
                 upstream_url,
+                loki_upstream_url,
                 tenant_header: args.tenant_header.clone(),
                 limits: TenantLimits {
                     max_active_series: args.max_active_series_per_tenant,
@@ -291,6 +296,21 @@ impl GatewaySettings {
                 push_limits,
             }),
             _ => Err(GatewayError::Flags(problems)),
+        }
+    }
+}
+
+/// `text` as an http(s) URL, or a problem of `--flag` noted.
+fn http_url(flag: &str, text: &str, problems: &mut Vec<String>) -> Option<url::Url> {
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+        Ok(_) => {
+            problems.push(format!("--{flag}: {text:?} is not an http(s) URL"));
+            None
+        }
+        Err(error) => {
+            problems.push(format!("--{flag}: {error}"));
+            None
         }
     }
 }
@@ -348,11 +368,9 @@ pub async fn watch_client_ca(
     }
 }
 
-/// The gateway's shared state from checked settings and the files the flags name.
-pub async fn state(
-    settings: &GatewaySettings,
-    args: &GatewayArgs,
-) -> Result<Arc<GatewayState>, GatewayError> {
+/// The TLS settings of the upstreams (Thanos receive, the central Loki) from the files
+/// the flags name.
+fn upstream_tls(args: &GatewayArgs) -> Result<kaas_tls::ClientTls, GatewayError> {
     let trust = match &args.upstream_ca_file {
         Some(path) => kaas_tls::Trust::Roots(Arc::new(kaas_tls::roots(
             &read("upstream-ca-file", path)?,
@@ -367,12 +385,31 @@ pub async fn state(
         )),
         _ => None,
     };
-    let tls = kaas_tls::ClientTls {
+    Ok(kaas_tls::ClientTls {
         trust,
         identity,
         ..kaas_tls::ClientTls::default()
+    })
+}
+
+/// The gateway's shared state from checked settings and the files the flags name.
+pub async fn state(
+    settings: &GatewaySettings,
+    args: &GatewayArgs,
+) -> Result<Arc<GatewayState>, GatewayError> {
+    let loki = match &settings.loki_upstream_url {
+        Some(url) => Some(Upstream::new(
+            url.clone(),
+            upstream_tls(args)?,
+            kaas_pipeline::logs::output::LOKI_TENANT_HEADER,
+        )?),
+        None => None,
     };
-    let upstream = Upstream::new(settings.upstream_url.clone(), tls, &settings.tenant_header)?;
+    let upstream = Upstream::new(
+        settings.upstream_url.clone(),
+        upstream_tls(args)?,
+        &settings.tenant_header,
+    )?;
     let standings = match &args.database_url {
         Some(url) => Some(
             standing::CertificateStandings::connect(
@@ -397,6 +434,7 @@ pub async fn state(
             settings.max_tracked_series,
         ),
         upstream,
+        loki,
         metrics: GatewayMetrics::default(),
     }))
 }

@@ -2,7 +2,9 @@
 //! [`AGENT_PATH`] to agents that presented a client certificate of the observer's CA
 //! ([`tls_config`] refuses every other at the handshake), and each request goes
 //! identity → bounded decode → [`rewrite`](super::rewrite::rewrite) → per-tenant
-//! [limits](super::limits) → [upstream](super::forward).
+//! [limits](super::limits) → [upstream](super::forward). Loki pushes on
+//! [`super::loki::LOGS_PATH`] take the same identity and body checks
+//! ([`super::loki`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -179,6 +181,8 @@ pub struct GatewayState {
     pub limiter: IngestLimiter,
     /// Thanos receive.
     pub upstream: Upstream,
+    /// The central Loki (`--loki-upstream-url`); `None`: the Loki route answers 404.
+    pub loki: Option<Upstream>,
     /// The gateway's metrics.
     pub metrics: GatewayMetrics,
     /// The store's word on each certificate (`--database-url`); `None`: revoked
@@ -193,6 +197,7 @@ pub fn app(state: Arc<GatewayState>) -> Router {
     Router::new()
         .route(WORKLOAD_PATH, receiver(Origin::Workload))
         .route(AGENT_PATH, receiver(Origin::AgentSelf))
+        .route(super::loki::LOGS_PATH, post(super::loki::receive))
         .with_state(state)
 }
 
@@ -222,13 +227,23 @@ fn answer(
     status: StatusCode,
     reason: String,
 ) -> Response {
+    answer_on(metrics, origin.as_str(), status, reason)
+}
+
+/// An answer on the path labelled `path` with a reason in its body, counted.
+pub(super) fn answer_on(
+    metrics: &GatewayMetrics,
+    path: &'static str,
+    status: StatusCode,
+    reason: String,
+) -> Response {
     GatewayAnswered {
-        path: origin.as_str(),
+        path,
         code: status.as_u16(),
     }
     .emit(metrics);
     if !status.is_success() {
-        tracing::debug!(path = origin.as_str(), %status, %reason, "request refused");
+        tracing::debug!(path, %status, %reason, "request refused");
     }
     (status, reason).into_response()
 }
@@ -338,7 +353,7 @@ async fn receive(
 /// Why the certificate's standing in the store refuses the request, with the answer's
 /// status, if it does (with `--database-url`; without it every certificate the CA
 /// signed stands).
-async fn standing_refusal(
+pub(super) async fn standing_refusal(
     state: &GatewayState,
     cluster: &str,
     serial: &str,
@@ -358,7 +373,10 @@ async fn standing_refusal(
 }
 
 /// The body, read up to `limit` bytes; too large is 413, unreadable 400.
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, (StatusCode, String)> {
+pub(super) async fn read_body(
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, (StatusCode, String)> {
     axum::body::to_bytes(body, limit).await.map_err(|error| {
         let too_large = error
             .into_inner()

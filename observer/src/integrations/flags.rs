@@ -84,6 +84,12 @@ pub struct IntegrationFlags {
     /// exporter that is not the DaemonSet installed with the agent, and for the demo.
     #[arg(long, value_name = "HOST:PORT")]
     pub central_node_exporter_address: Option<String>,
+    /// Every node also runs the central log pipeline (`kaas-central-logs`): the
+    /// control plane's container logs (`kube-system` static pods) and the kubelet's
+    /// and containerd's journal, to the receive gateway's Loki route, which needs
+    /// `observer gateway --loki-upstream-url`.
+    #[arg(long, requires = "receive_gateway_url")]
+    pub central_logs: bool,
     /// The central pipeline's scrape interval (default: the pipeline default, 30s).
     #[arg(long, value_name = "DURATION")]
     pub central_scrape_interval: Option<String>,
@@ -194,6 +200,7 @@ impl IntegrationFlags {
             settings.kube_state_metrics_address = address.clone();
         }
         settings.node_exporter_address = self.central_node_exporter_address.clone();
+        settings.logs = self.central_logs;
         settings.scrape = CentralScrape {
             prometheus_annotations: self.central_inputs.contains(&CentralInput::Prometheus),
             runtime: self.central_inputs.contains(&CentralInput::Runtime),

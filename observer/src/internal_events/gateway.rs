@@ -1,5 +1,6 @@
 //! The receive gateway's events and the counters they own ([`GatewayAnswered`],
-//! [`GatewayRefused`], [`GatewaySeriesDropped`], [`GatewayForwarded`]), served on its
+//! [`GatewayRefused`], [`GatewaySeriesDropped`], [`GatewayForwarded`],
+//! [`GatewayLogsForwarded`]), served on its
 //! metrics address (`docs/metrics.yaml`):
 //!
 //! | metric | labels |
@@ -8,6 +9,7 @@
 //! | `kaas_gateway_requests_refused_total` | tenant, limit |
 //! | `kaas_gateway_series_dropped_total` | tenant, reason |
 //! | `kaas_gateway_samples_forwarded_total` | tenant |
+//! | `kaas_gateway_log_entries_forwarded_total` | tenant |
 //! | `kaas_gateway_tracked_tenants` | |
 //! | `kaas_gateway_tracked_series` | |
 //! | `kaas_gateway_tls_handshakes_total` | result |
@@ -26,7 +28,7 @@ use prometheus_client::registry::Registry;
 /// Labels of `kaas_gateway_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `workload` or `agent`.
+    /// `workload`, `agent` or `logs`.
     pub path: &'static str,
     /// The HTTP status answered.
     pub code: u16,
@@ -64,6 +66,7 @@ pub struct GatewayMetrics {
     refused: Family<RefusalLabels, Counter>,
     dropped: Family<DropLabels, Counter>,
     forwarded: Family<TenantLabel, Counter>,
+    log_entries: Family<TenantLabel, Counter>,
     tenants: Gauge,
     series: Gauge,
 }
@@ -90,6 +93,11 @@ impl GatewayMetrics {
             "kaas_gateway_samples_forwarded",
             "Samples Thanos receive accepted, by tenant.",
             self.forwarded.clone(),
+        );
+        registry.register(
+            "kaas_gateway_log_entries_forwarded",
+            "Log entries the central Loki accepted, by tenant.",
+            self.log_entries.clone(),
         );
         registry.register(
             "kaas_gateway_tracked_tenants",
@@ -209,5 +217,26 @@ impl GatewayForwarded<'_> {
                 tenant: self.tenant.to_owned(),
             })
             .inc_by(self.samples as u64);
+    }
+}
+
+/// Log entries the central Loki accepted for a tenant.
+#[derive(Clone, Copy, Debug)]
+pub struct GatewayLogsForwarded<'a> {
+    /// The tenant, from the agent's certificate.
+    pub tenant: &'a str,
+    /// How many entries.
+    pub entries: usize,
+}
+
+impl GatewayLogsForwarded<'_> {
+    /// Counts the entries.
+    pub fn emit(self, metrics: &GatewayMetrics) {
+        metrics
+            .log_entries
+            .get_or_create(&TenantLabel {
+                tenant: self.tenant.to_owned(),
+            })
+            .inc_by(self.entries as u64);
     }
 }

@@ -9,7 +9,7 @@
 //! | [`HandshakeEnded`] | `kaas_observer_tls_handshakes_total{result}` (and the API port's `kaas_observer_api_tls_handshakes_total`) |
 //! | [`JoinRefused`] | `kaas_observer_join_failures_total{reason}` |
 //! | [`ConfigPushed`] | `kaas_observer_config_pushes_total{result}` |
-//! | [`GatewayAnswered`], [`GatewayRefused`], [`GatewaySeriesDropped`], [`GatewayForwarded`] | the receive gateway's `kaas_gateway_*` families (`observer gateway`) |
+//! | [`GatewayAnswered`], [`GatewayRefused`], [`GatewaySeriesDropped`], [`GatewayForwarded`], [`GatewayLogsForwarded`] | the receive gateway's `kaas_gateway_*` families (`observer gateway`) |
 //! | [`SeriesWritten`] | `kaas_observer_remote_write_samples_total{result}`, `kaas_observer_remote_write_last_success_timestamp_seconds` |
 //!
 //! Two families of events keep their one place beside the code that knows their
@@ -33,6 +33,7 @@ pub use control::{
 };
 pub use egress::{EgressRefusals, EgressRefused};
 pub use gateway::{
-    GatewayAnswered, GatewayForwarded, GatewayMetrics, GatewayRefused, GatewaySeriesDropped,
+    GatewayAnswered, GatewayForwarded, GatewayLogsForwarded, GatewayMetrics, GatewayRefused,
+    GatewaySeriesDropped,
 };
 pub use remote_write::{RemoteWriteMetrics, SeriesWritten, WriteOutcome};

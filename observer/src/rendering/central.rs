@@ -163,6 +163,10 @@ pub struct CentralPipelineSettings {
     /// The CA certificates (PEM) that verify the gateway's server certificate, sent
     /// inline with the pipelines (a CA is no secret); `None`: the system roots.
     pub gateway_ca_pem: Option<String>,
+    /// Whether every node also runs the central log pipeline
+    /// ([`super::central_logs`], `--central-logs`): the control plane's container logs
+    /// and the kubelet's and containerd's journal, to the gateway's Loki route.
+    pub logs: bool,
 }
 
 impl CentralPipelineSettings {
@@ -176,13 +180,18 @@ impl CentralPipelineSettings {
             kube_state_metrics_address: KUBE_STATE_METRICS_ADDRESS.to_owned(),
             node_exporter_address: None,
             gateway_ca_pem: None,
+            logs: false,
         }
     }
 
     /// Checks the settings once, at startup, by building the pipelines: a bad URL, CA
     /// or buffer is reported with its field path before any agent is configured.
     pub fn check(&self) -> Result<(), ValidationErrors> {
-        self.validated().map(drop)
+        self.validated()?;
+        if self.logs {
+            super::central_logs::central_log_pipeline(self)?;
+        }
+        Ok(())
     }
 
     /// What each pipeline's buffer may hold on every cluster (its `maxBytes`), which
@@ -222,17 +231,23 @@ impl CentralPipelineSettings {
         Output {
             prometheus_remote_write: Some(RemoteWriteOutput {
                 url: format!("{base}{path}"),
-                tls: Some(Tls {
-                    agent_identity: true,
-                    ca: self.gateway_ca_pem.as_ref().map(|pem| ValueSource {
-                        value: Some(SecretString::new(pem.clone())),
-                        value_from: None,
-                    }),
-                    ..Tls::default()
-                }),
+                tls: Some(self.gateway_tls()),
                 ..RemoteWriteOutput::default()
             }),
             otlp: None,
+        }
+    }
+
+    /// The TLS settings of every central pipeline: the agent's own certificate, the
+    /// gateway verified with the configured CA (the system roots without one).
+    pub(super) fn gateway_tls(&self) -> Tls {
+        Tls {
+            agent_identity: true,
+            ca: self.gateway_ca_pem.as_ref().map(|pem| ValueSource {
+                value: Some(SecretString::new(pem.clone())),
+                value_from: None,
+            }),
+            ..Tls::default()
         }
     }
 
@@ -422,7 +437,7 @@ pub const KUBELET_JOB: &str = "kubelet";
 /// How the provider's own pipelines are validated: distributed by the observer (so no
 /// file reads), but free to write to the central receiver and to present the agent's
 /// cluster certificate, which tenant pipelines may not.
-fn provider_validation() -> ValidationContext {
+pub(super) fn provider_validation() -> ValidationContext {
     ValidationContext::observer(ProviderPolicy::unrestricted())
 }
 

@@ -1,7 +1,8 @@
 //! One cluster's configuration: the tenant pipelines of every kind its labels select
 //! (metric pipelines in `pipelines`, log pipelines in `logPipelines`), the provider's
-//! central pipeline if the observer has one, and the cluster's `cluster` external label;
-//! each agent instance gets the part for its role ([`kaas_pipeline::role`]).
+//! central pipelines if the observer has them (the central log pipeline with
+//! `--central-logs`), and the cluster's `cluster` external label; each agent instance
+//! gets the part for its role ([`kaas_pipeline::role`]).
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use kaas_pipeline::role::AgentRole;
 use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
 
 use super::central::{CentralPipelineSettings, central_pipelines_with};
+use super::central_logs::central_log_pipeline;
 use crate::control_plane::ValidatedControlPlane;
 use crate::store::Cluster;
 
@@ -59,8 +61,18 @@ pub(super) fn config_template(
     control_plane: Option<&ValidatedControlPlane>,
     role: AgentRole,
 ) -> ConfigTemplate {
+    let central_logs = central
+        .filter(|settings| settings.logs)
+        .and_then(|settings| match central_log_pipeline(settings) {
+            Ok(pipeline) => Some(pipeline),
+            Err(error) => {
+                tracing::error!(cluster = %cluster.id, %error, "the central log pipeline is invalid; left out");
+                None
+            }
+        });
     let log_pipelines: Vec<ValidatedLogPipeline> = log_pipelines
         .iter()
+        .chain(&central_logs)
         .filter_map(|pipeline| pipeline.for_role(role))
         .collect();
     let log_pipelines = log_pipelines.as_slice();

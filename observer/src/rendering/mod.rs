@@ -6,7 +6,9 @@
 //! * [`tenant_cache`]: each tenant's pipelines as last read, with the templates rendered
 //!   from them, shared by every agent stream of the tenant and by the status task;
 //! * [`central`]: the provider's central pipeline every cluster runs, with each
-//!   cluster's control-plane setting ([`crate::control_plane`]).
+//!   cluster's control-plane setting ([`crate::control_plane`]);
+//! * [`central_logs`]: the provider's central log pipeline every node runs with
+//!   `--central-logs`.
 //!
 //! Rendering is a pure function of stored data: the control service
 //! ([`crate::control`]) renders to push a configuration, its status task and the
@@ -15,6 +17,7 @@
 //! and nothing else of the observer.
 
 pub mod central;
+pub mod central_logs;
 pub mod cluster;
 pub mod tenant_cache;
 
@@ -22,5 +25,6 @@ pub use central::{
     CENTRAL_AGENT_PIPELINE_NAME, CENTRAL_PIPELINE_NAME, CentralPipelineSettings, CentralScrape,
     DEFAULT_TENANT_HEADER, central_pipelines, central_pipelines_with, is_reserved_pipeline_name,
 };
+pub use central_logs::{CENTRAL_LOGS_PIPELINE_NAME, central_log_pipeline};
 pub use cluster::{render_for_cluster, render_for_cluster_with};
 pub use tenant_cache::{Pipelines, TenantConfigs, TenantPipelines};

@@ -510,4 +510,51 @@ mod tests {
                 .hash
         );
     }
+
+    /// Issue 16, "Central": with `--central-logs` every node instance of every cluster
+    /// gets `kaas-central-logs` beside the tenant's log pipelines, as the agent accepts
+    /// it (journal and agent certificate included); the cluster instance never does,
+    /// and without the setting nobody does.
+    #[tokio::test]
+    async fn the_central_log_pipeline_reaches_every_node_instance_only_when_asked_for() {
+        let (_dir, store) = shop_store().await;
+        store
+            .apply_pipeline("shop", log_selecting("shop", "prod"), &Actor::admin())
+            .await
+            .unwrap();
+        let prod = shop_cluster(&store, "prod-1", "prod").await;
+        let dev = shop_cluster(&store, "dev-1", "dev").await;
+        // As an agent in observer mode reads its configuration.
+        let context = kaas_pipeline::ValidationContext::observer(
+            kaas_pipeline::ProviderPolicy::agent_default(),
+        );
+        let mut settings = CentralPipelineSettings::new("https://receive-gateway.example:19291");
+        for logs in [true, false] {
+            settings.logs = logs;
+            let configs = TenantPipelines::new(Some(Arc::new(settings.clone())))
+                .get(&store, "shop")
+                .await
+                .unwrap();
+            let names = |cluster: &Cluster, role: AgentRole| -> Vec<String> {
+                let rendered = configs.render_for_role(cluster, role);
+                let text = String::from_utf8(rendered.body).unwrap();
+                let parsed = AgentConfig::parse(&text, &context).unwrap();
+                parsed
+                    .log_pipelines
+                    .iter()
+                    .map(|p| p.name().to_owned())
+                    .collect()
+            };
+            let central = crate::rendering::CENTRAL_LOGS_PIPELINE_NAME;
+            let expected_prod: Vec<&str> = if logs {
+                vec![central, "shop"]
+            } else {
+                vec!["shop"]
+            };
+            let expected_dev: Vec<&str> = if logs { vec![central] } else { vec![] };
+            assert_eq!(names(&prod, AgentRole::Node), expected_prod, "logs {logs}");
+            assert_eq!(names(&dev, AgentRole::Node), expected_dev, "logs {logs}");
+            assert!(names(&prod, AgentRole::Cluster).is_empty(), "logs {logs}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
-//! Log records as a Loki push request: Loki's `logproto.PushRequest` (its published
-//! `pkg/push/push.proto`, field numbers as there), snappy block compressed as
-//! remote-write is.
+//! Log records as a Loki push request: Loki's `logproto.PushRequest`
+//! ([`kaas_proto::loki`], field numbers as in its published `pkg/push/push.proto`),
+//! snappy block compressed as remote-write is.
 //!
 //! **Mapping**, close to Loki's own OTLP ingestion:
 //! - stream labels: the configured attributes ([`LokiSettings::labels`], already
@@ -36,63 +36,7 @@ const FALLBACK_LABEL: (&str, &str) = ("service_name", "unknown_service");
 /// The record field that may be a stream label besides attributes.
 const SEVERITY_TEXT: &str = "severity_text";
 
-/// `logproto.PushRequest`.
-#[derive(Clone, PartialEq, Message)]
-pub struct PushRequest {
-    /// The streams.
-    #[prost(message, repeated, tag = "1")]
-    pub streams: Vec<StreamAdapter>,
-}
-
-/// `logproto.StreamAdapter`: one stream and its entries.
-#[derive(Clone, PartialEq, Message)]
-pub struct StreamAdapter {
-    /// The stream's labels in Prometheus notation, `{a="x", b="y"}`.
-    #[prost(string, tag = "1")]
-    pub labels: String,
-    /// Its entries.
-    #[prost(message, repeated, tag = "2")]
-    pub entries: Vec<EntryAdapter>,
-    /// Unused by pushers.
-    #[prost(uint64, tag = "3")]
-    pub hash: u64,
-}
-
-/// `logproto.EntryAdapter`: one line.
-#[derive(Clone, PartialEq, Message)]
-pub struct EntryAdapter {
-    /// When.
-    #[prost(message, optional, tag = "1")]
-    pub timestamp: Option<Timestamp>,
-    /// The line.
-    #[prost(string, tag = "2")]
-    pub line: String,
-    /// Indexed-free metadata of the entry.
-    #[prost(message, repeated, tag = "3")]
-    pub structured_metadata: Vec<LabelPairAdapter>,
-}
-
-/// `logproto.LabelPairAdapter`.
-#[derive(Clone, PartialEq, Message)]
-pub struct LabelPairAdapter {
-    /// Name.
-    #[prost(string, tag = "1")]
-    pub name: String,
-    /// Value.
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-/// `google.protobuf.Timestamp`.
-#[derive(Clone, Copy, PartialEq, Message)]
-pub struct Timestamp {
-    /// Seconds since the Unix epoch.
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    /// Nanoseconds within the second.
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
+pub use kaas_proto::loki::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
 
 /// A Loki label or structured-metadata name for an attribute key.
 pub fn label_name(key: &str) -> String {
