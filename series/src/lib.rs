@@ -1,6 +1,7 @@
 //! Series as the agent handles them before they reach a pipeline: label sets
 //! ([`labels`]) and the decoders of series pushed to the agent ([`remote_write`],
-//! [`otlp`]), kept in a small crate so that they can be fuzzed and tested without the
+//! [`otlp`]) and of OTLP logs ([`otlp_logs`] for protobuf, [`otlp_logs_json`] for
+//! OTLP/JSON), kept in a small crate so that they can be fuzzed and tested without the
 //! agent around them.
 //!
 //! A push decoder treats its input as hostile. Each one checks a size before it
@@ -19,6 +20,7 @@ pub mod labels;
 pub mod limits;
 pub mod otlp;
 pub mod otlp_logs;
+pub mod otlp_logs_json;
 pub mod remote_write;
 mod wire;
 
