@@ -29,8 +29,8 @@ use tokio::sync::RwLock;
 use crate::discovery::kubernetes::secrets::KubernetesSecrets;
 use crate::discovery::kubernetes::watch;
 use crate::files::FileAccess;
-use crate::internal_events::PushStats;
 use crate::internal_events::ReloadState;
+use crate::internal_events::{LogInputStats, PushStats};
 use crate::labels::Labels;
 use crate::node_certificates::{IssuanceQueue, NodeIssuer, ServiceAccountName, issuance_channel};
 use crate::outbound::auth::{NoSecrets, SecretStore};
@@ -141,6 +141,8 @@ pub struct Agent {
     role: AgentRole,
     /// The node's log inputs, on the node role.
     node_logs: Option<NodeLogInputs>,
+    /// What the node's log inputs read, for `/metrics`.
+    pub log_inputs: Arc<LogInputStats>,
 }
 
 /// Which part of a cluster's telemetry an agent instance runs (`--role`): the cluster
@@ -286,6 +288,7 @@ impl Agent {
             log_pipelines: Arc::new(RwLock::new(LogPipelines::new())),
             role: AgentRole::Cluster,
             node_logs: None,
+            log_inputs: Arc::default(),
         }
     }
 
@@ -293,7 +296,7 @@ impl Agent {
     /// with `settings`.
     pub fn run_as_node(&mut self, settings: NodeLogSettings) {
         self.role = AgentRole::Node;
-        self.node_logs = Some(NodeLogInputs::new(settings));
+        self.node_logs = Some(NodeLogInputs::new(settings, self.log_inputs.clone()));
     }
 
     /// Shares `bytes` between the buffers of the pipelines applied from now on (the
@@ -546,6 +549,7 @@ impl ConfiguredAgent {
         let mut registry = registry(
             agent.pipelines.clone(),
             agent.log_pipelines.clone(),
+            agent.log_inputs.clone(),
             reloads.clone(),
             push_stats.clone(),
             settings.buffer_budget,
@@ -862,6 +866,7 @@ pipelines:
         let registry = registry(
             agent.pipelines.clone(),
             agent.log_pipelines.clone(),
+            agent.log_inputs.clone(),
             Arc::new(ReloadState::default()),
             Arc::new(PushStats::default()),
             1 << 30,

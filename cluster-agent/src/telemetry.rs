@@ -35,6 +35,15 @@
 //! | `kaas_agent_log_pipeline_buffer_max_bytes` | pipeline |
 //! | `kaas_agent_log_pipeline_buffer_oldest_age_seconds` | pipeline |
 //! | `kaas_agent_log_processing_total` | pipeline, outcome (filtered, body_truncated, json_invalid, ...) |
+//! | `kaas_agent_log_input_files_open` | input (files) |
+//! | `kaas_agent_log_input_files_tracked` | input (files) |
+//! | `kaas_agent_log_input_bytes_read_total` | input (files) |
+//! | `kaas_agent_log_input_records_total` | input (files, journal) |
+//! | `kaas_agent_log_input_events_total` | input, event (truncation, rotation, oversize_record, read_error, ...) |
+//! | `kaas_agent_log_input_consumers` | input |
+//! | `kaas_agent_log_input_consumer_lag_batches` | input, pipeline |
+//! | `kaas_agent_log_input_consumer_detached` | input, pipeline |
+//! | `kaas_agent_log_input_consumer_detachments_total` | input, pipeline |
 //! | `kaas_agent_push_samples_received_total` | |
 //! | `kaas_agent_push_samples_unrouted_total` | |
 //! | `kaas_agent_push_malformed_requests_total` | |
@@ -58,7 +67,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::RwLock;
 
-use crate::internal_events::{DropReason, LogProcessingOutcome, PushStats, ReloadState};
+use crate::internal_events::{
+    DropReason, InputSnapshot, LogInputStats, LogProcessingOutcome, PushStats, ReloadState,
+};
 use crate::pipeline::data_path::DataPath;
 use crate::pipeline::logs::LogPipelines;
 use crate::pipeline::runtime::{Pipelines, RunningPipeline};
@@ -68,16 +79,18 @@ use crate::pipeline::runtime::{Pipelines, RunningPipeline};
 pub struct AgentCollector {
     pipelines: Arc<RwLock<Pipelines>>,
     log_pipelines: Arc<RwLock<LogPipelines>>,
+    log_inputs: Arc<LogInputStats>,
     reloads: Arc<ReloadState>,
     push: Arc<PushStats>,
     buffer_budget: u64,
 }
 
 /// A registry holding the agent's collector; `buffer_budget` is what all pipelines'
-/// buffers may use together.
+/// buffers may use together, `log_inputs` what the node's log inputs read.
 pub fn registry(
     pipelines: Arc<RwLock<Pipelines>>,
     log_pipelines: Arc<RwLock<LogPipelines>>,
+    log_inputs: Arc<LogInputStats>,
     reloads: Arc<ReloadState>,
     push: Arc<PushStats>,
     buffer_budget: u64,
@@ -86,6 +99,7 @@ pub fn registry(
     registry.register_collector(Box::new(AgentCollector {
         pipelines,
         log_pipelines,
+        log_inputs,
         reloads,
         push,
         buffer_budget,
@@ -366,6 +380,119 @@ const TARGET_SCRAPE_ERRORS: Family = Family::new(
     &["pipeline", "target"],
 );
 
+const LOG_INPUT_FILES_OPEN: Family = Family::new(
+    "kaas_agent_log_input_files_open",
+    "Descriptors the node's file tailer holds open (bounded by its open-descriptor limit).",
+    MetricType::Gauge,
+    &["input"],
+);
+const LOG_INPUT_FILES_TRACKED: Family = Family::new(
+    "kaas_agent_log_input_files_tracked",
+    "Files the node's file tailer follows, rotated ones not yet read to their end included.",
+    MetricType::Gauge,
+    &["input"],
+);
+const LOG_INPUT_BYTES_READ: Family = Family::new(
+    "kaas_agent_log_input_bytes_read",
+    "Bytes of log files the node's file tailer read.",
+    MetricType::Counter,
+    &["input"],
+);
+const LOG_INPUT_RECORDS: Family = Family::new(
+    "kaas_agent_log_input_records",
+    "Records a node log input read: lines of files, entries of the journal.",
+    MetricType::Counter,
+    &["input"],
+);
+const LOG_INPUT_EVENTS: Family = Family::new(
+    "kaas_agent_log_input_events",
+    "What a node log input noticed, cut or skipped, by event: truncation, rotation, lost_file, eviction, read_error, oversize_record, invalid_utf8, unparsed_line (files); read_error, oversize_entry (journal).",
+    MetricType::Counter,
+    &["input", "event"],
+);
+const LOG_INPUT_CONSUMERS: Family = Family::new(
+    "kaas_agent_log_input_consumers",
+    "Log pipelines a node log input's fan-out feeds.",
+    MetricType::Gauge,
+    &["input"],
+);
+const LOG_INPUT_CONSUMER_LAG: Family = Family::new(
+    "kaas_agent_log_input_consumer_lag_batches",
+    "Batches a node log input offered a log pipeline that it has not acknowledged (durable or dropped) yet.",
+    MetricType::Gauge,
+    &["input", "pipeline"],
+);
+const LOG_INPUT_CONSUMER_DETACHED: Family = Family::new(
+    "kaas_agent_log_input_consumer_detached",
+    "1 while a log pipeline reads a node log input on a lane of its own because it fell behind the others.",
+    MetricType::Gauge,
+    &["input", "pipeline"],
+);
+const LOG_INPUT_CONSUMER_DETACHMENTS: Family = Family::new(
+    "kaas_agent_log_input_consumer_detachments",
+    "Times a log pipeline fell behind a node log input's shared reader and was detached.",
+    MetricType::Counter,
+    &["input", "pipeline"],
+);
+
+/// The node log inputs' families, from their last published snapshot.
+fn encode_log_inputs(
+    encoder: &mut DescriptorEncoder,
+    inputs: &[InputSnapshot],
+) -> std::fmt::Result {
+    let input = |snapshot: &InputSnapshot| vec![snapshot.input.to_owned()];
+    let files: Vec<&InputSnapshot> = inputs.iter().filter(|i| i.input == "files").collect();
+    let gauge = |value: u64| value as f64;
+    LOG_INPUT_FILES_OPEN.gauges(
+        encoder,
+        &files
+            .iter()
+            .map(|i| (input(i), gauge(i.files_open)))
+            .collect::<Vec<_>>(),
+    )?;
+    LOG_INPUT_FILES_TRACKED.gauges(
+        encoder,
+        &files
+            .iter()
+            .map(|i| (input(i), gauge(i.files_tracked)))
+            .collect::<Vec<_>>(),
+    )?;
+    LOG_INPUT_BYTES_READ.counters(
+        encoder,
+        &files
+            .iter()
+            .map(|i| (input(i), i.bytes_read))
+            .collect::<Vec<_>>(),
+    )?;
+    LOG_INPUT_RECORDS.counters(
+        encoder,
+        &inputs
+            .iter()
+            .map(|i| (input(i), i.records))
+            .collect::<Vec<_>>(),
+    )?;
+    let mut events = Vec::new();
+    let (mut consumers, mut lag, mut detached, mut detachments) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for snapshot in inputs {
+        for (event, n) in &snapshot.events {
+            events.push((vec![snapshot.input.to_owned(), (*event).to_owned()], *n));
+        }
+        consumers.push((input(snapshot), snapshot.consumers.len() as f64));
+        for consumer in &snapshot.consumers {
+            let labels = || vec![snapshot.input.to_owned(), consumer.pipeline.clone()];
+            lag.push((labels(), gauge(consumer.outstanding_batches)));
+            detached.push((labels(), f64::from(u8::from(consumer.detached))));
+            detachments.push((labels(), consumer.detachments));
+        }
+    }
+    LOG_INPUT_EVENTS.counters(encoder, &events)?;
+    LOG_INPUT_CONSUMERS.gauges(encoder, &consumers)?;
+    LOG_INPUT_CONSUMER_LAG.gauges(encoder, &lag)?;
+    LOG_INPUT_CONSUMER_DETACHED.gauges(encoder, &detached)?;
+    LOG_INPUT_CONSUMER_DETACHMENTS.counters(encoder, &detachments)
+}
+
 /// The drop reasons as their label values, in the order they are reported.
 const DROP_REASONS: [(&str, DropReason); 5] = [
     ("buffer_full", DropReason::BufferFull),
@@ -577,7 +704,7 @@ impl Collector for AgentCollector {
         if let Ok(pipelines) = self.log_pipelines.try_read() {
             encode_log_pipelines(&mut encoder, &pipelines, now_ms)?;
         }
-        Ok(())
+        encode_log_inputs(&mut encoder, &self.log_inputs.snapshot())
     }
 }
 
@@ -602,6 +729,15 @@ mod tests {
             &TARGETS,
             &TARGET_SCRAPE_ERRORS,
             &LOG_PROCESSING,
+            &LOG_INPUT_FILES_OPEN,
+            &LOG_INPUT_FILES_TRACKED,
+            &LOG_INPUT_BYTES_READ,
+            &LOG_INPUT_RECORDS,
+            &LOG_INPUT_EVENTS,
+            &LOG_INPUT_CONSUMERS,
+            &LOG_INPUT_CONSUMER_LAG,
+            &LOG_INPUT_CONSUMER_DETACHED,
+            &LOG_INPUT_CONSUMER_DETACHMENTS,
         ];
         for signal in [&METRIC_FAMILIES, &LOG_FAMILIES] {
             families.extend([
@@ -674,6 +810,7 @@ mod tests {
         let mut registry = registry(
             Arc::new(RwLock::new(Pipelines::new())),
             Arc::new(RwLock::new(LogPipelines::new())),
+            Arc::new(LogInputStats::default()),
             Arc::new(ReloadState::default()),
             Arc::new(PushStats::default()),
             1 << 30,

@@ -568,9 +568,49 @@ async fn bulk_documents_are_framed_indexed_de_dotted_and_partial_failures_classi
     // Only the document asked for again is sent again: nothing stored twice.
     assert_eq!(ndjson(&received[1].body), vec![action, document(2)]);
     assert_eq!(stats.dropped_total(DropReason::RejectedByBackend), 1);
+    // Each record counted by its own outcome: the refused one is not also "sent", and
+    // only the one asked for again failed an attempt.
+    assert_eq!(stats.samples_sent.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.samples_failed.load(Ordering::Relaxed), 1);
     let errors: BTreeMap<ErrorReason, u64> = stats.errors_by_reason().into_iter().collect();
     assert_eq!(errors.get(&ErrorReason::DataDropped), Some(&1));
     assert_eq!(errors.get(&ErrorReason::BackendUnreachable), Some(&1));
+}
+
+/// An OTLP partial success refusing one record of three: that record is dropped and
+/// counted, the other two are sent; none is counted both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_otlp_partial_success_counts_only_accepted_records_as_sent() {
+    use prost::Message;
+    let answer = kaas_proto::otlp::ExportLogsServiceResponse {
+        partial_success: Some(kaas_proto::otlp::ExportLogsPartialSuccess {
+            rejected_log_records: 1,
+            error_message: "record 2 is too old".into(),
+        }),
+    };
+    let receiver = RecordingReceiver::start(Reply {
+        status: 200,
+        content_type: "application/x-protobuf",
+        body: answer.encode_to_vec(),
+    })
+    .await;
+    let output = validated_output(&format!(
+        "{{otlp: {{endpoint: \"{}\", protocol: http}}}}",
+        receiver.base_url()
+    ));
+    let stats = ship(
+        &output,
+        &[batch(vec![(
+            pod("shop", "web-1"),
+            (1..=3)
+                .map(|n| full_record(n, "ERROR", string(&format!("boom {n}"))))
+                .collect(),
+        )])],
+    )
+    .await;
+    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(stats.samples_sent.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.dropped_total(DropReason::RejectedByBackend), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,12 +1,13 @@
 //! The OTLP decoder on arbitrary bytes, as a plain and as a gzip body, under the
 //! default limits and under tight ones: it never panics, and whatever it accepts
-//! respects every limit. Shared by the fuzz target and the corpus replay test
+//! respects every limit. The OTLP/JSON logs decoder reads the same bytes and never
+//! panics either. Shared by the fuzz target and the corpus replay test
 //! (`series/tests/fuzz_corpus_otlp.rs`).
 
 #[path = "limits.rs"]
 mod limits;
 
-use kaas_series::{PushLimits, compression, otlp};
+use kaas_series::{PushLimits, compression, otlp, otlp_logs_json};
 
 use self::limits::{check, tight};
 
@@ -16,6 +17,7 @@ pub fn run(data: &[u8]) {
         if let Ok(pushed) = otlp::decode(data, &limits) {
             check(&pushed, &limits);
         }
+        let _ = otlp_logs_json::decode(data, &limits);
         if let Ok(raw) = compression::gzip(data, limits.max_decompressed_bytes) {
             assert!(raw.len() <= limits.max_decompressed_bytes);
             if let Ok(pushed) = otlp::decode(&raw, &limits) {

@@ -74,6 +74,8 @@ pub struct LogRecord {
 pub struct TailCounters {
     /// Records handed out.
     pub records: u64,
+    /// Bytes of files read past (lines and the parts of oversize records skipped).
+    pub bytes_read: u64,
     /// Lines or records cut at the record cap.
     pub truncated_records: u64,
     /// Bytes skipped beyond the record cap.

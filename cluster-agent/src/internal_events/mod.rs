@@ -16,6 +16,7 @@
 //! | [`NodeCertificateIssued`] | `kaas_agent_node_certificates_issued_total` | none |
 //! | [`NodeCertificateRefused`] | `kaas_agent_node_certificate_requests_refused_total{reason}` | none: the node agent is told |
 //! | [`LogRecordsProcessed`] | `kaas_agent_log_processing_total{pipeline, outcome}` ([`LogProcessingOutcome`]) | none: counted, not logged |
+//! | [`LogInputStats::publish`] | `kaas_agent_log_input_*{input}` (files open, bytes and records read, events) and `kaas_agent_log_input_consumer_*{input, pipeline}` (lag, detached) | none: a snapshot per round |
 //!
 //! The reload events log a debug line naming the event, its labels and its reason; the
 //! operator-facing line with the detail (the refused fields, the file's error) stays
@@ -25,11 +26,13 @@
 //! This module is a leaf of the agent's map: it uses nothing of the agent, so every
 //! stage of the data path, the control stream and `/metrics` may use it.
 
+mod log_inputs;
 mod logs;
 mod pipeline;
 mod push;
 mod reload;
 
+pub use log_inputs::{ConsumerLag, FILE_EVENTS, InputSnapshot, JOURNAL_EVENTS, LogInputStats};
 pub use logs::{
     LogOutcomeEffect, LogProcessingCounts, LogProcessingOutcome, LogProcessingStats,
     LogRecordsProcessed,

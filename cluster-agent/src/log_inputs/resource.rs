@@ -55,7 +55,7 @@ pub(super) fn body(text: String) -> Option<AnyValue> {
 }
 
 /// Now, in nanoseconds since the epoch: a record's observed time.
-pub(super) fn now_unix_nano() -> u64 {
+pub(crate) fn now_unix_nano() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))

@@ -46,6 +46,11 @@ impl TailedLogs {
         self.tailer.counters()
     }
 
+    /// Descriptors open now and files followed now, for telemetry.
+    pub fn files(&self) -> (usize, usize) {
+        (self.tailer.open_files(), self.tailer.tracked_files())
+    }
+
     /// What the last poll's discovery refused (credentials, symlinks out of a root)
     /// or left out, for health reports.
     pub fn discovery_status(&self) -> &DiscoveryStatus {

@@ -2,7 +2,8 @@
 //! ([`TailedLogs`]: container logs below the pod log directory and plain files by
 //! glob) and one over the journal ([`JournalReader`]), each with a consumer per log
 //! pipeline that has a `runtime` or `node` input ([`InputConsumer`]), and a blocking
-//! thread that runs both fan-outs' [`FanOut::round`] every poll interval.
+//! thread that runs both fan-outs' [`FanOut::round`] every poll interval and then
+//! publishes the inputs' counters and the fan-outs' state ([`LogInputStats`]).
 //!
 //! **Lifecycle.** [`NodeLogInputs::stop`] ends the thread and drops the fan-outs
 //! before any log pipeline is stopped or restarted (an input must never write into a
@@ -30,6 +31,9 @@ use kaas_pipeline::logs::input::StartAt;
 use kaas_pipeline::paths::PathPolicy;
 
 use super::logs::{InputConsumer, LogPipelines, NodeInput};
+use crate::internal_events::{
+    ConsumerLag, FILE_EVENTS, InputSnapshot, JOURNAL_EVENTS, LogInputStats,
+};
 use crate::log_inputs::{
     FanOut, FanOutConfig, InputError, JournalReader, JournalSettings, JournalStart, LogConsumer,
     NodeIdentity, PodEnrichment, PodMetadataCache, TailedLogs,
@@ -71,14 +75,17 @@ struct Reading {
 pub struct NodeLogInputs {
     settings: NodeLogSettings,
     reading: Option<Reading>,
+    stats: Arc<LogInputStats>,
 }
 
 impl NodeLogInputs {
-    /// Inputs with `settings`, reading nothing yet.
-    pub fn new(settings: NodeLogSettings) -> Self {
+    /// Inputs with `settings`, reading nothing yet, publishing what they read to
+    /// `stats` (`/metrics` reads it).
+    pub fn new(settings: NodeLogSettings, stats: Arc<LogInputStats>) -> Self {
         Self {
             settings,
             reading: None,
+            stats,
         }
     }
 
@@ -88,6 +95,7 @@ impl NodeLogInputs {
         if let Some(reading) = self.reading.take() {
             reading.stop.store(true, Ordering::Relaxed);
             let _ = reading.thread.await;
+            self.stats.publish(Vec::new());
         }
     }
 
@@ -113,16 +121,19 @@ impl NodeLogInputs {
             return;
         }
         let flag = stop.clone();
-        let thread = tokio::task::spawn_blocking(move || read(tailed, journal, &flag));
+        let stats = self.stats.clone();
+        let thread = tokio::task::spawn_blocking(move || read(tailed, journal, &flag, &stats));
         self.reading = Some(Reading { stop, thread });
     }
 }
 
-/// Runs the fan-outs until `stop` is set.
+/// Runs the fan-outs until `stop` is set, publishing their state to `stats` after
+/// every round.
 fn read(
     mut tailed: Option<FanOut<TailedLogs>>,
     mut journal: Option<FanOut<JournalReader>>,
     stop: &AtomicBool,
+    stats: &LogInputStats,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let mut errors = Vec::new();
@@ -135,7 +146,72 @@ fn read(
         for error in errors {
             tracing::warn!(%error, "reading the node's logs");
         }
+        let snapshots = tailed
+            .as_ref()
+            .map(files_snapshot)
+            .into_iter()
+            .chain(journal.as_ref().map(journal_snapshot))
+            .collect();
+        stats.publish(snapshots);
         std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// A fan-out's consumers, for telemetry.
+fn consumer_lags<R: crate::log_inputs::LogReader>(fan_out: &FanOut<R>) -> Vec<ConsumerLag> {
+    fan_out
+        .consumers()
+        .into_iter()
+        .map(|status| ConsumerLag {
+            pipeline: status.name,
+            outstanding_batches: status.outstanding as u64,
+            detached: status.detached,
+            detachments: status.detachments,
+        })
+        .collect()
+}
+
+/// The tailer's counters and its fan-out's state.
+fn files_snapshot(fan_out: &FanOut<TailedLogs>) -> InputSnapshot {
+    let counters = fan_out.reader().counters();
+    let (open, tracked) = fan_out.reader().files();
+    InputSnapshot {
+        input: "files",
+        files_open: open as u64,
+        files_tracked: tracked as u64,
+        bytes_read: counters.bytes_read,
+        records: counters.records,
+        events: FILE_EVENTS
+            .iter()
+            .copied()
+            .zip([
+                counters.truncations,
+                counters.rotations,
+                counters.lost_files,
+                counters.evictions,
+                counters.read_errors,
+                counters.truncated_records,
+                counters.invalid_utf8_records,
+                counters.unparsed_lines,
+            ])
+            .collect(),
+        consumers: consumer_lags(fan_out),
+    }
+}
+
+/// The journal reader's counters and its fan-out's state.
+fn journal_snapshot(fan_out: &FanOut<JournalReader>) -> InputSnapshot {
+    let counters = fan_out.reader().counters();
+    InputSnapshot {
+        input: "journal",
+        records: counters.entries,
+        events: JOURNAL_EVENTS
+            .iter()
+            .copied()
+            .zip([counters.read_errors, counters.truncated_entries])
+            .collect(),
+        consumers: consumer_lags(fan_out),
+        ..InputSnapshot::default()
     }
 }
 

@@ -1,15 +1,16 @@
 //! Push input: workloads send metrics and logs to the agent instead of being scraped.
 //! The agent accepts Prometheus remote-write 1.0 on `POST /api/v1/write` on its HTTP
-//! port (8429), OTLP over HTTP/protobuf on `POST /v1/metrics` and `POST /v1/logs` on
-//! OTLP's HTTP port (4318), and OTLP over gRPC (`MetricsService`, `LogsService`) on
+//! port (8429), OTLP over HTTP on `POST /v1/metrics` (protobuf) and `POST /v1/logs`
+//! (protobuf or OTLP/JSON) on OTLP's HTTP port (4318), and OTLP over gRPC (`MetricsService`, `LogsService`) on
 //! OTLP's gRPC port (4317, [`otlp_grpc`]): the ports every OpenTelemetry SDK uses
 //! without configuration, one convention for every signal. Logs go to the log
 //! pipelines with an `otlp` input, through the same checks in the same order, decoded
-//! by `kaas_series::otlp_logs` (messages counted, value nesting bounded); the pusher's
+//! by `kaas_series::otlp_logs` or, for `application/json`, `kaas_series::otlp_logs_json`
+//! (both count messages and bound value nesting under the same limits); the pusher's
 //! proven namespace replaces the resource's `k8s.namespace.name`, and the request is
 //! answered once the records are durable in every log pipeline that takes them
-//! (429/`RESOURCE_EXHAUSTED` with `Retry-After` when a buffer cannot store them). OTLP/JSON
-//! is not read yet. The HTTP port still
+//! (429/`RESOURCE_EXHAUSTED` with `Retry-After` when a buffer cannot store them). The HTTP
+//! port still
 //! takes `/v1/metrics` as a deprecated alias, for pushers configured before OTLP had
 //! its own port. The well-known in-cluster address is the agent's Service.
 //!
@@ -58,6 +59,7 @@ use tokio::sync::{RwLock, Semaphore};
 use self::auth::{Review, ReviewError, TokenReviewer, bearer_token, token_matches};
 use crate::internal_events::{PushRefused, PushRouted, PushStats};
 use crate::labels::{Labels, LabelsBuilder};
+use crate::log_inputs::resource::now_unix_nano;
 use crate::outbound::auth::{ValueSources, resolve};
 use crate::pipeline::logs::{Buffered, LogPipelines};
 use crate::pipeline::runtime::Pipelines;
@@ -537,7 +539,10 @@ impl PushReceiver {
 }
 
 impl PushReceiver {
-    /// Hands pushed log records to every admitted log pipeline, each with the
+    /// Hands pushed log records to every admitted log pipeline (records without an
+    /// observed time get the time they arrived, as the agent's own inputs stamp theirs,
+    /// so every record has a time: an Elasticsearch data stream refuses a document
+    /// without `@timestamp`), each with the
     /// pusher's proven namespace as `k8s.namespace.name` on every resource (whatever
     /// the sender claimed) and its own namespace filter, through its intake
     /// (processing, buffer). Answers only once the records are durable in every
@@ -545,9 +550,10 @@ impl PushReceiver {
     /// so the pusher retries.
     async fn route_logs(
         &self,
-        request: ExportLogsServiceRequest,
+        mut request: ExportLogsServiceRequest,
         admitted: &[Admitted],
     ) -> Result<(), Refusal> {
+        stamp_observed_time(&mut request, now_unix_nano());
         let mut durable = Vec::new();
         let mut not_stored = Vec::new();
         {
@@ -598,6 +604,17 @@ impl PushReceiver {
             )))
         }
     }
+}
+
+/// Sets the observed time of records that have none to `now` (Unix nanoseconds).
+fn stamp_observed_time(request: &mut ExportLogsServiceRequest, now: u64) {
+    request
+        .resource_logs
+        .iter_mut()
+        .flat_map(|r| &mut r.scope_logs)
+        .flat_map(|s| &mut s.log_records)
+        .filter(|record| record.observed_time_unix_nano == 0)
+        .for_each(|record| record.observed_time_unix_nano = now);
 }
 
 /// Sets `k8s.namespace.name` on a resource to the pusher's proven namespace.
@@ -736,12 +753,79 @@ async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Re
     }
 }
 
-/// `POST /v1/logs`: OTLP/HTTP logs, protobuf, gzip or not.
+/// How an OTLP/HTTP logs body is encoded, from `Content-Type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LogsEncoding {
+    /// `application/x-protobuf`.
+    Protobuf,
+    /// `application/json`: OTLP/JSON.
+    Json,
+}
+
+impl LogsEncoding {
+    /// The encoding a request declares, and whether it is gzip-compressed; refuses
+    /// anything else.
+    fn of(headers: &HeaderMap) -> Result<(Self, bool), Refusal> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let media_type = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let encoding = match media_type.as_str() {
+            "application/x-protobuf" => Self::Protobuf,
+            "application/json" => Self::Json,
+            _ => {
+                return Err(Refusal::UnsupportedMediaType(
+                    "send OTLP logs as application/x-protobuf or application/json".into(),
+                ));
+            }
+        };
+        Ok((encoding, otlp_encoding(headers)?))
+    }
+
+    /// Decodes a body (decompressed) in this encoding.
+    fn decode(
+        self,
+        raw: &[u8],
+        limits: &PushLimits,
+    ) -> Result<ExportLogsServiceRequest, DecodeError> {
+        match self {
+            Self::Protobuf => kaas_series::otlp_logs::decode(raw, limits),
+            Self::Json => kaas_series::otlp_logs_json::decode(raw, limits),
+        }
+    }
+
+    /// The success answer: an empty `ExportLogsServiceResponse` in the request's
+    /// encoding, as OTLP/HTTP asks.
+    fn accepted(self) -> Response {
+        match self {
+            Self::Protobuf => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                ExportLogsServiceResponse::default().encode_to_vec(),
+            )
+                .into_response(),
+            Self::Json => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                "{}",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// `POST /v1/logs`: OTLP/HTTP logs, protobuf or OTLP/JSON, gzip or not.
 async fn otlp_http_logs(State(receiver): State<PushReceiver>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let gzip = match otlp_protobuf_encoding(headers) {
-        Ok(gzip) => gzip,
+    let (encoding, gzip) = match LogsEncoding::of(headers) {
+        Ok(found) => found,
         Err(refusal) => {
             refusal.count(Protocol::OtlpLogs, &receiver.stats);
             return refusal.into_response();
@@ -750,18 +834,13 @@ async fn otlp_http_logs(State(receiver): State<PushReceiver>, request: Request) 
     let decode = move |body: &[u8], limits: &PushLimits| {
         if gzip {
             let raw = compression::gzip(body, limits.max_decompressed_bytes)?;
-            kaas_series::otlp_logs::decode(&raw, limits)
+            encoding.decode(&raw, limits)
         } else {
-            kaas_series::otlp_logs::decode(body, limits)
+            encoding.decode(body, limits)
         }
     };
     match receiver.accept_logs(headers, body, decode).await {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-protobuf")],
-            ExportLogsServiceResponse::default().encode_to_vec(),
-        )
-            .into_response(),
+        Ok(()) => encoding.accepted(),
         Err(refusal) => refusal.into_response(),
     }
 }

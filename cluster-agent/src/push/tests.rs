@@ -560,3 +560,288 @@ async fn otlp_logs_are_answered_once_durable_and_refused_when_the_buffer_is_full
     assert_eq!(refused.1.as_ref().map(|v| v.to_str().unwrap()), Some("30"));
     agent.shutdown().await;
 }
+
+/// An agent running the log pipelines of `log_pipelines` (the YAML list under
+/// `logPipelines:`), with a receiver checking tokens with `reviewer`.
+async fn log_fixture(
+    log_pipelines: &str,
+    reviewer: TokenReviewer,
+) -> (Agent, PushReceiver, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(AgentContext {
+        data_dir: dir.path().to_owned(),
+        external_labels: Arc::new(Labels::default()),
+        secrets: Arc::new(MapSecrets::default()),
+        files: Arc::default(),
+        cluster: ClusterView::default(),
+        service_account_dir: dir.path().join("no-service-account"),
+        kubelet_insecure_skip_verify: false,
+    });
+    let config = format!(
+        "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\nlogPipelines:\n{log_pipelines}"
+    );
+    let report = agent
+        .apply(
+            AgentConfig::parse(&config, &kaas_pipeline::ValidationContext::standalone()).unwrap(),
+        )
+        .await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    let receiver = PushReceiver::new(
+        agent.pipelines.clone(),
+        agent.log_pipelines.clone(),
+        Arc::new(PushStats::default()),
+        PushLimits::default(),
+        reviewer,
+    );
+    (agent, receiver, dir)
+}
+
+/// Posts `body` to the OTLP/HTTP port's `/v1/logs` with `headers`.
+async fn post_logs(
+    receiver: &PushReceiver,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, String, String) {
+    let mut request = Request::post("/v1/logs");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = tokio::time::timeout(
+        PROMPTLY,
+        receiver
+            .otlp_http_routes()
+            .oneshot(request.body(Body::from(body)).unwrap()),
+    )
+    .await
+    .expect("an answer")
+    .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Waits until `sink` received a request, and returns the JSON lines of them all.
+async fn json_lines(sink: &kaas_test_support::recording_receiver::RecordingReceiver) -> String {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let received = sink.received();
+        if !received.is_empty() {
+            return received
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                .collect();
+        }
+        assert!(std::time::Instant::now() < until, "nothing shipped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn gzipped(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(body).unwrap();
+    gzip.finish().unwrap()
+}
+
+/// Issue 16: OTLP/JSON on `/v1/logs`, plain and gzip, with a `charset` parameter, is
+/// answered `{}` as JSON once durable and its records shipped with every field (a
+/// record without a time stamped with its arrival);
+/// broken or hostile JSON is refused with its reason and counted; other media types
+/// are 415.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_json_logs_are_accepted_and_hostile_json_refused() {
+    use kaas_test_support::recording_receiver::{RecordingReceiver, Reply};
+    let sink = RecordingReceiver::start(Reply::status(200)).await;
+    let (mut agent, receiver, _dir) = log_fixture(
+        &format!(
+            "  - metadata: {{name: pushed}}\n    spec:\n      input: {{otlp: {{enabled: true, authentication: {{mode: unauthenticated}}}}}}\n      processors: {{parseJson: false}}\n      output: {{http: {{url: \"{}/ingest\", format: jsonLines}}}}\n",
+            sink.base_url()
+        ),
+        no_kubernetes(),
+    )
+    .await;
+    // A minute ago: a record's age counts against the buffer's maximum age.
+    let time_ns = u64::try_from(now_ms() - 60_000).unwrap() * 1_000_000 + 123_456_789;
+    let record = |body: &str| {
+        format!(
+            r#"{{"resourceLogs":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"json-sender"}}}}]}},"scopeLogs":[{{"logRecords":[{{"timeUnixNano":"{time_ns}","severityNumber":17,"severityText":"ERROR","body":{{"stringValue":"{body}"}},"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7","attributes":[{{"key":"attempt","value":{{"intValue":"3"}}}}]}}]}}]}}]}}"#
+        )
+    };
+    let json = [("content-type", "application/json; charset=utf-8")];
+    let (status, content_type, answer) =
+        post_logs(&receiver, &json, record("plain-json").into_bytes()).await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (StatusCode::OK, "application/json"),
+        "{answer}"
+    );
+    assert_eq!(answer, "{}");
+    let gzip = [
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ];
+    // A record without any time gets the time it arrived, so it has an `@timestamp`.
+    let untimed = record("gzip-json").replace(&format!(r#""timeUnixNano":"{time_ns}","#), "");
+    let (status, _, answer) = post_logs(&receiver, &gzip, gzipped(untimed.as_bytes())).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    let mut shipped = json_lines(&sink).await;
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !(shipped.contains("gzip-json") && shipped.contains("plain-json"))
+        && std::time::Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shipped = json_lines(&sink).await;
+    }
+    let mut documents: Vec<serde_json::Value> = shipped
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(documents.len(), 2, "{shipped}");
+    // The two pushes may be shipped in either order.
+    documents.sort_by_key(|document| document["body"] != "plain-json");
+    let first = &documents[0];
+    assert_eq!(first["body"], "plain-json");
+    assert_eq!(
+        first["@timestamp"],
+        crate::exporters::http::encode::UtcTime::from_unix_nanos(time_ns).rfc3339()
+    );
+    assert_eq!(first["severity_number"], 17);
+    assert_eq!(first["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(first["span_id"], "00f067aa0ba902b7");
+    assert_eq!(first["attributes"]["attempt"], 3);
+    assert_eq!(first["resource"]["service.name"], "json-sender");
+    assert_eq!(documents[1]["body"], "gzip-json");
+    let stamped = documents[1]["@timestamp"].as_str().expect("an @timestamp");
+    assert_eq!(documents[1]["observed_timestamp"], stamped);
+    assert!(stamped > "2026-01-01T00:00:00Z", "{stamped}");
+
+    let deep = format!(
+        r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{}"#,
+        r#"{"arrayValue":{"values":["#.repeat(40)
+    );
+    let many = format!(
+        r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#,
+        vec!["{}"; 300_000].join(",")
+    );
+    for (body, expected, reason) in [
+        (deep, StatusCode::BAD_REQUEST, "nested more than 32 deep"),
+        (many, StatusCode::PAYLOAD_TOO_LARGE, "more than 250000"),
+        (
+            r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"AAEC"}]}]}]}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "traceId is not 32 hex digits",
+        ),
+    ] {
+        let (status, _, answer) = post_logs(&receiver, &json, body.into_bytes()).await;
+        assert_eq!(status, expected, "{answer}");
+        assert!(answer.contains(reason), "{answer}");
+    }
+    assert_eq!(refused(&receiver, "malformed"), 2);
+    assert_eq!(refused(&receiver, "too_many_messages"), 1);
+    let (status, _, answer) = post_logs(&receiver, &[("content-type", "text/plain")], vec![]).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(answer.contains("application/json"), "{answer}");
+    agent.shutdown().await;
+}
+
+/// Issue 16: the namespace filter of a log pipeline uses the namespace the pusher's
+/// service-account token proves, never the one its records claim: a workload in
+/// `shop` claiming `k8s.namespace.name: kube-system` reaches the pipeline that takes
+/// `shop` (as `shop`) and not the one that takes `kube-system`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushers_claimed_namespace_is_replaced_by_its_tokens() {
+    use kaas_test_support::recording_receiver::{RecordingReceiver, Reply};
+    use kube::client::Body as KubeBody;
+    let (service, mut api) =
+        tower_test::mock::pair::<Request<KubeBody>, http::Response<KubeBody>>();
+    let client = kube::Client::new(service, "default");
+    let shop_sink = RecordingReceiver::start(Reply::status(200)).await;
+    let system_sink = RecordingReceiver::start(Reply::status(200)).await;
+    let pipeline = |name: &str, namespace: &str, sink: &RecordingReceiver| {
+        format!(
+            "  - metadata: {{name: {name}}}\n    spec:\n      input: {{otlp: {{enabled: true, namespaces: {{include: [{namespace}]}}}}}}\n      output: {{http: {{url: \"{}/ingest\", format: jsonLines}}}}\n",
+            sink.base_url()
+        )
+    };
+    let (mut agent, receiver, _dir) = log_fixture(
+        &format!(
+            "{}{}",
+            pipeline("shop-logs", "shop", &shop_sink),
+            pipeline("system-logs", "kube-system", &system_sink)
+        ),
+        TokenReviewer::new(Some(client), vec![]),
+    )
+    .await;
+    let body = r#"{"resourceLogs":[
+        {"resource":{"attributes":[{"key":"k8s.namespace.name","value":{"stringValue":"kube-system"}}]},
+         "scopeLogs":[{"logRecords":[{"body":{"stringValue":"claims kube-system"}}]}]},
+        {"scopeLogs":[{"logRecords":[{"body":{"stringValue":"claims nothing"}}]}]}]}"#;
+    let api_server = async {
+        let (request, send) = api.next_request().await.expect("a TokenReview");
+        assert_eq!(
+            request.uri().path(),
+            "/apis/authentication.k8s.io/v1/tokenreviews"
+        );
+        let answer = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {},
+            "status": {"authenticated": true, "user": {"username": "system:serviceaccount:shop:cart"}},
+        });
+        send.send_response(http::Response::new(KubeBody::from(
+            serde_json::to_vec(&answer).unwrap(),
+        )));
+    };
+    let ((status, _, answer), ()) = tokio::join!(
+        post_logs(
+            &receiver,
+            &[
+                ("content-type", "application/json"),
+                ("authorization", "Bearer token-of-shop-cart"),
+            ],
+            body.as_bytes().to_vec(),
+        ),
+        api_server
+    );
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let mut shipped = json_lines(&shop_sink).await;
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while shipped.lines().count() < 2 && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shipped = json_lines(&shop_sink).await;
+    }
+    let mut namespaces: Vec<(String, String)> = shipped
+        .lines()
+        .map(|line| {
+            let document: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                document["body"].as_str().unwrap().to_owned(),
+                document["resource"]["k8s.namespace.name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    namespaces.sort();
+    assert_eq!(
+        namespaces,
+        [
+            ("claims kube-system".to_owned(), "shop".to_owned()),
+            ("claims nothing".to_owned(), "shop".to_owned())
+        ]
+    );
+    // Both records were durable in every pipeline that took them before the answer,
+    // and the pipeline of `kube-system` took none.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(system_sink.received().is_empty(), "the claim was believed");
+    agent.shutdown().await;
+}

@@ -22,7 +22,7 @@ use prost::Message;
 use prost::bytes::Buf;
 use prost::encoding::{WireType, decode_key, decode_varint};
 
-use super::signal::{Frame, FrameEncoding, FrameError, Payload, ShardingKey};
+use super::signal::{Frame, FrameEncoding, FrameError, Payload, Settled, ShardingKey};
 
 /// `ExportLogsServiceRequest.resource_logs`.
 const REQUEST_RESOURCE_LOGS: u32 = 1;
@@ -201,25 +201,58 @@ impl LogRequest {
 /// records of a request and asks for others again; the sender retries the whole
 /// request, and the exporter sends only the records not settled yet, so nothing is
 /// stored twice and no refusal is counted twice. Indexes are records in request order.
+/// The counts tell the sender how many records to count as sent, failed or expired
+/// ([`crate::record::signal::Settled`]), so a refused record is never counted as sent.
 #[derive(Debug, Default)]
-pub struct SettledRecords(Mutex<Vec<bool>>);
+pub struct SettledRecords(Mutex<SettledState>);
+
+#[derive(Debug, Default)]
+struct SettledState {
+    settled: Vec<bool>,
+    counts: Settled,
+}
 
 impl SettledRecords {
     /// Whether record `index` is settled.
     pub fn is_settled(&self, index: usize) -> bool {
-        self.lock().get(index).copied().unwrap_or(false)
+        self.lock().settled.get(index).copied().unwrap_or(false)
     }
 
-    /// Marks record `index` settled.
+    /// Marks record `index` stored by the backend.
     pub fn settle(&self, index: usize) {
-        let mut settled = self.lock();
-        if settled.len() <= index {
-            settled.resize(index + 1, false);
+        if self.mark(index) {
+            self.lock().counts.stored += 1;
         }
-        settled[index] = true;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<bool>> {
+    /// Marks record `index` refused for good (and counted as dropped by the caller).
+    pub fn settle_refused(&self, index: usize) {
+        if self.mark(index) {
+            self.lock().counts.refused += 1;
+        }
+    }
+
+    /// Counts `records` refused for good by a backend that does not say which (an
+    /// OTLP partial success); the request is not retried after such an answer.
+    pub fn refused_unnamed(&self, records: u64) {
+        self.lock().counts.refused += records;
+    }
+
+    /// How many records are settled, by outcome.
+    pub fn counts(&self) -> Settled {
+        self.lock().counts
+    }
+
+    /// Marks `index` settled; whether it was not before.
+    fn mark(&self, index: usize) -> bool {
+        let mut state = self.lock();
+        if state.settled.len() <= index {
+            state.settled.resize(index + 1, false);
+        }
+        !std::mem::replace(&mut state.settled[index], true)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SettledState> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -339,6 +372,10 @@ impl FrameEncoding for Logs {
 
     fn oldest_ms(request: &LogRequest) -> i64 {
         request.oldest_ms
+    }
+
+    fn settled(request: &LogRequest) -> Settled {
+        request.settled.counts()
     }
 }
 

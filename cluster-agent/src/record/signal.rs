@@ -61,6 +61,28 @@ pub trait FrameEncoding {
 
     /// The oldest item of a request, Unix milliseconds.
     fn oldest_ms(request: &Self::Request) -> i64;
+
+    /// What earlier answers already decided of a request's items, for backends that
+    /// answer per item; none for those that answer for a whole request.
+    fn settled(_request: &Self::Request) -> Settled {
+        Settled::default()
+    }
+}
+
+/// The items of a request a backend answered for one by one so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Stored.
+    pub stored: u64,
+    /// Refused for good, and already counted as dropped where the answer was read.
+    pub refused: u64,
+}
+
+impl Settled {
+    /// Items of a request of `items` not settled yet: what a retry still sends.
+    pub fn pending(self, items: u64) -> u64 {
+        items.saturating_sub(self.stored + self.refused)
+    }
 }
 
 /// Which frames stay together: frames with equal keys go to the same shard and keep

@@ -406,27 +406,34 @@ async fn send_with_retry<E: Export>(
             .send_latency
             .0
             .observe(started.elapsed().as_secs_f64());
+        // Items a backend answered for one by one (stored, or refused and counted as
+        // dropped where the answer was read) are counted by that outcome, the rest by
+        // the request's.
+        let settled = E::Signal::settled(&request);
+        let pending = settled.pending(samples);
         match result {
             Ok(()) => {
-                PipelineStats::add(&stats.samples_sent, samples);
+                PipelineStats::add(&stats.samples_sent, samples - settled.refused.min(samples));
                 return RoundEnd::Done;
             }
             Err(SendError::Permanent { reason }) => {
+                PipelineStats::add(&stats.samples_sent, settled.stored);
                 SamplesDropped {
                     reason: DropReason::RejectedByBackend,
-                    samples,
+                    samples: pending,
                 }
                 .emit(stats);
                 PipelineFailed::new(ErrorReason::DataDropped, reason).emit(stats);
                 return RoundEnd::Done;
             }
             Err(error @ SendError::Retryable { .. }) => {
-                PipelineStats::add(&stats.samples_failed, samples);
+                PipelineStats::add(&stats.samples_failed, pending);
                 PipelineFailed::new(error.condition_reason(), error.to_string()).emit(stats);
                 if now_ms().saturating_sub(oldest_ms) > max_age_ms {
+                    PipelineStats::add(&stats.samples_sent, settled.stored);
                     SamplesDropped {
                         reason: DropReason::MaxAgeExceeded,
-                        samples,
+                        samples: pending,
                     }
                     .emit(stats);
                     return RoundEnd::Done;

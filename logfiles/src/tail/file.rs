@@ -233,6 +233,7 @@ impl TrackedFile {
             let consumed = self.split_lines(&chunk[..read], line_cap, context);
             *context.buffer = chunk;
             self.read_offset += consumed as u64;
+            context.counters.bytes_read += consumed as u64;
             consumed_total += consumed;
             if consumed == 0 {
                 if read < read_len || read_len > line_cap {
@@ -308,6 +309,7 @@ impl TrackedFile {
             self.take_line(self.read_offset, &chunk[..read], false, context);
             *context.buffer = chunk;
             self.read_offset += read as u64;
+            context.counters.bytes_read += read as u64;
         }
         Ok(())
     }

@@ -11,10 +11,11 @@
 //! other 4xx (a mapping conflict, a bad document) refused for good: dropped and counted
 //! ([`super::count_rejected`]), never sent again.
 //!
-//! The sender counts a request's records once, when the request ends: records refused
-//! item by item are then in `samples_sent` as well as in the drops, and a request that
-//! outlives the buffer's maximum age after a partial success counts its stored records
-//! as expired too. The drops are exact; `samples_sent` is an upper bound.
+//! The sender counts a request's records once, when the request ends, each by its
+//! own outcome ([`crate::record::logs::SettledRecords`]): stored items in
+//! `samples_sent`, items refused for good only in the drops, items asked for again in
+//! `samples_failed` for each attempt that failed them, and, when a request outlives the
+//! buffer's maximum age after a partial success, only its unsettled items as expired.
 
 pub mod encode;
 
@@ -205,7 +206,7 @@ impl HttpLogExporter {
             match item_outcome(item.status) {
                 ItemOutcome::Stored => request.settled.settle(*document),
                 ItemOutcome::Refused => {
-                    request.settled.settle(*document);
+                    request.settled.settle_refused(*document);
                     refused.push(item_error(item));
                 }
                 ItemOutcome::Retry => retry.push(item_error(item)),

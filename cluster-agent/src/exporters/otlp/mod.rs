@@ -90,9 +90,13 @@ impl OtlpExporter {
         if let Some(partial) = response.partial_success
             && partial.rejected_log_records > 0
         {
+            let rejected = u64::try_from(partial.rejected_log_records)
+                .unwrap_or(u64::MAX)
+                .min(request.records);
+            request.settled.refused_unnamed(rejected);
             super::count_rejected(
                 stats,
-                u64::try_from(partial.rejected_log_records).unwrap_or(u64::MAX),
+                rejected,
                 format!(
                     "the backend rejected {} log records: {}",
                     partial.rejected_log_records, partial.error_message
