@@ -22,5 +22,5 @@ pub use central::{
     CENTRAL_AGENT_PIPELINE_NAME, CENTRAL_PIPELINE_NAME, CentralPipelineSettings, CentralScrape,
     DEFAULT_TENANT_HEADER, central_pipelines, central_pipelines_with, is_reserved_pipeline_name,
 };
-pub use cluster::{render_for_cluster, render_for_cluster_with};
+pub use cluster::{SelectedPipelines, render_for_cluster, render_for_cluster_with};
 pub use tenant_cache::{Pipelines, TenantConfigs, TenantPipelines};
