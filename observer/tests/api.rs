@@ -1499,6 +1499,7 @@ mod api {
                 {"name": "clusters", "limit": 1000, "used": 0, "default": 1000, "overridden": false},
                 {"name": "pipelines/MetricPipeline", "limit": 50, "used": 0, "default": 50, "overridden": false},
                 {"name": "pipelines/LogPipeline", "limit": 50, "used": 0, "default": 50, "overridden": false},
+                {"name": "pipelines/TracePipeline", "limit": 50, "used": 0, "default": 50, "overridden": false},
                 {"name": "probes", "limit": 200, "used": 0, "default": 200, "overridden": false},
             ])
         );
@@ -1551,7 +1552,7 @@ mod api {
             .await;
         assert_eq!(raised.status, StatusCode::OK, "{}", raised.text);
         assert_eq!(
-            raised.json()["quotas"][3],
+            raised.json()["quotas"][4],
             json!({"name": "probes", "limit": 1000, "used": 200, "default": 200, "overridden": true})
         );
         for i in 200..1000 {

@@ -462,6 +462,91 @@ spec:
         assert!(out.stdout.contains("2 valid, 0 invalid"), "{}", out.stdout);
     }
 
+    /// Issue 17: a trace pipeline is applied to its kind beside a metric pipeline of
+    /// the same name, listed, read and deleted with `--kind TracePipeline` (or
+    /// `trace`), its secrets never printed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trace_pipelines_are_applied_listed_read_and_deleted_by_kind() {
+        let (h, address) = setup().await;
+        let file = h.dir.path().join("traces.yaml");
+        let text = "\
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {name: shop}
+spec:
+  input: {prometheus: {enabled: true}}
+  output: {otlp: {endpoint: \"https://otlp.example:4317\"}}
+---
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: TracePipeline
+metadata: {name: shop}
+spec:
+  sampling: {ratio: 0.25}
+  output:
+    otlp:
+      endpoint: https://tempo.example:4317
+      headers: [{name: X-Api-Key, value: SECRET-key}]
+";
+        std::fs::write(&file, text).unwrap();
+        let file = file.to_str().unwrap();
+        let apply = ["pipeline", "apply", "-f", file, "--tenant", "shop"];
+        let out = observer(address, Some(ADMIN), &apply).await;
+        ok(&out);
+        assert_eq!(
+            out.stdout,
+            "MetricPipeline shop created\nTracePipeline shop created\n"
+        );
+        let args = ["pipeline", "list", "--kind", "TracePipeline", "-o", "json"];
+        let out = observer(address, Some(ADMIN), &args).await;
+        ok(&out);
+        assert!(!out.stdout.contains("SECRET-key"), "{}", out.stdout);
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["kind"], "TracePipeline");
+        let args = [
+            "pipeline", "get", "shop", "--kind", "trace", "--tenant", "shop",
+        ];
+        let out = observer(address, Some(ADMIN), &args).await;
+        ok(&out);
+        assert!(
+            out.stdout.contains("Kind:        TracePipeline"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout
+                .contains("Output:      otlp https://tempo.example:4317"),
+            "{}",
+            out.stdout
+        );
+        let args = [
+            "pipeline",
+            "delete",
+            "shop",
+            "--kind",
+            "TracePipeline",
+            "--tenant",
+            "shop",
+        ];
+        let out = observer(address, Some(ADMIN), &args).await;
+        ok(&out);
+        assert_eq!(out.stdout, "TracePipeline shop deleted\n");
+        let traces = h
+            .store
+            .list_pipelines_of::<kaas_pipeline::ValidatedTracePipeline>(None)
+            .await
+            .unwrap();
+        assert!(traces.is_empty());
+        assert!(
+            h.store
+                .get_pipeline("shop", "shop")
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tokens_tenants_and_status() {
         let (_h, address) = setup().await;
@@ -669,7 +754,8 @@ spec:
         );
         assert_eq!(lines[1], ["clusters", "0", "1000", "1000", "no"]);
         assert_eq!(lines[3], ["pipelines/LogPipeline", "0", "50", "50", "no"]);
-        assert_eq!(lines[4], ["probes", "0", "200", "200", "no"]);
+        assert_eq!(lines[4], ["pipelines/TracePipeline", "0", "50", "50", "no"]);
+        assert_eq!(lines[5], ["probes", "0", "200", "200", "no"]);
         let args = [
             "tenant",
             "quota",
@@ -685,7 +771,7 @@ spec:
         ok(&out);
         let view: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
         assert_eq!(view["quotas"][0]["limit"], 3);
-        assert_eq!(view["quotas"][3]["limit"], 500);
+        assert_eq!(view["quotas"][4]["limit"], 500);
         // Resetting one keeps the other.
         let args = [
             "tenant", "quota", "shop", "--reset", "clusters", "-o", "json",
@@ -694,7 +780,7 @@ spec:
         ok(&out);
         let view: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
         assert_eq!(view["quotas"][0]["overridden"], false);
-        assert_eq!(view["quotas"][3]["limit"], 500);
+        assert_eq!(view["quotas"][4]["limit"], 500);
         let out = observer(
             address,
             Some(ADMIN),

@@ -729,6 +729,25 @@ fn schema_and_validation_failures(crd: &Crd, pipelines: &[(String, Json)]) -> Ve
     failures
 }
 
+/// Issue 17: the TracePipeline examples pass the TracePipeline CRD's schema as the API
+/// server would check them, and the validation the observer runs.
+#[test]
+fn trace_pipelines_pass_the_crd_schema_and_the_pipeline_validation() {
+    let crd = pipeline_crd(kaas_pipeline::crd::TRACE_CRD_FILE_NAME);
+    assert_eq!(crd.kind, "TracePipeline");
+    let pipelines = pipeline_documents("TracePipeline");
+    let examples = pipelines
+        .iter()
+        .filter(|(s, _)| s.starts_with("examples/pipelines/trace-"))
+        .count();
+    assert!(
+        examples >= 2,
+        "a TracePipeline example per OTLP transport: {pipelines:?}"
+    );
+    let failures = schema_and_validation_failures(&crd, &pipelines);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Issue 16: the LogPipeline examples pass the LogPipeline CRD's schema as the API
 /// server would check them, and the validation the observer runs.
 #[test]

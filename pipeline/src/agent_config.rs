@@ -1,8 +1,9 @@
 //! The agent configuration: what the observer renders for one cluster and sends in a
 //! `ConfigUpdate`, and what `cluster-agent` reads from a file in standalone mode.
 //!
-//! It is the set of validated pipelines selected for the cluster (metric pipelines and
-//! log pipelines, names unique per kind) plus agent-wide external labels. Rendering is canonical (pipelines sorted by name, maps sorted, no
+//! It is the set of validated pipelines selected for the cluster (metric, log and trace
+//! pipelines, names unique per kind) plus agent-wide external labels. Rendering is
+//! canonical (pipelines sorted by name, maps sorted, no
 //! insignificant whitespace), so the same desired state always has the same SHA-256 and
 //! the observer can skip a push when the agent's last-applied hash already matches.
 
@@ -17,6 +18,7 @@ use crate::logs::{LOG_KIND, LogPipeline, ValidatedLogPipeline, validate_log_pipe
 use crate::names::check_prometheus_label_name;
 use crate::pipeline::{API_GROUP_VERSION, KIND, MetricPipeline, ValidatedPipeline, validate};
 use crate::policy::ValidationContext;
+use crate::traces::{TRACE_KIND, TracePipeline, ValidatedTracePipeline, validate_trace_pipeline};
 
 /// The content type of a rendered agent configuration in `ConfigUpdate.content_type`.
 pub const AGENT_CONFIG_CONTENT_TYPE: &str =
@@ -50,6 +52,10 @@ pub struct AgentConfig {
     /// metric pipelines only renders (and hashes) as it did before logs existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_pipelines: Vec<LogPipeline>,
+    /// The trace pipelines to run. Left out when there are none, so a configuration
+    /// without them renders (and hashes) as it did before traces existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trace_pipelines: Vec<TracePipeline>,
 }
 
 /// An agent configuration whose every pipeline passed validation.
@@ -61,6 +67,8 @@ pub struct ValidatedAgentConfig {
     pub pipelines: Vec<ValidatedPipeline>,
     /// The validated log pipelines, in the order given.
     pub log_pipelines: Vec<ValidatedLogPipeline>,
+    /// The validated trace pipelines, in the order given.
+    pub trace_pipelines: Vec<ValidatedTracePipeline>,
 }
 
 /// A configuration in its wire form.
@@ -128,12 +136,22 @@ impl AgentConfig {
             external_labels,
             pipelines: pipelines.iter().map(|p| p.resource().clone()).collect(),
             log_pipelines: Vec::new(),
+            trace_pipelines: Vec::new(),
         }
     }
 
     /// The same configuration running these log pipelines too.
     pub fn with_log_pipelines(mut self, log_pipelines: &[ValidatedLogPipeline]) -> Self {
         self.log_pipelines = log_pipelines.iter().map(|p| p.resource().clone()).collect();
+        self
+    }
+
+    /// The same configuration running these trace pipelines too.
+    pub fn with_trace_pipelines(mut self, trace_pipelines: &[ValidatedTracePipeline]) -> Self {
+        self.trace_pipelines = trace_pipelines
+            .iter()
+            .map(|p| p.resource().clone())
+            .collect();
         self
     }
 
@@ -148,7 +166,11 @@ impl AgentConfig {
         // The pipeline resource type accepts unknown top-level fields (it is a
         // Kubernetes object); a misplaced `buffer:` beside `spec:` must not be ignored.
         let mut errors = FieldErrors::default();
-        for (list, kind) in [("pipelines", KIND), ("logPipelines", LOG_KIND)] {
+        for (list, kind) in [
+            ("pipelines", KIND),
+            ("logPipelines", LOG_KIND),
+            ("tracePipelines", TRACE_KIND),
+        ] {
             let Some(pipelines) = value.get(list).and_then(|p| p.as_sequence()) else {
                 continue;
             };
@@ -212,11 +234,19 @@ impl AgentConfig {
             ValidatedLogPipeline::name,
             &mut errors,
         );
+        let trace_pipelines = validate_list(
+            "tracePipelines",
+            &self.trace_pipelines,
+            |p| validate_trace_pipeline(p, context),
+            ValidatedTracePipeline::name,
+            &mut errors,
+        );
         errors.into_result()?;
         Ok(ValidatedAgentConfig {
             external_labels: self.external_labels.clone(),
             pipelines,
             log_pipelines,
+            trace_pipelines,
         })
     }
 
@@ -226,17 +256,24 @@ impl AgentConfig {
     /// external labels is cheaper through [`AgentConfig::template`].
     pub fn render(&self) -> RenderedConfig {
         let mut canonical = self.clone();
-        canonical
-            .pipelines
-            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        canonical
-            .log_pipelines
-            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        canonical.sort_pipelines();
         // Serialising plain data with string keys cannot fail; fall back to an empty
         // body (which every agent refuses) rather than panicking if it ever did.
         let body = serde_json::to_vec(&canonical).unwrap_or_default();
         let hash = config_hash(&body);
         RenderedConfig { body, hash }
+    }
+}
+
+impl AgentConfig {
+    /// Sorts every kind's pipelines by name: the canonical order.
+    fn sort_pipelines(&mut self) {
+        self.pipelines
+            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        self.log_pipelines
+            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        self.trace_pipelines
+            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     }
 }
 
@@ -312,14 +349,27 @@ impl AgentConfig {
         pipelines: &[ValidatedPipeline],
         log_pipelines: &[ValidatedLogPipeline],
     ) -> ConfigTemplate {
-        let mut canonical =
-            Self::from_validated(BTreeMap::new(), pipelines).with_log_pipelines(log_pipelines);
-        canonical
-            .pipelines
-            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        canonical
-            .log_pipelines
-            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        Self::template_of(
+            Self::from_validated(BTreeMap::new(), pipelines).with_log_pipelines(log_pipelines),
+        )
+    }
+
+    /// See [`ConfigTemplate`]; with log and trace pipelines too.
+    pub fn template_with_all(
+        pipelines: &[ValidatedPipeline],
+        log_pipelines: &[ValidatedLogPipeline],
+        trace_pipelines: &[ValidatedTracePipeline],
+    ) -> ConfigTemplate {
+        Self::template_of(
+            Self::from_validated(BTreeMap::new(), pipelines)
+                .with_log_pipelines(log_pipelines)
+                .with_trace_pipelines(trace_pipelines),
+        )
+    }
+
+    /// The template of `canonical`, a configuration without external labels.
+    fn template_of(mut canonical: Self) -> ConfigTemplate {
+        canonical.sort_pipelines();
         let head = serde_json::to_string(&canonical.api_version)
             .and_then(|api| Ok((api, serde_json::to_string(&canonical.kind)?)))
             .map(|(api, kind)| format!("{{\"apiVersion\":{api},\"kind\":{kind},"));
@@ -654,6 +704,124 @@ logPipelines:
             [
                 r#"logPipelines[1].spec.output.loki.url: not an absolute http(s) URL: "nope""#,
                 r#"logPipelines[2].metadata.name: pipeline "a" appears twice"#,
+            ]
+        );
+    }
+
+    const TRACES: &str = r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: TracePipeline
+metadata: {name: b}
+spec:
+  output: {otlp: {endpoint: "https://tempo.example:4317"}}
+---
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: TracePipeline
+metadata: {name: a}
+spec:
+  input: {zipkin: {enabled: true}}
+  sampling: {ratio: 0.1}
+  output: {otlp: {endpoint: "https://otel.example:4318", protocol: http}}
+"#;
+
+    fn trace_pipelines(text: &str) -> Vec<ValidatedTracePipeline> {
+        crate::document::parse_documents(text, &ValidationContext::tenant_default())
+            .into_iter()
+            .map(|d| match d.outcome.unwrap() {
+                crate::document::ValidatedResource::Trace(pipeline) => *pipeline,
+                other => panic!("not a trace pipeline: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_configuration_without_traces_renders_as_before_traces() {
+        let metrics = pipelines(TWO);
+        let logs = log_pipelines(LOGS);
+        let rendered = AgentConfig::from_validated(BTreeMap::new(), &metrics)
+            .with_log_pipelines(&logs)
+            .with_trace_pipelines(&[])
+            .render();
+        let text = String::from_utf8(rendered.body.clone()).unwrap();
+        assert!(!text.contains("tracePipelines"), "{text}");
+        assert_eq!(
+            rendered,
+            AgentConfig::from_validated(BTreeMap::new(), &metrics)
+                .with_log_pipelines(&logs)
+                .render()
+        );
+        assert_eq!(
+            AgentConfig::template_with_all(&metrics, &logs, &[]).render(&BTreeMap::new()),
+            AgentConfig::template_with_logs(&metrics, &logs).render(&BTreeMap::new())
+        );
+    }
+
+    #[test]
+    fn trace_pipelines_render_canonically_and_parse_back() {
+        let metrics = pipelines(TWO);
+        let logs = log_pipelines(LOGS);
+        let mut traces = trace_pipelines(TRACES);
+        let labels = BTreeMap::from([("cluster".to_owned(), "c1".to_owned())]);
+        let render = |traces: &[ValidatedTracePipeline]| {
+            AgentConfig::from_validated(labels.clone(), &metrics)
+                .with_log_pipelines(&logs)
+                .with_trace_pipelines(traces)
+                .render()
+        };
+        let first = render(&traces);
+        traces.reverse();
+        assert_eq!(render(&traces), first);
+        assert_eq!(
+            AgentConfig::template_with_all(&metrics, &logs, &traces).render(&labels),
+            first
+        );
+        let text = String::from_utf8(first.body).unwrap();
+        let parsed = AgentConfig::parse(&text, &ValidationContext::tenant_default()).unwrap();
+        let names: Vec<_> = parsed.trace_pipelines.iter().map(|p| p.name()).collect();
+        // The same names as the metric and log pipelines: names are unique per kind.
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(parsed.trace_pipelines[0].sampling.ratio, 0.1);
+        assert!(parsed.trace_pipelines[0].inputs.zipkin.is_some());
+    }
+
+    /// The lines of a configuration's refusal.
+    fn refusal(text: &str) -> Vec<String> {
+        match AgentConfig::parse(text, &ValidationContext::tenant_default()) {
+            Err(AgentConfigError::Invalid(errors)) => errors.lines(),
+            other => panic!("not refused as invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_trace_pipelines_are_reported_with_their_index() {
+        let text = r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: AgentConfig
+tracePipelines:
+  - metadata: {name: a}
+    spec:
+      output: {otlp: {endpoint: "https://tempo.example:4317"}}
+  - metadata: {name: a}
+    spec:
+      sampling: {ratio: 2}
+      output: {otlp: {endpoint: "https://tempo.example:4317"}}
+  - metadata: {name: a}
+    spec:
+      output: {otlp: {endpoint: "https://tempo.example:4317"}}
+    sampling: {}
+"#;
+        assert_eq!(
+            refusal(text),
+            [
+                "tracePipelines[2].sampling: unknown field; a TracePipeline has apiVersion, kind, metadata, spec, status"
+            ]
+        );
+        let fixed = text.replace("    sampling: {}\n", "");
+        assert_eq!(
+            refusal(&fixed),
+            [
+                "tracePipelines[1].spec.sampling.ratio: 2 is not a sampling ratio: it must be above 0 and at most 1 (1 keeps every trace)",
+                r#"tracePipelines[2].metadata.name: pipeline "a" appears twice"#,
             ]
         );
     }

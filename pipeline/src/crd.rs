@@ -1,20 +1,23 @@
-//! The `MetricPipeline` and `LogPipeline` CustomResourceDefinitions, generated from the
-//! Rust types so the CRDs, the API and the agent can never disagree. `deploy/crds/`
-//! holds the committed copies; `tests/crd_is_current.rs` fails when one drifts.
-//! Regenerate with
-//! `cargo run -p kaas-pipeline --bin crdgen > deploy/crds/metricpipelines.telemetry.kaas-observer.io.yaml`
-//! and
-//! `cargo run -p kaas-pipeline --bin crdgen -- LogPipeline > deploy/crds/logpipelines.telemetry.kaas-observer.io.yaml`.
+//! The `MetricPipeline`, `LogPipeline` and `TracePipeline` CustomResourceDefinitions,
+//! generated from the Rust types so the CRDs, the API and the agent can never disagree.
+//! `deploy/crds/` holds the committed copies; `tests/crd_is_current.rs` fails when one
+//! drifts. Regenerate all of them with
+//! `KAAS_UPDATE_GENERATED=1 cargo test -p kaas-pipeline --test crd_is_current`, or one
+//! with `cargo run -p kaas-pipeline --bin crdgen [-- LogPipeline|TracePipeline] >
+//! deploy/crds/<plural>.telemetry.kaas-observer.io.yaml`.
 
 use kube::CustomResourceExt;
 
 use crate::logs::LogPipeline;
 use crate::pipeline::MetricPipeline;
+use crate::traces::TracePipeline;
 
 /// File name of the committed `MetricPipeline` CRD under `deploy/crds/`.
 pub const CRD_FILE_NAME: &str = "metricpipelines.telemetry.kaas-observer.io.yaml";
 /// File name of the committed `LogPipeline` CRD under `deploy/crds/`.
 pub const LOG_CRD_FILE_NAME: &str = "logpipelines.telemetry.kaas-observer.io.yaml";
+/// File name of the committed `TracePipeline` CRD under `deploy/crds/`.
+pub const TRACE_CRD_FILE_NAME: &str = "tracepipelines.telemetry.kaas-observer.io.yaml";
 
 /// The `MetricPipeline` CRD as YAML, with a header saying where it comes from.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
@@ -26,6 +29,14 @@ pub fn log_crd_yaml() -> Result<String, serde_yaml::Error> {
     with_header(
         serde_yaml::to_string(&LogPipeline::crd())?,
         " -- LogPipeline",
+    )
+}
+
+/// The `TracePipeline` CRD as YAML, with a header saying where it comes from.
+pub fn trace_crd_yaml() -> Result<String, serde_yaml::Error> {
+    with_header(
+        serde_yaml::to_string(&TracePipeline::crd())?,
+        " -- TracePipeline",
     )
 }
 

@@ -1,7 +1,7 @@
 //! Reading pipelines from text: YAML or JSON, several documents per file (`---`), a
 //! JSON array, or a Kubernetes `List`. Every document is parsed and validated on its own,
 //! so one bad document does not hide problems in the others. [`parse_documents`] reads
-//! every kind (`MetricPipeline`, `LogPipeline`), each by its `kind`;
+//! every kind (`MetricPipeline`, `LogPipeline`, `TracePipeline`), each by its `kind`;
 //! [`parse_pipelines`] only metric pipelines.
 
 use serde_yaml::Value;
@@ -10,6 +10,7 @@ use crate::errors::{FieldError, ValidationErrors};
 use crate::logs::{LOG_KIND, ValidatedLogPipeline, validate_log_pipeline};
 use crate::pipeline::{API_GROUP_VERSION, KIND, ValidatedPipeline, validate};
 use crate::policy::ValidationContext;
+use crate::traces::{TRACE_KIND, ValidatedTracePipeline, validate_trace_pipeline};
 
 /// The top-level fields of a pipeline object of any kind.
 pub(crate) const ENVELOPE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
@@ -26,13 +27,15 @@ pub struct Document<T = ValidatedPipeline> {
     pub outcome: Result<T, ValidationErrors>,
 }
 
-/// A validated pipeline of either kind.
+/// A validated pipeline of any kind.
 #[derive(Clone, Debug)]
 pub enum ValidatedResource {
     /// A `MetricPipeline` (boxed, like the other: each is large).
     Metric(Box<ValidatedPipeline>),
     /// A `LogPipeline`.
     Log(Box<ValidatedLogPipeline>),
+    /// A `TracePipeline`.
+    Trace(Box<ValidatedTracePipeline>),
 }
 
 impl ValidatedResource {
@@ -41,6 +44,7 @@ impl ValidatedResource {
         match self {
             Self::Metric(_) => KIND,
             Self::Log(_) => LOG_KIND,
+            Self::Trace(_) => TRACE_KIND,
         }
     }
 
@@ -49,12 +53,13 @@ impl ValidatedResource {
         match self {
             Self::Metric(pipeline) => pipeline.name(),
             Self::Log(pipeline) => pipeline.name(),
+            Self::Trace(pipeline) => pipeline.name(),
         }
     }
 }
 
 /// The kinds [`parse_documents`] reads.
-pub const PIPELINE_KINDS: &[&str] = &[KIND, LOG_KIND];
+pub const PIPELINE_KINDS: &[&str] = &[KIND, LOG_KIND, TRACE_KIND];
 
 /// Parses and validates every `MetricPipeline` in `text` in `context`; a document of
 /// another kind is refused. Empty documents are skipped. A YAML syntax error ends the
@@ -140,6 +145,22 @@ pub fn parse_log_value(
     parse_kind(location, value, context, &[LOG_KIND], validate_log_pipeline)
 }
 
+/// Parses and validates one `TracePipeline` given as a YAML or JSON value, in
+/// `context`; a document of another kind is refused.
+pub fn parse_trace_value(
+    location: String,
+    value: Value,
+    context: &ValidationContext,
+) -> Document<ValidatedTracePipeline> {
+    parse_kind(
+        location,
+        value,
+        context,
+        &[TRACE_KIND],
+        validate_trace_pipeline,
+    )
+}
+
 /// Parses and validates one pipeline of any kind given as a YAML or JSON value, by its
 /// `kind` (a document without a known kind is read as a `MetricPipeline`, so its other
 /// problems are reported too).
@@ -148,29 +169,36 @@ pub fn parse_any_value(
     value: Value,
     context: &ValidationContext,
 ) -> Document<ValidatedResource> {
-    if value.get("kind").and_then(Value::as_str) == Some(LOG_KIND) {
-        let document = parse_kind(
+    match value.get("kind").and_then(Value::as_str) {
+        Some(LOG_KIND) => parse_kind(
             location,
             value,
             context,
             PIPELINE_KINDS,
             validate_log_pipeline,
-        );
-        return Document {
-            location: document.location,
-            name: document.name,
-            outcome: document
-                .outcome
-                .map(|p| ValidatedResource::Log(Box::new(p))),
-        };
-    }
-    let document = parse_kind(location, value, context, PIPELINE_KINDS, validate);
-    Document {
-        location: document.location,
-        name: document.name,
-        outcome: document
-            .outcome
+        )
+        .map(|p| ValidatedResource::Log(Box::new(p))),
+        Some(TRACE_KIND) => parse_kind(
+            location,
+            value,
+            context,
+            PIPELINE_KINDS,
+            validate_trace_pipeline,
+        )
+        .map(|p| ValidatedResource::Trace(Box::new(p))),
+        _ => parse_kind(location, value, context, PIPELINE_KINDS, validate)
             .map(|p| ValidatedResource::Metric(Box::new(p))),
+    }
+}
+
+impl<T> Document<T> {
+    /// The same document with its validated pipeline turned into another type.
+    fn map<U>(self, into: impl FnOnce(T) -> U) -> Document<U> {
+        Document {
+            location: self.location,
+            name: self.name,
+            outcome: self.outcome.map(into),
+        }
     }
 }
 

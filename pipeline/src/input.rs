@@ -140,8 +140,7 @@ impl PushInput {
         self.authentication
             .as_ref()
             .and_then(|a| a.bearer_token.as_ref())
-            .and_then(|t| t.value_from.as_ref())
-            .and_then(|f| f.secret_key_ref.as_ref())
+            .and_then(ValueSource::secret_ref)
     }
 
     pub(crate) fn validate(

@@ -1,5 +1,5 @@
 //! The pipeline models shared by the observer, the cluster-agent and the CRDs:
-//! `MetricPipeline` and `LogPipeline` ([`logs`]).
+//! `MetricPipeline`, `LogPipeline` ([`logs`]) and `TracePipeline` ([`traces`]).
 //!
 //! A pipeline is read in three steps, each with its own type:
 //! 1. **parse** ([`document::parse_pipelines`], or serde directly): shape only, unknown
@@ -37,6 +37,7 @@ pub mod sealed;
 pub mod secret;
 pub mod selector;
 pub mod status;
+pub mod traces;
 pub mod units;
 pub mod yaml;
 
@@ -49,3 +50,6 @@ pub use pipeline::{
     ValidatedPipeline, validate,
 };
 pub use policy::{Origin, ProviderPolicy, SecretNamespaces, ValidationContext};
+pub use traces::{
+    TRACE_KIND, TracePipeline, TracePipelineSpec, ValidatedTracePipeline, validate_trace_pipeline,
+};

@@ -5,14 +5,15 @@
 //! instance: one cluster-level instance (a Deployment) and one instance per node (a
 //! DaemonSet). Each is sent only what it can run:
 //!
-//! | role | metric pipelines | central pipelines | log pipelines |
-//! |---|---|---|---|
-//! | [`AgentRole::Cluster`] | all selected | yes | those with an `otlp` input, with only that input |
-//! | [`AgentRole::Node`] | none | none | those with a `runtime` or `node` input, with only those inputs |
+//! | role | metric pipelines | central pipelines | log pipelines | trace pipelines |
+//! |---|---|---|---|---|
+//! | [`AgentRole::Cluster`] | all selected | yes | those with an `otlp` input, with only that input | all selected |
+//! | [`AgentRole::Node`] | none | none | those with a `runtime` or `node` input, with only those inputs | none |
 //!
-//! So a node instance never holds a metric pipeline's credentials, and a log
+//! So a node instance never holds a metric or trace pipeline's credentials, and a log
 //! pipeline's records are read once per source: pushed records by the cluster
-//! instance, a node's files and journal by that node's instance.
+//! instance, a node's files and journal by that node's instance. Spans are only ever
+//! pushed, so trace pipelines run where the push receivers do.
 
 use crate::logs::ValidatedLogPipeline;
 
@@ -29,6 +30,11 @@ pub enum AgentRole {
 impl AgentRole {
     /// Whether instances of this role run metric pipelines (tenant and central).
     pub fn runs_metric_pipelines(self) -> bool {
+        self == AgentRole::Cluster
+    }
+
+    /// Whether instances of this role run trace pipelines: those serving pushes.
+    pub fn runs_trace_pipelines(self) -> bool {
         self == AgentRole::Cluster
     }
 

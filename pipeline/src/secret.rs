@@ -98,6 +98,11 @@ impl ValueSource {
         }
     }
 
+    /// The Secret key the value is read from, when it names one.
+    pub fn secret_ref(&self) -> Option<&SecretKeyRef> {
+        self.value_from.as_ref()?.secret_key_ref.as_ref()
+    }
+
     /// Whether the inline value is set and non-empty (used to judge PEM contents).
     pub(crate) fn inline_value(&self) -> Option<&str> {
         self.value.as_ref().map(SecretString::expose)

@@ -222,6 +222,10 @@ impl AgentConfigState {
 /// pipeline's, so tools read both kinds alike.
 pub type LogPipelineStatus = MetricPipelineStatus;
 
+/// The status of a `TracePipeline`: the same conditions, types and reasons as a metric
+/// pipeline's, so tools read every kind alike.
+pub type TracePipelineStatus = MetricPipelineStatus;
+
 /// What the observer knows about a pipeline.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

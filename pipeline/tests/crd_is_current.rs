@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::Path;
 
-use kaas_pipeline::crd::{CRD_FILE_NAME, LOG_CRD_FILE_NAME, crd_yaml, log_crd_yaml};
+use kaas_pipeline::crd::{
+    CRD_FILE_NAME, LOG_CRD_FILE_NAME, TRACE_CRD_FILE_NAME, crd_yaml, log_crd_yaml, trace_crd_yaml,
+};
 
 fn check_committed(file_name: &str, fresh: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -33,6 +35,39 @@ fn committed_log_crd_matches_the_rust_types() {
 }
 
 #[test]
+fn committed_trace_crd_matches_the_rust_types() {
+    check_committed(TRACE_CRD_FILE_NAME, &trace_crd_yaml().unwrap());
+}
+
+#[test]
+fn trace_crd_names_the_trace_kind_and_its_sections() {
+    let crd: serde_json::Value = serde_yaml::from_str(&trace_crd_yaml().unwrap()).unwrap();
+    assert_eq!(crd["spec"]["names"]["kind"], "TracePipeline");
+    assert_eq!(crd["spec"]["names"]["plural"], "tracepipelines");
+    assert_eq!(crd["spec"]["scope"], "Cluster");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["subresources"]["status"], serde_json::json!({}));
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    walk_structural(spec, "spec");
+    let spec = &spec["properties"];
+    let output = &spec["output"]["properties"];
+    assert!(output["otlp"]["properties"]["endpoint"].is_object());
+    assert_eq!(output.as_object().map(|o| o.len()), Some(1), "otlp only");
+    let input = &spec["input"]["properties"];
+    assert!(input["otlp"]["properties"]["enabled"].is_object());
+    assert!(input["zipkin"]["properties"]["enabled"].is_object());
+    assert!(input["namespaces"]["properties"]["exclude"].is_object());
+    assert_eq!(
+        spec["sampling"]["properties"]["ratio"]["type"], "number",
+        "a ratio is a plain number: 0.1"
+    );
+    let processors = &spec["processors"]["properties"];
+    for section in ["dropSpans", "attributes", "hashKey", "rateLimit"] {
+        assert!(processors[section].is_object(), "{section}");
+    }
+}
+
+#[test]
 fn log_crd_names_the_log_kind_and_its_outputs() {
     let crd: serde_json::Value = serde_yaml::from_str(&log_crd_yaml().unwrap()).unwrap();
     assert_eq!(crd["spec"]["names"]["kind"], "LogPipeline");
@@ -48,6 +83,23 @@ fn log_crd_names_the_log_kind_and_its_outputs() {
     assert!(runtime["containers"]["properties"]["include"].is_object());
 }
 
+/// Every object in the schema declares a type or is int-or-string; the API server
+/// refuses non-structural schemas.
+fn walk_structural(node: &serde_json::Value, path: &str) {
+    if let Some(object) = node.as_object() {
+        if object.contains_key("properties") {
+            assert_eq!(object.get("type"), Some(&"object".into()), "{path}");
+        }
+        for (key, child) in object {
+            walk_structural(child, &format!("{path}.{key}"));
+        }
+    } else if let Some(items) = node.as_array() {
+        for item in items {
+            walk_structural(item, path);
+        }
+    }
+}
+
 #[test]
 fn crd_schema_is_structural_enough_for_the_api_server() {
     let crd: serde_json::Value = serde_yaml::from_str(&crd_yaml().unwrap()).unwrap();
@@ -57,23 +109,7 @@ fn crd_schema_is_structural_enough_for_the_api_server() {
     assert_eq!(version["storage"], true);
     assert_eq!(version["subresources"]["status"], serde_json::json!({}));
     let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
-    // Every object in the schema declares a type or is int-or-string; the API server
-    // refuses non-structural schemas.
-    fn walk(node: &serde_json::Value, path: &str) {
-        if let Some(object) = node.as_object() {
-            if object.contains_key("properties") {
-                assert_eq!(object.get("type"), Some(&"object".into()), "{path}");
-            }
-            for (key, child) in object {
-                walk(child, &format!("{path}.{key}"));
-            }
-        } else if let Some(items) = node.as_array() {
-            for item in items {
-                walk(item, path);
-            }
-        }
-    }
-    walk(spec, "spec");
+    walk_structural(spec, "spec");
     let output = &spec["properties"]["output"]["properties"];
     assert!(output["prometheusRemoteWrite"]["properties"]["url"].is_object());
     assert!(output["otlp"]["properties"]["endpoint"].is_object());

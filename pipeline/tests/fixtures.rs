@@ -331,7 +331,7 @@ const BAD: &[(&str, &[&str])] = &[
     ),
     (
         "kind-wrong.yaml",
-        &[r#"kind: "TracePipeline" is not MetricPipeline or LogPipeline"#],
+        &[r#"kind: "ProfilePipeline" is not MetricPipeline or LogPipeline or TracePipeline"#],
     ),
     (
         "many-errors-at-once.yaml",
@@ -372,7 +372,7 @@ const BAD: &[(&str, &[&str])] = &[
     ),
     (
         "not-an-object.yaml",
-        &["expected a MetricPipeline or LogPipeline object"],
+        &["expected a MetricPipeline or LogPipeline or TracePipeline object"],
     ),
     (
         "otlp-endpoint-missing.yaml",
@@ -913,6 +913,262 @@ const BAD: &[(&str, &[&str])] = &[
             r#"spec.input.node.journal.units[0]: the provider does not allow pipelines to read unit "sshd.service"; allowed: containerd.service, crio.service, kubelet.service"#,
         ],
     ),
+    (
+        "provider-trace-output-central-receiver.yaml",
+        &[
+            r#"spec.output.otlp.endpoint: this is the provider's central receiver, which only the provider's own pipeline writes to; send to your own backend"#,
+        ],
+    ),
+    (
+        "provider-trace-output-tenant-header.yaml",
+        &[
+            r#"spec.output.otlp.headers[0].name: "X-Scope-OrgID" is reserved by the provider: it decides which tenant data belongs to, and only the provider's own pipeline sets it"#,
+        ],
+    ),
+    (
+        "trace-attribute-action-missing.yaml",
+        &[r#"spec.processors.attributes[0].action: required: set, delete or hash"#],
+    ),
+    (
+        "trace-attribute-action-unknown.yaml",
+        &[
+            r#"spec.processors.attributes[0].action: unknown variant `rename`, expected one of `set`, `delete`, `hash`"#,
+        ],
+    ),
+    (
+        "trace-attribute-hash-with-value.yaml",
+        &[
+            r#"spec.processors.attributes[0].value: only used by set; delete and hash take no value"#,
+        ],
+    ),
+    (
+        "trace-attribute-key-missing.yaml",
+        &[
+            r#"spec.processors.attributes[0].key: required: an attribute key such as k8s.namespace.name"#,
+        ],
+    ),
+    (
+        "trace-attribute-key-twice.yaml",
+        &[
+            r#"spec.processors.attributes[1].key: "enduser.id" is already changed by attributes[0]; one rule per key, since a later rule would undo or see through the earlier one"#,
+        ],
+    ),
+    (
+        "trace-attribute-set-without-value.yaml",
+        &[r#"spec.processors.attributes[0].value: required by set: the value to write"#],
+    ),
+    (
+        "trace-attributes-too-many.yaml",
+        &[
+            r#"spec.processors.attributes: 65 rules, more than the 64 allowed: every span is checked against each of them"#,
+        ],
+    ),
+    (
+        "trace-buffer-max-bytes-too-small.yaml",
+        &[r#"spec.buffer.maxBytes: 65536 bytes is below the minimum of 1Mi (1048576 bytes)"#],
+    ),
+    (
+        "trace-buffer-when-full-unknown.yaml",
+        &[
+            r#"spec.buffer.whenFull: unknown variant `block`, expected `dropOldest` or `dropNewest`"#,
+        ],
+    ),
+    (
+        "trace-drop-spans-attribute-invalid.yaml",
+        &[
+            r#"spec.processors.dropSpans[0].attribute: "http route" is not an attribute key: at most 256 bytes without spaces or control characters"#,
+        ],
+    ),
+    (
+        "trace-drop-spans-exact-and-regex.yaml",
+        &[r#"spec.processors.dropSpans[0]: set either exact or regex, not both"#],
+    ),
+    (
+        "trace-drop-spans-neither-exact-nor-regex.yaml",
+        &[
+            r#"spec.processors.dropSpans[0]: set exact or regex: the span name (or the attribute's value) to drop"#,
+        ],
+    ),
+    (
+        "trace-drop-spans-regex-empty.yaml",
+        &[
+            r#"spec.processors.dropSpans[0].regex: must not be empty: it would match every span; use exact for a value"#,
+        ],
+    ),
+    (
+        "trace-drop-spans-regex-invalid.yaml",
+        &[r#"spec.processors.dropSpans[0].regex: does not compile: unclosed group"#],
+    ),
+    (
+        "trace-drop-spans-too-many.yaml",
+        &[
+            r#"spec.processors.dropSpans: 65 rules, more than the 64 allowed: every span is checked against each of them"#,
+        ],
+    ),
+    (
+        "trace-hash-key-file-observer.yaml",
+        &[
+            r#"spec.processors.hashKey.valueFrom.file: reading files on the agent is only allowed in a standalone agent's own configuration, not in a pipeline the observer distributes; put the value in a Secret and use secretKeyRef"#,
+        ],
+    ),
+    (
+        "trace-hash-key-inline.yaml",
+        &[
+            r#"spec.processors.hashKey.value: an inline hash key would be stored and shown with the pipeline, and anyone reading it could undo the hashes; put it in a Secret and reference it with valueFrom.secretKeyRef"#,
+        ],
+    ),
+    (
+        "trace-hash-key-missing.yaml",
+        &[
+            r#"spec.processors.hashKey: required by hash rules: reference the Secret holding the key (at least 32 bytes) with valueFrom.secretKeyRef"#,
+        ],
+    ),
+    (
+        "trace-hash-key-secret-namespace-not-allowed.yaml",
+        &[
+            r#"spec.processors.hashKey.valueFrom.secretKeyRef.namespace: the agent may not read Secrets in namespace "shop": the provider allows only the namespaces listed for the agent's Secret access; use one of: kaas-observer"#,
+        ],
+    ),
+    (
+        "trace-hash-key-without-hash-rule.yaml",
+        &[
+            r#"spec.processors.hashKey: only used by hash rules, and no rule hashes; remove it or add a hash rule"#,
+        ],
+    ),
+    (
+        "trace-input-bearer-token-inline.yaml",
+        &[
+            r#"spec.input.authentication.bearerToken.value: an inline push token would be stored and shown with the pipeline; put it in a Secret that the pushing workloads mount too and reference it with valueFrom.secretKeyRef"#,
+        ],
+    ),
+    (
+        "trace-input-bearer-token-missing.yaml",
+        &[
+            r#"spec.input.authentication.bearerToken: required in bearerToken mode: reference the Secret holding the token pushers send"#,
+        ],
+    ),
+    (
+        "trace-input-namespace-invalid.yaml",
+        &[
+            r#"spec.input.namespaces.exclude[0]: not a namespace name: "Shop_1" is not a valid DNS-1123 label: use lower-case letters, digits and '-', starting and ending with a letter or digit"#,
+        ],
+    ),
+    (
+        "trace-input-namespaces-include-and-exclude.yaml",
+        &[
+            r#"spec.input.namespaces: set include or exclude, not both: include already leaves out every namespace it does not list"#,
+        ],
+    ),
+    (
+        "trace-input-namespaces-system-with-include.yaml",
+        &[
+            r#"spec.input.namespaces.system: has no effect together with include; list the system namespaces you want in include"#,
+        ],
+    ),
+    (
+        "trace-input-none-enabled.yaml",
+        &[
+            r#"spec.input: no input is enabled: OTLP is switched off and Zipkin was not switched on; enable at least one"#,
+        ],
+    ),
+    (
+        "trace-input-unknown-protocol.yaml",
+        &[
+            r#"spec.input.opencensus: unknown field `opencensus`, expected one of `otlp`, `zipkin`, `namespaces`, `authentication`"#,
+        ],
+    ),
+    (
+        "trace-input-zipkin-without-enabled.yaml",
+        &[
+            r#"spec.input.zipkin: zipkin is off unless enabled: true; say enabled: true (or remove zipkin)"#,
+        ],
+    ),
+    (
+        "trace-output-file-observer.yaml",
+        &[
+            r#"spec.output.otlp.tls.ca.valueFrom.file: reading files on the agent is only allowed in a standalone agent's own configuration, not in a pipeline the observer distributes; put the value in a Secret and use secretKeyRef"#,
+        ],
+    ),
+    (
+        "trace-output-grpc-with-path.yaml",
+        &[
+            r#"spec.output.otlp.endpoint: an OTLP/gRPC endpoint has no path, found "/v1/traces"; use scheme://host:port, or set protocol: http"#,
+        ],
+    ),
+    (
+        "trace-output-missing.yaml",
+        &[
+            r#"spec.output: set otlp: the one backend spans are sent to (a second backend takes a second pipeline)"#,
+        ],
+    ),
+    (
+        "trace-output-not-otlp.yaml",
+        &[r#"spec.output.zipkin: unknown field `zipkin`, expected `otlp`"#],
+    ),
+    (
+        "trace-output-reserved-header.yaml",
+        &[
+            r#"spec.output.otlp.headers[0].name: "Content-Type" is a reserved header set by the agent; it must not be changed"#,
+        ],
+    ),
+    (
+        "trace-output-secret-namespace-not-allowed.yaml",
+        &[
+            r#"spec.output.otlp.authentication.bearerToken.valueFrom.secretKeyRef.namespace: the agent may not read Secrets in namespace "shop": the provider allows only the namespaces listed for the agent's Secret access; use one of: kaas-observer"#,
+        ],
+    ),
+    (
+        "trace-output-tenancy-header.yaml",
+        &[
+            r#"spec.output.otlp.headers[0].name: "THANOS-TENANT" is reserved by the provider: it decides which tenant data belongs to, and only the provider's own pipeline sets it"#,
+        ],
+    ),
+    (
+        "trace-rate-limit-burst-below-rate.yaml",
+        &[
+            r#"spec.processors.rateLimit.burst: 100 is below spansPerSecond (5000): a second's worth of spans could never pass at once"#,
+        ],
+    ),
+    (
+        "trace-rate-limit-zero.yaml",
+        &[
+            r#"spec.processors.rateLimit.spansPerSecond: must be at least 1; remove the limit to have none"#,
+        ],
+    ),
+    (
+        "trace-sampling-ratio-above-one.yaml",
+        &[
+            r#"spec.sampling.ratio: 1.5 is not a sampling ratio: it must be above 0 and at most 1 (1 keeps every trace)"#,
+        ],
+    ),
+    (
+        "trace-sampling-ratio-below-smallest.yaml",
+        &[
+            r#"spec.sampling.ratio: 1e-20 is below 2^-56, the smallest ratio consistent sampling can express; it would keep no trace"#,
+        ],
+    ),
+    (
+        "trace-sampling-ratio-missing.yaml",
+        &[
+            r#"spec.sampling.ratio: required: the share of traces to keep, above 0 and at most 1 (e.g. 0.1); remove sampling to keep every trace"#,
+        ],
+    ),
+    (
+        "trace-sampling-ratio-not-a-number.yaml",
+        &[r#"spec.sampling.ratio: invalid type: string "10%", expected a JSON number"#],
+    ),
+    (
+        "trace-sampling-ratio-zero.yaml",
+        &[
+            r#"spec.sampling.ratio: 0 is not a sampling ratio: it must be above 0 and at most 1 (1 keeps every trace)"#,
+        ],
+    ),
+    (
+        "trace-unknown-spec-field.yaml",
+        &[
+            r#"spec.exporters: unknown field `exporters`, expected one of `input`, `sampling`, `processors`, `output`, `buffer`, `clusterSelector`"#,
+        ],
+    ),
 ];
 
 fn testdata(dir: &str) -> PathBuf {
@@ -1363,14 +1619,26 @@ fn examples_hold_a_log_pipeline_for_each_output() {
 /// carries that message's fixed text: adding a rule without a fixture fails here.
 #[test]
 fn every_log_rule_has_a_fixture() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/logs");
+    assert_every_rule_has_a_fixture("src/logs", 30);
+}
+
+/// As for logs: every rule stated in `pipeline/src/traces/` has a fixture.
+#[test]
+fn every_trace_rule_has_a_fixture() {
+    assert_every_rule_has_a_fixture("src/traces", 15);
+}
+
+/// Fails unless each rule of the sources in `dir` (at least `at_least` of them) is
+/// matched by an expected message of [`BAD`].
+fn assert_every_rule_has_a_fixture(dir: &str, at_least: usize) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let expected: Vec<&str> = BAD
         .iter()
         .flat_map(|(_, lines)| lines.iter().copied())
         .collect();
     let mut rules = 0;
     let mut missing = Vec::new();
-    for name in fs::read_dir(&dir).expect("src/logs") {
+    for name in fs::read_dir(&dir).expect("the source directory") {
         let path = name.expect("a directory entry").path();
         let source = fs::read_to_string(&path).expect("readable source");
         let code = source.split("#[cfg(test)]").next().unwrap_or_default();
@@ -1382,8 +1650,9 @@ fn every_log_rule_has_a_fixture() {
         }
     }
     assert!(
-        rules >= 30,
-        "only {rules} rules found: is the scan still right?"
+        rules >= at_least,
+        "only {rules} rules found in {}: is the scan still right?",
+        dir.display()
     );
     assert!(
         missing.is_empty(),
@@ -1490,4 +1759,123 @@ fn split_placeholders(text: &str) -> Vec<String> {
         }
     }
     pieces
+}
+
+#[test]
+fn there_are_at_least_twenty_rejected_trace_fixtures() {
+    let traces = BAD
+        .iter()
+        .filter(|(name, _)| name.contains("trace-"))
+        .count();
+    assert!(traces >= 20, "only {traces} bad TracePipeline fixtures");
+}
+
+#[test]
+fn good_fixtures_cover_every_trace_input_and_section() {
+    use kaas_pipeline::traces::processors::{SpanAttributeAction, SpanPattern};
+    let mut seen = BTreeSet::new();
+    for (_, document) in good_documents() {
+        let Ok(ValidatedResource::Trace(pipeline)) = document.outcome else {
+            continue;
+        };
+        let inputs = &pipeline.inputs;
+        for (push, kind) in [
+            (&inputs.otlp, "input.otlp"),
+            (&inputs.zipkin, "input.zipkin"),
+        ] {
+            let Some(push) = push else { continue };
+            seen.insert(kind);
+            seen.insert(match push.mode() {
+                PushAuthenticationMode::ServiceAccount => "push.serviceAccount",
+                PushAuthenticationMode::BearerToken => "push.bearerToken",
+                PushAuthenticationMode::Unauthenticated => "push.unauthenticated",
+            });
+        }
+        if pipeline.sampling.ratio < 1.0 {
+            seen.insert("sampling");
+        }
+        let processors = &pipeline.processors;
+        for rule in &processors.drop_spans {
+            seen.insert(match (&rule.attribute, &rule.pattern) {
+                (None, SpanPattern::Exact(_)) => "dropSpans.name.exact",
+                (None, SpanPattern::Regex(_)) => "dropSpans.name.regex",
+                (Some(_), SpanPattern::Exact(_)) => "dropSpans.attribute.exact",
+                (Some(_), SpanPattern::Regex(_)) => "dropSpans.attribute.regex",
+            });
+        }
+        for rule in &processors.attributes {
+            seen.insert(match rule.action {
+                Some(SpanAttributeAction::Set) => "attributes.set",
+                Some(SpanAttributeAction::Delete) => "attributes.delete",
+                Some(SpanAttributeAction::Hash) => "attributes.hash",
+                None => "attributes.none",
+            });
+        }
+        if processors.rate_limit.is_some() {
+            seen.insert("processors.rateLimit");
+        }
+        seen.insert(match pipeline.output.protocol {
+            OtlpProtocol::Grpc => "output.otlp.grpc",
+            OtlpProtocol::Http => "output.otlp.http",
+        });
+    }
+    let required = [
+        "input.otlp",
+        "input.zipkin",
+        "push.serviceAccount",
+        "push.bearerToken",
+        "push.unauthenticated",
+        "sampling",
+        "dropSpans.name.exact",
+        "dropSpans.name.regex",
+        "dropSpans.attribute.exact",
+        "dropSpans.attribute.regex",
+        "attributes.set",
+        "attributes.delete",
+        "attributes.hash",
+        "processors.rateLimit",
+        "output.otlp.grpc",
+        "output.otlp.http",
+    ];
+    let missing: Vec<_> = required.iter().filter(|k| !seen.contains(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "no good trace fixture covers {missing:?}"
+    );
+}
+
+/// The repository's examples hold TracePipelines over both OTLP transports, each
+/// naming its backend in a field called `url` or `endpoint`.
+#[test]
+fn examples_hold_trace_pipelines_for_both_otlp_transports() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines");
+    let mut protocols = BTreeSet::new();
+    for name in files_in(&dir) {
+        let text = fs::read_to_string(dir.join(&name)).expect("readable example");
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(document).expect("YAML");
+            if value["kind"] != "TracePipeline" {
+                continue;
+            }
+            assert!(name.starts_with("trace-"), "{name}: name it trace-*.yaml");
+            let output = value["spec"]["output"]
+                .as_mapping()
+                .unwrap_or_else(|| panic!("{name}: no output"));
+            for (kind, settings) in output {
+                assert_eq!(kind.as_str(), Some("otlp"), "{name}");
+                let endpoint = ["url", "endpoint"]
+                    .iter()
+                    .find_map(|field| settings[*field].as_str());
+                assert!(
+                    endpoint.is_some_and(|e| e.starts_with("https://")),
+                    "{name}: the output names no https url or endpoint"
+                );
+                protocols.insert(settings["protocol"].as_str().unwrap_or("grpc").to_owned());
+            }
+        }
+    }
+    assert_eq!(
+        protocols,
+        BTreeSet::from(["grpc".to_owned(), "http".to_owned()])
+    );
 }

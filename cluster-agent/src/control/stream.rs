@@ -804,6 +804,7 @@ impl ObserverConnection {
                     external_labels: BTreeMap::new(),
                     pipelines: Vec::new(),
                     log_pipelines: Vec::new(),
+                    trace_pipelines: Vec::new(),
                 });
             agent.apply(fallback).await;
             return self.refuse(agent, outbox, &hash, errors).await;

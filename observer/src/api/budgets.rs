@@ -28,7 +28,7 @@ use axum::http::HeaderMap;
 use kaas_pipeline::buffer::{DEFAULT_BUFFER_BUDGET, MIN_BUFFER_BYTES};
 use kaas_pipeline::selector::ClusterSelector;
 use kaas_pipeline::units::parse_byte_quantity;
-use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -214,6 +214,7 @@ struct BufferAsk {
 async fn buffer_asks(state: &ApiState, tenant: &str) -> Result<Vec<BufferAsk>, ApiError> {
     let mut asks = asks_of::<ValidatedPipeline>(state, tenant).await?;
     asks.extend(asks_of::<ValidatedLogPipeline>(state, tenant).await?);
+    asks.extend(asks_of::<ValidatedTracePipeline>(state, tenant).await?);
     Ok(asks)
 }
 

@@ -42,7 +42,7 @@ use axum::routing::{delete, get, post};
 use serde::de::DeserializeOwned;
 
 pub use error::ApiError;
-use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline};
 use model::FieldProblem;
 
 use crate::egress::EgressPolicy;
@@ -142,6 +142,7 @@ pub fn app(state: ApiState) -> Router {
         )
         .merge(pipeline_routes::<ValidatedPipeline>())
         .merge(pipeline_routes::<ValidatedLogPipeline>())
+        .merge(pipeline_routes::<ValidatedTracePipeline>())
         .route("/api/v1/probes", post(probes::create).get(probes::list))
         .route(
             "/api/v1/probes/{name}",

@@ -446,7 +446,8 @@ pub struct JoinToken {
     pub manifest: String,
 }
 
-/// A stored pipeline of the kind `R` (`MetricPipeline` by default, `LogPipeline`).
+/// A stored pipeline of the kind `R` (`MetricPipeline` by default, `LogPipeline`,
+/// `TracePipeline`).
 /// Inline secret values read `***`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -467,7 +468,7 @@ pub struct PipelineView<R = MetricPipeline> {
     pub resource: R,
 }
 
-/// `GET /api/v1/pipelines` and `GET /api/v1/logpipelines`.
+/// `GET /api/v1/pipelines`, `GET /api/v1/logpipelines` and `GET /api/v1/tracepipelines`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "{R}List")]
@@ -500,7 +501,7 @@ impl ApplyResult {
 }
 
 /// `PUT /api/v1/pipelines/{name}` and `POST /api/v1/pipelines` answer (and the same of
-/// `/api/v1/logpipelines`).
+/// `/api/v1/logpipelines` and `/api/v1/tracepipelines`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "Applied{R}")]
@@ -513,7 +514,8 @@ pub struct AppliedPipeline<R = MetricPipeline> {
     pub pipeline: PipelineView<R>,
 }
 
-/// `GET /api/v1/pipelines/{name}/status` (and `/api/v1/logpipelines/{name}/status`).
+/// `GET /api/v1/pipelines/{name}/status` (and the same under `/api/v1/logpipelines` and
+/// `/api/v1/tracepipelines`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PipelineStatusView {

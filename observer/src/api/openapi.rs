@@ -4,11 +4,14 @@
 //! The paths are written out here by hand; the schemas come from the wire types in
 //! [`model`](super::model) and from every pipeline kind
 //! ([`MetricPipeline`](kaas_pipeline::MetricPipeline),
-//! [`LogPipeline`](kaas_pipeline::LogPipeline)) through `schemars` with its
+//! [`LogPipeline`](kaas_pipeline::LogPipeline),
+//! [`TracePipeline`](kaas_pipeline::TracePipeline)) through `schemars` with its
 //! OpenAPI 3.0 settings, so they are exactly what the handlers read and write.
 //! `tests/schemathesis.rs` fuzzes the running API against this document.
 
-use kaas_pipeline::{API_GROUP_VERSION, ValidatedLogPipeline, ValidatedPipeline};
+use kaas_pipeline::{
+    API_GROUP_VERSION, ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline,
+};
 use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
@@ -92,12 +95,16 @@ pub fn document() -> Value {
     paths.extend(pipeline_paths::<ValidatedLogPipeline>(
         &mut s, &answers, &shared,
     ));
+    paths.extend(pipeline_paths::<ValidatedTracePipeline>(
+        &mut s, &answers, &shared,
+    ));
     paths.extend(admin_paths(&mut s, &answers));
     paths.extend(probe_paths(&mut s, &answers, &shared));
     let mut schemas = s.0.take_definitions(true);
     for kind in [
         <ValidatedPipeline as PipelineKind>::KIND,
         <ValidatedLogPipeline as PipelineKind>::KIND,
+        <ValidatedTracePipeline as PipelineKind>::KIND,
     ] {
         if let Some(pipeline) = schemas.get_mut(kind) {
             add_envelope(pipeline, kind);
@@ -108,7 +115,7 @@ pub fn document() -> Value {
         "info": {
             "title": "kaas-observer",
             "version": API_VERSION,
-            "description": "The observer's REST API: tenants, API tokens, clusters, MetricPipelines and LogPipelines. \
+            "description": "The observer's REST API: tenants, API tokens, clusters, MetricPipelines, LogPipelines and TracePipelines. \
                 Every operation except the health endpoints needs `Authorization: Bearer <token>`. \
                 Timestamps are Unix milliseconds.",
         },
@@ -405,9 +412,9 @@ fn cluster_paths(s: &mut Schemas, answers: &Answers, shared: &Shared) -> Map<Str
     into_map(paths)
 }
 
-/// Pipelines of kind `P` and their status, under `/api/v1/pipelines` (metric) or
-/// `/api/v1/logpipelines`; operation ids name the kind (`applyPipeline`,
-/// `applyLogPipeline`).
+/// Pipelines of kind `P` and their status, under `/api/v1/pipelines` (metric),
+/// `/api/v1/logpipelines` or `/api/v1/tracepipelines`; operation ids name the kind
+/// (`applyPipeline`, `applyLogPipeline`, `applyTracePipeline`).
 fn pipeline_paths<P: PipelineKind>(
     s: &mut Schemas,
     answers: &Answers,
@@ -631,7 +638,7 @@ mod tests {
     fn every_pipeline_kind_schema_is_there() {
         let document = document();
         let schemas = &document["components"]["schemas"];
-        for kind in ["MetricPipeline", "LogPipeline"] {
+        for kind in ["MetricPipeline", "LogPipeline", "TracePipeline"] {
             assert!(schemas[kind].is_object(), "{kind}: {schemas:#}");
             let envelope = &schemas[kind]["properties"];
             assert_eq!(envelope["kind"]["enum"][0], kind);
@@ -647,7 +654,11 @@ mod tests {
     fn every_pipeline_kind_has_its_routes() {
         let document = document();
         let paths = &document["paths"];
-        for (base, noun) in [("pipelines", "Pipeline"), ("logpipelines", "LogPipeline")] {
+        for (base, noun) in [
+            ("pipelines", "Pipeline"),
+            ("logpipelines", "LogPipeline"),
+            ("tracepipelines", "TracePipeline"),
+        ] {
             let collection = &paths[format!("/api/v1/{base}")];
             assert_eq!(collection["post"]["operationId"], format!("apply{noun}"));
             assert_eq!(collection["get"]["operationId"], format!("list{noun}s"));

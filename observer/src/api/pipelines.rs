@@ -1,5 +1,5 @@
-//! `/api/v1/pipelines` (`MetricPipeline`s) and `/api/v1/logpipelines` (`LogPipeline`s):
-//! create-or-update (`PUT /{name}`, `POST`), validate (`?dryRun=true`), read, list,
+//! `/api/v1/pipelines` (`MetricPipeline`s), `/api/v1/logpipelines` (`LogPipeline`s) and
+//! `/api/v1/tracepipelines` (`TracePipeline`s): create-or-update (`PUT /{name}`, `POST`), validate (`?dryRun=true`), read, list,
 //! delete and read the status of pipelines. Every handler is generic over the
 //! [`PipelineKind`] and routed once per kind ([`route_of`]); names are unique per tenant
 //! and kind, so `/pipelines/shop` and `/logpipelines/shop` are two pipelines.
@@ -26,7 +26,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use kaas_pipeline::agent_config::check_config_size;
 use kaas_pipeline::status::MetricPipelineStatus;
-use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
@@ -41,10 +41,12 @@ use crate::store::{PipelineKind, StoredPipeline};
 
 /// The collection under `/api/v1/` that serves pipelines of kind `P`: `pipelines` for
 /// `MetricPipeline` (the first kind, whose routes predate the others), `logpipelines`
-/// for `LogPipeline`.
+/// for `LogPipeline`, `tracepipelines` for `TracePipeline`.
 pub fn route_of<P: PipelineKind>() -> &'static str {
     if P::KIND == <ValidatedLogPipeline as PipelineKind>::KIND {
         "logpipelines"
+    } else if P::KIND == <ValidatedTracePipeline as PipelineKind>::KIND {
+        "tracepipelines"
     } else {
         debug_assert_eq!(P::KIND, <ValidatedPipeline as PipelineKind>::KIND);
         "pipelines"

@@ -1,6 +1,6 @@
 //! `observer pipeline apply|get|list|delete`: pipelines of every kind through the REST
 //! API (`MetricPipeline`s at `/api/v1/pipelines`, `LogPipeline`s at
-//! `/api/v1/logpipelines`).
+//! `/api/v1/logpipelines`, `TracePipeline`s at `/api/v1/tracepipelines`).
 //!
 //! `apply` validates every document locally first, each by its `kind`, with the same
 //! code the observer runs, and sends nothing when any is invalid; a file may mix kinds,
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use kaas_pipeline::document::parse_any_value;
 use kaas_pipeline::status::{ConditionStatus, MetricPipelineStatus};
-use kaas_pipeline::{LOG_KIND, ProviderPolicy, ValidationContext};
+use kaas_pipeline::{LOG_KIND, ProviderPolicy, TRACE_KIND, ValidationContext};
 use reqwest::Method;
 use serde_yaml::Value;
 
@@ -52,19 +52,22 @@ pub enum KindArg {
     /// `LogPipeline`.
     #[value(name = "LogPipeline", alias = "logpipeline", alias = "log")]
     Log,
+    /// `TracePipeline`.
+    #[value(name = "TracePipeline", alias = "tracepipeline", alias = "trace")]
+    Trace,
 }
 
 impl KindArg {
     /// Every kind, in the order `list` shows them.
-    const ALL: [KindArg; 2] = [KindArg::Metric, KindArg::Log];
+    const ALL: [KindArg; 3] = [KindArg::Metric, KindArg::Log, KindArg::Trace];
 
     /// The kind of a document, by its `kind` (a document without one is read as a
     /// metric pipeline, as validation reads it).
     fn of(value: &Value) -> Self {
-        if value.get("kind").and_then(Value::as_str) == Some(LOG_KIND) {
-            Self::Log
-        } else {
-            Self::Metric
+        match value.get("kind").and_then(Value::as_str) {
+            Some(LOG_KIND) => Self::Log,
+            Some(TRACE_KIND) => Self::Trace,
+            _ => Self::Metric,
         }
     }
 
@@ -73,6 +76,7 @@ impl KindArg {
         match self {
             Self::Metric => kaas_pipeline::KIND,
             Self::Log => LOG_KIND,
+            Self::Trace => TRACE_KIND,
         }
     }
 
@@ -81,6 +85,7 @@ impl KindArg {
         match self {
             Self::Metric => "pipelines",
             Self::Log => "logpipelines",
+            Self::Trace => "tracepipelines",
         }
     }
 }

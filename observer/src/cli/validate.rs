@@ -1,6 +1,7 @@
 //! `observer pipeline validate`: the offline validator. It runs exactly the validation
 //! the API and the agents run ([`kaas_pipeline::validate`] for `MetricPipeline`s,
-//! [`kaas_pipeline::validate_log_pipeline`] for `LogPipeline`s, each document by its
+//! [`kaas_pipeline::validate_log_pipeline`] for `LogPipeline`s,
+//! [`kaas_pipeline::validate_trace_pipeline`] for `TracePipeline`s, each document by its
 //! `kind`), so a file it accepts is a
 //! file the observer accepts, except for what only a running observer knows (its
 //! Secret namespace allow-list and its central receiver).
@@ -59,7 +60,7 @@ struct Report {
     file: String,
     location: String,
     name: Option<String>,
-    /// The kind of a valid pipeline (`MetricPipeline`, `LogPipeline`).
+    /// The kind of a valid pipeline (`MetricPipeline`, `LogPipeline`, `TracePipeline`).
     #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<&'static str>,
     valid: bool,

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline};
 use tokio::sync::mpsc;
 
 use super::status::{ClusterObservation, HealthRecord, pipeline_status, unreadable_status};
@@ -226,6 +226,8 @@ impl StatusTask {
             .await?;
         self.write_kind(tenant, view, &stored, pipelines.log_pipelines(), now)
             .await?;
+        self.write_kind(tenant, view, &stored, pipelines.trace_pipelines(), now)
+            .await?;
         // A pipeline the observer cannot read runs nowhere; its condition says why
         // (issue 13, finding 10).
         let unreadable = (pipelines.unreadable().iter())
@@ -233,7 +235,15 @@ impl StatusTask {
             .chain(
                 (pipelines.unreadable_logs().iter())
                     .map(|u| (ValidatedLogPipeline::KIND, &u.name, u.generation, &u.reason)),
-            );
+            )
+            .chain((pipelines.unreadable_traces().iter()).map(|u| {
+                (
+                    ValidatedTracePipeline::KIND,
+                    &u.name,
+                    u.generation,
+                    &u.reason,
+                )
+            }));
         for (kind, name, generation, reason) in unreadable {
             let Some(current) = stored.get(&(kind.to_owned(), name.clone())) else {
                 continue;
@@ -295,6 +305,10 @@ impl StatusTask {
         let written = if kind == ValidatedLogPipeline::KIND {
             (self.store)
                 .set_pipeline_status_of::<ValidatedLogPipeline>(tenant, name, status)
+                .await
+        } else if kind == ValidatedTracePipeline::KIND {
+            (self.store)
+                .set_pipeline_status_of::<ValidatedTracePipeline>(tenant, name, status)
                 .await
         } else {
             self.store.set_pipeline_status(tenant, name, status).await

@@ -28,8 +28,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kaas_pipeline::ValidatedLogPipeline;
 use kaas_pipeline::status::AgentConfigState;
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedTracePipeline};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -42,7 +42,9 @@ use super::remote_write::{Series, SeriesSource};
 use crate::control_plane::ValidatedControlPlane;
 use crate::rendering::CentralPipelineSettings;
 use crate::rendering::render_for_cluster_with;
-use crate::store::{Change, Cluster, ConfigReport, Store, StoreError, StoredPipeline};
+use crate::store::{
+    Change, Cluster, ConfigReport, PipelineKind, Store, StoreError, StoredPipeline,
+};
 
 /// The metric's name.
 pub const METRIC: &str = "kaas_pipeline_cluster_config_state";
@@ -113,14 +115,29 @@ pub fn cluster_config_states(
     reports: &BTreeMap<String, ConfigReport>,
     central: Option<&CentralPipelineSettings>,
 ) -> Vec<ClusterConfigState> {
-    cluster_config_states_with(pipelines, &[], clusters, reports, central, &BTreeMap::new())
+    let others = (&[][..], &[][..]);
+    cluster_config_states_with(
+        pipelines,
+        others,
+        clusters,
+        reports,
+        central,
+        &BTreeMap::new(),
+    )
 }
+
+/// Every tenant's stored log and trace pipelines: the rest of what a configuration
+/// carries beside the metric pipelines.
+pub type OtherKinds<'a> = (
+    &'a [StoredPipeline<ValidatedLogPipeline>],
+    &'a [StoredPipeline<ValidatedTracePipeline>],
+);
 
 /// [`cluster_config_states`] with the clusters' control-plane settings (by global id),
 /// which shape their central pipelines and so their desired configurations. Pure.
 pub fn cluster_config_states_with(
     pipelines: &[StoredPipeline],
-    log_pipelines: &[StoredPipeline<ValidatedLogPipeline>],
+    (log_pipelines, trace_pipelines): OtherKinds<'_>,
     clusters: &[Cluster],
     reports: &BTreeMap<String, ConfigReport>,
     central: Option<&CentralPipelineSettings>,
@@ -150,18 +167,13 @@ pub fn cluster_config_states_with(
             continue;
         }
         let validated: Vec<_> = selected.iter().map(|p| p.pipeline.clone()).collect();
-        // The configuration carries the tenant's log pipelines too: without them the
-        // desired hash would never match what the agent was sent.
-        let logs: Vec<ValidatedLogPipeline> = log_pipelines
-            .iter()
-            .filter(|p| p.tenant == cluster.tenant)
-            .map(|p| p.pipeline.clone())
-            .filter(|p| p.spec().cluster_selector.matches(&cluster.labels))
-            .collect();
+        // The configuration carries the tenant's log and trace pipelines too: without
+        // them the desired hash would never match what the agent was sent.
+        let logs = selected_of(log_pipelines, cluster);
+        let traces = selected_of(trace_pipelines, cluster);
         let desired = render_for_cluster_with(
             cluster,
-            &validated,
-            &logs,
+            (&validated, &logs, &traces),
             central,
             control_planes.get(&cluster.id),
         )
@@ -178,6 +190,16 @@ pub fn cluster_config_states_with(
     }
     states.sort();
     states
+}
+
+/// The pipelines of `cluster`'s tenant among `pipelines` that its labels select.
+fn selected_of<P: PipelineKind>(pipelines: &[StoredPipeline<P>], cluster: &Cluster) -> Vec<P> {
+    pipelines
+        .iter()
+        .filter(|p| p.tenant == cluster.tenant)
+        .filter(|p| p.pipeline.cluster_selector().matches(&cluster.labels))
+        .map(|p| p.pipeline.clone())
+        .collect()
 }
 
 /// The series of `states`, as remote-written.
@@ -285,12 +307,15 @@ async fn compute(
     let log_pipelines = store
         .list_pipelines_of::<ValidatedLogPipeline>(None)
         .await?;
+    let trace_pipelines = store
+        .list_pipelines_of::<ValidatedTracePipeline>(None)
+        .await?;
     let clusters = store.list_clusters(None).await?;
     let reports = store.config_reports().await?;
     let control_planes = store.cluster_control_planes(None).await?;
     Ok(cluster_config_states_with(
         &pipelines,
-        &log_pipelines,
+        (&log_pipelines, &trace_pipelines),
         &clusters,
         &reports,
         central,

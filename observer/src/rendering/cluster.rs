@@ -1,14 +1,14 @@
 //! One cluster's configuration: the tenant pipelines of every kind its labels select
-//! (metric pipelines in `pipelines`, log pipelines in `logPipelines`), the provider's
-//! central pipelines if the observer has them (the central log pipeline with
-//! `--central-logs`), and the cluster's `cluster` external label; each agent instance
-//! gets the part for its role ([`kaas_pipeline::role`]).
+//! (metric pipelines in `pipelines`, log pipelines in `logPipelines`, trace pipelines
+//! in `tracePipelines`), the provider's central pipelines if the observer has them (the
+//! central log pipeline with `--central-logs`), and the cluster's `cluster` external
+//! label; each agent instance gets the part for its role ([`kaas_pipeline::role`]).
 
 use std::collections::BTreeMap;
 
 use kaas_pipeline::agent_config::{AgentConfig, ConfigTemplate, RenderedConfig};
 use kaas_pipeline::role::AgentRole;
-use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline};
 
 use super::central::{CentralPipelineSettings, central_pipelines_with};
 use super::central_logs::central_log_pipeline;
@@ -25,22 +25,27 @@ pub fn render_for_cluster(
     pipelines: &[ValidatedPipeline],
     central: Option<&CentralPipelineSettings>,
 ) -> RenderedConfig {
-    render_for_cluster_with(cluster, pipelines, &[], central, None)
+    render_for_cluster_with(cluster, (pipelines, &[], &[]), central, None)
 }
 
-/// [`render_for_cluster`] with the selected log pipelines too, for a cluster with its
-/// own control-plane setting: what its cluster-level instance runs.
+/// The selected pipelines of every kind: metric, log and trace.
+pub type SelectedPipelines<'a> = (
+    &'a [ValidatedPipeline],
+    &'a [ValidatedLogPipeline],
+    &'a [ValidatedTracePipeline],
+);
+
+/// [`render_for_cluster`] with the selected log and trace pipelines too, for a cluster
+/// with its own control-plane setting: what its cluster-level instance runs.
 pub fn render_for_cluster_with(
     cluster: &Cluster,
-    pipelines: &[ValidatedPipeline],
-    log_pipelines: &[ValidatedLogPipeline],
+    selected: SelectedPipelines<'_>,
     central: Option<&CentralPipelineSettings>,
     control_plane: Option<&ValidatedControlPlane>,
 ) -> RenderedConfig {
     config_template(
         cluster,
-        pipelines,
-        log_pipelines,
+        selected,
         central,
         control_plane,
         AgentRole::Cluster,
@@ -48,15 +53,14 @@ pub fn render_for_cluster_with(
     .render(&external_labels(cluster))
 }
 
-/// The template of the configuration of `cluster`'s tenant running `pipelines` and
-/// `log_pipelines`, plus the central pipeline with `central`, scraping the control
-/// plane as `control_plane` says (the defaults when `None`), as far as an instance of
-/// `role` runs them: a node instance gets no metric pipeline at all, so never their
+/// The template of the configuration of `cluster`'s tenant running the `selected`
+/// pipelines, plus the central pipeline with `central`, scraping the control plane as
+/// `control_plane` says (the defaults when `None`), as far as an instance of `role`
+/// runs them: a node instance gets no metric or trace pipeline at all, so never their
 /// credentials. [`external_labels`] complete it for a cluster.
 pub(super) fn config_template(
     cluster: &Cluster,
-    pipelines: &[ValidatedPipeline],
-    log_pipelines: &[ValidatedLogPipeline],
+    (pipelines, log_pipelines, trace_pipelines): SelectedPipelines<'_>,
     central: Option<&CentralPipelineSettings>,
     control_plane: Option<&ValidatedControlPlane>,
     role: AgentRole,
@@ -76,11 +80,16 @@ pub(super) fn config_template(
         .filter_map(|pipeline| pipeline.for_role(role))
         .collect();
     let log_pipelines = log_pipelines.as_slice();
+    let trace_pipelines = if role.runs_trace_pipelines() {
+        trace_pipelines
+    } else {
+        &[]
+    };
     if !role.runs_metric_pipelines() {
-        return AgentConfig::template_with_logs(&[], log_pipelines);
+        return AgentConfig::template_with_all(&[], log_pipelines, trace_pipelines);
     }
     let Some(settings) = central else {
-        return AgentConfig::template_with_logs(pipelines, log_pipelines);
+        return AgentConfig::template_with_all(pipelines, log_pipelines, trace_pipelines);
     };
     let mut all = pipelines.to_vec();
     let defaults = ValidatedControlPlane::default();
@@ -90,7 +99,7 @@ pub(super) fn config_template(
             tracing::error!(cluster = %cluster.id, %error, "the central pipelines are invalid for this cluster; left out");
         }
     }
-    AgentConfig::template_with_logs(&all, log_pipelines)
+    AgentConfig::template_with_all(&all, log_pipelines, trace_pipelines)
 }
 
 /// The external labels of `cluster`'s configuration: its name as `cluster`.

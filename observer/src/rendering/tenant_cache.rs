@@ -1,7 +1,7 @@
 //! Each tenant's pipelines of every kind as last read from the store, with the
 //! configurations rendered from them, shared by every agent stream of the tenant and by
-//! the status task. A cluster's configuration carries the metric and the log pipelines
-//! its labels select.
+//! the status task. A cluster's configuration carries the metric, log and trace
+//! pipelines its labels select.
 //!
 //! A pipeline change wakes every stream of its tenant at once; without this cache each
 //! of them would read and decrypt the tenant's pipelines, N reads of the same rows for
@@ -48,9 +48,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use kaas_pipeline::ValidatedLogPipeline;
 use kaas_pipeline::agent_config::{ConfigTemplate, RenderedConfig};
 use kaas_pipeline::role::AgentRole;
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedTracePipeline};
 use tokio::sync::OnceCell;
 
 use super::central::CentralPipelineSettings;
@@ -65,19 +65,27 @@ pub struct TenantConfigs {
     unreadable: Vec<UnreadablePipeline>,
     log_pipelines: Vec<StoredPipeline<ValidatedLogPipeline>>,
     unreadable_logs: Vec<UnreadablePipeline<kaas_pipeline::LogPipeline>>,
+    trace_pipelines: Vec<StoredPipeline<ValidatedTracePipeline>>,
+    unreadable_traces: Vec<UnreadablePipeline<kaas_pipeline::TracePipeline>>,
     central: Option<Arc<CentralPipelineSettings>>,
     /// The control-plane settings of the tenant's clusters that have one, by global id.
     control_planes: BTreeMap<String, ValidatedControlPlane>,
-    /// By the indexes (into `pipelines` and `log_pipelines`) of the pipelines a
-    /// cluster's labels select, and the cluster's id if it has its own control-plane
-    /// setting.
+    /// By the indexes (into `pipelines`, `log_pipelines` and `trace_pipelines`) of the
+    /// pipelines a cluster's labels select, and the cluster's id if it has its own
+    /// control-plane setting.
     templates: Mutex<HashMap<TemplateKey, Arc<ConfigTemplate>>>,
 }
 
-/// What a template depends on: the selected metric and log pipelines, the cluster
-/// whose own control-plane setting shapes its central pipeline (`None`: the defaults),
-/// and the role of the instance it is for.
-type TemplateKey = (Vec<usize>, Vec<usize>, Option<String>, AgentRole);
+/// What a template depends on: the selected metric, log and trace pipelines, the
+/// cluster whose own control-plane setting shapes its central pipeline (`None`: the
+/// defaults), and the role of the instance it is for.
+type TemplateKey = (
+    Vec<usize>,
+    Vec<usize>,
+    Vec<usize>,
+    Option<String>,
+    AgentRole,
+);
 
 /// The indexes of the `pipelines` a cluster with `labels` selects.
 fn selected<P: PipelineKind>(
@@ -123,12 +131,24 @@ impl TenantConfigs {
         &self.unreadable_logs
     }
 
+    /// The tenant's trace pipelines, by name.
+    pub fn trace_pipelines(&self) -> &[StoredPipeline<ValidatedTracePipeline>] {
+        &self.trace_pipelines
+    }
+
+    /// The tenant's trace pipelines the observer cannot read, by name.
+    pub fn unreadable_traces(&self) -> &[UnreadablePipeline<kaas_pipeline::TracePipeline>] {
+        &self.unreadable_traces
+    }
+
     /// Whether the tenant has no pipeline of any kind at all, readable or not.
     pub fn is_empty(&self) -> bool {
         self.pipelines.is_empty()
             && self.unreadable.is_empty()
             && self.log_pipelines.is_empty()
             && self.unreadable_logs.is_empty()
+            && self.trace_pipelines.is_empty()
+            && self.unreadable_traces.is_empty()
     }
 
     /// The configuration `cluster`'s (of this tenant) cluster-level instance runs: the
@@ -146,6 +166,7 @@ impl TenantConfigs {
         let key = (
             selected(&self.pipelines, &cluster.labels),
             selected(&self.log_pipelines, &cluster.labels),
+            selected(&self.trace_pipelines, &cluster.labels),
             control_plane.map(|_| cluster.id.clone()),
             role,
         );
@@ -153,12 +174,12 @@ impl TenantConfigs {
         let template = known.unwrap_or_else(|| {
             let pipelines = picked(&self.pipelines, &key.0);
             let log_pipelines = picked(&self.log_pipelines, &key.1);
+            let trace_pipelines = picked(&self.trace_pipelines, &key.2);
             // Rendered outside the lock; two streams racing for a new selection both
             // render it, and the first one stored is kept.
             let template = Arc::new(config_template(
                 cluster,
-                &pipelines,
-                &log_pipelines,
+                (&pipelines, &log_pipelines, &trace_pipelines),
                 self.central.as_deref(),
                 control_plane,
                 role,
@@ -244,12 +265,19 @@ impl TenantPipelines {
                     .list_pipeline_rows_of::<ValidatedLogPipeline>(Some(tenant))
                     .await?,
             );
+            let (trace_pipelines, unreadable_traces) = read_rows(
+                store
+                    .list_pipeline_rows_of::<ValidatedTracePipeline>(Some(tenant))
+                    .await?,
+            );
             let control_planes = store.cluster_control_planes(Some(tenant)).await?;
             Ok::<_, StoreError>(Arc::new(TenantConfigs {
                 pipelines,
                 unreadable,
                 log_pipelines,
                 unreadable_logs,
+                trace_pipelines,
+                unreadable_traces,
                 central: self.central.clone(),
                 control_planes,
                 templates: Mutex::default(),
@@ -451,6 +479,69 @@ mod tests {
             &kaas_pipeline::ValidationContext::tenant_default(),
         )
         .unwrap()
+    }
+
+    /// A trace pipeline selecting `env: <env>`.
+    fn trace_selecting(name: &str, env: &str) -> ValidatedTracePipeline {
+        let yaml = format!(
+            "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: TracePipeline\n\
+             metadata:\n  name: {name}\nspec:\n  sampling:\n    ratio: 0.5\n  \
+             output:\n    otlp:\n      endpoint: https://tempo.example:4317\n  \
+             clusterSelector:\n    matchLabels:\n      env: {env}\n"
+        );
+        let resource: kaas_pipeline::TracePipeline = serde_yaml::from_str(&yaml).unwrap();
+        kaas_pipeline::validate_trace_pipeline(
+            &resource,
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        )
+        .unwrap()
+    }
+
+    /// Issue 17: a trace pipeline reaches the cluster-level instance of the clusters it
+    /// selects, in `tracePipelines`, beside a log pipeline of the same name; node
+    /// instances, which serve no pushes, never get it, nor do other clusters.
+    #[tokio::test]
+    async fn a_trace_pipeline_reaches_only_the_cluster_instances_it_selects() {
+        let (_dir, store) = shop_store().await;
+        store
+            .apply_pipeline("shop", trace_selecting("shop", "prod"), &Actor::admin())
+            .await
+            .unwrap();
+        store
+            .apply_pipeline("shop", log_selecting("shop", "prod"), &Actor::admin())
+            .await
+            .unwrap();
+        let mut clusters = BTreeMap::new();
+        for env in ["prod", "dev"] {
+            let cluster = shop_cluster(&store, &format!("{env}-1"), env).await;
+            clusters.insert(env, cluster);
+        }
+        let configs = TenantPipelines::default()
+            .get(&store, "shop")
+            .await
+            .unwrap();
+        assert_eq!(configs.trace_pipelines().len(), 1);
+        let context = kaas_pipeline::ValidationContext::observer(
+            kaas_pipeline::ProviderPolicy::unrestricted(),
+        );
+        let parse = |cluster: &Cluster, role: AgentRole| {
+            let rendered = configs.render_for_role(cluster, role);
+            let text = String::from_utf8(rendered.body).unwrap();
+            AgentConfig::parse(&text, &context).unwrap()
+        };
+        let prod = parse(&clusters["prod"], AgentRole::Cluster);
+        let traces: Vec<&str> = prod.trace_pipelines.iter().map(|p| p.name()).collect();
+        assert_eq!(traces, ["shop"]);
+        assert_eq!(prod.trace_pipelines[0].sampling.ratio, 0.5);
+        let node = parse(&clusters["prod"], AgentRole::Node);
+        assert!(node.trace_pipelines.is_empty());
+        assert_eq!(
+            node.log_pipelines.len(),
+            1,
+            "the log pipeline's runtime part"
+        );
+        let dev = parse(&clusters["dev"], AgentRole::Cluster);
+        assert!(dev.trace_pipelines.is_empty());
     }
 
     /// Issue 16: a log pipeline reaches the clusters it selects, in their

@@ -21,7 +21,7 @@
 //! | `api_tokens`      | `id`, unique `token_hash` | SHA-256 of the bearer token; `tenant` NULL = administrator; `revoked_at_ms` | first |
 //! | `clusters`        | `name` (the global id), unique (`tenant`, `local_name`) | tenant, the tenant's name for it, labels (JSON), state ([`ClusterState`]), agent version and instance, last seen, connected and `connection_id`, certificate serial and expiry, applied config hash, tombstone time | first; `connection_id` second; `local_name` `add_cluster_local_names` |
 //! | `join_tokens`     | `token_hash`     | cluster, expiry, `used_at_ms` (set once), the CSR and certificate of its redemption | first, extended by `create_agent_certificates` |
-//! | `pipelines`       | (`tenant`, `kind`, `name`) | the pipeline document (`MetricPipeline`, `LogPipeline`) as JSON with inline secret values sealed, `generation`, status JSON | first, `add_pipeline_kinds` |
+//! | `pipelines`       | (`tenant`, `kind`, `name`) | the pipeline document (`MetricPipeline`, `LogPipeline`, `TracePipeline`) as JSON with inline secret values sealed, `generation`, status JSON | first, `add_pipeline_kinds` |
 //! | `cluster_reports` | `cluster`        | the cluster-level agent instance's last config report and health report (JSON) | first |
 //! | `instance_health` | (`cluster`, `instance`, `kind`, `pipeline`) | each agent instance's latest health of each pipeline, its problems and worst rank, when received ([`instances`]) | `create_instance_health` |
 //! | `audit_log`       | increasing `id`  | at, actor, action, kind, tenant, name; never a value | first; indexes `add_audit_log_indexes` |

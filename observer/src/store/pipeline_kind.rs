@@ -1,6 +1,6 @@
-//! What the observer needs to know of a pipeline kind (`MetricPipeline`, `LogPipeline`)
-//! to store, serve, render and report on it, once, so that every mechanism built for
-//! metric pipelines (sealing and masking inline secrets, generations, unreadable rows,
+//! What the observer needs to know of a pipeline kind (`MetricPipeline`, `LogPipeline`,
+//! `TracePipeline`) to store, serve, render and report on it, once, so that every
+//! mechanism built for metric pipelines (sealing and masking inline secrets, generations, unreadable rows,
 //! the API's `***` handling, cluster selection, status conditions) is the same code
 //! for every kind.
 //!
@@ -12,14 +12,14 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kaas_pipeline::agent_config::{AgentConfig, ConfigTemplate};
-use kaas_pipeline::document::{Document, parse_log_value, parse_value};
+use kaas_pipeline::document::{Document, parse_log_value, parse_trace_value, parse_value};
 use kaas_pipeline::output::{Header, OAuth2, Tls};
 use kaas_pipeline::secret::SecretString;
 use kaas_pipeline::selector::ClusterSelector;
 use kaas_pipeline::status::MetricPipelineStatus;
 use kaas_pipeline::{
-    LOG_KIND, LogPipeline, MetricPipeline, ValidatedLogPipeline, ValidatedPipeline,
-    ValidationContext, ValidationErrors,
+    LOG_KIND, LogPipeline, MetricPipeline, TRACE_KIND, TracePipeline, ValidatedLogPipeline,
+    ValidatedPipeline, ValidatedTracePipeline, ValidationContext, ValidationErrors,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -211,6 +211,16 @@ pipeline_kind!(
     endpoints: log_endpoints,
 );
 
+pipeline_kind!(
+    ValidatedTracePipeline, TracePipeline,
+    kind: TRACE_KIND,
+    object: "trace-pipeline",
+    parse: parse_trace_value,
+    validate: kaas_pipeline::validate_trace_pipeline,
+    template: |pipelines| AgentConfig::template_with_all(&[], &[], pipelines),
+    endpoints: trace_endpoints,
+);
+
 /// The [`OutputEndpoint`] of an optional output section whose URL field is `$url`.
 macro_rules! endpoint {
     ($section:expr, $base:literal, $url:ident) => {
@@ -238,5 +248,11 @@ fn log_endpoints(output: &kaas_pipeline::logs::output::LogOutput) -> Vec<OutputE
     otlp.into_iter().chain(loki).chain(http).collect()
 }
 
+fn trace_endpoints(output: &kaas_pipeline::traces::output::TraceOutput) -> Vec<OutputEndpoint> {
+    endpoint!(output.otlp, "otlp", endpoint)
+        .into_iter()
+        .collect()
+}
+
 /// The kinds the store knows, as written in documents.
-pub const STORED_KINDS: [&str; 2] = [kaas_pipeline::KIND, LOG_KIND];
+pub const STORED_KINDS: [&str; 3] = [kaas_pipeline::KIND, LOG_KIND, TRACE_KIND];

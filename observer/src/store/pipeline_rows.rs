@@ -25,7 +25,10 @@
 
 use kaas_pipeline::secret::SecretString;
 use kaas_pipeline::status::MetricPipelineStatus;
-use kaas_pipeline::{LOG_KIND, MetricPipeline, ValidatedLogPipeline, ValidatedPipeline};
+use kaas_pipeline::{
+    LOG_KIND, MetricPipeline, TRACE_KIND, ValidatedLogPipeline, ValidatedPipeline,
+    ValidatedTracePipeline,
+};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, Set,
@@ -208,15 +211,19 @@ impl Store {
             else {
                 continue;
             };
-            let resealed = if kind == LOG_KIND {
-                self.reseal_document::<ValidatedLogPipeline>(&row)
-            } else {
-                self.reseal_document::<ValidatedPipeline>(&row)
-            };
-            let object = if kind == LOG_KIND {
-                ValidatedLogPipeline::OBJECT
-            } else {
-                ValidatedPipeline::OBJECT
+            let (resealed, object) = match kind.as_str() {
+                LOG_KIND => (
+                    self.reseal_document::<ValidatedLogPipeline>(&row),
+                    ValidatedLogPipeline::OBJECT,
+                ),
+                TRACE_KIND => (
+                    self.reseal_document::<ValidatedTracePipeline>(&row),
+                    ValidatedTracePipeline::OBJECT,
+                ),
+                _ => (
+                    self.reseal_document::<ValidatedPipeline>(&row),
+                    ValidatedPipeline::OBJECT,
+                ),
             };
             let (spec, resealed) = match resealed {
                 Ok(resealed) => resealed,

@@ -68,7 +68,7 @@ impl<P: PipelineKind> StoredPipeline<P> {
 pub struct PipelineSummary {
     /// The owning tenant.
     pub tenant: String,
-    /// The pipeline's kind (`MetricPipeline`, `LogPipeline`).
+    /// The pipeline's kind (`MetricPipeline`, `LogPipeline`, `TracePipeline`).
     pub kind: String,
     /// The pipeline's name.
     pub name: String,

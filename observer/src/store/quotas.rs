@@ -47,17 +47,18 @@ const KIND: &str = "tenant-quota";
 pub enum Quota {
     /// Clusters that are not deleted.
     Clusters,
-    /// Pipelines of a kind (`MetricPipeline`, `LogPipeline`).
+    /// Pipelines of a kind (`MetricPipeline`, `LogPipeline`, `TracePipeline`).
     Pipelines(&'static str),
     /// Probe endpoints.
     ProbeEndpoints,
 }
 
 /// Every quota, by name.
-pub const QUOTAS: [Quota; 4] = [
+pub const QUOTAS: [Quota; 5] = [
     Quota::Clusters,
     Quota::Pipelines(kaas_pipeline::KIND),
     Quota::Pipelines(kaas_pipeline::LOG_KIND),
+    Quota::Pipelines(kaas_pipeline::TRACE_KIND),
     Quota::ProbeEndpoints,
 ];
 

@@ -1,10 +1,13 @@
-//! Store tests of pipeline kinds (issue 16): `LogPipeline`s stored beside
-//! `MetricPipeline`s, names unique per tenant and kind, secrets sealed for their kind,
-//! quotas per kind; on SQLite and PostgreSQL like the rest of the suite.
+//! Store tests of pipeline kinds (issues 16 and 17): `LogPipeline`s and
+//! `TracePipeline`s stored beside `MetricPipeline`s, names unique per tenant and kind,
+//! secrets sealed for their kind, quotas per kind; on SQLite and PostgreSQL like the
+//! rest of the suite.
 
 use std::collections::BTreeMap;
 
-use kaas_pipeline::{LogPipeline, ValidatedLogPipeline, ValidatedPipeline};
+use kaas_pipeline::{
+    LogPipeline, TracePipeline, ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline,
+};
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
 
 use super::{HOUR, TestDb, admin, new_cluster, parse_pipeline, validated};
@@ -17,6 +20,7 @@ store_tests!(
     log_pipeline_secrets_are_sealed_masked_and_bound_to_their_kind,
     quotas_count_each_kind_apart,
     log_pipelines_for_a_cluster_honour_tenant_and_selector,
+    trace_pipelines_are_a_kind_of_their_own,
 );
 
 /// A pipeline of `kind` shipping to an OTLP endpoint with an inline header value (the
@@ -277,7 +281,8 @@ async fn quotas_count_each_kind_apart(db: &TestDb) {
         used,
         [
             ("pipelines/MetricPipeline", 1),
-            ("pipelines/LogPipeline", 1)
+            ("pipelines/LogPipeline", 1),
+            ("pipelines/TracePipeline", 0),
         ]
     );
 }
@@ -319,4 +324,121 @@ async fn log_pipelines_for_a_cluster_honour_tenant_and_selector(db: &TestDb) {
             .unwrap()
             .is_empty()
     );
+}
+
+fn trace_pipeline(name: &str, header: &str, env: Option<&str>) -> ValidatedTracePipeline {
+    let selector = env
+        .map(|env| format!("  clusterSelector:\n    matchLabels:\n      env: {env}\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: TracePipeline\n\
+         metadata: {{name: {name}}}\nspec:\n  sampling: {{ratio: 0.5}}\n  output:\n    otlp:\n      \
+         endpoint: https://tempo.example:4317\n      headers: [{{name: X-Key, value: \"{header}\"}}]\n\
+         {selector}"
+    );
+    let resource: TracePipeline = serde_yaml::from_str(&text).unwrap();
+    kaas_pipeline::validate_trace_pipeline(
+        &resource,
+        &kaas_pipeline::ValidationContext::tenant_default(),
+    )
+    .unwrap()
+}
+
+/// A trace pipeline shares its name with a metric and a log pipeline and is stored,
+/// sealed, counted against `pipelines/TracePipeline`, selected for clusters and
+/// deleted as its own.
+async fn trace_pipelines_are_a_kind_of_their_own(db: &TestDb) {
+    let store = db.store().await;
+    store.create_tenant("shop", &admin()).await.unwrap();
+    let limits = BTreeMap::from([("pipelines/TracePipeline".to_owned(), 2)]);
+    store
+        .set_tenant_quotas("shop", &limits, &admin())
+        .await
+        .unwrap();
+    let (prod, _) = store
+        .create_cluster(
+            new_cluster("prod", "shop", &[("env", "prod")]),
+            HOUR,
+            &admin(),
+        )
+        .await
+        .unwrap();
+    store
+        .apply_pipeline("shop", metric_pipeline("p", "m"), &admin())
+        .await
+        .unwrap();
+    store
+        .apply_pipeline("shop", log_pipeline("p", "l", None), &admin())
+        .await
+        .unwrap();
+    for (name, env) in [("p", None), ("dev-only", Some("dev"))] {
+        store
+            .apply_pipeline(
+                "shop",
+                trace_pipeline(name, "trace-secret-1", env),
+                &admin(),
+            )
+            .await
+            .unwrap();
+    }
+    let refused = store
+        .apply_pipeline("shop", trace_pipeline("third", "x", None), &admin())
+        .await;
+    match refused {
+        Err(StoreError::QuotaExceeded { quota, .. }) => {
+            assert_eq!(quota, "pipelines/TracePipeline");
+        }
+        other => panic!("not refused by the trace quota: {other:?}"),
+    }
+
+    let row = pipelines::Entity::find_by_id((
+        "shop".to_owned(),
+        "TracePipeline".to_owned(),
+        "p".to_owned(),
+    ))
+    .one(store.db())
+    .await
+    .unwrap()
+    .expect("the trace row");
+    let stored = row.spec["spec"]["output"]["otlp"]["headers"][0]["value"].to_string();
+    assert!(
+        !stored.contains("trace-secret-1"),
+        "stored in clear: {stored}"
+    );
+    assert_eq!(row.spec["spec"]["sampling"]["ratio"], 0.5);
+    let read = store
+        .get_pipeline_of::<ValidatedTracePipeline>("shop", "p")
+        .await
+        .unwrap()
+        .expect("readable");
+    let otlp = read.pipeline.spec().output.otlp.as_ref().unwrap();
+    assert_eq!(
+        otlp.headers[0].value.as_ref().unwrap().expose(),
+        "trace-secret-1"
+    );
+    assert_eq!(read.pipeline.sampling.ratio, 0.5);
+
+    let selected = store
+        .pipelines_for_cluster::<ValidatedTracePipeline>(&prod)
+        .await
+        .unwrap();
+    let names: Vec<&str> = selected.iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["p"]);
+
+    store
+        .delete_pipeline_of::<ValidatedTracePipeline>("shop", "p", &admin())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_pipeline_of::<ValidatedTracePipeline>("shop", "p")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.get_pipeline("shop", "p").await.unwrap().is_some());
+    let logs = store
+        .get_pipeline_of::<ValidatedLogPipeline>("shop", "p")
+        .await;
+    assert!(logs.unwrap().is_some(), "the log pipeline stays");
 }

@@ -52,6 +52,7 @@ async fn quotas_bound_creations_and_admins_override_them(db: &TestDb) {
             ("clusters", DEFAULT_MAX_CLUSTERS, 0, false),
             ("pipelines/MetricPipeline", 50, 0, false),
             ("pipelines/LogPipeline", 50, 0, false),
+            ("pipelines/TracePipeline", 50, 0, false),
             ("probes", DEFAULT_MAX_PROBE_ENDPOINTS, 0, false),
         ]
     );

@@ -1,13 +1,16 @@
 //! Prints a pipeline CRD as YAML on standard output: the `MetricPipeline` CRD, or the
-//! `LogPipeline` CRD with the argument `LogPipeline`.
+//! `LogPipeline` or `TracePipeline` CRD with that kind as the argument.
 
 fn main() -> std::process::ExitCode {
     let kind = std::env::args().nth(1);
     let yaml = match kind.as_deref() {
         None | Some("MetricPipeline") => kaas_pipeline::crd::crd_yaml(),
         Some("LogPipeline") => kaas_pipeline::crd::log_crd_yaml(),
+        Some("TracePipeline") => kaas_pipeline::crd::trace_crd_yaml(),
         Some(other) => {
-            eprintln!("crdgen: unknown kind {other:?}; use MetricPipeline or LogPipeline");
+            eprintln!(
+                "crdgen: unknown kind {other:?}; use MetricPipeline, LogPipeline or TracePipeline"
+            );
             return std::process::ExitCode::FAILURE;
         }
     };

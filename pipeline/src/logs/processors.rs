@@ -229,7 +229,7 @@ impl LogProcessors {
 }
 
 /// Checks an attribute key: non-empty printable text without spaces, bounded.
-fn check_attribute_key(path: &str, key: &str, errors: &mut FieldErrors) {
+pub(crate) fn check_attribute_key(path: &str, key: &str, errors: &mut FieldErrors) {
     if key.is_empty() {
         errors.add(
             path,
@@ -337,27 +337,40 @@ impl RateLimits {
 
 impl RateLimit {
     fn validate(&self, path: &str, errors: &mut FieldErrors) -> Option<ValidatedRate> {
-        let Some(rate) = NonZeroU32::new(self.records_per_second) else {
-            errors.add(
-                field(path, "recordsPerSecond"),
-                "must be at least 1; remove the limit to have none",
-            );
-            return None;
-        };
-        let burst = self.burst.unwrap_or(rate.get());
-        if burst < rate.get() {
-            errors.add(
-                field(path, "burst"),
-                format!(
-                    "{burst} is below recordsPerSecond ({rate}): a second's worth of records \
-                     could never pass at once"
-                ),
-            );
-            return None;
-        }
-        Some(ValidatedRate {
-            records_per_second: rate,
-            burst: NonZeroU32::new(burst).unwrap_or(rate),
-        })
+        let rate = ("recordsPerSecond", "records", self.records_per_second);
+        checked_rate(path, rate, self.burst, errors)
     }
+}
+
+/// Checks a token bucket given as `(rate field, what it counts, rate)` and its burst:
+/// the rate at least 1, the burst (default the rate) not below it. Log and trace
+/// pipelines' rate limits share it.
+pub(crate) fn checked_rate(
+    path: &str,
+    (rate_field, noun, rate): (&str, &str, u32),
+    burst: Option<u32>,
+    errors: &mut FieldErrors,
+) -> Option<ValidatedRate> {
+    let Some(rate) = NonZeroU32::new(rate) else {
+        errors.add(
+            field(path, rate_field),
+            "must be at least 1; remove the limit to have none",
+        );
+        return None;
+    };
+    let burst = burst.unwrap_or(rate.get());
+    if burst < rate.get() {
+        errors.add(
+            field(path, "burst"),
+            format!(
+                "{burst} is below {rate_field} ({rate}): a second's worth of {noun} could \
+                 never pass at once"
+            ),
+        );
+        return None;
+    }
+    Some(ValidatedRate {
+        records_per_second: rate,
+        burst: NonZeroU32::new(burst).unwrap_or(rate),
+    })
 }

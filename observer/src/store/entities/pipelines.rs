@@ -1,5 +1,5 @@
-//! `pipelines`: each tenant's pipelines of every kind (`MetricPipeline`, `LogPipeline`),
-//! with inline secret values sealed.
+//! `pipelines`: each tenant's pipelines of every kind (`MetricPipeline`, `LogPipeline`,
+//! `TracePipeline`), with inline secret values sealed.
 
 use sea_orm::entity::prelude::*;
 
@@ -10,7 +10,7 @@ pub struct Model {
     /// The owning tenant.
     #[sea_orm(primary_key, auto_increment = false)]
     pub tenant: String,
-    /// `kind` as written in documents: `MetricPipeline`, `LogPipeline`.
+    /// `kind` as written in documents: `MetricPipeline`, `LogPipeline`, `TracePipeline`.
     #[sea_orm(primary_key, auto_increment = false)]
     pub kind: String,
     /// `metadata.name`.
