@@ -449,3 +449,78 @@ fn the_node_inputs_counters_and_fan_out_state_are_on_metrics() {
         );
     }
 }
+
+/// A Java-style stack trace numbered `n`: a first line with a date, two frames.
+fn stack_trace(n: u32) -> Vec<String> {
+    vec![
+        format!("2026-12-07 ERROR trace-{n:04} failed"),
+        format!("\tat com.example.Foo.frame{n:04}a(Foo.java:1)"),
+        format!("\tat com.example.Main.frame{n:04}b(Main.java:2)"),
+    ]
+}
+
+/// Issue 16: multiline recombination and `startAt` are per pipeline. Two pipelines
+/// read the same container file: `joined` (first line `^\d{4}-`, `startAt:
+/// beginning`) receives each stack trace as one record and the line written before
+/// the agent started; `split` (no multiline, `startAt: end`) receives every line of
+/// the traces as its own record and not the earlier line. Neither loses a trace
+/// written while the agent was killed (SIGKILL) and restarted.
+#[test]
+fn multiline_and_start_at_are_per_pipeline_and_lose_nothing_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (joined_dir, split_dir) = (dir.path().join("joined"), dir.path().join("split"));
+    std::fs::create_dir_all(&joined_dir).unwrap();
+    std::fs::create_dir_all(&split_dir).unwrap();
+    let joined = Rotel::start_logging(&joined_dir, &["logs"]);
+    let split = Rotel::start_logging(&split_dir, &["logs"]);
+    let pods = dir.path().join("pods");
+    let app = pods.join("shop_web-1_0f3c9a52-1111-2222-3333-444455556666/app/0.log");
+    append_cri(&app, &["2026-12-07 INFO pre-existing-0000".to_owned()]);
+    let pipelines = format!(
+        "  - metadata: {{name: joined}}\n    spec:\n      input: {{runtime: {{enabled: true, startAt: beginning, multiline: {{firstLinePattern: '^\\d{{4}}-', flushTimeout: 1s}}}}}}\n      output: {{otlp: {{endpoint: \"http://127.0.0.1:{}\"}}}}\n  - metadata: {{name: split}}\n    spec:\n      input: {{runtime: {{enabled: true, startAt: end}}}}\n      output: {{otlp: {{endpoint: \"http://127.0.0.1:{}\"}}}}\n",
+        joined.grpc_port, split.grpc_port
+    );
+    let agent = spawn_node_agent(dir.path(), &pods, &pipelines);
+    joined.wait_for_log(&["pre-existing-0000"], DEADLINE);
+    // `split` started at the file's end: wait until it reads before writing.
+    let mut n = 1;
+    loop {
+        append_cri(&app, &[format!("2026-12-07 INFO probe-{n:04}")]);
+        std::thread::sleep(Duration::from_millis(500));
+        if split.log().contains("probe-") {
+            break;
+        }
+        n += 1;
+        assert!(n < 60, "split never read a line");
+    }
+    append_cri(&app, &stack_trace(1));
+    joined.wait_for_log(&["frame0001b"], DEADLINE);
+    split.wait_for_log(&["frame0001b"], DEADLINE);
+    drop(agent); // SIGKILL
+    append_cri(&app, &stack_trace(2));
+    let _agent = spawn_node_agent(dir.path(), &pods, &pipelines);
+    let joined_log = joined.wait_for_log(&["frame0002b"], DEADLINE);
+    let split_log = split.wait_for_log(&["frame0002b"], DEADLINE);
+    for trace in [1, 2] {
+        let lines = stack_trace(trace);
+        let whole = lines.join("\n");
+        assert!(
+            joined_log.contains(&whole),
+            "joined has trace {trace} as one record:\n{joined_log}"
+        );
+        assert!(
+            !split_log.contains(&whole),
+            "split has no joined trace:\n{split_log}"
+        );
+        for line in &lines {
+            assert!(
+                split_log.contains(&format!("Str({line})")),
+                "split has `{line}` as its own record:\n{split_log}"
+            );
+        }
+    }
+    assert!(
+        !split_log.contains("pre-existing-0000"),
+        "split starts at the end of files that existed"
+    );
+}
