@@ -524,3 +524,42 @@ fn multiline_and_start_at_are_per_pipeline_and_lose_nothing_across_a_restart() {
         "split starts at the end of files that existed"
     );
 }
+
+/// Issue 16: a node reads container logs with at most four distinct multiline/startAt
+/// settings. With two plain pipelines (`end` and `beginning`) and four multiline
+/// patterns, the plain ones and the first two multiline pipelines by name are read;
+/// the last two report `InputNotRead` in their errors (and so their health).
+#[test]
+fn pipelines_beyond_the_node_s_tailer_settings_report_their_input_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = dir.path().join("pods");
+    let file = pods.join("shop_web-1_0f3c9a52-1111-2222-3333-444455556666/app/0.log");
+    append_cri(&file, &seq_lines(0..1));
+    let port = free_port();
+    let pipeline = |name: &str, runtime: &str| {
+        format!(
+            "  - metadata: {{name: {name}}}\n    spec:\n      input: {{runtime: {{enabled: true{runtime}}}}}\n      output: {{http: {{url: \"http://127.0.0.1:9/down\", format: jsonLines}}}}\n"
+        )
+    };
+    let mut pipelines =
+        pipeline("plain-end", "") + &pipeline("plain-beginning", ", startAt: beginning");
+    for i in 0..4 {
+        pipelines += &pipeline(
+            &format!("multi-{i}"),
+            &format!(", multiline: {{firstLinePattern: '^p{i}'}}"),
+        );
+    }
+    let _agent = spawn_node_agent_on(dir.path(), &pods, &pipelines, port);
+    let error = |name: &str| {
+        format!(
+            "kaas_agent_log_pipeline_errors_total{{pipeline=\"{name}\",reason=\"InputNotRead\"}} 1"
+        )
+    };
+    let metrics = wait_for_metrics(port, &[&error("multi-2"), &error("multi-3")]);
+    for name in ["plain-end", "plain-beginning", "multi-0", "multi-1"] {
+        assert!(
+            !metrics.contains(&format!("pipeline=\"{name}\",reason=\"InputNotRead\"")),
+            "{name} is read:\n{metrics}"
+        );
+    }
+}

@@ -28,8 +28,9 @@
 //! consumer on each tailer that takes only its part ([`NodeInput::Containers`],
 //! [`NodeInput::Files`]). At most [`MAX_TAIL_GROUPS`] tailers run: settings without
 //! multiline are placed first (at most two, so they always fit), and a multiline
-//! pipeline that would need one more is not read, logged as an error and listed in
-//! [`NodeLogInputs::refused`]. A pipeline whose setting changes moves to another
+//! pipeline that would need one more is not read: its health reports
+//! [`ErrorReason::InputNotRead`] with the reason, and [`NodeLogInputs::refused`]
+//! lists it. A pipeline whose setting changes moves to another
 //! tailer: it reads as a new pipeline would (`startAt` decides for files that tailer
 //! has not seen). Position files of settings no longer in use are removed at each
 //! start, so a tenant changing patterns cannot fill the data directory; a setting
@@ -53,7 +54,8 @@ use kaas_pipeline::paths::PathPolicy;
 
 use super::logs::{InputConsumer, LogPipelines, NodeInput};
 use crate::internal_events::{
-    ConsumerLag, FILE_EVENTS, InputSnapshot, JOURNAL_EVENTS, LogInputStats,
+    ConsumerLag, ErrorReason, FILE_EVENTS, InputSnapshot, JOURNAL_EVENTS, LogInputStats,
+    PipelineFailed,
 };
 use crate::log_inputs::{
     FanOut, FanOutConfig, InputError, JournalReader, JournalSettings, JournalStart, LogConsumer,
@@ -138,7 +140,10 @@ impl NodeLogInputs {
         }
         let plan = ReadPlan::of(&self.settings, pipelines);
         for refused in &plan.refused {
-            tracing::error!(pipeline = %refused.pipeline, reason = %refused.reason, "a log pipeline's input is not read");
+            if let Some(pipeline) = pipelines.get(&refused.pipeline) {
+                PipelineFailed::new(ErrorReason::InputNotRead, refused.reason.clone())
+                    .emit(&pipeline.data_path.stats);
+            }
         }
         self.refused.clone_from(&plan.refused);
         let stop = Arc::new(AtomicBool::new(false));
