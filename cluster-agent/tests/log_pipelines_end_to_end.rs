@@ -449,3 +449,117 @@ fn the_node_inputs_counters_and_fan_out_state_are_on_metrics() {
         );
     }
 }
+
+/// A Java-style stack trace numbered `n`: a first line with a date, two frames.
+fn stack_trace(n: u32) -> Vec<String> {
+    vec![
+        format!("2026-12-07 ERROR trace-{n:04} failed"),
+        format!("\tat com.example.Foo.frame{n:04}a(Foo.java:1)"),
+        format!("\tat com.example.Main.frame{n:04}b(Main.java:2)"),
+    ]
+}
+
+/// Issue 16: multiline recombination and `startAt` are per pipeline. Two pipelines
+/// read the same container file: `joined` (first line `^\d{4}-`, `startAt:
+/// beginning`) receives each stack trace as one record and the line written before
+/// the agent started; `split` (no multiline, `startAt: end`) receives every line of
+/// the traces as its own record and not the earlier line. Neither loses a trace
+/// written while the agent was killed (SIGKILL) and restarted.
+#[test]
+fn multiline_and_start_at_are_per_pipeline_and_lose_nothing_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (joined_dir, split_dir) = (dir.path().join("joined"), dir.path().join("split"));
+    std::fs::create_dir_all(&joined_dir).unwrap();
+    std::fs::create_dir_all(&split_dir).unwrap();
+    let joined = Rotel::start_logging(&joined_dir, &["logs"]);
+    let split = Rotel::start_logging(&split_dir, &["logs"]);
+    let pods = dir.path().join("pods");
+    let app = pods.join("shop_web-1_0f3c9a52-1111-2222-3333-444455556666/app/0.log");
+    append_cri(&app, &["2026-12-07 INFO pre-existing-0000".to_owned()]);
+    let pipelines = format!(
+        "  - metadata: {{name: joined}}\n    spec:\n      input: {{runtime: {{enabled: true, startAt: beginning, multiline: {{firstLinePattern: '^\\d{{4}}-', flushTimeout: 1s}}}}}}\n      output: {{otlp: {{endpoint: \"http://127.0.0.1:{}\"}}}}\n  - metadata: {{name: split}}\n    spec:\n      input: {{runtime: {{enabled: true, startAt: end}}}}\n      output: {{otlp: {{endpoint: \"http://127.0.0.1:{}\"}}}}\n",
+        joined.grpc_port, split.grpc_port
+    );
+    let agent = spawn_node_agent(dir.path(), &pods, &pipelines);
+    joined.wait_for_log(&["pre-existing-0000"], DEADLINE);
+    // `split` started at the file's end: wait until it reads before writing.
+    let mut n = 1;
+    loop {
+        append_cri(&app, &[format!("2026-12-07 INFO probe-{n:04}")]);
+        std::thread::sleep(Duration::from_millis(500));
+        if split.log().contains("probe-") {
+            break;
+        }
+        n += 1;
+        assert!(n < 60, "split never read a line");
+    }
+    append_cri(&app, &stack_trace(1));
+    joined.wait_for_log(&["frame0001b"], DEADLINE);
+    split.wait_for_log(&["frame0001b"], DEADLINE);
+    drop(agent); // SIGKILL
+    append_cri(&app, &stack_trace(2));
+    let _agent = spawn_node_agent(dir.path(), &pods, &pipelines);
+    let joined_log = joined.wait_for_log(&["frame0002b"], DEADLINE);
+    let split_log = split.wait_for_log(&["frame0002b"], DEADLINE);
+    for trace in [1, 2] {
+        let lines = stack_trace(trace);
+        let whole = lines.join("\n");
+        assert!(
+            joined_log.contains(&whole),
+            "joined has trace {trace} as one record:\n{joined_log}"
+        );
+        assert!(
+            !split_log.contains(&whole),
+            "split has no joined trace:\n{split_log}"
+        );
+        for line in &lines {
+            assert!(
+                split_log.contains(&format!("Str({line})")),
+                "split has `{line}` as its own record:\n{split_log}"
+            );
+        }
+    }
+    assert!(
+        !split_log.contains("pre-existing-0000"),
+        "split starts at the end of files that existed"
+    );
+}
+
+/// Issue 16: a node reads container logs with at most four distinct multiline/startAt
+/// settings. With two plain pipelines (`end` and `beginning`) and four multiline
+/// patterns, the plain ones and the first two multiline pipelines by name are read;
+/// the last two report `InputNotRead` in their errors (and so their health).
+#[test]
+fn pipelines_beyond_the_node_s_tailer_settings_report_their_input_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = dir.path().join("pods");
+    let file = pods.join("shop_web-1_0f3c9a52-1111-2222-3333-444455556666/app/0.log");
+    append_cri(&file, &seq_lines(0..1));
+    let port = free_port();
+    let pipeline = |name: &str, runtime: &str| {
+        format!(
+            "  - metadata: {{name: {name}}}\n    spec:\n      input: {{runtime: {{enabled: true{runtime}}}}}\n      output: {{http: {{url: \"http://127.0.0.1:9/down\", format: jsonLines}}}}\n"
+        )
+    };
+    let mut pipelines =
+        pipeline("plain-end", "") + &pipeline("plain-beginning", ", startAt: beginning");
+    for i in 0..4 {
+        pipelines += &pipeline(
+            &format!("multi-{i}"),
+            &format!(", multiline: {{firstLinePattern: '^p{i}'}}"),
+        );
+    }
+    let _agent = spawn_node_agent_on(dir.path(), &pods, &pipelines, port);
+    let error = |name: &str| {
+        format!(
+            "kaas_agent_log_pipeline_errors_total{{pipeline=\"{name}\",reason=\"InputNotRead\"}} 1"
+        )
+    };
+    let metrics = wait_for_metrics(port, &[&error("multi-2"), &error("multi-3")]);
+    for name in ["plain-end", "plain-beginning", "multi-0", "multi-1"] {
+        assert!(
+            !metrics.contains(&format!("pipeline=\"{name}\",reason=\"InputNotRead\"")),
+            "{name} is read:\n{metrics}"
+        );
+    }
+}

@@ -51,11 +51,14 @@ pub enum ErrorReason {
     TargetSealed,
     /// A send task failed unexpectedly; the data is kept and sent again.
     InternalError,
+    /// A log input of the pipeline is not read on this node: the node already reads
+    /// container logs with as many distinct multiline/`startAt` settings as it may.
+    InputNotRead,
 }
 
 impl ErrorReason {
     /// Every reason.
-    pub const ALL: [ErrorReason; 15] = [
+    pub const ALL: [ErrorReason; 16] = [
         Self::BackendUnreachable,
         Self::DataDropped,
         Self::SecretMissing,
@@ -71,6 +74,7 @@ impl ErrorReason {
         Self::KubernetesUnavailable,
         Self::TargetSealed,
         Self::InternalError,
+        Self::InputNotRead,
     ];
 
     /// The reason as reported and counted.
@@ -91,6 +95,7 @@ impl ErrorReason {
             Self::KubernetesUnavailable => "KubernetesUnavailable",
             Self::TargetSealed => "TargetSealed",
             Self::InternalError => "InternalError",
+            Self::InputNotRead => "InputNotRead",
         }
     }
 
@@ -112,7 +117,8 @@ impl ErrorReason {
             | Self::KubeletAccessUnavailable
             | Self::TargetCertificateUntrusted
             | Self::KubernetesUnavailable
-            | Self::InternalError => Reason::FlowInterrupted,
+            | Self::InternalError
+            | Self::InputNotRead => Reason::FlowInterrupted,
         }
     }
 }

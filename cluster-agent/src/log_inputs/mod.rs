@@ -28,10 +28,11 @@
 //!   a persisted cursor;
 //! - [`resource`]: the node and cluster every resource names.
 //!
-//! The runtime wiring builds one [`FanOut`] per input (one for the tailer, one for the
-//! journal) with a consumer per pipeline that takes the input, and calls
-//! [`FanOut::round`] every poll interval on a blocking thread. A changed set of
-//! consumers is a new [`FanOut`] over the same position files.
+//! The runtime wiring builds one [`FanOut`] per reader (one per tailer setting, since
+//! multiline and `startAt` are per pipeline, and one for the journal) with a consumer
+//! per pipeline that takes what it reads, and calls [`FanOut::round`] every poll
+//! interval on a blocking thread. A changed set of consumers is a new [`FanOut`] over
+//! the same position files.
 
 pub mod consumer;
 pub mod fanout;

@@ -354,8 +354,14 @@ impl std::fmt::Debug for LogIntake {
 /// Which of the node's readers a consumer is offered batches by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeInput {
-    /// The file tailer: container logs and plain files.
+    /// A file tailer: container logs and plain files.
     Tailed,
+    /// A file tailer, container logs only: the pipeline's plain files are read by a
+    /// tailer with another setting (see `node_logs`).
+    Containers,
+    /// A file tailer, plain files only: the pipeline's container logs are read by a
+    /// tailer with another setting.
+    Files,
     /// The systemd journal.
     Journal,
 }
@@ -365,6 +371,19 @@ pub struct InputConsumer {
     intake: Arc<LogIntake>,
     input: NodeInput,
     pods: Option<Mutex<PodMetadataCache>>,
+}
+
+impl NodeInput {
+    /// Whether a consumer of this input takes container records and plain-file
+    /// records of a tailer's batch.
+    fn tailed_parts(self) -> (bool, bool) {
+        match self {
+            Self::Tailed => (true, true),
+            Self::Containers => (true, false),
+            Self::Files => (false, true),
+            Self::Journal => (false, false),
+        }
+    }
 }
 
 impl InputConsumer {
@@ -381,12 +400,16 @@ impl InputConsumer {
     /// What the pipeline takes of `batch`.
     fn select(&self, batch: &LogBatch) -> Vec<ResourceLogs> {
         let selection = &self.intake.selection;
+        let (containers, files) = self.input.tailed_parts();
         match self.input {
-            NodeInput::Tailed => {
+            NodeInput::Tailed | NodeInput::Containers | NodeInput::Files => {
                 let mut taken = match &selection.runtime {
-                    Some(runtime) => runtime.select(batch, self.pods().as_deref()),
-                    None => Vec::new(),
+                    Some(runtime) if containers => runtime.select(batch, self.pods().as_deref()),
+                    _ => Vec::new(),
                 };
+                if !files {
+                    return taken;
+                }
                 let plain = batch.resource_logs.iter().filter(|resource_logs| {
                     resource_logs
                         .resource
@@ -422,8 +445,9 @@ impl InputConsumer {
     fn take(&self, batch: LogBatch) -> Vec<ResourceLogs> {
         let selection = &self.intake.selection;
         let mut resource_logs = batch.resource_logs;
+        let (containers, files) = self.input.tailed_parts();
         match self.input {
-            NodeInput::Tailed => {
+            NodeInput::Tailed | NodeInput::Containers | NodeInput::Files => {
                 let pods = self.pods();
                 resource_logs.retain_mut(|resource_logs| {
                     let container = resource_logs
@@ -431,14 +455,16 @@ impl InputConsumer {
                         .as_ref()
                         .is_some_and(|r| text(&r.attributes, POD_UID).is_some());
                     if container {
-                        return selection
-                            .runtime
-                            .as_ref()
-                            .is_some_and(|runtime| runtime.admits(resource_logs, pods.as_deref()));
+                        return containers
+                            && selection.runtime.as_ref().is_some_and(|runtime| {
+                                runtime.admits(resource_logs, pods.as_deref())
+                            });
                     }
-                    retain_records(resource_logs, |record| {
-                        text(&record.attributes, FILE_PATH).is_some_and(|p| selection.takes_file(p))
-                    })
+                    files
+                        && retain_records(resource_logs, |record| {
+                            text(&record.attributes, FILE_PATH)
+                                .is_some_and(|p| selection.takes_file(p))
+                        })
                 });
             }
             NodeInput::Journal => resource_logs.retain_mut(|resource_logs| {

@@ -429,3 +429,53 @@ fn processing_is_built_from_the_pipeline() {
         Some(7)
     );
 }
+
+/// Issue 16: a pipeline whose container logs and plain files are read by tailers with
+/// different settings has a consumer on each that takes only its part, so neither
+/// part arrives twice or through the other's multiline setting.
+#[test]
+fn split_tailed_consumers_take_only_their_part() {
+    let h = harness(
+        &format!(
+            "  input: {{runtime: {{enabled: true}}, node: {{enabled: true, files: {{paths: ['/var/log/app/*.log']}}}}}}\n{OTLP_OUT}"
+        ),
+        1 << 30,
+        WhenFull::DropOldest,
+    );
+    let make = || {
+        batch(vec![
+            resource_logs(container("shop", "app"), vec![record("c", Vec::new())]),
+            resource_logs(
+                vec![string("k8s.node.name", "n1")],
+                vec![record(
+                    "f",
+                    vec![string("log.file.path", "/var/log/app/a.log")],
+                )],
+            ),
+        ])
+    };
+    let mixed = make();
+    let bodies = |input: NodeInput| -> Vec<String> {
+        h.consumer(input)
+            .select(&mixed)
+            .iter()
+            .flat_map(|r| &r.scope_logs[0].log_records)
+            .map(|r| format!("{:?}", r.body))
+            .collect()
+    };
+    let (all, containers, files) = (
+        bodies(NodeInput::Tailed),
+        bodies(NodeInput::Containers),
+        bodies(NodeInput::Files),
+    );
+    assert_eq!(all.len(), 2);
+    assert_eq!(containers.len(), 1);
+    assert!(containers[0].contains("\"c\""), "{containers:?}");
+    assert_eq!(files.len(), 1);
+    assert!(files[0].contains("\"f\""), "{files:?}");
+    for input in [NodeInput::Containers, NodeInput::Files] {
+        let owned = Arc::try_unwrap(make()).unwrap();
+        let taken = h.consumer(input).take(owned);
+        assert_eq!(taken.len(), 1, "{input:?} takes one part");
+    }
+}
