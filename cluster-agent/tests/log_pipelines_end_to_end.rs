@@ -563,3 +563,33 @@ fn pipelines_beyond_the_node_s_tailer_settings_report_their_input_is_not_read() 
         );
     }
 }
+
+/// A node without a journal (the directory is missing) stops only the pipeline that
+/// reads the journal, which reports `InputNotRead`; container logs on the same node
+/// still reach their backend.
+#[test]
+fn a_missing_journal_stops_only_the_pipeline_that_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rotel_dir = dir.path().join("rotel");
+    std::fs::create_dir_all(&rotel_dir).unwrap();
+    let rotel = Rotel::start_logging(&rotel_dir, &["logs"]);
+    let pods = dir.path().join("pods");
+    let app = pods.join("shop_web-1_0f3c9a52-1111-2222-3333-444455556666/app/0.log");
+    append_cri(&app, &["despite-no-journal-0001".to_owned()]);
+    let port = free_port();
+    let pipelines = format!(
+        "  - metadata: {{name: containers}}\n    spec:\n      input: {{runtime: {{enabled: true, startAt: beginning}}}}\n      output: {{otlp: {{endpoint: \"http://127.0.0.1:{}\"}}}}\n  - metadata: {{name: kubelet}}\n    spec:\n      input: {{node: {{enabled: true, journal: {{units: [kubelet.service]}}}}}}\n      output: {{http: {{url: \"http://127.0.0.1:9/down\", format: jsonLines}}}}\n",
+        rotel.grpc_port
+    );
+    // spawn_node_agent_on points --journal-dir at a directory that does not exist.
+    let _agent = spawn_node_agent_on(dir.path(), &pods, &pipelines, port);
+    rotel.wait_for_log(&["despite-no-journal-0001"], DEADLINE);
+    let metrics = wait_for_metrics(
+        port,
+        &["kaas_agent_log_pipeline_errors_total{pipeline=\"kubelet\",reason=\"InputNotRead\"} 1"],
+    );
+    assert!(
+        !metrics.contains("pipeline=\"containers\",reason=\"InputNotRead\""),
+        "the container pipeline is read:\n{metrics}"
+    );
+}

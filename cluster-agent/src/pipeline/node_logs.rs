@@ -40,6 +40,11 @@
 //! units, reading the union of their units, from the beginning at its first start
 //! when some pipeline asks for `startAt: beginning` (the others' consumers take what
 //! they select either way).
+//!
+//! **An input that cannot open** (no journal directory on this node, an unreadable
+//! state file) stops only the pipelines that read it: they report
+//! [`ErrorReason::InputNotRead`] with the error, and the other inputs run. It is
+//! opened again at the next start (a configuration change or a restart).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -147,13 +152,28 @@ impl NodeLogInputs {
         }
         self.refused.clone_from(&plan.refused);
         let stop = Arc::new(AtomicBool::new(false));
-        let (tailed, journal) = match plan.open(&self.settings) {
+        let Opened {
+            tailed,
+            journal,
+            failed,
+        } = match plan.open(&self.settings) {
             Ok(opened) => opened,
             Err(error) => {
                 tracing::error!(%error, "the node's log inputs cannot start");
                 return;
             }
         };
+        // An input that cannot open (no journal on this node, say) stops only the
+        // pipelines that read it; the other inputs run.
+        for (names, error) in failed {
+            tracing::error!(%error, pipelines = ?names, "a node log input cannot start; the other inputs run");
+            for name in names {
+                if let Some(pipeline) = pipelines.get(&name) {
+                    PipelineFailed::new(ErrorReason::InputNotRead, error.to_string())
+                        .emit(&pipeline.data_path.stats);
+                }
+            }
+        }
         if tailed.is_empty() && journal.is_none() {
             return;
         }
@@ -523,10 +543,7 @@ impl ReadPlan {
 
     /// Opens the fan-outs the plan needs: one per tailer group, and the journal's.
     #[allow(clippy::type_complexity)]
-    fn open(
-        self,
-        settings: &NodeLogSettings,
-    ) -> Result<(Vec<FanOut<TailedLogs>>, Option<FanOut<JournalReader>>), InputError> {
+    fn open(self, settings: &NodeLogSettings) -> Result<Opened, InputError> {
         let state = &settings.state_dir;
         std::fs::create_dir_all(state).map_err(|source| InputError::Position {
             path: state.clone(),
@@ -534,28 +551,55 @@ impl ReadPlan {
         })?;
         let stems: Vec<String> = self.tailed.iter().map(|g| g.setting.state_stem()).collect();
         prune_unused_positions(state, &stems);
-        let mut tailed = Vec::new();
+        let mut opened = Opened {
+            tailed: Vec::new(),
+            journal: None,
+            failed: Vec::new(),
+        };
         for group in self.tailed {
-            tailed.push(open_group(group, settings)?);
+            let names = consumer_names(&group.consumers);
+            match open_group(group, settings) {
+                Ok(fan_out) => opened.tailed.push(fan_out),
+                Err(error) => opened.failed.push((names, error)),
+            }
         }
-        let journal = if self.journal.is_empty() {
-            None
-        } else {
+        if !self.journal.is_empty() {
+            let names = consumer_names(&self.journal);
             let mut journal =
                 JournalSettings::new(settings.journal_dir.clone(), state.join("journal.position"));
             journal.units = self.units;
             if self.journal_from_beginning {
                 journal.start_at = JournalStart::Beginning;
             }
-            let reader = JournalReader::open(journal, settings.node.clone())?;
-            Some(FanOut::open(
-                FanOutConfig::new(state.join("journal-detached")),
-                reader,
-                self.journal,
-            )?)
-        };
-        Ok((tailed, journal))
+            let fan_out = JournalReader::open(journal, settings.node.clone()).and_then(|reader| {
+                FanOut::open(
+                    FanOutConfig::new(state.join("journal-detached")),
+                    reader,
+                    self.journal,
+                )
+            });
+            match fan_out {
+                Ok(fan_out) => opened.journal = Some(fan_out),
+                Err(error) => opened.failed.push((names, error)),
+            }
+        }
+        Ok(opened)
     }
+}
+
+/// The node's inputs that opened, and those that did not with the pipelines that
+/// read them.
+struct Opened {
+    tailed: Vec<FanOut<TailedLogs>>,
+    journal: Option<FanOut<JournalReader>>,
+    failed: Vec<(Vec<String>, InputError)>,
+}
+
+/// The pipelines behind `consumers`, each once.
+fn consumer_names(consumers: &[Arc<dyn LogConsumer>]) -> Vec<String> {
+    let mut names: Vec<String> = consumers.iter().map(|c| c.name().to_owned()).collect();
+    names.dedup();
+    names
 }
 
 /// Removes the position files of tailer settings no pipeline uses now
