@@ -6,8 +6,8 @@
 //! - OTLP to a real rotel over gRPC and HTTP;
 //! - OTLP with every field of the protocol set to a recording receiver, decoded by the
 //!   official Python bindings (`opentelemetry-proto`) and compared field by field;
-//! - Loki's push API to a recording receiver, decoded with Loki's schema compiled in
-//!   the test (protox, prost-reflect), every field checked;
+//! - Loki's push API to a recording receiver, decoded with Loki's published schema
+//!   (`kaas_test_support::loki`: protox, prost-reflect), every field checked;
 //! - the bulk API and JSON lines to a recording receiver, NDJSON read with
 //!   `serde_json::Value`, every field checked, and a bulk answer refusing some
 //!   documents for good and asking for others again.
@@ -34,9 +34,9 @@ use kaas_proto::otlp::{
     AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, LogRecord,
     Resource, ResourceLogs, ScopeLogs, any_value::Value,
 };
+use kaas_test_support::loki::{LokiEntry, loki_streams};
 use kaas_test_support::peers::Rotel;
-use kaas_test_support::recording_receiver::{Recorded, RecordingReceiver, Reply};
-use prost_reflect::{DescriptorPool, DynamicMessage};
+use kaas_test_support::recording_receiver::{RecordingReceiver, Reply};
 use serde_json::json;
 
 mod data_path;
@@ -282,79 +282,6 @@ async fn logs_reach_rotel_over_grpc_and_http() {
     assert!(log.contains("kaas.tail"), "the scope: {log}");
 }
 
-/// Loki's push schema, compiled here from the published `.proto`.
-fn loki_schema() -> DescriptorPool {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/loki");
-    protox::Compiler::new([dir])
-        .expect("a compiler")
-        .include_imports(true)
-        .open_file("push.proto")
-        .expect("push.proto compiles")
-        .descriptor_pool()
-}
-
-/// One Loki entry as the schema reads it.
-#[derive(Debug, PartialEq)]
-struct LokiEntry {
-    seconds: i64,
-    nanos: i32,
-    line: String,
-    metadata: BTreeMap<String, String>,
-}
-
-fn loki_streams(request: &Recorded) -> Vec<(String, Vec<LokiEntry>)> {
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(&request.body)
-        .expect("a snappy block");
-    let pool = loki_schema();
-    let descriptor = pool
-        .get_message_by_name("logproto.PushRequest")
-        .expect("PushRequest");
-    let push = DynamicMessage::decode(descriptor, raw.as_slice()).expect("a PushRequest");
-    let field = |message: &DynamicMessage, name: &str| {
-        message
-            .get_field_by_name(name)
-            .unwrap_or_else(|| panic!("no field {name}"))
-            .into_owned()
-    };
-    let text = |message: &DynamicMessage, name: &str| {
-        field(message, name).as_str().expect("a string").to_owned()
-    };
-    field(&push, "streams")
-        .as_list()
-        .expect("a list")
-        .iter()
-        .map(|stream| {
-            let stream = stream.as_message().expect("a stream");
-            let entries = field(stream, "entries")
-                .as_list()
-                .expect("a list")
-                .iter()
-                .map(|entry| {
-                    let entry = entry.as_message().expect("an entry");
-                    let timestamp = field(entry, "timestamp");
-                    let timestamp = timestamp.as_message().expect("a timestamp");
-                    LokiEntry {
-                        seconds: field(timestamp, "seconds").as_i64().expect("seconds"),
-                        nanos: field(timestamp, "nanos").as_i32().expect("nanos"),
-                        line: text(entry, "line"),
-                        metadata: field(entry, "structuredMetadata")
-                            .as_list()
-                            .expect("a list")
-                            .iter()
-                            .map(|pair| {
-                                let pair = pair.as_message().expect("a pair");
-                                (text(pair, "name"), text(pair, "value"))
-                            })
-                            .collect(),
-                    }
-                })
-                .collect();
-            (text(stream, "labels"), entries)
-        })
-        .collect()
-}
-
 fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
@@ -437,7 +364,7 @@ async fn loki_push_carries_labels_metadata_timestamps_lines_and_the_tenant() {
         assert_eq!(request.headers["content-encoding"], "snappy");
         assert_eq!(request.headers["x-scope-orgid"], "shop-tenant");
         assert_eq!(request.headers["x-extra"], "yes");
-        streams.extend(loki_streams(&request));
+        streams.extend(loki_streams(&request.body));
     }
 
     let entry = |n: u64, line: &str, name: &str| LokiEntry {

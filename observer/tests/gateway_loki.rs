@@ -1,8 +1,8 @@
 //! The receive gateway's Loki route end to end (issue 16, "Central"): Loki pushes over
 //! mutual TLS with certificates of the observer's real CA, through the gateway on a
 //! loopback port, to a recording receiver standing in for the central Loki. What the
-//! receiver got is decoded with Loki's published `push.proto` compiled here by protox
-//! (the agent's test fixture, read with prost-reflect), so the check shares no code
+//! receiver got is decoded with Loki's published `push.proto`, compiled by protox and
+//! read with prost-reflect (`kaas_test_support::loki`), so the check shares no code
 //! with the gateway's encoder.
 
 use std::collections::BTreeMap;
@@ -18,10 +18,10 @@ use kaas_observer::identity::ClusterCa;
 use kaas_observer::internal_events::GatewayMetrics;
 use kaas_proto::loki::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
 use kaas_series::PushLimits;
+use kaas_test_support::loki::loki_streams;
 use kaas_test_support::recording_receiver::{Recorded, RecordingReceiver, Reply};
 use kaas_test_support::tls::agent_key_and_csr;
 use prost::Message as _;
-use prost_reflect::{DescriptorPool, DynamicMessage};
 
 mod gateway_harness;
 
@@ -149,61 +149,14 @@ fn entry(seconds: i64, line: &str, metadata: &[(&str, &str)]) -> EntryAdapter {
 type Stream = (String, Vec<(i64, i32, String, BTreeMap<String, String>)>);
 
 fn decoded(request: &Recorded) -> Vec<Stream> {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../cluster-agent/tests/fixtures/loki"
-    );
-    let pool: DescriptorPool = protox::Compiler::new([dir])
-        .expect("a compiler")
-        .include_imports(true)
-        .open_file("push.proto")
-        .expect("push.proto compiles")
-        .descriptor_pool();
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(&request.body)
-        .expect("a snappy block");
-    let descriptor = pool
-        .get_message_by_name("logproto.PushRequest")
-        .expect("PushRequest");
-    let push = DynamicMessage::decode(descriptor, raw.as_slice()).expect("a PushRequest");
-    let field = |message: &DynamicMessage, name: &str| {
-        message
-            .get_field_by_name(name)
-            .unwrap_or_else(|| panic!("no field {name}"))
-            .into_owned()
-    };
-    let text = |message: &DynamicMessage, name: &str| {
-        field(message, name).as_str().expect("a string").to_owned()
-    };
-    let list = |message: &DynamicMessage, name: &str| -> Vec<DynamicMessage> {
-        field(message, name)
-            .as_list()
-            .expect("a list")
-            .iter()
-            .map(|m| m.as_message().expect("a message").clone())
-            .collect()
-    };
-    list(&push, "streams")
-        .iter()
-        .map(|stream| {
-            let entries = list(stream, "entries")
-                .iter()
-                .map(|entry| {
-                    let time = field(entry, "timestamp");
-                    let time = time.as_message().expect("a timestamp");
-                    let metadata = list(entry, "structuredMetadata")
-                        .iter()
-                        .map(|pair| (text(pair, "name"), text(pair, "value")))
-                        .collect();
-                    (
-                        field(time, "seconds").as_i64().expect("seconds"),
-                        field(time, "nanos").as_i32().expect("nanos"),
-                        text(entry, "line"),
-                        metadata,
-                    )
-                })
+    loki_streams(&request.body)
+        .into_iter()
+        .map(|(labels, entries)| {
+            let entries = entries
+                .into_iter()
+                .map(|e| (e.seconds, e.nanos, e.line, e.metadata))
                 .collect();
-            (text(stream, "labels"), entries)
+            (labels, entries)
         })
         .collect()
 }

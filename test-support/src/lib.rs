@@ -8,6 +8,8 @@
 //! - [`remote_write_receiver`]: a recording remote-write receiver with scripted answers.
 //! - [`recording_receiver`]: a recording HTTP receiver for any push protocol, keeping
 //!   raw bodies for the test to decode independently, with scripted answers.
+//! - [`loki`]: Loki pushes decoded with Loki's published `push.proto`, independent of
+//!   the product's structs.
 //! - [`peers`]: real nginx and Prometheus processes on loopback.
 //! - [`tls`]: certificates made per run and nginx terminating mutual TLS with them.
 //! - [`journal`]: journal files written by the real `systemd-journal-remote` (and a
@@ -19,6 +21,7 @@ pub mod fake_inventory;
 pub mod fake_observer;
 pub mod http;
 pub mod journal;
+pub mod loki;
 pub mod peers;
 pub mod process;
 pub mod recording_receiver;
