@@ -371,6 +371,13 @@ fn without_sampling_nothing_is_sampled_and_tracestate_is_untouched() {
     assert_eq!(batch, before);
 }
 
+/// One pipeline's processing is shared by the tasks receiving its pushes.
+#[test]
+fn processing_is_shared_between_tasks() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<TraceProcessing>();
+}
+
 /// Every processor on one batch under a fake clock, with exact counts.
 #[test]
 fn every_processor_counts_what_it_drops() {

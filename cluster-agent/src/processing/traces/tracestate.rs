@@ -435,6 +435,25 @@ mod tests {
         assert_eq!(TraceState::parse(&most).others.len(), 32);
     }
 
+    /// A pushed tracestate may be as large as the push limits allow: reading it is one
+    /// pass, stopping at the 33rd member, and nothing of an invalid one is kept.
+    #[test]
+    fn huge_tracestates_are_read_in_one_pass_and_bounded() {
+        let commas = ",".repeat(1 << 20);
+        assert_eq!(TraceState::parse(&commas), TraceState::default());
+        let members = "a=b,".repeat(1 << 18);
+        assert_eq!(TraceState::parse(&members), TraceState::default());
+        let value = format!("a={}", "v".repeat(1 << 20));
+        assert_eq!(TraceState::parse(&value), TraceState::default());
+        let ot = format!("ot=th:8;{}", "x:1;".repeat(1 << 18));
+        let state = TraceState::parse(&ot);
+        assert_eq!(
+            state.ot, None,
+            "a value over 256 characters makes the whole tracestate invalid"
+        );
+        assert_eq!(state.with_threshold(0xc0000000000000), "ot=th:c");
+    }
+
     #[test]
     fn writing_keeps_the_w3c_and_opentelemetry_limits() {
         // 32 other members: adding `ot` drops the right-most.
