@@ -1,10 +1,13 @@
 //! What happens to data between collection and the buffer, per pipeline: for
 //! samples, Prometheus metric relabeling ([`relabel`]), then the keep/drop filter by
 //! metric name ([`process_sample`]); for log records, [`logs`] (JSON bodies, severity,
-//! trace context, filters, attribute actions, de-dotting, size cap, rate limits).
+//! trace context, filters, attribute actions, de-dotting, size cap, rate limits); for
+//! spans, [`traces`] (consistent probability sampling, dropSpans, the span rate limit,
+//! attribute set/delete/hash).
 
 pub mod logs;
 pub mod relabel;
+pub mod traces;
 
 use kaas_pipeline::processors::ValidatedProcessors;
 

@@ -2,8 +2,12 @@
 //! the specification allows, and hostile bodies refused by the limit they cross.
 
 use kaas_proto::otlp::any_value::Value;
+use kaas_proto::otlp::{
+    AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, Resource,
+};
 
 use super::*;
+use crate::otlp_logs::MAX_VALUE_DEPTH;
 
 fn text(value: &str) -> Option<AnyValue> {
     Some(AnyValue {
