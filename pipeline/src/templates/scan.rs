@@ -105,8 +105,12 @@ fn forbidden_place(path: &str) -> Option<&'static str> {
              placeholder",
         );
     }
-    let label_name = last_field(path) == "targetLabel"
-        || (list_of(path).is_some() && (in_list_named("sourceLabels") || in_list_named("labels")))
+    // Relabel rules also take Prometheus' own field names.
+    let label_name = matches!(last_field(path), "targetLabel" | "target_label")
+        || (list_of(path).is_some()
+            && ["sourceLabels", "source_labels", "labels"]
+                .into_iter()
+                .any(in_list_named))
         || (last_field(path) == "key" && in_list_named("matchExpressions"));
     label_name.then_some(
         "a label name cannot be a placeholder: reserved and sealed labels are refused where the \
