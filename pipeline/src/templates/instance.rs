@@ -645,3 +645,331 @@ fn bind(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::ProviderPolicy;
+    use crate::templates::{PipelineTemplate, validate_template};
+
+    const TEMPLATE: &str = r#"
+metadata: {name: otlp-token}
+spec:
+  pipelineKind: TracePipeline
+  placeholders:
+    - {name: endpoint, type: url, description: The OTLP endpoint., required: true}
+    - {name: token, type: secret, description: The bearer token., required: true}
+    - {name: timeout, type: duration, description: The export timeout., default: 30s}
+    - {name: tenant, type: string, description: The tenant header's value., default: shop}
+  template:
+    spec:
+      output:
+        otlp:
+          endpoint: "%{endpoint}"
+          timeout: "%{timeout}"
+          headers: [{name: X-Tenant, value: "%{tenant}"}]
+          authentication: {bearerToken: {value: "%{token}"}}
+"#;
+
+    fn context() -> ValidationContext {
+        ValidationContext::tenant_default()
+    }
+
+    fn template() -> ValidatedTemplate {
+        let resource: PipelineTemplate = serde_yaml::from_str(TEMPLATE).unwrap();
+        validate_template(&resource, &context()).expect("a valid template")
+    }
+
+    fn instance(spec: &str) -> Result<ValidatedInstance, ValidationErrors> {
+        let text = format!("metadata: {{name: shop-traces}}\nspec:\n{spec}");
+        let resource: PipelineInstance = serde_yaml::from_str(&text).unwrap();
+        validate_instance(&resource, &context())
+    }
+
+    const BOUND: &str = r#"
+  template: {name: otlp-token}
+  bindings:
+    endpoint: {value: "https://tempo.shop.example:4317"}
+    token: {secretKeyRef: {name: tempo-binding, namespace: kaas-observer, key: token}}
+"#;
+
+    fn rendered(spec: &str, values: KeyValues<'_>) -> Result<RenderedPipeline, Vec<String>> {
+        let instance = instance(spec).map_err(|e| e.lines())?;
+        render(&template(), 4, &instance, values, &context()).map_err(|e| e.lines())
+    }
+
+    fn trace(pipeline: ValidatedResource) -> Box<crate::traces::ValidatedTracePipeline> {
+        match pipeline {
+            ValidatedResource::Trace(pipeline) => pipeline,
+            other => panic!("a TracePipeline, got {}", other.kind()),
+        }
+    }
+
+    #[test]
+    fn a_bound_instance_renders_with_defaults_and_a_secret_reference() {
+        let rendered = rendered(BOUND, KeyValues::Deferred).expect("renders");
+        assert_eq!(
+            (rendered.template(), rendered.generation()),
+            ("otlp-token", 4)
+        );
+        let pipeline = trace(rendered.into_pipeline().expect("nothing pending"));
+        assert_eq!(pipeline.name(), "shop-traces");
+        let otlp = pipeline.spec().output.otlp.as_ref().unwrap();
+        assert_eq!(otlp.endpoint, "https://tempo.shop.example:4317");
+        assert_eq!(otlp.timeout.as_deref(), Some("30s"));
+        assert_eq!(otlp.headers[0].value.as_ref().unwrap().expose(), "shop");
+        let token = otlp
+            .authentication
+            .as_ref()
+            .unwrap()
+            .bearer_token
+            .as_ref()
+            .unwrap();
+        assert!(token.value.is_none(), "the secret is never a value");
+        assert_eq!(token.secret_ref().unwrap().name, "tempo-binding");
+    }
+
+    #[test]
+    fn unbound_required_placeholders_are_named() {
+        let errors = rendered("  template: {name: otlp-token}\n", KeyValues::Deferred).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                r#"spec.bindings["endpoint"]: required by template "otlp-token": The OTLP endpoint. (url); bind it to a value, a Secret or ConfigMap key"#,
+                r#"spec.bindings["token"]: required by template "otlp-token": The bearer token. (secret); bind it to a value, a Secret or ConfigMap key"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn wrongly_typed_static_values_are_named() {
+        let spec = BOUND.replace("https://tempo.shop.example:4317", "tempo:4317")
+            + "    timeout: {value: soon}\n";
+        let errors = rendered(&spec, KeyValues::Deferred).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                r#"spec.bindings["endpoint"].value: "tempo:4317" is not a url: an absolute http(s) URL without credentials in it, which %{endpoint} (url) needs"#,
+                r#"spec.bindings["timeout"].value: "soon" is not a duration: a number and a unit (ms, s, m, h, d, w, y), which %{timeout} (duration) needs"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_secret_takes_only_a_secret_key() {
+        let as_value = BOUND.replace(
+            "token: {secretKeyRef: {name: tempo-binding, namespace: kaas-observer, key: token}}",
+            "token: {value: hunter2}",
+        );
+        let errors = rendered(&as_value, KeyValues::Deferred).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with(r#"spec.bindings["token"].value: %{token} is a secret"#));
+        assert!(!errors[0].contains("hunter2"));
+        let from_config_map = BOUND.replace("token: {secretKeyRef:", "token: {configMapKeyRef:");
+        let errors = rendered(&from_config_map, KeyValues::Deferred).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                r#"spec.bindings["token"].configMapKeyRef: %{token} is a secret: bind it to a Secret key, not a ConfigMap's"#
+            ]
+        );
+    }
+
+    #[test]
+    fn bindings_name_declared_placeholders_and_existing_defaults() {
+        let spec = format!("{BOUND}    region: {{value: eu}}\n    endpoint2: {{default: true}}\n");
+        let errors = rendered(&spec, KeyValues::Deferred).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.starts_with(
+                r#"spec.bindings["region"]: template "otlp-token" declares no placeholder %{region}; it declares endpoint, token, timeout, tenant"#
+            )),
+            "{errors:?}"
+        );
+        let default_less = BOUND.replace(
+            r#"endpoint: {value: "https://tempo.shop.example:4317"}"#,
+            "endpoint: {default: true}",
+        );
+        let errors = rendered(&default_less, KeyValues::Deferred).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                r#"spec.bindings["endpoint"].default: %{endpoint} has no default; bind it to a value or a key"#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_refused_where_it_stands_is_blamed_on_its_binding() {
+        let spec = format!("{BOUND}    tenant: {{value: \"shop\\nX-Evil: 1\"}}\n");
+        let errors = rendered(&spec, KeyValues::Deferred).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                r#"spec.bindings["tenant"]: contains a control character (such as a line break), which HTTP headers cannot carry (where %{tenant} stands, spec.template.spec.output.otlp.headers[0].value)"#
+            ]
+        );
+        let mut policy = ProviderPolicy::tenant_default();
+        policy.central_endpoints =
+            vec![url::Url::parse("https://tempo.shop.example:4317").unwrap()];
+        let instance = instance(BOUND).unwrap();
+        let errors = render(
+            &template(),
+            1,
+            &instance,
+            KeyValues::Deferred,
+            &ValidationContext::observer(policy),
+        )
+        .unwrap_err()
+        .lines();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                r#"spec.bindings["endpoint"]: this is the provider's central receiver"#
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_bound_value_is_inserted_once_never_expanded_again() {
+        let spec = format!("{BOUND}    tenant: {{value: \"%{{endpoint}}-%%{{x}}\"}}\n");
+        let pipeline = trace(
+            rendered(&spec, KeyValues::Deferred)
+                .unwrap()
+                .into_pipeline()
+                .unwrap(),
+        );
+        let header = &pipeline.spec().output.otlp.as_ref().unwrap().headers[0];
+        assert_eq!(header.value.as_ref().unwrap().expose(), "%{endpoint}-%%{x}");
+    }
+
+    #[test]
+    fn key_bound_values_are_pending_for_the_observer_and_read_by_the_agent() {
+        let spec = BOUND.replace(
+            r#"endpoint: {value: "https://tempo.shop.example:4317"}"#,
+            "endpoint: {configMapKeyRef: {name: tempo, namespace: kaas-observer, key: url}}",
+        );
+        let rendered_here = rendered(&spec, KeyValues::Deferred).expect("renders with a sample");
+        let key = KeyRef {
+            source: KeySource::ConfigMap,
+            namespace: "kaas-observer".into(),
+            name: "tempo".into(),
+            key: "url".into(),
+        };
+        assert_eq!(
+            rendered_here.pending(),
+            [PendingBinding {
+                placeholder: "endpoint".into(),
+                type_: PlaceholderType::Url,
+                key: key.clone()
+            }]
+        );
+        let preview = trace(rendered_here.preview().clone());
+        assert_eq!(
+            preview.spec().output.otlp.as_ref().unwrap().endpoint,
+            "https://sample.example"
+        );
+        assert!(
+            rendered_here.into_pipeline().is_err(),
+            "never run with a sample"
+        );
+
+        let read = BTreeMap::from([(key.clone(), "https://tempo.internal:4317".to_owned())]);
+        let agent = rendered(&spec, KeyValues::Resolved(&read)).expect("renders");
+        let pipeline = trace(agent.into_pipeline().expect("complete"));
+        assert_eq!(
+            pipeline.spec().output.otlp.as_ref().unwrap().endpoint,
+            "https://tempo.internal:4317"
+        );
+
+        let missing = rendered(&spec, KeyValues::Resolved(&BTreeMap::new())).unwrap_err();
+        assert_eq!(
+            missing,
+            [
+                r#"spec.bindings["endpoint"].configMapKeyRef: ConfigMap kaas-observer/tempo key "url" does not exist"#
+            ]
+        );
+        let wrong = BTreeMap::from([(key, "s3cret-ish".to_owned())]);
+        let errors = rendered(&spec, KeyValues::Resolved(&wrong)).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(!errors[0].contains("s3cret"), "{errors:?}");
+    }
+
+    #[test]
+    fn the_template_name_and_a_pinned_generation_must_match() {
+        let spec = BOUND.replace("{name: otlp-token}", "{name: otlp-token, generation: 3}");
+        assert_eq!(
+            rendered(&spec, KeyValues::Deferred).unwrap_err(),
+            ["spec.template.generation: pins generation 3, but was rendered with generation 4"]
+        );
+        let other = BOUND.replace("{name: otlp-token}", "{name: other}");
+        assert_eq!(
+            rendered(&other, KeyValues::Deferred).unwrap_err(),
+            [r#"spec.template.name: names template "other", but was rendered with "otlp-token""#]
+        );
+    }
+
+    #[test]
+    fn inputs_and_clusters_narrow_never_widen() {
+        let spec = format!(
+            "{BOUND}  inputs: {{namespaces: [shop, kube-system]}}\n  clusterSelector: {{matchLabels: {{env: prod}}}}\n"
+        );
+        let pipeline = trace(
+            rendered(&spec, KeyValues::Deferred)
+                .unwrap()
+                .into_pipeline()
+                .unwrap(),
+        );
+        let namespaces = &pipeline.spec().input.namespaces;
+        assert_eq!(
+            namespaces.include,
+            ["shop"],
+            "kube-system is not the template's to give"
+        );
+        assert_eq!(pipeline.spec().cluster_selector.match_labels["env"], "prod");
+        let pods = format!("{BOUND}  inputs: {{podSelector: {{matchLabels: {{app: shop}}}}}}\n");
+        assert_eq!(
+            rendered(&pods, KeyValues::Deferred).unwrap_err(),
+            [
+                "spec.inputs.podSelector: a TracePipeline takes pushed spans, whose pods' labels it cannot check; narrow with namespaces"
+            ]
+        );
+        let nothing = format!("{BOUND}  inputs: {{namespaces: [kube-system]}}\n");
+        let errors = rendered(&nothing, KeyValues::Deferred).unwrap_err();
+        assert!(errors[0].starts_with("spec.inputs.namespaces: the template's otlp and zipkin input takes none of kube-system"), "{errors:?}");
+    }
+
+    #[test]
+    fn an_instance_is_checked_before_its_template_is_known() {
+        let errors = instance(
+            r#"
+  template: {name: Otlp_Token, generation: 0}
+  bindings:
+    endpoint: {value: "https://x.example", default: true}
+    token: {secretKeyRef: {name: t, namespace: kube-system, key: token}}
+    "bad-name": {default: true}
+    empty: {}
+  inputs: {namespaces: [Shop]}
+"#,
+        )
+        .unwrap_err()
+        .lines();
+        let paths: Vec<&str> = errors
+            .iter()
+            .filter_map(|e| e.split_once(": ").map(|(p, _)| p))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.template.name",
+                "spec.template.generation",
+                r#"spec.bindings["bad-name"]"#,
+                r#"spec.bindings["empty"]"#,
+                r#"spec.bindings["endpoint"]"#,
+                r#"spec.bindings["token"].secretKeyRef.namespace"#,
+                "spec.inputs.namespaces[0]",
+            ],
+            "{errors:#?}"
+        );
+    }
+}

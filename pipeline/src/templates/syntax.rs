@@ -2,6 +2,9 @@
 //! bound to `name`, `%%{` is a literal `%{`, and every other character (`%` alone,
 //! `$`, `{`, `}`) is itself. See the [module doc](super) for why this syntax.
 //!
+//! Since `%%{` is always the escape, a literal `%` directly before a placeholder
+//! cannot be written (`%%{a}` is the text `%{a}`); put the `%` into the bound value.
+//!
 //! A string is [parsed](parse) once into literal text and placeholders; [`substitute`]
 //! joins the pieces with the bound values in a single pass, so a value that itself
 //! contains `%{...}` (or `%%{`) is inserted as it is and never expanded again.
@@ -143,8 +146,10 @@ mod tests {
     #[test]
     fn the_escape_is_a_literal_open() {
         assert_eq!(render("%%{name}", "x"), "%{name}");
-        assert_eq!(render("%%%{name}", "x"), "%x");
-        assert_eq!(render("%%%%{name}", "x"), "%%{name}");
+        // `%%{` is always the escape, so the `%` before it is plain text.
+        assert_eq!(render("%%%{name}", "x"), "%%{name}");
+        assert_eq!(render("%%%%{name}", "x"), "%%%{name}");
+        assert_eq!(render("%N%{name}", "x"), "%Nx");
         assert_eq!(render("100%%{a}%{a}", "x"), "100%{a}x");
     }
 
