@@ -1179,27 +1179,6 @@ fn testdata(dir: &str) -> PathBuf {
         .join(dir)
 }
 
-fn files_in(dir: &Path) -> BTreeSet<String> {
-    fs::read_dir(dir)
-        .expect("fixture directory exists")
-        .map(|entry| {
-            let name = entry.expect("readable directory entry").file_name();
-            name.into_string().expect("UTF-8 file name")
-        })
-        .filter(|name| name.ends_with(".yaml") || name.ends_with(".json"))
-        .collect()
-}
-
-fn messages<T>(documents: &[Document<T>]) -> Vec<String> {
-    documents
-        .iter()
-        .flat_map(|d| match &d.outcome {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors.lines(),
-        })
-        .collect()
-}
-
 #[test]
 fn there_are_at_least_forty_rejected_fixtures() {
     assert!(BAD.len() >= 40, "only {} bad fixtures", BAD.len());
@@ -1207,37 +1186,14 @@ fn there_are_at_least_forty_rejected_fixtures() {
 
 #[test]
 fn every_bad_fixture_is_paired_with_its_messages() {
-    let on_disk = files_in(&testdata("bad"));
-    let in_table: BTreeSet<String> = BAD.iter().map(|(name, _)| (*name).to_owned()).collect();
-    assert_eq!(
-        on_disk.difference(&in_table).collect::<Vec<_>>(),
-        Vec::<&String>::new(),
-        "fixtures without expected messages"
-    );
-    assert_eq!(
-        in_table.difference(&on_disk).collect::<Vec<_>>(),
-        Vec::<&String>::new(),
-        "expected messages without a fixture"
-    );
+    support::assert_paired(&testdata("bad"), BAD);
 }
 
 #[test]
 fn bad_fixtures_are_refused_with_their_messages() {
-    let mut failures = Vec::new();
-    for (name, expected) in BAD {
-        let text = fs::read_to_string(testdata("bad").join(name)).unwrap();
-        let documents = parse_documents(&text, &context_for(name));
-        assert!(!documents.is_empty(), "{name}: no document found");
-        if documents.iter().any(|d| d.outcome.is_ok()) {
-            failures.push(format!("{name}: accepted"));
-            continue;
-        }
-        let got = messages(&documents);
-        if got != *expected {
-            failures.push(format!("{name}:\n  expected {expected:#?}\n  got {got:#?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    support::assert_refused(&testdata("bad"), BAD, |name, text| {
+        parse_documents(text, &context_for(name))
+    });
 }
 
 #[test]
@@ -1264,7 +1220,7 @@ fn good_documents() -> Vec<(String, Document<ValidatedResource>)> {
     let mut all = Vec::new();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines");
     for dir in [testdata("good"), examples] {
-        for name in files_in(&dir) {
+        for name in support::files_in(&dir) {
             let text = fs::read_to_string(dir.join(&name)).expect("readable fixture");
             let documents = parse_documents(&text, &context_for(&name));
             assert!(!documents.is_empty(), "{name}: no document found");
@@ -1467,7 +1423,7 @@ spec:
 "#
     );
     let documents = parse_pipelines(&text, &ValidationContext::tenant_default());
-    let errors = messages(&documents);
+    let errors = support::messages(&documents);
     assert!(
         errors.len() >= 4,
         "expected several errors, got {errors:#?}"
@@ -1587,7 +1543,7 @@ fn good_fixtures_cover_every_log_input_and_output_kind() {
 fn examples_hold_a_log_pipeline_for_each_output() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines");
     let mut outputs = BTreeSet::new();
-    for name in files_in(&dir) {
+    for name in support::files_in(&dir) {
         let text = fs::read_to_string(dir.join(&name)).expect("readable example");
         for document in serde_yaml::Deserializer::from_str(&text) {
             let value = serde_yaml::Value::deserialize(document).expect("YAML");
@@ -1729,7 +1685,7 @@ fn good_fixtures_cover_every_trace_input_and_section() {
 fn examples_hold_trace_pipelines_for_both_otlp_transports() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines");
     let mut protocols = BTreeSet::new();
-    for name in files_in(&dir) {
+    for name in support::files_in(&dir) {
         let text = fs::read_to_string(dir.join(&name)).expect("readable example");
         for document in serde_yaml::Deserializer::from_str(&text) {
             let value = serde_yaml::Value::deserialize(document).expect("YAML");

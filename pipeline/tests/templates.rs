@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kaas_pipeline::document::{Document, ValidatedResource};
+use kaas_pipeline::document::ValidatedResource;
 use kaas_pipeline::templates::{
     KeyValues, PipelineInstance, PlaceholderType, ValidatedTemplate, parse_templates, render,
     validate_instance,
@@ -208,30 +208,6 @@ fn dir(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-fn yaml_files(dir: &Path) -> BTreeSet<String> {
-    fs::read_dir(dir)
-        .expect("fixture directory exists")
-        .map(|entry| {
-            entry
-                .expect("a directory entry")
-                .file_name()
-                .into_string()
-                .expect("UTF-8")
-        })
-        .filter(|name| name.ends_with(".yaml"))
-        .collect()
-}
-
-fn messages(documents: &[Document<ValidatedTemplate>]) -> Vec<String> {
-    documents
-        .iter()
-        .flat_map(|d| match &d.outcome {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors.lines(),
-        })
-        .collect()
-}
-
 #[test]
 fn there_are_at_least_fifteen_rejected_templates() {
     assert!(BAD.len() >= 15, "only {} bad template fixtures", BAD.len());
@@ -239,33 +215,14 @@ fn there_are_at_least_fifteen_rejected_templates() {
 
 #[test]
 fn every_bad_template_is_paired_with_its_messages() {
-    let on_disk = yaml_files(&dir("testdata/templates/bad"));
-    let in_table: BTreeSet<String> = BAD.iter().map(|(name, _)| (*name).to_owned()).collect();
-    assert_eq!(
-        on_disk.symmetric_difference(&in_table).collect::<Vec<_>>(),
-        Vec::<&String>::new(),
-        "fixtures without expected messages, or messages without a fixture"
-    );
+    support::assert_paired(&dir("testdata/templates/bad"), BAD);
 }
 
 #[test]
 fn bad_templates_are_refused_with_their_messages() {
-    let bad = dir("testdata/templates/bad");
-    let mut failures = Vec::new();
-    for (name, expected) in BAD {
-        let text = fs::read_to_string(bad.join(name)).expect("readable fixture");
-        let documents = parse_templates(&text, &context_for(name));
-        assert_eq!(documents.len(), 1, "{name}: one document");
-        if documents.iter().any(|d| d.outcome.is_ok()) {
-            failures.push(format!("{name}: accepted"));
-            continue;
-        }
-        let got = messages(&documents);
-        if got != *expected {
-            failures.push(format!("{name}:\n  expected {expected:#?}\n  got {got:#?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    support::assert_refused(&dir("testdata/templates/bad"), BAD, |name, text| {
+        parse_templates(text, &context_for(name))
+    });
 }
 
 #[test]
@@ -336,7 +293,7 @@ fn instance_of(template: &ValidatedTemplate) -> kaas_pipeline::templates::Valida
 #[test]
 fn bundled_templates_are_accepted_and_render() {
     let examples = dir("../examples/templates");
-    let names = yaml_files(&examples);
+    let names = support::files_in(&examples);
     assert_eq!(
         names,
         BTreeSet::from(
@@ -352,16 +309,7 @@ fn bundled_templates_are_accepted_and_render() {
     for name in names {
         let template = template(&examples.join(&name));
         let instance = instance_of(&template);
-        let rendered = render(
-            &template,
-            1,
-            &instance,
-            KeyValues::Deferred,
-            &ValidationContext::tenant_default(),
-        )
-        .unwrap_or_else(|errors| panic!("{name}: {errors}"));
-        assert!(rendered.pending().is_empty(), "{name}");
-        let pipeline = rendered.into_pipeline().expect("nothing pending");
+        let pipeline = rendered_from(&template, 1, &instance);
         assert_eq!(pipeline.name(), format!("my-{}", template.name()));
         assert!(
             !pipeline_secret_names(&pipeline).is_empty(),
@@ -381,6 +329,25 @@ fn pipeline_secret_names(pipeline: &ValidatedResource) -> Vec<String> {
     refs.into_iter().map(|r| r.name.clone()).collect()
 }
 
+/// The complete pipeline `instance` renders to from `generation` of `template`, as the
+/// observer renders it.
+fn rendered_from(
+    template: &ValidatedTemplate,
+    generation: i64,
+    instance: &kaas_pipeline::templates::ValidatedInstance,
+) -> ValidatedResource {
+    let rendered = render(
+        template,
+        generation,
+        instance,
+        KeyValues::Deferred,
+        &ValidationContext::tenant_default(),
+    )
+    .expect("renders");
+    assert_eq!(rendered.generation(), generation);
+    rendered.into_pipeline().expect("complete")
+}
+
 #[test]
 fn the_elasticsearch_template_de_dots_and_keeps_its_index_specifiers() {
     let template = template(&dir("../examples/templates/elasticsearch-dedot.yaml"));
@@ -396,16 +363,7 @@ spec:
     indexPrefix: {value: shop}
 "#,
     );
-    let rendered = render(
-        &template,
-        2,
-        &instance,
-        KeyValues::Deferred,
-        &ValidationContext::tenant_default(),
-    )
-    .expect("renders");
-    assert_eq!(rendered.generation(), 2);
-    let ValidatedResource::Log(pipeline) = rendered.into_pipeline().expect("complete") else {
+    let ValidatedResource::Log(pipeline) = rendered_from(&template, 2, &instance) else {
         panic!("a LogPipeline");
     };
     assert!(pipeline.dedot());
@@ -443,15 +401,7 @@ spec:
     team: {value: "%{url}"}
 "#,
     );
-    let rendered = render(
-        &template,
-        1,
-        &instance,
-        KeyValues::Deferred,
-        &ValidationContext::tenant_default(),
-    )
-    .expect("renders");
-    let ValidatedResource::Metric(pipeline) = rendered.into_pipeline().expect("complete") else {
+    let ValidatedResource::Metric(pipeline) = rendered_from(&template, 1, &instance) else {
         panic!("a MetricPipeline");
     };
     let rules = &pipeline.spec().processors.relabel_configs;

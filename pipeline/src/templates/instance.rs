@@ -411,81 +411,8 @@ pub fn render(
 ) -> Result<RenderedPipeline, ValidationErrors> {
     let mut errors = FieldErrors::default();
     let spec = &instance.resource.spec;
-    if spec.template.name != template.name() {
-        errors.add(
-            "spec.template.name",
-            format!(
-                "names template {:?}, but was rendered with {:?}",
-                spec.template.name,
-                template.name()
-            ),
-        );
-    }
-    if let Some(pinned) = spec.template.generation
-        && pinned != generation
-    {
-        errors.add(
-            "spec.template.generation",
-            format!("pins generation {pinned}, but was rendered with generation {generation}"),
-        );
-    }
-    for name in spec.bindings.keys() {
-        if template.placeholder(name).is_none() {
-            let declared: Vec<&str> = template
-                .placeholders()
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect();
-            errors.add(
-                key("spec.bindings", name),
-                format!(
-                    "template {:?} declares no placeholder %{{{name}}}; it declares {}",
-                    template.name(),
-                    declared.join(", ")
-                ),
-            );
-        }
-    }
-    let sample = sample_secret(context);
-    let mut pending = Vec::new();
-    let mut fills: BTreeMap<&str, Fill> = BTreeMap::new();
-    for placeholder in template.placeholders() {
-        let path = key("spec.bindings", &placeholder.name);
-        let bound = match spec.bindings.get(&placeholder.name) {
-            Some(binding) => bind(
-                placeholder,
-                binding,
-                &path,
-                values,
-                &mut errors,
-                &mut pending,
-            ),
-            None if placeholder.required => {
-                errors.add(
-                    &path,
-                    format!(
-                        "required by template {:?}: {} ({}); bind it to a value, a Secret or \
-                         ConfigMap key{}",
-                        template.name(),
-                        placeholder.description,
-                        placeholder.type_.name(),
-                        if placeholder.default.is_some() {
-                            " or the default"
-                        } else {
-                            ""
-                        }
-                    ),
-                );
-                None
-            }
-            None => placeholder.default.clone().map(Fill::Text),
-        };
-        let fallback = || match placeholder.type_ {
-            PlaceholderType::Secret => Fill::Secret(sample.clone()),
-            other => Fill::Text(other.sample().to_owned()),
-        };
-        fills.insert(&placeholder.name, bound.unwrap_or_else(fallback));
-    }
+    check_names(template, generation, spec, &mut errors);
+    let (fills, pending) = fills_for(template, spec, values, context, &mut errors);
     let filled = fill(template.spec_json(), &|name| {
         fills
             .get(name)
@@ -554,6 +481,96 @@ pub fn render(
             Err(errors.into_errors())
         }
     }
+}
+
+/// Checks that `spec` names `template` and, if it pins one, `generation`; and binds
+/// only placeholders the template declares.
+fn check_names(
+    template: &ValidatedTemplate,
+    generation: i64,
+    spec: &PipelineInstanceSpec,
+    errors: &mut FieldErrors,
+) {
+    if spec.template.name != template.name() {
+        errors.add(
+            "spec.template.name",
+            format!(
+                "names template {:?}, but was rendered with {:?}",
+                spec.template.name,
+                template.name()
+            ),
+        );
+    }
+    if let Some(pinned) = spec.template.generation
+        && pinned != generation
+    {
+        errors.add(
+            "spec.template.generation",
+            format!("pins generation {pinned}, but was rendered with generation {generation}"),
+        );
+    }
+    for name in spec.bindings.keys() {
+        if template.placeholder(name).is_none() {
+            let declared: Vec<&str> = template
+                .placeholders()
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            errors.add(
+                key("spec.bindings", name),
+                format!(
+                    "template {:?} declares no placeholder %{{{name}}}; it declares {}",
+                    template.name(),
+                    declared.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// What each placeholder is filled with (a sample where its binding fails, with an
+/// error), and the bindings left for the agent.
+fn fills_for<'t>(
+    template: &'t ValidatedTemplate,
+    spec: &PipelineInstanceSpec,
+    values: KeyValues<'_>,
+    context: &ValidationContext,
+    errors: &mut FieldErrors,
+) -> (BTreeMap<&'t str, Fill>, Vec<PendingBinding>) {
+    let sample = sample_secret(context);
+    let mut pending = Vec::new();
+    let mut fills: BTreeMap<&str, Fill> = BTreeMap::new();
+    for placeholder in template.placeholders() {
+        let path = key("spec.bindings", &placeholder.name);
+        let bound = match spec.bindings.get(&placeholder.name) {
+            Some(binding) => bind(placeholder, binding, &path, values, errors, &mut pending),
+            None if placeholder.required => {
+                errors.add(
+                    &path,
+                    format!(
+                        "required by template {:?}: {} ({}); bind it to a value, a Secret or \
+                         ConfigMap key{}",
+                        template.name(),
+                        placeholder.description,
+                        placeholder.type_.name(),
+                        if placeholder.default.is_some() {
+                            " or the default"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                None
+            }
+            None => placeholder.default.clone().map(Fill::Text),
+        };
+        let fallback = || match placeholder.type_ {
+            PlaceholderType::Secret => Fill::Secret(sample.clone()),
+            other => Fill::Text(other.sample().to_owned()),
+        };
+        fills.insert(&placeholder.name, bound.unwrap_or_else(fallback));
+    }
+    (fills, pending)
 }
 
 /// What `binding` fills `placeholder` with, or `None` (and an error) when it cannot.

@@ -43,9 +43,9 @@ pub fn parse(text: &str) -> Result<Vec<Segment>, String> {
     while let Some(at) = rest.find('%') {
         literal.push_str(&rest[..at]);
         let tail = &rest[at..];
-        if tail.starts_with(ESCAPE) {
+        if let Some(after) = tail.strip_prefix(ESCAPE) {
             literal.push_str(OPEN);
-            rest = &tail[ESCAPE.len()..];
+            rest = after;
         } else if let Some(inner) = tail.strip_prefix(OPEN) {
             let Some(end) = inner.find('}') else {
                 return Err(format!(

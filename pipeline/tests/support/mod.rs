@@ -2,11 +2,76 @@
 //! (each `errors.add` with a message written there) and checking that each has a
 //! rejected fixture whose expected message carries it.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use kaas_pipeline::document::Document;
+
+/// The YAML and JSON files in `dir`, by name.
+pub fn files_in(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .expect("fixture directory exists")
+        .map(|entry| {
+            let name = entry.expect("readable directory entry").file_name();
+            name.into_string().expect("UTF-8 file name")
+        })
+        .filter(|name| name.ends_with(".yaml") || name.ends_with(".json"))
+        .collect()
+}
+
+/// Every error message of `documents`, in order.
+pub fn messages<T>(documents: &[Document<T>]) -> Vec<String> {
+    documents
+        .iter()
+        .flat_map(|d| match &d.outcome {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.lines(),
+        })
+        .collect()
+}
+
+/// Fails unless the fixtures in `dir` and the names in `table` are the same.
+pub fn assert_paired(dir: &Path, table: &[(&str, &[&str])]) {
+    let on_disk = files_in(dir);
+    let in_table: BTreeSet<String> = table.iter().map(|(name, _)| (*name).to_owned()).collect();
+    assert_eq!(
+        on_disk.difference(&in_table).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "fixtures without expected messages"
+    );
+    assert_eq!(
+        in_table.difference(&on_disk).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "expected messages without a fixture"
+    );
+}
+
+/// Fails unless every fixture of `table` in `dir`, read by `parse(name, text)`, is
+/// refused with exactly its messages.
+pub fn assert_refused<T>(
+    dir: &Path,
+    table: &[(&str, &[&str])],
+    parse: impl Fn(&str, &str) -> Vec<Document<T>>,
+) {
+    let mut failures = Vec::new();
+    for (name, expected) in table {
+        let text = fs::read_to_string(dir.join(name)).expect("readable fixture");
+        let documents = parse(name, &text);
+        assert!(!documents.is_empty(), "{name}: no document found");
+        if documents.iter().any(|d| d.outcome.is_ok()) {
+            failures.push(format!("{name}: accepted"));
+            continue;
+        }
+        let got = messages(&documents);
+        if got != *expected {
+            failures.push(format!("{name}:\n  expected {expected:#?}\n  got {got:#?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The source files of `dir` (relative to the crate).
-#[allow(dead_code)] // each test file uses what it needs
 pub fn sources_in(dir: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     fs::read_dir(&dir)
