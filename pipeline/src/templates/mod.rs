@@ -44,13 +44,15 @@
 //! `quantity`, or `secret`, which is bound to a Secret key only and stands only as the
 //! whole `value` of a credential, TLS material or header value, where the model accepts
 //! `valueFrom.secretKeyRef` (it is rendered as exactly that, so the observer never sees
-//! the value). Credentials and TLS material take secret placeholders only. A header
-//! name and a label name (relabel `targetLabel` and `sourceLabels`, Loki stream
+//! the value). Credentials and TLS keys and certificates take secret placeholders
+//! only (a CA is public). A header name and a label name (relabel `targetLabel` and `sourceLabels`, Loki stream
 //! labels, selector keys) are never placeholders: the reserved headers and labels must
 //! be checked where the template is written, not where it is bound. The central
-//! receive endpoint and the reserved headers are refused wherever a bound value lands,
-//! since every rendered pipeline passes the kind's own validator in the observer's
-//! [`ValidationContext`].
+//! receive endpoint and the reserved headers are refused wherever a default, an
+//! example or a static value lands, since every rendered pipeline passes the kind's own
+//! validator in the observer's [`ValidationContext`]; a value the agent reads from a
+//! Secret or ConfigMap key is checked when the agent renders the instance again with
+//! it ([`instance::KeyValues::Resolved`]), in the agent's context.
 //!
 //! # Validation
 //!

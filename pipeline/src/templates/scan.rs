@@ -119,11 +119,12 @@ fn forbidden_place(path: &str) -> Option<&'static str> {
 }
 
 /// Whether `path` (a `value` field) holds a credential or TLS material, which only a
-/// secret placeholder may fill.
+/// secret placeholder may fill. A CA certificate is public: any placeholder may.
 fn is_credential(path: &str) -> bool {
     let normalized = normalize(path);
     let parts: Vec<&str> = normalized.split('.').collect();
     parts.last() == Some(&"value")
+        && !parts.ends_with(&["tls", "ca", "value"])
         && parts
             .iter()
             .any(|part| matches!(*part, "authentication" | "tls" | "hashKey"))
@@ -335,6 +336,8 @@ mod tests {
             "spec.output.otlp.authentication.basic.password.value"
         ));
         assert!(is_credential("spec.processors.hashKey.value"));
+        assert!(is_credential("spec.output.otlp.tls.key.value"));
+        assert!(!is_credential("spec.output.otlp.tls.ca.value"));
         assert!(!is_credential("spec.output.otlp.headers[0].value"));
     }
 }
