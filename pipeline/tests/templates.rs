@@ -349,6 +349,39 @@ fn rendered_from(
 }
 
 #[test]
+fn the_bundled_instance_narrows_the_oauth2_template_to_the_shop() {
+    let examples = dir("../examples/templates");
+    let template = template(&examples.join("otlp-oauth2.yaml"));
+    let text = fs::read_to_string(examples.join("instances/shop-traces.yaml")).expect("readable");
+    let mut documents =
+        kaas_pipeline::templates::parse_instances(&text, &ValidationContext::tenant_default());
+    let instance = documents.remove(0).outcome.expect("a valid instance");
+    let ValidatedResource::Trace(pipeline) = rendered_from(&template, 7, &instance) else {
+        panic!("a TracePipeline");
+    };
+    assert_eq!(
+        pipeline.spec().input.namespaces.include,
+        ["shop", "shop-staging"]
+    );
+    let oauth2 = pipeline
+        .spec()
+        .output
+        .otlp
+        .as_ref()
+        .unwrap()
+        .authentication
+        .as_ref()
+        .unwrap();
+    let oauth2 = oauth2.oauth2.as_ref().expect("oauth2");
+    assert_eq!(oauth2.token_url, "https://auth.shop.example/oauth2/token");
+    assert_eq!(
+        oauth2.client_secret.secret_ref().expect("a reference").key,
+        "client-secret"
+    );
+    assert_eq!(oauth2.scopes, ["telemetry.write"], "the default");
+}
+
+#[test]
 fn the_elasticsearch_template_de_dots_and_keeps_its_index_specifiers() {
     let template = template(&dir("../examples/templates/elasticsearch-dedot.yaml"));
     let instance = instance(

@@ -335,6 +335,24 @@ pub fn validate_instance(
     })
 }
 
+/// Parses and validates every `PipelineInstance` in `text` (YAML or JSON, several
+/// documents, a list), each on its own, as [`crate::document::parse_documents`] reads
+/// pipelines.
+pub fn parse_instances(
+    text: &str,
+    context: &ValidationContext,
+) -> Vec<crate::document::Document<ValidatedInstance>> {
+    crate::document::parse_text(text, context, |location, value, context| {
+        crate::document::parse_kind(
+            location,
+            value,
+            context,
+            &[INSTANCE_KIND],
+            validate_instance,
+        )
+    })
+}
+
 /// The values of key-bound placeholders, as far as the caller knows them.
 #[derive(Clone, Copy, Debug)]
 pub enum KeyValues<'a> {

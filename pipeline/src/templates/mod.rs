@@ -45,9 +45,10 @@
 //! whole `value` of a credential, TLS material or header value, where the model accepts
 //! `valueFrom.secretKeyRef` (it is rendered as exactly that, so the observer never sees
 //! the value). Credentials and TLS keys and certificates take secret placeholders
-//! only (a CA is public). A header name and a label name (relabel `targetLabel` and `sourceLabels`, Loki stream
-//! labels, selector keys) are never placeholders: the reserved headers and labels must
-//! be checked where the template is written, not where it is bound. The central
+//! only (a CA is public). A header name and a label name (relabel `targetLabel` and
+//! `sourceLabels`, Loki stream labels, selector keys) are never placeholders: the
+//! reserved headers and labels must be checked where the template is written, not
+//! where it is bound. The central
 //! receive endpoint and the reserved headers are refused wherever a default, an
 //! example or a static value lands, since every rendered pipeline passes the kind's own
 //! validator in the observer's [`ValidationContext`]; a value the agent reads from a
@@ -84,7 +85,8 @@ use crate::secret::SecretKeyRef;
 
 pub use self::instance::{
     Binding, INSTANCE_KIND, KeyRef, KeySource, KeyValues, PendingBinding, PipelineInstance,
-    PipelineInstanceSpec, RenderedPipeline, ValidatedInstance, render, validate_instance,
+    PipelineInstanceSpec, RenderedPipeline, ValidatedInstance, parse_instances, render,
+    validate_instance,
 };
 pub use self::kinds::PipelineKind;
 pub use self::placeholder::{Placeholder, PlaceholderType};
