@@ -1,15 +1,17 @@
-//! The `MetricPipeline`, `LogPipeline` and `TracePipeline` CustomResourceDefinitions,
+//! The `MetricPipeline`, `LogPipeline`, `TracePipeline`, `PipelineTemplate` and
+//! `PipelineInstance` CustomResourceDefinitions,
 //! generated from the Rust types so the CRDs, the API and the agent can never disagree.
 //! `deploy/crds/` holds the committed copies; `tests/crd_is_current.rs` fails when one
 //! drifts. Regenerate all of them with
 //! `KAAS_UPDATE_GENERATED=1 cargo test -p kaas-pipeline --test crd_is_current`, or one
-//! with `cargo run -p kaas-pipeline --bin crdgen [-- LogPipeline|TracePipeline] >
+//! with `cargo run -p kaas-pipeline --bin crdgen [-- <Kind>] >
 //! deploy/crds/<plural>.telemetry.kaas-observer.io.yaml`.
 
 use kube::CustomResourceExt;
 
 use crate::logs::LogPipeline;
 use crate::pipeline::MetricPipeline;
+use crate::templates::{PipelineInstance, PipelineTemplate};
 use crate::traces::TracePipeline;
 
 /// File name of the committed `MetricPipeline` CRD under `deploy/crds/`.
@@ -37,6 +39,27 @@ pub fn trace_crd_yaml() -> Result<String, serde_yaml::Error> {
     with_header(
         serde_yaml::to_string(&TracePipeline::crd())?,
         " -- TracePipeline",
+    )
+}
+
+/// File name of the committed `PipelineTemplate` CRD under `deploy/crds/`.
+pub const TEMPLATE_CRD_FILE_NAME: &str = "pipelinetemplates.telemetry.kaas-observer.io.yaml";
+/// File name of the committed `PipelineInstance` CRD under `deploy/crds/`.
+pub const INSTANCE_CRD_FILE_NAME: &str = "pipelineinstances.telemetry.kaas-observer.io.yaml";
+
+/// The `PipelineTemplate` CRD as YAML, with a header saying where it comes from.
+pub fn template_crd_yaml() -> Result<String, serde_yaml::Error> {
+    with_header(
+        serde_yaml::to_string(&PipelineTemplate::crd())?,
+        " -- PipelineTemplate",
+    )
+}
+
+/// The `PipelineInstance` CRD as YAML, with a header saying where it comes from.
+pub fn instance_crd_yaml() -> Result<String, serde_yaml::Error> {
+    with_header(
+        serde_yaml::to_string(&PipelineInstance::crd())?,
+        " -- PipelineInstance",
     )
 }
 

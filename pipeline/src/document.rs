@@ -78,7 +78,7 @@ pub fn parse_documents(
     parse_text(text, context, parse_any_value)
 }
 
-fn parse_text<T>(
+pub(crate) fn parse_text<T>(
     text: &str,
     context: &ValidationContext,
     parse: fn(String, Value, &ValidationContext) -> Document<T>,
@@ -203,7 +203,7 @@ impl<T> Document<T> {
 }
 
 /// Parses a resource of type `R`, accepting the `kinds` listed, and validates it.
-fn parse_kind<R: serde::de::DeserializeOwned, T>(
+pub(crate) fn parse_kind<R: serde::de::DeserializeOwned, T>(
     location: String,
     value: Value,
     context: &ValidationContext,

@@ -72,6 +72,15 @@ impl FieldErrors {
         });
     }
 
+    pub(crate) fn push(&mut self, error: FieldError) {
+        self.0.push(error);
+    }
+
+    /// Every error found; for a collector known to hold at least one.
+    pub(crate) fn into_errors(self) -> ValidationErrors {
+        ValidationErrors(self.0)
+    }
+
     pub(crate) fn extend(&mut self, other: ValidationErrors) {
         self.0.extend(other.0);
     }

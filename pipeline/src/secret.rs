@@ -157,7 +157,12 @@ impl ValueSource {
 }
 
 impl SecretKeyRef {
-    fn validate(&self, path: &str, context: &ValidationContext, errors: &mut FieldErrors) {
+    pub(crate) fn validate(
+        &self,
+        path: &str,
+        context: &ValidationContext,
+        errors: &mut FieldErrors,
+    ) {
         if let Err(reason) = check_dns1123_subdomain(&self.name) {
             errors.add(field(path, "name"), reason);
         }

@@ -5,7 +5,9 @@ use std::fs;
 use std::path::Path;
 
 use kaas_pipeline::crd::{
-    CRD_FILE_NAME, LOG_CRD_FILE_NAME, TRACE_CRD_FILE_NAME, crd_yaml, log_crd_yaml, trace_crd_yaml,
+    CRD_FILE_NAME, INSTANCE_CRD_FILE_NAME, LOG_CRD_FILE_NAME, TEMPLATE_CRD_FILE_NAME,
+    TRACE_CRD_FILE_NAME, crd_yaml, instance_crd_yaml, log_crd_yaml, template_crd_yaml,
+    trace_crd_yaml,
 };
 
 fn check_committed(file_name: &str, fresh: &str) {
@@ -37,6 +39,70 @@ fn committed_log_crd_matches_the_rust_types() {
 #[test]
 fn committed_trace_crd_matches_the_rust_types() {
     check_committed(TRACE_CRD_FILE_NAME, &trace_crd_yaml().unwrap());
+}
+
+#[test]
+fn committed_template_crd_matches_the_rust_types() {
+    check_committed(TEMPLATE_CRD_FILE_NAME, &template_crd_yaml().unwrap());
+}
+
+#[test]
+fn committed_instance_crd_matches_the_rust_types() {
+    check_committed(INSTANCE_CRD_FILE_NAME, &instance_crd_yaml().unwrap());
+}
+
+#[test]
+fn template_crd_keeps_the_pipeline_spec_open_for_placeholders() {
+    let crd: serde_json::Value = serde_yaml::from_str(&template_crd_yaml().unwrap()).unwrap();
+    assert_eq!(crd["spec"]["names"]["kind"], "PipelineTemplate");
+    assert_eq!(crd["spec"]["scope"], "Cluster");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    walk_structural(spec, "spec");
+    assert_eq!(
+        spec["required"],
+        serde_json::json!(["pipelineKind"]),
+        "the kind is required"
+    );
+    let body = &spec["properties"]["template"]["properties"]["spec"];
+    assert_eq!(body["type"], "object");
+    assert_eq!(body["x-kubernetes-preserve-unknown-fields"], true);
+    let placeholder = &spec["properties"]["placeholders"]["items"]["properties"];
+    for field in [
+        "name",
+        "type",
+        "description",
+        "default",
+        "example",
+        "required",
+    ] {
+        assert!(placeholder[field].is_object(), "{field}");
+    }
+}
+
+#[test]
+fn instance_crd_shows_the_template_and_its_generation() {
+    let crd: serde_json::Value = serde_yaml::from_str(&instance_crd_yaml().unwrap()).unwrap();
+    assert_eq!(crd["spec"]["names"]["kind"], "PipelineInstance");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["subresources"]["status"], serde_json::json!({}));
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["jsonPath"].as_str().unwrap())
+        .collect();
+    assert!(columns.contains(&".spec.template.name"), "{columns:?}");
+    assert!(
+        columns.contains(&".status.templateGeneration"),
+        "{columns:?}"
+    );
+    let schema = &version["schema"]["openAPIV3Schema"]["properties"];
+    walk_structural(&schema["spec"], "spec");
+    assert!(schema["status"]["properties"]["templateGeneration"].is_object());
+    let binding = &schema["spec"]["properties"]["bindings"]["additionalProperties"]["properties"];
+    for field in ["value", "secretKeyRef", "configMapKeyRef", "default"] {
+        assert!(binding[field].is_object(), "{field}");
+    }
 }
 
 #[test]

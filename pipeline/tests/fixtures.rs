@@ -20,6 +20,8 @@ use kaas_pipeline::input::PushAuthenticationMode;
 use kaas_pipeline::output::{OtlpProtocol, RemoteWriteVersion, ValidatedOutput};
 use kaas_pipeline::{ProviderPolicy, ValidationContext};
 
+mod support;
+
 /// The context a fixture is validated in, from its name.
 fn context_for(name: &str) -> ValidationContext {
     if name.starts_with("standalone-") {
@@ -1177,27 +1179,6 @@ fn testdata(dir: &str) -> PathBuf {
         .join(dir)
 }
 
-fn files_in(dir: &Path) -> BTreeSet<String> {
-    fs::read_dir(dir)
-        .expect("fixture directory exists")
-        .map(|entry| {
-            let name = entry.expect("readable directory entry").file_name();
-            name.into_string().expect("UTF-8 file name")
-        })
-        .filter(|name| name.ends_with(".yaml") || name.ends_with(".json"))
-        .collect()
-}
-
-fn messages<T>(documents: &[Document<T>]) -> Vec<String> {
-    documents
-        .iter()
-        .flat_map(|d| match &d.outcome {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors.lines(),
-        })
-        .collect()
-}
-
 #[test]
 fn there_are_at_least_forty_rejected_fixtures() {
     assert!(BAD.len() >= 40, "only {} bad fixtures", BAD.len());
@@ -1205,37 +1186,14 @@ fn there_are_at_least_forty_rejected_fixtures() {
 
 #[test]
 fn every_bad_fixture_is_paired_with_its_messages() {
-    let on_disk = files_in(&testdata("bad"));
-    let in_table: BTreeSet<String> = BAD.iter().map(|(name, _)| (*name).to_owned()).collect();
-    assert_eq!(
-        on_disk.difference(&in_table).collect::<Vec<_>>(),
-        Vec::<&String>::new(),
-        "fixtures without expected messages"
-    );
-    assert_eq!(
-        in_table.difference(&on_disk).collect::<Vec<_>>(),
-        Vec::<&String>::new(),
-        "expected messages without a fixture"
-    );
+    support::assert_paired(&testdata("bad"), BAD);
 }
 
 #[test]
 fn bad_fixtures_are_refused_with_their_messages() {
-    let mut failures = Vec::new();
-    for (name, expected) in BAD {
-        let text = fs::read_to_string(testdata("bad").join(name)).unwrap();
-        let documents = parse_documents(&text, &context_for(name));
-        assert!(!documents.is_empty(), "{name}: no document found");
-        if documents.iter().any(|d| d.outcome.is_ok()) {
-            failures.push(format!("{name}: accepted"));
-            continue;
-        }
-        let got = messages(&documents);
-        if got != *expected {
-            failures.push(format!("{name}:\n  expected {expected:#?}\n  got {got:#?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    support::assert_refused(&testdata("bad"), BAD, |name, text| {
+        parse_documents(text, &context_for(name))
+    });
 }
 
 #[test]
@@ -1262,7 +1220,7 @@ fn good_documents() -> Vec<(String, Document<ValidatedResource>)> {
     let mut all = Vec::new();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines");
     for dir in [testdata("good"), examples] {
-        for name in files_in(&dir) {
+        for name in support::files_in(&dir) {
             let text = fs::read_to_string(dir.join(&name)).expect("readable fixture");
             let documents = parse_documents(&text, &context_for(&name));
             assert!(!documents.is_empty(), "{name}: no document found");
@@ -1465,7 +1423,7 @@ spec:
 "#
     );
     let documents = parse_pipelines(&text, &ValidationContext::tenant_default());
-    let errors = messages(&documents);
+    let errors = support::messages(&documents);
     assert!(
         errors.len() >= 4,
         "expected several errors, got {errors:#?}"
@@ -1585,7 +1543,7 @@ fn good_fixtures_cover_every_log_input_and_output_kind() {
 fn examples_hold_a_log_pipeline_for_each_output() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines");
     let mut outputs = BTreeSet::new();
-    for name in files_in(&dir) {
+    for name in support::files_in(&dir) {
         let text = fs::read_to_string(dir.join(&name)).expect("readable example");
         for document in serde_yaml::Deserializer::from_str(&text) {
             let value = serde_yaml::Value::deserialize(document).expect("YAML");
@@ -1631,134 +1589,11 @@ fn every_trace_rule_has_a_fixture() {
 /// Fails unless each rule of the sources in `dir` (at least `at_least` of them) is
 /// matched by an expected message of [`BAD`].
 fn assert_every_rule_has_a_fixture(dir: &str, at_least: usize) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let expected: Vec<&str> = BAD
         .iter()
         .flat_map(|(_, lines)| lines.iter().copied())
         .collect();
-    let mut rules = 0;
-    let mut missing = Vec::new();
-    for name in fs::read_dir(&dir).expect("the source directory") {
-        let path = name.expect("a directory entry").path();
-        let source = fs::read_to_string(&path).expect("readable source");
-        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
-        for fragment in rule_fragments(code) {
-            rules += 1;
-            if !expected.iter().any(|line| line.contains(&fragment)) {
-                missing.push(format!("{}: {fragment:?}", path.display()));
-            }
-        }
-    }
-    assert!(
-        rules >= at_least,
-        "only {rules} rules found in {}: is the scan still right?",
-        dir.display()
-    );
-    assert!(
-        missing.is_empty(),
-        "rules without a fixture:\n{}",
-        missing.join("\n")
-    );
-}
-
-/// The longest fixed piece of the first string literal that each `errors.add(...)`
-/// call in `code` writes as its reason (the path is the first argument).
-fn rule_fragments(code: &str) -> Vec<String> {
-    let mut fragments = Vec::new();
-    for call in code.split("errors.add(").skip(1) {
-        let Some(literal) = first_string_literal(call) else {
-            continue;
-        };
-        let text = unescape(&literal);
-        let longest = split_placeholders(&text)
-            .into_iter()
-            .max_by_key(|piece| piece.len())
-            .unwrap_or_default();
-        if longest.len() >= 8 {
-            fragments.push(longest);
-        }
-    }
-    fragments
-}
-
-/// The first string literal in the call's arguments after its first (the path),
-/// or `None` when the reason is not written there.
-fn first_string_literal(call: &str) -> Option<String> {
-    let mut depth = 0i32;
-    let mut after_path = false;
-    let mut chars = call.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' if depth == 0 => return None,
-            ')' | ']' | '}' => depth -= 1,
-            ',' if depth == 0 => after_path = true,
-            ';' => return None,
-            '"' => {
-                let rest = &call[i + 1..];
-                let mut end = 0;
-                let mut escaped = false;
-                for (j, d) in rest.char_indices() {
-                    if escaped {
-                        escaped = false;
-                    } else if d == '\\' {
-                        escaped = true;
-                    } else if d == '"' {
-                        end = j;
-                        break;
-                    }
-                }
-                if after_path {
-                    return Some(rest[..end].to_owned());
-                }
-                for _ in 0..rest[..=end].chars().count() {
-                    chars.next();
-                }
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// Undoes the escapes a message literal uses: line continuations, `\"`, `\\`.
-fn unescape(literal: &str) -> String {
-    let mut out = String::new();
-    let mut chars = literal.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('\n') => {
-                while chars.peek().is_some_and(|c| c.is_whitespace()) {
-                    chars.next();
-                }
-            }
-            Some(other) => out.push(other),
-            None => {}
-        }
-    }
-    out
-}
-
-/// The pieces of a format string between its `{...}` placeholders.
-fn split_placeholders(text: &str) -> Vec<String> {
-    let mut pieces = vec![String::new()];
-    let mut in_placeholder = false;
-    for c in text.chars() {
-        match c {
-            '{' => {
-                in_placeholder = true;
-                pieces.push(String::new());
-            }
-            '}' if in_placeholder => in_placeholder = false,
-            c if !in_placeholder => pieces.last_mut().expect("never empty").push(c),
-            _ => {}
-        }
-    }
-    pieces
+    support::assert_every_rule_has_a_fixture(&support::sources_in(dir), &expected, at_least);
 }
 
 #[test]
@@ -1850,7 +1685,7 @@ fn good_fixtures_cover_every_trace_input_and_section() {
 fn examples_hold_trace_pipelines_for_both_otlp_transports() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines");
     let mut protocols = BTreeSet::new();
-    for name in files_in(&dir) {
+    for name in support::files_in(&dir) {
         let text = fs::read_to_string(dir.join(&name)).expect("readable example");
         for document in serde_yaml::Deserializer::from_str(&text) {
             let value = serde_yaml::Value::deserialize(document).expect("YAML");
