@@ -14,15 +14,9 @@
 //! every log pipeline that takes them (429/`RESOURCE_EXHAUSTED` with `Retry-After` when
 //! a buffer cannot store them).
 //!
-//! Spans go to the trace pipelines (their `otlp` input) the same way, decoded by
-//! `kaas_series::otlp_traces` under the same limits; with no trace pipeline the answer
-//! is 404 / `UNIMPLEMENTED` (OTLP's "this signal is not served here"). A trace
-//! pipeline's namespace selector is applied to the pusher's proven namespace only (a
-//! service-account token's, also written to every resource as `k8s.namespace.name`);
-//! a request admitted by a push token or without authentication proves none and is
-//! taken whole, a claimed namespace never counting. Spans a pipeline's rate limit drops
-//! are reported in the answer's `partial_success.rejected_spans`. OTLP/JSON traces are
-//! not read yet (415).
+//! Spans go to the trace pipelines the same way ([`otlp_traces`]), decoded by
+//! `kaas_series::otlp_traces` under the same limits, with 404 / `UNIMPLEMENTED` while no
+//! trace pipeline takes them.
 //!
 //! The HTTP port still takes `/v1/metrics` as a deprecated alias, for pushers
 //! configured before OTLP had its own port. The well-known in-cluster address is the
@@ -50,6 +44,7 @@
 
 pub mod auth;
 pub mod otlp_grpc;
+pub mod otlp_traces;
 
 use std::sync::Arc;
 
@@ -63,8 +58,7 @@ use http_body_util::BodyExt;
 use kaas_pipeline::input::{PushAuthenticationMode, PushInput};
 use kaas_pipeline::secret::ValueSource;
 use kaas_proto::otlp::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportMetricsServiceResponse,
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse, Resource,
+    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportMetricsServiceResponse, Resource,
     ResourceLogs,
 };
 use kaas_series::clock::now_ms;
@@ -79,7 +73,7 @@ use crate::log_inputs::resource::now_unix_nano;
 use crate::outbound::auth::{ValueSources, resolve};
 use crate::pipeline::logs::{Buffered, LogPipelines};
 use crate::pipeline::runtime::Pipelines;
-use crate::pipeline::traces::{IntakeError, TracePipelines};
+use crate::pipeline::traces::TracePipelines;
 use crate::processing::logs::attributes::{find, string_attribute};
 use crate::processing::process_sample;
 use crate::record::metrics::Batch;
@@ -317,61 +311,50 @@ impl PushReceiver {
         Router::new()
             .route("/v1/metrics", post(otlp_http))
             .route("/v1/logs", post(otlp_http_logs))
-            .route("/v1/traces", post(otlp_http_traces))
+            .route("/v1/traces", post(otlp_traces::otlp_http_traces))
             .with_state(self.clone())
     }
 
     /// The pipelines taking `protocol` pushes, with what they ask of pushers.
     async fn takers(&self, protocol: Protocol) -> Vec<Taker> {
-        let taker = |name: &str, input: &PushInput, sources: &ValueSources| Taker {
-            pipeline: name.to_owned(),
-            mode: input.mode(),
-            token: input
-                .authentication
-                .as_ref()
-                .and_then(|a| a.bearer_token.clone()),
-            sources: sources.clone(),
-        };
-        if protocol == Protocol::OtlpTraces {
-            let pipelines = self.trace_pipelines.read().await;
-            return pipelines
-                .values()
-                .filter_map(|running| {
-                    let input = running.pipeline.inputs.otlp.as_ref()?;
-                    Some(taker(
-                        running.pipeline.name(),
-                        input,
-                        &running.value_sources,
-                    ))
-                })
-                .collect();
-        }
-        if protocol == Protocol::OtlpLogs {
-            let pipelines = self.log_pipelines.read().await;
-            return pipelines
-                .values()
-                .filter_map(|running| {
-                    let input = running.pipeline.inputs.otlp.as_ref()?;
-                    Some(taker(
-                        running.pipeline.name(),
-                        input,
-                        &running.value_sources,
-                    ))
-                })
-                .collect();
-        }
-        let pipelines = self.pipelines.read().await;
-        pipelines
-            .values()
-            .filter_map(|running| {
-                let input = protocol.input(&running.pipeline.inputs)?;
-                Some(taker(
-                    running.pipeline.name(),
-                    input,
-                    &running.value_sources,
-                ))
+        let taker = |name: &str, input: Option<&PushInput>, sources: &ValueSources| {
+            let input = input?;
+            Some(Taker {
+                pipeline: name.to_owned(),
+                mode: input.mode(),
+                token: input
+                    .authentication
+                    .as_ref()
+                    .and_then(|a| a.bearer_token.clone()),
+                sources: sources.clone(),
             })
-            .collect()
+        };
+        match protocol {
+            Protocol::OtlpTraces => (self.trace_pipelines.read().await.values())
+                .filter_map(|p| {
+                    taker(
+                        p.pipeline.name(),
+                        p.pipeline.inputs.otlp.as_ref(),
+                        &p.value_sources,
+                    )
+                })
+                .collect(),
+            Protocol::OtlpLogs => (self.log_pipelines.read().await.values())
+                .filter_map(|p| {
+                    taker(
+                        p.pipeline.name(),
+                        p.pipeline.inputs.otlp.as_ref(),
+                        &p.value_sources,
+                    )
+                })
+                .collect(),
+            Protocol::RemoteWrite | Protocol::Otlp => (self.pipelines.read().await.values())
+                .filter_map(|p| {
+                    let input = protocol.input(&p.pipeline.inputs);
+                    taker(p.pipeline.name(), input, &p.value_sources)
+                })
+                .collect(),
+        }
     }
 
     /// Steps 1 and 2 of the module documentation: the pipelines this request goes to.
@@ -476,27 +459,6 @@ impl PushReceiver {
         }
         .await;
         self.note(Protocol::OtlpLogs, &result);
-        result
-    }
-
-    /// Admits, reads, decodes and routes one OTLP traces request; counts a refusal.
-    /// The answer is how many spans processing rejected (rate limits).
-    async fn accept_traces(
-        &self,
-        headers: &HeaderMap,
-        body: axum::body::Body,
-        decode: impl FnOnce(&[u8], &PushLimits) -> Result<ExportTraceServiceRequest, DecodeError>
-        + Send
-        + 'static,
-    ) -> Result<RejectedSpans, Refusal> {
-        let result = async {
-            let admitted = self.admit(Protocol::OtlpTraces, headers).await?;
-            let body = read_body(headers, body, self.limits.max_body_bytes).await?;
-            let request = self.decode(body, decode).await?;
-            self.route_traces(request, &admitted).await
-        }
-        .await;
-        self.note(Protocol::OtlpTraces, &result);
         result
     }
 
@@ -674,115 +636,6 @@ impl PushReceiver {
     }
 }
 
-impl PushReceiver {
-    /// Hands pushed spans to every admitted trace pipeline whose namespace selector
-    /// admits the pusher's proven namespace (a service-account token's; a request
-    /// admitted by a pipeline's push token, or without authentication, has no proven
-    /// namespace and is taken whole: a namespace the sender claims in its resource is
-    /// never trusted). The proven namespace is written to every resource as
-    /// `k8s.namespace.name`. Each pipeline processes and buffers its copy through its
-    /// intake; the answer waits until the spans are durable in every pipeline that
-    /// takes them, and a pipeline that cannot store them fails the request (429 /
-    /// `RESOURCE_EXHAUSTED`; 503 / `UNAVAILABLE` when its hash key cannot be read), so
-    /// the pusher retries. Spans a pipeline's rate limit dropped are the answer's
-    /// partial success.
-    async fn route_traces(
-        &self,
-        request: ExportTraceServiceRequest,
-        admitted: &[Admitted],
-    ) -> Result<RejectedSpans, Refusal> {
-        let mut durable = Vec::new();
-        let mut not_stored = Vec::new();
-        let mut unavailable = Vec::new();
-        let mut rejected = RejectedSpans::default();
-        let pipelines = self.trace_pipelines.read().await;
-        for admission in admitted {
-            let Some(pipeline) = pipelines.get(&admission.pipeline) else {
-                continue;
-            };
-            let Some(input) = pipeline.pipeline.inputs.otlp.as_ref() else {
-                continue;
-            };
-            let mut taken = request.resource_spans.clone();
-            if let Some(namespace) = &admission.namespace {
-                if !input.namespaces.admits(namespace) {
-                    continue;
-                }
-                for resource_spans in &mut taken {
-                    set_namespace(&mut resource_spans.resource, namespace);
-                }
-            }
-            let (on_durable, stored) = tokio::sync::oneshot::channel();
-            let ack = Ack::new(move || {
-                let _ = on_durable.send(());
-            });
-            match pipeline.intake.buffer(taken, ack) {
-                Ok(buffered) => {
-                    rejected.note(pipeline.intake.name(), buffered.spans.rate_limited);
-                    if buffered.stored == Stored::Kept {
-                        durable.push((admission.pipeline.as_str(), stored));
-                    } else {
-                        not_stored.push(admission.pipeline.as_str());
-                    }
-                }
-                Err(IntakeError::HashKeyUnavailable(reason)) => {
-                    unavailable.push(format!("{}: {reason}", admission.pipeline));
-                }
-                Err(IntakeError::Buffer(_)) => not_stored.push(admission.pipeline.as_str()),
-            }
-        }
-        for (pipeline, stored) in durable {
-            if stored.await.is_err() {
-                not_stored.push(pipeline);
-            }
-        }
-        if !unavailable.is_empty() {
-            return Err(Refusal::BufferUnavailable(format!(
-                "trace pipeline(s) cannot process spans now; retry later ({})",
-                unavailable.join("; ")
-            )));
-        }
-        if !not_stored.is_empty() {
-            return Err(Refusal::OtlpBufferFull(format!(
-                "trace pipeline(s) {} could not store the spans (their buffer is full or cannot write); retry later",
-                not_stored.join(", ")
-            )));
-        }
-        Ok(rejected)
-    }
-}
-
-/// Spans trace pipelines' processing rejected (their rate limits), for the answer's
-/// partial success: the most any one pipeline rejected (a span two pipelines both
-/// rejected is one span), and which pipelines.
-#[derive(Debug, Default)]
-struct RejectedSpans {
-    spans: u64,
-    pipelines: Vec<String>,
-}
-
-impl RejectedSpans {
-    fn note(&mut self, pipeline: &str, spans: u64) {
-        if spans > 0 {
-            self.spans = self.spans.max(spans);
-            self.pipelines.push(pipeline.to_owned());
-        }
-    }
-
-    /// The answer: an empty response, or a partial success naming the rejected spans.
-    fn response(&self) -> ExportTraceServiceResponse {
-        ExportTraceServiceResponse {
-            partial_success: (self.spans > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: i64::try_from(self.spans).unwrap_or(i64::MAX),
-                error_message: format!(
-                    "spans over the rate limit of trace pipeline(s) {} were dropped",
-                    self.pipelines.join(", ")
-                ),
-            }),
-        }
-    }
-}
-
 /// Sets the observed time of records that have none to `now` (Unix nanoseconds).
 fn stamp_observed_time(request: &mut ExportLogsServiceRequest, now: u64) {
     request
@@ -892,6 +745,21 @@ fn otlp_protobuf_encoding(headers: &HeaderMap) -> Result<bool, Refusal> {
     }
 }
 
+/// An OTLP/HTTP protobuf body's decoder: `decode` after gzip when `gzip` is set.
+fn protobuf_decoder<T: 'static>(
+    gzip: bool,
+    decode: fn(&[u8], &PushLimits) -> Result<T, DecodeError>,
+) -> impl FnOnce(&[u8], &PushLimits) -> Result<T, DecodeError> + Send + 'static {
+    move |body: &[u8], limits: &PushLimits| {
+        if gzip {
+            let raw = compression::gzip(body, limits.max_decompressed_bytes)?;
+            decode(&raw, limits)
+        } else {
+            decode(body, limits)
+        }
+    }
+}
+
 /// The start of a header value for a message.
 fn excerpt(text: &str) -> &str {
     let mut end = text.len().min(kaas_series::limits::MAX_QUOTED_BYTES);
@@ -911,14 +779,7 @@ async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Re
             return refusal.into_response();
         }
     };
-    let decode = move |body: &[u8], limits: &PushLimits| {
-        if gzip {
-            let raw = compression::gzip(body, limits.max_decompressed_bytes)?;
-            kaas_series::otlp::decode(&raw, limits)
-        } else {
-            kaas_series::otlp::decode(body, limits)
-        }
-    };
+    let decode = protobuf_decoder(gzip, kaas_series::otlp::decode);
     match receiver.accept(Protocol::Otlp, headers, body, decode).await {
         Ok(()) => (
             StatusCode::OK,
@@ -1018,37 +879,6 @@ async fn otlp_http_logs(State(receiver): State<PushReceiver>, request: Request) 
     };
     match receiver.accept_logs(headers, body, decode).await {
         Ok(()) => encoding.accepted(),
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
-/// `POST /v1/traces`: OTLP/HTTP traces, protobuf, gzip or not. (OTLP/JSON traces are
-/// not read yet: the JSON decoder is the logs model's; such a request is 415.)
-async fn otlp_http_traces(State(receiver): State<PushReceiver>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
-    let gzip = match otlp_protobuf_encoding(headers) {
-        Ok(gzip) => gzip,
-        Err(refusal) => {
-            refusal.count(Protocol::OtlpTraces, &receiver.stats);
-            return refusal.into_response();
-        }
-    };
-    let decode = move |body: &[u8], limits: &PushLimits| {
-        if gzip {
-            let raw = compression::gzip(body, limits.max_decompressed_bytes)?;
-            kaas_series::otlp_traces::decode(&raw, limits)
-        } else {
-            kaas_series::otlp_traces::decode(body, limits)
-        }
-    };
-    match receiver.accept_traces(headers, body, decode).await {
-        Ok(rejected) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-protobuf")],
-            rejected.response().encode_to_vec(),
-        )
-            .into_response(),
         Err(refusal) => refusal.into_response(),
     }
 }
