@@ -91,11 +91,24 @@ impl MessageShape for Shape {
     }
 }
 
+/// A value `depth` deep: arrays inside each other around an empty value.
+#[cfg(test)]
+pub(crate) fn nested_value(depth: usize) -> kaas_proto::otlp::AnyValue {
+    use kaas_proto::otlp::{AnyValue, ArrayValue, any_value};
+    let mut value = AnyValue::default();
+    for _ in 1..depth {
+        value = AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: vec![value],
+            })),
+        };
+    }
+    value
+}
+
 #[cfg(test)]
 mod tests {
-    use kaas_proto::otlp::{
-        AnyValue, ArrayValue, KeyValue, LogRecord, ResourceLogs, ScopeLogs, any_value,
-    };
+    use kaas_proto::otlp::{AnyValue, KeyValue, LogRecord, ResourceLogs, ScopeLogs, any_value};
 
     use super::*;
 
@@ -156,20 +169,9 @@ mod tests {
     /// with that reason; at the bound it decodes.
     #[test]
     fn deeply_nested_values_are_refused() {
-        fn nested(depth: usize) -> AnyValue {
-            let mut value = AnyValue::default();
-            for _ in 1..depth {
-                value = AnyValue {
-                    value: Some(any_value::Value::ArrayValue(ArrayValue {
-                        values: vec![value],
-                    })),
-                };
-            }
-            value
-        }
         let body = |depth| {
             request(vec![LogRecord {
-                body: Some(nested(depth)),
+                body: Some(nested_value(depth)),
                 ..LogRecord::default()
             }])
             .encode_to_vec()

@@ -69,12 +69,12 @@ impl MessageShape for Shape {
 mod tests {
     use kaas_proto::otlp::span::{Event, Link};
     use kaas_proto::otlp::{
-        AnyValue, ArrayValue, KeyValue, ResourceSpans, ScopeSpans, Span, Status, any_value,
+        AnyValue, KeyValue, ResourceSpans, ScopeSpans, Span, Status, any_value,
     };
     use prost::Message;
 
     use super::*;
-    use crate::otlp_logs::MAX_VALUE_DEPTH;
+    use crate::otlp_logs::{MAX_VALUE_DEPTH, nested_value};
 
     fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
         ExportTraceServiceRequest {
@@ -179,23 +179,12 @@ mod tests {
 
     #[test]
     fn deeply_nested_event_attributes_are_refused() {
-        fn nested(depth: usize) -> AnyValue {
-            let mut value = AnyValue::default();
-            for _ in 1..depth {
-                value = AnyValue {
-                    value: Some(any_value::Value::ArrayValue(ArrayValue {
-                        values: vec![value],
-                    })),
-                };
-            }
-            value
-        }
         let body = |depth| {
             request(vec![Span {
                 events: vec![Event {
                     attributes: vec![KeyValue {
                         key: "deep".into(),
-                        value: Some(nested(depth)),
+                        value: Some(nested_value(depth)),
                     }],
                     ..Event::default()
                 }],
