@@ -187,3 +187,29 @@ pub(super) async fn otlp_http_traces(
         Err(refusal) => refusal.into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nothing rejected is an empty answer; rejections by two pipelines are the larger
+    /// count (a span both rejected is one span), naming both pipelines.
+    #[test]
+    fn rate_limited_spans_are_the_answers_partial_success() {
+        let mut rejected = RejectedSpans::default();
+        rejected.note("quiet", 0);
+        assert_eq!(rejected.response().partial_success, None);
+        rejected.note("first", 3);
+        rejected.note("second", 5);
+        let partial = rejected
+            .response()
+            .partial_success
+            .expect("a partial success");
+        assert_eq!(partial.rejected_spans, 5);
+        assert!(
+            partial.error_message.contains("first, second"),
+            "{}",
+            partial.error_message
+        );
+    }
+}
