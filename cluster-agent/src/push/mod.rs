@@ -1,24 +1,32 @@
-//! Push input: workloads send metrics and logs to the agent instead of being scraped.
-//! The agent accepts Prometheus remote-write 1.0 on `POST /api/v1/write` on its HTTP
-//! port (8429), OTLP over HTTP on `POST /v1/metrics` (protobuf) and `POST /v1/logs`
-//! (protobuf or OTLP/JSON) on OTLP's HTTP port (4318), and OTLP over gRPC (`MetricsService`, `LogsService`) on
-//! OTLP's gRPC port (4317, [`otlp_grpc`]): the ports every OpenTelemetry SDK uses
-//! without configuration, one convention for every signal. Logs go to the log
-//! pipelines with an `otlp` input, through the same checks in the same order, decoded
-//! by `kaas_series::otlp_logs` or, for `application/json`, `kaas_series::otlp_logs_json`
-//! (both count messages and bound value nesting under the same limits); the pusher's
-//! proven namespace replaces the resource's `k8s.namespace.name`, and the request is
-//! answered once the records are durable in every log pipeline that takes them
-//! (429/`RESOURCE_EXHAUSTED` with `Retry-After` when a buffer cannot store them). The HTTP
-//! port still
-//! takes `/v1/metrics` as a deprecated alias, for pushers configured before OTLP had
-//! its own port. The well-known in-cluster address is the agent's Service.
+//! Push input: workloads send metrics, logs and spans to the agent instead of being
+//! scraped. The agent accepts Prometheus remote-write 1.0 on `POST /api/v1/write` on
+//! its HTTP port (8429), OTLP over HTTP on `POST /v1/metrics` (protobuf),
+//! `POST /v1/logs` (protobuf or OTLP/JSON) and `POST /v1/traces` (protobuf) on OTLP's
+//! HTTP port (4318), and OTLP over gRPC (`MetricsService`, `LogsService`,
+//! `TraceService`) on OTLP's gRPC port (4317, [`otlp_grpc`]): the ports every
+//! OpenTelemetry SDK uses without configuration, one convention for every signal.
+//!
+//! Logs go to the log pipelines with an `otlp` input, through the same checks in the
+//! same order, decoded by `kaas_series::otlp_logs` or, for `application/json`,
+//! `kaas_series::otlp_logs_json` (both count messages and bound value nesting under
+//! the same limits); the pusher's proven namespace replaces the resource's
+//! `k8s.namespace.name`, and the request is answered once the records are durable in
+//! every log pipeline that takes them (429/`RESOURCE_EXHAUSTED` with `Retry-After` when
+//! a buffer cannot store them).
+//!
+//! Spans go to the trace pipelines the same way ([`otlp_traces`]), decoded by
+//! `kaas_series::otlp_traces` under the same limits, with 404 / `UNIMPLEMENTED` while no
+//! trace pipeline takes them.
+//!
+//! The HTTP port still takes `/v1/metrics` as a deprecated alias, for pushers
+//! configured before OTLP had its own port. The well-known in-cluster address is the
+//! agent's Service.
 //!
 //! Everything a pusher sends is hostile until checked, and each check comes before the
 //! work it protects:
 //!
-//! 1. Is any pipeline taking this protocol? If not, 404 (gRPC `FAILED_PRECONDITION`)
-//!    before the body is read.
+//! 1. Is any pipeline taking this protocol? If not, 404 (gRPC `FAILED_PRECONDITION`,
+//!    `UNIMPLEMENTED` for traces) before the body is read.
 //! 2. Is the pusher allowed ([`auth`])? Each pipeline's push input names how its
 //!    pushers authenticate; a request goes only to the pipelines it authenticates for,
 //!    and none means 401 (`UNAUTHENTICATED`), before the body is read.
@@ -36,6 +44,7 @@
 
 pub mod auth;
 pub mod otlp_grpc;
+pub mod otlp_traces;
 
 use std::sync::Arc;
 
@@ -49,7 +58,8 @@ use http_body_util::BodyExt;
 use kaas_pipeline::input::{PushAuthenticationMode, PushInput};
 use kaas_pipeline::secret::ValueSource;
 use kaas_proto::otlp::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportMetricsServiceResponse, ResourceLogs,
+    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportMetricsServiceResponse, Resource,
+    ResourceLogs,
 };
 use kaas_series::clock::now_ms;
 use kaas_series::{DecodeError, PushLimits, Pushed, compression};
@@ -63,6 +73,7 @@ use crate::log_inputs::resource::now_unix_nano;
 use crate::outbound::auth::{ValueSources, resolve};
 use crate::pipeline::logs::{Buffered, LogPipelines};
 use crate::pipeline::runtime::Pipelines;
+use crate::pipeline::traces::TracePipelines;
 use crate::processing::logs::attributes::{find, string_attribute};
 use crate::processing::process_sample;
 use crate::record::metrics::Batch;
@@ -93,6 +104,8 @@ pub enum Protocol {
     Otlp,
     /// OTLP logs, for log pipelines.
     OtlpLogs,
+    /// OTLP traces, for trace pipelines.
+    OtlpTraces,
 }
 
 impl Protocol {
@@ -102,6 +115,7 @@ impl Protocol {
             Self::RemoteWrite => "remote_write",
             Self::Otlp => "otlp",
             Self::OtlpLogs => "otlp_logs",
+            Self::OtlpTraces => "otlp_traces",
         }
     }
 
@@ -110,7 +124,7 @@ impl Protocol {
         match self {
             Self::RemoteWrite => inputs.remote_write.as_ref(),
             Self::Otlp => inputs.otlp.as_ref(),
-            Self::OtlpLogs => None,
+            Self::OtlpLogs | Self::OtlpTraces => None,
         }
     }
 }
@@ -132,10 +146,10 @@ pub enum Refusal {
     /// and drops new data, or its data volume is full or failing); the pusher should
     /// retry. The pipeline's condition says why.
     BufferUnavailable(String),
-    /// A log pipeline that takes the records could not store them (as
-    /// [`Refusal::BufferUnavailable`]); answered as OTLP asks a receiver under
+    /// A log or trace pipeline that takes the records or spans could not store them
+    /// (as [`Refusal::BufferUnavailable`]); answered as OTLP asks a receiver under
     /// back-pressure: 429 / `RESOURCE_EXHAUSTED`, with `Retry-After`.
-    LogBufferFull(String),
+    OtlpBufferFull(String),
 }
 
 impl Refusal {
@@ -160,7 +174,7 @@ impl Refusal {
             Self::AuthUnavailable(_) => "auth_unavailable",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Decode(error) => error.reason(),
-            Self::BufferUnavailable(_) | Self::LogBufferFull(_) => "buffer_unavailable",
+            Self::BufferUnavailable(_) | Self::OtlpBufferFull(_) => "buffer_unavailable",
         }
     }
 
@@ -173,13 +187,14 @@ impl Refusal {
                     Protocol::RemoteWrite => "remote-write",
                     Protocol::Otlp => "OTLP metrics",
                     Protocol::OtlpLogs => "OTLP logs",
+                    Protocol::OtlpTraces => "OTLP traces",
                 }
             ),
             Self::Unauthenticated(reason)
             | Self::AuthUnavailable(reason)
             | Self::UnsupportedMediaType(reason)
             | Self::BufferUnavailable(reason)
-            | Self::LogBufferFull(reason) => reason.clone(),
+            | Self::OtlpBufferFull(reason) => reason.clone(),
             Self::Decode(error) => error.to_string(),
         }
     }
@@ -191,7 +206,7 @@ impl Refusal {
             Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::LogBufferFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::OtlpBufferFull(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Decode(error) if error.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Decode(_) => StatusCode::BAD_REQUEST,
@@ -201,10 +216,13 @@ impl Refusal {
     /// The gRPC status for the same refusal.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
+            // OTLP's answer for a signal a receiver does not take, which SDKs treat as
+            // "stop sending" rather than retry.
+            Self::NoPipeline(Protocol::OtlpTraces) => tonic::Code::Unimplemented,
             Self::NoPipeline(_) => tonic::Code::FailedPrecondition,
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => tonic::Code::Unavailable,
-            Self::LogBufferFull(_) => tonic::Code::ResourceExhausted,
+            Self::OtlpBufferFull(_) => tonic::Code::ResourceExhausted,
             Self::UnsupportedMediaType(_) => tonic::Code::Unimplemented,
             Self::Decode(error) if error.is_too_large() => tonic::Code::ResourceExhausted,
             Self::Decode(_) => tonic::Code::InvalidArgument,
@@ -217,7 +235,7 @@ impl Refusal {
         if status == StatusCode::UNAUTHORIZED {
             return (status, [(header::WWW_AUTHENTICATE, "Bearer")], message).into_response();
         }
-        if matches!(self, Self::BufferUnavailable(_) | Self::LogBufferFull(_)) {
+        if matches!(self, Self::BufferUnavailable(_) | Self::OtlpBufferFull(_)) {
             let retry_after = BUFFER_RETRY_AFTER.as_secs().to_string();
             return (status, [(header::RETRY_AFTER, retry_after)], message).into_response();
         }
@@ -245,6 +263,7 @@ struct Taker {
 pub struct PushReceiver {
     pipelines: Arc<RwLock<Pipelines>>,
     log_pipelines: Arc<RwLock<LogPipelines>>,
+    trace_pipelines: Arc<RwLock<TracePipelines>>,
     stats: Arc<PushStats>,
     limits: PushLimits,
     reviewer: Arc<TokenReviewer>,
@@ -264,11 +283,18 @@ impl PushReceiver {
         Self {
             pipelines,
             log_pipelines,
+            trace_pipelines: Arc::default(),
             stats,
             limits,
             reviewer: Arc::new(reviewer),
             decodes: Arc::new(Semaphore::new(MAX_CONCURRENT_DECODES)),
         }
+    }
+
+    /// The same receivers feeding `trace_pipelines` with OTLP traces too.
+    pub fn with_trace_pipelines(mut self, trace_pipelines: Arc<RwLock<TracePipelines>>) -> Self {
+        self.trace_pipelines = trace_pipelines;
+        self
     }
 
     /// The routes of the agent's HTTP port: `/api/v1/write`, and `/v1/metrics` as a
@@ -280,51 +306,55 @@ impl PushReceiver {
             .with_state(self.clone())
     }
 
-    /// The routes of the OTLP/HTTP port: `/v1/metrics` and `/v1/logs`.
+    /// The routes of the OTLP/HTTP port: `/v1/metrics`, `/v1/logs` and `/v1/traces`.
     pub fn otlp_http_routes(&self) -> Router {
         Router::new()
             .route("/v1/metrics", post(otlp_http))
             .route("/v1/logs", post(otlp_http_logs))
+            .route("/v1/traces", post(otlp_traces::otlp_http_traces))
             .with_state(self.clone())
     }
 
     /// The pipelines taking `protocol` pushes, with what they ask of pushers.
     async fn takers(&self, protocol: Protocol) -> Vec<Taker> {
-        let taker = |name: &str, input: &PushInput, sources: &ValueSources| Taker {
-            pipeline: name.to_owned(),
-            mode: input.mode(),
-            token: input
-                .authentication
-                .as_ref()
-                .and_then(|a| a.bearer_token.clone()),
-            sources: sources.clone(),
-        };
-        if protocol == Protocol::OtlpLogs {
-            let pipelines = self.log_pipelines.read().await;
-            return pipelines
-                .values()
-                .filter_map(|running| {
-                    let input = running.pipeline.inputs.otlp.as_ref()?;
-                    Some(taker(
-                        running.pipeline.name(),
-                        input,
-                        &running.value_sources,
-                    ))
-                })
-                .collect();
-        }
-        let pipelines = self.pipelines.read().await;
-        pipelines
-            .values()
-            .filter_map(|running| {
-                let input = protocol.input(&running.pipeline.inputs)?;
-                Some(taker(
-                    running.pipeline.name(),
-                    input,
-                    &running.value_sources,
-                ))
+        let taker = |name: &str, input: Option<&PushInput>, sources: &ValueSources| {
+            let input = input?;
+            Some(Taker {
+                pipeline: name.to_owned(),
+                mode: input.mode(),
+                token: input
+                    .authentication
+                    .as_ref()
+                    .and_then(|a| a.bearer_token.clone()),
+                sources: sources.clone(),
             })
-            .collect()
+        };
+        match protocol {
+            Protocol::OtlpTraces => (self.trace_pipelines.read().await.values())
+                .filter_map(|p| {
+                    taker(
+                        p.pipeline.name(),
+                        p.pipeline.inputs.otlp.as_ref(),
+                        &p.value_sources,
+                    )
+                })
+                .collect(),
+            Protocol::OtlpLogs => (self.log_pipelines.read().await.values())
+                .filter_map(|p| {
+                    taker(
+                        p.pipeline.name(),
+                        p.pipeline.inputs.otlp.as_ref(),
+                        &p.value_sources,
+                    )
+                })
+                .collect(),
+            Protocol::RemoteWrite | Protocol::Otlp => (self.pipelines.read().await.values())
+                .filter_map(|p| {
+                    let input = protocol.input(&p.pipeline.inputs);
+                    taker(p.pipeline.name(), input, &p.value_sources)
+                })
+                .collect(),
+        }
     }
 
     /// Steps 1 and 2 of the module documentation: the pipelines this request goes to.
@@ -433,7 +463,7 @@ impl PushReceiver {
     }
 
     /// Counts and logs a refused request.
-    fn note(&self, protocol: Protocol, result: &Result<(), Refusal>) {
+    fn note<T>(&self, protocol: Protocol, result: &Result<T, Refusal>) {
         if let Err(refusal) = result {
             refusal.count(protocol, &self.stats);
             tracing::debug!(
@@ -568,7 +598,7 @@ impl PushReceiver {
                 let mut kept = request.resource_logs.clone();
                 if let Some(namespace) = &admission.namespace {
                     for resource_logs in &mut kept {
-                        set_namespace(resource_logs, namespace);
+                        set_namespace(&mut resource_logs.resource, namespace);
                     }
                 }
                 kept.retain(|resource_logs| {
@@ -598,7 +628,7 @@ impl PushReceiver {
             if not_stored.is_empty() {
                 return Ok(());
             }
-            Err(Refusal::LogBufferFull(format!(
+            Err(Refusal::OtlpBufferFull(format!(
                 "log pipeline(s) {} could not store the records (their buffer is full or cannot write); retry later",
                 not_stored.join(", ")
             )))
@@ -618,8 +648,8 @@ fn stamp_observed_time(request: &mut ExportLogsServiceRequest, now: u64) {
 }
 
 /// Sets `k8s.namespace.name` on a resource to the pusher's proven namespace.
-fn set_namespace(resource_logs: &mut ResourceLogs, namespace: &str) {
-    let resource = resource_logs.resource.get_or_insert_with(Default::default);
+fn set_namespace(resource: &mut Option<Resource>, namespace: &str) {
+    let resource = resource.get_or_insert_with(Default::default);
     resource
         .attributes
         .retain(|attribute| attribute.key != NAMESPACE_ATTRIBUTE);
@@ -715,6 +745,21 @@ fn otlp_protobuf_encoding(headers: &HeaderMap) -> Result<bool, Refusal> {
     }
 }
 
+/// An OTLP/HTTP protobuf body's decoder: `decode` after gzip when `gzip` is set.
+fn protobuf_decoder<T: 'static>(
+    gzip: bool,
+    decode: fn(&[u8], &PushLimits) -> Result<T, DecodeError>,
+) -> impl FnOnce(&[u8], &PushLimits) -> Result<T, DecodeError> + Send + 'static {
+    move |body: &[u8], limits: &PushLimits| {
+        if gzip {
+            let raw = compression::gzip(body, limits.max_decompressed_bytes)?;
+            decode(&raw, limits)
+        } else {
+            decode(body, limits)
+        }
+    }
+}
+
 /// The start of a header value for a message.
 fn excerpt(text: &str) -> &str {
     let mut end = text.len().min(kaas_series::limits::MAX_QUOTED_BYTES);
@@ -734,14 +779,7 @@ async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Re
             return refusal.into_response();
         }
     };
-    let decode = move |body: &[u8], limits: &PushLimits| {
-        if gzip {
-            let raw = compression::gzip(body, limits.max_decompressed_bytes)?;
-            kaas_series::otlp::decode(&raw, limits)
-        } else {
-            kaas_series::otlp::decode(body, limits)
-        }
-    };
+    let decode = protobuf_decoder(gzip, kaas_series::otlp::decode);
     match receiver.accept(Protocol::Otlp, headers, body, decode).await {
         Ok(()) => (
             StatusCode::OK,

@@ -1,7 +1,8 @@
 //! OTLP over gRPC into the agent: the Collector's
-//! `opentelemetry.proto.collector.metrics.v1.MetricsService/Export` ([`OtlpGrpc`]) and
-//! `opentelemetry.proto.collector.logs.v1.LogsService/Export` ([`OtlpLogsGrpc`]), served
-//! on their own port (OTLP's 4317 by default) and admitted, bounded and routed exactly
+//! `opentelemetry.proto.collector.metrics.v1.MetricsService/Export` ([`OtlpGrpc`]),
+//! `opentelemetry.proto.collector.logs.v1.LogsService/Export` ([`OtlpLogsGrpc`]) and
+//! `opentelemetry.proto.collector.trace.v1.TraceService/Export` ([`OtlpTracesGrpc`]),
+//! served on their own port (OTLP's 4317 by default) and admitted, bounded and routed exactly
 //! like the HTTP receiver ([`super::PushReceiver`]).
 //!
 //! The one unary method is served by hand rather than through tonic's codec, so that
@@ -11,14 +12,17 @@
 //! message decoded by [`kaas_series::otlp`] under the push limits. Refusals are gRPC
 //! statuses with the HTTP receiver's reasons: `RESOURCE_EXHAUSTED` for too large,
 //! `INVALID_ARGUMENT` for malformed, `UNAUTHENTICATED`, `UNAVAILABLE`,
-//! `FAILED_PRECONDITION` when no pipeline takes OTLP.
+//! `FAILED_PRECONDITION` when no pipeline takes OTLP metrics or logs, `UNIMPLEMENTED`
+//! when no trace pipeline takes spans.
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
 
 use bytes::Bytes;
 use http_body::Frame;
 use kaas_proto::otlp::{
-    EXPORT_LOGS_PATH, EXPORT_METRICS_PATH, ExportLogsServiceResponse, ExportMetricsServiceResponse,
+    EXPORT_LOGS_PATH, EXPORT_METRICS_PATH, EXPORT_TRACES_PATH, ExportLogsServiceResponse,
+    ExportMetricsServiceResponse,
 };
 use kaas_series::{DecodeError, PushLimits, compression};
 use prost::Message;
@@ -29,24 +33,56 @@ use super::{Protocol, PushReceiver, Refusal};
 /// The gRPC message header: a compressed flag and a big-endian length.
 const FRAME_HEADER_BYTES: usize = 5;
 
-/// The gRPC service.
-#[derive(Clone)]
-pub struct OtlpGrpc {
-    receiver: PushReceiver,
+/// One OTLP signal's `Export` method: its service, path and protocol, and how a
+/// request that passed [`unary`] is decoded, routed and answered.
+pub trait OtlpExport: Send + Sync + 'static {
+    /// The gRPC service name.
+    const SERVICE: &'static str;
+    /// The unary method's path.
+    const PATH: &'static str;
+    /// The push protocol, for refusals and metrics.
+    const PROTOCOL: Protocol;
+
+    /// Admits, decodes and routes one request through `receiver`; the gRPC answer.
+    fn export(
+        receiver: PushReceiver,
+        headers: http::HeaderMap,
+        body: axum::body::Body,
+        gzip: bool,
+    ) -> BoxFuture<http::Response<tonic::body::Body>, Infallible>;
 }
 
-impl OtlpGrpc {
-    /// A service feeding `receiver`'s pipelines.
-    pub fn new(receiver: PushReceiver) -> Self {
-        Self { receiver }
+/// The gRPC service of one OTLP signal ([`OtlpGrpc`], [`OtlpLogsGrpc`],
+/// [`OtlpTracesGrpc`]).
+pub struct OtlpService<S> {
+    receiver: PushReceiver,
+    signal: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for OtlpService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            receiver: self.receiver.clone(),
+            signal: PhantomData,
+        }
     }
 }
 
-impl tonic::server::NamedService for OtlpGrpc {
-    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+impl<S: OtlpExport> OtlpService<S> {
+    /// A service feeding `receiver`'s pipelines.
+    pub fn new(receiver: PushReceiver) -> Self {
+        Self {
+            receiver,
+            signal: PhantomData,
+        }
+    }
 }
 
-impl Service<http::Request<tonic::body::Body>> for OtlpGrpc {
+impl<S: OtlpExport> tonic::server::NamedService for OtlpService<S> {
+    const NAME: &'static str = S::SERVICE;
+}
+
+impl<S: OtlpExport> Service<http::Request<tonic::body::Body>> for OtlpService<S> {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
@@ -58,23 +94,96 @@ impl Service<http::Request<tonic::body::Body>> for OtlpGrpc {
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let receiver = self.receiver.clone();
         Box::pin(async move {
-            let (headers, body, gzip) =
-                match unary(request, EXPORT_METRICS_PATH, Protocol::Otlp, &receiver) {
-                    Ok(unary) => unary,
-                    Err(answer) => return Ok(answer),
-                };
+            match unary(request, S::PATH, S::PROTOCOL, &receiver) {
+                Ok((headers, body, gzip)) => S::export(receiver, headers, body, gzip).await,
+                Err(answer) => Ok(answer),
+            }
+        })
+    }
+}
+
+/// `MetricsService/Export`, for metric pipelines with an `otlp` input.
+pub struct MetricsExport;
+/// The gRPC metrics service.
+pub type OtlpGrpc = OtlpService<MetricsExport>;
+
+impl OtlpExport for MetricsExport {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const PATH: &'static str = EXPORT_METRICS_PATH;
+    const PROTOCOL: Protocol = Protocol::Otlp;
+
+    fn export(
+        receiver: PushReceiver,
+        headers: http::HeaderMap,
+        body: axum::body::Body,
+        gzip: bool,
+    ) -> BoxFuture<http::Response<tonic::body::Body>, Infallible> {
+        Box::pin(async move {
             let decode = move |body: &[u8], limits: &PushLimits| {
                 decode_message(body, gzip, limits, kaas_series::otlp::decode)
             };
-            Ok(
-                match receiver
-                    .accept(Protocol::Otlp, &headers, body, decode)
-                    .await
-                {
-                    Ok(()) => exported(&ExportMetricsServiceResponse::default()),
-                    Err(refusal) => status(&refusal).into_http(),
-                },
-            )
+            let accepted = receiver.accept(Self::PROTOCOL, &headers, body, decode);
+            Ok(match accepted.await {
+                Ok(()) => exported(&ExportMetricsServiceResponse::default()),
+                Err(refusal) => status(&refusal).into_http(),
+            })
+        })
+    }
+}
+
+/// `LogsService/Export`, for log pipelines with an `otlp` input.
+pub struct LogsExport;
+/// The gRPC logs service.
+pub type OtlpLogsGrpc = OtlpService<LogsExport>;
+
+impl OtlpExport for LogsExport {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const PATH: &'static str = EXPORT_LOGS_PATH;
+    const PROTOCOL: Protocol = Protocol::OtlpLogs;
+
+    fn export(
+        receiver: PushReceiver,
+        headers: http::HeaderMap,
+        body: axum::body::Body,
+        gzip: bool,
+    ) -> BoxFuture<http::Response<tonic::body::Body>, Infallible> {
+        Box::pin(async move {
+            let decode = move |body: &[u8], limits: &PushLimits| {
+                decode_message(body, gzip, limits, kaas_series::otlp_logs::decode)
+            };
+            Ok(match receiver.accept_logs(&headers, body, decode).await {
+                Ok(()) => exported(&ExportLogsServiceResponse::default()),
+                Err(refusal) => status(&refusal).into_http(),
+            })
+        })
+    }
+}
+
+/// `TraceService/Export`, for trace pipelines (their `otlp` input); the answer names
+/// spans rate limits rejected ([`super::otlp_traces`]).
+pub struct TracesExport;
+/// The gRPC trace service.
+pub type OtlpTracesGrpc = OtlpService<TracesExport>;
+
+impl OtlpExport for TracesExport {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const PATH: &'static str = EXPORT_TRACES_PATH;
+    const PROTOCOL: Protocol = Protocol::OtlpTraces;
+
+    fn export(
+        receiver: PushReceiver,
+        headers: http::HeaderMap,
+        body: axum::body::Body,
+        gzip: bool,
+    ) -> BoxFuture<http::Response<tonic::body::Body>, Infallible> {
+        Box::pin(async move {
+            let decode = move |body: &[u8], limits: &PushLimits| {
+                decode_message(body, gzip, limits, kaas_series::otlp_traces::decode)
+            };
+            Ok(match receiver.accept_traces(&headers, body, decode).await {
+                Ok(rejected) => exported(&rejected.response()),
+                Err(refusal) => status(&refusal).into_http(),
+            })
         })
     }
 }
@@ -98,51 +207,6 @@ fn unary(
             refusal.count(protocol, &receiver.stats);
             Err(status(&refusal).into_http())
         }
-    }
-}
-
-/// The gRPC logs service, for log pipelines with an `otlp` input.
-#[derive(Clone)]
-pub struct OtlpLogsGrpc {
-    receiver: PushReceiver,
-}
-
-impl OtlpLogsGrpc {
-    /// A service feeding `receiver`'s log pipelines.
-    pub fn new(receiver: PushReceiver) -> Self {
-        Self { receiver }
-    }
-}
-
-impl tonic::server::NamedService for OtlpLogsGrpc {
-    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-}
-
-impl Service<http::Request<tonic::body::Body>> for OtlpLogsGrpc {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let receiver = self.receiver.clone();
-        Box::pin(async move {
-            let (headers, body, gzip) =
-                match unary(request, EXPORT_LOGS_PATH, Protocol::OtlpLogs, &receiver) {
-                    Ok(unary) => unary,
-                    Err(answer) => return Ok(answer),
-                };
-            let decode = move |body: &[u8], limits: &PushLimits| {
-                decode_message(body, gzip, limits, kaas_series::otlp_logs::decode)
-            };
-            Ok(match receiver.accept_logs(&headers, body, decode).await {
-                Ok(()) => exported(&ExportLogsServiceResponse::default()),
-                Err(refusal) => status(&refusal).into_http(),
-            })
-        })
     }
 }
 
@@ -222,15 +286,17 @@ fn exported(response: &impl Message) -> http::Response<tonic::body::Body> {
     response
 }
 
-/// Serves the service on `listener` until the process ends.
+/// Serves the services on `listener` until the process ends.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: OtlpGrpc,
     logs: OtlpLogsGrpc,
+    traces: OtlpTracesGrpc,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(service)
         .add_service(logs)
+        .add_service(traces)
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await
 }

@@ -1,0 +1,215 @@
+//! OTLP traces into the trace pipelines: `POST /v1/traces` (protobuf, gzip or not)
+//! and, through [`super::otlp_grpc`], `TraceService/Export`, with the checks of every
+//! push receiver in their order ([`super`]): no trace pipeline → 404 / `UNIMPLEMENTED`
+//! (OTLP's "this signal is not served here"); credentials; body size; shape, decoded
+//! by `kaas_series::otlp_traces`.
+//!
+//! A trace pipeline's namespace selector is applied to the pusher's proven namespace
+//! only (a service-account token's, also written to every resource as
+//! `k8s.namespace.name`); a request admitted by a push token or without
+//! authentication proves none and is taken whole, a claimed namespace never counting.
+//! The answer waits until the spans are durable in every pipeline that takes them;
+//! spans a pipeline's rate limit drops are reported in its
+//! `partial_success.rejected_spans`. OTLP/JSON traces are not read yet (415): the
+//! OTLP/JSON decoder is the logs model's.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kaas_proto::otlp::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use kaas_series::{DecodeError, PushLimits};
+use prost::Message;
+
+use super::{
+    Admitted, Protocol, PushReceiver, Refusal, otlp_protobuf_encoding, protobuf_decoder, read_body,
+    set_namespace,
+};
+use crate::pipeline::traces::IntakeError;
+use crate::topology::inlet::{Ack, Stored};
+
+impl PushReceiver {
+    /// Admits, reads, decodes and routes one OTLP traces request; counts a refusal.
+    /// The answer is how many spans processing rejected (rate limits).
+    pub(super) async fn accept_traces(
+        &self,
+        headers: &HeaderMap,
+        body: axum::body::Body,
+        decode: impl FnOnce(&[u8], &PushLimits) -> Result<ExportTraceServiceRequest, DecodeError>
+        + Send
+        + 'static,
+    ) -> Result<RejectedSpans, Refusal> {
+        let result = async {
+            let admitted = self.admit(Protocol::OtlpTraces, headers).await?;
+            let body = read_body(headers, body, self.limits.max_body_bytes).await?;
+            let request = self.decode(body, decode).await?;
+            self.route_traces(request, &admitted).await
+        }
+        .await;
+        self.note(Protocol::OtlpTraces, &result);
+        result
+    }
+}
+
+impl PushReceiver {
+    /// Hands pushed spans to every admitted trace pipeline whose namespace selector
+    /// admits the pusher's proven namespace (a service-account token's; a request
+    /// admitted by a pipeline's push token, or without authentication, has no proven
+    /// namespace and is taken whole: a namespace the sender claims in its resource is
+    /// never trusted). The proven namespace is written to every resource as
+    /// `k8s.namespace.name`. Each pipeline processes and buffers its copy through its
+    /// intake; the answer waits until the spans are durable in every pipeline that
+    /// takes them, and a pipeline that cannot store them fails the request (429 /
+    /// `RESOURCE_EXHAUSTED`; 503 / `UNAVAILABLE` when its hash key cannot be read), so
+    /// the pusher retries. Spans a pipeline's rate limit dropped are the answer's
+    /// partial success.
+    async fn route_traces(
+        &self,
+        request: ExportTraceServiceRequest,
+        admitted: &[Admitted],
+    ) -> Result<RejectedSpans, Refusal> {
+        let mut durable = Vec::new();
+        let mut not_stored = Vec::new();
+        let mut unavailable = Vec::new();
+        let mut rejected = RejectedSpans::default();
+        let pipelines = self.trace_pipelines.read().await;
+        for admission in admitted {
+            let Some(pipeline) = pipelines.get(&admission.pipeline) else {
+                continue;
+            };
+            let Some(input) = pipeline.pipeline.inputs.otlp.as_ref() else {
+                continue;
+            };
+            let mut taken = request.resource_spans.clone();
+            if let Some(namespace) = &admission.namespace {
+                if !input.namespaces.admits(namespace) {
+                    continue;
+                }
+                for resource_spans in &mut taken {
+                    set_namespace(&mut resource_spans.resource, namespace);
+                }
+            }
+            let (on_durable, stored) = tokio::sync::oneshot::channel();
+            let ack = Ack::new(move || {
+                let _ = on_durable.send(());
+            });
+            match pipeline.intake.buffer(taken, ack) {
+                Ok(buffered) => {
+                    rejected.note(pipeline.intake.name(), buffered.spans.rate_limited);
+                    if buffered.stored == Stored::Kept {
+                        durable.push((admission.pipeline.as_str(), stored));
+                    } else {
+                        not_stored.push(admission.pipeline.as_str());
+                    }
+                }
+                Err(IntakeError::HashKeyUnavailable(reason)) => {
+                    unavailable.push(format!("{}: {reason}", admission.pipeline));
+                }
+                Err(IntakeError::Buffer(_)) => not_stored.push(admission.pipeline.as_str()),
+            }
+        }
+        for (pipeline, stored) in durable {
+            if stored.await.is_err() {
+                not_stored.push(pipeline);
+            }
+        }
+        if !unavailable.is_empty() {
+            return Err(Refusal::BufferUnavailable(format!(
+                "trace pipeline(s) cannot process spans now; retry later ({})",
+                unavailable.join("; ")
+            )));
+        }
+        if !not_stored.is_empty() {
+            return Err(Refusal::OtlpBufferFull(format!(
+                "trace pipeline(s) {} could not store the spans (their buffer is full or cannot write); retry later",
+                not_stored.join(", ")
+            )));
+        }
+        Ok(rejected)
+    }
+}
+
+/// Spans trace pipelines' processing rejected (their rate limits), for the answer's
+/// partial success: the most any one pipeline rejected (a span two pipelines both
+/// rejected is one span), and which pipelines.
+#[derive(Debug, Default)]
+pub(super) struct RejectedSpans {
+    spans: u64,
+    pipelines: Vec<String>,
+}
+
+impl RejectedSpans {
+    fn note(&mut self, pipeline: &str, spans: u64) {
+        if spans > 0 {
+            self.spans = self.spans.max(spans);
+            self.pipelines.push(pipeline.to_owned());
+        }
+    }
+
+    /// The answer: an empty response, or a partial success naming the rejected spans.
+    pub(super) fn response(&self) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: (self.spans > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: i64::try_from(self.spans).unwrap_or(i64::MAX),
+                error_message: format!(
+                    "spans over the rate limit of trace pipeline(s) {} were dropped",
+                    self.pipelines.join(", ")
+                ),
+            }),
+        }
+    }
+}
+
+/// `POST /v1/traces`: OTLP/HTTP traces, protobuf, gzip or not. (OTLP/JSON traces are
+/// not read yet: the JSON decoder is the logs model's; such a request is 415.)
+pub(super) async fn otlp_http_traces(
+    State(receiver): State<PushReceiver>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let gzip = match otlp_protobuf_encoding(headers) {
+        Ok(gzip) => gzip,
+        Err(refusal) => {
+            refusal.count(Protocol::OtlpTraces, &receiver.stats);
+            return refusal.into_response();
+        }
+    };
+    let decode = protobuf_decoder(gzip, kaas_series::otlp_traces::decode);
+    match receiver.accept_traces(headers, body, decode).await {
+        Ok(rejected) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            rejected.response().encode_to_vec(),
+        )
+            .into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nothing rejected is an empty answer; rejections by two pipelines are the larger
+    /// count (a span both rejected is one span), naming both pipelines.
+    #[test]
+    fn rate_limited_spans_are_the_answers_partial_success() {
+        let mut rejected = RejectedSpans::default();
+        rejected.note("quiet", 0);
+        assert_eq!(rejected.response().partial_success, None);
+        rejected.note("first", 3);
+        rejected.note("second", 5);
+        let partial = rejected
+            .response()
+            .partial_success
+            .expect("a partial success");
+        assert_eq!(partial.rejected_spans, 5);
+        assert!(
+            partial.error_message.contains("first, second"),
+            "{}",
+            partial.error_message
+        );
+    }
+}
