@@ -48,6 +48,11 @@ ensure_python_packages() {
     echo "==> installing opentelemetry-proto (independent OTLP decoder for tests) from PyPI"
     python3 -m pip install --quiet 'opentelemetry-proto==1.45.2'
   fi
+  if ! python3 -c "import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.exporter.otlp.proto.grpc.trace_exporter" >/dev/null 2>&1; then
+    echo "==> installing the OpenTelemetry Python SDK and OTLP exporters (independent span sender for tests) from PyPI"
+    python3 -m pip install --quiet 'opentelemetry-sdk==1.45.2' \
+      'opentelemetry-exporter-otlp-proto-http==1.45.2' 'opentelemetry-exporter-otlp-proto-grpc==1.45.2'
+  fi
   if ! command -v kubernetes-validate >/dev/null 2>&1; then
     echo "==> installing kubernetes-validate (offline manifest validation) from PyPI"
     python3 -m pip install --quiet 'kubernetes-validate==1.37.0'

@@ -10,9 +10,9 @@
 //! the new settings on the same buffer directory (nothing buffered is lost), a removed
 //! one is stopped (its buffer directory stays, for an operator or a later re-add).
 //!
-//! Metric pipelines and log pipelines are applied alike ([`reconcile`]), each kind by
-//! its names (unique per kind only). Every apply also shares the agent's buffer budget
-//! between the pipelines of both kinds ([`crate::pipeline::budget`]); a pipeline whose
+//! Metric, log and trace pipelines are applied alike ([`reconcile`]), each kind by its
+//! names (unique per kind only). Every apply also shares the agent's buffer budget
+//! between the pipelines of every kind ([`crate::pipeline::budget`]); a pipeline whose
 //! share changes is restarted with its new bound, like a changed one.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +39,7 @@ use crate::pipeline::kubelet::SERVICE_ACCOUNT_DIR;
 use crate::pipeline::logs::{LogPipelines, RunningLogPipeline};
 use crate::pipeline::node_logs::{NodeLogInputs, NodeLogSettings};
 use crate::pipeline::runtime::{AgentContext, ClusterView, Pipelines, RunningPipeline};
+use crate::pipeline::traces::{RunningTracePipeline, TracePipelines};
 use crate::pipeline::{PipelineId, PipelineKind};
 use crate::telemetry::registry;
 
@@ -137,6 +138,8 @@ pub struct Agent {
     pub pipelines: Arc<RwLock<Pipelines>>,
     /// The running log pipelines, readable by reporters.
     pub log_pipelines: Arc<RwLock<LogPipelines>>,
+    /// The running trace pipelines, readable by reporters and the push receivers.
+    pub trace_pipelines: Arc<RwLock<TracePipelines>>,
     /// What the agent runs ([`AgentRole`]).
     role: AgentRole,
     /// The node's log inputs, on the node role.
@@ -213,6 +216,27 @@ impl Reconciled for RunningLogPipeline {
     }
 }
 
+impl Reconciled for RunningTracePipeline {
+    type Config = kaas_pipeline::traces::ValidatedTracePipeline;
+    const KIND: PipelineKind = PipelineKind::Trace;
+    fn name_of(config: &Self::Config) -> &str {
+        config.name()
+    }
+    fn runs(&self, config: &Self::Config, grant: &BufferGrant) -> bool {
+        self.data_path.buffer_grant == *grant && self.pipeline.spec() == config.spec()
+    }
+    fn start(
+        config: Self::Config,
+        context: &AgentContext,
+        grant: BufferGrant,
+    ) -> Result<Self, crate::pipeline::runtime::StartError> {
+        RunningTracePipeline::start(config, context, grant)
+    }
+    async fn stop(self) {
+        RunningTracePipeline::stop(self).await;
+    }
+}
+
 /// Makes the pipelines of one kind in `running` match `wanted` (see the module
 /// documentation); `restart_all` restarts even unchanged ones (the external labels
 /// changed).
@@ -286,6 +310,7 @@ impl Agent {
             buffer_budget: DEFAULT_BUFFER_BUDGET,
             pipelines: Arc::new(RwLock::new(Pipelines::new())),
             log_pipelines: Arc::new(RwLock::new(LogPipelines::new())),
+            trace_pipelines: Arc::new(RwLock::new(TracePipelines::new())),
             role: AgentRole::Cluster,
             node_logs: None,
             log_inputs: Arc::default(),
@@ -311,9 +336,9 @@ impl Agent {
         self.base.secrets = secrets;
     }
 
-    /// Makes the running pipelines of both kinds match `config`. The external labels
-    /// are the metric pipelines' (a change restarts them); log records carry the
-    /// cluster in their resource instead.
+    /// Makes the running pipelines of every kind match `config`. The external labels
+    /// are the metric pipelines' (a change restarts them); log records and spans carry
+    /// the cluster in their resource instead.
     pub async fn apply(&mut self, config: ValidatedAgentConfig) -> ApplyReport {
         let external_labels = Arc::new(Labels::from_pairs(config.external_labels.clone()));
         let labels_changed = external_labels != self.external_labels;
@@ -329,6 +354,7 @@ impl Agent {
             // pipelines: the observer sends a node none of it, and a configuration that
             // holds some anyway (a file, an older observer) is cut to the node's part.
             config.pipelines.clear();
+            config.trace_pipelines.clear();
             config.log_pipelines = node_part(std::mem::take(&mut config.log_pipelines));
         }
         let metric_asks = config
@@ -339,7 +365,23 @@ impl Agent {
             .log_pipelines
             .iter()
             .map(|p| (PipelineId::log(p.name()), p.buffer.max_bytes.get()));
-        let mut grants = allocate(self.buffer_budget, metric_asks.chain(log_asks));
+        let trace_asks = config
+            .trace_pipelines
+            .iter()
+            .map(|p| (PipelineId::trace(p.name()), p.buffer.max_bytes.get()));
+        let mut grants = allocate(
+            self.buffer_budget,
+            metric_asks.chain(log_asks).chain(trace_asks),
+        );
+        reconcile(
+            &mut *self.trace_pipelines.write().await,
+            config.trace_pipelines,
+            &mut grants,
+            &context,
+            false,
+            &mut report,
+        )
+        .await;
         let mut logs = self.log_pipelines.write().await;
         // The inputs stop before any log pipeline does: none may write into a buffer
         // directory a restarted pipeline reopens.
@@ -379,6 +421,10 @@ impl Agent {
             inputs.stop().await;
         }
         let all = std::mem::take(&mut *self.log_pipelines.write().await);
+        for (_, pipeline) in all {
+            pipeline.stop().await;
+        }
+        let all = std::mem::take(&mut *self.trace_pipelines.write().await);
         for (_, pipeline) in all {
             pipeline.stop().await;
         }
@@ -422,7 +468,8 @@ fn secret_namespaces(
     let mut watched = BTreeSet::new();
     let metric_refs = config.pipelines.iter().flat_map(|p| p.secret_refs());
     let log_refs = config.log_pipelines.iter().flat_map(|p| p.secret_refs());
-    for reference in metric_refs.chain(log_refs) {
+    let trace_refs = config.trace_pipelines.iter().flat_map(|p| p.secret_refs());
+    for reference in metric_refs.chain(log_refs).chain(trace_refs) {
         if allowed.allows(&reference.namespace) {
             watched.insert(reference.namespace.clone());
         } else {
@@ -549,6 +596,7 @@ impl ConfiguredAgent {
         let mut registry = registry(
             agent.pipelines.clone(),
             agent.log_pipelines.clone(),
+            agent.trace_pipelines.clone(),
             agent.log_inputs.clone(),
             reloads.clone(),
             push_stats.clone(),
@@ -622,6 +670,11 @@ impl ConfiguredAgent {
         self.agent.log_pipelines.clone()
     }
 
+    /// The running trace pipelines, for health reports.
+    pub fn trace_pipelines(&self) -> Arc<tokio::sync::RwLock<TracePipelines>> {
+        self.agent.trace_pipelines.clone()
+    }
+
     /// Makes the running pipelines match `config` through [`Agent::apply`], watching
     /// the Secrets its pipelines reference first; logs what changed and marks the agent
     /// ready.
@@ -671,11 +724,15 @@ async fn serve_push(
         push_stats,
         kaas_series::PushLimits::default(),
         reviewer,
-    );
+    )
+    .with_trace_pipelines(agent.trace_pipelines.clone());
     let grpc = crate::push::otlp_grpc::OtlpGrpc::new(receiver.clone());
     let grpc_logs = crate::push::otlp_grpc::OtlpLogsGrpc::new(receiver.clone());
+    let grpc_traces = crate::push::otlp_grpc::OtlpTracesGrpc::new(receiver.clone());
     tokio::spawn(async move {
-        if let Err(error) = crate::push::otlp_grpc::serve(grpc_listener, grpc, grpc_logs).await {
+        let served =
+            crate::push::otlp_grpc::serve(grpc_listener, grpc, grpc_logs, grpc_traces).await;
+        if let Err(error) = served {
             tracing::error!(%error, "the OTLP/gRPC receiver stopped");
         }
     });
@@ -687,7 +744,7 @@ async fn serve_push(
     });
     tracing::info!(
         address = %settings.otlp_http_listen_address,
-        "serving the OTLP/HTTP push receivers /v1/metrics and /v1/logs"
+        "serving the OTLP/HTTP push receivers /v1/metrics, /v1/logs and /v1/traces"
     );
     Ok(receiver.routes())
 }
@@ -854,6 +911,7 @@ pipelines:
         let health = crate::control::health::snapshot(
             &*agent.pipelines.read().await,
             &*agent.log_pipelines.read().await,
+            &*agent.trace_pipelines.read().await,
             std::time::SystemTime::now(),
         );
         let kinds: Vec<(&str, &str)> = health
@@ -866,6 +924,7 @@ pipelines:
         let registry = registry(
             agent.pipelines.clone(),
             agent.log_pipelines.clone(),
+            agent.trace_pipelines.clone(),
             agent.log_inputs.clone(),
             Arc::new(ReloadState::default()),
             Arc::new(PushStats::default()),
@@ -904,5 +963,72 @@ pipelines:
         assert!(dir.path().join("buffers/shop").is_dir(), "the buffer stays");
         agent.shutdown().await;
         assert!(agent.log_pipelines.read().await.is_empty());
+    }
+
+    /// The configuration of a log pipeline `shop` and a trace pipeline `shop` sending
+    /// to `trace_endpoint`.
+    fn with_traces(trace_endpoint: &str) -> ValidatedAgentConfig {
+        let text = format!(
+            "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\nlogPipelines:\n  - metadata: {{name: shop}}\n    spec:\n{LOGS}tracePipelines:\n  - metadata: {{name: shop}}\n    spec:\n      output: {{otlp: {{endpoint: '{trace_endpoint}'}}}}\n"
+        );
+        AgentConfig::parse(&text, &ValidationContext::standalone()).unwrap()
+    }
+
+    /// Issue 17: trace pipelines start, restart and stop like the other kinds, under
+    /// their own names and buffer directory, share the budget, and are reported with
+    /// their kind; a node instance runs none.
+    #[tokio::test]
+    async fn trace_pipelines_are_applied_beside_other_kinds_of_the_same_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut agent = plain_agent(dir.path());
+        let report = agent.apply(with_traces("http://127.0.0.1:9")).await;
+        assert_eq!(
+            report.started,
+            [PipelineId::trace("shop"), PipelineId::log("shop")],
+            "{report:?}"
+        );
+        assert!(dir.path().join("trace-buffers/shop").is_dir());
+        let health = crate::control::health::snapshot(
+            &*agent.pipelines.read().await,
+            &*agent.log_pipelines.read().await,
+            &*agent.trace_pipelines.read().await,
+            std::time::SystemTime::now(),
+        );
+        let kinds: Vec<(&str, &str)> = health
+            .pipelines
+            .iter()
+            .map(|p| (p.pipeline.as_str(), p.kind.as_str()))
+            .collect();
+        assert_eq!(kinds, [("shop", "LogPipeline"), ("shop", "TracePipeline")]);
+        let registry = registry(
+            agent.pipelines.clone(),
+            agent.log_pipelines.clone(),
+            agent.trace_pipelines.clone(),
+            agent.log_inputs.clone(),
+            Arc::new(ReloadState::default()),
+            Arc::new(PushStats::default()),
+            1 << 30,
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("kaas_agent_trace_pipeline_spans_in_total{pipeline=\"shop\"} 0"),
+            "{text}"
+        );
+
+        let report = agent.apply(with_traces("http://127.0.0.1:10")).await;
+        assert_eq!(report.restarted, [PipelineId::trace("shop")], "{report:?}");
+        assert_eq!(report.unchanged, [PipelineId::log("shop")], "{report:?}");
+        let report = agent.apply(config(LOGS, false)).await;
+        assert_eq!(report.stopped, [PipelineId::trace("shop")], "{report:?}");
+        assert!(dir.path().join("trace-buffers/shop").is_dir(), "the buffer stays");
+        agent.shutdown().await;
+
+        let node_dir = tempfile::tempdir().unwrap();
+        let mut node = plain_agent(node_dir.path());
+        node.role = AgentRole::Node;
+        let report = node.apply(with_traces("http://127.0.0.1:9")).await;
+        assert!(node.trace_pipelines.read().await.is_empty(), "{report:?}");
+        node.shutdown().await;
     }
 }

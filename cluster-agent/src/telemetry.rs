@@ -6,8 +6,8 @@
 //! Each signal has its own families for what every data path counts ([`DataPathFamilies`]),
 //! as the OpenTelemetry Collector names its exporters' counters per signal: metric
 //! pipelines count samples (`kaas_agent_pipeline_*`), log pipelines log records
-//! (`kaas_agent_log_pipeline_*`), and a metric and a log pipeline of one name never
-//! share a series.
+//! (`kaas_agent_log_pipeline_*`), trace pipelines spans (`kaas_agent_trace_pipeline_*`),
+//! and pipelines of different kinds with one name never share a series.
 //!
 //! | metric | labels |
 //! |---|---|
@@ -34,6 +34,16 @@
 //! | `kaas_agent_log_pipeline_buffer_bytes` | pipeline |
 //! | `kaas_agent_log_pipeline_buffer_max_bytes` | pipeline |
 //! | `kaas_agent_log_pipeline_buffer_oldest_age_seconds` | pipeline |
+//! | `kaas_agent_trace_pipeline_spans_in_total` | pipeline |
+//! | `kaas_agent_trace_pipeline_spans_sent_total` | pipeline |
+//! | `kaas_agent_trace_pipeline_spans_failed_total` | pipeline |
+//! | `kaas_agent_trace_pipeline_spans_dropped_total` | pipeline, reason |
+//! | `kaas_agent_trace_pipeline_errors_total` | pipeline, reason (a condition reason, e.g. BackendUnreachable) |
+//! | `kaas_agent_trace_pipeline_requests_total` | pipeline |
+//! | `kaas_agent_trace_pipeline_send_duration_seconds` (histogram) | pipeline |
+//! | `kaas_agent_trace_pipeline_buffer_bytes` | pipeline |
+//! | `kaas_agent_trace_pipeline_buffer_max_bytes` | pipeline |
+//! | `kaas_agent_trace_pipeline_buffer_oldest_age_seconds` | pipeline |
 //! | `kaas_agent_log_processing_total` | pipeline, outcome (filtered, body_truncated, json_invalid, ...) |
 //! | `kaas_agent_log_input_files_open` | input (files) |
 //! | `kaas_agent_log_input_files_tracked` | input (files) |
@@ -73,12 +83,14 @@ use crate::internal_events::{
 use crate::pipeline::data_path::DataPath;
 use crate::pipeline::logs::LogPipelines;
 use crate::pipeline::runtime::{Pipelines, RunningPipeline};
+use crate::pipeline::traces::TracePipelines;
 
 /// Reads the pipelines at scrape time.
 #[derive(Debug)]
 pub struct AgentCollector {
     pipelines: Arc<RwLock<Pipelines>>,
     log_pipelines: Arc<RwLock<LogPipelines>>,
+    trace_pipelines: Arc<RwLock<TracePipelines>>,
     log_inputs: Arc<LogInputStats>,
     reloads: Arc<ReloadState>,
     push: Arc<PushStats>,
@@ -90,6 +102,7 @@ pub struct AgentCollector {
 pub fn registry(
     pipelines: Arc<RwLock<Pipelines>>,
     log_pipelines: Arc<RwLock<LogPipelines>>,
+    trace_pipelines: Arc<RwLock<TracePipelines>>,
     log_inputs: Arc<LogInputStats>,
     reloads: Arc<ReloadState>,
     push: Arc<PushStats>,
@@ -99,6 +112,7 @@ pub fn registry(
     registry.register_collector(Box::new(AgentCollector {
         pipelines,
         log_pipelines,
+        trace_pipelines,
         log_inputs,
         reloads,
         push,
@@ -356,6 +370,69 @@ const LOG_FAMILIES: DataPathFamilies = DataPathFamilies {
     age: Family::new(
         "kaas_agent_log_pipeline_buffer_oldest_age_seconds",
         "Age of the oldest undelivered buffered log records.",
+        MetricType::Gauge,
+        &["pipeline"],
+    ),
+};
+
+const TRACE_FAMILIES: DataPathFamilies = DataPathFamilies {
+    items_in: Family::new(
+        "kaas_agent_trace_pipeline_spans_in",
+        "Spans accepted into the trace pipeline's buffer (after its sampling and processing).",
+        MetricType::Counter,
+        &["pipeline"],
+    ),
+    sent: Family::new(
+        "kaas_agent_trace_pipeline_spans_sent",
+        "Spans the backend acknowledged.",
+        MetricType::Counter,
+        &["pipeline"],
+    ),
+    failed: Family::new(
+        "kaas_agent_trace_pipeline_spans_failed",
+        "Spans in failed send attempts that will be retried.",
+        MetricType::Counter,
+        &["pipeline"],
+    ),
+    dropped: Family::new(
+        "kaas_agent_trace_pipeline_spans_dropped",
+        "Spans given up on after processing, by reason.",
+        MetricType::Counter,
+        &["pipeline", "reason"],
+    ),
+    errors: Family::new(
+        "kaas_agent_trace_pipeline_errors",
+        "Span delivery errors, by condition reason (e.g. BackendUnreachable, BufferFull).",
+        MetricType::Counter,
+        &["pipeline", "reason"],
+    ),
+    requests: Family::new(
+        "kaas_agent_trace_pipeline_requests",
+        "Requests sent to the trace backend.",
+        MetricType::Counter,
+        &["pipeline"],
+    ),
+    send_duration: Family::new(
+        "kaas_agent_trace_pipeline_send_duration_seconds",
+        "How long requests to the trace backend take.",
+        MetricType::Histogram,
+        &["pipeline"],
+    ),
+    bytes: Family::new(
+        "kaas_agent_trace_pipeline_buffer_bytes",
+        "Bytes in the trace pipeline's disk buffer.",
+        MetricType::Gauge,
+        &["pipeline"],
+    ),
+    max_bytes: Family::new(
+        "kaas_agent_trace_pipeline_buffer_max_bytes",
+        "The byte bound of the trace pipeline's disk buffer: spec.buffer.maxBytes, or less when the agent's buffer budget is shared.",
+        MetricType::Gauge,
+        &["pipeline"],
+    ),
+    age: Family::new(
+        "kaas_agent_trace_pipeline_buffer_oldest_age_seconds",
+        "Age of the oldest undelivered buffered spans.",
         MetricType::Gauge,
         &["pipeline"],
     ),
@@ -627,6 +704,20 @@ fn encode_metric_pipelines(
     targets.encode(encoder)
 }
 
+/// The trace pipelines' families.
+fn encode_trace_pipelines(
+    encoder: &mut DescriptorEncoder,
+    pipelines: &TracePipelines,
+    now_ms: i64,
+) -> std::fmt::Result {
+    let mut rows = DataPathRows::default();
+    for (name, pipeline) in pipelines {
+        rows.add(name, &pipeline.data_path, now_ms);
+    }
+    let paths = pipelines.iter().map(|(n, p)| (n, &p.data_path));
+    rows.encode(&TRACE_FAMILIES, encoder, paths)
+}
+
 /// The log pipelines' families.
 fn encode_log_pipelines(
     encoder: &mut DescriptorEncoder,
@@ -704,6 +795,9 @@ impl Collector for AgentCollector {
         if let Ok(pipelines) = self.log_pipelines.try_read() {
             encode_log_pipelines(&mut encoder, &pipelines, now_ms)?;
         }
+        if let Ok(pipelines) = self.trace_pipelines.try_read() {
+            encode_trace_pipelines(&mut encoder, &pipelines, now_ms)?;
+        }
         encode_log_inputs(&mut encoder, &self.log_inputs.snapshot())
     }
 }
@@ -739,7 +833,7 @@ mod tests {
             &LOG_INPUT_CONSUMER_DETACHED,
             &LOG_INPUT_CONSUMER_DETACHMENTS,
         ];
-        for signal in [&METRIC_FAMILIES, &LOG_FAMILIES] {
+        for signal in [&METRIC_FAMILIES, &LOG_FAMILIES, &TRACE_FAMILIES] {
             families.extend([
                 &signal.items_in,
                 &signal.sent,
@@ -810,6 +904,7 @@ mod tests {
         let mut registry = registry(
             Arc::new(RwLock::new(Pipelines::new())),
             Arc::new(RwLock::new(LogPipelines::new())),
+            Arc::new(RwLock::new(TracePipelines::new())),
             Arc::new(LogInputStats::default()),
             Arc::new(ReloadState::default()),
             Arc::new(PushStats::default()),

@@ -677,10 +677,11 @@ async fn an_otlp_record_with_every_field_set_arrives_whole_for_the_official_deco
     std::fs::write(&file, &received[0].body).unwrap();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/otlp/decode_logs.py"
+        "/tests/fixtures/otlp/decode_otlp.py"
     );
     let output = std::process::Command::new("python3")
         .arg(script)
+        .arg("logs")
         .arg(&file)
         .output()
         .expect("python3 runs");

@@ -160,13 +160,11 @@ async fn otlp_logs_pushed_over_http_and_grpc_reach_rotel() {
         stats,
     )
     .unwrap();
-    let sent = kaas_cluster_agent::record::logs::LogRequest {
-        body: request("grpc-sender", "pushed-over-grpc").encode_to_vec(),
-        snappy: false,
-        records: 1,
-        oldest_ms: 0,
-        settled: Default::default(),
-    };
+    let sent = kaas_cluster_agent::record::logs::LogRequest::new(
+        request("grpc-sender", "pushed-over-grpc").encode_to_vec(),
+        1,
+        0,
+    );
     use kaas_cluster_agent::exporters::Export;
     exporter
         .send(&sent)

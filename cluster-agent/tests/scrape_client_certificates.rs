@@ -118,6 +118,7 @@ async fn only_the_group_with_the_client_certificate_scrapes_etcd_and_the_other_i
         let snapshot = health::snapshot(
             &*agent.pipelines.read().await,
             &*agent.log_pipelines.read().await,
+            &*agent.trace_pipelines.read().await,
             SystemTime::now(),
         );
         let jobs_down = snapshot.pipelines[0].targets_down_by_job.clone();

@@ -1,9 +1,9 @@
 //! OpenTelemetry OTLP metrics, logs and trace messages, written by hand as prost structs with
 //! the field numbers of `opentelemetry/proto` (common, resource, metrics, logs, trace and
-//! their collector services, v1). The common, resource and logs messages carry every field
-//! of the official protocol (1.9), so a record received and forwarded loses nothing; of
-//! metrics and traces only what the project sends is modelled, and receivers skip unknown
-//! fields.
+//! their collector services, v1). The common, resource, logs and trace messages carry
+//! every field of the official protocol (1.9), so a record or span received and
+//! forwarded loses nothing; of metrics only what the project sends is modelled, and
+//! receivers skip unknown fields.
 //! Hand-written rather than taken from `opentelemetry-proto`, which would bring the
 //! whole OpenTelemetry SDK into the build.
 
@@ -407,6 +407,9 @@ pub struct ResourceSpans {
     /// Spans per instrumentation scope.
     #[prost(message, repeated, tag = "2")]
     pub scope_spans: Vec<ScopeSpans>,
+    /// The schema of the resource's attributes.
+    #[prost(string, tag = "3")]
+    pub schema_url: String,
 }
 
 /// `ScopeSpans`.
@@ -418,6 +421,9 @@ pub struct ScopeSpans {
     /// Spans.
     #[prost(message, repeated, tag = "2")]
     pub spans: Vec<Span>,
+    /// The schema of the spans' attributes.
+    #[prost(string, tag = "3")]
+    pub schema_url: String,
 }
 
 /// `Span`.
@@ -456,9 +462,66 @@ pub struct Span {
     /// Attributes left out.
     #[prost(uint32, tag = "10")]
     pub dropped_attributes_count: u32,
+    /// Events during the span.
+    #[prost(message, repeated, tag = "11")]
+    pub events: Vec<span::Event>,
+    /// Events the sender left out.
+    #[prost(uint32, tag = "12")]
+    pub dropped_events_count: u32,
+    /// Links to other spans.
+    #[prost(message, repeated, tag = "13")]
+    pub links: Vec<span::Link>,
+    /// Links the sender left out.
+    #[prost(uint32, tag = "14")]
+    pub dropped_links_count: u32,
     /// Outcome.
     #[prost(message, optional, tag = "15")]
     pub status: Option<Status>,
+}
+
+/// The messages nested in `Span`.
+pub mod span {
+    use super::KeyValue;
+
+    /// `Span.Event`: something that happened at one time during the span.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Event {
+        /// When.
+        #[prost(fixed64, tag = "1")]
+        pub time_unix_nano: u64,
+        /// Name.
+        #[prost(string, tag = "2")]
+        pub name: String,
+        /// Attributes.
+        #[prost(message, repeated, tag = "3")]
+        pub attributes: Vec<KeyValue>,
+        /// Attributes the sender left out.
+        #[prost(uint32, tag = "4")]
+        pub dropped_attributes_count: u32,
+    }
+
+    /// `Span.Link`: a span in the same or another trace this one relates to.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Link {
+        /// 16 bytes.
+        #[prost(bytes = "vec", tag = "1")]
+        pub trace_id: Vec<u8>,
+        /// 8 bytes.
+        #[prost(bytes = "vec", tag = "2")]
+        pub span_id: Vec<u8>,
+        /// The linked span's W3C trace state.
+        #[prost(string, tag = "3")]
+        pub trace_state: String,
+        /// Attributes.
+        #[prost(message, repeated, tag = "4")]
+        pub attributes: Vec<KeyValue>,
+        /// Attributes the sender left out.
+        #[prost(uint32, tag = "5")]
+        pub dropped_attributes_count: u32,
+        /// The linked span's W3C trace flags and the is-remote bits.
+        #[prost(fixed32, tag = "6")]
+        pub flags: u32,
+    }
 }
 
 /// `Span.SpanKind`.

@@ -1,8 +1,9 @@
 //! Series as the agent handles them before they reach a pipeline: label sets
 //! ([`labels`]) and the decoders of series pushed to the agent ([`remote_write`],
 //! [`otlp`]), of OTLP logs ([`otlp_logs`] for protobuf, [`otlp_logs_json`] for
-//! OTLP/JSON), of Zipkin v2 JSON spans converted to OTLP ([`zipkin`]) and of Loki
-//! pushes to the receive gateway ([`loki`]), kept in a small
+//! OTLP/JSON), of OTLP traces ([`otlp_traces`], protobuf), of Zipkin v2 JSON spans
+//! converted to OTLP ([`zipkin`]) and of Loki pushes to the receive gateway
+//! ([`loki`]), kept in a small
 //! crate so that they can be fuzzed and tested without the agent around them.
 //!
 //! A push decoder treats its input as hostile. Each one checks a size before it
@@ -23,6 +24,7 @@ pub mod loki;
 pub mod otlp;
 pub mod otlp_logs;
 pub mod otlp_logs_json;
+pub mod otlp_traces;
 pub mod remote_write;
 mod wire;
 pub mod zipkin;

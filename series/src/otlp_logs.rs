@@ -20,6 +20,20 @@ pub const MAX_VALUE_DEPTH: usize = 32;
 
 /// Decodes an OTLP logs body (already decompressed) under `limits`.
 pub fn decode(raw: &[u8], limits: &PushLimits) -> Result<ExportLogsServiceRequest, DecodeError> {
+    decode_bounded(raw, limits, Shape::Request, "ExportLogsServiceRequest")
+}
+
+/// Decodes an OTLP request body (already decompressed) of message `M` under `limits`:
+/// its size, then a scan of `shape` (the request's message tree) counting messages and
+/// bounding value nesting, then prost. Shared by the OTLP signals' decoders
+/// ([`crate::otlp_traces`]), which differ only in their shape; `name` is the message's
+/// name for refusals.
+pub(crate) fn decode_bounded<M: Message + Default, S: MessageShape>(
+    raw: &[u8],
+    limits: &PushLimits,
+    shape: S,
+    name: &str,
+) -> Result<M, DecodeError> {
     if raw.len() > limits.max_decompressed_bytes {
         return Err(DecodeError::DecompressedTooLarge {
             limit: limits.max_decompressed_bytes,
@@ -29,15 +43,13 @@ pub fn decode(raw: &[u8], limits: &PushLimits) -> Result<ExportLogsServiceReques
     let mut messages = 0;
     scan(
         raw,
-        Shape::Request,
+        shape,
         0,
         MAX_VALUE_DEPTH,
         &mut messages,
         limits.max_otlp_messages,
     )?;
-    ExportLogsServiceRequest::decode(raw).map_err(|e| {
-        DecodeError::Malformed(format!("the body is not an ExportLogsServiceRequest: {e}"))
-    })
+    M::decode(raw).map_err(|e| DecodeError::Malformed(format!("the body is not an {name}: {e}")))
 }
 
 /// The message types of the OTLP logs model.

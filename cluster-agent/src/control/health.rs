@@ -1,8 +1,9 @@
 //! `AgentHealth` reports built from the running pipelines' counters, buffers and
 //! targets: the same numbers `/metrics` shows (see [`crate::telemetry`]), so the
-//! observer's conditions and the agent's own dashboards never disagree. Metric and log
-//! pipelines are reported alike, each with its kind (names are unique per kind only);
-//! a log pipeline's "samples" are its log records, and it has no targets.
+//! observer's conditions and the agent's own dashboards never disagree. Metric, log and
+//! trace pipelines are reported alike, each with its kind (names are unique per kind
+//! only); a log pipeline's "samples" are its log records, a trace pipeline's its spans,
+//! and neither has targets.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -20,6 +21,7 @@ use crate::pipeline::PipelineKind;
 use crate::pipeline::data_path::DataPath;
 use crate::pipeline::logs::LogPipelines;
 use crate::pipeline::runtime::Pipelines;
+use crate::pipeline::traces::TracePipelines;
 
 /// At most this many jobs' failing targets are reported per pipeline (the first by
 /// name): enough for the control plane's five components and the cluster health
@@ -29,10 +31,11 @@ pub const MAX_JOBS_DOWN_REPORTED: usize = 32;
 /// contract promises at most this many characters.
 pub const MAX_JOB_DOWN_REASON_CHARS: usize = 300;
 
-/// A snapshot of every running pipeline of both kinds, taken at `now`.
+/// A snapshot of every running pipeline of every kind, taken at `now`.
 pub fn snapshot(
     pipelines: &Pipelines,
     log_pipelines: &LogPipelines,
+    trace_pipelines: &TracePipelines,
     now: SystemTime,
 ) -> AgentHealth {
     let now_ms = unix_ms(now);
@@ -62,9 +65,12 @@ pub fn snapshot(
     let logs = log_pipelines.iter().map(|(name, pipeline)| {
         pipeline_health(name, PipelineKind::Log, &pipeline.data_path, now_ms)
     });
+    let traces = trace_pipelines.iter().map(|(name, pipeline)| {
+        pipeline_health(name, PipelineKind::Trace, &pipeline.data_path, now_ms)
+    });
     AgentHealth {
         timestamp_unix_ms: now_ms,
-        pipelines: metrics.chain(logs).collect(),
+        pipelines: metrics.chain(logs).chain(traces).collect(),
     }
 }
 

@@ -481,6 +481,7 @@ impl ObserverConnection {
             Capability::OtlpGrpc,
             Capability::OtlpHttp,
             Capability::DiskBuffer,
+            Capability::TracePipelines,
         ];
         if agent.has_kubernetes() {
             capabilities.push(Capability::KubernetesDiscovery);
@@ -511,9 +512,11 @@ impl ObserverConnection {
         outbox: &mut Outbox,
     ) -> Result<(), ControlError> {
         let (pipelines, log_pipelines) = (agent.pipelines(), agent.log_pipelines());
+        let trace_pipelines = agent.trace_pipelines();
         let report = super::health::snapshot(
             &*pipelines.read().await,
             &*log_pipelines.read().await,
+            &*trace_pipelines.read().await,
             SystemTime::now(),
         );
         outbox.send(agent_message::Body::Health(report)).await

@@ -4,9 +4,10 @@
 //! credentials and client, TLS, secret resolution, and how failures are classified and
 //! retried) is [`crate::outbound`].
 //!
-//! Both signals go through [`Export`]: metric pipelines through [`Exporter`]
+//! Every signal goes through [`Export`]: metric pipelines through [`Exporter`]
 //! (remote-write, OTLP), log pipelines through [`LogExporter`] (OTLP, Loki, HTTP),
-//! built from a validated output by [`LogExporter::new`]. A log backend that refuses
+//! built from a validated output by [`LogExporter::new`], trace pipelines through
+//! [`TraceExporter`] (OTLP). A log backend that refuses
 //! some records of a request for good while storing the others (an OTLP partial
 //! success, the bulk API's per-item errors) has them counted as dropped where the
 //! answer is read ([`count_rejected`]).
@@ -19,6 +20,7 @@ pub mod remote_write;
 use std::sync::Arc;
 
 use kaas_pipeline::logs::output::ValidatedLogOutput;
+use kaas_pipeline::traces::output::ValidatedTraceOutput;
 
 use crate::internal_events::{
     DropReason, ErrorReason, PipelineFailed, PipelineStats, SamplesDropped,
@@ -28,6 +30,7 @@ use crate::outbound::retry;
 use crate::outbound::tls::TlsError;
 use crate::record::logs::{LogRequest, Logs};
 use crate::record::metrics::{Batch, EncodedRequest, Metrics};
+use crate::record::traces::{TraceRequest, Traces};
 use crate::record::signal::{FrameEncoding, Signal};
 
 /// The request type of an exporter's signal.
@@ -176,6 +179,43 @@ impl Export for LogExporter {
     }
 }
 
+/// The one exporter of a trace pipeline: OTLP over HTTP or gRPC, with the pipeline's
+/// counters for spans a backend refuses in a partial success.
+#[derive(Debug)]
+pub struct TraceExporter {
+    otlp: otlp::OtlpExporter,
+    stats: Arc<PipelineStats>,
+}
+
+impl TraceExporter {
+    /// The exporter a validated trace output asks for; spans refused in a partial
+    /// success are counted in `stats`, the pipeline's counters.
+    pub fn new(
+        output: &ValidatedTraceOutput,
+        sources: ValueSources,
+        stats: Arc<PipelineStats>,
+    ) -> Result<Self, TlsError> {
+        Ok(Self {
+            otlp: otlp::OtlpExporter::new(
+                &output.settings,
+                output.endpoint.clone(),
+                output.protocol,
+                output.timeout,
+                sources,
+            )?,
+            stats,
+        })
+    }
+}
+
+impl Export for TraceExporter {
+    type Signal = Traces;
+
+    async fn send(&self, request: &TraceRequest) -> Result<(), retry::SendError> {
+        self.otlp.send_traces(request, &self.stats).await
+    }
+}
+
 /// Counts records a backend refused for good while it stored the rest of their
 /// request: `kaas_agent_pipeline_samples_dropped_total{reason="RejectedByBackend"}` and
 /// a `DataDropped` error saying why.
@@ -188,10 +228,10 @@ pub(crate) fn count_rejected(stats: &PipelineStats, records: u64, reason: String
     PipelineFailed::new(ErrorReason::DataDropped, reason).emit(stats);
 }
 
-/// A buffered log request that does not read can never be sent: dropped (and
+/// A buffered log or trace request that does not read can never be sent: dropped (and
 /// counted by the sender) rather than retried.
 pub(crate) fn damaged<T>(
-    result: Result<T, crate::record::logs::LogBatchError>,
+    result: Result<T, crate::record::otlp::OtlpBatchError>,
 ) -> Result<T, retry::SendError> {
     result.map_err(|e| retry::SendError::Permanent {
         reason: e.to_string(),

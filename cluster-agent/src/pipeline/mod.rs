@@ -3,8 +3,8 @@
 //! every signal; a metric pipeline ([`runtime`]) adds the scrape targets it follows
 //! ([`targets`], [`kubelet`]), a log pipeline ([`logs`]) its log processing and the
 //! consumer its inputs feed; the node's log inputs ([`node_logs`]) read once for every
-//! log pipeline. The pipelines of both kinds share one disk budget
-//! ([`budget`]).
+//! log pipeline; a trace pipeline ([`traces`]) adds its span processing, fed by the
+//! push receivers. The pipelines of every kind share one disk budget ([`budget`]).
 //!
 //! Names are unique per kind only, so a metric and a log pipeline may share one:
 //! everything keyed by name (buffer directories, budget grants, reports) says the kind
@@ -17,6 +17,7 @@ pub mod logs;
 pub mod node_logs;
 pub mod runtime;
 pub mod targets;
+pub mod traces;
 
 /// The kinds of pipeline an agent runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,6 +26,8 @@ pub enum PipelineKind {
     Metric,
     /// A `LogPipeline`.
     Log,
+    /// A `TracePipeline`.
+    Trace,
 }
 
 impl PipelineKind {
@@ -33,6 +36,7 @@ impl PipelineKind {
         match self {
             Self::Metric => kaas_pipeline::KIND,
             Self::Log => kaas_pipeline::logs::LOG_KIND,
+            Self::Trace => kaas_pipeline::traces::TRACE_KIND,
         }
     }
 }
@@ -65,6 +69,14 @@ impl PipelineId {
     pub fn log(name: &str) -> Self {
         Self {
             kind: PipelineKind::Log,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The trace pipeline `name`.
+    pub fn trace(name: &str) -> Self {
+        Self {
+            kind: PipelineKind::Trace,
             name: name.to_owned(),
         }
     }

@@ -1,24 +1,38 @@
-//! Push input: workloads send metrics and logs to the agent instead of being scraped.
-//! The agent accepts Prometheus remote-write 1.0 on `POST /api/v1/write` on its HTTP
-//! port (8429), OTLP over HTTP on `POST /v1/metrics` (protobuf) and `POST /v1/logs`
-//! (protobuf or OTLP/JSON) on OTLP's HTTP port (4318), and OTLP over gRPC (`MetricsService`, `LogsService`) on
-//! OTLP's gRPC port (4317, [`otlp_grpc`]): the ports every OpenTelemetry SDK uses
-//! without configuration, one convention for every signal. Logs go to the log
-//! pipelines with an `otlp` input, through the same checks in the same order, decoded
-//! by `kaas_series::otlp_logs` or, for `application/json`, `kaas_series::otlp_logs_json`
-//! (both count messages and bound value nesting under the same limits); the pusher's
-//! proven namespace replaces the resource's `k8s.namespace.name`, and the request is
-//! answered once the records are durable in every log pipeline that takes them
-//! (429/`RESOURCE_EXHAUSTED` with `Retry-After` when a buffer cannot store them). The HTTP
-//! port still
-//! takes `/v1/metrics` as a deprecated alias, for pushers configured before OTLP had
-//! its own port. The well-known in-cluster address is the agent's Service.
+//! Push input: workloads send metrics, logs and spans to the agent instead of being
+//! scraped. The agent accepts Prometheus remote-write 1.0 on `POST /api/v1/write` on
+//! its HTTP port (8429), OTLP over HTTP on `POST /v1/metrics` (protobuf),
+//! `POST /v1/logs` (protobuf or OTLP/JSON) and `POST /v1/traces` (protobuf) on OTLP's
+//! HTTP port (4318), and OTLP over gRPC (`MetricsService`, `LogsService`,
+//! `TraceService`) on OTLP's gRPC port (4317, [`otlp_grpc`]): the ports every
+//! OpenTelemetry SDK uses without configuration, one convention for every signal.
+//!
+//! Logs go to the log pipelines with an `otlp` input, through the same checks in the
+//! same order, decoded by `kaas_series::otlp_logs` or, for `application/json`,
+//! `kaas_series::otlp_logs_json` (both count messages and bound value nesting under
+//! the same limits); the pusher's proven namespace replaces the resource's
+//! `k8s.namespace.name`, and the request is answered once the records are durable in
+//! every log pipeline that takes them (429/`RESOURCE_EXHAUSTED` with `Retry-After` when
+//! a buffer cannot store them).
+//!
+//! Spans go to the trace pipelines (their `otlp` input) the same way, decoded by
+//! `kaas_series::otlp_traces` under the same limits; with no trace pipeline the answer
+//! is 404 / `UNIMPLEMENTED` (OTLP's "this signal is not served here"). A trace
+//! pipeline's namespace selector is applied to the pusher's proven namespace only (a
+//! service-account token's, also written to every resource as `k8s.namespace.name`);
+//! a request admitted by a push token or without authentication proves none and is
+//! taken whole, a claimed namespace never counting. Spans a pipeline's rate limit drops
+//! are reported in the answer's `partial_success.rejected_spans`. OTLP/JSON traces are
+//! not read yet (415).
+//!
+//! The HTTP port still takes `/v1/metrics` as a deprecated alias, for pushers
+//! configured before OTLP had its own port. The well-known in-cluster address is the
+//! agent's Service.
 //!
 //! Everything a pusher sends is hostile until checked, and each check comes before the
 //! work it protects:
 //!
-//! 1. Is any pipeline taking this protocol? If not, 404 (gRPC `FAILED_PRECONDITION`)
-//!    before the body is read.
+//! 1. Is any pipeline taking this protocol? If not, 404 (gRPC `FAILED_PRECONDITION`,
+//!    `UNIMPLEMENTED` for traces) before the body is read.
 //! 2. Is the pusher allowed ([`auth`])? Each pipeline's push input names how its
 //!    pushers authenticate; a request goes only to the pipelines it authenticates for,
 //!    and none means 401 (`UNAUTHENTICATED`), before the body is read.
@@ -49,7 +63,9 @@ use http_body_util::BodyExt;
 use kaas_pipeline::input::{PushAuthenticationMode, PushInput};
 use kaas_pipeline::secret::ValueSource;
 use kaas_proto::otlp::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportMetricsServiceResponse, ResourceLogs,
+    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportMetricsServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse, Resource,
+    ResourceLogs,
 };
 use kaas_series::clock::now_ms;
 use kaas_series::{DecodeError, PushLimits, Pushed, compression};
@@ -63,6 +79,7 @@ use crate::log_inputs::resource::now_unix_nano;
 use crate::outbound::auth::{ValueSources, resolve};
 use crate::pipeline::logs::{Buffered, LogPipelines};
 use crate::pipeline::runtime::Pipelines;
+use crate::pipeline::traces::{IntakeError, TracePipelines};
 use crate::processing::logs::attributes::{find, string_attribute};
 use crate::processing::process_sample;
 use crate::record::metrics::Batch;
@@ -93,6 +110,8 @@ pub enum Protocol {
     Otlp,
     /// OTLP logs, for log pipelines.
     OtlpLogs,
+    /// OTLP traces, for trace pipelines.
+    OtlpTraces,
 }
 
 impl Protocol {
@@ -102,6 +121,7 @@ impl Protocol {
             Self::RemoteWrite => "remote_write",
             Self::Otlp => "otlp",
             Self::OtlpLogs => "otlp_logs",
+            Self::OtlpTraces => "otlp_traces",
         }
     }
 
@@ -110,7 +130,7 @@ impl Protocol {
         match self {
             Self::RemoteWrite => inputs.remote_write.as_ref(),
             Self::Otlp => inputs.otlp.as_ref(),
-            Self::OtlpLogs => None,
+            Self::OtlpLogs | Self::OtlpTraces => None,
         }
     }
 }
@@ -132,10 +152,10 @@ pub enum Refusal {
     /// and drops new data, or its data volume is full or failing); the pusher should
     /// retry. The pipeline's condition says why.
     BufferUnavailable(String),
-    /// A log pipeline that takes the records could not store them (as
-    /// [`Refusal::BufferUnavailable`]); answered as OTLP asks a receiver under
+    /// A log or trace pipeline that takes the records or spans could not store them
+    /// (as [`Refusal::BufferUnavailable`]); answered as OTLP asks a receiver under
     /// back-pressure: 429 / `RESOURCE_EXHAUSTED`, with `Retry-After`.
-    LogBufferFull(String),
+    OtlpBufferFull(String),
 }
 
 impl Refusal {
@@ -160,7 +180,7 @@ impl Refusal {
             Self::AuthUnavailable(_) => "auth_unavailable",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Decode(error) => error.reason(),
-            Self::BufferUnavailable(_) | Self::LogBufferFull(_) => "buffer_unavailable",
+            Self::BufferUnavailable(_) | Self::OtlpBufferFull(_) => "buffer_unavailable",
         }
     }
 
@@ -173,13 +193,14 @@ impl Refusal {
                     Protocol::RemoteWrite => "remote-write",
                     Protocol::Otlp => "OTLP metrics",
                     Protocol::OtlpLogs => "OTLP logs",
+                    Protocol::OtlpTraces => "OTLP traces",
                 }
             ),
             Self::Unauthenticated(reason)
             | Self::AuthUnavailable(reason)
             | Self::UnsupportedMediaType(reason)
             | Self::BufferUnavailable(reason)
-            | Self::LogBufferFull(reason) => reason.clone(),
+            | Self::OtlpBufferFull(reason) => reason.clone(),
             Self::Decode(error) => error.to_string(),
         }
     }
@@ -191,7 +212,7 @@ impl Refusal {
             Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::LogBufferFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::OtlpBufferFull(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Decode(error) if error.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Decode(_) => StatusCode::BAD_REQUEST,
@@ -201,10 +222,13 @@ impl Refusal {
     /// The gRPC status for the same refusal.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
+            // OTLP's answer for a signal a receiver does not take, which SDKs treat as
+            // "stop sending" rather than retry.
+            Self::NoPipeline(Protocol::OtlpTraces) => tonic::Code::Unimplemented,
             Self::NoPipeline(_) => tonic::Code::FailedPrecondition,
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => tonic::Code::Unavailable,
-            Self::LogBufferFull(_) => tonic::Code::ResourceExhausted,
+            Self::OtlpBufferFull(_) => tonic::Code::ResourceExhausted,
             Self::UnsupportedMediaType(_) => tonic::Code::Unimplemented,
             Self::Decode(error) if error.is_too_large() => tonic::Code::ResourceExhausted,
             Self::Decode(_) => tonic::Code::InvalidArgument,
@@ -217,7 +241,7 @@ impl Refusal {
         if status == StatusCode::UNAUTHORIZED {
             return (status, [(header::WWW_AUTHENTICATE, "Bearer")], message).into_response();
         }
-        if matches!(self, Self::BufferUnavailable(_) | Self::LogBufferFull(_)) {
+        if matches!(self, Self::BufferUnavailable(_) | Self::OtlpBufferFull(_)) {
             let retry_after = BUFFER_RETRY_AFTER.as_secs().to_string();
             return (status, [(header::RETRY_AFTER, retry_after)], message).into_response();
         }
@@ -245,6 +269,7 @@ struct Taker {
 pub struct PushReceiver {
     pipelines: Arc<RwLock<Pipelines>>,
     log_pipelines: Arc<RwLock<LogPipelines>>,
+    trace_pipelines: Arc<RwLock<TracePipelines>>,
     stats: Arc<PushStats>,
     limits: PushLimits,
     reviewer: Arc<TokenReviewer>,
@@ -264,11 +289,18 @@ impl PushReceiver {
         Self {
             pipelines,
             log_pipelines,
+            trace_pipelines: Arc::default(),
             stats,
             limits,
             reviewer: Arc::new(reviewer),
             decodes: Arc::new(Semaphore::new(MAX_CONCURRENT_DECODES)),
         }
+    }
+
+    /// The same receivers feeding `trace_pipelines` with OTLP traces too.
+    pub fn with_trace_pipelines(mut self, trace_pipelines: Arc<RwLock<TracePipelines>>) -> Self {
+        self.trace_pipelines = trace_pipelines;
+        self
     }
 
     /// The routes of the agent's HTTP port: `/api/v1/write`, and `/v1/metrics` as a
@@ -280,11 +312,12 @@ impl PushReceiver {
             .with_state(self.clone())
     }
 
-    /// The routes of the OTLP/HTTP port: `/v1/metrics` and `/v1/logs`.
+    /// The routes of the OTLP/HTTP port: `/v1/metrics`, `/v1/logs` and `/v1/traces`.
     pub fn otlp_http_routes(&self) -> Router {
         Router::new()
             .route("/v1/metrics", post(otlp_http))
             .route("/v1/logs", post(otlp_http_logs))
+            .route("/v1/traces", post(otlp_http_traces))
             .with_state(self.clone())
     }
 
@@ -299,6 +332,20 @@ impl PushReceiver {
                 .and_then(|a| a.bearer_token.clone()),
             sources: sources.clone(),
         };
+        if protocol == Protocol::OtlpTraces {
+            let pipelines = self.trace_pipelines.read().await;
+            return pipelines
+                .values()
+                .filter_map(|running| {
+                    let input = running.pipeline.inputs.otlp.as_ref()?;
+                    Some(taker(
+                        running.pipeline.name(),
+                        input,
+                        &running.value_sources,
+                    ))
+                })
+                .collect();
+        }
         if protocol == Protocol::OtlpLogs {
             let pipelines = self.log_pipelines.read().await;
             return pipelines
@@ -432,8 +479,29 @@ impl PushReceiver {
         result
     }
 
+    /// Admits, reads, decodes and routes one OTLP traces request; counts a refusal.
+    /// The answer is how many spans processing rejected (rate limits).
+    async fn accept_traces(
+        &self,
+        headers: &HeaderMap,
+        body: axum::body::Body,
+        decode: impl FnOnce(&[u8], &PushLimits) -> Result<ExportTraceServiceRequest, DecodeError>
+        + Send
+        + 'static,
+    ) -> Result<RejectedSpans, Refusal> {
+        let result = async {
+            let admitted = self.admit(Protocol::OtlpTraces, headers).await?;
+            let body = read_body(headers, body, self.limits.max_body_bytes).await?;
+            let request = self.decode(body, decode).await?;
+            self.route_traces(request, &admitted).await
+        }
+        .await;
+        self.note(Protocol::OtlpTraces, &result);
+        result
+    }
+
     /// Counts and logs a refused request.
-    fn note(&self, protocol: Protocol, result: &Result<(), Refusal>) {
+    fn note<T>(&self, protocol: Protocol, result: &Result<T, Refusal>) {
         if let Err(refusal) = result {
             refusal.count(protocol, &self.stats);
             tracing::debug!(
@@ -568,7 +636,7 @@ impl PushReceiver {
                 let mut kept = request.resource_logs.clone();
                 if let Some(namespace) = &admission.namespace {
                     for resource_logs in &mut kept {
-                        set_namespace(resource_logs, namespace);
+                        set_namespace(&mut resource_logs.resource, namespace);
                     }
                 }
                 kept.retain(|resource_logs| {
@@ -598,10 +666,119 @@ impl PushReceiver {
             if not_stored.is_empty() {
                 return Ok(());
             }
-            Err(Refusal::LogBufferFull(format!(
+            Err(Refusal::OtlpBufferFull(format!(
                 "log pipeline(s) {} could not store the records (their buffer is full or cannot write); retry later",
                 not_stored.join(", ")
             )))
+        }
+    }
+}
+
+impl PushReceiver {
+    /// Hands pushed spans to every admitted trace pipeline whose namespace selector
+    /// admits the pusher's proven namespace (a service-account token's; a request
+    /// admitted by a pipeline's push token, or without authentication, has no proven
+    /// namespace and is taken whole: a namespace the sender claims in its resource is
+    /// never trusted). The proven namespace is written to every resource as
+    /// `k8s.namespace.name`. Each pipeline processes and buffers its copy through its
+    /// intake; the answer waits until the spans are durable in every pipeline that
+    /// takes them, and a pipeline that cannot store them fails the request (429 /
+    /// `RESOURCE_EXHAUSTED`; 503 / `UNAVAILABLE` when its hash key cannot be read), so
+    /// the pusher retries. Spans a pipeline's rate limit dropped are the answer's
+    /// partial success.
+    async fn route_traces(
+        &self,
+        request: ExportTraceServiceRequest,
+        admitted: &[Admitted],
+    ) -> Result<RejectedSpans, Refusal> {
+        let mut durable = Vec::new();
+        let mut not_stored = Vec::new();
+        let mut unavailable = Vec::new();
+        let mut rejected = RejectedSpans::default();
+        let pipelines = self.trace_pipelines.read().await;
+        for admission in admitted {
+            let Some(pipeline) = pipelines.get(&admission.pipeline) else {
+                continue;
+            };
+            let Some(input) = pipeline.pipeline.inputs.otlp.as_ref() else {
+                continue;
+            };
+            let mut taken = request.resource_spans.clone();
+            if let Some(namespace) = &admission.namespace {
+                if !input.namespaces.admits(namespace) {
+                    continue;
+                }
+                for resource_spans in &mut taken {
+                    set_namespace(&mut resource_spans.resource, namespace);
+                }
+            }
+            let (on_durable, stored) = tokio::sync::oneshot::channel();
+            let ack = Ack::new(move || {
+                let _ = on_durable.send(());
+            });
+            match pipeline.intake.buffer(taken, ack) {
+                Ok(buffered) => {
+                    rejected.note(pipeline.intake.name(), buffered.spans.rate_limited);
+                    if buffered.stored == Stored::Kept {
+                        durable.push((admission.pipeline.as_str(), stored));
+                    } else {
+                        not_stored.push(admission.pipeline.as_str());
+                    }
+                }
+                Err(IntakeError::HashKeyUnavailable(reason)) => {
+                    unavailable.push(format!("{}: {reason}", admission.pipeline));
+                }
+                Err(IntakeError::Buffer(_)) => not_stored.push(admission.pipeline.as_str()),
+            }
+        }
+        for (pipeline, stored) in durable {
+            if stored.await.is_err() {
+                not_stored.push(pipeline);
+            }
+        }
+        if !unavailable.is_empty() {
+            return Err(Refusal::BufferUnavailable(format!(
+                "trace pipeline(s) cannot process spans now; retry later ({})",
+                unavailable.join("; ")
+            )));
+        }
+        if !not_stored.is_empty() {
+            return Err(Refusal::OtlpBufferFull(format!(
+                "trace pipeline(s) {} could not store the spans (their buffer is full or cannot write); retry later",
+                not_stored.join(", ")
+            )));
+        }
+        Ok(rejected)
+    }
+}
+
+/// Spans trace pipelines' processing rejected (their rate limits), for the answer's
+/// partial success: the most any one pipeline rejected (a span two pipelines both
+/// rejected is one span), and which pipelines.
+#[derive(Debug, Default)]
+struct RejectedSpans {
+    spans: u64,
+    pipelines: Vec<String>,
+}
+
+impl RejectedSpans {
+    fn note(&mut self, pipeline: &str, spans: u64) {
+        if spans > 0 {
+            self.spans = self.spans.max(spans);
+            self.pipelines.push(pipeline.to_owned());
+        }
+    }
+
+    /// The answer: an empty response, or a partial success naming the rejected spans.
+    fn response(&self) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: (self.spans > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: i64::try_from(self.spans).unwrap_or(i64::MAX),
+                error_message: format!(
+                    "spans over the rate limit of trace pipeline(s) {} were dropped",
+                    self.pipelines.join(", ")
+                ),
+            }),
         }
     }
 }
@@ -618,8 +795,8 @@ fn stamp_observed_time(request: &mut ExportLogsServiceRequest, now: u64) {
 }
 
 /// Sets `k8s.namespace.name` on a resource to the pusher's proven namespace.
-fn set_namespace(resource_logs: &mut ResourceLogs, namespace: &str) {
-    let resource = resource_logs.resource.get_or_insert_with(Default::default);
+fn set_namespace(resource: &mut Option<Resource>, namespace: &str) {
+    let resource = resource.get_or_insert_with(Default::default);
     resource
         .attributes
         .retain(|attribute| attribute.key != NAMESPACE_ATTRIBUTE);
@@ -841,6 +1018,37 @@ async fn otlp_http_logs(State(receiver): State<PushReceiver>, request: Request) 
     };
     match receiver.accept_logs(headers, body, decode).await {
         Ok(()) => encoding.accepted(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `POST /v1/traces`: OTLP/HTTP traces, protobuf, gzip or not. (OTLP/JSON traces are
+/// not read yet: the JSON decoder is the logs model's; such a request is 415.)
+async fn otlp_http_traces(State(receiver): State<PushReceiver>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let gzip = match otlp_protobuf_encoding(headers) {
+        Ok(gzip) => gzip,
+        Err(refusal) => {
+            refusal.count(Protocol::OtlpTraces, &receiver.stats);
+            return refusal.into_response();
+        }
+    };
+    let decode = move |body: &[u8], limits: &PushLimits| {
+        if gzip {
+            let raw = compression::gzip(body, limits.max_decompressed_bytes)?;
+            kaas_series::otlp_traces::decode(&raw, limits)
+        } else {
+            kaas_series::otlp_traces::decode(body, limits)
+        }
+    };
+    match receiver.accept_traces(headers, body, decode).await {
+        Ok(rejected) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            rejected.response().encode_to_vec(),
+        )
+            .into_response(),
         Err(refusal) => refusal.into_response(),
     }
 }

@@ -1,7 +1,8 @@
 //! OTLP over gRPC into the agent: the Collector's
-//! `opentelemetry.proto.collector.metrics.v1.MetricsService/Export` ([`OtlpGrpc`]) and
-//! `opentelemetry.proto.collector.logs.v1.LogsService/Export` ([`OtlpLogsGrpc`]), served
-//! on their own port (OTLP's 4317 by default) and admitted, bounded and routed exactly
+//! `opentelemetry.proto.collector.metrics.v1.MetricsService/Export` ([`OtlpGrpc`]),
+//! `opentelemetry.proto.collector.logs.v1.LogsService/Export` ([`OtlpLogsGrpc`]) and
+//! `opentelemetry.proto.collector.trace.v1.TraceService/Export` ([`OtlpTracesGrpc`]),
+//! served on their own port (OTLP's 4317 by default) and admitted, bounded and routed exactly
 //! like the HTTP receiver ([`super::PushReceiver`]).
 //!
 //! The one unary method is served by hand rather than through tonic's codec, so that
@@ -11,14 +12,16 @@
 //! message decoded by [`kaas_series::otlp`] under the push limits. Refusals are gRPC
 //! statuses with the HTTP receiver's reasons: `RESOURCE_EXHAUSTED` for too large,
 //! `INVALID_ARGUMENT` for malformed, `UNAUTHENTICATED`, `UNAVAILABLE`,
-//! `FAILED_PRECONDITION` when no pipeline takes OTLP.
+//! `FAILED_PRECONDITION` when no pipeline takes OTLP metrics or logs, `UNIMPLEMENTED`
+//! when no trace pipeline takes spans.
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body::Frame;
 use kaas_proto::otlp::{
-    EXPORT_LOGS_PATH, EXPORT_METRICS_PATH, ExportLogsServiceResponse, ExportMetricsServiceResponse,
+    EXPORT_LOGS_PATH, EXPORT_METRICS_PATH, EXPORT_TRACES_PATH, ExportLogsServiceResponse,
+    ExportMetricsServiceResponse,
 };
 use kaas_series::{DecodeError, PushLimits, compression};
 use prost::Message;
@@ -146,6 +149,51 @@ impl Service<http::Request<tonic::body::Body>> for OtlpLogsGrpc {
     }
 }
 
+/// The gRPC trace service, for trace pipelines (their `otlp` input).
+#[derive(Clone)]
+pub struct OtlpTracesGrpc {
+    receiver: PushReceiver,
+}
+
+impl OtlpTracesGrpc {
+    /// A service feeding `receiver`'s trace pipelines.
+    pub fn new(receiver: PushReceiver) -> Self {
+        Self { receiver }
+    }
+}
+
+impl tonic::server::NamedService for OtlpTracesGrpc {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl Service<http::Request<tonic::body::Body>> for OtlpTracesGrpc {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let receiver = self.receiver.clone();
+        Box::pin(async move {
+            let (headers, body, gzip) =
+                match unary(request, EXPORT_TRACES_PATH, Protocol::OtlpTraces, &receiver) {
+                    Ok(unary) => unary,
+                    Err(answer) => return Ok(answer),
+                };
+            let decode = move |body: &[u8], limits: &PushLimits| {
+                decode_message(body, gzip, limits, kaas_series::otlp_traces::decode)
+            };
+            Ok(match receiver.accept_traces(&headers, body, decode).await {
+                Ok(rejected) => exported(&rejected.response()),
+                Err(refusal) => status(&refusal).into_http(),
+            })
+        })
+    }
+}
+
 fn status(refusal: &Refusal) -> tonic::Status {
     tonic::Status::new(refusal.grpc_code(), refusal.message())
 }
@@ -222,15 +270,17 @@ fn exported(response: &impl Message) -> http::Response<tonic::body::Body> {
     response
 }
 
-/// Serves the service on `listener` until the process ends.
+/// Serves the services on `listener` until the process ends.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: OtlpGrpc,
     logs: OtlpLogsGrpc,
+    traces: OtlpTracesGrpc,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(service)
         .add_service(logs)
+        .add_service(traces)
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await
 }

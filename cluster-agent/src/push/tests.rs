@@ -845,3 +845,5 @@ async fn a_pushers_claimed_namespace_is_replaced_by_its_tokens() {
     assert!(system_sink.received().is_empty(), "the claim was believed");
     agent.shutdown().await;
 }
+
+mod traces;

@@ -8,6 +8,9 @@
 //!   together (sharding key).
 //! - [`logs`]: the log record ([`logs::LogBatch`], OTLP `ResourceLogs`) and the log
 //!   signal.
+//! - [`traces`]: the trace record ([`traces::TraceBatch`], OTLP `ResourceSpans`) and
+//!   the trace signal.
+//! - [`otlp`]: what the log and trace signals share: their framing and request type.
 //! - [`metrics`]: the metric record ([`metrics::Batch`], a remote-write 1.0
 //!   `WriteRequest`) and the metric signal.
 //! - [`wire`]: remote-write 1.0 encoded by hand for the hot path, and split into frames
@@ -17,6 +20,8 @@
 
 pub mod logs;
 pub mod metrics;
+pub mod otlp;
 pub mod shared_labels;
 pub mod signal;
+pub mod traces;
 pub mod wire;

@@ -1,4 +1,4 @@
-//! What a signal (metrics today; logs and traces next) tells the data path about its
+//! What a signal (metrics, logs, traces) tells the data path about its
 //! records, so that one inlet, one buffer and one sender serve every signal:
 //!
 //! - [`Payload`]: how a record a receiver built becomes the bytes the buffer stores;

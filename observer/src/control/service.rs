@@ -24,7 +24,9 @@ use super::dispatch::{Routes, dispatch_changes};
 use super::join::{JoinLimits, JoinRateLimiter, Joiner, loggable};
 use super::registry::{SharedRegistry, StreamEntry, lock};
 use super::status_task::{StatusTask, StatusWork};
-use super::stream::{AgentStream, OUTBOX_CAPACITY, Outgoing, accepts_remote_config, role_of};
+use super::stream::{
+    AgentStream, OUTBOX_CAPACITY, Outgoing, accepts_remote_config, role_of, runs_trace_pipelines,
+};
 use super::stream_identity::{PeerIdentity, StreamCertificate, peer_identity, revoked_status};
 use crate::identity::{ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY};
 use crate::internal_events::{ConfigPushes, HandshakeMetrics, JoinMetrics};
@@ -298,6 +300,7 @@ impl AgentControl for ControlService {
             instance_id: hello.agent_instance_id.clone(),
             version: hello.agent_version.clone(),
             accepts_remote_config: accepts_remote_config(&hello),
+            runs_trace_pipelines: runs_trace_pipelines(&hello),
             role: role_of(&hello),
             agent_hash: hello.last_applied_config_hash.clone(),
             last_sent: None,

@@ -57,6 +57,14 @@ pub(super) fn accepts_remote_config(hello: &AgentHello) -> bool {
         .contains(&(Capability::AcceptsRemoteConfig as i32))
 }
 
+/// Whether the agent runs trace pipelines: one that does not say so predates them and
+/// is sent its configuration without them.
+pub(super) fn runs_trace_pipelines(hello: &AgentHello) -> bool {
+    hello
+        .capabilities
+        .contains(&(Capability::TracePipelines as i32))
+}
+
 /// Why a stream task stops.
 pub(super) enum StreamEnd {
     /// The agent closed the stream or the connection broke.
@@ -82,6 +90,8 @@ pub(super) struct AgentStream {
     pub(super) instance_id: String,
     pub(super) version: String,
     pub(super) accepts_remote_config: bool,
+    /// Whether the agent runs trace pipelines ([`runs_trace_pipelines`]).
+    pub(super) runs_trace_pipelines: bool,
     /// The instance's role, from its hello: which part of the configuration it gets.
     pub(super) role: AgentRole,
     /// What the agent runs: the hello's hash, then the latest APPLIED (or, after FAILED,
@@ -223,7 +233,7 @@ impl AgentStream {
             .get(&self.store, &self.registration.tenant)
             .await
             .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
-        Ok(configs.render_for_role(&self.registration, self.role))
+        Ok(configs.render_for_agent(&self.registration, self.role, self.runs_trace_pipelines))
     }
 
     async fn offer(&mut self, rendered: RenderedConfig) -> Result<(), StreamEnd> {
@@ -476,6 +486,7 @@ impl AgentStream {
         self.instance_id = hello.agent_instance_id.clone();
         self.version = hello.agent_version.clone();
         self.accepts_remote_config = accepts_remote_config(&hello);
+        self.runs_trace_pipelines = runs_trace_pipelines(&hello);
         self.role = role_of(&hello);
         self.agent_hash = hello.last_applied_config_hash;
         // Offer again whatever the agent does not run.

@@ -162,11 +162,30 @@ impl TenantConfigs {
     /// The part of [`render`](Self::render)'s configuration an instance of `role`
     /// runs ([`kaas_pipeline::role`]).
     pub fn render_for_role(&self, cluster: &Cluster, role: AgentRole) -> RenderedConfig {
+        self.render_for_agent(cluster, role, true)
+    }
+
+    /// [`render_for_role`](Self::render_for_role) for an agent that says in its hello
+    /// whether it runs trace pipelines (`CAPABILITY_TRACE_PIPELINES`): an agent older
+    /// than trace pipelines refuses a configuration holding `tracePipelines` (its
+    /// configuration denies unknown fields), so it is sent the configuration without
+    /// them, and keeps running its metric and log pipelines.
+    pub fn render_for_agent(
+        &self,
+        cluster: &Cluster,
+        role: AgentRole,
+        runs_trace_pipelines: bool,
+    ) -> RenderedConfig {
         let control_plane = self.control_planes.get(&cluster.id);
+        let traces = if runs_trace_pipelines {
+            selected(&self.trace_pipelines, &cluster.labels)
+        } else {
+            Vec::new()
+        };
         let key = (
             selected(&self.pipelines, &cluster.labels),
             selected(&self.log_pipelines, &cluster.labels),
-            selected(&self.trace_pipelines, &cluster.labels),
+            traces,
             control_plane.map(|_| cluster.id.clone()),
             role,
         );
@@ -499,7 +518,8 @@ mod tests {
 
     /// Issue 17: a trace pipeline reaches the cluster-level instance of the clusters it
     /// selects, in `tracePipelines`, beside a log pipeline of the same name; node
-    /// instances, which serve no pushes, never get it, nor do other clusters.
+    /// instances, which serve no pushes, never get it, nor do other clusters, nor agents
+    /// that do not say they run trace pipelines.
     #[tokio::test]
     async fn a_trace_pipeline_reaches_only_the_cluster_instances_it_selects() {
         let (_dir, store) = shop_store().await;
@@ -542,6 +562,15 @@ mod tests {
         );
         let dev = parse(&clusters["dev"], AgentRole::Cluster);
         assert!(dev.trace_pipelines.is_empty());
+        // An agent that does not announce CAPABILITY_TRACE_PIPELINES predates them and
+        // would refuse the field: it gets the configuration without them, its log
+        // pipeline still there.
+        let older = configs.render_for_agent(&clusters["prod"], AgentRole::Cluster, false);
+        let text = String::from_utf8(older.body).unwrap();
+        assert!(!text.contains("tracePipelines"), "{text}");
+        let older = AgentConfig::parse(&text, &context).unwrap();
+        assert!(older.trace_pipelines.is_empty());
+        assert_eq!(older.log_pipelines.len(), prod.log_pipelines.len());
     }
 
     /// Issue 16: a log pipeline reaches the clusters it selects, in their

@@ -1,16 +1,17 @@
-//! OTLP export of metrics and logs over HTTP/protobuf or gRPC, with the pipeline's headers,
+//! OTLP export of metrics, logs and traces over HTTP/protobuf or gRPC, with the pipeline's headers,
 //! credentials and TLS (rustls with ring on both transports; for gRPC through a
 //! hyper-rustls connector, so `insecureSkipVerify` and `serverName` work the same).
 //!
 //! Retries follow the OTLP specification: over HTTP, 429 and 5xx; over gRPC, the codes
 //! it lists as retryable (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`,
 //! `ABORTED`, `CANCELLED`, `OUT_OF_RANGE`, `DATA_LOSS`). Anything else drops the batch.
-//! A partial success drops what the backend refused: a metric batch whole, of a log
-//! request only the refused records (counted), the rest being stored.
+//! A partial success drops what the backend refused: a metric batch whole, of a log or
+//! trace request only the refused records or spans (counted), the rest being stored.
 //!
-//! Logs travel as the buffer holds them: the encoded `ExportLogsServiceRequest` is
-//! sent without decoding it, over HTTP as the body, over gRPC as the message
-//! ([`Encoded`]), so even fields this version does not know are forwarded.
+//! Logs and traces travel as the buffer holds them: the encoded
+//! `ExportLogsServiceRequest` or `ExportTraceServiceRequest` is sent without decoding
+//! it, over HTTP as the body, over gRPC as the message ([`Encoded`]), so even fields
+//! this version does not know are forwarded.
 
 pub mod convert;
 
@@ -18,7 +19,8 @@ use std::time::Duration;
 
 use kaas_pipeline::output::{OtlpOutput, OtlpProtocol};
 use kaas_proto::otlp::{
-    EXPORT_LOGS_PATH, EXPORT_METRICS_PATH, ExportLogsServiceResponse, ExportMetricsServiceResponse,
+    EXPORT_LOGS_PATH, EXPORT_METRICS_PATH, EXPORT_TRACES_PATH, ExportLogsServiceResponse,
+    ExportMetricsServiceResponse, ExportTraceServiceResponse,
 };
 use prost::Message;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
@@ -35,6 +37,8 @@ use crate::outbound::retry::SendError;
 use crate::outbound::tls::{ClientCache, TlsError, TlsMaterial, client_config};
 use crate::record::logs::LogRequest;
 use crate::record::metrics::Batch;
+use crate::record::otlp::OtlpRequest;
+use crate::record::traces::TraceRequest;
 
 /// Sends batches to one OTLP endpoint.
 #[derive(Debug)]
@@ -75,35 +79,64 @@ impl OtlpExporter {
         partial_success(&response)
     }
 
-    /// Sends one log request: its encoded body as it is, over either transport. Records the backend refused in a partial success are counted as dropped
-    /// in `stats`; the rest is delivered.
+    /// Sends one log request: its encoded body as it is, over either transport. Records
+    /// the backend refused in a partial success are counted as dropped in `stats`; the
+    /// rest is delivered.
     pub async fn send_logs(
         &self,
         request: &LogRequest,
         stats: &PipelineStats,
     ) -> Result<(), SendError> {
-        let body = super::damaged(request.raw())?.into_owned();
-        let response: ExportLogsServiceResponse = match self.protocol {
-            OtlpProtocol::Http => self.post_http(body).await?,
-            OtlpProtocol::Grpc => self.call_grpc(Encoded(body), EXPORT_LOGS_PATH).await?,
-        };
-        if let Some(partial) = response.partial_success
-            && partial.rejected_log_records > 0
-        {
-            let rejected = u64::try_from(partial.rejected_log_records)
-                .unwrap_or(u64::MAX)
-                .min(request.records);
-            request.settled.refused_unnamed(rejected);
-            super::count_rejected(
+        let response: ExportLogsServiceResponse =
+            self.send_encoded(request, EXPORT_LOGS_PATH).await?;
+        if let Some(partial) = response.partial_success {
+            rejected_items(
+                request,
                 stats,
-                rejected,
-                format!(
-                    "the backend rejected {} log records: {}",
-                    partial.rejected_log_records, partial.error_message
-                ),
+                partial.rejected_log_records,
+                &partial.error_message,
+                "log records",
             );
         }
         Ok(())
+    }
+
+    /// Sends one trace request as [`Self::send_logs`] sends a log request: spans the
+    /// backend refused in a partial success are counted as dropped, not the batch.
+    pub async fn send_traces(
+        &self,
+        request: &TraceRequest,
+        stats: &PipelineStats,
+    ) -> Result<(), SendError> {
+        let response: ExportTraceServiceResponse =
+            self.send_encoded(request, EXPORT_TRACES_PATH).await?;
+        if let Some(partial) = response.partial_success {
+            rejected_items(
+                request,
+                stats,
+                partial.rejected_spans,
+                &partial.error_message,
+                "spans",
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends an encoded export request as it is: over HTTP as the body, over gRPC as
+    /// the message of `path`.
+    async fn send_encoded<M: Message + Default, Response>(
+        &self,
+        request: &OtlpRequest<M>,
+        path: &'static str,
+    ) -> Result<Response, SendError>
+    where
+        Response: Message + Default + Send + Sync + 'static,
+    {
+        let body = super::damaged(request.raw())?.into_owned();
+        match self.protocol {
+            OtlpProtocol::Http => self.post_http(body).await,
+            OtlpProtocol::Grpc => self.call_grpc(Encoded(body), path).await,
+        }
     }
 
     /// POSTs an encoded OTLP request; the decoded answer (an empty answer, or one that
@@ -229,6 +262,30 @@ fn grpc_channel(
             .connect_timeout(timeout)
             .timeout(timeout);
     Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+/// Counts the `rejected` items (`what`) of `request` a partial success refused for good
+/// as dropped (at most the request's items), and marks them settled so the request is
+/// not counted as sent whole.
+fn rejected_items<M>(
+    request: &OtlpRequest<M>,
+    stats: &PipelineStats,
+    rejected: i64,
+    message: &str,
+    what: &str,
+) {
+    if rejected <= 0 {
+        return;
+    }
+    let count = u64::try_from(rejected)
+        .unwrap_or(u64::MAX)
+        .min(request.records);
+    request.settled.refused_unnamed(count);
+    super::count_rejected(
+        stats,
+        count,
+        format!("the backend rejected {rejected} {what}: {message}"),
+    );
 }
 
 /// A partial success means the backend refused some points for good.
