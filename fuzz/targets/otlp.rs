@@ -26,8 +26,9 @@ pub fn run(data: &[u8]) {
                 .flat_map(|resource| &resource.scope_spans)
                 .flat_map(|scope| &scope.spans);
             for span in spans {
-                // Tags, plus at most the endpoint, absent-start and annotation attributes.
-                assert!(span.attributes.len() <= zipkin::MAX_TAGS_PER_SPAN + 7);
+                // Tags, plus at most the five endpoint attributes and the absent start.
+                assert!(span.attributes.len() <= zipkin::MAX_TAGS_PER_SPAN + 6);
+                assert!(span.events.len() <= zipkin::MAX_ANNOTATIONS_PER_SPAN);
                 assert_eq!(span.trace_id.len(), 16);
                 assert_eq!(span.span_id.len(), 8);
             }

@@ -8,11 +8,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use kaas_proto::otlp::any_value::Value;
+use kaas_proto::otlp::span::{Event, Link};
 use kaas_proto::otlp::{
-    AnyValue, ArrayValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, KeyValueList,
-    Resource, ResourceSpans, ScopeSpans, Span, SpanKind, Status, StatusCode,
+    AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource, ResourceSpans,
+    ScopeSpans, Span, SpanKind, Status, StatusCode,
 };
-use kaas_series::zipkin::{ANNOTATIONS_ATTRIBUTE, decode};
+use kaas_series::zipkin::decode;
 use kaas_series::{DecodeError, PushLimits};
 
 fn fixtures(kind: &str) -> PathBuf {
@@ -68,23 +69,8 @@ fn hex(text: &str) -> Vec<u8> {
         .collect()
 }
 
-fn annotation(time: i64, name: &str, attributes: Vec<KeyValue>, dropped: i64) -> AnyValue {
-    AnyValue {
-        value: Some(Value::KvlistValue(KeyValueList {
-            values: vec![
-                int("time_unix_nano", time),
-                string("name", name),
-                any(
-                    "attributes",
-                    Value::KvlistValue(KeyValueList { values: attributes }),
-                ),
-                int("dropped_attributes_count", dropped),
-            ],
-        })),
-    }
-}
-
-/// Every field of the span list, and every tag the translator gives a meaning.
+/// Every field of the span list, and every tag the translator gives a meaning: tags,
+/// annotations as events, link tags as links.
 #[test]
 fn every_field_converts() {
     let expected = ExportTraceServiceRequest {
@@ -118,32 +104,41 @@ fn every_field_converts() {
                         string("error", "timeout"),
                         string("http.method", "GET"),
                         string("http.path", "/api"),
+                        string("otlp.link.1", "not|a|link"),
                         // The IPv6 address replaces the IPv4 one, as in the Collector.
                         string("net.host.ip", "2001:db8::c001"),
                         int("net.host.port", 3306),
                         string("peer.service", "frontend"),
                         string("net.peer.ip", "172.19.0.2"),
                         int("net.peer.port", 58648),
-                        any(
-                            ANNOTATIONS_ATTRIBUTE,
-                            Value::ArrayValue(ArrayValue {
-                                values: vec![
-                                    annotation(1_556_604_172_355_800_000, "wr", vec![], 0),
-                                    annotation(
-                                        1_556_604_172_355_900_000,
-                                        "retry",
-                                        vec![
-                                            int("attempt", 2),
-                                            any("cached", Value::BoolValue(false)),
-                                            any("delay", Value::DoubleValue(1.5)),
-                                            string("reason", "timeout"),
-                                        ],
-                                        1,
-                                    ),
-                                ],
-                            }),
-                        ),
                     ],
+                    events: vec![
+                        Event {
+                            time_unix_nano: 1_556_604_172_355_800_000,
+                            name: "wr".into(),
+                            attributes: vec![],
+                            dropped_attributes_count: 0,
+                        },
+                        Event {
+                            time_unix_nano: 1_556_604_172_355_900_000,
+                            name: "retry".into(),
+                            attributes: vec![
+                                int("attempt", 2),
+                                any("cached", Value::BoolValue(false)),
+                                any("delay", Value::DoubleValue(1.5)),
+                                string("reason", "timeout"),
+                            ],
+                            dropped_attributes_count: 1,
+                        },
+                    ],
+                    links: vec![Link {
+                        trace_id: hex("5af7183fb1d4cf5f5af7183fb1d4cf5f"),
+                        span_id: hex("352bff9a74ca9ad2"),
+                        trace_state: "ot=th:c".into(),
+                        attributes: vec![string("link.kind", "follows-from")],
+                        dropped_attributes_count: 0,
+                        flags: 0,
+                    }],
                     status: Some(Status {
                         message: "upstream timed out".into(),
                         code: StatusCode::Error as i32,

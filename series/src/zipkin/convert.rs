@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use kaas_proto::otlp::{
-    AnyValue, ArrayValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, KeyValueList,
-    Resource, ResourceSpans, ScopeSpans, Span, SpanKind, Status, StatusCode, any_value::Value,
+    AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource, ResourceSpans,
+    ScopeSpans, Span, SpanKind, Status, StatusCode, any_value::Value,
 };
 
 use super::{
-    ANNOTATIONS_ATTRIBUTE, Event, LIBRARY_NAME, LIBRARY_VERSION, NO_SERVICE_NAME,
-    SERVICE_NAME_SOURCE, START_TIME_ABSENT, ZipkinSpan,
+    LIBRARY_NAME, LIBRARY_VERSION, NO_SERVICE_NAME, SERVICE_NAME_SOURCE, START_TIME_ABSENT,
+    ZipkinSpan,
 };
 
 /// Tags that describe the resource, not the span (the Collector's `nonSpanAttributes`:
@@ -114,9 +114,6 @@ pub(super) fn is_resource_tag(key: &str) -> bool {
 /// The OTLP request of the spans: one `ResourceSpans` per local service and one
 /// `ScopeSpans` per instrumentation library, both sorted by name as the Collector sorts
 /// them; spans in the order they came.
-// The trace types are gaining the protocol's remaining fields (`schema_url`): the
-// update syntax keeps this right before and after.
-#[allow(clippy::needless_update)]
 pub(super) fn to_otlp(spans: Vec<ZipkinSpan>) -> ExportTraceServiceRequest {
     let mut services: BTreeMap<String, (Resource, BTreeMap<String, ScopeSpans>)> = BTreeMap::new();
     for mut span in spans {
@@ -253,7 +250,7 @@ fn span_of(span: ZipkinSpan, mut tags: BTreeMap<String, String>) -> Span {
     if span.start_absent {
         put(&mut attributes, START_TIME_ABSENT, Value::BoolValue(true));
     }
-    let mut converted = Span {
+    Span {
         trace_id: span.trace_id.to_vec(),
         span_id: span.id.to_vec(),
         trace_state,
@@ -264,11 +261,11 @@ fn span_of(span: ZipkinSpan, mut tags: BTreeMap<String, String>) -> Span {
         start_time_unix_nano: span.start,
         end_time_unix_nano: span.end,
         attributes,
+        events: span.events,
+        links: span.links,
         status,
         ..Span::default()
-    };
-    attach_events(&mut converted, span.events);
-    converted
+    }
 }
 
 /// The status from the tags `otel.status_code`, `otel.status_description` and
@@ -295,44 +292,6 @@ fn status_of(tags: &mut BTreeMap<String, String>) -> Option<Status> {
         }
     }
     (status.code != StatusCode::Unset as i32 || !status.message.is_empty()).then_some(status)
-}
-
-/// Gives `span` its events. The trace types do not carry events yet, so they go into
-/// the array attribute [`ANNOTATIONS_ATTRIBUTE`]; once they do, this becomes
-/// `span.events = events` and nothing else changes.
-pub fn attach_events(span: &mut Span, events: Vec<Event>) {
-    if events.is_empty() {
-        return;
-    }
-    let values = events
-        .into_iter()
-        .map(|event| {
-            let time = i64::try_from(event.time_unix_nano).unwrap_or(i64::MAX);
-            AnyValue {
-                value: Some(Value::KvlistValue(KeyValueList {
-                    values: vec![
-                        key_value("time_unix_nano".into(), Value::IntValue(time)),
-                        key_value("name".into(), Value::StringValue(event.name)),
-                        key_value(
-                            "attributes".into(),
-                            Value::KvlistValue(KeyValueList {
-                                values: event.attributes,
-                            }),
-                        ),
-                        key_value(
-                            "dropped_attributes_count".into(),
-                            Value::IntValue(event.dropped_attributes_count.into()),
-                        ),
-                    ],
-                })),
-            }
-        })
-        .collect();
-    put(
-        &mut span.attributes,
-        ANNOTATIONS_ATTRIBUTE,
-        Value::ArrayValue(ArrayValue { values }),
-    );
 }
 
 pub(super) fn key_value(key: String, value: Value) -> KeyValue {

@@ -11,8 +11,8 @@
 //! The body's size is checked first, then one streaming pass of `serde_json` reads the
 //! spans (no `serde_json::Value` tree), refusing as soon as a limit is crossed, so a
 //! hostile body costs at most the limits' worth of work and memory:
-//! - every span, tag, annotation and annotation attribute counts as one message of the
-//!   OTLP request it becomes, against [`PushLimits::max_otlp_messages`];
+//! - every span, tag, annotation and attribute of an annotation or link counts as one
+//!   message of the OTLP request it becomes, against [`PushLimits::max_otlp_messages`];
 //! - a span has at most [`MAX_TAGS_PER_SPAN`] tags and [`MAX_ANNOTATIONS_PER_SPAN`]
 //!   annotations;
 //! - tag keys are at most [`PushLimits::max_label_name_bytes`] long; span and service
@@ -41,6 +41,7 @@
 //! | tag `w3c.tracestate` | `trace_state` |
 //! | tags `otel.status_code`, `otel.status_description` | `status`; a tag `error` makes it `ERROR` (and is removed when it is `"true"`) |
 //! | annotations | span events (see below) |
+//! | tags `otlp.link.<n>` (`traceId\|spanId\|traceState\|{json attributes}\|dropped`, the Collector's exporter's form) | span links, from `otlp.link.0` up to the first missing index (at most 128) |
 //!
 //! # Where this differs from the Collector, and why
 //!
@@ -59,12 +60,9 @@
 //!   tag values that are not strings, and annotations without a timestamp are refused
 //!   with their reason (the Collector's JSON reader refuses most of these too, some
 //!   silently wraps).
-//! - Tags `otlp.link.<n>` (the Collector's exporter's links) are kept as attributes
-//!   until the trace types carry links.
-//! - Until the trace types carry events, annotations are kept in one array attribute,
-//!   `zipkin.annotations`, each element a key-value list with `time_unix_nano`, `name`,
-//!   `attributes` and `dropped_attributes_count` ([`ANNOTATIONS_ATTRIBUTE`]); only
-//!   [`attach_events`] changes when they do.
+//! - A tag `otlp.link.<n>` that is not in the exporter's form (ids that are not hex,
+//!   attributes that are not a JSON object, a count that is not a number) stays a tag,
+//!   where the Collector refuses the whole request.
 
 mod convert;
 mod read;
@@ -72,9 +70,9 @@ mod read;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use kaas_proto::otlp::{ExportTraceServiceRequest, KeyValue, SpanKind};
+use kaas_proto::otlp::span::{Event, Link};
+use kaas_proto::otlp::{ExportTraceServiceRequest, SpanKind};
 
-pub use self::convert::attach_events;
 use crate::{DecodeError, PushLimits};
 
 /// Most tags on one span: the OpenTelemetry SDKs' default attribute count limit (128);
@@ -111,8 +109,9 @@ pub const START_TIME_ABSENT: &str = "otel.zipkin.absentField.startTime";
 const LIBRARY_NAME: &str = "otel.library.name";
 const LIBRARY_VERSION: &str = "otel.library.version";
 
-/// The attribute holding a span's annotations until the trace types carry events.
-pub const ANNOTATIONS_ATTRIBUTE: &str = "zipkin.annotations";
+/// The links a span can have (`otlp.link.0` to `otlp.link.127`, as the Collector
+/// reads them).
+const MAX_LINKS: usize = 128;
 
 /// The W3C sampled flag, set for `debug` spans.
 const FLAG_SAMPLED: u32 = 0x01;
@@ -146,6 +145,7 @@ struct ZipkinSpan {
     local: Option<Endpoint>,
     remote: Option<Endpoint>,
     events: Vec<Event>,
+    links: Vec<Link>,
     tags: BTreeMap<String, String>,
 }
 
@@ -155,19 +155,6 @@ struct Endpoint {
     ipv4: Option<IpAddr>,
     ipv6: Option<IpAddr>,
     port: u16,
-}
-
-/// An annotation as a span event.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    /// When, in nanoseconds since the epoch.
-    pub time_unix_nano: u64,
-    /// The annotation's value, or its name part in the Collector's exporter form.
-    pub name: String,
-    /// Attributes, in the Collector's exporter form only.
-    pub attributes: Vec<KeyValue>,
-    /// Attributes the sender left out, in the Collector's exporter form only.
-    pub dropped_attributes_count: u32,
 }
 
 #[cfg(test)]

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+use kaas_proto::otlp::span::{Event, Link};
 use kaas_proto::otlp::{KeyValue, SpanKind, any_value::Value};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::convert::key_value;
 use super::{
-    Endpoint, Event, FLAG_SAMPLED, FLAGS_PARENT_IS_REMOTE, MAX_ANNOTATIONS_PER_SPAN,
-    MAX_ID_TEXT_BYTES, MAX_IP_TEXT_BYTES, MAX_TAGS_PER_SPAN, MAX_VALUE_BYTES, ZipkinSpan,
+    Endpoint, FLAG_SAMPLED, FLAGS_PARENT_IS_REMOTE, MAX_ANNOTATIONS_PER_SPAN, MAX_ID_TEXT_BYTES,
+    MAX_IP_TEXT_BYTES, MAX_LINKS, MAX_TAGS_PER_SPAN, MAX_VALUE_BYTES, ZipkinSpan,
 };
 use crate::otlp_logs_json::{FieldName, MAX_PARSER_MESSAGE_BYTES, cut};
 use crate::{DecodeError, PushLimits, quoted};
@@ -212,7 +213,7 @@ impl<'de> Visitor<'de> for SpanSeed<'_, '_> {
 }
 
 /// The span from its fields: required ids present and valid, times in range.
-fn checked<E: de::Error>(fields: SpanFields, reader: &Reader) -> Result<ZipkinSpan, E> {
+fn checked<E: de::Error>(mut fields: SpanFields, reader: &mut Reader) -> Result<ZipkinSpan, E> {
     let trace_id = fields
         .trace_id
         .ok_or_else(|| reader.malformed::<E>(format_args!("traceId is missing")))?;
@@ -264,6 +265,7 @@ fn checked<E: de::Error>(fields: SpanFields, reader: &Reader) -> Result<ZipkinSp
         Some("CONSUMER") => Some(SpanKind::Consumer),
         _ => None,
     };
+    let links = links_of(&mut fields.tags, reader)?;
     Ok(ZipkinSpan {
         trace_id,
         id,
@@ -277,8 +279,72 @@ fn checked<E: de::Error>(fields: SpanFields, reader: &Reader) -> Result<ZipkinSp
         local: fields.local,
         remote: fields.remote,
         events: fields.events,
+        links,
         tags: fields.tags,
     })
+}
+
+/// The links in the tags `otlp.link.0`, `otlp.link.1`, … up to the first missing
+/// index: each tag in the Collector's exporter form
+/// (`traceId|spanId|traceState|{json attributes}|dropped`) becomes a link and leaves
+/// the tags; one in another form stays a tag.
+fn links_of<E: de::Error>(
+    tags: &mut BTreeMap<String, String>,
+    reader: &mut Reader,
+) -> Result<Vec<Link>, E> {
+    let mut links = Vec::new();
+    for index in 0..MAX_LINKS {
+        let key = format!("otlp.link.{index}");
+        let Some(value) = tags.get(&key) else {
+            break;
+        };
+        if let Some(link) = link_of(value, reader)? {
+            tags.remove(&key);
+            links.push(link);
+        }
+    }
+    Ok(links)
+}
+
+/// A link in the Collector's exporter form; `None` when `value` is in another.
+fn link_of<E: de::Error>(value: &str, reader: &mut Reader) -> Result<Option<Link>, E> {
+    let mut parts = value.splitn(4, '|');
+    let (Some(trace_id), Some(span_id), Some(trace_state), Some(rest)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Ok(None);
+    };
+    let Some((json, dropped)) = rest.rsplit_once('|') else {
+        return Ok(None);
+    };
+    let (Some(trace_id), Some(span_id), Ok(dropped)) = (
+        link_id::<16>(trace_id),
+        link_id::<8>(span_id),
+        dropped.parse::<u32>(),
+    ) else {
+        return Ok(None);
+    };
+    let Some(attributes) = attributes_of(json, reader)? else {
+        return Ok(None);
+    };
+    Ok(Some(Link {
+        trace_id: trace_id.to_vec(),
+        span_id: span_id.to_vec(),
+        trace_state: trace_state.to_owned(),
+        attributes,
+        dropped_attributes_count: dropped,
+        flags: 0,
+    }))
+}
+
+/// A linked span's id: exactly `2 N` hex digits, or empty for zeros (as the
+/// Collector reads it).
+fn link_id<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut id = [0u8; N];
+    if !text.is_empty() {
+        hex::decode_to_slice(text, &mut id).ok()?;
+    }
+    Some(id)
 }
 
 /// An id of `N` bytes from 1 to `2 N` hex digits, left-padded with zeros (zipkin-go
@@ -560,26 +626,37 @@ fn event_of<E: de::Error>(time: u64, value: String, reader: &mut Reader) -> Resu
         return Ok(whole(value));
     }
     let (middle, dropped) = (&value[first + 1..last], &value[last + 1..]);
-    if !middle.starts_with('{') {
-        return Ok(whole(value));
-    }
     let Ok(dropped) = dropped.parse::<u32>() else {
         return Ok(whole(value));
     };
-    let mut parser = serde_json::Deserializer::from_str(middle);
+    let Some(attributes) = attributes_of(middle, reader)? else {
+        return Ok(whole(value));
+    };
+    Ok(Event {
+        time_unix_nano: time,
+        name: value[..first].to_owned(),
+        attributes,
+        dropped_attributes_count: dropped,
+    })
+}
+
+/// The attributes in `json` when it is one JSON object; `None` when it is not. A limit
+/// crossed inside them refuses the request.
+fn attributes_of<E: de::Error>(
+    json: &str,
+    reader: &mut Reader,
+) -> Result<Option<Vec<KeyValue>>, E> {
+    if !json.starts_with('{') {
+        return Ok(None);
+    }
+    let mut parser = serde_json::Deserializer::from_str(json);
     let attributes = AttributeObject(&mut *reader)
         .deserialize(&mut parser)
         .and_then(|attributes| parser.end().map(|()| attributes));
     match attributes {
-        Ok(attributes) => Ok(Event {
-            time_unix_nano: time,
-            name: value[..first].to_owned(),
-            attributes,
-            dropped_attributes_count: dropped,
-        }),
-        // A limit crossed inside the attributes refuses the request.
+        Ok(attributes) => Ok(Some(attributes)),
         Err(_) if reader.refusal.is_some() => Err(E::custom("refused")),
-        Err(_) => Ok(whole(value)),
+        Err(_) => Ok(None),
     }
 }
 

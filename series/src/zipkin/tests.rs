@@ -4,9 +4,8 @@
 use super::convert::{RESOURCE_TAGS, is_resource_tag, key_value};
 use super::*;
 use kaas_proto::otlp::any_value::Value;
-use kaas_proto::otlp::{
-    AnyValue, KeyValueList, ResourceSpans, ScopeSpans, Span, Status, StatusCode,
-};
+use kaas_proto::otlp::span::{Event, Link};
+use kaas_proto::otlp::{AnyValue, ResourceSpans, ScopeSpans, Span, Status, StatusCode};
 
 /// The one span of a body of one span.
 fn one(span: &str) -> Span {
@@ -190,59 +189,77 @@ fn endpoints_empty_or_mapped_are_read_as_the_collector_does() {
 
 #[test]
 fn annotations_split_only_in_the_collectors_form() {
-    let events = |value: &str| {
+    let event = |value: &str| {
         let span = one(&format!(
             r#"{{"traceId":"1","id":"2","annotations":[{{"timestamp":5,"value":{value}}}]}}"#
         ));
-        let Some(Value::ArrayValue(array)) = attribute(&span, ANNOTATIONS_ATTRIBUTE) else {
-            panic!("no annotations attribute");
-        };
-        let Some(Value::KvlistValue(event)) = array.values[0].value.clone() else {
-            panic!("not a key-value list");
-        };
-        event.values
+        let [event] = <[Event; 1]>::try_from(span.events).expect("one event");
+        event
     };
-    let name = |value: &str| events(value)[1].value.clone();
-    let text = |value: &str| {
-        Some(AnyValue {
-            value: Some(Value::StringValue(value.into())),
-        })
-    };
-    assert_eq!(name(r#""a|b""#), text("a|b"), "one pipe: the whole value");
-    assert_eq!(name(r#""a|b|c""#), text("a|b|c"), "no JSON in the middle");
-    assert_eq!(name(r#""a|{not json}|1""#), text("a|{not json}|1"));
-    assert_eq!(name(r#""a|{}|x""#), text("a|{}|x"), "no count at the end");
+    let name = |value: &str| event(value).name;
+    assert_eq!(name(r#""a|b""#), "a|b", "one pipe: the whole value");
+    assert_eq!(name(r#""a|b|c""#), "a|b|c", "no JSON in the middle");
+    assert_eq!(name(r#""a|{not json}|1""#), "a|{not json}|1");
+    assert_eq!(name(r#""a|{}|x""#), "a|{}|x", "no count at the end");
     assert_eq!(
         name(r#""a|{\"k\":\"x|y\"}|3""#),
-        text("a"),
+        "a",
         "pipes inside the JSON"
     );
-    let event = events(r#""a|{\"n\":1e3,\"big\":18446744073709551615,\"x\":null}|3""#);
     assert_eq!(
-        event[0].value,
-        Some(AnyValue {
-            value: Some(Value::IntValue(5000))
-        })
+        event(r#""a|{\"n\":1e3,\"big\":18446744073709551615,\"x\":null}|3""#),
+        Event {
+            time_unix_nano: 5000,
+            name: "a".into(),
+            attributes: vec![
+                key_value(
+                    "big".into(),
+                    Value::DoubleValue(18_446_744_073_709_551_615.0)
+                ),
+                key_value("n".into(), Value::IntValue(1000)),
+            ],
+            dropped_attributes_count: 3,
+        }
+    );
+}
+
+#[test]
+fn links_come_from_the_collectors_link_tags() {
+    let span = with_tags(
+        r#"{"otlp.link.0":"000000000000000000000000000000aa|00000000000000bb|k=v|{\"kind\":\"follows\"}|2",
+            "otlp.link.1":"not a link",
+            "otlp.link.2":"|||{}|0",
+            "otlp.link.4":"000000000000000000000000000000cc|00000000000000dd||{}|0"}"#,
     );
     assert_eq!(
-        event[2].value,
-        Some(AnyValue {
-            value: Some(Value::KvlistValue(KeyValueList {
-                values: vec![
-                    key_value(
-                        "big".into(),
-                        Value::DoubleValue(18_446_744_073_709_551_615.0)
-                    ),
-                    key_value("n".into(), Value::IntValue(1000)),
-                ],
-            })),
-        })
+        span.links,
+        [
+            Link {
+                trace_id: [&[0u8; 15][..], &[0xaa]].concat(),
+                span_id: vec![0, 0, 0, 0, 0, 0, 0, 0xbb],
+                trace_state: "k=v".into(),
+                attributes: vec![key_value(
+                    "kind".into(),
+                    Value::StringValue("follows".into())
+                )],
+                dropped_attributes_count: 2,
+                flags: 0,
+            },
+            Link {
+                trace_id: vec![0; 16],
+                span_id: vec![0; 8],
+                trace_state: String::new(),
+                attributes: vec![],
+                dropped_attributes_count: 0,
+                flags: 0,
+            },
+        ]
     );
+    let keys: Vec<_> = span.attributes.iter().map(|a| a.key.as_str()).collect();
     assert_eq!(
-        event[3].value,
-        Some(AnyValue {
-            value: Some(Value::IntValue(3))
-        })
+        keys,
+        ["otlp.link.1", "otlp.link.4"],
+        "not a link: kept; after a missing index: not read"
     );
 }
 
