@@ -109,4 +109,12 @@ fn the_python_sdks_zipkin_spans_convert() {
             "{moved} is not a span attribute"
         );
     }
+    // The SDK writes an event as JSON, not in the Collector's `name|{…}|n` form: it is
+    // the event's name whole, as the Collector reads it.
+    assert_eq!(server.events.len(), 1);
+    assert_eq!(server.events[0].time_unix_nano, 1_700_000_000_001_000_000);
+    assert_eq!(
+        server.events[0].name,
+        r#"{"payment declined": {"card.kind": "visa"}}"#
+    );
 }
