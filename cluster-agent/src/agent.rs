@@ -1021,7 +1021,10 @@ pipelines:
         assert_eq!(report.unchanged, [PipelineId::log("shop")], "{report:?}");
         let report = agent.apply(config(LOGS, false)).await;
         assert_eq!(report.stopped, [PipelineId::trace("shop")], "{report:?}");
-        assert!(dir.path().join("trace-buffers/shop").is_dir(), "the buffer stays");
+        assert!(
+            dir.path().join("trace-buffers/shop").is_dir(),
+            "the buffer stays"
+        );
         agent.shutdown().await;
 
         let node_dir = tempfile::tempdir().unwrap();

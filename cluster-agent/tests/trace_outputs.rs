@@ -32,8 +32,8 @@ use kaas_pipeline::traces::output::ValidatedTraceOutput;
 use kaas_pipeline::traces::{TracePipeline, validate_trace_pipeline};
 use kaas_proto::otlp::span::{Event, Link};
 use kaas_proto::otlp::{
-    AnyValue, ArrayValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue,
-    KeyValueList, Resource, ResourceSpans, ScopeSpans, Span, Status, any_value::Value,
+    AnyValue, ArrayValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, KeyValueList,
+    Resource, ResourceSpans, ScopeSpans, Span, Status, any_value::Value,
 };
 use kaas_test_support::peers::Rotel;
 use kaas_test_support::process::{ChildGuard, free_port, wait_for_tcp};
@@ -68,7 +68,7 @@ impl Agent {
             )
         };
         let config_path = dir.join("agent.yaml");
-        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(&config_path, config).expect("the configuration is written");
         let (grpc_port, http_port) = (free_port(), free_port());
         let guard = ChildGuard::spawn(
             "cluster-agent",
@@ -112,7 +112,7 @@ impl Agent {
                 &[("Content-Type", "application/x-protobuf")],
                 body,
             )
-            .unwrap();
+            .expect("the agent answers");
             if status != 404 || std::time::Instant::now() >= until {
                 return (status, answer);
             }
@@ -155,7 +155,7 @@ fn send_spans(
 /// prost) to `port`: the gRPC status it answers.
 async fn grpc_export(port: u16, request: ExportTraceServiceRequest) -> Result<(), tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
+        .expect("an endpoint")
         .connect()
         .await
         .expect("connects");
@@ -167,9 +167,7 @@ async fn grpc_export(port: u16, request: ExportTraceServiceRequest) -> Result<()
     >::default();
     grpc.unary(
         tonic::Request::new(request),
-        tonic::codegen::http::uri::PathAndQuery::from_static(
-            kaas_proto::otlp::EXPORT_TRACES_PATH,
-        ),
+        tonic::codegen::http::uri::PathAndQuery::from_static(kaas_proto::otlp::EXPORT_TRACES_PATH),
         codec,
     )
     .await
@@ -189,7 +187,10 @@ async fn spans_from_the_sdk_reach_rotel_over_grpc_and_http() {
         &[
             pipeline(
                 "to-grpc",
-                &format!("{{otlp: {{endpoint: \"http://127.0.0.1:{}\"}}}}", rotel.grpc_port),
+                &format!(
+                    "{{otlp: {{endpoint: \"http://127.0.0.1:{}\"}}}}",
+                    rotel.grpc_port
+                ),
             ),
             pipeline(
                 "to-http",
@@ -320,7 +321,9 @@ fn every_value() -> Vec<KeyValue> {
             "a",
             Some(AnyValue {
                 value: Some(Value::ArrayValue(ArrayValue {
-                    values: vec![text("x").unwrap()],
+                    values: vec![AnyValue {
+                        value: Some(Value::StringValue("x".into())),
+                    }],
                 })),
             }),
         ),
@@ -454,9 +457,9 @@ fn every_field_json() -> serde_json::Value {
 
 /// Decodes a received `ExportTraceServiceRequest` with the official Python bindings.
 fn officially_decoded(body: &[u8]) -> serde_json::Value {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("request.bin");
-    std::fs::write(&file, body).unwrap();
+    std::fs::write(&file, body).expect("the request is written");
     let output = Command::new("python3")
         .arg(format!("{FIXTURES}/decode_otlp.py"))
         .arg("traces")

@@ -507,7 +507,9 @@ async fn push_spans(
                 scope_spans: vec![ScopeSpans {
                     scope: Some(scope.clone()),
                     spans: batch,
+                    ..ScopeSpans::default()
                 }],
+                ..ResourceSpans::default()
             }],
         };
         match client.export_traces(request).await {

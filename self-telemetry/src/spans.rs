@@ -295,6 +295,7 @@ where
             attributes: open.fields.attributes,
             dropped_attributes_count: open.fields.dropped_attributes,
             status,
+            ..OtlpSpan::default()
         };
         if self.queue.try_send(otlp).is_err() {
             // Full (or the exporter is gone): never wait in the traced code.

@@ -30,8 +30,8 @@ use crate::outbound::retry;
 use crate::outbound::tls::TlsError;
 use crate::record::logs::{LogRequest, Logs};
 use crate::record::metrics::{Batch, EncodedRequest, Metrics};
-use crate::record::traces::{TraceRequest, Traces};
 use crate::record::signal::{FrameEncoding, Signal};
+use crate::record::traces::{TraceRequest, Traces};
 
 /// The request type of an exporter's signal.
 pub type RequestOf<E> = <<E as Export>::Signal as FrameEncoding>::Request;

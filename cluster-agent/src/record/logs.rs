@@ -27,7 +27,6 @@ use super::signal::{Frame, FrameEncoding, FrameError, Payload, Settled, Sharding
 /// convert ([`otlp::OtlpRequest`]).
 pub type LogRequest = otlp::OtlpRequest<ExportLogsServiceRequest>;
 
-
 /// A batch of log records, grouped by resource and scope as OTLP groups them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogBatch {

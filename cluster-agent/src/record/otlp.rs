@@ -269,4 +269,3 @@ pub fn encode_resources<R: Message>(resources: &[R]) -> Vec<u8> {
 pub fn resource_shard_key(resource: &[u8]) -> u64 {
     foldhash::fast::FixedState::with_seed(0).hash_one(resource)
 }
-

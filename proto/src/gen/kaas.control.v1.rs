@@ -383,6 +383,10 @@ pub enum Capability {
     DiskBuffer = 7,
     /// Discovers targets through the Kubernetes API.
     KubernetesDiscovery = 8,
+    /// Runs trace pipelines (AgentConfig.tracePipelines). An agent without it refuses a
+    /// configuration that holds them (unknown field), so the observer leaves them out of
+    /// what it sends such an agent.
+    TracePipelines = 9,
 }
 impl Capability {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -400,6 +404,7 @@ impl Capability {
             Self::OtlpHttp => "CAPABILITY_OTLP_HTTP",
             Self::DiskBuffer => "CAPABILITY_DISK_BUFFER",
             Self::KubernetesDiscovery => "CAPABILITY_KUBERNETES_DISCOVERY",
+            Self::TracePipelines => "CAPABILITY_TRACE_PIPELINES",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -414,6 +419,7 @@ impl Capability {
             "CAPABILITY_OTLP_HTTP" => Some(Self::OtlpHttp),
             "CAPABILITY_DISK_BUFFER" => Some(Self::DiskBuffer),
             "CAPABILITY_KUBERNETES_DISCOVERY" => Some(Self::KubernetesDiscovery),
+            "CAPABILITY_TRACE_PIPELINES" => Some(Self::TracePipelines),
             _ => None,
         }
     }

@@ -90,7 +90,7 @@ fn spans(count: usize, name_len: usize) -> Vec<ResourceSpans> {
 }
 
 /// An acknowledgement that records whether it fired.
-fn ack() -> (Ack, Arc<Mutex<bool>>) {
+fn watched_ack() -> (Ack, Arc<Mutex<bool>>) {
     let fired = Arc::new(Mutex::new(false));
     let flag = fired.clone();
     (Ack::new(move || *flag.lock().unwrap() = true), fired)
@@ -111,7 +111,7 @@ fn a_trace_pipeline_buffers_apart_from_other_kinds_of_the_same_name() {
 #[test]
 fn spans_are_acknowledged_once_durable_and_counted() {
     let harness = harness(PLAIN, 1 << 20, WhenFull::DropNewest);
-    let (ack, fired) = ack();
+    let (ack, fired) = watched_ack();
     let buffered = harness.intake.buffer(spans(3, 4), ack).unwrap();
     assert_eq!(buffered.stored, Stored::Kept);
     assert_eq!(buffered.spans.kept, 3);
@@ -125,7 +125,7 @@ fn a_full_buffer_with_drop_newest_never_acknowledges() {
     let harness = harness(PLAIN, 64 << 10, WhenFull::DropNewest);
     let mut dropped = false;
     for _ in 0..64 {
-        let (ack, fired) = ack();
+        let (ack, fired) = watched_ack();
         let buffered = harness.intake.buffer(spans(50, 200), ack).unwrap();
         if buffered.stored == Stored::Dropped {
             assert!(!*fired.lock().unwrap(), "a dropped batch was acknowledged");
@@ -141,7 +141,7 @@ fn a_full_buffer_with_drop_newest_never_acknowledges() {
 #[test]
 fn spans_wait_for_the_hash_key() {
     let harness = harness(HASHING, 1 << 20, WhenFull::DropNewest);
-    let (ack, fired) = ack();
+    let (ack, fired) = watched_ack();
     let refused = harness.intake.buffer(spans(1, 1), ack).unwrap_err();
     assert!(
         matches!(refused, IntakeError::HashKeyUnavailable(_)),
@@ -156,7 +156,7 @@ fn spans_wait_for_the_hash_key() {
         .lock()
         .unwrap()
         .insert("trace-hash".into(), "k".repeat(32));
-    let (ack, fired) = ack();
+    let (ack, fired) = watched_ack();
     harness.intake.buffer(spans(1, 1), ack).unwrap();
     assert!(*fired.lock().unwrap());
 }

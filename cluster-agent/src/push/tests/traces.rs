@@ -91,13 +91,17 @@ fn spans(name: &str, spans: usize, namespace: Option<&str>) -> ExportTraceServic
     }
 }
 
-/// Posts `body` to `/v1/traces` with `headers`: the status, `Retry-After` and body.
+/// Posts `body` to `/v1/traces` with `headers` (as protobuf unless they name a content
+/// type): the status, `Retry-After` and body.
 async fn post_traces(
     receiver: &PushReceiver,
     headers: &[(&str, &str)],
     body: Body,
 ) -> (StatusCode, Option<String>, Bytes) {
-    let mut request = Request::post("/v1/traces").header(header::CONTENT_TYPE, "application/x-protobuf");
+    let mut request = Request::post("/v1/traces");
+    if !headers.iter().any(|(name, _)| *name == "content-type") {
+        request = request.header(header::CONTENT_TYPE, "application/x-protobuf");
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -133,13 +137,18 @@ async fn grpc_traces(
     receiver: &PushReceiver,
     headers: &[(&str, &str)],
     body: Vec<u8>,
-) -> (tonic::Code, Option<kaas_proto::otlp::ExportTraceServiceResponse>) {
+) -> (
+    tonic::Code,
+    Option<kaas_proto::otlp::ExportTraceServiceResponse>,
+) {
     let mut request = http::Request::post(kaas_proto::otlp::EXPORT_TRACES_PATH)
         .header("content-type", "application/grpc");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(tonic::body::Body::new(Body::from(body))).unwrap();
+    let request = request
+        .body(tonic::body::Body::new(Body::from(body)))
+        .unwrap();
     let mut service = OtlpTracesGrpc::new(receiver.clone());
     let response = tokio::time::timeout(PROMPTLY, service.call(request))
         .await
@@ -151,7 +160,11 @@ async fn grpc_traces(
     }
     let collected = response.into_body().collect().await.unwrap();
     let trailers = collected.trailers().cloned().unwrap_or_default();
-    let code = trailers["grpc-status"].to_str().unwrap().parse::<i32>().unwrap();
+    let code = trailers["grpc-status"]
+        .to_str()
+        .unwrap()
+        .parse::<i32>()
+        .unwrap();
     let bytes = collected.to_bytes();
     let message = kaas_proto::otlp::ExportTraceServiceResponse::decode(&bytes[5..]).unwrap();
     (tonic::Code::from(code), Some(message))
@@ -170,7 +183,8 @@ async fn buffered(agent: &Agent, name: &str) -> u64 {
 async fn without_a_trace_pipeline_traces_are_404_and_unimplemented() {
     let (agent, receiver, dir) = trace_fixture("", no_kubernetes()).await;
     // A body that never ends: only an answer before reading it meets the deadline.
-    let endless = Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>());
+    let endless =
+        Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>());
     let (status, _, body) = post_traces(&receiver, &[], endless).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body, "no pipeline takes OTLP traces pushes on this agent");
@@ -257,7 +271,8 @@ async fn oversized_and_malformed_traces_are_refused() {
         trace_fixture(&pipeline("traces", UNAUTHENTICATED, "{}"), no_kubernetes()).await;
     let limit = PushLimits::default().max_body_bytes;
     // Declared too large: refused before a byte is read.
-    let endless = Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>());
+    let endless =
+        Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>());
     let declared = (limit + 1).to_string();
     let (status, _, _) =
         post_traces(&receiver, &[("content-length", declared.as_str())], endless).await;
@@ -287,10 +302,7 @@ async fn oversized_and_malformed_traces_are_refused() {
     // Not protobuf.
     let (status, _, answer) = post_traces(&receiver, &[], Body::from("not protobuf")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        String::from_utf8_lossy(&answer).contains("ExportTraceServiceRequest")
-            || !answer.is_empty()
-    );
+    assert!(!answer.is_empty(), "a reason");
     let (code, _) = grpc_traces(&receiver, &[], grpc_frame(false, b"not protobuf")).await;
     assert_eq!(code, tonic::Code::InvalidArgument);
     let (status, _, _) = post_traces(
@@ -393,6 +405,10 @@ async fn the_namespace_filter_uses_the_proven_namespace() {
     );
     assert_eq!(status, StatusCode::OK);
     assert_eq!(buffered(&agent, "shop-traces").await, 1);
-    assert_eq!(buffered(&agent, "system-traces").await, 0, "the claim was believed");
+    assert_eq!(
+        buffered(&agent, "system-traces").await,
+        0,
+        "the claim was believed"
+    );
     agent.shutdown().await;
 }

@@ -9,6 +9,7 @@ use kaas_proto::otlp::{
     ResourceLogs, ScopeLogs, any_value,
 };
 use proptest::prelude::*;
+use prost::Message;
 
 use super::*;
 
