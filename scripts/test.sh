@@ -61,6 +61,10 @@ ensure_python_packages() {
     echo "==> installing schemathesis from PyPI"
     python3 -m pip install --quiet 'schemathesis==4.32.5'
   fi
+  if ! python3 -c "import opentelemetry.exporter.zipkin.json" >/dev/null 2>&1; then
+    echo "==> installing the OpenTelemetry Python SDK's Zipkin exporter (independent Zipkin encoder for tests) from PyPI"
+    python3 -m pip install --quiet 'opentelemetry-sdk==1.45.2' 'opentelemetry-exporter-zipkin-json==1.45.1'
+  fi
 }
 
 # rsyslog and its Elasticsearch output, unpacked with `dpkg -x` where log-bench looks for

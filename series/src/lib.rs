@@ -2,8 +2,8 @@
 //! ([`labels`]) and the decoders of series pushed to the agent ([`remote_write`],
 //! [`otlp`]), of OTLP logs ([`otlp_logs`] for protobuf, [`otlp_logs_json`] for
 //! OTLP/JSON), of OTLP traces ([`otlp_traces`] for protobuf, [`otlp_traces_json`] for
-//! OTLP/JSON; both JSON decoders share one core) and of Loki pushes to the receive
-//! gateway ([`loki`]), kept in a small
+//! OTLP/JSON; both JSON decoders share one core), of Zipkin v2 JSON spans converted to
+//! OTLP ([`zipkin`]) and of Loki pushes to the receive gateway ([`loki`]), kept in a small
 //! crate so that they can be fuzzed and tested without the agent around them.
 //!
 //! A push decoder treats its input as hostile. Each one checks a size before it
@@ -29,6 +29,7 @@ pub mod otlp_traces;
 pub mod otlp_traces_json;
 pub mod remote_write;
 mod wire;
+pub mod zipkin;
 
 pub use limits::PushLimits;
 
@@ -125,6 +126,26 @@ pub enum DecodeError {
         /// The limit.
         limit: usize,
     },
+    /// A span holds more of something (tags, annotations) than allowed.
+    #[error("the span at index {span} has more than {limit} {what}")]
+    TooManyInSpan {
+        /// The span's index in the request (from 0).
+        span: usize,
+        /// What it has too many of.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// A string the pusher sent is longer than allowed.
+    #[error("{what} is {length} bytes long, more than the limit of {limit}")]
+    StringTooLong {
+        /// Which string, and where (quoting at most [`limits::MAX_QUOTED_BYTES`] of a key).
+        what: String,
+        /// Its length.
+        length: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Not what the protocol says the body is.
     #[error("{0}")]
     Malformed(String),
@@ -160,6 +181,8 @@ impl DecodeError {
             Self::TooManyLabels { .. } => "too_many_labels",
             Self::LabelNameTooLong { .. } => "label_name_too_long",
             Self::LabelValueTooLong { .. } => "label_value_too_long",
+            Self::TooManyInSpan { .. } => "too_many_in_span",
+            Self::StringTooLong { .. } => "string_too_long",
             Self::Malformed(_) => "malformed",
         }
     }

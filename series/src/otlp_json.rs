@@ -51,7 +51,7 @@ use crate::{DecodeError, PushLimits};
 /// Most bytes of a JSON parser's message a refusal repeats: its messages can quote a
 /// whole string of the body (`invalid type: string "…"`), which must not come back
 /// whole to the pusher or into the agent's log.
-const MAX_PARSER_MESSAGE_BYTES: usize = 200;
+pub(crate) const MAX_PARSER_MESSAGE_BYTES: usize = 200;
 
 /// Base64 as protobuf's JSON parsers read it: padding optional.
 const BASE64_STANDARD: GeneralPurpose = GeneralPurpose::new(
@@ -98,7 +98,7 @@ pub(crate) fn decode<T: Read>(
 }
 
 /// The start of `text`, at most `limit` bytes, cut at a character boundary.
-fn cut(text: &str, limit: usize) -> &str {
+pub(crate) fn cut(text: &str, limit: usize) -> &str {
     let mut end = text.len().min(limit);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -272,7 +272,7 @@ impl<'de, T: JsonMessage> Visitor<'de> for MessageVisitor<'_, T> {
 }
 
 /// A key of a JSON object: the field it names, `None` if unknown.
-struct FieldName(&'static [&'static str]);
+pub(crate) struct FieldName(pub(crate) &'static [&'static str]);
 
 impl<'de> DeserializeSeed<'de> for FieldName {
     type Value = Option<&'static str>;

@@ -2,7 +2,8 @@
 //! unit-tested), [`annotations`] expresses the `prometheus.io/*` annotation conventions
 //! as relabel rules, and [`watch`] keeps a reflector of the cluster's pods through
 //! kube-runtime's watcher (tested against kube's mock client) and publishes the
-//! current pods whenever they change; [`secrets`] resolves `secretKeyRef` values from
+//! current pods whenever they change ([`pods_by_ip`] indexes them by address for the
+//! enrichment of pushed spans); [`secrets`] resolves `secretKeyRef` values from
 //! the referenced namespaces' Secrets and follows their rotation (it is the
 //! [`SecretStore`](crate::outbound::auth::SecretStore) of the agent's outbound
 //! requests).
@@ -14,8 +15,11 @@
 pub mod annotations;
 pub mod endpointslices;
 pub mod istio;
+#[cfg(test)]
+pub(crate) mod mock_api;
 pub mod nodes;
 pub mod pods;
+pub mod pods_by_ip;
 pub mod secrets;
 pub mod watch;
 

@@ -6,13 +6,19 @@
 //! Deletions come from the reflector's state, not from single watch events: after a
 //! lost connection the watcher re-lists, and the store then holds exactly the pods that
 //! exist, so a missed `DELETED` event cannot leave a scrape target behind.
+//!
+//! A watch can also be shaped ([`watch_shaped`]): each object cut to the fields its
+//! reader needs as it arrives, and the store bounded to a number of objects, for a
+//! cache that must stay small whatever the cluster holds (the trace pipelines' pods by
+//! address, [`super::pods_by_ip`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch as channel;
@@ -31,7 +37,12 @@ pub type NodeSnapshot = Snapshot<Node>;
 
 /// Watches every pod of the cluster; the receiver sees each published snapshot.
 pub fn watch_pods(client: Client) -> (channel::Receiver<PodSnapshot>, JoinHandle<()>) {
-    watch_with(Api::all(client), watcher::Config::default())
+    watch_shaped(
+        Api::all(client),
+        watcher::Config::default(),
+        Shaping::whole(),
+    )
+    .into()
 }
 
 /// Watches the pods scheduled to `node` (field selector `spec.nodeName`), for the
@@ -41,10 +52,12 @@ pub fn watch_node_pods(
     client: Client,
     node: &str,
 ) -> (channel::Receiver<PodSnapshot>, JoinHandle<()>) {
-    watch_with(
+    watch_shaped(
         Api::all(client),
         watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+        Shaping::whole(),
     )
+    .into()
 }
 
 /// Watches every Service of the cluster.
@@ -54,7 +67,12 @@ pub fn watch_services(
     channel::Receiver<Snapshot<k8s_openapi::api::core::v1::Service>>,
     JoinHandle<()>,
 ) {
-    watch_with(Api::all(client), watcher::Config::default())
+    watch_shaped(
+        Api::all(client),
+        watcher::Config::default(),
+        Shaping::whole(),
+    )
+    .into()
 }
 
 /// Watches every EndpointSlice of the cluster.
@@ -64,18 +82,66 @@ pub fn watch_endpoint_slices(
     channel::Receiver<Snapshot<k8s_openapi::api::discovery::v1::EndpointSlice>>,
     JoinHandle<()>,
 ) {
-    watch_with(Api::all(client), watcher::Config::default())
+    watch_shaped(
+        Api::all(client),
+        watcher::Config::default(),
+        Shaping::whole(),
+    )
+    .into()
 }
 
 /// Watches every node of the cluster; the receiver sees each published snapshot.
 pub fn watch_nodes(client: Client) -> (channel::Receiver<NodeSnapshot>, JoinHandle<()>) {
-    watch_with(Api::all(client), watcher::Config::default())
+    watch_shaped(
+        Api::all(client),
+        watcher::Config::default(),
+        Shaping::whole(),
+    )
+    .into()
 }
 
-fn watch_with<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (channel::Receiver<Snapshot<K>>, JoinHandle<()>)
+/// What a watch keeps ([`watch_shaped`]): each object cut by `strip`, and at most
+/// `max_objects` of them.
+pub struct Shaping<K> {
+    /// Cuts an object to the fields its readers need.
+    pub strip: fn(&mut K),
+    /// Most objects in the store.
+    pub max_objects: usize,
+}
+
+impl<K> Shaping<K> {
+    /// Every object, whole.
+    pub fn whole() -> Self {
+        Self {
+            strip: |_| {},
+            max_objects: usize::MAX,
+        }
+    }
+}
+
+impl<K> From<ShapedWatch<K>> for (channel::Receiver<Snapshot<K>>, JoinHandle<()>) {
+    fn from(watch: ShapedWatch<K>) -> Self {
+        (watch.snapshots, watch.task)
+    }
+}
+
+/// A shaped watch ([`watch_shaped`]): its snapshots, its task, and how many objects
+/// the bound has left out so far.
+pub struct ShapedWatch<K> {
+    /// Sees each published snapshot.
+    pub snapshots: channel::Receiver<Snapshot<K>>,
+    /// The watch; it ends when every receiver of the snapshots is gone.
+    pub task: JoinHandle<()>,
+    /// Objects the bound kept out of the store since the watch started.
+    pub left_out: Arc<AtomicU64>,
+}
+
+/// Watches `api` as [`watch_pods`] does, shaped: each object cut by `shaping.strip`
+/// before the store keeps it, and at most `shaping.max_objects` objects in the store:
+/// while it is full, an
+/// object it does not hold yet is left out (and counted) until a later event or
+/// re-list finds room, so the store's memory is bounded whatever the cluster holds.
+pub fn watch_shaped<K>(api: Api<K>, config: watcher::Config, shaping: Shaping<K>) -> ShapedWatch<K>
 where
     K: kube::Resource
         + Clone
@@ -88,9 +154,67 @@ where
 {
     let (reader, writer) = reflector::store::<K>();
     let (sender, receiver) = channel::channel(Arc::new(Vec::new()));
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let left_out = Arc::new(AtomicU64::new(0));
+    let mut bound = StoreBound {
+        store: reader.clone(),
+        max_objects: shaping.max_objects,
+        listed: 0,
+        left_out: left_out.clone(),
+    };
+    let events = watcher(api, config)
+        .modify(shaping.strip)
+        .filter(move |event| {
+            std::future::ready(event.as_ref().map_or(true, |event| bound.admits(event)))
+        });
+    let stream = reflector::reflector(writer, events).default_backoff();
     let task = tokio::spawn(run(stream, reader, sender));
-    (receiver, task)
+    ShapedWatch {
+        snapshots: receiver,
+        task,
+        left_out,
+    }
+}
+
+/// Keeps a reflector's store within `max_objects`: decides, before the store sees an
+/// event, whether it may.
+struct StoreBound<K: kube::Resource + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: Store<K>,
+    max_objects: usize,
+    /// Objects of the (re-)list under way: the store replaces its contents with them
+    /// at its end, so they are bounded here, not by the store's current size.
+    listed: usize,
+    left_out: Arc<AtomicU64>,
+}
+
+impl<K> StoreBound<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    fn admits(&mut self, event: &watcher::Event<K>) -> bool {
+        let admitted = match event {
+            watcher::Event::Init => {
+                self.listed = 0;
+                true
+            }
+            watcher::Event::InitApply(_) => {
+                self.listed += 1;
+                self.listed <= self.max_objects
+            }
+            watcher::Event::Apply(object) => {
+                self.store.len() < self.max_objects
+                    || self.store.get(&ObjectRef::from_obj(object)).is_some()
+            }
+            watcher::Event::Delete(_) | watcher::Event::InitDone => true,
+        };
+        if !admitted {
+            self.left_out.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
+    }
 }
 
 async fn run<K>(
@@ -137,6 +261,9 @@ mod tests {
     use kube::client::Body;
 
     use super::*;
+    use crate::discovery::kubernetes::mock_api::{
+        next_published, next_request, send_added, send_list,
+    };
     use crate::discovery::kubernetes::pods::pod_targets;
 
     fn pod(name: &str, ip: &str) -> serde_json::Value {
@@ -149,47 +276,8 @@ mod tests {
         })
     }
 
-    async fn next_request(
-        handle: &mut tower_test::mock::Handle<Request<Body>, Response<Body>>,
-    ) -> (
-        Request<Body>,
-        tower_test::mock::SendResponse<Response<Body>>,
-    ) {
-        tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-            .await
-            .expect("the watcher sends a request in time")
-            .expect("a request")
-    }
-
-    /// Answers a list request with `items` at resource version 100.
-    fn send_list(
-        send: tower_test::mock::SendResponse<Response<Body>>,
-        items: Vec<serde_json::Value>,
-    ) {
-        let list = serde_json::json!({
-            "apiVersion": "v1", "kind": "PodList",
-            "metadata": {"resourceVersion": "100"},
-            "items": items
-        });
-        send.send_response(Response::new(Body::from(
-            serde_json::to_vec(&list).expect("json"),
-        )));
-    }
-
-    /// Answers a watch request with one `ADDED` event for `object`.
-    fn send_added(send: tower_test::mock::SendResponse<Response<Body>>, object: serde_json::Value) {
-        let event = serde_json::json!({"type": "ADDED", "object": object});
-        let mut body = serde_json::to_vec(&event).expect("json");
-        body.push(b'\n');
-        send.send_response(Response::new(Body::from(body)));
-    }
-
     async fn next_snapshot(receiver: &mut channel::Receiver<PodSnapshot>) -> PodSnapshot {
-        tokio::time::timeout(Duration::from_secs(5), receiver.changed())
-            .await
-            .expect("a snapshot in time")
-            .expect("the publisher runs");
-        receiver.borrow_and_update().clone()
+        next_published(receiver).await
     }
 
     /// The API server's side of the conversation, request by request: a list of all
