@@ -5,6 +5,7 @@
 //! `parentSpanId` in hex and `kind` and the status `code` read as integers or by their
 //! protobuf names.
 
+use kaas_proto::otlp::span::{Event, Link};
 use kaas_proto::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span, Status};
 
 use crate::otlp_json::{self, json_messages};
@@ -35,10 +36,12 @@ json_messages! {
     ResourceSpans {
         "resource" => resource: optional,
         "scopeSpans" => scope_spans: repeated,
+        "schemaUrl" => schema_url: string,
     }
     ScopeSpans {
         "scope" => scope: optional,
         "spans" => spans: repeated,
+        "schemaUrl" => schema_url: string,
     }
     Span {
         "traceId" => trace_id: id(16),
@@ -52,7 +55,25 @@ json_messages! {
         "endTimeUnixNano" => end_time_unix_nano: integer,
         "attributes" => attributes: repeated,
         "droppedAttributesCount" => dropped_attributes_count: integer,
+        "events" => events: repeated,
+        "droppedEventsCount" => dropped_events_count: integer,
+        "links" => links: repeated,
+        "droppedLinksCount" => dropped_links_count: integer,
         "status" => status: optional,
+    }
+    Event {
+        "timeUnixNano" => time_unix_nano: integer,
+        "name" => name: string,
+        "attributes" => attributes: repeated,
+        "droppedAttributesCount" => dropped_attributes_count: integer,
+    }
+    Link {
+        "traceId" => trace_id: id(16),
+        "spanId" => span_id: id(8),
+        "traceState" => trace_state: string,
+        "attributes" => attributes: repeated,
+        "droppedAttributesCount" => dropped_attributes_count: integer,
+        "flags" => flags: integer,
     }
     Status {
         "message" => message: string,

@@ -4,6 +4,7 @@
 //! limits are tested in full with the logs decoder).
 
 use kaas_proto::otlp::any_value::Value;
+use kaas_proto::otlp::span::{Event, Link};
 use kaas_proto::otlp::{AnyValue, InstrumentationScope, KeyValue, Resource, SpanKind, StatusCode};
 use prost::Message;
 
@@ -44,8 +45,6 @@ fn one_span(body_span: &str) -> Result<Span, DecodeError> {
 }
 
 /// `examples/trace.json` of opentelemetry-proto, with every other span field added.
-// The struct updates fill the fields the full OTLP trace messages add (issue 17).
-#[allow(clippy::needless_update)]
 #[test]
 fn every_field_decodes() {
     let body = r#"{"resourceSpans":[{
@@ -65,7 +64,16 @@ fn every_field_decodes() {
                 "kind":2,
                 "attributes":[{"key":"my.span.attr","value":{"stringValue":"some value"}}],
                 "droppedAttributesCount":4,
-                "status":{"message":"boom","code":2}}]}]}]}"#;
+                "events":[{"timeUnixNano":"1544712660500000000","name":"retry",
+                    "attributes":[{"key":"attempt","value":{"intValue":"2"}}],"droppedAttributesCount":1}],
+                "droppedEventsCount":5,
+                "links":[{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331",
+                    "traceState":"ot=th:c","attributes":[{"key":"l","value":{"boolValue":true}}],
+                    "droppedAttributesCount":2,"flags":"768"}],
+                "droppedLinksCount":6,
+                "status":{"message":"boom","code":2}}],
+            "schemaUrl":"https://opentelemetry.io/schemas/1.9.0"}],
+        "schemaUrl":"https://opentelemetry.io/schemas/1.8.0"}]}"#;
     let expected = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -91,15 +99,40 @@ fn every_field_decodes() {
                     kind: SpanKind::Server as i32,
                     attributes: vec![text("my.span.attr", "some value")],
                     dropped_attributes_count: 4,
+                    events: vec![Event {
+                        time_unix_nano: 1_544_712_660_500_000_000,
+                        name: "retry".into(),
+                        attributes: vec![KeyValue {
+                            key: "attempt".into(),
+                            value: Some(AnyValue {
+                                value: Some(Value::IntValue(2)),
+                            }),
+                        }],
+                        dropped_attributes_count: 1,
+                    }],
+                    dropped_events_count: 5,
+                    links: vec![Link {
+                        trace_id: hex::decode("0af7651916cd43dd8448eb211c80319c").unwrap(),
+                        span_id: hex::decode("b7ad6b7169203331").unwrap(),
+                        trace_state: "ot=th:c".into(),
+                        attributes: vec![KeyValue {
+                            key: "l".into(),
+                            value: Some(AnyValue {
+                                value: Some(Value::BoolValue(true)),
+                            }),
+                        }],
+                        dropped_attributes_count: 2,
+                        flags: 768,
+                    }],
+                    dropped_links_count: 6,
                     status: Some(Status {
                         message: "boom".into(),
                         code: StatusCode::Error as i32,
                     }),
-                    ..Span::default()
                 }],
-                ..ScopeSpans::default()
+                schema_url: "https://opentelemetry.io/schemas/1.9.0".into(),
             }],
-            ..ResourceSpans::default()
+            schema_url: "https://opentelemetry.io/schemas/1.8.0".into(),
         }],
     };
     let decoded = json(body).unwrap();
@@ -159,6 +192,8 @@ fn ids_are_hex_of_their_length_or_empty() {
         r#"{"traceId":"0af7651916cd43dd8448eb211c80319"}"#,
         r#"{"traceId":"0af7651916cd43dd8448eb211c80319c00"}"#,
         r#"{"spanId":"b7ad6b7169203331aa"}"#,
+        r#"{"links":[{"traceId":"0af7"}]}"#,
+        r#"{"links":[{"spanId":"b7ad6b71692033"}]}"#,
         r#"{"parentSpanId":"zzad6b7169203331"}"#,
         r#"{"spanId":42}"#,
     ] {
