@@ -9,9 +9,9 @@
 //! lives apart from the other kinds' (`buffers/`, `log-buffers/`), in its own
 //! top-level directory for the same reason as log pipelines' ([`super::logs`]).
 //!
-//! **Processing.** Every batch goes through the pipeline's span processing, built in
-//! one place (`span_processing`, the seam to `crate::processing::traces`), with the pipeline's `hashKey`
-//! resolved to bytes per batch, so a rotated Secret takes effect without a restart
+//! **Processing.** Every batch goes through the pipeline's span processing, built by
+//! [`TraceProcessing`] (sampling, `dropSpans`, the rate limit, attribute rules), with the
+//! pipeline's `hashKey` resolved to bytes per batch, so a rotated Secret takes effect without a restart
 //! (the processing is rebuilt when the key changes). A `hashKey` that does not
 //! resolve refuses the batch ([`IntakeError::HashKeyUnavailable`]): forwarding values
 //! the tenant asked to hash, unhashed, would leak them.
@@ -36,7 +36,8 @@ use crate::exporters::TraceExporter;
 use crate::internal_events::PipelineStats;
 use crate::outbound::auth::{ValueSources, resolve};
 use crate::pipeline::budget::BufferGrant;
-use crate::record::traces::{TraceBatch, span_count};
+use crate::processing::traces::TraceProcessing;
+use crate::record::traces::TraceBatch;
 use crate::topology::inlet::{Ack, Stored};
 
 /// Where a trace pipeline's buffer lives (see the module documentation).
@@ -155,7 +156,7 @@ pub struct TraceIntake {
 /// The processing built for one value of the hash key.
 struct KeyedProcessing {
     hash_key: Option<Vec<u8>>,
-    process: ProcessSpans,
+    processing: Arc<TraceProcessing>,
 }
 
 impl TraceIntake {
@@ -206,16 +207,30 @@ impl TraceIntake {
             ),
             None => None,
         };
-        let mut slot = self.processing.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_none_or(|built| built.hash_key != hash_key) {
-            *slot = Some(KeyedProcessing {
-                process: span_processing(&self.pipeline, hash_key.as_deref()),
-                hash_key,
-            });
-        }
-        Ok(slot
-            .as_ref()
-            .map_or_else(SpanCounts::default, |built| (built.process)(resource_spans)))
+        // Built again only when the key changes (which also refills the rate limit's
+        // bucket); processed outside the lock, so concurrent pushes do not queue here.
+        let processing = {
+            let mut slot = self.processing.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.as_ref() {
+                Some(built) if built.hash_key == hash_key => built.processing.clone(),
+                _ => {
+                    let processing =
+                        Arc::new(TraceProcessing::new(&self.pipeline, hash_key.as_deref()));
+                    *slot = Some(KeyedProcessing {
+                        processing: processing.clone(),
+                        hash_key,
+                    });
+                    processing
+                }
+            }
+        };
+        let outcome = processing.process(resource_spans);
+        Ok(SpanCounts {
+            kept: outcome.kept,
+            sampled_out: outcome.sampled_out,
+            filtered: outcome.filtered,
+            rate_limited: outcome.rate_limited,
+        })
     }
 }
 
@@ -225,25 +240,6 @@ impl std::fmt::Debug for TraceIntake {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
-}
-
-/// Span processing as built for one pipeline and hash key: processes a batch in
-/// place and says what it did.
-type ProcessSpans = Box<dyn Fn(&mut Vec<ResourceSpans>) -> SpanCounts + Send + Sync>;
-
-/// THE SEAM to `crate::processing::traces` (written separately): the one place span
-/// processing is built and called. Until that module is wired in, spans pass through
-/// unchanged and all are kept. Wiring it replaces the body with:
-///
-/// ```text
-/// let processing = crate::processing::traces::TraceProcessing::new(pipeline, hash_key);
-/// Box::new(move |spans| { let o = processing.process(spans); SpanCounts { kept: o.kept, sampled_out: o.sampled_out, filtered: o.filtered, rate_limited: o.rate_limited } })
-/// ```
-fn span_processing(_pipeline: &ValidatedTracePipeline, _hash_key: Option<&[u8]>) -> ProcessSpans {
-    Box::new(|spans: &mut Vec<ResourceSpans>| SpanCounts {
-        kept: span_count(spans) as u64,
-        ..SpanCounts::default()
-    })
 }
 
 #[cfg(test)]

@@ -164,7 +164,7 @@ impl<'de> Visitor<'de> for SpanSeed<'_, '_> {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
-            match SPAN_FIELDS[field] {
+            match field {
                 "traceId" => {
                     fields.trace_id =
                         map.next_value_seed(text(reader, "the traceId", MAX_ID_TEXT_BYTES))?;
@@ -583,7 +583,7 @@ impl<'de> Visitor<'de> for AnnotationSeed<'_, '_> {
         let mut value = None;
         while let Some(field) = map.next_key_seed(FieldName(ANNOTATION_FIELDS))? {
             match field {
-                Some(0) => timestamp = map.next_value()?,
+                Some("timestamp") => timestamp = map.next_value()?,
                 Some(_) => {
                     value = map.next_value_seed(text(
                         &mut *reader,
@@ -793,13 +793,12 @@ impl<'de> Visitor<'de> for EndpointSeed<'_, '_> {
         let mut endpoint = Endpoint::default();
         while let Some(field) = map.next_key_seed(FieldName(ENDPOINT_FIELDS))? {
             match field {
-                Some(0) => {
+                Some("serviceName") => {
                     endpoint.service_name = map
                         .next_value_seed(text(&mut *reader, "the serviceName", name_limit))?
                         .unwrap_or_default();
                 }
-                Some(index @ (1 | 2)) => {
-                    let what = if index == 1 { "ipv4" } else { "ipv6" };
+                Some(what @ ("ipv4" | "ipv6")) => {
                     let address = map
                         .next_value_seed(text(&mut *reader, "an ip address", MAX_IP_TEXT_BYTES))?
                         .filter(|address| !address.is_empty());
@@ -815,7 +814,7 @@ impl<'de> Visitor<'de> for EndpointSeed<'_, '_> {
                         })
                         .transpose()?
                         .map(|address| address.to_canonical());
-                    if index == 1 {
+                    if what == "ipv4" {
                         endpoint.ipv4 = address;
                     } else {
                         endpoint.ipv6 = address;

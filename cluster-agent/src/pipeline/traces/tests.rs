@@ -160,3 +160,90 @@ fn spans_wait_for_the_hash_key() {
     harness.intake.buffer(spans(1, 1), ack).unwrap();
     assert!(*fired.lock().unwrap());
 }
+
+/// The intake runs the pipeline's processing before its buffer: spans a `dropSpans`
+/// rule names and spans sampling rejects are counted and never stored, the kept ones
+/// carry the threshold applied (`ot=th:…`) and their attributes hashed.
+#[test]
+fn the_pipelines_processing_runs_before_its_buffer() {
+    let spec = "  sampling: {ratio: 0.5}\n  processors:\n    dropSpans: [{exact: health}]\n    attributes: [{action: hash, key: enduser.id}]\n    hashKey: {valueFrom: {secretKeyRef: {name: trace-hash, namespace: kaas-observer, key: key}}}\n  output: {otlp: {endpoint: 'http://127.0.0.1:4317'}}\n";
+    let harness = harness(spec, 1 << 20, WhenFull::DropNewest);
+    harness
+        .secrets
+        .0
+        .lock()
+        .unwrap()
+        .insert("trace-hash".into(), "k".repeat(32));
+    let user = |value: &str| kaas_proto::otlp::KeyValue {
+        key: "enduser.id".into(),
+        value: Some(kaas_proto::otlp::AnyValue {
+            value: Some(kaas_proto::otlp::any_value::Value::StringValue(
+                value.into(),
+            )),
+        }),
+    };
+    // The low 56 bits of a trace id are its randomness: all ones is kept at any ratio,
+    // zero is rejected by any ratio below 1.
+    let span = |name: &str, randomness: u8| Span {
+        trace_id: [[0u8; 9].as_slice(), &[randomness; 7]].concat(),
+        span_id: vec![1; 8],
+        name: name.into(),
+        attributes: vec![user("alice")],
+        ..Span::default()
+    };
+    let batch = vec![ResourceSpans {
+        scope_spans: vec![ScopeSpans {
+            spans: vec![
+                span("checkout", 0xff),
+                span("health", 0xff),
+                span("checkout", 0),
+            ],
+            ..ScopeSpans::default()
+        }],
+        ..ResourceSpans::default()
+    }];
+    let (ack, fired) = watched_ack();
+    let buffered = harness.intake.buffer(batch, ack).unwrap();
+    assert!(*fired.lock().unwrap());
+    assert_eq!(
+        (
+            buffered.spans.kept,
+            buffered.spans.filtered,
+            buffered.spans.sampled_out
+        ),
+        (1, 1, 1)
+    );
+
+    let mut buffer = harness.buffer.lock().unwrap();
+    let (_, record) = buffer
+        .read_next(now_ms())
+        .unwrap()
+        .expect("the kept span is buffered");
+    // A record's payload is the export request's encoding, snappy-compressed.
+    let payload = snap::raw::Decoder::new()
+        .decompress_vec(&record.payload)
+        .unwrap();
+    let stored =
+        <kaas_proto::otlp::ExportTraceServiceRequest as prost::Message>::decode(&payload[..])
+            .unwrap();
+    let kept: Vec<&Span> = stored
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].name, "checkout");
+    assert!(
+        kept[0].trace_state.starts_with("ot=th:8"),
+        "{}",
+        kept[0].trace_state
+    );
+    let hashed = &kept[0].attributes[0];
+    assert_eq!(hashed.key, "enduser.id");
+    assert_ne!(
+        hashed.value,
+        user("alice").value,
+        "the user id left in clear"
+    );
+}
