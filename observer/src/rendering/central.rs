@@ -203,6 +203,18 @@ impl CentralPipelineSettings {
         )
     }
 
+    /// What the central log pipeline's buffer may hold on every node (its `maxBytes`;
+    /// 0 without `logs`), which the observer reserves in each node's buffer budget.
+    pub fn node_buffer_max_bytes(&self) -> u64 {
+        if !self.logs {
+            return 0;
+        }
+        super::central_logs::central_log_pipeline(self).map_or(
+            kaas_pipeline::buffer::DEFAULT_BUFFER_MAX_BYTES,
+            |pipeline| pipeline.buffer.max_bytes.get(),
+        )
+    }
+
     fn validated(&self) -> Result<Vec<ValidatedPipeline>, ValidationErrors> {
         self.validated_with(&ValidatedControlPlane::default())
     }
