@@ -782,18 +782,7 @@ pipelines:
     async fn a_node_instance_skips_log_pipelines_that_only_take_pushes() {
         let dir = tempfile::tempdir().unwrap();
         let mut agent = plain_agent(dir.path());
-        agent.run_as_node(NodeLogSettings {
-            pod_log_dir: dir.path().join("pods"),
-            journal_dir: dir.path().join("journal"),
-            state_dir: dir.path().join("log-inputs"),
-            node: crate::log_inputs::NodeIdentity {
-                node_name: "node-1.example".into(),
-                cluster_name: String::new(),
-            },
-            pods: None,
-            files: kaas_pipeline::paths::PathPolicy::for_agent(dir.path()),
-            reopen_interval: crate::pipeline::node_logs::REOPEN_INTERVAL,
-        });
+        agent.run_as_node(node_settings(dir.path(), "node-1.example"));
         let report = agent.apply(config(LOGS, true)).await;
         assert_eq!(report, ApplyReport::default(), "nothing runs on the node");
         assert!(!dir.path().join("log-buffers/shop").exists());
@@ -819,16 +808,8 @@ pipelines:
         let journal = dir.path().join("journal");
         let mut agent = plain_agent(dir.path());
         agent.run_as_node(NodeLogSettings {
-            pod_log_dir: dir.path().join("pods"),
-            journal_dir: journal.clone(),
-            state_dir: dir.path().join("log-inputs"),
-            node: crate::log_inputs::NodeIdentity {
-                node_name: "node-1".into(),
-                cluster_name: String::new(),
-            },
-            pods: None,
-            files: kaas_pipeline::paths::PathPolicy::for_agent(dir.path()),
             reopen_interval: Duration::from_millis(50),
+            ..node_settings(dir.path(), "node-1")
         });
         let kubelet = "      input: {node: {enabled: true, journal: {units: [kubelet.service]}}}\n      output: {otlp: {endpoint: 'http://127.0.0.1:9'}}\n";
         let report = agent.apply(config(kubelet, false)).await;
@@ -861,6 +842,23 @@ pipelines:
         }
         assert!(dir.path().join("log-inputs/journal.position").exists());
         agent.shutdown().await;
+    }
+
+    /// The node inputs of node `node` with everything below `dir` (the journal in
+    /// `dir/journal`).
+    fn node_settings(dir: &std::path::Path, node: &str) -> NodeLogSettings {
+        NodeLogSettings {
+            pod_log_dir: dir.join("pods"),
+            journal_dir: dir.join("journal"),
+            state_dir: dir.join("log-inputs"),
+            node: crate::log_inputs::NodeIdentity {
+                node_name: node.into(),
+                cluster_name: String::new(),
+            },
+            pods: None,
+            files: kaas_pipeline::paths::PathPolicy::for_agent(dir),
+            reopen_interval: crate::pipeline::node_logs::REOPEN_INTERVAL,
+        }
     }
 
     /// An agent with no Kubernetes access, keeping its data in `dir`.

@@ -571,11 +571,7 @@ fn pipelines_beyond_the_node_s_tailer_settings_report_their_input_is_not_read() 
 #[test]
 fn a_missing_journal_stops_only_the_pipeline_that_reads_it() {
     let dir = tempfile::tempdir().unwrap();
-    let rotel_dir = dir.path().join("rotel");
-    std::fs::create_dir_all(&rotel_dir).unwrap();
-    let rotel = Rotel::start_logging(&rotel_dir, &["logs"]);
-    let pods = dir.path().join("pods");
-    let app = pods.join("shop_web-1_0f3c9a52-1111-2222-3333-444455556666/app/0.log");
+    let (rotel, pods, app) = rotel_and_container_log(dir.path());
     append_cri(&app, &["despite-no-journal-0001".to_owned()]);
     let port = free_port();
     let pipelines = format!(
@@ -606,11 +602,7 @@ fn a_missing_journal_stops_only_the_pipeline_that_reads_it() {
 #[test]
 fn an_upgrade_from_one_tailer_does_not_read_start_at_beginning_files_again() {
     let dir = tempfile::tempdir().unwrap();
-    let rotel_dir = dir.path().join("rotel");
-    std::fs::create_dir_all(&rotel_dir).unwrap();
-    let rotel = Rotel::start_logging(&rotel_dir, &["logs"]);
-    let pods = dir.path().join("pods");
-    let app = pods.join("shop_web-1_0f3c9a52-1111-2222-3333-444455556666/app/0.log");
+    let (rotel, pods, app) = rotel_and_container_log(dir.path());
     append_cri(&app, &["before-the-first-start-0000".to_owned()]);
     let pipeline = |start_at: &str| {
         format!(
@@ -619,16 +611,7 @@ fn an_upgrade_from_one_tailer_does_not_read_start_at_beginning_files_again() {
         )
     };
     let agent = spawn_node_agent(dir.path(), &pods, &pipeline("end"));
-    let mut n = 1;
-    loop {
-        append_cri(&app, &[format!("probe-{n:04}")]);
-        std::thread::sleep(Duration::from_millis(500));
-        if rotel.log().contains("probe-") {
-            break;
-        }
-        n += 1;
-        assert!(n < 60, "the first run never read a line");
-    }
+    wait_until_read(&rotel, &app);
     drop(agent); // SIGKILL
     let marker = dir
         .path()
@@ -643,4 +626,28 @@ fn an_upgrade_from_one_tailer_does_not_read_start_at_beginning_files_again() {
         "the upgraded agent read the file from its beginning again:\n{log}"
     );
     assert!(marker.exists(), "the upgrade is recorded");
+}
+
+/// A rotel logging below `dir`, the pod log directory, and the container log of
+/// `shop/web-1`'s `app` in it (not written yet).
+fn rotel_and_container_log(dir: &Path) -> (Rotel, std::path::PathBuf, std::path::PathBuf) {
+    let rotel_dir = dir.join("rotel");
+    std::fs::create_dir_all(&rotel_dir).unwrap();
+    let rotel = Rotel::start_logging(&rotel_dir, &["logs"]);
+    let pods = dir.join("pods");
+    let app = pods.join("shop_web-1_0f3c9a52-1111-2222-3333-444455556666/app/0.log");
+    (rotel, pods, app)
+}
+
+/// Appends probe lines to `file` until `rotel` has one: a pipeline that starts at the
+/// end of existing files reads from here on.
+fn wait_until_read(rotel: &Rotel, file: &Path) {
+    for n in 1..60 {
+        append_cri(file, &[format!("probe-{n:04}")]);
+        std::thread::sleep(Duration::from_millis(500));
+        if rotel.log().contains("probe-") {
+            return;
+        }
+    }
+    panic!("the agent never read a line");
 }

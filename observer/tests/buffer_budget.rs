@@ -23,6 +23,21 @@ fn buffered(name: &str, env: &str, max_bytes: &str) -> Value {
     pipeline
 }
 
+/// A harness whose API checks against `budgets`.
+async fn with_budgets(budgets: BufferBudgets) -> Harness {
+    let h = Harness::new().await;
+    let app = app(ApiState {
+        store: h.store.clone(),
+        join_token_ttl: std::time::Duration::from_secs(3600),
+        control_endpoint: api_harness::CONTROL_ENDPOINT.to_owned(),
+        ca_pem: api_harness::CA_PEM.to_owned(),
+        buffer_budgets: budgets,
+        egress: api_harness::loopback_allowed(),
+        tenant_policy: std::sync::Arc::new(api_harness::tenant_policy()),
+    });
+    Harness { app, ..h }
+}
+
 async fn create_cluster(h: &Harness, token: &str, name: &str, env: &str) -> (StatusCode, Value) {
     let answer = h
         .call(
@@ -220,21 +235,12 @@ async fn admins_set_a_clusters_budget_and_tenants_only_read_it() {
 /// cluster whose labels select more than its budget is refused naming it.
 #[tokio::test]
 async fn the_central_share_counts_and_new_clusters_are_checked() {
-    let h = Harness::new().await;
-    let app = app(ApiState {
-        store: h.store.clone(),
-        join_token_ttl: std::time::Duration::from_secs(3600),
-        control_endpoint: api_harness::CONTROL_ENDPOINT.to_owned(),
-        ca_pem: api_harness::CA_PEM.to_owned(),
-        buffer_budgets: BufferBudgets {
-            default_bytes: 2 * GI,
-            central_bytes: GI,
-            ..BufferBudgets::default()
-        },
-        egress: api_harness::loopback_allowed(),
-        tenant_policy: std::sync::Arc::new(api_harness::tenant_policy()),
-    });
-    let h = Harness { app, ..h };
+    let h = with_budgets(BufferBudgets {
+        default_bytes: 2 * GI,
+        central_bytes: GI,
+        ..BufferBudgets::default()
+    })
+    .await;
     let shop = h.tenant_with_token("shop").await;
     assert_eq!(
         apply(&h, &shop, buffered("a", "prod", "600Mi")).await.0,
@@ -331,21 +337,12 @@ async fn budgets_belong_to_the_global_id_and_are_not_inherited_by_a_new_cluster(
 /// theirs, and the budget view shows both.
 #[tokio::test]
 async fn the_central_log_pipeline_is_reserved_in_each_nodes_budget() {
-    let h = Harness::new().await;
-    let app = app(ApiState {
-        store: h.store.clone(),
-        join_token_ttl: std::time::Duration::from_secs(3600),
-        control_endpoint: api_harness::CONTROL_ENDPOINT.to_owned(),
-        ca_pem: api_harness::CA_PEM.to_owned(),
-        buffer_budgets: BufferBudgets {
-            node_bytes: 2 * GI,
-            central_node_bytes: GI,
-            ..BufferBudgets::default()
-        },
-        egress: api_harness::loopback_allowed(),
-        tenant_policy: std::sync::Arc::new(api_harness::tenant_policy()),
-    });
-    let h = Harness { app, ..h };
+    let h = with_budgets(BufferBudgets {
+        node_bytes: 2 * GI,
+        central_node_bytes: GI,
+        ..BufferBudgets::default()
+    })
+    .await;
     let shop = h.tenant_with_token("shop").await;
     assert_eq!(
         create_cluster(&h, &shop, "prod-1", "prod").await.0,
