@@ -632,7 +632,7 @@ fn an_upgrade_from_one_tailer_does_not_read_start_at_beginning_files_again() {
 /// `shop/web-1`'s `app` in it (not written yet).
 fn rotel_and_container_log(dir: &Path) -> (Rotel, std::path::PathBuf, std::path::PathBuf) {
     let rotel_dir = dir.join("rotel");
-    std::fs::create_dir_all(&rotel_dir).unwrap();
+    std::fs::create_dir_all(&rotel_dir).expect("test harness");
     let rotel = Rotel::start_logging(&rotel_dir, &["logs"]);
     let pods = dir.join("pods");
     let app = pods.join("shop_web-1_0f3c9a52-1111-2222-3333-444455556666/app/0.log");
