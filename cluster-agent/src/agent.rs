@@ -589,6 +589,7 @@ impl ConfiguredAgent {
                 },
                 pods,
                 files: policy.node_logs.files.clone(),
+                reopen_interval: crate::pipeline::node_logs::REOPEN_INTERVAL,
             });
         }
         let reloads = Arc::new(ReloadState::default());
@@ -838,17 +839,7 @@ pipelines:
     async fn a_node_instance_skips_log_pipelines_that_only_take_pushes() {
         let dir = tempfile::tempdir().unwrap();
         let mut agent = plain_agent(dir.path());
-        agent.run_as_node(NodeLogSettings {
-            pod_log_dir: dir.path().join("pods"),
-            journal_dir: dir.path().join("journal"),
-            state_dir: dir.path().join("log-inputs"),
-            node: crate::log_inputs::NodeIdentity {
-                node_name: "node-1.example".into(),
-                cluster_name: String::new(),
-            },
-            pods: None,
-            files: kaas_pipeline::paths::PathPolicy::for_agent(dir.path()),
-        });
+        agent.run_as_node(node_settings(dir.path(), "node-1.example"));
         let report = agent.apply(config(LOGS, true)).await;
         assert_eq!(report, ApplyReport::default(), "nothing runs on the node");
         assert!(!dir.path().join("log-buffers/shop").exists());
@@ -860,6 +851,71 @@ pipelines:
         assert!(inputs.runtime.is_some() && inputs.otlp.is_none());
         drop(running);
         agent.shutdown().await;
+    }
+
+    /// Issue 16: a journal that is missing when the node's inputs start makes its
+    /// pipeline report `InputNotRead`, again while it stays missing; once the
+    /// directory appears the input opens and the error is withdrawn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_journal_that_appears_later_is_read_and_its_error_withdrawn() {
+        use std::time::Duration;
+
+        use crate::internal_events::ErrorReason;
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal");
+        let mut agent = plain_agent(dir.path());
+        agent.run_as_node(NodeLogSettings {
+            reopen_interval: Duration::from_millis(50),
+            ..node_settings(dir.path(), "node-1")
+        });
+        let kubelet = "      input: {node: {enabled: true, journal: {units: [kubelet.service]}}}\n      output: {otlp: {endpoint: 'http://127.0.0.1:9'}}\n";
+        let report = agent.apply(config(kubelet, false)).await;
+        assert_eq!(report.started, [PipelineId::log("shop")], "{report:?}");
+        let stats = agent.log_pipelines.read().await["shop"]
+            .data_path
+            .stats
+            .clone();
+        let error = stats.last_error().expect("the journal is not read");
+        assert_eq!(error.reason, ErrorReason::InputNotRead);
+        // Still missing: the error is repeated (counted again), not left to age.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let not_read = |stats: &crate::internal_events::PipelineStats| {
+            (stats.errors_by_reason().into_iter())
+                .find(|(reason, _)| *reason == ErrorReason::InputNotRead)
+                .map_or(0, |(_, n)| n)
+        };
+        while not_read(&stats) < 2 {
+            assert!(std::time::Instant::now() < deadline, "never tried again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::create_dir_all(&journal).unwrap();
+        while stats.last_error().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the error stayed: {:?}",
+                stats.last_error()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(dir.path().join("log-inputs/journal.position").exists());
+        agent.shutdown().await;
+    }
+
+    /// The node inputs of node `node` with everything below `dir` (the journal in
+    /// `dir/journal`).
+    fn node_settings(dir: &std::path::Path, node: &str) -> NodeLogSettings {
+        NodeLogSettings {
+            pod_log_dir: dir.join("pods"),
+            journal_dir: dir.join("journal"),
+            state_dir: dir.join("log-inputs"),
+            node: crate::log_inputs::NodeIdentity {
+                node_name: node.into(),
+                cluster_name: String::new(),
+            },
+            pods: None,
+            files: kaas_pipeline::paths::PathPolicy::for_agent(dir),
+            reopen_interval: crate::pipeline::node_logs::REOPEN_INTERVAL,
+        }
     }
 
     /// An agent with no Kubernetes access, keeping its data in `dir`.

@@ -292,10 +292,12 @@ async fn another_tenants_log_pipelines_are_out_of_reach() {
     assert!(!admin.text.contains("SECRET"), "{}", admin.text);
 }
 
-/// Buffers of every kind share a cluster's budget: a log pipeline that would take a
-/// selected cluster over it is refused naming the cluster.
+/// A log pipeline counts where it buffers (issue 16): one reading node logs on every
+/// node, against the node budget (each node's own disk), not the cluster's; one taking
+/// pushes on the cluster-level instance, against the cluster's budget with the metric
+/// pipelines. Either is refused naming the cluster when it would take that budget over.
 #[tokio::test]
-async fn log_pipeline_buffers_count_against_the_cluster_budget() {
+async fn log_pipeline_buffers_count_against_the_budget_where_they_buffer() {
     let h = Harness::new().await;
     let shop = h.tenant_with_token("shop").await;
     let cluster = h
@@ -307,39 +309,68 @@ async fn log_pipeline_buffers_count_against_the_cluster_budget() {
         )
         .await;
     assert_eq!(cluster.status, StatusCode::CREATED, "{}", cluster.text);
-    // The default budget is 3Gi; 2Gi of metric buffer leaves 1Gi.
-    let mut metric = pipeline("m", "https://a.example/write");
-    metric["spec"]["buffer"] = json!({ "maxBytes": "2Gi" });
-    let applied = h
-        .call(Method::POST, "/api/v1/pipelines", Some(&shop), Some(metric))
-        .await;
+    let apply = |pipeline: Value| {
+        let (h, shop) = (&h, shop.clone());
+        let uri = match pipeline["kind"].as_str() {
+            Some("LogPipeline") => "/api/v1/logpipelines",
+            _ => "/api/v1/pipelines",
+        };
+        async move { h.call(Method::POST, uri, Some(&shop), Some(pipeline)).await }
+    };
+    let sized = |mut pipeline: Value, max_bytes: &str| {
+        pipeline["spec"]["buffer"] = json!({ "maxBytes": max_bytes });
+        pipeline
+    };
+    let pushed = |name: &str| {
+        let mut pipeline = log_pipeline(name);
+        pipeline["spec"]["input"] = json!({ "otlp": { "enabled": true } });
+        pipeline
+    };
+    // The default cluster budget is 3Gi; 2Gi of metric buffer leaves 1Gi.
+    let metric = sized(pipeline("m", "https://a.example/write"), "2Gi");
+    let applied = apply(metric).await;
     assert_eq!(applied.status, StatusCode::CREATED, "{}", applied.text);
-    let mut big = log_pipeline("l");
-    big["spec"]["buffer"] = json!({ "maxBytes": "1536Mi" });
-    let refused = h
-        .call(Method::POST, "/api/v1/logpipelines", Some(&shop), Some(big))
-        .await;
+    // Node logs buffer on each node: 1.5Gi fits the default node budget of 2Gi.
+    let applied = apply(sized(log_pipeline("node-logs"), "1536Mi")).await;
+    assert_eq!(applied.status, StatusCode::CREATED, "{}", applied.text);
+    // Another 1Gi on each node does not.
+    let refused = apply(sized(log_pipeline("more-node-logs"), "1Gi")).await;
     assert_eq!(
         refused.status,
         StatusCode::UNPROCESSABLE_ENTITY,
         "{}",
         refused.text
     );
-    assert!(refused.json()["error"].as_str().unwrap().contains("prod-1"));
-    assert_eq!(paths(&refused.json()), ["spec.buffer.maxBytes"]);
-    let mut fits = log_pipeline("l");
-    fits["spec"]["buffer"] = json!({ "maxBytes": "512Mi" });
-    let applied = h
-        .call(
-            Method::POST,
-            "/api/v1/logpipelines",
-            Some(&shop),
-            Some(fits),
-        )
-        .await;
+    let body = refused.json();
+    assert!(body["error"].as_str().unwrap().contains("prod-1"), "{body}");
+    assert_eq!(paths(&body), ["spec.buffer.maxBytes"]);
+    let reason = body["fields"][0]["message"].as_str().unwrap();
+    assert!(
+        reason.contains("on each node") && reason.contains("node buffer budget of 2147483648"),
+        "{reason}"
+    );
+    // Pushed logs buffer on the cluster-level instance, with the metric pipelines.
+    let refused = apply(sized(pushed("pushed"), "1536Mi")).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    let reason = refused.json()["fields"][0]["message"].to_string();
+    assert!(reason.contains("cluster's buffer budget"), "{reason}");
+    let applied = apply(sized(pushed("pushed"), "512Mi")).await;
     assert_eq!(applied.status, StatusCode::CREATED, "{}", applied.text);
     let budget = h.get("/api/v1/clusters/prod-1/buffer-budget", &shop).await;
-    assert_eq!(budget.json()["pipelineBytes"], (2u64 << 30) + (512 << 20));
+    let budget = budget.json();
+    assert_eq!(
+        budget["pipelineBytes"],
+        (2u64 << 30) + (512 << 20),
+        "{budget}"
+    );
+    assert_eq!(budget["nodePipelineBytes"], 1536u64 << 20, "{budget}");
+    assert_eq!(budget["nodeMaxBytes"], 2u64 << 30, "{budget}");
+    assert_eq!(budget["nodeReservedBytes"], 0, "{budget}");
 }
 
 /// One round trip over a real socket: a YAML LogPipeline applied and read back.

@@ -23,6 +23,21 @@ fn buffered(name: &str, env: &str, max_bytes: &str) -> Value {
     pipeline
 }
 
+/// A harness whose API checks against `budgets`.
+async fn with_budgets(budgets: BufferBudgets) -> Harness {
+    let h = Harness::new().await;
+    let app = app(ApiState {
+        store: h.store.clone(),
+        join_token_ttl: std::time::Duration::from_secs(3600),
+        control_endpoint: api_harness::CONTROL_ENDPOINT.to_owned(),
+        ca_pem: api_harness::CA_PEM.to_owned(),
+        buffer_budgets: budgets,
+        egress: api_harness::loopback_allowed(),
+        tenant_policy: std::sync::Arc::new(api_harness::tenant_policy()),
+    });
+    Harness { app, ..h }
+}
+
 async fn create_cluster(h: &Harness, token: &str, name: &str, env: &str) -> (StatusCode, Value) {
     let answer = h
         .call(
@@ -133,6 +148,7 @@ async fn admins_set_a_clusters_budget_and_tenants_only_read_it() {
         json!({
             "cluster": "edge-1", "clusterId": "shop.edge-1", "tenant": "shop",
             "maxBytes": 3 * GI, "default": true, "reservedBytes": 0, "pipelineBytes": 0,
+            "nodeMaxBytes": 2 * GI, "nodeReservedBytes": 0, "nodePipelineBytes": 0,
         })
     );
     assert_eq!(h.get(uri, &bank).await.status, StatusCode::NOT_FOUND);
@@ -219,20 +235,12 @@ async fn admins_set_a_clusters_budget_and_tenants_only_read_it() {
 /// cluster whose labels select more than its budget is refused naming it.
 #[tokio::test]
 async fn the_central_share_counts_and_new_clusters_are_checked() {
-    let h = Harness::new().await;
-    let app = app(ApiState {
-        store: h.store.clone(),
-        join_token_ttl: std::time::Duration::from_secs(3600),
-        control_endpoint: api_harness::CONTROL_ENDPOINT.to_owned(),
-        ca_pem: api_harness::CA_PEM.to_owned(),
-        buffer_budgets: BufferBudgets {
-            default_bytes: 2 * GI,
-            central_bytes: GI,
-        },
-        egress: api_harness::loopback_allowed(),
-        tenant_policy: std::sync::Arc::new(api_harness::tenant_policy()),
-    });
-    let h = Harness { app, ..h };
+    let h = with_budgets(BufferBudgets {
+        default_bytes: 2 * GI,
+        central_bytes: GI,
+        ..BufferBudgets::default()
+    })
+    .await;
     let shop = h.tenant_with_token("shop").await;
     assert_eq!(
         apply(&h, &shop, buffered("a", "prod", "600Mi")).await.0,
@@ -322,4 +330,68 @@ async fn budgets_belong_to_the_global_id_and_are_not_inherited_by_a_new_cluster(
         (Some(3 * GI), Some(true)),
         "{fresh}"
     );
+}
+
+/// Issue 16: the provider's central log pipeline is reserved in every node's budget
+/// first, so tenant log pipelines reading node logs cannot starve it; what is left is
+/// theirs, and the budget view shows both.
+#[tokio::test]
+async fn the_central_log_pipeline_is_reserved_in_each_nodes_budget() {
+    let h = with_budgets(BufferBudgets {
+        node_bytes: 2 * GI,
+        central_node_bytes: GI,
+        ..BufferBudgets::default()
+    })
+    .await;
+    let shop = h.tenant_with_token("shop").await;
+    assert_eq!(
+        create_cluster(&h, &shop, "prod-1", "prod").await.0,
+        StatusCode::CREATED
+    );
+    let node_logs = |name: &str, max_bytes: &str| {
+        json!({
+            "apiVersion": "telemetry.kaas-observer.io/v1alpha1",
+            "kind": "LogPipeline",
+            "metadata": { "name": name },
+            "spec": {
+                "input": { "runtime": { "enabled": true } },
+                "output": { "loki": { "url": "https://loki.example" } },
+                "buffer": { "maxBytes": max_bytes },
+            },
+        })
+    };
+    let apply_logs = |pipeline: Value| {
+        let (h, shop) = (&h, shop.clone());
+        async move {
+            let answer = h
+                .call(
+                    Method::POST,
+                    "/api/v1/logpipelines",
+                    Some(&shop),
+                    Some(pipeline),
+                )
+                .await;
+            let body = serde_json::from_str(&answer.text).unwrap_or(Value::Null);
+            (answer.status, body)
+        }
+    };
+    // 1.5Gi and the central 1Gi are over the node's 2Gi.
+    let (status, body) = apply_logs(node_logs("big", "1536Mi")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let reason = body["fields"][0]["message"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!(
+            "plus {GI} reserved for the provider's central log pipeline"
+        )),
+        "{reason}"
+    );
+    let (status, body) = apply_logs(node_logs("fits", "1Gi")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let read = h.get("/api/v1/clusters/prod-1/buffer-budget", &shop).await;
+    let read = read.json();
+    assert_eq!(read["nodeMaxBytes"], 2 * GI, "{read}");
+    assert_eq!(read["nodeReservedBytes"], GI, "{read}");
+    assert_eq!(read["nodePipelineBytes"], GI, "{read}");
+    // The cluster's budget is untouched by node buffers.
+    assert_eq!(read["pipelineBytes"], 0, "{read}");
 }

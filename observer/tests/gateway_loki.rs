@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kaas_observer::gateway::forward::Upstream;
-use kaas_observer::gateway::limits::{IngestLimiter, TenantLimits};
+use kaas_observer::gateway::limits::{IngestLimiter, LogRateLimiter, TenantLimits};
 use kaas_observer::gateway::loki::LOGS_PATH;
 use kaas_observer::gateway::server::{self, GatewayState};
 use kaas_observer::gateway::{DEFAULT_TENANT_HEADER, client_ca_bundle};
@@ -27,6 +27,8 @@ mod gateway_harness;
 
 /// Largest body the test gateway reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Each tenant's log rate on the test gateway: a burst of 20 KiB.
+const LOG_BYTES_PER_SECOND: u64 = 4096;
 
 /// The observer's CA and a gateway in front of `loki` (none: no Loki upstream).
 struct Gateway {
@@ -69,6 +71,7 @@ impl Gateway {
                 4,
                 10,
             ),
+            log_limiter: LogRateLimiter::new(LOG_BYTES_PER_SECOND, 4),
             // Thanos is never reached by these tests.
             upstream: upstream("http://127.0.0.1:9/".into(), DEFAULT_TENANT_HEADER),
             loki: loki.map(|l| {
@@ -340,6 +343,70 @@ async fn oversized_malformed_and_refused_pushes_are_answered_with_their_status()
             .metrics()
             .contains("kaas_gateway_log_entries_forwarded_total{")
     );
+}
+
+/// Issue 16: a tenant over its log bytes per second is refused whole with 429 and
+/// `Retry-After`, nothing of it reaching Loki, and counted; another tenant has a rate
+/// of its own, and the tenant is served again once its bucket refills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_log_rate_is_refused_with_when_to_retry() {
+    let loki = RecordingReceiver::start(Reply::status(204)).await;
+    let gateway = Gateway::start(Some(&loki)).await;
+    // 12 KiB of line (compressing far below the body limit): one fits the 20 KiB
+    // burst, two do not.
+    let line = "kubelet: ".repeat(12 * 1024 / 9);
+    let request = PushRequest {
+        streams: vec![StreamAdapter {
+            labels: r#"{k8s_node_name="n1"}"#.into(),
+            entries: vec![entry(1_700_000_000, &line, &[])],
+            hash: 0,
+        }],
+    };
+    let shop = gateway.agent("shop.edge");
+    assert_eq!(
+        push(&shop, &gateway.url, &request, None).await.status(),
+        204
+    );
+    let refused = push(&shop, &gateway.url, &request, None).await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let reason = refused.text().await.expect("a reason");
+    assert!(reason.contains("log_bytes_per_second"), "{reason}");
+    assert_eq!(loki.received().len(), 1, "the refused push reached Loki");
+    // Another tenant's rate is its own.
+    let bank = gateway.agent("bank.core");
+    assert_eq!(
+        push(&bank, &gateway.url, &request, None).await.status(),
+        204
+    );
+    let metrics = gateway.metrics();
+    assert!(
+        metrics.contains(
+            r#"kaas_gateway_requests_refused_total{tenant="shop",limit="log_bytes_per_second"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"kaas_gateway_requests_total{path="logs",code="429"} 1"#),
+        "{metrics}"
+    );
+    // Served again after the wait it was told.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    let mut served = false;
+    for _ in 0..10 {
+        if push(&shop, &gateway.url, &request, None).await.status() == 204 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(served, "the tenant was never served again");
 }
 
 /// A gateway without `--loki-upstream-url` says so; a certificate whose cluster names

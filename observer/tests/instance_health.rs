@@ -158,11 +158,21 @@ impl Setup {
     }
 
     async fn open(&self, credentials: &Credentials, process: &str, role: AgentRole) -> Agent {
+        self.open_version(credentials, process, "0.1.0", role).await
+    }
+
+    async fn open_version(
+        &self,
+        credentials: &Credentials,
+        process: &str,
+        version: &str,
+        role: AgentRole,
+    ) -> Agent {
         let (tx, rx) = mpsc::channel(16);
         let hello = AgentHello {
             cluster_id: self.cluster.clone(),
             agent_instance_id: process.to_owned(),
-            agent_version: "0.1.0".to_owned(),
+            agent_version: version.to_owned(),
             capabilities: vec![Capability::AcceptsRemoteConfig as i32],
             role: role as i32,
             ..AgentHello::default()
@@ -210,6 +220,14 @@ impl Setup {
     async fn pipeline_health(&self) -> serde_json::Value {
         let (entry, view) = self.pipeline_health_entry().await;
         entry.unwrap_or_else(|| panic!("no pipelineHealth entry: {view:#}"))
+    }
+
+    /// `GET /api/v1/logpipelines/{name}/status`.
+    async fn pipeline_status(&self) -> serde_json::Value {
+        let uri = format!("/api/v1/logpipelines/{PIPELINE}/status?tenant={TENANT}");
+        let answer = self.harness.get(&uri, ADMIN).await;
+        assert!(answer.status.is_success(), "{}", answer.text);
+        answer.json()
     }
 
     /// The log pipeline's entry in the cluster's API view, if it has one, and the view.
@@ -344,6 +362,17 @@ async fn a_pipeline_is_the_worst_of_its_instances_with_the_count_affected() {
         view["instances"],
         serde_json::json!({"reporting": 3, "affected": 1})
     );
+    // The pipeline's status says the same per cluster, in numbers.
+    let status = s.pipeline_status().await;
+    let clusters = status["clusters"].as_array().expect("per-cluster health");
+    assert_eq!(clusters.len(), 1, "{status:#}");
+    assert_eq!(clusters[0]["cluster"], "edge-1");
+    assert_eq!(clusters[0]["status"], "False");
+    assert_eq!(clusters[0]["worstInstance"], "node-2");
+    assert_eq!(
+        clusters[0]["instances"],
+        serde_json::json!({"reporting": 3, "affected": 1})
+    );
 
     // node-2 recovers: healthy again, all three reporting.
     node2.report(None).await;
@@ -420,4 +449,64 @@ async fn a_gone_instance_is_dropped_after_the_ttl_and_the_cluster_stays_alive() 
         cluster.connected,
         "a node instance leaving does not disconnect the cluster"
     );
+}
+
+/// Issue 16: the cluster's agent (its process id, version and connection) is its
+/// cluster-level instance: node instances connecting with another process and version
+/// change none of it, and when the cluster-level stream ends the cluster is
+/// disconnected although node streams stay open.
+#[tokio::test]
+async fn node_instances_do_not_replace_the_clusters_agent() {
+    let s = setup().await;
+    let store = s.harness.store.clone();
+    let default_credentials = s.join().await;
+    let mut default = s
+        .open(&default_credentials, "default-process", AgentRole::Cluster)
+        .await;
+    let node1 = default.certificate_for("node-1").await;
+    // The health report is written behind the connect: once it is stored, so is the
+    // cluster-level stream's connect.
+    default.report(None).await;
+    s.flow_healthy(|c| c.status == ConditionStatus::True).await;
+    let mut node = s
+        .open_version(&node1, "node-1-process", "9.9.9-node", AgentRole::Node)
+        .await;
+    node.report(None).await;
+    let until = Instant::now() + DEADLINE;
+    while s.pipeline_health().await["instances"]["reporting"] != 2 {
+        assert!(Instant::now() < until, "the node's report never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let view = s
+        .harness
+        .get(&format!("/api/v1/clusters/{}", s.cluster), ADMIN)
+        .await
+        .json();
+    assert_eq!(view["agentInstanceId"], "default-process", "{view:#}");
+    assert_eq!(view["agentVersion"], "0.1.0", "{view:#}");
+    assert_eq!(view["connected"], true, "{view:#}");
+
+    // The cluster-level instance goes; the node's stream stays open.
+    drop(default);
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let cluster = store
+            .get_cluster(&s.cluster)
+            .await
+            .expect("the test step succeeds")
+            .expect("the test step succeeds");
+        if !cluster.connected {
+            assert_eq!(
+                cluster.agent_instance_id.as_deref(),
+                Some("default-process")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "a node stream kept the cluster connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.report(None).await;
 }

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kaas_observer::gateway::forward::Upstream;
-use kaas_observer::gateway::limits::{IngestLimiter, TenantLimits};
+use kaas_observer::gateway::limits::{IngestLimiter, LogRateLimiter, TenantLimits};
 use kaas_observer::gateway::server::{self, AGENT_PATH, GatewayState, WORKLOAD_PATH};
 use kaas_observer::gateway::thanos::{
     RECEIVE_TENANT_LABEL, TENANT_HEADER_FLAG, TENANT_LABEL_FLAG, flag_value, stored_labels,
 };
-use kaas_observer::gateway::{DEFAULT_TENANT_HEADER, client_ca_bundle};
+use kaas_observer::gateway::{
+    DEFAULT_MAX_LOG_BYTES_PER_SECOND_PER_TENANT, DEFAULT_TENANT_HEADER, client_ca_bundle,
+};
 use kaas_observer::identity::ClusterCa;
 use kaas_observer::integrations::remote_write::DEFAULT_PROVIDER_TENANT;
 use kaas_observer::internal_events::GatewayMetrics;
@@ -80,6 +82,7 @@ impl Gateway {
         let state = Arc::new(GatewayState {
             push_limits: PushLimits::default(),
             limiter: IngestLimiter::new(limits, 16, 1000),
+            log_limiter: LogRateLimiter::new(DEFAULT_MAX_LOG_BYTES_PER_SECOND_PER_TENANT, 16),
             upstream: Upstream::new(
                 upstream.parse().expect("test fixture"),
                 kaas_tls::ClientTls::default(),

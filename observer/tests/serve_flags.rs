@@ -100,6 +100,8 @@ fn values_clap_would_parse_are_named_together_too() {
             "not a url",
             "--cluster-buffer-budget",
             "lots",
+            "--node-buffer-budget",
+            "1Ki",
             "--join-burst=-1",
         ],
         &[
@@ -109,6 +111,7 @@ fn values_clap_would_parse_are_named_together_too() {
             "--probe-allow-method",
             "--inventory-url",
             "--cluster-buffer-budget",
+            "--node-buffer-budget",
             "--join-burst",
         ],
     );

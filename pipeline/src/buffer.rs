@@ -24,6 +24,15 @@ pub const MIN_BUFFER_BYTES: u64 = 1 << 20;
 /// configuration, ack files and the file system's overhead, and holds the central
 /// pipeline's default 1 GiB plus two tenant pipelines at the default `maxBytes`.
 pub const DEFAULT_BUFFER_BUDGET: u64 = 3 << 30;
+/// Disk the log buffers of one node's agent instance may use together, unless the
+/// provider sets another (the node agent's `--buffer-budget`, the observer's
+/// `--node-buffer-budget`). A node instance keeps its buffers on a host path of its own
+/// node (`deploy/agent/base/node-agent.yaml`), so every node has this budget of its
+/// own, apart from the cluster-level instance's volume and from the other nodes. 2 GiB
+/// holds the central log pipeline's default 1 GiB plus one tenant log pipeline at the
+/// default `maxBytes`, and stays small beside the kubelet's image and log garbage
+/// collection thresholds on a typical node disk of 50 GiB or more.
+pub const DEFAULT_NODE_BUFFER_BUDGET: u64 = 2 << 30;
 /// How old buffered data may get by default. 6 h rides out a backend outage over a
 /// night shift's response time; Kyma drops after 5 minutes, Prometheus' WAL keeps about
 /// 2 hours, and most receivers refuse samples older than a few hours anyway.

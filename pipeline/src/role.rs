@@ -48,6 +48,16 @@ impl AgentRole {
 }
 
 impl ValidatedLogPipeline {
+    /// Whether an instance of `role` runs a part of this pipeline (has a buffer for
+    /// it): whether [`ValidatedLogPipeline::for_role`] gives a part.
+    pub fn runs_on(&self, role: AgentRole) -> bool {
+        let inputs = &self.inputs;
+        match role {
+            AgentRole::Cluster => inputs.otlp.is_some(),
+            AgentRole::Node => inputs.runtime.is_some() || inputs.node.is_some(),
+        }
+    }
+
     /// The part of this pipeline an instance of `role` runs: the pipeline with only the
     /// inputs of that role, or `None` when it has none of them.
     pub fn for_role(&self, role: AgentRole) -> Option<ValidatedLogPipeline> {
@@ -97,13 +107,19 @@ mod tests {
         assert!(cluster.inputs.runtime.is_none() && cluster.inputs.node.is_none());
         assert!(cluster.spec().input.runtime.is_none() && cluster.spec().input.node.is_none());
 
+        for role in [AgentRole::Cluster, AgentRole::Node] {
+            assert!(all.runs_on(role));
+        }
+
         let pushed = pipeline("{otlp: {enabled: true}}");
         assert!(pushed.for_role(AgentRole::Node).is_none());
+        assert!(!pushed.runs_on(AgentRole::Node) && pushed.runs_on(AgentRole::Cluster));
         assert!(pushed.for_role(AgentRole::Cluster).is_some());
         // A disabled input is not an input of the role.
         let files = pipeline("{runtime: {enabled: true}, otlp: {enabled: false}}");
         assert!(files.for_role(AgentRole::Cluster).is_none());
         assert!(files.for_role(AgentRole::Node).is_some());
+        assert!(!files.runs_on(AgentRole::Cluster) && files.runs_on(AgentRole::Node));
     }
 
     #[test]

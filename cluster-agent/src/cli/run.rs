@@ -43,7 +43,7 @@ use crate::internal_events::{
     ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource as EventSource,
 };
 use crate::node_certificates::{DEFAULT_NODE_SERVICE_ACCOUNT, ServiceAccountName};
-use crate::pipeline::budget::DEFAULT_BUFFER_BUDGET;
+use crate::pipeline::budget::{DEFAULT_BUFFER_BUDGET, DEFAULT_NODE_BUFFER_BUDGET};
 use crate::pipeline::node_logs::{DEFAULT_JOURNAL_DIR, DEFAULT_POD_LOG_DIR};
 
 /// Where the agent serves its own endpoints by default; vmagent's port, which
@@ -120,7 +120,9 @@ pub struct RunArgs {
     /// Bytes the buffers of all pipelines may use together on the data directory's
     /// volume, e.g. `3Gi` (Kubernetes quantity). Set it below the volume's size; the
     /// observer's own pipelines are served first, the others share the rest. Default:
-    /// 3Gi, for the 4Gi volume of the install manifests.
+    /// 3Gi, for the 4Gi volume of the install manifests; for `--role node`, 2Gi of the
+    /// node's own disk (each node has its own budget; the observer's
+    /// `--node-buffer-budget`).
     #[arg(long, value_name = "BYTES")]
     pub buffer_budget: Option<String>,
     /// Address for /metrics, /healthz, /readyz and the push receivers.
@@ -252,12 +254,14 @@ impl RunArgs {
             &self.otlp_http_listen_address,
             address,
         );
-        let buffer_budget = match &self.buffer_budget {
-            Some(text) => problems.check("buffer-budget", text, parse_buffer_budget),
-            None => Some(DEFAULT_BUFFER_BUDGET),
+        let role = problems.check("role", &self.role, choice::<RoleFlag>);
+        // Each node instance has a budget of its own: its buffers are on its node's disk.
+        let buffer_budget = match (&self.buffer_budget, role) {
+            (Some(text), _) => problems.check("buffer-budget", text, parse_buffer_budget),
+            (None, Some(RoleFlag::Node)) => Some(DEFAULT_NODE_BUFFER_BUDGET),
+            (None, _) => Some(DEFAULT_BUFFER_BUDGET),
         };
         let kubernetes = problems.check("kubernetes", &self.kubernetes, choice::<KubernetesMode>);
-        let role = problems.check("role", &self.role, choice::<RoleFlag>);
         let endpoint_order = problems.check(
             "observer-order",
             &self.observer_order,
@@ -723,6 +727,22 @@ mod tests {
         );
         let set = checked(&["--config", "a.yaml", "--buffer-budget", "512Mi"]).unwrap();
         assert_eq!(set.agent.buffer_budget, 512 << 20);
+        // Issue 16: a node instance's buffers are on its node's disk, with a budget of
+        // their own.
+        let node = checked(&["--config", "a.yaml", "--role", "node"]).unwrap();
+        assert_eq!(
+            node.agent.buffer_budget,
+            crate::pipeline::budget::DEFAULT_NODE_BUFFER_BUDGET
+        );
+        let node = checked(&[
+            "--config",
+            "a.yaml",
+            "--role",
+            "node",
+            "--buffer-budget",
+            "3Gi",
+        ]);
+        assert_eq!(node.unwrap().agent.buffer_budget, 3 << 30);
         let error = checked(&["--config", "a.yaml", "--buffer-budget", "1Ki"]).unwrap_err();
         assert!(error.to_string().contains("below the minimum"), "{error}");
     }

@@ -39,7 +39,7 @@ pub use logs::{
 };
 pub use pipeline::{
     BufferDropped, DropReason, ERROR_LOG_INTERVAL, ErrorReason, LastError, PipelineFailed,
-    PipelineStats, SamplesDropped, SendLatency,
+    PipelineRecovered, PipelineStats, SamplesDropped, SendLatency,
 };
 pub use push::{NodeCertificateIssued, NodeCertificateRefused, PushRefused, PushRouted, PushStats};
 pub use reload::{ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource, ReloadState};

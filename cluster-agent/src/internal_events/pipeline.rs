@@ -51,8 +51,9 @@ pub enum ErrorReason {
     TargetSealed,
     /// A send task failed unexpectedly; the data is kept and sent again.
     InternalError,
-    /// A log input of the pipeline is not read on this node: the node already reads
-    /// container logs with as many distinct multiline/`startAt` settings as it may.
+    /// A log input of the pipeline is not read on this node: it cannot open (no
+    /// journal directory, say; tried again), or the node already reads container logs
+    /// with as many distinct multiline/`startAt` settings as it may.
     InputNotRead,
 }
 
@@ -153,6 +154,29 @@ impl PipelineFailed {
     /// Counts, remembers and logs the error in `stats`.
     pub fn emit(self, stats: &PipelineStats) {
         stats.error(self.reason, self.message);
+    }
+}
+
+/// A pipeline's error that no longer holds (a log input that could not open reads
+/// now): withdrawn as the pipeline's last error if it still is, so its health report
+/// stops showing it, and logged. The error's count stays.
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineRecovered {
+    /// The reason that no longer holds.
+    pub reason: ErrorReason,
+}
+
+impl PipelineRecovered {
+    /// `reason` no longer holds.
+    pub fn new(reason: ErrorReason) -> Self {
+        Self { reason }
+    }
+
+    /// Withdraws the error from `stats` and logs it.
+    pub fn emit(self, stats: &PipelineStats) {
+        if stats.withdraw_error(self.reason) {
+            tracing::info!(pipeline = %stats.pipeline, reason = %self.reason, "pipeline error no longer holds");
+        }
     }
 }
 
@@ -320,6 +344,16 @@ impl PipelineStats {
         }
         tracing::warn!(pipeline = %self.pipeline, reason = %error.reason, message = %error.message, "pipeline error");
         *last = Some(error);
+    }
+
+    /// Forgets the last error if its reason is `reason`; says whether it did.
+    fn withdraw_error(&self, reason: ErrorReason) -> bool {
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        let withdrawn = last.as_ref().is_some_and(|error| error.reason == reason);
+        if withdrawn {
+            *last = None;
+        }
+        withdrawn
     }
 
     /// How often each reason occurred so far.

@@ -80,10 +80,10 @@ pub const MAX_TRACKED_NODES: usize = 10_000;
 /// How long an issuance may wait for the stream and the observer's answer.
 pub const ISSUANCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Node certificates asked for on one control stream before the instance opens a
-/// fresh one: the observer answers at most 64 certificate requests per stream
-/// (`MAX_CERTIFICATE_REQUESTS_PER_STREAM`, against an agent making it sign at network
-/// speed); 48 leaves the rest for the instance's own renewal and its retries.
-pub const ISSUANCES_PER_STREAM: u32 = 48;
+/// fresh one: defined with the contract, below the observer's bound of certificate
+/// requests per stream by what the instance keeps for its own renewal (the reason is
+/// there).
+pub use kaas_proto::control::NODE_CERTIFICATES_PER_STREAM as ISSUANCES_PER_STREAM;
 /// How long reading the requesting pod may take (clusters before Kubernetes 1.30).
 const POD_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The instance name of the cluster-level instance, which a node may never take.

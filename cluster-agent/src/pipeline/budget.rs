@@ -17,7 +17,14 @@
 //! by at most their floors.
 //!
 //! Metric and log pipelines share the one budget, each counted once by its
-//! [`PipelineId`] (names are unique per kind only). The allocation is a pure function
+//! [`PipelineId`] (names are unique per kind only).
+//!
+//! The budget is this instance's, for its own data volume: the cluster-level instance's
+//! claim, or for a node instance its node's host path, so every node has a budget of
+//! its own ([`DEFAULT_NODE_BUFFER_BUDGET`] unless `--buffer-budget` says otherwise). On
+//! a node the observer's own pipeline is the central log pipeline
+//! (`kaas-central-logs`): it is served first there, so tenant log pipelines cannot
+//! starve it. The allocation is a pure function
 //! of the budget and the pipelines' ids and asks: the same configuration always gives
 //! the same bounds.
 
@@ -27,6 +34,8 @@ use super::PipelineId;
 
 /// The budget when `--buffer-budget` is not given (the reasoning is beside it).
 pub use kaas_pipeline::buffer::DEFAULT_BUFFER_BUDGET;
+/// The budget of a node instance when `--buffer-budget` is not given.
+pub use kaas_pipeline::buffer::DEFAULT_NODE_BUFFER_BUDGET;
 pub use kaas_pipeline::buffer::MIN_BUFFER_BYTES;
 pub use kaas_pipeline::names::RESERVED_PIPELINE_PREFIX;
 
@@ -136,6 +145,28 @@ mod tests {
         assert_eq!(grants[&PipelineId::metric("a")].max_bytes, GI);
         assert_eq!(grants[&PipelineId::log("a")].max_bytes, GI);
         assert!(grants[&PipelineId::log("a")].reduced.is_some());
+    }
+
+    /// Issue 16: on a node, the central log pipeline is reserved first and tenant log
+    /// pipelines asking more than the node's budget share what is left, however many
+    /// they are.
+    #[test]
+    fn on_a_node_the_central_log_pipeline_is_served_before_tenant_log_pipelines() {
+        let asks = [
+            (PipelineId::log("tenant-a"), 2 * GI),
+            (PipelineId::log("kaas-central-logs"), GI),
+            (PipelineId::log("tenant-b"), 2 * GI),
+        ];
+        let grants = allocate(DEFAULT_NODE_BUFFER_BUDGET, asks);
+        let central = &grants[&PipelineId::log("kaas-central-logs")];
+        assert_eq!((central.max_bytes, central.reduced.is_none()), (GI, true));
+        let tenants = [PipelineId::log("tenant-a"), PipelineId::log("tenant-b")];
+        for id in &tenants {
+            assert_eq!(grants[id].max_bytes, GI / 2, "{id:?}");
+            assert!(grants[id].reduced.is_some());
+        }
+        let total: u64 = grants.values().map(|g| g.max_bytes).sum();
+        assert_eq!(total, DEFAULT_NODE_BUFFER_BUDGET);
     }
 
     #[test]

@@ -43,13 +43,28 @@
 //!
 //! **An input that cannot open** (no journal directory on this node, an unreadable
 //! state file) stops only the pipelines that read it: they report
-//! [`ErrorReason::InputNotRead`] with the error, and the other inputs run. It is
-//! opened again at the next start (a configuration change or a restart).
+//! [`ErrorReason::InputNotRead`] with the error, and the other inputs run. The reading
+//! thread tries it again every [`NodeLogSettings::reopen_interval`]
+//! ([`REOPEN_INTERVAL`]): while it fails the pipelines report the error again (so it
+//! stays a current problem, not one that ages out of the observer's window), and once
+//! it opens it is read and the error is withdrawn ([`PipelineRecovered`]). A journal
+//! that appears only after the agent set its input up (journald creating the
+//! directory at its first flush) is read from its beginning: everything in it was
+//! written after the node's input was configured. Pipelines beyond the tailers' bound
+//! report their `InputNotRead` again at the same pace until the next start.
+//!
+//! **Upgrades from one tailer.** Agents before per-pipeline settings read every file
+//! with one tailer (`tail.checkpoint`). At the first start of an agent with one tailer
+//! per setting, a tailer of another setting without position files of its own starts
+//! from a copy of `tail.checkpoint` (what the single tailer had committed covers every
+//! pipeline), so a pipeline with `startAt: beginning` does not read every file once
+//! more; the marker file [`PER_SETTING_LAYOUT_MARKER`] records that this was done, so
+//! a setting that appears later starts as new (its `startAt` decides).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kaas_logfiles::{MultilineConfig, StartAt as TailStart, TailConfig};
 use kaas_pipeline::logs::input::{
@@ -60,7 +75,7 @@ use kaas_pipeline::paths::PathPolicy;
 use super::logs::{InputConsumer, LogPipelines, NodeInput};
 use crate::internal_events::{
     ConsumerLag, ErrorReason, FILE_EVENTS, InputSnapshot, JOURNAL_EVENTS, LogInputStats,
-    PipelineFailed,
+    PipelineFailed, PipelineRecovered, PipelineStats,
 };
 use crate::log_inputs::{
     FanOut, FanOutConfig, InputError, JournalReader, JournalSettings, JournalStart, LogConsumer,
@@ -75,6 +90,17 @@ pub const DEFAULT_JOURNAL_DIR: &str = "/var/log/journal";
 /// How often the fan-outs read: the tailer's own poll interval, short enough that a
 /// line is shipped within a second and long enough that an idle node costs nothing.
 pub const POLL_INTERVAL: Duration = kaas_logfiles::DEFAULT_POLL_INTERVAL;
+
+/// How often an input that could not open is tried again: a journal directory that
+/// journald creates after the agent started, or a log directory mounted late, is read
+/// within this; a try costs a directory listing. It also paces the repeated
+/// `InputNotRead` of pipelines still unread, well inside the observer's two-minute
+/// window for recent errors.
+pub const REOPEN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The file in the position directory that says its tailer positions are laid out one
+/// tailer per setting (see "Upgrades from one tailer" in the module documentation).
+pub const PER_SETTING_LAYOUT_MARKER: &str = "tail-per-setting.layout";
 
 /// What the node's log inputs read and where they keep their positions.
 #[derive(Clone, Debug)]
@@ -91,6 +117,8 @@ pub struct NodeLogSettings {
     pub pods: Option<PodMetadataCache>,
     /// Where plain files may be read, and what never.
     pub files: PathPolicy,
+    /// How often an input that could not open is tried again ([`REOPEN_INTERVAL`]).
+    pub reopen_interval: Duration,
 }
 
 /// The running fan-outs' thread.
@@ -144,17 +172,19 @@ impl NodeLogInputs {
             cluster.clone_into(&mut self.settings.node.cluster_name);
         }
         let plan = ReadPlan::of(&self.settings, pipelines);
+        let stats_of = |name: &str| pipelines.get(name).map(|p| p.data_path.stats.clone());
+        let mut unread = Unread::new(self.settings.clone());
         for refused in &plan.refused {
-            if let Some(pipeline) = pipelines.get(&refused.pipeline) {
-                PipelineFailed::new(ErrorReason::InputNotRead, refused.reason.clone())
-                    .emit(&pipeline.data_path.stats);
+            if let Some(stats) = stats_of(&refused.pipeline) {
+                PipelineFailed::new(ErrorReason::InputNotRead, refused.reason.clone()).emit(&stats);
+                unread.refused.push((stats, refused.reason.clone()));
             }
         }
         self.refused.clone_from(&plan.refused);
         let stop = Arc::new(AtomicBool::new(false));
         let Opened {
-            tailed,
-            journal,
+            mut tailed,
+            mut journal,
             failed,
         } = match plan.open(&self.settings) {
             Ok(opened) => opened,
@@ -164,37 +194,138 @@ impl NodeLogInputs {
             }
         };
         // An input that cannot open (no journal on this node, say) stops only the
-        // pipelines that read it; the other inputs run.
-        for (names, error) in failed {
-            tracing::error!(%error, pipelines = ?names, "a node log input cannot start; the other inputs run");
-            for name in names {
-                if let Some(pipeline) = pipelines.get(&name) {
-                    PipelineFailed::new(ErrorReason::InputNotRead, error.to_string())
-                        .emit(&pipeline.data_path.stats);
-                }
-            }
+        // pipelines that read it; the other inputs run, and it is tried again.
+        for (input, error) in failed {
+            let readers: Vec<_> = (input.names().iter())
+                .filter_map(|name| stats_of(name))
+                .collect();
+            tracing::error!(%error, pipelines = ?input.names(), "a node log input cannot start; the other inputs run, and it is tried again");
+            unread.add(input, readers, &error);
         }
-        if tailed.is_empty() && journal.is_none() {
+        if tailed.is_empty() && journal.is_none() && unread.is_empty() {
             return;
         }
         let flag = stop.clone();
         let stats = self.stats.clone();
-        let thread = tokio::task::spawn_blocking(move || read(tailed, journal, &flag, &stats));
+        let thread = tokio::task::spawn_blocking(move || {
+            read(&mut tailed, &mut journal, &mut unread, &flag, &stats);
+        });
         self.reading = Some(Reading { stop, thread });
     }
 }
 
+/// An input that did not open, with what opens it again.
+enum PendingInput {
+    /// A tailer group.
+    Tail(TailGroup),
+    /// The journal, its settings and consumers.
+    Journal(JournalSettings, Vec<Arc<dyn LogConsumer>>),
+}
+
+impl PendingInput {
+    /// The pipelines reading it.
+    fn names(&self) -> Vec<String> {
+        match self {
+            Self::Tail(group) => consumer_names(&group.consumers),
+            Self::Journal(_, consumers) => consumer_names(consumers),
+        }
+    }
+}
+
+/// What the node does not read now, and why: inputs that did not open (tried again
+/// every [`NodeLogSettings::reopen_interval`]) and pipelines beyond the tailers'
+/// bound; each of their pipelines reports `InputNotRead` again at each try.
+struct Unread {
+    settings: NodeLogSettings,
+    inputs: Vec<(PendingInput, Vec<Arc<PipelineStats>>)>,
+    refused: Vec<(Arc<PipelineStats>, String)>,
+    next_try: Instant,
+}
+
+impl Unread {
+    fn new(settings: NodeLogSettings) -> Self {
+        let next_try = Instant::now() + settings.reopen_interval;
+        Self {
+            settings,
+            inputs: Vec::new(),
+            refused: Vec::new(),
+            next_try,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inputs.is_empty() && self.refused.is_empty()
+    }
+
+    /// `input`, read by the pipelines with `readers`, failed to open with `error`:
+    /// they say so, and it is tried again.
+    fn add(&mut self, input: PendingInput, readers: Vec<Arc<PipelineStats>>, error: &InputError) {
+        for stats in &readers {
+            PipelineFailed::new(ErrorReason::InputNotRead, error.to_string()).emit(stats);
+        }
+        self.inputs.push((input, readers));
+    }
+
+    /// Once per interval: opens what opens now (into `tailed` and `journal`),
+    /// withdrawing its pipelines' `InputNotRead`, and repeats the error of the rest.
+    fn retry(
+        &mut self,
+        tailed: &mut Vec<FanOut<TailedLogs>>,
+        journal: &mut Option<FanOut<JournalReader>>,
+    ) {
+        if self.is_empty() || Instant::now() < self.next_try {
+            return;
+        }
+        self.next_try = Instant::now() + self.settings.reopen_interval;
+        for (stats, reason) in &self.refused {
+            PipelineFailed::new(ErrorReason::InputNotRead, reason.clone()).emit(stats);
+        }
+        for (input, readers) in std::mem::take(&mut self.inputs) {
+            let names = input.names();
+            let opened = match &input {
+                PendingInput::Tail(group) => {
+                    open_group(group.clone(), &self.settings).map(|fan_out| tailed.push(fan_out))
+                }
+                PendingInput::Journal(settings, consumers) => {
+                    let mut settings = settings.clone();
+                    // No position yet: the journal appeared after the input was set
+                    // up, so all of it is new to the node.
+                    if !settings.position_file.exists() {
+                        settings.start_at = JournalStart::Beginning;
+                    }
+                    open_journal(settings, consumers.clone(), &self.settings)
+                        .map(|fan_out| *journal = Some(fan_out))
+                }
+            };
+            match opened {
+                Ok(()) => {
+                    tracing::info!(pipelines = ?names, "a node log input that could not open is read now");
+                    for stats in &readers {
+                        PipelineRecovered::new(ErrorReason::InputNotRead).emit(stats);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, pipelines = ?names, "a node log input still cannot open");
+                    self.add(input, readers, &error);
+                }
+            }
+        }
+    }
+}
+
 /// Runs the fan-outs until `stop` is set, publishing their state to `stats` after
-/// every round.
+/// every round, and tries the `unread` inputs again.
 fn read(
-    mut tailed: Vec<FanOut<TailedLogs>>,
-    mut journal: Option<FanOut<JournalReader>>,
+    tailed: &mut Vec<FanOut<TailedLogs>>,
+    journal: &mut Option<FanOut<JournalReader>>,
+    unread: &mut Unread,
     stop: &AtomicBool,
     stats: &LogInputStats,
 ) {
     while !stop.load(Ordering::Relaxed) {
+        unread.retry(tailed, journal);
         let mut errors = Vec::new();
-        for fan_out in &mut tailed {
+        for fan_out in tailed.iter_mut() {
             errors.extend(fan_out.round().errors);
         }
         if let Some(fan_out) = journal.as_mut() {
@@ -203,7 +334,7 @@ fn read(
         for error in errors {
             tracing::warn!(%error, "reading the node's logs");
         }
-        let snapshots = files_snapshot(&tailed)
+        let snapshots = files_snapshot(tailed)
             .into_iter()
             .chain(journal.as_ref().map(journal_snapshot))
             .collect();
@@ -372,6 +503,7 @@ impl Default for TailSetting {
 const LEGACY_TAIL_STEM: &str = "tail";
 
 /// What one tailer reads and for whom.
+#[derive(Clone)]
 struct TailGroup {
     setting: TailSetting,
     consumers: Vec<Arc<dyn LogConsumer>>,
@@ -551,48 +683,83 @@ impl ReadPlan {
         })?;
         let stems: Vec<String> = self.tailed.iter().map(|g| g.setting.state_stem()).collect();
         prune_unused_positions(state, &stems);
+        if let Err(error) = adopt_single_tailer_positions(state, &stems) {
+            tracing::warn!(%error, "cannot carry the single tailer's positions over to the tailers per setting");
+        }
         let mut opened = Opened {
             tailed: Vec::new(),
             journal: None,
             failed: Vec::new(),
         };
         for group in self.tailed {
-            let names = consumer_names(&group.consumers);
-            match open_group(group, settings) {
+            match open_group(group.clone(), settings) {
                 Ok(fan_out) => opened.tailed.push(fan_out),
-                Err(error) => opened.failed.push((names, error)),
+                Err(error) => opened.failed.push((PendingInput::Tail(group), error)),
             }
         }
         if !self.journal.is_empty() {
-            let names = consumer_names(&self.journal);
             let mut journal =
                 JournalSettings::new(settings.journal_dir.clone(), state.join("journal.position"));
             journal.units = self.units;
             if self.journal_from_beginning {
                 journal.start_at = JournalStart::Beginning;
             }
-            let fan_out = JournalReader::open(journal, settings.node.clone()).and_then(|reader| {
-                FanOut::open(
-                    FanOutConfig::new(state.join("journal-detached")),
-                    reader,
-                    self.journal,
-                )
-            });
-            match fan_out {
+            match open_journal(journal.clone(), self.journal.clone(), settings) {
                 Ok(fan_out) => opened.journal = Some(fan_out),
-                Err(error) => opened.failed.push((names, error)),
+                Err(error) => {
+                    let pending = PendingInput::Journal(journal, self.journal);
+                    opened.failed.push((pending, error));
+                }
             }
         }
         Ok(opened)
     }
 }
 
-/// The node's inputs that opened, and those that did not with the pipelines that
-/// read them.
+/// The journal's fan-out to `consumers`.
+fn open_journal(
+    journal: JournalSettings,
+    consumers: Vec<Arc<dyn LogConsumer>>,
+    settings: &NodeLogSettings,
+) -> Result<FanOut<JournalReader>, InputError> {
+    let reader = JournalReader::open(journal, settings.node.clone())?;
+    let detached = settings.state_dir.join("journal-detached");
+    FanOut::open(FanOutConfig::new(detached), reader, consumers)
+}
+
+/// At the first start with one tailer per setting (no [`PER_SETTING_LAYOUT_MARKER`]),
+/// gives each tailer of `stems` without a position file of its own a copy of the
+/// single tailer's `tail.checkpoint` (see the module documentation), then writes the
+/// marker. Each copy is written atomically; a crash before the marker repeats the
+/// copies of tailers still without positions, which is the same decision.
+fn adopt_single_tailer_positions(state: &std::path::Path, stems: &[String]) -> std::io::Result<()> {
+    let marker = state.join(PER_SETTING_LAYOUT_MARKER);
+    if marker.exists() {
+        return Ok(());
+    }
+    let single = state.join(format!("{LEGACY_TAIL_STEM}.checkpoint"));
+    if single.exists() {
+        for stem in stems.iter().filter(|stem| *stem != LEGACY_TAIL_STEM) {
+            let target = state.join(format!("{stem}.checkpoint"));
+            if target.exists() {
+                continue;
+            }
+            let partial = state.join(format!("{stem}.checkpoint.adopting"));
+            std::fs::copy(&single, &partial)?;
+            std::fs::File::open(&partial)?.sync_all()?;
+            std::fs::rename(&partial, &target)?;
+            tracing::info!(tailer = %stem, "an upgraded node resumes this tailer where the single tailer was");
+        }
+    }
+    std::fs::write(&marker, "one tailer per setting\n")?;
+    std::fs::File::open(state)?.sync_all()
+}
+
+/// The node's inputs that opened, and those that did not with what opens them.
 struct Opened {
     tailed: Vec<FanOut<TailedLogs>>,
     journal: Option<FanOut<JournalReader>>,
-    failed: Vec<(Vec<String>, InputError)>,
+    failed: Vec<(PendingInput, InputError)>,
 }
 
 /// The pipelines behind `consumers`, each once.

@@ -10,6 +10,15 @@
 //! --cluster-buffer-budget`). The provider's central pipeline is counted first
 //! ([`BufferBudgets::central_bytes`]).
 //!
+//! That budget is the cluster-level instance's (its volume). Log pipelines reading node
+//! logs (`runtime` and `node` inputs) buffer on each node instead, on the node's own
+//! disk ([`kaas_pipeline::role`]), so they are counted against the node budget
+//! ([`BufferBudgets::node_bytes`], `observer serve --node-buffer-budget`, the node
+//! agents' `--buffer-budget`), which every node has in full, with the provider's
+//! central log pipeline counted first there ([`BufferBudgets::central_node_bytes`]). A
+//! log pipeline with both kinds of input has a buffer in both places and counts in
+//! both.
+//!
 //! Applying a pipeline (and onboarding a cluster) is refused with 422 naming the
 //! cluster when a selected cluster's pipelines would then ask for more buffer
 //! (`spec.buffer.maxBytes`) than its budget, unless the change does not raise that sum
@@ -25,7 +34,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use kaas_pipeline::buffer::{DEFAULT_BUFFER_BUDGET, MIN_BUFFER_BYTES};
+use kaas_pipeline::buffer::{DEFAULT_BUFFER_BUDGET, DEFAULT_NODE_BUFFER_BUDGET, MIN_BUFFER_BYTES};
+use kaas_pipeline::role::AgentRole;
 use kaas_pipeline::selector::ClusterSelector;
 use kaas_pipeline::units::parse_byte_quantity;
 use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline};
@@ -47,6 +57,11 @@ pub struct BufferBudgets {
     /// What the provider's central pipeline takes of every cluster's budget (0 without
     /// one).
     pub central_bytes: u64,
+    /// The budget of each node's instance: its log buffers on its node's disk.
+    pub node_bytes: u64,
+    /// What the provider's central log pipeline takes of every node's budget (0
+    /// without one).
+    pub central_node_bytes: u64,
 }
 
 impl Default for BufferBudgets {
@@ -54,6 +69,28 @@ impl Default for BufferBudgets {
         Self {
             default_bytes: DEFAULT_BUFFER_BUDGET,
             central_bytes: 0,
+            node_bytes: DEFAULT_NODE_BUFFER_BUDGET,
+            central_node_bytes: 0,
+        }
+    }
+}
+
+/// Where a pipeline's buffer lives, each place with its own budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// The cluster-level instance's volume: the cluster's budget.
+    Cluster,
+    /// Each node's disk: the node budget, in full on every node.
+    Node,
+}
+
+impl Scope {
+    const ALL: [Scope; 2] = [Scope::Cluster, Scope::Node];
+
+    fn role(self) -> AgentRole {
+        match self {
+            Scope::Cluster => AgentRole::Cluster,
+            Scope::Node => AgentRole::Node,
         }
     }
 }
@@ -74,8 +111,16 @@ pub struct BufferBudgetView {
     pub default: bool,
     /// What the provider's central pipeline takes of it.
     pub reserved_bytes: u64,
-    /// What the tenant's pipelines selecting the cluster ask for together.
+    /// What the tenant's pipelines selecting the cluster ask for together of it (those
+    /// that buffer on the cluster-level instance).
     pub pipeline_bytes: u64,
+    /// Bytes the log buffers of each node's instance may use together on that node's
+    /// disk (`observer serve --node-buffer-budget`), every node its own.
+    pub node_max_bytes: u64,
+    /// What the provider's central log pipeline takes of each node's budget.
+    pub node_reserved_bytes: u64,
+    /// What the tenant's log pipelines reading node logs ask of each node's budget.
+    pub node_pipeline_bytes: u64,
 }
 
 /// `PUT /api/v1/clusters/{name}/buffer-budget`.
@@ -189,14 +234,18 @@ async fn view(state: &ApiState, cluster: &Cluster) -> Result<BufferBudgetView, A
         .get(&cluster.id)
         .copied();
     let pipelines = buffer_asks(state, &cluster.tenant).await?;
+    let budgets = state.buffer_budgets;
     Ok(BufferBudgetView {
         cluster: cluster.name.clone(),
         cluster_id: cluster.id.clone(),
         tenant: cluster.tenant.clone(),
-        max_bytes: set.unwrap_or(state.buffer_budgets.default_bytes),
+        max_bytes: set.unwrap_or(budgets.default_bytes),
         default: set.is_none(),
-        reserved_bytes: state.buffer_budgets.central_bytes,
-        pipeline_bytes: asked(&pipelines, &cluster.labels, None),
+        reserved_bytes: budgets.central_bytes,
+        pipeline_bytes: asked(&pipelines, Scope::Cluster, &cluster.labels, None),
+        node_max_bytes: budgets.node_bytes,
+        node_reserved_bytes: budgets.central_node_bytes,
+        node_pipeline_bytes: asked(&pipelines, Scope::Node, &cluster.labels, None),
     })
 }
 
@@ -206,6 +255,32 @@ struct BufferAsk {
     name: String,
     selector: ClusterSelector,
     bytes: u64,
+    /// Whether it buffers on the cluster-level instance.
+    cluster: bool,
+    /// Whether it buffers on every node.
+    node: bool,
+}
+
+impl BufferAsk {
+    /// What it asks of the budget of `scope`.
+    fn bytes_in(&self, scope: Scope) -> u64 {
+        let there = match scope {
+            Scope::Cluster => self.cluster,
+            Scope::Node => self.node,
+        };
+        if there { self.bytes } else { 0 }
+    }
+}
+
+/// What `pipeline` asks of the budget of each scope, by [`Scope::ALL`].
+fn asks_by_scope<P: PipelineKind>(pipeline: &P) -> [u64; 2] {
+    Scope::ALL.map(|scope| {
+        if pipeline.runs_on(scope.role()) {
+            pipeline.buffer_max_bytes()
+        } else {
+            0
+        }
+    })
 }
 
 /// What the tenant's stored pipelines of every kind the observer can read ask for. One
@@ -233,16 +308,19 @@ async fn asks_of<P: PipelineKind>(
                 name: stored.name().to_owned(),
                 selector: stored.pipeline.cluster_selector().clone(),
                 bytes: stored.pipeline.buffer_max_bytes(),
+                cluster: stored.pipeline.runs_on(AgentRole::Cluster),
+                node: stored.pipeline.runs_on(AgentRole::Node),
             }),
             PipelineRow::Unreadable(_) => None,
         })
         .collect())
 }
 
-/// What the stored pipelines selecting a cluster with `labels` ask for together,
-/// leaving out the one of kind and name `except`.
+/// What the stored pipelines selecting a cluster with `labels` ask for together of the
+/// budget of `scope`, leaving out the one of kind and name `except`.
 fn asked(
     pipelines: &[BufferAsk],
+    scope: Scope,
     labels: &BTreeMap<String, String>,
     except: Option<(&str, &str)>,
 ) -> u64 {
@@ -250,7 +328,7 @@ fn asked(
         .iter()
         .filter(|p| Some((p.kind, p.name.as_str())) != except)
         .filter(|p| p.selector.matches(labels))
-        .fold(0u64, |sum, p| sum.saturating_add(p.bytes))
+        .fold(0u64, |sum, p| sum.saturating_add(p.bytes_in(scope)))
 }
 
 /// Refuses (422, naming each cluster) a pipeline of any kind whose apply would take a
@@ -277,17 +355,19 @@ pub(super) async fn check_pipeline<P: PipelineKind>(
     let this = (P::KIND, pipeline.name());
     let previous = pipelines.iter().find(|p| (p.kind, p.name.as_str()) == this);
     let budgets = state.store.cluster_buffer_budgets(tenant).await?;
-    let ask = pipeline.buffer_max_bytes();
+    let asks = asks_by_scope(pipeline);
     let problems: Vec<(String, FieldProblem)> = clusters
         .iter()
-        .filter_map(|cluster| {
-            let others = asked(&pipelines, &cluster.labels, Some(this));
+        .flat_map(|cluster| Scope::ALL.into_iter().zip(asks).map(move |s| (cluster, s)))
+        .filter_map(|(cluster, (scope, ask))| {
+            let others = asked(&pipelines, scope, &cluster.labels, Some(this));
             let before = previous
                 .filter(|p| p.selector.matches(&cluster.labels))
-                .map_or(0, |p| p.bytes);
+                .map_or(0, |p| p.bytes_in(scope));
             let budget = budgets.get(&cluster.id).copied();
             over_budget(
                 state.buffer_budgets,
+                scope,
                 budget,
                 &cluster.name,
                 others.saturating_add(before),
@@ -312,38 +392,53 @@ pub(super) async fn check_new_cluster(
     labels: &BTreeMap<String, String>,
 ) -> Result<(), ApiError> {
     let pipelines = buffer_asks(state, tenant).await?;
-    let total = asked(&pipelines, labels, None);
-    let problems = over_budget(state.buffer_budgets, None, name, 0, total)
+    let problems = Scope::ALL
+        .into_iter()
+        .filter_map(|scope| {
+            let total = asked(&pipelines, scope, labels, None);
+            over_budget(state.buffer_budgets, scope, None, name, 0, total)
+        })
         .map(|message| {
             let path = "labels".to_owned();
             (name.to_owned(), FieldProblem { path, message })
         })
-        .into_iter()
         .collect();
     refuse_if_any("the pipelines would exceed the buffer budget of", problems)
 }
 
 /// Why cluster `name` (as its tenant names it), whose budget is `budget` where one was
-/// set, would be over its budget with its tenant pipelines asking `after` (they asked
-/// `before` until now); `None` when it is not, or the change does not raise what they
-/// ask.
+/// set, would be over its budget of `scope` with its tenant pipelines asking `after`
+/// of it (they asked `before` until now); `None` when it is not, or the change does not
+/// raise what they ask.
 fn over_budget(
     settings: BufferBudgets,
+    scope: Scope,
     budget: Option<u64>,
     name: &str,
     before: u64,
     after: u64,
 ) -> Option<String> {
-    let budget = budget.unwrap_or(settings.default_bytes);
-    let total = after.saturating_add(settings.central_bytes);
-    (total > budget && after > before).then(|| {
-        format!(
+    let (budget, reserved) = match scope {
+        Scope::Cluster => (
+            budget.unwrap_or(settings.default_bytes),
+            settings.central_bytes,
+        ),
+        Scope::Node => (settings.node_bytes, settings.central_node_bytes),
+    };
+    let total = after.saturating_add(reserved);
+    (total > budget && after > before).then(|| match scope {
+        Scope::Cluster => format!(
             "cluster {name:?}: its pipelines would ask for {after} bytes of buffer, plus \
-             {} reserved for the provider's central pipeline, over the cluster's buffer \
-             budget of {budget} bytes; lower maxBytes, or ask the provider for a larger \
-             budget",
-            settings.central_bytes
-        )
+             {reserved} reserved for the provider's central pipeline, over the cluster's \
+             buffer budget of {budget} bytes; lower maxBytes, or ask the provider for a \
+             larger budget"
+        ),
+        Scope::Node => format!(
+            "cluster {name:?}: its log pipelines reading node logs would ask for {after} \
+             bytes of buffer on each node, plus {reserved} reserved for the provider's \
+             central log pipeline, over the node buffer budget of {budget} bytes (each \
+             node's own disk); lower maxBytes, or ask the provider for a larger node budget"
+        ),
     })
 }
 

@@ -238,7 +238,11 @@ pub async fn get(
             .instance_health_of(std::slice::from_ref(&id))
             .await?;
         let pipelines = live.remove(&id).unwrap_or_default();
-        Some(pipelines.iter().map(pipeline_health_view).collect())
+        Some(
+            (pipelines.iter())
+                .map(|instances| pipeline_health_view(None, instances))
+                .collect(),
+        )
     };
     let mut view = ClusterView::from_cluster(cluster);
     view.control_plane = components;
@@ -251,10 +255,15 @@ pub async fn get(
     Ok(Json(view))
 }
 
-/// A pipeline's health on one cluster as the API shows it.
-fn pipeline_health_view(instances: &PipelineInstances) -> PipelineHealthView {
+/// A pipeline's health on one cluster as the API shows it, in a pipeline's status
+/// with the `cluster` named.
+pub(super) fn pipeline_health_view(
+    cluster: Option<String>,
+    instances: &PipelineInstances,
+) -> PipelineHealthView {
     let (status, reason, message) = instances_verdict(instances);
     PipelineHealthView {
+        cluster,
         kind: instances.kind.clone(),
         pipeline: instances.pipeline.clone(),
         status: match status {

@@ -224,7 +224,8 @@ pub struct ClusterView {
     pub api_endpoint: Option<String>,
     /// Lifecycle state.
     pub state: ClusterStateView,
-    /// Whether its agent holds a control stream to an observer replica right now.
+    /// Whether its cluster-level agent holds a control stream to an observer replica
+    /// right now (node instances are in `pipelineHealth[].instances`).
     pub connected: bool,
     /// The agent's version, once it joined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,6 +284,9 @@ pub struct ClusterView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PipelineHealthView {
+    /// The cluster's name (in a pipeline's status; a cluster's view leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// The pipeline's kind, e.g. `LogPipeline`.
     pub kind: String,
     /// The pipeline's name.
@@ -530,6 +534,11 @@ pub struct PipelineStatusView {
     pub generation: i64,
     /// Conditions, as computed from the agents' reports.
     pub status: MetricPipelineStatus,
+    /// Per cluster whose agent instances report on the pipeline (by cluster name):
+    /// the worst of its live instances, with how many report and how many are
+    /// affected, as in `GET /api/v1/clusters/{name}` (`pipelineHealth`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<PipelineHealthView>,
 }
 
 /// How many clusters are in each state.

@@ -463,7 +463,7 @@ fn pipeline_paths<P: PipelineKind>(
             vec![shared.name.clone(), shared.tenant_target.clone()], None, responses(vec![("204", no_content())]), DELETE),
     }));
     paths.insert(format!("{base}/{{name}}/status"), json!({
-        "get": answers.operation(&op("get", false).replace(noun, &format!("{noun}Status")), tag, &format!("Read a {kind}'s conditions."),
+        "get": answers.operation(&op("get", false).replace(noun, &format!("{noun}Status")), tag, &format!("Read a {kind}'s conditions and, per cluster, its live agent instances: how many report, how many are affected, and the worst."),
             vec![shared.name.clone(), shared.tenant_target.clone()], None,
             responses(vec![("200", ok("The status.", s.of::<PipelineStatusView>()))]), READ_ONE),
     }));

@@ -32,7 +32,8 @@ use serde_yaml::{Mapping, Value};
 
 use super::auth::Caller;
 use super::model::{
-    AppliedPipeline, ApplyResult, FieldProblem, PipelineList, PipelineStatusView, PipelineView,
+    AppliedPipeline, ApplyResult, FieldProblem, PipelineHealthView, PipelineList,
+    PipelineStatusView, PipelineView,
 };
 use super::redact::{redact, restore_redacted};
 use super::{ApiError, ApiState, BodyFormat, body_format, now_ms};
@@ -441,13 +442,41 @@ pub async fn status<P: PipelineKind>(
     query: Result<Query<PipelineQuery>, QueryRejection>,
 ) -> Result<Json<PipelineStatusView>, ApiError> {
     let row = find::<P>(&caller, &state, name, query).await?;
+    let clusters = instances_by_cluster::<P>(&state, row.tenant(), row.name()).await?;
     Ok(Json(PipelineStatusView {
         tenant: row.tenant().to_owned(),
         kind: P::KIND.to_owned(),
         name: row.name().to_owned(),
         generation: row.generation(),
         status: row.status().clone(),
+        clusters,
     }))
+}
+
+/// The pipeline's health on each of the tenant's live clusters whose instances report
+/// on it, by cluster name: the cluster view's `pipelineHealth` entry for it.
+async fn instances_by_cluster<P: PipelineKind>(
+    state: &ApiState,
+    tenant: &str,
+    name: &str,
+) -> Result<Vec<PipelineHealthView>, ApiError> {
+    let clusters: Vec<_> = (state.store.list_clusters(Some(tenant)).await?)
+        .into_iter()
+        .filter(|cluster| !cluster.state.is_tombstone())
+        .collect();
+    let ids: Vec<String> = clusters.iter().map(|c| c.id.clone()).collect();
+    let mut live = state.store.instance_health_of(&ids).await?;
+    Ok(clusters
+        .into_iter()
+        .filter_map(|cluster| {
+            let pipelines = live.remove(&cluster.id)?;
+            let instances = (pipelines.iter()).find(|p| p.kind == P::KIND && p.pipeline == name)?;
+            Some(super::clusters::pipeline_health_view(
+                Some(cluster.name),
+                instances,
+            ))
+        })
+        .collect())
 }
 
 /// `DELETE /api/v1/pipelines/{name}`.

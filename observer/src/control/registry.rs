@@ -16,9 +16,11 @@ pub(super) struct StreamRegistry {
 }
 
 /// This replica's open streams of one cluster. They share one connection id, chosen
-/// when the first of them opened and released in the store when the last one ends, so
-/// that overlapping streams of one agent on this replica (a reconnect before the old
-/// stream was noticed gone) count as one connection.
+/// when the first of them opened and released in the store when the last
+/// cluster-level stream ends, so that overlapping streams of one agent on this replica
+/// (a reconnect before the old stream was noticed gone) count as one connection. The
+/// cluster's connection is its cluster-level instance's: node instances' streams are
+/// here to be woken, but neither hold nor release it.
 pub(super) struct ClusterStreams {
     connection_id: String,
     streams: Vec<StreamEntry>,
@@ -31,6 +33,9 @@ pub(super) struct StreamEntry {
     /// Set with a wake when the cluster's registration changed, so the stream reads
     /// it again; a pipeline change wakes it without (the cluster is unchanged).
     pub(super) cluster_changed: Arc<AtomicBool>,
+    /// Whether this is the cluster-level instance's stream, the one whose connection
+    /// is the cluster's.
+    pub(super) cluster_level: bool,
 }
 
 impl StreamRegistry {
@@ -79,18 +84,20 @@ impl StreamRegistry {
         streams.connection_id.clone()
     }
 
-    /// Removes a stream; returns the connection id to release if it was the last of
-    /// its cluster on this replica.
+    /// Removes a stream; returns the connection id to release if it was the last
+    /// cluster-level stream of its cluster on this replica.
     pub(super) fn remove(&mut self, cluster: &str, id: u64) -> Option<String> {
         let streams = self.by_cluster.get_mut(cluster)?;
-        streams.streams.retain(|entry| entry.id != id);
+        let position = streams.streams.iter().position(|entry| entry.id == id)?;
+        let removed = streams.streams.swap_remove(position);
+        let connection_id = streams.connection_id.clone();
         if streams.streams.is_empty() {
-            self.by_cluster
-                .remove(cluster)
-                .map(|streams| streams.connection_id)
-        } else {
-            None
+            self.by_cluster.remove(cluster);
         }
+        let cluster_level_left = (self.by_cluster.get(cluster).into_iter())
+            .flat_map(|c| &c.streams)
+            .any(|entry| entry.cluster_level);
+        (removed.cluster_level && !cluster_level_left).then_some(connection_id)
     }
 }
 
@@ -111,7 +118,36 @@ pub(super) mod tests {
             tenant: "shop".into(),
             wake: Arc::new(Notify::new()),
             cluster_changed: Arc::new(AtomicBool::new(false)),
+            cluster_level: true,
         }
+    }
+
+    fn node_entry(id: u64) -> StreamEntry {
+        StreamEntry {
+            cluster_level: false,
+            ..entry(id)
+        }
+    }
+
+    /// Issue 16: node instances' streams neither hold nor release the cluster's
+    /// connection, which is its cluster-level instance's.
+    #[test]
+    fn node_streams_neither_hold_nor_release_the_clusters_connection() {
+        let mut registry = StreamRegistry::default();
+        let connection = registry.add("c1", "r", entry(1));
+        registry.add("c1", "r", node_entry(2));
+        // A node leaving releases nothing.
+        assert_eq!(registry.remove("c1", 2), None);
+        registry.add("c1", "r", node_entry(3));
+        // The cluster-level stream leaving releases the connection though a node's
+        // stream stays open.
+        assert_eq!(registry.remove("c1", 1), Some(connection.clone()));
+        // A cluster-level stream coming back shares the id again; the node's stream
+        // still releases nothing.
+        assert_eq!(registry.add("c1", "r", entry(4)), connection);
+        assert_eq!(registry.remove("c1", 3), None);
+        assert_eq!(registry.remove("c1", 4), Some(connection));
+        assert_eq!(registry.remove("c1", 4), None, "released once");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use kaas_pipeline::role::AgentRole;
 use kaas_proto::control::v1::agent_control_server::AgentControl;
 use kaas_proto::control::v1::{
     AgentHello, AgentMessage, JoinRequest, JoinResponse, ObserverMessage, agent_message,
@@ -242,6 +243,8 @@ impl AgentControl for ControlService {
         // Registered before it is recorded as connected, so that an older stream of the
         // cluster ending meanwhile sees this one and does not release the connection.
         let id = inner.next_stream_id.fetch_add(1, Ordering::Relaxed);
+        let role = role_of(&hello);
+        let cluster_level = role == AgentRole::Cluster;
         let wake = Arc::new(Notify::new());
         let cluster_changed = Arc::new(AtomicBool::new(false));
         let connection_id = lock(&inner.streams).add(
@@ -252,23 +255,28 @@ impl AgentControl for ControlService {
                 tenant: cluster.tenant.clone(),
                 wake: wake.clone(),
                 cluster_changed: cluster_changed.clone(),
+                cluster_level,
             },
         );
         if inner.clusters_routed.load(Ordering::Acquire) != routed_before {
             cluster_changed.store(true, Ordering::Release);
         }
-        // Seen and connected in one write.
-        if let Err(error) = inner
-            .store
-            .report(ReportWrite::Seen {
-                cluster: cluster.id.clone(),
-                instance_id: hello.agent_instance_id.clone(),
-                version: hello.agent_version.clone(),
-                at_ms: now_ms(),
-                connection: Some(connection_id.clone()),
-            })
-            .await
-        {
+        // Seen and connected in one write. The cluster's agent (process, version,
+        // connection, last sign of life) is its cluster-level instance: a node
+        // instance connecting is tracked by its own health reports
+        // (`instance_health`), never as the cluster's agent.
+        let seen = cluster_level.then(|| ReportWrite::Seen {
+            cluster: cluster.id.clone(),
+            instance_id: hello.agent_instance_id.clone(),
+            version: hello.agent_version.clone(),
+            at_ms: now_ms(),
+            connection: Some(connection_id.clone()),
+        });
+        let recorded = match seen {
+            Some(seen) => inner.store.report(seen).await,
+            None => Ok(()),
+        };
+        if let Err(error) = recorded {
             // Nothing was recorded under this stream; another stream of the cluster on
             // this replica (if any) keeps the connection.
             lock(&inner.streams).remove(&cluster.id, id);
@@ -301,7 +309,7 @@ impl AgentControl for ControlService {
             version: hello.agent_version.clone(),
             accepts_remote_config: accepts_remote_config(&hello),
             runs_trace_pipelines: runs_trace_pipelines(&hello),
-            role: role_of(&hello),
+            role,
             agent_hash: hello.last_applied_config_hash.clone(),
             last_sent: None,
             awaiting_answer: None,

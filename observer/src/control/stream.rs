@@ -483,11 +483,18 @@ impl AgentStream {
                 self.cluster, hello.cluster_id
             ))));
         }
+        // The role decides which reports are the cluster's and whether the stream
+        // holds the cluster's connection (see the registry): fixed for the stream.
+        if role_of(&hello) != self.role {
+            return Err(StreamEnd::Refused(Status::failed_precondition(format!(
+                "the stream was opened by a {} instance; a new role needs a new stream",
+                self.role.as_str()
+            ))));
+        }
         self.instance_id = hello.agent_instance_id.clone();
         self.version = hello.agent_version.clone();
         self.accepts_remote_config = accepts_remote_config(&hello);
         self.runs_trace_pipelines = runs_trace_pipelines(&hello);
-        self.role = role_of(&hello);
         self.agent_hash = hello.last_applied_config_hash;
         // Offer again whatever the agent does not run.
         self.last_sent = None;

@@ -22,8 +22,9 @@ use crate::store::{StoreError, now_ms};
 /// Certificate requests one stream may make: a renewal, a retry of it, and the
 /// certificates a default instance asks for its cluster's other instances as they come
 /// up. An agent asking for more is refused on this stream (it may reconnect), so it
-/// cannot make the observer sign and record certificates at network speed.
-pub const MAX_CERTIFICATE_REQUESTS_PER_STREAM: u32 = 64;
+/// cannot make the observer sign and record certificates at network speed. Defined
+/// with the contract, beside the share the agent uses for node certificates.
+pub use kaas_proto::control::MAX_CERTIFICATE_REQUESTS_PER_STREAM;
 
 /// The identity a verified client certificate carries.
 pub(super) struct PeerIdentity {

@@ -10,7 +10,12 @@
 //!   limit is dropped and counted; the tenant's known series go on. Retrying would not
 //!   help, so the request is not refused for it.
 //!
-//! Both maps are bounded: at most `max_tenants` tenants (idle ones are forgotten first;
+//! - **Log bytes per second** (the Loki route, [`LogRateLimiter`]): a token bucket per
+//!   tenant over the bytes of its entries (lines and structured metadata, what Loki's
+//!   own `ingestion_rate_mb` counts), refusing a push whole with 429 and `Retry-After`
+//!   the same way; the node agents keep the lines in their buffers meanwhile.
+//!
+//! The maps are bounded: at most `max_tenants` tenants (idle ones are forgotten first;
 //! when every slot is busy a new tenant is refused) and at most `max_tracked_series`
 //! series in all, whatever each tenant's limit says. Limits are per replica: with `n`
 //! replicas behind a Service a tenant can send up to `n` times a limit; set the flags
@@ -32,6 +37,10 @@ pub const ACTIVE_SERIES_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// few seconds (and catch up after a pause), so a few seconds of burst keep a tenant
 /// at its rate from being refused for the shape of its traffic.
 pub const BURST_SECONDS: u64 = 5;
+/// How long a tenant of the log limiter may stay idle before its slot can go to
+/// another tenant when the table is full: long past any agent's retry backoff, so a
+/// tenant being refused keeps its (empty) bucket rather than getting a full one back.
+pub const LOG_TENANT_IDLE_AFTER: Duration = Duration::from_secs(5 * 60);
 /// How often at most a tenant's stale series are swept (sweeping is linear in them).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often at most a tenant at its series limit is swept: often enough that a slot
@@ -59,6 +68,8 @@ pub enum LimitKind {
     TrackedSeries,
     /// The gateway tracks `max_tenants` busy tenants already.
     Tenants,
+    /// The tenant is over its log bytes per second (the Loki route).
+    LogBytesPerSecond,
 }
 
 impl LimitKind {
@@ -69,6 +80,7 @@ impl LimitKind {
             Self::ActiveSeries => "active_series",
             Self::TrackedSeries => "tracked_series",
             Self::Tenants => "tenants",
+            Self::LogBytesPerSecond => "log_bytes_per_second",
         }
     }
 }
@@ -91,10 +103,47 @@ pub struct Admitted {
     pub dropped: Vec<(LimitKind, usize)>,
 }
 
-struct TenantState {
-    /// Tokens (samples) in the bucket.
+/// A token bucket: refilled at `rate` per second up to `capacity`.
+struct TokenBucket {
     tokens: f64,
     refilled: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    fn full(capacity: f64, now: Instant) -> Self {
+        Self {
+            tokens: capacity,
+            refilled: now,
+        }
+    }
+
+    /// Takes `amount` at `now`, or says how long until the bucket holds it (at least a
+    /// second, at most a minute: `Retry-After` is in whole seconds, and an agent
+    /// should look again within a minute).
+    fn take(
+        &mut self,
+        amount: f64,
+        rate: f64,
+        capacity: f64,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(capacity);
+        self.refilled = now;
+        if amount > self.tokens {
+            let missing = amount - self.tokens;
+            let wait = if rate > 0.0 { missing / rate } else { 60.0 };
+            return Err(Duration::from_secs_f64(wait.clamp(1.0, 60.0)));
+        }
+        self.tokens -= amount;
+        Ok(())
+    }
+}
+
+struct TenantState {
+    /// The bucket of samples.
+    bucket: TokenBucket,
     /// Series hash → last seen.
     series: HashMap<u64, Instant>,
     swept: Instant,
@@ -151,8 +200,7 @@ impl IngestLimiter {
             tables.tenants.insert(
                 tenant.to_owned(),
                 TenantState {
-                    tokens: capacity,
-                    refilled: now,
+                    bucket: TokenBucket::full(capacity, now),
                     series: HashMap::new(),
                     swept: now,
                     last_active: now,
@@ -168,21 +216,13 @@ impl IngestLimiter {
             });
         };
         state.last_active = now;
-        let elapsed = now.saturating_duration_since(state.refilled).as_secs_f64();
-        state.tokens = (state.tokens + elapsed * rate).min(capacity);
-        state.refilled = now;
         let samples: usize = series.iter().map(|s| s.samples.len()).sum();
-        let samples = samples as f64;
-        if samples > state.tokens {
-            let missing = samples - state.tokens;
-            let wait = if rate > 0.0 { missing / rate } else { 60.0 };
-            return Err(Refused {
+        (state.bucket)
+            .take(samples as f64, rate, capacity, now)
+            .map_err(|retry_after| Refused {
                 limit: LimitKind::SamplesPerSecond,
-                retry_after: Duration::from_secs_f64(wait.clamp(1.0, 60.0))
-                    .max(Duration::from_secs(1)),
-            });
-        }
-        state.tokens -= samples;
+                retry_after,
+            })?;
 
         let since_sweep = now.saturating_duration_since(state.swept);
         if since_sweep >= SWEEP_INTERVAL
@@ -255,6 +295,62 @@ impl IngestLimiter {
                 retry_after: SWEEP_INTERVAL,
             })
         }
+    }
+}
+
+/// Log bytes per second per tenant, for the Loki route (see the module documentation).
+pub struct LogRateLimiter {
+    /// Bytes per second each tenant may send (sustained).
+    bytes_per_second: u64,
+    max_tenants: usize,
+    tenants: Mutex<HashMap<String, (TokenBucket, Instant)>>,
+}
+
+impl LogRateLimiter {
+    /// A limiter with no tenant yet: each tenant may send `bytes_per_second`, with
+    /// [`BURST_SECONDS`] of it at once; at most `max_tenants` are tracked.
+    pub fn new(bytes_per_second: u64, max_tenants: usize) -> Self {
+        Self {
+            bytes_per_second,
+            max_tenants,
+            tenants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many tenants are tracked now.
+    pub fn tracked(&self) -> usize {
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Takes a push of `bytes` from `tenant` at `now`, or refuses it whole. A push
+    /// larger than the burst costs the whole burst: it passes when the bucket is full,
+    /// and is never refused for its size alone (the body limits bound it).
+    pub fn admit(&self, tenant: &str, bytes: u64, now: Instant) -> Result<(), Refused> {
+        let capacity = self.bytes_per_second.saturating_mul(BURST_SECONDS) as f64;
+        let rate = self.bytes_per_second as f64;
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if !tenants.contains_key(tenant) && tenants.len() >= self.max_tenants {
+            tenants.retain(|_, (_, last)| {
+                now.saturating_duration_since(*last) < LOG_TENANT_IDLE_AFTER
+            });
+            if tenants.len() >= self.max_tenants {
+                return Err(Refused {
+                    limit: LimitKind::Tenants,
+                    retry_after: SWEEP_INTERVAL,
+                });
+            }
+        }
+        let (bucket, last) = tenants
+            .entry(tenant.to_owned())
+            .or_insert_with(|| (TokenBucket::full(capacity, now), now));
+        *last = now;
+        let amount = (bytes as f64).min(capacity);
+        bucket
+            .take(amount, rate, capacity, now)
+            .map_err(|retry_after| Refused {
+                limit: LimitKind::LogBytesPerSecond,
+                retry_after,
+            })
     }
 }
 
@@ -342,5 +438,35 @@ mod tests {
         let later = now + ACTIVE_SERIES_WINDOW;
         assert!(limiter.admit("cafe", vec![series("x", 1)], later).is_ok());
         assert_eq!(limiter.tracked(), (1, 1));
+    }
+
+    /// Issue 16: log pushes are limited per tenant in bytes per second, refused whole
+    /// with when to retry; another tenant has its own bucket, and the tenants tracked
+    /// are bounded, idle ones giving their slot up.
+    #[test]
+    fn log_bytes_are_limited_per_tenant_and_the_tenants_are_bounded() {
+        let limiter = LogRateLimiter::new(100, 2);
+        let start = Instant::now();
+        // The bucket holds five seconds: 500 bytes.
+        assert!(limiter.admit("shop", 400, start).is_ok());
+        let refused = limiter.admit("shop", 300, start).unwrap_err();
+        assert_eq!(refused.limit, LimitKind::LogBytesPerSecond);
+        assert_eq!(refused.retry_after, Duration::from_secs(2));
+        assert!(limiter.admit("bank", 500, start).is_ok());
+        assert!(
+            limiter
+                .admit("shop", 300, start + Duration::from_secs(2))
+                .is_ok()
+        );
+        // A push above the burst passes on a full bucket, and empties it.
+        let rested = start + Duration::from_secs(60);
+        assert!(limiter.admit("bank", 10_000, rested).is_ok());
+        assert!(limiter.admit("bank", 1, rested).is_err());
+        // A third tenant finds no slot while the two are busy, and takes an idle one.
+        let refused = limiter.admit("cafe", 1, rested).unwrap_err();
+        assert_eq!(refused.limit, LimitKind::Tenants);
+        let later = rested + LOG_TENANT_IDLE_AFTER;
+        assert!(limiter.admit("cafe", 1, later).is_ok());
+        assert_eq!(limiter.tracked(), 1);
     }
 }

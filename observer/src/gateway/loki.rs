@@ -7,8 +7,10 @@
 //! Each request goes identity ([`super::peer`], the same certificate checks and
 //! revocation as metrics) → tenant header check → bounded read and decode
 //! ([`kaas_series::loki`]: the body limit while reading, the declared snappy size, the
-//! message count, the label limits of each stream) → [`stamp_streams`] → the Loki
-//! upstream ([`super::forward`], `X-Scope-OrgID` set by the gateway).
+//! message count, the label limits of each stream) → [`stamp_streams`] → the tenant's
+//! rate ([`super::limits::LogRateLimiter`], log bytes per second: 429 with
+//! `Retry-After` when over it) → the Loki upstream ([`super::forward`], `X-Scope-OrgID`
+//! set by the gateway).
 //!
 //! # What a sender cannot choose
 //!
@@ -23,10 +25,12 @@
 //!   gateway set.
 //!
 //! What it can still do: forge lines of its own cluster (a tenant is cluster-admin and
-//! can run pods in `kube-system`). Ingest rates are Loki's per-tenant limits, which
-//! hold because the tenant is the certificate's.
+//! can run pods in `kube-system`), up to its rate on this replica
+//! (`--max-log-bytes-per-second-per-tenant`); Loki's own per-tenant limits hold behind
+//! it because the tenant is the certificate's.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -39,7 +43,7 @@ use kaas_series::{DecodeError, PushLimits};
 
 use super::peer::identify;
 use super::rewrite::{CLUSTER_LABEL, ClusterIdentity, EXPORTED_PREFIX, TENANT_LABEL, stamp};
-use super::server::{AgentPeer, GatewayState, answer_on, read_body, standing_refusal};
+use super::server::{AgentPeer, GatewayState, answer_on, over_limit, read_body, standing_refusal};
 use crate::internal_events::GatewayLogsForwarded;
 
 /// Where the central log pipeline pushes: Loki's push path, so the gateway's base URL
@@ -48,16 +52,26 @@ pub use crate::rendering::central_logs::GATEWAY_LOGS_PATH as LOGS_PATH;
 /// The `path` label of the Loki route's requests on `kaas_gateway_requests_total`.
 pub const PATH_LABEL: &str = "logs";
 
+/// What a push holds: its entries, and their bytes as Loki's ingestion rate counts
+/// them (lines and structured metadata).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushSize {
+    /// Log entries.
+    pub entries: usize,
+    /// Bytes of their lines and structured metadata.
+    pub bytes: u64,
+}
+
 /// `streams` with `cluster` and `tenant` set from `identity` on each (conflicting sent
 /// values kept under `exported_…`) and structured metadata of those names renamed;
-/// refused when a stream's labels are malformed or over `limits`. Also says how many
-/// entries the request holds.
+/// refused when a stream's labels are malformed or over `limits`. Also says what the
+/// request holds.
 pub fn stamp_streams(
     mut request: PushRequest,
     identity: &ClusterIdentity,
     limits: &PushLimits,
-) -> Result<(PushRequest, usize), DecodeError> {
-    let mut entries = 0;
+) -> Result<(PushRequest, PushSize), DecodeError> {
+    let mut size = PushSize::default();
     for stream in &mut request.streams {
         let sent = kaas_series::loki::parse_stream_labels(&stream.labels, limits)?;
         let labels = Labels::from_pairs(sent.iter().map(|(n, v)| (n.as_str(), v.as_str())));
@@ -68,7 +82,15 @@ pub fn stamp_streams(
         stream.labels = kaas_series::loki::format_stream_labels(&stamped);
         // Loki computes the hash itself; a sent one would describe the old labels.
         stream.hash = 0;
-        entries += stream.entries.len();
+        size.entries += stream.entries.len();
+        for entry in &stream.entries {
+            let metadata = (entry.structured_metadata.iter())
+                .map(|pair| pair.name.len() + pair.value.len())
+                .sum::<usize>();
+            size.bytes = size
+                .bytes
+                .saturating_add((entry.line.len() + metadata) as u64);
+        }
         for pair in stream
             .entries
             .iter_mut()
@@ -79,7 +101,7 @@ pub fn stamp_streams(
             }
         }
     }
-    Ok((request, entries))
+    Ok((request, size))
 }
 
 /// Why the request's headers are refused, with the status, if they are: another
@@ -147,7 +169,7 @@ pub(super) async fn receive(
     };
     let stamped = kaas_series::loki::decode(&body, &state.push_limits)
         .and_then(|request| stamp_streams(request, &identity, &state.push_limits));
-    let (request, entries) = match stamped {
+    let (request, size) = match stamped {
         Ok(stamped) => stamped,
         Err(error) => {
             let status = if error.is_too_large() {
@@ -159,14 +181,18 @@ pub(super) async fn receive(
         }
     };
     drop(body);
-    if entries == 0 {
+    if size.entries == 0 {
         return answer(StatusCode::NO_CONTENT, String::new());
+    }
+    let admitted = (state.log_limiter).admit(&identity.tenant, size.bytes, Instant::now());
+    if let Err(refused) = admitted {
+        return over_limit(metrics, PATH_LABEL, &identity.tenant, refused);
     }
     let upstream = upstream.send_loki(&identity.tenant, &request).await;
     if upstream.status.is_success() {
         GatewayLogsForwarded {
             tenant: &identity.tenant,
-            entries,
+            entries: size.entries,
         }
         .emit(metrics);
     }
@@ -216,9 +242,15 @@ mod tests {
                 stream(r#"{cluster="shop.edge", tenant="shop"}"#, &[]),
             ],
         };
-        let (stamped, entries) =
-            stamp_streams(request, &identity(), &PushLimits::default()).unwrap();
-        assert_eq!(entries, 3);
+        let (stamped, size) = stamp_streams(request, &identity(), &PushLimits::default()).unwrap();
+        // Three one-byte lines and 10 + 16 + 6 bytes of structured metadata.
+        assert_eq!(
+            size,
+            PushSize {
+                entries: 3,
+                bytes: 35
+            }
+        );
         let labels: Vec<&str> = stamped.streams.iter().map(|s| s.labels.as_str()).collect();
         assert_eq!(
             labels,

@@ -75,7 +75,7 @@ use kaas_series::PushLimits;
 use prometheus_client::registry::Registry;
 
 use self::forward::Upstream;
-use self::limits::{IngestLimiter, TenantLimits};
+use self::limits::{IngestLimiter, LogRateLimiter, TenantLimits};
 use self::server::GatewayState;
 use crate::control::accept::HandshakeLimits;
 use crate::identity::{CA_CERT_FILE, PREVIOUS_CA_CERT_FILE};
@@ -102,6 +102,13 @@ pub const DEFAULT_MAX_ACTIVE_SERIES_PER_TENANT: usize = 500_000;
 /// Samples per second per tenant and replica: 500,000 series scraped every 30 s are
 /// about 17,000 samples/s; twice that leaves room for catching up after an outage.
 pub const DEFAULT_MAX_SAMPLES_PER_SECOND_PER_TENANT: u64 = 35_000;
+/// Log bytes per second per tenant and replica on the Loki route: Loki's own default
+/// per-tenant `ingestion_rate_mb` (4 MiB/s), so the gateway answers a tenant over it
+/// with 429 and `Retry-After` before Loki refuses it, and one tenant's node agents
+/// catching up after an outage cannot take the whole gateway. The central log pipeline
+/// (the control plane, the kubelet and containerd at info level) sends far less than
+/// that per cluster.
+pub const DEFAULT_MAX_LOG_BYTES_PER_SECOND_PER_TENANT: u64 = 4 << 20;
 /// Tenants one replica tracks at once.
 pub const DEFAULT_MAX_TENANTS: usize = 10_000;
 /// Series one replica tracks, all tenants together: bounds the limiter's memory (about
@@ -174,7 +181,11 @@ pub struct GatewayArgs {
     /// Samples per second per tenant on this replica.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SAMPLES_PER_SECOND_PER_TENANT)]
     pub max_samples_per_second_per_tenant: u64,
-    /// Tenants this replica tracks at once.
+    /// Log bytes (lines and structured metadata) per second per tenant on this
+    /// replica's Loki route.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LOG_BYTES_PER_SECOND_PER_TENANT)]
+    pub max_log_bytes_per_second_per_tenant: u64,
+    /// Tenants this replica tracks at once (each limiter).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TENANTS)]
     pub max_tenants: usize,
     /// Series this replica tracks, all tenants together.
@@ -230,6 +241,8 @@ pub struct GatewaySettings {
     pub tenant_header: String,
     /// Per-tenant limits.
     pub limits: TenantLimits,
+    /// `--max-log-bytes-per-second-per-tenant`.
+    pub max_log_bytes_per_second: u64,
     /// `--max-tenants`.
     pub max_tenants: usize,
     /// `--max-tracked-series`.
@@ -273,6 +286,10 @@ impl GatewaySettings {
                 "max-samples-per-second-per-tenant",
                 usize::try_from(args.max_samples_per_second_per_tenant).unwrap_or(usize::MAX),
             ),
+            (
+                "max-log-bytes-per-second-per-tenant",
+                usize::try_from(args.max_log_bytes_per_second_per_tenant).unwrap_or(usize::MAX),
+            ),
         ] {
             if value == 0 {
                 problems.push(format!("--{flag}: must be at least 1"));
@@ -291,6 +308,7 @@ impl GatewaySettings {
                     max_active_series: args.max_active_series_per_tenant,
                     max_samples_per_second: args.max_samples_per_second_per_tenant,
                 },
+                max_log_bytes_per_second: args.max_log_bytes_per_second_per_tenant,
                 max_tenants: args.max_tenants,
                 max_tracked_series: args.max_tracked_series,
                 push_limits,
@@ -433,6 +451,7 @@ pub async fn state(
             settings.max_tenants,
             settings.max_tracked_series,
         ),
+        log_limiter: LogRateLimiter::new(settings.max_log_bytes_per_second, settings.max_tenants),
         upstream,
         loki,
         metrics: GatewayMetrics::default(),

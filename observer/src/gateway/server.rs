@@ -23,7 +23,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 
 use super::forward::Upstream;
-use super::limits::{IngestLimiter, Refused};
+use super::limits::{IngestLimiter, LogRateLimiter, Refused};
 use super::peer::identify;
 use super::rewrite::{Origin, admits, rewrite};
 use super::standing::{CertificateStandings, StandingRefusal};
@@ -179,6 +179,8 @@ pub struct GatewayState {
     pub push_limits: PushLimits,
     /// The tenants' limits.
     pub limiter: IngestLimiter,
+    /// The tenants' log rates on the Loki route.
+    pub log_limiter: LogRateLimiter,
     /// Thanos receive.
     pub upstream: Upstream,
     /// The central Loki (`--loki-upstream-url`); `None`: the Loki route answers 404.
@@ -248,6 +250,30 @@ pub(super) fn answer_on(
     (status, reason).into_response()
 }
 
+/// The 429 answer to a request of `tenant` on the path labelled `path` that a limit
+/// refused, with `Retry-After`; counted as a refusal of that limit.
+pub(super) fn over_limit(
+    metrics: &GatewayMetrics,
+    path: &'static str,
+    tenant: &str,
+    Refused { limit, retry_after }: Refused,
+) -> Response {
+    GatewayRefused {
+        tenant,
+        limit: limit.as_str(),
+    }
+    .emit(metrics);
+    let reason = format!(
+        "tenant {tenant:?} is over its ingest limit ({}); retry later",
+        limit.as_str()
+    );
+    let mut response = answer_on(metrics, path, StatusCode::TOO_MANY_REQUESTS, reason);
+    if let Ok(value) = retry_after.as_secs().max(1).to_string().parse() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 async fn receive(
     State(state): State<Arc<GatewayState>>,
     ConnectInfo(peer): ConnectInfo<AgentPeer>,
@@ -301,26 +327,8 @@ async fn receive(
         .admit(&identity.tenant, rewritten.series, Instant::now())
     {
         Ok(admitted) => admitted,
-        Err(Refused { limit, retry_after }) => {
-            GatewayRefused {
-                tenant: &identity.tenant,
-                limit: limit.as_str(),
-            }
-            .emit(metrics);
-            let mut response = answer(
-                metrics,
-                origin,
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "tenant {:?} is over its ingest limit ({}); retry later",
-                    identity.tenant,
-                    limit.as_str()
-                ),
-            );
-            if let Ok(value) = retry_after.as_secs().max(1).to_string().parse() {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            return response;
+        Err(refused) => {
+            return over_limit(metrics, origin.as_str(), &identity.tenant, refused);
         }
     };
     for (limit, count) in &admitted.dropped {

@@ -39,7 +39,7 @@ pub struct RequestLabels {
 pub struct RefusalLabels {
     /// The tenant.
     pub tenant: String,
-    /// `samples_per_second` or `tenants`.
+    /// A [`LimitKind`](crate::gateway::limits::LimitKind) label value.
     pub limit: &'static str,
 }
 
@@ -148,7 +148,7 @@ impl GatewayAnswered {
 pub struct GatewayRefused<'a> {
     /// The tenant, from the agent's certificate.
     pub tenant: &'a str,
-    /// `samples_per_second` or `tenants`.
+    /// A [`LimitKind`](crate::gateway::limits::LimitKind) label value.
     pub limit: &'static str,
 }
 

@@ -13,7 +13,7 @@
 //! | `kube-state-metrics` | `kaas-central` | the Service [`KUBE_STATE_METRICS_ADDRESS`] installed with the agent, `honor_labels` (its `namespace`/`pod` are the objects') |
 //! | `node-exporter` | `kaas-central` | the DaemonSet's pods in [`NODE_EXPORTER_NAMESPACE`], found by their `prometheus.io` annotations; also a fixed `host:port` where one is set ([`CentralPipelineSettings::node_exporter_address`]) |
 //! | `apiserver`, `kube-scheduler`, `kube-controller-manager`, `etcd`, `coredns` | `kaas-central` | the cluster's control-plane setting ([`crate::control_plane`]) |
-//! | [`AGENT_JOB`] | `kaas-central-agent` | the agent's own `/metrics` |
+//! | [`AGENT_JOB`] | `kaas-central-agent` | the agent's own `/metrics`, and the node agents' (their pods in [`NODE_EXPORTER_NAMESPACE`] labelled [`NODE_AGENT_APP`], found by their `prometheus.io` annotations), each node agent with its `node` |
 //!
 //! Annotated workloads are collected from every namespace, `kube-system` included: the
 //! provider's pipeline watches the whole cluster, while tenant pipelines keep leaving
@@ -108,6 +108,11 @@ pub const NODE_EXPORTER_JOB: &str = "node-exporter";
 pub const NODE_EXPORTER_NAMESPACE: &str = "kaas-observer-node";
 /// The `app.kubernetes.io/name` of the node-exporter pods.
 pub const NODE_EXPORTER_APP: &str = "node-exporter";
+/// The `app.kubernetes.io/name` of the node agents' pods
+/// (`deploy/agent/base/node-agent.yaml`), in [`NODE_EXPORTER_NAMESPACE`]: their own
+/// `/metrics` (log buffers, dropped records, input health) go with the cluster-level
+/// agent's through the gateway's agent path, as [`AGENT_JOB`].
+pub const NODE_AGENT_APP: &str = "cluster-agent-node";
 
 /// Whether `name` is reserved for the observer's own pipelines. The API should refuse
 /// tenant pipelines with such names.
@@ -200,6 +205,18 @@ impl CentralPipelineSettings {
         self.validated().map_or(
             kaas_pipeline::buffer::DEFAULT_BUFFER_MAX_BYTES,
             |pipelines| pipelines.iter().map(|p| p.buffer.max_bytes.get()).sum(),
+        )
+    }
+
+    /// What the central log pipeline's buffer may hold on every node (its `maxBytes`;
+    /// 0 without `logs`), which the observer reserves in each node's buffer budget.
+    pub fn node_buffer_max_bytes(&self) -> u64 {
+        if !self.logs {
+            return 0;
+        }
+        super::central_logs::central_log_pipeline(self).map_or(
+            kaas_pipeline::buffer::DEFAULT_BUFFER_MAX_BYTES,
+            |pipeline| pipeline.buffer.max_bytes.get(),
         )
     }
 
@@ -303,7 +320,8 @@ impl CentralPipelineSettings {
         )
     }
 
-    /// The agent's self-scrape pipeline: its own `/metrics`, nothing else.
+    /// The agents' self-scrape pipeline: the cluster-level agent's own `/metrics`
+    /// and its node agents', nothing else.
     fn agent_resource(&self) -> MetricPipeline {
         let input = Input {
             scrape_interval: self.scrape.interval.clone(),
@@ -314,12 +332,24 @@ impl CentralPipelineSettings {
                     ..StaticTargetGroup::default()
                 }],
             }),
+            // The node agents' pods, by their annotations, in their namespace only.
+            prometheus: Some(WorkloadInput {
+                enabled: true,
+                namespaces: NamespaceSelector {
+                    include: vec![NODE_EXPORTER_NAMESPACE.to_owned()],
+                    ..NamespaceSelector::default()
+                },
+            }),
             ..Input::default()
         };
         MetricPipeline::new(
             CENTRAL_AGENT_PIPELINE_NAME,
             MetricPipelineSpec {
                 input,
+                processors: Processors {
+                    relabel_configs: node_agent_rules(),
+                    ..Processors::default()
+                },
                 output: self.output(GATEWAY_AGENT_PATH),
                 buffer: Buffer {
                     max_bytes: Some(ByteSize::Bytes(AGENT_PIPELINE_BUFFER_MAX_BYTES)),
@@ -378,6 +408,50 @@ fn workload_namespaces(
     }
 }
 
+/// The node agents' pods, by namespace and app label (a pod elsewhere, or another
+/// app's in that namespace, cannot pass for one).
+fn node_agent_selector() -> (Vec<String>, String) {
+    let source = [
+        "__meta_kubernetes_namespace",
+        "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+    ];
+    (
+        source.map(str::to_owned).to_vec(),
+        format!("{NODE_EXPORTER_NAMESPACE};{NODE_AGENT_APP}"),
+    )
+}
+
+/// Target relabel rules of the agents' self-scrape: a node agent's pod becomes
+/// [`AGENT_JOB`] with its `node`; every other discovered target is dropped (the
+/// cluster-level agent's static target has that job already).
+fn node_agent_rules() -> Vec<RelabelConfig> {
+    let (source, regex) = node_agent_selector();
+    vec![
+        RelabelConfig {
+            source_labels: Some(source),
+            regex: Some(regex),
+            target_label: Some("job".to_owned()),
+            replacement: Some(AGENT_JOB.to_owned()),
+            action: Some("replace".to_owned()),
+            ..RelabelConfig::default()
+        },
+        RelabelConfig {
+            source_labels: Some(vec!["job".to_owned()]),
+            regex: Some(AGENT_JOB.to_owned()),
+            action: Some("keep".to_owned()),
+            ..RelabelConfig::default()
+        },
+        RelabelConfig {
+            source_labels: Some(vec!["__meta_kubernetes_pod_node_name".to_owned()]),
+            regex: Some("(.+)".to_owned()),
+            target_label: Some("node".to_owned()),
+            replacement: Some("$1".to_owned()),
+            action: Some("replace".to_owned()),
+            ..RelabelConfig::default()
+        },
+    ]
+}
+
 /// Target relabel rules naming the jobs of the producers found by discovery: the
 /// node-exporter pods (by namespace and app label, so a workload elsewhere cannot pass
 /// for one) and the annotated control-plane Services. Without annotated workloads in
@@ -391,14 +465,25 @@ fn job_rules(annotations: bool, control_plane: &ValidatedControlPlane) -> Vec<Re
         action: Some("replace".to_owned()),
         ..RelabelConfig::default()
     };
-    let mut rules = vec![name(
-        &[
-            "__meta_kubernetes_namespace",
-            "__meta_kubernetes_pod_label_app_kubernetes_io_name",
-        ],
-        format!("{NODE_EXPORTER_NAMESPACE};{NODE_EXPORTER_APP}"),
-        NODE_EXPORTER_JOB,
-    )];
+    // The node agents' pods are the agents' self-scrape's (their families reach the
+    // gateway only on its agent path).
+    let (node_agents, node_agent_regex) = node_agent_selector();
+    let mut rules = vec![
+        RelabelConfig {
+            source_labels: Some(node_agents),
+            regex: Some(node_agent_regex),
+            action: Some("drop".to_owned()),
+            ..RelabelConfig::default()
+        },
+        name(
+            &[
+                "__meta_kubernetes_namespace",
+                "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+            ],
+            format!("{NODE_EXPORTER_NAMESPACE};{NODE_EXPORTER_APP}"),
+            NODE_EXPORTER_JOB,
+        ),
+    ];
     let mut jobs: Vec<String> = [KUBE_STATE_METRICS_JOB, NODE_EXPORTER_JOB, KUBELET_JOB]
         .map(str::to_owned)
         .into();
@@ -491,13 +576,12 @@ mod tests {
             assert!(rw.authentication.is_none());
             let tls = rw.tls.unwrap();
             assert!(tls.agent_identity && tls.cert.is_none() && tls.key.is_none());
-            // The only rules name the health producers' jobs; none sets a tenant.
+            // The only rules that write name the health producers' jobs and the node
+            // agents' node; none sets a tenant.
             assert!(
-                pipeline
-                    .processors
-                    .relabel
-                    .iter()
-                    .all(|rule| rule.target_label == "job"),
+                (pipeline.processors.relabel.iter())
+                    .filter(|rule| rule.action == kaas_pipeline::processors::RelabelAction::Replace)
+                    .all(|rule| ["job", "node"].contains(&rule.target_label.as_str())),
                 "{:?}",
                 pipeline.processors.relabel
             );
@@ -527,7 +611,10 @@ mod tests {
             groups[0].labels.get("job").map(String::as_str),
             Some("kaas-agent")
         );
-        assert!(agent.input.prometheus.is_none() && agent.input.runtime.is_none());
+        assert!(agent.input.runtime.is_none());
+        // Discovery only for the node agents' pods (see the test below).
+        let discovered = agent.input.prometheus.as_ref().unwrap();
+        assert_eq!(discovered.namespaces.include, [NODE_EXPORTER_NAMESPACE]);
         let input = &by_name[CENTRAL_PIPELINE_NAME].spec().input;
         let groups = &input.static_targets.as_ref().unwrap().targets;
         assert!(
@@ -550,6 +637,15 @@ mod tests {
             NODE_EXPORTER_APP,
         ),
     ];
+    /// The meta labels of a node agent's pod, as pod discovery gives them.
+    const NODE_AGENT_POD: &[(&str, &str)] = &[
+        ("__meta_kubernetes_namespace", NODE_EXPORTER_NAMESPACE),
+        (
+            "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+            NODE_AGENT_APP,
+        ),
+        ("__meta_kubernetes_pod_node_name", "node-1"),
+    ];
     /// The meta labels of an endpoint of CoreDNS' Service.
     const COREDNS_SERVICE: &[(&str, &str)] = &[
         ("__meta_kubernetes_namespace", "kube-system"),
@@ -558,11 +654,22 @@ mod tests {
 
     /// The `job` a discovered target ends with, through the pipeline's target rules.
     fn job_of(pipeline: &ValidatedPipeline, meta: &[(&str, &str)]) -> Option<String> {
+        labels_of(pipeline, meta).map(|labels| labels["job"].clone())
+    }
+
+    /// The labels a discovered target ends with, through the pipeline's target rules
+    /// (keep, drop and replace with `$1`); `None` when they drop it.
+    fn labels_of(
+        pipeline: &ValidatedPipeline,
+        meta: &[(&str, &str)],
+    ) -> Option<BTreeMap<String, String>> {
         let mut labels: BTreeMap<String, String> = meta
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        labels.insert("job".into(), CENTRAL_PIPELINE_NAME.into());
+        labels
+            .entry("job".into())
+            .or_insert_with(|| pipeline.name().into());
         for rule in &pipeline.processors.relabel {
             let source = rule
                 .source_labels
@@ -573,13 +680,62 @@ mod tests {
             let matched = rule.regex.is_match(&source);
             match rule.action {
                 kaas_pipeline::processors::RelabelAction::Keep if !matched => return None,
+                kaas_pipeline::processors::RelabelAction::Drop if matched => return None,
                 kaas_pipeline::processors::RelabelAction::Replace if matched => {
-                    labels.insert(rule.target_label.clone(), rule.replacement.clone());
+                    let value = rule.replacement.replace("$1", &source);
+                    labels.insert(rule.target_label.clone(), value);
                 }
                 _ => {}
             }
         }
-        labels.get("job").cloned()
+        Some(labels)
+    }
+
+    /// Issue 16: the node agents' own `/metrics` (their log buffers, drops and input
+    /// health) are scraped by the agents' self-scrape as `kaas-agent` with their node,
+    /// beside the cluster-level agent, and go to the gateway's agent path; the
+    /// workload pipeline leaves them out, and a pod elsewhere calling itself a node
+    /// agent is not scraped as one.
+    #[test]
+    fn the_node_agents_are_scraped_with_the_agent_as_job_kaas_agent() {
+        let by_name = pipelines(&settings());
+        let agent = &by_name[CENTRAL_AGENT_PIPELINE_NAME];
+        let input = &agent.spec().input;
+        let workloads = input.prometheus.as_ref().unwrap();
+        assert!(workloads.enabled && workloads.namespaces.admits(NODE_EXPORTER_NAMESPACE));
+        assert!(
+            !workloads.namespaces.admits("shop") && !workloads.namespaces.admits("kube-system")
+        );
+        let labels = labels_of(agent, NODE_AGENT_POD).expect("a node agent is scraped");
+        assert_eq!(labels["job"], AGENT_JOB);
+        assert_eq!(labels["node"], "node-1");
+        assert_eq!(
+            url(agent),
+            "https://receive-gateway.example:19291/api/v1/receive/agent"
+        );
+        let exporter_pod = [
+            ("__meta_kubernetes_namespace", NODE_EXPORTER_NAMESPACE),
+            (
+                "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+                NODE_EXPORTER_APP,
+            ),
+        ];
+        assert_eq!(job_of(agent, &exporter_pod), None);
+        let impostor = [
+            ("__meta_kubernetes_namespace", "shop"),
+            (
+                "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+                NODE_AGENT_APP,
+            ),
+        ];
+        assert_eq!(job_of(agent, &impostor), None);
+        // The cluster-level agent's own target keeps its job through the rules.
+        let own = [("job", AGENT_JOB)];
+        assert_eq!(job_of(agent, &own).as_deref(), Some(AGENT_JOB));
+        assert_eq!(
+            job_of(&by_name[CENTRAL_PIPELINE_NAME], NODE_AGENT_POD),
+            None
+        );
     }
 
     /// Issue 15, finding 3: the cluster health producers are scraped with the jobs the

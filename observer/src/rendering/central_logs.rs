@@ -108,6 +108,7 @@ mod tests {
     use kaas_pipeline::logs::output::ValidatedLogOutput;
     use kaas_pipeline::policy::ValidationContext;
     use kaas_pipeline::role::AgentRole;
+    use kaas_pipeline::units::ByteSize;
 
     use super::*;
 
@@ -161,6 +162,30 @@ mod tests {
         assert!(pipeline.for_role(AgentRole::Cluster).is_none());
         let node = pipeline.for_role(AgentRole::Node).unwrap();
         assert!(node.inputs.runtime.is_some() && node.inputs.node.is_some());
+    }
+
+    /// Issue 16: its buffer is reserved in every node's budget, not the cluster's
+    /// (only nodes run it), and nothing is reserved without `--central-logs`.
+    #[test]
+    fn its_buffer_is_reserved_in_each_nodes_budget() {
+        let mut settings = settings();
+        settings.buffer.max_bytes = Some(ByteSize::Quantity("256Mi".into()));
+        let pipeline = central_log_pipeline(&settings).unwrap();
+        assert_eq!(settings.node_buffer_max_bytes(), 256 << 20);
+        assert_eq!(
+            settings.node_buffer_max_bytes(),
+            pipeline.buffer.max_bytes.get()
+        );
+        let without_logs = CentralPipelineSettings {
+            logs: false,
+            ..settings.clone()
+        };
+        assert_eq!(without_logs.node_buffer_max_bytes(), 0);
+        assert_eq!(
+            settings.buffer_max_bytes(),
+            without_logs.buffer_max_bytes(),
+            "the cluster's reservation leaves the node-only log pipeline out"
+        );
     }
 
     #[test]

@@ -162,6 +162,14 @@ pub struct ServeArgs {
     /// with its `--buffer-budget`. The default suits the agent's default (4Gi volume).
     #[arg(long, value_name = "BYTES", default_value = "3Gi")]
     pub cluster_buffer_budget: String,
+    /// The buffer budget of each node: bytes the buffers of the log pipelines that
+    /// read node logs may use together on one node's disk, where the node agent keeps
+    /// them (the central log pipeline's share included), as a Kubernetes quantity.
+    /// Every node has it in full, apart from the cluster's budget. Applying a log
+    /// pipeline that would ask for more on a cluster it selects is refused; give the
+    /// node agents the same value with their `--buffer-budget`.
+    #[arg(long, value_name = "BYTES", default_value = "2Gi")]
+    pub node_buffer_budget: String,
     /// How many of those one tenant's probes may hold; when slots are short they go to
     /// the tenants in turn.
     #[arg(long, value_name = "N", default_value_t = crate::probes::DEFAULT_MAX_CONCURRENCY_PER_TENANT.to_string())]

@@ -258,6 +258,11 @@ pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), Se
                 0,
                 crate::rendering::CentralPipelineSettings::buffer_max_bytes,
             ),
+            node_bytes: settings.node_buffer_budget,
+            central_node_bytes: background.integrations.central_pipeline().map_or(
+                0,
+                crate::rendering::CentralPipelineSettings::node_buffer_max_bytes,
+            ),
         },
         egress: egress.clone(),
         tenant_policy: settings.tenant_policy.clone(),

@@ -62,6 +62,8 @@ pub(super) struct ServeSettings {
     pub(super) probe_capacity: ProbeCapacity,
     /// `--cluster-buffer-budget`, bytes.
     pub(super) cluster_buffer_budget: u64,
+    /// `--node-buffer-budget`, bytes.
+    pub(super) node_buffer_budget: u64,
     /// What the egress policy lets tenants reach besides the public internet.
     pub(super) egress_allowed: EgressAllowed,
     /// `--mass-deletion-percent`, for both onboarding sources.
@@ -145,6 +147,14 @@ impl ServeSettings {
                 }
             }),
         );
+        let node_buffer_budget = problems.take(
+            crate::api::budgets::parse_budget(&args.node_buffer_budget).map_err(|reason| {
+                ServeError::Flag {
+                    flag: "node-buffer-budget",
+                    reason,
+                }
+            }),
+        );
         let egress_allowed = problems.take(egress_allowed(args));
         let (
             Some(join_token_ttl),
@@ -162,6 +172,7 @@ impl ServeSettings {
             Some(addresses),
             Some(probe_capacity),
             Some(cluster_buffer_budget),
+            Some(node_buffer_budget),
             Some(egress_allowed),
             Some(mass_deletion_guard),
         ) = (
@@ -180,6 +191,7 @@ impl ServeSettings {
             addresses,
             probe_capacity,
             cluster_buffer_budget,
+            node_buffer_budget,
             egress_allowed,
             guard,
         )
@@ -202,6 +214,7 @@ impl ServeSettings {
             addresses,
             probe_capacity,
             cluster_buffer_budget,
+            node_buffer_budget,
             egress_allowed,
             mass_deletion_guard,
         })

@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kaas_pipeline::agent_config::{AgentConfig, ConfigTemplate};
 use kaas_pipeline::document::{Document, parse_log_value, parse_trace_value, parse_value};
 use kaas_pipeline::output::{Header, OAuth2, Tls};
+use kaas_pipeline::role::AgentRole;
 use kaas_pipeline::secret::SecretString;
 use kaas_pipeline::selector::ClusterSelector;
 use kaas_pipeline::status::MetricPipelineStatus;
@@ -107,6 +108,9 @@ pub trait PipelineKind: Clone + std::fmt::Debug + Send + Sync + Sized + 'static 
     fn cluster_selector(&self) -> &ClusterSelector;
     /// Its buffer's byte limit.
     fn buffer_max_bytes(&self) -> u64;
+    /// Whether agent instances of `role` run it, each with its own buffer
+    /// ([`kaas_pipeline::role`]).
+    fn runs_on(&self, role: AgentRole) -> bool;
     /// An agent configuration running `pipelines` (of this kind) and nothing else.
     fn template(pipelines: &[Self]) -> ConfigTemplate;
 
@@ -131,7 +135,7 @@ macro_rules! pipeline_kind {
     (
         $validated:ty, $resource:ty, kind: $kind:expr, object: $object:expr,
         parse: $parse:expr, validate: $validate:expr, template: $template:expr,
-        endpoints: $endpoints:expr $(,)?
+        endpoints: $endpoints:expr, runs_on: $runs_on:expr $(,)?
     ) => {
         impl PipelineKind for $validated {
             const KIND: &'static str = $kind;
@@ -166,6 +170,9 @@ macro_rules! pipeline_kind {
             fn buffer_max_bytes(&self) -> u64 {
                 self.buffer.max_bytes.get()
             }
+            fn runs_on(&self, role: AgentRole) -> bool {
+                $runs_on(self, role)
+            }
             fn template(pipelines: &[Self]) -> ConfigTemplate {
                 $template(pipelines)
             }
@@ -199,6 +206,7 @@ pipeline_kind!(
     validate: kaas_pipeline::validate,
     template: AgentConfig::template,
     endpoints: metric_endpoints,
+    runs_on: |_: &ValidatedPipeline, role: AgentRole| role.runs_metric_pipelines(),
 );
 
 pipeline_kind!(
@@ -209,6 +217,7 @@ pipeline_kind!(
     validate: kaas_pipeline::validate_log_pipeline,
     template: |pipelines| AgentConfig::template_with_logs(&[], pipelines),
     endpoints: log_endpoints,
+    runs_on: ValidatedLogPipeline::runs_on,
 );
 
 pipeline_kind!(
@@ -219,6 +228,7 @@ pipeline_kind!(
     validate: kaas_pipeline::validate_trace_pipeline,
     template: |pipelines| AgentConfig::template_with_all(&[], &[], pipelines),
     endpoints: trace_endpoints,
+    runs_on: |_: &ValidatedTracePipeline, role: AgentRole| role.runs_trace_pipelines(),
 );
 
 /// The [`OutputEndpoint`] of an optional output section whose URL field is `$url`.
