@@ -83,10 +83,10 @@ mod timestamp;
 
 pub use checkpoint::{Checkpoint, FileCheckpoint};
 pub use config::{
-    CorruptCheckpointPolicy, DEFAULT_DISCOVERY_INTERVAL, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FILES, DEFAULT_MAX_OPEN_FILES,
-    DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_UNACKED_BATCHES, DEFAULT_POLL_INTERVAL,
-    DEFAULT_ROTATE_WAIT, MultilineConfig, StartAt, TailConfig, TailLimits, ValidatedMultiline,
-    ValidatedTailConfig,
+    CorruptCheckpointPolicy, DEFAULT_DISCOVERY_INTERVAL, DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_FILES, DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_MAX_UNACKED_BATCHES, DEFAULT_POLL_INTERVAL, DEFAULT_ROTATE_WAIT, MultilineConfig,
+    StartAt, TailConfig, TailLimits, ValidatedMultiline, ValidatedTailConfig,
 };
 pub use discover::{DiscoveredFile, Discovery, FileId, Refusal, RefusalReason, Scan, Source};
 pub use error::{CheckpointError, ConfigError, TailError};

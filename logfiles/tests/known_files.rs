@@ -123,7 +123,8 @@ fn more_to_read_while_a_poll_stopped_at_its_budget_not_for_an_unfinished_line() 
     assert!(!tailer.more_to_read());
     // A writer in the middle of a line: nothing to read until it ends.
     let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-    file.write_all(b"2024-01-01T00:00:00.000000000Z stdout F seq=").unwrap();
+    file.write_all(b"2024-01-01T00:00:00.000000000Z stdout F seq=")
+        .unwrap();
     poll_known(&mut tailer, &mut ledger, clock);
     assert!(!tailer.more_to_read());
     file.write_all(b"200\n").unwrap();

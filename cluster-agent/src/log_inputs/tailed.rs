@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kaas_logfiles::{
-    AckToken, DEFAULT_DISCOVERY_INTERVAL, DiscoveryStatus, PodLogPath, Source, TailCounters, Tailer, ValidatedTailConfig,
+    AckToken, DEFAULT_DISCOVERY_INTERVAL, DiscoveryStatus, PodLogPath, Source, TailCounters,
+    Tailer, ValidatedTailConfig,
 };
 use kaas_proto::otlp::{ResourceLogs, ScopeLogs};
 
