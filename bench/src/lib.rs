@@ -21,6 +21,7 @@
 //! [`logs`].
 
 pub mod compare;
+#[cfg(feature = "in-process")]
 pub mod fanout;
 pub mod logs;
 

@@ -6,7 +6,9 @@
 //!
 //! ## Using it
 //! The API is synchronous file I/O: run the tailer on its own thread (or in
-//! `spawn_blocking`), call [`Tailer::poll`] every [`Tailer::poll_interval`], hand each
+//! `spawn_blocking`), call [`Tailer::poll`] every [`Tailer::poll_interval`] (or
+//! [`Tailer::poll_known_at`] between discoveries, and again at once while
+//! [`Tailer::more_to_read`]), hand each
 //! [`Batch`]'s records to the pipelines, [`Tailer::commit`] its token once they are
 //! durable (or dropped by policy and counted) in every pipeline that takes them, and
 //! call [`Tailer::save_checkpoint`] after commits (each save is an fsync; saving less
@@ -81,10 +83,10 @@ mod timestamp;
 
 pub use checkpoint::{Checkpoint, FileCheckpoint};
 pub use config::{
-    CorruptCheckpointPolicy, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FILES, DEFAULT_MAX_OPEN_FILES,
-    DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_UNACKED_BATCHES, DEFAULT_POLL_INTERVAL,
-    DEFAULT_ROTATE_WAIT, MultilineConfig, StartAt, TailConfig, TailLimits, ValidatedMultiline,
-    ValidatedTailConfig,
+    CorruptCheckpointPolicy, DEFAULT_DISCOVERY_INTERVAL, DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_FILES, DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_MAX_UNACKED_BATCHES, DEFAULT_POLL_INTERVAL, DEFAULT_ROTATE_WAIT, MultilineConfig,
+    StartAt, TailConfig, TailLimits, ValidatedMultiline, ValidatedTailConfig,
 };
 pub use discover::{DiscoveredFile, Discovery, FileId, Refusal, RefusalReason, Scan, Source};
 pub use error::{CheckpointError, ConfigError, TailError};

@@ -127,6 +127,9 @@ pub struct ConsumerStatus {
 pub struct Round {
     /// Records read, over all lanes.
     pub records_read: usize,
+    /// Whether a lane read records and stopped at its reader's size bound with more
+    /// ready ([`LogReader::more_to_read`]): the next round may start at once.
+    pub more: bool,
     /// Problems of this round (a lane's failed read or persist); the other lanes went
     /// on.
     pub errors: Vec<InputError>,
@@ -302,7 +305,10 @@ impl<R: LogReader> FanOut<R> {
         } = self;
         for lane in std::iter::once(shared).chain(detached.iter_mut()) {
             match read_and_offer(lane, slots, sender) {
-                Ok(records) => round.records_read += records,
+                Ok(records) => {
+                    round.records_read += records;
+                    round.more |= records > 0 && lane.reader.more_to_read();
+                }
                 Err(error) => round.errors.push(error),
             }
         }

@@ -49,6 +49,12 @@ pub trait LogReader: Sized + Send {
     /// Whether this reader and `other` have committed the same position.
     fn same_position(&mut self, other: &mut Self) -> Result<bool, InputError>;
 
+    /// Whether the last read stopped at its size bound with more known to be ready,
+    /// so reading again at once (not after the poll interval) reads more.
+    fn more_to_read(&self) -> bool {
+        false
+    }
+
     /// Reads this reader may hold uncommitted before it stops reading.
     fn max_uncommitted(&self) -> usize;
 }

@@ -1,14 +1,18 @@
 //! The file tailer (`kaas_logfiles::Tailer`) as a [`LogReader`]: container logs
 //! ([`super::runtime`]) and plain files ([`super::files`]) from one tailer, each
 //! poll's records grouped by resource (one per container, one for the plain files).
-//! Its position file is the tailer's checkpoint.
+//! Its position file is the tailer's checkpoint. The tailer walks its directories
+//! every [`DEFAULT_DISCOVERY_INTERVAL`] and reads the files it knows on every read in
+//! between.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use kaas_logfiles::{
-    AckToken, DiscoveryStatus, PodLogPath, Source, TailCounters, Tailer, ValidatedTailConfig,
+    AckToken, DEFAULT_DISCOVERY_INTERVAL, DiscoveryStatus, PodLogPath, Source, TailCounters,
+    Tailer, ValidatedTailConfig,
 };
 use kaas_proto::otlp::{ResourceLogs, ScopeLogs};
 
@@ -24,6 +28,9 @@ pub struct TailedLogs {
     config: ValidatedTailConfig,
     node: NodeIdentity,
     enrichment: PodEnrichment,
+    /// When the tailer last walked its directories ([`Tailer::poll_at`]); the reads in
+    /// between follow the known files only.
+    last_discovery: Option<Instant>,
 }
 
 impl TailedLogs {
@@ -38,6 +45,7 @@ impl TailedLogs {
             config,
             node,
             enrichment,
+            last_discovery: None,
         })
     }
 
@@ -99,7 +107,16 @@ impl LogReader for TailedLogs {
 
     fn read(&mut self) -> Result<Option<ReadBatch<AckToken>>, InputError> {
         self.enrichment.refresh();
-        let batch = self.tailer.poll();
+        let now = Instant::now();
+        let discover = self
+            .last_discovery
+            .is_none_or(|last| now.saturating_duration_since(last) >= DEFAULT_DISCOVERY_INTERVAL);
+        let batch = if discover {
+            self.last_discovery = Some(now);
+            self.tailer.poll_at(now)
+        } else {
+            self.tailer.poll_known_at(now)
+        };
         if batch.records.is_empty() {
             // Positions without records (lines skipped, a rotated file finished)
             // need nothing durable; committing them now is safe, as they apply only
@@ -142,6 +159,10 @@ impl LogReader for TailedLogs {
             files
         };
         Ok(sorted(self) == sorted(other))
+    }
+
+    fn more_to_read(&self) -> bool {
+        self.tailer.more_to_read()
     }
 
     fn max_uncommitted(&self) -> usize {

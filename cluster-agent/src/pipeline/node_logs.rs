@@ -3,8 +3,9 @@
 //! glob; one tailer per distinct [`TailSetting`]) and one over the journal
 //! ([`JournalReader`]), each with a consumer per log pipeline that takes what it reads
 //! ([`InputConsumer`]), and a blocking thread that runs every fan-out's
-//! [`FanOut::round`] every poll interval and then publishes the inputs' counters and
-//! the fan-outs' state ([`LogInputStats`]).
+//! [`FanOut::round`] every poll interval (at once again after a round that stopped at
+//! a batch's size bound with more to read) and then publishes the inputs' counters
+//! and the fan-outs' state ([`LogInputStats`]).
 //!
 //! **Lifecycle.** [`NodeLogInputs::stop`] ends the thread and drops the fan-outs
 //! before any log pipeline is stopped or restarted (an input must never write into a
@@ -325,11 +326,16 @@ fn read(
     while !stop.load(Ordering::Relaxed) {
         unread.retry(tailed, journal);
         let mut errors = Vec::new();
+        let mut more = false;
         for fan_out in tailed.iter_mut() {
-            errors.extend(fan_out.round().errors);
+            let round = fan_out.round();
+            more |= round.more;
+            errors.extend(round.errors);
         }
         if let Some(fan_out) = journal.as_mut() {
-            errors.extend(fan_out.round().errors);
+            let round = fan_out.round();
+            more |= round.more;
+            errors.extend(round.errors);
         }
         for error in errors {
             tracing::warn!(%error, "reading the node's logs");
@@ -339,7 +345,12 @@ fn read(
             .chain(journal.as_ref().map(journal_snapshot))
             .collect();
         stats.publish(snapshots);
-        std::thread::sleep(POLL_INTERVAL);
+        // A round that filled a batch leaves a backlog: the next starts at once (a
+        // batch is still bounded, and so is the window of unacknowledged ones). Sleeping
+        // after every round capped a node at one batch (4 MiB) per poll interval.
+        if !more {
+            std::thread::sleep(POLL_INTERVAL);
+        }
     }
 }
 

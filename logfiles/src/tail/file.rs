@@ -191,6 +191,12 @@ impl TrackedFile {
         }
     }
 
+    /// Whether the last size seen holds bytes not examined yet, or lies below the read
+    /// position (truncated): a read would find something. Never for a finished file.
+    pub fn has_new_bytes(&self) -> bool {
+        !self.finished && (self.size != self.examined_to || self.size < self.read_offset)
+    }
+
     /// The position that may be committed once what was handed out so far is durable.
     pub fn mark(&self) -> FileMark {
         let mut offset = self.skipping_since.unwrap_or(self.read_offset);

@@ -131,6 +131,20 @@ impl Tailer {
         }
     }
 
+    /// Updates the sizes of the files with a descriptor open from the descriptor (a
+    /// poll without discovery); a file whose descriptor fails is left to the next read
+    /// or discovery.
+    pub(super) fn refresh_open_sizes(&mut self) {
+        for id in &self.open {
+            let Some(file) = self.files.get_mut(id) else {
+                continue;
+            };
+            if let Some(Ok(meta)) = file.file.as_ref().map(File::metadata) {
+                file.size = meta.len();
+            }
+        }
+    }
+
     /// Reads files with new bytes (rotated ones first, then least recently read) within
     /// the batch budget, flushes expired multiline records, finishes idle rotated files.
     pub(super) fn read_files(
@@ -142,9 +156,7 @@ impl Tailer {
         let mut order: Vec<(bool, u64, FileId)> = self
             .files
             .values()
-            .filter(|f| {
-                !f.finished && (f.detached || f.size != f.examined_to || f.size < f.read_offset)
-            })
+            .filter(|f| !f.finished && (f.detached || f.has_new_bytes()))
             .map(|f| (!f.detached, f.last_read, f.id))
             .collect();
         order.sort_unstable();
@@ -298,11 +310,35 @@ impl Tailer {
                 Opened::Yes
             }
             None if file.detached => Opened::Gone,
-            None => {
-                // Unreadable now, or replaced after the scan: the next scan sorts it out.
-                self.reading.counters.read_errors += 1;
-                Opened::NoRoom
-            }
+            // Not at its path any more: renamed or deleted since the last discovery
+            // (polls without discovery read closed files by their old path). Detached
+            // as that discovery would have, it is read on under its new name or
+            // finished.
+            None => match find_in_directory(&file.open_path, id) {
+                Some(moved) if moved != file.open_path => {
+                    file.detached = true;
+                    self.reading.counters.rotations += 1;
+                    match open_verified(&moved, id) {
+                        Some((handle, _)) => {
+                            file.open_path = moved;
+                            file.file = Some(handle);
+                            self.open.push(id);
+                            Opened::Yes
+                        }
+                        None => Opened::Gone,
+                    }
+                }
+                None => {
+                    file.detached = true;
+                    self.reading.counters.rotations += 1;
+                    Opened::Gone
+                }
+                // Still there and unreadable now: the next discovery sorts it out.
+                Some(_) => {
+                    self.reading.counters.read_errors += 1;
+                    Opened::NoRoom
+                }
+            },
         }
     }
 
