@@ -526,6 +526,9 @@ fn position_is_committed_only_behind_every_consumer() {
         "nothing again"
     );
     append(&log, &cri(10..12));
+    // The file was at its end when this reader started, so it is not open: its growth
+    // is found by the next walk of the pod log directories.
+    std::thread::sleep(kaas_logfiles::DEFAULT_DISCOVERY_INTERVAL);
     drain(&mut fan_out, 5);
     assert_eq!(fast.durable(), [10, 11]);
     assert_eq!(slow.durable(), [10, 11]);
