@@ -1,7 +1,7 @@
 //! Push input: workloads send metrics, logs and spans to the agent instead of being
 //! scraped. The agent accepts Prometheus remote-write 1.0 on `POST /api/v1/write` on
 //! its HTTP port (8429), OTLP over HTTP on `POST /v1/metrics` (protobuf),
-//! `POST /v1/logs` (protobuf or OTLP/JSON) and `POST /v1/traces` (protobuf) on OTLP's
+//! `POST /v1/logs` and `POST /v1/traces` (protobuf or OTLP/JSON) on OTLP's
 //! HTTP port (4318), and OTLP over gRPC (`MetricsService`, `LogsService`,
 //! `TraceService`) on OTLP's gRPC port (4317, [`otlp_grpc`]): the ports every
 //! OpenTelemetry SDK uses without configuration, one convention for every signal.
@@ -15,7 +15,8 @@
 //! a buffer cannot store them).
 //!
 //! Spans go to the trace pipelines the same way ([`otlp_traces`]), decoded by
-//! `kaas_series::otlp_traces` under the same limits, with 404 / `UNIMPLEMENTED` while no
+//! `kaas_series::otlp_traces` or, for `application/json`,
+//! `kaas_series::otlp_traces_json` under the same limits, with 404 / `UNIMPLEMENTED` while no
 //! trace pipeline takes them.
 //!
 //! The HTTP port still takes `/v1/metrics` as a deprecated alias, for pushers
@@ -745,8 +746,8 @@ fn otlp_protobuf_encoding(headers: &HeaderMap) -> Result<bool, Refusal> {
     }
 }
 
-/// An OTLP/HTTP protobuf body's decoder: `decode` after gzip when `gzip` is set.
-fn protobuf_decoder<T: 'static>(
+/// An OTLP/HTTP body's decoder: `decode` after gzip when `gzip` is set.
+fn otlp_decoder<T: 'static>(
     gzip: bool,
     decode: fn(&[u8], &PushLimits) -> Result<T, DecodeError>,
 ) -> impl FnOnce(&[u8], &PushLimits) -> Result<T, DecodeError> + Send + 'static {
@@ -779,7 +780,7 @@ async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Re
             return refusal.into_response();
         }
     };
-    let decode = protobuf_decoder(gzip, kaas_series::otlp::decode);
+    let decode = otlp_decoder(gzip, kaas_series::otlp::decode);
     match receiver.accept(Protocol::Otlp, headers, body, decode).await {
         Ok(()) => (
             StatusCode::OK,
@@ -791,19 +792,19 @@ async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Re
     }
 }
 
-/// How an OTLP/HTTP logs body is encoded, from `Content-Type`.
+/// How an OTLP/HTTP logs or traces body is encoded, from `Content-Type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LogsEncoding {
+enum OtlpHttpEncoding {
     /// `application/x-protobuf`.
     Protobuf,
     /// `application/json`: OTLP/JSON.
     Json,
 }
 
-impl LogsEncoding {
-    /// The encoding a request declares, and whether it is gzip-compressed; refuses
-    /// anything else.
-    fn of(headers: &HeaderMap) -> Result<(Self, bool), Refusal> {
+impl OtlpHttpEncoding {
+    /// The encoding a request of `signal` ("logs", "traces") declares, and whether it
+    /// is gzip-compressed; refuses anything else.
+    fn of(headers: &HeaderMap, signal: &str) -> Result<(Self, bool), Refusal> {
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -818,40 +819,43 @@ impl LogsEncoding {
             "application/x-protobuf" => Self::Protobuf,
             "application/json" => Self::Json,
             _ => {
-                return Err(Refusal::UnsupportedMediaType(
-                    "send OTLP logs as application/x-protobuf or application/json".into(),
-                ));
+                return Err(Refusal::UnsupportedMediaType(format!(
+                    "send OTLP {signal} as application/x-protobuf or application/json"
+                )));
             }
         };
         Ok((encoding, otlp_encoding(headers)?))
     }
 
-    /// Decodes a body (decompressed) in this encoding.
-    fn decode(
+    /// A body's decoder in this encoding: `protobuf` or `json` after gzip when `gzip`
+    /// is set.
+    fn decoder<T: 'static>(
         self,
-        raw: &[u8],
-        limits: &PushLimits,
-    ) -> Result<ExportLogsServiceRequest, DecodeError> {
-        match self {
-            Self::Protobuf => kaas_series::otlp_logs::decode(raw, limits),
-            Self::Json => kaas_series::otlp_logs_json::decode(raw, limits),
-        }
+        gzip: bool,
+        protobuf: fn(&[u8], &PushLimits) -> Result<T, DecodeError>,
+        json: fn(&[u8], &PushLimits) -> Result<T, DecodeError>,
+    ) -> impl FnOnce(&[u8], &PushLimits) -> Result<T, DecodeError> + Send + 'static {
+        let decode = match self {
+            Self::Protobuf => protobuf,
+            Self::Json => json,
+        };
+        otlp_decoder(gzip, decode)
     }
 
-    /// The success answer: an empty `ExportLogsServiceResponse` in the request's
-    /// encoding, as OTLP/HTTP asks.
-    fn accepted(self) -> Response {
+    /// The success answer in the request's encoding, as OTLP/HTTP asks: `protobuf`
+    /// encoded, or `json` (OTLP/JSON of the same message).
+    fn accepted(self, protobuf: Vec<u8>, json: String) -> Response {
         match self {
             Self::Protobuf => (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/x-protobuf")],
-                ExportLogsServiceResponse::default().encode_to_vec(),
+                protobuf,
             )
                 .into_response(),
             Self::Json => (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
-                "{}",
+                json,
             )
                 .into_response(),
         }
@@ -862,23 +866,23 @@ impl LogsEncoding {
 async fn otlp_http_logs(State(receiver): State<PushReceiver>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let (encoding, gzip) = match LogsEncoding::of(headers) {
+    let (encoding, gzip) = match OtlpHttpEncoding::of(headers, "logs") {
         Ok(found) => found,
         Err(refusal) => {
             refusal.count(Protocol::OtlpLogs, &receiver.stats);
             return refusal.into_response();
         }
     };
-    let decode = move |body: &[u8], limits: &PushLimits| {
-        if gzip {
-            let raw = compression::gzip(body, limits.max_decompressed_bytes)?;
-            encoding.decode(&raw, limits)
-        } else {
-            encoding.decode(body, limits)
-        }
-    };
+    let decode = encoding.decoder(
+        gzip,
+        kaas_series::otlp_logs::decode,
+        kaas_series::otlp_logs_json::decode,
+    );
     match receiver.accept_logs(headers, body, decode).await {
-        Ok(()) => encoding.accepted(),
+        Ok(()) => encoding.accepted(
+            ExportLogsServiceResponse::default().encode_to_vec(),
+            "{}".into(),
+        ),
         Err(refusal) => refusal.into_response(),
     }
 }

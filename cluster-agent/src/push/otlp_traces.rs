@@ -1,4 +1,5 @@
-//! OTLP traces into the trace pipelines: `POST /v1/traces` (protobuf, gzip or not)
+//! OTLP traces into the trace pipelines: `POST /v1/traces` (protobuf or OTLP/JSON,
+//! gzip or not)
 //! and, through [`super::otlp_grpc`], `TraceService/Export`, with the checks of every
 //! push receiver in their order ([`super`]): no trace pipeline → 404 / `UNIMPLEMENTED`
 //! (OTLP's "this signal is not served here"); credentials; body size; shape, decoded
@@ -10,12 +11,12 @@
 //! authentication proves none and is taken whole, a claimed namespace never counting.
 //! The answer waits until the spans are durable in every pipeline that takes them;
 //! spans a pipeline's rate limit drops are reported in its
-//! `partial_success.rejected_spans`. OTLP/JSON traces are not read yet (415): the
-//! OTLP/JSON decoder is the logs model's.
+//! `partial_success.rejected_spans`. OTLP/JSON (`application/json`) is read by
+//! `kaas_series::otlp_traces_json` and answered in OTLP/JSON, as OTLP/HTTP asks.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use kaas_proto::otlp::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -23,8 +24,7 @@ use kaas_series::{DecodeError, PushLimits};
 use prost::Message;
 
 use super::{
-    Admitted, Protocol, PushReceiver, Refusal, otlp_protobuf_encoding, protobuf_decoder, read_body,
-    set_namespace,
+    Admitted, OtlpHttpEncoding, Protocol, PushReceiver, Refusal, read_body, set_namespace,
 };
 use crate::pipeline::traces::IntakeError;
 use crate::topology::inlet::{Ack, Stored};
@@ -147,6 +147,21 @@ impl RejectedSpans {
         }
     }
 
+    /// The answer in OTLP/JSON: `{}`, or the partial success (its `int64` count a
+    /// decimal string, as OTLP/JSON encodes 64-bit integers).
+    pub(super) fn json(&self) -> String {
+        match self.response().partial_success {
+            None => "{}".into(),
+            Some(partial) => serde_json::json!({
+                "partialSuccess": {
+                    "rejectedSpans": partial.rejected_spans.to_string(),
+                    "errorMessage": partial.error_message,
+                }
+            })
+            .to_string(),
+        }
+    }
+
     /// The answer: an empty response, or a partial success naming the rejected spans.
     pub(super) fn response(&self) -> ExportTraceServiceResponse {
         ExportTraceServiceResponse {
@@ -161,29 +176,27 @@ impl RejectedSpans {
     }
 }
 
-/// `POST /v1/traces`: OTLP/HTTP traces, protobuf, gzip or not. (OTLP/JSON traces are
-/// not read yet: the JSON decoder is the logs model's; such a request is 415.)
+/// `POST /v1/traces`: OTLP/HTTP traces, protobuf or OTLP/JSON, gzip or not.
 pub(super) async fn otlp_http_traces(
     State(receiver): State<PushReceiver>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let gzip = match otlp_protobuf_encoding(headers) {
-        Ok(gzip) => gzip,
+    let (encoding, gzip) = match OtlpHttpEncoding::of(headers, "traces") {
+        Ok(found) => found,
         Err(refusal) => {
             refusal.count(Protocol::OtlpTraces, &receiver.stats);
             return refusal.into_response();
         }
     };
-    let decode = protobuf_decoder(gzip, kaas_series::otlp_traces::decode);
+    let decode = encoding.decoder(
+        gzip,
+        kaas_series::otlp_traces::decode,
+        kaas_series::otlp_traces_json::decode,
+    );
     match receiver.accept_traces(headers, body, decode).await {
-        Ok(rejected) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-protobuf")],
-            rejected.response().encode_to_vec(),
-        )
-            .into_response(),
+        Ok(rejected) => encoding.accepted(rejected.response().encode_to_vec(), rejected.json()),
         Err(refusal) => refusal.into_response(),
     }
 }
@@ -199,6 +212,7 @@ mod tests {
         let mut rejected = RejectedSpans::default();
         rejected.note("quiet", 0);
         assert_eq!(rejected.response().partial_success, None);
+        assert_eq!(rejected.json(), "{}");
         rejected.note("first", 3);
         rejected.note("second", 5);
         let partial = rejected
@@ -209,6 +223,12 @@ mod tests {
         assert!(
             partial.error_message.contains("first, second"),
             "{}",
+            partial.error_message
+        );
+        let json: serde_json::Value = serde_json::from_str(&rejected.json()).unwrap();
+        assert_eq!(json["partialSuccess"]["rejectedSpans"], "5");
+        assert_eq!(
+            json["partialSuccess"]["errorMessage"],
             partial.error_message
         );
     }

@@ -305,13 +305,17 @@ async fn oversized_and_malformed_traces_are_refused() {
     assert!(!answer.is_empty(), "a reason");
     let (code, _) = grpc_traces(&receiver, &[], grpc_frame(false, b"not protobuf")).await;
     assert_eq!(code, tonic::Code::InvalidArgument);
-    let (status, _, _) = post_traces(
+    let (status, _, answer) = post_traces(
         &receiver,
-        &[("content-type", "application/json")],
+        &[("content-type", "text/plain")],
         Body::from("{}"),
     )
     .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        answer,
+        "send OTLP traces as application/x-protobuf or application/json"
+    );
     assert_eq!(refused(&receiver, "malformed"), 2);
     assert_eq!(buffered(&agent, "traces").await, 0);
     agent.shutdown().await;
@@ -410,5 +414,62 @@ async fn the_namespace_filter_uses_the_proven_namespace() {
         0,
         "the claim was believed"
     );
+    agent.shutdown().await;
+}
+
+/// OTLP/JSON on `/v1/traces`, plain and gzip, with a `charset` parameter, is answered
+/// `{}` as JSON once durable, each push a record in the pipeline; broken JSON is 400
+/// with its reason, too many spans 413, and nothing of them is buffered.
+#[tokio::test]
+async fn otlp_json_traces_are_accepted_and_hostile_json_refused() {
+    let (mut agent, receiver, _dir) =
+        trace_fixture(&pipeline("traces", UNAUTHENTICATED, "{}"), no_kubernetes()).await;
+    let span = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"json-sender"}}]},"scopeSpans":[{"spans":[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7","name":"checkout","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000100000000"}]}]}]}"#;
+    let json = ("content-type", "application/json; charset=utf-8");
+    let request = |headers: &[(&str, &str)], body: Vec<u8>| {
+        let mut request = Request::post("/v1/traces");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(Body::from(body)).unwrap()
+    };
+    for (headers, body) in [
+        (vec![json], span.as_bytes().to_vec()),
+        (
+            vec![json, ("content-encoding", "gzip")],
+            super::gzipped(span.as_bytes()),
+        ),
+    ] {
+        let response = receiver
+            .otlp_http_routes()
+            .oneshot(request(&headers, body))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let answer = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(answer, "{}");
+    }
+    assert_eq!(buffered(&agent, "traces").await, 2);
+    let many = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        vec!["{}"; 300_000].join(",")
+    );
+    for (body, expected, reason) in [
+        (
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"AAEC"}]}]}]}"#.to_owned(),
+            StatusCode::BAD_REQUEST,
+            "traceId",
+        ),
+        ("{not json".to_owned(), StatusCode::BAD_REQUEST, ""),
+        (many, StatusCode::PAYLOAD_TOO_LARGE, "more than 250000"),
+    ] {
+        let (status, _, answer) = post_traces(&receiver, &[json], Body::from(body)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, expected, "{answer}");
+        assert!(answer.contains(reason), "{answer}");
+    }
+    assert_eq!(refused(&receiver, "malformed"), 2);
+    assert_eq!(buffered(&agent, "traces").await, 2);
     agent.shutdown().await;
 }
