@@ -86,6 +86,8 @@ impl Agent {
                 .arg(format!("127.0.0.1:{grpc_port}"))
                 .arg("--otlp-http-listen-address")
                 .arg(format!("127.0.0.1:{http_port}"))
+                .arg("--zipkin-listen-address")
+                .arg("127.0.0.1:0")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );

@@ -17,7 +17,9 @@
 //! Spans go to the trace pipelines the same way ([`otlp_traces`]), decoded by
 //! `kaas_series::otlp_traces` or, for `application/json`,
 //! `kaas_series::otlp_traces_json` under the same limits, with 404 / `UNIMPLEMENTED` while no
-//! trace pipeline takes them.
+//! trace pipeline takes them. Zipkin v2 JSON (`POST /api/v2/spans` on Zipkin's port,
+//! 9411) goes to the trace pipelines with a `zipkin` input, converted to OTLP by
+//! `kaas_series::zipkin`, under the same checks, and is answered 202.
 //!
 //! The HTTP port still takes `/v1/metrics` as a deprecated alias, for pushers
 //! configured before OTLP had its own port. The well-known in-cluster address is the
@@ -107,6 +109,8 @@ pub enum Protocol {
     OtlpLogs,
     /// OTLP traces, for trace pipelines.
     OtlpTraces,
+    /// Zipkin v2 JSON spans, for trace pipelines with a `zipkin` input.
+    Zipkin,
 }
 
 impl Protocol {
@@ -117,6 +121,7 @@ impl Protocol {
             Self::Otlp => "otlp",
             Self::OtlpLogs => "otlp_logs",
             Self::OtlpTraces => "otlp_traces",
+            Self::Zipkin => "zipkin",
         }
     }
 
@@ -125,7 +130,7 @@ impl Protocol {
         match self {
             Self::RemoteWrite => inputs.remote_write.as_ref(),
             Self::Otlp => inputs.otlp.as_ref(),
-            Self::OtlpLogs | Self::OtlpTraces => None,
+            Self::OtlpLogs | Self::OtlpTraces | Self::Zipkin => None,
         }
     }
 }
@@ -189,6 +194,7 @@ impl Refusal {
                     Protocol::Otlp => "OTLP metrics",
                     Protocol::OtlpLogs => "OTLP logs",
                     Protocol::OtlpTraces => "OTLP traces",
+                    Protocol::Zipkin => "Zipkin",
                 }
             ),
             Self::Unauthenticated(reason)
@@ -307,6 +313,13 @@ impl PushReceiver {
             .with_state(self.clone())
     }
 
+    /// The routes of the Zipkin port: `/api/v2/spans`.
+    pub fn zipkin_routes(&self) -> Router {
+        Router::new()
+            .route("/api/v2/spans", post(otlp_traces::zipkin_spans))
+            .with_state(self.clone())
+    }
+
     /// The routes of the OTLP/HTTP port: `/v1/metrics`, `/v1/logs` and `/v1/traces`.
     pub fn otlp_http_routes(&self) -> Router {
         Router::new()
@@ -331,11 +344,11 @@ impl PushReceiver {
             })
         };
         match protocol {
-            Protocol::OtlpTraces => (self.trace_pipelines.read().await.values())
+            Protocol::OtlpTraces | Protocol::Zipkin => (self.trace_pipelines.read().await.values())
                 .filter_map(|p| {
                     taker(
                         p.pipeline.name(),
-                        p.pipeline.inputs.otlp.as_ref(),
+                        otlp_traces::trace_input(&p.pipeline.inputs, protocol),
                         &p.value_sources,
                     )
                 })
@@ -792,6 +805,17 @@ async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Re
     }
 }
 
+/// A request's media type from `Content-Type`, lowercase, without parameters (such as
+/// `charset`); empty without one.
+fn media_type(headers: &HeaderMap) -> String {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or_default();
+    media_type.trim().to_ascii_lowercase()
+}
+
 /// How an OTLP/HTTP logs or traces body is encoded, from `Content-Type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OtlpHttpEncoding {
@@ -805,17 +829,7 @@ impl OtlpHttpEncoding {
     /// The encoding a request of `signal` ("logs", "traces") declares, and whether it
     /// is gzip-compressed; refuses anything else.
     fn of(headers: &HeaderMap, signal: &str) -> Result<(Self, bool), Refusal> {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let media_type = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        let encoding = match media_type.as_str() {
+        let encoding = match media_type(headers).as_str() {
             "application/x-protobuf" => Self::Protobuf,
             "application/json" => Self::Json,
             _ => {

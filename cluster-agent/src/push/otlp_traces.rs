@@ -15,8 +15,9 @@
 //! `kaas_series::otlp_traces_json` and answered in OTLP/JSON, as OTLP/HTTP asks.
 
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kaas_pipeline::input::PushInput;
 use kaas_proto::otlp::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -24,7 +25,8 @@ use kaas_series::{DecodeError, PushLimits};
 use prost::Message;
 
 use super::{
-    Admitted, OtlpHttpEncoding, Protocol, PushReceiver, Refusal, read_body, set_namespace,
+    Admitted, OtlpHttpEncoding, Protocol, PushReceiver, Refusal, media_type, otlp_decoder,
+    otlp_encoding, read_body, set_namespace,
 };
 use crate::pipeline::traces::IntakeError;
 use crate::topology::inlet::{Ack, Stored};
@@ -34,6 +36,7 @@ impl PushReceiver {
     /// The answer is how many spans processing rejected (rate limits).
     pub(super) async fn accept_traces(
         &self,
+        protocol: Protocol,
         headers: &HeaderMap,
         body: axum::body::Body,
         decode: impl FnOnce(&[u8], &PushLimits) -> Result<ExportTraceServiceRequest, DecodeError>
@@ -41,13 +44,13 @@ impl PushReceiver {
         + 'static,
     ) -> Result<RejectedSpans, Refusal> {
         let result = async {
-            let admitted = self.admit(Protocol::OtlpTraces, headers).await?;
+            let admitted = self.admit(protocol, headers).await?;
             let body = read_body(headers, body, self.limits.max_body_bytes).await?;
             let request = self.decode(body, decode).await?;
-            self.route_traces(request, &admitted).await
+            self.route_traces(protocol, request, &admitted).await
         }
         .await;
-        self.note(Protocol::OtlpTraces, &result);
+        self.note(protocol, &result);
         result
     }
 }
@@ -66,6 +69,7 @@ impl PushReceiver {
     /// partial success.
     async fn route_traces(
         &self,
+        protocol: Protocol,
         request: ExportTraceServiceRequest,
         admitted: &[Admitted],
     ) -> Result<RejectedSpans, Refusal> {
@@ -78,7 +82,7 @@ impl PushReceiver {
             let Some(pipeline) = pipelines.get(&admission.pipeline) else {
                 continue;
             };
-            let Some(input) = pipeline.pipeline.inputs.otlp.as_ref() else {
+            let Some(input) = trace_input(&pipeline.pipeline.inputs, protocol) else {
                 continue;
             };
             let mut taken = request.resource_spans.clone();
@@ -195,9 +199,55 @@ pub(super) async fn otlp_http_traces(
         kaas_series::otlp_traces::decode,
         kaas_series::otlp_traces_json::decode,
     );
-    match receiver.accept_traces(headers, body, decode).await {
+    let accepted = (receiver.accept_traces(Protocol::OtlpTraces, headers, body, decode)).await;
+    match accepted {
         Ok(rejected) => encoding.accepted(rejected.response().encode_to_vec(), rejected.json()),
         Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `POST /api/v2/spans`: Zipkin v2 JSON spans, gzip or not, converted to OTLP;
+/// answered 202 with an empty body, as Zipkin's own server does.
+pub(super) async fn zipkin_spans(
+    State(receiver): State<PushReceiver>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let gzip = match zipkin_encoding(headers) {
+        Ok(gzip) => gzip,
+        Err(refusal) => {
+            refusal.count(Protocol::Zipkin, &receiver.stats);
+            return refusal.into_response();
+        }
+    };
+    let decode = otlp_decoder(gzip, kaas_series::zipkin::decode);
+    match (receiver.accept_traces(Protocol::Zipkin, headers, body, decode)).await {
+        Ok(_) => StatusCode::ACCEPTED.into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// Whether a Zipkin body is gzip-compressed; refuses anything but JSON (Zipkin's
+/// protobuf and Thrift encodings are not read).
+fn zipkin_encoding(headers: &HeaderMap) -> Result<bool, Refusal> {
+    if media_type(headers) == "application/json" {
+        otlp_encoding(headers)
+    } else {
+        Err(Refusal::UnsupportedMediaType(
+            "send Zipkin spans as application/json (Zipkin v2 JSON)".into(),
+        ))
+    }
+}
+
+/// A trace pipeline's push input for `protocol`: `otlp` or `zipkin`.
+pub(super) fn trace_input(
+    inputs: &kaas_pipeline::traces::input::ValidatedTraceInputs,
+    protocol: Protocol,
+) -> Option<&PushInput> {
+    match protocol {
+        Protocol::Zipkin => inputs.zipkin.as_ref(),
+        _ => inputs.otlp.as_ref(),
     }
 }
 
