@@ -1,9 +1,12 @@
 //! OTLP traces into the trace pipelines: `POST /v1/traces` (protobuf or OTLP/JSON,
-//! gzip or not)
-//! and, through [`super::otlp_grpc`], `TraceService/Export`, with the checks of every
-//! push receiver in their order ([`super`]): no trace pipeline → 404 / `UNIMPLEMENTED`
-//! (OTLP's "this signal is not served here"); credentials; body size; shape, decoded
-//! by `kaas_series::otlp_traces`.
+//! gzip or not) and, through [`super::otlp_grpc`], `TraceService/Export`, with the
+//! checks of every push receiver in their order ([`super`]): no trace pipeline → 404 /
+//! `UNIMPLEMENTED` (OTLP's "this signal is not served here"); credentials; body size;
+//! shape, decoded by `kaas_series::otlp_traces`. Zipkin v2 JSON (`POST /api/v2/spans`
+//! on the Zipkin port) takes the same path to the pipelines whose `zipkin` input is on,
+//! with that input's authentication and namespaces, decoded and converted to OTLP by
+//! `kaas_series::zipkin`, and is answered 202 with an empty body (Zipkin's answer; a
+//! rate limit's partial success has no place in it).
 //!
 //! A trace pipeline's namespace selector is applied to the pusher's proven namespace
 //! only (a service-account token's, also written to every resource as
