@@ -132,7 +132,7 @@ async fn post_until_taken(url: &str, content_type: &str, body: &[u8]) -> (u16, S
 /// Rotel logging the traces it receives, in `dir/rotel`.
 fn rotel_logging_traces(dir: &Path) -> Rotel {
     let rotel_dir = dir.join("rotel");
-    std::fs::create_dir_all(&rotel_dir).unwrap();
+    std::fs::create_dir_all(&rotel_dir).expect("rotel's directory is created");
     Rotel::start_logging(&rotel_dir, &["traces"])
 }
 
