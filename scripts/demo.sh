@@ -246,7 +246,7 @@ for cluster in edge-1 edge-2 edge-3; do
   RUST_LOG=warn,kaas_cluster_agent::control=info "$agent" run \
     --observer "https://127.0.0.1:$grpc_port" --observer-ca-file "$work/observer/ca.crt" \
     --join-token-file "$work/$cluster.token" --data-dir "$work/$cluster" \
-    --listen-address "127.0.0.1:$(free_port)" --otlp-grpc-listen-address 127.0.0.1:0 --otlp-http-listen-address 127.0.0.1:0 --kubernetes off \
+    --listen-address "127.0.0.1:$(free_port)" --otlp-grpc-listen-address 127.0.0.1:0 --otlp-http-listen-address 127.0.0.1:0 --zipkin-listen-address 127.0.0.1:0 --kubernetes off \
     --health-report-interval-ms 2000 \
     >"$work/agent-$cluster.log" 2>&1 & pids+=($!)
 done
@@ -257,7 +257,7 @@ for cluster in edge-1 edge-2 edge-3; do
     --observer "https://127.0.0.1:$grpc_port" --observer-ca-file "$work/observer/ca.crt" \
     --join-token-file "$work/$cluster-node.token" --instance-name demo-worker --data-dir "$work/$cluster-node" \
     --pod-log-dir "$work/pods-$cluster" --journal-dir "$work/no-journal" \
-    --listen-address "127.0.0.1:$(free_port)" --otlp-grpc-listen-address 127.0.0.1:0 --otlp-http-listen-address 127.0.0.1:0 --kubernetes off \
+    --listen-address "127.0.0.1:$(free_port)" --otlp-grpc-listen-address 127.0.0.1:0 --otlp-http-listen-address 127.0.0.1:0 --zipkin-listen-address 127.0.0.1:0 --kubernetes off \
     --health-report-interval-ms 2000 \
     >"$work/agent-$cluster-node.log" 2>&1 & pids+=($!)
 done

@@ -365,6 +365,8 @@ fn start_agent(
                     .arg("127.0.0.1:0")
                     .arg("--otlp-http-listen-address")
                     .arg("127.0.0.1:0")
+                    .arg("--zipkin-listen-address")
+                    .arg("127.0.0.1:0")
                     .env("RUST_LOG", "warn")
                     .stdout(Stdio::null())
                     .stderr(Stdio::null()),

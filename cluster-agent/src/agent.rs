@@ -61,6 +61,8 @@ pub struct AgentSettings {
     pub otlp_grpc_listen_address: SocketAddr,
     /// Address for OTLP/HTTP pushes.
     pub otlp_http_listen_address: SocketAddr,
+    /// Address for Zipkin pushes (`POST /api/v2/spans`).
+    pub zipkin_listen_address: SocketAddr,
     /// Audiences pushed service-account tokens must be issued for; empty for any.
     pub push_token_audiences: Vec<String>,
     /// Whether to use the Kubernetes API when the agent finds one (in-cluster service
@@ -707,7 +709,7 @@ impl ConfiguredAgent {
     }
 }
 
-/// Starts the OTLP/gRPC and OTLP/HTTP push receivers (cluster role) and returns the
+/// Starts the OTLP/gRPC, OTLP/HTTP and Zipkin push receivers (cluster role) and returns the
 /// push routes of the agent's HTTP port.
 async fn serve_push(
     settings: &AgentSettings,
@@ -717,6 +719,7 @@ async fn serve_push(
 ) -> Result<axum::Router, StartError> {
     let grpc_listener = listen(settings.otlp_grpc_listen_address).await?;
     let otlp_http_listener = listen(settings.otlp_http_listen_address).await?;
+    let zipkin_listener = listen(settings.zipkin_listen_address).await?;
     let reviewer =
         crate::push::auth::TokenReviewer::new(kubernetes, settings.push_token_audiences.clone());
     let receiver = crate::push::PushReceiver::new(
@@ -746,6 +749,16 @@ async fn serve_push(
     tracing::info!(
         address = %settings.otlp_http_listen_address,
         "serving the OTLP/HTTP push receivers /v1/metrics, /v1/logs and /v1/traces"
+    );
+    let zipkin = receiver.zipkin_routes();
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(zipkin_listener, zipkin).await {
+            tracing::error!(%error, "the Zipkin receiver stopped");
+        }
+    });
+    tracing::info!(
+        address = %settings.zipkin_listen_address,
+        "serving the Zipkin push receiver /api/v2/spans"
     );
     Ok(receiver.routes())
 }

@@ -79,6 +79,8 @@ impl Agent {
                 .arg("127.0.0.1:0")
                 .arg("--otlp-http-listen-address")
                 .arg("127.0.0.1:0")
+                .arg("--zipkin-listen-address")
+                .arg("127.0.0.1:0")
                 .arg("--kubernetes")
                 .arg("off")
                 .args(extra)

@@ -172,6 +172,8 @@ async fn hostile_input_costs_the_agent_little_memory() {
             .arg("127.0.0.1:0")
             .arg("--otlp-http-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--zipkin-listen-address")
+            .arg("127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );

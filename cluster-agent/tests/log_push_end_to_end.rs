@@ -81,6 +81,8 @@ async fn otlp_logs_pushed_over_http_and_grpc_reach_rotel() {
             .arg(format!("127.0.0.1:{grpc_port}"))
             .arg("--otlp-http-listen-address")
             .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--zipkin-listen-address")
+            .arg("127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );

@@ -166,6 +166,7 @@ fn agent(args: &[&str], port: u16, env: &[(&str, &str)], log: &Path) -> ChildGua
         .arg(format!("127.0.0.1:{port}"))
         .args(["--otlp-grpc-listen-address", "127.0.0.1:0"])
         .args(["--otlp-http-listen-address", "127.0.0.1:0"])
+        .args(["--zipkin-listen-address", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .env_remove("KAAS_JOIN_TOKEN")
         .env_remove("KUBECONFIG")

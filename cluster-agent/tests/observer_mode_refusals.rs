@@ -116,6 +116,8 @@ async fn a_file_reading_pipeline_from_the_observer_is_refused() {
             .arg("127.0.0.1:0")
             .arg("--otlp-http-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--zipkin-listen-address")
+            .arg("127.0.0.1:0")
             .arg("--kubernetes")
             .arg("off")
             .arg("--config-health-window-ms")

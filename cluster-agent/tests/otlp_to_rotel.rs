@@ -70,6 +70,8 @@ fn metrics_reach_rotel_over_grpc_and_http() {
             .arg("127.0.0.1:0")
             .arg("--otlp-http-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--zipkin-listen-address")
+            .arg("127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );

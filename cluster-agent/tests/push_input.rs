@@ -100,6 +100,8 @@ async fn pushed_data_reaches_the_pipelines_that_take_it() {
             .arg("127.0.0.1:0")
             .arg("--otlp-http-listen-address")
             .arg(format!("127.0.0.1:{otlp_http_port}"))
+            .arg("--zipkin-listen-address")
+            .arg("127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
@@ -257,6 +259,8 @@ async fn otlp_pushed_over_grpc_reaches_the_pipeline() {
             .arg("--otlp-grpc-listen-address")
             .arg(format!("127.0.0.1:{grpc_port}"))
             .arg("--otlp-http-listen-address")
+            .arg("127.0.0.1:0")
+            .arg("--zipkin-listen-address")
             .arg("127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),

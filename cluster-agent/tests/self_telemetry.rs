@@ -50,6 +50,8 @@ pipelines:
             .arg("127.0.0.1:0")
             .arg("--otlp-http-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--zipkin-listen-address")
+            .arg("127.0.0.1:0")
             .args([
                 "--otlp-endpoint",
                 otlp_endpoint,
@@ -241,6 +243,8 @@ pipelines:
             .arg("--otlp-grpc-listen-address")
             .arg("127.0.0.1:0")
             .arg("--otlp-http-listen-address")
+            .arg("127.0.0.1:0")
+            .arg("--zipkin-listen-address")
             .arg("127.0.0.1:0")
             .arg("--otlp-endpoint")
             .arg(format!("https://localhost:{}", nginx.port))

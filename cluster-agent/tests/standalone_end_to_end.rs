@@ -76,6 +76,8 @@ fn start_agent(config: &Path, data_dir: &Path, log: &Path) -> Agent {
             .arg("127.0.0.1:0")
             .arg("--otlp-http-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--zipkin-listen-address")
+            .arg("127.0.0.1:0")
             .arg("--reload-check-ms")
             .arg("200")
             .stdout(Stdio::null())

@@ -55,6 +55,7 @@ const T0: u64 = 1_765_000_000_123_456_789;
 struct Agent {
     grpc_port: u16,
     http_port: u16,
+    zipkin_port: u16,
     _guard: ChildGuard,
 }
 
@@ -69,7 +70,7 @@ impl Agent {
         };
         let config_path = dir.join("agent.yaml");
         std::fs::write(&config_path, config).expect("the configuration is written");
-        let (grpc_port, http_port) = (free_port(), free_port());
+        let (grpc_port, http_port, zipkin_port) = (free_port(), free_port(), free_port());
         let guard = ChildGuard::spawn(
             "cluster-agent",
             Command::new(AGENT)
@@ -86,14 +87,18 @@ impl Agent {
                 .arg(format!("127.0.0.1:{grpc_port}"))
                 .arg("--otlp-http-listen-address")
                 .arg(format!("127.0.0.1:{http_port}"))
+                .arg("--zipkin-listen-address")
+                .arg(format!("127.0.0.1:{zipkin_port}"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
         wait_for_tcp(([127, 0, 0, 1], http_port).into(), DEADLINE);
         wait_for_tcp(([127, 0, 0, 1], grpc_port).into(), DEADLINE);
+        wait_for_tcp(([127, 0, 0, 1], zipkin_port).into(), DEADLINE);
         Self {
             grpc_port,
             http_port,
+            zipkin_port,
             _guard: guard,
         }
     }
@@ -105,20 +110,30 @@ impl Agent {
     /// Posts an encoded request to `/v1/traces` until a pipeline takes it (the
     /// configuration is applied just after the listeners start); the last answer.
     async fn post_until_taken(&self, body: &[u8]) -> (u16, String) {
-        let until = std::time::Instant::now() + DEADLINE;
-        loop {
-            let (status, answer) = kaas_test_support::http::post(
-                &self.traces_url(),
-                &[("Content-Type", "application/x-protobuf")],
-                body,
-            )
-            .expect("the agent answers");
-            if status != 404 || std::time::Instant::now() >= until {
-                return (status, answer);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        post_until_taken(&self.traces_url(), "application/x-protobuf", body).await
     }
+}
+
+/// Posts `body` as `content_type` to `url` until a pipeline takes it (not 404); the
+/// last answer.
+async fn post_until_taken(url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let until = std::time::Instant::now() + DEADLINE;
+    loop {
+        let (status, answer) =
+            kaas_test_support::http::post(url, &[("Content-Type", content_type)], body)
+                .expect("the agent answers");
+        if status != 404 || std::time::Instant::now() >= until {
+            return (status, answer);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Rotel logging the traces it receives, in `dir/rotel`.
+fn rotel_logging_traces(dir: &Path) -> Rotel {
+    let rotel_dir = dir.join("rotel");
+    std::fs::create_dir_all(&rotel_dir).expect("rotel's directory is created");
+    Rotel::start_logging(&rotel_dir, &["traces"])
 }
 
 /// A trace pipeline `name` taking unauthenticated OTLP, sending to `output` (YAML flow).
@@ -179,9 +194,7 @@ async fn grpc_export(port: u16, request: ExportTraceServiceRequest) -> Result<()
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_from_the_sdk_reach_rotel_over_grpc_and_http() {
     let dir = tempfile::tempdir().unwrap();
-    let rotel_dir = dir.path().join("rotel");
-    std::fs::create_dir_all(&rotel_dir).unwrap();
-    let rotel = Rotel::start_logging(&rotel_dir, &["traces"]);
+    let rotel = rotel_logging_traces(dir.path());
     let agent = Agent::start(
         dir.path(),
         &[
@@ -249,6 +262,42 @@ async fn spans_from_the_sdk_reach_rotel_over_grpc_and_http() {
         }
         assert!(log.matches(name).count() >= 2, "{name} not delivered twice");
     }
+}
+
+/// Zipkin v2 JSON on the Zipkin port (202, empty) and OTLP/JSON on `/v1/traces` (200,
+/// `{}` as JSON) reach rotel through a pipeline taking both protocols.
+#[tokio::test(flavor = "multi_thread")]
+async fn zipkin_and_otlp_json_spans_reach_rotel() {
+    let dir = tempfile::tempdir().unwrap();
+    let rotel = rotel_logging_traces(dir.path());
+    let agent = Agent::start(
+        dir.path(),
+        &format!(
+            "  - metadata: {{name: both}}\n    spec:\n      input: {{zipkin: {{enabled: true}}, authentication: {{mode: unauthenticated}}}}\n      output: {{otlp: {{endpoint: \"http://127.0.0.1:{}\"}}}}\n",
+            rotel.grpc_port
+        ),
+    );
+    let zipkin_url = format!("http://127.0.0.1:{}/api/v2/spans", agent.zipkin_port);
+    let zipkin = br#"[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","id":"00f067aa0ba902b7","name":"zipkin-span","kind":"SERVER","timestamp":1700000000000000,"duration":1000,"localEndpoint":{"serviceName":"zipkin-sender"}}]"#;
+    let (status, answer) = post_until_taken(&zipkin_url, "application/json", zipkin).await;
+    assert_eq!((status, answer.as_str()), (202, ""));
+    let json = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"json-sender"}}]},"scopeSpans":[{"spans":[{"traceId":"5bf92f3577b34da6a3ce929d0e0e4736","spanId":"10f067aa0ba902b7","name":"otlp-json-span","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000100000000"}]}]}]}"#;
+    let (status, answer) = kaas_test_support::http::post(
+        &agent.traces_url(),
+        &[("Content-Type", "application/json")],
+        json,
+    )
+    .expect("the agent answers");
+    assert_eq!((status, answer.as_str()), (200, "{}"));
+    rotel.wait_for_log(
+        &[
+            "zipkin-span",
+            "zipkin-sender",
+            "otlp-json-span",
+            "json-sender",
+        ],
+        DEADLINE,
+    );
 }
 
 /// With no trace pipeline the trace receivers are not there: 404 over HTTP,

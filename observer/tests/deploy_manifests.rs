@@ -68,6 +68,7 @@ const AGENT_RUN_FLAGS: &[&str] = &[
     "--listen-address",
     "--otlp-grpc-listen-address",
     "--otlp-http-listen-address",
+    "--zipkin-listen-address",
     "--push-token-audience",
     "--kubernetes",
     "--secret-namespaces",

@@ -153,6 +153,8 @@ fn killing_observer_a_shows_it_down_in_site_bs_data() {
             .arg("127.0.0.1:0")
             .arg("--otlp-http-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--zipkin-listen-address")
+            .arg("127.0.0.1:0")
             .arg("--kubernetes")
             .arg("off")
             .env("RUST_LOG", "info")

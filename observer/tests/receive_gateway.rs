@@ -616,6 +616,8 @@ async fn an_agent_running_the_central_pipelines_delivers_through_the_gateway() {
             .arg("127.0.0.1:0")
             .arg("--otlp-http-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--zipkin-listen-address")
+            .arg("127.0.0.1:0")
             .arg("--kubernetes")
             .arg("off")
             .env("RUST_LOG", "info")

@@ -250,6 +250,8 @@ fn observer_and_agent_push_their_metrics_and_spans_to_rotel() {
             .arg("127.0.0.1:0")
             .arg("--otlp-http-listen-address")
             .arg("127.0.0.1:0")
+            .arg("--zipkin-listen-address")
+            .arg("127.0.0.1:0")
             .arg("--kubernetes")
             .arg("off")
             .args(["--otlp-endpoint", &http, "--otlp-protocol", "http"])

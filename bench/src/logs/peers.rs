@@ -108,6 +108,8 @@ pub fn start(peer: &Peer, root: &Path, work: &Path, sink_port: u16, files: usize
                     .arg("127.0.0.1:0")
                     .arg("--otlp-http-listen-address")
                     .arg("127.0.0.1:0")
+                    .arg("--zipkin-listen-address")
+                    .arg("127.0.0.1:0")
                     .env("NODE_NAME", "bench-node")
                     .env("RUST_LOG", "warn")
                     .stdout(Stdio::null())

@@ -54,6 +54,9 @@ pub const DEFAULT_OTLP_GRPC_ADDRESS: &str = "0.0.0.0:4317";
 /// Where OTLP/HTTP pushes are accepted by default: OTLP's conventional HTTP port, the
 /// one every OpenTelemetry SDK sends to without configuration.
 pub const DEFAULT_OTLP_HTTP_ADDRESS: &str = "0.0.0.0:4318";
+/// Where Zipkin v2 JSON spans are accepted by default: Zipkin's conventional port, the
+/// one its reporters and Istio's Zipkin provider send to.
+pub const DEFAULT_ZIPKIN_ADDRESS: &str = "0.0.0.0:9411";
 /// How often the configuration file is checked for changes.
 pub const DEFAULT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// The shortest interval of the file check and of health reports: shorter ones are
@@ -135,6 +138,10 @@ pub struct RunArgs {
     /// `--listen-address` port still takes `/v1/metrics` as a deprecated alias.
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_OTLP_HTTP_ADDRESS)]
     pub otlp_http_listen_address: String,
+    /// Address for Zipkin pushes (`POST /api/v2/spans`, Zipkin v2 JSON; Zipkin's
+    /// conventional port), for trace pipelines with a `zipkin` input.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_ZIPKIN_ADDRESS)]
+    pub zipkin_listen_address: String,
     /// Require service-account tokens pushed to the agent to be issued for this
     /// audience (TokenReview `audiences`; repeat for several), e.g. a projected token
     /// the pushing pods mount for the agent alone. By default any token the API server
@@ -254,6 +261,11 @@ impl RunArgs {
             &self.otlp_http_listen_address,
             address,
         );
+        let zipkin_listen_address = problems.check(
+            "zipkin-listen-address",
+            &self.zipkin_listen_address,
+            address,
+        );
         let role = problems.check("role", &self.role, choice::<RoleFlag>);
         // Each node instance has a budget of its own: its buffers are on its node's disk.
         let buffer_budget = match (&self.buffer_budget, role) {
@@ -290,6 +302,7 @@ impl RunArgs {
             Some(listen_address),
             Some(otlp_grpc_listen_address),
             Some(otlp_http_listen_address),
+            Some(zipkin_listen_address),
             Some(buffer_budget),
             Some(kubernetes),
             Some(endpoint_order),
@@ -299,6 +312,7 @@ impl RunArgs {
             listen_address,
             otlp_grpc_listen_address,
             otlp_http_listen_address,
+            zipkin_listen_address,
             buffer_budget,
             kubernetes,
             endpoint_order,
@@ -341,6 +355,7 @@ impl RunArgs {
             listen_address,
             otlp_grpc_listen_address,
             otlp_http_listen_address,
+            zipkin_listen_address,
             push_token_audiences: self.push_token_audience.clone(),
             kubernetes: kubernetes == KubernetesMode::Auto,
             kubelet_insecure_skip_tls_verify: self.kubelet_insecure_skip_tls_verify,

@@ -1,7 +1,7 @@
 //! Push input: workloads send metrics, logs and spans to the agent instead of being
 //! scraped. The agent accepts Prometheus remote-write 1.0 on `POST /api/v1/write` on
 //! its HTTP port (8429), OTLP over HTTP on `POST /v1/metrics` (protobuf),
-//! `POST /v1/logs` (protobuf or OTLP/JSON) and `POST /v1/traces` (protobuf) on OTLP's
+//! `POST /v1/logs` and `POST /v1/traces` (protobuf or OTLP/JSON) on OTLP's
 //! HTTP port (4318), and OTLP over gRPC (`MetricsService`, `LogsService`,
 //! `TraceService`) on OTLP's gRPC port (4317, [`otlp_grpc`]): the ports every
 //! OpenTelemetry SDK uses without configuration, one convention for every signal.
@@ -15,8 +15,11 @@
 //! a buffer cannot store them).
 //!
 //! Spans go to the trace pipelines the same way ([`otlp_traces`]), decoded by
-//! `kaas_series::otlp_traces` under the same limits, with 404 / `UNIMPLEMENTED` while no
-//! trace pipeline takes them.
+//! `kaas_series::otlp_traces` or, for `application/json`,
+//! `kaas_series::otlp_traces_json` under the same limits, with 404 / `UNIMPLEMENTED` while no
+//! trace pipeline takes them. Zipkin v2 JSON (`POST /api/v2/spans` on Zipkin's port,
+//! 9411) goes to the trace pipelines with a `zipkin` input, converted to OTLP by
+//! `kaas_series::zipkin`, under the same checks, and is answered 202.
 //!
 //! The HTTP port still takes `/v1/metrics` as a deprecated alias, for pushers
 //! configured before OTLP had its own port. The well-known in-cluster address is the
@@ -106,6 +109,8 @@ pub enum Protocol {
     OtlpLogs,
     /// OTLP traces, for trace pipelines.
     OtlpTraces,
+    /// Zipkin v2 JSON spans, for trace pipelines with a `zipkin` input.
+    Zipkin,
 }
 
 impl Protocol {
@@ -116,6 +121,7 @@ impl Protocol {
             Self::Otlp => "otlp",
             Self::OtlpLogs => "otlp_logs",
             Self::OtlpTraces => "otlp_traces",
+            Self::Zipkin => "zipkin",
         }
     }
 
@@ -124,7 +130,7 @@ impl Protocol {
         match self {
             Self::RemoteWrite => inputs.remote_write.as_ref(),
             Self::Otlp => inputs.otlp.as_ref(),
-            Self::OtlpLogs | Self::OtlpTraces => None,
+            Self::OtlpLogs | Self::OtlpTraces | Self::Zipkin => None,
         }
     }
 }
@@ -188,6 +194,7 @@ impl Refusal {
                     Protocol::Otlp => "OTLP metrics",
                     Protocol::OtlpLogs => "OTLP logs",
                     Protocol::OtlpTraces => "OTLP traces",
+                    Protocol::Zipkin => "Zipkin",
                 }
             ),
             Self::Unauthenticated(reason)
@@ -306,6 +313,13 @@ impl PushReceiver {
             .with_state(self.clone())
     }
 
+    /// The routes of the Zipkin port: `/api/v2/spans`.
+    pub fn zipkin_routes(&self) -> Router {
+        Router::new()
+            .route("/api/v2/spans", post(otlp_traces::zipkin_spans))
+            .with_state(self.clone())
+    }
+
     /// The routes of the OTLP/HTTP port: `/v1/metrics`, `/v1/logs` and `/v1/traces`.
     pub fn otlp_http_routes(&self) -> Router {
         Router::new()
@@ -330,11 +344,11 @@ impl PushReceiver {
             })
         };
         match protocol {
-            Protocol::OtlpTraces => (self.trace_pipelines.read().await.values())
+            Protocol::OtlpTraces | Protocol::Zipkin => (self.trace_pipelines.read().await.values())
                 .filter_map(|p| {
                     taker(
                         p.pipeline.name(),
-                        p.pipeline.inputs.otlp.as_ref(),
+                        otlp_traces::trace_input(&p.pipeline.inputs, protocol),
                         &p.value_sources,
                     )
                 })
@@ -745,8 +759,8 @@ fn otlp_protobuf_encoding(headers: &HeaderMap) -> Result<bool, Refusal> {
     }
 }
 
-/// An OTLP/HTTP protobuf body's decoder: `decode` after gzip when `gzip` is set.
-fn protobuf_decoder<T: 'static>(
+/// An OTLP/HTTP body's decoder: `decode` after gzip when `gzip` is set.
+fn otlp_decoder<T: 'static>(
     gzip: bool,
     decode: fn(&[u8], &PushLimits) -> Result<T, DecodeError>,
 ) -> impl FnOnce(&[u8], &PushLimits) -> Result<T, DecodeError> + Send + 'static {
@@ -779,7 +793,7 @@ async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Re
             return refusal.into_response();
         }
     };
-    let decode = protobuf_decoder(gzip, kaas_series::otlp::decode);
+    let decode = otlp_decoder(gzip, kaas_series::otlp::decode);
     match receiver.accept(Protocol::Otlp, headers, body, decode).await {
         Ok(()) => (
             StatusCode::OK,
@@ -791,67 +805,71 @@ async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Re
     }
 }
 
-/// How an OTLP/HTTP logs body is encoded, from `Content-Type`.
+/// A request's media type from `Content-Type`, lowercase, without parameters (such as
+/// `charset`); empty without one.
+fn media_type(headers: &HeaderMap) -> String {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or_default();
+    media_type.trim().to_ascii_lowercase()
+}
+
+/// How an OTLP/HTTP logs or traces body is encoded, from `Content-Type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LogsEncoding {
+enum OtlpHttpEncoding {
     /// `application/x-protobuf`.
     Protobuf,
     /// `application/json`: OTLP/JSON.
     Json,
 }
 
-impl LogsEncoding {
-    /// The encoding a request declares, and whether it is gzip-compressed; refuses
-    /// anything else.
-    fn of(headers: &HeaderMap) -> Result<(Self, bool), Refusal> {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let media_type = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        let encoding = match media_type.as_str() {
+impl OtlpHttpEncoding {
+    /// The encoding a request of `signal` ("logs", "traces") declares, and whether it
+    /// is gzip-compressed; refuses anything else.
+    fn of(headers: &HeaderMap, signal: &str) -> Result<(Self, bool), Refusal> {
+        let encoding = match media_type(headers).as_str() {
             "application/x-protobuf" => Self::Protobuf,
             "application/json" => Self::Json,
             _ => {
-                return Err(Refusal::UnsupportedMediaType(
-                    "send OTLP logs as application/x-protobuf or application/json".into(),
-                ));
+                return Err(Refusal::UnsupportedMediaType(format!(
+                    "send OTLP {signal} as application/x-protobuf or application/json"
+                )));
             }
         };
         Ok((encoding, otlp_encoding(headers)?))
     }
 
-    /// Decodes a body (decompressed) in this encoding.
-    fn decode(
+    /// A body's decoder in this encoding: `protobuf` or `json` after gzip when `gzip`
+    /// is set.
+    fn decoder<T: 'static>(
         self,
-        raw: &[u8],
-        limits: &PushLimits,
-    ) -> Result<ExportLogsServiceRequest, DecodeError> {
-        match self {
-            Self::Protobuf => kaas_series::otlp_logs::decode(raw, limits),
-            Self::Json => kaas_series::otlp_logs_json::decode(raw, limits),
-        }
+        gzip: bool,
+        protobuf: fn(&[u8], &PushLimits) -> Result<T, DecodeError>,
+        json: fn(&[u8], &PushLimits) -> Result<T, DecodeError>,
+    ) -> impl FnOnce(&[u8], &PushLimits) -> Result<T, DecodeError> + Send + 'static {
+        let decode = match self {
+            Self::Protobuf => protobuf,
+            Self::Json => json,
+        };
+        otlp_decoder(gzip, decode)
     }
 
-    /// The success answer: an empty `ExportLogsServiceResponse` in the request's
-    /// encoding, as OTLP/HTTP asks.
-    fn accepted(self) -> Response {
+    /// The success answer in the request's encoding, as OTLP/HTTP asks: `protobuf`
+    /// encoded, or `json` (OTLP/JSON of the same message).
+    fn accepted(self, protobuf: Vec<u8>, json: String) -> Response {
         match self {
             Self::Protobuf => (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/x-protobuf")],
-                ExportLogsServiceResponse::default().encode_to_vec(),
+                protobuf,
             )
                 .into_response(),
             Self::Json => (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
-                "{}",
+                json,
             )
                 .into_response(),
         }
@@ -862,23 +880,23 @@ impl LogsEncoding {
 async fn otlp_http_logs(State(receiver): State<PushReceiver>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let (encoding, gzip) = match LogsEncoding::of(headers) {
+    let (encoding, gzip) = match OtlpHttpEncoding::of(headers, "logs") {
         Ok(found) => found,
         Err(refusal) => {
             refusal.count(Protocol::OtlpLogs, &receiver.stats);
             return refusal.into_response();
         }
     };
-    let decode = move |body: &[u8], limits: &PushLimits| {
-        if gzip {
-            let raw = compression::gzip(body, limits.max_decompressed_bytes)?;
-            encoding.decode(&raw, limits)
-        } else {
-            encoding.decode(body, limits)
-        }
-    };
+    let decode = encoding.decoder(
+        gzip,
+        kaas_series::otlp_logs::decode,
+        kaas_series::otlp_logs_json::decode,
+    );
     match receiver.accept_logs(headers, body, decode).await {
-        Ok(()) => encoding.accepted(),
+        Ok(()) => encoding.accepted(
+            ExportLogsServiceResponse::default().encode_to_vec(),
+            "{}".into(),
+        ),
         Err(refusal) => refusal.into_response(),
     }
 }

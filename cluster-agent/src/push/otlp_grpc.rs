@@ -180,7 +180,8 @@ impl OtlpExport for TracesExport {
             let decode = move |body: &[u8], limits: &PushLimits| {
                 decode_message(body, gzip, limits, kaas_series::otlp_traces::decode)
             };
-            Ok(match receiver.accept_traces(&headers, body, decode).await {
+            let accepted = receiver.accept_traces(Self::PROTOCOL, &headers, body, decode);
+            Ok(match accepted.await {
                 Ok(rejected) => exported(&rejected.response()),
                 Err(refusal) => status(&refusal).into_http(),
             })

@@ -1,8 +1,12 @@
-//! OTLP traces into the trace pipelines: `POST /v1/traces` (protobuf, gzip or not)
-//! and, through [`super::otlp_grpc`], `TraceService/Export`, with the checks of every
-//! push receiver in their order ([`super`]): no trace pipeline → 404 / `UNIMPLEMENTED`
-//! (OTLP's "this signal is not served here"); credentials; body size; shape, decoded
-//! by `kaas_series::otlp_traces`.
+//! OTLP traces into the trace pipelines: `POST /v1/traces` (protobuf or OTLP/JSON,
+//! gzip or not) and, through [`super::otlp_grpc`], `TraceService/Export`, with the
+//! checks of every push receiver in their order ([`super`]): no trace pipeline → 404 /
+//! `UNIMPLEMENTED` (OTLP's "this signal is not served here"); credentials; body size;
+//! shape, decoded by `kaas_series::otlp_traces`. Zipkin v2 JSON (`POST /api/v2/spans`
+//! on the Zipkin port) takes the same path to the pipelines whose `zipkin` input is on,
+//! with that input's authentication and namespaces, decoded and converted to OTLP by
+//! `kaas_series::zipkin`, and is answered 202 with an empty body (Zipkin's answer; a
+//! rate limit's partial success has no place in it).
 //!
 //! A trace pipeline's namespace selector is applied to the pusher's proven namespace
 //! only (a service-account token's, also written to every resource as
@@ -10,12 +14,13 @@
 //! authentication proves none and is taken whole, a claimed namespace never counting.
 //! The answer waits until the spans are durable in every pipeline that takes them;
 //! spans a pipeline's rate limit drops are reported in its
-//! `partial_success.rejected_spans`. OTLP/JSON traces are not read yet (415): the
-//! OTLP/JSON decoder is the logs model's.
+//! `partial_success.rejected_spans`. OTLP/JSON (`application/json`) is read by
+//! `kaas_series::otlp_traces_json` and answered in OTLP/JSON, as OTLP/HTTP asks.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use kaas_pipeline::input::PushInput;
 use kaas_proto::otlp::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -23,8 +28,8 @@ use kaas_series::{DecodeError, PushLimits};
 use prost::Message;
 
 use super::{
-    Admitted, Protocol, PushReceiver, Refusal, otlp_protobuf_encoding, protobuf_decoder, read_body,
-    set_namespace,
+    Admitted, OtlpHttpEncoding, Protocol, PushReceiver, Refusal, media_type, otlp_decoder,
+    otlp_encoding, read_body, set_namespace,
 };
 use crate::pipeline::traces::IntakeError;
 use crate::topology::inlet::{Ack, Stored};
@@ -34,6 +39,7 @@ impl PushReceiver {
     /// The answer is how many spans processing rejected (rate limits).
     pub(super) async fn accept_traces(
         &self,
+        protocol: Protocol,
         headers: &HeaderMap,
         body: axum::body::Body,
         decode: impl FnOnce(&[u8], &PushLimits) -> Result<ExportTraceServiceRequest, DecodeError>
@@ -41,13 +47,13 @@ impl PushReceiver {
         + 'static,
     ) -> Result<RejectedSpans, Refusal> {
         let result = async {
-            let admitted = self.admit(Protocol::OtlpTraces, headers).await?;
+            let admitted = self.admit(protocol, headers).await?;
             let body = read_body(headers, body, self.limits.max_body_bytes).await?;
             let request = self.decode(body, decode).await?;
-            self.route_traces(request, &admitted).await
+            self.route_traces(protocol, request, &admitted).await
         }
         .await;
-        self.note(Protocol::OtlpTraces, &result);
+        self.note(protocol, &result);
         result
     }
 }
@@ -66,6 +72,7 @@ impl PushReceiver {
     /// partial success.
     async fn route_traces(
         &self,
+        protocol: Protocol,
         request: ExportTraceServiceRequest,
         admitted: &[Admitted],
     ) -> Result<RejectedSpans, Refusal> {
@@ -78,7 +85,7 @@ impl PushReceiver {
             let Some(pipeline) = pipelines.get(&admission.pipeline) else {
                 continue;
             };
-            let Some(input) = pipeline.pipeline.inputs.otlp.as_ref() else {
+            let Some(input) = trace_input(&pipeline.pipeline.inputs, protocol) else {
                 continue;
             };
             let mut taken = request.resource_spans.clone();
@@ -147,6 +154,21 @@ impl RejectedSpans {
         }
     }
 
+    /// The answer in OTLP/JSON: `{}`, or the partial success (its `int64` count a
+    /// decimal string, as OTLP/JSON encodes 64-bit integers).
+    pub(super) fn json(&self) -> String {
+        match self.response().partial_success {
+            None => "{}".into(),
+            Some(partial) => serde_json::json!({
+                "partialSuccess": {
+                    "rejectedSpans": partial.rejected_spans.to_string(),
+                    "errorMessage": partial.error_message,
+                }
+            })
+            .to_string(),
+        }
+    }
+
     /// The answer: an empty response, or a partial success naming the rejected spans.
     pub(super) fn response(&self) -> ExportTraceServiceResponse {
         ExportTraceServiceResponse {
@@ -161,30 +183,74 @@ impl RejectedSpans {
     }
 }
 
-/// `POST /v1/traces`: OTLP/HTTP traces, protobuf, gzip or not. (OTLP/JSON traces are
-/// not read yet: the JSON decoder is the logs model's; such a request is 415.)
+/// `POST /v1/traces`: OTLP/HTTP traces, protobuf or OTLP/JSON, gzip or not.
 pub(super) async fn otlp_http_traces(
     State(receiver): State<PushReceiver>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let gzip = match otlp_protobuf_encoding(headers) {
-        Ok(gzip) => gzip,
+    let (encoding, gzip) = match OtlpHttpEncoding::of(headers, "traces") {
+        Ok(found) => found,
         Err(refusal) => {
             refusal.count(Protocol::OtlpTraces, &receiver.stats);
             return refusal.into_response();
         }
     };
-    let decode = protobuf_decoder(gzip, kaas_series::otlp_traces::decode);
-    match receiver.accept_traces(headers, body, decode).await {
-        Ok(rejected) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-protobuf")],
-            rejected.response().encode_to_vec(),
-        )
-            .into_response(),
+    let decode = encoding.decoder(
+        gzip,
+        kaas_series::otlp_traces::decode,
+        kaas_series::otlp_traces_json::decode,
+    );
+    let accepted = (receiver.accept_traces(Protocol::OtlpTraces, headers, body, decode)).await;
+    match accepted {
+        Ok(rejected) => encoding.accepted(rejected.response().encode_to_vec(), rejected.json()),
         Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `POST /api/v2/spans`: Zipkin v2 JSON spans, gzip or not, converted to OTLP;
+/// answered 202 with an empty body, as Zipkin's own server does.
+pub(super) async fn zipkin_spans(
+    State(receiver): State<PushReceiver>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let gzip = match zipkin_encoding(headers) {
+        Ok(gzip) => gzip,
+        Err(refusal) => {
+            refusal.count(Protocol::Zipkin, &receiver.stats);
+            return refusal.into_response();
+        }
+    };
+    let decode = otlp_decoder(gzip, kaas_series::zipkin::decode);
+    match (receiver.accept_traces(Protocol::Zipkin, headers, body, decode)).await {
+        Ok(_) => StatusCode::ACCEPTED.into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// Whether a Zipkin body is gzip-compressed; refuses anything but JSON (Zipkin's
+/// protobuf and Thrift encodings are not read).
+fn zipkin_encoding(headers: &HeaderMap) -> Result<bool, Refusal> {
+    if media_type(headers) == "application/json" {
+        otlp_encoding(headers)
+    } else {
+        Err(Refusal::UnsupportedMediaType(
+            "send Zipkin spans as application/json (Zipkin v2 JSON)".into(),
+        ))
+    }
+}
+
+/// A trace pipeline's push input for `protocol`: `otlp` or `zipkin`.
+pub(super) fn trace_input(
+    inputs: &kaas_pipeline::traces::input::ValidatedTraceInputs,
+    protocol: Protocol,
+) -> Option<&PushInput> {
+    match protocol {
+        Protocol::Zipkin => inputs.zipkin.as_ref(),
+        _ => inputs.otlp.as_ref(),
     }
 }
 
@@ -199,6 +265,7 @@ mod tests {
         let mut rejected = RejectedSpans::default();
         rejected.note("quiet", 0);
         assert_eq!(rejected.response().partial_success, None);
+        assert_eq!(rejected.json(), "{}");
         rejected.note("first", 3);
         rejected.note("second", 5);
         let partial = rejected
@@ -209,6 +276,12 @@ mod tests {
         assert!(
             partial.error_message.contains("first, second"),
             "{}",
+            partial.error_message
+        );
+        let json: serde_json::Value = serde_json::from_str(&rejected.json()).unwrap();
+        assert_eq!(json["partialSuccess"]["rejectedSpans"], "5");
+        assert_eq!(
+            json["partialSuccess"]["errorMessage"],
             partial.error_message
         );
     }

@@ -98,22 +98,37 @@ async fn post_traces(
     headers: &[(&str, &str)],
     body: Body,
 ) -> (StatusCode, Option<String>, Bytes) {
-    let mut request = Request::post("/v1/traces");
+    let routes = receiver.otlp_http_routes();
+    post_to(
+        routes,
+        "/v1/traces",
+        "application/x-protobuf",
+        headers,
+        body,
+    )
+    .await
+}
+
+/// Posts `body` to `path` of `routes` with `headers` (as `content_type` unless they
+/// name one): the status, `Retry-After` and body.
+async fn post_to(
+    routes: axum::Router,
+    path: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> (StatusCode, Option<String>, Bytes) {
+    let mut request = Request::post(path);
     if !headers.iter().any(|(name, _)| *name == "content-type") {
-        request = request.header(header::CONTENT_TYPE, "application/x-protobuf");
+        request = request.header(header::CONTENT_TYPE, content_type);
     }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = tokio::time::timeout(
-        PROMPTLY,
-        receiver
-            .otlp_http_routes()
-            .oneshot(request.body(body).unwrap()),
-    )
-    .await
-    .expect("an answer")
-    .unwrap();
+    let response = tokio::time::timeout(PROMPTLY, routes.oneshot(request.body(body).unwrap()))
+        .await
+        .expect("an answer")
+        .unwrap();
     let status = response.status();
     let retry_after = response
         .headers()
@@ -305,13 +320,17 @@ async fn oversized_and_malformed_traces_are_refused() {
     assert!(!answer.is_empty(), "a reason");
     let (code, _) = grpc_traces(&receiver, &[], grpc_frame(false, b"not protobuf")).await;
     assert_eq!(code, tonic::Code::InvalidArgument);
-    let (status, _, _) = post_traces(
+    let (status, _, answer) = post_traces(
         &receiver,
-        &[("content-type", "application/json")],
+        &[("content-type", "text/plain")],
         Body::from("{}"),
     )
     .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        answer,
+        "send OTLP traces as application/x-protobuf or application/json"
+    );
     assert_eq!(refused(&receiver, "malformed"), 2);
     assert_eq!(buffered(&agent, "traces").await, 0);
     agent.shutdown().await;
@@ -410,5 +429,137 @@ async fn the_namespace_filter_uses_the_proven_namespace() {
         0,
         "the claim was believed"
     );
+    agent.shutdown().await;
+}
+
+/// OTLP/JSON on `/v1/traces`, plain and gzip, with a `charset` parameter, is answered
+/// `{}` as JSON once durable, each push a record in the pipeline; broken JSON is 400
+/// with its reason, too many spans 413, and nothing of them is buffered.
+#[tokio::test]
+async fn otlp_json_traces_are_accepted_and_hostile_json_refused() {
+    let (mut agent, receiver, _dir) =
+        trace_fixture(&pipeline("traces", UNAUTHENTICATED, "{}"), no_kubernetes()).await;
+    let span = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"json-sender"}}]},"scopeSpans":[{"spans":[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7","name":"checkout","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000100000000"}]}]}]}"#;
+    let json = ("content-type", "application/json; charset=utf-8");
+    let request = |headers: &[(&str, &str)], body: Vec<u8>| {
+        let mut request = Request::post("/v1/traces");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(Body::from(body)).unwrap()
+    };
+    for (headers, body) in [
+        (vec![json], span.as_bytes().to_vec()),
+        (
+            vec![json, ("content-encoding", "gzip")],
+            super::gzipped(span.as_bytes()),
+        ),
+    ] {
+        let response = receiver
+            .otlp_http_routes()
+            .oneshot(request(&headers, body))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let answer = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(answer, "{}");
+    }
+    assert_eq!(buffered(&agent, "traces").await, 2);
+    let many = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        vec!["{}"; 300_000].join(",")
+    );
+    for (body, expected, reason) in [
+        (
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"AAEC"}]}]}]}"#.to_owned(),
+            StatusCode::BAD_REQUEST,
+            "traceId",
+        ),
+        ("{not json".to_owned(), StatusCode::BAD_REQUEST, ""),
+        (many, StatusCode::PAYLOAD_TOO_LARGE, "more than 250000"),
+    ] {
+        let (status, _, answer) = post_traces(&receiver, &[json], Body::from(body)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, expected, "{answer}");
+        assert!(answer.contains(reason), "{answer}");
+    }
+    assert_eq!(refused(&receiver, "malformed"), 2);
+    assert_eq!(buffered(&agent, "traces").await, 2);
+    agent.shutdown().await;
+}
+
+/// Posts `body` to Zipkin's `/api/v2/spans` with `headers` (as JSON unless they name
+/// a content type): the status and body.
+async fn post_zipkin(
+    receiver: &PushReceiver,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> (StatusCode, Bytes) {
+    let routes = receiver.zipkin_routes();
+    let (status, _, body) =
+        post_to(routes, "/api/v2/spans", "application/json", headers, body).await;
+    (status, body)
+}
+
+const ZIPKIN_SPANS: &str = r#"[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","id":"00f067aa0ba902b7","name":"get /cart","kind":"SERVER","timestamp":1700000000000000,"duration":1000,"localEndpoint":{"serviceName":"cart"},"tags":{"http.method":"GET"}}]"#;
+
+/// Zipkin v2 JSON on `/api/v2/spans` reaches only the trace pipelines with a `zipkin`
+/// input: 404 before the body is read while none has one; with one, plain and gzip
+/// JSON are answered 202 with an empty body once durable (the OTLP-only pipeline takes
+/// nothing), credentials are checked by the zipkin input's rules, other media types
+/// are 415 and broken JSON 400.
+#[tokio::test]
+async fn zipkin_spans_reach_the_pipelines_with_a_zipkin_input() {
+    let (mut agent, receiver, _dir) = trace_fixture(
+        &pipeline("otlp-only", UNAUTHENTICATED, "{}"),
+        no_kubernetes(),
+    )
+    .await;
+    let endless =
+        Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>());
+    let (status, answer) = post_zipkin(&receiver, &[], endless).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(answer, "no pipeline takes Zipkin pushes on this agent");
+    agent.shutdown().await;
+
+    let (mut agent, receiver, _dir) = trace_fixture(
+        &[
+            pipeline("otlp-only", UNAUTHENTICATED, "{}"),
+            pipeline(
+                "zipkin",
+                "{zipkin: {enabled: true}, authentication: {mode: bearerToken, bearerToken: {valueFrom: {secretKeyRef: {name: push, namespace: shop, key: token}}}}}",
+                "{}",
+            ),
+        ]
+        .concat(),
+        no_kubernetes(),
+    )
+    .await;
+    let endless =
+        Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>());
+    let (status, _) = post_zipkin(&receiver, &[], endless).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no token");
+    let token = ("authorization", "Bearer the-push-token");
+    let (status, answer) = post_zipkin(&receiver, &[token], Body::from(ZIPKIN_SPANS)).await;
+    assert_eq!((status, answer.as_ref()), (StatusCode::ACCEPTED, &b""[..]));
+    let gzip = [token, ("content-encoding", "gzip")];
+    let body = super::gzipped(ZIPKIN_SPANS.as_bytes());
+    let (status, _) = post_zipkin(&receiver, &gzip, Body::from(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(buffered(&agent, "zipkin").await, 2);
+    assert_eq!(buffered(&agent, "otlp-only").await, 0);
+
+    let thrift = [token, ("content-type", "application/x-thrift")];
+    let (status, answer) = post_zipkin(&receiver, &thrift, Body::from(ZIPKIN_SPANS)).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        answer,
+        "send Zipkin spans as application/json (Zipkin v2 JSON)"
+    );
+    let (status, answer) = post_zipkin(&receiver, &[token], Body::from("[{")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer:?}");
+    assert!(!answer.is_empty(), "a reason");
+    assert_eq!(buffered(&agent, "zipkin").await, 2);
     agent.shutdown().await;
 }
