@@ -245,6 +245,16 @@ pub struct RunSettings {
 }
 
 impl RunArgs {
+    /// The `--buffer-budget`, or the role's default: each node instance has a budget of
+    /// its own, as its buffers are on its node's disk.
+    fn buffer_budget(&self, role: Option<RoleFlag>, problems: &mut Problems) -> Option<u64> {
+        match (&self.buffer_budget, role) {
+            (Some(text), _) => problems.check("buffer-budget", text, parse_buffer_budget),
+            (None, Some(RoleFlag::Node)) => Some(DEFAULT_NODE_BUFFER_BUDGET),
+            (None, _) => Some(DEFAULT_BUFFER_BUDGET),
+        }
+    }
+
     /// Parses and checks every flag, without touching the data directory or the
     /// network (it reads only the agent's namespace from its service-account mount, see
     /// [`agent_policy`]); every problem is reported, not just the first.
@@ -267,12 +277,7 @@ impl RunArgs {
             address,
         );
         let role = problems.check("role", &self.role, choice::<RoleFlag>);
-        // Each node instance has a budget of its own: its buffers are on its node's disk.
-        let buffer_budget = match (&self.buffer_budget, role) {
-            (Some(text), _) => problems.check("buffer-budget", text, parse_buffer_budget),
-            (None, Some(RoleFlag::Node)) => Some(DEFAULT_NODE_BUFFER_BUDGET),
-            (None, _) => Some(DEFAULT_BUFFER_BUDGET),
-        };
+        let buffer_budget = self.buffer_budget(role, &mut problems);
         let kubernetes = problems.check("kubernetes", &self.kubernetes, choice::<KubernetesMode>);
         let endpoint_order = problems.check(
             "observer-order",
