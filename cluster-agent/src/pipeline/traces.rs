@@ -36,7 +36,7 @@ use crate::exporters::TraceExporter;
 use crate::internal_events::PipelineStats;
 use crate::outbound::auth::{ValueSources, resolve};
 use crate::pipeline::budget::BufferGrant;
-use crate::processing::traces::TraceProcessing;
+use crate::processing::traces::{TraceOutcome, TraceProcessing};
 use crate::record::traces::TraceBatch;
 use crate::topology::inlet::{Ack, Stored};
 
@@ -110,19 +110,6 @@ impl std::fmt::Debug for RunningTracePipeline {
 /// Trace pipelines by name.
 pub type TracePipelines = BTreeMap<String, RunningTracePipeline>;
 
-/// What span processing did to a batch, by outcome (the processing's own counts).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SpanCounts {
-    /// Spans left to buffer.
-    pub kept: u64,
-    /// Spans sampling left out (not an error).
-    pub sampled_out: u64,
-    /// Spans `dropSpans` left out (not an error).
-    pub filtered: u64,
-    /// Spans over the pipeline's rate limit: reported to the pusher as rejected.
-    pub rate_limited: u64,
-}
-
 /// What became of spans handed to [`TraceIntake::buffer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Buffered {
@@ -130,7 +117,7 @@ pub struct Buffered {
     /// or dropped them as full.
     pub stored: Stored,
     /// What processing did.
-    pub spans: SpanCounts,
+    pub spans: TraceOutcome,
 }
 
 /// Why a trace pipeline cannot take a batch.
@@ -196,7 +183,10 @@ impl TraceIntake {
 
     /// Runs the pipeline's processing over `resource_spans`, with the hash key as it
     /// reads now.
-    fn process(&self, resource_spans: &mut Vec<ResourceSpans>) -> Result<SpanCounts, IntakeError> {
+    fn process(
+        &self,
+        resource_spans: &mut Vec<ResourceSpans>,
+    ) -> Result<TraceOutcome, IntakeError> {
         let hash_key = match &self.pipeline.processors.hash_key {
             Some(source) => Some(
                 resolve(source, &self.value_sources)
@@ -224,13 +214,7 @@ impl TraceIntake {
                 }
             }
         };
-        let outcome = processing.process(resource_spans);
-        Ok(SpanCounts {
-            kept: outcome.kept,
-            sampled_out: outcome.sampled_out,
-            filtered: outcome.filtered,
-            rate_limited: outcome.rate_limited,
-        })
+        Ok(processing.process(resource_spans))
     }
 }
 
