@@ -26,6 +26,7 @@ use kaas_pipeline::{ProviderPolicy, SecretNamespaces};
 use kaas_self_telemetry::SelfTelemetry;
 use tokio::sync::RwLock;
 
+use crate::discovery::kubernetes::pods_by_ip::PodsByIpStarter;
 use crate::discovery::kubernetes::secrets::KubernetesSecrets;
 use crate::discovery::kubernetes::watch;
 use crate::files::FileAccess;
@@ -41,6 +42,7 @@ use crate::pipeline::node_logs::{NodeLogInputs, NodeLogSettings};
 use crate::pipeline::runtime::{AgentContext, ClusterView, Pipelines, RunningPipeline};
 use crate::pipeline::traces::{RunningTracePipeline, TracePipelines};
 use crate::pipeline::{PipelineId, PipelineKind};
+use crate::push::span_enrichment::SpanEnrichment;
 use crate::telemetry::registry;
 
 /// The resource attribute naming the agent's cluster in its own telemetry, taken from
@@ -142,6 +144,9 @@ pub struct Agent {
     pub log_pipelines: Arc<RwLock<LogPipelines>>,
     /// The running trace pipelines, readable by reporters and the push receivers.
     pub trace_pipelines: Arc<RwLock<TracePipelines>>,
+    /// What pushed spans are enriched with; its pod cache runs while a trace pipeline
+    /// does ([`Agent::apply`]).
+    pub span_enrichment: Arc<SpanEnrichment>,
     /// What the agent runs ([`AgentRole`]).
     role: AgentRole,
     /// The node's log inputs, on the node role.
@@ -313,6 +318,7 @@ impl Agent {
             pipelines: Arc::new(RwLock::new(Pipelines::new())),
             log_pipelines: Arc::new(RwLock::new(LogPipelines::new())),
             trace_pipelines: Arc::new(RwLock::new(TracePipelines::new())),
+            span_enrichment: Arc::default(),
             role: AgentRole::Cluster,
             node_logs: None,
             log_inputs: Arc::default(),
@@ -324,6 +330,13 @@ impl Agent {
     pub fn run_as_node(&mut self, settings: NodeLogSettings) {
         self.role = AgentRole::Node;
         self.node_logs = Some(NodeLogInputs::new(settings, self.log_inputs.clone()));
+    }
+
+    /// Enriches pushed spans from the sending pod, through a pod cache `starter` starts
+    /// while a trace pipeline runs. Called before the push receivers are built: they
+    /// share [`Agent::span_enrichment`] as it is then.
+    pub fn enrich_spans_from_pods(&mut self, starter: PodsByIpStarter) {
+        self.span_enrichment = Arc::new(SpanEnrichment::new(Some(starter)));
     }
 
     /// Shares `bytes` between the buffers of the pipelines applied from now on (the
@@ -375,8 +388,9 @@ impl Agent {
             self.buffer_budget,
             metric_asks.chain(log_asks).chain(trace_asks),
         );
+        let mut traces = self.trace_pipelines.write().await;
         reconcile(
-            &mut *self.trace_pipelines.write().await,
+            &mut traces,
             config.trace_pipelines,
             &mut grants,
             &context,
@@ -384,6 +398,10 @@ impl Agent {
             &mut report,
         )
         .await;
+        // The pod cache is held while a trace pipeline runs, and freed with the last.
+        let cluster = config.external_labels.get("cluster");
+        (self.span_enrichment).follow(!traces.is_empty(), cluster.map_or("", String::as_str));
+        drop(traces);
         let mut logs = self.log_pipelines.write().await;
         // The inputs stop before any log pipeline does: none may write into a buffer
         // directory a restarted pipeline reopens.
@@ -573,6 +591,11 @@ impl ConfiguredAgent {
         };
         let mut agent = Agent::new(context);
         agent.set_buffer_budget(settings.buffer_budget);
+        if settings.role == AgentRole::Cluster
+            && let Some(client) = kubernetes.clone()
+        {
+            agent.enrich_spans_from_pods(PodsByIpStarter::new(client));
+        }
         if settings.role == AgentRole::Node {
             let node = node_name();
             let pods = kubernetes.clone().map(|client| {
@@ -729,7 +752,7 @@ async fn serve_push(
         kaas_series::PushLimits::default(),
         reviewer,
     )
-    .with_trace_pipelines(agent.trace_pipelines.clone());
+    .with_trace_pipelines(agent.trace_pipelines.clone(), agent.span_enrichment.clone());
     let grpc = crate::push::otlp_grpc::OtlpGrpc::new(receiver.clone());
     let grpc_logs = crate::push::otlp_grpc::OtlpLogsGrpc::new(receiver.clone());
     let grpc_traces = crate::push::otlp_grpc::OtlpTracesGrpc::new(receiver.clone());
@@ -740,7 +763,9 @@ async fn serve_push(
             tracing::error!(%error, "the OTLP/gRPC receiver stopped");
         }
     });
-    let otlp_http = receiver.otlp_http_routes();
+    // With the connection's address, which finds the pod that pushed spans.
+    let otlp_http =
+        (receiver.otlp_http_routes()).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         if let Err(error) = axum::serve(otlp_http_listener, otlp_http).await {
             tracing::error!(%error, "the OTLP/HTTP receiver stopped");
@@ -750,7 +775,7 @@ async fn serve_push(
         address = %settings.otlp_http_listen_address,
         "serving the OTLP/HTTP push receivers /v1/metrics, /v1/logs and /v1/traces"
     );
-    let zipkin = receiver.zipkin_routes();
+    let zipkin = (receiver.zipkin_routes()).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         if let Err(error) = axum::serve(zipkin_listener, zipkin).await {
             tracing::error!(%error, "the Zipkin receiver stopped");

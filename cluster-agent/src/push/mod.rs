@@ -49,6 +49,7 @@ pub mod auth;
 mod http_body;
 pub mod otlp_grpc;
 pub mod otlp_traces;
+pub mod span_enrichment;
 
 use std::sync::Arc;
 
@@ -275,6 +276,7 @@ pub struct PushReceiver {
     pipelines: Arc<RwLock<Pipelines>>,
     log_pipelines: Arc<RwLock<LogPipelines>>,
     trace_pipelines: Arc<RwLock<TracePipelines>>,
+    span_enrichment: Arc<span_enrichment::SpanEnrichment>,
     stats: Arc<PushStats>,
     limits: PushLimits,
     reviewer: Arc<TokenReviewer>,
@@ -295,6 +297,7 @@ impl PushReceiver {
             pipelines,
             log_pipelines,
             trace_pipelines: Arc::default(),
+            span_enrichment: Arc::default(),
             stats,
             limits,
             reviewer: Arc::new(reviewer),
@@ -302,9 +305,15 @@ impl PushReceiver {
         }
     }
 
-    /// The same receivers feeding `trace_pipelines` with OTLP traces too.
-    pub fn with_trace_pipelines(mut self, trace_pipelines: Arc<RwLock<TracePipelines>>) -> Self {
+    /// The same receivers feeding `trace_pipelines` with OTLP traces too, their
+    /// resources enriched by `span_enrichment` ([`span_enrichment`]).
+    pub fn with_trace_pipelines(
+        mut self,
+        trace_pipelines: Arc<RwLock<TracePipelines>>,
+        span_enrichment: Arc<span_enrichment::SpanEnrichment>,
+    ) -> Self {
         self.trace_pipelines = trace_pipelines;
+        self.span_enrichment = span_enrichment;
         self
     }
 

@@ -17,6 +17,7 @@
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use http_body::Frame;
@@ -43,9 +44,11 @@ pub trait OtlpExport: Send + Sync + 'static {
     /// The push protocol, for refusals and metrics.
     const PROTOCOL: Protocol;
 
-    /// Admits, decodes and routes one request through `receiver`; the gRPC answer.
+    /// Admits, decodes and routes one request from `peer` (when known) through
+    /// `receiver`; the gRPC answer.
     fn export(
         receiver: PushReceiver,
+        peer: Option<IpAddr>,
         headers: http::HeaderMap,
         body: axum::body::Body,
         gzip: bool,
@@ -95,7 +98,12 @@ impl<S: OtlpExport> Service<http::Request<tonic::body::Body>> for OtlpService<S>
         let receiver = self.receiver.clone();
         Box::pin(async move {
             match unary(request, S::PATH, S::PROTOCOL, &receiver) {
-                Ok((headers, body, gzip)) => S::export(receiver, headers, body, gzip).await,
+                Ok(Unary {
+                    peer,
+                    headers,
+                    body,
+                    gzip,
+                }) => S::export(receiver, peer, headers, body, gzip).await,
                 Err(answer) => Ok(answer),
             }
         })
@@ -114,6 +122,7 @@ impl OtlpExport for MetricsExport {
 
     fn export(
         receiver: PushReceiver,
+        _peer: Option<IpAddr>,
         headers: http::HeaderMap,
         body: axum::body::Body,
         gzip: bool,
@@ -143,6 +152,7 @@ impl OtlpExport for LogsExport {
 
     fn export(
         receiver: PushReceiver,
+        _peer: Option<IpAddr>,
         headers: http::HeaderMap,
         body: axum::body::Body,
         gzip: bool,
@@ -172,6 +182,7 @@ impl OtlpExport for TracesExport {
 
     fn export(
         receiver: PushReceiver,
+        peer: Option<IpAddr>,
         headers: http::HeaderMap,
         body: axum::body::Body,
         gzip: bool,
@@ -180,7 +191,7 @@ impl OtlpExport for TracesExport {
             let decode = move |body: &[u8], limits: &PushLimits| {
                 decode_message(body, gzip, limits, kaas_series::otlp_traces::decode)
             };
-            let accepted = receiver.accept_traces(Self::PROTOCOL, &headers, body, decode);
+            let accepted = receiver.accept_traces(Self::PROTOCOL, peer, &headers, body, decode);
             Ok(match accepted.await {
                 Ok(rejected) => exported(&rejected.response()),
                 Err(refusal) => status(&refusal).into_http(),
@@ -189,21 +200,42 @@ impl OtlpExport for TracesExport {
     }
 }
 
-/// The one unary request's headers, body and whether its message is gzipped; the
-/// answer for a request to another method or with an unknown encoding.
+/// One unary request, as [`unary`] passed it.
+struct Unary {
+    /// Where it came from: tonic's `TcpConnectInfo`, which its server adds to every
+    /// request it accepts (what `tonic::Request::remote_addr` reads); `None` for a
+    /// request handed to the service directly.
+    peer: Option<IpAddr>,
+    headers: http::HeaderMap,
+    body: axum::body::Body,
+    /// Whether its message may be gzipped.
+    gzip: bool,
+}
+
+/// The one unary request; the answer for a request to another method or with an
+/// unknown encoding.
 #[allow(clippy::result_large_err)]
 fn unary(
     request: http::Request<tonic::body::Body>,
     path: &str,
     protocol: Protocol,
     receiver: &PushReceiver,
-) -> Result<(http::HeaderMap, axum::body::Body, bool), http::Response<tonic::body::Body>> {
+) -> Result<Unary, http::Response<tonic::body::Body>> {
     if request.uri().path() != path {
         return Err(tonic::Status::unimplemented(format!("only {path} is served")).into_http());
     }
     let (parts, body) = request.into_parts();
+    let peer = (parts.extensions)
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
+        .map(|address| address.ip());
     match grpc_encoding(&parts.headers) {
-        Ok(gzip) => Ok((parts.headers, axum::body::Body::new(body), gzip)),
+        Ok(gzip) => Ok(Unary {
+            peer,
+            headers: parts.headers,
+            body: axum::body::Body::new(body),
+            gzip,
+        }),
         Err(refusal) => {
             refusal.count(protocol, &receiver.stats);
             Err(status(&refusal).into_http())

@@ -8,16 +8,24 @@
 //! `kaas_series::zipkin`, and is answered 202 with an empty body (Zipkin's answer; a
 //! rate limit's partial success has no place in it).
 //!
+//! Before any pipeline takes its copy, every resource is enriched from the sending
+//! pod, found by the connection's peer address ([`super::span_enrichment`]: the
+//! HTTP routes read axum's `ConnectInfo`, the gRPC service tonic's `TcpConnectInfo`; a
+//! request without either, as a test's `oneshot`, is not enriched from a pod). Then the
+//! pusher's proven namespace (a service-account token's) is written to every resource
+//! as `k8s.namespace.name`, over whatever the pod lookup or the sender said.
+//!
 //! A trace pipeline's namespace selector is applied to the pusher's proven namespace
-//! only (a service-account token's, also written to every resource as
-//! `k8s.namespace.name`); a request admitted by a push token or without
+//! only; a request admitted by a push token or without
 //! authentication proves none and is taken whole, a claimed namespace never counting.
 //! The answer waits until the spans are durable in every pipeline that takes them;
 //! spans a pipeline's rate limit drops are reported in its
 //! `partial_success.rejected_spans`. OTLP/JSON (`application/json`) is read by
 //! `kaas_series::otlp_traces_json` and answered in OTLP/JSON, as OTLP/HTTP asks.
 
-use axum::extract::{Request, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kaas_pipeline::input::PushInput;
@@ -35,11 +43,13 @@ use crate::pipeline::traces::IntakeError;
 use crate::topology::inlet::{Ack, Stored};
 
 impl PushReceiver {
-    /// Admits, reads, decodes and routes one OTLP traces request; counts a refusal.
-    /// The answer is how many spans processing rejected (rate limits).
+    /// Admits, reads, decodes and routes one OTLP traces request sent from `peer`
+    /// (when known); counts a refusal. The answer is how many spans processing
+    /// rejected (rate limits).
     pub(super) async fn accept_traces(
         &self,
         protocol: Protocol,
+        peer: Option<IpAddr>,
         headers: &HeaderMap,
         body: axum::body::Body,
         decode: impl FnOnce(&[u8], &PushLimits) -> Result<ExportTraceServiceRequest, DecodeError>
@@ -50,7 +60,7 @@ impl PushReceiver {
             let admitted = self.admit(protocol, headers).await?;
             let body = read_body(headers, body, self.limits.max_body_bytes).await?;
             let request = self.decode(body, decode).await?;
-            self.route_traces(protocol, request, &admitted).await
+            self.route_traces(protocol, request, peer, &admitted).await
         }
         .await;
         self.note(protocol, &result);
@@ -63,8 +73,9 @@ impl PushReceiver {
     /// admits the pusher's proven namespace (a service-account token's; a request
     /// admitted by a pipeline's push token, or without authentication, has no proven
     /// namespace and is taken whole: a namespace the sender claims in its resource is
-    /// never trusted). The proven namespace is written to every resource as
-    /// `k8s.namespace.name`. Each pipeline processes and buffers its copy through its
+    /// never trusted). Every resource is first enriched from the pod sending from
+    /// `peer` ([`super::span_enrichment`]), then the proven namespace is written to it
+    /// as `k8s.namespace.name`. Each pipeline processes and buffers its copy through its
     /// intake; the answer waits until the spans are durable in every pipeline that
     /// takes them, and a pipeline that cannot store them fails the request (429 /
     /// `RESOURCE_EXHAUSTED`; 503 / `UNAVAILABLE` when its hash key cannot be read), so
@@ -73,9 +84,13 @@ impl PushReceiver {
     async fn route_traces(
         &self,
         protocol: Protocol,
-        request: ExportTraceServiceRequest,
+        mut request: ExportTraceServiceRequest,
+        peer: Option<IpAddr>,
         admitted: &[Admitted],
     ) -> Result<RejectedSpans, Refusal> {
+        // One token per request: every admission through it proves the same namespace.
+        let proven = admitted.iter().find_map(|a| a.namespace.as_deref());
+        (self.span_enrichment).enrich(&mut request.resource_spans, peer, proven);
         let mut durable = Vec::new();
         let mut not_stored = Vec::new();
         let mut unavailable = Vec::new();
@@ -190,6 +205,7 @@ pub(super) async fn otlp_http_traces(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
+    let peer = peer_of(&parts.extensions);
     let (encoding, gzip) = match OtlpHttpEncoding::of(headers, "traces") {
         Ok(found) => found,
         Err(refusal) => {
@@ -202,8 +218,8 @@ pub(super) async fn otlp_http_traces(
         kaas_series::otlp_traces::decode,
         kaas_series::otlp_traces_json::decode,
     );
-    let accepted = (receiver.accept_traces(Protocol::OtlpTraces, headers, body, decode)).await;
-    match accepted {
+    let accepted = receiver.accept_traces(Protocol::OtlpTraces, peer, headers, body, decode);
+    match accepted.await {
         Ok(rejected) => encoding.accepted(rejected.response().encode_to_vec(), rejected.json()),
         Err(refusal) => refusal.into_response(),
     }
@@ -217,6 +233,7 @@ pub(super) async fn zipkin_spans(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
+    let peer = peer_of(&parts.extensions);
     let gzip = match zipkin_encoding(headers) {
         Ok(gzip) => gzip,
         Err(refusal) => {
@@ -225,10 +242,19 @@ pub(super) async fn zipkin_spans(
         }
     };
     let decode = otlp_decoder(gzip, kaas_series::zipkin::decode);
-    match (receiver.accept_traces(Protocol::Zipkin, headers, body, decode)).await {
+    match (receiver.accept_traces(Protocol::Zipkin, peer, headers, body, decode)).await {
         Ok(_) => StatusCode::ACCEPTED.into_response(),
         Err(refusal) => refusal.into_response(),
     }
+}
+
+/// The address a request came from: axum's `ConnectInfo`, present when the server was
+/// started `with_connect_info` (the agent's are), absent for a request handed to the
+/// router directly.
+fn peer_of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
 }
 
 /// Whether a Zipkin body is gzip-compressed; refuses anything but JSON (Zipkin's

@@ -13,9 +13,10 @@
 //! snapshot (at most once per [`super::watch::PUBLISH_INTERVAL`]) and read without
 //! locking the writer out ([`PodsByIp::lookup`]).
 //!
-//! Nothing is allocated until a trace pipeline exists: the data path asks
-//! [`PodsByIpStarter::get_or_start`] when it first needs the cache, and the watch ends
-//! when the last [`PodsByIp`] handle is dropped.
+//! Nothing is allocated until a trace pipeline exists: the push receivers' enrichment
+//! ([`crate::push::span_enrichment`]) asks [`PodsByIpStarter::get_or_start`] when the
+//! agent's first trace pipeline starts, and drops its handle with the last one; the
+//! watch ends when the last [`PodsByIp`] handle is dropped.
 //!
 //! # Which pod an address is
 //!
@@ -303,18 +304,25 @@ impl PodsByIp {
     /// module's documentation; `k8s.cluster.name` is set in any case (when
     /// `cluster_name` is not empty). Whether the pod was found.
     pub fn enrich(&self, resource: &mut Resource, peer: IpAddr, cluster_name: &str) -> bool {
-        if !cluster_name.is_empty() {
-            upsert_all(
-                &mut resource.attributes,
-                vec![string_attribute(CLUSTER_NAME, cluster_name)],
-                OnConflict::Replace,
-            );
-        }
-        let Some(pod) = self.lookup(peer) else {
-            return false;
-        };
-        enrich_with(&mut resource.attributes, &pod);
-        true
+        let pod = self.lookup(peer);
+        enrich_resource(resource, pod.as_deref(), cluster_name);
+        pod.is_some()
+    }
+}
+
+/// Adds to `resource` what `pod` is (the pod already found for a connection), by the
+/// rules of the module's documentation, and `k8s.cluster.name` (when `cluster_name` is
+/// not empty) whether a pod was found or not.
+pub fn enrich_resource(resource: &mut Resource, pod: Option<&PodIdentity>, cluster_name: &str) {
+    if !cluster_name.is_empty() {
+        upsert_all(
+            &mut resource.attributes,
+            vec![string_attribute(CLUSTER_NAME, cluster_name)],
+            OnConflict::Replace,
+        );
+    }
+    if let Some(pod) = pod {
+        enrich_with(&mut resource.attributes, pod);
     }
 }
 

@@ -17,6 +17,17 @@ async fn trace_fixture(
     trace_pipelines: &str,
     reviewer: TokenReviewer,
 ) -> (Agent, PushReceiver, tempfile::TempDir) {
+    enriching_fixture(trace_pipelines, reviewer, None).await
+}
+
+/// [`trace_fixture`] with pushed spans enriched from pods, when `pods` starts a pod
+/// cache, in the cluster [`CLUSTER`].
+async fn enriching_fixture(
+    trace_pipelines: &str,
+    reviewer: TokenReviewer,
+    pods: Option<crate::discovery::kubernetes::pods_by_ip::PodsByIpStarter>,
+) -> (Agent, PushReceiver, tempfile::TempDir) {
+    let enriched = pods.is_some();
     let dir = tempfile::tempdir().unwrap();
     let secrets = MapSecrets(BTreeMap::from([(
         ("shop".into(), "push".into(), "token".into()),
@@ -31,9 +42,17 @@ async fn trace_fixture(
         service_account_dir: dir.path().join("no-service-account"),
         kubelet_insecure_skip_verify: false,
     });
+    if let Some(starter) = pods {
+        agent.enrich_spans_from_pods(starter);
+    }
     if !trace_pipelines.is_empty() {
+        let labels = if enriched {
+            format!("externalLabels: {{cluster: {CLUSTER}}}\n")
+        } else {
+            String::new()
+        };
         let config = format!(
-            "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\ntracePipelines:\n{trace_pipelines}"
+            "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\n{labels}tracePipelines:\n{trace_pipelines}"
         );
         let config =
             AgentConfig::parse(&config, &kaas_pipeline::ValidationContext::standalone()).unwrap();
@@ -47,9 +66,12 @@ async fn trace_fixture(
         PushLimits::default(),
         reviewer,
     )
-    .with_trace_pipelines(agent.trace_pipelines.clone());
+    .with_trace_pipelines(agent.trace_pipelines.clone(), agent.span_enrichment.clone());
     (agent, receiver, dir)
 }
+
+/// The cluster of [`enriching_fixture`]'s agent.
+const CLUSTER: &str = "prod-eu";
 
 /// A trace pipeline `name` with `input` and `buffer` (YAML flow mappings) sending to
 /// nowhere (nothing listens on port 9): what it takes stays in its buffer.
@@ -156,14 +178,34 @@ async fn grpc_traces(
     tonic::Code,
     Option<kaas_proto::otlp::ExportTraceServiceResponse>,
 ) {
+    grpc_traces_from(receiver, None, headers, body).await
+}
+
+/// [`grpc_traces`] over a connection from `peer`, as tonic's server marks a request
+/// (`TcpConnectInfo`), when it is given.
+async fn grpc_traces_from(
+    receiver: &PushReceiver,
+    peer: Option<std::net::SocketAddr>,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (
+    tonic::Code,
+    Option<kaas_proto::otlp::ExportTraceServiceResponse>,
+) {
     let mut request = http::Request::post(kaas_proto::otlp::EXPORT_TRACES_PATH)
         .header("content-type", "application/grpc");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request
+    let mut request = request
         .body(tonic::body::Body::new(Body::from(body)))
         .unwrap();
+    if let Some(peer) = peer {
+        (request.extensions_mut()).insert(tonic::transport::server::TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(peer),
+        });
+    }
     let mut service = OtlpTracesGrpc::new(receiver.clone());
     let response = tokio::time::timeout(PROMPTLY, service.call(request))
         .await
@@ -563,3 +605,5 @@ async fn zipkin_spans_reach_the_pipelines_with_a_zipkin_input() {
     assert_eq!(buffered(&agent, "zipkin").await, 2);
     agent.shutdown().await;
 }
+
+mod enrichment;

@@ -1,0 +1,116 @@
+//! What the agent adds to the resources of pushed spans before any trace pipeline takes
+//! its copy: the sending pod's `k8s.namespace.name`, `k8s.pod.name`, `k8s.pod.uid`,
+//! `k8s.deployment.name` and `k8s.node.name`, found by the connection's peer address in
+//! the pod cache ([`crate::discovery::kubernetes::pods_by_ip`], whose module says what
+//! a sender's claims are worth), and `k8s.cluster.name`.
+//!
+//! # When the pod cache runs
+//!
+//! Only while a trace pipeline does: after every apply the agent tells
+//! [`SpanEnrichment::follow`] whether any trace pipeline runs; the first one takes a
+//! handle from the [`PodsByIpStarter`] (which starts the cluster-wide pod watch), and
+//! when the last one goes the handle is dropped, which ends the watch and frees the
+//! cache. Without the Kubernetes API (standalone, or the node role, which runs no trace
+//! pipeline) only `k8s.cluster.name` is added.
+//!
+//! # The proven namespace wins
+//!
+//! A service-account token proves its namespace, and the route writes that namespace to
+//! every resource after enrichment, whatever the pod lookup or the sender said. A pod
+//! found in another namespace than the token's (a token carried out of its namespace,
+//! an address behind a node's NAT) does not describe the sender: nothing of it is
+//! written.
+
+use std::net::IpAddr;
+use std::sync::{PoisonError, RwLock};
+
+use kaas_proto::otlp::ResourceSpans;
+
+use crate::discovery::kubernetes::pods_by_ip::{PodsByIp, PodsByIpStarter, enrich_resource};
+
+/// The enrichment of pushed spans, shared by the agent (which starts and stops the pod
+/// cache with the trace pipelines) and the push receivers (which apply it).
+pub struct SpanEnrichment {
+    /// Starts the pod cache; `None` without the Kubernetes API.
+    starter: Option<PodsByIpStarter>,
+    current: RwLock<Current>,
+}
+
+/// What is added now.
+#[derive(Default)]
+struct Current {
+    /// The running pod cache, while a trace pipeline runs.
+    pods: Option<PodsByIp>,
+    /// The agent's cluster (the `cluster` external label), empty when it has none.
+    cluster_name: String,
+}
+
+impl Default for SpanEnrichment {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl SpanEnrichment {
+    /// An enrichment that starts its pod cache with `starter` when a trace pipeline
+    /// runs (`None`: only the cluster's name is added).
+    pub fn new(starter: Option<PodsByIpStarter>) -> Self {
+        Self {
+            starter,
+            current: RwLock::default(),
+        }
+    }
+
+    /// Follows an applied configuration: the pod cache runs while `trace_pipelines_run`
+    /// (started in the current Tokio runtime), and spans are marked with `cluster_name`.
+    pub fn follow(&self, trace_pipelines_run: bool, cluster_name: &str) {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        cluster_name.clone_into(&mut current.cluster_name);
+        match (&self.starter, trace_pipelines_run) {
+            (Some(starter), true) => {
+                if current.pods.is_none() {
+                    current.pods = Some(starter.get_or_start());
+                }
+            }
+            _ => current.pods = None,
+        }
+    }
+
+    /// Whether the pod cache runs (held for the trace pipelines).
+    pub fn watches_pods(&self) -> bool {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        current.pods.is_some()
+    }
+
+    /// Enriches every resource of a request that came from `peer` (when known), whose
+    /// sender proved `proven_namespace` (when it did), by the module's rules. Whether a
+    /// pod was found.
+    pub fn enrich(
+        &self,
+        resources: &mut [ResourceSpans],
+        peer: Option<IpAddr>,
+        proven_namespace: Option<&str>,
+    ) -> bool {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        let found = (current.pods.as_ref().zip(peer)).and_then(|(pods, peer)| pods.lookup(peer));
+        let pod = found.filter(|pod| {
+            let agrees = proven_namespace.is_none_or(|namespace| namespace == pod.namespace);
+            if !agrees {
+                tracing::debug!(
+                    pod = %pod.name,
+                    pod_namespace = %pod.namespace,
+                    "spans pushed with another namespace's service-account token are not enriched from the sending pod"
+                );
+            }
+            agrees
+        });
+        if pod.is_none() && current.cluster_name.is_empty() {
+            return false;
+        }
+        for resource_spans in resources {
+            let resource = resource_spans.resource.get_or_insert_with(Default::default);
+            enrich_resource(resource, pod.as_deref(), &current.cluster_name);
+        }
+        pod.is_some()
+    }
+}

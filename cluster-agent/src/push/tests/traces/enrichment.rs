@@ -1,0 +1,340 @@
+//! Pushed spans enriched from the sending pod (issue 17), against kube's mock client:
+//! the pod found by the connection's address names itself, its Deployment, its node
+//! and the cluster in the spans' resource, over what the sender claimed, over HTTP and
+//! gRPC; a service-account token's namespace wins over the pod's; and no pod watch runs
+//! while no trace pipeline does.
+
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+use futures_util::FutureExt;
+use kaas_proto::otlp::Resource;
+use kaas_test_support::recording_receiver::{RecordingReceiver, Reply};
+use kube::client::Body as KubeBody;
+
+use super::*;
+use crate::discovery::kubernetes::mock_api::{self, next_request, send_list};
+use crate::discovery::kubernetes::pods_by_ip::PodsByIpStarter;
+
+/// The address of the pod `web-7d4b9c8f5-x2x9q` of Deployment `web` in `shop`.
+const POD_ADDRESS: &str = "10.0.0.1:43210";
+/// An address no pod has.
+const UNKNOWN_ADDRESS: &str = "10.9.9.9:43210";
+
+/// A pod cache starter on a mock API server, and the server's side.
+fn mocked_starter() -> (PodsByIpStarter, mock_api::Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<KubeBody>, http::Response<KubeBody>>();
+    let starter = PodsByIpStarter::new(kube::Client::new(service, "default"));
+    (starter, handle)
+}
+
+/// The pod at [`POD_ADDRESS`], as the API server lists it.
+fn web_pod() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": "web-7d4b9c8f5-x2x9q", "namespace": "shop", "uid": "uid-web",
+            "resourceVersion": "101",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                 "name": "web-7d4b9c8f5", "uid": "rs-1", "controller": true}]
+        },
+        "spec": {"nodeName": "node-a", "containers": [{"name": "app", "image": "web:1"}]},
+        "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}],
+                   "startTime": "2026-12-07T10:00:00Z"}
+    })
+}
+
+/// Answers the pod watch's list with [`web_pod`] and waits until the agent finds it
+/// by its address; the watch request that follows is returned unanswered (held, it
+/// keeps the watcher waiting rather than listing again).
+async fn serve_the_web_pod(agent: &Agent, api: &mut mock_api::Handle) -> mock_api::Answer {
+    let (request, answer) = next_request(api).await;
+    assert_eq!(request.uri().path(), "/api/v1/pods");
+    send_list(answer, vec![web_pod()]);
+    let (_, watch) = next_request(api).await;
+    let peer = Some(address(POD_ADDRESS).ip());
+    let until = std::time::Instant::now() + PROMPTLY;
+    while !(agent.span_enrichment).enrich(&mut [ResourceSpans::default()], peer, None) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the pod is never indexed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    watch
+}
+
+fn address(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+/// A trace pipeline `name` with `input` shipping over OTLP/HTTP to `sink`.
+fn shipping_to(name: &str, input: &str, sink: &RecordingReceiver) -> String {
+    format!(
+        "  - metadata: {{name: {name}}}\n    spec:\n      input: {input}\n      output: {{otlp: {{endpoint: \"{}\", protocol: http}}}}\n",
+        sink.base_url()
+    )
+}
+
+/// A request of one span `name` whose resource claims `claims`.
+fn claiming(name: &str, claims: &[(&str, &str)]) -> ExportTraceServiceRequest {
+    let mut request = spans(name, 1, None);
+    request.resource_spans[0].resource = Some(Resource {
+        attributes: claims
+            .iter()
+            .map(|(key, value)| KeyValue {
+                key: (*key).into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue((*value).into())),
+                }),
+            })
+            .collect(),
+        ..Resource::default()
+    });
+    request
+}
+
+/// Posts `request` to `/v1/traces` as if over a connection from `peer`, with
+/// `headers`: the status.
+async fn post_from(
+    receiver: &PushReceiver,
+    peer: &str,
+    headers: &[(&str, &str)],
+    request: &ExportTraceServiceRequest,
+) -> StatusCode {
+    let mut http =
+        Request::post("/v1/traces").header(header::CONTENT_TYPE, "application/x-protobuf");
+    for (name, value) in headers {
+        http = http.header(*name, *value);
+    }
+    let mut http = http.body(Body::from(request.encode_to_vec())).unwrap();
+    http.extensions_mut().insert(ConnectInfo(address(peer)));
+    let routes = receiver.otlp_http_routes();
+    let response = tokio::time::timeout(PROMPTLY, routes.oneshot(http))
+        .await
+        .expect("an answer")
+        .unwrap();
+    response.status()
+}
+
+/// The resource attributes of each span `sink` received, by span name, once it has
+/// `spans` of them.
+async fn delivered(
+    sink: &RecordingReceiver,
+    spans: usize,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut by_span = BTreeMap::new();
+        for request in sink.received() {
+            let decoded = ExportTraceServiceRequest::decode(request.body.as_slice()).unwrap();
+            for resource_spans in decoded.resource_spans {
+                let attributes: BTreeMap<String, String> = (resource_spans.resource)
+                    .unwrap_or_default()
+                    .attributes
+                    .into_iter()
+                    .map(|attribute| {
+                        let value = match attribute.value.and_then(|v| v.value) {
+                            Some(any_value::Value::StringValue(text)) => text,
+                            other => format!("{other:?}"),
+                        };
+                        (attribute.key, value)
+                    })
+                    .collect();
+                for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
+                    by_span.insert(span.name.clone(), attributes.clone());
+                }
+            }
+        }
+        if by_span.len() >= spans {
+            return by_span;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "spans not delivered: {by_span:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn expected(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+/// What the agent writes for the web pod, whatever the sender claimed.
+const WEB_POD: [(&str, &str); 6] = [
+    ("k8s.cluster.name", CLUSTER),
+    ("k8s.namespace.name", "shop"),
+    ("k8s.pod.name", "web-7d4b9c8f5-x2x9q"),
+    ("k8s.pod.uid", "uid-web"),
+    ("k8s.deployment.name", "web"),
+    ("k8s.node.name", "node-a"),
+];
+
+/// Spans pushed from the web pod's address, over OTLP/HTTP (claiming another
+/// namespace and pod) and gRPC (claiming nothing), carry the pod, its Deployment, its
+/// node and the cluster, the forged claims replaced and a claim of the sender's own
+/// kept; spans from an address no pod has keep what they claim, with the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_from_a_known_pod_carry_its_identity_over_the_senders_claims() {
+    let sink = RecordingReceiver::start(Reply::status(200)).await;
+    let (starter, mut api) = mocked_starter();
+    let (mut agent, receiver, _dir) = enriching_fixture(
+        &shipping_to("enriched", UNAUTHENTICATED, &sink),
+        no_kubernetes(),
+        Some(starter),
+    )
+    .await;
+    let _watch = serve_the_web_pod(&agent, &mut api).await;
+
+    let forged = claiming(
+        "forged",
+        &[
+            ("k8s.namespace.name", "kube-system"),
+            ("k8s.pod.name", "coredns-1"),
+            ("service.name", "web"),
+        ],
+    );
+    assert_eq!(
+        post_from(&receiver, POD_ADDRESS, &[], &forged).await,
+        StatusCode::OK
+    );
+    let honest = spans("over-grpc", 1, None).encode_to_vec();
+    let (code, _) = grpc_traces_from(
+        &receiver,
+        Some(address(POD_ADDRESS)),
+        &[],
+        grpc_frame(false, &honest),
+    )
+    .await;
+    assert_eq!(code, tonic::Code::Ok);
+    let elsewhere = claiming("unknown-sender", &[("k8s.namespace.name", "kube-system")]);
+    assert_eq!(
+        post_from(&receiver, UNKNOWN_ADDRESS, &[], &elsewhere).await,
+        StatusCode::OK
+    );
+
+    let delivered = delivered(&sink, 3).await;
+    let mut forged_expected = expected(&WEB_POD);
+    forged_expected.insert("service.name".into(), "web".into());
+    assert_eq!(delivered["forged"], forged_expected);
+    assert_eq!(delivered["over-grpc"], expected(&WEB_POD));
+    assert_eq!(
+        delivered["unknown-sender"],
+        expected(&[
+            ("k8s.namespace.name", "kube-system"),
+            ("k8s.cluster.name", CLUSTER)
+        ]),
+        "no pod at that address: the claim stays, the cluster is the agent's"
+    );
+    agent.shutdown().await;
+}
+
+/// Answers the next TokenReview as a token of `namespace`'s service account `cart`.
+async fn review_as(api: &mut mock_api::Handle, namespace: &str) {
+    let (_, send) = api.next_request().await.expect("a TokenReview");
+    let answer = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {},
+        "status": {"authenticated": true,
+                   "user": {"username": format!("system:serviceaccount:{namespace}:cart")}},
+    });
+    send.send_response(http::Response::new(KubeBody::from(
+        serde_json::to_vec(&answer).unwrap(),
+    )));
+}
+
+/// A service-account token proves its namespace, which wins over the pod's and the
+/// claim: from the web pod's address, a token of `payments` gives `payments` and
+/// nothing of the pod (which is not its sender's); a token of `shop` gives the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_tokens_namespace_wins_over_the_pod_and_the_claim() {
+    let sink = RecordingReceiver::start(Reply::status(200)).await;
+    let (starter, mut pods_api) = mocked_starter();
+    let (service, mut review_api) =
+        tower_test::mock::pair::<Request<KubeBody>, http::Response<KubeBody>>();
+    let reviewer = TokenReviewer::new(Some(kube::Client::new(service, "default")), vec![]);
+    let (mut agent, receiver, _dir) = enriching_fixture(
+        &shipping_to("by-token", "{}", &sink),
+        reviewer,
+        Some(starter),
+    )
+    .await;
+    let _watch = serve_the_web_pod(&agent, &mut pods_api).await;
+
+    let claims = [("k8s.namespace.name", "kube-system")];
+    for (span, token, namespace) in [
+        ("payments-token", "Bearer token-of-payments", "payments"),
+        ("shop-token", "Bearer token-of-shop", "shop"),
+    ] {
+        let request = claiming(span, &claims);
+        let authorization = [("authorization", token)];
+        let (status, ()) = tokio::join!(
+            post_from(&receiver, POD_ADDRESS, &authorization, &request),
+            review_as(&mut review_api, namespace)
+        );
+        assert_eq!(status, StatusCode::OK, "{span}");
+    }
+
+    let delivered = delivered(&sink, 2).await;
+    assert_eq!(
+        delivered["payments-token"],
+        expected(&[
+            ("k8s.cluster.name", CLUSTER),
+            ("k8s.namespace.name", "payments")
+        ])
+    );
+    assert_eq!(delivered["shop-token"], expected(&WEB_POD));
+    agent.shutdown().await;
+}
+
+/// Gives the tasks a started watch would run (the watcher, the client's buffer) their
+/// turns on this current-thread runtime.
+async fn let_spawned_tasks_run() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// No pod watch is started while no trace pipeline runs (an agent with other
+/// pipelines, or none); the first trace pipeline starts it, and it is let go with the
+/// last.
+#[tokio::test]
+async fn no_pod_watch_runs_while_no_trace_pipeline_does() {
+    let (starter, mut api) = mocked_starter();
+    let (mut agent, _receiver, _dir) = enriching_fixture("", no_kubernetes(), Some(starter)).await;
+    let parse = |text: &str| {
+        let text = format!(
+            "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\nexternalLabels: {{cluster: {CLUSTER}}}\n{text}"
+        );
+        AgentConfig::parse(&text, &kaas_pipeline::ValidationContext::standalone()).unwrap()
+    };
+    let log_pipeline = "logPipelines:\n  - metadata: {name: logs}\n    spec:\n      input: {otlp: {enabled: true, authentication: {mode: unauthenticated}}}\n      output: {http: {url: 'http://127.0.0.1:9/ingest', format: jsonLines}}\n";
+    let report = agent.apply(parse(log_pipeline)).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    let_spawned_tasks_run().await;
+    assert!(!agent.span_enrichment.watches_pods());
+    assert!(
+        api.next_request().now_or_never().is_none(),
+        "a pod watch started without a trace pipeline"
+    );
+
+    let traces = format!(
+        "tracePipelines:\n{}",
+        pipeline("traces", UNAUTHENTICATED, "{}")
+    );
+    let report = agent.apply(parse(&traces)).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(agent.span_enrichment.watches_pods());
+    let (request, _) = next_request(&mut api).await;
+    assert_eq!(request.uri().path(), "/api/v1/pods");
+
+    agent.apply(parse(log_pipeline)).await;
+    assert!(
+        !agent.span_enrichment.watches_pods(),
+        "the cache outlived the last trace pipeline"
+    );
+    agent.shutdown().await;
+}
