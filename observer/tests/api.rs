@@ -689,6 +689,7 @@ mod api {
                     }],
                     running_config_hash: "000".into(),
                     at_ms: 1,
+                    without_trace_pipelines: false,
                 },
             })
             .await

@@ -3,7 +3,9 @@
 //! streams (TLS on a loopback port) different health for the same log pipeline; the
 //! pipeline's condition and the cluster's API view show the worst instance with the
 //! count of affected ones, and a node instance gone past the time-to-live is dropped
-//! by the fleet tick without the cluster turning silent.
+//! by the fleet tick without the cluster turning silent. An agent that predates trace
+//! pipelines (issue 17) applies the rest of its configuration, and the trace pipeline
+//! says why it does not run there.
 
 mod api_harness;
 
@@ -15,12 +17,15 @@ use kaas_observer::control::{ControlService, ControlSettings, serve, server_tls_
 use kaas_observer::fleet::{LifecycleSettings, tick};
 use kaas_observer::identity::ClusterCa;
 use kaas_observer::store::{Actor, ClusterState, NewCluster, Store, now_ms};
-use kaas_pipeline::ValidatedLogPipeline;
-use kaas_pipeline::status::{CONDITION_FLOW_HEALTHY, Condition, ConditionStatus};
+use kaas_pipeline::status::{
+    CONDITION_CONFIGURATION_APPLIED, CONDITION_FLOW_HEALTHY, Condition, ConditionStatus,
+};
+use kaas_pipeline::{ValidatedLogPipeline, ValidatedTracePipeline};
 use kaas_proto::control::v1::agent_control_client::AgentControlClient;
 use kaas_proto::control::v1::{
-    AgentHealth, AgentHello, AgentMessage, AgentRole, Capability, CertificateRequest, JoinRequest,
-    ObserverMessage, PipelineError, PipelineHealth, agent_message, observer_message,
+    AgentHealth, AgentHello, AgentMessage, AgentRole, Capability, CertificateRequest, ConfigState,
+    ConfigStatus, JoinRequest, ObserverMessage, PipelineError, PipelineHealth, agent_message,
+    observer_message,
 };
 use kaas_test_support::tls::agent_key_and_csr;
 use tokio::sync::mpsc;
@@ -32,6 +37,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 const DEADLINE: Duration = Duration::from_secs(15);
 const TENANT: &str = "shop";
 const PIPELINE: &str = "logs";
+const TRACE_PIPELINE: &str = "traces";
 
 /// An agent instance's credentials.
 struct Credentials {
@@ -89,6 +95,22 @@ async fn setup() -> Setup {
         bundle: ca.bundle_pem(),
         cluster: cluster.id,
     }
+}
+
+/// A trace pipeline [`TRACE_PIPELINE`] selecting every cluster of the tenant.
+async fn apply_trace_pipeline(store: &Store) {
+    let text = format!(
+        "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: TracePipeline\nmetadata: {{name: {TRACE_PIPELINE}}}\nspec:\n  output: {{otlp: {{endpoint: \"https://otlp.example\"}}}}\n"
+    );
+    let context = kaas_pipeline::ValidationContext::tenant_default();
+    let document = kaas_pipeline::document::parse_documents(&text, &context).remove(0);
+    let Ok(kaas_pipeline::document::ValidatedResource::Trace(pipeline)) = document.outcome else {
+        panic!("the fixture is a valid trace pipeline");
+    };
+    store
+        .apply_pipeline(TENANT, *pipeline, &Actor::admin())
+        .await
+        .expect("the test step succeeds");
 }
 
 async fn apply_log_pipeline(store: &Store) {
@@ -168,12 +190,25 @@ impl Setup {
         version: &str,
         role: AgentRole,
     ) -> Agent {
+        let capabilities = [Capability::AcceptsRemoteConfig];
+        (self.open_with(credentials, process, version, role, &capabilities)).await
+    }
+
+    /// [`Setup::open_version`] announcing `capabilities`.
+    async fn open_with(
+        &self,
+        credentials: &Credentials,
+        process: &str,
+        version: &str,
+        role: AgentRole,
+        capabilities: &[Capability],
+    ) -> Agent {
         let (tx, rx) = mpsc::channel(16);
         let hello = AgentHello {
             cluster_id: self.cluster.clone(),
             agent_instance_id: process.to_owned(),
             agent_version: version.to_owned(),
-            capabilities: vec![Capability::AcceptsRemoteConfig as i32],
+            capabilities: capabilities.iter().map(|c| *c as i32).collect(),
             role: role as i32,
             ..AgentHello::default()
         };
@@ -212,6 +247,53 @@ impl Setup {
                 Instant::now() < until,
                 "FlowHealthy never matched: {status:#?}"
             );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The condition `type_` of pipeline `name` of kind `P` once it satisfies
+    /// `predicate`.
+    async fn condition_of<P: kaas_observer::store::PipelineKind>(
+        &self,
+        name: &str,
+        type_: &str,
+        predicate: impl Fn(&Condition) -> bool,
+    ) -> Condition {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let stored = (self.harness.store)
+                .get_pipeline_of::<P>(TENANT, name)
+                .await
+                .expect("the test step succeeds")
+                .expect("the pipeline is stored");
+            let status = stored.status;
+            if let Some(condition) = (status.conditions.iter())
+                .find(|c| c.type_ == type_)
+                .filter(|c| predicate(c))
+            {
+                return condition.clone();
+            }
+            assert!(
+                Instant::now() < until,
+                "{name}'s {type_} never matched: {status:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the cluster's agent is recorded as disconnected.
+    async fn disconnected(&self) {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let cluster = (self.harness.store)
+                .get_cluster(&self.cluster)
+                .await
+                .expect("the test step succeeds")
+                .expect("the test step succeeds");
+            if !cluster.connected {
+                return;
+            }
+            assert!(Instant::now() < until, "the cluster stayed connected");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -290,6 +372,30 @@ impl Agent {
                 };
             }
         }
+    }
+
+    /// Waits for the configuration the observer offers, answers that it is applied,
+    /// and returns it.
+    async fn apply_offered(&mut self) -> String {
+        let inbound = self.inbound.as_mut().expect("the stream is open");
+        let update = loop {
+            let message = tokio::time::timeout(DEADLINE, inbound.message())
+                .await
+                .expect("a configuration in time")
+                .expect("the stream is open")
+                .expect("the stream is open");
+            if let Some(observer_message::Body::ConfigUpdate(update)) = message.body {
+                break update;
+            }
+        };
+        self.send(agent_message::Body::ConfigStatus(ConfigStatus {
+            config_hash: update.config_hash.clone(),
+            state: ConfigState::Applied as i32,
+            errors: Vec::new(),
+            running_config_hash: update.config_hash,
+        }))
+        .await;
+        String::from_utf8(update.body).expect("a YAML configuration")
     }
 
     /// Reports the log pipeline's health: with `error`, a backend that refuses.
@@ -509,4 +615,70 @@ async fn node_instances_do_not_replace_the_clusters_agent() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     node.report(None).await;
+}
+
+/// Issue 17: an agent that does not announce `CAPABILITY_TRACE_PIPELINES` is sent its
+/// configuration without the trace pipeline; once it applies that, its other pipelines
+/// are `Applied` (the desired hash is of what it was sent, not of a configuration it
+/// was never offered), and the trace pipeline is `AgentUnsupported`, naming the
+/// cluster. The same agent upgraded gets the trace pipeline, and it is `Applied`.
+#[tokio::test]
+async fn an_agent_without_trace_pipelines_applies_the_rest_and_the_trace_pipeline_says_why() {
+    let s = setup().await;
+    apply_trace_pipeline(&s.harness.store).await;
+    let credentials = s.join().await;
+    let older = [Capability::AcceptsRemoteConfig];
+    let mut agent = s
+        .open_with(
+            &credentials,
+            "old-process",
+            "0.1.0",
+            AgentRole::Cluster,
+            &older,
+        )
+        .await;
+    let sent = agent.apply_offered().await;
+    assert!(!sent.contains("tracePipelines"), "{sent}");
+    let applied = s
+        .condition_of::<ValidatedLogPipeline>(PIPELINE, CONDITION_CONFIGURATION_APPLIED, |c| {
+            c.status == ConditionStatus::True
+        })
+        .await;
+    assert_eq!(applied.reason, "Applied");
+    let unsupported = s
+        .condition_of::<ValidatedTracePipeline>(
+            TRACE_PIPELINE,
+            CONDITION_CONFIGURATION_APPLIED,
+            |c| c.reason == "AgentUnsupported",
+        )
+        .await;
+    assert_eq!(unsupported.status, ConditionStatus::False);
+    assert!(
+        unsupported.message.contains("edge-1"),
+        "{}",
+        unsupported.message
+    );
+
+    drop(agent);
+    s.disconnected().await;
+    let upgraded = [Capability::AcceptsRemoteConfig, Capability::TracePipelines];
+    let mut agent = s
+        .open_with(
+            &credentials,
+            "new-process",
+            "0.2.0",
+            AgentRole::Cluster,
+            &upgraded,
+        )
+        .await;
+    let sent = agent.apply_offered().await;
+    assert!(sent.contains("tracePipelines"), "{sent}");
+    let applied = s
+        .condition_of::<ValidatedTracePipeline>(
+            TRACE_PIPELINE,
+            CONDITION_CONFIGURATION_APPLIED,
+            |c| c.status == ConditionStatus::True,
+        )
+        .await;
+    assert_eq!(applied.reason, "Applied", "{}", applied.message);
 }

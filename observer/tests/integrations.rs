@@ -953,6 +953,7 @@ fn config_report(hash: &str, state: &str) -> ConfigReport {
         errors: Vec::new(),
         running_config_hash: hash.to_owned(),
         at_ms: now_ms(),
+        without_trace_pipelines: false,
     }
 }
 

@@ -368,6 +368,7 @@ async fn populate(store: &Store) -> Tokens {
                 errors: Vec::new(),
                 running_config_hash: "c0ffee".to_owned(),
                 at_ms: written_at_ms,
+                without_trace_pipelines: false,
             },
         })
         .await

@@ -28,6 +28,10 @@ pub enum Reason {
     ConfigTooLarge,
     /// Some agents have not reported the current configuration yet.
     Pending,
+    /// A selected cluster's agent predates this kind of pipeline (it does not announce
+    /// running it), so it is sent its configuration without the pipeline; the message
+    /// names the clusters. Upgrading the agent applies it.
+    AgentUnsupported,
     /// The observer cannot read the pipeline as stored (its secrets were sealed with a
     /// key it was not given, or for another object); it is left out of every cluster's
     /// configuration until it is applied again.
@@ -70,11 +74,12 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::Applied,
         Reason::ConfigRejected,
         Reason::ConfigTooLarge,
         Reason::Pending,
+        Reason::AgentUnsupported,
         Reason::StoredSpecUnreadable,
         Reason::NoClusters,
         Reason::NoAgentConnected,
@@ -100,6 +105,7 @@ impl Reason {
             Reason::ConfigRejected => "ConfigRejected",
             Reason::ConfigTooLarge => "ConfigTooLarge",
             Reason::Pending => "Pending",
+            Reason::AgentUnsupported => "AgentUnsupported",
             Reason::StoredSpecUnreadable => "StoredSpecUnreadable",
             Reason::NoClusters => "NoClusters",
             Reason::NoAgentConnected => "NoAgentConnected",

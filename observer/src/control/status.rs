@@ -47,6 +47,10 @@ pub struct ClusterObservation {
     /// [`MAX_AGENT_CONFIG_BYTES`](kaas_pipeline::agent_config::MAX_AGENT_CONFIG_BYTES)
     /// it is not sent, and the pipelines it holds say so.
     pub desired_bytes: usize,
+    /// Whether its agent runs trace pipelines ([`ConfigReport::runs_trace_pipelines`]):
+    /// one that does not is sent its configuration without them, which
+    /// [`ClusterObservation::desired_hash`] is then the hash of.
+    pub runs_trace_pipelines: bool,
     /// Its latest configuration report.
     pub config: Option<ConfigReport>,
     /// Its cluster-level instance's latest health report: read for a pipeline only
@@ -271,7 +275,7 @@ pub fn pipeline_status<P: PipelineKind, C: Borrow<ClusterObservation>>(
     let clusters: Vec<&ClusterObservation> = clusters.iter().map(Borrow::borrow).collect();
     let clusters = clusters.as_slice();
     let conditions = [
-        configuration_applied(clusters),
+        configuration_applied(P::KIND, clusters),
         agent_connected(clusters),
         flow_healthy(pipeline, clusters),
     ]
@@ -333,7 +337,7 @@ pub fn unreadable_status(
 
 type Computed = (&'static str, ConditionStatus, Reason, String);
 
-fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
+fn configuration_applied(kind: &str, clusters: &[&ClusterObservation]) -> Computed {
     let condition = CONDITION_CONFIGURATION_APPLIED;
     if clusters.is_empty() {
         return no_clusters(condition);
@@ -357,6 +361,9 @@ fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
                 listed(&too_large, "; ")
             ),
         );
+    }
+    if let Some(unsupported) = unsupported_by_agents(kind, clusters) {
+        return unsupported;
     }
     let connected: Vec<&ClusterObservation> =
         clusters.iter().copied().filter(|c| c.connected).collect();
@@ -432,6 +439,31 @@ fn configuration_applied(clusters: &[&ClusterObservation]) -> Computed {
             connected.len()
         ),
     )
+}
+
+/// A trace pipeline selecting clusters whose agents predate trace pipelines: they were
+/// sent their configuration without it, and run the rest of it (so their clusters'
+/// other pipelines are `Applied`), but never this one until the agent is upgraded.
+fn unsupported_by_agents(kind: &str, clusters: &[&ClusterObservation]) -> Option<Computed> {
+    if kind != kaas_pipeline::TRACE_KIND {
+        return None;
+    }
+    let unsupported: Vec<String> = clusters
+        .iter()
+        .filter(|c| !c.runs_trace_pipelines)
+        .map(|c| c.cluster.clone())
+        .collect();
+    (!unsupported.is_empty()).then(|| {
+        (
+            CONDITION_CONFIGURATION_APPLIED,
+            ConditionStatus::False,
+            Reason::AgentUnsupported,
+            format!(
+                "the agents of {} do not run trace pipelines (they predate them), so their configuration is sent without this pipeline: upgrade those agents",
+                listed(&unsupported, ", ")
+            ),
+        )
+    })
 }
 
 fn agent_connected(clusters: &[&ClusterObservation]) -> Computed {
@@ -739,6 +771,7 @@ spec:
             errors,
             running_config_hash: String::new(),
             at_ms: NOW,
+            without_trace_pipelines: false,
         })
     }
 
@@ -748,6 +781,7 @@ spec:
             connected,
             desired_hash: "h2".to_owned(),
             desired_bytes: 1000,
+            runs_trace_pipelines: true,
             config,
             health: None,
             instances: Vec::new(),

@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kaas_pipeline::role::AgentRole;
 use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline};
 use tokio::sync::mpsc;
 
@@ -41,8 +42,8 @@ use super::status::{ClusterObservation, HealthRecord, pipeline_status, unreadabl
 use crate::rendering::{Pipelines, TenantPipelines};
 use crate::store::instances::PipelineInstances;
 use crate::store::{
-    Cluster, ClusterReport, PipelineKind, PipelineSummary, Store, StoreError, StoredPipeline,
-    now_ms,
+    Cluster, ClusterReport, ConfigReport, PipelineKind, PipelineSummary, Store, StoreError,
+    StoredPipeline, now_ms,
 };
 
 /// What the status task should recompute.
@@ -138,12 +139,17 @@ impl StatusTask {
             let report = reported.report;
             if !reported.state.receives_config() {
                 view.clusters.remove(&report.cluster);
-            } else if let Some((_, observation)) = view.clusters.get_mut(&report.cluster) {
+            } else if let Some((_, observation)) = view.clusters.get_mut(&report.cluster)
+                && ConfigReport::runs_trace_pipelines(report.config.as_ref())
+                    == observation.runs_trace_pipelines
+            {
                 observation.connected = report.connected;
                 observation.config = report.config;
                 observation.health = health_record(report.health);
                 observation.instances = instances.remove(&report.cluster).unwrap_or_default();
             } else {
+                // Not held, or its agent now runs trace pipelines or no longer does (an
+                // upgrade, a rollback): its desired configuration changed with it.
                 unknown.push(report.cluster);
                 continue;
             }
@@ -345,13 +351,17 @@ fn observe(
     report: ClusterReport,
     instances: Vec<PipelineInstances>,
 ) -> (String, (BTreeMap<String, String>, ClusterObservation)) {
-    let desired = pipelines.render(&cluster);
+    // The configuration its agent is sent: without trace pipelines for one that does
+    // not run them, which is what it then reports on.
+    let runs_trace_pipelines = ConfigReport::runs_trace_pipelines(report.config.as_ref());
+    let desired = pipelines.render_for_agent(&cluster, AgentRole::Cluster, runs_trace_pipelines);
     let observation = ClusterObservation {
         // Conditions are the tenant's to read: they name its clusters as it does.
         cluster: cluster.name,
         connected: report.connected,
         desired_hash: desired.hash_hex(),
         desired_bytes: desired.body.len(),
+        runs_trace_pipelines,
         config: report.config,
         health: health_record(report.health),
         instances,

@@ -175,6 +175,7 @@ impl AgentStream {
                     errors: Vec::new(),
                     running_config_hash: hash,
                     at_ms: now_ms(),
+                    without_trace_pipelines: !self.runs_trace_pipelines,
                 };
                 self.submit(ReportWrite::Config {
                     cluster: self.cluster.clone(),
@@ -548,6 +549,7 @@ impl AgentStream {
                 .collect(),
             running_config_hash: hex::encode(&status.running_config_hash),
             at_ms: now_ms(),
+            without_trace_pipelines: !self.runs_trace_pipelines,
         };
         self.submit(ReportWrite::Config {
             cluster: self.cluster.clone(),

@@ -170,7 +170,14 @@ pub fn cluster_config_states_with(
         // The configuration carries the tenant's log and trace pipelines too: without
         // them the desired hash would never match what the agent was sent.
         let logs = selected_of(log_pipelines, cluster);
-        let traces = selected_of(trace_pipelines, cluster);
+        // An agent that does not run trace pipelines is sent its configuration without
+        // them, and reports on that one.
+        let report = reports.get(&cluster.id);
+        let traces = if ConfigReport::runs_trace_pipelines(report) {
+            selected_of(trace_pipelines, cluster)
+        } else {
+            Vec::new()
+        };
         let desired = render_for_cluster_with(
             cluster,
             (&validated, &logs, &traces),
@@ -178,7 +185,7 @@ pub fn cluster_config_states_with(
             control_planes.get(&cluster.id),
         )
         .hash_hex();
-        let state = state_of(reports.get(&cluster.id), &desired);
+        let state = state_of(report, &desired);
         for stored in selected {
             states.push(ClusterConfigState {
                 tenant: stored.tenant.clone(),
@@ -404,6 +411,7 @@ mod tests {
             errors: Vec::new(),
             running_config_hash: String::new(),
             at_ms: 0,
+            without_trace_pipelines: false,
         }
     }
 

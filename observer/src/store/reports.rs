@@ -66,6 +66,20 @@ pub struct ConfigReport {
     pub running_config_hash: String,
     /// When the agent made the report, Unix milliseconds.
     pub at_ms: i64,
+    /// The agent does not run trace pipelines (its hello did not announce
+    /// `CAPABILITY_TRACE_PIPELINES`), so the configuration it was sent, and which this
+    /// report is about, leaves them out. Reports stored before the field say nothing,
+    /// read as an agent that runs them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_trace_pipelines: bool,
+}
+
+impl ConfigReport {
+    /// Whether the agent that made the report runs trace pipelines; an agent with no
+    /// report yet is taken to (its first report says otherwise).
+    pub fn runs_trace_pipelines(report: Option<&Self>) -> bool {
+        report.is_none_or(|report| !report.without_trace_pipelines)
+    }
 }
 
 /// One reason an agent refused a configuration.
@@ -752,6 +766,7 @@ mod tests {
             errors: Vec::new(),
             running_config_hash: hash.into(),
             at_ms: 1,
+            without_trace_pipelines: false,
         }
     }
 

@@ -1327,6 +1327,7 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         errors: Vec::new(),
         running_config_hash: hash.into(),
         at_ms: 4_000,
+        without_trace_pipelines: false,
     };
     store
         .report(config_write(
@@ -1543,6 +1544,7 @@ fn report_applied(hash: &str) -> ConfigReport {
         errors: Vec::new(),
         running_config_hash: hash.into(),
         at_ms: 6_000,
+        without_trace_pipelines: false,
     }
 }
 
@@ -1727,6 +1729,7 @@ fn config_report(state: AgentConfigState, hash: &str) -> ConfigReport {
         errors: Vec::new(),
         running_config_hash: hash.into(),
         at_ms: 1,
+        without_trace_pipelines: false,
     }
 }
 
@@ -2314,6 +2317,7 @@ async fn reports_of_reads_reports_with_tenant_and_state(db: &TestDb) {
         errors: Vec::new(),
         running_config_hash: "aa".into(),
         at_ms: 2_000,
+        without_trace_pipelines: false,
     };
     store
         .report(config_write("bank.c2", report.clone()))
