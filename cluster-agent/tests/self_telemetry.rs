@@ -2,7 +2,8 @@
 //! standalone mode: its metrics (with the cluster from the `cluster` external label as
 //! `k8s.cluster.name`), one span per remote-write request, and its log lines. And with a dead OTLP
 //! endpoint the agent ships its pipeline's data as before, serves `/metrics`, and
-//! counts the failed exports there.
+//! counts the failed exports there. And pointed at its own trace pipeline, the agent's
+//! spans reach it without a feedback loop: the pipeline's export path makes no spans.
 //!
 //! Needs `rotel` (`scripts/test.sh` installs it).
 
@@ -22,6 +23,18 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// Starts an agent that scrapes its own `/metrics` and remote-writes them to
 /// `receiver`, pushing its telemetry to `otlp_endpoint` every second.
 fn start_agent(dir: &Path, receiver: &str, otlp_endpoint: &str) -> (ChildGuard, String) {
+    start_agent_with(dir, receiver, otlp_endpoint, "", "127.0.0.1:0")
+}
+
+/// [`start_agent`] with `more` appended to its configuration, taking OTLP/gRPC pushes
+/// on `otlp_grpc_address`.
+fn start_agent_with(
+    dir: &Path,
+    receiver: &str,
+    otlp_endpoint: &str,
+    more: &str,
+    otlp_grpc_address: &str,
+) -> (ChildGuard, String) {
     let address = format!("127.0.0.1:{}", free_port());
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1
@@ -32,7 +45,7 @@ pipelines:
     spec:
       input: {{scrapeInterval: 1s, scrapeTimeout: 1s, static: {{targets: [{{addresses: [\"{address}\"]}}]}}}}
       output: {{prometheusRemoteWrite: {{url: \"{receiver}\"}}}}
-"
+{more}"
     );
     let config_path = dir.join("agent.yaml");
     std::fs::write(&config_path, config).expect("config");
@@ -47,7 +60,7 @@ pipelines:
             .arg("--listen-address")
             .arg(&address)
             .arg("--otlp-grpc-listen-address")
-            .arg("127.0.0.1:0")
+            .arg(otlp_grpc_address)
             .arg("--otlp-http-listen-address")
             .arg("127.0.0.1:0")
             .arg("--zipkin-listen-address")
@@ -323,4 +336,104 @@ fn bad_otlp_flags_stop_the_agent_before_it_starts_with_the_flag_named() {
         );
         assert!(!data.exists(), "nothing started for {flags:?}");
     }
+}
+
+/// The spans of every request `sink` received, each with its `server.address`.
+fn delivered_spans(
+    sink: &kaas_test_support::recording_receiver::RecordingReceiver,
+) -> Vec<(kaas_proto::otlp::Span, String)> {
+    use kaas_proto::otlp::ExportTraceServiceRequest;
+    use kaas_proto::otlp::any_value::Value;
+    use prost::Message as _;
+    let mut spans = Vec::new();
+    for request in sink.received() {
+        let decoded = ExportTraceServiceRequest::decode(request.body.as_slice()).expect("OTLP");
+        for span in (decoded.resource_spans.into_iter())
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+        {
+            let address = (span.attributes.iter())
+                .find(|kv| kv.key == "server.address")
+                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+                .map(|value| match value {
+                    Value::StringValue(text) => text.clone(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            spans.push((span, address));
+        }
+    }
+    spans
+}
+
+fn unix_nanos_now() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(since.unwrap().as_nanos()).unwrap()
+}
+
+/// Issue 17: the agent's own spans pushed to its own trace pipeline (`--otlp-endpoint`
+/// on its own OTLP/gRPC port) arrive at the pipeline's backend, and the count stays
+/// bounded: the only spans there are the metric pipeline's exports (to `localhost`),
+/// never one of the trace pipeline's own exports (to `127.0.0.1`), each of which would
+/// be carried by the next export, for ever.
+///
+/// When the backend answered its first request, that export's span closed; the agent's
+/// span queue, its own pipeline's buffer and that pipeline's sender all keep order, so
+/// once a metric export span opened a second later has arrived, the trace export's span
+/// would have arrived before it.
+#[test]
+fn the_agents_spans_in_its_own_trace_pipeline_make_no_feedback_loop() {
+    use kaas_test_support::recording_receiver::{RecordingReceiver, Reply};
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let receiver = runtime.block_on(RemoteWriteReceiver::start());
+    let sink = runtime.block_on(RecordingReceiver::start(Reply::status(200)));
+    let grpc_address = format!("127.0.0.1:{}", free_port());
+    let traces = format!(
+        "tracePipelines:
+  - metadata: {{name: own-spans}}
+    spec:
+      input: {{authentication: {{mode: unauthenticated}}}}
+      output: {{otlp: {{endpoint: \"{}\", protocol: http}}}}
+",
+        sink.base_url()
+    );
+    // The metric pipeline's exports name `localhost`, the trace pipeline's `127.0.0.1`.
+    let metrics_url = receiver.url().replace("127.0.0.1", "localhost");
+    let (_agent, _) = start_agent_with(
+        dir.path(),
+        &metrics_url,
+        &format!("http://{grpc_address}"),
+        &traces,
+        &grpc_address,
+    );
+    let log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    wait_until(
+        "the agent's spans reach its own trace pipeline's backend",
+        || !sink.received().is_empty(),
+        log,
+    );
+    let answered = unix_nanos_now() + 1_000_000_000;
+    wait_until(
+        "a metric export span opened after the first delivery arrives",
+        || {
+            delivered_spans(&sink).iter().any(|(span, address)| {
+                address == "localhost" && span.start_time_unix_nano > answered
+            })
+        },
+        || format!("{:?}\n{}", delivered_spans(&sink), log()),
+    );
+    let spans = delivered_spans(&sink);
+    let looped: Vec<_> = (spans.iter())
+        .filter(|(_, address)| address != "localhost")
+        .collect();
+    assert!(
+        looped.is_empty(),
+        "the trace pipeline's own exports were traced: {looped:?}"
+    );
+    assert!(
+        spans.iter().all(|(span, _)| span.name == "export"),
+        "{spans:?}"
+    );
+    assert!(receiver.accepted_samples() > 0);
 }

@@ -14,10 +14,17 @@
 //! field, or when an event with an `error` field happens inside it (what
 //! `#[instrument(err)]` emits); the message is that error. Otherwise unset.
 //!
+//! **Untraced work** ([`untraced`]): spans opened while a future runs inside
+//! `untraced` are not exported, nor parents of anything. A trace pipeline's export path
+//! runs so: the process's own spans may be pushed to its own trace pipeline, and were
+//! that pipeline's exports traced, each export would make a span the next export
+//! carries, for ever (a feedback loop that one span starts).
+//!
 //! **Delivery**: a closed span goes into a bounded queue with `try_send`; when the
 //! queue is full the span is dropped and counted, so a slow or dead receiver never
 //! blocks the code being traced. The exporter task drains the queue in batches.
 
+use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kaas_proto::otlp::{Span as OtlpSpan, SpanKind, Status, StatusCode};
@@ -54,6 +61,23 @@ fn wanted(metadata: &Metadata<'_>) -> bool {
     } else {
         fields.field(ERROR_FIELD).is_some()
     }
+}
+
+tokio::task_local! {
+    /// Set while a future runs inside [`untraced`].
+    static UNTRACED: ();
+}
+
+/// Runs `future` with its spans left out of the export (see the module
+/// documentation): spans it opens in its own task, however deep, are neither exported
+/// nor anyone's parent. Tasks it spawns are traced as usual.
+pub async fn untraced<F: Future>(future: F) -> F::Output {
+    UNTRACED.scope((), future).await
+}
+
+/// Whether the current task runs inside [`untraced`].
+fn is_untraced() -> bool {
+    UNTRACED.try_with(|()| ()).is_ok()
 }
 
 /// The span layer with its own filter, ready to stack on a registry.
@@ -223,6 +247,9 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if is_untraced() {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let parent = span.scope().skip(1).find_map(|ancestor| {
             ancestor
@@ -337,6 +364,32 @@ mod tests {
             .iter()
             .find(|s| s.name == name)
             .unwrap_or_else(|| panic!("no span {name}"))
+    }
+
+    /// Spans opened inside `untraced`, however deep, are not exported; the same
+    /// spans outside it are, also after it (the marker ends with the future).
+    #[test]
+    fn spans_opened_inside_untraced_are_not_exported() {
+        let (spans, dropped) = collect(16, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let outer = tracing::info_span!("outer", otel.kind = "server");
+                let _outer = outer.enter();
+                untraced(async {
+                    let export = tracing::debug_span!("export", otel.kind = "client");
+                    let _export = export.enter();
+                    tokio::task::yield_now().await;
+                    drop(tracing::debug_span!("token", otel.kind = "client"));
+                })
+                .await;
+                drop(tracing::debug_span!("after", otel.kind = "client"));
+            });
+        });
+        assert_eq!(dropped, 0);
+        let names: Vec<_> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["after", "outer"]);
     }
 
     #[test]

@@ -211,8 +211,11 @@ impl TraceExporter {
 impl Export for TraceExporter {
     type Signal = Traces;
 
+    /// Untraced: the agent's own spans may go to its own trace pipelines, and a traced
+    /// export would make a span for the next export to carry, for ever.
     async fn send(&self, request: &TraceRequest) -> Result<(), retry::SendError> {
-        self.otlp.send_traces(request, &self.stats).await
+        let sent = self.otlp.send_traces(request, &self.stats);
+        kaas_self_telemetry::spans::untraced(sent).await
     }
 }
 
