@@ -368,7 +368,8 @@ fn delivered_spans(
 
 fn unix_nanos_now() -> u64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    u64::try_from(since.unwrap().as_nanos()).unwrap()
+    let since = since.expect("the clock is after 1970");
+    u64::try_from(since.as_nanos()).expect("before 2554")
 }
 
 /// Issue 17: the agent's own spans pushed to its own trace pipeline (`--otlp-endpoint`
