@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kaas_pipeline::role::PushPlacement;
 use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline};
 use tokio::sync::mpsc;
 
@@ -130,6 +131,7 @@ impl StatusTask {
         reported.retain(|name| !whole.contains(name));
         let mut unknown = Vec::new();
         let mut instances = self.store.instance_health_of(&reported).await?;
+        let gateways = self.store.clusters_with_gateway(&reported).await?;
         for reported in self.store.reports_of(&reported).await? {
             let tenant = reported.tenant;
             let Some(view) = held_view(&mut self.tenants, &mut reload, &tenant) else {
@@ -138,12 +140,16 @@ impl StatusTask {
             let report = reported.report;
             if !reported.state.receives_config() {
                 view.clusters.remove(&report.cluster);
-            } else if let Some((_, observation)) = view.clusters.get_mut(&report.cluster) {
+            } else if let Some((_, observation)) = view.clusters.get_mut(&report.cluster)
+                && observation.placement == placement_of(&gateways, &report.cluster)
+            {
                 observation.connected = report.connected;
                 observation.config = report.config;
                 observation.health = health_record(report.health);
                 observation.instances = instances.remove(&report.cluster).unwrap_or_default();
             } else {
+                // Unknown, or its gateway came or went: its desired configuration
+                // changed with it, so it is read whole.
                 unknown.push(report.cluster);
                 continue;
             }
@@ -151,6 +157,7 @@ impl StatusTask {
         }
         names.extend(unknown);
         let mut instances = self.store.instance_health_of(&names).await?;
+        let gateways = self.store.clusters_with_gateway(&names).await?;
         for (cluster, report) in self.store.clusters_with_reports(&names).await? {
             let tenant = cluster.tenant.clone();
             let Some(view) = held_view(&mut self.tenants, &mut reload, &tenant) else {
@@ -160,7 +167,8 @@ impl StatusTask {
                 view.clusters.remove(&cluster.id);
             } else {
                 let live = instances.remove(&cluster.id).unwrap_or_default();
-                let (id, observed) = observe(&view.pipelines, cluster, report, live);
+                let placement = placement_of(&gateways, &cluster.id);
+                let (id, observed) = observe(&view.pipelines, cluster, report, (live, placement));
                 view.clusters.insert(id, observed);
             }
             touched.insert(tenant);
@@ -185,12 +193,14 @@ impl StatusTask {
                 .await?;
             let ids: Vec<String> = listed.iter().map(|(c, _)| c.id.clone()).collect();
             let mut instances = self.store.instance_health_of(&ids).await?;
+            let gateways = self.store.clusters_with_gateway(&ids).await?;
             for (cluster, report) in listed {
                 if !cluster.state.receives_config() {
                     continue;
                 }
                 let live = instances.remove(&cluster.id).unwrap_or_default();
-                let (id, observed) = observe(&pipelines, cluster, report, live);
+                let placement = placement_of(&gateways, &cluster.id);
+                let (id, observed) = observe(&pipelines, cluster, report, (live, placement));
                 clusters.insert(id, observed);
             }
         }
@@ -337,15 +347,25 @@ fn held_view<'a>(
     (!view.pipelines.is_empty()).then_some(view)
 }
 
+/// Where the pushes of `cluster` go, given the clusters whose gateway is in use.
+fn placement_of(gateways: &BTreeSet<String>, cluster: &str) -> PushPlacement {
+    if gateways.contains(cluster) {
+        PushPlacement::Gateway
+    } else {
+        PushPlacement::ClusterInstance
+    }
+}
+
 /// The observation of `cluster` for a tenant running `pipelines`, with its labels,
-/// under its global id; `instances` are its pipelines over its live instances.
+/// under its global id; `instances` are its pipelines over its live instances, and
+/// `placement` where its pushes go (which shapes its cluster instance's configuration).
 fn observe(
     pipelines: &Pipelines,
     cluster: Cluster,
     report: ClusterReport,
-    instances: Vec<PipelineInstances>,
+    (instances, placement): (Vec<PipelineInstances>, PushPlacement),
 ) -> (String, (BTreeMap<String, String>, ClusterObservation)) {
-    let desired = pipelines.render(&cluster);
+    let desired = pipelines.render_placed(&cluster, placement);
     let observation = ClusterObservation {
         // Conditions are the tenant's to read: they name its clusters as it does.
         cluster: cluster.name,
@@ -355,6 +375,7 @@ fn observe(
         config: report.config,
         health: health_record(report.health),
         instances,
+        placement,
     };
     (cluster.id, (cluster.labels, observation))
 }

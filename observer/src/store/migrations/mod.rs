@@ -45,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(control_planes::CreateClusterControlPlanes),
             Box::new(pipeline_kinds::AddPipelineKinds),
             Box::new(instances::CreateInstanceHealth),
+            Box::new(instances::AddInstanceHealthRole),
         ]
     }
 
