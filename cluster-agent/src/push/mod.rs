@@ -51,6 +51,7 @@ pub mod otlp_grpc;
 pub mod otlp_traces;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -160,6 +161,9 @@ pub enum Refusal {
     /// (as [`Refusal::BufferUnavailable`]); answered as OTLP asks a receiver under
     /// back-pressure: 429 / `RESOURCE_EXHAUSTED`, with `Retry-After`.
     OtlpBufferFull(String),
+    /// The agent is draining before it stops (SIGTERM, [`PushReceiver::drain`]): the
+    /// pusher should send again, which the push Service routes to another replica.
+    Draining,
 }
 
 impl Refusal {
@@ -182,6 +186,7 @@ impl Refusal {
             Self::NoPipeline(_) => "no_pipeline",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::AuthUnavailable(_) => "auth_unavailable",
+            Self::Draining => "draining",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Decode(error) => error.reason(),
             Self::BufferUnavailable(_) | Self::OtlpBufferFull(_) => "buffer_unavailable",
@@ -207,6 +212,7 @@ impl Refusal {
             | Self::BufferUnavailable(reason)
             | Self::OtlpBufferFull(reason) => reason.clone(),
             Self::Decode(error) => error.to_string(),
+            Self::Draining => "the agent is stopping; send again (to another replica)".into(),
         }
     }
 
@@ -214,7 +220,7 @@ impl Refusal {
         match self {
             Self::NoPipeline(_) => StatusCode::NOT_FOUND,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => {
+            Self::AuthUnavailable(_) | Self::BufferUnavailable(_) | Self::Draining => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::OtlpBufferFull(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -232,7 +238,9 @@ impl Refusal {
             Self::NoPipeline(Protocol::OtlpTraces) => tonic::Code::Unimplemented,
             Self::NoPipeline(_) => tonic::Code::FailedPrecondition,
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
-            Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => tonic::Code::Unavailable,
+            Self::AuthUnavailable(_) | Self::BufferUnavailable(_) | Self::Draining => {
+                tonic::Code::Unavailable
+            }
             Self::OtlpBufferFull(_) => tonic::Code::ResourceExhausted,
             Self::UnsupportedMediaType(_) => tonic::Code::Unimplemented,
             Self::Decode(error) if error.is_too_large() => tonic::Code::ResourceExhausted,
@@ -246,7 +254,10 @@ impl Refusal {
         if status == StatusCode::UNAUTHORIZED {
             return (status, [(header::WWW_AUTHENTICATE, "Bearer")], message).into_response();
         }
-        if matches!(self, Self::BufferUnavailable(_) | Self::OtlpBufferFull(_)) {
+        if matches!(
+            self,
+            Self::BufferUnavailable(_) | Self::OtlpBufferFull(_) | Self::Draining
+        ) {
             let retry_after = BUFFER_RETRY_AFTER.as_secs().to_string();
             return (status, [(header::RETRY_AFTER, retry_after)], message).into_response();
         }
@@ -279,6 +290,8 @@ pub struct PushReceiver {
     limits: PushLimits,
     reviewer: Arc<TokenReviewer>,
     decodes: Arc<Semaphore>,
+    /// Set once the agent drains before stopping: every push is refused from then on.
+    draining: Arc<AtomicBool>,
 }
 
 impl PushReceiver {
@@ -299,6 +312,7 @@ impl PushReceiver {
             limits,
             reviewer: Arc::new(reviewer),
             decodes: Arc::new(Semaphore::new(MAX_CONCURRENT_DECODES)),
+            draining: Arc::default(),
         }
     }
 
@@ -306,6 +320,13 @@ impl PushReceiver {
     pub fn with_trace_pipelines(mut self, trace_pipelines: Arc<RwLock<TracePipelines>>) -> Self {
         self.trace_pipelines = trace_pipelines;
         self
+    }
+
+    /// Refuses every push from now on ([`Refusal::Draining`]: 503 or `UNAVAILABLE`
+    /// with `Retry-After`), so the pipelines can ship what they hold before the agent
+    /// stops. Every receiver of every protocol shares the switch.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     /// The routes of the agent's HTTP port: `/api/v1/write`, and `/v1/metrics` as a
@@ -381,6 +402,9 @@ impl PushReceiver {
         protocol: Protocol,
         headers: &HeaderMap,
     ) -> Result<Vec<Admitted>, Refusal> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(Refusal::Draining);
+        }
         let takers = self.takers(protocol).await;
         if takers.is_empty() {
             return Err(Refusal::NoPipeline(protocol));
