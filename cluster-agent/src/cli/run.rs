@@ -277,22 +277,12 @@ impl RunArgs {
     /// [`agent_policy`]); every problem is reported, not just the first.
     pub fn check(&self) -> Result<RunSettings, FlagErrors> {
         let mut problems = Problems::default();
-        let listen_address = problems.check("listen-address", &self.listen_address, address);
-        let otlp_grpc_listen_address = problems.check(
-            "otlp-grpc-listen-address",
-            &self.otlp_grpc_listen_address,
-            address,
-        );
-        let otlp_http_listen_address = problems.check(
-            "otlp-http-listen-address",
-            &self.otlp_http_listen_address,
-            address,
-        );
-        let zipkin_listen_address = problems.check(
-            "zipkin-listen-address",
-            &self.zipkin_listen_address,
-            address,
-        );
+        let [
+            listen_address,
+            otlp_grpc_listen_address,
+            otlp_http_listen_address,
+            zipkin_listen_address,
+        ] = self.check_addresses(&mut problems);
         let role = problems.check("role", &self.role, choice::<RoleFlag>);
         let buffer_budget = self.buffer_budget(role, &mut problems);
         let kubernetes = problems.check("kubernetes", &self.kubernetes, choice::<KubernetesMode>);
@@ -301,11 +291,8 @@ impl RunArgs {
             &self.observer_order,
             choice::<EndpointOrder>,
         );
-        let (node_issuer, node_service_account) = self.check_names(&mut problems, role);
-        let gateway_service_account = match self.gateway_service_account.as_str() {
-            "" => None,
-            text => problems.check("gateway-service-account", text, ServiceAccountName::parse),
-        };
+        let (node_issuer, (node_service_account, gateway_service_account)) =
+            self.check_names(&mut problems, role);
         let drain_timeout = problems.check(
             "drain-timeout",
             &self.drain_timeout,
@@ -408,14 +395,29 @@ impl RunArgs {
 }
 
 impl RunArgs {
+    /// The listen addresses: the HTTP port's, OTLP/gRPC's, OTLP/HTTP's and Zipkin's.
+    fn check_addresses(&self, problems: &mut Problems) -> [Option<SocketAddr>; 4] {
+        [
+            ("listen-address", &self.listen_address),
+            ("otlp-grpc-listen-address", &self.otlp_grpc_listen_address),
+            ("otlp-http-listen-address", &self.otlp_http_listen_address),
+            ("zipkin-listen-address", &self.zipkin_listen_address),
+        ]
+        .map(|(flag, text)| problems.check(flag, text, address))
+    }
+
     /// Checks the flags that name things: the observer endpoints, the instance, the
     /// Secret namespaces, and who asks for and hands out node certificates (issue 16).
-    /// Returns the node certificate issuer's URL and the node agents' service account.
+    /// Returns the node certificate issuer's URL and the service accounts of the node
+    /// agents and of the gateway replicas.
     fn check_names(
         &self,
         problems: &mut Problems,
         role: Option<RoleFlag>,
-    ) -> (Option<url::Url>, Option<ServiceAccountName>) {
+    ) -> (
+        Option<url::Url>,
+        (Option<ServiceAccountName>, Option<ServiceAccountName>),
+    ) {
         for url in &self.observer {
             if let Err(error) = check_observer_url(url) {
                 // The error names the flag and the value itself.
@@ -432,10 +434,14 @@ impl RunArgs {
                     .into(),
             );
         }
-        let node_service_account = match self.node_service_account.as_str() {
+        let mut account = |flag: &str, text: &str| match text {
             "" => None,
-            text => problems.check("node-service-account", text, ServiceAccountName::parse),
+            text => problems.check(flag, text, ServiceAccountName::parse),
         };
+        let accounts = (
+            account("node-service-account", &self.node_service_account),
+            account("gateway-service-account", &self.gateway_service_account),
+        );
         if let Some(name) = self.instance_name.as_deref().filter(|n| !n.is_empty()) {
             problems.check("instance-name", name, check_instance_name);
         }
@@ -444,7 +450,7 @@ impl RunArgs {
                 problems.check("secret-namespaces", namespace, check_dns1123_label);
             }
         }
-        (node_issuer, node_service_account)
+        (node_issuer, accounts)
     }
 }
 
