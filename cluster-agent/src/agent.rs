@@ -333,6 +333,12 @@ impl Agent {
         self.node_logs = Some(NodeLogInputs::new(settings, self.log_inputs.clone()));
     }
 
+    /// Runs as a gateway replica: only the pushed inputs of the pipelines applied from
+    /// now on.
+    pub fn run_as_gateway(&mut self) {
+        self.role = AgentRole::Gateway;
+    }
+
     /// Shares `bytes` between the buffers of the pipelines applied from now on (the
     /// default is [`DEFAULT_BUFFER_BUDGET`]).
     pub fn set_buffer_budget(&mut self, bytes: u64) {
@@ -635,6 +641,9 @@ impl ConfiguredAgent {
         };
         let mut agent = Agent::new(context);
         agent.set_buffer_budget(settings.buffer_budget);
+        if settings.role == AgentRole::Gateway {
+            agent.run_as_gateway();
+        }
         if settings.role == AgentRole::Node {
             let node = node_name();
             let pods = kubernetes.clone().map(|client| {
