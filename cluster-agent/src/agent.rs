@@ -20,8 +20,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use kaas_pipeline::agent_config::ValidatedAgentConfig;
+use kaas_pipeline::role::PushPlacement;
 use kaas_pipeline::{ProviderPolicy, SecretNamespaces};
 use kaas_self_telemetry::SelfTelemetry;
 use tokio::sync::RwLock;
@@ -84,6 +86,11 @@ pub struct AgentSettings {
     /// ([`crate::node_certificates`]); `None` where there is no control stream to
     /// ask the observer over (standalone mode, the node role).
     pub node_service_account: Option<ServiceAccountName>,
+    /// Whose gateway replicas may ask this cluster-level instance for their own pod's
+    /// certificate ([`crate::node_certificates`]); `None` likewise.
+    pub gateway_service_account: Option<ServiceAccountName>,
+    /// How long to keep shipping buffered data after SIGTERM ([`ConfiguredAgent::drain`]).
+    pub drain_timeout: std::time::Duration,
 }
 
 /// The name of the node the agent runs on: `NODE_NAME` (the downward API's
@@ -339,6 +346,12 @@ impl Agent {
         self.span_enrichment = Arc::new(SpanEnrichment::new(Some(starter)));
     }
 
+    /// Runs as a gateway replica: only the pushed inputs of the pipelines applied from
+    /// now on.
+    pub fn run_as_gateway(&mut self) {
+        self.role = AgentRole::Gateway;
+    }
+
     /// Shares `bytes` between the buffers of the pipelines applied from now on (the
     /// default is [`DEFAULT_BUFFER_BUDGET`]).
     pub fn set_buffer_budget(&mut self, bytes: u64) {
@@ -364,13 +377,11 @@ impl Agent {
         };
         let mut report = ApplyReport::default();
         let mut config = config;
-        if self.role == AgentRole::Node {
-            // The cluster-level instance runs them, and the pushed part of log
-            // pipelines: the observer sends a node none of it, and a configuration that
-            // holds some anyway (a file, an older observer) is cut to the node's part.
-            config.pipelines.clear();
-            config.trace_pipelines.clear();
-            config.log_pipelines = node_part(std::mem::take(&mut config.log_pipelines));
+        if self.role != AgentRole::Cluster {
+            // A node runs only its log inputs, a gateway only pushed inputs: the
+            // observer sends each no more, and a configuration that holds more anyway
+            // (a file, an older observer) is cut to the role's part.
+            cut_to_role(&mut config, self.role);
         }
         let metric_asks = config
             .pipelines
@@ -433,6 +444,22 @@ impl Agent {
         )
         .await;
         report
+    }
+
+    /// Records not yet delivered by every running pipeline together; a buffer busy
+    /// with a write counts as one (not known to be empty).
+    pub async fn pending_records(&self) -> u64 {
+        let pending = |records: Option<u64>| records.unwrap_or(1);
+        let metrics: u64 = (self.pipelines.read().await.values())
+            .map(|p| pending(p.data_path.pending_records()))
+            .sum();
+        let logs: u64 = (self.log_pipelines.read().await.values())
+            .map(|p| pending(p.data_path.pending_records()))
+            .sum();
+        let traces: u64 = (self.trace_pipelines.read().await.values())
+            .map(|p| pending(p.data_path.pending_records()))
+            .sum();
+        metrics + logs + traces
     }
 
     /// Stops every pipeline.
@@ -523,22 +550,57 @@ fn log_report(report: &ApplyReport) {
     }
 }
 
-/// The part of `pipelines` a node instance runs: each with only its `runtime` and
-/// `node` inputs; a pipeline with neither (only an `otlp` push input, the cluster-level
-/// instance's) is skipped and said so in the log.
-fn node_part(
-    pipelines: Vec<kaas_pipeline::logs::ValidatedLogPipeline>,
-) -> Vec<kaas_pipeline::logs::ValidatedLogPipeline> {
-    pipelines
-        .into_iter()
-        .filter_map(|pipeline| {
-            let part = pipeline.for_role(AgentRole::Node);
-            if part.is_none() {
-                tracing::info!(pipeline = %pipeline.name(), "log pipeline skipped: it has no runtime or node input, and its OTLP push input belongs to the cluster-level instance");
-            }
-            part
-        })
-        .collect()
+/// Cuts `config` to the part an instance of `role` runs ([`kaas_pipeline::role`]; a
+/// gateway serves pushes wherever it runs), saying in the log what it leaves out.
+fn cut_to_role(config: &mut ValidatedAgentConfig, role: AgentRole) {
+    fn cut<P>(pipelines: &mut Vec<P>, role: AgentRole, kind: &str, part: impl Fn(&P) -> Option<P>)
+    where
+        P: NamedPipeline,
+    {
+        *pipelines = std::mem::take(pipelines)
+            .into_iter()
+            .filter_map(|pipeline| {
+                let kept = part(&pipeline);
+                if kept.is_none() {
+                    tracing::info!(pipeline = %pipeline.pipeline_name(), kind, role = role.as_str(), "pipeline skipped: it has no input this role runs");
+                }
+                kept
+            })
+            .collect();
+    }
+    let placement = PushPlacement::Gateway;
+    cut(&mut config.pipelines, role, "metric", |p| {
+        p.for_role(role, placement)
+    });
+    cut(&mut config.log_pipelines, role, "log", |p| {
+        p.for_role(role, placement)
+    });
+    cut(&mut config.trace_pipelines, role, "trace", |p| {
+        p.for_role(role, placement)
+    });
+}
+
+/// A pipeline of any kind, by name, for [`cut_to_role`]'s log lines.
+trait NamedPipeline {
+    fn pipeline_name(&self) -> &str;
+}
+
+impl NamedPipeline for kaas_pipeline::ValidatedPipeline {
+    fn pipeline_name(&self) -> &str {
+        self.name()
+    }
+}
+
+impl NamedPipeline for kaas_pipeline::ValidatedLogPipeline {
+    fn pipeline_name(&self) -> &str {
+        self.name()
+    }
+}
+
+impl NamedPipeline for kaas_pipeline::ValidatedTracePipeline {
+    fn pipeline_name(&self) -> &str {
+        self.name()
+    }
 }
 
 /// The running agent with everything both modes share: the Kubernetes watches, the
@@ -555,6 +617,8 @@ pub struct ConfiguredAgent {
     telemetry_resource: kaas_self_telemetry::Resource,
     /// Node certificate requests for the control stream, until it takes them.
     issuance_queue: Option<IssuanceQueue>,
+    /// The push receivers (cluster and gateway roles), to refuse pushes while draining.
+    push_receiver: Option<crate::push::PushReceiver>,
 }
 
 impl ConfiguredAgent {
@@ -570,7 +634,11 @@ impl ConfiguredAgent {
         let discovery = kubernetes
             .clone()
             .filter(|_| settings.role == AgentRole::Cluster);
-        let pods = discovery.clone().map(watch::watch_pods);
+        // A gateway watches pods only: the senders of pushed spans, for enrichment.
+        let pods = kubernetes
+            .clone()
+            .filter(|_| settings.role != AgentRole::Node)
+            .map(watch::watch_pods);
         let nodes = discovery.clone().map(watch::watch_nodes);
         let services = discovery.clone().map(watch::watch_services);
         let endpoint_slices = discovery.map(watch::watch_endpoint_slices);
@@ -591,10 +659,15 @@ impl ConfiguredAgent {
         };
         let mut agent = Agent::new(context);
         agent.set_buffer_budget(settings.buffer_budget);
-        if settings.role == AgentRole::Cluster
+        // Spans are pushed to the cluster instance, or to the gateway replicas while
+        // the cluster has them: both enrich them from the sending pod.
+        if matches!(settings.role, AgentRole::Cluster | AgentRole::Gateway)
             && let Some(client) = kubernetes.clone()
         {
             agent.enrich_spans_from_pods(PodsByIpStarter::new(client));
+        }
+        if settings.role == AgentRole::Gateway {
+            agent.run_as_gateway();
         }
         if settings.role == AgentRole::Node {
             let node = node_name();
@@ -632,24 +705,25 @@ impl ConfiguredAgent {
         let registry = Arc::new(registry);
         telemetry.start(registry.clone())?;
         let listener = listen(settings.listen_address).await?;
-        let mut push = match settings.role {
-            AgentRole::Cluster => {
-                serve_push(settings, kubernetes.clone(), &agent, push_stats.clone()).await?
+        let push_receiver = match settings.role {
+            AgentRole::Cluster | AgentRole::Gateway => {
+                Some(serve_push(settings, kubernetes.clone(), &agent, push_stats.clone()).await?)
             }
-            // Pushes go to the cluster-level instance's Service.
-            AgentRole::Node => axum::Router::new(),
+            // Pushes go to the cluster-level instance's or the gateway's Service.
+            AgentRole::Node => None,
         };
+        let mut push = push_receiver
+            .as_ref()
+            .map_or_else(axum::Router::new, crate::push::PushReceiver::routes);
         let mut issuance_queue = None;
         if let (AgentRole::Cluster, Some(account)) =
             (settings.role, settings.node_service_account.clone())
         {
             let (stream, queue) = issuance_channel();
-            let issuer = Arc::new(NodeIssuer::new(
-                kubernetes.clone(),
-                account,
-                stream,
-                push_stats.clone(),
-            ));
+            let issuer = Arc::new(
+                NodeIssuer::new(kubernetes.clone(), account, stream, push_stats.clone())
+                    .with_gateway_service_account(settings.gateway_service_account.clone()),
+            );
             push = push.merge(issuer.routes());
             issuance_queue = Some(queue);
         }
@@ -662,7 +736,7 @@ impl ConfiguredAgent {
         tracing::info!(
             address = %settings.listen_address,
             role = ?settings.role,
-            "serving /metrics, /healthz, /readyz (and on the cluster role the push receivers /api/v1/write and /v1/metrics, deprecated: OTLP/HTTP belongs on its own port)"
+            "serving /metrics, /healthz, /readyz (and on the cluster and gateway roles the push receivers /api/v1/write and /v1/metrics, deprecated: OTLP/HTTP belongs on its own port)"
         );
         Ok(Self {
             agent,
@@ -672,6 +746,7 @@ impl ConfiguredAgent {
             reloads,
             telemetry_resource: telemetry.resource(),
             issuance_queue,
+            push_receiver,
         })
     }
 
@@ -726,20 +801,55 @@ impl ConfiguredAgent {
         report
     }
 
+    /// Drains before the agent stops (SIGTERM): `/readyz` answers 503 at once, so the
+    /// push Service sends no new connection here, and every push is refused with 503
+    /// or `UNAVAILABLE` and `Retry-After` (the sender retries, on another replica);
+    /// meanwhile the pipelines go on shipping what they hold, until every buffer is
+    /// empty or `timeout` has passed. What is left stays on the data volume and is
+    /// shipped by the next agent that mounts it (a gateway replica's volume is kept
+    /// when the StatefulSet scales in). Returns the records still undelivered.
+    pub async fn drain(&self, timeout: Duration) -> u64 {
+        self.reloads.draining.store(true, Ordering::Relaxed);
+        if let Some(receiver) = &self.push_receiver {
+            receiver.drain();
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = self.agent.pending_records().await;
+            if left == 0 {
+                tracing::info!("drained: every buffer is empty");
+                return 0;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if !timeout.is_zero() {
+                    tracing::warn!(
+                        bytes = left,
+                        "drain timed out; what is left stays on the data volume for the next start"
+                    );
+                }
+                return left;
+            }
+            tokio::time::sleep(DRAIN_CHECK_INTERVAL).await;
+        }
+    }
+
     /// Stops every pipeline.
     pub async fn shutdown(&mut self) {
         self.agent.shutdown().await;
     }
 }
 
-/// Starts the OTLP/gRPC, OTLP/HTTP and Zipkin push receivers (cluster role) and returns the
-/// push routes of the agent's HTTP port.
+/// How often a draining agent looks whether its buffers are empty.
+const DRAIN_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Starts the OTLP/gRPC, OTLP/HTTP and Zipkin push receivers (cluster and gateway
+/// roles) and returns the receiver, whose routes go on the agent's HTTP port.
 async fn serve_push(
     settings: &AgentSettings,
     kubernetes: Option<kube::Client>,
     agent: &Agent,
     push_stats: Arc<PushStats>,
-) -> Result<axum::Router, StartError> {
+) -> Result<crate::push::PushReceiver, StartError> {
     let grpc_listener = listen(settings.otlp_grpc_listen_address).await?;
     let otlp_http_listener = listen(settings.otlp_http_listen_address).await?;
     let zipkin_listener = listen(settings.zipkin_listen_address).await?;
@@ -785,7 +895,7 @@ async fn serve_push(
         address = %settings.zipkin_listen_address,
         "serving the Zipkin push receiver /api/v2/spans"
     );
-    Ok(receiver.routes())
+    Ok(receiver)
 }
 
 /// Binds one of the agent's listeners.

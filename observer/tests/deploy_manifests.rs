@@ -81,6 +81,8 @@ const AGENT_RUN_FLAGS: &[&str] = &[
     "--node-certificate-issuer",
     "--node-token-file",
     "--node-service-account",
+    "--gateway-service-account",
+    "--drain-timeout",
 ];
 
 /// Rules the agent install manifests rendered by the API (`observer/src/api/manifest.rs`)
@@ -1538,17 +1540,29 @@ fn the_agent_push_ports_have_a_network_policy() {
     let kubectl = require_tool("kubectl", "install kubectl (Debian: kubernetes-client)");
     check_kustomize_version(&kubectl);
     let objects = Objects::collect(&kubectl);
-    for source in [
-        "kubectl kustomize deploy/agent/base".to_owned(),
-        "kubectl kustomize deploy/agent/secret-namespaces".to_owned(),
-        API_MANIFEST_SOURCE.to_owned(),
+    let gateway = "kubectl kustomize deploy/agent/gateway";
+    for (source, kind, name) in [
+        (
+            "kubectl kustomize deploy/agent/base",
+            "Deployment",
+            "cluster-agent",
+        ),
+        (
+            "kubectl kustomize deploy/agent/secret-namespaces",
+            "Deployment",
+            "cluster-agent",
+        ),
+        (API_MANIFEST_SOURCE, "Deployment", "cluster-agent"),
+        (gateway, "Deployment", "cluster-agent"),
+        // Issue 17: the gateway replicas take the same pushes.
+        (gateway, "StatefulSet", "cluster-agent-gateway"),
     ] {
-        let variant = &source;
+        let variant = &format!("{source} {kind}/{name}");
         let deployment = objects
-            .of_kind("Deployment")
-            .find(|(s, o)| *s == source && o["metadata"]["name"] == "cluster-agent")
+            .of_kind(kind)
+            .find(|(s, o)| *s == source && o["metadata"]["name"] == name)
             .map(|(_, o)| o.clone())
-            .unwrap_or_else(|| panic!("{variant} has the cluster-agent Deployment"));
+            .unwrap_or_else(|| panic!("{variant}: no such workload"));
         let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
         let container_ports: BTreeSet<i64> = containers(&deployment["spec"]["template"]["spec"])
             .iter()
@@ -1558,7 +1572,7 @@ fn the_agent_push_ports_have_a_network_policy() {
         // kube-state-metrics has its own policy (only the agent scrapes it).
         let policies: Vec<&Json> = objects
             .of_kind("NetworkPolicy")
-            .filter(|(s, o)| *s == source && o["metadata"]["name"] == "cluster-agent")
+            .filter(|(s, o)| *s == source && o["metadata"]["name"] == name)
             .map(|(_, o)| o)
             .collect();
         assert_eq!(
@@ -1811,5 +1825,269 @@ fn kind_suite_skips_in_one_line_or_passes() {
     assert!(
         stdout.contains("kind-tests passed"),
         "the suite reports its result:\n{stdout}"
+    );
+}
+
+// ---- issue 17: the agent's gateway role ----
+
+/// The gateway overlay's build, where the component is used.
+const GATEWAY_SOURCE: &str = "kubectl kustomize deploy/agent/gateway";
+
+/// The object of `kind` named `name` in `source`.
+fn object<'a>(objects: &'a Objects, source: &str, kind: &str, name: &str) -> &'a Json {
+    objects
+        .all
+        .iter()
+        .find(|(s, o)| s == source && o["kind"] == kind && o["metadata"]["name"] == name)
+        .map(|(_, o)| o)
+        .unwrap_or_else(|| panic!("{source} has no {kind}/{name}"))
+}
+
+/// Whether `selector` (a `matchLabels`-like map) selects pods labelled `labels`.
+fn selects(selector: &Json, labels: &Json) -> bool {
+    let selector = selector.as_object().expect("a selector map");
+    !selector.is_empty() && selector.iter().all(|(key, value)| &labels[key] == value)
+}
+
+/// The value of `--flag=` in a container's args.
+fn flag_value<'a>(container: &'a Json, flag: &str) -> Option<&'a str> {
+    container["args"]
+        .as_array()?
+        .iter()
+        .filter_map(Json::as_str)
+        .find_map(|arg| arg.strip_prefix(flag)?.strip_prefix('='))
+}
+
+/// Seconds of a `90s`-style duration.
+fn seconds(text: &str) -> i64 {
+    text.strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text:?} is not a number of seconds"))
+}
+
+/// Issue 17, "Where it runs": the gateway replicas are a StatefulSet with a volume
+/// each that scale-in keeps; the push Service (the same `cluster-agent` address the
+/// tenant guide names) reaches them on every push port, the node agents reach the
+/// cluster-level instance for their certificates through a Service of its own; a
+/// HorizontalPodAutoscaler scales the StatefulSet on CPU (which the container
+/// requests), a PodDisruptionBudget keeps replicas up, and a replica drains within its
+/// grace period after a preStop pause.
+#[test]
+fn the_gateway_scales_on_cpu_keeps_its_volumes_and_drains_within_its_grace_period() {
+    if skip_requested("gateway") {
+        return;
+    }
+    let kubectl = require_tool("kubectl", "install kubectl (Debian: kubernetes-client)");
+    check_kustomize_version(&kubectl);
+    let objects = Objects::collect(&kubectl);
+    let set = object(
+        &objects,
+        GATEWAY_SOURCE,
+        "StatefulSet",
+        "cluster-agent-gateway",
+    );
+    let spec = &set["spec"];
+    assert_eq!(
+        spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"], "Retain",
+        "scale-in keeps the replica's volume and its buffers"
+    );
+    let pod = &spec["template"]["spec"];
+    let labels = &spec["template"]["metadata"]["labels"];
+    let container = &pod["containers"][0];
+    assert_eq!(flag_value(container, "--role"), Some("gateway"));
+    assert_eq!(
+        flag_value(container, "--instance-name"),
+        Some("$(POD_NAME)")
+    );
+    assert_eq!(
+        container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == "POD_NAME")
+            .map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone()),
+        Some("metadata.name".into()),
+        "each replica is the instance of its own pod"
+    );
+    // Its data directory is its own claim.
+    let data_dir = flag_value(container, "--data-dir").expect("--data-dir");
+    let mount = (container["volumeMounts"].as_array().into_iter().flatten())
+        .find(|m| m["mountPath"] == data_dir)
+        .expect("the data directory is mounted");
+    let claims: Vec<&Json> = (spec["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten())
+    .map(|c| &c["metadata"]["name"])
+    .collect();
+    assert_eq!(
+        claims,
+        [&mount["name"]],
+        "the data directory is the replica's claim"
+    );
+    // Drains within the grace period, after the preStop pause.
+    let pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_i64()
+        .expect("a preStop pause");
+    let drain = seconds(flag_value(container, "--drain-timeout").expect("--drain-timeout"));
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_i64()
+        .expect("terminationGracePeriodSeconds");
+    assert!(pause > 0 && drain > 0, "pause {pause}s, drain {drain}s");
+    assert!(
+        pause + drain < grace,
+        "preStop {pause}s + drain {drain}s must end before the grace period {grace}s"
+    );
+    // The push Service reaches the replicas on every push port, by name.
+    let ports: BTreeMap<&str, i64> = (container["ports"].as_array().into_iter().flatten())
+        .filter_map(|p| Some((p["name"].as_str()?, p["containerPort"].as_i64()?)))
+        .collect();
+    let push = object(&objects, GATEWAY_SOURCE, "Service", "cluster-agent");
+    assert!(selects(&push["spec"]["selector"], labels), "{push:#}");
+    let served: BTreeSet<i64> = (push["spec"]["ports"].as_array().into_iter().flatten())
+        .map(|p| {
+            let target = p["targetPort"].as_str().expect("a named target port");
+            assert_eq!(ports.get(target), p["port"].as_i64().as_ref(), "{p}");
+            p["port"].as_i64().expect("a port")
+        })
+        .collect();
+    assert_eq!(served, BTreeSet::from([4317, 4318, 8429, 9411]));
+    // The cluster-level instance keeps a Service for the certificates it hands out,
+    // which the node agents and the replicas ask.
+    let deployment = object(&objects, GATEWAY_SOURCE, "Deployment", "cluster-agent");
+    let control = object(&objects, GATEWAY_SOURCE, "Service", "cluster-agent-control");
+    assert!(selects(
+        &control["spec"]["selector"],
+        &deployment["spec"]["template"]["metadata"]["labels"]
+    ));
+    assert!(!selects(&control["spec"]["selector"], labels));
+    let issuer = "http://cluster-agent-control.kaas-observer.svc:8429";
+    let node = object(&objects, GATEWAY_SOURCE, "DaemonSet", "cluster-agent-node");
+    for (who, container) in [
+        ("the gateway", container),
+        (
+            "the node agent",
+            &node["spec"]["template"]["spec"]["containers"][0],
+        ),
+    ] {
+        assert_eq!(
+            flag_value(container, "--node-certificate-issuer"),
+            Some(issuer),
+            "{who}"
+        );
+    }
+    // Scaled on CPU, relative to what the container requests.
+    let hpa = object(
+        &objects,
+        GATEWAY_SOURCE,
+        "HorizontalPodAutoscaler",
+        "cluster-agent-gateway",
+    );
+    let target = &hpa["spec"]["scaleTargetRef"];
+    assert_eq!(
+        (&target["kind"], &target["name"]),
+        (&"StatefulSet".into(), &set["metadata"]["name"])
+    );
+    let metrics = hpa["spec"]["metrics"].as_array().expect("metrics");
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m["type"] == "Resource" && m["resource"]["name"] == "cpu"),
+        "{hpa:#}"
+    );
+    assert!(hpa["spec"]["minReplicas"].as_i64() >= Some(2), "{hpa:#}");
+    assert!(container["resources"]["requests"]["cpu"].is_string());
+    let budget = object(
+        &objects,
+        GATEWAY_SOURCE,
+        "PodDisruptionBudget",
+        "cluster-agent-gateway",
+    );
+    assert!(selects(&budget["spec"]["selector"]["matchLabels"], labels));
+}
+
+/// Issue 17: a gateway replica reads pods (span enrichment) and reviews tokens (push
+/// authentication), nothing cluster-wide besides, and Secrets only through the
+/// agent's Roles in the namespaces its --secret-namespaces lists.
+#[test]
+fn the_gateway_reads_only_pods_tokens_and_its_allowed_secrets() {
+    if skip_requested("gateway RBAC") {
+        return;
+    }
+    let kubectl = require_tool("kubectl", "install kubectl (Debian: kubernetes-client)");
+    check_kustomize_version(&kubectl);
+    let objects = Objects::collect(&kubectl);
+    let account = "cluster-agent-gateway";
+    let bound_to_gateway = |binding: &Json| {
+        (binding["subjects"].as_array().into_iter().flatten())
+            .any(|s| s["kind"] == "ServiceAccount" && s["name"] == account)
+    };
+    let mut cluster_wide: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for (_, binding) in objects
+        .of_kind("ClusterRoleBinding")
+        .filter(|(s, b)| s == GATEWAY_SOURCE && bound_to_gateway(b))
+    {
+        let name = binding["roleRef"]["name"].as_str().expect("a role");
+        let role = object(&objects, GATEWAY_SOURCE, "ClusterRole", name);
+        for (key, verbs) in grants(role) {
+            cluster_wide.entry(key).or_default().extend(verbs);
+        }
+    }
+    assert_eq!(
+        cluster_wide,
+        BTreeMap::from([
+            (("".to_owned(), "pods".to_owned()), read_only()),
+            (
+                (
+                    "authentication.k8s.io".to_owned(),
+                    "tokenreviews".to_owned()
+                ),
+                ["create".to_owned()].into()
+            ),
+        ]),
+        "the gateway's cluster-wide rules"
+    );
+    let set = object(
+        &objects,
+        GATEWAY_SOURCE,
+        "StatefulSet",
+        "cluster-agent-gateway",
+    );
+    assert_eq!(
+        set["spec"]["template"]["spec"]["serviceAccountName"],
+        account
+    );
+    let listed: BTreeSet<&str> = flag_value(
+        &set["spec"]["template"]["spec"]["containers"][0],
+        "--secret-namespaces",
+    )
+    .expect("--secret-namespaces")
+    .split(',')
+    .collect();
+    let mut secret_namespaces = BTreeSet::new();
+    for (_, binding) in objects
+        .of_kind("RoleBinding")
+        .filter(|(s, b)| s == GATEWAY_SOURCE && bound_to_gateway(b))
+    {
+        let namespace = binding["metadata"]["namespace"]
+            .as_str()
+            .expect("a namespace");
+        let role = (objects.of_kind("Role"))
+            .find(|(s, r)| {
+                s == GATEWAY_SOURCE
+                    && r["metadata"]["name"] == binding["roleRef"]["name"]
+                    && r["metadata"]["namespace"] == namespace
+            })
+            .map(|(_, r)| r)
+            .unwrap_or_else(|| panic!("{binding:#} names no Role of its namespace"));
+        assert_eq!(
+            grants(role),
+            BTreeMap::from([(("".to_owned(), "secrets".to_owned()), read_only())])
+        );
+        secret_namespaces.insert(namespace);
+    }
+    assert_eq!(
+        secret_namespaces, listed,
+        "RoleBindings and the gateway's flag"
     );
 }

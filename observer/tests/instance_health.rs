@@ -3,9 +3,13 @@
 //! streams (TLS on a loopback port) different health for the same log pipeline; the
 //! pipeline's condition and the cluster's API view show the worst instance with the
 //! count of affected ones, and a node instance gone past the time-to-live is dropped
-//! by the fleet tick without the cluster turning silent. An agent that predates trace
-//! pipelines (issue 17) applies the rest of its configuration, and the trace pipeline
-//! says why it does not run there.
+//! by the fleet tick without the cluster turning silent.
+//!
+//! Issue 17: an agent that predates trace pipelines applies the rest of its
+//! configuration, and the trace pipeline says why it does not run there; a gateway
+//! replica connects with its role, gets the pushed part of the cluster's pipelines,
+//! reports health as an instance of its own, and once it does the cluster-level
+//! instance is sent its configuration without the pushed inputs.
 
 mod api_harness;
 
@@ -64,6 +68,9 @@ async fn setup() -> Setup {
     let tls = server_tls_config(&ca, &["127.0.0.1".to_owned()]).expect("server TLS");
     let settings = ControlSettings {
         status_debounce: Duration::from_millis(20),
+        // The cluster instance's stream asks whether the gateway is in use at every
+        // health report (instead of once a minute), so a test waits for reports only.
+        gateway_check_interval: Duration::ZERO,
         ..ControlSettings::default()
     };
     let service = ControlService::new(store.clone(), ca.clone(), settings);
@@ -398,6 +405,24 @@ impl Agent {
         String::from_utf8(update.body).expect("a YAML configuration")
     }
 
+    /// The next configuration the observer sends, as JSON; `None` when none comes
+    /// within `within`.
+    async fn config_within(&mut self, within: Duration) -> Option<serde_json::Value> {
+        let inbound = self.inbound.as_mut().expect("the test step succeeds");
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let message = tokio::time::timeout_at(until, inbound.message())
+                .await
+                .ok()?;
+            let message = message
+                .expect("the stream is open")
+                .expect("the stream is open");
+            if let Some(observer_message::Body::ConfigUpdate(update)) = message.body {
+                return Some(serde_json::from_slice(&update.body).expect("JSON"));
+            }
+        }
+    }
+
     /// Reports the log pipeline's health: with `error`, a backend that refuses.
     async fn report(&mut self, error: Option<&str>) {
         let now = now_ms();
@@ -681,4 +706,117 @@ async fn an_agent_without_trace_pipelines_applies_the_rest_and_the_trace_pipelin
         )
         .await;
     assert_eq!(applied.reason, "Applied", "{}", applied.message);
+}
+
+/// A metric pipeline that scrapes annotated workloads and takes remote-write pushes.
+async fn apply_metric_pipeline(store: &Store) {
+    let text = r#"
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: MetricPipeline
+metadata: {name: metrics}
+spec:
+  input: {prometheus: {enabled: true}, remoteWrite: {enabled: true}}
+  output: {prometheusRemoteWrite: {url: "https://rw.example/api/v1/write"}}
+"#;
+    let context = kaas_pipeline::ValidationContext::tenant_default();
+    let document = kaas_pipeline::document::parse_documents(text, &context)
+        .into_iter()
+        .next()
+        .expect("the test step succeeds");
+    let kaas_pipeline::document::ValidatedResource::Metric(pipeline) =
+        document.outcome.expect("the test step succeeds")
+    else {
+        panic!("the fixture is a metric pipeline");
+    };
+    store
+        .apply_pipeline(TENANT, *pipeline, &Actor::admin())
+        .await
+        .expect("the test step succeeds");
+}
+
+/// The inputs of `config`'s pipeline named `name` in `list` (`pipelines`,
+/// `logPipelines`), as their keys; `None` when it has no such pipeline.
+fn inputs(config: &serde_json::Value, list: &str, name: &str) -> Option<Vec<String>> {
+    let pipeline =
+        (config[list].as_array().into_iter().flatten()).find(|p| p["metadata"]["name"] == name)?;
+    let input = pipeline["spec"]["input"].as_object().expect("an input");
+    Some(input.keys().cloned().collect())
+}
+
+/// Issue 17: a gateway replica (its own certificate, issued over the cluster's stream
+/// like a node's) connects with its role and gets only the pushed inputs: the metric
+/// pipeline's remote-write and the log pipeline's OTLP, never the scrape or the
+/// container logs. It reports health as an instance of its own; from then on the
+/// gateway is in use, and the cluster-level instance, which had every input but the
+/// node's, is sent its configuration with the scrape alone.
+#[tokio::test]
+async fn a_gateway_replica_takes_the_pushed_inputs_from_the_cluster_instance() {
+    let s = setup().await;
+    apply_metric_pipeline(&s.harness.store).await;
+    let default_credentials = s.join().await;
+    let mut default = s
+        .open(&default_credentials, "default-process", AgentRole::Cluster)
+        .await;
+    let before = default
+        .config_within(DEADLINE)
+        .await
+        .expect("a configuration");
+    assert_eq!(
+        inputs(&before, "pipelines", "metrics").unwrap(),
+        ["prometheus", "remoteWrite"]
+    );
+    assert_eq!(inputs(&before, "logPipelines", PIPELINE).unwrap(), ["otlp"]);
+
+    let replica = default.certificate_for("cluster-agent-gateway-0").await;
+    let mut gateway = s
+        .open(&replica, "gateway-0-process", AgentRole::Gateway)
+        .await;
+    let part = gateway
+        .config_within(DEADLINE)
+        .await
+        .expect("a configuration");
+    assert_eq!(
+        inputs(&part, "pipelines", "metrics").unwrap(),
+        ["remoteWrite"],
+        "{part:#}"
+    );
+    assert_eq!(inputs(&part, "logPipelines", PIPELINE).unwrap(), ["otlp"]);
+    assert_eq!(
+        part["pipelines"].as_array().map(Vec::len),
+        Some(1),
+        "{part:#}"
+    );
+
+    // The gateway's health is its own instance's, as a node's is.
+    gateway.report(None).await;
+    let until = Instant::now() + DEADLINE;
+    while s
+        .pipeline_health_entry()
+        .await
+        .0
+        .map(|e| e["instances"]["reporting"].clone())
+        != Some(1.into())
+    {
+        assert!(Instant::now() < until, "the gateway's report never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // At its next health report the cluster instance learns the gateway is in use.
+    let until = Instant::now() + DEADLINE;
+    let after = loop {
+        default.report(None).await;
+        if let Some(config) = default.config_within(Duration::from_millis(500)).await {
+            break config;
+        }
+        assert!(
+            Instant::now() < until,
+            "the cluster instance kept the pushes"
+        );
+    };
+    assert_eq!(
+        inputs(&after, "pipelines", "metrics").unwrap(),
+        ["prometheus"],
+        "{after:#}"
+    );
+    assert_eq!(inputs(&after, "logPipelines", PIPELINE), None, "{after:#}");
 }

@@ -78,7 +78,7 @@ pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 /// The only way to obtain one is through validation.
 #[derive(Clone, Debug)]
 pub struct ValidatedPipeline {
-    resource: MetricPipeline,
+    pub(crate) resource: MetricPipeline,
     /// Scrape interval and timeout.
     pub scrape: ValidatedScrape,
     /// Compiled relabel rules and name filters.

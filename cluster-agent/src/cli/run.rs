@@ -42,7 +42,9 @@ use crate::control::{
 use crate::internal_events::{
     ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource as EventSource,
 };
-use crate::node_certificates::{DEFAULT_NODE_SERVICE_ACCOUNT, ServiceAccountName};
+use crate::node_certificates::{
+    DEFAULT_GATEWAY_SERVICE_ACCOUNT, DEFAULT_NODE_SERVICE_ACCOUNT, ServiceAccountName,
+};
 use crate::pipeline::budget::{DEFAULT_BUFFER_BUDGET, DEFAULT_NODE_BUFFER_BUDGET};
 use crate::pipeline::node_logs::{DEFAULT_JOURNAL_DIR, DEFAULT_POD_LOG_DIR};
 
@@ -104,12 +106,14 @@ pub struct RunArgs {
     /// cluster-level instance.
     #[arg(long, value_name = "NAME", requires = "observer")]
     pub instance_name: Option<String>,
-    /// Node role: get this node's first certificate from the cluster-level instance at
-    /// this address (e.g. http://cluster-agent.kaas-observer.svc:8429) instead of
-    /// joining with a token; it checks --node-token-file's service-account token.
+    /// Node and gateway roles: get this instance's first certificate from the
+    /// cluster-level instance at this address (e.g.
+    /// http://cluster-agent.kaas-observer.svc:8429) instead of joining with a token; it
+    /// checks --node-token-file's service-account token (a node's instance name must
+    /// be its node's, a gateway replica's its pod's).
     #[arg(long, value_name = "URL", requires = "observer")]
     pub node_certificate_issuer: Option<String>,
-    /// Node role: the projected service-account token sent to
+    /// Node and gateway roles: the projected service-account token sent to
     /// --node-certificate-issuer (audience kaas-observer-node-certificate).
     #[arg(long, value_name = "FILE", default_value = DEFAULT_NODE_TOKEN_FILE)]
     pub node_token_file: PathBuf,
@@ -117,6 +121,17 @@ pub struct RunArgs {
     /// this instance for their node's certificate; empty: hand out none.
     #[arg(long, value_name = "NAMESPACE/NAME", default_value = DEFAULT_NODE_SERVICE_ACCOUNT)]
     pub node_service_account: String,
+    /// Cluster role: the service account (NAMESPACE/NAME) whose gateway replicas may
+    /// ask this instance for their own pod's certificate; empty: hand out none.
+    #[arg(long, value_name = "NAMESPACE/NAME", default_value = DEFAULT_GATEWAY_SERVICE_ACCOUNT)]
+    pub gateway_service_account: String,
+    /// On SIGTERM, how long to keep shipping buffered data before stopping, e.g.
+    /// `90s`: `/readyz` answers 503 at once (the push Service stops sending here) and
+    /// the pipelines go on sending until their buffers are empty or this has passed;
+    /// what remains stays on the data volume for the next start. Keep it below the
+    /// pod's terminationGracePeriodSeconds. Default: 0s (stop at once), as before.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub drain_timeout: String,
     /// Where buffers and state are kept.
     #[arg(long, value_name = "DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -166,11 +181,13 @@ pub struct RunArgs {
     /// serverTLSBootstrap). Pipelines cannot change it.
     #[arg(long)]
     pub kubelet_insecure_skip_tls_verify: bool,
-    /// What this instance runs: `cluster` (the cluster-level Deployment: metric
-    /// pipelines and the push receivers, OTLP logs included) or `node` (one per node,
-    /// a DaemonSet: only the log pipelines' `runtime` and `node` inputs, which read
-    /// the node's container logs, files and journal).
-    #[arg(long, value_name = "cluster|node", default_value = "cluster")]
+    /// What this instance runs: `cluster` (the cluster-level Deployment: scrapes, the
+    /// central pipelines, and the push receivers while the cluster has no gateway in
+    /// use), `node` (one per node, a DaemonSet: only the log pipelines' `runtime` and
+    /// `node` inputs, which read the node's container logs, files and journal) or
+    /// `gateway` (replicas of a StatefulSet: only pushed inputs of every signal, never
+    /// a scrape).
+    #[arg(long, value_name = "cluster|node|gateway", default_value = "cluster")]
     pub role: String,
     /// Where the kubelet writes container logs (node role; tests and demos point it
     /// elsewhere).
@@ -260,22 +277,12 @@ impl RunArgs {
     /// [`agent_policy`]); every problem is reported, not just the first.
     pub fn check(&self) -> Result<RunSettings, FlagErrors> {
         let mut problems = Problems::default();
-        let listen_address = problems.check("listen-address", &self.listen_address, address);
-        let otlp_grpc_listen_address = problems.check(
-            "otlp-grpc-listen-address",
-            &self.otlp_grpc_listen_address,
-            address,
-        );
-        let otlp_http_listen_address = problems.check(
-            "otlp-http-listen-address",
-            &self.otlp_http_listen_address,
-            address,
-        );
-        let zipkin_listen_address = problems.check(
-            "zipkin-listen-address",
-            &self.zipkin_listen_address,
-            address,
-        );
+        let [
+            listen_address,
+            otlp_grpc_listen_address,
+            otlp_http_listen_address,
+            zipkin_listen_address,
+        ] = self.check_addresses(&mut problems);
         let role = problems.check("role", &self.role, choice::<RoleFlag>);
         let buffer_budget = self.buffer_budget(role, &mut problems);
         let kubernetes = problems.check("kubernetes", &self.kubernetes, choice::<KubernetesMode>);
@@ -284,7 +291,13 @@ impl RunArgs {
             &self.observer_order,
             choice::<EndpointOrder>,
         );
-        let (node_issuer, node_service_account) = self.check_names(&mut problems, role);
+        let (node_issuer, (node_service_account, gateway_service_account)) =
+            self.check_names(&mut problems, role);
+        let drain_timeout = problems.check(
+            "drain-timeout",
+            &self.drain_timeout,
+            kaas_pipeline::units::parse_duration,
+        );
         let reload_check = problems.millis(
             "reload-check-ms",
             &self.reload_check_ms,
@@ -312,6 +325,7 @@ impl RunArgs {
             Some(kubernetes),
             Some(endpoint_order),
             Some(role),
+            Some(drain_timeout),
             true,
         ) = (
             listen_address,
@@ -322,6 +336,7 @@ impl RunArgs {
             kubernetes,
             endpoint_order,
             role,
+            drain_timeout,
             problems.0.is_empty(),
         )
         else {
@@ -368,23 +383,41 @@ impl RunArgs {
             role: role.into(),
             pod_log_dir: self.pod_log_dir.clone(),
             journal_dir: self.journal_dir.clone(),
-            // Node certificates are asked for over the control stream.
+            // Node and gateway certificates are asked for over the control stream.
             node_service_account: node_service_account
                 .filter(|_| self.config.is_none() && role == RoleFlag::Cluster),
+            gateway_service_account: gateway_service_account
+                .filter(|_| self.config.is_none() && role == RoleFlag::Cluster),
+            drain_timeout,
         };
         Ok(RunSettings { agent, source })
     }
 }
 
 impl RunArgs {
+    /// The listen addresses: the HTTP port's, OTLP/gRPC's, OTLP/HTTP's and Zipkin's.
+    fn check_addresses(&self, problems: &mut Problems) -> [Option<SocketAddr>; 4] {
+        [
+            ("listen-address", &self.listen_address),
+            ("otlp-grpc-listen-address", &self.otlp_grpc_listen_address),
+            ("otlp-http-listen-address", &self.otlp_http_listen_address),
+            ("zipkin-listen-address", &self.zipkin_listen_address),
+        ]
+        .map(|(flag, text)| problems.check(flag, text, address))
+    }
+
     /// Checks the flags that name things: the observer endpoints, the instance, the
     /// Secret namespaces, and who asks for and hands out node certificates (issue 16).
-    /// Returns the node certificate issuer's URL and the node agents' service account.
+    /// Returns the node certificate issuer's URL and the service accounts of the node
+    /// agents and of the gateway replicas.
     fn check_names(
         &self,
         problems: &mut Problems,
         role: Option<RoleFlag>,
-    ) -> (Option<url::Url>, Option<ServiceAccountName>) {
+    ) -> (
+        Option<url::Url>,
+        (Option<ServiceAccountName>, Option<ServiceAccountName>),
+    ) {
         for url in &self.observer {
             if let Err(error) = check_observer_url(url) {
                 // The error names the flag and the value itself.
@@ -397,14 +430,18 @@ impl RunArgs {
             .and_then(|url| problems.check("node-certificate-issuer", url, check_issuer_url));
         if node_issuer.is_some() && role == Some(RoleFlag::Cluster) {
             problems.0.push(
-                "--node-certificate-issuer: only a --role node instance asks for its certificate"
+                "--node-certificate-issuer: only a --role node or gateway instance asks for its certificate"
                     .into(),
             );
         }
-        let node_service_account = match self.node_service_account.as_str() {
+        let mut account = |flag: &str, text: &str| match text {
             "" => None,
-            text => problems.check("node-service-account", text, ServiceAccountName::parse),
+            text => problems.check(flag, text, ServiceAccountName::parse),
         };
+        let accounts = (
+            account("node-service-account", &self.node_service_account),
+            account("gateway-service-account", &self.gateway_service_account),
+        );
         if let Some(name) = self.instance_name.as_deref().filter(|n| !n.is_empty()) {
             problems.check("instance-name", name, check_instance_name);
         }
@@ -413,7 +450,7 @@ impl RunArgs {
                 problems.check("secret-namespaces", namespace, check_dns1123_label);
             }
         }
-        (node_issuer, node_service_account)
+        (node_issuer, accounts)
     }
 }
 
@@ -489,6 +526,8 @@ enum RoleFlag {
     Cluster,
     /// A node's instance.
     Node,
+    /// A gateway replica.
+    Gateway,
 }
 
 impl From<RoleFlag> for AgentRole {
@@ -496,6 +535,7 @@ impl From<RoleFlag> for AgentRole {
         match flag {
             RoleFlag::Cluster => AgentRole::Cluster,
             RoleFlag::Node => AgentRole::Node,
+            RoleFlag::Gateway => AgentRole::Gateway,
         }
     }
 }
@@ -596,8 +636,9 @@ fn load(
     Ok((config, hash))
 }
 
-/// Runs until SIGTERM or SIGINT. `telemetry` is what `main` set logging up with; its
-/// exporter starts once the agent's registry exists.
+/// Runs until SIGTERM or SIGINT, then drains for `--drain-timeout`
+/// ([`ConfiguredAgent::drain`]) and stops. `telemetry` is what `main` set logging up
+/// with; its exporter starts once the agent's registry exists.
 pub async fn run(settings: RunSettings, mut telemetry: SelfTelemetry) -> Result<(), RunError> {
     match settings.source {
         ConfigSource::File { path, reload_check } => {
@@ -607,6 +648,7 @@ pub async fn run(settings: RunSettings, mut telemetry: SelfTelemetry) -> Result<
             let mut agent = ConfiguredAgent::start(&settings.agent, &mut telemetry).await?;
             let result = run_standalone(&mut agent, &path, initial, policy, reload_check).await;
             tracing::info!("shutting down");
+            agent.drain(settings.agent.drain_timeout).await;
             agent.shutdown().await;
             result
         }
@@ -622,6 +664,7 @@ pub async fn run(settings: RunSettings, mut telemetry: SelfTelemetry) -> Result<
                 _ = interrupt.recv() => {}
             }
             tracing::info!("shutting down");
+            agent.drain(settings.agent.drain_timeout).await;
             agent.shutdown().await;
             Ok(())
         }
@@ -769,8 +812,9 @@ mod tests {
 
     /// Issue 16: `--role` says which part of the cluster's configuration the instance
     /// runs; without it the instance is the cluster-level one, as before roles existed.
+    /// Issue 17: `gateway` is the third.
     #[test]
-    fn the_role_is_cluster_by_default_and_one_of_two() {
+    fn the_role_is_cluster_by_default_and_one_of_three() {
         let role = |args: &[&str]| match checked(args).map(|set| set.source) {
             Ok(ConfigSource::Observer(settings)) => Ok(settings.role),
             Ok(ConfigSource::File { .. }) => panic!("not observer mode"),
@@ -780,12 +824,49 @@ mod tests {
         assert_eq!(role(&observer), Ok(AgentRole::Cluster));
         let node = [&observer[..], &["--role", "node"]].concat();
         assert_eq!(role(&node), Ok(AgentRole::Node));
+        let gateway = [&observer[..], &["--role", "gateway"]].concat();
+        assert_eq!(role(&gateway), Ok(AgentRole::Gateway));
         let bad = [&observer[..], &["--role", "everything"]].concat();
         let error = role(&bad).unwrap_err();
         assert!(
-            error.contains("--role") && error.contains("cluster, node"),
+            error.contains("--role") && error.contains("cluster, node, gateway"),
             "{error}"
         );
+    }
+
+    /// Issue 17: a gateway replica asks the cluster-level instance for its first
+    /// certificate like a node (and hands out none); the cluster-level instance hands
+    /// gateway replicas theirs unless told not to; `--drain-timeout` is a duration.
+    #[test]
+    fn a_gateway_enrols_like_a_node_and_drains_for_its_timeout() {
+        let gateway = checked(&[
+            "--observer",
+            "https://observer:8443",
+            "--role",
+            "gateway",
+            "--instance-name",
+            "cluster-agent-gateway-0",
+            "--node-certificate-issuer",
+            "http://cluster-agent.kaas-observer.svc:8429",
+            "--drain-timeout",
+            "90s",
+        ])
+        .unwrap();
+        let ConfigSource::Observer(settings) = &gateway.source else {
+            panic!("standalone");
+        };
+        assert!(settings.node_enrolment.is_some());
+        assert_eq!(settings.instance_name, "cluster-agent-gateway-0");
+        assert_eq!(gateway.agent.gateway_service_account, None);
+        assert_eq!(gateway.agent.drain_timeout, Duration::from_secs(90));
+        let cluster = checked(&["--observer", "https://observer:8443"]).unwrap();
+        assert_eq!(
+            cluster.agent.gateway_service_account.map(|a| a.to_string()),
+            Some(DEFAULT_GATEWAY_SERVICE_ACCOUNT.to_owned())
+        );
+        assert_eq!(cluster.agent.drain_timeout, Duration::ZERO);
+        let error = checked(&["--config", "a.yaml", "--drain-timeout", "soon"]).unwrap_err();
+        assert!(error.to_string().contains("--drain-timeout"), "{error}");
     }
 
     /// Issue 14: every bad flag is named at once, each with its flag, before anything
@@ -889,7 +970,10 @@ mod tests {
             "http://a:8429",
         ])
         .unwrap_err();
-        assert!(error.contains("only a --role node instance"), "{error}");
+        assert!(
+            error.contains("only a --role node or gateway instance"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -502,6 +502,7 @@ impl ObserverConnection {
             role: match self.settings.role {
                 AgentRole::Cluster => ProtoRole::Cluster,
                 AgentRole::Node => ProtoRole::Node,
+                AgentRole::Gateway => ProtoRole::Gateway,
             } as i32,
         }
     }

@@ -10,6 +10,8 @@ use kaas_pipeline::status::reasons::{APPLIED, CONFIG_REJECTED};
 pub struct ReloadState {
     /// Whether a configuration has been applied (readiness).
     pub applied: AtomicBool,
+    /// Whether the agent is draining before it stops: not ready, whatever it applied.
+    pub draining: AtomicBool,
     /// Successful reloads.
     pub successes: AtomicU64,
     /// Refused reloads.

@@ -34,11 +34,22 @@
 //! another node's, 413 too large, 429 too soon for this node (with `Retry-After`),
 //! 503 the API server, the stream or the issuance slots are busy.
 //!
+//! # Gateway replicas
+//!
+//! A gateway replica (`--role gateway`, issue 17) gets its first certificate the same
+//! way, with a token of the gateway's own service account (`--gateway-service-account`)
+//! for the same audience: its instance name must be its own pod's name (the token's
+//! bound pod, which the review names), so each replica of the StatefulSet
+//! (`cluster-agent-gateway-0`, `-1`, ...) has a certificate of its own, kept on its own
+//! volume across restarts and rescheduling. Its requests count against its pod's name
+//! at the same rate as a node's.
+//!
 //! # What a compromised node agent gets
 //!
 //! Its token is bound to its pod and so to its node: it can obtain a certificate for
 //! its own node's instance name and nothing else, at the rate above. The key never
-//! leaves the node; the cluster-level instance sees only the CSR.
+//! leaves the node; the cluster-level instance sees only the CSR. A compromised gateway
+//! replica likewise gets only its own pod's instance name.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -64,6 +75,9 @@ pub const NODE_CERTIFICATE_PATH: &str = "/v1/node-certificate";
 pub const NODE_CERTIFICATE_AUDIENCE: &str = "kaas-observer-node-certificate";
 /// The node agent's service account, `namespace/name` (deploy/agent/base/node-agent.yaml).
 pub const DEFAULT_NODE_SERVICE_ACCOUNT: &str = "kaas-observer-node/cluster-agent-node";
+/// The gateway replicas' service account, `namespace/name`
+/// (deploy/agent/components/gateway/gateway.yaml).
+pub const DEFAULT_GATEWAY_SERVICE_ACCOUNT: &str = "kaas-observer/cluster-agent-gateway";
 /// The largest request body: a P-256 CSR is about 500 bytes of PEM and a node name at
 /// most 253; 16 KiB leaves room for RSA keys and nothing for abuse.
 pub const MAX_NODE_REQUEST_BYTES: usize = 16 * 1024;
@@ -341,6 +355,9 @@ pub struct NodeIssuer {
     reviewer: TokenReviewer,
     client: Option<kube::Client>,
     service_account: ServiceAccountName,
+    /// The gateway replicas' service account, whose pods may ask for their own pod's
+    /// certificate; `None`: gateway replicas get none here.
+    gateway_service_account: Option<ServiceAccountName>,
     last_request: Mutex<HashMap<String, Instant>>,
     permits: Semaphore,
     stream: mpsc::Sender<Issuance>,
@@ -364,11 +381,18 @@ impl NodeIssuer {
             ),
             client,
             service_account,
+            gateway_service_account: None,
             last_request: Mutex::new(HashMap::new()),
             permits: Semaphore::new(MAX_CONCURRENT_ISSUANCES),
             stream,
             stats,
         }
+    }
+
+    /// Also hands gateway replicas of `account` their own pod's certificate.
+    pub fn with_gateway_service_account(mut self, account: Option<ServiceAccountName>) -> Self {
+        self.gateway_service_account = account;
+        self
     }
 
     /// The route, for the agent's HTTP port.
@@ -436,7 +460,7 @@ impl NodeIssuer {
     ) -> Result<NodeCertificate, NodeRefusal> {
         if node != request.instance_name {
             return Err(NodeRefusal::Forbidden(format!(
-                "instanceName {:?} is not the requesting pod's node {node:?}",
+                "instanceName {:?} is not the requesting pod's node {node:?} (nor, for a gateway replica, its pod)",
                 request.instance_name
             )));
         }
@@ -448,8 +472,8 @@ impl NodeIssuer {
         self.through_stream(request).await
     }
 
-    /// The node the token's pod runs on, once the token is proven to be the node
-    /// agent's.
+    /// The instance name the token's holder may ask for, once the token is proven to
+    /// be a node agent's (its pod's node) or a gateway replica's (its pod's name).
     async fn authenticate(&self, token: &str) -> Result<String, NodeRefusal> {
         let review = self.reviewer.review(token).await.map_err(|e| {
             NodeRefusal::Unavailable(format!("the token cannot be checked now: {e}"))
@@ -462,17 +486,29 @@ impl NodeIssuer {
                 pod,
             } => (namespace, name, pod),
         };
-        if namespace != self.service_account.namespace || name != self.service_account.name {
+        let is =
+            |account: &ServiceAccountName| account.namespace == namespace && account.name == name;
+        let gateway = self.gateway_service_account.as_ref().is_some_and(is);
+        if !is(&self.service_account) && !gateway {
+            let gateways = self
+                .gateway_service_account
+                .as_ref()
+                .map(|account| format!(" (and {account} for gateway replicas)"))
+                .unwrap_or_default();
             return Err(NodeRefusal::Forbidden(format!(
-                "the token is the service account {namespace}/{name}'s; only {} may ask for node certificates",
+                "the token is the service account {namespace}/{name}'s; only {}{gateways} may ask for certificates",
                 self.service_account
             )));
         }
         let pod = pod.ok_or_else(|| {
             NodeRefusal::Forbidden(
-                "the token is bound to no pod: send the projected service-account token of the node agent's pod".into(),
+                "the token is bound to no pod: send the projected service-account token of the agent's pod".into(),
             )
         })?;
+        if gateway {
+            // A gateway replica's instance is its pod: the StatefulSet's stable name.
+            return Ok(pod.name);
+        }
         match pod.node_name.clone() {
             Some(node) => Ok(node),
             None => self.node_of(&namespace, &pod).await,

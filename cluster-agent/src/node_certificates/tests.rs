@@ -425,3 +425,84 @@ fn the_service_account_is_namespace_slash_name() {
         assert!(ServiceAccountName::parse(bad).is_err(), "{bad:?}");
     }
 }
+
+/// A review of a gateway replica's token: the gateway's service account, bound to
+/// the StatefulSet's pod `pod`.
+fn gateway_review(pod: &str) -> serde_json::Value {
+    serde_json::json!({
+        "authenticated": true,
+        "audiences": [NODE_CERTIFICATE_AUDIENCE],
+        "user": {
+            "username": "system:serviceaccount:kaas-observer:cluster-agent-gateway",
+            "extra": {
+                "authentication.kubernetes.io/pod-name": [pod],
+                "authentication.kubernetes.io/pod-uid": ["uid-g0"],
+                "authentication.kubernetes.io/node-name": [NODE],
+            },
+        },
+    })
+}
+
+/// Issue 17: a gateway replica gets the certificate of its own pod's name (its
+/// instance), and no other instance's, not even its node's; without
+/// `--gateway-service-account` the gateway's token is refused like any other.
+#[tokio::test]
+async fn a_gateway_replica_gets_its_own_pods_certificate_and_nothing_else() {
+    const POD: &str = "cluster-agent-gateway-0";
+    const GATEWAY_TOKEN: &str = "projected-token-of-gateway-0";
+    let (plain, mut server, mut queue) = issuer();
+    let account = ServiceAccountName::parse(DEFAULT_GATEWAY_SERVICE_ACCOUNT).unwrap();
+    let gateways = Arc::into_inner(plain)
+        .unwrap()
+        .with_gateway_service_account(Some(account));
+    let (refused, ()) = tokio::join!(
+        ask(&gateways, GATEWAY_TOKEN, body(NODE, &csr())),
+        answer(
+            &mut server,
+            GATEWAY_TOKEN,
+            Some(AUDIENCES),
+            gateway_review(POD)
+        ),
+    );
+    let Err(NodeRefusal::Forbidden(reason)) = refused else {
+        panic!("{refused:?}");
+    };
+    assert!(
+        reason.contains("is not the requesting pod's node"),
+        "{reason}"
+    );
+
+    // Another replica (the first one's asking counts against its own pod's name).
+    const OTHER: &str = "cluster-agent-gateway-1";
+    let other_token = "projected-token-of-gateway-1";
+    let (issued, (), sent) = tokio::join!(
+        ask(&gateways, other_token, body(OTHER, &csr())),
+        answer(
+            &mut server,
+            other_token,
+            Some(AUDIENCES),
+            gateway_review(OTHER)
+        ),
+        observer_answers(&mut queue, ""),
+    );
+    assert_eq!(sent.instance_name, OTHER);
+    assert_eq!(issued.unwrap().certificate_pem, "node certificate");
+
+    let (plain, mut server, _queue) = issuer();
+    let (refused, ()) = tokio::join!(
+        ask(&plain, GATEWAY_TOKEN, body(POD, &csr())),
+        answer(
+            &mut server,
+            GATEWAY_TOKEN,
+            Some(AUDIENCES),
+            gateway_review(POD)
+        ),
+    );
+    let Err(NodeRefusal::Forbidden(reason)) = refused else {
+        panic!("{refused:?}");
+    };
+    assert!(
+        reason.contains("kaas-observer/cluster-agent-gateway's"),
+        "{reason}"
+    );
+}

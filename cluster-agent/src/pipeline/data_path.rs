@@ -96,6 +96,15 @@ impl DataPath {
         Some((buffer.bytes(), age))
     }
 
+    /// Records in the buffer not yet delivered (acknowledged); `None` while the buffer
+    /// is busy with a write.
+    pub fn pending_records(&self) -> Option<u64> {
+        self.buffer
+            .try_lock()
+            .ok()
+            .map(|buffer| buffer.pending_records())
+    }
+
     /// Lets the sender deliver what is buffered for up to [`STOP_GRACE`], then stops
     /// it (see the module documentation). Call it once nothing feeds the inlet.
     pub async fn stop(self) {

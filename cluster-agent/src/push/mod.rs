@@ -52,6 +52,7 @@ pub mod otlp_traces;
 pub mod span_enrichment;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -161,6 +162,9 @@ pub enum Refusal {
     /// (as [`Refusal::BufferUnavailable`]); answered as OTLP asks a receiver under
     /// back-pressure: 429 / `RESOURCE_EXHAUSTED`, with `Retry-After`.
     OtlpBufferFull(String),
+    /// The agent is draining before it stops (SIGTERM, [`PushReceiver::drain`]): the
+    /// pusher should send again, which the push Service routes to another replica.
+    Draining,
 }
 
 impl Refusal {
@@ -183,6 +187,7 @@ impl Refusal {
             Self::NoPipeline(_) => "no_pipeline",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::AuthUnavailable(_) => "auth_unavailable",
+            Self::Draining => "draining",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Decode(error) => error.reason(),
             Self::BufferUnavailable(_) | Self::OtlpBufferFull(_) => "buffer_unavailable",
@@ -208,6 +213,7 @@ impl Refusal {
             | Self::BufferUnavailable(reason)
             | Self::OtlpBufferFull(reason) => reason.clone(),
             Self::Decode(error) => error.to_string(),
+            Self::Draining => "the agent is stopping; send again (to another replica)".into(),
         }
     }
 
@@ -215,7 +221,7 @@ impl Refusal {
         match self {
             Self::NoPipeline(_) => StatusCode::NOT_FOUND,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => {
+            Self::AuthUnavailable(_) | Self::BufferUnavailable(_) | Self::Draining => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::OtlpBufferFull(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -233,7 +239,9 @@ impl Refusal {
             Self::NoPipeline(Protocol::OtlpTraces) => tonic::Code::Unimplemented,
             Self::NoPipeline(_) => tonic::Code::FailedPrecondition,
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
-            Self::AuthUnavailable(_) | Self::BufferUnavailable(_) => tonic::Code::Unavailable,
+            Self::AuthUnavailable(_) | Self::BufferUnavailable(_) | Self::Draining => {
+                tonic::Code::Unavailable
+            }
             Self::OtlpBufferFull(_) => tonic::Code::ResourceExhausted,
             Self::UnsupportedMediaType(_) => tonic::Code::Unimplemented,
             Self::Decode(error) if error.is_too_large() => tonic::Code::ResourceExhausted,
@@ -247,7 +255,10 @@ impl Refusal {
         if status == StatusCode::UNAUTHORIZED {
             return (status, [(header::WWW_AUTHENTICATE, "Bearer")], message).into_response();
         }
-        if matches!(self, Self::BufferUnavailable(_) | Self::OtlpBufferFull(_)) {
+        if matches!(
+            self,
+            Self::BufferUnavailable(_) | Self::OtlpBufferFull(_) | Self::Draining
+        ) {
             let retry_after = BUFFER_RETRY_AFTER.as_secs().to_string();
             return (status, [(header::RETRY_AFTER, retry_after)], message).into_response();
         }
@@ -281,6 +292,8 @@ pub struct PushReceiver {
     limits: PushLimits,
     reviewer: Arc<TokenReviewer>,
     decodes: Arc<Semaphore>,
+    /// Set once the agent drains before stopping: every push is refused from then on.
+    draining: Arc<AtomicBool>,
 }
 
 impl PushReceiver {
@@ -302,6 +315,7 @@ impl PushReceiver {
             limits,
             reviewer: Arc::new(reviewer),
             decodes: Arc::new(Semaphore::new(MAX_CONCURRENT_DECODES)),
+            draining: Arc::default(),
         }
     }
 
@@ -315,6 +329,13 @@ impl PushReceiver {
         self.trace_pipelines = trace_pipelines;
         self.span_enrichment = span_enrichment;
         self
+    }
+
+    /// Refuses every push from now on ([`Refusal::Draining`]: 503 or `UNAVAILABLE`
+    /// with `Retry-After`), so the pipelines can ship what they hold before the agent
+    /// stops. Every receiver of every protocol shares the switch.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     /// The routes of the agent's HTTP port: `/api/v1/write`, and `/v1/metrics` as a
@@ -390,6 +411,9 @@ impl PushReceiver {
         protocol: Protocol,
         headers: &HeaderMap,
     ) -> Result<Vec<Admitted>, Refusal> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(Refusal::Draining);
+        }
         let takers = self.takers(protocol).await;
         if takers.is_empty() {
             return Err(Refusal::NoPipeline(protocol));

@@ -847,3 +847,48 @@ async fn a_pushers_claimed_namespace_is_replaced_by_its_tokens() {
 }
 
 mod traces;
+
+/// Issue 17 (scale-in): once the agent drains, every push is refused unread with 503
+/// and `Retry-After` (the sender retries, and the push Service sends it to another
+/// replica), counted as `draining`; what the pipeline had accepted is still shipped,
+/// until nothing is buffered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_agent_refuses_pushes_and_ships_what_it_holds() {
+    let mut fixture = fixture(
+        "{remoteWrite: {enabled: true, authentication: {mode: bearerToken, bearerToken: {valueFrom: {secretKeyRef: {name: push, namespace: shop, key: token}}}}}}",
+        no_kubernetes(),
+    )
+    .await;
+    let body = Body::from(write_body(vec![series(&[("__name__", "before_drain")])]));
+    let (status, message) = call(
+        &fixture.receiver,
+        post("/api/v1/write", Some("the-push-token"), body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{message}");
+
+    fixture.receiver.drain();
+    let request = post("/api/v1/write", Some("the-push-token"), endless_body());
+    let response = tokio::time::timeout(PROMPTLY, fixture.receiver.routes().oneshot(request))
+        .await
+        .expect("an answer without reading the body")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(refused(&fixture.receiver, "draining"), 1);
+    assert_eq!(Refusal::Draining.grpc_code(), tonic::Code::Unavailable);
+
+    fixture
+        .sink
+        .wait_for_samples(1, Duration::from_secs(20))
+        .await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while fixture.agent.pending_records().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the buffer was never shipped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fixture.agent.shutdown().await;
+}

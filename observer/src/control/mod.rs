@@ -122,6 +122,7 @@ use tonic::transport::Server;
 
 pub use accept::HandshakeLimits;
 pub use service::{ControlMetrics, ControlService, ControlSettings};
+pub use stream::GATEWAY_CHECK_INTERVAL;
 
 use crate::identity::{ClusterCa, IdentityError};
 

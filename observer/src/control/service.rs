@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kaas_pipeline::role::AgentRole;
+use kaas_pipeline::role::{AgentRole, PushPlacement};
 use kaas_proto::control::v1::agent_control_server::AgentControl;
 use kaas_proto::control::v1::{
     AgentHello, AgentMessage, JoinRequest, JoinResponse, ObserverMessage, agent_message,
@@ -26,7 +26,8 @@ use super::join::{JoinLimits, JoinRateLimiter, Joiner, loggable};
 use super::registry::{SharedRegistry, StreamEntry, lock};
 use super::status_task::{StatusTask, StatusWork};
 use super::stream::{
-    AgentStream, OUTBOX_CAPACITY, Outgoing, accepts_remote_config, role_of, runs_trace_pipelines,
+    AgentStream, GATEWAY_CHECK_INTERVAL, OUTBOX_CAPACITY, Outgoing, accepts_remote_config, role_of,
+    runs_trace_pipelines,
 };
 use super::stream_identity::{PeerIdentity, StreamCertificate, peer_identity, revoked_status};
 use crate::identity::{ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY};
@@ -56,6 +57,8 @@ pub struct ControlSettings {
     /// The provider's central pipeline (to Thanos receive), added to every cluster's
     /// configuration; `None` when the observer runs without one.
     pub central_pipeline: Option<Arc<CentralPipelineSettings>>,
+    /// See [`GATEWAY_CHECK_INTERVAL`].
+    pub gateway_check_interval: Duration,
 }
 
 impl Default for ControlSettings {
@@ -66,6 +69,7 @@ impl Default for ControlSettings {
             hello_timeout: HELLO_TIMEOUT,
             status_debounce: STATUS_DEBOUNCE,
             central_pipeline: None,
+            gateway_check_interval: GATEWAY_CHECK_INTERVAL,
         }
     }
 }
@@ -310,6 +314,9 @@ impl AgentControl for ControlService {
             accepts_remote_config: accepts_remote_config(&hello),
             runs_trace_pipelines: runs_trace_pipelines(&hello),
             role,
+            placement: PushPlacement::default(),
+            placement_read: None,
+            gateway_check_interval: inner.settings.gateway_check_interval,
             agent_hash: hello.last_applied_config_hash.clone(),
             last_sent: None,
             awaiting_answer: None,

@@ -60,6 +60,8 @@ pub struct ClusterObservation {
     /// Per pipeline, the worst of its live instances with how many report and are
     /// affected ([`crate::store::Store::instance_health_of`]).
     pub instances: Vec<PipelineInstances>,
+    /// Where the cluster's pushes go: its desired configuration was rendered for it.
+    pub placement: kaas_pipeline::role::PushPlacement,
 }
 
 /// An agent's health report as stored (`ReportWrite::Health`).
@@ -785,6 +787,7 @@ spec:
             config,
             health: None,
             instances: Vec::new(),
+            placement: kaas_pipeline::role::PushPlacement::default(),
         }
     }
 

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kaas_pipeline::role::AgentRole;
+use kaas_pipeline::role::{AgentRole, PushPlacement};
 use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline};
 use tokio::sync::mpsc;
 
@@ -131,6 +131,7 @@ impl StatusTask {
         reported.retain(|name| !whole.contains(name));
         let mut unknown = Vec::new();
         let mut instances = self.store.instance_health_of(&reported).await?;
+        let gateways = self.store.clusters_with_gateway(&reported).await?;
         for reported in self.store.reports_of(&reported).await? {
             let tenant = reported.tenant;
             let Some(view) = held_view(&mut self.tenants, &mut reload, &tenant) else {
@@ -142,14 +143,16 @@ impl StatusTask {
             } else if let Some((_, observation)) = view.clusters.get_mut(&report.cluster)
                 && ConfigReport::runs_trace_pipelines(report.config.as_ref())
                     == observation.runs_trace_pipelines
+                && observation.placement == placement_of(&gateways, &report.cluster)
             {
                 observation.connected = report.connected;
                 observation.config = report.config;
                 observation.health = health_record(report.health);
                 observation.instances = instances.remove(&report.cluster).unwrap_or_default();
             } else {
-                // Not held, or its agent now runs trace pipelines or no longer does (an
-                // upgrade, a rollback): its desired configuration changed with it.
+                // Not held, its agent now runs trace pipelines or no longer does (an
+                // upgrade, a rollback), or its gateway came or went: its desired
+                // configuration changed with it, so it is read whole.
                 unknown.push(report.cluster);
                 continue;
             }
@@ -157,6 +160,7 @@ impl StatusTask {
         }
         names.extend(unknown);
         let mut instances = self.store.instance_health_of(&names).await?;
+        let gateways = self.store.clusters_with_gateway(&names).await?;
         for (cluster, report) in self.store.clusters_with_reports(&names).await? {
             let tenant = cluster.tenant.clone();
             let Some(view) = held_view(&mut self.tenants, &mut reload, &tenant) else {
@@ -166,7 +170,8 @@ impl StatusTask {
                 view.clusters.remove(&cluster.id);
             } else {
                 let live = instances.remove(&cluster.id).unwrap_or_default();
-                let (id, observed) = observe(&view.pipelines, cluster, report, live);
+                let placement = placement_of(&gateways, &cluster.id);
+                let (id, observed) = observe(&view.pipelines, cluster, report, (live, placement));
                 view.clusters.insert(id, observed);
             }
             touched.insert(tenant);
@@ -191,12 +196,14 @@ impl StatusTask {
                 .await?;
             let ids: Vec<String> = listed.iter().map(|(c, _)| c.id.clone()).collect();
             let mut instances = self.store.instance_health_of(&ids).await?;
+            let gateways = self.store.clusters_with_gateway(&ids).await?;
             for (cluster, report) in listed {
                 if !cluster.state.receives_config() {
                     continue;
                 }
                 let live = instances.remove(&cluster.id).unwrap_or_default();
-                let (id, observed) = observe(&pipelines, cluster, report, live);
+                let placement = placement_of(&gateways, &cluster.id);
+                let (id, observed) = observe(&pipelines, cluster, report, (live, placement));
                 clusters.insert(id, observed);
             }
         }
@@ -343,18 +350,32 @@ fn held_view<'a>(
     (!view.pipelines.is_empty()).then_some(view)
 }
 
+/// Where the pushes of `cluster` go, given the clusters whose gateway is in use.
+fn placement_of(gateways: &BTreeSet<String>, cluster: &str) -> PushPlacement {
+    if gateways.contains(cluster) {
+        PushPlacement::Gateway
+    } else {
+        PushPlacement::ClusterInstance
+    }
+}
+
 /// The observation of `cluster` for a tenant running `pipelines`, with its labels,
-/// under its global id; `instances` are its pipelines over its live instances.
+/// under its global id; `instances` are its pipelines over its live instances, and
+/// `placement` where its pushes go (which shapes its cluster instance's configuration).
 fn observe(
     pipelines: &Pipelines,
     cluster: Cluster,
     report: ClusterReport,
-    instances: Vec<PipelineInstances>,
+    (instances, placement): (Vec<PipelineInstances>, PushPlacement),
 ) -> (String, (BTreeMap<String, String>, ClusterObservation)) {
     // The configuration its agent is sent: without trace pipelines for one that does
     // not run them, which is what it then reports on.
     let runs_trace_pipelines = ConfigReport::runs_trace_pipelines(report.config.as_ref());
-    let desired = pipelines.render_for_agent(&cluster, AgentRole::Cluster, runs_trace_pipelines);
+    let desired = pipelines.render_for_agent(
+        &cluster,
+        (AgentRole::Cluster, placement),
+        runs_trace_pipelines,
+    );
     let observation = ClusterObservation {
         // Conditions are the tenant's to read: they name its clusters as it does.
         cluster: cluster.name,
@@ -365,6 +386,7 @@ fn observe(
         config: report.config,
         health: health_record(report.health),
         instances,
+        placement,
     };
     (cluster.id, (cluster.labels, observation))
 }

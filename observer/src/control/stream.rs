@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kaas_pipeline::agent_config::{AGENT_CONFIG_CONTENT_TYPE, RenderedConfig, check_config_size};
-use kaas_pipeline::role::AgentRole;
+use kaas_pipeline::role::{AgentRole, PushPlacement};
 use kaas_pipeline::status::AgentConfigState;
 use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline};
 use kaas_proto::control::v1::{
@@ -42,11 +42,17 @@ pub(super) const OUTBOX_CAPACITY: usize = 16;
 /// threshold (minutes), while 10,000 agents reporting every 30 s cause one write per
 /// agent per interval instead of one per message.
 pub const SEEN_RECORD_INTERVAL: Duration = Duration::from_secs(20);
+/// How often a cluster-level instance's stream asks the store again whether the
+/// cluster's gateway is in use (at a health report of the instance, so at most once
+/// per health interval): a gateway installed or gone moves the pushed inputs within
+/// about a minute, at one indexed read per cluster per minute.
+pub const GATEWAY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The role the hello names; an agent that predates roles is the cluster instance.
 pub(super) fn role_of(hello: &AgentHello) -> AgentRole {
     match ProtoRole::try_from(hello.role) {
         Ok(ProtoRole::Node) => AgentRole::Node,
+        Ok(ProtoRole::Gateway) => AgentRole::Gateway,
         _ => AgentRole::Cluster,
     }
 }
@@ -94,6 +100,13 @@ pub(super) struct AgentStream {
     pub(super) runs_trace_pipelines: bool,
     /// The instance's role, from its hello: which part of the configuration it gets.
     pub(super) role: AgentRole,
+    /// Where the cluster's pushed inputs go (for a cluster-level instance: whether it
+    /// keeps them), as last read from the store ([`GATEWAY_CHECK_INTERVAL`]).
+    pub(super) placement: PushPlacement,
+    /// When the placement was last read; `None` before the first read.
+    pub(super) placement_read: Option<Instant>,
+    /// How often the placement is read again ([`GATEWAY_CHECK_INTERVAL`]).
+    pub(super) gateway_check_interval: Duration,
     /// What the agent runs: the hello's hash, then the latest APPLIED (or, after FAILED,
     /// the running hash).
     pub(super) agent_hash: Vec<u8>,
@@ -165,6 +178,7 @@ impl AgentStream {
     /// certificate of the CA being rotated out, the request to renew.
     async fn start(&mut self) -> Result<(), StreamEnd> {
         self.offer_trust().await?;
+        self.read_placement().await;
         let rendered = self.render().await?;
         if rendered.hash.as_slice() == self.agent_hash.as_slice() {
             let hash = rendered.hash_hex();
@@ -234,7 +248,53 @@ impl AgentStream {
             .get(&self.store, &self.registration.tenant)
             .await
             .map_err(|error| StreamEnd::Refused(unavailable(error)))?;
-        Ok(configs.render_for_agent(&self.registration, self.role, self.runs_trace_pipelines))
+        Ok(configs.render_for_agent(
+            &self.registration,
+            (self.role, self.placement),
+            self.runs_trace_pipelines,
+        ))
+    }
+
+    /// Reads whether the cluster's gateway is in use, for a cluster-level instance
+    /// (the only role whose part depends on it); returns whether the placement
+    /// changed. A store error keeps the placement last read: the next health report
+    /// asks again.
+    async fn read_placement(&mut self) -> bool {
+        if self.role != AgentRole::Cluster {
+            return false;
+        }
+        self.placement_read = Some(Instant::now());
+        let found = self
+            .store
+            .clusters_with_gateway(std::slice::from_ref(&self.cluster))
+            .await;
+        let placement = match found {
+            Ok(found) if found.contains(&self.cluster) => PushPlacement::Gateway,
+            Ok(_) => PushPlacement::ClusterInstance,
+            Err(error) => {
+                tracing::warn!(cluster = %self.cluster, %error, "cannot read whether the cluster's gateway is in use; keeping the last answer");
+                return false;
+            }
+        };
+        let changed = placement != self.placement;
+        if changed {
+            tracing::info!(cluster = %self.cluster, ?placement, "the cluster's pushed inputs move");
+        }
+        self.placement = placement;
+        changed
+    }
+
+    /// At a health report of a cluster-level instance, at most every
+    /// [`GATEWAY_CHECK_INTERVAL`]: whether the cluster's gateway came or went, and if
+    /// so the configuration without (or with) the pushed inputs.
+    async fn check_gateway(&mut self) -> Result<(), StreamEnd> {
+        let due = self
+            .placement_read
+            .is_none_or(|read| read.elapsed() >= self.gateway_check_interval);
+        if self.role == AgentRole::Cluster && due && self.read_placement().await {
+            return self.sync().await;
+        }
+        Ok(())
     }
 
     async fn offer(&mut self, rendered: RenderedConfig) -> Result<(), StreamEnd> {
@@ -315,7 +375,7 @@ impl AgentStream {
             }
             Some(agent_message::Body::Health(health)) => {
                 Box::pin(self.health(health)).await;
-                Ok(())
+                Box::pin(self.check_gateway()).await
             }
             // Every message is a sign of life (see `touch`); a heartbeat is nothing more.
             Some(agent_message::Body::Heartbeat(_)) => Ok(()),
@@ -334,7 +394,7 @@ impl AgentStream {
         if self.previous_health.is_none() {
             self.previous_health = Some(match self.role {
                 AgentRole::Cluster => self.stored_health().await,
-                AgentRole::Node => self.stored_instance_health().await,
+                AgentRole::Node | AgentRole::Gateway => self.stored_instance_health().await,
             });
         }
         let record = HealthRecord::from_report(
@@ -346,6 +406,7 @@ impl AgentStream {
             cluster: self.cluster.clone(),
             instance: self.certificate.info.instance.clone(),
             agent_instance_id: self.instance_id.clone(),
+            role: self.role,
             reported_at_ms: health.timestamp_unix_ms,
             received_at_ms: now_ms(),
             pipelines: self.judge(&record).await,
@@ -569,7 +630,7 @@ impl AgentStream {
     /// ([`ReportWrite::InstanceHealth`]).
     async fn submit(&self, report: ReportWrite) {
         if self.role != AgentRole::Cluster && !matches!(report, ReportWrite::InstanceHealth(_)) {
-            tracing::debug!(cluster = %self.cluster, instance = %self.certificate.info.instance, role = self.role.as_str(), "a node instance's report is not the cluster's; not stored");
+            tracing::debug!(cluster = %self.cluster, instance = %self.certificate.info.instance, role = self.role.as_str(), "a node or gateway instance's report is not the cluster's; not stored");
             return;
         }
         let result = self.store.submit_report(report).await;

@@ -107,7 +107,7 @@ fn resource(settings: &CentralPipelineSettings) -> LogPipeline {
 mod tests {
     use kaas_pipeline::logs::output::ValidatedLogOutput;
     use kaas_pipeline::policy::ValidationContext;
-    use kaas_pipeline::role::AgentRole;
+    use kaas_pipeline::role::{AgentRole, PushPlacement};
     use kaas_pipeline::units::ByteSize;
 
     use super::*;
@@ -159,8 +159,16 @@ mod tests {
     #[test]
     fn only_node_instances_run_it() {
         let pipeline = central_log_pipeline(&settings()).unwrap();
-        assert!(pipeline.for_role(AgentRole::Cluster).is_none());
-        let node = pipeline.for_role(AgentRole::Node).unwrap();
+        for role in [AgentRole::Cluster, AgentRole::Gateway] {
+            assert!(
+                pipeline
+                    .for_role(role, PushPlacement::ClusterInstance)
+                    .is_none()
+            );
+        }
+        let node = pipeline
+            .for_role(AgentRole::Node, PushPlacement::ClusterInstance)
+            .unwrap();
         assert!(node.inputs.runtime.is_some() && node.inputs.node.is_some());
     }
 

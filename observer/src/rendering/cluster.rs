@@ -3,11 +3,27 @@
 //! in `tracePipelines`), the provider's central pipelines if the observer has them (the
 //! central log pipeline with `--central-logs`), and the cluster's `cluster` external
 //! label; each agent instance gets the part for its role ([`kaas_pipeline::role`]).
+//!
+//! # Where pushes go
+//! The pushed inputs of every signal (metric pipelines' `otlp` and `remoteWrite`, log
+//! pipelines' `otlp`, trace pipelines) are rendered to the cluster's gateway replicas
+//! while the cluster's gateway is in use, and to the cluster-level instance otherwise
+//! ([`PushPlacement`]). A gateway is in use while a gateway instance of the cluster has
+//! reported health within the instance-health time-to-live
+//! (`Store::clusters_with_gateway`, `observer serve --instance-health-ttl`, 5m): a
+//! gateway replica always gets the pushed parts, runs them, and so reports them within
+//! a health interval of its first configuration. So a small cluster without a gateway
+//! needs nothing: its cluster instance serves the pushes as before; installing the
+//! gateway moves them within a health interval (the cluster instance's stream checks
+//! again every [`crate::control::GATEWAY_CHECK_INTERVAL`]), and removing it moves them
+//! back a time-to-live after its last report. While they move, both kinds of instance
+//! run the pushed parts (each with its own buffer); the push Service sends to one of
+//! them, so nothing is taken twice.
 
 use std::collections::BTreeMap;
 
 use kaas_pipeline::agent_config::{AgentConfig, ConfigTemplate, RenderedConfig};
-use kaas_pipeline::role::AgentRole;
+use kaas_pipeline::role::{AgentRole, PushPlacement};
 use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline};
 
 use super::central::{CentralPipelineSettings, central_pipelines_with};
@@ -48,7 +64,7 @@ pub fn render_for_cluster_with(
         selected,
         central,
         control_plane,
-        AgentRole::Cluster,
+        (AgentRole::Cluster, PushPlacement::ClusterInstance),
     )
     .render(&external_labels(cluster))
 }
@@ -56,14 +72,16 @@ pub fn render_for_cluster_with(
 /// The template of the configuration of `cluster`'s tenant running the `selected`
 /// pipelines, plus the central pipeline with `central`, scraping the control plane as
 /// `control_plane` says (the defaults when `None`), as far as an instance of `role`
-/// runs them: a node instance gets no metric or trace pipeline at all, so never their
-/// credentials. [`external_labels`] complete it for a cluster.
+/// runs them with the cluster's pushes placed as `placement` says: each pipeline cut
+/// to the part of that role, so a node instance never gets a metric or trace
+/// pipeline's credentials, a gateway never a pipeline that only scrapes, nor the
+/// central ones. [`external_labels`] complete it for a cluster.
 pub(super) fn config_template(
     cluster: &Cluster,
     (pipelines, log_pipelines, trace_pipelines): SelectedPipelines<'_>,
     central: Option<&CentralPipelineSettings>,
     control_plane: Option<&ValidatedControlPlane>,
-    role: AgentRole,
+    (role, placement): (AgentRole, PushPlacement),
 ) -> ConfigTemplate {
     let central_logs = central
         .filter(|settings| settings.logs)
@@ -77,29 +95,26 @@ pub(super) fn config_template(
     let log_pipelines: Vec<ValidatedLogPipeline> = log_pipelines
         .iter()
         .chain(&central_logs)
-        .filter_map(|pipeline| pipeline.for_role(role))
+        .filter_map(|pipeline| pipeline.for_role(role, placement))
         .collect();
-    let log_pipelines = log_pipelines.as_slice();
-    let trace_pipelines = if role.runs_trace_pipelines() {
-        trace_pipelines
-    } else {
-        &[]
-    };
-    if !role.runs_metric_pipelines() {
-        return AgentConfig::template_with_all(&[], log_pipelines, trace_pipelines);
-    }
-    let Some(settings) = central else {
-        return AgentConfig::template_with_all(pipelines, log_pipelines, trace_pipelines);
-    };
-    let mut all = pipelines.to_vec();
-    let defaults = ValidatedControlPlane::default();
-    match central_pipelines_with(settings, control_plane.unwrap_or(&defaults)) {
-        Ok(central) => all.extend(central),
-        Err(error) => {
-            tracing::error!(cluster = %cluster.id, %error, "the central pipelines are invalid for this cluster; left out");
+    let trace_pipelines: Vec<ValidatedTracePipeline> = trace_pipelines
+        .iter()
+        .filter_map(|pipeline| pipeline.for_role(role, placement))
+        .collect();
+    let mut all: Vec<ValidatedPipeline> = pipelines
+        .iter()
+        .filter_map(|pipeline| pipeline.for_role(role, placement))
+        .collect();
+    if let Some(settings) = central.filter(|_| role.runs_central_pipelines()) {
+        let defaults = ValidatedControlPlane::default();
+        match central_pipelines_with(settings, control_plane.unwrap_or(&defaults)) {
+            Ok(central) => all.extend(central),
+            Err(error) => {
+                tracing::error!(cluster = %cluster.id, %error, "the central pipelines are invalid for this cluster; left out");
+            }
         }
     }
-    AgentConfig::template_with_all(&all, log_pipelines, trace_pipelines)
+    AgentConfig::template_with_all(&all, &log_pipelines, &trace_pipelines)
 }
 
 /// The external labels of `cluster`'s configuration: its name as `cluster`.

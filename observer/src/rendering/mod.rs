@@ -20,6 +20,8 @@ pub mod central;
 pub mod central_logs;
 pub mod cluster;
 pub mod tenant_cache;
+#[cfg(test)]
+mod tests_roles;
 
 pub use central::{
     CENTRAL_AGENT_PIPELINE_NAME, CENTRAL_PIPELINE_NAME, CentralPipelineSettings, CentralScrape,

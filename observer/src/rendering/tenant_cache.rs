@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kaas_pipeline::agent_config::{ConfigTemplate, RenderedConfig};
-use kaas_pipeline::role::AgentRole;
+use kaas_pipeline::role::{AgentRole, PushPlacement};
 use kaas_pipeline::{ValidatedLogPipeline, ValidatedTracePipeline};
 use tokio::sync::OnceCell;
 
@@ -78,13 +78,14 @@ pub struct TenantConfigs {
 
 /// What a template depends on: the selected metric, log and trace pipelines, the
 /// cluster whose own control-plane setting shapes its central pipeline (`None`: the
-/// defaults), and the role of the instance it is for.
+/// defaults), and the role of the instance it is for with where the cluster's pushes
+/// go.
 type TemplateKey = (
     Vec<usize>,
     Vec<usize>,
     Vec<usize>,
     Option<String>,
-    AgentRole,
+    (AgentRole, PushPlacement),
 );
 
 /// The indexes of the `pipelines` a cluster with `labels` selects.
@@ -151,21 +152,28 @@ impl TenantConfigs {
             && self.unreadable_traces.is_empty()
     }
 
-    /// The configuration `cluster`'s (of this tenant) cluster-level instance runs: the
-    /// pipelines its labels select, the central pipeline if the observer has one, and
-    /// its `cluster` label. The same as
+    /// The configuration `cluster`'s (of this tenant) cluster-level instance runs
+    /// while the cluster has no gateway in use: the pipelines its labels select, the
+    /// central pipeline if the observer has one, and its `cluster` label. The same as
     /// [`render_for_cluster`](super::render_for_cluster) with the selected pipelines.
     pub fn render(&self, cluster: &Cluster) -> RenderedConfig {
-        self.render_for_role(cluster, AgentRole::Cluster)
+        self.render_placed(cluster, PushPlacement::ClusterInstance)
+    }
+
+    /// The configuration `cluster`'s cluster-level instance runs with the cluster's
+    /// pushes placed as `placement` says (the status task's desired configuration).
+    pub fn render_placed(&self, cluster: &Cluster, placement: PushPlacement) -> RenderedConfig {
+        self.render_for_agent(cluster, (AgentRole::Cluster, placement), true)
     }
 
     /// The part of [`render`](Self::render)'s configuration an instance of `role`
-    /// runs ([`kaas_pipeline::role`]).
+    /// runs ([`kaas_pipeline::role`]) in a cluster without a gateway in use.
     pub fn render_for_role(&self, cluster: &Cluster, role: AgentRole) -> RenderedConfig {
-        self.render_for_agent(cluster, role, true)
+        self.render_for_agent(cluster, (role, PushPlacement::ClusterInstance), true)
     }
 
-    /// [`render_for_role`](Self::render_for_role) for an agent that says in its hello
+    /// The part of the configuration an instance of `role` runs with the cluster's
+    /// pushes placed as `placement` says, for an agent that says in its hello
     /// whether it runs trace pipelines (`CAPABILITY_TRACE_PIPELINES`): an agent older
     /// than trace pipelines refuses a configuration holding `tracePipelines` (its
     /// configuration denies unknown fields), so it is sent the configuration without
@@ -173,9 +181,15 @@ impl TenantConfigs {
     pub fn render_for_agent(
         &self,
         cluster: &Cluster,
-        role: AgentRole,
+        (role, placement): (AgentRole, PushPlacement),
         runs_trace_pipelines: bool,
     ) -> RenderedConfig {
+        // Only the cluster instance's part depends on the placement: a gateway always
+        // serves pushes, a node never; one template serves either placement.
+        let placement = match role {
+            AgentRole::Cluster => placement,
+            AgentRole::Node | AgentRole::Gateway => PushPlacement::Gateway,
+        };
         let control_plane = self.control_planes.get(&cluster.id);
         let traces = if runs_trace_pipelines {
             selected(&self.trace_pipelines, &cluster.labels)
@@ -187,7 +201,7 @@ impl TenantConfigs {
             selected(&self.log_pipelines, &cluster.labels),
             traces,
             control_plane.map(|_| cluster.id.clone()),
-            role,
+            (role, placement),
         );
         let known = self.lock().get(&key).cloned();
         let template = known.unwrap_or_else(|| {
@@ -201,7 +215,7 @@ impl TenantConfigs {
                 (&pipelines, &log_pipelines, &trace_pipelines),
                 self.central.as_deref(),
                 control_plane,
-                role,
+                (role, placement),
             ));
             self.lock().entry(key).or_insert(template).clone()
         });
@@ -565,7 +579,11 @@ mod tests {
         // An agent that does not announce CAPABILITY_TRACE_PIPELINES predates them and
         // would refuse the field: it gets the configuration without them, its log
         // pipeline still there.
-        let older = configs.render_for_agent(&clusters["prod"], AgentRole::Cluster, false);
+        let older = configs.render_for_agent(
+            &clusters["prod"],
+            (AgentRole::Cluster, PushPlacement::ClusterInstance),
+            false,
+        );
         let text = String::from_utf8(older.body).unwrap();
         assert!(!text.contains("tracePipelines"), "{text}");
         let older = AgentConfig::parse(&text, &context).unwrap();

@@ -39,6 +39,8 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+use kaas_pipeline::role::AgentRole;
+
 use super::certificates::MAX_INSTANCES_PER_CLUSTER;
 use super::clusters::NAMES_PER_QUERY;
 use super::entities::instance_health::{ActiveModel, Column, Entity};
@@ -102,6 +104,8 @@ pub struct InstanceHealthReport {
     pub instance: String,
     /// The agent process.
     pub agent_instance_id: String,
+    /// The role the instance named in its hello.
+    pub role: AgentRole,
     /// When the agent took the snapshot, Unix milliseconds.
     pub reported_at_ms: i64,
     /// When the observer received it, Unix milliseconds.
@@ -237,6 +241,7 @@ pub(super) async fn write_instance_health(
                 worst_rank: Set(worst),
                 reported_at_ms: Set(report.reported_at_ms),
                 received_at_ms: Set(report.received_at_ms),
+                role: Set(report.role.as_str().to_owned()),
             });
         }
     }
@@ -393,6 +398,42 @@ impl Store {
             .into_iter()
             .map(|(cluster, pipelines)| (cluster, pipelines.into_values().collect()))
             .collect())
+    }
+
+    /// Which of `clusters` have their gateway in use at `now_ms`: a gateway instance
+    /// (role `gateway`) whose report on some pipeline is within the time-to-live. A
+    /// gateway replica runs the pushed parts of the cluster's pipelines and reports
+    /// them every health interval, so a cluster's gateway counts from its first report
+    /// until the time-to-live after its last one (see `crate::rendering`).
+    pub async fn clusters_with_gateway_at(
+        &self,
+        clusters: &[String],
+        now_ms: i64,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let cutoff = self.instance_cutoff(now_ms);
+        let mut found = BTreeSet::new();
+        for chunk in clusters.chunks(NAMES_PER_QUERY) {
+            let rows: Vec<String> = Entity::find()
+                .select_only()
+                .column(Column::Cluster)
+                .distinct()
+                .filter(Column::Cluster.is_in(chunk.iter().map(String::as_str)))
+                .filter(Column::Role.eq(AgentRole::Gateway.as_str()))
+                .filter(Column::ReceivedAtMs.gte(cutoff))
+                .into_tuple()
+                .all(self.reader())
+                .await?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// [`Store::clusters_with_gateway_at`] now.
+    pub async fn clusters_with_gateway(
+        &self,
+        clusters: &[String],
+    ) -> Result<BTreeSet<String>, StoreError> {
+        self.clusters_with_gateway_at(clusters, now_ms()).await
     }
 
     /// The live entries `instance` of `cluster` reported last, by (kind, pipeline): the

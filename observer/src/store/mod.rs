@@ -23,7 +23,7 @@
 //! | `join_tokens`     | `token_hash`     | cluster, expiry, `used_at_ms` (set once), the CSR and certificate of its redemption | first, extended by `create_agent_certificates` |
 //! | `pipelines`       | (`tenant`, `kind`, `name`) | the pipeline document (`MetricPipeline`, `LogPipeline`, `TracePipeline`) as JSON with inline secret values sealed, `generation`, status JSON | first, `add_pipeline_kinds` |
 //! | `cluster_reports` | `cluster`        | the cluster-level agent instance's last config report and health report (JSON) | first |
-//! | `instance_health` | (`cluster`, `instance`, `kind`, `pipeline`) | each agent instance's latest health of each pipeline, its problems and worst rank, when received ([`instances`]) | `create_instance_health` |
+//! | `instance_health` | (`cluster`, `instance`, `kind`, `pipeline`) | each agent instance's latest health of each pipeline, its problems and worst rank, when received ([`instances`]) | `create_instance_health`, `add_instance_health_role` (the reporting instance's role: a live `gateway` row means the cluster's gateway is in use) |
 //! | `audit_log`       | increasing `id`  | at, actor, action, kind, tenant, name; never a value | first; indexes `add_audit_log_indexes` |
 //! | `probe_endpoints` | (`tenant`, `name`) | the endpoint's cluster, module and spec ([`probe_endpoints`]) | `create_probe_endpoints` |
 //! | `replicas`        | `id`             | when each observer replica was last seen ([`replicas`]) | `create_replicas` |

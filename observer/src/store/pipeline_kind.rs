@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kaas_pipeline::agent_config::{AgentConfig, ConfigTemplate};
 use kaas_pipeline::document::{Document, parse_log_value, parse_trace_value, parse_value};
 use kaas_pipeline::output::{Header, OAuth2, Tls};
-use kaas_pipeline::role::AgentRole;
+use kaas_pipeline::role::{AgentRole, PushPlacement};
 use kaas_pipeline::secret::SecretString;
 use kaas_pipeline::selector::ClusterSelector;
 use kaas_pipeline::status::MetricPipelineStatus;
@@ -109,7 +109,8 @@ pub trait PipelineKind: Clone + std::fmt::Debug + Send + Sync + Sized + 'static 
     /// Its buffer's byte limit.
     fn buffer_max_bytes(&self) -> u64;
     /// Whether agent instances of `role` run it, each with its own buffer
-    /// ([`kaas_pipeline::role`]).
+    /// ([`kaas_pipeline::role`]), in a cluster without a gateway in use (the most the
+    /// cluster-level instance ever buffers).
     fn runs_on(&self, role: AgentRole) -> bool;
     /// An agent configuration running `pipelines` (of this kind) and nothing else.
     fn template(pipelines: &[Self]) -> ConfigTemplate;
@@ -206,7 +207,7 @@ pipeline_kind!(
     validate: kaas_pipeline::validate,
     template: AgentConfig::template,
     endpoints: metric_endpoints,
-    runs_on: |_: &ValidatedPipeline, role: AgentRole| role.runs_metric_pipelines(),
+    runs_on: |pipeline: &ValidatedPipeline, role: AgentRole| pipeline.runs_on(role, PushPlacement::ClusterInstance),
 );
 
 pipeline_kind!(
@@ -217,7 +218,7 @@ pipeline_kind!(
     validate: kaas_pipeline::validate_log_pipeline,
     template: |pipelines| AgentConfig::template_with_logs(&[], pipelines),
     endpoints: log_endpoints,
-    runs_on: ValidatedLogPipeline::runs_on,
+    runs_on: |pipeline: &ValidatedLogPipeline, role: AgentRole| pipeline.runs_on(role, PushPlacement::ClusterInstance),
 );
 
 pipeline_kind!(
@@ -228,7 +229,7 @@ pipeline_kind!(
     validate: kaas_pipeline::validate_trace_pipeline,
     template: |pipelines| AgentConfig::template_with_all(&[], &[], pipelines),
     endpoints: trace_endpoints,
-    runs_on: |_: &ValidatedTracePipeline, role: AgentRole| role.runs_trace_pipelines(),
+    runs_on: |pipeline: &ValidatedTracePipeline, role: AgentRole| pipeline.runs_on(role, PushPlacement::ClusterInstance),
 );
 
 /// The [`OutputEndpoint`] of an optional output section whose URL field is `$url`.

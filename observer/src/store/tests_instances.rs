@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use kaas_pipeline::role::AgentRole;
 use sea_orm::{EntityTrait, Set};
 
 use super::{HOUR, TestDb, admin, new_cluster};
@@ -19,6 +20,7 @@ store_tests!(
     a_pipeline_on_a_cluster_is_the_worst_of_its_instances,
     instances_past_the_ttl_are_left_out_and_pruned_without_touching_the_cluster,
     instances_per_cluster_are_bounded,
+    a_cluster_has_its_gateway_in_use_while_a_gateway_instance_reports,
 );
 
 const T0: i64 = 1_800_000_000_000;
@@ -50,10 +52,23 @@ fn report(
         cluster: cluster.to_owned(),
         instance: instance.to_owned(),
         agent_instance_id: format!("{instance}-process"),
+        role: role_of(instance),
         reported_at_ms: received_at_ms,
         received_at_ms,
         pipelines,
     }))
+}
+
+/// The role the tests' instances play: `default` the cluster's, `gateway-*` gateway
+/// replicas, the others nodes.
+fn role_of(instance: &str) -> AgentRole {
+    if instance == "default" {
+        AgentRole::Cluster
+    } else if instance.starts_with("gateway-") {
+        AgentRole::Gateway
+    } else {
+        AgentRole::Node
+    }
 }
 
 async fn cluster(store: &Store, name: &str) -> String {
@@ -287,6 +302,7 @@ async fn instances_per_cluster_are_bounded(db: &TestDb) {
             worst_rank: Set(HEALTHY_RANK),
             reported_at_ms: Set(T0),
             received_at_ms: Set(T0),
+            role: Set("node".to_owned()),
         })
         .collect();
     for chunk in rows.chunks(1000) {
@@ -323,4 +339,56 @@ async fn instances_per_cluster_are_bounded(db: &TestDb) {
         .unwrap();
     assert_eq!(app.affected, 1, "a known instance still reports");
     assert_eq!(app.worst.unwrap().instance, "node-00007");
+}
+
+/// A cluster's gateway is in use from a gateway instance's first report until the
+/// time-to-live after its last one; the cluster's own instance and node instances
+/// never put a cluster's pushes on a gateway.
+async fn a_cluster_has_its_gateway_in_use_while_a_gateway_instance_reports(db: &TestDb) {
+    let store = db.store().await;
+    let c1 = cluster(&store, "c1").await;
+    let c2 = cluster(&store, "c2").await;
+    let both = [c1.clone(), c2.clone()];
+    let trace = "TracePipeline";
+    for write in [
+        report(&c1, "default", T0, vec![entry(trace, "spans", vec![])]),
+        report(&c1, "node-a", T0, vec![entry("LogPipeline", "app", vec![])]),
+        report(&c2, "default", T0, vec![entry(trace, "spans", vec![])]),
+    ] {
+        store.report(write).await.unwrap();
+    }
+    assert!(
+        store
+            .clusters_with_gateway_at(&both, T0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store
+        .report(report(
+            &c1,
+            "gateway-0",
+            T0,
+            vec![entry(trace, "spans", vec![])],
+        ))
+        .await
+        .unwrap();
+    let found = store.clusters_with_gateway_at(&both, T0).await.unwrap();
+    assert_eq!(found.into_iter().collect::<Vec<_>>(), vec![c1.clone()]);
+
+    let ttl = i64::try_from(store.instance_health_ttl().as_millis()).unwrap();
+    let within = store
+        .clusters_with_gateway_at(&both, T0 + ttl)
+        .await
+        .unwrap();
+    assert!(within.contains(&c1), "still in use at the time-to-live");
+    let after = store
+        .clusters_with_gateway_at(&both, T0 + ttl + 1)
+        .await
+        .unwrap();
+    assert!(
+        after.is_empty(),
+        "no gateway report within the time-to-live"
+    );
 }

@@ -334,11 +334,17 @@ pub enum AgentRole {
     /// Sent by agents that predate roles; treated as AGENT_ROLE_CLUSTER.
     Unspecified = 0,
     /// The cluster-level instance (a Deployment): metric pipelines, the central
-    /// pipelines, and log pipelines' OTLP input.
+    /// pipelines, and the pushed inputs (log pipelines' OTLP input, trace pipelines)
+    /// while the cluster has no gateway in use.
     Cluster = 1,
     /// A node's instance (a DaemonSet pod): only log pipelines' runtime and node inputs,
     /// which read that node's files and journal.
     Node = 2,
+    /// A gateway replica (a StatefulSet pod): only pushed inputs of every signal (OTLP
+    /// metrics, logs and traces, remote-write, Zipkin), never a scrape nor a central
+    /// pipeline. While a cluster's gateway is in use, the cluster-level instance is sent
+    /// no pushed input.
+    Gateway = 3,
 }
 impl AgentRole {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -350,6 +356,7 @@ impl AgentRole {
             Self::Unspecified => "AGENT_ROLE_UNSPECIFIED",
             Self::Cluster => "AGENT_ROLE_CLUSTER",
             Self::Node => "AGENT_ROLE_NODE",
+            Self::Gateway => "AGENT_ROLE_GATEWAY",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -358,6 +365,7 @@ impl AgentRole {
             "AGENT_ROLE_UNSPECIFIED" => Some(Self::Unspecified),
             "AGENT_ROLE_CLUSTER" => Some(Self::Cluster),
             "AGENT_ROLE_NODE" => Some(Self::Node),
+            "AGENT_ROLE_GATEWAY" => Some(Self::Gateway),
             _ => None,
         }
     }

@@ -35,6 +35,9 @@ pub struct Model {
     /// When the observer received it, Unix milliseconds: the time-to-live counts from
     /// here (the observer's clock, not the agent's).
     pub received_at_ms: i64,
+    /// The role the instance named in its hello (`cluster`, `node`, `gateway`); empty
+    /// in rows written before roles were recorded.
+    pub role: String,
 }
 
 /// No relations are navigated through sea-orm; foreign keys live in the migration.

@@ -113,3 +113,49 @@ impl MigrationTrait for CreateInstanceHealth {
             .await
     }
 }
+
+/// Adds `instance_health.role`: the role the reporting instance named in its hello
+/// (`cluster`, `node`, `gateway`; empty for rows written before), so the observer can
+/// tell whether a cluster's gateway is in use (`Store::clusters_with_gateway`).
+pub struct AddInstanceHealthRole;
+
+impl MigrationName for AddInstanceHealthRole {
+    fn name(&self) -> &str {
+        "m20261207_000011_add_instance_health_role"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddInstanceHealthRole {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(InstanceHealth::Table)
+                    .add_column(
+                        ColumnDef::new(InstanceHealthRole::Role)
+                            .string()
+                            .not_null()
+                            .default(""),
+                    )
+                    .take(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(InstanceHealth::Table)
+                    .drop_column(InstanceHealthRole::Role)
+                    .take(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum InstanceHealthRole {
+    Role,
+}

@@ -45,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(control_planes::CreateClusterControlPlanes),
             Box::new(pipeline_kinds::AddPipelineKinds),
             Box::new(instances::CreateInstanceHealth),
+            Box::new(instances::AddInstanceHealthRole),
         ]
     }
 
@@ -464,6 +465,7 @@ mod tests {
                 "m20261207_000003_create_cluster_control_planes",
                 "m20261207_000004_add_pipeline_kinds",
                 "m20261207_000010_create_instance_health",
+                "m20261207_000011_add_instance_health_role",
             ]
         );
     }
