@@ -85,8 +85,9 @@ use crate::secret::SecretKeyRef;
 
 pub use self::instance::{
     Binding, INSTANCE_KIND, KeyRef, KeySource, KeyValues, PendingBinding, PipelineInstance,
-    PipelineInstanceSpec, RenderedPipeline, ValidatedInstance, parse_instances, render,
-    validate_instance,
+    PipelineInstanceSpec, PipelineInstanceStatus, RenderedPipeline, TEMPLATE_ANNOTATION,
+    TEMPLATE_GENERATION_ANNOTATION, ValidatedInstance, parse_instance_value, parse_instances,
+    render, validate_instance,
 };
 pub use self::kinds::PipelineKind;
 pub use self::placeholder::{Placeholder, PlaceholderType};

@@ -19,6 +19,7 @@ mod pipeline_kinds;
 mod probes;
 mod quotas;
 mod replicas;
+mod templates;
 mod tenancy;
 
 use sea_orm_migration::prelude::*;
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(control_planes::CreateClusterControlPlanes),
             Box::new(pipeline_kinds::AddPipelineKinds),
             Box::new(instances::CreateInstanceHealth),
+            Box::new(templates::CreatePipelineTemplates),
         ]
     }
 
