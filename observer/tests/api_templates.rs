@@ -34,11 +34,11 @@ fn template(name: &str, timeout: &str, extra: Value) -> Value {
     if let Some(extra) = extra.as_object() {
         placeholders
             .as_array_mut()
-            .unwrap()
+            .expect("a list")
             .push(extra.clone().into());
         otlp["headers"]
             .as_array_mut()
-            .unwrap()
+            .expect("a list")
             .push(json!({ "name": "X-Region", "value": "%{region}" }));
     }
     json!({
@@ -101,16 +101,16 @@ async fn config(h: &Harness, tenant: &str, name: &str) -> (String, String) {
         .store
         .get_cluster_named(tenant, name)
         .await
-        .unwrap()
+        .expect("read")
         .expect("the cluster");
     let rendered = TenantPipelines::new(None)
         .get(&h.store, tenant)
         .await
-        .unwrap()
+        .expect("read")
         .render(&cluster);
     (
         rendered.hash_hex(),
-        String::from_utf8(rendered.body).unwrap(),
+        String::from_utf8(rendered.body).expect("UTF-8"),
     )
 }
 
@@ -159,6 +159,15 @@ async fn an_instance_runs_in_the_selected_clusters_and_follows_its_template() {
         .await;
     assert_eq!(applied.status, StatusCode::CREATED, "{}", applied.text);
     assert!(!applied.text.contains("SECRET"), "{}", applied.text);
+    // The header value is sealed at rest, in the instance as in its pipeline.
+    for file in ["observer.db", "observer.db-wal"] {
+        let bytes = std::fs::read(h.dir.path().join(file)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("SECRET-header"),
+            "{file} holds a binding's secret value"
+        );
+    }
     let (hash, body) = config(&h, "shop", "prod-1").await;
     assert_ne!(hash, before_prod, "the instance joins the selected cluster");
     assert!(body.contains("https://tempo.traces.example:4317"), "{body}");

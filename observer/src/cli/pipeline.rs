@@ -14,11 +14,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use kaas_pipeline::document::parse_any_value;
 use kaas_pipeline::status::{ConditionStatus, MetricPipelineStatus};
-use kaas_pipeline::templates::{
-    INSTANCE_KIND, TEMPLATE_KIND, parse_instance_value, parse_template_value,
-};
+use kaas_pipeline::templates::{INSTANCE_KIND, TEMPLATE_KIND, parse_any_document_value};
 use kaas_pipeline::{LOG_KIND, ProviderPolicy, TRACE_KIND, ValidationContext};
 use reqwest::Method;
 use serde_yaml::Value;
@@ -26,7 +23,7 @@ use serde_yaml::Value;
 use super::client::{ApiClient, ClientError};
 use super::print::{age, field_problems, structured, table};
 use super::{CommandError, EXIT_FAILED, EXIT_OK, Format, OutputArgs};
-use crate::api::model::{FieldProblem, PipelineList, PipelineView};
+use crate::api::model::FieldProblem;
 use crate::api::redact::REDACTED;
 
 /// `observer pipeline apply`.
@@ -160,9 +157,24 @@ pub struct ListArgs {
     pub output: OutputArgs,
 }
 
-/// A pipeline of any kind as the API answers it; the resource is read as JSON, so one
-/// printer serves every kind.
-type AnyView = PipelineView<serde_json::Value>;
+/// A pipeline of any kind, a template or an instance as the API answers it: the fields
+/// every such answer has, the resource read as JSON, so one printer serves every kind.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnyView {
+    tenant: String,
+    name: String,
+    generation: i64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    resource: serde_json::Value,
+}
+
+/// A list of [`AnyView`]s.
+#[derive(Debug, serde::Deserialize)]
+struct AnyList {
+    items: Vec<AnyView>,
+}
 
 /// One resource found in the files.
 struct Found {
@@ -334,22 +346,10 @@ fn check(place: String, value: Value) -> Found {
     // Checked as the observer distributes it; the provider's own lists (Secret
     // namespaces, its receiver) are the observer's to check.
     let context = ValidationContext::observer(ProviderPolicy::offline());
-    let (name, outcome) = match KindArg::of(&value) {
-        KindArg::Template => {
-            let document = parse_template_value(place.clone(), value.clone(), &context);
-            (document.name, document.outcome.map(drop))
-        }
-        KindArg::Instance => {
-            let document = parse_instance_value(place.clone(), value.clone(), &context);
-            (document.name, document.outcome.map(drop))
-        }
-        _ => {
-            let document = parse_any_value(place.clone(), value.clone(), &context);
-            (document.name, document.outcome.map(drop))
-        }
-    };
+    let document = parse_any_document_value(place.clone(), value.clone(), &context);
+    let (name, outcome) = (document.name, document.outcome);
     let problems = match outcome {
-        Ok(()) => Vec::new(),
+        Ok(_) => Vec::new(),
         // Placeholders stand for stored secrets: only the observer can judge.
         Err(_) if holds_placeholder(&value) => Vec::new(),
         Err(errors) => errors
@@ -442,7 +442,7 @@ pub async fn list(
 ) -> Result<u8, CommandError> {
     let mut items: Vec<(KindArg, AnyView)> = Vec::new();
     for kind in args.kind.map_or(KindArg::ALL.to_vec(), |kind| vec![kind]) {
-        let list: PipelineList<serde_json::Value> = client
+        let list: AnyList = client
             .call(
                 Method::GET,
                 &["api", "v1", kind.collection()],
@@ -540,8 +540,24 @@ fn condition(resource: &serde_json::Value, kind: &str) -> String {
 
 /// The output of a resource of any kind: its one output section and where it sends,
 /// e.g. `remote-write https://…`, `otlp https://…`, `loki https://…`.
+///
+/// A template shows the output of the pipeline it produces; an instance the template
+/// and the generation its pipeline runs, e.g. `template otlp-oauth2@3`.
 fn output_of(resource: &serde_json::Value) -> String {
-    let sections = resource["spec"]["output"].as_object();
+    if resource["kind"] == INSTANCE_KIND {
+        return format!(
+            "template {}@{}",
+            resource["spec"]["template"]["name"]
+                .as_str()
+                .unwrap_or_default(),
+            resource["status"]["templateGeneration"]
+        );
+    }
+    let spec = match &resource["spec"]["template"]["spec"] {
+        produced if resource["kind"] == TEMPLATE_KIND => produced,
+        _ => &resource["spec"],
+    };
+    let sections = spec["output"].as_object();
     let Some((section, settings)) = sections.and_then(|s| s.iter().next()) else {
         return "<none>".to_owned();
     };

@@ -305,28 +305,7 @@ impl Store {
         let transaction = mutation.transaction();
         quotas::lock_tenant(transaction, tenant).await?;
         let name = instance.name().to_owned();
-        let reference = instance.template();
-        let template =
-            super::templates::resolve(transaction, tenant, &reference.name, reference.generation)
-                .await?
-                .ok_or_else(|| StoreError::Invalid {
-                    message: format!("instance {name:?} names no template there is"),
-                    errors: ValidationErrors::single(
-                        match reference.generation {
-                            Some(_) => "spec.template.generation",
-                            None => "spec.template.name",
-                        },
-                        match reference.generation {
-                            Some(g) => {
-                                format!("template {:?} has no generation {g}", reference.name)
-                            }
-                            None => format!(
-                                "no template {:?}, of the tenant or the provider",
-                                reference.name
-                            ),
-                        },
-                    ),
-                })?;
+        let template = template_of(transaction, tenant, &instance).await?;
         let pipeline = render_instance(&template, &instance, context).map_err(|errors| {
             StoreError::Invalid {
                 message: format!(
@@ -340,25 +319,8 @@ impl Store {
         let existing = pipeline_instances::Entity::find_by_id((tenant.to_owned(), name.clone()))
             .one(transaction)
             .await?;
+        make_room(transaction, tenant, &name, kind, existing.as_ref()).await?;
         let mut changes = Vec::new();
-        match &existing {
-            Some(row) if row.pipeline_kind != kind => {
-                delete_pipeline_row(transaction, tenant, &row.pipeline_kind, &name).await?;
-            }
-            Some(_) => {}
-            None => {
-                if pipelines::Entity::find_by_id((tenant.to_owned(), kind.to_owned(), name.clone()))
-                    .one(transaction)
-                    .await?
-                    .is_some()
-                {
-                    return Err(StoreError::Conflict(format!(
-                        "a {kind} {name:?} was applied through the API; an instance cannot take \
-                         its name"
-                    )));
-                }
-            }
-        }
         changes.extend(
             self.write_rendered(&mutation, tenant, pipeline.clone(), actor)
                 .await?,
@@ -619,6 +581,64 @@ impl Store {
                 name: name.to_owned(),
             }])
             .await
+    }
+}
+
+/// The template `instance` names, as its tenant sees it; [`StoreError::Invalid`] at
+/// the reference when there is none.
+async fn template_of(
+    db: &impl ConnectionTrait,
+    tenant: &str,
+    instance: &ValidatedInstance,
+) -> Result<StoredTemplate, StoreError> {
+    let reference = instance.template();
+    let found =
+        super::templates::resolve(db, tenant, &reference.name, reference.generation).await?;
+    found.ok_or_else(|| {
+        let (path, reason) = match reference.generation {
+            Some(g) => (
+                "spec.template.generation",
+                format!("template {:?} has no generation {g}", reference.name),
+            ),
+            None => (
+                "spec.template.name",
+                format!(
+                    "no template {:?}, of the tenant or the provider",
+                    reference.name
+                ),
+            ),
+        };
+        StoreError::Invalid {
+            message: format!("instance {:?} names no template there is", instance.name()),
+            errors: ValidationErrors::single(path, reason),
+        }
+    })
+}
+
+/// Makes room for the instance `name`'s pipeline of kind `kind`: the pipeline of its
+/// former kind goes; a pipeline applied through the API under that name is a conflict.
+async fn make_room(
+    db: &impl ConnectionTrait,
+    tenant: &str,
+    name: &str,
+    kind: &str,
+    existing: Option<&pipeline_instances::Model>,
+) -> Result<(), StoreError> {
+    match existing {
+        Some(row) if row.pipeline_kind != kind => {
+            delete_pipeline_row(db, tenant, &row.pipeline_kind, name).await
+        }
+        Some(_) => Ok(()),
+        None => {
+            let key = (tenant.to_owned(), kind.to_owned(), name.to_owned());
+            if pipelines::Entity::find_by_id(key).one(db).await?.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "a {kind} {name:?} was applied through the API; an instance cannot take \
+                     its name"
+                )));
+            }
+            Ok(())
+        }
     }
 }
 
