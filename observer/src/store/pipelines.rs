@@ -145,9 +145,10 @@ impl Store {
         quotas::lock_tenant(transaction, tenant).await?;
         super::template_instances::refuse_rendered::<P>(transaction, tenant, pipeline.name())
             .await?;
-        let written = self
-            .write_pipeline(&mutation, tenant, pipeline, actor)
-            .await?;
+        // Boxed: the write's future holds the pipeline more than once, and debug builds
+        // of callers that await several applies would otherwise overflow a test thread's
+        // stack.
+        let written = Box::pin(self.write_pipeline(&mutation, tenant, pipeline, actor)).await?;
         if let Some(change) = written.change {
             mutation.commit(vec![change]).await?;
         }

@@ -411,17 +411,17 @@ impl Store {
     ) -> Result<Option<Change>, StoreError> {
         Ok(match pipeline {
             ValidatedResource::Metric(p) => {
-                (self.write_pipeline::<ValidatedPipeline>(mutation, tenant, *p, actor))
+                Box::pin(self.write_pipeline::<ValidatedPipeline>(mutation, tenant, *p, actor))
                     .await?
                     .change
             }
             ValidatedResource::Log(p) => {
-                (self.write_pipeline::<ValidatedLogPipeline>(mutation, tenant, *p, actor))
+                Box::pin(self.write_pipeline::<ValidatedLogPipeline>(mutation, tenant, *p, actor))
                     .await?
                     .change
             }
             ValidatedResource::Trace(p) => {
-                (self.write_pipeline::<ValidatedTracePipeline>(mutation, tenant, *p, actor))
+                Box::pin(self.write_pipeline::<ValidatedTracePipeline>(mutation, tenant, *p, actor))
                     .await?
                     .change
             }

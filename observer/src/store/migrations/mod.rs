@@ -466,6 +466,7 @@ mod tests {
                 "m20261207_000003_create_cluster_control_planes",
                 "m20261207_000004_add_pipeline_kinds",
                 "m20261207_000010_create_instance_health",
+                "m20261207_000020_create_pipeline_templates",
             ]
         );
     }
