@@ -1034,4 +1034,166 @@ spec:
         let view: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(view["default"], true);
     }
+
+    const TEMPLATE: &str = "\
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: PipelineTemplate
+metadata: {name: tempo}
+spec:
+  pipelineKind: TracePipeline
+  placeholders:
+    - {name: endpoint, type: url, description: The endpoint., required: true}
+    - {name: token, type: secret, description: The token., required: true}
+    - {name: tenant, type: string, description: The tenant header., default: shop}
+    - {name: timeout, type: duration, description: The timeout., default: 10s}
+  template:
+    spec:
+      clusterSelector: {matchLabels: {env: prod}}
+      output:
+        otlp:
+          endpoint: \"%{endpoint}\"
+          timeout: \"%{timeout}\"
+          headers: [{name: X-Tenant, value: \"%{tenant}\"}]
+          authentication: {bearerToken: {value: \"%{token}\"}}
+";
+
+    const INSTANCE: &str = "\
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: PipelineInstance
+metadata: {name: traces}
+spec:
+  template: {name: tempo}
+  bindings:
+    endpoint: {value: \"https://tempo.shop.example:4317\"}
+    token: {secretKeyRef: {name: tempo, namespace: kaas-observer, key: token}}
+    tenant: {value: SECRET-tenant-header}
+";
+
+    /// Issue 18: templates and instances through `pipeline validate/apply/get/list/
+    /// delete`, `render` with secrets masked, `apply --diff`, and `rollback`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn templates_and_instances_apply_render_diff_and_roll_back() {
+        let (h, address) = setup().await;
+        let as_shop = |args: &[&str]| {
+            let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            all.extend(["--tenant".to_owned(), "shop".to_owned()]);
+            async move {
+                let args: Vec<&str> = all.iter().map(String::as_str).collect();
+                observer(address, Some(ADMIN), &args).await
+            }
+        };
+        let cluster = as_shop(&["cluster", "add", "prod-1", "--label", "env=prod"]).await;
+        ok(&cluster);
+        let template = h.dir.path().join("template.yaml");
+        let instance = h.dir.path().join("instance.yaml");
+        std::fs::write(&template, TEMPLATE).unwrap();
+        std::fs::write(&instance, INSTANCE).unwrap();
+        let (template, instance) = (template.to_str().unwrap(), instance.to_str().unwrap());
+
+        let out = observer(
+            address,
+            None,
+            &["pipeline", "validate", "-f", template, "-f", instance],
+        )
+        .await;
+        ok(&out);
+        assert!(
+            out.stdout.ends_with("2 valid, 0 invalid\n"),
+            "{}",
+            out.stdout
+        );
+        let out = as_shop(&["pipeline", "apply", "-f", template, "-f", instance]).await;
+        ok(&out);
+        assert_eq!(
+            out.stdout,
+            "PipelineTemplate tempo created\nPipelineInstance traces created\n"
+        );
+
+        let out = as_shop(&["pipeline", "render", "traces", "--cluster", "prod-1"]).await;
+        ok(&out);
+        assert!(
+            out.stdout.starts_with("# PipelineInstance traces for cluster prod-1, template generation 1; it runs there."),
+            "{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("value: '***'"), "{}", out.stdout);
+        assert!(!out.stdout.contains("SECRET"), "{}", out.stdout);
+
+        std::fs::write(template, TEMPLATE.replace("default: 10s", "default: 20s")).unwrap();
+        let out = as_shop(&["pipeline", "apply", "--diff", "-f", template]).await;
+        ok(&out);
+        assert!(
+            out.stdout.contains("--- PipelineTemplate tempo (stored)"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout
+                .contains("\n-   - default: 10s\n+   - default: 20s\n"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout
+                .ends_with("PipelineTemplate tempo configured, re-rendered: traces\n"),
+            "{}",
+            out.stdout
+        );
+        std::fs::write(
+            instance,
+            INSTANCE.replace("tempo.shop.example", "tempo.other.example"),
+        )
+        .unwrap();
+        let out = as_shop(&["pipeline", "apply", "--diff", "--dry-run", "-f", instance]).await;
+        ok(&out);
+        assert!(
+            out.stdout.contains("--- TracePipeline traces (running)"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("-       endpoint: https://tempo.shop.example:4317\n+       endpoint: https://tempo.other.example:4317\n"),
+            "{}",
+            out.stdout
+        );
+        assert!(!out.stdout.contains("SECRET"), "{}", out.stdout);
+        assert!(
+            out.stdout
+                .ends_with("PipelineInstance traces configured (dry run)\n"),
+            "{}",
+            out.stdout
+        );
+
+        let out = as_shop(&["pipeline", "rollback", "tempo", "--generation", "1"]).await;
+        ok(&out);
+        assert_eq!(
+            out.stdout,
+            "PipelineTemplate tempo rolled back to generation 1 as generation 3, re-rendered: traces\n"
+        );
+        let out = as_shop(&["pipeline", "list"]).await;
+        ok(&out);
+        assert!(out.stdout.contains("template tempo@3"), "{}", out.stdout);
+        assert!(out.stdout.contains("PipelineTemplate"), "{}", out.stdout);
+        let out = as_shop(&[
+            "pipeline", "get", "traces", "--kind", "instance", "-o", "yaml",
+        ])
+        .await;
+        ok(&out);
+        assert!(
+            out.stdout.contains("templateGeneration: 3"),
+            "{}",
+            out.stdout
+        );
+        assert!(!out.stdout.contains("SECRET"), "{}", out.stdout);
+        // What get printed applies back: `***` keeps the stored value.
+        std::fs::write(instance, &out.stdout).unwrap();
+        let out = as_shop(&["pipeline", "apply", "-f", instance]).await;
+        ok(&out);
+        assert_eq!(out.stdout, "PipelineInstance traces unchanged\n");
+
+        let out = as_shop(&["pipeline", "delete", "tempo", "--kind", "template"]).await;
+        assert_eq!(out.code(), 1, "bound by an instance: {}", out.stderr);
+        ok(&as_shop(&["pipeline", "delete", "traces", "--kind", "instance"]).await);
+        ok(&as_shop(&["pipeline", "delete", "tempo", "--kind", "template"]).await);
+    }
 }

@@ -50,15 +50,27 @@ async fn api_conforms_to_its_openapi_document_under_schemathesis() {
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
-    for body in [
-        pipeline("metrics", "https://r.example/write"),
-        pipeline_with_secrets("secret"),
+    // Two pipelines, a template and an instance of it, so every route finds something.
+    let example = |path: &str| -> serde_json::Value {
+        serde_yaml::from_str(&api_harness::repo_file(path)).unwrap()
+    };
+    for (collection, body) in [
+        ("pipelines", pipeline("metrics", "https://r.example/write")),
+        ("pipelines", pipeline_with_secrets("secret")),
+        (
+            "pipelinetemplates",
+            example("examples/templates/otlp-oauth2.yaml"),
+        ),
+        (
+            "pipelineinstances",
+            example("examples/templates/instances/shop-traces.yaml"),
+        ),
     ] {
         let name = body["metadata"]["name"].as_str().unwrap().to_owned();
         let answer = h
             .call(
                 Method::PUT,
-                &format!("/api/v1/pipelines/{name}"),
+                &format!("/api/v1/{collection}/{name}"),
                 Some(&shop),
                 Some(body),
             )

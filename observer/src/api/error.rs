@@ -156,6 +156,17 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyExists { .. } => Self::Conflict(error.to_string()),
             StoreError::Conflict(reason) => Self::Conflict(reason),
             StoreError::QuotaExceeded { .. } => Self::Conflict(error.to_string()),
+            StoreError::Invalid { message, errors } => Self::Invalid {
+                message,
+                fields: errors
+                    .0
+                    .into_iter()
+                    .map(|e| FieldProblem {
+                        path: e.path,
+                        message: e.reason,
+                    })
+                    .collect(),
+            },
             other => Self::internal(other),
         }
     }

@@ -25,6 +25,8 @@ pub mod quotas;
 pub mod redact;
 pub mod secrets;
 pub mod status;
+pub mod template_instances;
+pub mod templates;
 pub mod tenants;
 pub mod tokens;
 
@@ -143,6 +145,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(pipeline_routes::<ValidatedPipeline>())
         .merge(pipeline_routes::<ValidatedLogPipeline>())
         .merge(pipeline_routes::<ValidatedTracePipeline>())
+        .merge(template_routes())
         .route("/api/v1/probes", post(probes::create).get(probes::list))
         .route(
             "/api/v1/probes/{name}",
@@ -186,6 +189,43 @@ fn pipeline_routes<P: crate::store::PipelineKind>() -> Router<ApiState> {
 }
 
 /// Liveness: the process answers.
+/// Templates and their instances.
+fn template_routes() -> Router<ApiState> {
+    Router::new()
+        .route(
+            "/api/v1/pipelinetemplates",
+            post(templates::create).get(templates::list),
+        )
+        .route(
+            "/api/v1/pipelinetemplates/{name}",
+            axum::routing::put(templates::put)
+                .get(templates::get)
+                .delete(templates::delete),
+        )
+        .route(
+            "/api/v1/pipelinetemplates/{name}/generations",
+            get(templates::generations),
+        )
+        .route(
+            "/api/v1/pipelinetemplates/{name}/rollback",
+            post(templates::rollback),
+        )
+        .route(
+            "/api/v1/pipelineinstances",
+            post(template_instances::create).get(template_instances::list),
+        )
+        .route(
+            "/api/v1/pipelineinstances/{name}",
+            axum::routing::put(template_instances::put)
+                .get(template_instances::get)
+                .delete(template_instances::delete),
+        )
+        .route(
+            "/api/v1/pipelineinstances/{name}/render",
+            get(template_instances::render),
+        )
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }

@@ -9,6 +9,7 @@
 //! OpenAPI 3.0 settings, so they are exactly what the handlers read and write.
 //! `tests/schemathesis.rs` fuzzes the running API against this document.
 
+use kaas_pipeline::templates::{INSTANCE_KIND, PipelineInstance, PipelineTemplate, TEMPLATE_KIND};
 use kaas_pipeline::{
     API_GROUP_VERSION, ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline,
 };
@@ -30,6 +31,8 @@ use super::model::{
 use super::probes::{ProbeEndpointList, ProbeEndpointRequest, ProbeEndpointView};
 use super::quotas::{SetQuotasRequest, TenantQuotasView};
 use super::secrets::RekeyResult;
+use super::template_instances::{AppliedInstance, InstanceList, InstanceView, RenderedInstance};
+use super::templates::{AppliedTemplate, RollbackRequest, TemplateList, TemplateView};
 use crate::control_plane::ControlPlaneScrape;
 use crate::store::PipelineKind;
 
@@ -98,6 +101,7 @@ pub fn document() -> Value {
     paths.extend(pipeline_paths::<ValidatedTracePipeline>(
         &mut s, &answers, &shared,
     ));
+    paths.extend(template_paths(&mut s, &answers, &shared));
     paths.extend(admin_paths(&mut s, &answers));
     paths.extend(probe_paths(&mut s, &answers, &shared));
     let mut schemas = s.0.take_definitions(true);
@@ -105,6 +109,8 @@ pub fn document() -> Value {
         <ValidatedPipeline as PipelineKind>::KIND,
         <ValidatedLogPipeline as PipelineKind>::KIND,
         <ValidatedTracePipeline as PipelineKind>::KIND,
+        TEMPLATE_KIND,
+        INSTANCE_KIND,
     ] {
         if let Some(pipeline) = schemas.get_mut(kind) {
             add_envelope(pipeline, kind);
@@ -115,7 +121,7 @@ pub fn document() -> Value {
         "info": {
             "title": "kaas-observer",
             "version": API_VERSION,
-            "description": "The observer's REST API: tenants, API tokens, clusters, MetricPipelines, LogPipelines and TracePipelines. \
+            "description": "The observer's REST API: tenants, API tokens, clusters, MetricPipelines, LogPipelines, TracePipelines, PipelineTemplates and PipelineInstances. \
                 Every operation except the health endpoints needs `Authorization: Bearer <token>`. \
                 Timestamps are Unix milliseconds.",
         },
@@ -468,6 +474,96 @@ fn pipeline_paths<P: PipelineKind>(
             responses(vec![("200", ok("The status.", s.of::<PipelineStatusView>()))]), READ_ONE),
     }));
     paths
+}
+
+/// Pipeline templates (a tenant's and the provider's) and their instances.
+fn template_paths(s: &mut Schemas, answers: &Answers, shared: &Shared) -> Map<String, Value> {
+    let document_body = |schema: Value, kind: &str| {
+        json!({
+            "required": true,
+            "description": format!("A {kind} document."),
+            "content": { JSON: { "schema": schema }, YAML: { "schema": schema } },
+        })
+    };
+    let template_body = document_body(s.of::<PipelineTemplate>(), TEMPLATE_KIND);
+    let instance_body = document_body(s.of::<PipelineInstance>(), INSTANCE_KIND);
+    let applied_template = s.of::<AppliedTemplate>();
+    let applied_instance = s.of::<AppliedInstance>();
+    let apply = |schema: &Value| {
+        responses(vec![
+            (
+                "200",
+                ok(
+                    "Updated, unchanged, or (with dryRun) what would happen.",
+                    schema.clone(),
+                ),
+            ),
+            ("201", ok("Created.", schema.clone())),
+        ])
+    };
+    let generation = query_param(
+        "generation",
+        "One generation instead of the latest.",
+        json!({ "type": "integer", "format": "int64", "minimum": 1 }),
+    );
+    let cluster = query_param(
+        "cluster",
+        "The cluster (the tenant's name for it).",
+        json!({ "type": "string" }),
+    );
+    let (name, target, filter, dry_run) = (
+        &shared.name,
+        &shared.tenant_target,
+        &shared.tenant_filter,
+        &shared.dry_run,
+    );
+    let paths = json!({
+        "/api/v1/pipelinetemplates": {
+            "post": answers.operation("applyPipelineTemplate", "pipelinetemplates", "Create a template or add a generation to it; every instance following it is re-rendered, or, if any would break, nothing changes (422 naming each). With dryRun, only answer.",
+                vec![target.clone(), dry_run.clone()], Some(template_body.clone()), apply(&applied_template), WRITE),
+            "get": answers.operation("listPipelineTemplates", "pipelinetemplates", "List the latest generation of the caller's templates and of the provider's.", vec![filter.clone()], None,
+                responses(vec![("200", ok("The templates.", s.of::<TemplateList>()))]), READ),
+        },
+        "/api/v1/pipelinetemplates/{name}": {
+            "put": answers.operation("putPipelineTemplate", "pipelinetemplates", "Create a template or add a generation to it, as POST does.",
+                vec![name.clone(), target.clone(), dry_run.clone()], Some(template_body), apply(&applied_template), WRITE),
+            "get": answers.operation("getPipelineTemplate", "pipelinetemplates", "Read a template (the caller's or the provider's), the latest generation or the one asked for.",
+                vec![name.clone(), target.clone(), generation], None,
+                responses(vec![("200", ok("The template.", s.of::<TemplateView>()))]), READ_ONE),
+            "delete": answers.operation("deletePipelineTemplate", "pipelinetemplates", "Delete a template with all its generations; 409 while instances bind it, 403 for a provider template.",
+                vec![name.clone(), target.clone()], None, responses(vec![("204", no_content())]), DELETE),
+        },
+        "/api/v1/pipelinetemplates/{name}/generations": {
+            "get": answers.operation("listPipelineTemplateGenerations", "pipelinetemplates", "Every generation of a template, oldest first.",
+                vec![name.clone(), target.clone()], None,
+                responses(vec![("200", ok("The generations.", s.of::<TemplateList>()))]), READ_ONE),
+        },
+        "/api/v1/pipelinetemplates/{name}/rollback": {
+            "post": answers.operation("rollbackPipelineTemplate", "pipelinetemplates", "Make an earlier generation the latest again, as a new generation, re-rendering the instances following the template (all or none). 403 for a provider template.",
+                vec![name.clone(), target.clone(), dry_run.clone()], Some(json_body(s.of::<RollbackRequest>())), apply(&applied_template), WRITE),
+        },
+        "/api/v1/pipelineinstances": {
+            "post": answers.operation("applyPipelineInstance", "pipelineinstances", "Create or update the instance named in the body; its rendered pipeline runs like any pipeline of its kind. With dryRun, only answer (the rendered pipeline included).",
+                vec![target.clone(), dry_run.clone()], Some(instance_body.clone()), apply(&applied_instance), WRITE),
+            "get": answers.operation("listPipelineInstances", "pipelineinstances", "List instances with the template generation each runs.", vec![filter.clone()], None,
+                responses(vec![("200", ok("The instances.", s.of::<InstanceList>()))]), READ),
+        },
+        "/api/v1/pipelineinstances/{name}": {
+            "put": answers.operation("putPipelineInstance", "pipelineinstances", "Create or update an instance, as POST does.",
+                vec![name.clone(), target.clone(), dry_run.clone()], Some(instance_body), apply(&applied_instance), WRITE),
+            "get": answers.operation("getPipelineInstance", "pipelineinstances", "Read an instance with its status and the template generation it runs.",
+                vec![name.clone(), target.clone()], None,
+                responses(vec![("200", ok("The instance.", s.of::<InstanceView>()))]), READ_ONE),
+            "delete": answers.operation("deletePipelineInstance", "pipelineinstances", "Delete an instance and its pipeline; agents stop running it.",
+                vec![name.clone(), target.clone()], None, responses(vec![("204", no_content())]), DELETE),
+        },
+        "/api/v1/pipelineinstances/{name}/render": {
+            "get": answers.operation("renderPipelineInstance", "pipelineinstances", "The instance's pipeline as it runs, inline secrets `***`, and whether the cluster's labels select it.",
+                vec![name.clone(), target.clone(), cluster], None,
+                responses(vec![("200", ok("The rendered pipeline.", s.of::<RenderedInstance>()))]), READ_ONE),
+        },
+    });
+    into_map(paths)
 }
 
 /// The audit trail, Cluster API namespace mappings and secrets (admin).

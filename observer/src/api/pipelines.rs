@@ -108,17 +108,7 @@ async fn apply<P: PipelineKind>(
     let tenant = caller.target_tenant(query.tenant, "?tenant=")?;
     let format = body_format(&headers, true)?;
     let mut value = read_body(format, &body?)?;
-    let mut problems = Vec::new();
-    if let (Some(url_name), Value::Mapping(map)) = (&url_name, &mut value) {
-        match body_name(map) {
-            None => set_name(map, url_name),
-            Some(name) if name == *url_name => {}
-            Some(name) => problems.push(FieldProblem {
-                path: "metadata.name".to_owned(),
-                message: format!("{name:?} does not match the name in the URL, {url_name:?}"),
-            }),
-        }
-    }
+    let mut problems = name_from_url(url_name.as_deref(), &mut value);
     if let Value::Mapping(map) = &value
         && let Some(name) = body_name(map).or_else(|| url_name.clone())
         && crate::rendering::is_reserved_pipeline_name(&name)
@@ -208,9 +198,25 @@ async fn apply<P: PipelineKind>(
     ))
 }
 
+/// Puts the URL's name into a document that has none; a problem when it has another.
+pub(super) fn name_from_url(url_name: Option<&str>, value: &mut Value) -> Vec<FieldProblem> {
+    let mut problems = Vec::new();
+    if let (Some(url_name), Value::Mapping(map)) = (url_name, value) {
+        match body_name(map) {
+            None => set_name(map, url_name),
+            Some(name) if name == url_name => {}
+            Some(name) => problems.push(FieldProblem {
+                path: "metadata.name".to_owned(),
+                message: format!("{name:?} does not match the name in the URL, {url_name:?}"),
+            }),
+        }
+    }
+    problems
+}
+
 /// Removes what the server owns from an applied document (its status and the metadata
 /// the store sets), so validation sees what will be stored.
-fn drop_server_owned(document: &mut Mapping) {
+pub(super) fn drop_server_owned(document: &mut Mapping) {
     document.remove("status");
     if let Some(Value::Mapping(metadata)) = document.get_mut("metadata") {
         for owned in [
@@ -272,7 +278,7 @@ fn preview<P: PipelineKind>(
 /// 422 when the pipeline alone renders to an agent configuration over the size limit:
 /// no cluster could ever be sent it (a pipeline that fits, but not together with the
 /// others a cluster selects, gets the `ConfigTooLarge` condition instead).
-fn check_rendered_size<P: PipelineKind>(validated: &P) -> Result<(), ApiError> {
+pub(super) fn check_rendered_size<P: PipelineKind>(validated: &P) -> Result<(), ApiError> {
     let alone = P::template(std::slice::from_ref(validated)).render(&BTreeMap::new());
     check_config_size(alone.body.len()).map_err(|too_large| {
         invalid(vec![FieldProblem {
@@ -292,7 +298,7 @@ fn invalid(fields: Vec<FieldProblem>) -> ApiError {
 }
 
 /// The body as a YAML value (JSON is read as JSON first, for precise syntax errors).
-fn read_body(format: BodyFormat, body: &[u8]) -> Result<Value, ApiError> {
+pub(super) fn read_body(format: BodyFormat, body: &[u8]) -> Result<Value, ApiError> {
     match format {
         BodyFormat::Json => {
             let json: serde_json::Value = serde_json::from_slice(body)
@@ -313,7 +319,7 @@ fn read_body(format: BodyFormat, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
-fn body_name(map: &Mapping) -> Option<String> {
+pub(super) fn body_name(map: &Mapping) -> Option<String> {
     map.get("metadata")?
         .get("name")?
         .as_str()

@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod print;
 pub mod secrets;
 pub mod status;
+pub mod templates;
 pub mod tenant;
 pub mod token;
 pub mod validate;
@@ -80,7 +81,7 @@ pub enum Command {
     Serve(Box<crate::serve::ServeArgs>),
     /// Run the receive gateway between the agents and Thanos receive (stateless).
     Gateway(Box<crate::gateway::GatewayArgs>),
-    /// Work with metric pipelines.
+    /// Work with pipelines of every kind, templates and their instances.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
     /// Onboard and inspect clusters.
@@ -129,6 +130,11 @@ pub enum PipelineCommand {
     List(pipeline::ListArgs),
     /// Delete a pipeline.
     Delete(pipeline::GetArgs),
+    /// Print the pipeline a PipelineInstance runs on a cluster, inline secrets masked.
+    Render(templates::RenderArgs),
+    /// Make an earlier generation of a PipelineTemplate its latest again; the
+    /// instances following it are re-rendered, or, if any would break, nothing changes.
+    Rollback(templates::RollbackArgs),
 }
 
 /// How results are printed by `pipeline validate`.
@@ -208,6 +214,12 @@ pub async fn run_api(
         Command::Pipeline(PipelineCommand::List(args)) => pipeline::list(&client, &args, out).await,
         Command::Pipeline(PipelineCommand::Delete(args)) => {
             pipeline::delete(&client, &args, out).await
+        }
+        Command::Pipeline(PipelineCommand::Render(args)) => {
+            templates::render(&client, &args, out).await
+        }
+        Command::Pipeline(PipelineCommand::Rollback(args)) => {
+            templates::rollback(&client, &args, out).await
         }
         Command::Cluster(command) => cluster::run(&client, command, out, err).await,
         Command::Tenant(command) => tenant::run(&client, command, out).await,

@@ -14,8 +14,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use kaas_pipeline::document::parse_any_value;
 use kaas_pipeline::status::{ConditionStatus, MetricPipelineStatus};
+use kaas_pipeline::templates::{INSTANCE_KIND, TEMPLATE_KIND, parse_any_document_value};
 use kaas_pipeline::{LOG_KIND, ProviderPolicy, TRACE_KIND, ValidationContext};
 use reqwest::Method;
 use serde_yaml::Value;
@@ -23,7 +23,7 @@ use serde_yaml::Value;
 use super::client::{ApiClient, ClientError};
 use super::print::{age, field_problems, structured, table};
 use super::{CommandError, EXIT_FAILED, EXIT_OK, Format, OutputArgs};
-use crate::api::model::{AppliedPipeline, FieldProblem, PipelineList, PipelineView};
+use crate::api::model::FieldProblem;
 use crate::api::redact::REDACTED;
 
 /// `observer pipeline apply`.
@@ -39,6 +39,10 @@ pub struct ApplyArgs {
     /// Ask the observer what would happen without storing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// First print what would change (the document, and what an instance renders to),
+    /// as the observer answers a dry run; inline secrets read `***`.
+    #[arg(long)]
+    pub diff: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -55,37 +59,72 @@ pub enum KindArg {
     /// `TracePipeline`.
     #[value(name = "TracePipeline", alias = "tracepipeline", alias = "trace")]
     Trace,
+    /// `PipelineTemplate`.
+    #[value(
+        name = "PipelineTemplate",
+        alias = "pipelinetemplate",
+        alias = "template"
+    )]
+    Template,
+    /// `PipelineInstance`.
+    #[value(
+        name = "PipelineInstance",
+        alias = "pipelineinstance",
+        alias = "instance"
+    )]
+    Instance,
 }
 
 impl KindArg {
     /// Every kind, in the order `list` shows them.
-    const ALL: [KindArg; 3] = [KindArg::Metric, KindArg::Log, KindArg::Trace];
+    const ALL: [KindArg; 5] = [
+        KindArg::Metric,
+        KindArg::Log,
+        KindArg::Trace,
+        KindArg::Template,
+        KindArg::Instance,
+    ];
 
     /// The kind of a document, by its `kind` (a document without one is read as a
     /// metric pipeline, as validation reads it).
-    fn of(value: &Value) -> Self {
+    pub(super) fn of(value: &Value) -> Self {
         match value.get("kind").and_then(Value::as_str) {
             Some(LOG_KIND) => Self::Log,
             Some(TRACE_KIND) => Self::Trace,
+            Some(TEMPLATE_KIND) => Self::Template,
+            Some(INSTANCE_KIND) => Self::Instance,
             _ => Self::Metric,
         }
     }
 
     /// `kind` as written in documents.
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Metric => kaas_pipeline::KIND,
             Self::Log => LOG_KIND,
             Self::Trace => TRACE_KIND,
+            Self::Template => TEMPLATE_KIND,
+            Self::Instance => INSTANCE_KIND,
         }
     }
 
     /// The API collection of the kind.
-    fn collection(self) -> &'static str {
+    pub(super) fn collection(self) -> &'static str {
         match self {
             Self::Metric => "pipelines",
             Self::Log => "logpipelines",
             Self::Trace => "tracepipelines",
+            Self::Template => "pipelinetemplates",
+            Self::Instance => "pipelineinstances",
+        }
+    }
+
+    /// The kind of the pipeline a document of this kind is, or renders to.
+    pub(super) fn of_pipeline(kind: &str) -> Self {
+        match kind {
+            LOG_KIND => Self::Log,
+            TRACE_KIND => Self::Trace,
+            _ => Self::Metric,
         }
     }
 }
@@ -118,9 +157,24 @@ pub struct ListArgs {
     pub output: OutputArgs,
 }
 
-/// A pipeline of any kind as the API answers it; the resource is read as JSON, so one
-/// printer serves every kind.
-type AnyView = PipelineView<serde_json::Value>;
+/// A pipeline of any kind, a template or an instance as the API answers it: the fields
+/// every such answer has, the resource read as JSON, so one printer serves every kind.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnyView {
+    tenant: String,
+    name: String,
+    generation: i64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    resource: serde_json::Value,
+}
+
+/// A list of [`AnyView`]s.
+#[derive(Debug, serde::Deserialize)]
+struct AnyList {
+    items: Vec<AnyView>,
+}
 
 /// One resource found in the files.
 struct Found {
@@ -183,7 +237,10 @@ pub async fn apply(
         }
         let body = serde_json::to_value(&f.value)?;
         let kind = KindArg::of(&f.value);
-        let answer: Result<AppliedPipeline<serde_json::Value>, _> = client
+        if args.diff {
+            super::templates::print_diff(client, kind, name, &args.tenant, &body, out).await?;
+        }
+        let answer: Result<serde_json::Value, _> = client
             .call(
                 Method::PUT,
                 &["api", "v1", kind.collection(), name],
@@ -194,9 +251,14 @@ pub async fn apply(
         match answer {
             Ok(applied) => {
                 if args.output.output == Format::Table {
-                    let dry = if applied.dry_run { " (dry run)" } else { "" };
-                    let result = applied.result.as_str();
-                    writeln!(out, "{} {name} {result}{dry}", kind.name())?;
+                    let dry = if applied["dryRun"] == true {
+                        " (dry run)"
+                    } else {
+                        ""
+                    };
+                    let result = applied["result"].as_str().unwrap_or_default();
+                    let rerendered = super::templates::rerendered(&applied);
+                    writeln!(out, "{} {name} {result}{dry}{rerendered}", kind.name())?;
                 }
                 results.push(applied);
             }
@@ -284,8 +346,9 @@ fn check(place: String, value: Value) -> Found {
     // Checked as the observer distributes it; the provider's own lists (Secret
     // namespaces, its receiver) are the observer's to check.
     let context = ValidationContext::observer(ProviderPolicy::offline());
-    let document = parse_any_value(place.clone(), value.clone(), &context);
-    let problems = match document.outcome {
+    let document = parse_any_document_value(place.clone(), value.clone(), &context);
+    let (name, outcome) = (document.name, document.outcome);
+    let problems = match outcome {
         Ok(_) => Vec::new(),
         // Placeholders stand for stored secrets: only the observer can judge.
         Err(_) if holds_placeholder(&value) => Vec::new(),
@@ -300,7 +363,7 @@ fn check(place: String, value: Value) -> Found {
     };
     Found {
         place,
-        name: document.name,
+        name,
         value,
         problems,
     }
@@ -316,7 +379,7 @@ fn holds_placeholder(value: &Value) -> bool {
     }
 }
 
-fn query(tenant: &Option<String>) -> Vec<(&'static str, String)> {
+pub(super) fn query(tenant: &Option<String>) -> Vec<(&'static str, String)> {
     tenant.iter().map(|t| ("tenant", t.clone())).collect()
 }
 
@@ -379,7 +442,7 @@ pub async fn list(
 ) -> Result<u8, CommandError> {
     let mut items: Vec<(KindArg, AnyView)> = Vec::new();
     for kind in args.kind.map_or(KindArg::ALL.to_vec(), |kind| vec![kind]) {
-        let list: PipelineList<serde_json::Value> = client
+        let list: AnyList = client
             .call(
                 Method::GET,
                 &["api", "v1", kind.collection()],
@@ -477,8 +540,24 @@ fn condition(resource: &serde_json::Value, kind: &str) -> String {
 
 /// The output of a resource of any kind: its one output section and where it sends,
 /// e.g. `remote-write https://…`, `otlp https://…`, `loki https://…`.
+///
+/// A template shows the output of the pipeline it produces; an instance the template
+/// and the generation its pipeline runs, e.g. `template otlp-oauth2@3`.
 fn output_of(resource: &serde_json::Value) -> String {
-    let sections = resource["spec"]["output"].as_object();
+    if resource["kind"] == INSTANCE_KIND {
+        return format!(
+            "template {}@{}",
+            resource["spec"]["template"]["name"]
+                .as_str()
+                .unwrap_or_default(),
+            resource["status"]["templateGeneration"]
+        );
+    }
+    let spec = match &resource["spec"]["template"]["spec"] {
+        produced if resource["kind"] == TEMPLATE_KIND => produced,
+        _ => &resource["spec"],
+    };
+    let sections = spec["output"].as_object();
     let Some((section, settings)) = sections.and_then(|s| s.iter().next()) else {
         return "<none>".to_owned();
     };

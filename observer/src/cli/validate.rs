@@ -2,7 +2,9 @@
 //! the API and the agents run ([`kaas_pipeline::validate`] for `MetricPipeline`s,
 //! [`kaas_pipeline::validate_log_pipeline`] for `LogPipeline`s,
 //! [`kaas_pipeline::validate_trace_pipeline`] for `TracePipeline`s, each document by its
-//! `kind`), so a file it accepts is a
+//! `kind`; `PipelineTemplate`s with [`kaas_pipeline::templates::validate_template`] and
+//! `PipelineInstance`s on their own, since their template is the observer's), so a file
+//! it accepts is a
 //! file the observer accepts, except for what only a running observer knows (its
 //! Secret namespace allow-list and its central receiver).
 //!
@@ -15,7 +17,8 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use clap::Args;
-use kaas_pipeline::document::{Document, ValidatedResource, parse_documents};
+use kaas_pipeline::document::Document;
+use kaas_pipeline::templates::{ValidatedDocument, parse_all_documents};
 use kaas_pipeline::{ProviderPolicy, ValidationContext};
 use serde::Serialize;
 
@@ -60,7 +63,8 @@ struct Report {
     file: String,
     location: String,
     name: Option<String>,
-    /// The kind of a valid pipeline (`MetricPipeline`, `LogPipeline`, `TracePipeline`).
+    /// The kind of a valid document (`MetricPipeline`, `LogPipeline`, `TracePipeline`,
+    /// `PipelineTemplate`, `PipelineInstance`).
     #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<&'static str>,
     valid: bool,
@@ -88,7 +92,7 @@ pub fn run(args: &ValidateArgs, stdin: &mut dyn Read, out: &mut dyn Write) -> io
         };
         match text {
             Ok(text) => {
-                let documents = parse_documents(&text, &context);
+                let documents = parse_all_documents(&text, &context);
                 if documents.is_empty() {
                     unreadable.push(format!("{shown}: no pipeline found"));
                 }
@@ -114,7 +118,7 @@ pub fn run(args: &ValidateArgs, stdin: &mut dyn Read, out: &mut dyn Write) -> io
     })
 }
 
-fn report(file: &str, document: Document<ValidatedResource>) -> Report {
+fn report(file: &str, document: Document<ValidatedDocument>) -> Report {
     let errors = match &document.outcome {
         Ok(_) => Vec::new(),
         Err(errors) => errors
@@ -130,7 +134,7 @@ fn report(file: &str, document: Document<ValidatedResource>) -> Report {
         file: file.to_owned(),
         location: document.location,
         name: document.name,
-        kind: document.outcome.as_ref().ok().map(ValidatedResource::kind),
+        kind: document.outcome.as_ref().ok().map(ValidatedDocument::kind),
         valid: document.outcome.is_ok(),
         errors,
     }
@@ -300,6 +304,37 @@ mod tests {
         assert_eq!(status, EXIT_INVALID, "{out}");
         assert!(
             out.contains("  spec.input.runtime.containers.include[0]: not a container name"),
+            "{out}"
+        );
+    }
+
+    /// Issue 18: templates and instances are checked by their kind too.
+    #[test]
+    fn templates_and_instances_are_checked_by_their_kind() {
+        let example = |path: &str| {
+            std::fs::read_to_string(format!(
+                "{}/../examples/templates/{path}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        };
+        let template = example("otlp-oauth2.yaml");
+        let instance = example("instances/shop-traces.yaml");
+        let (status, out) = run_on_stdin(&format!("{template}---\n{instance}"), OutputFormat::Text);
+        assert_eq!(status, EXIT_VALID, "{out}");
+        assert!(
+            out.contains("document 1 PipelineTemplate \"otlp-oauth2\": valid"),
+            "{out}"
+        );
+        assert!(
+            out.contains("document 2 PipelineInstance \"shop-traces\": valid"),
+            "{out}"
+        );
+        let undeclared = template.replace("\"%{timeout}\"", "\"%{timeouts}\"");
+        let (status, out) = run_on_stdin(&undeclared, OutputFormat::Text);
+        assert_eq!(status, EXIT_INVALID, "{out}");
+        assert!(
+            out.contains("spec.template.spec.output.otlp.timeout"),
             "{out}"
         );
     }

@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Default: https://<first --grpc-hostname>:<grpc port>.
     #[arg(long, value_name = "URL")]
     pub control_endpoint: Option<String>,
+    /// A directory of provider `PipelineTemplate`s (`*.yaml`), which every tenant sees
+    /// and may bind. Default: the templates bundled from `examples/templates/`.
+    #[arg(long, value_name = "DIR")]
+    pub provider_templates_dir: Option<PathBuf>,
     /// Where the CA certificate and key are (created if absent). Replicas must share
     /// them. Default: the data directory.
     #[arg(long, value_name = "DIR")]

@@ -11,6 +11,7 @@ mod args;
 mod bootstrap;
 mod http;
 mod settings;
+pub mod templates;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -202,7 +203,12 @@ async fn shutdown_signal() {
 /// created, opened or started.
 pub async fn run(args: ServeArgs, mut telemetry: SelfTelemetry) -> Result<(), ServeError> {
     let mut settings = ServeSettings::check(&args)?;
+    let provider_templates = templates::provider_templates(
+        args.provider_templates_dir.as_deref(),
+        &settings.tenant_policy,
+    )?;
     let (store, ca) = bootstrap::open_data(&args).await?;
+    templates::sync(&store, provider_templates, &settings.tenant_policy).await;
     store.set_instance_health_ttl(settings.instance_health_ttl);
     let egress = egress_policy(&settings.egress_allowed);
     let mut background = Background::start(&mut settings, &store, &ca, &egress).await?;

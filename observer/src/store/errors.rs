@@ -45,6 +45,16 @@ pub enum StoreError {
         /// What it counts, for the message.
         counted: &'static str,
     },
+    /// Validation refuses the change, with every problem at its field path: an instance
+    /// its template cannot render, or a template change that would break instances
+    /// (each instance's problems under `instances["<name>"]`).
+    #[error("{message}: {errors}")]
+    Invalid {
+        /// What was refused.
+        message: String,
+        /// Every problem.
+        errors: kaas_pipeline::ValidationErrors,
+    },
     /// The database failed or could not be reached. Retryable in general.
     #[error("database error: {0}")]
     Database(#[source] DbErr),

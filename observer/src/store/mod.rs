@@ -8,7 +8,8 @@
 //! [`certificates`], [`deletions`] (incarnations and held deletions), [`instances`]
 //! (health per agent instance),
 //! [`probe_endpoints`], [`quotas`], [`budgets`], [`control_planes`], [`tenancy`],
-//! [`replicas`] and [`leases`]. Every decision is written through one
+//! [`replicas`], [`leases`], [`templates`] (pipeline templates and their generations) and
+//! [`template_instances`] (instances rendered into pipelines). Every decision is written through one
 //! [`mutation::Mutation`]: begin, audit, commit and publish.
 //!
 //! # Tables
@@ -33,6 +34,8 @@
 //! | `cluster_api_namespaces` | `namespace` | the tenant an administrator mapped a Cluster API namespace to ([`tenancy`]) | `create_cluster_api_namespaces` |
 //! | `agent_certificates` | `serial`      | one row per issued agent certificate: cluster, instance, PEM, expiry, revocation ([`certificates`]) | `create_agent_certificates` |
 //! | `cluster_tombstones` | (`cluster`, `incarnation`) | earlier incarnations of clusters whose name was registered again ([`deletions`]) | `add_cluster_incarnations` (also `clusters.incarnation`) |
+//! | `pipeline_templates` | (`tenant`, `name`, `generation`) | every generation of every pipeline template as validated JSON, its pipeline kind; tenant `""` holds the provider's ([`templates`]) | `create_pipeline_templates` |
+//! | `pipeline_instances` | (`tenant`, `name`) | each template instance as JSON, the template it binds and the generation it is pinned to (NULL: the latest), its pipeline's kind, the template generation that pipeline was rendered from ([`template_instances`]) | `create_pipeline_templates` |
 //! | `pending_deletions` | `cluster`      | changes the mass-deletion guard holds: source, target state, evidence, confirmation ([`deletions`]) | `create_pending_deletions` |
 //! | `kaas_observer_migrations` | `version` | the ids of the migrations applied | (sea-orm-migration) |
 //!
@@ -171,6 +174,8 @@ pub mod probe_endpoints;
 pub mod quotas;
 pub mod replicas;
 pub mod reports;
+pub mod template_instances;
+pub mod templates;
 pub mod tenancy;
 pub mod tenants;
 #[cfg(test)]
@@ -211,6 +216,8 @@ pub use pipeline_kind::PipelineKind;
 pub use pipelines::{MASKED_SECRET, PipelineSummary, StoredPipeline, mask_secrets};
 pub use reports::{ConfigErrorRecord, ConfigReport, ReportWrite};
 use reports::{ReportQueue, ReportWriter};
+pub use template_instances::{InstanceWritten, StoredInstance};
+pub use templates::{PROVIDER_SCOPE, StoredTemplate, TemplateWritten};
 pub use tenants::Tenant;
 pub use tokens::{
     API_TOKEN_PREFIX, ApiTokenInfo, BOOTSTRAP_ADMIN_TOKEN_ID, JOIN_TOKEN_PREFIX, Principal,

@@ -17,6 +17,7 @@ use sea_orm::{
 };
 
 use super::entities::pipelines;
+use super::mutation::Mutation;
 use super::pipeline_kind::PipelineKind;
 use super::{
     Actor, Change, Cluster, Store, StoreError, insert_error, not_found, now_ms, pipeline_rows,
@@ -60,6 +61,26 @@ impl<P: PipelineKind> StoredPipeline<P> {
         P::metadata_mut(&mut resource).generation = Some(self.generation);
         P::set_status(&mut resource, Some(self.status.clone()));
         resource
+    }
+}
+
+/// What [`Store::write_pipeline`] did.
+pub(super) struct WrittenPipeline<P: PipelineKind> {
+    /// The pipeline as stored now.
+    pub stored: StoredPipeline<P>,
+    /// Whether it was created.
+    pub created: bool,
+    /// What changed, `None` when nothing was written.
+    pub change: Option<Change>,
+}
+
+impl<P: PipelineKind> WrittenPipeline<P> {
+    fn new(stored: StoredPipeline<P>, created: bool, change: Option<Change>) -> Self {
+        Self {
+            stored,
+            created,
+            change,
+        }
     }
 }
 
@@ -119,11 +140,34 @@ impl Store {
         pipeline: P,
         actor: &Actor,
     ) -> Result<(StoredPipeline<P>, bool), StoreError> {
-        let name = pipeline.name().to_owned();
-        let mut resource = normalize::<P>(pipeline.into_resource());
         let mutation = self.mutation().await?;
         let transaction = mutation.transaction();
         quotas::lock_tenant(transaction, tenant).await?;
+        super::template_instances::refuse_rendered::<P>(transaction, tenant, pipeline.name())
+            .await?;
+        // Boxed: the write's future holds the pipeline more than once, and debug builds
+        // of callers that await several applies would otherwise overflow a test thread's
+        // stack.
+        let written = Box::pin(self.write_pipeline(&mutation, tenant, pipeline, actor)).await?;
+        if let Some(change) = written.change {
+            mutation.commit(vec![change]).await?;
+        }
+        Ok((written.stored, written.created))
+    }
+
+    /// Writes a pipeline of `tenant` in `mutation`, whose transaction holds the tenant's
+    /// lock: what [`Store::apply_pipeline`] does, and what a template instance's
+    /// rendering does for its pipeline.
+    pub(super) async fn write_pipeline<P: PipelineKind>(
+        &self,
+        mutation: &Mutation<'_>,
+        tenant: &str,
+        pipeline: P,
+        actor: &Actor,
+    ) -> Result<WrittenPipeline<P>, StoreError> {
+        let name = pipeline.name().to_owned();
+        let mut resource = normalize::<P>(pipeline.into_resource());
+        let transaction = mutation.transaction();
         let existing = pipelines::Entity::find_by_id(key::<P>(tenant, &name))
             .one(transaction)
             .await?;
@@ -144,7 +188,7 @@ impl Store {
             tenant: tenant.to_owned(),
             name: name.clone(),
         };
-        let (result, created) = match existing {
+        match existing {
             Some(row) => {
                 let spec_changed = stored.as_ref().is_none_or(|s| !P::same_spec(s, &resource));
                 if !spec_changed
@@ -152,7 +196,8 @@ impl Store {
                         .as_ref()
                         .is_some_and(|s| P::metadata(s) == P::metadata(&resource))
                 {
-                    return Ok((self.stored_pipeline(row, validated)?, false));
+                    let stored = self.stored_pipeline(row, validated)?;
+                    return Ok(WrittenPipeline::new(stored, false, None));
                 }
                 let generation = row.generation + i64::from(spec_changed);
                 let mut active = row.into_active_model();
@@ -163,7 +208,8 @@ impl Store {
                 mutation
                     .audit(actor, "update", P::OBJECT, Some(tenant), &name)
                     .await?;
-                (self.stored_pipeline(row, validated)?, false)
+                let stored = self.stored_pipeline(row, validated)?;
+                Ok(WrittenPipeline::new(stored, false, Some(change)))
             }
             None => {
                 let quota = quotas::Quota::Pipelines(P::KIND);
@@ -187,11 +233,10 @@ impl Store {
                 mutation
                     .audit(actor, "create", P::OBJECT, Some(tenant), &name)
                     .await?;
-                (self.stored_pipeline(row, validated)?, true)
+                let stored = self.stored_pipeline(row, validated)?;
+                Ok(WrittenPipeline::new(stored, true, Some(change)))
             }
-        };
-        mutation.commit(vec![change]).await?;
-        Ok((result, created))
+        }
     }
 
     /// One metric pipeline, secrets in plaintext.
@@ -323,6 +368,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mutation = self.mutation().await?;
         let transaction = mutation.transaction();
+        super::template_instances::refuse_rendered::<P>(transaction, tenant, name).await?;
         let deleted = pipelines::Entity::delete_by_id(key::<P>(tenant, name))
             .exec(transaction)
             .await?

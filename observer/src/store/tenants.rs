@@ -137,6 +137,15 @@ impl Store {
             .filter(entities::cluster_buffer_budgets::Column::Tenant.eq(name))
             .exec(transaction)
             .await?;
+        // Instances have pipelines, so none is left here; templates have no foreign key.
+        entities::pipeline_instances::Entity::delete_many()
+            .filter(entities::pipeline_instances::Column::Tenant.eq(name))
+            .exec(transaction)
+            .await?;
+        entities::pipeline_templates::Entity::delete_many()
+            .filter(entities::pipeline_templates::Column::Tenant.eq(name))
+            .exec(transaction)
+            .await?;
         tenants::Entity::delete_by_id(name)
             .exec(transaction)
             .await?;

@@ -262,6 +262,10 @@ mod deletions;
 #[path = "tests_instances.rs"]
 mod instances;
 
+/// Pipeline templates, their generations and instances.
+#[path = "tests_templates.rs"]
+mod templates;
+
 /// Scenarios that need two replicas on one database: PostgreSQL only.
 mod postgres_replicas {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

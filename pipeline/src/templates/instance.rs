@@ -342,15 +342,22 @@ pub fn parse_instances(
     text: &str,
     context: &ValidationContext,
 ) -> Vec<crate::document::Document<ValidatedInstance>> {
-    crate::document::parse_text(text, context, |location, value, context| {
-        crate::document::parse_kind(
-            location,
-            value,
-            context,
-            &[INSTANCE_KIND],
-            validate_instance,
-        )
-    })
+    crate::document::parse_text(text, context, parse_instance_value)
+}
+
+/// Parses and validates one `PipelineInstance` given as a YAML or JSON value.
+pub fn parse_instance_value(
+    location: String,
+    value: serde_yaml::Value,
+    context: &ValidationContext,
+) -> crate::document::Document<ValidatedInstance> {
+    crate::document::parse_kind(
+        location,
+        value,
+        context,
+        &[INSTANCE_KIND],
+        validate_instance,
+    )
 }
 
 /// The values of key-bound placeholders, as far as the caller knows them.

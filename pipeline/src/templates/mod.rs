@@ -85,8 +85,9 @@ use crate::secret::SecretKeyRef;
 
 pub use self::instance::{
     Binding, INSTANCE_KIND, KeyRef, KeySource, KeyValues, PendingBinding, PipelineInstance,
-    PipelineInstanceSpec, RenderedPipeline, ValidatedInstance, parse_instances, render,
-    validate_instance,
+    PipelineInstanceSpec, PipelineInstanceStatus, RenderedPipeline, TEMPLATE_ANNOTATION,
+    TEMPLATE_GENERATION_ANNOTATION, ValidatedInstance, parse_instance_value, parse_instances,
+    render, validate_instance,
 };
 pub use self::kinds::PipelineKind;
 pub use self::placeholder::{Placeholder, PlaceholderType};
@@ -415,4 +416,67 @@ pub fn parse_template_value(
         &[TEMPLATE_KIND],
         validate_template,
     )
+}
+
+/// A validated document of any kind the observer takes: a pipeline of any kind, a
+/// template or an instance.
+#[derive(Clone, Debug)]
+pub enum ValidatedDocument {
+    /// A `MetricPipeline`, `LogPipeline` or `TracePipeline`.
+    Pipeline(ValidatedResource),
+    /// A `PipelineTemplate`.
+    Template(Box<ValidatedTemplate>),
+    /// A `PipelineInstance` (checked on its own: its template is the observer's).
+    Instance(Box<ValidatedInstance>),
+}
+
+impl ValidatedDocument {
+    /// `kind` as written in documents.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Pipeline(pipeline) => pipeline.kind(),
+            Self::Template(_) => TEMPLATE_KIND,
+            Self::Instance(_) => INSTANCE_KIND,
+        }
+    }
+}
+
+/// Parses and validates every document in `text`, each by its `kind`: pipelines of
+/// every kind, templates and instances, as [`crate::document::parse_documents`] reads
+/// pipelines.
+pub fn parse_all_documents(
+    text: &str,
+    context: &ValidationContext,
+) -> Vec<Document<ValidatedDocument>> {
+    crate::document::parse_text(text, context, parse_any_document_value)
+}
+
+/// Parses and validates one document of any kind ([`parse_all_documents`]).
+pub fn parse_any_document_value(
+    location: String,
+    value: serde_yaml::Value,
+    context: &ValidationContext,
+) -> Document<ValidatedDocument> {
+    fn wrap<T>(
+        document: Document<T>,
+        into: fn(T) -> ValidatedDocument,
+    ) -> Document<ValidatedDocument> {
+        Document {
+            location: document.location,
+            name: document.name,
+            outcome: document.outcome.map(into),
+        }
+    }
+    match value.get("kind").and_then(serde_yaml::Value::as_str) {
+        Some(TEMPLATE_KIND) => wrap(parse_template_value(location, value, context), |t| {
+            ValidatedDocument::Template(Box::new(t))
+        }),
+        Some(INSTANCE_KIND) => wrap(parse_instance_value(location, value, context), |i| {
+            ValidatedDocument::Instance(Box::new(i))
+        }),
+        _ => wrap(
+            crate::document::parse_any_value(location, value, context),
+            ValidatedDocument::Pipeline,
+        ),
+    }
 }

@@ -14,6 +14,8 @@ pub mod clusters;
 pub mod instance_health;
 pub mod join_tokens;
 pub mod pending_deletions;
+pub mod pipeline_instances;
+pub mod pipeline_templates;
 pub mod pipelines;
 pub mod probe_endpoints;
 pub mod replicas;

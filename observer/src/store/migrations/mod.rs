@@ -19,6 +19,7 @@ mod pipeline_kinds;
 mod probes;
 mod quotas;
 mod replicas;
+mod templates;
 mod tenancy;
 
 use sea_orm_migration::prelude::*;
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(pipeline_kinds::AddPipelineKinds),
             Box::new(instances::CreateInstanceHealth),
             Box::new(instances::AddInstanceHealthRole),
+            Box::new(templates::CreatePipelineTemplates),
         ]
     }
 
@@ -466,6 +468,7 @@ mod tests {
                 "m20261207_000004_add_pipeline_kinds",
                 "m20261207_000010_create_instance_health",
                 "m20261207_000011_add_instance_health_role",
+                "m20261207_000020_create_pipeline_templates",
             ]
         );
     }
