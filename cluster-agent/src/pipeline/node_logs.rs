@@ -347,7 +347,7 @@ fn read(
         stats.publish(snapshots);
         // A round that filled a batch leaves a backlog: the next starts at once (a
         // batch is still bounded, and so is the window of unacknowledged ones). Sleeping
-        // after every round capped a node at one batch (4 MiB) per poll interval.
+        // after every round capped a node at one batch per poll interval.
         if !more {
             std::thread::sleep(POLL_INTERVAL);
         }

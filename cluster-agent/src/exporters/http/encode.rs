@@ -31,6 +31,7 @@ use kaas_proto::otlp::{
 
 use kaas_pipeline::logs::output::{IndexFill, MAX_INDEX_NAMESPACE_LEN, fill_index_pattern};
 
+use super::json_string::write_json_string;
 use crate::processing::logs::dedot::{DEDOT_PREFIXES, dedot};
 use crate::record::logs::{any_value_text, record_time_ns};
 
@@ -173,8 +174,7 @@ pub fn index_name(pattern: &str, time: UtcTime, namespace: &str) -> String {
 
 /// A JSON string.
 fn write_str(out: &mut Vec<u8>, text: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    write_json_string(out, text);
 }
 
 /// A JSON string of a time.

@@ -18,6 +18,7 @@
 //! buffer's maximum age after a partial success, only its unsettled items as expired.
 
 pub mod encode;
+mod json_string;
 
 use std::time::Duration;
 
