@@ -53,7 +53,7 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
 fi
 
-# The span generator and the trace receiver: the OpenTelemetry Python SDK with its
+# The span generator and the receiver it exports to: the OpenTelemetry Python SDK with its
 # OTLP/HTTP exporter, and the protocol's Python bindings (which the exporter brings).
 if ! python3 -c "import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.proto.collector.trace.v1.trace_service_pb2" >/dev/null 2>&1; then
   step "installing the OpenTelemetry Python SDK and its OTLP/HTTP exporter (the demo's span generator)"
@@ -104,7 +104,7 @@ ksm_port=$(free_port)
 api_port=$(free_port); metrics_port=$(free_port); grpc_port=$(free_port)
 inventory_port=$(free_port)
 gateway_port=$(free_port); gateway_metrics_port=$(free_port)
-log_sink_port=$(free_port); trace_sink_port=$(free_port)
+sink_port=$(free_port)
 # Each cluster agent's OTLP/HTTP port, where the span generator pushes.
 declare -A otlp_port
 for cluster in edge-1 edge-2 edge-3; do otlp_port[$cluster]=$(free_port); done
@@ -145,72 +145,54 @@ for cluster in edge-1 edge-2 edge-3; do
   done >"$dir/0.log"
 done
 
-step "a log receiver (127.0.0.1:$log_sink_port, counting the JSON lines it receives per cluster)"
-cat > "$work/log-sink.py" <<'SINK'
-import gzip, json, sys, threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-lines = {}  # cluster -> distinct bodies (delivery is at least once)
-lock = threading.Lock()
-class Sink(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        with lock:
-            for line in body.splitlines():
-                if line.strip():
-                    doc = json.loads(line)
-                    cluster = doc.get("resource", {}).get("k8s.cluster.name", "?")
-                    lines.setdefault(cluster, set()).add(doc.get("body"))
-        self.send_response(204); self.end_headers()
-    def do_GET(self):
-        with lock:
-            counts = {cluster: len(bodies) for cluster, bodies in lines.items()}
-        data = json.dumps(counts).encode()
-        self.send_response(200); self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
-    def log_message(self, *args): pass
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
-SINK
-python3 "$work/log-sink.py" "$log_sink_port" >"$work/log-sink.log" 2>&1 & pids+=($!)
-wait_http "http://127.0.0.1:$log_sink_port/" "the log receiver"
-
-step "a trace receiver (127.0.0.1:$trace_sink_port, OTLP/HTTP, counting the distinct spans it receives per cluster)"
-cat > "$work/trace-sink.py" <<'SINK'
+step "a receiver for logs and spans (127.0.0.1:$sink_port: JSON lines, and OTLP/HTTP spans on /v1/traces; it counts the distinct lines and spans per cluster)"
+cat > "$work/sink.py" <<'SINK'
 import gzip, json, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest, ExportTraceServiceResponse)
-spans = {}  # cluster -> distinct span ids (delivery is at least once)
+# signal -> cluster -> distinct log bodies or span ids (delivery is at least once)
+seen = {"lines": {}, "spans": {}}
 lock = threading.Lock()
+def spans_of(body):
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    for resource_spans in request.resource_spans:
+        cluster = next((a.value.string_value for a in resource_spans.resource.attributes
+                        if a.key == "k8s.cluster.name"), "?")
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                yield cluster, span.span_id
+def lines_of(body):
+    for line in body.splitlines():
+        if line.strip():
+            doc = json.loads(line)
+            yield doc.get("resource", {}).get("k8s.cluster.name", "?"), doc.get("body")
 class Sink(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
+        traces = self.path == "/v1/traces"
         with lock:
-            for resource_spans in request.resource_spans:
-                cluster = next((a.value.string_value for a in resource_spans.resource.attributes
-                                if a.key == "k8s.cluster.name"), "?")
-                for scope_spans in resource_spans.scope_spans:
-                    for span in scope_spans.spans:
-                        spans.setdefault(cluster, set()).add(span.span_id)
-        data = ExportTraceServiceResponse().SerializeToString()
-        self.send_response(200); self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
-    def do_GET(self):
+            for cluster, key in (spans_of if traces else lines_of)(body):
+                seen["spans" if traces else "lines"].setdefault(cluster, set()).add(key)
+        if traces:
+            self.reply(200, "application/x-protobuf", ExportTraceServiceResponse().SerializeToString())
+        else:
+            self.send_response(204); self.end_headers()
+    def do_GET(self):  # /lines or /spans: the counts per cluster
         with lock:
-            counts = {cluster: len(ids) for cluster, ids in spans.items()}
-        data = json.dumps(counts).encode()
-        self.send_response(200); self.send_header("Content-Type", "application/json")
+            counts = {cluster: len(keys) for cluster, keys in seen.get(self.path.strip("/"), {}).items()}
+        self.reply(200, "application/json", json.dumps(counts).encode())
+    def reply(self, status, content_type, data):
+        self.send_response(status); self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
     def log_message(self, *args): pass
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 SINK
-python3 "$work/trace-sink.py" "$trace_sink_port" >"$work/trace-sink.log" 2>&1 & pids+=($!)
-wait_http "http://127.0.0.1:$trace_sink_port/" "the trace receiver"
+python3 "$work/sink.py" "$sink_port" >"$work/sink.log" 2>&1 & pids+=($!)
+wait_http "http://127.0.0.1:$sink_port/lines" "the receiver for logs and spans"
 
 step "the central receiver (Prometheus on 127.0.0.1:$prometheus_port, standing in for Thanos receive)"
 echo "global: {}" > "$work/prometheus.yml"
@@ -341,7 +323,7 @@ spec:
 PIPELINE
 "$observer" pipeline apply --tenant shop -f "$work/pipeline.yaml"
 
-step "applying the tenant's log pipeline (the workload's container logs, as JSON lines to the log receiver)"
+step "applying the tenant's log pipeline (the workload's container logs, as JSON lines to the receiver)"
 cat > "$work/log-pipeline.yaml" <<PIPELINE
 apiVersion: telemetry.kaas-observer.io/v1alpha1
 kind: LogPipeline
@@ -355,7 +337,7 @@ spec:
       startAt: beginning
   output:
     http:
-      url: http://127.0.0.1:$log_sink_port/
+      url: http://127.0.0.1:$sink_port/
       format: jsonLines
   # Within the cluster's buffer budget beside the metric pipeline (1Gi each by default).
   buffer: {maxBytes: 64Mi}
@@ -364,7 +346,7 @@ spec:
 PIPELINE
 "$observer" pipeline apply --tenant shop -f "$work/log-pipeline.yaml"
 
-step "applying the tenant's trace pipeline (spans pushed to the agents, over OTLP/HTTP to the trace receiver)"
+step "applying the tenant's trace pipeline (spans pushed to the agents, over OTLP/HTTP to the receiver)"
 cat > "$work/trace-pipeline.yaml" <<PIPELINE
 apiVersion: telemetry.kaas-observer.io/v1alpha1
 kind: TracePipeline
@@ -377,7 +359,7 @@ spec:
     authentication: {mode: unauthenticated}
   output:
     otlp:
-      endpoint: http://127.0.0.1:$trace_sink_port
+      endpoint: http://127.0.0.1:$sink_port
       protocol: http
   buffer: {maxBytes: 64Mi}
   clusterSelector:
@@ -451,16 +433,14 @@ node_exporter_through_gateway() {
   query 'count by (cluster) (node_load1{job="node-exporter",tenant="shop"})' 2>/dev/null \
     | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null || echo 0
 }
-# Distinct demo log lines the log receiver got, per cluster.
-log_counts() { curl -fsS "http://127.0.0.1:$log_sink_port/counts" 2>/dev/null || echo '{}'; }
-# Distinct spans the trace receiver got, per cluster.
-span_counts() { curl -fsS "http://127.0.0.1:$trace_sink_port/counts" 2>/dev/null || echo '{}'; }
-spans_complete() {
-  span_counts | python3 -c 'import json,sys; c=json.load(sys.stdin); sys.exit(0 if len(c)==3 and all(v>=int(sys.argv[1]) for v in c.values()) else 1)' "$span_count"
+# Distinct demo log lines (`lines`) or spans (`spans`) the receiver got, per cluster.
+counts() { curl -fsS "http://127.0.0.1:$sink_port/$1" 2>/dev/null || echo '{}'; }
+# Whether each of the three clusters delivered at least $2 of `lines` or `spans` ($1).
+complete() {
+  counts "$1" | python3 -c 'import json,sys; c=json.load(sys.stdin); sys.exit(0 if len(c)==3 and all(v>=int(sys.argv[1]) for v in c.values()) else 1)' "$2"
 }
-logs_complete() {
-  log_counts | python3 -c 'import json,sys; c=json.load(sys.stdin); sys.exit(0 if len(c)==3 and all(v>=int(sys.argv[1]) for v in c.values()) else 1)' "$log_lines"
-}
+logs_complete() { complete lines "$log_lines"; }
+spans_complete() { complete spans "$span_count"; }
 central_view_complete() {
   [[ "$(agents_through_gateway)" == 3 && "$(ksm_through_gateway)" == 3 && "$(node_exporter_through_gateway)" == 3 ]]
 }
@@ -507,15 +487,15 @@ for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"
 per_cluster 'count by (cluster) ({job=~"shop|node"})' "series"
 per_cluster 'sum by (cluster) (sum_over_time(scrape_samples_post_metric_relabeling[5m]))' "samples since the start"
 echo
-echo "Log pipeline shop-logs, delivered to the log receiver, per cluster (by k8s.cluster.name):"
-log_counts | python3 -c '
+echo "Log pipeline shop-logs, delivered to the receiver, per cluster (by k8s.cluster.name):"
+counts lines | python3 -c '
 import json, sys
 written = int(sys.argv[1])
 for cluster, n in sorted(json.load(sys.stdin).items()):
     print(f"  cluster={cluster}: {n} lines delivered ({written} written)")' "$log_lines"
 echo
-echo "Trace pipeline shop-traces, delivered to the trace receiver, per cluster:"
-span_counts | python3 -c '
+echo "Trace pipeline shop-traces, delivered to the receiver, per cluster:"
+counts spans | python3 -c '
 import json, sys
 sent = int(sys.argv[1])
 for cluster, n in sorted(json.load(sys.stdin).items()):

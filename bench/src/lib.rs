@@ -24,6 +24,7 @@ pub mod compare;
 #[cfg(feature = "in-process")]
 pub mod fanout;
 pub mod logs;
+pub mod serve;
 pub mod traces;
 
 use std::fmt::Write as _;

@@ -11,21 +11,11 @@ use std::path::PathBuf;
 use kaas_bench::traces::peers::{Gateway, Row};
 use kaas_bench::traces::workload::{self, SpanMix};
 use kaas_bench::traces::{measure, report};
+use kaas_test_support::process::workspace_binary;
 
 /// The debug cluster-agent built next to this test binary.
 fn cluster_agent() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let agent = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory")
-        .join("cluster-agent");
-    assert!(
-        agent.is_file(),
-        "{} not built; build kaas-cluster-agent first",
-        agent.display()
-    );
-    agent
+    workspace_binary("cluster-agent", "kaas-cluster-agent")
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use kaas_bench::serve::cluster_agent_binary;
 use kaas_bench::traces::peers::{Gateway, Row};
 use kaas_bench::traces::workload::{self, SpanMix};
 use kaas_bench::traces::{measure, report};
@@ -42,18 +43,7 @@ struct Args {
 /// The gateway called `name` on the command line.
 fn gateway(name: &str, cluster_agent: &Option<PathBuf>) -> anyhow::Result<Gateway> {
     match name {
-        "cluster-agent" => {
-            let path = match cluster_agent {
-                Some(path) => path.clone(),
-                None => std::env::current_exe()
-                    .context("this executable's path")?
-                    .with_file_name("cluster-agent"),
-            };
-            if !path.is_file() {
-                bail!("{} is not built (or pass --cluster-agent)", path.display());
-            }
-            Ok(Gateway::ClusterAgent(path))
-        }
+        "cluster-agent" => Ok(Gateway::ClusterAgent(cluster_agent_binary(cluster_agent)?)),
         "rotel" => Ok(Gateway::Rotel),
         other => bail!("unknown gateway {other:?} (cluster-agent, rotel)"),
     }
