@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use prost::Message;
@@ -85,7 +85,12 @@ impl Sink {
                 bits: vec![0; spans.div_ceil(64) as usize],
             }),
         });
-        let app = Router::new().fallback(export).with_state(state.clone());
+        // rotel's batches of 8,192 spans of the 40x64 mix are ~30 MiB: over axum's 2 MB
+        // default, which would refuse them.
+        let app = Router::new()
+            .fallback(export)
+            .layer(DefaultBodyLimit::max(MAX_DECOMPRESSED_BYTES))
+            .with_state(state.clone());
         let served = Served::start("trace-bench-sink", app)?;
         Ok(Self {
             port: served.port,
