@@ -14,8 +14,12 @@
 #   - per cluster a node agent (`--role node`) reading container-style log files the
 #     demo workload writes, and a tenant log pipeline shipping them as JSON lines to a
 #     local recording receiver that counts the distinct lines per cluster;
+#   - a tenant trace pipeline: a small span generator (the OpenTelemetry Python SDK)
+#     pushes spans over OTLP/HTTP to each cluster's agent, which ships them through the
+#     pipeline's disk buffer to a local OTLP receiver that counts the distinct spans
+#     per cluster;
 #   - then a report: clusters and their states, the pipelines and their conditions,
-#     samples and log lines delivered per cluster, the central view through the
+#     samples, log lines and spans delivered per cluster, the central view through the
 #     gateway, the query URL and two example queries.
 #
 # It stays up until Ctrl-C (and cleans up); with --once it exits 0 after the report.
@@ -32,7 +36,7 @@ once=false
 for arg in "$@"; do
   case "$arg" in
     --once) once=true ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,6 +51,13 @@ if ((${#need[@]})); then
   step "installing ${need[*]}"
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
+fi
+
+# The span generator and the receiver it exports to: the OpenTelemetry Python SDK with its
+# OTLP/HTTP exporter, and the protocol's Python bindings (which the exporter brings).
+if ! python3 -c "import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.proto.collector.trace.v1.trace_service_pb2" >/dev/null 2>&1; then
+  step "installing the OpenTelemetry Python SDK and its OTLP/HTTP exporter (the demo's span generator)"
+  python3 -m pip install --quiet 'opentelemetry-sdk==1.45.2' 'opentelemetry-exporter-otlp-proto-http==1.45.2'
 fi
 
 if [[ -n "${KAAS_DEMO_BIN_DIR:-}" ]]; then
@@ -93,7 +104,10 @@ ksm_port=$(free_port)
 api_port=$(free_port); metrics_port=$(free_port); grpc_port=$(free_port)
 inventory_port=$(free_port)
 gateway_port=$(free_port); gateway_metrics_port=$(free_port)
-log_sink_port=$(free_port)
+sink_port=$(free_port)
+# Each cluster agent's OTLP/HTTP port, where the span generator pushes.
+declare -A otlp_port
+for cluster in edge-1 edge-2 edge-3; do otlp_port[$cluster]=$(free_port); done
 
 step "a workload (nginx on 127.0.0.1:$nginx_port) and a node exporter (127.0.0.1:$exporter_port)"
 mkdir -p "$work/www" "$work/nginx" "$work/ksm"
@@ -131,35 +145,54 @@ for cluster in edge-1 edge-2 edge-3; do
   done >"$dir/0.log"
 done
 
-step "a log receiver (127.0.0.1:$log_sink_port, counting the JSON lines it receives per cluster)"
-cat > "$work/log-sink.py" <<'SINK'
+step "a receiver for logs and spans (127.0.0.1:$sink_port: JSON lines, and OTLP/HTTP spans on /v1/traces; it counts the distinct lines and spans per cluster)"
+cat > "$work/sink.py" <<'SINK'
 import gzip, json, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-lines = {}  # cluster -> distinct bodies (delivery is at least once)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest, ExportTraceServiceResponse)
+# signal -> cluster -> distinct log bodies or span ids (delivery is at least once)
+seen = {"lines": {}, "spans": {}}
 lock = threading.Lock()
+def spans_of(body):
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    for resource_spans in request.resource_spans:
+        cluster = next((a.value.string_value for a in resource_spans.resource.attributes
+                        if a.key == "k8s.cluster.name"), "?")
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                yield cluster, span.span_id
+def lines_of(body):
+    for line in body.splitlines():
+        if line.strip():
+            doc = json.loads(line)
+            yield doc.get("resource", {}).get("k8s.cluster.name", "?"), doc.get("body")
 class Sink(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
+        traces = self.path == "/v1/traces"
         with lock:
-            for line in body.splitlines():
-                if line.strip():
-                    doc = json.loads(line)
-                    cluster = doc.get("resource", {}).get("k8s.cluster.name", "?")
-                    lines.setdefault(cluster, set()).add(doc.get("body"))
-        self.send_response(204); self.end_headers()
-    def do_GET(self):
+            for cluster, key in (spans_of if traces else lines_of)(body):
+                seen["spans" if traces else "lines"].setdefault(cluster, set()).add(key)
+        if traces:
+            self.reply(200, "application/x-protobuf", ExportTraceServiceResponse().SerializeToString())
+        else:
+            self.send_response(204); self.end_headers()
+    def do_GET(self):  # /lines or /spans: the counts per cluster
         with lock:
-            counts = {cluster: len(bodies) for cluster, bodies in lines.items()}
-        data = json.dumps(counts).encode()
-        self.send_response(200); self.send_header("Content-Type", "application/json")
+            counts = {cluster: len(keys) for cluster, keys in seen.get(self.path.strip("/"), {}).items()}
+        self.reply(200, "application/json", json.dumps(counts).encode())
+    def reply(self, status, content_type, data):
+        self.send_response(status); self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
     def log_message(self, *args): pass
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 SINK
-python3 "$work/log-sink.py" "$log_sink_port" >"$work/log-sink.log" 2>&1 & pids+=($!)
-wait_http "http://127.0.0.1:$log_sink_port/" "the log receiver"
+python3 "$work/sink.py" "$sink_port" >"$work/sink.log" 2>&1 & pids+=($!)
+wait_http "http://127.0.0.1:$sink_port/lines" "the receiver for logs and spans"
 
 step "the central receiver (Prometheus on 127.0.0.1:$prometheus_port, standing in for Thanos receive)"
 echo "global: {}" > "$work/prometheus.yml"
@@ -246,7 +279,8 @@ for cluster in edge-1 edge-2 edge-3; do
   RUST_LOG=warn,kaas_cluster_agent::control=info "$agent" run \
     --observer "https://127.0.0.1:$grpc_port" --observer-ca-file "$work/observer/ca.crt" \
     --join-token-file "$work/$cluster.token" --data-dir "$work/$cluster" \
-    --listen-address "127.0.0.1:$(free_port)" --otlp-grpc-listen-address 127.0.0.1:0 --otlp-http-listen-address 127.0.0.1:0 --zipkin-listen-address 127.0.0.1:0 --kubernetes off \
+    --listen-address "127.0.0.1:$(free_port)" --otlp-grpc-listen-address 127.0.0.1:0 \
+    --otlp-http-listen-address "127.0.0.1:${otlp_port[$cluster]}" --zipkin-listen-address 127.0.0.1:0 --kubernetes off \
     --health-report-interval-ms 2000 \
     >"$work/agent-$cluster.log" 2>&1 & pids+=($!)
 done
@@ -289,7 +323,7 @@ spec:
 PIPELINE
 "$observer" pipeline apply --tenant shop -f "$work/pipeline.yaml"
 
-step "applying the tenant's log pipeline (the workload's container logs, as JSON lines to the log receiver)"
+step "applying the tenant's log pipeline (the workload's container logs, as JSON lines to the receiver)"
 cat > "$work/log-pipeline.yaml" <<PIPELINE
 apiVersion: telemetry.kaas-observer.io/v1alpha1
 kind: LogPipeline
@@ -303,7 +337,7 @@ spec:
       startAt: beginning
   output:
     http:
-      url: http://127.0.0.1:$log_sink_port/
+      url: http://127.0.0.1:$sink_port/
       format: jsonLines
   # Within the cluster's buffer budget beside the metric pipeline (1Gi each by default).
   buffer: {maxBytes: 64Mi}
@@ -311,6 +345,70 @@ spec:
     matchLabels: {env: demo}
 PIPELINE
 "$observer" pipeline apply --tenant shop -f "$work/log-pipeline.yaml"
+
+step "applying the tenant's trace pipeline (spans pushed to the agents, over OTLP/HTTP to the receiver)"
+cat > "$work/trace-pipeline.yaml" <<PIPELINE
+apiVersion: telemetry.kaas-observer.io/v1alpha1
+kind: TracePipeline
+metadata:
+  name: shop-traces
+spec:
+  # No Kubernetes here to review service-account tokens: the demo's generator pushes
+  # unauthenticated, which only a cluster whose network policy guards the agent allows.
+  input:
+    authentication: {mode: unauthenticated}
+  output:
+    otlp:
+      endpoint: http://127.0.0.1:$sink_port
+      protocol: http
+  buffer: {maxBytes: 64Mi}
+  clusterSelector:
+    matchLabels: {env: demo}
+PIPELINE
+"$observer" pipeline apply --tenant shop -f "$work/trace-pipeline.yaml"
+
+# The span generator: per cluster, 10 traces of 2 spans (a checkout and its payment
+# call) made with the OpenTelemetry Python SDK and exported over OTLP/HTTP to that
+# cluster's agent, again until the agent takes them (404 until the pipeline reaches
+# it). The resource names the cluster, as a workload's OTEL_RESOURCE_ATTRIBUTES would
+# (the agent's own pod enrichment needs Kubernetes).
+trace_count=10
+span_count=$((2 * trace_count))
+cat > "$work/span-generator.py" <<'GENERATOR'
+import sys, time
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+traces = int(sys.argv[1])
+pending = dict(target.split("=", 1) for target in sys.argv[2:])  # cluster -> URL
+finished = {}
+for cluster in pending:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create(
+        {"service.name": "shop-checkout", "k8s.cluster.name": cluster}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("kaas.demo.generator", "1.0.0")
+    for order in range(traces):
+        with tracer.start_as_current_span("POST /checkout", attributes={"order": order}):
+            with tracer.start_as_current_span("charge card", attributes={"order": order}):
+                pass
+    finished[cluster] = memory.get_finished_spans()
+deadline = time.time() + 120
+while pending and time.time() < deadline:
+    for cluster, url in list(pending.items()):
+        if OTLPSpanExporter(endpoint=url, timeout=5).export(finished[cluster]) == SpanExportResult.SUCCESS:
+            print(f"{len(finished[cluster])} spans sent to {cluster}", flush=True)
+            del pending[cluster]
+    time.sleep(0.5)
+sys.exit(f"spans not taken by {sorted(pending)}" if pending else 0)
+GENERATOR
+python3 "$work/span-generator.py" "$trace_count" \
+  "shop.edge-1=http://127.0.0.1:${otlp_port[edge-1]}/v1/traces" \
+  "shop.edge-2=http://127.0.0.1:${otlp_port[edge-2]}/v1/traces" \
+  "shop.edge-3=http://127.0.0.1:${otlp_port[edge-3]}/v1/traces" \
+  >"$work/span-generator.log" 2>&1 & pids+=($!)
 
 query() {
   curl -fsS --get "http://127.0.0.1:$prometheus_port/api/v1/query" --data-urlencode "query=$1"
@@ -335,24 +433,27 @@ node_exporter_through_gateway() {
   query 'count by (cluster) (node_load1{job="node-exporter",tenant="shop"})' 2>/dev/null \
     | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null || echo 0
 }
-# Distinct demo log lines the log receiver got, per cluster.
-log_counts() { curl -fsS "http://127.0.0.1:$log_sink_port/counts" 2>/dev/null || echo '{}'; }
-logs_complete() {
-  log_counts | python3 -c 'import json,sys; c=json.load(sys.stdin); sys.exit(0 if len(c)==3 and all(v>=int(sys.argv[1]) for v in c.values()) else 1)' "$log_lines"
+# Distinct demo log lines (`lines`) or spans (`spans`) the receiver got, per cluster.
+counts() { curl -fsS "http://127.0.0.1:$sink_port/$1" 2>/dev/null || echo '{}'; }
+# Whether each of the three clusters delivered at least $2 of `lines` or `spans` ($1).
+complete() {
+  counts "$1" | python3 -c 'import json,sys; c=json.load(sys.stdin); sys.exit(0 if len(c)==3 and all(v>=int(sys.argv[1]) for v in c.values()) else 1)' "$2"
 }
+logs_complete() { complete lines "$log_lines"; }
+spans_complete() { complete spans "$span_count"; }
 central_view_complete() {
   [[ "$(agents_through_gateway)" == 3 && "$(ksm_through_gateway)" == 3 && "$(node_exporter_through_gateway)" == 3 ]]
 }
 step "waiting for data from the three clusters to arrive"
 for i in $(seq 1 120); do
   n=$(clusters_delivering)
-  { central_view_complete && logs_complete; } || n=$((n < 2 ? n : 2))
+  { central_view_complete && logs_complete && spans_complete; } || n=$((n < 2 ? n : 2))
   printf '\r  clusters delivering: %s of 3 (%ss)' "$n" "$i"
   [[ "$n" == 3 ]] && break
   sleep 1
 done
 echo
-if [[ "$(clusters_delivering)" != 3 ]] || ! central_view_complete || ! logs_complete; then
+if [[ "$(clusters_delivering)" != 3 ]] || ! central_view_complete || ! logs_complete || ! spans_complete; then
   echo "demo failed: data from the three clusters did not arrive; logs are in $work" >&2
   tail -n 20 "$work"/*.log >&2 || true
   exit 1
@@ -386,12 +487,19 @@ for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"
 per_cluster 'count by (cluster) ({job=~"shop|node"})' "series"
 per_cluster 'sum by (cluster) (sum_over_time(scrape_samples_post_metric_relabeling[5m]))' "samples since the start"
 echo
-echo "Log pipeline shop-logs, delivered to the log receiver, per cluster (by k8s.cluster.name):"
-log_counts | python3 -c '
+echo "Log pipeline shop-logs, delivered to the receiver, per cluster (by k8s.cluster.name):"
+counts lines | python3 -c '
 import json, sys
 written = int(sys.argv[1])
 for cluster, n in sorted(json.load(sys.stdin).items()):
     print(f"  cluster={cluster}: {n} lines delivered ({written} written)")' "$log_lines"
+echo
+echo "Trace pipeline shop-traces, delivered to the receiver, per cluster:"
+counts spans | python3 -c '
+import json, sys
+sent = int(sys.argv[1])
+for cluster, n in sorted(json.load(sys.stdin).items()):
+    print(f"  cluster={cluster}: {n} spans delivered ({sent} sent)")' "$span_count"
 echo
 echo "The central view, through the receive gateway (cluster and tenant from each agent's certificate):"
 # The central pipeline scrapes each agent at 127.0.0.1:8429, its default address; the
@@ -422,7 +530,7 @@ echo "Observer: API $KAAS_OBSERVER_URL (admin token in $work/observer/admin.toke
 
 if $once; then
   echo
-  echo "demo finished: three clusters onboarded (one from the inventory), the pipelines applied, metrics and logs from each delivered"
+  echo "demo finished: three clusters onboarded (one from the inventory), the pipelines applied, metrics, logs and spans from each delivered"
   exit 0
 fi
 echo

@@ -18,12 +18,14 @@
 //! Two builds of cluster-agent are compared round by round in [`compare`]
 //! (`agent-bench --baseline-agent`). The observer's fan-out benchmark
 //! (`fanout-bench`) lives in [`fanout`]; the log agents' benchmark (`log-bench`) in
-//! [`logs`].
+//! [`logs`]; the trace gateways' benchmark (`trace-bench`) in [`traces`].
 
 pub mod compare;
 #[cfg(feature = "in-process")]
 pub mod fanout;
 pub mod logs;
+pub mod serve;
+pub mod traces;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

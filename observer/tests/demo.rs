@@ -3,8 +3,10 @@
 //! mock KaaS inventory (the `mock-inventory` example), a pipeline applied with the CLI,
 //! the receive gateway in front of the receiver for the central pipelines, a node agent
 //! per cluster shipping the demo workload's container log files through a tenant log
-//! pipeline, and a report showing metrics from each cluster at a real receiver and the
-//! log lines each delivered to the demo's log receiver.
+//! pipeline, a tenant trace pipeline taking spans from a generator (the OpenTelemetry
+//! Python SDK) at each cluster's agent, and a report showing metrics from each cluster
+//! at a real receiver, the log lines each delivered to the demo's log receiver and the
+//! spans each delivered to its trace receiver.
 //!
 //! Uses the binaries `cargo nextest run --workspace` built (target/<profile>/), so the
 //! suite builds once; needs what scripts/test.sh installs.
@@ -64,6 +66,11 @@ fn the_quick_start_demo_onboards_two_clusters_and_reports_their_data() {
         "cluster=shop.edge-1: 100 lines delivered (100 written)",
         "cluster=shop.edge-2: 100 lines delivered (100 written)",
         "cluster=shop.edge-3: 100 lines delivered (100 written)",
+        // The tenant's trace pipeline: every span the generator pushed to each
+        // cluster's agent, at the trace receiver.
+        "cluster=shop.edge-1: 20 spans delivered (20 sent)",
+        "cluster=shop.edge-2: 20 spans delivered (20 sent)",
+        "cluster=shop.edge-3: 20 spans delivered (20 sent)",
         "demo finished",
     ] {
         assert!(

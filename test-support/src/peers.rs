@@ -225,14 +225,15 @@ impl Prometheus {
     }
 }
 
-/// rotel, an OTLP receiver (PyPI package `rotel`), logging every metric it receives.
+/// rotel, an OTLP receiver and gateway (PyPI package `rotel`): logging what it receives,
+/// or forwarding it to another OTLP receiver.
 pub struct Rotel {
     /// OTLP/gRPC port.
     pub grpc_port: u16,
     /// OTLP/HTTP port.
     pub http_port: u16,
     log: PathBuf,
-    _guard: ChildGuard,
+    guard: ChildGuard,
 }
 
 impl Rotel {
@@ -244,23 +245,38 @@ impl Rotel {
     /// Starts rotel with a detailed debug log of the given signals (`metrics`,
     /// `traces`, `logs`) and no onward export.
     pub fn start_logging(dir: &Path, signals: &[&str]) -> Self {
-        let output = Command::new("python3")
-            .args(["-c", "import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
-            .output()
-            .expect("python3 runs");
-        let binary = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        assert!(
-            output.status.success() && Path::new(&binary).is_file(),
-            "rotel is not installed; scripts/test.sh installs it (pip install rotel)"
-        );
-        let (grpc_port, http_port) = (free_port(), free_port());
+        let mut command = Command::new(rotel_binary());
+        command
+            .args(["start", "--exporter", "blackhole"])
+            .args(signals.iter().flat_map(|s| ["--debug-log", s]))
+            .args(["--debug-log-verbosity", "detailed"]);
+        Self::spawn(dir, command, free_port(), free_port())
+    }
+
+    /// Starts rotel as an OTLP gateway on the given ports, exporting what it receives
+    /// over OTLP/HTTP (protobuf, gzip-compressed: rotel compresses whatever
+    /// `--otlp-exporter-compression` says) to `endpoint`, a base URL to which rotel
+    /// appends `/v1/traces`, with its default in-memory batching (8,192 spans or
+    /// 200 ms). No debug log.
+    pub fn forwarding(dir: &Path, grpc_port: u16, http_port: u16, endpoint: &str) -> Self {
+        let mut command = Command::new(rotel_binary());
+        command
+            .args([
+                "start",
+                "--exporter",
+                "otlp",
+                "--otlp-exporter-protocol",
+                "http",
+            ])
+            .arg(format!("--otlp-exporter-endpoint={endpoint}"));
+        Self::spawn(dir, command, grpc_port, http_port)
+    }
+
+    fn spawn(dir: &Path, mut command: Command, grpc_port: u16, http_port: u16) -> Self {
         let log = dir.join("rotel.log");
         let guard = ChildGuard::spawn(
             "rotel",
-            Command::new(binary)
-                .args(["start", "--exporter", "blackhole"])
-                .args(signals.iter().flat_map(|s| ["--debug-log", s]))
-                .args(["--debug-log-verbosity", "detailed"])
+            command
                 .arg(format!("--otlp-grpc-endpoint=127.0.0.1:{grpc_port}"))
                 .arg(format!("--otlp-http-endpoint=127.0.0.1:{http_port}"))
                 .stdout(std::fs::File::create(&log).expect("rotel log"))
@@ -272,8 +288,13 @@ impl Rotel {
             grpc_port,
             http_port,
             log,
-            _guard: guard,
+            guard,
         }
+    }
+
+    /// rotel's process id (its CPU time and memory are read from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.guard.id()
     }
 
     /// Everything rotel logged: each received resource, metric and data point.
@@ -301,6 +322,23 @@ impl Rotel {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The `rotel-agent` binary inside the installed PyPI package `rotel`.
+fn rotel_binary() -> PathBuf {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let binary = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    assert!(
+        output.status.success() && binary.is_file(),
+        "rotel is not installed; scripts/test.sh installs it (pip install rotel)"
+    );
+    binary
 }
 
 fn url_encode(text: &str) -> String {

@@ -9,6 +9,7 @@ use clap::Parser;
 use kaas_bench::logs::peers::Peer;
 use kaas_bench::logs::workload::{self, LogWorkload};
 use kaas_bench::logs::{disk_write_rate, measure, report};
+use kaas_bench::serve::cluster_agent_binary;
 
 /// Benchmarks log agents on one set of files. Defaults are issue 16's workload: 1,000
 /// files, 256-byte mean lines, 10% JSON bodies.
@@ -43,18 +44,7 @@ struct Args {
 /// The agent called `name` on the command line.
 fn agent(name: &str, cluster_agent: &Option<PathBuf>) -> anyhow::Result<Peer> {
     match name {
-        "cluster-agent" => {
-            let path = match cluster_agent {
-                Some(path) => path.clone(),
-                None => std::env::current_exe()
-                    .context("this executable's path")?
-                    .with_file_name("cluster-agent"),
-            };
-            if !path.is_file() {
-                bail!("{} is not built (or pass --cluster-agent)", path.display());
-            }
-            Ok(Peer::ClusterAgent(path))
-        }
+        "cluster-agent" => Ok(Peer::ClusterAgent(cluster_agent_binary(cluster_agent)?)),
         "syslog-ng" => Ok(Peer::SyslogNg),
         "rsyslog" => Ok(Peer::Rsyslog),
         other => bail!("unknown agent {other:?} (cluster-agent, syslog-ng, rsyslog)"),

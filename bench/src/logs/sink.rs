@@ -13,6 +13,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::IntoResponse;
 
 use super::workload::find_id;
+use crate::serve::Served;
 
 /// What arrived so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,8 +47,7 @@ pub struct Sink {
     /// Its port on 127.0.0.1.
     pub port: u16,
     state: Arc<SinkState>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _served: Served,
 }
 
 impl Sink {
@@ -68,33 +68,12 @@ impl Sink {
                 bits: vec![0; total.div_ceil(64) as usize],
             }),
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new().fallback(bulk).with_state(state.clone());
-        let thread = std::thread::Builder::new()
-            .name("log-bench-sink".to_owned())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("sink runtime");
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("sink listener");
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                });
-            })?;
+        let served = Served::start("log-bench-sink", app)?;
         Ok(Self {
-            port,
+            port: served.port,
             state,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _served: served,
         })
     }
 
@@ -106,17 +85,6 @@ impl Sink {
             .unwrap_or_else(PoisonError::into_inner)
             .received
             .clone()
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
