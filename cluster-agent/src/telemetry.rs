@@ -58,6 +58,7 @@
 //! | `kaas_agent_push_samples_unrouted_total` | |
 //! | `kaas_agent_push_malformed_requests_total` | |
 //! | `kaas_agent_push_requests_refused_total` | protocol (remote_write, otlp, otlp_logs), reason |
+//! | `kaas_agent_push_spans_enrichment_total` | outcome (enriched, not_matched, other_namespace) |
 //! | `kaas_agent_node_certificates_issued_total` | |
 //! | `kaas_agent_node_certificate_requests_refused_total` | reason (malformed, unauthenticated, forbidden, too_large, too_soon, unavailable) |
 //! | `kaas_agent_config_reloads_total` | result (success, failure) |
@@ -222,6 +223,12 @@ const PUSH_REFUSED: Family = Family::new(
     "Push requests refused before reaching a pipeline, by protocol and reason.",
     MetricType::Counter,
     &["protocol", "reason"],
+);
+const PUSH_SPANS_ENRICHMENT: Family = Family::new(
+    "kaas_agent_push_spans_enrichment",
+    "Pushed spans looked up in the pod cache by the sender's address, by outcome.",
+    MetricType::Counter,
+    &["outcome"],
 );
 const NODE_CERTIFICATES_ISSUED: Family = Family::new(
     "kaas_agent_node_certificates_issued",
@@ -772,6 +779,10 @@ impl AgentCollector {
             .map(|((protocol, reason), n)| (vec![protocol.to_owned(), reason.to_owned()], n))
             .collect();
         PUSH_REFUSED.counters(encoder, &refused)?;
+        let enrichment: Vec<Row<u64>> = (self.push.spans_enrichment().into_iter())
+            .map(|(outcome, n)| (vec![outcome.to_owned()], n))
+            .collect();
+        PUSH_SPANS_ENRICHMENT.counters(encoder, &enrichment)?;
         NODE_CERTIFICATES_ISSUED
             .counters(encoder, &[(vec![], self.push.node_certificates_issued())])?;
         let refused: Vec<Row<u64>> = self
@@ -818,6 +829,7 @@ mod tests {
             &PUSH_UNROUTED,
             &PUSH_MALFORMED,
             &PUSH_REFUSED,
+            &PUSH_SPANS_ENRICHMENT,
             &NODE_CERTIFICATES_ISSUED,
             &NODE_CERTIFICATES_REFUSED,
             &TARGETS,

@@ -1,7 +1,8 @@
 //! The events of what the agent's ports take from the cluster's pods, and the counters
 //! they own: [`PushRefused`] (a push refused before it reached a pipeline),
 //! [`PushRouted`] (what a push brought and what no pipeline took), and the node
-//! certificate endpoint's [`NodeCertificateIssued`] and [`NodeCertificateRefused`].
+//! certificate endpoint's [`NodeCertificateIssued`] and [`NodeCertificateRefused`],
+//! and [`SpansEnriched`] (what the pod lookup found for pushed spans).
 //! `/metrics` (`telemetry`) reads [`PushStats`].
 
 use std::collections::BTreeMap;
@@ -20,6 +21,8 @@ pub struct PushStats {
     node_certificates_issued: AtomicU64,
     /// Refused node certificate requests by reason, from a fixed set.
     node_certificates_refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// Pushed spans by what the pod lookup found, indexed by [`SpanEnrichmentOutcome`].
+    spans_enrichment: [AtomicU64; SpanEnrichmentOutcome::ALL.len()],
 }
 
 impl PushStats {
@@ -48,6 +51,18 @@ impl PushStats {
     /// Node certificates issued so far.
     pub fn node_certificates_issued(&self) -> u64 {
         self.node_certificates_issued.load(Ordering::Relaxed)
+    }
+
+    /// Pushed spans so far by what the pod lookup found for them (every outcome, zero
+    /// or not).
+    pub fn spans_enrichment(&self) -> Vec<(&'static str, u64)> {
+        SpanEnrichmentOutcome::ALL
+            .iter()
+            .map(|outcome| {
+                let count = &self.spans_enrichment[*outcome as usize];
+                (outcome.as_str(), count.load(Ordering::Relaxed))
+            })
+            .collect()
     }
 
     /// Refused node certificate requests so far, by reason.
@@ -140,6 +155,54 @@ impl PushRouted {
     pub fn emit(self, stats: &PushStats) {
         stats.received.fetch_add(self.received, Ordering::Relaxed);
         stats.unrouted.fetch_add(self.unrouted, Ordering::Relaxed);
+    }
+}
+
+/// What the pod lookup found for a request's spans (the `outcome` label of
+/// `kaas_agent_push_spans_enrichment_total`, a fixed set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanEnrichmentOutcome {
+    /// The sending pod was found by the connection's address and its identity written.
+    Enriched = 0,
+    /// No pod has the connection's address (a host-network pod, a node, a pod the
+    /// cache has not seen yet or left out, a sender outside the cluster).
+    NotMatched = 1,
+    /// A pod was found, of another namespace than the service-account token's: it is
+    /// not the sender, nothing of it is written.
+    OtherNamespace = 2,
+}
+
+impl SpanEnrichmentOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [Self; 3] = [Self::Enriched, Self::NotMatched, Self::OtherNamespace];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enriched => "enriched",
+            Self::NotMatched => "not_matched",
+            Self::OtherNamespace => "other_namespace",
+        }
+    }
+}
+
+/// Pushed spans looked up in the pod cache: counted in
+/// `kaas_agent_push_spans_enrichment_total{outcome}`. Not logged per request (pushers
+/// would decide how much the agent logs); spans pushed while no pod cache runs
+/// (standalone, no trace pipeline) are not counted.
+#[derive(Clone, Copy, Debug)]
+pub struct SpansEnriched {
+    /// What the lookup found.
+    pub outcome: SpanEnrichmentOutcome,
+    /// The request's spans.
+    pub spans: u64,
+}
+
+impl SpansEnriched {
+    /// Counts the spans in `stats`.
+    pub fn emit(self, stats: &PushStats) {
+        let count = &stats.spans_enrichment[self.outcome as usize];
+        count.fetch_add(self.spans, Ordering::Relaxed);
     }
 }
 

@@ -12,7 +12,7 @@
 //! **Processing.** Every batch goes through the pipeline's span processing, built by
 //! [`TraceProcessing`] (sampling, `dropSpans`, the rate limit, attribute rules), with the
 //! pipeline's `hashKey` resolved to bytes per batch, so a rotated Secret takes effect without a restart
-//! (the processing is rebuilt when the key changes). A `hashKey` that does not
+//! (the processing is rebuilt when the key changes, its rate limit's bucket kept as it is). A `hashKey` that does not
 //! resolve refuses the batch ([`IntakeError::HashKeyUnavailable`]): forwarding values
 //! the tenant asked to hash, unhashed, would leak them.
 //!
@@ -197,15 +197,20 @@ impl TraceIntake {
             ),
             None => None,
         };
-        // Built again only when the key changes (which also refills the rate limit's
-        // bucket); processed outside the lock, so concurrent pushes do not queue here.
+        // Built again only when the key changes (keeping the rate limit's bucket, which
+        // a rotation must not refill); processed outside the lock, so concurrent pushes
+        // do not queue here.
         let processing = {
             let mut slot = self.processing.lock().unwrap_or_else(|e| e.into_inner());
             match slot.as_ref() {
                 Some(built) if built.hash_key == hash_key => built.processing.clone(),
-                _ => {
-                    let processing =
-                        Arc::new(TraceProcessing::new(&self.pipeline, hash_key.as_deref()));
+                previous => {
+                    let processing = Arc::new(match previous {
+                        Some(built) => {
+                            (built.processing).rebuilt(&self.pipeline, hash_key.as_deref())
+                        }
+                        None => TraceProcessing::new(&self.pipeline, hash_key.as_deref()),
+                    });
                     *slot = Some(KeyedProcessing {
                         processing: processing.clone(),
                         hash_key,

@@ -629,6 +629,14 @@ impl PushReceiver {
     /// (processing, buffer). Answers only once the records are durable in every
     /// pipeline that takes them; a pipeline that cannot store them fails the request,
     /// so the pusher retries.
+    ///
+    /// Known gap: without a service-account token the namespace filter judges the
+    /// `k8s.namespace.name` the sender wrote, not the sending pod's as the trace route
+    /// does ([`span_enrichment`]). The peer address is at hand (the gRPC service passes
+    /// it, the HTTP server keeps `ConnectInfo`), but the pod cache runs only while a
+    /// trace pipeline does, so judging by it here would either start the cluster-wide
+    /// pod watch for log pipelines too or make a log pipeline's filter depend on
+    /// whether a trace pipeline exists.
     async fn route_logs(
         &self,
         mut request: ExportLogsServiceRequest,

@@ -16,8 +16,12 @@
 //! as `k8s.namespace.name`, over whatever the pod lookup or the sender said.
 //!
 //! A trace pipeline's namespace selector is applied to the pusher's proven namespace
-//! only; a request admitted by a push token or without
-//! authentication proves none and is taken whole, a claimed namespace never counting.
+//! (a service-account token's); a request admitted by a push token or without
+//! authentication proves none and is judged by the namespace of the pod it came from,
+//! as the Kubernetes API knows it ([`super::span_enrichment::Enrichment`]), so a
+//! `kube-system` pod holding a push token is still left out by the default exclusion
+//! of system namespaces. With neither (no pod at the address, no pod cache, no peer
+//! address) the request is taken whole, as before. A claimed namespace never counts.
 //! The answer waits until the spans are durable in every pipeline that takes them;
 //! spans a pipeline's rate limit drops are reported in its
 //! `partial_success.rejected_spans`. OTLP/JSON (`application/json`) is read by
@@ -39,6 +43,7 @@ use super::{
     Admitted, OtlpHttpEncoding, Protocol, PushReceiver, Refusal, media_type, otlp_decoder,
     otlp_encoding, read_body, set_namespace,
 };
+use crate::internal_events::SpansEnriched;
 use crate::pipeline::traces::IntakeError;
 use crate::topology::inlet::{Ack, Stored};
 
@@ -70,10 +75,10 @@ impl PushReceiver {
 
 impl PushReceiver {
     /// Hands pushed spans to every admitted trace pipeline whose namespace selector
-    /// admits the pusher's proven namespace (a service-account token's; a request
-    /// admitted by a pipeline's push token, or without authentication, has no proven
-    /// namespace and is taken whole: a namespace the sender claims in its resource is
-    /// never trusted). Every resource is first enriched from the pod sending from
+    /// admits the pusher's proven namespace (a service-account token's), or, when the
+    /// admission proves none (a pipeline's push token, no authentication), the
+    /// namespace of the pod found by `peer`; with neither the request is taken whole (a
+    /// namespace the sender claims in its resource is never trusted). Every resource is first enriched from the pod sending from
     /// `peer` ([`super::span_enrichment`]), then the proven namespace is written to it
     /// as `k8s.namespace.name`. Each pipeline processes and buffers its copy through its
     /// intake; the answer waits until the spans are durable in every pipeline that
@@ -90,7 +95,14 @@ impl PushReceiver {
     ) -> Result<RejectedSpans, Refusal> {
         // One token per request: every admission through it proves the same namespace.
         let proven = admitted.iter().find_map(|a| a.namespace.as_deref());
-        (self.span_enrichment).enrich(&mut request.resource_spans, peer, proven);
+        let enrichment = (self.span_enrichment).enrich(&mut request.resource_spans, peer, proven);
+        if let Some(outcome) = enrichment.outcome {
+            let spans = (request.resource_spans.iter())
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum();
+            SpansEnriched { outcome, spans }.emit(&self.stats);
+        }
         let mut durable = Vec::new();
         let mut not_stored = Vec::new();
         let mut unavailable = Vec::new();
@@ -103,11 +115,14 @@ impl PushReceiver {
             let Some(input) = trace_input(&pipeline.pipeline.inputs, protocol) else {
                 continue;
             };
+            // Judged by the token's namespace, else by the sending pod's (the token's
+            // namespace already written over the pod's); never by a claim.
+            let judged = (admission.namespace.as_deref()).or(enrichment.pod_namespace.as_deref());
+            if judged.is_some_and(|namespace| !input.namespaces.admits(namespace)) {
+                continue;
+            }
             let mut taken = request.resource_spans.clone();
             if let Some(namespace) = &admission.namespace {
-                if !input.namespaces.admits(namespace) {
-                    continue;
-                }
                 for resource_spans in &mut taken {
                     set_namespace(&mut resource_spans.resource, namespace);
                 }

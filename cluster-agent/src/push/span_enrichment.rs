@@ -20,6 +20,15 @@
 //! found in another namespace than the token's (a token carried out of its namespace,
 //! an address behind a node's NAT) does not describe the sender: nothing of it is
 //! written.
+//!
+//! # Which namespace a pipeline's namespace selector judges
+//!
+//! [`Enrichment::pod_namespace`] is the namespace of the pod the spans were enriched
+//! from: provider truth (the Kubernetes API's pod, found by the network's address),
+//! never a namespace the sender wrote. The trace route judges a request by the
+//! token's namespace when a service-account token proves one, else by this one (a
+//! push token or an unauthenticated input proves none); with neither, the request is
+//! taken whole, as before enrichment ([`super::otlp_traces`]).
 
 use std::net::IpAddr;
 use std::sync::{PoisonError, RwLock};
@@ -27,6 +36,17 @@ use std::sync::{PoisonError, RwLock};
 use kaas_proto::otlp::ResourceSpans;
 
 use crate::discovery::kubernetes::pods_by_ip::{PodsByIp, PodsByIpStarter, enrich_resource};
+use crate::internal_events::SpanEnrichmentOutcome;
+
+/// What enriching one request found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Enrichment {
+    /// What the pod lookup found; `None` when no pod cache runs (nothing was looked up).
+    pub outcome: Option<SpanEnrichmentOutcome>,
+    /// The namespace of the pod the spans were enriched from (found by the peer
+    /// address, and the token's namespace when a token proved one).
+    pub pod_namespace: Option<String>,
+}
 
 /// The enrichment of pushed spans, shared by the agent (which starts and stops the pod
 /// cache with the trace pipelines) and the push receivers (which apply it).
@@ -83,34 +103,41 @@ impl SpanEnrichment {
     }
 
     /// Enriches every resource of a request that came from `peer` (when known), whose
-    /// sender proved `proven_namespace` (when it did), by the module's rules. Whether a
-    /// pod was found.
+    /// sender proved `proven_namespace` (when it did), by the module's rules: what the
+    /// lookup found.
     pub fn enrich(
         &self,
         resources: &mut [ResourceSpans],
         peer: Option<IpAddr>,
         proven_namespace: Option<&str>,
-    ) -> bool {
+    ) -> Enrichment {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        let found = (current.pods.as_ref().zip(peer)).and_then(|(pods, peer)| pods.lookup(peer));
-        let pod = found.filter(|pod| {
-            let agrees = proven_namespace.is_none_or(|namespace| namespace == pod.namespace);
-            if !agrees {
-                tracing::debug!(
-                    pod = %pod.name,
-                    pod_namespace = %pod.namespace,
-                    "spans pushed with another namespace's service-account token are not enriched from the sending pod"
-                );
+        let found = (current.pods.as_ref()).map(|pods| peer.and_then(|peer| pods.lookup(peer)));
+        let (outcome, pod) = match found {
+            None => (None, None),
+            Some(None) => (Some(SpanEnrichmentOutcome::NotMatched), None),
+            Some(Some(pod)) => {
+                if proven_namespace.is_none_or(|namespace| namespace == pod.namespace) {
+                    (Some(SpanEnrichmentOutcome::Enriched), Some(pod))
+                } else {
+                    tracing::debug!(
+                        pod = %pod.name,
+                        pod_namespace = %pod.namespace,
+                        "spans pushed with another namespace's service-account token are not enriched from the sending pod"
+                    );
+                    (Some(SpanEnrichmentOutcome::OtherNamespace), None)
+                }
             }
-            agrees
-        });
-        if pod.is_none() && current.cluster_name.is_empty() {
-            return false;
+        };
+        if pod.is_some() || !current.cluster_name.is_empty() {
+            for resource_spans in resources {
+                let resource = resource_spans.resource.get_or_insert_with(Default::default);
+                enrich_resource(resource, pod.as_deref(), &current.cluster_name);
+            }
         }
-        for resource_spans in resources {
-            let resource = resource_spans.resource.get_or_insert_with(Default::default);
-            enrich_resource(resource, pod.as_deref(), &current.cluster_name);
+        Enrichment {
+            outcome,
+            pod_namespace: pod.map(|pod| pod.namespace.clone()),
         }
-        pod.is_some()
     }
 }

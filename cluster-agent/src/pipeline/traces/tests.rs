@@ -161,6 +161,36 @@ fn spans_wait_for_the_hash_key() {
     assert!(*fired.lock().unwrap());
 }
 
+/// Rotating the hash key rebuilds the processing but not the rate limit's bucket: a
+/// burst spent under the old key is still spent under the new one. (At one span a
+/// second, a refill of the whole burst would take over 16 minutes.)
+#[test]
+fn a_rotated_hash_key_does_not_refill_the_rate_limit() {
+    let spec = "  processors:\n    attributes: [{action: hash, key: enduser.id}]\n    hashKey: {valueFrom: {secretKeyRef: {name: trace-hash, namespace: kaas-observer, key: key}}}\n    rateLimit: {spansPerSecond: 1, burst: 1000}\n  output: {otlp: {endpoint: 'http://127.0.0.1:4317'}}\n";
+    let harness = harness(spec, 1 << 24, WhenFull::DropNewest);
+    let key = |value: &str| {
+        let mut secrets = harness.secrets.0.lock().unwrap();
+        secrets.insert("trace-hash".into(), value.repeat(32));
+    };
+    key("a");
+    let (ack, _) = watched_ack();
+    let first = harness.intake.buffer(spans(1000, 1), ack).unwrap();
+    assert_eq!((first.spans.kept, first.spans.rate_limited), (1000, 0));
+
+    key("b");
+    let (ack, _) = watched_ack();
+    let after_rotation = harness.intake.buffer(spans(1000, 1), ack).unwrap();
+    assert!(
+        after_rotation.spans.kept < 100,
+        "the rotation refilled the bucket: {:?}",
+        after_rotation.spans
+    );
+    assert_eq!(
+        after_rotation.spans.kept + after_rotation.spans.rate_limited,
+        1000
+    );
+}
+
 /// The intake runs the pipeline's processing before its buffer: spans a `dropSpans`
 /// rule names and spans sampling rejects are counted and never stored, the kept ones
 /// carry the threshold applied (`ot=th:…`) and their attributes hashed.

@@ -12,8 +12,8 @@
 //! bucket in the same order) and spares hashing spans that are then dropped.
 //!
 //! [`TraceProcessing`] is built once per pipeline (and again when its hash key
-//! changes) and shared by the tasks receiving pushes: everything but the rate limit's
-//! bucket is immutable. Each step is linear in the spans' size, with per-span costs
+//! changes, [`TraceProcessing::rebuilt`], keeping the rate limit's bucket) and shared
+//! by the tasks receiving pushes: everything but the rate limit's bucket is immutable. Each step is linear in the spans' size, with per-span costs
 //! bounded by the model (64 rules each); nothing is remembered per trace, span or
 //! sender. Dropped spans are counted in the batch's [`TraceOutcome`] by the step that
 //! dropped them (the rate limit's for OTLP `partial_success`); scopes and resources
@@ -68,11 +68,30 @@ impl TraceProcessing {
     /// is not used: `hash` rules then delete their attributes, and
     /// [`TraceProcessing::hash_key_error`] says why. The rate limit starts full.
     pub fn new(pipeline: &ValidatedTracePipeline, hash_key: Option<&[u8]>) -> Self {
+        let rate_limit =
+            SpanRateLimit::new(pipeline.processors.rate_limit.as_ref(), Instant::now());
+        Self::with_rate_limit(pipeline, hash_key, rate_limit)
+    }
+
+    /// The processing of `pipeline` with another hash key, replacing this one: the
+    /// rate limit's bucket is this one's, as it is, when the rate is the same (a
+    /// rotated key must not refill it), a full one otherwise.
+    pub fn rebuilt(&self, pipeline: &ValidatedTracePipeline, hash_key: Option<&[u8]>) -> Self {
+        let rate = pipeline.processors.rate_limit.as_ref();
+        let rate_limit = self.rate_limit.kept_for(rate, Instant::now());
+        Self::with_rate_limit(pipeline, hash_key, rate_limit)
+    }
+
+    fn with_rate_limit(
+        pipeline: &ValidatedTracePipeline,
+        hash_key: Option<&[u8]>,
+        rate_limit: SpanRateLimit,
+    ) -> Self {
         let processors = &pipeline.processors;
         Self {
             sampler: Sampler::new(pipeline.sampling.ratio),
             drop_spans: processors.drop_spans.clone(),
-            rate_limit: SpanRateLimit::new(processors.rate_limit.as_ref(), Instant::now()),
+            rate_limit,
             attributes: SpanAttributeRules::new(&processors.attributes, hash_key),
             hash_key_error: check_hash_key(&processors.attributes, hash_key).err(),
         }

@@ -8,18 +8,30 @@
 //! spans are parsed, hashed or copied). A batch's spans are admitted in order until
 //! the bucket is empty; at the same instant an empty bucket stays empty, so the spans
 //! after the first refused one are all refused and the check stops there.
+//!
+//! The bucket outlives a rebuild of the pipeline's processing (a rotated hash key
+//! rebuilds it, [`SpanRateLimit::kept_for`]): handles share one bucket, so rotating
+//! the key never refills it, and only a changed rate starts a new one, full.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use kaas_pipeline::logs::processors::ValidatedRate;
 
 use crate::processing::logs::{RateLimit, RateLimiter};
 
-/// A pipeline's span rate limit, shared by the tasks processing its batches.
-#[derive(Debug, Default)]
+/// A pipeline's span rate limit, shared by the tasks processing its batches; clones
+/// share its bucket.
+#[derive(Clone, Debug, Default)]
 pub struct SpanRateLimit {
-    limiter: Option<Mutex<RateLimiter>>,
+    limiter: Option<Arc<Bucket>>,
+}
+
+/// One token bucket and the rate it was made for.
+#[derive(Debug)]
+struct Bucket {
+    rate: ValidatedRate,
+    limiter: Mutex<RateLimiter>,
 }
 
 impl SpanRateLimit {
@@ -30,19 +42,42 @@ impl SpanRateLimit {
             burst: rate.burst,
         });
         Self {
-            limiter: limit.map(|limit| Mutex::new(RateLimiter::new(Some(limit), None, now))),
+            limiter: rate.zip(limit).map(|(rate, limit)| {
+                Arc::new(Bucket {
+                    rate: *rate,
+                    limiter: Mutex::new(RateLimiter::new(Some(limit), None, now)),
+                })
+            }),
+        }
+    }
+
+    /// The limit `rate` for processing rebuilt at `now`: this one, its bucket as it is,
+    /// when the rate is the same; otherwise a new one, full (none: no limit).
+    pub fn kept_for(&self, rate: Option<&ValidatedRate>, now: Instant) -> Self {
+        let same = match (&self.limiter, rate) {
+            (Some(bucket), Some(rate)) => bucket.rate == *rate,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            self.clone()
+        } else {
+            Self::new(rate, now)
         }
     }
 
     /// How many of `spans` spans offered at `now` pass, taking a token each; the first
     /// that many pass and the rest are over the limit.
     pub fn admit(&self, spans: u64, now: Instant) -> u64 {
-        let Some(limiter) = &self.limiter else {
+        let Some(bucket) = &self.limiter else {
             return spans;
         };
         // The bucket's arithmetic leaves it consistent at every step, so a panic
         // elsewhere while it was held does not make it unusable.
-        let mut limiter = limiter.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut limiter = bucket
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut admitted = 0;
         while admitted < spans && limiter.admit(None, now).is_ok() {
             admitted += 1;
@@ -77,6 +112,23 @@ mod tests {
         assert_eq!(limit.admit(30, start + Duration::from_millis(150)), 15);
         // A long quiet spell refills to the burst only.
         assert_eq!(limit.admit(1000, start + Duration::from_secs(3600)), 50);
+    }
+
+    /// Processing rebuilt with the same rate (a rotated hash key) keeps the bucket as
+    /// it was, emptied; another rate starts a full one.
+    #[test]
+    fn the_bucket_is_kept_for_the_same_rate_and_new_for_another() {
+        let start = Instant::now();
+        let limit = SpanRateLimit::new(Some(&rate(100, 50)), start);
+        assert_eq!(limit.admit(50, start), 50);
+        let later = start + Duration::from_secs(60);
+        let kept = limit.kept_for(Some(&rate(100, 50)), later);
+        assert_eq!(kept.admit(1, start), 0, "the same rate refilled the bucket");
+        assert_eq!(limit.admit(1, start), 0);
+        let changed = limit.kept_for(Some(&rate(100, 60)), later);
+        assert_eq!(changed.admit(100, later), 60);
+        let unlimited = limit.kept_for(None, later);
+        assert_eq!(unlimited.admit(1000, later), 1000);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Pushed spans enriched from the sending pod (issue 17), against kube's mock client:
 //! the pod found by the connection's address names itself, its Deployment, its node
 //! and the cluster in the spans' resource, over what the sender claimed, over HTTP and
-//! gRPC; a service-account token's namespace wins over the pod's; and no pod watch runs
+//! gRPC; a service-account token's namespace wins over the pod's; without one, the
+//! namespace selector judges the pod's namespace, never the claim; and no pod watch runs
 //! while no trace pipeline does.
 
 use std::net::SocketAddr;
@@ -48,13 +49,28 @@ fn web_pod() -> serde_json::Value {
 /// by its address; the watch request that follows is returned unanswered (held, it
 /// keeps the watcher waiting rather than listing again).
 async fn serve_the_web_pod(agent: &Agent, api: &mut mock_api::Handle) -> mock_api::Answer {
+    serve_pods(agent, api, vec![web_pod()]).await
+}
+
+/// Answers the pod watch's list with `pods` (the web pod among them) and waits until
+/// the agent finds the web pod by its address; the watch request that follows is
+/// returned unanswered.
+async fn serve_pods(
+    agent: &Agent,
+    api: &mut mock_api::Handle,
+    pods: Vec<serde_json::Value>,
+) -> mock_api::Answer {
     let (request, answer) = next_request(api).await;
     assert_eq!(request.uri().path(), "/api/v1/pods");
-    send_list(answer, vec![web_pod()]);
+    send_list(answer, pods);
     let (_, watch) = next_request(api).await;
     let peer = Some(address(POD_ADDRESS).ip());
     let until = std::time::Instant::now() + PROMPTLY;
-    while !(agent.span_enrichment).enrich(&mut [ResourceSpans::default()], peer, None) {
+    while (agent.span_enrichment)
+        .enrich(&mut [ResourceSpans::default()], peer, None)
+        .pod_namespace
+        .is_none()
+    {
         assert!(
             std::time::Instant::now() < until,
             "the pod is never indexed"
@@ -335,6 +351,189 @@ async fn no_pod_watch_runs_while_no_trace_pipeline_does() {
     assert!(
         !agent.span_enrichment.watches_pods(),
         "the cache outlived the last trace pipeline"
+    );
+    agent.shutdown().await;
+}
+
+/// The address of the pod `coredns-5d78c9869d-abcde` in `kube-system`.
+const SYSTEM_POD_ADDRESS: &str = "10.0.0.2:53000";
+
+/// The pod at [`SYSTEM_POD_ADDRESS`], as the API server lists it.
+fn coredns_pod() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": "coredns-5d78c9869d-abcde", "namespace": "kube-system",
+            "uid": "uid-coredns", "resourceVersion": "102"
+        },
+        "spec": {"nodeName": "node-a", "containers": [{"name": "dns", "image": "coredns:1"}]},
+        "status": {"phase": "Running", "podIP": "10.0.0.2", "podIPs": [{"ip": "10.0.0.2"}],
+                   "startTime": "2026-12-07T10:00:00Z"}
+    })
+}
+
+/// A push-token input (the fixture's Secret `shop/push`) with `namespaces`.
+fn push_token_input(namespaces: &str) -> String {
+    format!(
+        "{{namespaces: {namespaces}, authentication: {{mode: bearerToken, bearerToken: {{valueFrom: {{secretKeyRef: {{name: push, namespace: shop, key: token}}}}}}}}}}"
+    )
+}
+
+/// Without a service-account token (a push token, or no authentication), the namespace
+/// selector judges the namespace of the pod the request came from, as the API server
+/// lists it, never the one the spans claim: a `kube-system` pod claiming `shop` is left
+/// out by the default exclusion and by an include of `shop`, a `shop` pod claiming
+/// `kube-system` is taken. From an address no pod has, or with no address, nothing is
+/// known and the request is taken whole (as before enrichment). The lookups are
+/// counted, and `/metrics` shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_proven_namespace_the_pods_namespace_is_judged_never_the_claim() {
+    let (starter, mut api) = mocked_starter();
+    let pipelines = [
+        pipeline("by-push-token", &push_token_input("{}"), "{}"),
+        pipeline(
+            "shop-by-push-token",
+            &push_token_input("{include: [shop]}"),
+            "{}",
+        ),
+        pipeline("open", UNAUTHENTICATED, "{}"),
+    ]
+    .concat();
+    let (mut agent, receiver, _dir) =
+        enriching_fixture(&pipelines, no_kubernetes(), Some(starter)).await;
+    let _watch = serve_pods(&agent, &mut api, vec![web_pod(), coredns_pod()]).await;
+    let stats_before = receiver.stats.spans_enrichment();
+
+    let push_token = [("authorization", "Bearer the-push-token")];
+    let claims_shop = claiming("claims-shop", &[("k8s.namespace.name", "shop")]);
+    let claims_system = claiming("claims-system", &[("k8s.namespace.name", "kube-system")]);
+    for (case, peer, headers, request) in [
+        (
+            "system pod, push token",
+            SYSTEM_POD_ADDRESS,
+            &push_token[..],
+            &claims_shop,
+        ),
+        (
+            "system pod, no token",
+            SYSTEM_POD_ADDRESS,
+            &[][..],
+            &claims_shop,
+        ),
+        (
+            "shop pod, push token",
+            POD_ADDRESS,
+            &push_token[..],
+            &claims_system,
+        ),
+        (
+            "no pod, push token",
+            UNKNOWN_ADDRESS,
+            &push_token[..],
+            &claims_system,
+        ),
+    ] {
+        let status = post_from(&receiver, peer, headers, request).await;
+        assert_eq!(status, StatusCode::OK, "{case}");
+    }
+    // No connection address at all (as behind a proxy the agent cannot see through).
+    let (status, _, _) = post_traces(
+        &receiver,
+        &push_token,
+        Body::from(claims_system.encode_to_vec()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "no peer address");
+
+    for (name, records) in [("by-push-token", 3), ("shop-by-push-token", 3), ("open", 3)] {
+        assert_eq!(
+            buffered(&agent, name).await,
+            records,
+            "{name}: the system pod's requests must be left out, the others taken"
+        );
+    }
+    let counted: Vec<(&str, u64)> = (receiver.stats.spans_enrichment().into_iter())
+        .zip(stats_before)
+        .map(|((outcome, after), (_, before))| (outcome, after - before))
+        .collect();
+    assert_eq!(
+        counted,
+        [("enriched", 3), ("not_matched", 2), ("other_namespace", 0)]
+    );
+    let exposed = exposition(&agent, &receiver);
+    for outcome in ["enriched", "not_matched", "other_namespace"] {
+        let series = format!("kaas_agent_push_spans_enrichment_total{{outcome=\"{outcome}\"}}");
+        assert!(exposed.contains(&series), "{series} missing:\n{exposed}");
+    }
+    agent.shutdown().await;
+}
+
+/// The agent's `/metrics` text with `receiver`'s push counters.
+fn exposition(agent: &Agent, receiver: &PushReceiver) -> String {
+    let registry = crate::telemetry::registry(
+        agent.pipelines.clone(),
+        agent.log_pipelines.clone(),
+        agent.trace_pipelines.clone(),
+        Arc::default(),
+        Arc::default(),
+        receiver.stats.clone(),
+        0,
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text
+}
+
+/// A service-account token's namespace is what the selector judges, whatever pod the
+/// request came from: a `shop` token from the `kube-system` pod is taken (the pod is
+/// not its sender, counted as other_namespace), a `kube-system` token from the `shop`
+/// pod is left out by the default exclusion, whatever the spans claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_tokens_namespace_is_judged_over_the_pods() {
+    let (starter, mut pods_api) = mocked_starter();
+    let (service, mut review_api) =
+        tower_test::mock::pair::<Request<KubeBody>, http::Response<KubeBody>>();
+    let reviewer = TokenReviewer::new(Some(kube::Client::new(service, "default")), vec![]);
+    let (mut agent, receiver, _dir) = enriching_fixture(
+        &pipeline("by-service-account", "{}", "{}"),
+        reviewer,
+        Some(starter),
+    )
+    .await;
+    let _watch = serve_pods(&agent, &mut pods_api, vec![web_pod(), coredns_pod()]).await;
+    let stats_before = receiver.stats.spans_enrichment();
+
+    let claims_shop = claiming("claims-shop", &[("k8s.namespace.name", "shop")]);
+    // Two tokens: the reviewer remembers a token's review.
+    for (case, peer, token, namespace) in [
+        (
+            "shop token from the system pod",
+            SYSTEM_POD_ADDRESS,
+            "Bearer token-of-shop",
+            "shop",
+        ),
+        (
+            "system token from the shop pod",
+            POD_ADDRESS,
+            "Bearer token-of-kube-system",
+            "kube-system",
+        ),
+    ] {
+        let authorization = [("authorization", token)];
+        let (status, ()) = tokio::join!(
+            post_from(&receiver, peer, &authorization, &claims_shop),
+            review_as(&mut review_api, namespace)
+        );
+        assert_eq!(status, StatusCode::OK, "{case}");
+    }
+    assert_eq!(buffered(&agent, "by-service-account").await, 1);
+    let counted: Vec<(&str, u64)> = (receiver.stats.spans_enrichment().into_iter())
+        .zip(stats_before)
+        .map(|((outcome, after), (_, before))| (outcome, after - before))
+        .collect();
+    assert_eq!(
+        counted,
+        [("enriched", 0), ("not_matched", 0), ("other_namespace", 2)]
     );
     agent.shutdown().await;
 }
