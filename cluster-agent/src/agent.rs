@@ -93,20 +93,6 @@ pub struct AgentSettings {
     pub drain_timeout: std::time::Duration,
 }
 
-/// The name of the node the agent runs on: `NODE_NAME` (the downward API's
-/// `spec.nodeName` in the DaemonSet), else the host's name.
-fn node_name() -> String {
-    std::env::var("NODE_NAME")
-        .ok()
-        .filter(|name| !name.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|name| name.trim().to_owned())
-        })
-        .unwrap_or_default()
-}
-
 /// Why the agent cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -659,37 +645,7 @@ impl ConfiguredAgent {
         };
         let mut agent = Agent::new(context);
         agent.set_buffer_budget(settings.buffer_budget);
-        // Spans are pushed to the cluster instance, or to the gateway replicas while
-        // the cluster has them: both enrich them from the sending pod.
-        if matches!(settings.role, AgentRole::Cluster | AgentRole::Gateway)
-            && let Some(client) = kubernetes.clone()
-        {
-            agent.enrich_spans_from_pods(PodsByIpStarter::new(client));
-        }
-        if settings.role == AgentRole::Gateway {
-            agent.run_as_gateway();
-        }
-        if settings.role == AgentRole::Node {
-            let node = node_name();
-            let pods = kubernetes.clone().map(|client| {
-                crate::log_inputs::PodMetadataCache::new(watch::watch_node_pods(client, &node).0)
-            });
-            // The tailer takes absolute paths only; relative flags are the working
-            // directory's.
-            let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
-            agent.run_as_node(NodeLogSettings {
-                pod_log_dir: absolute(settings.pod_log_dir.clone()),
-                journal_dir: absolute(settings.journal_dir.clone()),
-                state_dir: absolute(settings.data_dir.join("log-inputs")),
-                node: crate::log_inputs::NodeIdentity {
-                    node_name: node,
-                    cluster_name: String::new(),
-                },
-                pods,
-                files: policy.node_logs.files.clone(),
-                reopen_interval: crate::pipeline::node_logs::REOPEN_INTERVAL,
-            });
-        }
+        start_role(&mut agent, settings, kubernetes.as_ref());
         let reloads = Arc::new(ReloadState::default());
         let push_stats = Arc::new(PushStats::default());
         let mut registry = registry(
@@ -841,6 +797,41 @@ impl ConfiguredAgent {
 
 /// How often a draining agent looks whether its buffers are empty.
 const DRAIN_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// Starts what `settings.role` runs beside its pipelines: span enrichment from the
+/// sending pod, the gateway's push-only part, a node's log inputs.
+fn start_role(agent: &mut Agent, settings: &AgentSettings, kubernetes: Option<&kube::Client>) {
+    // Spans are pushed to the cluster instance, or to the gateway replicas while
+    // the cluster has them: both enrich them from the sending pod.
+    if matches!(settings.role, AgentRole::Cluster | AgentRole::Gateway)
+        && let Some(client) = kubernetes.cloned()
+    {
+        agent.enrich_spans_from_pods(PodsByIpStarter::new(client));
+    }
+    if settings.role == AgentRole::Gateway {
+        agent.run_as_gateway();
+    }
+    if settings.role == AgentRole::Node {
+        let node = crate::pipeline::node_logs::node_name();
+        let pods = kubernetes.cloned().map(|client| {
+            crate::log_inputs::PodMetadataCache::new(watch::watch_node_pods(client, &node).0)
+        });
+        // The tailer takes absolute paths only; relative flags are the working
+        // directory's.
+        let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
+        agent.run_as_node(NodeLogSettings {
+            pod_log_dir: absolute(settings.pod_log_dir.clone()),
+            journal_dir: absolute(settings.journal_dir.clone()),
+            state_dir: absolute(settings.data_dir.join("log-inputs")),
+            node: crate::log_inputs::NodeIdentity {
+                node_name: node,
+                cluster_name: String::new(),
+            },
+            pods,
+            files: settings.policy.node_logs.files.clone(),
+            reopen_interval: crate::pipeline::node_logs::REOPEN_INTERVAL,
+        });
+    }
+}
 
 /// Starts the OTLP/gRPC, OTLP/HTTP and Zipkin push receivers (cluster and gateway
 /// roles) and returns the receiver, whose routes go on the agent's HTTP port.

@@ -88,6 +88,20 @@ pub const DEFAULT_POD_LOG_DIR: &str = "/var/log/pods";
 /// Where systemd keeps the persistent journal.
 pub const DEFAULT_JOURNAL_DIR: &str = "/var/log/journal";
 
+/// The name of the node the agent runs on: `NODE_NAME` (the downward API's
+/// `spec.nodeName` in the DaemonSet), else the host's name.
+pub fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
 /// How often the fan-outs read: the tailer's own poll interval, short enough that a
 /// line is shipped within a second and long enough that an idle node costs nothing.
 pub const POLL_INTERVAL: Duration = kaas_logfiles::DEFAULT_POLL_INTERVAL;
