@@ -176,6 +176,12 @@ impl Observer {
         AgentStream::open(&self.url, agent, hash).await
     }
 
+    /// [`Observer::open`] for a node's instance (its certificate allows only that role).
+    async fn open_node(&self, agent: &Agent) -> Result<AgentStream, Status> {
+        let hash = self.desired_hash(&agent.cluster_id).await;
+        AgentStream::open_as(&self.url, agent, hash, AgentRole::Node).await
+    }
+
     /// The observer's metrics as OpenMetrics text.
     fn metrics(&self) -> String {
         let mut registry = prometheus_client::registry::Registry::default();
@@ -337,6 +343,7 @@ impl AgentStream {
             CertificateRequest {
                 csr_pem,
                 instance_name: instance.to_owned(),
+                ..CertificateRequest::default()
             },
         ))
         .await;
@@ -604,7 +611,7 @@ async fn instances_have_their_own_certificates_and_never_cut_each_other() {
     let (cluster, mut default_stream, node) = with_node_instance(&observer, s.dir.path()).await;
     let ca = bundle(s.dir.path());
     assert_eq!(node.info().instance, "node-1");
-    let mut node_stream = observer.open(&node).await.unwrap();
+    let mut node_stream = observer.open_node(&node).await.unwrap();
     // A node instance cannot issue certificates for other instances.
     let (refused, _) = node_stream.request_certificate("node-2").await;
     assert!(refused.certificate_pem.is_empty());
@@ -625,7 +632,7 @@ async fn instances_have_their_own_certificates_and_never_cut_each_other() {
             Err(status) => panic!("the default instance's stream ended: {status:?}"),
         }
     }
-    let _rejoined_stream = observer.open(&rejoined).await.unwrap();
+    let _rejoined_stream = observer.open_node(&rejoined).await.unwrap();
     assert!(default_stream.is_open().await);
 }
 
@@ -648,7 +655,7 @@ async fn instance_names_may_be_node_names_with_dots() {
         bundle_pem: issued.ca_bundle_pem,
     };
     assert_eq!(node.info().instance, NODE);
-    let mut node_stream = observer.open(&node).await.expect("the node connects");
+    let mut node_stream = observer.open_node(&node).await.expect("the node connects");
     assert!(node_stream.is_open().await);
     for bad in ["Node_1", "node..1", ".node", "a/b"] {
         let (refused, _) = default_stream.request_certificate(bad).await;

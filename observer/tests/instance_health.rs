@@ -27,9 +27,9 @@ use kaas_pipeline::status::{
 use kaas_pipeline::{ValidatedLogPipeline, ValidatedTracePipeline};
 use kaas_proto::control::v1::agent_control_client::AgentControlClient;
 use kaas_proto::control::v1::{
-    AgentHealth, AgentHello, AgentMessage, AgentRole, Capability, CertificateRequest, ConfigState,
-    ConfigStatus, JoinRequest, ObserverMessage, PipelineError, PipelineHealth, agent_message,
-    observer_message,
+    AgentHealth, AgentHello, AgentMessage, AgentRole, Capability, CertificateIssued,
+    CertificateRequest, ConfigState, ConfigStatus, JoinRequest, ObserverMessage, PipelineError,
+    PipelineHealth, agent_message, observer_message,
 };
 use kaas_test_support::tls::agent_key_and_csr;
 use tokio::sync::mpsc;
@@ -210,6 +210,20 @@ impl Setup {
         role: AgentRole,
         capabilities: &[Capability],
     ) -> Agent {
+        (self
+            .try_open(credentials, (process, version), role, capabilities)
+            .await)
+            .expect("the stream opens")
+    }
+
+    /// [`Setup::open_with`], or the status the observer refuses the stream with.
+    async fn try_open(
+        &self,
+        credentials: &Credentials,
+        (process, version): (&str, &str),
+        role: AgentRole,
+        capabilities: &[Capability],
+    ) -> Result<Agent, tonic::Status> {
         let (tx, rx) = mpsc::channel(16);
         let hello = AgentHello {
             cluster_id: self.cluster.clone(),
@@ -227,11 +241,10 @@ impl Setup {
         agent.send(agent_message::Body::Hello(hello)).await;
         let inbound = AgentControlClient::new(self.channel(Some(credentials)).await)
             .connect(ReceiverStream::new(rx))
-            .await
-            .expect("the stream opens")
+            .await?
             .into_inner();
         agent.inbound = Some(inbound);
-        agent
+        Ok(agent)
     }
 
     /// The log pipeline's `FlowHealthy` once it satisfies `predicate`.
@@ -354,13 +367,29 @@ impl Agent {
             .expect("the stream is open");
     }
 
-    /// A certificate for the cluster's instance `instance`, asked for over this stream.
-    async fn certificate_for(&mut self, instance: &str) -> Credentials {
+    /// A certificate for the cluster's instance `instance` in `role`, asked for over
+    /// this stream.
+    async fn certificate_for(&mut self, instance: &str, role: AgentRole) -> Credentials {
+        let (issued, key_pem) = self.ask_certificate(instance, role).await;
+        assert_eq!(issued.refused, "", "{issued:?}");
+        Credentials {
+            key_pem,
+            cert_pem: issued.certificate_pem,
+        }
+    }
+
+    /// The observer's answer to a request for `instance`'s certificate in `role`.
+    async fn ask_certificate(
+        &mut self,
+        instance: &str,
+        role: AgentRole,
+    ) -> (CertificateIssued, String) {
         let (key_pem, csr_pem) = agent_key_and_csr();
         self.send(agent_message::Body::CertificateRequest(
             CertificateRequest {
                 csr_pem,
                 instance_name: instance.to_owned(),
+                role: role as i32,
             },
         ))
         .await;
@@ -372,11 +401,7 @@ impl Agent {
                 .expect("the stream is open")
                 .expect("the stream is open");
             if let Some(observer_message::Body::CertificateIssued(issued)) = message.body {
-                assert_eq!(issued.refused, "", "{issued:?}");
-                return Credentials {
-                    key_pem,
-                    cert_pem: issued.certificate_pem,
-                };
+                return (issued, key_pem);
             }
         }
     }
@@ -451,8 +476,8 @@ async fn three_instances(s: &Setup) -> (Agent, Agent, Agent) {
     let mut default = s
         .open(&default_credentials, "default-process", AgentRole::Cluster)
         .await;
-    let node1 = default.certificate_for("node-1").await;
-    let node2 = default.certificate_for("node-2").await;
+    let node1 = default.certificate_for("node-1", AgentRole::Node).await;
+    let node2 = default.certificate_for("node-2", AgentRole::Node).await;
     let node1 = s.open(&node1, "node-1-process", AgentRole::Node).await;
     let node2 = s.open(&node2, "node-2-process", AgentRole::Node).await;
     (default, node1, node2)
@@ -594,7 +619,7 @@ async fn node_instances_do_not_replace_the_clusters_agent() {
     let mut default = s
         .open(&default_credentials, "default-process", AgentRole::Cluster)
         .await;
-    let node1 = default.certificate_for("node-1").await;
+    let node1 = default.certificate_for("node-1", AgentRole::Node).await;
     // The health report is written behind the connect: once it is stored, so is the
     // cluster-level stream's connect.
     default.report(None).await;
@@ -767,7 +792,9 @@ async fn a_gateway_replica_takes_the_pushed_inputs_from_the_cluster_instance() {
     );
     assert_eq!(inputs(&before, "logPipelines", PIPELINE).unwrap(), ["otlp"]);
 
-    let replica = default.certificate_for("cluster-agent-gateway-0").await;
+    let replica = default
+        .certificate_for("cluster-agent-gateway-0", AgentRole::Gateway)
+        .await;
     let mut gateway = s
         .open(&replica, "gateway-0-process", AgentRole::Gateway)
         .await;
@@ -819,4 +846,68 @@ async fn a_gateway_replica_takes_the_pushed_inputs_from_the_cluster_instance() {
         "{after:#}"
     );
     assert_eq!(inputs(&after, "logPipelines", PIPELINE), None, "{after:#}");
+}
+
+/// The role is bound to the certificate: a node's certificate claiming the cluster role
+/// (all credentials) or the gateway's (the pushed pipelines'), or a gateway replica's
+/// claiming the cluster role, is refused before anything is sent; only `default` is
+/// the cluster (also when it names no role), and no other instance's certificate can
+/// be asked for as the cluster's. Before the binding each of these streams opened and
+/// received its claimed role's configuration.
+#[tokio::test]
+async fn an_instance_may_claim_only_the_role_its_certificate_allows() {
+    let s = setup().await;
+    apply_metric_pipeline(&s.harness.store).await;
+    let joined = s.join().await;
+    let mut default = s.open(&joined, "default", AgentRole::Unspecified).await;
+    assert!(default.config_within(DEADLINE).await.is_some());
+    let node = default.certificate_for("node-1", AgentRole::Node).await;
+    let gateway = (default.certificate_for("cluster-agent-gateway-0", AgentRole::Gateway)).await;
+    let (issued, _) = default.ask_certificate("node-2", AgentRole::Cluster).await;
+    assert!(issued.refused.contains("cluster-level"), "{issued:?}");
+    let capabilities = [Capability::AcceptsRemoteConfig];
+    for (credentials, claimed, expected) in [
+        (
+            &node,
+            AgentRole::Cluster,
+            "\"node-1\"'s certificate allows the role node, not cluster",
+        ),
+        (
+            &node,
+            AgentRole::Unspecified,
+            "allows the role node, not cluster",
+        ),
+        (
+            &node,
+            AgentRole::Gateway,
+            "allows the role node, not gateway",
+        ),
+        (
+            &gateway,
+            AgentRole::Cluster,
+            "\"cluster-agent-gateway-0\"'s certificate allows the role gateway, not cluster",
+        ),
+        (
+            &gateway,
+            AgentRole::Node,
+            "allows the role gateway, not node",
+        ),
+    ] {
+        let opened = s.try_open(credentials, ("p", "0.1.0"), claimed, &capabilities);
+        let refused = opened.await.err().expect("refused, so no configuration");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(
+            refused.message().contains(expected),
+            "{claimed:?}: {refused:?}"
+        );
+    }
+    s.open(&node, "node-1", AgentRole::Node).await;
+    let mut gateway = s.open(&gateway, "gateway-0", AgentRole::Gateway).await;
+    assert!(gateway.config_within(DEADLINE).await.is_some());
+    let joined = s.try_open(&joined, ("d", "0.1.0"), AgentRole::Node, &capabilities);
+    let refused = joined
+        .await
+        .err()
+        .expect("the default instance is the cluster's");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
 }

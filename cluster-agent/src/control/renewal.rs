@@ -92,7 +92,8 @@ impl Renewal {
         let generated = generate_key_and_request()?;
         let request = CertificateRequest {
             csr_pem: generated.csr_pem.clone(),
-            instance_name: String::new(),
+            // A renewal keeps its certificate's role.
+            ..CertificateRequest::default()
         };
         self.pending = Some(generated);
         self.last_request = Some(now);

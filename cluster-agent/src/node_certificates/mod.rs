@@ -23,8 +23,10 @@
 //!    (whatever it asks for), the instance name must be that node's, and at most
 //!    [`MAX_CONCURRENT_ISSUANCES`] are under way at once.
 //! 3. The request goes to the control stream ([`IssuanceQueue`]) as a
-//!    `CertificateRequest` naming the instance; the observer signs it for the cluster
-//!    and that instance (only the `default` instance may ask for another instance) and
+//!    `CertificateRequest` naming the instance and its role (node, or gateway for a
+//!    gateway replica's token); the observer signs it for the cluster, that instance
+//!    and that role (only the `default` instance may ask for another instance, and
+//!    never for the cluster role: the role binds what the instance may claim) and
 //!    the answer goes back to the node agent with the cluster id, or the observer's
 //!    refusal. Without a stream, or without an answer within [`ISSUANCE_TIMEOUT`], the
 //!    node agent is told to retry (503).
@@ -61,7 +63,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use k8s_openapi::api::core::v1::Pod;
-use kaas_proto::control::v1::{CertificateIssued, CertificateRequest};
+use kaas_proto::control::v1::{AgentRole, CertificateIssued, CertificateRequest};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -218,8 +220,11 @@ impl IntoResponse for NodeRefusal {
 /// observer's refusal.
 #[derive(Debug)]
 pub struct Issuance {
-    /// The instance (the node's name).
+    /// The instance (the node's name, or a gateway replica's pod).
     pub instance_name: String,
+    /// The role the certificate allows: a node's or a gateway replica's, as the
+    /// requester's service account says (the observer writes it into the certificate).
+    pub role: AgentRole,
     /// The node agent's CSR.
     pub csr_pem: String,
     /// Where the answer goes.
@@ -279,6 +284,7 @@ impl IssuanceQueue {
         CertificateRequest {
             csr_pem: issuance.csr_pem,
             instance_name: issuance.instance_name,
+            role: issuance.role as i32,
         }
     }
 
@@ -436,13 +442,13 @@ impl NodeIssuer {
                 "no bearer token: send the node agent's service-account token for the audience {NODE_CERTIFICATE_AUDIENCE}"
             ))
         })?;
-        let node = self.authenticate(token).await?;
+        let (node, role) = self.authenticate(token).await?;
         // From here on the requester is the node agent of `node`: its requests count
         // against its node's rate before anything else, so even a compromised node
         // agent asking for other names is bounded, and each refusal is worth a line
         // in the log.
         self.admit(&node)?;
-        let outcome = self.issue_for(&node, request).await;
+        let outcome = self.issue_for((&node, role), request).await;
         match &outcome {
             Ok(_) => tracing::info!(%node, "node certificate issued"),
             Err(refusal) => {
@@ -452,10 +458,11 @@ impl NodeIssuer {
         outcome
     }
 
-    /// Issues the certificate of the authenticated `node`, if that is what it asks for.
+    /// Issues the certificate of the authenticated `node` in its `role`, if that is
+    /// what it asks for.
     async fn issue_for(
         &self,
-        node: &str,
+        (node, role): (&str, AgentRole),
         request: NodeCertificateRequest,
     ) -> Result<NodeCertificate, NodeRefusal> {
         if node != request.instance_name {
@@ -469,12 +476,13 @@ impl NodeIssuer {
                 "{MAX_CONCURRENT_ISSUANCES} node certificates are being issued; retry later"
             ))
         })?;
-        self.through_stream(request).await
+        self.through_stream(request, role).await
     }
 
-    /// The instance name the token's holder may ask for, once the token is proven to
-    /// be a node agent's (its pod's node) or a gateway replica's (its pod's name).
-    async fn authenticate(&self, token: &str) -> Result<String, NodeRefusal> {
+    /// The instance name the token's holder may ask for and its role, once the token
+    /// is proven to be a node agent's (its pod's node) or a gateway replica's (its
+    /// pod's name).
+    async fn authenticate(&self, token: &str) -> Result<(String, AgentRole), NodeRefusal> {
         let review = self.reviewer.review(token).await.map_err(|e| {
             NodeRefusal::Unavailable(format!("the token cannot be checked now: {e}"))
         })?;
@@ -507,12 +515,13 @@ impl NodeIssuer {
         })?;
         if gateway {
             // A gateway replica's instance is its pod: the StatefulSet's stable name.
-            return Ok(pod.name);
+            return Ok((pod.name, AgentRole::Gateway));
         }
-        match pod.node_name.clone() {
-            Some(node) => Ok(node),
-            None => self.node_of(&namespace, &pod).await,
-        }
+        let node = match pod.node_name.clone() {
+            Some(node) => node,
+            None => self.node_of(&namespace, &pod).await?,
+        };
+        Ok((node, AgentRole::Node))
     }
 
     /// The node of `pod`, read from the API (clusters before Kubernetes 1.30, whose
@@ -570,10 +579,12 @@ impl NodeIssuer {
     async fn through_stream(
         &self,
         request: NodeCertificateRequest,
+        role: AgentRole,
     ) -> Result<NodeCertificate, NodeRefusal> {
         let (reply, answer) = oneshot::channel();
         let issuance = Issuance {
             instance_name: request.instance_name,
+            role,
             csr_pem: request.csr_pem,
             reply,
         };

@@ -125,6 +125,11 @@ async fn the_node_agent_gets_its_own_nodes_certificate() {
     assert_eq!(sent.instance_name, NODE);
     assert_eq!(sent.csr_pem, csr);
     assert_eq!(
+        sent.role,
+        AgentRole::Node as i32,
+        "the certificate allows the node role"
+    );
+    assert_eq!(
         issued,
         Ok(NodeCertificate {
             cluster_id: CLUSTER_ID.into(),
@@ -486,6 +491,11 @@ async fn a_gateway_replica_gets_its_own_pods_certificate_and_nothing_else() {
         observer_answers(&mut queue, ""),
     );
     assert_eq!(sent.instance_name, OTHER);
+    assert_eq!(
+        sent.role,
+        AgentRole::Gateway as i32,
+        "the certificate allows the gateway role"
+    );
     assert_eq!(issued.unwrap().certificate_pem, "node certificate");
 
     let (plain, mut server, _queue) = issuer();

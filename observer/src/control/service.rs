@@ -349,6 +349,18 @@ impl ControlService {
                 loggable(&hello.cluster_id)
             )));
         }
+        // The role decides which credentials the stream is sent: it must be the one the
+        // certificate allows (see `crate::identity`), checked before anything is read.
+        let role = role_of(hello);
+        if role != info.allowed_role {
+            tracing::warn!(cluster = %info.cluster, instance = %info.instance, claimed = role.as_str(), allowed = info.allowed_role.as_str(), "hello claims a role its certificate does not allow");
+            return Err(Status::permission_denied(format!(
+                "instance {:?}'s certificate allows the role {}, not {}",
+                info.instance,
+                info.allowed_role.as_str(),
+                role.as_str()
+            )));
+        }
         let cluster = inner
             .store
             .get_cluster(&info.cluster)

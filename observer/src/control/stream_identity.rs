@@ -6,8 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kaas_pipeline::role::AgentRole;
 use kaas_proto::control::v1::{
-    AgentHello, CertificateIssued, CertificateRequest, CommandType, TrustBundle, observer_message,
+    AgentHello, AgentRole as ProtoRole, CertificateIssued, CertificateRequest, CommandType,
+    TrustBundle, observer_message,
 };
 use sha2::Digest as _;
 use tonic::{Request, Status};
@@ -138,6 +140,17 @@ impl AgentStream {
         } else {
             request.instance_name.clone()
         };
+        // A renewal keeps the certificate's role; another instance's certificate gets
+        // the role the cluster-level instance authenticated (never `cluster`).
+        let role = if instance == own {
+            self.certificate.info.allowed_role
+        } else {
+            match ProtoRole::try_from(request.role) {
+                Ok(ProtoRole::Gateway) => AgentRole::Gateway,
+                Ok(ProtoRole::Cluster) => AgentRole::Cluster,
+                _ => AgentRole::Node,
+            }
+        };
         let refusal = if self.certificate.requests >= MAX_CERTIFICATE_REQUESTS_PER_STREAM {
             Some(format!(
                 "at most {MAX_CERTIFICATE_REQUESTS_PER_STREAM} certificate requests per stream; reconnect"
@@ -145,6 +158,10 @@ impl AgentStream {
         } else if instance != own && own != DEFAULT_INSTANCE {
             Some(format!(
                 "only the {DEFAULT_INSTANCE:?} instance may ask for another instance's certificate"
+            ))
+        } else if instance != own && role == AgentRole::Cluster {
+            Some(format!(
+                "role: only the {DEFAULT_INSTANCE:?} instance may be the cluster-level instance"
             ))
         } else if request.csr_pem.len() > super::join::MAX_CSR_PEM_LEN {
             Some(format!(
@@ -160,7 +177,7 @@ impl AgentStream {
         let outcome = match refusal {
             Some(refusal) => Err(refusal),
             None => {
-                self.sign_and_record(&instance, &own, &request.csr_pem)
+                self.sign_and_record((&instance, role), &own, &request.csr_pem)
                     .await
             }
         };
@@ -188,19 +205,24 @@ impl AgentStream {
             .await
     }
 
-    /// Signs `csr_pem` for `instance` with the active CA and records it: a renewal
-    /// (`instance` is the stream's own) keeps the stream's certificate valid until the
-    /// switch. Returns the certificate and its expiry, or why not.
+    /// Signs `csr_pem` for `instance` in `role` with the active CA and records it: a
+    /// renewal (`instance` is the stream's own) keeps the stream's certificate valid
+    /// until the switch. Returns the certificate and its expiry, or why not.
     async fn sign_and_record(
         &self,
-        instance: &str,
+        (instance, role): (&str, AgentRole),
         own: &str,
         csr_pem: &str,
     ) -> Result<(String, i64), String> {
         let signed = self
             .certificate
             .ca
-            .sign_agent_csr(&self.cluster, instance, csr_pem, self.certificate.validity)
+            .sign_instance_csr(
+                &self.cluster,
+                (instance, role),
+                csr_pem,
+                self.certificate.validity,
+            )
             .map_err(|error| error.to_string())?;
         let keep = (instance == own).then_some(self.certificate.info.serial_hex.as_str());
         let recorded = NewAgentCertificate {

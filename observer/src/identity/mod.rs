@@ -18,9 +18,20 @@
 //!   generates the key and sends only a PKCS#10 request. The request's subject and
 //!   extensions are ignored: the observer writes `CN=<cluster id>`, the SAN URIs
 //!   `kaas-observer://cluster/<cluster id>` ([`CLUSTER_URI_PREFIX`]) and
-//!   `kaas-observer://instance/<instance>` ([`INSTANCE_URI_PREFIX`]) and the client-auth
-//!   extended key usage itself, so an agent cannot ask for another cluster's identity
-//!   or for a server certificate.
+//!   `kaas-observer://instance/<instance>` ([`INSTANCE_URI_PREFIX`]), for every
+//!   instance but [`DEFAULT_INSTANCE`] `kaas-observer://role/<node|gateway>`
+//!   ([`ROLE_URI_PREFIX`]), and the client-auth extended key usage itself, so an agent
+//!   cannot ask for another cluster's identity, another role or a server certificate.
+//!
+//! # Roles
+//!
+//! The role an instance may take in its hello is bound to its certificate
+//! ([`AgentCertificateInfo::allowed_role`]): [`DEFAULT_INSTANCE`] is the cluster-level
+//! instance and nothing else; any other instance is a node or a gateway replica, as the
+//! role URI written at issuance says (the cluster-level instance names the role from
+//! the service account that authenticated the requester; a renewal keeps it). A
+//! certificate of another instance without a role URI (issued before gateways existed)
+//! is a node's. Nothing but [`DEFAULT_INSTANCE`] may be `cluster`.
 //!
 //! # Identity and revocation
 //!
@@ -52,6 +63,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use kaas_pipeline::role::AgentRole;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -72,6 +84,9 @@ pub const PREVIOUS_CA_KEY_FILE: &str = "ca-previous.key";
 pub const CLUSTER_URI_PREFIX: &str = "kaas-observer://cluster/";
 /// Prefix of the SAN URI that names the agent instance in an agent certificate.
 pub const INSTANCE_URI_PREFIX: &str = "kaas-observer://instance/";
+/// Prefix of the SAN URI that names the role of an instance other than
+/// [`DEFAULT_INSTANCE`] (`node` or `gateway`) in an agent certificate.
+pub const ROLE_URI_PREFIX: &str = "kaas-observer://role/";
 /// The instance of an agent that names none: the cluster-level agent every cluster
 /// has, and every certificate issued before a cluster could have several instances.
 pub const DEFAULT_INSTANCE: &str = "default";
@@ -137,6 +152,17 @@ pub enum IdentityError {
     /// A cluster name or host name cannot be put into a certificate.
     #[error("{0:?} cannot be used in a certificate")]
     BadName(String),
+    /// The role does not fit the instance: only the default instance is the
+    /// cluster-level one.
+    #[error(
+        "instance {instance:?} cannot be {role}: only \"default\" is the cluster-level instance"
+    )]
+    RoleNotForInstance {
+        /// The instance the certificate was asked for.
+        instance: String,
+        /// The role asked for.
+        role: &'static str,
+    },
     /// Generating or signing failed.
     #[error("cannot issue the certificate: {0}")]
     Signing(#[source] rcgen::Error),
@@ -266,9 +292,8 @@ impl ClusterCa {
     }
 
     /// Signs an agent's CSR as the identity of `instance` of the cluster `cluster_id`,
-    /// valid for `validity`, with the active CA. The request's subject and extensions
-    /// are ignored; only its public key is used, after its signature proves the agent
-    /// holds the private key.
+    /// valid for `validity`, with the active CA; an instance other than
+    /// [`DEFAULT_INSTANCE`] is a node's (see [`ClusterCa::sign_instance_csr`]).
     pub fn sign_agent_csr(
         &self,
         cluster_id: &str,
@@ -276,6 +301,29 @@ impl ClusterCa {
         csr_pem: &str,
         validity_period: Duration,
     ) -> Result<SignedAgentCertificate, IdentityError> {
+        let role = AgentCertificateInfo::role_for(instance, AgentRole::Node);
+        self.sign_instance_csr(cluster_id, (instance, role), csr_pem, validity_period)
+    }
+
+    /// Signs an agent's CSR as the identity of `instance` of the cluster `cluster_id`
+    /// in `role`, valid for `validity`, with the active CA. The request's subject and
+    /// extensions are ignored; only its public key is used, after its signature proves
+    /// the agent holds the private key. The role must be the one
+    /// [`AgentCertificateInfo::role_for`] gives the instance: [`DEFAULT_INSTANCE`] is
+    /// `cluster`, any other `node` or `gateway`.
+    pub fn sign_instance_csr(
+        &self,
+        cluster_id: &str,
+        (instance, role): (&str, AgentRole),
+        csr_pem: &str,
+        validity_period: Duration,
+    ) -> Result<SignedAgentCertificate, IdentityError> {
+        if (instance == DEFAULT_INSTANCE) != (role == AgentRole::Cluster) {
+            return Err(IdentityError::RoleNotForInstance {
+                instance: instance.to_owned(),
+                role: role.as_str(),
+            });
+        }
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| IdentityError::BadCsr(e.to_string()))?;
         let uri = |prefix: &str, value: &str| {
@@ -293,6 +341,11 @@ impl ClusterCa {
             uri(CLUSTER_URI_PREFIX, cluster_id)?,
             uri(INSTANCE_URI_PREFIX, instance)?,
         ];
+        if role != AgentRole::Cluster {
+            params
+                .subject_alt_names
+                .push(uri(ROLE_URI_PREFIX, role.as_str())?);
+        }
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let (serial, serial_hex) = random_serial()?;
@@ -416,6 +469,8 @@ pub struct AgentCertificateInfo {
     /// The agent instance, from the `kaas-observer://instance/` SAN URI;
     /// [`DEFAULT_INSTANCE`] when there is none.
     pub instance: String,
+    /// The only role the instance may take (see [`AgentCertificateInfo::role_for`]).
+    pub allowed_role: AgentRole,
     /// The serial as lower-case hex (the form the store records).
     pub serial_hex: String,
     /// When the certificate expires, Unix seconds.
@@ -440,12 +495,31 @@ impl AgentCertificateInfo {
             .filter(|instance| !instance.is_empty() && !instance.contains('/'))
             .unwrap_or(DEFAULT_INSTANCE)
             .to_owned();
+        let written = match names
+            .iter()
+            .find_map(|uri| uri.strip_prefix(ROLE_URI_PREFIX))
+        {
+            Some("gateway") => AgentRole::Gateway,
+            _ => AgentRole::Node,
+        };
         Some(Self {
+            allowed_role: Self::role_for(&instance, written),
             cluster,
             instance,
             serial_hex: hex::encode(cert.raw_serial()),
             not_after_unix_seconds: cert.validity().not_after.timestamp(),
         })
+    }
+
+    /// The role `instance` may take when its certificate names `role`:
+    /// [`DEFAULT_INSTANCE`] is the cluster-level instance whatever it names; any other
+    /// instance is a gateway replica when its certificate says so, else a node.
+    pub fn role_for(instance: &str, role: AgentRole) -> AgentRole {
+        match role {
+            _ if instance == DEFAULT_INSTANCE => AgentRole::Cluster,
+            AgentRole::Gateway => AgentRole::Gateway,
+            AgentRole::Cluster | AgentRole::Node => AgentRole::Node,
+        }
     }
 }
 
@@ -792,6 +866,7 @@ mod tests {
             AgentCertificateInfo {
                 cluster: "shop.edge-1".into(),
                 instance: "node-1".into(),
+                allowed_role: AgentRole::Node,
                 serial_hex: signed.serial_hex.clone(),
                 not_after_unix_seconds: signed.not_after_ms / 1000,
             }

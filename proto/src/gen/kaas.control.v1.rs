@@ -90,6 +90,13 @@ pub struct CertificateRequest {
     /// The instance the certificate is for; empty means the stream's own instance.
     #[prost(string, tag = "2")]
     pub instance_name: ::prost::alloc::string::String,
+    /// For another instance (only the "default" instance may ask): the role the
+    /// certificate allows, AGENT_ROLE_NODE or AGENT_ROLE_GATEWAY, as the cluster-level
+    /// instance authenticated the requester. The observer writes it into the certificate
+    /// and refuses AGENT_ROLE_CLUSTER; UNSPECIFIED (agents that predate gateways) is a
+    /// node. Ignored for a renewal, which keeps the certificate's role.
+    #[prost(enumeration = "AgentRole", tag = "3")]
+    pub role: i32,
 }
 /// AgentHello opens every stream and is sent again whenever the observer asks for the
 /// full state.
