@@ -31,7 +31,7 @@ use kaas_proto::otlp::{
 
 use kaas_pipeline::logs::output::{IndexFill, MAX_INDEX_NAMESPACE_LEN, fill_index_pattern};
 
-use super::json_string::write_json_string;
+use super::json_string::write_json_string as write_str;
 use crate::processing::logs::dedot::{DEDOT_PREFIXES, dedot};
 use crate::record::logs::{any_value_text, record_time_ns};
 
@@ -170,11 +170,6 @@ pub fn index_name(pattern: &str, time: UtcTime, namespace: &str) -> String {
         namespace,
     };
     fill_index_pattern(pattern, &fill).unwrap_or_else(|_| pattern.to_owned())
-}
-
-/// A JSON string.
-fn write_str(out: &mut Vec<u8>, text: &str) {
-    write_json_string(out, text);
 }
 
 /// A JSON string of a time.

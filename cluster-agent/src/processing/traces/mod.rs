@@ -13,8 +13,9 @@
 //!
 //! [`TraceProcessing`] is built once per pipeline (and again when its hash key
 //! changes, [`TraceProcessing::rebuilt`], keeping the rate limit's bucket) and shared
-//! by the tasks receiving pushes: everything but the rate limit's bucket is immutable. Each step is linear in the spans' size, with per-span costs
-//! bounded by the model (64 rules each); nothing is remembered per trace, span or
+//! by the tasks receiving pushes: everything but the rate limit's bucket is
+//! immutable. Each step is linear in the spans' size, with per-span costs bounded by
+//! the model (64 rules each); nothing is remembered per trace, span or
 //! sender. Dropped spans are counted in the batch's [`TraceOutcome`] by the step that
 //! dropped them (the rate limit's for OTLP `partial_success`); scopes and resources
 //! left without spans are removed, so nothing empty reaches the buffer.
