@@ -104,6 +104,10 @@ ensure_python_packages
 command -v kubectl >/dev/null 2>&1 || ensure_debian_packages kubernetes-client  # `kubectl kustomize` for deploy_manifests
 ensure_rust_tools
 
+# One full build, never rebuilt in place: incremental state would only add gigabytes of
+# disk (a CI run once died of "No space left on device" writing it) and buys nothing.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
