@@ -19,8 +19,10 @@ use api_harness::{ADMIN, Harness, pipeline, pipeline_with_secrets};
 /// Test cases per operation and phase: enough to reach every documented status of
 /// every operation, few enough that the run stays well under two minutes on 2 cores.
 const MAX_EXAMPLES: &str = "15";
-/// The whole run is killed after this long and the test fails.
-const DEADLINE: Duration = Duration::from_secs(280);
+/// The whole run is killed after this long and the test fails: a guard against a hung
+/// run, not a speed check. It shares the 2 cores with the rest of the suite (67
+/// operations by now), and a run on a loaded machine once needed more than 280 s.
+const DEADLINE: Duration = Duration::from_secs(540);
 /// Fixed seed: a failure can be reproduced with the same command.
 const SEED: &str = "20261122";
 
