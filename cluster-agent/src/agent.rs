@@ -44,7 +44,7 @@ use crate::pipeline::node_logs::{NodeLogInputs, NodeLogSettings};
 use crate::pipeline::runtime::{AgentContext, ClusterView, Pipelines, RunningPipeline};
 use crate::pipeline::traces::{RunningTracePipeline, TracePipelines};
 use crate::pipeline::{PipelineId, PipelineKind};
-use crate::push::span_enrichment::SpanEnrichment;
+use crate::push::enrichment::PushEnrichment;
 use crate::telemetry::registry;
 
 /// The resource attribute naming the agent's cluster in its own telemetry, taken from
@@ -139,7 +139,7 @@ pub struct Agent {
     pub trace_pipelines: Arc<RwLock<TracePipelines>>,
     /// What pushed spans are enriched with; its pod cache runs while a trace pipeline
     /// does ([`Agent::apply`]).
-    pub span_enrichment: Arc<SpanEnrichment>,
+    pub push_enrichment: Arc<PushEnrichment>,
     /// What the agent runs ([`AgentRole`]).
     role: AgentRole,
     /// The node's log inputs, on the node role.
@@ -311,7 +311,7 @@ impl Agent {
             pipelines: Arc::new(RwLock::new(Pipelines::new())),
             log_pipelines: Arc::new(RwLock::new(LogPipelines::new())),
             trace_pipelines: Arc::new(RwLock::new(TracePipelines::new())),
-            span_enrichment: Arc::default(),
+            push_enrichment: Arc::default(),
             role: AgentRole::Cluster,
             node_logs: None,
             log_inputs: Arc::default(),
@@ -325,11 +325,11 @@ impl Agent {
         self.node_logs = Some(NodeLogInputs::new(settings, self.log_inputs.clone()));
     }
 
-    /// Enriches pushed spans from the sending pod, through a pod cache `starter` starts
-    /// while a trace pipeline runs. Called before the push receivers are built: they
-    /// share [`Agent::span_enrichment`] as it is then.
-    pub fn enrich_spans_from_pods(&mut self, starter: PodsByIpStarter) {
-        self.span_enrichment = Arc::new(SpanEnrichment::new(Some(starter)));
+    /// Enriches pushed spans and log records from the sending pod, through a pod cache
+    /// `starter` starts while a pipeline taking them runs. Called before the push
+    /// receivers are built: they share [`Agent::push_enrichment`] as it is then.
+    pub fn enrich_pushes_from_pods(&mut self, starter: PodsByIpStarter) {
+        self.push_enrichment = Arc::new(PushEnrichment::new(Some(starter)));
     }
 
     /// Runs as a gateway replica: only the pushed inputs of the pipelines applied from
@@ -395,9 +395,7 @@ impl Agent {
             &mut report,
         )
         .await;
-        // The pod cache is held while a trace pipeline runs, and freed with the last.
-        let cluster = config.external_labels.get("cluster");
-        (self.span_enrichment).follow(!traces.is_empty(), cluster.map_or("", String::as_str));
+        let traces_run = !traces.is_empty();
         drop(traces);
         let mut logs = self.log_pipelines.write().await;
         // The inputs stop before any log pipeline does: none may write into a buffer
@@ -418,6 +416,14 @@ impl Agent {
             let cluster = config.external_labels.get("cluster").map(String::as_str);
             inputs.start(&logs, cluster).await;
         }
+        // The pod cache is held while a pipeline taking enriched pushes runs (a trace
+        // pipeline, a log pipeline with an `otlp` input), and freed with the last.
+        let otlp_logs_run = logs.values().any(|p| p.pipeline.inputs.otlp.is_some());
+        let cluster = config.external_labels.get("cluster");
+        (self.push_enrichment).follow(
+            traces_run || otlp_logs_run,
+            cluster.map_or("", String::as_str),
+        );
         drop(logs);
         let mut metrics = self.pipelines.write().await;
         reconcile(
@@ -620,7 +626,7 @@ impl ConfiguredAgent {
         let discovery = kubernetes
             .clone()
             .filter(|_| settings.role == AgentRole::Cluster);
-        // A gateway watches pods only: the senders of pushed spans, for enrichment.
+        // A gateway watches pods only: the senders of pushed spans and logs, for enrichment.
         let pods = kubernetes
             .clone()
             .filter(|_| settings.role != AgentRole::Node)
@@ -797,15 +803,15 @@ impl ConfiguredAgent {
 
 /// How often a draining agent looks whether its buffers are empty.
 const DRAIN_CHECK_INTERVAL: Duration = Duration::from_millis(500);
-/// Starts what `settings.role` runs beside its pipelines: span enrichment from the
-/// sending pod, the gateway's push-only part, a node's log inputs.
+/// Starts what `settings.role` runs beside its pipelines: enrichment of pushes from
+/// the sending pod, the gateway's push-only part, a node's log inputs.
 fn start_role(agent: &mut Agent, settings: &AgentSettings, kubernetes: Option<&kube::Client>) {
-    // Spans are pushed to the cluster instance, or to the gateway replicas while
-    // the cluster has them: both enrich them from the sending pod.
+    // Spans and logs are pushed to the cluster instance, or to the gateway replicas
+    // while the cluster has them: both enrich them from the sending pod.
     if matches!(settings.role, AgentRole::Cluster | AgentRole::Gateway)
         && let Some(client) = kubernetes.cloned()
     {
-        agent.enrich_spans_from_pods(PodsByIpStarter::new(client));
+        agent.enrich_pushes_from_pods(PodsByIpStarter::new(client));
     }
     if settings.role == AgentRole::Gateway {
         agent.run_as_gateway();
@@ -853,7 +859,8 @@ async fn serve_push(
         kaas_series::PushLimits::default(),
         reviewer,
     )
-    .with_trace_pipelines(agent.trace_pipelines.clone(), agent.span_enrichment.clone());
+    .with_trace_pipelines(agent.trace_pipelines.clone())
+    .with_enrichment(agent.push_enrichment.clone());
     let grpc = crate::push::otlp_grpc::OtlpGrpc::new(receiver.clone());
     let grpc_logs = crate::push::otlp_grpc::OtlpLogsGrpc::new(receiver.clone());
     let grpc_traces = crate::push::otlp_grpc::OtlpTracesGrpc::new(receiver.clone());

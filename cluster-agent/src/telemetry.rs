@@ -59,6 +59,7 @@
 //! | `kaas_agent_push_malformed_requests_total` | |
 //! | `kaas_agent_push_requests_refused_total` | protocol (remote_write, otlp, otlp_logs), reason |
 //! | `kaas_agent_push_spans_enrichment_total` | outcome (enriched, not_matched, other_namespace) |
+//! | `kaas_agent_push_log_records_enrichment_total` | outcome (enriched, not_matched, other_namespace) |
 //! | `kaas_agent_node_certificates_issued_total` | |
 //! | `kaas_agent_node_certificate_requests_refused_total` | reason (malformed, unauthenticated, forbidden, too_large, too_soon, unavailable) |
 //! | `kaas_agent_config_reloads_total` | result (success, failure) |
@@ -79,7 +80,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::RwLock;
 
 use crate::internal_events::{
-    DropReason, InputSnapshot, LogInputStats, LogProcessingOutcome, PushStats, ReloadState,
+    DropReason, EnrichedSignal, InputSnapshot, LogInputStats, LogProcessingOutcome, PushStats,
+    ReloadState,
 };
 use crate::pipeline::data_path::DataPath;
 use crate::pipeline::logs::LogPipelines;
@@ -227,6 +229,12 @@ const PUSH_REFUSED: Family = Family::new(
 const PUSH_SPANS_ENRICHMENT: Family = Family::new(
     "kaas_agent_push_spans_enrichment",
     "Pushed spans looked up in the pod cache by the sender's address, by outcome.",
+    MetricType::Counter,
+    &["outcome"],
+);
+const PUSH_LOG_RECORDS_ENRICHMENT: Family = Family::new(
+    "kaas_agent_push_log_records_enrichment",
+    "Pushed log records looked up in the pod cache by the sender's address, by outcome.",
     MetricType::Counter,
     &["outcome"],
 );
@@ -779,10 +787,15 @@ impl AgentCollector {
             .map(|((protocol, reason), n)| (vec![protocol.to_owned(), reason.to_owned()], n))
             .collect();
         PUSH_REFUSED.counters(encoder, &refused)?;
-        let enrichment: Vec<Row<u64>> = (self.push.spans_enrichment().into_iter())
-            .map(|(outcome, n)| (vec![outcome.to_owned()], n))
-            .collect();
-        PUSH_SPANS_ENRICHMENT.counters(encoder, &enrichment)?;
+        for (family, signal) in [
+            (&PUSH_SPANS_ENRICHMENT, EnrichedSignal::Spans),
+            (&PUSH_LOG_RECORDS_ENRICHMENT, EnrichedSignal::LogRecords),
+        ] {
+            let enrichment: Vec<Row<u64>> = (self.push.enrichment(signal).into_iter())
+                .map(|(outcome, n)| (vec![outcome.to_owned()], n))
+                .collect();
+            family.counters(encoder, &enrichment)?;
+        }
         NODE_CERTIFICATES_ISSUED
             .counters(encoder, &[(vec![], self.push.node_certificates_issued())])?;
         let refused: Vec<Row<u64>> = self
@@ -830,6 +843,7 @@ mod tests {
             &PUSH_MALFORMED,
             &PUSH_REFUSED,
             &PUSH_SPANS_ENRICHMENT,
+            &PUSH_LOG_RECORDS_ENRICHMENT,
             &NODE_CERTIFICATES_ISSUED,
             &NODE_CERTIFICATES_REFUSED,
             &TARGETS,

@@ -13,7 +13,7 @@
 //! | [`SamplesDropped`], [`BufferDropped`] | `kaas_agent_pipeline_samples_dropped_total{pipeline, reason}`, the health report's drops | `DataDropped` |
 //! | [`PushRefused`] | `kaas_agent_push_refused_total{protocol, reason}` (and `kaas_agent_push_malformed_requests_total`) | none: the pusher is told |
 //! | [`PushRouted`] | `kaas_agent_push_samples_received_total`, `kaas_agent_push_samples_unrouted_total` | none |
-//! | [`SpansEnriched`] | `kaas_agent_push_spans_enrichment_total{outcome}` | none |
+//! | [`PushEnriched`] | `kaas_agent_push_spans_enrichment_total{outcome}`, `kaas_agent_push_log_records_enrichment_total{outcome}` | none |
 //! | [`NodeCertificateIssued`] | `kaas_agent_node_certificates_issued_total` | none |
 //! | [`NodeCertificateRefused`] | `kaas_agent_node_certificate_requests_refused_total{reason}` | none: the node agent is told |
 //! | [`LogRecordsProcessed`] | `kaas_agent_log_processing_total{pipeline, outcome}` ([`LogProcessingOutcome`]) | none: counted, not logged |
@@ -43,7 +43,7 @@ pub use pipeline::{
     PipelineRecovered, PipelineStats, SamplesDropped, SendLatency,
 };
 pub use push::{
-    NodeCertificateIssued, NodeCertificateRefused, PushRefused, PushRouted, PushStats,
-    SpanEnrichmentOutcome, SpansEnriched,
+    EnrichedSignal, EnrichmentOutcome, NodeCertificateIssued, NodeCertificateRefused, PushEnriched,
+    PushRefused, PushRouted, PushStats,
 };
 pub use reload::{ConfigLoaded, ConfigRefused, ConfigReloaded, ConfigSource, ReloadState};

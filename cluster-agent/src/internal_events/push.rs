@@ -21,8 +21,9 @@ pub struct PushStats {
     node_certificates_issued: AtomicU64,
     /// Refused node certificate requests by reason, from a fixed set.
     node_certificates_refused: Mutex<BTreeMap<&'static str, u64>>,
-    /// Pushed spans by what the pod lookup found, indexed by [`SpanEnrichmentOutcome`].
-    spans_enrichment: [AtomicU64; SpanEnrichmentOutcome::ALL.len()],
+    /// Pushed spans and log records by what the pod lookup found, indexed by
+    /// [`EnrichedSignal`] and [`EnrichmentOutcome`].
+    enrichment: [[AtomicU64; EnrichmentOutcome::ALL.len()]; 2],
 }
 
 impl PushStats {
@@ -53,13 +54,13 @@ impl PushStats {
         self.node_certificates_issued.load(Ordering::Relaxed)
     }
 
-    /// Pushed spans so far by what the pod lookup found for them (every outcome, zero
-    /// or not).
-    pub fn spans_enrichment(&self) -> Vec<(&'static str, u64)> {
-        SpanEnrichmentOutcome::ALL
+    /// Pushed spans or log records (`signal`) so far by what the pod lookup found for
+    /// them (every outcome, zero or not).
+    pub fn enrichment(&self, signal: EnrichedSignal) -> Vec<(&'static str, u64)> {
+        EnrichmentOutcome::ALL
             .iter()
             .map(|outcome| {
-                let count = &self.spans_enrichment[*outcome as usize];
+                let count = &self.enrichment[signal as usize][*outcome as usize];
                 (outcome.as_str(), count.load(Ordering::Relaxed))
             })
             .collect()
@@ -158,10 +159,11 @@ impl PushRouted {
     }
 }
 
-/// What the pod lookup found for a request's spans (the `outcome` label of
-/// `kaas_agent_push_spans_enrichment_total`, a fixed set).
+/// What the pod lookup found for a request (the `outcome` label of
+/// `kaas_agent_push_spans_enrichment_total` and
+/// `kaas_agent_push_log_records_enrichment_total`, a fixed set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SpanEnrichmentOutcome {
+pub enum EnrichmentOutcome {
     /// The sending pod was found by the connection's address and its identity written.
     Enriched = 0,
     /// No pod has the connection's address (a host-network pod, a node, a pod the
@@ -172,7 +174,7 @@ pub enum SpanEnrichmentOutcome {
     OtherNamespace = 2,
 }
 
-impl SpanEnrichmentOutcome {
+impl EnrichmentOutcome {
     /// Every outcome, in label order.
     pub const ALL: [Self; 3] = [Self::Enriched, Self::NotMatched, Self::OtherNamespace];
 
@@ -186,23 +188,35 @@ impl SpanEnrichmentOutcome {
     }
 }
 
-/// Pushed spans looked up in the pod cache: counted in
-/// `kaas_agent_push_spans_enrichment_total{outcome}`. Not logged per request (pushers
-/// would decide how much the agent logs); spans pushed while no pod cache runs
-/// (standalone, no trace pipeline) are not counted.
-#[derive(Clone, Copy, Debug)]
-pub struct SpansEnriched {
-    /// What the lookup found.
-    pub outcome: SpanEnrichmentOutcome,
-    /// The request's spans.
-    pub spans: u64,
+/// Which pushed signal a lookup was for; each has its own counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnrichedSignal {
+    /// `kaas_agent_push_spans_enrichment_total`.
+    Spans = 0,
+    /// `kaas_agent_push_log_records_enrichment_total`.
+    LogRecords = 1,
 }
 
-impl SpansEnriched {
-    /// Counts the spans in `stats`.
+/// Pushed spans or log records looked up in the pod cache: counted in
+/// `kaas_agent_push_spans_enrichment_total{outcome}` or
+/// `kaas_agent_push_log_records_enrichment_total{outcome}`. Not logged per request
+/// (pushers would decide how much the agent logs); what is pushed while no pod cache
+/// runs (standalone, no pipeline taking such pushes) is not counted.
+#[derive(Clone, Copy, Debug)]
+pub struct PushEnriched {
+    /// Spans or log records.
+    pub signal: EnrichedSignal,
+    /// What the lookup found.
+    pub outcome: EnrichmentOutcome,
+    /// The request's spans or log records.
+    pub items: u64,
+}
+
+impl PushEnriched {
+    /// Counts the items in `stats`.
     pub fn emit(self, stats: &PushStats) {
-        let count = &stats.spans_enrichment[self.outcome as usize];
-        count.fetch_add(self.spans, Ordering::Relaxed);
+        let count = &stats.enrichment[self.signal as usize][self.outcome as usize];
+        count.fetch_add(self.items, Ordering::Relaxed);
     }
 }
 

@@ -2,11 +2,63 @@
 //! is decoded (gzip first, then protobuf or OTLP/JSON), and how a success is answered in
 //! the request's own encoding. Shared by every signal's OTLP/HTTP route and Zipkin's.
 
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kaas_series::{DecodeError, PushLimits, compression};
 
-use super::{Refusal, excerpt};
+use super::{Protocol, PushReceiver, Refusal, excerpt};
+
+/// An OTLP/HTTP logs or traces request taken apart for its receiver.
+pub(super) struct OtlpHttpRequest {
+    pub(super) headers: HeaderMap,
+    pub(super) body: Body,
+    /// The address it came from, when known ([`peer_of`]).
+    pub(super) peer: Option<IpAddr>,
+    /// How its body is encoded.
+    pub(super) encoding: OtlpHttpEncoding,
+    /// Whether its body is gzip-compressed.
+    pub(super) gzip: bool,
+}
+
+impl OtlpHttpRequest {
+    /// Takes `request` of `protocol` (`signal` names it in a refusal: "logs",
+    /// "traces") apart; an encoding that is not OTLP's is counted here and returned
+    /// for the answer.
+    pub(super) fn of(
+        receiver: &PushReceiver,
+        request: Request,
+        protocol: Protocol,
+        signal: &str,
+    ) -> Result<Self, Refusal> {
+        let (parts, body) = request.into_parts();
+        match OtlpHttpEncoding::of(&parts.headers, signal) {
+            Ok((encoding, gzip)) => Ok(Self {
+                peer: peer_of(&parts.extensions),
+                headers: parts.headers,
+                body,
+                encoding,
+                gzip,
+            }),
+            Err(refusal) => {
+                refusal.count(protocol, &receiver.stats);
+                Err(refusal)
+            }
+        }
+    }
+}
+
+/// The address a request came from: axum's `ConnectInfo`, present when the server was
+/// started `with_connect_info` (the agent's are), absent for a request handed to the
+/// router directly.
+pub(super) fn peer_of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
+}
 
 /// How an OTLP body is compressed, from `Content-Encoding`.
 pub(super) fn otlp_encoding(headers: &HeaderMap) -> Result<bool, Refusal> {

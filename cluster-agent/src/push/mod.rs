@@ -7,12 +7,13 @@
 //! OpenTelemetry SDK uses without configuration, one convention for every signal.
 //!
 //! Logs go to the log pipelines with an `otlp` input, through the same checks in the
-//! same order, decoded by `kaas_series::otlp_logs` or, for `application/json`,
-//! `kaas_series::otlp_logs_json` (both count messages and bound value nesting under
-//! the same limits); the pusher's proven namespace replaces the resource's
-//! `k8s.namespace.name`, and the request is answered once the records are durable in
-//! every log pipeline that takes them (429/`RESOURCE_EXHAUSTED` with `Retry-After` when
-//! a buffer cannot store them).
+//! same order ([`otlp_logs`]), decoded by `kaas_series::otlp_logs` or, for
+//! `application/json`, `kaas_series::otlp_logs_json` (both count messages and bound
+//! value nesting under the same limits), enriched from the sending pod as spans are
+//! ([`enrichment`]); the pusher's proven namespace, else the sending pod's, replaces
+//! the resource's `k8s.namespace.name`, and the request is answered once the records
+//! are durable in every log pipeline that takes them (429/`RESOURCE_EXHAUSTED` with
+//! `Retry-After` when a buffer cannot store them).
 //!
 //! Spans go to the trace pipelines the same way ([`otlp_traces`]), decoded by
 //! `kaas_series::otlp_traces` or, for `application/json`,
@@ -46,10 +47,11 @@
 //! buffered, so the pushing workload never waits for a backend.
 
 pub mod auth;
+pub mod enrichment;
 mod http_body;
 pub mod otlp_grpc;
+mod otlp_logs;
 pub mod otlp_traces;
-pub mod span_enrichment;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,30 +65,24 @@ use axum::routing::post;
 use http_body_util::BodyExt;
 use kaas_pipeline::input::{PushAuthenticationMode, PushInput};
 use kaas_pipeline::secret::ValueSource;
-use kaas_proto::otlp::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportMetricsServiceResponse, Resource,
-    ResourceLogs,
-};
+use kaas_proto::otlp::{ExportMetricsServiceResponse, Resource};
 use kaas_series::clock::now_ms;
 use kaas_series::{DecodeError, PushLimits, Pushed};
 use prost::Message;
 use tokio::sync::{RwLock, Semaphore};
 
 use self::auth::{Review, ReviewError, TokenReviewer, bearer_token, token_matches};
-use self::http_body::{
-    OtlpHttpEncoding, media_type, otlp_decoder, otlp_encoding, otlp_protobuf_encoding,
-};
-use crate::internal_events::{PushRefused, PushRouted, PushStats};
+use self::http_body::{media_type, otlp_decoder, otlp_encoding, otlp_protobuf_encoding};
+use crate::internal_events::{EnrichedSignal, PushEnriched, PushRefused, PushRouted, PushStats};
 use crate::labels::{Labels, LabelsBuilder};
-use crate::log_inputs::resource::now_unix_nano;
 use crate::outbound::auth::{ValueSources, resolve};
-use crate::pipeline::logs::{Buffered, LogPipelines};
+use crate::pipeline::logs::LogPipelines;
 use crate::pipeline::runtime::Pipelines;
 use crate::pipeline::traces::TracePipelines;
-use crate::processing::logs::attributes::{find, string_attribute};
+use crate::processing::logs::attributes::string_attribute;
 use crate::processing::process_sample;
 use crate::record::metrics::Batch;
-use crate::topology::inlet::{Ack, Stored};
+use crate::topology::inlet::Ack;
 
 /// Most push bodies decompressed and decoded at once. Each may hold up to the
 /// decompressed limit and what it decodes into; two (the agent's usual core count)
@@ -287,7 +283,7 @@ pub struct PushReceiver {
     pipelines: Arc<RwLock<Pipelines>>,
     log_pipelines: Arc<RwLock<LogPipelines>>,
     trace_pipelines: Arc<RwLock<TracePipelines>>,
-    span_enrichment: Arc<span_enrichment::SpanEnrichment>,
+    enrichment: Arc<enrichment::PushEnrichment>,
     stats: Arc<PushStats>,
     limits: PushLimits,
     reviewer: Arc<TokenReviewer>,
@@ -310,7 +306,7 @@ impl PushReceiver {
             pipelines,
             log_pipelines,
             trace_pipelines: Arc::default(),
-            span_enrichment: Arc::default(),
+            enrichment: Arc::default(),
             stats,
             limits,
             reviewer: Arc::new(reviewer),
@@ -319,15 +315,16 @@ impl PushReceiver {
         }
     }
 
-    /// The same receivers feeding `trace_pipelines` with OTLP traces too, their
-    /// resources enriched by `span_enrichment` ([`span_enrichment`]).
-    pub fn with_trace_pipelines(
-        mut self,
-        trace_pipelines: Arc<RwLock<TracePipelines>>,
-        span_enrichment: Arc<span_enrichment::SpanEnrichment>,
-    ) -> Self {
+    /// The same receivers feeding `trace_pipelines` with OTLP traces too.
+    pub fn with_trace_pipelines(mut self, trace_pipelines: Arc<RwLock<TracePipelines>>) -> Self {
         self.trace_pipelines = trace_pipelines;
-        self.span_enrichment = span_enrichment;
+        self
+    }
+
+    /// The same receivers enriching pushed spans and log records by `enrichment`
+    /// ([`enrichment`]).
+    pub fn with_enrichment(mut self, enrichment: Arc<enrichment::PushEnrichment>) -> Self {
+        self.enrichment = enrichment;
         self
     }
 
@@ -358,7 +355,7 @@ impl PushReceiver {
     pub fn otlp_http_routes(&self) -> Router {
         Router::new()
             .route("/v1/metrics", post(otlp_http))
-            .route("/v1/logs", post(otlp_http_logs))
+            .route("/v1/logs", post(otlp_logs::otlp_http_logs))
             .route("/v1/traces", post(otlp_traces::otlp_http_traces))
             .with_state(self.clone())
     }
@@ -403,6 +400,31 @@ impl PushReceiver {
                 })
                 .collect(),
         }
+    }
+
+    /// Enriches a request's resources from the pod sending from `peer`
+    /// ([`enrichment`]), over what it claims and under the namespace the admissions
+    /// proved (one token per request: every admission through it proves the same), and
+    /// counts its `items` (spans or log records) by what the lookup found.
+    fn enrich_pushed<'a>(
+        &self,
+        resources: impl IntoIterator<Item = &'a mut Option<Resource>>,
+        peer: Option<std::net::IpAddr>,
+        admitted: &[Admitted],
+        signal: EnrichedSignal,
+        items: u64,
+    ) -> enrichment::Enrichment {
+        let proven = admitted.iter().find_map(|a| a.namespace.as_deref());
+        let enrichment = self.enrichment.enrich(resources, peer, proven);
+        if let Some(outcome) = enrichment.outcome {
+            PushEnriched {
+                signal,
+                outcome,
+                items,
+            }
+            .emit(&self.stats);
+        }
+        enrichment
     }
 
     /// Steps 1 and 2 of the module documentation: the pipelines this request goes to.
@@ -490,26 +512,6 @@ impl PushReceiver {
         }
         .await;
         self.note(protocol, &result);
-        result
-    }
-
-    /// Admits, reads, decodes and routes one OTLP logs request; counts a refusal.
-    async fn accept_logs(
-        &self,
-        headers: &HeaderMap,
-        body: axum::body::Body,
-        decode: impl FnOnce(&[u8], &PushLimits) -> Result<ExportLogsServiceRequest, DecodeError>
-        + Send
-        + 'static,
-    ) -> Result<(), Refusal> {
-        let result = async {
-            let admitted = self.admit(Protocol::OtlpLogs, headers).await?;
-            let body = read_body(headers, body, self.limits.max_body_bytes).await?;
-            let request = self.decode(body, decode).await?;
-            self.route_logs(request, &admitted).await
-        }
-        .await;
-        self.note(Protocol::OtlpLogs, &result);
         result
     }
 
@@ -619,93 +621,6 @@ impl PushReceiver {
     }
 }
 
-impl PushReceiver {
-    /// Hands pushed log records to every admitted log pipeline (records without an
-    /// observed time get the time they arrived, as the agent's own inputs stamp theirs,
-    /// so every record has a time: an Elasticsearch data stream refuses a document
-    /// without `@timestamp`), each with the
-    /// pusher's proven namespace as `k8s.namespace.name` on every resource (whatever
-    /// the sender claimed) and its own namespace filter, through its intake
-    /// (processing, buffer). Answers only once the records are durable in every
-    /// pipeline that takes them; a pipeline that cannot store them fails the request,
-    /// so the pusher retries.
-    ///
-    /// Known gap: without a service-account token the namespace filter judges the
-    /// `k8s.namespace.name` the sender wrote, not the sending pod's as the trace route
-    /// does ([`span_enrichment`]). The peer address is at hand (the gRPC service passes
-    /// it, the HTTP server keeps `ConnectInfo`), but the pod cache runs only while a
-    /// trace pipeline does, so judging by it here would either start the cluster-wide
-    /// pod watch for log pipelines too or make a log pipeline's filter depend on
-    /// whether a trace pipeline exists.
-    async fn route_logs(
-        &self,
-        mut request: ExportLogsServiceRequest,
-        admitted: &[Admitted],
-    ) -> Result<(), Refusal> {
-        stamp_observed_time(&mut request, now_unix_nano());
-        let mut durable = Vec::new();
-        let mut not_stored = Vec::new();
-        {
-            let pipelines = self.log_pipelines.read().await;
-            for admission in admitted {
-                let Some(pipeline) = pipelines.get(&admission.pipeline) else {
-                    continue;
-                };
-                let Some(input) = pipeline.pipeline.inputs.otlp.as_ref() else {
-                    continue;
-                };
-                let mut kept = request.resource_logs.clone();
-                if let Some(namespace) = &admission.namespace {
-                    for resource_logs in &mut kept {
-                        set_namespace(&mut resource_logs.resource, namespace);
-                    }
-                }
-                kept.retain(|resource_logs| {
-                    let namespace = resource_namespace(resource_logs);
-                    namespace.is_empty() || input.namespaces.admits(namespace)
-                });
-                if kept.is_empty() {
-                    continue;
-                }
-                let (on_durable, stored) = tokio::sync::oneshot::channel();
-                let ack = Ack::new(move || {
-                    let _ = on_durable.send(());
-                });
-                match pipeline.intake.buffer(kept, ack) {
-                    Ok(Buffered {
-                        stored: Stored::Kept,
-                        ..
-                    }) => durable.push((admission.pipeline.as_str(), stored)),
-                    Ok(_) | Err(_) => not_stored.push(admission.pipeline.as_str()),
-                }
-            }
-            for (pipeline, stored) in durable {
-                if stored.await.is_err() {
-                    not_stored.push(pipeline);
-                }
-            }
-            if not_stored.is_empty() {
-                return Ok(());
-            }
-            Err(Refusal::OtlpBufferFull(format!(
-                "log pipeline(s) {} could not store the records (their buffer is full or cannot write); retry later",
-                not_stored.join(", ")
-            )))
-        }
-    }
-}
-
-/// Sets the observed time of records that have none to `now` (Unix nanoseconds).
-fn stamp_observed_time(request: &mut ExportLogsServiceRequest, now: u64) {
-    request
-        .resource_logs
-        .iter_mut()
-        .flat_map(|r| &mut r.scope_logs)
-        .flat_map(|s| &mut s.log_records)
-        .filter(|record| record.observed_time_unix_nano == 0)
-        .for_each(|record| record.observed_time_unix_nano = now);
-}
-
 /// Sets `k8s.namespace.name` on a resource to the pusher's proven namespace.
 fn set_namespace(resource: &mut Option<Resource>, namespace: &str) {
     let resource = resource.get_or_insert_with(Default::default);
@@ -715,19 +630,6 @@ fn set_namespace(resource: &mut Option<Resource>, namespace: &str) {
     resource
         .attributes
         .push(string_attribute(NAMESPACE_ATTRIBUTE, namespace));
-}
-
-/// A resource's `k8s.namespace.name`, empty when it names none.
-fn resource_namespace(resource_logs: &ResourceLogs) -> &str {
-    resource_logs
-        .resource
-        .as_ref()
-        .and_then(|r| find(&r.attributes, NAMESPACE_ATTRIBUTE))
-        .and_then(|value| match value.value.as_ref()? {
-            kaas_proto::otlp::any_value::Value::StringValue(text) => Some(text.as_str()),
-            _ => None,
-        })
-        .unwrap_or_default()
 }
 
 /// `labels` with the `namespace` label set to `namespace`, whatever it claimed.
@@ -800,31 +702,6 @@ async fn otlp_http(State(receiver): State<PushReceiver>, request: Request) -> Re
             ExportMetricsServiceResponse::default().encode_to_vec(),
         )
             .into_response(),
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
-/// `POST /v1/logs`: OTLP/HTTP logs, protobuf or OTLP/JSON, gzip or not.
-async fn otlp_http_logs(State(receiver): State<PushReceiver>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
-    let (encoding, gzip) = match OtlpHttpEncoding::of(headers, "logs") {
-        Ok(found) => found,
-        Err(refusal) => {
-            refusal.count(Protocol::OtlpLogs, &receiver.stats);
-            return refusal.into_response();
-        }
-    };
-    let decode = encoding.decoder(
-        gzip,
-        kaas_series::otlp_logs::decode,
-        kaas_series::otlp_logs_json::decode,
-    );
-    match receiver.accept_logs(headers, body, decode).await {
-        Ok(()) => encoding.accepted(
-            ExportLogsServiceResponse::default().encode_to_vec(),
-            "{}".into(),
-        ),
         Err(refusal) => refusal.into_response(),
     }
 }

@@ -152,7 +152,7 @@ impl OtlpExport for LogsExport {
 
     fn export(
         receiver: PushReceiver,
-        _peer: Option<IpAddr>,
+        peer: Option<IpAddr>,
         headers: http::HeaderMap,
         body: axum::body::Body,
         gzip: bool,
@@ -161,10 +161,12 @@ impl OtlpExport for LogsExport {
             let decode = move |body: &[u8], limits: &PushLimits| {
                 decode_message(body, gzip, limits, kaas_series::otlp_logs::decode)
             };
-            Ok(match receiver.accept_logs(&headers, body, decode).await {
-                Ok(()) => exported(&ExportLogsServiceResponse::default()),
-                Err(refusal) => status(&refusal).into_http(),
-            })
+            Ok(
+                match receiver.accept_logs(peer, &headers, body, decode).await {
+                    Ok(()) => exported(&ExportLogsServiceResponse::default()),
+                    Err(refusal) => status(&refusal).into_http(),
+                },
+            )
         })
     }
 }

@@ -9,7 +9,7 @@
 //! rate limit's partial success has no place in it).
 //!
 //! Before any pipeline takes its copy, every resource is enriched from the sending
-//! pod, found by the connection's peer address ([`super::span_enrichment`]: the
+//! pod, found by the connection's peer address ([`super::enrichment`]: the
 //! HTTP routes read axum's `ConnectInfo`, the gRPC service tonic's `TcpConnectInfo`; a
 //! request without either, as a test's `oneshot`, is not enriched from a pod). Then the
 //! pusher's proven namespace (a service-account token's) is written to every resource
@@ -18,7 +18,7 @@
 //! A trace pipeline's namespace selector is applied to the pusher's proven namespace
 //! (a service-account token's); a request admitted by a push token or without
 //! authentication proves none and is judged by the namespace of the pod it came from,
-//! as the Kubernetes API knows it ([`super::span_enrichment::Enrichment`]), so a
+//! as the Kubernetes API knows it ([`super::enrichment::Enrichment`]), so a
 //! `kube-system` pod holding a push token is still left out by the default exclusion
 //! of system namespaces. With neither (no pod at the address, no pod cache, no peer
 //! address) the request is taken whole, as before. A claimed namespace never counts.
@@ -27,9 +27,9 @@
 //! `partial_success.rejected_spans`. OTLP/JSON (`application/json`) is read by
 //! `kaas_series::otlp_traces_json` and answered in OTLP/JSON, as OTLP/HTTP asks.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kaas_pipeline::input::PushInput;
@@ -39,11 +39,12 @@ use kaas_proto::otlp::{
 use kaas_series::{DecodeError, PushLimits};
 use prost::Message;
 
+use super::http_body::{OtlpHttpRequest, peer_of};
 use super::{
-    Admitted, OtlpHttpEncoding, Protocol, PushReceiver, Refusal, media_type, otlp_decoder,
-    otlp_encoding, read_body, set_namespace,
+    Admitted, Protocol, PushReceiver, Refusal, media_type, otlp_decoder, otlp_encoding, read_body,
+    set_namespace,
 };
-use crate::internal_events::SpansEnriched;
+use crate::internal_events::EnrichedSignal;
 use crate::pipeline::traces::IntakeError;
 use crate::topology::inlet::{Ack, Stored};
 
@@ -79,7 +80,7 @@ impl PushReceiver {
     /// admission proves none (a pipeline's push token, no authentication), the
     /// namespace of the pod found by `peer`; with neither the request is taken whole (a
     /// namespace the sender claims in its resource is never trusted). Every resource is first enriched from the pod sending from
-    /// `peer` ([`super::span_enrichment`]), then the proven namespace is written to it
+    /// `peer` ([`super::enrichment`]), then the proven namespace is written to it
     /// as `k8s.namespace.name`. Each pipeline processes and buffers its copy through its
     /// intake; the answer waits until the spans are durable in every pipeline that
     /// takes them, and a pipeline that cannot store them fails the request (429 /
@@ -93,16 +94,13 @@ impl PushReceiver {
         peer: Option<IpAddr>,
         admitted: &[Admitted],
     ) -> Result<RejectedSpans, Refusal> {
-        // One token per request: every admission through it proves the same namespace.
-        let proven = admitted.iter().find_map(|a| a.namespace.as_deref());
-        let enrichment = (self.span_enrichment).enrich(&mut request.resource_spans, peer, proven);
-        if let Some(outcome) = enrichment.outcome {
-            let spans = (request.resource_spans.iter())
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len() as u64)
-                .sum();
-            SpansEnriched { outcome, spans }.emit(&self.stats);
-        }
+        let spans = (request.resource_spans.iter())
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len() as u64)
+            .sum();
+        let resources = request.resource_spans.iter_mut().map(|r| &mut r.resource);
+        let enrichment =
+            self.enrich_pushed(resources, peer, admitted, EnrichedSignal::Spans, spans);
         let mut durable = Vec::new();
         let mut not_stored = Vec::new();
         let mut unavailable = Vec::new();
@@ -218,22 +216,23 @@ pub(super) async fn otlp_http_traces(
     State(receiver): State<PushReceiver>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
-    let peer = peer_of(&parts.extensions);
-    let (encoding, gzip) = match OtlpHttpEncoding::of(headers, "traces") {
-        Ok(found) => found,
-        Err(refusal) => {
-            refusal.count(Protocol::OtlpTraces, &receiver.stats);
-            return refusal.into_response();
-        }
+    let request = match OtlpHttpRequest::of(&receiver, request, Protocol::OtlpTraces, "traces") {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(),
     };
+    let (encoding, headers) = (request.encoding, &request.headers);
     let decode = encoding.decoder(
-        gzip,
+        request.gzip,
         kaas_series::otlp_traces::decode,
         kaas_series::otlp_traces_json::decode,
     );
-    let accepted = receiver.accept_traces(Protocol::OtlpTraces, peer, headers, body, decode);
+    let accepted = receiver.accept_traces(
+        Protocol::OtlpTraces,
+        request.peer,
+        headers,
+        request.body,
+        decode,
+    );
     match accepted.await {
         Ok(rejected) => encoding.accepted(rejected.response().encode_to_vec(), rejected.json()),
         Err(refusal) => refusal.into_response(),
@@ -261,15 +260,6 @@ pub(super) async fn zipkin_spans(
         Ok(_) => StatusCode::ACCEPTED.into_response(),
         Err(refusal) => refusal.into_response(),
     }
-}
-
-/// The address a request came from: axum's `ConnectInfo`, present when the server was
-/// started `with_connect_info` (the agent's are), absent for a request handed to the
-/// router directly.
-fn peer_of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip())
 }
 
 /// Whether a Zipkin body is gzip-compressed; refuses anything but JSON (Zipkin's

@@ -33,6 +33,24 @@ impl SecretStore for MapSecrets {
     }
 }
 
+/// An agent with its data in `dir`, no external labels, and one Secret:
+/// `shop/push` holding the push token `the-push-token` under `token`.
+fn test_agent(dir: &std::path::Path) -> Agent {
+    let secrets = MapSecrets(BTreeMap::from([(
+        ("shop".into(), "push".into(), "token".into()),
+        "the-push-token".into(),
+    )]));
+    Agent::new(AgentContext {
+        data_dir: dir.to_owned(),
+        external_labels: Arc::new(Labels::default()),
+        secrets: Arc::new(secrets),
+        files: Arc::default(),
+        cluster: ClusterView::default(),
+        service_account_dir: dir.join("no-service-account"),
+        kubelet_insecure_skip_verify: false,
+    })
+}
+
 struct Fixture {
     agent: Agent,
     receiver: PushReceiver,
@@ -57,19 +75,7 @@ async fn fixture_with(
     reviewer: TokenReviewer,
 ) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let secrets = MapSecrets(BTreeMap::from([(
-        ("shop".into(), "push".into(), "token".into()),
-        "the-push-token".into(),
-    )]));
-    let mut agent = Agent::new(AgentContext {
-        data_dir: dir.path().to_owned(),
-        external_labels: Arc::new(Labels::default()),
-        secrets: Arc::new(secrets),
-        files: Arc::default(),
-        cluster: ClusterView::default(),
-        service_account_dir: dir.path().join("no-service-account"),
-        kubelet_insecure_skip_verify: false,
-    });
+    let mut agent = test_agent(dir.path());
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: pushed}}\n    spec:\n      input: {input}\n      buffer: {buffer}\n      output: {{prometheusRemoteWrite: {{url: \"{url}\"}}}}\n"
     );
@@ -484,15 +490,7 @@ async fn otlp_logs_are_answered_once_durable_and_refused_when_the_buffer_is_full
         AnyValue, ExportLogsServiceRequest, LogRecord, ResourceLogs, ScopeLogs,
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::new(AgentContext {
-        data_dir: dir.path().to_owned(),
-        external_labels: Arc::new(Labels::default()),
-        secrets: Arc::new(MapSecrets::default()),
-        files: Arc::default(),
-        cluster: ClusterView::default(),
-        service_account_dir: dir.path().join("no-service-account"),
-        kubelet_insecure_skip_verify: false,
-    });
+    let mut agent = test_agent(dir.path());
     let receiver = PushReceiver::new(
         agent.pipelines.clone(),
         agent.log_pipelines.clone(),
@@ -567,32 +565,40 @@ async fn log_fixture(
     log_pipelines: &str,
     reviewer: TokenReviewer,
 ) -> (Agent, PushReceiver, tempfile::TempDir) {
+    pushing_fixture(&format!("logPipelines:\n{log_pipelines}"), reviewer, None).await
+}
+
+/// An agent ([`test_agent`]) running `config` (what follows an `AgentConfig`'s `kind`:
+/// pipelines of any kind, external labels; nothing is applied when empty), with
+/// receivers feeding every kind, checking tokens with `reviewer`, and enriching pushes
+/// from pods when `pods` starts a pod cache.
+async fn pushing_fixture(
+    config: &str,
+    reviewer: TokenReviewer,
+    pods: Option<crate::discovery::kubernetes::pods_by_ip::PodsByIpStarter>,
+) -> (Agent, PushReceiver, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::new(AgentContext {
-        data_dir: dir.path().to_owned(),
-        external_labels: Arc::new(Labels::default()),
-        secrets: Arc::new(MapSecrets::default()),
-        files: Arc::default(),
-        cluster: ClusterView::default(),
-        service_account_dir: dir.path().join("no-service-account"),
-        kubelet_insecure_skip_verify: false,
-    });
-    let config = format!(
-        "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\nlogPipelines:\n{log_pipelines}"
-    );
-    let report = agent
-        .apply(
-            AgentConfig::parse(&config, &kaas_pipeline::ValidationContext::standalone()).unwrap(),
-        )
-        .await;
-    assert!(report.failed.is_empty(), "{report:?}");
+    let mut agent = test_agent(dir.path());
+    if let Some(starter) = pods {
+        agent.enrich_pushes_from_pods(starter);
+    }
+    if !config.is_empty() {
+        let config =
+            format!("apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\n{config}");
+        let config =
+            AgentConfig::parse(&config, &kaas_pipeline::ValidationContext::standalone()).unwrap();
+        let report = agent.apply(config).await;
+        assert!(report.failed.is_empty(), "{report:?}");
+    }
     let receiver = PushReceiver::new(
         agent.pipelines.clone(),
         agent.log_pipelines.clone(),
         Arc::new(PushStats::default()),
         PushLimits::default(),
         reviewer,
-    );
+    )
+    .with_trace_pipelines(agent.trace_pipelines.clone())
+    .with_enrichment(agent.push_enrichment.clone());
     (agent, receiver, dir)
 }
 
@@ -846,6 +852,8 @@ async fn a_pushers_claimed_namespace_is_replaced_by_its_tokens() {
     agent.shutdown().await;
 }
 
+mod log_enrichment;
+mod pods;
 mod traces;
 
 /// Issue 17 (scale-in): once the agent drains, every push is refused unread with 503

@@ -3,7 +3,7 @@
 //! as relabel rules, and [`watch`] keeps a reflector of the cluster's pods through
 //! kube-runtime's watcher (tested against kube's mock client) and publishes the
 //! current pods whenever they change ([`pods_by_ip`] indexes them by address for the
-//! enrichment of pushed spans); [`secrets`] resolves `secretKeyRef` values from
+//! enrichment of pushed spans and logs); [`secrets`] resolves `secretKeyRef` values from
 //! the referenced namespaces' Secrets and follows their rotation (it is the
 //! [`SecretStore`](crate::outbound::auth::SecretStore) of the agent's outbound
 //! requests).

@@ -1,6 +1,6 @@
 //! The cluster's pods by IP address, for `k8sattributes`-style enrichment of pushed
-//! spans: the pod a connection comes from, found by the connection's peer address,
-//! gives the spans' resource `k8s.namespace.name`, `k8s.pod.name`, `k8s.pod.uid`,
+//! spans and log records: the pod a connection comes from, found by the connection's
+//! peer address, gives the resource `k8s.namespace.name`, `k8s.pod.name`, `k8s.pod.uid`,
 //! `k8s.deployment.name`, `k8s.node.name` (and the agent adds `k8s.cluster.name`).
 //!
 //! # Where the pods come from
@@ -13,9 +13,10 @@
 //! snapshot (at most once per [`super::watch::PUBLISH_INTERVAL`]) and read without
 //! locking the writer out ([`PodsByIp::lookup`]).
 //!
-//! Nothing is allocated until a trace pipeline exists: the push receivers' enrichment
-//! ([`crate::push::span_enrichment`]) asks [`PodsByIpStarter::get_or_start`] when the
-//! agent's first trace pipeline starts, and drops its handle with the last one; the
+//! Nothing is allocated until a pipeline taking enriched pushes exists (a trace
+//! pipeline, a log pipeline with an `otlp` input): the push receivers' enrichment
+//! ([`crate::push::enrichment`]) asks [`PodsByIpStarter::get_or_start`] when the
+//! agent's first such pipeline starts, and drops its handle with the last one; the
 //! watch ends when the last [`PodsByIp`] handle is dropped.
 //!
 //! # Which pod an address is
@@ -66,7 +67,7 @@ use crate::processing::logs::json::{OnConflict, upsert_all};
 /// replaced (a rolling update of every workload doubles the pods for a while): a
 /// stripped pod is about 1 KiB in the store and the index together, so the cache stays
 /// near 10 MiB whatever the cluster holds. Beyond it, new pods are left out (counted in
-/// [`PodsByIp::left_out`] and logged) and their spans are not enriched.
+/// [`PodsByIp::left_out`] and logged) and what they push is not enriched.
 pub const MAX_PODS: usize = 10_000;
 
 /// The resource attributes enrichment sets.
@@ -374,7 +375,7 @@ fn index_snapshots(
                 tracing::warn!(
                     left_out = left,
                     limit = MAX_PODS,
-                    "pods beyond the bound of the trace pipelines' pod cache are left out; their spans are not enriched"
+                    "pods beyond the bound of the pod cache for pushed spans and logs are left out; what they push is not enriched"
                 );
                 reported = left;
             }
@@ -386,9 +387,9 @@ fn index_snapshots(
     (receiver, task)
 }
 
-/// Starts the pod cache the first time a trace pipeline needs it and hands out the
-/// running one while any handle lives, so that nothing is allocated or watched while
-/// no trace pipeline exists.
+/// Starts the pod cache the first time a pipeline needs it and hands out the running
+/// one while any handle lives, so that nothing is allocated or watched while no
+/// pipeline taking enriched pushes exists.
 pub struct PodsByIpStarter {
     client: Client,
     running: Mutex<Option<WeakPodsByIp>>,

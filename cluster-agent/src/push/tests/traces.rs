@@ -27,47 +27,14 @@ async fn enriching_fixture(
     reviewer: TokenReviewer,
     pods: Option<crate::discovery::kubernetes::pods_by_ip::PodsByIpStarter>,
 ) -> (Agent, PushReceiver, tempfile::TempDir) {
-    let enriched = pods.is_some();
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = MapSecrets(BTreeMap::from([(
-        ("shop".into(), "push".into(), "token".into()),
-        "the-push-token".into(),
-    )]));
-    let mut agent = Agent::new(AgentContext {
-        data_dir: dir.path().to_owned(),
-        external_labels: Arc::new(Labels::default()),
-        secrets: Arc::new(secrets),
-        files: Arc::default(),
-        cluster: ClusterView::default(),
-        service_account_dir: dir.path().join("no-service-account"),
-        kubelet_insecure_skip_verify: false,
-    });
-    if let Some(starter) = pods {
-        agent.enrich_spans_from_pods(starter);
-    }
-    if !trace_pipelines.is_empty() {
-        let labels = if enriched {
-            format!("externalLabels: {{cluster: {CLUSTER}}}\n")
-        } else {
-            String::new()
-        };
-        let config = format!(
-            "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\n{labels}tracePipelines:\n{trace_pipelines}"
-        );
-        let config =
-            AgentConfig::parse(&config, &kaas_pipeline::ValidationContext::standalone()).unwrap();
-        let report = agent.apply(config).await;
-        assert!(report.failed.is_empty(), "{report:?}");
-    }
-    let receiver = PushReceiver::new(
-        agent.pipelines.clone(),
-        agent.log_pipelines.clone(),
-        Arc::new(PushStats::default()),
-        PushLimits::default(),
-        reviewer,
-    )
-    .with_trace_pipelines(agent.trace_pipelines.clone(), agent.span_enrichment.clone());
-    (agent, receiver, dir)
+    let config = match (trace_pipelines.is_empty(), pods.is_some()) {
+        (true, _) => String::new(),
+        (false, false) => format!("tracePipelines:\n{trace_pipelines}"),
+        (false, true) => {
+            format!("externalLabels: {{cluster: {CLUSTER}}}\ntracePipelines:\n{trace_pipelines}")
+        }
+    };
+    pushing_fixture(&config, reviewer, pods).await
 }
 
 /// The cluster of [`enriching_fixture`]'s agent.

@@ -3,9 +3,7 @@
 //! and the cluster in the spans' resource, over what the sender claimed, over HTTP and
 //! gRPC; a service-account token's namespace wins over the pod's; without one, the
 //! namespace selector judges the pod's namespace, never the claim; and no pod watch runs
-//! while no trace pipeline does.
-
-use std::net::SocketAddr;
+//! while no pipeline taking enriched pushes does.
 
 use axum::extract::ConnectInfo;
 use futures_util::FutureExt;
@@ -13,76 +11,13 @@ use kaas_proto::otlp::Resource;
 use kaas_test_support::recording_receiver::{RecordingReceiver, Reply};
 use kube::client::Body as KubeBody;
 
+use super::super::pods::{
+    POD_ADDRESS, SYSTEM_POD_ADDRESS, UNKNOWN_ADDRESS, address, coredns_pod, mocked_starter,
+    serve_pods, serve_the_web_pod, web_pod,
+};
 use super::*;
-use crate::discovery::kubernetes::mock_api::{self, next_request, send_list};
-use crate::discovery::kubernetes::pods_by_ip::PodsByIpStarter;
-
-/// The address of the pod `web-7d4b9c8f5-x2x9q` of Deployment `web` in `shop`.
-const POD_ADDRESS: &str = "10.0.0.1:43210";
-/// An address no pod has.
-const UNKNOWN_ADDRESS: &str = "10.9.9.9:43210";
-
-/// A pod cache starter on a mock API server, and the server's side.
-fn mocked_starter() -> (PodsByIpStarter, mock_api::Handle) {
-    let (service, handle) = tower_test::mock::pair::<Request<KubeBody>, http::Response<KubeBody>>();
-    let starter = PodsByIpStarter::new(kube::Client::new(service, "default"));
-    (starter, handle)
-}
-
-/// The pod at [`POD_ADDRESS`], as the API server lists it.
-fn web_pod() -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": "web-7d4b9c8f5-x2x9q", "namespace": "shop", "uid": "uid-web",
-            "resourceVersion": "101",
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                 "name": "web-7d4b9c8f5", "uid": "rs-1", "controller": true}]
-        },
-        "spec": {"nodeName": "node-a", "containers": [{"name": "app", "image": "web:1"}]},
-        "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}],
-                   "startTime": "2026-12-07T10:00:00Z"}
-    })
-}
-
-/// Answers the pod watch's list with [`web_pod`] and waits until the agent finds it
-/// by its address; the watch request that follows is returned unanswered (held, it
-/// keeps the watcher waiting rather than listing again).
-async fn serve_the_web_pod(agent: &Agent, api: &mut mock_api::Handle) -> mock_api::Answer {
-    serve_pods(agent, api, vec![web_pod()]).await
-}
-
-/// Answers the pod watch's list with `pods` (the web pod among them) and waits until
-/// the agent finds the web pod by its address; the watch request that follows is
-/// returned unanswered.
-async fn serve_pods(
-    agent: &Agent,
-    api: &mut mock_api::Handle,
-    pods: Vec<serde_json::Value>,
-) -> mock_api::Answer {
-    let (request, answer) = next_request(api).await;
-    assert_eq!(request.uri().path(), "/api/v1/pods");
-    send_list(answer, pods);
-    let (_, watch) = next_request(api).await;
-    let peer = Some(address(POD_ADDRESS).ip());
-    let until = std::time::Instant::now() + PROMPTLY;
-    while (agent.span_enrichment)
-        .enrich(&mut [ResourceSpans::default()], peer, None)
-        .pod_namespace
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < until,
-            "the pod is never indexed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    watch
-}
-
-fn address(text: &str) -> SocketAddr {
-    text.parse().unwrap()
-}
+use crate::discovery::kubernetes::mock_api::{self, next_request};
+use crate::internal_events::EnrichedSignal;
 
 /// A trace pipeline `name` with `input` shipping over OTLP/HTTP to `sink`.
 fn shipping_to(name: &str, input: &str, sink: &RecordingReceiver) -> String {
@@ -314,11 +249,11 @@ async fn let_spawned_tasks_run() {
     }
 }
 
-/// No pod watch is started while no trace pipeline runs (an agent with other
-/// pipelines, or none); the first trace pipeline starts it, and it is let go with the
-/// last.
+/// No pod watch is started while no pipeline taking enriched pushes runs (an agent
+/// with a metric pipeline only, or none); the first such pipeline (a trace pipeline, a
+/// log pipeline with an `otlp` input) starts it, and it is let go with the last.
 #[tokio::test]
-async fn no_pod_watch_runs_while_no_trace_pipeline_does() {
+async fn no_pod_watch_runs_while_no_pipeline_takes_enriched_pushes() {
     let (starter, mut api) = mocked_starter();
     let (mut agent, _receiver, _dir) = enriching_fixture("", no_kubernetes(), Some(starter)).await;
     let parse = |text: &str| {
@@ -327,49 +262,38 @@ async fn no_pod_watch_runs_while_no_trace_pipeline_does() {
         );
         AgentConfig::parse(&text, &kaas_pipeline::ValidationContext::standalone()).unwrap()
     };
-    let log_pipeline = "logPipelines:\n  - metadata: {name: logs}\n    spec:\n      input: {otlp: {enabled: true, authentication: {mode: unauthenticated}}}\n      output: {http: {url: 'http://127.0.0.1:9/ingest', format: jsonLines}}\n";
-    let report = agent.apply(parse(log_pipeline)).await;
+    let metric_pipeline = "pipelines:\n  - metadata: {name: metrics}\n    spec:\n      input: {otlp: {enabled: true, authentication: {mode: unauthenticated}}}\n      output: {prometheusRemoteWrite: {url: 'http://127.0.0.1:9/api/v1/write'}}\n";
+    let report = agent.apply(parse(metric_pipeline)).await;
     assert!(report.failed.is_empty(), "{report:?}");
     let_spawned_tasks_run().await;
-    assert!(!agent.span_enrichment.watches_pods());
+    assert!(!agent.push_enrichment.watches_pods());
     assert!(
         api.next_request().now_or_never().is_none(),
-        "a pod watch started without a trace pipeline"
+        "a pod watch started for a metric pipeline"
     );
 
+    let log_pipeline = "logPipelines:\n  - metadata: {name: logs}\n    spec:\n      input: {otlp: {enabled: true, authentication: {mode: unauthenticated}}}\n      output: {http: {url: 'http://127.0.0.1:9/ingest', format: jsonLines}}\n";
     let traces = format!(
         "tracePipelines:\n{}",
         pipeline("traces", UNAUTHENTICATED, "{}")
     );
-    let report = agent.apply(parse(&traces)).await;
-    assert!(report.failed.is_empty(), "{report:?}");
-    assert!(agent.span_enrichment.watches_pods());
-    let (request, _) = next_request(&mut api).await;
-    assert_eq!(request.uri().path(), "/api/v1/pods");
+    for (case, config) in [
+        ("log pipeline", log_pipeline.to_owned()),
+        ("trace pipeline", traces),
+    ] {
+        let report = agent.apply(parse(&config)).await;
+        assert!(report.failed.is_empty(), "{case}: {report:?}");
+        assert!(agent.push_enrichment.watches_pods(), "{case}");
+        let (request, _) = next_request(&mut api).await;
+        assert_eq!(request.uri().path(), "/api/v1/pods", "{case}");
 
-    agent.apply(parse(log_pipeline)).await;
-    assert!(
-        !agent.span_enrichment.watches_pods(),
-        "the cache outlived the last trace pipeline"
-    );
+        agent.apply(parse(metric_pipeline)).await;
+        assert!(
+            !agent.push_enrichment.watches_pods(),
+            "{case}: the cache outlived the last pipeline taking enriched pushes"
+        );
+    }
     agent.shutdown().await;
-}
-
-/// The address of the pod `coredns-5d78c9869d-abcde` in `kube-system`.
-const SYSTEM_POD_ADDRESS: &str = "10.0.0.2:53000";
-
-/// The pod at [`SYSTEM_POD_ADDRESS`], as the API server lists it.
-fn coredns_pod() -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": "coredns-5d78c9869d-abcde", "namespace": "kube-system",
-            "uid": "uid-coredns", "resourceVersion": "102"
-        },
-        "spec": {"nodeName": "node-a", "containers": [{"name": "dns", "image": "coredns:1"}]},
-        "status": {"phase": "Running", "podIP": "10.0.0.2", "podIPs": [{"ip": "10.0.0.2"}],
-                   "startTime": "2026-12-07T10:00:00Z"}
-    })
 }
 
 /// A push-token input (the fixture's Secret `shop/push`) with `namespaces`.
@@ -402,7 +326,7 @@ async fn without_a_proven_namespace_the_pods_namespace_is_judged_never_the_claim
     let (mut agent, receiver, _dir) =
         enriching_fixture(&pipelines, no_kubernetes(), Some(starter)).await;
     let _watch = serve_pods(&agent, &mut api, vec![web_pod(), coredns_pod()]).await;
-    let stats_before = receiver.stats.spans_enrichment();
+    let stats_before = receiver.stats.enrichment(EnrichedSignal::Spans);
 
     let push_token = [("authorization", "Bearer the-push-token")];
     let claims_shop = claiming("claims-shop", &[("k8s.namespace.name", "shop")]);
@@ -452,7 +376,7 @@ async fn without_a_proven_namespace_the_pods_namespace_is_judged_never_the_claim
             "{name}: the system pod's requests must be left out, the others taken"
         );
     }
-    let counted: Vec<(&str, u64)> = (receiver.stats.spans_enrichment().into_iter())
+    let counted: Vec<(&str, u64)> = (receiver.stats.enrichment(EnrichedSignal::Spans).into_iter())
         .zip(stats_before)
         .map(|((outcome, after), (_, before))| (outcome, after - before))
         .collect();
@@ -501,7 +425,7 @@ async fn a_service_account_tokens_namespace_is_judged_over_the_pods() {
     )
     .await;
     let _watch = serve_pods(&agent, &mut pods_api, vec![web_pod(), coredns_pod()]).await;
-    let stats_before = receiver.stats.spans_enrichment();
+    let stats_before = receiver.stats.enrichment(EnrichedSignal::Spans);
 
     let claims_shop = claiming("claims-shop", &[("k8s.namespace.name", "shop")]);
     // Two tokens: the reviewer remembers a token's review.
@@ -527,7 +451,7 @@ async fn a_service_account_tokens_namespace_is_judged_over_the_pods() {
         assert_eq!(status, StatusCode::OK, "{case}");
     }
     assert_eq!(buffered(&agent, "by-service-account").await, 1);
-    let counted: Vec<(&str, u64)> = (receiver.stats.spans_enrichment().into_iter())
+    let counted: Vec<(&str, u64)> = (receiver.stats.enrichment(EnrichedSignal::Spans).into_iter())
         .zip(stats_before)
         .map(|((outcome, after), (_, before))| (outcome, after - before))
         .collect();
