@@ -17,9 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_harness::{ADMIN, Harness};
-use kaas_observer::control::{ControlService, ControlSettings, serve, server_tls_config};
+use kaas_observer::control::{
+    ControlMetrics, ControlService, ControlSettings, serve, server_tls_config,
+};
 use kaas_observer::fleet::{LifecycleSettings, tick};
 use kaas_observer::identity::ClusterCa;
+use kaas_observer::internal_events::StreamRefusal;
 use kaas_observer::store::{Actor, ClusterState, NewCluster, Store, now_ms};
 use kaas_pipeline::status::{
     CONDITION_CONFIGURATION_APPLIED, CONDITION_FLOW_HEALTHY, Condition, ConditionStatus,
@@ -52,6 +55,7 @@ struct Credentials {
 /// The control service on the API harness's store, and one cluster.
 struct Setup {
     harness: Harness,
+    metrics: Arc<ControlMetrics>,
     url: String,
     bundle: String,
     cluster: String,
@@ -74,6 +78,7 @@ async fn setup() -> Setup {
         ..ControlSettings::default()
     };
     let service = ControlService::new(store.clone(), ca.clone(), settings);
+    let metrics = service.metrics();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("the test step succeeds");
@@ -98,6 +103,7 @@ async fn setup() -> Setup {
     apply_log_pipeline(&store).await;
     Setup {
         harness,
+        metrics,
         url,
         bundle: ca.bundle_pem(),
         cluster: cluster.id,
@@ -901,6 +907,12 @@ async fn an_instance_may_claim_only_the_role_its_certificate_allows() {
             "{claimed:?}: {refused:?}"
         );
     }
+    // Counted where the provider can alert on it, apart from other refusals.
+    assert_eq!(s.metrics.stream_refusals.count(StreamRefusal::WrongRole), 5);
+    assert_eq!(
+        s.metrics.stream_refusals.count(StreamRefusal::Certificate),
+        0
+    );
     s.open(&node, "node-1", AgentRole::Node).await;
     let mut gateway = s.open(&gateway, "gateway-0", AgentRole::Gateway).await;
     assert!(gateway.config_within(DEADLINE).await.is_some());

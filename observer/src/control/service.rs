@@ -31,7 +31,9 @@ use super::stream::{
 };
 use super::stream_identity::{PeerIdentity, StreamCertificate, peer_identity, revoked_status};
 use crate::identity::{ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY};
-use crate::internal_events::{ConfigPushes, HandshakeMetrics, JoinMetrics};
+use crate::internal_events::{
+    ConfigPushes, HandshakeMetrics, JoinMetrics, StreamRefusal, StreamRefusals, StreamRefused,
+};
 use crate::rendering::{CentralPipelineSettings, TenantPipelines};
 use crate::store::certificates::CertificateStanding;
 use crate::store::{Cluster, ReportWrite, Store, StoreError, now_ms};
@@ -87,6 +89,8 @@ pub struct ControlMetrics {
     pub joins: Arc<JoinMetrics>,
     /// Open streams whose certificate was signed by the CA being rotated out.
     pub streams_on_previous_ca: Gauge,
+    /// Streams refused at their admission, by reason.
+    pub stream_refusals: StreamRefusals,
 }
 
 impl ControlMetrics {
@@ -98,6 +102,7 @@ impl ControlMetrics {
             self.agent_streams.clone(),
         );
         self.config_pushes.register(registry);
+        self.stream_refusals.register(registry);
         self.handshakes.register(registry);
         self.joins.register(registry);
         registry.register(
@@ -337,29 +342,39 @@ impl ControlService {
     /// Checks that `peer` may open a stream with `hello`: the hello names the
     /// certificate's cluster, the cluster is live, and the certificate is recorded for
     /// it and not revoked. A first connection with a renewed certificate revokes the
-    /// instance's older ones, which ends their streams.
+    /// instance's older ones, which ends their streams. A refusal is counted by reason.
     async fn admit(&self, peer: &PeerIdentity, hello: &AgentHello) -> Result<Cluster, Status> {
         let inner = &self.inner;
         let info = &peer.info;
+        let refused = |reason: StreamRefusal, status: Status| {
+            StreamRefused { reason }.emit(&inner.metrics.stream_refusals);
+            status
+        };
         if hello.cluster_id != info.cluster {
             tracing::warn!(certificate = %info.cluster, hello = %loggable(&hello.cluster_id), "hello names another cluster");
-            return Err(Status::permission_denied(format!(
-                "the client certificate belongs to cluster {:?}, not {:?}",
-                info.cluster,
-                loggable(&hello.cluster_id)
-            )));
+            return Err(refused(
+                StreamRefusal::WrongCluster,
+                Status::permission_denied(format!(
+                    "the client certificate belongs to cluster {:?}, not {:?}",
+                    info.cluster,
+                    loggable(&hello.cluster_id)
+                )),
+            ));
         }
         // The role decides which credentials the stream is sent: it must be the one the
         // certificate allows (see `crate::identity`), checked before anything is read.
         let role = role_of(hello);
         if role != info.allowed_role {
             tracing::warn!(cluster = %info.cluster, instance = %info.instance, claimed = role.as_str(), allowed = info.allowed_role.as_str(), "hello claims a role its certificate does not allow");
-            return Err(Status::permission_denied(format!(
-                "instance {:?}'s certificate allows the role {}, not {}",
-                info.instance,
-                info.allowed_role.as_str(),
-                role.as_str()
-            )));
+            return Err(refused(
+                StreamRefusal::WrongRole,
+                Status::permission_denied(format!(
+                    "instance {:?}'s certificate allows the role {}, not {}",
+                    info.instance,
+                    info.allowed_role.as_str(),
+                    role.as_str()
+                )),
+            ));
         }
         let cluster = inner
             .store
@@ -367,13 +382,19 @@ impl ControlService {
             .await
             .map_err(unavailable)?
             .ok_or_else(|| {
-                Status::permission_denied(format!("cluster {:?} is not registered", info.cluster))
+                refused(
+                    StreamRefusal::UnknownCluster,
+                    Status::permission_denied(format!(
+                        "cluster {:?} is not registered",
+                        info.cluster
+                    )),
+                )
             })?;
         if !cluster.state.receives_config() {
-            return Err(Status::permission_denied(format!(
-                "cluster {:?} was deleted",
-                cluster.id
-            )));
+            return Err(refused(
+                StreamRefusal::DeletedCluster,
+                Status::permission_denied(format!("cluster {:?} was deleted", cluster.id)),
+            ));
         }
         let standing = inner
             .store
@@ -384,7 +405,10 @@ impl ControlService {
             CertificateStanding::Valid { instance } if *instance == info.instance => {}
             _ => {
                 tracing::warn!(cluster = %cluster.id, instance = %info.instance, serial = %info.serial_hex, ?standing, "certificate refused");
-                return Err(revoked_status(&standing));
+                return Err(refused(
+                    StreamRefusal::Certificate,
+                    revoked_status(&standing),
+                ));
             }
         }
         let revoked = inner

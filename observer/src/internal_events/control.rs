@@ -1,7 +1,8 @@
 //! The control port's events and the counters they own: [`HandshakeEnded`] (a TLS
 //! handshake on the agent control port or the API port, however it ended),
-//! [`JoinRefused`] (a `Join` call refused, and why) and [`ConfigPushed`] (a
-//! configuration sent down an agent stream, and what became of it). Every label value
+//! [`JoinRefused`] (a `Join` call refused, and why), [`StreamRefused`] (an agent
+//! stream refused at its admission, and why) and [`ConfigPushed`] (a configuration
+//! sent down an agent stream, and what became of it). Every label value
 //! comes from a fixed set, whatever peers send.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -242,6 +243,95 @@ impl ConfigPushed {
             .0
             .get_or_create(&ResultLabels {
                 result: self.outcome.as_str(),
+            })
+            .inc();
+    }
+}
+
+/// Why an agent's control stream was refused at its admission: the `reason` of
+/// `kaas_observer_agent_streams_refused_total`. Each is `PERMISSION_DENIED` to the
+/// agent; a store that cannot answer is `UNAVAILABLE` and not counted here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamRefusal {
+    /// The hello names another cluster than the certificate's.
+    WrongCluster,
+    /// The hello claims a role (cluster, node, gateway) the certificate does not allow:
+    /// a node's or gateway's certificate used to reach for another role's credentials.
+    WrongRole,
+    /// The certificate's cluster is not registered.
+    UnknownCluster,
+    /// The certificate's cluster was deleted.
+    DeletedCluster,
+    /// The certificate is revoked, unknown, or recorded for another instance.
+    Certificate,
+}
+
+impl StreamRefusal {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 5] = [
+        Self::WrongCluster,
+        Self::WrongRole,
+        Self::UnknownCluster,
+        Self::DeletedCluster,
+        Self::Certificate,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WrongCluster => "wrong_cluster",
+            Self::WrongRole => "wrong_role",
+            Self::UnknownCluster => "unknown_cluster",
+            Self::DeletedCluster => "deleted_cluster",
+            Self::Certificate => "certificate",
+        }
+    }
+}
+
+/// Agent streams refused at their admission, by reason.
+#[derive(Debug, Default)]
+pub struct StreamRefusals(Family<ReasonLabels, Counter>);
+
+impl StreamRefusals {
+    /// Registers the counter in `registry`, every reason at zero.
+    pub fn register(&self, registry: &mut Registry) {
+        for reason in StreamRefusal::ALL {
+            drop(self.0.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            }));
+        }
+        registry.register(
+            "kaas_observer_agent_streams_refused",
+            "Agent control streams refused at their admission (PERMISSION_DENIED); reason is wrong_cluster, wrong_role (a certificate used for a role it does not allow), unknown_cluster, deleted_cluster or certificate (revoked, unknown or another instance's).",
+            self.0.clone(),
+        );
+    }
+
+    /// Streams refused for `reason` so far.
+    pub fn count(&self, reason: StreamRefusal) -> u64 {
+        self.0
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .get()
+    }
+}
+
+/// An agent stream was refused at its admission: counted by reason. Its log line,
+/// naming the cluster and instance, is the caller's (it knows them).
+#[derive(Clone, Copy, Debug)]
+pub struct StreamRefused {
+    /// Why.
+    pub reason: StreamRefusal,
+}
+
+impl StreamRefused {
+    /// Counts the refusal in `refusals`.
+    pub fn emit(self, refusals: &StreamRefusals) {
+        refusals
+            .0
+            .get_or_create(&ReasonLabels {
+                reason: self.reason.as_str(),
             })
             .inc();
     }

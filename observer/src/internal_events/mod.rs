@@ -8,6 +8,7 @@
 //! | [`EgressRefused`] | `kaas_observer_egress_refusals_total{context, range}` |
 //! | [`HandshakeEnded`] | `kaas_observer_tls_handshakes_total{result}` (and the API port's `kaas_observer_api_tls_handshakes_total`) |
 //! | [`JoinRefused`] | `kaas_observer_join_failures_total{reason}` |
+//! | [`StreamRefused`] | `kaas_observer_agent_streams_refused_total{reason}` |
 //! | [`ConfigPushed`] | `kaas_observer_config_pushes_total{result}` |
 //! | [`GatewayAnswered`], [`GatewayRefused`], [`GatewaySeriesDropped`], [`GatewayForwarded`], [`GatewayLogsForwarded`] | the receive gateway's `kaas_gateway_*` families (`observer gateway`) |
 //! | [`SeriesWritten`] | `kaas_observer_remote_write_samples_total{result}`, `kaas_observer_remote_write_last_success_timestamp_seconds` |
@@ -29,7 +30,8 @@ mod remote_write;
 
 pub use control::{
     ConfigPushOutcome, ConfigPushed, ConfigPushes, HandshakeEnded, HandshakeMetrics,
-    HandshakeOutcome, JoinMetrics, JoinRefusal, JoinRefused,
+    HandshakeOutcome, JoinMetrics, JoinRefusal, JoinRefused, StreamRefusal, StreamRefusals,
+    StreamRefused,
 };
 pub use egress::{EgressRefusals, EgressRefused};
 pub use gateway::{
