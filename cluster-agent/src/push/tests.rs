@@ -69,6 +69,7 @@ async fn fixture_with(
         cluster: ClusterView::default(),
         service_account_dir: dir.path().join("no-service-account"),
         kubelet_insecure_skip_verify: false,
+        bound_urls: Default::default(),
     });
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: pushed}}\n    spec:\n      input: {input}\n      buffer: {buffer}\n      output: {{prometheusRemoteWrite: {{url: \"{url}\"}}}}\n"
@@ -492,6 +493,7 @@ async fn otlp_logs_are_answered_once_durable_and_refused_when_the_buffer_is_full
         cluster: ClusterView::default(),
         service_account_dir: dir.path().join("no-service-account"),
         kubelet_insecure_skip_verify: false,
+        bound_urls: Default::default(),
     });
     let receiver = PushReceiver::new(
         agent.pipelines.clone(),
@@ -576,6 +578,7 @@ async fn log_fixture(
         cluster: ClusterView::default(),
         service_account_dir: dir.path().join("no-service-account"),
         kubelet_insecure_skip_verify: false,
+        bound_urls: Default::default(),
     });
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\nlogPipelines:\n{log_pipelines}"

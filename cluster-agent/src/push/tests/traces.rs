@@ -41,6 +41,7 @@ async fn enriching_fixture(
         cluster: ClusterView::default(),
         service_account_dir: dir.path().join("no-service-account"),
         kubelet_insecure_skip_verify: false,
+        bound_urls: Default::default(),
     });
     if let Some(starter) = pods {
         agent.enrich_spans_from_pods(starter);
