@@ -76,6 +76,8 @@ pub struct AgentSettings {
     pub kubelet_insecure_skip_tls_verify: bool,
     /// The rules every configuration is validated under, and what the agent may read.
     pub policy: ProviderPolicy,
+    /// Rules for output URLs read from Secrets: a tenant's, `--central-endpoints` refused.
+    pub bound_urls: crate::outbound::destination::BoundUrlRules,
     /// What this instance runs.
     pub role: AgentRole,
     /// Where the kubelet writes container logs (node role).
@@ -474,8 +476,7 @@ impl Agent {
     }
 }
 
-/// A client for the cluster's API, when the agent runs in a cluster (or has a
-/// kubeconfig).
+/// A client for the cluster's API, when the agent runs in a cluster (or has a kubeconfig).
 async fn kubernetes_client(enabled: bool) -> Option<kube::Client> {
     let configured = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
         || std::env::var_os("KUBECONFIG").is_some();
@@ -648,6 +649,7 @@ impl ConfiguredAgent {
             },
             service_account_dir: SERVICE_ACCOUNT_DIR.into(),
             kubelet_insecure_skip_verify: settings.kubelet_insecure_skip_tls_verify,
+            bound_urls: settings.bound_urls.clone(),
         };
         let mut agent = Agent::new(context);
         agent.set_buffer_budget(settings.buffer_budget);
@@ -1074,6 +1076,7 @@ pipelines:
             cluster: ClusterView::default(),
             service_account_dir: dir.join("no-service-account"),
             kubelet_insecure_skip_verify: false,
+            bound_urls: Default::default(),
         })
     }
 

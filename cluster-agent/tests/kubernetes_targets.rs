@@ -67,6 +67,7 @@ async fn annotated_pods_are_scraped_and_forgotten_when_they_go() {
         },
         service_account_dir: dir.path().join("serviceaccount"),
         kubelet_insecure_skip_verify: false,
+        bound_urls: Default::default(),
     });
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: workloads}}\n    spec:\n      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, prometheus: {{enabled: true, namespaces: {{include: [shop]}}}}}}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",
@@ -184,6 +185,7 @@ async fn the_runtime_input_scrapes_kubelets_with_the_service_account() {
         },
         service_account_dir: service_account,
         kubelet_insecure_skip_verify: false,
+        bound_urls: Default::default(),
     });
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: runtime}}\n    spec:\n      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, runtime: {{enabled: true, resources: {{node: false}}}}}}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",
@@ -270,6 +272,7 @@ async fn istio_sidecars_are_scraped_without_annotations() {
         },
         service_account_dir: dir.path().join("serviceaccount"),
         kubelet_insecure_skip_verify: false,
+        bound_urls: Default::default(),
     });
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: mesh}}\n    spec:\n      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, istio: {{enabled: true}}}}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",
@@ -334,6 +337,7 @@ async fn annotated_services_are_scraped_through_their_endpoints() {
         },
         service_account_dir: dir.path().join("serviceaccount"),
         kubelet_insecure_skip_verify: false,
+        bound_urls: Default::default(),
     });
     let config = format!(
         "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: AgentConfig\npipelines:\n  - metadata: {{name: services}}\n    spec:\n      input: {{scrapeInterval: 1s, scrapeTimeout: 1s, prometheus: {{enabled: true}}}}\n      output: {{prometheusRemoteWrite: {{url: \"{}\"}}}}\n",

@@ -274,7 +274,12 @@ async fn otlp_pushed_over_grpc_reaches_the_pipeline() {
     .unwrap();
     let exporter = kaas_cluster_agent::exporters::otlp::OtlpExporter::new(
         &output,
-        output.endpoint.parse().unwrap(),
+        output
+            .endpoint
+            .plain()
+            .unwrap()
+            .parse::<url::Url>()
+            .unwrap(),
         kaas_pipeline::output::OtlpProtocol::Grpc,
         Duration::from_secs(5),
         kaas_cluster_agent::outbound::auth::ValueSources::without_secrets(),

@@ -84,7 +84,7 @@ fn start(output: RemoteWriteOutput, version: RemoteWriteVersion, config: SenderC
     let buffer = Arc::new(Mutex::new(buffer));
     let stats = Arc::new(PipelineStats::default());
     let wake = Arc::new(Notify::new());
-    let url = output.url.parse().expect("URL");
+    let url: url::Url = output.url.describe().parse().expect("URL");
     let exporter = RemoteWriteExporter::new(
         &output,
         url,

@@ -48,6 +48,7 @@ fn agent(dir: &std::path::Path, secrets: MapSecrets) -> Agent {
         cluster: ClusterView::default(),
         service_account_dir: dir.join("serviceaccount"),
         kubelet_insecure_skip_verify: false,
+        bound_urls: Default::default(),
     })
 }
 

@@ -69,6 +69,7 @@ async fn cluster(cluster_ca: Option<&str>, insecure_skip_verify: bool) -> Cluste
         },
         service_account_dir: service_account,
         kubelet_insecure_skip_verify: insecure_skip_verify,
+        bound_urls: Default::default(),
     });
     Cluster {
         dir,

@@ -49,7 +49,7 @@ fn batch() -> Batch {
 
 fn exporter(yaml: &str) -> RemoteWriteExporter {
     let output: RemoteWriteOutput = serde_yaml::from_str(yaml).expect("output YAML");
-    let url = output.url.parse().expect("URL");
+    let url: url::Url = output.url.describe().parse().expect("URL");
     RemoteWriteExporter::new(
         &output,
         url,

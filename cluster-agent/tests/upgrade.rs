@@ -196,7 +196,7 @@ async fn a_buffer_written_by_the_previous_build_is_drained_except_what_it_acknow
         serde_yaml::from_str(&format!("url: {}", receiver.url())).expect("output");
     let exporter = RemoteWriteExporter::new(
         &output,
-        receiver.url().parse().expect("URL"),
+        receiver.url().parse::<url::Url>().expect("URL"),
         RemoteWriteVersion::V1,
         Duration::from_secs(5),
         ValueSources::without_secrets(),

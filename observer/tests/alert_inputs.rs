@@ -751,6 +751,7 @@ fn every_producer_is_installed_with_the_agent() {
             ca_pem: "CA",
             join_token: "kjt",
             secret_namespaces: &["kaas-observer".to_owned()],
+            central_endpoints: &[],
         },
     )
     .unwrap();

@@ -365,6 +365,7 @@ impl Objects {
                 ca_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
                 join_token: "kjt_example",
                 secret_namespaces: &["kaas-observer".to_owned()],
+                central_endpoints: &[],
             },
         )
         .expect("render the agent manifest");

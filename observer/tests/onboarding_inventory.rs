@@ -761,6 +761,7 @@ async fn a_listed_kubeconfig_gets_the_agent_installed_and_the_others_show_the_co
             control_endpoint: "https://observer.example:8443".to_owned(),
             ca_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_owned(),
             secret_namespaces: vec!["kaas-observer".to_owned()],
+            central_endpoints: Vec::new(),
             workload: WorkloadConnector::Fixed(workload),
         });
     })
@@ -774,6 +775,7 @@ async fn a_listed_kubeconfig_gets_the_agent_installed_and_the_others_show_the_co
         ca_pem: "",
         join_token: "any",
         secret_namespaces: &["kaas-observer".to_owned()],
+        central_endpoints: &[],
     })
     .expect("the manifests render")
     .len();
@@ -824,6 +826,7 @@ async fn a_kubeconfig_that_runs_a_command_is_refused_with_its_entry() {
             control_endpoint: "https://observer.example:8443".to_owned(),
             ca_pem: String::new(),
             secret_namespaces: Vec::new(),
+            central_endpoints: Vec::new(),
             workload: WorkloadConnector::Fixed(workload),
         });
     })

@@ -11,7 +11,8 @@
 //!    durations. Nothing unvalidated can be stored, rendered or applied.
 //!
 //! The sections of a pipeline each live in their own module with their validation:
-//! [`input`], [`processors`], [`output`], [`buffer`], [`selector`]; credentials are
+//! [`input`], [`processors`], [`output`] (its URLs in [`output_url`]), [`buffer`],
+//! [`selector`]; credentials are
 //! [`secret`] references; [`status`] holds the conditions the observer reports.
 //! [`templates`] holds `PipelineTemplate`s and the instances made from them.
 //! [`agent_config`] is what an agent runs, [`crd`] renders the CRD. Targets carrying the
@@ -29,6 +30,7 @@ pub mod input;
 pub mod logs;
 pub mod names;
 pub mod output;
+pub mod output_url;
 pub mod paths;
 pub mod pipeline;
 pub mod policy;

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::errors::{FieldErrors, field, index, key};
+use crate::output_url::{Destination, UrlRule, check_destination};
 use crate::policy::{Origin, ValidationContext};
-use crate::secret::ValueSource;
+use crate::secret::{StringSource, ValueSource};
 use crate::units::parse_duration;
 
 /// How long one send may take before it is abandoned and retried. Prometheus uses 30s
@@ -60,9 +61,10 @@ pub struct Output {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RemoteWriteOutput {
-    /// The endpoint, e.g. `https://thanos-receive.example:19291/api/v1/receive`.
+    /// The endpoint, e.g. `https://thanos-receive.example:19291/api/v1/receive`, or
+    /// `{valueFrom: {secretKeyRef: …}}` to read it from a (service-binding) Secret.
     #[serde(default)]
-    pub url: String,
+    pub url: StringSource,
     /// Remote-write protocol version: `1.0` (default) or `2.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<RemoteWriteVersion>,
@@ -97,9 +99,10 @@ pub enum RemoteWriteVersion {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OtlpOutput {
     /// For `grpc`, `http(s)://host:port` with no path; for `http`, the base URL to which
-    /// `/v1/metrics` is appended unless the path already ends with it.
+    /// `/v1/metrics` is appended unless the path already ends with it. Or
+    /// `{valueFrom: {secretKeyRef: …}}` to read it from a (service-binding) Secret.
     #[serde(default)]
-    pub endpoint: String,
+    pub endpoint: StringSource,
     /// `grpc` (default) or `http` (HTTP/protobuf).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<OtlpProtocol>,
@@ -178,9 +181,10 @@ pub struct BasicAuth {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OAuth2 {
-    /// The token endpoint.
+    /// The token endpoint, or `{valueFrom: {secretKeyRef: …}}` to read it from a
+    /// (service-binding) Secret.
     #[serde(default)]
-    pub token_url: String,
+    pub token_url: StringSource,
     /// The client id.
     #[serde(default)]
     pub client_id: ValueSource,
@@ -228,8 +232,8 @@ pub struct Tls {
 pub enum ValidatedOutput {
     /// Remote-write to `url`.
     RemoteWrite {
-        /// The endpoint.
-        url: Url,
+        /// The endpoint, or where the agent reads it.
+        url: Destination,
         /// The protocol version.
         version: RemoteWriteVersion,
         /// Per-request timeout.
@@ -240,8 +244,9 @@ pub enum ValidatedOutput {
     },
     /// OTLP export to `endpoint`.
     Otlp {
-        /// The endpoint; for HTTP, the full URL including `/v1/metrics`.
-        endpoint: Url,
+        /// The endpoint (for HTTP, the full URL including `/v1/metrics`), or where the
+        /// agent reads it.
+        endpoint: Destination,
         /// The transport.
         protocol: OtlpProtocol,
         /// Per-request timeout.
@@ -274,15 +279,20 @@ impl Output {
         found
     }
 
-    /// Every Kubernetes Secret key the output refers to (headers, credentials, TLS), so
-    /// an agent knows which namespaces' Secrets to watch and the observer which ones to
-    /// check.
+    /// Every Kubernetes Secret key the output refers to (URL, headers, credentials,
+    /// TLS), so an agent knows which namespaces' Secrets to watch and the observer which
+    /// ones to check.
     pub fn secret_refs(&self) -> Vec<&crate::secret::SecretKeyRef> {
         match (&self.prometheus_remote_write, &self.otlp) {
-            (Some(rw), _) => endpoint_secret_refs(&rw.headers, &rw.authentication, &rw.tls),
-            (None, Some(otlp)) => {
-                endpoint_secret_refs(&otlp.headers, &otlp.authentication, &otlp.tls)
+            (Some(rw), _) => {
+                endpoint_secret_refs(&rw.url, &rw.headers, &rw.authentication, &rw.tls)
             }
+            (None, Some(otlp)) => endpoint_secret_refs(
+                &otlp.endpoint,
+                &otlp.headers,
+                &otlp.authentication,
+                &otlp.tls,
+            ),
             (None, None) => Vec::new(),
         }
     }
@@ -376,14 +386,15 @@ pub(crate) fn endpoint_inline_secrets<'a>(
     }
 }
 
-/// Every Kubernetes Secret key one endpoint refers to (headers, credentials, TLS).
+/// Every Kubernetes Secret key one endpoint refers to (URL, headers, credentials, TLS).
 pub(crate) fn endpoint_secret_refs<'a>(
+    url: &'a StringSource,
     headers: &'a [Header],
     authentication: &'a Option<Authentication>,
     tls: &'a Option<Tls>,
 ) -> Vec<&'a crate::secret::SecretKeyRef> {
-    let mut sources: Vec<Option<&crate::secret::ValueFrom>> =
-        headers.iter().map(|h| h.value_from.as_ref()).collect();
+    let mut sources: Vec<Option<&crate::secret::ValueFrom>> = vec![url.reference()];
+    sources.extend(headers.iter().map(|h| h.value_from.as_ref()));
     if let Some(auth) = authentication {
         if let Some(basic) = &auth.basic {
             sources.push(basic.user.value_from.as_ref());
@@ -395,6 +406,7 @@ pub(crate) fn endpoint_secret_refs<'a>(
                 .and_then(|t| t.value_from.as_ref()),
         );
         if let Some(oauth2) = &auth.oauth2 {
+            sources.push(oauth2.token_url.reference());
             sources.push(oauth2.client_id.value_from.as_ref());
             sources.push(oauth2.client_secret.value_from.as_ref());
         }
@@ -419,10 +431,9 @@ impl RemoteWriteOutput {
         errors: &mut FieldErrors,
     ) -> Option<ValidatedOutput> {
         let url_path = field(path, "url");
-        let url = check_http_url(&self.url, &url_path, errors);
-        check_not_central(url.as_ref(), &url_path, context, errors);
+        let url = check_destination(&self.url, UrlRule::AsWritten, &url_path, context, errors);
         let endpoint = Endpoint {
-            url: url.as_ref(),
+            url: url.as_ref().and_then(Destination::fixed),
             headers: &self.headers,
             authentication: self.authentication.as_ref(),
             tls: self.tls.as_ref(),
@@ -446,35 +457,19 @@ impl OtlpOutput {
     pub(crate) fn validate_for(
         &self,
         path: &str,
-        signal_path: &str,
+        signal_path: &'static str,
         context: &ValidationContext,
         errors: &mut FieldErrors,
     ) -> Option<ValidatedOutput> {
         let endpoint_path = field(path, "endpoint");
         let protocol = self.protocol.unwrap_or_default();
-        let mut url = check_http_url(&self.endpoint, &endpoint_path, errors);
-        check_not_central(url.as_ref(), &endpoint_path, context, errors);
-        if let Some(parsed) = &mut url {
-            match protocol {
-                OtlpProtocol::Grpc if !matches!(parsed.path(), "" | "/") => {
-                    errors.add(
-                        &endpoint_path,
-                        format!(
-                            "an OTLP/gRPC endpoint has no path, found {:?}; use \
-                             scheme://host:port, or set protocol: http",
-                            parsed.path()
-                        ),
-                    );
-                }
-                OtlpProtocol::Http if !parsed.path().ends_with(signal_path) => {
-                    let base = parsed.path().trim_end_matches('/').to_owned();
-                    parsed.set_path(&format!("{base}{signal_path}"));
-                }
-                _ => {}
-            }
-        }
+        let rule = match protocol {
+            OtlpProtocol::Grpc => UrlRule::OtlpGrpc,
+            OtlpProtocol::Http => UrlRule::OtlpHttp(signal_path),
+        };
+        let url = check_destination(&self.endpoint, rule, &endpoint_path, context, errors);
         let endpoint = Endpoint {
-            url: url.as_ref(),
+            url: url.as_ref().and_then(Destination::fixed),
             headers: &self.headers,
             authentication: self.authentication.as_ref(),
             tls: self.tls.as_ref(),
@@ -503,47 +498,6 @@ pub(crate) fn timeout(text: Option<&str>, path: &str, errors: &mut FieldErrors) 
             errors.add(path, reason);
             DEFAULT_SEND_TIMEOUT
         }
-    }
-}
-
-/// Parses an absolute `http` or `https` URL without credentials in it.
-pub(crate) fn check_http_url(text: &str, path: &str, errors: &mut FieldErrors) -> Option<Url> {
-    if text.is_empty() {
-        errors.add(path, "required: an absolute http(s) URL");
-        return None;
-    }
-    let url = match Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
-        _ => {
-            errors.add(path, format!("not an absolute http(s) URL: {text:?}"));
-            return None;
-        }
-    };
-    if !url.username().is_empty() || url.password().is_some() {
-        // Do not echo the URL: it holds a credential.
-        errors.add(
-            path,
-            "credentials in the URL would be stored and shown in clear; use \
-             authentication.basic with a Secret instead",
-        );
-        return None;
-    }
-    Some(url)
-}
-
-/// Refuses an output URL pointing at the provider's central receiver.
-pub(crate) fn check_not_central(
-    url: Option<&Url>,
-    path: &str,
-    context: &ValidationContext,
-    errors: &mut FieldErrors,
-) {
-    if url.is_some_and(|url| context.policy.is_central_endpoint(url)) {
-        errors.add(
-            path,
-            "this is the provider's central receiver, which only the provider's own pipeline \
-             writes to; send to your own backend",
-        );
     }
 }
 
@@ -692,7 +646,9 @@ impl Authentication {
         }
         if let Some(oauth2) = &self.oauth2 {
             let oauth_path = field(path, "oauth2");
-            check_http_url(&oauth2.token_url, &field(&oauth_path, "tokenUrl"), errors);
+            let token_path = field(&oauth_path, "tokenUrl");
+            let rule = UrlRule::TokenEndpoint;
+            check_destination(&oauth2.token_url, rule, &token_path, context, errors);
             oauth2
                 .client_id
                 .validate(&field(&oauth_path, "clientId"), context, errors);

@@ -196,6 +196,187 @@ impl SecretKeyRef {
     }
 }
 
+/// A setting that is plain text where it is written, or read from a Secret key: an
+/// output's URL (`url`, `endpoint`, `tokenUrl`), so a service-binding Secret can carry
+/// it. Written as a string (as before, meaning what it always meant) or as
+/// `{valueFrom: {secretKeyRef: {name, namespace, key}}}`.
+///
+/// Plain text is not secret (the API shows it); a referenced value is treated as one:
+/// its resolved text is never logged, reported or returned, only its reference
+/// ([`StringSource::describe`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StringSource {
+    /// The value as written.
+    Plain(String),
+    /// Where the agent reads the value: a Secret key (or, in a standalone agent's own
+    /// file only, a file), read again when it changes.
+    Referenced(ValueFrom),
+}
+
+/// The object form of a [`StringSource`].
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ReferencedString {
+    value_from: ValueFrom,
+}
+
+impl Default for StringSource {
+    fn default() -> Self {
+        Self::Plain(String::new())
+    }
+}
+
+impl From<&str> for StringSource {
+    fn from(text: &str) -> Self {
+        Self::Plain(text.to_owned())
+    }
+}
+
+impl From<String> for StringSource {
+    fn from(text: String) -> Self {
+        Self::Plain(text)
+    }
+}
+
+impl PartialEq<str> for StringSource {
+    fn eq(&self, other: &str) -> bool {
+        self.plain() == Some(other)
+    }
+}
+
+impl PartialEq<&str> for StringSource {
+    fn eq(&self, other: &&str) -> bool {
+        self.plain() == Some(*other)
+    }
+}
+
+impl StringSource {
+    /// The text when written in place.
+    pub fn plain(&self) -> Option<&str> {
+        match self {
+            Self::Plain(text) => Some(text),
+            Self::Referenced(_) => None,
+        }
+    }
+
+    /// Where the value is read from, when it is not written in place.
+    pub fn reference(&self) -> Option<&ValueFrom> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Referenced(from) => Some(from),
+        }
+    }
+
+    /// The Secret key the value is read from, when it names one.
+    pub fn secret_ref(&self) -> Option<&SecretKeyRef> {
+        self.reference()?.secret_key_ref.as_ref()
+    }
+
+    /// The value source the agent resolves, for a referenced value.
+    pub fn as_value_source(&self) -> Option<ValueSource> {
+        self.reference().map(|from| ValueSource {
+            value: None,
+            value_from: Some(from.clone()),
+        })
+    }
+
+    /// How the setting may be shown in logs, messages and diffs: plain text as it is,
+    /// a reference by what it names (`Secret ns/name key "url"`), never its value.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Plain(text) => text.clone(),
+            Self::Referenced(from) => from.describe(),
+        }
+    }
+}
+
+impl ValueFrom {
+    /// What the reference names, for messages: `Secret ns/name key "k"` or
+    /// `file /path`.
+    pub fn describe(&self) -> String {
+        match (&self.secret_key_ref, &self.file) {
+            (Some(r), _) => format!("Secret {}/{} key {:?}", r.namespace, r.name, r.key),
+            (None, Some(path)) => format!("file {path}"),
+            (None, None) => "an empty valueFrom".to_owned(),
+        }
+    }
+}
+
+impl Serialize for StringSource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Plain(text) => serializer.serialize_str(text),
+            Self::Referenced(from) => ReferencedString {
+                value_from: from.clone(),
+            }
+            .serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StringSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = StringSource;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, or {valueFrom: {secretKeyRef: {name, namespace, key}}}")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StringSource, E> {
+                Ok(StringSource::Plain(text.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<StringSource, E> {
+                Ok(StringSource::Plain(text))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<StringSource, A::Error> {
+                let reference = ReferencedString::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(StringSource::Referenced(reference.value_from))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl JsonSchema for StringSource {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StringSource".into()
+    }
+
+    /// Either a string or an object, which a structural schema can only say by
+    /// leaving the type open; the observer and the agent check the shape.
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A string, or {valueFrom: {secretKeyRef: {name, namespace, key}}} to read it from a Secret key.",
+            "x-kubernetes-preserve-unknown-fields": true
+        })
+    }
+}
+
+impl StringSource {
+    /// Checks a referenced value's reference as any `valueFrom` is checked (the Secret
+    /// namespace allow-list, file reading only where allowed); plain text is the
+    /// caller's to check.
+    pub(crate) fn validate_reference(
+        &self,
+        path: &str,
+        context: &ValidationContext,
+        errors: &mut FieldErrors,
+    ) {
+        if let Some(source) = self.as_value_source() {
+            source.validate(path, context, errors);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +387,44 @@ mod tests {
         let shown = format!("{source:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("***"), "{shown}");
+    }
+
+    #[test]
+    fn a_string_source_reads_plain_text_as_before_and_a_reference_as_an_object() {
+        let plain: StringSource = serde_yaml::from_str("https://x.example/w").unwrap();
+        assert_eq!(plain, "https://x.example/w");
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            r#""https://x.example/w""#
+        );
+        let referenced: StringSource = serde_yaml::from_str(
+            "{valueFrom: {secretKeyRef: {name: binding, namespace: kaas-observer, key: url}}}",
+        )
+        .unwrap();
+        let reference = referenced.secret_ref().unwrap();
+        assert_eq!(
+            (reference.name.as_str(), reference.key.as_str()),
+            ("binding", "url")
+        );
+        assert_eq!(
+            serde_json::to_string(&referenced).unwrap(),
+            r#"{"valueFrom":{"secretKeyRef":{"name":"binding","namespace":"kaas-observer","key":"url"}}}"#
+        );
+        assert_eq!(
+            referenced.describe(),
+            r#"Secret kaas-observer/binding key "url""#
+        );
+        for bad in [
+            "{value: https://x.example}",
+            "{valueFrom: {}, extra: 1}",
+            "[a]",
+            "12",
+        ] {
+            assert!(
+                serde_yaml::from_str::<StringSource>(bad).is_err(),
+                "{bad} must not parse"
+            );
+        }
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub enum Reason {
     DataDropped,
     /// A referenced Secret or key does not exist.
     SecretMissing,
+    /// A referenced Secret key holds a value the agent refuses (a bound URL that a
+    /// pipeline may not send to); the message names the field and the reference, never
+    /// the value. A value that was good before keeps being used.
+    SecretInvalid,
     /// The agent's disk buffer could not store data: its volume is full or failing.
     BufferWriteFailed,
     /// The pipelines on a cluster ask for more buffer than its budget: this one runs
@@ -74,7 +78,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::Applied,
         Reason::ConfigRejected,
         Reason::ConfigTooLarge,
@@ -91,6 +95,7 @@ impl Reason {
         Reason::BufferFillingUp,
         Reason::DataDropped,
         Reason::SecretMissing,
+        Reason::SecretInvalid,
         Reason::BufferWriteFailed,
         Reason::BufferBudgetExceeded,
         Reason::KubeletCertificateUntrusted,
@@ -117,6 +122,7 @@ impl Reason {
             Reason::BufferFillingUp => "BufferFillingUp",
             Reason::DataDropped => "DataDropped",
             Reason::SecretMissing => "SecretMissing",
+            Reason::SecretInvalid => "SecretInvalid",
             Reason::BufferWriteFailed => "BufferWriteFailed",
             Reason::BufferBudgetExceeded => "BufferBudgetExceeded",
             Reason::KubeletCertificateUntrusted => "KubeletCertificateUntrusted",
@@ -138,6 +144,7 @@ impl Reason {
         matches!(
             self,
             Reason::SecretMissing
+                | Reason::SecretInvalid
                 | Reason::BackendUnreachable
                 | Reason::DataDropped
                 | Reason::BufferFillingUp
@@ -174,6 +181,8 @@ pub mod reasons {
     pub const DATA_DROPPED: &str = Reason::DataDropped.as_str();
     /// [`Reason::SecretMissing`].
     pub const SECRET_MISSING: &str = Reason::SecretMissing.as_str();
+    /// [`Reason::SecretInvalid`].
+    pub const SECRET_INVALID: &str = Reason::SecretInvalid.as_str();
     /// [`Reason::BufferWriteFailed`].
     pub const BUFFER_WRITE_FAILED: &str = Reason::BufferWriteFailed.as_str();
     /// [`Reason::BufferBudgetExceeded`].

@@ -1171,6 +1171,40 @@ const BAD: &[(&str, &[&str])] = &[
             r#"spec.exporters: unknown field `exporters`, expected one of `input`, `sampling`, `processors`, `output`, `buffer`, `clusterSelector`"#,
         ],
     ),
+    (
+        "binding-url-secret-namespace-not-allowed.yaml",
+        &[
+            r#"spec.output.prometheusRemoteWrite.url.valueFrom.secretKeyRef.namespace: the agent may not read Secrets in namespace "kube-system": the provider allows only the namespaces listed for the agent's Secret access; use one of: kaas-observer"#,
+        ],
+    ),
+    (
+        "binding-url-value-from-file-observer.yaml",
+        &[
+            "spec.output.otlp.endpoint.valueFrom.file: reading files on the agent is only allowed in a standalone agent's own configuration, not in a pipeline the observer distributes; put the value in a Secret and use secretKeyRef",
+        ],
+    ),
+    (
+        "binding-url-inline-object.yaml",
+        &[
+            "spec.output.prometheusRemoteWrite.url.value: unknown field `value`, expected `valueFrom`",
+        ],
+    ),
+    (
+        "binding-token-url-secret-ref-invalid.yaml",
+        &[
+            r#"spec.output.otlp.authentication.oauth2.tokenUrl.valueFrom.secretKeyRef.name: "Vendor_Binding" is not a valid DNS-1123 subdomain: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"#,
+        ],
+    ),
+    (
+        "log-binding-loki-url-value-from-empty.yaml",
+        &["spec.output.loki.url.valueFrom: set secretKeyRef or file"],
+    ),
+    (
+        "trace-binding-endpoint-secret-namespace-not-allowed.yaml",
+        &[
+            r#"spec.output.otlp.endpoint.valueFrom.secretKeyRef.namespace: the agent may not read Secrets in namespace "shop": the provider allows only the namespaces listed for the agent's Secret access; use one of: kaas-observer"#,
+        ],
+    ),
 ];
 
 fn testdata(dir: &str) -> PathBuf {

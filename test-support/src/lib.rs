@@ -14,6 +14,7 @@
 //! - [`tls`]: certificates made per run and nginx terminating mutual TLS with them.
 //! - [`journal`]: journal files written by the real `systemd-journal-remote` (and a
 //!   minimal writer for what it does not write), read back by `journalctl`.
+//! - [`kube_api`]: list and watch-event bodies for tests driving kube's mock client.
 //! - [`fake_observer`]: an `AgentControl` server that speaks the real control contract
 //!   (hash-based config push, join tokens) and records everything an agent sends.
 
@@ -21,6 +22,7 @@ pub mod fake_inventory;
 pub mod fake_observer;
 pub mod http;
 pub mod journal;
+pub mod kube_api;
 pub mod loki;
 pub mod peers;
 pub mod process;

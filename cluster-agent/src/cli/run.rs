@@ -45,6 +45,7 @@ use crate::internal_events::{
 use crate::node_certificates::{
     DEFAULT_GATEWAY_SERVICE_ACCOUNT, DEFAULT_NODE_SERVICE_ACCOUNT, ServiceAccountName,
 };
+use crate::outbound::destination::BoundUrlRules;
 use crate::pipeline::budget::{DEFAULT_BUFFER_BUDGET, DEFAULT_NODE_BUFFER_BUDGET};
 use crate::pipeline::node_logs::{DEFAULT_JOURNAL_DIR, DEFAULT_POD_LOG_DIR};
 
@@ -175,6 +176,12 @@ pub struct RunArgs {
     /// --agent-secret-namespaces`, with a Role per namespace.
     #[arg(long, value_name = "NAMESPACE,...", value_delimiter = ',')]
     pub secret_namespaces: Option<Vec<String>>,
+    /// The provider's central receivers (comma-separated URLs): an output URL a
+    /// pipeline reads from a Secret is refused when it names one of them (by host and
+    /// port), as the observer refuses the same URL written in a tenant pipeline. The
+    /// provider's own pipeline, whose URL is written in place, is not affected.
+    #[arg(long, value_name = "URL,...", value_delimiter = ',')]
+    pub central_endpoints: Vec<String>,
     /// Accept any kubelet serving certificate instead of verifying it against the
     /// cluster CA: the provider's setting for one cluster whose kubelets serve
     /// self-signed certificates (better: turn on kubelet serving certificates,
@@ -293,6 +300,7 @@ impl RunArgs {
         );
         let (node_issuer, (node_service_account, gateway_service_account)) =
             self.check_names(&mut problems, role);
+        let bound_urls = self.bound_url_rules(&mut problems);
         let drain_timeout = problems.check(
             "drain-timeout",
             &self.drain_timeout,
@@ -380,6 +388,7 @@ impl RunArgs {
             kubernetes: kubernetes == KubernetesMode::Auto,
             kubelet_insecure_skip_tls_verify: self.kubelet_insecure_skip_tls_verify,
             policy,
+            bound_urls,
             role: role.into(),
             pod_log_dir: self.pod_log_dir.clone(),
             journal_dir: self.journal_dir.clone(),
@@ -395,6 +404,18 @@ impl RunArgs {
 }
 
 impl RunArgs {
+    /// The rules URLs read from Secrets are checked under: `--central-endpoints`
+    /// refused.
+    fn bound_url_rules(&self, problems: &mut Problems) -> BoundUrlRules {
+        let central_endpoints = self
+            .central_endpoints
+            .iter()
+            .filter(|text| !text.is_empty())
+            .filter_map(|text| problems.check("central-endpoints", text, check_central_endpoint))
+            .collect();
+        BoundUrlRules::refusing(central_endpoints)
+    }
+
     /// The listen addresses: the HTTP port's, OTLP/gRPC's, OTLP/HTTP's and Zipkin's.
     fn check_addresses(&self, problems: &mut Problems) -> [Option<SocketAddr>; 4] {
         [
@@ -451,6 +472,14 @@ impl RunArgs {
             }
         }
         (node_issuer, accounts)
+    }
+}
+
+/// A `--central-endpoints` entry: an absolute URL with a host.
+fn check_central_endpoint(text: &str) -> Result<url::Url, String> {
+    match url::Url::parse(text) {
+        Ok(url) if url.has_host() => Ok(url),
+        _ => Err(format!("{text:?} is not an absolute URL with a host")),
     }
 }
 
@@ -1045,5 +1074,39 @@ mod tests {
         assert!(!args.kubelet_insecure_skip_tls_verify);
         let skip = parse(&["--config", "a.yaml", "--kubelet-insecure-skip-tls-verify"]).unwrap();
         assert!(skip.kubelet_insecure_skip_tls_verify);
+    }
+
+    /// `--central-endpoints` become the receivers a URL read from a Secret may not name,
+    /// and only those: the agent's own validation policy keeps none (its central
+    /// pipeline writes there).
+    #[test]
+    fn central_endpoints_are_refused_for_urls_read_from_secrets_only() {
+        let args = parse(&[
+            "--config",
+            "a.yaml",
+            "--central-endpoints",
+            "https://receive.provider.example:19291/api/v1/receive,https://gw.provider.example",
+        ])
+        .unwrap();
+        let settings = args.check().expect("valid flags");
+        let context = settings.agent.bound_urls.context();
+        for refused in [
+            "https://RECEIVE.provider.example:19291/other",
+            "http://gw.provider.example:443/x",
+        ] {
+            assert!(
+                context
+                    .policy
+                    .is_central_endpoint(&url::Url::parse(refused).unwrap()),
+                "{refused}"
+            );
+        }
+        assert!(
+            settings.agent.policy.central_endpoints.is_empty(),
+            "the configuration's own validation is unchanged"
+        );
+        let bad = parse(&["--config", "a.yaml", "--central-endpoints", "not a url"]).unwrap();
+        let errors = bad.check().unwrap_err().to_string();
+        assert!(errors.contains("--central-endpoints"), "{errors}");
     }
 }

@@ -115,6 +115,7 @@ impl LogExporter {
         sources: ValueSources,
         stats: Arc<PipelineStats>,
     ) -> Result<Self, TlsError> {
+        let sources = sources.reporting_to(stats.clone());
         let backend = match output {
             ValidatedLogOutput::Otlp {
                 endpoint,
@@ -201,7 +202,7 @@ impl TraceExporter {
                 output.endpoint.clone(),
                 output.protocol,
                 output.timeout,
-                sources,
+                sources.reporting_to(stats.clone()),
             )?,
             stats,
         })

@@ -25,6 +25,9 @@ pub enum ErrorReason {
     DataDropped,
     /// A referenced Secret, key or credentials file does not exist.
     SecretMissing,
+    /// A referenced Secret key holds a value the agent refuses (a bound URL a pipeline
+    /// may not send to).
+    SecretInvalid,
     /// Credentials could not be turned into a request (a bad header value, an OAuth2
     /// token endpoint failing, a client certificate that does not load).
     AuthenticationFailed,
@@ -59,10 +62,11 @@ pub enum ErrorReason {
 
 impl ErrorReason {
     /// Every reason.
-    pub const ALL: [ErrorReason; 16] = [
+    pub const ALL: [ErrorReason; 17] = [
         Self::BackendUnreachable,
         Self::DataDropped,
         Self::SecretMissing,
+        Self::SecretInvalid,
         Self::AuthenticationFailed,
         Self::BufferFull,
         Self::BufferCorrupt,
@@ -84,6 +88,7 @@ impl ErrorReason {
             Self::BackendUnreachable => "BackendUnreachable",
             Self::DataDropped => "DataDropped",
             Self::SecretMissing => "SecretMissing",
+            Self::SecretInvalid => "SecretInvalid",
             Self::AuthenticationFailed => "AuthenticationFailed",
             Self::BufferFull => "BufferFull",
             Self::BufferCorrupt => "BufferCorrupt",
@@ -107,6 +112,7 @@ impl ErrorReason {
             Self::BackendUnreachable => Reason::BackendUnreachable,
             Self::DataDropped => Reason::DataDropped,
             Self::SecretMissing => Reason::SecretMissing,
+            Self::SecretInvalid => Reason::SecretInvalid,
             Self::BufferWriteFailed => Reason::BufferWriteFailed,
             Self::BufferBudgetExceeded => Reason::BufferBudgetExceeded,
             Self::KubeletCertificateUntrusted => Reason::KubeletCertificateUntrusted,

@@ -14,11 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kaas_pipeline::output::{Authentication, Header, OAuth2};
+use kaas_pipeline::output_url::{Destination, UrlRule};
 use kaas_pipeline::secret::{SecretString, ValueSource};
 use reqwest::header::{HeaderName, HeaderValue};
 
+use super::destination::{BoundUrlRules, TargetUrl};
 use crate::files::FileAccess;
-use crate::internal_events::ErrorReason;
+use crate::internal_events::{ErrorReason, PipelineStats};
 
 /// Refresh an OAuth2 token this long before it expires.
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(30);
@@ -51,6 +53,11 @@ pub struct ValueSources {
     /// The agent's identity directory, for `tls.agentIdentity` (the provider's own
     /// pipelines); `None`: such pipelines fail to send, saying why.
     pub agent_identity_dir: Option<PathBuf>,
+    /// The rules URLs read from Secrets are checked under.
+    pub bound_urls: BoundUrlRules,
+    /// The pipeline whose errors a refused bound URL is reported as, while its last
+    /// good URL stays in use; `None` logs the refusal only.
+    pub refusals: Option<Arc<PipelineStats>>,
 }
 
 impl ValueSources {
@@ -60,7 +67,15 @@ impl ValueSources {
             secrets,
             files,
             agent_identity_dir: None,
+            bound_urls: BoundUrlRules::default(),
+            refusals: None,
         }
+    }
+
+    /// The same sources, reporting refused bound URLs as `stats`' errors.
+    pub fn reporting_to(mut self, stats: Arc<PipelineStats>) -> Self {
+        self.refusals = Some(stats);
+        self
     }
 
     /// The same sources, with the agent's identity read from `dir`.
@@ -112,6 +127,10 @@ pub enum AuthError {
     /// The TLS settings (after resolving their secrets) are unusable.
     #[error("TLS settings unusable: {0}")]
     Tls(String),
+    /// A URL read from a Secret is refused (it names the field and the reference,
+    /// never the value).
+    #[error("{0}")]
+    UrlRefused(String),
     /// The OAuth2 token endpoint failed.
     #[error("OAuth2 token request to {url} failed: {reason}")]
     OAuth2 {
@@ -127,6 +146,7 @@ impl AuthError {
     pub fn condition_reason(&self) -> ErrorReason {
         match self {
             Self::SecretMissing { .. } | Self::File { .. } => ErrorReason::SecretMissing,
+            Self::UrlRefused(_) => ErrorReason::SecretInvalid,
             Self::InvalidHeaderValue(_) | Self::OAuth2 { .. } | Self::Tls(_) => {
                 ErrorReason::AuthenticationFailed
             }
@@ -224,7 +244,8 @@ enum Method {
         password: ValueSource,
     },
     Bearer(ValueSource),
-    OAuth2(OAuth2Client),
+    /// Boxed: the client with its token cache is far larger than the other methods.
+    OAuth2(Box<OAuth2Client>),
 }
 
 impl fmt::Debug for Credentials {
@@ -262,11 +283,19 @@ impl Credentials {
             Some(Authentication {
                 oauth2: Some(config),
                 ..
-            }) => Method::OAuth2(OAuth2Client {
+            }) => Method::OAuth2(Box::new(OAuth2Client {
                 config: config.clone(),
+                bound_token_url: config.token_url.reference().map(|source| {
+                    let destination = Destination::Bound {
+                        source: source.clone(),
+                        rule: UrlRule::TokenEndpoint,
+                        path: "authentication.oauth2.tokenUrl".into(),
+                    };
+                    TargetUrl::new(destination, sources.clone())
+                }),
                 http,
                 cached: tokio::sync::Mutex::new(None),
-            }),
+            })),
             _ => Method::None,
         };
         Self { method, sources }
@@ -300,6 +329,8 @@ fn basic_token(user: &str, password: &str) -> String {
 /// An OAuth2 client-credentials client with a cached token.
 struct OAuth2Client {
     config: OAuth2,
+    /// The token URL when it is read from a Secret.
+    bound_token_url: Option<TargetUrl>,
     http: reqwest::Client,
     cached: tokio::sync::Mutex<Option<(SecretString, Instant)>>,
 }
@@ -348,10 +379,16 @@ impl OAuth2Client {
         {
             return Ok(token.clone());
         }
-        let url = self.config.token_url.clone();
+        // A token URL read from a Secret is named by its reference, never shown.
+        let shown = self.config.token_url.describe();
         let fail = |reason: String| AuthError::OAuth2 {
-            url: url.clone(),
+            url: shown.clone(),
             reason,
+        };
+        let url = match (&self.bound_token_url, self.config.token_url.plain()) {
+            (Some(bound), _) => bound.current()?.to_string(),
+            (None, Some(text)) => text.to_owned(),
+            (None, None) => return Err(fail("no token URL".into())),
         };
         let client_id = resolve(&self.config.client_id, sources)?;
         let client_secret = resolve(&self.config.client_secret, sources)?;
@@ -375,7 +412,7 @@ impl OAuth2Client {
         );
         let response = self
             .http
-            .post(&self.config.token_url)
+            .post(&url)
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",

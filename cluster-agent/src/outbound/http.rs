@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use kaas_pipeline::output::{Authentication, Header, Tls};
 use reqwest::header::{HeaderName, HeaderValue};
-use url::Url;
 
 use super::auth::{
     AuthError, Credentials, ValueSources, resolve_headers, tls_material, without_url,
 };
+use super::destination::TargetUrl;
 use super::retry::{SendError, classify};
 use super::tls::{ClientCache, TlsError, TlsMaterial, http_client};
 use crate::internal_events::ErrorReason;
@@ -100,22 +100,24 @@ impl Endpoint {
         Ok(headers)
     }
 
-    /// POSTs `body` with the protocol's headers plus the endpoint's; the answer's body
-    /// on success, a classified error otherwise.
-    #[tracing::instrument(name = "export", level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client", server.address = url.host_str().unwrap_or_default()))]
+    /// POSTs `body` to `target`'s current URL with the protocol's headers plus the
+    /// endpoint's; the answer's body on success, a classified error otherwise. The span
+    /// names the host of a URL written in place only, never one read from a Secret.
+    #[tracing::instrument(name = "export", level = "debug", skip_all, err(level = "debug"), fields(otel.kind = "client", server.address = target.shown_host()))]
     pub async fn post(
         &self,
-        url: &Url,
+        target: &TargetUrl,
         timeout: Duration,
         protocol_headers: &[(HeaderName, HeaderValue)],
         body: Vec<u8>,
     ) -> Result<bytes::Bytes, SendError> {
+        let url = target.current()?;
         let material = self.tls_material()?;
         let client = self
             .http
             .get(&material, http_client)
             .map_err(|e| AuthError::Tls(e.to_string()))?;
-        let mut request = client.post(url.clone()).timeout(timeout);
+        let mut request = client.post(url).timeout(timeout);
         for (name, value) in protocol_headers
             .iter()
             .cloned()

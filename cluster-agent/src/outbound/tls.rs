@@ -76,7 +76,24 @@ impl<T: Clone> ClientCache<T> {
         material: &TlsMaterial,
         build: impl FnOnce(&TlsMaterial) -> Result<T, TlsError>,
     ) -> Result<T, TlsError> {
-        let fingerprint = material.fingerprint();
+        self.get_for("", material, build)
+    }
+
+    /// The client for `material` and `address` (a gRPC channel is bound to its URL,
+    /// which a Secret may change), built with `build` if either changed.
+    pub fn get_for(
+        &self,
+        address: &str,
+        material: &TlsMaterial,
+        build: impl FnOnce(&TlsMaterial) -> Result<T, TlsError>,
+    ) -> Result<T, TlsError> {
+        let fingerprint: [u8; 32] = {
+            use sha2::{Digest, Sha256};
+            let mut hash = Sha256::new();
+            hash.update(material.fingerprint());
+            hash.update(address.as_bytes());
+            hash.finalize().into()
+        };
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((current, client)) = cached.as_ref()
             && *current == fingerprint

@@ -32,6 +32,7 @@ use crate::files::FileAccess;
 use crate::internal_events::{ErrorReason, PipelineFailed, PipelineStats};
 use crate::labels::{ADDRESS, Labels};
 use crate::outbound::auth::{SecretStore, ValueSources};
+use crate::outbound::destination::BoundUrlRules;
 use crate::outbound::tls::{TlsError, TlsMaterial};
 use crate::pipeline::budget::BufferGrant;
 use crate::pipeline::data_path::DataPath;
@@ -63,13 +64,18 @@ pub struct AgentContext {
     /// The provider's per-cluster setting to accept any kubelet serving certificate
     /// (`--kubelet-insecure-skip-tls-verify`); off verifies them against the cluster CA.
     pub kubelet_insecure_skip_verify: bool,
+    /// The rules output URLs read from Secrets are checked under
+    /// (`--central-endpoints` refused).
+    pub bound_urls: BoundUrlRules,
 }
 
 impl AgentContext {
     /// Where the values pipelines reference come from.
     pub(super) fn value_sources(&self) -> ValueSources {
-        ValueSources::new(self.secrets.clone(), self.files.clone())
-            .with_agent_identity(self.data_dir.join(crate::files::IDENTITY_DIR))
+        let mut sources = ValueSources::new(self.secrets.clone(), self.files.clone())
+            .with_agent_identity(self.data_dir.join(crate::files::IDENTITY_DIR));
+        sources.bound_urls = self.bound_urls.clone();
+        sources
     }
 }
 
@@ -113,8 +119,8 @@ impl RunningPipeline {
         grant: BufferGrant,
     ) -> Result<Self, StartError> {
         let name = pipeline.name().to_owned();
-        let exporter = exporter(&pipeline, context)?;
         let stats = Arc::new(PipelineStats::named(&name));
+        let exporter = exporter(&pipeline, context, &stats)?;
         let data_path = DataPath::start(
             buffer_dir(&context.data_dir, &name),
             &pipeline.buffer,
@@ -152,7 +158,12 @@ impl RunningPipeline {
 }
 
 /// The pipeline's exporter.
-fn exporter(pipeline: &ValidatedPipeline, context: &AgentContext) -> Result<Exporter, StartError> {
+fn exporter(
+    pipeline: &ValidatedPipeline,
+    context: &AgentContext,
+    stats: &Arc<PipelineStats>,
+) -> Result<Exporter, StartError> {
+    let sources = context.value_sources().reporting_to(stats.clone());
     Ok(match &pipeline.output {
         ValidatedOutput::RemoteWrite {
             url,
@@ -164,7 +175,7 @@ fn exporter(pipeline: &ValidatedPipeline, context: &AgentContext) -> Result<Expo
             url.clone(),
             *version,
             *timeout,
-            context.value_sources(),
+            sources,
         )?),
         ValidatedOutput::Otlp {
             endpoint,
@@ -176,7 +187,7 @@ fn exporter(pipeline: &ValidatedPipeline, context: &AgentContext) -> Result<Expo
             endpoint.clone(),
             *protocol,
             *timeout,
-            context.value_sources(),
+            sources,
         )?),
     })
 }

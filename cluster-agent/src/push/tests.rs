@@ -48,6 +48,7 @@ fn test_agent(dir: &std::path::Path) -> Agent {
         cluster: ClusterView::default(),
         service_account_dir: dir.join("no-service-account"),
         kubelet_insecure_skip_verify: false,
+        bound_urls: Default::default(),
     })
 }
 

@@ -392,6 +392,7 @@ fn manifest(state: &ApiState, cluster: &str, join_token: &str) -> Result<String,
         ca_pem: &state.ca_pem,
         join_token,
         secret_namespaces: &state.secret_namespaces(),
+        central_endpoints: &state.central_endpoints(),
     })
     .map_err(ApiError::internal)
 }

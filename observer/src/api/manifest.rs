@@ -40,6 +40,9 @@ const OBSERVER_ARG: &str = "--observer=";
 /// The agent's Secret allow-list argument in deploy/'s Deployment, replaced with the
 /// provider's list.
 const SECRET_NAMESPACES_ARG: &str = "--secret-namespaces=";
+/// The agent's argument naming the provider's central receivers, added when there are
+/// any: tenants may not send there through a URL read from a Secret either.
+const CENTRAL_ENDPOINTS_ARG: &str = "--central-endpoints=";
 /// The name of the Role and RoleBinding granting the agent a namespace's Secrets.
 const SECRETS_ROLE: &str = "cluster-agent-secrets";
 /// The RoleBinding granting the node instances the same Role in a namespace.
@@ -142,6 +145,9 @@ pub struct ManifestInput<'a> {
     pub join_token: &'a str,
     /// The namespaces whose Secrets the agent may read (the provider's allow-list).
     pub secret_namespaces: &'a [String],
+    /// The provider's central receivers, which an output URL read from a Secret may not
+    /// name (the agent's `--central-endpoints`; none: the flag is left out).
+    pub central_endpoints: &'a [String],
 }
 
 /// The manifests as values, in apply order.
@@ -256,8 +262,9 @@ fn join_secret(input: &ManifestInput<'_>) -> Value {
 }
 
 /// Sets the agent container's image (of the Deployment or the node DaemonSet) to this
-/// release's, its `--observer` argument to the observer's control endpoint and its
-/// `--secret-namespaces` to the provider's allow-list.
+/// release's, its `--observer` argument to the observer's control endpoint, its
+/// `--secret-namespaces` to the provider's allow-list, and adds `--central-endpoints`
+/// when the provider has central receivers.
 fn point_at_observer(
     deployment: &mut Value,
     input: &ManifestInput<'_>,
@@ -292,6 +299,15 @@ fn point_at_observer(
         "{SECRET_NAMESPACES_ARG}{}",
         input.secret_namespaces.join(",")
     ));
+    if !input.central_endpoints.is_empty()
+        && let Some(args) = container["args"].as_array_mut()
+    {
+        let central = format!(
+            "{CENTRAL_ENDPOINTS_ARG}{}",
+            input.central_endpoints.join(",")
+        );
+        args.push(json!(central));
+    }
     Ok(())
 }
 
@@ -306,7 +322,44 @@ mod tests {
             ca_pem: ca,
             join_token: "jt-123",
             secret_namespaces: &DEFAULT_SECRET_NAMESPACES,
+            central_endpoints: &[],
         }
+    }
+
+    /// Issue 18: the agents learn the provider's central receivers, so a tenant cannot
+    /// send there through a URL read from a Secret; without receivers the base's
+    /// arguments are left as they are.
+    #[test]
+    fn central_receivers_become_the_agents_central_endpoints() {
+        let central = namespaces(&["https://receive.provider.example:19291/api/v1/receive"]);
+        let documents = agent_documents(&ManifestInput {
+            central_endpoints: &central,
+            ..input("CA")
+        })
+        .unwrap();
+        let agents: Vec<&Value> = documents
+            .iter()
+            .filter(|d| matches!(d["kind"].as_str(), Some("Deployment" | "DaemonSet")))
+            .filter_map(|d| {
+                d["spec"]["template"]["spec"]["containers"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["name"] == AGENT_NAME)
+            })
+            .collect();
+        assert_eq!(agents.len(), 2, "the cluster-level and the node instances");
+        for agent in agents {
+            let args = agent["args"].as_array().unwrap();
+            assert!(
+                args.contains(&json!(
+                    "--central-endpoints=https://receive.provider.example:19291/api/v1/receive"
+                )),
+                "{args:?}"
+            );
+        }
+        let plain = agent_documents(&input("CA")).unwrap();
+        let text = serde_json::to_string(&plain).unwrap();
+        assert!(!text.contains(CENTRAL_ENDPOINTS_ARG));
     }
 
     static DEFAULT_SECRET_NAMESPACES: std::sync::LazyLock<Vec<String>> =
@@ -560,6 +613,7 @@ mod tests {
             ca_pem: "---\n- [ ]\n",
             join_token: "\"{}\"",
             secret_namespaces: &DEFAULT_SECRET_NAMESPACES,
+            central_endpoints: &[],
         };
         let text = agent_manifest(&hostile).unwrap();
         let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)

@@ -84,6 +84,11 @@ impl ApiState {
     pub fn secret_namespaces(&self) -> Vec<String> {
         self.tenant_policy.secret_namespaces.granted()
     }
+
+    /// The provider's central receivers, as the agents' `--central-endpoints`.
+    pub fn central_endpoints(&self) -> Vec<String> {
+        central_endpoint_args(&self.tenant_policy)
+    }
 }
 
 /// The whole REST API.
@@ -320,4 +325,13 @@ pub(crate) fn check(message: &str, problems: Vec<FieldProblem>) -> Result<(), Ap
             fields: problems,
         })
     }
+}
+
+/// `policy`'s central receivers as the agents' `--central-endpoints` take them.
+pub fn central_endpoint_args(policy: &kaas_pipeline::ProviderPolicy) -> Vec<String> {
+    policy
+        .central_endpoints
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use kaas_pipeline::output::{OAuth2, Tls};
-use kaas_pipeline::secret::SecretString;
+use kaas_pipeline::secret::{SecretString, StringSource};
 
 use super::model::FieldProblem;
 use crate::store::PipelineKind;
@@ -161,9 +161,13 @@ pub fn destination_change(
 }
 
 /// A URL as it will be used (host lower-cased, default port dropped), or the text as
-/// given when it does not parse (validation refuses it then anyway).
-fn normalized_url(text: &str) -> String {
-    url::Url::parse(text).map_or_else(|_| text.to_owned(), |url| url.to_string())
+/// given when it does not parse (validation refuses it then anyway); a URL read from a
+/// Secret as its reference, so pointing at another Secret key is a change.
+fn normalized_url(source: &StringSource) -> String {
+    match source.plain() {
+        Some(text) => url::Url::parse(text).map_or_else(|_| text.to_owned(), |url| url.to_string()),
+        None => format!("valueFrom {}", source.describe()),
+    }
 }
 
 #[cfg(test)]

@@ -565,9 +565,48 @@ fn output_of(resource: &serde_json::Value) -> String {
         "prometheusRemoteWrite" => "remote-write",
         other => other,
     };
-    let target = settings["url"]
-        .as_str()
-        .or_else(|| settings["endpoint"].as_str())
-        .unwrap_or_default();
+    let url = match &settings["url"] {
+        serde_json::Value::Null => &settings["endpoint"],
+        url => url,
+    };
+    // A URL read from a Secret is shown by its reference, never its value.
+    let target = match (url.as_str(), url["valueFrom"]["secretKeyRef"].as_object()) {
+        (Some(text), _) => text.to_owned(),
+        (None, Some(reference)) => format!(
+            "<Secret {}/{} key {}>",
+            reference["namespace"].as_str().unwrap_or_default(),
+            reference["name"].as_str().unwrap_or_default(),
+            reference["key"].as_str().unwrap_or_default()
+        ),
+        (None, None) => String::new(),
+    };
     format!("{name} {target}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `observer pipeline list` and `get` show where an output sends: a URL written in
+    /// place as it is, one read from a Secret by its reference, never anything else.
+    #[test]
+    fn the_output_column_names_a_bound_url_by_its_reference() {
+        let written = serde_json::json!({
+            "kind": "MetricPipeline",
+            "spec": {"output": {"prometheusRemoteWrite": {"url": "https://mimir.example/push"}}}
+        });
+        assert_eq!(
+            output_of(&written),
+            "remote-write https://mimir.example/push"
+        );
+        let bound = serde_json::json!({
+            "kind": "TracePipeline",
+            "spec": {"output": {"otlp": {"endpoint": {"valueFrom": {"secretKeyRef":
+                {"name": "tempo-binding", "namespace": "kaas-observer", "key": "endpoint"}}}}}}
+        });
+        assert_eq!(
+            output_of(&bound),
+            "otlp <Secret kaas-observer/tempo-binding key endpoint>"
+        );
+    }
 }

@@ -498,12 +498,12 @@ fn agent_connected(clusters: &[&ClusterObservation]) -> Computed {
     }
 }
 
-/// Problems in the order they are reported: a missing Secret, an unreachable backend
+/// Problems in the order they are reported: a missing or refused Secret, an unreachable backend
 /// and a buffer that cannot write stop all delivery; other errors, drops, a filling
 /// buffer and one reduced by the cluster's budget follow.
 fn problem_rank(reason: &str) -> u8 {
     match Reason::parse(reason) {
-        Some(Reason::SecretMissing) => 0,
+        Some(Reason::SecretMissing | Reason::SecretInvalid) => 0,
         Some(Reason::BackendUnreachable | Reason::BufferWriteFailed) => 1,
         Some(Reason::DataDropped) => 3,
         Some(Reason::BufferFillingUp | Reason::BufferBudgetExceeded) => 4,

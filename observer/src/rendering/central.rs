@@ -247,7 +247,7 @@ impl CentralPipelineSettings {
         let base = self.gateway_url.trim_end_matches('/');
         Output {
             prometheus_remote_write: Some(RemoteWriteOutput {
-                url: format!("{base}{path}"),
+                url: format!("{base}{path}").into(),
                 tls: Some(self.gateway_tls()),
                 ..RemoteWriteOutput::default()
             }),

@@ -85,7 +85,7 @@ fn resource(settings: &CentralPipelineSettings) -> LogPipeline {
     let base = settings.gateway_url.trim_end_matches('/');
     let output = LogOutput {
         loki: Some(LokiOutput {
-            url: format!("{base}{GATEWAY_LOGS_PATH}"),
+            url: format!("{base}{GATEWAY_LOGS_PATH}").into(),
             labels: owned(CENTRAL_LOG_STREAM_LABELS),
             tls: Some(settings.gateway_tls()),
             ..LokiOutput::default()
@@ -145,7 +145,7 @@ mod tests {
             panic!("not Loki: {:?}", pipeline.output);
         };
         assert_eq!(
-            url.as_str(),
+            url.to_string(),
             "https://receive-gateway.example:19291/loki/api/v1/push"
         );
         assert_eq!(labels, CENTRAL_LOG_STREAM_LABELS);

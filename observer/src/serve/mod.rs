@@ -405,6 +405,7 @@ impl Background {
             control_endpoint: control_endpoint.to_owned(),
             ca_pem: ca.bundle_pem(),
             secret_namespaces: settings.agent_secret_namespaces(),
+            central_endpoints: crate::api::central_endpoint_args(&settings.tenant_policy),
             workload: WorkloadConnector::Kubeconfig(self.egress.clone()),
         });
         let source = InventorySource::new(store.clone(), inventory, self.onboarding.clone())
@@ -459,6 +460,7 @@ async fn start_cluster_api(
     capi.egress = background.egress.clone();
     capi.guard = settings.mass_deletion_guard;
     capi.secret_namespaces = settings.agent_secret_namespaces();
+    capi.central_endpoints = crate::api::central_endpoint_args(&settings.tenant_policy);
     Ok(Some(ClusterApiSource::start(
         client,
         store.clone(),

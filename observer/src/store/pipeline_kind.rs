@@ -15,7 +15,7 @@ use kaas_pipeline::agent_config::{AgentConfig, ConfigTemplate};
 use kaas_pipeline::document::{Document, parse_log_value, parse_trace_value, parse_value};
 use kaas_pipeline::output::{Header, OAuth2, Tls};
 use kaas_pipeline::role::{AgentRole, PushPlacement};
-use kaas_pipeline::secret::SecretString;
+use kaas_pipeline::secret::{SecretString, StringSource};
 use kaas_pipeline::selector::ClusterSelector;
 use kaas_pipeline::status::MetricPipelineStatus;
 use kaas_pipeline::{
@@ -33,8 +33,8 @@ pub struct OutputEndpoint {
     pub base: &'static str,
     /// The name of its URL field: `url` or `endpoint`.
     pub url_field: &'static str,
-    /// The URL as written.
-    pub url: String,
+    /// The URL as written (or the reference it is read from).
+    pub url: StringSource,
     /// Its TLS settings.
     pub tls: Option<Tls>,
     /// Its OAuth2 settings, whose token URL receives the client credentials.
@@ -47,13 +47,13 @@ impl OutputEndpoint {
     fn new(
         base: &'static str,
         url_field: &'static str,
-        url: &str,
+        url: &StringSource,
         (headers, tls, oauth2): (&[Header], Option<&Tls>, Option<&OAuth2>),
     ) -> Self {
         Self {
             base,
             url_field,
-            url: url.to_owned(),
+            url: url.clone(),
             tls: tls.cloned(),
             oauth2: oauth2.cloned(),
             header_names: headers

@@ -7,16 +7,15 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 use crate::errors::{FieldErrors, field, index};
 use crate::output::{
     Authentication, Endpoint, EndpointPartsMut, Header, OtlpOutput, OtlpProtocol, Tls,
-    ValidatedOutput, check_http_url, check_not_central, endpoint_inline_secrets,
-    endpoint_secret_refs, timeout,
+    ValidatedOutput, endpoint_inline_secrets, endpoint_secret_refs, timeout,
 };
+use crate::output_url::{Destination, UrlRule, check_destination};
 use crate::policy::ValidationContext;
-use crate::secret::{SecretKeyRef, SecretString};
+use crate::secret::{SecretKeyRef, SecretString, StringSource};
 
 /// The OTLP/HTTP path of log exports.
 pub const LOGS_PATH: &str = "/v1/logs";
@@ -65,6 +64,8 @@ pub const MAX_LOKI_TENANT_ID_LEN: usize = 150;
 /// The bulk API index when none is given: one index a day, as Logstash and Fluent
 /// Bit's `logstash_format` name them, so old days can be deleted whole.
 pub const DEFAULT_BULK_INDEX: &str = "logs-%Y.%m.%d";
+/// The bulk API's path, appended to an `elasticsearchBulk` URL that does not end with it.
+pub const BULK_PATH: &str = "/_bulk";
 /// Longest Elasticsearch index name in bytes.
 const MAX_INDEX_NAME_LEN: usize = 255;
 
@@ -88,9 +89,10 @@ pub struct LogOutput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LokiOutput {
     /// Loki's base URL or its push URL, e.g. `https://loki.example`;
-    /// `/loki/api/v1/push` is appended unless the path ends with it.
+    /// `/loki/api/v1/push` is appended unless the path ends with it. Or
+    /// `{valueFrom: {secretKeyRef: …}}` to read it from a (service-binding) Secret.
     #[serde(default)]
-    pub url: String,
+    pub url: StringSource,
     /// The tenant, sent as `X-Scope-OrgID`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<String>,
@@ -118,8 +120,9 @@ pub struct LokiOutput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpLogOutput {
     /// The endpoint; for `elasticsearchBulk`, the cluster's URL or its `/_bulk` URL.
+    /// Or `{valueFrom: {secretKeyRef: …}}` to read it from a (service-binding) Secret.
     #[serde(default)]
-    pub url: String,
+    pub url: StringSource,
     /// `jsonLines` (default) or `elasticsearchBulk`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<HttpLogFormat>,
@@ -161,8 +164,9 @@ pub enum HttpLogFormat {
 pub enum ValidatedLogOutput {
     /// OTLP export.
     Otlp {
-        /// The endpoint; for HTTP, the full URL including `/v1/logs`.
-        endpoint: Url,
+        /// The endpoint (for HTTP, the full URL including `/v1/logs`), or where the
+        /// agent reads it.
+        endpoint: Destination,
         /// The transport.
         protocol: OtlpProtocol,
         /// Per-request timeout.
@@ -172,8 +176,8 @@ pub enum ValidatedLogOutput {
     },
     /// Loki push.
     Loki {
-        /// The push URL, including `/loki/api/v1/push`.
-        url: Url,
+        /// The push URL, including `/loki/api/v1/push`, or where the agent reads it.
+        url: Destination,
         /// The tenant, when set.
         tenant_id: Option<String>,
         /// The attributes that become stream labels.
@@ -185,8 +189,8 @@ pub enum ValidatedLogOutput {
     },
     /// HTTP.
     Http {
-        /// The endpoint.
-        url: Url,
+        /// The endpoint (with `/_bulk` for the bulk API), or where the agent reads it.
+        url: Destination,
         /// The body format.
         format: HttpLogFormat,
         /// The bulk index pattern (`elasticsearchBulk` only).
@@ -229,11 +233,11 @@ impl LogOutput {
     /// Every Kubernetes Secret key the output refers to.
     pub fn secret_refs(&self) -> Vec<&SecretKeyRef> {
         if let Some(o) = &self.otlp {
-            endpoint_secret_refs(&o.headers, &o.authentication, &o.tls)
+            endpoint_secret_refs(&o.endpoint, &o.headers, &o.authentication, &o.tls)
         } else if let Some(o) = &self.loki {
-            endpoint_secret_refs(&o.headers, &o.authentication, &o.tls)
+            endpoint_secret_refs(&o.url, &o.headers, &o.authentication, &o.tls)
         } else if let Some(o) = &self.http {
-            endpoint_secret_refs(&o.headers, &o.authentication, &o.tls)
+            endpoint_secret_refs(&o.url, &o.headers, &o.authentication, &o.tls)
         } else {
             Vec::new()
         }
@@ -289,35 +293,25 @@ impl LogOutput {
     }
 }
 
-/// Checks an output's URL (absolute http(s), not the provider's receiver) and its
-/// headers, credentials and TLS as the metric outputs' are checked.
+/// Checks an output's URL (absolute http(s), not the provider's receiver, completed by
+/// `rule`) and its headers, credentials and TLS as the metric outputs' are checked.
 fn check_endpoint(
-    text: &str,
+    (url, rule): (&StringSource, UrlRule),
     (headers, authentication, tls): (&[Header], Option<&Authentication>, Option<&Tls>),
     context: &ValidationContext,
     path: &str,
     errors: &mut FieldErrors,
-) -> Option<Url> {
+) -> Option<Destination> {
     let url_path = field(path, "url");
-    let url = check_http_url(text, &url_path, errors);
-    check_not_central(url.as_ref(), &url_path, context, errors);
+    let url = check_destination(url, rule, &url_path, context, errors);
     Endpoint {
-        url: url.as_ref(),
+        url: url.as_ref().and_then(Destination::fixed),
         headers,
         authentication,
         tls,
         context,
     }
     .validate(path, errors);
-    url
-}
-
-/// The URL with `suffix` appended to its path unless the path already ends with it.
-fn with_path_suffix(mut url: Url, suffix: &str) -> Url {
-    if !url.path().ends_with(suffix) {
-        let base = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{base}{suffix}"));
-    }
     url
 }
 
@@ -333,7 +327,8 @@ impl LokiOutput {
             self.authentication.as_ref(),
             self.tls.as_ref(),
         );
-        let url = check_endpoint(&self.url, parts, context, path, errors);
+        let rule = UrlRule::WithSuffix(LOKI_PUSH_PATH);
+        let url = check_endpoint((&self.url, rule), parts, context, path, errors);
         for (i, header) in self.headers.iter().enumerate() {
             if header.name.eq_ignore_ascii_case(LOKI_TENANT_HEADER) {
                 errors.add(
@@ -356,7 +351,7 @@ impl LokiOutput {
         };
         let timeout = timeout(self.timeout.as_deref(), &field(path, "timeout"), errors);
         Some(ValidatedLogOutput::Loki {
-            url: with_path_suffix(url?, LOKI_PUSH_PATH),
+            url: url?,
             tenant_id: self.tenant_id.clone(),
             labels,
             timeout,
@@ -447,8 +442,12 @@ impl HttpLogOutput {
             self.authentication.as_ref(),
             self.tls.as_ref(),
         );
-        let url = check_endpoint(&self.url, parts, context, path, errors);
         let format = self.format.unwrap_or_default();
+        let rule = match format {
+            HttpLogFormat::ElasticsearchBulk => UrlRule::WithSuffix(BULK_PATH),
+            HttpLogFormat::JsonLines => UrlRule::AsWritten,
+        };
+        let url = check_endpoint((&self.url, rule), parts, context, path, errors);
         let index_path = field(path, "index");
         let index = match (format, &self.index) {
             (HttpLogFormat::JsonLines, Some(_)) => {
@@ -465,12 +464,8 @@ impl HttpLogOutput {
             }
         };
         let timeout = timeout(self.timeout.as_deref(), &field(path, "timeout"), errors);
-        let url = url?;
         Some(ValidatedLogOutput::Http {
-            url: match format {
-                HttpLogFormat::ElasticsearchBulk => with_path_suffix(url, "/_bulk"),
-                HttpLogFormat::JsonLines => url,
-            },
+            url: url?,
             format,
             index,
             dedot: self

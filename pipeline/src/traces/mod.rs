@@ -217,7 +217,7 @@ spec:
         let valid = validate_trace_pipeline(&pipeline, &ValidationContext::tenant_default())
             .expect("valid");
         assert_eq!(
-            valid.output.endpoint.as_str(),
+            valid.output.endpoint.to_string(),
             "https://otel.example:4318/v1/traces"
         );
         assert!(valid.inputs.zipkin.is_some() && valid.inputs.otlp.is_some());

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 use crate::errors::{FieldErrors, field};
 use crate::output::{
     OtlpOutput, OtlpProtocol, ValidatedOutput, endpoint_inline_secrets, endpoint_secret_refs,
 };
+use crate::output_url::Destination;
 use crate::policy::ValidationContext;
 use crate::secret::{SecretKeyRef, SecretString};
 
@@ -31,8 +31,9 @@ pub struct TraceOutput {
 /// A checked trace output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidatedTraceOutput {
-    /// The endpoint; for HTTP, the full URL including `/v1/traces`.
-    pub endpoint: Url,
+    /// The endpoint (for HTTP, the full URL including `/v1/traces`), or where the agent
+    /// reads it.
+    pub endpoint: Destination,
     /// The transport.
     pub protocol: OtlpProtocol,
     /// Per-request timeout.
@@ -59,7 +60,7 @@ impl TraceOutput {
     pub fn secret_refs(&self) -> Vec<&SecretKeyRef> {
         self.otlp
             .as_ref()
-            .map(|o| endpoint_secret_refs(&o.headers, &o.authentication, &o.tls))
+            .map(|o| endpoint_secret_refs(&o.endpoint, &o.headers, &o.authentication, &o.tls))
             .unwrap_or_default()
     }
 

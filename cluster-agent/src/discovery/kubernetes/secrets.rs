@@ -86,6 +86,7 @@ mod tests {
     use std::time::Duration;
 
     use http::{Request, Response};
+    use kaas_test_support::kube_api;
     use kube::client::Body;
 
     use super::*;
@@ -129,14 +130,8 @@ mod tests {
             "/api/v1/namespaces/shop/secrets",
             "only the referenced namespace"
         );
-        let list = serde_json::json!({
-            "apiVersion": "v1", "kind": "SecretList",
-            "metadata": {"resourceVersion": "1"},
-            "items": [secret("first-token", "1")]
-        });
-        send.send_response(Response::new(Body::from(
-            serde_json::to_vec(&list).unwrap(),
-        )));
+        let list = kube_api::list("SecretList", "1", vec![secret("first-token", "1")]);
+        send.send_response(Response::new(Body::from(list)));
         eventually(&store, "first-token").await;
         assert!(store.get("shop", "backend", "missing").is_none());
         assert!(
@@ -145,17 +140,9 @@ mod tests {
         );
 
         let (request, send) = handle.next_request().await.expect("a watch request");
-        assert!(
-            request
-                .uri()
-                .query()
-                .unwrap_or_default()
-                .contains("watch=true")
-        );
-        let event = serde_json::json!({"type": "MODIFIED", "object": secret("rotated-token", "2")});
-        let mut body = serde_json::to_vec(&event).unwrap();
-        body.push(b'\n');
-        send.send_response(Response::new(Body::from(body)));
+        assert!(kube_api::is_watch(request.uri().query()));
+        let event = kube_api::watch_event("MODIFIED", secret("rotated-token", "2"));
+        send.send_response(Response::new(Body::from(event)));
         eventually(&store, "rotated-token").await;
         assert!(
             !format!("{store:?}").contains("rotated-token"),

@@ -25,7 +25,6 @@ use std::time::Duration;
 use kaas_pipeline::logs::output::{HttpLogFormat, HttpLogOutput};
 use reqwest::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
 use serde::Deserialize;
-use url::Url;
 
 use crate::internal_events::{ErrorReason, PipelineStats};
 use crate::outbound::USER_AGENT as AGENT;
@@ -43,8 +42,8 @@ const ITEM_ERROR_EXCERPT: usize = 256;
 /// The checked settings of an HTTP log output, as validation produced them.
 #[derive(Clone, Debug)]
 pub struct HttpLogSettings {
-    /// The endpoint (for the bulk API, ending in `/_bulk`).
-    pub url: Url,
+    /// The endpoint (for the bulk API, ending in `/_bulk`), or where it is read.
+    pub url: kaas_pipeline::output_url::Destination,
     /// The body format.
     pub format: HttpLogFormat,
     /// The bulk index pattern.
@@ -59,6 +58,7 @@ pub struct HttpLogSettings {
 #[derive(Debug)]
 pub struct HttpLogExporter {
     settings: HttpLogSettings,
+    target: crate::outbound::destination::TargetUrl,
     endpoint: Endpoint,
 }
 
@@ -136,6 +136,10 @@ impl HttpLogExporter {
         sources: ValueSources,
     ) -> Result<Self, TlsError> {
         Ok(Self {
+            target: crate::outbound::destination::TargetUrl::new(
+                settings.url.clone(),
+                sources.clone(),
+            ),
             settings,
             endpoint: Endpoint::for_output(output, sources)?,
         })
@@ -161,7 +165,7 @@ impl HttpLogExporter {
             (USER_AGENT, HeaderValue::from_static(AGENT)),
         ];
         self.endpoint
-            .post(&self.settings.url, self.settings.timeout, &headers, body)
+            .post(&self.target, self.settings.timeout, &headers, body)
             .await
     }
 

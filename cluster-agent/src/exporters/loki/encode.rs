@@ -236,7 +236,10 @@ mod tests {
     #[test]
     fn high_cardinality_attributes_never_become_labels_and_at_most_fifteen_do() {
         let settings = LokiSettings {
-            url: "http://127.0.0.1/loki/api/v1/push".parse().unwrap(),
+            url: "http://127.0.0.1/loki/api/v1/push"
+                .parse::<url::Url>()
+                .unwrap()
+                .into(),
             tenant_id: None,
             labels: std::iter::once("k8s.pod.uid".to_owned())
                 .chain((0..20).map(|i| format!("l{i}")))

@@ -13,11 +13,12 @@ pub mod encode;
 use std::time::Duration;
 
 use kaas_pipeline::logs::output::{LOKI_TENANT_HEADER, LokiOutput};
+use kaas_pipeline::output_url::Destination;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
-use url::Url;
 
 use crate::outbound::USER_AGENT as AGENT;
 use crate::outbound::auth::{AuthError, ValueSources};
+use crate::outbound::destination::TargetUrl;
 use crate::outbound::http::Endpoint;
 use crate::outbound::retry::SendError;
 use crate::outbound::tls::TlsError;
@@ -26,8 +27,8 @@ use crate::record::logs::LogRequest;
 /// The checked settings of a Loki output, as validation produced them.
 #[derive(Clone, Debug)]
 pub struct LokiSettings {
-    /// The push URL.
-    pub url: Url,
+    /// The push URL, or where it is read.
+    pub url: Destination,
     /// The tenant, sent as `X-Scope-OrgID`.
     pub tenant_id: Option<String>,
     /// The attributes that become stream labels.
@@ -40,6 +41,7 @@ pub struct LokiSettings {
 #[derive(Debug)]
 pub struct LokiExporter {
     settings: LokiSettings,
+    target: TargetUrl,
     endpoint: Endpoint,
 }
 
@@ -51,6 +53,7 @@ impl LokiExporter {
         sources: ValueSources,
     ) -> Result<Self, TlsError> {
         Ok(Self {
+            target: TargetUrl::new(settings.url.clone(), sources.clone()),
             settings,
             endpoint: Endpoint::for_output(output, sources)?,
         })
@@ -74,7 +77,7 @@ impl LokiExporter {
             headers.push((HeaderName::from_static("x-scope-orgid"), value));
         }
         self.endpoint
-            .post(&self.settings.url, self.settings.timeout, &headers, body)
+            .post(&self.target, self.settings.timeout, &headers, body)
             .await
             .map(|_| ())
     }

@@ -18,6 +18,7 @@ pub mod convert;
 use std::time::Duration;
 
 use kaas_pipeline::output::{OtlpOutput, OtlpProtocol};
+use kaas_pipeline::output_url::Destination;
 use kaas_proto::otlp::{
     EXPORT_LOGS_PATH, EXPORT_METRICS_PATH, EXPORT_TRACES_PATH, ExportLogsServiceResponse,
     ExportMetricsServiceResponse, ExportTraceServiceResponse,
@@ -32,6 +33,7 @@ use url::Url;
 use crate::internal_events::{ErrorReason, PipelineStats};
 use crate::outbound::USER_AGENT as AGENT;
 use crate::outbound::auth::{AuthError, ValueSources};
+use crate::outbound::destination::TargetUrl;
 use crate::outbound::http::Endpoint;
 use crate::outbound::retry::SendError;
 use crate::outbound::tls::{ClientCache, TlsError, TlsMaterial, client_config};
@@ -43,7 +45,7 @@ use crate::record::traces::TraceRequest;
 /// Sends batches to one OTLP endpoint.
 #[derive(Debug)]
 pub struct OtlpExporter {
-    url: Url,
+    url: TargetUrl,
     protocol: OtlpProtocol,
     timeout: Duration,
     endpoint: Endpoint,
@@ -55,13 +57,13 @@ impl OtlpExporter {
     /// `/v1/logs` for HTTP).
     pub fn new(
         output: &OtlpOutput,
-        url: Url,
+        url: impl Into<Destination>,
         protocol: OtlpProtocol,
         timeout: Duration,
         sources: ValueSources,
     ) -> Result<Self, TlsError> {
         Ok(Self {
-            url,
+            url: TargetUrl::new(url.into(), sources.clone()),
             protocol,
             timeout,
             endpoint: Endpoint::for_output(output, sources)?,
@@ -170,10 +172,10 @@ impl OtlpExporter {
         Response: Message + Default + Send + Sync + 'static,
     {
         let material = self.endpoint.tls_material()?;
-        let (url, timeout) = (self.url.clone(), self.timeout);
+        let (url, timeout) = (self.url.current()?, self.timeout);
         let channel = self
             .grpc
-            .get(&material, |m| grpc_channel(&url, m, timeout))
+            .get_for(url.as_str(), &material, |m| grpc_channel(&url, m, timeout))
             .map_err(|e| AuthError::Tls(e.to_string()))?;
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.map_err(|e| SendError::Retryable {

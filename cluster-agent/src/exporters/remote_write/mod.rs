@@ -12,12 +12,13 @@ pub mod encode;
 use std::time::Duration;
 
 use kaas_pipeline::output::{RemoteWriteOutput, RemoteWriteVersion};
+use kaas_pipeline::output_url::Destination;
 use kaas_proto::remote_write::{self, v1, v2};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
-use url::Url;
 
 use crate::outbound::USER_AGENT as AGENT;
 use crate::outbound::auth::ValueSources;
+use crate::outbound::destination::TargetUrl;
 use crate::outbound::http::Endpoint;
 use crate::outbound::retry::SendError;
 use crate::outbound::tls::TlsError;
@@ -26,23 +27,24 @@ use crate::record::metrics::Batch;
 /// Sends batches to one remote-write endpoint.
 #[derive(Debug)]
 pub struct RemoteWriteExporter {
-    url: Url,
+    url: TargetUrl,
     version: RemoteWriteVersion,
     timeout: Duration,
     endpoint: Endpoint,
 }
 
 impl RemoteWriteExporter {
-    /// An exporter for a validated output.
+    /// An exporter for a validated output sending to `url` (a [`url::Url`] for a URL
+    /// written in place).
     pub fn new(
         output: &RemoteWriteOutput,
-        url: Url,
+        url: impl Into<Destination>,
         version: RemoteWriteVersion,
         timeout: Duration,
         sources: ValueSources,
     ) -> Result<Self, TlsError> {
         Ok(Self {
-            url,
+            url: TargetUrl::new(url.into(), sources.clone()),
             version,
             timeout,
             endpoint: Endpoint::for_output(output, sources)?,

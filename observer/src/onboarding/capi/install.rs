@@ -462,6 +462,7 @@ users:
             ca_pem: "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
             join_token: "kjt_test",
             secret_namespaces: &["kaas-observer".to_owned(), "monitoring".to_owned()],
+            central_endpoints: &[],
         })
         .unwrap();
         let kinds: std::collections::BTreeSet<&str> = documents

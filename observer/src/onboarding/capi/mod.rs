@@ -154,6 +154,8 @@ pub struct CapiSettings {
     /// The namespaces whose Secrets installed agents may read
     /// (`--agent-secret-namespaces`), rendered into their manifests.
     pub secret_namespaces: Vec<String>,
+    /// The provider's central receivers, rendered as the agents' `--central-endpoints`.
+    pub central_endpoints: Vec<String>,
     /// How many clusters one relist may take out of the fleet without an
     /// administrator's confirmation (`--mass-deletion-percent`).
     pub guard: MassDeletionGuard,
@@ -170,6 +172,7 @@ impl CapiSettings {
             relist_interval: DEFAULT_RELIST_INTERVAL,
             egress: EgressPolicy::default(),
             secret_namespaces: vec![crate::api::manifest::AGENT_NAMESPACE.to_owned()],
+            central_endpoints: Vec::new(),
             guard: MassDeletionGuard::default(),
         }
     }
@@ -807,6 +810,7 @@ async fn install_agent(
         ca_pem: &context.settings.ca_pem,
         join_token: token,
         secret_namespaces: &context.settings.secret_namespaces,
+        central_endpoints: &context.settings.central_endpoints,
     })
     .map_err(failed)?;
     install::apply_documents(&workload, &documents)

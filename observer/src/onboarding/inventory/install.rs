@@ -58,6 +58,8 @@ pub struct AgentInstall {
     pub ca_pem: String,
     /// The namespaces whose Secrets pipelines may reference (`--agent-secret-namespaces`).
     pub secret_namespaces: Vec<String>,
+    /// The provider's central receivers, the agents' `--central-endpoints`.
+    pub central_endpoints: Vec<String>,
     /// How workload clusters are reached: through their kubeconfig under the egress
     /// policy, or a fixed client in tests.
     pub workload: WorkloadConnector,
@@ -170,6 +172,7 @@ impl Installer {
             ca_pem: &self.settings.ca_pem,
             join_token: &token,
             secret_namespaces: &self.settings.secret_namespaces,
+            central_endpoints: &self.settings.central_endpoints,
         })
         .map_err(|e: InstallError| e.to_string())?;
         install::apply_documents(&workload, &documents)
