@@ -33,6 +33,7 @@ use kaas_pipeline::document::ValidatedResource;
 use kaas_pipeline::templates::{KeyRef, KeySource, ValidatedPendingInstance};
 
 use super::{PipelineId, PipelineKind};
+use crate::discovery::kubernetes::config_maps::KubernetesConfigMaps;
 use crate::internal_events::ErrorReason;
 use crate::outbound::auth::SecretStore;
 
@@ -40,6 +41,12 @@ use crate::outbound::auth::SecretStore;
 pub trait ConfigMapStore: Send + Sync + fmt::Debug {
     /// The value of `key` in ConfigMap `namespace/name`, if it exists.
     fn get(&self, namespace: &str, name: &str, key: &str) -> Option<String>;
+}
+
+impl ConfigMapStore for KubernetesConfigMaps {
+    fn get(&self, namespace: &str, name: &str, key: &str) -> Option<String> {
+        KubernetesConfigMaps::get(self, namespace, name, key)
+    }
 }
 
 /// A store without ConfigMaps: agents outside Kubernetes, tests.

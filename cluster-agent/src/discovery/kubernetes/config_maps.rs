@@ -1,7 +1,8 @@
 //! `configMapKeyRef` values of template instances ([`crate::pipeline::instances`])
 //! from the cluster's ConfigMaps: a reflector over the ConfigMaps of the namespaces
 //! instances reference (only those the provider allows: validation refused any other),
-//! read whenever an instance is rendered. When a ConfigMap changes the reflector holds
+//! read whenever an instance is rendered (it is the
+//! [`ConfigMapStore`](crate::pipeline::instances::ConfigMapStore) of the instances). When a ConfigMap changes the reflector holds
 //! the new value, and the next rendering uses it.
 
 use std::fmt;
@@ -12,8 +13,6 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::task::JoinHandle;
-
-use crate::pipeline::instances::ConfigMapStore;
 
 /// ConfigMaps of some namespaces, kept current by a watcher per namespace.
 pub struct KubernetesConfigMaps {
@@ -63,8 +62,10 @@ impl Drop for KubernetesConfigMaps {
     }
 }
 
-impl ConfigMapStore for KubernetesConfigMaps {
-    fn get(&self, namespace: &str, name: &str, key: &str) -> Option<String> {
+impl KubernetesConfigMaps {
+    /// The value of `key` in ConfigMap `namespace/name` (a `binaryData` value only if
+    /// it is UTF-8), if it exists and its namespace is watched.
+    pub fn get(&self, namespace: &str, name: &str, key: &str) -> Option<String> {
         let (_, store) = self.stores.iter().find(|(n, _)| n == namespace)?;
         let config_map = store.get(&ObjectRef::new(name).within(namespace))?;
         if let Some(value) = config_map.data.as_ref().and_then(|d| d.get(key)) {
