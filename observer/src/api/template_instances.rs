@@ -445,3 +445,38 @@ async fn find(
         .ok_or_else(|| ApiError::NotFound(format!("PipelineInstance {name:?} not found")))?;
     Ok((stored, query))
 }
+
+#[cfg(test)]
+mod tests {
+    use kaas_pipeline::status::{Condition, ConditionStatus};
+
+    use super::failing_binding;
+
+    fn condition(status: ConditionStatus, message: &str) -> Condition {
+        Condition {
+            type_: "FlowHealthy".to_owned(),
+            status,
+            reason: "SecretMissing".to_owned(),
+            message: message.to_owned(),
+            last_transition_time: String::new(),
+            observed_generation: None,
+        }
+    }
+
+    /// The binding an agent names in a failing condition (a missing key, a refused
+    /// value) is the instance's `failingBinding`; a condition that holds names none.
+    #[test]
+    fn the_failing_binding_is_the_one_a_failing_condition_names() {
+        let missing = condition(
+            ConditionStatus::False,
+            "cluster prod-1: the instance cannot be rendered: spec.bindings[\"endpoint\"].configMapKeyRef: ConfigMap kaas-observer/tempo key \"url\" does not exist",
+        );
+        assert_eq!(failing_binding(&[missing]).as_deref(), Some("endpoint"));
+        let fine = condition(ConditionStatus::True, "spec.bindings[\"endpoint\"]");
+        assert_eq!(failing_binding(&[fine]), None);
+        assert_eq!(
+            failing_binding(&[condition(ConditionStatus::False, "backend down")]),
+            None
+        );
+    }
+}
