@@ -22,14 +22,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use kaas_pipeline::ProviderPolicy;
+#[cfg(test)]
+use kaas_pipeline::SecretNamespaces;
 use kaas_pipeline::agent_config::ValidatedAgentConfig;
 use kaas_pipeline::role::PushPlacement;
-use kaas_pipeline::{ProviderPolicy, SecretNamespaces};
 use kaas_self_telemetry::SelfTelemetry;
 use tokio::sync::RwLock;
 
 use crate::discovery::kubernetes::pods_by_ip::PodsByIpStarter;
-use crate::discovery::kubernetes::secrets::KubernetesSecrets;
 use crate::discovery::kubernetes::watch;
 use crate::files::FileAccess;
 use crate::internal_events::ReloadState;
@@ -46,6 +47,12 @@ use crate::pipeline::traces::{RunningTracePipeline, TracePipelines};
 use crate::pipeline::{PipelineId, PipelineKind};
 use crate::push::enrichment::PushEnrichment;
 use crate::telemetry::registry;
+
+mod keys;
+
+use self::keys::WatchedKeys;
+#[cfg(test)]
+use self::keys::secret_namespaces;
 
 /// The resource attribute naming the agent's cluster in its own telemetry, taken from
 /// the `cluster` external label (OpenTelemetry's semantic convention).
@@ -498,30 +505,6 @@ async fn kubernetes_client(enabled: bool) -> Option<kube::Client> {
     }
 }
 
-/// The namespaces whose Secrets the configuration's pipelines reference and the agent
-/// may read: validation already refused any other, and the watcher never watches one
-/// (whatever reaches this point).
-fn secret_namespaces(
-    config: &ValidatedAgentConfig,
-    allowed: &SecretNamespaces,
-) -> BTreeSet<String> {
-    let mut watched = BTreeSet::new();
-    let metric_refs = config.pipelines.iter().flat_map(|p| p.secret_refs());
-    let log_refs = config.log_pipelines.iter().flat_map(|p| p.secret_refs());
-    let trace_refs = config.trace_pipelines.iter().flat_map(|p| p.secret_refs());
-    for reference in metric_refs.chain(log_refs).chain(trace_refs) {
-        if allowed.allows(&reference.namespace) {
-            watched.insert(reference.namespace.clone());
-        } else {
-            tracing::error!(
-                namespace = %reference.namespace,
-                "a pipeline references a Secret in a namespace outside --secret-namespaces; it is not watched"
-            );
-        }
-    }
-    watched
-}
-
 /// Pipelines as `Kind/name`, comma-separated, for the log.
 fn names(ids: &[PipelineId]) -> String {
     ids.iter()
@@ -603,7 +586,8 @@ pub struct ConfiguredAgent {
     agent: Agent,
     kubernetes: Option<kube::Client>,
     policy: ProviderPolicy,
-    watched_secret_namespaces: BTreeSet<String>,
+    /// What applied configurations read from the cluster ([`keys`]).
+    keys: WatchedKeys,
     /// Reload outcomes, shown in `/metrics` and `/readyz`.
     pub reloads: Arc<ReloadState>,
     /// The resource of the agent's own telemetry (gains the cluster's name).
@@ -706,7 +690,7 @@ impl ConfiguredAgent {
             agent,
             kubernetes,
             policy,
-            watched_secret_namespaces: BTreeSet::new(),
+            keys: WatchedKeys::default(),
             reloads,
             telemetry_resource: telemetry.resource(),
             issuance_queue,
@@ -738,31 +722,6 @@ impl ConfiguredAgent {
     /// The running trace pipelines, for health reports.
     pub fn trace_pipelines(&self) -> Arc<tokio::sync::RwLock<TracePipelines>> {
         self.agent.trace_pipelines.clone()
-    }
-
-    /// Makes the running pipelines match `config` through [`Agent::apply`], watching
-    /// the Secrets its pipelines reference first; logs what changed and marks the agent
-    /// ready.
-    pub async fn apply(&mut self, config: ValidatedAgentConfig) -> ApplyReport {
-        if let Some(cluster) = config.external_labels.get("cluster") {
-            self.telemetry_resource
-                .set(CLUSTER_RESOURCE_ATTRIBUTE, cluster);
-        }
-        let namespaces = secret_namespaces(&config, &self.policy.secret_namespaces);
-        if let Some(client) = &self.kubernetes
-            && namespaces != self.watched_secret_namespaces
-        {
-            self.agent
-                .set_secret_store(Arc::new(KubernetesSecrets::watch(
-                    client,
-                    namespaces.clone(),
-                )));
-            self.watched_secret_namespaces = namespaces;
-        }
-        let report = self.agent.apply(config).await;
-        log_report(&report);
-        self.reloads.applied.store(true, Ordering::Relaxed);
-        report
     }
 
     /// Drains before the agent stops (SIGTERM): `/readyz` answers 503 at once, so the

@@ -690,6 +690,7 @@ mod api {
                     running_config_hash: "000".into(),
                     at_ms: 1,
                     without_trace_pipelines: false,
+                    without_template_instances: false,
                 },
             })
             .await

@@ -358,12 +358,13 @@ async fn instances_that_do_not_render_are_refused_naming_the_binding() {
     pinned["spec"]["template"]["generation"] = json!(7);
     assert_eq!(paths(&apply(pinned).await), ["spec.template.generation"]);
 
-    let mut config_map = instance("traces", "tempo");
-    config_map["spec"]["bindings"]["endpoint"] = json!({ "configMapKeyRef": { "name": "tempo", "namespace": "kaas-observer", "key": "url" } });
+    let mut outside = instance("traces", "tempo");
+    outside["spec"]["bindings"]["endpoint"] =
+        json!({ "configMapKeyRef": { "name": "tempo", "namespace": "kube-system", "key": "url" } });
     assert_eq!(
-        paths(&apply(config_map).await),
-        [r#"spec.bindings["endpoint"].configMapKeyRef"#],
-        "refused rather than stored to run nowhere"
+        paths(&apply(outside).await),
+        [r#"spec.bindings["endpoint"].configMapKeyRef.namespace"#],
+        "only the namespaces the provider allows"
     );
 
     let listed = h.get("/api/v1/pipelineinstances", &shop).await;
@@ -372,6 +373,177 @@ async fn instances_that_do_not_render_are_refused_naming_the_binding() {
         h.get("/api/v1/tracepipelines", &shop).await.json()["items"],
         json!([])
     );
+}
+
+/// An instance whose non-secret placeholder is bound to a ConfigMap key is stored
+/// (rendered with the type's sample, marked pending) and reaches the selected
+/// cluster's agent as the instance itself, for the agent to render with the key's
+/// value; an agent that does not announce `CAPABILITY_TEMPLATE_INSTANCES` gets neither
+/// the instance nor its sample rendering.
+#[tokio::test]
+async fn an_instance_bound_to_a_config_map_key_is_sent_for_the_agent_to_render() {
+    use kaas_observer::rendering::AgentFeatures;
+    use kaas_pipeline::agent_config::AgentConfig;
+    use kaas_pipeline::role::{AgentRole, PushPlacement};
+    use kaas_pipeline::templates::PENDING_BINDINGS_ANNOTATION;
+
+    let h = Harness::new().await;
+    let shop = h.tenant_with_token("shop").await;
+    cluster(&h, &shop, "prod-1", "prod").await;
+    let created = put(
+        &h,
+        &shop,
+        "/api/v1/pipelinetemplates/tempo",
+        template("tempo", "10s", Value::Null),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let mut bound = instance("traces", "tempo");
+    bound["spec"]["bindings"]["endpoint"] = json!({ "configMapKeyRef": { "name": "tempo", "namespace": "kaas-observer", "key": "url" } });
+    let applied = put(&h, &shop, "/api/v1/pipelineinstances/traces", bound).await;
+    assert_eq!(applied.status, StatusCode::CREATED, "{}", applied.text);
+    let annotations = &applied.json()["pipeline"]["metadata"]["annotations"];
+    assert_eq!(
+        annotations[PENDING_BINDINGS_ANNOTATION], "endpoint",
+        "{}",
+        applied.text
+    );
+
+    let (_, body) = config(&h, "shop", "prod-1").await;
+    let sent: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        sent.get("tracePipelines"),
+        None,
+        "never the sample rendering: {body}"
+    );
+    let instances = sent["pipelineInstances"].as_array().expect("instances");
+    assert_eq!(instances.len(), 1, "{body}");
+    assert_eq!(instances[0]["instance"]["metadata"]["name"], "traces");
+    assert_eq!(
+        instances[0]["instance"]["spec"]["bindings"]["endpoint"],
+        json!({ "configMapKeyRef": { "name": "tempo", "namespace": "kaas-observer", "key": "url" } })
+    );
+    assert_eq!(instances[0]["templateGeneration"], 1);
+    assert_eq!(instances[0]["template"]["metadata"]["name"], "tempo");
+    // What the agent accepts, in its own context.
+    let agent =
+        kaas_pipeline::ValidationContext::observer(kaas_pipeline::ProviderPolicy::agent_default());
+    let parsed = AgentConfig::parse(&body, &agent).expect("the agent accepts it");
+    assert_eq!(parsed.pipeline_instances.len(), 1);
+    assert_eq!(
+        parsed.pipeline_instances[0].pending()[0].placeholder,
+        "endpoint"
+    );
+
+    let cluster = h
+        .store
+        .get_cluster_named("shop", "prod-1")
+        .await
+        .expect("read")
+        .expect("the cluster");
+    let older = TenantPipelines::new(None)
+        .get(&h.store, "shop")
+        .await
+        .expect("read")
+        .render_for_agent(
+            &cluster,
+            (AgentRole::Cluster, PushPlacement::ClusterInstance),
+            AgentFeatures {
+                trace_pipelines: true,
+                template_instances: false,
+            },
+        );
+    let older = String::from_utf8(older.body).expect("UTF-8");
+    assert!(!older.contains("pipelineInstances"), "{older}");
+    assert!(!older.contains("tracePipelines"), "{older}");
+}
+
+/// A template change is refused, all or none and naming every instance, when its
+/// re-rendered instances would together take a cluster over its buffer budget, though
+/// each alone would fit beside the others' current buffers; nothing changes.
+#[tokio::test]
+async fn a_template_change_over_a_buffer_budget_is_refused_naming_the_instances() {
+    let h = Harness::new().await;
+    let shop = h.tenant_with_token("shop").await;
+    cluster(&h, &shop, "prod-1", "prod").await;
+    let budget = h
+        .call(
+            Method::PUT,
+            "/api/v1/clusters/prod-1/buffer-budget?tenant=shop",
+            Some(ADMIN),
+            Some(json!({ "maxBytes": "300Mi" })),
+        )
+        .await;
+    assert_eq!(budget.status, StatusCode::OK, "{}", budget.text);
+    let buffered = |max_bytes: &str| {
+        let mut template = template("tempo", "10s", Value::Null);
+        template["spec"]["template"]["spec"]["buffer"] = json!({ "maxBytes": max_bytes });
+        template
+    };
+    let created = put(
+        &h,
+        &shop,
+        "/api/v1/pipelinetemplates/tempo",
+        buffered("100Mi"),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    for name in ["a", "b"] {
+        let uri = format!("/api/v1/pipelineinstances/{name}");
+        let applied = put(&h, &shop, &uri, instance(name, "tempo")).await;
+        assert_eq!(applied.status, StatusCode::CREATED, "{}", applied.text);
+    }
+    let (before, _) = config(&h, "shop", "prod-1").await;
+
+    // 2 x 200Mi: each alone beside the other's 100Mi would be 300Mi, within the budget.
+    let refused = put(
+        &h,
+        &shop,
+        "/api/v1/pipelinetemplates/tempo",
+        buffered("200Mi"),
+    )
+    .await;
+    assert_eq!(
+        paths(&refused),
+        [
+            r#"instances["shop/a"].spec.buffer.maxBytes"#,
+            r#"instances["shop/b"].spec.buffer.maxBytes"#
+        ]
+    );
+    assert!(
+        refused.text.contains(r#"cluster \"prod-1\""#),
+        "{}",
+        refused.text
+    );
+    assert_eq!(
+        config(&h, "shop", "prod-1").await.0,
+        before,
+        "nothing changed"
+    );
+    let read = h.get("/api/v1/pipelinetemplates/tempo", &shop).await;
+    assert_eq!(read.json()["generation"], 1, "{}", read.text);
+    let dry = put(
+        &h,
+        &shop,
+        "/api/v1/pipelinetemplates/tempo?dryRun=true",
+        buffered("200Mi"),
+    )
+    .await;
+    assert_eq!(dry.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", dry.text);
+
+    // Within the budget together: accepted, both re-rendered.
+    let accepted = put(
+        &h,
+        &shop,
+        "/api/v1/pipelinetemplates/tempo",
+        buffered("150Mi"),
+    )
+    .await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.text);
+    let (after, body) = config(&h, "shop", "prod-1").await;
+    assert_ne!(after, before);
+    assert_eq!(body.matches("150Mi").count(), 2, "{body}");
+    assert!(!body.contains("100Mi"), "{body}");
 }
 
 /// A template change that would break following instances is refused, naming every

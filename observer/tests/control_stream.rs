@@ -688,3 +688,110 @@ async fn an_agent_that_is_current_gets_nothing_and_a_sequence_gap_asks_for_the_f
         other => panic!("expected RESEND_FULL_STATE, got {other:?}"),
     }
 }
+
+/// Issue 18: an instance whose non-secret placeholder is bound to a ConfigMap key goes
+/// from `apply_instance` to the agent's stream as the instance itself (its template
+/// generation and the pending binding), never as the sample rendering. An agent that
+/// does not announce `CAPABILITY_TEMPLATE_INSTANCES` is sent its configuration
+/// without it, and the instance's status says `AgentUnsupported`.
+#[tokio::test]
+async fn an_instance_with_pending_bindings_reaches_the_stream_for_the_agent_to_render() {
+    use kaas_pipeline::templates::{PipelineInstance, PipelineTemplate};
+    use kaas_pipeline::templates::{validate_instance, validate_template};
+
+    let observer = start_observer().await;
+    let context = kaas_pipeline::ValidationContext::tenant_default();
+    let template: PipelineTemplate = serde_yaml::from_str(
+        r#"
+metadata: {name: remote-write}
+spec:
+  pipelineKind: MetricPipeline
+  placeholders:
+    - {name: url, type: url, description: Where to write., required: true}
+  template:
+    spec:
+      input: {prometheus: {enabled: true}}
+      output: {prometheusRemoteWrite: {url: "%{url}"}}
+      clusterSelector: {matchLabels: {env: prod}}
+"#,
+    )
+    .unwrap();
+    let instance: PipelineInstance = serde_yaml::from_str(
+        r#"
+metadata: {name: metrics}
+spec:
+  template: {name: remote-write}
+  bindings:
+    url: {configMapKeyRef: {name: backend, namespace: kaas-observer, key: url}}
+"#,
+    )
+    .unwrap();
+    let (store, admin) = (&observer.store, Actor::admin());
+    let template = validate_template(&template, &context).unwrap();
+    store
+        .apply_template(TENANT, template, &context, &admin, false)
+        .await
+        .expect("apply the template");
+    let instance = validate_instance(&instance, &context).unwrap();
+    store
+        .apply_instance(TENANT, instance, &context, &admin, false)
+        .await
+        .expect("apply the instance");
+
+    let joined = observer.joined_cluster("edge-1").await;
+    let mut current = hello("shop.edge-1", vec![]);
+    if let agent_message::Body::Hello(hello) = &mut current {
+        hello
+            .capabilities
+            .push(Capability::TemplateInstances as i32);
+    }
+    let mut agent = open_stream(observer.channel(Some(&joined)).await, current)
+        .await
+        .unwrap();
+    let update = agent.next_update(DEADLINE).await;
+    let sent: serde_json::Value = serde_json::from_slice(&update.body).unwrap();
+    assert_eq!(
+        sent["pipelines"],
+        serde_json::json!([]),
+        "never the sample rendering: {sent}"
+    );
+    let instances = sent["pipelineInstances"].as_array().expect("the instance");
+    assert_eq!(instances.len(), 1, "{sent}");
+    assert_eq!(instances[0]["templateGeneration"], 1);
+    assert_eq!(
+        instances[0]["instance"]["spec"]["bindings"]["url"],
+        serde_json::json!({ "configMapKeyRef": { "name": "backend", "namespace": "kaas-observer", "key": "url" } })
+    );
+    let agent_context =
+        kaas_pipeline::ValidationContext::observer(kaas_pipeline::ProviderPolicy::agent_default());
+    let parsed = kaas_pipeline::agent_config::AgentConfig::parse(
+        std::str::from_utf8(&update.body).unwrap(),
+        &agent_context,
+    )
+    .expect("the agent accepts it");
+    assert_eq!(parsed.pipeline_instances[0].pending()[0].placeholder, "url");
+
+    // An older agent: no instance, and the instance says why.
+    let older = observer.joined_cluster("edge-2").await;
+    let mut old_agent = open_stream(
+        observer.channel(Some(&older)).await,
+        hello("shop.edge-2", vec![]),
+    )
+    .await
+    .unwrap();
+    let old_update = old_agent.next_update(DEADLINE).await;
+    let text = String::from_utf8(old_update.body.clone()).unwrap();
+    assert!(!text.contains("pipelineInstances"), "{text}");
+    assert!(!text.contains("backend"), "{text}");
+    let hash = old_update.config_hash.clone();
+    old_agent
+        .status(&hash, ConfigState::Applied, vec![], &hash)
+        .await;
+    let condition = observer
+        .wait_condition("metrics", CONDITION_CONFIGURATION_APPLIED, |c| {
+            c.reason == kaas_pipeline::status::Reason::AgentUnsupported.as_str()
+        })
+        .await;
+    assert!(condition.message.contains("edge-2"), "{condition:?}");
+    assert!(!condition.message.contains("edge-1"), "{condition:?}");
+}

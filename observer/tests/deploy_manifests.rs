@@ -1292,12 +1292,18 @@ fn rbac_grants_only_what_each_program_reads() {
                     object_name(cluster_role)
                 ));
             }
+            if grants(cluster_role).keys().any(|(_, r)| r == "configmaps") {
+                failures.push(format!(
+                    "{source}: {} grants ConfigMaps cluster-wide",
+                    object_name(cluster_role)
+                ));
+            }
         }
         let mut role_namespaces = BTreeSet::new();
         for (_, role) in objects.of_kind("Role").filter(|(s, _)| s == source) {
             assert_eq!(
                 grants(role),
-                BTreeMap::from([(("".to_owned(), "secrets".to_owned()), read_only())]),
+                secrets_and_config_maps(),
                 "{source}: {}",
                 object_name(role)
             );
@@ -1366,6 +1372,15 @@ fn rbac_grants_only_what_each_program_reads() {
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What an agent's Role grants in each namespace it may read keys in: Secrets
+/// (`secretKeyRef`) and ConfigMaps (template instances' `configMapKeyRef`), read only.
+fn secrets_and_config_maps() -> BTreeMap<(String, String), BTreeSet<String>> {
+    BTreeMap::from([
+        (("".to_owned(), "secrets".to_owned()), read_only()),
+        (("".to_owned(), "configmaps".to_owned()), read_only()),
+    ])
 }
 
 /// What is wrong with the node agent's RBAC in `source` (see the caller).
@@ -2081,10 +2096,7 @@ fn the_gateway_reads_only_pods_tokens_and_its_allowed_secrets() {
             })
             .map(|(_, r)| r)
             .unwrap_or_else(|| panic!("{binding:#} names no Role of its namespace"));
-        assert_eq!(
-            grants(role),
-            BTreeMap::from([(("".to_owned(), "secrets".to_owned()), read_only())])
-        );
+        assert_eq!(grants(role), secrets_and_config_maps());
         secret_namespaces.insert(namespace);
     }
     assert_eq!(

@@ -954,6 +954,7 @@ fn config_report(hash: &str, state: &str) -> ConfigReport {
         running_config_hash: hash.to_owned(),
         at_ms: now_ms(),
         without_trace_pipelines: false,
+        without_template_instances: false,
     }
 }
 

@@ -369,6 +369,7 @@ async fn populate(store: &Store) -> Tokens {
                 running_config_hash: "c0ffee".to_owned(),
                 at_ms: written_at_ms,
                 without_trace_pipelines: false,
+                without_template_instances: false,
             },
         })
         .await

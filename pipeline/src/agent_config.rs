@@ -18,6 +18,7 @@ use crate::logs::{LOG_KIND, LogPipeline, ValidatedLogPipeline, validate_log_pipe
 use crate::names::check_prometheus_label_name;
 use crate::pipeline::{API_GROUP_VERSION, KIND, MetricPipeline, ValidatedPipeline, validate};
 use crate::policy::ValidationContext;
+use crate::templates::{PendingInstance, ValidatedPendingInstance, validate_pending};
 use crate::traces::{TRACE_KIND, TracePipeline, ValidatedTracePipeline, validate_trace_pipeline};
 
 /// The content type of a rendered agent configuration in `ConfigUpdate.content_type`.
@@ -56,10 +57,16 @@ pub struct AgentConfig {
     /// without them renders (and hashes) as it did before traces existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trace_pipelines: Vec<TracePipeline>,
+    /// Template instances the agent renders itself, with values it reads from Secret
+    /// or ConfigMap keys ([`crate::templates::pending`]). Left out when there are none,
+    /// so a configuration without them renders (and hashes) as it did before; sent
+    /// only to agents announcing `CAPABILITY_TEMPLATE_INSTANCES`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pipeline_instances: Vec<PendingInstance>,
 }
 
 /// An agent configuration whose every pipeline passed validation.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ValidatedAgentConfig {
     /// External labels.
     pub external_labels: BTreeMap<String, String>,
@@ -69,6 +76,9 @@ pub struct ValidatedAgentConfig {
     pub log_pipelines: Vec<ValidatedLogPipeline>,
     /// The validated trace pipelines, in the order given.
     pub trace_pipelines: Vec<ValidatedTracePipeline>,
+    /// The template instances the agent renders before running them, in the order
+    /// given; empty once rendered into the pipeline lists.
+    pub pipeline_instances: Vec<ValidatedPendingInstance>,
 }
 
 /// A configuration in its wire form.
@@ -137,6 +147,7 @@ impl AgentConfig {
             pipelines: pipelines.iter().map(|p| p.resource().clone()).collect(),
             log_pipelines: Vec::new(),
             trace_pipelines: Vec::new(),
+            pipeline_instances: Vec::new(),
         }
     }
 
@@ -152,6 +163,12 @@ impl AgentConfig {
             .iter()
             .map(|p| p.resource().clone())
             .collect();
+        self
+    }
+
+    /// The same configuration with these template instances for the agent to render.
+    pub fn with_pipeline_instances(mut self, instances: &[ValidatedPendingInstance]) -> Self {
+        self.pipeline_instances = instances.iter().map(|i| i.document()).collect();
         self
     }
 
@@ -241,12 +258,25 @@ impl AgentConfig {
             ValidatedTracePipeline::name,
             &mut errors,
         );
+        let pipeline_instances = validate_list(
+            "pipelineInstances",
+            &self.pipeline_instances,
+            |p| validate_pending(p, context),
+            ValidatedPendingInstance::name,
+            &mut errors,
+        );
+        check_instance_names(
+            &pipeline_instances,
+            (&pipelines, &log_pipelines, &trace_pipelines),
+            &mut errors,
+        );
         errors.into_result()?;
         Ok(ValidatedAgentConfig {
             external_labels: self.external_labels.clone(),
             pipelines,
             log_pipelines,
             trace_pipelines,
+            pipeline_instances,
         })
     }
 
@@ -274,6 +304,35 @@ impl AgentConfig {
             .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         self.trace_pipelines
             .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        self.pipeline_instances
+            .sort_by(|a, b| a.instance.metadata.name.cmp(&b.instance.metadata.name));
+    }
+}
+
+/// Refuses an instance whose pipeline would take the name of a pipeline of its kind in
+/// the same configuration: names are unique per kind.
+fn check_instance_names(
+    instances: &[ValidatedPendingInstance],
+    (pipelines, log_pipelines, trace_pipelines): (
+        &[ValidatedPipeline],
+        &[ValidatedLogPipeline],
+        &[ValidatedTracePipeline],
+    ),
+    errors: &mut FieldErrors,
+) {
+    for (i, instance) in instances.iter().enumerate() {
+        let name = instance.name();
+        let taken = match instance.kind() {
+            KIND => pipelines.iter().any(|p| p.name() == name),
+            LOG_KIND => log_pipelines.iter().any(|p| p.name() == name),
+            _ => trace_pipelines.iter().any(|p| p.name() == name),
+        };
+        if taken {
+            errors.add(
+                field(&index("pipelineInstances", i), "instance.metadata.name"),
+                format!("a {} {name:?} is in the configuration too", instance.kind()),
+            );
+        }
     }
 }
 
@@ -360,10 +419,22 @@ impl AgentConfig {
         log_pipelines: &[ValidatedLogPipeline],
         trace_pipelines: &[ValidatedTracePipeline],
     ) -> ConfigTemplate {
+        Self::template_with_instances(pipelines, log_pipelines, trace_pipelines, &[])
+    }
+
+    /// See [`ConfigTemplate`]; with log and trace pipelines and template instances for
+    /// the agent to render.
+    pub fn template_with_instances(
+        pipelines: &[ValidatedPipeline],
+        log_pipelines: &[ValidatedLogPipeline],
+        trace_pipelines: &[ValidatedTracePipeline],
+        instances: &[ValidatedPendingInstance],
+    ) -> ConfigTemplate {
         Self::template_of(
             Self::from_validated(BTreeMap::new(), pipelines)
                 .with_log_pipelines(log_pipelines)
-                .with_trace_pipelines(trace_pipelines),
+                .with_trace_pipelines(trace_pipelines)
+                .with_pipeline_instances(instances),
         )
     }
 

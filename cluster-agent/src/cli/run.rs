@@ -726,6 +726,8 @@ async fn run_standalone(
             _ = interrupt.recv() => break,
         };
         if !forced && file_hash(path).is_none_or(|h| h == hash) {
+            // A changed Secret or ConfigMap key re-renders the instances bound to it.
+            agent.refresh_instances().await;
             continue;
         }
         match load(path, policy) {

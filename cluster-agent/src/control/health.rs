@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use crate::internal_events::{DropReason, ERROR_LOG_INTERVAL, ErrorReason};
 use crate::pipeline::PipelineKind;
 use crate::pipeline::data_path::DataPath;
+use crate::pipeline::instances::InstanceProblem;
 use crate::pipeline::logs::LogPipelines;
 use crate::pipeline::runtime::Pipelines;
 use crate::pipeline::traces::TracePipelines;
@@ -72,6 +73,36 @@ pub fn snapshot(
         timestamp_unix_ms: now_ms,
         pipelines: metrics.chain(logs).chain(traces).collect(),
     }
+}
+
+/// `report` with the template instances that do not run as bound
+/// ([`crate::pipeline::instances`]): each carries its problem (`SecretMissing`, the
+/// binding named) as its error, taken at the report's time, over whatever its last
+/// good rendering reports; one that does not run at all is added with no counts.
+pub fn with_instance_problems(
+    mut report: AgentHealth,
+    problems: &[InstanceProblem],
+) -> AgentHealth {
+    for problem in problems {
+        let error = PipelineError {
+            timestamp_unix_ms: report.timestamp_unix_ms,
+            reason: problem.reason.as_str().to_owned(),
+            message: problem.message.clone(),
+        };
+        let kind = problem.pipeline.kind.as_str();
+        let running = (report.pipelines.iter_mut())
+            .find(|p| p.pipeline == problem.pipeline.name && p.kind == kind);
+        match running {
+            Some(entry) => entry.last_error = Some(error),
+            None => report.pipelines.push(PipelineHealth {
+                pipeline: problem.pipeline.name.clone(),
+                kind: kind.to_owned(),
+                last_error: Some(error),
+                ..PipelineHealth::default()
+            }),
+        }
+    }
+    report
 }
 
 fn pipeline_health(
@@ -191,6 +222,54 @@ mod tests {
             MAX_JOB_DOWN_REASON_CHARS
         );
         assert_eq!(reported[1].reason, "refused");
+    }
+
+    /// An instance whose key is missing is reported with `SecretMissing` and its
+    /// binding, whether its last good rendering runs or nothing does.
+    #[test]
+    fn instance_problems_are_reported_as_the_pipelines_error() {
+        use crate::pipeline::PipelineId;
+        let running = PipelineHealth {
+            pipeline: "shop".into(),
+            kind: "MetricPipeline".into(),
+            samples_sent: 7,
+            ..PipelineHealth::default()
+        };
+        let report = AgentHealth {
+            timestamp_unix_ms: NOW,
+            pipelines: vec![running],
+        };
+        let problem = |name: &str| InstanceProblem {
+            pipeline: PipelineId::metric(name),
+            reason: ErrorReason::SecretMissing,
+            message: format!("{name}: spec.bindings[\"url\"].configMapKeyRef: missing"),
+            last_good_runs: name == "shop",
+        };
+        let report = with_instance_problems(report, &[problem("shop"), problem("new")]);
+        assert_eq!(report.pipelines.len(), 2);
+        let shop = &report.pipelines[0];
+        assert_eq!(
+            shop.samples_sent, 7,
+            "the last good rendering's counts stay"
+        );
+        let error = shop.last_error.as_ref().unwrap();
+        assert_eq!(
+            (error.reason.as_str(), error.timestamp_unix_ms),
+            ("SecretMissing", NOW)
+        );
+        let added = &report.pipelines[1];
+        assert_eq!(
+            (added.pipeline.as_str(), added.kind.as_str()),
+            ("new", "MetricPipeline")
+        );
+        assert!(
+            added
+                .last_error
+                .as_ref()
+                .unwrap()
+                .message
+                .contains("spec.bindings[\"url\"]")
+        );
     }
 
     fn error(reason: &str, at: i64) -> PipelineError {

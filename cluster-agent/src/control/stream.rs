@@ -2,7 +2,6 @@
 //! turning each `ConfigUpdate` into running pipelines or a precise refusal (see the
 //! module documentation of [`crate::control`] for the protocol and its reasons).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use kaas_pipeline::agent_config::{
@@ -482,6 +481,7 @@ impl ObserverConnection {
             Capability::OtlpHttp,
             Capability::DiskBuffer,
             Capability::TracePipelines,
+            Capability::TemplateInstances,
         ];
         if agent.has_kubernetes() {
             capabilities.push(Capability::KubernetesDiscovery);
@@ -520,6 +520,7 @@ impl ObserverConnection {
             &*trace_pipelines.read().await,
             SystemTime::now(),
         );
+        let report = super::health::with_instance_problems(report, &agent.instance_problems());
         outbox.send(agent_message::Body::Health(report)).await
     }
 
@@ -609,7 +610,11 @@ impl ObserverConnection {
                         outbox.send(agent_message::Body::CertificateRequest(request)).await?;
                     }
                 }
-                _ = health.tick() => self.send_health(agent, &mut outbox).await?,
+                _ = health.tick() => {
+                    // A changed Secret or ConfigMap key re-renders the instances bound to it.
+                    agent.refresh_instances().await;
+                    self.send_health(agent, &mut outbox).await?;
+                }
                 _ = heartbeat.tick() => {
                     if outbox.last_sent.elapsed() >= heartbeat_interval {
                         let timestamp_unix_ms = kaas_series::clock::now_ms();
@@ -804,12 +809,7 @@ impl ObserverConnection {
                 .last_known_good
                 .as_ref()
                 .map(|fallback| fallback.config.clone())
-                .unwrap_or_else(|| ValidatedAgentConfig {
-                    external_labels: BTreeMap::new(),
-                    pipelines: Vec::new(),
-                    log_pipelines: Vec::new(),
-                    trace_pipelines: Vec::new(),
-                });
+                .unwrap_or_default();
             agent.apply(fallback).await;
             return self.refuse(agent, outbox, &hash, errors).await;
         }

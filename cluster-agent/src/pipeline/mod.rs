@@ -5,6 +5,8 @@
 //! consumer its inputs feed; the node's log inputs ([`node_logs`]) read once for every
 //! log pipeline; a trace pipeline ([`traces`]) adds its span processing, fed by the
 //! push receivers. The pipelines of every kind share one disk budget ([`budget`]).
+//! Template instances bound to this cluster's Secret or ConfigMap keys are rendered
+//! into pipelines before a configuration is applied ([`instances`]).
 //!
 //! Names are unique per kind only, so a metric and a log pipeline may share one:
 //! everything keyed by name (buffer directories, budget grants, reports) says the kind
@@ -12,6 +14,7 @@
 
 pub mod budget;
 pub mod data_path;
+pub mod instances;
 pub mod kubelet;
 pub mod logs;
 pub mod node_logs;

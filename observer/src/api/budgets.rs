@@ -35,6 +35,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use kaas_pipeline::buffer::{DEFAULT_BUFFER_BUDGET, DEFAULT_NODE_BUFFER_BUDGET, MIN_BUFFER_BYTES};
+use kaas_pipeline::document::ValidatedResource;
 use kaas_pipeline::role::AgentRole;
 use kaas_pipeline::selector::ClusterSelector;
 use kaas_pipeline::units::parse_byte_quantity;
@@ -250,6 +251,7 @@ async fn view(state: &ApiState, cluster: &Cluster) -> Result<BufferBudgetView, A
 }
 
 /// What one stored pipeline asks of the buffer budget of the clusters it selects.
+#[derive(Clone)]
 struct BufferAsk {
     kind: &'static str,
     name: String,
@@ -380,6 +382,81 @@ pub(super) async fn check_pipeline<P: PipelineKind>(
         })
         .collect();
     refuse_if_any("the pipeline would exceed the buffer budget of", problems)
+}
+
+/// What `pipeline` asks, as [`buffer_asks`] reads a stored one.
+fn ask_of<P: PipelineKind>(pipeline: &P) -> BufferAsk {
+    BufferAsk {
+        kind: P::KIND,
+        name: pipeline.name().to_owned(),
+        selector: pipeline.cluster_selector().clone(),
+        bytes: pipeline.buffer_max_bytes(),
+        cluster: pipeline.runs_on(AgentRole::Cluster),
+        node: pipeline.runs_on(AgentRole::Node),
+    }
+}
+
+/// Refuses (422) a template change whose re-rendered instances (`rendered`, with their
+/// tenant) would together take a cluster they select over its budget: each such
+/// cluster is named, with every instance asking more of it at
+/// `instances["<tenant>/<name>"].spec.buffer.maxBytes`. All the instances are counted
+/// at once, as the change writes them all or none. A re-render never adds a pipeline
+/// (an instance keeps its kind and name), so the tenant's pipeline quotas still hold.
+pub(super) async fn check_rerendered(
+    state: &ApiState,
+    rendered: &[(String, ValidatedResource)],
+) -> Result<(), ApiError> {
+    let mut by_tenant: BTreeMap<&str, Vec<BufferAsk>> = BTreeMap::new();
+    for (tenant, pipeline) in rendered {
+        let ask = match pipeline {
+            ValidatedResource::Metric(p) => ask_of::<ValidatedPipeline>(p),
+            ValidatedResource::Log(p) => ask_of::<ValidatedLogPipeline>(p),
+            ValidatedResource::Trace(p) => ask_of::<ValidatedTracePipeline>(p),
+        };
+        by_tenant.entry(tenant).or_default().push(ask);
+    }
+    let mut problems = Vec::new();
+    for (tenant, new_asks) in by_tenant {
+        let before = buffer_asks(state, tenant).await?;
+        let replaced = |p: &BufferAsk| {
+            new_asks
+                .iter()
+                .any(|n| (n.kind, &n.name) == (p.kind, &p.name))
+        };
+        let after: Vec<BufferAsk> = (before.iter())
+            .filter(|p| !replaced(p))
+            .cloned()
+            .chain(new_asks.iter().cloned())
+            .collect();
+        let budgets = state.store.cluster_buffer_budgets(tenant).await?;
+        let clusters = state.store.list_clusters(Some(tenant)).await?;
+        for cluster in clusters.iter().filter(|c| !c.state.is_leaving()) {
+            for scope in Scope::ALL {
+                let labels = &cluster.labels;
+                let message = over_budget(
+                    state.buffer_budgets,
+                    scope,
+                    budgets.get(&cluster.id).copied(),
+                    &cluster.name,
+                    asked(&before, scope, labels, None),
+                    asked(&after, scope, labels, None),
+                );
+                let Some(message) = message else { continue };
+                for ask in new_asks
+                    .iter()
+                    .filter(|a| a.selector.matches(labels) && a.bytes_in(scope) > 0)
+                {
+                    let path = format!("instances[\"{tenant}/{}\"].spec.buffer.maxBytes", ask.name);
+                    let message = message.clone();
+                    problems.push((cluster.name.clone(), FieldProblem { path, message }));
+                }
+            }
+        }
+    }
+    refuse_if_any(
+        "nothing was changed: this template change would take its instances over the buffer budget of",
+        problems,
+    )
 }
 
 /// Refuses (422) a new cluster whose labels would select pipelines asking for more

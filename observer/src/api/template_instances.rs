@@ -7,7 +7,10 @@
 //! An instance is checked on its own ([`validate_instance`](kaas_pipeline::templates::validate_instance))
 //! and then rendered from its template in the tenant policy: an unbound required
 //! placeholder, a wrongly typed static value or a template that does not exist is a
-//! 422 naming the binding. The rendered pipeline joins the tenant's pipelines of its
+//! 422 naming the binding. A non-secret placeholder bound to a Secret or ConfigMap key
+//! is rendered with its type's sample here and by the agent with the key's value; a
+//! missing key or a value the agent refuses shows in the status, the binding named in
+//! `status.failingBinding`. The rendered pipeline joins the tenant's pipelines of its
 //! kind (see [`crate::store::template_instances`]) after the same size and buffer budget
 //! checks as a pipeline applied directly. Its status is the instance's status, with
 //! the template generation it runs.
@@ -113,7 +116,7 @@ pub fn view(stored: &StoredInstance) -> InstanceView {
     resource.status = Some(PipelineInstanceStatus {
         observed_generation: Some(stored.generation),
         template_generation: Some(stored.template_generation),
-        failing_binding: None,
+        failing_binding: failing_binding(&stored.status.conditions),
         conditions: stored.status.conditions.clone(),
     });
     InstanceView {
@@ -126,6 +129,20 @@ pub fn view(stored: &StoredInstance) -> InstanceView {
         updated_at_ms: stored.updated_at_ms,
         resource,
     }
+}
+
+/// The binding a failing condition names (`spec.bindings["name"]` in its message, as
+/// agents report a missing key or a refused bound value), by placeholder name.
+fn failing_binding(conditions: &[kaas_pipeline::status::Condition]) -> Option<String> {
+    const AT: &str = "spec.bindings[\"";
+    conditions
+        .iter()
+        .filter(|c| c.status != kaas_pipeline::status::ConditionStatus::True)
+        .find_map(|c| {
+            let start = c.message.find(AT)? + AT.len();
+            let end = c.message[start..].find('"')?;
+            Some(c.message[start..start + end].to_owned())
+        })
 }
 
 /// A rendered pipeline as JSON, inline secrets replaced by `***`.
@@ -427,4 +444,39 @@ async fn find(
     let stored = (state.store.get_instance(&tenant, &name).await?)
         .ok_or_else(|| ApiError::NotFound(format!("PipelineInstance {name:?} not found")))?;
     Ok((stored, query))
+}
+
+#[cfg(test)]
+mod tests {
+    use kaas_pipeline::status::{Condition, ConditionStatus};
+
+    use super::failing_binding;
+
+    fn condition(status: ConditionStatus, message: &str) -> Condition {
+        Condition {
+            type_: "FlowHealthy".to_owned(),
+            status,
+            reason: "SecretMissing".to_owned(),
+            message: message.to_owned(),
+            last_transition_time: String::new(),
+            observed_generation: None,
+        }
+    }
+
+    /// The binding an agent names in a failing condition (a missing key, a refused
+    /// value) is the instance's `failingBinding`; a condition that holds names none.
+    #[test]
+    fn the_failing_binding_is_the_one_a_failing_condition_names() {
+        let missing = condition(
+            ConditionStatus::False,
+            "cluster prod-1: the instance cannot be rendered: spec.bindings[\"endpoint\"].configMapKeyRef: ConfigMap kaas-observer/tempo key \"url\" does not exist",
+        );
+        assert_eq!(failing_binding(&[missing]).as_deref(), Some("endpoint"));
+        let fine = condition(ConditionStatus::True, "spec.bindings[\"endpoint\"]");
+        assert_eq!(failing_binding(&[fine]), None);
+        assert_eq!(
+            failing_binding(&[condition(ConditionStatus::False, "backend down")]),
+            None
+        );
+    }
 }

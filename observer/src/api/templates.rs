@@ -9,7 +9,10 @@
 //! policy (422 with every field error). Every accepted change is a new generation and
 //! re-renders the instances that follow the template, all or none: a change that would
 //! break any of them is refused with 422, each broken instance's problems under
-//! `instances["<name>"]` (see [`crate::store::templates`]). A tenant reaches only its
+//! `instances["<name>"]` (see [`crate::store::templates`]), and so is one whose
+//! re-rendered instances would together take a cluster over its buffer budget, each
+//! such instance under `instances["<tenant>/<name>"]`
+//! ([`check_rerendered`](super::budgets::check_rerendered)). A tenant reaches only its
 //! own templates and the provider's; another tenant's are "not found".
 
 use axum::Json;
@@ -190,10 +193,16 @@ async fn apply(
             return Err(invalid("the template is invalid", fields));
         }
     };
-    let written = state
-        .store
-        .apply_template(&tenant, template, &context, &caller.actor(), query.dry_run)
-        .await?;
+    // Written first as a dry run, for the budgets of the instances it re-renders.
+    let actor = caller.actor();
+    let store = &state.store;
+    let preview = (store.apply_template(&tenant, template.clone(), &context, &actor, true)).await?;
+    super::budgets::check_rerendered(&state, &preview.rendered).await?;
+    let written = if query.dry_run {
+        preview
+    } else {
+        (store.apply_template(&tenant, template, &context, &actor, false)).await?
+    };
     Ok(applied(written, query.dry_run))
 }
 
@@ -266,17 +275,22 @@ pub async fn rollback(
             "a generation counts from 1",
         ));
     }
-    let written = state
-        .store
-        .rollback_template(
-            &tenant,
-            &name,
-            request.generation,
-            &state.tenant_validation(),
-            &caller.actor(),
-            query.dry_run,
-        )
-        .await?;
+    let (context, actor) = (state.tenant_validation(), caller.actor());
+    let rollback = |dry_run: bool| {
+        let (store, tenant, name) = (&state.store, &tenant, &name);
+        let (context, actor) = (&context, &actor);
+        async move {
+            (store.rollback_template(tenant, name, request.generation, context, actor, dry_run))
+                .await
+        }
+    };
+    let preview = rollback(true).await?;
+    super::budgets::check_rerendered(&state, &preview.rendered).await?;
+    let written = if query.dry_run {
+        preview
+    } else {
+        rollback(false).await?
+    };
     Ok(applied(written, query.dry_run))
 }
 

@@ -26,8 +26,8 @@ use super::join::{JoinLimits, JoinRateLimiter, Joiner, loggable};
 use super::registry::{SharedRegistry, StreamEntry, lock};
 use super::status_task::{StatusTask, StatusWork};
 use super::stream::{
-    AgentStream, GATEWAY_CHECK_INTERVAL, OUTBOX_CAPACITY, Outgoing, accepts_remote_config, role_of,
-    runs_trace_pipelines,
+    AgentStream, GATEWAY_CHECK_INTERVAL, OUTBOX_CAPACITY, Outgoing, accepts_remote_config,
+    agent_features, role_of,
 };
 use super::stream_identity::{PeerIdentity, StreamCertificate, peer_identity, revoked_status};
 use crate::identity::{ClusterCa, DEFAULT_AGENT_CERTIFICATE_VALIDITY};
@@ -317,7 +317,7 @@ impl AgentControl for ControlService {
             instance_id: hello.agent_instance_id.clone(),
             version: hello.agent_version.clone(),
             accepts_remote_config: accepts_remote_config(&hello),
-            runs_trace_pipelines: runs_trace_pipelines(&hello),
+            features: agent_features(&hello),
             role,
             placement: PushPlacement::default(),
             placement_read: None,

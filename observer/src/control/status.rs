@@ -51,6 +51,10 @@ pub struct ClusterObservation {
     /// one that does not is sent its configuration without them, which
     /// [`ClusterObservation::desired_hash`] is then the hash of.
     pub runs_trace_pipelines: bool,
+    /// Whether its agent renders template instances
+    /// ([`ConfigReport::renders_template_instances`]): one that does not is sent its
+    /// configuration without those bound to Secret or ConfigMap keys.
+    pub renders_template_instances: bool,
     /// Its latest configuration report.
     pub config: Option<ConfigReport>,
     /// Its cluster-level instance's latest health report: read for a pipeline only
@@ -277,7 +281,11 @@ pub fn pipeline_status<P: PipelineKind, C: Borrow<ClusterObservation>>(
     let clusters: Vec<&ClusterObservation> = clusters.iter().map(Borrow::borrow).collect();
     let clusters = clusters.as_slice();
     let conditions = [
-        configuration_applied(P::KIND, clusters),
+        configuration_applied(
+            P::KIND,
+            crate::rendering::is_pending_rendering(pipeline),
+            clusters,
+        ),
         agent_connected(clusters),
         flow_healthy(pipeline, clusters),
     ]
@@ -339,7 +347,11 @@ pub fn unreadable_status(
 
 type Computed = (&'static str, ConditionStatus, Reason, String);
 
-fn configuration_applied(kind: &str, clusters: &[&ClusterObservation]) -> Computed {
+fn configuration_applied(
+    kind: &str,
+    agent_rendered: bool,
+    clusters: &[&ClusterObservation],
+) -> Computed {
     let condition = CONDITION_CONFIGURATION_APPLIED;
     if clusters.is_empty() {
         return no_clusters(condition);
@@ -365,6 +377,12 @@ fn configuration_applied(kind: &str, clusters: &[&ClusterObservation]) -> Comput
         );
     }
     if let Some(unsupported) = unsupported_by_agents(kind, clusters) {
+        return unsupported;
+    }
+    if let Some(unsupported) = agent_rendered
+        .then(|| instances_unsupported_by_agents(clusters))
+        .flatten()
+    {
         return unsupported;
     }
     let connected: Vec<&ClusterObservation> =
@@ -450,9 +468,36 @@ fn unsupported_by_agents(kind: &str, clusters: &[&ClusterObservation]) -> Option
     if kind != kaas_pipeline::TRACE_KIND {
         return None;
     }
-    let unsupported: Vec<String> = clusters
-        .iter()
-        .filter(|c| !c.runs_trace_pipelines)
+    unsupported_where(
+        clusters,
+        |c| !c.runs_trace_pipelines,
+        "run trace pipelines",
+        "this pipeline",
+    )
+}
+
+/// A template instance the agents render themselves (bound to Secret or ConfigMap
+/// keys) selecting clusters whose agents predate that: they were sent their
+/// configuration without it, and never run it until the agent is upgraded.
+fn instances_unsupported_by_agents(clusters: &[&ClusterObservation]) -> Option<Computed> {
+    unsupported_where(
+        clusters,
+        |c| !c.renders_template_instances,
+        "render template instances bound to Secret or ConfigMap keys",
+        "this instance",
+    )
+}
+
+/// `AgentUnsupported` naming the `clusters` whose agent `lacks` a feature: they do not
+/// `what`, so their configuration is sent without `thing`.
+fn unsupported_where(
+    clusters: &[&ClusterObservation],
+    lacks: impl Fn(&ClusterObservation) -> bool,
+    what: &str,
+    thing: &str,
+) -> Option<Computed> {
+    let unsupported: Vec<String> = (clusters.iter())
+        .filter(|c| lacks(c))
         .map(|c| c.cluster.clone())
         .collect();
     (!unsupported.is_empty()).then(|| {
@@ -461,7 +506,7 @@ fn unsupported_by_agents(kind: &str, clusters: &[&ClusterObservation]) -> Option
             ConditionStatus::False,
             Reason::AgentUnsupported,
             format!(
-                "the agents of {} do not run trace pipelines (they predate them), so their configuration is sent without this pipeline: upgrade those agents",
+                "the agents of {} do not {what} (they predate them), so their configuration is sent without {thing}: upgrade those agents",
                 listed(&unsupported, ", ")
             ),
         )
@@ -774,6 +819,7 @@ spec:
             running_config_hash: String::new(),
             at_ms: NOW,
             without_trace_pipelines: false,
+            without_template_instances: false,
         })
     }
 
@@ -784,6 +830,7 @@ spec:
             desired_hash: "h2".to_owned(),
             desired_bytes: 1000,
             runs_trace_pipelines: true,
+            renders_template_instances: true,
             config,
             health: None,
             instances: Vec::new(),

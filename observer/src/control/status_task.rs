@@ -39,7 +39,7 @@ use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipel
 use tokio::sync::mpsc;
 
 use super::status::{ClusterObservation, HealthRecord, pipeline_status, unreadable_status};
-use crate::rendering::{Pipelines, TenantPipelines};
+use crate::rendering::{AgentFeatures, Pipelines, TenantPipelines};
 use crate::store::instances::PipelineInstances;
 use crate::store::{
     Cluster, ClusterReport, ConfigReport, PipelineKind, PipelineSummary, Store, StoreError,
@@ -143,6 +143,8 @@ impl StatusTask {
             } else if let Some((_, observation)) = view.clusters.get_mut(&report.cluster)
                 && ConfigReport::runs_trace_pipelines(report.config.as_ref())
                     == observation.runs_trace_pipelines
+                && ConfigReport::renders_template_instances(report.config.as_ref())
+                    == observation.renders_template_instances
                 && observation.placement == placement_of(&gateways, &report.cluster)
             {
                 observation.connected = report.connected;
@@ -150,8 +152,8 @@ impl StatusTask {
                 observation.health = health_record(report.health);
                 observation.instances = instances.remove(&report.cluster).unwrap_or_default();
             } else {
-                // Not held, its agent now runs trace pipelines or no longer does (an
-                // upgrade, a rollback), or its gateway came or went: its desired
+                // Not held, its agent now runs trace pipelines or renders template
+                // instances or no longer does (an upgrade, a rollback), or its gateway came or went: its desired
                 // configuration changed with it, so it is read whole.
                 unknown.push(report.cluster);
                 continue;
@@ -371,10 +373,15 @@ fn observe(
     // The configuration its agent is sent: without trace pipelines for one that does
     // not run them, which is what it then reports on.
     let runs_trace_pipelines = ConfigReport::runs_trace_pipelines(report.config.as_ref());
+    let renders_template_instances =
+        ConfigReport::renders_template_instances(report.config.as_ref());
     let desired = pipelines.render_for_agent(
         &cluster,
         (AgentRole::Cluster, placement),
-        runs_trace_pipelines,
+        AgentFeatures {
+            trace_pipelines: runs_trace_pipelines,
+            template_instances: renders_template_instances,
+        },
     );
     let observation = ClusterObservation {
         // Conditions are the tenant's to read: they name its clusters as it does.
@@ -383,6 +390,7 @@ fn observe(
         desired_hash: desired.hash_hex(),
         desired_bytes: desired.body.len(),
         runs_trace_pipelines,
+        renders_template_instances,
         config: report.config,
         health: health_record(report.health),
         instances,

@@ -26,7 +26,7 @@ use super::service::{ControlMetrics, unavailable};
 use super::status::{HealthRecord, entry_problems};
 use super::stream_identity::{StreamCertificate, revoked_status};
 use crate::internal_events::{ConfigPushOutcome, ConfigPushed};
-use crate::rendering::TenantPipelines;
+use crate::rendering::{AgentFeatures, TenantPipelines};
 use crate::store::certificates::CertificateStanding;
 use crate::store::instances::{
     InstanceHealthReport, InstancePipelineHealth, MAX_PIPELINES_PER_INSTANCE_REPORT,
@@ -65,10 +65,22 @@ pub(super) fn accepts_remote_config(hello: &AgentHello) -> bool {
 
 /// Whether the agent runs trace pipelines: one that does not say so predates them and
 /// is sent its configuration without them.
-pub(super) fn runs_trace_pipelines(hello: &AgentHello) -> bool {
+fn runs_trace_pipelines(hello: &AgentHello) -> bool {
     hello
         .capabilities
         .contains(&(Capability::TracePipelines as i32))
+}
+
+/// What the agent says in its hello it runs beyond metric and log pipelines: an agent
+/// that does not announce a feature predates it and is sent its configuration without
+/// it.
+pub(super) fn agent_features(hello: &AgentHello) -> AgentFeatures {
+    AgentFeatures {
+        trace_pipelines: runs_trace_pipelines(hello),
+        template_instances: hello
+            .capabilities
+            .contains(&(Capability::TemplateInstances as i32)),
+    }
 }
 
 /// Why a stream task stops.
@@ -96,8 +108,8 @@ pub(super) struct AgentStream {
     pub(super) instance_id: String,
     pub(super) version: String,
     pub(super) accepts_remote_config: bool,
-    /// Whether the agent runs trace pipelines ([`runs_trace_pipelines`]).
-    pub(super) runs_trace_pipelines: bool,
+    /// What the agent runs beyond metric and log pipelines ([`agent_features`]).
+    pub(super) features: AgentFeatures,
     /// The instance's role, from its hello: which part of the configuration it gets.
     pub(super) role: AgentRole,
     /// Where the cluster's pushed inputs go (for a cluster-level instance: whether it
@@ -189,7 +201,8 @@ impl AgentStream {
                     errors: Vec::new(),
                     running_config_hash: hash,
                     at_ms: now_ms(),
-                    without_trace_pipelines: !self.runs_trace_pipelines,
+                    without_trace_pipelines: !self.features.trace_pipelines,
+                    without_template_instances: !self.features.template_instances,
                 };
                 self.submit(ReportWrite::Config {
                     cluster: self.cluster.clone(),
@@ -251,7 +264,7 @@ impl AgentStream {
         Ok(configs.render_for_agent(
             &self.registration,
             (self.role, self.placement),
-            self.runs_trace_pipelines,
+            self.features,
         ))
     }
 
@@ -556,7 +569,7 @@ impl AgentStream {
         self.instance_id = hello.agent_instance_id.clone();
         self.version = hello.agent_version.clone();
         self.accepts_remote_config = accepts_remote_config(&hello);
-        self.runs_trace_pipelines = runs_trace_pipelines(&hello);
+        self.features = agent_features(&hello);
         self.agent_hash = hello.last_applied_config_hash;
         // Offer again whatever the agent does not run.
         self.last_sent = None;
@@ -610,7 +623,8 @@ impl AgentStream {
                 .collect(),
             running_config_hash: hex::encode(&status.running_config_hash),
             at_ms: now_ms(),
-            without_trace_pipelines: !self.runs_trace_pipelines,
+            without_trace_pipelines: !self.features.trace_pipelines,
+            without_template_instances: !self.features.template_instances,
         };
         self.submit(ReportWrite::Config {
             cluster: self.cluster.clone(),

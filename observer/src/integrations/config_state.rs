@@ -412,6 +412,7 @@ mod tests {
             running_config_hash: String::new(),
             at_ms: 0,
             without_trace_pipelines: false,
+            without_template_instances: false,
         }
     }
 

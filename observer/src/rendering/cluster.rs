@@ -1,6 +1,7 @@
 //! One cluster's configuration: the tenant pipelines of every kind its labels select
 //! (metric pipelines in `pipelines`, log pipelines in `logPipelines`, trace pipelines
-//! in `tracePipelines`), the provider's central pipelines if the observer has them (the
+//! in `tracePipelines`, template instances the agent renders itself in
+//! `pipelineInstances`), the provider's central pipelines if the observer has them (the
 //! central log pipeline with `--central-logs`), and the cluster's `cluster` external
 //! label; each agent instance gets the part for its role ([`kaas_pipeline::role`]).
 //!
@@ -24,6 +25,7 @@ use std::collections::BTreeMap;
 
 use kaas_pipeline::agent_config::{AgentConfig, ConfigTemplate, RenderedConfig};
 use kaas_pipeline::role::{AgentRole, PushPlacement};
+use kaas_pipeline::templates::ValidatedPendingInstance;
 use kaas_pipeline::{ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline};
 
 use super::central::{CentralPipelineSettings, central_pipelines_with};
@@ -62,6 +64,7 @@ pub fn render_for_cluster_with(
     config_template(
         cluster,
         selected,
+        &[],
         central,
         control_plane,
         (AgentRole::Cluster, PushPlacement::ClusterInstance),
@@ -75,10 +78,13 @@ pub fn render_for_cluster_with(
 /// runs them with the cluster's pushes placed as `placement` says: each pipeline cut
 /// to the part of that role, so a node instance never gets a metric or trace
 /// pipeline's credentials, a gateway never a pipeline that only scrapes, nor the
-/// central ones. [`external_labels`] complete it for a cluster.
+/// central ones. The template `instances` the agent renders itself go in whole (the
+/// caller picked those with a part for the role); the agent cuts what it rendered to
+/// its role. [`external_labels`] complete it for a cluster.
 pub(super) fn config_template(
     cluster: &Cluster,
     (pipelines, log_pipelines, trace_pipelines): SelectedPipelines<'_>,
+    instances: &[ValidatedPendingInstance],
     central: Option<&CentralPipelineSettings>,
     control_plane: Option<&ValidatedControlPlane>,
     (role, placement): (AgentRole, PushPlacement),
@@ -114,7 +120,7 @@ pub(super) fn config_template(
             }
         }
     }
-    AgentConfig::template_with_all(&all, &log_pipelines, &trace_pipelines)
+    AgentConfig::template_with_instances(&all, &log_pipelines, &trace_pipelines, instances)
 }
 
 /// The external labels of `cluster`'s configuration: its name as `cluster`.

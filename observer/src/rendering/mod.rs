@@ -29,4 +29,6 @@ pub use central::{
 };
 pub use central_logs::{CENTRAL_LOGS_PIPELINE_NAME, central_log_pipeline};
 pub use cluster::{SelectedPipelines, render_for_cluster, render_for_cluster_with};
-pub use tenant_cache::{Pipelines, TenantConfigs, TenantPipelines};
+pub use tenant_cache::{
+    AgentFeatures, Pipelines, TenantConfigs, TenantPipelines, is_pending_rendering,
+};

@@ -49,7 +49,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kaas_pipeline::agent_config::{ConfigTemplate, RenderedConfig};
+use kaas_pipeline::document::ValidatedResource;
 use kaas_pipeline::role::{AgentRole, PushPlacement};
+use kaas_pipeline::templates::{PENDING_BINDINGS_ANNOTATION, ValidatedPendingInstance};
 use kaas_pipeline::{ValidatedLogPipeline, ValidatedTracePipeline};
 use tokio::sync::OnceCell;
 
@@ -70,6 +72,8 @@ pub struct TenantConfigs {
     central: Option<Arc<CentralPipelineSettings>>,
     /// The control-plane settings of the tenant's clusters that have one, by global id.
     control_planes: BTreeMap<String, ValidatedControlPlane>,
+    /// The instances the agents render themselves ([`Self::pending_instances`]).
+    instances: Vec<ValidatedPendingInstance>,
     /// By the indexes (into `pipelines`, `log_pipelines` and `trace_pipelines`) of the
     /// pipelines a cluster's labels select, and the cluster's id if it has its own
     /// control-plane setting.
@@ -81,14 +85,37 @@ pub struct TenantConfigs {
 /// defaults), and the role of the instance it is for with where the cluster's pushes
 /// go.
 type TemplateKey = (
-    Vec<usize>,
-    Vec<usize>,
-    Vec<usize>,
+    (Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>),
     Option<String>,
     (AgentRole, PushPlacement),
 );
 
-/// The indexes of the `pipelines` a cluster with `labels` selects.
+/// What an agent says in its hello it can run beyond metric and log pipelines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AgentFeatures {
+    /// Trace pipelines (`CAPABILITY_TRACE_PIPELINES`).
+    pub trace_pipelines: bool,
+    /// Template instances it renders itself (`CAPABILITY_TEMPLATE_INSTANCES`).
+    pub template_instances: bool,
+}
+
+impl AgentFeatures {
+    /// An agent of this release: everything.
+    pub const ALL: Self = Self {
+        trace_pipelines: true,
+        template_instances: true,
+    };
+}
+
+/// Whether `pipeline` is an instance's rendering with pending bindings: never sent as
+/// it is (its instance is, [`TenantConfigs::pending_instances`]).
+pub fn is_pending_rendering<P: PipelineKind>(pipeline: &P) -> bool {
+    (P::metadata(pipeline.resource()).annotations.as_ref())
+        .is_some_and(|a| a.contains_key(PENDING_BINDINGS_ANNOTATION))
+}
+
+/// The indexes of the `pipelines` a cluster with `labels` selects, but for instances'
+/// renderings with pending bindings.
 fn selected<P: PipelineKind>(
     pipelines: &[StoredPipeline<P>],
     labels: &BTreeMap<String, String>,
@@ -97,8 +124,35 @@ fn selected<P: PipelineKind>(
         .iter()
         .enumerate()
         .filter(|(_, stored)| stored.pipeline.cluster_selector().matches(labels))
+        .filter(|(_, stored)| !is_pending_rendering(&stored.pipeline))
         .map(|(index, _)| index)
         .collect()
+}
+
+/// The indexes of the pending `instances` a cluster with `labels` selects.
+fn selected_instances(
+    instances: &[ValidatedPendingInstance],
+    labels: &BTreeMap<String, String>,
+) -> Vec<usize> {
+    let selector = |instance: &ValidatedPendingInstance| match instance.preview() {
+        ValidatedResource::Metric(p) => p.cluster_selector().matches(labels),
+        ValidatedResource::Log(p) => p.cluster_selector().matches(labels),
+        ValidatedResource::Trace(p) => p.cluster_selector().matches(labels),
+    };
+    (instances.iter().enumerate())
+        .filter(|(_, instance)| selector(instance))
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// Whether an instance of `role` runs any part of `pipeline` (an instance's rendering
+/// with samples: its inputs are the instance's), the agent cutting it to that part.
+fn runs_on_role(pipeline: &ValidatedResource, role: AgentRole, placement: PushPlacement) -> bool {
+    match pipeline {
+        ValidatedResource::Metric(p) => p.for_role(role, placement).is_some(),
+        ValidatedResource::Log(p) => p.for_role(role, placement).is_some(),
+        ValidatedResource::Trace(p) => p.for_role(role, placement).is_some(),
+    }
 }
 
 /// The pipelines at `indexes`.
@@ -142,6 +196,12 @@ impl TenantConfigs {
         &self.unreadable_traces
     }
 
+    /// The tenant's instances its agents render themselves, by name: each stands
+    /// for the rendering of the same name marked [`is_pending_rendering`].
+    pub fn pending_instances(&self) -> &[ValidatedPendingInstance] {
+        &self.instances
+    }
+
     /// Whether the tenant has no pipeline of any kind at all, readable or not.
     pub fn is_empty(&self) -> bool {
         self.pipelines.is_empty()
@@ -163,26 +223,31 @@ impl TenantConfigs {
     /// The configuration `cluster`'s cluster-level instance runs with the cluster's
     /// pushes placed as `placement` says (the status task's desired configuration).
     pub fn render_placed(&self, cluster: &Cluster, placement: PushPlacement) -> RenderedConfig {
-        self.render_for_agent(cluster, (AgentRole::Cluster, placement), true)
+        self.render_for_agent(cluster, (AgentRole::Cluster, placement), AgentFeatures::ALL)
     }
 
     /// The part of [`render`](Self::render)'s configuration an instance of `role`
     /// runs ([`kaas_pipeline::role`]) in a cluster without a gateway in use.
     pub fn render_for_role(&self, cluster: &Cluster, role: AgentRole) -> RenderedConfig {
-        self.render_for_agent(cluster, (role, PushPlacement::ClusterInstance), true)
+        self.render_for_agent(
+            cluster,
+            (role, PushPlacement::ClusterInstance),
+            AgentFeatures::ALL,
+        )
     }
 
     /// The part of the configuration an instance of `role` runs with the cluster's
-    /// pushes placed as `placement` says, for an agent that says in its hello
-    /// whether it runs trace pipelines (`CAPABILITY_TRACE_PIPELINES`): an agent older
+    /// pushes placed as `placement` says, for an agent with `features`: an agent older
     /// than trace pipelines refuses a configuration holding `tracePipelines` (its
     /// configuration denies unknown fields), so it is sent the configuration without
-    /// them, and keeps running its metric and log pipelines.
+    /// them, and keeps running its metric and log pipelines; likewise an agent that does
+    /// not render template instances is sent none (their renderings with samples are
+    /// never sent to anyone).
     pub fn render_for_agent(
         &self,
         cluster: &Cluster,
         (role, placement): (AgentRole, PushPlacement),
-        runs_trace_pipelines: bool,
+        features: AgentFeatures,
     ) -> RenderedConfig {
         // Only the cluster instance's part depends on the placement: a gateway always
         // serves pushes, a node never; one template serves either placement.
@@ -191,28 +256,47 @@ impl TenantConfigs {
             AgentRole::Node | AgentRole::Gateway => PushPlacement::Gateway,
         };
         let control_plane = self.control_planes.get(&cluster.id);
-        let traces = if runs_trace_pipelines {
+        let traces = if features.trace_pipelines {
             selected(&self.trace_pipelines, &cluster.labels)
         } else {
             Vec::new()
         };
+        let instances = if features.template_instances {
+            let mut indexes = selected_instances(&self.instances, &cluster.labels);
+            indexes.retain(|&i| {
+                let instance = &self.instances[i];
+                (features.trace_pipelines || instance.kind() != kaas_pipeline::TRACE_KIND)
+                    && runs_on_role(instance.preview(), role, placement)
+            });
+            indexes
+        } else {
+            Vec::new()
+        };
         let key = (
-            selected(&self.pipelines, &cluster.labels),
-            selected(&self.log_pipelines, &cluster.labels),
-            traces,
+            (
+                selected(&self.pipelines, &cluster.labels),
+                selected(&self.log_pipelines, &cluster.labels),
+                traces,
+                instances,
+            ),
             control_plane.map(|_| cluster.id.clone()),
             (role, placement),
         );
         let known = self.lock().get(&key).cloned();
         let template = known.unwrap_or_else(|| {
-            let pipelines = picked(&self.pipelines, &key.0);
-            let log_pipelines = picked(&self.log_pipelines, &key.1);
-            let trace_pipelines = picked(&self.trace_pipelines, &key.2);
+            let selection = &key.0;
+            let pipelines = picked(&self.pipelines, &selection.0);
+            let log_pipelines = picked(&self.log_pipelines, &selection.1);
+            let trace_pipelines = picked(&self.trace_pipelines, &selection.2);
+            let instances: Vec<ValidatedPendingInstance> = (selection.3.iter())
+                .filter_map(|&i| self.instances.get(i).cloned())
+                .collect();
             // Rendered outside the lock; two streams racing for a new selection both
             // render it, and the first one stored is kept.
             let template = Arc::new(config_template(
                 cluster,
                 (&pipelines, &log_pipelines, &trace_pipelines),
+                &instances,
                 self.central.as_deref(),
                 control_plane,
                 (role, placement),
@@ -304,6 +388,7 @@ impl TenantPipelines {
                     .await?,
             );
             let control_planes = store.cluster_control_planes(Some(tenant)).await?;
+            let instances = store.pending_instances(tenant).await?;
             Ok::<_, StoreError>(Arc::new(TenantConfigs {
                 pipelines,
                 unreadable,
@@ -313,6 +398,7 @@ impl TenantPipelines {
                 unreadable_traces,
                 central: self.central.clone(),
                 control_planes,
+                instances,
                 templates: Mutex::default(),
             }))
         })
@@ -582,7 +668,10 @@ mod tests {
         let older = configs.render_for_agent(
             &clusters["prod"],
             (AgentRole::Cluster, PushPlacement::ClusterInstance),
-            false,
+            AgentFeatures {
+                trace_pipelines: false,
+                template_instances: true,
+            },
         );
         let text = String::from_utf8(older.body).unwrap();
         assert!(!text.contains("tracePipelines"), "{text}");

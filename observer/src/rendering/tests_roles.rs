@@ -98,7 +98,7 @@ fn part(
     role: AgentRole,
     placement: PushPlacement,
 ) -> ValidatedAgentConfig {
-    let rendered = configs.render_for_agent(cluster, (role, placement), true);
+    let rendered = configs.render_for_agent(cluster, (role, placement), super::AgentFeatures::ALL);
     let text = String::from_utf8(rendered.body).unwrap();
     let context = ValidationContext::observer(ProviderPolicy::agent_default());
     AgentConfig::parse(&text, &context).unwrap_or_else(|e| panic!("{role:?}: {e}\n{text}"))

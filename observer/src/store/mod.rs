@@ -175,6 +175,7 @@ pub mod quotas;
 pub mod replicas;
 pub mod reports;
 pub mod template_instances;
+mod template_secrets;
 pub mod templates;
 pub mod tenancy;
 pub mod tenants;

@@ -108,13 +108,14 @@ impl<P: PipelineKind> PipelineRow<P> {
 pub struct RekeyReport {
     /// The id of the key every value is sealed with now.
     pub key_id: String,
-    /// Pipelines whose values were sealed again.
+    /// Pipelines, template generations and instances whose values were sealed again.
     pub pipelines_rekeyed: u64,
     /// Secret values sealed again.
     pub values_rekeyed: u64,
-    /// Pipelines already sealed with the current key.
+    /// Pipelines, template generations and instances already sealed with the current
+    /// key.
     pub pipelines_current: u64,
-    /// Pipelines that could not be opened, `tenant/name: reason`; left as they were.
+    /// Rows that could not be opened, `tenant/name: reason`; left as they were.
     pub unreadable: Vec<String>,
 }
 
@@ -246,6 +247,8 @@ impl Store {
             report.pipelines_rekeyed += 1;
             report.values_rekeyed += resealed;
         }
+        self.rekey_templates_and_instances(actor, &mut report)
+            .await?;
         Ok(report)
     }
 

@@ -72,6 +72,12 @@ pub struct ConfigReport {
     /// read as an agent that runs them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub without_trace_pipelines: bool,
+    /// The agent does not render template instances (its hello did not announce
+    /// `CAPABILITY_TEMPLATE_INSTANCES`), so the configuration it was sent leaves out the
+    /// instances bound to its cluster's Secret or ConfigMap keys. Reports stored before
+    /// the field say nothing, read as an agent that renders them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_template_instances: bool,
 }
 
 impl ConfigReport {
@@ -79,6 +85,12 @@ impl ConfigReport {
     /// report yet is taken to (its first report says otherwise).
     pub fn runs_trace_pipelines(report: Option<&Self>) -> bool {
         report.is_none_or(|report| !report.without_trace_pipelines)
+    }
+
+    /// Whether the agent that made the report renders template instances; an agent
+    /// with no report yet is taken to (its first report says otherwise).
+    pub fn renders_template_instances(report: Option<&Self>) -> bool {
+        report.is_none_or(|report| !report.without_template_instances)
     }
 }
 
@@ -767,6 +779,7 @@ mod tests {
             running_config_hash: hash.into(),
             at_ms: 1,
             without_trace_pipelines: false,
+            without_template_instances: false,
         }
     }
 

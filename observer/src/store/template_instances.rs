@@ -17,19 +17,24 @@
 //!
 //! A placeholder bound to a Secret key stays a `valueFrom.secretKeyRef` in the pipeline,
 //! which the agent resolves as for any pipeline. A non-secret placeholder bound to a
-//! Secret or ConfigMap key would have to be read by the agent before rendering
-//! ([`KeyValues::Resolved`]); agents are not sent instances yet, so such a binding is
-//! refused with its path rather than stored to run nowhere.
+//! Secret or ConfigMap key is read by the agent before rendering
+//! ([`KeyValues::Resolved`]): the row of `pipelines` then holds the pipeline rendered
+//! with that type's sample, marked with
+//! [`PENDING_BINDINGS_ANNOTATION`](kaas_pipeline::templates::PENDING_BINDINGS_ANNOTATION)
+//! (its quota, budget, selection and status are the instance's), and agents are sent
+//! the instance itself instead ([`Store::pending_instances`],
+//! [`kaas_pipeline::templates::pending`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kaas_pipeline::document::ValidatedResource;
 use kaas_pipeline::status::MetricPipelineStatus;
 use kaas_pipeline::templates::{
-    KeySource, KeyValues, PipelineInstance, ValidatedInstance, render, validate_instance,
+    KeyValues, PipelineInstance, ValidatedInstance, ValidatedPendingInstance, pending_instance,
+    render, validate_instance,
 };
 use kaas_pipeline::{
-    FieldError, ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline, ValidationContext,
+    ValidatedLogPipeline, ValidatedPipeline, ValidatedTracePipeline, ValidationContext,
     ValidationErrors,
 };
 use sea_orm::{
@@ -40,11 +45,11 @@ use sea_orm::{
 use super::entities::{pipeline_instances, pipelines};
 use super::mutation::Mutation;
 use super::pipeline_kind::PipelineKind;
+use super::template_secrets::{binding_field, binding_owner};
 use super::templates::{StoredTemplate, broken_instance, read_validation};
 use super::{
     Actor, Change, MASKED_SECRET, Store, StoreError, insert_error, not_found, now_ms, quotas,
 };
-use crate::secrets::SecretOwner;
 
 /// Instances in audit entries and errors.
 pub(super) const INSTANCE: &str = "pipeline-instance";
@@ -93,8 +98,19 @@ pub struct InstanceWritten {
     pub pipeline: ValidatedResource,
 }
 
-/// Renders `instance` from `template` for the observer: every problem at its field,
-/// and a binding only an agent could resolve refused at its path (see the module note).
+/// What re-rendering a template's followers did.
+pub(super) struct Rerendered {
+    /// The instances re-rendered, by tenant and name.
+    pub(super) names: Vec<(String, String)>,
+    /// Their pipelines as rendered now, with their tenant.
+    pub(super) pipelines: Vec<(String, ValidatedResource)>,
+    /// The changes to publish.
+    pub(super) changes: Vec<Change>,
+}
+
+/// Renders `instance` from `template` for the observer, every problem at its field: the
+/// pipeline to store, rendered with each pending binding's sample where the agent reads
+/// a Secret or ConfigMap key (see the module note).
 pub fn render_instance(
     template: &StoredTemplate,
     instance: &ValidatedInstance,
@@ -107,30 +123,7 @@ pub fn render_instance(
         KeyValues::Deferred,
         context,
     )?;
-    rendered.into_pipeline().map_err(|pending| {
-        ValidationErrors(
-            pending
-                .into_iter()
-                .map(|binding| {
-                    let field = match binding.key.source {
-                        KeySource::Secret => "secretKeyRef",
-                        KeySource::ConfigMap => "configMapKeyRef",
-                    };
-                    FieldError {
-                        path: format!("spec.bindings[{:?}].{field}", binding.placeholder),
-                        reason: format!(
-                            "%{{{}}} ({}) would be read by the agent from {}, which agents \
-                             cannot do for template bindings yet; bind a value (or, for a \
-                             secret placeholder, a Secret key)",
-                            binding.placeholder,
-                            binding.type_.name(),
-                            binding.key
-                        ),
-                    }
-                })
-                .collect(),
-        )
-    })
+    Ok(rendered.preview().clone())
 }
 
 /// Refuses a change through the pipeline API to the pipeline of kind `P` named `name`
@@ -202,16 +195,6 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, StoreErro
         .map_err(|e| StoreError::Corrupt(format!("cannot encode an instance: {e}")))
 }
 
-/// What a sealed binding value is sealed for: its tenant, the instance and the binding.
-fn binding_owner<'a>(tenant: &'a str, name: &'a str, field: &'a str) -> SecretOwner<'a> {
-    SecretOwner {
-        tenant,
-        kind: INSTANCE,
-        name,
-        field,
-    }
-}
-
 /// The stored document of an instance and its sealed values.
 struct InstanceDocument {
     document: serde_json::Value,
@@ -231,7 +214,7 @@ impl Store {
         let mut values = serde_json::Map::new();
         for (placeholder, binding) in &mut resource.spec.bindings {
             if let (true, Some(value)) = (sealed.contains(placeholder), binding.value.as_mut()) {
-                let field = format!("spec.bindings[{placeholder:?}].value");
+                let field = binding_field(placeholder);
                 let owner = binding_owner(tenant, name, &field);
                 let ciphertext = self.inner.secrets.seal(value, &owner)?;
                 values.insert(placeholder.clone(), ciphertext.into());
@@ -258,7 +241,7 @@ impl Store {
         let values: BTreeMap<String, String> = serde_json::from_value(row.sealed_values.clone())
             .map_err(|e| corrupt(e.to_string()))?;
         for (placeholder, ciphertext) in &values {
-            let field = format!("spec.bindings[{placeholder:?}].value");
+            let field = binding_field(placeholder);
             let owner = binding_owner(&row.tenant, &row.name, &field);
             let plaintext = self
                 .inner
@@ -305,7 +288,7 @@ impl Store {
         let transaction = mutation.transaction();
         quotas::lock_tenant(transaction, tenant).await?;
         let name = instance.name().to_owned();
-        let template = template_of(transaction, tenant, &instance).await?;
+        let template = template_of(transaction, &self.inner.secrets, tenant, &instance).await?;
         let pipeline = render_instance(&template, &instance, context).map_err(|errors| {
             StoreError::Invalid {
                 message: format!(
@@ -431,14 +414,15 @@ impl Store {
     /// Re-renders, in `mutation`, every instance that follows `template` (for a provider
     /// template: in every tenant without a template of that name), and writes their
     /// pipelines, or nothing at all: [`StoreError::Invalid`] lists every instance that
-    /// does not render. Returns the instances re-rendered and the changes to publish.
+    /// does not render. Returns the instances re-rendered with their pipelines, and the
+    /// changes to publish.
     pub(super) async fn rerender_following(
         &self,
         mutation: &Mutation<'_>,
         template: &StoredTemplate,
         context: &ValidationContext,
         actor: &Actor,
-    ) -> Result<(Vec<(String, String)>, Vec<Change>), StoreError> {
+    ) -> Result<Rerendered, StoreError> {
         let transaction = mutation.transaction();
         let mut query = pipeline_instances::Entity::find()
             .filter(pipeline_instances::Column::Template.eq(template.name()))
@@ -458,9 +442,15 @@ impl Store {
             if template.is_provider() {
                 // A tenant's own template of the name is the one its instances follow.
                 let own = shadowed.contains(&row.tenant)
-                    || super::templates::resolve(transaction, &row.tenant, template.name(), None)
-                        .await?
-                        .is_some_and(|t| !t.is_provider());
+                    || super::templates::resolve(
+                        transaction,
+                        &self.inner.secrets,
+                        &row.tenant,
+                        template.name(),
+                        None,
+                    )
+                    .await?
+                    .is_some_and(|t| !t.is_provider());
                 if own {
                     shadowed.insert(row.tenant.clone());
                     continue;
@@ -490,6 +480,7 @@ impl Store {
         }
         let mut changes = Vec::new();
         let mut names = Vec::new();
+        let mut pipelines = Vec::new();
         let mut locked = BTreeSet::new();
         for (row, instance, pipeline) in rendered {
             let tenant = row.tenant.clone();
@@ -498,6 +489,7 @@ impl Store {
             }
             let sealed = secret_bindings(&instance, &pipeline);
             let stored_document = self.seal_instance(&tenant, &instance, &sealed)?;
+            pipelines.push((tenant.clone(), pipeline.clone()));
             changes.extend(
                 self.write_rendered(mutation, &tenant, pipeline, actor)
                     .await?,
@@ -511,7 +503,11 @@ impl Store {
             active.update(transaction).await?;
             names.push((tenant, name));
         }
-        Ok((names, changes))
+        Ok(Rerendered {
+            names,
+            pipelines,
+            changes,
+        })
     }
 
     /// One instance of `tenant`, with its pipeline's status.
@@ -555,6 +551,58 @@ impl Store {
         Ok(instances)
     }
 
+    /// The instances of `tenant` its agents render themselves (a non-secret placeholder
+    /// bound to a Secret or ConfigMap key), each with the template generation it runs,
+    /// as they are sent; by name. One that no longer renders with samples (a stored row
+    /// the observer cannot read as it wrote it) is logged and left out, so its clusters
+    /// get the rest of their configuration.
+    pub async fn pending_instances(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<ValidatedPendingInstance>, StoreError> {
+        let db = self.reader();
+        let rows = pipeline_instances::Entity::find()
+            .filter(pipeline_instances::Column::Tenant.eq(tenant))
+            .order_by_asc(pipeline_instances::Column::Name)
+            .all(db)
+            .await?;
+        let context = read_validation();
+        let mut pending = Vec::new();
+        for row in rows {
+            let generation = row.template_generation;
+            let stored = self.open_instance(row, MetricPipelineStatus::default())?;
+            if stored.instance.key_refs().is_empty() {
+                continue;
+            }
+            let reference = stored.instance.template();
+            let Some(template) = super::templates::resolve(
+                db,
+                &self.inner.secrets,
+                tenant,
+                &reference.name,
+                Some(generation),
+            )
+            .await?
+            else {
+                tracing::error!(
+                    tenant,
+                    instance = stored.name(),
+                    generation,
+                    "the template generation an instance runs is gone; not sent"
+                );
+                continue;
+            };
+            match pending_instance(&template.template, generation, &stored.instance, &context) {
+                Ok(instance) if !instance.pending().is_empty() => pending.push(instance),
+                Ok(_) => {}
+                Err(errors) => {
+                    tracing::error!(tenant, instance = stored.name(), %errors, "a stored instance no longer renders; not sent");
+                }
+            }
+        }
+        Ok(pending)
+    }
+
     /// Deletes `tenant`'s instance and its pipeline; agents stop running it.
     pub async fn delete_instance(
         &self,
@@ -588,12 +636,14 @@ impl Store {
 /// the reference when there is none.
 async fn template_of(
     db: &impl ConnectionTrait,
+    secrets: &crate::secrets::SecretBox,
     tenant: &str,
     instance: &ValidatedInstance,
 ) -> Result<StoredTemplate, StoreError> {
     let reference = instance.template();
     let found =
-        super::templates::resolve(db, tenant, &reference.name, reference.generation).await?;
+        super::templates::resolve(db, secrets, tenant, &reference.name, reference.generation)
+            .await?;
     found.ok_or_else(|| {
         let (path, reason) = match reference.generation {
             Some(g) => (

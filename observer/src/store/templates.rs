@@ -9,6 +9,9 @@
 //! An identical apply writes nothing. A template's `pipelineKind` never changes: its
 //! instances' pipelines would change kind under them.
 //!
+//! Header values in a template's spec are sealed at rest like a pipeline's
+//! ([`super::template_secrets`]).
+//!
 //! # Provider templates
 //! The provider's templates (bundled in `examples/templates/`, or a configured
 //! directory) are stored under tenant [`PROVIDER_SCOPE`] (`""`, never a tenant's name)
@@ -25,13 +28,16 @@
 //! render, nothing is written and [`StoreError::Invalid`] lists every instance it
 //! would break with its problems, under `instances["<name>"]`.
 
+use kaas_pipeline::document::ValidatedResource;
 use kaas_pipeline::templates::{PipelineTemplate, ValidatedTemplate, validate_template};
 use kaas_pipeline::{FieldError, ProviderPolicy, ValidationContext, ValidationErrors};
 use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder};
 
 use super::entities::{pipeline_instances, pipeline_templates};
 use super::mutation::Mutation;
+use super::template_secrets::{open_template_document, seal_template_document};
 use super::{Actor, Store, StoreError, insert_error, not_found, now_ms, quotas};
+use crate::secrets::SecretBox;
 
 /// The tenant column of the provider's templates: no tenant has an empty name.
 pub const PROVIDER_SCOPE: &str = "";
@@ -74,6 +80,10 @@ pub struct TemplateWritten {
     pub changed: bool,
     /// The instances re-rendered from it, by tenant and name.
     pub rerendered: Vec<(String, String)>,
+    /// Their pipelines as re-rendered, with their tenant (inline secrets in plaintext):
+    /// for the checks a pipeline applied directly passes ([`crate::api`] refuses the
+    /// change when they would exceed a budget).
+    pub rendered: Vec<(String, ValidatedResource)>,
 }
 
 /// How stored templates are validated again when read: as the observer distributes
@@ -83,15 +93,20 @@ pub(super) fn read_validation() -> ValidationContext {
 }
 
 /// A stored generation, validated again.
-pub(super) fn decode(row: pipeline_templates::Model) -> Result<StoredTemplate, StoreError> {
+pub(super) fn decode(
+    secrets: &SecretBox,
+    row: pipeline_templates::Model,
+) -> Result<StoredTemplate, StoreError> {
     let corrupt = |reason: String| {
         StoreError::Corrupt(format!(
             "template {}/{} generation {}: {reason}",
             row.tenant, row.name, row.generation
         ))
     };
+    let mut document = row.document.clone();
+    open_template_document(secrets, &row.tenant, &row.name, &mut document)?;
     let resource: PipelineTemplate =
-        serde_json::from_value(row.document.clone()).map_err(|e| corrupt(e.to_string()))?;
+        serde_json::from_value(document).map_err(|e| corrupt(e.to_string()))?;
     let template = validate_template(&resource, &read_validation())
         .map_err(|e| corrupt(format!("no longer validates: {e}")))?;
     Ok(StoredTemplate {
@@ -131,6 +146,7 @@ async fn latest_row(
 /// `generation` or the latest.
 pub(super) async fn resolve(
     db: &impl sea_orm::ConnectionTrait,
+    secrets: &SecretBox,
     tenant: &str,
     name: &str,
     generation: Option<i64>,
@@ -151,7 +167,7 @@ pub(super) async fn resolve(
                 .await?
             }
         };
-        return row.map(decode).transpose();
+        return row.map(|row| decode(secrets, row)).transpose();
     }
     Ok(None)
 }
@@ -210,7 +226,7 @@ impl Store {
                 &format!("{tenant}/{name} generation {generation}"),
             )
         })?;
-        let earlier = decode(row)?;
+        let earlier = decode(&self.inner.secrets, row)?;
         // Checked again in today's context: the policy may have changed since.
         let template =
             validate_template(earlier.template.resource(), context).map_err(|errors| {
@@ -237,16 +253,25 @@ impl Store {
     ) -> Result<TemplateWritten, StoreError> {
         let transaction = mutation.transaction();
         let name = template.name().to_owned();
-        let document = document(&template)?;
+        let secrets = &self.inner.secrets;
+        let plain = document(&template)?;
         let latest = latest_row(transaction, scope, &name).await?;
-        if let Some(latest) = latest.as_ref().filter(|l| l.document == document) {
-            return Ok(TemplateWritten {
-                stored: decode(latest.clone())?,
-                created: false,
-                changed: false,
-                rerendered: Vec::new(),
-            });
+        if let Some(latest) = latest.as_ref() {
+            let mut stored = latest.document.clone();
+            let same = open_template_document(secrets, scope, &name, &mut stored).is_ok()
+                && stored == plain;
+            if same {
+                return Ok(TemplateWritten {
+                    stored: decode(secrets, latest.clone())?,
+                    created: false,
+                    changed: false,
+                    rerendered: Vec::new(),
+                    rendered: Vec::new(),
+                });
+            }
         }
+        let mut document = plain;
+        seal_template_document(secrets, scope, &name, &mut document)?;
         let kind = template.kind().name();
         if let Some(latest) = latest.as_ref().filter(|l| l.pipeline_kind != kind) {
             return Err(StoreError::Invalid {
@@ -278,7 +303,7 @@ impl Store {
             generation: row.generation,
             created_at_ms: row.created_at_ms,
         };
-        let (rerendered, changes) = self
+        let rerendered = self
             .rerender_following(&mutation, &stored, context, actor)
             .await?;
         let action = if latest.is_none() { "create" } else { "update" };
@@ -287,13 +312,14 @@ impl Store {
             .audit(actor, action, TEMPLATE, audit_tenant, &name)
             .await?;
         if !dry_run {
-            mutation.commit(changes).await?;
+            mutation.commit(rerendered.changes).await?;
         }
         Ok(TemplateWritten {
             stored,
             created: latest.is_none(),
             changed: true,
-            rerendered,
+            rerendered: rerendered.names,
+            rendered: rerendered.pipelines,
         })
     }
 
@@ -305,7 +331,7 @@ impl Store {
         name: &str,
         generation: Option<i64>,
     ) -> Result<Option<StoredTemplate>, StoreError> {
-        resolve(self.reader(), tenant, name, generation).await
+        resolve(self.reader(), &self.inner.secrets, tenant, name, generation).await
     }
 
     /// Every generation of `scope`'s template `name`, oldest first.
@@ -321,7 +347,7 @@ impl Store {
             .all(self.reader())
             .await?
             .into_iter()
-            .map(decode)
+            .map(|row| decode(&self.inner.secrets, row))
             .collect()
     }
 
@@ -353,7 +379,9 @@ impl Store {
             }
             latest.push(row);
         }
-        latest.into_iter().map(decode).collect()
+        (latest.into_iter())
+            .map(|row| decode(&self.inner.secrets, row))
+            .collect()
     }
 
     /// Deletes `tenant`'s template `name` with every generation; refused while an

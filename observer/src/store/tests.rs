@@ -1332,6 +1332,7 @@ async fn agent_reports_update_the_cluster(db: &TestDb) {
         running_config_hash: hash.into(),
         at_ms: 4_000,
         without_trace_pipelines: false,
+        without_template_instances: false,
     };
     store
         .report(config_write(
@@ -1549,6 +1550,7 @@ fn report_applied(hash: &str) -> ConfigReport {
         running_config_hash: hash.into(),
         at_ms: 6_000,
         without_trace_pipelines: false,
+        without_template_instances: false,
     }
 }
 
@@ -1734,6 +1736,7 @@ fn config_report(state: AgentConfigState, hash: &str) -> ConfigReport {
         running_config_hash: hash.into(),
         at_ms: 1,
         without_trace_pipelines: false,
+        without_template_instances: false,
     }
 }
 
@@ -2322,6 +2325,7 @@ async fn reports_of_reads_reports_with_tenant_and_state(db: &TestDb) {
         running_config_hash: "aa".into(),
         at_ms: 2_000,
         without_trace_pipelines: false,
+        without_template_instances: false,
     };
     store
         .report(config_write("bank.c2", report.clone()))

@@ -11,13 +11,19 @@ use kaas_pipeline::templates::{
 use kaas_pipeline::{ValidatedTracePipeline, ValidationContext};
 
 use super::{TestDb, admin};
+use crate::secrets::SecretBox;
+use crate::store::entities::{pipeline_instances, pipeline_templates};
 use crate::store::{PROVIDER_SCOPE, Store, StoreError};
+use sea_orm::EntityTrait;
 
 store_tests!(
     generations_are_kept_followers_move_and_pinned_instances_stay,
     a_template_change_that_breaks_any_instance_changes_nothing,
     provider_templates_are_every_tenants_and_tenants_stay_apart,
     rendered_pipelines_belong_to_their_instance,
+    template_header_values_are_sealed_at_rest,
+    rekeying_seals_templates_and_instance_bindings_again,
+    a_binding_to_a_config_map_key_is_stored_and_sent_as_the_instance,
 );
 
 fn context() -> ValidationContext {
@@ -441,4 +447,281 @@ async fn rendered_pipelines_belong_to_their_instance(db: &TestDb) {
             .is_none()
     );
     store.delete_tenant("shop", &actor).await.unwrap();
+}
+
+/// A trace template whose header `X-Tenant` is written literally (`literal`), and
+/// whose `X-Region` header takes the string placeholder `region`.
+fn template_with_headers(literal: &str) -> ValidatedTemplate {
+    let text = format!(
+        r#"
+metadata: {{name: headers}}
+spec:
+  pipelineKind: TracePipeline
+  placeholders:
+    - {{name: endpoint, type: url, description: The endpoint., required: true}}
+    - {{name: region, type: string, description: The region header., required: true}}
+  template:
+    spec:
+      output:
+        otlp:
+          endpoint: "%{{endpoint}}"
+          headers:
+            - {{name: X-Tenant, value: "{literal}"}}
+            - {{name: X-Region, value: "%{{region}}"}}
+"#
+    );
+    let resource: PipelineTemplate = serde_yaml::from_str(&text).unwrap();
+    validate_template(&resource, &context()).expect("a valid template")
+}
+
+/// An instance of `headers` binding the region header to `region` (a static value,
+/// sealed with the pipeline's header) or to a ConfigMap key when `region` is `None`.
+fn instance_with_region(name: &str, region: Option<&str>) -> ValidatedInstance {
+    let region = match region {
+        Some(value) => format!("{{value: \"{value}\"}}"),
+        None => {
+            "{configMapKeyRef: {name: regions, namespace: kaas-observer, key: region}}".to_owned()
+        }
+    };
+    let text = format!(
+        r#"
+metadata: {{name: {name}}}
+spec:
+  template: {{name: headers}}
+  bindings:
+    endpoint: {{value: "https://tempo.shop.example:4317"}}
+    region: {region}
+"#
+    );
+    let resource: PipelineInstance = serde_yaml::from_str(&text).unwrap();
+    validate_instance(&resource, &context()).expect("a valid instance")
+}
+
+/// The header values of the instance's stored pipeline, by header name.
+async fn headers_of(store: &Store, name: &str) -> Vec<(String, String)> {
+    let stored = store
+        .get_pipeline_of::<ValidatedTracePipeline>("shop", name)
+        .await
+        .unwrap()
+        .expect("the instance's pipeline");
+    let otlp = stored.pipeline.resource().spec.output.otlp.clone().unwrap();
+    otlp.headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.clone(),
+                h.value
+                    .as_ref()
+                    .map(|v| v.expose().to_owned())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Applies [`template_with_headers`] for tenant `shop`.
+async fn apply_headers_template(store: &Store, literal: &str) -> crate::store::TemplateWritten {
+    store
+        .apply_template(
+            "shop",
+            template_with_headers(literal),
+            &context(),
+            &admin(),
+            false,
+        )
+        .await
+        .unwrap()
+}
+
+/// Issue 18: a header value written literally in a template is sealed at rest like a
+/// pipeline's header value: no row and no database file holds it in clear, and it reads
+/// back as written.
+async fn template_header_values_are_sealed_at_rest(db: &TestDb) {
+    let store = shop(db).await;
+    let (ctx, actor) = (context(), admin());
+    apply_headers_template(&store, "SECRET-literal-tenant").await;
+    let rows = pipeline_templates::Entity::find()
+        .all(store.db())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(
+        !rows[0]
+            .document
+            .to_string()
+            .contains("SECRET-literal-tenant"),
+        "{:?}",
+        rows[0].document
+    );
+    assert!(
+        rows[0]
+            .document
+            .to_string()
+            .contains(crate::secrets::SEALED_PREFIX)
+    );
+    assert!(
+        !db.raw_contents(&store)
+            .await
+            .contains("SECRET-literal-tenant"),
+        "plaintext at rest"
+    );
+    let read = store
+        .get_template("shop", "headers", None)
+        .await
+        .unwrap()
+        .unwrap();
+    let spec = &read.template.resource().spec.template.spec;
+    assert_eq!(
+        spec["output"]["otlp"]["headers"][0]["value"],
+        "SECRET-literal-tenant"
+    );
+    // The same template again is no change, though every sealing differs.
+    let again = apply_headers_template(&store, "SECRET-literal-tenant").await;
+    assert!(!again.changed);
+    // Its instance's pipeline carries the value, sealed like any pipeline's.
+    store
+        .apply_instance(
+            "shop",
+            instance_with_region("traces", Some("eu-1")),
+            &ctx,
+            &actor,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        headers_of(&store, "traces").await,
+        [
+            ("X-Tenant".to_owned(), "SECRET-literal-tenant".to_owned()),
+            ("X-Region".to_owned(), "eu-1".to_owned())
+        ]
+    );
+    assert!(
+        !db.raw_contents(&store)
+            .await
+            .contains("SECRET-literal-tenant"),
+        "plaintext at rest"
+    );
+}
+
+/// Issue 18: `observer secrets rekey` seals a template's header values and an
+/// instance's sealed binding values again with the current key: afterwards a store
+/// holding only the new key reads both.
+async fn rekeying_seals_templates_and_instance_bindings_again(db: &TestDb) {
+    let store = shop(db).await;
+    let (ctx, actor) = (context(), admin());
+    apply_headers_template(&store, "SECRET-literal-tenant").await;
+    let written = store
+        .apply_instance(
+            "shop",
+            instance_with_region("traces", Some("SECRET-region")),
+            &ctx,
+            &actor,
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(
+        written.stored.sealed.contains("region"),
+        "the static header value is sealed"
+    );
+    let row = pipeline_instances::Entity::find()
+        .all(store.db())
+        .await
+        .unwrap();
+    assert!(!row[0].document.to_string().contains("SECRET-region"));
+    assert!(!row[0].sealed_values.to_string().contains("SECRET-region"));
+
+    let new_key = SecretBox::generate().unwrap();
+    let rotated = Store::connect(
+        &db.url,
+        new_key.clone().with_previous_keys([db.secrets.clone()]),
+    )
+    .await
+    .unwrap();
+    let report = rotated.rekey_secrets(&actor).await.unwrap();
+    assert!(report.unreadable.is_empty(), "{report:?}");
+    // The pipeline, the template generation and the instance.
+    assert_eq!(report.pipelines_rekeyed, 3, "{report:?}");
+    assert_eq!(report.values_rekeyed, 2 + 2 + 1, "{report:?}");
+    let again = rotated.rekey_secrets(&actor).await.unwrap();
+    assert_eq!(
+        (again.pipelines_rekeyed, again.pipelines_current),
+        (0, 3),
+        "{again:?}"
+    );
+
+    let only_new = Store::connect(&db.url, new_key).await.unwrap();
+    let template = only_new
+        .get_template("shop", "headers", None)
+        .await
+        .unwrap()
+        .unwrap();
+    let spec = &template.template.resource().spec.template.spec;
+    assert_eq!(
+        spec["output"]["otlp"]["headers"][0]["value"],
+        "SECRET-literal-tenant"
+    );
+    let instance = only_new
+        .get_instance("shop", "traces")
+        .await
+        .unwrap()
+        .unwrap();
+    let binding = &instance.instance.resource().spec.bindings["region"];
+    assert_eq!(binding.value.as_deref(), Some("SECRET-region"));
+    assert_eq!(headers_of(&only_new, "traces").await[1].1, "SECRET-region");
+}
+
+/// Issue 18: a placeholder bound to a ConfigMap key is stored with its type's sample,
+/// marked pending, and is what the tenant's agents are sent as the instance itself.
+async fn a_binding_to_a_config_map_key_is_stored_and_sent_as_the_instance(db: &TestDb) {
+    use kaas_pipeline::templates::PENDING_BINDINGS_ANNOTATION;
+    let store = shop(db).await;
+    let (ctx, actor) = (context(), admin());
+    store
+        .apply_template("shop", template_with_headers("t"), &ctx, &actor, false)
+        .await
+        .unwrap();
+    store
+        .apply_instance(
+            "shop",
+            instance_with_region("traces", None),
+            &ctx,
+            &actor,
+            false,
+        )
+        .await
+        .unwrap();
+    let stored = store
+        .get_pipeline_of::<ValidatedTracePipeline>("shop", "traces")
+        .await
+        .unwrap()
+        .unwrap();
+    let annotations = stored
+        .pipeline
+        .resource()
+        .metadata
+        .annotations
+        .clone()
+        .unwrap();
+    assert_eq!(annotations[PENDING_BINDINGS_ANNOTATION], "region");
+    let pending = store.pending_instances("shop").await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].name(), pending[0].template_generation()),
+        ("traces", 1)
+    );
+    assert_eq!(pending[0].pending()[0].placeholder, "region");
+    // An instance with static values only is sent as its pipeline.
+    store
+        .apply_instance(
+            "shop",
+            instance_with_region("plain", Some("eu")),
+            &ctx,
+            &actor,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.pending_instances("shop").await.unwrap().len(), 1);
 }

@@ -9,9 +9,11 @@
 //!   workload cluster, within the namespaces the provider allows. A `secret`
 //!   placeholder becomes the pipeline's own `valueFrom.secretKeyRef`, which the agent
 //!   resolves as for any pipeline. Any other type is read by the agent: the observer
-//!   renders with the type's sample there and lists the binding as
-//!   [pending](RenderedPipeline::pending); the agent renders again with what it read
-//!   ([`KeyValues::Resolved`]), through the same function, in its own context.
+//!   renders with the type's sample there, lists the binding as
+//!   [pending](RenderedPipeline::pending) and marks the preview with
+//!   [`PENDING_BINDINGS_ANNOTATION`]; the agent renders again with what it read
+//!   ([`KeyValues::Resolved`]), through the same function, in its own context
+//!   ([`super::pending`]).
 //! - `default: true`, the template's default; an optional placeholder left unbound
 //!   gets it too.
 //!
@@ -47,6 +49,11 @@ pub const INSTANCE_KIND: &str = "PipelineInstance";
 pub const TEMPLATE_ANNOTATION: &str = "telemetry.kaas-observer.io/template";
 /// Annotation of a rendered pipeline: the template generation it was made from.
 pub const TEMPLATE_GENERATION_ANNOTATION: &str = "telemetry.kaas-observer.io/template-generation";
+/// Annotation of a pipeline rendered with pending bindings (a [preview](RenderedPipeline::preview)):
+/// the placeholders the agent reads from a Secret or ConfigMap key, comma-separated.
+/// Such a pipeline is never run as it is: the observer sends its instance instead,
+/// for the agent to render ([`super::pending`]).
+pub const PENDING_BINDINGS_ANNOTATION: &str = "telemetry.kaas-observer.io/pending-bindings";
 /// Most namespaces an instance narrows its inputs to.
 pub const MAX_NARROWING_NAMESPACES: usize = 64;
 
@@ -482,13 +489,18 @@ pub fn render(
         labels: instance.resource.metadata.labels.clone(),
         ..ObjectMeta::default()
     };
-    metadata.annotations = Some(BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (TEMPLATE_ANNOTATION.to_owned(), template.name().to_owned()),
         (
             TEMPLATE_GENERATION_ANNOTATION.to_owned(),
             generation.to_string(),
         ),
-    ]));
+    ]);
+    if !pending.is_empty() {
+        let names: Vec<&str> = pending.iter().map(|b| b.placeholder.as_str()).collect();
+        annotations.insert(PENDING_BINDINGS_ANNOTATION.to_owned(), names.join(","));
+    }
+    metadata.annotations = Some(annotations);
     match kinds::validate_spec(kind_spec, metadata, context) {
         Ok(pipeline) => {
             errors.into_result()?;
@@ -911,6 +923,11 @@ spec:
             preview.spec().output.otlp.as_ref().unwrap().endpoint,
             "https://sample.example"
         );
+        assert_eq!(
+            preview.resource().metadata.annotations.as_ref().unwrap()[PENDING_BINDINGS_ANNOTATION],
+            "endpoint",
+            "a preview says it is one"
+        );
         assert!(
             rendered_here.into_pipeline().is_err(),
             "never run with a sample"
@@ -923,6 +940,8 @@ spec:
             pipeline.spec().output.otlp.as_ref().unwrap().endpoint,
             "https://tempo.internal:4317"
         );
+        let annotations = pipeline.resource().metadata.annotations.as_ref().unwrap();
+        assert!(!annotations.contains_key(PENDING_BINDINGS_ANNOTATION));
 
         let missing = rendered(&spec, KeyValues::Resolved(&BTreeMap::new())).unwrap_err();
         assert_eq!(

@@ -66,6 +66,7 @@
 
 pub mod instance;
 pub mod kinds;
+pub mod pending;
 pub mod placeholder;
 pub mod scan;
 pub mod syntax;
@@ -84,12 +85,15 @@ use crate::policy::{DEFAULT_AGENT_NAMESPACE, ValidationContext};
 use crate::secret::SecretKeyRef;
 
 pub use self::instance::{
-    Binding, INSTANCE_KIND, KeyRef, KeySource, KeyValues, PendingBinding, PipelineInstance,
-    PipelineInstanceSpec, PipelineInstanceStatus, RenderedPipeline, TEMPLATE_ANNOTATION,
-    TEMPLATE_GENERATION_ANNOTATION, ValidatedInstance, parse_instance_value, parse_instances,
-    render, validate_instance,
+    Binding, INSTANCE_KIND, KeyRef, KeySource, KeyValues, PENDING_BINDINGS_ANNOTATION,
+    PendingBinding, PipelineInstance, PipelineInstanceSpec, PipelineInstanceStatus,
+    RenderedPipeline, TEMPLATE_ANNOTATION, TEMPLATE_GENERATION_ANNOTATION, ValidatedInstance,
+    parse_instance_value, parse_instances, render, validate_instance,
 };
 pub use self::kinds::PipelineKind;
+pub use self::pending::{
+    PendingInstance, ValidatedPendingInstance, pending_instance, validate_pending,
+};
 pub use self::placeholder::{Placeholder, PlaceholderType};
 pub use self::scan::PlaceholderUse;
 

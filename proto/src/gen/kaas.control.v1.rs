@@ -402,6 +402,12 @@ pub enum Capability {
     /// configuration that holds them (unknown field), so the observer leaves them out of
     /// what it sends such an agent.
     TracePipelines = 9,
+    /// Renders template instances itself (AgentConfig.pipelineInstances): instances
+    /// whose non-secret placeholders are bound to Secret or ConfigMap keys of the
+    /// cluster, which only the agent reads. An agent without it refuses a configuration
+    /// that holds them (unknown field), so the observer leaves those instances out of
+    /// what it sends such an agent and their status says AgentUnsupported.
+    TemplateInstances = 10,
 }
 impl Capability {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -420,6 +426,7 @@ impl Capability {
             Self::DiskBuffer => "CAPABILITY_DISK_BUFFER",
             Self::KubernetesDiscovery => "CAPABILITY_KUBERNETES_DISCOVERY",
             Self::TracePipelines => "CAPABILITY_TRACE_PIPELINES",
+            Self::TemplateInstances => "CAPABILITY_TEMPLATE_INSTANCES",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -435,6 +442,7 @@ impl Capability {
             "CAPABILITY_DISK_BUFFER" => Some(Self::DiskBuffer),
             "CAPABILITY_KUBERNETES_DISCOVERY" => Some(Self::KubernetesDiscovery),
             "CAPABILITY_TRACE_PIPELINES" => Some(Self::TracePipelines),
+            "CAPABILITY_TEMPLATE_INSTANCES" => Some(Self::TemplateInstances),
             _ => None,
         }
     }

@@ -6,13 +6,15 @@
 //! enrichment of pushed spans and logs); [`secrets`] resolves `secretKeyRef` values from
 //! the referenced namespaces' Secrets and follows their rotation (it is the
 //! [`SecretStore`](crate::outbound::auth::SecretStore) of the agent's outbound
-//! requests).
+//! requests); [`config_maps`] does the same for the `configMapKeyRef` bindings of
+//! template instances ([`crate::pipeline::instances`]).
 //!
 //! The built-in relabel rules ([`annotations`], [`endpointslices`], [`istio`]) are
 //! written in Prometheus YAML and compiled once, the first time they are used, by
 //! [`compile_built_in`].
 
 pub mod annotations;
+pub mod config_maps;
 pub mod endpointslices;
 pub mod istio;
 #[cfg(test)]
