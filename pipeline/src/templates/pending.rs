@@ -228,14 +228,10 @@ spec:
 
     fn url_of(pipeline: &ValidatedResource) -> String {
         match pipeline {
-            ValidatedResource::Metric(p) => p
-                .spec()
-                .output
-                .prometheus_remote_write
-                .as_ref()
-                .unwrap()
-                .url
-                .clone(),
+            ValidatedResource::Metric(p) => {
+                let output = p.spec().output.prometheus_remote_write.as_ref().unwrap();
+                output.url.plain().expect("a written URL").to_owned()
+            }
             other => panic!("a MetricPipeline, got {}", other.kind()),
         }
     }

@@ -93,15 +93,8 @@ fn url_of(config: &ValidatedAgentConfig) -> Option<String> {
         .pipelines
         .iter()
         .find(|p| p.name() == "shop-metrics")?;
-    Some(
-        pipeline
-            .spec()
-            .output
-            .prometheus_remote_write
-            .as_ref()?
-            .url
-            .clone(),
-    )
+    let output = pipeline.spec().output.prometheus_remote_write.as_ref()?;
+    output.url.plain().map(str::to_owned)
 }
 
 #[test]
