@@ -68,8 +68,8 @@ pub struct Input {
     #[serde(rename = "static", default, skip_serializing_if = "Option::is_none")]
     pub static_targets: Option<StaticInput>,
     /// Raw Prometheus 2.42 `scrape_configs` for what the model does not offer. A
-    /// pipeline with them is in unsupported mode (`status.unsupportedMode`); see
-    /// [`unsupported`].
+    /// pipeline with them is in unsupported mode (`status.unsupportedMode`): not
+    /// supported by the provider, checked like every input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsupported: Option<unsupported::UnsupportedInput>,
 }
