@@ -324,6 +324,106 @@ spec:
         assert_eq!(out.code(), 1);
     }
 
+    /// Issue 18: a pipeline with raw Prometheus scrape configs is in unsupported mode,
+    /// and says so in `pipeline get` (text and YAML) and in the API's status; one
+    /// without them does not. A raw config with an inline credential is refused with
+    /// its path, never echoing the credential.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unsupported_mode_shows_in_get_and_the_api() {
+        let (h, address) = setup().await;
+        let raw = repo_file("pipeline/testdata/good/unsupported-raw-scrape-configs.yaml");
+        let file = h.dir.path().join("raw.yaml");
+        std::fs::write(&file, format!("{TWO_PIPELINES}---\n{raw}")).unwrap();
+        let file = file.to_str().unwrap();
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &["pipeline", "apply", "-f", file, "--tenant", "shop"],
+        )
+        .await;
+        ok(&out);
+        assert!(
+            out.stdout.contains("MetricPipeline raw-probes created"),
+            "{}",
+            out.stdout
+        );
+
+        let get = |name: &'static str, yaml: bool| {
+            let mut args = vec!["pipeline", "get", name, "--tenant", "shop"];
+            if yaml {
+                args.extend(["-o", "yaml"]);
+            }
+            async move { observer(address, Some(ADMIN), &args).await }
+        };
+        let out = get("raw-probes", false).await;
+        ok(&out);
+        assert!(
+            out.stdout
+                .contains("UnsupportedMode: true (raw Prometheus scrape configs"),
+            "{}",
+            out.stdout
+        );
+        let out = get("raw-probes", true).await;
+        ok(&out);
+        let document: serde_yaml::Value = serde_yaml::from_str(&out.stdout).expect("YAML");
+        assert_eq!(
+            document["status"]["unsupportedMode"],
+            serde_yaml::Value::Bool(true)
+        );
+        assert_eq!(
+            document["spec"]["input"]["unsupported"]["scrapeConfigs"][0]["job_name"],
+            serde_yaml::Value::from("blackbox"),
+            "the raw configs come back in Prometheus' spelling"
+        );
+        let out = get("metrics", false).await;
+        ok(&out);
+        assert!(!out.stdout.contains("UnsupportedMode"), "{}", out.stdout);
+        let out = get("metrics", true).await;
+        ok(&out);
+        assert!(!out.stdout.contains("unsupportedMode"), "{}", out.stdout);
+
+        let answer = h
+            .get("/api/v1/pipelines/raw-probes?tenant=shop", ADMIN)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(
+            answer.json()["resource"]["status"]["unsupportedMode"],
+            true,
+            "{}",
+            answer.text
+        );
+
+        let leaky = raw.replace(
+            "          static_configs:\n            - targets: [\"shop.example\", \"billing.example\"]",
+            "          bearer_token: hunter2-s3cret\n          static_configs:\n            - targets: [\"shop.example\", \"billing.example\"]",
+        );
+        assert_ne!(leaky, raw, "the fixture still has the static targets");
+        let file = h.dir.path().join("leaky.yaml");
+        std::fs::write(&file, leaky).unwrap();
+        let out = observer(
+            address,
+            Some(ADMIN),
+            &[
+                "pipeline",
+                "apply",
+                "-f",
+                file.to_str().unwrap(),
+                "--tenant",
+                "shop",
+            ],
+        )
+        .await;
+        assert_eq!(out.code(), 1, "{}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains(
+                "spec.input.unsupported.scrapeConfigs[0].bearer_token: an inline credential"
+            ),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+    }
+
     /// Issue 16: one file holding a metric and a log pipeline of the same name; each
     /// is applied to its kind, listed with its kind, read and deleted by `--kind`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

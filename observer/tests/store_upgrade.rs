@@ -492,6 +492,7 @@ spec:
                     last_transition_time: "2026-12-07T00:00:00Z".to_owned(),
                     observed_generation: Some(1),
                 }],
+                unsupported_mode: false,
             },
         )
         .await

@@ -14,7 +14,8 @@
 //! [`input`], [`processors`], [`output`] (its URLs in [`output_url`]), [`buffer`],
 //! [`selector`]; credentials are
 //! [`secret`] references; [`status`] holds the conditions the observer reports.
-//! [`templates`] holds `PipelineTemplate`s and the instances made from them.
+//! [`input::unsupported`] checks the raw Prometheus scrape configurations of a pipeline
+//! in unsupported mode. [`templates`] holds `PipelineTemplate`s and the instances made from them.
 //! [`agent_config`] is what an agent runs, [`crd`] renders the CRD. Targets carrying the
 //! agent's credentials are [`sealed`] against relabeling. [`yaml`] reads documents
 //! others wrote with their aliases' expansion bounded.

@@ -6,8 +6,6 @@
 //! collects every problem at once, and only a [`ValidatedPipeline`] may be stored, sent
 //! or applied.
 
-use std::num::NonZeroU32;
-
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,7 +16,8 @@ use crate::input::{Input, ValidatedInputs, ValidatedScrape};
 use crate::names::{check_dns1123_label, check_label_key, check_label_value};
 use crate::output::{Output, ValidatedOutput};
 use crate::policy::ValidationContext;
-use crate::processors::{Limits, Processors, ValidatedProcessors};
+pub use crate::processors::ValidatedLimits;
+use crate::processors::{Processors, ValidatedProcessors};
 use crate::selector::ClusterSelector;
 use crate::status::MetricPipelineStatus;
 
@@ -70,6 +69,14 @@ pub struct MetricPipelineSpec {
     pub cluster_selector: ClusterSelector,
 }
 
+impl MetricPipelineSpec {
+    /// Whether the spec carries raw Prometheus scrape configs: unsupported mode, which
+    /// its status and `observer pipeline get` show as `unsupportedMode: true`.
+    pub fn unsupported_mode(&self) -> bool {
+        self.input.unsupported.is_some()
+    }
+}
+
 pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
@@ -91,34 +98,8 @@ pub struct ValidatedPipeline {
     pub inputs: ValidatedInputs,
     /// The scrape limits the pipeline sets.
     pub limits: ValidatedLimits,
-}
-
-/// The scrape limits a pipeline sets; `None` where it sets none, or 0 (which
-/// Prometheus reads as "no limit"): the agent then applies its own default, so no
-/// target gets the agent's memory without a bound.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ValidatedLimits {
-    /// Most samples per scrape.
-    pub sample_limit: Option<NonZeroU32>,
-    /// Most labels per series.
-    pub label_limit: Option<NonZeroU32>,
-    /// Longest label name.
-    pub label_name_length_limit: Option<NonZeroU32>,
-    /// Longest label value.
-    pub label_value_length_limit: Option<NonZeroU32>,
-}
-
-impl From<Option<&Limits>> for ValidatedLimits {
-    fn from(limits: Option<&Limits>) -> Self {
-        let limit =
-            |value: fn(&Limits) -> Option<u32>| limits.and_then(value).and_then(NonZeroU32::new);
-        Self {
-            sample_limit: limit(|l| l.sample_limit),
-            label_limit: limit(|l| l.label_limit),
-            label_name_length_limit: limit(|l| l.label_name_length_limit),
-            label_value_length_limit: limit(|l| l.label_value_length_limit),
-        }
-    }
+    /// The raw Prometheus scrape jobs of unsupported mode; empty otherwise.
+    pub unsupported: Vec<crate::input::unsupported::ValidatedScrapeJob>,
 }
 
 impl ValidatedPipeline {
@@ -150,6 +131,11 @@ impl ValidatedPipeline {
         refs.extend(push);
         refs.extend(input.static_targets.iter().flat_map(|s| s.secret_refs()));
         refs
+    }
+
+    /// Whether the pipeline is in unsupported mode (raw Prometheus scrape configs).
+    pub fn unsupported_mode(&self) -> bool {
+        self.resource.spec.unsupported_mode()
     }
 
     /// Gives the resource back.
@@ -202,6 +188,21 @@ pub fn validate(
         context,
         &mut errors,
     );
+    let limits = ValidatedLimits::from(spec.processors.limits.as_ref());
+    let unsupported = spec.input.unsupported.as_ref().map(|input| {
+        let defaults = crate::input::unsupported::checks::PipelineDefaults {
+            name: metadata.name.as_deref().unwrap_or_default(),
+            scrape: &scrape,
+            limits,
+        };
+        crate::input::unsupported::checks::validate(
+            input,
+            "spec.input.unsupported",
+            &defaults,
+            context,
+            &mut errors,
+        )
+    });
     let processors = spec.processors.validate("spec.processors", &mut errors);
     if let Some(input) = spec.input.credential_bearing_input() {
         crate::sealed::check_relabel_rules(
@@ -223,7 +224,8 @@ pub fn validate(
             output,
             buffer,
             inputs: spec.input.validated(),
-            limits: ValidatedLimits::from(spec.processors.limits.as_ref()),
+            limits,
+            unsupported: unsupported.unwrap_or_default(),
         }),
         (Err(errors), _) => Err(errors),
         // Output::validate adds an error whenever it returns None; stay safe regardless.

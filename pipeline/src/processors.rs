@@ -12,6 +12,7 @@
 //! (`source_labels`, `target_label`) are accepted too, so existing `relabel_configs`
 //! can be pasted as they are. (The CRD schema lists only the camelCase names.)
 
+use std::num::NonZeroU32;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -126,6 +127,34 @@ pub struct Limits {
     /// A scrape with a longer label value than this fails. Default 4096 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_value_length_limit: Option<u32>,
+}
+
+/// The scrape limits a pipeline sets; `None` where it sets none, or 0 (which
+/// Prometheus reads as "no limit"): the agent then applies its own default, so no
+/// target gets the agent's memory without a bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValidatedLimits {
+    /// Most samples per scrape.
+    pub sample_limit: Option<NonZeroU32>,
+    /// Most labels per series.
+    pub label_limit: Option<NonZeroU32>,
+    /// Longest label name.
+    pub label_name_length_limit: Option<NonZeroU32>,
+    /// Longest label value.
+    pub label_value_length_limit: Option<NonZeroU32>,
+}
+
+impl From<Option<&Limits>> for ValidatedLimits {
+    fn from(limits: Option<&Limits>) -> Self {
+        let limit =
+            |value: fn(&Limits) -> Option<u32>| limits.and_then(value).and_then(NonZeroU32::new);
+        Self {
+            sample_limit: limit(|l| l.sample_limit),
+            label_limit: limit(|l| l.label_limit),
+            label_name_length_limit: limit(|l| l.label_name_length_limit),
+            label_value_length_limit: limit(|l| l.label_value_length_limit),
+        }
+    }
 }
 
 /// What a relabel rule does.

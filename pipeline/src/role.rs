@@ -104,13 +104,14 @@ impl ValidatedPipeline {
     }
 
     /// Whether the pipeline has a scraped input (`prometheus`, `istio`, `runtime`,
-    /// `static`).
+    /// `static`, or the raw scrape jobs of `unsupported`).
     pub fn has_scrape_inputs(&self) -> bool {
         let inputs = &self.inputs;
         inputs.prometheus.is_some()
             || inputs.istio.is_some()
             || inputs.runtime.is_some()
             || !inputs.static_targets.is_empty()
+            || !self.unsupported.is_empty()
     }
 
     /// Whether an instance of `role` runs a part of this pipeline (has a buffer for
@@ -133,9 +134,10 @@ impl ValidatedPipeline {
         let (resource, inputs) = (&mut part.resource.spec.input, &mut part.inputs);
         if !scrapes {
             (resource.prometheus, resource.istio, resource.runtime) = (None, None, None);
-            resource.static_targets = None;
+            (resource.static_targets, resource.unsupported) = (None, None);
             (inputs.prometheus, inputs.istio, inputs.runtime) = (None, None, None);
             inputs.static_targets.clear();
+            part.unsupported.clear();
         }
         if !pushes {
             (resource.otlp, resource.remote_write) = (None, None);
@@ -294,6 +296,20 @@ mod tests {
             assert!(input.otlp.is_some() && input.remote_write.is_some());
             assert!(both.for_role(AgentRole::Node, placement).is_none());
         }
+
+        // Issue 18: raw scrape jobs are scraped, by the cluster-level instance only.
+        let raw = metric_pipeline(
+            "{unsupported: {scrapeConfigs: [{job_name: a, static_configs: [{targets: [\"db:9187\"]}]}]}, otlp: {enabled: true}}",
+        );
+        let scraped = raw.for_role(AgentRole::Cluster, GATEWAY).unwrap();
+        assert_eq!(scraped.unsupported.len(), 1);
+        assert!(scraped.spec().input.unsupported.is_some());
+        let pushed = raw.for_role(AgentRole::Gateway, GATEWAY).unwrap();
+        assert!(pushed.unsupported.is_empty() && pushed.spec().input.unsupported.is_none());
+        assert!(
+            !pushed.unsupported_mode(),
+            "the gateway's part scrapes nothing raw"
+        );
 
         let scrape_only = metric_pipeline("{runtime: {enabled: true}}");
         assert!(scrape_only.for_role(AgentRole::Gateway, GATEWAY).is_none());

@@ -252,6 +252,11 @@ pub struct MetricPipelineStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The pipeline carries raw Prometheus scrape configs
+    /// (`spec.input.unsupported.scrapeConfigs`): what it scrapes is not supported by
+    /// the provider. Left out when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsupported_mode: bool,
 }
 
 /// One aspect of the pipeline's state.

@@ -41,6 +41,264 @@ fn context_for(name: &str) -> ValidationContext {
 
 /// Fixture file name → every message it must produce, in order.
 const BAD: &[(&str, &[&str])] = &[
+    // Unsupported mode (issue 18): raw Prometheus scrape configs.
+    (
+        "provider-unsupported-static-central-receiver.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].static_configs[0].targets[0]: this is the provider's central receiver, which no tenant pipeline scrapes",
+        ],
+    ),
+    (
+        "standalone-unsupported-basic-auth.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].basic_auth: the agent's scraper does not send basic authentication; use authorization with a credentials_file",
+        ],
+    ),
+    (
+        "standalone-unsupported-bearer-token-file-and-authorization.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].bearer_token_file: set either bearer_token_file or authorization, not both",
+        ],
+    ),
+    (
+        "standalone-unsupported-bearer-token-file-service-account.yaml",
+        &[
+            r#"spec.input.unsupported.scrapeConfigs[0].bearer_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token" is under /var/run/secrets, which no pipeline may read: the pod's mounted credentials, such as its service-account token"#,
+        ],
+    ),
+    (
+        "standalone-unsupported-file-sd-no-files.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].file_sd_configs[0].files: list at least one file",
+        ],
+    ),
+    (
+        "standalone-unsupported-file-sd-pattern.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].file_sd_configs[0].files[0]: the agent reads the files named, not patterns: list each file",
+        ],
+    ),
+    (
+        "standalone-unsupported-file-sd-proc.yaml",
+        &[
+            r#"spec.input.unsupported.scrapeConfigs[0].file_sd_configs[0].files[0]: "/proc/self/environ" is under /proc, which no pipeline may read: process state: environments hold tokens, and /proc/*/root leads around every other rule"#,
+        ],
+    ),
+    (
+        "standalone-unsupported-tls-cert-without-key.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].tls_config: a client certificate needs its key: set cert_file and key_file together",
+        ],
+    ),
+    (
+        "standalone-unsupported-tls-key-file-agent-identity.yaml",
+        &[
+            r#"spec.input.unsupported.scrapeConfigs[0].tls_config.key_file: "/var/lib/kaas-agent/identity/tls.key" is under /var/lib/kaas-agent, which no pipeline may read: the agent's data directory: its identity key, last-known-good configuration and buffers"#,
+        ],
+    ),
+    (
+        "standalone-unsupported-tls-min-version.yaml",
+        &[
+            r#"spec.input.unsupported.scrapeConfigs[0].tls_config.min_version: "TLS10": the agent's scraper speaks TLS 1.2 and 1.3; only TLS12 is taken"#,
+        ],
+    ),
+    (
+        "unsupported-authorization-type-basic.yaml",
+        &[
+            r#"spec.input.unsupported.scrapeConfigs[0].authorization.type: "Basic": the agent sends only Bearer credentials; Prometheus' other schemes are not supported"#,
+        ],
+    ),
+    (
+        "unsupported-body-size-limit-too-large.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].body_size_limit: 1073741824 bytes is more than the agent reads of any scrape (16777216 bytes); leave it out or set less",
+        ],
+    ),
+    (
+        "unsupported-consul-sd.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].consul_sd_configs: the agent does not discover targets with consul_sd_configs; it has static_configs, file_sd_configs and kubernetes_sd_configs (roles pod and endpointslice)",
+        ],
+    ),
+    (
+        "unsupported-files-tenant.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].bearer_token_file: the agent reads files for a pipeline only in a standalone agent's own configuration, not in a pipeline the observer distributes",
+            "spec.input.unsupported.scrapeConfigs[1].file_sd_configs[0].files[0]: the agent reads files for a pipeline only in a standalone agent's own configuration, not in a pipeline the observer distributes",
+        ],
+    ),
+    (
+        "unsupported-follow-redirects-false.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].follow_redirects: the agent's scraper keeps Prometheus' default, true; false is not supported",
+        ],
+    ),
+    (
+        "unsupported-inline-credentials.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].bearer_token: an inline credential would be stored and shown with the pipeline; unsupported mode takes credentials from files of a standalone agent only",
+            "spec.input.unsupported.scrapeConfigs[1].authorization.credentials: an inline credential would be stored and shown with the pipeline; unsupported mode takes credentials from files of a standalone agent only",
+        ],
+    ),
+    (
+        "unsupported-job-name-duplicate.yaml",
+        &[
+            r#"spec.input.unsupported.scrapeConfigs[1].job_name: job name "node" is taken by scrapeConfigs[0] already; job names are unique, as in Prometheus"#,
+        ],
+    ),
+    (
+        "unsupported-job-name-missing.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].job_name: required: the job's name is the default job label of its series",
+        ],
+    ),
+    (
+        "unsupported-kubernetes-api-server.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].kubernetes_sd_configs[0].api_server: the agent discovers in its own cluster only, through its own API server access",
+        ],
+    ),
+    (
+        "unsupported-kubernetes-attach-metadata.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].kubernetes_sd_configs[0].attach_metadata: not supported: the agent does not attach node metadata to pod targets",
+        ],
+    ),
+    (
+        "unsupported-kubernetes-bearer-token-file.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].kubernetes_sd_configs[0].bearer_token_file: the agent reaches its API server with its own client settings; a pipeline sets none",
+        ],
+    ),
+    (
+        "unsupported-kubernetes-kubeconfig-file.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].kubernetes_sd_configs[0].kubeconfig_file: the agent never reads a kubeconfig for a pipeline: it discovers with its own credentials in its own cluster",
+        ],
+    ),
+    (
+        "unsupported-kubernetes-own-namespace.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].kubernetes_sd_configs[0].namespaces.own_namespace: the agent's own namespace holds its credentials and is not a pipeline's to discover in",
+        ],
+    ),
+    (
+        "unsupported-kubernetes-role-node.yaml",
+        &[
+            r#"spec.input.unsupported.scrapeConfigs[0].kubernetes_sd_configs[0].role: "node": the agent discovers the roles pod and endpointslice; Prometheus' node, service, endpoints and ingress roles are not supported"#,
+        ],
+    ),
+    (
+        "unsupported-kubernetes-selectors.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].kubernetes_sd_configs[0].selectors: not supported: keep or drop targets with relabel_configs on their __meta_kubernetes_* labels",
+        ],
+    ),
+    (
+        "unsupported-metrics-path-relative.yaml",
+        &[
+            r#"spec.input.unsupported.scrapeConfigs[0].metrics_path: "metrics" must be an absolute URL path, starting with '/'"#,
+        ],
+    ),
+    (
+        "unsupported-no-discovery.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0]: the job discovers no targets: list them with one of static_configs, file_sd_configs and kubernetes_sd_configs (roles pod and endpointslice)",
+        ],
+    ),
+    (
+        "unsupported-oauth2.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].oauth2: the agent's scraper does not fetch OAuth 2.0 tokens for targets",
+        ],
+    ),
+    (
+        "unsupported-params-two-values.yaml",
+        &[
+            r#"spec.input.unsupported.scrapeConfigs[0].params["module"]: 2 values; the agent sends each parameter exactly once, so give exactly one"#,
+        ],
+    ),
+    (
+        "unsupported-proxy-url.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].proxy_url: pipelines do not choose the agent's way out of the cluster: scrapes go directly to their targets, as every input's do",
+        ],
+    ),
+    (
+        "unsupported-relabel-invalid.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].relabel_configs[1].regex: does not compile: unclosed character class",
+            "spec.input.unsupported.scrapeConfigs[0].metric_relabel_configs[0].modulus: relabel configuration for hashmod requires non-zero modulus",
+            r#"spec.input.unsupported.scrapeConfigs[0].metric_relabel_configs[1].target_label: "0shard" is invalid 'target_label' for replace action"#,
+        ],
+    ),
+    (
+        "unsupported-scheme-unknown.yaml",
+        &[
+            r#"spec.input.unsupported.scrapeConfigs[0].scheme: "ftp" is not a scrape scheme: use http or https"#,
+        ],
+    ),
+    (
+        "unsupported-scrape-configs-empty.yaml",
+        &[
+            "spec.input: no input is enabled: enable at least one of prometheus, runtime, istio, otlp, remoteWrite, or list static targets",
+            "spec.input.unsupported.scrapeConfigs: list at least one scrape config, or leave out the unsupported input",
+        ],
+    ),
+    (
+        "unsupported-scrape-timeout-longer.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].scrape_timeout: 20s is longer than the job's scrape_interval 10s; a scrape must end before the next one starts",
+        ],
+    ),
+    (
+        "unsupported-static-label-invalid.yaml",
+        &[
+            r#"spec.input.unsupported.scrapeConfigs[0].static_configs[0].labels["app.kubernetes.io/name"]: "app.kubernetes.io/name" is not a valid Prometheus label name: use letters, digits and '_', not starting with a digit"#,
+        ],
+    ),
+    (
+        "unsupported-static-over-target-limit.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].static_configs: 2 targets are more than the job's target_limit of 1; with more, Prometheus scrapes none of them",
+        ],
+    ),
+    (
+        "unsupported-static-target-credentials.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].static_configs[0].targets[0]: a target with user information (user:password@host) would store and show its credentials with the pipeline; give host:port only",
+        ],
+    ),
+    (
+        "unsupported-static-target-with-scheme.yaml",
+        &[
+            r#"spec.input.unsupported.scrapeConfigs[0].static_configs[0].targets[0]: "http://127.0.0.1:9100" is not a host[:port] target: leave out the scheme; set the job's scheme instead"#,
+        ],
+    ),
+    (
+        "unsupported-target-limit-too-large.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].target_limit: 100000 is more than the 1000 targets one job may have; split the job",
+        ],
+    ),
+    (
+        "unsupported-tls-config-tenant.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].tls_config: only the provider's own pipelines may scrape with TLS settings of their own; not a pipeline the observer distributes",
+        ],
+    ),
+    (
+        "unsupported-too-many-scrape-configs.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs: 65 scrape configs are more than the 64 one pipeline may hold; split them over several pipelines",
+        ],
+    ),
+    (
+        "unsupported-unknown-field.yaml",
+        &[
+            "spec.input.unsupported.scrapeConfigs[0].scrape_protocols: unknown field `scrape_protocols`, expected one of `job_name`, `honor_labels`, `honor_timestamps`, `params`, `scrape_interval`, `scrape_timeout`, `metrics_path`, `scheme`, `body_size_limit`, `sample_limit`, `target_limit`, `label_limit`, `label_name_length_limit`, `label_value_length_limit`, `authorization`, `basic_auth`, `oauth2`, `bearer_token`, `bearer_token_file`, `tls_config`, `proxy_url`, `follow_redirects`, `enable_http2`, `static_configs`, `file_sd_configs`, `kubernetes_sd_configs`, `azure_sd_configs`, `consul_sd_configs`, `digitalocean_sd_configs`, `docker_sd_configs`, `dockerswarm_sd_configs`, `dns_sd_configs`, `ec2_sd_configs`, `eureka_sd_configs`, `gce_sd_configs`, `hetzner_sd_configs`, `http_sd_configs`, `ionos_sd_configs`, `kuma_sd_configs`, `lightsail_sd_configs`, `linode_sd_configs`, `marathon_sd_configs`, `nerve_sd_configs`, `nomad_sd_configs`, `openstack_sd_configs`, `ovhcloud_sd_configs`, `puppetdb_sd_configs`, `scaleway_sd_configs`, `serverset_sd_configs`, `triton_sd_configs`, `uyuni_sd_configs`, `vultr_sd_configs`, `relabel_configs`, `metric_relabel_configs`",
+        ],
+    ),
     (
         "push-auth-bearer-token-missing.yaml",
         &[
@@ -1317,6 +1575,7 @@ fn good_fixtures_cover_every_input_and_output_kind() {
             &mut seen,
         );
         on(input.static_targets.is_some(), "input.static", &mut seen);
+        on(input.unsupported.is_some(), "input.unsupported", &mut seen);
         for push in [&input.otlp, &input.remote_write].into_iter().flatten() {
             seen.insert(match push.mode() {
                 PushAuthenticationMode::ServiceAccount => "push.serviceAccount",
@@ -1375,6 +1634,7 @@ fn good_fixtures_cover_every_input_and_output_kind() {
         "input.otlp",
         "input.remoteWrite",
         "input.static",
+        "input.unsupported",
         "output.remoteWrite.v1",
         "output.remoteWrite.v2",
         "output.otlp.grpc",
@@ -1612,6 +1872,43 @@ fn examples_hold_a_log_pipeline_for_each_output() {
 #[test]
 fn every_log_rule_has_a_fixture() {
     assert_every_rule_has_a_fixture("src/logs", 30);
+}
+
+/// As for logs: every rule stated in `pipeline/src/input/unsupported/` (unsupported
+/// mode's raw scrape configs) has a fixture.
+#[test]
+fn every_unsupported_mode_rule_has_a_fixture() {
+    assert_every_rule_has_a_fixture("src/input/unsupported", 30);
+}
+
+/// Each rejected unsupported-mode fixture crosses a rule of its own: no two have the
+/// same first message once field paths are left out.
+#[test]
+fn unsupported_mode_fixtures_each_hit_a_distinct_rule() {
+    let mut seen = std::collections::BTreeMap::new();
+    let unsupported_mode = |name: &str| {
+        let name = name.trim_start_matches("standalone-");
+        name.trim_start_matches("provider-")
+            .starts_with("unsupported-")
+    };
+    for (name, lines) in BAD.iter().filter(|(name, _)| unsupported_mode(name)) {
+        assert!(
+            lines.iter().all(|line| !line.contains("hunter2")),
+            "{name}: a credential in a message"
+        );
+        let first = lines
+            .first()
+            .unwrap_or_else(|| panic!("{name}: no message"));
+        let reason = first.split_once(": ").map_or(*first, |(_, reason)| reason);
+        if let Some(other) = seen.insert(reason, name) {
+            panic!("{name} and {other} hit the same rule: {reason}");
+        }
+    }
+    assert!(
+        seen.len() >= 30,
+        "only {} unsupported-mode fixtures",
+        seen.len()
+    );
 }
 
 /// As for logs: every rule stated in `pipeline/src/traces/` has a fixture.

@@ -56,7 +56,8 @@ pub enum ErrorReason {
     InternalError,
     /// A log input of the pipeline is not read on this node: it cannot open (no
     /// journal directory, say; tried again), or the node already reads container logs
-    /// with as many distinct multiline/`startAt` settings as it may.
+    /// with as many distinct multiline/`startAt` settings as it may. Also: a raw scrape
+    /// job's target file cannot be read, or its targets exceed its `target_limit`.
     InputNotRead,
 }
 

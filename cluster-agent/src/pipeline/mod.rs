@@ -1,7 +1,8 @@
 //! Pipelines at run time. Each has a data path ([`data_path`]: its disk buffer, the
 //! topology's inlet and sender ([`crate::topology`]) and its exporter), shared by
 //! every signal; a metric pipeline ([`runtime`]) adds the scrape targets it follows
-//! ([`targets`], [`kubelet`]), a log pipeline ([`logs`]) its log processing and the
+//! ([`targets`], [`kubelet`], and in unsupported mode its raw scrape jobs'
+//! [`scrape_jobs`]), a log pipeline ([`logs`]) its log processing and the
 //! consumer its inputs feed; the node's log inputs ([`node_logs`]) read once for every
 //! log pipeline; a trace pipeline ([`traces`]) adds its span processing, fed by the
 //! push receivers. The pipelines of every kind share one disk budget ([`budget`]).
@@ -19,6 +20,7 @@ pub mod kubelet;
 pub mod logs;
 pub mod node_logs;
 pub mod runtime;
+pub mod scrape_jobs;
 pub mod targets;
 pub mod traces;
 

@@ -1,8 +1,9 @@
 //! Starting and stopping one metric pipeline: its data path ([`super::data_path`]: the
 //! buffer under `<data dir>/buffers/<name>`, inlet, sender and exporter), and its
 //! targets ([`super::targets`]): the static ones, for the `prometheus` input the
-//! annotated pods of the namespaces it admits, followed as pods come and go, and for
-//! the `runtime` input the kubelets ([`super::kubelet`]).
+//! annotated pods of the namespaces it admits, followed as pods come and go, for
+//! the `runtime` input the kubelets ([`super::kubelet`]), and in unsupported mode the
+//! targets of its raw scrape configs ([`super::scrape_jobs`]).
 //!
 //! Stopping is orderly: scrape loops stop first and write their staleness markers,
 //! then the data path stops (a short grace period to deliver what is buffered, then
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::kubelet::{KubeletAccess, runtime_targets};
+use super::scrape_jobs::{ClusterObjects, ScrapeJobs};
 use super::targets::{DesiredTarget, TargetSet, TargetState};
 use crate::discovery::kubernetes::watch::{NodeSnapshot, PodSnapshot, Snapshot};
 use crate::discovery::kubernetes::{annotations, endpointslices, istio, pods};
@@ -38,10 +40,6 @@ use crate::pipeline::budget::BufferGrant;
 use crate::pipeline::data_path::DataPath;
 use crate::scrape::client::ScrapeClient;
 use crate::scrape::config::ScrapeConfig;
-use crate::scrape::limits::{
-    DEFAULT_BODY_SIZE_LIMIT, DEFAULT_LABEL_LIMIT, DEFAULT_LABEL_NAME_LENGTH_LIMIT,
-    DEFAULT_LABEL_VALUE_LENGTH_LIMIT, DEFAULT_SAMPLE_LIMIT,
-};
 use crate::scrape::target::{METRICS_PATH, SCHEME, ScrapeDefaults, Target, populate};
 use crate::topology::inlet::Inlet;
 use kaas_buffer::BufferError;
@@ -215,9 +213,10 @@ fn start_scraping(
         inlet.clone(),
     )));
     let inputs = &pipeline.inputs;
-    let wants_pods = inputs.prometheus.is_some() || inputs.istio.is_some();
+    let jobs = ScrapeJobs::prepare(pipeline, &context.value_sources());
+    let wants_pods = inputs.prometheus.is_some() || inputs.istio.is_some() || jobs.wants_pods();
     let wants_nodes = inputs.runtime.is_some();
-    let wants_services = inputs.prometheus.is_some();
+    let wants_services = inputs.prometheus.is_some() || jobs.wants_services();
     let wants_credentials = wants_nodes
         || inputs
             .static_targets
@@ -246,20 +245,25 @@ fn start_scraping(
     } else {
         None
     };
-    let (static_targets, target_errors) =
+    let (static_targets, mut target_errors) =
         static_targets(pipeline, kubelet.as_ref(), &context.value_sources());
-    lock(&targets).sync(static_targets.clone());
+    let (job_targets, job_errors) = jobs.targets(ClusterObjects::default());
+    target_errors.extend(jobs.errors.iter().cloned().chain(job_errors));
+    let mut first = static_targets.clone();
+    first.extend(job_targets);
+    lock(&targets).sync(first);
     if (wants_pods && cluster.pods.is_none()) || (wants_nodes && cluster.nodes.is_none()) {
         PipelineFailed::new(ErrorReason::KubernetesUnavailable,
             "the prometheus, istio and runtime inputs need access to the Kubernetes API, which this agent does not have").emit(stats);
     }
     let watches_anything = cluster.pods.is_some()
         || cluster.nodes.is_some()
-        || (cluster.services.is_some() && cluster.endpoint_slices.is_some());
+        || (cluster.services.is_some() && cluster.endpoint_slices.is_some())
+        || jobs.refresh_interval().is_some();
     let discovery = watches_anything.then(|| {
         tokio::spawn(discover(
             pipeline.clone(),
-            static_targets,
+            (static_targets, jobs),
             cluster,
             kubelet,
             targets.clone(),
@@ -297,25 +301,12 @@ pub(super) fn scrape_config(
     honor_labels: bool,
     honor_timestamps: bool,
 ) -> ScrapeConfig {
-    let limits = pipeline.limits;
     ScrapeConfig {
-        interval: pipeline.scrape.interval,
-        timeout: pipeline.scrape.timeout,
         honor_labels,
         honor_timestamps,
-        body_size_limit: DEFAULT_BODY_SIZE_LIMIT,
-        // Unset or 0 (which Prometheus reads as "no limit") take the agent's defaults:
-        // no target gets the agent's memory without a bound.
-        sample_limit: limits.sample_limit.unwrap_or(DEFAULT_SAMPLE_LIMIT),
-        label_limit: limits.label_limit.unwrap_or(DEFAULT_LABEL_LIMIT),
-        label_name_length_limit: limits
-            .label_name_length_limit
-            .unwrap_or(DEFAULT_LABEL_NAME_LENGTH_LIMIT),
-        label_value_length_limit: limits
-            .label_value_length_limit
-            .unwrap_or(DEFAULT_LABEL_VALUE_LENGTH_LIMIT),
-        credentials: None,
+        ..ScrapeConfig::new(pipeline.scrape.interval, pipeline.scrape.timeout)
     }
+    .limited_by(pipeline.limits)
 }
 
 pub(super) fn defaults(
@@ -525,16 +516,8 @@ pub fn service_targets(
         if !input.namespaces.admits(namespace) {
             continue;
         }
-        let service_name = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(endpointslices::SERVICE_NAME_LABEL));
-        let service = services.iter().find(|s| {
-            s.metadata.namespace.as_deref() == Some(namespace)
-                && s.metadata.name.as_ref() == service_name
-        });
-        for discovered in endpointslices::endpointslice_targets(slice, service.map(AsRef::as_ref)) {
+        let service = endpointslices::service_of(slice, services);
+        for discovered in endpointslices::endpointslice_targets(slice, service) {
             if let Ok(Some(labels)) = populate(&discovered, &defaults, &rules)
                 && let Ok(target) = Target::new(labels)
             {
@@ -550,15 +533,23 @@ pub fn service_targets(
     desired
 }
 
-/// Waits until any watched kind changes; `false` when all publishers are gone.
-async fn cluster_changed(cluster: &mut ClusterView) -> bool {
+/// Waits until any watched kind changes or `tick` (file discovery's refresh) passes;
+/// `false` when all publishers are gone.
+async fn cluster_changed(cluster: &mut ClusterView, tick: Option<std::time::Duration>) -> bool {
     async fn changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> bool {
         match receiver.as_mut() {
             Some(receiver) => receiver.changed().await.is_ok(),
             None => std::future::pending().await,
         }
     }
+    let tick = async {
+        match tick {
+            Some(tick) => tokio::time::sleep(tick).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
+        () = tick => true,
         alive = changed(&mut cluster.pods) => alive,
         alive = changed(&mut cluster.nodes) => alive,
         alive = changed(&mut cluster.services) => alive,
@@ -566,11 +557,12 @@ async fn cluster_changed(cluster: &mut ClusterView) -> bool {
     }
 }
 
-/// Follows pod and node snapshots and keeps the pipeline's targets in step: static
-/// targets plus those of the current pods and nodes.
+/// Follows pod and node snapshots (and, for file discovery, its refresh interval) and
+/// keeps the pipeline's targets in step: static targets plus those of the current
+/// pods and nodes, and its raw scrape jobs' targets.
 async fn discover(
     pipeline: ValidatedPipeline,
-    static_targets: Vec<DesiredTarget>,
+    (static_targets, jobs): (Vec<DesiredTarget>, ScrapeJobs),
     mut cluster: ClusterView,
     kubelet: Option<KubeletAccess>,
     targets: Arc<Mutex<TargetSet>>,
@@ -578,9 +570,11 @@ async fn discover(
 ) {
     loop {
         let mut desired = static_targets.clone();
+        let mut objects = (None, None);
         if let Some(pods) = cluster.pods.as_mut() {
             let snapshot = pods.borrow_and_update().clone();
             desired.extend(pod_targets(&pipeline, &snapshot));
+            objects.0 = Some(snapshot);
         }
         if let (Some(nodes), Some(access)) = (cluster.nodes.as_mut(), kubelet.as_ref()) {
             let snapshot = nodes.borrow_and_update().clone();
@@ -594,6 +588,16 @@ async fn discover(
                 slices.borrow_and_update().clone(),
             );
             desired.extend(service_targets(&pipeline, &services, &slices));
+            objects.1 = Some((services, slices));
+        }
+        let (job_targets, job_errors) = jobs.targets(ClusterObjects {
+            pods: objects.0.as_deref().map(|pods| &pods[..]),
+            services: objects.1.as_ref().map(|(services, _)| &services[..]),
+            endpoint_slices: objects.1.as_ref().map(|(_, slices)| &slices[..]),
+        });
+        desired.extend(job_targets);
+        for error in job_errors {
+            PipelineFailed::new(ErrorReason::InputNotRead, error).emit(&stats);
         }
         let report = lock(&targets).sync(desired);
         if report.started + report.stopped > 0 {
@@ -604,7 +608,7 @@ async fn discover(
                 "scrape targets changed"
             );
         }
-        let alive = cluster_changed(&mut cluster).await;
+        let alive = cluster_changed(&mut cluster, jobs.refresh_interval()).await;
         if !alive {
             return;
         }
@@ -617,6 +621,10 @@ pub type Pipelines = BTreeMap<String, RunningPipeline>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scrape::limits::{
+        DEFAULT_BODY_SIZE_LIMIT, DEFAULT_LABEL_LIMIT, DEFAULT_LABEL_NAME_LENGTH_LIMIT,
+        DEFAULT_LABEL_VALUE_LENGTH_LIMIT, DEFAULT_SAMPLE_LIMIT,
+    };
 
     fn pipeline(limits: &str) -> ValidatedPipeline {
         let yaml = format!(

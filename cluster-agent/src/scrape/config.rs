@@ -4,6 +4,8 @@
 use std::num::{NonZeroU32, NonZeroU64};
 use std::time::Duration;
 
+use kaas_pipeline::processors::ValidatedLimits;
+
 use super::limits::{
     DEFAULT_BODY_SIZE_LIMIT, DEFAULT_LABEL_LIMIT, DEFAULT_LABEL_NAME_LENGTH_LIMIT,
     DEFAULT_LABEL_VALUE_LENGTH_LIMIT, DEFAULT_SAMPLE_LIMIT,
@@ -50,6 +52,25 @@ impl ScrapeConfig {
             credentials: None,
             label_name_length_limit: DEFAULT_LABEL_NAME_LENGTH_LIMIT,
             label_value_length_limit: DEFAULT_LABEL_VALUE_LENGTH_LIMIT,
+        }
+    }
+}
+
+impl ScrapeConfig {
+    /// These settings with the limits a pipeline (or a raw scrape job) sets; every
+    /// limit it leaves unset (or 0, which Prometheus reads as "no limit") keeps the
+    /// agent's default, so no target gets the agent's memory without a bound.
+    pub fn limited_by(self, limits: ValidatedLimits) -> Self {
+        Self {
+            sample_limit: limits.sample_limit.unwrap_or(DEFAULT_SAMPLE_LIMIT),
+            label_limit: limits.label_limit.unwrap_or(DEFAULT_LABEL_LIMIT),
+            label_name_length_limit: limits
+                .label_name_length_limit
+                .unwrap_or(DEFAULT_LABEL_NAME_LENGTH_LIMIT),
+            label_value_length_limit: limits
+                .label_value_length_limit
+                .unwrap_or(DEFAULT_LABEL_VALUE_LENGTH_LIMIT),
+            ..self
         }
     }
 }

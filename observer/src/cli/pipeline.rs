@@ -409,6 +409,12 @@ pub async fn get(
     writeln!(out, "Created:     {} ago", age(view.created_at_ms, now))?;
     writeln!(out, "Updated:     {} ago", age(view.updated_at_ms, now))?;
     let status = status_of(&view.resource);
+    if status.unsupported_mode {
+        writeln!(
+            out,
+            "UnsupportedMode: true (raw Prometheus scrape configs, not supported by the provider)"
+        )?;
+    }
     let conditions = status.conditions.as_slice();
     if conditions.is_empty() {
         writeln!(out, "Conditions:  <none>")?;

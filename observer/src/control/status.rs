@@ -309,6 +309,7 @@ pub fn pipeline_status<P: PipelineKind, C: Borrow<ClusterObservation>>(
     MetricPipelineStatus {
         observed_generation: Some(generation),
         conditions,
+        unsupported_mode: P::unsupported_mode(pipeline.resource()),
     }
 }
 
@@ -342,6 +343,7 @@ pub fn unreadable_status(
             last_transition_time,
             observed_generation: Some(generation),
         }],
+        unsupported_mode: false,
     }
 }
 
@@ -860,6 +862,33 @@ spec:
             pipelines: vec![entry],
         });
         cluster
+    }
+
+    /// Issue 18: a pipeline with raw Prometheus scrape configs reports
+    /// `unsupportedMode: true` in its status; one without them does not.
+    #[test]
+    fn raw_scrape_configs_mark_the_status_unsupported() {
+        let clusters = [cluster("c1", true, None)];
+        let plain = pipeline_status(&pipeline("1Gi"), 1, &clusters, &Default::default(), NOW);
+        assert!(!plain.unsupported_mode);
+        let raw = kaas_pipeline::document::parse_pipelines(
+            "apiVersion: telemetry.kaas-observer.io/v1alpha1\nkind: MetricPipeline\nmetadata: {name: raw}\nspec:\n  input: {unsupported: {scrapeConfigs: [{job_name: a, static_configs: [{targets: ['10.0.0.1:9100']}]}]}}\n  output: {prometheusRemoteWrite: {url: 'https://a.example/write'}}\n",
+            &kaas_pipeline::ValidationContext::tenant_default(),
+        )
+        .into_iter()
+        .next()
+        .and_then(|document| document.outcome.ok())
+        .expect("a valid pipeline");
+        let status = pipeline_status(&raw, 1, &clusters, &Default::default(), NOW);
+        assert!(status.unsupported_mode);
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["unsupportedMode"], true);
+        assert!(
+            serde_json::to_value(&plain)
+                .unwrap()
+                .get("unsupportedMode")
+                .is_none()
+        );
     }
 
     #[test]

@@ -391,6 +391,7 @@ mod tests {
                         condition("ConfigurationApplied", ConditionStatus::True, "Applied"),
                         condition("FlowHealthy", ConditionStatus::False, "BackendUnreachable"),
                     ],
+                    unsupported_mode: false,
                 },
             }],
             tombstones: vec![ClusterTombstone {

@@ -121,8 +121,13 @@ pub trait PipelineKind: Clone + std::fmt::Debug + Send + Sync + Sized + 'static 
     fn metadata_mut(resource: &mut Self::Resource) -> &mut ObjectMeta;
     /// Whether two resources have the same spec (a new generation when not).
     fn same_spec(a: &Self::Resource, b: &Self::Resource) -> bool;
-    /// Sets the resource's status.
+    /// Sets the resource's status; its `unsupportedMode` always follows the spec.
     fn set_status(resource: &mut Self::Resource, status: Option<MetricPipelineStatus>);
+    /// Whether the resource is in unsupported mode (raw Prometheus scrape configs);
+    /// only metric pipelines can be.
+    fn unsupported_mode(_resource: &Self::Resource) -> bool {
+        false
+    }
     /// Every inline secret value with its path relative to `spec.output`.
     fn inline_secrets_mut(resource: &mut Self::Resource) -> Vec<(String, &mut SecretString)>;
     /// The places its output sends to (in practice one).
@@ -136,7 +141,8 @@ macro_rules! pipeline_kind {
     (
         $validated:ty, $resource:ty, kind: $kind:expr, object: $object:expr,
         parse: $parse:expr, validate: $validate:expr, template: $template:expr,
-        endpoints: $endpoints:expr, runs_on: $runs_on:expr $(,)?
+        endpoints: $endpoints:expr, runs_on: $runs_on:expr,
+        unsupported_mode: $unsupported:expr $(,)?
     ) => {
         impl PipelineKind for $validated {
             const KIND: &'static str = $kind;
@@ -187,7 +193,14 @@ macro_rules! pipeline_kind {
                 a.spec == b.spec
             }
             fn set_status(resource: &mut $resource, status: Option<MetricPipelineStatus>) {
-                resource.status = status;
+                let unsupported_mode = <Self as PipelineKind>::unsupported_mode(resource);
+                resource.status = status.map(|mut status| {
+                    status.unsupported_mode = unsupported_mode;
+                    status
+                });
+            }
+            fn unsupported_mode(resource: &$resource) -> bool {
+                $unsupported(resource)
             }
             fn inline_secrets_mut(resource: &mut $resource) -> Vec<(String, &mut SecretString)> {
                 resource.spec.output.inline_secrets_mut()
@@ -208,6 +221,7 @@ pipeline_kind!(
     template: AgentConfig::template,
     endpoints: metric_endpoints,
     runs_on: |pipeline: &ValidatedPipeline, role: AgentRole| pipeline.runs_on(role, PushPlacement::ClusterInstance),
+    unsupported_mode: |resource: &MetricPipeline| resource.spec.unsupported_mode(),
 );
 
 pipeline_kind!(
@@ -219,6 +233,7 @@ pipeline_kind!(
     template: |pipelines| AgentConfig::template_with_logs(&[], pipelines),
     endpoints: log_endpoints,
     runs_on: |pipeline: &ValidatedLogPipeline, role: AgentRole| pipeline.runs_on(role, PushPlacement::ClusterInstance),
+    unsupported_mode: |_: &LogPipeline| false,
 );
 
 pipeline_kind!(
@@ -230,6 +245,7 @@ pipeline_kind!(
     template: |pipelines| AgentConfig::template_with_all(&[], &[], pipelines),
     endpoints: trace_endpoints,
     runs_on: |pipeline: &ValidatedTracePipeline, role: AgentRole| pipeline.runs_on(role, PushPlacement::ClusterInstance),
+    unsupported_mode: |_: &TracePipeline| false,
 );
 
 /// The [`OutputEndpoint`] of an optional output section whose URL field is `$url`.

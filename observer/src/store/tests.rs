@@ -947,6 +947,7 @@ async fn pipeline_generation_grows_only_when_the_spec_changes(db: &TestDb) {
     noisy.status = Some(MetricPipelineStatus {
         observed_generation: Some(9),
         conditions: Vec::new(),
+        unsupported_mode: false,
     });
     let (quiet, _) = store
         .apply_pipeline("shop", validated(&noisy), &admin())
@@ -974,6 +975,7 @@ async fn pipeline_generation_grows_only_when_the_spec_changes(db: &TestDb) {
             last_transition_time: "2025-01-01T00:00:00Z".into(),
             observed_generation: Some(2),
         }],
+        unsupported_mode: false,
     };
     store
         .set_pipeline_status("shop", "p1", status.clone())
@@ -1811,6 +1813,7 @@ async fn observations_are_published_as_reports_not_desired_state(db: &TestDb) {
     let status = MetricPipelineStatus {
         observed_generation: Some(1),
         conditions: Vec::new(),
+        unsupported_mode: false,
     };
     store
         .set_pipeline_status("shop", "p1", status.clone())

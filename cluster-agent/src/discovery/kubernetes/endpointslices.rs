@@ -16,6 +16,24 @@ use crate::labels::{ADDRESS, Labels};
 /// The label naming a slice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The Service of `slice` among `services`: the one its [`SERVICE_NAME_LABEL`] names in
+/// its namespace.
+pub fn service_of<'a>(
+    slice: &EndpointSlice,
+    services: &'a [std::sync::Arc<Service>],
+) -> Option<&'a Service> {
+    let namespace = slice.metadata.namespace.as_deref();
+    let name = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL));
+    services
+        .iter()
+        .find(|s| s.metadata.namespace.as_deref() == namespace && s.metadata.name.as_ref() == name)
+        .map(AsRef::as_ref)
+}
+
 /// Discovered label sets of one slice; `service` is the slice's Service, if known.
 pub fn endpointslice_targets(slice: &EndpointSlice, service: Option<&Service>) -> Vec<Labels> {
     let label = |suffix: &str| format!("{META_PREFIX}{suffix}");

@@ -1,6 +1,9 @@
 //! Where a pipeline's samples come from: annotated workloads (`prometheus`), the
 //! Kubernetes runtime (`runtime`), Istio proxies (`istio`), pushed data (`otlp`,
-//! `remoteWrite`), and fixed targets (`static`); plus how often to scrape.
+//! `remoteWrite`), fixed targets (`static`) and raw Prometheus scrape configurations
+//! (`unsupported`, checked in [`unsupported`]); plus how often to scrape.
+
+pub mod unsupported;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -64,6 +67,11 @@ pub struct Input {
     /// Fixed scrape targets, as Prometheus `static_configs`.
     #[serde(rename = "static", default, skip_serializing_if = "Option::is_none")]
     pub static_targets: Option<StaticInput>,
+    /// Raw Prometheus 2.42 `scrape_configs` for what the model does not offer. A
+    /// pipeline with them is in unsupported mode (`status.unsupportedMode`): not
+    /// supported by the provider, checked like every input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<unsupported::UnsupportedInput>,
 }
 
 /// An input that is switched on and filtered by namespace.
@@ -419,6 +427,7 @@ impl Input {
                 .static_targets
                 .as_ref()
                 .is_some_and(|i| !i.targets.is_empty())
+            || self.unsupported.as_ref().is_some_and(|i| i.any())
     }
 
     /// The enabled input whose scrapes carry the agent's own credentials, if any:
@@ -445,14 +454,7 @@ impl Input {
         context: &ValidationContext,
         errors: &mut FieldErrors,
     ) {
-        let allowed = match context.origin {
-            crate::policy::Origin::Standalone => true,
-            crate::policy::Origin::Observer => {
-                pipeline_name.starts_with(crate::names::RESERVED_PIPELINE_PREFIX)
-            }
-            crate::policy::Origin::InCluster => false,
-        };
-        if allowed {
+        if is_providers_own(pipeline_name, context) {
             return;
         }
         let targets = field(&field(path, "static"), "targets");
@@ -557,7 +559,20 @@ impl Input {
     }
 }
 
-fn positive_duration(
+/// Whether the pipeline `pipeline_name` is the provider's own: a standalone agent's
+/// file, or an observer pipeline under the reserved name prefix (tenants' pipelines
+/// cannot have such names); never an in-cluster resource.
+pub(crate) fn is_providers_own(pipeline_name: &str, context: &ValidationContext) -> bool {
+    match context.origin {
+        crate::policy::Origin::Standalone => true,
+        crate::policy::Origin::Observer => {
+            pipeline_name.starts_with(crate::names::RESERVED_PIPELINE_PREFIX)
+        }
+        crate::policy::Origin::InCluster => false,
+    }
+}
+
+pub(crate) fn positive_duration(
     text: Option<&str>,
     default: Duration,
     path: &str,
