@@ -6,30 +6,35 @@
 //! # Design
 //! * **What a state means.** The observer renders one configuration per cluster (its
 //!   selected pipelines plus the central pipeline), and the agent reports on that whole
-//!   configuration by its hash. For each pipeline the cluster runs, the state is the
+//!   configuration by its hash. The desired hash is the one the status task compares
+//!   (`control::status_task`): the cluster-level instance's configuration rendered by
+//!   the same [`TenantConfigs::render_for_agent`], with what its last report says the
+//!   agent runs (trace pipelines, template instances) and where the cluster's pushes
+//!   go, so the two never disagree about a cluster. For each pipeline the cluster runs, the state is the
 //!   agent's last report if that report is about the configuration the observer wants
 //!   the cluster to run now: `applying`, `applied` or `failed` (the agent refused the
 //!   configuration and kept its last good one, so none of its pipelines got the
 //!   change); otherwise `pending` (no report yet, or a report about an older
 //!   configuration). Deleted clusters (tombstones) are left out; so are clusters no
-//!   pipeline selects. [`cluster_config_states`] is a pure function of the store's
-//!   contents, so every replica computes the same series.
+//!   pipeline selects. [`tenant_config_states`] is a pure function of what the store
+//!   holds, so every replica computes the same series.
 //! * **When.** [`ConfigStates`] recomputes after changes that can alter a state
 //!   (pipelines, clusters, agents' reports, tenants, or a lag of the change feed),
 //!   at most once per [`DEFAULT_MIN_RECOMPUTE_GAP`], and every [`DEFAULT_REFRESH`]
 //!   regardless.
-//!   A recompute reads every cluster, pipeline and configuration report (three queries)
-//!   and renders each cluster's configuration to learn its hash: the same work the
-//!   control service does per woken stream, here once per gap for the whole fleet.
+//!   A recompute reads every cluster and configuration report, which clusters use a
+//!   gateway, and each tenant's pipelines as the control service reads them, and
+//!   renders each cluster's configuration to learn its hash: the same work the control
+//!   service does per woken stream, here once per gap for the whole fleet.
 //! * A failed recompute is logged and the previous series stay: slightly stale series
 //!   beat vanished ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kaas_pipeline::role::{AgentRole, PushPlacement};
 use kaas_pipeline::status::AgentConfigState;
-use kaas_pipeline::{ValidatedLogPipeline, ValidatedTracePipeline};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -39,12 +44,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use super::remote_write::{Series, SeriesSource};
-use crate::control_plane::ValidatedControlPlane;
-use crate::rendering::CentralPipelineSettings;
-use crate::rendering::render_for_cluster_with;
-use crate::store::{
-    Change, Cluster, ConfigReport, PipelineKind, Store, StoreError, StoredPipeline,
-};
+use crate::rendering::{AgentFeatures, CentralPipelineSettings, TenantConfigs, TenantPipelines};
+use crate::store::{Change, Cluster, ConfigReport, Store, StoreError};
 
 /// The metric's name.
 pub const METRIC: &str = "kaas_pipeline_cluster_config_state";
@@ -108,84 +109,38 @@ fn state_of(report: Option<&ConfigReport>, desired_hash: &str) -> &'static str {
     }
 }
 
-/// Every (pipeline, selected cluster) with its state, sorted. Pure.
-pub fn cluster_config_states(
-    pipelines: &[StoredPipeline],
-    clusters: &[Cluster],
+/// Every metric pipeline of a tenant with `configs` and each of its live `clusters` it
+/// selects, with its state there given the clusters' `reports` and the clusters whose
+/// pushes go to their `gateways`. Pure.
+fn tenant_config_states(
+    configs: &TenantConfigs,
+    clusters: &[&Cluster],
     reports: &BTreeMap<String, ConfigReport>,
-    central: Option<&CentralPipelineSettings>,
+    gateways: &BTreeSet<String>,
 ) -> Vec<ClusterConfigState> {
-    let others = (&[][..], &[][..]);
-    cluster_config_states_with(
-        pipelines,
-        others,
-        clusters,
-        reports,
-        central,
-        &BTreeMap::new(),
-    )
-}
-
-/// Every tenant's stored log and trace pipelines: the rest of what a configuration
-/// carries beside the metric pipelines.
-pub type OtherKinds<'a> = (
-    &'a [StoredPipeline<ValidatedLogPipeline>],
-    &'a [StoredPipeline<ValidatedTracePipeline>],
-);
-
-/// [`cluster_config_states`] with the clusters' control-plane settings (by global id),
-/// which shape their central pipelines and so their desired configurations. Pure.
-pub fn cluster_config_states_with(
-    pipelines: &[StoredPipeline],
-    (log_pipelines, trace_pipelines): OtherKinds<'_>,
-    clusters: &[Cluster],
-    reports: &BTreeMap<String, ConfigReport>,
-    central: Option<&CentralPipelineSettings>,
-    control_planes: &BTreeMap<String, ValidatedControlPlane>,
-) -> Vec<ClusterConfigState> {
-    let mut by_tenant: BTreeMap<&str, Vec<&StoredPipeline>> = BTreeMap::new();
-    for stored in pipelines {
-        by_tenant
-            .entry(stored.tenant.as_str())
-            .or_default()
-            .push(stored);
-    }
     let mut states = Vec::new();
     for cluster in clusters {
-        if !cluster.state.receives_config() {
-            continue;
-        }
-        let Some(tenant_pipelines) = by_tenant.get(cluster.tenant.as_str()) else {
-            continue;
-        };
-        let selected: Vec<&StoredPipeline> = tenant_pipelines
-            .iter()
-            .copied()
+        let selected: Vec<_> = (configs.pipelines().iter())
             .filter(|p| p.pipeline.spec().cluster_selector.matches(&cluster.labels))
             .collect();
         if selected.is_empty() {
             continue;
         }
-        let validated: Vec<_> = selected.iter().map(|p| p.pipeline.clone()).collect();
-        // The configuration carries the tenant's log and trace pipelines too: without
-        // them the desired hash would never match what the agent was sent.
-        let logs = selected_of(log_pipelines, cluster);
-        // An agent that does not run trace pipelines is sent its configuration without
-        // them, and reports on that one.
         let report = reports.get(&cluster.id);
-        let traces = if ConfigReport::runs_trace_pipelines(report) {
-            selected_of(trace_pipelines, cluster)
+        let placement = if gateways.contains(&cluster.id) {
+            PushPlacement::Gateway
         } else {
-            Vec::new()
+            PushPlacement::ClusterInstance
         };
-        let desired = render_for_cluster_with(
+        let desired = configs.render_for_agent(
             cluster,
-            (&validated, &logs, &traces),
-            central,
-            control_planes.get(&cluster.id),
-        )
-        .hash_hex();
-        let state = state_of(report, &desired);
+            (AgentRole::Cluster, placement),
+            AgentFeatures {
+                trace_pipelines: ConfigReport::runs_trace_pipelines(report),
+                template_instances: ConfigReport::renders_template_instances(report),
+            },
+        );
+        let state = state_of(report, &desired.hash_hex());
         for stored in selected {
             states.push(ClusterConfigState {
                 tenant: stored.tenant.clone(),
@@ -195,18 +150,7 @@ pub fn cluster_config_states_with(
             });
         }
     }
-    states.sort();
     states
-}
-
-/// The pipelines of `cluster`'s tenant among `pipelines` that its labels select.
-fn selected_of<P: PipelineKind>(pipelines: &[StoredPipeline<P>], cluster: &Cluster) -> Vec<P> {
-    pipelines
-        .iter()
-        .filter(|p| p.tenant == cluster.tenant)
-        .filter(|p| p.pipeline.cluster_selector().matches(&cluster.labels))
-        .map(|p| p.pipeline.clone())
-        .collect()
 }
 
 /// The series of `states`, as remote-written.
@@ -297,37 +241,31 @@ async fn compute(
     store: &Store,
     central: Option<&CentralPipelineSettings>,
 ) -> Result<Vec<ClusterConfigState>, StoreError> {
-    // Row by row: a pipeline the observer cannot read runs nowhere and does not stop
-    // the others' states (issue 13, finding 10).
-    let pipelines: Vec<_> = store
-        .list_pipeline_rows(None)
-        .await?
-        .into_iter()
-        .filter_map(|row| match row {
-            crate::store::pipeline_rows::PipelineRow::Readable(stored) => Some(*stored),
-            crate::store::pipeline_rows::PipelineRow::Unreadable(_) => None,
-        })
-        .collect();
-    if pipelines.is_empty() {
+    let clusters = store.list_clusters(None).await?;
+    let mut by_tenant: BTreeMap<&str, Vec<&Cluster>> = BTreeMap::new();
+    for cluster in clusters.iter().filter(|c| c.state.receives_config()) {
+        by_tenant.entry(&cluster.tenant).or_default().push(cluster);
+    }
+    if by_tenant.is_empty() {
         return Ok(Vec::new());
     }
-    let log_pipelines = store
-        .list_pipelines_of::<ValidatedLogPipeline>(None)
-        .await?;
-    let trace_pipelines = store
-        .list_pipelines_of::<ValidatedTracePipeline>(None)
-        .await?;
-    let clusters = store.list_clusters(None).await?;
     let reports = store.config_reports().await?;
-    let control_planes = store.cluster_control_planes(None).await?;
-    Ok(cluster_config_states_with(
-        &pipelines,
-        (&log_pipelines, &trace_pipelines),
-        &clusters,
-        &reports,
-        central,
-        &control_planes,
-    ))
+    let live: Vec<String> = by_tenant.values().flatten().map(|c| c.id.clone()).collect();
+    let gateways = store.clusters_with_gateway(&live).await?;
+    // A cache of its own, dropped after this computation: the control service's
+    // would have to be told of every change this task already waits for.
+    let tenants = TenantPipelines::new(central.cloned().map(Arc::new));
+    let mut states = Vec::new();
+    for (tenant, clusters) in by_tenant {
+        // A pipeline the observer cannot read runs nowhere and does not stop the
+        // others' states (issue 13, finding 10): the tenant's configs leave it out.
+        let configs = tenants.get(store, tenant).await?;
+        states.extend(tenant_config_states(
+            &configs, &clusters, &reports, &gateways,
+        ));
+    }
+    states.sort();
+    Ok(states)
 }
 
 async fn run(

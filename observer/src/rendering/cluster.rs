@@ -33,44 +33,34 @@ use super::central_logs::central_log_pipeline;
 use crate::control_plane::ValidatedControlPlane;
 use crate::store::Cluster;
 
-/// The rendered configuration for `cluster` running `pipelines` (already selected).
-/// With `central`, the provider's central pipeline is added (it cannot collide with a
-/// tenant pipeline: the `kaas-` prefix is reserved). Streams and the status task render
-/// through [`TenantConfigs::render`](super::TenantConfigs::render), which gives the
-/// same configuration from a template shared by the tenant's clusters.
+/// The rendered configuration for `cluster` running `pipelines` (already selected), as
+/// its cluster-level instance gets it without a gateway. With `central`, the provider's
+/// central pipeline is added (it cannot collide with a tenant pipeline: the `kaas-`
+/// prefix is reserved). Streams and the status task render through
+/// [`TenantConfigs::render_for_agent`](super::TenantConfigs::render_for_agent), which
+/// gives the same configuration from a template shared by the tenant's clusters.
 pub fn render_for_cluster(
     cluster: &Cluster,
     pipelines: &[ValidatedPipeline],
     central: Option<&CentralPipelineSettings>,
 ) -> RenderedConfig {
-    render_for_cluster_with(cluster, (pipelines, &[], &[]), central, None)
-}
-
-/// The selected pipelines of every kind: metric, log and trace.
-pub type SelectedPipelines<'a> = (
-    &'a [ValidatedPipeline],
-    &'a [ValidatedLogPipeline],
-    &'a [ValidatedTracePipeline],
-);
-
-/// [`render_for_cluster`] with the selected log and trace pipelines too, for a cluster
-/// with its own control-plane setting: what its cluster-level instance runs.
-pub fn render_for_cluster_with(
-    cluster: &Cluster,
-    selected: SelectedPipelines<'_>,
-    central: Option<&CentralPipelineSettings>,
-    control_plane: Option<&ValidatedControlPlane>,
-) -> RenderedConfig {
     config_template(
         cluster,
-        selected,
+        (pipelines, &[], &[]),
         &[],
         central,
-        control_plane,
+        None,
         (AgentRole::Cluster, PushPlacement::ClusterInstance),
     )
     .render(&external_labels(cluster))
 }
+
+/// The selected pipelines of every kind: metric, log and trace.
+type SelectedPipelines<'a> = (
+    &'a [ValidatedPipeline],
+    &'a [ValidatedLogPipeline],
+    &'a [ValidatedTracePipeline],
+);
 
 /// The template of the configuration of `cluster`'s tenant running the `selected`
 /// pipelines, plus the central pipeline with `central`, scraping the control plane as

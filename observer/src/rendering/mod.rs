@@ -28,7 +28,7 @@ pub use central::{
     DEFAULT_TENANT_HEADER, central_pipelines, central_pipelines_with, is_reserved_pipeline_name,
 };
 pub use central_logs::{CENTRAL_LOGS_PIPELINE_NAME, central_log_pipeline};
-pub use cluster::{SelectedPipelines, render_for_cluster, render_for_cluster_with};
+pub use cluster::render_for_cluster;
 pub use tenant_cache::{
     AgentFeatures, Pipelines, TenantConfigs, TenantPipelines, is_pending_rendering,
 };
