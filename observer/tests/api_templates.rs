@@ -768,3 +768,73 @@ async fn tenants_reach_their_own_templates_and_the_providers_only() {
         not_theirs.text
     );
 }
+
+/// A header value written literally in a template is a secret: every answer shows it
+/// as `***` (a value holding a placeholder is shown as written), `***` sent back keeps
+/// the stored value (the instance still renders with it), and `***` where nothing is
+/// stored is refused at its path.
+#[tokio::test]
+async fn literal_header_values_are_masked_and_kept_through_a_round_trip() {
+    let h = Harness::new().await;
+    let shop = h.tenant_with_token("shop").await;
+    cluster(&h, &shop, "prod-1", "prod").await;
+    let mut written = template("tempo", "10s", Value::Null);
+    let headers = &mut written["spec"]["template"]["spec"]["output"]["otlp"]["headers"];
+    (headers.as_array_mut().expect("a list"))
+        .push(json!({ "name": "X-Api-Key", "value": "SECRET-literal-key" }));
+    let uri = "/api/v1/pipelinetemplates/tempo";
+    let created = put(&h, &shop, uri, written.clone()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert!(!created.text.contains("SECRET"), "{}", created.text);
+    let shown = h.get(uri, &shop).await;
+    assert!(!shown.text.contains("SECRET"), "{}", shown.text);
+    let shown = shown.json();
+    let spec = &shown["resource"]["spec"]["template"]["spec"];
+    assert_eq!(spec["output"]["otlp"]["headers"][0]["value"], "%{tenant}");
+    assert_eq!(spec["output"]["otlp"]["headers"][1]["value"], "***");
+    let listed = h.get("/api/v1/pipelinetemplates", &shop).await;
+    assert!(!listed.text.contains("SECRET"), "{}", listed.text);
+
+    // What was shown, sent back with a longer timeout: the key is kept.
+    let mut edited = shown["resource"].clone();
+    edited["spec"]["template"]["spec"]["output"]["otlp"]["timeout"] = json!("%{timeout}");
+    edited["spec"]["placeholders"][3]["default"] = json!("20s");
+    let changed = put(&h, &shop, uri, edited.clone()).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    assert_eq!(changed.json()["template"]["generation"], 2);
+    let made = put(
+        &h,
+        &shop,
+        "/api/v1/pipelineinstances/traces",
+        instance("traces", "tempo"),
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let (_, body) = config(&h, "shop", "prod-1").await;
+    assert!(
+        body.contains("SECRET-literal-key"),
+        "the stored key was lost: {body}"
+    );
+    assert!(!body.contains("\"***\""), "{body}");
+
+    // A `***` where the template stores nothing: refused at its path.
+    let headers = &mut edited["spec"]["template"]["spec"]["output"]["otlp"]["headers"];
+    (headers.as_array_mut().expect("a list")).push(json!({ "name": "X-New", "value": "***" }));
+    let refused = put(&h, &shop, uri, edited).await;
+    assert_eq!(
+        paths(&refused),
+        ["spec.template.spec.output.otlp.headers[2].value"]
+    );
+    let fresh = put(&h, &shop, "/api/v1/pipelinetemplates/other", {
+        let mut other = written;
+        other["metadata"]["name"] = json!("other");
+        let headers = &mut other["spec"]["template"]["spec"]["output"]["otlp"]["headers"];
+        headers[1]["value"] = json!("***");
+        other
+    })
+    .await;
+    assert_eq!(
+        paths(&fresh),
+        ["spec.template.spec.output.otlp.headers[1].value"]
+    );
+}

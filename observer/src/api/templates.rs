@@ -14,21 +14,29 @@
 //! such instance under `instances["<tenant>/<name>"]`
 //! ([`check_rerendered`](super::budgets::check_rerendered)). A tenant reaches only its
 //! own templates and the provider's; another tenant's are "not found".
+//!
+//! A header value written literally in a template is a secret as a pipeline's is:
+//! sealed at rest, and shown as `***` in every answer ([`view`]); `***` in an applied
+//! template keeps the value stored at the same path of its latest generation
+//! ([`restore_masked`]). A header value holding a placeholder (`Bearer %{token}`) is
+//! shown as written: the secret is in the binding, which the agent reads.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use kaas_pipeline::templates::syntax::{self, Segment};
 use kaas_pipeline::templates::{PipelineTemplate, parse_template_value};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::model::{ApplyResult, FieldProblem};
-use super::pipelines::{drop_server_owned, name_from_url, read_body};
+use super::pipelines::{body_name, drop_server_owned, name_from_url, read_body};
+use super::redact::REDACTED;
 use super::{ApiError, ApiState, body_format, json_body};
-use crate::store::{StoredTemplate, TemplateWritten};
+use crate::store::{StoredTemplate, TemplateWritten, spec_header_values};
 
 /// Query parameters of template requests.
 #[derive(Debug, Default, Deserialize)]
@@ -92,10 +100,21 @@ pub struct RollbackRequest {
     pub generation: i64,
 }
 
-/// The answer for a stored template.
+/// Whether a header value is a secret written in place: it holds no placeholder.
+fn is_literal(text: &str) -> bool {
+    !syntax::parse(text)
+        .is_ok_and(|segments| (segments.iter()).any(|s| matches!(s, Segment::Placeholder(_))))
+}
+
+/// The answer for a stored template, its literal header values masked.
 pub fn view(stored: &StoredTemplate) -> TemplateView {
     let mut resource = stored.template.resource().clone();
     resource.metadata.generation = Some(stored.generation);
+    for (_, value) in spec_header_values(&mut resource.spec.template.spec) {
+        if is_literal(value) {
+            REDACTED.clone_into(value);
+        }
+    }
     TemplateView {
         tenant: stored.tenant.clone(),
         provider: stored.is_provider(),
@@ -179,9 +198,10 @@ async fn apply(
     let tenant = caller.target_tenant(query.tenant, "?tenant=")?;
     let format = body_format(&headers, true)?;
     let mut value = read_body(format, &body?)?;
-    let problems = name_from_url(url_name.as_deref(), &mut value);
+    let mut problems = name_from_url(url_name.as_deref(), &mut value);
     if let serde_yaml::Value::Mapping(map) = &mut value {
         drop_server_owned(map);
+        problems.extend(restore_masked(&state, &tenant, map).await?);
     }
     let context = state.tenant_validation();
     let template = match parse_template_value("body".to_owned(), value, &context).outcome {
@@ -204,6 +224,67 @@ async fn apply(
         (store.apply_template(&tenant, template, &context, &actor, false)).await?
     };
     Ok(applied(written, query.dry_run))
+}
+
+/// Puts back, in an applied template `document`, each header value sent as `***` (as
+/// an answer showed it) from the same path of the template's latest stored generation;
+/// a `***` with no stored value there is a problem at its path.
+async fn restore_masked(
+    state: &ApiState,
+    tenant: &str,
+    document: &mut serde_yaml::Mapping,
+) -> Result<Vec<FieldProblem>, ApiError> {
+    let Some(spec) = (document.get_mut("spec"))
+        .and_then(|spec| spec.get_mut("template"))
+        .and_then(|template| template.get_mut("spec"))
+    else {
+        return Ok(Vec::new());
+    };
+    let Ok(mut applied) = serde_json::to_value(&*spec) else {
+        // Not plain data: validation says what is wrong with it.
+        return Ok(Vec::new());
+    };
+    let masked: Vec<String> = (spec_header_values(&mut applied).into_iter())
+        .filter(|(_, value)| value.as_str() == REDACTED)
+        .map(|(path, _)| path)
+        .collect();
+    if masked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let name = body_name(document).unwrap_or_default();
+    let stored = match state.store.get_template(tenant, &name, None).await? {
+        Some(stored) if !stored.is_provider() => {
+            let mut spec = stored.template.resource().spec.template.spec.clone();
+            (spec_header_values(&mut spec).into_iter())
+                .map(|(path, value)| (path, value.clone()))
+                .collect()
+        }
+        _ => std::collections::BTreeMap::new(),
+    };
+    let mut problems = Vec::new();
+    for (path, value) in spec_header_values(&mut applied) {
+        if value.as_str() != REDACTED {
+            continue;
+        }
+        match stored.get(&path) {
+            Some(kept) if kept.as_str() != REDACTED => kept.clone_into(value),
+            _ => problems.push(FieldProblem {
+                path,
+                message: format!(
+                    "{REDACTED} stands for the value stored at this path, and the template \
+                     stores none there: write the value"
+                ),
+            }),
+        }
+    }
+    if let Some(spec) = (document.get_mut("spec"))
+        .and_then(|spec| spec.get_mut("template"))
+        .and_then(|template| template.get_mut("spec"))
+        && let Ok(restored) = serde_yaml::to_value(&applied)
+    {
+        *spec = restored;
+    }
+    Ok(problems)
 }
 
 /// `GET /api/v1/pipelinetemplates`: the caller's templates and the provider's.

@@ -176,6 +176,7 @@ pub mod replicas;
 pub mod reports;
 pub mod template_instances;
 mod template_secrets;
+pub(crate) use template_secrets::spec_header_values;
 pub mod templates;
 pub mod tenancy;
 pub mod tenants;

@@ -26,6 +26,16 @@ const SPEC_POINTER: &str = "/spec/template/spec";
 
 /// Every header value of the pipeline spec in `document`, with its path.
 fn header_values(document: &mut serde_json::Value) -> Vec<(String, &mut String)> {
+    match document.pointer_mut(SPEC_POINTER) {
+        Some(spec) => spec_header_values(spec),
+        None => Vec::new(),
+    }
+}
+
+/// Every header value (`…headers[i].value`, anywhere) of a template's pipeline `spec`,
+/// with its path from the template (`spec.template.spec.…`): what is sealed at rest and
+/// masked in the API's answers.
+pub(crate) fn spec_header_values(spec: &mut serde_json::Value) -> Vec<(String, &mut String)> {
     fn walk<'a>(
         value: &'a mut serde_json::Value,
         path: String,
@@ -56,13 +66,8 @@ fn header_values(document: &mut serde_json::Value) -> Vec<(String, &mut String)>
         }
     }
     let mut found = Vec::new();
-    if let Some(spec) = document.pointer_mut(SPEC_POINTER) {
-        walk(
-            spec,
-            kaas_pipeline::templates::TEMPLATE_SPEC_PATH.to_owned(),
-            &mut found,
-        );
-    }
+    let base = kaas_pipeline::templates::TEMPLATE_SPEC_PATH.to_owned();
+    walk(spec, base, &mut found);
     found
 }
 
