@@ -152,6 +152,16 @@ impl KindSpec {
                             .to_owned(),
                     ));
                 }
+                if !namespaces.is_empty()
+                    && (input.unsupported.as_ref()).is_some_and(|u| !u.scrape_configs.is_empty())
+                {
+                    errors.push((
+                        "inputs.namespaces",
+                        "the template's raw scrape configs (unsupported mode) are scraped as \
+                         written, never narrowed; it cannot be narrowed to namespaces"
+                            .to_owned(),
+                    ));
+                }
                 for (name, workload) in [
                     ("prometheus", &mut input.prometheus),
                     ("istio", &mut input.istio),
@@ -300,6 +310,30 @@ mod tests {
         };
         let refused = narrow_namespaces(&mut only_legacy, &wanted[..1], "otlp").unwrap_err();
         assert!(refused.contains("takes none of shop"), "{refused}");
+    }
+
+    /// Raw scrape configs are run as written: an instance narrowed to namespaces would
+    /// scrape beyond them, so the narrowing is refused instead.
+    #[test]
+    fn raw_scrape_configs_refuse_a_namespace_narrowing() {
+        let spec = serde_json::json!({
+            "input": {"unsupported": {"scrapeConfigs": [{
+                "job_name": "pods",
+                "kubernetes_sd_configs": [{"role": "pod"}],
+            }]}},
+            "output": {"prometheusRemoteWrite": {"url": "https://backend.example/write"}},
+        });
+        let mut read = read_spec(PipelineKind::MetricPipeline, spec).expect("a metric spec");
+        let namespaces = ["shop".to_owned()];
+        let narrowing = Narrowing {
+            namespaces: &namespaces,
+            pod_selector: None,
+            cluster_selector: &ClusterSelector::default(),
+        };
+        let errors = read.narrow(narrowing);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "inputs.namespaces");
+        assert!(errors[0].1.contains("raw scrape configs"), "{errors:?}");
     }
 
     #[test]
