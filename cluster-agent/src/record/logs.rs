@@ -48,10 +48,16 @@ impl LogBatch {
 /// When a record happened, Unix nanoseconds: its own time, else when it was observed
 /// (OTLP's rule for records without a time); 0 when neither is known.
 pub fn record_time_ns(record: &LogRecord) -> u64 {
-    if record.time_unix_nano != 0 {
-        record.time_unix_nano
+    time_or_observed_ns(record.time_unix_nano, record.observed_time_unix_nano)
+}
+
+/// `time_unix_nano` unless it is 0, else `observed_time_unix_nano` ([`record_time_ns`]
+/// of a record's two times).
+pub fn time_or_observed_ns(time_unix_nano: u64, observed_time_unix_nano: u64) -> u64 {
+    if time_unix_nano != 0 {
+        time_unix_nano
     } else {
-        record.observed_time_unix_nano
+        observed_time_unix_nano
     }
 }
 
@@ -204,5 +210,9 @@ pub fn any_value_text(value: &AnyValue) -> Cow<'_, str> {
     }
 }
 
+pub mod view;
+
+#[cfg(test)]
+pub(crate) mod strategies;
 #[cfg(test)]
 mod tests;
