@@ -639,6 +639,4 @@ impl Documents {
 }
 
 #[cfg(test)]
-mod old;
-#[cfg(test)]
 mod tests;

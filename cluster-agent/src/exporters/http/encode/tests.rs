@@ -1,7 +1,6 @@
 //! The documents against what they must say: a request with every field, the bulk
 //! framing, hostile namespaces and damaged requests; and on random requests
-//! (proptest), byte for byte what a JSON value tree of the same fields serializes to,
-//! and what the encoder that decoded requests into owned records wrote.
+//! (proptest), byte for byte what a JSON value tree of the same fields serializes to.
 
 use kaas_proto::otlp::{
     AnyValue, ArrayValue, ExportLogsServiceRequest, InstrumentationScope, KeyValue, KeyValueList,
@@ -377,29 +376,6 @@ proptest! {
             let expected = String::from_utf8(serde_json::to_vec(&expected).unwrap()).unwrap();
             prop_assert_eq!(String::from_utf8_lossy(documents.json(index)), expected);
         }
-    }
-
-    /// Bodies and documents are byte for byte what the encoder that decoded requests
-    /// into owned records wrote.
-    #[test]
-    fn bodies_are_what_the_owned_record_encoder_wrote(
-        request in request_strategy(),
-        dedotting in any::<bool>(),
-    ) {
-        let documents = Documents::encode(&request.encode_to_vec(), dedotting).unwrap();
-        let before = old::Documents::encode(&request, dedotting);
-        prop_assert_eq!(documents.len(), before.len());
-        for index in 0..documents.len() {
-            prop_assert_eq!(
-                String::from_utf8_lossy(documents.json(index)),
-                String::from_utf8_lossy(before.json(index))
-            );
-        }
-        let every = 0..documents.len();
-        prop_assert_eq!(documents.bulk(every.clone(), PATTERN), before.bulk(every, PATTERN));
-        let odd = (0..documents.len()).filter(|i| i % 2 == 1);
-        prop_assert_eq!(documents.bulk(odd.clone(), PATTERN), before.bulk(odd, PATTERN));
-        prop_assert_eq!(documents.json_lines(), before.json_lines());
     }
 
     /// A request cut anywhere reads exactly when `prost` decodes it, and then to the
