@@ -272,9 +272,6 @@ fn damaged_requests_are_refused() {
     assert!(Documents::encode(&request.encode_to_vec(), false).is_err());
 }
 
-/// The index pattern of the random requests' bulk bodies.
-const PATTERN: &str = "logs-%N-%Y.%m.%d.%H";
-
 /// Attributes as the JSON object a document holds: de-dotted as the pipeline's
 /// processing de-dots, a repeated key's last value.
 fn attributes_value(attributes: &[KeyValue], dedotting: bool) -> Value {
