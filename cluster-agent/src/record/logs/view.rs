@@ -487,6 +487,7 @@ impl<'a> ResourceLogsView<'a> {
 pub fn resource_logs(
     request: &[u8],
 ) -> impl Iterator<Item = Result<ResourceLogsView<'_>, OtlpBatchError>> {
+    // Not counted: the request is read once, in order, and its length never asked.
     Repeated::counted(request, REQUEST_RESOURCE_LOGS, 0)
         .map(|bytes| bytes.and_then(ResourceLogsView::read))
 }
