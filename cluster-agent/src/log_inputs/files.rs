@@ -6,9 +6,9 @@
 //! what it read: the node and cluster as the resource, `log.file.path` on the
 //! record, the observed time (plain lines carry no timestamp the agent could trust).
 
-use kaas_proto::otlp::{LogRecord, Resource};
+use kaas_proto::otlp::{KeyValue, LogRecord, Resource};
 
-use super::resource::{NodeIdentity, body, text};
+use super::resource::{NodeIdentity, body};
 
 /// The resource of the node's plain files.
 pub(super) fn file_resource(node: &NodeIdentity) -> Resource {
@@ -18,12 +18,17 @@ pub(super) fn file_resource(node: &NodeIdentity) -> Resource {
     }
 }
 
-/// One line of a plain file as a record.
-pub(super) fn file_record(record: kaas_logfiles::LogRecord, observed: u64) -> LogRecord {
+/// One line of a plain file as a record; `path` is its `log.file.path` attribute, made
+/// once per file.
+pub(super) fn file_record(
+    record: kaas_logfiles::LogRecord,
+    observed: u64,
+    path: &KeyValue,
+) -> LogRecord {
     LogRecord {
         observed_time_unix_nano: observed,
         body: body(record.body),
-        attributes: vec![text("log.file.path", &record.file.path.to_string_lossy())],
+        attributes: vec![path.clone()],
         ..LogRecord::default()
     }
 }

@@ -147,13 +147,18 @@ pub(super) fn container_resource(
     }
 }
 
-/// One container log line as a record.
-pub(super) fn container_record(record: kaas_logfiles::LogRecord, observed: u64) -> LogRecord {
+/// One container log line as a record; `path` is its `log.file.path` attribute, made
+/// once per file ([`file_path_attribute`]).
+pub(super) fn container_record(
+    record: kaas_logfiles::LogRecord,
+    observed: u64,
+    path: &KeyValue,
+) -> LogRecord {
     let mut attributes = Vec::with_capacity(2);
     if record.stream != Stream::Plain {
         attributes.push(text("log.iostream", record.stream.name()));
     }
-    attributes.push(text("log.file.path", &record.file.path.to_string_lossy()));
+    attributes.push(path.clone());
     LogRecord {
         time_unix_nano: record.time_unix_nano.unwrap_or(0),
         observed_time_unix_nano: observed,
@@ -161,4 +166,9 @@ pub(super) fn container_record(record: kaas_logfiles::LogRecord, observed: u64) 
         attributes,
         ..LogRecord::default()
     }
+}
+
+/// The `log.file.path` attribute of the records read from `file`.
+pub(super) fn file_path_attribute(file: &kaas_logfiles::FileSource) -> KeyValue {
+    text("log.file.path", &file.path.to_string_lossy())
 }

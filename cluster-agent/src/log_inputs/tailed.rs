@@ -11,16 +11,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kaas_logfiles::{
-    AckToken, DEFAULT_DISCOVERY_INTERVAL, DiscoveryStatus, PodLogPath, Source, TailCounters,
-    Tailer, ValidatedTailConfig,
+    AckToken, DEFAULT_DISCOVERY_INTERVAL, DiscoveryStatus, FileSource, PodLogPath, Source,
+    TailCounters, Tailer, ValidatedTailConfig,
 };
-use kaas_proto::otlp::{ResourceLogs, ScopeLogs};
+use kaas_proto::otlp::{KeyValue, ResourceLogs, ScopeLogs};
 
 use super::consumer::LogBatch;
 use super::files::{file_record, file_resource};
 use super::reader::{InputError, LogReader, ReadBatch};
 use super::resource::{NodeIdentity, now_unix_nano};
-use super::runtime::{PodEnrichment, container_record, container_resource};
+use super::runtime::{PodEnrichment, container_record, container_resource, file_path_attribute};
 
 /// Container logs and plain files read by one tailer.
 pub struct TailedLogs {
@@ -72,34 +72,57 @@ impl TailedLogs {
         // By the address of the record's pod path (shared by every record of one
         // file), so a record costs a pointer hash; `None` for plain files.
         let mut index: HashMap<Option<*const PodLogPath>, usize> = HashMap::new();
+        // The tailer hands out a file's records in a run: the run's slot and
+        // `log.file.path` attribute serve it without a lookup or a path conversion.
+        let mut last: Option<FileRun> = None;
         for record in records {
+            let file = Arc::as_ptr(&record.file);
             let pod = match &record.file.source {
                 Source::Pod(path) => Some(path),
                 Source::Plain => None,
             };
-            let slot = *index.entry(pod.map(Arc::as_ptr)).or_insert_with(|| {
-                let resource = match pod {
-                    Some(path) => container_resource(path, &self.node, &self.enrichment),
-                    None => file_resource(&self.node),
-                };
-                resources.push(ResourceLogs {
-                    resource: Some(resource),
-                    scope_logs: vec![ScopeLogs::default()],
-                    ..ResourceLogs::default()
-                });
-                resources.len() - 1
-            });
-            let record = match pod {
-                Some(_) => container_record(record, observed),
-                None => file_record(record, observed),
+            let run = match last.take() {
+                Some(run) if run.file == file => run,
+                _ => {
+                    let slot = *index.entry(pod.map(Arc::as_ptr)).or_insert_with(|| {
+                        let resource = match pod {
+                            Some(path) => container_resource(path, &self.node, &self.enrichment),
+                            None => file_resource(&self.node),
+                        };
+                        resources.push(ResourceLogs {
+                            resource: Some(resource),
+                            scope_logs: vec![ScopeLogs::default()],
+                            ..ResourceLogs::default()
+                        });
+                        resources.len() - 1
+                    });
+                    FileRun {
+                        file,
+                        slot,
+                        path: file_path_attribute(&record.file),
+                    }
+                }
             };
-            resources[slot].scope_logs[0].log_records.push(record);
+            let shaped = match pod {
+                Some(_) => container_record(record, observed, &run.path),
+                None => file_record(record, observed, &run.path),
+            };
+            resources[run.slot].scope_logs[0].log_records.push(shaped);
+            last = Some(run);
         }
         LogBatch {
             resource_logs: resources,
             records: count,
         }
     }
+}
+
+/// The file whose records [`TailedLogs::shape`] is taking: where they go and their
+/// `log.file.path` attribute.
+struct FileRun {
+    file: *const FileSource,
+    slot: usize,
+    path: KeyValue,
 }
 
 impl LogReader for TailedLogs {

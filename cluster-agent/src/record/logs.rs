@@ -48,10 +48,16 @@ impl LogBatch {
 /// When a record happened, Unix nanoseconds: its own time, else when it was observed
 /// (OTLP's rule for records without a time); 0 when neither is known.
 pub fn record_time_ns(record: &LogRecord) -> u64 {
-    if record.time_unix_nano != 0 {
-        record.time_unix_nano
+    time_or_observed_ns(record.time_unix_nano, record.observed_time_unix_nano)
+}
+
+/// `time_unix_nano` unless it is 0, else `observed_time_unix_nano` ([`record_time_ns`]
+/// of a record's two times).
+pub fn time_or_observed_ns(time_unix_nano: u64, observed_time_unix_nano: u64) -> u64 {
+    if time_unix_nano != 0 {
+        time_unix_nano
     } else {
-        record.observed_time_unix_nano
+        observed_time_unix_nano
     }
 }
 
@@ -101,9 +107,94 @@ pub fn each_record(
     })
 }
 
+/// `ResourceLogs.resource` and `ScopeLogs.scope`.
+const FIRST: u32 = 1;
+/// `ResourceLogs.scope_logs` and `ScopeLogs.log_records`.
+const ITEMS: u32 = 2;
+/// `ResourceLogs.schema_url` and `ScopeLogs.schema_url`.
+const SCHEMA_URL: u32 = 3;
+
+/// The size of a length-delimited field `tag` of `len` bytes.
+fn delimited_len(tag: u32, len: usize) -> usize {
+    prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// The key and length of a length-delimited field `tag` of `len` bytes.
+fn write_delimiter(tag: u32, len: usize, out: &mut Vec<u8>) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(len as u64, out);
+}
+
+/// The encoded `ExportLogsServiceRequest` of `resources`, byte for byte what `prost`
+/// writes (fields in tag order, empty ones left out), with each record's length
+/// computed once: `prost` computes a nested message's length again at every level that
+/// encloses it (request, resource, scope, record), so encoding a batch cost several
+/// passes over every record before one wrote it.
+fn encode_resource_logs(resources: &[ResourceLogs]) -> Vec<u8> {
+    use prost::Message;
+    use prost::encoding::{message, string};
+    let mut record_lens = Vec::new();
+    let mut scope_lens = Vec::new();
+    let mut resource_lens = Vec::with_capacity(resources.len());
+    let mut total = 0;
+    for resource_logs in resources {
+        let mut len = resource_logs
+            .resource
+            .as_ref()
+            .map_or(0, |r| message::encoded_len(FIRST, r));
+        for scope_logs in &resource_logs.scope_logs {
+            let mut scope_len = scope_logs
+                .scope
+                .as_ref()
+                .map_or(0, |s| message::encoded_len(FIRST, s));
+            for record in &scope_logs.log_records {
+                let record_len = record.encoded_len();
+                record_lens.push(record_len);
+                scope_len += delimited_len(ITEMS, record_len);
+            }
+            if !scope_logs.schema_url.is_empty() {
+                scope_len += string::encoded_len(SCHEMA_URL, &scope_logs.schema_url);
+            }
+            scope_lens.push(scope_len);
+            len += delimited_len(ITEMS, scope_len);
+        }
+        if !resource_logs.schema_url.is_empty() {
+            len += string::encoded_len(SCHEMA_URL, &resource_logs.schema_url);
+        }
+        resource_lens.push(len);
+        total += delimited_len(FIRST, len);
+    }
+    let mut out = Vec::with_capacity(total);
+    let (mut record_lens, mut scope_lens) = (record_lens.into_iter(), scope_lens.into_iter());
+    for (resource_logs, len) in resources.iter().zip(resource_lens) {
+        write_delimiter(FIRST, len, &mut out);
+        if let Some(resource) = &resource_logs.resource {
+            message::encode(FIRST, resource, &mut out);
+        }
+        for scope_logs in &resource_logs.scope_logs {
+            write_delimiter(ITEMS, scope_lens.next().unwrap_or_default(), &mut out);
+            if let Some(scope) = &scope_logs.scope {
+                message::encode(FIRST, scope, &mut out);
+            }
+            for record in &scope_logs.log_records {
+                write_delimiter(ITEMS, record_lens.next().unwrap_or_default(), &mut out);
+                // What `message::encode` writes after the length it computes.
+                record.encode_raw(&mut out);
+            }
+            if !scope_logs.schema_url.is_empty() {
+                string::encode(SCHEMA_URL, &scope_logs.schema_url, &mut out);
+            }
+        }
+        if !resource_logs.schema_url.is_empty() {
+            string::encode(SCHEMA_URL, &resource_logs.schema_url, &mut out);
+        }
+    }
+    out
+}
+
 impl Payload for LogBatch {
     fn payload(&self) -> Vec<u8> {
-        otlp::encode_resources(&self.resource_logs)
+        encode_resource_logs(&self.resource_logs)
     }
 
     fn items(&self) -> usize {
@@ -204,5 +295,9 @@ pub fn any_value_text(value: &AnyValue) -> Cow<'_, str> {
     }
 }
 
+pub mod view;
+
+#[cfg(test)]
+pub(crate) mod strategies;
 #[cfg(test)]
 mod tests;

@@ -40,6 +40,9 @@ pub enum OtlpBatchError {
     /// Not the export request it should be.
     #[error("cannot decode a buffered batch: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// Read in place ([`super::logs::view`]), not the export request it should be.
+    #[error("cannot read a buffered batch: {0}")]
+    Damaged(&'static str),
 }
 
 /// A request as the sender hands it to an OTLP signal's exporter: an encoded export

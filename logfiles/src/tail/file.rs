@@ -61,6 +61,9 @@ pub struct ReadContext<'a> {
     pub counters: &'a mut TailCounters,
     /// Records made.
     pub records: &'a mut Vec<LogRecord>,
+    /// The pieces a line or a flush finished, empty between them (one buffer for
+    /// every line, not one per line).
+    pub pieces: &'a mut Vec<Piece>,
 }
 
 /// The tailer's state shared by all files' reads: one read buffer and the counters.
@@ -70,6 +73,8 @@ pub struct Reading {
     pub buffer: Vec<u8>,
     /// Counters.
     pub counters: TailCounters,
+    /// The pieces buffer of [`ReadContext::pieces`].
+    pub pieces: Vec<Piece>,
 }
 
 impl Reading {
@@ -87,6 +92,7 @@ impl Reading {
             buffer: &mut self.buffer,
             counters: &mut self.counters,
             records,
+            pieces: &mut self.pieces,
         }
     }
 }
@@ -343,16 +349,15 @@ impl TrackedFile {
                 truncated: cut,
             },
         };
-        let mut pieces = Vec::new();
         self.streams[stream.index()].push(
             line_in,
             context.multiline,
             context.max_record_bytes,
             context.now,
             context.counters,
-            &mut pieces,
+            context.pieces,
         );
-        self.emit(stream, pieces, context);
+        self.emit(stream, context);
     }
 
     fn parse<'l>(
@@ -382,9 +387,9 @@ impl TrackedFile {
         parsed
     }
 
-    /// Turns finished pieces into records.
-    pub fn emit(&self, stream: Stream, pieces: Vec<Piece>, context: &mut ReadContext<'_>) {
-        for piece in pieces {
+    /// Turns the finished pieces of `context` into records.
+    pub fn emit(&self, stream: Stream, context: &mut ReadContext<'_>) {
+        for piece in context.pieces.drain(..) {
             let body = to_text(piece.bytes, piece.truncated, context.counters);
             context.counters.records += 1;
             context.counters.truncated_records += u64::from(piece.truncated);
@@ -402,18 +407,20 @@ impl TrackedFile {
     /// Flushes multiline records that waited too long.
     pub fn flush_expired(&mut self, context: &mut ReadContext<'_>) {
         for stream in Stream::ALL {
-            let mut pieces = Vec::new();
-            self.streams[stream.index()].flush_expired(context.multiline, context.now, &mut pieces);
-            self.emit(stream, pieces, context);
+            self.streams[stream.index()].flush_expired(
+                context.multiline,
+                context.now,
+                context.pieces,
+            );
+            self.emit(stream, context);
         }
     }
 
     /// Flushes everything the streams hold.
     pub fn flush_streams(&mut self, context: &mut ReadContext<'_>) {
         for stream in Stream::ALL {
-            let mut pieces = Vec::new();
-            self.streams[stream.index()].flush_all(&mut pieces);
-            self.emit(stream, pieces, context);
+            self.streams[stream.index()].flush_all(context.pieces);
+            self.emit(stream, context);
         }
     }
 }

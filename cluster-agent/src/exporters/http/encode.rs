@@ -12,12 +12,15 @@
 //! exporter without the pipeline's processing cannot bring dots back.
 //!
 //! **Writing.** [`Documents::encode`] writes every document of a request once, as
-//! bytes, straight from the decoded request: keys in byte order, and a key repeated in
-//! one object keeps its last value (what a JSON map of the same attributes would
-//! serialize to; the tests hold the two equal). A resource's object is written once
-//! and copied into each of its records' documents. No JSON value tree is built: at
-//! tens of thousands of records a second the per-record maps and copied strings of one
-//! cost more than reading, buffering and sending the record together.
+//! bytes, straight from the encoded request read in place
+//! ([`crate::record::logs::view`]): strings are escaped from slices of the request's
+//! bytes, no record is decoded into owned strings (decoding and freeing them was a
+//! quarter of the agent's instructions in log-bench). Keys in byte order, and a key
+//! repeated in one object keeps its last value (what a JSON map of the same attributes
+//! would serialize to; the tests hold the two equal). A resource's object is written
+//! once and copied into each of its records' documents. The date and second of an
+//! RFC 3339 time are written once per second ([`TimeText`]). No JSON value tree is
+//! built.
 //!
 //! **The bulk body** is NDJSON: for each record an action line
 //! `{"create":{"_index":…}}` and the document line. `create` works for plain indices
@@ -25,15 +28,14 @@
 //! (`%Y`, `%m`, `%d`, `%H`) and namespace (`%N`, [`index_namespace`]) filled in; the
 //! action line is made once per hour and namespace in a row.
 
-use kaas_proto::otlp::{
-    AnyValue, ExportLogsServiceRequest, InstrumentationScope, KeyValue, LogRecord, any_value,
-};
+use std::borrow::Cow;
 
 use kaas_pipeline::logs::output::{IndexFill, MAX_INDEX_NAMESPACE_LEN, fill_index_pattern};
 
 use super::json_string::write_json_string as write_str;
-use crate::processing::logs::dedot::{DEDOT_PREFIXES, dedot};
-use crate::record::logs::{any_value_text, record_time_ns};
+use crate::processing::logs::dedot::dedotted;
+use crate::record::logs::view::{self, AnyValueView, KeyValues, LogRecordView, ScopeView};
+use crate::record::otlp::OtlpBatchError;
 
 /// The attribute `%N` of an index pattern reads.
 const NAMESPACE_ATTRIBUTE: &str = "k8s.namespace.name";
@@ -132,19 +134,13 @@ impl UtcTime {
     }
 }
 
-/// The namespace `%N` of an index pattern names for a record: its
-/// `k8s.namespace.name` as a DNS label (a value pushed over OTLP may be anything:
-/// other characters become `-`, at most [`MAX_INDEX_NAMESPACE_LEN`] kept, no `-` at
-/// either end), `none` when it has none.
-pub fn index_namespace(resource: &[KeyValue], record: &LogRecord) -> String {
-    let value = resource
-        .iter()
-        .chain(&record.attributes)
-        .find(|kv| kv.key == NAMESPACE_ATTRIBUTE)
-        .and_then(|kv| kv.value.as_ref())
-        .map(|v| any_value_text(v).into_owned())
-        .unwrap_or_default();
-    let label: String = value
+/// The namespace `%N` of an index pattern names for a record whose
+/// `k8s.namespace.name` reads `text` (a string as it is, other values as JSON): a DNS
+/// label (a value pushed over OTLP may be anything: other characters become `-`, at
+/// most [`MAX_INDEX_NAMESPACE_LEN`] kept, no `-` at either end), `none` when nothing
+/// is left.
+pub fn index_namespace(text: &str) -> String {
+    let label: String = text
         .chars()
         .map(|c| match c {
             'a'..='z' | '0'..='9' => c,
@@ -172,13 +168,6 @@ pub fn index_name(pattern: &str, time: UtcTime, namespace: &str) -> String {
     fill_index_pattern(pattern, &fill).unwrap_or_else(|_| pattern.to_owned())
 }
 
-/// A JSON string of a time.
-fn write_time(out: &mut Vec<u8>, ns: u64) {
-    out.push(b'"');
-    UtcTime::from_unix_nanos(ns).write_rfc3339(out);
-    out.push(b'"');
-}
-
 /// A JSON number.
 fn write_number(out: &mut Vec<u8>, number: impl serde::Serialize) {
     // Writing into a Vec cannot fail.
@@ -188,79 +177,13 @@ fn write_number(out: &mut Vec<u8>, number: impl serde::Serialize) {
 /// Lower-case hex as a JSON string.
 fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2 + 2);
     out.push(b'"');
     for byte in bytes {
         out.push(HEX[usize::from(byte >> 4)]);
         out.push(HEX[usize::from(byte & 0x0f)]);
     }
     out.push(b'"');
-}
-
-/// An OTLP value as JSON, as [`crate::record::logs::any_value_json`] makes it.
-fn write_value(out: &mut Vec<u8>, value: &AnyValue) {
-    match &value.value {
-        None => out.extend_from_slice(b"null"),
-        Some(any_value::Value::StringValue(s)) => write_str(out, s),
-        Some(any_value::Value::BoolValue(b)) => {
-            out.extend_from_slice(if *b { b"true" } else { b"false" });
-        }
-        Some(any_value::Value::IntValue(n)) => write_number(out, n),
-        Some(any_value::Value::DoubleValue(d)) if d.is_finite() => write_number(out, d),
-        Some(any_value::Value::DoubleValue(d)) => write_str(out, &d.to_string()),
-        Some(any_value::Value::BytesValue(b)) => write_hex(out, b),
-        Some(any_value::Value::ArrayValue(array)) => {
-            out.push(b'[');
-            for (i, value) in array.values.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(out, value);
-            }
-            out.push(b']');
-        }
-        Some(any_value::Value::KvlistValue(list)) => write_object(out, &list.values),
-    }
-}
-
-/// Attributes as a JSON object: keys in byte order, a repeated key's last value.
-fn write_object(out: &mut Vec<u8>, attributes: &[KeyValue]) {
-    let mut order: Vec<usize> = (0..attributes.len()).collect();
-    // Stable, so equal keys stay in their order and the last of them is kept below.
-    order.sort_by(|a, b| attributes[*a].key.cmp(&attributes[*b].key));
-    out.push(b'{');
-    let mut first = true;
-    for (at, &i) in order.iter().enumerate() {
-        let key = &attributes[i].key;
-        if order
-            .get(at + 1)
-            .is_some_and(|next| attributes[*next].key == *key)
-        {
-            continue;
-        }
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        write_str(out, key);
-        out.push(b':');
-        match &attributes[i].value {
-            Some(value) => write_value(out, value),
-            None => out.extend_from_slice(b"null"),
-        }
-    }
-    out.push(b'}');
-}
-
-/// Attributes as a JSON object, de-dotted when asked (see the module documentation).
-fn write_attributes(out: &mut Vec<u8>, attributes: &[KeyValue], dedotting: bool) {
-    let dotted = |kv: &KeyValue| DEDOT_PREFIXES.iter().any(|p| kv.key.starts_with(p));
-    if dedotting && attributes.iter().any(dotted) {
-        let mut attributes = attributes.to_vec();
-        dedot(&mut attributes);
-        write_object(out, &attributes);
-    } else {
-        write_object(out, attributes);
-    }
 }
 
 /// `"key":`, after a comma unless it is the object's first member.
@@ -273,91 +196,310 @@ fn write_key(out: &mut Vec<u8>, key: &str) {
     out.extend_from_slice(b"\":");
 }
 
-/// The scope's object, when it has anything to say.
-fn write_scope(out: &mut Vec<u8>, scope: &InstrumentationScope, dedotting: bool) {
-    if scope.name.is_empty() && scope.version.is_empty() && scope.attributes.is_empty() {
-        return;
-    }
-    write_key(out, "scope");
-    out.push(b'{');
-    if !scope.attributes.is_empty() {
-        write_key(out, "attributes");
-        write_attributes(out, &scope.attributes, dedotting);
-    }
-    if !scope.name.is_empty() {
-        write_key(out, "name");
-        write_str(out, &scope.name);
-    }
-    if !scope.version.is_empty() {
-        write_key(out, "version");
-        write_str(out, &scope.version);
-    }
-    out.push(b'}');
+/// How deep values may nest: what `prost` decodes (its recursion limit counts the
+/// request's own levels too, so it refuses a little earlier). The agent's buffer never
+/// holds deeper values, as every record in it was decoded or built within that limit;
+/// the bound keeps a damaged request from exhausting the stack.
+const MAX_VALUE_DEPTH: usize = 100;
+
+/// Digits of the nanoseconds in an RFC 3339 time.
+const NANO_DIGITS: usize = 9;
+/// The longest date and second of a time, quote included: `"` and
+/// `YYYY-MM-DDTHH:MM:SS.` (a hand-made time's year may be longer; such times are
+/// written without the cache).
+const TIME_HEAD: usize = 21;
+
+/// A JSON string of a time, its date and second written once per second: a
+/// request's records are read in the same few seconds, and the calendar arithmetic of
+/// [`UtcTime::from_unix_nanos`] for each of them was a tenth of the document's cost.
+#[derive(Debug)]
+struct TimeText {
+    /// The second `text` holds, plus one (0: none yet).
+    second: u64,
+    /// `"YYYY-MM-DDTHH:MM:SS.`, then the nanoseconds, `Z` and `"` of the last time.
+    text: [u8; TIME_HEAD + NANO_DIGITS + 2],
 }
 
-/// One record's document (see the module documentation), its members in byte order of
-/// their keys; `resource` is the resource's object, already written.
-fn write_document(
-    out: &mut Vec<u8>,
-    record: &LogRecord,
-    resource: &[u8],
-    scope: Option<&InstrumentationScope>,
+impl TimeText {
+    fn new() -> Self {
+        Self {
+            second: 0,
+            text: [b'"'; TIME_HEAD + NANO_DIGITS + 2],
+        }
+    }
+
+    fn write(&mut self, out: &mut Vec<u8>, ns: u64) {
+        let (second, nanos) = (ns / 1_000_000_000, ns % 1_000_000_000);
+        if self.second != second + 1 {
+            let mut fresh = Vec::with_capacity(32);
+            fresh.push(b'"');
+            UtcTime::from_unix_nanos(ns).write_rfc3339(&mut fresh);
+            if fresh.len() != self.text.len() - 1 {
+                // Not the four-digit year every u64 time has; never cached.
+                fresh.push(b'"');
+                out.extend_from_slice(&fresh);
+                return;
+            }
+            self.text[..TIME_HEAD].copy_from_slice(&fresh[..TIME_HEAD]);
+            self.text[TIME_HEAD + NANO_DIGITS..].copy_from_slice(b"Z\"");
+            self.second = second + 1;
+        }
+        let mut rest = nanos;
+        for byte in self.text[TIME_HEAD..TIME_HEAD + NANO_DIGITS]
+            .iter_mut()
+            .rev()
+        {
+            *byte = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        out.extend_from_slice(&self.text);
+    }
+}
+
+/// One member of an object being written: its key (de-dotted when asked), the key as
+/// the request has it, its value and its place among the object's members.
+#[derive(Debug)]
+struct Member<'a> {
+    key: Cow<'a, str>,
+    original: &'a str,
+    /// Whether `key` is a de-dotted label or annotation key: of equal keys, the one
+    /// with the smallest original key is written ([`crate::processing::logs::dedot`]).
+    dedotted: bool,
+    value: Option<AnyValueView<'a>>,
+    position: usize,
+}
+
+/// Writes documents from views of one request, with what it keeps between them.
+#[derive(Debug)]
+struct Writer<'a> {
     dedotting: bool,
-) {
-    out.push(b'{');
-    let time = record_time_ns(record);
-    if time != 0 {
-        write_key(out, "@timestamp");
-        write_time(out, time);
+    /// The members of the objects being written, a nested object's after its
+    /// parent's: one buffer for every object of the request.
+    members: Vec<Member<'a>>,
+    /// The records' times and, apart, their observed times: a file's lines were
+    /// written seconds or hours before they were read, so one cache for both would
+    /// miss on every time.
+    time: TimeText,
+    observed: TimeText,
+}
+
+impl<'a> Writer<'a> {
+    fn new(dedotting: bool) -> Self {
+        Self {
+            dedotting,
+            members: Vec::new(),
+            time: TimeText::new(),
+            observed: TimeText::new(),
+        }
     }
-    if !record.attributes.is_empty() {
-        write_key(out, "attributes");
-        write_attributes(out, &record.attributes, dedotting);
+
+    /// An OTLP value as JSON, as [`crate::record::logs::any_value_json`] makes it;
+    /// `depth` values enclose it.
+    fn value(
+        &mut self,
+        out: &mut Vec<u8>,
+        value: AnyValueView<'a>,
+        depth: usize,
+    ) -> Result<(), OtlpBatchError> {
+        if depth > MAX_VALUE_DEPTH {
+            return Err(OtlpBatchError::Damaged(
+                "a value is nested deeper than protobuf decoding allows",
+            ));
+        }
+        match value {
+            AnyValueView::Empty => out.extend_from_slice(b"null"),
+            AnyValueView::String(s) => write_str(out, s),
+            AnyValueView::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+            AnyValueView::Int(n) => write_number(out, n),
+            AnyValueView::Double(d) if d.is_finite() => write_number(out, d),
+            AnyValueView::Double(d) => write_str(out, &d.to_string()),
+            AnyValueView::Bytes(b) => write_hex(out, b),
+            AnyValueView::Array(values) => {
+                out.push(b'[');
+                for (i, value) in values.enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    self.value(out, value?, depth + 1)?;
+                }
+                out.push(b']');
+            }
+            AnyValueView::Kvlist(list) => self.object(out, list, false, depth + 1)?,
+        }
+        Ok(())
     }
-    if let Some(body) = &record.body {
-        write_key(out, "body");
-        write_value(out, body);
+
+    /// Attributes as a JSON object: keys in byte order, a repeated key's last value;
+    /// with `dedot`, label and annotation keys de-dotted, of colliding ones the
+    /// smallest original key's value (see the module documentation).
+    fn object(
+        &mut self,
+        out: &mut Vec<u8>,
+        attributes: KeyValues<'a>,
+        dedot: bool,
+        depth: usize,
+    ) -> Result<(), OtlpBatchError> {
+        let start = self.members.len();
+        for (position, kv) in attributes.enumerate() {
+            let kv = kv?;
+            let renamed = if dedot { dedotted(kv.key) } else { None };
+            self.members.push(Member {
+                dedotted: renamed.is_some(),
+                key: match renamed {
+                    Some(key) if key != kv.key => Cow::Owned(key),
+                    _ => Cow::Borrowed(kv.key),
+                },
+                original: kv.key,
+                value: kv.value,
+                position,
+            });
+        }
+        let end = self.members.len();
+        self.members[start..]
+            .sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.position.cmp(&b.position)));
+        out.push(b'{');
+        let mut at = start;
+        while at < end {
+            let mut next = at + 1;
+            while next < end && self.members[next].key == self.members[at].key {
+                next += 1;
+            }
+            let winner = if self.members[at].dedotted {
+                (at..next)
+                    .min_by(|a, b| {
+                        let (a, b) = (&self.members[*a], &self.members[*b]);
+                        a.original.cmp(b.original).then(a.position.cmp(&b.position))
+                    })
+                    .unwrap_or(at)
+            } else {
+                next - 1
+            };
+            if at > start {
+                out.push(b',');
+            }
+            write_str(out, &self.members[winner].key);
+            out.push(b':');
+            match self.members[winner].value {
+                Some(value) => self.value(out, value, depth)?,
+                None => out.extend_from_slice(b"null"),
+            }
+            at = next;
+        }
+        out.push(b'}');
+        self.members.truncate(start);
+        Ok(())
     }
-    if record.dropped_attributes_count != 0 {
-        write_key(out, "dropped_attributes_count");
-        write_number(out, record.dropped_attributes_count);
+
+    /// The scope's object, when it has anything to say.
+    fn scope(&mut self, out: &mut Vec<u8>, scope: &ScopeView<'a>) -> Result<(), OtlpBatchError> {
+        if scope.name.is_empty() && scope.version.is_empty() && scope.attributes.is_empty() {
+            return Ok(());
+        }
+        write_key(out, "scope");
+        out.push(b'{');
+        if !scope.attributes.is_empty() {
+            write_key(out, "attributes");
+            self.object(out, scope.attributes, self.dedotting, 0)?;
+        }
+        if !scope.name.is_empty() {
+            write_key(out, "name");
+            write_str(out, scope.name);
+        }
+        if !scope.version.is_empty() {
+            write_key(out, "version");
+            write_str(out, scope.version);
+        }
+        out.push(b'}');
+        Ok(())
     }
-    if !record.event_name.is_empty() {
-        write_key(out, "event_name");
-        write_str(out, &record.event_name);
+
+    /// One record's document (see the module documentation), its members in byte
+    /// order of their keys; `resource` is the resource's object, already written.
+    fn document(
+        &mut self,
+        out: &mut Vec<u8>,
+        record: &LogRecordView<'a>,
+        resource: &[u8],
+        scope: Option<&ScopeView<'a>>,
+    ) -> Result<(), OtlpBatchError> {
+        out.push(b'{');
+        let time = record.time_ns();
+        if time != 0 {
+            write_key(out, "@timestamp");
+            self.time.write(out, time);
+        }
+        if !record.attributes.is_empty() {
+            write_key(out, "attributes");
+            self.object(out, record.attributes, self.dedotting, 0)?;
+        }
+        if let Some(body) = record.body {
+            write_key(out, "body");
+            self.value(out, body, 0)?;
+        }
+        if record.dropped_attributes_count != 0 {
+            write_key(out, "dropped_attributes_count");
+            write_number(out, record.dropped_attributes_count);
+        }
+        if !record.event_name.is_empty() {
+            write_key(out, "event_name");
+            write_str(out, record.event_name);
+        }
+        if record.flags != 0 {
+            write_key(out, "flags");
+            write_number(out, record.flags);
+        }
+        if record.observed_time_unix_nano != 0 {
+            write_key(out, "observed_timestamp");
+            self.observed.write(out, record.observed_time_unix_nano);
+        }
+        if !resource.is_empty() {
+            write_key(out, "resource");
+            out.extend_from_slice(resource);
+        }
+        if let Some(scope) = scope {
+            self.scope(out, scope)?;
+        }
+        if record.severity_number != 0 {
+            write_key(out, "severity_number");
+            write_number(out, record.severity_number);
+        }
+        if !record.severity_text.is_empty() {
+            write_key(out, "severity_text");
+            write_str(out, record.severity_text);
+        }
+        if !record.span_id.is_empty() {
+            write_key(out, "span_id");
+            write_hex(out, record.span_id);
+        }
+        if !record.trace_id.is_empty() {
+            write_key(out, "trace_id");
+            write_hex(out, record.trace_id);
+        }
+        out.push(b'}');
+        Ok(())
     }
-    if record.flags != 0 {
-        write_key(out, "flags");
-        write_number(out, record.flags);
+
+    /// The namespace `%N` names for the first `k8s.namespace.name` of `attributes`;
+    /// `None` when there is none.
+    fn namespace(&mut self, attributes: KeyValues<'a>) -> Result<Option<String>, OtlpBatchError> {
+        for kv in attributes {
+            let kv = kv?;
+            if kv.key != NAMESPACE_ATTRIBUTE {
+                continue;
+            }
+            let namespace = match kv.value {
+                None | Some(AnyValueView::Empty) => index_namespace(""),
+                Some(AnyValueView::String(text)) => index_namespace(text),
+                Some(value) => {
+                    let mut json = Vec::new();
+                    self.value(&mut json, value, 0)?;
+                    index_namespace(&String::from_utf8_lossy(&json))
+                }
+            };
+            return Ok(Some(namespace));
+        }
+        Ok(None)
     }
-    if record.observed_time_unix_nano != 0 {
-        write_key(out, "observed_timestamp");
-        write_time(out, record.observed_time_unix_nano);
-    }
-    if !resource.is_empty() {
-        write_key(out, "resource");
-        out.extend_from_slice(resource);
-    }
-    if let Some(scope) = scope {
-        write_scope(out, scope, dedotting);
-    }
-    if record.severity_number != 0 {
-        write_key(out, "severity_number");
-        write_number(out, record.severity_number);
-    }
-    if !record.severity_text.is_empty() {
-        write_key(out, "severity_text");
-        write_str(out, &record.severity_text);
-    }
-    if !record.span_id.is_empty() {
-        write_key(out, "span_id");
-        write_hex(out, &record.span_id);
-    }
-    if !record.trace_id.is_empty() {
-        write_key(out, "trace_id");
-        write_hex(out, &record.trace_id);
-    }
-    out.push(b'}');
 }
 
 /// Where one document is in [`Documents`] and what its bulk index is made of.
@@ -382,46 +524,54 @@ pub struct Documents {
 }
 
 impl Documents {
-    /// Writes every record of `request`.
-    pub fn encode(request: &ExportLogsServiceRequest, dedotting: bool) -> Self {
-        let mut documents = Self::default();
+    /// Writes every record of `request`, an encoded `ExportLogsServiceRequest`; a
+    /// request that does not read is the error.
+    pub fn encode(request: &[u8], dedotting: bool) -> Result<Self, OtlpBatchError> {
+        let mut documents = Self {
+            // The documents repeat their resource and spell out their keys: a
+            // request's JSON is a few times its protobuf.
+            bytes: Vec::with_capacity(request.len().saturating_mul(3)),
+            ..Self::default()
+        };
+        let mut writer = Writer::new(dedotting);
         let mut resource_json = Vec::new();
-        for resource_logs in &request.resource_logs {
-            let resource = resource_logs
-                .resource
-                .as_ref()
-                .map_or(&[][..], |r| r.attributes.as_slice());
+        for resource_logs in view::resource_logs(request) {
+            let resource_logs = resource_logs?;
+            let resource = resource_logs.resource;
             resource_json.clear();
             if !resource.is_empty() {
-                write_attributes(&mut resource_json, resource, dedotting);
+                writer.object(&mut resource_json, resource, dedotting, 0)?;
             }
             // The resource's namespace, when it names one, is every record's.
-            let shared = resource
-                .iter()
-                .any(|kv| kv.key == NAMESPACE_ATTRIBUTE)
-                .then(|| documents.namespace(index_namespace(resource, &LogRecord::default())));
-            for scope_logs in &resource_logs.scope_logs {
-                for record in &scope_logs.log_records {
+            let shared = writer
+                .namespace(resource)?
+                .map(|namespace| documents.namespace(namespace));
+            for scope_logs in resource_logs.scope_logs() {
+                let scope_logs = scope_logs?;
+                for record in scope_logs.records() {
+                    let record = record?;
                     let namespace = match shared {
                         Some(namespace) => namespace,
-                        None => documents.namespace(index_namespace(resource, record)),
+                        None => {
+                            let named = writer.namespace(record.attributes)?;
+                            documents.namespace(named.unwrap_or_else(|| index_namespace("")))
+                        }
                     };
-                    write_document(
+                    writer.document(
                         &mut documents.bytes,
-                        record,
+                        &record,
                         &resource_json,
                         scope_logs.scope.as_ref(),
-                        dedotting,
-                    );
+                    )?;
                     documents.placed.push(Placed {
                         end: documents.bytes.len(),
-                        time_ns: record_time_ns(record),
+                        time_ns: record.time_ns(),
                         namespace,
                     });
                 }
             }
         }
-        documents
+        Ok(documents)
     }
 
     /// The slot of `namespace`: the last one when it is the same.
@@ -494,217 +644,4 @@ impl Documents {
 }
 
 #[cfg(test)]
-mod tests {
-    use kaas_proto::otlp::{ArrayValue, KeyValueList, Resource, ResourceLogs, ScopeLogs};
-    use serde_json::{Value, json};
-
-    use super::*;
-
-    #[test]
-    fn dates_and_index_names() {
-        // 2024-02-29T23:59:59.000000007Z, a leap day.
-        let time = UtcTime::from_unix_nanos(1_709_251_199_000_000_007);
-        assert_eq!(time.rfc3339(), "2024-02-29T23:59:59.000000007Z");
-        assert_eq!(
-            index_name("logs-%Y.%m.%d-%H%%-%N", time, "shop"),
-            "logs-2024.02.29-23%-shop"
-        );
-        assert_eq!(
-            UtcTime::from_unix_nanos(0).rfc3339(),
-            "1970-01-01T00:00:00.000000000Z"
-        );
-        assert_eq!(
-            UtcTime::from_unix_nanos(4_102_444_800_000_000_000).rfc3339(),
-            "2100-01-01T00:00:00.000000000Z"
-        );
-        // The largest time there is.
-        assert_eq!(
-            UtcTime::from_unix_nanos(u64::MAX).rfc3339(),
-            "2554-07-21T23:34:33.709551615Z"
-        );
-    }
-
-    fn value(value: any_value::Value) -> Option<AnyValue> {
-        Some(AnyValue { value: Some(value) })
-    }
-
-    fn kv(key: &str, v: any_value::Value) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: value(v),
-        }
-    }
-
-    fn text(key: &str, v: &str) -> KeyValue {
-        kv(key, any_value::Value::StringValue(v.into()))
-    }
-
-    /// A record with every field, repeated keys, a nested list, a NaN and bytes, in a
-    /// resource with a pod label to de-dot.
-    fn full_request() -> ExportLogsServiceRequest {
-        let record = LogRecord {
-            time_unix_nano: 1_709_251_199_000_000_007,
-            observed_time_unix_nano: 1_709_251_200_000_000_000,
-            severity_number: 9,
-            severity_text: "INFO".into(),
-            body: value(any_value::Value::KvlistValue(KeyValueList {
-                values: vec![
-                    kv("z", any_value::Value::IntValue(-3)),
-                    kv("a", any_value::Value::DoubleValue(f64::NAN)),
-                    kv("z", any_value::Value::DoubleValue(1.5)),
-                    kv(
-                        "list",
-                        any_value::Value::ArrayValue(ArrayValue {
-                            values: vec![
-                                AnyValue {
-                                    value: Some(any_value::Value::BoolValue(true)),
-                                },
-                                AnyValue { value: None },
-                                AnyValue {
-                                    value: Some(any_value::Value::BytesValue(vec![0xca, 0xfe])),
-                                },
-                            ],
-                        }),
-                    ),
-                ],
-            })),
-            attributes: vec![
-                text("b", "first"),
-                text("a", "quote \" and \u{1} control"),
-                text("b", "last"),
-                KeyValue {
-                    key: "empty".into(),
-                    value: None,
-                },
-            ],
-            dropped_attributes_count: 2,
-            flags: 1,
-            trace_id: vec![0xab; 16],
-            span_id: vec![0x01; 8],
-            event_name: "evt".into(),
-        };
-        ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(Resource {
-                    attributes: vec![
-                        text("k8s.namespace.name", "Shop"),
-                        text("k8s.pod.label.app.kubernetes.io/name", "web"),
-                    ],
-                    ..Resource::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(InstrumentationScope {
-                        name: "lib".into(),
-                        version: "1.0".into(),
-                        ..InstrumentationScope::default()
-                    }),
-                    log_records: vec![
-                        record,
-                        LogRecord {
-                            observed_time_unix_nano: 3_600_000_000_000,
-                            ..LogRecord::default()
-                        },
-                    ],
-                    ..ScopeLogs::default()
-                }],
-                ..ResourceLogs::default()
-            }],
-        }
-    }
-
-    /// The documents are what the JSON of their fields says (a repeated key keeps its
-    /// last value), written with their keys in order and once each: written again from
-    /// the parsed value (whose map is ordered and has no repeats), the bytes are equal.
-    #[test]
-    fn documents_hold_every_field_in_key_order_with_the_last_of_repeated_keys() {
-        let documents = Documents::encode(&full_request(), true);
-        assert_eq!(documents.len(), 2);
-        let first: Value = serde_json::from_slice(documents.json(0)).unwrap();
-        assert_eq!(
-            first,
-            json!({
-                "@timestamp": "2024-02-29T23:59:59.000000007Z",
-                "observed_timestamp": "2024-03-01T00:00:00.000000000Z",
-                "severity_number": 9,
-                "severity_text": "INFO",
-                "body": {"a": "NaN", "list": [true, null, "cafe"], "z": 1.5},
-                "attributes": {"a": "quote \" and \u{1} control", "b": "last", "empty": null},
-                "resource": {"k8s.namespace.name": "Shop", "k8s.pod.label.app_kubernetes_io_name": "web"},
-                "scope": {"name": "lib", "version": "1.0"},
-                "trace_id": "ab".repeat(16),
-                "span_id": "01".repeat(8),
-                "flags": 1,
-                "event_name": "evt",
-                "dropped_attributes_count": 2,
-            })
-        );
-        assert_eq!(serde_json::to_vec(&first).unwrap(), documents.json(0));
-        let second: Value = serde_json::from_slice(documents.json(1)).unwrap();
-        assert_eq!(
-            second["@timestamp"],
-            json!("1970-01-01T01:00:00.000000000Z")
-        );
-        assert_eq!(serde_json::to_vec(&second).unwrap(), documents.json(1));
-        let lines = documents.json_lines();
-        let lines: Vec<&[u8]> = lines.split(|b| *b == b'\n').collect();
-        assert_eq!(lines, [documents.json(0), documents.json(1), b""]);
-    }
-
-    /// Each document has its own action line with its hour and namespace, also when
-    /// only some documents are sent.
-    #[test]
-    fn bulk_bodies_name_each_documents_index() {
-        let documents = Documents::encode(&full_request(), false);
-        let body = documents.bulk([0, 1], "logs-%N-%Y.%m.%d.%H");
-        let lines: Vec<Value> = body
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 4);
-        assert_eq!(
-            lines[0],
-            json!({"create": {"_index": "logs-shop-2024.02.29.23"}})
-        );
-        assert_eq!(
-            lines[1]["resource"]["k8s.pod.label.app.kubernetes.io/name"],
-            "web"
-        );
-        assert_eq!(
-            lines[2],
-            json!({"create": {"_index": "logs-shop-1970.01.01.01"}})
-        );
-        let only_second = documents.bulk([1], "logs");
-        let mut expected = b"{\"create\":{\"_index\":\"logs\"}}\n".to_vec();
-        expected.extend_from_slice(documents.json(1));
-        expected.push(b'\n');
-        assert_eq!(only_second, expected);
-    }
-}
-
-#[cfg(test)]
-mod namespace_tests {
-    use kaas_proto::otlp::{AnyValue, any_value};
-
-    use super::*;
-
-    fn namespace(value: &str) -> String {
-        let resource = [KeyValue {
-            key: NAMESPACE_ATTRIBUTE.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.into())),
-            }),
-        }];
-        index_namespace(&resource, &LogRecord::default())
-    }
-
-    /// A pushed record may claim any namespace; the index stays a valid name.
-    #[test]
-    fn hostile_namespaces_make_valid_index_names() {
-        assert_eq!(namespace("shop"), "shop");
-        assert_eq!(namespace("-Evil/../*,ns-"), "evil------ns");
-        assert_eq!(namespace("///"), NO_NAMESPACE);
-        assert_eq!(namespace(&"x".repeat(500)).len(), MAX_INDEX_NAMESPACE_LEN);
-        assert_eq!(index_namespace(&[], &LogRecord::default()), NO_NAMESPACE);
-    }
-}
+mod tests;

@@ -148,9 +148,9 @@ impl HttpLogExporter {
     /// Sends one request's records; documents the bulk API refuses for good are
     /// counted in `stats`.
     pub async fn send(&self, request: &LogRequest, stats: &PipelineStats) -> Result<(), SendError> {
-        let decoded = super::damaged(request.decode())?;
-        let documents = encode::Documents::encode(&decoded, self.settings.dedot);
-        drop(decoded);
+        let raw = super::damaged(request.raw())?;
+        let documents = super::damaged(encode::Documents::encode(&raw, self.settings.dedot))?;
+        drop(raw);
         match (self.settings.format, &self.settings.index) {
             (HttpLogFormat::ElasticsearchBulk, Some(index)) => {
                 self.send_bulk(request, &documents, index, stats).await

@@ -119,6 +119,13 @@ fn shape() -> impl Strategy<Value = Vec<Vec<(usize, Vec<usize>)>>> {
 }
 
 proptest! {
+    /// A batch's payload is byte for byte what `prost` writes for its request.
+    #[test]
+    fn payloads_are_what_prost_encodes(request in super::strategies::request_strategy()) {
+        let payload = LogBatch { resource_logs: request.resource_logs.clone() }.payload();
+        prop_assert_eq!(payload, request.encode_to_vec());
+    }
+
     #[test]
     fn frames_join_into_requests_that_lose_nothing_and_keep_each_stream_in_order(
         shape in shape(),
