@@ -14,6 +14,7 @@
 //! | `kaas_observer_api_tls_handshakes_waiting` (with `--api-tls-cert-file`) | | `serve`, `control::accept` |
 //! | `kaas_observer_agent_streams` | | `control::service` |
 //! | `kaas_observer_agent_streams_on_previous_ca` | | `control::service` |
+//! | `kaas_observer_agent_streams_refused_total` | reason | `control::service` |
 //! | `kaas_observer_config_pushes_total` | result | `control::service` |
 //! | `kaas_observer_tls_handshakes_total` | result | `control::accept` |
 //! | `kaas_observer_tls_handshakes_waiting` | | `control::accept` |
