@@ -372,10 +372,10 @@ impl Agent {
         };
         let mut report = ApplyReport::default();
         let mut config = config;
-        if self.role != AgentRole::Cluster {
-            // A node runs only its log inputs, a gateway only pushed inputs: the
-            // observer sends each no more, and a configuration that holds more anyway
-            // (a file, an older observer) is cut to the role's part.
+        if self.role != AgentRole::Cluster || config.pushes_to_gateway {
+            // A node runs only its log inputs, a gateway only pushed inputs, a cluster
+            // instance whose pushes go to the gateway none: the observer sends each no
+            // more, but instances it renders (or a file, an older observer) may hold more.
             cut_to_role(&mut config, self.role);
         }
         let metric_asks = config
@@ -526,8 +526,8 @@ fn log_report(report: &ApplyReport) {
     }
 }
 
-/// Cuts `config` to the part an instance of `role` runs ([`kaas_pipeline::role`]; a
-/// gateway serves pushes wherever it runs), saying in the log what it leaves out.
+/// Cuts `config` to the part an instance of `role` runs with the pushes at the gateway
+/// ([`kaas_pipeline::role`]), saying in the log what it leaves out.
 fn cut_to_role(config: &mut ValidatedAgentConfig, role: AgentRole) {
     fn cut<P>(pipelines: &mut Vec<P>, role: AgentRole, kind: &str, part: impl Fn(&P) -> Option<P>)
     where
@@ -1053,6 +1053,23 @@ pipelines:
 
     const LOGS: &str = "      input: {otlp: {enabled: true}}\n      output: {otlp: {endpoint: 'http://127.0.0.1:9'}}\n";
     const CHANGED_LOGS: &str = "      input: {otlp: {enabled: true}}\n      output: {otlp: {endpoint: 'http://127.0.0.1:10'}}\n";
+
+    /// A cluster instance whose pushes go to the gateway (`pushesToGateway`, sent with
+    /// the instances it renders) runs only the scraped part of what it is given: the
+    /// metric pipeline's scraping, not the log pipeline that only takes pushes.
+    #[tokio::test]
+    async fn a_cluster_instance_whose_pushes_go_to_the_gateway_runs_no_pushed_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut agent = plain_agent(dir.path());
+        let mut cut = config(LOGS, true);
+        cut.pushes_to_gateway = true;
+        let report = agent.apply(cut).await;
+        assert_eq!(report.started, [PipelineId::metric("shop")], "{report:?}");
+        assert!(agent.log_pipelines.read().await.is_empty());
+        let report = agent.apply(config(LOGS, true)).await;
+        assert_eq!(report.started, [PipelineId::log("shop")], "{report:?}");
+        agent.shutdown().await;
+    }
 
     /// Issue 16: log pipelines start, restart and stop like metric ones, each kind by
     /// its own names (a metric and a log pipeline named alike are two pipelines with

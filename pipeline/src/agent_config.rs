@@ -63,6 +63,14 @@ pub struct AgentConfig {
     /// only to agents announcing `CAPABILITY_TEMPLATE_INSTANCES`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pipeline_instances: Vec<PendingInstance>,
+    /// Set for a cluster-level instance that renders template instances while the
+    /// cluster's pushes go to its gateway replicas: it runs only the part of what it
+    /// renders without pushed inputs, as the observer cut the pipelines it rendered
+    /// itself ([`crate::role::PushPlacement`]). Left out otherwise, so every other
+    /// configuration renders (and hashes) as before, and an agent that cannot render
+    /// instances (and would refuse the field) never gets it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pushes_to_gateway: bool,
 }
 
 /// An agent configuration whose every pipeline passed validation.
@@ -79,6 +87,8 @@ pub struct ValidatedAgentConfig {
     /// The template instances the agent renders before running them, in the order
     /// given; empty once rendered into the pipeline lists.
     pub pipeline_instances: Vec<ValidatedPendingInstance>,
+    /// [`AgentConfig::pushes_to_gateway`].
+    pub pushes_to_gateway: bool,
 }
 
 /// A configuration in its wire form.
@@ -148,6 +158,7 @@ impl AgentConfig {
             log_pipelines: Vec::new(),
             trace_pipelines: Vec::new(),
             pipeline_instances: Vec::new(),
+            pushes_to_gateway: false,
         }
     }
 
@@ -166,9 +177,16 @@ impl AgentConfig {
         self
     }
 
-    /// The same configuration with these template instances for the agent to render.
-    pub fn with_pipeline_instances(mut self, instances: &[ValidatedPendingInstance]) -> Self {
+    /// The same configuration with these template instances for the agent to render,
+    /// cut to their part without pushed inputs when `pushes_to_gateway` (ignored
+    /// without instances: see [`AgentConfig::pushes_to_gateway`]).
+    pub fn with_pipeline_instances(
+        mut self,
+        instances: &[ValidatedPendingInstance],
+        pushes_to_gateway: bool,
+    ) -> Self {
         self.pipeline_instances = instances.iter().map(|i| i.document()).collect();
+        self.pushes_to_gateway = pushes_to_gateway && !instances.is_empty();
         self
     }
 
@@ -277,6 +295,7 @@ impl AgentConfig {
             log_pipelines,
             trace_pipelines,
             pipeline_instances,
+            pushes_to_gateway: self.pushes_to_gateway,
         })
     }
 
@@ -419,22 +438,23 @@ impl AgentConfig {
         log_pipelines: &[ValidatedLogPipeline],
         trace_pipelines: &[ValidatedTracePipeline],
     ) -> ConfigTemplate {
-        Self::template_with_instances(pipelines, log_pipelines, trace_pipelines, &[])
+        Self::template_with_instances(pipelines, log_pipelines, trace_pipelines, (&[], false))
     }
 
     /// See [`ConfigTemplate`]; with log and trace pipelines and template instances for
-    /// the agent to render.
+    /// the agent to render (with whether their pushed inputs go to the gateway instead,
+    /// [`AgentConfig::pushes_to_gateway`]).
     pub fn template_with_instances(
         pipelines: &[ValidatedPipeline],
         log_pipelines: &[ValidatedLogPipeline],
         trace_pipelines: &[ValidatedTracePipeline],
-        instances: &[ValidatedPendingInstance],
+        (instances, pushes_to_gateway): (&[ValidatedPendingInstance], bool),
     ) -> ConfigTemplate {
         Self::template_of(
             Self::from_validated(BTreeMap::new(), pipelines)
                 .with_log_pipelines(log_pipelines)
                 .with_trace_pipelines(trace_pipelines)
-                .with_pipeline_instances(instances),
+                .with_pipeline_instances(instances, pushes_to_gateway),
         )
     }
 
@@ -577,6 +597,26 @@ spec:
         let fewer = AgentConfig::from_validated(BTreeMap::new(), &list[..1]).render();
         assert_ne!(base.hash, labelled.hash);
         assert_ne!(base.hash, fewer.hash);
+    }
+
+    /// `pushesToGateway` goes only with instances (an agent that cannot render them
+    /// would refuse the field), leaves every other configuration's hash as it was, and
+    /// reads back as sent.
+    #[test]
+    fn pushes_to_gateway_is_sent_only_with_instances_and_read_back() {
+        let list = pipelines(TWO);
+        let base = AgentConfig::from_validated(BTreeMap::new(), &list);
+        let without_instances = base.clone().with_pipeline_instances(&[], true);
+        assert!(!without_instances.pushes_to_gateway);
+        assert_eq!(without_instances.render(), base.render());
+        let mut flagged = base.clone();
+        flagged.pushes_to_gateway = true;
+        let body = String::from_utf8(flagged.render().body).unwrap();
+        assert!(body.contains("\"pushesToGateway\":true"), "{body}");
+        let parsed = AgentConfig::parse(&body, &ValidationContext::tenant_default()).unwrap();
+        assert!(parsed.pushes_to_gateway);
+        let plain = String::from_utf8(base.render().body).unwrap();
+        assert!(!plain.contains("pushesToGateway"), "{plain}");
     }
 
     #[test]

@@ -70,7 +70,8 @@ type SelectedPipelines<'a> = (
 /// pipeline's credentials, a gateway never a pipeline that only scrapes, nor the
 /// central ones. The template `instances` the agent renders itself go in whole (the
 /// caller picked those with a part for the role); the agent cuts what it rendered to
-/// its role. [`external_labels`] complete it for a cluster.
+/// its role, and a cluster instance whose pushes go to the gateway to its part without
+/// them (`pushesToGateway`). [`external_labels`] complete it for a cluster.
 pub(super) fn config_template(
     cluster: &Cluster,
     (pipelines, log_pipelines, trace_pipelines): SelectedPipelines<'_>,
@@ -110,6 +111,9 @@ pub(super) fn config_template(
             }
         }
     }
+    // The cluster instance cuts the instances it renders as these were cut.
+    let pushes_to_gateway = role == AgentRole::Cluster && placement == PushPlacement::Gateway;
+    let instances = (instances, pushes_to_gateway);
     AgentConfig::template_with_instances(&all, &log_pipelines, &trace_pipelines, instances)
 }
 
