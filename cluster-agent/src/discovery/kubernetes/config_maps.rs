@@ -5,69 +5,25 @@
 //! [`ConfigMapStore`](crate::pipeline::instances::ConfigMapStore) of the instances). When a ConfigMap changes the reflector holds
 //! the new value, and the next rendering uses it.
 
-use std::fmt;
-
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
-use tokio::task::JoinHandle;
+use kube::Client;
+
+use super::namespaced::NamespacedObjects;
 
 /// ConfigMaps of some namespaces, kept current by a watcher per namespace.
-pub struct KubernetesConfigMaps {
-    stores: Vec<(String, Store<ConfigMap>)>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl fmt::Debug for KubernetesConfigMaps {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let namespaces: Vec<&str> = self.stores.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("KubernetesConfigMaps")
-            .field("namespaces", &namespaces)
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub struct KubernetesConfigMaps(NamespacedObjects<ConfigMap>);
 
 impl KubernetesConfigMaps {
     /// Watches the ConfigMaps of `namespaces`, and of no other namespace.
     pub fn watch(client: &Client, namespaces: impl IntoIterator<Item = String>) -> Self {
-        let mut stores = Vec::new();
-        let mut tasks = Vec::new();
-        for namespace in namespaces {
-            let (reader, writer) = reflector::store::<ConfigMap>();
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-                .default_backoff();
-            let name = namespace.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut stream = std::pin::pin!(stream);
-                while let Some(event) = stream.next().await {
-                    if let Err(error) = event {
-                        tracing::warn!(namespace = %name, %error, "watching ConfigMaps failed; retrying with backoff");
-                    }
-                }
-            }));
-            stores.push((namespace, reader));
-        }
-        Self { stores, tasks }
+        Self(NamespacedObjects::watch(client, namespaces, "ConfigMaps"))
     }
-}
 
-impl Drop for KubernetesConfigMaps {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-impl KubernetesConfigMaps {
     /// The value of `key` in ConfigMap `namespace/name` (a `binaryData` value only if
     /// it is UTF-8), if it exists and its namespace is watched.
     pub fn get(&self, namespace: &str, name: &str, key: &str) -> Option<String> {
-        let (_, store) = self.stores.iter().find(|(n, _)| n == namespace)?;
-        let config_map = store.get(&ObjectRef::new(name).within(namespace))?;
+        let config_map = self.0.get(namespace, name)?;
         if let Some(value) = config_map.data.as_ref().and_then(|d| d.get(key)) {
             return Some(value.clone());
         }

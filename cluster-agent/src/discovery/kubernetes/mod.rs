@@ -7,7 +7,8 @@
 //! the referenced namespaces' Secrets and follows their rotation (it is the
 //! [`SecretStore`](crate::outbound::auth::SecretStore) of the agent's outbound
 //! requests); [`config_maps`] does the same for the `configMapKeyRef` bindings of
-//! template instances ([`crate::pipeline::instances`]).
+//! template instances ([`crate::pipeline::instances`]); both read through
+//! [`namespaced`], one watcher per namespace the provider allows.
 //!
 //! The built-in relabel rules ([`annotations`], [`endpointslices`], [`istio`]) are
 //! written in Prometheus YAML and compiled once, the first time they are used, by
@@ -19,6 +20,7 @@ pub mod endpointslices;
 pub mod istio;
 #[cfg(test)]
 pub(crate) mod mock_api;
+pub mod namespaced;
 pub mod nodes;
 pub mod pods;
 pub mod pods_by_ip;

@@ -3,71 +3,28 @@
 //! the reflector holds the new value and the next request uses it: credentials rotate
 //! without a restart. Values are held as [`SecretString`] and never logged.
 
-use std::fmt;
-
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kaas_pipeline::secret::SecretString;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
-use tokio::task::JoinHandle;
+use kube::Client;
 
+use super::namespaced::NamespacedObjects;
 use crate::outbound::auth::SecretStore;
 
-/// Secrets of one namespace, kept current by a watcher.
-pub struct KubernetesSecrets {
-    stores: Vec<(String, Store<Secret>)>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl fmt::Debug for KubernetesSecrets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let namespaces: Vec<&str> = self.stores.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("KubernetesSecrets")
-            .field("namespaces", &namespaces)
-            .finish_non_exhaustive()
-    }
-}
+/// Secrets of some namespaces, kept current by a watcher per namespace.
+#[derive(Debug)]
+pub struct KubernetesSecrets(NamespacedObjects<Secret>);
 
 impl KubernetesSecrets {
     /// Watches the Secrets of `namespaces` (only those: an agent needs no access to
     /// other namespaces' Secrets).
     pub fn watch(client: &Client, namespaces: impl IntoIterator<Item = String>) -> Self {
-        let mut stores = Vec::new();
-        let mut tasks = Vec::new();
-        for namespace in namespaces {
-            let (reader, writer) = reflector::store::<Secret>();
-            let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-                .default_backoff();
-            let name = namespace.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut stream = std::pin::pin!(stream);
-                while let Some(event) = stream.next().await {
-                    if let Err(error) = event {
-                        tracing::warn!(namespace = %name, %error, "watching Secrets failed; retrying with backoff");
-                    }
-                }
-            }));
-            stores.push((namespace, reader));
-        }
-        Self { stores, tasks }
-    }
-}
-
-impl Drop for KubernetesSecrets {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        Self(NamespacedObjects::watch(client, namespaces, "Secrets"))
     }
 }
 
 impl SecretStore for KubernetesSecrets {
     fn get(&self, namespace: &str, name: &str, key: &str) -> Option<SecretString> {
-        let (_, store) = self.stores.iter().find(|(n, _)| n == namespace)?;
-        let secret = store.get(&ObjectRef::new(name).within(namespace))?;
+        let secret = self.0.get(namespace, name)?;
         if let Some(value) = secret.data.as_ref().and_then(|d| d.get(key)) {
             return String::from_utf8(value.0.clone())
                 .ok()
